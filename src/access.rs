@@ -1,0 +1,249 @@
+//! The access rules: who may do what to which key, and which client address a key admits.
+//!
+//! Pure functions over a key's current state, shared by the writer (commands) and by
+//! replay (stored records), so a log can only ever hold what the rules allow. Nothing here
+//! does I/O or takes a lock.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::Error;
+use crate::event::{Actor, ActorRole, Event, KeyId, MAX_WHITELIST, SUPER_ADMIN_ROLE};
+use crate::token::{HeaderProblem, Malformed};
+
+/// A key's state as the rules need it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyState<'a> {
+    pub(crate) owner: &'a str,
+    pub(crate) deleted: bool,
+    pub(crate) whitelist: &'a [IpNet],
+}
+
+/// Decides whether `actor` may record `event`, given the state of the key it names
+/// (`None` when no key has that id).
+pub(crate) fn check_event(actor: &Actor, event: &Event, key: Option<KeyState<'_>>) -> Result<(), Error> {
+    if actor.role() == ActorRole::User {
+        return Err(Error::PermissionDenied(format!(
+            "{:?} is not an admin: only admins and super admins may manage keys",
+            actor.id()
+        )));
+    }
+    let id = event.key_id();
+    if let Event::Created { roles, .. } = event {
+        if actor.role() != ActorRole::SuperAdmin && roles.iter().any(|r| r == SUPER_ADMIN_ROLE) {
+            return Err(Error::PermissionDenied(format!(
+                "admin {:?} may not grant the {SUPER_ADMIN_ROLE} role; only a super admin may",
+                actor.id()
+            )));
+        }
+        return match key {
+            None => Ok(()),
+            Some(_) => Err(Error::invalid("key id", format!("{id} is already in use"))),
+        };
+    }
+    let key = key.ok_or(Error::KeyNotFound(id))?;
+    if actor.role() == ActorRole::Admin && key.owner != actor.id() {
+        return Err(Error::PermissionDenied(format!(
+            "admin {:?} may only act on keys they created; key {id} was created by {:?}",
+            actor.id(),
+            key.owner
+        )));
+    }
+    if key.deleted {
+        return Err(Error::KeyDeleted(id));
+    }
+    match event {
+        Event::Whitelisted { net, .. } => {
+            if key.whitelist.contains(net) {
+                return Err(Error::WhitelistUnchanged {
+                    id,
+                    net: *net,
+                    reason: "is already whitelisted",
+                });
+            }
+            if key.whitelist.len() >= MAX_WHITELIST {
+                return Err(Error::invalid(
+                    "network",
+                    format!("key {id} already has the maximum of {MAX_WHITELIST} whitelist entries"),
+                ));
+            }
+        }
+        Event::Unwhitelisted { net, .. } if !key.whitelist.contains(net) => {
+            return Err(Error::WhitelistUnchanged {
+                id,
+                net: *net,
+                reason: "is not whitelisted",
+            });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Whether a key with this whitelist admits a client at `ip`.
+///
+/// An IPv4-mapped IPv6 client address is matched as the IPv4 address it carries.
+#[inline]
+pub(crate) fn check_ip(whitelist: &[IpNet], ip: IpAddr, require_whitelist: bool) -> Result<(), Rejection> {
+    if whitelist.is_empty() {
+        return if require_whitelist {
+            Err(Rejection::NoWhitelist)
+        } else {
+            Ok(())
+        };
+    }
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    if whitelist.iter().any(|net| net.contains(&ip)) {
+        Ok(())
+    } else {
+        Err(Rejection::IpNotWhitelisted)
+    }
+}
+
+/// Why a presented key was refused. Not an error of the store: the normal "no" answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The key is not well formed; decided before any lookup.
+    Malformed(Malformed),
+    /// The `x-api-key` header could not yield a key.
+    Header(HeaderProblem),
+    /// No live key has this secret: never issued, or deleted.
+    UnknownKey,
+    /// The key has a whitelist and the client's address is not on it.
+    IpNotWhitelisted,
+    /// The key has no whitelist and the store requires one.
+    NoWhitelist,
+}
+
+impl Rejection {
+    /// A stable, machine-readable name for the reason.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::Malformed(Malformed::Length) => "malformed_length",
+            Rejection::Malformed(Malformed::Character) => "malformed_character",
+            Rejection::Malformed(Malformed::Prefix) => "malformed_prefix",
+            Rejection::Malformed(Malformed::Checksum) => "malformed_checksum",
+            Rejection::Header(HeaderProblem::Missing) => "header_missing",
+            Rejection::Header(HeaderProblem::Repeated) => "header_repeated",
+            Rejection::Header(HeaderProblem::NotAscii) => "header_not_ascii",
+            Rejection::Header(HeaderProblem::Padded) => "header_padded",
+            Rejection::UnknownKey => "unknown_key",
+            Rejection::IpNotWhitelisted => "ip_not_whitelisted",
+            Rejection::NoWhitelist => "no_whitelist",
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::Malformed(m) => m.fmt(f),
+            Rejection::Header(h) => h.fmt(f),
+            Rejection::UnknownKey => f.write_str("unknown or deleted key"),
+            Rejection::IpNotWhitelisted => f.write_str("client address is not whitelisted for this key"),
+            Rejection::NoWhitelist => f.write_str("key has no whitelist and this store requires one"),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+impl From<Malformed> for Rejection {
+    fn from(m: Malformed) -> Self {
+        Rejection::Malformed(m)
+    }
+}
+
+impl From<HeaderProblem> for Rejection {
+    fn from(h: HeaderProblem) -> Self {
+        Rejection::Header(h)
+    }
+}
+
+/// What a host learns about an accepted key. Cheap to clone; holds no secret.
+#[derive(Debug, Clone)]
+pub struct VerifiedKey(pub(crate) Arc<KeyInfo>);
+
+/// The immutable facts about a key, shared between the projection and verified keys.
+#[derive(Debug)]
+pub(crate) struct KeyInfo {
+    pub(crate) id: KeyId,
+    pub(crate) name: Box<str>,
+    pub(crate) roles: Arc<[Box<str>]>,
+    pub(crate) tail: [u8; 4],
+}
+
+impl VerifiedKey {
+    /// The key's public id.
+    pub fn id(&self) -> KeyId {
+        self.0.id
+    }
+
+    /// The key's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The key's roles, in the order they were given.
+    pub fn roles(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.0.roles.iter().map(|r| &**r)
+    }
+
+    /// Whether the key has this role.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.0.roles.iter().any(|r| &**r == role)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse_net;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| parse_net(s).unwrap()).collect()
+    }
+
+    #[test]
+    fn whitelist_matches_hosts_and_ranges_of_both_families() {
+        let wl = nets(&["10.1.2.3", "192.168.0.0/16", "2001:db8::/32", "::1"]);
+        for ok in [
+            "10.1.2.3",
+            "192.168.44.1",
+            "2001:db8:ffff::9",
+            "::1",
+            "::ffff:10.1.2.3",
+            "::ffff:192.168.1.1",
+        ] {
+            assert_eq!(check_ip(&wl, ok.parse().unwrap(), false), Ok(()), "{ok}");
+        }
+        for no in [
+            "10.1.2.4",
+            "192.169.0.1",
+            "2001:db9::1",
+            "::2",
+            "::ffff:10.1.2.4",
+            "::a01:203",
+        ] {
+            assert_eq!(
+                check_ip(&wl, no.parse().unwrap(), false),
+                Err(Rejection::IpNotWhitelisted),
+                "{no}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_whitelist_admits_all_unless_required() {
+        let ip = "203.0.113.9".parse().unwrap();
+        assert_eq!(check_ip(&[], ip, false), Ok(()));
+        assert_eq!(check_ip(&[], ip, true), Err(Rejection::NoWhitelist));
+    }
+}

@@ -1,0 +1,308 @@
+//! The byte encoding of every stored value; the only module that uses bincode.
+//!
+//! Encoding is bincode 1.3 with fixed-width little-endian integers (byte-compatible with
+//! `bincode::serialize`). Decoding is total: any byte string yields a value or an error,
+//! with a size limit, trailing bytes rejected and every field re-validated. It must never
+//! panic and never allocate more than [`MAX_RECORD_BYTES`].
+
+use bincode::Options;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::event::{Actor, ActorRole, Event, KeyId, Record};
+use crate::token::KeyHash;
+
+/// The record format this build writes. Older versions keep decoding.
+pub(crate) const RECORD_VERSION: u16 = 1;
+/// No record may be larger; decoding stops at this many bytes.
+pub(crate) const MAX_RECORD_BYTES: u64 = 64 * 1024;
+
+fn options(limit: u64) -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .with_limit(limit)
+        .reject_trailing_bytes()
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordV1 {
+    version: u16,
+    seq: u64,
+    at: i64,
+    actor_id: String,
+    actor_role: u8,
+    event: EventV1,
+    prev: [u8; 32],
+}
+
+#[derive(Serialize, Deserialize)]
+enum EventV1 {
+    Created {
+        id: u64,
+        hash: [u8; 32],
+        tail: [u8; 4],
+        name: String,
+        roles: Vec<String>,
+        whitelist: Vec<NetV1>,
+    },
+    Whitelisted {
+        id: u64,
+        net: NetV1,
+    },
+    Unwhitelisted {
+        id: u64,
+        net: NetV1,
+    },
+    Deleted {
+        id: u64,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+enum NetV1 {
+    V4([u8; 4], u8),
+    V6([u8; 16], u8),
+}
+
+impl From<&IpNet> for NetV1 {
+    fn from(net: &IpNet) -> Self {
+        match net {
+            IpNet::V4(n) => NetV1::V4(n.addr().octets(), n.prefix_len()),
+            IpNet::V6(n) => NetV1::V6(n.addr().octets(), n.prefix_len()),
+        }
+    }
+}
+
+impl TryFrom<NetV1> for IpNet {
+    type Error = String;
+
+    fn try_from(net: NetV1) -> Result<Self, String> {
+        match net {
+            NetV1::V4(a, p) => Ipv4Net::new(a.into(), p).map(IpNet::V4),
+            NetV1::V6(a, p) => Ipv6Net::new(a.into(), p).map(IpNet::V6),
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Encodes a record in the current format.
+pub(crate) fn encode_record(r: &Record) -> Result<Vec<u8>, Error> {
+    let event = match &r.event {
+        Event::Created {
+            id,
+            hash,
+            tail,
+            name,
+            roles,
+            whitelist,
+        } => EventV1::Created {
+            id: id.0,
+            hash: hash.0,
+            tail: *tail,
+            name: name.clone(),
+            roles: roles.clone(),
+            whitelist: whitelist.iter().map(NetV1::from).collect(),
+        },
+        Event::Whitelisted { id, net } => EventV1::Whitelisted {
+            id: id.0,
+            net: net.into(),
+        },
+        Event::Unwhitelisted { id, net } => EventV1::Unwhitelisted {
+            id: id.0,
+            net: net.into(),
+        },
+        Event::Deleted { id } => EventV1::Deleted { id: id.0 },
+    };
+    let wire = RecordV1 {
+        version: RECORD_VERSION,
+        seq: r.seq,
+        at: r.at,
+        actor_id: r.actor.id().to_owned(),
+        actor_role: r.actor.role().code(),
+        event,
+        prev: r.prev,
+    };
+    options(MAX_RECORD_BYTES)
+        .serialize(&wire)
+        .map_err(|e| Error::invalid("record", format!("cannot be encoded: {e}")))
+}
+
+/// Decodes and validates a record. `seq` is where it was found, for error messages.
+pub(crate) fn decode_record(bytes: &[u8], seq: u64) -> Result<Record, Error> {
+    let bad = |reason: String| Error::corrupt(seq, reason);
+    let version = match bytes {
+        [a, b, ..] => u16::from_le_bytes([*a, *b]),
+        _ => {
+            return Err(bad(format!(
+                "record is {} bytes, too short for a version",
+                bytes.len()
+            )));
+        }
+    };
+    if version != RECORD_VERSION {
+        return Err(Error::UnsupportedVersion {
+            found: u32::from(version),
+            supported: u32::from(RECORD_VERSION),
+        });
+    }
+    let wire: RecordV1 = options(MAX_RECORD_BYTES)
+        .deserialize(bytes)
+        .map_err(|e| bad(format!("undecodable record: {e}")))?;
+    let role = ActorRole::from_code(wire.actor_role)
+        .ok_or_else(|| bad(format!("unknown actor role code {}", wire.actor_role)))?;
+    let net = |n: NetV1| IpNet::try_from(n).map_err(|e| bad(format!("bad network: {e}")));
+    let event = match wire.event {
+        EventV1::Created {
+            id,
+            hash,
+            tail,
+            name,
+            roles,
+            whitelist,
+        } => Event::Created {
+            id: KeyId(id),
+            hash: KeyHash(hash),
+            tail,
+            name,
+            roles,
+            whitelist: whitelist.into_iter().map(net).collect::<Result<_, _>>()?,
+        },
+        EventV1::Whitelisted { id, net: n } => Event::Whitelisted {
+            id: KeyId(id),
+            net: net(n)?,
+        },
+        EventV1::Unwhitelisted { id, net: n } => Event::Unwhitelisted {
+            id: KeyId(id),
+            net: net(n)?,
+        },
+        EventV1::Deleted { id } => Event::Deleted { id: KeyId(id) },
+    };
+    let record = Record {
+        seq: wire.seq,
+        at: wire.at,
+        actor: Actor::new(wire.actor_id, role),
+        event,
+        prev: wire.prev,
+    };
+    record
+        .validate()
+        .map_err(|e| bad(format!("invalid record: {e}")))?;
+    Ok(record)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn arb_net() -> impl Strategy<Value = IpNet> {
+        prop_oneof![
+            (any::<[u8; 4]>(), 0u8..=32)
+                .prop_map(|(a, p)| IpNet::V4(Ipv4Net::new(a.into(), p).unwrap().trunc())),
+            (any::<[u8; 16]>(), 0u8..=95)
+                .prop_map(|(a, p)| IpNet::V6(Ipv6Net::new(a.into(), p).unwrap().trunc())),
+        ]
+    }
+
+    pub(crate) fn arb_record() -> impl Strategy<Value = Record> {
+        let actor =
+            ("[a-z]{1,12}", 0u8..3).prop_map(|(id, r)| Actor::new(id, ActorRole::from_code(r).unwrap()));
+        let event = prop_oneof![
+            (
+                any::<u64>(),
+                any::<[u8; 32]>(),
+                "[a-zA-Z0-9]{4}",
+                "[a-z][a-z ]{0,20}[a-z]",
+                proptest::collection::btree_set("[a-z0-9_-]{1,10}", 1..4),
+                proptest::collection::vec(arb_net(), 0..4)
+            )
+                .prop_map(|(id, hash, tail, name, roles, mut whitelist)| {
+                    whitelist.dedup();
+                    let mut t = [0u8; 4];
+                    t.copy_from_slice(tail.as_bytes());
+                    Event::Created {
+                        id: KeyId(id),
+                        hash: KeyHash(hash),
+                        tail: t,
+                        name,
+                        roles: roles.into_iter().collect(),
+                        whitelist,
+                    }
+                }),
+            (any::<u64>(), arb_net()).prop_map(|(id, net)| Event::Whitelisted { id: KeyId(id), net }),
+            (any::<u64>(), arb_net()).prop_map(|(id, net)| Event::Unwhitelisted { id: KeyId(id), net }),
+            any::<u64>().prop_map(|id| Event::Deleted { id: KeyId(id) }),
+        ];
+        (1u64.., any::<i64>(), actor, event, any::<[u8; 32]>()).prop_map(|(seq, at, actor, event, prev)| {
+            Record {
+                seq,
+                at,
+                actor,
+                event,
+                prev,
+            }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip(r in arb_record()) {
+            prop_assume!(r.validate().is_ok());
+            let bytes = encode_record(&r).unwrap();
+            prop_assert_eq!(decode_record(&bytes, r.seq).unwrap(), r);
+        }
+
+        #[test]
+        fn encoding_matches_plain_bincode_serialize(r in arb_record()) {
+            prop_assume!(r.validate().is_ok());
+            let ours = encode_record(&r).unwrap();
+            let wire: RecordV1 = options(MAX_RECORD_BYTES).deserialize(&ours).unwrap();
+            prop_assert_eq!(bincode::serialize(&wire).unwrap(), ours);
+        }
+
+        #[test]
+        fn arbitrary_bytes_decode_to_a_value_or_an_error(mut bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if bytes.len() >= 2 { bytes[0] = 1; bytes[1] = 0; }
+            if let Ok(r) = decode_record(&bytes, 1) {
+                prop_assert_eq!(encode_record(&r).unwrap(), bytes);
+            }
+        }
+
+        #[test]
+        fn truncated_or_extended_records_are_refused(r in arb_record(), cut in 1usize..40) {
+            prop_assume!(r.validate().is_ok());
+            let bytes = encode_record(&r).unwrap();
+            let short = &bytes[..bytes.len().saturating_sub(cut)];
+            prop_assert!(decode_record(short, 1).is_err());
+            let mut long = bytes.clone();
+            long.push(0);
+            prop_assert!(decode_record(&long, 1).is_err());
+        }
+    }
+
+    #[test]
+    fn huge_length_prefix_is_refused_without_allocating() {
+        // version, seq, at, then a string length of 2^60.
+        let mut bytes = vec![1, 0];
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        bytes.extend_from_slice(&0i64.to_le_bytes());
+        bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(matches!(
+            decode_record(&bytes, 7),
+            Err(Error::Corrupt { seq: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_versions_are_named() {
+        assert!(matches!(
+            decode_record(&[9, 0, 0, 0], 1),
+            Err(Error::UnsupportedVersion {
+                found: 9,
+                supported: 1
+            })
+        ));
+    }
+}

@@ -1,0 +1,564 @@
+//! The event records: who did what to which key, and the rules every field obeys.
+//!
+//! Owns the domain values (actors, key ids, names, roles, networks) and their validation,
+//! shared by commands on their way in and records decoded from disk. It never touches
+//! storage and never sees a secret: a created key is recorded by its hash.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::Error;
+use crate::token::KeyHash;
+
+/// Longest key name, in characters, after trimming.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest role name, in bytes.
+pub const MAX_ROLE_LEN: usize = 64;
+/// Most roles on one key.
+pub const MAX_ROLES: usize = 32;
+/// Most whitelist entries on one key.
+pub const MAX_WHITELIST: usize = 1024;
+/// Longest actor id, in characters.
+pub const MAX_ACTOR_ID_CHARS: usize = 128;
+/// The reserved role only a super admin may grant.
+pub const SUPER_ADMIN_ROLE: &str = "super-admin";
+/// The other reserved role name.
+pub const ADMIN_ROLE: &str = "admin";
+
+/// What an actor is allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActorRole {
+    /// May act on every key and grant every role.
+    SuperAdmin,
+    /// May create keys and act on the keys it created.
+    Admin,
+    /// Any other user: may not manage keys.
+    User,
+}
+
+impl ActorRole {
+    /// The role's name: `super-admin`, `admin` or `user`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorRole::SuperAdmin => SUPER_ADMIN_ROLE,
+            ActorRole::Admin => ADMIN_ROLE,
+            ActorRole::User => "user",
+        }
+    }
+
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            ActorRole::SuperAdmin => 0,
+            ActorRole::Admin => 1,
+            ActorRole::User => 2,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(ActorRole::SuperAdmin),
+            1 => Some(ActorRole::Admin),
+            2 => Some(ActorRole::User),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ActorRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ActorRole {
+    type Err = Error;
+
+    /// Parses `super-admin`, `admin` or `user`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            SUPER_ADMIN_ROLE => Ok(ActorRole::SuperAdmin),
+            ADMIN_ROLE => Ok(ActorRole::Admin),
+            "user" => Ok(ActorRole::User),
+            _ => Err(Error::invalid(
+                "actor role",
+                format!("{s:?} is not super-admin, admin or user"),
+            )),
+        }
+    }
+}
+
+/// Who is acting, as authenticated by the host: an id and a role.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Actor {
+    id: String,
+    role: ActorRole,
+}
+
+impl Actor {
+    /// An actor with the given id and role. The id is checked when the actor acts.
+    pub fn new(id: impl Into<String>, role: ActorRole) -> Self {
+        Actor { id: id.into(), role }
+    }
+
+    /// A super admin.
+    pub fn super_admin(id: impl Into<String>) -> Self {
+        Actor::new(id, ActorRole::SuperAdmin)
+    }
+
+    /// An admin.
+    pub fn admin(id: impl Into<String>) -> Self {
+        Actor::new(id, ActorRole::Admin)
+    }
+
+    /// A user who is neither admin nor super admin.
+    pub fn user(id: impl Into<String>) -> Self {
+        Actor::new(id, ActorRole::User)
+    }
+
+    /// The actor's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The actor's role.
+    pub fn role(&self) -> ActorRole {
+        self.role
+    }
+
+    /// Checks the id: 1 to 128 characters, no control characters, no surrounding spaces.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let n = self.id.chars().count();
+        if n == 0 || n > MAX_ACTOR_ID_CHARS {
+            return Err(Error::invalid(
+                "actor",
+                format!("id must be 1 to {MAX_ACTOR_ID_CHARS} characters, got {n}"),
+            ));
+        }
+        if self.id.chars().any(char::is_control) || self.id.trim() != self.id {
+            return Err(Error::invalid(
+                "actor",
+                "id has control characters or surrounding white space",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A key's public id: 16 lowercase hexadecimal digits. Safe to show and log.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub(crate) u64);
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if s.len() != 16
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(Error::invalid(
+                "key id",
+                format!("{:?} is not 16 lowercase hex digits", truncate(s)),
+            ));
+        }
+        u64::from_str_radix(s, 16)
+            .map(KeyId)
+            .map_err(|e| Error::invalid("key id", e.to_string()))
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+/// What to create: a name, one or more roles, and an optional IP whitelist.
+///
+/// # Example
+/// ```
+/// use keyledger::NewKey;
+/// let new = NewKey::new("notifications bot")
+///     .role("notifier")
+///     .allow("10.0.0.0/8".parse().unwrap())
+///     .allow("2001:db8::1".parse::<std::net::IpAddr>().unwrap().into());
+/// # let _ = new;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKey {
+    pub(crate) name: String,
+    pub(crate) roles: Vec<String>,
+    pub(crate) whitelist: Vec<IpNet>,
+}
+
+impl NewKey {
+    /// A key with this name and, so far, no roles and an empty whitelist.
+    pub fn new(name: impl Into<String>) -> Self {
+        NewKey {
+            name: name.into(),
+            roles: Vec::new(),
+            whitelist: Vec::new(),
+        }
+    }
+
+    /// Adds a role.
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        self.roles.push(role.into());
+        self
+    }
+
+    /// Adds a whitelisted address or CIDR range.
+    pub fn allow(mut self, net: IpNet) -> Self {
+        self.whitelist.push(net);
+        self
+    }
+
+    /// Checks every field and returns the normalized request (trimmed name, canonical nets).
+    pub(crate) fn validated(&self) -> Result<NewKey, Error> {
+        let name = validate_name(&self.name)?;
+        if self.roles.is_empty() {
+            return Err(Error::invalid("role", "a key needs at least one role"));
+        }
+        if self.roles.len() > MAX_ROLES {
+            return Err(Error::invalid(
+                "role",
+                format!("at most {MAX_ROLES} roles, got {}", self.roles.len()),
+            ));
+        }
+        for (i, role) in self.roles.iter().enumerate() {
+            validate_role(role)?;
+            if self.roles[..i].contains(role) {
+                return Err(Error::invalid("role", format!("{role:?} is given twice")));
+            }
+        }
+        let whitelist = validate_whitelist(&self.whitelist)?;
+        Ok(NewKey {
+            name,
+            roles: self.roles.clone(),
+            whitelist,
+        })
+    }
+}
+
+/// Trims a key name and checks it: 1 to 100 characters, no control characters.
+pub(crate) fn validate_name(name: &str) -> Result<String, Error> {
+    let name = name.trim();
+    let n = name.chars().count();
+    if n == 0 || n > MAX_NAME_CHARS {
+        return Err(Error::invalid(
+            "name",
+            format!("must be 1 to {MAX_NAME_CHARS} characters after trimming, got {n}"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid("name", "must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// Checks a role name: 1 to 64 of `[a-z0-9_-]`.
+pub(crate) fn validate_role(role: &str) -> Result<(), Error> {
+    if role.is_empty() || role.len() > MAX_ROLE_LEN {
+        return Err(Error::invalid(
+            "role",
+            format!("{:?} must be 1 to {MAX_ROLE_LEN} characters", truncate(role)),
+        ));
+    }
+    if !role
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(Error::invalid(
+            "role",
+            format!("{:?} may only use a-z, 0-9, - and _", truncate(role)),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a whitelist: at most [`MAX_WHITELIST`] entries, each canonical, no duplicates.
+pub(crate) fn validate_whitelist(nets: &[IpNet]) -> Result<Vec<IpNet>, Error> {
+    if nets.len() > MAX_WHITELIST {
+        return Err(Error::invalid(
+            "network",
+            format!(
+                "at most {MAX_WHITELIST} whitelist entries per key, got {}",
+                nets.len()
+            ),
+        ));
+    }
+    let mut out: Vec<IpNet> = Vec::with_capacity(nets.len());
+    for &net in nets {
+        let net = canonical_net(net)?;
+        if out.contains(&net) {
+            return Err(Error::invalid("network", format!("{net} is given twice")));
+        }
+        out.push(net);
+    }
+    Ok(out)
+}
+
+/// The canonical form of a whitelist entry: IPv4-mapped IPv6 becomes IPv4, and host bits
+/// must be zero (`10.1.2.3/8` is refused rather than silently widened or narrowed).
+pub(crate) fn canonical_net(net: IpNet) -> Result<IpNet, Error> {
+    let net = match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .map_err(|e| Error::invalid("network", e.to_string()))?,
+            None => net,
+        },
+        other => other,
+    };
+    if net.trunc() != net {
+        return Err(Error::invalid(
+            "network",
+            format!("{net} has host bits set; did you mean {}?", net.trunc()),
+        ));
+    }
+    Ok(net)
+}
+
+/// Parses a whitelist entry: an IPv4 or IPv6 address, or a CIDR range.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming what is wrong.
+///
+/// # Example
+/// ```
+/// let net = keyledger::parse_net("10.0.0.0/8").unwrap();
+/// assert_eq!(keyledger::parse_net("10.0.0.1").unwrap().to_string(), "10.0.0.1/32");
+/// assert!(keyledger::parse_net("10.0.0.1/8").is_err());
+/// # let _ = net;
+/// ```
+pub fn parse_net(s: &str) -> Result<IpNet, Error> {
+    let net = match s.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => s.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+            Error::invalid(
+                "network",
+                format!("{:?} is not an IP address or CIDR range", truncate(s)),
+            )
+        })?,
+    };
+    canonical_net(net)
+}
+
+/// What happened, as a stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Event {
+    Created {
+        id: KeyId,
+        hash: KeyHash,
+        tail: [u8; 4],
+        name: String,
+        roles: Vec<String>,
+        whitelist: Vec<IpNet>,
+    },
+    Whitelisted {
+        id: KeyId,
+        net: IpNet,
+    },
+    Unwhitelisted {
+        id: KeyId,
+        net: IpNet,
+    },
+    Deleted {
+        id: KeyId,
+    },
+}
+
+impl Event {
+    pub(crate) fn key_id(&self) -> KeyId {
+        match self {
+            Event::Created { id, .. }
+            | Event::Whitelisted { id, .. }
+            | Event::Unwhitelisted { id, .. }
+            | Event::Deleted { id } => *id,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> EventKind {
+        match self {
+            Event::Created { .. } => EventKind::Created,
+            Event::Whitelisted { .. } => EventKind::Whitelisted,
+            Event::Unwhitelisted { .. } => EventKind::Unwhitelisted,
+            Event::Deleted { .. } => EventKind::Deleted,
+        }
+    }
+}
+
+/// The kind of an audit entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A key was created.
+    Created,
+    /// An address or range was added to a key's whitelist.
+    Whitelisted,
+    /// An address or range was removed from a key's whitelist.
+    Unwhitelisted,
+    /// A key was deleted.
+    Deleted,
+}
+
+impl EventKind {
+    /// `created`, `whitelisted`, `unwhitelisted` or `deleted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Whitelisted => "whitelisted",
+            EventKind::Unwhitelisted => "unwhitelisted",
+            EventKind::Deleted => "deleted",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        [
+            EventKind::Created,
+            EventKind::Whitelisted,
+            EventKind::Unwhitelisted,
+            EventKind::Deleted,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| {
+            Error::invalid(
+                "kind",
+                format!("{s:?} is not created, whitelisted, unwhitelisted or deleted"),
+            )
+        })
+    }
+}
+
+/// One entry of the log: an event with its position, time, author and chain link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// Contiguous from 1.
+    pub(crate) seq: u64,
+    /// Microseconds since the Unix epoch, never decreasing along the log.
+    pub(crate) at: i64,
+    pub(crate) actor: Actor,
+    pub(crate) event: Event,
+    /// The chain hash of the previous record (all zeros for the first).
+    pub(crate) prev: [u8; 32],
+}
+
+impl Record {
+    /// Checks every field against the same rules commands obey, so a decoded record is
+    /// as trustworthy as one the writer built.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        self.actor.validate()?;
+        match &self.event {
+            Event::Created {
+                name,
+                roles,
+                whitelist,
+                tail,
+                ..
+            } => {
+                let new = NewKey {
+                    name: name.clone(),
+                    roles: roles.clone(),
+                    whitelist: whitelist.clone(),
+                };
+                if new.validated()? != new {
+                    return Err(Error::invalid("name", "stored name is not trimmed"));
+                }
+                if !tail.iter().all(u8::is_ascii_alphanumeric) {
+                    return Err(Error::invalid("hint", "not base62"));
+                }
+            }
+            Event::Whitelisted { net, .. } | Event::Unwhitelisted { net, .. } => {
+                if canonical_net(*net)? != *net {
+                    return Err(Error::invalid("network", format!("{net} is not canonical")));
+                }
+            }
+            Event::Deleted { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(validate_name("  bot  ").unwrap(), "bot");
+        assert!(validate_name("   ").is_err());
+        assert!(validate_name(&"x".repeat(101)).is_err());
+        assert!(validate_name(&"é".repeat(100)).is_ok());
+        assert!(validate_name("a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn role_names_use_a_small_alphabet() {
+        assert!(validate_role("bot_2-x").is_ok());
+        for bad in ["", "Bot", "a b", "é", &"r".repeat(65)] {
+            assert!(
+                matches!(validate_role(bad), Err(Error::InvalidInput { field: "role", .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn nets_are_canonical() {
+        assert_eq!(
+            parse_net("::ffff:10.1.2.3").unwrap(),
+            parse_net("10.1.2.3").unwrap()
+        );
+        assert_eq!(
+            parse_net("::ffff:10.1.0.0/112").unwrap(),
+            parse_net("10.1.0.0/16").unwrap()
+        );
+        assert!(parse_net("2001:db8::/32").is_ok());
+        for bad in [
+            "10.0.0.1/8",
+            "300.1.1.1",
+            "10.0.0.0/33",
+            "",
+            "fe80::/129",
+            "1.2.3.4/-1",
+        ] {
+            assert!(
+                matches!(parse_net(bad), Err(Error::InvalidInput { field: "network", .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_ids_round_trip_and_reject_garbage() {
+        let id = KeyId(0x00ab_cdef_0123_4567);
+        assert_eq!(id.to_string().parse::<KeyId>().unwrap(), id);
+        for bad in ["", "00ABCDEF01234567", "00abcdef0123456", "+0abcdef01234567"] {
+            assert!(bad.parse::<KeyId>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! keyledger: an embedded API-key store whose every change is an event in an append-only,
+//! hash-chained log, and whose every read is served from memory.
+//!
+//! Admins and super admins create keys with a name, roles and an IP whitelist; the secret
+//! is returned once and only its blake3 hash is kept. A super admin may delete any key, an
+//! admin only the keys they created. [`KeyStore::verify`] checks a presented key in O(1)
+//! without I/O; a delete returns only once the key has stopped verifying.
+//!
+//! # Quick tour
+//! ```
+//! use keyledger::{Actor, EventKind, KeyStore, NewKey, Rejection};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = KeyStore::open(dir.path().join("keys"))?;
+//! let root = Actor::super_admin("root");
+//! let alice = Actor::admin("alice");
+//!
+//! // Create a key; its secret is shown this once.
+//! let created = store.create_key(
+//!     &alice,
+//!     NewKey::new("notifications bot").role("notifier").allow("10.0.0.0/8".parse()?),
+//! )?;
+//! let secret = created.key.expose_secret();
+//!
+//! // Verify it, as every API call would.
+//! let ok = store.verify(secret, "10.1.2.3".parse()?).expect("whitelisted");
+//! assert!(ok.has_role("notifier"));
+//! assert_eq!(store.verify(secret, "192.0.2.1".parse()?).unwrap_err(), Rejection::IpNotWhitelisted);
+//!
+//! // Another admin may not delete it; a super admin may.
+//! assert!(store.delete_key(&Actor::admin("bob"), created.id).is_err());
+//! store.delete_key(&root, created.id)?;
+//! assert_eq!(store.verify(secret, "10.1.2.3".parse()?).unwrap_err(), Rejection::UnknownKey);
+//!
+//! // The audit trail says who did what.
+//! let trail = store.audit();
+//! assert_eq!(trail[0].kind, EventKind::Created);
+//! assert_eq!(trail[1].actor, root);
+//! assert_eq!(trail[1].kind, EventKind::Deleted);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The on-disk format is described in `docs/design.md`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod access;
+mod codec;
+mod error;
+mod event;
+mod log;
+mod projection;
+mod store;
+mod token;
+
+pub use crate::access::{Rejection, VerifiedKey};
+pub use crate::error::Error;
+pub use crate::event::{
+    ADMIN_ROLE, Actor, ActorRole, EventKind, KeyId, MAX_ACTOR_ID_CHARS, MAX_NAME_CHARS, MAX_ROLE_LEN,
+    MAX_ROLES, MAX_WHITELIST, NewKey, SUPER_ADMIN_ROLE, parse_net,
+};
+pub use crate::projection::{AuditEntry, KeyView};
+pub use crate::store::{Builder, CreatedKey, KeyStore};
+pub use crate::token::{
+    API_KEY_HEADER, ApiKey, HeaderProblem, KEY_LEN, KEY_PREFIX, Malformed, api_key_from_headers, check_format,
+};
+pub use ipnet::IpNet;

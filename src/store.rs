@@ -1,0 +1,679 @@
+//! The store: ties commands, access rules, the log and the projections together.
+//!
+//! Data flows one way: a command is checked against the projection, turned into records,
+//! made durable by the one writer thread (group commit), applied to the projection, and
+//! only then answered. Reads (`verify`, listings, audit) never touch disk or wait for the
+//! writer.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::{File, TryLockError};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use crossbeam_utils::sync::ShardedLock;
+use ipnet::IpNet;
+use rand::TryRngCore;
+
+use crate::Error;
+use crate::access::{self, KeyState, Rejection, VerifiedKey};
+use crate::codec;
+use crate::event::{Actor, Event, KeyId, NewKey, Record};
+use crate::log::{Chain, Log, SledLog};
+use crate::projection::{AuditEntry, KeyView, Projection};
+use crate::token::{self, ApiKey, KeyHash};
+
+/// The version of the store's directory layout and metadata.
+pub(crate) const STORE_FORMAT: u32 = 1;
+const META_TREE: &str = "meta";
+const META_FORMAT: &[u8] = b"format";
+const LOCK_FILE: &str = "keyledger.lock";
+const LOG_DIR: &str = "log";
+
+/// A new key, as returned once by [`KeyStore::create_key`].
+#[derive(Debug)]
+pub struct CreatedKey {
+    /// The key's public id.
+    pub id: KeyId,
+    /// The secret: show it to its owner once; the store cannot show it again.
+    pub key: ApiKey,
+}
+
+/// Options for opening a store; see [`KeyStore::builder`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    cache_bytes: u64,
+    require_whitelist: bool,
+    max_batch: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            cache_bytes: 8 << 20,
+            require_whitelist: false,
+            max_batch: 1024,
+        }
+    }
+}
+
+impl Builder {
+    /// sled's page cache, in bytes (default 8 MiB; sled's own default is 1 GiB). Reads
+    /// never use it: it serves the writer and the replay at open.
+    pub fn cache_bytes(mut self, bytes: u64) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
+    /// Refuse keys whose whitelist is empty instead of admitting every address.
+    pub fn require_whitelist(mut self, yes: bool) -> Self {
+        self.require_whitelist = yes;
+        self
+    }
+
+    /// Most commands made durable by one flush (default 1024).
+    pub fn max_batch(mut self, commands: usize) -> Self {
+        self.max_batch = commands.max(1);
+        self
+    }
+
+    /// Opens the store in directory `path`, creating it if needed, and rebuilds the
+    /// projections by replaying the log.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another process has it open, [`Error::Corrupt`] or
+    /// [`Error::UnsupportedVersion`] if the log cannot be replayed, [`Error::Io`] or
+    /// [`Error::Storage`] if the disk fails.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<KeyStore, Error> {
+        let dir = path.as_ref();
+        std::fs::create_dir_all(dir)?;
+        let lock = lock_dir(dir)?;
+        let log = SledLog::open(Some(&dir.join(LOG_DIR)), self.cache_bytes)?;
+        KeyStore::start(self, log, Some((dir.to_path_buf(), lock)))
+    }
+
+    /// Opens a store that lives in a temporary directory and is removed when dropped.
+    ///
+    /// # Errors
+    /// As [`Builder::open`].
+    pub fn open_temporary(self) -> Result<KeyStore, Error> {
+        let log = SledLog::open(None, self.cache_bytes)?;
+        KeyStore::start(self, log, None)
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File, Error> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::Io(e)),
+    }
+}
+
+fn check_meta(db: &sled::Db, log_is_empty: bool) -> Result<(), Error> {
+    let meta = db.open_tree(META_TREE)?;
+    match meta.get(META_FORMAT)? {
+        Some(v) => {
+            let found = <[u8; 4]>::try_from(v.as_ref())
+                .map(u32::from_le_bytes)
+                .map_err(|_| Error::corrupt(0, "store format marker is not 4 bytes"))?;
+            if found != STORE_FORMAT {
+                return Err(Error::UnsupportedVersion {
+                    found,
+                    supported: STORE_FORMAT,
+                });
+            }
+        }
+        None if log_is_empty => {
+            meta.insert(META_FORMAT, &STORE_FORMAT.to_le_bytes())?;
+            db.flush()?;
+        }
+        None => return Err(Error::corrupt(0, "log has records but no format marker")),
+    }
+    Ok(())
+}
+
+/// Rebuilds a projection from every record in `log`, checking each one.
+pub(crate) fn replay(log: &dyn Log, chain: &Chain) -> Result<Projection, Error> {
+    let mut proj = Projection::new();
+    for item in log.scan(1) {
+        let (seq, bytes) = item?;
+        let expected = proj.head().seq + 1;
+        if seq != expected {
+            return Err(Error::corrupt(
+                expected,
+                format!("record {expected} is missing; found {seq}"),
+            ));
+        }
+        let record = codec::decode_record(&bytes, seq)?;
+        if record.seq != seq {
+            return Err(Error::corrupt(
+                seq,
+                format!("record stored at {seq} says it is {}", record.seq),
+            ));
+        }
+        proj.check(&record)?;
+        proj.apply(&record, chain.hash(&bytes))?;
+    }
+    Ok(proj)
+}
+
+struct Shared {
+    proj: ShardedLock<Projection>,
+    require_whitelist: bool,
+}
+
+impl Shared {
+    fn read(&self) -> crossbeam_utils::sync::ShardedLockReadGuard<'_, Projection> {
+        self.proj.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+enum Op {
+    Create {
+        new: NewKey,
+        hash: KeyHash,
+        tail: [u8; 4],
+    },
+    Whitelist {
+        id: KeyId,
+        nets: Vec<IpNet>,
+    },
+    Unwhitelist {
+        id: KeyId,
+        nets: Vec<IpNet>,
+    },
+    Delete {
+        id: KeyId,
+    },
+}
+
+struct Command {
+    actor: Actor,
+    op: Op,
+    reply: Sender<Result<KeyId, Error>>,
+}
+
+/// An embedded API-key store: an append-only event log on disk and in-memory projections.
+///
+/// All methods take `&self`; share it between threads with an `Arc`. Writes are
+/// serialized through one writer thread and return once durable; `verify` runs in
+/// parallel on every thread and never waits for a write.
+pub struct KeyStore {
+    shared: Arc<Shared>,
+    tx: Option<Sender<Command>>,
+    writer: Option<JoinHandle<()>>,
+    dir: Option<PathBuf>,
+    _lock: Option<File>,
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("dir", &self.dir)
+            .field("last_seq", &self.last_seq())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyStore {
+    /// Options for opening a store.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Opens the store in directory `path` with default options, creating it if needed.
+    ///
+    /// # Errors
+    /// As [`Builder::open`].
+    ///
+    /// # Example
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = keyledger::KeyStore::open(dir.path().join("keys")).unwrap();
+    /// assert_eq!(store.last_seq(), 0);
+    /// ```
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Builder::default().open(path)
+    }
+
+    fn start(options: Builder, log: SledLog, dir: Option<(PathBuf, File)>) -> Result<Self, Error> {
+        let (dir, lock) = dir.unzip();
+        let chain = Chain::public();
+        let proj = replay(&log, &chain)?;
+        check_meta(log.db(), proj.head().seq == 0)?;
+        let shared = Arc::new(Shared {
+            proj: ShardedLock::new(proj),
+            require_whitelist: options.require_whitelist,
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let writer = Writer {
+            log: Box::new(log),
+            shared: Arc::clone(&shared),
+            chain,
+            max_batch: options.max_batch,
+            unacknowledged_from: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("keyledger-writer".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(KeyStore {
+            shared,
+            tx: Some(tx),
+            writer: Some(handle),
+            dir,
+            _lock: lock,
+        })
+    }
+
+    fn submit(&self, actor: &Actor, op: Op) -> Result<KeyId, Error> {
+        actor.validate()?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let tx = self.tx.as_ref().ok_or(Error::Closed)?;
+        tx.send(Command {
+            actor: actor.clone(),
+            op,
+            reply,
+        })
+        .map_err(|_| Error::Closed)?;
+        answer.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Creates a key and returns its id and its secret; the secret is shown only here.
+    ///
+    /// Only admins and super admins may create keys, and only a super admin may grant the
+    /// `super-admin` role. Returns once the creation is durable and the key verifies.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad name, role or network; [`Error::PermissionDenied`];
+    /// [`Error::Io`] or [`Error::Storage`] if it could not be made durable.
+    ///
+    /// # Example
+    /// ```
+    /// use keyledger::{Actor, KeyStore, NewKey};
+    /// let store = KeyStore::builder().open_temporary().unwrap();
+    /// let created = store.create_key(&Actor::admin("alice"), NewKey::new("bot").role("notifier")).unwrap();
+    /// let verified = store.verify(created.key.expose_secret(), "10.0.0.1".parse().unwrap()).unwrap();
+    /// assert_eq!(verified.id(), created.id);
+    /// ```
+    pub fn create_key(&self, actor: &Actor, new: NewKey) -> Result<CreatedKey, Error> {
+        let new = new.validated()?;
+        let key = ApiKey::generate()?;
+        let op = Op::Create {
+            new,
+            hash: key.hash(),
+            tail: key.tail(),
+        };
+        let id = self.submit(actor, op)?;
+        Ok(CreatedKey { id, key })
+    }
+
+    /// Adds addresses or ranges to a key's whitelist, all or none.
+    ///
+    /// # Errors
+    /// [`Error::KeyNotFound`], [`Error::KeyDeleted`], [`Error::PermissionDenied`],
+    /// [`Error::WhitelistUnchanged`] if one is already there, [`Error::InvalidInput`] for a
+    /// bad network or past [`MAX_WHITELIST`](crate::MAX_WHITELIST); storage errors.
+    pub fn whitelist_ip(
+        &self,
+        actor: &Actor,
+        id: KeyId,
+        nets: impl IntoIterator<Item = IpNet>,
+    ) -> Result<(), Error> {
+        let nets = request_nets(nets)?;
+        self.submit(actor, Op::Whitelist { id, nets }).map(drop)
+    }
+
+    /// Removes addresses or ranges from a key's whitelist, all or none.
+    ///
+    /// Removing the last entry leaves an empty whitelist, which admits any address unless
+    /// the store requires a whitelist.
+    ///
+    /// # Errors
+    /// As [`KeyStore::whitelist_ip`]; [`Error::WhitelistUnchanged`] if one is not there.
+    pub fn unwhitelist_ip(
+        &self,
+        actor: &Actor,
+        id: KeyId,
+        nets: impl IntoIterator<Item = IpNet>,
+    ) -> Result<(), Error> {
+        let nets = request_nets(nets)?;
+        self.submit(actor, Op::Unwhitelist { id, nets }).map(drop)
+    }
+
+    /// Deletes a key. When this returns, the key no longer verifies on any thread.
+    ///
+    /// A super admin may delete any key, an admin only the keys they created.
+    ///
+    /// # Errors
+    /// [`Error::KeyNotFound`], [`Error::KeyDeleted`], [`Error::PermissionDenied`]; storage
+    /// errors.
+    pub fn delete_key(&self, actor: &Actor, id: KeyId) -> Result<(), Error> {
+        self.submit(actor, Op::Delete { id }).map(drop)
+    }
+
+    /// Checks a presented key and the client's address. O(1), no I/O, no allocation.
+    ///
+    /// # Errors
+    /// A [`Rejection`] saying why the key is refused.
+    pub fn verify(&self, token: &str, client_ip: IpAddr) -> Result<VerifiedKey, Rejection> {
+        let hash = token::parse(token)?;
+        self.shared
+            .read()
+            .verify(&hash, client_ip, self.shared.require_whitelist)
+    }
+
+    /// Picks the key out of the `x-api-key` header and verifies it; see
+    /// [`api_key_from_headers`](crate::api_key_from_headers).
+    ///
+    /// # Errors
+    /// A [`Rejection`] saying why the request is refused.
+    pub fn verify_headers<'a, I>(&self, headers: I, client_ip: IpAddr) -> Result<VerifiedKey, Rejection>
+    where
+        I: IntoIterator<Item = (&'a str, &'a [u8])>,
+    {
+        self.verify(token::api_key_from_headers(headers)?, client_ip)
+    }
+
+    /// The live keys, oldest first.
+    pub fn keys(&self) -> Vec<KeyView> {
+        self.shared.read().keys(false)
+    }
+
+    /// Every key ever created, deleted ones included, oldest first.
+    pub fn all_keys(&self) -> Vec<KeyView> {
+        self.shared.read().keys(true)
+    }
+
+    /// One key, live or deleted.
+    pub fn key(&self, id: KeyId) -> Option<KeyView> {
+        self.shared.read().key(id)
+    }
+
+    /// The audit trail: who created, whitelisted, unwhitelisted and deleted which key, when.
+    pub fn audit(&self) -> Vec<AuditEntry> {
+        self.shared.read().audit(1).collect()
+    }
+
+    /// Every key as it stood right after record `seq`: the log's time travel.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if `seq` is beyond the end of the log.
+    pub fn keys_at(&self, seq: u64) -> Result<Vec<KeyView>, Error> {
+        let proj = self.shared.read();
+        if seq > proj.head().seq {
+            return Err(Error::invalid(
+                "seq",
+                format!("{seq} is past the last record, {}", proj.head().seq),
+            ));
+        }
+        Ok(proj.keys_at(seq))
+    }
+
+    /// The sequence number of the last record (0 for an empty log).
+    pub fn last_seq(&self) -> u64 {
+        self.shared.read().head().seq
+    }
+
+    /// How many keys are live.
+    pub fn live_keys(&self) -> usize {
+        self.shared.read().live_count()
+    }
+}
+
+fn request_nets(nets: impl IntoIterator<Item = IpNet>) -> Result<Vec<IpNet>, Error> {
+    let nets: Vec<IpNet> = nets.into_iter().collect();
+    if nets.is_empty() {
+        return Err(Error::invalid("network", "no address or range given"));
+    }
+    crate::event::validate_whitelist(&nets)
+}
+
+impl Drop for KeyStore {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+struct Writer {
+    log: Box<dyn Log>,
+    shared: Arc<Shared>,
+    chain: Chain,
+    max_batch: usize,
+    /// Set after a failed append or flush: records from here on may sit in the engine
+    /// unacknowledged and are discarded before the next batch.
+    unacknowledged_from: Option<u64>,
+}
+
+/// A command that passed the rules, with its records, waiting for the flush.
+struct Accepted {
+    reply: Sender<Result<KeyId, Error>>,
+    id: KeyId,
+    records: std::ops::Range<usize>,
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Command>) {
+        let mut deferred: VecDeque<Command> = VecDeque::new();
+        loop {
+            let mut batch: Vec<Command> = deferred.drain(..).collect();
+            if batch.is_empty() {
+                match rx.recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => return,
+                }
+            }
+            while batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            if self.commit(batch, &mut deferred).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Checks, appends, flushes and applies one batch, answering every caller in it.
+    /// Commands that touch a key already touched in this batch wait for the next one, so
+    /// each is checked against a projection that holds everything before it.
+    fn commit(&mut self, batch: Vec<Command>, deferred: &mut VecDeque<Command>) -> Result<(), ()> {
+        let mut records: Vec<(Record, Vec<u8>, [u8; 32])> = Vec::new();
+        let mut accepted: Vec<Accepted> = Vec::new();
+        {
+            let proj = self.shared.read();
+            let mut head = proj.head();
+            let mut touched: HashSet<KeyId> = HashSet::new();
+            let mut new_hashes: HashSet<KeyHash> = HashSet::new();
+            for cmd in batch {
+                if let Some(id) = cmd.op.key_id() {
+                    if !touched.insert(id) {
+                        deferred.push_back(cmd);
+                        continue;
+                    }
+                }
+                let events = match self.events(&proj, &cmd, &mut touched, &mut new_hashes) {
+                    Ok(events) => events,
+                    Err(e) => {
+                        let _ = cmd.reply.send(Err(e));
+                        continue;
+                    }
+                };
+                let start = records.len();
+                let mut failed = None;
+                let mut next = head;
+                for event in events {
+                    let record = Record {
+                        seq: next.seq + 1,
+                        at: now_micros().max(next.at),
+                        actor: cmd.actor.clone(),
+                        event,
+                        prev: next.hash,
+                    };
+                    match codec::encode_record(&record) {
+                        Ok(bytes) => {
+                            let hash = self.chain.hash(&bytes);
+                            next = crate::projection::Head {
+                                seq: record.seq,
+                                hash,
+                                at: record.at,
+                            };
+                            records.push((record, bytes, hash));
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    records.truncate(start);
+                    let _ = cmd.reply.send(Err(e));
+                    continue;
+                }
+                head = next;
+                let id = records[start].0.event.key_id();
+                accepted.push(Accepted {
+                    reply: cmd.reply,
+                    id,
+                    records: start..records.len(),
+                });
+            }
+        }
+        if accepted.is_empty() {
+            return Ok(());
+        }
+        let first = records[0].0.seq;
+        let wire: Vec<(u64, Vec<u8>)> = records.iter().map(|(r, b, _)| (r.seq, b.clone())).collect();
+        if let Err(e) = self.make_durable(&wire) {
+            self.unacknowledged_from = Some(self.unacknowledged_from.map_or(first, |s| s.min(first)));
+            for a in accepted {
+                let _ = a.reply.send(Err(e.replicate()));
+            }
+            return Ok(());
+        }
+        self.unacknowledged_from = None;
+        let mut proj = self.shared.proj.write().unwrap_or_else(PoisonError::into_inner);
+        for a in accepted {
+            let mut result = Ok(a.id);
+            for (record, _, hash) in &records[a.records] {
+                if let Err(e) = proj.apply(record, *hash) {
+                    result = Err(e);
+                }
+            }
+            let broken = result.is_err();
+            let _ = a.reply.send(result);
+            if broken {
+                // The log holds records the projection could not take: stop writing.
+                return Err(());
+            }
+        }
+        Ok(())
+    }
+
+    fn make_durable(&mut self, wire: &[(u64, Vec<u8>)]) -> Result<(), Error> {
+        if let Some(seq) = self.unacknowledged_from {
+            self.log.discard_from(seq)?;
+        }
+        self.log.append(wire)?;
+        self.log.flush()
+    }
+
+    /// The events a command would record, checked against the rules.
+    fn events(
+        &self,
+        proj: &Projection,
+        cmd: &Command,
+        touched: &mut HashSet<KeyId>,
+        new_hashes: &mut HashSet<KeyHash>,
+    ) -> Result<Vec<Event>, Error> {
+        let events = match &cmd.op {
+            Op::Create { new, hash, tail } => {
+                if proj.contains_hash(hash) || !new_hashes.insert(*hash) {
+                    return Err(Error::invalid(
+                        "key",
+                        "generated key collides with a live key; retry",
+                    ));
+                }
+                let id = loop {
+                    let id = KeyId(
+                        rand::rngs::OsRng
+                            .try_next_u64()
+                            .map_err(|e| Error::Entropy(e.to_string()))?,
+                    );
+                    if !proj.contains_id(id) && touched.insert(id) {
+                        break id;
+                    }
+                };
+                vec![Event::Created {
+                    id,
+                    hash: *hash,
+                    tail: *tail,
+                    name: new.name.clone(),
+                    roles: new.roles.clone(),
+                    whitelist: new.whitelist.clone(),
+                }]
+            }
+            Op::Whitelist { id, nets } => nets
+                .iter()
+                .map(|&net| Event::Whitelisted { id: *id, net })
+                .collect(),
+            Op::Unwhitelist { id, nets } => nets
+                .iter()
+                .map(|&net| Event::Unwhitelisted { id: *id, net })
+                .collect(),
+            Op::Delete { id } => vec![Event::Deleted { id: *id }],
+        };
+        // Events of one command all touch one key; check each against that key's state
+        // as the earlier ones leave it.
+        let mut whitelist: Option<Vec<IpNet>> = None;
+        for event in &events {
+            let base = proj.key_state(event.key_id());
+            let state = base.map(|s| KeyState {
+                whitelist: whitelist.as_deref().unwrap_or(s.whitelist),
+                ..s
+            });
+            access::check_event(&cmd.actor, event, state)?;
+            if let (Some(base), Event::Whitelisted { net, .. } | Event::Unwhitelisted { net, .. }) =
+                (base, event)
+            {
+                let list = whitelist.get_or_insert_with(|| base.whitelist.to_vec());
+                if matches!(event, Event::Whitelisted { .. }) {
+                    list.push(*net);
+                } else {
+                    list.retain(|n| n != net);
+                }
+            }
+        }
+        Ok(events)
+    }
+}
+
+impl Op {
+    fn key_id(&self) -> Option<KeyId> {
+        match self {
+            Op::Create { .. } => None,
+            Op::Whitelist { id, .. } | Op::Unwhitelist { id, .. } | Op::Delete { id } => Some(*id),
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! The API key format: generation, parsing, checksum, hashing, and the `x-api-key` header.
+//!
+//! A key is `klk_` + 30 base62 random characters + a 6-character base62 CRC32 of the rest:
+//! 40 characters of `[A-Za-z0-9_-]`, ~178 bits from the OS CSPRNG. This module owns the
+//! only type that holds a secret ([`ApiKey`]); it must never store, log or print it.
+
+use std::fmt;
+
+use rand::TryRngCore;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::Error;
+
+/// The fixed prefix every key starts with; secret scanners can search for it.
+pub const KEY_PREFIX: &str = "klk_";
+/// The length of every key.
+pub const KEY_LEN: usize = 40;
+const BODY_LEN: usize = 30;
+const CHECK_LEN: usize = 6;
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// Domain separation: a key's hash is a blake3 keyed hash under this public constant, so
+/// it can never collide with a blake3 hash used for anything else (the log's chain).
+const HASH_DOMAIN: &[u8; 32] = b"keyledger.api-key.blake3.v1.2026";
+
+/// A freshly generated API key: the one value that holds a secret.
+///
+/// Its `Debug` is redacted, it has no `Display`, and its bytes are zeroed on drop. Hand it
+/// to the user once with [`ApiKey::expose_secret`]; the store keeps only its hash.
+pub struct ApiKey(String);
+
+impl Drop for ApiKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for ApiKey {}
+
+impl ApiKey {
+    /// Draws a new key from the operating system's CSPRNG.
+    pub(crate) fn generate() -> Result<Self, Error> {
+        let mut key = String::with_capacity(KEY_LEN);
+        key.push_str(KEY_PREFIX);
+        let mut pool = [0u8; 64];
+        while key.len() < KEY_PREFIX.len() + BODY_LEN {
+            rand::rngs::OsRng
+                .try_fill_bytes(&mut pool)
+                .map_err(|e| Error::Entropy(e.to_string()))?;
+            // Rejection sampling: 248 = 4 * 62, so `b % 62` is uniform for `b < 248`.
+            for &b in pool.iter().filter(|&&b| b < 248) {
+                if key.len() == KEY_PREFIX.len() + BODY_LEN {
+                    break;
+                }
+                key.push(char::from(BASE62[usize::from(b % 62)]));
+            }
+            pool.zeroize();
+        }
+        let check = checksum(key.as_bytes());
+        key.extend(check.iter().map(|&b| char::from(b)));
+        Ok(ApiKey(key))
+    }
+
+    /// The secret itself, for the one time it is shown to its owner.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    /// The non-secret hint: prefix, an ellipsis and the last four characters.
+    pub fn hint(&self) -> String {
+        hint(self.tail())
+    }
+
+    pub(crate) fn tail(&self) -> [u8; 4] {
+        let b = self.0.as_bytes();
+        [b[36], b[37], b[38], b[39]]
+    }
+
+    pub(crate) fn hash(&self) -> KeyHash {
+        KeyHash::of(&self.0)
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKey({}, redacted)", self.hint())
+    }
+}
+
+/// Formats a hint from a key's last four characters.
+pub(crate) fn hint(tail: [u8; 4]) -> String {
+    let tail: String = tail.iter().map(|&b| char::from(b)).collect();
+    format!("{KEY_PREFIX}…{tail}")
+}
+
+/// The blake3 hash of a key: all the store ever keeps of it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct KeyHash(pub(crate) [u8; 32]);
+
+impl KeyHash {
+    pub(crate) fn of(token: &str) -> Self {
+        KeyHash(*blake3::keyed_hash(HASH_DOMAIN, token.as_bytes()).as_bytes())
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "KeyHash({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
+    }
+}
+
+/// Why a presented key was rejected before any lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// Not exactly 40 characters.
+    Length,
+    /// A character outside `[A-Za-z0-9_-]`, or outside base62 where the format needs it.
+    Character,
+    /// Does not start with `klk_`.
+    Prefix,
+    /// The checksum does not match: a typo or a made-up key.
+    Checksum,
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Malformed::Length => "key must be exactly 40 characters",
+            Malformed::Character => "key contains a character outside [A-Za-z0-9_-]",
+            Malformed::Prefix => "key does not start with klk_",
+            Malformed::Checksum => "key checksum does not match",
+        })
+    }
+}
+
+/// Checks a presented key's shape and checksum, without touching any state.
+///
+/// Returns the key's hash when it is well formed.
+pub(crate) fn parse(token: &str) -> Result<KeyHash, Malformed> {
+    check_format(token)?;
+    Ok(KeyHash::of(token))
+}
+
+/// Validates a presented key's format and checksum.
+///
+/// # Errors
+/// The first [`Malformed`] reason found: length, then characters, prefix, checksum.
+///
+/// # Example
+/// ```
+/// use keyledger::{check_format, Malformed};
+/// assert_eq!(check_format("klk_short"), Err(Malformed::Length));
+/// ```
+pub fn check_format(token: &str) -> Result<(), Malformed> {
+    let b = token.as_bytes();
+    if b.len() != KEY_LEN {
+        return Err(Malformed::Length);
+    }
+    if !b
+        .iter()
+        .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+    {
+        return Err(Malformed::Character);
+    }
+    if !token.starts_with(KEY_PREFIX) {
+        return Err(Malformed::Prefix);
+    }
+    if !b[KEY_PREFIX.len()..].iter().all(u8::is_ascii_alphanumeric) {
+        return Err(Malformed::Character);
+    }
+    let (body, check) = b.split_at(KEY_LEN - CHECK_LEN);
+    if checksum(body) != check {
+        return Err(Malformed::Checksum);
+    }
+    Ok(())
+}
+
+fn checksum(body: &[u8]) -> [u8; CHECK_LEN] {
+    let mut n = crc32fast::hash(body);
+    let mut out = [b'0'; CHECK_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    out
+}
+
+/// The header that carries the key.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// Why the `x-api-key` header could not yield a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeaderProblem {
+    /// No `x-api-key` header.
+    Missing,
+    /// More than one `x-api-key` header.
+    Repeated,
+    /// The value has bytes outside visible ASCII.
+    NotAscii,
+    /// The value starts or ends with white space.
+    Padded,
+}
+
+impl fmt::Display for HeaderProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HeaderProblem::Missing => "no x-api-key header",
+            HeaderProblem::Repeated => "more than one x-api-key header",
+            HeaderProblem::NotAscii => "x-api-key value is not printable ASCII",
+            HeaderProblem::Padded => "x-api-key value has leading or trailing white space",
+        })
+    }
+}
+
+/// Picks the key out of a request's headers: exactly one `x-api-key` (any case) whose
+/// value is printable ASCII without surrounding white space.
+///
+/// Takes `(name, value)` pairs, so any HTTP library's header map can be passed, e.g.
+/// `headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))`. The value is returned
+/// unvalidated; [`KeyStore::verify`](crate::KeyStore::verify) checks it.
+///
+/// # Errors
+/// The [`HeaderProblem`] found.
+///
+/// # Example
+/// ```
+/// use keyledger::{api_key_from_headers, HeaderProblem};
+/// let headers = [("Content-Type", &b"text/plain"[..]), ("X-API-Key", &b"klk_abc"[..])];
+/// assert_eq!(api_key_from_headers(headers), Ok("klk_abc"));
+/// assert_eq!(api_key_from_headers([("x-api-key", &b" klk_abc"[..])]), Err(HeaderProblem::Padded));
+/// ```
+pub fn api_key_from_headers<'a, I>(headers: I) -> Result<&'a str, HeaderProblem>
+where
+    I: IntoIterator<Item = (&'a str, &'a [u8])>,
+{
+    let mut found = None;
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case(API_KEY_HEADER) {
+            if found.is_some() {
+                return Err(HeaderProblem::Repeated);
+            }
+            found = Some(value);
+        }
+    }
+    let value = found.ok_or(HeaderProblem::Missing)?;
+    if value.first().is_some_and(u8::is_ascii_whitespace) || value.last().is_some_and(u8::is_ascii_whitespace)
+    {
+        return Err(HeaderProblem::Padded);
+    }
+    if !value.iter().all(|&b| b.is_ascii_graphic()) {
+        return Err(HeaderProblem::NotAscii);
+    }
+    std::str::from_utf8(value).map_err(|_| HeaderProblem::NotAscii)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn generated_key_has_documented_shape() {
+        let key = ApiKey::generate().unwrap();
+        let s = key.expose_secret();
+        assert_eq!(s.len(), KEY_LEN);
+        assert!(s.starts_with(KEY_PREFIX));
+        assert_eq!(check_format(s), Ok(()));
+        assert_eq!(key.hint(), format!("klk_…{}", &s[36..]));
+    }
+
+    #[test]
+    fn debug_output_redacts_the_secret() {
+        let key = ApiKey::generate().unwrap();
+        let shown = format!("{key:?} {:?}", key.hash());
+        assert!(!shown.contains(&key.expose_secret()[4..36]));
+    }
+
+    #[test]
+    fn malformed_keys_are_named_by_reason() {
+        let key = ApiKey::generate().unwrap();
+        let s = key.expose_secret();
+        assert_eq!(check_format(""), Err(Malformed::Length));
+        assert_eq!(check_format(&format!("{s}x")), Err(Malformed::Length));
+        assert_eq!(check_format(&s.replacen('k', "!", 1)), Err(Malformed::Character));
+        assert_eq!(
+            check_format(&s.replacen("klk_", "abc_", 1)),
+            Err(Malformed::Prefix)
+        );
+        let dash_in_body = format!("{}-{}", &s[..10], &s[11..]);
+        assert_eq!(check_format(&dash_in_body), Err(Malformed::Character));
+    }
+
+    #[test]
+    fn header_rules() {
+        let v = &b"klk_x"[..];
+        assert_eq!(api_key_from_headers([]), Err(HeaderProblem::Missing));
+        assert_eq!(
+            api_key_from_headers([("X-Api-Key", v), ("x-api-key", v)]),
+            Err(HeaderProblem::Repeated)
+        );
+        assert_eq!(
+            api_key_from_headers([("x-api-key", &b"klk\xff"[..])]),
+            Err(HeaderProblem::NotAscii)
+        );
+        assert_eq!(
+            api_key_from_headers([("x-api-key", &b"a b"[..])]),
+            Err(HeaderProblem::NotAscii)
+        );
+        assert_eq!(
+            api_key_from_headers([("x-api-key", &b"klk_x\t"[..])]),
+            Err(HeaderProblem::Padded)
+        );
+        assert_eq!(
+            api_key_from_headers([("x-api-keys", v), ("X-API-KEY", v)]),
+            Ok("klk_x")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_one_character_change_is_rejected(pos in 0usize..KEY_LEN, c in proptest::char::any()) {
+            let key = ApiKey::generate().unwrap();
+            let s = key.expose_secret();
+            prop_assume!(s.chars().nth(pos) != Some(c));
+            let mut changed: Vec<char> = s.chars().collect();
+            changed[pos] = c;
+            let changed: String = changed.into_iter().collect();
+            prop_assert!(check_format(&changed).is_err());
+        }
+
+        #[test]
+        fn every_generated_key_parses(_seed in 0u32..1000) {
+            let key = ApiKey::generate().unwrap();
+            prop_assert_eq!(parse(key.expose_secret()), Ok(key.hash()));
+        }
+
+        #[test]
+        fn only_well_formed_strings_pass(s in "klk_[A-Za-z0-9_-]{0,40}|.{0,60}") {
+            if check_format(&s).is_ok() {
+                prop_assert_eq!(s.len(), KEY_LEN);
+                prop_assert_eq!(&s[34..], std::str::from_utf8(&checksum(&s.as_bytes()[..34])).unwrap());
+            }
+        }
+    }
+}
