@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::event::{Actor, ActorRole, Event, KeyId, Record};
+use crate::log::Anchor;
 use crate::token::KeyHash;
 
 /// The record format this build writes. Older versions keep decoding.
@@ -190,6 +191,45 @@ pub(crate) fn decode_record(bytes: &[u8], seq: u64) -> Result<Record, Error> {
         .validate()
         .map_err(|e| bad(format!("invalid record: {e}")))?;
     Ok(record)
+}
+
+/// The anchor's format version.
+const ANCHOR_VERSION: u16 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct AnchorV1 {
+    version: u16,
+    seq: u64,
+    hash: [u8; 32],
+}
+
+/// Encodes the log's anchor (42 bytes).
+pub(crate) fn encode_anchor(a: &Anchor) -> Result<Vec<u8>, Error> {
+    let wire = AnchorV1 {
+        version: ANCHOR_VERSION,
+        seq: a.seq,
+        hash: a.hash,
+    };
+    options(64)
+        .serialize(&wire)
+        .map_err(|e| Error::invalid("anchor", e.to_string()))
+}
+
+/// Decodes the log's anchor.
+pub(crate) fn decode_anchor(bytes: &[u8]) -> Result<Anchor, Error> {
+    let wire: AnchorV1 = options(64)
+        .deserialize(bytes)
+        .map_err(|e| Error::corrupt(0, format!("undecodable log anchor: {e}")))?;
+    if wire.version != ANCHOR_VERSION {
+        return Err(Error::UnsupportedVersion {
+            found: u32::from(wire.version),
+            supported: u32::from(ANCHOR_VERSION),
+        });
+    }
+    Ok(Anchor {
+        seq: wire.seq,
+        hash: wire.hash,
+    })
 }
 
 #[cfg(test)]

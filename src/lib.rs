@@ -47,6 +47,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod access;
+mod check;
 mod codec;
 mod error;
 mod event;
@@ -56,11 +57,13 @@ mod store;
 mod token;
 
 pub use crate::access::{Rejection, VerifiedKey};
+pub use crate::check::{CheckReport, MAX_LISTED_PROBLEMS, Problem, ProblemKind, RepairReport};
 pub use crate::error::Error;
 pub use crate::event::{
     ADMIN_ROLE, Actor, ActorRole, EventKind, KeyId, MAX_ACTOR_ID_CHARS, MAX_NAME_CHARS, MAX_ROLE_LEN,
     MAX_ROLES, MAX_WHITELIST, NewKey, SUPER_ADMIN_ROLE, parse_net,
 };
+pub use crate::log::ChainKey;
 pub use crate::projection::{AuditEntry, KeyView};
 pub use crate::store::{Builder, CreatedKey, KeyStore};
 pub use crate::token::{

@@ -20,16 +20,13 @@ use rand::TryRngCore;
 
 use crate::Error;
 use crate::access::{self, KeyState, Rejection, VerifiedKey};
+use crate::check::{self, CheckReport, Problem, ProblemKind, Progress, RepairReport};
 use crate::codec;
 use crate::event::{Actor, Event, KeyId, NewKey, Record};
-use crate::log::{Chain, Log, SledLog};
+use crate::log::{Anchor, Batch, Chain, ChainKey, Log, SledLog};
 use crate::projection::{AuditEntry, KeyView, Projection};
 use crate::token::{self, ApiKey, KeyHash};
 
-/// The version of the store's directory layout and metadata.
-pub(crate) const STORE_FORMAT: u32 = 1;
-const META_TREE: &str = "meta";
-const META_FORMAT: &[u8] = b"format";
 const LOCK_FILE: &str = "keyledger.lock";
 const LOG_DIR: &str = "log";
 
@@ -43,11 +40,24 @@ pub struct CreatedKey {
 }
 
 /// Options for opening a store; see [`KeyStore::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Builder {
     cache_bytes: u64,
     require_whitelist: bool,
     max_batch: usize,
+    chain_key: Option<ChainKey>,
+    progress: Progress,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("cache_bytes", &self.cache_bytes)
+            .field("require_whitelist", &self.require_whitelist)
+            .field("max_batch", &self.max_batch)
+            .field("chain_key", &self.chain_key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Builder {
@@ -56,6 +66,8 @@ impl Default for Builder {
             cache_bytes: 8 << 20,
             require_whitelist: false,
             max_batch: 1024,
+            chain_key: None,
+            progress: None,
         }
     }
 }
@@ -80,19 +92,33 @@ impl Builder {
         self
     }
 
+    /// Chains the log with a secret key kept outside the store, so that whoever can write
+    /// the database but lacks the key cannot forge a history that passes
+    /// [`Builder::check`]. A store is keyed from its creation on and must always be
+    /// opened with the same key.
+    pub fn chain_key(mut self, key: ChainKey) -> Self {
+        self.chain_key = Some(key);
+        self
+    }
+
+    /// Calls `f(records done, records in all)` from time to time while a log is replayed
+    /// or checked, for a progress bar.
+    pub fn on_progress(mut self, f: impl Fn(u64, u64) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
+    }
+
     /// Opens the store in directory `path`, creating it if needed, and rebuilds the
     /// projections by replaying the log.
     ///
     /// # Errors
-    /// [`Error::Locked`] if another process has it open, [`Error::Corrupt`] or
-    /// [`Error::UnsupportedVersion`] if the log cannot be replayed, [`Error::Io`] or
-    /// [`Error::Storage`] if the disk fails.
+    /// [`Error::Locked`] if another process has it open; [`Error::Corrupt`] or
+    /// [`Error::UnsupportedVersion`] if the log does not replay (a torn tail can be removed
+    /// with [`Builder::repair`]); [`Error::InvalidInput`] if the chain key is missing or
+    /// wrong; [`Error::Io`] or [`Error::Storage`] if the disk fails.
     pub fn open(self, path: impl AsRef<Path>) -> Result<KeyStore, Error> {
-        let dir = path.as_ref();
-        std::fs::create_dir_all(dir)?;
-        let lock = lock_dir(dir)?;
-        let log = SledLog::open(Some(&dir.join(LOG_DIR)), self.cache_bytes)?;
-        KeyStore::start(self, log, Some((dir.to_path_buf(), lock)))
+        let (log, lock) = self.open_log(path.as_ref())?;
+        KeyStore::start(self, log, Some((path.as_ref().to_path_buf(), lock)))
     }
 
     /// Opens a store that lives in a temporary directory and is removed when dropped.
@@ -102,6 +128,63 @@ impl Builder {
     pub fn open_temporary(self) -> Result<KeyStore, Error> {
         let log = SledLog::open(None, self.cache_bytes)?;
         KeyStore::start(self, log, None)
+    }
+
+    /// Reads the whole log of the store at `path` and reports every way it fails to prove
+    /// its history: sequence gaps, edited, inserted, removed and reordered records, a
+    /// broken hash chain, a changed tail, and records that break the access rules.
+    ///
+    /// # Errors
+    /// [`Error::Locked`], [`Error::Io`] or [`Error::Storage`]: the check could not run.
+    /// Damage is reported in the [`CheckReport`], not as an error.
+    pub fn check(self, path: impl AsRef<Path>) -> Result<CheckReport, Error> {
+        let (log, _lock) = self.open_log(path.as_ref())?;
+        let chain = Chain::new(self.chain_key.as_ref());
+        let marker = match log.check_meta(&chain) {
+            Ok(marker) => marker,
+            Err(Error::Corrupt { reason, .. }) => {
+                return Ok(CheckReport {
+                    records: 0,
+                    keyed: chain.is_keyed(),
+                    problems: vec![Problem {
+                        seq: 0,
+                        kind: ProblemKind::Invalid,
+                        detail: reason,
+                    }],
+                    unlisted: 0,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let mismatch = marker.and_then(|m| m.mismatch(&chain));
+        check::check(&log, &chain, mismatch, &self.progress)
+    }
+
+    /// Removes a torn tail from the store at `path`: a last record that cannot be decoded,
+    /// or records after the anchored head (never acknowledged). Says what it removed.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the damage is anything else (repair never removes history
+    /// that was acknowledged); [`Error::Locked`] and storage errors.
+    pub fn repair(self, path: impl AsRef<Path>) -> Result<RepairReport, Error> {
+        let (mut log, _lock) = self.open_log(path.as_ref())?;
+        let chain = self.checked_chain(&log)?;
+        check::repair(&mut log, &chain)
+    }
+
+    fn open_log(&self, dir: &Path) -> Result<(SledLog, File), Error> {
+        std::fs::create_dir_all(dir)?;
+        let lock = lock_dir(dir)?;
+        let log = SledLog::open(Some(&dir.join(LOG_DIR)), self.cache_bytes)?;
+        Ok((log, lock))
+    }
+
+    fn checked_chain(&self, log: &SledLog) -> Result<Chain, Error> {
+        let chain = Chain::new(self.chain_key.as_ref());
+        if let Some(why) = log.check_meta(&chain)?.and_then(|m| m.mismatch(&chain)) {
+            return Err(Error::invalid("chain key", why));
+        }
+        Ok(chain)
     }
 }
 
@@ -118,54 +201,6 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
         }),
         Err(TryLockError::Error(e)) => Err(Error::Io(e)),
     }
-}
-
-fn check_meta(db: &sled::Db, log_is_empty: bool) -> Result<(), Error> {
-    let meta = db.open_tree(META_TREE)?;
-    match meta.get(META_FORMAT)? {
-        Some(v) => {
-            let found = <[u8; 4]>::try_from(v.as_ref())
-                .map(u32::from_le_bytes)
-                .map_err(|_| Error::corrupt(0, "store format marker is not 4 bytes"))?;
-            if found != STORE_FORMAT {
-                return Err(Error::UnsupportedVersion {
-                    found,
-                    supported: STORE_FORMAT,
-                });
-            }
-        }
-        None if log_is_empty => {
-            meta.insert(META_FORMAT, &STORE_FORMAT.to_le_bytes())?;
-            db.flush()?;
-        }
-        None => return Err(Error::corrupt(0, "log has records but no format marker")),
-    }
-    Ok(())
-}
-
-/// Rebuilds a projection from every record in `log`, checking each one.
-pub(crate) fn replay(log: &dyn Log, chain: &Chain) -> Result<Projection, Error> {
-    let mut proj = Projection::new();
-    for item in log.scan(1) {
-        let (seq, bytes) = item?;
-        let expected = proj.head().seq + 1;
-        if seq != expected {
-            return Err(Error::corrupt(
-                expected,
-                format!("record {expected} is missing; found {seq}"),
-            ));
-        }
-        let record = codec::decode_record(&bytes, seq)?;
-        if record.seq != seq {
-            return Err(Error::corrupt(
-                seq,
-                format!("record stored at {seq} says it is {}", record.seq),
-            ));
-        }
-        proj.check(&record)?;
-        proj.apply(&record, chain.hash(&bytes))?;
-    }
-    Ok(proj)
 }
 
 struct Shared {
@@ -249,9 +284,8 @@ impl KeyStore {
 
     fn start(options: Builder, log: SledLog, dir: Option<(PathBuf, File)>) -> Result<Self, Error> {
         let (dir, lock) = dir.unzip();
-        let chain = Chain::public();
-        let proj = replay(&log, &chain)?;
-        check_meta(log.db(), proj.head().seq == 0)?;
+        let chain = options.checked_chain(&log)?;
+        let proj = check::replay(&log, &chain, &options.progress)?;
         let shared = Arc::new(Shared {
             proj: ShardedLock::new(proj),
             require_whitelist: options.require_whitelist,
@@ -565,7 +599,11 @@ impl Writer {
         }
         let first = records[0].0.seq;
         let wire: Vec<(u64, Vec<u8>)> = records.iter().map(|(r, b, _)| (r.seq, b.clone())).collect();
-        if let Err(e) = self.make_durable(&wire) {
+        let anchor = records.last().map(|(r, _, hash)| Anchor {
+            seq: r.seq,
+            hash: *hash,
+        });
+        if let Err(e) = self.make_durable(&wire, anchor) {
             self.unacknowledged_from = Some(self.unacknowledged_from.map_or(first, |s| s.min(first)));
             for a in accepted {
                 let _ = a.reply.send(Err(e.replicate()));
@@ -591,11 +629,12 @@ impl Writer {
         Ok(())
     }
 
-    fn make_durable(&mut self, wire: &[(u64, Vec<u8>)]) -> Result<(), Error> {
-        if let Some(seq) = self.unacknowledged_from {
-            self.log.discard_from(seq)?;
-        }
-        self.log.append(wire)?;
+    fn make_durable(&mut self, records: &[(u64, Vec<u8>)], anchor: Option<Anchor>) -> Result<(), Error> {
+        self.log.append(&Batch {
+            discard_from: self.unacknowledged_from,
+            records,
+            anchor,
+        })?;
         self.log.flush()
     }
 
