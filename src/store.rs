@@ -283,16 +283,26 @@ impl KeyStore {
     }
 
     fn start(options: Builder, log: SledLog, dir: Option<(PathBuf, File)>) -> Result<Self, Error> {
-        let (dir, lock) = dir.unzip();
         let chain = options.checked_chain(&log)?;
-        let proj = check::replay(&log, &chain, &options.progress)?;
+        Self::start_with_log(options, Box::new(log), chain, dir)
+    }
+
+    /// Replays `log` and starts the writer on it.
+    fn start_with_log(
+        options: Builder,
+        log: Box<dyn Log>,
+        chain: Chain,
+        dir: Option<(PathBuf, File)>,
+    ) -> Result<Self, Error> {
+        let (dir, lock) = dir.unzip();
+        let proj = check::replay(&*log, &chain, &options.progress)?;
         let shared = Arc::new(Shared {
             proj: ShardedLock::new(proj),
             require_whitelist: options.require_whitelist,
         });
         let (tx, rx) = crossbeam_channel::unbounded();
         let writer = Writer {
-            log: Box::new(log),
+            log,
             shared: Arc::clone(&shared),
             chain,
             max_batch: options.max_batch,
@@ -513,7 +523,7 @@ impl Writer {
             if batch.is_empty() {
                 match rx.recv() {
                     Ok(cmd) => batch.push(cmd),
-                    Err(_) => return,
+                    Err(_) => break,
                 }
             }
             while batch.len() < self.max_batch {
@@ -523,9 +533,26 @@ impl Writer {
                 }
             }
             if self.commit(batch, &mut deferred).is_err() {
-                return;
+                break;
             }
         }
+        if self.unacknowledged_from.is_some() && self.roll_back() {
+            let _ = self.log.flush();
+        }
+    }
+
+    /// Removes the records of a failed batch from the engine (they may sit there,
+    /// applied but not flushed) and restores the anchor. Best effort: if it fails too, the
+    /// next batch discards them first.
+    fn roll_back(&mut self) -> bool {
+        let head = self.shared.read().head();
+        let anchor = (head.seq > 0).then_some(Anchor { seq: head.seq, hash: head.hash });
+        let undo = Batch { discard_from: self.unacknowledged_from, records: &[], anchor };
+        let ok = self.log.append(&undo).is_ok();
+        if ok {
+            self.unacknowledged_from = None;
+        }
+        ok
     }
 
     /// Checks, appends, flushes and applies one batch, answering every caller in it.
@@ -605,6 +632,7 @@ impl Writer {
         });
         if let Err(e) = self.make_durable(&wire, anchor) {
             self.unacknowledged_from = Some(self.unacknowledged_from.map_or(first, |s| s.min(first)));
+            self.roll_back();
             for a in accepted {
                 let _ = a.reply.send(Err(e.replicate()));
             }
@@ -714,5 +742,132 @@ impl Op {
             Op::Create { .. } => None,
             Op::Whitelist { id, .. } | Op::Unwhitelist { id, .. } | Op::Delete { id } => Some(*id),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    const FAIL_APPEND: u8 = 1;
+    const FAIL_FLUSH: u8 = 2;
+
+    /// A log that fails its next append or flush when told to.
+    struct FaultyLog {
+        inner: SledLog,
+        fault: Arc<AtomicU8>,
+    }
+
+    impl FaultyLog {
+        fn take(&self, kind: u8) -> Result<(), Error> {
+            if self.fault.compare_exchange(kind, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                return Err(Error::Io(std::io::Error::other("injected fault")));
+            }
+            Ok(())
+        }
+    }
+
+    impl Log for FaultyLog {
+        fn append(&mut self, batch: &Batch<'_>) -> Result<(), Error> {
+            // An append that carries records fails; a roll-back (no records) succeeds.
+            if !batch.records.is_empty() {
+                self.take(FAIL_APPEND)?;
+            }
+            self.inner.append(batch)
+        }
+
+        fn flush(&mut self) -> Result<(), Error> {
+            self.take(FAIL_FLUSH)?;
+            self.inner.flush()
+        }
+
+        fn anchor(&self) -> Result<Option<Anchor>, Error> {
+            self.inner.anchor()
+        }
+
+        fn scan(&self, seq: u64) -> crate::log::Scan<'_> {
+            self.inner.scan(seq)
+        }
+    }
+
+    fn faulty_store(dir: &Path) -> (KeyStore, Arc<AtomicU8>) {
+        let fault = Arc::new(AtomicU8::new(0));
+        let options = Builder::default();
+        let inner = SledLog::open(Some(&dir.join(LOG_DIR)), options.cache_bytes).unwrap();
+        let chain = options.checked_chain(&inner).unwrap();
+        let log = Box::new(FaultyLog { inner, fault: Arc::clone(&fault) });
+        (KeyStore::start_with_log(options, log, chain, None).unwrap(), fault)
+    }
+
+    fn failed_batch_changes_nothing_and_writes_resume(kind: u8) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Actor::super_admin("root");
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let (store, fault) = faulty_store(dir.path());
+        let kept = store.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+        let before = (store.all_keys(), store.audit());
+
+        fault.store(kind, Ordering::SeqCst);
+        let failed = store.create_key(&root, NewKey::new("lost").role("bot"));
+        assert!(matches!(failed, Err(Error::Io(_))), "{failed:?}");
+        store.delete_key(&root, kept.id).unwrap();
+        // The fault hit exactly one batch: the create. The delete went through after it.
+        assert_eq!(store.audit().len(), before.1.len() + 1);
+        assert_eq!(store.all_keys()[0].id, kept.id);
+        assert!(store.all_keys().iter().all(|k| k.name != "lost"));
+        assert!(store.verify(kept.key.expose_secret(), ip).is_err());
+
+        let again = store.create_key(&root, NewKey::new("after").role("bot")).unwrap();
+        assert!(store.verify(again.key.expose_secret(), ip).is_ok());
+        assert_eq!(store.last_seq(), 3);
+        drop(store);
+
+        // What is on disk is exactly what was acknowledged, and proves itself.
+        let report = Builder::default().check(dir.path()).unwrap();
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.records, 3);
+        let reopened = KeyStore::open(dir.path()).unwrap();
+        let names: Vec<String> = reopened.all_keys().into_iter().map(|k| k.name).collect();
+        assert_eq!(names, ["kept", "after"]);
+    }
+
+    #[test]
+    fn failed_append_answers_its_callers_with_an_error_and_changes_nothing() {
+        failed_batch_changes_nothing_and_writes_resume(FAIL_APPEND);
+    }
+
+    #[test]
+    fn failed_flush_answers_its_callers_with_an_error_and_changes_nothing() {
+        failed_batch_changes_nothing_and_writes_resume(FAIL_FLUSH);
+    }
+
+    #[test]
+    fn verify_keeps_serving_while_a_batch_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, fault) = faulty_store(dir.path());
+        let root = Actor::super_admin("root");
+        let k = store.create_key(&root, NewKey::new("k").role("bot")).unwrap();
+        let store = Arc::new(store);
+        let fails = std::thread::scope(|s| {
+            let writer = {
+                let store = Arc::clone(&store);
+                let fault = Arc::clone(&fault);
+                s.spawn(move || {
+                    (0..20)
+                        .filter(|i| {
+                            fault.store(if i % 2 == 0 { FAIL_FLUSH } else { FAIL_APPEND }, Ordering::SeqCst);
+                            store.create_key(&Actor::admin("a"), NewKey::new("x").role("bot")).is_err()
+                        })
+                        .count()
+                })
+            };
+            for _ in 0..10_000 {
+                assert!(store.verify(k.key.expose_secret(), "1.2.3.4".parse().unwrap()).is_ok());
+            }
+            writer.join().unwrap()
+        });
+        assert_eq!(fails, 20);
+        assert_eq!(store.last_seq(), 1);
     }
 }
