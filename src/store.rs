@@ -35,6 +35,8 @@ const LOG_DIR: &str = "log";
 pub struct CreatedKey {
     /// The key's public id.
     pub id: KeyId,
+    /// The sequence number of the creation in the log.
+    pub seq: u64,
     /// The secret: show it to its owner once; the store cannot show it again.
     pub key: ApiKey,
 }
@@ -236,7 +238,7 @@ enum Op {
 struct Command {
     actor: Actor,
     op: Op,
-    reply: Sender<Result<KeyId, Error>>,
+    reply: Sender<Result<(KeyId, u64), Error>>,
 }
 
 /// An embedded API-key store: an append-only event log on disk and in-memory projections.
@@ -320,7 +322,7 @@ impl KeyStore {
         })
     }
 
-    fn submit(&self, actor: &Actor, op: Op) -> Result<KeyId, Error> {
+    fn submit(&self, actor: &Actor, op: Op) -> Result<(KeyId, u64), Error> {
         actor.validate()?;
         let (reply, answer) = crossbeam_channel::bounded(1);
         let tx = self.tx.as_ref().ok_or(Error::Closed)?;
@@ -358,11 +360,12 @@ impl KeyStore {
             hash: key.hash(),
             tail: key.tail(),
         };
-        let id = self.submit(actor, op)?;
-        Ok(CreatedKey { id, key })
+        let (id, seq) = self.submit(actor, op)?;
+        Ok(CreatedKey { id, seq, key })
     }
 
-    /// Adds addresses or ranges to a key's whitelist, all or none.
+    /// Adds addresses or ranges to a key's whitelist, all or none. Returns the sequence
+    /// number of the last record written.
     ///
     /// # Errors
     /// [`Error::KeyNotFound`], [`Error::KeyDeleted`], [`Error::PermissionDenied`],
@@ -373,12 +376,13 @@ impl KeyStore {
         actor: &Actor,
         id: KeyId,
         nets: impl IntoIterator<Item = IpNet>,
-    ) -> Result<(), Error> {
+    ) -> Result<u64, Error> {
         let nets = request_nets(nets)?;
-        self.submit(actor, Op::Whitelist { id, nets }).map(drop)
+        self.submit(actor, Op::Whitelist { id, nets }).map(|(_, seq)| seq)
     }
 
-    /// Removes addresses or ranges from a key's whitelist, all or none.
+    /// Removes addresses or ranges from a key's whitelist, all or none. Returns the
+    /// sequence number of the last record written.
     ///
     /// Removing the last entry leaves an empty whitelist, which admits any address unless
     /// the store requires a whitelist.
@@ -390,20 +394,22 @@ impl KeyStore {
         actor: &Actor,
         id: KeyId,
         nets: impl IntoIterator<Item = IpNet>,
-    ) -> Result<(), Error> {
+    ) -> Result<u64, Error> {
         let nets = request_nets(nets)?;
-        self.submit(actor, Op::Unwhitelist { id, nets }).map(drop)
+        self.submit(actor, Op::Unwhitelist { id, nets })
+            .map(|(_, seq)| seq)
     }
 
     /// Deletes a key. When this returns, the key no longer verifies on any thread.
+    /// Returns the deletion's sequence number.
     ///
     /// A super admin may delete any key, an admin only the keys they created.
     ///
     /// # Errors
     /// [`Error::KeyNotFound`], [`Error::KeyDeleted`], [`Error::PermissionDenied`]; storage
     /// errors.
-    pub fn delete_key(&self, actor: &Actor, id: KeyId) -> Result<(), Error> {
-        self.submit(actor, Op::Delete { id }).map(drop)
+    pub fn delete_key(&self, actor: &Actor, id: KeyId) -> Result<u64, Error> {
+        self.submit(actor, Op::Delete { id }).map(|(_, seq)| seq)
     }
 
     /// Checks a presented key and the client's address. O(1), no I/O, no allocation.
@@ -504,7 +510,7 @@ struct Writer {
 
 /// A command that passed the rules, with its records, waiting for the flush.
 struct Accepted {
-    reply: Sender<Result<KeyId, Error>>,
+    reply: Sender<Result<(KeyId, u64), Error>>,
     id: KeyId,
     records: std::ops::Range<usize>,
 }
@@ -546,8 +552,15 @@ impl Writer {
     /// next batch discards them first.
     fn roll_back(&mut self) -> bool {
         let head = self.shared.read().head();
-        let anchor = (head.seq > 0).then_some(Anchor { seq: head.seq, hash: head.hash });
-        let undo = Batch { discard_from: self.unacknowledged_from, records: &[], anchor };
+        let anchor = (head.seq > 0).then_some(Anchor {
+            seq: head.seq,
+            hash: head.hash,
+        });
+        let undo = Batch {
+            discard_from: self.unacknowledged_from,
+            records: &[],
+            anchor,
+        };
         let ok = self.log.append(&undo).is_ok();
         if ok {
             self.unacknowledged_from = None;
@@ -641,7 +654,8 @@ impl Writer {
         self.unacknowledged_from = None;
         let mut proj = self.shared.proj.write().unwrap_or_else(PoisonError::into_inner);
         for a in accepted {
-            let mut result = Ok(a.id);
+            let last = records[a.records.clone()].last().map_or(0, |(r, _, _)| r.seq);
+            let mut result = Ok((a.id, last));
             for (record, _, hash) in &records[a.records] {
                 if let Err(e) = proj.apply(record, *hash) {
                     result = Err(e);
@@ -761,7 +775,11 @@ mod tests {
 
     impl FaultyLog {
         fn take(&self, kind: u8) -> Result<(), Error> {
-            if self.fault.compare_exchange(kind, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            if self
+                .fault
+                .compare_exchange(kind, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
                 return Err(Error::Io(std::io::Error::other("injected fault")));
             }
             Ok(())
@@ -796,8 +814,14 @@ mod tests {
         let options = Builder::default();
         let inner = SledLog::open(Some(&dir.join(LOG_DIR)), options.cache_bytes).unwrap();
         let chain = options.checked_chain(&inner).unwrap();
-        let log = Box::new(FaultyLog { inner, fault: Arc::clone(&fault) });
-        (KeyStore::start_with_log(options, log, chain, None).unwrap(), fault)
+        let log = Box::new(FaultyLog {
+            inner,
+            fault: Arc::clone(&fault),
+        });
+        (
+            KeyStore::start_with_log(options, log, chain, None).unwrap(),
+            fault,
+        )
     }
 
     fn failed_batch_changes_nothing_and_writes_resume(kind: u8) {
@@ -856,14 +880,23 @@ mod tests {
                 s.spawn(move || {
                     (0..20)
                         .filter(|i| {
-                            fault.store(if i % 2 == 0 { FAIL_FLUSH } else { FAIL_APPEND }, Ordering::SeqCst);
-                            store.create_key(&Actor::admin("a"), NewKey::new("x").role("bot")).is_err()
+                            fault.store(
+                                if i % 2 == 0 { FAIL_FLUSH } else { FAIL_APPEND },
+                                Ordering::SeqCst,
+                            );
+                            store
+                                .create_key(&Actor::admin("a"), NewKey::new("x").role("bot"))
+                                .is_err()
                         })
                         .count()
                 })
             };
             for _ in 0..10_000 {
-                assert!(store.verify(k.key.expose_secret(), "1.2.3.4".parse().unwrap()).is_ok());
+                assert!(
+                    store
+                        .verify(k.key.expose_secret(), "1.2.3.4".parse().unwrap())
+                        .is_ok()
+                );
             }
             writer.join().unwrap()
         });

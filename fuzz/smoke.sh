@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each (default 10) from the committed seed corpus.
+# Installs cargo-fuzz if missing; uses the nightly toolchain for its sanitizer flags.
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds="${1:-10}"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked
+fi
+targets=(token_parse header_value record_decode replay ops_model)
+cargo +nightly fuzz build
+for t in "${targets[@]}"; do
+  mkdir -p "corpus/$t"
+  log=$(mktemp)
+  if cargo +nightly fuzz run "$t" "corpus/$t" -- \
+      -max_total_time="$seconds" -malloc_limit_mb=512 -rss_limit_mb=2048 >"$log" 2>&1; then
+    echo "fuzz: $t ok ($(grep -Eo 'Done [0-9]+ runs' "$log" | tail -1 || echo 'no summary'))"
+  else
+    tail -40 "$log"
+    echo "fuzz: $t FAILED (reproducer under fuzz/artifacts/$t)"
+    exit 1
+  fi
+  rm -f "$log"
+done

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The one test command (see README.md): unit, integration, doc and crash tests, lints,
+# and a short run of every fuzz target. Installs what it needs if it is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+if [ -d fuzz ]; then
+  bash fuzz/smoke.sh "${FUZZ_SECONDS:-20}"
+fi
+cargo test --locked
