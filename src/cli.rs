@@ -1,0 +1,843 @@
+//! The command-line tool: parses arguments, calls the library, renders the answers.
+//!
+//! Owns the contract scripts depend on: the commands, the `--json` field names, the exit
+//! codes and the one-line `error:` messages. It prints a secret only once, in `create`,
+//! never reads one from the command line, and redacts anything shaped like one in errors.
+
+mod demo;
+mod render;
+
+use std::convert::Infallible;
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use keyledger::{
+    ADMIN_ROLE, Actor, ActorRole, AuditEntry, Builder, ChainKey, Error, EventKind, IpNet, KEY_PREFIX, KeyId,
+    KeyStore, KeyView, NewKey, SUPER_ADMIN_ROLE,
+};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+/// The exit codes scripts branch on.
+mod exit {
+    /// Success; `verify` accepted the key; `check` found the log intact.
+    pub(super) const OK: u8 = 0;
+    /// `verify` rejected the key; `check` found a problem.
+    pub(super) const NO: u8 = 1;
+    /// Bad arguments or invalid input.
+    pub(super) const USAGE: u8 = 2;
+    /// The actor may not do this.
+    pub(super) const DENIED: u8 = 3;
+    /// No such key, or it has been deleted.
+    pub(super) const NOT_FOUND: u8 = 4;
+    /// The store could not be read or written (or another process holds it).
+    pub(super) const STORAGE: u8 = 5;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success (verify accepted, check intact); 1 verify rejected or check found a
+problem; 2 usage error or invalid input; 3 permission denied; 4 key not found or deleted;
+5 storage error, including a store in use by another process.
+
+New here? Run `keyledger demo`.";
+
+/// Most bytes `verify` reads from standard input: a key and its line ending, with room.
+const MAX_KEY_INPUT: u64 = 1024;
+/// Logs shorter than this replay too fast for a progress bar to help.
+const LONG_LOG: u64 = 10_000;
+
+/// Manage, verify and audit the API keys in a keyledger store.
+#[derive(Debug, Parser)]
+#[command(name = "keyledger", version, after_help = AFTER_HELP, arg_required_else_help = true)]
+struct Cli {
+    /// The store's directory
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "KEYLEDGER_DB",
+        default_value = "keyledger.db"
+    )]
+    db: PathBuf,
+    /// A file holding the chain key (64 hex digits) of a store created with one
+    #[arg(long, global = true, value_name = "FILE", env = "KEYLEDGER_CHAIN_KEY_FILE")]
+    chain_key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a key and print its secret, this once
+    Create(CreateArgs),
+    /// Add addresses or ranges to a key's whitelist
+    Whitelist(WhitelistArgs),
+    /// Remove addresses or ranges from a key's whitelist
+    Unwhitelist(WhitelistArgs),
+    /// Delete a key; it stops verifying at once
+    Delete(DeleteArgs),
+    /// List the live keys; --all adds the deleted ones
+    List {
+        /// Include deleted keys
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per key, a line each
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one key, live or deleted
+    Show {
+        /// The key's id (16 hex digits)
+        #[arg(value_name = "KEY_ID", value_parser = key_id_arg)]
+        key_id: KeyId,
+        /// One JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a key read from standard input, as a service would (exit 0 accepted, 1 rejected)
+    #[command(
+        after_help = "The key is the first line of standard input, never an argument:\n  \
+                            printf '%s' \"$KEY\" | keyledger verify --ip 10.1.2.3"
+    )]
+    Verify(VerifyArgs),
+    /// The audit trail: who did what to which key, when; --at SEQ shows the keys as they stood then
+    Audit(AuditArgs),
+    /// Replay the whole log and check it: sequence numbers, hash chain, every record
+    Check,
+    /// Remove a torn tail (records never acknowledged) that keeps the store from opening
+    Repair,
+    /// A guided tour in a temporary store
+    Demo,
+}
+
+#[derive(Debug, Args)]
+struct ActorArgs {
+    /// Who is acting, as your own authentication established
+    #[arg(long, value_name = "ID")]
+    actor: String,
+    /// super-admin, admin, or any other word for a user (who may not manage keys)
+    #[arg(long, value_name = "ROLE", value_parser = actor_role_arg)]
+    actor_role: ActorRole,
+}
+
+impl ActorArgs {
+    fn actor(&self) -> Actor {
+        Actor::new(self.actor.clone(), self.actor_role)
+    }
+}
+
+#[derive(Debug, Args)]
+struct CreateArgs {
+    #[command(flatten)]
+    who: ActorArgs,
+    /// The key's name
+    #[arg(long)]
+    name: String,
+    /// A role the key grants (repeat for more)
+    #[arg(long = "role", value_name = "R", required = true)]
+    roles: Vec<String>,
+    /// A whitelisted IPv4/IPv6 address or CIDR range (repeat for more); none admits any address
+    #[arg(long = "ip", value_name = "NET", value_parser = net_arg)]
+    ips: Vec<IpNet>,
+    /// One JSON object, with the secret in `key`
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct WhitelistArgs {
+    #[command(flatten)]
+    who: ActorArgs,
+    /// The key's id (16 hex digits)
+    #[arg(value_name = "KEY_ID", value_parser = key_id_arg)]
+    key_id: KeyId,
+    /// IPv4/IPv6 addresses or CIDR ranges
+    #[arg(value_name = "NET", required = true, value_parser = net_arg)]
+    nets: Vec<IpNet>,
+}
+
+#[derive(Debug, Args)]
+struct DeleteArgs {
+    #[command(flatten)]
+    who: ActorArgs,
+    /// The key's id (16 hex digits)
+    #[arg(value_name = "KEY_ID", value_parser = key_id_arg)]
+    key_id: KeyId,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The client's address
+    #[arg(long, value_name = "IP")]
+    ip: IpAddr,
+    /// One JSON object: valid, reason, id, name, roles
+    #[arg(long)]
+    json: bool,
+    /// Catches a key given on the command line, to refuse it without echoing it.
+    #[arg(hide = true)]
+    key_on_command_line: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    /// Only entries about this key
+    #[arg(long = "key", value_name = "KEY_ID", value_parser = key_id_arg)]
+    key: Option<KeyId>,
+    /// Only entries by this actor
+    #[arg(long, value_name = "ID")]
+    actor: Option<String>,
+    /// Only entries of this kind
+    #[arg(long, value_enum)]
+    kind: Option<Kind>,
+    /// Only entries at or after this time (RFC 3339, e.g. 2026-01-31T09:00:00Z)
+    #[arg(long, value_name = "TIME")]
+    since: Option<jiff::Timestamp>,
+    /// Only entries at or before this time (RFC 3339)
+    #[arg(long, value_name = "TIME")]
+    until: Option<jiff::Timestamp>,
+    /// Show every key (or only --key) as it stood right after record SEQ
+    #[arg(long, value_name = "SEQ", conflicts_with_all = ["actor", "kind", "since", "until"])]
+    at: Option<u64>,
+    /// One JSON object per entry (per key with --at), a line each
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Kind {
+    Created,
+    Whitelisted,
+    Unwhitelisted,
+    Deleted,
+}
+
+impl From<Kind> for EventKind {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Created => EventKind::Created,
+            Kind::Whitelisted => EventKind::Whitelisted,
+            Kind::Unwhitelisted => EventKind::Unwhitelisted,
+            Kind::Deleted => EventKind::Deleted,
+        }
+    }
+}
+
+fn actor_role_arg(s: &str) -> Result<ActorRole, Infallible> {
+    Ok(match s {
+        SUPER_ADMIN_ROLE => ActorRole::SuperAdmin,
+        ADMIN_ROLE => ActorRole::Admin,
+        _ => ActorRole::User,
+    })
+}
+
+fn key_id_arg(s: &str) -> Result<KeyId, String> {
+    if s.starts_with(KEY_PREFIX) {
+        return Err(
+            "that is a key's secret, not its id; an id is 16 hex digits (see `keyledger list`)".into(),
+        );
+    }
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
+fn net_arg(s: &str) -> Result<IpNet, String> {
+    keyledger::parse_net(s).map_err(|e| e.to_string())
+}
+
+/// Runs the command line and returns the exit code of the contract.
+pub(crate) fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(&e),
+    };
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let result = cli.execute(&mut out);
+    let flushed = out.flush().map_err(Failure::from);
+    match result.and_then(|code| flushed.map(|()| code)) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => failure.report(),
+    }
+}
+
+fn clap_exit(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(exit::USAGE))
+        }
+        _ => Failure::new(exit::USAGE, clap_message(e)).report(),
+    }
+}
+
+/// clap's error as one line: its first paragraph, with the usage and tips left out.
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text.split("\n\n").next().unwrap_or_default();
+    let mut lines = first.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut message = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error:")
+        .trim()
+        .to_owned();
+    let rest: Vec<&str> = lines.collect();
+    if !rest.is_empty() {
+        message.push(' ');
+        message.push_str(&rest.join(", "));
+    }
+    message.push_str(" (see --help)");
+    message
+}
+
+/// Why a command failed, and the exit code that says so.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    /// Empty when there is nothing to say (the reader of standard output went away).
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn context(mut self, what: impl std::fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
+    fn report(self) -> ExitCode {
+        if !self.message.is_empty() {
+            let _ = writeln!(io::stderr(), "error: {}", one_line(&redact(&self.message)));
+        }
+        ExitCode::from(self.code)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::new(exit_code(&e), e.to_string())
+    }
+}
+
+impl From<io::Error> for Failure {
+    /// Only output errors come here: a reader that stopped reading (`keyledger audit |
+    /// head`) is not a failure worth a message.
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            return Failure::new(exit::OK, "");
+        }
+        Failure::new(exit::STORAGE, format!("cannot write the output: {e}"))
+    }
+}
+
+fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::InvalidInput { .. } | Error::WhitelistUnchanged { .. } => exit::USAGE,
+        Error::PermissionDenied(_) => exit::DENIED,
+        Error::KeyNotFound(_) | Error::KeyDeleted(_) => exit::NOT_FOUND,
+        _ => exit::STORAGE,
+    }
+}
+
+/// Replaces anything shaped like a key (`klk_` and more key characters) with a hint, so a
+/// secret typed where it does not belong is not echoed into logs.
+fn redact(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(KEY_PREFIX) {
+        out.push_str(&rest[..start]);
+        let candidate = &rest[start..];
+        let len = KEY_PREFIX.len()
+            + candidate[KEY_PREFIX.len()..]
+                .bytes()
+                .take_while(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                .count();
+        if len >= KEY_PREFIX.len() + 8 {
+            out.push_str(KEY_PREFIX);
+            out.push('…');
+            out.push_str(&candidate[len - 4..len]);
+        } else {
+            out.push_str(&candidate[..len]);
+        }
+        rest = &candidate[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn one_line(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The store named on the command line.
+struct Store {
+    dir: PathBuf,
+    chain_key_file: Option<PathBuf>,
+}
+
+impl Store {
+    fn builder(&self) -> Result<Builder, Failure> {
+        let builder = KeyStore::builder();
+        let Some(path) = &self.chain_key_file else {
+            return Ok(builder);
+        };
+        let hex = std::fs::read_to_string(path).map(Zeroizing::new).map_err(|e| {
+            Failure::new(
+                exit::USAGE,
+                format!("cannot read the chain key file {}: {e}", path.display()),
+            )
+        })?;
+        let key = ChainKey::from_hex(&hex)
+            .map_err(|e| Failure::from(e).context(format_args!("in {}", path.display())))?;
+        Ok(builder.chain_key(key))
+    }
+
+    /// Refuses a store that does not exist, rather than creating one by mistake.
+    fn require_existing(&self) -> Result<(), Failure> {
+        if self.dir.is_dir() {
+            return Ok(());
+        }
+        Err(Failure::new(
+            exit::STORAGE,
+            format!(
+                "no store at {} (the first `create` makes one; choose another with --db or KEYLEDGER_DB)",
+                self.dir.display()
+            ),
+        ))
+    }
+
+    /// Opens the store, which must exist unless `create`.
+    fn open(&self, create: bool) -> Result<KeyStore, Failure> {
+        if !create {
+            self.require_existing()?;
+        }
+        let (builder, bar) = with_progress(self.builder()?, "replaying the log");
+        let opened = builder.open(&self.dir);
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        opened.map_err(|e| self.failed("open", e))
+    }
+
+    /// An error from `verb`ing the store, saying which store.
+    fn failed(&self, verb: &str, e: Error) -> Failure {
+        if let Error::Locked { .. } = e {
+            // Already names the store and says it is in use.
+            return e.into();
+        }
+        let key_missing = matches!(
+            &e,
+            Error::InvalidInput {
+                field: "chain key",
+                ..
+            }
+        ) && self.chain_key_file.is_none();
+        let mut failure =
+            Failure::from(e).context(format_args!("cannot {verb} the store at {}", self.dir.display()));
+        if key_missing {
+            failure
+                .message
+                .push_str(" with --chain-key-file FILE or KEYLEDGER_CHAIN_KEY_FILE");
+        }
+        failure
+    }
+}
+
+/// Hands the builder a progress callback drawing on stderr, if stderr is a terminal; the
+/// bar appears only once the log proves long.
+fn with_progress(builder: Builder, message: &'static str) -> (Builder, Option<ProgressBar>) {
+    if !io::stderr().is_terminal() {
+        return (builder, None);
+    }
+    let bar = ProgressBar::hidden();
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{wide_bar}] {pos}/{len} records ({eta})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message);
+    let shown = bar.clone();
+    let builder = builder.on_progress(move |done, total| {
+        if total < LONG_LOG {
+            return;
+        }
+        shown.set_length(total);
+        shown.set_position(done);
+        if shown.is_hidden() {
+            shown.set_draw_target(ProgressDrawTarget::stderr());
+            shown.tick();
+        }
+    });
+    (builder, Some(bar))
+}
+
+impl Cli {
+    fn execute(self, out: &mut impl Write) -> Result<u8, Failure> {
+        let store = Store {
+            dir: self.db,
+            chain_key_file: self.chain_key_file,
+        };
+        match self.command {
+            Command::Create(args) => create(&store, args, out),
+            Command::Whitelist(args) => change_whitelist(&store, args, true, out),
+            Command::Unwhitelist(args) => change_whitelist(&store, args, false, out),
+            Command::Delete(args) => delete(&store, args, out),
+            Command::List { all, json } => list(&store, all, json, out),
+            Command::Show { key_id, json } => show(&store, key_id, json, out),
+            Command::Verify(args) => verify(&store, args, out),
+            Command::Audit(args) => audit(&store, args, out),
+            Command::Check => check(&store, out),
+            Command::Repair => repair(&store, out),
+            Command::Demo => demo::run(out),
+        }
+    }
+}
+
+fn write_json(out: &mut impl Write, value: &impl Serialize) -> Result<(), Failure> {
+    serde_json::to_writer(&mut *out, value).map_err(io::Error::from)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn existing_key(keys: &KeyStore, id: KeyId) -> Result<KeyView, Failure> {
+    keys.key(id).ok_or_else(|| Error::KeyNotFound(id).into())
+}
+
+fn create(store: &Store, args: CreateArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    let keys = store.open(true)?;
+    let mut new = NewKey::new(args.name);
+    for role in args.roles {
+        new = new.role(role);
+    }
+    for net in args.ips {
+        new = new.allow(net);
+    }
+    let created = keys.create_key(&args.who.actor(), new)?;
+    let view = existing_key(&keys, created.id)?;
+    let secret = created.key.expose_secret();
+    if args.json {
+        write_json(out, &render::key_json(&view, Some(secret)))?;
+    } else {
+        writeln!(out, "created key {} \"{}\"", view.id, view.name)?;
+        writeln!(out, "  roles      {}", view.roles.join(", "))?;
+        writeln!(out, "  whitelist  {}", render::whitelist(&view.whitelist))?;
+        writeln!(out, "  key        {secret}")?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "This is the only time the key is shown: keyledger keeps only its hash. Store it now."
+        )?;
+    }
+    Ok(exit::OK)
+}
+
+fn change_whitelist(
+    store: &Store,
+    args: WhitelistArgs,
+    add: bool,
+    out: &mut impl Write,
+) -> Result<u8, Failure> {
+    let keys = store.open(false)?;
+    let (actor, id) = (args.who.actor(), args.key_id);
+    if add {
+        keys.whitelist_ip(&actor, id, args.nets.iter().copied())?;
+    } else {
+        keys.unwhitelist_ip(&actor, id, args.nets.iter().copied())?;
+    }
+    let view = existing_key(&keys, id)?;
+    writeln!(
+        out,
+        "{} {} on key {id} \"{}\"; its whitelist is now: {}",
+        if add { "whitelisted" } else { "unwhitelisted" },
+        render::whitelist(&args.nets),
+        view.name,
+        render::whitelist(&view.whitelist)
+    )?;
+    Ok(exit::OK)
+}
+
+fn delete(store: &Store, args: DeleteArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    let keys = store.open(false)?;
+    keys.delete_key(&args.who.actor(), args.key_id)?;
+    let view = existing_key(&keys, args.key_id)?;
+    writeln!(
+        out,
+        "deleted key {} \"{}\"; it no longer verifies",
+        view.id, view.name
+    )?;
+    Ok(exit::OK)
+}
+
+fn list(store: &Store, all: bool, json: bool, out: &mut impl Write) -> Result<u8, Failure> {
+    let keys = store.open(false)?;
+    let views = if all { keys.all_keys() } else { keys.keys() };
+    if json {
+        for view in &views {
+            write_json(out, &render::key_json(view, None))?;
+        }
+    } else if views.is_empty() {
+        writeln!(out, "{}", if all { "no keys" } else { "no live keys" })?;
+    } else {
+        render::keys_table(&views, all).write(out, "")?;
+    }
+    Ok(exit::OK)
+}
+
+fn show(store: &Store, id: KeyId, json: bool, out: &mut impl Write) -> Result<u8, Failure> {
+    let keys = store.open(false)?;
+    let view = existing_key(&keys, id)?;
+    if json {
+        write_json(out, &render::key_json(&view, None))?;
+    } else {
+        render::key_details(out, &view)?;
+    }
+    Ok(exit::OK)
+}
+
+/// `verify --json`: the key's id, name and roles when valid; the reason's code when not.
+#[derive(Serialize)]
+struct VerifyJson<'a> {
+    valid: bool,
+    reason: Option<&'static str>,
+    id: Option<String>,
+    name: Option<&'a str>,
+    roles: Vec<&'a str>,
+}
+
+fn verify(store: &Store, args: VerifyArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    if !args.key_on_command_line.is_empty() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "verify reads the key from standard input, never from the command line, where other \
+             users and your shell history would see it: printf '%s' \"$KEY\" | keyledger verify --ip IP",
+        ));
+    }
+    let keys = store.open(false)?;
+    let secret = read_key()?;
+    let verdict = keys.verify(&secret, args.ip);
+    if args.json {
+        let answer = match &verdict {
+            Ok(v) => VerifyJson {
+                valid: true,
+                reason: None,
+                id: Some(v.id().to_string()),
+                name: Some(v.name()),
+                roles: v.roles().collect(),
+            },
+            Err(r) => VerifyJson {
+                valid: false,
+                reason: Some(r.code()),
+                id: None,
+                name: None,
+                roles: Vec::new(),
+            },
+        };
+        write_json(out, &answer)?;
+    } else {
+        match &verdict {
+            Ok(v) => writeln!(
+                out,
+                "accepted: key {} \"{}\", roles: {}",
+                v.id(),
+                v.name(),
+                v.roles().collect::<Vec<_>>().join(", ")
+            )?,
+            Err(r) => writeln!(out, "rejected: {r}")?,
+        }
+    }
+    Ok(if verdict.is_ok() { exit::OK } else { exit::NO })
+}
+
+/// Reads the key from the first line of standard input.
+fn read_key() -> Result<Zeroizing<String>, Failure> {
+    let stdin = io::stdin();
+    if stdin.is_terminal() {
+        let _ = write!(io::stderr(), "key: ");
+        let _ = io::stderr().flush();
+    }
+    let mut line = Zeroizing::new(Vec::new());
+    stdin
+        .lock()
+        .take(MAX_KEY_INPUT)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| {
+            Failure::new(
+                exit::USAGE,
+                format!("cannot read the key from standard input: {e}"),
+            )
+        })?;
+    // A key that is not UTF-8 is not a key; the lossy text is rejected as malformed.
+    let text = Zeroizing::new(String::from_utf8_lossy(&line).trim().to_owned());
+    if text.is_empty() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "no key on standard input: printf '%s' \"$KEY\" | keyledger verify --ip IP",
+        ));
+    }
+    Ok(text)
+}
+
+fn audit(store: &Store, args: AuditArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    let keys = store.open(false)?;
+    if let Some(id) = args.key {
+        existing_key(&keys, id)?;
+    }
+    if let Some(seq) = args.at {
+        return audit_at(&keys, seq, args.key, args.json, out);
+    }
+    let since = args.since.map(SystemTime::from);
+    let until = args.until.map(SystemTime::from);
+    let kind = args.kind.map(EventKind::from);
+    let entries: Vec<AuditEntry> = keys
+        .audit()
+        .into_iter()
+        .filter(|e| args.key.is_none_or(|id| e.key_id == id))
+        .filter(|e| args.actor.as_deref().is_none_or(|a| e.actor.id() == a))
+        .filter(|e| kind.is_none_or(|k| e.kind == k))
+        .filter(|e| since.is_none_or(|t| e.at >= t))
+        .filter(|e| until.is_none_or(|t| e.at <= t))
+        .collect();
+    if args.json {
+        for entry in &entries {
+            write_json(out, &render::audit_json(entry))?;
+        }
+    } else if entries.is_empty() {
+        let filtered = args.key.is_some()
+            || args.actor.is_some()
+            || kind.is_some()
+            || since.is_some()
+            || until.is_some();
+        writeln!(
+            out,
+            "{}",
+            if filtered {
+                "no entries match"
+            } else {
+                "the log is empty"
+            }
+        )?;
+    } else {
+        render::audit_table(&entries).write(out, "")?;
+    }
+    Ok(exit::OK)
+}
+
+/// `audit --at SEQ`: the keys as they stood right after record `seq`.
+fn audit_at(
+    keys: &KeyStore,
+    seq: u64,
+    only: Option<KeyId>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<u8, Failure> {
+    let views: Vec<KeyView> = keys
+        .keys_at(seq)?
+        .into_iter()
+        .filter(|v| only.is_none_or(|id| v.id == id))
+        .collect();
+    if json {
+        for view in &views {
+            write_json(out, &render::key_json(view, None))?;
+        }
+        return Ok(exit::OK);
+    }
+    let event = usize::try_from(seq)
+        .ok()
+        .and_then(|s| s.checked_sub(1))
+        .and_then(|i| keys.audit().into_iter().nth(i));
+    match event {
+        Some(e) => writeln!(
+            out,
+            "as of record {seq} ({} UTC: {} {} key {} \"{}\"):",
+            render::human_time(e.at),
+            e.actor.id(),
+            e.kind,
+            e.key_id,
+            e.key_name
+        )?,
+        None => writeln!(out, "as of record 0, before the first record:")?,
+    }
+    if views.is_empty() {
+        writeln!(out, "no keys")?;
+    } else {
+        render::keys_table(&views, true).write(out, "")?;
+    }
+    Ok(exit::OK)
+}
+
+fn check(store: &Store, out: &mut impl Write) -> Result<u8, Failure> {
+    store.require_existing()?;
+    let (builder, bar) = with_progress(store.builder()?, "checking the log");
+    let checked = builder.check(&store.dir);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = checked.map_err(|e| store.failed("check", e))?;
+    let chain = if report.keyed {
+        "keyed hash chain"
+    } else {
+        "hash chain"
+    };
+    if report.is_intact() {
+        writeln!(
+            out,
+            "intact: {} records; sequence numbers, {chain} and anchored head all check",
+            report.records
+        )?;
+        return Ok(exit::OK);
+    }
+    let mut table = render::Table::new(vec!["SEQ", "PROBLEM", "DETAIL"]);
+    for p in &report.problems {
+        table.row(vec![p.seq.to_string(), p.kind.to_string(), p.detail.clone()]);
+    }
+    table.write(out, "")?;
+    let total = report.problems.len() as u64 + report.unlisted;
+    if report.unlisted > 0 {
+        writeln!(out, "... and {} more", report.unlisted)?;
+    }
+    writeln!(
+        out,
+        "damaged: {total} problem{} in {} records ({chain})",
+        if total == 1 { "" } else { "s" },
+        report.records
+    )?;
+    Ok(exit::NO)
+}
+
+fn repair(store: &Store, out: &mut impl Write) -> Result<u8, Failure> {
+    store.require_existing()?;
+    let report = store
+        .builder()?
+        .repair(&store.dir)
+        .map_err(|e| store.failed("repair", e))?;
+    if report.removed.is_empty() {
+        writeln!(
+            out,
+            "nothing to repair: the log ends cleanly at record {}",
+            report.last_seq
+        )?;
+    } else {
+        let removed: Vec<String> = report.removed.iter().map(u64::to_string).collect();
+        writeln!(
+            out,
+            "removed record{} {} (a torn tail, never acknowledged); the log now ends at record {}",
+            if removed.len() == 1 { "" } else { "s" },
+            removed.join(", "),
+            report.last_seq
+        )?;
+    }
+    Ok(exit::OK)
+}

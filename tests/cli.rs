@@ -1,0 +1,1272 @@
+//! The `keyledger` binary, driven as scripts drive it: separate invocations on one store,
+//! so every command also proves the store survives a restart.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// What one invocation did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {:?}", self.stdout))
+    }
+
+    fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+            .collect()
+    }
+
+    /// The contract: failures say so on stderr in one line beginning `error:`.
+    fn assert_one_error_line(&self) {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "stderr: {:?}", self.stderr);
+        assert!(lines[0].starts_with("error: "), "stderr: {:?}", self.stderr);
+    }
+}
+
+/// A store in a temporary directory, and the binary pointed at it.
+struct Store {
+    dir: TempDir,
+}
+
+/// A key made by `create --json`.
+struct Made {
+    id: String,
+    secret: String,
+}
+
+const ALICE: [&str; 4] = ["--actor", "alice", "--actor-role", "admin"];
+const BOB: [&str; 4] = ["--actor", "bob", "--actor-role", "admin"];
+const ROOT: [&str; 4] = ["--actor", "root", "--actor-role", "super-admin"];
+
+fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyledger"));
+    cmd.env_remove("KEYLEDGER_DB")
+        .env_remove("KEYLEDGER_CHAIN_KEY_FILE")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn finish(cmd: &mut Command, stdin: Option<&str>) -> Run {
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        // A command that fails before it reads its input closes the pipe early.
+        match child.stdin.take().unwrap().write_all(input.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other.unwrap(),
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+impl Store {
+    fn new() -> Self {
+        Store {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("keys")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = binary();
+        cmd.arg("--db").arg(self.path()).args(args);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        finish(&mut self.command(args), None)
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        finish(&mut self.command(args), Some(stdin))
+    }
+
+    fn create(&self, actor: [&str; 4], name: &str, roles: &[&str], ips: &[&str]) -> Made {
+        let mut args = vec!["create"];
+        args.extend(actor);
+        args.extend(["--name", name, "--json"]);
+        for role in roles {
+            args.extend(["--role", role]);
+        }
+        for ip in ips {
+            args.extend(["--ip", ip]);
+        }
+        let run = self.run(&args);
+        assert_eq!(run.code, 0, "{run:?}");
+        let key = run.json();
+        Made {
+            id: key["id"].as_str().unwrap().to_owned(),
+            secret: key["key"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    fn verify(&self, key: &str, ip: &str) -> Run {
+        self.run_with_stdin(&["verify", "--ip", ip, "--json"], &format!("{key}\n"))
+    }
+}
+
+fn field_names(v: &Value) -> BTreeSet<String> {
+    v.as_object().unwrap().keys().cloned().collect()
+}
+
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+const KEY_FIELDS: [&str; 8] = [
+    "id",
+    "name",
+    "roles",
+    "whitelist",
+    "created_by",
+    "created_at",
+    "deleted",
+    "hint",
+];
+
+fn assert_rfc3339_utc(v: &Value) {
+    let s = v.as_str().unwrap();
+    assert!(s.ends_with('Z'), "{s} is not UTC");
+    s.parse::<jiff::Timestamp>()
+        .unwrap_or_else(|e| panic!("{s} is not RFC 3339: {e}"));
+}
+
+#[test]
+fn create_json_has_every_key_field_and_the_secret() {
+    let store = Store::new();
+    let run = store.run(&[
+        "create",
+        "--actor",
+        "alice",
+        "--actor-role",
+        "admin",
+        "--name",
+        "notifications bot",
+        "--role",
+        "notifier",
+        "--role",
+        "reader",
+        "--ip",
+        "10.0.0.0/8",
+        "--ip",
+        "2001:db8::1",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stderr, "");
+    let key = run.json();
+    let mut expected = names(&KEY_FIELDS);
+    expected.insert("key".into());
+    assert_eq!(field_names(&key), expected);
+    assert_eq!(key["id"].as_str().unwrap().len(), 16);
+    assert_eq!(key["name"], "notifications bot");
+    assert_eq!(key["roles"], serde_json::json!(["notifier", "reader"]));
+    assert_eq!(
+        key["whitelist"],
+        serde_json::json!(["10.0.0.0/8", "2001:db8::1/128"])
+    );
+    assert_eq!(key["created_by"], "alice");
+    assert_rfc3339_utc(&key["created_at"]);
+    assert_eq!(key["deleted"], Value::Null);
+    let secret = key["key"].as_str().unwrap();
+    assert!(secret.starts_with("klk_") && secret.len() == 40, "{secret}");
+    assert_eq!(key["hint"], format!("klk_…{}", &secret[36..]));
+}
+
+#[test]
+fn human_create_shows_the_secret_once_with_a_warning() {
+    let store = Store::new();
+    let run = store.run(&[
+        "create",
+        "--actor",
+        "root",
+        "--actor-role",
+        "super-admin",
+        "--name",
+        "ops",
+        "--role",
+        "ops",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let secret_line = run.stdout.lines().find(|l| l.contains("klk_")).unwrap();
+    let secret = secret_line.split_whitespace().last().unwrap();
+    assert_eq!(secret.len(), 40, "{secret_line}");
+    assert_eq!(run.stdout.matches(secret).count(), 1);
+    assert!(
+        run.stdout.contains("only time the key is shown"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("any address"),
+        "empty whitelist: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn secret_is_printed_only_by_create() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &["10.0.0.0/8"]);
+    let mut runs = vec![
+        store.run(&["list"]),
+        store.run(&["list", "--all", "--json"]),
+        store.run(&["show", &key.id]),
+        store.run(&["show", &key.id, "--json"]),
+        store.run_with_stdin(&["verify", "--ip", "10.1.1.1"], &key.secret),
+        store.run_with_stdin(&["verify", "--ip", "192.0.2.1", "--json"], &key.secret),
+        store.run(&[
+            "whitelist",
+            "--actor",
+            "alice",
+            "--actor-role",
+            "admin",
+            &key.id,
+            "192.0.2.0/24",
+        ]),
+        store.run(&["delete", "--actor", "bob", "--actor-role", "admin", &key.id]),
+        store.run(&[
+            "delete",
+            "--actor",
+            "root",
+            "--actor-role",
+            "super-admin",
+            &key.id,
+        ]),
+        store.run_with_stdin(&["verify", "--ip", "10.1.1.1", "--json"], &key.secret),
+        store.run(&["audit"]),
+        store.run(&["audit", "--json"]),
+        store.run(&["audit", "--at", "2", "--json"]),
+        store.run(&["check"]),
+        // A secret where an id belongs, or on verify's command line, is not echoed back.
+        store.run(&["show", &key.secret]),
+        store.run(&["verify", "--ip", "10.1.1.1", &key.secret]),
+        store.run(&[
+            "delete",
+            "--actor",
+            "root",
+            "--actor-role",
+            "super-admin",
+            &key.secret,
+        ]),
+    ];
+    runs.push(store.run(&["audit", "--key", &key.secret]));
+    for run in &runs {
+        assert!(
+            !run.stdout.contains(&key.secret) && !run.stderr.contains(&key.secret),
+            "secret leaked: {run:?}"
+        );
+        assert!(
+            !run.stdout.contains(&key.secret[4..36]) && !run.stderr.contains(&key.secret[4..36]),
+            "secret body leaked: {run:?}"
+        );
+    }
+    let refused: Vec<&Run> = runs[runs.len() - 4..].iter().collect();
+    for run in refused {
+        assert_eq!(run.code, 2, "{run:?}");
+        run.assert_one_error_line();
+    }
+}
+
+#[test]
+fn store_files_never_hold_the_secret() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &[]);
+    assert_eq!(store.run(&["list"]).code, 0);
+    let mut stack = vec![store.path()];
+    let mut files = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files += 1;
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(
+                    !bytes.windows(32).any(|w| w == &key.secret.as_bytes()[4..36]),
+                    "{} holds the secret",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(files > 0);
+}
+
+#[test]
+fn list_shows_live_keys_and_all_adds_deleted_ones() {
+    let store = Store::new();
+    assert_eq!(
+        store
+            .run(&[
+                "create",
+                "--actor",
+                "a",
+                "--actor-role",
+                "admin",
+                "--name",
+                "x",
+                "--role",
+                "r"
+            ])
+            .code,
+        0
+    );
+    let gone = store.create(BOB, "gone", &["r"], &[]);
+    assert_eq!(
+        store
+            .run(&["delete", "--actor", "bob", "--actor-role", "admin", &gone.id])
+            .code,
+        0
+    );
+
+    let live = store.run(&["list", "--json"]);
+    assert_eq!(live.code, 0, "{live:?}");
+    let live = live.json_lines();
+    assert_eq!(live.len(), 1);
+    assert_eq!(
+        field_names(&live[0]),
+        names(&KEY_FIELDS),
+        "no secret in a listing"
+    );
+    assert_eq!(live[0]["name"], "x");
+    assert_eq!(live[0]["deleted"], Value::Null);
+
+    let all = store.run(&["list", "--all", "--json"]).json_lines();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1]["id"], gone.id.as_str());
+    assert_eq!(field_names(&all[1]["deleted"]), names(&["by", "at"]));
+    assert_eq!(all[1]["deleted"]["by"], "bob");
+    assert_rfc3339_utc(&all[1]["deleted"]["at"]);
+
+    let human = store.run(&["list", "--all"]);
+    assert!(human.stdout.contains("deleted by bob"), "{}", human.stdout);
+    assert!(!store.run(&["list"]).stdout.contains("gone"));
+}
+
+#[test]
+fn human_list_is_an_aligned_table() {
+    let store = Store::new();
+    store.create(ALICE, "a", &["r"], &["10.0.0.1"]);
+    store.create(ALICE, "a much longer name", &["reader", "writer"], &[]);
+    let run = store.run(&["list"]);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert!(lines[0].starts_with("ID  "), "{}", lines[0]);
+    let column = |header: &str| lines[0].find(header).unwrap();
+    for (header, cell) in [("NAME", "a"), ("ROLES", "r"), ("CREATED BY", "alice")] {
+        let at = column(header);
+        assert!(lines[1][at..].starts_with(cell), "{header}: {}", lines[1]);
+    }
+    let roles = lines[0].find("ROLES").unwrap();
+    assert!(lines[2][roles..].starts_with("reader, writer"), "{}", lines[2]);
+    assert!(lines[1].contains("10.0.0.1") && !lines[1].contains("10.0.0.1/32"));
+}
+
+#[test]
+fn list_of_an_empty_store_says_so() {
+    let store = Store::new();
+    let key = store.create(ALICE, "x", &["r"], &[]);
+    store.run(&["delete", "--actor", "alice", "--actor-role", "admin", &key.id]);
+    let run = store.run(&["list"]);
+    assert_eq!((run.code, run.stdout.trim()), (0, "no live keys"));
+    assert_eq!(store.run(&["list", "--json"]).stdout, "");
+}
+
+#[test]
+fn show_prints_one_key_live_or_deleted() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &["192.0.2.0/24"]);
+    let shown = store.run(&["show", &key.id, "--json"]);
+    assert_eq!(shown.code, 0, "{shown:?}");
+    let shown = shown.json();
+    assert_eq!(field_names(&shown), names(&KEY_FIELDS));
+    assert_eq!(shown["whitelist"], serde_json::json!(["192.0.2.0/24"]));
+
+    let human = store.run(&["show", &key.id]);
+    for expected in ["bot", "notifier", "192.0.2.0/24", "alice (admin)", "UTC"] {
+        assert!(human.stdout.contains(expected), "{expected}: {}", human.stdout);
+    }
+
+    store.run(&[
+        "delete",
+        "--actor",
+        "root",
+        "--actor-role",
+        "super-admin",
+        &key.id,
+    ]);
+    let deleted = store.run(&["show", &key.id, "--json"]);
+    assert_eq!(deleted.code, 0);
+    assert_eq!(deleted.json()["deleted"]["by"], "root");
+}
+
+#[test]
+fn unknown_key_id_exits_4() {
+    let store = Store::new();
+    store.create(ALICE, "bot", &["notifier"], &[]);
+    let unknown = "00000000000000ff";
+    for args in [
+        vec!["show", unknown],
+        vec![
+            "delete",
+            "--actor",
+            "root",
+            "--actor-role",
+            "super-admin",
+            unknown,
+        ],
+        vec![
+            "whitelist",
+            "--actor",
+            "root",
+            "--actor-role",
+            "super-admin",
+            unknown,
+            "10.0.0.1",
+        ],
+        vec![
+            "unwhitelist",
+            "--actor",
+            "root",
+            "--actor-role",
+            "super-admin",
+            unknown,
+            "10.0.0.1",
+        ],
+        vec!["audit", "--key", unknown],
+    ] {
+        let run = store.run(&args);
+        assert_eq!(run.code, 4, "{args:?}: {run:?}");
+        run.assert_one_error_line();
+        assert!(run.stderr.contains("not found"), "{run:?}");
+    }
+}
+
+#[test]
+fn verify_accepts_a_whitelisted_address_and_rejects_others_with_exit_1() {
+    let store = Store::new();
+    let key = store.create(
+        ALICE,
+        "bot",
+        &["notifier", "reader"],
+        &["10.0.0.0/8", "2001:db8::/32"],
+    );
+
+    for ip in ["10.1.2.3", "2001:db8::7", "::ffff:10.9.9.9"] {
+        let run = store.verify(&key.secret, ip);
+        assert_eq!(run.code, 0, "{ip}: {run:?}");
+        let answer = run.json();
+        assert_eq!(
+            field_names(&answer),
+            names(&["valid", "reason", "id", "name", "roles"])
+        );
+        assert_eq!(answer["valid"], true);
+        assert_eq!(answer["reason"], Value::Null);
+        assert_eq!(answer["id"], key.id.as_str());
+        assert_eq!(answer["name"], "bot");
+        assert_eq!(answer["roles"], serde_json::json!(["notifier", "reader"]));
+    }
+
+    let run = store.verify(&key.secret, "192.0.2.1");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.stderr, "", "a rejection is an answer, not an error");
+    let answer = run.json();
+    assert_eq!(
+        field_names(&answer),
+        names(&["valid", "reason", "id", "name", "roles"])
+    );
+    assert_eq!(answer["valid"], false);
+    assert_eq!(answer["reason"], "ip_not_whitelisted");
+    assert_eq!(answer["id"], Value::Null);
+    assert_eq!(answer["name"], Value::Null);
+    assert_eq!(answer["roles"], serde_json::json!([]));
+
+    let human = store.run_with_stdin(&["verify", "--ip", "10.0.0.1"], &key.secret);
+    assert_eq!(human.code, 0);
+    assert!(human.stdout.starts_with("accepted"), "{}", human.stdout);
+    let human = store.run_with_stdin(&["verify", "--ip", "11.0.0.1"], &key.secret);
+    assert_eq!(human.code, 1);
+    assert!(human.stdout.starts_with("rejected"), "{}", human.stdout);
+}
+
+#[test]
+fn verify_rejects_malformed_and_unknown_keys_by_reason() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &[]);
+    let mut typo: Vec<char> = key.secret.chars().collect();
+    typo[10] = if typo[10] == 'a' { 'b' } else { 'a' };
+    let typo: String = typo.into_iter().collect();
+    for (presented, reason) in [
+        ("klk_short", "malformed_length"),
+        (typo.as_str(), "malformed_checksum"),
+        ("klk_0000000000000000000000000000000000!!", "malformed_character"),
+    ] {
+        let run = store.verify(presented, "10.0.0.1");
+        assert_eq!(run.code, 1, "{presented}: {run:?}");
+        assert_eq!(run.json()["reason"], reason);
+    }
+    let other = Store::new();
+    let stranger = other.create(ALICE, "elsewhere", &["r"], &[]);
+    let run = store.verify(&stranger.secret, "10.0.0.1");
+    assert_eq!(
+        (run.code, run.json()["reason"].clone()),
+        (1, Value::from("unknown_key"))
+    );
+}
+
+#[test]
+fn verify_reads_the_key_from_stdin_and_never_from_the_command_line() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &[]);
+    let crlf = store.run_with_stdin(&["verify", "--ip", "10.0.0.1"], &format!("{}\r\n", key.secret));
+    assert_eq!(crlf.code, 0, "{crlf:?}");
+
+    let argument = store.run(&["verify", "--ip", "10.0.0.1", &key.secret]);
+    assert_eq!(argument.code, 2, "{argument:?}");
+    argument.assert_one_error_line();
+    assert!(argument.stderr.contains("standard input"), "{}", argument.stderr);
+    assert!(!argument.stderr.contains(&key.secret));
+
+    let empty = store.run_with_stdin(&["verify", "--ip", "10.0.0.1"], "");
+    assert_eq!(empty.code, 2, "{empty:?}");
+    empty.assert_one_error_line();
+
+    let bad_ip = store.run_with_stdin(&["verify", "--ip", "10.0.0.0/8"], &key.secret);
+    assert_eq!(bad_ip.code, 2, "{bad_ip:?}");
+}
+
+#[test]
+fn whitelist_and_unwhitelist_change_what_verifies() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &["10.0.0.0/8"]);
+    assert_eq!(store.verify(&key.secret, "192.0.2.7").code, 1);
+
+    let added = store.run(&[
+        "whitelist",
+        "--actor",
+        "alice",
+        "--actor-role",
+        "admin",
+        &key.id,
+        "192.0.2.0/24",
+        "::1",
+    ]);
+    assert_eq!(added.code, 0, "{added:?}");
+    assert!(added.stdout.contains("192.0.2.0/24"), "{}", added.stdout);
+    assert_eq!(store.verify(&key.secret, "192.0.2.7").code, 0);
+    assert_eq!(store.verify(&key.secret, "::1").code, 0);
+
+    let removed = store.run(&[
+        "unwhitelist",
+        "--actor",
+        "root",
+        "--actor-role",
+        "super-admin",
+        &key.id,
+        "192.0.2.0/24",
+    ]);
+    assert_eq!(removed.code, 0, "{removed:?}");
+    assert_eq!(store.verify(&key.secret, "192.0.2.7").code, 1);
+    let shown = store.run(&["show", &key.id, "--json"]).json();
+    assert_eq!(shown["whitelist"], serde_json::json!(["10.0.0.0/8", "::1/128"]));
+}
+
+#[test]
+fn whitelist_changes_that_change_nothing_or_are_malformed_exit_2() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &["10.0.0.0/8"]);
+    let who = ["--actor", "alice", "--actor-role", "admin"];
+    for (command, net, says) in [
+        ("whitelist", "10.0.0.0/8", "already whitelisted"),
+        ("unwhitelist", "192.0.2.1", "not whitelisted"),
+        ("whitelist", "10.1.2.3/8", "host bits"),
+        ("whitelist", "not-an-ip", "not an IP address"),
+    ] {
+        let mut args = vec![command];
+        args.extend(who);
+        args.extend([key.id.as_str(), net]);
+        let run = store.run(&args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        run.assert_one_error_line();
+        assert!(run.stderr.contains(says), "{says}: {}", run.stderr);
+    }
+    let trail = store.run(&["audit", "--json"]).json_lines();
+    assert_eq!(trail.len(), 1, "refused changes append nothing");
+}
+
+#[test]
+fn admin_cannot_delete_another_admins_key() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &[]);
+    let run = store.run(&["delete", "--actor", "bob", "--actor-role", "admin", &key.id]);
+    assert_eq!(run.code, 3, "{run:?}");
+    run.assert_one_error_line();
+    assert!(run.stderr.contains("permission denied"), "{}", run.stderr);
+    assert_eq!(
+        store.verify(&key.secret, "10.0.0.1").code,
+        0,
+        "the key still verifies"
+    );
+    let wl = store.run(&[
+        "whitelist",
+        "--actor",
+        "bob",
+        "--actor-role",
+        "admin",
+        &key.id,
+        "10.0.0.1",
+    ]);
+    assert_eq!(wl.code, 3, "{wl:?}");
+}
+
+#[test]
+fn super_admin_deletes_any_key_and_it_stops_verifying() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &[]);
+    let run = store.run(&[
+        "delete",
+        "--actor",
+        "root",
+        "--actor-role",
+        "super-admin",
+        &key.id,
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains(&key.id), "{}", run.stdout);
+    let answer = store.verify(&key.secret, "10.0.0.1");
+    assert_eq!(
+        (answer.code, answer.json()["reason"].clone()),
+        (1, Value::from("unknown_key"))
+    );
+
+    let again = store.run(&[
+        "delete",
+        "--actor",
+        "root",
+        "--actor-role",
+        "super-admin",
+        &key.id,
+    ]);
+    assert_eq!(again.code, 4, "deleting twice: {again:?}");
+    again.assert_one_error_line();
+    let wl = store.run(&[
+        "whitelist",
+        "--actor",
+        "root",
+        "--actor-role",
+        "super-admin",
+        &key.id,
+        "10.0.0.1",
+    ]);
+    assert_eq!(wl.code, 4, "changing a deleted key: {wl:?}");
+}
+
+#[test]
+fn admin_deletes_their_own_key() {
+    let store = Store::new();
+    let key = store.create(BOB, "mine", &["r"], &[]);
+    let run = store.run(&["delete", "--actor", "bob", "--actor-role", "admin", &key.id]);
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
+fn actor_role_other_than_admin_or_super_admin_is_refused_with_exit_3() {
+    let store = Store::new();
+    let key = store.create(ROOT, "ops", &["ops"], &[]);
+    for role in ["user", "viewer", "Admin"] {
+        let run = store.run(&[
+            "create",
+            "--actor",
+            "eve",
+            "--actor-role",
+            role,
+            "--name",
+            "x",
+            "--role",
+            "r",
+        ]);
+        assert_eq!(run.code, 3, "{role}: {run:?}");
+        run.assert_one_error_line();
+        let run = store.run(&["delete", "--actor", "eve", "--actor-role", role, &key.id]);
+        assert_eq!(run.code, 3, "{role}: {run:?}");
+    }
+}
+
+#[test]
+fn only_a_super_admin_may_grant_the_super_admin_role() {
+    let store = Store::new();
+    let args = |who: [&'static str; 4]| {
+        let mut a = vec!["create"];
+        a.extend(who);
+        a.extend(["--name", "root key", "--role", "super-admin"]);
+        a
+    };
+    let refused = store.run(&args(ALICE));
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert_eq!(store.run(&args(ROOT)).code, 0);
+}
+
+#[test]
+fn invalid_input_and_usage_errors_exit_2_with_one_error_line() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &[]);
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["create", "--actor", "a", "--actor-role", "admin", "--name", "x"],
+        vec![
+            "create",
+            "--actor",
+            "a",
+            "--actor-role",
+            "admin",
+            "--name",
+            "  ",
+            "--role",
+            "r",
+        ],
+        vec![
+            "create",
+            "--actor",
+            "a",
+            "--actor-role",
+            "admin",
+            "--name",
+            "x",
+            "--role",
+            "Bad Role",
+        ],
+        vec![
+            "create",
+            "--actor",
+            "a",
+            "--actor-role",
+            "admin",
+            "--name",
+            "x",
+            "--role",
+            "r",
+            "--role",
+            "r",
+        ],
+        vec![
+            "create",
+            "--actor",
+            "",
+            "--actor-role",
+            "admin",
+            "--name",
+            "x",
+            "--role",
+            "r",
+        ],
+        vec![
+            "create",
+            "--actor",
+            "a",
+            "--actor-role",
+            "admin",
+            "--name",
+            "x",
+            "--role",
+            "r",
+            "--ip",
+            "300.0.0.1",
+        ],
+        vec!["show", "not-hex"],
+        vec!["show", "ABCDEF0123456789"],
+        vec!["frobnicate"],
+        vec!["list", "--bogus"],
+        vec!["audit", "--kind", "renamed"],
+        vec!["audit", "--since", "last tuesday"],
+        vec!["audit", "--at", "-1"],
+        vec!["audit", "--at", "3", "--kind", "created"],
+        vec!["delete", "--actor", "root", "--actor-role", "super-admin"],
+    ];
+    for args in cases {
+        let run = store.run(&args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        run.assert_one_error_line();
+        assert_eq!(run.stdout, "", "{args:?}");
+    }
+    assert_eq!(
+        store.run(&["list", "--json"]).json_lines().len(),
+        1,
+        "nothing was created"
+    );
+    assert_eq!(store.verify(&key.secret, "10.0.0.1").code, 0);
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    for args in [
+        vec!["--help"],
+        vec!["--version"],
+        vec!["audit", "--help"],
+        vec!["help", "verify"],
+    ] {
+        let run = finish(binary().args(&args), None);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        assert!(!run.stdout.is_empty());
+    }
+    let help = finish(binary().arg("--help"), None);
+    assert!(help.stdout.contains("Exit codes"), "{}", help.stdout);
+}
+
+#[test]
+fn audit_json_entries_have_stable_fields() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &["10.0.0.0/8"]);
+    let who = ["--actor", "alice", "--actor-role", "admin"];
+    let mut add = vec!["whitelist"];
+    add.extend(who);
+    add.extend([key.id.as_str(), "192.0.2.1", "2001:db8::/32"]);
+    assert_eq!(store.run(&add).code, 0);
+    let mut remove = vec!["unwhitelist"];
+    remove.extend(who);
+    remove.extend([key.id.as_str(), "192.0.2.1"]);
+    assert_eq!(store.run(&remove).code, 0);
+    assert_eq!(
+        store
+            .run(&[
+                "delete",
+                "--actor",
+                "root",
+                "--actor-role",
+                "super-admin",
+                &key.id
+            ])
+            .code,
+        0
+    );
+
+    let run = store.run(&["audit", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stderr, "", "no progress bar when stderr is not a terminal");
+    let trail = run.json_lines();
+    let fields = names(&[
+        "seq",
+        "at",
+        "actor",
+        "actor_role",
+        "kind",
+        "key_id",
+        "key_name",
+        "ip",
+    ]);
+    let expected = [
+        (1, "alice", "admin", "created", Value::Null),
+        (2, "alice", "admin", "whitelisted", "192.0.2.1/32".into()),
+        (3, "alice", "admin", "whitelisted", "2001:db8::/32".into()),
+        (4, "alice", "admin", "unwhitelisted", "192.0.2.1/32".into()),
+        (5, "root", "super-admin", "deleted", Value::Null),
+    ];
+    assert_eq!(trail.len(), expected.len());
+    for (entry, (seq, actor, role, kind, ip)) in trail.iter().zip(expected) {
+        assert_eq!(field_names(entry), fields);
+        assert_eq!(entry["seq"], seq);
+        assert_eq!(entry["actor"], actor);
+        assert_eq!(entry["actor_role"], role);
+        assert_eq!(entry["kind"], kind);
+        assert_eq!(entry["key_id"], key.id.as_str());
+        assert_eq!(entry["key_name"], "bot");
+        assert_eq!(entry["ip"], ip);
+        assert_rfc3339_utc(&entry["at"]);
+    }
+
+    let human = store.run(&["audit"]);
+    assert_eq!(human.code, 0);
+    assert_eq!(human.stdout.lines().count(), 6, "{}", human.stdout);
+    assert!(human.stdout.starts_with("SEQ"), "{}", human.stdout);
+    assert!(human.stdout.contains("TIME (UTC)"));
+}
+
+#[test]
+fn audit_filters_answer_who_deleted_what() {
+    let store = Store::new();
+    let a = store.create(ALICE, "alpha", &["r"], &[]);
+    let b = store.create(BOB, "beta", &["r"], &[]);
+    store.create(BOB, "gamma", &["r"], &[]);
+    assert_eq!(
+        store
+            .run(&["delete", "--actor", "root", "--actor-role", "super-admin", &a.id])
+            .code,
+        0
+    );
+    assert_eq!(
+        store
+            .run(&["delete", "--actor", "bob", "--actor-role", "admin", &b.id])
+            .code,
+        0
+    );
+
+    let deleted = store.run(&["audit", "--kind", "deleted", "--json"]).json_lines();
+    let who_what: Vec<(String, String)> = deleted
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().into(),
+                e["key_name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        who_what,
+        [
+            ("root".to_owned(), "alpha".to_owned()),
+            ("bob".to_owned(), "beta".to_owned())
+        ]
+    );
+
+    let by_bob = store.run(&["audit", "--actor", "bob", "--json"]).json_lines();
+    assert_eq!(by_bob.len(), 3);
+    let about_a = store.run(&["audit", "--key", &a.id, "--json"]).json_lines();
+    let kinds: Vec<&str> = about_a.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["created", "deleted"]);
+    let combined = store
+        .run(&[
+            "audit", "--key", &b.id, "--kind", "deleted", "--actor", "bob", "--json",
+        ])
+        .json_lines();
+    assert_eq!(combined.len(), 1);
+
+    let all = store
+        .run(&["audit", "--since", "2000-01-01T00:00:00Z", "--json"])
+        .json_lines();
+    assert_eq!(all.len(), 5);
+    let none = store.run(&["audit", "--until", "2000-01-01T00:00:00Z", "--json"]);
+    assert_eq!((none.code, none.stdout.as_str()), (0, ""));
+    let third = all[2]["at"].as_str().unwrap();
+    let from_third = store.run(&["audit", "--since", third, "--json"]).json_lines();
+    assert_eq!(from_third.first().map(|e| e["seq"].clone()), Some(3.into()));
+    let up_to_third = store.run(&["audit", "--until", third, "--json"]).json_lines();
+    assert_eq!(up_to_third.last().map(|e| e["seq"].clone()), Some(3.into()));
+    let offset = store
+        .run(&["audit", "--since", "2000-01-01T02:00:00+02:00", "--json"])
+        .json_lines();
+    assert_eq!(offset.len(), 5, "any RFC 3339 offset is accepted");
+
+    let nothing = store.run(&["audit", "--kind", "unwhitelisted"]);
+    assert_eq!((nothing.code, nothing.stdout.trim()), (0, "no entries match"));
+}
+
+#[test]
+fn audit_at_shows_the_keys_as_they_stood_after_that_record() {
+    let store = Store::new();
+    let a = store.create(ALICE, "alpha", &["r"], &["10.0.0.0/8"]);
+    let b = store.create(BOB, "beta", &["r"], &[]);
+    let wl = store.run(&[
+        "whitelist",
+        "--actor",
+        "alice",
+        "--actor-role",
+        "admin",
+        &a.id,
+        "192.0.2.0/24",
+    ]);
+    assert_eq!(wl.code, 0);
+    assert_eq!(
+        store
+            .run(&["delete", "--actor", "root", "--actor-role", "super-admin", &a.id])
+            .code,
+        0
+    );
+    // Records: 1 create alpha, 2 create beta, 3 whitelist alpha, 4 delete alpha.
+
+    let at = |seq: &str| {
+        let run = store.run(&["audit", "--at", seq, "--json"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        run.json_lines()
+    };
+    assert!(at("0").is_empty());
+    let one = at("1");
+    assert_eq!(one.len(), 1);
+    assert_eq!(field_names(&one[0]), names(&KEY_FIELDS));
+    assert_eq!(one[0]["whitelist"], serde_json::json!(["10.0.0.0/8"]));
+    let three = at("3");
+    assert_eq!(three.len(), 2);
+    assert_eq!(
+        three[0]["whitelist"],
+        serde_json::json!(["10.0.0.0/8", "192.0.2.0/24"])
+    );
+    assert_eq!(three[0]["deleted"], Value::Null, "alpha was live after record 3");
+    let four = at("4");
+    assert_eq!(four[0]["deleted"]["by"], "root");
+    assert_eq!(four[1]["id"], b.id.as_str());
+
+    let only_beta = store
+        .run(&["audit", "--at", "3", "--key", &b.id, "--json"])
+        .json_lines();
+    assert_eq!(only_beta.len(), 1);
+    assert_eq!(only_beta[0]["name"], "beta");
+
+    let human = store.run(&["audit", "--at", "3"]);
+    assert_eq!(human.code, 0);
+    assert!(human.stdout.contains("record 3"), "{}", human.stdout);
+    assert!(!human.stdout.contains("deleted by"), "{}", human.stdout);
+    let human = store.run(&["audit", "--at", "4"]);
+    assert!(human.stdout.contains("deleted by root"), "{}", human.stdout);
+
+    let past = store.run(&["audit", "--at", "5"]);
+    assert_eq!(past.code, 2, "{past:?}");
+    past.assert_one_error_line();
+}
+
+#[test]
+fn locked_store_is_refused_at_once_with_exit_5() {
+    let store = Store::new();
+    store.create(ALICE, "bot", &["notifier"], &[]);
+    let held = keyledger::KeyStore::open(store.path()).unwrap();
+    let started = Instant::now();
+    for args in [
+        vec!["list"],
+        vec!["audit"],
+        vec!["check"],
+        vec![
+            "create",
+            "--actor",
+            "a",
+            "--actor-role",
+            "admin",
+            "--name",
+            "x",
+            "--role",
+            "r",
+        ],
+    ] {
+        let run = store.run(&args);
+        assert_eq!(run.code, 5, "{args:?}: {run:?}");
+        run.assert_one_error_line();
+        assert!(run.stderr.contains("in use"), "{}", run.stderr);
+    }
+    let verify = store.run_with_stdin(&["verify", "--ip", "10.0.0.1"], "klk_x");
+    assert_eq!(verify.code, 5, "{verify:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "refused at once, no hang"
+    );
+    drop(held);
+    assert_eq!(store.run(&["list"]).code, 0, "usable once released");
+}
+
+#[test]
+fn missing_store_is_refused_without_being_created() {
+    let store = Store::new();
+    for args in [
+        vec!["list"],
+        vec!["show", "0000000000000001"],
+        vec!["audit"],
+        vec!["check"],
+    ] {
+        let run = store.run(&args);
+        assert_eq!(run.code, 5, "{args:?}: {run:?}");
+        run.assert_one_error_line();
+        assert!(run.stderr.contains("no store"), "{}", run.stderr);
+    }
+    assert!(!store.path().exists());
+}
+
+#[test]
+fn db_defaults_to_the_environment_then_to_keyledger_db() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_env = dir.path().join("from-env");
+    let create = [
+        "create",
+        "--actor",
+        "a",
+        "--actor-role",
+        "admin",
+        "--name",
+        "x",
+        "--role",
+        "r",
+    ];
+
+    let run = finish(binary().env("KEYLEDGER_DB", &from_env).args(create), None);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(from_env.is_dir());
+
+    let run = finish(binary().current_dir(dir.path()).args(create), None);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(dir.path().join("keyledger.db").is_dir());
+
+    let listed = |cmd: &mut Command| finish(cmd.args(["list", "--json"]), None).json_lines().len();
+    assert_eq!(listed(binary().current_dir(dir.path())), 1);
+    assert_eq!(listed(binary().env("KEYLEDGER_DB", &from_env)), 1);
+    let flag_wins = listed(
+        binary()
+            .current_dir(dir.path())
+            .env("KEYLEDGER_DB", dir.path().join("elsewhere"))
+            .arg("--db")
+            .arg(&from_env),
+    );
+    assert_eq!(flag_wins, 1);
+}
+
+#[test]
+fn check_reports_an_intact_log_with_exit_0() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &[]);
+    store.run(&["delete", "--actor", "alice", "--actor-role", "admin", &key.id]);
+    let run = store.run(&["check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stderr, "", "no progress bar when stderr is not a terminal");
+    assert!(run.stdout.starts_with("intact: 2 records"), "{}", run.stdout);
+}
+
+/// Changes a byte in the middle of stored record `seq`, behind the store's back.
+fn tamper(store: &Path, seq: u64) {
+    let db = sled::open(store.join("log")).unwrap();
+    let log = db.open_tree("log").unwrap();
+    let mut bytes = log.get(seq.to_be_bytes()).unwrap().unwrap().to_vec();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    log.insert(seq.to_be_bytes(), bytes).unwrap();
+    db.flush().unwrap();
+}
+
+#[test]
+fn check_names_a_tampered_record_and_exits_1() {
+    let store = Store::new();
+    for name in ["one", "two", "three"] {
+        store.create(ALICE, name, &["r"], &[]);
+    }
+    tamper(&store.path(), 2);
+
+    let run = store.run(&["check"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let problem = run.stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        problem.starts_with("2 "),
+        "the problem is at record 2: {}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("damaged"), "{}", run.stdout);
+
+    let list = store.run(&["list"]);
+    assert_eq!(list.code, 5, "a damaged log does not open: {list:?}");
+    list.assert_one_error_line();
+    assert!(list.stderr.contains("corrupt"), "{}", list.stderr);
+}
+
+#[test]
+fn repair_of_a_clean_log_removes_nothing() {
+    let store = Store::new();
+    store.create(ALICE, "bot", &["notifier"], &[]);
+    let run = store.run(&["repair"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("nothing to repair"), "{}", run.stdout);
+    assert_eq!(store.run(&["list", "--json"]).json_lines().len(), 1);
+}
+
+#[test]
+fn keyed_store_opens_only_with_its_chain_key_file() {
+    let store = Store::new();
+    let key_file = store.dir.path().join("chain.key");
+    std::fs::write(&key_file, format!("{}\n", "ab".repeat(32))).unwrap();
+    let key_arg = key_file.to_str().unwrap();
+    let create = store.run(&[
+        "--chain-key-file",
+        key_arg,
+        "create",
+        "--actor",
+        "a",
+        "--actor-role",
+        "admin",
+        "--name",
+        "x",
+        "--role",
+        "r",
+    ]);
+    assert_eq!(create.code, 0, "{create:?}");
+
+    let check = store.run(&["--chain-key-file", key_arg, "check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(check.stdout.contains("keyed"), "{}", check.stdout);
+
+    let without = store.run(&["list"]);
+    assert_eq!(without.code, 2, "{without:?}");
+    without.assert_one_error_line();
+    assert!(without.stderr.contains("--chain-key-file"), "{}", without.stderr);
+
+    std::fs::write(&key_file, "not hex").unwrap();
+    let bad = store.run(&["--chain-key-file", key_arg, "list"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    bad.assert_one_error_line();
+}
+
+#[test]
+fn demo_runs_the_guided_tour_without_printing_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = finish(binary().current_dir(dir.path()).arg("demo"), None);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stderr, "");
+    for expected in [
+        "root",
+        "alice",
+        "bob",
+        "accepted",
+        "rejected: client address is not whitelisted",
+        "refused: permission denied",
+        "rejected: unknown or deleted key",
+        "super-admin  deleted",
+    ] {
+        assert!(run.stdout.contains(expected), "{expected}: {}", run.stdout);
+    }
+    for (i, _) in run.stdout.match_indices("klk_") {
+        let after = &run.stdout[i + 4..];
+        let body = after.chars().take_while(char::is_ascii_alphanumeric).count();
+        assert!(body < 8, "a secret in the demo: {}", &run.stdout[i..]);
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "the demo writes nothing in the working directory"
+    );
+}
+
+#[test]
+fn store_survives_many_invocations() {
+    let store = Store::new();
+    let keys: Vec<Made> = (0..5)
+        .map(|i| store.create(ALICE, &format!("bot {i}"), &["r"], &["10.0.0.0/8"]))
+        .collect();
+    for key in &keys {
+        assert_eq!(store.verify(&key.secret, "10.0.0.1").code, 0);
+    }
+    let check = store.run(&["check"]);
+    assert!(check.stdout.starts_with("intact: 5 records"), "{}", check.stdout);
+}
