@@ -189,7 +189,14 @@ pub(crate) fn check(
     if let Some(why) = marker_problem {
         found.add(0, ProblemKind::Invalid, why.to_owned());
     }
-    let anchor = log.anchor()?;
+    let (anchor, anchor_readable) = match log.anchor() {
+        Ok(anchor) => (anchor, true),
+        Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
+            found.add(0, ProblemKind::Undecodable, e.to_string());
+            (None, false)
+        }
+        Err(e) => return Err(e),
+    };
     let total = anchor.map_or(0, |a| a.seq);
     let mut entries = Vec::new();
     for item in log.scan(0) {
@@ -221,11 +228,16 @@ pub(crate) fn check(
 
     find_gaps(&entries, &mut found);
     find_misplaced(&entries, &mut found);
-    find_broken_links(&entries, &mut found);
-    find_anchor_mismatch(&entries, anchor, &mut found);
+    // With a chain key that does not fit the store, every link would fail: say so once.
+    if marker_problem.is_none() {
+        find_broken_links(&entries, &mut found);
+        if anchor_readable {
+            find_anchor_mismatch(&entries, anchor, &mut found);
+        }
+    }
     if found.problems.is_empty() {
         // Structure and chain are intact: a forged history could still break the rules.
-        match replay(log, chain, &None) {
+        match replay(log, chain, progress) {
             Ok(_) => {}
             Err(Error::Corrupt { seq, reason }) => found.add(seq, ProblemKind::Invalid, reason),
             Err(e) => return Err(e),
@@ -322,17 +334,20 @@ fn find_broken_links(entries: &[Entry], found: &mut Findings) {
                 None if e.key == 1 && link != [0; 32] && !found.flagged.contains(&1) => {
                     found.add(1, ProblemKind::Edited, "record 1 does not start the chain".into());
                 }
-                Some(p) if p.key + 1 == e.key && link != p.hash => {
-                    if !found.flagged.contains(&p.key) && !found.flagged.contains(&e.key) {
-                        found.add(
-                            p.key,
-                            ProblemKind::Edited,
-                            format!(
-                                "record {} was changed: record {}'s link to it does not match",
-                                p.key, e.key
-                            ),
-                        );
-                    }
+                Some(p)
+                    if p.key + 1 == e.key
+                        && link != p.hash
+                        && !found.flagged.contains(&p.key)
+                        && !found.flagged.contains(&e.key) =>
+                {
+                    found.add(
+                        p.key,
+                        ProblemKind::Edited,
+                        format!(
+                            "record {} was changed: record {}'s link to it does not match",
+                            p.key, e.key
+                        ),
+                    );
                 }
                 _ => {}
             }

@@ -84,7 +84,7 @@ impl FromStr for ActorRole {
             "user" => Ok(ActorRole::User),
             _ => Err(Error::invalid(
                 "actor role",
-                format!("{s:?} is not super-admin, admin or user"),
+                format!("{:?} is not super-admin, admin or user", truncate(s)),
             )),
         }
     }
@@ -183,7 +183,12 @@ impl FromStr for KeyId {
     }
 }
 
+/// User input as it may be quoted in an error: cut short, and never anything that looks
+/// like an API key (a secret pasted into the wrong field must not end up in a log).
 fn truncate(s: &str) -> String {
+    if s.contains(crate::token::KEY_PREFIX) || crate::token::check_format(s).is_ok() {
+        return "(input that looks like an API key, not shown)".to_owned();
+    }
     s.chars().take(40).collect()
 }
 
@@ -448,7 +453,10 @@ impl FromStr for EventKind {
         .ok_or_else(|| {
             Error::invalid(
                 "kind",
-                format!("{s:?} is not created, whitelisted, unwhitelisted or deleted"),
+                format!(
+                    "{:?} is not created, whitelisted, unwhitelisted or deleted",
+                    truncate(s)
+                ),
             )
         })
     }
@@ -550,6 +558,21 @@ mod tests {
                 matches!(parse_net(bad), Err(Error::InvalidInput { field: "network", .. })),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn errors_never_quote_a_key() {
+        let key = crate::token::ApiKey::generate().unwrap();
+        let secret = key.expose_secret();
+        let errors = [
+            secret.parse::<KeyId>().unwrap_err(),
+            parse_net(secret).unwrap_err(),
+            validate_role(secret).unwrap_err(),
+            secret.parse::<ActorRole>().unwrap_err(),
+        ];
+        for e in errors {
+            assert!(!e.to_string().contains(&secret[4..20]), "{e}");
         }
     }
 

@@ -208,7 +208,7 @@ impl SledLog {
             Some(p) => config.path(p),
             None => config.temporary(true),
         };
-        let db = config.open()?;
+        let db = open_retrying(&config)?;
         let log = db.open_tree(LOG_TREE)?;
         Ok(SledLog { db, log })
     }
@@ -254,6 +254,25 @@ impl SledLog {
                 Ok(Some(ChainMarker::Keyed(f)))
             }
             _ => Err(Error::corrupt(0, "chain marker is malformed")),
+        }
+    }
+}
+
+/// Opens sled, waiting out its file lock for a moment: the caller already holds the
+/// store's own lock, so a busy sled lock can only be a just-closed instance of this process
+/// whose background threads are still letting go of the file.
+fn open_retrying(config: &sled::Config) -> Result<sled::Db, Error> {
+    let mut wait = std::time::Duration::from_millis(1);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && wait < std::time::Duration::from_secs(1) =>
+            {
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
+            other => return Ok(other?),
         }
     }
 }

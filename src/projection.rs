@@ -234,10 +234,16 @@ impl Projection {
             ));
         }
         if record.prev != self.head.hash {
-            return Err(Error::corrupt(
-                seq,
-                "hash chain broken: previous-record hash does not match",
-            ));
+            return Err(match seq {
+                1 => Error::corrupt(1, "record 1 does not start the hash chain"),
+                _ => Error::corrupt(
+                    seq - 1,
+                    format!(
+                        "record {} was changed: record {seq}'s link to it does not match",
+                        seq - 1
+                    ),
+                ),
+            });
         }
         if record.at < self.head.at {
             return Err(Error::corrupt(seq, "timestamp goes backwards"));

@@ -49,6 +49,7 @@ pub struct Builder {
     max_batch: usize,
     chain_key: Option<ChainKey>,
     progress: Progress,
+    create_if_missing: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -70,6 +71,7 @@ impl Default for Builder {
             max_batch: 1024,
             chain_key: None,
             progress: None,
+            create_if_missing: true,
         }
     }
 }
@@ -103,6 +105,13 @@ impl Builder {
         self
     }
 
+    /// Whether [`Builder::open`] creates a store that does not exist (default true).
+    /// [`Builder::check`] and [`Builder::repair`] never do.
+    pub fn create_if_missing(mut self, yes: bool) -> Self {
+        self.create_if_missing = yes;
+        self
+    }
+
     /// Calls `f(records done, records in all)` from time to time while a log is replayed
     /// or checked, for a progress bar.
     pub fn on_progress(mut self, f: impl Fn(u64, u64) + Send + Sync + 'static) -> Self {
@@ -119,7 +128,7 @@ impl Builder {
     /// with [`Builder::repair`]); [`Error::InvalidInput`] if the chain key is missing or
     /// wrong; [`Error::Io`] or [`Error::Storage`] if the disk fails.
     pub fn open(self, path: impl AsRef<Path>) -> Result<KeyStore, Error> {
-        let (log, lock) = self.open_log(path.as_ref())?;
+        let (log, lock) = self.open_log(path.as_ref(), self.create_if_missing)?;
         KeyStore::start(self, log, Some((path.as_ref().to_path_buf(), lock)))
     }
 
@@ -140,7 +149,7 @@ impl Builder {
     /// [`Error::Locked`], [`Error::Io`] or [`Error::Storage`]: the check could not run.
     /// Damage is reported in the [`CheckReport`], not as an error.
     pub fn check(self, path: impl AsRef<Path>) -> Result<CheckReport, Error> {
-        let (log, _lock) = self.open_log(path.as_ref())?;
+        let (log, _lock) = self.open_log(path.as_ref(), false)?;
         let chain = Chain::new(self.chain_key.as_ref());
         let marker = match log.check_meta(&chain) {
             Ok(marker) => marker,
@@ -169,13 +178,20 @@ impl Builder {
     /// [`Error::Corrupt`] if the damage is anything else (repair never removes history
     /// that was acknowledged); [`Error::Locked`] and storage errors.
     pub fn repair(self, path: impl AsRef<Path>) -> Result<RepairReport, Error> {
-        let (mut log, _lock) = self.open_log(path.as_ref())?;
+        let (mut log, _lock) = self.open_log(path.as_ref(), false)?;
         let chain = self.checked_chain(&log)?;
         check::repair(&mut log, &chain)
     }
 
-    fn open_log(&self, dir: &Path) -> Result<(SledLog, File), Error> {
-        std::fs::create_dir_all(dir)?;
+    fn open_log(&self, dir: &Path, create: bool) -> Result<(SledLog, File), Error> {
+        if create {
+            std::fs::create_dir_all(dir)?;
+        } else if !dir.join(LOG_DIR).is_dir() {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no store at {}", dir.display()),
+            )));
+        }
         let lock = lock_dir(dir)?;
         let log = SledLog::open(Some(&dir.join(LOG_DIR)), self.cache_bytes)?;
         Ok((log, lock))

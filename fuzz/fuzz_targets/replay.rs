@@ -25,7 +25,11 @@ fuzz_target!(|input: Input| {
         // Lay the store out as keyledger does, then write the records straight into sled.
         let store = keyledger::KeyStore::open(dir.path()).expect("fresh store");
         drop(store);
-        let db = sled::open(dir.path().join("log")).expect("sled");
+        let db = sled::Config::new()
+            .path(dir.path().join("log"))
+            .flush_every_ms(None)
+            .open()
+            .expect("sled");
         let log = db.open_tree("log").expect("tree");
         for (i, bytes) in records.iter().enumerate() {
             log.insert((i as u64 + 1).to_be_bytes(), bytes.as_slice())
