@@ -10,7 +10,7 @@ mod render;
 use std::convert::Infallible;
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -109,8 +109,20 @@ enum Command {
     Audit(AuditArgs),
     /// Replay the whole log and check it: sequence numbers, hash chain, every record
     Check,
-    /// Remove a torn tail (records never acknowledged) that keeps the store from opening
+    /// Remove a torn tail (an undecodable last record, or records never acknowledged)
     Repair,
+    /// Write the whole log to FILE: a portable, versioned, checksummed backup
+    Export {
+        /// The backup file to write
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Rebuild an empty store from a backup FILE (same records, same hash chain)
+    Import {
+        /// The backup file to read
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// A guided tour in a temporary store
     Demo,
 }
@@ -501,6 +513,8 @@ impl Cli {
             Command::Audit(args) => audit(&store, args, out),
             Command::Check => check(&store, out),
             Command::Repair => repair(&store, out),
+            Command::Export { file } => export(&store, &file, out),
+            Command::Import { file } => import(&store, &file, out),
             Command::Demo => demo::run(out),
         }
     }
@@ -833,11 +847,27 @@ fn repair(store: &Store, out: &mut impl Write) -> Result<u8, Failure> {
         let removed: Vec<String> = report.removed.iter().map(u64::to_string).collect();
         writeln!(
             out,
-            "removed record{} {} (a torn tail, never acknowledged); the log now ends at record {}",
+            "removed record{} {} (a torn tail); the log now ends at record {}",
             if removed.len() == 1 { "" } else { "s" },
             removed.join(", "),
             report.last_seq
         )?;
     }
+    Ok(exit::OK)
+}
+
+fn export(store: &Store, file: &Path, out: &mut impl Write) -> Result<u8, Failure> {
+    let opened = store.open(false)?;
+    let records = opened.export(file).map_err(|e| store.failed("export", e))?;
+    writeln!(out, "exported {records} records to {}", file.display())?;
+    Ok(exit::OK)
+}
+
+fn import(store: &Store, file: &Path, out: &mut impl Write) -> Result<u8, Failure> {
+    let records = store
+        .builder()?
+        .import(&store.dir, file)
+        .map_err(|e| store.failed("import", e))?;
+    writeln!(out, "imported {records} records into {}", store.dir.display())?;
     Ok(exit::OK)
 }

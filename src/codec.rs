@@ -232,6 +232,67 @@ pub(crate) fn decode_anchor(bytes: &[u8]) -> Result<Anchor, Error> {
     })
 }
 
+/// The first bytes of every export file.
+const EXPORT_MAGIC: [u8; 8] = *b"KLEDGER\x00";
+/// The export file format this build writes and reads.
+const EXPORT_VERSION: u16 = 1;
+
+/// What an export file says about itself.
+pub(crate) struct ExportHeader {
+    pub(crate) keyed: bool,
+    pub(crate) fingerprint: [u8; 32],
+    pub(crate) records: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ExportHeaderV1 {
+    magic: [u8; 8],
+    version: u16,
+    store_format: u32,
+    keyed: u8,
+    fingerprint: [u8; 32],
+    records: u64,
+}
+
+const EXPORT_HEADER_LEN: usize = 8 + 2 + 4 + 1 + 32 + 8;
+
+/// Encodes an export file's header.
+pub(crate) fn encode_export_header(h: &ExportHeader) -> Result<Vec<u8>, Error> {
+    let wire = ExportHeaderV1 {
+        magic: EXPORT_MAGIC,
+        version: EXPORT_VERSION,
+        store_format: crate::log::STORE_FORMAT,
+        keyed: u8::from(h.keyed),
+        fingerprint: h.fingerprint,
+        records: h.records,
+    };
+    options(EXPORT_HEADER_LEN as u64).serialize(&wire).map_err(|e| Error::invalid("backup", e.to_string()))
+}
+
+/// Decodes an export file's header; returns it and the bytes after it.
+pub(crate) fn decode_export_header(bytes: &[u8]) -> Result<(ExportHeader, &[u8]), Error> {
+    let bad = |reason: String| Error::invalid("backup", reason);
+    if bytes.len() < EXPORT_HEADER_LEN || bytes[..8] != EXPORT_MAGIC {
+        return Err(bad("not a keyledger backup".into()));
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != EXPORT_VERSION {
+        return Err(Error::UnsupportedVersion { found: u32::from(version), supported: u32::from(EXPORT_VERSION) });
+    }
+    let (head, rest) = bytes.split_at(EXPORT_HEADER_LEN);
+    let wire: ExportHeaderV1 =
+        options(EXPORT_HEADER_LEN as u64).deserialize(head).map_err(|e| bad(format!("bad header: {e}")))?;
+    if wire.store_format != crate::log::STORE_FORMAT {
+        return Err(Error::UnsupportedVersion { found: wire.store_format, supported: crate::log::STORE_FORMAT });
+    }
+    let keyed = match wire.keyed {
+        0 => false,
+        1 => true,
+        other => return Err(bad(format!("bad keyed flag {other}"))),
+    };
+    Ok((ExportHeader { keyed, fingerprint: wire.fingerprint, records: wire.records }, rest))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

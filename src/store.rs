@@ -20,6 +20,7 @@ use rand::TryRngCore;
 
 use crate::Error;
 use crate::access::{self, KeyState, Rejection, VerifiedKey};
+use crate::backup;
 use crate::check::{self, CheckReport, Problem, ProblemKind, Progress, RepairReport};
 use crate::codec;
 use crate::event::{Actor, Event, KeyId, NewKey, Record};
@@ -183,6 +184,20 @@ impl Builder {
         check::repair(&mut log, &chain)
     }
 
+    /// Imports a backup made by [`KeyStore::export`] into the empty store at `path`
+    /// (created if needed), giving the same records, state and hash chain. The whole file
+    /// is checked first; a damaged, truncated or foreign file imports nothing. A keyed
+    /// backup needs the same [`Builder::chain_key`]. Returns the number of records.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a damaged file, a non-empty store or a chain key that
+    /// does not fit; [`Error::Corrupt`] for records that do not replay; storage errors.
+    pub fn import(self, path: impl AsRef<Path>, backup: impl AsRef<Path>) -> Result<u64, Error> {
+        let (mut log, _lock) = self.open_log(path.as_ref(), true)?;
+        let chain = self.checked_chain(&log)?;
+        backup::import(&mut log, &chain, backup.as_ref())
+    }
+
     fn open_log(&self, dir: &Path, create: bool) -> Result<(SledLog, File), Error> {
         if create {
             std::fs::create_dir_all(dir)?;
@@ -257,6 +272,13 @@ struct Command {
     reply: Sender<Result<(KeyId, u64), Error>>,
 }
 
+/// What callers send the writer.
+enum Request {
+    Write(Command),
+    /// Write a backup of every record so far to this file; answer with the count.
+    Export(PathBuf, Sender<Result<u64, Error>>),
+}
+
 /// An embedded API-key store: an append-only event log on disk and in-memory projections.
 ///
 /// All methods take `&self`; share it between threads with an `Arc`. Writes are
@@ -264,7 +286,7 @@ struct Command {
 /// parallel on every thread and never waits for a write.
 pub struct KeyStore {
     shared: Arc<Shared>,
-    tx: Option<Sender<Command>>,
+    tx: Option<Sender<Request>>,
     writer: Option<JoinHandle<()>>,
     dir: Option<PathBuf>,
     _lock: Option<File>,
@@ -342,11 +364,11 @@ impl KeyStore {
         actor.validate()?;
         let (reply, answer) = crossbeam_channel::bounded(1);
         let tx = self.tx.as_ref().ok_or(Error::Closed)?;
-        tx.send(Command {
+        tx.send(Request::Write(Command {
             actor: actor.clone(),
             op,
             reply,
-        })
+        }))
         .map_err(|_| Error::Closed)?;
         answer.recv().map_err(|_| Error::Closed)?
     }
@@ -451,6 +473,18 @@ impl KeyStore {
         self.verify(token::api_key_from_headers(headers)?, client_ip)
     }
 
+    /// Writes the whole log to `path` as a portable, versioned, checksummed backup, while
+    /// the store keeps serving (writes wait for the export). Returns the number of records.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be written; storage errors.
+    pub fn export(&self, path: impl AsRef<Path>) -> Result<u64, Error> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let tx = self.tx.as_ref().ok_or(Error::Closed)?;
+        tx.send(Request::Export(path.as_ref().to_path_buf(), reply)).map_err(|_| Error::Closed)?;
+        answer.recv().map_err(|_| Error::Closed)?
+    }
+
     /// The live keys, oldest first.
     pub fn keys(&self) -> Vec<KeyView> {
         self.shared.read().keys(false)
@@ -538,24 +572,34 @@ fn now_micros() -> i64 {
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Command>) {
+    fn run(mut self, rx: Receiver<Request>) {
         let mut deferred: VecDeque<Command> = VecDeque::new();
         loop {
             let mut batch: Vec<Command> = deferred.drain(..).collect();
+            let mut export = None;
             if batch.is_empty() {
                 match rx.recv() {
-                    Ok(cmd) => batch.push(cmd),
+                    Ok(Request::Write(cmd)) => batch.push(cmd),
+                    Ok(Request::Export(path, reply)) => export = Some((path, reply)),
                     Err(_) => break,
                 }
             }
             while batch.len() < self.max_batch {
+                if export.is_some() {
+                    break;
+                }
                 match rx.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
+                    Ok(Request::Write(cmd)) => batch.push(cmd),
+                    Ok(Request::Export(path, reply)) => export = Some((path, reply)),
                     Err(_) => break,
                 }
             }
-            if self.commit(batch, &mut deferred).is_err() {
+            if !batch.is_empty() && self.commit(batch, &mut deferred).is_err() {
                 break;
+            }
+            if let Some((path, reply)) = export {
+                let head = self.shared.read().head();
+                let _ = reply.send(backup::export(&*self.log, head, &self.chain, &path));
             }
         }
         if self.unacknowledged_from.is_some() && self.roll_back() {
