@@ -396,6 +396,33 @@ pub(crate) mod tests {
         ));
     }
 
+    /// Records written by format version 1 keep decoding to the same values.
+    #[test]
+    fn version_1_fixtures_decode() {
+        let id = KeyId(0x0123_4567_89ab_cdef);
+        let created = decode_record(include_bytes!("../tests/fixtures/record-v1-created.bin"), 1).unwrap();
+        assert_eq!(created.seq, 1);
+        assert_eq!(created.at, 1_790_000_000_000_000);
+        assert_eq!(created.actor, Actor::admin("alice"));
+        assert_eq!(created.prev, [0; 32]);
+        assert!(matches!(
+            created.event,
+            Event::Created { id: i, hash: KeyHash(h), tail, ref name, ref roles, ref whitelist }
+                if i == id && h == [7; 32] && &tail == b"AbC9" && name == "notifications bot"
+                    && roles == &["notifier", "reader"]
+                    && whitelist == &["10.0.0.0/8".parse::<IpNet>().unwrap(), "2001:db8::/32".parse().unwrap()]
+        ));
+        let whitelisted = decode_record(include_bytes!("../tests/fixtures/record-v1-whitelisted.bin"), 2).unwrap();
+        assert!(matches!(whitelisted.event, Event::Whitelisted { id: i, net } if i == id && net.to_string() == "192.0.2.7/32"));
+        assert_eq!(whitelisted.prev, [1; 32]);
+        let unwhitelisted = decode_record(include_bytes!("../tests/fixtures/record-v1-unwhitelisted.bin"), 3).unwrap();
+        assert!(matches!(unwhitelisted.event, Event::Unwhitelisted { id: i, net } if i == id && net.to_string() == "10.0.0.0/8"));
+        let deleted = decode_record(include_bytes!("../tests/fixtures/record-v1-deleted.bin"), 4).unwrap();
+        assert!(matches!(deleted.event, Event::Deleted { id: i } if i == id));
+        assert_eq!(deleted.actor, Actor::super_admin("root"));
+        assert_eq!(deleted.seq, 4);
+    }
+
     #[test]
     fn unknown_versions_are_named() {
         assert!(matches!(

@@ -161,3 +161,21 @@ fn the_cli_exports_and_imports() {
     assert_eq!(code, Some(2), "{text}");
     assert!(text.starts_with("error:"));
 }
+
+/// A backup written by format version 1 keeps importing to the same history.
+#[test]
+fn a_version_1_backup_still_imports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/export-v1.kl");
+    assert_eq!(KeyStore::builder().import(tmp.path(), &fixture).unwrap(), 3);
+    let store = KeyStore::open(tmp.path()).unwrap();
+    let key = store.all_keys().pop().unwrap();
+    assert_eq!(key.id.to_string(), "ce0f601aa535d135");
+    assert_eq!(key.name, "fixture bot");
+    assert_eq!(key.roles, ["bot", "reader"]);
+    assert_eq!(key.whitelist, [parse_net("10.0.0.0/8").unwrap(), parse_net("2001:db8::/32").unwrap()]);
+    assert_eq!(key.created_by, Actor::admin("alice"));
+    assert!(matches!(key.deleted, Some((ref by, _)) if *by == Actor::super_admin("root")));
+    let kinds: Vec<_> = store.audit().iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["created", "whitelisted", "deleted"]);
+}
