@@ -23,7 +23,10 @@ pub(crate) fn export(log: &dyn Log, head: Head, chain: &Chain, path: &Path) -> R
     let tmp = path.with_extension("partial");
     let result = (|| {
         let file = File::create(&tmp)?;
-        let mut out = HashingWriter { inner: BufWriter::new(file), hasher: blake3::Hasher::new() };
+        let mut out = HashingWriter {
+            inner: BufWriter::new(file),
+            hasher: blake3::Hasher::new(),
+        };
         out.write_all(&codec::encode_export_header(&ExportHeader {
             keyed: chain.is_keyed(),
             fingerprint: chain.fingerprint(),
@@ -83,16 +86,24 @@ fn bad(reason: impl Into<String>) -> Error {
 /// Reads and checks a backup completely; imports it into `log`, which must be empty.
 pub(crate) fn import(log: &mut dyn Log, chain: &Chain, path: &Path) -> Result<u64, Error> {
     if log.anchor()?.is_some() || log.scan(0).next().is_some() {
-        return Err(Error::invalid("store", "import needs an empty store; this one has records"));
+        return Err(Error::invalid(
+            "store",
+            "import needs an empty store; this one has records",
+        ));
     }
     let file = File::open(path)?;
     let size = file.metadata()?.len();
     if size > MAX_EXPORT_BYTES {
-        return Err(bad(format!("{size} bytes is more than the {MAX_EXPORT_BYTES} this build reads")));
+        return Err(bad(format!(
+            "{size} bytes is more than the {MAX_EXPORT_BYTES} this build reads"
+        )));
     }
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     file.take(MAX_EXPORT_BYTES).read_to_end(&mut bytes)?;
-    let body_len = bytes.len().checked_sub(32).ok_or_else(|| bad("truncated: shorter than its checksum"))?;
+    let body_len = bytes
+        .len()
+        .checked_sub(32)
+        .ok_or_else(|| bad("truncated: shorter than its checksum"))?;
     let (body, checksum) = bytes.split_at(body_len);
     if blake3::hash(body).as_bytes() != checksum {
         return Err(bad("checksum does not match: the file is damaged or truncated"));
@@ -108,7 +119,9 @@ pub(crate) fn import(log: &mut dyn Log, chain: &Chain, path: &Path) -> Result<u6
     let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut proj = Projection::new();
     for seq in 1..=header.records {
-        let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(|| bad(format!("ends inside record {seq}")))?;
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| bad(format!("ends inside record {seq}")))?;
         let len = u32::from_le_bytes(*len) as usize;
         if len as u64 > codec::MAX_RECORD_BYTES || len > tail.len() {
             return Err(bad(format!("record {seq} has a bad length")));
@@ -116,7 +129,10 @@ pub(crate) fn import(log: &mut dyn Log, chain: &Chain, path: &Path) -> Result<u6
         let (record_bytes, after) = tail.split_at(len);
         let record = codec::decode_record(record_bytes, seq)?;
         if record.seq != seq {
-            return Err(Error::corrupt(seq, format!("backup holds record {} at {seq}", record.seq)));
+            return Err(Error::corrupt(
+                seq,
+                format!("backup holds record {} at {seq}", record.seq),
+            ));
         }
         proj.check(&record)?;
         proj.apply(&record, chain.hash(record_bytes))?;
@@ -128,8 +144,15 @@ pub(crate) fn import(log: &mut dyn Log, chain: &Chain, path: &Path) -> Result<u6
     }
     let head = proj.head();
     if head.seq > 0 {
-        let anchor = Some(Anchor { seq: head.seq, hash: head.hash });
-        log.append(&Batch { discard_from: None, records: &records, anchor })?;
+        let anchor = Some(Anchor {
+            seq: head.seq,
+            hash: head.hash,
+        });
+        log.append(&Batch {
+            discard_from: None,
+            records: &records,
+            anchor,
+        })?;
         log.flush()?;
     }
     Ok(head.seq)

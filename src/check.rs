@@ -29,10 +29,19 @@ fn report(progress: &Progress, done: u64, total: u64) {
 
 /// Rebuilds the projections from every record in `log`, checking each one and the anchor.
 pub(crate) fn replay(log: &dyn Log, chain: &Chain, progress: &Progress) -> Result<Projection, Error> {
+    replay_onto(Projection::new(), log, chain, progress)
+}
+
+/// Replays the records after `proj`'s head onto it (all of them for an empty projection).
+pub(crate) fn replay_onto(
+    mut proj: Projection,
+    log: &dyn Log,
+    chain: &Chain,
+    progress: &Progress,
+) -> Result<Projection, Error> {
     let anchor = log.anchor()?;
     let total = anchor.map_or(0, |a| a.seq);
-    let mut proj = Projection::new();
-    for item in log.scan(1) {
+    for item in log.scan(proj.head().seq + 1) {
         let (seq, bytes) = item?;
         let expected = proj.head().seq + 1;
         if seq != expected {

@@ -10,8 +10,9 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::event::{Actor, ActorRole, Event, KeyId, Record};
-use crate::log::Anchor;
+use crate::event::{Actor, ActorRole, Event, EventKind, KeyId, Record};
+use crate::log::{Anchor, Chain};
+use crate::projection::{Head, Row, SlotData, SnapshotData};
 use crate::token::KeyHash;
 
 /// The record format this build writes. Older versions keep decoding.
@@ -266,7 +267,9 @@ pub(crate) fn encode_export_header(h: &ExportHeader) -> Result<Vec<u8>, Error> {
         fingerprint: h.fingerprint,
         records: h.records,
     };
-    options(EXPORT_HEADER_LEN as u64).serialize(&wire).map_err(|e| Error::invalid("backup", e.to_string()))
+    options(EXPORT_HEADER_LEN as u64)
+        .serialize(&wire)
+        .map_err(|e| Error::invalid("backup", e.to_string()))
 }
 
 /// Decodes an export file's header; returns it and the bytes after it.
@@ -277,20 +280,219 @@ pub(crate) fn decode_export_header(bytes: &[u8]) -> Result<(ExportHeader, &[u8])
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
     if version != EXPORT_VERSION {
-        return Err(Error::UnsupportedVersion { found: u32::from(version), supported: u32::from(EXPORT_VERSION) });
+        return Err(Error::UnsupportedVersion {
+            found: u32::from(version),
+            supported: u32::from(EXPORT_VERSION),
+        });
     }
     let (head, rest) = bytes.split_at(EXPORT_HEADER_LEN);
-    let wire: ExportHeaderV1 =
-        options(EXPORT_HEADER_LEN as u64).deserialize(head).map_err(|e| bad(format!("bad header: {e}")))?;
+    let wire: ExportHeaderV1 = options(EXPORT_HEADER_LEN as u64)
+        .deserialize(head)
+        .map_err(|e| bad(format!("bad header: {e}")))?;
     if wire.store_format != crate::log::STORE_FORMAT {
-        return Err(Error::UnsupportedVersion { found: wire.store_format, supported: crate::log::STORE_FORMAT });
+        return Err(Error::UnsupportedVersion {
+            found: wire.store_format,
+            supported: crate::log::STORE_FORMAT,
+        });
     }
     let keyed = match wire.keyed {
         0 => false,
         1 => true,
         other => return Err(bad(format!("bad keyed flag {other}"))),
     };
-    Ok((ExportHeader { keyed, fingerprint: wire.fingerprint, records: wire.records }, rest))
+    Ok((
+        ExportHeader {
+            keyed,
+            fingerprint: wire.fingerprint,
+            records: wire.records,
+        },
+        rest,
+    ))
+}
+
+const SNAPSHOT_MAGIC: [u8; 8] = *b"KLSNAP\x00\x00";
+/// The snapshot format this build writes and reads.
+const SNAPSHOT_VERSION: u16 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotV1 {
+    magic: [u8; 8],
+    version: u16,
+    seq: u64,
+    hash: [u8; 32],
+    at: i64,
+    actors: Vec<String>,
+    role_sets: Vec<Vec<String>>,
+    slots: Vec<SlotV1>,
+    rows: Vec<RowV1>,
+    nets: Vec<NetV1>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SlotV1 {
+    hash: [u8; 32],
+    id: u64,
+    name: String,
+    roles: u32,
+    tail: [u8; 4],
+    whitelist: Vec<NetV1>,
+    created: u32,
+    /// `u32::MAX` for a live key.
+    deleted: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RowV1 {
+    at: i64,
+    actor: u32,
+    role: u8,
+    kind: u8,
+    slot: u32,
+    nets_start: u32,
+    nets_len: u16,
+}
+
+fn kind_code(k: EventKind) -> u8 {
+    match k {
+        EventKind::Created => 0,
+        EventKind::Whitelisted => 1,
+        EventKind::Unwhitelisted => 2,
+        EventKind::Deleted => 3,
+    }
+}
+
+fn kind_from_code(c: u8) -> Option<EventKind> {
+    [
+        EventKind::Created,
+        EventKind::Whitelisted,
+        EventKind::Unwhitelisted,
+        EventKind::Deleted,
+    ]
+    .get(usize::from(c))
+    .copied()
+}
+
+/// Encodes a projection snapshot, sealed with `chain` (a keyed chain makes it unforgeable
+/// without the key; the public one detects damage).
+pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u8>, Error> {
+    let wire = SnapshotV1 {
+        magic: SNAPSHOT_MAGIC,
+        version: SNAPSHOT_VERSION,
+        seq: data.head.seq,
+        hash: data.head.hash,
+        at: data.head.at,
+        actors: data.actors,
+        role_sets: data.role_sets,
+        slots: data
+            .slots
+            .into_iter()
+            .map(|s| SlotV1 {
+                hash: s.hash,
+                id: s.id,
+                name: s.name,
+                roles: s.roles,
+                tail: s.tail,
+                whitelist: s.whitelist.iter().map(NetV1::from).collect(),
+                created: s.created,
+                deleted: s.deleted.unwrap_or(u32::MAX),
+            })
+            .collect(),
+        rows: data
+            .rows
+            .iter()
+            .map(|r| RowV1 {
+                at: r.at,
+                actor: r.actor,
+                role: r.role.code(),
+                kind: kind_code(r.kind),
+                slot: r.slot,
+                nets_start: r.nets_start,
+                nets_len: r.nets_len,
+            })
+            .collect(),
+        nets: data.nets.iter().map(NetV1::from).collect(),
+    };
+    let mut out = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .serialize(&wire)
+        .map_err(|e| Error::invalid("snapshot", e.to_string()))?;
+    let seal = chain.hash(&out);
+    out.extend_from_slice(&seal);
+    Ok(out)
+}
+
+/// Decodes a snapshot; any damage, a foreign seal or another version is an error (the
+/// caller then replays the whole log).
+pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotData, Error> {
+    let bad = |reason: String| Error::corrupt(0, format!("snapshot: {reason}"));
+    let body_len = bytes
+        .len()
+        .checked_sub(32)
+        .ok_or_else(|| bad("too short".into()))?;
+    let (body, seal) = bytes.split_at(body_len);
+    if chain.hash(body) != seal {
+        return Err(bad(
+            "seal does not match (damaged, or written with another chain key)".into(),
+        ));
+    }
+    if body.len() < 10 || body[..8] != SNAPSHOT_MAGIC {
+        return Err(bad("not a snapshot".into()));
+    }
+    let version = u16::from_le_bytes([body[8], body[9]]);
+    if version != SNAPSHOT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            found: u32::from(version),
+            supported: u32::from(SNAPSHOT_VERSION),
+        });
+    }
+    let wire: SnapshotV1 = options(body.len() as u64)
+        .deserialize(body)
+        .map_err(|e| bad(e.to_string()))?;
+    let net = |n: NetV1| IpNet::try_from(n).map_err(|e| bad(e));
+    let slots = wire
+        .slots
+        .into_iter()
+        .map(|s| {
+            Ok(SlotData {
+                hash: s.hash,
+                id: s.id,
+                name: s.name,
+                roles: s.roles,
+                tail: s.tail,
+                whitelist: s.whitelist.into_iter().map(net).collect::<Result<_, _>>()?,
+                created: s.created,
+                deleted: (s.deleted != u32::MAX).then_some(s.deleted),
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    let rows = wire
+        .rows
+        .into_iter()
+        .map(|r| {
+            Ok(Row {
+                at: r.at,
+                actor: r.actor,
+                role: ActorRole::from_code(r.role).ok_or_else(|| bad("bad role".into()))?,
+                kind: kind_from_code(r.kind).ok_or_else(|| bad("bad kind".into()))?,
+                slot: r.slot,
+                nets_start: r.nets_start,
+                nets_len: r.nets_len,
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok(SnapshotData {
+        head: Head {
+            seq: wire.seq,
+            hash: wire.hash,
+            at: wire.at,
+        },
+        actors: wire.actors,
+        role_sets: wire.role_sets,
+        slots,
+        rows,
+        nets: wire.nets.into_iter().map(net).collect::<Result<_, _>>()?,
+    })
 }
 
 #[cfg(test)]
@@ -412,11 +614,17 @@ pub(crate) mod tests {
                     && roles == &["notifier", "reader"]
                     && whitelist == &["10.0.0.0/8".parse::<IpNet>().unwrap(), "2001:db8::/32".parse().unwrap()]
         ));
-        let whitelisted = decode_record(include_bytes!("../tests/fixtures/record-v1-whitelisted.bin"), 2).unwrap();
-        assert!(matches!(whitelisted.event, Event::Whitelisted { id: i, net } if i == id && net.to_string() == "192.0.2.7/32"));
+        let whitelisted =
+            decode_record(include_bytes!("../tests/fixtures/record-v1-whitelisted.bin"), 2).unwrap();
+        assert!(
+            matches!(whitelisted.event, Event::Whitelisted { id: i, net } if i == id && net.to_string() == "192.0.2.7/32")
+        );
         assert_eq!(whitelisted.prev, [1; 32]);
-        let unwhitelisted = decode_record(include_bytes!("../tests/fixtures/record-v1-unwhitelisted.bin"), 3).unwrap();
-        assert!(matches!(unwhitelisted.event, Event::Unwhitelisted { id: i, net } if i == id && net.to_string() == "10.0.0.0/8"));
+        let unwhitelisted =
+            decode_record(include_bytes!("../tests/fixtures/record-v1-unwhitelisted.bin"), 3).unwrap();
+        assert!(
+            matches!(unwhitelisted.event, Event::Unwhitelisted { id: i, net } if i == id && net.to_string() == "10.0.0.0/8")
+        );
         let deleted = decode_record(include_bytes!("../tests/fixtures/record-v1-deleted.bin"), 4).unwrap();
         assert!(matches!(deleted.event, Event::Deleted { id: i } if i == id));
         assert_eq!(deleted.actor, Actor::super_admin("root"));

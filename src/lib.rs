@@ -54,6 +54,7 @@ mod error;
 mod event;
 mod log;
 mod projection;
+mod snapshot;
 mod store;
 mod token;
 

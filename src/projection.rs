@@ -46,15 +46,40 @@ struct Slot {
 }
 
 /// One audit row, compact: strings are interned, networks live in `nets`.
-#[derive(Clone, Copy)]
-struct Row {
-    at: i64,
-    actor: u32,
-    role: ActorRole,
-    kind: EventKind,
-    slot: u32,
-    nets_start: u32,
-    nets_len: u16,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Row {
+    pub(crate) at: i64,
+    pub(crate) actor: u32,
+    pub(crate) role: ActorRole,
+    pub(crate) kind: EventKind,
+    pub(crate) slot: u32,
+    pub(crate) nets_start: u32,
+    pub(crate) nets_len: u16,
+}
+
+/// A key's slot as plain data, for a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SlotData {
+    pub(crate) hash: [u8; 32],
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    /// Index into [`SnapshotData::role_sets`].
+    pub(crate) roles: u32,
+    pub(crate) tail: [u8; 4],
+    pub(crate) whitelist: Vec<IpNet>,
+    pub(crate) created: u32,
+    pub(crate) deleted: Option<u32>,
+}
+
+/// The whole projection as plain data: what a snapshot stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SnapshotData {
+    pub(crate) head: Head,
+    pub(crate) actors: Vec<String>,
+    pub(crate) role_sets: Vec<Vec<String>>,
+    pub(crate) slots: Vec<SlotData>,
+    pub(crate) rows: Vec<Row>,
+    pub(crate) nets: Vec<IpNet>,
 }
 
 /// A key as listed: everything but the secret.
@@ -175,6 +200,102 @@ impl Projection {
 
     pub(crate) fn head(&self) -> Head {
         self.head
+    }
+
+    /// The state as plain data, for a snapshot.
+    pub(crate) fn to_snapshot(&self) -> SnapshotData {
+        let mut set_index: HashMap<*const [Box<str>], u32> = HashMap::new();
+        let mut role_sets: Vec<Vec<String>> = Vec::new();
+        let slots = self
+            .slots
+            .iter()
+            .map(|s| {
+                let roles = *set_index.entry(Arc::as_ptr(&s.info.roles)).or_insert_with(|| {
+                    role_sets.push(s.info.roles.iter().map(|r| r.to_string()).collect());
+                    (role_sets.len() - 1) as u32
+                });
+                SlotData {
+                    hash: s.hash.0,
+                    id: s.info.id.0,
+                    name: s.info.name.to_string(),
+                    roles,
+                    tail: s.info.tail,
+                    whitelist: s.whitelist.to_vec(),
+                    created: s.created,
+                    deleted: s.deleted,
+                }
+            })
+            .collect();
+        SnapshotData {
+            head: self.head,
+            actors: self.actors.iter().map(|a| a.to_string()).collect(),
+            role_sets,
+            slots,
+            rows: self.rows.clone(),
+            nets: self.nets.clone(),
+        }
+    }
+
+    /// Rebuilds a projection from a snapshot's data, checking every index in it.
+    pub(crate) fn from_snapshot(data: SnapshotData) -> Result<Self, Error> {
+        let bad = |what: &str| Error::corrupt(data.head.seq, format!("snapshot: {what}"));
+        let mut proj = Projection::new();
+        for actor in &data.actors {
+            proj.intern_actor(actor);
+        }
+        if proj.actors.len() != data.actors.len() {
+            return Err(bad("duplicate actor"));
+        }
+        let sets: Vec<Arc<[Box<str>]>> = data.role_sets.iter().map(|r| proj.intern_roles(r)).collect();
+        let (rows_len, slots_len, nets_len) = (data.rows.len(), data.slots.len(), data.nets.len());
+        for row in &data.rows {
+            let nets_end = row.nets_start as usize + usize::from(row.nets_len);
+            if row.actor as usize >= proj.actors.len()
+                || row.slot as usize >= slots_len
+                || nets_end > nets_len
+            {
+                return Err(bad("audit row out of range"));
+            }
+        }
+        if rows_len as u64 != data.head.seq {
+            return Err(bad("row count does not match its sequence number"));
+        }
+        for (i, s) in data.slots.into_iter().enumerate() {
+            let roles = sets
+                .get(s.roles as usize)
+                .ok_or_else(|| bad("role set out of range"))?;
+            if s.created as usize >= rows_len || s.deleted.is_some_and(|d| d as usize >= rows_len) {
+                return Err(bad("slot's rows out of range"));
+            }
+            let (hash, id, slot) = (KeyHash(s.hash), KeyId(s.id), i as u32);
+            if proj.contains_id(id) || (s.deleted.is_none() && proj.contains_hash(&hash)) {
+                return Err(bad("duplicate key"));
+            }
+            proj.slots.push(Slot {
+                hash,
+                info: Arc::new(KeyInfo {
+                    id,
+                    name: s.name.into(),
+                    roles: Arc::clone(roles),
+                    tail: s.tail,
+                }),
+                whitelist: s.whitelist.into(),
+                created: s.created,
+                deleted: s.deleted,
+            });
+            let (seed, slots) = (proj.seed, &proj.slots);
+            if s.deleted.is_none() {
+                proj.by_hash.insert_unique(seed.key_hash(&hash), slot, |&i| {
+                    seed.key_hash(&slots[i as usize].hash)
+                });
+            }
+            proj.by_id
+                .insert_unique(seed.key_id(id), slot, |&i| seed.key_id(slots[i as usize].info.id));
+        }
+        proj.rows = data.rows;
+        proj.nets = data.nets;
+        proj.head = data.head;
+        Ok(proj)
     }
 
     /// Looks a key's hash up and checks the client's address. Never allocates.

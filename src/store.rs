@@ -26,6 +26,7 @@ use crate::codec;
 use crate::event::{Actor, Event, KeyId, NewKey, Record};
 use crate::log::{Anchor, Batch, Chain, ChainKey, Log, SledLog};
 use crate::projection::{AuditEntry, KeyView, Projection};
+use crate::snapshot;
 use crate::token::{self, ApiKey, KeyHash};
 
 const LOCK_FILE: &str = "keyledger.lock";
@@ -51,6 +52,7 @@ pub struct Builder {
     chain_key: Option<ChainKey>,
     progress: Progress,
     create_if_missing: bool,
+    snapshot_every: u64,
 }
 
 impl std::fmt::Debug for Builder {
@@ -60,6 +62,7 @@ impl std::fmt::Debug for Builder {
             .field("require_whitelist", &self.require_whitelist)
             .field("max_batch", &self.max_batch)
             .field("chain_key", &self.chain_key)
+            .field("snapshot_every", &self.snapshot_every)
             .finish_non_exhaustive()
     }
 }
@@ -73,6 +76,7 @@ impl Default for Builder {
             chain_key: None,
             progress: None,
             create_if_missing: true,
+            snapshot_every: 100_000,
         }
     }
 }
@@ -103,6 +107,14 @@ impl Builder {
     /// opened with the same key.
     pub fn chain_key(mut self, key: ChainKey) -> Self {
         self.chain_key = Some(key);
+        self
+    }
+
+    /// Saves a snapshot of the projections every `records` records (default 100,000), so
+    /// that opening replays only the log's tail; 0 turns snapshots off (no saving, no
+    /// loading). A snapshot that does not fit the log is ignored.
+    pub fn snapshot_every(mut self, records: u64) -> Self {
+        self.snapshot_every = records;
         self
     }
 
@@ -289,6 +301,7 @@ pub struct KeyStore {
     tx: Option<Sender<Request>>,
     writer: Option<JoinHandle<()>>,
     dir: Option<PathBuf>,
+    from_snapshot: bool,
     _lock: Option<File>,
 }
 
@@ -335,7 +348,26 @@ impl KeyStore {
         dir: Option<(PathBuf, File)>,
     ) -> Result<Self, Error> {
         let (dir, lock) = dir.unzip();
-        let proj = check::replay(&*log, &chain, &options.progress)?;
+        let policy = dir
+            .as_ref()
+            .filter(|_| options.snapshot_every > 0)
+            .map(|d| snapshot::Policy {
+                path: d.join(snapshot::SNAPSHOT_FILE),
+                every: options.snapshot_every,
+                last: 0,
+            });
+        let loaded = policy
+            .as_ref()
+            .and_then(|p| snapshot::load(&p.path, &*log, &chain, &options.progress));
+        let from_snapshot = loaded.is_some();
+        let proj = match loaded {
+            Some(proj) => proj,
+            None => check::replay(&*log, &chain, &options.progress)?,
+        };
+        let policy = policy.map(|p| snapshot::Policy {
+            last: if from_snapshot { proj.head().seq } else { 0 },
+            ..p
+        });
         let shared = Arc::new(Shared {
             proj: ShardedLock::new(proj),
             require_whitelist: options.require_whitelist,
@@ -347,6 +379,7 @@ impl KeyStore {
             chain,
             max_batch: options.max_batch,
             unacknowledged_from: None,
+            snapshots: policy,
         };
         let handle = std::thread::Builder::new()
             .name("keyledger-writer".into())
@@ -356,6 +389,7 @@ impl KeyStore {
             tx: Some(tx),
             writer: Some(handle),
             dir,
+            from_snapshot,
             _lock: lock,
         })
     }
@@ -481,7 +515,8 @@ impl KeyStore {
     pub fn export(&self, path: impl AsRef<Path>) -> Result<u64, Error> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         let tx = self.tx.as_ref().ok_or(Error::Closed)?;
-        tx.send(Request::Export(path.as_ref().to_path_buf(), reply)).map_err(|_| Error::Closed)?;
+        tx.send(Request::Export(path.as_ref().to_path_buf(), reply))
+            .map_err(|_| Error::Closed)?;
         answer.recv().map_err(|_| Error::Closed)?
     }
 
@@ -520,6 +555,12 @@ impl KeyStore {
         Ok(proj.keys_at(seq))
     }
 
+    /// Whether this store was opened from a snapshot (and the log's tail) rather than by
+    /// replaying the whole log.
+    pub fn opened_from_snapshot(&self) -> bool {
+        self.from_snapshot
+    }
+
     /// The sequence number of the last record (0 for an empty log).
     pub fn last_seq(&self) -> u64 {
         self.shared.read().head().seq
@@ -556,6 +597,7 @@ struct Writer {
     /// Set after a failed append or flush: records from here on may sit in the engine
     /// unacknowledged and are discarded before the next batch.
     unacknowledged_from: Option<u64>,
+    snapshots: Option<snapshot::Policy>,
 }
 
 /// A command that passed the rules, with its records, waiting for the flush.
@@ -597,6 +639,7 @@ impl Writer {
             if !batch.is_empty() && self.commit(batch, &mut deferred).is_err() {
                 break;
             }
+            self.save_snapshot_if(snapshot::Policy::due);
             if let Some((path, reply)) = export {
                 let head = self.shared.read().head();
                 let _ = reply.send(backup::export(&*self.log, head, &self.chain, &path));
@@ -604,6 +647,26 @@ impl Writer {
         }
         if self.unacknowledged_from.is_some() && self.roll_back() {
             let _ = self.log.flush();
+        }
+        self.save_snapshot_if(snapshot::Policy::due_at_close);
+    }
+
+    /// Saves a snapshot if `due` says so. A failure only costs the next open a longer
+    /// replay, so it is not reported to any caller.
+    fn save_snapshot_if(&mut self, due: fn(&snapshot::Policy, u64) -> bool) {
+        let Some(policy) = self.snapshots.as_mut() else {
+            return;
+        };
+        let data = {
+            let proj = self.shared.read();
+            if !due(policy, proj.head().seq) {
+                return;
+            }
+            proj.to_snapshot()
+        };
+        let seq = data.head.seq;
+        if snapshot::save(&policy.path, data, &self.chain).is_ok() {
+            policy.last = seq;
         }
     }
 

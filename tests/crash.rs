@@ -20,7 +20,7 @@ const CHILD_ENV: &str = "KEYLEDGER_CRASH_CHILD_DIR";
 #[ignore = "entry point of the crash child process, started by the crash tests"]
 fn crash_child_process() {
     let Ok(dir) = std::env::var(CHILD_ENV) else { return };
-    let store = KeyStore::open(&dir).unwrap();
+    let store = KeyStore::builder().snapshot_every(50).open(&dir).unwrap();
     std::thread::scope(|s| {
         for t in 0..4 {
             let store = &store;
@@ -103,7 +103,22 @@ fn check_after_crash(dir: &Path, acked: &BTreeMap<u64, (String, String)>) {
         report.is_intact(),
         "log does not prove itself after a crash: {report:?}"
     );
-    let store = KeyStore::open(dir).expect("the store opens after a crash");
+    let full = {
+        let replayed = KeyStore::builder()
+            .snapshot_every(0)
+            .open(dir)
+            .expect("the store opens after a crash");
+        (replayed.all_keys(), replayed.audit())
+    };
+    let store = KeyStore::builder()
+        .snapshot_every(50)
+        .open(dir)
+        .expect("the store opens after a crash");
+    assert_eq!(
+        (store.all_keys(), store.audit()),
+        full,
+        "snapshot + tail differs from a full replay"
+    );
     let trail = store.audit();
     for (seq, (kind, id)) in acked {
         let entry = trail
