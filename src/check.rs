@@ -59,7 +59,7 @@ pub(crate) fn replay_onto(
         }
         proj.check(&record)?;
         proj.apply(&record, chain.hash(&bytes))?;
-        if seq % PROGRESS_EVERY == 0 {
+        if seq.is_multiple_of(PROGRESS_EVERY) {
             report(progress, seq, total);
         }
     }
@@ -229,7 +229,7 @@ pub(crate) fn check(
             hash: chain.hash(&bytes),
             decoded,
         });
-        if entries.len() as u64 % PROGRESS_EVERY == 0 {
+        if (entries.len() as u64).is_multiple_of(PROGRESS_EVERY) {
             report(progress, entries.len() as u64, total);
         }
     }

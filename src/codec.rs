@@ -449,7 +449,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
     let wire: SnapshotV1 = options(body.len() as u64)
         .deserialize(body)
         .map_err(|e| bad(e.to_string()))?;
-    let net = |n: NetV1| IpNet::try_from(n).map_err(|e| bad(e));
+    let net = |n: NetV1| IpNet::try_from(n).map_err(&bad);
     let slots = wire
         .slots
         .into_iter()

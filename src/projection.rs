@@ -370,10 +370,10 @@ impl Projection {
             return Err(Error::corrupt(seq, "timestamp goes backwards"));
         }
         record.validate()?;
-        if let Event::Created { hash, .. } = &record.event {
-            if self.contains_hash(hash) {
-                return Err(Error::corrupt(seq, "a live key already has this hash"));
-            }
+        if let Event::Created { hash, .. } = &record.event
+            && self.contains_hash(hash)
+        {
+            return Err(Error::corrupt(seq, "a live key already has this hash"));
         }
         access::check_event(
             &record.actor,

@@ -703,11 +703,11 @@ impl Writer {
             let mut touched: HashSet<KeyId> = HashSet::new();
             let mut new_hashes: HashSet<KeyHash> = HashSet::new();
             for cmd in batch {
-                if let Some(id) = cmd.op.key_id() {
-                    if !touched.insert(id) {
-                        deferred.push_back(cmd);
-                        continue;
-                    }
+                if let Some(id) = cmd.op.key_id()
+                    && !touched.insert(id)
+                {
+                    deferred.push_back(cmd);
+                    continue;
                 }
                 let events = match self.events(&proj, &cmd, &mut touched, &mut new_hashes) {
                     Ok(events) => events,

@@ -173,7 +173,13 @@ fn a_version_1_backup_still_imports() {
     assert_eq!(key.id.to_string(), "ce0f601aa535d135");
     assert_eq!(key.name, "fixture bot");
     assert_eq!(key.roles, ["bot", "reader"]);
-    assert_eq!(key.whitelist, [parse_net("10.0.0.0/8").unwrap(), parse_net("2001:db8::/32").unwrap()]);
+    assert_eq!(
+        key.whitelist,
+        [
+            parse_net("10.0.0.0/8").unwrap(),
+            parse_net("2001:db8::/32").unwrap()
+        ]
+    );
     assert_eq!(key.created_by, Actor::admin("alice"));
     assert!(matches!(key.deleted, Some((ref by, _)) if *by == Actor::super_admin("root")));
     let kinds: Vec<_> = store.audit().iter().map(|e| e.kind.as_str()).collect();

@@ -73,7 +73,8 @@ fn bad_header_values_are_rejected_by_reason() {
     let f = fixture();
     let s = f.secret.as_bytes();
     let padded = [b" ", s].concat();
-    let cases: [(Vec<(&str, &[u8])>, HeaderProblem); 5] = [
+    type Headers<'a> = Vec<(&'a str, &'a [u8])>;
+    let cases: [(Headers, HeaderProblem); 5] = [
         (vec![], HeaderProblem::Missing),
         (vec![("X-API-KEY", s), ("x-api-key", s)], HeaderProblem::Repeated),
         (vec![("x-api-key", b"\xff\xfe")], HeaderProblem::NotAscii),
