@@ -233,6 +233,24 @@ pub(crate) fn decode_anchor(bytes: &[u8]) -> Result<Anchor, Error> {
     })
 }
 
+/// Whether `bytes` start with `magic` and a little-endian `u16` version; a known magic
+/// with another version is [`Error::UnsupportedVersion`].
+fn has_magic(bytes: &[u8], magic: &[u8; 8], version: u16) -> Result<bool, Error> {
+    let Some((head, _)) = bytes.split_first_chunk::<10>() else {
+        return Ok(false);
+    };
+    if head[..8] != magic[..] {
+        return Ok(false);
+    }
+    match u16::from_le_bytes([head[8], head[9]]) {
+        v if v == version => Ok(true),
+        found => Err(Error::UnsupportedVersion {
+            found: u32::from(found),
+            supported: u32::from(version),
+        }),
+    }
+}
+
 /// The first bytes of every export file.
 const EXPORT_MAGIC: [u8; 8] = *b"KLEDGER\x00";
 /// The export file format this build writes and reads.
@@ -275,15 +293,8 @@ pub(crate) fn encode_export_header(h: &ExportHeader) -> Result<Vec<u8>, Error> {
 /// Decodes an export file's header; returns it and the bytes after it.
 pub(crate) fn decode_export_header(bytes: &[u8]) -> Result<(ExportHeader, &[u8]), Error> {
     let bad = |reason: String| Error::invalid("backup", reason);
-    if bytes.len() < EXPORT_HEADER_LEN || bytes[..8] != EXPORT_MAGIC {
+    if !has_magic(bytes, &EXPORT_MAGIC, EXPORT_VERSION)? || bytes.len() < EXPORT_HEADER_LEN {
         return Err(bad("not a keyledger backup".into()));
-    }
-    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != EXPORT_VERSION {
-        return Err(Error::UnsupportedVersion {
-            found: u32::from(version),
-            supported: u32::from(EXPORT_VERSION),
-        });
     }
     let (head, rest) = bytes.split_at(EXPORT_HEADER_LEN);
     let wire: ExportHeaderV1 = options(EXPORT_HEADER_LEN as u64)
@@ -436,15 +447,8 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
             "seal does not match (damaged, or written with another chain key)".into(),
         ));
     }
-    if body.len() < 10 || body[..8] != SNAPSHOT_MAGIC {
+    if !has_magic(body, &SNAPSHOT_MAGIC, SNAPSHOT_VERSION)? {
         return Err(bad("not a snapshot".into()));
-    }
-    let version = u16::from_le_bytes([body[8], body[9]]);
-    if version != SNAPSHOT_VERSION {
-        return Err(Error::UnsupportedVersion {
-            found: u32::from(version),
-            supported: u32::from(SNAPSHOT_VERSION),
-        });
     }
     let wire: SnapshotV1 = options(body.len() as u64)
         .deserialize(body)

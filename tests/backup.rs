@@ -26,6 +26,11 @@ fn populated(dir: &Path, builder: keyledger::Builder) -> String {
     kept.key.expose_secret().to_owned()
 }
 
+fn export_of_populated(tmp: &Path, file: &Path) {
+    populated(&tmp.join("a"), KeyStore::builder());
+    KeyStore::open(tmp.join("a")).unwrap().export(file).unwrap();
+}
+
 #[test]
 fn export_then_import_rebuilds_the_same_state_and_chain() {
     let tmp = tempfile::tempdir().unwrap();
@@ -56,11 +61,7 @@ fn export_then_import_rebuilds_the_same_state_and_chain() {
 fn a_damaged_or_truncated_backup_imports_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("backup.kl");
-    populated(&tmp.path().join("a"), KeyStore::builder());
-    KeyStore::open(tmp.path().join("a"))
-        .unwrap()
-        .export(&file)
-        .unwrap();
+    export_of_populated(tmp.path(), &file);
     let good = std::fs::read(&file).unwrap();
     let mut flipped = good.clone();
     flipped[good.len() / 2] ^= 1;
@@ -90,11 +91,7 @@ fn a_damaged_or_truncated_backup_imports_nothing() {
 fn import_refuses_a_store_that_has_records() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("backup.kl");
-    populated(&tmp.path().join("a"), KeyStore::builder());
-    KeyStore::open(tmp.path().join("a"))
-        .unwrap()
-        .export(&file)
-        .unwrap();
+    export_of_populated(tmp.path(), &file);
     let busy = tmp.path().join("busy");
     populated(&busy, KeyStore::builder());
     assert!(matches!(
