@@ -1,2 +1,1047 @@
-//! Placeholder until the benchmark lands.
-fn main() {}
+//! keyledger side by side with what a user would pick instead, in one run on one machine
+//! (in the style of redb's comparison benchmarks):
+//!
+//! - keyledger: event log in sled, projections in memory;
+//! - SQLite (rusqlite, bundled): WAL, `synchronous=FULL`, a `WITHOUT ROWID` keys table keyed
+//!   by the 32-byte blake3 hash, one transaction per write, verify = blake3 + a cached
+//!   prepared `SELECT` by primary key;
+//! - sled: a plain state table (hash -> record), `flush()` per write, verify = blake3 +
+//!   `Tree::get`;
+//! - the limit: blake3 of the token + one std `HashMap<[u8; 32], u64>` lookup.
+//!
+//! `cargo bench --bench peers` runs with 1M keys, `-- --quick` with 100k (`-- --keys N`
+//! overrides both; `-- --keep-dir` keeps the stores for profiling). Prints one table and
+//! writes `target/bench/peers.json`. The machine is shared and noisy: read the ratios,
+//! which compare figures taken in the same run.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::{Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use keyledger::{Actor, IpNet, KEY_LEN, KeyStore, NewKey, Rejection, check_format};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rusqlite::{Connection, params};
+use serde_json::{Value, json};
+
+/// sled's page cache for every sled database in this benchmark (keyledger's and the peer's).
+const CACHE_BYTES: u64 = 1 << 20;
+/// Concurrent creators used to fill keyledger (each batch the writer flushes holds up to
+/// this many creations).
+const LOAD_THREADS: usize = 128;
+/// The client address every verification presents; every key whitelists 10.0.0.0/8.
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
+const NET: ([u8; 4], u8) = ([10, 0, 0, 0], 8);
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const CALLERS: [usize; 3] = [1, 8, 32];
+const SYSTEMS: [&str; 4] = ["keyledger", "sqlite", "sled", "limit"];
+
+struct Mode {
+    name: &'static str,
+    keys: usize,
+    misses: usize,
+    rounds: usize,
+    verify_time: Duration,
+    create_time: Duration,
+    open_reps: usize,
+}
+
+impl Mode {
+    fn from_args() -> Mode {
+        let args: Vec<String> = std::env::args().collect();
+        let quick = args.iter().any(|a| a == "--quick");
+        let keys = args
+            .iter()
+            .position(|a| a == "--keys")
+            .and_then(|i| args.get(i + 1))
+            .map(|n| n.parse::<usize>().expect("--keys takes a number"));
+        let mut mode = if quick {
+            Mode {
+                name: "quick",
+                keys: 100_000,
+                misses: 100_000,
+                rounds: 3,
+                verify_time: Duration::from_millis(250),
+                create_time: Duration::from_millis(1500),
+                open_reps: 2,
+            }
+        } else {
+            Mode {
+                name: "full",
+                keys: 1_000_000,
+                misses: 200_000,
+                rounds: 5,
+                verify_time: Duration::from_millis(500),
+                create_time: Duration::from_secs(4),
+                open_reps: 2,
+            }
+        };
+        if let Some(n) = keys {
+            mode.keys = n.max(1000);
+            mode.misses = mode.misses.min(mode.keys);
+        }
+        mode
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("__rss_open") => return rss_open_child(Path::new(&args[2])),
+        Some("__rss_scan") => return rss_scan_child(Path::new(&args[2])),
+        _ => {}
+    }
+    let mode = Mode::from_args();
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let keep = std::env::args().any(|a| a == "--keep-dir");
+    let kl_dir = tmp.path().join("keyledger");
+    let n = mode.keys;
+    eprintln!(
+        "peers: {} mode, {n} keys, temp dir {}",
+        mode.name,
+        tmp.path().display()
+    );
+
+    // (d) memory, while (a)'s keyledger store is filled: the token buffer is allocated and
+    // touched first so that only the store's growth is counted.
+    let mut token_buf = vec![b'x'; n * KEY_LEN];
+    let rss_start = rss_bytes();
+    let store = KeyStore::builder()
+        .cache_bytes(CACHE_BYTES)
+        .open(&kl_dir)
+        .unwrap();
+    let (rss_open, rss_loaded, load_time) = load_keyledger(&store, &mut token_buf);
+    let tokens = String::from_utf8(token_buf).unwrap();
+    let hits: Vec<&str> = (0..n).map(|i| &tokens[i * KEY_LEN..(i + 1) * KEY_LEN]).collect();
+    assert_eq!(store.live_keys(), n);
+    eprintln!(
+        "  keyledger: {n} keys created by {LOAD_THREADS} threads in {:.1} s",
+        load_time.as_secs_f64()
+    );
+
+    let mut rng = StdRng::seed_from_u64(0x6b6c6b);
+    let miss_tokens: Vec<String> = (0..mode.misses).map(|_| fake_token(&mut rng)).collect();
+    let misses: Vec<&str> = miss_tokens.iter().map(String::as_str).collect();
+    let mut hit_q = hits.clone();
+    hit_q.shuffle(&mut rng);
+    let mut miss_q = misses.clone();
+    miss_q.shuffle(&mut rng);
+    let mixed_q: Vec<&str> = (0..hit_q.len().max(miss_q.len()) * 2)
+        .map(|i| {
+            if rng.random_bool(0.5) {
+                hit_q[i % hit_q.len()]
+            } else {
+                miss_q[i % miss_q.len()]
+            }
+        })
+        .collect();
+    let malformed_q: Vec<String> = hit_q
+        .iter()
+        .take(4096)
+        .map(|t| {
+            // One character changed: right length and alphabet, wrong checksum.
+            let mut b = t.as_bytes().to_vec();
+            b[20] = if b[20] == b'A' { b'B' } else { b'A' };
+            String::from_utf8(b).unwrap()
+        })
+        .collect();
+    let malformed_q: Vec<&str> = malformed_q.iter().map(String::as_str).collect();
+
+    // The peers hold the same keys.
+    let hashes: Vec<[u8; 32]> = hits.iter().map(|t| peer_hash(t)).collect();
+    let t = Instant::now();
+    let limit: HashMap<[u8; 32], u64> = hashes.iter().enumerate().map(|(i, h)| (*h, i as u64)).collect();
+    let limit_load = t.elapsed();
+    let sqlite_path = tmp.path().join("sqlite.db");
+    let t = Instant::now();
+    load_sqlite(&sqlite_path, &hashes);
+    let sqlite_load = t.elapsed();
+    eprintln!("  sqlite: loaded in {:.1} s", sqlite_load.as_secs_f64());
+    let sled_db = sled::Config::new()
+        .path(tmp.path().join("sled"))
+        .cache_capacity(CACHE_BYTES)
+        .flush_every_ms(None)
+        .open()
+        .unwrap();
+    let sled_tree = sled_db.open_tree("state").unwrap();
+    let t = Instant::now();
+    load_sled(&sled_db, &sled_tree, &hashes);
+    let sled_load = t.elapsed();
+    eprintln!("  sled: loaded in {:.1} s", sled_load.as_secs_f64());
+
+    // (a) verify.
+    let kl_make = || |t: &str| store.verify(t, IpAddr::V4(CLIENT)).is_ok();
+    let sqlite_make = || {
+        let conn = sqlite_reader(&sqlite_path);
+        move |t: &str| sqlite_verify(&conn, t)
+    };
+    let sled_make = || |t: &str| sled_verify(&sled_tree, t);
+    let limit_make = || |t: &str| limit.contains_key(&peer_hash(t));
+    check_answers("keyledger", &kl_make, &hits, &misses);
+    check_answers("sqlite", &sqlite_make, &hits, &misses);
+    check_answers("sled", &sled_make, &hits, &misses);
+    check_answers("limit", &limit_make, &hits, &misses);
+    assert!(matches!(
+        store.verify(malformed_q[0], IpAddr::V4(CLIENT)),
+        Err(Rejection::Malformed(_))
+    ));
+
+    let workloads: [(&str, &[&str]); 3] = [("hit", &hit_q), ("miss", &miss_q), ("mixed", &mixed_q)];
+    let mut samples: HashMap<(&str, &str), Vec<f64>> = HashMap::new();
+    let vt = mode.verify_time;
+    for round in 0..mode.rounds {
+        eprintln!("  verify round {}/{}", round + 1, mode.rounds);
+        for (w, q) in workloads {
+            let mut push = |system, ns| samples.entry((system, w)).or_default().push(ns);
+            push("keyledger", ns_per_op(&kl_make, q, vt));
+            push("sqlite", ns_per_op(&sqlite_make, q, vt));
+            push("sled", ns_per_op(&sled_make, q, vt));
+            push("limit", ns_per_op(&limit_make, q, vt));
+        }
+        let ns = ns_per_op(&kl_make, &malformed_q, vt);
+        samples.entry(("keyledger", "malformed")).or_default().push(ns);
+        let mut push2 = |system, ops| samples.entry((system, "mixed_2t")).or_default().push(ops);
+        push2("keyledger", ops_2t(&kl_make, &mixed_q, vt));
+        push2("sqlite", ops_2t(&sqlite_make, &mixed_q, vt));
+        push2("sled", ops_2t(&sled_make, &mixed_q, vt));
+        push2("limit", ops_2t(&limit_make, &mixed_q, vt));
+    }
+    let med = |system: &str, w: &str| median(&samples[&(system, w)]);
+    let mut verify = serde_json::Map::new();
+    for system in SYSTEMS {
+        let mut v = json!({
+            "hit_ns": med(system, "hit"),
+            "miss_ns": med(system, "miss"),
+            "mixed_ns": med(system, "mixed"),
+            "mixed_1t_ops_per_s": 1e9 / med(system, "mixed"),
+            "mixed_2t_ops_per_s": med(system, "mixed_2t"),
+            "scaling_2t_vs_1t": med(system, "mixed_2t") * med(system, "mixed") / 1e9,
+            "samples": {
+                "hit_ns": samples[&(system, "hit")],
+                "miss_ns": samples[&(system, "miss")],
+                "mixed_ns": samples[&(system, "mixed")],
+                "mixed_2t_ops_per_s": samples[&(system, "mixed_2t")],
+            },
+        });
+        if system == "keyledger" {
+            v["malformed_ns"] = json!(med(system, "malformed"));
+            v["samples"]["malformed_ns"] = json!(samples[&(system, "malformed")]);
+        }
+        verify.insert(system.to_owned(), v);
+    }
+
+    // (c) open a store holding N events, against a raw scan of the same sled tree.
+    let events = store.last_seq();
+    drop(store);
+    let mut scans = Vec::new();
+    let mut opens = Vec::new();
+    for _ in 0..mode.open_reps {
+        scans.push(raw_scan(&kl_dir, events));
+        let t = Instant::now();
+        let store = KeyStore::builder()
+            .cache_bytes(CACHE_BYTES)
+            .open(&kl_dir)
+            .unwrap();
+        opens.push(t.elapsed());
+        assert_eq!(store.last_seq(), events);
+    }
+    let scan = scans.iter().min_by_key(|s| s.open + s.iterate).unwrap();
+    let open = opens.iter().min().copied().unwrap();
+    let reopen_child = rss_in_child("__rss_open", &kl_dir);
+    let scan_child = rss_in_child("__rss_scan", &kl_dir);
+    eprintln!(
+        "  open: {:.0} ms, raw scan {:.0} ms",
+        ms(open),
+        ms(scan.open + scan.iterate)
+    );
+
+    // (b) durable creates with 1, 8 and 32 callers, on the populated stores.
+    let store = KeyStore::builder()
+        .cache_bytes(CACHE_BYTES)
+        .open(&kl_dir)
+        .unwrap();
+    let net: IpNet = "10.0.0.0/8".parse().unwrap();
+    let admin = Actor::admin("bench-admin");
+    let writer = Mutex::new(sqlite_writer(&sqlite_path));
+    let mut create: HashMap<&str, serde_json::Map<String, Value>> = HashMap::new();
+    let mut disk = serde_json::Map::new();
+    // Interleaved by caller count, each group next to a probe of the disk's fdatasync: on
+    // a shared virtual disk its cost drifts by 100x over minutes.
+    for callers in CALLERS {
+        disk.insert(format!("before_x{callers}"), disk_sync_latency(tmp.path()));
+        for system in ["keyledger", "sqlite", "sled"] {
+            let r = match system {
+                "keyledger" => run_creates(callers, mode.create_time, |t, i, _| {
+                    let new = NewKey::new(format!("new-{t}-{i}")).role("reader").allow(net);
+                    store.create_key(&admin, new).unwrap();
+                }),
+                "sqlite" => run_creates(callers, mode.create_time, |t, i, rng| {
+                    let token = fake_token(rng);
+                    let hash = peer_hash(&token);
+                    let conn = writer.lock().unwrap();
+                    sqlite_insert(&conn, &hash, rng.random(), &format!("new-{t}-{i}"));
+                }),
+                _ => run_creates(callers, mode.create_time, |t, i, rng| {
+                    let token = fake_token(rng);
+                    let hash = peer_hash(&token);
+                    sled_tree
+                        .insert(hash, sled_record(rng.random(), &format!("new-{t}-{i}")))
+                        .unwrap();
+                    sled_db.flush().unwrap();
+                }),
+            };
+            eprintln!(
+                "  create {system} x{callers}: {:.0}/s p50 {:.0} us p99 {:.0} us",
+                r.ops_per_s, r.p50_us, r.p99_us
+            );
+            create
+                .entry(system)
+                .or_default()
+                .insert(callers.to_string(), r.json());
+        }
+    }
+    let fsync_p50s: Vec<f64> = disk
+        .values()
+        .map(|d| d["fdatasync_4k_p50_us"].as_f64().unwrap())
+        .collect();
+    disk.insert(
+        "fdatasync_4k_p50_us_median".to_owned(),
+        json!(median(&fsync_p50s)),
+    );
+    let create: serde_json::Map<String, Value> = create
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Value::Object(v)))
+        .collect();
+    drop(store);
+
+    let kl = &verify["keyledger"];
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap();
+    let cps = |s: &str, c: usize| f(&create[s][&c.to_string()], "ops_per_s");
+    let bytes_per_key = (rss_loaded.saturating_sub(rss_open)) as f64 / n as f64;
+    let ratios = json!({
+        "verify_vs_limit": f(kl, "mixed_ns") / f(&verify["limit"], "mixed_ns"),
+        "sqlite_vs_verify": f(&verify["sqlite"], "mixed_ns") / f(kl, "mixed_ns"),
+        "sled_vs_verify": f(&verify["sled"], "mixed_ns") / f(kl, "mixed_ns"),
+        "verify_2t_vs_1t": f(kl, "mixed_2t_ops_per_s") / f(kl, "mixed_1t_ops_per_s"),
+        "create32_vs_sqlite": cps("keyledger", 32) / cps("sqlite", 32),
+        "open_vs_scan": open.as_secs_f64() / (scan.open + scan.iterate).as_secs_f64(),
+        // KeyStore has no projection snapshots yet: nothing to compare.
+        "snapshot_open_vs_full": Value::Null,
+        "bytes_per_key": bytes_per_key,
+    });
+    let report = json!({
+        "mode": mode.name,
+        "keys": n,
+        "machine": machine(),
+        "settings": {
+            "sled_cache_bytes": CACHE_BYTES,
+            "keyledger_load_threads": LOAD_THREADS,
+            "sqlite": "bundled; journal_mode=WAL; synchronous=FULL; WITHOUT ROWID table keyed by \
+                       blake3 hash; default page cache; verify = prepare_cached SELECT by key, one \
+                       connection per thread; creates = one Mutex<Connection>, autocommit INSERT",
+            "sled": "state tree hash -> record; flush() after every insert",
+            "durability": "sqlite: fdatasync of the WAL per commit; keyledger and the sled peer: \
+                           sled 0.34 flush(), which on Linux syncs with sync_file_range (no \
+                           drive cache flush, no metadata), not fsync",
+            "limit": "blake3 + std HashMap<[u8; 32], u64> (SipHash)",
+            "verify": "client 10.1.2.3, every key whitelists 10.0.0.0/8; mixed = random 50/50 \
+                       hits and misses; figures are medians of rounds",
+            "verify_time_per_sample_s": mode.verify_time.as_secs_f64(),
+            "rounds": mode.rounds,
+            "create_time_per_run_s": mode.create_time.as_secs_f64(),
+            "misses": mode.misses,
+        },
+        "load": {
+            "keyledger_s": load_time.as_secs_f64(),
+            "keyledger_keys_per_s": n as f64 / load_time.as_secs_f64(),
+            "sqlite_s": sqlite_load.as_secs_f64(),
+            "sled_s": sled_load.as_secs_f64(),
+            "limit_s": limit_load.as_secs_f64(),
+        },
+        "verify": verify,
+        "create": create,
+        "open": {
+            "events": events,
+            "keyledger_open_ms": ms(open),
+            "keyledger_open_ms_samples": opens.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+            "raw_scan_ms": ms(scan.open + scan.iterate),
+            "raw_scan_sled_open_ms": ms(scan.open),
+            "raw_scan_iterate_ms": ms(scan.iterate),
+            "raw_scan_ms_samples": scans.iter().map(|s| ms(s.open + s.iterate)).collect::<Vec<_>>(),
+            "log_value_bytes": scan.bytes,
+            "snapshot_open_ms": Value::Null,
+        },
+        "memory": {
+            "sled_cache_bytes": CACHE_BYTES,
+            "rss_start_bytes": rss_start,
+            "rss_after_open_empty_bytes": rss_open,
+            "rss_after_load_bytes": rss_loaded,
+            "empty_store_bytes": rss_open.saturating_sub(rss_start),
+            "bytes_per_key": bytes_per_key,
+            "bytes_per_key_excluding_cache": (rss_loaded.saturating_sub(rss_open) as f64
+                - CACHE_BYTES as f64).max(0.0) / n as f64,
+            "reopen_child": reopen_child,
+            "sled_scan_child": scan_child,
+        },
+        "disk": disk,
+        "ratios": ratios,
+        "elapsed_s": started.elapsed().as_secs_f64(),
+    });
+    print_table(&report);
+    let path = write_report(&report);
+    println!("wrote {}", path.display());
+    if keep {
+        println!("kept {}", tmp.keep().display());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Keys.
+
+/// A well-formed key that no store issued: `klk_`, 30 base62 characters, the checksum.
+fn fake_token(rng: &mut impl Rng) -> String {
+    let mut s = String::with_capacity(KEY_LEN);
+    s.push_str(keyledger::KEY_PREFIX);
+    for _ in 0..30 {
+        s.push(char::from(BASE62[rng.random_range(0..BASE62.len())]));
+    }
+    let mut n = crc32fast::hash(s.as_bytes());
+    let mut check = [b'0'; 6];
+    for slot in check.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    s.extend(check.iter().map(|&b| char::from(b)));
+    assert_eq!(check_format(&s), Ok(()));
+    s
+}
+
+/// What the peers store for a key, as a user of them would: its blake3 hash.
+#[inline]
+fn peer_hash(token: &str) -> [u8; 32] {
+    *blake3::hash(token.as_bytes()).as_bytes()
+}
+
+/// Whether a stored `[a, b, c, d, prefix]` network admits the client.
+#[inline]
+fn net_admits(net: &[u8]) -> bool {
+    let (Ok(addr), Some(&prefix)) = (<[u8; 4]>::try_from(&net[..4]), net.get(4)) else {
+        return false;
+    };
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    (u32::from_be_bytes(addr) ^ u32::from(CLIENT)) & mask == 0
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading.
+
+/// Fills `store` with `tokens.len() / KEY_LEN` keys from [`LOAD_THREADS`] concurrent
+/// creators, writing each secret into its slot. Returns RSS just before and just after, and
+/// the time taken.
+fn load_keyledger(store: &KeyStore, tokens: &mut [u8]) -> (u64, u64, Duration) {
+    let per = tokens.len().div_ceil(KEY_LEN * LOAD_THREADS) * KEY_LEN;
+    let start = Barrier::new(LOAD_THREADS + 1);
+    let net: IpNet = "10.0.0.0/8".parse().unwrap();
+    let admin = Actor::admin("bench-admin");
+    let creators = tokens.chunks(per).len();
+    let (before, t) = std::thread::scope(|s| {
+        for (t, chunk) in tokens.chunks_mut(per).enumerate() {
+            let (start, admin) = (&start, &admin);
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn_scoped(s, move || {
+                    start.wait();
+                    for (i, slot) in chunk.chunks_mut(KEY_LEN).enumerate() {
+                        let new = NewKey::new(format!("svc-{}", t * per / KEY_LEN + i))
+                            .role("reader")
+                            .allow(net);
+                        let created = store.create_key(admin, new).unwrap();
+                        slot.copy_from_slice(created.key.expose_secret().as_bytes());
+                    }
+                })
+                .unwrap();
+        }
+        for _ in creators..LOAD_THREADS {
+            let start = &start;
+            s.spawn(move || start.wait());
+        }
+        // The creators are spawned and parked: their stacks are not the store's.
+        let before = rss_bytes();
+        let t = Instant::now();
+        start.wait();
+        (before, t)
+    });
+    // The scope has joined every creator.
+    let took = t.elapsed();
+    (before, rss_bytes(), took)
+}
+
+fn sqlite_open(path: &Path) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    let journal: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+    conn.execute_batch("PRAGMA synchronous=FULL").unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    conn
+}
+
+fn sqlite_writer(path: &Path) -> Connection {
+    sqlite_open(path)
+}
+
+fn sqlite_reader(path: &Path) -> Connection {
+    sqlite_open(path)
+}
+
+const SQLITE_INSERT: &str = "INSERT INTO keys (hash, id, name, roles, whitelist, created_by, \
+                             created_at) VALUES (?1, ?2, ?3, 'reader', ?4, 'bench-admin', ?5)";
+
+fn sqlite_insert(conn: &Connection, hash: &[u8; 32], id: u64, name: &str) {
+    let net = [NET.0[0], NET.0[1], NET.0[2], NET.0[3], NET.1];
+    let mut st = conn.prepare_cached(SQLITE_INSERT).unwrap();
+    st.execute(params![&hash[..], id as i64, name, &net[..], now_micros()])
+        .unwrap();
+}
+
+fn load_sqlite(path: &Path, hashes: &[[u8; 32]]) {
+    let conn = sqlite_open(path);
+    conn.execute_batch(
+        "CREATE TABLE keys (
+            hash BLOB PRIMARY KEY NOT NULL,
+            id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            roles TEXT NOT NULL,
+            whitelist BLOB NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at INTEGER NOT NULL
+        ) WITHOUT ROWID",
+    )
+    .unwrap();
+    // Bulk load: one transaction (the creates workload measures one per write).
+    conn.execute_batch("BEGIN").unwrap();
+    for (i, h) in hashes.iter().enumerate() {
+        sqlite_insert(&conn, h, i as u64, &format!("svc-{i}"));
+    }
+    conn.execute_batch("COMMIT").unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+}
+
+#[inline]
+fn sqlite_verify(conn: &Connection, token: &str) -> bool {
+    let hash = peer_hash(token);
+    let mut st = conn
+        .prepare_cached("SELECT id, roles, whitelist FROM keys WHERE hash = ?1")
+        .unwrap();
+    let mut rows = st.query([&hash[..]]).unwrap();
+    match rows.next().unwrap() {
+        Some(row) => {
+            black_box(row.get_ref(0).unwrap().as_i64().unwrap());
+            black_box(row.get_ref(1).unwrap().as_str().unwrap());
+            net_admits(row.get_ref(2).unwrap().as_blob().unwrap())
+        }
+        None => false,
+    }
+}
+
+/// The sled peer's record: id, network, name, roles.
+fn sled_record(id: u64, name: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(32 + name.len());
+    v.extend_from_slice(&id.to_le_bytes());
+    v.extend_from_slice(&NET.0);
+    v.push(NET.1);
+    v.extend_from_slice(&now_micros().to_le_bytes());
+    v.push(name.len() as u8);
+    v.extend_from_slice(name.as_bytes());
+    v.extend_from_slice(b"\x06reader\x0bbench-admin");
+    v
+}
+
+fn load_sled(db: &sled::Db, tree: &sled::Tree, hashes: &[[u8; 32]]) {
+    for (c, chunk) in hashes.chunks(10_000).enumerate() {
+        let mut batch = sled::Batch::default();
+        for (i, h) in chunk.iter().enumerate() {
+            let id = (c * 10_000 + i) as u64;
+            batch.insert(&h[..], sled_record(id, &format!("svc-{id}")));
+        }
+        tree.apply_batch(batch).unwrap();
+    }
+    db.flush().unwrap();
+}
+
+#[inline]
+fn sled_verify(tree: &sled::Tree, token: &str) -> bool {
+    let hash = peer_hash(token);
+    match tree.get(hash).unwrap() {
+        Some(v) => {
+            black_box(&v[..8]);
+            net_admits(&v[8..13])
+        }
+        None => false,
+    }
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+// ---------------------------------------------------------------------------------------
+// Measuring.
+
+fn check_answers<M, F>(system: &str, make: &M, hits: &[&str], misses: &[&str])
+where
+    M: Fn() -> F,
+    F: FnMut(&str) -> bool,
+{
+    let mut f = make();
+    let step = (hits.len() / 1000).max(1);
+    for t in hits.iter().step_by(step) {
+        assert!(f(t), "{system} does not verify a live key");
+    }
+    for t in misses.iter().step_by(step) {
+        assert!(!f(t), "{system} verifies an unknown key");
+    }
+}
+
+/// Runs `f` over `queries` from `offset`, cycling, for about `time`; returns (calls, time).
+fn run_verify<F: FnMut(&str) -> bool>(
+    f: &mut F,
+    queries: &[&str],
+    offset: usize,
+    time: Duration,
+) -> (u64, Duration) {
+    const CHUNK: usize = 256;
+    for q in queries.iter().skip(offset).take(1024) {
+        black_box(f(q));
+    }
+    let mut i = offset % queries.len();
+    let mut calls = 0u64;
+    let mut yes = 0u64;
+    let start = Instant::now();
+    // Bounded: stops after `time`, or after 2^32 calls.
+    while calls < 1 << 32 {
+        for _ in 0..CHUNK {
+            yes += u64::from(f(queries[i]));
+            i += 1;
+            if i == queries.len() {
+                i = 0;
+            }
+        }
+        calls += CHUNK as u64;
+        if start.elapsed() >= time {
+            break;
+        }
+    }
+    black_box(yes);
+    (calls, start.elapsed())
+}
+
+fn ns_per_op<M, F>(make: &M, queries: &[&str], time: Duration) -> f64
+where
+    M: Fn() -> F,
+    F: FnMut(&str) -> bool,
+{
+    let mut f = make();
+    let (calls, took) = run_verify(&mut f, queries, 0, time);
+    took.as_nanos() as f64 / calls as f64
+}
+
+/// Two threads verifying at once, each its own `make()`; returns calls per second.
+fn ops_2t<M, F>(make: &M, queries: &[&str], time: Duration) -> f64
+where
+    M: Fn() -> F + Sync,
+    F: FnMut(&str) -> bool,
+{
+    let go = Barrier::new(2);
+    let results: Vec<(u64, Duration)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|t| {
+                let go = &go;
+                s.spawn(move || {
+                    let mut f = make();
+                    go.wait();
+                    run_verify(&mut f, queries, t * queries.len() / 2, time)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    results
+        .iter()
+        .map(|(calls, took)| *calls as f64 / took.as_secs_f64())
+        .sum()
+}
+
+struct CreateRun {
+    callers: usize,
+    ops: usize,
+    secs: f64,
+    ops_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+impl CreateRun {
+    fn json(&self) -> Value {
+        json!({
+            "callers": self.callers,
+            "ops": self.ops,
+            "secs": self.secs,
+            "ops_per_s": self.ops_per_s,
+            "p50_us": self.p50_us,
+            "p99_us": self.p99_us,
+        })
+    }
+}
+
+/// `callers` threads each calling `op(thread, i, rng)` for about `time`; every call is one
+/// durable create.
+fn run_creates<F>(callers: usize, time: Duration, op: F) -> CreateRun
+where
+    F: Fn(usize, usize, &mut StdRng) + Sync,
+{
+    let go = Barrier::new(callers + 1);
+    let (mut lat, took) = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..callers)
+            .map(|t| {
+                let (go, op) = (&go, &op);
+                s.spawn(move || {
+                    let mut rng = StdRng::from_os_rng();
+                    let mut lat = Vec::with_capacity(4096);
+                    go.wait();
+                    let start = Instant::now();
+                    // Bounded: stops after `time`, or after a million calls.
+                    for i in 0..1_000_000 {
+                        let t0 = Instant::now();
+                        op(t, i, &mut rng);
+                        lat.push(t0.elapsed().as_nanos() as u64);
+                        if start.elapsed() >= time {
+                            break;
+                        }
+                    }
+                    lat
+                })
+            })
+            .collect();
+        go.wait();
+        let start = Instant::now();
+        let lat: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        (lat, start.elapsed())
+    });
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e3;
+    CreateRun {
+        callers,
+        ops: lat.len(),
+        secs: took.as_secs_f64(),
+        ops_per_s: lat.len() as f64 / took.as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
+}
+
+struct Scan {
+    open: Duration,
+    iterate: Duration,
+    bytes: u64,
+}
+
+/// Opens the store's sled database (the store is closed) and reads every record of the
+/// log tree: what replay cannot avoid.
+fn raw_scan(dir: &Path, events: u64) -> Scan {
+    let t = Instant::now();
+    let db = sled::Config::new()
+        .path(dir.join("log"))
+        .cache_capacity(CACHE_BYTES)
+        .flush_every_ms(None)
+        .open()
+        .unwrap();
+    let tree = db.open_tree("log").unwrap();
+    let open = t.elapsed();
+    let t = Instant::now();
+    let (mut count, mut bytes) = (0u64, 0u64);
+    for kv in tree.iter() {
+        let (k, v) = kv.unwrap();
+        // Records are keyed by an 8-byte sequence number; other keys are metadata.
+        count += u64::from(k.len() == 8);
+        bytes += v.len() as u64;
+        black_box(v.first());
+    }
+    let iterate = t.elapsed();
+    assert_eq!(count, events);
+    Scan { open, iterate, bytes }
+}
+
+/// What a durable write costs this disk: 4 KiB overwritten in place, then `fdatasync`
+/// (SQLite's commit with `synchronous=FULL`). sled 0.34's `flush` uses `sync_file_range`
+/// on Linux instead, which neither flushes the drive's cache nor writes metadata.
+fn disk_sync_latency(dir: &Path) -> Value {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("fsync-probe");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    file.set_len(1 << 20).unwrap();
+    file.sync_all().unwrap();
+    let block = [0x5a_u8; 4096];
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    // Bounded: 300 writes or a third of a second.
+    for i in 0..300u64 {
+        let t = Instant::now();
+        file.write_all_at(&block, (i % 256) * 4096).unwrap();
+        file.sync_data().unwrap();
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+        if start.elapsed() >= Duration::from_millis(300) {
+            break;
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    json!({
+        "fdatasync_4k_p50_us": lat[lat.len() / 2],
+        "fdatasync_4k_p99_us": lat[(lat.len() * 99 / 100).min(lat.len() - 1)],
+        "samples": lat.len(),
+    })
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+// ---------------------------------------------------------------------------------------
+// Memory.
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .map(|kb| kb.trim().parse::<u64>().unwrap() * 1024)
+        .unwrap()
+}
+
+/// In a fresh process: RSS before and after opening (replaying) the store in `dir`.
+fn rss_open_child(dir: &Path) {
+    let before = rss_bytes();
+    let t = Instant::now();
+    let store = KeyStore::builder().cache_bytes(CACHE_BYTES).open(dir).unwrap();
+    let took = t.elapsed();
+    let after = rss_bytes();
+    let keys = store.live_keys();
+    println!(
+        "{}",
+        json!({
+            "rss_before_bytes": before,
+            "rss_after_bytes": after,
+            "open_ms": ms(took),
+            "live_keys": keys,
+            "bytes_per_key": (after.saturating_sub(before)) as f64 / keys.max(1) as f64,
+        })
+    );
+}
+
+/// In a fresh process: RSS before and after opening the store's sled database and reading
+/// every record, without a projection: sled's share of a reopened store's memory.
+fn rss_scan_child(dir: &Path) {
+    let before = rss_bytes();
+    let db = sled::Config::new()
+        .path(dir.join("log"))
+        .cache_capacity(CACHE_BYTES)
+        .flush_every_ms(None)
+        .open()
+        .unwrap();
+    let tree = db.open_tree("log").unwrap();
+    let mut records = 0u64;
+    for kv in tree.iter() {
+        let (k, v) = kv.unwrap();
+        records += u64::from(k.len() == 8);
+        black_box(v.first());
+    }
+    let after = rss_bytes();
+    println!(
+        "{}",
+        json!({
+            "rss_before_bytes": before,
+            "rss_after_bytes": after,
+            "records": records,
+            "bytes_per_record": (after.saturating_sub(before)) as f64 / records.max(1) as f64,
+        })
+    );
+}
+
+fn rss_in_child(what: &str, dir: &Path) -> Value {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg(what)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Report.
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "kernel": kernel,
+        "os": std::env::consts::OS,
+    })
+}
+
+fn write_report(report: &Value) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("peers.json");
+    std::fs::write(&path, serde_json::to_string_pretty(report).unwrap()).unwrap();
+    path
+}
+
+fn print_table(r: &Value) {
+    let v = &r["verify"];
+    let c = &r["create"];
+    let num = |x: &Value| x.as_f64().unwrap_or(f64::NAN);
+    let cell = |x: f64, prec: usize| {
+        if x.is_nan() {
+            "-".to_owned()
+        } else {
+            format!("{x:.prec$}")
+        }
+    };
+    let mut rows: Vec<(String, [String; 4])> = Vec::new();
+    let mut row = |label: &str, f: &dyn Fn(&str) -> String| {
+        rows.push((label.to_owned(), SYSTEMS.map(f)));
+    };
+    for (label, k) in [
+        ("verify hit, ns", "hit_ns"),
+        ("verify miss, ns", "miss_ns"),
+        ("verify 50/50, ns", "mixed_ns"),
+    ] {
+        row(label, &|s| cell(num(&v[s][k]), 0));
+    }
+    row("verify malformed, ns", &|s| cell(num(&v[s]["malformed_ns"]), 0));
+    row("verify 50/50 1 thread, M/s", &|s| {
+        cell(num(&v[s]["mixed_1t_ops_per_s"]) / 1e6, 2)
+    });
+    row("verify 50/50 2 threads, M/s", &|s| {
+        cell(num(&v[s]["mixed_2t_ops_per_s"]) / 1e6, 2)
+    });
+    for callers in CALLERS {
+        let k = callers.to_string();
+        row(&format!("create x{callers}, ops/s"), &|s| {
+            cell(num(&c[s][&k]["ops_per_s"]), 0)
+        });
+        row(&format!("create x{callers}, p50 / p99 us"), &|s| {
+            if c[s][&k].is_null() {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{} / {}",
+                    cell(num(&c[s][&k]["p50_us"]), 0),
+                    cell(num(&c[s][&k]["p99_us"]), 0)
+                )
+            }
+        });
+    }
+    let o = &r["open"];
+    row(&format!("open {} events, ms", o["events"]), &|s| match s {
+        "keyledger" => cell(num(&o["keyledger_open_ms"]), 0),
+        "sled" => format!("{} (raw scan)", cell(num(&o["raw_scan_ms"]), 0)),
+        _ => "-".to_owned(),
+    });
+    let m = &r["memory"];
+    row("resident bytes / live key", &|s| match s {
+        "keyledger" => cell(num(&m["bytes_per_key"]), 0),
+        _ => "-".to_owned(),
+    });
+    let d = &r["disk"];
+    for callers in CALLERS {
+        row(
+            &format!("disk fdatasync p50 before x{callers}, us"),
+            &|s| match s {
+                "sqlite" => cell(num(&d[&format!("before_x{callers}")]["fdatasync_4k_p50_us"]), 0),
+                _ => "-".to_owned(),
+            },
+        );
+    }
+    row("load, s", &|s| {
+        let l = &r["load"];
+        match s {
+            "keyledger" => cell(num(&l["keyledger_s"]), 1),
+            "sqlite" => cell(num(&l["sqlite_s"]), 1),
+            "sled" => cell(num(&l["sled_s"]), 1),
+            _ => cell(num(&l["limit_s"]), 1),
+        }
+    });
+
+    let mc = &r["machine"];
+    println!();
+    println!(
+        "keyledger peers: {} mode, {} keys; {} ({} cores), linux {}; sled cache {} KiB",
+        r["mode"].as_str().unwrap_or(""),
+        r["keys"],
+        mc["cpu"].as_str().unwrap_or("?"),
+        mc["cores"],
+        mc["kernel"].as_str().unwrap_or("?"),
+        CACHE_BYTES >> 10
+    );
+    let w0 = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    let w = rows
+        .iter()
+        .flat_map(|(_, cells)| cells.iter().map(String::len))
+        .chain(SYSTEMS.iter().map(|s| s.len()))
+        .max()
+        .unwrap_or(0);
+    let header: Vec<String> = SYSTEMS.iter().map(|s| format!("{s:>w$}")).collect();
+    println!("{:w0$}  {}", "", header.join("  "));
+    for (label, cells) in &rows {
+        let cells: Vec<String> = cells.iter().map(|c| format!("{c:>w$}")).collect();
+        println!("{label:w0$}  {}", cells.join("  "));
+    }
+    println!("durable = sqlite: fdatasync per commit; keyledger, sled: sled flush() = sync_file_range");
+    println!();
+    let ratios = r["ratios"].as_object().unwrap();
+    for (k, x) in ratios {
+        let x = x
+            .as_f64()
+            .map_or_else(|| "null".to_owned(), |x| format!("{x:.2}"));
+        println!("{k:w0$}  {x:>w$}");
+    }
+}
