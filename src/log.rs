@@ -160,6 +160,9 @@ impl Drop for Chain {
 pub(crate) struct SledLog {
     db: sled::Db,
     log: sled::Tree,
+    /// sled's data file, to fsync: sled itself ends a flush with `sync_file_range`, which
+    /// neither flushes the drive's write cache nor the file's size. `None` when temporary.
+    data_file: Option<std::fs::File>,
 }
 
 /// Name of the tree that holds the records.
@@ -210,7 +213,21 @@ impl SledLog {
         };
         let db = open_retrying(&config)?;
         let log = db.open_tree(LOG_TREE)?;
-        Ok(SledLog { db, log })
+        let data_file = path.map(|p| std::fs::File::open(p.join("db"))).transpose()?;
+        if let Some(p) = path {
+            // Make the files sled may just have created part of the directory for good.
+            std::fs::File::open(p)?.sync_all()?;
+        }
+        Ok(SledLog { db, log, data_file })
+    }
+
+    /// sled's flush, then an fsync of its data file (see `data_file`).
+    fn sync(&self) -> Result<(), Error> {
+        self.db.flush()?;
+        if let Some(file) = &self.data_file {
+            file.sync_data()?;
+        }
+        Ok(())
     }
 
     /// Checks the store's format marker, writing it on a fresh store, and returns how the
@@ -240,7 +257,7 @@ impl SledLog {
             }
             meta.insert(META_FORMAT, &STORE_FORMAT.to_le_bytes())?;
             meta.insert(META_CHAIN, marker)?;
-            self.db.flush()?;
+            self.sync()?;
             return Ok(None);
         }
         let marker = meta
@@ -312,8 +329,7 @@ impl Log for SledLog {
     }
 
     fn flush(&mut self) -> Result<(), Error> {
-        self.db.flush()?;
-        Ok(())
+        self.sync()
     }
 
     fn anchor(&self) -> Result<Option<Anchor>, Error> {
