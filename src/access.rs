@@ -4,9 +4,10 @@
 //! replay (stored records), so a log can only ever hold what the rules allow. Nothing here
 //! does I/O or takes a lock.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Mutex, PoisonError};
 
 use ipnet::IpNet;
 
@@ -167,38 +168,70 @@ impl From<HeaderProblem> for Rejection {
     }
 }
 
-/// What a host learns about an accepted key. Cheap to clone; holds no secret.
-#[derive(Debug, Clone)]
-pub struct VerifiedKey(pub(crate) Arc<KeyInfo>);
-
-/// The immutable facts about a key, shared between the projection and verified keys.
-#[derive(Debug)]
-pub(crate) struct KeyInfo {
+/// What a host learns about an accepted key. Owns its data; holds no secret and no lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedKey {
     pub(crate) id: KeyId,
     pub(crate) name: Box<str>,
-    pub(crate) roles: Arc<[Box<str>]>,
-    pub(crate) tail: [u8; 4],
+    pub(crate) roles: RoleSet,
 }
 
 impl VerifiedKey {
     /// The key's public id.
     pub fn id(&self) -> KeyId {
-        self.0.id
+        self.id
     }
 
     /// The key's name.
     pub fn name(&self) -> &str {
-        &self.0.name
+        &self.name
     }
 
     /// The key's roles, in the order they were given.
     pub fn roles(&self) -> impl ExactSizeIterator<Item = &str> {
-        self.0.roles.iter().map(|r| &**r)
+        self.roles.0.iter().copied()
     }
 
     /// Whether the key has this role.
     pub fn has_role(&self, role: &str) -> bool {
-        self.0.roles.iter().any(|r| &**r == role)
+        self.roles.0.contains(&role)
+    }
+}
+
+/// A key's roles, interned for the life of the process, so that handing them to every
+/// verified request costs neither an allocation nor a shared reference count. Distinct role
+/// sets are few (they are bounded by the keys of the stores a process opens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct RoleSet(pub(crate) &'static [&'static str]);
+
+impl RoleSet {
+    /// The interned set equal to `roles`.
+    pub(crate) fn intern(roles: &[String]) -> RoleSet {
+        static SETS: Mutex<Option<HashSet<&'static [&'static str]>>> = Mutex::new(None);
+        static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+        let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+        let names = names.get_or_insert_with(HashSet::new);
+        let set: Vec<&'static str> = roles
+            .iter()
+            .map(|r| match names.get(r.as_str()) {
+                Some(&name) => name,
+                None => {
+                    let name: &'static str = Box::leak(r.clone().into_boxed_str());
+                    names.insert(name);
+                    name
+                }
+            })
+            .collect();
+        let mut sets = SETS.lock().unwrap_or_else(PoisonError::into_inner);
+        let sets = sets.get_or_insert_with(HashSet::new);
+        match sets.get(set.as_slice()) {
+            Some(&found) => RoleSet(found),
+            None => {
+                let leaked: &'static [&'static str] = Box::leak(set.into_boxed_slice());
+                sets.insert(leaked);
+                RoleSet(leaked)
+            }
+        }
     }
 }
 

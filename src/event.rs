@@ -234,22 +234,8 @@ impl NewKey {
 
     /// Checks every field and returns the normalized request (trimmed name, canonical nets).
     pub(crate) fn validated(&self) -> Result<NewKey, Error> {
-        let name = validate_name(&self.name)?;
-        if self.roles.is_empty() {
-            return Err(Error::invalid("role", "a key needs at least one role"));
-        }
-        if self.roles.len() > MAX_ROLES {
-            return Err(Error::invalid(
-                "role",
-                format!("at most {MAX_ROLES} roles, got {}", self.roles.len()),
-            ));
-        }
-        for (i, role) in self.roles.iter().enumerate() {
-            validate_role(role)?;
-            if self.roles[..i].contains(role) {
-                return Err(Error::invalid("role", format!("{role:?} is given twice")));
-            }
-        }
+        let name = validate_name(&self.name)?.to_owned();
+        validate_roles(&self.roles)?;
         let whitelist = validate_whitelist(&self.whitelist)?;
         Ok(NewKey {
             name,
@@ -259,8 +245,25 @@ impl NewKey {
     }
 }
 
+/// Checks a key's roles: 1 to [`MAX_ROLES`], each valid, none twice.
+pub(crate) fn validate_roles(roles: &[String]) -> Result<(), Error> {
+    if roles.is_empty() {
+        return Err(Error::invalid("role", "a key needs at least one role"));
+    }
+    if roles.len() > MAX_ROLES {
+        return Err(Error::invalid("role", format!("at most {MAX_ROLES} roles, got {}", roles.len())));
+    }
+    for (i, role) in roles.iter().enumerate() {
+        validate_role(role)?;
+        if roles[..i].contains(role) {
+            return Err(Error::invalid("role", format!("{role:?} is given twice")));
+        }
+    }
+    Ok(())
+}
+
 /// Trims a key name and checks it: 1 to 100 characters, no control characters.
-pub(crate) fn validate_name(name: &str) -> Result<String, Error> {
+pub(crate) fn validate_name(name: &str) -> Result<&str, Error> {
     let name = name.trim();
     let n = name.chars().count();
     if n == 0 || n > MAX_NAME_CHARS {
@@ -272,7 +275,7 @@ pub(crate) fn validate_name(name: &str) -> Result<String, Error> {
     if name.chars().any(char::is_control) {
         return Err(Error::invalid("name", "must not contain control characters"));
     }
-    Ok(name.to_owned())
+    Ok(name)
 }
 
 /// Checks a role name: 1 to 64 of `[a-z0-9_-]`.
@@ -306,15 +309,20 @@ pub(crate) fn validate_whitelist(nets: &[IpNet]) -> Result<Vec<IpNet>, Error> {
             ),
         ));
     }
-    let mut out: Vec<IpNet> = Vec::with_capacity(nets.len());
-    for &net in nets {
-        let net = canonical_net(net)?;
-        if out.contains(&net) {
-            return Err(Error::invalid("network", format!("{net} is given twice")));
-        }
-        out.push(net);
-    }
+    let out = nets.iter().map(|&net| canonical_net(net)).collect::<Result<Vec<_>, _>>()?;
+    check_distinct(&out)?;
     Ok(out)
+}
+
+/// Checks that no network appears twice (a sort, not a quadratic scan: whitelists can
+/// hold [`MAX_WHITELIST`] entries).
+fn check_distinct(nets: &[IpNet]) -> Result<(), Error> {
+    let mut sorted = nets.to_vec();
+    sorted.sort_unstable();
+    match sorted.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(Error::invalid("network", format!("{} is given twice", w[0]))),
+        None => Ok(()),
+    }
 }
 
 /// The canonical form of a whitelist entry: IPv4-mapped IPv6 becomes IPv4, and host bits
@@ -488,13 +496,15 @@ impl Record {
                 tail,
                 ..
             } => {
-                let new = NewKey {
-                    name: name.clone(),
-                    roles: roles.clone(),
-                    whitelist: whitelist.clone(),
-                };
-                if new.validated()? != new {
+                if validate_name(name)? != name {
                     return Err(Error::invalid("name", "stored name is not trimmed"));
+                }
+                validate_roles(roles)?;
+                if whitelist.len() > MAX_WHITELIST || whitelist.iter().any(|n| canonical_net(*n).ok() != Some(*n)) {
+                    return Err(Error::invalid("network", "stored whitelist is too long or not canonical"));
+                }
+                if whitelist.len() > 1 {
+                    check_distinct(whitelist)?;
                 }
                 if !tail.iter().all(u8::is_ascii_alphanumeric) {
                     return Err(Error::invalid("hint", "not base62"));

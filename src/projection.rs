@@ -4,7 +4,8 @@
 //! Owns the only mutable view of state. It is changed only by [`Projection::apply`], with a
 //! record that already passed [`Projection::check`]; it never does I/O.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,7 +14,7 @@ use hashbrown::HashTable;
 use ipnet::IpNet;
 
 use crate::Error;
-use crate::access::{self, KeyInfo, KeyState, Rejection, VerifiedKey};
+use crate::access::{self, KeyState, Rejection, RoleSet, VerifiedKey};
 use crate::event::{Actor, ActorRole, Event, EventKind, KeyId, Record};
 use crate::token::{self, KeyHash};
 
@@ -33,16 +34,6 @@ impl Head {
         hash: [0; 32],
         at: 0,
     };
-}
-
-struct Slot {
-    hash: KeyHash,
-    info: Arc<KeyInfo>,
-    whitelist: Box<[IpNet]>,
-    /// Index in `rows` of the creation.
-    created: u32,
-    /// Index in `rows` of the deletion, if deleted.
-    deleted: Option<u32>,
 }
 
 /// One audit row, compact: strings are interned, networks live in `nets`.
@@ -166,34 +157,80 @@ impl Seed {
     }
 }
 
-/// All state derived from the log.
+/// A key's name: inline when short (most are), else a range of the names arena. Keeps
+/// a verify to one cache line of the key's record.
+#[derive(Clone, Copy)]
+struct Name {
+    len: u16,
+    /// The name itself when `len <= INLINE_NAME`; else its offset in the arena (first
+    /// four bytes, little-endian).
+    bytes: [u8; INLINE_NAME],
+}
+
+const INLINE_NAME: usize = 22;
+
+/// Everything kept about one key, fixed size: 88 bytes, no allocation of its own.
+#[derive(Clone, Copy)]
+struct KeyRec {
+    hash: KeyHash,
+    id: KeyId,
+    /// Index into `role_sets`.
+    roles: u32,
+    /// Index into `whitelists`; 0 for an empty whitelist.
+    whitelist: u32,
+    /// Index in `rows` of the creation.
+    created: u32,
+    /// Index in `rows` of the deletion, or [`LIVE`].
+    deleted: u32,
+    tail: [u8; 4],
+    name: Name,
+}
+
+const LIVE: u32 = u32::MAX;
+
+/// All state derived from the log, laid out as flat arrays: memory per key stays small
+/// and a verify touches the hash table and one key record.
 pub(crate) struct Projection {
-    slots: Vec<Slot>,
-    /// Live keys only.
+    keys: Vec<KeyRec>,
+    /// Live keys only, by key hash.
     by_hash: HashTable<u32>,
-    /// Every key ever created.
+    /// Every key ever created, by id.
     by_id: HashTable<u32>,
+    /// Names longer than [`INLINE_NAME`] bytes.
+    names: String,
+    /// Non-empty whitelists; entry 0 is the empty one.
+    whitelists: Vec<Box<[IpNet]>>,
+    role_sets: Vec<RoleSet>,
+    role_index: HashTable<u32>,
     rows: Vec<Row>,
     nets: Vec<IpNet>,
     actors: Vec<Arc<str>>,
     actor_index: HashMap<Arc<str>, u32>,
-    role_sets: HashSet<Arc<[Box<str>]>>,
     seed: Seed,
+    hasher: RandomState,
     head: Head,
+}
+
+fn too_long(seq: u64) -> Error {
+    Error::corrupt(seq, "more records or keys than this build can index")
 }
 
 impl Projection {
     pub(crate) fn new() -> Self {
         Projection {
-            slots: Vec::new(),
+            keys: Vec::new(),
             by_hash: HashTable::new(),
             by_id: HashTable::new(),
+            names: String::new(),
+            whitelists: vec![Box::default()],
+            role_sets: Vec::new(),
+            role_index: HashTable::new(),
             rows: Vec::new(),
             nets: Vec::new(),
             actors: Vec::new(),
             actor_index: HashMap::new(),
-            role_sets: HashSet::new(),
             seed: Seed::random(),
+            hasher: RandomState::new(),
             head: Head::EMPTY,
         }
     }
@@ -202,103 +239,8 @@ impl Projection {
         self.head
     }
 
-    /// The state as plain data, for a snapshot.
-    pub(crate) fn to_snapshot(&self) -> SnapshotData {
-        let mut set_index: HashMap<*const [Box<str>], u32> = HashMap::new();
-        let mut role_sets: Vec<Vec<String>> = Vec::new();
-        let slots = self
-            .slots
-            .iter()
-            .map(|s| {
-                let roles = *set_index.entry(Arc::as_ptr(&s.info.roles)).or_insert_with(|| {
-                    role_sets.push(s.info.roles.iter().map(|r| r.to_string()).collect());
-                    (role_sets.len() - 1) as u32
-                });
-                SlotData {
-                    hash: s.hash.0,
-                    id: s.info.id.0,
-                    name: s.info.name.to_string(),
-                    roles,
-                    tail: s.info.tail,
-                    whitelist: s.whitelist.to_vec(),
-                    created: s.created,
-                    deleted: s.deleted,
-                }
-            })
-            .collect();
-        SnapshotData {
-            head: self.head,
-            actors: self.actors.iter().map(|a| a.to_string()).collect(),
-            role_sets,
-            slots,
-            rows: self.rows.clone(),
-            nets: self.nets.clone(),
-        }
-    }
-
-    /// Rebuilds a projection from a snapshot's data, checking every index in it.
-    pub(crate) fn from_snapshot(data: SnapshotData) -> Result<Self, Error> {
-        let bad = |what: &str| Error::corrupt(data.head.seq, format!("snapshot: {what}"));
-        let mut proj = Projection::new();
-        for actor in &data.actors {
-            proj.intern_actor(actor);
-        }
-        if proj.actors.len() != data.actors.len() {
-            return Err(bad("duplicate actor"));
-        }
-        let sets: Vec<Arc<[Box<str>]>> = data.role_sets.iter().map(|r| proj.intern_roles(r)).collect();
-        let (rows_len, slots_len, nets_len) = (data.rows.len(), data.slots.len(), data.nets.len());
-        for row in &data.rows {
-            let nets_end = row.nets_start as usize + usize::from(row.nets_len);
-            if row.actor as usize >= proj.actors.len()
-                || row.slot as usize >= slots_len
-                || nets_end > nets_len
-            {
-                return Err(bad("audit row out of range"));
-            }
-        }
-        if rows_len as u64 != data.head.seq {
-            return Err(bad("row count does not match its sequence number"));
-        }
-        for (i, s) in data.slots.into_iter().enumerate() {
-            let roles = sets
-                .get(s.roles as usize)
-                .ok_or_else(|| bad("role set out of range"))?;
-            if s.created as usize >= rows_len || s.deleted.is_some_and(|d| d as usize >= rows_len) {
-                return Err(bad("slot's rows out of range"));
-            }
-            let (hash, id, slot) = (KeyHash(s.hash), KeyId(s.id), i as u32);
-            if proj.contains_id(id) || (s.deleted.is_none() && proj.contains_hash(&hash)) {
-                return Err(bad("duplicate key"));
-            }
-            proj.slots.push(Slot {
-                hash,
-                info: Arc::new(KeyInfo {
-                    id,
-                    name: s.name.into(),
-                    roles: Arc::clone(roles),
-                    tail: s.tail,
-                }),
-                whitelist: s.whitelist.into(),
-                created: s.created,
-                deleted: s.deleted,
-            });
-            let (seed, slots) = (proj.seed, &proj.slots);
-            if s.deleted.is_none() {
-                proj.by_hash.insert_unique(seed.key_hash(&hash), slot, |&i| {
-                    seed.key_hash(&slots[i as usize].hash)
-                });
-            }
-            proj.by_id
-                .insert_unique(seed.key_id(id), slot, |&i| seed.key_id(slots[i as usize].info.id));
-        }
-        proj.rows = data.rows;
-        proj.nets = data.nets;
-        proj.head = data.head;
-        Ok(proj)
-    }
-
-    /// Looks a key's hash up and checks the client's address. Never allocates.
+    /// Looks a key's hash up and checks the client's address: a hash-table probe, one key
+    /// record, and a copy of the name.
     #[inline]
     pub(crate) fn verify(
         &self,
@@ -306,41 +248,71 @@ impl Projection {
         ip: IpAddr,
         require_whitelist: bool,
     ) -> Result<VerifiedKey, Rejection> {
-        let slot = self.live_slot(hash).ok_or(Rejection::UnknownKey)?;
-        access::check_ip(&slot.whitelist, ip, require_whitelist)?;
-        Ok(VerifiedKey(Arc::clone(&slot.info)))
+        let key = self.live_key(hash).ok_or(Rejection::UnknownKey)?;
+        access::check_ip(self.whitelist_of(key), ip, require_whitelist)?;
+        Ok(VerifiedKey {
+            id: key.id,
+            name: self.name_of(key).into(),
+            roles: self.roles_of(key),
+        })
     }
 
     #[inline]
-    fn live_slot(&self, hash: &KeyHash) -> Option<&Slot> {
-        let slots = &self.slots;
+    fn live_key(&self, hash: &KeyHash) -> Option<&KeyRec> {
+        let keys = &self.keys;
         self.by_hash
-            .find(self.seed.key_hash(hash), |&i| slots[i as usize].hash == *hash)
-            .map(|&i| &slots[i as usize])
+            .find(self.seed.key_hash(hash), |&i| keys[i as usize].hash == *hash)
+            .map(|&i| &keys[i as usize])
     }
 
-    fn slot_index(&self, id: KeyId) -> Option<u32> {
-        let slots = &self.slots;
+    #[inline]
+    fn whitelist_of(&self, key: &KeyRec) -> &[IpNet] {
+        self.whitelists.get(key.whitelist as usize).map_or(&[], |w| w)
+    }
+
+    #[inline]
+    fn name_of<'a>(&'a self, key: &'a KeyRec) -> &'a str {
+        let len = usize::from(key.name.len);
+        if len <= INLINE_NAME {
+            std::str::from_utf8(&key.name.bytes[..len]).unwrap_or_default()
+        } else {
+            let mut offset = [0u8; 4];
+            offset.copy_from_slice(&key.name.bytes[..4]);
+            let start = u32::from_le_bytes(offset) as usize;
+            self.names.get(start..start + len).unwrap_or_default()
+        }
+    }
+
+    #[inline]
+    fn roles_of(&self, key: &KeyRec) -> RoleSet {
+        self.role_sets
+            .get(key.roles as usize)
+            .copied()
+            .unwrap_or(RoleSet(&[]))
+    }
+
+    fn key_index(&self, id: KeyId) -> Option<u32> {
+        let keys = &self.keys;
         self.by_id
-            .find(self.seed.key_id(id), |&i| slots[i as usize].info.id == id)
+            .find(self.seed.key_id(id), |&i| keys[i as usize].id == id)
             .copied()
     }
 
     pub(crate) fn contains_id(&self, id: KeyId) -> bool {
-        self.slot_index(id).is_some()
+        self.key_index(id).is_some()
     }
 
     pub(crate) fn contains_hash(&self, hash: &KeyHash) -> bool {
-        self.live_slot(hash).is_some()
+        self.live_key(hash).is_some()
     }
 
     /// The state the access rules need for key `id`.
     pub(crate) fn key_state(&self, id: KeyId) -> Option<KeyState<'_>> {
-        let slot = &self.slots[self.slot_index(id)? as usize];
+        let key = &self.keys[self.key_index(id)? as usize];
         Some(KeyState {
-            owner: &self.actors[self.rows[slot.created as usize].actor as usize],
-            deleted: slot.deleted.is_some(),
-            whitelist: &slot.whitelist,
+            owner: &self.actors[self.rows[key.created as usize].actor as usize],
+            deleted: key.deleted != LIVE,
+            whitelist: self.whitelist_of(key),
         })
     }
 
@@ -384,14 +356,12 @@ impl Projection {
 
     /// Applies a record that passed [`Projection::check`]; `chain_hash` is its own hash.
     pub(crate) fn apply(&mut self, record: &Record, chain_hash: [u8; 32]) -> Result<(), Error> {
-        let row_index =
-            u32::try_from(self.rows.len()).map_err(|_| Error::corrupt(record.seq, "log too long"))?;
-        let actor = self.intern_actor(record.actor.id());
-        let nets_start =
-            u32::try_from(self.nets.len()).map_err(|_| Error::corrupt(record.seq, "log too long"))?;
+        let seq = record.seq;
+        let row_index = u32::try_from(self.rows.len()).map_err(|_| too_long(seq))?;
+        let nets_start = u32::try_from(self.nets.len()).map_err(|_| too_long(seq))?;
         let mut row = Row {
             at: record.at,
-            actor,
+            actor: self.intern_actor(record.actor.id()),
             role: record.actor.role(),
             kind: record.event.kind(),
             slot: 0,
@@ -407,65 +377,95 @@ impl Projection {
                 roles,
                 whitelist,
             } => {
-                let slot = u32::try_from(self.slots.len())
-                    .map_err(|_| Error::corrupt(record.seq, "too many keys"))?;
-                let roles = self.intern_roles(roles);
-                self.slots.push(Slot {
+                let whitelist_index = match whitelist.is_empty() {
+                    true => 0,
+                    false => self.push_whitelist(whitelist.as_slice().into(), seq)?,
+                };
+                let key = KeyRec {
                     hash: *hash,
-                    info: Arc::new(KeyInfo {
-                        id: *id,
-                        name: name.as_str().into(),
-                        roles,
-                        tail: *tail,
-                    }),
-                    whitelist: whitelist.as_slice().into(),
+                    id: *id,
+                    roles: self.intern_roles(roles, seq)?,
+                    whitelist: whitelist_index,
                     created: row_index,
-                    deleted: None,
-                });
-                let (seed, slots) = (self.seed, &self.slots);
-                self.by_hash.insert_unique(seed.key_hash(hash), slot, |&i| {
-                    seed.key_hash(&slots[i as usize].hash)
-                });
-                self.by_id.insert_unique(seed.key_id(*id), slot, |&i| {
-                    seed.key_id(slots[i as usize].info.id)
-                });
+                    deleted: LIVE,
+                    tail: *tail,
+                    name: self.store_name(name, seq)?,
+                };
+                row.slot = self.push_key(key, seq)?;
                 self.nets.extend_from_slice(whitelist);
-                row.slot = slot;
-                row.nets_len = u16::try_from(whitelist.len())
-                    .map_err(|_| Error::corrupt(record.seq, "whitelist too long"))?;
+                row.nets_len = u16::try_from(whitelist.len()).map_err(|_| too_long(seq))?;
             }
             Event::Whitelisted { id, net } | Event::Unwhitelisted { id, net } => {
-                let slot = self.slot_index(*id).ok_or(Error::KeyNotFound(*id))?;
-                let s = &mut self.slots[slot as usize];
-                let mut list = s.whitelist.to_vec();
+                let index = self.key_index(*id).ok_or(Error::KeyNotFound(*id))?;
+                let key = self.keys[index as usize];
+                let mut list = self.whitelist_of(&key).to_vec();
                 if matches!(record.event, Event::Whitelisted { .. }) {
                     list.push(*net);
                 } else {
                     list.retain(|n| n != net);
                 }
-                s.whitelist = list.into_boxed_slice();
+                match key.whitelist {
+                    0 => self.keys[index as usize].whitelist = self.push_whitelist(list.into(), seq)?,
+                    w => self.whitelists[w as usize] = list.into(),
+                }
                 self.nets.push(*net);
-                row.slot = slot;
+                row.slot = index;
                 row.nets_len = 1;
             }
             Event::Deleted { id } => {
-                let slot = self.slot_index(*id).ok_or(Error::KeyNotFound(*id))?;
-                let (seed, slots) = (self.seed, &mut self.slots);
-                let hash = slots[slot as usize].hash;
-                if let Ok(entry) = self.by_hash.find_entry(seed.key_hash(&hash), |&i| i == slot) {
+                let index = self.key_index(*id).ok_or(Error::KeyNotFound(*id))?;
+                let hash = self.keys[index as usize].hash;
+                if let Ok(entry) = self
+                    .by_hash
+                    .find_entry(self.seed.key_hash(&hash), |&i| i == index)
+                {
                     entry.remove();
                 }
-                slots[slot as usize].deleted = Some(row_index);
-                row.slot = slot;
+                self.keys[index as usize].deleted = row_index;
+                row.slot = index;
             }
         }
         self.rows.push(row);
         self.head = Head {
-            seq: record.seq,
+            seq,
             hash: chain_hash,
             at: record.at,
         };
         Ok(())
+    }
+
+    /// Adds a key record and indexes it (by hash only while live).
+    fn push_key(&mut self, key: KeyRec, seq: u64) -> Result<u32, Error> {
+        let index = u32::try_from(self.keys.len()).map_err(|_| too_long(seq))?;
+        self.keys.push(key);
+        let (seed, keys) = (self.seed, &self.keys);
+        if key.deleted == LIVE {
+            self.by_hash.insert_unique(seed.key_hash(&key.hash), index, |&i| {
+                seed.key_hash(&keys[i as usize].hash)
+            });
+        }
+        self.by_id
+            .insert_unique(seed.key_id(key.id), index, |&i| seed.key_id(keys[i as usize].id));
+        Ok(index)
+    }
+
+    fn push_whitelist(&mut self, list: Box<[IpNet]>, seq: u64) -> Result<u32, Error> {
+        let index = u32::try_from(self.whitelists.len()).map_err(|_| too_long(seq))?;
+        self.whitelists.push(list);
+        Ok(index)
+    }
+
+    fn store_name(&mut self, name: &str, seq: u64) -> Result<Name, Error> {
+        let len = u16::try_from(name.len()).map_err(|_| too_long(seq))?;
+        let mut bytes = [0u8; INLINE_NAME];
+        if name.len() <= INLINE_NAME {
+            bytes[..name.len()].copy_from_slice(name.as_bytes());
+        } else {
+            let offset = u32::try_from(self.names.len()).map_err(|_| too_long(seq))?;
+            bytes[..4].copy_from_slice(&offset.to_le_bytes());
+            self.names.push_str(name);
+        }
+        Ok(Name { len, bytes })
     }
 
     fn intern_actor(&mut self, id: &str) -> u32 {
@@ -479,14 +479,27 @@ impl Projection {
         i
     }
 
-    fn intern_roles(&mut self, roles: &[String]) -> Arc<[Box<str>]> {
-        let roles: Vec<Box<str>> = roles.iter().map(|r| r.as_str().into()).collect();
-        if let Some(set) = self.role_sets.get(roles.as_slice()) {
-            return Arc::clone(set);
+    /// The index of this role set, interning it on first sight. No allocation when seen
+    /// before: `[String]` and `[&str]` hash alike.
+    fn intern_roles(&mut self, roles: &[String], seq: u64) -> Result<u32, Error> {
+        let hash = self.hasher.hash_one(roles);
+        let sets = &self.role_sets;
+        let same = |&i: &u32| {
+            sets[i as usize]
+                .0
+                .iter()
+                .copied()
+                .eq(roles.iter().map(String::as_str))
+        };
+        if let Some(&i) = self.role_index.find(hash, same) {
+            return Ok(i);
         }
-        let set: Arc<[Box<str>]> = roles.into();
-        self.role_sets.insert(Arc::clone(&set));
-        set
+        let i = u32::try_from(self.role_sets.len()).map_err(|_| too_long(seq))?;
+        self.role_sets.push(RoleSet::intern(roles));
+        let (hasher, sets) = (&self.hasher, &self.role_sets);
+        self.role_index
+            .insert_unique(hash, i, |&j| hasher.hash_one(sets[j as usize].0));
+        Ok(i)
     }
 
     fn actor_of(&self, row: &Row) -> Actor {
@@ -495,38 +508,40 @@ impl Projection {
 
     fn row_nets(&self, row: &Row) -> &[IpNet] {
         let start = row.nets_start as usize;
-        &self.nets[start..start + usize::from(row.nets_len)]
+        self.nets
+            .get(start..start + usize::from(row.nets_len))
+            .unwrap_or_default()
     }
 
-    fn view(&self, slot: &Slot, whitelist: Vec<IpNet>, deleted: Option<u32>) -> KeyView {
-        let created = &self.rows[slot.created as usize];
+    fn view(&self, key: &KeyRec, whitelist: Vec<IpNet>, deleted: u32) -> KeyView {
+        let created = &self.rows[key.created as usize];
         KeyView {
-            id: slot.info.id,
-            name: slot.info.name.to_string(),
-            roles: slot.info.roles.iter().map(|r| r.to_string()).collect(),
+            id: key.id,
+            name: self.name_of(key).to_owned(),
+            roles: self.roles_of(key).0.iter().map(|r| r.to_string()).collect(),
             whitelist,
             created_by: self.actor_of(created),
             created_at: system_time(created.at),
-            deleted: deleted.map(|d| {
-                let row = &self.rows[d as usize];
-                (self.actor_of(row), system_time(row.at))
-            }),
-            hint: token::hint(slot.info.tail),
+            deleted: self
+                .rows
+                .get(deleted as usize)
+                .map(|row| (self.actor_of(row), system_time(row.at))),
+            hint: token::hint(key.tail),
         }
     }
 
     /// The keys, oldest first; deleted ones only if asked.
     pub(crate) fn keys(&self, include_deleted: bool) -> Vec<KeyView> {
-        self.slots
+        self.keys
             .iter()
-            .filter(|s| include_deleted || s.deleted.is_none())
-            .map(|s| self.view(s, s.whitelist.to_vec(), s.deleted))
+            .filter(|k| include_deleted || k.deleted == LIVE)
+            .map(|k| self.view(k, self.whitelist_of(k).to_vec(), k.deleted))
             .collect()
     }
 
     pub(crate) fn key(&self, id: KeyId) -> Option<KeyView> {
-        let s = &self.slots[self.slot_index(id)? as usize];
-        Some(self.view(s, s.whitelist.to_vec(), s.deleted))
+        let k = &self.keys[self.key_index(id)? as usize];
+        Some(self.view(k, self.whitelist_of(k).to_vec(), k.deleted))
     }
 
     /// Every key as it stood right after record `seq` (deleted ones included, marked).
@@ -554,9 +569,13 @@ impl Projection {
         }
         order
             .into_iter()
-            .map(|slot| {
-                let wl = whitelists.remove(&slot).unwrap_or_default();
-                self.view(&self.slots[slot as usize], wl, deleted.get(&slot).copied())
+            .map(|k| {
+                let wl = whitelists.remove(&k).unwrap_or_default();
+                self.view(
+                    &self.keys[k as usize],
+                    wl,
+                    deleted.get(&k).copied().unwrap_or(LIVE),
+                )
             })
             .collect()
     }
@@ -565,14 +584,14 @@ impl Projection {
     pub(crate) fn audit(&self, from: u64) -> impl Iterator<Item = AuditEntry> + '_ {
         let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
         self.rows.iter().enumerate().skip(skip).map(|(i, row)| {
-            let info = &self.slots[row.slot as usize].info;
+            let key = &self.keys[row.slot as usize];
             AuditEntry {
                 seq: i as u64 + 1,
                 at: system_time(row.at),
                 actor: self.actor_of(row),
                 kind: row.kind,
-                key_id: info.id,
-                key_name: info.name.to_string(),
+                key_id: key.id,
+                key_name: self.name_of(key).to_owned(),
                 nets: self.row_nets(row).to_vec(),
             }
         })
@@ -580,5 +599,94 @@ impl Projection {
 
     pub(crate) fn live_count(&self) -> usize {
         self.by_hash.len()
+    }
+
+    /// The state as plain data, for a snapshot.
+    pub(crate) fn to_snapshot(&self) -> SnapshotData {
+        SnapshotData {
+            head: self.head,
+            actors: self.actors.iter().map(|a| a.to_string()).collect(),
+            role_sets: self
+                .role_sets
+                .iter()
+                .map(|s| s.0.iter().map(|r| r.to_string()).collect())
+                .collect(),
+            slots: self
+                .keys
+                .iter()
+                .map(|k| SlotData {
+                    hash: k.hash.0,
+                    id: k.id.0,
+                    name: self.name_of(k).to_owned(),
+                    roles: k.roles,
+                    tail: k.tail,
+                    whitelist: self.whitelist_of(k).to_vec(),
+                    created: k.created,
+                    deleted: (k.deleted != LIVE).then_some(k.deleted),
+                })
+                .collect(),
+            rows: self.rows.clone(),
+            nets: self.nets.clone(),
+        }
+    }
+
+    /// Rebuilds a projection from a snapshot's data, checking every index in it.
+    pub(crate) fn from_snapshot(data: SnapshotData) -> Result<Self, Error> {
+        let seq = data.head.seq;
+        let bad = |what: &str| Error::corrupt(seq, format!("snapshot: {what}"));
+        let mut proj = Projection::new();
+        for actor in &data.actors {
+            proj.intern_actor(actor);
+        }
+        if proj.actors.len() != data.actors.len() {
+            return Err(bad("duplicate actor"));
+        }
+        for set in &data.role_sets {
+            if proj.intern_roles(set, seq)? as usize != proj.role_sets.len() - 1 {
+                return Err(bad("duplicate role set"));
+            }
+        }
+        let (rows_len, keys_len, nets_len) = (data.rows.len(), data.slots.len(), data.nets.len());
+        if rows_len as u64 != seq {
+            return Err(bad("row count does not match its sequence number"));
+        }
+        for row in &data.rows {
+            let nets_end = row.nets_start as usize + usize::from(row.nets_len);
+            if row.actor as usize >= proj.actors.len() || row.slot as usize >= keys_len || nets_end > nets_len
+            {
+                return Err(bad("audit row out of range"));
+            }
+        }
+        for s in data.slots {
+            if s.roles as usize >= proj.role_sets.len()
+                || s.created as usize >= rows_len
+                || s.deleted.is_some_and(|d| d as usize >= rows_len)
+            {
+                return Err(bad("key record out of range"));
+            }
+            let (hash, id) = (KeyHash(s.hash), KeyId(s.id));
+            if proj.contains_id(id) || (s.deleted.is_none() && proj.contains_hash(&hash)) {
+                return Err(bad("duplicate key"));
+            }
+            let whitelist = match s.whitelist.is_empty() {
+                true => 0,
+                false => proj.push_whitelist(s.whitelist.into(), seq)?,
+            };
+            let key = KeyRec {
+                hash,
+                id,
+                roles: s.roles,
+                whitelist,
+                created: s.created,
+                deleted: s.deleted.unwrap_or(LIVE),
+                tail: s.tail,
+                name: proj.store_name(&s.name, seq)?,
+            };
+            proj.push_key(key, seq)?;
+        }
+        proj.rows = data.rows;
+        proj.nets = data.nets;
+        proj.head = data.head;
+        Ok(proj)
     }
 }

@@ -473,3 +473,45 @@ mod concurrency {
         assert_eq!(store.live_keys(), 8 * 12);
     }
 }
+
+mod names {
+    use super::*;
+
+    #[test]
+    fn short_long_and_unicode_names_survive_verify_restart_and_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            "a",
+            "exactly twenty-two ch",
+            "twenty-three characters",
+            &"é".repeat(100),
+            "  trimmed  ",
+        ];
+        let secrets: Vec<String> = {
+            let store = KeyStore::builder().snapshot_every(2).open(dir.path()).unwrap();
+            names
+                .iter()
+                .map(|n| {
+                    store
+                        .create_key(&Actor::admin("a"), bot(n))
+                        .unwrap()
+                        .key
+                        .expose_secret()
+                        .to_owned()
+                })
+                .collect()
+        };
+        for snapshots in [0, 2] {
+            let store = KeyStore::builder()
+                .snapshot_every(snapshots)
+                .open(dir.path())
+                .unwrap();
+            assert_eq!(store.opened_from_snapshot(), snapshots > 0);
+            for (name, secret) in names.iter().zip(&secrets) {
+                let v = store.verify(secret, ip("10.0.0.1")).unwrap();
+                assert_eq!(v.name(), name.trim());
+                assert_eq!(store.key(v.id()).unwrap().name, name.trim());
+            }
+        }
+    }
+}
