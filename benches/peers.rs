@@ -40,6 +40,8 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
 const NET: ([u8; 4], u8) = ([10, 0, 0, 0], 8);
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const CALLERS: [usize; 3] = [1, 8, 32];
+/// keyledger's default snapshot interval, set explicitly.
+const SNAPSHOT_EVERY: u64 = 100_000;
 const SYSTEMS: [&str; 4] = ["keyledger", "sqlite", "sled", "limit"];
 
 struct Mode {
@@ -93,7 +95,7 @@ impl Mode {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("__rss_open") => return rss_open_child(Path::new(&args[2])),
+        Some("__rss_open") => return rss_open_child(Path::new(&args[2]), args[3].parse().unwrap()),
         Some("__rss_scan") => return rss_scan_child(Path::new(&args[2])),
         _ => {}
     }
@@ -115,6 +117,7 @@ fn main() {
     let rss_start = rss_bytes();
     let store = KeyStore::builder()
         .cache_bytes(CACHE_BYTES)
+        .snapshot_every(SNAPSHOT_EVERY)
         .open(&kl_dir)
         .unwrap();
     let (rss_open, rss_loaded, load_time) = load_keyledger(&store, &mut token_buf);
@@ -238,33 +241,59 @@ fn main() {
     }
 
     // (c) open a store holding N events, against a raw scan of the same sled tree.
+    // A full replay has snapshots off; the default open loads the snapshot the writer
+    // saved (every `SNAPSHOT_EVERY` records and at close) and replays the tail.
     let events = store.last_seq();
     drop(store);
+    let snapshot_bytes = std::fs::metadata(kl_dir.join("snapshot")).map_or(0, |m| m.len());
+    // sled 0.34 writes its own page-table snapshot only when a database is opened, so the
+    // first open after a writing session replays sled's whole write-ahead log of that
+    // session: measured on a copy (raw scan) and on the store itself, before warm opens.
+    let copy = tmp.path().join("log-copy");
+    copy_dir(&kl_dir.join("log"), &copy.join("log"));
+    let first_scan = raw_scan(&copy, events);
+    std::fs::remove_dir_all(&copy).unwrap();
+    let (first_open, first_from_snapshot) = time_open(&kl_dir, SNAPSHOT_EVERY, events);
+    eprintln!(
+        "  first open after the writes: {:.0} ms (raw scan {:.0} ms)",
+        ms(first_open),
+        ms(first_scan.open + first_scan.iterate)
+    );
     let mut scans = Vec::new();
-    let mut opens = Vec::new();
+    let mut fulls = Vec::new();
+    let mut snaps = Vec::new();
+    let mut from_snapshot = true;
     for _ in 0..mode.open_reps {
         scans.push(raw_scan(&kl_dir, events));
-        let t = Instant::now();
-        let store = KeyStore::builder()
-            .cache_bytes(CACHE_BYTES)
-            .open(&kl_dir)
-            .unwrap();
-        opens.push(t.elapsed());
-        assert_eq!(store.last_seq(), events);
+        let (took, snap) = time_open(&kl_dir, 0, events);
+        assert!(!snap);
+        fulls.push(took);
+        let (took, snap) = time_open(&kl_dir, SNAPSHOT_EVERY, events);
+        from_snapshot &= snap;
+        snaps.push(took);
     }
     let scan = scans.iter().min_by_key(|s| s.open + s.iterate).unwrap();
-    let open = opens.iter().min().copied().unwrap();
-    let reopen_child = rss_in_child("__rss_open", &kl_dir);
-    let scan_child = rss_in_child("__rss_scan", &kl_dir);
+    let full = fulls.iter().min().copied().unwrap();
+    let snap = snaps.iter().min().copied().unwrap();
+    let reopen_full_child = rss_in_child("__rss_open", &kl_dir, 0);
+    let reopen_snapshot_child = rss_in_child("__rss_open", &kl_dir, SNAPSHOT_EVERY);
+    let scan_child = rss_in_child("__rss_scan", &kl_dir, 0);
     eprintln!(
-        "  open: {:.0} ms, raw scan {:.0} ms",
-        ms(open),
+        "  open: full replay {:.0} ms, {} {:.0} ms, raw scan {:.0} ms",
+        ms(full),
+        if from_snapshot {
+            "from snapshot"
+        } else {
+            "default (no snapshot found!)"
+        },
+        ms(snap),
         ms(scan.open + scan.iterate)
     );
 
     // (b) durable creates with 1, 8 and 32 callers, on the populated stores.
     let store = KeyStore::builder()
         .cache_bytes(CACHE_BYTES)
+        .snapshot_every(SNAPSHOT_EVERY)
         .open(&kl_dir)
         .unwrap();
     let net: IpNet = "10.0.0.0/8".parse().unwrap();
@@ -331,9 +360,12 @@ fn main() {
         "sled_vs_verify": f(&verify["sled"], "mixed_ns") / f(kl, "mixed_ns"),
         "verify_2t_vs_1t": f(kl, "mixed_2t_ops_per_s") / f(kl, "mixed_1t_ops_per_s"),
         "create32_vs_sqlite": cps("keyledger", 32) / cps("sqlite", 32),
-        "open_vs_scan": open.as_secs_f64() / (scan.open + scan.iterate).as_secs_f64(),
-        // KeyStore has no projection snapshots yet: nothing to compare.
-        "snapshot_open_vs_full": Value::Null,
+        "open_vs_scan": full.as_secs_f64() / (scan.open + scan.iterate).as_secs_f64(),
+        "snapshot_open_vs_full": if from_snapshot {
+            json!(snap.as_secs_f64() / full.as_secs_f64())
+        } else {
+            Value::Null
+        },
         "bytes_per_key": bytes_per_key,
     });
     let report = json!({
@@ -343,13 +375,15 @@ fn main() {
         "settings": {
             "sled_cache_bytes": CACHE_BYTES,
             "keyledger_load_threads": LOAD_THREADS,
+            "keyledger_snapshot_every": SNAPSHOT_EVERY,
             "sqlite": "bundled; journal_mode=WAL; synchronous=FULL; WITHOUT ROWID table keyed by \
                        blake3 hash; default page cache; verify = prepare_cached SELECT by key, one \
                        connection per thread; creates = one Mutex<Connection>, autocommit INSERT",
             "sled": "state tree hash -> record; flush() after every insert",
-            "durability": "sqlite: fdatasync of the WAL per commit; keyledger and the sled peer: \
-                           sled 0.34 flush(), which on Linux syncs with sync_file_range (no \
-                           drive cache flush, no metadata), not fsync",
+            "durability": "sqlite: fdatasync of the WAL per commit; keyledger: sled flush() then \
+                           fdatasync of sled's data file, once per group commit; sled peer: \
+                           flush() only, which in sled 0.34 on Linux ends with sync_file_range \
+                           (no drive cache flush, no metadata): weaker than the other two",
             "limit": "blake3 + std HashMap<[u8; 32], u64> (SipHash)",
             "verify": "client 10.1.2.3, every key whitelists 10.0.0.0/8; mixed = random 50/50 \
                        hits and misses; figures are medians of rounds",
@@ -369,14 +403,23 @@ fn main() {
         "create": create,
         "open": {
             "events": events,
-            "keyledger_open_ms": ms(open),
-            "keyledger_open_ms_samples": opens.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+            "first_open_after_writes_ms": ms(first_open),
+            "first_open_from_snapshot": first_from_snapshot,
+            "first_raw_scan_after_writes_ms": ms(first_scan.open + first_scan.iterate),
+            "first_raw_scan_sled_open_ms": ms(first_scan.open),
+            "full_replay_ms": ms(full),
+            "full_replay_ms_samples": fulls.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+            "snapshot_open_ms": ms(snap),
+            "snapshot_open_ms_samples": snaps.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+            "opened_from_snapshot": from_snapshot,
+            "snapshot_every": SNAPSHOT_EVERY,
+            "snapshot_file_bytes": snapshot_bytes,
             "raw_scan_ms": ms(scan.open + scan.iterate),
             "raw_scan_sled_open_ms": ms(scan.open),
             "raw_scan_iterate_ms": ms(scan.iterate),
             "raw_scan_ms_samples": scans.iter().map(|s| ms(s.open + s.iterate)).collect::<Vec<_>>(),
+            "raw_scan_sled_open_ms_samples": scans.iter().map(|s| ms(s.open)).collect::<Vec<_>>(),
             "log_value_bytes": scan.bytes,
-            "snapshot_open_ms": Value::Null,
         },
         "memory": {
             "sled_cache_bytes": CACHE_BYTES,
@@ -387,7 +430,8 @@ fn main() {
             "bytes_per_key": bytes_per_key,
             "bytes_per_key_excluding_cache": (rss_loaded.saturating_sub(rss_open) as f64
                 - CACHE_BYTES as f64).max(0.0) / n as f64,
-            "reopen_child": reopen_child,
+            "reopen_full_replay_child": reopen_full_child,
+            "reopen_from_snapshot_child": reopen_snapshot_child,
             "sled_scan_child": scan_child,
         },
         "disk": disk,
@@ -783,8 +827,9 @@ fn raw_scan(dir: &Path, events: u64) -> Scan {
 }
 
 /// What a durable write costs this disk: 4 KiB overwritten in place, then `fdatasync`
-/// (SQLite's commit with `synchronous=FULL`). sled 0.34's `flush` uses `sync_file_range`
-/// on Linux instead, which neither flushes the drive's cache nor writes metadata.
+/// (SQLite's commit with `synchronous=FULL`, keyledger's group commit). sled 0.34's own
+/// `flush` uses `sync_file_range` on Linux, which neither flushes the drive's cache nor
+/// writes metadata.
 fn disk_sync_latency(dir: &Path) -> Value {
     use std::os::unix::fs::FileExt;
     let path = dir.join("fsync-probe");
@@ -818,6 +863,33 @@ fn disk_sync_latency(dir: &Path) -> Value {
     })
 }
 
+/// Opens the store in `dir` (snapshots every `snapshot_every` records; 0 = off, a full
+/// replay); returns the time taken and whether it was opened from a snapshot.
+fn time_open(dir: &Path, snapshot_every: u64, events: u64) -> (Duration, bool) {
+    let t = Instant::now();
+    let store = KeyStore::builder()
+        .cache_bytes(CACHE_BYTES)
+        .snapshot_every(snapshot_every)
+        .open(dir)
+        .unwrap();
+    let took = t.elapsed();
+    assert_eq!(store.last_seq(), events);
+    (took, store.opened_from_snapshot())
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -842,10 +914,14 @@ fn rss_bytes() -> u64 {
 }
 
 /// In a fresh process: RSS before and after opening (replaying) the store in `dir`.
-fn rss_open_child(dir: &Path) {
+fn rss_open_child(dir: &Path, snapshot_every: u64) {
     let before = rss_bytes();
     let t = Instant::now();
-    let store = KeyStore::builder().cache_bytes(CACHE_BYTES).open(dir).unwrap();
+    let store = KeyStore::builder()
+        .cache_bytes(CACHE_BYTES)
+        .snapshot_every(snapshot_every)
+        .open(dir)
+        .unwrap();
     let took = t.elapsed();
     let after = rss_bytes();
     let keys = store.live_keys();
@@ -855,6 +931,7 @@ fn rss_open_child(dir: &Path) {
             "rss_before_bytes": before,
             "rss_after_bytes": after,
             "open_ms": ms(took),
+            "opened_from_snapshot": store.opened_from_snapshot(),
             "live_keys": keys,
             "bytes_per_key": (after.saturating_sub(before)) as f64 / keys.max(1) as f64,
         })
@@ -890,10 +967,11 @@ fn rss_scan_child(dir: &Path) {
     );
 }
 
-fn rss_in_child(what: &str, dir: &Path) -> Value {
+fn rss_in_child(what: &str, dir: &Path, snapshot_every: u64) -> Value {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .arg(what)
         .arg(dir)
+        .arg(snapshot_every.to_string())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -981,9 +1059,27 @@ fn print_table(r: &Value) {
         });
     }
     let o = &r["open"];
-    row(&format!("open {} events, ms", o["events"]), &|s| match s {
-        "keyledger" => cell(num(&o["keyledger_open_ms"]), 0),
-        "sled" => format!("{} (raw scan)", cell(num(&o["raw_scan_ms"]), 0)),
+    row(
+        &format!("open {} events: full replay, ms", o["events"]),
+        &|s| match s {
+            "keyledger" => cell(num(&o["full_replay_ms"]), 0),
+            "sled" => format!("{} (raw scan)", cell(num(&o["raw_scan_ms"]), 0)),
+            _ => "-".to_owned(),
+        },
+    );
+    row(
+        &format!("open {} events: from snapshot, ms", o["events"]),
+        &|s| match s {
+            "keyledger" => cell(num(&o["snapshot_open_ms"]), 0),
+            _ => "-".to_owned(),
+        },
+    );
+    row("first open after the writes, ms", &|s| match s {
+        "keyledger" => cell(num(&o["first_open_after_writes_ms"]), 0),
+        "sled" => format!(
+            "{} (raw scan)",
+            cell(num(&o["first_raw_scan_after_writes_ms"]), 0)
+        ),
         _ => "-".to_owned(),
     });
     let m = &r["memory"];
@@ -1035,7 +1131,10 @@ fn print_table(r: &Value) {
         let cells: Vec<String> = cells.iter().map(|c| format!("{c:>w$}")).collect();
         println!("{label:w0$}  {}", cells.join("  "));
     }
-    println!("durable = sqlite: fdatasync per commit; keyledger, sled: sled flush() = sync_file_range");
+    println!(
+        "durable = sqlite: fdatasync per commit; keyledger: fdatasync per group commit; \
+         sled: flush() = sync_file_range only"
+    );
     println!();
     let ratios = r["ratios"].as_object().unwrap();
     for (k, x) in ratios {
