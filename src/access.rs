@@ -172,8 +172,48 @@ impl From<HeaderProblem> for Rejection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedKey {
     pub(crate) id: KeyId,
-    pub(crate) name: Box<str>,
+    pub(crate) name: KeyName,
     pub(crate) roles: RoleSet,
+}
+
+/// A key's name as handed out by `verify`: inline when short, so that most verifications
+/// allocate nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum KeyName {
+    Inline { len: u8, bytes: [u8; INLINE_NAME] },
+    Long(Box<str>),
+}
+
+/// Longest name kept inline, in bytes.
+pub(crate) const INLINE_NAME: usize = 22;
+
+impl KeyName {
+    #[inline]
+    pub(crate) fn new(name: &str) -> Self {
+        match u8::try_from(name.len()) {
+            Ok(len) if name.len() <= INLINE_NAME => {
+                let mut bytes = [0u8; INLINE_NAME];
+                bytes[..name.len()].copy_from_slice(name.as_bytes());
+                KeyName::Inline { len, bytes }
+            }
+            _ => KeyName::Long(name.into()),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            KeyName::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            KeyName::Long(name) => name,
+        }
+    }
+}
+
+impl fmt::Debug for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 impl VerifiedKey {
@@ -184,7 +224,7 @@ impl VerifiedKey {
 
     /// The key's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.name.as_str()
     }
 
     /// The key's roles, in the order they were given.

@@ -251,7 +251,10 @@ pub(crate) fn validate_roles(roles: &[String]) -> Result<(), Error> {
         return Err(Error::invalid("role", "a key needs at least one role"));
     }
     if roles.len() > MAX_ROLES {
-        return Err(Error::invalid("role", format!("at most {MAX_ROLES} roles, got {}", roles.len())));
+        return Err(Error::invalid(
+            "role",
+            format!("at most {MAX_ROLES} roles, got {}", roles.len()),
+        ));
     }
     for (i, role) in roles.iter().enumerate() {
         validate_role(role)?;
@@ -309,7 +312,10 @@ pub(crate) fn validate_whitelist(nets: &[IpNet]) -> Result<Vec<IpNet>, Error> {
             ),
         ));
     }
-    let out = nets.iter().map(|&net| canonical_net(net)).collect::<Result<Vec<_>, _>>()?;
+    let out = nets
+        .iter()
+        .map(|&net| canonical_net(net))
+        .collect::<Result<Vec<_>, _>>()?;
     check_distinct(&out)?;
     Ok(out)
 }
@@ -500,8 +506,13 @@ impl Record {
                     return Err(Error::invalid("name", "stored name is not trimmed"));
                 }
                 validate_roles(roles)?;
-                if whitelist.len() > MAX_WHITELIST || whitelist.iter().any(|n| canonical_net(*n).ok() != Some(*n)) {
-                    return Err(Error::invalid("network", "stored whitelist is too long or not canonical"));
+                if whitelist.len() > MAX_WHITELIST
+                    || whitelist.iter().any(|n| canonical_net(*n).ok() != Some(*n))
+                {
+                    return Err(Error::invalid(
+                        "network",
+                        "stored whitelist is too long or not canonical",
+                    ));
                 }
                 if whitelist.len() > 1 {
                     check_distinct(whitelist)?;

@@ -14,7 +14,7 @@ use hashbrown::HashTable;
 use ipnet::IpNet;
 
 use crate::Error;
-use crate::access::{self, KeyState, Rejection, RoleSet, VerifiedKey};
+use crate::access::{self, INLINE_NAME, KeyName, KeyState, Rejection, RoleSet, VerifiedKey};
 use crate::event::{Actor, ActorRole, Event, EventKind, KeyId, Record};
 use crate::token::{self, KeyHash};
 
@@ -167,8 +167,6 @@ struct Name {
     bytes: [u8; INLINE_NAME],
 }
 
-const INLINE_NAME: usize = 22;
-
 /// Everything kept about one key, fixed size: 88 bytes, no allocation of its own.
 #[derive(Clone, Copy)]
 struct KeyRec {
@@ -252,7 +250,7 @@ impl Projection {
         access::check_ip(self.whitelist_of(key), ip, require_whitelist)?;
         Ok(VerifiedKey {
             id: key.id,
-            name: self.name_of(key).into(),
+            name: KeyName::new(self.name_of(key)),
             roles: self.roles_of(key),
         })
     }
