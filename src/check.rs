@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use crate::Error;
 use crate::codec;
-use crate::log::{Anchor, Batch, Chain, Log};
+use crate::event::Record;
+use crate::log::{Anchor, Batch, Bytes, Chain, Log};
 use crate::projection::{Head, Projection};
 
 /// A callback told `(records done, records in all)` while a long log is read.
@@ -41,31 +42,73 @@ pub(crate) fn replay_onto(
 ) -> Result<Projection, Error> {
     let anchor = log.anchor()?;
     let total = anchor.map_or(0, |a| a.seq);
-    for item in log.scan(proj.head().seq + 1) {
-        let (seq, bytes) = item?;
-        let expected = proj.head().seq + 1;
-        if seq != expected {
-            return Err(Error::corrupt(
-                expected,
-                format!("record {expected} is missing; found {seq}"),
-            ));
+    let from = proj.head().seq + 1;
+    // Two stages on two threads: reading and decoding records does not depend on the
+    // state, so it runs ahead of hashing, checking and applying them in order.
+    std::thread::scope(|s| {
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<Decoded>>(8);
+        s.spawn(move || read_ahead(log, from, &tx));
+        for batch in rx {
+            for item in batch {
+                let (seq, bytes, record) = item?;
+                let expected = proj.head().seq + 1;
+                if seq != expected {
+                    return Err(Error::corrupt(
+                        expected,
+                        format!("record {expected} is missing; found {seq}"),
+                    ));
+                }
+                let record = record?;
+                if record.seq != seq {
+                    return Err(Error::corrupt(
+                        seq,
+                        format!("record stored at {seq} says it is {}", record.seq),
+                    ));
+                }
+                proj.check(&record)?;
+                proj.apply(&record, chain.hash(&bytes))?;
+                if seq.is_multiple_of(PROGRESS_EVERY) {
+                    report(progress, seq, total);
+                }
+            }
         }
-        let record = codec::decode_record(&bytes, seq)?;
-        if record.seq != seq {
-            return Err(Error::corrupt(
-                seq,
-                format!("record stored at {seq} says it is {}", record.seq),
-            ));
-        }
-        proj.check(&record)?;
-        proj.apply(&record, chain.hash(&bytes))?;
-        if seq.is_multiple_of(PROGRESS_EVERY) {
-            report(progress, seq, total);
-        }
-    }
+        Ok(())
+    })?;
     report(progress, proj.head().seq, total);
     check_anchor(anchor, proj.head())?;
     Ok(proj)
+}
+
+/// A record read from the log: where it was, its bytes, and what they decode to.
+type Decoded = Result<(u64, Bytes, Result<Record, Error>), Error>;
+
+const READ_AHEAD_BATCH: usize = 1024;
+
+/// Reads and decodes records from `from` on, in batches, until the log ends, a read
+/// fails, or the receiver hangs up.
+fn read_ahead(log: &dyn Log, from: u64, tx: &crossbeam_channel::Sender<Vec<Decoded>>) {
+    let mut batch = Vec::with_capacity(READ_AHEAD_BATCH);
+    for item in log.scan(from) {
+        let failed = item.is_err();
+        batch.push(item.map(|(seq, bytes)| {
+            let record = codec::decode_record(&bytes, seq);
+            (seq, bytes, record)
+        }));
+        if (failed || batch.len() == READ_AHEAD_BATCH)
+            && (tx
+                .send(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(READ_AHEAD_BATCH),
+                ))
+                .is_err()
+                || failed)
+        {
+            return;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(batch);
+    }
 }
 
 fn check_anchor(anchor: Option<Anchor>, head: Head) -> Result<(), Error> {

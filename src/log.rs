@@ -34,7 +34,7 @@ pub(crate) struct Batch<'a> {
 }
 
 /// Where records are kept.
-pub(crate) trait Log: Send {
+pub(crate) trait Log: Send + Sync {
     /// Applies a batch, all or nothing. It is durable only after [`Log::flush`] succeeds.
     fn append(&mut self, batch: &Batch<'_>) -> Result<(), Error>;
 
