@@ -94,16 +94,12 @@ fn read_ahead(log: &dyn Log, from: u64, tx: &crossbeam_channel::Sender<Vec<Decod
             let record = codec::decode_record(&bytes, seq);
             (seq, bytes, record)
         }));
-        if (failed || batch.len() == READ_AHEAD_BATCH)
-            && (tx
-                .send(std::mem::replace(
-                    &mut batch,
-                    Vec::with_capacity(READ_AHEAD_BATCH),
-                ))
-                .is_err()
-                || failed)
-        {
-            return;
+        if failed || batch.len() == READ_AHEAD_BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(READ_AHEAD_BATCH));
+            // A failed read ends the stream; the receiver reports it.
+            if tx.send(full).is_err() || failed {
+                return;
+            }
         }
     }
     if !batch.is_empty() {
