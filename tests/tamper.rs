@@ -337,3 +337,11 @@ mod torn_tail {
         assert!(!missing.exists());
     }
 }
+
+#[test]
+fn a_foreign_entry_in_the_log_tree_is_named_and_blocks_open() {
+    let (_d, found) = tampered(|log| {
+        log.insert(b"abc", &b"not a record"[..]).unwrap();
+    });
+    assert_eq!(found, [(0, ProblemKind::Inserted)]);
+}
