@@ -247,18 +247,9 @@ fn main() {
     drop(store);
     let snapshot_bytes = std::fs::metadata(kl_dir.join("snapshot")).map_or(0, |m| m.len());
     // sled 0.34 writes its own page-table snapshot only when a database is opened, so the
-    // first open after a writing session replays sled's whole write-ahead log of that
-    // session: measured on a copy (raw scan) and on the store itself, before warm opens.
-    let copy = tmp.path().join("log-copy");
-    copy_dir(&kl_dir.join("log"), &copy.join("log"));
-    let first_scan = raw_scan(&copy, events);
-    std::fs::remove_dir_all(&copy).unwrap();
+    // first open after a writing session also recovers sled's log of that session.
     let (first_open, first_from_snapshot) = time_open(&kl_dir, SNAPSHOT_EVERY, events);
-    eprintln!(
-        "  first open after the writes: {:.0} ms (raw scan {:.0} ms)",
-        ms(first_open),
-        ms(first_scan.open + first_scan.iterate)
-    );
+    eprintln!("  first open after the writes: {:.0} ms", ms(first_open));
     let mut scans = Vec::new();
     let mut fulls = Vec::new();
     let mut snaps = Vec::new();
@@ -405,8 +396,6 @@ fn main() {
             "events": events,
             "first_open_after_writes_ms": ms(first_open),
             "first_open_from_snapshot": first_from_snapshot,
-            "first_raw_scan_after_writes_ms": ms(first_scan.open + first_scan.iterate),
-            "first_raw_scan_sled_open_ms": ms(first_scan.open),
             "full_replay_ms": ms(full),
             "full_replay_ms_samples": fulls.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
             "snapshot_open_ms": ms(snap),
@@ -877,19 +866,6 @@ fn time_open(dir: &Path, snapshot_every: u64, events: u64) -> (Duration, bool) {
     (took, store.opened_from_snapshot())
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -1076,10 +1052,6 @@ fn print_table(r: &Value) {
     );
     row("first open after the writes, ms", &|s| match s {
         "keyledger" => cell(num(&o["first_open_after_writes_ms"]), 0),
-        "sled" => format!(
-            "{} (raw scan)",
-            cell(num(&o["first_raw_scan_after_writes_ms"]), 0)
-        ),
         _ => "-".to_owned(),
     });
     let m = &r["memory"];
