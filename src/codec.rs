@@ -377,6 +377,7 @@ struct SnapshotV1 {
     slots: Vec<SlotV1>,
     rows: Vec<RowV1>,
     nets: Vec<NetV1>,
+    whitelist_sets: Vec<Vec<NetV1>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -388,7 +389,7 @@ struct SlotV1 {
     roles: u32,
     #[serde(with = "le4")]
     tail: [u8; 4],
-    whitelist: Vec<NetV1>,
+    whitelist: u32,
     created: u32,
     /// `u32::MAX` for a live key.
     deleted: u32,
@@ -401,8 +402,7 @@ struct RowV1 {
     role: u8,
     kind: u8,
     slot: u32,
-    nets_start: u32,
-    nets_len: u16,
+    nets: u32,
 }
 
 fn kind_code(k: EventKind) -> u8 {
@@ -445,7 +445,7 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
                 name: s.name,
                 roles: s.roles,
                 tail: s.tail,
-                whitelist: s.whitelist.iter().map(NetV1::from).collect(),
+                whitelist: s.whitelist,
                 created: s.created,
                 deleted: s.deleted.unwrap_or(u32::MAX),
             })
@@ -459,11 +459,15 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
                 role: r.role.code(),
                 kind: kind_code(r.kind),
                 slot: r.slot,
-                nets_start: r.nets_start,
-                nets_len: r.nets_len,
+                nets: r.nets,
             })
             .collect(),
         nets: data.nets.iter().map(NetV1::from).collect(),
+        whitelist_sets: data
+            .whitelist_sets
+            .iter()
+            .map(|set| set.iter().map(NetV1::from).collect())
+            .collect(),
     };
     let mut out = bincode::DefaultOptions::new()
         .with_fixint_encoding()
@@ -506,7 +510,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
                 name: s.name,
                 roles: s.roles,
                 tail: s.tail,
-                whitelist: s.whitelist.into_iter().map(net).collect::<Result<_, _>>()?,
+                whitelist: s.whitelist,
                 created: s.created,
                 deleted: (s.deleted != u32::MAX).then_some(s.deleted),
             })
@@ -522,8 +526,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
                 role: ActorRole::from_code(r.role).ok_or_else(|| bad("bad role".into()))?,
                 kind: kind_from_code(r.kind).ok_or_else(|| bad("bad kind".into()))?,
                 slot: r.slot,
-                nets_start: r.nets_start,
-                nets_len: r.nets_len,
+                nets: r.nets,
             })
         })
         .collect::<Result<_, Error>>()?;
@@ -538,6 +541,11 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
         slots,
         rows,
         nets: wire.nets.into_iter().map(net).collect::<Result<_, _>>()?,
+        whitelist_sets: wire
+            .whitelist_sets
+            .into_iter()
+            .map(|set| set.into_iter().map(net).collect::<Result<_, _>>())
+            .collect::<Result<_, _>>()?,
     })
 }
 

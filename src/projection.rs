@@ -44,8 +44,9 @@ pub(crate) struct Row {
     pub(crate) role: ActorRole,
     pub(crate) kind: EventKind,
     pub(crate) slot: u32,
-    pub(crate) nets_start: u32,
-    pub(crate) nets_len: u16,
+    /// For `created`, the index of the initial whitelist in the whitelist sets; for
+    /// `whitelisted` and `unwhitelisted`, the index of the network in `nets`.
+    pub(crate) nets: u32,
 }
 
 /// A key's slot as plain data, for a snapshot.
@@ -57,7 +58,8 @@ pub(crate) struct SlotData {
     /// Index into [`SnapshotData::role_sets`].
     pub(crate) roles: u32,
     pub(crate) tail: [u8; 4],
-    pub(crate) whitelist: Vec<IpNet>,
+    /// Index into [`SnapshotData::whitelist_sets`].
+    pub(crate) whitelist: u32,
     pub(crate) created: u32,
     pub(crate) deleted: Option<u32>,
 }
@@ -71,6 +73,8 @@ pub(crate) struct SnapshotData {
     pub(crate) slots: Vec<SlotData>,
     pub(crate) rows: Vec<Row>,
     pub(crate) nets: Vec<IpNet>,
+    /// Every whitelist set slot; set 0 is the empty one, freed slots are empty too.
+    pub(crate) whitelist_sets: Vec<Vec<IpNet>>,
 }
 
 /// A key as listed: everything but the secret.
@@ -174,7 +178,7 @@ struct KeyRec {
     id: KeyId,
     /// Index into `role_sets`.
     roles: u32,
-    /// Index into `whitelists`; 0 for an empty whitelist.
+    /// Index into `whitelists`; 0 for the empty whitelist.
     whitelist: u32,
     /// Index in `rows` of the creation.
     created: u32,
@@ -196,8 +200,8 @@ pub(crate) struct Projection {
     by_id: HashTable<u32>,
     /// Names longer than [`INLINE_NAME`] bytes.
     names: String,
-    /// Non-empty whitelists; entry 0 is the empty one.
-    whitelists: Vec<Box<[IpNet]>>,
+    /// Whitelists, shared by every key (and creation row) that has the same one.
+    whitelists: WhitelistSets,
     role_sets: Vec<RoleSet>,
     role_index: HashTable<u32>,
     rows: Vec<Row>,
@@ -207,6 +211,79 @@ pub(crate) struct Projection {
     seed: Seed,
     hasher: RandomState,
     head: Head,
+}
+
+/// Whitelists stored once however many keys share them, with reference counts so that a
+/// whitelist nobody uses any more is freed. Set 0 is the empty whitelist.
+struct WhitelistSets {
+    sets: Vec<Box<[IpNet]>>,
+    refs: Vec<u32>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl WhitelistSets {
+    fn new() -> Self {
+        WhitelistSets {
+            sets: vec![Box::default()],
+            refs: vec![0],
+            free: Vec::new(),
+            index: HashTable::new(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, set: u32) -> &[IpNet] {
+        self.sets.get(set as usize).map_or(&[], |s| s)
+    }
+
+    /// The set equal to `nets`, with one more reference.
+    fn acquire(&mut self, nets: &[IpNet], seq: u64) -> Result<u32, Error> {
+        if nets.is_empty() {
+            return Ok(0);
+        }
+        let hash = self.hasher.hash_one(nets);
+        let sets = &self.sets;
+        if let Some(&i) = self.index.find(hash, |&i| *sets[i as usize] == *nets) {
+            self.refs[i as usize] += 1;
+            return Ok(i);
+        }
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.sets[i as usize] = nets.into();
+                self.refs[i as usize] = 1;
+                i
+            }
+            None => {
+                let i = u32::try_from(self.sets.len()).map_err(|_| too_long(seq))?;
+                self.sets.push(nets.into());
+                self.refs.push(1);
+                i
+            }
+        };
+        let (hasher, sets) = (&self.hasher, &self.sets);
+        self.index
+            .insert_unique(hash, i, |&j| hasher.hash_one(&*sets[j as usize]));
+        Ok(i)
+    }
+
+    /// Drops one reference to `set`, freeing it when it was the last.
+    fn release(&mut self, set: u32) {
+        let Some(refs) = self.refs.get_mut(set as usize).filter(|_| set != 0) else {
+            return;
+        };
+        *refs = refs.saturating_sub(1);
+        if *refs == 0 {
+            let hash = self.hasher.hash_one(&*self.sets[set as usize]);
+            if let Ok(entry) = self.index.find_entry(hash, |&i| i == set) {
+                entry.remove();
+            }
+            self.sets[set as usize] = Box::default();
+            self.free.push(set);
+        }
+    }
 }
 
 fn too_long(seq: u64) -> Error {
@@ -220,7 +297,7 @@ impl Projection {
             by_hash: HashTable::new(),
             by_id: HashTable::new(),
             names: String::new(),
-            whitelists: vec![Box::default()],
+            whitelists: WhitelistSets::new(),
             role_sets: Vec::new(),
             role_index: HashTable::new(),
             rows: Vec::new(),
@@ -265,7 +342,7 @@ impl Projection {
 
     #[inline]
     fn whitelist_of(&self, key: &KeyRec) -> &[IpNet] {
-        self.whitelists.get(key.whitelist as usize).map_or(&[], |w| w)
+        self.whitelists.get(key.whitelist)
     }
 
     #[inline]
@@ -356,15 +433,13 @@ impl Projection {
     pub(crate) fn apply(&mut self, record: &Record, chain_hash: [u8; 32]) -> Result<(), Error> {
         let seq = record.seq;
         let row_index = u32::try_from(self.rows.len()).map_err(|_| too_long(seq))?;
-        let nets_start = u32::try_from(self.nets.len()).map_err(|_| too_long(seq))?;
         let mut row = Row {
             at: record.at,
             actor: self.intern_actor(record.actor.id()),
             role: record.actor.role(),
             kind: record.event.kind(),
             slot: 0,
-            nets_start,
-            nets_len: 0,
+            nets: 0,
         };
         match &record.event {
             Event::Created {
@@ -375,40 +450,36 @@ impl Projection {
                 roles,
                 whitelist,
             } => {
-                let whitelist_index = match whitelist.is_empty() {
-                    true => 0,
-                    false => self.push_whitelist(whitelist.as_slice().into(), seq)?,
-                };
+                // One reference for the key, one for its creation row.
+                let set = self.whitelists.acquire(whitelist, seq)?;
+                self.whitelists.acquire(whitelist, seq)?;
                 let key = KeyRec {
                     hash: *hash,
                     id: *id,
                     roles: self.intern_roles(roles, seq)?,
-                    whitelist: whitelist_index,
+                    whitelist: set,
                     created: row_index,
                     deleted: LIVE,
                     tail: *tail,
                     name: self.store_name(name, seq)?,
                 };
                 row.slot = self.push_key(key, seq)?;
-                self.nets.extend_from_slice(whitelist);
-                row.nets_len = u16::try_from(whitelist.len()).map_err(|_| too_long(seq))?;
+                row.nets = set;
             }
             Event::Whitelisted { id, net } | Event::Unwhitelisted { id, net } => {
                 let index = self.key_index(*id).ok_or(Error::KeyNotFound(*id))?;
-                let key = self.keys[index as usize];
-                let mut list = self.whitelist_of(&key).to_vec();
+                let old = self.keys[index as usize].whitelist;
+                let mut list = self.whitelists.get(old).to_vec();
                 if matches!(record.event, Event::Whitelisted { .. }) {
                     list.push(*net);
                 } else {
                     list.retain(|n| n != net);
                 }
-                match key.whitelist {
-                    0 => self.keys[index as usize].whitelist = self.push_whitelist(list.into(), seq)?,
-                    w => self.whitelists[w as usize] = list.into(),
-                }
+                self.keys[index as usize].whitelist = self.whitelists.acquire(&list, seq)?;
+                self.whitelists.release(old);
+                row.nets = u32::try_from(self.nets.len()).map_err(|_| too_long(seq))?;
                 self.nets.push(*net);
                 row.slot = index;
-                row.nets_len = 1;
             }
             Event::Deleted { id } => {
                 let index = self.key_index(*id).ok_or(Error::KeyNotFound(*id))?;
@@ -444,12 +515,6 @@ impl Projection {
         }
         self.by_id
             .insert_unique(seed.key_id(key.id), index, |&i| seed.key_id(keys[i as usize].id));
-        Ok(index)
-    }
-
-    fn push_whitelist(&mut self, list: Box<[IpNet]>, seq: u64) -> Result<u32, Error> {
-        let index = u32::try_from(self.whitelists.len()).map_err(|_| too_long(seq))?;
-        self.whitelists.push(list);
         Ok(index)
     }
 
@@ -505,10 +570,14 @@ impl Projection {
     }
 
     fn row_nets(&self, row: &Row) -> &[IpNet] {
-        let start = row.nets_start as usize;
-        self.nets
-            .get(start..start + usize::from(row.nets_len))
-            .unwrap_or_default()
+        match row.kind {
+            EventKind::Created => self.whitelists.get(row.nets),
+            EventKind::Whitelisted | EventKind::Unwhitelisted => {
+                let i = row.nets as usize;
+                self.nets.get(i..i + 1).unwrap_or_default()
+            }
+            EventKind::Deleted => &[],
+        }
     }
 
     fn view(&self, key: &KeyRec, whitelist: Vec<IpNet>, deleted: u32) -> KeyView {
@@ -618,13 +687,14 @@ impl Projection {
                     name: self.name_of(k).to_owned(),
                     roles: k.roles,
                     tail: k.tail,
-                    whitelist: self.whitelist_of(k).to_vec(),
+                    whitelist: k.whitelist,
                     created: k.created,
                     deleted: (k.deleted != LIVE).then_some(k.deleted),
                 })
                 .collect(),
             rows: self.rows.clone(),
             nets: self.nets.clone(),
+            whitelist_sets: self.whitelists.sets.iter().map(|s| s.to_vec()).collect(),
         }
     }
 
@@ -648,14 +718,26 @@ impl Projection {
         if rows_len as u64 != seq {
             return Err(bad("row count does not match its sequence number"));
         }
-        for row in &data.rows {
-            let nets_end = row.nets_start as usize + usize::from(row.nets_len);
-            if row.actor as usize >= proj.actors.len() || row.slot as usize >= keys_len || nets_end > nets_len
-            {
+        let set = |i: u32| {
+            data.whitelist_sets
+                .get(i as usize)
+                .ok_or_else(|| bad("whitelist set out of range"))
+        };
+        let mut rows = data.rows;
+        for row in &mut rows {
+            let nets_ok = match row.kind {
+                EventKind::Created => {
+                    row.nets = proj.whitelists.acquire(set(row.nets)?, seq)?;
+                    true
+                }
+                EventKind::Whitelisted | EventKind::Unwhitelisted => (row.nets as usize) < nets_len,
+                EventKind::Deleted => true,
+            };
+            if !nets_ok || row.actor as usize >= proj.actors.len() || row.slot as usize >= keys_len {
                 return Err(bad("audit row out of range"));
             }
         }
-        for s in data.slots {
+        for s in &data.slots {
             if s.roles as usize >= proj.role_sets.len()
                 || s.created as usize >= rows_len
                 || s.deleted.is_some_and(|d| d as usize >= rows_len)
@@ -666,15 +748,11 @@ impl Projection {
             if proj.contains_id(id) || (s.deleted.is_none() && proj.contains_hash(&hash)) {
                 return Err(bad("duplicate key"));
             }
-            let whitelist = match s.whitelist.is_empty() {
-                true => 0,
-                false => proj.push_whitelist(s.whitelist.into(), seq)?,
-            };
             let key = KeyRec {
                 hash,
                 id,
                 roles: s.roles,
-                whitelist,
+                whitelist: proj.whitelists.acquire(set(s.whitelist)?, seq)?,
                 created: s.created,
                 deleted: s.deleted.unwrap_or(LIVE),
                 tail: s.tail,
@@ -682,9 +760,40 @@ impl Projection {
             };
             proj.push_key(key, seq)?;
         }
-        proj.rows = data.rows;
+        proj.rows = rows;
         proj.nets = data.nets;
         proj.head = data.head;
         Ok(proj)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn equal_whitelists_are_stored_once_and_freed_with_their_last_user() {
+        let mut sets = WhitelistSets::new();
+        let a = nets(&["10.0.0.0/8"]);
+        let b = nets(&["10.0.0.0/8", "192.0.2.1/32"]);
+        assert_eq!(sets.acquire(&[], 1).unwrap(), 0);
+        let first = sets.acquire(&a, 1).unwrap();
+        assert_eq!(sets.acquire(&a, 1).unwrap(), first);
+        let other = sets.acquire(&b, 1).unwrap();
+        assert_ne!(other, first);
+        assert_eq!(sets.get(other), b.as_slice());
+        sets.release(first);
+        assert_eq!(sets.get(first), a.as_slice(), "one user left");
+        sets.release(first);
+        assert!(sets.get(first).is_empty(), "freed");
+        let reused = sets.acquire(&nets(&["2001:db8::/32"]), 1).unwrap();
+        assert_eq!(reused, first, "a freed slot is reused");
+        assert_eq!(sets.acquire(&b, 1).unwrap(), other, "the index still finds live sets");
+        sets.release(0);
+        assert!(sets.get(0).is_empty());
     }
 }
