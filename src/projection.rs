@@ -792,7 +792,11 @@ mod tests {
         assert!(sets.get(first).is_empty(), "freed");
         let reused = sets.acquire(&nets(&["2001:db8::/32"]), 1).unwrap();
         assert_eq!(reused, first, "a freed slot is reused");
-        assert_eq!(sets.acquire(&b, 1).unwrap(), other, "the index still finds live sets");
+        assert_eq!(
+            sets.acquire(&b, 1).unwrap(),
+            other,
+            "the index still finds live sets"
+        );
         sets.release(0);
         assert!(sets.get(0).is_empty());
     }

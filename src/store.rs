@@ -16,7 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender};
 use crossbeam_utils::sync::ShardedLock;
 use ipnet::IpNet;
-use rand::TryRngCore;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 
 use crate::Error;
 use crate::access::{self, KeyState, Rejection, VerifiedKey};
@@ -380,6 +381,7 @@ impl KeyStore {
             max_batch: options.max_batch,
             unacknowledged_from: None,
             snapshots: policy,
+            ids: StdRng::try_from_os_rng().map_err(|e| Error::Entropy(e.to_string()))?,
         };
         let handle = std::thread::Builder::new()
             .name("keyledger-writer".into())
@@ -598,6 +600,9 @@ struct Writer {
     /// unacknowledged and are discarded before the next batch.
     unacknowledged_from: Option<u64>,
     snapshots: Option<snapshot::Policy>,
+    /// Key ids: public, so a CSPRNG seeded once from the OS rather than a system call per
+    /// key (secrets still come straight from the OS).
+    ids: StdRng,
 }
 
 /// A command that passed the rules, with its records, waiting for the flush.
@@ -709,7 +714,7 @@ impl Writer {
                     deferred.push_back(cmd);
                     continue;
                 }
-                let events = match self.events(&proj, &cmd, &mut touched, &mut new_hashes) {
+                let events = match Self::events(&proj, &cmd, &mut touched, &mut new_hashes, &mut self.ids) {
                     Ok(events) => events,
                     Err(e) => {
                         let _ = cmd.reply.send(Err(e));
@@ -805,11 +810,11 @@ impl Writer {
 
     /// The events a command would record, checked against the rules.
     fn events(
-        &self,
         proj: &Projection,
         cmd: &Command,
         touched: &mut HashSet<KeyId>,
         new_hashes: &mut HashSet<KeyHash>,
+        ids: &mut StdRng,
     ) -> Result<Vec<Event>, Error> {
         let events = match &cmd.op {
             Op::Create { new, hash, tail } => {
@@ -820,11 +825,7 @@ impl Writer {
                     ));
                 }
                 let id = loop {
-                    let id = KeyId(
-                        rand::rngs::OsRng
-                            .try_next_u64()
-                            .map_err(|e| Error::Entropy(e.to_string()))?,
-                    );
+                    let id = KeyId(ids.next_u64());
                     if !proj.contains_id(id) && touched.insert(id) {
                         break id;
                     }
