@@ -9,10 +9,13 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 targets=(token_parse header_value record_decode replay ops_model)
 cargo +nightly fuzz build
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
 for t in "${targets[@]}"; do
-  mkdir -p "corpus/$t"
-  log=$(mktemp)
-  if cargo +nightly fuzz run "$t" "corpus/$t" -- \
+  mkdir -p "corpus/$t" "$scratch/$t"
+  log="$scratch/$t.log"
+  # New inputs go to the scratch directory (the first one); the committed seeds stay as they are.
+  if cargo +nightly fuzz run "$t" "$scratch/$t" "corpus/$t" -- \
       -max_total_time="$seconds" -malloc_limit_mb=512 -rss_limit_mb=2048 >"$log" 2>&1; then
     echo "fuzz: $t ok ($(grep -Eo 'Done [0-9]+ runs' "$log" | tail -1 || echo 'no summary'))"
   else
@@ -20,5 +23,4 @@ for t in "${targets[@]}"; do
     echo "fuzz: $t FAILED (reproducer under fuzz/artifacts/$t)"
     exit 1
   fi
-  rm -f "$log"
 done
