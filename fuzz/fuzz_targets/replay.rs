@@ -25,11 +25,21 @@ fuzz_target!(|input: Input| {
         // Lay the store out as keyledger does, then write the records straight into sled.
         let store = keyledger::KeyStore::open(dir.path()).expect("fresh store");
         drop(store);
-        let db = sled::Config::new()
-            .path(dir.path().join("log"))
-            .flush_every_ms(None)
-            .open()
-            .expect("sled");
+        // sled's background threads can hold its file lock for a moment after the store
+        // is dropped; keyledger's own open waits that out, and so does this harness.
+        let config = sled::Config::new().path(dir.path().join("log")).flush_every_ms(None);
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if attempts < 200 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    let _ = e;
+                }
+                Err(e) => panic!("sled: {e:?}"),
+            }
+        };
         let log = db.open_tree("log").expect("tree");
         for (i, bytes) in records.iter().enumerate() {
             log.insert((i as u64 + 1).to_be_bytes(), bytes.as_slice())
