@@ -32,10 +32,9 @@ fuzz_target!(|input: Input| {
         let db = loop {
             match config.open() {
                 Ok(db) => break db,
-                Err(e) if attempts < 200 => {
+                Err(_) if attempts < 200 => {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(5));
-                    let _ = e;
                 }
                 Err(e) => panic!("sled: {e:?}"),
             }
