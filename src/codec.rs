@@ -382,8 +382,8 @@ struct SnapshotV1 {
 
 #[derive(Serialize, Deserialize)]
 struct SlotV1 {
-    #[serde(with = "le32")]
-    hash: [u8; 32],
+    #[serde(with = "le16")]
+    hash: [u8; 16],
     id: u64,
     name: String,
     roles: u32,

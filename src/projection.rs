@@ -14,7 +14,7 @@ use hashbrown::HashTable;
 use ipnet::IpNet;
 
 use crate::Error;
-use crate::access::{self, INLINE_NAME, KeyName, KeyState, Rejection, RoleSet, VerifiedKey};
+use crate::access::{self, KeyName, KeyState, Rejection, RoleSet, VerifiedKey};
 use crate::event::{Actor, ActorRole, Event, EventKind, KeyId, Record};
 use crate::token::{self, KeyHash};
 
@@ -52,7 +52,7 @@ pub(crate) struct Row {
 /// A key's slot as plain data, for a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SlotData {
-    pub(crate) hash: [u8; 32],
+    pub(crate) hash: [u8; 16],
     pub(crate) id: u64,
     pub(crate) name: String,
     /// Index into [`SnapshotData::role_sets`].
@@ -146,13 +146,8 @@ impl Seed {
     }
 
     #[inline]
-    fn key_hash(&self, h: &KeyHash) -> u64 {
-        let w = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&h.0[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(b)
-        };
-        Self::fold(w(0) ^ self.0[0], w(1) ^ self.0[1]) ^ Self::fold(w(2) ^ self.0[2], w(3) ^ self.0[3])
+    fn key_hash(&self, h: HashPrefix) -> u64 {
+        Self::fold((h.0 as u64) ^ self.0[0], ((h.0 >> 64) as u64) ^ self.0[1])
     }
 
     #[inline]
@@ -161,20 +156,38 @@ impl Seed {
     }
 }
 
+/// The first 128 bits of a key's hash: what the projection compares. Finding another key
+/// with the same prefix as a live one is a 2^128 search; the log keeps all 256 bits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct HashPrefix(u128);
+
+impl HashPrefix {
+    #[inline]
+    fn of(hash: &KeyHash) -> Self {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&hash.0[..16]);
+        HashPrefix(u128::from_le_bytes(b))
+    }
+}
+
+/// Names up to this many bytes live inside the key record.
+const REC_INLINE_NAME: usize = 18;
+
 /// A key's name: inline when short (most are), else a range of the names arena. Keeps
-/// a verify to one cache line of the key's record.
+/// a verify to the one cache line of the key's record.
 #[derive(Clone, Copy)]
 struct Name {
     len: u16,
-    /// The name itself when `len <= INLINE_NAME`; else its offset in the arena (first
+    /// The name itself when `len <= REC_INLINE_NAME`; else its offset in the arena (first
     /// four bytes, little-endian).
-    bytes: [u8; INLINE_NAME],
+    bytes: [u8; REC_INLINE_NAME],
 }
 
-/// Everything kept about one key, fixed size: 88 bytes, no allocation of its own.
+/// Everything kept about one key: one 64-byte cache line, no allocation of its own.
 #[derive(Clone, Copy)]
+#[repr(align(64))]
 struct KeyRec {
-    hash: KeyHash,
+    hash: HashPrefix,
     id: KeyId,
     /// Index into `role_sets`.
     roles: u32,
@@ -334,9 +347,14 @@ impl Projection {
 
     #[inline]
     fn live_key(&self, hash: &KeyHash) -> Option<&KeyRec> {
+        self.live_key_by_prefix(HashPrefix::of(hash))
+    }
+
+    #[inline]
+    fn live_key_by_prefix(&self, prefix: HashPrefix) -> Option<&KeyRec> {
         let keys = &self.keys;
         self.by_hash
-            .find(self.seed.key_hash(hash), |&i| keys[i as usize].hash == *hash)
+            .find(self.seed.key_hash(prefix), |&i| keys[i as usize].hash == prefix)
             .map(|&i| &keys[i as usize])
     }
 
@@ -348,7 +366,7 @@ impl Projection {
     #[inline]
     fn name_of<'a>(&'a self, key: &'a KeyRec) -> &'a str {
         let len = usize::from(key.name.len);
-        if len <= INLINE_NAME {
+        if len <= REC_INLINE_NAME {
             std::str::from_utf8(&key.name.bytes[..len]).unwrap_or_default()
         } else {
             let mut offset = [0u8; 4];
@@ -454,7 +472,7 @@ impl Projection {
                 let set = self.whitelists.acquire(whitelist, seq)?;
                 self.whitelists.acquire(whitelist, seq)?;
                 let key = KeyRec {
-                    hash: *hash,
+                    hash: HashPrefix::of(hash),
                     id: *id,
                     roles: self.intern_roles(roles, seq)?,
                     whitelist: set,
@@ -484,10 +502,7 @@ impl Projection {
             Event::Deleted { id } => {
                 let index = self.key_index(*id).ok_or(Error::KeyNotFound(*id))?;
                 let hash = self.keys[index as usize].hash;
-                if let Ok(entry) = self
-                    .by_hash
-                    .find_entry(self.seed.key_hash(&hash), |&i| i == index)
-                {
+                if let Ok(entry) = self.by_hash.find_entry(self.seed.key_hash(hash), |&i| i == index) {
                     entry.remove();
                 }
                 self.keys[index as usize].deleted = row_index;
@@ -509,8 +524,8 @@ impl Projection {
         self.keys.push(key);
         let (seed, keys) = (self.seed, &self.keys);
         if key.deleted == LIVE {
-            self.by_hash.insert_unique(seed.key_hash(&key.hash), index, |&i| {
-                seed.key_hash(&keys[i as usize].hash)
+            self.by_hash.insert_unique(seed.key_hash(key.hash), index, |&i| {
+                seed.key_hash(keys[i as usize].hash)
             });
         }
         self.by_id
@@ -520,8 +535,8 @@ impl Projection {
 
     fn store_name(&mut self, name: &str, seq: u64) -> Result<Name, Error> {
         let len = u16::try_from(name.len()).map_err(|_| too_long(seq))?;
-        let mut bytes = [0u8; INLINE_NAME];
-        if name.len() <= INLINE_NAME {
+        let mut bytes = [0u8; REC_INLINE_NAME];
+        if name.len() <= REC_INLINE_NAME {
             bytes[..name.len()].copy_from_slice(name.as_bytes());
         } else {
             let offset = u32::try_from(self.names.len()).map_err(|_| too_long(seq))?;
@@ -682,7 +697,7 @@ impl Projection {
                 .keys
                 .iter()
                 .map(|k| SlotData {
-                    hash: k.hash.0,
+                    hash: k.hash.0.to_le_bytes(),
                     id: k.id.0,
                     name: self.name_of(k).to_owned(),
                     roles: k.roles,
@@ -744,8 +759,8 @@ impl Projection {
             {
                 return Err(bad("key record out of range"));
             }
-            let (hash, id) = (KeyHash(s.hash), KeyId(s.id));
-            if proj.contains_id(id) || (s.deleted.is_none() && proj.contains_hash(&hash)) {
+            let (hash, id) = (HashPrefix(u128::from_le_bytes(s.hash)), KeyId(s.id));
+            if proj.contains_id(id) || (s.deleted.is_none() && proj.live_key_by_prefix(hash).is_some()) {
                 return Err(bad("duplicate key"));
             }
             let key = KeyRec {
@@ -770,6 +785,12 @@ impl Projection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_record_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<KeyRec>(), 64);
+        assert_eq!(std::mem::align_of::<KeyRec>(), 64);
+    }
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|s| s.parse().unwrap()).collect()
