@@ -700,7 +700,9 @@ impl Writer {
     /// Commands that touch a key already touched in this batch wait for the next one, so
     /// each is checked against a projection that holds everything before it.
     fn commit(&mut self, batch: Vec<Command>, deferred: &mut VecDeque<Command>) -> Result<(), ()> {
-        let mut records: Vec<(Record, Vec<u8>, [u8; 32])> = Vec::new();
+        // The records, and their bytes as the log takes them (same indices).
+        let mut records: Vec<(Record, [u8; 32])> = Vec::new();
+        let mut wire: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut accepted: Vec<Accepted> = Vec::new();
         {
             let proj = self.shared.read();
@@ -740,7 +742,8 @@ impl Writer {
                                 hash,
                                 at: record.at,
                             };
-                            records.push((record, bytes, hash));
+                            wire.push((record.seq, bytes));
+                            records.push((record, hash));
                         }
                         Err(e) => {
                             failed = Some(e);
@@ -750,6 +753,7 @@ impl Writer {
                 }
                 if let Some(e) = failed {
                     records.truncate(start);
+                    wire.truncate(start);
                     let _ = cmd.reply.send(Err(e));
                     continue;
                 }
@@ -766,8 +770,7 @@ impl Writer {
             return Ok(());
         }
         let first = records[0].0.seq;
-        let wire: Vec<(u64, Vec<u8>)> = records.iter().map(|(r, b, _)| (r.seq, b.clone())).collect();
-        let anchor = records.last().map(|(r, _, hash)| Anchor {
+        let anchor = records.last().map(|(r, hash)| Anchor {
             seq: r.seq,
             hash: *hash,
         });
@@ -782,9 +785,9 @@ impl Writer {
         self.unacknowledged_from = None;
         let mut proj = self.shared.proj.write().unwrap_or_else(PoisonError::into_inner);
         for a in accepted {
-            let last = records[a.records.clone()].last().map_or(0, |(r, _, _)| r.seq);
+            let last = records[a.records.clone()].last().map_or(0, |(r, _)| r.seq);
             let mut result = Ok((a.id, last));
-            for (record, _, hash) in &records[a.records] {
+            for (record, hash) in &records[a.records] {
                 if let Err(e) = proj.apply(record, *hash) {
                     result = Err(e);
                 }
