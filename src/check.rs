@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use crate::Error;
 use crate::codec;
-use crate::event::Record;
 use crate::log::{Anchor, Batch, Bytes, Chain, Log};
 use crate::projection::{Head, Projection};
 
@@ -43,14 +42,14 @@ pub(crate) fn replay_onto(
     let anchor = log.anchor()?;
     let total = anchor.map_or(0, |a| a.seq);
     let from = proj.head().seq + 1;
-    // Two stages on two threads: reading and decoding records does not depend on the
-    // state, so it runs ahead of hashing, checking and applying them in order.
+    // Two stages on two threads: reading the engine's pages (the slowest part) runs ahead
+    // of decoding, hashing, checking and applying records in order.
     std::thread::scope(|s| {
         let (tx, rx) = crossbeam_channel::bounded::<Vec<Decoded>>(8);
         s.spawn(move || read_ahead(log, from, &tx));
         for batch in rx {
             for item in batch {
-                let (seq, bytes, record) = item?;
+                let (seq, bytes) = item?;
                 let expected = proj.head().seq + 1;
                 if seq != expected {
                     return Err(Error::corrupt(
@@ -58,7 +57,7 @@ pub(crate) fn replay_onto(
                         format!("record {expected} is missing; found {seq}"),
                     ));
                 }
-                let record = record?;
+                let record = codec::decode_record(&bytes, seq)?;
                 if record.seq != seq {
                     return Err(Error::corrupt(
                         seq,
@@ -79,21 +78,18 @@ pub(crate) fn replay_onto(
     Ok(proj)
 }
 
-/// A record read from the log: where it was, its bytes, and what they decode to.
-type Decoded = Result<(u64, Bytes, Result<Record, Error>), Error>;
+/// A record read from the log: where it was and its bytes.
+type Decoded = Result<(u64, Bytes), Error>;
 
 const READ_AHEAD_BATCH: usize = 1024;
 
-/// Reads and decodes records from `from` on, in batches, until the log ends, a read
+/// Reads records from `from` on, in batches, until the log ends, a read
 /// fails, or the receiver hangs up.
 fn read_ahead(log: &dyn Log, from: u64, tx: &crossbeam_channel::Sender<Vec<Decoded>>) {
     let mut batch = Vec::with_capacity(READ_AHEAD_BATCH);
     for item in log.scan(from) {
         let failed = item.is_err();
-        batch.push(item.map(|(seq, bytes)| {
-            let record = codec::decode_record(&bytes, seq);
-            (seq, bytes, record)
-        }));
+        batch.push(item);
         if failed || batch.len() == READ_AHEAD_BATCH {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(READ_AHEAD_BATCH));
             // A failed read ends the stream; the receiver reports it.
