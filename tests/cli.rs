@@ -106,6 +106,14 @@ impl Store {
         cmd
     }
 
+    /// Runs `cmd` as `actor` (one of `ALICE`, `BOB`, `ROOT`) with `args`.
+    fn act(&self, cmd: &str, actor: [&str; 4], args: &[&str]) -> Run {
+        let mut all = vec![cmd];
+        all.extend_from_slice(&actor);
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
     fn run(&self, args: &[&str]) -> Run {
         finish(&mut self.command(args), None)
     }
@@ -167,24 +175,23 @@ fn assert_rfc3339_utc(v: &Value) {
 #[test]
 fn create_json_has_every_key_field_and_the_secret() {
     let store = Store::new();
-    let run = store.run(&[
+    let run = store.act(
         "create",
-        "--actor",
-        "alice",
-        "--actor-role",
-        "admin",
-        "--name",
-        "notifications bot",
-        "--role",
-        "notifier",
-        "--role",
-        "reader",
-        "--ip",
-        "10.0.0.0/8",
-        "--ip",
-        "2001:db8::1",
-        "--json",
-    ]);
+        ALICE,
+        &[
+            "--name",
+            "notifications bot",
+            "--role",
+            "notifier",
+            "--role",
+            "reader",
+            "--ip",
+            "10.0.0.0/8",
+            "--ip",
+            "2001:db8::1",
+            "--json",
+        ],
+    );
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.stderr, "");
     let key = run.json();
@@ -209,17 +216,7 @@ fn create_json_has_every_key_field_and_the_secret() {
 #[test]
 fn human_create_shows_the_secret_once_with_a_warning() {
     let store = Store::new();
-    let run = store.run(&[
-        "create",
-        "--actor",
-        "root",
-        "--actor-role",
-        "super-admin",
-        "--name",
-        "ops",
-        "--role",
-        "ops",
-    ]);
+    let run = store.act("create", ROOT, &["--name", "ops", "--role", "ops"]);
     assert_eq!(run.code, 0, "{run:?}");
     let secret_line = run.stdout.lines().find(|l| l.contains("klk_")).unwrap();
     let secret = secret_line.split_whitespace().last().unwrap();
@@ -248,24 +245,9 @@ fn secret_is_printed_only_by_create() {
         store.run(&["show", &key.id, "--json"]),
         store.run_with_stdin(&["verify", "--ip", "10.1.1.1"], &key.secret),
         store.run_with_stdin(&["verify", "--ip", "192.0.2.1", "--json"], &key.secret),
-        store.run(&[
-            "whitelist",
-            "--actor",
-            "alice",
-            "--actor-role",
-            "admin",
-            &key.id,
-            "192.0.2.0/24",
-        ]),
-        store.run(&["delete", "--actor", "bob", "--actor-role", "admin", &key.id]),
-        store.run(&[
-            "delete",
-            "--actor",
-            "root",
-            "--actor-role",
-            "super-admin",
-            &key.id,
-        ]),
+        store.act("whitelist", ALICE, &[&key.id, "192.0.2.0/24"]),
+        store.act("delete", BOB, &[&key.id]),
+        store.act("delete", ROOT, &[&key.id]),
         store.run_with_stdin(&["verify", "--ip", "10.1.1.1", "--json"], &key.secret),
         store.run(&["audit"]),
         store.run(&["audit", "--json"]),
@@ -274,14 +256,7 @@ fn secret_is_printed_only_by_create() {
         // A secret where an id belongs, or on verify's command line, is not echoed back.
         store.run(&["show", &key.secret]),
         store.run(&["verify", "--ip", "10.1.1.1", &key.secret]),
-        store.run(&[
-            "delete",
-            "--actor",
-            "root",
-            "--actor-role",
-            "super-admin",
-            &key.secret,
-        ]),
+        store.act("delete", ROOT, &[&key.secret]),
     ];
     runs.push(store.run(&["audit", "--key", &key.secret]));
     for run in &runs {
@@ -401,7 +376,7 @@ fn human_list_is_an_aligned_table() {
 fn list_of_an_empty_store_says_so() {
     let store = Store::new();
     let key = store.create(ALICE, "x", &["r"], &[]);
-    store.run(&["delete", "--actor", "alice", "--actor-role", "admin", &key.id]);
+    store.act("delete", ALICE, &[&key.id]);
     let run = store.run(&["list"]);
     assert_eq!((run.code, run.stdout.trim()), (0, "no live keys"));
     assert_eq!(store.run(&["list", "--json"]).stdout, "");
@@ -422,14 +397,7 @@ fn show_prints_one_key_live_or_deleted() {
         assert!(human.stdout.contains(expected), "{expected}: {}", human.stdout);
     }
 
-    store.run(&[
-        "delete",
-        "--actor",
-        "root",
-        "--actor-role",
-        "super-admin",
-        &key.id,
-    ]);
+    store.act("delete", ROOT, &[&key.id]);
     let deleted = store.run(&["show", &key.id, "--json"]);
     assert_eq!(deleted.code, 0);
     assert_eq!(deleted.json()["deleted"]["by"], "root");
@@ -576,30 +544,13 @@ fn whitelist_and_unwhitelist_change_what_verifies() {
     let key = store.create(ALICE, "bot", &["notifier"], &["10.0.0.0/8"]);
     assert_eq!(store.verify(&key.secret, "192.0.2.7").code, 1);
 
-    let added = store.run(&[
-        "whitelist",
-        "--actor",
-        "alice",
-        "--actor-role",
-        "admin",
-        &key.id,
-        "192.0.2.0/24",
-        "::1",
-    ]);
+    let added = store.act("whitelist", ALICE, &[&key.id, "192.0.2.0/24", "::1"]);
     assert_eq!(added.code, 0, "{added:?}");
     assert!(added.stdout.contains("192.0.2.0/24"), "{}", added.stdout);
     assert_eq!(store.verify(&key.secret, "192.0.2.7").code, 0);
     assert_eq!(store.verify(&key.secret, "::1").code, 0);
 
-    let removed = store.run(&[
-        "unwhitelist",
-        "--actor",
-        "root",
-        "--actor-role",
-        "super-admin",
-        &key.id,
-        "192.0.2.0/24",
-    ]);
+    let removed = store.act("unwhitelist", ROOT, &[&key.id, "192.0.2.0/24"]);
     assert_eq!(removed.code, 0, "{removed:?}");
     assert_eq!(store.verify(&key.secret, "192.0.2.7").code, 1);
     let shown = store.run(&["show", &key.id, "--json"]).json();
@@ -633,7 +584,7 @@ fn whitelist_changes_that_change_nothing_or_are_malformed_exit_2() {
 fn admin_cannot_delete_another_admins_key() {
     let store = Store::new();
     let key = store.create(ALICE, "bot", &["notifier"], &[]);
-    let run = store.run(&["delete", "--actor", "bob", "--actor-role", "admin", &key.id]);
+    let run = store.act("delete", BOB, &[&key.id]);
     assert_eq!(run.code, 3, "{run:?}");
     run.assert_one_error_line();
     assert!(run.stderr.contains("permission denied"), "{}", run.stderr);
@@ -642,15 +593,7 @@ fn admin_cannot_delete_another_admins_key() {
         0,
         "the key still verifies"
     );
-    let wl = store.run(&[
-        "whitelist",
-        "--actor",
-        "bob",
-        "--actor-role",
-        "admin",
-        &key.id,
-        "10.0.0.1",
-    ]);
+    let wl = store.act("whitelist", BOB, &[&key.id, "10.0.0.1"]);
     assert_eq!(wl.code, 3, "{wl:?}");
 }
 
@@ -658,14 +601,7 @@ fn admin_cannot_delete_another_admins_key() {
 fn super_admin_deletes_any_key_and_it_stops_verifying() {
     let store = Store::new();
     let key = store.create(ALICE, "bot", &["notifier"], &[]);
-    let run = store.run(&[
-        "delete",
-        "--actor",
-        "root",
-        "--actor-role",
-        "super-admin",
-        &key.id,
-    ]);
+    let run = store.act("delete", ROOT, &[&key.id]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains(&key.id), "{}", run.stdout);
     let answer = store.verify(&key.secret, "10.0.0.1");
@@ -674,25 +610,10 @@ fn super_admin_deletes_any_key_and_it_stops_verifying() {
         (1, Value::from("unknown_key"))
     );
 
-    let again = store.run(&[
-        "delete",
-        "--actor",
-        "root",
-        "--actor-role",
-        "super-admin",
-        &key.id,
-    ]);
+    let again = store.act("delete", ROOT, &[&key.id]);
     assert_eq!(again.code, 4, "deleting twice: {again:?}");
     again.assert_one_error_line();
-    let wl = store.run(&[
-        "whitelist",
-        "--actor",
-        "root",
-        "--actor-role",
-        "super-admin",
-        &key.id,
-        "10.0.0.1",
-    ]);
+    let wl = store.act("whitelist", ROOT, &[&key.id, "10.0.0.1"]);
     assert_eq!(wl.code, 4, "changing a deleted key: {wl:?}");
 }
 
@@ -700,7 +621,7 @@ fn super_admin_deletes_any_key_and_it_stops_verifying() {
 fn admin_deletes_their_own_key() {
     let store = Store::new();
     let key = store.create(BOB, "mine", &["r"], &[]);
-    let run = store.run(&["delete", "--actor", "bob", "--actor-role", "admin", &key.id]);
+    let run = store.act("delete", BOB, &[&key.id]);
     assert_eq!(run.code, 0, "{run:?}");
 }
 
@@ -988,15 +909,7 @@ fn audit_at_shows_the_keys_as_they_stood_after_that_record() {
     let store = Store::new();
     let a = store.create(ALICE, "alpha", &["r"], &["10.0.0.0/8"]);
     let b = store.create(BOB, "beta", &["r"], &[]);
-    let wl = store.run(&[
-        "whitelist",
-        "--actor",
-        "alice",
-        "--actor-role",
-        "admin",
-        &a.id,
-        "192.0.2.0/24",
-    ]);
+    let wl = store.act("whitelist", ALICE, &[&a.id, "192.0.2.0/24"]);
     assert_eq!(wl.code, 0);
     assert_eq!(
         store
@@ -1140,7 +1053,7 @@ fn db_defaults_to_the_environment_then_to_keyledger_db() {
 fn check_reports_an_intact_log_with_exit_0() {
     let store = Store::new();
     let key = store.create(ALICE, "bot", &["notifier"], &[]);
-    store.run(&["delete", "--actor", "alice", "--actor-role", "admin", &key.id]);
+    store.act("delete", ALICE, &[&key.id]);
     let run = store.run(&["check"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.stderr, "", "no progress bar when stderr is not a terminal");
