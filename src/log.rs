@@ -206,7 +206,10 @@ impl SledLog {
     pub(crate) fn open(path: Option<&Path>, cache_bytes: u64) -> Result<Self, Error> {
         let config = sled::Config::new()
             .cache_capacity(cache_bytes)
-            .flush_every_ms(None);
+            .flush_every_ms(None)
+            // The log only appends, so sled's compaction-favouring default buys no space
+            // here (measured: the same size at 100k records) and costs write throughput.
+            .mode(sled::Mode::HighThroughput);
         let config = match path {
             Some(p) => config.path(p),
             None => config.temporary(true),
