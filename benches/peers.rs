@@ -789,10 +789,9 @@ struct Scan {
     bytes: u64,
 }
 
-/// Opens the store's sled database (the store is closed) and reads every record of the
-/// log tree: what replay cannot avoid.
-fn raw_scan(dir: &Path, events: u64) -> Scan {
-    let t = Instant::now();
+/// The store's sled database and log tree, opened directly (the store must be closed),
+/// with the benchmark's small cache.
+fn open_raw_log(dir: &Path) -> (sled::Db, sled::Tree) {
     let db = sled::Config::new()
         .path(dir.join("log"))
         .cache_capacity(CACHE_BYTES)
@@ -800,6 +799,14 @@ fn raw_scan(dir: &Path, events: u64) -> Scan {
         .open()
         .unwrap();
     let tree = db.open_tree("log").unwrap();
+    (db, tree)
+}
+
+/// Opens the store's sled database (the store is closed) and reads every record of the
+/// log tree: what replay cannot avoid.
+fn raw_scan(dir: &Path, events: u64) -> Scan {
+    let t = Instant::now();
+    let (_db, tree) = open_raw_log(dir);
     let open = t.elapsed();
     let t = Instant::now();
     let (mut count, mut bytes) = (0u64, 0u64);
@@ -918,13 +925,7 @@ fn rss_open_child(dir: &Path, snapshot_every: u64) {
 /// every record, without a projection: sled's share of a reopened store's memory.
 fn rss_scan_child(dir: &Path) {
     let before = rss_bytes();
-    let db = sled::Config::new()
-        .path(dir.join("log"))
-        .cache_capacity(CACHE_BYTES)
-        .flush_every_ms(None)
-        .open()
-        .unwrap();
-    let tree = db.open_tree("log").unwrap();
+    let (_db, tree) = open_raw_log(dir);
     let mut records = 0u64;
     for kv in tree.iter() {
         let (k, v) = kv.unwrap();

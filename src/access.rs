@@ -190,14 +190,19 @@ pub(crate) const INLINE_NAME: usize = 22;
 impl KeyName {
     #[inline]
     pub(crate) fn new(name: &str) -> Self {
-        match u8::try_from(name.len()) {
-            Ok(len) if name.len() <= INLINE_NAME => {
-                let mut bytes = [0u8; INLINE_NAME];
-                bytes[..name.len()].copy_from_slice(name.as_bytes());
-                KeyName::Inline { len, bytes }
-            }
-            _ => KeyName::Long(name.into()),
-        }
+        KeyName::short(name.as_bytes()).unwrap_or_else(|| KeyName::Long(name.into()))
+    }
+
+    /// A short name copied from bytes that are already a name (a key record's inline
+    /// name), without checking them again: `as_str` checks on use.
+    #[inline]
+    pub(crate) fn short(name: &[u8]) -> Option<Self> {
+        let len = u8::try_from(name.len())
+            .ok()
+            .filter(|_| name.len() <= INLINE_NAME)?;
+        let mut bytes = [0u8; INLINE_NAME];
+        bytes[..name.len()].copy_from_slice(name);
+        Some(KeyName::Inline { len, bytes })
     }
 
     pub(crate) fn as_str(&self) -> &str {

@@ -503,19 +503,17 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
     let slots = wire
         .slots
         .into_iter()
-        .map(|s| {
-            Ok(SlotData {
-                hash: s.hash,
-                id: s.id,
-                name: s.name,
-                roles: s.roles,
-                tail: s.tail,
-                whitelist: s.whitelist,
-                created: s.created,
-                deleted: (s.deleted != u32::MAX).then_some(s.deleted),
-            })
+        .map(|s| SlotData {
+            hash: s.hash,
+            id: s.id,
+            name: s.name,
+            roles: s.roles,
+            tail: s.tail,
+            whitelist: s.whitelist,
+            created: s.created,
+            deleted: (s.deleted != u32::MAX).then_some(s.deleted),
         })
-        .collect::<Result<_, Error>>()?;
+        .collect();
     let rows = wire
         .rows
         .into_iter()

@@ -340,7 +340,12 @@ impl Projection {
         access::check_ip(self.whitelist_of(key), ip, require_whitelist)?;
         Ok(VerifiedKey {
             id: key.id,
-            name: KeyName::new(self.name_of(key)),
+            name: key
+                .name
+                .bytes
+                .get(..usize::from(key.name.len))
+                .and_then(KeyName::short)
+                .unwrap_or_else(|| KeyName::new(self.name_of(key))),
             roles: self.roles_of(key),
         })
     }
