@@ -211,14 +211,19 @@ impl SledLog {
             // here (measured: the same size at 100k records) and costs write throughput.
             .mode(sled::Mode::HighThroughput);
         let config = match path {
-            Some(p) => config.path(p),
+            Some(p) => {
+                remove_unfinished_sled_snapshots(p)?;
+                config.path(p)
+            }
             None => config.temporary(true),
         };
         let db = open_retrying(&config)?;
         let log = db.open_tree(LOG_TREE)?;
         let data_file = path.map(|p| std::fs::File::open(p.join("db"))).transpose()?;
         if let Some(p) = path {
-            // Make the files sled may just have created part of the directory for good.
+            // sled writes its `conf` without syncing it; make it and the files sled may
+            // just have created part of the directory for good.
+            std::fs::File::open(p.join("conf"))?.sync_all()?;
             std::fs::File::open(p)?.sync_all()?;
         }
         Ok(SledLog { db, log, data_file })
@@ -276,6 +281,32 @@ impl SledLog {
             _ => Err(Error::corrupt(0, "chain marker is malformed")),
         }
     }
+}
+
+/// Removes every `snap.*.generating` file in sled's directory.
+///
+/// sled 0.34.7 writes a snapshot of its page table to `snap.<LSN>.generating`, syncs it and
+/// renames it to `snap.<LSN>`. But when it opens, it lists every `snap.*` file (only
+/// `*.in___motion` is skipped), sorts the names and reads the last one: a `.generating`
+/// left by a kill mid-write sorts after the finished snapshot of the same LSN and is taken
+/// as the newest, and an empty or partial one makes every later open fail with
+/// `Corruption { at: None }`. A finished snapshot never keeps that name, so such a file is
+/// always a leftover and is safe to remove (sled then uses the previous snapshot, or scans
+/// its whole segment log).
+pub(crate) fn remove_unfinished_sled_snapshots(dir: &Path) -> Result<(), Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(dir.join(&*name))?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens sled, waiting out its file lock for a moment: the caller already holds the

@@ -165,3 +165,38 @@ fn acknowledged_writes_survive_sigkill() {
 fn acknowledged_writes_survive_sigkill_soak() {
     crash_cycles(500);
 }
+
+/// sled 0.34.7 takes a leftover `snap.<LSN>.generating` (a kill while sled writes its own
+/// snapshot, which it does during every open) for its newest snapshot, and an empty one
+/// used to brick the store. A finished snapshot never keeps that name: the store removes
+/// such files before it opens sled.
+#[test]
+fn a_leftover_unfinished_sled_snapshot_does_not_brick_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Actor::super_admin("root");
+    let (kept, gone) = {
+        let store = KeyStore::open(dir.path()).unwrap();
+        let kept = store.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+        let gone = store.create_key(&root, NewKey::new("gone").role("bot")).unwrap();
+        store.delete_key(&root, gone.id).unwrap();
+        (kept, gone)
+    };
+    let sled_dir = dir.path().join("log");
+    // The newest possible LSN, so the leftover sorts after every finished snapshot.
+    std::fs::write(sled_dir.join("snap.FFFFFFFFFFFFFFFF.generating"), b"").unwrap();
+    std::fs::write(sled_dir.join("snap.0000000000000001.generating"), b"partial").unwrap();
+
+    let store = KeyStore::open(dir.path()).expect("a leftover sled snapshot is ignored");
+    let ip = "10.0.0.1".parse().unwrap();
+    assert!(store.verify(kept.key.expose_secret(), ip).is_ok());
+    assert!(store.verify(gone.key.expose_secret(), ip).is_err());
+    assert_eq!(store.last_seq(), 3);
+    drop(store);
+    assert!(KeyStore::builder().check(dir.path()).unwrap().is_intact());
+    let leftovers: Vec<_> = std::fs::read_dir(&sled_dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".generating"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
