@@ -12,8 +12,9 @@ use std::sync::{Mutex, PoisonError};
 use ipnet::IpNet;
 
 use crate::Error;
+use crate::error::Denial;
 use crate::event::{Actor, ActorRole, Event, KeyId, MAX_WHITELIST, SUPER_ADMIN_ROLE};
-use crate::token::{HeaderProblem, Malformed};
+use crate::token::{HeaderProblem, Malformed, redact_keys};
 
 /// A key's state as the rules need it.
 #[derive(Debug, Clone, Copy)]
@@ -27,18 +28,12 @@ pub(crate) struct KeyState<'a> {
 /// (`None` when no key has that id).
 pub(crate) fn check_event(actor: &Actor, event: &Event, key: Option<KeyState<'_>>) -> Result<(), Error> {
     if actor.role() == ActorRole::User {
-        return Err(Error::PermissionDenied(format!(
-            "{:?} is not an admin: only admins and super admins may manage keys",
-            actor.id()
-        )));
+        return Err(Error::denied(actor.id(), Denial::NotAnAdmin));
     }
     let id = event.key_id();
     if let Event::Created { roles, .. } = event {
         if actor.role() != ActorRole::SuperAdmin && roles.iter().any(|r| r == SUPER_ADMIN_ROLE) {
-            return Err(Error::PermissionDenied(format!(
-                "admin {:?} may not grant the {SUPER_ADMIN_ROLE} role; only a super admin may",
-                actor.id()
-            )));
+            return Err(Error::denied(actor.id(), Denial::GrantsSuperAdmin));
         }
         return match key {
             None => Ok(()),
@@ -47,11 +42,8 @@ pub(crate) fn check_event(actor: &Actor, event: &Event, key: Option<KeyState<'_>
     }
     let key = key.ok_or(Error::KeyNotFound(id))?;
     if actor.role() == ActorRole::Admin && key.owner != actor.id() {
-        return Err(Error::PermissionDenied(format!(
-            "admin {:?} may only act on keys they created; key {id} was created by {:?}",
-            actor.id(),
-            key.owner
-        )));
+        let owner = redact_keys(key.owner).into_owned();
+        return Err(Error::denied(actor.id(), Denial::NotOwner { key: id, owner }));
     }
     if key.deleted {
         return Err(Error::KeyDeleted(id));
@@ -315,6 +307,34 @@ mod tests {
                 Err(Rejection::IpNotWhitelisted),
                 "{no}"
             );
+        }
+    }
+
+    #[test]
+    fn denials_are_typed_and_never_quote_a_key_shaped_id() {
+        // Only stored records can still carry such ids: replay checks them with these rules.
+        let key = crate::token::ApiKey::generate().unwrap();
+        let secret = key.expose_secret();
+        let id = KeyId(9);
+        let state = KeyState {
+            owner: secret,
+            deleted: false,
+            whitelist: &[],
+        };
+        let as_user = check_event(&Actor::user(secret), &Event::Deleted { id }, Some(state));
+        let as_admin = check_event(&Actor::admin("bob"), &Event::Deleted { id }, Some(state));
+        assert!(matches!(
+            &as_user,
+            Err(Error::PermissionDenied { actor, denial: Denial::NotAnAdmin }) if *actor == key.hint()
+        ));
+        assert!(matches!(
+            &as_admin,
+            Err(Error::PermissionDenied { actor, denial: Denial::NotOwner { key: k, owner } })
+                if actor == "bob" && *k == id && *owner == key.hint()
+        ));
+        for e in [as_user.unwrap_err(), as_admin.unwrap_err()] {
+            assert!(!e.to_string().contains(&secret[4..36]), "{e}");
+            assert!(!format!("{e:?}").contains(&secret[4..36]), "{e:?}");
         }
     }
 

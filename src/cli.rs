@@ -7,18 +7,18 @@
 mod demo;
 mod render;
 
-use std::convert::Infallible;
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::SystemTime;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keyledger::{
-    ADMIN_ROLE, Actor, ActorRole, AuditEntry, Builder, ChainKey, Error, EventKind, IpNet, KEY_PREFIX, KeyId,
-    KeyStore, KeyView, NewKey, SUPER_ADMIN_ROLE,
+    Actor, ActorRole, AuditEntry, Builder, ChainKey, ChainKeyProblem, Error, EventKind, IpNet, KEY_PREFIX,
+    KeyId, KeyStore, KeyView, NewKey, redact_keys,
 };
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -132,8 +132,8 @@ struct ActorArgs {
     /// Who is acting, as your own authentication established
     #[arg(long, value_name = "ID")]
     actor: String,
-    /// super-admin, admin, or any other word for a user (who may not manage keys)
-    #[arg(long, value_name = "ROLE", value_parser = actor_role_arg)]
+    /// super-admin, admin or user (a user may not manage keys)
+    #[arg(long, value_name = "ROLE", value_parser = ActorRole::from_str)]
     actor_role: ActorRole,
 }
 
@@ -239,14 +239,6 @@ impl From<Kind> for EventKind {
     }
 }
 
-fn actor_role_arg(s: &str) -> Result<ActorRole, Infallible> {
-    Ok(match s {
-        SUPER_ADMIN_ROLE => ActorRole::SuperAdmin,
-        ADMIN_ROLE => ActorRole::Admin,
-        _ => ActorRole::User,
-    })
-}
-
 fn key_id_arg(s: &str) -> Result<KeyId, String> {
     if s.starts_with(KEY_PREFIX) {
         return Err(
@@ -331,7 +323,7 @@ impl Failure {
 
     fn report(self) -> ExitCode {
         if !self.message.is_empty() {
-            let _ = writeln!(io::stderr(), "error: {}", one_line(&redact(&self.message)));
+            let _ = writeln!(io::stderr(), "error: {}", one_line(&redact_keys(&self.message)));
         }
         ExitCode::from(self.code)
     }
@@ -356,37 +348,13 @@ impl From<io::Error> for Failure {
 
 fn exit_code(e: &Error) -> u8 {
     match e {
-        Error::InvalidInput { .. } | Error::WhitelistUnchanged { .. } => exit::USAGE,
-        Error::PermissionDenied(_) => exit::DENIED,
+        Error::InvalidInput { .. } | Error::WhitelistUnchanged { .. } | Error::ChainKeyMismatch(_) => {
+            exit::USAGE
+        }
+        Error::PermissionDenied { .. } => exit::DENIED,
         Error::KeyNotFound(_) | Error::KeyDeleted(_) => exit::NOT_FOUND,
         _ => exit::STORAGE,
     }
-}
-
-/// Replaces anything shaped like a key (`klk_` and more key characters) with a hint, so a
-/// secret typed where it does not belong is not echoed into logs.
-fn redact(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(start) = rest.find(KEY_PREFIX) {
-        out.push_str(&rest[..start]);
-        let candidate = &rest[start..];
-        let len = KEY_PREFIX.len()
-            + candidate[KEY_PREFIX.len()..]
-                .bytes()
-                .take_while(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-                .count();
-        if len >= KEY_PREFIX.len() + 8 {
-            out.push_str(KEY_PREFIX);
-            out.push('…');
-            out.push_str(&candidate[len - 4..len]);
-        } else {
-            out.push_str(&candidate[..len]);
-        }
-        rest = &candidate[len..];
-    }
-    out.push_str(rest);
-    out
 }
 
 fn one_line(message: &str) -> String {
@@ -457,7 +425,7 @@ impl Store {
             Error::InvalidInput {
                 field: "chain key",
                 ..
-            }
+            } | Error::ChainKeyMismatch(ChainKeyProblem::Missing)
         ) && self.chain_key_file.is_none();
         let mut failure =
             Failure::from(e).context(format_args!("cannot {verb} the store at {}", self.dir.display()));

@@ -1,10 +1,13 @@
 //! The library's one error type.
 //!
-//! Owns the classification callers branch on: bad input, permission, missing key, storage,
-//! corruption. Verification failures are not errors of the store; they are a
-//! [`Rejection`](crate::Rejection).
+//! Owns the classification callers branch on: bad input, permission (and which rule
+//! refused), a chain key that does not fit, missing key, storage, corruption. Verification
+//! failures are not errors of the store; they are a [`Rejection`](crate::Rejection).
 
+use std::fmt;
 use std::path::PathBuf;
+
+use crate::token::redact_keys;
 
 /// Everything that can go wrong in a call to the store.
 ///
@@ -21,8 +24,16 @@ pub enum Error {
         reason: String,
     },
     /// The actor may not perform this action on this key; nothing was changed.
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
+    #[error("permission denied for {actor:?}: {denial}")]
+    PermissionDenied {
+        /// The actor's id, with anything shaped like an API key redacted.
+        actor: String,
+        /// Which rule refused the action.
+        denial: Denial,
+    },
+    /// The chain key given (or not given) does not fit the store's log; nothing was opened.
+    #[error("chain key mismatch: {0}")]
+    ChainKeyMismatch(ChainKeyProblem),
     /// No key with this id was ever created.
     #[error("key {0} not found")]
     KeyNotFound(crate::KeyId),
@@ -76,7 +87,73 @@ pub enum Error {
     Closed,
 }
 
+/// Which access rule refused an action: the reason in [`Error::PermissionDenied`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Denial {
+    /// The actor is a plain user: only admins and super admins may manage keys.
+    NotAnAdmin,
+    /// An admin asked for a key with the `super-admin` role, which only a super admin may
+    /// grant.
+    GrantsSuperAdmin,
+    /// An admin acted on a key another actor created; admins may act only on their own.
+    NotOwner {
+        /// The key acted on.
+        key: crate::KeyId,
+        /// The id of the actor who created it, with anything shaped like an API key
+        /// redacted.
+        owner: String,
+    },
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Denial::NotAnAdmin => f.write_str("not an admin; only admins and super admins may manage keys"),
+            Denial::GrantsSuperAdmin => write!(
+                f,
+                "only a super admin may grant the {} role",
+                crate::SUPER_ADMIN_ROLE
+            ),
+            Denial::NotOwner { key, owner } => write!(
+                f,
+                "an admin may act only on the keys they created, and key {key} was created by {owner:?}"
+            ),
+        }
+    }
+}
+
+/// How a chain key fails to fit a store: the reason in [`Error::ChainKeyMismatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChainKeyProblem {
+    /// The store's log is chained with a secret key and none was given.
+    Missing,
+    /// A chain key was given, but not the one the store was created with.
+    Wrong,
+    /// A chain key was given, but the store's log is not keyed.
+    NotKeyed,
+}
+
+impl fmt::Display for ChainKeyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ChainKeyProblem::Missing => "this store's log is chained with a secret key, and none was given",
+            ChainKeyProblem::Wrong => "the chain key given is not the one this store was created with",
+            ChainKeyProblem::NotKeyed => "a chain key was given, but this store's log is not keyed",
+        })
+    }
+}
+
 impl Error {
+    /// A refusal by `denial` of an action by `actor`, whose id is redacted if key-shaped.
+    pub(crate) fn denied(actor: &str, denial: Denial) -> Self {
+        Error::PermissionDenied {
+            actor: redact_keys(actor).into_owned(),
+            denial,
+        }
+    }
+
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidInput {
             field,
@@ -109,7 +186,11 @@ impl Error {
             Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
             Error::Storage(e) => Error::Storage(e.clone()),
             Error::InvalidInput { field, reason } => Error::invalid(field, reason.clone()),
-            Error::PermissionDenied(r) => Error::PermissionDenied(r.clone()),
+            Error::PermissionDenied { actor, denial } => Error::PermissionDenied {
+                actor: actor.clone(),
+                denial: denial.clone(),
+            },
+            Error::ChainKeyMismatch(problem) => Error::ChainKeyMismatch(*problem),
             Error::KeyNotFound(id) => Error::KeyNotFound(*id),
             Error::KeyDeleted(id) => Error::KeyDeleted(*id),
             Error::WhitelistUnchanged { id, net, reason } => Error::WhitelistUnchanged {

@@ -1,8 +1,10 @@
 //! The event records: who did what to which key, and the rules every field obeys.
 //!
-//! Owns the domain values (actors, key ids, names, roles, networks) and their validation,
-//! shared by commands on their way in and records decoded from disk. It never touches
-//! storage and never sees a secret: a created key is recorded by its hash.
+//! Owns the domain values (actors, key ids, names, roles, networks) and their validation.
+//! Commands on their way in obey every rule (`Origin::Command`); records decoded from disk
+//! are held only to the rules in force when they were written (`Origin::Stored`: format
+//! characters and key-shaped text were allowed), so existing stores keep opening. It never
+//! touches storage and never sees a secret: a created key is recorded by its hash.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -11,7 +13,7 @@ use std::str::FromStr;
 use ipnet::{IpNet, Ipv4Net};
 
 use crate::Error;
-use crate::token::KeyHash;
+use crate::token::{KeyHash, looks_like_key, redact_keys};
 
 /// Longest key name, in characters, after trimming.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -84,7 +86,7 @@ impl FromStr for ActorRole {
             "user" => Ok(ActorRole::User),
             _ => Err(Error::invalid(
                 "actor role",
-                format!("{:?} is not super-admin, admin or user", truncate(s)),
+                format!("{:?} is not super-admin, admin or user", shown(s)),
             )),
         }
     }
@@ -98,7 +100,9 @@ pub struct Actor {
 }
 
 impl Actor {
-    /// An actor with the given id and role. The id is checked when the actor acts.
+    /// An actor with the given id and role. The id is checked when the actor acts: 1 to
+    /// 128 characters, no control or invisible format characters, no surrounding spaces,
+    /// nothing shaped like an API key.
     pub fn new(id: impl Into<String>, role: ActorRole) -> Self {
         Actor { id: id.into(), role }
     }
@@ -128,23 +132,102 @@ impl Actor {
         self.role
     }
 
-    /// Checks the id: 1 to 128 characters, no control characters, no surrounding spaces.
+    /// Checks the id of an actor issuing a command, by every rule (`Origin::Command`).
     pub(crate) fn validate(&self) -> Result<(), Error> {
-        let n = self.id.chars().count();
-        if n == 0 || n > MAX_ACTOR_ID_CHARS {
-            return Err(Error::invalid(
-                "actor",
-                format!("id must be 1 to {MAX_ACTOR_ID_CHARS} characters, got {n}"),
-            ));
-        }
-        if self.id.chars().any(char::is_control) || self.id.trim() != self.id {
-            return Err(Error::invalid(
-                "actor",
-                "id has control characters or surrounding white space",
-            ));
-        }
-        Ok(())
+        validate_actor_id(&self.id, Origin::Command)
     }
+}
+
+/// Which rules a text field is held to: those in force when it was written.
+///
+/// Rules added to the format later (no format characters, nothing shaped like an API key)
+/// apply to commands only; a record already in a log was valid when it was written and
+/// must keep decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A command on its way in: every rule.
+    Command,
+    /// A record decoded from a log, a snapshot or a backup: the rules of its format version.
+    Stored,
+}
+
+/// Checks an actor id: 1 to 128 characters, no control characters, no surrounding spaces;
+/// for a command also no format characters and nothing shaped like an API key.
+fn validate_actor_id(id: &str, origin: Origin) -> Result<(), Error> {
+    let n = id.chars().count();
+    if n == 0 || n > MAX_ACTOR_ID_CHARS {
+        return Err(Error::invalid(
+            "actor",
+            format!("id must be 1 to {MAX_ACTOR_ID_CHARS} characters, got {n}"),
+        ));
+    }
+    if id.chars().any(char::is_control) || id.trim() != id {
+        return Err(Error::invalid(
+            "actor",
+            "id has control characters or surrounding white space",
+        ));
+    }
+    if origin == Origin::Command {
+        refuse_format_chars("actor", id)?;
+        refuse_key_shaped("actor", id)?;
+    }
+    Ok(())
+}
+
+/// Refuses text holding a Unicode format character, which would let it display as
+/// something it is not (`alice\u{200B}` and `\u{202E}ecila` both show as `alice`).
+fn refuse_format_chars(field: &'static str, text: &str) -> Result<(), Error> {
+    match text.chars().find(|&c| is_format_char(c)) {
+        Some(c) => Err(Error::invalid(
+            field,
+            format!(
+                "must not contain the invisible format character U+{:04X}",
+                u32::from(c)
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Refuses text shaped like an API key: a secret pasted as a name or an id would be
+/// stored for ever and printed by every listing. The text is not quoted.
+fn refuse_key_shaped(field: &'static str, text: &str) -> Result<(), Error> {
+    if looks_like_key(text) {
+        return Err(Error::invalid(
+            field,
+            "looks like an API key; a key's secret must never be stored or shown",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `c` is a Unicode format character (general category Cf, Unicode 16.0):
+/// invisible, yet able to hide, join or reorder the text around it.
+fn is_format_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 /// A key's public id: 16 lowercase hexadecimal digits. Safe to show and log.
@@ -174,7 +257,7 @@ impl FromStr for KeyId {
         {
             return Err(Error::invalid(
                 "key id",
-                format!("{:?} is not 16 lowercase hex digits", truncate(s)),
+                format!("{:?} is not 16 lowercase hex digits", shown(s)),
             ));
         }
         u64::from_str_radix(s, 16)
@@ -183,13 +266,10 @@ impl FromStr for KeyId {
     }
 }
 
-/// User input as it may be quoted in an error: cut short, and never anything that looks
-/// like an API key (a secret pasted into the wrong field must not end up in a log).
-fn truncate(s: &str) -> String {
-    if s.contains(crate::token::KEY_PREFIX) || crate::token::check_format(s).is_ok() {
-        return "(input that looks like an API key, not shown)".to_owned();
-    }
-    s.chars().take(40).collect()
+/// User input as it may be quoted in an error: anything shaped like an API key redacted
+/// (a secret pasted into the wrong field must not end up in a log), then cut short.
+fn shown(s: &str) -> String {
+    redact_keys(s).chars().take(40).collect()
 }
 
 /// What to create: a name, one or more roles, and an optional IP whitelist.
@@ -232,9 +312,10 @@ impl NewKey {
         self
     }
 
-    /// Checks every field and returns the normalized request (trimmed name, canonical nets).
+    /// Checks every field by every rule (`Origin::Command`) and returns the normalized
+    /// request (trimmed name, canonical nets).
     pub(crate) fn validated(&self) -> Result<NewKey, Error> {
-        let name = validate_name(&self.name)?.to_owned();
+        let name = validate_name(&self.name, Origin::Command)?.to_owned();
         validate_roles(&self.roles)?;
         let whitelist = validate_whitelist(&self.whitelist)?;
         Ok(NewKey {
@@ -265,8 +346,9 @@ pub(crate) fn validate_roles(roles: &[String]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Trims a key name and checks it: 1 to 100 characters, no control characters.
-pub(crate) fn validate_name(name: &str) -> Result<&str, Error> {
+/// Trims a key name and checks it: 1 to 100 characters, no control characters; for a
+/// command also no format characters and nothing shaped like an API key.
+fn validate_name(name: &str, origin: Origin) -> Result<&str, Error> {
     let name = name.trim();
     let n = name.chars().count();
     if n == 0 || n > MAX_NAME_CHARS {
@@ -278,6 +360,10 @@ pub(crate) fn validate_name(name: &str) -> Result<&str, Error> {
     if name.chars().any(char::is_control) {
         return Err(Error::invalid("name", "must not contain control characters"));
     }
+    if origin == Origin::Command {
+        refuse_format_chars("name", name)?;
+        refuse_key_shaped("name", name)?;
+    }
     Ok(name)
 }
 
@@ -286,7 +372,7 @@ pub(crate) fn validate_role(role: &str) -> Result<(), Error> {
     if role.is_empty() || role.len() > MAX_ROLE_LEN {
         return Err(Error::invalid(
             "role",
-            format!("{:?} must be 1 to {MAX_ROLE_LEN} characters", truncate(role)),
+            format!("{:?} must be 1 to {MAX_ROLE_LEN} characters", shown(role)),
         ));
     }
     if !role
@@ -295,13 +381,14 @@ pub(crate) fn validate_role(role: &str) -> Result<(), Error> {
     {
         return Err(Error::invalid(
             "role",
-            format!("{:?} may only use a-z, 0-9, - and _", truncate(role)),
+            format!("{:?} may only use a-z, 0-9, - and _", shown(role)),
         ));
     }
     Ok(())
 }
 
-/// Checks a whitelist: at most [`MAX_WHITELIST`] entries, each canonical, no duplicates.
+/// Checks a whitelist and returns it in canonical form: at most [`MAX_WHITELIST`] entries,
+/// no host bits set, no duplicates. A stored whitelist must come back unchanged.
 pub(crate) fn validate_whitelist(nets: &[IpNet]) -> Result<Vec<IpNet>, Error> {
     if nets.len() > MAX_WHITELIST {
         return Err(Error::invalid(
@@ -370,7 +457,7 @@ pub fn parse_net(s: &str) -> Result<IpNet, Error> {
         Err(_) => s.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
             Error::invalid(
                 "network",
-                format!("{:?} is not an IP address or CIDR range", truncate(s)),
+                format!("{:?} is not an IP address or CIDR range", shown(s)),
             )
         })?,
     };
@@ -469,7 +556,7 @@ impl FromStr for EventKind {
                 "kind",
                 format!(
                     "{:?} is not created, whitelisted, unwhitelisted or deleted",
-                    truncate(s)
+                    shown(s)
                 ),
             )
         })
@@ -490,10 +577,11 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    /// Checks every field against the same rules commands obey, so a decoded record is
-    /// as trustworthy as one the writer built.
+    /// Checks every field against the rules in force when it was written
+    /// (`Origin::Stored`), so a decoded record is as trustworthy as one the writer built
+    /// and a record written before a rule was added still decodes.
     pub(crate) fn validate(&self) -> Result<(), Error> {
-        self.actor.validate()?;
+        validate_actor_id(self.actor.id(), Origin::Stored)?;
         match &self.event {
             Event::Created {
                 name,
@@ -502,20 +590,12 @@ impl Record {
                 tail,
                 ..
             } => {
-                if validate_name(name)? != name {
+                if validate_name(name, Origin::Stored)? != name {
                     return Err(Error::invalid("name", "stored name is not trimmed"));
                 }
                 validate_roles(roles)?;
-                if whitelist.len() > MAX_WHITELIST
-                    || whitelist.iter().any(|n| canonical_net(*n).ok() != Some(*n))
-                {
-                    return Err(Error::invalid(
-                        "network",
-                        "stored whitelist is too long or not canonical",
-                    ));
-                }
-                if whitelist.len() > 1 {
-                    check_distinct(whitelist)?;
+                if validate_whitelist(whitelist)? != *whitelist {
+                    return Err(Error::invalid("network", "stored whitelist is not canonical"));
                 }
                 if !tail.iter().all(u8::is_ascii_alphanumeric) {
                     return Err(Error::invalid("hint", "not base62"));
@@ -538,11 +618,189 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_and_bounded() {
-        assert_eq!(validate_name("  bot  ").unwrap(), "bot");
-        assert!(validate_name("   ").is_err());
-        assert!(validate_name(&"x".repeat(101)).is_err());
-        assert!(validate_name(&"é".repeat(100)).is_ok());
-        assert!(validate_name("a\u{7}b").is_err());
+        for origin in [Origin::Command, Origin::Stored] {
+            assert_eq!(validate_name("  bot  ", origin).unwrap(), "bot");
+            assert!(validate_name("   ", origin).is_err());
+            assert!(validate_name(&"x".repeat(101), origin).is_err());
+            assert!(validate_name(&"é".repeat(100), origin).is_ok());
+            assert!(validate_name("a\u{7}b", origin).is_err());
+        }
+    }
+
+    /// Every format character (general category Cf) of Unicode 16.0, as ranges.
+    const CF: [(u32, u32); 21] = [
+        (0x00AD, 0x00AD),
+        (0x0600, 0x0605),
+        (0x061C, 0x061C),
+        (0x06DD, 0x06DD),
+        (0x070F, 0x070F),
+        (0x0890, 0x0891),
+        (0x08E2, 0x08E2),
+        (0x180E, 0x180E),
+        (0x200B, 0x200F),
+        (0x202A, 0x202E),
+        (0x2060, 0x2064),
+        (0x2066, 0x206F),
+        (0xFEFF, 0xFEFF),
+        (0xFFF9, 0xFFFB),
+        (0x110BD, 0x110BD),
+        (0x110CD, 0x110CD),
+        (0x13430, 0x1343F),
+        (0x1BCA0, 0x1BCA3),
+        (0x1D173, 0x1D17A),
+        (0xE0001, 0xE0001),
+        (0xE0020, 0xE007F),
+    ];
+
+    #[test]
+    fn every_format_character_is_recognised_and_its_neighbours_are_not() {
+        for (lo, hi) in CF {
+            for c in (lo..=hi).filter_map(char::from_u32) {
+                assert!(is_format_char(c), "U+{:04X}", u32::from(c));
+            }
+            for outside in [lo - 1, hi + 1].into_iter().filter_map(char::from_u32) {
+                assert!(!is_format_char(outside), "U+{:04X}", u32::from(outside));
+            }
+        }
+        for c in "aZ09 _-.'é日本ßΩا\u{0300}\u{FE0F}🔑👍\u{2028}\u{FFFC}".chars() {
+            assert!(!is_format_char(c), "U+{:04X}", u32::from(c));
+        }
+    }
+
+    #[test]
+    fn format_characters_are_refused_in_commands_and_kept_in_stored_records() {
+        for lying in [
+            "alice\u{200B}",
+            "\u{202E}ecila",
+            "\u{FEFF}bom",
+            "a\u{2066}b\u{2069}",
+            "soft\u{00AD}hyphen",
+            "tag\u{E0041}",
+        ] {
+            assert!(
+                matches!(
+                    validate_name(lying, Origin::Command),
+                    Err(Error::InvalidInput { field: "name", .. })
+                ),
+                "{lying:?}"
+            );
+            assert!(
+                matches!(
+                    validate_actor_id(lying, Origin::Command),
+                    Err(Error::InvalidInput { field: "actor", .. })
+                ),
+                "{lying:?}"
+            );
+            assert!(matches!(
+                Actor::admin(lying).validate(),
+                Err(Error::InvalidInput { .. })
+            ));
+            assert_eq!(validate_name(lying, Origin::Stored).unwrap(), lying);
+            assert!(validate_actor_id(lying, Origin::Stored).is_ok());
+        }
+        for fine in [
+            "café",
+            "日本のボット",
+            "🔑 rotation bot",
+            "naïve façade",
+            "ok-name_2",
+        ] {
+            assert_eq!(validate_name(fine, Origin::Command).unwrap(), fine);
+            assert!(validate_actor_id(fine, Origin::Command).is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn key_shaped_names_and_actor_ids_are_refused_in_commands_without_quoting_them() {
+        let key = crate::token::ApiKey::generate().unwrap();
+        let secret = key.expose_secret();
+        let body = &secret[4..20];
+        for shaped in [
+            secret.to_owned(),
+            format!("backup of {secret}"),
+            format!("{secret} (old)"),
+            "klk_".to_owned(),
+            format!("bot klk_{body}"),
+        ] {
+            let name = validate_name(&shaped, Origin::Command).unwrap_err();
+            let actor = validate_actor_id(&shaped, Origin::Command).unwrap_err();
+            for e in [name, actor] {
+                assert!(matches!(e, Error::InvalidInput { .. }), "{e:?}");
+                assert!(!e.to_string().contains(body), "{e}");
+                assert!(!format!("{e:?}").contains(body), "{e:?}");
+            }
+            assert!(validate_name(&shaped, Origin::Stored).is_ok());
+            assert!(validate_actor_id(&shaped, Origin::Stored).is_ok());
+        }
+        assert!(validate_name("KLK-notes for klk", Origin::Command).is_ok());
+    }
+
+    fn created(actor: &str, name: &str, whitelist: Vec<IpNet>) -> Record {
+        Record {
+            seq: 1,
+            at: 1_700_000_000_000_000,
+            actor: Actor::admin(actor),
+            event: Event::Created {
+                id: KeyId(0x0123_4567_89ab_cdef),
+                hash: KeyHash([7; 32]),
+                tail: *b"Ab3z",
+                name: name.to_owned(),
+                roles: vec!["bot".to_owned()],
+                whitelist,
+            },
+            prev: [0; 32],
+        }
+    }
+
+    #[test]
+    fn a_stored_record_with_a_format_character_or_a_key_shaped_text_still_decodes_and_replays() {
+        let key = crate::token::ApiKey::generate().unwrap();
+        for (actor, name) in [
+            ("\u{202E}ecila", "alice\u{200B}"),
+            ("root", "\u{FEFF}bot"),
+            (key.expose_secret(), "a key pasted as a name: klk_x"),
+        ] {
+            let record = created(actor, name, Vec::new());
+            let bytes = crate::codec::encode_record(&record).unwrap();
+            let decoded = crate::codec::decode_record(&bytes, 1).unwrap();
+            assert_eq!(decoded, record);
+            // Replay accepts it, and its author may still act on the key it created.
+            let mut projection = crate::projection::Projection::new();
+            projection.check(&decoded).unwrap();
+            projection.apply(&decoded, [1; 32]).unwrap();
+            let delete = Record {
+                seq: 2,
+                prev: [1; 32],
+                event: Event::Deleted {
+                    id: decoded.event.key_id(),
+                },
+                ..decoded
+            };
+            projection.check(&delete).unwrap();
+            assert_eq!(projection.keys(true)[0].name, name);
+        }
+    }
+
+    #[test]
+    fn stored_whitelists_obey_the_same_rules_as_requested_ones() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let ok = vec![net("10.0.0.0/8"), net("2001:db8::/32")];
+        assert!(created("root", "bot", ok.clone()).validate().is_ok());
+        assert_eq!(validate_whitelist(&ok).unwrap(), ok);
+        for bad in [
+            vec![net("10.0.0.0/8"), net("10.0.0.0/8")],
+            vec![net("10.1.0.0/8")],
+            vec![net("::ffff:10.0.0.0/104")],
+            vec![net("10.0.0.1/32"); MAX_WHITELIST + 1],
+        ] {
+            assert!(
+                matches!(
+                    created("root", "bot", bad.clone()).validate(),
+                    Err(Error::InvalidInput { field: "network", .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

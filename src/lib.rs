@@ -60,7 +60,7 @@ mod token;
 
 pub use crate::access::{Rejection, VerifiedKey};
 pub use crate::check::{CheckReport, MAX_LISTED_PROBLEMS, Problem, ProblemKind, RepairReport};
-pub use crate::error::Error;
+pub use crate::error::{ChainKeyProblem, Denial, Error};
 pub use crate::event::{
     ADMIN_ROLE, Actor, ActorRole, EventKind, KeyId, MAX_ACTOR_ID_CHARS, MAX_NAME_CHARS, MAX_ROLE_LEN,
     MAX_ROLES, MAX_WHITELIST, NewKey, SUPER_ADMIN_ROLE, parse_net,
@@ -69,7 +69,8 @@ pub use crate::log::ChainKey;
 pub use crate::projection::{AuditEntry, KeyView};
 pub use crate::store::{Builder, CreatedKey, KeyStore};
 pub use crate::token::{
-    API_KEY_HEADER, ApiKey, HeaderProblem, KEY_LEN, KEY_PREFIX, Malformed, api_key_from_headers, check_format,
+    API_KEY_HEADER, ApiKey, HeaderProblem, KEY_LEN, KEY_PREFIX, Malformed, api_key_from_headers,
+    check_format, redact_keys,
 };
 pub use ipnet::IpNet;
 

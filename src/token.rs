@@ -1,9 +1,11 @@
-//! The API key format: generation, parsing, checksum, hashing, and the `x-api-key` header.
+//! The API key format: generation, parsing, checksum, hashing, the `x-api-key` header, and
+//! which text is shaped like a key (to be refused as a name and redacted from messages).
 //!
 //! A key is `klk_` + 30 base62 random characters + a 6-character base62 CRC32 of the rest:
 //! 40 characters of `[A-Za-z0-9_-]`, ~178 bits from the OS CSPRNG. This module owns the
 //! only type that holds a secret ([`ApiKey`]); it must never store, log or print it.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use rand::TryRngCore;
@@ -90,6 +92,55 @@ impl fmt::Debug for ApiKey {
 pub(crate) fn hint(tail: [u8; 4]) -> String {
     let tail: String = tail.iter().map(|&b| char::from(b)).collect();
     format!("{KEY_PREFIX}…{tail}")
+}
+
+/// Whether `text` holds something shaped like an API key: the prefix [`KEY_PREFIX`]
+/// anywhere in it. Every string [`check_format`] accepts starts with the prefix, so this
+/// also covers a well-formed key on its own or as one word among others.
+pub(crate) fn looks_like_key(text: &str) -> bool {
+    text.contains(KEY_PREFIX)
+}
+
+/// `text` with every run shaped like an API key (the prefix `klk_` and the key characters
+/// that follow it) replaced by `klk_…`, followed, for a run as long as a key, by its last
+/// four characters: the key's public hint. For messages and logs that may quote what
+/// someone typed, so that a secret pasted into the wrong place is not written out.
+/// Redacting twice changes nothing more.
+///
+/// # Example
+/// ```
+/// let key = format!("klk_{}", "A".repeat(36));
+/// assert_eq!(keyledger::redact_keys(&format!("no key {key} here")), "no key klk_…AAAA here");
+/// assert_eq!(keyledger::redact_keys("klk_abc, klk_"), "klk_…, klk_");
+/// assert_eq!(keyledger::redact_keys("nothing to hide"), "nothing to hide");
+/// ```
+pub fn redact_keys(text: &str) -> Cow<'_, str> {
+    if !looks_like_key(text) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(KEY_PREFIX) {
+        out.push_str(&rest[..start]);
+        let run = &rest[start..];
+        // The prefix is itself made of key characters, so the run covers it; all ASCII.
+        let len = run
+            .bytes()
+            .take_while(|&b| CLASSES[usize::from(b)] & IN_ALPHABET != 0)
+            .count();
+        out.push_str(KEY_PREFIX);
+        // A bare prefix hides nothing (and is how a hint starts): leaving it keeps redaction
+        // idempotent.
+        if len > KEY_PREFIX.len() {
+            out.push('…');
+        }
+        if len == KEY_LEN {
+            out.push_str(&run[len - 4..len]);
+        }
+        rest = &run[len..];
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
 }
 
 /// The blake3 hash of a key: all the store ever keeps of it.
@@ -313,6 +364,32 @@ mod tests {
         let key = ApiKey::generate().unwrap();
         let shown = format!("{key:?} {:?}", key.hash());
         assert!(!shown.contains(&key.expose_secret()[4..36]));
+    }
+
+    #[test]
+    fn key_shaped_text_is_recognised_alone_or_among_words() {
+        let key = ApiKey::generate().unwrap();
+        let s = key.expose_secret();
+        assert!(check_format(s).is_ok() && looks_like_key(s));
+        assert!(looks_like_key(&format!("my key is {s} ok")));
+        assert!(looks_like_key("prefix klk_ alone"));
+        assert!(looks_like_key("xklk_abc"));
+        for fine in ["alice", "KLK_upper", "klk-dash", "k l k _", "日本 🔑"] {
+            assert!(!looks_like_key(fine), "{fine}");
+        }
+    }
+
+    #[test]
+    fn redaction_hides_every_key_shaped_run_and_keeps_the_rest() {
+        let key = ApiKey::generate().unwrap();
+        let s = key.expose_secret();
+        let text = format!("a {s}, then {} and {s}. {s}_x-y", &s[..20]);
+        let shown = redact_keys(&text);
+        assert_eq!(shown, format!("a {h}, then klk_… and {h}. klk_…", h = key.hint()));
+        assert!(!shown.contains(&s[4..20]), "{shown}");
+        assert_eq!(redact_keys(&shown), shown, "redacting twice changes nothing");
+        assert!(matches!(redact_keys("plain"), Cow::Borrowed("plain")));
+        assert_eq!(redact_keys("é klk_!"), "é klk_!");
     }
 
     #[test]

@@ -626,10 +626,10 @@ fn admin_deletes_their_own_key() {
 }
 
 #[test]
-fn actor_role_other_than_admin_or_super_admin_is_refused_with_exit_3() {
+fn a_user_is_refused_with_exit_3_and_an_unknown_actor_role_is_a_usage_error() {
     let store = Store::new();
     let key = store.create(ROOT, "ops", &["ops"], &[]);
-    for role in ["user", "viewer", "Admin"] {
+    for (role, code) in [("user", 3), ("viewer", 2), ("Admin", 2), ("", 2)] {
         let run = store.run(&[
             "create",
             "--actor",
@@ -641,11 +641,21 @@ fn actor_role_other_than_admin_or_super_admin_is_refused_with_exit_3() {
             "--role",
             "r",
         ]);
-        assert_eq!(run.code, 3, "{role}: {run:?}");
+        assert_eq!(run.code, code, "{role}: {run:?}");
         run.assert_one_error_line();
+        if code == 2 {
+            for valid in ["super-admin", "admin", "user"] {
+                assert!(run.stderr.contains(valid), "{role}: {run:?}");
+            }
+        }
         let run = store.run(&["delete", "--actor", "eve", "--actor-role", role, &key.id]);
-        assert_eq!(run.code, 3, "{role}: {run:?}");
+        assert_eq!(run.code, code, "{role}: {run:?}");
     }
+    assert_eq!(
+        store.run(&["list", "--json"]).json_lines().len(),
+        1,
+        "nothing changed"
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use keyledger::{
-    Actor, Error, HeaderProblem, IpNet, KeyId, KeyStore, MAX_WHITELIST, Malformed, NewKey, Rejection,
+    Actor, Denial, Error, HeaderProblem, IpNet, KeyId, KeyStore, MAX_WHITELIST, Malformed, NewKey, Rejection,
     parse_net,
 };
 
@@ -181,24 +181,39 @@ fn unknown_ids_non_admins_foreign_keys_escalation_and_double_deletes_are_refused
     ));
     assert!(matches!(
         f.store.create_key(&eve, NewKey::new("x").role("bot")),
-        Err(Error::PermissionDenied(_))
+        Err(Error::PermissionDenied {
+            denial: Denial::NotAnAdmin,
+            ..
+        })
     ));
     assert!(matches!(
         f.store.delete_key(&eve, f.alices_key),
-        Err(Error::PermissionDenied(_))
+        Err(Error::PermissionDenied {
+            denial: Denial::NotAnAdmin,
+            ..
+        })
     ));
     assert!(matches!(
         f.store.delete_key(&bob, f.alices_key),
-        Err(Error::PermissionDenied(_))
+        Err(Error::PermissionDenied {
+            denial: Denial::NotOwner { .. },
+            ..
+        })
     ));
     assert!(matches!(
         f.store.whitelist_ip(&bob, f.alices_key, [net]),
-        Err(Error::PermissionDenied(_))
+        Err(Error::PermissionDenied {
+            denial: Denial::NotOwner { .. },
+            ..
+        })
     ));
     let escalate = NewKey::new("x").role("super-admin");
     assert!(matches!(
         f.store.create_key(&bob, escalate),
-        Err(Error::PermissionDenied(_))
+        Err(Error::PermissionDenied {
+            denial: Denial::GrantsSuperAdmin,
+            ..
+        })
     ));
     assert_eq!(f.store.last_seq(), 1);
     f.store.delete_key(&root, f.alices_key).unwrap();
@@ -243,5 +258,141 @@ fn bad_key_ids_and_actor_roles_are_refused_when_parsed() {
             Err(Error::InvalidInput { field: "actor", .. })
         ));
     }
+    assert_eq!(f.store.last_seq(), 1);
+}
+
+/// Text that displays as something it is not: zero-width, bidi and BOM characters.
+const LYING: [&str; 6] = [
+    "alice\u{200B}",
+    "\u{202E}ecila",
+    "\u{FEFF}alice",
+    "ali\u{200D}ce",
+    "\u{2067}alice\u{2069}",
+    "al\u{00AD}ice",
+];
+
+#[test]
+fn names_with_invisible_format_characters_are_refused_and_append_nothing() {
+    let f = fixture();
+    let root = Actor::super_admin("root");
+    for name in LYING {
+        let r = f.store.create_key(&root, NewKey::new(name).role("bot"));
+        assert!(
+            matches!(r, Err(Error::InvalidInput { field: "name", .. })),
+            "{name:?}: {r:?}"
+        );
+    }
+    assert_eq!(f.store.last_seq(), 1);
+    assert_eq!(f.store.audit().len(), 1);
+}
+
+#[test]
+fn actor_ids_with_invisible_format_characters_are_refused_for_every_change() {
+    let f = fixture();
+    let net = parse_net("10.0.0.0/8").unwrap();
+    for id in LYING {
+        for actor in [Actor::super_admin(id), Actor::admin(id)] {
+            let results = [
+                f.store
+                    .create_key(&actor, NewKey::new("x").role("bot"))
+                    .map(|c| c.seq),
+                f.store.whitelist_ip(&actor, f.alices_key, [net]),
+                f.store.delete_key(&actor, f.alices_key),
+            ];
+            for r in results {
+                assert!(
+                    matches!(r, Err(Error::InvalidInput { field: "actor", .. })),
+                    "{id:?}: {r:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(f.store.last_seq(), 1);
+    assert!(f.store.key(f.alices_key).unwrap().deleted.is_none());
+}
+
+#[test]
+fn names_and_actor_ids_from_other_scripts_and_emoji_are_accepted() {
+    let f = fixture();
+    for (name, actor) in [
+        ("café bot", "josé"),
+        ("日本のボット", "山田"),
+        ("🔑 rotation", "ops 👍"),
+    ] {
+        let created = f
+            .store
+            .create_key(&Actor::admin(actor), NewKey::new(name).role("bot"))
+            .unwrap();
+        let view = f.store.key(created.id).unwrap();
+        assert_eq!((view.name.as_str(), view.created_by.id()), (name, actor));
+    }
+}
+
+#[test]
+fn key_shaped_names_are_refused_and_the_error_never_quotes_the_key() {
+    let f = fixture();
+    let root = Actor::super_admin("root");
+    let s = &f.secret;
+    for name in [
+        s.clone(),
+        format!("backup {s}"),
+        format!("{s} old"),
+        format!("klk_{}", &s[4..20]),
+    ] {
+        let e = f
+            .store
+            .create_key(&root, NewKey::new(name.as_str()).role("bot"))
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidInput { field: "name", .. }), "{e:?}");
+        for shown in [e.to_string(), format!("{e:?}")] {
+            assert!(!shown.contains(&s[4..20]), "{shown}");
+        }
+    }
+    assert_eq!(f.store.last_seq(), 1);
+}
+
+#[test]
+fn key_shaped_actor_ids_are_refused_and_the_error_never_quotes_the_key() {
+    let f = fixture();
+    let s = &f.secret;
+    for id in [s.clone(), format!("svc {s}")] {
+        let actor = Actor::super_admin(id.as_str());
+        let errors = [
+            f.store
+                .create_key(&actor, NewKey::new("x").role("bot"))
+                .unwrap_err(),
+            f.store.delete_key(&actor, f.alices_key).unwrap_err(),
+        ];
+        for e in errors {
+            assert!(matches!(e, Error::InvalidInput { field: "actor", .. }), "{e:?}");
+            for shown in [e.to_string(), format!("{e:?}")] {
+                assert!(!shown.contains(&s[4..20]), "{shown}");
+            }
+        }
+    }
+    assert_eq!(f.store.last_seq(), 1);
+    assert!(f.store.verify(s, ip()).is_ok(), "the key was not deleted");
+}
+
+#[test]
+fn permission_denied_names_the_owner_and_key_by_type() {
+    let f = fixture();
+    let e = f
+        .store
+        .delete_key(&Actor::admin("bob"), f.alices_key)
+        .unwrap_err();
+    match &e {
+        Error::PermissionDenied {
+            actor,
+            denial: Denial::NotOwner { key, owner },
+        } => {
+            assert_eq!(actor, "bob");
+            assert_eq!(owner, "alice");
+            assert_eq!(*key, f.alices_key);
+        }
+        other => panic!("expected a NotOwner denial, got {other:?}"),
+    }
+    let text = e.to_string();
+    assert!(text.contains("\"bob\"") && text.contains("\"alice\""), "{text}");
     assert_eq!(f.store.last_seq(), 1);
 }

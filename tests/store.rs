@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use keyledger::{Actor, Error, EventKind, KeyId, KeyStore, NewKey, Rejection, parse_net};
+use keyledger::{Actor, Denial, Error, EventKind, KeyId, KeyStore, NewKey, Rejection, parse_net};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -34,7 +34,7 @@ mod permissions {
         let before = store.last_seq();
         assert!(matches!(
             store.create_key(&Actor::user("eve"), bot("c")),
-            Err(Error::PermissionDenied(_))
+            Err(Error::PermissionDenied { .. })
         ));
         assert_eq!(store.last_seq(), before);
     }
@@ -45,7 +45,10 @@ mod permissions {
         let escalate = || NewKey::new("x").role("bot").role("super-admin");
         assert!(matches!(
             store.create_key(&Actor::admin("alice"), escalate()),
-            Err(Error::PermissionDenied(m)) if m.contains("super-admin")
+            Err(Error::PermissionDenied {
+                denial: Denial::GrantsSuperAdmin,
+                ..
+            })
         ));
         assert_eq!(store.last_seq(), 0);
         let k = store.create_key(&Actor::super_admin("root"), escalate()).unwrap();
@@ -92,7 +95,10 @@ mod permissions {
                 if allowed {
                     assert!(r.is_ok(), "{actor:?}: {r:?}");
                 } else {
-                    assert!(matches!(r, Err(Error::PermissionDenied(_))), "{actor:?}: {r:?}");
+                    assert!(
+                        matches!(r, Err(Error::PermissionDenied { .. })),
+                        "{actor:?}: {r:?}"
+                    );
                 }
             }
             assert_eq!(store.last_seq(), if allowed { seq + 3 } else { seq });
@@ -105,7 +111,7 @@ mod permissions {
         let k = store.create_key(&Actor::admin("alice"), bot("a")).unwrap();
         assert!(matches!(
             store.delete_key(&Actor::admin("bob"), k.id),
-            Err(Error::PermissionDenied(_))
+            Err(Error::PermissionDenied { .. })
         ));
         assert!(store.verify(k.key.expose_secret(), ip("1.2.3.4")).is_ok());
         store.delete_key(&Actor::super_admin("root"), k.id).unwrap();

@@ -114,7 +114,7 @@ fn expect_modify(who: Who, k: Option<&ModelKey>) -> Result<(), &'static str> {
 fn kind(r: &Result<u64, Error>) -> Result<(), &'static str> {
     match r {
         Ok(_) => Ok(()),
-        Err(Error::PermissionDenied(_)) => Err("denied"),
+        Err(Error::PermissionDenied { .. }) => Err("denied"),
         Err(Error::KeyNotFound(_)) => Err("not found"),
         Err(Error::KeyDeleted(_)) => Err("deleted"),
         Err(Error::WhitelistUnchanged { .. }) => Err("unchanged"),
@@ -168,7 +168,7 @@ fuzz_target!(|ops: Vec<Op>| {
                             whitelist: distinct,
                         });
                     }
-                    Err(Error::PermissionDenied(_)) => assert!(!allowed),
+                    Err(Error::PermissionDenied { .. }) => assert!(!allowed),
                     Err(e) => panic!("create: {e}"),
                 }
             }

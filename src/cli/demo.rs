@@ -116,7 +116,7 @@ pub(super) fn run(out: &mut impl Write) -> Result<u8, Failure> {
 
     writeln!(out, "4. bob, an admin, tries to delete alice's key.\n")?;
     match store.delete_key(&bob, bot.id) {
-        Err(e @ Error::PermissionDenied(_)) => writeln!(out, "{INDENT}refused: {e}\n")?,
+        Err(e @ Error::PermissionDenied { .. }) => writeln!(out, "{INDENT}refused: {e}\n")?,
         Err(e) => return Err(e.into()),
         Ok(_) => {
             return Err(Failure::new(
