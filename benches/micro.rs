@@ -52,7 +52,7 @@ fn filled_store(dir: &std::path::Path) -> (KeyStore, Vec<String>) {
         handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
     secrets.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
-    assert_eq!(store.live_keys(), KEYS);
+    assert_eq!(store.live_key_count(), KEYS);
     (store, secrets)
 }
 

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use keyledger::{Actor, IpNet, KEY_LEN, KeyStore, NewKey, Rejection, check_format};
+use keyledger::{Actor, IpNet, KEY_LEN, KeyStore, NewKey, Rejection, Witness, check_format};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -51,6 +51,8 @@ struct Mode {
     rounds: usize,
     verify_time: Duration,
     create_time: Duration,
+    /// How long 32 callers create while snapshots are taken.
+    stall_time: Duration,
     open_reps: usize,
 }
 
@@ -71,6 +73,7 @@ impl Mode {
                 rounds: 3,
                 verify_time: Duration::from_millis(250),
                 create_time: Duration::from_millis(1500),
+                stall_time: Duration::from_secs(5),
                 open_reps: 2,
             }
         } else {
@@ -81,6 +84,7 @@ impl Mode {
                 rounds: 5,
                 verify_time: Duration::from_millis(500),
                 create_time: Duration::from_secs(4),
+                stall_time: Duration::from_secs(20),
                 open_reps: 2,
             }
         };
@@ -123,7 +127,7 @@ fn main() {
     let (rss_open, rss_loaded, load_time) = load_keyledger(&store, &mut token_buf);
     let tokens = String::from_utf8(token_buf).unwrap();
     let hits: Vec<&str> = (0..n).map(|i| &tokens[i * KEY_LEN..(i + 1) * KEY_LEN]).collect();
-    assert_eq!(store.live_keys(), n);
+    assert_eq!(store.live_key_count(), n);
     eprintln!(
         "  keyledger: {n} keys created by {LOAD_THREADS} threads in {:.1} s",
         load_time.as_secs_f64()
@@ -243,26 +247,37 @@ fn main() {
     // (c) open a store holding N events, against a raw scan of the same sled tree.
     // A full replay has snapshots off; the default open loads the snapshot the writer
     // saved (every `SNAPSHOT_EVERY` records and at close) and replays the tail.
+    // A witness one record behind the head, so that checking it reads the log.
+    let witness = store.head();
+    store
+        .create_key(
+            &Actor::admin("bench-admin"),
+            NewKey::new("after the witness").role("reader"),
+        )
+        .unwrap();
     let events = store.last_seq();
     drop(store);
     let snapshot_bytes = std::fs::metadata(kl_dir.join("snapshot")).map_or(0, |m| m.len());
     // sled 0.34 writes its own page-table snapshot only when a database is opened, so the
     // first open after a writing session also recovers sled's log of that session.
-    let (first_open, first_from_snapshot) = time_open(&kl_dir, SNAPSHOT_EVERY, events);
+    let (first_open, first_from_snapshot) = time_open(&kl_dir, SNAPSHOT_EVERY, events, None);
     eprintln!("  first open after the writes: {:.0} ms", ms(first_open));
     let mut scans = Vec::new();
     let mut fulls = Vec::new();
     let mut snaps = Vec::new();
+    let mut witnessed = Vec::new();
     let mut from_snapshot = true;
     for _ in 0..mode.open_reps {
         scans.push(raw_scan(&kl_dir, events));
-        let (took, snap) = time_open(&kl_dir, 0, events);
+        let (took, snap) = time_open(&kl_dir, 0, events, None);
         assert!(!snap);
         fulls.push(took);
-        let (took, snap) = time_open(&kl_dir, SNAPSHOT_EVERY, events);
+        let (took, snap) = time_open(&kl_dir, SNAPSHOT_EVERY, events, None);
         from_snapshot &= snap;
         snaps.push(took);
+        witnessed.push(time_open(&kl_dir, SNAPSHOT_EVERY, events, Some(witness)).0);
     }
+    let witnessed = witnessed.iter().min().copied().unwrap();
     let scan = scans.iter().min_by_key(|s| s.open + s.iterate).unwrap();
     let full = fulls.iter().min().copied().unwrap();
     let snap = snaps.iter().min().copied().unwrap();
@@ -339,6 +354,22 @@ fn main() {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), Value::Object(v)))
         .collect();
+    // (e) the worst create while snapshots are taken: 32 callers for long enough that the
+    // writer passes several snapshot points (every SNAPSHOT_EVERY records).
+    let stall_time = mode.stall_time;
+    let stall_before = store.last_seq();
+    let stall = run_creates(32, stall_time, |t, i, _| {
+        let new = NewKey::new(format!("stall-{t}-{i}")).role("reader").allow(net);
+        store.create_key(&admin, new).unwrap();
+    });
+    let snapshots_passed = (store.last_seq() / SNAPSHOT_EVERY) - (stall_before / SNAPSHOT_EVERY);
+    eprintln!(
+        "  create x32 over {:.0} s from {stall_before} records: {:.0}/s p99 {:.0} us max {:.1} ms, {snapshots_passed} snapshots",
+        stall_time.as_secs_f64(),
+        stall.ops_per_s,
+        stall.p99_us,
+        stall.max_us / 1e3
+    );
     drop(store);
 
     let kl = &verify["keyledger"];
@@ -351,7 +382,11 @@ fn main() {
         "sled_vs_verify": f(&verify["sled"], "mixed_ns") / f(kl, "mixed_ns"),
         "verify_2t_vs_1t": f(kl, "mixed_2t_ops_per_s") / f(kl, "mixed_1t_ops_per_s"),
         "create32_vs_sqlite": cps("keyledger", 32) / cps("sqlite", 32),
+        "create1_vs_sqlite": cps("keyledger", 1) / cps("sqlite", 1),
+        format!("create_max_ms_{}", key_label(n)): stall.max_us / 1e3,
+        format!("create_p99_ms_{}", key_label(n)): stall.p99_us / 1e3,
         "open_vs_scan": full.as_secs_f64() / (scan.open + scan.iterate).as_secs_f64(),
+        "open_vs_scan_hash": full.as_secs_f64() / (scan.open + scan.iterate_hash).as_secs_f64(),
         "snapshot_open_vs_full": if from_snapshot {
             json!(snap.as_secs_f64() / full.as_secs_f64())
         } else {
@@ -392,6 +427,12 @@ fn main() {
         },
         "verify": verify,
         "create": create,
+        "create_during_snapshots": {
+            "run": stall.json(),
+            "records_before": stall_before,
+            "snapshots_passed": snapshots_passed,
+            "snapshot_every": SNAPSHOT_EVERY,
+        },
         "open": {
             "events": events,
             "first_open_after_writes_ms": ms(first_open),
@@ -400,10 +441,12 @@ fn main() {
             "full_replay_ms_samples": fulls.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
             "snapshot_open_ms": ms(snap),
             "snapshot_open_ms_samples": snaps.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+            "snapshot_open_with_witness_ms": ms(witnessed),
             "opened_from_snapshot": from_snapshot,
             "snapshot_every": SNAPSHOT_EVERY,
             "snapshot_file_bytes": snapshot_bytes,
             "raw_scan_ms": ms(scan.open + scan.iterate),
+            "raw_scan_and_hash_ms": ms(scan.open + scan.iterate_hash),
             "raw_scan_sled_open_ms": ms(scan.open),
             "raw_scan_iterate_ms": ms(scan.iterate),
             "raw_scan_ms_samples": scans.iter().map(|s| ms(s.open + s.iterate)).collect::<Vec<_>>(),
@@ -439,6 +482,17 @@ fn main() {
 // Keys.
 
 /// A well-formed key that no store issued: `klk_`, 30 base62 characters, the checksum.
+/// `1m`, `3m`, `100k`: how a key count names a figure.
+fn key_label(n: usize) -> String {
+    if n.is_multiple_of(1_000_000) {
+        format!("{}m", n / 1_000_000)
+    } else if n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
 fn fake_token(rng: &mut impl Rng) -> String {
     let mut s = String::with_capacity(KEY_LEN);
     s.push_str(keyledger::KEY_PREFIX);
@@ -722,6 +776,7 @@ struct CreateRun {
     ops_per_s: f64,
     p50_us: f64,
     p99_us: f64,
+    max_us: f64,
 }
 
 impl CreateRun {
@@ -733,6 +788,7 @@ impl CreateRun {
             "ops_per_s": self.ops_per_s,
             "p50_us": self.p50_us,
             "p99_us": self.p99_us,
+            "max_us": self.max_us,
         })
     }
 }
@@ -780,12 +836,16 @@ where
         ops_per_s: lat.len() as f64 / took.as_secs_f64(),
         p50_us: pct(0.50),
         p99_us: pct(0.99),
+        max_us: lat.last().copied().unwrap_or(0) as f64 / 1e3,
     }
 }
 
 struct Scan {
     open: Duration,
     iterate: Duration,
+    /// Iterating again, splitting blocks and computing every record's chain hash: the work
+    /// any reader that proves the log must do before it decodes anything.
+    iterate_hash: Duration,
     bytes: u64,
 }
 
@@ -812,14 +872,50 @@ fn raw_scan(dir: &Path, events: u64) -> Scan {
     let (mut count, mut bytes) = (0u64, 0u64);
     for kv in tree.iter() {
         let (k, v) = kv.unwrap();
-        // Records are keyed by an 8-byte sequence number; other keys are metadata.
-        count += u64::from(k.len() == 8);
+        // Entries are keyed by an 8-byte sequence number; other keys are metadata. A block
+        // (version 2) says how many records it holds; a format 1 entry is one record.
+        if k.len() == 8 {
+            count += match v.get(..2) {
+                Some([2, 0]) => u64::from(u32::from_le_bytes(v[10..14].try_into().unwrap())),
+                _ => 1,
+            };
+        }
         bytes += v.len() as u64;
         black_box(v.first());
     }
     let iterate = t.elapsed();
     assert_eq!(count, events);
-    Scan { open, iterate, bytes }
+    let t = Instant::now();
+    let chain_key = b"keyledger.log-chain.blake3.v1.26";
+    let mut hashed = 0u64;
+    for kv in tree.iter() {
+        let (k, v) = kv.unwrap();
+        if k.len() != 8 {
+            continue;
+        }
+        if v.get(..2) == Some(&[2, 0]) {
+            // The block layout of docs/design.md: checksum, then each record.
+            black_box(blake3::hash(&v[..v.len() - 32]));
+            let mut rest = &v[14..v.len() - 32];
+            while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+                let (record, after) = tail.split_at(u32::from_le_bytes(*len) as usize);
+                black_box(blake3::keyed_hash(chain_key, record));
+                hashed += 1;
+                rest = after;
+            }
+        } else {
+            black_box(blake3::keyed_hash(chain_key, &v));
+            hashed += 1;
+        }
+    }
+    let iterate_hash = t.elapsed();
+    assert_eq!(hashed, events);
+    Scan {
+        open,
+        iterate,
+        iterate_hash,
+        bytes,
+    }
 }
 
 /// What a durable write costs this disk: 4 KiB overwritten in place, then `fdatasync`
@@ -861,13 +957,15 @@ fn disk_sync_latency(dir: &Path) -> Value {
 
 /// Opens the store in `dir` (snapshots every `snapshot_every` records; 0 = off, a full
 /// replay); returns the time taken and whether it was opened from a snapshot.
-fn time_open(dir: &Path, snapshot_every: u64, events: u64) -> (Duration, bool) {
+fn time_open(dir: &Path, snapshot_every: u64, events: u64, witness: Option<Witness>) -> (Duration, bool) {
     let t = Instant::now();
-    let store = KeyStore::builder()
+    let mut builder = KeyStore::builder()
         .cache_bytes(CACHE_BYTES)
-        .snapshot_every(snapshot_every)
-        .open(dir)
-        .unwrap();
+        .snapshot_every(snapshot_every);
+    if let Some(w) = witness {
+        builder = builder.expect_head(w);
+    }
+    let store = builder.open(dir).unwrap();
     let took = t.elapsed();
     assert_eq!(store.last_seq(), events);
     (took, store.opened_from_snapshot())
@@ -907,7 +1005,7 @@ fn rss_open_child(dir: &Path, snapshot_every: u64) {
         .unwrap();
     let took = t.elapsed();
     let after = rss_bytes();
-    let keys = store.live_keys();
+    let keys = store.live_key_count();
     println!(
         "{}",
         json!({

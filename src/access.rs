@@ -1,8 +1,9 @@
 //! The access rules: who may do what to which key, and which client address a key admits.
 //!
-//! Pure functions over a key's current state, shared by the writer (commands) and by
-//! replay (stored records), so a log can only ever hold what the rules allow. Nothing here
-//! does I/O or takes a lock.
+//! Pure functions over a key's current state, used by the ledger both for commands and for
+//! stored records, so a log can only ever hold what the rules allow. Nothing here does
+//! I/O. The rules and the IP check take no lock; interning a new role set (when a record
+//! is applied, never on the verify path) takes a process-wide mutex.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -26,7 +27,7 @@ pub(crate) struct KeyState<'a> {
 
 /// Decides whether `actor` may record `event`, given the state of the key it names
 /// (`None` when no key has that id).
-pub(crate) fn check_event(actor: &Actor, event: &Event, key: Option<KeyState<'_>>) -> Result<(), Error> {
+pub(crate) fn authorize(actor: &Actor, event: &Event, key: Option<KeyState<'_>>) -> Result<(), Error> {
     if actor.role() == ActorRole::User {
         return Err(Error::denied(actor.id(), Denial::NotAnAdmin));
     }
@@ -80,7 +81,7 @@ pub(crate) fn check_event(actor: &Actor, event: &Event, key: Option<KeyState<'_>
 ///
 /// An IPv4-mapped IPv6 client address is matched as the IPv4 address it carries.
 #[inline]
-pub(crate) fn check_ip(whitelist: &[IpNet], ip: IpAddr, require_whitelist: bool) -> Result<(), Rejection> {
+pub(crate) fn ip_allowed(whitelist: &[IpNet], ip: IpAddr, require_whitelist: bool) -> Result<(), Rejection> {
     if whitelist.is_empty() {
         return if require_whitelist {
             Err(Rejection::NoWhitelist)
@@ -292,7 +293,7 @@ mod tests {
             "::ffff:10.1.2.3",
             "::ffff:192.168.1.1",
         ] {
-            assert_eq!(check_ip(&wl, ok.parse().unwrap(), false), Ok(()), "{ok}");
+            assert_eq!(ip_allowed(&wl, ok.parse().unwrap(), false), Ok(()), "{ok}");
         }
         for no in [
             "10.1.2.4",
@@ -303,7 +304,7 @@ mod tests {
             "::a01:203",
         ] {
             assert_eq!(
-                check_ip(&wl, no.parse().unwrap(), false),
+                ip_allowed(&wl, no.parse().unwrap(), false),
                 Err(Rejection::IpNotWhitelisted),
                 "{no}"
             );
@@ -321,8 +322,8 @@ mod tests {
             deleted: false,
             whitelist: &[],
         };
-        let as_user = check_event(&Actor::user(secret), &Event::Deleted { id }, Some(state));
-        let as_admin = check_event(&Actor::admin("bob"), &Event::Deleted { id }, Some(state));
+        let as_user = authorize(&Actor::user(secret), &Event::Deleted { id }, Some(state));
+        let as_admin = authorize(&Actor::admin("bob"), &Event::Deleted { id }, Some(state));
         assert!(matches!(
             &as_user,
             Err(Error::PermissionDenied { actor, denial: Denial::NotAnAdmin }) if *actor == key.hint()
@@ -341,7 +342,7 @@ mod tests {
     #[test]
     fn empty_whitelist_admits_all_unless_required() {
         let ip = "203.0.113.9".parse().unwrap();
-        assert_eq!(check_ip(&[], ip, false), Ok(()));
-        assert_eq!(check_ip(&[], ip, true), Err(Rejection::NoWhitelist));
+        assert_eq!(ip_allowed(&[], ip, false), Ok(()));
+        assert_eq!(ip_allowed(&[], ip, true), Err(Rejection::NoWhitelist));
     }
 }

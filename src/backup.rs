@@ -1,76 +1,76 @@
-//! Backups: the whole log as one portable, versioned, checksummed file, and its import
-//! into an empty store.
+//! Backups: the whole log as one portable, versioned, sealed file, and its import into an
+//! empty store.
 //!
 //! An export is written by the writer thread, so it is a consistent cut of the log. An
-//! import reads and checks the whole file (checksum, every record, the chain, the access
-//! rules) before it writes anything, and then writes it in one atomic batch.
+//! import streams the file twice with bounded memory: first it checks everything (the
+//! seal, every record, the chain, the access rules) and writes nothing; then it writes the
+//! records in blocks, and the head that makes them count last.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
-use crate::Error;
-use crate::codec::{self, ExportHeader};
-use crate::log::{Anchor, Batch, Chain, Log};
-use crate::projection::{Head, Projection};
-
-/// Largest export file read into memory (the records are checked in full before any is
-/// written).
-const MAX_EXPORT_BYTES: u64 = 16 << 30;
+use crate::chain::{Chain, Head, SealDomain};
+use crate::codec::{self, BlockWriter, EXPORT_HEADER_LEN, EXPORT_TRAILER_LEN, ExportHeader};
+use crate::ledger::{self, Ledger};
+use crate::log::{Batch, Entry, Log, LogRead};
+use crate::{ChainKeyProblem, Error, file};
 
 /// Writes records `1..=head.seq` of `log` to `path`; returns how many.
-pub(crate) fn export(log: &dyn Log, head: Head, chain: &Chain, path: &Path) -> Result<u64, Error> {
-    let tmp = path.with_extension("partial");
-    let result = (|| {
-        let file = File::create(&tmp)?;
-        let mut out = HashingWriter {
-            inner: BufWriter::new(file),
-            hasher: blake3::Hasher::new(),
+pub(crate) fn export(log: &dyn LogRead, head: Head, chain: &Chain, path: &Path) -> Result<u64, Error> {
+    file::write_atomically(path, |out| {
+        let mut out = SealingWriter {
+            inner: out,
+            sealer: chain.sealer(SealDomain::Backup),
         };
         out.write_all(&codec::encode_export_header(&ExportHeader {
+            version: 0,
             keyed: chain.is_keyed(),
             fingerprint: chain.fingerprint(),
             records: head.seq,
         })?)?;
         let mut written = 0u64;
-        for item in log.scan(1) {
-            let (seq, bytes) = item?;
-            if seq > head.seq {
-                break;
+        'entries: for item in log.scan(1) {
+            let (key, bytes) = item?;
+            for (seq, record) in codec::entry_records(key, &bytes)? {
+                if seq > head.seq {
+                    break 'entries;
+                }
+                written += 1;
+                if seq != written {
+                    return Err(Error::corrupt(
+                        written,
+                        crate::ProblemKind::Removed,
+                        "the log has a gap; run check",
+                    ));
+                }
+                let len = u32::try_from(record.len()).unwrap_or(u32::MAX);
+                out.write_all(&len.to_le_bytes())?;
+                out.write_all(record)?;
             }
-            written += 1;
-            if seq != written {
-                return Err(Error::corrupt(written, "the log has a gap; run check"));
-            }
-            let len = u32::try_from(bytes.len()).map_err(|_| Error::corrupt(seq, "record too large"))?;
-            out.write_all(&len.to_le_bytes())?;
-            out.write_all(&bytes)?;
         }
         if written != head.seq {
-            return Err(Error::corrupt(written + 1, "the log ends early; run check"));
+            return Err(Error::corrupt(
+                written + 1,
+                crate::ProblemKind::Removed,
+                "the log ends early; run check",
+            ));
         }
-        let checksum = out.hasher.finalize();
-        out.inner.write_all(checksum.as_bytes())?;
-        let file = out.inner.into_inner().map_err(|e| Error::Io(e.into_error()))?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
+        let seal = out.sealer.finalize();
+        out.inner.write_all(seal.as_bytes())?;
         Ok(written)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    })
 }
 
-struct HashingWriter<W> {
+struct SealingWriter<W> {
     inner: W,
-    hasher: blake3::Hasher,
+    sealer: blake3::Hasher,
 }
 
-impl<W: Write> Write for HashingWriter<W> {
+impl<W: Write> Write for SealingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.sealer.update(&buf[..n]);
         Ok(n)
     }
 
@@ -83,77 +83,183 @@ fn bad(reason: impl Into<String>) -> Error {
     Error::invalid("backup", reason)
 }
 
-/// Reads and checks a backup completely; imports it into `log`, which must be empty.
-pub(crate) fn import(log: &mut dyn Log, chain: &Chain, path: &Path) -> Result<u64, Error> {
-    if log.anchor()?.is_some() || log.scan(0).next().is_some() {
-        return Err(Error::invalid(
-            "store",
-            "import needs an empty store; this one has records",
-        ));
+/// A backup file read record by record, its trailer computed on the way.
+struct Reader {
+    input: BufReader<File>,
+    header: ExportHeader,
+    hasher: blake3::Hasher,
+    next: u64,
+    record: Vec<u8>,
+}
+
+impl Reader {
+    fn open(path: &Path, chain: &Chain) -> Result<Self, Error> {
+        let file = File::open(path)?;
+        let size = file.metadata()?.len();
+        let mut input = BufReader::with_capacity(1 << 20, file);
+        let mut head = [0u8; EXPORT_HEADER_LEN];
+        input
+            .read_exact(&mut head)
+            .map_err(|_| bad("not a keyledger backup: too short for a header"))?;
+        let header = codec::decode_export_header(&head)?;
+        let most = header
+            .records
+            .saturating_mul(4 + codec::MAX_RECORD_BYTES)
+            .saturating_add((EXPORT_HEADER_LEN + EXPORT_TRAILER_LEN) as u64);
+        if size > most {
+            return Err(bad(format!(
+                "the file is {size} bytes, more than a backup of {} records can hold",
+                header.records
+            )));
+        }
+        if header.keyed != chain.is_keyed() || (header.keyed && header.fingerprint != chain.fingerprint()) {
+            return Err(Error::ChainKeyMismatch(match (header.keyed, chain.is_keyed()) {
+                (true, false) => ChainKeyProblem::Missing,
+                (false, true) => ChainKeyProblem::NotKeyed,
+                _ => ChainKeyProblem::Wrong,
+            }));
+        }
+        // Version 1 ended with blake3 of the file, which anyone can recompute; version 2
+        // with the chain's backup seal. A keyed backup must be sealed, or rewriting its
+        // header to version 1 would let anyone cut records off its end.
+        let mut hasher = match header.version {
+            1 if header.keyed => {
+                return Err(bad(
+                    "a keyed backup of format 1 has an unsealed trailer, which anyone could forge; \
+                     export it again with this version",
+                ));
+            }
+            1 => blake3::Hasher::new(),
+            _ => chain.sealer(SealDomain::Backup),
+        };
+        hasher.update(&head);
+        Ok(Reader {
+            input,
+            header,
+            hasher,
+            next: 1,
+            record: Vec::new(),
+        })
     }
-    let file = File::open(path)?;
-    let size = file.metadata()?.len();
-    if size > MAX_EXPORT_BYTES {
-        return Err(bad(format!(
-            "{size} bytes is more than the {MAX_EXPORT_BYTES} this build reads"
-        )));
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    file.take(MAX_EXPORT_BYTES).read_to_end(&mut bytes)?;
-    let body_len = bytes
-        .len()
-        .checked_sub(32)
-        .ok_or_else(|| bad("truncated: shorter than its checksum"))?;
-    let (body, checksum) = bytes.split_at(body_len);
-    if blake3::hash(body).as_bytes() != checksum {
-        return Err(bad("checksum does not match: the file is damaged or truncated"));
-    }
-    let (header, mut rest) = codec::decode_export_header(body)?;
-    if header.keyed != chain.is_keyed() || header.fingerprint != chain.fingerprint() {
-        return Err(bad(if header.keyed {
-            "the backup's chain is keyed with another key than the one given (or none was given)"
-        } else {
-            "the backup's chain is not keyed, but a chain key was given"
-        }));
-    }
-    let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
-    let mut proj = Projection::new();
-    for seq in 1..=header.records {
-        let (len, tail) = rest
-            .split_first_chunk::<4>()
-            .ok_or_else(|| bad(format!("ends inside record {seq}")))?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if len as u64 > codec::MAX_RECORD_BYTES || len > tail.len() {
+
+    /// The next record, or `None` after the last.
+    fn next_record(&mut self) -> Result<Option<(u64, &[u8])>, Error> {
+        let seq = self.next;
+        if seq > self.header.records {
+            return Ok(None);
+        }
+        let mut len = [0u8; 4];
+        self.input
+            .read_exact(&mut len)
+            .map_err(|_| bad(format!("ends inside record {seq}")))?;
+        let n = u32::from_le_bytes(len);
+        if u64::from(n) > codec::MAX_RECORD_BYTES {
             return Err(bad(format!("record {seq} has a bad length")));
         }
-        let (record_bytes, after) = tail.split_at(len);
-        let record = codec::decode_record(record_bytes, seq)?;
-        if record.seq != seq {
-            return Err(Error::corrupt(
-                seq,
-                format!("backup holds record {} at {seq}", record.seq),
-            ));
+        self.record.resize(n as usize, 0);
+        self.input
+            .read_exact(&mut self.record)
+            .map_err(|_| bad(format!("ends inside record {seq}")))?;
+        self.hasher.update(&len);
+        self.hasher.update(&self.record);
+        self.next += 1;
+        Ok(Some((seq, &self.record)))
+    }
+
+    /// After the last record: the trailer must follow, and nothing after it.
+    fn finish(mut self) -> Result<[u8; 32], Error> {
+        let mut trailer = [0u8; EXPORT_TRAILER_LEN];
+        self.input
+            .read_exact(&mut trailer)
+            .map_err(|_| bad("truncated: the trailer is missing"))?;
+        let mut extra = [0u8; 1];
+        if self.input.read(&mut extra)? != 0 {
+            return Err(bad("bytes after the trailer"));
         }
-        proj.check(&record)?;
-        proj.apply(&record, chain.hash(record_bytes))?;
-        records.push((seq, record_bytes.to_vec()));
-        rest = after;
+        let expected = self.hasher.finalize();
+        if expected.as_bytes() != &trailer {
+            return Err(bad(if self.header.version >= 2 && self.header.keyed {
+                "the seal does not match: the file is damaged, truncated or forged"
+            } else {
+                "the checksum does not match: the file is damaged or truncated"
+            }));
+        }
+        Ok(trailer)
     }
-    if !rest.is_empty() {
-        return Err(bad(format!("{} bytes after the last record", rest.len())));
+}
+
+/// What checking a backup found: the head it leads to and its trailer.
+pub(crate) struct Checked {
+    pub(crate) head: Head,
+    trailer: [u8; 32],
+}
+
+/// Reads and checks a whole backup, writing nothing: the trailer, every record, the
+/// chain and the access rules.
+pub(crate) fn check(path: &Path, chain: &Chain) -> Result<Checked, Error> {
+    let mut reader = Reader::open(path, chain)?;
+    let ledger = Ledger::new(chain.clone());
+    let now = ledger::now_micros();
+    // A record that does not fit is reported only once the trailer is known to be good:
+    // a damaged file is a damaged file, wherever the damage is.
+    let mut refused = None;
+    {
+        let mut state = ledger.write_state();
+        while let Some((seq, record)) = reader.next_record()? {
+            if refused.is_none()
+                && let Err(e) = ledger.accept_record(&mut state, seq, record, now)
+            {
+                refused = Some(e);
+            }
+        }
     }
-    let head = proj.head();
-    if head.seq > 0 {
-        let anchor = Some(Anchor {
-            seq: head.seq,
-            hash: head.hash,
-        });
-        log.append(&Batch {
-            discard_from: None,
-            records: &records,
-            anchor,
-        })?;
-        log.flush()?;
+    let trailer = reader.finish()?;
+    if let Some(e) = refused {
+        return Err(e);
     }
-    Ok(head.seq)
+    Ok(Checked {
+        head: ledger.head(),
+        trailer,
+    })
+}
+
+/// Blocks per engine write when importing.
+const IMPORT_WRITE_BLOCKS: usize = 256;
+
+/// Writes a backup that [`check`] passed into `log`, which holds no record. The records
+/// count only once the last write sets the head; until then the head stays at `genesis`.
+pub(crate) fn write(
+    log: &mut dyn Log,
+    chain: &Chain,
+    path: &Path,
+    checked: &Checked,
+    genesis: &[u8],
+) -> Result<u64, Error> {
+    let mut reader = Reader::open(path, chain)?;
+    let mut pending: Vec<Entry> = Vec::new();
+    let mut block: Option<BlockWriter> = None;
+    while let Some((seq, record)) = reader.next_record()? {
+        if block.as_ref().is_some_and(|b| !b.fits(record.len())) {
+            pending.extend(block.take().map(BlockWriter::finish));
+        }
+        block.get_or_insert_with(|| BlockWriter::new(seq)).push(record);
+        if pending.len() >= IMPORT_WRITE_BLOCKS {
+            log.write(&Batch {
+                discard_from: None,
+                entries: &std::mem::take(&mut pending),
+                head: genesis,
+            })?;
+        }
+    }
+    if reader.finish()? != checked.trailer {
+        return Err(bad("the file changed while it was imported"));
+    }
+    pending.extend(block.map(BlockWriter::finish));
+    log.write(&Batch {
+        discard_from: None,
+        entries: &pending,
+        head: &codec::encode_head(checked.head, chain)?,
+    })?;
+    log.sync()?;
+    Ok(checked.head.seq)
 }

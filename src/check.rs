@@ -1,135 +1,25 @@
-//! Proving the log's history: replay at open, the full `check`, and `repair` of a torn tail.
+//! Proving the log's history: the full `check`, and `repair` of what follows the head.
 //!
-//! Recomputes the hash chain from the first record, checks sequence numbers and the
-//! anchored head, and names each edited, inserted, removed or reordered record. Reads the
-//! log; only `repair` writes, and only to remove a tail that was never acknowledged or
-//! cannot be decoded.
+//! Recomputes the hash chain from the first record, checks sequence numbers and the sealed
+//! head, names each edited, inserted, removed or reordered record, then replays the log
+//! through the ledger (the access rules) and compares it with the snapshot and a witness.
+//! `check` never writes; `repair` removes only records the head does not cover.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
-use crate::Error;
-use crate::codec;
-use crate::log::{Anchor, Batch, Bytes, Chain, Log};
-use crate::projection::{Head, Projection};
+use crate::chain::{Chain, StoredHead};
+use crate::ledger::{self, Ledger, LogInfo};
+use crate::log::{Batch, Log, LogError, LogRead};
+use crate::{Error, Witness, codec, snapshot};
 
 /// A callback told `(records done, records in all)` while a long log is read.
 pub(crate) type Progress = Option<Arc<dyn Fn(u64, u64) + Send + Sync>>;
 
-const PROGRESS_EVERY: u64 = 16_384;
 /// `check` lists at most this many problems; the rest are counted.
 pub const MAX_LISTED_PROBLEMS: usize = 1000;
-
-fn report(progress: &Progress, done: u64, total: u64) {
-    if let Some(f) = progress {
-        f(done, total.max(done));
-    }
-}
-
-/// Rebuilds the projections from every record in `log`, checking each one and the anchor.
-pub(crate) fn replay(log: &dyn Log, chain: &Chain, progress: &Progress) -> Result<Projection, Error> {
-    replay_onto(Projection::new(), log, chain, progress)
-}
-
-/// Replays the records after `proj`'s head onto it (all of them for an empty projection).
-pub(crate) fn replay_onto(
-    mut proj: Projection,
-    log: &dyn Log,
-    chain: &Chain,
-    progress: &Progress,
-) -> Result<Projection, Error> {
-    let anchor = log.anchor()?;
-    let total = anchor.map_or(0, |a| a.seq);
-    let from = proj.head().seq + 1;
-    // Two stages on two threads: reading the engine's pages (the slowest part) runs ahead
-    // of decoding, hashing, checking and applying records in order.
-    std::thread::scope(|s| {
-        let (tx, rx) = crossbeam_channel::bounded::<Vec<Decoded>>(8);
-        s.spawn(move || read_ahead(log, from, &tx));
-        for batch in rx {
-            for item in batch {
-                let (seq, bytes) = item?;
-                let expected = proj.head().seq + 1;
-                if seq != expected {
-                    return Err(Error::corrupt(
-                        expected,
-                        format!("record {expected} is missing; found {seq}"),
-                    ));
-                }
-                let record = codec::decode_record(&bytes, seq)?;
-                if record.seq != seq {
-                    return Err(Error::corrupt(
-                        seq,
-                        format!("record stored at {seq} says it is {}", record.seq),
-                    ));
-                }
-                proj.check(&record)?;
-                proj.apply(&record, chain.hash(&bytes))?;
-                if seq.is_multiple_of(PROGRESS_EVERY) {
-                    report(progress, seq, total);
-                }
-            }
-        }
-        Ok(())
-    })?;
-    report(progress, proj.head().seq, total);
-    check_anchor(anchor, proj.head())?;
-    Ok(proj)
-}
-
-/// A record read from the log: where it was and its bytes.
-type Decoded = Result<(u64, Bytes), Error>;
-
-const READ_AHEAD_BATCH: usize = 1024;
-
-/// Reads records from `from` on, in batches, until the log ends, a read
-/// fails, or the receiver hangs up.
-fn read_ahead(log: &dyn Log, from: u64, tx: &crossbeam_channel::Sender<Vec<Decoded>>) {
-    let mut batch = Vec::with_capacity(READ_AHEAD_BATCH);
-    for item in log.scan(from) {
-        let failed = item.is_err();
-        batch.push(item);
-        if failed || batch.len() == READ_AHEAD_BATCH {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(READ_AHEAD_BATCH));
-            // A failed read ends the stream; the receiver reports it.
-            if tx.send(full).is_err() || failed {
-                return;
-            }
-        }
-    }
-    if !batch.is_empty() {
-        let _ = tx.send(batch);
-    }
-}
-
-fn check_anchor(anchor: Option<Anchor>, head: Head) -> Result<(), Error> {
-    match anchor {
-        None if head.seq == 0 => Ok(()),
-        None => Err(Error::corrupt(0, "the log has records but no anchored head")),
-        Some(a) if a.seq > head.seq => Err(Error::corrupt(
-            head.seq + 1,
-            format!(
-                "records {}..={} are missing: the log ends before its anchored head",
-                head.seq + 1,
-                a.seq
-            ),
-        )),
-        Some(a) if a.seq < head.seq => Err(Error::corrupt(
-            a.seq + 1,
-            format!(
-                "records {}..={} follow the anchored head: never acknowledged, or inserted",
-                a.seq + 1,
-                head.seq
-            ),
-        )),
-        Some(a) if a.hash != head.hash => Err(Error::corrupt(
-            head.seq,
-            "the last record does not match the anchored head: it was edited",
-        )),
-        Some(_) => Ok(()),
-    }
-}
 
 /// What kind of damage `check` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,12 +37,21 @@ pub enum ProblemKind {
     /// A record's bytes do not decode (damage, or a torn write).
     Undecodable,
     /// The chain is intact but a record breaks the access rules (a forged history), or the
-    /// store's chain marker does not fit the key the check was given.
+    /// store's metadata is malformed.
     Invalid,
+    /// The stored head is missing, unsealed, or its seal does not verify (forged, or
+    /// written with another chain key).
+    Head,
+    /// A snapshot disagrees with the log it claims to summarize.
+    Snapshot,
+    /// The log does not reach the head it was told to reach (`--expect-head`): it was
+    /// rolled back or replaced.
+    Witness,
 }
 
 impl ProblemKind {
-    /// `edited`, `inserted`, `removed`, `reordered`, `undecodable` or `invalid`.
+    /// `edited`, `inserted`, `removed`, `reordered`, `undecodable`, `invalid`, `head`,
+    /// `snapshot` or `witness`.
     pub fn as_str(self) -> &'static str {
         match self {
             ProblemKind::Edited => "edited",
@@ -161,6 +60,9 @@ impl ProblemKind {
             ProblemKind::Reordered => "reordered",
             ProblemKind::Undecodable => "undecodable",
             ProblemKind::Invalid => "invalid",
+            ProblemKind::Head => "head",
+            ProblemKind::Snapshot => "snapshot",
+            ProblemKind::Witness => "witness",
         }
     }
 }
@@ -202,6 +104,7 @@ impl CheckReport {
     }
 }
 
+/// One record as `check` sees it: where it is stored and what it says of itself.
 struct Entry {
     key: u64,
     hash: [u8; 32],
@@ -220,71 +123,92 @@ impl Findings {
         self.flagged.insert(seq);
         self.problems.push(Problem { seq, kind, detail });
     }
+
+    fn add_error(&mut self, e: &Error) {
+        match e {
+            Error::Corrupt { seq, kind, reason } => self.add(*seq, *kind, reason.clone()),
+            Error::WitnessMismatch { expected_seq, .. } => {
+                self.add(*expected_seq, ProblemKind::Witness, e.to_string());
+            }
+            other => self.add(0, ProblemKind::Undecodable, other.to_string()),
+        }
+    }
 }
 
-/// Reads the whole log and names every way it fails to prove its history.
+/// What `check` compares the log with, beside its own head.
+pub(crate) struct CheckInputs<'a> {
+    /// The store's snapshot file, if snapshots are in use.
+    pub(crate) snapshot: Option<&'a Path>,
+    /// The head the log must reach.
+    pub(crate) witness: Option<Witness>,
+}
+
+/// Reads the whole log and names every way it fails to prove its history. Writes nothing.
 pub(crate) fn check(
-    log: &dyn Log,
+    log: &dyn LogRead,
     chain: &Chain,
-    marker_problem: Option<&str>,
+    info: LogInfo,
+    inputs: &CheckInputs<'_>,
     progress: &Progress,
 ) -> Result<CheckReport, Error> {
     let mut found = Findings::default();
-    if let Some(why) = marker_problem {
-        found.add(0, ProblemKind::Invalid, why.to_owned());
-    }
-    let (anchor, anchor_readable) = match log.anchor() {
-        Ok(anchor) => (anchor, true),
+    let stored = match ledger::stored_head(log, chain, info) {
+        Ok(stored) => Some(stored),
         Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
-            found.add(0, ProblemKind::Undecodable, e.to_string());
-            (None, false)
+            found.add(0, ProblemKind::Head, e.to_string());
+            None
         }
         Err(e) => return Err(e),
     };
-    let total = anchor.map_or(0, |a| a.seq);
+    let total = stored.flatten().map_or(0, StoredHead::seq);
     let mut entries = Vec::new();
     for item in log.scan(0) {
         let (key, bytes) = match item {
             Ok(kv) => kv,
-            Err(Error::Corrupt { reason, .. }) => {
+            Err(LogError::Corrupt(reason)) => {
                 found.add(0, ProblemKind::Inserted, reason);
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
-        let decoded = match codec::decode_record(&bytes, key) {
-            Ok(r) => Some((r.seq, r.prev)),
+        let records = match codec::entry_records(key, &bytes) {
+            Ok(records) => records,
             Err(e) => {
                 found.add(key, ProblemKind::Undecodable, e.to_string());
-                None
+                continue;
             }
         };
-        entries.push(Entry {
-            key,
-            hash: chain.hash(&bytes),
-            decoded,
-        });
-        if (entries.len() as u64).is_multiple_of(PROGRESS_EVERY) {
-            report(progress, entries.len() as u64, total);
+        for (seq, record) in records {
+            let decoded = match codec::decode_record(record, seq) {
+                Ok(r) => Some((r.seq, r.prev)),
+                Err(e) => {
+                    found.add(seq, ProblemKind::Undecodable, e.to_string());
+                    None
+                }
+            };
+            entries.push(Entry {
+                key: seq,
+                hash: chain.hash(record),
+                decoded,
+            });
+            if (entries.len() as u64).is_multiple_of(PROGRESS_EVERY) {
+                ledger::report(progress, entries.len() as u64, total);
+            }
         }
     }
-    report(progress, entries.len() as u64, total);
+    ledger::report(progress, entries.len() as u64, total);
 
     find_gaps(&entries, &mut found);
     find_misplaced(&entries, &mut found);
-    // With a chain key that does not fit the store, every link would fail: say so once.
-    if marker_problem.is_none() {
-        find_broken_links(&entries, &mut found);
-        if anchor_readable {
-            find_anchor_mismatch(&entries, anchor, &mut found);
-        }
+    find_broken_links(&entries, &mut found);
+    if let Some(stored) = stored {
+        find_head_mismatch(&entries, stored, &mut found);
     }
     if found.problems.is_empty() {
-        // Structure and chain are intact: a forged history could still break the rules.
-        match replay(log, chain, progress) {
-            Ok(_) => {}
-            Err(Error::Corrupt { seq, reason }) => found.add(seq, ProblemKind::Invalid, reason),
-            Err(e) => return Err(e),
+        // Structure and chain are intact: a forged history could still break the rules,
+        // and a snapshot could still disagree with the log.
+        if let Err(e) = replay_and_compare(log, chain, inputs, total, progress) {
+            found.add_error(&e);
         }
     }
 
@@ -300,6 +224,38 @@ pub(crate) fn check(
     })
 }
 
+const PROGRESS_EVERY: u64 = 16_384;
+
+/// Replays the whole log through the ledger, comparing the state with the snapshot (at
+/// its sequence number) and the end with the witness.
+fn replay_and_compare(
+    log: &dyn LogRead,
+    chain: &Chain,
+    inputs: &CheckInputs<'_>,
+    total: u64,
+    progress: &Progress,
+) -> Result<(), Error> {
+    let ledger = Ledger::new(chain.clone());
+    if let Some(snap) = inputs.snapshot.and_then(|p| snapshot::read_seal(p, chain)) {
+        ledger.replay(log, snap.seq, total, progress)?;
+        if ledger.head().seq == snap.seq && !snapshot::matches(&ledger.read(), &snap, chain)? {
+            return Err(Error::corrupt(
+                snap.seq,
+                ProblemKind::Snapshot,
+                format!(
+                    "the snapshot at record {} does not match the log: it was edited and re-sealed",
+                    snap.seq
+                ),
+            ));
+        }
+    }
+    ledger.replay(log, u64::MAX, total, progress)?;
+    if let Some(w) = inputs.witness {
+        ledger::reaches_witness(log, chain, ledger.head(), w)?;
+    }
+    Ok(())
+}
+
 fn find_gaps(entries: &[Entry], found: &mut Findings) {
     let mut expected = 1;
     for e in entries {
@@ -311,7 +267,7 @@ fn find_gaps(entries: &[Entry], found: &mut Findings) {
             );
             continue;
         }
-        if e.key > expected {
+        if e.key > expected && !found.flagged.contains(&expected) {
             let detail = if e.key - expected == 1 {
                 format!("record {expected} is missing")
             } else {
@@ -400,42 +356,48 @@ fn find_broken_links(entries: &[Entry], found: &mut Findings) {
     }
 }
 
-fn find_anchor_mismatch(entries: &[Entry], anchor: Option<Anchor>, found: &mut Findings) {
+fn find_head_mismatch(entries: &[Entry], stored: Option<StoredHead>, found: &mut Findings) {
     let last = entries.last();
-    match (anchor, last) {
+    match (stored, last) {
         (None, None) => {}
-        (None, Some(_)) => found.add(0, ProblemKind::Removed, "the anchored head is missing".into()),
-        (Some(a), None) => found.add(
+        (None, Some(_)) => found.add(0, ProblemKind::Head, "the head is missing".into()),
+        (Some(s), None) if s.seq() == 0 => {}
+        (Some(s), None) => found.add(
             1,
             ProblemKind::Removed,
-            format!("all {} records are missing", a.seq),
+            format!("all {} records are missing", s.seq()),
         ),
-        // The anchored record is last, under another number: the log was renumbered,
+        // The head's record is last, under another number: the log was renumbered,
         // which the sequence checks have already named.
-        (Some(a), Some(l)) if a.seq != l.key && a.hash == l.hash => {}
-        (Some(a), Some(l)) if a.seq > l.key => found.add(
+        (Some(StoredHead::Sealed(h)), Some(l)) if h.seq != l.key && h.hash == l.hash => {}
+        (Some(StoredHead::Legacy { seq, hash }), Some(l)) if seq != l.key && hash == l.hash => {}
+        (Some(s), Some(l)) if s.seq() > l.key => found.add(
             l.key + 1,
             ProblemKind::Removed,
             format!(
-                "records {}..={} are missing: the log ends before its anchored head",
+                "records {}..={} are missing: the log ends before its head",
                 l.key + 1,
-                a.seq
+                s.seq()
             ),
         ),
-        (Some(a), Some(l)) if a.seq < l.key => found.add(
-            a.seq + 1,
+        (Some(s), Some(l)) if s.seq() < l.key => found.add(
+            s.seq() + 1,
             ProblemKind::Inserted,
-            format!("records {}..={} follow the anchored head", a.seq + 1, l.key),
+            format!("records {}..={} follow the head", s.seq() + 1, l.key),
         ),
-        (Some(a), Some(l)) if a.hash != l.hash && !found.flagged.contains(&l.key) => found.add(
+        (Some(s), Some(l)) if !head_hash_is(s, l.hash) && !found.flagged.contains(&l.key) => found.add(
             l.key,
             ProblemKind::Edited,
-            format!(
-                "record {} was changed: it does not match the anchored head",
-                l.key
-            ),
+            format!("record {} was changed: it does not match the head", l.key),
         ),
         _ => {}
+    }
+}
+
+fn head_hash_is(stored: StoredHead, hash: [u8; 32]) -> bool {
+    match stored {
+        StoredHead::Legacy { hash: h, .. } => h == hash,
+        StoredHead::Sealed(h) => h.hash == hash,
     }
 }
 
@@ -448,73 +410,79 @@ pub struct RepairReport {
     pub last_seq: u64,
 }
 
-/// Removes a torn tail: a last record that does not decode, or records past the anchored
-/// head (never acknowledged). Refuses any other damage, which is not a torn write.
-pub(crate) fn repair(log: &mut dyn Log, chain: &Chain) -> Result<RepairReport, Error> {
-    let mut proj = Projection::new();
-    let mut tail: Vec<u64> = Vec::new();
-    let mut last_bytes_undecodable = false;
-    for item in log.scan(1) {
-        let (seq, bytes) = item?;
-        if !tail.is_empty() {
-            tail.push(seq);
-            last_bytes_undecodable = codec::decode_record(&bytes, seq).is_err();
-            continue;
+/// Removes what follows the stored head: records that were never acknowledged (a write
+/// cut short), damaged or not. Refuses, changing nothing, when there is no sealed head,
+/// when anything the head covers does not replay to it, and when a record past the head
+/// is of a newer format (a newer build wrote it: its head could not be read here).
+pub(crate) fn repair(log: &mut dyn Log, chain: &Chain, info: LogInfo) -> Result<RepairReport, Error> {
+    let stored = ledger::stored_head(log, chain, info).map_err(|e| refuse(&e))?;
+    let Some(stored) = stored else {
+        if log.scan(0).next().is_none() {
+            return Ok(RepairReport {
+                removed: Vec::new(),
+                last_seq: 0,
+            });
         }
-        let good = seq == proj.head().seq + 1
-            && codec::decode_record(&bytes, seq)
-                .and_then(|r| {
-                    proj.check(&r)?;
-                    proj.apply(&r, chain.hash(&bytes))
-                })
-                .is_ok();
-        if !good {
-            tail.push(seq);
-            last_bytes_undecodable = codec::decode_record(&bytes, seq).is_err();
-        }
-    }
-    let head = proj.head();
-    let anchor = log.anchor()?;
-    if tail.is_empty() {
-        check_anchor(anchor, head).map_err(|e| refuse(&e))?;
-        return Ok(RepairReport {
-            removed: Vec::new(),
-            last_seq: head.seq,
-        });
-    }
-    let unanchored = tail.iter().all(|&s| anchor.is_none_or(|a| s > a.seq));
-    let torn_last = tail.len() == 1 && last_bytes_undecodable;
-    if !(unanchored || torn_last) {
-        let first = tail[0];
         return Err(refuse(&Error::corrupt(
-            first,
-            format!(
-                "{} damaged records from {first} on are not a torn tail",
-                tail.len()
-            ),
+            0,
+            ProblemKind::Head,
+            "the log has records but no head",
+        )));
+    };
+    let covered = stored.seq();
+    let ledger = Ledger::new(chain.clone());
+    ledger
+        .replay(log, covered, covered, &None)
+        .and_then(|()| ledger::reaches_head(Some(stored), ledger.head()))
+        .map_err(|e| refuse(&e))?;
+    let mut removed = Vec::new();
+    for item in log.scan(covered + 1) {
+        let (key, bytes) = item?;
+        match codec::entry_records(key, &bytes) {
+            Ok(records) => {
+                for (seq, record) in records {
+                    if let Err(e @ Error::UnsupportedVersion { .. }) = codec::decode_record(record, seq) {
+                        return Err(refuse(&e));
+                    }
+                    removed.push(seq);
+                }
+            }
+            Err(e @ Error::UnsupportedVersion { .. }) => return Err(refuse(&e)),
+            Err(_) => removed.push(key),
+        }
+    }
+    if let Some((key, bytes)) = log.floor(covered)?
+        && codec::entry_records(key, &bytes).is_ok_and(|r| r.last().is_some_and(|(seq, _)| *seq > covered))
+    {
+        return Err(refuse(&Error::corrupt(
+            covered,
+            ProblemKind::Inserted,
+            "an entry the head covers holds records past it",
         )));
     }
-    let anchor = (head.seq > 0).then_some(Anchor {
-        seq: head.seq,
-        hash: head.hash,
-    });
-    log.append(&Batch {
-        discard_from: Some(tail[0]),
-        records: &[],
-        anchor,
-    })?;
-    log.flush()?;
+    if !removed.is_empty() {
+        let head = log.head()?.unwrap_or_default();
+        log.write(&Batch {
+            discard_from: Some(covered + 1),
+            entries: &[],
+            head: &head,
+        })?;
+        log.sync()?;
+    }
     Ok(RepairReport {
-        removed: tail,
-        last_seq: head.seq,
+        removed,
+        last_seq: covered,
     })
 }
 
 fn refuse(e: &Error) -> Error {
     match e {
-        Error::Corrupt { seq, reason } => Error::corrupt(
+        Error::Corrupt { seq, kind, reason } => Error::corrupt(
             *seq,
-            format!("{reason}; repair removes only a torn tail, so restore this store from a backup"),
+            *kind,
+            format!(
+                "{reason}; repair removes only what follows the head, so restore this store from a backup"
+            ),
         ),
         other => other.replicate(),
     }

@@ -17,8 +17,8 @@ use std::time::SystemTime;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keyledger::{
-    Actor, ActorRole, AuditEntry, Builder, ChainKey, ChainKeyProblem, Error, EventKind, IpNet, KEY_PREFIX,
-    KeyId, KeyStore, KeyView, NewKey, redact_keys,
+    Actor, ActorRole, AuditEntry, Builder, ChainKey, ChainKeyProblem, Error, EventKind, Integrity, IpNet,
+    KEY_PREFIX, KeyId, KeyStore, KeyView, NewKey, Witness, redact_keys,
 };
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -67,6 +67,13 @@ struct Cli {
     /// A file holding the chain key (64 hex digits) of a store created with one
     #[arg(long, global = true, value_name = "FILE", env = "KEYLEDGER_CHAIN_KEY_FILE")]
     chain_key_file: Option<PathBuf>,
+    /// Refuse the store unless its log reaches this head (`keyledger head` prints it;
+    /// keep it outside the store): catches a store rolled back to an older copy
+    #[arg(long, global = true, value_name = "SEQ:HASH", env = "KEYLEDGER_EXPECT_HEAD", value_parser = witness_arg)]
+    expect_head: Option<Witness>,
+    /// Keys with an empty whitelist verify from no address, instead of from any
+    #[arg(long, global = true)]
+    require_whitelist: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,7 +85,7 @@ enum Command {
     /// Add addresses or ranges to a key's whitelist
     Whitelist(WhitelistArgs),
     /// Remove addresses or ranges from a key's whitelist
-    Unwhitelist(WhitelistArgs),
+    Unwhitelist(UnwhitelistArgs),
     /// Delete a key; it stops verifying at once
     Delete(DeleteArgs),
     /// List the live keys; --all adds the deleted ones
@@ -107,10 +114,19 @@ enum Command {
     Verify(VerifyArgs),
     /// The audit trail: who did what to which key, when; --at SEQ shows the keys as they stood then
     Audit(AuditArgs),
-    /// Replay the whole log and check it: sequence numbers, hash chain, every record
+    /// Replay the whole log and check it: sequence numbers, hash chain, head, every record, snapshot
     Check,
-    /// Remove a torn tail (an undecodable last record, or records never acknowledged)
+    /// Remove what follows the head: records never acknowledged, which keep the store from opening
     Repair,
+    /// The head (last record and its chain hash) to keep outside the store, and whether the history is proven
+    Head {
+        /// One JSON object: seq, hash, witness, at, keyed, integrity
+        #[arg(long)]
+        json: bool,
+    },
+    /// Chain keys for keyed stores
+    #[command(subcommand)]
+    ChainKey(ChainKeyCommand),
     /// Write the whole log to FILE: a portable, versioned, checksummed backup
     Export {
         /// The backup file to write
@@ -125,6 +141,16 @@ enum Command {
     },
     /// A guided tour in a temporary store
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum ChainKeyCommand {
+    /// Write a new random chain key to FILE (mode 0600; never overwrites)
+    New {
+        /// The file to create
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +197,15 @@ struct WhitelistArgs {
     /// IPv4/IPv6 addresses or CIDR ranges
     #[arg(value_name = "NET", required = true, value_parser = net_arg)]
     nets: Vec<IpNet>,
+}
+
+#[derive(Debug, Args)]
+struct UnwhitelistArgs {
+    #[command(flatten)]
+    change: WhitelistArgs,
+    /// Allow removing the last entry, after which the key verifies from any address
+    #[arg(long)]
+    allow_any_address: bool,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +272,10 @@ impl From<Kind> for EventKind {
             Kind::Deleted => EventKind::Deleted,
         }
     }
+}
+
+fn witness_arg(s: &str) -> Result<Witness, String> {
+    s.parse().map_err(|e: Error| e.to_string())
 }
 
 fn key_id_arg(s: &str) -> Result<KeyId, String> {
@@ -348,9 +387,10 @@ impl From<io::Error> for Failure {
 
 fn exit_code(e: &Error) -> u8 {
     match e {
-        Error::InvalidInput { .. } | Error::WhitelistUnchanged { .. } | Error::ChainKeyMismatch(_) => {
-            exit::USAGE
-        }
+        Error::InvalidInput { .. }
+        | Error::WhitelistUnchanged { .. }
+        | Error::LastWhitelistEntry { .. }
+        | Error::ChainKeyMismatch(_) => exit::USAGE,
         Error::PermissionDenied { .. } => exit::DENIED,
         Error::KeyNotFound(_) | Error::KeyDeleted(_) => exit::NOT_FOUND,
         _ => exit::STORAGE,
@@ -364,15 +404,20 @@ fn one_line(message: &str) -> String {
         .collect()
 }
 
-/// The store named on the command line.
+/// The store named on the command line, and how to open it.
 struct Store {
     dir: PathBuf,
     chain_key_file: Option<PathBuf>,
+    expect_head: Option<Witness>,
+    require_whitelist: bool,
 }
 
 impl Store {
     fn builder(&self) -> Result<Builder, Failure> {
-        let builder = KeyStore::builder();
+        let mut builder = KeyStore::builder().require_whitelist(self.require_whitelist);
+        if let Some(witness) = self.expect_head {
+            builder = builder.expect_head(witness);
+        }
         let Some(path) = &self.chain_key_file else {
             return Ok(builder);
         };
@@ -387,27 +432,10 @@ impl Store {
         Ok(builder.chain_key(key))
     }
 
-    /// Refuses a store that does not exist, rather than creating one by mistake.
-    fn require_existing(&self) -> Result<(), Failure> {
-        if self.dir.is_dir() {
-            return Ok(());
-        }
-        Err(Failure::new(
-            exit::STORAGE,
-            format!(
-                "no store at {} (the first `create` makes one; choose another with --db or KEYLEDGER_DB)",
-                self.dir.display()
-            ),
-        ))
-    }
-
-    /// Opens the store, which must exist unless `create`.
+    /// Opens the store, which must exist unless `create`: reads never create one.
     fn open(&self, create: bool) -> Result<KeyStore, Failure> {
-        if !create {
-            self.require_existing()?;
-        }
         let (builder, bar) = with_progress(self.builder()?, "replaying the log");
-        let opened = builder.open(&self.dir);
+        let opened = builder.create_if_missing(create).open(&self.dir);
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
@@ -416,9 +444,20 @@ impl Store {
 
     /// An error from `verb`ing the store, saying which store.
     fn failed(&self, verb: &str, e: Error) -> Failure {
-        if let Error::Locked { .. } = e {
+        match e {
             // Already names the store and says it is in use.
-            return e.into();
+            Error::Locked { .. } => return e.into(),
+            Error::NotAStore { .. } => {
+                return Failure::new(
+                    exit::STORAGE,
+                    format!(
+                        "no store at {}: the first `create` makes one in a new or empty directory; \
+                         choose another with --db or KEYLEDGER_DB",
+                        self.dir.display()
+                    ),
+                );
+            }
+            _ => {}
         }
         let key_missing = matches!(
             &e,
@@ -469,11 +508,21 @@ impl Cli {
         let store = Store {
             dir: self.db,
             chain_key_file: self.chain_key_file,
+            expect_head: self.expect_head,
+            require_whitelist: self.require_whitelist,
         };
         match self.command {
             Command::Create(args) => create(&store, args, out),
-            Command::Whitelist(args) => change_whitelist(&store, args, true, out),
-            Command::Unwhitelist(args) => change_whitelist(&store, args, false, out),
+            Command::Whitelist(args) => change_whitelist(&store, args, Change::Add, out),
+            Command::Unwhitelist(args) => {
+                let any = args.allow_any_address;
+                change_whitelist(
+                    &store,
+                    args.change,
+                    if any { Change::RemoveToAny } else { Change::Remove },
+                    out,
+                )
+            }
             Command::Delete(args) => delete(&store, args, out),
             Command::List { all, json } => list(&store, all, json, out),
             Command::Show { key_id, json } => show(&store, key_id, json, out),
@@ -481,6 +530,8 @@ impl Cli {
             Command::Audit(args) => audit(&store, args, out),
             Command::Check => check(&store, out),
             Command::Repair => repair(&store, out),
+            Command::Head { json } => head(&store, json, out),
+            Command::ChainKey(ChainKeyCommand::New { file }) => new_chain_key(&file, out),
             Command::Export { file } => export(&store, &file, out),
             Command::Import { file } => import(&store, &file, out),
             Command::Demo => demo::run(out),
@@ -526,24 +577,45 @@ fn create(store: &Store, args: CreateArgs, out: &mut impl Write) -> Result<u8, F
     Ok(exit::OK)
 }
 
+/// What `whitelist` and `unwhitelist` do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Add,
+    Remove,
+    /// Remove, even the last entry.
+    RemoveToAny,
+}
+
 fn change_whitelist(
     store: &Store,
     args: WhitelistArgs,
-    add: bool,
+    change: Change,
     out: &mut impl Write,
 ) -> Result<u8, Failure> {
     let keys = store.open(false)?;
     let (actor, id) = (args.who.actor(), args.key_id);
-    if add {
-        keys.whitelist_ip(&actor, id, args.nets.iter().copied())?;
-    } else {
-        keys.unwhitelist_ip(&actor, id, args.nets.iter().copied())?;
-    }
+    let nets = args.nets.iter().copied();
+    match change {
+        Change::Add => keys.whitelist_ip(&actor, id, nets)?,
+        Change::Remove => keys.unwhitelist_ip(&actor, id, nets).map_err(|e| match e {
+            Error::LastWhitelistEntry { .. } => {
+                let mut failure = Failure::from(e);
+                failure.message.push_str(" (pass --allow-any-address to mean it)");
+                failure
+            }
+            other => other.into(),
+        })?,
+        Change::RemoveToAny => keys.unwhitelist_ip_allowing_any_address(&actor, id, nets)?,
+    };
     let view = existing_key(&keys, id)?;
     writeln!(
         out,
         "{} {} on key {id} \"{}\"; its whitelist is now: {}",
-        if add { "whitelisted" } else { "unwhitelisted" },
+        if change == Change::Add {
+            "whitelisted"
+        } else {
+            "unwhitelisted"
+        },
         render::whitelist(&args.nets),
         view.name,
         render::whitelist(&view.whitelist)
@@ -761,7 +833,6 @@ fn audit_at(
 }
 
 fn check(store: &Store, out: &mut impl Write) -> Result<u8, Failure> {
-    store.require_existing()?;
     let (builder, bar) = with_progress(store.builder()?, "checking the log");
     let checked = builder.check(&store.dir);
     if let Some(bar) = bar {
@@ -776,7 +847,7 @@ fn check(store: &Store, out: &mut impl Write) -> Result<u8, Failure> {
     if report.is_intact() {
         writeln!(
             out,
-            "intact: {} records; sequence numbers, {chain} and anchored head all check",
+            "intact: {} records; sequence numbers, {chain}, sealed head, access rules and snapshot all check",
             report.records
         )?;
         return Ok(exit::OK);
@@ -800,7 +871,6 @@ fn check(store: &Store, out: &mut impl Write) -> Result<u8, Failure> {
 }
 
 fn repair(store: &Store, out: &mut impl Write) -> Result<u8, Failure> {
-    store.require_existing()?;
     let report = store
         .builder()?
         .repair(&store.dir)
@@ -815,7 +885,7 @@ fn repair(store: &Store, out: &mut impl Write) -> Result<u8, Failure> {
         let removed: Vec<String> = report.removed.iter().map(u64::to_string).collect();
         writeln!(
             out,
-            "removed record{} {} (a torn tail); the log now ends at record {}",
+            "removed record{} {} (never acknowledged: past the head); the log now ends at record {}",
             if removed.len() == 1 { "" } else { "s" },
             removed.join(", "),
             report.last_seq
@@ -828,6 +898,114 @@ fn export(store: &Store, file: &Path, out: &mut impl Write) -> Result<u8, Failur
     let opened = store.open(false)?;
     let records = opened.export(file).map_err(|e| store.failed("export", e))?;
     writeln!(out, "exported {records} records to {}", file.display())?;
+    Ok(exit::OK)
+}
+
+/// `head --json`.
+#[derive(Serialize)]
+struct HeadJson {
+    seq: u64,
+    hash: String,
+    /// `SEQ:HASH`, as `--expect-head` takes it.
+    witness: String,
+    at: Option<String>,
+    keyed: bool,
+    integrity: &'static str,
+    problem: Option<String>,
+}
+
+fn head(store: &Store, json: bool, out: &mut impl Write) -> Result<u8, Failure> {
+    let keys = store.open(false)?;
+    let witness = keys.head();
+    let at = keys.audit_entry(witness.seq).map(|e| render::rfc3339(e.at));
+    let (integrity, problem) = match keys.wait_for_integrity() {
+        Integrity::Verified => ("verified", None),
+        Integrity::Damaged(p) => (
+            "damaged",
+            Some(format!("record {} ({}): {}", p.seq, p.kind, p.detail)),
+        ),
+        _ => ("verifying", None),
+    };
+    let hash: String = witness.hash.iter().map(|b| format!("{b:02x}")).collect();
+    if json {
+        write_json(
+            out,
+            &HeadJson {
+                seq: witness.seq,
+                hash,
+                witness: witness.to_string(),
+                at,
+                keyed: store.chain_key_file.is_some(),
+                integrity,
+                problem,
+            },
+        )?;
+    } else {
+        writeln!(out, "head       {witness}")?;
+        writeln!(
+            out,
+            "record     {}{}",
+            witness.seq,
+            at.map(|t| format!(" at {t}")).unwrap_or_default()
+        )?;
+        writeln!(
+            out,
+            "chain      {}",
+            if store.chain_key_file.is_some() {
+                "keyed"
+            } else {
+                "public"
+            }
+        )?;
+        writeln!(
+            out,
+            "integrity  {integrity}{}",
+            problem.map(|p| format!(": {p}")).unwrap_or_default()
+        )?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Keep the head outside the store; `--expect-head {witness}` then refuses a store rolled back past it."
+        )?;
+    }
+    Ok(if integrity == "damaged" {
+        exit::NO
+    } else {
+        exit::OK
+    })
+}
+
+/// Writes a new chain key to `file`, readable by its owner only, never over an existing
+/// file.
+fn new_chain_key(file: &Path, out: &mut impl Write) -> Result<u8, Failure> {
+    let hex = Zeroizing::new(ChainKey::generate_hex()?);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(file).map_err(|e| {
+        let code = if e.kind() == io::ErrorKind::AlreadyExists {
+            exit::USAGE
+        } else {
+            exit::STORAGE
+        };
+        Failure::new(
+            code,
+            format!(
+                "cannot create {}: {e} (an existing key file is never overwritten)",
+                file.display()
+            ),
+        )
+    })?;
+    f.write_all(hex.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    writeln!(
+        out,
+        "wrote a new chain key to {} (mode 0600). Keep a copy somewhere safe, away from the store:\n\
+         a keyed store cannot be opened, checked or restored without it.",
+        file.display()
+    )?;
     Ok(exit::OK)
 }
 

@@ -10,9 +10,10 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::chain::{Chain, Head, SealDomain, StoredHead};
+use crate::check::ProblemKind;
 use crate::event::{Actor, ActorRole, Event, EventKind, KeyId, Record};
-use crate::log::{Anchor, Chain};
-use crate::projection::{Head, Row, SlotData, SnapshotData};
+use crate::projection::{Row, SlotData, SnapshotData};
 use crate::token::KeyHash;
 
 /// The record format this build writes. Older versions keep decoding.
@@ -171,7 +172,7 @@ pub(crate) fn encode_record(r: &Record) -> Result<Vec<u8>, Error> {
 
 /// Decodes and validates a record. `seq` is where it was found, for error messages.
 pub(crate) fn decode_record(bytes: &[u8], seq: u64) -> Result<Record, Error> {
-    let bad = |reason: String| Error::corrupt(seq, reason);
+    let bad = |reason: String| Error::corrupt(seq, ProblemKind::Undecodable, reason);
     let version = match bytes {
         [a, b, ..] => u16::from_le_bytes([*a, *b]),
         _ => {
@@ -228,12 +229,14 @@ pub(crate) fn decode_record(bytes: &[u8], seq: u64) -> Result<Record, Error> {
     };
     record
         .validate()
-        .map_err(|e| bad(format!("invalid record: {e}")))?;
+        .map_err(|e| Error::corrupt(seq, ProblemKind::Invalid, format!("invalid record: {e}")))?;
     Ok(record)
 }
 
-/// The anchor's format version.
+/// The version of format 1's unsealed anchor.
 const ANCHOR_VERSION: u16 = 1;
+/// The version of the sealed head.
+const HEAD_VERSION: u16 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct AnchorV1 {
@@ -243,60 +246,244 @@ struct AnchorV1 {
     hash: [u8; 32],
 }
 
-/// Encodes the log's anchor (42 bytes).
-pub(crate) fn encode_anchor(a: &Anchor) -> Result<Vec<u8>, Error> {
-    let wire = AnchorV1 {
-        version: ANCHOR_VERSION,
-        seq: a.seq,
-        hash: a.hash,
+#[derive(Serialize, Deserialize)]
+struct HeadV2 {
+    version: u16,
+    seq: u64,
+    #[serde(with = "le32")]
+    hash: [u8; 32],
+    at: i64,
+}
+
+const HEAD_BODY_LEN: usize = 2 + 8 + 32 + 8;
+
+/// Encodes the head, sealed with `chain` (82 bytes).
+pub(crate) fn encode_head(head: Head, chain: &Chain) -> Result<Vec<u8>, Error> {
+    let wire = HeadV2 {
+        version: HEAD_VERSION,
+        seq: head.seq,
+        hash: head.hash,
+        at: head.at,
     };
-    options(64)
+    let mut out = options(HEAD_BODY_LEN as u64)
         .serialize(&wire)
-        .map_err(|e| Error::invalid("anchor", e.to_string()))
+        .map_err(|e| Error::invalid("head", e.to_string()))?;
+    let seal = chain.seal(SealDomain::Head, &out);
+    out.extend_from_slice(&seal);
+    Ok(out)
 }
 
-/// Decodes the log's anchor.
-pub(crate) fn decode_anchor(bytes: &[u8]) -> Result<Anchor, Error> {
-    let wire: AnchorV1 = options(64)
-        .deserialize(bytes)
-        .map_err(|e| Error::corrupt(0, format!("undecodable log anchor: {e}")))?;
-    if wire.version != ANCHOR_VERSION {
-        return Err(Error::UnsupportedVersion {
-            found: u32::from(wire.version),
-            supported: u32::from(ANCHOR_VERSION),
-        });
+/// Decodes a stored head: a sealed one (whose seal must verify with `chain`), or format
+/// 1's anchor when `legacy_allowed` (a store never written by format 2).
+pub(crate) fn decode_head(bytes: &[u8], chain: &Chain, legacy_allowed: bool) -> Result<StoredHead, Error> {
+    let bad = |reason: String| Error::corrupt(0, ProblemKind::Head, reason);
+    match version_of(bytes) {
+        Some(ANCHOR_VERSION) if legacy_allowed => {
+            let wire: AnchorV1 = options(64)
+                .deserialize(bytes)
+                .map_err(|e| bad(format!("undecodable anchor: {e}")))?;
+            Ok(StoredHead::Legacy {
+                seq: wire.seq,
+                hash: wire.hash,
+            })
+        }
+        Some(ANCHOR_VERSION) => Err(bad(
+            "the head is an unsealed format 1 anchor in a format 2 store: it was replaced".into(),
+        )),
+        Some(HEAD_VERSION) => {
+            let (body, seal) = bytes
+                .split_at_checked(HEAD_BODY_LEN)
+                .ok_or_else(|| bad(format!("a head of {} bytes is too short", bytes.len())))?;
+            if seal != chain.seal(SealDomain::Head, body) {
+                return Err(bad(if chain.is_keyed() {
+                    "the head's seal does not match: it was forged, damaged or written with another chain key"
+                        .into()
+                } else {
+                    "the head's seal does not match: it is damaged".into()
+                }));
+            }
+            let wire: HeadV2 = options(HEAD_BODY_LEN as u64)
+                .deserialize(body)
+                .map_err(|e| bad(format!("undecodable head: {e}")))?;
+            Ok(StoredHead::Sealed(Head {
+                seq: wire.seq,
+                hash: wire.hash,
+                at: wire.at,
+            }))
+        }
+        Some(found) => Err(Error::UnsupportedVersion {
+            found: u32::from(found),
+            supported: u32::from(HEAD_VERSION),
+        }),
+        None => Err(bad("the head is empty".into())),
     }
-    Ok(Anchor {
-        seq: wire.seq,
-        hash: wire.hash,
-    })
 }
 
-/// Whether `bytes` start with `magic` and a little-endian `u16` version; a known magic
-/// with another version is [`Error::UnsupportedVersion`].
-fn has_magic(bytes: &[u8], magic: &[u8; 8], version: u16) -> Result<bool, Error> {
+/// The sequence number of a sealed head, without checking its seal.
+pub(crate) fn sealed_head_seq(bytes: &[u8]) -> Option<u64> {
+    if version_of(bytes) != Some(HEAD_VERSION) || bytes.len() != HEAD_BODY_LEN + 32 {
+        return None;
+    }
+    bytes.get(2..10)?.try_into().ok().map(u64::from_le_bytes)
+}
+
+/// The little-endian `u16` every versioned value starts with.
+fn version_of(bytes: &[u8]) -> Option<u16> {
+    bytes.first_chunk::<2>().map(|v| u16::from_le_bytes(*v))
+}
+
+/// The first two bytes of a block; a format 1 entry starts with its record's version, 1.
+const BLOCK_VERSION: u16 = 2;
+/// Most records in one block.
+pub(crate) const MAX_BLOCK_RECORDS: usize = 4096;
+/// Largest block decoding accepts.
+pub(crate) const MAX_BLOCK_BYTES: usize = 16 << 20;
+/// The writer starts another block (in the same atomic batch) before a block grows past
+/// this, unless it holds a single record. sled splits a leaf once it holds more than 16
+/// entries and writes a page of more than about 128 KiB to a separate blob file (a new
+/// file, synced, for every rewrite of that leaf): 17 blocks of 4 KiB keep every leaf
+/// inline, which also keeps sled's memory per record low.
+pub(crate) const BLOCK_TARGET_BYTES: usize = 4 << 10;
+const BLOCK_HEADER_LEN: usize = 2 + 8 + 4;
+const BLOCK_CHECKSUM_LEN: usize = 32;
+
+/// Builds a block: a header (version u16, first sequence number u64, record count u32),
+/// each record as a `u32` length and its bytes, then blake3 of everything before.
+pub(crate) struct BlockWriter {
+    first: u64,
+    bytes: Vec<u8>,
+    count: u32,
+}
+
+impl BlockWriter {
+    pub(crate) fn new(first: u64) -> Self {
+        let mut bytes = Vec::with_capacity(4096);
+        bytes.extend_from_slice(&BLOCK_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&first.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        BlockWriter {
+            first,
+            bytes,
+            count: 0,
+        }
+    }
+
+    /// Whether a record of `record_len` bytes still fits the writer's target size.
+    pub(crate) fn fits(&self, record_len: usize) -> bool {
+        (self.count as usize) < MAX_BLOCK_RECORDS
+            && self.bytes.len() + 4 + record_len + BLOCK_CHECKSUM_LEN <= BLOCK_TARGET_BYTES
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Appends an encoded record (at most [`MAX_RECORD_BYTES`], checked by its encoder).
+    pub(crate) fn push(&mut self, record: &[u8]) {
+        self.bytes
+            .extend_from_slice(&u32::try_from(record.len()).unwrap_or(u32::MAX).to_le_bytes());
+        self.bytes.extend_from_slice(record);
+        self.count += 1;
+    }
+
+    /// The finished block as a log entry: its key and bytes.
+    pub(crate) fn finish(mut self) -> (u64, Vec<u8>) {
+        self.bytes[10..14].copy_from_slice(&self.count.to_le_bytes());
+        let checksum = blake3::hash(&self.bytes);
+        self.bytes.extend_from_slice(checksum.as_bytes());
+        (self.first, self.bytes)
+    }
+}
+
+/// The records of one log entry, as `(sequence number, encoded record)`, in order: the
+/// entry itself for a format 1 record, each record of a block. The records are not
+/// decoded; a damaged block is an error.
+pub(crate) fn entry_records(key: u64, bytes: &[u8]) -> Result<Vec<(u64, &[u8])>, Error> {
+    let bad = |reason: String| Error::corrupt(key, ProblemKind::Undecodable, reason);
+    match version_of(bytes) {
+        Some(BLOCK_VERSION) => {}
+        Some(found) if found > BLOCK_VERSION => {
+            return Err(Error::UnsupportedVersion {
+                found: u32::from(found),
+                supported: u32::from(BLOCK_VERSION),
+            });
+        }
+        // A format 1 record, or too short for a version: the record decoder says which.
+        _ => return Ok(vec![(key, bytes)]),
+    }
+    if bytes.len() < BLOCK_HEADER_LEN + BLOCK_CHECKSUM_LEN || bytes.len() > MAX_BLOCK_BYTES {
+        return Err(bad(format!("a block of {} bytes is malformed", bytes.len())));
+    }
+    let (body, checksum) = bytes.split_at(bytes.len() - BLOCK_CHECKSUM_LEN);
+    if blake3::hash(body).as_bytes() != checksum {
+        return Err(bad("the block's checksum does not match: it is damaged".into()));
+    }
+    let first = u64::from_le_bytes(body[2..10].try_into().unwrap_or_default());
+    let count = u32::from_le_bytes(body[10..14].try_into().unwrap_or_default()) as usize;
+    if first != key {
+        return Err(bad(format!(
+            "the block stored at {key} says it starts at {first}"
+        )));
+    }
+    if count == 0 || count > MAX_BLOCK_RECORDS {
+        return Err(bad(format!("a block of {count} records")));
+    }
+    let mut rest = &body[BLOCK_HEADER_LEN..];
+    let mut out = Vec::with_capacity(count);
+    for seq in key..key + count as u64 {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| bad(format!("the block ends inside record {seq}")))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if len as u64 > MAX_RECORD_BYTES || len > tail.len() {
+            return Err(bad(format!("record {seq} in the block has a bad length")));
+        }
+        let (record, after) = tail.split_at(len);
+        out.push((seq, record));
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(bad(format!("{} bytes after the block's last record", rest.len())));
+    }
+    Ok(out)
+}
+
+/// The version after `magic` at the start of `bytes`: `None` if `magic` is not there; a
+/// version outside `versions` is [`Error::UnsupportedVersion`].
+fn magic_version(
+    bytes: &[u8],
+    magic: &[u8; 8],
+    versions: std::ops::RangeInclusive<u16>,
+) -> Result<Option<u16>, Error> {
     let Some((head, _)) = bytes.split_first_chunk::<10>() else {
-        return Ok(false);
+        return Ok(None);
     };
     if head[..8] != magic[..] {
-        return Ok(false);
+        return Ok(None);
     }
     match u16::from_le_bytes([head[8], head[9]]) {
-        v if v == version => Ok(true),
+        v if versions.contains(&v) => Ok(Some(v)),
         found => Err(Error::UnsupportedVersion {
             found: u32::from(found),
-            supported: u32::from(version),
+            supported: u32::from(*versions.end()),
         }),
     }
 }
 
 /// The first bytes of every export file.
 const EXPORT_MAGIC: [u8; 8] = *b"KLEDGER\x00";
-/// The export file format this build writes and reads.
-const EXPORT_VERSION: u16 = 1;
+/// The export file format this build writes. Version 1 (an unsealed blake3 trailer) is
+/// still read.
+const EXPORT_VERSION: u16 = 2;
+/// Length of an export file's header.
+pub(crate) const EXPORT_HEADER_LEN: usize = 8 + 2 + 4 + 1 + 32 + 8;
+/// Length of an export file's trailer.
+pub(crate) const EXPORT_TRAILER_LEN: usize = 32;
 
 /// What an export file says about itself.
 pub(crate) struct ExportHeader {
+    /// 1: the trailer is blake3 of the file before it; 2: it is the chain's backup seal.
+    pub(crate) version: u16,
     pub(crate) keyed: bool,
     pub(crate) fingerprint: [u8; 32],
     pub(crate) records: u64,
@@ -306,20 +493,20 @@ pub(crate) struct ExportHeader {
 struct ExportHeaderV1 {
     magic: [u8; 8],
     version: u16,
+    /// Ignored since version 2: records in a backup are records, whatever the store's
+    /// layout.
     store_format: u32,
     keyed: u8,
     fingerprint: [u8; 32],
     records: u64,
 }
 
-const EXPORT_HEADER_LEN: usize = 8 + 2 + 4 + 1 + 32 + 8;
-
-/// Encodes an export file's header.
+/// Encodes an export file's header, in the current version.
 pub(crate) fn encode_export_header(h: &ExportHeader) -> Result<Vec<u8>, Error> {
     let wire = ExportHeaderV1 {
         magic: EXPORT_MAGIC,
         version: EXPORT_VERSION,
-        store_format: crate::log::STORE_FORMAT,
+        store_format: STORE_FORMAT,
         keyed: u8::from(h.keyed),
         fingerprint: h.fingerprint,
         records: h.records,
@@ -329,20 +516,19 @@ pub(crate) fn encode_export_header(h: &ExportHeader) -> Result<Vec<u8>, Error> {
         .map_err(|e| Error::invalid("backup", e.to_string()))
 }
 
-/// Decodes an export file's header; returns it and the bytes after it.
-pub(crate) fn decode_export_header(bytes: &[u8]) -> Result<(ExportHeader, &[u8]), Error> {
+/// Decodes an export file's header.
+pub(crate) fn decode_export_header(bytes: &[u8; EXPORT_HEADER_LEN]) -> Result<ExportHeader, Error> {
     let bad = |reason: String| Error::invalid("backup", reason);
-    if !has_magic(bytes, &EXPORT_MAGIC, EXPORT_VERSION)? || bytes.len() < EXPORT_HEADER_LEN {
+    let Some(version) = magic_version(bytes, &EXPORT_MAGIC, 1..=EXPORT_VERSION)? else {
         return Err(bad("not a keyledger backup".into()));
-    }
-    let (head, rest) = bytes.split_at(EXPORT_HEADER_LEN);
+    };
     let wire: ExportHeaderV1 = options(EXPORT_HEADER_LEN as u64)
-        .deserialize(head)
+        .deserialize(bytes)
         .map_err(|e| bad(format!("bad header: {e}")))?;
-    if wire.store_format != crate::log::STORE_FORMAT {
+    if version == 1 && wire.store_format != 1 {
         return Err(Error::UnsupportedVersion {
             found: wire.store_format,
-            supported: crate::log::STORE_FORMAT,
+            supported: 1,
         });
     }
     let keyed = match wire.keyed {
@@ -350,17 +536,22 @@ pub(crate) fn decode_export_header(bytes: &[u8]) -> Result<(ExportHeader, &[u8])
         1 => true,
         other => return Err(bad(format!("bad keyed flag {other}"))),
     };
-    Ok((
-        ExportHeader {
-            keyed,
-            fingerprint: wire.fingerprint,
-            records: wire.records,
-        },
-        rest,
-    ))
+    Ok(ExportHeader {
+        version,
+        keyed,
+        fingerprint: wire.fingerprint,
+        records: wire.records,
+    })
 }
 
+/// The store layout this build writes: 2, records in blocks under a sealed head. Stores
+/// of format 1 (one record per entry, an unsealed anchor) are read as they are and become
+/// format 2 at their first write.
+pub(crate) const STORE_FORMAT: u32 = 2;
+
 const SNAPSHOT_MAGIC: [u8; 8] = *b"KLSNAP\x00\x00";
+/// Largest snapshot written or read (about 40 million keys).
+pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 16 << 30;
 /// The snapshot format this build writes and reads.
 const SNAPSHOT_VERSION: u16 = 1;
 
@@ -469,9 +660,7 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
             .map(|set| set.iter().map(NetV1::from).collect())
             .collect(),
     };
-    let mut out = bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_little_endian()
+    let mut out = options(MAX_SNAPSHOT_BYTES)
         .serialize(&wire)
         .map_err(|e| Error::invalid("snapshot", e.to_string()))?;
     let seal = chain.hash(&out);
@@ -482,7 +671,7 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
 /// Decodes a snapshot; any damage, a foreign seal or another version is an error (the
 /// caller then replays the whole log).
 pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotData, Error> {
-    let bad = |reason: String| Error::corrupt(0, format!("snapshot: {reason}"));
+    let bad = |reason: String| Error::corrupt(0, ProblemKind::Snapshot, format!("snapshot: {reason}"));
     let body_len = bytes
         .len()
         .checked_sub(32)
@@ -493,7 +682,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
             "seal does not match (damaged, or written with another chain key)".into(),
         ));
     }
-    if !has_magic(body, &SNAPSHOT_MAGIC, SNAPSHOT_VERSION)? {
+    if magic_version(body, &SNAPSHOT_MAGIC, SNAPSHOT_VERSION..=SNAPSHOT_VERSION)?.is_none() {
         return Err(bad("not a snapshot".into()));
     }
     let wire: SnapshotV1 = options(body.len() as u64)
@@ -681,6 +870,66 @@ pub(crate) mod tests {
         assert!(matches!(deleted.event, Event::Deleted { id: i } if i == id));
         assert_eq!(deleted.actor, Actor::super_admin("root"));
         assert_eq!(deleted.seq, 4);
+    }
+
+    /// Format 2 values keep decoding to the same values: a block of two records and a
+    /// head sealed with the key `[0x42; 32]`.
+    #[test]
+    fn version_2_fixtures_decode() {
+        let block = include_bytes!("../tests/fixtures/block-v2.bin");
+        let records = entry_records(5, block).unwrap();
+        assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), [5, 6]);
+        let created = decode_record(records[0].1, 5).unwrap();
+        assert_eq!(created.seq, 5);
+        assert_eq!(created.actor, Actor::admin("alice"));
+        assert!(matches!(created.event, Event::Created { ref name, .. } if name == "block fixture"));
+        let deleted = decode_record(records[1].1, 6).unwrap();
+        assert!(matches!(deleted.event, Event::Deleted { id } if id == KeyId(0x0123_4567_89ab_cdef)));
+        assert_eq!(deleted.prev, Chain::new(None).hash(records[0].1));
+        assert!(matches!(
+            entry_records(6, block),
+            Err(Error::Corrupt { seq: 6, .. })
+        ));
+
+        let head = include_bytes!("../tests/fixtures/head-v2.bin");
+        let keyed = Chain::new(Some(&crate::chain::ChainKey::from_bytes([0x42; 32])));
+        let expected = Head {
+            seq: 6,
+            hash: Chain::new(None).hash(records[1].1),
+            at: 1_790_000_000_000_001,
+        };
+        assert_eq!(
+            decode_head(head, &keyed, false).unwrap(),
+            StoredHead::Sealed(expected)
+        );
+        assert!(matches!(
+            decode_head(head, &Chain::new(None), false),
+            Err(Error::Corrupt {
+                kind: ProblemKind::Head,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_damaged_block_is_refused_and_a_rebuilt_one_is_identical() {
+        let block = include_bytes!("../tests/fixtures/block-v2.bin");
+        for i in 0..block.len() {
+            let mut bad = block.to_vec();
+            bad[i] ^= 0x10;
+            assert!(entry_records(5, &bad).is_err(), "byte {i}");
+        }
+        let mut again = BlockWriter::new(5);
+        for (_, r) in entry_records(5, block).unwrap() {
+            again.push(r);
+        }
+        assert_eq!(again.finish(), (5, block.to_vec()));
+        let mut newer = block.to_vec();
+        newer[0] = 3;
+        assert!(matches!(
+            entry_records(5, &newer),
+            Err(Error::UnsupportedVersion { found: 3, .. })
+        ));
     }
 
     #[test]

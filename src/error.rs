@@ -59,16 +59,43 @@ pub enum Error {
     /// The operating system refused a file operation.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-    /// The storage engine (sled) failed; the operation's outcome is not acknowledged.
-    #[error("storage error: {0}")]
-    Storage(#[source] sled::Error),
+    /// The storage engine failed; the operation's outcome is not acknowledged.
+    #[error("storage error: {reason}")]
+    Storage {
+        /// What the engine said.
+        reason: String,
+    },
     /// A stored record or the log's structure is damaged or was tampered with.
-    #[error("corrupt log at record {seq}: {reason}")]
+    #[error("corrupt log at record {seq} ({kind}): {reason}")]
     Corrupt {
         /// Sequence number of the first bad record (0 when the store's metadata is bad).
         seq: u64,
-        /// What is wrong with it.
+        /// What kind of damage.
+        kind: crate::ProblemKind,
+        /// What is wrong, in words.
         reason: String,
+    },
+    /// The directory exists but holds no store (reads never create one).
+    #[error("{} is not a keyledger store", path.display())]
+    NotAStore {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The store is behind, or forked from, the head it was told to reach: it was rolled
+    /// back or replaced.
+    #[error("the store does not reach the expected head {expected_seq}: {reason}")]
+    WitnessMismatch {
+        /// The sequence number it was told to reach.
+        expected_seq: u64,
+        /// What was found instead.
+        reason: String,
+    },
+    /// Removing these networks would leave the key's whitelist empty, which admits every
+    /// address; ask for that explicitly.
+    #[error("key {id}: removing its last whitelist entry would admit every address; ask for that explicitly")]
+    LastWhitelistEntry {
+        /// The key.
+        id: crate::KeyId,
     },
     /// A record or store was written by a newer, unknown format version.
     #[error("unsupported format version {found} (this build reads up to {supported})")]
@@ -161,20 +188,22 @@ impl Error {
         }
     }
 
-    pub(crate) fn corrupt(seq: u64, reason: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(seq: u64, kind: crate::ProblemKind, reason: impl Into<String>) -> Self {
         Error::Corrupt {
             seq,
+            kind,
             reason: reason.into(),
         }
     }
 }
 
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
+impl From<crate::log::LogError> for Error {
+    fn from(e: crate::log::LogError) -> Self {
+        use crate::log::LogError;
         match e {
-            sled::Error::Io(io) => Error::Io(io),
-            sled::Error::Corruption { .. } => Error::corrupt(0, e.to_string()),
-            other => Error::Storage(other),
+            LogError::Io(io) => Error::Io(io),
+            LogError::Corrupt(why) => Error::corrupt(0, crate::ProblemKind::Undecodable, why),
+            LogError::Engine(reason) => Error::Storage { reason },
         }
     }
 }
@@ -184,7 +213,9 @@ impl Error {
     pub(crate) fn replicate(&self) -> Error {
         match self {
             Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
-            Error::Storage(e) => Error::Storage(e.clone()),
+            Error::Storage { reason } => Error::Storage {
+                reason: reason.clone(),
+            },
             Error::InvalidInput { field, reason } => Error::invalid(field, reason.clone()),
             Error::PermissionDenied { actor, denial } => Error::PermissionDenied {
                 actor: actor.clone(),
@@ -199,7 +230,13 @@ impl Error {
                 reason,
             },
             Error::Locked { path } => Error::Locked { path: path.clone() },
-            Error::Corrupt { seq, reason } => Error::corrupt(*seq, reason.clone()),
+            Error::Corrupt { seq, kind, reason } => Error::corrupt(*seq, *kind, reason.clone()),
+            Error::NotAStore { path } => Error::NotAStore { path: path.clone() },
+            Error::WitnessMismatch { expected_seq, reason } => Error::WitnessMismatch {
+                expected_seq: *expected_seq,
+                reason: reason.clone(),
+            },
+            Error::LastWhitelistEntry { id } => Error::LastWhitelistEntry { id: *id },
             Error::UnsupportedVersion { found, supported } => Error::UnsupportedVersion {
                 found: *found,
                 supported: *supported,

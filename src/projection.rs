@@ -4,7 +4,7 @@
 //! Owns the only mutable view of state. It is changed only by [`Projection::apply`], with a
 //! record that already passed [`Projection::check`]; it never does I/O.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,26 +15,10 @@ use ipnet::IpNet;
 
 use crate::Error;
 use crate::access::{self, KeyName, KeyState, Rejection, RoleSet, VerifiedKey};
+use crate::chain::Head;
+use crate::check::ProblemKind;
 use crate::event::{Actor, ActorRole, Event, EventKind, KeyId, Record};
 use crate::token::{self, KeyHash};
-
-/// The position of the log's last record: what the next record must follow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Head {
-    pub(crate) seq: u64,
-    /// Chain hash of record `seq` (zeros before the first record).
-    pub(crate) hash: [u8; 32],
-    /// Time of record `seq`, in microseconds.
-    pub(crate) at: i64,
-}
-
-impl Head {
-    pub(crate) const EMPTY: Head = Head {
-        seq: 0,
-        hash: [0; 32],
-        at: 0,
-    };
-}
 
 /// One audit row, compact: strings are interned, networks live in `nets`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +49,7 @@ pub(crate) struct SlotData {
 }
 
 /// The whole projection as plain data: what a snapshot stores.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct SnapshotData {
     pub(crate) head: Head,
     pub(crate) actors: Vec<String>,
@@ -211,7 +195,7 @@ pub(crate) struct Projection {
     by_hash: HashTable<u32>,
     /// Every key ever created, by id.
     by_id: HashTable<u32>,
-    /// Names longer than [`INLINE_NAME`] bytes.
+    /// Names longer than [`REC_INLINE_NAME`] bytes.
     names: String,
     /// Whitelists, shared by every key (and creation row) that has the same one.
     whitelists: WhitelistSets,
@@ -224,26 +208,69 @@ pub(crate) struct Projection {
     seed: Seed,
     hasher: RandomState,
     head: Head,
+    /// Set while a snapshot is being copied out in parts; see [`Freeze`].
+    freeze: Option<Freeze>,
+}
+
+/// A snapshot being copied out while the writer goes on: the state's extent when it
+/// began, and the pre-images of key records changed since (the other arrays only grow).
+/// The copy takes the read lock a part at a time, so no write waits for a whole copy.
+struct Freeze {
+    head: Head,
+    keys: u32,
+    rows: usize,
+    nets: usize,
+    actors: usize,
+    role_sets: usize,
+    sets: u32,
+    before: HashMap<u32, KeyRec>,
 }
 
 /// Whitelists stored once however many keys share them, with reference counts so that a
-/// whitelist nobody uses any more is freed. Set 0 is the empty whitelist.
+/// whitelist nobody uses any more is freed. Set 0 is the empty whitelist. A freed slot is
+/// reused lowest first, so the layout is a function of the records alone: a snapshot of
+/// a store opened from a snapshot is byte-identical to one of a full replay.
 struct WhitelistSets {
     sets: Vec<Box<[IpNet]>>,
     refs: Vec<u32>,
-    free: Vec<u32>,
+    free: BTreeSet<u32>,
     index: HashTable<u32>,
     hasher: RandomState,
+    /// While a snapshot is being copied: the sets' count when it began, and the contents
+    /// of those that changed since (see [`Freeze`]).
+    frozen: Option<FrozenSets>,
 }
+
+/// The whitelist sets' count when a snapshot began, and the contents of those changed since.
+type FrozenSets = (u32, HashMap<u32, Box<[IpNet]>>);
 
 impl WhitelistSets {
     fn new() -> Self {
         WhitelistSets {
             sets: vec![Box::default()],
             refs: vec![0],
-            free: Vec::new(),
+            free: BTreeSet::new(),
             index: HashTable::new(),
             hasher: RandomState::new(),
+            frozen: None,
+        }
+    }
+
+    /// Keeps the contents of set `i` as they were when the snapshot began, before they
+    /// change.
+    fn preserve(&mut self, i: u32) {
+        if let Some((len, before)) = &mut self.frozen
+            && i < *len
+        {
+            before.entry(i).or_insert_with(|| self.sets[i as usize].clone());
+        }
+    }
+
+    /// Set `i` as it was when the snapshot began.
+    fn frozen(&self, i: u32) -> &[IpNet] {
+        match &self.frozen {
+            Some((_, before)) => before.get(&i).map_or_else(|| self.get(i), |s| &**s),
+            None => self.get(i),
         }
     }
 
@@ -263,8 +290,9 @@ impl WhitelistSets {
             self.refs[i as usize] += 1;
             return Ok(i);
         }
-        let i = match self.free.pop() {
+        let i = match self.free.pop_first() {
             Some(i) => {
+                self.preserve(i);
                 self.sets[i as usize] = nets.into();
                 self.refs[i as usize] = 1;
                 i
@@ -293,14 +321,51 @@ impl WhitelistSets {
             if let Ok(entry) = self.index.find_entry(hash, |&i| i == set) {
                 entry.remove();
             }
+            self.preserve(set);
             self.sets[set as usize] = Box::default();
-            self.free.push(set);
+            self.free.insert(set);
         }
+    }
+
+    /// Restores the sets exactly as a snapshot lists them (freed slots are empty), with
+    /// `refs` counted from their users. Refuses duplicates and unused non-empty sets,
+    /// which no log can produce.
+    fn restore(sets: Vec<Vec<IpNet>>, refs: Vec<u32>) -> Result<Self, &'static str> {
+        let mut out = WhitelistSets::new();
+        if sets.first().is_none_or(|s| !s.is_empty()) || refs.len() != sets.len() {
+            return Err("whitelist set 0 is not the empty set");
+        }
+        out.sets = sets.into_iter().map(Vec::into_boxed_slice).collect();
+        out.refs = refs;
+        for (i, set) in out.sets.iter().enumerate().skip(1) {
+            let i = u32::try_from(i).map_err(|_| "too many whitelist sets")?;
+            match (set.is_empty(), out.refs[i as usize]) {
+                (true, 0) => {
+                    out.free.insert(i);
+                }
+                (true, _) | (false, 0) => return Err("a whitelist set is empty but used, or unused"),
+                (false, _) => {
+                    let hash = out.hasher.hash_one(&**set);
+                    let all = &out.sets;
+                    if out.index.find(hash, |&j| *all[j as usize] == **set).is_some() {
+                        return Err("a whitelist set is listed twice");
+                    }
+                    let hasher = &out.hasher;
+                    out.index
+                        .insert_unique(hash, i, |&j| hasher.hash_one(&*all[j as usize]));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
 fn too_long(seq: u64) -> Error {
-    Error::corrupt(seq, "more records or keys than this build can index")
+    Error::corrupt(
+        seq,
+        ProblemKind::Invalid,
+        "more records or keys than this build can index",
+    )
 }
 
 impl Projection {
@@ -320,6 +385,7 @@ impl Projection {
             seed: Seed::random(),
             hasher: RandomState::new(),
             head: Head::EMPTY,
+            freeze: None,
         }
     }
 
@@ -337,7 +403,7 @@ impl Projection {
         require_whitelist: bool,
     ) -> Result<VerifiedKey, Rejection> {
         let key = self.live_key(hash).ok_or(Rejection::UnknownKey)?;
-        access::check_ip(self.whitelist_of(key), ip, require_whitelist)?;
+        access::ip_allowed(self.whitelist_of(key), ip, require_whitelist)?;
         Ok(VerifiedKey {
             id: key.id,
             name: key
@@ -414,51 +480,13 @@ impl Projection {
         })
     }
 
-    /// Checks that `record` may follow the log's head: its sequence number, chain link,
-    /// time, fields, and the access rules. A record that passes can be applied.
-    pub(crate) fn check(&self, record: &Record) -> Result<(), Error> {
-        let seq = record.seq;
-        if seq != self.head.seq + 1 {
-            return Err(Error::corrupt(
-                seq,
-                format!("expected sequence number {}", self.head.seq + 1),
-            ));
-        }
-        if record.prev != self.head.hash {
-            return Err(match seq {
-                1 => Error::corrupt(1, "record 1 does not start the hash chain"),
-                _ => Error::corrupt(
-                    seq - 1,
-                    format!(
-                        "record {} was changed: record {seq}'s link to it does not match",
-                        seq - 1
-                    ),
-                ),
-            });
-        }
-        if record.at < self.head.at {
-            return Err(Error::corrupt(seq, "timestamp goes backwards"));
-        }
-        record.validate()?;
-        if let Event::Created { hash, .. } = &record.event
-            && self.contains_hash(hash)
-        {
-            return Err(Error::corrupt(seq, "a live key already has this hash"));
-        }
-        access::check_event(
-            &record.actor,
-            &record.event,
-            self.key_state(record.event.key_id()),
-        )
-    }
-
-    /// Applies a record that passed [`Projection::check`]; `chain_hash` is its own hash.
+    /// Applies a record the ledger admitted; `chain_hash` is its own hash.
     pub(crate) fn apply(&mut self, record: &Record, chain_hash: [u8; 32]) -> Result<(), Error> {
         let seq = record.seq;
         let row_index = u32::try_from(self.rows.len()).map_err(|_| too_long(seq))?;
         let mut row = Row {
             at: record.at,
-            actor: self.intern_actor(record.actor.id()),
+            actor: self.intern_actor(record.actor.id(), seq)?,
             role: record.actor.role(),
             kind: record.event.kind(),
             slot: 0,
@@ -491,6 +519,7 @@ impl Projection {
             }
             Event::Whitelisted { id, net } | Event::Unwhitelisted { id, net } => {
                 let index = self.key_index(*id).ok_or(Error::KeyNotFound(*id))?;
+                self.preserve_key(index);
                 let old = self.keys[index as usize].whitelist;
                 let mut list = self.whitelists.get(old).to_vec();
                 if matches!(record.event, Event::Whitelisted { .. }) {
@@ -506,6 +535,7 @@ impl Projection {
             }
             Event::Deleted { id } => {
                 let index = self.key_index(*id).ok_or(Error::KeyNotFound(*id))?;
+                self.preserve_key(index);
                 let hash = self.keys[index as usize].hash;
                 if let Ok(entry) = self.by_hash.find_entry(self.seed.key_hash(hash), |&i| i == index) {
                     entry.remove();
@@ -521,6 +551,15 @@ impl Projection {
             at: record.at,
         };
         Ok(())
+    }
+
+    /// Keeps key record `index` as it was when the snapshot being copied began.
+    fn preserve_key(&mut self, index: u32) {
+        if let Some(f) = &mut self.freeze
+            && index < f.keys
+        {
+            f.before.entry(index).or_insert(self.keys[index as usize]);
+        }
     }
 
     /// Adds a key record and indexes it (by hash only while live).
@@ -551,15 +590,15 @@ impl Projection {
         Ok(Name { len, bytes })
     }
 
-    fn intern_actor(&mut self, id: &str) -> u32 {
+    fn intern_actor(&mut self, id: &str, seq: u64) -> Result<u32, Error> {
         if let Some(&i) = self.actor_index.get(id) {
-            return i;
+            return Ok(i);
         }
-        let i = u32::try_from(self.actors.len()).unwrap_or(u32::MAX);
+        let i = u32::try_from(self.actors.len()).map_err(|_| too_long(seq))?;
         let id: Arc<str> = id.into();
         self.actors.push(Arc::clone(&id));
         self.actor_index.insert(id, i);
-        i
+        Ok(i)
     }
 
     /// The index of this role set, interning it on first sight. No allocation when seen
@@ -698,33 +737,99 @@ impl Projection {
                 .iter()
                 .map(|s| s.0.iter().map(|r| r.to_string()).collect())
                 .collect(),
-            slots: self
-                .keys
-                .iter()
-                .map(|k| SlotData {
-                    hash: k.hash.0.to_le_bytes(),
-                    id: k.id.0,
-                    name: self.name_of(k).to_owned(),
-                    roles: k.roles,
-                    tail: k.tail,
-                    whitelist: k.whitelist,
-                    created: k.created,
-                    deleted: (k.deleted != LIVE).then_some(k.deleted),
-                })
-                .collect(),
+            slots: self.keys.iter().map(|k| self.slot_data(k)).collect(),
             rows: self.rows.clone(),
             nets: self.nets.clone(),
             whitelist_sets: self.whitelists.sets.iter().map(|s| s.to_vec()).collect(),
         }
     }
 
-    /// Rebuilds a projection from a snapshot's data, checking every index in it.
+    /// Begins a snapshot of the state as it is now, to be copied out in parts by
+    /// [`Projection::copy_frozen`] while records go on being applied. Returns its
+    /// sequence number.
+    pub(crate) fn begin_freeze(&mut self) -> u64 {
+        let sets = u32::try_from(self.whitelists.sets.len()).unwrap_or(u32::MAX);
+        self.whitelists.frozen = Some((sets, HashMap::new()));
+        self.freeze = Some(Freeze {
+            head: self.head,
+            keys: u32::try_from(self.keys.len()).unwrap_or(u32::MAX),
+            rows: self.rows.len(),
+            nets: self.nets.len(),
+            actors: self.actors.len(),
+            role_sets: self.role_sets.len(),
+            sets,
+            before: HashMap::new(),
+        });
+        self.head.seq
+    }
+
+    /// Ends the snapshot begun by [`Projection::begin_freeze`], dropping its pre-images.
+    pub(crate) fn end_freeze(&mut self) {
+        self.freeze = None;
+        self.whitelists.frozen = None;
+    }
+
+    /// Copies the next part of the frozen state into `out` (at most `budget` items of
+    /// one kind); returns whether the copy is complete. `out` starts empty.
+    pub(crate) fn copy_frozen(&self, out: &mut SnapshotData, budget: usize) -> bool {
+        let Some(f) = &self.freeze else {
+            return true;
+        };
+        out.head = f.head;
+        let take = |have: usize, total: usize| have..total.min(have + budget);
+        if out.actors.len() < f.actors {
+            let part = take(out.actors.len(), f.actors);
+            out.actors.extend(self.actors[part].iter().map(|a| a.to_string()));
+        } else if out.role_sets.len() < f.role_sets {
+            let part = take(out.role_sets.len(), f.role_sets);
+            out.role_sets.extend(
+                self.role_sets[part]
+                    .iter()
+                    .map(|s| s.0.iter().map(|r| r.to_string()).collect()),
+            );
+        } else if out.whitelist_sets.len() < f.sets as usize {
+            let part = take(out.whitelist_sets.len(), f.sets as usize);
+            out.whitelist_sets
+                .extend(part.map(|i| self.whitelists.frozen(i as u32).to_vec()));
+        } else if out.slots.len() < f.keys as usize {
+            let part = take(out.slots.len(), f.keys as usize);
+            out.slots.extend(part.map(|i| {
+                let k = f.before.get(&(i as u32)).unwrap_or(&self.keys[i]);
+                self.slot_data(k)
+            }));
+        } else if out.rows.len() < f.rows {
+            let part = take(out.rows.len(), f.rows);
+            out.rows.extend_from_slice(&self.rows[part]);
+        } else if out.nets.len() < f.nets {
+            let part = take(out.nets.len(), f.nets);
+            out.nets.extend_from_slice(&self.nets[part]);
+        } else {
+            return true;
+        }
+        false
+    }
+
+    fn slot_data(&self, k: &KeyRec) -> SlotData {
+        SlotData {
+            hash: k.hash.0.to_le_bytes(),
+            id: k.id.0,
+            name: self.name_of(k).to_owned(),
+            roles: k.roles,
+            tail: k.tail,
+            whitelist: k.whitelist,
+            created: k.created,
+            deleted: (k.deleted != LIVE).then_some(k.deleted),
+        }
+    }
+
+    /// Rebuilds a projection from a snapshot's data, exactly as it was saved (the same
+    /// indices everywhere), checking every index in it.
     pub(crate) fn from_snapshot(data: SnapshotData) -> Result<Self, Error> {
         let seq = data.head.seq;
-        let bad = |what: &str| Error::corrupt(seq, format!("snapshot: {what}"));
+        let bad = |what: &str| Error::corrupt(seq, ProblemKind::Snapshot, format!("snapshot: {what}"));
         let mut proj = Projection::new();
         for actor in &data.actors {
-            proj.intern_actor(actor);
+            proj.intern_actor(actor, seq)?;
         }
         if proj.actors.len() != data.actors.len() {
             return Err(bad("duplicate actor"));
@@ -738,18 +843,18 @@ impl Projection {
         if rows_len as u64 != seq {
             return Err(bad("row count does not match its sequence number"));
         }
-        let set = |i: u32| {
-            data.whitelist_sets
-                .get(i as usize)
-                .ok_or_else(|| bad("whitelist set out of range"))
+        let sets_len = data.whitelist_sets.len();
+        let mut refs = vec![0u32; sets_len];
+        let mut count = |set: u32| match refs.get_mut(set as usize) {
+            Some(r) => {
+                *r = r.saturating_add(1);
+                true
+            }
+            None => false,
         };
-        let mut rows = data.rows;
-        for row in &mut rows {
+        for row in &data.rows {
             let nets_ok = match row.kind {
-                EventKind::Created => {
-                    row.nets = proj.whitelists.acquire(set(row.nets)?, seq)?;
-                    true
-                }
+                EventKind::Created => count(row.nets),
                 EventKind::Whitelisted | EventKind::Unwhitelisted => (row.nets as usize) < nets_len,
                 EventKind::Deleted => true,
             };
@@ -757,6 +862,13 @@ impl Projection {
                 return Err(bad("audit row out of range"));
             }
         }
+        for s in &data.slots {
+            if !count(s.whitelist) {
+                return Err(bad("whitelist set out of range"));
+            }
+        }
+        refs[0] = 0;
+        proj.whitelists = WhitelistSets::restore(data.whitelist_sets, refs).map_err(bad)?;
         for s in &data.slots {
             if s.roles as usize >= proj.role_sets.len()
                 || s.created as usize >= rows_len
@@ -772,7 +884,7 @@ impl Projection {
                 hash,
                 id,
                 roles: s.roles,
-                whitelist: proj.whitelists.acquire(set(s.whitelist)?, seq)?,
+                whitelist: s.whitelist,
                 created: s.created,
                 deleted: s.deleted.unwrap_or(LIVE),
                 tail: s.tail,
@@ -780,7 +892,7 @@ impl Projection {
             };
             proj.push_key(key, seq)?;
         }
-        proj.rows = rows;
+        proj.rows = data.rows;
         proj.nets = data.nets;
         proj.head = data.head;
         Ok(proj)
@@ -799,6 +911,75 @@ mod tests {
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    /// A snapshot copied out in parts while records go on being applied is exactly the
+    /// state at its start.
+    #[test]
+    fn a_frozen_copy_is_the_state_when_the_freeze_began() {
+        use crate::chain::Chain;
+        use crate::event::{Actor, NewKey};
+        use crate::ledger::{Command, Ledger, Op};
+        use rand::SeedableRng;
+
+        let ledger = Ledger::new(Chain::new(None));
+        let mut ids = rand::rngs::StdRng::seed_from_u64(7);
+        let admin = Actor::admin("alice");
+        let mut keys = Vec::new();
+        let mut run = |op: Op| {
+            let prepared = ledger.prepare(
+                &[&Command {
+                    actor: admin.clone(),
+                    op,
+                }],
+                &mut ids,
+            );
+            ledger.accept(&prepared.entries).unwrap();
+            prepared.outcomes[0].as_ref().unwrap().0
+        };
+        for i in 0..40u8 {
+            let mut hash = [0u8; 32];
+            hash[0] = i;
+            let new = NewKey::new(format!("key {i}"))
+                .role("bot")
+                .allow(crate::parse_net(&format!("10.{}.0.0/16", i % 3)).unwrap());
+            keys.push(run(Op::Create {
+                new: new.validated().unwrap(),
+                hash: crate::token::KeyHash(hash),
+                tail: *b"abcd",
+            }));
+        }
+        // Ten keys get a whitelist of their own, so that changing it again frees a set
+        // that existed when the freeze began.
+        for (i, id) in keys.iter().take(10).enumerate() {
+            let net = crate::parse_net(&format!("172.16.{i}.0/24")).unwrap();
+            run(Op::Whitelist {
+                id: *id,
+                nets: vec![net],
+            });
+        }
+        let expected = ledger.read().to_snapshot();
+        let seq = ledger.write_state().begin_freeze();
+        assert_eq!(seq, 50);
+        let mut copy = SnapshotData::default();
+        let mut steps = 0;
+        while !ledger.read().copy_frozen(&mut copy, 7) {
+            // Between parts, the writer changes keys already copied and not yet copied,
+            // frees whitelist sets and reuses their slots, and adds keys.
+            let id = keys[(steps * 7) % 10];
+            let net = crate::parse_net(&format!("192.0.{steps}.0/24")).unwrap();
+            run(Op::Whitelist { id, nets: vec![net] });
+            if steps % 3 == 0 && steps / 3 + 10 < keys.len() {
+                run(Op::Delete {
+                    id: keys[steps / 3 + 10],
+                });
+            }
+            steps += 1;
+        }
+        ledger.write_state().end_freeze();
+        assert!(steps > 5);
+        assert_eq!(copy, expected);
+        assert!(ledger.head().seq > 50);
     }
 
     #[test]

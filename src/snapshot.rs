@@ -1,19 +1,20 @@
 //! Projection snapshots: the in-memory state written to a file every so many records, so
 //! that opening a large store replays only the tail of the log.
 //!
-//! A snapshot is derived data and is never trusted over the log: it is used only if its
-//! seal verifies and the log's record at its sequence number has its chain hash;
-//! otherwise it is ignored and the whole log is replayed. It never changes the log.
+//! A snapshot is derived data and is never trusted over the log. Open uses it only if its
+//! seal verifies and the log's record at its sequence number has its chain hash, then
+//! verifies the prefix it stands for in the background ([`verify_prefix`]); `check`
+//! compares it with its own replay. It never changes the log.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::Error;
-use crate::check::{self, Progress};
+use crate::chain::Chain;
+use crate::check::{ProblemKind, Progress};
 use crate::codec;
-use crate::log::{Chain, Log};
-use crate::projection::Projection;
+use crate::ledger::{self, Ledger};
+use crate::log::LogRead;
+use crate::projection::{Projection, SnapshotData};
+use crate::{Error, file};
 
 /// File name of the snapshot in a store's directory.
 pub(crate) const SNAPSHOT_FILE: &str = "snapshot";
@@ -23,7 +24,7 @@ pub(crate) struct Policy {
     pub(crate) path: PathBuf,
     /// Records between snapshots.
     pub(crate) every: u64,
-    /// Sequence number of the last snapshot saved or loaded.
+    /// Sequence number of the last snapshot saved, asked for or loaded.
     pub(crate) last: u64,
 }
 
@@ -39,30 +40,76 @@ impl Policy {
     }
 }
 
-/// Writes `proj` as the store's snapshot (write, fsync, rename: never a half file).
-pub(crate) fn save(path: &Path, proj: crate::projection::SnapshotData, chain: &Chain) -> Result<(), Error> {
-    let bytes = codec::encode_snapshot(proj, chain)?;
-    let tmp = path.with_extension("partial");
-    let mut file = File::create(&tmp)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+/// Which state a snapshot holds: its sequence number and seal (the chain's keyed hash of
+/// its encoding, which is a function of the records alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seal {
+    pub(crate) seq: u64,
+    pub(crate) seal: [u8; 32],
 }
 
-/// Rebuilds the projection from the snapshot at `path` plus the log's tail, if the
-/// snapshot fits the log; `None` if there is none or it does not fit.
-pub(crate) fn load(path: &Path, log: &dyn Log, chain: &Chain, progress: &Progress) -> Option<Projection> {
+/// Writes `data` as the store's snapshot (never a half file).
+pub(crate) fn save(path: &Path, data: SnapshotData, chain: &Chain) -> Result<(), Error> {
+    let bytes = codec::encode_snapshot(data, chain)?;
+    file::write_atomically(path, |out| Ok(std::io::Write::write_all(out, &bytes)?))
+}
+
+/// The seal at the end of an encoded snapshot.
+fn seal_of(seq: u64, bytes: &[u8]) -> Option<Seal> {
+    let seal = bytes.last_chunk::<32>()?;
+    Some(Seal { seq, seal: *seal })
+}
+
+/// Rebuilds the state from the snapshot at `path`, if it fits the log: its seal verifies
+/// and the log's record at its sequence number has the hash it names. The log's tail is
+/// not replayed here.
+pub(crate) fn load(path: &Path, log: &dyn LogRead, chain: &Chain) -> Option<(Projection, Seal)> {
     let bytes = std::fs::read(path).ok()?;
     let data = codec::decode_snapshot(&bytes, chain).ok()?;
     let head = data.head;
-    if head.seq == 0 || log.anchor().ok()??.seq < head.seq {
+    if head.seq == 0 || ledger::record_hash(log, chain, head.seq).ok()?? != head.hash {
         return None;
     }
-    let (seq, record) = log.scan(head.seq).next()?.ok()?;
-    if seq != head.seq || chain.hash(&record) != head.hash {
-        return None;
+    let seal = seal_of(head.seq, &bytes)?;
+    Some((Projection::from_snapshot(data).ok()?, seal))
+}
+
+/// The seal of the snapshot at `path`, if there is one whose seal verifies.
+pub(crate) fn read_seal(path: &Path, chain: &Chain) -> Option<Seal> {
+    let bytes = std::fs::read(path).ok()?;
+    let data = codec::decode_snapshot(&bytes, chain).ok()?;
+    seal_of(data.head.seq, &bytes)
+}
+
+/// Whether `proj` is the state the snapshot sealed as `snap` holds.
+pub(crate) fn matches(proj: &Projection, snap: &Seal, chain: &Chain) -> Result<bool, Error> {
+    let bytes = codec::encode_snapshot(proj.to_snapshot(), chain)?;
+    Ok(proj.head().seq == snap.seq && seal_of(snap.seq, &bytes).is_some_and(|s| s == *snap))
+}
+
+/// Replays the log's records up to the snapshot's and checks that they give the state the
+/// snapshot holds: what opening from a snapshot takes on trust, verified after the fact.
+pub(crate) fn verify_prefix(
+    log: &dyn LogRead,
+    chain: &Chain,
+    snap: Seal,
+    progress: &Progress,
+) -> Result<(), Error> {
+    let ledger = Ledger::new(chain.clone());
+    ledger.replay(log, snap.seq, snap.seq, progress)?;
+    if ledger.head().seq != snap.seq {
+        return Err(Error::corrupt(
+            ledger.head().seq + 1,
+            ProblemKind::Removed,
+            format!("the log ends at record {} before its snapshot", ledger.head().seq),
+        ));
     }
-    let proj = Projection::from_snapshot(data).ok()?;
-    check::replay_onto(proj, log, chain, progress).ok()
+    if !matches(&ledger.read(), &snap, chain)? {
+        return Err(Error::corrupt(
+            snap.seq,
+            ProblemKind::Snapshot,
+            "the snapshot does not match the records before it: one of them, or the snapshot, was changed",
+        ));
+    }
+    Ok(())
 }

@@ -1,34 +1,32 @@
-//! The store: ties commands, access rules, the log and the projections together.
+//! The store: ties commands, the ledger, the log and the writer thread together.
 //!
-//! Data flows one way: a command is checked against the projection, turned into records,
-//! made durable by the one writer thread (group commit), applied to the projection, and
-//! only then answered. Reads (`verify`, listings, audit) never touch disk or wait for the
-//! writer.
+//! Data flows one way: a command is checked against the state and turned into records by
+//! the ledger, made durable by the one writer thread (group commit), accepted by the ledger
+//! (which applies it), and only then answered. Reads (`verify`, listings, audit) never
+//! touch disk or wait for the writer.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::{File, TryLockError};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
-use crossbeam_utils::sync::ShardedLock;
 use ipnet::IpNet;
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
 
-use crate::Error;
-use crate::access::{self, KeyState, Rejection, VerifiedKey};
-use crate::backup;
-use crate::check::{self, CheckReport, Problem, ProblemKind, Progress, RepairReport};
-use crate::codec;
-use crate::event::{Actor, Event, KeyId, NewKey, Record};
-use crate::log::{Anchor, Batch, Chain, ChainKey, Log, SledLog};
-use crate::projection::{AuditEntry, KeyView, Projection};
-use crate::snapshot;
-use crate::token::{self, ApiKey, KeyHash};
+use crate::access::{Rejection, VerifiedKey};
+use crate::chain::{Chain, ChainKey, Witness};
+use crate::check::{self, CheckInputs, CheckReport, Problem, ProblemKind, Progress, RepairReport};
+use crate::event::{Actor, KeyId, NewKey};
+use crate::ledger::{self, Command, Ledger, LogInfo, Op};
+use crate::log::{Batch, Log, LogRead, MemLog, MetaKey, SledLog};
+use crate::projection::{AuditEntry, KeyView, SnapshotData};
+use crate::token::{self, ApiKey};
+use crate::{Error, backup, codec, snapshot};
 
 const LOCK_FILE: &str = "keyledger.lock";
 const LOG_DIR: &str = "log";
@@ -44,6 +42,64 @@ pub struct CreatedKey {
     pub key: ApiKey,
 }
 
+/// Whether a store's history is proven; see [`KeyStore::integrity`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Integrity {
+    /// Every record from the first was checked when the store opened (or since).
+    Verified,
+    /// Opened from a snapshot: the records before it are being verified in the
+    /// background.
+    Verifying,
+    /// The records before the snapshot do not prove the state it holds; the store
+    /// refuses writes. Restore it from a backup.
+    Damaged(Problem),
+}
+
+/// The integrity, shared by the store, its writer and the verifying thread.
+struct IntegrityCell {
+    state: Mutex<Integrity>,
+    done: Condvar,
+}
+
+impl IntegrityCell {
+    fn new(state: Integrity) -> Arc<Self> {
+        Arc::new(IntegrityCell {
+            state: Mutex::new(state),
+            done: Condvar::new(),
+        })
+    }
+
+    fn get(&self) -> Integrity {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, state: Integrity) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
+        self.done.notify_all();
+    }
+
+    fn wait(&self) -> Integrity {
+        let guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.done
+            .wait_while(guard, |s| *s == Integrity::Verifying)
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The error every write gets once the history is known to be damaged.
+    fn refusal(&self) -> Option<Error> {
+        match &*self.state.lock().unwrap_or_else(PoisonError::into_inner) {
+            Integrity::Damaged(p) => Some(Error::corrupt(
+                p.seq,
+                p.kind,
+                format!("{}; the store refuses writes", p.detail),
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// Options for opening a store; see [`KeyStore::builder`].
 #[derive(Clone)]
 pub struct Builder {
@@ -54,6 +110,7 @@ pub struct Builder {
     progress: Progress,
     create_if_missing: bool,
     snapshot_every: u64,
+    expect_head: Option<Witness>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -64,6 +121,7 @@ impl std::fmt::Debug for Builder {
             .field("max_batch", &self.max_batch)
             .field("chain_key", &self.chain_key)
             .field("snapshot_every", &self.snapshot_every)
+            .field("expect_head", &self.expect_head)
             .finish_non_exhaustive()
     }
 }
@@ -78,8 +136,26 @@ impl Default for Builder {
             progress: None,
             create_if_missing: true,
             snapshot_every: 100_000,
+            expect_head: None,
         }
     }
+}
+
+/// Whether `dir` holds a store (its log).
+fn is_store(dir: &Path) -> bool {
+    SledLog::exists(&dir.join(LOG_DIR))
+}
+
+/// Whether `dir` is a directory with nothing in it but, maybe, what an interrupted first
+/// open of a store leaves: the lock file, and a log directory whose engine never wrote
+/// its database (sled writes its `conf` first and unsynced, so a kill can leave it torn).
+fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).all(|e| {
+            let name = e.file_name();
+            name == LOCK_FILE || (name == LOG_DIR && !SledLog::exists(&e.path()))
+        })
+    })
 }
 
 impl Builder {
@@ -96,16 +172,16 @@ impl Builder {
         self
     }
 
-    /// Most commands made durable by one flush (default 1024).
+    /// Most commands made durable by one sync (default 1024).
     pub fn max_batch(mut self, commands: usize) -> Self {
         self.max_batch = commands.max(1);
         self
     }
 
     /// Chains the log with a secret key kept outside the store, so that whoever can write
-    /// the database but lacks the key cannot forge a history that passes
-    /// [`Builder::check`]. A store is keyed from its creation on and must always be
-    /// opened with the same key.
+    /// the database but lacks the key can neither forge a history nor roll its head back
+    /// without [`Builder::check`] noticing. A store is keyed from its creation on and must
+    /// always be opened with the same key.
     pub fn chain_key(mut self, key: ChainKey) -> Self {
         self.chain_key = Some(key);
         self
@@ -126,6 +202,14 @@ impl Builder {
         self
     }
 
+    /// The head the log must reach or pass, kept outside the store (see
+    /// [`KeyStore::head`]): [`Builder::open`] refuses, and [`Builder::check`] reports, a
+    /// log that ends before it or does not contain it.
+    pub fn expect_head(mut self, witness: Witness) -> Self {
+        self.expect_head = Some(witness);
+        self
+    }
+
     /// Calls `f(records done, records in all)` from time to time while a log is replayed
     /// or checked, for a progress bar.
     pub fn on_progress(mut self, f: impl Fn(u64, u64) + Send + Sync + 'static) -> Self {
@@ -133,47 +217,64 @@ impl Builder {
         self
     }
 
-    /// Opens the store in directory `path`, creating it if needed, and rebuilds the
-    /// projections by replaying the log.
-    ///
-    /// # Errors
-    /// [`Error::Locked`] if another process has it open; [`Error::Corrupt`] or
-    /// [`Error::UnsupportedVersion`] if the log does not replay (a torn tail can be removed
-    /// with [`Builder::repair`]); [`Error::InvalidInput`] if the chain key is missing or
-    /// wrong; [`Error::Io`] or [`Error::Storage`] if the disk fails.
-    pub fn open(self, path: impl AsRef<Path>) -> Result<KeyStore, Error> {
-        let (log, lock) = self.open_log(path.as_ref(), self.create_if_missing)?;
-        KeyStore::start(self, log, Some((path.as_ref().to_path_buf(), lock)))
+    fn chain(&self) -> Chain {
+        Chain::new(self.chain_key.as_ref())
     }
 
-    /// Opens a store that lives in a temporary directory and is removed when dropped.
+    /// Opens the store in directory `path`, creating it if needed (in a directory that
+    /// does not exist or is empty), and rebuilds the projections by replaying the log.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another process has it open; [`Error::NotAStore`] for a
+    /// directory that holds something else (or nothing, when not creating);
+    /// [`Error::Corrupt`] or [`Error::UnsupportedVersion`] if the log does not replay to
+    /// its head (what follows the head can be removed with [`Builder::repair`]);
+    /// [`Error::ChainKeyMismatch`]; [`Error::WitnessMismatch`] if it does not reach
+    /// [`Builder::expect_head`]; [`Error::Io`] or [`Error::Storage`] if the disk fails.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<KeyStore, Error> {
+        let dir = path.as_ref();
+        let (log, lock, info) = self.open_log(dir, self.create_if_missing)?;
+        KeyStore::start(self, Box::new(log), info, Some((dir.to_path_buf(), lock)))
+    }
+
+    /// Opens a store held in memory, gone when dropped.
     ///
     /// # Errors
     /// As [`Builder::open`].
     pub fn open_temporary(self) -> Result<KeyStore, Error> {
-        let log = SledLog::open(None, self.cache_bytes)?;
-        KeyStore::start(self, log, None)
+        let mut log = MemLog::default();
+        let info = ledger::initialize(&mut log, &self.chain())?;
+        KeyStore::start(self, Box::new(log), info, None)
     }
 
     /// Reads the whole log of the store at `path` and reports every way it fails to prove
     /// its history: sequence gaps, edited, inserted, removed and reordered records, a
-    /// broken hash chain, a changed tail, and records that break the access rules.
+    /// broken hash chain, a head that is missing, forged or does not match, records that
+    /// break the access rules, a snapshot that disagrees with the log, and a log that does
+    /// not reach [`Builder::expect_head`]. Writes nothing.
     ///
     /// # Errors
-    /// [`Error::Locked`], [`Error::Io`] or [`Error::Storage`]: the check could not run.
-    /// Damage is reported in the [`CheckReport`], not as an error.
+    /// [`Error::NotAStore`], [`Error::Locked`], [`Error::ChainKeyMismatch`],
+    /// [`Error::Io`] or [`Error::Storage`]: the check could not run. Damage is reported
+    /// in the [`CheckReport`], not as an error.
     pub fn check(self, path: impl AsRef<Path>) -> Result<CheckReport, Error> {
-        let (log, _lock) = self.open_log(path.as_ref(), false)?;
-        let chain = Chain::new(self.chain_key.as_ref());
-        let marker = match log.check_meta(&chain) {
-            Ok(marker) => marker,
-            Err(Error::Corrupt { reason, .. }) => {
+        let dir = path.as_ref();
+        let chain = self.chain();
+        let (log, _lock) = self.open_existing(dir)?;
+        let info = match ledger::read_info(&log) {
+            Ok(Some(info)) => info,
+            Ok(None) => {
+                return Err(Error::NotAStore {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(Error::Corrupt { seq, kind, reason }) => {
                 return Ok(CheckReport {
                     records: 0,
                     keyed: chain.is_keyed(),
                     problems: vec![Problem {
-                        seq: 0,
-                        kind: ProblemKind::Invalid,
+                        seq,
+                        kind,
                         detail: reason,
                     }],
                     unlisted: 0,
@@ -181,113 +282,183 @@ impl Builder {
             }
             Err(e) => return Err(e),
         };
-        let mismatch = marker.and_then(|m| m.mismatch(&chain));
-        check::check(&log, &chain, mismatch, &self.progress)
+        ledger::chain_fits(info, &chain)?;
+        let snapshot = (self.snapshot_every > 0).then(|| dir.join(snapshot::SNAPSHOT_FILE));
+        let inputs = CheckInputs {
+            snapshot: snapshot.as_deref(),
+            witness: self.expect_head,
+        };
+        check::check(&log, &chain, info, &inputs, &self.progress)
     }
 
-    /// Removes a torn tail from the store at `path`: a last record that cannot be decoded,
-    /// or records after the anchored head (never acknowledged). Says what it removed.
+    /// Removes what follows the head of the store at `path`: records that were never
+    /// acknowledged, which keep it from opening. Says what it removed.
     ///
     /// # Errors
-    /// [`Error::Corrupt`] if the damage is anything else (repair never removes history
-    /// that was acknowledged); [`Error::Locked`] and storage errors.
+    /// [`Error::Corrupt`] if there is no sealed head, or if anything the head covers is
+    /// damaged (repair never removes acknowledged history), [`Error::UnsupportedVersion`]
+    /// for records of a newer format; [`Error::NotAStore`], [`Error::Locked`],
+    /// [`Error::ChainKeyMismatch`] and storage errors.
     pub fn repair(self, path: impl AsRef<Path>) -> Result<RepairReport, Error> {
-        let (mut log, _lock) = self.open_log(path.as_ref(), false)?;
-        let chain = self.checked_chain(&log)?;
-        check::repair(&mut log, &chain)
+        let dir = path.as_ref();
+        let chain = self.chain();
+        let (mut log, _lock) = self.open_existing(dir)?;
+        let info = ledger::read_info(&log)?.ok_or_else(|| Error::NotAStore {
+            path: dir.to_path_buf(),
+        })?;
+        ledger::chain_fits(info, &chain)?;
+        check::repair(&mut log, &chain, info)
     }
 
-    /// Imports a backup made by [`KeyStore::export`] into the empty store at `path`
-    /// (created if needed), giving the same records, state and hash chain. The whole file
-    /// is checked first; a damaged, truncated or foreign file imports nothing. A keyed
-    /// backup needs the same [`Builder::chain_key`]. Returns the number of records.
+    /// Imports a backup made by [`KeyStore::export`] into the store at `path`, which must
+    /// hold no record (it is created if the directory does not exist or is empty), giving
+    /// the same records, state and hash chain. The whole file is checked before anything
+    /// is written, streaming with bounded memory; if the import fails, the directory is
+    /// left as it was. A keyed backup needs the same [`Builder::chain_key`]. Returns the
+    /// number of records.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a damaged file, a non-empty store or a chain key that
-    /// does not fit; [`Error::Corrupt`] for records that do not replay; storage errors.
+    /// [`Error::InvalidInput`] for a damaged or foreign file or a store with records;
+    /// [`Error::ChainKeyMismatch`]; [`Error::Corrupt`] for records that do not replay;
+    /// [`Error::NotAStore`], [`Error::Locked`] and storage errors.
     pub fn import(self, path: impl AsRef<Path>, backup: impl AsRef<Path>) -> Result<u64, Error> {
-        let (mut log, _lock) = self.open_log(path.as_ref(), true)?;
-        let chain = self.checked_chain(&log)?;
-        backup::import(&mut log, &chain, backup.as_ref())
+        let dir = path.as_ref();
+        let chain = self.chain();
+        let existed = dir.exists();
+        let had_store = is_store(dir);
+        if existed && !had_store && !is_empty_dir(dir) {
+            return Err(Error::NotAStore {
+                path: dir.to_path_buf(),
+            });
+        }
+        if had_store {
+            // Refuse a store with records before reading the backup at all.
+            let (log, _lock) = self.open_existing(dir)?;
+            refuse_records(&log)?;
+        }
+        let checked = backup::check(backup.as_ref(), &chain)?;
+        let mut written = false;
+        let result = (|| {
+            let (mut log, _lock, info) = self.open_log(dir, true)?;
+            ledger::chain_fits(info, &chain)?;
+            refuse_records(&log)?;
+            let genesis = log.head()?.unwrap_or_default();
+            written = true;
+            let imported = backup::write(&mut log, &chain, backup.as_ref(), &checked, &genesis);
+            if imported.is_err() {
+                let _ = log.write(&Batch {
+                    discard_from: Some(1),
+                    entries: &[],
+                    head: &genesis,
+                });
+                let _ = log.sync();
+            }
+            imported
+        })();
+        if result.is_err() && written && !had_store {
+            // Leave the directory as it was: nothing, or empty.
+            if existed {
+                let _ = std::fs::remove_dir_all(dir.join(LOG_DIR));
+                let _ = std::fs::remove_file(dir.join(LOCK_FILE));
+            } else {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        result
     }
 
-    fn open_log(&self, dir: &Path, create: bool) -> Result<(SledLog, File), Error> {
-        if create {
+    /// Opens (or creates) the store's log, locked, with its metadata checked.
+    fn open_log(&self, dir: &Path, create: bool) -> Result<(SledLog, File, LogInfo), Error> {
+        let not_a_store = || Error::NotAStore {
+            path: dir.to_path_buf(),
+        };
+        let fresh = !is_store(dir);
+        if fresh && !(create && (!dir.exists() || is_empty_dir(dir))) {
+            return Err(not_a_store());
+        }
+        if !dir.exists() {
             std::fs::create_dir_all(dir)?;
-        } else if !dir.join(LOG_DIR).is_dir() {
-            return Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("no store at {}", dir.display()),
-            )));
+            crate::file::sync_dir(dir)?;
         }
         let lock = lock_dir(dir)?;
-        let log = SledLog::open(Some(&dir.join(LOG_DIR)), self.cache_bytes)?;
-        Ok((log, lock))
+        if fresh {
+            SledLog::discard_unfinished(&dir.join(LOG_DIR))?;
+        }
+        // A snapshot being written when a process died; never read.
+        let _ = std::fs::remove_file(dir.join(snapshot::SNAPSHOT_FILE).with_extension("partial"));
+        let mut log = SledLog::open(&dir.join(LOG_DIR), self.cache_bytes, fresh)?;
+        let info = match ledger::read_info(&log)? {
+            Some(info) => info,
+            None if create => ledger::initialize(&mut log, &self.chain())?,
+            None => return Err(not_a_store()),
+        };
+        ledger::chain_fits(info, &self.chain())?;
+        Ok((log, lock, info))
     }
 
-    fn checked_chain(&self, log: &SledLog) -> Result<Chain, Error> {
-        let chain = Chain::new(self.chain_key.as_ref());
-        if let Some(why) = log.check_meta(&chain)?.and_then(|m| m.mismatch(&chain)) {
-            return Err(Error::invalid("chain key", why));
+    /// Opens an existing store's log, locked, without writing anything.
+    fn open_existing(&self, dir: &Path) -> Result<(SledLog, File), Error> {
+        if !is_store(dir) {
+            return Err(Error::NotAStore {
+                path: dir.to_path_buf(),
+            });
         }
-        Ok(chain)
+        let lock = lock_dir(dir)?;
+        let log = SledLog::open(&dir.join(LOG_DIR), self.cache_bytes, false)?;
+        Ok((log, lock))
     }
 }
 
+/// Refuses a log that holds records.
+fn refuse_records(log: &dyn LogRead) -> Result<(), Error> {
+    if log.scan(0).next().is_some() {
+        return Err(Error::invalid(
+            "store",
+            "import needs a store without records; this one has some",
+        ));
+    }
+    Ok(())
+}
+
+/// Takes the store's lock, waiting a moment for it: a store just closed by this process
+/// can still be locked by a child it is spawning (between `fork` and `exec` the child
+/// shares the lock), which lets go within milliseconds.
 fn lock_dir(dir: &Path) -> Result<File, Error> {
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(dir.join(LOCK_FILE))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked {
-            path: dir.to_path_buf(),
-        }),
-        Err(TryLockError::Error(e)) => Err(Error::Io(e)),
+    let mut wait = std::time::Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if wait < LOCK_PATIENCE => {
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::Io(e)),
+        }
     }
 }
 
-struct Shared {
-    proj: ShardedLock<Projection>,
-    require_whitelist: bool,
-}
+/// How long opening waits for a busy lock before it says `Locked`.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
 
-impl Shared {
-    fn read(&self) -> crossbeam_utils::sync::ShardedLockReadGuard<'_, Projection> {
-        self.proj.read().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-enum Op {
-    Create {
-        new: NewKey,
-        hash: KeyHash,
-        tail: [u8; 4],
-    },
-    Whitelist {
-        id: KeyId,
-        nets: Vec<IpNet>,
-    },
-    Unwhitelist {
-        id: KeyId,
-        nets: Vec<IpNet>,
-    },
-    Delete {
-        id: KeyId,
-    },
-}
-
-struct Command {
-    actor: Actor,
-    op: Op,
+/// A command waiting for the writer, with where to answer.
+struct Pending {
+    command: Command,
     reply: Sender<Result<(KeyId, u64), Error>>,
 }
 
 /// What callers send the writer.
 enum Request {
-    Write(Command),
+    Write(Pending),
     /// Write a backup of every record so far to this file; answer with the count.
     Export(PathBuf, Sender<Result<u64, Error>>),
 }
@@ -298,9 +469,14 @@ enum Request {
 /// serialized through one writer thread and return once durable; `verify` runs in
 /// parallel on every thread and never waits for a write.
 pub struct KeyStore {
-    shared: Arc<Shared>,
+    ledger: Arc<Ledger>,
+    require_whitelist: bool,
+    integrity: Arc<IntegrityCell>,
     tx: Option<Sender<Request>>,
     writer: Option<JoinHandle<()>>,
+    verifier: Option<JoinHandle<()>>,
+    /// Stops the verifier when the store closes: a short-lived process need not wait for it.
+    cancel: Arc<AtomicBool>,
     dir: Option<PathBuf>,
     from_snapshot: bool,
     _lock: Option<File>,
@@ -336,62 +512,88 @@ impl KeyStore {
         Builder::default().open(path)
     }
 
-    fn start(options: Builder, log: SledLog, dir: Option<(PathBuf, File)>) -> Result<Self, Error> {
-        let chain = options.checked_chain(&log)?;
-        Self::start_with_log(options, Box::new(log), chain, dir)
-    }
-
-    /// Replays `log` and starts the writer on it.
-    fn start_with_log(
+    /// Replays `log` (from a snapshot if one fits), checks it reaches its head and the
+    /// witness, and starts the writer on it.
+    fn start(
         options: Builder,
         log: Box<dyn Log>,
-        chain: Chain,
+        info: LogInfo,
         dir: Option<(PathBuf, File)>,
     ) -> Result<Self, Error> {
+        let chain = options.chain();
         let (dir, lock) = dir.unzip();
-        let policy = dir
+        let stored = ledger::stored_head(&*log, &chain, info)?;
+        let total = stored.map_or(0, |s| s.seq());
+        let snapshot_path = dir
             .as_ref()
             .filter(|_| options.snapshot_every > 0)
-            .map(|d| snapshot::Policy {
-                path: d.join(snapshot::SNAPSHOT_FILE),
-                every: options.snapshot_every,
-                last: 0,
-            });
-        let loaded = policy
-            .as_ref()
-            .and_then(|p| snapshot::load(&p.path, &*log, &chain, &options.progress));
-        let from_snapshot = loaded.is_some();
-        let proj = match loaded {
-            Some(proj) => proj,
-            None => check::replay(&*log, &chain, &options.progress)?,
+            .map(|d| d.join(snapshot::SNAPSHOT_FILE));
+        let loaded = snapshot_path
+            .as_deref()
+            .and_then(|p| snapshot::load(p, &*log, &chain))
+            .filter(|(_, seal)| seal.seq <= total);
+        let (ledger, seal) = match loaded {
+            Some((proj, seal)) => (Ledger::from_projection(proj, chain.clone()), Some(seal)),
+            None => (Ledger::new(chain.clone()), None),
         };
-        let policy = policy.map(|p| snapshot::Policy {
-            last: if from_snapshot { proj.head().seq } else { 0 },
-            ..p
+        ledger.replay(&*log, u64::MAX, total, &options.progress)?;
+        ledger::reaches_head(stored, ledger.head())?;
+        if let Some(witness) = options.expect_head {
+            ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
+        }
+        let ledger = Arc::new(ledger);
+        let integrity = IntegrityCell::new(match seal {
+            Some(_) => Integrity::Verifying,
+            None => Integrity::Verified,
         });
-        let shared = Arc::new(Shared {
-            proj: ShardedLock::new(proj),
-            require_whitelist: options.require_whitelist,
-        });
+        let cancel = Arc::new(AtomicBool::new(false));
+        let verifier = match seal {
+            Some(seal) => Some(spawn_verifier(
+                log.reader(),
+                chain.clone(),
+                seal,
+                Arc::clone(&integrity),
+                Arc::clone(&cancel),
+            )?),
+            None => None,
+        };
+        let snapshots = snapshot_path
+            .map(|path| {
+                Snapshots::start(
+                    snapshot::Policy {
+                        path,
+                        every: options.snapshot_every,
+                        last: seal.map_or(0, |s| s.seq),
+                    },
+                    chain.clone(),
+                    Arc::clone(&ledger),
+                )
+            })
+            .transpose()?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let writer = Writer {
             log,
-            shared: Arc::clone(&shared),
-            chain,
+            ledger: Arc::clone(&ledger),
             max_batch: options.max_batch,
             unacknowledged_from: None,
-            snapshots: policy,
+            upgrade: info.format < codec::STORE_FORMAT,
+            snapshots,
+            integrity: Arc::clone(&integrity),
             ids: StdRng::try_from_os_rng().map_err(|e| Error::Entropy(e.to_string()))?,
         };
         let handle = std::thread::Builder::new()
             .name("keyledger-writer".into())
             .spawn(move || writer.run(rx))?;
         Ok(KeyStore {
-            shared,
+            ledger,
+            require_whitelist: options.require_whitelist,
+            integrity,
             tx: Some(tx),
             writer: Some(handle),
+            verifier,
+            cancel,
             dir,
-            from_snapshot,
+            from_snapshot: seal.is_some(),
             _lock: lock,
         })
     }
@@ -400,12 +602,12 @@ impl KeyStore {
         actor.validate()?;
         let (reply, answer) = crossbeam_channel::bounded(1);
         let tx = self.tx.as_ref().ok_or(Error::Closed)?;
-        tx.send(Request::Write(Command {
+        let command = Command {
             actor: actor.clone(),
             op,
-            reply,
-        }))
-        .map_err(|_| Error::Closed)?;
+        };
+        tx.send(Request::Write(Pending { command, reply }))
+            .map_err(|_| Error::Closed)?;
         answer.recv().map_err(|_| Error::Closed)?
     }
 
@@ -458,20 +660,51 @@ impl KeyStore {
     /// Removes addresses or ranges from a key's whitelist, all or none. Returns the
     /// sequence number of the last record written.
     ///
-    /// Removing the last entry leaves an empty whitelist, which admits any address unless
-    /// the store requires a whitelist.
+    /// An empty whitelist admits every address (unless the store requires a whitelist),
+    /// so removing the last entry is refused: use
+    /// [`KeyStore::unwhitelist_ip_allowing_any_address`] to mean it.
     ///
     /// # Errors
-    /// As [`KeyStore::whitelist_ip`]; [`Error::WhitelistUnchanged`] if one is not there.
+    /// As [`KeyStore::whitelist_ip`]; [`Error::WhitelistUnchanged`] if one is not there;
+    /// [`Error::LastWhitelistEntry`] if the whitelist would end up empty.
     pub fn unwhitelist_ip(
         &self,
         actor: &Actor,
         id: KeyId,
         nets: impl IntoIterator<Item = IpNet>,
     ) -> Result<u64, Error> {
+        self.unwhitelist(actor, id, nets, false)
+    }
+
+    /// Removes addresses or ranges from a key's whitelist, even the last one: a key whose
+    /// whitelist ends up empty admits every address (unless the store requires a
+    /// whitelist).
+    ///
+    /// # Errors
+    /// As [`KeyStore::unwhitelist_ip`], without [`Error::LastWhitelistEntry`].
+    pub fn unwhitelist_ip_allowing_any_address(
+        &self,
+        actor: &Actor,
+        id: KeyId,
+        nets: impl IntoIterator<Item = IpNet>,
+    ) -> Result<u64, Error> {
+        self.unwhitelist(actor, id, nets, true)
+    }
+
+    fn unwhitelist(
+        &self,
+        actor: &Actor,
+        id: KeyId,
+        nets: impl IntoIterator<Item = IpNet>,
+        allow_any_address: bool,
+    ) -> Result<u64, Error> {
         let nets = request_nets(nets)?;
-        self.submit(actor, Op::Unwhitelist { id, nets })
-            .map(|(_, seq)| seq)
+        let op = Op::Unwhitelist {
+            id,
+            nets,
+            allow_any_address,
+        };
+        self.submit(actor, op).map(|(_, seq)| seq)
     }
 
     /// Deletes a key. When this returns, the key no longer verifies on any thread.
@@ -486,15 +719,16 @@ impl KeyStore {
         self.submit(actor, Op::Delete { id }).map(|(_, seq)| seq)
     }
 
-    /// Checks a presented key and the client's address. O(1), no I/O, no allocation.
+    /// Checks a presented key and the client's address. O(1), no I/O, no lock taken for
+    /// writing, and no allocation unless the key's name is longer than 22 bytes.
     ///
     /// # Errors
     /// A [`Rejection`] saying why the key is refused.
     pub fn verify(&self, token: &str, client_ip: IpAddr) -> Result<VerifiedKey, Rejection> {
         let hash = token::parse(token)?;
-        self.shared
+        self.ledger
             .read()
-            .verify(&hash, client_ip, self.shared.require_whitelist)
+            .verify(&hash, client_ip, self.require_whitelist)
     }
 
     /// Picks the key out of the `x-api-key` header and verifies it; see
@@ -524,22 +758,30 @@ impl KeyStore {
 
     /// The live keys, oldest first.
     pub fn keys(&self) -> Vec<KeyView> {
-        self.shared.read().keys(false)
+        self.ledger.read().keys(false)
     }
 
     /// Every key ever created, deleted ones included, oldest first.
     pub fn all_keys(&self) -> Vec<KeyView> {
-        self.shared.read().keys(true)
+        self.ledger.read().keys(true)
     }
 
     /// One key, live or deleted.
     pub fn key(&self, id: KeyId) -> Option<KeyView> {
-        self.shared.read().key(id)
+        self.ledger.read().key(id)
     }
 
     /// The audit trail: who created, whitelisted, unwhitelisted and deleted which key, when.
     pub fn audit(&self) -> Vec<AuditEntry> {
-        self.shared.read().audit(1).collect()
+        self.ledger.read().audit(1).collect()
+    }
+
+    /// One entry of the audit trail: the one of record `seq`.
+    pub fn audit_entry(&self, seq: u64) -> Option<AuditEntry> {
+        if seq == 0 {
+            return None;
+        }
+        self.ledger.read().audit(seq).next()
     }
 
     /// Every key as it stood right after record `seq`: the log's time travel.
@@ -547,7 +789,7 @@ impl KeyStore {
     /// # Errors
     /// [`Error::InvalidInput`] if `seq` is beyond the end of the log.
     pub fn keys_at(&self, seq: u64) -> Result<Vec<KeyView>, Error> {
-        let proj = self.shared.read();
+        let proj = self.ledger.read();
         if seq > proj.head().seq {
             return Err(Error::invalid(
                 "seq",
@@ -565,12 +807,37 @@ impl KeyStore {
 
     /// The sequence number of the last record (0 for an empty log).
     pub fn last_seq(&self) -> u64 {
-        self.shared.read().head().seq
+        self.ledger.read().head().seq
+    }
+
+    /// The head: the last record's sequence number and chain hash. Keep it outside the
+    /// store and hand it to [`Builder::expect_head`] to detect a store rolled back or
+    /// replaced by an older copy.
+    pub fn head(&self) -> Witness {
+        let head = self.ledger.head();
+        Witness {
+            seq: head.seq,
+            hash: head.hash,
+        }
+    }
+
+    /// Whether the history this store was opened from is proven. Opening from a
+    /// snapshot takes the records before it on trust and verifies them in the
+    /// background; until then this is [`Integrity::Verifying`]. A store whose history
+    /// proves damaged refuses every write.
+    pub fn integrity(&self) -> Integrity {
+        self.integrity.get()
+    }
+
+    /// Waits until the background verification (if any) has finished; see
+    /// [`KeyStore::integrity`].
+    pub fn wait_for_integrity(&self) -> Integrity {
+        self.integrity.wait()
     }
 
     /// How many keys are live.
-    pub fn live_keys(&self) -> usize {
-        self.shared.read().live_count()
+    pub fn live_key_count(&self) -> usize {
+        self.ledger.read().live_count()
     }
 }
 
@@ -582,61 +849,199 @@ fn request_nets(nets: impl IntoIterator<Item = IpNet>) -> Result<Vec<IpNet>, Err
     crate::event::validate_whitelist(&nets)
 }
 
+/// Verifies the records under a snapshot on a thread of its own and records the result.
+/// Setting `cancel` (the store is closing) stops it early, leaving the integrity unknown.
+fn spawn_verifier(
+    log: Box<dyn LogRead>,
+    chain: Chain,
+    seal: snapshot::Seal,
+    integrity: Arc<IntegrityCell>,
+    cancel: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, Error> {
+    Ok(std::thread::Builder::new()
+        .name("keyledger-verify".into())
+        .spawn(move || {
+            let log = Cancellable {
+                inner: log,
+                cancel: Arc::clone(&cancel),
+            };
+            let verdict = snapshot::verify_prefix(&log, &chain, seal, &None);
+            if cancel.load(Ordering::Acquire) {
+                return;
+            }
+            integrity.set(match verdict {
+                Ok(()) => Integrity::Verified,
+                Err(Error::Corrupt { seq, kind, reason }) => Integrity::Damaged(Problem {
+                    seq,
+                    kind,
+                    detail: reason,
+                }),
+                Err(e) => Integrity::Damaged(Problem {
+                    seq: 0,
+                    kind: ProblemKind::Undecodable,
+                    detail: e.to_string(),
+                }),
+            });
+        })?)
+}
+
+/// A log whose scans end early once `cancel` is set.
+struct Cancellable {
+    inner: Box<dyn LogRead>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl LogRead for Cancellable {
+    fn scan(&self, from: u64) -> crate::log::Scan<'_> {
+        Box::new(
+            self.inner
+                .scan(from)
+                .take_while(|_| !self.cancel.load(Ordering::Relaxed)),
+        )
+    }
+
+    fn floor(&self, key: u64) -> Result<Option<crate::log::Entry>, crate::log::LogError> {
+        self.inner.floor(key)
+    }
+
+    fn head(&self) -> Result<Option<Vec<u8>>, crate::log::LogError> {
+        self.inner.head()
+    }
+
+    fn meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, crate::log::LogError> {
+        self.inner.meta(key)
+    }
+}
+
 impl Drop for KeyStore {
     fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Release);
         self.tx.take();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
+        }
+        if let Some(verifier) = self.verifier.take() {
+            let _ = verifier.join();
+        }
+    }
+}
+
+/// Saves snapshots on a thread of their own, so that a write never waits for a whole
+/// snapshot: the writer only marks where it begins ([`Projection::begin_freeze`]), and the
+/// worker copies the state out a part at a time under the read lock, then encodes, writes
+/// and syncs it.
+///
+/// [`Projection::begin_freeze`]: crate::projection::Projection::begin_freeze
+struct Snapshots {
+    policy: snapshot::Policy,
+    begun: Option<Sender<()>>,
+    done: Receiver<()>,
+    /// Whether the worker has a snapshot in hand.
+    busy: bool,
+    worker: Option<JoinHandle<()>>,
+}
+
+/// Items copied per taking of the read lock (about a millisecond's work).
+const SNAPSHOT_PART: usize = 8192;
+
+impl Snapshots {
+    fn start(policy: snapshot::Policy, chain: Chain, ledger: Arc<Ledger>) -> Result<Self, Error> {
+        let (begun, jobs) = crossbeam_channel::bounded::<()>(1);
+        let (finished, done) = crossbeam_channel::bounded::<()>(1);
+        let path = policy.path.clone();
+        let worker = std::thread::Builder::new()
+            .name("keyledger-snapshot".into())
+            .spawn(move || {
+                for () in jobs {
+                    let mut data = SnapshotData::default();
+                    while !ledger.read().copy_frozen(&mut data, SNAPSHOT_PART) {}
+                    ledger.write_state().end_freeze();
+                    // A failure only costs the next open a longer replay.
+                    let _ = snapshot::save(&path, data, &chain);
+                    let _ = finished.send(());
+                }
+            })?;
+        Ok(Snapshots {
+            policy,
+            begun: Some(begun),
+            done,
+            busy: false,
+            worker: Some(worker),
+        })
+    }
+
+    /// Begins a snapshot if `due` says so and the worker is free (or, when `wait`, once
+    /// it is).
+    fn save_if(&mut self, ledger: &Ledger, due: fn(&snapshot::Policy, u64) -> bool, wait: bool) {
+        if self.busy {
+            let finished = if wait {
+                self.done.recv().is_ok()
+            } else {
+                self.done.try_recv().is_ok()
+            };
+            if !finished {
+                return;
+            }
+            self.busy = false;
+        }
+        if !due(&self.policy, ledger.head().seq) {
+            return;
+        }
+        let seq = ledger.write_state().begin_freeze();
+        if let Some(begun) = &self.begun
+            && begun.send(()).is_ok()
+        {
+            self.busy = true;
+            self.policy.last = seq;
+        } else {
+            ledger.write_state().end_freeze();
+        }
+    }
+
+    /// Waits for the worker to finish what it was given.
+    fn finish(&mut self) {
+        if self.busy {
+            let _ = self.done.recv();
+        }
+        self.begun.take();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
         }
     }
 }
 
 struct Writer {
     log: Box<dyn Log>,
-    shared: Arc<Shared>,
-    chain: Chain,
+    ledger: Arc<Ledger>,
     max_batch: usize,
-    /// Set after a failed append or flush: records from here on may sit in the engine
+    /// Set after a failed write or sync: entries from here on may sit in the engine
     /// unacknowledged and are discarded before the next batch.
     unacknowledged_from: Option<u64>,
-    snapshots: Option<snapshot::Policy>,
+    /// A format 1 store: its format marker becomes 2 before the first block is written.
+    upgrade: bool,
+    snapshots: Option<Snapshots>,
+    integrity: Arc<IntegrityCell>,
     /// Key ids: public, so a CSPRNG seeded once from the OS rather than a system call per
     /// key (secrets still come straight from the OS).
     ids: StdRng,
 }
 
-/// A command that passed the rules, with its records, waiting for the flush.
-struct Accepted {
-    reply: Sender<Result<(KeyId, u64), Error>>,
-    id: KeyId,
-    records: std::ops::Range<usize>,
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
 impl Writer {
     fn run(mut self, rx: Receiver<Request>) {
-        let mut deferred: VecDeque<Command> = VecDeque::new();
+        let mut deferred: VecDeque<Pending> = VecDeque::new();
         loop {
-            let mut batch: Vec<Command> = deferred.drain(..).collect();
+            let mut batch: Vec<Pending> = deferred.drain(..).collect();
             let mut export = None;
             if batch.is_empty() {
                 match rx.recv() {
-                    Ok(Request::Write(cmd)) => batch.push(cmd),
+                    Ok(Request::Write(p)) => batch.push(p),
                     Ok(Request::Export(path, reply)) => export = Some((path, reply)),
                     Err(_) => break,
                 }
             }
-            while batch.len() < self.max_batch {
-                if export.is_some() {
-                    break;
-                }
+            while batch.len() < self.max_batch && export.is_none() {
                 match rx.try_recv() {
-                    Ok(Request::Write(cmd)) => batch.push(cmd),
+                    Ok(Request::Write(p)) => batch.push(p),
                     Ok(Request::Export(path, reply)) => export = Some((path, reply)),
                     Err(_) => break,
                 }
@@ -644,309 +1049,188 @@ impl Writer {
             if !batch.is_empty() && self.commit(batch, &mut deferred).is_err() {
                 break;
             }
-            self.save_snapshot_if(snapshot::Policy::due);
+            if let Some(s) = self.snapshots.as_mut() {
+                s.save_if(&self.ledger, snapshot::Policy::due, false);
+            }
             if let Some((path, reply)) = export {
-                let head = self.shared.read().head();
-                let _ = reply.send(backup::export(&*self.log, head, &self.chain, &path));
+                let head = self.ledger.head();
+                let _ = reply.send(backup::export(&*self.log, head, self.ledger.chain(), &path));
             }
         }
         if self.unacknowledged_from.is_some() && self.roll_back() {
-            let _ = self.log.flush();
+            let _ = self.log.sync();
         }
-        self.save_snapshot_if(snapshot::Policy::due_at_close);
-    }
-
-    /// Saves a snapshot if `due` says so. A failure only costs the next open a longer
-    /// replay, so it is not reported to any caller.
-    fn save_snapshot_if(&mut self, due: fn(&snapshot::Policy, u64) -> bool) {
-        let Some(policy) = self.snapshots.as_mut() else {
-            return;
-        };
-        let data = {
-            let proj = self.shared.read();
-            if !due(policy, proj.head().seq) {
-                return;
-            }
-            proj.to_snapshot()
-        };
-        let seq = data.head.seq;
-        if snapshot::save(&policy.path, data, &self.chain).is_ok() {
-            policy.last = seq;
+        if let Some(s) = self.snapshots.as_mut() {
+            s.save_if(&self.ledger, snapshot::Policy::due_at_close, true);
+            s.finish();
         }
     }
 
-    /// Removes the records of a failed batch from the engine (they may sit there,
-    /// applied but not flushed) and restores the anchor. Best effort: if it fails too, the
-    /// next batch discards them first.
+    /// Removes the entries of a failed batch from the engine (they may sit there, written
+    /// but not synced) and restores the head. Best effort: if it fails too, the next batch
+    /// discards them first.
     fn roll_back(&mut self) -> bool {
-        let head = self.shared.read().head();
-        let anchor = (head.seq > 0).then_some(Anchor {
-            seq: head.seq,
-            hash: head.hash,
-        });
+        let Ok(head) = self.ledger.encode_head(self.ledger.head()) else {
+            return false;
+        };
         let undo = Batch {
             discard_from: self.unacknowledged_from,
-            records: &[],
-            anchor,
+            entries: &[],
+            head: &head,
         };
-        let ok = self.log.append(&undo).is_ok();
+        let ok = self.log.write(&undo).is_ok();
         if ok {
             self.unacknowledged_from = None;
         }
         ok
     }
 
-    /// Checks, appends, flushes and applies one batch, answering every caller in it.
-    /// Commands that touch a key already touched in this batch wait for the next one, so
-    /// each is checked against a projection that holds everything before it.
-    fn commit(&mut self, batch: Vec<Command>, deferred: &mut VecDeque<Command>) -> Result<(), ()> {
-        // The records, and their bytes as the log takes them (same indices).
-        let mut records: Vec<(Record, [u8; 32])> = Vec::new();
-        let mut wire: Vec<(u64, Vec<u8>)> = Vec::new();
-        let mut accepted: Vec<Accepted> = Vec::new();
-        {
-            let proj = self.shared.read();
-            let mut head = proj.head();
-            let mut touched: HashSet<KeyId> = HashSet::new();
-            let mut new_hashes: HashSet<KeyHash> = HashSet::new();
-            for cmd in batch {
-                if let Some(id) = cmd.op.key_id()
-                    && !touched.insert(id)
-                {
-                    deferred.push_back(cmd);
-                    continue;
-                }
-                let events = match Self::events(&proj, &cmd, &mut touched, &mut new_hashes, &mut self.ids) {
-                    Ok(events) => events,
-                    Err(e) => {
-                        let _ = cmd.reply.send(Err(e));
-                        continue;
-                    }
-                };
-                let start = records.len();
-                let mut failed = None;
-                let mut next = head;
-                for event in events {
-                    let record = Record {
-                        seq: next.seq + 1,
-                        at: now_micros().max(next.at),
-                        actor: cmd.actor.clone(),
-                        event,
-                        prev: next.hash,
-                    };
-                    match codec::encode_record(&record) {
-                        Ok(bytes) => {
-                            let hash = self.chain.hash(&bytes);
-                            next = crate::projection::Head {
-                                seq: record.seq,
-                                hash,
-                                at: record.at,
-                            };
-                            wire.push((record.seq, bytes));
-                            records.push((record, hash));
-                        }
-                        Err(e) => {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                }
-                if let Some(e) = failed {
-                    records.truncate(start);
-                    wire.truncate(start);
-                    let _ = cmd.reply.send(Err(e));
-                    continue;
-                }
-                head = next;
-                let id = records[start].0.event.key_id();
-                accepted.push(Accepted {
-                    reply: cmd.reply,
-                    id,
-                    records: start..records.len(),
-                });
+    /// Prepares, writes, syncs and accepts one batch, answering every caller in it.
+    /// Commands that act on a key already acted on in this batch wait for the next one,
+    /// so each is checked against a state that holds everything before it.
+    fn commit(&mut self, batch: Vec<Pending>, deferred: &mut VecDeque<Pending>) -> Result<(), ()> {
+        let mut touched: HashSet<KeyId> = HashSet::new();
+        let mut now = Vec::with_capacity(batch.len());
+        for p in batch {
+            match p.command.op.key_id() {
+                Some(id) if !touched.insert(id) => deferred.push_back(p),
+                _ => now.push(p),
             }
         }
-        if accepted.is_empty() {
+        if let Some(refusal) = self.integrity.refusal() {
+            for p in now {
+                let _ = p.reply.send(Err(refusal.replicate()));
+            }
             return Ok(());
         }
-        let first = records[0].0.seq;
-        let anchor = records.last().map(|(r, hash)| Anchor {
-            seq: r.seq,
-            hash: *hash,
-        });
-        if let Err(e) = self.make_durable(&wire, anchor) {
+        let commands: Vec<&Command> = now.iter().map(|p| &p.command).collect();
+        let prepared = self.ledger.prepare(&commands, &mut self.ids);
+        let mut outcomes = prepared.outcomes.into_iter();
+        let replies = now.into_iter().map(|p| p.reply);
+        let Some(first) = prepared.entries.first().map(|e| e.0) else {
+            for (reply, outcome) in replies.zip(outcomes) {
+                let _ = reply.send(outcome);
+            }
+            return Ok(());
+        };
+        if let Err(e) = self.make_durable(&prepared.entries, prepared.head) {
             self.unacknowledged_from = Some(self.unacknowledged_from.map_or(first, |s| s.min(first)));
             self.roll_back();
-            for a in accepted {
-                let _ = a.reply.send(Err(e.replicate()));
+            for (reply, outcome) in replies.zip(outcomes.by_ref()) {
+                let _ = reply.send(outcome.and(Err(e.replicate())));
             }
             return Ok(());
         }
         self.unacknowledged_from = None;
-        let mut proj = self.shared.proj.write().unwrap_or_else(PoisonError::into_inner);
-        for a in accepted {
-            let last = records[a.records.clone()].last().map_or(0, |(r, _)| r.seq);
-            let mut result = Ok((a.id, last));
-            for (record, hash) in &records[a.records] {
-                if let Err(e) = proj.apply(record, *hash) {
-                    result = Err(e);
-                }
-            }
-            let broken = result.is_err();
-            let _ = a.reply.send(result);
-            if broken {
-                // The log holds records the projection could not take: stop writing.
-                return Err(());
-            }
+        let accepted = self.ledger.accept(&prepared.entries);
+        for (reply, outcome) in replies.zip(outcomes) {
+            let outcome = match &accepted {
+                Ok(()) => outcome,
+                Err(e) => outcome.and(Err(e.replicate())),
+            };
+            let _ = reply.send(outcome);
         }
-        Ok(())
+        // The log holds records the state could not take: stop writing.
+        accepted.map_err(drop)
     }
 
-    fn make_durable(&mut self, records: &[(u64, Vec<u8>)], anchor: Option<Anchor>) -> Result<(), Error> {
-        self.log.append(&Batch {
+    fn make_durable(&mut self, entries: &[crate::log::Entry], head: crate::chain::Head) -> Result<(), Error> {
+        if self.upgrade {
+            self.log
+                .set_meta(MetaKey::Format, &codec::STORE_FORMAT.to_le_bytes())?;
+            self.log.sync()?;
+            self.upgrade = false;
+        }
+        let head = self.ledger.encode_head(head)?;
+        self.log.write(&Batch {
             discard_from: self.unacknowledged_from,
-            records,
-            anchor,
+            entries,
+            head: &head,
         })?;
-        self.log.flush()
-    }
-
-    /// The events a command would record, checked against the rules.
-    fn events(
-        proj: &Projection,
-        cmd: &Command,
-        touched: &mut HashSet<KeyId>,
-        new_hashes: &mut HashSet<KeyHash>,
-        ids: &mut StdRng,
-    ) -> Result<Vec<Event>, Error> {
-        let events = match &cmd.op {
-            Op::Create { new, hash, tail } => {
-                if proj.contains_hash(hash) || !new_hashes.insert(*hash) {
-                    return Err(Error::invalid(
-                        "key",
-                        "generated key collides with a live key; retry",
-                    ));
-                }
-                let id = loop {
-                    let id = KeyId(ids.next_u64());
-                    if !proj.contains_id(id) && touched.insert(id) {
-                        break id;
-                    }
-                };
-                vec![Event::Created {
-                    id,
-                    hash: *hash,
-                    tail: *tail,
-                    name: new.name.clone(),
-                    roles: new.roles.clone(),
-                    whitelist: new.whitelist.clone(),
-                }]
-            }
-            Op::Whitelist { id, nets } => nets
-                .iter()
-                .map(|&net| Event::Whitelisted { id: *id, net })
-                .collect(),
-            Op::Unwhitelist { id, nets } => nets
-                .iter()
-                .map(|&net| Event::Unwhitelisted { id: *id, net })
-                .collect(),
-            Op::Delete { id } => vec![Event::Deleted { id: *id }],
-        };
-        // Events of one command all touch one key; check each against that key's state
-        // as the earlier ones leave it.
-        let mut whitelist: Option<Vec<IpNet>> = None;
-        for event in &events {
-            let base = proj.key_state(event.key_id());
-            let state = base.map(|s| KeyState {
-                whitelist: whitelist.as_deref().unwrap_or(s.whitelist),
-                ..s
-            });
-            access::check_event(&cmd.actor, event, state)?;
-            if let (Some(base), Event::Whitelisted { net, .. } | Event::Unwhitelisted { net, .. }) =
-                (base, event)
-            {
-                let list = whitelist.get_or_insert_with(|| base.whitelist.to_vec());
-                if matches!(event, Event::Whitelisted { .. }) {
-                    list.push(*net);
-                } else {
-                    list.retain(|n| n != net);
-                }
-            }
-        }
-        Ok(events)
-    }
-}
-
-impl Op {
-    fn key_id(&self) -> Option<KeyId> {
-        match self {
-            Op::Create { .. } => None,
-            Op::Whitelist { id, .. } | Op::Unwhitelist { id, .. } | Op::Delete { id } => Some(*id),
-        }
+        self.log.sync()?;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::LogError;
     use std::sync::atomic::{AtomicU8, Ordering};
 
     const FAIL_APPEND: u8 = 1;
     const FAIL_FLUSH: u8 = 2;
 
-    /// A log that fails its next append or flush when told to.
+    /// A log that fails its next write or sync when told to.
     struct FaultyLog {
         inner: SledLog,
         fault: Arc<AtomicU8>,
     }
 
     impl FaultyLog {
-        fn take(&self, kind: u8) -> Result<(), Error> {
+        fn take(&self, kind: u8) -> Result<(), LogError> {
             if self
                 .fault
                 .compare_exchange(kind, 0, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
-                return Err(Error::Io(std::io::Error::other("injected fault")));
+                return Err(LogError::Io(std::io::Error::other("injected fault")));
             }
             Ok(())
         }
     }
 
+    impl LogRead for FaultyLog {
+        fn scan(&self, from: u64) -> crate::log::Scan<'_> {
+            self.inner.scan(from)
+        }
+
+        fn floor(&self, key: u64) -> Result<Option<crate::log::Entry>, LogError> {
+            self.inner.floor(key)
+        }
+
+        fn head(&self) -> Result<Option<Vec<u8>>, LogError> {
+            self.inner.head()
+        }
+
+        fn meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, LogError> {
+            self.inner.meta(key)
+        }
+    }
+
     impl Log for FaultyLog {
-        fn append(&mut self, batch: &Batch<'_>) -> Result<(), Error> {
-            // An append that carries records fails; a roll-back (no records) succeeds.
-            if !batch.records.is_empty() {
+        fn write(&mut self, batch: &Batch<'_>) -> Result<(), LogError> {
+            // A write that carries entries fails; a roll-back (no entries) succeeds.
+            if !batch.entries.is_empty() {
                 self.take(FAIL_APPEND)?;
             }
-            self.inner.append(batch)
+            self.inner.write(batch)
         }
 
-        fn flush(&mut self) -> Result<(), Error> {
+        fn set_meta(&mut self, key: MetaKey, value: &[u8]) -> Result<(), LogError> {
+            self.inner.set_meta(key, value)
+        }
+
+        fn sync(&mut self) -> Result<(), LogError> {
             self.take(FAIL_FLUSH)?;
-            self.inner.flush()
+            self.inner.sync()
         }
 
-        fn anchor(&self) -> Result<Option<Anchor>, Error> {
-            self.inner.anchor()
-        }
-
-        fn scan(&self, seq: u64) -> crate::log::Scan<'_> {
-            self.inner.scan(seq)
+        fn reader(&self) -> Box<dyn LogRead> {
+            self.inner.reader()
         }
     }
 
     fn faulty_store(dir: &Path) -> (KeyStore, Arc<AtomicU8>) {
         let fault = Arc::new(AtomicU8::new(0));
         let options = Builder::default();
-        let inner = SledLog::open(Some(&dir.join(LOG_DIR)), options.cache_bytes).unwrap();
-        let chain = options.checked_chain(&inner).unwrap();
+        let (inner, lock, info) = options.open_log(dir, true).unwrap();
         let log = Box::new(FaultyLog {
             inner,
             fault: Arc::clone(&fault),
         });
         (
-            KeyStore::start_with_log(options, log, chain, None).unwrap(),
+            KeyStore::start(options, log, info, Some((dir.to_path_buf(), lock))).unwrap(),
             fault,
         )
     }
@@ -1029,5 +1313,58 @@ mod tests {
         });
         assert_eq!(fails, 20);
         assert_eq!(store.last_seq(), 1);
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+
+    /// On a public-chain store anyone can re-seal a snapshot. One that brings a deleted key
+    /// back is served at open, then found by the background check (which stops writes),
+    /// and named by `check` as a snapshot problem.
+    #[test]
+    fn a_resealed_snapshot_reviving_a_deleted_key_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Actor::super_admin("root");
+        let options = || Builder::default().snapshot_every(2);
+        let victim = {
+            let store = options().open(dir.path()).unwrap();
+            let victim = store
+                .create_key(&root, NewKey::new("victim").role("bot"))
+                .unwrap();
+            store.create_key(&root, NewKey::new("other").role("bot")).unwrap();
+            store.delete_key(&root, victim.id).unwrap();
+            victim
+        };
+        let path = dir.path().join(snapshot::SNAPSHOT_FILE);
+        let public = Chain::new(None);
+        let mut data = codec::decode_snapshot(&std::fs::read(&path).unwrap(), &public).unwrap();
+        assert_eq!(data.head.seq, 3, "the snapshot was saved at close");
+        let slot = data.slots.iter_mut().find(|s| s.deleted.is_some()).unwrap();
+        slot.deleted = None;
+        std::fs::write(&path, codec::encode_snapshot(data, &public).unwrap()).unwrap();
+
+        let store = options().open(dir.path()).unwrap();
+        assert!(store.opened_from_snapshot());
+        assert!(
+            matches!(store.wait_for_integrity(), Integrity::Damaged(ref p) if p.kind == ProblemKind::Snapshot)
+        );
+        assert!(matches!(
+            store.create_key(&root, NewKey::new("more").role("bot")),
+            Err(Error::Corrupt { .. })
+        ));
+        drop(store);
+        let report = options().check(dir.path()).unwrap();
+        assert_eq!(report.problems.len(), 1, "{report:?}");
+        assert_eq!(report.problems[0].kind, ProblemKind::Snapshot);
+        // Without the snapshot, the log's own answer: the key stays deleted.
+        std::fs::remove_file(&path).unwrap();
+        let store = options().open(dir.path()).unwrap();
+        assert!(
+            store
+                .verify(victim.key.expose_secret(), "10.0.0.1".parse().unwrap())
+                .is_err()
+        );
     }
 }

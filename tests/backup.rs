@@ -182,3 +182,97 @@ fn a_version_1_backup_still_imports() {
     let kinds: Vec<_> = store.audit().iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["created", "whitelisted", "deleted"]);
 }
+
+/// A keyed backup written by format version 2 (chain key `42` × 32) keeps importing, only
+/// with its key; its sealed trailer cannot be downgraded to version 1's checksum, and a
+/// record cut off its end with the checksum recomputed is refused.
+#[test]
+fn a_version_2_keyed_backup_imports_only_with_its_key_and_resists_truncation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/export-v2.kl");
+    let key = || ChainKey::from_hex(&"42".repeat(32)).unwrap();
+    assert!(matches!(
+        KeyStore::builder().import(tmp.path().join("nokey"), &fixture),
+        Err(Error::ChainKeyMismatch(keyledger::ChainKeyProblem::Missing))
+    ));
+    assert!(
+        !tmp.path().join("nokey").exists(),
+        "a failed import leaves nothing"
+    );
+    let target = tmp.path().join("ok");
+    assert_eq!(
+        KeyStore::builder()
+            .chain_key(key())
+            .import(&target, &fixture)
+            .unwrap(),
+        3
+    );
+    let store = KeyStore::builder().chain_key(key()).open(&target).unwrap();
+    let k = store.all_keys().pop().unwrap();
+    assert_eq!(k.id.to_string(), "22da4d9ba98511a7");
+    assert_eq!(k.name, "fixture bot");
+    assert!(matches!(k.deleted, Some((ref by, _)) if *by == Actor::super_admin("root")));
+    drop(store);
+
+    // The attacker drops the last record (the delete), fixes the count and recomputes a
+    // plain blake3 trailer, as version 1 had; as version 2, and downgraded to version 1.
+    let bytes = std::fs::read(&fixture).unwrap();
+    let body = &bytes[..bytes.len() - 32];
+    let mut cut = body.to_vec();
+    let mut at = 55;
+    for _ in 0..2 {
+        let len = u32::from_le_bytes(cut[at..at + 4].try_into().unwrap()) as usize;
+        at += 4 + len;
+    }
+    cut.truncate(at);
+    cut[47..55].copy_from_slice(&2u64.to_le_bytes());
+    for version in [2u16, 1] {
+        let mut forged = cut.clone();
+        forged[8..10].copy_from_slice(&version.to_le_bytes());
+        forged[10..14].copy_from_slice(&u32::from(version).to_le_bytes());
+        let sum = blake3::hash(&forged);
+        forged.extend_from_slice(sum.as_bytes());
+        let path = tmp.path().join(format!("forged-v{version}.kl"));
+        std::fs::write(&path, forged).unwrap();
+        let target = tmp.path().join(format!("forged-{version}"));
+        let result = KeyStore::builder().chain_key(key()).import(&target, &path);
+        assert!(
+            matches!(result, Err(Error::InvalidInput { field: "backup", .. })),
+            "version {version}: {result:?}"
+        );
+        assert!(!target.exists());
+    }
+}
+
+#[test]
+fn an_oversized_or_endless_backup_is_refused_with_bounded_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("backup.kl");
+    export_of_populated(tmp.path(), &file);
+    let good = std::fs::read(&file).unwrap();
+    // Padded to 3 GiB (sparse): more than its four records can hold.
+    let huge = tmp.path().join("huge.kl");
+    std::fs::write(&huge, &good).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&huge)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    let result = KeyStore::builder().import(tmp.path().join("huge"), &huge);
+    assert!(
+        matches!(result, Err(Error::InvalidInput { field: "backup", .. })),
+        "{result:?}"
+    );
+    // A header that claims 2^40 records, on a short file: refused when it ends.
+    let mut endless = good.clone();
+    endless[47..55].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let path = tmp.path().join("endless.kl");
+    std::fs::write(&path, endless).unwrap();
+    let result = KeyStore::builder().import(tmp.path().join("endless"), &path);
+    assert!(
+        matches!(result, Err(Error::InvalidInput { field: "backup", .. })),
+        "{result:?}"
+    );
+    assert!(!tmp.path().join("huge").exists() && !tmp.path().join("endless").exists());
+}

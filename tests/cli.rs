@@ -59,6 +59,7 @@ fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyledger"));
     cmd.env_remove("KEYLEDGER_DB")
         .env_remove("KEYLEDGER_CHAIN_KEY_FILE")
+        .env_remove("KEYLEDGER_EXPECT_HEAD")
         .stdin(Stdio::null());
     cmd
 }
@@ -1008,18 +1009,40 @@ fn locked_store_is_refused_at_once_with_exit_5() {
 #[test]
 fn missing_store_is_refused_without_being_created() {
     let store = Store::new();
-    for args in [
+    let reads = [
         vec!["list"],
         vec!["show", "0000000000000001"],
         vec!["audit"],
         vec!["check"],
-    ] {
-        let run = store.run(&args);
+        vec!["repair"],
+        vec!["head"],
+        vec!["export", "/nonexistent/backup.kl"],
+    ];
+    for args in &reads {
+        let run = store.run(args);
         assert_eq!(run.code, 5, "{args:?}: {run:?}");
         run.assert_one_error_line();
         assert!(run.stderr.contains("no store"), "{}", run.stderr);
     }
     assert!(!store.path().exists());
+    // A directory that exists but is not a store is refused the same way, and left empty.
+    std::fs::create_dir_all(store.path()).unwrap();
+    for args in &reads {
+        let run = store.run(args);
+        assert_eq!(run.code, 5, "{args:?}: {run:?}");
+    }
+    let verify = store.run_with_stdin(&["verify", "--ip", "10.0.0.1"], "klk_x\n");
+    assert_eq!(verify.code, 5, "{verify:?}");
+    assert_eq!(
+        std::fs::read_dir(store.path()).unwrap().count(),
+        0,
+        "nothing was created"
+    );
+    // And a directory holding something else is never made a store, even by a write.
+    std::fs::write(store.path().join("notes.txt"), "mine").unwrap();
+    let create = store.act("create", ROOT, &["--name", "k", "--role", "bot"]);
+    assert_eq!(create.code, 5, "{create:?}");
+    assert_eq!(std::fs::read_dir(store.path()).unwrap().count(), 1);
 }
 
 #[test]
@@ -1140,10 +1163,12 @@ fn keyed_store_opens_only_with_its_chain_key_file() {
     assert_eq!(check.code, 0, "{check:?}");
     assert!(check.stdout.contains("keyed"), "{}", check.stdout);
 
-    let without = store.run(&["list"]);
-    assert_eq!(without.code, 2, "{without:?}");
-    without.assert_one_error_line();
-    assert!(without.stderr.contains("--chain-key-file"), "{}", without.stderr);
+    for args in [&["list"][..], &["check"], &["repair"], &["head"]] {
+        let without = store.run(args);
+        assert_eq!(without.code, 2, "{args:?}: {without:?}");
+        without.assert_one_error_line();
+        assert!(without.stderr.contains("--chain-key-file"), "{}", without.stderr);
+    }
 
     std::fs::write(&key_file, "not hex").unwrap();
     let bad = store.run(&["--chain-key-file", key_arg, "list"]);
@@ -1192,4 +1217,112 @@ fn store_survives_many_invocations() {
     }
     let check = store.run(&["check"]);
     assert!(check.stdout.starts_with("intact: 5 records"), "{}", check.stdout);
+}
+
+#[test]
+fn chain_key_new_writes_a_private_key_file_once_and_starts_a_keyed_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = Store::new();
+    let key_file = store.dir.path().join("chain.key");
+    let key_arg = key_file.to_str().unwrap();
+    let made = store.run(&["chain-key", "new", key_arg]);
+    assert_eq!(made.code, 0, "{made:?}");
+    let hex = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(hex.trim().len(), 64);
+    assert!(!made.stdout.contains(hex.trim()), "the key is never printed");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let again = store.run(&["chain-key", "new", key_arg]);
+    assert_eq!(again.code, 2, "{again:?}");
+    again.assert_one_error_line();
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap(),
+        hex,
+        "never overwritten"
+    );
+
+    let keyed = |args: &[&str]| {
+        let mut all = vec!["--chain-key-file", key_arg];
+        all.extend_from_slice(args);
+        store.run(&all)
+    };
+    let create = store.act(
+        "create",
+        ROOT,
+        &["--name", "k", "--role", "bot", "--chain-key-file", key_arg],
+    );
+    assert_eq!(create.code, 0, "{create:?}");
+    let head = keyed(&["head", "--json"]).json();
+    assert_eq!(head["keyed"], true);
+    assert_eq!(head["seq"], 1);
+    assert_eq!(head["integrity"], "verified");
+}
+
+#[test]
+fn head_prints_a_witness_that_expect_head_holds_the_store_to() {
+    let store = Store::new();
+    let made = store.create(ROOT, "victim", &["bot"], &[]);
+    let before = store.run(&["head", "--json"]).json();
+    let witness_before = before["witness"].as_str().unwrap().to_owned();
+    assert_eq!(before["seq"], 1);
+    assert_eq!(witness_before, format!("1:{}", before["hash"].as_str().unwrap()));
+    assert!(before["at"].as_str().unwrap().ends_with('Z'));
+
+    let deleted = store.act("delete", ROOT, &[made.id.as_str()]);
+    assert_eq!(deleted.code, 0, "{deleted:?}");
+    let after = store.run(&["head", "--json"]).json();
+    let witness_after = after["witness"].as_str().unwrap().to_owned();
+
+    // The store reaches both heads: the later one, and the one it has passed.
+    for w in [&witness_before, &witness_after] {
+        let run = store.run(&["--expect-head", w, "list"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        let check = store.run(&["--expect-head", w, "check"]);
+        assert_eq!(check.code, 0, "{check:?}");
+    }
+    // A head it never had (a fork) or has not reached is refused.
+    let mut forked = witness_after.clone();
+    let last = forked.pop().unwrap();
+    forked.push(if last == '0' { '1' } else { '0' });
+    let ahead = format!("9:{}", after["hash"].as_str().unwrap());
+    for w in [&forked, &ahead] {
+        let run = store.run(&["--expect-head", w, "list"]);
+        assert_eq!(run.code, 5, "{run:?}");
+        run.assert_one_error_line();
+        let check = store.run(&["--expect-head", w, "check"]);
+        assert_eq!(check.code, 1, "{check:?}");
+        assert!(check.stdout.contains("witness"), "{}", check.stdout);
+    }
+    let bad = store.run(&["--expect-head", "not-a-head", "list"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+}
+
+#[test]
+fn unwhitelisting_the_last_network_needs_allow_any_address() {
+    let store = Store::new();
+    let made = store.create(ALICE, "k", &["bot"], &["10.0.0.0/8"]);
+    let refused = store.act("unwhitelist", ALICE, &[made.id.as_str(), "10.0.0.0/8"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    refused.assert_one_error_line();
+    assert!(
+        refused.stderr.contains("--allow-any-address"),
+        "{}",
+        refused.stderr
+    );
+    let verify = |ip: &str, extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend(["verify", "--ip", ip]);
+        store.run_with_stdin(&args, &format!("{}\n", made.secret)).code
+    };
+    assert_eq!(verify("8.8.8.8", &[]), 1, "still restricted");
+    let opened = store.act(
+        "unwhitelist",
+        ALICE,
+        &[made.id.as_str(), "10.0.0.0/8", "--allow-any-address"],
+    );
+    assert_eq!(opened.code, 0, "{opened:?}");
+    assert!(opened.stdout.contains("any address"), "{}", opened.stdout);
+    assert_eq!(verify("8.8.8.8", &[]), 0);
+    assert_eq!(verify("8.8.8.8", &["--require-whitelist"]), 1);
 }

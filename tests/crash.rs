@@ -500,7 +500,16 @@ struct AfterCrash {
 /// Checks the store after a kill: it opens, its log proves itself, every acknowledged
 /// write is there, and snapshot + tail gives what a full replay gives.
 fn check_after_crash(dir: &Path, acked: &BTreeMap<u64, (String, String)>) -> AfterCrash {
-    let report = KeyStore::builder().check(dir).unwrap();
+    let report = match KeyStore::builder().check(dir) {
+        // Killed before the store was made: nothing can have been acknowledged.
+        Err(keyledger::Error::NotAStore { .. }) if acked.is_empty() => {
+            return AfterCrash {
+                records: 0,
+                from_snapshot: false,
+            };
+        }
+        other => other.unwrap(),
+    };
     assert!(
         report.is_intact(),
         "log does not prove itself after a crash: {report:?}"
@@ -539,7 +548,7 @@ fn check_after_crash(dir: &Path, acked: &BTreeMap<u64, (String, String)>) -> Aft
         .filter(|k| k.deleted.is_none())
         .collect();
     assert_eq!(live, rebuilt);
-    assert_eq!(store.live_keys(), live.len());
+    assert_eq!(store.live_key_count(), live.len());
     AfterCrash {
         records: store.last_seq(),
         from_snapshot: store.opened_from_snapshot(),
@@ -811,7 +820,6 @@ fn a_leftover_unfinished_sled_snapshot_does_not_brick_the_store() {
 /// `conf` is only ever left by an interrupted first open, before sled creates its `db`
 /// file, so nothing was written yet and the store can start again.
 #[test]
-#[ignore = "fails with sled 0.34.7: the store does not yet remove a conf left by an interrupted first open"]
 fn a_first_open_killed_while_sled_writes_its_conf_does_not_brick_the_store() {
     let _turn = one_at_a_time();
     let finished = tempfile::tempdir().unwrap();

@@ -1,5 +1,6 @@
 //! An arbitrary sequence of actors and commands, with restarts, checked after every step
 //! against a small in-memory model of the permission rules and of what verifies.
+//! Restarts open from snapshots, whose prefix must then verify.
 #![no_main]
 
 use std::net::IpAddr;
@@ -44,6 +45,8 @@ enum Op {
         who: Who,
         key: u8,
         net: u8,
+        /// Whether emptying the whitelist (admitting every address) is asked for.
+        any: bool,
     },
     Delete {
         who: Who,
@@ -118,13 +121,16 @@ fn kind(r: &Result<u64, Error>) -> Result<(), &'static str> {
         Err(Error::KeyNotFound(_)) => Err("not found"),
         Err(Error::KeyDeleted(_)) => Err("deleted"),
         Err(Error::WhitelistUnchanged { .. }) => Err("unchanged"),
+        Err(Error::LastWhitelistEntry { .. }) => Err("last entry"),
         Err(e) => panic!("unexpected error: {e}"),
     }
 }
 
 fuzz_target!(|ops: Vec<Op>| {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut store = KeyStore::open(dir.path()).expect("open");
+    // Small snapshot intervals, so restarts open from snapshots too.
+    let open = || KeyStore::builder().snapshot_every(3).open(dir.path());
+    let mut store = open().expect("open");
     let mut keys: Vec<ModelKey> = Vec::new();
     let mut seq = 0u64;
     let unknown: KeyId = "ffffffffffffffff".parse().expect("id");
@@ -172,8 +178,9 @@ fuzz_target!(|ops: Vec<Op>| {
                     Err(e) => panic!("create: {e}"),
                 }
             }
-            Op::Whitelist { who, key, net: n } | Op::Unwhitelist { who, key, net: n } => {
+            Op::Whitelist { who, key, net: n } | Op::Unwhitelist { who, key, net: n, .. } => {
                 let adding = matches!(op, Op::Whitelist { .. });
+                let any = matches!(op, Op::Unwhitelist { any: true, .. });
                 let n = net(n);
                 let i = usize::from(key);
                 let id = keys.get(i).map_or(unknown, |k| k.id);
@@ -181,8 +188,13 @@ fuzz_target!(|ops: Vec<Op>| {
                 if expected.is_ok() && keys[i].whitelist.contains(&n) == adding {
                     expected = Err("unchanged");
                 }
+                if expected.is_ok() && !adding && !any && keys[i].whitelist == [n] {
+                    expected = Err("last entry");
+                }
                 let result = if adding {
                     store.whitelist_ip(&who.actor(), id, [n])
+                } else if any {
+                    store.unwhitelist_ip_allowing_any_address(&who.actor(), id, [n])
                 } else {
                     store.unwhitelist_ip(&who.actor(), id, [n])
                 };
@@ -228,10 +240,11 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Restart => {
                 drop(store);
-                store = KeyStore::open(dir.path()).expect("reopen");
+                store = open().expect("reopen");
+                assert_eq!(store.wait_for_integrity(), keyledger::Integrity::Verified);
             }
         }
         assert_eq!(store.last_seq(), seq);
-        assert_eq!(store.live_keys(), keys.iter().filter(|k| !k.deleted).count());
+        assert_eq!(store.live_key_count(), keys.iter().filter(|k| !k.deleted).count());
     }
 });

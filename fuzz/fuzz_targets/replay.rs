@@ -1,6 +1,7 @@
 //! Arbitrary records placed in a store's log, then open: an error or a consistent store,
-//! never a panic. Half the inputs get their chain links repaired first, so replay reaches
-//! the access rules.
+//! never a panic, and `check` agrees. Half the inputs get their chain links repaired
+//! first, so replay reaches the access rules. Records are laid out as format 1 entries
+//! followed by blocks of arbitrary sizes (a store upgraded from format 1).
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -9,8 +10,12 @@ use libfuzzer_sys::fuzz_target;
 #[derive(Arbitrary, Debug)]
 struct Input {
     rechain: bool,
-    /// `Ok(true)`: the matching anchor; `Ok(false)`: none; `Err`: these bytes.
-    anchor: Result<bool, Vec<u8>>,
+    /// `Ok(true)`: the matching sealed head; `Ok(false)`: none; `Err`: these bytes.
+    head: Result<bool, Vec<u8>>,
+    /// How many records come first, one per entry, as format 1 wrote them.
+    legacy: u8,
+    /// Records per block, cycled.
+    blocks: Vec<u8>,
     records: Vec<Vec<u8>>,
 }
 
@@ -40,17 +45,18 @@ fuzz_target!(|input: Input| {
             }
         };
         let log = db.open_tree("log").expect("tree");
-        for (i, bytes) in records.iter().enumerate() {
-            log.insert((i as u64 + 1).to_be_bytes(), bytes.as_slice())
-                .expect("insert");
+        let entries = keyledger::fuzzing::entries(&records, usize::from(input.legacy), &input.blocks);
+        for (key, bytes) in entries {
+            log.insert(key.to_be_bytes(), bytes).expect("insert");
         }
-        let anchor = match input.anchor {
-            Ok(true) => keyledger::fuzzing::anchor_for(&records),
+        let head = match input.head {
+            Ok(true) => keyledger::fuzzing::head_for(&records),
             Ok(false) => None,
             Err(bytes) => Some(bytes),
         };
-        if let Some(anchor) = anchor {
-            log.insert(b"head", anchor).expect("insert");
+        match head {
+            Some(head) => log.insert(b"head", head).map(drop).expect("insert"),
+            None => log.remove(b"head").map(drop).expect("remove"),
         }
         db.flush().expect("flush");
     }
@@ -63,7 +69,7 @@ fuzz_target!(|input: Input| {
             assert_eq!(store.last_seq(), records.len() as u64);
             assert_eq!(store.audit().len(), records.len());
             let live = store.keys();
-            assert_eq!(live.len(), store.live_keys());
+            assert_eq!(live.len(), store.live_key_count());
             assert!(live.iter().all(|k| k.deleted.is_none()));
         }
         Err(_) => assert!(!report.is_intact(), "check passed a log that open rejects"),

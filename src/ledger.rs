@@ -1,0 +1,753 @@
+//! The ledger: the one state machine that decides what enters the log and what the log
+//! means.
+//!
+//! It owns the projection, its head and the chain, and has exactly two ways in:
+//! [`Ledger::prepare`] turns commands, checked against the current state, into chained,
+//! encoded records (it changes nothing), and [`Ledger::accept`] decodes records, checks
+//! them (sequence, link, time, fields, access rules) and applies them. The writer (after
+//! its sync), open (full replay and snapshot tail), `check`, `repair` and `import` all
+//! go through them. It never does I/O beyond reading the log it is handed.
+
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
+use ipnet::IpNet;
+use rand::RngCore;
+use rand::rngs::StdRng;
+
+use crate::access::{self, KeyState};
+use crate::chain::{Chain, ChainMarker, Head, StoredHead};
+use crate::check::{ProblemKind, Progress};
+use crate::codec::{self, BlockWriter, STORE_FORMAT};
+use crate::event::{Actor, Event, KeyId, NewKey, Record};
+use crate::log::{Batch, Entry, Log, LogRead, MetaKey};
+use crate::projection::Projection;
+use crate::token::KeyHash;
+use crate::{Error, Witness};
+
+/// How far ahead of this machine's clock a record's time may be. Times never go
+/// backwards along the log, so a record from the far future (a clock jump, a crafted
+/// backup) would freeze every later timestamp; accepting at most this much bounds the
+/// freeze.
+pub(crate) const MAX_CLOCK_LEAD_MICROS: i64 = 24 * 3600 * 1_000_000;
+
+pub(crate) fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// What a command asks for.
+pub(crate) enum Op {
+    Create {
+        new: NewKey,
+        hash: KeyHash,
+        tail: [u8; 4],
+    },
+    Whitelist {
+        id: KeyId,
+        nets: Vec<IpNet>,
+    },
+    Unwhitelist {
+        id: KeyId,
+        nets: Vec<IpNet>,
+        /// Whether the whitelist may end up empty, admitting every address.
+        allow_any_address: bool,
+    },
+    Delete {
+        id: KeyId,
+    },
+}
+
+impl Op {
+    /// The existing key the command acts on (`None` for a creation).
+    pub(crate) fn key_id(&self) -> Option<KeyId> {
+        match self {
+            Op::Create { .. } => None,
+            Op::Whitelist { id, .. } | Op::Unwhitelist { id, .. } | Op::Delete { id } => Some(*id),
+        }
+    }
+}
+
+/// A command: who asks for what.
+pub(crate) struct Command {
+    pub(crate) actor: Actor,
+    pub(crate) op: Op,
+}
+
+/// Commands turned into records, not yet durable nor applied.
+pub(crate) struct Prepared {
+    /// The log entries (blocks) that hold the records, in order.
+    pub(crate) entries: Vec<Entry>,
+    /// The head once they are applied.
+    pub(crate) head: Head,
+    /// For each command: the key and the sequence number of its last record, or why it
+    /// was refused (a refused command has no records).
+    pub(crate) outcomes: Vec<Result<(KeyId, u64), Error>>,
+}
+
+/// The store's layout and chain, as its metadata says.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogInfo {
+    pub(crate) format: u32,
+    pub(crate) marker: ChainMarker,
+}
+
+/// Reads a store's metadata without changing anything; `None` for a log that was never
+/// initialized.
+pub(crate) fn read_info(log: &dyn LogRead) -> Result<Option<LogInfo>, Error> {
+    let meta = |what: &str| Error::corrupt(0, ProblemKind::Invalid, what.to_owned());
+    let Some(format) = log.meta(MetaKey::Format)? else {
+        // Initialization writes the head first: a log with nothing but a genesis head
+        // was cut short while it was created.
+        let bare = log.scan(0).next().is_none();
+        return match log.head()? {
+            None if bare => Ok(None),
+            Some(h) if bare && is_genesis(&h) => Ok(None),
+            _ => Err(meta("the log has records but no format marker")),
+        };
+    };
+    let format = <[u8; 4]>::try_from(format.as_slice())
+        .map(u32::from_le_bytes)
+        .map_err(|_| meta("the store's format marker is not 4 bytes"))?;
+    if format == 0 || format > STORE_FORMAT {
+        return Err(Error::UnsupportedVersion {
+            found: format,
+            supported: STORE_FORMAT,
+        });
+    }
+    let marker = log
+        .meta(MetaKey::Chain)?
+        .ok_or_else(|| meta("the chain marker is missing"))?;
+    let marker = ChainMarker::from_bytes(&marker).ok_or_else(|| meta("the chain marker is malformed"))?;
+    Ok(Some(LogInfo { format, marker }))
+}
+
+/// Whether `bytes` are a sealed head at sequence number 0 (its seal unchecked: the chain
+/// is not known yet): what creating a store writes first.
+fn is_genesis(bytes: &[u8]) -> bool {
+    codec::sealed_head_seq(bytes) == Some(0)
+}
+
+/// Makes an empty log a store in the current format, chained with `chain`: the sealed
+/// genesis head first, then the markers, then a sync.
+pub(crate) fn initialize(log: &mut dyn Log, chain: &Chain) -> Result<LogInfo, Error> {
+    log.write(&Batch {
+        discard_from: None,
+        entries: &[],
+        head: &codec::encode_head(Head::EMPTY, chain)?,
+    })?;
+    log.set_meta(MetaKey::Format, &STORE_FORMAT.to_le_bytes())?;
+    log.set_meta(MetaKey::Chain, &chain.marker().to_bytes())?;
+    log.sync()?;
+    Ok(LogInfo {
+        format: STORE_FORMAT,
+        marker: chain.marker(),
+    })
+}
+
+/// Checks that `chain` fits a store with this metadata.
+pub(crate) fn chain_fits(info: LogInfo, chain: &Chain) -> Result<(), Error> {
+    match info.marker.mismatch(chain) {
+        Some(problem) => Err(Error::ChainKeyMismatch(problem)),
+        None => Ok(()),
+    }
+}
+
+/// The stored head, its seal checked; `None` only in a format 1 store that has no
+/// records yet.
+pub(crate) fn stored_head(
+    log: &dyn LogRead,
+    chain: &Chain,
+    info: LogInfo,
+) -> Result<Option<StoredHead>, Error> {
+    match log.head()? {
+        Some(bytes) => codec::decode_head(&bytes, chain, info.format == 1).map(Some),
+        None if info.format == 1 => Ok(None),
+        None => Err(Error::corrupt(
+            0,
+            ProblemKind::Head,
+            "the head is missing: the log was wiped or truncated",
+        )),
+    }
+}
+
+/// Whether the head reached by replay is the stored one; names the damage if not.
+pub(crate) fn reaches_head(stored: Option<StoredHead>, head: Head) -> Result<(), Error> {
+    let stored_seq = stored.map_or(0, StoredHead::seq);
+    match stored {
+        None if head.seq == 0 => Ok(()),
+        None => Err(Error::corrupt(
+            0,
+            ProblemKind::Head,
+            "the log has records but no head",
+        )),
+        Some(_) if stored_seq > head.seq => Err(Error::corrupt(
+            head.seq + 1,
+            ProblemKind::Removed,
+            format!(
+                "records {}..={stored_seq} are missing: the log ends before its head",
+                head.seq + 1
+            ),
+        )),
+        Some(_) if stored_seq < head.seq => Err(Error::corrupt(
+            stored_seq + 1,
+            ProblemKind::Inserted,
+            format!(
+                "records {}..={} follow the head: never acknowledged, or inserted",
+                stored_seq + 1,
+                head.seq
+            ),
+        )),
+        Some(s) if !s.matches(head) => Err(Error::corrupt(
+            head.seq,
+            ProblemKind::Edited,
+            "the last record does not match the head: it was edited",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The chain hash of record `seq`, read from the log; `None` if there is no such record.
+pub(crate) fn record_hash(log: &dyn LogRead, chain: &Chain, seq: u64) -> Result<Option<[u8; 32]>, Error> {
+    let Some((key, bytes)) = log.floor(seq)? else {
+        return Ok(None);
+    };
+    Ok(codec::entry_records(key, &bytes)?
+        .into_iter()
+        .find(|(s, _)| *s == seq)
+        .map(|(_, record)| chain.hash(record)))
+}
+
+/// Whether the log, whose state reached `head`, reaches or passes the witness: record
+/// `witness.seq` exists and has the witness's chain hash. The chain links every later
+/// record to it, so a log that passes was not rolled back past, or forked from, it.
+pub(crate) fn reaches_witness(
+    log: &dyn LogRead,
+    chain: &Chain,
+    head: Head,
+    witness: Witness,
+) -> Result<(), Error> {
+    let mismatch = |reason: String| Error::WitnessMismatch {
+        expected_seq: witness.seq,
+        reason,
+    };
+    if head.seq < witness.seq {
+        return Err(mismatch(format!(
+            "the log ends at record {}: it was rolled back or replaced",
+            head.seq
+        )));
+    }
+    let hash = match witness.seq {
+        0 => Some([0; 32]),
+        seq if seq == head.seq => Some(head.hash),
+        seq => record_hash(log, chain, seq)?,
+    };
+    if hash != Some(witness.hash) {
+        return Err(mismatch(format!(
+            "record {} is not the one the witness names: the log was forked or replaced",
+            witness.seq
+        )));
+    }
+    Ok(())
+}
+
+/// The state machine; see the module doc.
+pub(crate) struct Ledger {
+    state: Arc<ShardedLock<Projection>>,
+    chain: Chain,
+}
+
+impl Ledger {
+    /// A ledger at the start of the log.
+    pub(crate) fn new(chain: Chain) -> Self {
+        Ledger::from_projection(Projection::new(), chain)
+    }
+
+    /// A ledger that continues from `proj` (a snapshot's state).
+    pub(crate) fn from_projection(proj: Projection, chain: Chain) -> Self {
+        Ledger {
+            state: Arc::new(ShardedLock::new(proj)),
+            chain,
+        }
+    }
+
+    pub(crate) fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// The state, for readers.
+    pub(crate) fn read(&self) -> ShardedLockReadGuard<'_, Projection> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn write_state(&self) -> ShardedLockWriteGuard<'_, Projection> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn head(&self) -> Head {
+        self.read().head()
+    }
+
+    /// Decodes, checks and applies the records of `entries`, in order; records at or
+    /// before the head (the start of a block a snapshot ends inside) are skipped. Stops at
+    /// the first record that does not fit, with everything before it applied.
+    pub(crate) fn accept(&self, entries: &[Entry]) -> Result<(), Error> {
+        let mut proj = self.write_state();
+        let now = now_micros();
+        for (key, bytes) in entries {
+            self.accept_entry(&mut proj, *key, bytes, u64::MAX, now)?;
+        }
+        Ok(())
+    }
+
+    /// Accepts the records of one entry up to record `until`.
+    fn accept_entry(
+        &self,
+        proj: &mut Projection,
+        key: u64,
+        bytes: &[u8],
+        until: u64,
+        now: i64,
+    ) -> Result<(), Error> {
+        for (seq, record) in codec::entry_records(key, bytes)? {
+            if seq <= proj.head().seq {
+                continue;
+            }
+            if seq > until {
+                break;
+            }
+            self.accept_record(proj, seq, record, now)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes, checks and applies one encoded record found at `seq`.
+    pub(crate) fn accept_record(
+        &self,
+        proj: &mut Projection,
+        seq: u64,
+        bytes: &[u8],
+        now: i64,
+    ) -> Result<(), Error> {
+        accept_hashed(proj, seq, bytes, self.chain.hash(bytes), now)
+    }
+
+    /// Replays the records of `log` after the head and up to record `until` onto the
+    /// state. The stored head is not compared: see [`reaches_head`].
+    pub(crate) fn replay(
+        &self,
+        log: &dyn LogRead,
+        until: u64,
+        total: u64,
+        progress: &Progress,
+    ) -> Result<(), Error> {
+        let mut proj = self.write_state();
+        let after = proj.head().seq;
+        // The entry that holds the first record wanted may start before it (a snapshot
+        // can end inside a block).
+        let from = match after {
+            0 => 0,
+            _ => log.floor(after + 1)?.map_or(after + 1, |e| e.0),
+        };
+        let now = now_micros();
+        let mut reported = after;
+        report(progress, after, total);
+        // Two stages on two threads: reading the engine's pages, splitting blocks and
+        // hashing records runs ahead of decoding, checking and applying them in order.
+        std::thread::scope(|s| {
+            let (tx, rx) = crossbeam_channel::bounded::<Vec<ReadEntry>>(4);
+            let chain = &self.chain;
+            s.spawn(move || read_ahead(log, chain, from, until, &tx));
+            for batch in rx {
+                for item in batch {
+                    let entry = item?;
+                    for (seq, range, hash) in entry.records {
+                        if seq <= proj.head().seq {
+                            continue;
+                        }
+                        accept_hashed(&mut proj, seq, &entry.bytes[range], hash, now)?;
+                    }
+                    let seq = proj.head().seq;
+                    if seq >= reported + PROGRESS_EVERY {
+                        reported = seq;
+                        report(progress, seq, total);
+                    }
+                }
+            }
+            Ok::<(), Error>(())
+        })?;
+        report(progress, proj.head().seq, total);
+        Ok(())
+    }
+
+    /// Turns commands into chained, encoded records, each checked against the state as
+    /// the commands before it leave it. Changes nothing: the records count once they are
+    /// durable and [`Ledger::accept`]ed. Two commands here must not act on the same
+    /// existing key (the writer defers the second to its next batch).
+    pub(crate) fn prepare(&self, commands: &[&Command], ids: &mut StdRng) -> Prepared {
+        let proj = self.read();
+        let now = now_micros();
+        let mut head = proj.head();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut block: Option<BlockWriter> = None;
+        let mut new_ids: HashSet<KeyId> = HashSet::new();
+        let mut new_hashes: HashSet<KeyHash> = HashSet::new();
+        let mut outcomes = Vec::with_capacity(commands.len());
+        for cmd in commands {
+            let encoded = events(&proj, cmd, &mut new_ids, &mut new_hashes, ids).and_then(|(id, events)| {
+                let mut next = head;
+                let mut out = Vec::with_capacity(events.len());
+                for event in events {
+                    let record = Record {
+                        seq: next.seq + 1,
+                        at: now.max(next.at),
+                        actor: cmd.actor.clone(),
+                        event,
+                        prev: next.hash,
+                    };
+                    let bytes = codec::encode_record(&record)?;
+                    next = Head {
+                        seq: record.seq,
+                        hash: self.chain.hash(&bytes),
+                        at: record.at,
+                    };
+                    out.push(bytes);
+                }
+                Ok((id, next, out))
+            });
+            let (id, next, records) = match encoded {
+                Ok(done) => done,
+                Err(e) => {
+                    outcomes.push(Err(e));
+                    continue;
+                }
+            };
+            for (i, bytes) in records.iter().enumerate() {
+                let seq = head.seq + 1 + i as u64;
+                if block.as_ref().is_some_and(|b| !b.fits(bytes.len())) {
+                    entries.extend(block.take().map(BlockWriter::finish));
+                }
+                block.get_or_insert_with(|| BlockWriter::new(seq)).push(bytes);
+            }
+            head = next;
+            outcomes.push(Ok((id, head.seq)));
+        }
+        entries.extend(block.filter(|b| !b.is_empty()).map(BlockWriter::finish));
+        Prepared {
+            entries,
+            head,
+            outcomes,
+        }
+    }
+
+    /// The encoded, sealed head.
+    pub(crate) fn encode_head(&self, head: Head) -> Result<Vec<u8>, Error> {
+        codec::encode_head(head, &self.chain)
+    }
+}
+
+/// Decodes, checks and applies one encoded record found at `seq`, whose chain hash is
+/// `hash`.
+fn accept_hashed(
+    proj: &mut Projection,
+    seq: u64,
+    bytes: &[u8],
+    hash: [u8; 32],
+    now: i64,
+) -> Result<(), Error> {
+    let expected = proj.head().seq + 1;
+    if seq != expected {
+        return Err(Error::corrupt(
+            expected,
+            ProblemKind::Removed,
+            format!("record {expected} is missing; found {seq}"),
+        ));
+    }
+    let record = codec::decode_record(bytes, seq)?;
+    if record.seq != seq {
+        return Err(Error::corrupt(
+            seq,
+            ProblemKind::Reordered,
+            format!("record stored at {seq} says it is {}", record.seq),
+        ));
+    }
+    admit(proj, &record, now)?;
+    proj.apply(&record, hash)
+}
+
+/// Whether `record` may follow the state's head: its sequence number, chain link, time,
+/// fields, and the access rules. A record that passes can be applied.
+fn admit(proj: &Projection, record: &Record, now: i64) -> Result<(), Error> {
+    let head = proj.head();
+    let seq = record.seq;
+    if record.prev != head.hash {
+        return Err(match seq {
+            1 => Error::corrupt(1, ProblemKind::Edited, "record 1 does not start the hash chain"),
+            _ => Error::corrupt(
+                seq - 1,
+                ProblemKind::Edited,
+                format!(
+                    "record {} was changed: record {seq}'s link to it does not match",
+                    seq - 1
+                ),
+            ),
+        });
+    }
+    if record.at < head.at {
+        return Err(Error::corrupt(
+            seq,
+            ProblemKind::Invalid,
+            "its time goes backwards",
+        ));
+    }
+    if record.at > now.saturating_add(MAX_CLOCK_LEAD_MICROS) {
+        return Err(Error::corrupt(
+            seq,
+            ProblemKind::Invalid,
+            "its time is more than a day ahead of this machine's clock",
+        ));
+    }
+    if let Event::Created { hash, .. } = &record.event
+        && proj.contains_hash(hash)
+    {
+        return Err(Error::corrupt(
+            seq,
+            ProblemKind::Invalid,
+            "a live key already has this hash",
+        ));
+    }
+    access::authorize(
+        &record.actor,
+        &record.event,
+        proj.key_state(record.event.key_id()),
+    )
+    .map_err(|e| {
+        Error::corrupt(
+            seq,
+            ProblemKind::Invalid,
+            format!("it breaks the access rules: {e}"),
+        )
+    })
+}
+
+/// The key a command acts on (a new id for a creation) and the events it would record,
+/// checked against the rules.
+fn events(
+    proj: &Projection,
+    cmd: &Command,
+    new_ids: &mut HashSet<KeyId>,
+    new_hashes: &mut HashSet<KeyHash>,
+    ids: &mut StdRng,
+) -> Result<(KeyId, Vec<Event>), Error> {
+    let events = match &cmd.op {
+        Op::Create { new, hash, tail } => {
+            if proj.contains_hash(hash) || !new_hashes.insert(*hash) {
+                return Err(Error::invalid(
+                    "key",
+                    "generated key collides with a live key; retry",
+                ));
+            }
+            let id = loop {
+                let id = KeyId(ids.next_u64());
+                if !proj.contains_id(id) && new_ids.insert(id) {
+                    break id;
+                }
+            };
+            vec![Event::Created {
+                id,
+                hash: *hash,
+                tail: *tail,
+                name: new.name.clone(),
+                roles: new.roles.clone(),
+                whitelist: new.whitelist.clone(),
+            }]
+        }
+        Op::Whitelist { id, nets } => nets
+            .iter()
+            .map(|&net| Event::Whitelisted { id: *id, net })
+            .collect(),
+        Op::Unwhitelist { id, nets, .. } => nets
+            .iter()
+            .map(|&net| Event::Unwhitelisted { id: *id, net })
+            .collect(),
+        Op::Delete { id } => vec![Event::Deleted { id: *id }],
+    };
+    // Events of one command all touch one key; check each against that key's state as
+    // the earlier ones leave it.
+    let mut whitelist: Option<Vec<IpNet>> = None;
+    for event in &events {
+        let base = proj.key_state(event.key_id());
+        let state = base.map(|s| KeyState {
+            whitelist: whitelist.as_deref().unwrap_or(s.whitelist),
+            ..s
+        });
+        access::authorize(&cmd.actor, event, state)?;
+        if let (Some(base), Event::Whitelisted { net, .. } | Event::Unwhitelisted { net, .. }) = (base, event)
+        {
+            let list = whitelist.get_or_insert_with(|| base.whitelist.to_vec());
+            if matches!(event, Event::Whitelisted { .. }) {
+                list.push(*net);
+            } else {
+                list.retain(|n| n != net);
+            }
+        }
+    }
+    if let Op::Unwhitelist {
+        id,
+        allow_any_address: false,
+        ..
+    } = &cmd.op
+        && whitelist.as_ref().is_some_and(Vec::is_empty)
+    {
+        return Err(Error::LastWhitelistEntry { id: *id });
+    }
+    let id = events
+        .first()
+        .map(Event::key_id)
+        .ok_or_else(|| Error::invalid("network", "no address or range given"))?;
+    Ok((id, events))
+}
+
+/// An entry read from the log, split into records and hashed: for each record its
+/// sequence number, where it is in `bytes`, and its chain hash.
+struct HashedEntry {
+    bytes: Vec<u8>,
+    records: Vec<(u64, std::ops::Range<usize>, [u8; 32])>,
+}
+
+type ReadEntry = Result<HashedEntry, Error>;
+
+const PROGRESS_EVERY: u64 = 16_384;
+/// The reader hands over entries in batches of about this many bytes.
+const READ_AHEAD_BYTES: usize = 256 << 10;
+const READ_AHEAD_ENTRIES: usize = 1024;
+
+pub(crate) fn report(progress: &Progress, done: u64, total: u64) {
+    if let Some(f) = progress {
+        f(done, total.max(done));
+    }
+}
+
+/// Splits an entry into records and hashes each (records past `until` are left out).
+fn hash_entry(chain: &Chain, key: u64, bytes: Vec<u8>, until: u64) -> ReadEntry {
+    let base = bytes.as_ptr() as usize;
+    let records = codec::entry_records(key, &bytes)?
+        .into_iter()
+        .take_while(|(seq, _)| *seq <= until)
+        .map(|(seq, record)| {
+            let start = record.as_ptr() as usize - base;
+            (seq, start..start + record.len(), chain.hash(record))
+        })
+        .collect();
+    Ok(HashedEntry { bytes, records })
+}
+
+/// Reads entries from `from` on (up to the one holding record `until`), splits and hashes
+/// them, and hands them over in batches, until the log ends, a read fails, or the receiver
+/// hangs up.
+fn read_ahead(
+    log: &dyn LogRead,
+    chain: &Chain,
+    from: u64,
+    until: u64,
+    tx: &crossbeam_channel::Sender<Vec<ReadEntry>>,
+) {
+    let mut batch = Vec::with_capacity(READ_AHEAD_ENTRIES);
+    let mut bytes = 0;
+    for item in log.scan(from) {
+        if matches!(item, Ok((key, _)) if key > until) {
+            break;
+        }
+        let item = item
+            .map_err(Error::from)
+            .and_then(|(key, value)| hash_entry(chain, key, value, until));
+        let failed = item.is_err();
+        bytes += item.as_ref().map_or(0, |e| e.bytes.len());
+        batch.push(item);
+        if failed || batch.len() == READ_AHEAD_ENTRIES || bytes >= READ_AHEAD_BYTES {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(READ_AHEAD_ENTRIES));
+            bytes = 0;
+            // A failed read ends the stream; the receiver reports it.
+            if tx.send(full).is_err() || failed {
+                return;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(batch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: u64, at: i64, prev: [u8; 32]) -> Vec<u8> {
+        let new = NewKey::new(format!("key {seq}")).role("bot");
+        let mut hash = [0u8; 32];
+        hash[..8].copy_from_slice(&seq.to_le_bytes());
+        codec::encode_record(&Record {
+            seq,
+            at,
+            actor: Actor::admin("alice"),
+            event: Event::Created {
+                id: KeyId(seq),
+                hash: KeyHash(hash),
+                tail: *b"abcd",
+                name: new.name,
+                roles: new.roles,
+                whitelist: Vec::new(),
+            },
+            prev,
+        })
+        .unwrap()
+    }
+
+    /// A record from the far future would freeze every later time (times never go
+    /// backwards): one more than a day ahead of the clock is refused; one within the day
+    /// is accepted, and later records keep to its time.
+    #[test]
+    fn a_record_from_the_far_future_is_refused_and_a_near_one_bounds_later_times() {
+        let chain = Chain::new(None);
+        let now = now_micros();
+        let far = Ledger::new(chain.clone());
+        let err = far
+            .accept_record(
+                &mut far.write_state(),
+                1,
+                &record(1, now + 2 * MAX_CLOCK_LEAD_MICROS, [0; 32]),
+                now,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Corrupt {
+                    seq: 1,
+                    kind: ProblemKind::Invalid,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(far.head().seq, 0);
+
+        let near = Ledger::new(chain.clone());
+        let ahead = now + MAX_CLOCK_LEAD_MICROS / 2;
+        let first = record(1, ahead, [0; 32]);
+        near.accept_record(&mut near.write_state(), 1, &first, now)
+            .unwrap();
+        let mut ids = <StdRng as rand::SeedableRng>::seed_from_u64(1);
+        let delete = Command {
+            actor: Actor::admin("alice"),
+            op: Op::Delete { id: KeyId(1) },
+        };
+        let prepared = near.prepare(&[&delete], &mut ids);
+        near.accept(&prepared.entries).unwrap();
+        assert_eq!(near.head().seq, 2);
+        assert_eq!(near.head().at, ahead, "never before the record it follows");
+    }
+}
