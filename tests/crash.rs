@@ -11,6 +11,9 @@
 //! earlier kill: the parent also checks a copy of the store with such files cut.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::copy_dir;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -436,19 +439,6 @@ fn half_written_files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// A kill a moment earlier would have left each half-written file shorter: any prefix of

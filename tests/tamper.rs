@@ -7,6 +7,9 @@
 //! (`docs/design.md`), so they rebuild blocks and their checksums; they lack the chain key.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::copy_dir;
 use std::path::Path;
 
 use keyledger::{Actor, ChainKey, ChainKeyProblem, Error, KeyStore, NewKey, Problem, ProblemKind};
@@ -317,19 +320,6 @@ fn a_keyed_store_needs_its_key() {
         Err(Error::ChainKeyMismatch(ChainKeyProblem::Wrong))
     ));
     assert!(format!("{:?}", ChainKey::from_hex(&"01".repeat(32)).unwrap()).contains("redacted"));
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// The rollbacks an attacker with write access tries against a keyed store, to revive the

@@ -1,0 +1,17 @@
+//! Helpers shared by the integration tests that handle a store's files directly.
+
+use std::path::Path;
+
+/// Copies a directory tree (a store, to tamper with or check a copy of it).
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
