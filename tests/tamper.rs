@@ -104,6 +104,14 @@ fn with_raw_db(dir: &Path, f: impl FnOnce(&sled::Db)) {
     db.flush().unwrap();
 }
 
+/// Format 1's anchor: version 1, sequence number, chain hash; no seal.
+fn unsealed_anchor(seq: u64, hash: &[u8]) -> Vec<u8> {
+    let mut a = 1u16.to_le_bytes().to_vec();
+    a.extend_from_slice(&seq.to_le_bytes());
+    a.extend_from_slice(hash);
+    a
+}
+
 fn with_raw_log(dir: &Path, f: impl FnOnce(&Records<'_>)) {
     with_raw_db(dir, |db| f(&Records(&db.open_tree("log").unwrap())));
 }
@@ -329,14 +337,6 @@ mod rollback {
 
     fn keyed() -> keyledger::Builder {
         KeyStore::builder().chain_key(ChainKey::from_hex(&"7e".repeat(32)).unwrap())
-    }
-
-    /// Format 1's anchor: version 1, sequence number, chain hash; no seal.
-    fn unsealed_anchor(seq: u64, hash: &[u8]) -> Vec<u8> {
-        let mut a = 1u16.to_le_bytes().to_vec();
-        a.extend_from_slice(&seq.to_le_bytes());
-        a.extend_from_slice(hash);
-        a
     }
 
     /// A record's `prev`, the chain hash of the record before it: its last 32 bytes.
@@ -607,10 +607,8 @@ fn a_format_1_store_opens_and_continues_in_blocks() {
         for (i, r) in all.iter().enumerate() {
             log.insert((i as u64 + 1).to_be_bytes(), r.as_slice()).unwrap();
         }
-        let mut anchor = 1u16.to_le_bytes().to_vec();
-        anchor.extend_from_slice(&RECORDS.to_le_bytes());
-        anchor.extend_from_slice(last.as_bytes());
-        log.insert(b"head", anchor).unwrap();
+        log.insert(b"head", unsealed_anchor(RECORDS, last.as_bytes()))
+            .unwrap();
         db.open_tree("meta")
             .unwrap()
             .insert(b"format", &1u32.to_le_bytes())
