@@ -723,6 +723,12 @@ impl Projection {
         })
     }
 
+    /// Unindexes every key for verification, so that none verifies: a state that proved
+    /// damaged fails closed. Listings and the audit trail stay readable.
+    pub(crate) fn stop_verifying(&mut self) {
+        self.by_hash.clear();
+    }
+
     pub(crate) fn live_count(&self) -> usize {
         self.by_hash.len()
     }

@@ -51,8 +51,9 @@ pub enum Integrity {
     /// Opened from a snapshot: the records before it are being verified in the
     /// background.
     Verifying,
-    /// The records before the snapshot do not prove the state it holds; the store
-    /// refuses writes. Restore it from a backup.
+    /// The records before the snapshot do not prove the state it holds: the store fails
+    /// closed, verifying no key and refusing writes. If `check` (with snapshots) names only
+    /// the snapshot, remove the snapshot file and reopen; otherwise restore from a backup.
     Damaged(Problem),
 }
 
@@ -550,7 +551,7 @@ impl KeyStore {
         let verifier = match seal {
             Some(seal) => Some(spawn_verifier(
                 log.reader(),
-                chain.clone(),
+                Arc::clone(&ledger),
                 seal,
                 Arc::clone(&integrity),
                 Arc::clone(&cancel),
@@ -824,7 +825,7 @@ impl KeyStore {
     /// Whether the history this store was opened from is proven. Opening from a
     /// snapshot takes the records before it on trust and verifies them in the
     /// background; until then this is [`Integrity::Verifying`]. A store whose history
-    /// proves damaged refuses every write.
+    /// proves damaged fails closed: it verifies no key and refuses every write.
     pub fn integrity(&self) -> Integrity {
         self.integrity.get()
     }
@@ -850,10 +851,12 @@ fn request_nets(nets: impl IntoIterator<Item = IpNet>) -> Result<Vec<IpNet>, Err
 }
 
 /// Verifies the records under a snapshot on a thread of its own and records the result.
-/// Setting `cancel` (the store is closing) stops it early, leaving the integrity unknown.
+/// A store whose history proves damaged fails closed: no key verifies any more (a full
+/// replay would not have opened it at all), and writes are refused. Setting `cancel` (the
+/// store is closing) stops the check early, leaving the integrity unknown.
 fn spawn_verifier(
     log: Box<dyn LogRead>,
-    chain: Chain,
+    ledger: Arc<Ledger>,
     seal: snapshot::Seal,
     integrity: Arc<IntegrityCell>,
     cancel: Arc<AtomicBool>,
@@ -865,23 +868,25 @@ fn spawn_verifier(
                 inner: log,
                 cancel: Arc::clone(&cancel),
             };
-            let verdict = snapshot::verify_prefix(&log, &chain, seal, &None);
+            let verdict = snapshot::verify_prefix(&log, ledger.chain(), seal, &None);
             if cancel.load(Ordering::Acquire) {
                 return;
             }
-            integrity.set(match verdict {
-                Ok(()) => Integrity::Verified,
-                Err(Error::Corrupt { seq, kind, reason }) => Integrity::Damaged(Problem {
+            let problem = match verdict {
+                Ok(()) => return integrity.set(Integrity::Verified),
+                Err(Error::Corrupt { seq, kind, reason }) => Problem {
                     seq,
                     kind,
                     detail: reason,
-                }),
-                Err(e) => Integrity::Damaged(Problem {
+                },
+                Err(e) => Problem {
                     seq: 0,
                     kind: ProblemKind::Undecodable,
                     detail: e.to_string(),
-                }),
-            });
+                },
+            };
+            ledger.write_state().stop_verifying();
+            integrity.set(Integrity::Damaged(problem));
         })?)
 }
 
@@ -1049,7 +1054,11 @@ impl Writer {
             if !batch.is_empty() && self.commit(batch, &mut deferred).is_err() {
                 break;
             }
-            if let Some(s) = self.snapshots.as_mut() {
+            if let Some(s) = self
+                .snapshots
+                .as_mut()
+                .filter(|_| self.integrity.refusal().is_none())
+            {
                 s.save_if(&self.ledger, snapshot::Policy::due, false);
             }
             if let Some((path, reply)) = export {
@@ -1060,8 +1069,12 @@ impl Writer {
         if self.unacknowledged_from.is_some() && self.roll_back() {
             let _ = self.log.sync();
         }
+        let damaged = self.integrity.refusal().is_some();
         if let Some(s) = self.snapshots.as_mut() {
-            s.save_if(&self.ledger, snapshot::Policy::due_at_close, true);
+            // A damaged state is never saved: the next open must find the damage again.
+            if !damaged {
+                s.save_if(&self.ledger, snapshot::Policy::due_at_close, true);
+            }
             s.finish();
         }
     }

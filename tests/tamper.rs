@@ -698,6 +698,8 @@ fn damage_behind_a_snapshot_is_found_after_open_and_stops_writes() {
         Err(Error::Corrupt { .. })
     ));
     assert_eq!(store.last_seq(), RECORDS);
+    assert_eq!(store.live_key_count(), 0, "a damaged store verifies no key");
+    assert_eq!(store.keys().len(), 4, "its listings stay readable");
     drop(store);
     let found = problems_with(dir.path(), keyed());
     assert!(found.contains(&(2, ProblemKind::Removed)), "{found:?}");
