@@ -395,6 +395,11 @@ impl BlockWriter {
     }
 }
 
+/// Whether a log entry is a block (format 2) rather than a format 1 record.
+pub(crate) fn is_block(entry: &[u8]) -> bool {
+    version_of(entry) == Some(BLOCK_VERSION)
+}
+
 /// The records of one log entry, as `(sequence number, encoded record)`, in order: the
 /// entry itself for a format 1 record, each record of a block. The records are not
 /// decoded; a damaged block is an error.

@@ -163,6 +163,19 @@ pub(crate) fn stored_head(
     chain: &Chain,
     info: LogInfo,
 ) -> Result<Option<StoredHead>, Error> {
+    if info.format == 1
+        && let Some((key, last)) = log.floor(u64::MAX)?
+        && codec::is_block(&last)
+    {
+        // The writer syncs format 2 before it writes its first block, and blocks only
+        // follow format 1 entries: a format 1 store whose last entry is a block had its
+        // marker rolled back, to pass off an unsealed anchor.
+        return Err(Error::corrupt(
+            key,
+            ProblemKind::Head,
+            "a format 1 store holds format 2 blocks: its format marker was rolled back",
+        ));
+    }
     match log.head()? {
         Some(bytes) => codec::decode_head(&bytes, chain, info.format == 1).map(Some),
         None if info.format == 1 => Ok(None),

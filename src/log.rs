@@ -126,6 +126,11 @@ pub(crate) mod tests {
         assert_eq!(all.len(), 3, "a reader sees later writes");
         assert_eq!(reader.head().unwrap(), Some(b"head-4".to_vec()));
         assert_eq!(log.floor(3).unwrap().map(|e| e.0), Some(2));
+        assert_eq!(
+            log.floor(u64::MAX).unwrap().map(|e| e.0),
+            Some(4),
+            "never the head"
+        );
         assert_eq!(log.floor(0).unwrap(), None);
         assert_eq!(log.scan(3).next().unwrap().unwrap().0, 4);
         log.write(&Batch {

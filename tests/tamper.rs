@@ -366,6 +366,38 @@ mod rollback {
         ));
     }
 
+    /// Setting the format marker back to 1 would make an unsealed anchor acceptable
+    /// again; a format 1 store cannot hold blocks, so the downgrade is caught.
+    #[test]
+    fn rolling_the_format_back_to_pass_off_an_unsealed_head_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_history(dir.path(), keyed());
+        with_raw_db(dir.path(), |db| {
+            let log = Records(&db.open_tree("log").unwrap());
+            let link = prev_of(&log.get(RECORDS));
+            log.remove(RECORDS);
+            log.raw()
+                .insert(b"head", unsealed_anchor(RECORDS - 1, &link))
+                .unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert(b"format", &1u32.to_le_bytes())
+                .unwrap();
+        });
+        let opened = keyed().open(dir.path()).map(|s| s.last_seq());
+        assert!(
+            matches!(
+                opened,
+                Err(Error::Corrupt {
+                    kind: ProblemKind::Head,
+                    ..
+                })
+            ),
+            "{opened:?}"
+        );
+        assert!(problems_with(dir.path(), keyed()).contains(&(0, ProblemKind::Head)));
+    }
+
     #[test]
     fn a_head_from_another_store_does_not_verify() {
         let dir = tempfile::tempdir().unwrap();

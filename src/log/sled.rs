@@ -184,7 +184,13 @@ impl LogRead for Trees {
     }
 
     fn floor(&self, key: u64) -> Result<Option<Entry>, LogError> {
-        match self.log.range(..=key.to_be_bytes()).next_back() {
+        // The head's key sorts among the sequence numbers (after every one below 2^62).
+        let entry = self
+            .log
+            .range(..=key.to_be_bytes())
+            .rev()
+            .find(|kv| !matches!(kv, Ok((k, _)) if k.as_ref() == HEAD_KEY));
+        match entry {
             None => Ok(None),
             Some(kv) => {
                 let (k, v) = kv?;
