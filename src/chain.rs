@@ -281,6 +281,13 @@ impl StoredHead {
         }
     }
 
+    pub(crate) fn hash(self) -> [u8; 32] {
+        match self {
+            StoredHead::Legacy { hash, .. } => hash,
+            StoredHead::Sealed(h) => h.hash,
+        }
+    }
+
     /// Whether `head`, reached by replaying the log, is the one stored.
     pub(crate) fn matches(self, head: Head) -> bool {
         match self {

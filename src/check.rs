@@ -369,8 +369,7 @@ fn find_head_mismatch(entries: &[Entry], stored: Option<StoredHead>, found: &mut
         ),
         // The head's record is last, under another number: the log was renumbered,
         // which the sequence checks have already named.
-        (Some(StoredHead::Sealed(h)), Some(l)) if h.seq != l.key && h.hash == l.hash => {}
-        (Some(StoredHead::Legacy { seq, hash }), Some(l)) if seq != l.key && hash == l.hash => {}
+        (Some(s), Some(l)) if s.seq() != l.key && s.hash() == l.hash => {}
         (Some(s), Some(l)) if s.seq() > l.key => found.add(
             l.key + 1,
             ProblemKind::Removed,
@@ -385,19 +384,12 @@ fn find_head_mismatch(entries: &[Entry], stored: Option<StoredHead>, found: &mut
             ProblemKind::Inserted,
             format!("records {}..={} follow the head", s.seq() + 1, l.key),
         ),
-        (Some(s), Some(l)) if !head_hash_is(s, l.hash) && !found.flagged.contains(&l.key) => found.add(
+        (Some(s), Some(l)) if s.hash() != l.hash && !found.flagged.contains(&l.key) => found.add(
             l.key,
             ProblemKind::Edited,
             format!("record {} was changed: it does not match the head", l.key),
         ),
         _ => {}
-    }
-}
-
-fn head_hash_is(stored: StoredHead, hash: [u8; 32]) -> bool {
-    match stored {
-        StoredHead::Legacy { hash: h, .. } => h == hash,
-        StoredHead::Sealed(h) => h.hash == hash,
     }
 }
 

@@ -9,7 +9,7 @@
 //! go through them. It never does I/O beyond reading the log it is handed.
 
 use std::collections::HashSet;
-use std::sync::{Arc, PoisonError};
+use std::sync::PoisonError;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
@@ -269,7 +269,7 @@ pub(crate) fn reaches_witness(
 
 /// The state machine; see the module doc.
 pub(crate) struct Ledger {
-    state: Arc<ShardedLock<Projection>>,
+    state: ShardedLock<Projection>,
     chain: Chain,
 }
 
@@ -282,7 +282,7 @@ impl Ledger {
     /// A ledger that continues from `proj` (a snapshot's state).
     pub(crate) fn from_projection(proj: Projection, chain: Chain) -> Self {
         Ledger {
-            state: Arc::new(ShardedLock::new(proj)),
+            state: ShardedLock::new(proj),
             chain,
         }
     }
@@ -311,28 +311,17 @@ impl Ledger {
         let mut proj = self.write_state();
         let now = now_micros();
         for (key, bytes) in entries {
-            self.accept_entry(&mut proj, *key, bytes, u64::MAX, now)?;
+            self.accept_entry(&mut proj, *key, bytes, now)?;
         }
         Ok(())
     }
 
-    /// Accepts the records of one entry up to record `until`.
-    fn accept_entry(
-        &self,
-        proj: &mut Projection,
-        key: u64,
-        bytes: &[u8],
-        until: u64,
-        now: i64,
-    ) -> Result<(), Error> {
+    /// Accepts the records of one entry.
+    fn accept_entry(&self, proj: &mut Projection, key: u64, bytes: &[u8], now: i64) -> Result<(), Error> {
         for (seq, record) in codec::entry_records(key, bytes)? {
-            if seq <= proj.head().seq {
-                continue;
+            if seq > proj.head().seq {
+                self.accept_record(proj, seq, record, now)?;
             }
-            if seq > until {
-                break;
-            }
-            self.accept_record(proj, seq, record, now)?;
         }
         Ok(())
     }

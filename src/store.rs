@@ -946,7 +946,7 @@ struct Snapshots {
     worker: Option<JoinHandle<()>>,
 }
 
-/// Items copied per taking of the read lock (about a millisecond's work).
+/// Items copied per taking of the read lock: a bounded wait for the writer.
 const SNAPSHOT_PART: usize = 8192;
 
 impl Snapshots {
