@@ -114,6 +114,10 @@ pub enum Rejection {
     IpNotWhitelisted,
     /// The key has no whitelist and the store requires one.
     NoWhitelist,
+    /// The key's expiry time has passed.
+    Expired,
+    /// The key is disabled (until it is enabled again).
+    Disabled,
 }
 
 impl Rejection {
@@ -131,6 +135,8 @@ impl Rejection {
             Rejection::UnknownKey => "unknown_key",
             Rejection::IpNotWhitelisted => "ip_not_whitelisted",
             Rejection::NoWhitelist => "no_whitelist",
+            Rejection::Expired => "expired",
+            Rejection::Disabled => "disabled",
         }
     }
 }
@@ -143,6 +149,8 @@ impl fmt::Display for Rejection {
             Rejection::UnknownKey => f.write_str("unknown or deleted key"),
             Rejection::IpNotWhitelisted => f.write_str("client address is not whitelisted for this key"),
             Rejection::NoWhitelist => f.write_str("key has no whitelist and this store requires one"),
+            Rejection::Expired => f.write_str("key has expired"),
+            Rejection::Disabled => f.write_str("key is disabled"),
         }
     }
 }
