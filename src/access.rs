@@ -22,6 +22,7 @@ use crate::token::{HeaderProblem, Malformed, redact_keys};
 pub(crate) struct KeyState<'a> {
     pub(crate) owner: &'a str,
     pub(crate) deleted: bool,
+    pub(crate) disabled: bool,
     pub(crate) whitelist: &'a [IpNet],
 }
 
@@ -50,6 +51,15 @@ pub(crate) fn authorize(actor: &Actor, event: &Event, key: Option<KeyState<'_>>)
         return Err(Error::KeyDeleted(id));
     }
     match event {
+        Event::Disabled { .. } if key.disabled => {
+            return Err(Error::StateUnchanged {
+                id,
+                state: "disabled",
+            });
+        }
+        Event::Enabled { .. } if !key.disabled => {
+            return Err(Error::StateUnchanged { id, state: "enabled" });
+        }
         Event::Whitelisted { net, .. } => {
             if key.whitelist.contains(net) {
                 return Err(Error::WhitelistUnchanged {
@@ -328,6 +338,7 @@ mod tests {
         let state = KeyState {
             owner: secret,
             deleted: false,
+            disabled: false,
             whitelist: &[],
         };
         let as_user = authorize(&Actor::user(secret), &Event::Deleted { id }, Some(state));

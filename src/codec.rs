@@ -12,12 +12,14 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::chain::{Chain, Head, SealDomain, StoredHead};
 use crate::check::ProblemKind;
-use crate::event::{Actor, ActorRole, Event, EventKind, KeyId, Record};
-use crate::projection::{Row, SlotData, SnapshotData};
+use crate::event::{Actor, ActorRole, Event, EventKind, KeyId, KeySource, Record};
+use crate::projection::{GraceData, Roll, Row, SlotData, SnapshotData};
 use crate::token::KeyHash;
 
-/// The record format this build writes. Older versions keep decoding.
-pub(crate) const RECORD_VERSION: u16 = 1;
+/// The newest record format this build writes. A record is written in the lowest version
+/// that can hold it (version 1 for the events it has), so that every record has exactly
+/// one encoding; older versions keep decoding.
+pub(crate) const RECORD_VERSION: u16 = 2;
 /// No record may be larger; decoding stops at this many bytes.
 pub(crate) const MAX_RECORD_BYTES: u64 = 64 * 1024;
 
@@ -76,6 +78,20 @@ struct RecordV1 {
     prev: [u8; 32],
 }
 
+/// Version 2 adds the admin key the actor acted through, and the lifecycle events.
+#[derive(Serialize, Deserialize)]
+struct RecordV2 {
+    version: u16,
+    seq: u64,
+    at: i64,
+    actor_id: String,
+    actor_role: u8,
+    via: Option<u64>,
+    event: EventV2,
+    #[serde(with = "le32")]
+    prev: [u8; 32],
+}
+
 #[derive(Serialize, Deserialize)]
 enum EventV1 {
     Created {
@@ -102,6 +118,104 @@ enum EventV1 {
 }
 
 #[derive(Serialize, Deserialize)]
+enum EventV2 {
+    Created {
+        id: u64,
+        #[serde(with = "le32")]
+        hash: [u8; 32],
+        #[serde(with = "le4")]
+        tail: [u8; 4],
+        name: String,
+        roles: Vec<String>,
+        whitelist: Vec<NetV1>,
+        expires_at: Option<i64>,
+        /// 0 generated, 1 adopted secret, 2 adopted by SHA-256 hash.
+        source: u8,
+    },
+    Whitelisted {
+        id: u64,
+        net: NetV1,
+    },
+    Unwhitelisted {
+        id: u64,
+        net: NetV1,
+    },
+    Deleted {
+        id: u64,
+    },
+    Rolled {
+        id: u64,
+        #[serde(with = "le32")]
+        hash: [u8; 32],
+        #[serde(with = "le4")]
+        tail: [u8; 4],
+        previous_valid_until: i64,
+    },
+    Disabled {
+        id: u64,
+    },
+    Enabled {
+        id: u64,
+    },
+}
+
+impl From<EventV1> for EventV2 {
+    fn from(e: EventV1) -> Self {
+        match e {
+            EventV1::Created {
+                id,
+                hash,
+                tail,
+                name,
+                roles,
+                whitelist,
+            } => EventV2::Created {
+                id,
+                hash,
+                tail,
+                name,
+                roles,
+                whitelist,
+                expires_at: None,
+                source: KeySource::Generated.code(),
+            },
+            EventV1::Whitelisted { id, net } => EventV2::Whitelisted { id, net },
+            EventV1::Unwhitelisted { id, net } => EventV2::Unwhitelisted { id, net },
+            EventV1::Deleted { id } => EventV2::Deleted { id },
+        }
+    }
+}
+
+impl EventV2 {
+    /// The same event in version 1, if version 1 can hold it.
+    fn to_v1(&self) -> Option<EventV1> {
+        Some(match self {
+            EventV2::Created {
+                id,
+                hash,
+                tail,
+                name,
+                roles,
+                whitelist,
+                expires_at: None,
+                source: 0,
+            } => EventV1::Created {
+                id: *id,
+                hash: *hash,
+                tail: *tail,
+                name: name.clone(),
+                roles: roles.clone(),
+                whitelist: whitelist.clone(),
+            },
+            EventV2::Whitelisted { id, net } => EventV1::Whitelisted { id: *id, net: *net },
+            EventV2::Unwhitelisted { id, net } => EventV1::Unwhitelisted { id: *id, net: *net },
+            EventV2::Deleted { id } => EventV1::Deleted { id: *id },
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy)]
 enum NetV1 {
     V4(#[serde(with = "le4")] [u8; 4], u8),
     V6(#[serde(with = "le16")] [u8; 16], u8),
@@ -128,9 +242,9 @@ impl TryFrom<NetV1> for IpNet {
     }
 }
 
-/// Encodes a record in the current format.
-pub(crate) fn encode_record(r: &Record) -> Result<Vec<u8>, Error> {
-    let event = match &r.event {
+fn event_to_wire(event: &Event) -> EventV2 {
+    let nets = |list: &[IpNet]| list.iter().map(NetV1::from).collect();
+    match event {
         Event::Created {
             id,
             hash,
@@ -138,36 +252,117 @@ pub(crate) fn encode_record(r: &Record) -> Result<Vec<u8>, Error> {
             name,
             roles,
             whitelist,
-        } => EventV1::Created {
+            expires_at,
+            source,
+        } => EventV2::Created {
             id: id.0,
             hash: hash.0,
             tail: *tail,
             name: name.clone(),
             roles: roles.clone(),
-            whitelist: whitelist.iter().map(NetV1::from).collect(),
+            whitelist: nets(whitelist),
+            expires_at: *expires_at,
+            source: source.code(),
         },
-        Event::Whitelisted { id, net } => EventV1::Whitelisted {
+        Event::Whitelisted { id, net } => EventV2::Whitelisted {
             id: id.0,
             net: net.into(),
         },
-        Event::Unwhitelisted { id, net } => EventV1::Unwhitelisted {
+        Event::Unwhitelisted { id, net } => EventV2::Unwhitelisted {
             id: id.0,
             net: net.into(),
         },
-        Event::Deleted { id } => EventV1::Deleted { id: id.0 },
+        Event::Deleted { id } => EventV2::Deleted { id: id.0 },
+        Event::Rolled {
+            id,
+            hash,
+            tail,
+            previous_valid_until,
+        } => EventV2::Rolled {
+            id: id.0,
+            hash: hash.0,
+            tail: *tail,
+            previous_valid_until: *previous_valid_until,
+        },
+        Event::Disabled { id } => EventV2::Disabled { id: id.0 },
+        Event::Enabled { id } => EventV2::Enabled { id: id.0 },
+    }
+}
+
+fn event_from_wire(event: EventV2, seq: u64) -> Result<Event, Error> {
+    let bad = |reason: String| Error::corrupt(seq, ProblemKind::Undecodable, reason);
+    let net = |n: NetV1| IpNet::try_from(n).map_err(|e| bad(format!("bad network: {e}")));
+    Ok(match event {
+        EventV2::Created {
+            id,
+            hash,
+            tail,
+            name,
+            roles,
+            whitelist,
+            expires_at,
+            source,
+        } => Event::Created {
+            id: KeyId(id),
+            hash: KeyHash(hash),
+            tail,
+            name,
+            roles,
+            whitelist: whitelist.into_iter().map(net).collect::<Result<_, _>>()?,
+            expires_at,
+            source: KeySource::from_code(source)
+                .ok_or_else(|| bad(format!("unknown key source {source}")))?,
+        },
+        EventV2::Whitelisted { id, net: n } => Event::Whitelisted {
+            id: KeyId(id),
+            net: net(n)?,
+        },
+        EventV2::Unwhitelisted { id, net: n } => Event::Unwhitelisted {
+            id: KeyId(id),
+            net: net(n)?,
+        },
+        EventV2::Deleted { id } => Event::Deleted { id: KeyId(id) },
+        EventV2::Rolled {
+            id,
+            hash,
+            tail,
+            previous_valid_until,
+        } => Event::Rolled {
+            id: KeyId(id),
+            hash: KeyHash(hash),
+            tail,
+            previous_valid_until,
+        },
+        EventV2::Disabled { id } => Event::Disabled { id: KeyId(id) },
+        EventV2::Enabled { id } => Event::Enabled { id: KeyId(id) },
+    })
+}
+
+/// Encodes a record in the lowest version that holds it.
+pub(crate) fn encode_record(r: &Record) -> Result<Vec<u8>, Error> {
+    let event = event_to_wire(&r.event);
+    let encoded = match (r.via, event.to_v1()) {
+        (None, Some(event)) => options(MAX_RECORD_BYTES).serialize(&RecordV1 {
+            version: 1,
+            seq: r.seq,
+            at: r.at,
+            actor_id: r.actor.id().to_owned(),
+            actor_role: r.actor.role().code(),
+            event,
+            prev: r.prev,
+        }),
+        (via, _) => options(MAX_RECORD_BYTES).serialize(&RecordV2 {
+            version: 2,
+            seq: r.seq,
+            at: r.at,
+            actor_id: r.actor.id().to_owned(),
+            actor_role: r.actor.role().code(),
+            via: via.map(|k| k.0),
+            event,
+            prev: r.prev,
+        }),
     };
-    let wire = RecordV1 {
-        version: RECORD_VERSION,
-        seq: r.seq,
-        at: r.at,
-        actor_id: r.actor.id().to_owned(),
-        actor_role: r.actor.role().code(),
-        event,
-        prev: r.prev,
-    };
-    options(MAX_RECORD_BYTES)
-        .serialize(&wire)
-        .map_err(|e| Error::invalid("record", format!("cannot be encoded: {e}")))
+    encoded.map_err(|e| Error::invalid("record", format!("cannot be encoded: {e}")))
 }
 
 /// Decodes and validates a record. `seq` is where it was found, for error messages.
@@ -182,49 +377,48 @@ pub(crate) fn decode_record(bytes: &[u8], seq: u64) -> Result<Record, Error> {
             )));
         }
     };
-    if version != RECORD_VERSION {
-        return Err(Error::UnsupportedVersion {
-            found: u32::from(version),
-            supported: u32::from(RECORD_VERSION),
-        });
-    }
-    let wire: RecordV1 = options(MAX_RECORD_BYTES)
-        .deserialize(bytes)
-        .map_err(|e| bad(format!("undecodable record: {e}")))?;
+    let undecodable = |e: bincode::Error| bad(format!("undecodable record: {e}"));
+    let wire = match version {
+        1 => {
+            let v1: RecordV1 = options(MAX_RECORD_BYTES)
+                .deserialize(bytes)
+                .map_err(undecodable)?;
+            RecordV2 {
+                version: 1,
+                seq: v1.seq,
+                at: v1.at,
+                actor_id: v1.actor_id,
+                actor_role: v1.actor_role,
+                via: None,
+                event: v1.event.into(),
+                prev: v1.prev,
+            }
+        }
+        2 => {
+            let v2: RecordV2 = options(MAX_RECORD_BYTES)
+                .deserialize(bytes)
+                .map_err(undecodable)?;
+            if v2.via.is_none() && v2.event.to_v1().is_some() {
+                // Every record has one encoding: this one is written in version 1.
+                return Err(bad("a version 2 record that version 1 holds".into()));
+            }
+            v2
+        }
+        _ => {
+            return Err(Error::UnsupportedVersion {
+                found: u32::from(version),
+                supported: u32::from(RECORD_VERSION),
+            });
+        }
+    };
     let role = ActorRole::from_code(wire.actor_role)
         .ok_or_else(|| bad(format!("unknown actor role code {}", wire.actor_role)))?;
-    let net = |n: NetV1| IpNet::try_from(n).map_err(|e| bad(format!("bad network: {e}")));
-    let event = match wire.event {
-        EventV1::Created {
-            id,
-            hash,
-            tail,
-            name,
-            roles,
-            whitelist,
-        } => Event::Created {
-            id: KeyId(id),
-            hash: KeyHash(hash),
-            tail,
-            name,
-            roles,
-            whitelist: whitelist.into_iter().map(net).collect::<Result<_, _>>()?,
-        },
-        EventV1::Whitelisted { id, net: n } => Event::Whitelisted {
-            id: KeyId(id),
-            net: net(n)?,
-        },
-        EventV1::Unwhitelisted { id, net: n } => Event::Unwhitelisted {
-            id: KeyId(id),
-            net: net(n)?,
-        },
-        EventV1::Deleted { id } => Event::Deleted { id: KeyId(id) },
-    };
     let record = Record {
         seq: wire.seq,
         at: wire.at,
         actor: Actor::new(wire.actor_id, role),
-        event,
+        via: wire.via.map(KeyId),
+        event: event_from_wire(wire.event, seq)?,
         prev: wire.prev,
     };
     record
@@ -557,11 +751,12 @@ pub(crate) const STORE_FORMAT: u32 = 2;
 const SNAPSHOT_MAGIC: [u8; 8] = *b"KLSNAP\x00\x00";
 /// Largest snapshot written or read (about 40 million keys).
 pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 16 << 30;
-/// The snapshot format this build writes and reads.
-const SNAPSHOT_VERSION: u16 = 1;
+/// The snapshot format this build writes and reads. A snapshot of another version is
+/// ignored (the log is replayed in full, and a new snapshot written).
+const SNAPSHOT_VERSION: u16 = 2;
 
 #[derive(Serialize, Deserialize)]
-struct SnapshotV1 {
+struct SnapshotV2 {
     magic: [u8; 8],
     version: u16,
     seq: u64,
@@ -570,14 +765,16 @@ struct SnapshotV1 {
     at: i64,
     actors: Vec<String>,
     role_sets: Vec<Vec<String>>,
-    slots: Vec<SlotV1>,
-    rows: Vec<RowV1>,
+    slots: Vec<SlotV2>,
+    rows: Vec<RowV2>,
     nets: Vec<NetV1>,
     whitelist_sets: Vec<Vec<NetV1>>,
+    rolls: Vec<RollV1>,
+    graces: Vec<GraceV1>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct SlotV1 {
+struct SlotV2 {
     #[serde(with = "le16")]
     hash: [u8; 16],
     id: u64,
@@ -589,42 +786,55 @@ struct SlotV1 {
     created: u32,
     /// `u32::MAX` for a live key.
     deleted: u32,
+    expires_at: Option<i64>,
+    disabled: bool,
+    source: u8,
 }
 
 #[derive(Serialize, Deserialize)]
-struct RowV1 {
+struct RowV2 {
     at: i64,
     actor: u32,
     role: u8,
     kind: u8,
     slot: u32,
     nets: u32,
+    via: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RollV1 {
+    #[serde(with = "le4")]
+    before: [u8; 4],
+    #[serde(with = "le4")]
+    after: [u8; 4],
+    until: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GraceV1 {
+    key: u32,
+    #[serde(with = "le16")]
+    hash: [u8; 16],
+    until: i64,
 }
 
 fn kind_code(k: EventKind) -> u8 {
-    match k {
-        EventKind::Created => 0,
-        EventKind::Whitelisted => 1,
-        EventKind::Unwhitelisted => 2,
-        EventKind::Deleted => 3,
-    }
+    EventKind::ALL
+        .iter()
+        .position(|&x| x == k)
+        .and_then(|i| u8::try_from(i).ok())
+        .unwrap_or(u8::MAX)
 }
 
 fn kind_from_code(c: u8) -> Option<EventKind> {
-    [
-        EventKind::Created,
-        EventKind::Whitelisted,
-        EventKind::Unwhitelisted,
-        EventKind::Deleted,
-    ]
-    .get(usize::from(c))
-    .copied()
+    EventKind::ALL.get(usize::from(c)).copied()
 }
 
 /// Encodes a projection snapshot, sealed with `chain` (a keyed chain makes it unforgeable
 /// without the key; the public one detects damage).
 pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u8>, Error> {
-    let wire = SnapshotV1 {
+    let wire = SnapshotV2 {
         magic: SNAPSHOT_MAGIC,
         version: SNAPSHOT_VERSION,
         seq: data.head.seq,
@@ -635,7 +845,7 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
         slots: data
             .slots
             .into_iter()
-            .map(|s| SlotV1 {
+            .map(|s| SlotV2 {
                 hash: s.hash,
                 id: s.id,
                 name: s.name,
@@ -644,18 +854,22 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
                 whitelist: s.whitelist,
                 created: s.created,
                 deleted: s.deleted.unwrap_or(u32::MAX),
+                expires_at: s.expires_at,
+                disabled: s.disabled,
+                source: s.source.code(),
             })
             .collect(),
         rows: data
             .rows
             .iter()
-            .map(|r| RowV1 {
+            .map(|r| RowV2 {
                 at: r.at,
                 actor: r.actor,
                 role: r.role.code(),
                 kind: kind_code(r.kind),
                 slot: r.slot,
                 nets: r.nets,
+                via: r.via,
             })
             .collect(),
         nets: data.nets.iter().map(NetV1::from).collect(),
@@ -663,6 +877,24 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
             .whitelist_sets
             .iter()
             .map(|set| set.iter().map(NetV1::from).collect())
+            .collect(),
+        rolls: data
+            .rolls
+            .iter()
+            .map(|r| RollV1 {
+                before: r.before,
+                after: r.after,
+                until: r.until,
+            })
+            .collect(),
+        graces: data
+            .graces
+            .iter()
+            .map(|g| GraceV1 {
+                key: g.key,
+                hash: g.hash,
+                until: g.until,
+            })
             .collect(),
     };
     let mut out = options(MAX_SNAPSHOT_BYTES)
@@ -690,24 +922,29 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
     if magic_version(body, &SNAPSHOT_MAGIC, SNAPSHOT_VERSION..=SNAPSHOT_VERSION)?.is_none() {
         return Err(bad("not a snapshot".into()));
     }
-    let wire: SnapshotV1 = options(body.len() as u64)
+    let wire: SnapshotV2 = options(body.len() as u64)
         .deserialize(body)
         .map_err(|e| bad(e.to_string()))?;
     let net = |n: NetV1| IpNet::try_from(n).map_err(&bad);
     let slots = wire
         .slots
         .into_iter()
-        .map(|s| SlotData {
-            hash: s.hash,
-            id: s.id,
-            name: s.name,
-            roles: s.roles,
-            tail: s.tail,
-            whitelist: s.whitelist,
-            created: s.created,
-            deleted: (s.deleted != u32::MAX).then_some(s.deleted),
+        .map(|s| {
+            Ok(SlotData {
+                hash: s.hash,
+                id: s.id,
+                name: s.name,
+                roles: s.roles,
+                tail: s.tail,
+                whitelist: s.whitelist,
+                created: s.created,
+                deleted: (s.deleted != u32::MAX).then_some(s.deleted),
+                expires_at: s.expires_at,
+                disabled: s.disabled,
+                source: KeySource::from_code(s.source).ok_or_else(|| bad("bad key source".into()))?,
+            })
         })
-        .collect();
+        .collect::<Result<_, Error>>()?;
     let rows = wire
         .rows
         .into_iter()
@@ -719,6 +956,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
                 kind: kind_from_code(r.kind).ok_or_else(|| bad("bad kind".into()))?,
                 slot: r.slot,
                 nets: r.nets,
+                via: r.via,
             })
         })
         .collect::<Result<_, Error>>()?;
@@ -738,7 +976,148 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
             .into_iter()
             .map(|set| set.into_iter().map(net).collect::<Result<_, _>>())
             .collect::<Result<_, _>>()?,
+        rolls: wire
+            .rolls
+            .into_iter()
+            .map(|r| Roll {
+                before: r.before,
+                after: r.after,
+                until: r.until,
+            })
+            .collect(),
+        graces: wire
+            .graces
+            .into_iter()
+            .map(|g| GraceData {
+                key: g.key,
+                hash: g.hash,
+                until: g.until,
+            })
+            .collect(),
     })
+}
+
+/// A refused management command, as the security trail keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RefusedRecord {
+    pub(crate) at: i64,
+    pub(crate) actor: Actor,
+    pub(crate) via: Option<KeyId>,
+    pub(crate) action: u8,
+    pub(crate) key: Option<KeyId>,
+    pub(crate) denial: u8,
+    /// For a refusal because another actor owns the key: that actor.
+    pub(crate) owner: Option<String>,
+}
+
+const REFUSED_VERSION: u16 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct RefusedV1 {
+    version: u16,
+    at: i64,
+    actor_id: String,
+    actor_role: u8,
+    via: Option<u64>,
+    action: u8,
+    key: Option<u64>,
+    denial: u8,
+    owner: Option<String>,
+}
+
+pub(crate) fn encode_refused(r: &RefusedRecord) -> Result<Vec<u8>, Error> {
+    options(MAX_RECORD_BYTES)
+        .serialize(&RefusedV1 {
+            version: REFUSED_VERSION,
+            at: r.at,
+            actor_id: r.actor.id().to_owned(),
+            actor_role: r.actor.role().code(),
+            via: r.via.map(|k| k.0),
+            action: r.action,
+            key: r.key.map(|k| k.0),
+            denial: r.denial,
+            owner: r.owner.clone(),
+        })
+        .map_err(|e| Error::invalid("refused attempt", format!("cannot be encoded: {e}")))
+}
+
+pub(crate) fn decode_refused(bytes: &[u8]) -> Result<RefusedRecord, Error> {
+    let bad =
+        |reason: String| Error::corrupt(0, ProblemKind::Undecodable, format!("security trail: {reason}"));
+    match version_of(bytes) {
+        Some(REFUSED_VERSION) => {}
+        Some(found) => {
+            return Err(Error::UnsupportedVersion {
+                found: u32::from(found),
+                supported: u32::from(REFUSED_VERSION),
+            });
+        }
+        None => return Err(bad("too short".into())),
+    }
+    let wire: RefusedV1 = options(MAX_RECORD_BYTES)
+        .deserialize(bytes)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(RefusedRecord {
+        at: wire.at,
+        actor: Actor::new(
+            wire.actor_id,
+            ActorRole::from_code(wire.actor_role).ok_or_else(|| bad("bad role".into()))?,
+        ),
+        via: wire.via.map(KeyId),
+        action: wire.action,
+        key: wire.key.map(KeyId),
+        denial: wire.denial,
+        owner: wire.owner,
+    })
+}
+
+const LAST_USED_MAGIC: [u8; 8] = *b"KLUSED\x00\x00";
+const LAST_USED_VERSION: u16 = 1;
+/// Largest last-used file read (about 80 million keys).
+const MAX_LAST_USED_BYTES: u64 = 1 << 30;
+
+#[derive(Serialize, Deserialize)]
+struct LastUsedV1 {
+    magic: [u8; 8],
+    version: u16,
+    /// Key id and minute since the epoch.
+    entries: Vec<(u64, u32)>,
+}
+
+/// Encodes the last-used minutes, with a blake3 checksum (damage is found; this file is
+/// not in the chain and proves nothing).
+pub(crate) fn encode_last_used(entries: &[(KeyId, u32)]) -> Result<Vec<u8>, Error> {
+    let wire = LastUsedV1 {
+        magic: LAST_USED_MAGIC,
+        version: LAST_USED_VERSION,
+        entries: entries.iter().map(|&(k, m)| (k.0, m)).collect(),
+    };
+    let mut out = options(MAX_LAST_USED_BYTES)
+        .serialize(&wire)
+        .map_err(|e| Error::invalid("last used", e.to_string()))?;
+    let sum = *blake3::hash(&out).as_bytes();
+    out.extend_from_slice(&sum);
+    Ok(out)
+}
+
+pub(crate) fn decode_last_used(bytes: &[u8]) -> Result<Vec<(KeyId, u32)>, Error> {
+    let bad =
+        |reason: String| Error::corrupt(0, ProblemKind::Undecodable, format!("last-used file: {reason}"));
+    let body_len = bytes
+        .len()
+        .checked_sub(32)
+        .ok_or_else(|| bad("too short".into()))?;
+    let (body, sum) = bytes.split_at(body_len);
+    if blake3::hash(body).as_bytes() != sum {
+        return Err(bad("checksum does not match".into()));
+    }
+    if magic_version(body, &LAST_USED_MAGIC, LAST_USED_VERSION..=LAST_USED_VERSION)?.is_none() {
+        return Err(bad("not a last-used file".into()));
+    }
+    let wire: LastUsedV1 = options(MAX_LAST_USED_BYTES.min(body.len() as u64))
+        .deserialize(body)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(wire.entries.into_iter().map(|(k, m)| (KeyId(k), m)).collect())
 }
 
 #[cfg(test)]
@@ -755,44 +1134,94 @@ pub(crate) mod tests {
         ]
     }
 
+    fn tail_of(t: &str) -> [u8; 4] {
+        let mut out = [0u8; 4];
+        out.copy_from_slice(t.as_bytes());
+        out
+    }
+
+    /// Any record of any version: times leave room for expiries and grace periods.
     pub(crate) fn arb_record() -> impl Strategy<Value = Record> {
         let actor =
             ("[a-z]{1,12}", 0u8..3).prop_map(|(id, r)| Actor::new(id, ActorRole::from_code(r).unwrap()));
-        let event = prop_oneof![
-            (
-                any::<u64>(),
-                any::<[u8; 32]>(),
-                "[a-zA-Z0-9]{4}",
-                "[a-z][a-z ]{0,20}[a-z]",
-                proptest::collection::btree_set("[a-z0-9_-]{1,10}", 1..4),
-                proptest::collection::vec(arb_net(), 0..4)
-            )
-                .prop_map(|(id, hash, tail, name, roles, mut whitelist)| {
-                    whitelist.dedup();
-                    let mut t = [0u8; 4];
-                    t.copy_from_slice(tail.as_bytes());
+        let created = (
+            any::<u64>(),
+            any::<[u8; 32]>(),
+            "[a-zA-Z0-9]{4}",
+            "[a-z][a-z ]{0,20}[a-z]",
+            proptest::collection::btree_set("[a-z0-9_-]{1,10}", 1..4),
+            proptest::collection::vec(arb_net(), 0..4),
+            proptest::option::of(1i64..1 << 50),
+            0u8..4,
+        )
+            .prop_map(|(id, hash, tail, name, roles, mut whitelist, expires, source)| {
+                whitelist.dedup();
+                let (source, tail) = match source {
+                    0 => (KeySource::Generated, tail_of(&tail)),
+                    1 => (KeySource::Imported, tail_of(&tail)),
+                    2 => (KeySource::Imported, crate::event::NO_TAIL),
+                    _ => (KeySource::ImportedSha256, crate::event::NO_TAIL),
+                };
+                (
                     Event::Created {
                         id: KeyId(id),
                         hash: KeyHash(hash),
-                        tail: t,
+                        tail,
                         name,
                         roles: roles.into_iter().collect(),
                         whitelist,
-                    }
-                }),
-            (any::<u64>(), arb_net()).prop_map(|(id, net)| Event::Whitelisted { id: KeyId(id), net }),
-            (any::<u64>(), arb_net()).prop_map(|(id, net)| Event::Unwhitelisted { id: KeyId(id), net }),
-            any::<u64>().prop_map(|id| Event::Deleted { id: KeyId(id) }),
+                        expires_at: None,
+                        source,
+                    },
+                    expires,
+                )
+            });
+        let event = prop_oneof![
+            created,
+            (any::<u64>(), arb_net()).prop_map(|(id, net)| (Event::Whitelisted { id: KeyId(id), net }, None)),
+            (any::<u64>(), arb_net())
+                .prop_map(|(id, net)| (Event::Unwhitelisted { id: KeyId(id), net }, None)),
+            any::<u64>().prop_map(|id| (Event::Deleted { id: KeyId(id) }, None)),
+            (any::<u64>(), any::<[u8; 32]>(), "[a-zA-Z0-9]{4}", 0i64..1 << 50).prop_map(
+                |(id, hash, tail, grace)| (
+                    Event::Rolled {
+                        id: KeyId(id),
+                        hash: KeyHash(hash),
+                        tail: tail_of(&tail),
+                        previous_valid_until: grace,
+                    },
+                    None
+                )
+            ),
+            any::<u64>().prop_map(|id| (Event::Disabled { id: KeyId(id) }, None)),
+            any::<u64>().prop_map(|id| (Event::Enabled { id: KeyId(id) }, None)),
         ];
-        (1u64.., any::<i64>(), actor, event, any::<[u8; 32]>()).prop_map(|(seq, at, actor, event, prev)| {
-            Record {
-                seq,
-                at,
-                actor,
-                event,
-                prev,
-            }
-        })
+        (
+            1u64..,
+            0i64..1 << 60,
+            actor,
+            proptest::option::of(any::<u64>()),
+            event,
+            any::<[u8; 32]>(),
+        )
+            .prop_map(|(seq, at, actor, via, (mut event, expires), prev)| {
+                // Offsets become times after the record's own.
+                match &mut event {
+                    Event::Created { expires_at, .. } => *expires_at = expires.map(|e| at + e),
+                    Event::Rolled {
+                        previous_valid_until, ..
+                    } => *previous_valid_until += at,
+                    _ => {}
+                }
+                Record {
+                    seq,
+                    at,
+                    actor,
+                    via: via.map(KeyId),
+                    event,
+                    prev,
+                }
+            })
     }
 
     proptest! {
@@ -807,13 +1236,22 @@ pub(crate) mod tests {
         fn encoding_matches_plain_bincode_serialize(r in arb_record()) {
             prop_assume!(r.validate().is_ok());
             let ours = encode_record(&r).unwrap();
-            let wire: RecordV1 = options(MAX_RECORD_BYTES).deserialize(&ours).unwrap();
-            prop_assert_eq!(bincode::serialize(&wire).unwrap(), ours);
+            let plain = if ours.starts_with(&[1, 0]) {
+                let wire: RecordV1 = options(MAX_RECORD_BYTES).deserialize(&ours).unwrap();
+                bincode::serialize(&wire).unwrap()
+            } else {
+                let wire: RecordV2 = options(MAX_RECORD_BYTES).deserialize(&ours).unwrap();
+                bincode::serialize(&wire).unwrap()
+            };
+            prop_assert_eq!(plain, ours);
         }
 
         #[test]
-        fn arbitrary_bytes_decode_to_a_value_or_an_error(mut bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            if bytes.len() >= 2 { bytes[0] = 1; bytes[1] = 0; }
+        fn arbitrary_bytes_decode_to_a_value_or_an_error(
+            mut bytes in proptest::collection::vec(any::<u8>(), 0..200),
+            version in 1u8..=2,
+        ) {
+            if bytes.len() >= 2 { bytes[0] = version; bytes[1] = 0; }
             if let Ok(r) = decode_record(&bytes, 1) {
                 prop_assert_eq!(encode_record(&r).unwrap(), bytes);
             }
@@ -855,7 +1293,7 @@ pub(crate) mod tests {
         assert_eq!(created.prev, [0; 32]);
         assert!(matches!(
             created.event,
-            Event::Created { id: i, hash: KeyHash(h), tail, ref name, ref roles, ref whitelist }
+            Event::Created { id: i, hash: KeyHash(h), tail, ref name, ref roles, ref whitelist, expires_at: None, source: KeySource::Generated }
                 if i == id && h == [7; 32] && &tail == b"AbC9" && name == "notifications bot"
                     && roles == &["notifier", "reader"]
                     && whitelist == &["10.0.0.0/8".parse::<IpNet>().unwrap(), "2001:db8::/32".parse().unwrap()]
@@ -943,7 +1381,7 @@ pub(crate) mod tests {
             decode_record(&[9, 0, 0, 0], 1),
             Err(Error::UnsupportedVersion {
                 found: 9,
-                supported: 1
+                supported: 2
             })
         ));
     }

@@ -50,6 +50,15 @@ pub enum Error {
         /// `is already whitelisted` or `is not whitelisted`.
         reason: &'static str,
     },
+    /// The key is already in the state asked for (disabling a disabled key, enabling an
+    /// enabled one); nothing was written.
+    #[error("key {id} is already {state}")]
+    StateUnchanged {
+        /// The key.
+        id: crate::KeyId,
+        /// `disabled` or `enabled`.
+        state: &'static str,
+    },
     /// Another process (or another `KeyStore` in this one) has the store open.
     #[error("the store at {} is in use by another process", path.display())]
     Locked {
@@ -229,6 +238,7 @@ impl Error {
                 net: *net,
                 reason,
             },
+            Error::StateUnchanged { id, state } => Error::StateUnchanged { id: *id, state },
             Error::Locked { path } => Error::Locked { path: path.clone() },
             Error::Corrupt { seq, kind, reason } => Error::corrupt(*seq, *kind, reason.clone()),
             Error::NotAStore { path } => Error::NotAStore { path: path.clone() },

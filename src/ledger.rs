@@ -9,8 +9,8 @@
 //! go through them. It never does I/O beyond reading the log it is handed.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::PoisonError;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use ipnet::IpNet;
@@ -20,10 +20,13 @@ use rand::rngs::StdRng;
 use crate::access::{self, KeyState};
 use crate::chain::{Chain, ChainMarker, Head, StoredHead};
 use crate::check::{ProblemKind, Progress};
+use crate::clock::Clock;
 use crate::codec::{self, BlockWriter, STORE_FORMAT};
-use crate::event::{Actor, Event, KeyId, NewKey, Record};
+use crate::event::{Actor, Event, KeyId, KeySource, NewKey, Record};
 use crate::log::{Batch, Entry, Log, LogRead, MetaKey};
 use crate::projection::Projection;
+use crate::refused::Action;
+use crate::token::ExistingKey;
 use crate::token::KeyHash;
 use crate::{Error, Witness};
 
@@ -34,9 +37,7 @@ use crate::{Error, Witness};
 pub(crate) const MAX_CLOCK_LEAD_MICROS: i64 = 24 * 3600 * 1_000_000;
 
 pub(crate) fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    crate::clock::micros_of(std::time::SystemTime::now())
 }
 
 /// What a command asks for.
@@ -45,6 +46,23 @@ pub(crate) enum Op {
         new: NewKey,
         hash: KeyHash,
         tail: [u8; 4],
+    },
+    /// Adopt existing keys, all or none.
+    Import {
+        keys: Vec<ExistingKey>,
+    },
+    Roll {
+        id: KeyId,
+        hash: KeyHash,
+        tail: [u8; 4],
+        /// How long the previous secret keeps verifying, in microseconds.
+        grace: i64,
+    },
+    Disable {
+        id: KeyId,
+    },
+    Enable {
+        id: KeyId,
     },
     Whitelist {
         id: KeyId,
@@ -65,15 +83,35 @@ impl Op {
     /// The existing key the command acts on (`None` for a creation).
     pub(crate) fn key_id(&self) -> Option<KeyId> {
         match self {
-            Op::Create { .. } => None,
-            Op::Whitelist { id, .. } | Op::Unwhitelist { id, .. } | Op::Delete { id } => Some(*id),
+            Op::Create { .. } | Op::Import { .. } => None,
+            Op::Whitelist { id, .. }
+            | Op::Unwhitelist { id, .. }
+            | Op::Delete { id }
+            | Op::Roll { id, .. }
+            | Op::Disable { id }
+            | Op::Enable { id } => Some(*id),
+        }
+    }
+
+    /// What the command attempts, as the security trail names it.
+    pub(crate) fn action(&self) -> Action {
+        match self {
+            Op::Create { .. } => Action::Create,
+            Op::Import { .. } => Action::Import,
+            Op::Whitelist { .. } => Action::Whitelist,
+            Op::Unwhitelist { .. } => Action::Unwhitelist,
+            Op::Delete { .. } => Action::Delete,
+            Op::Roll { .. } => Action::Roll,
+            Op::Disable { .. } => Action::Disable,
+            Op::Enable { .. } => Action::Enable,
         }
     }
 }
 
-/// A command: who asks for what.
+/// A command: who asks for what (and through which admin key, if any).
 pub(crate) struct Command {
     pub(crate) actor: Actor,
+    pub(crate) via: Option<KeyId>,
     pub(crate) op: Op,
 }
 
@@ -271,24 +309,30 @@ pub(crate) fn reaches_witness(
 pub(crate) struct Ledger {
     state: ShardedLock<Projection>,
     chain: Chain,
+    clock: Arc<Clock>,
 }
 
 impl Ledger {
-    /// A ledger at the start of the log.
+    /// A ledger at the start of the log, on the system clock.
     pub(crate) fn new(chain: Chain) -> Self {
-        Ledger::from_projection(Projection::new(), chain)
+        Ledger::from_projection(Projection::new(), chain, Arc::new(Clock::system()))
     }
 
     /// A ledger that continues from `proj` (a snapshot's state).
-    pub(crate) fn from_projection(proj: Projection, chain: Chain) -> Self {
+    pub(crate) fn from_projection(proj: Projection, chain: Chain, clock: Arc<Clock>) -> Self {
         Ledger {
             state: ShardedLock::new(proj),
             chain,
+            clock,
         }
     }
 
     pub(crate) fn chain(&self) -> &Chain {
         &self.chain
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The state, for readers.
@@ -309,7 +353,7 @@ impl Ledger {
     /// the first record that does not fit, with everything before it applied.
     pub(crate) fn accept(&self, entries: &[Entry]) -> Result<(), Error> {
         let mut proj = self.write_state();
-        let now = now_micros();
+        let now = self.clock.now_micros();
         for (key, bytes) in entries {
             self.accept_entry(&mut proj, *key, bytes, now)?;
         }
@@ -354,7 +398,7 @@ impl Ledger {
             0 => 0,
             _ => log.floor(after + 1)?.map_or(after + 1, |e| e.0),
         };
-        let now = now_micros();
+        let now = self.clock.now_micros();
         let mut reported = after;
         report(progress, after, total);
         // Two stages on two threads: reading the engine's pages, splitting blocks and
@@ -391,35 +435,39 @@ impl Ledger {
     /// existing key (the writer defers the second to its next batch).
     pub(crate) fn prepare(&self, commands: &[&Command], ids: &mut StdRng) -> Prepared {
         let proj = self.read();
-        let now = now_micros();
         let mut head = proj.head();
+        // Every record of these commands is stamped with this time (never before the
+        // head's: times do not go backwards).
+        let at = self.clock.now_micros().max(head.at);
         let mut entries: Vec<Entry> = Vec::new();
         let mut block: Option<BlockWriter> = None;
         let mut new_ids: HashSet<KeyId> = HashSet::new();
         let mut new_hashes: HashSet<KeyHash> = HashSet::new();
         let mut outcomes = Vec::with_capacity(commands.len());
         for cmd in commands {
-            let encoded = events(&proj, cmd, &mut new_ids, &mut new_hashes, ids).and_then(|(id, events)| {
-                let mut next = head;
-                let mut out = Vec::with_capacity(events.len());
-                for event in events {
-                    let record = Record {
-                        seq: next.seq + 1,
-                        at: now.max(next.at),
-                        actor: cmd.actor.clone(),
-                        event,
-                        prev: next.hash,
-                    };
-                    let bytes = codec::encode_record(&record)?;
-                    next = Head {
-                        seq: record.seq,
-                        hash: self.chain.hash(&bytes),
-                        at: record.at,
-                    };
-                    out.push(bytes);
-                }
-                Ok((id, next, out))
-            });
+            let encoded =
+                events(&proj, cmd, at, &mut new_ids, &mut new_hashes, ids).and_then(|(id, events)| {
+                    let mut next = head;
+                    let mut out = Vec::with_capacity(events.len());
+                    for event in events {
+                        let record = Record {
+                            seq: next.seq + 1,
+                            at,
+                            actor: cmd.actor.clone(),
+                            via: cmd.via,
+                            event,
+                            prev: next.hash,
+                        };
+                        let bytes = codec::encode_record(&record)?;
+                        next = Head {
+                            seq: record.seq,
+                            hash: self.chain.hash(&bytes),
+                            at: record.at,
+                        };
+                        out.push(bytes);
+                    }
+                    Ok((id, next, out))
+                });
             let (id, next, records) = match encoded {
                 Ok(done) => done,
                 Err(e) => {
@@ -512,7 +560,7 @@ fn admit(proj: &Projection, record: &Record, now: i64) -> Result<(), Error> {
             "its time is more than a day ahead of this machine's clock",
         ));
     }
-    if let Event::Created { hash, .. } = &record.event
+    if let Event::Created { hash, .. } | Event::Rolled { hash, .. } = &record.event
         && proj.contains_hash(hash)
     {
         return Err(Error::corrupt(
@@ -535,38 +583,92 @@ fn admit(proj: &Projection, record: &Record, now: i64) -> Result<(), Error> {
     })
 }
 
-/// The key a command acts on (a new id for a creation) and the events it would record,
-/// checked against the rules.
+/// The key a command acts on (a new id for a creation) and the events it would record at
+/// time `at`, checked against the rules.
 fn events(
     proj: &Projection,
     cmd: &Command,
+    at: i64,
     new_ids: &mut HashSet<KeyId>,
     new_hashes: &mut HashSet<KeyHash>,
     ids: &mut StdRng,
 ) -> Result<(KeyId, Vec<Event>), Error> {
+    let mut taken = |hash: &KeyHash| proj.contains_hash(hash) || !new_hashes.insert(*hash);
+    let mut new_id = || loop {
+        let id = KeyId(ids.next_u64());
+        if !proj.contains_id(id) && new_ids.insert(id) {
+            break id;
+        }
+    };
+    let creation = |id: KeyId, new: &NewKey, hash: KeyHash, tail: [u8; 4], source: KeySource| {
+        if new.expires_at.is_some_and(|e| e <= at) {
+            return Err(Error::invalid("expires_at", "is not in the future"));
+        }
+        Ok(Event::Created {
+            id,
+            hash,
+            tail,
+            name: new.name.clone(),
+            roles: new.roles.clone(),
+            whitelist: new.whitelist.clone(),
+            expires_at: new.expires_at,
+            source,
+        })
+    };
     let events = match &cmd.op {
         Op::Create { new, hash, tail } => {
-            if proj.contains_hash(hash) || !new_hashes.insert(*hash) {
+            if taken(hash) {
                 return Err(Error::invalid(
                     "key",
                     "generated key collides with a live key; retry",
                 ));
             }
-            let id = loop {
-                let id = KeyId(ids.next_u64());
-                if !proj.contains_id(id) && new_ids.insert(id) {
-                    break id;
+            vec![creation(new_id(), new, *hash, *tail, KeySource::Generated)?]
+        }
+        Op::Import { keys } => {
+            if keys.is_empty() {
+                return Err(Error::invalid("import", "no keys given"));
+            }
+            let mut out = Vec::with_capacity(keys.len());
+            for (n, key) in keys.iter().enumerate() {
+                let entry = |e: Error| Error::invalid("import", format!("key {}: {e}", n + 1));
+                if taken(&key.hash) {
+                    return Err(entry(Error::invalid(
+                        "key",
+                        "this secret is already in use (by a key in the store or earlier in the import)",
+                    )));
                 }
-            };
-            vec![Event::Created {
-                id,
+                let event = creation(new_id(), &key.new, key.hash, key.tail, key.source).map_err(entry)?;
+                access::authorize(&cmd.actor, &event, None).map_err(|e| match e {
+                    Error::PermissionDenied { .. } => e,
+                    other => entry(other),
+                })?;
+                out.push(event);
+            }
+            let id = out.first().map(Event::key_id).unwrap_or(KeyId(0));
+            return Ok((id, out));
+        }
+        Op::Roll {
+            id,
+            hash,
+            tail,
+            grace,
+        } => {
+            if taken(hash) {
+                return Err(Error::invalid(
+                    "key",
+                    "generated key collides with a live key; retry",
+                ));
+            }
+            vec![Event::Rolled {
+                id: *id,
                 hash: *hash,
                 tail: *tail,
-                name: new.name.clone(),
-                roles: new.roles.clone(),
-                whitelist: new.whitelist.clone(),
+                previous_valid_until: at.saturating_add(*grace),
             }]
         }
+        Op::Disable { id } => vec![Event::Disabled { id: *id }],
+        Op::Enable { id } => vec![Event::Enabled { id: *id }],
         Op::Whitelist { id, nets } => nets
             .iter()
             .map(|&net| Event::Whitelisted { id: *id, net })
@@ -695,6 +797,7 @@ mod tests {
             seq,
             at,
             actor: Actor::admin("alice"),
+            via: None,
             event: Event::Created {
                 id: KeyId(seq),
                 hash: KeyHash(hash),
@@ -702,6 +805,8 @@ mod tests {
                 name: new.name,
                 roles: new.roles,
                 whitelist: Vec::new(),
+                expires_at: None,
+                source: KeySource::Generated,
             },
             prev,
         })
@@ -745,6 +850,7 @@ mod tests {
         let mut ids = <StdRng as rand::SeedableRng>::seed_from_u64(1);
         let delete = Command {
             actor: Actor::admin("alice"),
+            via: None,
             op: Op::Delete { id: KeyId(1) },
         };
         let prepared = near.prepare(&[&delete], &mut ids);

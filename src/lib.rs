@@ -50,6 +50,7 @@ mod access;
 mod backup;
 mod chain;
 mod check;
+mod clock;
 mod codec;
 mod error;
 mod event;
@@ -57,6 +58,7 @@ mod file;
 mod ledger;
 mod log;
 mod projection;
+mod refused;
 mod snapshot;
 mod store;
 mod token;
@@ -64,16 +66,18 @@ mod token;
 pub use crate::access::{Rejection, VerifiedKey};
 pub use crate::chain::{ChainKey, Witness};
 pub use crate::check::{CheckReport, MAX_LISTED_PROBLEMS, Problem, ProblemKind, RepairReport};
+pub use crate::clock::ManualClock;
 pub use crate::error::{ChainKeyProblem, Denial, Error};
 pub use crate::event::{
     ADMIN_ROLE, Actor, ActorRole, EventKind, KeyId, MAX_ACTOR_ID_CHARS, MAX_NAME_CHARS, MAX_ROLE_LEN,
     MAX_ROLES, MAX_WHITELIST, NewKey, SUPER_ADMIN_ROLE, parse_net,
 };
-pub use crate::projection::{AuditEntry, KeyView};
-pub use crate::store::{Builder, CreatedKey, Integrity, KeyStore};
+pub use crate::projection::{AuditEntry, KeyStatus, KeyView};
+pub use crate::refused::{Action, RefusedAttempt};
+pub use crate::store::{Builder, CreatedKey, Integrity, KeyStore, MAX_GRACE, RolledKey};
 pub use crate::token::{
-    API_KEY_HEADER, ApiKey, HeaderProblem, KEY_LEN, KEY_PREFIX, Malformed, api_key_from_headers,
-    check_format, redact_keys,
+    API_KEY_HEADER, ApiKey, ExistingKey, HeaderProblem, KEY_LEN, KEY_PREFIX, MAX_ADOPTED_LEN,
+    MIN_ADOPTED_LEN, Malformed, api_key_from_headers, check_format, redact_keys,
 };
 pub use ipnet::IpNet;
 

@@ -79,6 +79,10 @@ pub(crate) trait LogRead: Send + Sync {
 
     /// A metadata value.
     fn meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, LogError>;
+
+    /// The security trail (refused commands), oldest first: kept apart from the entries
+    /// and never part of the chain.
+    fn refused(&self) -> Result<Vec<Vec<u8>>, LogError>;
 }
 
 /// Where records are kept.
@@ -91,6 +95,10 @@ pub(crate) trait Log: LogRead {
 
     /// Makes everything written durable.
     fn sync(&mut self) -> Result<(), LogError>;
+
+    /// Appends to the security trail, then drops its oldest records past `keep`. Durable
+    /// with the next [`Log::sync`].
+    fn append_refused(&mut self, records: &[Vec<u8>], keep: u64) -> Result<(), LogError>;
 
     /// A reader that sees what is written from now on, for another thread.
     fn reader(&self) -> Box<dyn LogRead>;
@@ -142,6 +150,17 @@ pub(crate) mod tests {
         let keys: Vec<u64> = log.scan(0).map(|e| e.unwrap().0).collect();
         assert_eq!(keys, [1]);
         assert_eq!(log.head().unwrap(), Some(b"head-1".to_vec()));
+
+        // The security trail is apart from the entries, and bounded.
+        assert!(log.refused().unwrap().is_empty());
+        log.append_refused(&[b"r1".to_vec(), b"r2".to_vec()], 3).unwrap();
+        log.append_refused(&[b"r3".to_vec(), b"r4".to_vec()], 3).unwrap();
+        assert_eq!(
+            log.refused().unwrap(),
+            [b"r2".to_vec(), b"r3".to_vec(), b"r4".to_vec()]
+        );
+        assert_eq!(log.reader().refused().unwrap().len(), 3);
+        assert_eq!(log.scan(0).count(), 1, "the trail is not in the log");
     }
 
     #[test]

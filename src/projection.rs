@@ -8,7 +8,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::SystemTime;
 
 use hashbrown::HashTable;
 use ipnet::IpNet;
@@ -17,7 +18,8 @@ use crate::Error;
 use crate::access::{self, KeyName, KeyState, Rejection, RoleSet, VerifiedKey};
 use crate::chain::Head;
 use crate::check::ProblemKind;
-use crate::event::{Actor, ActorRole, Event, EventKind, KeyId, Record};
+use crate::clock::{Clock, minute_start, system_time};
+use crate::event::{Actor, ActorRole, Event, EventKind, KeyId, KeySource, Record};
 use crate::token::{self, KeyHash};
 
 /// One audit row, compact: strings are interned, networks live in `nets`.
@@ -28,9 +30,33 @@ pub(crate) struct Row {
     pub(crate) role: ActorRole,
     pub(crate) kind: EventKind,
     pub(crate) slot: u32,
-    /// For `created`, the index of the initial whitelist in the whitelist sets; for
-    /// `whitelisted` and `unwhitelisted`, the index of the network in `nets`.
+    /// For `created` and `imported`, the index of the initial whitelist in the whitelist
+    /// sets; for `whitelisted` and `unwhitelisted`, the index of the network in `nets`;
+    /// for `rolled`, the index of the roll in `rolls`; otherwise 0.
     pub(crate) nets: u32,
+    /// The slot of the admin key the actor acted through, or [`NO_VIA`].
+    pub(crate) via: u32,
+}
+
+/// [`Row::via`] of a record written without an admin key.
+pub(crate) const NO_VIA: u32 = u32::MAX;
+
+/// A roll, as the audit trail and time travel need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Roll {
+    /// The key's tail before and after.
+    pub(crate) before: [u8; 4],
+    pub(crate) after: [u8; 4],
+    /// Until when the previous secret verifies (microseconds since the epoch).
+    pub(crate) until: i64,
+}
+
+/// A previous secret still in its grace period, as a snapshot stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GraceData {
+    pub(crate) key: u32,
+    pub(crate) hash: [u8; 16],
+    pub(crate) until: i64,
 }
 
 /// A key's slot as plain data, for a snapshot.
@@ -46,6 +72,9 @@ pub(crate) struct SlotData {
     pub(crate) whitelist: u32,
     pub(crate) created: u32,
     pub(crate) deleted: Option<u32>,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) disabled: bool,
+    pub(crate) source: KeySource,
 }
 
 /// The whole projection as plain data: what a snapshot stores.
@@ -59,6 +88,9 @@ pub(crate) struct SnapshotData {
     pub(crate) nets: Vec<IpNet>,
     /// Every whitelist set slot; set 0 is the empty one, freed slots are empty too.
     pub(crate) whitelist_sets: Vec<Vec<IpNet>>,
+    pub(crate) rolls: Vec<Roll>,
+    /// In key order.
+    pub(crate) graces: Vec<GraceData>,
 }
 
 /// A key as listed: everything but the secret.
@@ -79,8 +111,50 @@ pub struct KeyView {
     pub created_at: SystemTime,
     /// Who deleted it and when, if it is deleted.
     pub deleted: Option<(Actor, SystemTime)>,
-    /// `klk_…` and the key's last four characters, to recognise it.
+    /// `klk_…` and the key's last four characters, to recognise it (`…` alone for an
+    /// adopted secret outside keyledger's format, which shows nothing of itself).
     pub hint: String,
+    /// Where it stands: active, disabled, expired or deleted.
+    pub status: KeyStatus,
+    /// When it expires, if it does.
+    pub expires_at: Option<SystemTime>,
+    /// The minute of its last successful verify, if any since the store began keeping
+    /// them (not part of the log: see [`KeyStore::verify`](crate::KeyStore::verify)).
+    pub last_used_at: Option<SystemTime>,
+    /// Whether it was adopted from another system rather than generated.
+    pub imported: bool,
+}
+
+/// Where a key stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyStatus {
+    /// It verifies.
+    Active,
+    /// It is disabled until enabled again.
+    Disabled,
+    /// Its expiry time has passed.
+    Expired,
+    /// It was deleted.
+    Deleted,
+}
+
+impl KeyStatus {
+    /// `active`, `disabled`, `expired` or `deleted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Disabled => "disabled",
+            KeyStatus::Expired => "expired",
+            KeyStatus::Deleted => "deleted",
+        }
+    }
+}
+
+impl std::fmt::Display for KeyStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One entry of the audit trail: who did what to which key, when.
@@ -98,13 +172,14 @@ pub struct AuditEntry {
     pub key_id: KeyId,
     /// That key's name.
     pub key_name: String,
-    /// For `whitelisted` and `unwhitelisted`, the network; for `created`, the initial
-    /// whitelist; otherwise empty.
+    /// For `whitelisted` and `unwhitelisted`, the network; for `created` and `imported`,
+    /// the initial whitelist; otherwise empty.
     pub nets: Vec<IpNet>,
-}
-
-pub(crate) fn system_time(micros: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+    /// For `rolled`, until when the previous secret verifies (the roll's own time when
+    /// there was no grace period).
+    pub previous_valid_until: Option<SystemTime>,
+    /// The admin key the actor acted through (the HTTP admin API), if any.
+    pub via: Option<KeyId>,
 }
 
 /// A hash of 32 bytes that an attacker who does not know `seed` cannot make collide,
@@ -155,7 +230,7 @@ impl HashPrefix {
 }
 
 /// Names up to this many bytes live inside the key record.
-const REC_INLINE_NAME: usize = 18;
+const REC_INLINE_NAME: usize = 20;
 
 /// A key's name: inline when short (most are), else a range of the names arena. Keeps
 /// a verify to the one cache line of the key's record.
@@ -167,34 +242,63 @@ struct Name {
     bytes: [u8; REC_INLINE_NAME],
 }
 
-/// Everything kept about one key: one 64-byte cache line, no allocation of its own.
+/// What verify needs of one key: one 64-byte cache line, no allocation of its own.
 #[derive(Clone, Copy)]
 #[repr(align(64))]
 struct KeyRec {
     hash: HashPrefix,
     id: KeyId,
+    /// Microseconds since the epoch; [`NEVER`] for a key that does not expire.
+    expires: i64,
     /// Index into `role_sets`.
     roles: u32,
     /// Index into `whitelists`; 0 for the empty whitelist.
     whitelist: u32,
+    name: Name,
+    disabled: bool,
+}
+
+const NEVER: i64 = i64::MAX;
+
+/// What only listings, the audit trail and the rules need of a key.
+#[derive(Clone, Copy)]
+struct KeyCold {
     /// Index in `rows` of the creation.
     created: u32,
     /// Index in `rows` of the deletion, or [`LIVE`].
     deleted: u32,
     tail: [u8; 4],
-    name: Name,
+    source: KeySource,
 }
 
 const LIVE: u32 = u32::MAX;
+
+/// A previous secret in its grace period: it verifies as `key` until `until`.
+#[derive(Clone, Copy)]
+struct Grace {
+    hash: HashPrefix,
+    key: u32,
+    until: i64,
+}
 
 /// All state derived from the log, laid out as flat arrays: memory per key stays small
 /// and a verify touches the hash table and one key record.
 pub(crate) struct Projection {
     keys: Vec<KeyRec>,
+    cold: Vec<KeyCold>,
+    /// Each key's last successful verify, in minutes since the epoch (0 for never): kept
+    /// apart from the key records, so that stamping it (at most once a minute per key)
+    /// does not dirty the cache line every verify reads. Not derived from the log.
+    last_used: Vec<AtomicU32>,
     /// Live keys only, by key hash.
     by_hash: HashTable<u32>,
     /// Every key ever created, by id.
     by_id: HashTable<u32>,
+    /// Previous secrets in their grace period, by hash; pruned once the log's time
+    /// passes their end ([`Projection::prune_graces`]).
+    graces: HashTable<Grace>,
+    /// The grace of each key that has one, by key index.
+    grace_of: HashMap<u32, HashPrefix>,
     /// Names longer than [`REC_INLINE_NAME`] bytes.
     names: String,
     /// Whitelists, shared by every key (and creation row) that has the same one.
@@ -203,8 +307,13 @@ pub(crate) struct Projection {
     role_index: HashTable<u32>,
     rows: Vec<Row>,
     nets: Vec<IpNet>,
+    rolls: Vec<Roll>,
     actors: Vec<Arc<str>>,
     actor_index: HashMap<Arc<str>, u32>,
+    /// Whether any key was adopted with a secret outside keyledger's format, or by its
+    /// SHA-256 hash: only then do tokens outside the format get looked up at all.
+    adopted_foreign: bool,
+    adopted_sha256: bool,
     seed: Seed,
     hasher: RandomState,
     head: Head,
@@ -213,17 +322,20 @@ pub(crate) struct Projection {
 }
 
 /// A snapshot being copied out while the writer goes on: the state's extent when it
-/// began, and the pre-images of key records changed since (the other arrays only grow).
-/// The copy takes the read lock a part at a time, so no write waits for a whole copy.
+/// began, the graces then, and the pre-images of key records changed since (the other
+/// arrays only grow). The copy takes the read lock a part at a time, so no write waits
+/// for a whole copy.
 struct Freeze {
     head: Head,
     keys: u32,
     rows: usize,
     nets: usize,
+    rolls: usize,
     actors: usize,
     role_sets: usize,
     sets: u32,
-    before: HashMap<u32, KeyRec>,
+    graces: Vec<GraceData>,
+    before: HashMap<u32, (KeyRec, KeyCold)>,
 }
 
 /// Whitelists stored once however many keys share them, with reference counts so that a
@@ -372,16 +484,23 @@ impl Projection {
     pub(crate) fn new() -> Self {
         Projection {
             keys: Vec::new(),
+            cold: Vec::new(),
+            last_used: Vec::new(),
             by_hash: HashTable::new(),
             by_id: HashTable::new(),
+            graces: HashTable::new(),
+            grace_of: HashMap::new(),
             names: String::new(),
             whitelists: WhitelistSets::new(),
             role_sets: Vec::new(),
             role_index: HashTable::new(),
             rows: Vec::new(),
             nets: Vec::new(),
+            rolls: Vec::new(),
             actors: Vec::new(),
             actor_index: HashMap::new(),
+            adopted_foreign: false,
+            adopted_sha256: false,
             seed: Seed::random(),
             hasher: RandomState::new(),
             head: Head::EMPTY,
@@ -393,17 +512,40 @@ impl Projection {
         self.head
     }
 
-    /// Looks a key's hash up and checks the client's address: a hash-table probe, one key
-    /// record, and a copy of the name.
+    /// Looks a key's hash up and checks it: a hash-table probe, one key record, a copy of
+    /// the name, and at most once a minute a stamp of its last use. Reads the clock only
+    /// for a key that expires or a secret in its grace period.
     #[inline]
     pub(crate) fn verify(
         &self,
         hash: &KeyHash,
         ip: IpAddr,
         require_whitelist: bool,
+        clock: &Clock,
     ) -> Result<VerifiedKey, Rejection> {
-        let key = self.live_key(hash).ok_or(Rejection::UnknownKey)?;
-        access::ip_allowed(self.whitelist_of(key), ip, require_whitelist)?;
+        let prefix = HashPrefix::of(hash);
+        let keys = &self.keys;
+        let index = match self
+            .by_hash
+            .find(self.seed.key_hash(prefix), |&i| keys[i as usize].hash == prefix)
+        {
+            Some(&i) => i,
+            None => self.in_grace(prefix, clock).ok_or(Rejection::UnknownKey)?,
+        };
+        let key = &keys[index as usize];
+        if key.expires != NEVER && clock.now_micros() >= key.expires {
+            return Err(Rejection::Expired);
+        }
+        if key.disabled {
+            return Err(Rejection::Disabled);
+        }
+        access::ip_allowed(self.whitelists.get(key.whitelist), ip, require_whitelist)?;
+        if let Some(stamp) = self.last_used.get(index as usize) {
+            let minute = clock.minute();
+            if stamp.load(Ordering::Relaxed) < minute {
+                stamp.store(minute, Ordering::Relaxed);
+            }
+        }
         Ok(VerifiedKey {
             id: key.id,
             name: key
@@ -416,9 +558,25 @@ impl Projection {
         })
     }
 
-    #[inline]
-    fn live_key(&self, hash: &KeyHash) -> Option<&KeyRec> {
-        self.live_key_by_prefix(HashPrefix::of(hash))
+    /// The key whose previous secret has this hash, while its grace period lasts.
+    #[cold]
+    fn in_grace(&self, prefix: HashPrefix, clock: &Clock) -> Option<u32> {
+        if self.graces.is_empty() {
+            return None;
+        }
+        let grace = self
+            .graces
+            .find(self.seed.key_hash(prefix), |g| g.hash == prefix)?;
+        (clock.now_micros() < grace.until).then_some(grace.key)
+    }
+
+    /// The hashes a token outside keyledger's format could be kept under, if any key
+    /// was adopted that way: its own hash, then that of its SHA-256 digest.
+    pub(crate) fn foreign_candidates(&self, token: &str) -> impl Iterator<Item = KeyHash> {
+        let fits = (self.adopted_foreign || self.adopted_sha256) && token::fits_adopted_rule(token);
+        let own = (fits && self.adopted_foreign).then(|| KeyHash::of(token));
+        let sha = (fits && self.adopted_sha256).then(|| KeyHash::of_sha256_token(token));
+        own.into_iter().chain(sha)
     }
 
     #[inline]
@@ -466,16 +624,27 @@ impl Projection {
         self.key_index(id).is_some()
     }
 
+    /// Whether a live key, or a previous secret in its grace period, has this hash.
     pub(crate) fn contains_hash(&self, hash: &KeyHash) -> bool {
-        self.live_key(hash).is_some()
+        self.contains_prefix(HashPrefix::of(hash))
+    }
+
+    fn contains_prefix(&self, prefix: HashPrefix) -> bool {
+        self.live_key_by_prefix(prefix).is_some()
+            || self
+                .graces
+                .find(self.seed.key_hash(prefix), |g| g.hash == prefix)
+                .is_some()
     }
 
     /// The state the access rules need for key `id`.
     pub(crate) fn key_state(&self, id: KeyId) -> Option<KeyState<'_>> {
-        let key = &self.keys[self.key_index(id)? as usize];
+        let index = self.key_index(id)? as usize;
+        let (key, cold) = (&self.keys[index], &self.cold[index]);
         Some(KeyState {
-            owner: &self.actors[self.rows[key.created as usize].actor as usize],
-            deleted: key.deleted != LIVE,
+            owner: &self.actors[self.rows[cold.created as usize].actor as usize],
+            deleted: cold.deleted != LIVE,
+            disabled: key.disabled,
             whitelist: self.whitelist_of(key),
         })
     }
@@ -483,7 +652,12 @@ impl Projection {
     /// Applies a record the ledger admitted; `chain_hash` is its own hash.
     pub(crate) fn apply(&mut self, record: &Record, chain_hash: [u8; 32]) -> Result<(), Error> {
         let seq = record.seq;
+        self.prune_graces(record.at);
         let row_index = u32::try_from(self.rows.len()).map_err(|_| too_long(seq))?;
+        let via = match record.via {
+            Some(id) => self.key_index(id).ok_or(Error::KeyNotFound(id))?,
+            None => NO_VIA,
+        };
         let mut row = Row {
             at: record.at,
             actor: self.intern_actor(record.actor.id(), seq)?,
@@ -491,6 +665,7 @@ impl Projection {
             kind: record.event.kind(),
             slot: 0,
             nets: 0,
+            via,
         };
         match &record.event {
             Event::Created {
@@ -500,6 +675,8 @@ impl Projection {
                 name,
                 roles,
                 whitelist,
+                expires_at,
+                source,
             } => {
                 // One reference for the key, one for its creation row.
                 let set = self.whitelists.acquire(whitelist, seq)?;
@@ -507,19 +684,28 @@ impl Projection {
                 let key = KeyRec {
                     hash: HashPrefix::of(hash),
                     id: *id,
+                    expires: expires_at.unwrap_or(NEVER),
                     roles: self.intern_roles(roles, seq)?,
                     whitelist: set,
+                    name: self.store_name(name, seq)?,
+                    disabled: false,
+                };
+                let cold = KeyCold {
                     created: row_index,
                     deleted: LIVE,
                     tail: *tail,
-                    name: self.store_name(name, seq)?,
+                    source: *source,
                 };
-                row.slot = self.push_key(key, seq)?;
+                match source {
+                    KeySource::Generated => {}
+                    KeySource::Imported => self.adopted_foreign |= *tail == crate::event::NO_TAIL,
+                    KeySource::ImportedSha256 => self.adopted_sha256 = true,
+                }
+                row.slot = self.push_key(key, cold, seq)?;
                 row.nets = set;
             }
             Event::Whitelisted { id, net } | Event::Unwhitelisted { id, net } => {
-                let index = self.key_index(*id).ok_or(Error::KeyNotFound(*id))?;
-                self.preserve_key(index);
+                let index = self.index_for(*id)?;
                 let old = self.keys[index as usize].whitelist;
                 let mut list = self.whitelists.get(old).to_vec();
                 if matches!(record.event, Event::Whitelisted { .. }) {
@@ -534,13 +720,39 @@ impl Projection {
                 row.slot = index;
             }
             Event::Deleted { id } => {
-                let index = self.key_index(*id).ok_or(Error::KeyNotFound(*id))?;
-                self.preserve_key(index);
-                let hash = self.keys[index as usize].hash;
-                if let Ok(entry) = self.by_hash.find_entry(self.seed.key_hash(hash), |&i| i == index) {
-                    entry.remove();
+                let index = self.index_for(*id)?;
+                self.unindex_hash(index);
+                self.end_grace(index);
+                self.cold[index as usize].deleted = row_index;
+                row.slot = index;
+            }
+            Event::Rolled {
+                id,
+                hash,
+                tail,
+                previous_valid_until,
+            } => {
+                let index = self.index_for(*id)?;
+                let old = self.keys[index as usize].hash;
+                self.unindex_hash(index);
+                self.end_grace(index);
+                if *previous_valid_until > record.at {
+                    self.begin_grace(old, index, *previous_valid_until);
                 }
-                self.keys[index as usize].deleted = row_index;
+                self.keys[index as usize].hash = HashPrefix::of(hash);
+                self.index_hash(index);
+                let before = std::mem::replace(&mut self.cold[index as usize].tail, *tail);
+                row.nets = u32::try_from(self.rolls.len()).map_err(|_| too_long(seq))?;
+                self.rolls.push(Roll {
+                    before,
+                    after: *tail,
+                    until: *previous_valid_until,
+                });
+                row.slot = index;
+            }
+            Event::Disabled { id } | Event::Enabled { id } => {
+                let index = self.index_for(*id)?;
+                self.keys[index as usize].disabled = matches!(record.event, Event::Disabled { .. });
                 row.slot = index;
             }
         }
@@ -553,25 +765,79 @@ impl Projection {
         Ok(())
     }
 
-    /// Keeps key record `index` as it was when the snapshot being copied began.
-    fn preserve_key(&mut self, index: u32) {
+    /// The index of existing key `id`, its records preserved for a snapshot being copied.
+    fn index_for(&mut self, id: KeyId) -> Result<u32, Error> {
+        let index = self.key_index(id).ok_or(Error::KeyNotFound(id))?;
         if let Some(f) = &mut self.freeze
             && index < f.keys
         {
-            f.before.entry(index).or_insert(self.keys[index as usize]);
+            let i = index as usize;
+            f.before.entry(index).or_insert((self.keys[i], self.cold[i]));
+        }
+        Ok(index)
+    }
+
+    fn index_hash(&mut self, index: u32) {
+        let (seed, keys) = (self.seed, &self.keys);
+        self.by_hash
+            .insert_unique(seed.key_hash(keys[index as usize].hash), index, |&i| {
+                seed.key_hash(keys[i as usize].hash)
+            });
+    }
+
+    fn unindex_hash(&mut self, index: u32) {
+        let hash = self.keys[index as usize].hash;
+        if let Ok(entry) = self.by_hash.find_entry(self.seed.key_hash(hash), |&i| i == index) {
+            entry.remove();
         }
     }
 
+    fn begin_grace(&mut self, hash: HashPrefix, key: u32, until: i64) {
+        let seed = self.seed;
+        self.graces
+            .insert_unique(seed.key_hash(hash), Grace { hash, key, until }, |g| {
+                seed.key_hash(g.hash)
+            });
+        self.grace_of.insert(key, hash);
+    }
+
+    /// Ends key `index`'s grace period, if it has one.
+    fn end_grace(&mut self, index: u32) {
+        if let Some(hash) = self.grace_of.remove(&index)
+            && let Ok(entry) = self
+                .graces
+                .find_entry(self.seed.key_hash(hash), |g| g.key == index)
+        {
+            entry.remove();
+        }
+    }
+
+    /// Drops the graces that end at or before `at`, the time of the record being
+    /// applied: a function of the records alone, so every replay holds the same graces.
+    fn prune_graces(&mut self, at: i64) {
+        if self.graces.is_empty() {
+            return;
+        }
+        let grace_of = &mut self.grace_of;
+        self.graces.retain(|g| {
+            let keep = g.until > at;
+            if !keep {
+                grace_of.remove(&g.key);
+            }
+            keep
+        });
+    }
+
     /// Adds a key record and indexes it (by hash only while live).
-    fn push_key(&mut self, key: KeyRec, seq: u64) -> Result<u32, Error> {
+    fn push_key(&mut self, key: KeyRec, cold: KeyCold, seq: u64) -> Result<u32, Error> {
         let index = u32::try_from(self.keys.len()).map_err(|_| too_long(seq))?;
         self.keys.push(key);
-        let (seed, keys) = (self.seed, &self.keys);
-        if key.deleted == LIVE {
-            self.by_hash.insert_unique(seed.key_hash(key.hash), index, |&i| {
-                seed.key_hash(keys[i as usize].hash)
-            });
+        self.cold.push(cold);
+        self.last_used.push(AtomicU32::new(0));
+        if cold.deleted == LIVE {
+            self.index_hash(index);
         }
+        let (seed, keys) = (self.seed, &self.keys);
         self.by_id
             .insert_unique(seed.key_id(key.id), index, |&i| seed.key_id(keys[i as usize].id));
         Ok(index)
@@ -630,80 +896,144 @@ impl Projection {
 
     fn row_nets(&self, row: &Row) -> &[IpNet] {
         match row.kind {
-            EventKind::Created => self.whitelists.get(row.nets),
+            EventKind::Created | EventKind::Imported => self.whitelists.get(row.nets),
             EventKind::Whitelisted | EventKind::Unwhitelisted => {
                 let i = row.nets as usize;
                 self.nets.get(i..i + 1).unwrap_or_default()
             }
-            EventKind::Deleted => &[],
+            _ => &[],
         }
     }
 
-    fn view(&self, key: &KeyRec, whitelist: Vec<IpNet>, deleted: u32) -> KeyView {
-        let created = &self.rows[key.created as usize];
+    fn row_roll(&self, row: &Row) -> Option<&Roll> {
+        (row.kind == EventKind::Rolled)
+            .then(|| self.rolls.get(row.nets as usize))
+            .flatten()
+    }
+
+    /// Key `index` as listed, as it stood with this whitelist, tail, disabled flag and
+    /// deletion row, at time `now`.
+    fn view(&self, index: u32, state: ViewState, now: i64, last_used: bool) -> KeyView {
+        let (key, cold) = (&self.keys[index as usize], &self.cold[index as usize]);
+        let created = &self.rows[cold.created as usize];
+        let deleted = self.rows.get(state.deleted as usize);
+        let expired = key.expires != NEVER && now >= key.expires;
+        let status = match () {
+            () if deleted.is_some() => KeyStatus::Deleted,
+            () if expired => KeyStatus::Expired,
+            () if state.disabled => KeyStatus::Disabled,
+            () => KeyStatus::Active,
+        };
+        let minute = self
+            .last_used
+            .get(index as usize)
+            .map_or(0, |m| m.load(Ordering::Relaxed));
         KeyView {
             id: key.id,
             name: self.name_of(key).to_owned(),
             roles: self.roles_of(key).0.iter().map(|r| r.to_string()).collect(),
-            whitelist,
+            whitelist: state.whitelist,
             created_by: self.actor_of(created),
             created_at: system_time(created.at),
-            deleted: self
-                .rows
-                .get(deleted as usize)
-                .map(|row| (self.actor_of(row), system_time(row.at))),
-            hint: token::hint(key.tail),
+            deleted: deleted.map(|row| (self.actor_of(row), system_time(row.at))),
+            hint: token::hint(state.tail),
+            status,
+            expires_at: (key.expires != NEVER).then(|| system_time(key.expires)),
+            last_used_at: (last_used && minute != 0).then(|| system_time(minute_start(minute))),
+            imported: cold.source != KeySource::Generated,
         }
     }
 
-    /// The keys, oldest first; deleted ones only if asked.
-    pub(crate) fn keys(&self, include_deleted: bool) -> Vec<KeyView> {
-        self.keys
-            .iter()
-            .filter(|k| include_deleted || k.deleted == LIVE)
-            .map(|k| self.view(k, self.whitelist_of(k).to_vec(), k.deleted))
+    /// Key `index` as it stands now.
+    fn current_view(&self, index: u32, now: i64) -> KeyView {
+        let (key, cold) = (&self.keys[index as usize], &self.cold[index as usize]);
+        let state = ViewState {
+            whitelist: self.whitelist_of(key).to_vec(),
+            tail: cold.tail,
+            disabled: key.disabled,
+            deleted: cold.deleted,
+        };
+        self.view(index, state, now, true)
+    }
+
+    /// Whether key `index` is live at `now`: neither deleted nor expired.
+    fn is_live(&self, index: usize, now: i64) -> bool {
+        self.cold[index].deleted == LIVE && self.keys[index].expires > now
+    }
+
+    /// The keys, oldest first: all of them, or only the live ones (neither deleted nor
+    /// expired at `now`).
+    pub(crate) fn keys(&self, all: bool, now: i64) -> Vec<KeyView> {
+        (0..self.keys.len())
+            .filter(|&i| all || self.is_live(i, now))
+            .map(|i| self.current_view(i as u32, now))
             .collect()
     }
 
-    pub(crate) fn key(&self, id: KeyId) -> Option<KeyView> {
-        let k = &self.keys[self.key_index(id)? as usize];
-        Some(self.view(k, self.whitelist_of(k).to_vec(), k.deleted))
+    pub(crate) fn key(&self, id: KeyId, now: i64) -> Option<KeyView> {
+        Some(self.current_view(self.key_index(id)?, now))
     }
 
-    /// Every key as it stood right after record `seq` (deleted ones included, marked).
+    /// Every key as it stood right after record `seq` (deleted ones included, marked),
+    /// its status as of that record's time. Last-used times are not part of the log and
+    /// are left out.
     pub(crate) fn keys_at(&self, seq: u64) -> Vec<KeyView> {
         let upto = usize::try_from(seq).unwrap_or(usize::MAX).min(self.rows.len());
-        let mut whitelists: HashMap<u32, Vec<IpNet>> = HashMap::new();
-        let mut deleted: HashMap<u32, u32> = HashMap::new();
+        let now = upto.checked_sub(1).map_or(0, |i| self.rows[i].at);
+        let mut states: HashMap<u32, ViewState> = HashMap::new();
         let mut order = Vec::new();
+        let first_tails = self.first_tails();
         for (i, row) in self.rows[..upto].iter().enumerate() {
             let nets = self.row_nets(row);
+            if row.kind.creates() {
+                order.push(row.slot);
+                states.insert(
+                    row.slot,
+                    ViewState {
+                        whitelist: nets.to_vec(),
+                        tail: first_tails
+                            .get(&row.slot)
+                            .copied()
+                            .unwrap_or(self.cold[row.slot as usize].tail),
+                        disabled: false,
+                        deleted: LIVE,
+                    },
+                );
+                continue;
+            }
+            let Some(state) = states.get_mut(&row.slot) else {
+                continue;
+            };
             match row.kind {
-                EventKind::Created => {
-                    order.push(row.slot);
-                    whitelists.insert(row.slot, nets.to_vec());
+                EventKind::Whitelisted => state.whitelist.extend_from_slice(nets),
+                EventKind::Unwhitelisted => state.whitelist.retain(|n| !nets.contains(n)),
+                EventKind::Deleted => state.deleted = i as u32,
+                EventKind::Disabled => state.disabled = true,
+                EventKind::Enabled => state.disabled = false,
+                EventKind::Rolled => {
+                    if let Some(roll) = self.row_roll(row) {
+                        state.tail = roll.after;
+                    }
                 }
-                EventKind::Whitelisted => whitelists.entry(row.slot).or_default().extend_from_slice(nets),
-                EventKind::Unwhitelisted => whitelists
-                    .entry(row.slot)
-                    .or_default()
-                    .retain(|n| !nets.contains(n)),
-                EventKind::Deleted => {
-                    deleted.insert(row.slot, i as u32);
-                }
+                _ => {}
             }
         }
         order
             .into_iter()
-            .map(|k| {
-                let wl = whitelists.remove(&k).unwrap_or_default();
-                self.view(
-                    &self.keys[k as usize],
-                    wl,
-                    deleted.get(&k).copied().unwrap_or(LIVE),
-                )
-            })
+            .filter_map(|k| Some(self.view(k, states.remove(&k)?, now, false)))
             .collect()
+    }
+
+    /// The tail each rolled key had when it was created: what its first roll replaced.
+    /// (A key never rolled still has the tail it was created with.)
+    fn first_tails(&self) -> HashMap<u32, [u8; 4]> {
+        let mut first = HashMap::new();
+        for row in &self.rows {
+            if let Some(roll) = self.row_roll(row) {
+                first.entry(row.slot).or_insert(roll.before);
+            }
+        }
+        first
     }
 
     /// The audit trail, oldest first, from record `from` on.
@@ -719,18 +1049,57 @@ impl Projection {
                 key_id: key.id,
                 key_name: self.name_of(key).to_owned(),
                 nets: self.row_nets(row).to_vec(),
+                previous_valid_until: self.row_roll(row).map(|r| system_time(r.until)),
+                via: self.keys.get(row.via as usize).map(|k| k.id),
             }
         })
+    }
+
+    /// Each key's last-used minute (0 for never), by id: what is persisted outside the log.
+    pub(crate) fn last_used(&self) -> Vec<(KeyId, u32)> {
+        self.keys
+            .iter()
+            .zip(&self.last_used)
+            .map(|(k, m)| (k.id, m.load(Ordering::Relaxed)))
+            .filter(|&(_, m)| m != 0)
+            .collect()
+    }
+
+    /// Restores last-used minutes saved by [`Projection::last_used`]; unknown ids are
+    /// skipped, and a later stamp already here is kept.
+    pub(crate) fn restore_last_used(&self, saved: &[(KeyId, u32)]) {
+        for &(id, minute) in saved {
+            if let Some(stamp) = self.key_index(id).and_then(|i| self.last_used.get(i as usize)) {
+                stamp.fetch_max(minute, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Unindexes every key for verification, so that none verifies: a state that proved
     /// damaged fails closed. Listings and the audit trail stay readable.
     pub(crate) fn stop_verifying(&mut self) {
         self.by_hash.clear();
+        self.graces.clear();
+        self.grace_of.clear();
     }
 
     pub(crate) fn live_count(&self) -> usize {
         self.by_hash.len()
+    }
+
+    /// The graces as a snapshot lists them: in key order.
+    fn grace_data(&self) -> Vec<GraceData> {
+        let mut out: Vec<GraceData> = self
+            .graces
+            .iter()
+            .map(|g| GraceData {
+                key: g.key,
+                hash: g.hash.0.to_le_bytes(),
+                until: g.until,
+            })
+            .collect();
+        out.sort_unstable_by_key(|g| g.key);
+        out
     }
 
     /// The state as plain data, for a snapshot.
@@ -743,10 +1112,14 @@ impl Projection {
                 .iter()
                 .map(|s| s.0.iter().map(|r| r.to_string()).collect())
                 .collect(),
-            slots: self.keys.iter().map(|k| self.slot_data(k)).collect(),
+            slots: (0..self.keys.len())
+                .map(|i| self.slot_data(&self.keys[i], &self.cold[i]))
+                .collect(),
             rows: self.rows.clone(),
             nets: self.nets.clone(),
             whitelist_sets: self.whitelists.sets.iter().map(|s| s.to_vec()).collect(),
+            rolls: self.rolls.clone(),
+            graces: self.grace_data(),
         }
     }
 
@@ -761,9 +1134,11 @@ impl Projection {
             keys: u32::try_from(self.keys.len()).unwrap_or(u32::MAX),
             rows: self.rows.len(),
             nets: self.nets.len(),
+            rolls: self.rolls.len(),
             actors: self.actors.len(),
             role_sets: self.role_sets.len(),
             sets,
+            graces: self.grace_data(),
             before: HashMap::new(),
         });
         self.head.seq
@@ -800,8 +1175,11 @@ impl Projection {
         } else if out.slots.len() < f.keys as usize {
             let part = take(out.slots.len(), f.keys as usize);
             out.slots.extend(part.map(|i| {
-                let k = f.before.get(&(i as u32)).unwrap_or(&self.keys[i]);
-                self.slot_data(k)
+                let (k, c) = f
+                    .before
+                    .get(&(i as u32))
+                    .map_or((&self.keys[i], &self.cold[i]), |(k, c)| (k, c));
+                self.slot_data(k, c)
             }));
         } else if out.rows.len() < f.rows {
             let part = take(out.rows.len(), f.rows);
@@ -809,22 +1187,30 @@ impl Projection {
         } else if out.nets.len() < f.nets {
             let part = take(out.nets.len(), f.nets);
             out.nets.extend_from_slice(&self.nets[part]);
+        } else if out.rolls.len() < f.rolls {
+            let part = take(out.rolls.len(), f.rolls);
+            out.rolls.extend_from_slice(&self.rolls[part]);
+        } else if out.graces.len() < f.graces.len() {
+            out.graces.clone_from(&f.graces);
         } else {
             return true;
         }
         false
     }
 
-    fn slot_data(&self, k: &KeyRec) -> SlotData {
+    fn slot_data(&self, k: &KeyRec, c: &KeyCold) -> SlotData {
         SlotData {
             hash: k.hash.0.to_le_bytes(),
             id: k.id.0,
             name: self.name_of(k).to_owned(),
             roles: k.roles,
-            tail: k.tail,
+            tail: c.tail,
             whitelist: k.whitelist,
-            created: k.created,
-            deleted: (k.deleted != LIVE).then_some(k.deleted),
+            created: c.created,
+            deleted: (c.deleted != LIVE).then_some(c.deleted),
+            expires_at: (k.expires != NEVER).then_some(k.expires),
+            disabled: k.disabled,
+            source: c.source,
         }
     }
 
@@ -860,11 +1246,16 @@ impl Projection {
         };
         for row in &data.rows {
             let nets_ok = match row.kind {
-                EventKind::Created => count(row.nets),
+                EventKind::Created | EventKind::Imported => count(row.nets),
                 EventKind::Whitelisted | EventKind::Unwhitelisted => (row.nets as usize) < nets_len,
-                EventKind::Deleted => true,
+                EventKind::Rolled => (row.nets as usize) < data.rolls.len(),
+                _ => true,
             };
-            if !nets_ok || row.actor as usize >= proj.actors.len() || row.slot as usize >= keys_len {
+            if !nets_ok
+                || row.actor as usize >= proj.actors.len()
+                || row.slot as usize >= keys_len
+                || (row.via != NO_VIA && row.via as usize >= keys_len)
+            {
                 return Err(bad("audit row out of range"));
             }
         }
@@ -889,20 +1280,54 @@ impl Projection {
             let key = KeyRec {
                 hash,
                 id,
+                expires: s.expires_at.unwrap_or(NEVER),
                 roles: s.roles,
                 whitelist: s.whitelist,
+                name: proj.store_name(&s.name, seq)?,
+                disabled: s.disabled,
+            };
+            let cold = KeyCold {
                 created: s.created,
                 deleted: s.deleted.unwrap_or(LIVE),
                 tail: s.tail,
-                name: proj.store_name(&s.name, seq)?,
+                source: s.source,
             };
-            proj.push_key(key, seq)?;
+            match s.source {
+                KeySource::Generated => {}
+                KeySource::Imported => proj.adopted_foreign |= s.tail == crate::event::NO_TAIL,
+                KeySource::ImportedSha256 => proj.adopted_sha256 = true,
+            }
+            proj.push_key(key, cold, seq)?;
+        }
+        let mut previous = None;
+        for g in &data.graces {
+            let hash = HashPrefix(u128::from_le_bytes(g.hash));
+            if previous.is_some_and(|p| p >= g.key)
+                || g.key as usize >= keys_len
+                || proj.cold[g.key as usize].deleted != LIVE
+                || g.until <= data.head.at
+                || proj.contains_prefix(hash)
+            {
+                return Err(bad("grace out of range, out of order or ended"));
+            }
+            previous = Some(g.key);
+            proj.begin_grace(hash, g.key, g.until);
         }
         proj.rows = data.rows;
         proj.nets = data.nets;
+        proj.rolls = data.rolls;
         proj.head = data.head;
         Ok(proj)
     }
+}
+
+/// A key's changing parts, as listed at some point of the log.
+struct ViewState {
+    whitelist: Vec<IpNet>,
+    tail: [u8; 4],
+    disabled: bool,
+    /// Index in `rows` of the deletion, or [`LIVE`].
+    deleted: u32,
 }
 
 #[cfg(test)]
@@ -936,6 +1361,7 @@ mod tests {
             let prepared = ledger.prepare(
                 &[&Command {
                     actor: admin.clone(),
+                    via: None,
                     op,
                 }],
                 &mut ids,

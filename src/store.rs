@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use ipnet::IpNet;
@@ -21,15 +22,23 @@ use rand::rngs::StdRng;
 use crate::access::{Rejection, VerifiedKey};
 use crate::chain::{Chain, ChainKey, Witness};
 use crate::check::{self, CheckInputs, CheckReport, Problem, ProblemKind, Progress, RepairReport};
+use crate::clock::{Clock, ManualClock};
 use crate::event::{Actor, KeyId, NewKey};
 use crate::ledger::{self, Command, Ledger, LogInfo, Op};
 use crate::log::{Batch, Log, LogRead, MemLog, MetaKey, SledLog};
 use crate::projection::{AuditEntry, KeyView, SnapshotData};
+use crate::refused::{self, RefusedAttempt};
+use crate::token::ExistingKey;
 use crate::token::{self, ApiKey};
 use crate::{Error, backup, codec, snapshot};
 
 const LOCK_FILE: &str = "keyledger.lock";
 const LOG_DIR: &str = "log";
+/// Each key's last-used minute, outside the log; see [`KeyStore::verify`].
+const LAST_USED_FILE: &str = "last-used";
+/// How often the writer wakes when idle: the system clock's minute for last-used stamps
+/// is at most this stale.
+const TICK: Duration = Duration::from_secs(1);
 
 /// A new key, as returned once by [`KeyStore::create_key`].
 #[derive(Debug)]
@@ -40,6 +49,19 @@ pub struct CreatedKey {
     pub seq: u64,
     /// The secret: show it to its owner once; the store cannot show it again.
     pub key: ApiKey,
+}
+
+/// A rolled key's new secret, as returned once by [`KeyStore::roll_key`].
+#[derive(Debug)]
+pub struct RolledKey {
+    /// The key's public id (unchanged).
+    pub id: KeyId,
+    /// The sequence number of the roll in the log.
+    pub seq: u64,
+    /// The new secret: show it to its owner once.
+    pub key: ApiKey,
+    /// Until when the previous secret keeps verifying (the roll's own time for no grace).
+    pub previous_valid_until: SystemTime,
 }
 
 /// Whether a store's history is proven; see [`KeyStore::integrity`].
@@ -112,6 +134,9 @@ pub struct Builder {
     create_if_missing: bool,
     snapshot_every: u64,
     expect_head: Option<Witness>,
+    clock: Option<ManualClock>,
+    keep_refused: u64,
+    save_last_used_every: Duration,
 }
 
 impl std::fmt::Debug for Builder {
@@ -123,6 +148,9 @@ impl std::fmt::Debug for Builder {
             .field("chain_key", &self.chain_key)
             .field("snapshot_every", &self.snapshot_every)
             .field("expect_head", &self.expect_head)
+            .field("clock", &self.clock)
+            .field("keep_refused", &self.keep_refused)
+            .field("save_last_used_every", &self.save_last_used_every)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +166,9 @@ impl Default for Builder {
             create_if_missing: true,
             snapshot_every: 100_000,
             expect_head: None,
+            clock: None,
+            keep_refused: refused::DEFAULT_KEEP,
+            save_last_used_every: Duration::from_secs(60),
         }
     }
 }
@@ -215,6 +246,28 @@ impl Builder {
     /// or checked, for a progress bar.
     pub fn on_progress(mut self, f: impl Fn(u64, u64) + Send + Sync + 'static) -> Self {
         self.progress = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs the store on `clock` instead of the system clock: record times, expiry,
+    /// grace periods and last-used stamps all read it. For tests and simulations.
+    pub fn clock(mut self, clock: ManualClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// How many refused commands the security trail keeps (default 10,000); the oldest
+    /// are dropped first. See [`KeyStore::refused`].
+    pub fn keep_refused(mut self, attempts: u64) -> Self {
+        self.keep_refused = attempts.max(1);
+        self
+    }
+
+    /// How often each key's last-used time is saved to the store's directory (default
+    /// every minute, and always when the store closes). After a crash it is at most this
+    /// stale.
+    pub fn save_last_used_every(mut self, every: Duration) -> Self {
+        self.save_last_used_every = every;
         self
     }
 
@@ -471,6 +524,8 @@ enum Request {
 /// parallel on every thread and never waits for a write.
 pub struct KeyStore {
     ledger: Arc<Ledger>,
+    /// Reads the security trail.
+    trail: Box<dyn LogRead>,
     require_whitelist: bool,
     integrity: Arc<IntegrityCell>,
     tx: Option<Sender<Request>>,
@@ -533,15 +588,23 @@ impl KeyStore {
             .as_deref()
             .and_then(|p| snapshot::load(p, &*log, &chain))
             .filter(|(_, seal)| seal.seq <= total);
-        let (ledger, seal) = match loaded {
-            Some((proj, seal)) => (Ledger::from_projection(proj, chain.clone()), Some(seal)),
-            None => (Ledger::new(chain.clone()), None),
+        let clock = Arc::new(match &options.clock {
+            Some(manual) => Clock::manual(manual.clone()),
+            None => Clock::system(),
+        });
+        let (proj, seal) = match loaded {
+            Some((proj, seal)) => (proj, Some(seal)),
+            None => (crate::projection::Projection::new(), None),
         };
+        let ledger = Ledger::from_projection(proj, chain.clone(), clock);
         ledger.replay(&*log, u64::MAX, total, &options.progress)?;
         ledger::reaches_head(stored, ledger.head())?;
         if let Some(witness) = options.expect_head {
             ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
         }
+        let last_used = dir
+            .as_ref()
+            .map(|d| LastUsed::load(d.join(LAST_USED_FILE), &ledger, &options));
         let ledger = Arc::new(ledger);
         let integrity = IntegrityCell::new(match seal {
             Some(_) => Integrity::Verifying,
@@ -572,7 +635,10 @@ impl KeyStore {
             })
             .transpose()?;
         let (tx, rx) = crossbeam_channel::unbounded();
+        let trail = log.reader();
         let writer = Writer {
+            keep_refused: options.keep_refused,
+            last_used,
             log,
             ledger: Arc::clone(&ledger),
             max_batch: options.max_batch,
@@ -587,6 +653,7 @@ impl KeyStore {
             .spawn(move || writer.run(rx))?;
         Ok(KeyStore {
             ledger,
+            trail,
             require_whitelist: options.require_whitelist,
             integrity,
             tx: Some(tx),
@@ -605,6 +672,7 @@ impl KeyStore {
         let tx = self.tx.as_ref().ok_or(Error::Closed)?;
         let command = Command {
             actor: actor.clone(),
+            via: None,
             op,
         };
         tx.send(Request::Write(Pending { command, reply }))
@@ -720,16 +788,152 @@ impl KeyStore {
         self.submit(actor, Op::Delete { id }).map(|(_, seq)| seq)
     }
 
+    /// Gives a key a new secret, shown once; its id, name, roles, whitelist and expiry
+    /// stay. The previous secret keeps verifying for `grace` (zero: it stops at once).
+    /// Rolling again during a grace period ends that period at once, so at most two
+    /// secrets of a key ever verify. The rules are those of [`KeyStore::delete_key`].
+    ///
+    /// # Errors
+    /// As [`KeyStore::delete_key`]; [`Error::InvalidInput`] for a grace period longer
+    /// than [`MAX_GRACE`].
+    pub fn roll_key(&self, actor: &Actor, id: KeyId, grace: Duration) -> Result<RolledKey, Error> {
+        if grace > MAX_GRACE {
+            return Err(Error::invalid(
+                "grace",
+                format!("at most {} days", MAX_GRACE.as_secs() / 86_400),
+            ));
+        }
+        let key = ApiKey::generate()?;
+        let op = Op::Roll {
+            id,
+            hash: key.hash(),
+            tail: key.tail(),
+            grace: i64::try_from(grace.as_micros()).unwrap_or(i64::MAX),
+        };
+        let (id, seq) = self.submit(actor, op)?;
+        let previous_valid_until = self
+            .ledger
+            .read()
+            .audit(seq)
+            .next()
+            .and_then(|e| e.previous_valid_until)
+            .unwrap_or_else(SystemTime::now);
+        Ok(RolledKey {
+            id,
+            seq,
+            key,
+            previous_valid_until,
+        })
+    }
+
+    /// Disables a key: it is rejected with [`Rejection::Disabled`] until enabled again.
+    /// The rules are those of [`KeyStore::delete_key`]. Returns the sequence number.
+    ///
+    /// # Errors
+    /// As [`KeyStore::delete_key`]; [`Error::StateUnchanged`] if it is already disabled.
+    pub fn disable_key(&self, actor: &Actor, id: KeyId) -> Result<u64, Error> {
+        self.submit(actor, Op::Disable { id }).map(|(_, seq)| seq)
+    }
+
+    /// Enables a disabled key again. Returns the sequence number.
+    ///
+    /// # Errors
+    /// As [`KeyStore::delete_key`]; [`Error::StateUnchanged`] if it is not disabled.
+    pub fn enable_key(&self, actor: &Actor, id: KeyId) -> Result<u64, Error> {
+        self.submit(actor, Op::Enable { id }).map(|(_, seq)| seq)
+    }
+
+    /// Adopts keys a platform already issued (see [`ExistingKey`]), all or none, made
+    /// durable as one commit; returns their new ids in order. The rules are those of
+    /// [`KeyStore::create_key`]. The audit kind is `imported`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the first bad key by its position from 1 (`key 3:
+    /// ...`), including a secret already in use; [`Error::PermissionDenied`]; storage
+    /// errors. Nothing is written on any error.
+    pub fn import_keys(&self, actor: &Actor, keys: Vec<ExistingKey>) -> Result<Vec<KeyId>, Error> {
+        let count = keys.len() as u64;
+        let keys = keys
+            .into_iter()
+            .enumerate()
+            .map(|(n, mut k)| {
+                k.new = k
+                    .new
+                    .validated()
+                    .map_err(|e| Error::invalid("import", format!("key {}: {e}", n + 1)))?;
+                Ok(k)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let (_, last) = self.submit(actor, Op::Import { keys })?;
+        Ok(self
+            .ledger
+            .read()
+            .audit(last + 1 - count)
+            .take(count as usize)
+            .map(|e| e.key_id)
+            .collect())
+    }
+
+    /// The security trail: management commands the access rules refused (who tried what
+    /// on which key, when, and why), oldest first. Kept apart from the key log and
+    /// bounded (see [`Builder::keep_refused`]); a refused command changes no key and no
+    /// sequence number.
+    ///
+    /// # Errors
+    /// Storage errors, or [`Error::Corrupt`] if the trail is damaged.
+    pub fn refused(&self) -> Result<Vec<RefusedAttempt>, Error> {
+        self.trail
+            .refused()?
+            .iter()
+            .map(|bytes| codec::decode_refused(bytes))
+            .filter_map(|r| r.map(refused::attempt_of).transpose())
+            .collect()
+    }
+
     /// Checks a presented key and the client's address. O(1), no I/O, no lock taken for
     /// writing, and no allocation unless the key's name is longer than 22 bytes.
+    ///
+    /// A key that expired answers [`Rejection::Expired`], a disabled one
+    /// [`Rejection::Disabled`]. A successful verify stamps the key's last use, to the
+    /// minute: at most one write to shared memory per key and minute, never to the log;
+    /// the stamps are saved to the store's directory periodically and at close.
     ///
     /// # Errors
     /// A [`Rejection`] saying why the key is refused.
     pub fn verify(&self, token: &str, client_ip: IpAddr) -> Result<VerifiedKey, Rejection> {
-        let hash = token::parse(token)?;
-        self.ledger
-            .read()
-            .verify(&hash, client_ip, self.require_whitelist)
+        match token::parse(token) {
+            Ok(hash) => {
+                self.ledger
+                    .read()
+                    .verify(&hash, client_ip, self.require_whitelist, self.ledger.clock())
+            }
+            Err(malformed) => self.verify_foreign(token, client_ip, malformed),
+        }
+    }
+
+    /// A token outside keyledger's format: only keys adopted from another system can
+    /// have one, and only they pay for the lookups (and a SHA-256 hash).
+    #[cold]
+    fn verify_foreign(
+        &self,
+        token: &str,
+        client_ip: IpAddr,
+        malformed: crate::Malformed,
+    ) -> Result<VerifiedKey, Rejection> {
+        let proj = self.ledger.read();
+        let mut found = false;
+        for hash in proj.foreign_candidates(token) {
+            found = true;
+            match proj.verify(&hash, client_ip, self.require_whitelist, self.ledger.clock()) {
+                Err(Rejection::UnknownKey) => continue,
+                answer => return answer,
+            }
+        }
+        Err(if found {
+            Rejection::UnknownKey
+        } else {
+            Rejection::Malformed(malformed)
+        })
     }
 
     /// Picks the key out of the `x-api-key` header and verifies it; see
@@ -757,19 +961,19 @@ impl KeyStore {
         answer.recv().map_err(|_| Error::Closed)?
     }
 
-    /// The live keys, oldest first.
+    /// The live keys (neither deleted nor expired), oldest first.
     pub fn keys(&self) -> Vec<KeyView> {
-        self.ledger.read().keys(false)
+        self.ledger.read().keys(false, self.ledger.clock().now_micros())
     }
 
-    /// Every key ever created, deleted ones included, oldest first.
+    /// Every key ever created, deleted and expired ones included, oldest first.
     pub fn all_keys(&self) -> Vec<KeyView> {
-        self.ledger.read().keys(true)
+        self.ledger.read().keys(true, self.ledger.clock().now_micros())
     }
 
-    /// One key, live or deleted.
+    /// One key, whatever its status.
     pub fn key(&self, id: KeyId) -> Option<KeyView> {
-        self.ledger.read().key(id)
+        self.ledger.read().key(id, self.ledger.clock().now_micros())
     }
 
     /// The audit trail: who created, whitelisted, unwhitelisted and deleted which key, when.
@@ -841,6 +1045,9 @@ impl KeyStore {
         self.ledger.read().live_count()
     }
 }
+
+/// The longest grace period a roll may give the previous secret.
+pub const MAX_GRACE: Duration = Duration::from_secs(365 * 86_400);
 
 fn request_nets(nets: impl IntoIterator<Item = IpNet>) -> Result<Vec<IpNet>, Error> {
     let nets: Vec<IpNet> = nets.into_iter().collect();
@@ -915,6 +1122,10 @@ impl LogRead for Cancellable {
 
     fn meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, crate::log::LogError> {
         self.inner.meta(key)
+    }
+
+    fn refused(&self) -> Result<Vec<Vec<u8>>, crate::log::LogError> {
+        self.inner.refused()
     }
 }
 
@@ -1015,10 +1226,60 @@ impl Snapshots {
     }
 }
 
+/// Each key's last-used minute as saved in the store's directory: loaded at open, saved by
+/// the writer every so often when it changed, and at close.
+struct LastUsed {
+    path: PathBuf,
+    every: Duration,
+    saved_at: Instant,
+    /// What the file holds.
+    saved: Vec<(KeyId, u32)>,
+}
+
+impl LastUsed {
+    /// Loads the saved stamps into the state. A missing or damaged file only costs the
+    /// stamps (they are not part of the log and prove nothing).
+    fn load(path: PathBuf, ledger: &Ledger, options: &Builder) -> Self {
+        let saved = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| codec::decode_last_used(&bytes).ok())
+            .unwrap_or_default();
+        ledger.read().restore_last_used(&saved);
+        LastUsed {
+            path,
+            every: options.save_last_used_every,
+            saved_at: Instant::now(),
+            saved,
+        }
+    }
+
+    /// Saves the stamps if they changed and, unless `now`, the period has passed.
+    fn save_if_due(&mut self, ledger: &Ledger, now: bool) {
+        if !now && self.saved_at.elapsed() < self.every {
+            return;
+        }
+        self.saved_at = Instant::now();
+        let current = ledger.read().last_used();
+        if current == self.saved {
+            return;
+        }
+        let written = codec::encode_last_used(&current).and_then(|bytes| {
+            crate::file::write_atomically(&self.path, |out| Ok(std::io::Write::write_all(out, &bytes)?))
+        });
+        // A failure only makes the stamps staler; the next period tries again.
+        if written.is_ok() {
+            self.saved = current;
+        }
+    }
+}
+
 struct Writer {
     log: Box<dyn Log>,
     ledger: Arc<Ledger>,
     max_batch: usize,
+    /// Most refused commands the security trail keeps.
+    keep_refused: u64,
+    last_used: Option<LastUsed>,
     /// Set after a failed write or sync: entries from here on may sit in the engine
     /// unacknowledged and are discarded before the next batch.
     unacknowledged_from: Option<u64>,
@@ -1037,11 +1298,16 @@ impl Writer {
         loop {
             let mut batch: Vec<Pending> = deferred.drain(..).collect();
             let mut export = None;
+            self.ledger.clock().tick();
+            if let Some(l) = self.last_used.as_mut() {
+                l.save_if_due(&self.ledger, false);
+            }
             if batch.is_empty() {
-                match rx.recv() {
+                match rx.recv_timeout(TICK) {
                     Ok(Request::Write(p)) => batch.push(p),
                     Ok(Request::Export(path, reply)) => export = Some((path, reply)),
-                    Err(_) => break,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 }
             }
             while batch.len() < self.max_batch && export.is_none() {
@@ -1068,6 +1334,9 @@ impl Writer {
         }
         if self.unacknowledged_from.is_some() && self.roll_back() {
             let _ = self.log.sync();
+        }
+        if let Some(l) = self.last_used.as_mut() {
+            l.save_if_due(&self.ledger, true);
         }
         let damaged = self.integrity.refusal().is_some();
         if let Some(s) = self.snapshots.as_mut() {
@@ -1118,9 +1387,14 @@ impl Writer {
         }
         let commands: Vec<&Command> = now.iter().map(|p| &p.command).collect();
         let prepared = self.ledger.prepare(&commands, &mut self.ids);
+        let refused = self.refusals(&commands, &prepared.outcomes);
         let mut outcomes = prepared.outcomes.into_iter();
         let replies = now.into_iter().map(|p| p.reply);
         let Some(first) = prepared.entries.first().map(|e| e.0) else {
+            if refused {
+                // Best effort: a refusal stands whether or not its trace is durable.
+                let _ = self.log.sync();
+            }
             for (reply, outcome) in replies.zip(outcomes) {
                 let _ = reply.send(outcome);
             }
@@ -1145,6 +1419,22 @@ impl Writer {
         }
         // The log holds records the state could not take: stop writing.
         accepted.map_err(drop)
+    }
+
+    /// Appends the commands the access rules refused to the security trail (made
+    /// durable by the batch's sync); returns whether there were any.
+    fn refusals(&mut self, commands: &[&Command], outcomes: &[Result<(KeyId, u64), Error>]) -> bool {
+        let at = self.ledger.clock().now_micros();
+        let records: Vec<Vec<u8>> = commands
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(cmd, outcome)| {
+                let e = outcome.as_ref().err()?;
+                let r = refused::record_of(at, &cmd.actor, cmd.via, cmd.op.action(), cmd.op.key_id(), e)?;
+                codec::encode_refused(&r).ok()
+            })
+            .collect();
+        !records.is_empty() && self.log.append_refused(&records, self.keep_refused).is_ok()
     }
 
     fn make_durable(&mut self, entries: &[crate::log::Entry], head: crate::chain::Head) -> Result<(), Error> {
@@ -1209,6 +1499,10 @@ mod tests {
         fn meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, LogError> {
             self.inner.meta(key)
         }
+
+        fn refused(&self) -> Result<Vec<Vec<u8>>, LogError> {
+            self.inner.refused()
+        }
     }
 
     impl Log for FaultyLog {
@@ -1227,6 +1521,10 @@ mod tests {
         fn sync(&mut self) -> Result<(), LogError> {
             self.take(FAIL_FLUSH)?;
             self.inner.sync()
+        }
+
+        fn append_refused(&mut self, records: &[Vec<u8>], keep: u64) -> Result<(), LogError> {
+            self.inner.append_refused(records, keep)
         }
 
         fn reader(&self) -> Box<dyn LogRead> {

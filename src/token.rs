@@ -82,6 +82,66 @@ impl ApiKey {
     }
 }
 
+/// A key a platform already issued, to be adopted as it is: its name, roles, whitelist and
+/// expiry, and its secret or the SHA-256 hash the platform kept of it. Only the hash is
+/// ever kept; the secret is dropped (and zeroed) here.
+///
+/// # Example
+/// ```
+/// use keyledger::{ExistingKey, NewKey};
+/// let key = ExistingKey::with_secret(NewKey::new("legacy bot").role("bot"), "old_platform_key_0123456789").unwrap();
+/// assert!(ExistingKey::with_secret(NewKey::new("x").role("bot"), "too short").is_err());
+/// # let _ = key;
+/// ```
+#[derive(Clone)]
+pub struct ExistingKey {
+    pub(crate) new: crate::NewKey,
+    pub(crate) hash: KeyHash,
+    pub(crate) tail: [u8; 4],
+    pub(crate) source: crate::event::KeySource,
+}
+
+impl ExistingKey {
+    /// Adopts `secret`: 20 to 40 characters of `[A-Za-z0-9_-]`. It verifies like a key
+    /// keyledger made; one outside keyledger's format skips the checksum.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if the secret breaks that rule (the secret is not quoted).
+    pub fn with_secret(new: crate::NewKey, secret: &str) -> Result<Self, Error> {
+        let (hash, tail) = adopt_secret(secret)?;
+        Ok(ExistingKey {
+            new,
+            hash,
+            tail,
+            source: crate::event::KeySource::Imported,
+        })
+    }
+
+    /// Adopts a key by the SHA-256 hash of its secret (64 lowercase hexadecimal digits),
+    /// for a platform that kept only that. A token outside keyledger's format is then
+    /// verified by its SHA-256 hash.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if `hex` is not 64 lowercase hexadecimal digits.
+    pub fn with_sha256(new: crate::NewKey, hex: &str) -> Result<Self, Error> {
+        Ok(ExistingKey {
+            new,
+            hash: adopt_sha256(hex)?,
+            tail: crate::event::NO_TAIL,
+            source: crate::event::KeySource::ImportedSha256,
+        })
+    }
+}
+
+impl fmt::Debug for ExistingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExistingKey")
+            .field("new", &self.new)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ApiKey({}, redacted)", self.hint())
@@ -90,6 +150,10 @@ impl fmt::Debug for ApiKey {
 
 /// Formats a hint from a key's last four characters.
 pub(crate) fn hint(tail: [u8; 4]) -> String {
+    if tail == crate::event::NO_TAIL {
+        // An adopted secret outside keyledger's format: every character of it is secret.
+        return "…".to_owned();
+    }
     let tail: String = tail.iter().map(|&b| char::from(b)).collect();
     format!("{KEY_PREFIX}…{tail}")
 }
@@ -143,6 +207,68 @@ pub fn redact_keys(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Fewest characters an adopted secret may have.
+pub const MIN_ADOPTED_LEN: usize = 20;
+/// Most characters an adopted secret may have.
+pub const MAX_ADOPTED_LEN: usize = KEY_LEN;
+
+/// Domain separation for keys adopted by their SHA-256 hash: the store keeps the keyed
+/// blake3 hash of the SHA-256 digest, never the digest itself.
+const SHA256_DOMAIN: &[u8; 32] = b"keyledger.sha256-adopted.v1.2026";
+
+/// Whether `token` meets the rule for adopted secrets: 20 to 40 characters of
+/// `[A-Za-z0-9_-]`. Branch-free over the bytes, like [`check_format`].
+#[inline]
+pub(crate) fn fits_adopted_rule(token: &str) -> bool {
+    (MIN_ADOPTED_LEN..=MAX_ADOPTED_LEN).contains(&token.len())
+        && token
+            .bytes()
+            .fold(IN_ALPHABET, |acc, c| acc & CLASSES[usize::from(c)])
+            != 0
+}
+
+/// What the store keeps of an adopted secret: its hash and, for a secret in keyledger's
+/// own format, its (non-secret) last four characters. Never the secret.
+pub(crate) fn adopt_secret(secret: &str) -> Result<(KeyHash, [u8; 4]), Error> {
+    if !fits_adopted_rule(secret) {
+        return Err(Error::invalid(
+            "key",
+            format!(
+                "an existing secret must be {MIN_ADOPTED_LEN} to {MAX_ADOPTED_LEN} characters of [A-Za-z0-9_-]"
+            ),
+        ));
+    }
+    let tail = match check_format(secret) {
+        // The last characters of a keyledger key are its checksum: safe to show.
+        Ok(()) => {
+            let b = secret.as_bytes();
+            [b[36], b[37], b[38], b[39]]
+        }
+        Err(_) => crate::event::NO_TAIL,
+    };
+    Ok((KeyHash::of(secret), tail))
+}
+
+/// What the store keeps of a key adopted by its SHA-256 hash, given as 64 lowercase
+/// hexadecimal digits.
+pub(crate) fn adopt_sha256(hex: &str) -> Result<KeyHash, Error> {
+    let bytes = hex.as_bytes();
+    let bad = || Error::invalid("sha256", "must be 64 lowercase hexadecimal digits");
+    if bytes.len() != 64 {
+        return Err(bad());
+    }
+    let mut digest = [0u8; 32];
+    for (out, pair) in digest.iter_mut().zip(bytes.chunks_exact(2)) {
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        *out = (nibble(pair[0]).ok_or_else(bad)? << 4) | nibble(pair[1]).ok_or_else(bad)?;
+    }
+    Ok(KeyHash::of_sha256(&digest))
+}
+
 /// The blake3 hash of a key: all the store ever keeps of it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct KeyHash(pub(crate) [u8; 32]);
@@ -150,6 +276,18 @@ pub(crate) struct KeyHash(pub(crate) [u8; 32]);
 impl KeyHash {
     pub(crate) fn of(token: &str) -> Self {
         KeyHash(*blake3::keyed_hash(HASH_DOMAIN, token.as_bytes()).as_bytes())
+    }
+
+    /// The hash a key adopted by SHA-256 digest `digest` is kept under.
+    fn of_sha256(digest: &[u8; 32]) -> Self {
+        KeyHash(*blake3::keyed_hash(SHA256_DOMAIN, digest).as_bytes())
+    }
+
+    /// The hash a key adopted by its SHA-256 hash would be kept under, if `token` were it:
+    /// the second hash only tokens outside keyledger's format ever pay for.
+    pub(crate) fn of_sha256_token(token: &str) -> Self {
+        use sha2::Digest;
+        KeyHash::of_sha256(&sha2::Sha256::digest(token.as_bytes()).into())
     }
 }
 

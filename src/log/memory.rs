@@ -12,6 +12,7 @@ struct State {
     head: Option<Vec<u8>>,
     format: Option<Vec<u8>>,
     chain: Option<Vec<u8>>,
+    refused: std::collections::VecDeque<Vec<u8>>,
 }
 
 /// A log held in memory; its readers share it.
@@ -62,6 +63,10 @@ impl LogRead for MemLog {
             MetaKey::Chain => state.chain.clone(),
         })
     }
+
+    fn refused(&self) -> Result<Vec<Vec<u8>>, LogError> {
+        Ok(self.read().refused.iter().cloned().collect())
+    }
 }
 
 impl Log for MemLog {
@@ -88,6 +93,16 @@ impl Log for MemLog {
     }
 
     fn sync(&mut self) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    fn append_refused(&mut self, records: &[Vec<u8>], keep: u64) -> Result<(), LogError> {
+        let mut state = self.write_state();
+        state.refused.extend(records.iter().cloned());
+        let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+        while state.refused.len() > keep {
+            state.refused.pop_front();
+        }
         Ok(())
     }
 

@@ -2,7 +2,8 @@
 //!
 //! Tree `log` maps a big-endian `u64` (an entry's first sequence number) to the entry, and
 //! the 4-byte key `head` to the encoded head, so that entries and head change in one
-//! atomic sled batch. Tree `meta` holds the format and chain markers. Durability is
+//! atomic sled batch. Tree `meta` holds the format and chain markers; tree `refused` the
+//! security trail, apart from the log. Durability is
 //! explicit: no background flush, and [`Log::sync`] is sled's flush plus an `fdatasync`.
 
 use std::path::Path;
@@ -11,6 +12,8 @@ use super::{Batch, Entry, Log, LogError, LogRead, MetaKey, Scan};
 
 const LOG_TREE: &str = "log";
 const META_TREE: &str = "meta";
+/// The security trail: refused commands, keyed by a big-endian `u64` of its own.
+const REFUSED_TREE: &str = "refused";
 /// Key of the head in the log tree: shorter than a sequence number, so never one.
 const HEAD_KEY: &[u8] = b"head";
 
@@ -28,6 +31,7 @@ pub(crate) struct SledLog {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    refused: sled::Tree,
     /// sled's data file, to fsync: sled itself ends a flush with `sync_file_range`, which
     /// neither flushes the drive's write cache nor the file's size.
     data_file: std::fs::File,
@@ -81,6 +85,7 @@ impl SledLog {
         let db = open_retrying(&config)?;
         let log = db.open_tree(LOG_TREE)?;
         let meta = db.open_tree(META_TREE)?;
+        let refused = db.open_tree(REFUSED_TREE)?;
         let data_file = std::fs::File::open(path.join("db"))?;
         // sled writes its `conf` without syncing it; make it and the files sled may just
         // have created part of the directory for good.
@@ -90,6 +95,7 @@ impl SledLog {
             db,
             log,
             meta,
+            refused,
             data_file,
             blobs: path.join("blobs"),
             synced_blobs: std::collections::HashSet::new(),
@@ -176,6 +182,7 @@ fn seq_of(key: &[u8]) -> Result<u64, LogError> {
 struct Trees {
     log: sled::Tree,
     meta: sled::Tree,
+    refused: sled::Tree,
 }
 
 impl LogRead for Trees {
@@ -206,6 +213,10 @@ impl LogRead for Trees {
     fn meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, LogError> {
         Ok(self.meta.get(meta_key(key))?.map(|v| v.to_vec()))
     }
+
+    fn refused(&self) -> Result<Vec<Vec<u8>>, LogError> {
+        self.refused.iter().values().map(|v| Ok(v?.to_vec())).collect()
+    }
 }
 
 impl SledLog {
@@ -213,6 +224,7 @@ impl SledLog {
         Trees {
             log: self.log.clone(),
             meta: self.meta.clone(),
+            refused: self.refused.clone(),
         }
     }
 }
@@ -270,6 +282,10 @@ impl LogRead for SledLog {
     fn meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, LogError> {
         self.trees().meta(key)
     }
+
+    fn refused(&self) -> Result<Vec<Vec<u8>>, LogError> {
+        self.trees().refused()
+    }
 }
 
 impl Log for SledLog {
@@ -293,6 +309,28 @@ impl Log for SledLog {
 
     fn set_meta(&mut self, key: MetaKey, value: &[u8]) -> Result<(), LogError> {
         self.meta.insert(meta_key(key), value)?;
+        Ok(())
+    }
+
+    fn append_refused(&mut self, records: &[Vec<u8>], keep: u64) -> Result<(), LogError> {
+        // Keys are our own sequence, contiguous from the first kept one.
+        let first = match self.refused.first()? {
+            Some((k, _)) => seq_of(&k)?,
+            None => 1,
+        };
+        let mut next = match self.refused.last()? {
+            Some((k, _)) => seq_of(&k)? + 1,
+            None => 1,
+        };
+        let mut b = sled::Batch::default();
+        for r in records {
+            b.insert(&next.to_be_bytes(), r.as_slice());
+            next += 1;
+        }
+        for seq in first..next.saturating_sub(keep) {
+            b.remove(&seq.to_be_bytes());
+        }
+        self.refused.apply_batch(b)?;
         Ok(())
     }
 

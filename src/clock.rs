@@ -1,0 +1,151 @@
+//! The store's clock: record times, expiry, grace periods and last-used minutes.
+//!
+//! Production stores read the system clock, except on the verify path's last-used stamp,
+//! which reads a minute counter the writer thread refreshes every second (an atomic load
+//! instead of a clock read on every verify). Tests and simulations inject a
+//! [`ManualClock`], which moves only when told: no sleeps, and boundaries hit exactly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Microseconds since the Unix epoch (0 before it, saturating far after it).
+pub(crate) fn micros_of(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    }
+}
+
+/// The time `micros` microseconds after the Unix epoch.
+pub(crate) fn system_time(micros: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+}
+
+const MICROS_PER_MINUTE: i64 = 60_000_000;
+
+/// Whole minutes since the Unix epoch.
+pub(crate) fn minute_of(micros: i64) -> u32 {
+    u32::try_from(micros.max(0) / MICROS_PER_MINUTE).unwrap_or(u32::MAX)
+}
+
+/// The start of minute `minute`.
+pub(crate) fn minute_start(minute: u32) -> i64 {
+    i64::from(minute) * MICROS_PER_MINUTE
+}
+
+/// A clock that moves only when told: for tests and simulations of expiry, grace periods
+/// and last-used times. Clones share one time.
+///
+/// # Example
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// let clock = keyledger::ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+/// let store = keyledger::KeyStore::builder().clock(clock.clone()).open_temporary().unwrap();
+/// clock.advance(Duration::from_secs(90));
+/// # drop(store);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    /// A clock standing at `at`.
+    pub fn new(at: SystemTime) -> Self {
+        ManualClock(Arc::new(AtomicI64::new(micros_of(at))))
+    }
+
+    /// Moves the clock to `at` (backwards too: record times still never go backwards).
+    pub fn set(&self, at: SystemTime) {
+        self.0.store(micros_of(at), Ordering::Release);
+    }
+
+    /// Moves the clock forward by `by` (to the microsecond).
+    pub fn advance(&self, by: Duration) {
+        let by = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
+        self.0.fetch_add(by, Ordering::AcqRel);
+    }
+
+    /// The time the clock shows.
+    pub fn now(&self) -> SystemTime {
+        system_time(self.0.load(Ordering::Acquire))
+    }
+}
+
+/// The clock a store runs on.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    manual: Option<ManualClock>,
+    /// The system clock's current minute, refreshed by [`Clock::tick`].
+    minute: AtomicU32,
+}
+
+impl Clock {
+    pub(crate) fn system() -> Self {
+        let clock = Clock {
+            manual: None,
+            minute: AtomicU32::new(0),
+        };
+        clock.tick();
+        clock
+    }
+
+    pub(crate) fn manual(clock: ManualClock) -> Self {
+        Clock {
+            manual: Some(clock),
+            minute: AtomicU32::new(0),
+        }
+    }
+
+    /// Microseconds since the Unix epoch, now.
+    #[inline]
+    pub(crate) fn now_micros(&self) -> i64 {
+        match &self.manual {
+            Some(m) => m.0.load(Ordering::Acquire),
+            None => micros_of(SystemTime::now()),
+        }
+    }
+
+    /// The current minute, to within a second of the system clock (exact for a manual
+    /// clock): one atomic load.
+    #[inline]
+    pub(crate) fn minute(&self) -> u32 {
+        match &self.manual {
+            Some(m) => minute_of(m.0.load(Ordering::Relaxed)),
+            None => self.minute.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Refreshes the system clock's minute; the writer calls it at least every second.
+    pub(crate) fn tick(&self) {
+        if self.manual.is_none() {
+            self.minute
+                .store(minute_of(micros_of(SystemTime::now())), Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told_and_clones_share_it() {
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let manual = ManualClock::new(start);
+        let clock = Clock::manual(manual.clone());
+        assert_eq!(clock.now_micros(), 1_800_000_000_000_000);
+        manual.advance(Duration::from_micros(59_999_999));
+        assert_eq!(clock.minute(), 30_000_000);
+        manual.advance(Duration::from_micros(1));
+        assert_eq!(clock.minute(), 30_000_001);
+        assert_eq!(system_time(clock.now_micros()), manual.now());
+    }
+
+    #[test]
+    fn the_system_minute_follows_the_system_clock() {
+        let clock = Clock::system();
+        let now = minute_of(micros_of(SystemTime::now()));
+        assert!(clock.minute().abs_diff(now) <= 1);
+        assert_eq!(minute_start(minute_of(125_000_000)), 120_000_000);
+    }
+}

@@ -1,0 +1,182 @@
+//! The security trail: management commands the access rules refused.
+//!
+//! Kept apart from the key log (the key history stays the history of keys, and a refusal
+//! changes no sequence number), bounded (the oldest attempts are dropped past a limit, so a
+//! flood cannot fill the disk), and made durable with the writer's next sync.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use crate::Error;
+use crate::clock::system_time;
+use crate::codec::RefusedRecord;
+use crate::error::Denial;
+use crate::event::{Actor, KeyId};
+
+/// Attempts kept by default; older ones are dropped first.
+pub(crate) const DEFAULT_KEEP: u64 = 10_000;
+
+/// What a refused command attempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Action {
+    /// Create a key.
+    Create,
+    /// Adopt existing keys.
+    Import,
+    /// Add to a whitelist.
+    Whitelist,
+    /// Remove from a whitelist.
+    Unwhitelist,
+    /// Delete a key.
+    Delete,
+    /// Roll a key's secret.
+    Roll,
+    /// Disable a key.
+    Disable,
+    /// Enable a key.
+    Enable,
+}
+
+impl Action {
+    const ALL: [Action; 8] = [
+        Action::Create,
+        Action::Import,
+        Action::Whitelist,
+        Action::Unwhitelist,
+        Action::Delete,
+        Action::Roll,
+        Action::Disable,
+        Action::Enable,
+    ];
+
+    /// `create`, `import`, `whitelist`, `unwhitelist`, `delete`, `roll`, `disable` or
+    /// `enable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Import => "import",
+            Action::Whitelist => "whitelist",
+            Action::Unwhitelist => "unwhitelist",
+            Action::Delete => "delete",
+            Action::Roll => "roll",
+            Action::Disable => "disable",
+            Action::Enable => "enable",
+        }
+    }
+
+    fn code(self) -> u8 {
+        Action::ALL
+            .iter()
+            .position(|&a| a == self)
+            .and_then(|i| u8::try_from(i).ok())
+            .unwrap_or(u8::MAX)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A management command the access rules refused: who tried what on which key, when,
+/// and why it was refused. See [`KeyStore::refused`](crate::KeyStore::refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedAttempt {
+    /// When it was refused.
+    pub at: SystemTime,
+    /// Who tried (the id redacted if key-shaped).
+    pub actor: Actor,
+    /// The admin key the actor came through, if any.
+    pub via: Option<KeyId>,
+    /// What they tried.
+    pub action: Action,
+    /// The key it was aimed at (none for a creation or an import).
+    pub key: Option<KeyId>,
+    /// Which rule refused it.
+    pub denial: Denial,
+}
+
+/// The trail's record of a refusal, or `None` when `error` is not a refusal by the
+/// access rules (bad input, a missing key: nothing anyone was denied).
+pub(crate) fn record_of(
+    at: i64,
+    actor: &Actor,
+    via: Option<KeyId>,
+    action: Action,
+    key: Option<KeyId>,
+    error: &Error,
+) -> Option<RefusedRecord> {
+    let Error::PermissionDenied { actor: shown, denial } = error else {
+        return None;
+    };
+    let (denial, owner) = match denial {
+        Denial::NotAnAdmin => (0, None),
+        Denial::GrantsSuperAdmin => (1, None),
+        Denial::NotOwner { owner, .. } => (2, Some(owner.clone())),
+    };
+    Some(RefusedRecord {
+        at,
+        actor: Actor::new(shown.clone(), actor.role()),
+        via,
+        action: action.code(),
+        key,
+        denial,
+        owner,
+    })
+}
+
+/// A record of the trail, for callers; `None` for codes this build does not know.
+pub(crate) fn attempt_of(r: RefusedRecord) -> Option<RefusedAttempt> {
+    let denial = match (r.denial, r.owner, r.key) {
+        (0, None, _) => Denial::NotAnAdmin,
+        (1, None, _) => Denial::GrantsSuperAdmin,
+        (2, Some(owner), Some(key)) => Denial::NotOwner { key, owner },
+        _ => return None,
+    };
+    Some(RefusedAttempt {
+        at: system_time(r.at),
+        actor: r.actor,
+        via: r.via,
+        action: *Action::ALL.get(usize::from(r.action))?,
+        key: r.key,
+        denial,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_round_trips_through_the_trail_and_other_errors_are_not_recorded() {
+        let actor = Actor::admin("bob");
+        let key = KeyId(7);
+        let denied = Error::denied(
+            "bob",
+            Denial::NotOwner {
+                key,
+                owner: "alice".into(),
+            },
+        );
+        let record = record_of(5, &actor, None, Action::Delete, Some(key), &denied).unwrap();
+        let bytes = crate::codec::encode_refused(&record).unwrap();
+        let back = attempt_of(crate::codec::decode_refused(&bytes).unwrap()).unwrap();
+        assert_eq!(back.actor, actor);
+        assert_eq!(back.action, Action::Delete);
+        assert_eq!(back.key, Some(key));
+        assert!(matches!(back.denial, Denial::NotOwner { ref owner, .. } if owner == "alice"));
+        assert!(
+            record_of(
+                5,
+                &actor,
+                None,
+                Action::Delete,
+                Some(key),
+                &Error::KeyNotFound(key)
+            )
+            .is_none()
+        );
+    }
+}
