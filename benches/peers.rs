@@ -21,9 +21,9 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Barrier, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use keyledger::{Actor, IpNet, KEY_LEN, KeyStore, NewKey, Rejection, Witness, check_format};
+use keyledger::{Actor, ExistingKey, IpNet, KEY_LEN, KeyStore, NewKey, Rejection, Witness, check_format};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -136,8 +136,12 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(0x6b6c6b);
     let miss_tokens: Vec<String> = (0..mode.misses).map(|_| fake_token(&mut rng)).collect();
     let misses: Vec<&str> = miss_tokens.iter().map(String::as_str).collect();
-    let mut hit_q = hits.clone();
+    // Hits on keys that do not expire (as every key did before expiry existed), and on
+    // keys that do.
+    let mut hit_q: Vec<&str> = hits.iter().step_by(2).copied().collect();
     hit_q.shuffle(&mut rng);
+    let mut expiring_q: Vec<&str> = hits.iter().skip(1).step_by(2).copied().collect();
+    expiring_q.shuffle(&mut rng);
     let mut miss_q = misses.clone();
     miss_q.shuffle(&mut rng);
     let mixed_q: Vec<&str> = (0..hit_q.len().max(miss_q.len()) * 2)
@@ -214,6 +218,8 @@ fn main() {
         }
         let ns = ns_per_op(&kl_make, &malformed_q, vt);
         samples.entry(("keyledger", "malformed")).or_default().push(ns);
+        let ns = ns_per_op(&kl_make, &expiring_q, vt);
+        samples.entry(("keyledger", "hit_expiring")).or_default().push(ns);
         let mut push2 = |system, ops| samples.entry((system, "mixed_2t")).or_default().push(ops);
         push2("keyledger", ops_2t(&kl_make, &mixed_q, vt));
         push2("sqlite", ops_2t(&sqlite_make, &mixed_q, vt));
@@ -240,9 +246,19 @@ fn main() {
         if system == "keyledger" {
             v["malformed_ns"] = json!(med(system, "malformed"));
             v["samples"]["malformed_ns"] = json!(samples[&(system, "malformed")]);
+            v["hit_expiring_ns"] = json!(med(system, "hit_expiring"));
+            v["samples"]["hit_expiring_ns"] = json!(samples[&(system, "hit_expiring")]);
         }
         verify.insert(system.to_owned(), v);
     }
+
+    // (e) adopting existing keys: one import of 100k secrets outside keyledger's format,
+    // into a store of its own, and what verifying them costs.
+    let import = import_rate(tmp.path(), mode.verify_time);
+    eprintln!(
+        "  import: {} keys/s",
+        import["keys_per_s"].as_f64().unwrap_or(0.0) as u64
+    );
 
     // (c) open a store holding N events, against a raw scan of the same sled tree.
     // A full replay has snapshots off; the default open loads the snapshot the writer
@@ -378,6 +394,10 @@ fn main() {
     let bytes_per_key = (rss_loaded.saturating_sub(rss_open)) as f64 / n as f64;
     let ratios = json!({
         "verify_vs_limit": f(kl, "mixed_ns") / f(&verify["limit"], "mixed_ns"),
+        "verify_hit_vs_limit": f(kl, "hit_ns") / f(&verify["limit"], "hit_ns"),
+        "verify_miss_vs_limit": f(kl, "miss_ns") / f(&verify["limit"], "miss_ns"),
+        "verify_expiring_vs_plain_hit": f(kl, "hit_expiring_ns") / f(kl, "hit_ns"),
+        "import_keys_per_s": f(&import, "keys_per_s"),
         "sqlite_vs_verify": f(&verify["sqlite"], "mixed_ns") / f(kl, "mixed_ns"),
         "sled_vs_verify": f(&verify["sled"], "mixed_ns") / f(kl, "mixed_ns"),
         "verify_2t_vs_1t": f(kl, "mixed_2t_ops_per_s") / f(kl, "mixed_1t_ops_per_s"),
@@ -467,6 +487,7 @@ fn main() {
             "sled_scan_child": scan_child,
         },
         "disk": disk,
+        "import": import,
         "ratios": ratios,
         "elapsed_s": started.elapsed().as_secs_f64(),
     });
@@ -527,6 +548,54 @@ fn net_admits(net: &[u8]) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
+// Adopting existing keys.
+
+/// Keys adopted in one import.
+const IMPORT_KEYS: usize = 100_000;
+
+/// Imports [`IMPORT_KEYS`] secrets outside keyledger's format into a new store, as one
+/// commit; returns the rate, and the verify cost of an adopted secret (blake3 after a
+/// failed format check) next to a malformed token's in the same store.
+fn import_rate(tmp: &Path, time: Duration) -> Value {
+    let store = KeyStore::builder()
+        .cache_bytes(CACHE_BYTES)
+        .open(tmp.join("import"))
+        .unwrap();
+    let mut rng = StdRng::seed_from_u64(0x1a2b);
+    let secrets: Vec<String> = (0..IMPORT_KEYS)
+        .map(|_| {
+            (0..32)
+                .map(|_| char::from(BASE62[rng.random_range(0..62)]))
+                .collect::<String>()
+        })
+        .collect();
+    let t = Instant::now();
+    let keys: Vec<ExistingKey> = secrets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let new = NewKey::new(format!("adopted-{i}")).role("reader");
+            ExistingKey::with_secret(new, &format!("sk_{s}")).unwrap()
+        })
+        .collect();
+    let ids = store.import_keys(&Actor::admin("bench-admin"), keys).unwrap();
+    let took = t.elapsed();
+    assert_eq!(ids.len(), IMPORT_KEYS);
+    let adopted: Vec<String> = secrets.iter().map(|s| format!("sk_{s}")).collect();
+    let adopted_q: Vec<&str> = adopted.iter().map(String::as_str).collect();
+    let make = || |t: &str| store.verify(t, IpAddr::V4(CLIENT)).is_ok();
+    check_answers("keyledger (adopted)", &make, &adopted_q[..100], &[]);
+    json!({
+        "keys": IMPORT_KEYS,
+        "secs": took.as_secs_f64(),
+        "keys_per_s": IMPORT_KEYS as f64 / took.as_secs_f64(),
+        "adopted_hit_ns": ns_per_op(&make, &adopted_q, time),
+        "note": "one import_keys call (validation, hashing, one durable commit) of secrets \
+                 outside keyledger's format; adopted_hit_ns verifies them (format check, \
+                 then blake3 and the lookup)",
+    })
+}
+
 // Loading.
 
 /// Fills `store` with `tokens.len() / KEY_LEN` keys from [`LOAD_THREADS`] concurrent
@@ -546,9 +615,12 @@ fn load_keyledger(store: &KeyStore, tokens: &mut [u8]) -> (u64, u64, Duration) {
                 .spawn_scoped(s, move || {
                     start.wait();
                     for (i, slot) in chunk.chunks_mut(KEY_LEN).enumerate() {
-                        let new = NewKey::new(format!("svc-{}", t * per / KEY_LEN + i))
-                            .role("reader")
-                            .allow(net);
+                        let n = t * per / KEY_LEN + i;
+                        let mut new = NewKey::new(format!("svc-{n}")).role("reader").allow(net);
+                        // Every other key expires (in a year): verify reads the clock for it.
+                        if n % 2 == 1 {
+                            new = new.expires_at(SystemTime::now() + Duration::from_secs(365 * 86_400));
+                        }
                         let created = store.create_key(admin, new).unwrap();
                         slot.copy_from_slice(created.key.expose_secret().as_bytes());
                     }

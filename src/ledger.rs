@@ -601,10 +601,7 @@ fn events(
         }
     };
     let creation = |id: KeyId, new: &NewKey, hash: KeyHash, tail: [u8; 4], source: KeySource| {
-        if new.expires_at.is_some_and(|e| e <= at) {
-            return Err(Error::invalid("expires_at", "is not in the future"));
-        }
-        Ok(Event::Created {
+        Ok::<_, Error>(Event::Created {
             id,
             hash,
             tail,
@@ -632,17 +629,20 @@ fn events(
             let mut out = Vec::with_capacity(keys.len());
             for (n, key) in keys.iter().enumerate() {
                 let entry = |e: Error| Error::invalid("import", format!("key {}: {e}", n + 1));
+                let event = creation(new_id(), &key.new, key.hash, key.tail, key.source).map_err(entry)?;
+                // Permission first: a refused actor learns nothing about which secrets
+                // are in use.
+                access::authorize(&cmd.actor, &event, None).map_err(|e| match e {
+                    Error::PermissionDenied { .. } => e,
+                    other => entry(other),
+                })?;
+                expires_after(&event, at).map_err(entry)?;
                 if taken(&key.hash) {
                     return Err(entry(Error::invalid(
                         "key",
                         "this secret is already in use (by a key in the store or earlier in the import)",
                     )));
                 }
-                let event = creation(new_id(), &key.new, key.hash, key.tail, key.source).map_err(entry)?;
-                access::authorize(&cmd.actor, &event, None).map_err(|e| match e {
-                    Error::PermissionDenied { .. } => e,
-                    other => entry(other),
-                })?;
                 out.push(event);
             }
             let id = out.first().map(Event::key_id).unwrap_or(KeyId(0));
@@ -699,6 +699,9 @@ fn events(
             }
         }
     }
+    for event in &events {
+        expires_after(event, at)?;
+    }
     if let Op::Unwhitelist {
         id,
         allow_any_address: false,
@@ -713,6 +716,16 @@ fn events(
         .map(Event::key_id)
         .ok_or_else(|| Error::invalid("network", "no address or range given"))?;
     Ok((id, events))
+}
+
+/// Checks that a created key expires after `at`, the time it is recorded.
+fn expires_after(event: &Event, at: i64) -> Result<(), Error> {
+    match event {
+        Event::Created {
+            expires_at: Some(e), ..
+        } if *e <= at => Err(Error::invalid("expires_at", "is not in the future")),
+        _ => Ok(()),
+    }
 }
 
 /// An entry read from the log, split into records and hashed: for each record its

@@ -1,12 +1,14 @@
-//! An arbitrary sequence of actors and commands, with restarts, checked after every step
-//! against a small in-memory model of the permission rules and of what verifies.
-//! Restarts open from snapshots, whose prefix must then verify.
+//! An arbitrary sequence of actors and commands, with restarts and a clock that moves,
+//! checked after every step against a small in-memory model of the permission rules, the
+//! key lifecycle (expiry, rolls with grace periods, disable and enable, adopted keys) and
+//! of what verifies. Restarts open from snapshots, whose prefix must then verify.
 #![no_main]
 
 use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
 
 use arbitrary::Arbitrary;
-use keyledger::{Actor, Error, IpNet, KeyId, KeyStore, NewKey, Rejection};
+use keyledger::{Actor, Error, ExistingKey, IpNet, KeyId, KeyStore, ManualClock, NewKey, Rejection};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -35,6 +37,30 @@ enum Op {
         name: u8,
         grant_super: bool,
         nets: Vec<u8>,
+        /// Minutes from now (0: now, which is refused).
+        expires_in: Option<u8>,
+    },
+    /// Adopt existing secrets: indexes into [`FOREIGN`].
+    Import {
+        who: Who,
+        secrets: Vec<u8>,
+    },
+    Roll {
+        who: Who,
+        key: u8,
+        grace_minutes: u8,
+    },
+    Disable {
+        who: Who,
+        key: u8,
+    },
+    Enable {
+        who: Who,
+        key: u8,
+    },
+    /// Move the clock forward.
+    Advance {
+        minutes: u8,
     },
     Whitelist {
         who: Who,
@@ -55,6 +81,8 @@ enum Op {
     Verify {
         key: u8,
         ip: u8,
+        /// Present the previous secret of a rolled key instead.
+        previous: bool,
     },
     Restart,
 }
@@ -86,11 +114,39 @@ fn ip(i: u8) -> IpAddr {
     all[usize::from(i) % all.len()].parse().expect("ip")
 }
 
+/// Secrets a platform issued before keyledger: the first three adopted as they are, the
+/// last three by their SHA-256 hashes (disjoint, so a token has one way in).
+const FOREIGN: [(&str, &str); 6] = [
+    ("legacy_token_number_0001", ""),
+    ("legacy_token_number_0002", ""),
+    ("legacy_token_number_0003", ""),
+    (
+        "hashed_only_token_000004",
+        "cb9df2c59306768d3387b87fdf5476c44b08f393be8f5fdfc2732dd6217c6029",
+    ),
+    (
+        "hashed_only_token_000005",
+        "b1b56a8d2c9bf34d1e6eb2ed931d6a82bbfa2c251bf9114ff92d725e2176a273",
+    ),
+    (
+        "hashed_only_token_000006",
+        "acc0e24411b969b8c62955cb707f08d56beaf9313486ca36c304a949ee95341d",
+    ),
+];
+
 struct ModelKey {
     id: KeyId,
     owner: &'static str,
     secret: String,
+    /// The previous secret and the end of its grace period.
+    previous: Option<(String, SystemTime)>,
+    /// Which adopted secret the key holds (index into [`FOREIGN`]), and which its
+    /// previous secret is.
+    adopted: Option<usize>,
+    previous_adopted: Option<usize>,
     deleted: bool,
+    disabled: bool,
+    expires: Option<SystemTime>,
     whitelist: Vec<IpNet>,
 }
 
@@ -114,7 +170,7 @@ fn expect_modify(who: Who, k: Option<&ModelKey>) -> Result<(), &'static str> {
     }
 }
 
-fn kind(r: &Result<u64, Error>) -> Result<(), &'static str> {
+fn kind<T>(r: &Result<T, Error>) -> Result<(), &'static str> {
     match r {
         Ok(_) => Ok(()),
         Err(Error::PermissionDenied { .. }) => Err("denied"),
@@ -122,27 +178,49 @@ fn kind(r: &Result<u64, Error>) -> Result<(), &'static str> {
         Err(Error::KeyDeleted(_)) => Err("deleted"),
         Err(Error::WhitelistUnchanged { .. }) => Err("unchanged"),
         Err(Error::LastWhitelistEntry { .. }) => Err("last entry"),
+        Err(Error::StateUnchanged { .. }) => Err("unchanged"),
+        Err(Error::InvalidInput { .. }) => Err("invalid"),
         Err(e) => panic!("unexpected error: {e}"),
     }
 }
 
 fuzz_target!(|ops: Vec<Op>| {
     let dir = tempfile::tempdir().expect("temp dir");
+    // In the past, so that 64 steps of at most 255 minutes stay behind the system clock
+    // (records are refused when a day ahead of it).
+    let clock = ManualClock::new(SystemTime::now() - Duration::from_secs(30 * 86_400));
     // Small snapshot intervals, so restarts open from snapshots too.
-    let open = || KeyStore::builder().snapshot_every(3).open(dir.path());
+    let open = || {
+        KeyStore::builder()
+            .snapshot_every(3)
+            .keep_refused(4)
+            .clock(clock.clone())
+            .open(dir.path())
+    };
     let mut store = open().expect("open");
     let mut keys: Vec<ModelKey> = Vec::new();
     let mut seq = 0u64;
+    let mut refused = 0usize;
+    // The time of the last record: graces that end by then are gone for good.
+    let mut last_write = clock.now();
     let unknown: KeyId = "ffffffffffffffff".parse().expect("id");
     for op in ops.into_iter().take(64) {
+        let now = clock.now();
+        let refused_before = refused;
+        let seq_before = seq;
         match op {
             Op::Create {
                 who,
                 name,
                 grant_super,
                 nets,
+                expires_in,
             } => {
                 let mut new = NewKey::new(format!("key {name}")).role("bot");
+                let expires = expires_in.map(|m| now + Duration::from_secs(60 * u64::from(m)));
+                if let Some(at) = expires {
+                    new = new.expires_at(at);
+                }
                 if grant_super {
                     new = new.role("super-admin");
                 }
@@ -161,23 +239,143 @@ fuzz_target!(|ops: Vec<Op>| {
                     Who::Root => true,
                     Who::Alice | Who::Bob => !grant_super,
                 };
+                let in_future = expires.is_none_or(|at| at > now);
                 match result {
                     Ok(created) => {
-                        assert!(allowed, "{who:?} created a key");
+                        assert!(allowed && in_future, "{who:?} created a key");
                         seq += 1;
                         assert_eq!(created.seq, seq);
                         keys.push(ModelKey {
                             id: created.id,
                             owner: owner_of(who),
                             secret: created.key.expose_secret().to_owned(),
+                            previous: None,
+                            adopted: None,
+                            previous_adopted: None,
                             deleted: false,
+                            disabled: false,
+                            expires,
                             whitelist: distinct,
                         });
                     }
-                    Err(Error::PermissionDenied { .. }) => assert!(!allowed),
+                    Err(Error::PermissionDenied { .. }) => {
+                        assert!(!allowed);
+                        refused += 1;
+                    }
+                    Err(Error::InvalidInput { .. }) => assert!(allowed && !in_future),
                     Err(e) => panic!("create: {e}"),
                 }
             }
+            Op::Import { who, ref secrets } => {
+                let picks: Vec<usize> = secrets
+                    .iter()
+                    .take(4)
+                    .map(|&s| usize::from(s) % FOREIGN.len())
+                    .collect();
+                let adopted: Vec<ExistingKey> = picks
+                    .iter()
+                    .map(|&i| {
+                        let new = NewKey::new(format!("adopted {i}")).role("bot");
+                        match FOREIGN[i] {
+                            (secret, "") => ExistingKey::with_secret(new, secret),
+                            (_, hash) => ExistingKey::with_sha256(new, hash),
+                        }
+                        .expect("valid adopted key")
+                    })
+                    .collect();
+                // A secret is taken while a key that is not deleted holds it, or holds it
+                // as its previous secret in a grace that no record has outlived.
+                let taken = |p: usize| {
+                    keys.iter().any(|k| {
+                        !k.deleted
+                            && (k.adopted == Some(p)
+                                || (k.previous_adopted == Some(p)
+                                    && k.previous.as_ref().is_some_and(|(_, until)| *until > last_write)))
+                    })
+                };
+                let duplicate = picks
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &p)| picks[..i].contains(&p) || taken(p));
+                let expected = match who {
+                    _ if picks.is_empty() => Err("invalid"),
+                    Who::Eve => Err("denied"),
+                    _ if duplicate => Err("invalid"),
+                    _ => Ok(()),
+                };
+                let result = store.import_keys(&who.actor(), adopted);
+                assert_eq!(kind(&result), expected, "{op:?}");
+                match result {
+                    Ok(ids) => {
+                        seq += ids.len() as u64;
+                        for (id, p) in ids.into_iter().zip(picks) {
+                            keys.push(ModelKey {
+                                id,
+                                owner: owner_of(who),
+                                secret: FOREIGN[p].0.to_owned(),
+                                previous: None,
+                                adopted: Some(p),
+                                previous_adopted: None,
+                                deleted: false,
+                                disabled: false,
+                                expires: None,
+                                whitelist: Vec::new(),
+                            });
+                        }
+                    }
+                    Err(Error::PermissionDenied { .. }) => refused += 1,
+                    Err(_) => {}
+                }
+            }
+            Op::Roll {
+                who,
+                key,
+                grace_minutes,
+            } => {
+                let i = usize::from(key);
+                let id = keys.get(i).map_or(unknown, |k| k.id);
+                let expected = expect_modify(who, keys.get(i));
+                let grace = Duration::from_secs(60 * u64::from(grace_minutes));
+                let result = store.roll_key(&who.actor(), id, grace);
+                assert_eq!(kind(&result), expected, "{op:?}");
+                match result {
+                    Ok(rolled) => {
+                        seq += 1;
+                        assert_eq!(rolled.previous_valid_until, now + grace);
+                        let k = &mut keys[i];
+                        let old = std::mem::replace(&mut k.secret, rolled.key.expose_secret().to_owned());
+                        let held = (grace > Duration::ZERO).then(|| (old, now + grace));
+                        k.previous_adopted = held.as_ref().and(k.adopted);
+                        k.previous = held;
+                        k.adopted = None;
+                    }
+                    Err(Error::PermissionDenied { .. }) => refused += 1,
+                    Err(_) => {}
+                }
+            }
+            Op::Disable { who, key } | Op::Enable { who, key } => {
+                let disabling = matches!(op, Op::Disable { .. });
+                let i = usize::from(key);
+                let id = keys.get(i).map_or(unknown, |k| k.id);
+                let mut expected = expect_modify(who, keys.get(i));
+                if expected.is_ok() && keys[i].disabled == disabling {
+                    expected = Err("unchanged");
+                }
+                let result = if disabling {
+                    store.disable_key(&who.actor(), id)
+                } else {
+                    store.enable_key(&who.actor(), id)
+                };
+                assert_eq!(kind(&result), expected, "{op:?}");
+                if result.is_ok() {
+                    seq += 1;
+                    keys[i].disabled = disabling;
+                }
+                if expected == Err("denied") {
+                    refused += 1;
+                }
+            }
+            Op::Advance { minutes } => clock.advance(Duration::from_secs(60 * u64::from(minutes))),
             Op::Whitelist { who, key, net: n } | Op::Unwhitelist { who, key, net: n, .. } => {
                 let adding = matches!(op, Op::Whitelist { .. });
                 let any = matches!(op, Op::Unwhitelist { any: true, .. });
@@ -199,6 +397,9 @@ fuzz_target!(|ops: Vec<Op>| {
                     store.unwhitelist_ip(&who.actor(), id, [n])
                 };
                 assert_eq!(kind(&result), expected, "{op:?}");
+                if expected == Err("denied") {
+                    refused += 1;
+                }
                 if result.is_ok() {
                     seq += 1;
                     let wl = &mut keys[i].whitelist;
@@ -215,28 +416,48 @@ fuzz_target!(|ops: Vec<Op>| {
                 let expected = expect_modify(who, keys.get(i));
                 let result = store.delete_key(&who.actor(), id);
                 assert_eq!(kind(&result), expected, "{op:?}");
+                if expected == Err("denied") {
+                    refused += 1;
+                }
                 if result.is_ok() {
                     seq += 1;
                     keys[i].deleted = true;
                 }
             }
-            Op::Verify { key, ip: a } => {
+            Op::Verify {
+                key,
+                ip: a,
+                previous,
+            } => {
                 let Some(k) = keys.get(usize::from(key)) else {
                     continue;
                 };
+                let (secret, valid) = match (&k.previous, previous) {
+                    (Some((old, until)), true) => (old, now < *until),
+                    (None, true) => continue,
+                    (_, false) => (&k.secret, true),
+                };
+                // An adopted secret whose grace ended may have been adopted again since.
+                if keys.iter().any(|o| o.id != k.id && !o.deleted && o.secret == *secret) {
+                    continue;
+                }
                 let client = ip(a);
                 let mapped = match client {
                     IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
                     v4 => v4,
                 };
-                let expected = if k.deleted {
+                let expected = if k.deleted || !valid {
                     Err(Rejection::UnknownKey)
+                } else if k.expires.is_some_and(|at| now >= at) {
+                    Err(Rejection::Expired)
+                } else if k.disabled {
+                    Err(Rejection::Disabled)
                 } else if k.whitelist.is_empty() || k.whitelist.iter().any(|n| n.contains(&mapped)) {
                     Ok(k.id)
                 } else {
                     Err(Rejection::IpNotWhitelisted)
                 };
-                assert_eq!(store.verify(&k.secret, client).map(|v| v.id()), expected);
+                assert_eq!(store.verify(secret, client).map(|v| v.id()), expected, "{op:?}");
             }
             Op::Restart => {
                 drop(store);
@@ -244,7 +465,14 @@ fuzz_target!(|ops: Vec<Op>| {
                 assert_eq!(store.wait_for_integrity(), keyledger::Integrity::Verified);
             }
         }
+        if seq != seq_before {
+            last_write = now;
+        }
         assert_eq!(store.last_seq(), seq);
         assert_eq!(store.live_key_count(), keys.iter().filter(|k| !k.deleted).count());
+        if refused != refused_before {
+            assert_eq!(store.refused().expect("trail").len(), refused.min(4));
+        }
     }
+    assert_eq!(store.refused().expect("trail").len(), refused.min(4));
 });
