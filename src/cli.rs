@@ -1,8 +1,9 @@
 //! The command-line tool: parses arguments, calls the library, renders the answers.
 //!
 //! Owns the contract scripts depend on: the commands, the `--json` field names, the exit
-//! codes and the one-line `error:` messages. It prints a secret only once, in `create`,
-//! never reads one from the command line, and redacts anything shaped like one in errors.
+//! codes and the one-line `error:` messages. It prints a secret only once, in `create` or
+//! `roll`; it reads one only from standard input or an import file, never from the command
+//! line, and never repeats one it read; it redacts anything shaped like one in errors.
 
 mod demo;
 mod render;
@@ -12,15 +13,15 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keyledger::{
-    Actor, ActorRole, AuditEntry, Builder, ChainKey, ChainKeyProblem, Error, EventKind, Integrity, IpNet,
-    KEY_PREFIX, KeyId, KeyStore, KeyView, NewKey, Witness, redact_keys,
+    Actor, ActorRole, AuditEntry, Builder, ChainKey, ChainKeyProblem, Error, EventKind, ExistingKey,
+    Integrity, IpNet, KEY_PREFIX, KeyId, KeyStore, KeyView, NewKey, RefusedAttempt, Witness, redact_keys,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 /// The exit codes scripts branch on.
@@ -46,8 +47,17 @@ problem; 2 usage error or invalid input; 3 permission denied; 4 key not found or
 
 New here? Run `keyledger demo`.";
 
-/// Most bytes `verify` reads from standard input: a key and its line ending, with room.
+/// Most bytes `verify` and `import-key` read from standard input: a key and its line
+/// ending, with room.
 const MAX_KEY_INPUT: u64 = 1024;
+/// Most lines `import-keys` takes from one file: one commit, held in memory until it is
+/// durable.
+const MAX_IMPORT_LINES: usize = 1_000_000;
+/// Most bytes of one `import-keys` line: a key with the most roles and the longest
+/// whitelist the library allows fits with room.
+const MAX_IMPORT_LINE: usize = 128 * 1024;
+/// Most bytes of one `import-keys` file.
+const MAX_IMPORT_FILE: u64 = 256 * 1024 * 1024;
 /// Logs shorter than this replay too fast for a progress bar to help.
 const LONG_LOG: u64 = 10_000;
 
@@ -87,17 +97,33 @@ enum Command {
     /// Remove addresses or ranges from a key's whitelist
     Unwhitelist(UnwhitelistArgs),
     /// Delete a key; it stops verifying at once
-    Delete(DeleteArgs),
-    /// List the live keys; --all adds the deleted ones
+    Delete(KeyArgs),
+    /// Give a key a new secret, printed this once; the previous one verifies for --grace
+    Roll(RollArgs),
+    /// Disable a key: it is rejected until enabled again
+    Disable(KeyArgs),
+    /// Enable a disabled key again
+    Enable(KeyArgs),
+    /// Adopt one key another system issued: its secret is read from standard input
+    #[command(
+        after_help = "The secret is the first line of standard input, never an argument, and is never shown:\n  \
+                            printf '%s' \"$SECRET\" | keyledger import-key --actor root --actor-role super-admin \\\n      \
+                            --name \"legacy bot\" --role bot"
+    )]
+    ImportKey(ImportKeyArgs),
+    /// Adopt the keys another system issued, from a JSON Lines FILE: all of them or none
+    #[command(after_help = IMPORT_KEYS_HELP)]
+    ImportKeys(ImportKeysArgs),
+    /// List the live keys (neither deleted nor expired); --all adds the others
     List {
-        /// Include deleted keys
+        /// Include deleted and expired keys
         #[arg(long)]
         all: bool,
         /// One JSON object per key, a line each
         #[arg(long)]
         json: bool,
     },
-    /// Show one key, live or deleted
+    /// Show one key, whatever its status
     Show {
         /// The key's id (16 hex digits)
         #[arg(value_name = "KEY_ID", value_parser = key_id_arg)]
@@ -169,10 +195,9 @@ impl ActorArgs {
     }
 }
 
+/// What a new or adopted key is: its name, roles, whitelist and expiry.
 #[derive(Debug, Args)]
-struct CreateArgs {
-    #[command(flatten)]
-    who: ActorArgs,
+struct KeySpec {
     /// The key's name
     #[arg(long)]
     name: String,
@@ -182,7 +207,81 @@ struct CreateArgs {
     /// A whitelisted IPv4/IPv6 address or CIDR range (repeat for more); none admits any address
     #[arg(long = "ip", value_name = "NET", value_parser = net_arg)]
     ips: Vec<IpNet>,
+    /// Expire this long from now: 90s, 15m, 12h, 30d, 2w, 1h30m or ISO 8601 (P30D);
+    /// a day is 24 hours
+    #[arg(long, value_name = "DURATION", value_parser = lifetime_arg, conflicts_with = "expires_at")]
+    expires_in: Option<jiff::SignedDuration>,
+    /// Expire at this time (RFC 3339, e.g. 2026-12-31T23:59:59Z)
+    #[arg(long, value_name = "TIME")]
+    expires_at: Option<jiff::Timestamp>,
+}
+
+impl KeySpec {
+    fn new_key(self) -> Result<NewKey, Failure> {
+        let mut new = NewKey::new(self.name);
+        for role in self.roles {
+            new = new.role(role);
+        }
+        for net in self.ips {
+            new = new.allow(net);
+        }
+        let expiry = match (self.expires_in, self.expires_at) {
+            (Some(lifetime), _) => Some(jiff::Timestamp::now().checked_add(lifetime).map_err(|_| {
+                Failure::new(
+                    exit::USAGE,
+                    "--expires-in reaches past the year 9999; give a shorter duration",
+                )
+            })?),
+            (None, at) => at,
+        };
+        Ok(match expiry {
+            Some(at) => new.expires_at(SystemTime::from(at)),
+            None => new,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+struct CreateArgs {
+    #[command(flatten)]
+    who: ActorArgs,
+    #[command(flatten)]
+    key: KeySpec,
     /// One JSON object, with the secret in `key`
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ImportKeyArgs {
+    #[command(flatten)]
+    who: ActorArgs,
+    #[command(flatten)]
+    key: KeySpec,
+    /// One JSON object: the adopted key, without its secret
+    #[arg(long)]
+    json: bool,
+    /// Catches a secret given on the command line, to refuse it without echoing it.
+    #[arg(hide = true)]
+    key_on_command_line: Vec<String>,
+}
+
+const IMPORT_KEYS_HELP: &str = "\
+Each line of FILE is one JSON object, one key:
+  {\"name\": \"legacy bot\", \"roles\": [\"bot\"], \"ips\": [\"10.0.0.0/8\"], \"expires_at\": \"2027-01-01T00:00:00Z\", \"key\": \"SECRET\"}
+  {\"name\": \"old sync\", \"roles\": [\"sync\"], \"sha256\": \"<64 lowercase hex digits of SHA-256(SECRET)>\"}
+\"ips\" and \"expires_at\" are optional; exactly one of \"key\" and \"sha256\" is required; any
+other field, and a blank line, is refused. The first bad line is named (line N) and nothing
+is imported. At most 1,000,000 lines and 256 MiB.";
+
+#[derive(Debug, Args)]
+struct ImportKeysArgs {
+    #[command(flatten)]
+    who: ActorArgs,
+    /// The JSON Lines file to read
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// One JSON object per adopted key, a line each: {"line", "id"}
     #[arg(long)]
     json: bool,
 }
@@ -208,13 +307,27 @@ struct UnwhitelistArgs {
     allow_any_address: bool,
 }
 
+/// An actor and the key they act on.
 #[derive(Debug, Args)]
-struct DeleteArgs {
+struct KeyArgs {
     #[command(flatten)]
     who: ActorArgs,
     /// The key's id (16 hex digits)
     #[arg(value_name = "KEY_ID", value_parser = key_id_arg)]
     key_id: KeyId,
+}
+
+#[derive(Debug, Args)]
+struct RollArgs {
+    #[command(flatten)]
+    key: KeyArgs,
+    /// How long the previous secret keeps verifying: 0s (the default) stops it at once;
+    /// 90s, 15m, 12h, 7d..., at most 365d; a day is 24 hours
+    #[arg(long, value_name = "DURATION", value_parser = grace_arg, default_value = "0s")]
+    grace: Duration,
+    /// One JSON object: id, key (the new secret) and previous_valid_until
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -238,9 +351,10 @@ struct AuditArgs {
     /// Only entries by this actor
     #[arg(long, value_name = "ID")]
     actor: Option<String>,
-    /// Only entries of this kind
-    #[arg(long, value_enum)]
-    kind: Option<Kind>,
+    /// Only entries of this kind: created, imported, whitelisted, unwhitelisted, rolled,
+    /// disabled, enabled or deleted
+    #[arg(long, value_name = "KIND", value_parser = EventKind::from_str)]
+    kind: Option<EventKind>,
     /// Only entries at or after this time (RFC 3339, e.g. 2026-01-31T09:00:00Z)
     #[arg(long, value_name = "TIME")]
     since: Option<jiff::Timestamp>,
@@ -250,28 +364,13 @@ struct AuditArgs {
     /// Show every key (or only --key) as it stood right after record SEQ
     #[arg(long, value_name = "SEQ", conflicts_with_all = ["actor", "kind", "since", "until"])]
     at: Option<u64>,
+    /// The security trail instead: management commands that were refused (with --key,
+    /// --actor, --since and --until)
+    #[arg(long, conflicts_with_all = ["kind", "at"])]
+    refused: bool,
     /// One JSON object per entry (per key with --at), a line each
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Kind {
-    Created,
-    Whitelisted,
-    Unwhitelisted,
-    Deleted,
-}
-
-impl From<Kind> for EventKind {
-    fn from(kind: Kind) -> Self {
-        match kind {
-            Kind::Created => EventKind::Created,
-            Kind::Whitelisted => EventKind::Whitelisted,
-            Kind::Unwhitelisted => EventKind::Unwhitelisted,
-            Kind::Deleted => EventKind::Deleted,
-        }
-    }
 }
 
 fn witness_arg(s: &str) -> Result<Witness, String> {
@@ -289,6 +388,35 @@ fn key_id_arg(s: &str) -> Result<KeyId, String> {
 
 fn net_arg(s: &str) -> Result<IpNet, String> {
     keyledger::parse_net(s).map_err(|e| e.to_string())
+}
+
+/// A length of time as people type it: `90s`, `15m`, `12h`, `30d`, `2w`, `1h30m`, or ISO
+/// 8601 (`PT36H`, `P30D`). A day is 24 hours and a week 7 days: an expiry or a grace is an
+/// amount of time, not a date on a calendar, so months and years, whose length varies,
+/// are refused.
+fn duration_arg(s: &str) -> Result<jiff::SignedDuration, String> {
+    let span: jiff::Span = s
+        .parse()
+        .map_err(|_| "not a duration: give a number and a unit, as in 90s, 15m, 12h, 30d or 2w".to_owned())?;
+    if span.get_years() != 0 || span.get_months() != 0 {
+        return Err("months and years have no fixed length: give days (30d) or weeks (4w)".into());
+    }
+    span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|e| format!("not a duration: {e}"))
+}
+
+/// How long a new key lives: more than nothing.
+fn lifetime_arg(s: &str) -> Result<jiff::SignedDuration, String> {
+    let d = duration_arg(s)?;
+    if !d.is_positive() {
+        return Err("a key must live for more than 0s".into());
+    }
+    Ok(d)
+}
+
+/// How long a rolled key's previous secret keeps verifying: nothing at all, or more.
+fn grace_arg(s: &str) -> Result<Duration, String> {
+    Duration::try_from(duration_arg(s)?).map_err(|_| "a grace period cannot be negative".into())
 }
 
 /// Runs the command line and returns the exit code of the contract.
@@ -389,6 +517,7 @@ fn exit_code(e: &Error) -> u8 {
     match e {
         Error::InvalidInput { .. }
         | Error::WhitelistUnchanged { .. }
+        | Error::StateUnchanged { .. }
         | Error::LastWhitelistEntry { .. }
         | Error::ChainKeyMismatch(_) => exit::USAGE,
         Error::PermissionDenied { .. } => exit::DENIED,
@@ -524,6 +653,11 @@ impl Cli {
                 )
             }
             Command::Delete(args) => delete(&store, args, out),
+            Command::Roll(args) => roll(&store, args, out),
+            Command::Disable(args) => switch(&store, args, Switch::Disable, out),
+            Command::Enable(args) => switch(&store, args, Switch::Enable, out),
+            Command::ImportKey(args) => import_key(&store, args, out),
+            Command::ImportKeys(args) => import_keys(&store, args, out),
             Command::List { all, json } => list(&store, all, json, out),
             Command::Show { key_id, json } => show(&store, key_id, json, out),
             Command::Verify(args) => verify(&store, args, out),
@@ -549,15 +683,13 @@ fn existing_key(keys: &KeyStore, id: KeyId) -> Result<KeyView, Failure> {
     keys.key(id).ok_or_else(|| Error::KeyNotFound(id).into())
 }
 
+const SHOWN_ONCE: &str =
+    "This is the only time the key is shown: keyledger keeps only its hash. Store it now.";
+
 fn create(store: &Store, args: CreateArgs, out: &mut impl Write) -> Result<u8, Failure> {
     let keys = store.open(true)?;
-    let mut new = NewKey::new(args.name);
-    for role in args.roles {
-        new = new.role(role);
-    }
-    for net in args.ips {
-        new = new.allow(net);
-    }
+    // After the open, which may replay a long log: --expires-in counts from the write.
+    let new = args.key.new_key()?;
     let created = keys.create_key(&args.who.actor(), new)?;
     let view = existing_key(&keys, created.id)?;
     let secret = created.key.expose_secret();
@@ -565,15 +697,317 @@ fn create(store: &Store, args: CreateArgs, out: &mut impl Write) -> Result<u8, F
         write_json(out, &render::key_json(&view, Some(secret)))?;
     } else {
         writeln!(out, "created key {} \"{}\"", view.id, view.name)?;
-        writeln!(out, "  roles      {}", view.roles.join(", "))?;
-        writeln!(out, "  whitelist  {}", render::whitelist(&view.whitelist))?;
+        key_summary(out, &view)?;
         writeln!(out, "  key        {secret}")?;
+        writeln!(out)?;
+        writeln!(out, "{SHOWN_ONCE}")?;
+    }
+    Ok(exit::OK)
+}
+
+/// The lines `create` and `import-key` print under their first.
+fn key_summary(out: &mut impl Write, view: &KeyView) -> io::Result<()> {
+    writeln!(out, "  roles      {}", view.roles.join(", "))?;
+    writeln!(out, "  whitelist  {}", render::whitelist(&view.whitelist))?;
+    if let Some(at) = view.expires_at {
+        writeln!(out, "  expires    {} UTC", render::human_time(at))?;
+    }
+    Ok(())
+}
+
+/// `roll --json`.
+#[derive(Serialize)]
+struct RollJson<'a> {
+    id: String,
+    key: &'a str,
+    previous_valid_until: String,
+}
+
+fn roll(store: &Store, args: RollArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    let keys = store.open(false)?;
+    let rolled = keys.roll_key(&args.key.who.actor(), args.key.key_id, args.grace)?;
+    let secret = rolled.key.expose_secret();
+    if args.json {
+        let answer = RollJson {
+            id: rolled.id.to_string(),
+            key: secret,
+            previous_valid_until: render::rfc3339(rolled.previous_valid_until),
+        };
+        write_json(out, &answer)?;
+        return Ok(exit::OK);
+    }
+    let view = existing_key(&keys, rolled.id)?;
+    writeln!(out, "rolled key {} \"{}\"", view.id, view.name)?;
+    writeln!(out, "  key        {secret}")?;
+    if args.grace.is_zero() {
+        writeln!(out, "  previous   stopped verifying at once")?;
+    } else {
+        writeln!(
+            out,
+            "  previous   verifies until {} UTC (grace {})",
+            render::human_time(rolled.previous_valid_until),
+            render::duration(args.grace)
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "{SHOWN_ONCE}")?;
+    Ok(exit::OK)
+}
+
+/// What `disable` and `enable` do.
+#[derive(Clone, Copy)]
+enum Switch {
+    Disable,
+    Enable,
+}
+
+fn switch(store: &Store, args: KeyArgs, to: Switch, out: &mut impl Write) -> Result<u8, Failure> {
+    let keys = store.open(false)?;
+    let actor = args.who.actor();
+    match to {
+        Switch::Disable => keys.disable_key(&actor, args.key_id)?,
+        Switch::Enable => keys.enable_key(&actor, args.key_id)?,
+    };
+    let view = existing_key(&keys, args.key_id)?;
+    match to {
+        Switch::Disable => writeln!(
+            out,
+            "disabled key {} \"{}\"; it is rejected until enabled again",
+            view.id, view.name
+        )?,
+        Switch::Enable => writeln!(
+            out,
+            "enabled key {} \"{}\"; its status is now {}",
+            view.id, view.name, view.status
+        )?,
+    }
+    Ok(exit::OK)
+}
+
+fn import_key(store: &Store, args: ImportKeyArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    const HOW: &str =
+        "printf '%s' \"$SECRET\" | keyledger import-key --actor ID --actor-role ROLE --name NAME --role R";
+    if !args.key_on_command_line.is_empty() {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "import-key reads the secret from standard input, never from the command line, where \
+                 other users and your shell history would see it: {HOW}"
+            ),
+        ));
+    }
+    if io::stdin().is_terminal() {
+        // The terminal would echo it as it is typed.
+        return Err(Failure::new(
+            exit::USAGE,
+            format!("import-key reads the secret from a pipe or a file, not a terminal: {HOW}"),
+        ));
+    }
+    let secret = read_key(HOW)?;
+    // Checked before the open: a refused secret makes no store.
+    let adopted = ExistingKey::with_secret(args.key.new_key()?, &secret)?;
+    drop(secret);
+    let keys = store.open(true)?;
+    let ids = keys
+        .import_keys(&args.who.actor(), vec![adopted])
+        .map_err(|e| import_failure(e, |_| String::new()))?;
+    let id = ids
+        .first()
+        .copied()
+        .ok_or_else(|| Failure::new(exit::STORAGE, "the store adopted the key but gave no id back"))?;
+    let view = existing_key(&keys, id)?;
+    if args.json {
+        write_json(out, &render::key_json(&view, None))?;
+    } else {
+        writeln!(out, "imported key {} \"{}\"", view.id, view.name)?;
+        key_summary(out, &view)?;
         writeln!(out)?;
         writeln!(
             out,
-            "This is the only time the key is shown: keyledger keeps only its hash. Store it now."
+            "keyledger kept only the secret's hash; the clients that hold it verify as before."
         )?;
     }
+    Ok(exit::OK)
+}
+
+/// One line of an `import-keys` file. `key` and `sha256` are taken as any JSON value and
+/// checked here, so that a parse error never quotes what they held.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportLine {
+    name: String,
+    roles: Vec<String>,
+    #[serde(default)]
+    ips: Vec<String>,
+    #[serde(default)]
+    expires_at: Option<String>,
+    #[serde(default)]
+    key: Option<serde_json::Value>,
+    #[serde(default)]
+    sha256: Option<serde_json::Value>,
+}
+
+/// A string field that may hold a secret, moved out of the JSON value to be zeroed on drop.
+fn secret_field(value: serde_json::Value, field: &str) -> Result<Zeroizing<String>, String> {
+    match value {
+        serde_json::Value::String(s) => Ok(Zeroizing::new(s)),
+        _ => Err(format!("\"{field}\" must be a string")),
+    }
+}
+
+impl ImportLine {
+    fn parse(text: &str) -> Result<ExistingKey, String> {
+        let line: ImportLine = serde_json::from_str(text).map_err(|e| {
+            // Every line is parsed alone: serde's own "at line 1 column C" would mislead.
+            let message = e.to_string();
+            let position = format!(" at line {} column {}", e.line(), e.column());
+            match message.strip_suffix(&position) {
+                Some(bare) => format!("{bare} (column {})", e.column()),
+                None => message,
+            }
+        })?;
+        let mut new = NewKey::new(line.name);
+        for role in line.roles {
+            new = new.role(role);
+        }
+        for net in &line.ips {
+            new = new.allow(keyledger::parse_net(net).map_err(|e| e.to_string())?);
+        }
+        if let Some(at) = line.expires_at {
+            let at: jiff::Timestamp = at
+                .parse()
+                .map_err(|_| format!("invalid expires_at: {at:?} is not an RFC 3339 time"))?;
+            new = new.expires_at(SystemTime::from(at));
+        }
+        let adopted = match (line.key, line.sha256) {
+            (Some(key), None) => ExistingKey::with_secret(new, &secret_field(key, "key")?),
+            (None, Some(hex)) => ExistingKey::with_sha256(new, &secret_field(hex, "sha256")?),
+            (Some(_), Some(_)) => return Err("give \"key\" or \"sha256\", not both".into()),
+            (None, None) => {
+                return Err(
+                    "missing the secret: give \"key\" (the secret) or \"sha256\" (its SHA-256)".into(),
+                );
+            }
+        };
+        adopted.map_err(|e| e.to_string())
+    }
+}
+
+/// Reads an `import-keys` file: one key a line, the first bad line named.
+fn read_import_file(path: &Path) -> Result<Vec<ExistingKey>, Failure> {
+    let shown = path.display();
+    let file = std::fs::File::open(path)
+        .map_err(|e| Failure::new(exit::USAGE, format!("cannot read {shown}: {e}")))?;
+    let mut reader = io::BufReader::new(file).take(MAX_IMPORT_FILE + 1);
+    let bad_line =
+        |n: usize, why: &str| Failure::new(exit::USAGE, format!("line {n}: {why}; nothing was imported"));
+    let mut keys = Vec::new();
+    let mut buf = Zeroizing::new(Vec::new());
+    for n in 1.. {
+        buf.clear();
+        let read = (&mut reader)
+            .take(MAX_IMPORT_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Failure::new(exit::USAGE, format!("cannot read {shown}: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        if reader.limit() == 0 {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "{shown} is larger than {} MiB; split it",
+                    MAX_IMPORT_FILE / 1024 / 1024
+                ),
+            ));
+        }
+        if n > MAX_IMPORT_LINES {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!("{shown} has more than {MAX_IMPORT_LINES} lines; split it"),
+            ));
+        }
+        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        if body.len() > MAX_IMPORT_LINE {
+            return Err(bad_line(n, &format!("longer than {MAX_IMPORT_LINE} bytes")));
+        }
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        let text = std::str::from_utf8(body).map_err(|_| bad_line(n, "not UTF-8"))?;
+        if text.trim().is_empty() {
+            return Err(bad_line(n, "blank; every line must hold one key"));
+        }
+        keys.push(ImportLine::parse(text).map_err(|why| bad_line(n, &why))?);
+    }
+    if keys.is_empty() {
+        return Err(Failure::new(exit::USAGE, format!("{shown} holds no keys")));
+    }
+    Ok(keys)
+}
+
+/// The library names the bad entry of an import by its position from 1 (`key 3: ...`);
+/// `entry` says how to name it here.
+fn import_failure(e: Error, entry: impl Fn(usize) -> String) -> Failure {
+    if let Error::InvalidInput {
+        field: "import",
+        reason,
+    } = &e
+        && let Some((n, why)) = reason
+            .strip_prefix("key ")
+            .and_then(|rest| rest.split_once(": "))
+            .and_then(|(n, why)| Some((n.parse::<usize>().ok()?, why)))
+    {
+        return Failure::new(exit::USAGE, format!("{}{why}", entry(n)));
+    }
+    e.into()
+}
+
+/// `import-keys --json`: one object per adopted key.
+#[derive(Serialize)]
+struct ImportedJson {
+    line: usize,
+    id: String,
+}
+
+fn import_keys(store: &Store, args: ImportKeysArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    let adopted = read_import_file(&args.file)?;
+    let count = adopted.len();
+    let keys = store.open(true)?;
+    // Every line holds one key, so the library's entry N is line N.
+    let ids = keys.import_keys(&args.who.actor(), adopted).map_err(|e| {
+        let mut failure = import_failure(e, |n| format!("line {n}: "));
+        failure.message.push_str("; nothing was imported");
+        failure
+    })?;
+    if ids.len() != count {
+        return Err(Failure::new(
+            exit::STORAGE,
+            format!("the store adopted {count} keys but gave back {} ids", ids.len()),
+        ));
+    }
+    if args.json {
+        for (line, id) in (1..).zip(&ids) {
+            write_json(
+                out,
+                &ImportedJson {
+                    line,
+                    id: id.to_string(),
+                },
+            )?;
+        }
+        return Ok(exit::OK);
+    }
+    let mut table = render::Table::new(vec!["LINE", "ID", "NAME"]);
+    for (line, id) in (1..).zip(&ids) {
+        let name = keys.key(*id).map(|v| v.name).unwrap_or_default();
+        table.row(vec![usize::to_string(&line), id.to_string(), name]);
+    }
+    table.write(out, "")?;
+    writeln!(
+        out,
+        "imported {count} key{} from {} in one commit; keyledger kept only their hashes",
+        if count == 1 { "" } else { "s" },
+        args.file.display()
+    )?;
     Ok(exit::OK)
 }
 
@@ -623,7 +1057,7 @@ fn change_whitelist(
     Ok(exit::OK)
 }
 
-fn delete(store: &Store, args: DeleteArgs, out: &mut impl Write) -> Result<u8, Failure> {
+fn delete(store: &Store, args: KeyArgs, out: &mut impl Write) -> Result<u8, Failure> {
     let keys = store.open(false)?;
     keys.delete_key(&args.who.actor(), args.key_id)?;
     let view = existing_key(&keys, args.key_id)?;
@@ -645,7 +1079,7 @@ fn list(store: &Store, all: bool, json: bool, out: &mut impl Write) -> Result<u8
     } else if views.is_empty() {
         writeln!(out, "{}", if all { "no keys" } else { "no live keys" })?;
     } else {
-        render::keys_table(&views, all).write(out, "")?;
+        render::keys_table(&views).write(out, "")?;
     }
     Ok(exit::OK)
 }
@@ -680,7 +1114,7 @@ fn verify(store: &Store, args: VerifyArgs, out: &mut impl Write) -> Result<u8, F
         ));
     }
     let keys = store.open(false)?;
-    let secret = read_key()?;
+    let secret = read_key("printf '%s' \"$KEY\" | keyledger verify --ip IP")?;
     let verdict = keys.verify(&secret, args.ip);
     if args.json {
         let answer = match &verdict {
@@ -715,8 +1149,8 @@ fn verify(store: &Store, args: VerifyArgs, out: &mut impl Write) -> Result<u8, F
     Ok(if verdict.is_ok() { exit::OK } else { exit::NO })
 }
 
-/// Reads the key from the first line of standard input.
-fn read_key() -> Result<Zeroizing<String>, Failure> {
+/// Reads a key from the first line of standard input; `how` shows how to give one.
+fn read_key(how: &str) -> Result<Zeroizing<String>, Failure> {
     let stdin = io::stdin();
     if stdin.is_terminal() {
         let _ = write!(io::stderr(), "key: ");
@@ -738,7 +1172,7 @@ fn read_key() -> Result<Zeroizing<String>, Failure> {
     if text.is_empty() {
         return Err(Failure::new(
             exit::USAGE,
-            "no key on standard input: printf '%s' \"$KEY\" | keyledger verify --ip IP",
+            format!("no key on standard input: {how}"),
         ));
     }
     Ok(text)
@@ -746,6 +1180,10 @@ fn read_key() -> Result<Zeroizing<String>, Failure> {
 
 fn audit(store: &Store, args: AuditArgs, out: &mut impl Write) -> Result<u8, Failure> {
     let keys = store.open(false)?;
+    if args.refused {
+        // A refused command may name a key that never existed: no existence check.
+        return audit_refused(&keys, &args, out);
+    }
     if let Some(id) = args.key {
         existing_key(&keys, id)?;
     }
@@ -754,7 +1192,7 @@ fn audit(store: &Store, args: AuditArgs, out: &mut impl Write) -> Result<u8, Fai
     }
     let since = args.since.map(SystemTime::from);
     let until = args.until.map(SystemTime::from);
-    let kind = args.kind.map(EventKind::from);
+    let kind = args.kind;
     let entries: Vec<AuditEntry> = keys
         .audit()
         .into_iter()
@@ -785,6 +1223,39 @@ fn audit(store: &Store, args: AuditArgs, out: &mut impl Write) -> Result<u8, Fai
         )?;
     } else {
         render::audit_table(&entries).write(out, "")?;
+    }
+    Ok(exit::OK)
+}
+
+/// `audit --refused`: the security trail, filtered by key, actor and time.
+fn audit_refused(keys: &KeyStore, args: &AuditArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    let since = args.since.map(SystemTime::from);
+    let until = args.until.map(SystemTime::from);
+    let attempts: Vec<RefusedAttempt> = keys
+        .refused()?
+        .into_iter()
+        .filter(|a| args.key.is_none_or(|id| a.key == Some(id)))
+        .filter(|a| args.actor.as_deref().is_none_or(|id| a.actor.id() == id))
+        .filter(|a| since.is_none_or(|t| a.at >= t))
+        .filter(|a| until.is_none_or(|t| a.at <= t))
+        .collect();
+    if args.json {
+        for attempt in &attempts {
+            write_json(out, &render::refused_json(attempt))?;
+        }
+    } else if attempts.is_empty() {
+        let filtered = args.key.is_some() || args.actor.is_some() || since.is_some() || until.is_some();
+        writeln!(
+            out,
+            "{}",
+            if filtered {
+                "no refused attempts match"
+            } else {
+                "no refused attempts"
+            }
+        )?;
+    } else {
+        render::refused_table(&attempts).write(out, "")?;
     }
     Ok(exit::OK)
 }
@@ -827,7 +1298,7 @@ fn audit_at(
     if views.is_empty() {
         writeln!(out, "no keys")?;
     } else {
-        render::keys_table(&views, true).write(out, "")?;
+        render::keys_table(&views).write(out, "")?;
     }
     Ok(exit::OK)
 }

@@ -155,14 +155,20 @@ fn names(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
-const KEY_FIELDS: [&str; 8] = [
+const KEY_FIELDS: [&str; 14] = [
     "id",
     "name",
     "roles",
     "whitelist",
     "created_by",
     "created_at",
+    "status",
+    "expires_at",
+    "last_used_at",
     "deleted",
+    "deleted_by",
+    "deleted_at",
+    "imported",
     "hint",
 ];
 
@@ -208,7 +214,13 @@ fn create_json_has_every_key_field_and_the_secret() {
     );
     assert_eq!(key["created_by"], "alice");
     assert_rfc3339_utc(&key["created_at"]);
+    assert_eq!(key["status"], "active");
+    assert_eq!(key["expires_at"], Value::Null);
+    assert_eq!(key["last_used_at"], Value::Null);
     assert_eq!(key["deleted"], Value::Null);
+    assert_eq!(key["deleted_by"], Value::Null);
+    assert_eq!(key["deleted_at"], Value::Null);
+    assert_eq!(key["imported"], false);
     let secret = key["key"].as_str().unwrap();
     assert!(secret.starts_with("klk_") && secret.len() == 40, "{secret}");
     assert_eq!(key["hint"], format!("klk_…{}", &secret[36..]));
@@ -277,13 +289,11 @@ fn secret_is_printed_only_by_create() {
     }
 }
 
-#[test]
-fn store_files_never_hold_the_secret() {
-    let store = Store::new();
-    let key = store.create(ALICE, "bot", &["notifier"], &[]);
-    assert_eq!(store.run(&["list"]).code, 0);
-    let mut stack = vec![store.path()];
+/// Whether any file of the store at `dir` holds `needle`; panics if the store has no file.
+fn store_files_hold(dir: &Path, needle: &[u8]) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
     let mut files = 0;
+    let mut found = false;
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -292,15 +302,20 @@ fn store_files_never_hold_the_secret() {
             } else {
                 files += 1;
                 let bytes = std::fs::read(&path).unwrap();
-                assert!(
-                    !bytes.windows(32).any(|w| w == &key.secret.as_bytes()[4..36]),
-                    "{} holds the secret",
-                    path.display()
-                );
+                found |= bytes.windows(needle.len()).any(|w| w == needle);
             }
         }
     }
-    assert!(files > 0);
+    assert!(files > 0, "no files in {}", dir.display());
+    found
+}
+
+#[test]
+fn store_files_never_hold_the_secret() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &[]);
+    assert_eq!(store.run(&["list"]).code, 0);
+    assert!(!store_files_hold(&store.path(), &key.secret.as_bytes()[4..36]));
 }
 
 #[test]
@@ -348,6 +363,10 @@ fn list_shows_live_keys_and_all_adds_deleted_ones() {
     assert_eq!(field_names(&all[1]["deleted"]), names(&["by", "at"]));
     assert_eq!(all[1]["deleted"]["by"], "bob");
     assert_rfc3339_utc(&all[1]["deleted"]["at"]);
+    assert_eq!(all[1]["status"], "deleted");
+    assert_eq!(all[1]["deleted_by"], "bob");
+    assert_eq!(all[1]["deleted_at"], all[1]["deleted"]["at"]);
+    assert_eq!(all[0]["status"], "active");
 
     let human = store.run(&["list", "--all"]);
     assert!(human.stdout.contains("deleted by bob"), "{}", human.stdout);
@@ -818,6 +837,8 @@ fn audit_json_entries_have_stable_fields() {
         "key_id",
         "key_name",
         "ip",
+        "previous_valid_until",
+        "via",
     ]);
     let expected = [
         (1, "alice", "admin", "created", Value::Null),
@@ -836,6 +857,8 @@ fn audit_json_entries_have_stable_fields() {
         assert_eq!(entry["key_id"], key.id.as_str());
         assert_eq!(entry["key_name"], "bot");
         assert_eq!(entry["ip"], ip);
+        assert_eq!(entry["previous_valid_until"], Value::Null, "set for rolled only");
+        assert_eq!(entry["via"], Value::Null, "no admin key in the command line");
         assert_rfc3339_utc(&entry["at"]);
     }
 
@@ -1325,4 +1348,826 @@ fn unwhitelisting_the_last_network_needs_allow_any_address() {
     assert!(opened.stdout.contains("any address"), "{}", opened.stdout);
     assert_eq!(verify("8.8.8.8", &[]), 0);
     assert_eq!(verify("8.8.8.8", &["--require-whitelist"]), 1);
+}
+
+// The key lifecycle: expiry, roll, disable and enable, adopted keys, last use, and the
+// security trail of refused commands.
+
+const USER: [&str; 4] = ["--actor", "eve", "--actor-role", "user"];
+
+impl Store {
+    /// `create --json` with `extra` arguments (an expiry); the key as `--json` shows it.
+    fn create_with(&self, actor: [&str; 4], name: &str, extra: &[&str]) -> (Made, Value) {
+        let mut args = vec!["--name", name, "--role", "r", "--json"];
+        args.extend_from_slice(extra);
+        let run = self.act("create", actor, &args);
+        assert_eq!(run.code, 0, "{run:?}");
+        let key = run.json();
+        let made = Made {
+            id: key["id"].as_str().unwrap().to_owned(),
+            secret: key["key"].as_str().unwrap().to_owned(),
+        };
+        (made, key)
+    }
+
+    fn show(&self, id: &str) -> Value {
+        let run = self.run(&["show", id, "--json"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        run.json()
+    }
+
+    fn audit_len(&self) -> usize {
+        self.run(&["audit", "--json"]).json_lines().len()
+    }
+
+    /// A file next to the store.
+    fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    fn import_keys(&self, actor: [&str; 4], file: &Path, extra: &[&str]) -> Run {
+        let mut args = vec![file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.act("import-keys", actor, &args)
+    }
+}
+
+/// RFC 3339 for now plus `secs` seconds, to the second (the log keeps microseconds).
+fn from_now(secs: i64) -> String {
+    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + secs)
+        .unwrap()
+        .to_string()
+}
+
+fn timestamp(v: &Value) -> jiff::Timestamp {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a time: {v}"))
+        .parse()
+        .unwrap()
+}
+
+fn assert_absent(runs: &[&Run], secret: &str) {
+    for run in runs {
+        assert!(
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
+            "secret leaked: {run:?}"
+        );
+    }
+}
+
+/// The `id`s of `list` (with `--all` if `all`).
+fn listed_ids(store: &Store, all: bool) -> Vec<String> {
+    let mut args = vec!["list", "--json"];
+    if all {
+        args.push("--all");
+    }
+    store
+        .run(&args)
+        .json_lines()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn an_expiry_in_the_past_or_a_bad_duration_exits_2_and_creates_nothing() {
+    let store = Store::new();
+    store.create(ALICE, "first", &["r"], &[]);
+    let past = from_now(-60);
+    for (expiry, says) in [
+        (vec!["--expires-at", past.as_str()], "not in the future"),
+        (vec!["--expires-at", "2030-01-01"], "--expires-at"),
+        (vec!["--expires-in", "0s"], "more than 0s"),
+        (vec!["--expires-in=-5m"], "more than 0s"),
+        (vec!["--expires-in", "5m ago"], "more than 0s"),
+        (vec!["--expires-in", "soon"], "not a duration"),
+        (vec!["--expires-in", "1mo"], "months and years"),
+        (vec!["--expires-in", "1y"], "months and years"),
+        (vec!["--expires-in", "7000000d"], "9999"),
+        (
+            vec!["--expires-in", "1d", "--expires-at", "2030-01-01T00:00:00Z"],
+            "cannot be used with",
+        ),
+    ] {
+        let mut args = vec!["--name", "x", "--role", "r"];
+        args.extend(&expiry);
+        let run = store.act("create", ALICE, &args);
+        assert_eq!(run.code, 2, "{expiry:?}: {run:?}");
+        run.assert_one_error_line();
+        assert!(run.stderr.contains(says), "{expiry:?}: {says}: {}", run.stderr);
+    }
+    assert_eq!(store.audit_len(), 1, "nothing was created");
+}
+
+#[test]
+fn expires_in_takes_friendly_and_iso_durations_with_days_of_24_hours() {
+    let store = Store::new();
+    for (duration, secs) in [
+        ("30d", 30 * 86_400),
+        ("2w", 14 * 86_400),
+        ("PT36H", 36 * 3600),
+        ("P1DT12H", 36 * 3600),
+        ("1h30m", 5400),
+        ("90s", 90),
+    ] {
+        let (_, key) = store.create_with(ALICE, duration, &["--expires-in", duration]);
+        let lifetime = timestamp(&key["expires_at"]).duration_since(timestamp(&key["created_at"]));
+        let expected = jiff::SignedDuration::from_secs(secs);
+        assert!(
+            lifetime <= expected && lifetime > expected - jiff::SignedDuration::from_secs(10),
+            "{duration}: lives {lifetime:?}"
+        );
+        assert_eq!(key["status"], "active");
+    }
+}
+
+#[test]
+fn a_key_past_its_expiry_is_expired_left_out_of_list_and_rejected_by_verify() {
+    let store = Store::new();
+    let later = from_now(3600);
+    let (lasting, key) = store.create_with(ALICE, "lasting", &["--expires-at", &later]);
+    assert_eq!(key["status"], "active");
+    assert_eq!(timestamp(&key["expires_at"]), later.parse().unwrap());
+    let (soon, _) = store.create_with(ALICE, "soon", &["--expires-at", &from_now(3)]);
+
+    // The CLI runs on the system clock: wait for the expiry, bounded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = store.show(&soon.id)["status"].clone();
+        if status == "expired" {
+            break;
+        }
+        assert_eq!(status, "active");
+        assert!(Instant::now() < deadline, "never expired");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(listed_ids(&store, false), [lasting.id.as_str()]);
+    assert_eq!(listed_ids(&store, true), [lasting.id.as_str(), soon.id.as_str()]);
+    let all = store.run(&["list", "--all", "--json"]).json_lines();
+    assert_eq!(all[1]["status"], "expired");
+    assert_rfc3339_utc(&all[1]["expires_at"]);
+    let human = store.run(&["list", "--all"]);
+    assert!(human.stdout.contains("expired"), "{}", human.stdout);
+    assert!(!store.run(&["list"]).stdout.contains("soon"));
+
+    let rejected = store.verify(&soon.secret, "10.0.0.1");
+    assert_eq!(rejected.code, 1, "{rejected:?}");
+    assert_eq!(rejected.json()["reason"], "expired");
+    assert_eq!(store.verify(&lasting.secret, "10.0.0.1").code, 0);
+}
+
+#[test]
+fn roll_gives_a_new_secret_once_and_without_grace_the_old_one_stops() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &["10.0.0.0/8"]);
+    let run = store.act("roll", ALICE, &[&key.id, "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stderr, "");
+    let rolled = run.json();
+    assert_eq!(
+        field_names(&rolled),
+        names(&["id", "key", "previous_valid_until"])
+    );
+    assert_eq!(rolled["id"], key.id.as_str());
+    let new = rolled["key"].as_str().unwrap();
+    assert!(
+        new.starts_with("klk_") && new.len() == 40 && new != key.secret,
+        "{new}"
+    );
+    assert_rfc3339_utc(&rolled["previous_valid_until"]);
+
+    assert_eq!(store.verify(new, "10.1.2.3").code, 0);
+    let old = store.verify(&key.secret, "10.1.2.3");
+    assert_eq!(old.code, 1, "{old:?}");
+    assert_eq!(old.json()["reason"], "unknown_key");
+
+    let shown = store.show(&key.id);
+    assert_eq!(shown["name"], "bot");
+    assert_eq!(shown["roles"], serde_json::json!(["notifier"]));
+    assert_eq!(shown["whitelist"], serde_json::json!(["10.0.0.0/8"]));
+    assert_eq!(shown["hint"], format!("klk_…{}", &new[36..]));
+
+    let entries = store.run(&["audit", "--kind", "rolled", "--json"]).json_lines();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["previous_valid_until"], rolled["previous_valid_until"]);
+    assert_eq!(
+        entries[0]["previous_valid_until"], entries[0]["at"],
+        "no grace: the previous secret stopped at the roll"
+    );
+    let later = [
+        store.run(&["list", "--all", "--json"]),
+        store.run(&["show", &key.id]),
+        store.run(&["audit"]),
+        store.run(&["audit", "--json"]),
+    ];
+    assert_absent(&later.iter().collect::<Vec<_>>(), new);
+}
+
+#[test]
+fn roll_with_a_grace_keeps_the_old_secret_verifying_and_audit_shows_it() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &[]);
+    let run = store.act("roll", ROOT, &[&key.id, "--grace", "1h"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let line = run.stdout.lines().find(|l| l.contains("klk_")).unwrap();
+    let new = line.split_whitespace().last().unwrap();
+    assert_eq!(new.len(), 40, "{line}");
+    assert_eq!(run.stdout.matches(new).count(), 1);
+    assert!(
+        run.stdout.contains("only time the key is shown"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("grace 1h"), "{}", run.stdout);
+
+    assert_eq!(store.verify(new, "10.0.0.1").code, 0);
+    assert_eq!(
+        store.verify(&key.secret, "10.0.0.1").code,
+        0,
+        "the previous secret verifies during the grace"
+    );
+    let entry = &store.run(&["audit", "--kind", "rolled", "--json"]).json_lines()[0];
+    assert_eq!(entry["actor"], "root");
+    assert_eq!(
+        timestamp(&entry["previous_valid_until"]).duration_since(timestamp(&entry["at"])),
+        jiff::SignedDuration::from_hours(1)
+    );
+    let human = store.run(&["audit", "--kind", "rolled"]);
+    assert!(human.stdout.contains("grace 1h"), "{}", human.stdout);
+
+    for (grace, says) in [
+        ("400d", "365 days"),
+        ("-1h", "negative"),
+        ("soon", "not a duration"),
+    ] {
+        let run = store.act("roll", ROOT, &[&key.id, &format!("--grace={grace}")]);
+        assert_eq!(run.code, 2, "{grace}: {run:?}");
+        run.assert_one_error_line();
+        assert!(run.stderr.contains(says), "{grace}: {}", run.stderr);
+    }
+    assert_eq!(store.audit_len(), 2, "refused rolls write nothing");
+}
+
+#[test]
+fn a_disabled_key_is_rejected_until_enabled_and_repeating_either_exits_2() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &[]);
+    let off = store.act("disable", ALICE, &[&key.id]);
+    assert_eq!(off.code, 0, "{off:?}");
+    assert!(off.stdout.starts_with("disabled key"), "{}", off.stdout);
+    let rejected = store.verify(&key.secret, "10.0.0.1");
+    assert_eq!(
+        (rejected.code, rejected.json()["reason"].clone()),
+        (1, "disabled".into())
+    );
+    assert_eq!(store.show(&key.id)["status"], "disabled");
+    assert_eq!(
+        listed_ids(&store, false),
+        [key.id.as_str()],
+        "a disabled key is live"
+    );
+    assert!(store.run(&["list"]).stdout.contains("disabled"));
+
+    let again = store.act("disable", ALICE, &[&key.id]);
+    assert_eq!(again.code, 2, "{again:?}");
+    again.assert_one_error_line();
+    assert!(again.stderr.contains("already disabled"), "{}", again.stderr);
+
+    let on = store.act("enable", ALICE, &[&key.id]);
+    assert_eq!(on.code, 0, "{on:?}");
+    assert!(on.stdout.contains("active"), "{}", on.stdout);
+    assert_eq!(store.verify(&key.secret, "10.0.0.1").code, 0);
+    assert_eq!(store.show(&key.id)["status"], "active");
+    let again = store.act("enable", ALICE, &[&key.id]);
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.stderr.contains("already enabled"), "{}", again.stderr);
+
+    let kinds: Vec<String> = store
+        .run(&["audit", "--json"])
+        .json_lines()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["created", "disabled", "enabled"]);
+}
+
+#[test]
+fn roll_disable_and_enable_of_a_deleted_key_exit_4() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &[]);
+    assert_eq!(store.act("disable", ALICE, &[&key.id]).code, 0);
+    assert_eq!(store.act("delete", ALICE, &[&key.id]).code, 0);
+    for command in ["roll", "disable", "enable"] {
+        let run = store.act(command, ROOT, &[&key.id]);
+        assert_eq!(run.code, 4, "{command}: {run:?}");
+        run.assert_one_error_line();
+        assert!(run.stderr.contains("deleted"), "{}", run.stderr);
+    }
+    for command in ["roll", "disable", "enable"] {
+        let run = store.act(command, ROOT, &["00000000000000ff"]);
+        assert_eq!(run.code, 4, "{command}: {run:?}");
+    }
+    assert_eq!(store.audit_len(), 3);
+}
+
+#[test]
+fn only_the_owner_admin_or_a_super_admin_may_roll_disable_or_enable_and_refusals_are_kept() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &[]);
+    // (command, actor, exit code), in an order that leaves each allowed one valid.
+    let steps = [
+        ("roll", BOB, 3),
+        ("roll", USER, 3),
+        ("roll", ALICE, 0),
+        ("roll", ROOT, 0),
+        ("disable", BOB, 3),
+        ("disable", USER, 3),
+        ("disable", ALICE, 0),
+        ("enable", BOB, 3),
+        ("enable", USER, 3),
+        ("enable", ROOT, 0),
+        ("disable", ROOT, 0),
+        ("enable", ALICE, 0),
+    ];
+    for (command, actor, code) in steps {
+        let run = store.act(command, actor, &[&key.id]);
+        assert_eq!(run.code, code, "{command} by {}: {run:?}", actor[1]);
+        if code == 3 {
+            run.assert_one_error_line();
+            assert!(run.stderr.contains("permission denied"), "{}", run.stderr);
+        }
+    }
+    assert_eq!(store.audit_len(), 1 + 6, "refusals write nothing to the key log");
+
+    let run = store.run(&["audit", "--refused", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let trail = run.json_lines();
+    let refused: Vec<(&str, &str, &str, &str)> = trail
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap(),
+                a["actor"].as_str().unwrap(),
+                a["actor_role"].as_str().unwrap(),
+                a["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("roll", "bob", "admin", "not_owner"),
+            ("roll", "eve", "user", "not_an_admin"),
+            ("disable", "bob", "admin", "not_owner"),
+            ("disable", "eve", "user", "not_an_admin"),
+            ("enable", "bob", "admin", "not_owner"),
+            ("enable", "eve", "user", "not_an_admin"),
+        ]
+    );
+    let fields = names(&[
+        "at",
+        "actor",
+        "actor_role",
+        "action",
+        "key_id",
+        "owner",
+        "via",
+        "reason",
+        "message",
+    ]);
+    for attempt in &trail {
+        assert_eq!(field_names(attempt), fields);
+        assert_eq!(attempt["key_id"], key.id.as_str());
+        assert_rfc3339_utc(&attempt["at"]);
+        assert!(!attempt["message"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(trail[0]["owner"], "alice");
+    assert_eq!(trail[1]["owner"], Value::Null);
+
+    let by_bob = store.run(&["audit", "--refused", "--actor", "bob", "--json"]);
+    assert_eq!(by_bob.json_lines().len(), 3);
+    let on_key = store.run(&["audit", "--refused", "--key", &key.id, "--json"]);
+    assert_eq!(on_key.json_lines().len(), 6);
+    let none = store.run(&["audit", "--refused", "--until", "2000-01-01T00:00:00Z"]);
+    assert_eq!((none.code, none.stdout.trim()), (0, "no refused attempts match"));
+    let human = store.run(&["audit", "--refused"]);
+    assert!(human.stdout.starts_with("TIME (UTC)"), "{}", human.stdout);
+    assert!(
+        human.stdout.contains("was created by \"alice\""),
+        "{}",
+        human.stdout
+    );
+    let never = "00000000000000ff";
+    assert_eq!(store.act("disable", USER, &[never]).code, 3);
+    let aimed = store.run(&["audit", "--refused", "--key", never, "--json"]);
+    assert_eq!(
+        aimed.code, 0,
+        "a refusal may name a key that never existed: {aimed:?}"
+    );
+    assert_eq!(aimed.json_lines().len(), 1);
+    for conflict in [vec!["--kind", "rolled"], vec!["--at", "1"]] {
+        let mut args = vec!["audit", "--refused"];
+        args.extend(&conflict);
+        let run = store.run(&args);
+        assert_eq!(run.code, 2, "{conflict:?}: {run:?}");
+        run.assert_one_error_line();
+    }
+}
+
+#[test]
+fn audit_kind_filters_the_lifecycle_kinds() {
+    let store = Store::new();
+    let key = store.create(ROOT, "bot", &["r"], &[]);
+    let imported = store.run_with_stdin(
+        &[
+            "import-key",
+            "--actor",
+            "root",
+            "--actor-role",
+            "super-admin",
+            "--name",
+            "legacy",
+            "--role",
+            "r",
+        ],
+        "legacy_secret_0123456789\n",
+    );
+    assert_eq!(imported.code, 0, "{imported:?}");
+    for command in ["roll", "disable", "enable"] {
+        assert_eq!(store.act(command, ROOT, &[&key.id]).code, 0);
+    }
+    for kind in ["imported", "rolled", "disabled", "enabled"] {
+        let entries = store.run(&["audit", "--kind", kind, "--json"]).json_lines();
+        assert_eq!(entries.len(), 1, "{kind}");
+        assert_eq!(entries[0]["kind"], kind);
+    }
+}
+
+#[test]
+fn verify_counts_as_a_use_in_last_used_at() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &["10.0.0.0/8"]);
+    assert_eq!(store.show(&key.id)["last_used_at"], Value::Null);
+    assert_eq!(store.verify(&key.secret, "192.0.2.1").code, 1);
+    assert_eq!(
+        store.show(&key.id)["last_used_at"],
+        Value::Null,
+        "a rejection is not a use"
+    );
+    let before = jiff::Timestamp::now();
+    assert_eq!(store.verify(&key.secret, "10.0.0.1").code, 0);
+    let used = timestamp(&store.show(&key.id)["last_used_at"]);
+    let minute = jiff::SignedDuration::from_mins(1);
+    assert!(
+        used > before - minute && used <= jiff::Timestamp::now(),
+        "{used} is not the minute of the verify ({before})"
+    );
+    assert_eq!(used.as_second() % 60, 0, "to the minute");
+    let listed = store.run(&["list", "--json"]).json_lines();
+    assert_eq!(timestamp(&listed[0]["last_used_at"]), used);
+    assert!(store.run(&["show", &key.id]).stdout.contains("last used"));
+}
+
+const IMPORT_ROOT: [&str; 9] = [
+    "import-key",
+    "--actor",
+    "root",
+    "--actor-role",
+    "super-admin",
+    "--name",
+    "legacy bot",
+    "--role",
+    "bot",
+];
+
+#[test]
+fn import_key_adopts_a_secret_from_stdin_that_then_verifies() {
+    let store = Store::new();
+    let secret = "Legacy-platform_key_000123";
+    let mut args = IMPORT_ROOT.to_vec();
+    args.extend(["--ip", "10.0.0.0/8", "--expires-in", "30d", "--json"]);
+    let run = store.run_with_stdin(&args, &format!("{secret}\n"));
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stderr, "");
+    let key = run.json();
+    assert_eq!(field_names(&key), names(&KEY_FIELDS), "no secret in the output");
+    assert_eq!(key["imported"], true);
+    assert_eq!(key["hint"], "…", "a foreign secret shows nothing of itself");
+    assert_eq!(key["name"], "legacy bot");
+    assert_eq!(key["status"], "active");
+    assert_rfc3339_utc(&key["expires_at"]);
+    let id = key["id"].as_str().unwrap();
+
+    let accepted = store.verify(secret, "10.1.2.3");
+    assert_eq!(accepted.code, 0, "{accepted:?}");
+    assert_eq!(accepted.json()["id"], id);
+    assert_eq!(store.verify(secret, "192.0.2.1").code, 1);
+    assert_eq!(
+        store
+            .run(&["audit", "--kind", "imported", "--json"])
+            .json_lines()
+            .len(),
+        1
+    );
+
+    // A secret in keyledger's own format, issued by another store, keeps its hint.
+    let other = Store::new();
+    let theirs = other.create(ALICE, "elsewhere", &["r"], &[]);
+    let run = store.run_with_stdin(&IMPORT_ROOT, &theirs.secret);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.starts_with("imported key"), "{}", run.stdout);
+    assert_eq!(store.verify(&theirs.secret, "10.0.0.1").code, 0);
+    let adopted = store.run(&["list", "--json"]).json_lines();
+    assert_eq!(adopted[1]["hint"], format!("klk_…{}", &theirs.secret[36..]));
+
+    let later = [
+        run,
+        store.run(&["list", "--all"]),
+        store.run(&["show", id]),
+        store.run(&["audit"]),
+        store.run(&["audit", "--json"]),
+        store.run(&["check"]),
+    ];
+    assert_absent(&later.iter().collect::<Vec<_>>(), secret);
+    assert!(!store_files_hold(&store.path(), secret.as_bytes()));
+}
+
+#[test]
+fn import_key_refuses_a_secret_on_the_command_line_or_one_that_breaks_the_rule() {
+    let store = Store::new();
+    let taken = "already_adopted_secret_01";
+    assert_eq!(store.run_with_stdin(&IMPORT_ROOT, taken).code, 0);
+    let on_line = "on_the_command_line_0123";
+    let mut with_arg = IMPORT_ROOT.to_vec();
+    with_arg.push(on_line);
+    let argument = store.run_with_stdin(&with_arg, "");
+    assert_eq!(argument.code, 2, "{argument:?}");
+    argument.assert_one_error_line();
+    assert!(argument.stderr.contains("standard input"), "{}", argument.stderr);
+
+    let mut runs = vec![argument];
+    for (stdin, says) in [
+        ("short_secret", "20 to 40 characters"),
+        ("bad!character_secret_0123", "20 to 40 characters"),
+        (
+            "a_secret_far_too_long_for_the_rule_0123456789",
+            "20 to 40 characters",
+        ),
+        ("", "no key on standard input"),
+        (taken, "already in use"),
+    ] {
+        let run = store.run_with_stdin(&IMPORT_ROOT, &format!("{stdin}\n"));
+        assert_eq!(run.code, 2, "{stdin}: {run:?}");
+        run.assert_one_error_line();
+        assert!(run.stderr.contains(says), "{says}: {}", run.stderr);
+        if !stdin.is_empty() {
+            assert_absent(&[&run], stdin);
+        }
+        runs.push(run);
+    }
+    let user = store.run_with_stdin(
+        &[
+            "import-key",
+            "--actor",
+            "eve",
+            "--actor-role",
+            "user",
+            "--name",
+            "x",
+            "--role",
+            "r",
+        ],
+        "user_tries_this_secret_01\n",
+    );
+    assert_eq!(user.code, 3, "{user:?}");
+    let trail = store.run(&["audit", "--refused", "--json"]).json_lines();
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0]["action"], "import");
+    assert_eq!(trail[0]["key_id"], Value::Null);
+    assert_absent(&runs.iter().collect::<Vec<_>>(), on_line);
+    assert_eq!(store.audit_len(), 1, "only the first adoption was written");
+}
+
+/// The SHA-256 of `text` in lowercase hex, as a platform that kept only hashes has it.
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn import_keys_adopts_a_json_lines_file_in_one_commit() {
+    let store = Store::new();
+    let hashed = "hashed_only_secret_000042";
+    let digest = sha256_hex(hashed);
+    let file = store.file(
+        "keys.jsonl",
+        &format!(
+            "{}\n{}\r\n{}\n",
+            r#"{"name": "plain", "roles": ["bot"], "key": "file_secret_0000000001"}"#,
+            r#"{"name": "fenced", "roles": ["bot", "reader"], "ips": ["10.0.0.0/8", "2001:db8::1"], "expires_at": "2099-01-01T00:00:00Z", "key": "file_secret_0000000002"}"#,
+            format_args!(r#"{{"name": "hashed", "roles": ["sync"], "sha256": "{digest}"}}"#),
+        ),
+    );
+    let run = store.import_keys(ROOT, &file, &["--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stderr, "");
+    let imported = run.json_lines();
+    assert_eq!(imported.len(), 3);
+    for (n, entry) in (1..).zip(&imported) {
+        assert_eq!(field_names(entry), names(&["line", "id"]));
+        assert_eq!(entry["line"], n);
+    }
+    let ids: Vec<String> = imported
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed_ids(&store, false), ids);
+
+    let fenced = store.show(&ids[1]);
+    assert_eq!(fenced["imported"], true);
+    assert_eq!(
+        fenced["whitelist"],
+        serde_json::json!(["10.0.0.0/8", "2001:db8::1/128"])
+    );
+    assert_eq!(
+        timestamp(&fenced["expires_at"]),
+        "2099-01-01T00:00:00Z".parse().unwrap()
+    );
+    assert_eq!(store.verify("file_secret_0000000001", "192.0.2.1").code, 0);
+    assert_eq!(store.verify("file_secret_0000000002", "10.0.0.1").code, 0);
+    assert_eq!(store.verify("file_secret_0000000002", "192.0.2.1").code, 1);
+    let by_hash = store.verify(hashed, "192.0.2.1");
+    assert_eq!(by_hash.code, 0, "{by_hash:?}");
+    assert_eq!(by_hash.json()["id"], ids[2].as_str());
+    assert_eq!(
+        store.verify(&digest, "192.0.2.1").code,
+        1,
+        "the hash is not the key"
+    );
+
+    let trail = store.run(&["audit", "--json"]).json_lines();
+    assert!(
+        trail
+            .iter()
+            .all(|e| e["kind"] == "imported" && e["actor"] == "root")
+    );
+    assert_eq!(trail.len(), 3);
+
+    let second = store.file(
+        "more.jsonl",
+        r#"{"name": "more", "roles": ["bot"], "key": "file_secret_0000000003"}"#,
+    );
+    let human = store.import_keys(ROOT, &second, &[]);
+    assert_eq!(human.code, 0, "{human:?}");
+    assert!(human.stdout.starts_with("LINE"), "{}", human.stdout);
+    assert!(human.stdout.contains("imported 1 key from"), "{}", human.stdout);
+
+    let later = [
+        run,
+        human,
+        store.run(&["list", "--all", "--json"]),
+        store.run(&["audit"]),
+        store.run(&["show", &ids[2]]),
+    ];
+    let later: Vec<&Run> = later.iter().collect();
+    for secret in [
+        "file_secret_0000000001",
+        "file_secret_0000000002",
+        hashed,
+        digest.as_str(),
+    ] {
+        assert_absent(&later, secret);
+    }
+    assert!(!store_files_hold(&store.path(), b"file_secret_0000000001"));
+    assert!(!store_files_hold(&store.path(), digest.as_bytes()));
+}
+
+#[test]
+fn import_keys_names_the_first_bad_line_and_writes_nothing() {
+    let store = Store::new();
+    let taken = "taken_by_the_store_00001";
+    assert_eq!(store.run_with_stdin(&IMPORT_ROOT, taken).code, 0);
+    let good = [
+        r#"{"name": "one", "roles": ["bot"], "key": "good_secret_00000000001"}"#,
+        r#"{"name": "two", "roles": ["bot"], "sha256": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}"#,
+    ];
+    let bad_secret = "leak_me_not_00000000009";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!(r#"{{"name": "x", "roles": ["bot"], "key": "{bad_secret}", "note": 1}}"#),
+            "unknown field `note`",
+        ),
+        (
+            format!(r#"{{"name": "x", "roles": ["bot"], "key": "{bad_secret}""#),
+            "EOF",
+        ),
+        (String::new(), "blank"),
+        ("   ".into(), "blank"),
+        (r#"{"name": "x", "roles": ["bot"]}"#.into(), "missing the secret"),
+        (
+            format!(r#"{{"name": "x", "roles": ["bot"], "key": "{bad_secret}", "sha256": "00"}}"#),
+            "not both",
+        ),
+        (
+            r#"{"name": "x", "roles": ["bot"], "key": 123456789012345678901234}"#.into(),
+            "must be a string",
+        ),
+        (
+            r#"{"name": "x", "roles": ["bot"], "key": "short"}"#.into(),
+            "20 to 40 characters",
+        ),
+        (
+            r#"{"name": "x", "roles": ["bot"], "sha256": "ABCDEF"}"#.into(),
+            "64 lowercase hexadecimal",
+        ),
+        (
+            format!(r#"{{"name": "x", "roles": ["Bad Role"], "key": "{bad_secret}"}}"#),
+            "invalid role",
+        ),
+        (
+            format!(r#"{{"name": "  ", "roles": ["bot"], "key": "{bad_secret}"}}"#),
+            "invalid name",
+        ),
+        (
+            format!(r#"{{"name": "x", "roles": ["bot"], "ips": ["300.0.0.1"], "key": "{bad_secret}"}}"#),
+            "invalid network",
+        ),
+        (
+            format!(
+                r#"{{"name": "x", "roles": ["bot"], "expires_at": "2001-01-01T00:00:00Z", "key": "{bad_secret}"}}"#
+            ),
+            "not in the future",
+        ),
+        (
+            format!(r#"{{"name": "x", "roles": ["bot"], "expires_at": "tomorrow", "key": "{bad_secret}"}}"#),
+            "RFC 3339",
+        ),
+        (
+            format!(r#"{{"name": "x", "roles": "bot", "key": "{bad_secret}"}}"#),
+            "expected a sequence",
+        ),
+        (
+            r#"{"name": "x", "roles": ["bot"], "key": "good_secret_00000000001"}"#.into(),
+            "already in use",
+        ),
+        (
+            format!(r#"{{"name": "x", "roles": ["bot"], "key": "{taken}"}}"#),
+            "already in use",
+        ),
+        ("[1, 2]".into(), "line 3"),
+    ];
+    let before = store.audit_len();
+    for (line, says) in &cases {
+        let file = store.file("bad.jsonl", &format!("{}\n{}\n{line}\n", good[0], good[1]));
+        let run = store.import_keys(ROOT, &file, &["--json"]);
+        assert_eq!(run.code, 2, "{line}: {run:?}");
+        run.assert_one_error_line();
+        assert!(run.stderr.contains("error: line 3: "), "{line}: {}", run.stderr);
+        assert!(run.stderr.contains(says), "{line}: {says}: {}", run.stderr);
+        assert!(run.stderr.contains("nothing was imported"), "{}", run.stderr);
+        assert_eq!(run.stdout, "");
+        assert_absent(&[&run], bad_secret);
+        assert_absent(&[&run], "good_secret_00000000001");
+        assert_absent(&[&run], taken);
+        assert_absent(&[&run], "123456789012345678901234");
+    }
+    assert_eq!(store.audit_len(), before, "nothing was written");
+    assert_eq!(store.verify("good_secret_00000000001", "10.0.0.1").code, 1);
+
+    let empty = store.file("empty.jsonl", "");
+    let run = store.import_keys(ROOT, &empty, &[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("holds no keys"), "{}", run.stderr);
+    let missing = store.import_keys(ROOT, &store.dir.path().join("absent.jsonl"), &[]);
+    assert_eq!(missing.code, 2, "{missing:?}");
+    missing.assert_one_error_line();
+
+    let denied = store.file(
+        "denied.jsonl",
+        r#"{"name": "x", "roles": ["super-admin"], "key": "would_be_super_admin_01"}"#,
+    );
+    let run = store.import_keys(ALICE, &denied, &[]);
+    assert_eq!(run.code, 3, "an admin may not grant super-admin: {run:?}");
+    run.assert_one_error_line();
+    assert_eq!(store.audit_len(), before);
+}
+
+#[test]
+fn import_keys_makes_a_new_store_but_a_bad_file_leaves_none() {
+    let store = Store::new();
+    let bad = store.file("bad.jsonl", "{}\n");
+    assert_eq!(store.import_keys(ROOT, &bad, &[]).code, 2);
+    assert!(!store.path().exists(), "a refused file creates no store");
+    let good = store.file(
+        "good.jsonl",
+        r#"{"name": "first", "roles": ["bot"], "key": "first_adopted_secret_1"}"#,
+    );
+    let run = store.import_keys(ROOT, &good, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(store.verify("first_adopted_secret_1", "10.0.0.1").code, 0);
 }

@@ -164,10 +164,12 @@ pub(super) fn run(out: &mut impl Write) -> Result<u8, Failure> {
         .iter()
         .filter(|k| k.deleted.is_none())
         .count();
+    let refused = store.refused()?.len();
     writeln!(
         out,
-        "\n{INDENT}bob's refused attempt left no trace: a refused command appends nothing. And the log\n\
-         {INDENT}travels in time: `keyledger audit --at {before}` shows the {live_then} keys live just before the delete.\n"
+        "\n{INDENT}bob's refused attempt appended nothing to the key log; the security trail kept it apart\n\
+         {INDENT}({refused} refused attempt, `keyledger audit --refused`). And the log travels in time:\n\
+         {INDENT}`keyledger audit --at {before}` shows the {live_then} keys live just before the delete.\n"
     )?;
 
     writeln!(
