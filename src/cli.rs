@@ -522,6 +522,7 @@ fn exit_code(e: &Error) -> u8 {
         | Error::ChainKeyMismatch(_) => exit::USAGE,
         Error::PermissionDenied { .. } => exit::DENIED,
         Error::KeyNotFound(_) | Error::KeyDeleted(_) => exit::NOT_FOUND,
+        Error::ImportEntry { source, .. } => exit_code(source),
         _ => exit::STORAGE,
     }
 }
@@ -947,18 +948,12 @@ fn read_import_file(path: &Path) -> Result<Vec<ExistingKey>, Failure> {
 /// The library names the bad entry of an import by its position from 1 (`key 3: ...`);
 /// `entry` says how to name it here.
 fn import_failure(e: Error, entry: impl Fn(usize) -> String) -> Failure {
-    if let Error::InvalidInput {
-        field: "import",
-        reason,
-    } = &e
-        && let Some((n, why)) = reason
-            .strip_prefix("key ")
-            .and_then(|rest| rest.split_once(": "))
-            .and_then(|(n, why)| Some((n.parse::<usize>().ok()?, why)))
-    {
-        return Failure::new(exit::USAGE, format!("{}{why}", entry(n)));
+    match e {
+        Error::ImportEntry { index, source } => {
+            Failure::new(exit_code(&source), format!("{}{source}", entry(index)))
+        }
+        other => other.into(),
     }
-    e.into()
 }
 
 /// `import-keys --json`: one object per adopted key.

@@ -1392,7 +1392,6 @@ pub(crate) mod tests {
     /// Records written by format version 2 keep decoding to the same values, and encode
     /// back to the same bytes.
     #[test]
-    #[test]
     fn version_2_record_fixtures_decode() {
         let fixtures: [&[u8]; 2] = [
             include_bytes!("../tests/fixtures/record-v2-rolled.bin"),

@@ -59,6 +59,15 @@ pub enum Error {
         /// `disabled` or `enabled`.
         state: &'static str,
     },
+    /// One key of an import was refused (so the whole import was): which one, from 1, and
+    /// why. Nothing was written.
+    #[error("key {index}: {source}")]
+    ImportEntry {
+        /// The key's position in the import, from 1.
+        index: usize,
+        /// Why it was refused.
+        source: Box<Error>,
+    },
     /// Another process (or another `KeyStore` in this one) has the store open.
     #[error("the store at {} is in use by another process", path.display())]
     Locked {
@@ -140,6 +149,18 @@ pub enum Denial {
         /// redacted.
         owner: String,
     },
+}
+
+impl Denial {
+    /// A stable, machine-readable name for the rule: `not_an_admin`,
+    /// `grants_super_admin` or `not_owner`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::NotAnAdmin => "not_an_admin",
+            Denial::GrantsSuperAdmin => "grants_super_admin",
+            Denial::NotOwner { .. } => "not_owner",
+        }
+    }
 }
 
 impl fmt::Display for Denial {
@@ -239,6 +260,10 @@ impl Error {
                 reason,
             },
             Error::StateUnchanged { id, state } => Error::StateUnchanged { id: *id, state },
+            Error::ImportEntry { index, source } => Error::ImportEntry {
+                index: *index,
+                source: Box::new(source.replicate()),
+            },
             Error::Locked { path } => Error::Locked { path: path.clone() },
             Error::Corrupt { seq, kind, reason } => Error::corrupt(*seq, *kind, reason.clone()),
             Error::NotAStore { path } => Error::NotAStore { path: path.clone() },

@@ -628,14 +628,14 @@ fn events(
             }
             let mut out = Vec::with_capacity(keys.len());
             for (n, key) in keys.iter().enumerate() {
-                let entry = |e: Error| Error::invalid("import", format!("key {}: {e}", n + 1));
+                let entry = |e: Error| Error::ImportEntry {
+                    index: n + 1,
+                    source: Box::new(e),
+                };
                 let event = creation(new_id(), &key.new, key.hash, key.tail, key.source).map_err(entry)?;
                 // Permission first: a refused actor learns nothing about which secrets
                 // are in use.
-                access::authorize(&cmd.actor, &event, None).map_err(|e| match e {
-                    Error::PermissionDenied { .. } => e,
-                    other => entry(other),
-                })?;
+                access::authorize(&cmd.actor, &event, None).map_err(entry)?;
                 expires_after(&event, at).map_err(entry)?;
                 if taken(&key.hash) {
                     return Err(entry(Error::invalid(

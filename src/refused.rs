@@ -108,8 +108,10 @@ pub(crate) fn record_of(
     key: Option<KeyId>,
     error: &Error,
 ) -> Option<RefusedRecord> {
-    let Error::PermissionDenied { actor: shown, denial } = error else {
-        return None;
+    let (shown, denial) = match error {
+        Error::PermissionDenied { actor, denial } => (actor, denial),
+        Error::ImportEntry { source, .. } => return record_of(at, actor, via, action, key, source),
+        _ => return None,
     };
     let (denial, owner) = match denial {
         Denial::NotAnAdmin => (0, None),

@@ -848,19 +848,20 @@ impl KeyStore {
     /// [`KeyStore::create_key`]. The audit kind is `imported`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] naming the first bad key by its position from 1 (`key 3:
-    /// ...`), including a secret already in use; [`Error::PermissionDenied`]; storage
-    /// errors. Nothing is written on any error.
+    /// [`Error::ImportEntry`] naming the first refused key by its position from 1, with
+    /// why (bad input, a secret already in use, [`Error::PermissionDenied`]);
+    /// [`Error::InvalidInput`] for no keys at all; storage errors. Nothing is written on
+    /// any error.
     pub fn import_keys(&self, actor: &Actor, keys: Vec<ExistingKey>) -> Result<Vec<KeyId>, Error> {
         let count = keys.len() as u64;
         let keys = keys
             .into_iter()
             .enumerate()
             .map(|(n, mut k)| {
-                k.new = k
-                    .new
-                    .validated()
-                    .map_err(|e| Error::invalid("import", format!("key {}: {e}", n + 1)))?;
+                k.new = k.new.validated().map_err(|e| Error::ImportEntry {
+                    index: n + 1,
+                    source: Box::new(e),
+                })?;
                 Ok(k)
             })
             .collect::<Result<Vec<_>, Error>>()?;

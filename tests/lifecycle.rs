@@ -509,7 +509,17 @@ mod adopted {
         ];
         for (keys, named) in cases {
             let err = store.import_keys(&admin, keys).unwrap_err();
-            assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
+            match named
+                .strip_prefix("key ")
+                .and_then(|n| n.trim_end_matches(':').parse().ok())
+            {
+                Some(n) => assert!(
+                    matches!(&err, Error::ImportEntry { index, source } if *index == n
+                        && matches!(**source, Error::InvalidInput { .. })),
+                    "{err:?}"
+                ),
+                None => assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}"),
+            }
             assert!(err.to_string().contains(named), "{err} should name {named}");
             assert!(!err.to_string().contains("aaaaaaaa"), "{err}");
             assert_eq!(store.last_seq(), 1, "nothing written");
@@ -518,14 +528,14 @@ mod adopted {
             good(),
             ExistingKey::with_secret(bot("x").role("super-admin"), "dddddddddddddddddddddddd").unwrap(),
         ];
-        assert!(matches!(
-            store.import_keys(&admin, escalate),
-            Err(Error::PermissionDenied {
-                denial: Denial::GrantsSuperAdmin,
-                ..
-            })
-        ));
+        let err = store.import_keys(&admin, escalate).unwrap_err();
+        assert!(
+            matches!(&err, Error::ImportEntry { index: 2, source }
+                if matches!(**source, Error::PermissionDenied { denial: Denial::GrantsSuperAdmin, .. })),
+            "{err:?}"
+        );
         assert_eq!(store.last_seq(), 1);
+        assert_eq!(store.refused().unwrap().len(), 1, "the refusal is in the trail");
     }
 
     #[test]

@@ -370,19 +370,8 @@ pub(super) fn refused_json(attempt: &RefusedAttempt) -> RefusedJson<'_> {
             _ => None,
         },
         via: attempt.via.map(|id| id.to_string()),
-        reason: denial_code(&attempt.denial),
+        reason: attempt.denial.code(),
         message: attempt.denial.to_string(),
-    }
-}
-
-/// A stable name for the rule that refused a command.
-fn denial_code(denial: &Denial) -> &'static str {
-    match denial {
-        Denial::NotAnAdmin => "not_an_admin",
-        Denial::GrantsSuperAdmin => "grants_super_admin",
-        Denial::NotOwner { .. } => "not_owner",
-        // `Denial` is non-exhaustive: a rule added to the library and not yet named here.
-        _ => "denied",
     }
 }
 
