@@ -94,11 +94,15 @@ impl FromStr for ActorRole {
     }
 }
 
-/// Who is acting, as authenticated by the host: an id and a role.
+/// Who is acting, as authenticated by the host: an id and a role (and, for an actor
+/// authenticated by an admin key, that key: see [`KeyStore::acting_through`]).
+///
+/// [`KeyStore::acting_through`]: crate::KeyStore::acting_through
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Actor {
     id: String,
     role: ActorRole,
+    via: Option<KeyId>,
 }
 
 impl Actor {
@@ -106,7 +110,11 @@ impl Actor {
     /// 128 characters, no control or invisible format characters, no surrounding spaces,
     /// nothing shaped like an API key.
     pub fn new(id: impl Into<String>, role: ActorRole) -> Self {
-        Actor { id: id.into(), role }
+        Actor {
+            id: id.into(),
+            role,
+            via: None,
+        }
     }
 
     /// A super admin.
@@ -132,6 +140,22 @@ impl Actor {
     /// The actor's role.
     pub fn role(&self) -> ActorRole {
         self.role
+    }
+
+    /// The admin key this actor was authenticated by, if any: its records name it.
+    pub fn via(&self) -> Option<KeyId> {
+        self.via
+    }
+
+    /// This actor, acting through admin key `key`.
+    pub(crate) fn through(mut self, key: KeyId) -> Self {
+        self.via = Some(key);
+        self
+    }
+
+    /// The id and role alone, as records and audit rows hold them.
+    pub(crate) fn plain(&self) -> Actor {
+        Actor::new(self.id.clone(), self.role)
     }
 
     /// Checks the id of an actor issuing a command, by every rule (`Origin::Command`).

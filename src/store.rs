@@ -23,7 +23,7 @@ use crate::access::{Rejection, VerifiedKey};
 use crate::chain::{Chain, ChainKey, Witness};
 use crate::check::{self, CheckInputs, CheckReport, Problem, ProblemKind, Progress, RepairReport};
 use crate::clock::{Clock, ManualClock};
-use crate::event::{Actor, KeyId, NewKey};
+use crate::event::{Actor, ActorRole, KeyId, NewKey};
 use crate::ledger::{self, Command, Ledger, LogInfo, Op};
 use crate::log::{Batch, Log, LogRead, MemLog, MetaKey, SledLog};
 use crate::projection::{AuditEntry, KeyView, SnapshotData};
@@ -671,8 +671,8 @@ impl KeyStore {
         let (reply, answer) = crossbeam_channel::bounded(1);
         let tx = self.tx.as_ref().ok_or(Error::Closed)?;
         let command = Command {
-            actor: actor.clone(),
-            via: None,
+            actor: actor.plain(),
+            via: actor.via(),
             op,
         };
         tx.send(Request::Write(Pending { command, reply }))
@@ -873,6 +873,33 @@ impl KeyStore {
             .take(count as usize)
             .map(|e| e.key_id)
             .collect())
+    }
+
+    /// The actor a request authenticated by admin key `key` acts as: the actor who created
+    /// the key, with the lesser of that actor's role and the key's own (`super-admin` or
+    /// `admin`), acting through the key (its records name it). The permission rules are
+    /// then exactly those of that actor.
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] if the key holds neither the `admin` nor the
+    /// `super-admin` role; [`Error::KeyNotFound`] if it is gone.
+    pub fn acting_through(&self, key: &VerifiedKey) -> Result<Actor, Error> {
+        let view = self.key(key.id()).ok_or(Error::KeyNotFound(key.id()))?;
+        let granted = if view.roles.iter().any(|r| r == crate::SUPER_ADMIN_ROLE) {
+            ActorRole::SuperAdmin
+        } else if view.roles.iter().any(|r| r == crate::ADMIN_ROLE) {
+            ActorRole::Admin
+        } else {
+            return Err(Error::denied(view.created_by.id(), crate::Denial::NotAnAdmin));
+        };
+        // The lesser role has the larger code.
+        let creator = view.created_by.role();
+        let role = if creator.code() >= granted.code() {
+            creator
+        } else {
+            granted
+        };
+        Ok(Actor::new(view.created_by.id(), role).through(key.id()))
     }
 
     /// The security trail: management commands the access rules refused (who tried what

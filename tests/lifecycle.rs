@@ -739,3 +739,84 @@ mod time_travel {
         }
     }
 }
+
+mod admin_keys {
+    use super::*;
+
+    #[test]
+    fn an_admin_key_acts_as_its_creator_with_the_lesser_role_and_is_named_in_the_audit() {
+        let store = KeyStore::builder().open_temporary().unwrap();
+        let root = Actor::super_admin("root");
+        let verified = |secret: &str| store.verify(secret, ip()).unwrap();
+        let super_key = store
+            .create_key(&root, NewKey::new("root's console").role("super-admin"))
+            .unwrap();
+        let admin_key = store
+            .create_key(&root, NewKey::new("ops console").role("admin"))
+            .unwrap();
+        let plain_key = store.create_key(&root, bot("not an admin key")).unwrap();
+
+        let as_super = store
+            .acting_through(&verified(super_key.key.expose_secret()))
+            .unwrap();
+        assert_eq!(
+            (as_super.id(), as_super.role()),
+            ("root", keyledger::ActorRole::SuperAdmin)
+        );
+        assert_eq!(as_super.via(), Some(super_key.id));
+        let as_admin = store
+            .acting_through(&verified(admin_key.key.expose_secret()))
+            .unwrap();
+        assert_eq!(
+            (as_admin.id(), as_admin.role()),
+            ("root", keyledger::ActorRole::Admin)
+        );
+        assert!(matches!(
+            store.acting_through(&verified(plain_key.key.expose_secret())),
+            Err(Error::PermissionDenied {
+                denial: Denial::NotAnAdmin,
+                ..
+            })
+        ));
+
+        // Acting through the admin key: the rules are those of an admin named root, and
+        // the audit names the key.
+        let k = store.create_key(&as_admin, bot("made through the key")).unwrap();
+        let entry = store.audit_entry(k.seq).unwrap();
+        assert_eq!(entry.actor, Actor::admin("root"));
+        assert_eq!(entry.via, Some(admin_key.id));
+        let alices = store.create_key(&Actor::admin("alice"), bot("alice's")).unwrap();
+        assert!(
+            store.delete_key(&as_admin, alices.id).is_err(),
+            "an admin, not a super admin"
+        );
+        assert_eq!(store.refused().unwrap()[0].via, Some(admin_key.id));
+        assert!(store.delete_key(&as_super, alices.id).is_ok());
+    }
+
+    #[test]
+    fn records_made_through_an_admin_key_survive_a_reopen_and_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Actor::super_admin("root");
+        let expected = {
+            let store = KeyStore::builder().snapshot_every(1).open(dir.path()).unwrap();
+            let key = store
+                .create_key(&root, NewKey::new("console").role("admin"))
+                .unwrap();
+            let acting = store
+                .acting_through(&store.verify(key.key.expose_secret(), ip()).unwrap())
+                .unwrap();
+            store.create_key(&acting, bot("through")).unwrap();
+            store.audit()
+        };
+        assert_eq!(expected[1].via, Some(expected[0].key_id));
+        for every in [0, 1] {
+            let store = KeyStore::builder()
+                .snapshot_every(every)
+                .open(dir.path())
+                .unwrap();
+            assert_eq!(store.audit(), expected);
+        }
+        assert!(KeyStore::builder().check(dir.path()).unwrap().is_intact());
+    }
+}
