@@ -6,6 +6,8 @@ cd "$(dirname "$0")"
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+# The bare library (no command-line tool) builds alone.
+cargo clippy --lib --locked --no-default-features -- -D warnings
 if [ -d fuzz ]; then
   bash fuzz/smoke.sh "${FUZZ_SECONDS:-20}"
 fi
