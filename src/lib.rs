@@ -54,6 +54,8 @@ mod codec;
 mod error;
 mod event;
 mod file;
+#[cfg(feature = "tower")]
+mod http;
 mod ledger;
 mod log;
 mod projection;
@@ -68,6 +70,11 @@ pub use crate::error::{ChainKeyProblem, Denial, Error};
 pub use crate::event::{
     ADMIN_ROLE, Actor, ActorRole, EventKind, KeyId, MAX_ACTOR_ID_CHARS, MAX_NAME_CHARS, MAX_ROLE_LEN,
     MAX_ROLES, MAX_WHITELIST, NewKey, SUPER_ADMIN_ROLE, parse_net,
+};
+#[cfg(feature = "tower")]
+pub use crate::http::{
+    ApiKeyLayer, ApiKeyService, ForwardedForProblem, MAX_FORWARDED_HOPS, PeerAddr, Refusal, ResponseFuture,
+    TrustedProxies,
 };
 pub use crate::projection::{AuditEntry, KeyView};
 pub use crate::store::{Builder, CreatedKey, Integrity, KeyStore};
