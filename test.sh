@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 cargo fmt --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --locked --features tower -- -D warnings
+# The bare library (no command-line tool, no HTTP) builds alone.
+cargo clippy --lib --locked --no-default-features -- -D warnings
 if [ -d fuzz ]; then
   bash fuzz/smoke.sh "${FUZZ_SECONDS:-20}"
 fi
-cargo test --locked
+cargo test --locked --features tower

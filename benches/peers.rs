@@ -16,10 +16,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -417,7 +419,7 @@ fn main() {
     let report = json!({
         "mode": mode.name,
         "keys": n,
-        "machine": machine(),
+        "machine": common::machine(),
         "settings": {
             "sled_cache_bytes": CACHE_BYTES,
             "keyledger_load_threads": LOAD_THREADS,
@@ -492,7 +494,7 @@ fn main() {
         "elapsed_s": started.elapsed().as_secs_f64(),
     });
     print_table(&report);
-    let path = write_report(&report);
+    let path = common::write_report("peers.json", &report);
     println!("wrote {}", path.display());
     if keep {
         println!("kept {}", tmp.keep().display());
@@ -1127,37 +1129,6 @@ fn rss_in_child(what: &str, dir: &Path, snapshot_every: u64) -> Value {
 
 // ---------------------------------------------------------------------------------------
 // Report.
-
-fn machine() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    json!({
-        "cpu": cpu,
-        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
-        "kernel": kernel,
-        "os": std::env::consts::OS,
-    })
-}
-
-fn write_report(report: &Value) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let dir = target.join("bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("peers.json");
-    std::fs::write(&path, serde_json::to_string_pretty(report).unwrap()).unwrap();
-    path
-}
 
 fn print_table(r: &Value) {
     let v = &r["verify"];

@@ -4,7 +4,9 @@
 //! Admins and super admins create keys with a name, roles and an IP whitelist; the secret
 //! is returned once and only its blake3 hash is kept. A super admin may delete any key, an
 //! admin only the keys they created. [`KeyStore::verify`] checks a presented key in O(1)
-//! without I/O; a delete returns only once the key has stopped verifying.
+//! without I/O; a delete returns only once the key has stopped verifying. With the feature
+//! `tower`, `ApiKeyLayer` makes that check in front of any tower HTTP service (axum, hyper,
+//! tonic).
 //!
 //! # Quick tour
 //! ```
@@ -55,6 +57,8 @@ mod codec;
 mod error;
 mod event;
 mod file;
+#[cfg(feature = "tower")]
+mod http;
 mod ledger;
 mod log;
 mod projection;
@@ -71,6 +75,11 @@ pub use crate::error::{ChainKeyProblem, Denial, Error};
 pub use crate::event::{
     ADMIN_ROLE, Actor, ActorRole, EventKind, KeyId, MAX_ACTOR_ID_CHARS, MAX_NAME_CHARS, MAX_ROLE_LEN,
     MAX_ROLES, MAX_WHITELIST, NewKey, SUPER_ADMIN_ROLE, parse_net,
+};
+#[cfg(feature = "tower")]
+pub use crate::http::{
+    ApiKeyLayer, ApiKeyService, ForwardedForProblem, MAX_FORWARDED_HOPS, PeerAddr, Refusal, ResponseFuture,
+    TrustedProxies,
 };
 pub use crate::projection::{AuditEntry, KeyStatus, KeyView};
 pub use crate::refused::{Action, RefusedAttempt};

@@ -1,0 +1,659 @@
+//! [`ApiKeyLayer`]: in front of any tower `Service` over `http` requests, it lets a request
+//! through only with an `x-api-key` the store verifies from the client's address, and with
+//! every role the route requires; it answers everything else itself.
+//!
+//! Maps every refusal to its status and JSON body in one place ([`Refusal`]). It never
+//! quotes the presented key, and it never waits: the decision is made before `call` returns.
+
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::client_ip::{ForwardedForProblem, TrustedProxies};
+use crate::{KeyStore, Rejection, VerifiedKey, api_key_from_headers};
+
+/// The challenge every 401 carries. `ApiKey` is not a registered HTTP authentication
+/// scheme; like Kong's `Key` challenge it names where the credential goes.
+const CHALLENGE: &str = "ApiKey header=\"x-api-key\"";
+
+/// The header that names a request's hops, read only behind trusted proxies.
+static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The connection's peer address, as a request extension: where [`ApiKeyLayer`] looks for
+/// it unless told otherwise with [`ApiKeyLayer::peer_addr_from`].
+///
+/// A server that accepts connections itself (hyper, hyper-util) inserts it per connection.
+/// With axum, read axum's `ConnectInfo` instead:
+/// ```
+/// # use std::{net::SocketAddr, sync::Arc};
+/// use axum::extract::ConnectInfo;
+/// # let store = Arc::new(keyledger::KeyStore::builder().open_temporary()?);
+/// let auth = keyledger::ApiKeyLayer::new(store)
+///     .peer_addr_from(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.ip()));
+/// # Ok::<(), keyledger::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// A tower [`Layer`] that verifies each request's `x-api-key` with a [`KeyStore`].
+///
+/// A request passes to the inner service with its [`VerifiedKey`] in the request
+/// extensions when the key verifies from the client's address and holds every role
+/// required with [`require_role`](Self::require_role). Any other request is answered by
+/// the layer, with a [`Refusal`]'s status and a JSON body such as
+/// `{"error":"unauthorized","reason":"unknown_key"}`:
+///
+/// | status | reasons |
+/// | --- | --- |
+/// | 401, with `WWW-Authenticate: ApiKey header="x-api-key"` | `header_*` (missing, repeated, not ASCII, padded), `malformed_*`, `unknown_key` (never issued or deleted), `expired`, `disabled` |
+/// | 403 | `ip_not_whitelisted`, `no_whitelist`, `role_missing`, `client_address_unknown` |
+///
+/// The client's address is the connection's peer address ([`PeerAddr`], or what
+/// [`peer_addr_from`](Self::peer_addr_from) reads), or, behind [`TrustedProxies`], the
+/// rightmost `X-Forwarded-For` entry that is not a trusted proxy. A request whose address
+/// cannot be established gets 403 `client_address_unknown`.
+///
+/// Layers are cheap to clone; give each route its own to require other roles (axum's
+/// `route_layer`).
+///
+/// # Example
+/// Each route its own roles, with axum (served with
+/// `app.into_make_service_with_connect_info::<SocketAddr>()`, so that `ConnectInfo` is
+/// there):
+/// ```
+/// use std::{net::SocketAddr, sync::Arc};
+/// use axum::{Extension, Router, extract::ConnectInfo, routing::{get, post}};
+/// use keyledger::{ApiKeyLayer, KeyStore, TrustedProxies, VerifiedKey};
+///
+/// let store = Arc::new(KeyStore::builder().open_temporary()?);
+/// let auth = ApiKeyLayer::new(store)
+///     .trusted_proxies(TrustedProxies::parse(["10.0.0.0/8"])?)
+///     .peer_addr_from(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.ip()));
+/// let notify = |Extension(key): Extension<VerifiedKey>| async move { format!("hello {}", key.name()) };
+/// let app: Router = Router::new()
+///     .route("/notifications", get(notify).route_layer(auth.clone().require_role("notifier")))
+///     .route("/admin/purge", post(|| async { "purged" }).route_layer(auth.require_role("admin")));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct ApiKeyLayer {
+    config: Arc<Config>,
+}
+
+/// What every service a layer makes shares.
+#[derive(Clone)]
+struct Config {
+    store: Arc<KeyStore>,
+    proxies: TrustedProxies,
+    roles: Vec<Box<str>>,
+    peer_addr: fn(&Extensions) -> Option<IpAddr>,
+}
+
+fn peer_addr_extension(extensions: &Extensions) -> Option<IpAddr> {
+    extensions.get::<PeerAddr>().map(|peer| peer.0.ip())
+}
+
+impl ApiKeyLayer {
+    /// Verifies with `store`, trusting no proxy and requiring no role, and reads the peer
+    /// address from the [`PeerAddr`] extension.
+    pub fn new(store: Arc<KeyStore>) -> Self {
+        ApiKeyLayer {
+            config: Arc::new(Config {
+                store,
+                proxies: TrustedProxies::none(),
+                roles: Vec::new(),
+                peer_addr: peer_addr_extension,
+            }),
+        }
+    }
+
+    /// Reads the client's address from `X-Forwarded-For` when the connection comes from
+    /// one of these proxies (see [`TrustedProxies::client_ip`]).
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        Arc::make_mut(&mut self.config).proxies = proxies;
+        self
+    }
+
+    /// Also requires this role; a key must hold every role required, else 403
+    /// `role_missing`.
+    pub fn require_role(mut self, role: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.config)
+            .roles
+            .push(role.into().into_boxed_str());
+        self
+    }
+
+    /// Reads the connection's peer address with `peer_addr` instead of from the
+    /// [`PeerAddr`] extension, e.g. from axum's `ConnectInfo<SocketAddr>`. `None` refuses
+    /// the request with 403 `client_address_unknown`.
+    pub fn peer_addr_from(mut self, peer_addr: fn(&Extensions) -> Option<IpAddr>) -> Self {
+        Arc::make_mut(&mut self.config).peer_addr = peer_addr;
+        self
+    }
+
+    /// The layer's decision for a request with these headers and extensions, without
+    /// passing it on: for a host that wants the check without the layer.
+    ///
+    /// # Errors
+    /// The [`Refusal`] the layer would answer with.
+    pub fn check(&self, headers: &HeaderMap, extensions: &Extensions) -> Result<VerifiedKey, Refusal> {
+        self.config.check(headers, extensions)
+    }
+}
+
+impl Config {
+    fn check(&self, headers: &HeaderMap, extensions: &Extensions) -> Result<VerifiedKey, Refusal> {
+        let key = api_key_from_headers(
+            headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_bytes())),
+        )
+        .map_err(|h| Refusal::Key(Rejection::Header(h)))?;
+        let peer = (self.peer_addr)(extensions).ok_or(Refusal::NoPeerAddress)?;
+        // Without proxies to trust, the header is not even looked up.
+        let client = if self.proxies.is_empty() {
+            peer
+        } else {
+            let forwarded = headers.get_all(&FORWARDED_FOR).iter().map(HeaderValue::as_bytes);
+            self.proxies
+                .client_ip(peer, forwarded)
+                .map_err(Refusal::ForwardedFor)?
+        };
+        let verified = self.store.verify(key, client).map_err(Refusal::Key)?;
+        if self.roles.iter().all(|role| verified.has_role(role)) {
+            Ok(verified)
+        } else {
+            Err(Refusal::RoleMissing)
+        }
+    }
+}
+
+impl fmt::Debug for ApiKeyLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyLayer")
+            .field("store", &self.config.store)
+            .field("trusted_proxies", &self.config.proxies)
+            .field("required_roles", &self.config.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for ApiKeyLayer {
+    type Service = ApiKeyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ApiKeyService {
+            inner,
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+/// The service an [`ApiKeyLayer`] wraps around `S`.
+///
+/// `poll_ready` is the inner service's. `call` decides before it returns, so a request
+/// that passes goes to the inner service that reported ready, in the same `call`, and no
+/// clone of it is needed (the clone-and-swap pattern is for services that call their
+/// inner service later, from the future). A refused request leaves the inner service
+/// ready and unused, as tower-http's header validation does; its readiness carries over to
+/// the next call.
+///
+/// The response body type only has to be built from a `String` (axum's `Body`,
+/// `http_body_util::Full<Bytes>`, `String`), so the inner service's responses pass through
+/// untouched.
+#[derive(Clone)]
+pub struct ApiKeyService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for ApiKeyService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ApiKeyService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<String>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        match self.config.check(request.headers(), request.extensions()) {
+            Ok(key) => {
+                request.extensions_mut().insert(key);
+                ResponseFuture {
+                    state: State::Inner {
+                        future: self.inner.call(request),
+                    },
+                }
+            }
+            Err(refusal) => ResponseFuture {
+                state: State::Refused {
+                    response: Some(refusal.response()),
+                },
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response of an [`ApiKeyService`]: the inner service's, or the layer's refusal.
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Inner { #[pin] future: F },
+        Refused { response: Option<Response<B>> },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    /// # Panics
+    /// If polled again after a refusal was answered (a future is not polled after it is
+    /// ready).
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { future } => future.poll(cx),
+            StateProj::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+        }
+    }
+}
+
+impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+/// Why [`ApiKeyLayer`] answered a request itself. The response it sends carries this in
+/// its extensions, for logging further out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The store refused the key (or the header gave none).
+    Key(Rejection),
+    /// The key verified but lacks a role the route requires.
+    RoleMissing,
+    /// The request carries no peer address (no [`PeerAddr`], or the reader given to
+    /// [`ApiKeyLayer::peer_addr_from`] found none).
+    NoPeerAddress,
+    /// The peer is a trusted proxy and `X-Forwarded-For` names no usable client address.
+    ForwardedFor(ForwardedForProblem),
+}
+
+impl Refusal {
+    /// 401 when the key itself is missing or no good; 403 when the key is good but not
+    /// from this address, not for this route, or the address is unknown.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Key(rejection) => match rejection {
+                Rejection::Malformed(_)
+                | Rejection::Header(_)
+                | Rejection::UnknownKey
+                | Rejection::Expired
+                | Rejection::Disabled => StatusCode::UNAUTHORIZED,
+                Rejection::IpNotWhitelisted | Rejection::NoWhitelist => StatusCode::FORBIDDEN,
+            },
+            Refusal::RoleMissing | Refusal::NoPeerAddress | Refusal::ForwardedFor(_) => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// The body's `reason`: [`Rejection::code`] for a key, else `role_missing` or
+    /// `client_address_unknown` (the client is not told which part of its address failed).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Key(rejection) => rejection.code(),
+            Refusal::RoleMissing => "role_missing",
+            Refusal::NoPeerAddress | Refusal::ForwardedFor(_) => "client_address_unknown",
+        }
+    }
+
+    /// The body's `error`: `unauthorized` for a 401, `forbidden` for a 403.
+    pub fn error(&self) -> &'static str {
+        if self.status() == StatusCode::UNAUTHORIZED {
+            "unauthorized"
+        } else {
+            "forbidden"
+        }
+    }
+
+    /// The layer's answer: [`status`](Self::status), `content-type: application/json`, a
+    /// `WWW-Authenticate` challenge on a 401, and the body
+    /// `{"error": error(), "reason": code()}`; the refusal itself in the extensions.
+    pub fn response<B: From<String>>(&self) -> Response<B> {
+        // Both words are fixed identifiers of `[a-z_]`: nothing to escape.
+        let body = format!(r#"{{"error":"{}","reason":"{}"}}"#, self.error(), self.code());
+        let mut response = Response::new(B::from(body));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.status() == StatusCode::UNAUTHORIZED {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+        }
+        response.extensions_mut().insert(*self);
+        response
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Key(rejection) => rejection.fmt(f),
+            Refusal::RoleMissing => f.write_str("the key lacks a role this route requires"),
+            Refusal::NoPeerAddress => f.write_str("the request carries no peer address"),
+            Refusal::ForwardedFor(problem) => problem.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+impl From<Rejection> for Refusal {
+    fn from(rejection: Rejection) -> Self {
+        Refusal::Key(rejection)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Waker;
+
+    use super::*;
+    use crate::{Actor, HeaderProblem, Malformed, NewKey};
+
+    /// Every variant of every reason. A new `Rejection` does not compile in `status` until
+    /// it is mapped; add it here too.
+    fn every_refusal() -> Vec<Refusal> {
+        let malformed = [
+            Malformed::Length,
+            Malformed::Character,
+            Malformed::Prefix,
+            Malformed::Checksum,
+        ]
+        .map(Rejection::Malformed);
+        let header = [
+            HeaderProblem::Missing,
+            HeaderProblem::Repeated,
+            HeaderProblem::NotAscii,
+            HeaderProblem::Padded,
+        ]
+        .map(Rejection::Header);
+        let rest = [
+            Rejection::UnknownKey,
+            Rejection::IpNotWhitelisted,
+            Rejection::NoWhitelist,
+            Rejection::Expired,
+            Rejection::Disabled,
+        ];
+        let mut all: Vec<Refusal> = malformed
+            .into_iter()
+            .chain(header)
+            .chain(rest)
+            .map(Refusal::Key)
+            .collect();
+        all.extend([
+            Refusal::RoleMissing,
+            Refusal::NoPeerAddress,
+            Refusal::ForwardedFor(ForwardedForProblem::Malformed),
+            Refusal::ForwardedFor(ForwardedForProblem::TooManyHops),
+        ]);
+        all
+    }
+
+    #[test]
+    fn every_refusal_answers_401_or_403_with_its_reason_as_json() {
+        for refusal in every_refusal() {
+            let response: Response<String> = refusal.response();
+            let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
+            let status = response.status();
+            let error = if status == StatusCode::UNAUTHORIZED {
+                "unauthorized"
+            } else {
+                "forbidden"
+            };
+            assert!(
+                status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN,
+                "{refusal:?}"
+            );
+            assert_eq!(
+                body,
+                serde_json::json!({"error": error, "reason": refusal.code()})
+            );
+            assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+            assert_eq!(
+                response
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .map(|v| v.to_str().unwrap()),
+                (status == StatusCode::UNAUTHORIZED).then_some("ApiKey header=\"x-api-key\""),
+                "{refusal:?}"
+            );
+            assert_eq!(response.extensions().get::<Refusal>(), Some(&refusal));
+        }
+    }
+
+    #[test]
+    fn only_a_key_that_is_good_but_not_for_here_is_forbidden() {
+        let forbidden: Vec<&str> = every_refusal()
+            .iter()
+            .filter(|r| r.status() == StatusCode::FORBIDDEN)
+            .map(Refusal::code)
+            .collect();
+        assert_eq!(
+            forbidden,
+            [
+                "ip_not_whitelisted",
+                "no_whitelist",
+                "role_missing",
+                "client_address_unknown",
+                "client_address_unknown",
+                "client_address_unknown"
+            ]
+        );
+    }
+
+    struct Fixture {
+        store: Arc<KeyStore>,
+        secret: String,
+    }
+
+    fn fixture() -> Fixture {
+        let store = KeyStore::builder().open_temporary().unwrap();
+        let created = store
+            .create_key(
+                &Actor::admin("alice"),
+                NewKey::new("bot")
+                    .role("notifier")
+                    .allow("198.51.100.0/24".parse().unwrap()),
+            )
+            .unwrap();
+        Fixture {
+            store: Arc::new(store),
+            secret: created.key.expose_secret().to_owned(),
+        }
+    }
+
+    fn request(secret: Option<&str>, peer: Option<&str>, forwarded: &[&str]) -> Request<()> {
+        let mut builder = Request::builder().uri("/");
+        if let Some(secret) = secret {
+            builder = builder.header("x-api-key", secret);
+        }
+        for hop in forwarded {
+            builder = builder.header("x-forwarded-for", *hop);
+        }
+        let mut request = builder.body(()).unwrap();
+        if let Some(peer) = peer {
+            request
+                .extensions_mut()
+                .insert(PeerAddr(SocketAddr::new(peer.parse().unwrap(), 40000)));
+        }
+        request
+    }
+
+    fn check(layer: &ApiKeyLayer, request: &Request<()>) -> Result<VerifiedKey, Refusal> {
+        layer.check(request.headers(), request.extensions())
+    }
+
+    #[test]
+    fn check_reads_the_key_then_the_address_then_the_roles() {
+        let f = fixture();
+        let layer = ApiKeyLayer::new(Arc::clone(&f.store));
+        let good = check(&layer, &request(Some(&f.secret), Some("198.51.100.7"), &[])).unwrap();
+        assert_eq!(good.name(), "bot");
+        assert_eq!(
+            check(&layer, &request(None, None, &[])),
+            Err(Refusal::Key(Rejection::Header(HeaderProblem::Missing)))
+        );
+        assert_eq!(
+            check(&layer, &request(Some(&f.secret), None, &[])),
+            Err(Refusal::NoPeerAddress)
+        );
+        assert_eq!(
+            check(&layer, &request(Some(&f.secret), Some("203.0.113.1"), &[])),
+            Err(Refusal::Key(Rejection::IpNotWhitelisted))
+        );
+        let needs_two = layer.clone().require_role("notifier").require_role("admin");
+        assert_eq!(
+            check(&needs_two, &request(Some(&f.secret), Some("198.51.100.7"), &[])),
+            Err(Refusal::RoleMissing)
+        );
+        let needs_one = layer.require_role("notifier");
+        assert!(check(&needs_one, &request(Some(&f.secret), Some("198.51.100.7"), &[])).is_ok());
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_forwarded_address_is_verified() {
+        let f = fixture();
+        let layer = ApiKeyLayer::new(Arc::clone(&f.store))
+            .trusted_proxies(TrustedProxies::parse(["10.0.0.0/8"]).unwrap());
+        let via = |forwarded: &[&str]| check(&layer, &request(Some(&f.secret), Some("10.0.0.1"), forwarded));
+        assert!(via(&["198.51.100.7"]).is_ok());
+        assert!(via(&["203.0.113.1, 198.51.100.7, 10.0.0.2"]).is_ok());
+        assert_eq!(
+            via(&["198.51.100.7, 203.0.113.1"]),
+            Err(Refusal::Key(Rejection::IpNotWhitelisted))
+        );
+        assert_eq!(
+            via(&["198.51.100.7, nonsense"]),
+            Err(Refusal::ForwardedFor(ForwardedForProblem::Malformed))
+        );
+        // Without trust the same header is ignored.
+        let direct = ApiKeyLayer::new(Arc::clone(&f.store));
+        assert_eq!(
+            check(
+                &direct,
+                &request(Some(&f.secret), Some("10.0.0.1"), &["198.51.100.7"])
+            ),
+            Err(Refusal::Key(Rejection::IpNotWhitelisted))
+        );
+    }
+
+    #[test]
+    fn another_peer_address_reader_replaces_the_extension() {
+        let f = fixture();
+        let layer = ApiKeyLayer::new(Arc::clone(&f.store)).peer_addr_from(|ext| ext.get::<IpAddr>().copied());
+        let mut req = request(Some(&f.secret), Some("198.51.100.7"), &[]);
+        assert_eq!(check(&layer, &req), Err(Refusal::NoPeerAddress));
+        req.extensions_mut()
+            .insert("198.51.100.9".parse::<IpAddr>().unwrap());
+        assert!(check(&layer, &req).is_ok());
+    }
+
+    /// An inner service that counts readiness checks and calls, and answers with the
+    /// verified key's name.
+    #[derive(Clone, Default)]
+    struct Inner {
+        ready: Arc<AtomicUsize>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl Service<Request<()>> for Inner {
+        type Response = Response<String>;
+        type Error = &'static str;
+        type Future = std::future::Ready<Result<Response<String>, &'static str>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.ready.fetch_add(1, Ordering::Relaxed);
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: Request<()>) -> Self::Future {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let name = request
+                .extensions()
+                .get::<VerifiedKey>()
+                .map(|k| k.name().to_owned());
+            std::future::ready(name.map(Response::new).ok_or("no verified key"))
+        }
+    }
+
+    fn answer<S>(service: &mut S, request: Request<()>) -> Result<Response<String>, &'static str>
+    where
+        S: Service<Request<()>, Response = Response<String>, Error = &'static str>,
+    {
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(service.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        let mut future = std::pin::pin!(service.call(request));
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(out) => out,
+            Poll::Pending => panic!("the test's inner service is always ready"),
+        }
+    }
+
+    #[test]
+    fn the_service_passes_good_requests_with_the_key_and_answers_the_rest_itself() {
+        let f = fixture();
+        let inner = Inner::default();
+        let mut service = ApiKeyLayer::new(Arc::clone(&f.store)).layer(inner.clone());
+        let passed = answer(&mut service, request(Some(&f.secret), Some("198.51.100.7"), &[])).unwrap();
+        assert_eq!(passed.body(), "bot");
+        assert_eq!(inner.calls.load(Ordering::Relaxed), 1);
+
+        let refused = answer(&mut service, request(Some(&f.secret), Some("203.0.113.1"), &[])).unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert!(!refused.body().contains(&f.secret[4..]));
+        assert_eq!(
+            inner.calls.load(Ordering::Relaxed),
+            1,
+            "a refused request never reaches the inner service"
+        );
+        assert_eq!(
+            inner.ready.load(Ordering::Relaxed),
+            2,
+            "readiness is the inner service's"
+        );
+    }
+}
