@@ -513,8 +513,8 @@ impl Projection {
     }
 
     /// Looks a key's hash up and checks it: a hash-table probe, one key record, a copy of
-    /// the name, and at most once a minute a stamp of its last use. Reads the clock only
-    /// for a key that expires or a secret in its grace period.
+    /// the name, and at most once a minute a stamp of its last use. Reads the (coarse)
+    /// clock only for a key that expires or a secret in its grace period.
     #[inline]
     pub(crate) fn verify(
         &self,
@@ -533,7 +533,7 @@ impl Projection {
             None => self.in_grace(prefix, clock).ok_or(Rejection::UnknownKey)?,
         };
         let key = &keys[index as usize];
-        if key.expires != NEVER && clock.now_micros() >= key.expires {
+        if key.expires != NEVER && clock.now_micros_coarse() >= key.expires {
             return Err(Rejection::Expired);
         }
         if key.disabled {
@@ -567,7 +567,7 @@ impl Projection {
         let grace = self
             .graces
             .find(self.seed.key_hash(prefix), |g| g.hash == prefix)?;
-        (clock.now_micros() < grace.until).then_some(grace.key)
+        (clock.now_micros_coarse() < grace.until).then_some(grace.key)
     }
 
     /// The hashes a token outside keyledger's format could be kept under, if any key
