@@ -515,7 +515,7 @@ mod adopted {
             {
                 Some(n) => assert!(
                     matches!(&err, Error::ImportEntry { index, source } if *index == n
-                        && matches!(**source, Error::InvalidInput { .. })),
+                        && matches!(**source, Error::InvalidInput { .. } | Error::SecretInUse)),
                     "{err:?}"
                 ),
                 None => assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}"),
