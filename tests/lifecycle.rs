@@ -511,7 +511,7 @@ mod adopted {
             let err = store.import_keys(&admin, keys).unwrap_err();
             match named
                 .strip_prefix("key ")
-                .and_then(|n| n.trim_end_matches(':').parse().ok())
+                .and_then(|n| n.trim_end_matches(':').parse::<usize>().ok())
             {
                 Some(n) => assert!(
                     matches!(&err, Error::ImportEntry { index, source } if *index == n
