@@ -87,13 +87,22 @@ error_log {d}/error.log warn;
 events {{ worker_connections 512; }}
 http {{
     access_log off;
+    # The benchmark's connections make millions of requests each (nginx closes a client
+    # connection after 1000 by default).
+    keepalive_requests 1000000;
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    upstream keyledger {{ server {keyledger}; keepalive 32; }}
-    upstream app {{ server {upstream}; keepalive 32; }}
+    upstream keyledger {{
+        server {keyledger};
+        keepalive 32;
+        keepalive_requests 1000000;
+        # Below keyledger's read timeout, which closes idle connections.
+        keepalive_timeout 5s;
+    }}
+    upstream app {{ server {upstream}; keepalive 32; keepalive_requests 1000000; }}
     server {{
         listen 127.0.0.1:{port};
         {auth_any}
