@@ -147,7 +147,13 @@ fn comparisons(mode: &Mode) -> Vec<Option<Comparison>> {
 
 /// Loads `paths[0]` and `paths[1]` on `addr` in alternating order, round after round,
 /// after a warm-up of each; every answer must be a 200.
-fn rounds(mode: &Mode, client: &Runtime, addr: SocketAddr, paths: [&'static str; 2], secrets: &[String]) -> [Vec<Run>; 2] {
+fn rounds(
+    mode: &Mode,
+    client: &Runtime,
+    addr: SocketAddr,
+    paths: [&'static str; 2],
+    secrets: &[String],
+) -> [Vec<Run>; 2] {
     for path in paths {
         let warm = load(client, addr, path, secrets, mode.warmup);
         assert_eq!(warm.failures, 0, "{path} answered something other than 200");
@@ -207,7 +213,13 @@ fn auth_vs_trivial(mode: &Mode) -> Comparison {
     let server = runtime("server");
     let addr = serve_keyledger(&server, Arc::new(store), &[]);
     let client = runtime("client");
-    let [trivial, auth] = rounds(mode, &client, addr, ["/healthz", "/auth?role=notifier"], &secrets[..mode.connections]);
+    let [trivial, auth] = rounds(
+        mode,
+        &client,
+        addr,
+        ["/healthz", "/auth?role=notifier"],
+        &secrets[..mode.connections],
+    );
     drop(client);
     drop(server);
     Comparison {
@@ -230,7 +242,10 @@ fn auth_vs_trivial(mode: &Mode) -> Comparison {
 /// nginx proxying to the same app without auth.
 fn nginx_auth_vs_plain(mode: &Mode) -> Option<Comparison> {
     if !std::path::Path::new(nginx::NGINX).exists() {
-        eprintln!("nginx_auth_vs_plain: skipped, {} is missing (.ci/run installs nginx-light)", nginx::NGINX);
+        eprintln!(
+            "nginx_auth_vs_plain: skipped, {} is missing (.ci/run installs nginx-light)",
+            nginx::NGINX
+        );
         return None;
     }
     let store = KeyStore::builder().open_temporary().unwrap();
@@ -242,7 +257,13 @@ fn nginx_auth_vs_plain(mode: &Mode) -> Option<Comparison> {
     let dir = tempfile::tempdir().unwrap();
     let proxy = nginx::Nginx::start(dir.path(), keyledger, upstream);
     let client = runtime("client");
-    let [plain, auth] = rounds(mode, &client, proxy.addr, ["/open/x", "/api/x"], &secrets[..mode.connections]);
+    let [plain, auth] = rounds(
+        mode,
+        &client,
+        proxy.addr,
+        ["/open/x", "/api/x"],
+        &secrets[..mode.connections],
+    );
     drop(client);
     drop(proxy);
     drop(server);
@@ -277,7 +298,13 @@ fn layer_vs_bare(mode: &Mode) -> Comparison {
     let client = runtime("client");
 
     let cost = in_process_cost(&auth, &secrets[0]);
-    let [bare, layer] = rounds(mode, &client, addr, ["/bare", "/layer"], &secrets[..mode.connections]);
+    let [bare, layer] = rounds(
+        mode,
+        &client,
+        addr,
+        ["/bare", "/layer"],
+        &secrets[..mode.connections],
+    );
     drop(client);
     drop(server);
 
@@ -530,7 +557,10 @@ fn print_table(r: &Value) {
         ("serve /healthz", &r["auth_vs_trivial"]["trivial"]),
         ("serve /auth", &r["auth_vs_trivial"]["auth"]),
         ("nginx -> app", &r["nginx_auth_vs_plain"]["plain"]),
-        ("nginx auth_request -> serve, app", &r["nginx_auth_vs_plain"]["auth"]),
+        (
+            "nginx auth_request -> serve, app",
+            &r["nginx_auth_vs_plain"]["auth"],
+        ),
     ];
     for (label, x) in rows {
         if x.is_null() {

@@ -546,7 +546,10 @@ pub fn read_import_lines(input: impl BufRead) -> Result<Vec<ExistingKey>, Error>
         if reader.limit() == 0 {
             return Err(Error::invalid(
                 "import",
-                format!("it is larger than {} MiB; split it", MAX_IMPORT_BYTES / 1024 / 1024),
+                format!(
+                    "it is larger than {} MiB; split it",
+                    MAX_IMPORT_BYTES / 1024 / 1024
+                ),
             ));
         }
         if n > MAX_IMPORT_LINES {
@@ -594,8 +597,14 @@ mod tests {
         let err = read_import_lines(format!("{good}\n\n").as_bytes()).unwrap_err();
         assert!(matches!(err, Error::ImportEntry { index: 2, .. }), "{err:?}");
         let none = read_import_lines(&b""[..]).unwrap_err();
-        assert!(matches!(none, Error::InvalidInput { field: "import", .. }), "{none:?}");
-        assert_eq!(read_import_lines(format!("{good}\r\n").as_bytes()).unwrap().len(), 1);
+        assert!(
+            matches!(none, Error::InvalidInput { field: "import", .. }),
+            "{none:?}"
+        );
+        assert_eq!(
+            read_import_lines(format!("{good}\r\n").as_bytes()).unwrap().len(),
+            1
+        );
     }
 
     #[test]
@@ -611,8 +620,12 @@ mod tests {
                 "{bad}: {e:?}"
             );
         }
-        assert!(matches!(parse_grace("-1h"), Err(Error::InvalidInput { field: "grace", ref reason }) if reason.contains("negative")));
-        assert!(matches!(parse_grace("soon"), Err(Error::InvalidInput { field: "grace", ref reason }) if reason.contains("not a duration")));
+        assert!(
+            matches!(parse_grace("-1h"), Err(Error::InvalidInput { field: "grace", ref reason }) if reason.contains("negative"))
+        );
+        assert!(
+            matches!(parse_grace("soon"), Err(Error::InvalidInput { field: "grace", ref reason }) if reason.contains("not a duration"))
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! admin only the keys they created. [`KeyStore::verify`] checks a presented key in O(1)
 //! without I/O; a delete returns only once the key has stopped verifying. With the feature
 //! `tower`, `ApiKeyLayer` makes that check in front of any tower HTTP service (axum, hyper,
-//! tonic).
+//! tonic); with `serve`, `Server` (the `keyledger serve` command) answers the forward-auth
+//! requests of nginx, Traefik and Envoy, and serves an admin API.
 //!
 //! # Quick tour
 //! ```

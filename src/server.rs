@@ -236,6 +236,24 @@ async fn method_not_allowed() -> Response {
     .into_response()
 }
 
+/// The name-value pairs of a query string, percent-decoded with `+` as a space. Invalid
+/// UTF-8 becomes U+FFFD, which no role, key id or filter holds.
+fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|pair| !pair.is_empty())
+        .map(move |pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(name), decode(value))
+        })
+}
+
 /// A request refused, with its answer (boxed: a `Result` carries it by value).
 struct Reject(Box<Response>);
 

@@ -40,8 +40,24 @@ fn cli(db: &Path, args: &[&str]) -> Output {
 }
 
 /// A key made with the command line (the bootstrap): its id and secret.
-fn bootstrap_key(db: &Path, actor: &str, actor_role: &str, name: &str, roles: &[&str], ips: &[&str]) -> (String, String) {
-    let mut args = vec!["create", "--actor", actor, "--actor-role", actor_role, "--name", name, "--json"];
+fn bootstrap_key(
+    db: &Path,
+    actor: &str,
+    actor_role: &str,
+    name: &str,
+    roles: &[&str],
+    ips: &[&str],
+) -> (String, String) {
+    let mut args = vec![
+        "create",
+        "--actor",
+        actor,
+        "--actor-role",
+        actor_role,
+        "--name",
+        name,
+        "--json",
+    ];
     for role in roles {
         args.extend(["--role", role]);
     }
@@ -189,7 +205,14 @@ impl Http {
         body: &str,
     ) -> Answer {
         self.rt
-            .block_on(send(to, from.parse().unwrap(), method, path, headers, body.to_owned()))
+            .block_on(send(
+                to,
+                from.parse().unwrap(),
+                method,
+                path,
+                headers,
+                body.to_owned(),
+            ))
             .unwrap()
     }
 }
@@ -217,7 +240,10 @@ async fn send(
         .await
         .map_err(std::io::Error::other)?;
     tokio::spawn(connection);
-    let response = sender.send_request(request).await.map_err(std::io::Error::other)?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(std::io::Error::other)?;
     let (parts, body) = response.into_parts();
     let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
     Ok(Answer {
@@ -237,7 +263,8 @@ impl Api<'_> {
     fn call(&self, key: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let headers = [("x-api-key", key), ("content-type", "application/json")];
-        self.http.send(self.addr, "127.0.0.1", method, path, &headers, &body)
+        self.http
+            .send(self.addr, "127.0.0.1", method, path, &headers, &body)
     }
 
     fn raw(&self, key: &str, method: &str, path: &str, body: &str) -> Answer {
@@ -263,13 +290,27 @@ fn assert_unquoted(answers: &[&Answer], secrets: &[&str]) {
 fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
     let dir = TempDir::new().unwrap();
     let db = dir.path().join("db");
-    let (root_id, root) = bootstrap_key(&db, "root", "super-admin", "root admin", &["super-admin"], &["127.0.0.1"]);
+    let (root_id, root) = bootstrap_key(
+        &db,
+        "root",
+        "super-admin",
+        "root admin",
+        &["super-admin"],
+        &["127.0.0.1"],
+    );
     let (alice_id, alice) = bootstrap_key(&db, "alice", "admin", "alice admin", &["admin"], &[]);
     let (bob_id, bob) = bootstrap_key(&db, "bob", "admin", "bob admin", &["admin"], &[]);
     let (_, plain) = bootstrap_key(&db, "alice", "admin", "plain bot", &["bot"], &[]);
     // Root's key with the lesser role acts as root, an admin.
     let (_, root_as_admin) = bootstrap_key(&db, "root", "super-admin", "root's admin key", &["admin"], &[]);
-    let (_, elsewhere) = bootstrap_key(&db, "root", "super-admin", "root elsewhere", &["super-admin"], &["192.0.2.1"]);
+    let (_, elsewhere) = bootstrap_key(
+        &db,
+        "root",
+        "super-admin",
+        "root elsewhere",
+        &["super-admin"],
+        &["192.0.2.1"],
+    );
     let mut served = Served::start(&db, &[]);
     let http = Http::new();
     let api = Api {
@@ -280,14 +321,28 @@ fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
     // Authentication first: the layer's answers, and the admin key's own whitelist.
     let anonymous = http.send(served.addr, "127.0.0.1", "GET", "/v1/keys", &[], "");
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(anonymous.json(), json!({"error": "unauthorized", "reason": "header_missing"}));
-    assert_eq!(anonymous.headers["www-authenticate"], r#"ApiKey header="x-api-key""#);
+    assert_eq!(
+        anonymous.json(),
+        json!({"error": "unauthorized", "reason": "header_missing"})
+    );
+    assert_eq!(
+        anonymous.headers["www-authenticate"],
+        r#"ApiKey header="x-api-key""#
+    );
     let wrong_address = api.get(&elsewhere, "/v1/keys");
     assert_eq!(wrong_address.status, StatusCode::FORBIDDEN);
-    assert_eq!(wrong_address.json(), json!({"error": "forbidden", "reason": "ip_not_whitelisted"}));
+    assert_eq!(
+        wrong_address.json(),
+        json!({"error": "forbidden", "reason": "ip_not_whitelisted"})
+    );
     api.get(&plain, "/v1/keys").denied("not_an_admin");
-    api.call(&plain, "POST", "/v1/keys", Some(json!({"name": "x", "roles": ["bot"]})))
-        .denied("not_an_admin");
+    api.call(
+        &plain,
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "x", "roles": ["bot"]})),
+    )
+    .denied("not_an_admin");
 
     // An admin creates a key, acting as its key's creator, through that key.
     let created = api.call(
@@ -318,10 +373,20 @@ fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
     let on = |what: &str| format!("/v1/keys/{id}{what}");
     for key in [&bob, &root_as_admin] {
         api.call(key, "DELETE", &on(""), None).denied("not_owner");
-        api.call(key, "POST", &on("/whitelist"), Some(json!({"ips": ["10.0.0.0/8"]})))
-            .denied("not_owner");
-        api.call(key, "DELETE", &on("/whitelist"), Some(json!({"ips": ["192.0.2.0/24"]})))
-            .denied("not_owner");
+        api.call(
+            key,
+            "POST",
+            &on("/whitelist"),
+            Some(json!({"ips": ["10.0.0.0/8"]})),
+        )
+        .denied("not_owner");
+        api.call(
+            key,
+            "DELETE",
+            &on("/whitelist"),
+            Some(json!({"ips": ["192.0.2.0/24"]})),
+        )
+        .denied("not_owner");
         api.call(key, "POST", &on("/roll"), Some(json!({"grace": "1h"})))
             .denied("not_owner");
         api.call(key, "POST", &on("/disable"), None).denied("not_owner");
@@ -329,15 +394,35 @@ fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
     }
 
     // Its owner may; changes that change nothing are conflicts.
-    let added = api.call(&alice, "POST", &on("/whitelist"), Some(json!({"ips": ["10.0.0.0/8"]})));
+    let added = api.call(
+        &alice,
+        "POST",
+        &on("/whitelist"),
+        Some(json!({"ips": ["10.0.0.0/8"]})),
+    );
     assert_eq!(added.status, StatusCode::OK, "{added:?}");
     assert_eq!(added.json()["whitelist"], json!(["192.0.2.0/24", "10.0.0.0/8"]));
-    api.call(&alice, "POST", &on("/whitelist"), Some(json!({"ips": ["10.0.0.0/8"]})))
-        .error(StatusCode::CONFLICT, "whitelist_unchanged");
-    let removed = api.call(&alice, "DELETE", &on("/whitelist"), Some(json!({"ips": ["10.0.0.0/8"]})));
+    api.call(
+        &alice,
+        "POST",
+        &on("/whitelist"),
+        Some(json!({"ips": ["10.0.0.0/8"]})),
+    )
+    .error(StatusCode::CONFLICT, "whitelist_unchanged");
+    let removed = api.call(
+        &alice,
+        "DELETE",
+        &on("/whitelist"),
+        Some(json!({"ips": ["10.0.0.0/8"]})),
+    );
     assert_eq!(removed.json()["whitelist"], json!(["192.0.2.0/24"]));
-    api.call(&alice, "DELETE", &on("/whitelist"), Some(json!({"ips": ["192.0.2.0/24"]})))
-        .error(StatusCode::CONFLICT, "last_whitelist_entry");
+    api.call(
+        &alice,
+        "DELETE",
+        &on("/whitelist"),
+        Some(json!({"ips": ["192.0.2.0/24"]})),
+    )
+    .error(StatusCode::CONFLICT, "last_whitelist_entry");
     let any = api.call(
         &alice,
         "DELETE",
@@ -363,7 +448,10 @@ fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
     );
     api.call(&alice, "POST", &on("/disable"), None)
         .error(StatusCode::CONFLICT, "state_unchanged");
-    assert_eq!(api.call(&alice, "POST", &on("/enable"), None).json()["status"], "active");
+    assert_eq!(
+        api.call(&alice, "POST", &on("/enable"), None).json()["status"],
+        "active"
+    );
 
     // The super admin may delete it; then it is gone for changes, but still shown.
     let deleted = api.call(&root, "DELETE", &on(""), None);
@@ -394,7 +482,10 @@ fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
     assert_eq!(imported[1]["line"], 2);
     let again = api.raw(&alice, "POST", "/v1/keys/import", lines);
     let body = again.error(StatusCode::CONFLICT, "import_entry");
-    assert_eq!((body["index"].clone(), body["source"]["error"].clone()), (json!(1), json!("secret_in_use")));
+    assert_eq!(
+        (body["index"].clone(), body["source"]["error"].clone()),
+        (json!(1), json!("secret_in_use"))
+    );
     let escalate = "{\"name\": \"ok\", \"roles\": [\"bot\"], \"key\": \"legacy_secret_000000003\"}\n\
                     {\"name\": \"x\", \"roles\": [\"super-admin\"], \"key\": \"legacy_secret_000000004\"}\n";
     let refused = api.raw(&alice, "POST", "/v1/keys/import", escalate);
@@ -402,30 +493,44 @@ fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
     assert_eq!(body["index"], 2);
     assert_eq!(body["source"]["error"], "permission_denied");
     assert_eq!(body["source"]["reason"], "grants_super_admin");
-    let malformed = "{\"name\": \"x\", \"roles\": [\"bot\"], \"key\": \"legacy_secret_000000005\", \"sha256\": \"00\"}\n";
+    let malformed =
+        "{\"name\": \"x\", \"roles\": [\"bot\"], \"key\": \"legacy_secret_000000005\", \"sha256\": \"00\"}\n";
     let bad_line = api.raw(&alice, "POST", "/v1/keys/import", malformed);
     let body = bad_line.error(StatusCode::BAD_REQUEST, "import_entry");
     assert_eq!(body["source"]["field"], "key");
     let empty = api.raw(&alice, "POST", "/v1/keys/import", "");
-    assert_eq!(empty.error(StatusCode::BAD_REQUEST, "invalid_input")["field"], "import");
+    assert_eq!(
+        empty.error(StatusCode::BAD_REQUEST, "invalid_input")["field"],
+        "import"
+    );
     assert_unquoted(
         &[&again, &refused, &bad_line],
-        &["legacy_secret_000000001", "legacy_secret_000000004", "legacy_secret_000000005"],
+        &[
+            "legacy_secret_000000001",
+            "legacy_secret_000000004",
+            "legacy_secret_000000005",
+        ],
     );
 
     // Refusals land in the security trail, naming the key they came through.
     let trail = api.get(&root, "/v1/audit?refused=true");
     assert_eq!(trail.status, StatusCode::OK);
     assert_eq!(trail.headers["content-type"], "application/x-ndjson");
-    let attempts: Vec<Value> = trail.body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let attempts: Vec<Value> = trail
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let by_bob: Vec<&Value> = attempts.iter().filter(|a| a["actor"] == "bob").collect();
     assert_eq!(by_bob.len(), 6, "{attempts:?}");
-    assert!(by_bob.iter().all(|a| a["via"] == bob_id.as_str() && a["reason"] == "not_owner"));
     assert!(
-        attempts
+        by_bob
             .iter()
-            .any(|a| a["actor"] == "alice" && a["via"] == alice_id.as_str() && a["reason"] == "grants_super_admin")
+            .all(|a| a["via"] == bob_id.as_str() && a["reason"] == "not_owner")
     );
+    assert!(attempts.iter().any(|a| a["actor"] == "alice"
+        && a["via"] == alice_id.as_str()
+        && a["reason"] == "grants_super_admin"));
     let bobs_only = api.get(&root, "/v1/audit?refused=true&actor=bob");
     assert_eq!(bobs_only.body.lines().count(), 6);
     api.get(&root, "/v1/audit?refused=true&kind=created")
@@ -453,12 +558,18 @@ fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
     let keys = api.get(&root, "/v1/keys?all=true");
     let live = api.get(&root, "/v1/keys");
     assert_eq!(served.terminate().map(|s| s.success()), Some(true));
-    assert_unquoted(&[&audit, &refused_trail, &keys, &live], &[&secret, &root, &alice, &bob]);
+    assert_unquoted(
+        &[&audit, &refused_trail, &keys, &live],
+        &[&secret, &root, &alice, &bob],
+    );
     let stdout = |args: &[&str]| String::from_utf8(cli(&db, args).stdout).unwrap();
     assert_eq!(audit.body, stdout(&["audit", "--json"]));
     assert_eq!(refused_trail.body, stdout(&["audit", "--refused", "--json"]));
     let lines = |text: String| text.lines().map(str::to_owned).collect::<Vec<_>>().join(",");
-    assert_eq!(keys.body, format!("[{}]", lines(stdout(&["list", "--all", "--json"]))));
+    assert_eq!(
+        keys.body,
+        format!("[{}]", lines(stdout(&["list", "--all", "--json"])))
+    );
     assert_eq!(live.body, format!("[{}]", lines(stdout(&["list", "--json"]))));
 }
 
@@ -466,7 +577,14 @@ fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
 fn auth_answers_200_with_the_key_or_the_layers_401_and_403() {
     let dir = TempDir::new().unwrap();
     let db = dir.path().join("db");
-    let (_, root) = bootstrap_key(&db, "root", "super-admin", "root", &["super-admin"], &["127.0.0.1"]);
+    let (_, root) = bootstrap_key(
+        &db,
+        "root",
+        "super-admin",
+        "root",
+        &["super-admin"],
+        &["127.0.0.1"],
+    );
     let served = Served::start(&db, &[]);
     let http = Http::new();
     let api = Api {
@@ -503,16 +621,42 @@ fn auth_answers_200_with_the_key_or_the_layers_401_and_403() {
     }
     let refusals = [
         (auth("GET", "/auth", None), 401, "header_missing"),
-        (auth("GET", "/auth", Some("klk_nonsense")), 401, "malformed_length"),
-        (auth("GET", "/auth?role=admin", Some(&secret)), 403, "role_missing"),
-        (auth("GET", "/auth?role=notifier&role=", Some(&secret)), 403, "role_missing"),
         (
-            http.send(served.addr, "127.0.0.1", "GET", "/auth", &[("x-api-key", &root)], ""),
+            auth("GET", "/auth", Some("klk_nonsense")),
+            401,
+            "malformed_length",
+        ),
+        (
+            auth("GET", "/auth?role=admin", Some(&secret)),
+            403,
+            "role_missing",
+        ),
+        (
+            auth("GET", "/auth?role=notifier&role=", Some(&secret)),
+            403,
+            "role_missing",
+        ),
+        (
+            http.send(
+                served.addr,
+                "127.0.0.1",
+                "GET",
+                "/auth",
+                &[("x-api-key", &root)],
+                "",
+            ),
             200,
             "",
         ),
         (
-            http.send(served.addr, "127.0.0.9", "GET", "/auth", &[("x-api-key", &root)], ""),
+            http.send(
+                served.addr,
+                "127.0.0.9",
+                "GET",
+                "/auth",
+                &[("x-api-key", &root)],
+                "",
+            ),
             403,
             "ip_not_whitelisted",
         ),
@@ -522,28 +666,48 @@ fn auth_answers_200_with_the_key_or_the_layers_401_and_403() {
         if *status == 200 {
             continue;
         }
-        let error = if *status == 401 { "unauthorized" } else { "forbidden" };
+        let error = if *status == 401 {
+            "unauthorized"
+        } else {
+            "forbidden"
+        };
         assert_eq!(answer.json(), json!({"error": error, "reason": reason}));
         assert_eq!(answer.headers.contains_key("www-authenticate"), *status == 401);
         assert!(!answer.headers.contains_key("x-keyledger-key-id"));
     }
 
     // A deleted key gets 401 on the first request after its delete returns.
-    assert_eq!(api.call(&root, "DELETE", &format!("/v1/keys/{id}"), None).status, StatusCode::OK);
-    assert_eq!(auth("GET", "/auth", Some(&secret)).status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        api.call(&root, "DELETE", &format!("/v1/keys/{id}"), None).status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        auth("GET", "/auth", Some(&secret)).status,
+        StatusCode::UNAUTHORIZED
+    );
 
     let health = http.send(served.addr, "127.0.0.1", "GET", "/healthz", &[], "");
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.body, r#"{"status":"ok","last_seq":3}"#);
     let nowhere = http.send(served.addr, "127.0.0.1", "GET", "/nowhere", &[], "");
-    assert_eq!(nowhere.error(StatusCode::NOT_FOUND, "not_found")["error"], "not_found");
+    assert_eq!(
+        nowhere.error(StatusCode::NOT_FOUND, "not_found")["error"],
+        "not_found"
+    );
 }
 
 #[test]
 fn sigterm_during_a_burst_of_creates_keeps_every_acknowledged_key() {
     let dir = TempDir::new().unwrap();
     let db = dir.path().join("db");
-    let (_, root) = bootstrap_key(&db, "root", "super-admin", "root", &["super-admin"], &["127.0.0.1"]);
+    let (_, root) = bootstrap_key(
+        &db,
+        "root",
+        "super-admin",
+        "root",
+        &["super-admin"],
+        &["127.0.0.1"],
+    );
     let mut served = Served::start(&db, &[]);
     let addr = served.addr;
     let http = Http::new();
@@ -556,7 +720,16 @@ fn sigterm_during_a_burst_of_creates_keeps_every_acknowledged_key() {
                 for n in 0..2000 {
                     let body = json!({"name": format!("burst {client}-{n}"), "roles": ["bot"]}).to_string();
                     let headers = [("x-api-key", root.as_str())];
-                    match send(addr, "127.0.0.1".parse().unwrap(), "POST", "/v1/keys", &headers, body).await {
+                    match send(
+                        addr,
+                        "127.0.0.1".parse().unwrap(),
+                        "POST",
+                        "/v1/keys",
+                        &headers,
+                        body,
+                    )
+                    .await
+                    {
                         Ok(answer) if answer.status == StatusCode::CREATED => {
                             let view: Value = serde_json::from_str(&answer.body).unwrap();
                             ids.push(view["id"].as_str().unwrap().to_owned());
@@ -589,7 +762,11 @@ fn sigterm_during_a_burst_of_creates_keeps_every_acknowledged_key() {
         served.lines.recv_timeout(Duration::from_secs(5)).as_deref(),
         Ok("stopped")
     );
-    assert!(acknowledged.len() >= 8, "the burst got going: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 8,
+        "the burst got going: {}",
+        acknowledged.len()
+    );
     assert!(acknowledged.len() < 16_000, "SIGTERM stopped the burst");
     drop(served);
 
@@ -597,7 +774,12 @@ fn sigterm_during_a_burst_of_creates_keeps_every_acknowledged_key() {
     let listed = String::from_utf8(cli(&db, &["list", "--json"]).stdout).unwrap();
     let stored: std::collections::HashSet<String> = listed
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     let missing: Vec<&String> = acknowledged.iter().filter(|id| !stored.contains(*id)).collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
@@ -614,7 +796,9 @@ fn sigterm_during_a_burst_of_creates_keeps_every_acknowledged_key() {
 /// the rest.
 fn slow_client(addr: SocketAddr) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: slow\r\n").unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: slow\r\n")
+        .unwrap();
     stream
 }
 
@@ -637,10 +821,20 @@ fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
 fn slow_clients_are_cut_off_and_never_keep_others_out() {
     let dir = TempDir::new().unwrap();
     let db = dir.path().join("db");
-    bootstrap_key(&db, "root", "super-admin", "root", &["super-admin"], &["127.0.0.1"]);
+    bootstrap_key(
+        &db,
+        "root",
+        "super-admin",
+        "root",
+        &["super-admin"],
+        &["127.0.0.1"],
+    );
     let served = Served::start(&db, &["--max-connections", "2", "--read-timeout", "1"]);
     let http = Http::new();
-    let health = || http.send(served.addr, "127.0.0.1", "GET", "/healthz", &[], "").status;
+    let health = || {
+        http.send(served.addr, "127.0.0.1", "GET", "/healthz", &[], "")
+            .status
+    };
 
     // One slow client of two slots: others are served meanwhile.
     let mut slow = slow_client(served.addr);
@@ -650,15 +844,26 @@ fn slow_clients_are_cut_off_and_never_keep_others_out() {
     let mut trickle = TcpStream::connect(served.addr).unwrap();
     let started = Instant::now();
     let mut cut = false;
-    for byte in b"GET /healthz HTTP/1.1\r\nHost: trickle\r\nX-Slow: ".iter().cycle().take(200) {
+    for byte in b"GET /healthz HTTP/1.1\r\nHost: trickle\r\nX-Slow: "
+        .iter()
+        .cycle()
+        .take(200)
+    {
         if trickle.write_all(&[*byte]).is_err() {
             cut = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(cut || closed_by_server(&mut trickle, Duration::from_secs(3)), "a trickling client is never cut off");
-    assert!(started.elapsed() < Duration::from_secs(9), "{:?}", started.elapsed());
+    assert!(
+        cut || closed_by_server(&mut trickle, Duration::from_secs(3)),
+        "a trickling client is never cut off"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(closed_by_server(&mut slow, Duration::from_secs(3)));
 
     // Both slots held by slow clients: a request waits until the timeout frees one.
@@ -666,7 +871,11 @@ fn slow_clients_are_cut_off_and_never_keep_others_out() {
     std::thread::sleep(Duration::from_millis(100));
     let waited = Instant::now();
     assert_eq!(health(), StatusCode::OK);
-    assert!(waited.elapsed() < Duration::from_secs(5), "{:?}", waited.elapsed());
+    assert!(
+        waited.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        waited.elapsed()
+    );
     for holder in &mut holders {
         assert!(closed_by_server(holder, Duration::from_secs(3)));
     }
@@ -676,14 +885,24 @@ fn slow_clients_are_cut_off_and_never_keep_others_out() {
 fn oversized_and_malformed_bodies_get_json_errors() {
     let dir = TempDir::new().unwrap();
     let db = dir.path().join("db");
-    let (_, root) = bootstrap_key(&db, "root", "super-admin", "root", &["super-admin"], &["127.0.0.1"]);
+    let (_, root) = bootstrap_key(
+        &db,
+        "root",
+        "super-admin",
+        "root",
+        &["super-admin"],
+        &["127.0.0.1"],
+    );
     let served = Served::start(&db, &[]);
     let http = Http::new();
     let api = Api {
         http: &http,
         addr: served.addr,
     };
-    let huge = format!(r#"{{"name": "{}", "roles": ["bot"]}}"#, "x".repeat(keyledger::MAX_BODY_BYTES));
+    let huge = format!(
+        r#"{{"name": "{}", "roles": ["bot"]}}"#,
+        "x".repeat(keyledger::MAX_BODY_BYTES)
+    );
     let body = api
         .raw(&root, "POST", "/v1/keys", &huge)
         .error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_input");
@@ -725,22 +944,39 @@ fn oversized_and_malformed_bodies_get_json_errors() {
 
     for (body, says) in [
         ("{\"name\": \"x\"", "EOF"),
-        ("{\"name\": \"x\", \"roles\": [\"bot\"], \"colour\": 1}", "unknown field `colour`"),
+        (
+            "{\"name\": \"x\", \"roles\": [\"bot\"], \"colour\": 1}",
+            "unknown field `colour`",
+        ),
         ("{\"name\": \"x\", \"roles\": \"bot\"}", "expected a sequence"),
         ("", "missing field `name`"),
-        ("{\"name\": \"x\", \"roles\": [\"bot\"], \"ips\": [\"300.1.1.1\"]}", "invalid network"),
+        (
+            "{\"name\": \"x\", \"roles\": [\"bot\"], \"ips\": [\"300.1.1.1\"]}",
+            "invalid network",
+        ),
         (
             "{\"name\": \"x\", \"roles\": [\"bot\"], \"expires_at\": \"2030-01-01T00:00:00Z\", \"expires_in\": \"1d\"}",
             "not both",
         ),
-        ("{\"name\": \"x\", \"roles\": [\"bot\"], \"expires_in\": \"1mo\"}", "months"),
+        (
+            "{\"name\": \"x\", \"roles\": [\"bot\"], \"expires_in\": \"1mo\"}",
+            "months",
+        ),
     ] {
         let answer = api.raw(&root, "POST", "/v1/keys", body);
         let error = answer.error(StatusCode::BAD_REQUEST, "invalid_input");
-        assert!(error["message"].as_str().unwrap().contains(says), "{body}: {answer:?}");
+        assert!(
+            error["message"].as_str().unwrap().contains(says),
+            "{body}: {answer:?}"
+        );
     }
     // A key pasted into the wrong field is not echoed back.
-    let pasted = api.raw(&root, "POST", "/v1/keys", &format!(r#"{{"name": 5, "roles": "{root}"}}"#));
+    let pasted = api.raw(
+        &root,
+        "POST",
+        "/v1/keys",
+        &format!(r#"{{"name": 5, "roles": "{root}"}}"#),
+    );
     pasted.error(StatusCode::BAD_REQUEST, "invalid_input");
     assert_unquoted(&[&pasted], &[&root]);
     api.call(&root, "PUT", "/v1/keys", None)
@@ -754,9 +990,7 @@ fn upstream(rt: &Runtime) -> SocketAddr {
             .get("x-keyledger-key-id")
             .map_or_else(|| "no key id".to_owned(), |v| v.to_str().unwrap().to_owned())
     });
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
@@ -767,7 +1001,14 @@ fn behind_nginx_auth_request_only_whitelisted_keys_with_their_roles_pass() {
     nginx::binary();
     let dir = TempDir::new().unwrap();
     let db = dir.path().join("db");
-    let (_, root) = bootstrap_key(&db, "root", "super-admin", "root", &["super-admin"], &["127.0.0.1"]);
+    let (_, root) = bootstrap_key(
+        &db,
+        "root",
+        "super-admin",
+        "root",
+        &["super-admin"],
+        &["127.0.0.1"],
+    );
     let served = Served::start(&db, &["--trusted-proxy", "127.0.0.1/32"]);
     let http = Http::new();
     let app = upstream(&http.rt);
@@ -785,7 +1026,10 @@ fn behind_nginx_auth_request_only_whitelisted_keys_with_their_roles_pass() {
         );
         assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
         let v = answer.json();
-        (v["id"].as_str().unwrap().to_owned(), v["key"].as_str().unwrap().to_owned())
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["key"].as_str().unwrap().to_owned(),
+        )
     };
     let (bot_id, bot) = create("bot", &["bot"]);
     let (admin_id, admin) = create("ops", &["admin"]);
@@ -810,7 +1054,10 @@ fn behind_nginx_auth_request_only_whitelisted_keys_with_their_roles_pass() {
         &[("x-api-key", &bot), ("x-keyledger-key-id", "0000000000000000")],
     );
     assert_eq!(forged.body, bot_id);
-    assert_eq!(through("127.0.0.5", "/api/x", &[]).status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        through("127.0.0.5", "/api/x", &[]).status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // The wrong address gets 403; a spoofed leftmost X-Forwarded-For changes nothing.
     assert_eq!(
@@ -837,11 +1084,15 @@ fn behind_nginx_auth_request_only_whitelisted_keys_with_their_roles_pass() {
         StatusCode::FORBIDDEN
     );
     let with_role = through("127.0.0.5", "/admin/purge", &[("x-api-key", &admin)]);
-    assert_eq!((with_role.status, with_role.body.as_str()), (StatusCode::OK, admin_id.as_str()));
+    assert_eq!(
+        (with_role.status, with_role.body.as_str()),
+        (StatusCode::OK, admin_id.as_str())
+    );
 
     // A deleted key gets 401 on the first request after its delete returns.
     assert_eq!(
-        api.call(&root, "DELETE", &format!("/v1/keys/{bot_id}"), None).status,
+        api.call(&root, "DELETE", &format!("/v1/keys/{bot_id}"), None)
+            .status,
         StatusCode::OK
     );
     assert_eq!(

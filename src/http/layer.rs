@@ -169,7 +169,12 @@ impl ApiKeyLayer {
 }
 
 impl Config {
-    fn check(&self, headers: &HeaderMap, extensions: &Extensions, more: &[String]) -> Result<VerifiedKey, Refusal> {
+    fn check(
+        &self,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+        more: &[String],
+    ) -> Result<VerifiedKey, Refusal> {
         let key = api_key_from_headers(
             headers
                 .iter()
@@ -187,7 +192,11 @@ impl Config {
                 .map_err(Refusal::ForwardedFor)?
         };
         let verified = self.store.verify(key, client).map_err(Refusal::Key)?;
-        let required = self.roles.iter().map(|r| &**r).chain(more.iter().map(String::as_str));
+        let required = self
+            .roles
+            .iter()
+            .map(|r| &**r)
+            .chain(more.iter().map(String::as_str));
         if required.into_iter().all(|role| verified.has_role(role)) {
             Ok(verified)
         } else {

@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::body::{self, Layout};
-use super::{MAX_BODY_BYTES, MAX_IMPORT_BODY_BYTES, Reject, Shared};
+use super::{MAX_BODY_BYTES, MAX_IMPORT_BODY_BYTES, Reject, Shared, query_pairs};
 use crate::json::parse_time;
 use crate::{
     Actor, AuditFilter, AuditJson, Error, EventKind, ImportedJson, KeyId, KeyJson, KeyStore, KeyView,
@@ -74,7 +74,11 @@ impl Shared {
     }
 
     /// Reads a JSON body of at most [`MAX_BODY_BYTES`] into `T`.
-    async fn body<T: serde::de::DeserializeOwned>(&self, parts: &Parts, body: axum::body::Body) -> Result<T, Reject> {
+    async fn body<T: serde::de::DeserializeOwned>(
+        &self,
+        parts: &Parts,
+        body: axum::body::Body,
+    ) -> Result<T, Reject> {
         let bytes = body::read(&parts.headers, body, MAX_BODY_BYTES, self.options.read_timeout).await?;
         body::parse(&bytes)
     }
@@ -107,18 +111,6 @@ fn key_answer(status: StatusCode, json: &KeyJson) -> Response {
 
 fn nets(ips: &[String]) -> Result<Vec<IpNet>, Reject> {
     Ok(ips.iter().map(|s| parse_net(s)).collect::<Result<_, _>>()?)
-}
-
-/// The name-value pairs of a query string, percent-decoded.
-pub(super) fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
-    query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (super::auth::decode(name), super::auth::decode(value))
-        })
 }
 
 /// A query's parameters, each at most once and each one of `known`.
@@ -171,7 +163,9 @@ async fn show(
     let (parts, _) = request.into_parts();
     let admitted = shared.admit(&parts).await?;
     let id = key_id(&id)?;
-    let view = shared.call(admitted.turn, move |store| view_of(store, id)).await?;
+    let view = shared
+        .call(admitted.turn, move |store| view_of(store, id))
+        .await?;
     Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
 }
 
@@ -395,7 +389,13 @@ async fn import(State(shared): State<Arc<Shared>>, request: Request) -> Result<R
     let (parts, body) = request.into_parts();
     let admitted = shared.admit(&parts).await?;
     let one_at_a_time = turn(&shared.imports, shared.options.read_timeout).await?;
-    let bytes = body::read(&parts.headers, body, MAX_IMPORT_BODY_BYTES, shared.options.read_timeout).await?;
+    let bytes = body::read(
+        &parts.headers,
+        body,
+        MAX_IMPORT_BODY_BYTES,
+        shared.options.read_timeout,
+    )
+    .await?;
     let actor = admitted.actor;
     let imported = shared
         .call(admitted.turn, move |store| {
@@ -403,7 +403,10 @@ async fn import(State(shared): State<Arc<Shared>>, request: Request) -> Result<R
             let keys = read_import_lines(&bytes[..])?;
             let ids = store.import_keys(&actor, keys)?;
             // Every line holds one key, so the store's entry N is line N.
-            Ok((1..).zip(ids).map(|(line, id)| ImportedJson::new(line, id)).collect::<Vec<_>>())
+            Ok((1..)
+                .zip(ids)
+                .map(|(line, id)| ImportedJson::new(line, id))
+                .collect::<Vec<_>>())
         })
         .await?;
     Ok(body::json(StatusCode::CREATED, &imported))
@@ -430,10 +433,7 @@ async fn audit(State(shared): State<Arc<Shared>>, request: Request) -> Result<Re
     let filter = AuditFilter {
         key: params.get("key").map(|s| key_id(s)).transpose()?,
         actor: params.get("actor").cloned(),
-        kind: params
-            .get("kind")
-            .map(|s| s.parse::<EventKind>())
-            .transpose()?,
+        kind: params.get("kind").map(|s| s.parse::<EventKind>()).transpose()?,
         since: params.get("since").map(|s| parse_time("since", s)).transpose()?,
         until: params.get("until").map(|s| parse_time("until", s)).transpose()?,
     };

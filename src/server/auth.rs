@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use http::{HeaderName, HeaderValue, StatusCode};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::Shared;
 use crate::{MAX_ROLES, Refusal, VerifiedKey};
@@ -22,7 +22,11 @@ static ROLES: HeaderName = HeaderName::from_static("x-keyledger-roles");
 
 /// Everything but the unreserved characters of RFC 3986 is percent-encoded in a key's
 /// name, so the header is plain ASCII whatever the name holds.
-const NAME: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const NAME: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// The answer when deciding itself failed (a panic): 403, a refusal that blames neither
 /// the key (a 401 tells clients their key is bad) nor lets anything through.
@@ -78,12 +82,12 @@ fn unavailable() -> Response {
     response
 }
 
-/// The `role` parameters of a query (percent-decoded, `+` as a space); other parameters
-/// are the original request's and are ignored. `None` past [`MAX_ROLES`]: no key holds
+/// The `role` parameters of a query; other parameters are the original request's and are
+/// ignored. `None` past [`MAX_ROLES`]: no key holds
 /// that many, so the request is refused without looking further.
 fn required_roles(query: Option<&str>) -> Option<Vec<String>> {
     let mut roles = Vec::new();
-    for (name, value) in super::admin::query_pairs(query) {
+    for (name, value) in super::query_pairs(query) {
         if name == "role" {
             if roles.len() == MAX_ROLES {
                 return None;
@@ -92,14 +96,6 @@ fn required_roles(query: Option<&str>) -> Option<Vec<String>> {
         }
     }
     Some(roles)
-}
-
-/// Percent-decodes a query component, `+` meaning a space; invalid UTF-8 becomes U+FFFD,
-/// which no role holds.
-pub(super) fn decode(component: &str) -> String {
-    percent_decode_str(&component.replace('+', " "))
-        .decode_utf8_lossy()
-        .into_owned()
 }
 
 #[cfg(test)]

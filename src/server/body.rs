@@ -86,7 +86,10 @@ impl<T: Unpin> http_body::Body for JsonList<T> {
     type Data = Bytes;
     type Error = serde_json::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         if this.done {
             return Poll::Ready(None);
@@ -129,7 +132,12 @@ impl<T: Unpin> http_body::Body for JsonList<T> {
 
 /// Reads a request body whole: at most `limit` bytes (413 past it, before reading when
 /// the request says its length), within `deadline` (408 past it).
-pub(super) async fn read(headers: &HeaderMap, body: Body, limit: usize, deadline: Duration) -> Result<Bytes, Reject> {
+pub(super) async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Bytes, Reject> {
     let too_large = || {
         let e = Error::invalid("body", format!("larger than {limit} bytes"));
         let mut reject = Reject::from(e);
@@ -147,7 +155,10 @@ pub(super) async fn read(headers: &HeaderMap, body: Body, limit: usize, deadline
         Err(_) => Err(Reject::new(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
-            format!("the request body did not arrive within {} ms", deadline.as_millis()),
+            format!(
+                "the request body did not arrive within {} ms",
+                deadline.as_millis()
+            ),
         )),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Ok(Err(e)) => Err(Error::invalid("body", format!("could not be read: {e}")).into()),

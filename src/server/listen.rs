@@ -67,7 +67,13 @@ pub(super) async fn serve(
         // Small answers go out at once rather than wait for more to fill a packet.
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(StallLimit::new(stream, options.read_timeout));
-        let connection = http.serve_connection(io, Peer { router: router.clone(), peer });
+        let connection = http.serve_connection(
+            io,
+            Peer {
+                router: router.clone(),
+                peer,
+            },
+        );
         let watched = graceful.watch(connection);
         tokio::spawn(async move {
             // A connection that fails (reset, timed out, malformed) concerns only itself.
