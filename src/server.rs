@@ -191,26 +191,8 @@ impl Server {
 /// (it verifies no key) or its writer stopped (it takes no write).
 async fn health(State(shared): State<Arc<Shared>>) -> Response {
     let store = shared.store();
-    let last_seq = store.last_seq();
-    let problem = if store.is_closed() {
-        Some("closed")
-    } else if matches!(store.integrity(), Integrity::Damaged(_)) {
-        Some("damaged")
-    } else {
-        None
-    };
-    let status = match problem {
-        None => StatusCode::OK,
-        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    body::json(
-        status,
-        &Health {
-            status: if problem.is_none() { "ok" } else { "unavailable" },
-            reason: problem,
-            last_seq,
-        },
-    )
+    let (status, answer) = Health::of(store.last_seq(), store.is_closed(), &store.integrity());
+    body::json(status, &answer)
 }
 
 /// `/healthz`'s answer: `{"status":"ok","last_seq":N}`, or with `"status":"unavailable"`
@@ -221,6 +203,29 @@ struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     last_seq: u64,
+}
+
+impl Health {
+    /// A store still verifying the history under its snapshot serves: it is healthy.
+    fn of(last_seq: u64, closed: bool, integrity: &Integrity) -> (StatusCode, Health) {
+        let reason = if closed {
+            Some("closed")
+        } else if matches!(integrity, Integrity::Damaged(_)) {
+            Some("damaged")
+        } else {
+            None
+        };
+        let status = match reason {
+            None => StatusCode::OK,
+            Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let answer = Health {
+            status: if reason.is_none() { "ok" } else { "unavailable" },
+            reason,
+            last_seq,
+        };
+        (status, answer)
+    }
 }
 
 async fn not_found() -> Response {
@@ -314,5 +319,92 @@ fn status_of(e: &crate::Error) -> StatusCode {
         | Error::UnsupportedVersion { .. }
         | Error::Entropy(_)
         | Error::Closed => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Problem, ProblemKind};
+
+    #[test]
+    fn health_is_503_once_the_store_is_damaged_or_its_writer_stopped() {
+        let answer = |closed, integrity: Integrity| {
+            let (status, health) = Health::of(7, closed, &integrity);
+            (status.as_u16(), serde_json::to_string(&health).unwrap())
+        };
+        let ok = (200, r#"{"status":"ok","last_seq":7}"#.to_owned());
+        assert_eq!(answer(false, Integrity::Verified), ok);
+        assert_eq!(answer(false, Integrity::Verifying), ok);
+        let damaged = Integrity::Damaged(Problem {
+            seq: 3,
+            kind: ProblemKind::Snapshot,
+            detail: "the snapshot disagrees".into(),
+        });
+        assert_eq!(
+            answer(false, damaged),
+            (
+                503,
+                r#"{"status":"unavailable","reason":"damaged","last_seq":7}"#.to_owned()
+            )
+        );
+        assert_eq!(
+            answer(true, Integrity::Verified),
+            (
+                503,
+                r#"{"status":"unavailable","reason":"closed","last_seq":7}"#.to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn each_error_has_its_status_and_an_import_error_its_entrys() {
+        use crate::Error;
+        let id: crate::KeyId = "00000000000000aa".parse().unwrap();
+        for (e, status) in [
+            (Error::invalid("name", "empty"), 400),
+            (Error::denied("alice", crate::Denial::NotAnAdmin), 403),
+            (Error::KeyNotFound(id), 404),
+            (Error::KeyDeleted(id), 404),
+            (
+                Error::StateUnchanged {
+                    id,
+                    state: "disabled",
+                },
+                409,
+            ),
+            (Error::LastWhitelistEntry { id }, 409),
+            (Error::SecretInUse, 409),
+            (
+                Error::Storage {
+                    reason: "disk".into(),
+                },
+                503,
+            ),
+            (Error::Closed, 503),
+            (
+                Error::ImportEntry {
+                    index: 2,
+                    source: Box::new(Error::denied("alice", crate::Denial::GrantsSuperAdmin)),
+                },
+                403,
+            ),
+        ] {
+            assert_eq!(status_of(&e).as_u16(), status, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn query_pairs_are_percent_decoded_with_plus_as_space() {
+        let pairs: Vec<(String, String)> = query_pairs(Some("a=1&&b=x%2By+z&flag&c=%FF")).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("a".to_owned(), "1".to_owned()),
+                ("b".to_owned(), "x+y z".to_owned()),
+                ("flag".to_owned(), String::new()),
+                ("c".to_owned(), "\u{FFFD}".to_owned()),
+            ]
+        );
     }
 }
