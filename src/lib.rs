@@ -6,7 +6,8 @@
 //! admin only the keys they created. [`KeyStore::verify`] checks a presented key in O(1)
 //! without I/O; a delete returns only once the key has stopped verifying. With the feature
 //! `tower`, `ApiKeyLayer` makes that check in front of any tower HTTP service (axum, hyper,
-//! tonic).
+//! tonic); with `serve`, `Server` (the `keyledger serve` command) answers the forward-auth
+//! requests of nginx, Traefik and Envoy, and serves an admin API.
 //!
 //! # Quick tour
 //! ```
@@ -59,10 +60,14 @@ mod event;
 mod file;
 #[cfg(feature = "tower")]
 mod http;
+#[cfg(feature = "json")]
+mod json;
 mod ledger;
 mod log;
 mod projection;
 mod refused;
+#[cfg(feature = "serve")]
+mod server;
 mod snapshot;
 mod store;
 mod token;
@@ -81,8 +86,16 @@ pub use crate::http::{
     ApiKeyLayer, ApiKeyService, ForwardedForProblem, MAX_FORWARDED_HOPS, PeerAddr, Refusal, ResponseFuture,
     TrustedProxies,
 };
+#[cfg(feature = "json")]
+pub use crate::json::{
+    AuditFilter, AuditJson, DeletedJson, ErrorJson, ImportedJson, KeyJson, MAX_IMPORT_BYTES,
+    MAX_IMPORT_LINE_BYTES, MAX_IMPORT_LINES, RefusedJson, RollJson, parse_grace, parse_lifetime,
+    read_import_lines, rfc3339,
+};
 pub use crate::projection::{AuditEntry, KeyStatus, KeyView};
 pub use crate::refused::{Action, RefusedAttempt};
+#[cfg(feature = "serve")]
+pub use crate::server::{MAX_BODY_BYTES, MAX_IMPORT_BODY_BYTES, Server};
 pub use crate::store::{Builder, CreatedKey, Integrity, KeyStore, MAX_GRACE, RolledKey};
 pub use crate::token::{
     API_KEY_HEADER, ApiKey, ExistingKey, HeaderProblem, KEY_LEN, KEY_PREFIX, MAX_ADOPTED_LEN,
