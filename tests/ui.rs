@@ -183,7 +183,7 @@ struct Made {
 struct Server {
     addr: SocketAddr,
     log: PathBuf,
-    process: Process,
+    _process: Process,
     /// The super admin's key: `root` made it for itself.
     root: Made,
     /// An admin key of `alice`, whitelisted for loopback.
@@ -270,7 +270,7 @@ impl Server {
         Server {
             addr,
             log,
-            process,
+            _process: process,
             root,
             alice,
             bobs_bot,
