@@ -7,6 +7,8 @@
 
 mod demo;
 mod render;
+#[cfg(feature = "serve")]
+mod serve;
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::net::IpAddr;
@@ -18,10 +20,11 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keyledger::{
-    Actor, ActorRole, AuditEntry, Builder, ChainKey, ChainKeyProblem, Error, EventKind, ExistingKey,
-    Integrity, IpNet, KEY_PREFIX, KeyId, KeyStore, KeyView, NewKey, RefusedAttempt, Witness, redact_keys,
+    Actor, ActorRole, AuditEntry, AuditFilter, AuditJson, Builder, ChainKey, ChainKeyProblem, Error,
+    EventKind, ExistingKey, ImportedJson, Integrity, IpNet, KEY_PREFIX, KeyId, KeyJson, KeyStore, KeyView,
+    NewKey, RefusedAttempt, RefusedJson, RollJson, Witness, redact_keys,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use zeroize::Zeroizing;
 
 /// The exit codes scripts branch on.
@@ -50,14 +53,6 @@ New here? Run `keyledger demo`.";
 /// Most bytes `verify` and `import-key` read from standard input: a key and its line
 /// ending, with room.
 const MAX_KEY_INPUT: u64 = 1024;
-/// Most lines `import-keys` takes from one file: one commit, held in memory until it is
-/// durable.
-const MAX_IMPORT_LINES: usize = 1_000_000;
-/// Most bytes of one `import-keys` line: a key with the most roles and the longest
-/// whitelist the library allows fits with room.
-const MAX_IMPORT_LINE: usize = 128 * 1024;
-/// Most bytes of one `import-keys` file.
-const MAX_IMPORT_FILE: u64 = 256 * 1024 * 1024;
 /// Logs shorter than this replay too fast for a progress bar to help.
 const LONG_LOG: u64 = 10_000;
 
@@ -167,7 +162,20 @@ enum Command {
     },
     /// A guided tour in a temporary store
     Demo,
+    /// Serve forward-auth (/auth), health (/healthz) and the admin API (/v1) over HTTP
+    #[cfg(feature = "serve")]
+    #[command(after_help = SERVE_HELP)]
+    Serve(serve::ServeArgs),
 }
+
+#[cfg(feature = "serve")]
+const SERVE_HELP: &str = "\
+The store must exist: make the first super-admin key with `create` before serving, e.g.
+  keyledger create --actor root --actor-role super-admin --name root-admin --role super-admin --ip 127.0.0.1
+While it serves, the store is locked: manage keys through the admin API (/v1) with an admin
+key. SIGTERM or SIGINT stops accepting, finishes the requests in flight (up to 10 s) and
+closes the store. The admin API is for loopback, or behind a proxy's TLS: serve warns when
+--listen is not a loopback address.";
 
 #[derive(Debug, Subcommand)]
 enum ChainKeyCommand {
@@ -210,7 +218,7 @@ struct KeySpec {
     /// Expire this long from now: 90s, 15m, 12h, 30d, 2w, 1h30m or ISO 8601 (P30D);
     /// a day is 24 hours
     #[arg(long, value_name = "DURATION", value_parser = lifetime_arg, conflicts_with = "expires_at")]
-    expires_in: Option<jiff::SignedDuration>,
+    expires_in: Option<Duration>,
     /// Expire at this time (RFC 3339, e.g. 2026-12-31T23:59:59Z)
     #[arg(long, value_name = "TIME")]
     expires_at: Option<jiff::Timestamp>,
@@ -373,6 +381,19 @@ struct AuditArgs {
     json: bool,
 }
 
+impl AuditArgs {
+    /// The filters given (`--kind` is refused with `--refused` by clap).
+    fn filter(&self) -> AuditFilter {
+        let mut filter = AuditFilter::default();
+        filter.key = self.key;
+        filter.actor.clone_from(&self.actor);
+        filter.kind = self.kind;
+        filter.since = self.since.map(SystemTime::from);
+        filter.until = self.until.map(SystemTime::from);
+        filter
+    }
+}
+
 fn witness_arg(s: &str) -> Result<Witness, String> {
     s.parse().map_err(|e: Error| e.to_string())
 }
@@ -390,33 +411,23 @@ fn net_arg(s: &str) -> Result<IpNet, String> {
     keyledger::parse_net(s).map_err(|e| e.to_string())
 }
 
-/// A length of time as people type it: `90s`, `15m`, `12h`, `30d`, `2w`, `1h30m`, or ISO
-/// 8601 (`PT36H`, `P30D`). A day is 24 hours and a week 7 days: an expiry or a grace is an
-/// amount of time, not a date on a calendar, so months and years, whose length varies,
-/// are refused.
-fn duration_arg(s: &str) -> Result<jiff::SignedDuration, String> {
-    let span: jiff::Span = s
-        .parse()
-        .map_err(|_| "not a duration: give a number and a unit, as in 90s, 15m, 12h, 30d or 2w".to_owned())?;
-    if span.get_years() != 0 || span.get_months() != 0 {
-        return Err("months and years have no fixed length: give days (30d) or weeks (4w)".into());
+/// What was wrong with an argument, without the library's "invalid FIELD:" (clap names
+/// the argument).
+fn reason(e: Error) -> String {
+    match e {
+        Error::InvalidInput { reason, .. } => reason,
+        other => other.to_string(),
     }
-    span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-        .map_err(|e| format!("not a duration: {e}"))
 }
 
 /// How long a new key lives: more than nothing.
-fn lifetime_arg(s: &str) -> Result<jiff::SignedDuration, String> {
-    let d = duration_arg(s)?;
-    if !d.is_positive() {
-        return Err("a key must live for more than 0s".into());
-    }
-    Ok(d)
+fn lifetime_arg(s: &str) -> Result<Duration, String> {
+    keyledger::parse_lifetime(s).map_err(reason)
 }
 
 /// How long a rolled key's previous secret keeps verifying: nothing at all, or more.
 fn grace_arg(s: &str) -> Result<Duration, String> {
-    Duration::try_from(duration_arg(s)?).map_err(|_| "a grace period cannot be negative".into())
+    keyledger::parse_grace(s).map_err(reason)
 }
 
 /// Runs the command line and returns the exit code of the contract.
@@ -519,6 +530,7 @@ fn exit_code(e: &Error) -> u8 {
         | Error::WhitelistUnchanged { .. }
         | Error::StateUnchanged { .. }
         | Error::LastWhitelistEntry { .. }
+        | Error::SecretInUse
         | Error::ChainKeyMismatch(_) => exit::USAGE,
         Error::PermissionDenied { .. } => exit::DENIED,
         Error::KeyNotFound(_) | Error::KeyDeleted(_) => exit::NOT_FOUND,
@@ -670,6 +682,8 @@ impl Cli {
             Command::Export { file } => export(&store, &file, out),
             Command::Import { file } => import(&store, &file, out),
             Command::Demo => demo::run(out),
+            #[cfg(feature = "serve")]
+            Command::Serve(args) => serve::run(&store, args, out),
         }
     }
 }
@@ -695,7 +709,7 @@ fn create(store: &Store, args: CreateArgs, out: &mut impl Write) -> Result<u8, F
     let view = existing_key(&keys, created.id)?;
     let secret = created.key.expose_secret();
     if args.json {
-        write_json(out, &render::key_json(&view, Some(secret)))?;
+        write_json(out, &KeyJson::created(&view, &created.key))?;
     } else {
         writeln!(out, "created key {} \"{}\"", view.id, view.name)?;
         key_summary(out, &view)?;
@@ -716,25 +730,12 @@ fn key_summary(out: &mut impl Write, view: &KeyView) -> io::Result<()> {
     Ok(())
 }
 
-/// `roll --json`.
-#[derive(Serialize)]
-struct RollJson<'a> {
-    id: String,
-    key: &'a str,
-    previous_valid_until: String,
-}
-
 fn roll(store: &Store, args: RollArgs, out: &mut impl Write) -> Result<u8, Failure> {
     let keys = store.open(false)?;
     let rolled = keys.roll_key(&args.key.who.actor(), args.key.key_id, args.grace)?;
     let secret = rolled.key.expose_secret();
     if args.json {
-        let answer = RollJson {
-            id: rolled.id.to_string(),
-            key: secret,
-            previous_valid_until: render::rfc3339(rolled.previous_valid_until),
-        };
-        write_json(out, &answer)?;
+        write_json(out, &RollJson::from(&rolled))?;
         return Ok(exit::OK);
     }
     let view = existing_key(&keys, rolled.id)?;
@@ -818,7 +819,7 @@ fn import_key(store: &Store, args: ImportKeyArgs, out: &mut impl Write) -> Resul
         .ok_or_else(|| Failure::new(exit::STORAGE, "the store adopted the key but gave no id back"))?;
     let view = existing_key(&keys, id)?;
     if args.json {
-        write_json(out, &render::key_json(&view, None))?;
+        write_json(out, &KeyJson::from(&view))?;
     } else {
         writeln!(out, "imported key {} \"{}\"", view.id, view.name)?;
         key_summary(out, &view)?;
@@ -831,118 +832,20 @@ fn import_key(store: &Store, args: ImportKeyArgs, out: &mut impl Write) -> Resul
     Ok(exit::OK)
 }
 
-/// One line of an `import-keys` file. `key` and `sha256` are taken as any JSON value and
-/// checked here, so that a parse error never quotes what they held.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ImportLine {
-    name: String,
-    roles: Vec<String>,
-    #[serde(default)]
-    ips: Vec<String>,
-    #[serde(default)]
-    expires_at: Option<String>,
-    #[serde(default)]
-    key: Option<serde_json::Value>,
-    #[serde(default)]
-    sha256: Option<serde_json::Value>,
-}
-
-/// A string field that may hold a secret, moved out of the JSON value to be zeroed on drop.
-fn secret_field(value: serde_json::Value, field: &str) -> Result<Zeroizing<String>, String> {
-    match value {
-        serde_json::Value::String(s) => Ok(Zeroizing::new(s)),
-        _ => Err(format!("\"{field}\" must be a string")),
-    }
-}
-
-impl ImportLine {
-    fn parse(text: &str) -> Result<ExistingKey, String> {
-        let line: ImportLine = serde_json::from_str(text).map_err(|e| {
-            // Every line is parsed alone: serde's own "at line 1 column C" would mislead.
-            let message = e.to_string();
-            let position = format!(" at line {} column {}", e.line(), e.column());
-            match message.strip_suffix(&position) {
-                Some(bare) => format!("{bare} (column {})", e.column()),
-                None => message,
-            }
-        })?;
-        let mut new = NewKey::new(line.name);
-        for role in line.roles {
-            new = new.role(role);
-        }
-        for net in &line.ips {
-            new = new.allow(keyledger::parse_net(net).map_err(|e| e.to_string())?);
-        }
-        if let Some(at) = line.expires_at {
-            let at: jiff::Timestamp = at
-                .parse()
-                .map_err(|_| format!("invalid expires_at: {at:?} is not an RFC 3339 time"))?;
-            new = new.expires_at(SystemTime::from(at));
-        }
-        let adopted = match (line.key, line.sha256) {
-            (Some(key), None) => ExistingKey::with_secret(new, &secret_field(key, "key")?),
-            (None, Some(hex)) => ExistingKey::with_sha256(new, &secret_field(hex, "sha256")?),
-            (Some(_), Some(_)) => return Err("give \"key\" or \"sha256\", not both".into()),
-            (None, None) => {
-                return Err(
-                    "missing the secret: give \"key\" (the secret) or \"sha256\" (its SHA-256)".into(),
-                );
-            }
-        };
-        adopted.map_err(|e| e.to_string())
-    }
-}
-
 /// Reads an `import-keys` file: one key a line, the first bad line named.
 fn read_import_file(path: &Path) -> Result<Vec<ExistingKey>, Failure> {
     let shown = path.display();
     let file = std::fs::File::open(path)
         .map_err(|e| Failure::new(exit::USAGE, format!("cannot read {shown}: {e}")))?;
-    let mut reader = io::BufReader::new(file).take(MAX_IMPORT_FILE + 1);
-    let bad_line =
-        |n: usize, why: &str| Failure::new(exit::USAGE, format!("line {n}: {why}; nothing was imported"));
-    let mut keys = Vec::new();
-    let mut buf = Zeroizing::new(Vec::new());
-    for n in 1.. {
-        buf.clear();
-        let read = (&mut reader)
-            .take(MAX_IMPORT_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| Failure::new(exit::USAGE, format!("cannot read {shown}: {e}")))?;
-        if read == 0 {
-            break;
+    keyledger::read_import_lines(io::BufReader::new(file)).map_err(|e| match e {
+        Error::Io(e) => Failure::new(exit::USAGE, format!("cannot read {shown}: {e}")),
+        Error::ImportEntry { .. } => {
+            let mut failure = import_failure(e, |n| format!("line {n}: "));
+            failure.message.push_str("; nothing was imported");
+            failure
         }
-        if reader.limit() == 0 {
-            return Err(Failure::new(
-                exit::USAGE,
-                format!(
-                    "{shown} is larger than {} MiB; split it",
-                    MAX_IMPORT_FILE / 1024 / 1024
-                ),
-            ));
-        }
-        if n > MAX_IMPORT_LINES {
-            return Err(Failure::new(
-                exit::USAGE,
-                format!("{shown} has more than {MAX_IMPORT_LINES} lines; split it"),
-            ));
-        }
-        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        if body.len() > MAX_IMPORT_LINE {
-            return Err(bad_line(n, &format!("longer than {MAX_IMPORT_LINE} bytes")));
-        }
-        let body = body.strip_suffix(b"\r").unwrap_or(body);
-        let text = std::str::from_utf8(body).map_err(|_| bad_line(n, "not UTF-8"))?;
-        if text.trim().is_empty() {
-            return Err(bad_line(n, "blank; every line must hold one key"));
-        }
-        keys.push(ImportLine::parse(text).map_err(|why| bad_line(n, &why))?);
-    }
-    if keys.is_empty() {
-        return Err(Failure::new(exit::USAGE, format!("{shown} holds no keys")));
-    }
-    Ok(keys)
+        other => Failure::from(other).context(shown),
+    })
 }
 
 /// The library names the bad entry of an import by its position from 1 (`key 3: ...`);
@@ -954,13 +857,6 @@ fn import_failure(e: Error, entry: impl Fn(usize) -> String) -> Failure {
         }
         other => other.into(),
     }
-}
-
-/// `import-keys --json`: one object per adopted key.
-#[derive(Serialize)]
-struct ImportedJson {
-    line: usize,
-    id: String,
 }
 
 fn import_keys(store: &Store, args: ImportKeysArgs, out: &mut impl Write) -> Result<u8, Failure> {
@@ -981,13 +877,7 @@ fn import_keys(store: &Store, args: ImportKeysArgs, out: &mut impl Write) -> Res
     }
     if args.json {
         for (line, id) in (1..).zip(&ids) {
-            write_json(
-                out,
-                &ImportedJson {
-                    line,
-                    id: id.to_string(),
-                },
-            )?;
+            write_json(out, &ImportedJson::new(line, *id))?;
         }
         return Ok(exit::OK);
     }
@@ -1069,7 +959,7 @@ fn list(store: &Store, all: bool, json: bool, out: &mut impl Write) -> Result<u8
     let views = if all { keys.all_keys() } else { keys.keys() };
     if json {
         for view in &views {
-            write_json(out, &render::key_json(view, None))?;
+            write_json(out, &KeyJson::from(view))?;
         }
     } else if views.is_empty() {
         writeln!(out, "{}", if all { "no keys" } else { "no live keys" })?;
@@ -1083,7 +973,7 @@ fn show(store: &Store, id: KeyId, json: bool, out: &mut impl Write) -> Result<u8
     let keys = store.open(false)?;
     let view = existing_key(&keys, id)?;
     if json {
-        write_json(out, &render::key_json(&view, None))?;
+        write_json(out, &KeyJson::from(&view))?;
     } else {
         render::key_details(out, &view)?;
     }
@@ -1185,32 +1075,17 @@ fn audit(store: &Store, args: AuditArgs, out: &mut impl Write) -> Result<u8, Fai
     if let Some(seq) = args.at {
         return audit_at(&keys, seq, args.key, args.json, out);
     }
-    let since = args.since.map(SystemTime::from);
-    let until = args.until.map(SystemTime::from);
-    let kind = args.kind;
-    let entries: Vec<AuditEntry> = keys
-        .audit()
-        .into_iter()
-        .filter(|e| args.key.is_none_or(|id| e.key_id == id))
-        .filter(|e| args.actor.as_deref().is_none_or(|a| e.actor.id() == a))
-        .filter(|e| kind.is_none_or(|k| e.kind == k))
-        .filter(|e| since.is_none_or(|t| e.at >= t))
-        .filter(|e| until.is_none_or(|t| e.at <= t))
-        .collect();
+    let filter = args.filter();
+    let entries: Vec<AuditEntry> = keys.audit().into_iter().filter(|e| filter.matches(e)).collect();
     if args.json {
         for entry in &entries {
-            write_json(out, &render::audit_json(entry))?;
+            write_json(out, &AuditJson::from(entry))?;
         }
     } else if entries.is_empty() {
-        let filtered = args.key.is_some()
-            || args.actor.is_some()
-            || kind.is_some()
-            || since.is_some()
-            || until.is_some();
         writeln!(
             out,
             "{}",
-            if filtered {
+            if !filter.is_empty() {
                 "no entries match"
             } else {
                 "the log is empty"
@@ -1224,26 +1099,21 @@ fn audit(store: &Store, args: AuditArgs, out: &mut impl Write) -> Result<u8, Fai
 
 /// `audit --refused`: the security trail, filtered by key, actor and time.
 fn audit_refused(keys: &KeyStore, args: &AuditArgs, out: &mut impl Write) -> Result<u8, Failure> {
-    let since = args.since.map(SystemTime::from);
-    let until = args.until.map(SystemTime::from);
+    let filter = args.filter();
     let attempts: Vec<RefusedAttempt> = keys
         .refused()?
         .into_iter()
-        .filter(|a| args.key.is_none_or(|id| a.key == Some(id)))
-        .filter(|a| args.actor.as_deref().is_none_or(|id| a.actor.id() == id))
-        .filter(|a| since.is_none_or(|t| a.at >= t))
-        .filter(|a| until.is_none_or(|t| a.at <= t))
+        .filter(|a| filter.matches_refused(a))
         .collect();
     if args.json {
         for attempt in &attempts {
-            write_json(out, &render::refused_json(attempt))?;
+            write_json(out, &RefusedJson::from(attempt))?;
         }
     } else if attempts.is_empty() {
-        let filtered = args.key.is_some() || args.actor.is_some() || since.is_some() || until.is_some();
         writeln!(
             out,
             "{}",
-            if filtered {
+            if !filter.is_empty() {
                 "no refused attempts match"
             } else {
                 "no refused attempts"
@@ -1270,7 +1140,7 @@ fn audit_at(
         .collect();
     if json {
         for view in &views {
-            write_json(out, &render::key_json(view, None))?;
+            write_json(out, &KeyJson::from(view))?;
         }
         return Ok(exit::OK);
     }
@@ -1383,7 +1253,7 @@ struct HeadJson {
 fn head(store: &Store, json: bool, out: &mut impl Write) -> Result<u8, Failure> {
     let keys = store.open(false)?;
     let witness = keys.head();
-    let at = keys.audit_entry(witness.seq).map(|e| render::rfc3339(e.at));
+    let at = keys.audit_entry(witness.seq).map(|e| keyledger::rfc3339(e.at));
     let (integrity, problem) = match keys.wait_for_integrity() {
         Integrity::Verified => ("verified", None),
         Integrity::Damaged(p) => (

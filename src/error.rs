@@ -59,6 +59,10 @@ pub enum Error {
         /// `disabled` or `enabled`.
         state: &'static str,
     },
+    /// A key being adopted has a secret that a key in the store (or one earlier in the
+    /// same import) already holds; nothing was written.
+    #[error("this secret is already in use (by a key in the store or earlier in the import)")]
+    SecretInUse,
     /// One key of an import was refused (so the whole import was): which one, from 1, and
     /// why. Nothing was written.
     #[error("key {index}: {source}")]
@@ -203,6 +207,33 @@ impl fmt::Display for ChainKeyProblem {
 }
 
 impl Error {
+    /// A stable, machine-readable name for the variant, in snake case: `invalid_input`,
+    /// `permission_denied`, `key_not_found`, `secret_in_use`, `import_entry`, `storage`,
+    /// `closed`, ... The admin API answers it as `error`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidInput { .. } => "invalid_input",
+            Error::PermissionDenied { .. } => "permission_denied",
+            Error::ChainKeyMismatch(_) => "chain_key_mismatch",
+            Error::KeyNotFound(_) => "key_not_found",
+            Error::KeyDeleted(_) => "key_deleted",
+            Error::WhitelistUnchanged { .. } => "whitelist_unchanged",
+            Error::StateUnchanged { .. } => "state_unchanged",
+            Error::SecretInUse => "secret_in_use",
+            Error::ImportEntry { .. } => "import_entry",
+            Error::Locked { .. } => "locked",
+            Error::Io(_) => "io",
+            Error::Storage { .. } => "storage",
+            Error::Corrupt { .. } => "corrupt",
+            Error::NotAStore { .. } => "not_a_store",
+            Error::WitnessMismatch { .. } => "witness_mismatch",
+            Error::LastWhitelistEntry { .. } => "last_whitelist_entry",
+            Error::UnsupportedVersion { .. } => "unsupported_version",
+            Error::Entropy(_) => "entropy",
+            Error::Closed => "closed",
+        }
+    }
+
     /// A refusal by `denial` of an action by `actor`, whose id is redacted if key-shaped.
     pub(crate) fn denied(actor: &str, denial: Denial) -> Self {
         Error::PermissionDenied {
@@ -260,6 +291,7 @@ impl Error {
                 reason,
             },
             Error::StateUnchanged { id, state } => Error::StateUnchanged { id: *id, state },
+            Error::SecretInUse => Error::SecretInUse,
             Error::ImportEntry { index, source } => Error::ImportEntry {
                 index: *index,
                 source: Box::new(source.replicate()),

@@ -294,7 +294,7 @@ impl FromStr for KeyId {
 
 /// User input as it may be quoted in an error: anything shaped like an API key redacted
 /// (a secret pasted into the wrong field must not end up in a log), then cut short.
-fn shown(s: &str) -> String {
+pub(crate) fn shown(s: &str) -> String {
     redact_keys(s).chars().take(40).collect()
 }
 

@@ -638,10 +638,7 @@ fn events(
                 access::authorize(&cmd.actor, &event, None).map_err(entry)?;
                 expires_after(&event, at).map_err(entry)?;
                 if taken(&key.hash) {
-                    return Err(entry(Error::invalid(
-                        "key",
-                        "this secret is already in use (by a key in the store or earlier in the import)",
-                    )));
+                    return Err(entry(Error::SecretInUse));
                 }
                 out.push(event);
             }

@@ -59,13 +59,19 @@ mod event;
 mod file;
 #[cfg(feature = "tower")]
 mod http;
+#[cfg(feature = "json")]
+mod json;
 mod ledger;
 mod log;
 mod projection;
 mod refused;
+#[cfg(feature = "serve")]
+mod server;
 mod snapshot;
 mod store;
 mod token;
+#[cfg(feature = "serve")]
+mod ui;
 
 pub use crate::access::{Rejection, VerifiedKey};
 pub use crate::chain::{ChainKey, Witness};
@@ -81,8 +87,16 @@ pub use crate::http::{
     ApiKeyLayer, ApiKeyService, ForwardedForProblem, MAX_FORWARDED_HOPS, PeerAddr, Refusal, ResponseFuture,
     TrustedProxies,
 };
+#[cfg(feature = "json")]
+pub use crate::json::{
+    AuditFilter, AuditJson, DeletedJson, ErrorJson, ImportedJson, KeyJson, MAX_IMPORT_BYTES,
+    MAX_IMPORT_LINE_BYTES, MAX_IMPORT_LINES, RefusedJson, RollJson, parse_grace, parse_lifetime,
+    read_import_lines, rfc3339,
+};
 pub use crate::projection::{AuditEntry, KeyStatus, KeyView};
 pub use crate::refused::{Action, RefusedAttempt};
+#[cfg(feature = "serve")]
+pub use crate::server::{MAX_BODY_BYTES, MAX_IMPORT_BODY_BYTES, Server};
 pub use crate::store::{Builder, CreatedKey, Integrity, KeyStore, MAX_GRACE, RolledKey};
 pub use crate::token::{
     API_KEY_HEADER, ApiKey, ExistingKey, HeaderProblem, KEY_LEN, KEY_PREFIX, MAX_ADOPTED_LEN,

@@ -1068,6 +1068,13 @@ impl KeyStore {
         self.integrity.wait()
     }
 
+    /// Whether the writer has stopped (after the log took records the state could not,
+    /// or a panic): every write now answers [`Error::Closed`], while reads go on. Reopen
+    /// the store.
+    pub fn is_closed(&self) -> bool {
+        self.writer.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
     /// How many keys are live.
     pub fn live_key_count(&self) -> usize {
         self.ledger.read().live_count()

@@ -511,11 +511,11 @@ mod adopted {
             let err = store.import_keys(&admin, keys).unwrap_err();
             match named
                 .strip_prefix("key ")
-                .and_then(|n| n.trim_end_matches(':').parse().ok())
+                .and_then(|n| n.trim_end_matches(':').parse::<usize>().ok())
             {
                 Some(n) => assert!(
                     matches!(&err, Error::ImportEntry { index, source } if *index == n
-                        && matches!(**source, Error::InvalidInput { .. })),
+                        && matches!(**source, Error::InvalidInput { .. } | Error::SecretInUse)),
                     "{err:?}"
                 ),
                 None => assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}"),

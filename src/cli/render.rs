@@ -1,19 +1,13 @@
-//! How the tool shows things: aligned tables and times in UTC for people, JSON with stable
-//! field names for scripts.
+//! How the tool shows things to people: aligned tables and times in UTC. The JSON for
+//! scripts is the library's (`keyledger::KeyJson` and its siblings), shared with the admin
+//! API.
 //!
-//! Only `key_json` can carry a secret, and only when `create` hands it one; `roll` prints
-//! its own. Nothing here ever sees an adopted secret or a SHA-256 hash.
+//! Nothing here ever sees a secret, an adopted one or a SHA-256 hash.
 
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
 
-use keyledger::{AuditEntry, Denial, EventKind, IpNet, KeyStatus, KeyView, RefusedAttempt};
-use serde::Serialize;
-
-/// A time as RFC 3339 in UTC, with the log's microseconds.
-pub(super) fn rfc3339(t: SystemTime) -> String {
-    timestamp(t).to_string()
-}
+use keyledger::{AuditEntry, EventKind, IpNet, KeyStatus, KeyView, RefusedAttempt};
 
 /// A time for people: to the second, in UTC (the tables say so in their headers).
 pub(super) fn human_time(t: SystemTime) -> String {
@@ -121,93 +115,6 @@ impl Table {
     }
 }
 
-/// A key, for `--json`. `key` (the secret) is present only in `create`'s output. The
-/// README lists every field; scripts depend on them.
-#[derive(Serialize)]
-pub(super) struct KeyJson<'a> {
-    id: String,
-    name: &'a str,
-    roles: &'a [String],
-    whitelist: Vec<String>,
-    created_by: &'a str,
-    created_at: String,
-    /// `active`, `disabled`, `expired` or `deleted`.
-    status: &'static str,
-    expires_at: Option<String>,
-    /// To the minute.
-    last_used_at: Option<String>,
-    /// `null` while the key is not deleted; the same as `deleted_by` and `deleted_at`.
-    deleted: Option<DeletedJson<'a>>,
-    deleted_by: Option<&'a str>,
-    deleted_at: Option<String>,
-    /// Adopted from another system (`import-key`, `import-keys`) rather than generated.
-    imported: bool,
-    hint: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct DeletedJson<'a> {
-    by: &'a str,
-    at: String,
-}
-
-pub(super) fn key_json<'a>(view: &'a KeyView, secret: Option<&'a str>) -> KeyJson<'a> {
-    KeyJson {
-        id: view.id.to_string(),
-        name: &view.name,
-        roles: &view.roles,
-        whitelist: view.whitelist.iter().map(ToString::to_string).collect(),
-        created_by: view.created_by.id(),
-        created_at: rfc3339(view.created_at),
-        status: view.status.as_str(),
-        expires_at: view.expires_at.map(rfc3339),
-        last_used_at: view.last_used_at.map(rfc3339),
-        deleted: view.deleted.as_ref().map(|(by, at)| DeletedJson {
-            by: by.id(),
-            at: rfc3339(*at),
-        }),
-        deleted_by: view.deleted.as_ref().map(|(by, _)| by.id()),
-        deleted_at: view.deleted.as_ref().map(|(_, at)| rfc3339(*at)),
-        imported: view.imported,
-        hint: &view.hint,
-        key: secret,
-    }
-}
-
-/// An audit entry, for `--json`. `ip` is the network of a whitelist change, else `null`;
-/// `previous_valid_until` is set for `rolled` only; `via` is the admin key the actor came
-/// through, if any.
-#[derive(Serialize)]
-pub(super) struct AuditJson<'a> {
-    seq: u64,
-    at: String,
-    actor: &'a str,
-    actor_role: &'static str,
-    kind: &'static str,
-    key_id: String,
-    key_name: &'a str,
-    ip: Option<String>,
-    previous_valid_until: Option<String>,
-    via: Option<String>,
-}
-
-pub(super) fn audit_json(entry: &AuditEntry) -> AuditJson<'_> {
-    AuditJson {
-        seq: entry.seq,
-        at: rfc3339(entry.at),
-        actor: entry.actor.id(),
-        actor_role: entry.actor.role().as_str(),
-        kind: entry.kind.as_str(),
-        key_id: entry.key_id.to_string(),
-        key_name: &entry.key_name,
-        ip: whitelist_change(entry).map(ToString::to_string),
-        previous_valid_until: entry.previous_valid_until.map(rfc3339),
-        via: entry.via.map(|id| id.to_string()),
-    }
-}
-
 /// A roll's grace period for people: how long, and until when, the previous secret verified.
 fn grace(rolled_at: SystemTime, previous_valid_until: SystemTime) -> String {
     match previous_valid_until.duration_since(rolled_at) {
@@ -217,13 +124,6 @@ fn grace(rolled_at: SystemTime, previous_valid_until: SystemTime) -> String {
             human_time(previous_valid_until)
         ),
         _ => "no grace: previous secret stopped at once".to_owned(),
-    }
-}
-
-fn whitelist_change(entry: &AuditEntry) -> Option<&IpNet> {
-    match entry.kind {
-        EventKind::Whitelisted | EventKind::Unwhitelisted => entry.nets.first(),
-        _ => None,
     }
 }
 
@@ -337,42 +237,6 @@ pub(super) fn key_details(out: &mut impl Write, k: &KeyView) -> io::Result<()> {
         writeln!(out, "{field:<10} {value}")?;
     }
     Ok(())
-}
-
-/// A refused command of the security trail, for `audit --refused --json`.
-#[derive(Serialize)]
-pub(super) struct RefusedJson<'a> {
-    at: String,
-    actor: &'a str,
-    actor_role: &'static str,
-    /// `create`, `import`, `whitelist`, `unwhitelist`, `delete`, `roll`, `disable` or
-    /// `enable`.
-    action: &'static str,
-    /// `null` for a creation or an import.
-    key_id: Option<String>,
-    /// For `not_owner`, the actor who created the key.
-    owner: Option<&'a str>,
-    via: Option<String>,
-    /// `not_an_admin`, `grants_super_admin` or `not_owner`.
-    reason: &'static str,
-    message: String,
-}
-
-pub(super) fn refused_json(attempt: &RefusedAttempt) -> RefusedJson<'_> {
-    RefusedJson {
-        at: rfc3339(attempt.at),
-        actor: attempt.actor.id(),
-        actor_role: attempt.actor.role().as_str(),
-        action: attempt.action.as_str(),
-        key_id: attempt.key.map(|id| id.to_string()),
-        owner: match &attempt.denial {
-            Denial::NotOwner { owner, .. } => Some(owner),
-            _ => None,
-        },
-        via: attempt.via.map(|id| id.to_string()),
-        reason: attempt.denial.code(),
-        message: attempt.denial.to_string(),
-    }
 }
 
 /// The security trail as a table.

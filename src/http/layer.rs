@@ -146,12 +146,30 @@ impl ApiKeyLayer {
     /// # Errors
     /// The [`Refusal`] the layer would answer with.
     pub fn check(&self, headers: &HeaderMap, extensions: &Extensions) -> Result<VerifiedKey, Refusal> {
-        self.config.check(headers, extensions)
+        self.config.check(headers, extensions, &[])
+    }
+
+    /// As [`check`](Self::check), also requiring `roles`: for routes whose requirements
+    /// come with each request (`keyledger serve`'s `/auth?role=R`).
+    #[cfg(feature = "serve")]
+    pub(crate) fn check_with_roles(
+        &self,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+        roles: &[String],
+    ) -> Result<VerifiedKey, Refusal> {
+        self.config.check(headers, extensions, roles)
+    }
+
+    /// The store the layer verifies with.
+    #[cfg(feature = "serve")]
+    pub(crate) fn store(&self) -> &Arc<KeyStore> {
+        &self.config.store
     }
 }
 
 impl Config {
-    fn check(&self, headers: &HeaderMap, extensions: &Extensions) -> Result<VerifiedKey, Refusal> {
+    fn check(&self, headers: &HeaderMap, extensions: &Extensions, more: &[String]) -> Result<VerifiedKey, Refusal> {
         let key = api_key_from_headers(
             headers
                 .iter()
@@ -169,7 +187,8 @@ impl Config {
                 .map_err(Refusal::ForwardedFor)?
         };
         let verified = self.store.verify(key, client).map_err(Refusal::Key)?;
-        if self.roles.iter().all(|role| verified.has_role(role)) {
+        let required = self.roles.iter().map(|r| &**r).chain(more.iter().map(String::as_str));
+        if required.into_iter().all(|role| verified.has_role(role)) {
             Ok(verified)
         } else {
             Err(Refusal::RoleMissing)
@@ -238,7 +257,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match self.config.check(request.headers(), request.extensions()) {
+        match self.config.check(request.headers(), request.extensions(), &[]) {
             Ok(key) => {
                 request.extensions_mut().insert(key);
                 ResponseFuture {

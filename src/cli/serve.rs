@@ -1,0 +1,101 @@
+//! `keyledger serve`: opens the store, runs the library's `Server` on it until SIGTERM or
+//! SIGINT, then closes the store.
+//!
+//! Prints `listening on ADDR` once the socket is bound (so `--listen 127.0.0.1:0` can be
+//! used), and warnings on standard error; it never prints a key.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Args;
+use keyledger::{IpNet, Server, TrustedProxies};
+
+use super::{Failure, Store, exit, net_arg};
+
+#[derive(Debug, Args)]
+pub(super) struct ServeArgs {
+    /// The address to listen on, e.g. 127.0.0.1:8080; port 0 picks a free one (printed at start)
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// A reverse proxy's address or network (repeat for more): behind it, the client is the
+    /// rightmost X-Forwarded-For address that is not a trusted proxy
+    #[arg(long = "trusted-proxy", value_name = "NET", value_parser = net_arg)]
+    trusted_proxies: Vec<IpNet>,
+    /// Seconds a client may take to send a request's headers or its body, or to take each
+    /// part of the answer; idle connections close after it too
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    read_timeout: u64,
+    /// Most connections open at once; more wait in the system's backlog
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+}
+
+const NOT_LOOPBACK: &str = "\
+the admin API takes admin keys in the clear: serve it on loopback, or keep it behind a \
+proxy that terminates TLS and does not route /v1 from outside";
+
+pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    let proxies = TrustedProxies::new(args.trusted_proxies)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("keyledger-serve")
+        .build()
+        .map_err(|e| Failure::new(exit::STORAGE, format!("cannot start the server's threads: {e}")))?;
+    let keys = Arc::new(store.open(false)?);
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(args.listen))
+        .map_err(|e| Failure::new(exit::STORAGE, format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr()?;
+    // Handlers first: a signal that arrives once the address is printed must stop the
+    // server gracefully, not kill it.
+    let stop = {
+        let _inside = runtime.enter();
+        stop_signals()?
+    };
+    if !addr.ip().is_loopback() {
+        eprintln!("warning: listening on {addr}, not a loopback address: {NOT_LOOPBACK}");
+    }
+    writeln!(out, "listening on {addr}")?;
+    out.flush()?;
+    let server = Server::new(Arc::clone(&keys))
+        .trusted_proxies(proxies)
+        .read_timeout(std::time::Duration::from_secs(args.read_timeout))
+        .max_connections(args.max_connections as usize);
+    runtime.block_on(server.run(listener, stop));
+    // Waits for store calls still running on the blocking pool: their writes are durable
+    // either way, and the store must outlive them.
+    drop(runtime);
+    // The last reference: the store saves its last-used stamps and a due snapshot, and
+    // lets go of its lock.
+    drop(keys);
+    writeln!(out, "stopped")?;
+    Ok(exit::OK)
+}
+
+/// Completes on the first SIGTERM or SIGINT (Ctrl-C).
+#[cfg(unix)]
+fn stop_signals() -> Result<impl Future<Output = ()>, Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let cannot = |e: std::io::Error| Failure::new(exit::STORAGE, format!("cannot handle signals: {e}"));
+    let mut term = signal(SignalKind::terminate()).map_err(cannot)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(cannot)?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        eprintln!("{name}: finishing the requests in flight, then closing the store");
+    })
+}
+
+/// Completes on the first Ctrl-C.
+#[cfg(not(unix))]
+fn stop_signals() -> Result<impl Future<Output = ()>, Failure> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("Ctrl-C: finishing the requests in flight, then closing the store");
+    })
+}

@@ -1,0 +1,635 @@
+//! The JSON keyledger speaks (feature `json`): the objects the command-line tool prints with
+//! `--json` and the admin API of `keyledger serve` answers with, that API's error body, the
+//! audit filters both take, the `import-keys` line format, and the duration syntax of
+//! expiries and grace periods.
+//!
+//! Turns the store's types into these shapes and text into the store's types; it decides
+//! nothing. Only [`KeyJson`] (for a creation) and [`RollJson`] carry a secret: neither
+//! shows it in its `Debug`, both zero it on drop, and no error here ever quotes a secret
+//! read from an import line.
+
+use std::fmt;
+use std::io::{BufRead, Read};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::event::shown;
+use crate::{
+    ApiKey, AuditEntry, Denial, Error, EventKind, ExistingKey, KeyId, KeyView, NewKey, RefusedAttempt,
+    RolledKey, redact_keys,
+};
+
+/// Most lines [`read_import_lines`] takes: one commit, held in memory until it is durable.
+pub const MAX_IMPORT_LINES: usize = 1_000_000;
+/// Most bytes of one import line: a key with the most roles and the longest whitelist the
+/// library allows fits with room.
+pub const MAX_IMPORT_LINE_BYTES: usize = 128 * 1024;
+/// Most bytes [`read_import_lines`] reads.
+pub const MAX_IMPORT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A time as the JSON writes it: RFC 3339 in UTC, with the log's microseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    // Only a log written by a clock past the year 9999 gets the fallback; show the
+    // largest time rather than refuse to show the log.
+    jiff::Timestamp::try_from(t)
+        .unwrap_or(jiff::Timestamp::MAX)
+        .to_string()
+}
+
+/// A time given as RFC 3339 (`2026-12-31T23:59:59Z`), for argument `field`.
+pub(crate) fn parse_time(field: &'static str, s: &str) -> Result<SystemTime, Error> {
+    s.parse::<jiff::Timestamp>()
+        .map(SystemTime::from)
+        .map_err(|_| Error::invalid(field, format!("{:?} is not an RFC 3339 time", shown(s))))
+}
+
+/// A key: `create --json` (with `key`, the secret), `show`, `list`, `audit --at`, and the
+/// admin API's key answers. The README lists every field; scripts depend on them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct KeyJson {
+    /// 16 hex digits.
+    pub id: String,
+    /// The key's name.
+    pub name: String,
+    /// Its roles, in the order given.
+    pub roles: Vec<String>,
+    /// CIDR strings; empty admits any address.
+    pub whitelist: Vec<String>,
+    /// The creator's actor id.
+    pub created_by: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// `active`, `disabled`, `expired` or `deleted`.
+    pub status: String,
+    /// RFC 3339, or `null` for a key that never expires.
+    pub expires_at: Option<String>,
+    /// The start of the minute of the last successful verify, or `null`.
+    pub last_used_at: Option<String>,
+    /// `null` while the key is not deleted; the same as `deleted_by` and `deleted_at`.
+    pub deleted: Option<DeletedJson>,
+    /// Who deleted it, or `null`.
+    pub deleted_by: Option<String>,
+    /// When it was deleted, or `null`.
+    pub deleted_at: Option<String>,
+    /// Adopted from another system rather than generated.
+    pub imported: bool,
+    /// `klk_…` and the last four characters.
+    pub hint: String,
+    /// The secret: present only in a creation's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// Who deleted a key, and when: [`KeyJson::deleted`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DeletedJson {
+    /// The actor id.
+    pub by: String,
+    /// RFC 3339.
+    pub at: String,
+}
+
+impl From<&KeyView> for KeyJson {
+    fn from(view: &KeyView) -> Self {
+        KeyJson {
+            id: view.id.to_string(),
+            name: view.name.clone(),
+            roles: view.roles.clone(),
+            whitelist: view.whitelist.iter().map(ToString::to_string).collect(),
+            created_by: view.created_by.id().to_owned(),
+            created_at: rfc3339(view.created_at),
+            status: view.status.as_str().to_owned(),
+            expires_at: view.expires_at.map(rfc3339),
+            last_used_at: view.last_used_at.map(rfc3339),
+            deleted: view.deleted.as_ref().map(|(by, at)| DeletedJson {
+                by: by.id().to_owned(),
+                at: rfc3339(*at),
+            }),
+            deleted_by: view.deleted.as_ref().map(|(by, _)| by.id().to_owned()),
+            deleted_at: view.deleted.as_ref().map(|(_, at)| rfc3339(*at)),
+            imported: view.imported,
+            hint: view.hint.clone(),
+            key: None,
+        }
+    }
+}
+
+impl KeyJson {
+    /// A new key's answer: the view with its secret, shown this once.
+    pub fn created(view: &KeyView, key: &ApiKey) -> Self {
+        let mut json = KeyJson::from(view);
+        json.key = Some(key.expose_secret().to_owned());
+        json
+    }
+}
+
+impl fmt::Debug for KeyJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyJson")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .field("status", &self.status)
+            .field("hint", &self.hint)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for KeyJson {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.as_mut() {
+            key.zeroize();
+        }
+    }
+}
+
+/// A rolled key's answer (`roll --json`, `POST /v1/keys/{id}/roll`): the new secret,
+/// shown this once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RollJson {
+    /// 16 hex digits.
+    pub id: String,
+    /// The new secret.
+    pub key: String,
+    /// RFC 3339: until when the previous secret verifies (the roll's own time for no grace).
+    pub previous_valid_until: String,
+}
+
+impl From<&RolledKey> for RollJson {
+    fn from(rolled: &RolledKey) -> Self {
+        RollJson {
+            id: rolled.id.to_string(),
+            key: rolled.key.expose_secret().to_owned(),
+            previous_valid_until: rfc3339(rolled.previous_valid_until),
+        }
+    }
+}
+
+impl fmt::Debug for RollJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RollJson")
+            .field("id", &self.id)
+            .field("key", &"<redacted>")
+            .field("previous_valid_until", &self.previous_valid_until)
+            .finish()
+    }
+}
+
+impl Drop for RollJson {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+/// One adopted key of an import (`import-keys --json`, `POST /v1/keys/import`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ImportedJson {
+    /// Its line in the import, from 1.
+    pub line: usize,
+    /// Its new id.
+    pub id: String,
+}
+
+impl ImportedJson {
+    /// The key adopted from `line` (from 1) as `id`.
+    pub fn new(line: usize, id: KeyId) -> Self {
+        ImportedJson {
+            line,
+            id: id.to_string(),
+        }
+    }
+}
+
+/// An audit entry (`audit --json`, `GET /v1/audit`). `ip` is the network of a whitelist
+/// change, else `null`; `previous_valid_until` is set for `rolled` only; `via` is the
+/// admin key the actor came through, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AuditJson {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// RFC 3339.
+    pub at: String,
+    /// Who.
+    pub actor: String,
+    /// `super-admin`, `admin` or `user`.
+    pub actor_role: String,
+    /// `created`, `imported`, `whitelisted`, `unwhitelisted`, `rolled`, `disabled`,
+    /// `enabled` or `deleted`.
+    pub kind: String,
+    /// The key.
+    pub key_id: String,
+    /// Its name.
+    pub key_name: String,
+    /// The network added or removed, for `whitelisted` and `unwhitelisted`.
+    pub ip: Option<String>,
+    /// For `rolled`: until when the previous secret verified.
+    pub previous_valid_until: Option<String>,
+    /// The admin key the actor came through.
+    pub via: Option<String>,
+}
+
+impl From<&AuditEntry> for AuditJson {
+    fn from(entry: &AuditEntry) -> Self {
+        let ip = match entry.kind {
+            EventKind::Whitelisted | EventKind::Unwhitelisted => entry.nets.first().map(ToString::to_string),
+            _ => None,
+        };
+        AuditJson {
+            seq: entry.seq,
+            at: rfc3339(entry.at),
+            actor: entry.actor.id().to_owned(),
+            actor_role: entry.actor.role().as_str().to_owned(),
+            kind: entry.kind.as_str().to_owned(),
+            key_id: entry.key_id.to_string(),
+            key_name: entry.key_name.clone(),
+            ip,
+            previous_valid_until: entry.previous_valid_until.map(rfc3339),
+            via: entry.via.map(|id| id.to_string()),
+        }
+    }
+}
+
+/// A refused command of the security trail (`audit --refused --json`,
+/// `GET /v1/audit?refused=true`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RefusedJson {
+    /// RFC 3339.
+    pub at: String,
+    /// Who tried.
+    pub actor: String,
+    /// As what.
+    pub actor_role: String,
+    /// `create`, `import`, `whitelist`, `unwhitelist`, `delete`, `roll`, `disable` or
+    /// `enable`.
+    pub action: String,
+    /// The key aimed at; `null` for a creation or an import.
+    pub key_id: Option<String>,
+    /// For `not_owner`, the actor who created the key.
+    pub owner: Option<String>,
+    /// The admin key the actor came through.
+    pub via: Option<String>,
+    /// `not_an_admin`, `grants_super_admin` or `not_owner`.
+    pub reason: String,
+    /// The reason in words.
+    pub message: String,
+}
+
+impl From<&RefusedAttempt> for RefusedJson {
+    fn from(attempt: &RefusedAttempt) -> Self {
+        RefusedJson {
+            at: rfc3339(attempt.at),
+            actor: attempt.actor.id().to_owned(),
+            actor_role: attempt.actor.role().as_str().to_owned(),
+            action: attempt.action.as_str().to_owned(),
+            key_id: attempt.key.map(|id| id.to_string()),
+            owner: match &attempt.denial {
+                Denial::NotOwner { owner, .. } => Some(owner.clone()),
+                _ => None,
+            },
+            via: attempt.via.map(|id| id.to_string()),
+            reason: attempt.denial.code().to_owned(),
+            message: attempt.denial.to_string(),
+        }
+    }
+}
+
+/// The admin API's error body: `error` names the [`Error`] variant ([`Error::code`]), or
+/// one of the API's own kinds (`unauthorized`, `forbidden`, `not_found`, ...); the other
+/// fields say more where they apply. Never quotes a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ErrorJson {
+    /// What kind of error, in snake case.
+    pub error: String,
+    /// For an authentication refusal (`unauthorized`, `forbidden`), the refusal's code;
+    /// for `permission_denied`, the rule's ([`Denial::code`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The error in words, as the command-line tool would say it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// For `invalid_input`, which argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The key the error is about, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// For `import_entry`, the refused key's position from 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// For `import_entry`, why that key was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Box<ErrorJson>>,
+}
+
+impl ErrorJson {
+    /// An error of the API's own `kind`, said in `message`.
+    pub fn new(kind: &str, message: impl Into<String>) -> Self {
+        ErrorJson {
+            error: kind.to_owned(),
+            reason: None,
+            message: Some(redact_keys(&message.into()).into_owned()),
+            field: None,
+            id: None,
+            index: None,
+            source: None,
+        }
+    }
+}
+
+impl From<&Error> for ErrorJson {
+    fn from(e: &Error) -> Self {
+        let mut json = ErrorJson::new(e.code(), e.to_string());
+        match e {
+            Error::InvalidInput { field, .. } => json.field = Some((*field).to_owned()),
+            Error::PermissionDenied { denial, .. } => {
+                json.reason = Some(denial.code().to_owned());
+                if let Denial::NotOwner { key, .. } = denial {
+                    json.id = Some(key.to_string());
+                }
+            }
+            Error::KeyNotFound(id)
+            | Error::KeyDeleted(id)
+            | Error::WhitelistUnchanged { id, .. }
+            | Error::StateUnchanged { id, .. }
+            | Error::LastWhitelistEntry { id } => json.id = Some(id.to_string()),
+            Error::ImportEntry { index, source } => {
+                json.index = Some(*index);
+                json.source = Some(Box::new(ErrorJson::from(&**source)));
+            }
+            _ => {}
+        }
+        json
+    }
+}
+
+/// The filters of the audit trail, as `keyledger audit` and `GET /v1/audit` take them;
+/// every one given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditFilter {
+    /// Only entries about this key.
+    pub key: Option<KeyId>,
+    /// Only entries by this actor id.
+    pub actor: Option<String>,
+    /// Only entries of this kind (not for refused attempts, which have none).
+    pub kind: Option<EventKind>,
+    /// Only entries at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only entries at or before this time.
+    pub until: Option<SystemTime>,
+}
+
+impl AuditFilter {
+    /// Whether no filter is set.
+    pub fn is_empty(&self) -> bool {
+        *self == AuditFilter::default()
+    }
+
+    /// Whether an audit entry passes.
+    pub fn matches(&self, e: &AuditEntry) -> bool {
+        self.key.is_none_or(|id| e.key_id == id)
+            && self.actor.as_deref().is_none_or(|a| e.actor.id() == a)
+            && self.kind.is_none_or(|k| e.kind == k)
+            && self.since.is_none_or(|t| e.at >= t)
+            && self.until.is_none_or(|t| e.at <= t)
+    }
+
+    /// Whether a refused attempt passes (`kind` does not apply).
+    pub fn matches_refused(&self, a: &RefusedAttempt) -> bool {
+        self.key.is_none_or(|id| a.key == Some(id))
+            && self.actor.as_deref().is_none_or(|id| a.actor.id() == id)
+            && self.since.is_none_or(|t| a.at >= t)
+            && self.until.is_none_or(|t| a.at <= t)
+    }
+}
+
+/// A length of time as people type it: `90s`, `15m`, `12h`, `30d`, `2w`, `1h30m`, or ISO
+/// 8601 (`PT36H`, `P30D`). A day is 24 hours and a week 7 days: an expiry or a grace is an
+/// amount of time, not a date on a calendar, so months and years, whose length varies,
+/// are refused.
+fn parse_duration(s: &str) -> Result<jiff::SignedDuration, String> {
+    let span: jiff::Span = s
+        .parse()
+        .map_err(|_| "not a duration: give a number and a unit, as in 90s, 15m, 12h, 30d or 2w".to_owned())?;
+    if span.get_years() != 0 || span.get_months() != 0 {
+        return Err("months and years have no fixed length: give days (30d) or weeks (4w)".into());
+    }
+    span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|e| format!("not a duration: {e}"))
+}
+
+/// How long a new key lives (`--expires-in`, `"expires_in"`): more than nothing, in the
+/// duration syntax (`90s`, `15m`, `12h`, `30d`, `2w`, `1h30m`, `P30D`; a day is 24 hours;
+/// months and years are refused).
+///
+/// # Errors
+/// [`Error::InvalidInput`] (`expires_in`) for anything else.
+pub fn parse_lifetime(s: &str) -> Result<Duration, Error> {
+    let invalid = |reason: String| Error::invalid("expires_in", reason);
+    let d = parse_duration(s).map_err(invalid)?;
+    if !d.is_positive() {
+        return Err(invalid("a key must live for more than 0s".into()));
+    }
+    Duration::try_from(d).map_err(|e| invalid(format!("not a duration: {e}")))
+}
+
+/// How long a rolled key's previous secret keeps verifying (`--grace`, `"grace"`):
+/// nothing at all (`0s`), or more, in the syntax of [`parse_lifetime`].
+///
+/// # Errors
+/// [`Error::InvalidInput`] (`grace`) for anything else.
+pub fn parse_grace(s: &str) -> Result<Duration, Error> {
+    let d = parse_duration(s).map_err(|reason| Error::invalid("grace", reason))?;
+    Duration::try_from(d).map_err(|_| Error::invalid("grace", "a grace period cannot be negative"))
+}
+
+/// One import line. `key` and `sha256` are taken as any JSON value and checked here, so
+/// that a parse error never quotes what they held.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportLine {
+    name: String,
+    roles: Vec<String>,
+    #[serde(default)]
+    ips: Vec<String>,
+    #[serde(default)]
+    expires_at: Option<String>,
+    #[serde(default)]
+    key: Option<serde_json::Value>,
+    #[serde(default)]
+    sha256: Option<serde_json::Value>,
+}
+
+/// A string field that may hold a secret, moved out of the JSON value to be zeroed on drop.
+fn secret_field(value: serde_json::Value, field: &'static str) -> Result<Zeroizing<String>, Error> {
+    match value {
+        serde_json::Value::String(s) => Ok(Zeroizing::new(s)),
+        _ => Err(Error::invalid(field, format!("\"{field}\" must be a string"))),
+    }
+}
+
+/// Parses one import line into the key to adopt.
+fn import_line(text: &str) -> Result<ExistingKey, Error> {
+    let line: ImportLine = serde_json::from_str(text).map_err(|e| {
+        // Every line is parsed alone: serde's own "at line 1 column C" would mislead.
+        let message = e.to_string();
+        let position = format!(" at line {} column {}", e.line(), e.column());
+        let reason = match message.strip_suffix(&position) {
+            Some(bare) => format!("{bare} (column {})", e.column()),
+            None => message,
+        };
+        Error::invalid("line", reason)
+    })?;
+    let mut new = NewKey::new(line.name);
+    for role in line.roles {
+        new = new.role(role);
+    }
+    for net in &line.ips {
+        new = new.allow(crate::parse_net(net)?);
+    }
+    if let Some(at) = line.expires_at {
+        new = new.expires_at(parse_time("expires_at", &at)?);
+    }
+    match (line.key, line.sha256) {
+        (Some(key), None) => ExistingKey::with_secret(new, &secret_field(key, "key")?),
+        (None, Some(hex)) => ExistingKey::with_sha256(new, &secret_field(hex, "sha256")?),
+        (Some(_), Some(_)) => Err(Error::invalid("key", "give \"key\" or \"sha256\", not both")),
+        (None, None) => Err(Error::invalid(
+            "key",
+            "missing the secret: give \"key\" (the secret) or \"sha256\" (its SHA-256)",
+        )),
+    }
+}
+
+/// Reads the keys to adopt from JSON Lines, one key a line, as `keyledger import-keys`
+/// reads its file and `POST /v1/keys/import` its body:
+///
+/// ```text
+/// {"name": "legacy bot", "roles": ["bot"], "ips": ["10.0.0.0/8"], "expires_at": "2027-01-01T00:00:00Z", "key": "SECRET"}
+/// {"name": "old sync", "roles": ["sync"], "sha256": "<64 lowercase hex digits of SHA-256(SECRET)>"}
+/// ```
+///
+/// `ips` and `expires_at` are optional; exactly one of `key` and `sha256` is required; any
+/// other field, and a blank line, is refused. At most [`MAX_IMPORT_LINES`] lines of
+/// [`MAX_IMPORT_LINE_BYTES`], and [`MAX_IMPORT_BYTES`] in all.
+///
+/// # Errors
+/// [`Error::ImportEntry`] naming the first bad line (from 1) and why; [`Error::InvalidInput`]
+/// (`import`) for no keys at all or an input past the limits; [`Error::Io`] if reading
+/// fails. No error quotes a secret.
+pub fn read_import_lines(input: impl BufRead) -> Result<Vec<ExistingKey>, Error> {
+    let mut reader = input.take(MAX_IMPORT_BYTES + 1);
+    let bad_line = |n: usize, reason: &str| Error::ImportEntry {
+        index: n,
+        source: Box::new(Error::invalid("line", reason)),
+    };
+    let mut keys = Vec::new();
+    let mut buf = Zeroizing::new(Vec::new());
+    for n in 1.. {
+        buf.clear();
+        let read = (&mut reader)
+            .take(MAX_IMPORT_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)?;
+        if read == 0 {
+            break;
+        }
+        if reader.limit() == 0 {
+            return Err(Error::invalid(
+                "import",
+                format!("it is larger than {} MiB; split it", MAX_IMPORT_BYTES / 1024 / 1024),
+            ));
+        }
+        if n > MAX_IMPORT_LINES {
+            return Err(Error::invalid(
+                "import",
+                format!("it has more than {MAX_IMPORT_LINES} lines; split it"),
+            ));
+        }
+        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        if body.len() > MAX_IMPORT_LINE_BYTES {
+            return Err(bad_line(n, &format!("longer than {MAX_IMPORT_LINE_BYTES} bytes")));
+        }
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        let text = std::str::from_utf8(body).map_err(|_| bad_line(n, "not UTF-8"))?;
+        if text.trim().is_empty() {
+            return Err(bad_line(n, "blank; every line must hold one key"));
+        }
+        keys.push(import_line(text).map_err(|e| Error::ImportEntry {
+            index: n,
+            source: Box::new(e),
+        })?);
+    }
+    if keys.is_empty() {
+        return Err(Error::invalid("import", "it holds no keys"));
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_lines_name_the_first_bad_line_without_quoting_its_secret() {
+        let secret = "leak_me_not_00000000009";
+        let good = format!(r#"{{"name": "a", "roles": ["bot"], "key": "good_secret_00000000001"}}"#);
+        let bad = format!(r#"{{"name": "b", "roles": ["bot"], "key": "{secret}", "sha256": "00"}}"#);
+        let err = read_import_lines(format!("{good}\n{bad}\n").as_bytes()).unwrap_err();
+        assert!(
+            matches!(&err, Error::ImportEntry { index: 2, source }
+                if matches!(**source, Error::InvalidInput { field: "key", .. })),
+            "{err:?}"
+        );
+        assert!(!err.to_string().contains(secret), "{err}");
+        let err = read_import_lines(format!("{good}\n\n").as_bytes()).unwrap_err();
+        assert!(matches!(err, Error::ImportEntry { index: 2, .. }), "{err:?}");
+        let none = read_import_lines(&b""[..]).unwrap_err();
+        assert!(matches!(none, Error::InvalidInput { field: "import", .. }), "{none:?}");
+        assert_eq!(read_import_lines(format!("{good}\r\n").as_bytes()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn durations_take_days_and_weeks_but_not_months() {
+        assert_eq!(parse_grace("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_grace("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_lifetime("2w").unwrap(), Duration::from_secs(14 * 86_400));
+        assert_eq!(parse_lifetime("P30D").unwrap(), Duration::from_secs(30 * 86_400));
+        for (bad, says) in [("0s", "more than 0s"), ("-5m", "more than 0s"), ("1mo", "months")] {
+            let e = parse_lifetime(bad).unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidInput { field: "expires_in", reason } if reason.contains(says)),
+                "{bad}: {e:?}"
+            );
+        }
+        assert!(matches!(parse_grace("-1h"), Err(Error::InvalidInput { field: "grace", ref reason }) if reason.contains("negative")));
+        assert!(matches!(parse_grace("soon"), Err(Error::InvalidInput { field: "grace", ref reason }) if reason.contains("not a duration")));
+    }
+
+    #[test]
+    fn error_bodies_name_the_variant_and_what_it_is_about() {
+        let id: KeyId = "00000000000000aa".parse().unwrap();
+        let nested = Error::ImportEntry {
+            index: 3,
+            source: Box::new(Error::SecretInUse),
+        };
+        let json = serde_json::to_value(ErrorJson::from(&nested)).unwrap();
+        assert_eq!(json["error"], "import_entry");
+        assert_eq!(json["index"], 3);
+        assert_eq!(json["source"]["error"], "secret_in_use");
+        let json = serde_json::to_value(ErrorJson::from(&Error::KeyDeleted(id))).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"error": "key_deleted", "id": "00000000000000aa", "message": "key 00000000000000aa has been deleted"})
+        );
+    }
+}

@@ -1,0 +1,302 @@
+//! `keyledger serve` (feature `serve`): forward-auth for reverse proxies (`/auth`), a health
+//! check (`/healthz`) and the admin API (`/v1`), over HTTP/1.1.
+//!
+//! Decides nothing about keys: `/auth` asks the same check as [`ApiKeyLayer`], the admin
+//! API calls the store as the actor [`KeyStore::acting_through`] names, and each library
+//! error maps to one status here. `/auth` must never answer anything but 200, 401 or 403,
+//! and never 200 unless the check passed.
+
+mod admin;
+mod auth;
+mod body;
+mod listen;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use http::{Extensions, StatusCode};
+use tokio::sync::Semaphore;
+
+use crate::{ApiKeyLayer, ErrorJson, Integrity, KeyStore, PeerAddr, TrustedProxies};
+
+/// The most bytes of a JSON request body (an import's JSON Lines aside): a key with the
+/// most roles and the longest whitelist fits with room.
+pub const MAX_BODY_BYTES: usize = 128 * 1024;
+/// The most bytes of an import's JSON Lines body (`POST /v1/keys/import`): about 100,000
+/// keys; split larger imports, or use `keyledger import-keys` on the store itself.
+pub const MAX_IMPORT_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// keyledger's HTTP server: forward-auth, health and the admin API over one store.
+///
+/// | route | answers |
+/// | --- | --- |
+/// | `/auth`, `/auth/...` (any method), `?role=R` repeatable | 200 with `X-Keyledger-Key-Id`, `X-Keyledger-Key-Name` (percent-encoded) and `X-Keyledger-Roles`; else 401 or 403 as [`ApiKeyLayer`] answers. Nothing else, ever. |
+/// | `GET /healthz` | 200 `{"status":"ok","last_seq":N}`; 503 when the store cannot serve |
+/// | `GET /`, `/ui/app.js`, `/ui/app.css` | the admins' page, a client of `/v1` (see the README) |
+/// | `/v1/...` | the admin API, authenticated by an admin key in `x-api-key` (see the README) |
+///
+/// Either [`run`](Self::run) it on a listener of its own (with timeouts, connection limits
+/// and graceful shutdown), or mount [`router`](Self::router) in a host's axum app, served
+/// with `into_make_service_with_connect_info::<SocketAddr>()`.
+///
+/// # Example
+/// ```no_run
+/// # async fn doc() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use keyledger::{KeyStore, Server, TrustedProxies};
+///
+/// let store = Arc::new(KeyStore::builder().create_if_missing(false).open("keys.db")?);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// Server::new(store)
+///     .trusted_proxies(TrustedProxies::parse(["127.0.0.1"])?)
+///     .run(listener, async { let _ = tokio::signal::ctrl_c().await; })
+///     .await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Server {
+    layer: ApiKeyLayer,
+    options: Options,
+}
+
+/// The limits a [`Server`] runs with.
+#[derive(Debug, Clone, Copy)]
+struct Options {
+    read_timeout: Duration,
+    max_connections: usize,
+    max_admin_requests: usize,
+    shutdown_timeout: Duration,
+}
+
+/// What every handler shares.
+struct Shared {
+    layer: ApiKeyLayer,
+    /// Admin requests being served: each holds a permit from before its body is read
+    /// until its store call returns.
+    admin: Arc<Semaphore>,
+    /// Imports being read and parsed: one at a time, so that their large bodies are too.
+    imports: Arc<Semaphore>,
+    options: Options,
+}
+
+impl Shared {
+    fn store(&self) -> &Arc<KeyStore> {
+        self.layer.store()
+    }
+}
+
+/// The connection's peer, as [`Server::run`] inserts it, or as axum's `ConnectInfo` when
+/// a host serves the router.
+fn peer_addr(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<PeerAddr>()
+        .map(|p| p.0.ip())
+        .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
+}
+
+impl Server {
+    /// Serves `store`, trusting no proxy, with the default limits: a 10 s read timeout,
+    /// 1024 connections, 32 admin requests at a time, and 10 s to finish in-flight
+    /// requests at shutdown.
+    pub fn new(store: Arc<KeyStore>) -> Self {
+        Server {
+            layer: ApiKeyLayer::new(store).peer_addr_from(peer_addr),
+            options: Options {
+                read_timeout: Duration::from_secs(10),
+                max_connections: 1024,
+                max_admin_requests: 32,
+                shutdown_timeout: Duration::from_secs(10),
+            },
+        }
+    }
+
+    /// Reads the client's address from `X-Forwarded-For` when the connection comes from
+    /// one of these proxies (rightmost untrusted; see [`TrustedProxies::client_ip`]).
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.layer = self.layer.trusted_proxies(proxies);
+        self
+    }
+
+    /// How long a client may take to send a request's headers (from the moment the
+    /// connection is ready for one, so it also closes idle keep-alive connections), to
+    /// send its body, and to take each part of the answer; also how long an admin request
+    /// waits for its turn before 503 `overloaded`. At least 1 ms.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.options.read_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Most connections open at once (at least 1); past it, new connections wait in the
+    /// operating system's backlog.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.options.max_connections = connections.max(1);
+        self
+    }
+
+    /// Most admin requests served at once (at least 1); others wait up to the read
+    /// timeout for their turn.
+    pub fn max_admin_requests(mut self, requests: usize) -> Self {
+        self.options.max_admin_requests = requests.max(1);
+        self
+    }
+
+    /// How long shutdown waits for in-flight requests before [`run`](Self::run) returns.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.options.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The routes, to mount in a host's axum app. The client address is the connection's
+    /// peer ([`PeerAddr`] or axum's `ConnectInfo<SocketAddr>`), or behind the trusted
+    /// proxies the rightmost untrusted `X-Forwarded-For` entry. The host then owns the
+    /// limits that [`run`](Self::run) would set: timeouts, connections, graceful shutdown.
+    pub fn router(&self) -> Router {
+        let shared = Arc::new(Shared {
+            layer: self.layer.clone(),
+            admin: Arc::new(Semaphore::new(self.options.max_admin_requests)),
+            imports: Arc::new(Semaphore::new(1)),
+            options: self.options,
+        });
+        Router::new()
+            .route("/auth", any(auth::check))
+            .route("/auth/", any(auth::check))
+            .route("/auth/{*path}", any(auth::check))
+            .route("/healthz", get(health))
+            .nest("/v1", admin::routes())
+            .merge(crate::ui::routes())
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .with_state(shared)
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then stops accepting, lets the
+    /// requests in flight finish (for at most the shutdown timeout) and returns. Each
+    /// request sees its connection's peer as [`PeerAddr`].
+    ///
+    /// Every write the admin API acknowledged was durable before it was answered; the
+    /// store itself closes when its last `Arc` is dropped (a store call still running
+    /// after the timeout holds one until it returns). Errors accepting a connection never
+    /// stop the server: it pauses a moment and accepts again.
+    pub async fn run(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()>) {
+        let router = self.router();
+        listen::serve(router, listener, self.options, shutdown).await;
+    }
+}
+
+/// `GET /healthz`: 200 while the store can serve; 503 once its history proved damaged
+/// (it verifies no key) or its writer stopped (it takes no write).
+async fn health(State(shared): State<Arc<Shared>>) -> Response {
+    let store = shared.store();
+    let last_seq = store.last_seq();
+    let problem = if store.is_closed() {
+        Some("closed")
+    } else if matches!(store.integrity(), Integrity::Damaged(_)) {
+        Some("damaged")
+    } else {
+        None
+    };
+    let status = match problem {
+        None => StatusCode::OK,
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    body::json(
+        status,
+        &Health {
+            status: if problem.is_none() { "ok" } else { "unavailable" },
+            reason: problem,
+            last_seq,
+        },
+    )
+}
+
+/// `/healthz`'s answer: `{"status":"ok","last_seq":N}`, or with `"status":"unavailable"`
+/// and a `reason`.
+#[derive(serde::Serialize)]
+struct Health {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    last_seq: u64,
+}
+
+async fn not_found() -> Response {
+    Reject::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    Reject::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+    .into_response()
+}
+
+/// A request refused, with its answer.
+struct Reject(Response);
+
+impl Reject {
+    /// An error of the API's own `kind` (not a library error).
+    fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
+        Reject(body::json(status, &ErrorJson::new(kind, message)))
+    }
+
+    /// A failure inside the server (a panic in a store call): never a client's fault.
+    fn internal() -> Self {
+        Reject::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request failed inside the server; its standard error says why",
+        )
+    }
+}
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+impl From<crate::Refusal> for Reject {
+    fn from(refusal: crate::Refusal) -> Self {
+        Reject(refusal.response())
+    }
+}
+
+impl From<crate::Error> for Reject {
+    fn from(e: crate::Error) -> Self {
+        Reject(body::json(status_of(&e), &ErrorJson::from(&e)))
+    }
+}
+
+/// The one mapping of library errors to statuses: 400 bad input, 403 permission, 404 a
+/// key unknown or deleted, 409 a change that conflicts with the state, 503 the store.
+fn status_of(e: &crate::Error) -> StatusCode {
+    use crate::Error;
+    match e {
+        Error::InvalidInput { .. } => StatusCode::BAD_REQUEST,
+        Error::PermissionDenied { .. } => StatusCode::FORBIDDEN,
+        Error::KeyNotFound(_) | Error::KeyDeleted(_) => StatusCode::NOT_FOUND,
+        Error::WhitelistUnchanged { .. }
+        | Error::StateUnchanged { .. }
+        | Error::LastWhitelistEntry { .. }
+        | Error::SecretInUse => StatusCode::CONFLICT,
+        Error::ImportEntry { source, .. } => status_of(source),
+        Error::ChainKeyMismatch(_)
+        | Error::Locked { .. }
+        | Error::Io(_)
+        | Error::Storage { .. }
+        | Error::Corrupt { .. }
+        | Error::NotAStore { .. }
+        | Error::WitnessMismatch { .. }
+        | Error::UnsupportedVersion { .. }
+        | Error::Entropy(_)
+        | Error::Closed => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}

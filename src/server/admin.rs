@@ -1,0 +1,494 @@
+//! The admin API (`/v1`): the command line's management and read commands over HTTP, as
+//! the actor an admin key acts as ([`KeyStore::acting_through`]), answering the command
+//! line's JSON.
+//!
+//! Authenticates every request before reading its body, takes a turn (bounded) before any
+//! store call, and runs store calls on the blocking pool (writes wait for a sync). Ownership
+//! and every other rule are the store's; nothing here decides who may do what.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use http::StatusCode;
+use http::request::Parts;
+use ipnet::IpNet;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::body::{self, Layout};
+use super::{MAX_BODY_BYTES, MAX_IMPORT_BODY_BYTES, Reject, Shared};
+use crate::json::parse_time;
+use crate::{
+    Actor, AuditFilter, AuditJson, Error, EventKind, ImportedJson, KeyId, KeyJson, KeyStore, KeyView,
+    RefusedJson, RollJson, parse_grace, parse_lifetime, parse_net, read_import_lines,
+};
+
+pub(super) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/keys", get(list).post(create))
+        .route("/keys/import", post(import))
+        .route("/keys/{id}", get(show).delete(delete))
+        .route("/keys/{id}/whitelist", post(whitelist).delete(unwhitelist))
+        .route("/keys/{id}/roll", post(roll))
+        .route("/keys/{id}/disable", post(disable))
+        .route("/keys/{id}/enable", post(enable))
+        .route("/audit", get(audit))
+        .method_not_allowed_fallback(super::method_not_allowed)
+}
+
+/// An admin request let in: who it acts as, and its turn.
+struct Admitted {
+    actor: Actor,
+    turn: OwnedSemaphorePermit,
+}
+
+impl Shared {
+    /// Authenticates an admin request by its key (the key's own whitelist applies), finds
+    /// the actor it acts as, and waits for its turn.
+    async fn admit(&self, parts: &Parts) -> Result<Admitted, Reject> {
+        let key = self.layer.check(&parts.headers, &parts.extensions)?;
+        let actor = self.store().acting_through(&key)?;
+        let turn = turn(&self.admin, self.options.read_timeout).await?;
+        Ok(Admitted { actor, turn })
+    }
+
+    /// Runs `f` on the blocking pool, holding `turn` until it returns (even if the client
+    /// has gone by then).
+    async fn call<T: Send + 'static>(
+        &self,
+        turn: OwnedSemaphorePermit,
+        f: impl FnOnce(&KeyStore) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Reject> {
+        let store = Arc::clone(self.store());
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            f(&store)
+        })
+        .await
+        .map_err(|_| Reject::internal())?
+        .map_err(Reject::from)
+    }
+
+    /// Reads a JSON body of at most [`MAX_BODY_BYTES`] into `T`.
+    async fn body<T: serde::de::DeserializeOwned>(&self, parts: &Parts, body: axum::body::Body) -> Result<T, Reject> {
+        let bytes = body::read(&parts.headers, body, MAX_BODY_BYTES, self.options.read_timeout).await?;
+        body::parse(&bytes)
+    }
+}
+
+/// A turn from `semaphore`, waiting at most `wait`: past it, 503 `overloaded`.
+async fn turn(semaphore: &Arc<Semaphore>, wait: Duration) -> Result<OwnedSemaphorePermit, Reject> {
+    match tokio::time::timeout(wait, Arc::clone(semaphore).acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(Reject::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many admin requests at once; retry",
+        )),
+    }
+}
+
+fn key_id(s: &str) -> Result<KeyId, Reject> {
+    Ok(s.parse::<KeyId>()?)
+}
+
+/// The key's view after a change, as the answer.
+fn view_of(store: &KeyStore, id: KeyId) -> Result<KeyView, Error> {
+    store.key(id).ok_or(Error::KeyNotFound(id))
+}
+
+fn key_answer(status: StatusCode, json: &KeyJson) -> Response {
+    body::json(status, json)
+}
+
+fn nets(ips: &[String]) -> Result<Vec<IpNet>, Reject> {
+    Ok(ips.iter().map(|s| parse_net(s)).collect::<Result<_, _>>()?)
+}
+
+/// The name-value pairs of a query string, percent-decoded.
+pub(super) fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (super::auth::decode(name), super::auth::decode(value))
+        })
+}
+
+/// A query's parameters, each at most once and each one of `known`.
+fn query(parts: &Parts, known: &[&str]) -> Result<HashMap<String, String>, Reject> {
+    let mut out = HashMap::new();
+    for (name, value) in query_pairs(parts.uri.query()) {
+        if !known.contains(&name.as_str()) {
+            let known = known.join(", ");
+            let reason = format!("unknown parameter {name:?} (known: {known})");
+            return Err(Error::invalid("query", reason).into());
+        }
+        if out.insert(name.clone(), value).is_some() {
+            return Err(Error::invalid("query", format!("{name:?} given twice")).into());
+        }
+    }
+    Ok(out)
+}
+
+/// `true` or `false`.
+fn flag(field: &'static str, value: Option<&String>) -> Result<bool, Reject> {
+    match value.map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(Error::invalid(field, "give true or false").into()),
+    }
+}
+
+/// `GET /v1/keys[?all=true]`: the live keys (all of them with `all`), oldest first, as a
+/// JSON array of key views.
+async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, Reject> {
+    let (parts, _) = request.into_parts();
+    let admitted = shared.admit(&parts).await?;
+    let all = flag("all", query(&parts, &["all"])?.get("all"))?;
+    let views = shared
+        .call(admitted.turn, move |store| {
+            Ok(if all { store.all_keys() } else { store.keys() })
+        })
+        .await?;
+    Ok(body::list(Layout::Array, views, |v, out| {
+        serde_json::to_writer(out, &KeyJson::from(v))
+    }))
+}
+
+/// `GET /v1/keys/{id}`: one key, whatever its status.
+async fn show(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, Reject> {
+    let (parts, _) = request.into_parts();
+    let admitted = shared.admit(&parts).await?;
+    let id = key_id(&id)?;
+    let view = shared.call(admitted.turn, move |store| view_of(store, id)).await?;
+    Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
+}
+
+/// What `POST /v1/keys` takes.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    roles: Vec<String>,
+    #[serde(default)]
+    ips: Vec<String>,
+    /// RFC 3339.
+    #[serde(default)]
+    expires_at: Option<String>,
+    /// The command line's duration syntax, counted from the write.
+    #[serde(default)]
+    expires_in: Option<String>,
+}
+
+/// `POST /v1/keys`: 201 with the new key's view and, this once, its secret in `key`.
+async fn create(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, Reject> {
+    let (parts, body) = request.into_parts();
+    let admitted = shared.admit(&parts).await?;
+    let spec: CreateBody = shared.body(&parts, body).await?;
+    let mut new = crate::NewKey::new(spec.name);
+    for role in spec.roles {
+        new = new.role(role);
+    }
+    for net in nets(&spec.ips)? {
+        new = new.allow(net);
+    }
+    let lifetime = match (spec.expires_at, spec.expires_in) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid("expires_in", "give expires_at or expires_in, not both").into());
+        }
+        (Some(at), None) => {
+            new = new.expires_at(parse_time("expires_at", &at)?);
+            None
+        }
+        (None, Some(d)) => Some(parse_lifetime(&d)?),
+        (None, None) => None,
+    };
+    let actor = admitted.actor;
+    let created = shared
+        .call(admitted.turn, move |store| {
+            // Counted from now, after the wait for a turn, as the command line counts it
+            // from after opening the store.
+            if let Some(lifetime) = lifetime {
+                new = new.expires_at(expiry_in(lifetime)?);
+            }
+            let created = store.create_key(&actor, new)?;
+            Ok(KeyJson::created(&view_of(store, created.id)?, &created.key))
+        })
+        .await?;
+    Ok(key_answer(StatusCode::CREATED, &created))
+}
+
+/// Now plus `lifetime`, which must stay within the times RFC 3339 can write.
+fn expiry_in(lifetime: Duration) -> Result<SystemTime, Error> {
+    jiff::Timestamp::now()
+        .checked_add(lifetime)
+        .map(SystemTime::from)
+        .map_err(|_| {
+            Error::invalid(
+                "expires_in",
+                "reaches past the year 9999; give a shorter duration",
+            )
+        })
+}
+
+/// `DELETE /v1/keys/{id}`: the key's view, now deleted. It no longer verifies.
+async fn delete(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, Reject> {
+    let (parts, _) = request.into_parts();
+    let admitted = shared.admit(&parts).await?;
+    let id = key_id(&id)?;
+    let actor = admitted.actor;
+    let view = shared
+        .call(admitted.turn, move |store| {
+            store.delete_key(&actor, id)?;
+            view_of(store, id)
+        })
+        .await?;
+    Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhitelistBody {
+    ips: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnwhitelistBody {
+    ips: Vec<String>,
+    #[serde(default)]
+    allow_any_address: bool,
+}
+
+/// `POST /v1/keys/{id}/whitelist` `{"ips": [...]}`: the key's view with them added.
+async fn whitelist(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, Reject> {
+    let (parts, body) = request.into_parts();
+    let admitted = shared.admit(&parts).await?;
+    let id = key_id(&id)?;
+    let change: WhitelistBody = shared.body(&parts, body).await?;
+    let nets = nets(&change.ips)?;
+    let actor = admitted.actor;
+    let view = shared
+        .call(admitted.turn, move |store| {
+            store.whitelist_ip(&actor, id, nets)?;
+            view_of(store, id)
+        })
+        .await?;
+    Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
+}
+
+/// `DELETE /v1/keys/{id}/whitelist` `{"ips": [...], "allow_any_address": false}`: the
+/// key's view with them removed. Removing the last entry needs `allow_any_address`.
+async fn unwhitelist(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, Reject> {
+    let (parts, body) = request.into_parts();
+    let admitted = shared.admit(&parts).await?;
+    let id = key_id(&id)?;
+    let change: UnwhitelistBody = shared.body(&parts, body).await?;
+    let nets = nets(&change.ips)?;
+    let actor = admitted.actor;
+    let view = shared
+        .call(admitted.turn, move |store| {
+            if change.allow_any_address {
+                store.unwhitelist_ip_allowing_any_address(&actor, id, nets)?;
+            } else {
+                store.unwhitelist_ip(&actor, id, nets)?;
+            }
+            view_of(store, id)
+        })
+        .await?;
+    Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollBody {
+    /// The command line's duration syntax; none is `0s`.
+    #[serde(default)]
+    grace: Option<String>,
+}
+
+/// `POST /v1/keys/{id}/roll` `{"grace": "1h"}`: the command line's `roll --json` object,
+/// with the new secret shown this once.
+async fn roll(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, Reject> {
+    let (parts, body) = request.into_parts();
+    let admitted = shared.admit(&parts).await?;
+    let id = key_id(&id)?;
+    let spec: RollBody = shared.body(&parts, body).await?;
+    let grace = spec.grace.as_deref().map(parse_grace).transpose()?;
+    let actor = admitted.actor;
+    let rolled = shared
+        .call(admitted.turn, move |store| {
+            let rolled = store.roll_key(&actor, id, grace.unwrap_or_default())?;
+            Ok(RollJson::from(&rolled))
+        })
+        .await?;
+    Ok(body::json(StatusCode::OK, &rolled))
+}
+
+/// `POST /v1/keys/{id}/disable`: the key's view, now disabled.
+async fn disable(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, Reject> {
+    switch(&shared, &id, request, KeyStore::disable_key).await
+}
+
+/// `POST /v1/keys/{id}/enable`: the key's view, enabled again.
+async fn enable(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, Reject> {
+    switch(&shared, &id, request, KeyStore::enable_key).await
+}
+
+async fn switch(
+    shared: &Shared,
+    id: &str,
+    request: Request,
+    to: fn(&KeyStore, &Actor, KeyId) -> Result<u64, Error>,
+) -> Result<Response, Reject> {
+    let (parts, _) = request.into_parts();
+    let admitted = shared.admit(&parts).await?;
+    let id = key_id(id)?;
+    let actor = admitted.actor;
+    let view = shared
+        .call(admitted.turn, move |store| {
+            to(store, &actor, id)?;
+            view_of(store, id)
+        })
+        .await?;
+    Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
+}
+
+/// `POST /v1/keys/import` with the `import-keys` JSON Lines as the body (at most
+/// [`MAX_IMPORT_BODY_BYTES`]), all or none: 201 with `[{"line", "id"}, ...]`.
+async fn import(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, Reject> {
+    let (parts, body) = request.into_parts();
+    let admitted = shared.admit(&parts).await?;
+    let one_at_a_time = turn(&shared.imports, shared.options.read_timeout).await?;
+    let bytes = body::read(&parts.headers, body, MAX_IMPORT_BODY_BYTES, shared.options.read_timeout).await?;
+    let actor = admitted.actor;
+    let imported = shared
+        .call(admitted.turn, move |store| {
+            let _one_at_a_time = one_at_a_time;
+            let keys = read_import_lines(&bytes[..])?;
+            let ids = store.import_keys(&actor, keys)?;
+            // Every line holds one key, so the store's entry N is line N.
+            Ok((1..).zip(ids).map(|(line, id)| ImportedJson::new(line, id)).collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(body::json(StatusCode::CREATED, &imported))
+}
+
+/// `GET /v1/audit` with the command line's filters as parameters (`key`, `actor`, `kind`,
+/// `since`, `until`; `at=SEQ` for the keys as they stood then; `refused=true` for the
+/// security trail), as JSON Lines: the objects `audit --json` prints.
+async fn audit(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, Reject> {
+    let (parts, _) = request.into_parts();
+    let admitted = shared.admit(&parts).await?;
+    let params = query(
+        &parts,
+        &["key", "actor", "kind", "since", "until", "at", "refused"],
+    )?;
+    let given = |name: &str| params.contains_key(name);
+    let refused = flag("refused", params.get("refused"))?;
+    if refused && (given("kind") || given("at")) {
+        return Err(Error::invalid("query", "refused=true takes key, actor, since and until only").into());
+    }
+    if given("at") && ["actor", "kind", "since", "until"].iter().any(|p| given(p)) {
+        return Err(Error::invalid("query", "at takes key only").into());
+    }
+    let mut filter = AuditFilter::default();
+    filter.key = params.get("key").map(|s| key_id(s)).transpose()?;
+    filter.actor = params.get("actor").cloned();
+    filter.kind = params
+        .get("kind")
+        .map(|s| s.parse::<EventKind>())
+        .transpose()?;
+    filter.since = params.get("since").map(|s| parse_time("since", s)).transpose()?;
+    filter.until = params.get("until").map(|s| parse_time("until", s)).transpose()?;
+    let at = params
+        .get("at")
+        .map(|s| {
+            s.parse::<u64>()
+                .map_err(|_| Error::invalid("at", "give a sequence number"))
+        })
+        .transpose()?;
+    if refused {
+        // A refused command may name a key that never existed: no existence check.
+        let attempts = shared
+            .call(admitted.turn, move |store| {
+                Ok(store
+                    .refused()?
+                    .into_iter()
+                    .filter(|a| filter.matches_refused(a))
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        return Ok(body::list(Layout::Lines, attempts, |a, out| {
+            serde_json::to_writer(out, &RefusedJson::from(a))
+        }));
+    }
+    if let Some(seq) = at {
+        let only = filter.key;
+        let views = shared
+            .call(admitted.turn, move |store| {
+                if let Some(id) = only {
+                    view_of(store, id)?;
+                }
+                Ok(store
+                    .keys_at(seq)?
+                    .into_iter()
+                    .filter(|v| only.is_none_or(|id| v.id == id))
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        return Ok(body::list(Layout::Lines, views, |v, out| {
+            serde_json::to_writer(out, &KeyJson::from(v))
+        }));
+    }
+    let entries = shared
+        .call(admitted.turn, move |store| {
+            if let Some(id) = filter.key {
+                view_of(store, id)?;
+            }
+            Ok(store
+                .audit()
+                .into_iter()
+                .filter(|e| filter.matches(e))
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(body::list(Layout::Lines, entries, |e, out| {
+        serde_json::to_writer(out, &AuditJson::from(e))
+    }))
+}
