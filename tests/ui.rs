@@ -190,6 +190,8 @@ struct Server {
     alice: Made,
     /// A key `bob` (another admin) made for his bot.
     bobs_bot: Made,
+    /// A key of `alice`'s, disabled, whitelisted for 10.20.0.0/16 only.
+    billing: Made,
     // Last: the store goes after the server has stopped.
     _dir: TempDir,
 }
@@ -274,6 +276,7 @@ impl Server {
             root,
             alice,
             bobs_bot,
+            billing,
             _dir: dir,
         }
     }
@@ -486,13 +489,14 @@ impl Page<'_> {
         }
     }
 
-    async fn screenshot(self, name: &str) {
+    /// Saves a screenshot in the target directory's `ui-screenshots/`; with
+    /// `KEYLEDGER_SCREENSHOTS=1`, one `for_docs` also replaces its copy in `docs/`.
+    async fn screenshot(self, name: &str, for_docs: bool) {
         let png = self.0.screenshot().await.unwrap();
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(name), &png).unwrap();
-        // `KEYLEDGER_SCREENSHOTS=1 cargo test --test ui` refreshes the README's pictures.
-        if std::env::var_os("KEYLEDGER_SCREENSHOTS").is_some() {
+        if for_docs && std::env::var_os("KEYLEDGER_SCREENSHOTS").is_some() {
             std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs").join(name), &png).unwrap();
         }
     }
@@ -603,6 +607,7 @@ fn admin_generates_a_key_with_two_roles_and_two_ips_reads_it_once_and_it_verifie
         page.click("#add-ip").await;
         page.type_into("#ip-rows li:nth-child(2) input", "10.20.0.0/16").await;
         assert_eq!(page.js("return document.querySelectorAll('#ip-rows [aria-invalid]').length", vec![]).await, json!(0));
+        page.screenshot("ui-generate.png", false).await;
         page.click("#save").await;
 
         // The key, once, in the dialog.
@@ -623,7 +628,7 @@ fn admin_generates_a_key_with_two_roles_and_two_ips_reads_it_once_and_it_verifie
         page.click("#copy-secret").await;
         page.until("the copy answer", "return document.getElementById('copy-status').textContent !== ''", vec![])
             .await;
-        page.screenshot("ui-new-key.png").await;
+        page.screenshot("ui-new-key.png", true).await;
 
         // Closing the dialog forgets it.
         page.click("#secret-done").await;
@@ -653,7 +658,18 @@ fn admin_generates_a_key_with_two_roles_and_two_ips_reads_it_once_and_it_verifie
         assert!(text.contains("notifications bot") && text.contains(created["hint"].as_str().unwrap()), "{text}");
         assert!(!text.contains(&secret));
         page.js("document.activeElement.blur()", vec![]).await;
-        page.screenshot("ui-keys.png").await;
+        page.screenshot("ui-keys.png", true).await;
+
+        // On a phone's width, rows become cards and nothing is wider than the screen.
+        page.0.set_window_size(390, 844).await.unwrap();
+        page.until(
+            "the phone layout to fit the screen",
+            "return document.documentElement.scrollWidth <= window.innerWidth
+                && getComputedStyle(document.querySelector('#keys-table thead')).display === 'none'",
+            vec![],
+        )
+        .await;
+        page.screenshot("ui-phone.png", false).await;
 
         // Sign out forgets the admin key.
         page.sign_out().await;
@@ -719,6 +735,7 @@ fn admin_has_no_delete_on_another_admins_key_and_a_super_admin_deletes_it_at_onc
             vec![],
         )
         .await;
+        page.screenshot("ui-audit.png", false).await;
         let entry = page.text("#audit-table tbody tr").await;
         assert!(entry.contains("root") && entry.contains("bob's bot") && entry.contains(&server.bobs_bot.id), "{entry}");
         page.click("#audit-refused").await;
@@ -770,6 +787,7 @@ fn bad_ip_is_flagged_as_typed_and_refused_with_the_servers_reason() {
         let reason = page.text(error).await;
         assert!(reason.contains("10.1.2.3/8 has host bits set; did you mean 10.0.0.0/8?"), "{reason}");
         assert!(page.has("#generate-dialog[open]").await, "the form stays open to be fixed");
+        page.screenshot("ui-bad-ip.png", false).await;
         assert_eq!(server.keys().len(), before, "nothing was created");
 
         // Fixed, it saves.
@@ -777,6 +795,97 @@ fn bad_ip_is_flagged_as_typed_and_refused_with_the_servers_reason() {
         page.click("#save").await;
         page.find("#secret-dialog[open]").await;
         assert_eq!(server.keys().len(), before + 1);
+        browser.close().await;
+    });
+}
+
+#[test]
+fn admin_enables_disables_rewhitelists_and_rolls_a_key_of_their_own() {
+    run(async {
+        let server = Server::start();
+        let browser = Browser::start().await;
+        let page = browser.page();
+        let id = server.billing.id.clone();
+        let row = Page::row(&id);
+        let status = |server: &Server| {
+            let answer = server.api(&server.alice.secret, "GET", &format!("/v1/keys/{id}"), None);
+            assert_eq!(answer.status, 200, "{answer:?}");
+            answer.json()
+        };
+        page.goto(&server.url("/")).await;
+        page.sign_in(&server.alice.secret).await;
+
+        // Enable at once; disable after a confirmation.
+        page.click(&format!("{row} button[data-action='enable']")).await;
+        page.find(&format!("{row} button[data-action='disable']")).await;
+        assert_eq!(status(&server)["status"], json!("active"));
+        page.click(&format!("{row} button[data-action='disable']")).await;
+        page.find("#confirm-dialog[open]").await;
+        page.click("#confirm-ok").await;
+        page.find(&format!("{row} button[data-action='enable']")).await;
+        assert_eq!(status(&server)["status"], json!("disabled"));
+        page.click(&format!("{row} button[data-action='enable']")).await;
+        page.find(&format!("{row} button[data-action='disable']")).await;
+
+        // The whitelist: add, a bad entry refused with the server's reason, remove.
+        page.click(&format!("{row} button[data-action='whitelist']")).await;
+        page.find("#whitelist-dialog[open]").await;
+        page.type_into("#whitelist-add", "10.30.0.0/16").await;
+        page.click("#whitelist-add-button").await;
+        page.find("#whitelist-entries button[data-net='10.30.0.0/16']").await;
+        assert_eq!(status(&server)["whitelist"], json!(["10.20.0.0/16", "10.30.0.0/16"]));
+        page.type_into("#whitelist-add", "10.30.0.1/16").await;
+        assert_eq!(page.text("#whitelist-add-error").await, "10.30.0.1/16 has host bits set; did you mean 10.30.0.0/16?");
+        page.click("#whitelist-add-button").await;
+        page.until(
+            "the server's reason for the bad entry",
+            "return document.getElementById('whitelist-add-error').dataset.source === 'server'",
+            vec![],
+        )
+        .await;
+        assert!(page.text("#whitelist-add-error").await.contains("has host bits set"));
+        page.click("#whitelist-entries button[data-net='10.20.0.0/16']").await;
+        page.until(
+            "the removed entry to go",
+            "return !document.querySelector(\"#whitelist-entries button[data-net='10.20.0.0/16']\")",
+            vec![],
+        )
+        .await;
+        assert_eq!(status(&server)["whitelist"], json!(["10.30.0.0/16"]));
+
+        // The last entry goes only when the admin says any address may use the key.
+        page.click("#whitelist-entries button[data-net='10.30.0.0/16']").await;
+        page.until("the server's refusal", "return document.getElementById('whitelist-error').textContent !== ''", vec![])
+            .await;
+        assert_eq!(status(&server)["whitelist"], json!(["10.30.0.0/16"]));
+        page.click("#allow-any").await;
+        page.click("#whitelist-entries button[data-net='10.30.0.0/16']").await;
+        page.find("#whitelist-any:not([hidden])").await;
+        assert_eq!(status(&server)["whitelist"], json!([]));
+        page.click("#whitelist-dialog button.cancel").await;
+
+        // Roll with an hour of grace: the new secret once, and both secrets verify.
+        page.click(&format!("{row} button[data-action='roll']")).await;
+        page.find("#confirm-dialog[open]").await;
+        page.find("#grace").await.select_by_value("1h").await.unwrap();
+        page.click("#confirm-ok").await;
+        page.find("#secret-dialog[open]").await;
+        let rolled = page.find("#secret-value").await.prop("value").await.unwrap().unwrap();
+        assert_ne!(rolled, server.billing.secret);
+        assert!(page.text("#secret-for").await.contains("The previous one works until"));
+        page.click("#secret-done").await;
+        assert_eq!(server.auth(&rolled).status, 200);
+        assert_eq!(server.auth(&server.billing.secret).status, 200, "within the grace");
+        let trail = server.api(&server.alice.secret, "GET", &format!("/v1/audit?key={id}"), None);
+        let kinds: Vec<String> = trail
+            .body
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["created", "disabled", "enabled", "disabled", "enabled", "whitelisted", "unwhitelisted", "unwhitelisted", "rolled"]
+        );
         browser.close().await;
     });
 }

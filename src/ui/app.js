@@ -12,7 +12,6 @@ const STORAGE_KEY = "keyledger.admin-key";
 const state = {
   me: null, // {actor, actor_role}; actor is null when the page cannot tell
   keys: [],
-  busy: false,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -25,7 +24,6 @@ class ApiError extends Error {
   constructor(status, body) {
     super(describeError(status, body));
     this.status = status;
-    this.kind = body && body.error;
     this.field = body && body.field;
     this.reason = body && body.reason;
   }
@@ -34,6 +32,7 @@ class ApiError extends Error {
 // Reasons the key check gives without a message (the tower layer's codes), in words.
 const REASONS = {
   header_missing: "No admin key was sent.",
+  header_not_ascii: "This is not a well-formed key: it holds characters keys never hold.",
   malformed_length: "This is not a well-formed key: it has the wrong length.",
   malformed_character: "This is not a well-formed key: it has a character keys never hold.",
   malformed_prefix: "This is not a well-formed key: it does not start with klk_.",
@@ -245,10 +244,21 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** An RFC 3339 time in UTC as its date and its time to the minute. */
+function dateAndClock(iso) {
+  return iso.replace(/:\d\d(\.\d+)?Z$/, "").split("T");
+}
+
+/** A time to the minute, in UTC; it may wrap between the date and the time, never inside. */
 function time(iso) {
   if (!iso) return null;
-  const text = iso.replace("T", " ").replace(/:\d\d(\.\d+)?Z$/, "");
-  return el("time", { datetime: iso, title: iso, text });
+  const [date, clock] = dateAndClock(iso);
+  return el("time", { datetime: iso, title: iso }, el("span", { text: date }), " ", el("span", { text: clock }));
+}
+
+/** A table cell; its label heads it when rows become cards on a phone. */
+function cell(label, ...children) {
+  return el("td", { "data-label": label }, el("div", {}, ...children));
 }
 
 function setError(id, message) {
@@ -262,11 +272,6 @@ function fieldError(input, errorId, message, source) {
   else delete $(errorId).dataset.source;
   if (message) input.setAttribute("aria-invalid", "true");
   else input.removeAttribute("aria-invalid");
-}
-
-function banner(message) {
-  $("banner").textContent = message || "";
-  $("banner").hidden = !message;
 }
 
 /** Runs `work` with `button` disabled; a second click meanwhile does nothing. */
@@ -327,7 +332,6 @@ function signOut(message) {
 }
 
 function showSignIn() {
-  banner("");
   $("session").hidden = true;
   $("nav").hidden = true;
   $("keys").hidden = true;
@@ -432,7 +436,8 @@ function renderKeys() {
     if (status === "live") return k.status === "active" || k.status === "disabled";
     return k.status === status;
   });
-  const rows = shown.map(keyRow);
+  // Newest first: a key just generated is at the top.
+  const rows = shown.map(keyRow).reverse();
   $("keys-table").tBodies[0].replaceChildren(...rows);
   $("keys-table").hidden = rows.length === 0;
   $("keys-empty").hidden = rows.length !== 0;
@@ -440,7 +445,6 @@ function renderKeys() {
 }
 
 function keyRow(k) {
-  const cell = (label, ...children) => el("td", { "data-label": label }, ...children);
   const whitelist = k.whitelist.length
     ? k.whitelist.map((n) => el("span", { class: "net mono", text: shownNet(n) }))
     : el("span", { class: "none", text: "any address" });
@@ -456,11 +460,10 @@ function keyRow(k) {
     cell("Name", el("span", { class: "key-name", text: k.name }), el("span", { class: "sub mono", text: k.id })),
     cell("Roles", k.roles.map((r) => el("span", { class: "chip", text: r }))),
     cell("Whitelist", whitelist),
-    cell("Created by", k.created_by),
-    cell("Created (UTC)", time(k.created_at)),
+    cell("Created (UTC)", el("span", { class: "by" }, "by ", el("strong", { text: k.created_by })), time(k.created_at)),
     cell("Status", status),
     cell("Last used (UTC)", k.last_used_at ? time(k.last_used_at) : el("span", { class: "none", text: "never" })),
-    cell("Hint", el("span", { class: "mono", text: k.hint })),
+    cell("Hint", el("span", { class: "mono hint-cell", text: k.hint })),
     cell("Actions", actions(k)),
   );
 }
@@ -558,9 +561,9 @@ async function confirmed(event) {
     $("confirm-dialog").close();
     await loadKeys();
     if (action === "roll") {
-      const until = answer.previous_valid_until;
+      const until = dateAndClock(answer.previous_valid_until).join(" ");
       showSecret(answer.key, `New secret for “${key.name}” (${key.id}). ` +
-        ($("grace").value === "0s" ? "The previous one stopped working." : `The previous one works until ${until}.`));
+        ($("grace").value === "0s" ? "The previous one stopped working." : `The previous one works until ${until} UTC.`));
     }
   });
 }
@@ -770,18 +773,17 @@ function showGenerateError(e) {
   if (field === "name") {
     fieldError($("new-name"), "new-name-error", e.message, "server");
     $("new-name").focus();
-  } else if (field === "role" || field === "roles") {
+  } else if (field === "role" || e.reason === "grants_super_admin") {
     setError("new-roles-error", e.message);
     $("new-roles-error").dataset.source = "server";
     $("roles-dropdown").open = true;
     $("roles-summary").focus();
-  } else if (field === "network" || field === "ips" || field === "ip" || field === "whitelist") {
-    const rows = ipRows();
-    const culprit = rows.find(({ input }) => {
+  } else if (field === "network") {
+    // The message names the entry as given, or in its canonical form.
+    const culprit = ipRows().find(({ input }) => {
       const raw = input.value.trim();
       const canonical = checkNet(raw).net;
-      return raw && (e.message.includes(JSON.stringify(raw)) || e.message.includes(raw) ||
-        (canonical && e.message.includes(canonical)));
+      return raw && (e.message.includes(raw) || (canonical && e.message.includes(canonical)));
     });
     if (culprit) {
       fieldError(culprit.input, culprit.errorId, e.message, "server");
@@ -888,20 +890,21 @@ async function loadAudit(event) {
   entries.reverse();
   const names = new Map(state.keys.map((k) => [k.id, k.name]));
   const keyCell = (label, id, name) =>
-    el("td", { "data-label": label }, id ? [name || names.get(id) || "", el("span", { class: "sub mono", text: id })] : el("span", { class: "none", text: "(a new key)" }));
-  const actorCell = (label, actor, role) => el("td", { "data-label": label }, actor, el("span", { class: "sub", text: role }));
-  const via = (label, id) => el("td", { "data-label": label }, id ? el("span", { class: "mono", text: id }) : el("span", { class: "none", text: "—" }));
+    cell(label, id ? [name || names.get(id) || "", el("span", { class: "sub mono", text: id })] : el("span", { class: "none", text: "(a new key)" }));
+  const actorCell = (label, actor, role) => cell(label, actor, el("span", { class: "sub", text: role }));
+  const via = (label, id) =>
+    cell(label, id ? [names.get(id) || "", el("span", { class: "sub mono", text: id })] : el("span", { class: "none", text: "—" }));
   let rows;
   if (refused) {
     rows = entries.map((a) =>
       el(
         "tr",
         {},
-        el("td", { "data-label": "Time (UTC)" }, time(a.at)),
+        cell("Time (UTC)", time(a.at)),
         actorCell("Actor", a.actor, a.actor_role),
-        el("td", { "data-label": "Tried", text: a.action }),
+        cell("Tried", a.action),
         keyCell("Key", a.key_id),
-        el("td", { "data-label": "Why refused", text: a.message || a.reason }),
+        cell("Why refused", a.message || a.reason),
         via("Via key", a.via),
       ),
     );
@@ -910,12 +913,12 @@ async function loadAudit(event) {
       el(
         "tr",
         { "data-kind": e.kind },
-        el("td", { "data-label": "#", text: String(e.seq) }),
-        el("td", { "data-label": "Time (UTC)" }, time(e.at)),
+        cell("#", String(e.seq)),
+        cell("Time (UTC)", time(e.at)),
         actorCell("Actor", e.actor, e.actor_role),
-        el("td", { "data-label": "Event", text: e.kind }),
+        cell("Event", e.kind),
         keyCell("Key", e.key_id, e.key_name),
-        el("td", { "data-label": "Detail" }, auditDetail(e)),
+        cell("Detail", auditDetail(e)),
         via("Via key", e.via),
       ),
     );
@@ -971,8 +974,11 @@ function start() {
   });
 
   $("copy-secret").addEventListener("click", copySecret);
-  $("secret-done").addEventListener("click", () => $("secret-dialog").close());
-  // Closing the one-time dialog, by any means, forgets the secret.
+  $("secret-done").addEventListener("click", () => {
+    forgetSecret();
+    $("secret-dialog").close();
+  });
+  // Closing the one-time dialog by any other means (Escape) forgets the secret too.
   $("secret-dialog").addEventListener("close", forgetSecret);
 
   for (const dialog of document.querySelectorAll("dialog")) {
