@@ -1,1 +1,856 @@
-//! placeholder
+//! `keyledger serve` over real loopback HTTP: the binary spawned on a free port with a store
+//! of its own, bootstrapped with the command line. The admin API's permission matrix and
+//! its JSON (byte for byte the command line's), forward-auth, SIGTERM during a burst of
+//! creates, slow and oversized clients, and forward-auth behind a real nginx.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/nginx.rs"]
+mod nginx;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::HeaderMap as AxumHeaders;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{HeaderMap, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::TcpSocket;
+use tokio::runtime::Runtime;
+
+fn keyledger(db: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyledger"));
+    cmd.arg("--db").arg(db).env_remove("KEYLEDGER_DB");
+    cmd
+}
+
+/// Runs the command line on `db`; panics unless it exits 0.
+fn cli(db: &Path, args: &[&str]) -> Output {
+    let out = keyledger(db).args(args).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "keyledger {args:?}: {out:?}");
+    out
+}
+
+/// A key made with the command line (the bootstrap): its id and secret.
+fn bootstrap_key(db: &Path, actor: &str, actor_role: &str, name: &str, roles: &[&str], ips: &[&str]) -> (String, String) {
+    let mut args = vec!["create", "--actor", actor, "--actor-role", actor_role, "--name", name, "--json"];
+    for role in roles {
+        args.extend(["--role", role]);
+    }
+    for ip in ips {
+        args.extend(["--ip", ip]);
+    }
+    let created: Value = serde_json::from_slice(&cli(db, &args).stdout).unwrap();
+    (
+        created["id"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// `keyledger serve` on a free loopback port; stopped (SIGTERM, then SIGKILL after a
+/// bounded wait) on drop, also when a test fails.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+    /// Standard output after `listening on ADDR`, a line at a time.
+    lines: mpsc::Receiver<String>,
+    stderr: PathBuf,
+}
+
+impl Served {
+    fn start(db: &Path, args: &[&str]) -> Served {
+        let stderr = db.with_extension(format!("serve-{}.stderr", std::process::id()));
+        let mut child = keyledger(db)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines.recv_timeout(Duration::from_secs(30));
+        let mut served = Served {
+            child,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            lines,
+            stderr,
+        };
+        let first = first.unwrap_or_else(|_| panic!("serve printed no address: {}", served.errors()));
+        served.addr = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("{first:?}"))
+            .parse()
+            .unwrap();
+        served
+    }
+
+    fn errors(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (at most 20 s) for the process to exit.
+    fn terminate(&mut self) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.terminate().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One answer, read whole.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        assert_eq!(self.headers["content-type"], "application/json", "{self:?}");
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+
+    /// Asserts an error answer: the status and the `error` kind; returns the body.
+    fn error(&self, status: StatusCode, kind: &str) -> Value {
+        assert_eq!(self.status, status, "{self:?}");
+        let body = self.json();
+        assert_eq!(body["error"], kind, "{self:?}");
+        body
+    }
+
+    /// Asserts a refusal by the access rules.
+    fn denied(&self, reason: &str) {
+        let body = self.error(StatusCode::FORBIDDEN, "permission_denied");
+        assert_eq!(body["reason"], reason, "{self:?}");
+    }
+}
+
+/// An HTTP/1.1 client: one new connection per request, from a chosen loopback address.
+struct Http {
+    rt: Runtime,
+}
+
+impl Http {
+    fn new() -> Http {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        Http { rt }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &self,
+        to: SocketAddr,
+        from: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
+        self.rt
+            .block_on(send(to, from.parse().unwrap(), method, path, headers, body.to_owned()))
+            .unwrap()
+    }
+}
+
+async fn send(
+    to: SocketAddr,
+    from: IpAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> std::io::Result<Answer> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "keyledger.test");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(Bytes::from(body))).unwrap();
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    let stream = socket.connect(to).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.map_err(std::io::Error::other)?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    })
+}
+
+/// The admin API of one server, from 127.0.0.1.
+struct Api<'a> {
+    http: &'a Http,
+    addr: SocketAddr,
+}
+
+impl Api<'_> {
+    fn call(&self, key: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let headers = [("x-api-key", key), ("content-type", "application/json")];
+        self.http.send(self.addr, "127.0.0.1", method, path, &headers, &body)
+    }
+
+    fn raw(&self, key: &str, method: &str, path: &str, body: &str) -> Answer {
+        self.http
+            .send(self.addr, "127.0.0.1", method, path, &[("x-api-key", key)], body)
+    }
+
+    fn get(&self, key: &str, path: &str) -> Answer {
+        self.call(key, "GET", path, None)
+    }
+}
+
+/// Asserts that no answer so far quoted any of these secrets.
+fn assert_unquoted(answers: &[&Answer], secrets: &[&str]) {
+    for answer in answers {
+        for secret in secrets {
+            assert!(!answer.body.contains(secret), "{answer:?} quotes a secret");
+        }
+    }
+}
+
+#[test]
+fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (root_id, root) = bootstrap_key(&db, "root", "super-admin", "root admin", &["super-admin"], &["127.0.0.1"]);
+    let (alice_id, alice) = bootstrap_key(&db, "alice", "admin", "alice admin", &["admin"], &[]);
+    let (bob_id, bob) = bootstrap_key(&db, "bob", "admin", "bob admin", &["admin"], &[]);
+    let (_, plain) = bootstrap_key(&db, "alice", "admin", "plain bot", &["bot"], &[]);
+    // Root's key with the lesser role acts as root, an admin.
+    let (_, root_as_admin) = bootstrap_key(&db, "root", "super-admin", "root's admin key", &["admin"], &[]);
+    let (_, elsewhere) = bootstrap_key(&db, "root", "super-admin", "root elsewhere", &["super-admin"], &["192.0.2.1"]);
+    let mut served = Served::start(&db, &[]);
+    let http = Http::new();
+    let api = Api {
+        http: &http,
+        addr: served.addr,
+    };
+
+    // Authentication first: the layer's answers, and the admin key's own whitelist.
+    let anonymous = http.send(served.addr, "127.0.0.1", "GET", "/v1/keys", &[], "");
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.json(), json!({"error": "unauthorized", "reason": "header_missing"}));
+    assert_eq!(anonymous.headers["www-authenticate"], r#"ApiKey header="x-api-key""#);
+    let wrong_address = api.get(&elsewhere, "/v1/keys");
+    assert_eq!(wrong_address.status, StatusCode::FORBIDDEN);
+    assert_eq!(wrong_address.json(), json!({"error": "forbidden", "reason": "ip_not_whitelisted"}));
+    api.get(&plain, "/v1/keys").denied("not_an_admin");
+    api.call(&plain, "POST", "/v1/keys", Some(json!({"name": "x", "roles": ["bot"]})))
+        .denied("not_an_admin");
+
+    // An admin creates a key, acting as its key's creator, through that key.
+    let created = api.call(
+        &alice,
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "alice bot", "roles": ["bot"], "ips": ["192.0.2.0/24"], "expires_in": "30d"})),
+    );
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let view = created.json();
+    let id = view["id"].as_str().unwrap().to_owned();
+    let secret = view["key"].as_str().unwrap().to_owned();
+    assert_eq!(view["created_by"], "alice");
+    assert_eq!(view["whitelist"], json!(["192.0.2.0/24"]));
+    assert!(view["expires_at"].is_string());
+    let shown = api.get(&root, &format!("/v1/keys/{id}"));
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.json()["key"], Value::Null, "the secret is shown only once");
+    api.call(
+        &alice,
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "escalate", "roles": ["super-admin"]})),
+    )
+    .denied("grants_super_admin");
+
+    // Another admin may do nothing to it; neither may root acting as an admin.
+    let on = |what: &str| format!("/v1/keys/{id}{what}");
+    for key in [&bob, &root_as_admin] {
+        api.call(key, "DELETE", &on(""), None).denied("not_owner");
+        api.call(key, "POST", &on("/whitelist"), Some(json!({"ips": ["10.0.0.0/8"]})))
+            .denied("not_owner");
+        api.call(key, "DELETE", &on("/whitelist"), Some(json!({"ips": ["192.0.2.0/24"]})))
+            .denied("not_owner");
+        api.call(key, "POST", &on("/roll"), Some(json!({"grace": "1h"})))
+            .denied("not_owner");
+        api.call(key, "POST", &on("/disable"), None).denied("not_owner");
+        api.call(key, "POST", &on("/enable"), None).denied("not_owner");
+    }
+
+    // Its owner may; changes that change nothing are conflicts.
+    let added = api.call(&alice, "POST", &on("/whitelist"), Some(json!({"ips": ["10.0.0.0/8"]})));
+    assert_eq!(added.status, StatusCode::OK, "{added:?}");
+    assert_eq!(added.json()["whitelist"], json!(["192.0.2.0/24", "10.0.0.0/8"]));
+    api.call(&alice, "POST", &on("/whitelist"), Some(json!({"ips": ["10.0.0.0/8"]})))
+        .error(StatusCode::CONFLICT, "whitelist_unchanged");
+    let removed = api.call(&alice, "DELETE", &on("/whitelist"), Some(json!({"ips": ["10.0.0.0/8"]})));
+    assert_eq!(removed.json()["whitelist"], json!(["192.0.2.0/24"]));
+    api.call(&alice, "DELETE", &on("/whitelist"), Some(json!({"ips": ["192.0.2.0/24"]})))
+        .error(StatusCode::CONFLICT, "last_whitelist_entry");
+    let any = api.call(
+        &alice,
+        "DELETE",
+        &on("/whitelist"),
+        Some(json!({"ips": ["192.0.2.0/24"], "allow_any_address": true})),
+    );
+    assert_eq!(any.json()["whitelist"], json!([]));
+    let rolled = api.call(&alice, "POST", &on("/roll"), Some(json!({"grace": "1h"})));
+    assert_eq!(rolled.status, StatusCode::OK, "{rolled:?}");
+    let rolled = rolled.json();
+    assert_eq!(
+        rolled.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["id", "key", "previous_valid_until"]
+    );
+    assert_ne!(rolled["key"], secret.as_str());
+    let body = api
+        .call(&alice, "POST", &on("/roll"), Some(json!({"grace": "soon"})))
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(body["field"], "grace");
+    assert_eq!(
+        api.call(&alice, "POST", &on("/disable"), None).json()["status"],
+        "disabled"
+    );
+    api.call(&alice, "POST", &on("/disable"), None)
+        .error(StatusCode::CONFLICT, "state_unchanged");
+    assert_eq!(api.call(&alice, "POST", &on("/enable"), None).json()["status"], "active");
+
+    // The super admin may delete it; then it is gone for changes, but still shown.
+    let deleted = api.call(&root, "DELETE", &on(""), None);
+    assert_eq!(deleted.status, StatusCode::OK, "{deleted:?}");
+    assert_eq!(deleted.json()["status"], "deleted");
+    assert_eq!(deleted.json()["deleted_by"], "root");
+    api.call(&root, "DELETE", &on(""), None)
+        .error(StatusCode::NOT_FOUND, "key_deleted");
+    api.call(&alice, "POST", &on("/disable"), None)
+        .error(StatusCode::NOT_FOUND, "key_deleted");
+    assert_eq!(api.get(&root, &on("")).json()["status"], "deleted");
+    let unknown = api
+        .get(&root, "/v1/keys/00000000000000ff")
+        .error(StatusCode::NOT_FOUND, "key_not_found");
+    assert_eq!(unknown["id"], "00000000000000ff");
+    let bad = api
+        .get(&root, "/v1/keys/nothex")
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(bad["field"], "key id");
+
+    // Imports: all or none, the first bad line named, no secret ever quoted.
+    let lines = "{\"name\": \"legacy one\", \"roles\": [\"bot\"], \"key\": \"legacy_secret_000000001\"}\n\
+                 {\"name\": \"legacy two\", \"roles\": [\"bot\"], \"key\": \"legacy_secret_000000002\"}\n";
+    let imported = api.raw(&alice, "POST", "/v1/keys/import", lines);
+    assert_eq!(imported.status, StatusCode::CREATED, "{imported:?}");
+    let imported = imported.json();
+    assert_eq!(imported.as_array().unwrap().len(), 2);
+    assert_eq!(imported[1]["line"], 2);
+    let again = api.raw(&alice, "POST", "/v1/keys/import", lines);
+    let body = again.error(StatusCode::CONFLICT, "import_entry");
+    assert_eq!((body["index"].clone(), body["source"]["error"].clone()), (json!(1), json!("secret_in_use")));
+    let escalate = "{\"name\": \"ok\", \"roles\": [\"bot\"], \"key\": \"legacy_secret_000000003\"}\n\
+                    {\"name\": \"x\", \"roles\": [\"super-admin\"], \"key\": \"legacy_secret_000000004\"}\n";
+    let refused = api.raw(&alice, "POST", "/v1/keys/import", escalate);
+    let body = refused.error(StatusCode::FORBIDDEN, "import_entry");
+    assert_eq!(body["index"], 2);
+    assert_eq!(body["source"]["error"], "permission_denied");
+    assert_eq!(body["source"]["reason"], "grants_super_admin");
+    let malformed = "{\"name\": \"x\", \"roles\": [\"bot\"], \"key\": \"legacy_secret_000000005\", \"sha256\": \"00\"}\n";
+    let bad_line = api.raw(&alice, "POST", "/v1/keys/import", malformed);
+    let body = bad_line.error(StatusCode::BAD_REQUEST, "import_entry");
+    assert_eq!(body["source"]["field"], "key");
+    let empty = api.raw(&alice, "POST", "/v1/keys/import", "");
+    assert_eq!(empty.error(StatusCode::BAD_REQUEST, "invalid_input")["field"], "import");
+    assert_unquoted(
+        &[&again, &refused, &bad_line],
+        &["legacy_secret_000000001", "legacy_secret_000000004", "legacy_secret_000000005"],
+    );
+
+    // Refusals land in the security trail, naming the key they came through.
+    let trail = api.get(&root, "/v1/audit?refused=true");
+    assert_eq!(trail.status, StatusCode::OK);
+    assert_eq!(trail.headers["content-type"], "application/x-ndjson");
+    let attempts: Vec<Value> = trail.body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let by_bob: Vec<&Value> = attempts.iter().filter(|a| a["actor"] == "bob").collect();
+    assert_eq!(by_bob.len(), 6, "{attempts:?}");
+    assert!(by_bob.iter().all(|a| a["via"] == bob_id.as_str() && a["reason"] == "not_owner"));
+    assert!(
+        attempts
+            .iter()
+            .any(|a| a["actor"] == "alice" && a["via"] == alice_id.as_str() && a["reason"] == "grants_super_admin")
+    );
+    let bobs_only = api.get(&root, "/v1/audit?refused=true&actor=bob");
+    assert_eq!(bobs_only.body.lines().count(), 6);
+    api.get(&root, "/v1/audit?refused=true&kind=created")
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    api.get(&root, "/v1/audit?kind=eaten")
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    api.get(&root, "/v1/audit?colour=blue")
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    let created_by_alice = api.get(&root, "/v1/audit?actor=alice&kind=created");
+    let entries: Vec<Value> = created_by_alice
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    assert_eq!(entries[2]["key_id"], id.as_str());
+    assert_eq!(entries[2]["via"], alice_id.as_str());
+    let at = api.get(&root, "/v1/audit?at=1");
+    assert_eq!(at.body.lines().count(), 1);
+    assert!(at.body.contains(&root_id));
+
+    // The API's JSON is the command line's, byte for byte.
+    let audit = api.get(&root, "/v1/audit");
+    let refused_trail = api.get(&root, "/v1/audit?refused=true");
+    let keys = api.get(&root, "/v1/keys?all=true");
+    let live = api.get(&root, "/v1/keys");
+    assert_eq!(served.terminate().map(|s| s.success()), Some(true));
+    assert_unquoted(&[&audit, &refused_trail, &keys, &live], &[&secret, &root, &alice, &bob]);
+    let stdout = |args: &[&str]| String::from_utf8(cli(&db, args).stdout).unwrap();
+    assert_eq!(audit.body, stdout(&["audit", "--json"]));
+    assert_eq!(refused_trail.body, stdout(&["audit", "--refused", "--json"]));
+    let lines = |text: String| text.lines().map(str::to_owned).collect::<Vec<_>>().join(",");
+    assert_eq!(keys.body, format!("[{}]", lines(stdout(&["list", "--all", "--json"]))));
+    assert_eq!(live.body, format!("[{}]", lines(stdout(&["list", "--json"]))));
+}
+
+#[test]
+fn auth_answers_200_with_the_key_or_the_layers_401_and_403() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (_, root) = bootstrap_key(&db, "root", "super-admin", "root", &["super-admin"], &["127.0.0.1"]);
+    let served = Served::start(&db, &[]);
+    let http = Http::new();
+    let api = Api {
+        http: &http,
+        addr: served.addr,
+    };
+    let created = api.call(
+        &root,
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "ops bot/ü, \"two\"", "roles": ["notifier", "billing"], "ips": ["127.0.0.0/8"]})),
+    );
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let secret = created.json()["key"].as_str().unwrap().to_owned();
+    let auth = |method: &str, path: &str, key: Option<&str>| {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("x-api-key", k)).into_iter().collect();
+        http.send(served.addr, "127.0.0.3", method, path, &headers, "")
+    };
+
+    for (method, path) in [
+        ("GET", "/auth"),
+        ("GET", "/auth/"),
+        ("POST", "/auth/notifications/send?x=1"),
+        ("DELETE", "/auth?role=notifier&role=billing"),
+    ] {
+        let passed = auth(method, path, Some(&secret));
+        assert_eq!(passed.status, StatusCode::OK, "{method} {path}: {passed:?}");
+        assert_eq!(passed.headers["x-keyledger-key-id"], id.as_str());
+        assert_eq!(
+            passed.headers["x-keyledger-key-name"],
+            "ops%20bot%2F%C3%BC%2C%20%22two%22"
+        );
+        assert_eq!(passed.headers["x-keyledger-roles"], "notifier,billing");
+    }
+    let refusals = [
+        (auth("GET", "/auth", None), 401, "header_missing"),
+        (auth("GET", "/auth", Some("klk_nonsense")), 401, "malformed_length"),
+        (auth("GET", "/auth?role=admin", Some(&secret)), 403, "role_missing"),
+        (auth("GET", "/auth?role=notifier&role=", Some(&secret)), 403, "role_missing"),
+        (
+            http.send(served.addr, "127.0.0.1", "GET", "/auth", &[("x-api-key", &root)], ""),
+            200,
+            "",
+        ),
+        (
+            http.send(served.addr, "127.0.0.9", "GET", "/auth", &[("x-api-key", &root)], ""),
+            403,
+            "ip_not_whitelisted",
+        ),
+    ];
+    for (answer, status, reason) in &refusals {
+        assert_eq!(answer.status.as_u16(), *status, "{answer:?}");
+        if *status == 200 {
+            continue;
+        }
+        let error = if *status == 401 { "unauthorized" } else { "forbidden" };
+        assert_eq!(answer.json(), json!({"error": error, "reason": reason}));
+        assert_eq!(answer.headers.contains_key("www-authenticate"), *status == 401);
+        assert!(!answer.headers.contains_key("x-keyledger-key-id"));
+    }
+
+    // A deleted key gets 401 on the first request after its delete returns.
+    assert_eq!(api.call(&root, "DELETE", &format!("/v1/keys/{id}"), None).status, StatusCode::OK);
+    assert_eq!(auth("GET", "/auth", Some(&secret)).status, StatusCode::UNAUTHORIZED);
+
+    let health = http.send(served.addr, "127.0.0.1", "GET", "/healthz", &[], "");
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.body, r#"{"status":"ok","last_seq":3}"#);
+    let nowhere = http.send(served.addr, "127.0.0.1", "GET", "/nowhere", &[], "");
+    assert_eq!(nowhere.error(StatusCode::NOT_FOUND, "not_found")["error"], "not_found");
+}
+
+#[test]
+fn sigterm_during_a_burst_of_creates_keeps_every_acknowledged_key() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (_, root) = bootstrap_key(&db, "root", "super-admin", "root", &["super-admin"], &["127.0.0.1"]);
+    let mut served = Served::start(&db, &[]);
+    let addr = served.addr;
+    let http = Http::new();
+    let (acknowledged, pid_signalled) = http.rt.block_on(async {
+        let mut tasks = Vec::new();
+        for client in 0..8 {
+            let root = root.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for n in 0..2000 {
+                    let body = json!({"name": format!("burst {client}-{n}"), "roles": ["bot"]}).to_string();
+                    let headers = [("x-api-key", root.as_str())];
+                    match send(addr, "127.0.0.1".parse().unwrap(), "POST", "/v1/keys", &headers, body).await {
+                        Ok(answer) if answer.status == StatusCode::CREATED => {
+                            let view: Value = serde_json::from_str(&answer.body).unwrap();
+                            ids.push(view["id"].as_str().unwrap().to_owned());
+                        }
+                        Ok(answer) => panic!("a create answered {answer:?}"),
+                        // Refused or cut once the server stops accepting: not acknowledged.
+                        Err(_) => break,
+                    }
+                }
+                ids
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let signalled = Command::new("kill")
+            .args(["-TERM", &served.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        let mut ids = Vec::new();
+        for task in tasks {
+            ids.extend(task.await.unwrap());
+        }
+        (ids, signalled)
+    });
+    assert!(pid_signalled);
+    let status = served.terminate().expect("serve exits after SIGTERM");
+    assert!(status.success(), "{status:?}: {}", served.errors());
+    assert!(served.errors().contains("SIGTERM"), "{}", served.errors());
+    assert_eq!(
+        served.lines.recv_timeout(Duration::from_secs(5)).as_deref(),
+        Ok("stopped")
+    );
+    assert!(acknowledged.len() >= 8, "the burst got going: {}", acknowledged.len());
+    assert!(acknowledged.len() < 16_000, "SIGTERM stopped the burst");
+    drop(served);
+
+    // Every 201 is in the store, as the command line and a restarted server see it.
+    let listed = String::from_utf8(cli(&db, &["list", "--json"]).stdout).unwrap();
+    let stored: std::collections::HashSet<String> = listed
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
+        .collect();
+    let missing: Vec<&String> = acknowledged.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    let again = Served::start(&db, &[]);
+    let api = Api {
+        http: &http,
+        addr: again.addr,
+    };
+    let last = acknowledged.last().unwrap();
+    assert_eq!(api.get(&root, &format!("/v1/keys/{last}")).status, StatusCode::OK);
+}
+
+/// Opens a connection and sends a request's first line and part of its headers, never
+/// the rest.
+fn slow_client(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: slow\r\n").unwrap();
+    stream
+}
+
+/// Whether the server closes `stream` within `within`.
+fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            // Whatever hyper says about the timeout, then the close.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn slow_clients_are_cut_off_and_never_keep_others_out() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    bootstrap_key(&db, "root", "super-admin", "root", &["super-admin"], &["127.0.0.1"]);
+    let served = Served::start(&db, &["--max-connections", "2", "--read-timeout", "1"]);
+    let http = Http::new();
+    let health = || http.send(served.addr, "127.0.0.1", "GET", "/healthz", &[], "").status;
+
+    // One slow client of two slots: others are served meanwhile.
+    let mut slow = slow_client(served.addr);
+    assert_eq!(health(), StatusCode::OK);
+    // One that trickles a byte at a time is cut off all the same: the timeout is for the
+    // whole of the headers.
+    let mut trickle = TcpStream::connect(served.addr).unwrap();
+    let started = Instant::now();
+    let mut cut = false;
+    for byte in b"GET /healthz HTTP/1.1\r\nHost: trickle\r\nX-Slow: ".iter().cycle().take(200) {
+        if trickle.write_all(&[*byte]).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(cut || closed_by_server(&mut trickle, Duration::from_secs(3)), "a trickling client is never cut off");
+    assert!(started.elapsed() < Duration::from_secs(9), "{:?}", started.elapsed());
+    assert!(closed_by_server(&mut slow, Duration::from_secs(3)));
+
+    // Both slots held by slow clients: a request waits until the timeout frees one.
+    let mut holders = [slow_client(served.addr), slow_client(served.addr)];
+    std::thread::sleep(Duration::from_millis(100));
+    let waited = Instant::now();
+    assert_eq!(health(), StatusCode::OK);
+    assert!(waited.elapsed() < Duration::from_secs(5), "{:?}", waited.elapsed());
+    for holder in &mut holders {
+        assert!(closed_by_server(holder, Duration::from_secs(3)));
+    }
+}
+
+#[test]
+fn oversized_and_malformed_bodies_get_json_errors() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (_, root) = bootstrap_key(&db, "root", "super-admin", "root", &["super-admin"], &["127.0.0.1"]);
+    let served = Served::start(&db, &[]);
+    let http = Http::new();
+    let api = Api {
+        http: &http,
+        addr: served.addr,
+    };
+    let huge = format!(r#"{{"name": "{}", "roles": ["bot"]}}"#, "x".repeat(keyledger::MAX_BODY_BYTES));
+    let body = api
+        .raw(&root, "POST", "/v1/keys", &huge)
+        .error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_input");
+    assert_eq!(body["field"], "body");
+
+    // Sent in chunks, without a length: cut off at the limit all the same.
+    let mut stream = TcpStream::connect(served.addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/keys HTTP/1.1\r\nHost: x\r\nx-api-key: {root}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = vec![b'x'; 16 * 1024];
+    for _ in 0..(keyledger::MAX_BODY_BYTES / chunk.len() + 2) {
+        if write!(stream, "{:x}\r\n", chunk.len()).is_err()
+            || stream.write_all(&chunk).is_err()
+            || stream.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""error":"invalid_input""#), "{answer}");
+
+    // A declared length past the import limit is refused before anything is read.
+    let mut stream = TcpStream::connect(served.addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/keys/import HTTP/1.1\r\nHost: x\r\nx-api-key: {root}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        keyledger::MAX_IMPORT_BODY_BYTES + 1
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    for (body, says) in [
+        ("{\"name\": \"x\"", "EOF"),
+        ("{\"name\": \"x\", \"roles\": [\"bot\"], \"colour\": 1}", "unknown field `colour`"),
+        ("{\"name\": \"x\", \"roles\": \"bot\"}", "expected a sequence"),
+        ("", "missing field `name`"),
+        ("{\"name\": \"x\", \"roles\": [\"bot\"], \"ips\": [\"300.1.1.1\"]}", "invalid network"),
+        (
+            "{\"name\": \"x\", \"roles\": [\"bot\"], \"expires_at\": \"2030-01-01T00:00:00Z\", \"expires_in\": \"1d\"}",
+            "not both",
+        ),
+        ("{\"name\": \"x\", \"roles\": [\"bot\"], \"expires_in\": \"1mo\"}", "months"),
+    ] {
+        let answer = api.raw(&root, "POST", "/v1/keys", body);
+        let error = answer.error(StatusCode::BAD_REQUEST, "invalid_input");
+        assert!(error["message"].as_str().unwrap().contains(says), "{body}: {answer:?}");
+    }
+    // A key pasted into the wrong field is not echoed back.
+    let pasted = api.raw(&root, "POST", "/v1/keys", &format!(r#"{{"name": 5, "roles": "{root}"}}"#));
+    pasted.error(StatusCode::BAD_REQUEST, "invalid_input");
+    assert_unquoted(&[&pasted], &[&root]);
+    api.call(&root, "PUT", "/v1/keys", None)
+        .error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
+
+/// An upstream app behind nginx: answers with the `X-Keyledger-Key-Id` it was given.
+fn upstream(rt: &Runtime) -> SocketAddr {
+    let app = Router::new().fallback(|headers: AxumHeaders| async move {
+        headers
+            .get("x-keyledger-key-id")
+            .map_or_else(|| "no key id".to_owned(), |v| v.to_str().unwrap().to_owned())
+    });
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[test]
+fn behind_nginx_auth_request_only_whitelisted_keys_with_their_roles_pass() {
+    nginx::binary();
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (_, root) = bootstrap_key(&db, "root", "super-admin", "root", &["super-admin"], &["127.0.0.1"]);
+    let served = Served::start(&db, &["--trusted-proxy", "127.0.0.1/32"]);
+    let http = Http::new();
+    let app = upstream(&http.rt);
+    let proxy = nginx::Nginx::start(&dir.path().join("nginx"), served.addr, app);
+    let api = Api {
+        http: &http,
+        addr: served.addr,
+    };
+    let create = |name: &str, roles: &[&str]| {
+        let answer = api.call(
+            &root,
+            "POST",
+            "/v1/keys",
+            Some(json!({"name": name, "roles": roles, "ips": ["127.0.0.5"]})),
+        );
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+        let v = answer.json();
+        (v["id"].as_str().unwrap().to_owned(), v["key"].as_str().unwrap().to_owned())
+    };
+    let (bot_id, bot) = create("bot", &["bot"]);
+    let (admin_id, admin) = create("ops", &["admin"]);
+    let through = |from: &str, path: &str, headers: &[(&str, &str)]| {
+        let answer = http.send(proxy.addr, from, "GET", path, headers, "");
+        assert!(
+            [200, 401, 403].contains(&answer.status.as_u16()),
+            "{answer:?}\nnginx: {}\nkeyledger: {}",
+            proxy.error_log(),
+            served.errors()
+        );
+        answer
+    };
+
+    // A valid key passes, and the upstream sees its id, not one the client made up.
+    let passed = through("127.0.0.5", "/api/messages", &[("x-api-key", &bot)]);
+    assert_eq!(passed.status, StatusCode::OK);
+    assert_eq!(passed.body, bot_id);
+    let forged = through(
+        "127.0.0.5",
+        "/api/messages",
+        &[("x-api-key", &bot), ("x-keyledger-key-id", "0000000000000000")],
+    );
+    assert_eq!(forged.body, bot_id);
+    assert_eq!(through("127.0.0.5", "/api/x", &[]).status, StatusCode::UNAUTHORIZED);
+
+    // The wrong address gets 403; a spoofed leftmost X-Forwarded-For changes nothing.
+    assert_eq!(
+        through("127.0.0.6", "/api/messages", &[("x-api-key", &bot)]).status,
+        StatusCode::FORBIDDEN
+    );
+    let spoofed_in = through(
+        "127.0.0.6",
+        "/api/messages",
+        &[("x-api-key", &bot), ("x-forwarded-for", "127.0.0.5")],
+    );
+    assert_eq!(spoofed_in.status, StatusCode::FORBIDDEN);
+    let spoofed_out = through(
+        "127.0.0.5",
+        "/api/messages",
+        &[("x-api-key", &bot), ("x-forwarded-for", "203.0.113.9, 127.0.0.1")],
+    );
+    assert_eq!(spoofed_out.status, StatusCode::OK);
+    assert_eq!(spoofed_out.body, bot_id);
+
+    // A location that requires a role the key lacks: 403; with it: 200.
+    assert_eq!(
+        through("127.0.0.5", "/admin/purge", &[("x-api-key", &bot)]).status,
+        StatusCode::FORBIDDEN
+    );
+    let with_role = through("127.0.0.5", "/admin/purge", &[("x-api-key", &admin)]);
+    assert_eq!((with_role.status, with_role.body.as_str()), (StatusCode::OK, admin_id.as_str()));
+
+    // A deleted key gets 401 on the first request after its delete returns.
+    assert_eq!(
+        api.call(&root, "DELETE", &format!("/v1/keys/{bot_id}"), None).status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        through("127.0.0.5", "/api/messages", &[("x-api-key", &bot)]).status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        through("127.0.0.5", "/open/page", &[]).body,
+        "no key id",
+        "the unprotected location reaches the upstream without a key"
+    );
+}

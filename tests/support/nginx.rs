@@ -1,0 +1,186 @@
+//! A real nginx (Debian's `nginx-light`) on a free loopback port, with its own prefix
+//! directory and configuration, in front of `keyledger serve` and an upstream app: shared
+//! by `tests/serve.rs` and `benches/http.rs`.
+//!
+//! | location | what nginx does |
+//! | --- | --- |
+//! | `/api/` | `auth_request` to keyledger's `/auth`, then the upstream, with `X-Keyledger-Key-Id` set from the answer |
+//! | `/admin/` | the same, with `/auth?role=admin` |
+//! | `/open/` | the upstream, with no auth |
+//!
+//! The auth subrequest carries `X-Forwarded-For: $proxy_add_x_forwarded_for`, so keyledger,
+//! trusting 127.0.0.1 (nginx), sees the client's address.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Debian's package puts it.
+pub(crate) const NGINX: &str = "/usr/sbin/nginx";
+
+/// A running nginx, stopped on drop.
+pub(crate) struct Nginx {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+    dir: PathBuf,
+}
+
+/// The nginx binary, or a panic saying how to get it: a missing nginx must fail the test,
+/// not skip it.
+pub(crate) fn binary() -> &'static str {
+    assert!(
+        Path::new(NGINX).exists(),
+        "{NGINX} is missing: .ci/run (test.sh) installs it with \
+         `apt-get install nginx-light`; install it the same way to run this test"
+    );
+    NGINX
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+fn config(dir: &Path, port: u16, keyledger: SocketAddr, upstream: SocketAddr) -> String {
+    let d = dir.display();
+    // As root, the worker would switch to www-data, who cannot enter a private temp dir.
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let user = if is_root { "user root;" } else { "" };
+    let auth = |name: &str, uri: &str| {
+        format!(
+            "location = {name} {{
+            internal;
+            proxy_pass http://keyledger{uri};
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length \"\";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}"
+        )
+    };
+    let protected = |prefix: &str, check: &str| {
+        format!(
+            "location {prefix} {{
+            auth_request {check};
+            auth_request_set $keyledger_key_id $upstream_http_x_keyledger_key_id;
+            proxy_set_header X-Keyledger-Key-Id $keyledger_key_id;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_pass http://app;
+        }}"
+        )
+    };
+    format!(
+        "worker_processes 1;
+{user}
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream keyledger {{ server {keyledger}; keepalive 32; }}
+    upstream app {{ server {upstream}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{port};
+        {auth_any}
+        {auth_admin}
+        {api}
+        {admin}
+        location /open/ {{
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_pass http://app;
+        }}
+    }}
+}}
+",
+        auth_any = auth("/_auth", "/auth"),
+        auth_admin = auth("/_auth_admin", "/auth?role=admin"),
+        api = protected("/api/", "/_auth"),
+        admin = protected("/admin/", "/_auth_admin"),
+    )
+}
+
+impl Nginx {
+    /// Starts nginx with its prefix in `dir`, in front of keyledger at `keyledger` and the
+    /// app at `upstream`; returns once it accepts connections.
+    pub(crate) fn start(dir: &Path, keyledger: SocketAddr, upstream: SocketAddr) -> Nginx {
+        let binary = binary();
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, config(dir, port, keyledger, upstream)).unwrap();
+        let child = Command::new(binary)
+            .arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group, so that the workers can be killed with the master.
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut nginx = Nginx {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(nginx.addr).is_err() {
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                panic!("nginx exited with {status}: {}", nginx.error_log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen within 10 s: {}",
+                nginx.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nginx
+    }
+
+    /// What nginx logged (warnings and errors).
+    pub(crate) fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT is nginx's graceful stop; after a bounded wait, SIGKILL.
+        let _ = Command::new("kill")
+            .args(["-QUIT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
