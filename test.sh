@@ -4,6 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# Tests that drive real programs use Debian's packages: Chromium and its WebDriver for the
+# admins' page (tests/ui.rs). Installed when missing, with one `apt-get update`.
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
 cargo fmt --check
 cargo clippy --all-targets --locked --features tower -- -D warnings
 # The bare library (no command-line tool, no HTTP) builds alone.

@@ -26,8 +26,14 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { file("text/html; charset=utf-8", INDEX) }))
-        .route("/ui/app.js", get(|| async { file("text/javascript; charset=utf-8", SCRIPT) }))
-        .route("/ui/app.css", get(|| async { file("text/css; charset=utf-8", STYLE) }))
+        .route(
+            "/ui/app.js",
+            get(|| async { file("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/ui/app.css",
+            get(|| async { file("text/css; charset=utf-8", STYLE) }),
+        )
 }
 
 /// One of the page's files, with the headers that keep it from being framed, cached,

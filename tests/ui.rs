@@ -78,7 +78,11 @@ fn signal(which: &str, pid: u32) {
 
 /// A port nobody listens on right now.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The path of an executable on `PATH`, if there is one.
@@ -115,7 +119,13 @@ impl Answer {
 }
 
 /// An HTTP/1.1 request over a new loopback connection, answered whole.
-fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Answer {
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Answer {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let body = body.map(Value::to_string).unwrap_or_default();
@@ -211,7 +221,16 @@ fn keyledger(db: &Path) -> Command {
 /// `keyledger create --json` as `actor`; the bootstrap the README documents.
 fn create(db: &Path, actor: (&str, &str), name: &str, roles: &[&str], ips: &[&str]) -> Made {
     let mut cmd = keyledger(db);
-    cmd.args(["create", "--actor", actor.0, "--actor-role", actor.1, "--name", name, "--json"]);
+    cmd.args([
+        "create",
+        "--actor",
+        actor.0,
+        "--actor-role",
+        actor.1,
+        "--name",
+        name,
+        "--json",
+    ]);
     for role in roles {
         cmd.args(["--role", role]);
     }
@@ -219,7 +238,11 @@ fn create(db: &Path, actor: (&str, &str), name: &str, roles: &[&str], ips: &[&st
         cmd.args(["--ip", ip]);
     }
     let out = cmd.stdin(Stdio::null()).output().unwrap();
-    assert!(out.status.success(), "create {name}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "create {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     Made {
         id: json["id"].as_str().unwrap().to_owned(),
@@ -229,7 +252,11 @@ fn create(db: &Path, actor: (&str, &str), name: &str, roles: &[&str], ips: &[&st
 
 fn run_cli(db: &Path, args: &[&str]) {
     let out = keyledger(db).args(args).stdin(Stdio::null()).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 const ROOT: (&str, &str) = ("root", "super-admin");
@@ -245,30 +272,58 @@ impl Server {
         let root = create(&db, ROOT, "root console", &["super-admin"], &["127.0.0.1"]);
         let alice = create(&db, ALICE, "alice console", &["admin"], &["127.0.0.1", "::1"]);
         create(&db, BOB, "bob console", &["admin"], &["127.0.0.1"]);
-        let bobs_bot = create(&db, BOB, "bob's bot", &["notifier"], &["127.0.0.1", "192.0.2.0/24"]);
-        let billing = create(&db, ALICE, "billing sync", &["billing", "reports"], &["10.20.0.0/16"]);
-        run_cli(&db, &["disable", "--actor", ALICE.0, "--actor-role", ALICE.1, &billing.id]);
+        let bobs_bot = create(
+            &db,
+            BOB,
+            "bob's bot",
+            &["notifier"],
+            &["127.0.0.1", "192.0.2.0/24"],
+        );
+        let billing = create(
+            &db,
+            ALICE,
+            "billing sync",
+            &["billing", "reports"],
+            &["10.20.0.0/16"],
+        );
+        run_cli(
+            &db,
+            &[
+                "disable",
+                "--actor",
+                ALICE.0,
+                "--actor-role",
+                ALICE.1,
+                &billing.id,
+            ],
+        );
         create(&db, ROOT, "partner webhooks", &["webhooks"], &[]);
 
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = dir.path().join("serve.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let mut process = Process::spawn(
             "keyledger serve",
             keyledger(&db)
-                .args(["serve", "--listen", &addr.to_string()])
+                .args(["serve", "--listen", "127.0.0.1:0"])
                 .stdout(log_file.try_clone().unwrap())
                 .stderr(log_file),
         );
+        // It prints the port it was given once it listens.
         let deadline = Instant::now() + WAIT;
-        loop {
+        let addr: SocketAddr = loop {
             process.assert_running(&log);
-            if TcpStream::connect(addr).is_ok() && http(addr, "GET", "/healthz", &[], None).status == 200 {
-                break;
+            let printed = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(addr) = printed.lines().find_map(|l| l.strip_prefix("listening on ")) {
+                break addr.trim().parse().unwrap();
             }
-            assert!(Instant::now() < deadline, "keyledger serve did not answer /healthz within {WAIT:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            assert!(
+                Instant::now() < deadline,
+                "keyledger serve printed no address within {WAIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let health = http(addr, "GET", "/healthz", &[], None);
+        assert_eq!(health.status, 200, "{health:?}");
         Server {
             addr,
             log,
@@ -327,7 +382,8 @@ impl Browser {
     /// Starts chromedriver on a free port and opens a Chromium session through it. Panics,
     /// failing the test, if Chromium or its driver is not installed.
     async fn start() -> Browser {
-        let install = "install Debian's `chromium` and `chromium-driver` (./test.sh does it when they are missing)";
+        let install =
+            "install Debian's `chromium` and `chromium-driver` (./test.sh does it when they are missing)";
         let chromium = on_path("chromium").unwrap_or_else(|| panic!("Chromium is not installed: {install}"));
         let chromedriver =
             on_path("chromedriver").unwrap_or_else(|| panic!("chromedriver is not installed: {install}"));
@@ -346,7 +402,10 @@ impl Browser {
         let deadline = Instant::now() + WAIT;
         while TcpStream::connect(addr).is_err() {
             driver.assert_running(&log);
-            assert!(Instant::now() < deadline, "chromedriver did not listen within {WAIT:?}");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen within {WAIT:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let data_dir = profile.path().join("chromium");
@@ -381,7 +440,15 @@ impl Browser {
             .await
             .unwrap_or_else(|e| {
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
                 panic!("Chromium did not start under chromedriver: {e}\n{tail}")
             });
         browser.client = Some(client);
@@ -405,7 +472,10 @@ impl Drop for Browser {
         drop(self.driver.take());
         // Chromium outlives a killed chromedriver: end the processes started with this
         // profile (and only those), by their ids.
-        let marker = format!("--user-data-dir={}", self.profile.path().join("chromium").display());
+        let marker = format!(
+            "--user-data-dir={}",
+            self.profile.path().join("chromium").display()
+        );
         let deadline = Instant::now() + STOP;
         loop {
             let pids = processes_with_arg(&marker);
@@ -463,7 +533,11 @@ impl Page<'_> {
     }
 
     async fn click(self, css: &str) {
-        self.find(css).await.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+        self.find(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
     async fn type_into(self, css: &str, text: &str) {
@@ -477,7 +551,10 @@ impl Page<'_> {
     }
 
     async fn js(self, script: &str, args: Vec<Value>) -> Value {
-        self.0.execute(script, args).await.unwrap_or_else(|e| panic!("{script}: {e}"))
+        self.0
+            .execute(script, args)
+            .await
+            .unwrap_or_else(|e| panic!("{script}: {e}"))
     }
 
     /// Waits until `script` (a function body) returns true.
@@ -497,7 +574,11 @@ impl Page<'_> {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(name), &png).unwrap();
         if for_docs && std::env::var_os("KEYLEDGER_SCREENSHOTS").is_some() {
-            std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs").join(name), &png).unwrap();
+            std::fs::write(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("docs").join(name),
+                &png,
+            )
+            .unwrap();
         }
     }
 
@@ -561,7 +642,11 @@ fn page_is_served_with_a_strict_content_security_policy() {
         let answer = http(server.addr, "GET", path, &[], None);
         assert_eq!(answer.status, 200, "{path}: {answer:?}");
         let csp = answer.header("content-security-policy").unwrap_or_default();
-        for directive in ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"] {
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
             assert!(csp.contains(directive), "{path}: CSP {csp:?} lacks {directive:?}");
         }
         assert_eq!(answer.header("x-frame-options"), Some("DENY"), "{path}");
@@ -571,8 +656,14 @@ fn page_is_served_with_a_strict_content_security_policy() {
     }
     let page = http(server.addr, "GET", "/", &[], None);
     assert!(page.header("content-type").unwrap().starts_with("text/html"));
-    assert!(!page.body.contains("<script>"), "no inline script: the CSP forbids it");
-    assert!(!page.body.contains("http://") && !page.body.contains("https://"), "nothing from outside");
+    assert!(
+        !page.body.contains("<script>"),
+        "no inline script: the CSP forbids it"
+    );
+    assert!(
+        !page.body.contains("http://") && !page.body.contains("https://"),
+        "nothing from outside"
+    );
 }
 
 #[test]
@@ -601,12 +692,24 @@ fn admin_generates_a_key_with_two_roles_and_two_ips_reads_it_once_and_it_verifie
         page.click("#role-options input[value='notifier']").await;
         page.type_into("#new-role", "reports").await;
         page.click("#add-role").await;
-        assert_eq!(page.text("#roles-summary").await, "notifier, reports (2 selected)");
+        assert_eq!(
+            page.text("#roles-summary").await,
+            "notifier, reports (2 selected)"
+        );
         page.click("#add-ip").await;
-        page.type_into("#ip-rows li:nth-child(1) input", "127.0.0.1").await;
+        page.type_into("#ip-rows li:nth-child(1) input", "127.0.0.1")
+            .await;
         page.click("#add-ip").await;
-        page.type_into("#ip-rows li:nth-child(2) input", "10.20.0.0/16").await;
-        assert_eq!(page.js("return document.querySelectorAll('#ip-rows [aria-invalid]').length", vec![]).await, json!(0));
+        page.type_into("#ip-rows li:nth-child(2) input", "10.20.0.0/16")
+            .await;
+        assert_eq!(
+            page.js(
+                "return document.querySelectorAll('#ip-rows [aria-invalid]').length",
+                vec![]
+            )
+            .await,
+            json!(0)
+        );
         page.screenshot("ui-generate.png", false).await;
         page.click("#save").await;
 
@@ -620,20 +723,36 @@ fn admin_generates_a_key_with_two_roles_and_two_ips_reads_it_once_and_it_verifie
             .unwrap()
             .unwrap();
         assert!(secret.starts_with("klk_") && secret.len() == 40, "{secret:?}");
-        assert!(page.text("#secret-warning").await.contains("you will not see it again"));
+        assert!(
+            page.text("#secret-warning")
+                .await
+                .contains("you will not see it again")
+        );
         let shown = page.where_is(&secret).await;
-        assert_eq!(shown["inputs"], json!(["secret-value"]), "only the one-time dialog holds it: {shown}");
+        assert_eq!(
+            shown["inputs"],
+            json!(["secret-value"]),
+            "only the one-time dialog holds it: {shown}"
+        );
         assert_eq!(shown["markup"], json!(false), "{shown}");
         assert_eq!(shown["session"], json!([]), "{shown}");
         page.click("#copy-secret").await;
-        page.until("the copy answer", "return document.getElementById('copy-status').textContent !== ''", vec![])
-            .await;
+        page.until(
+            "the copy answer",
+            "return document.getElementById('copy-status').textContent !== ''",
+            vec![],
+        )
+        .await;
         page.screenshot("ui-new-key.png", true).await;
 
         // Closing the dialog forgets it.
         page.click("#secret-done").await;
-        page.until("the dialog to close", "return !document.getElementById('secret-dialog').open", vec![])
-            .await;
+        page.until(
+            "the dialog to close",
+            "return !document.getElementById('secret-dialog').open",
+            vec![],
+        )
+        .await;
         let after = page.where_is(&secret).await;
         assert_eq!(after["inputs"], json!([]), "{after}");
         assert_eq!(after["markup"], json!(false), "{after}");
@@ -655,7 +774,10 @@ fn admin_generates_a_key_with_two_roles_and_two_ips_reads_it_once_and_it_verifie
         // The table shows it, with its hint and never its secret.
         let row = Page::row(created["id"].as_str().unwrap());
         let text = page.text(&row).await;
-        assert!(text.contains("notifications bot") && text.contains(created["hint"].as_str().unwrap()), "{text}");
+        assert!(
+            text.contains("notifications bot") && text.contains(created["hint"].as_str().unwrap()),
+            "{text}"
+        );
         assert!(!text.contains(&secret));
         page.js("document.activeElement.blur()", vec![]).await;
         page.screenshot("ui-keys.png", true).await;
@@ -692,12 +814,23 @@ fn admin_has_no_delete_on_another_admins_key_and_a_super_admin_deletes_it_at_onc
         let bobs = Page::row(&server.bobs_bot.id);
         let alices = Page::row(&server.alice.id);
         page.find(&bobs).await;
-        assert!(!page.has(&format!("{bobs} button[data-action='delete']")).await, "Bob's key offers Alice a delete");
-        assert!(!page.has(&format!("{bobs} button")).await, "Bob's key offers Alice an action");
+        assert!(
+            !page.has(&format!("{bobs} button[data-action='delete']")).await,
+            "Bob's key offers Alice a delete"
+        );
+        assert!(
+            !page.has(&format!("{bobs} button")).await,
+            "Bob's key offers Alice an action"
+        );
         assert!(page.has(&format!("{alices} button[data-action='delete']")).await);
 
         // The server refuses her a forged call all the same.
-        let forged = server.api(&server.alice.secret, "DELETE", &format!("/v1/keys/{}", server.bobs_bot.id), None);
+        let forged = server.api(
+            &server.alice.secret,
+            "DELETE",
+            &format!("/v1/keys/{}", server.bobs_bot.id),
+            None,
+        );
         assert_eq!(forged.status, 403, "{forged:?}");
         assert_eq!(forged.json()["error"], json!("permission_denied"), "{forged:?}");
         assert_eq!(server.auth(&server.bobs_bot.secret).status, 200);
@@ -720,14 +853,22 @@ fn admin_has_no_delete_on_another_admins_key_and_a_super_admin_deletes_it_at_onc
         assert_eq!(auth.status, 401, "{auth:?}");
 
         // With every status shown, it is there, deleted by root.
-        page.find("#key-status").await.select_by_value("all").await.unwrap();
+        page.find("#key-status")
+            .await
+            .select_by_value("all")
+            .await
+            .unwrap();
         let row = page.text(&bobs).await;
         assert!(row.contains("deleted") && row.contains("by root"), "{row}");
 
         // The audit trail says who deleted what; the refused attempts show Alice's try.
         page.click("#nav-audit").await;
         page.find("#audit:not([hidden])").await;
-        page.find("#audit-kind").await.select_by_value("deleted").await.unwrap();
+        page.find("#audit-kind")
+            .await
+            .select_by_value("deleted")
+            .await
+            .unwrap();
         page.until(
             "the deletion in the audit trail",
             "const rows = document.querySelectorAll('#audit-table tbody tr');
@@ -737,7 +878,10 @@ fn admin_has_no_delete_on_another_admins_key_and_a_super_admin_deletes_it_at_onc
         .await;
         page.screenshot("ui-audit.png", false).await;
         let entry = page.text("#audit-table tbody tr").await;
-        assert!(entry.contains("root") && entry.contains("bob's bot") && entry.contains(&server.bobs_bot.id), "{entry}");
+        assert!(
+            entry.contains("root") && entry.contains("bob's bot") && entry.contains(&server.bobs_bot.id),
+            "{entry}"
+        );
         page.click("#audit-refused").await;
         page.until(
             "the refused attempt",
@@ -746,7 +890,10 @@ fn admin_has_no_delete_on_another_admins_key_and_a_super_admin_deletes_it_at_onc
         )
         .await;
         let refused = page.text("#refused-table tbody tr").await;
-        assert!(refused.contains("alice") && refused.contains("delete") && refused.contains(&server.bobs_bot.id), "{refused}");
+        assert!(
+            refused.contains("alice") && refused.contains("delete") && refused.contains(&server.bobs_bot.id),
+            "{refused}"
+        );
         browser.close().await;
     });
 }
@@ -770,11 +917,28 @@ fn bad_ip_is_flagged_as_typed_and_refused_with_the_servers_reason() {
 
         // As it is typed: not an address, then host bits set.
         page.type_into(ip, "10.0.0.256").await;
-        assert_eq!(page.text(error).await, "\"10.0.0.256\" is not an IP address or CIDR range");
-        assert_eq!(page.find(ip).await.attr("aria-invalid").await.unwrap().as_deref(), Some("true"));
+        assert_eq!(
+            page.text(error).await,
+            "\"10.0.0.256\" is not an IP address or CIDR range"
+        );
+        assert_eq!(
+            page.find(ip).await.attr("aria-invalid").await.unwrap().as_deref(),
+            Some("true")
+        );
         page.type_into(ip, "10.1.2.3/8").await;
-        assert_eq!(page.text(error).await, "10.1.2.3/8 has host bits set; did you mean 10.0.0.0/8?");
-        assert_eq!(page.find(error).await.attr("data-source").await.unwrap().as_deref(), Some("client"));
+        assert_eq!(
+            page.text(error).await,
+            "10.1.2.3/8 has host bits set; did you mean 10.0.0.0/8?"
+        );
+        assert_eq!(
+            page.find(error)
+                .await
+                .attr("data-source")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("client")
+        );
 
         // Save: the server refuses, and its reason stands next to the entry.
         page.click("#save").await;
@@ -785,10 +949,33 @@ fn bad_ip_is_flagged_as_typed_and_refused_with_the_servers_reason() {
         )
         .await;
         let reason = page.text(error).await;
-        assert!(reason.contains("10.1.2.3/8 has host bits set; did you mean 10.0.0.0/8?"), "{reason}");
-        assert!(page.has("#generate-dialog[open]").await, "the form stays open to be fixed");
+        assert!(
+            reason.contains("10.1.2.3/8 has host bits set; did you mean 10.0.0.0/8?"),
+            "{reason}"
+        );
+        assert!(
+            page.has("#generate-dialog[open]").await,
+            "the form stays open to be fixed"
+        );
         page.screenshot("ui-bad-ip.png", false).await;
         assert_eq!(server.keys().len(), before, "nothing was created");
+
+        // The check as typed follows the server's rules: the same verdict, in the same words.
+        let verdicts = page
+            .js(
+                "return arguments[0].map(s => checkNet(s))",
+                vec![json!(WHITELIST_CASES)],
+            )
+            .await;
+        for (case, verdict) in WHITELIST_CASES.iter().zip(verdicts.as_array().unwrap()) {
+            match keyledger::parse_net(case.trim()) {
+                Ok(net) => assert_eq!(verdict, &json!({"net": net.to_string()}), "{case:?}"),
+                Err(keyledger::Error::InvalidInput { reason, .. }) => {
+                    assert_eq!(verdict, &json!({"error": reason}), "{case:?}")
+                }
+                Err(e) => panic!("{case:?}: {e}"),
+            }
+        }
 
         // Fixed, it saves.
         page.type_into(ip, "10.0.0.0/8").await;
@@ -828,14 +1015,22 @@ fn admin_enables_disables_rewhitelists_and_rolls_a_key_of_their_own() {
         page.find(&format!("{row} button[data-action='disable']")).await;
 
         // The whitelist: add, a bad entry refused with the server's reason, remove.
-        page.click(&format!("{row} button[data-action='whitelist']")).await;
+        page.click(&format!("{row} button[data-action='whitelist']"))
+            .await;
         page.find("#whitelist-dialog[open]").await;
         page.type_into("#whitelist-add", "10.30.0.0/16").await;
         page.click("#whitelist-add-button").await;
-        page.find("#whitelist-entries button[data-net='10.30.0.0/16']").await;
-        assert_eq!(status(&server)["whitelist"], json!(["10.20.0.0/16", "10.30.0.0/16"]));
+        page.find("#whitelist-entries button[data-net='10.30.0.0/16']")
+            .await;
+        assert_eq!(
+            status(&server)["whitelist"],
+            json!(["10.20.0.0/16", "10.30.0.0/16"])
+        );
         page.type_into("#whitelist-add", "10.30.0.1/16").await;
-        assert_eq!(page.text("#whitelist-add-error").await, "10.30.0.1/16 has host bits set; did you mean 10.30.0.0/16?");
+        assert_eq!(
+            page.text("#whitelist-add-error").await,
+            "10.30.0.1/16 has host bits set; did you mean 10.30.0.0/16?"
+        );
         page.click("#whitelist-add-button").await;
         page.until(
             "the server's reason for the bad entry",
@@ -843,8 +1038,13 @@ fn admin_enables_disables_rewhitelists_and_rolls_a_key_of_their_own() {
             vec![],
         )
         .await;
-        assert!(page.text("#whitelist-add-error").await.contains("has host bits set"));
-        page.click("#whitelist-entries button[data-net='10.20.0.0/16']").await;
+        assert!(
+            page.text("#whitelist-add-error")
+                .await
+                .contains("has host bits set")
+        );
+        page.click("#whitelist-entries button[data-net='10.20.0.0/16']")
+            .await;
         page.until(
             "the removed entry to go",
             "return !document.querySelector(\"#whitelist-entries button[data-net='10.20.0.0/16']\")",
@@ -854,12 +1054,18 @@ fn admin_enables_disables_rewhitelists_and_rolls_a_key_of_their_own() {
         assert_eq!(status(&server)["whitelist"], json!(["10.30.0.0/16"]));
 
         // The last entry goes only when the admin says any address may use the key.
-        page.click("#whitelist-entries button[data-net='10.30.0.0/16']").await;
-        page.until("the server's refusal", "return document.getElementById('whitelist-error').textContent !== ''", vec![])
+        page.click("#whitelist-entries button[data-net='10.30.0.0/16']")
             .await;
+        page.until(
+            "the server's refusal",
+            "return document.getElementById('whitelist-error').textContent !== ''",
+            vec![],
+        )
+        .await;
         assert_eq!(status(&server)["whitelist"], json!(["10.30.0.0/16"]));
         page.click("#allow-any").await;
-        page.click("#whitelist-entries button[data-net='10.30.0.0/16']").await;
+        page.click("#whitelist-entries button[data-net='10.30.0.0/16']")
+            .await;
         page.find("#whitelist-any:not([hidden])").await;
         assert_eq!(status(&server)["whitelist"], json!([]));
         page.click("#whitelist-dialog button.cancel").await;
@@ -870,22 +1076,111 @@ fn admin_enables_disables_rewhitelists_and_rolls_a_key_of_their_own() {
         page.find("#grace").await.select_by_value("1h").await.unwrap();
         page.click("#confirm-ok").await;
         page.find("#secret-dialog[open]").await;
-        let rolled = page.find("#secret-value").await.prop("value").await.unwrap().unwrap();
+        let rolled = page
+            .find("#secret-value")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap();
         assert_ne!(rolled, server.billing.secret);
-        assert!(page.text("#secret-for").await.contains("The previous one works until"));
+        assert!(
+            page.text("#secret-for")
+                .await
+                .contains("The previous one works until")
+        );
         page.click("#secret-done").await;
         assert_eq!(server.auth(&rolled).status, 200);
-        assert_eq!(server.auth(&server.billing.secret).status, 200, "within the grace");
+        assert_eq!(
+            server.auth(&server.billing.secret).status,
+            200,
+            "within the grace"
+        );
         let trail = server.api(&server.alice.secret, "GET", &format!("/v1/audit?key={id}"), None);
         let kinds: Vec<String> = trail
             .body
             .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].as_str().unwrap().to_owned())
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
         assert_eq!(
             kinds,
-            ["created", "disabled", "enabled", "disabled", "enabled", "whitelisted", "unwhitelisted", "unwhitelisted", "rolled"]
+            [
+                "created",
+                "disabled",
+                "enabled",
+                "disabled",
+                "enabled",
+                "whitelisted",
+                "unwhitelisted",
+                "unwhitelisted",
+                "rolled"
+            ]
         );
         browser.close().await;
     });
 }
+
+/// Whitelist entries good and bad: both families, prefixes, host bits, leading zeros,
+/// IPv4-mapped and embedded IPv4, compression, zones, and garbage.
+const WHITELIST_CASES: &[&str] = &[
+    "10.0.0.0/8",
+    "10.1.2.3/8",
+    "10.0.0.1",
+    "010.0.0.1",
+    "010.0.0.0/8",
+    "10.0.0.0/08",
+    "10.0.0.0/033",
+    "10.0.0.0/33",
+    "10.0.0.256",
+    "1.2.3",
+    "1.2.3.4.5",
+    "::1",
+    "::",
+    "::/0",
+    "2001:db8::1",
+    "2001:db8::/32",
+    "2001:db8::1/32",
+    "2001:DB8::/32",
+    "::ffff:10.0.0.1",
+    "::ffff:10.0.0.0/104",
+    "::ffff:10.0.0.1/104",
+    "::ffff:10.0.0.0/95",
+    "::ffff:0.0.0.0/96",
+    "1:2:3:4:5:6:7:8",
+    "1:2:3:4:5:6:7:8:9",
+    "1:2:3:4:5:6:7::",
+    "::2:3:4:5:6:7:8",
+    "1::2::3",
+    "1:2:3:4:5:6:1.2.3.4",
+    "1:2:3:4:5:6:01.2.3.4",
+    "1:2:3:4:5:6:01.2.3.4/128",
+    "::1.2.3.4",
+    "1.2.3.4::",
+    "fe80::1%eth0",
+    " 10.0.0.1",
+    "10.0.0.1/32",
+    "2001:db8:0:0:1:0:0:1",
+    "2001:0:0:1:0:0:0:1",
+    "0:0:0:0:0:0:0:0/0",
+    "12345::",
+    "::12345",
+    "abcd::ef01/128",
+    "10.0.0.0/-1",
+    "10.0.0.0/",
+    "/8",
+    "1.2.3.4/8x",
+    "0.0.0.0/0",
+    "255.255.255.255",
+    "192.168.1.128/25",
+    "192.168.1.129/25",
+    "2001:db8::8000/113",
+    "2001:db8::8001/113",
+    ":1::",
+    "1:::2",
+    "::ffff:1.2.3.4/127",
+];
