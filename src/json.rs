@@ -582,7 +582,7 @@ mod tests {
     #[test]
     fn import_lines_name_the_first_bad_line_without_quoting_its_secret() {
         let secret = "leak_me_not_00000000009";
-        let good = format!(r#"{{"name": "a", "roles": ["bot"], "key": "good_secret_00000000001"}}"#);
+        let good = r#"{"name": "a", "roles": ["bot"], "key": "good_secret_00000000001"}"#;
         let bad = format!(r#"{{"name": "b", "roles": ["bot"], "key": "{secret}", "sha256": "00"}}"#);
         let err = read_import_lines(format!("{good}\n{bad}\n").as_bytes()).unwrap_err();
         assert!(

@@ -238,13 +238,13 @@ async fn method_not_allowed() -> Response {
     .into_response()
 }
 
-/// A request refused, with its answer.
-struct Reject(Response);
+/// A request refused, with its answer (boxed: a `Result` carries it by value).
+struct Reject(Box<Response>);
 
 impl Reject {
     /// An error of the API's own `kind` (not a library error).
     fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
-        Reject(body::json(status, &ErrorJson::new(kind, message)))
+        Reject(Box::new(body::json(status, &ErrorJson::new(kind, message))))
     }
 
     /// A failure inside the server (a panic in a store call): never a client's fault.
@@ -259,19 +259,19 @@ impl Reject {
 
 impl IntoResponse for Reject {
     fn into_response(self) -> Response {
-        self.0
+        *self.0
     }
 }
 
 impl From<crate::Refusal> for Reject {
     fn from(refusal: crate::Refusal) -> Self {
-        Reject(refusal.response())
+        Reject(Box::new(refusal.response()))
     }
 }
 
 impl From<crate::Error> for Reject {
     fn from(e: crate::Error) -> Self {
-        Reject(body::json(status_of(&e), &ErrorJson::from(&e)))
+        Reject(Box::new(body::json(status_of(&e), &ErrorJson::from(&e))))
     }
 }
 

@@ -427,15 +427,16 @@ async fn audit(State(shared): State<Arc<Shared>>, request: Request) -> Result<Re
     if given("at") && ["actor", "kind", "since", "until"].iter().any(|p| given(p)) {
         return Err(Error::invalid("query", "at takes key only").into());
     }
-    let mut filter = AuditFilter::default();
-    filter.key = params.get("key").map(|s| key_id(s)).transpose()?;
-    filter.actor = params.get("actor").cloned();
-    filter.kind = params
-        .get("kind")
-        .map(|s| s.parse::<EventKind>())
-        .transpose()?;
-    filter.since = params.get("since").map(|s| parse_time("since", s)).transpose()?;
-    filter.until = params.get("until").map(|s| parse_time("until", s)).transpose()?;
+    let filter = AuditFilter {
+        key: params.get("key").map(|s| key_id(s)).transpose()?,
+        actor: params.get("actor").cloned(),
+        kind: params
+            .get("kind")
+            .map(|s| s.parse::<EventKind>())
+            .transpose()?,
+        since: params.get("since").map(|s| parse_time("since", s)).transpose()?,
+        until: params.get("until").map(|s| parse_time("until", s)).transpose()?,
+    };
     let at = params
         .get("at")
         .map(|s| {
