@@ -673,6 +673,8 @@ fn admin_generates_a_key_with_two_roles_and_two_ips_reads_it_once_and_it_verifie
         let browser = Browser::start().await;
         let page = browser.page();
         page.goto(&server.url("/")).await;
+        page.find("#admin-key").await;
+        page.screenshot("ui-sign-in.png", false).await;
         page.sign_in(&server.alice.secret).await;
         assert_eq!(page.text("#whoami").await, "Signed in as alice (admin)");
 
@@ -1063,6 +1065,7 @@ fn admin_enables_disables_rewhitelists_and_rolls_a_key_of_their_own() {
         )
         .await;
         assert_eq!(status(&server)["whitelist"], json!(["10.30.0.0/16"]));
+        page.screenshot("ui-whitelist.png", false).await;
         page.click("#allow-any").await;
         page.click("#whitelist-entries button[data-net='10.30.0.0/16']")
             .await;
