@@ -6,16 +6,24 @@
 //!   verifies on every request), from the same server. Targets: `layer_rps_vs_bare` ≥ 0.95,
 //!   `layer_p99_vs_bare` ≤ 1.10. Also the layer's own cost per passing request, in process
 //!   (no network), against a trivial inner service.
+//! - `auth_vs_trivial`: `keyledger serve`'s `/auth` (the library's `Server`, as the binary
+//!   runs it) against its `/healthz` on the same server. Target: `auth_rps_vs_trivial` ≥ 0.9.
+//! - `nginx_auth_vs_plain`: nginx (Debian's, one worker) with `auth_request` to that server
+//!   before an upstream app, against the same nginx proxying to the same app with no auth:
+//!   `nginx_auth_rps_vs_plain`, reported with no target (it is mostly nginx's subrequest).
+//!   Skipped, with a note in the report, when `/usr/sbin/nginx` is missing.
 //!
-//! `cargo bench --bench http --features tower` (`-- --quick` for a short run). The server
-//! and the client each get one runtime with one worker thread (the machines have two
-//! cores); the routes are measured in alternating order, round after round, and the ratios
-//! are medians of each round's ratio, so the machine's drift cancels. Prints a table and
-//! writes `target/bench/http.json`.
+//! `cargo bench --bench http` (`-- --quick` for a short run). The server and the client
+//! each get one runtime with one worker thread (the machines have two cores); the routes
+//! are measured in alternating order, round after round, and the ratios are medians of
+//! each round's ratio, so the machine's drift cancels. Prints a table and writes
+//! `target/bench/http.json`.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "../tests/support/nginx.rs"]
+mod nginx;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -31,7 +39,7 @@ use axum::routing::get;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use keyledger::{Actor, ApiKeyLayer, KeyStore, NewKey};
+use keyledger::{Actor, ApiKeyLayer, KeyStore, NewKey, Server, TrustedProxies};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 use tower_layer::Layer;
@@ -109,11 +117,12 @@ fn main() {
             "seconds_per_run": mode.per_run.as_secs_f64(),
             "warmup_seconds": mode.warmup.as_secs_f64(),
             "keys": KEYS,
-            "threads": "server: one tokio worker; load generator: one tokio worker",
+            "threads": "server (and the upstream app): one tokio worker; load generator: one tokio worker; nginx: one worker process",
             "client": "hyper 1 http1 client connections, keep-alive, closed loop",
         },
     });
     for c in comparisons {
+        let Some(c) = c else { continue };
         for (name, x) in &c.ratios {
             ratios.insert((*name).to_owned(), json!(x));
         }
@@ -126,11 +135,131 @@ fn main() {
     println!("wrote {}", path.display());
 }
 
-/// Every comparison this benchmark makes. `keyledger serve`'s `/auth` against a trivial
-/// route on the same server (`auth_rps_vs_trivial`), and nginx with `auth_request` against
-/// nginx without, belong here, each as a function returning a [`Comparison`].
-fn comparisons(mode: &Mode) -> Vec<Comparison> {
-    vec![layer_vs_bare(mode)]
+/// Every comparison this benchmark makes; `None` for one that cannot run here (and says
+/// why on standard error).
+fn comparisons(mode: &Mode) -> Vec<Option<Comparison>> {
+    vec![
+        Some(layer_vs_bare(mode)),
+        Some(auth_vs_trivial(mode)),
+        nginx_auth_vs_plain(mode),
+    ]
+}
+
+/// Loads `paths[0]` and `paths[1]` on `addr` in alternating order, round after round,
+/// after a warm-up of each; every answer must be a 200.
+fn rounds(mode: &Mode, client: &Runtime, addr: SocketAddr, paths: [&'static str; 2], secrets: &[String]) -> [Vec<Run>; 2] {
+    for path in paths {
+        let warm = load(client, addr, path, secrets, mode.warmup);
+        assert_eq!(warm.failures, 0, "{path} answered something other than 200");
+    }
+    let mut runs = [Vec::new(), Vec::new()];
+    for round in 0..mode.rounds {
+        // Alternate which goes first, so neither always runs on a warmer machine.
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let path = paths[i];
+            let run = load(client, addr, path, secrets, mode.per_run);
+            assert_eq!(run.failures, 0, "{path} answered something other than 200");
+            eprintln!(
+                "  round {}/{} {path:>20}: {:>8.0} req/s, p50 {:>6.1} µs, p99 {:>6.1} µs",
+                round + 1,
+                mode.rounds,
+                run.rps,
+                run.p50_us,
+                run.p99_us
+            );
+            runs[i].push(run);
+        }
+    }
+    runs
+}
+
+/// The median over rounds of `f(measured) / f(baseline)` in the same round.
+fn paired(baseline: &[Run], measured: &[Run], f: fn(&Run) -> f64) -> f64 {
+    median(baseline.iter().zip(measured).map(|(b, m)| f(m) / f(b)).collect())
+}
+
+/// Medians of a route's runs, and every run.
+fn summary(runs: &[Run]) -> Value {
+    json!({
+        "rps": median(runs.iter().map(|r| r.rps).collect()),
+        "p50_us": median(runs.iter().map(|r| r.p50_us).collect()),
+        "p99_us": median(runs.iter().map(|r| r.p99_us).collect()),
+        "requests": runs.iter().map(|r| r.requests).sum::<usize>(),
+        "runs": runs.iter().map(Run::json).collect::<Vec<_>>(),
+    })
+}
+
+/// `keyledger serve`'s server (the library's `Server`, as the binary runs it) on a free
+/// loopback port of `rt`, trusting `proxies`.
+fn serve_keyledger(rt: &Runtime, store: Arc<KeyStore>, proxies: &[&str]) -> SocketAddr {
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::new(store).trusted_proxies(TrustedProxies::parse(proxies).unwrap());
+    rt.spawn(server.run(listener, std::future::pending()));
+    addr
+}
+
+/// `/auth` (a key that verifies, from 10,000) against `/healthz` on one `keyledger serve`.
+fn auth_vs_trivial(mode: &Mode) -> Comparison {
+    let store = KeyStore::builder().open_temporary().unwrap();
+    let secrets = fill(&store);
+    let server = runtime("server");
+    let addr = serve_keyledger(&server, Arc::new(store), &[]);
+    let client = runtime("client");
+    let [trivial, auth] = rounds(mode, &client, addr, ["/healthz", "/auth?role=notifier"], &secrets[..mode.connections]);
+    drop(client);
+    drop(server);
+    Comparison {
+        name: "auth_vs_trivial",
+        figures: json!({
+            "route": "keyledger serve: GET /auth?role=notifier (a key on its whitelist 127.0.0.0/8, 200 with the \
+                      X-Keyledger-* headers) against GET /healthz (200 {\"status\":\"ok\",\"last_seq\":N})",
+            "trivial": summary(&trivial),
+            "auth": summary(&auth),
+            "ratio_rule": "median over rounds of auth/trivial in the same round",
+        }),
+        ratios: vec![
+            ("auth_rps_vs_trivial", paired(&trivial, &auth, |r| r.rps)),
+            ("auth_p99_vs_trivial", paired(&trivial, &auth, |r| r.p99_us)),
+        ],
+    }
+}
+
+/// nginx with `auth_request` to `keyledger serve` before an upstream app, against the same
+/// nginx proxying to the same app without auth.
+fn nginx_auth_vs_plain(mode: &Mode) -> Option<Comparison> {
+    if !std::path::Path::new(nginx::NGINX).exists() {
+        eprintln!("nginx_auth_vs_plain: skipped, {} is missing (.ci/run installs nginx-light)", nginx::NGINX);
+        return None;
+    }
+    let store = KeyStore::builder().open_temporary().unwrap();
+    let secrets = fill(&store);
+    let server = runtime("server");
+    let keyledger = serve_keyledger(&server, Arc::new(store), &["127.0.0.1/32"]);
+    let app = Router::new().fallback(get(handler));
+    let upstream = serve(&server, app);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = nginx::Nginx::start(dir.path(), keyledger, upstream);
+    let client = runtime("client");
+    let [plain, auth] = rounds(mode, &client, proxy.addr, ["/open/x", "/api/x"], &secrets[..mode.connections]);
+    drop(client);
+    drop(proxy);
+    drop(server);
+    Some(Comparison {
+        name: "nginx_auth_vs_plain",
+        figures: json!({
+            "route": "nginx 1 worker, keep-alive upstreams: GET /api/x (auth_request to keyledger serve's /auth, \
+                      then the app) against GET /open/x (the app alone); the app answers a 2-byte body",
+            "plain": summary(&plain),
+            "auth": summary(&auth),
+            "ratio_rule": "median over rounds of auth/plain in the same round; no target",
+        }),
+        ratios: vec![
+            ("nginx_auth_rps_vs_plain", paired(&plain, &auth, |r| r.rps)),
+            ("nginx_auth_p99_vs_plain", paired(&plain, &auth, |r| r.p99_us)),
+        ],
+    })
 }
 
 /// The same handler at `/bare` and, behind `ApiKeyLayer`, at `/layer`.
@@ -148,49 +277,12 @@ fn layer_vs_bare(mode: &Mode) -> Comparison {
     let client = runtime("client");
 
     let cost = in_process_cost(&auth, &secrets[0]);
-    let secrets = &secrets[..mode.connections];
-    for path in ["/bare", "/layer"] {
-        let warm = load(&client, addr, path, secrets, mode.warmup);
-        assert_eq!(warm.failures, 0, "{path} answered something other than 200");
-    }
-    let mut bare = Vec::new();
-    let mut layer = Vec::new();
-    for round in 0..mode.rounds {
-        // Alternate which goes first, so neither always runs on a warmer machine.
-        let order = if round % 2 == 0 {
-            ["/bare", "/layer"]
-        } else {
-            ["/layer", "/bare"]
-        };
-        for path in order {
-            let run = load(&client, addr, path, secrets, mode.per_run);
-            assert_eq!(run.failures, 0, "{path} answered something other than 200");
-            eprintln!(
-                "  round {}/{} {path:>6}: {:>8.0} req/s, p50 {:>6.1} µs, p99 {:>6.1} µs",
-                round + 1,
-                mode.rounds,
-                run.rps,
-                run.p50_us,
-                run.p99_us
-            );
-            if path == "/bare" { &mut bare } else { &mut layer }.push(run);
-        }
-    }
+    let [bare, layer] = rounds(mode, &client, addr, ["/bare", "/layer"], &secrets[..mode.connections]);
     drop(client);
     drop(server);
 
-    let paired = |f: fn(&Run) -> f64| median(bare.iter().zip(&layer).map(|(b, l)| f(l) / f(b)).collect());
-    let rps_ratio = paired(|r| r.rps);
-    let p99_ratio = paired(|r| r.p99_us);
-    let summary = |runs: &[Run]| {
-        json!({
-            "rps": median(runs.iter().map(|r| r.rps).collect()),
-            "p50_us": median(runs.iter().map(|r| r.p50_us).collect()),
-            "p99_us": median(runs.iter().map(|r| r.p99_us).collect()),
-            "requests": runs.iter().map(|r| r.requests).sum::<usize>(),
-            "runs": runs.iter().map(Run::json).collect::<Vec<_>>(),
-        })
-    };
+    let rps_ratio = paired(&bare, &layer, |r| r.rps);
+    let p99_ratio = paired(&bare, &layer, |r| r.p99_us);
     Comparison {
         name: "layer_vs_bare",
         figures: json!({
@@ -429,13 +521,24 @@ fn print_table(r: &Value) {
     );
     let lb = &r["layer_vs_bare"];
     println!(
-        "{:<14}  {:>10}  {:>8}  {:>8}",
+        "{:<34}  {:>10}  {:>8}  {:>8}",
         "route", "req/s", "p50 µs", "p99 µs"
     );
-    for (label, x) in [("bare", &lb["bare"]), ("ApiKeyLayer", &lb["layer"])] {
+    let rows = [
+        ("axum route, bare", &lb["bare"]),
+        ("axum route, ApiKeyLayer", &lb["layer"]),
+        ("serve /healthz", &r["auth_vs_trivial"]["trivial"]),
+        ("serve /auth", &r["auth_vs_trivial"]["auth"]),
+        ("nginx -> app", &r["nginx_auth_vs_plain"]["plain"]),
+        ("nginx auth_request -> serve, app", &r["nginx_auth_vs_plain"]["auth"]),
+    ];
+    for (label, x) in rows {
+        if x.is_null() {
+            continue;
+        }
         let f = |k: &str| x[k].as_f64().unwrap_or(f64::NAN);
         println!(
-            "{label:<14}  {:>10.0}  {:>8.1}  {:>8.1}",
+            "{label:<34}  {:>10.0}  {:>8.1}  {:>8.1}",
             f("rps"),
             f("p50_us"),
             f("p99_us")
@@ -453,6 +556,6 @@ fn print_table(r: &Value) {
         let x = x
             .as_f64()
             .map_or_else(|| "null".to_owned(), |x| format!("{x:.3}"));
-        println!("{k:<20}  {x:>6}");
+        println!("{k:<24}  {x:>6}");
     }
 }
