@@ -71,6 +71,8 @@ mod server;
 mod snapshot;
 mod store;
 mod token;
+#[cfg(feature = "serve")]
+mod ui;
 
 pub use crate::access::{Rejection, VerifiedKey};
 pub use crate::chain::{ChainKey, Witness};

@@ -38,6 +38,7 @@ pub const MAX_IMPORT_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// | --- | --- |
 /// | `/auth`, `/auth/...` (any method), `?role=R` repeatable | 200 with `X-Keyledger-Key-Id`, `X-Keyledger-Key-Name` (percent-encoded) and `X-Keyledger-Roles`; else 401 or 403 as [`ApiKeyLayer`] answers. Nothing else, ever. |
 /// | `GET /healthz` | 200 `{"status":"ok","last_seq":N}`; 503 when the store cannot serve |
+/// | `GET /`, `/ui/app.js`, `/ui/app.css` | the admins' page, a client of `/v1` (see the README) |
 /// | `/v1/...` | the admin API, authenticated by an admin key in `x-api-key` (see the README) |
 ///
 /// Either [`run`](Self::run) it on a listener of its own (with timeouts, connection limits
@@ -168,6 +169,7 @@ impl Server {
             .route("/auth/{*path}", any(auth::check))
             .route("/healthz", get(health))
             .nest("/v1", admin::routes())
+            .merge(crate::ui::routes())
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(shared)
