@@ -24,6 +24,50 @@ pub(crate) struct KeyState<'a> {
     pub(crate) deleted: bool,
     pub(crate) disabled: bool,
     pub(crate) whitelist: &'a [IpNet],
+    /// Whether the key holds the `super-admin` role, or the `admin` one.
+    pub(crate) grants_super_admin: bool,
+    pub(crate) grants_admin: bool,
+    /// Microseconds since the epoch, if it expires.
+    pub(crate) expires_at: Option<i64>,
+}
+
+/// Rules a command obeys that records written before them need not (they keep replaying):
+/// an admin may not change a key that holds the `super-admin` role (since 0.3; an admin
+/// acting under a super admin's id, through an admin key, could otherwise roll the super
+/// admin's own key and read its new secret).
+pub(crate) fn authorize_command(
+    actor: &Actor,
+    event: &Event,
+    key: Option<KeyState<'_>>,
+) -> Result<(), Error> {
+    if let Some(key) = key
+        && actor.role() == ActorRole::Admin
+        && key.grants_super_admin
+        && !matches!(event, Event::Created { .. })
+    {
+        return Err(Error::denied(
+            actor.id(),
+            Denial::OutranksActor { key: event.key_id() },
+        ));
+    }
+    authorize(actor, event, key)
+}
+
+/// Whether the admin key `via`, in state `key`, may still carry a command recorded at
+/// time `at`: it exists, is neither deleted, disabled nor expired, and holds the `admin`
+/// or `super-admin` role. Checked for every command and every stored record that names
+/// one, so a key revoked while its request was in flight writes nothing.
+pub(crate) fn admin_key_usable(via: KeyId, key: Option<KeyState<'_>>, at: i64) -> Result<(), String> {
+    let key = key.ok_or_else(|| format!("admin key {via} does not exist"))?;
+    if key.deleted || key.disabled || key.expires_at.is_some_and(|e| e <= at) {
+        return Err(format!("admin key {via} is deleted, disabled or expired"));
+    }
+    if !(key.grants_admin || key.grants_super_admin) {
+        return Err(format!(
+            "key {via} holds neither the admin nor the super-admin role"
+        ));
+    }
+    Ok(())
 }
 
 /// Decides whether `actor` may record `event`, given the state of the key it names
@@ -340,6 +384,9 @@ mod tests {
             deleted: false,
             disabled: false,
             whitelist: &[],
+            grants_super_admin: false,
+            grants_admin: false,
+            expires_at: None,
         };
         let as_user = authorize(&Actor::user(secret), &Event::Deleted { id }, Some(state));
         let as_admin = authorize(&Actor::admin("bob"), &Event::Deleted { id }, Some(state));

@@ -153,16 +153,30 @@ pub enum Denial {
         /// redacted.
         owner: String,
     },
+    /// An admin acted on a key that holds the `super-admin` role, which only a super
+    /// admin may change.
+    OutranksActor {
+        /// The key acted on.
+        key: crate::KeyId,
+    },
+    /// The admin key the request came through was deleted, disabled or expired (or lost
+    /// its admin role) before the command was written.
+    AdminKeyRevoked {
+        /// The admin key.
+        key: crate::KeyId,
+    },
 }
 
 impl Denial {
     /// A stable, machine-readable name for the rule: `not_an_admin`,
-    /// `grants_super_admin` or `not_owner`.
+    /// `grants_super_admin`, `not_owner`, `outranks_actor` or `admin_key_revoked`.
     pub fn code(&self) -> &'static str {
         match self {
             Denial::NotAnAdmin => "not_an_admin",
             Denial::GrantsSuperAdmin => "grants_super_admin",
             Denial::NotOwner { .. } => "not_owner",
+            Denial::OutranksActor { .. } => "outranks_actor",
+            Denial::AdminKeyRevoked { .. } => "admin_key_revoked",
         }
     }
 }
@@ -179,6 +193,15 @@ impl fmt::Display for Denial {
             Denial::NotOwner { key, owner } => write!(
                 f,
                 "an admin may act only on the keys they created, and key {key} was created by {owner:?}"
+            ),
+            Denial::OutranksActor { key } => write!(
+                f,
+                "key {key} holds the {} role: only a super admin may change it",
+                crate::SUPER_ADMIN_ROLE
+            ),
+            Denial::AdminKeyRevoked { key } => write!(
+                f,
+                "admin key {key} was deleted, disabled or expired before the command was written"
             ),
         }
     }

@@ -641,11 +641,15 @@ impl Projection {
     pub(crate) fn key_state(&self, id: KeyId) -> Option<KeyState<'_>> {
         let index = self.key_index(id)? as usize;
         let (key, cold) = (&self.keys[index], &self.cold[index]);
+        let roles = self.roles_of(key).0;
         Some(KeyState {
             owner: &self.actors[self.rows[cold.created as usize].actor as usize],
             deleted: cold.deleted != LIVE,
             disabled: key.disabled,
             whitelist: self.whitelist_of(key),
+            grants_super_admin: roles.contains(&crate::SUPER_ADMIN_ROLE),
+            grants_admin: roles.contains(&crate::ADMIN_ROLE),
+            expires_at: (key.expires != NEVER).then_some(key.expires),
         })
     }
 
@@ -696,11 +700,7 @@ impl Projection {
                     tail: *tail,
                     source: *source,
                 };
-                match source {
-                    KeySource::Generated => {}
-                    KeySource::Imported => self.adopted_foreign |= *tail == crate::event::NO_TAIL,
-                    KeySource::ImportedSha256 => self.adopted_sha256 = true,
-                }
+                self.note_source(*source);
                 row.slot = self.push_key(key, cold, seq)?;
                 row.nets = set;
             }
@@ -763,6 +763,17 @@ impl Projection {
             at: record.at,
         };
         Ok(())
+    }
+
+    /// Notes that a key came from `source`: tokens outside keyledger's format are looked
+    /// up once any key was adopted. (Any adopted secret, whatever its format: a roll
+    /// replaces its tail, and its previous secret may still be in a grace period.)
+    fn note_source(&mut self, source: KeySource) {
+        match source {
+            KeySource::Generated => {}
+            KeySource::Imported => self.adopted_foreign = true,
+            KeySource::ImportedSha256 => self.adopted_sha256 = true,
+        }
     }
 
     /// The index of existing key `id`, its records preserved for a snapshot being copied.
@@ -1292,11 +1303,7 @@ impl Projection {
                 tail: s.tail,
                 source: s.source,
             };
-            match s.source {
-                KeySource::Generated => {}
-                KeySource::Imported => proj.adopted_foreign |= s.tail == crate::event::NO_TAIL,
-                KeySource::ImportedSha256 => proj.adopted_sha256 = true,
-            }
+            proj.note_source(s.source);
             proj.push_key(key, cold, seq)?;
         }
         let mut previous = None;

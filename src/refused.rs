@@ -117,6 +117,8 @@ pub(crate) fn record_of(
         Denial::NotAnAdmin => (0, None),
         Denial::GrantsSuperAdmin => (1, None),
         Denial::NotOwner { owner, .. } => (2, Some(owner.clone())),
+        Denial::OutranksActor { .. } => (3, None),
+        Denial::AdminKeyRevoked { .. } => (4, None),
     };
     Some(RefusedRecord {
         at,
@@ -135,6 +137,8 @@ pub(crate) fn attempt_of(r: RefusedRecord) -> Option<RefusedAttempt> {
         (0, None, _) => Denial::NotAnAdmin,
         (1, None, _) => Denial::GrantsSuperAdmin,
         (2, Some(owner), Some(key)) => Denial::NotOwner { key, owner },
+        (3, None, Some(key)) => Denial::OutranksActor { key },
+        (4, None, _) => Denial::AdminKeyRevoked { key: r.via? },
         _ => return None,
     };
     Some(RefusedAttempt {

@@ -878,19 +878,30 @@ impl KeyStore {
     /// The actor a request authenticated by admin key `key` acts as: the actor who created
     /// the key, with the lesser of that actor's role and the key's own (`super-admin` or
     /// `admin`), acting through the key (its records name it). The permission rules are
-    /// then exactly those of that actor.
+    /// then exactly those of that actor. Commands through the key are refused once it is
+    /// deleted, disabled or expired, even if it verified when the request began; and an
+    /// admin (through a key or not) may not change a key that holds the `super-admin` role
+    /// ([`crate::Denial::OutranksActor`]).
     ///
     /// # Errors
-    /// [`Error::PermissionDenied`] if the key holds neither the `admin` nor the
+    /// [`Error::PermissionDenied`] if the key is no longer active, or holds neither the `admin` nor the
     /// `super-admin` role; [`Error::KeyNotFound`] if it is gone.
     pub fn acting_through(&self, key: &VerifiedKey) -> Result<Actor, Error> {
         let view = self.key(key.id()).ok_or(Error::KeyNotFound(key.id()))?;
+        // Named by the key, not its creator: a plain key learns nothing of who made it.
+        let shown = format!("key {}", key.id());
+        if view.status != crate::KeyStatus::Active {
+            return Err(Error::denied(
+                &shown,
+                crate::Denial::AdminKeyRevoked { key: key.id() },
+            ));
+        }
         let granted = if view.roles.iter().any(|r| r == crate::SUPER_ADMIN_ROLE) {
             ActorRole::SuperAdmin
         } else if view.roles.iter().any(|r| r == crate::ADMIN_ROLE) {
             ActorRole::Admin
         } else {
-            return Err(Error::denied(view.created_by.id(), crate::Denial::NotAnAdmin));
+            return Err(Error::denied(&shown, crate::Denial::NotAnAdmin));
         };
         // The lesser role has the larger code.
         let creator = view.created_by.role();

@@ -457,6 +457,31 @@ mod adopted {
     }
 
     #[test]
+    fn a_rolled_adopted_secret_keeps_its_grace_after_a_reopen_from_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Actor::super_admin("root");
+        let legacy = "legacy_secret_abcdefghij";
+        {
+            let store = KeyStore::builder().snapshot_every(1).open(dir.path()).unwrap();
+            let ids = store
+                .import_keys(
+                    &root,
+                    vec![ExistingKey::with_secret(bot("legacy"), legacy).unwrap()],
+                )
+                .unwrap();
+            store.roll_key(&root, ids[0], DAY).unwrap();
+        }
+        for every in [1, 0] {
+            let store = KeyStore::builder()
+                .snapshot_every(every)
+                .open(dir.path())
+                .unwrap();
+            assert_eq!(store.opened_from_snapshot(), every == 1);
+            assert!(store.verify(legacy, ip()).is_ok(), "snapshots every {every}");
+        }
+    }
+
+    #[test]
     fn without_adopted_keys_a_token_outside_the_format_is_malformed() {
         let store = KeyStore::builder().open_temporary().unwrap();
         store.create_key(&Actor::admin("a"), bot("k")).unwrap();
@@ -818,5 +843,112 @@ mod admin_keys {
             assert_eq!(store.audit(), expected);
         }
         assert!(KeyStore::builder().check(dir.path()).unwrap().is_intact());
+    }
+
+    /// An admin key made by a super admin acts as that super admin's id with the admin
+    /// role: it must not take over the super admin's own keys by rolling them.
+    #[test]
+    fn an_admin_may_not_change_a_super_admin_key_even_under_the_super_admins_id() {
+        let store = KeyStore::builder().open_temporary().unwrap();
+        let root = Actor::super_admin("root");
+        let root_key = store
+            .create_key(&root, NewKey::new("root console").role("super-admin"))
+            .unwrap();
+        let ci_key = store
+            .create_key(&root, NewKey::new("ci console").role("admin"))
+            .unwrap();
+        let bot = store.create_key(&root, bot("root's bot")).unwrap();
+        let ci = store
+            .acting_through(&store.verify(ci_key.key.expose_secret(), ip()).unwrap())
+            .unwrap();
+        let seq = store.last_seq();
+        let outranked = |e: Error| matches!(e, Error::PermissionDenied { denial: Denial::OutranksActor { key }, .. } if key == root_key.id);
+        assert!(outranked(
+            store.roll_key(&ci, root_key.id, Duration::ZERO).unwrap_err()
+        ));
+        assert!(outranked(store.disable_key(&ci, root_key.id).unwrap_err()));
+        assert!(outranked(store.delete_key(&ci, root_key.id).unwrap_err()));
+        assert!(outranked(
+            store
+                .unwhitelist_ip_allowing_any_address(&ci, root_key.id, ["10.0.0.0/8".parse().unwrap()])
+                .unwrap_err()
+        ));
+        // Also without a key: an admin under the super admin's id.
+        assert!(outranked(
+            store
+                .roll_key(&Actor::admin("root"), root_key.id, Duration::ZERO)
+                .unwrap_err()
+        ));
+        assert_eq!(store.last_seq(), seq);
+        assert_eq!(store.refused().unwrap().len(), 5);
+        // The keys an admin named root made that hold no more than admin: allowed.
+        assert!(store.roll_key(&ci, bot.id, Duration::ZERO).is_ok());
+        assert!(
+            store.roll_key(&root, root_key.id, Duration::ZERO).is_ok(),
+            "a super admin may"
+        );
+    }
+
+    #[test]
+    fn an_admin_key_revoked_while_its_request_is_in_flight_writes_nothing() {
+        let store = KeyStore::builder().open_temporary().unwrap();
+        let root = Actor::super_admin("root");
+        let console = store
+            .create_key(&root, NewKey::new("console").role("admin"))
+            .unwrap();
+        let acting = store
+            .acting_through(&store.verify(console.key.expose_secret(), ip()).unwrap())
+            .unwrap();
+        store.disable_key(&root, console.id).unwrap();
+        let revoked = |e: Error| matches!(e, Error::PermissionDenied { denial: Denial::AdminKeyRevoked { key }, .. } if key == console.id);
+        let seq = store.last_seq();
+        assert!(revoked(store.create_key(&acting, bot("late")).unwrap_err()));
+        assert!(revoked(
+            store
+                .import_keys(
+                    &acting,
+                    vec![ExistingKey::with_secret(bot("late"), "eeeeeeeeeeeeeeeeeeeeeeee").unwrap()]
+                )
+                .unwrap_err()
+        ));
+        store.enable_key(&root, console.id).unwrap();
+        assert!(store.create_key(&acting, bot("in time")).is_ok());
+        store.delete_key(&root, console.id).unwrap();
+        assert!(revoked(store.create_key(&acting, bot("late again")).unwrap_err()));
+        assert_eq!(
+            store.last_seq(),
+            seq + 3,
+            "only the enable, the create in time and the delete"
+        );
+    }
+
+    #[test]
+    fn a_plain_key_learns_nothing_of_its_creator_and_a_revoked_key_acts_as_no_one() {
+        let store = KeyStore::builder().open_temporary().unwrap();
+        let root = Actor::super_admin("root-operator");
+        let plain = store.create_key(&root, bot("plain")).unwrap();
+        let err = store
+            .acting_through(&store.verify(plain.key.expose_secret(), ip()).unwrap())
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::PermissionDenied {
+                denial: Denial::NotAnAdmin,
+                ..
+            }
+        ));
+        assert!(!err.to_string().contains("root-operator"), "{err}");
+        let console = store
+            .create_key(&root, NewKey::new("console").role("admin"))
+            .unwrap();
+        let verified = store.verify(console.key.expose_secret(), ip()).unwrap();
+        store.disable_key(&root, console.id).unwrap();
+        assert!(matches!(
+            store.acting_through(&verified),
+            Err(Error::PermissionDenied {
+                denial: Denial::AdminKeyRevoked { .. },
+                ..
+            })
+        ));
     }
 }
