@@ -1,15 +1,21 @@
-//! The command-line tool: parses arguments, calls the library, renders the answers.
+//! The command-line tool: parses arguments, calls the library (or, with `--server`, a
+//! running `keyledger serve`), renders the answers.
 //!
 //! Owns the contract scripts depend on: the commands, the `--json` field names, the exit
-//! codes and the one-line `error:` messages. It prints a secret only once, in `create` or
-//! `roll`; it reads one only from standard input or an import file, never from the command
-//! line, and never repeats one it read; it redacts anything shaped like one in errors.
+//! codes and the one-line `error:` messages, the same whether a key command runs on the
+//! store or through `--server`. It prints a secret only once, in `create` or `roll`; it
+//! reads one only from standard input or a file, never from the command line, and never
+//! repeats one it read (nor the admin key of `--server`); it redacts anything shaped like
+//! one in errors.
 
+#[cfg(feature = "client")]
+mod client;
 mod demo;
 mod render;
 #[cfg(feature = "serve")]
 mod serve;
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -17,12 +23,12 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keyledger::{
-    Actor, ActorRole, AuditEntry, AuditFilter, AuditJson, Builder, ChainKey, ChainKeyProblem, Error,
+    Actor, ActorRole, AuditFilter, AuditJson, Builder, ChainKey, ChainKeyProblem, Error, ErrorJson,
     EventKind, ExistingKey, ImportedJson, Integrity, IpNet, KEY_PREFIX, KeyId, KeyJson, KeyStore, KeyView,
-    NewKey, RefusedAttempt, RefusedJson, RollJson, Witness, redact_keys,
+    NewKey, RefusedJson, RollJson, Witness, redact_keys,
 };
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -46,7 +52,13 @@ mod exit {
 const AFTER_HELP: &str = "\
 Exit codes: 0 success (verify accepted, check intact); 1 verify rejected or check found a
 problem; 2 usage error or invalid input; 3 permission denied; 4 key not found or deleted;
-5 storage error, including a store in use by another process.
+5 storage error, including a store in use by another process (or, with --server, a server
+that cannot be reached).
+
+While `keyledger serve` holds the store, send the key commands (create, whitelist,
+unwhitelist, delete, roll, disable, enable, import-key, import-keys, list, show, audit) to
+it: --server URL (or KEYLEDGER_SERVER), with an admin key in KEYLEDGER_API_KEY or
+--api-key-file FILE, and without --actor or --actor-role.
 
 New here? Run `keyledger demo`.";
 
@@ -79,6 +91,16 @@ struct Cli {
     /// Keys with an empty whitelist verify from no address, instead of from any
     #[arg(long, global = true)]
     require_whitelist: bool,
+    /// Send the key commands to a running `keyledger serve` at this URL (http://HOST:PORT)
+    /// instead of opening the store; they act as the admin key's actor
+    #[cfg(feature = "client")]
+    #[arg(long, global = true, value_name = "URL", env = "KEYLEDGER_SERVER")]
+    server: Option<String>,
+    /// With --server: a file (not readable by every user) whose first line is the admin
+    /// key; without it, the key comes from KEYLEDGER_API_KEY
+    #[cfg(feature = "client")]
+    #[arg(long, global = true, value_name = "FILE")]
+    api_key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -173,7 +195,7 @@ const SERVE_HELP: &str = "\
 The store must exist: make the first super-admin key with `create` before serving, e.g.
   keyledger create --actor root --actor-role super-admin --name root-admin --role super-admin --ip 127.0.0.1
 While it serves, the store is locked: manage keys through the admin API (/v1) with an admin
-key. SIGTERM or SIGINT stops accepting, finishes the requests in flight (up to 10 s) and
+key, e.g. with this tool's key commands and --server http://ADDR. SIGTERM or SIGINT stops accepting, finishes the requests in flight (up to 10 s) and
 closes the store. The admin API is for loopback, or behind a proxy's TLS: serve warns when
 --listen is not a loopback address.";
 
@@ -187,19 +209,32 @@ enum ChainKeyCommand {
     },
 }
 
+/// Who acts: required on the store, refused with `--server` (see [`parse`]).
 #[derive(Debug, Args)]
 struct ActorArgs {
     /// Who is acting, as your own authentication established
-    #[arg(long, value_name = "ID")]
-    actor: String,
+    #[arg(long, value_name = "ID", required = true)]
+    actor: Option<String>,
     /// super-admin, admin or user (a user may not manage keys)
-    #[arg(long, value_name = "ROLE", value_parser = ActorRole::from_str)]
-    actor_role: ActorRole,
+    #[arg(long, value_name = "ROLE", value_parser = ActorRole::from_str, required = true)]
+    actor_role: Option<ActorRole>,
 }
 
 impl ActorArgs {
-    fn actor(&self) -> Actor {
-        Actor::new(self.actor.clone(), self.actor_role)
+    /// The actor of a command on the store, where clap requires both arguments.
+    fn actor(&self) -> Result<Actor, Failure> {
+        match (&self.actor, self.actor_role) {
+            (Some(id), Some(role)) => Ok(Actor::new(id.clone(), role)),
+            _ => Err(Failure::new(
+                exit::USAGE,
+                "--actor and --actor-role are required (see --help)",
+            )),
+        }
+    }
+
+    #[cfg(feature = "client")]
+    fn given(&self) -> bool {
+        self.actor.is_some() || self.actor_role.is_some()
     }
 }
 
@@ -225,27 +260,52 @@ struct KeySpec {
 }
 
 impl KeySpec {
-    fn new_key(self) -> Result<NewKey, Failure> {
-        let mut new = NewKey::new(self.name);
-        for role in self.roles {
-            new = new.role(role);
+    /// When the key expires: `--expires-in` counts from now.
+    fn expiry(&self) -> Result<Option<jiff::Timestamp>, Failure> {
+        match (self.expires_in, self.expires_at) {
+            (Some(lifetime), _) => jiff::Timestamp::now()
+                .checked_add(lifetime)
+                .map(Some)
+                .map_err(|_| {
+                    Failure::new(
+                        exit::USAGE,
+                        "--expires-in reaches past the year 9999; give a shorter duration",
+                    )
+                }),
+            (None, at) => Ok(at),
         }
-        for net in self.ips {
-            new = new.allow(net);
+    }
+
+    /// The key for the store, expiring at `expiry` (from [`expiry`](Self::expiry)).
+    fn new_key(&self, expiry: Option<jiff::Timestamp>) -> NewKey {
+        let mut new = NewKey::new(self.name.clone());
+        for role in &self.roles {
+            new = new.role(role.clone());
         }
-        let expiry = match (self.expires_in, self.expires_at) {
-            (Some(lifetime), _) => Some(jiff::Timestamp::now().checked_add(lifetime).map_err(|_| {
-                Failure::new(
-                    exit::USAGE,
-                    "--expires-in reaches past the year 9999; give a shorter duration",
-                )
-            })?),
-            (None, at) => at,
-        };
-        Ok(match expiry {
+        for net in &self.ips {
+            new = new.allow(*net);
+        }
+        match expiry {
             Some(at) => new.expires_at(SystemTime::from(at)),
             None => new,
-        })
+        }
+    }
+
+    /// The key for the admin API: `expires_in` as given, which the server counts from its
+    /// write as the store here counts it from its own; or `expires_at`.
+    #[cfg(feature = "client")]
+    fn body(&self, expiry: Option<jiff::Timestamp>, relative: bool) -> client::KeyBody {
+        let (expires_at, expires_in) = match (relative, self.expires_in) {
+            (true, Some(lifetime)) => (None, Some(client::duration(lifetime))),
+            _ => (expiry.map(|t| t.to_string()), None),
+        };
+        client::KeyBody {
+            name: self.name.clone(),
+            roles: self.roles.clone(),
+            ips: self.ips.iter().map(ToString::to_string).collect(),
+            expires_at,
+            expires_in,
+        }
     }
 }
 
@@ -432,17 +492,52 @@ fn grace_arg(s: &str) -> Result<Duration, String> {
 
 /// Runs the command line and returns the exit code of the contract.
 pub(crate) fn run() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let (cli, given) = match parse() {
+        Ok(parsed) => parsed,
         Err(e) => return clap_exit(&e),
     };
     let mut out = io::BufWriter::new(io::stdout().lock());
-    let result = cli.execute(&mut out);
+    let result = cli.execute(&given, &mut out);
     let flushed = out.flush().map_err(Failure::from);
     match result.and_then(|code| flushed.map(|()| code)) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => failure.report(),
     }
+}
+
+/// Parses the command line. On the store, the key commands require `--actor` and
+/// `--actor-role`; through `--server` they take neither: the server's URL, from the command
+/// line or the environment, decides which rules the rest is parsed by.
+fn parse() -> Result<(Cli, ArgMatches), clap::Error> {
+    let command = Cli::command();
+    #[cfg(feature = "client")]
+    let command = if to_server(&command) {
+        command.mut_subcommands(|sub| {
+            if sub.get_arguments().any(|a| a.get_id() == "actor_role") {
+                sub.mut_arg("actor", |a| a.required(false))
+                    .mut_arg("actor_role", |a| a.required(false))
+            } else {
+                sub
+            }
+        })
+    } else {
+        command
+    };
+    let given = command.try_get_matches()?;
+    let cli = Cli::from_arg_matches(&given)?;
+    Ok((cli, given))
+}
+
+/// Whether a server's URL is given, whatever else is wrong with the arguments.
+#[cfg(feature = "client")]
+fn to_server(command: &clap::Command) -> bool {
+    command
+        .clone()
+        .ignore_errors(true)
+        .try_get_matches()
+        .ok()
+        .and_then(|given| given.get_one::<String>("server").cloned())
+        .is_some_and(|url| !url.is_empty())
 }
 
 fn clap_exit(e: &clap::Error) -> ExitCode {
@@ -484,6 +579,9 @@ struct Failure {
     code: u8,
     /// Empty when there is nothing to say (the reader of standard output went away).
     message: String,
+    /// The error of the store or of the admin API it came from, in the API's words: what
+    /// a command branches on, alike on the store and through `--server`.
+    cause: Option<Box<ErrorJson>>,
 }
 
 impl Failure {
@@ -491,7 +589,13 @@ impl Failure {
         Failure {
             code,
             message: message.into(),
+            cause: None,
         }
+    }
+
+    /// The kind of error it came from ([`Error::code`], or one of the admin API's own).
+    fn kind(&self) -> Option<&str> {
+        self.cause.as_deref().map(|c| c.error.as_str())
     }
 
     fn context(mut self, what: impl std::fmt::Display) -> Self {
@@ -509,7 +613,19 @@ impl Failure {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
-        Failure::new(exit_code(&e), e.to_string())
+        ErrorJson::from(&e).into()
+    }
+}
+
+impl From<ErrorJson> for Failure {
+    /// The store's error as the admin API answers it, or the API's own: the same message
+    /// and exit code either way.
+    fn from(e: ErrorJson) -> Self {
+        Failure {
+            code: exit_code(&e),
+            message: e.message.clone().unwrap_or_else(|| e.error.clone()),
+            cause: Some(Box::new(e)),
+        }
     }
 }
 
@@ -524,17 +640,26 @@ impl From<io::Error> for Failure {
     }
 }
 
-fn exit_code(e: &Error) -> u8 {
-    match e {
-        Error::InvalidInput { .. }
-        | Error::WhitelistUnchanged { .. }
-        | Error::StateUnchanged { .. }
-        | Error::LastWhitelistEntry { .. }
-        | Error::SecretInUse
-        | Error::ChainKeyMismatch(_) => exit::USAGE,
-        Error::PermissionDenied { .. } => exit::DENIED,
-        Error::KeyNotFound(_) | Error::KeyDeleted(_) => exit::NOT_FOUND,
-        Error::ImportEntry { source, .. } => exit_code(source),
+/// The exit code of an error by its kind: [`Error::code`] for the store's, which the
+/// admin API answers as they are, and the API's own kinds. One mapping, so that a command
+/// exits alike on the store and through `--server`.
+fn exit_code(e: &ErrorJson) -> u8 {
+    match e.error.as_str() {
+        "invalid_input"
+        | "whitelist_unchanged"
+        | "state_unchanged"
+        | "last_whitelist_entry"
+        | "secret_in_use"
+        | "chain_key_mismatch" => exit::USAGE,
+        // The admin API's: a route that is not there (an old or foreign server).
+        "not_found" | "method_not_allowed" => exit::USAGE,
+        "permission_denied" => exit::DENIED,
+        // The admin API's: the admin key itself was refused.
+        "unauthorized" | "forbidden" => exit::DENIED,
+        "key_not_found" | "key_deleted" => exit::NOT_FOUND,
+        "import_entry" => e.source.as_deref().map_or(exit::STORAGE, exit_code),
+        // The store's (`storage`, `io`, `locked`, `closed`, ...) and the API's `overloaded`,
+        // `timeout` and `internal`.
         _ => exit::STORAGE,
     }
 }
@@ -645,36 +770,147 @@ fn with_progress(builder: Builder, message: &'static str) -> (Builder, Option<Pr
     (builder, Some(bar))
 }
 
+/// Where the key commands go.
+enum Target<'a> {
+    /// The store named by `--db`, opened by this process; commands act as `--actor`.
+    Local(&'a Store),
+    /// A running `keyledger serve`, through its admin API; commands act as the admin key's
+    /// actor.
+    #[cfg(feature = "client")]
+    Remote(&'a client::Client),
+}
+
+impl Command {
+    /// Whether `--server` sends this command to the server: the key commands go there;
+    /// the others work on a store opened here.
+    #[cfg(feature = "client")]
+    fn goes_to_server(&self) -> bool {
+        matches!(
+            self,
+            Command::Create(_)
+                | Command::Whitelist(_)
+                | Command::Unwhitelist(_)
+                | Command::Delete(_)
+                | Command::Roll(_)
+                | Command::Disable(_)
+                | Command::Enable(_)
+                | Command::ImportKey(_)
+                | Command::ImportKeys(_)
+                | Command::List { .. }
+                | Command::Show { .. }
+                | Command::Audit(_)
+        )
+    }
+
+    /// Who acts, for a command that changes keys.
+    #[cfg(feature = "client")]
+    fn actor_args(&self) -> Option<&ActorArgs> {
+        match self {
+            Command::Create(args) => Some(&args.who),
+            Command::Whitelist(args) => Some(&args.who),
+            Command::Unwhitelist(args) => Some(&args.change.who),
+            Command::Delete(args) | Command::Disable(args) | Command::Enable(args) => Some(&args.who),
+            Command::Roll(args) => Some(&args.key.who),
+            Command::ImportKey(args) => Some(&args.who),
+            Command::ImportKeys(args) => Some(&args.who),
+            _ => None,
+        }
+    }
+}
+
+/// The client of `--server` (or `KEYLEDGER_SERVER`) for a key command; `None` to run on
+/// the store. A server given on the command line to a command that works only on a store
+/// is a usage error; one from the environment is ignored there. Arguments that only mean
+/// something on a store (`--actor`, `--db`, ...) are refused with a server, unless they
+/// come from the environment.
+#[cfg(feature = "client")]
+fn client_for(cli: &Cli, given: &ArgMatches) -> Result<Option<client::Client>, Failure> {
+    use clap::parser::ValueSource;
+    let on_command_line = |id: &str| given.value_source(id) == Some(ValueSource::CommandLine);
+    let url = cli.server.as_deref().filter(|url| !url.is_empty());
+    let Some(url) = url.filter(|_| cli.command.goes_to_server()) else {
+        if url.is_some() && on_command_line("server") {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "`{}` works on a store opened here, never through --server: run it without \
+                     --server, where the store is",
+                    given.subcommand_name().unwrap_or("this command")
+                ),
+            ));
+        }
+        if on_command_line("api_key_file") {
+            return Err(Failure::new(
+                exit::USAGE,
+                "--api-key-file is the admin key of --server, for the key commands only",
+            ));
+        }
+        return Ok(None);
+    };
+    if cli.command.actor_args().is_some_and(ActorArgs::given) {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--actor and --actor-role are not taken with a server (--server or KEYLEDGER_SERVER): \
+             the command acts as the actor its admin key acts as",
+        ));
+    }
+    for (id, flag) in [
+        ("db", "--db"),
+        ("chain_key_file", "--chain-key-file"),
+        ("expect_head", "--expect-head"),
+        ("require_whitelist", "--require-whitelist"),
+    ] {
+        if on_command_line(id) {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "{flag} is for a store opened here; with a server (--server or KEYLEDGER_SERVER), \
+                     the command goes to the server's store"
+                ),
+            ));
+        }
+    }
+    client::Client::new(url, cli.api_key_file.as_deref()).map(Some)
+}
+
 impl Cli {
-    fn execute(self, out: &mut impl Write) -> Result<u8, Failure> {
+    fn execute(self, given: &ArgMatches, out: &mut impl Write) -> Result<u8, Failure> {
+        #[cfg(feature = "client")]
+        let client = client_for(&self, given)?;
+        #[cfg(not(feature = "client"))]
+        let _ = given;
         let store = Store {
             dir: self.db,
             chain_key_file: self.chain_key_file,
             expect_head: self.expect_head,
             require_whitelist: self.require_whitelist,
         };
+        #[cfg(feature = "client")]
+        let target = client.as_ref().map_or(Target::Local(&store), Target::Remote);
+        #[cfg(not(feature = "client"))]
+        let target = Target::Local(&store);
         match self.command {
-            Command::Create(args) => create(&store, args, out),
-            Command::Whitelist(args) => change_whitelist(&store, args, Change::Add, out),
+            Command::Create(args) => create(&target, args, out),
+            Command::Whitelist(args) => change_whitelist(&target, args, Change::Add, out),
             Command::Unwhitelist(args) => {
                 let any = args.allow_any_address;
                 change_whitelist(
-                    &store,
+                    &target,
                     args.change,
                     if any { Change::RemoveToAny } else { Change::Remove },
                     out,
                 )
             }
-            Command::Delete(args) => delete(&store, args, out),
-            Command::Roll(args) => roll(&store, args, out),
-            Command::Disable(args) => switch(&store, args, Switch::Disable, out),
-            Command::Enable(args) => switch(&store, args, Switch::Enable, out),
-            Command::ImportKey(args) => import_key(&store, args, out),
-            Command::ImportKeys(args) => import_keys(&store, args, out),
-            Command::List { all, json } => list(&store, all, json, out),
-            Command::Show { key_id, json } => show(&store, key_id, json, out),
+            Command::Delete(args) => delete(&target, args, out),
+            Command::Roll(args) => roll(&target, args, out),
+            Command::Disable(args) => switch(&target, args, Switch::Disable, out),
+            Command::Enable(args) => switch(&target, args, Switch::Enable, out),
+            Command::ImportKey(args) => import_key(&target, args, out),
+            Command::ImportKeys(args) => import_keys(&target, args, out),
+            Command::List { all, json } => list(&target, all, json, out),
+            Command::Show { key_id, json } => show(&target, key_id, json, out),
+            Command::Audit(args) => audit(&target, args, out),
             Command::Verify(args) => verify(&store, args, out),
-            Command::Audit(args) => audit(&store, args, out),
             Command::Check => check(&store, out),
             Command::Repair => repair(&store, out),
             Command::Head { json } => head(&store, json, out),
@@ -698,22 +934,42 @@ fn existing_key(keys: &KeyStore, id: KeyId) -> Result<KeyView, Failure> {
     keys.key(id).ok_or_else(|| Error::KeyNotFound(id).into())
 }
 
+/// A key id the admin API gave back.
+#[cfg(feature = "client")]
+fn answered_id(id: &str) -> Result<KeyId, Failure> {
+    id.parse().map_err(|e: Error| {
+        Failure::new(
+            exit::STORAGE,
+            format!("the server gave back a key id that is not one: {e}"),
+        )
+    })
+}
+
 const SHOWN_ONCE: &str =
     "This is the only time the key is shown: keyledger keeps only its hash. Store it now.";
 
-fn create(store: &Store, args: CreateArgs, out: &mut impl Write) -> Result<u8, Failure> {
-    let keys = store.open(true)?;
-    // After the open, which may replay a long log: --expires-in counts from the write.
-    let new = args.key.new_key()?;
-    let created = keys.create_key(&args.who.actor(), new)?;
-    let view = existing_key(&keys, created.id)?;
-    let secret = created.key.expose_secret();
+fn create(target: &Target, args: CreateArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    let created = match target {
+        Target::Local(store) => {
+            let keys = store.open(true)?;
+            // After the open, which may replay a long log: --expires-in counts from the write.
+            let new = args.key.new_key(args.key.expiry()?);
+            let created = keys.create_key(&args.who.actor()?, new)?;
+            KeyJson::created(&existing_key(&keys, created.id)?, &created.key)
+        }
+        #[cfg(feature = "client")]
+        Target::Remote(client) => {
+            // Refused here as on the store; the server counts --expires-in from its write.
+            let expiry = args.key.expiry()?;
+            client.create(&args.key.body(expiry, true))?
+        }
+    };
     if args.json {
-        write_json(out, &KeyJson::created(&view, &created.key))?;
+        write_json(out, &created)?;
     } else {
-        writeln!(out, "created key {} \"{}\"", view.id, view.name)?;
-        key_summary(out, &view)?;
-        writeln!(out, "  key        {secret}")?;
+        writeln!(out, "created key {} \"{}\"", created.id, created.name)?;
+        key_summary(out, &created)?;
+        writeln!(out, "  key        {}", created.key.as_deref().unwrap_or_default())?;
         writeln!(out)?;
         writeln!(out, "{SHOWN_ONCE}")?;
     }
@@ -721,33 +977,47 @@ fn create(store: &Store, args: CreateArgs, out: &mut impl Write) -> Result<u8, F
 }
 
 /// The lines `create` and `import-key` print under their first.
-fn key_summary(out: &mut impl Write, view: &KeyView) -> io::Result<()> {
-    writeln!(out, "  roles      {}", view.roles.join(", "))?;
-    writeln!(out, "  whitelist  {}", render::whitelist(&view.whitelist))?;
-    if let Some(at) = view.expires_at {
+fn key_summary(out: &mut impl Write, key: &KeyJson) -> io::Result<()> {
+    writeln!(out, "  roles      {}", key.roles.join(", "))?;
+    writeln!(out, "  whitelist  {}", render::whitelist(&key.whitelist))?;
+    if let Some(at) = &key.expires_at {
         writeln!(out, "  expires    {} UTC", render::human_time(at))?;
     }
     Ok(())
 }
 
-fn roll(store: &Store, args: RollArgs, out: &mut impl Write) -> Result<u8, Failure> {
-    let keys = store.open(false)?;
-    let rolled = keys.roll_key(&args.key.who.actor(), args.key.key_id, args.grace)?;
-    let secret = rolled.key.expose_secret();
+fn roll(target: &Target, args: RollArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    let id = args.key.key_id;
+    let (rolled, name) = match target {
+        Target::Local(store) => {
+            let keys = store.open(false)?;
+            let rolled = keys.roll_key(&args.key.who.actor()?, id, args.grace)?;
+            (RollJson::from(&rolled), existing_key(&keys, id)?.name)
+        }
+        #[cfg(feature = "client")]
+        Target::Remote(client) => {
+            // The name first: once rolled, the new secret is shown whatever happens next.
+            let name = if args.json {
+                String::new()
+            } else {
+                client.show(id)?.name.clone()
+            };
+            (client.roll(id, args.grace)?, name)
+        }
+    };
     if args.json {
-        write_json(out, &RollJson::from(&rolled))?;
+        write_json(out, &rolled)?;
         return Ok(exit::OK);
     }
-    let view = existing_key(&keys, rolled.id)?;
-    writeln!(out, "rolled key {} \"{}\"", view.id, view.name)?;
-    writeln!(out, "  key        {secret}")?;
+    writeln!(out, "rolled key {} \"{name}\"", rolled.id)?;
+    writeln!(out, "  key        {}", rolled.key)?;
     if args.grace.is_zero() {
         writeln!(out, "  previous   stopped verifying at once")?;
     } else {
         writeln!(
             out,
             "  previous   verifies until {} UTC (grace {})",
-            render::human_time(rolled.previous_valid_until),
+            render::human_time(&rolled.previous_valid_until),
             render::duration(args.grace)
         )?;
     }
@@ -763,14 +1033,21 @@ enum Switch {
     Enable,
 }
 
-fn switch(store: &Store, args: KeyArgs, to: Switch, out: &mut impl Write) -> Result<u8, Failure> {
-    let keys = store.open(false)?;
-    let actor = args.who.actor();
-    match to {
-        Switch::Disable => keys.disable_key(&actor, args.key_id)?,
-        Switch::Enable => keys.enable_key(&actor, args.key_id)?,
+fn switch(target: &Target, args: KeyArgs, to: Switch, out: &mut impl Write) -> Result<u8, Failure> {
+    let id = args.key_id;
+    let view = match target {
+        Target::Local(store) => {
+            let keys = store.open(false)?;
+            let actor = args.who.actor()?;
+            match to {
+                Switch::Disable => keys.disable_key(&actor, id)?,
+                Switch::Enable => keys.enable_key(&actor, id)?,
+            };
+            KeyJson::from(&existing_key(&keys, id)?)
+        }
+        #[cfg(feature = "client")]
+        Target::Remote(client) => client.switch(id, matches!(to, Switch::Enable))?,
     };
-    let view = existing_key(&keys, args.key_id)?;
     match to {
         Switch::Disable => writeln!(
             out,
@@ -786,7 +1063,7 @@ fn switch(store: &Store, args: KeyArgs, to: Switch, out: &mut impl Write) -> Res
     Ok(exit::OK)
 }
 
-fn import_key(store: &Store, args: ImportKeyArgs, out: &mut impl Write) -> Result<u8, Failure> {
+fn import_key(target: &Target, args: ImportKeyArgs, out: &mut impl Write) -> Result<u8, Failure> {
     const HOW: &str =
         "printf '%s' \"$SECRET\" | keyledger import-key --actor ID --actor-role ROLE --name NAME --role R";
     if !args.key_on_command_line.is_empty() {
@@ -806,20 +1083,34 @@ fn import_key(store: &Store, args: ImportKeyArgs, out: &mut impl Write) -> Resul
         ));
     }
     let secret = read_key(HOW)?;
-    // Checked before the open: a refused secret makes no store.
-    let adopted = ExistingKey::with_secret(args.key.new_key()?, &secret)?;
-    drop(secret);
-    let keys = store.open(true)?;
-    let ids = keys
-        .import_keys(&args.who.actor(), vec![adopted])
-        .map_err(|e| import_failure(e, |_| String::new()))?;
-    let id = ids
-        .first()
-        .copied()
-        .ok_or_else(|| Failure::new(exit::STORAGE, "the store adopted the key but gave no id back"))?;
-    let view = existing_key(&keys, id)?;
+    let expiry = args.key.expiry()?;
+    // Checked before the open (or the request): a refused secret makes no store.
+    let adopted = ExistingKey::with_secret(args.key.new_key(expiry), &secret)?;
+    // The store names the bad entry of an import by its position: here there is one.
+    let whole = |failure: Failure| import_failure(failure, |_| String::new());
+    let view = match target {
+        Target::Local(store) => {
+            drop(secret);
+            let keys = store.open(true)?;
+            let ids = keys
+                .import_keys(&args.who.actor()?, vec![adopted])
+                .map_err(|e| whole(e.into()))?;
+            let id = ids.first().copied().ok_or_else(no_id)?;
+            KeyJson::from(&existing_key(&keys, id)?)
+        }
+        #[cfg(feature = "client")]
+        Target::Remote(client) => {
+            drop(adopted);
+            let imported = client
+                .import_key(&args.key.body(expiry, false), &secret)
+                .map_err(whole)?;
+            drop(secret);
+            let id = imported.first().ok_or_else(no_id)?;
+            client.show(answered_id(&id.id)?)?
+        }
+    };
     if args.json {
-        write_json(out, &KeyJson::from(&view))?;
+        write_json(out, &view)?;
     } else {
         writeln!(out, "imported key {} \"{}\"", view.id, view.name)?;
         key_summary(out, &view)?;
@@ -832,61 +1123,101 @@ fn import_key(store: &Store, args: ImportKeyArgs, out: &mut impl Write) -> Resul
     Ok(exit::OK)
 }
 
-/// Reads an `import-keys` file: one key a line, the first bad line named.
-fn read_import_file(path: &Path) -> Result<Vec<ExistingKey>, Failure> {
+fn no_id() -> Failure {
+    Failure::new(exit::STORAGE, "the store adopted the key but gave no id back")
+}
+
+/// Opens an `import-keys` file.
+fn open_import_file(path: &Path) -> Result<std::fs::File, Failure> {
+    std::fs::File::open(path)
+        .map_err(|e| Failure::new(exit::USAGE, format!("cannot read {}: {e}", path.display())))
+}
+
+/// Reads the keys of an `import-keys` file (`path`, read from `input`): one key a line,
+/// the first bad line named.
+fn read_import(path: &Path, input: impl BufRead) -> Result<Vec<ExistingKey>, Failure> {
     let shown = path.display();
-    let file = std::fs::File::open(path)
-        .map_err(|e| Failure::new(exit::USAGE, format!("cannot read {shown}: {e}")))?;
-    keyledger::read_import_lines(io::BufReader::new(file)).map_err(|e| match e {
+    keyledger::read_import_lines(input).map_err(|e| match e {
         Error::Io(e) => Failure::new(exit::USAGE, format!("cannot read {shown}: {e}")),
-        Error::ImportEntry { .. } => {
-            let mut failure = import_failure(e, |n| format!("line {n}: "));
-            failure.message.push_str("; nothing was imported");
-            failure
-        }
+        Error::ImportEntry { .. } => nothing_imported(e.into()),
         other => Failure::from(other).context(shown),
     })
 }
 
 /// The library names the bad entry of an import by its position from 1 (`key 3: ...`);
 /// `entry` says how to name it here.
-fn import_failure(e: Error, entry: impl Fn(usize) -> String) -> Failure {
-    match e {
-        Error::ImportEntry { index, source } => {
-            Failure::new(exit_code(&source), format!("{}{source}", entry(index)))
+fn import_failure(failure: Failure, entry: impl Fn(usize) -> String) -> Failure {
+    let inner = failure.cause.as_deref().and_then(|cause| match cause {
+        ErrorJson {
+            error,
+            index: Some(index),
+            source: Some(source),
+            ..
+        } if error == "import_entry" => Some((*index, source.as_ref().clone())),
+        _ => None,
+    });
+    match inner {
+        Some((index, source)) => {
+            let mut failure = Failure::from(source);
+            failure.message.insert_str(0, &entry(index));
+            failure
         }
-        other => other.into(),
+        None => failure,
     }
 }
 
-fn import_keys(store: &Store, args: ImportKeysArgs, out: &mut impl Write) -> Result<u8, Failure> {
-    let adopted = read_import_file(&args.file)?;
-    let count = adopted.len();
-    let keys = store.open(true)?;
-    // Every line holds one key, so the library's entry N is line N.
-    let ids = keys.import_keys(&args.who.actor(), adopted).map_err(|e| {
-        let mut failure = import_failure(e, |n| format!("line {n}: "));
-        failure.message.push_str("; nothing was imported");
-        failure
-    })?;
-    if ids.len() != count {
-        return Err(Failure::new(
-            exit::STORAGE,
-            format!("the store adopted {count} keys but gave back {} ids", ids.len()),
-        ));
-    }
+/// An `import-keys` failure: the bad line named, and that nothing was imported.
+fn nothing_imported(failure: Failure) -> Failure {
+    let mut failure = import_failure(failure, |n| format!("line {n}: "));
+    failure.message.push_str("; nothing was imported");
+    failure
+}
+
+fn import_keys(target: &Target, args: ImportKeysArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    let (imported, names) = match target {
+        Target::Local(store) => {
+            let adopted = read_import(&args.file, io::BufReader::new(open_import_file(&args.file)?))?;
+            let keys = store.open(true)?;
+            // Every line holds one key, so the library's entry N is line N.
+            let ids = keys
+                .import_keys(&args.who.actor()?, adopted)
+                .map_err(|e| nothing_imported(e.into()))?;
+            let names: HashMap<String, String> = ids
+                .iter()
+                .filter_map(|id| keys.key(*id))
+                .map(|v| (v.id.to_string(), v.name))
+                .collect();
+            let imported = (1..).zip(ids).map(|(line, id)| ImportedJson::new(line, id));
+            (imported.collect::<Vec<_>>(), names)
+        }
+        #[cfg(feature = "client")]
+        Target::Remote(client) => {
+            let lines = read_import_bytes(&args.file)?;
+            // Read here as on the store, for the same refusals of a bad file.
+            read_import(&args.file, &lines[..])?;
+            let imported = client.import(lines).map_err(nothing_imported)?;
+            let names: HashMap<String, String> = if args.json {
+                HashMap::new()
+            } else {
+                let listed = client.list(true)?;
+                listed.iter().map(|k| (k.id.clone(), k.name.clone())).collect()
+            };
+            (imported, names)
+        }
+    };
     if args.json {
-        for (line, id) in (1..).zip(&ids) {
-            write_json(out, &ImportedJson::new(line, *id))?;
+        for line in &imported {
+            write_json(out, line)?;
         }
         return Ok(exit::OK);
     }
     let mut table = render::Table::new(vec!["LINE", "ID", "NAME"]);
-    for (line, id) in (1..).zip(&ids) {
-        let name = keys.key(*id).map(|v| v.name).unwrap_or_default();
-        table.row(vec![usize::to_string(&line), id.to_string(), name]);
+    for line in &imported {
+        let name = names.get(&line.id).cloned().unwrap_or_default();
+        table.row(vec![line.line.to_string(), line.id.clone(), name]);
     }
     table.write(out, "")?;
+    let count = imported.len();
     writeln!(
         out,
         "imported {count} key{} from {} in one commit; keyledger kept only their hashes",
@@ -894,6 +1225,21 @@ fn import_keys(store: &Store, args: ImportKeysArgs, out: &mut impl Write) -> Res
         args.file.display()
     )?;
     Ok(exit::OK)
+}
+
+/// An `import-keys` file whole, to send: it holds secrets, so its buffer is sized once and
+/// zeroed when dropped.
+#[cfg(feature = "client")]
+fn read_import_bytes(path: &Path) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    let file = open_import_file(path)?;
+    let cannot = |e: io::Error| Failure::new(exit::USAGE, format!("cannot read {}: {e}", path.display()));
+    let limit = keyledger::MAX_IMPORT_BYTES + 1;
+    let size = file.metadata().map_err(cannot)?.len().min(limit);
+    let mut bytes = Zeroizing::new(Vec::with_capacity(
+        usize::try_from(size).unwrap_or(0).saturating_add(1),
+    ));
+    file.take(limit).read_to_end(&mut bytes).map_err(cannot)?;
+    Ok(bytes)
 }
 
 /// What `whitelist` and `unwhitelist` do.
@@ -906,27 +1252,26 @@ enum Change {
 }
 
 fn change_whitelist(
-    store: &Store,
+    target: &Target,
     args: WhitelistArgs,
     change: Change,
     out: &mut impl Write,
 ) -> Result<u8, Failure> {
-    let keys = store.open(false)?;
-    let (actor, id) = (args.who.actor(), args.key_id);
-    let nets = args.nets.iter().copied();
-    match change {
-        Change::Add => keys.whitelist_ip(&actor, id, nets)?,
-        Change::Remove => keys.unwhitelist_ip(&actor, id, nets).map_err(|e| match e {
-            Error::LastWhitelistEntry { .. } => {
-                let mut failure = Failure::from(e);
-                failure.message.push_str(" (pass --allow-any-address to mean it)");
-                failure
-            }
-            other => other.into(),
-        })?,
-        Change::RemoveToAny => keys.unwhitelist_ip_allowing_any_address(&actor, id, nets)?,
+    let (id, nets) = (args.key_id, &args.nets);
+    let changed = match target {
+        Target::Local(store) => change_whitelist_here(store, &args, change),
+        #[cfg(feature = "client")]
+        Target::Remote(client) => {
+            client.whitelist(id, nets, change == Change::Add, change == Change::RemoveToAny)
+        }
     };
-    let view = existing_key(&keys, id)?;
+    let view = changed.map_err(|mut failure| {
+        if failure.kind() == Some("last_whitelist_entry") {
+            failure.message.push_str(" (pass --allow-any-address to mean it)");
+        }
+        failure
+    })?;
+    let given: Vec<String> = nets.iter().map(ToString::to_string).collect();
     writeln!(
         out,
         "{} {} on key {id} \"{}\"; its whitelist is now: {}",
@@ -935,17 +1280,35 @@ fn change_whitelist(
         } else {
             "unwhitelisted"
         },
-        render::whitelist(&args.nets),
+        render::whitelist(&given),
         view.name,
         render::whitelist(&view.whitelist)
     )?;
     Ok(exit::OK)
 }
 
-fn delete(store: &Store, args: KeyArgs, out: &mut impl Write) -> Result<u8, Failure> {
+fn change_whitelist_here(store: &Store, args: &WhitelistArgs, change: Change) -> Result<KeyJson, Failure> {
     let keys = store.open(false)?;
-    keys.delete_key(&args.who.actor(), args.key_id)?;
-    let view = existing_key(&keys, args.key_id)?;
+    let (actor, id) = (args.who.actor()?, args.key_id);
+    let nets = args.nets.iter().copied();
+    match change {
+        Change::Add => keys.whitelist_ip(&actor, id, nets)?,
+        Change::Remove => keys.unwhitelist_ip(&actor, id, nets)?,
+        Change::RemoveToAny => keys.unwhitelist_ip_allowing_any_address(&actor, id, nets)?,
+    };
+    Ok(KeyJson::from(&existing_key(&keys, id)?))
+}
+
+fn delete(target: &Target, args: KeyArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    let view = match target {
+        Target::Local(store) => {
+            let keys = store.open(false)?;
+            keys.delete_key(&args.who.actor()?, args.key_id)?;
+            KeyJson::from(&existing_key(&keys, args.key_id)?)
+        }
+        #[cfg(feature = "client")]
+        Target::Remote(client) => client.delete(args.key_id)?,
+    };
     writeln!(
         out,
         "deleted key {} \"{}\"; it no longer verifies",
@@ -954,12 +1317,19 @@ fn delete(store: &Store, args: KeyArgs, out: &mut impl Write) -> Result<u8, Fail
     Ok(exit::OK)
 }
 
-fn list(store: &Store, all: bool, json: bool, out: &mut impl Write) -> Result<u8, Failure> {
-    let keys = store.open(false)?;
-    let views = if all { keys.all_keys() } else { keys.keys() };
+fn list(target: &Target, all: bool, json: bool, out: &mut impl Write) -> Result<u8, Failure> {
+    let views: Vec<KeyJson> = match target {
+        Target::Local(store) => {
+            let keys = store.open(false)?;
+            let views = if all { keys.all_keys() } else { keys.keys() };
+            views.iter().map(KeyJson::from).collect()
+        }
+        #[cfg(feature = "client")]
+        Target::Remote(client) => client.list(all)?,
+    };
     if json {
         for view in &views {
-            write_json(out, &KeyJson::from(view))?;
+            write_json(out, view)?;
         }
     } else if views.is_empty() {
         writeln!(out, "{}", if all { "no keys" } else { "no live keys" })?;
@@ -969,11 +1339,14 @@ fn list(store: &Store, all: bool, json: bool, out: &mut impl Write) -> Result<u8
     Ok(exit::OK)
 }
 
-fn show(store: &Store, id: KeyId, json: bool, out: &mut impl Write) -> Result<u8, Failure> {
-    let keys = store.open(false)?;
-    let view = existing_key(&keys, id)?;
+fn show(target: &Target, id: KeyId, json: bool, out: &mut impl Write) -> Result<u8, Failure> {
+    let view = match target {
+        Target::Local(store) => KeyJson::from(&existing_key(&store.open(false)?, id)?),
+        #[cfg(feature = "client")]
+        Target::Remote(client) => client.show(id)?,
+    };
     if json {
-        write_json(out, &KeyJson::from(&view))?;
+        write_json(out, &view)?;
     } else {
         render::key_details(out, &view)?;
     }
@@ -1063,23 +1436,32 @@ fn read_key(how: &str) -> Result<Zeroizing<String>, Failure> {
     Ok(text)
 }
 
-fn audit(store: &Store, args: AuditArgs, out: &mut impl Write) -> Result<u8, Failure> {
-    let keys = store.open(false)?;
+fn audit(target: &Target, args: AuditArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    let filter = args.filter();
     if args.refused {
-        // A refused command may name a key that never existed: no existence check.
-        return audit_refused(&keys, &args, out);
-    }
-    if let Some(id) = args.key {
-        existing_key(&keys, id)?;
+        return audit_refused(target, &filter, args.json, out);
     }
     if let Some(seq) = args.at {
-        return audit_at(&keys, seq, args.key, args.json, out);
+        return audit_at(target, seq, args.key, args.json, out);
     }
-    let filter = args.filter();
-    let entries: Vec<AuditEntry> = keys.audit().into_iter().filter(|e| filter.matches(e)).collect();
+    let entries: Vec<AuditJson> = match target {
+        Target::Local(store) => {
+            let keys = store.open(false)?;
+            if let Some(id) = filter.key {
+                existing_key(&keys, id)?;
+            }
+            keys.audit()
+                .iter()
+                .filter(|e| filter.matches(e))
+                .map(AuditJson::from)
+                .collect()
+        }
+        #[cfg(feature = "client")]
+        Target::Remote(client) => client.audit(&filter)?,
+    };
     if args.json {
         for entry in &entries {
-            write_json(out, &AuditJson::from(entry))?;
+            write_json(out, entry)?;
         }
     } else if entries.is_empty() {
         writeln!(
@@ -1098,16 +1480,27 @@ fn audit(store: &Store, args: AuditArgs, out: &mut impl Write) -> Result<u8, Fai
 }
 
 /// `audit --refused`: the security trail, filtered by key, actor and time.
-fn audit_refused(keys: &KeyStore, args: &AuditArgs, out: &mut impl Write) -> Result<u8, Failure> {
-    let filter = args.filter();
-    let attempts: Vec<RefusedAttempt> = keys
-        .refused()?
-        .into_iter()
-        .filter(|a| filter.matches_refused(a))
-        .collect();
-    if args.json {
+fn audit_refused(
+    target: &Target,
+    filter: &AuditFilter,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<u8, Failure> {
+    // A refused command may name a key that never existed: no existence check.
+    let attempts: Vec<RefusedJson> = match target {
+        Target::Local(store) => store
+            .open(false)?
+            .refused()?
+            .iter()
+            .filter(|a| filter.matches_refused(a))
+            .map(RefusedJson::from)
+            .collect(),
+        #[cfg(feature = "client")]
+        Target::Remote(client) => client.refused(filter)?,
+    };
+    if json {
         for attempt in &attempts {
-            write_json(out, &RefusedJson::from(attempt))?;
+            write_json(out, attempt)?;
         }
     } else if attempts.is_empty() {
         writeln!(
@@ -1127,33 +1520,51 @@ fn audit_refused(keys: &KeyStore, args: &AuditArgs, out: &mut impl Write) -> Res
 
 /// `audit --at SEQ`: the keys as they stood right after record `seq`.
 fn audit_at(
-    keys: &KeyStore,
+    target: &Target,
     seq: u64,
     only: Option<KeyId>,
     json: bool,
     out: &mut impl Write,
 ) -> Result<u8, Failure> {
-    let views: Vec<KeyView> = keys
-        .keys_at(seq)?
-        .into_iter()
-        .filter(|v| only.is_none_or(|id| v.id == id))
-        .collect();
+    let (views, event): (Vec<KeyJson>, Option<AuditJson>) = match target {
+        Target::Local(store) => {
+            let keys = store.open(false)?;
+            if let Some(id) = only {
+                existing_key(&keys, id)?;
+            }
+            let views = keys
+                .keys_at(seq)?
+                .iter()
+                .filter(|v| only.is_none_or(|id| v.id == id))
+                .map(KeyJson::from)
+                .collect();
+            let event = keys.audit_entry(seq).map(|e| AuditJson::from(&e));
+            (views, event)
+        }
+        #[cfg(feature = "client")]
+        Target::Remote(client) => {
+            let views = client.keys_at(seq, only)?;
+            let event = if json {
+                None
+            } else {
+                let trail = client.audit(&AuditFilter::default())?;
+                trail.into_iter().find(|e| e.seq == seq)
+            };
+            (views, event)
+        }
+    };
     if json {
         for view in &views {
-            write_json(out, &KeyJson::from(view))?;
+            write_json(out, view)?;
         }
         return Ok(exit::OK);
     }
-    let event = usize::try_from(seq)
-        .ok()
-        .and_then(|s| s.checked_sub(1))
-        .and_then(|i| keys.audit().into_iter().nth(i));
     match event {
         Some(e) => writeln!(
             out,
             "as of record {seq} ({} UTC: {} {} key {} \"{}\"):",
-            render::human_time(e.at),
-            e.actor.id(),
+            render::human_time(&e.at),
+            e.actor,
             e.kind,
             e.key_id,
             e.key_name
@@ -1352,4 +1763,37 @@ fn import(store: &Store, file: &Path, out: &mut impl Write) -> Result<u8, Failur
         .map_err(|e| store.failed("import", e))?;
     writeln!(out, "imported {records} records into {}", store.dir.display())?;
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_exit_by_their_kind_whether_the_store_or_the_admin_api_answered() {
+        let id: KeyId = "00000000000000aa".parse().unwrap();
+        let store = |e: Error| Failure::from(e).code;
+        assert_eq!(store(Error::KeyDeleted(id)), exit::NOT_FOUND);
+        assert_eq!(store(Error::SecretInUse), exit::USAGE);
+        assert_eq!(
+            store(Error::ImportEntry {
+                index: 2,
+                source: Box::new(Error::KeyNotFound(id)),
+            }),
+            exit::NOT_FOUND
+        );
+        assert_eq!(store(Error::Closed), exit::STORAGE);
+        let api = |kind: &str| Failure::from(ErrorJson::new(kind, "x")).code;
+        for (kind, code) in [
+            ("unauthorized", exit::DENIED),
+            ("forbidden", exit::DENIED),
+            ("not_found", exit::USAGE),
+            ("overloaded", exit::STORAGE),
+            ("timeout", exit::STORAGE),
+            ("internal", exit::STORAGE),
+            ("a_kind_from_a_newer_server", exit::STORAGE),
+        ] {
+            assert_eq!(api(kind), code, "{kind}");
+        }
+    }
 }

@@ -60,6 +60,8 @@ pub struct KeyJson {
     pub whitelist: Vec<String>,
     /// The creator's actor id.
     pub created_by: String,
+    /// The role the creator acted as: `super-admin`, `admin` or `user`.
+    pub created_by_role: String,
     /// RFC 3339.
     pub created_at: String,
     /// `active`, `disabled`, `expired` or `deleted`.
@@ -72,6 +74,8 @@ pub struct KeyJson {
     pub deleted: Option<DeletedJson>,
     /// Who deleted it, or `null`.
     pub deleted_by: Option<String>,
+    /// The role they acted as, or `null`.
+    pub deleted_by_role: Option<String>,
     /// When it was deleted, or `null`.
     pub deleted_at: Option<String>,
     /// Adopted from another system rather than generated.
@@ -101,6 +105,7 @@ impl From<&KeyView> for KeyJson {
             roles: view.roles.clone(),
             whitelist: view.whitelist.iter().map(ToString::to_string).collect(),
             created_by: view.created_by.id().to_owned(),
+            created_by_role: view.created_by.role().as_str().to_owned(),
             created_at: rfc3339(view.created_at),
             status: view.status.as_str().to_owned(),
             expires_at: view.expires_at.map(rfc3339),
@@ -110,6 +115,7 @@ impl From<&KeyView> for KeyJson {
                 at: rfc3339(*at),
             }),
             deleted_by: view.deleted.as_ref().map(|(by, _)| by.id().to_owned()),
+            deleted_by_role: view.deleted.as_ref().map(|(by, _)| by.role().as_str().to_owned()),
             deleted_at: view.deleted.as_ref().map(|(_, at)| rfc3339(*at)),
             imported: view.imported,
             hint: view.hint.clone(),
@@ -208,8 +214,9 @@ impl ImportedJson {
 }
 
 /// An audit entry (`audit --json`, `GET /v1/audit`). `ip` is the network of a whitelist
-/// change, else `null`; `previous_valid_until` is set for `rolled` only; `via` is the
-/// admin key the actor came through, if any.
+/// change, else `null`; `whitelist` the first whitelist of a created or imported key, else
+/// `null`; `previous_valid_until` is set for `rolled` only; `via` is the admin key the
+/// actor came through, if any.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct AuditJson {
@@ -230,6 +237,9 @@ pub struct AuditJson {
     pub key_name: String,
     /// The network added or removed, for `whitelisted` and `unwhitelisted`.
     pub ip: Option<String>,
+    /// The key's whitelist as it was created or imported (CIDR strings; empty admits any
+    /// address), for `created` and `imported`.
+    pub whitelist: Option<Vec<String>>,
     /// For `rolled`: until when the previous secret verified.
     pub previous_valid_until: Option<String>,
     /// The admin key the actor came through.
@@ -242,6 +252,12 @@ impl From<&AuditEntry> for AuditJson {
             EventKind::Whitelisted | EventKind::Unwhitelisted => entry.nets.first().map(ToString::to_string),
             _ => None,
         };
+        let whitelist = match entry.kind {
+            EventKind::Created | EventKind::Imported => {
+                Some(entry.nets.iter().map(ToString::to_string).collect())
+            }
+            _ => None,
+        };
         AuditJson {
             seq: entry.seq,
             at: rfc3339(entry.at),
@@ -251,6 +267,7 @@ impl From<&AuditEntry> for AuditJson {
             key_id: entry.key_id.to_string(),
             key_name: entry.key_name.clone(),
             ip,
+            whitelist,
             previous_valid_until: entry.previous_valid_until.map(rfc3339),
             via: entry.via.map(|id| id.to_string()),
         }
@@ -298,6 +315,30 @@ impl From<&RefusedAttempt> for RefusedJson {
             via: attempt.via.map(|id| id.to_string()),
             reason: attempt.denial.code().to_owned(),
             message: attempt.denial.to_string(),
+        }
+    }
+}
+
+/// Who an admin key acts as (`GET /v1/whoami`): the actor who created it, with the lesser
+/// of that actor's role and the key's ([`KeyStore::acting_through`](crate::KeyStore::acting_through)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WhoamiJson {
+    /// The actor's id.
+    pub actor: String,
+    /// `super-admin` or `admin`.
+    pub actor_role: String,
+    /// The admin key it acts through: 16 hex digits.
+    pub key_id: String,
+}
+
+impl WhoamiJson {
+    /// `actor`, acting through the admin key `key`.
+    pub fn new(actor: &crate::Actor, key: KeyId) -> Self {
+        WhoamiJson {
+            actor: actor.id().to_owned(),
+            actor_role: actor.role().as_str().to_owned(),
+            key_id: key.to_string(),
         }
     }
 }

@@ -60,6 +60,8 @@ fn binary() -> Command {
     cmd.env_remove("KEYLEDGER_DB")
         .env_remove("KEYLEDGER_CHAIN_KEY_FILE")
         .env_remove("KEYLEDGER_EXPECT_HEAD")
+        .env_remove("KEYLEDGER_SERVER")
+        .env_remove("KEYLEDGER_API_KEY")
         .stdin(Stdio::null());
     cmd
 }
@@ -155,18 +157,20 @@ fn names(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
-const KEY_FIELDS: [&str; 14] = [
+const KEY_FIELDS: [&str; 16] = [
     "id",
     "name",
     "roles",
     "whitelist",
     "created_by",
+    "created_by_role",
     "created_at",
     "status",
     "expires_at",
     "last_used_at",
     "deleted",
     "deleted_by",
+    "deleted_by_role",
     "deleted_at",
     "imported",
     "hint",
@@ -213,12 +217,14 @@ fn create_json_has_every_key_field_and_the_secret() {
         serde_json::json!(["10.0.0.0/8", "2001:db8::1/128"])
     );
     assert_eq!(key["created_by"], "alice");
+    assert_eq!(key["created_by_role"], "admin");
     assert_rfc3339_utc(&key["created_at"]);
     assert_eq!(key["status"], "active");
     assert_eq!(key["expires_at"], Value::Null);
     assert_eq!(key["last_used_at"], Value::Null);
     assert_eq!(key["deleted"], Value::Null);
     assert_eq!(key["deleted_by"], Value::Null);
+    assert_eq!(key["deleted_by_role"], Value::Null);
     assert_eq!(key["deleted_at"], Value::Null);
     assert_eq!(key["imported"], false);
     let secret = key["key"].as_str().unwrap();
@@ -365,6 +371,7 @@ fn list_shows_live_keys_and_all_adds_deleted_ones() {
     assert_rfc3339_utc(&all[1]["deleted"]["at"]);
     assert_eq!(all[1]["status"], "deleted");
     assert_eq!(all[1]["deleted_by"], "bob");
+    assert_eq!(all[1]["deleted_by_role"], "admin");
     assert_eq!(all[1]["deleted_at"], all[1]["deleted"]["at"]);
     assert_eq!(all[0]["status"], "active");
 
@@ -837,18 +844,41 @@ fn audit_json_entries_have_stable_fields() {
         "key_id",
         "key_name",
         "ip",
+        "whitelist",
         "previous_valid_until",
         "via",
     ]);
+    let created: Value = serde_json::json!(["10.0.0.0/8"]);
     let expected = [
-        (1, "alice", "admin", "created", Value::Null),
-        (2, "alice", "admin", "whitelisted", "192.0.2.1/32".into()),
-        (3, "alice", "admin", "whitelisted", "2001:db8::/32".into()),
-        (4, "alice", "admin", "unwhitelisted", "192.0.2.1/32".into()),
-        (5, "root", "super-admin", "deleted", Value::Null),
+        (1, "alice", "admin", "created", Value::Null, created),
+        (
+            2,
+            "alice",
+            "admin",
+            "whitelisted",
+            "192.0.2.1/32".into(),
+            Value::Null,
+        ),
+        (
+            3,
+            "alice",
+            "admin",
+            "whitelisted",
+            "2001:db8::/32".into(),
+            Value::Null,
+        ),
+        (
+            4,
+            "alice",
+            "admin",
+            "unwhitelisted",
+            "192.0.2.1/32".into(),
+            Value::Null,
+        ),
+        (5, "root", "super-admin", "deleted", Value::Null, Value::Null),
     ];
     assert_eq!(trail.len(), expected.len());
-    for (entry, (seq, actor, role, kind, ip)) in trail.iter().zip(expected) {
+    for (entry, (seq, actor, role, kind, ip, whitelist)) in trail.iter().zip(expected) {
         assert_eq!(field_names(entry), fields);
         assert_eq!(entry["seq"], seq);
         assert_eq!(entry["actor"], actor);
@@ -857,6 +887,10 @@ fn audit_json_entries_have_stable_fields() {
         assert_eq!(entry["key_id"], key.id.as_str());
         assert_eq!(entry["key_name"], "bot");
         assert_eq!(entry["ip"], ip);
+        assert_eq!(
+            entry["whitelist"], whitelist,
+            "the first whitelist, of created keys only"
+        );
         assert_eq!(entry["previous_valid_until"], Value::Null, "set for rolled only");
         assert_eq!(entry["via"], Value::Null, "no admin key in the command line");
         assert_rfc3339_utc(&entry["at"]);

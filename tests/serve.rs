@@ -7,12 +7,13 @@
 
 #[path = "support/nginx.rs"]
 mod nginx;
+#[path = "support/served.rs"]
+mod served;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -26,11 +27,7 @@ use tempfile::TempDir;
 use tokio::net::TcpSocket;
 use tokio::runtime::Runtime;
 
-fn keyledger(db: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyledger"));
-    cmd.arg("--db").arg(db).env_remove("KEYLEDGER_DB");
-    cmd
-}
+use served::{Served, keyledger};
 
 /// Runs the command line on `db`; panics unless it exits 0.
 fn cli(db: &Path, args: &[&str]) -> Output {
@@ -69,85 +66,6 @@ fn bootstrap_key(
         created["id"].as_str().unwrap().to_owned(),
         created["key"].as_str().unwrap().to_owned(),
     )
-}
-
-/// `keyledger serve` on a free loopback port; stopped (SIGTERM, then SIGKILL after a
-/// bounded wait) on drop, also when a test fails.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-    /// Standard output after `listening on ADDR`, a line at a time.
-    lines: mpsc::Receiver<String>,
-    stderr: PathBuf,
-}
-
-impl Served {
-    fn start(db: &Path, args: &[&str]) -> Served {
-        let stderr = db.with_extension(format!("serve-{}.stderr", std::process::id()));
-        let mut child = keyledger(db)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let first = lines.recv_timeout(Duration::from_secs(30));
-        let mut served = Served {
-            child,
-            addr: "127.0.0.1:1".parse().unwrap(),
-            lines,
-            stderr,
-        };
-        let first = first.unwrap_or_else(|_| panic!("serve printed no address: {}", served.errors()));
-        served.addr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("{first:?}"))
-            .parse()
-            .unwrap();
-        served
-    }
-
-    fn errors(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Sends SIGTERM and waits (at most 20 s) for the process to exit.
-    fn terminate(&mut self) -> Option<ExitStatus> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Some(status);
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if self.terminate().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// One answer, read whole.
@@ -571,6 +489,65 @@ fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
         format!("[{}]", lines(stdout(&["list", "--all", "--json"])))
     );
     assert_eq!(live.body, format!("[{}]", lines(stdout(&["list", "--json"]))));
+}
+
+#[test]
+fn whoami_names_the_actor_an_admin_key_acts_as_with_the_lesser_role() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (root_id, root) = bootstrap_key(
+        &db,
+        "root",
+        "super-admin",
+        "root admin",
+        &["super-admin"],
+        &["127.0.0.1"],
+    );
+    let (alice_id, alice) = bootstrap_key(&db, "alice", "admin", "alice admin", &["admin"], &[]);
+    // Made by a super admin with the role admin: acts as root, an admin.
+    let (lesser_id, lesser) = bootstrap_key(&db, "root", "super-admin", "root's admin key", &["admin"], &[]);
+    let (_, plain) = bootstrap_key(&db, "alice", "admin", "plain bot", &["bot"], &[]);
+    let (_, elsewhere) = bootstrap_key(
+        &db,
+        "alice",
+        "admin",
+        "alice elsewhere",
+        &["admin"],
+        &["192.0.2.1"],
+    );
+    let served = Served::start(&db, &[]);
+    let http = Http::new();
+    let api = Api {
+        http: &http,
+        addr: served.addr,
+    };
+
+    for (key, actor, role, id) in [
+        (&root, "root", "super-admin", &root_id),
+        (&alice, "alice", "admin", &alice_id),
+        (&lesser, "root", "admin", &lesser_id),
+    ] {
+        let answer = api.get(key, "/v1/whoami");
+        assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+        assert_eq!(
+            answer.json(),
+            json!({"actor": actor, "actor_role": role, "key_id": id})
+        );
+    }
+    api.get(&plain, "/v1/whoami").denied("not_an_admin");
+    let anonymous = http.send(served.addr, "127.0.0.1", "GET", "/v1/whoami", &[], "");
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let wrong_address = api.get(&elsewhere, "/v1/whoami");
+    assert_eq!(
+        wrong_address.json(),
+        json!({"error": "forbidden", "reason": "ip_not_whitelisted"})
+    );
+    api.get(&root, "/v1/whoami?as=alice")
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    assert_unquoted(
+        &[&wrong_address, &anonymous],
+        &[&root, &alice, &lesser, &elsewhere],
+    );
 }
 
 #[test]

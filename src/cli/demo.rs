@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
-use keyledger::{Actor, CreatedKey, Error, EventKind, IpNet, KeyStore, NewKey};
+use keyledger::{Actor, AuditJson, CreatedKey, Error, IpNet, KeyJson, KeyStore, NewKey};
 
 use super::render::{self, Table};
 use super::{Failure, exit};
@@ -77,13 +77,13 @@ pub(super) fn run(out: &mut impl Write) -> Result<u8, Failure> {
             .allow(net("198.51.100.7")?),
     )?;
     let mut table = Table::new(vec!["NAME", "CREATED BY", "ROLES", "WHITELIST", "HINT"]);
-    for k in store.keys() {
+    for k in store.keys().iter().map(KeyJson::from) {
         table.row(vec![
-            k.name,
-            k.created_by.id().to_owned(),
+            k.name.clone(),
+            k.created_by.clone(),
             k.roles.join(", "),
             render::whitelist(&k.whitelist),
-            k.hint,
+            k.hint.clone(),
         ]);
     }
     table.write(out, INDENT)?;
@@ -142,17 +142,17 @@ pub(super) fn run(out: &mut impl Write) -> Result<u8, Failure> {
     )?;
     let trail = store.audit();
     let mut table = Table::new(vec!["SEQ", "ACTOR", "ROLE", "EVENT", "KEY", "DETAIL"]);
-    for e in &trail {
-        let detail = match e.kind {
-            EventKind::Created => format!("whitelist: {}", render::whitelist(&e.nets)),
-            EventKind::Whitelisted => format!("+ {}", render::whitelist(&e.nets)),
+    for e in trail.iter().map(AuditJson::from) {
+        let detail = match (&e.whitelist, e.kind.as_str(), &e.ip) {
+            (Some(nets), _, _) => format!("whitelist: {}", render::whitelist(nets)),
+            (_, "whitelisted", Some(ip)) => format!("+ {}", render::net(ip)),
             _ => String::new(),
         };
         table.row(vec![
             e.seq.to_string(),
-            e.actor.id().to_owned(),
-            e.actor.role().to_string(),
-            e.kind.to_string(),
+            e.actor.clone(),
+            e.actor_role.clone(),
+            e.kind.clone(),
             e.key_name.clone(),
             detail,
         ]);

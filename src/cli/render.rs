@@ -1,21 +1,27 @@
-//! How the tool shows things to people: aligned tables and times in UTC. The JSON for
-//! scripts is the library's (`keyledger::KeyJson` and its siblings), shared with the admin
-//! API.
+//! How the tool shows things to people: aligned tables and times in UTC, drawn from the
+//! JSON types (`keyledger::KeyJson` and its siblings) that `--json` prints and the admin API
+//! answers, so that a command shows the same whether it ran on the store or through
+//! `--server`.
 //!
-//! Nothing here ever sees a secret, an adopted one or a SHA-256 hash.
+//! Nothing here ever sees a secret, an adopted one or a SHA-256 hash: the callers print
+//! the one secret of `create` and `roll` themselves.
 
 use std::io::{self, Write};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use keyledger::{AuditEntry, EventKind, IpNet, KeyStatus, KeyView, RefusedAttempt};
+use keyledger::{AuditJson, IpNet, KeyJson, RefusedJson};
 
-/// A time for people: to the second, in UTC (the tables say so in their headers).
-pub(super) fn human_time(t: SystemTime) -> String {
-    timestamp(t).strftime("%Y-%m-%d %H:%M:%S").to_string()
+/// A time for people, from the JSON's RFC 3339: to the second, in UTC (the tables say so
+/// in their headers). A time that is not RFC 3339 is shown as it came.
+pub(super) fn human_time(rfc3339: &str) -> String {
+    match rfc3339.parse::<jiff::Timestamp>() {
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        Err(_) => rfc3339.to_owned(),
+    }
 }
 
 /// An optional time for people: `never` when there is none.
-fn human_time_or_never(t: Option<SystemTime>) -> String {
+fn human_time_or_never(t: Option<&str>) -> String {
     t.map_or_else(|| "never".to_owned(), |t| format!("{} UTC", human_time(t)))
 }
 
@@ -41,36 +47,30 @@ pub(super) fn duration(d: Duration) -> String {
     }
 }
 
-fn timestamp(t: SystemTime) -> jiff::Timestamp {
-    // Only a log written by a clock past the year 9999 gets here; show the largest time
-    // rather than refuse to show the log.
-    jiff::Timestamp::try_from(t).unwrap_or(jiff::Timestamp::MAX)
-}
-
-/// A whitelist entry as people type it: a single address without its `/32` or `/128`.
-pub(super) fn net(n: &IpNet) -> String {
-    if n.prefix_len() == n.max_prefix_len() {
-        n.addr().to_string()
-    } else {
-        n.to_string()
+/// A whitelist entry as people type it, from the JSON's CIDR string: a single address
+/// without its `/32` or `/128`.
+pub(super) fn net(cidr: &str) -> String {
+    match cidr.parse::<IpNet>() {
+        Ok(n) if n.prefix_len() == n.max_prefix_len() => n.addr().to_string(),
+        _ => cidr.to_owned(),
     }
 }
 
 /// A whitelist for people; empty admits any address.
-pub(super) fn whitelist(nets: &[IpNet]) -> String {
+pub(super) fn whitelist(nets: &[String]) -> String {
     if nets.is_empty() {
         return "any address".into();
     }
-    nets.iter().map(net).collect::<Vec<_>>().join(", ")
+    nets.iter().map(|n| net(n)).collect::<Vec<_>>().join(", ")
 }
 
 /// A whitelist shortened to fit a table cell.
-pub(super) fn whitelist_short(nets: &[IpNet]) -> String {
+pub(super) fn whitelist_short(nets: &[String]) -> String {
     const SHOWN: usize = 3;
     if nets.len() <= SHOWN {
         return whitelist(nets);
     }
-    let head: Vec<String> = nets[..SHOWN].iter().map(net).collect();
+    let head: Vec<String> = nets[..SHOWN].iter().map(|n| net(n)).collect();
     format!("{}, +{} more", head.join(", "), nets.len() - SHOWN)
 }
 
@@ -116,9 +116,18 @@ impl Table {
 }
 
 /// A roll's grace period for people: how long, and until when, the previous secret verified.
-fn grace(rolled_at: SystemTime, previous_valid_until: SystemTime) -> String {
-    match previous_valid_until.duration_since(rolled_at) {
-        Ok(d) if !d.is_zero() => format!(
+fn grace(rolled_at: &str, previous_valid_until: &str) -> String {
+    let span = rolled_at
+        .parse::<jiff::Timestamp>()
+        .and_then(|at| {
+            Ok(previous_valid_until
+                .parse::<jiff::Timestamp>()?
+                .duration_since(at))
+        })
+        .ok()
+        .and_then(|d| Duration::try_from(d).ok());
+    match span {
+        Some(d) if !d.is_zero() => format!(
             "grace {}: previous secret until {} UTC",
             duration(d),
             human_time(previous_valid_until)
@@ -128,7 +137,7 @@ fn grace(rolled_at: SystemTime, previous_valid_until: SystemTime) -> String {
 }
 
 /// The audit trail as a table.
-pub(super) fn audit_table(entries: &[AuditEntry]) -> Table {
+pub(super) fn audit_table(entries: &[AuditJson]) -> Table {
     let mut table = Table::new(vec![
         "SEQ",
         "TIME (UTC)",
@@ -140,23 +149,20 @@ pub(super) fn audit_table(entries: &[AuditEntry]) -> Table {
         "DETAIL",
     ]);
     for e in entries {
-        let detail = match e.kind {
-            EventKind::Created | EventKind::Imported => format!("whitelist: {}", whitelist_short(&e.nets)),
-            EventKind::Whitelisted => format!("+ {}", whitelist(&e.nets)),
-            EventKind::Unwhitelisted => format!("- {}", whitelist(&e.nets)),
-            EventKind::Rolled => e
-                .previous_valid_until
-                .map(|until| grace(e.at, until))
-                .unwrap_or_default(),
+        let detail = match (e.kind.as_str(), &e.whitelist, &e.ip, &e.previous_valid_until) {
+            (_, Some(nets), _, _) => format!("whitelist: {}", whitelist_short(nets)),
+            ("whitelisted", _, Some(ip), _) => format!("+ {}", net(ip)),
+            ("unwhitelisted", _, Some(ip), _) => format!("- {}", net(ip)),
+            (_, _, _, Some(until)) => grace(&e.at, until),
             _ => String::new(),
         };
         table.row(vec![
             e.seq.to_string(),
-            human_time(e.at),
-            e.actor.id().to_owned(),
-            e.actor.role().as_str().to_owned(),
-            e.kind.as_str().to_owned(),
-            e.key_id.to_string(),
+            human_time(&e.at),
+            e.actor.clone(),
+            e.actor_role.clone(),
+            e.kind.clone(),
+            e.key_id.clone(),
             e.key_name.clone(),
             detail,
         ]);
@@ -165,7 +171,7 @@ pub(super) fn audit_table(entries: &[AuditEntry]) -> Table {
 }
 
 /// Keys as a table, with where each stands and when it expires.
-pub(super) fn keys_table(keys: &[KeyView]) -> Table {
+pub(super) fn keys_table(keys: &[KeyJson]) -> Table {
     let mut table = Table::new(vec![
         "ID",
         "NAME",
@@ -179,13 +185,15 @@ pub(super) fn keys_table(keys: &[KeyView]) -> Table {
     ]);
     for k in keys {
         table.row(vec![
-            k.id.to_string(),
+            k.id.clone(),
             k.name.clone(),
             k.roles.join(", "),
             whitelist_short(&k.whitelist),
-            k.created_by.id().to_owned(),
-            human_time(k.created_at),
-            k.expires_at.map_or_else(|| "never".to_owned(), human_time),
+            k.created_by.clone(),
+            human_time(&k.created_at),
+            k.expires_at
+                .as_deref()
+                .map_or_else(|| "never".to_owned(), human_time),
             k.hint.clone(),
             status(k),
         ]);
@@ -194,27 +202,28 @@ pub(super) fn keys_table(keys: &[KeyView]) -> Table {
 }
 
 /// Where a key stands, and for a deleted key who deleted it.
-fn status(k: &KeyView) -> String {
-    match (&k.deleted, k.status) {
-        (Some((by, _)), _) => format!("deleted by {}", by.id()),
-        (None, KeyStatus::Expired) => {
-            format!("expired {} UTC", k.expires_at.map(human_time).unwrap_or_default())
-        }
-        (None, status) => status.as_str().to_owned(),
+fn status(k: &KeyJson) -> String {
+    match (&k.deleted_by, k.status.as_str()) {
+        (Some(by), _) => format!("deleted by {by}"),
+        (None, "expired") => format!(
+            "expired {} UTC",
+            k.expires_at.as_deref().map(human_time).unwrap_or_default()
+        ),
+        (None, status) => status.to_owned(),
     }
 }
 
 /// One key, field by field.
-pub(super) fn key_details(out: &mut impl Write, k: &KeyView) -> io::Result<()> {
+pub(super) fn key_details(out: &mut impl Write, k: &KeyJson) -> io::Result<()> {
     let created = format!(
         "{} UTC by {} ({})",
-        human_time(k.created_at),
-        k.created_by.id(),
-        k.created_by.role()
+        human_time(&k.created_at),
+        k.created_by,
+        k.created_by_role
     );
-    let deleted = match &k.deleted {
-        Some((by, at)) => format!("{} UTC by {} ({})", human_time(*at), by.id(), by.role()),
-        None => "no".into(),
+    let deleted = match (&k.deleted_at, &k.deleted_by, &k.deleted_by_role) {
+        (Some(at), Some(by), Some(role)) => format!("{} UTC by {by} ({role})", human_time(at)),
+        _ => "no".into(),
     };
     let origin = if k.imported {
         "adopted from another system (import)"
@@ -222,16 +231,16 @@ pub(super) fn key_details(out: &mut impl Write, k: &KeyView) -> io::Result<()> {
         "generated by keyledger"
     };
     for (field, value) in [
-        ("id", k.id.to_string()),
+        ("id", k.id.clone()),
         ("name", k.name.clone()),
         ("hint", k.hint.clone()),
-        ("status", k.status.as_str().to_owned()),
+        ("status", k.status.clone()),
         ("roles", k.roles.join(", ")),
         ("whitelist", whitelist(&k.whitelist)),
         ("created", created),
         ("origin", origin.to_owned()),
-        ("expires", human_time_or_never(k.expires_at)),
-        ("last used", human_time_or_never(k.last_used_at)),
+        ("expires", human_time_or_never(k.expires_at.as_deref())),
+        ("last used", human_time_or_never(k.last_used_at.as_deref())),
         ("deleted", deleted),
     ] {
         writeln!(out, "{field:<10} {value}")?;
@@ -240,16 +249,16 @@ pub(super) fn key_details(out: &mut impl Write, k: &KeyView) -> io::Result<()> {
 }
 
 /// The security trail as a table.
-pub(super) fn refused_table(attempts: &[RefusedAttempt]) -> Table {
+pub(super) fn refused_table(attempts: &[RefusedJson]) -> Table {
     let mut table = Table::new(vec!["TIME (UTC)", "ACTOR", "ROLE", "ACTION", "KEY", "REASON"]);
     for a in attempts {
         table.row(vec![
-            human_time(a.at),
-            a.actor.id().to_owned(),
-            a.actor.role().as_str().to_owned(),
-            a.action.as_str().to_owned(),
-            a.key.map_or_else(|| "(new)".to_owned(), |id| id.to_string()),
-            a.denial.to_string(),
+            human_time(&a.at),
+            a.actor.clone(),
+            a.actor_role.clone(),
+            a.action.clone(),
+            a.key_id.clone().unwrap_or_else(|| "(new)".to_owned()),
+            a.message.clone(),
         ]);
     }
     table

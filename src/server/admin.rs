@@ -1,6 +1,6 @@
 //! The admin API (`/v1`): the command line's management and read commands over HTTP, as
 //! the actor an admin key acts as ([`KeyStore::acting_through`]), answering the command
-//! line's JSON.
+//! line's JSON; and who that actor is (`/v1/whoami`).
 //!
 //! Authenticates every request before reading its body, takes a turn (bounded) before any
 //! store call, and runs store calls on the blocking pool (writes wait for a sync). Ownership
@@ -24,7 +24,7 @@ use super::{MAX_BODY_BYTES, MAX_IMPORT_BODY_BYTES, Reject, Shared, query_pairs};
 use crate::json::parse_time;
 use crate::{
     Actor, AuditFilter, AuditJson, Error, EventKind, ImportedJson, KeyId, KeyJson, KeyStore, KeyView,
-    RefusedJson, RollJson, parse_grace, parse_lifetime, parse_net, read_import_lines,
+    RefusedJson, RollJson, WhoamiJson, parse_grace, parse_lifetime, parse_net, read_import_lines,
 };
 
 pub(super) fn routes() -> Router<Arc<Shared>> {
@@ -37,6 +37,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/keys/{id}/disable", post(disable))
         .route("/keys/{id}/enable", post(enable))
         .route("/audit", get(audit))
+        .route("/whoami", get(whoami))
         .method_not_allowed_fallback(super::method_not_allowed)
 }
 
@@ -50,10 +51,16 @@ impl Shared {
     /// Authenticates an admin request by its key (the key's own whitelist applies), finds
     /// the actor it acts as, and waits for its turn.
     async fn admit(&self, parts: &Parts) -> Result<Admitted, Reject> {
-        let key = self.layer.check(&parts.headers, &parts.extensions)?;
-        let actor = self.store().acting_through(&key)?;
+        let (actor, _) = self.identify(parts)?;
         let turn = turn(&self.admin, self.options.read_timeout).await?;
         Ok(Admitted { actor, turn })
+    }
+
+    /// The actor an admin request's key acts as, and that key: in memory, no turn needed.
+    fn identify(&self, parts: &Parts) -> Result<(Actor, KeyId), Reject> {
+        let key = self.layer.check(&parts.headers, &parts.extensions)?;
+        let actor = self.store().acting_through(&key)?;
+        Ok((actor, key.id()))
     }
 
     /// Runs `f` on the blocking pool, holding `turn` until it returns (even if the client
@@ -410,6 +417,15 @@ async fn import(State(shared): State<Arc<Shared>>, request: Request) -> Result<R
         })
         .await?;
     Ok(body::json(StatusCode::CREATED, &imported))
+}
+
+/// `GET /v1/whoami`: who the presented admin key acts as, `{"actor", "actor_role",
+/// "key_id"}`; the admins' page asks it on sign-in.
+async fn whoami(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, Reject> {
+    let (parts, _) = request.into_parts();
+    let (actor, key) = shared.identify(&parts)?;
+    query(&parts, &[])?;
+    Ok(body::json(StatusCode::OK, &WhoamiJson::new(&actor, key)))
 }
 
 /// `GET /v1/audit` with the command line's filters as parameters (`key`, `actor`, `kind`,

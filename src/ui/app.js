@@ -10,7 +10,7 @@
 const STORAGE_KEY = "keyledger.admin-key";
 
 const state = {
-  me: null, // {actor, actor_role}; actor is null when the page cannot tell
+  me: null, // {actor, actor_role, key_id}: who the admin key acts as (GET /v1/whoami)
   keys: [],
 };
 
@@ -350,9 +350,7 @@ async function enter() {
       return;
     }
   }
-  $("whoami").textContent = state.me.actor
-    ? `Signed in as ${state.me.actor} (${state.me.actor_role})`
-    : "Signed in as an admin this page cannot name: every action is offered, and the server decides";
+  $("whoami").textContent = `Signed in as ${state.me.actor} (${state.me.actor_role})`;
   $("session").hidden = false;
   $("nav").hidden = false;
   $("sign-in").hidden = true;
@@ -360,37 +358,18 @@ async function enter() {
   await route(false);
 }
 
-// The roles' order, highest first: a key acts with the lesser of its creator's and its own.
-const RANK = { "super-admin": 0, admin: 1, user: 2 };
-
 /**
- * Who `key` acts as, derived as the server derives it (KeyStore::acting_through): the
- * admin API has no "who am I" answer. The key is the live admin key whose hint ends in its
- * last four characters; it acts as its creator, with the lesser of the creator's role (from
- * the audit trail) and its own. If that is ambiguous (two admin keys share those
- * characters) or impossible (an adopted key outside keyledger's format), the page does not
- * guess: `actor` is null, every action is offered, and the server decides. Also proves the
- * key works: the first call answers 401 or 403 if it does not.
+ * Who `key` acts as, as the server decides it (KeyStore::acting_through): `{actor,
+ * actor_role, key_id}` from `GET /v1/whoami`. Also proves the key works: it answers 401
+ * or 403 if it does not.
  */
 async function identify(key) {
-  const keys = await api("GET", "/v1/keys", { key });
-  const hint = `klk_…${key.slice(-4)}`;
-  const found = new Map();
-  for (const k of keys) {
-    if (k.hint !== hint || !(k.roles.includes("admin") || k.roles.includes("super-admin"))) continue;
-    const [origin] = await api("GET", `/v1/audit?key=${encodeURIComponent(k.id)}`, { key, lines: true });
-    const granted = k.roles.includes("super-admin") ? "super-admin" : "admin";
-    const creator = origin ? origin.actor_role : "user";
-    const role = RANK[creator] >= RANK[granted] ? creator : granted;
-    found.set(`${k.created_by}\n${role}`, { actor: k.created_by, actor_role: role });
-  }
-  return found.size === 1 ? [...found.values()][0] : { actor: null, actor_role: null };
+  return api("GET", "/v1/whoami", { key });
 }
 
 /** Whether the signed-in actor may change this key: the API's rule, to hide what it refuses. */
 function mayAct(key) {
   if (!state.me || key.status === "deleted") return false;
-  if (!state.me.actor) return true;
   return state.me.actor_role === "super-admin" || key.created_by === state.me.actor;
 }
 
