@@ -294,7 +294,7 @@ pub struct RefusedJson {
     pub owner: Option<String>,
     /// The admin key the actor came through.
     pub via: Option<String>,
-    /// `not_an_admin`, `grants_super_admin` or `not_owner`.
+    /// `not_an_admin`, `grants_super_admin`, `not_owner`, `outranks_actor` or `admin_key_revoked`.
     pub reason: String,
     /// The reason in words.
     pub message: String,
@@ -394,7 +394,10 @@ impl From<&Error> for ErrorJson {
             Error::InvalidInput { field, .. } => json.field = Some((*field).to_owned()),
             Error::PermissionDenied { denial, .. } => {
                 json.reason = Some(denial.code().to_owned());
-                if let Denial::NotOwner { key, .. } = denial {
+                if let Denial::NotOwner { key, .. }
+                | Denial::OutranksActor { key }
+                | Denial::AdminKeyRevoked { key } = denial
+                {
                     json.id = Some(key.to_string());
                 }
             }

@@ -888,8 +888,9 @@ impl KeyStore {
     /// `super-admin` role; [`Error::KeyNotFound`] if it is gone.
     pub fn acting_through(&self, key: &VerifiedKey) -> Result<Actor, Error> {
         let view = self.key(key.id()).ok_or(Error::KeyNotFound(key.id()))?;
-        // Named by the key, not its creator: a plain key learns nothing of who made it.
-        let shown = format!("key {}", key.id());
+        // The refusal names the actor the key stands for, as the same command typed at the
+        // command line by that actor would (its holder learns who created it).
+        let shown = view.created_by.id().to_owned();
         if view.status != crate::KeyStatus::Active {
             return Err(Error::denied(
                 &shown,

@@ -33,6 +33,10 @@ pub(super) struct ServeArgs {
     max_connections: u32,
 }
 
+/// How long stopping waits for store calls still running after the requests in flight
+/// were given their time.
+const BLOCKING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 const NOT_LOOPBACK: &str = "\
 the admin API takes admin keys in the clear: serve it on loopback, or keep it behind a \
 proxy that terminates TLS and does not route /v1 from outside";
@@ -65,9 +69,12 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
         .read_timeout(std::time::Duration::from_secs(args.read_timeout))
         .max_connections(args.max_connections as usize);
     runtime.block_on(server.run(listener, stop));
-    // Waits for store calls still running on the blocking pool: their writes are durable
-    // either way, and the store must outlive them.
-    drop(runtime);
+    // Waits for store calls still running on the blocking pool (their writes are durable
+    // either way, and the store must outlive them), but not for ever: a store call still
+    // running after that keeps its reference, and the store is then not closed here (its
+    // acknowledged writes are durable; only the last-used stamps of the last minute and a
+    // snapshot due at close are lost).
+    runtime.shutdown_timeout(BLOCKING_PATIENCE);
     // The last reference: the store saves its last-used stamps and a due snapshot, and
     // lets go of its lock.
     drop(keys);
@@ -87,7 +94,16 @@ fn stop_signals() -> Result<impl Future<Output = ()>, Failure> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        eprintln!("{name}: finishing the requests in flight, then closing the store");
+        eprintln!("{name}: finishing the requests in flight, then closing the store (again to stop at once)");
+        // A second signal stops at once: acknowledged writes are durable whatever happens.
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            eprintln!("second signal: stopping without waiting for the requests in flight");
+            std::process::exit(130);
+        });
     })
 }
 
