@@ -370,7 +370,9 @@ async function identify(key) {
 /** Whether the signed-in actor may change this key: the API's rule, to hide what it refuses. */
 function mayAct(key) {
   if (!state.me || key.status === "deleted") return false;
-  return state.me.actor_role === "super-admin" || key.created_by === state.me.actor;
+  if (state.me.actor_role === "super-admin") return true;
+  // An admin may not change a key that holds super-admin, even one made under its own id.
+  return key.created_by === state.me.actor && !key.roles.includes("super-admin");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -449,7 +451,9 @@ function keyRow(k) {
 
 function actions(k) {
   if (!mayAct(k)) {
-    const why = k.status === "deleted" ? "deleted" : `created by ${k.created_by}`;
+    const why = k.status === "deleted" ? "deleted"
+      : k.roles.includes("super-admin") && k.created_by === state.me.actor ? "holds super-admin"
+      : `created by ${k.created_by}`;
     return el("span", { class: "none", title: `No actions: ${why}` }, "—", el("span", { class: "visually-hidden", text: ` no actions: ${why}` }));
   }
   const button = (action, text, onclick, cls) =>
