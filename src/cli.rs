@@ -1459,22 +1459,35 @@ fn audit(target: &Target, args: AuditArgs, out: &mut impl Write) -> Result<u8, F
         #[cfg(feature = "client")]
         Target::Remote(client) => client.audit(&filter)?,
     };
-    if args.json {
-        for entry in &entries {
-            write_json(out, entry)?;
+    let none = ("no entries match", "the log is empty");
+    write_listing(
+        out,
+        args.json,
+        &entries,
+        !filter.is_empty(),
+        none,
+        render::audit_table,
+    )
+}
+
+/// Writes `items` as JSON Lines, as a table, or as the line that says there are none
+/// (`none.0` when a filter is in force, else `none.1`).
+fn write_listing<T: Serialize>(
+    out: &mut impl Write,
+    json: bool,
+    items: &[T],
+    filtered: bool,
+    none: (&str, &str),
+    table: impl FnOnce(&[T]) -> render::Table,
+) -> Result<u8, Failure> {
+    if json {
+        for item in items {
+            write_json(out, item)?;
         }
-    } else if entries.is_empty() {
-        writeln!(
-            out,
-            "{}",
-            if !filter.is_empty() {
-                "no entries match"
-            } else {
-                "the log is empty"
-            }
-        )?;
+    } else if items.is_empty() {
+        writeln!(out, "{}", if filtered { none.0 } else { none.1 })?;
     } else {
-        render::audit_table(&entries).write(out, "")?;
+        table(items).write(out, "")?;
     }
     Ok(exit::OK)
 }
@@ -1498,24 +1511,15 @@ fn audit_refused(
         #[cfg(feature = "client")]
         Target::Remote(client) => client.refused(filter)?,
     };
-    if json {
-        for attempt in &attempts {
-            write_json(out, attempt)?;
-        }
-    } else if attempts.is_empty() {
-        writeln!(
-            out,
-            "{}",
-            if !filter.is_empty() {
-                "no refused attempts match"
-            } else {
-                "no refused attempts"
-            }
-        )?;
-    } else {
-        render::refused_table(&attempts).write(out, "")?;
-    }
-    Ok(exit::OK)
+    let none = ("no refused attempts match", "no refused attempts");
+    write_listing(
+        out,
+        json,
+        &attempts,
+        !filter.is_empty(),
+        none,
+        render::refused_table,
+    )
 }
 
 /// `audit --at SEQ`: the keys as they stood right after record `seq`.
