@@ -1082,3 +1082,53 @@ fn behind_nginx_auth_request_only_whitelisted_keys_with_their_roles_pass() {
         "the unprotected location reaches the upstream without a key"
     );
 }
+
+/// The README's own setup: root bootstraps a super-admin key and later an admin key for a
+/// tool. That admin key acts as root with the admin role, and must not take over root's
+/// super-admin key (rolling it would hand out its new secret); it still manages root's
+/// other keys. A revoked admin key acts as no one.
+#[test]
+fn an_admin_key_made_by_a_super_admin_cannot_take_over_the_super_admin_key() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (root_id, root) = bootstrap_key(&db, "root", "super-admin", "root admin", &["super-admin"], &[]);
+    let (tool_id, tool) = bootstrap_key(&db, "root", "super-admin", "ci tool", &["admin"], &[]);
+    let (bot_id, _) = bootstrap_key(&db, "root", "super-admin", "root's bot", &["bot"], &[]);
+    let served = Served::start(&db, &[]);
+    let http = Http::new();
+    let api = Api {
+        http: &http,
+        addr: served.addr,
+    };
+    let roll = |key: &str, id: &str| api.call(key, "POST", &format!("/v1/keys/{id}/roll"), Some(json!({})));
+    roll(&tool, &root_id).denied("outranks_actor");
+    api.call(&tool, "POST", &format!("/v1/keys/{root_id}/disable"), None)
+        .denied("outranks_actor");
+    api.call(&tool, "DELETE", &format!("/v1/keys/{root_id}"), None)
+        .denied("outranks_actor");
+    let refused = api.get(&root, "/v1/audit?refused=true");
+    assert_eq!(refused.status, StatusCode::OK, "{refused:?}");
+    let lines: Vec<Value> = refused
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["reason"] == "outranks_actor" && l["via"] == tool_id.as_str())
+    );
+    // root's own super-admin key still works; the tool still manages root's bot.
+    assert_eq!(api.get(&root, "/v1/whoami").status, StatusCode::OK);
+    let rolled = roll(&tool, &bot_id);
+    assert_eq!(rolled.status, StatusCode::OK, "{rolled:?}");
+    // Once disabled by root, the tool's key acts as no one.
+    let disabled = api.call(&root, "POST", &format!("/v1/keys/{tool_id}/disable"), None);
+    assert_eq!(disabled.status, StatusCode::OK, "{disabled:?}");
+    assert_eq!(
+        api.get(&tool, "/v1/whoami").json(),
+        json!({"error": "unauthorized", "reason": "disabled"})
+    );
+    assert_unquoted(&[&refused, &rolled, &disabled], &[&root, &tool]);
+}
