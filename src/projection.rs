@@ -299,6 +299,9 @@ pub(crate) struct Projection {
     graces: HashTable<Grace>,
     /// The grace of each key that has one, by key index.
     grace_of: HashMap<u32, HashPrefix>,
+    /// No grace ends before this ([`NEVER`] for none): pruning runs only once a record's
+    /// time reaches it, so a write does not walk every grace.
+    graces_end_from: i64,
     /// Names longer than [`REC_INLINE_NAME`] bytes.
     names: String,
     /// Whitelists, shared by every key (and creation row) that has the same one.
@@ -490,6 +493,7 @@ impl Projection {
             by_id: HashTable::new(),
             graces: HashTable::new(),
             grace_of: HashMap::new(),
+            graces_end_from: NEVER,
             names: String::new(),
             whitelists: WhitelistSets::new(),
             role_sets: Vec::new(),
@@ -810,6 +814,7 @@ impl Projection {
                 seed.key_hash(g.hash)
             });
         self.grace_of.insert(key, hash);
+        self.graces_end_from = self.graces_end_from.min(until);
     }
 
     /// Ends key `index`'s grace period, if it has one.
@@ -826,17 +831,21 @@ impl Projection {
     /// Drops the graces that end at or before `at`, the time of the record being
     /// applied: a function of the records alone, so every replay holds the same graces.
     fn prune_graces(&mut self, at: i64) {
-        if self.graces.is_empty() {
+        if at < self.graces_end_from {
             return;
         }
         let grace_of = &mut self.grace_of;
+        let mut end_from = NEVER;
         self.graces.retain(|g| {
             let keep = g.until > at;
-            if !keep {
+            if keep {
+                end_from = end_from.min(g.until);
+            } else {
                 grace_of.remove(&g.key);
             }
             keep
         });
+        self.graces_end_from = end_from;
     }
 
     /// Adds a key record and indexes it (by hash only while live).

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use ipnet::IpNet;
@@ -264,8 +264,8 @@ impl Builder {
     }
 
     /// How often each key's last-used time is saved to the store's directory (default
-    /// every minute, and always when the store closes). After a crash it is at most this
-    /// stale.
+    /// every minute, at most every 10 ms, and always when the store closes), on a thread of
+    /// its own. After a crash it is at most this stale.
     pub fn save_last_used_every(mut self, every: Duration) -> Self {
         self.save_last_used_every = every;
         self
@@ -530,6 +530,8 @@ pub struct KeyStore {
     integrity: Arc<IntegrityCell>,
     tx: Option<Sender<Request>>,
     writer: Option<JoinHandle<()>>,
+    /// Saves the last-used stamps every so often, and once more when the store closes.
+    last_used: Option<Saver>,
     verifier: Option<JoinHandle<()>>,
     /// Stops the verifier when the store closes: a short-lived process need not wait for it.
     cancel: Arc<AtomicBool>,
@@ -606,6 +608,7 @@ impl KeyStore {
             .as_ref()
             .map(|d| LastUsed::load(d.join(LAST_USED_FILE), &ledger, &options));
         let ledger = Arc::new(ledger);
+        let last_used = last_used.map(|l| l.spawn(Arc::clone(&ledger))).transpose()?;
         let integrity = IntegrityCell::new(match seal {
             Some(_) => Integrity::Verifying,
             None => Integrity::Verified,
@@ -638,7 +641,6 @@ impl KeyStore {
         let trail = log.reader();
         let writer = Writer {
             keep_refused: options.keep_refused,
-            last_used,
             log,
             ledger: Arc::clone(&ledger),
             max_batch: options.max_batch,
@@ -658,6 +660,7 @@ impl KeyStore {
             integrity,
             tx: Some(tx),
             writer: Some(handle),
+            last_used,
             verifier,
             cancel,
             dir,
@@ -1183,6 +1186,9 @@ impl Drop for KeyStore {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
+        if let Some(saver) = self.last_used.take() {
+            saver.finish();
+        }
         if let Some(verifier) = self.verifier.take() {
             let _ = verifier.join();
         }
@@ -1273,14 +1279,31 @@ impl Snapshots {
     }
 }
 
-/// Each key's last-used minute as saved in the store's directory: loaded at open, saved by
-/// the writer every so often when it changed, and at close.
+/// Each key's last-used minute as saved in the store's directory: loaded at open, saved on
+/// a thread of its own every so often when it changed, and at close. The save reads every
+/// key's stamp and writes a file that grows with the store: no write waits for it.
 struct LastUsed {
     path: PathBuf,
     every: Duration,
-    saved_at: Instant,
     /// What the file holds.
     saved: Vec<(KeyId, u32)>,
+}
+
+/// The shortest interval between saves of the last-used stamps.
+const MIN_SAVE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The thread that saves the last-used stamps.
+struct Saver {
+    stop: Sender<()>,
+    worker: JoinHandle<()>,
+}
+
+impl Saver {
+    /// Saves once more and stops.
+    fn finish(self) {
+        drop(self.stop);
+        let _ = self.worker.join();
+    }
 }
 
 impl LastUsed {
@@ -1295,17 +1318,27 @@ impl LastUsed {
         LastUsed {
             path,
             every: options.save_last_used_every,
-            saved_at: Instant::now(),
             saved,
         }
     }
 
-    /// Saves the stamps if they changed and, unless `now`, the period has passed.
-    fn save_if_due(&mut self, ledger: &Ledger, now: bool) {
-        if !now && self.saved_at.elapsed() < self.every {
-            return;
-        }
-        self.saved_at = Instant::now();
+    /// Saves every `every` until the store closes, then once more.
+    fn spawn(mut self, ledger: Arc<Ledger>) -> Result<Saver, Error> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let worker = std::thread::Builder::new()
+            .name("keyledger-last-used".into())
+            .spawn(move || {
+                let every = self.every.max(MIN_SAVE_INTERVAL);
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    self.save(&ledger);
+                }
+                self.save(&ledger);
+            })?;
+        Ok(Saver { stop, worker })
+    }
+
+    /// Saves the stamps if they changed.
+    fn save(&mut self, ledger: &Ledger) {
         let current = ledger.read().last_used();
         if current == self.saved {
             return;
@@ -1326,7 +1359,6 @@ struct Writer {
     max_batch: usize,
     /// Most refused commands the security trail keeps.
     keep_refused: u64,
-    last_used: Option<LastUsed>,
     /// Set after a failed write or sync: entries from here on may sit in the engine
     /// unacknowledged and are discarded before the next batch.
     unacknowledged_from: Option<u64>,
@@ -1346,9 +1378,6 @@ impl Writer {
             let mut batch: Vec<Pending> = deferred.drain(..).collect();
             let mut export = None;
             self.ledger.clock().tick();
-            if let Some(l) = self.last_used.as_mut() {
-                l.save_if_due(&self.ledger, false);
-            }
             if batch.is_empty() {
                 match rx.recv_timeout(TICK) {
                     Ok(Request::Write(p)) => batch.push(p),
@@ -1381,9 +1410,6 @@ impl Writer {
         }
         if self.unacknowledged_from.is_some() && self.roll_back() {
             let _ = self.log.sync();
-        }
-        if let Some(l) = self.last_used.as_mut() {
-            l.save_if_due(&self.ledger, true);
         }
         let damaged = self.integrity.refusal().is_some();
         if let Some(s) = self.snapshots.as_mut() {

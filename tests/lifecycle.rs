@@ -660,10 +660,13 @@ mod last_used {
             .unwrap();
         let k = store.create_key(&Actor::admin("alice"), bot("k")).unwrap();
         store.verify(k.key.expose_secret(), ip()).unwrap();
-        // The writer saves on its next wake-up (at most a second when idle); another
-        // write wakes it at once.
-        store.create_key(&Actor::admin("alice"), bot("k2")).unwrap();
-        store.create_key(&Actor::admin("alice"), bot("k3")).unwrap();
+        // A thread of its own saves every 10 ms at the most here: wait for the file, within
+        // a bound (the copy below is what a crash would leave).
+        let file = dir.path().join("last-used");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !file.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let copy = tempfile::tempdir().unwrap();
         common::copy_dir(dir.path(), copy.path());
         drop(store);
