@@ -3,22 +3,17 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/run.rs"]
+mod run;
+
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use run::{Run, finish};
 use serde_json::Value;
 use tempfile::TempDir;
-
-/// What one invocation did.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
 
 impl Run {
     fn json(&self) -> Value {
@@ -64,32 +59,6 @@ fn binary() -> Command {
         .env_remove("KEYLEDGER_API_KEY")
         .stdin(Stdio::null());
     cmd
-}
-
-fn finish(cmd: &mut Command, stdin: Option<&str>) -> Run {
-    let mut child = cmd
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        // A command that fails before it reads its input closes the pipe early.
-        match child.stdin.take().unwrap().write_all(input.as_bytes()) {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            other => other.unwrap(),
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
 }
 
 impl Store {

@@ -7,52 +7,21 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/run.rs"]
+mod run;
+
 #[path = "support/served.rs"]
 mod served;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use run::{Run, finish};
 use serde_json::Value;
 use tempfile::TempDir;
 
 use served::{Served, keyledger};
-
-/// What one invocation did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn finish(cmd: &mut Command, stdin: Option<&str>) -> Run {
-    let mut child = cmd
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        // A command that fails before it reads its input closes the pipe early.
-        match child.stdin.take().unwrap().write_all(input.as_bytes()) {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            other => other.unwrap(),
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
 
 /// Who acts: on the store, `--actor` and `--actor-role`; through the server, the admin key
 /// that actor made for itself in the bootstrap (with its own role).
