@@ -249,17 +249,7 @@ async fn delete(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, Reject> {
-    let (parts, _) = request.into_parts();
-    let admitted = shared.admit(&parts).await?;
-    let id = key_id(&id)?;
-    let actor = admitted.actor;
-    let view = shared
-        .call(admitted.turn, move |store| {
-            store.delete_key(&actor, id)?;
-            view_of(store, id)
-        })
-        .await?;
-    Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
+    act_on_key(&shared, &id, request, KeyStore::delete_key).await
 }
 
 #[derive(serde::Deserialize)]
@@ -359,7 +349,7 @@ async fn disable(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, Reject> {
-    switch(&shared, &id, request, KeyStore::disable_key).await
+    act_on_key(&shared, &id, request, KeyStore::disable_key).await
 }
 
 /// `POST /v1/keys/{id}/enable`: the key's view, enabled again.
@@ -368,10 +358,11 @@ async fn enable(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, Reject> {
-    switch(&shared, &id, request, KeyStore::enable_key).await
+    act_on_key(&shared, &id, request, KeyStore::enable_key).await
 }
 
-async fn switch(
+/// An action on one key that takes no body (delete, disable, enable): the key's view after it.
+async fn act_on_key(
     shared: &Shared,
     id: &str,
     request: Request,
