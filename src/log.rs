@@ -7,11 +7,15 @@
 //! memory is another (tests and temporary stores); a shared log follows the same trait.
 
 mod memory;
+#[cfg(feature = "nats")]
+mod nats;
 mod sled;
 
 use std::fmt;
 
 pub(crate) use self::memory::MemLog;
+#[cfg(feature = "nats")]
+pub(crate) use self::nats::{NatsLog, survey as nats_survey};
 pub(crate) use self::sled::SledLog;
 
 /// Why the engine failed. Converted into the crate's [`Error`](crate::Error) at the seam.
@@ -54,6 +58,10 @@ pub(crate) enum MetaKey {
     Format,
     /// How the chain is keyed (see `ChainMarker`).
     Chain,
+    /// In a replica of a shared log: the position (8 bytes, little-endian) of the last
+    /// stream message whose entries it holds. A hint for where to resume: a restart checks
+    /// the message there against the entries before reading on.
+    Position,
 }
 
 /// One atomic write: entries and the head that covers them, all or nothing.
@@ -102,6 +110,49 @@ pub(crate) trait Log: LogRead {
 
     /// A reader that sees what is written from now on, for another thread.
     fn reader(&self) -> Box<dyn LogRead>;
+}
+
+/// Why an append to a [`SharedLog`] failed.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// Another writer appended first: the stream has moved past the position given.
+    /// Nothing was appended.
+    Conflict,
+    /// The message is larger than the stream takes (`limit` bytes). Nothing was appended.
+    TooLarge { limit: usize },
+    /// The stream did not answer: the message is wholly in it or wholly absent, and
+    /// appending the same bytes again is idempotent for a while.
+    Uncertain(LogError),
+}
+
+/// A message read from a [`SharedLog`]: its position and bytes.
+pub(crate) type Delivered = Result<(u64, Vec<u8>), LogError>;
+
+/// A log that several hosts append to: one totally ordered stream of messages numbered
+/// from 1. Each host keeps a [`Log`] as a replica of the stream's prefix; the stream is
+/// the truth, and the witness every replica is checked against. An append names the
+/// position it follows, so two hosts appending at once cannot both win. `log/nats.rs`
+/// (NATS JetStream) is the one implementation; it is the only file that names it.
+pub(crate) trait SharedLog: Send {
+    /// Appends `message` if the stream's last message is at `after`; returns its position.
+    fn append(&mut self, after: u64, message: &[u8]) -> Result<u64, AppendError>;
+
+    /// The position of the stream's last message (0 for an empty stream).
+    fn last(&mut self) -> Result<u64, LogError>;
+
+    /// The message at `position`.
+    fn get(&mut self, position: u64) -> Result<Vec<u8>, LogError>;
+
+    /// Delivers the messages from `from` on, in order, as they are appended, until the
+    /// receiver is dropped; replaces any earlier delivery.
+    fn follow(&mut self, from: u64) -> Result<crossbeam_channel::Receiver<Delivered>, LogError>;
+
+    /// The largest message the stream takes, in bytes.
+    fn max_message_bytes(&self) -> usize;
+
+    /// Starts announcing this host's head to the other hosts (at once when it changes,
+    /// else every heartbeat) and hearing theirs, until the fleet closes.
+    fn announce(&mut self, fleet: std::sync::Arc<crate::fleet::Fleet>) -> Result<(), LogError>;
 }
 
 #[cfg(test)]

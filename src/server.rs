@@ -190,11 +190,42 @@ impl Server {
 }
 
 /// `GET /healthz`: 200 while the store can serve; 503 once its history proved damaged
-/// (it verifies no key) or its writer stopped (it takes no write).
+/// (it verifies no key), its writer stopped (it takes no write), or, on a host of a fleet,
+/// once it stopped writing or lost the shared log past its limit (a load balancer then
+/// drains it).
 async fn health(State(shared): State<Arc<Shared>>) -> Response {
     let store = shared.store();
-    let (status, answer) = Health::of(store.last_seq(), store.is_closed(), &store.integrity());
+    let fleet = store.fleet_status();
+    let (status, answer) = Health::of(
+        store.last_seq(),
+        store.is_closed(),
+        &store.integrity(),
+        fleet.as_ref(),
+    );
     body::json(status, &answer)
+}
+
+/// A host's place in its fleet, in `/healthz` and `/v1/fleet`.
+#[derive(serde::Serialize)]
+pub(crate) struct FleetHealth {
+    host: String,
+    /// Milliseconds since the shared log last answered (0 while in contact).
+    stale_ms: u128,
+    /// Whether every key is rejected until this host has caught up.
+    rejecting: bool,
+    /// Why this host stopped writing, if it did.
+    halted: Option<String>,
+}
+
+impl From<&crate::FleetStatus> for FleetHealth {
+    fn from(f: &crate::FleetStatus) -> Self {
+        FleetHealth {
+            host: f.host.clone(),
+            stale_ms: f.stale_for.as_millis(),
+            rejecting: f.rejecting,
+            halted: f.halted.clone(),
+        }
+    }
 }
 
 /// `/healthz`'s answer: `{"status":"ok","last_seq":N}`, or with `"status":"unavailable"`
@@ -205,15 +236,26 @@ struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     last_seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet: Option<FleetHealth>,
 }
 
 impl Health {
     /// A store still verifying the history under its snapshot serves: it is healthy.
-    fn of(last_seq: u64, closed: bool, integrity: &Integrity) -> (StatusCode, Health) {
+    fn of(
+        last_seq: u64,
+        closed: bool,
+        integrity: &Integrity,
+        fleet: Option<&crate::FleetStatus>,
+    ) -> (StatusCode, Health) {
         let reason = if closed {
             Some("closed")
         } else if matches!(integrity, Integrity::Damaged(_)) {
             Some("damaged")
+        } else if fleet.is_some_and(|f| f.halted.is_some()) {
+            Some("halted")
+        } else if fleet.is_some_and(|f| f.unhealthy) {
+            Some("stale")
         } else {
             None
         };
@@ -225,6 +267,7 @@ impl Health {
             status: if reason.is_none() { "ok" } else { "unavailable" },
             reason,
             last_seq,
+            fleet: fleet.map(FleetHealth::from),
         };
         (status, answer)
     }
@@ -320,6 +363,9 @@ fn status_of(e: &crate::Error) -> StatusCode {
         | Error::WitnessMismatch { .. }
         | Error::UnsupportedVersion { .. }
         | Error::Entropy(_)
+        | Error::StreamUnavailable { .. }
+        | Error::StreamDiverged { .. }
+        | Error::FleetHalted { .. }
         | Error::Closed => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -332,7 +378,7 @@ mod tests {
     #[test]
     fn health_is_503_once_the_store_is_damaged_or_its_writer_stopped() {
         let answer = |closed, integrity: Integrity| {
-            let (status, health) = Health::of(7, closed, &integrity);
+            let (status, health) = Health::of(7, closed, &integrity, None);
             (status.as_u16(), serde_json::to_string(&health).unwrap())
         };
         let ok = (200, r#"{"status":"ok","last_seq":7}"#.to_owned());

@@ -23,9 +23,10 @@ use crate::access::{Rejection, VerifiedKey};
 use crate::chain::{Chain, ChainKey, Witness};
 use crate::check::{self, CheckInputs, CheckReport, Problem, ProblemKind, Progress, RepairReport};
 use crate::clock::{Clock, ManualClock};
+use crate::fleet::{Appended, Fleet, FleetStatus, Replica, Revoked};
 use crate::event::{Actor, ActorRole, KeyId, NewKey};
 use crate::ledger::{self, Command, Ledger, LogInfo, Op};
-use crate::log::{Batch, Log, LogRead, MemLog, MetaKey, SledLog};
+use crate::log::{Batch, Log, LogRead, MemLog, MetaKey, SharedLog, SledLog};
 use crate::projection::{AuditEntry, KeyView, SnapshotData};
 use crate::refused::{self, RefusedAttempt};
 use crate::token::ExistingKey;
@@ -62,6 +63,9 @@ pub struct RolledKey {
     pub key: ApiKey,
     /// Until when the previous secret keeps verifying (the roll's own time for no grace).
     pub previous_valid_until: SystemTime,
+    /// For a roll with no grace in fleet mode (a revocation of the previous secret): the
+    /// live hosts that had not applied it when the wait ended; see [`Revoked`].
+    pub unconfirmed: Vec<String>,
 }
 
 /// Whether a store's history is proven; see [`KeyStore::integrity`].
@@ -137,12 +141,14 @@ pub struct Builder {
     clock: Option<ManualClock>,
     keep_refused: u64,
     save_last_used_every: Duration,
+    #[cfg(feature = "nats")]
+    fleet: Option<crate::fleet::FleetOptions>,
 }
 
 impl std::fmt::Debug for Builder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder")
-            .field("cache_bytes", &self.cache_bytes)
+        let mut f = f.debug_struct("Builder");
+        f.field("cache_bytes", &self.cache_bytes)
             .field("require_whitelist", &self.require_whitelist)
             .field("max_batch", &self.max_batch)
             .field("chain_key", &self.chain_key)
@@ -150,8 +156,10 @@ impl std::fmt::Debug for Builder {
             .field("expect_head", &self.expect_head)
             .field("clock", &self.clock)
             .field("keep_refused", &self.keep_refused)
-            .field("save_last_used_every", &self.save_last_used_every)
-            .finish_non_exhaustive()
+            .field("save_last_used_every", &self.save_last_used_every);
+        #[cfg(feature = "nats")]
+        f.field("fleet", &self.fleet);
+        f.finish_non_exhaustive()
     }
 }
 
@@ -169,6 +177,8 @@ impl Default for Builder {
             clock: None,
             keep_refused: refused::DEFAULT_KEEP,
             save_last_used_every: Duration::from_secs(60),
+            #[cfg(feature = "nats")]
+            fleet: None,
         }
     }
 }
@@ -271,8 +281,43 @@ impl Builder {
         self
     }
 
+    /// Makes this store one host of a fleet (feature `nats`): its log becomes a replica
+    /// of a NATS JetStream stream that every host appends to and follows, and revocations
+    /// return once every live host has applied them. Needs [`Builder::chain_key`], the same
+    /// on every host. On an empty stream, the store's log is published as its beginning
+    /// (how a fleet is bootstrapped); a store joining a stream that holds records must be
+    /// empty or a prefix of it. Only [`Builder::open`] takes part in a fleet.
+    #[cfg(feature = "nats")]
+    pub fn fleet(mut self, options: crate::fleet::FleetOptions) -> Self {
+        self.fleet = Some(options);
+        self
+    }
+
     fn chain(&self) -> Chain {
         Chain::new(self.chain_key.as_ref())
+    }
+
+    /// The shared log this store is to join, connected; `None` for a single host.
+    fn shared(&self) -> Result<Option<SharedParts>, Error> {
+        #[cfg(feature = "nats")]
+        if let Some(options) = &self.fleet {
+            options.validated()?;
+            if self.chain_key.is_none() {
+                return Err(Error::invalid(
+                    "chain key",
+                    "a fleet needs the chain key all its hosts share",
+                ));
+            }
+            let rejecting = Arc::new(AtomicBool::new(false));
+            let fleet = Fleet::new(options.clone(), Arc::clone(&rejecting));
+            let log = crate::log::NatsLog::connect(options)?;
+            return Ok(Some(SharedParts {
+                log: Box::new(log),
+                fleet,
+                rejecting,
+            }));
+        }
+        Ok(None)
     }
 
     /// Opens the store in directory `path`, creating it if needed (in a directory that
@@ -288,7 +333,8 @@ impl Builder {
     pub fn open(self, path: impl AsRef<Path>) -> Result<KeyStore, Error> {
         let dir = path.as_ref();
         let (log, lock, info) = self.open_log(dir, self.create_if_missing)?;
-        KeyStore::start(self, Box::new(log), info, Some((dir.to_path_buf(), lock)))
+        let shared = self.shared()?;
+        KeyStore::start(self, Box::new(log), info, Some((dir.to_path_buf(), lock)), shared)
     }
 
     /// Opens a store held in memory, gone when dropped.
@@ -298,7 +344,7 @@ impl Builder {
     pub fn open_temporary(self) -> Result<KeyStore, Error> {
         let mut log = MemLog::default();
         let info = ledger::initialize(&mut log, &self.chain())?;
-        KeyStore::start(self, Box::new(log), info, None)
+        KeyStore::start(self, Box::new(log), info, None, None)
     }
 
     /// Reads the whole log of the store at `path` and reports every way it fails to prove
@@ -537,7 +583,20 @@ pub struct KeyStore {
     cancel: Arc<AtomicBool>,
     dir: Option<PathBuf>,
     from_snapshot: bool,
+    /// The fleet this store is a host of, if any.
+    fleet: Option<Arc<Fleet>>,
+    /// Set while this host, out of touch with its fleet's log for too long, rejects every
+    /// key; always false for a single host.
+    rejecting: Arc<AtomicBool>,
     _lock: Option<File>,
+}
+
+/// What a host of a fleet starts with: the shared log, connected, and what the hosts
+/// know of each other.
+struct SharedParts {
+    log: Box<dyn SharedLog>,
+    fleet: Arc<Fleet>,
+    rejecting: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -574,9 +633,10 @@ impl KeyStore {
     /// witness, and starts the writer on it.
     fn start(
         options: Builder,
-        log: Box<dyn Log>,
+        mut log: Box<dyn Log>,
         info: LogInfo,
         dir: Option<(PathBuf, File)>,
+        shared: Option<SharedParts>,
     ) -> Result<Self, Error> {
         let chain = options.chain();
         let (dir, lock) = dir.unzip();
@@ -604,6 +664,13 @@ impl KeyStore {
         if let Some(witness) = options.expect_head {
             ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
         }
+        let (replica, fleet, rejecting) = match shared {
+            Some(parts) => {
+                let replica = Replica::join(parts.log, Arc::clone(&parts.fleet), &mut *log, &ledger)?;
+                (Some(replica), Some(parts.fleet), parts.rejecting)
+            }
+            None => (None, None, Arc::new(AtomicBool::new(false))),
+        };
         let last_used = dir
             .as_ref()
             .map(|d| LastUsed::load(d.join(LAST_USED_FILE), &ledger, &options));
@@ -649,6 +716,8 @@ impl KeyStore {
             snapshots,
             integrity: Arc::clone(&integrity),
             ids: StdRng::try_from_os_rng().map_err(|e| Error::Entropy(e.to_string()))?,
+            replica,
+            appended_at: 0,
         };
         let handle = std::thread::Builder::new()
             .name("keyledger-writer".into())
@@ -665,8 +734,30 @@ impl KeyStore {
             cancel,
             dir,
             from_snapshot: seal.is_some(),
+            fleet,
+            rejecting,
             _lock: lock,
         })
+    }
+
+    /// The answer to a revocation: in a fleet, once every live host has applied record
+    /// `seq` (or the wait ended).
+    fn revoked(&self, seq: u64) -> Revoked {
+        Revoked {
+            seq,
+            unconfirmed: self.fleet.as_ref().map(|f| f.confirm(seq)).unwrap_or_default(),
+        }
+    }
+
+    /// The fleet as this host sees it (every host heard from, its head and lag, and this
+    /// host's contact with the shared log); `None` for a single host.
+    pub fn fleet_status(&self) -> Option<FleetStatus> {
+        let fleet = self.fleet.as_ref()?;
+        let head = self.ledger.head();
+        Some(fleet.status(|seq| match seq {
+            s if s == head.seq => Some(head.hash),
+            s => ledger::record_hash(&*self.trail, self.ledger.chain(), s).ok().flatten(),
+        }))
     }
 
     fn submit(&self, actor: &Actor, op: Op) -> Result<(KeyId, u64), Error> {
@@ -729,8 +820,8 @@ impl KeyStore {
         self.submit(actor, Op::Whitelist { id, nets }).map(|(_, seq)| seq)
     }
 
-    /// Removes addresses or ranges from a key's whitelist, all or none. Returns the
-    /// sequence number of the last record written.
+    /// Removes addresses or ranges from a key's whitelist, all or none. Returns what
+    /// [`KeyStore::delete_key`] returns, for the last record written.
     ///
     /// An empty whitelist admits every address (unless the store requires a whitelist),
     /// so removing the last entry is refused: use
@@ -744,7 +835,7 @@ impl KeyStore {
         actor: &Actor,
         id: KeyId,
         nets: impl IntoIterator<Item = IpNet>,
-    ) -> Result<u64, Error> {
+    ) -> Result<Revoked, Error> {
         self.unwhitelist(actor, id, nets, false)
     }
 
@@ -759,7 +850,7 @@ impl KeyStore {
         actor: &Actor,
         id: KeyId,
         nets: impl IntoIterator<Item = IpNet>,
-    ) -> Result<u64, Error> {
+    ) -> Result<Revoked, Error> {
         self.unwhitelist(actor, id, nets, true)
     }
 
@@ -769,26 +860,30 @@ impl KeyStore {
         id: KeyId,
         nets: impl IntoIterator<Item = IpNet>,
         allow_any_address: bool,
-    ) -> Result<u64, Error> {
+    ) -> Result<Revoked, Error> {
         let nets = request_nets(nets)?;
         let op = Op::Unwhitelist {
             id,
             nets,
             allow_any_address,
         };
-        self.submit(actor, op).map(|(_, seq)| seq)
+        let (_, seq) = self.submit(actor, op)?;
+        Ok(self.revoked(seq))
     }
 
-    /// Deletes a key. When this returns, the key no longer verifies on any thread.
-    /// Returns the deletion's sequence number.
+    /// Deletes a key. When this returns, the key no longer verifies on any thread; in a
+    /// fleet ([`Builder::fleet`]), on any live host either, unless the answer lists hosts
+    /// that had not confirmed within the wait. Returns the deletion's sequence number and
+    /// those hosts.
     ///
     /// A super admin may delete any key, an admin only the keys they created.
     ///
     /// # Errors
     /// [`Error::KeyNotFound`], [`Error::KeyDeleted`], [`Error::PermissionDenied`]; storage
     /// errors.
-    pub fn delete_key(&self, actor: &Actor, id: KeyId) -> Result<u64, Error> {
-        self.submit(actor, Op::Delete { id }).map(|(_, seq)| seq)
+    pub fn delete_key(&self, actor: &Actor, id: KeyId) -> Result<Revoked, Error> {
+        let (_, seq) = self.submit(actor, Op::Delete { id })?;
+        Ok(self.revoked(seq))
     }
 
     /// Gives a key a new secret, shown once; its id, name, roles, whitelist and expiry
@@ -821,21 +916,27 @@ impl KeyStore {
             .next()
             .and_then(|e| e.previous_valid_until)
             .unwrap_or_else(SystemTime::now);
+        let unconfirmed = match grace {
+            Duration::ZERO => self.revoked(seq).unconfirmed,
+            _ => Vec::new(),
+        };
         Ok(RolledKey {
             id,
             seq,
             key,
             previous_valid_until,
+            unconfirmed,
         })
     }
 
     /// Disables a key: it is rejected with [`Rejection::Disabled`] until enabled again.
-    /// The rules are those of [`KeyStore::delete_key`]. Returns the sequence number.
+    /// The rules are those of [`KeyStore::delete_key`], and so is what it returns.
     ///
     /// # Errors
     /// As [`KeyStore::delete_key`]; [`Error::StateUnchanged`] if it is already disabled.
-    pub fn disable_key(&self, actor: &Actor, id: KeyId) -> Result<u64, Error> {
-        self.submit(actor, Op::Disable { id }).map(|(_, seq)| seq)
+    pub fn disable_key(&self, actor: &Actor, id: KeyId) -> Result<Revoked, Error> {
+        let (_, seq) = self.submit(actor, Op::Disable { id })?;
+        Ok(self.revoked(seq))
     }
 
     /// Enables a disabled key again. Returns the sequence number.
@@ -937,13 +1038,19 @@ impl KeyStore {
     /// writing, and no allocation unless the key's name is longer than 22 bytes.
     ///
     /// A key that expired answers [`Rejection::Expired`], a disabled one
-    /// [`Rejection::Disabled`]. A successful verify stamps the key's last use, to the
+    /// [`Rejection::Disabled`]; every key answers [`Rejection::Stale`] on a host of a fleet
+    /// that lost the shared log past its limit ([`FleetOptions::stale_reject`]).
+    ///
+    /// [`FleetOptions::stale_reject`]: crate::FleetOptions::stale_reject A successful verify stamps the key's last use, to the
     /// minute: at most one write to shared memory per key and minute, never to the log;
     /// the stamps are saved to the store's directory periodically and at close.
     ///
     /// # Errors
     /// A [`Rejection`] saying why the key is refused.
     pub fn verify(&self, token: &str, client_ip: IpAddr) -> Result<VerifiedKey, Rejection> {
+        if self.rejecting.load(Ordering::Relaxed) {
+            return Err(Rejection::Stale);
+        }
         match token::parse(token) {
             Ok(hash) => {
                 self.ledger
@@ -1182,6 +1289,10 @@ impl LogRead for Cancellable {
 impl Drop for KeyStore {
     fn drop(&mut self) {
         self.cancel.store(true, Ordering::Release);
+        // This host leaves the fleet: it stops announcing (and withdraws its head).
+        if let Some(fleet) = &self.fleet {
+            fleet.close();
+        }
         self.tx.take();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -1369,21 +1480,41 @@ struct Writer {
     /// Key ids: public, so a CSPRNG seeded once from the OS rather than a system call per
     /// key (secrets still come straight from the OS).
     ids: StdRng,
+    /// On a host of a fleet: the shared log this store's log replicates.
+    replica: Option<Replica>,
+    /// The position of the message the shared log took last from this writer.
+    appended_at: u64,
 }
 
 impl Writer {
     fn run(mut self, rx: Receiver<Request>) {
         let mut deferred: VecDeque<Pending> = VecDeque::new();
+        // A single host hears from no one else.
+        let incoming = self
+            .replica
+            .as_ref()
+            .map_or_else(crossbeam_channel::never, |r| r.incoming.clone());
         loop {
             let mut batch: Vec<Pending> = deferred.drain(..).collect();
             let mut export = None;
             self.ledger.clock().tick();
             if batch.is_empty() {
-                match rx.recv_timeout(TICK) {
-                    Ok(Request::Write(p)) => batch.push(p),
-                    Ok(Request::Export(path, reply)) => export = Some((path, reply)),
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                crossbeam_channel::select! {
+                    recv(rx) -> request => match request {
+                        Ok(Request::Write(p)) => batch.push(p),
+                        Ok(Request::Export(path, reply)) => export = Some((path, reply)),
+                        Err(_) => break,
+                    },
+                    recv(incoming) -> delivered => {
+                        if let Ok(delivered) = delivered {
+                            self.apply_delivered(delivered);
+                        }
+                        continue;
+                    },
+                    default(TICK) => {
+                        self.poll_shared();
+                        continue;
+                    },
                 }
             }
             while batch.len() < self.max_batch && export.is_none() {
@@ -1392,6 +1523,11 @@ impl Writer {
                     Ok(Request::Export(path, reply)) => export = Some((path, reply)),
                     Err(_) => break,
                 }
+            }
+            // Apply what other hosts appended first, so that the batch is prepared against
+            // the freshest state (and more often wins the race to append).
+            while let Ok(delivered) = incoming.try_recv() {
+                self.apply_delivered(delivered);
             }
             if !batch.is_empty() && self.commit(batch, &mut deferred).is_err() {
                 break;
@@ -1458,6 +1594,9 @@ impl Writer {
             }
             return Ok(());
         }
+        if self.replica.is_some() {
+            return self.commit_shared(now, deferred);
+        }
         let commands: Vec<&Command> = now.iter().map(|p| &p.command).collect();
         let prepared = self.ledger.prepare(&commands, &mut self.ids);
         let refused = self.refusals(&commands, &prepared.outcomes);
@@ -1523,7 +1662,129 @@ impl Writer {
             entries,
             head: &head,
         })?;
+        if let Some(replica) = self.replica.as_mut() {
+            replica.written(&mut *self.log, self.appended_at)?;
+        }
         self.log.sync()?;
+        Ok(())
+    }
+
+    /// Applies messages other hosts appended to the shared log. A failure has halted this
+    /// host's writes already (or is the stream out of reach, which the next poll retries).
+    fn apply_delivered(&mut self, delivered: crate::log::Delivered) {
+        if let Some(replica) = self.replica.as_mut() {
+            let _ = replica.apply_delivered(&mut *self.log, &self.ledger, delivered);
+        }
+    }
+
+    /// When idle: reads the shared log's end and catches up with it, in case deliveries
+    /// stalled.
+    fn poll_shared(&mut self) {
+        if let Some(replica) = self.replica.as_mut()
+            && replica.fleet.halted().is_none()
+        {
+            let _ = replica.poll(&mut *self.log, &self.ledger);
+        }
+    }
+
+    /// [`Writer::commit`] on a host of a fleet: the batch's entries are appended to the
+    /// shared log as one message, then written locally and accepted. A batch that loses
+    /// the race to append is prepared again against the state the winner left, so each
+    /// command gets the answer that state gives (deleting a key another host just deleted
+    /// is [`Error::KeyDeleted`]). A batch too large for one message is split.
+    fn commit_shared(&mut self, mut now: Vec<Pending>, deferred: &mut VecDeque<Pending>) -> Result<(), ()> {
+        let mut races = 0;
+        let (prepared, commands_len) = loop {
+            let halted = self.replica.as_ref().and_then(|r| r.fleet.halted());
+            if let Some(reason) = halted {
+                for p in now {
+                    let _ = p.reply.send(Err(Error::FleetHalted {
+                        reason: reason.clone(),
+                    }));
+                }
+                return Ok(());
+            }
+            let commands: Vec<&Command> = now.iter().map(|p| &p.command).collect();
+            let prepared = self.ledger.prepare(&commands, &mut self.ids);
+            if prepared.entries.is_empty() {
+                break (prepared, commands.len());
+            }
+            let Some(replica) = self.replica.as_mut() else {
+                return Err(());
+            };
+            match replica.append(&mut *self.log, &self.ledger, &prepared.entries) {
+                Ok(Appended::At(position)) => {
+                    self.appended_at = position;
+                    break (prepared, commands.len());
+                }
+                Ok(Appended::Lost) if races < Replica::max_races() => races += 1,
+                Ok(Appended::Lost) => {
+                    let e = Error::StreamUnavailable {
+                        reason: format!("lost the race to append {races} times in a row; try again"),
+                    };
+                    return self.answer_all(now, &e);
+                }
+                Ok(Appended::TooLarge(limit)) if now.len() > 1 => {
+                    // Half now, half with the next batch.
+                    let later = now.split_off(now.len() / 2);
+                    for p in later.into_iter().rev() {
+                        deferred.push_front(p);
+                    }
+                    let _ = limit;
+                }
+                Ok(Appended::TooLarge(limit)) => {
+                    let e = Error::invalid(
+                        "batch",
+                        format!(
+                            "its records make a message larger than the shared log takes ({limit} bytes): \
+                             import fewer keys at a time"
+                        ),
+                    );
+                    return self.answer_all(now, &e);
+                }
+                Err(e) => return self.answer_all(now, &e),
+            }
+        };
+        debug_assert_eq!(commands_len, now.len());
+        let commands: Vec<&Command> = now.iter().map(|p| &p.command).collect();
+        let refused = self.refusals(&commands, &prepared.outcomes);
+        let replies = now.into_iter().map(|p| p.reply);
+        let outcomes = prepared.outcomes.into_iter();
+        if prepared.entries.is_empty() {
+            if refused {
+                let _ = self.log.sync();
+            }
+            for (reply, outcome) in replies.zip(outcomes) {
+                let _ = reply.send(outcome);
+            }
+            return Ok(());
+        }
+        // In the shared log now: acknowledged there, whatever happens here.
+        let durable = self.make_durable(&prepared.entries, prepared.head);
+        let accepted = durable.and_then(|()| self.ledger.accept(&prepared.entries));
+        if let Some(replica) = self.replica.as_ref() {
+            match &accepted {
+                Ok(()) => replica.fleet.applied(prepared.head, self.appended_at),
+                Err(e) => replica.fleet.halt(format!(
+                    "this host's log could not take its own appended records: {e}"
+                )),
+            }
+        }
+        for (reply, outcome) in replies.zip(outcomes) {
+            let outcome = match &accepted {
+                Ok(()) => outcome,
+                Err(e) => outcome.and(Err(e.replicate())),
+            };
+            let _ = reply.send(outcome);
+        }
+        Ok(())
+    }
+
+    /// Answers every command of a batch with `e`.
+    fn answer_all(&mut self, now: Vec<Pending>, e: &Error) -> Result<(), ()> {
+        for p in now {
+            let _ = p.reply.send(Err(e.replicate()));
+        }
         Ok(())
     }
 }

@@ -89,7 +89,7 @@ fn crash_child_process() {
                         }
                         _ => {
                             let Some(id) = mine.pop() else { continue };
-                            store.delete_key(&me, id).map(|seq| (seq, "deleted", id))
+                            store.delete_key(&me, id).map(|r| (r.seq, "deleted", id))
                         }
                     };
                     let (seq, kind, id) = ack.unwrap();
@@ -222,7 +222,7 @@ fn session_writes(store: &KeyStore, t: usize, ops: usize) {
             }
             3 if !mine.is_empty() => {
                 let id = mine.swap_remove(rng.random_range(0..mine.len()));
-                (store.delete_key(&me, id).unwrap(), "deleted", id)
+                (store.delete_key(&me, id).unwrap().seq, "deleted", id)
             }
             _ => {
                 let k = store

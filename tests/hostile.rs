@@ -297,7 +297,7 @@ fn actor_ids_with_invisible_format_characters_are_refused_for_every_change() {
                     .create_key(&actor, NewKey::new("x").role("bot"))
                     .map(|c| c.seq),
                 f.store.whitelist_ip(&actor, f.alices_key, [net]),
-                f.store.delete_key(&actor, f.alices_key),
+                f.store.delete_key(&actor, f.alices_key).map(|r| r.seq),
             ];
             for r in results {
                 assert!(

@@ -333,7 +333,7 @@ mod permissions {
             for action in [Action::Roll, Action::Disable, Action::Enable] {
                 let result = match action {
                     Action::Roll => store.roll_key(actor, k.id, Duration::ZERO).map(|r| r.seq),
-                    Action::Disable => store.disable_key(actor, k.id),
+                    Action::Disable => store.disable_key(actor, k.id).map(|r| r.seq),
                     _ => store.enable_key(actor, k.id),
                 };
                 assert_eq!(result.is_ok(), *allowed, "{actor:?} {action}: {result:?}");
@@ -706,12 +706,12 @@ mod time_travel {
             .create_key(&alice, bot("k").expires_at(clock.now() + DAY))
             .unwrap();
         let created_hint = store.key(k.id).unwrap().hint;
-        let disabled = store.disable_key(&alice, k.id).unwrap();
+        let disabled = store.disable_key(&alice, k.id).unwrap().seq;
         let enabled = store.enable_key(&alice, k.id).unwrap();
         let rolled = store.roll_key(&alice, k.id, Duration::ZERO).unwrap();
         clock.advance(2 * DAY);
         let after_expiry = store.create_key(&alice, bot("later")).unwrap().seq;
-        let deleted = store.delete_key(&alice, k.id).unwrap();
+        let deleted = store.delete_key(&alice, k.id).unwrap().seq;
         let at = |seq: u64| store.keys_at(seq).unwrap().remove(0);
         assert_eq!(at(1).status, KeyStatus::Active);
         assert_eq!(at(1).hint, created_hint);

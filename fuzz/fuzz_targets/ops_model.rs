@@ -366,7 +366,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     expected = Err("unchanged");
                 }
                 let result = if disabling {
-                    store.disable_key(&who.actor(), id)
+                    store.disable_key(&who.actor(), id).map(|r| r.seq)
                 } else {
                     store.enable_key(&who.actor(), id)
                 };
@@ -396,9 +396,9 @@ fuzz_target!(|ops: Vec<Op>| {
                 let result = if adding {
                     store.whitelist_ip(&who.actor(), id, [n])
                 } else if any {
-                    store.unwhitelist_ip_allowing_any_address(&who.actor(), id, [n])
+                    store.unwhitelist_ip_allowing_any_address(&who.actor(), id, [n]).map(|r| r.seq)
                 } else {
-                    store.unwhitelist_ip(&who.actor(), id, [n])
+                    store.unwhitelist_ip(&who.actor(), id, [n]).map(|r| r.seq)
                 };
                 assert_eq!(kind(&result), expected, "{op:?}");
                 if expected == Err("denied") {

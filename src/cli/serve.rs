@@ -31,6 +31,9 @@ pub(super) struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    #[cfg(feature = "nats")]
+    #[command(flatten)]
+    fleet: super::fleet::FleetArgs,
 }
 
 /// How long stopping waits for store calls still running after the requests in flight
@@ -48,7 +51,15 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
         .thread_name("keyledger-serve")
         .build()
         .map_err(|e| Failure::new(exit::STORAGE, format!("cannot start the server's threads: {e}")))?;
-    let keys = Arc::new(store.open(false)?);
+    #[cfg(feature = "nats")]
+    let keys = match args.fleet.options()? {
+        // A new host starts from an empty directory and catches up from the shared log.
+        Some(fleet) => store.open_with(true, |b| b.fleet(fleet))?,
+        None => store.open(false)?,
+    };
+    #[cfg(not(feature = "nats"))]
+    let keys = store.open(false)?;
+    let keys = Arc::new(keys);
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(args.listen))
         .map_err(|e| Failure::new(exit::STORAGE, format!("cannot listen on {}: {e}", args.listen)))?;

@@ -343,7 +343,8 @@ pub enum Refusal {
 
 impl Refusal {
     /// 401 when the key itself is missing or no good; 403 when the key is good but not
-    /// from this address, not for this route, or the address is unknown.
+    /// from this address, not for this route, or the address is unknown; 503 when this
+    /// host lost the shared log past its limit and can vouch for no key.
     pub fn status(&self) -> StatusCode {
         match self {
             Refusal::Key(rejection) => match rejection {
@@ -352,6 +353,7 @@ impl Refusal {
                 | Rejection::UnknownKey
                 | Rejection::Expired
                 | Rejection::Disabled => StatusCode::UNAUTHORIZED,
+                Rejection::Stale => StatusCode::SERVICE_UNAVAILABLE,
                 Rejection::IpNotWhitelisted | Rejection::NoWhitelist => StatusCode::FORBIDDEN,
             },
             Refusal::RoleMissing | Refusal::NoPeerAddress | Refusal::ForwardedFor(_) => StatusCode::FORBIDDEN,
@@ -370,10 +372,10 @@ impl Refusal {
 
     /// The body's `error`: `unauthorized` for a 401, `forbidden` for a 403.
     pub fn error(&self) -> &'static str {
-        if self.status() == StatusCode::UNAUTHORIZED {
-            "unauthorized"
-        } else {
-            "forbidden"
+        match self.status() {
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            _ => "forbidden",
         }
     }
 
@@ -445,6 +447,7 @@ mod tests {
             Rejection::NoWhitelist,
             Rejection::Expired,
             Rejection::Disabled,
+            Rejection::Stale,
         ];
         let mut all: Vec<Refusal> = malformed
             .into_iter()
@@ -462,18 +465,20 @@ mod tests {
     }
 
     #[test]
-    fn every_refusal_answers_401_or_403_with_its_reason_as_json() {
+    fn every_refusal_answers_401_403_or_503_with_its_reason_as_json() {
         for refusal in every_refusal() {
             let response: Response<String> = refusal.response();
             let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
             let status = response.status();
-            let error = if status == StatusCode::UNAUTHORIZED {
-                "unauthorized"
-            } else {
-                "forbidden"
+            let error = match status {
+                StatusCode::UNAUTHORIZED => "unauthorized",
+                StatusCode::FORBIDDEN => "forbidden",
+                StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+                other => panic!("{refusal:?} answers {other}"),
             };
-            assert!(
-                status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN,
+            assert_eq!(
+                status == StatusCode::SERVICE_UNAVAILABLE,
+                refusal == Refusal::Key(Rejection::Stale),
                 "{refusal:?}"
             );
             assert_eq!(

@@ -12,6 +12,7 @@ struct State {
     head: Option<Vec<u8>>,
     format: Option<Vec<u8>>,
     chain: Option<Vec<u8>>,
+    position: Option<Vec<u8>>,
     refused: std::collections::VecDeque<Vec<u8>>,
 }
 
@@ -61,6 +62,7 @@ impl LogRead for MemLog {
         Ok(match key {
             MetaKey::Format => state.format.clone(),
             MetaKey::Chain => state.chain.clone(),
+            MetaKey::Position => state.position.clone(),
         })
     }
 
@@ -87,6 +89,7 @@ impl Log for MemLog {
         let slot = match key {
             MetaKey::Format => &mut state.format,
             MetaKey::Chain => &mut state.chain,
+            MetaKey::Position => &mut state.position,
         };
         *slot = Some(value.to_vec());
         Ok(())

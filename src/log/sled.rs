@@ -154,6 +154,7 @@ fn meta_key(key: MetaKey) -> &'static [u8] {
     match key {
         MetaKey::Format => b"format",
         MetaKey::Chain => b"chain",
+        MetaKey::Position => b"position",
     }
 }
 

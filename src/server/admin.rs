@@ -38,6 +38,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/keys/{id}/enable", post(enable))
         .route("/audit", get(audit))
         .route("/whoami", get(whoami))
+        .route("/fleet", get(fleet))
         .method_not_allowed_fallback(super::method_not_allowed)
 }
 
@@ -249,7 +250,10 @@ async fn delete(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, Reject> {
-    act_on_key(&shared, &id, request, KeyStore::delete_key).await
+    act_on_key(&shared, &id, request, |store, actor, id| {
+        store.delete_key(actor, id).map(|r| Some(r.unconfirmed))
+    })
+    .await
 }
 
 #[derive(serde::Deserialize)]
@@ -300,17 +304,19 @@ async fn unwhitelist(
     let change: UnwhitelistBody = shared.body(&parts, body).await?;
     let nets = nets(&change.ips)?;
     let actor = admitted.actor;
-    let view = shared
+    let answer = shared
         .call(admitted.turn, move |store| {
-            if change.allow_any_address {
-                store.unwhitelist_ip_allowing_any_address(&actor, id, nets)?;
+            let revoked = if change.allow_any_address {
+                store.unwhitelist_ip_allowing_any_address(&actor, id, nets)?
             } else {
-                store.unwhitelist_ip(&actor, id, nets)?;
-            }
-            view_of(store, id)
+                store.unwhitelist_ip(&actor, id, nets)?
+            };
+            let mut answer = KeyJson::from(&view_of(store, id)?);
+            answer.unconfirmed = Some(revoked.unconfirmed);
+            Ok(answer)
         })
         .await?;
-    Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
+    Ok(key_answer(StatusCode::OK, &answer))
 }
 
 #[derive(serde::Deserialize)]
@@ -349,7 +355,10 @@ async fn disable(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, Reject> {
-    act_on_key(&shared, &id, request, KeyStore::disable_key).await
+    act_on_key(&shared, &id, request, |store, actor, id| {
+        store.disable_key(actor, id).map(|r| Some(r.unconfirmed))
+    })
+    .await
 }
 
 /// `POST /v1/keys/{id}/enable`: the key's view, enabled again.
@@ -358,27 +367,33 @@ async fn enable(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, Reject> {
-    act_on_key(&shared, &id, request, KeyStore::enable_key).await
+    act_on_key(&shared, &id, request, |store, actor, id| {
+        store.enable_key(actor, id).map(|_| None)
+    })
+    .await
 }
 
-/// An action on one key that takes no body (delete, disable, enable): the key's view after it.
+/// An action on one key that takes no body (delete, disable, enable): the key's view after
+/// it, with the hosts that had not confirmed a revocation.
 async fn act_on_key(
     shared: &Shared,
     id: &str,
     request: Request,
-    to: fn(&KeyStore, &Actor, KeyId) -> Result<u64, Error>,
+    to: fn(&KeyStore, &Actor, KeyId) -> Result<Option<Vec<String>>, Error>,
 ) -> Result<Response, Reject> {
     let (parts, _) = request.into_parts();
     let admitted = shared.admit(&parts).await?;
     let id = key_id(id)?;
     let actor = admitted.actor;
-    let view = shared
+    let answer = shared
         .call(admitted.turn, move |store| {
-            to(store, &actor, id)?;
-            view_of(store, id)
+            let unconfirmed = to(store, &actor, id)?;
+            let mut answer = KeyJson::from(&view_of(store, id)?);
+            answer.unconfirmed = unconfirmed;
+            Ok(answer)
         })
         .await?;
-    Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
+    Ok(key_answer(StatusCode::OK, &answer))
 }
 
 /// `POST /v1/keys/import` with the `import-keys` JSON Lines as the body (at most
@@ -417,6 +432,79 @@ async fn whoami(State(shared): State<Arc<Shared>>, request: Request) -> Result<R
     let (actor, key) = shared.identify(&parts)?;
     query(&parts, &[])?;
     Ok(body::json(StatusCode::OK, &WhoamiJson::new(&actor, key)))
+}
+
+/// `GET /v1/fleet`: this host's fleet as it sees it, for an admin key: `{"host", "stream",
+/// "stale_ms", "unhealthy", "rejecting", "halted", "hosts": [...]}`, each host with its
+/// head (`seq`, `position`), `lag` behind this host, when it was last heard from, and
+/// whether it is live, stale, halted or forked. 404 `not_a_fleet` on a single host.
+async fn fleet(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, Reject> {
+    let (parts, _) = request.into_parts();
+    shared.identify(&parts)?;
+    query(&parts, &[])?;
+    let Some(status) = shared.store().fleet_status() else {
+        return Err(Reject::new(
+            StatusCode::NOT_FOUND,
+            "not_a_fleet",
+            "this store is a single host: it was not started with --nats",
+        ));
+    };
+    Ok(body::json(StatusCode::OK, &FleetJson::from(&status)))
+}
+
+/// `/v1/fleet`'s answer.
+#[derive(serde::Serialize)]
+struct FleetJson {
+    host: String,
+    stream: String,
+    stale_ms: u128,
+    unhealthy: bool,
+    rejecting: bool,
+    halted: Option<String>,
+    hosts: Vec<HostJson>,
+}
+
+#[derive(serde::Serialize)]
+struct HostJson {
+    host: String,
+    this_host: bool,
+    seq: u64,
+    position: u64,
+    lag: u64,
+    heard_ms: u128,
+    live: bool,
+    stale_ms: u128,
+    halted: bool,
+    diverged: bool,
+}
+
+impl From<&crate::FleetStatus> for FleetJson {
+    fn from(f: &crate::FleetStatus) -> Self {
+        FleetJson {
+            host: f.host.clone(),
+            stream: f.stream.clone(),
+            stale_ms: f.stale_for.as_millis(),
+            unhealthy: f.unhealthy,
+            rejecting: f.rejecting,
+            halted: f.halted.clone(),
+            hosts: f
+                .hosts
+                .iter()
+                .map(|h| HostJson {
+                    host: h.host.clone(),
+                    this_host: h.this_host,
+                    seq: h.seq,
+                    position: h.position,
+                    lag: h.lag,
+                    heard_ms: h.heard.as_millis(),
+                    live: h.live,
+                    stale_ms: h.stale_for.as_millis(),
+                    halted: h.halted,
+                    diverged: h.diverged,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `GET /v1/audit` with the command line's filters as parameters (`key`, `actor`, `kind`,

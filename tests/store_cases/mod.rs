@@ -74,8 +74,8 @@ mod permissions {
             let seq = store.last_seq();
             let results = [
                 store.whitelist_ip(&actor, id, [net]),
-                store.unwhitelist_ip(&actor, id, [existing]),
-                store.delete_key(&actor, id),
+                store.unwhitelist_ip(&actor, id, [existing]).map(|r| r.seq),
+                store.delete_key(&actor, id).map(|r| r.seq),
             ];
             for r in results {
                 if allowed {

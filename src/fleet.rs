@@ -1,0 +1,1004 @@
+//! Many hosts, one ledger: each host's store is a replica of a shared log (a NATS
+//! JetStream stream, `log/nats.rs`), and every host's projection follows it.
+//!
+//! Three parts, none of which names the engine:
+//! - [`Fleet`]: what the hosts know of each other. Each announces its applied head; the
+//!   live hosts are those heard from within a lease; a revocation waits here until every
+//!   live host has applied it. It also keeps this host's contact with the stream, from
+//!   which the staleness limits follow.
+//! - [`Replica`]: the writer's side. It appends a batch's entries to the stream as one
+//!   message after the last position it applied (losing a race means accepting the
+//!   winner's messages through the ledger and preparing again), and applies what other
+//!   hosts append: decoded, checked by the ledger (sequence, chain key, rules), then
+//!   written to the local log. Anything that does not fit stops this host's writes.
+//! - The public options and reports: [`FleetOptions`], [`FleetStatus`], [`HostStatus`],
+//!   [`Revoked`].
+#![cfg_attr(not(feature = "nats"), allow(dead_code))]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use crate::chain::Head;
+use crate::check::ProblemKind;
+use crate::codec::{self, HostHead};
+use crate::ledger::Ledger;
+use crate::log::{AppendError, Delivered, Entry, Log, LogError, MetaKey, SharedLog};
+use crate::Error;
+
+/// How a host joins a fleet: where the shared log is, who this host is, and the limits
+/// of its patience. See `docs/design.md` for why the defaults are what they are.
+#[derive(Clone)]
+pub struct FleetOptions {
+    pub(crate) url: String,
+    pub(crate) stream: String,
+    pub(crate) replicas: usize,
+    pub(crate) host: String,
+    pub(crate) auth: Auth,
+    pub(crate) tls: Tls,
+    pub(crate) heartbeat: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) confirm_timeout: Duration,
+    pub(crate) stale_serve: Duration,
+    pub(crate) stale_reject: Duration,
+    pub(crate) request_timeout: Duration,
+}
+
+/// How this host proves itself to the NATS server.
+#[derive(Clone, Default)]
+pub(crate) enum Auth {
+    #[default]
+    None,
+    UserPassword(String, String),
+    Token(String),
+    CredsFile(PathBuf),
+}
+
+/// TLS settings passed through to the NATS client.
+#[derive(Clone, Default)]
+pub(crate) struct Tls {
+    pub(crate) required: bool,
+    pub(crate) root_certificates: Option<PathBuf>,
+    pub(crate) client_certificate: Option<(PathBuf, PathBuf)>,
+}
+
+impl std::fmt::Debug for FleetOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match &self.auth {
+            Auth::None => "none",
+            Auth::UserPassword(..) => "user and password (redacted)",
+            Auth::Token(_) => "token (redacted)",
+            Auth::CredsFile(_) => "creds file",
+        };
+        f.debug_struct("FleetOptions")
+            .field("url", &self.url)
+            .field("stream", &self.stream)
+            .field("replicas", &self.replicas)
+            .field("host", &self.host)
+            .field("auth", &auth)
+            .field("tls_required", &self.tls.required)
+            .field("heartbeat", &self.heartbeat)
+            .field("lease", &self.lease)
+            .field("confirm_timeout", &self.confirm_timeout)
+            .field("stale_serve", &self.stale_serve)
+            .field("stale_reject", &self.stale_reject)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stream a fleet uses when none is named.
+pub const DEFAULT_STREAM: &str = "keyledger";
+
+impl FleetOptions {
+    /// A fleet on the NATS server(s) at `url` (`nats://host:port`, comma-separated for a
+    /// cluster), on stream [`DEFAULT_STREAM`], with this machine's host name and process
+    /// id as the host id and the default limits.
+    pub fn new(url: impl Into<String>) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "host".to_owned());
+        FleetOptions {
+            url: url.into(),
+            stream: DEFAULT_STREAM.to_owned(),
+            replicas: 1,
+            host: sanitize_host(&format!("{host}-{}", std::process::id())),
+            auth: Auth::None,
+            tls: Tls::default(),
+            heartbeat: Duration::from_millis(500),
+            lease: Duration::from_secs(3),
+            confirm_timeout: Duration::from_secs(5),
+            stale_serve: Duration::from_secs(10),
+            stale_reject: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The stream's name (letters, digits, `-` and `_`).
+    pub fn stream(mut self, name: impl Into<String>) -> Self {
+        self.stream = name.into();
+        self
+    }
+
+    /// How many servers keep each message (1, 3 or 5 in a cluster). A publish is
+    /// acknowledged once a majority of them has it; see `docs/design.md`.
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+
+    /// This host's id in the fleet (letters, digits, `-` and `_`; unique per host).
+    pub fn host_id(mut self, id: impl Into<String>) -> Self {
+        self.host = id.into();
+        self
+    }
+
+    /// Connect with a user name and password.
+    pub fn user_password(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.auth = Auth::UserPassword(user.into(), password.into());
+        self
+    }
+
+    /// Connect with a token.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.auth = Auth::Token(token.into());
+        self
+    }
+
+    /// Connect with a NATS credentials file (a JWT and an nkey seed).
+    pub fn creds_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.auth = Auth::CredsFile(path.into());
+        self
+    }
+
+    /// Require TLS (also implied by a `tls://` URL).
+    pub fn require_tls(mut self, yes: bool) -> Self {
+        self.tls.required = yes;
+        self
+    }
+
+    /// Trust the certificate authorities in this PEM file for the server's certificate.
+    pub fn tls_root_certificates(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.root_certificates = Some(path.into());
+        self
+    }
+
+    /// Present this client certificate and key (PEM files) to the server.
+    pub fn tls_client_certificate(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls.client_certificate = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// How often this host announces its head when nothing changes (default 500 ms).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// How long a host counts as live after it was last heard from (default 3 s).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long a revocation waits for every live host to apply it (default 5 s).
+    pub fn confirm_timeout(mut self, timeout: Duration) -> Self {
+        self.confirm_timeout = timeout;
+        self
+    }
+
+    /// How long a host that lost the stream keeps reporting itself healthy (default
+    /// 10 s); past it, `/healthz` answers 503 so that a load balancer drains it.
+    pub fn stale_serve(mut self, limit: Duration) -> Self {
+        self.stale_serve = limit;
+        self
+    }
+
+    /// How long a host that lost the stream keeps verifying keys (default 60 s); past
+    /// it, every key is rejected ([`Rejection::Stale`](crate::Rejection::Stale)) until
+    /// it has caught up again.
+    pub fn stale_reject(mut self, limit: Duration) -> Self {
+        self.stale_reject = limit;
+        self
+    }
+
+    /// How long one request to the server may take (default 5 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Checks the options; the typed error names the first one that is wrong.
+    pub(crate) fn validated(&self) -> Result<(), Error> {
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !name_ok(&self.stream) {
+            return Err(Error::invalid(
+                "stream",
+                "must be 1 to 64 letters, digits, '-' or '_'",
+            ));
+        }
+        if !name_ok(&self.host) {
+            return Err(Error::invalid(
+                "host id",
+                "must be 1 to 64 letters, digits, '-' or '_'",
+            ));
+        }
+        if !matches!(self.replicas, 1..=5) {
+            return Err(Error::invalid("replicas", "must be 1 to 5"));
+        }
+        if self.url.trim().is_empty() {
+            return Err(Error::invalid("nats url", "is empty"));
+        }
+        if self.heartbeat.is_zero() || self.lease <= self.heartbeat {
+            return Err(Error::invalid(
+                "lease",
+                "must be longer than the heartbeat, which must not be zero",
+            ));
+        }
+        if self.stale_reject < self.stale_serve {
+            return Err(Error::invalid(
+                "stale limits",
+                "the limit for rejecting keys must not be below the one for health",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The subject the stream's messages are published on.
+    pub(crate) fn subject(&self) -> String {
+        format!("keyledger.{}.log", self.stream)
+    }
+
+    /// The key-value bucket the hosts announce their heads in.
+    pub(crate) fn heads_bucket(&self) -> String {
+        format!("{}-hosts", self.stream)
+    }
+}
+
+/// A host id made of the characters ids may hold.
+fn sanitize_host(raw: &str) -> String {
+    raw.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .take(64)
+        .collect()
+}
+
+/// What a revocation (delete, disable, unwhitelist) returns: where it is in the log, and
+/// which live hosts had not applied it when the wait ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// The sequence number of its last record.
+    pub seq: u64,
+    /// Hosts that were live but had not confirmed it within the wait (empty for a single
+    /// host, or when every live host confirmed). A host whose lease ended during the wait
+    /// is not listed: it is no longer live, and a host that lost the stream rejects every
+    /// key past its staleness limit.
+    pub unconfirmed: Vec<String>,
+}
+
+/// One host as this host knows it; see [`FleetStatus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HostStatus {
+    /// Its id.
+    pub host: String,
+    /// Whether it is this host.
+    pub this_host: bool,
+    /// The sequence number of the last record it applied.
+    pub seq: u64,
+    /// The stream position of the last message it applied.
+    pub position: u64,
+    /// How many records it is behind this host.
+    pub lag: u64,
+    /// How long ago it was last heard from.
+    pub heard: Duration,
+    /// Whether it was heard from within the lease.
+    pub live: bool,
+    /// How long it has been out of contact with the stream, as it last said.
+    pub stale_for: Duration,
+    /// Whether it stopped writing.
+    pub halted: bool,
+    /// Whether its record at its head differs from this host's record there: a fork.
+    pub diverged: bool,
+}
+
+/// The fleet as this host sees it: its own place in the stream and every host heard from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FleetStatus {
+    /// This host's id.
+    pub host: String,
+    /// The stream's name.
+    pub stream: String,
+    /// How long since this host last heard from the stream (zero while in contact).
+    pub stale_for: Duration,
+    /// Whether it reports itself unhealthy for staleness (past the first limit).
+    pub unhealthy: bool,
+    /// Whether it rejects every key for staleness (past the second limit, until caught up).
+    pub rejecting: bool,
+    /// Why this host stopped writing, if it did.
+    pub halted: Option<String>,
+    /// Every host heard from within a few leases, this one first.
+    pub hosts: Vec<HostStatus>,
+}
+
+/// The fleet as its shared log shows it, read without joining: the stream's length and
+/// every host whose announcement has not expired; see [`survey`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FleetSurvey {
+    /// The stream's name.
+    pub stream: String,
+    /// The position of its last message.
+    pub last_position: u64,
+    /// The hosts, by id; `lag` is counted from the most advanced one.
+    pub hosts: Vec<HostStatus>,
+}
+
+/// Reads the fleet's shared log and the hosts' announced heads, without joining the fleet
+/// and without creating anything (`keyledger fleet`).
+///
+/// # Errors
+/// [`Error::InvalidInput`] for bad options; [`Error::StreamUnavailable`] if the server
+/// cannot be reached or has no such stream.
+#[cfg(feature = "nats")]
+pub fn survey(options: &FleetOptions) -> Result<FleetSurvey, Error> {
+    options.validated()?;
+    let (last_position, heads) = crate::log::nats_survey(options)?;
+    let top = heads.iter().map(|(_, h, _)| h.seq).max().unwrap_or(0);
+    let mut hosts: Vec<HostStatus> = heads
+        .into_iter()
+        .map(|(host, head, age)| HostStatus {
+            host,
+            this_host: false,
+            seq: head.seq,
+            position: head.position,
+            lag: top - head.seq,
+            heard: age,
+            live: age <= options.lease,
+            stale_for: Duration::from_micros(head.stale_for),
+            halted: head.halted,
+            diverged: false,
+        })
+        .collect();
+    hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    Ok(FleetSurvey {
+        stream: options.stream.clone(),
+        last_position,
+        hosts,
+    })
+}
+
+struct Peer {
+    head: HostHead,
+    heard: Instant,
+}
+
+struct Own {
+    head: HostHead,
+    /// Changed since last announced.
+    dirty: bool,
+}
+
+/// What the hosts of a fleet know of each other; shared by the writer, the store, and
+/// the threads that talk to the server.
+pub(crate) struct Fleet {
+    pub(crate) options: FleetOptions,
+    own: Mutex<Own>,
+    announce: Condvar,
+    peers: Mutex<HashMap<String, Peer>>,
+    peers_changed: Condvar,
+    /// The last time the server answered this host.
+    contact: Mutex<Instant>,
+    /// Set past the second staleness limit; every verify reads it.
+    rejecting: Arc<AtomicBool>,
+    /// Once rejecting: the stream position to reach before verifying again.
+    catch_up_to: Mutex<Option<u64>>,
+    halted: Mutex<Option<String>>,
+    closing: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Fleet {
+    pub(crate) fn new(options: FleetOptions, rejecting: Arc<AtomicBool>) -> Arc<Self> {
+        Arc::new(Fleet {
+            options,
+            own: Mutex::new(Own {
+                head: HostHead {
+                    seq: 0,
+                    hash: [0; 32],
+                    position: 0,
+                    at: 0,
+                    stale_for: 0,
+                    halted: false,
+                },
+                dirty: true,
+            }),
+            announce: Condvar::new(),
+            peers: Mutex::new(HashMap::new()),
+            peers_changed: Condvar::new(),
+            contact: Mutex::new(Instant::now()),
+            rejecting,
+            catch_up_to: Mutex::new(None),
+            halted: Mutex::new(None),
+            closing: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn host(&self) -> &str {
+        &self.options.host
+    }
+
+    /// The writer applied up to `head`, from stream message `position`.
+    pub(crate) fn applied(&self, head: Head, position: u64) {
+        {
+            let mut own = lock(&self.own);
+            own.head.seq = head.seq;
+            own.head.hash = head.hash;
+            own.head.position = position;
+            own.dirty = true;
+        }
+        self.announce.notify_all();
+        let mut target = lock(&self.catch_up_to);
+        if target.is_some_and(|t| position >= t) {
+            *target = None;
+            self.rejecting.store(false, Ordering::Release);
+        }
+    }
+
+    pub(crate) fn position(&self) -> u64 {
+        lock(&self.own).head.position
+    }
+
+    /// Stops this host's writes for good (until restarted), saying why.
+    pub(crate) fn halt(&self, reason: String) {
+        lock(&self.halted).get_or_insert(reason);
+        lock(&self.own).dirty = true;
+        self.announce.notify_all();
+    }
+
+    pub(crate) fn halted(&self) -> Option<String> {
+        lock(&self.halted).clone()
+    }
+
+    /// The head to announce next: at once when it changed, else after a heartbeat.
+    /// `None` once the fleet is closing.
+    pub(crate) fn next_announcement(&self) -> Option<HostHead> {
+        let own = lock(&self.own);
+        let (mut own, _) = self
+            .announce
+            .wait_timeout_while(own, self.options.heartbeat, |o| {
+                !o.dirty && !self.closing.load(Ordering::Acquire)
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        own.dirty = false;
+        let mut head = own.head;
+        drop(own);
+        head.at = crate::ledger::now_micros();
+        head.stale_for = u64::try_from(self.stale_for().as_micros()).unwrap_or(u64::MAX);
+        head.halted = self.halted().is_some();
+        Some(head)
+    }
+
+    /// The server answered this host.
+    pub(crate) fn contact(&self) {
+        *lock(&self.contact) = Instant::now();
+    }
+
+    /// How long since the server last answered (zero within a heartbeat or two: a
+    /// connected host hears from it that often).
+    pub(crate) fn stale_for(&self) -> Duration {
+        let since = lock(&self.contact).elapsed();
+        if since <= self.options.heartbeat * 2 {
+            Duration::ZERO
+        } else {
+            since
+        }
+    }
+
+    /// Applies the staleness limits: past the second, every key is rejected until the
+    /// host has caught up with the stream's end as the server reports it (`last`, read
+    /// once contact is back).
+    pub(crate) fn check_staleness(&self, last: impl FnOnce() -> Option<u64>) {
+        let stale = self.stale_for();
+        if stale > self.options.stale_reject {
+            self.rejecting.store(true, Ordering::Release);
+            *lock(&self.catch_up_to) = None;
+        } else if stale.is_zero() && self.rejecting.load(Ordering::Acquire) {
+            let mut target = lock(&self.catch_up_to);
+            if target.is_none() {
+                *target = last();
+            }
+            if target.is_some_and(|t| self.position() >= t) {
+                *target = None;
+                self.rejecting.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// Another host announced its head `age` ago.
+    pub(crate) fn heard(&self, host: &str, head: HostHead, age: Duration) {
+        if host == self.options.host {
+            return;
+        }
+        let heard = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        lock(&self.peers).insert(host.to_owned(), Peer { head, heard });
+        self.peers_changed.notify_all();
+    }
+
+    /// Another host's announcement was removed (it expired or the host left).
+    pub(crate) fn forget(&self, host: &str) {
+        lock(&self.peers).remove(host);
+        self.peers_changed.notify_all();
+    }
+
+    /// Waits until every live host has applied record `seq`, or the confirmation timeout;
+    /// returns the live hosts that had not. Hosts whose lease ends during the wait drop out.
+    pub(crate) fn confirm(&self, seq: u64) -> Vec<String> {
+        let deadline = Instant::now() + self.options.confirm_timeout;
+        let lease = self.options.lease;
+        let mut peers = lock(&self.peers);
+        loop {
+            let now = Instant::now();
+            let waiting: Vec<String> = peers
+                .iter()
+                .filter(|(_, p)| now.duration_since(p.heard) <= lease && p.head.seq < seq)
+                .map(|(h, _)| h.clone())
+                .collect();
+            if waiting.is_empty() || now >= deadline {
+                let mut waiting = waiting;
+                waiting.sort();
+                return waiting;
+            }
+            // Wake when a head arrives, or when the oldest lease may have ended.
+            let until_lapse = peers
+                .values()
+                .filter(|p| p.head.seq < seq)
+                .map(|p| (p.heard + lease).saturating_duration_since(now))
+                .min()
+                .unwrap_or(lease);
+            let wait = until_lapse
+                .max(Duration::from_millis(1))
+                .min(deadline.saturating_duration_since(now));
+            peers = self
+                .peers_changed
+                .wait_timeout(peers, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The fleet as this host sees it; `hash_at` gives this host's chain hash of a record.
+    pub(crate) fn status(&self, hash_at: impl Fn(u64) -> Option<[u8; 32]>) -> FleetStatus {
+        let own = lock(&self.own).head;
+        let stale = self.stale_for();
+        let mut hosts = vec![HostStatus {
+            host: self.options.host.clone(),
+            this_host: true,
+            seq: own.seq,
+            position: own.position,
+            lag: 0,
+            heard: Duration::ZERO,
+            live: true,
+            stale_for: stale,
+            halted: self.halted().is_some(),
+            diverged: false,
+        }];
+        let now = Instant::now();
+        let mut others: Vec<HostStatus> = lock(&self.peers)
+            .iter()
+            .map(|(host, p)| HostStatus {
+                host: host.clone(),
+                this_host: false,
+                seq: p.head.seq,
+                position: p.head.position,
+                lag: own.seq.saturating_sub(p.head.seq),
+                heard: now.duration_since(p.heard),
+                live: now.duration_since(p.heard) <= self.options.lease,
+                stale_for: Duration::from_micros(p.head.stale_for),
+                halted: p.head.halted,
+                diverged: p.head.seq > 0
+                    && p.head.seq <= own.seq
+                    && hash_at(p.head.seq).is_some_and(|h| h != p.head.hash),
+            })
+            .collect();
+        others.sort_by(|a, b| a.host.cmp(&b.host));
+        hosts.extend(others);
+        FleetStatus {
+            host: self.options.host.clone(),
+            stream: self.options.stream.clone(),
+            stale_for: stale,
+            unhealthy: stale > self.options.stale_serve || self.halted().is_some(),
+            rejecting: self.rejecting.load(Ordering::Acquire),
+            halted: self.halted(),
+            hosts,
+        }
+    }
+
+    /// Ends the announcing thread's wait.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.announce.notify_all();
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+}
+
+/// How many messages one application of stream messages takes at most, and how many
+/// bytes of entries: bounds the write a catch-up makes between syncs.
+const APPLY_MESSAGES: usize = 4096;
+const APPLY_BYTES: usize = 8 << 20;
+/// How many times a batch is prepared again after losing the race to append.
+const MAX_RACES: usize = 64;
+
+/// The writer's side of a shared log; see the module doc.
+pub(crate) struct Replica {
+    shared: Box<dyn SharedLog>,
+    pub(crate) fleet: Arc<Fleet>,
+    /// The position of the last message applied.
+    position: u64,
+    /// Messages as they are appended, from the stream.
+    pub(crate) incoming: Receiver<Delivered>,
+}
+
+/// How appending a batch ended.
+pub(crate) enum Appended {
+    /// At this position; the entries are to be written locally and accepted.
+    At(u64),
+    /// Another host appended first; its messages are applied: prepare again.
+    Lost,
+    /// The message is too large for the stream.
+    TooLarge(usize),
+}
+
+impl Replica {
+    /// Joins the stream: checks that the local log (at `ledger`'s head) is a prefix of it,
+    /// publishes the local log as the stream's beginning if the stream is empty, then
+    /// catches up with the stream's end. Refuses, naming the first difference, a local log
+    /// that is not a prefix of the stream.
+    pub(crate) fn join(
+        mut shared: Box<dyn SharedLog>,
+        fleet: Arc<Fleet>,
+        log: &mut dyn Log,
+        ledger: &Ledger,
+    ) -> Result<Self, Error> {
+        let head = ledger.head();
+        let last = shared.last()?;
+        fleet.contact();
+        let stored = log
+            .meta(MetaKey::Position)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, u64::from_le_bytes);
+        let mut position = 0;
+        if last == 0 && head.seq > 0 {
+            position = bootstrap(&mut *shared, log)?;
+        } else if head.seq > 0 || stored > 0 {
+            position = find_prefix(&mut *shared, log, head.seq, stored, last)?;
+        }
+        let incoming = shared.follow(position + 1)?;
+        let mut replica = Replica {
+            shared,
+            fleet,
+            position,
+            incoming,
+        };
+        replica.set_position(log, position)?;
+        replica.fleet.applied(head, position);
+        // A message that cannot be applied halts writes; the host still opens, verifying
+        // from what it has, and says why in its status.
+        match replica.catch_up(log, ledger, last) {
+            Ok(()) | Err(Error::FleetHalted { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let fleet = Arc::clone(&replica.fleet);
+        replica.shared.announce(fleet)?;
+        Ok(replica)
+    }
+
+    fn set_position(&mut self, log: &mut dyn Log, position: u64) -> Result<(), Error> {
+        self.position = position;
+        log.set_meta(MetaKey::Position, &position.to_le_bytes())?;
+        Ok(())
+    }
+
+    /// Applies the stream's messages up to position `to`, from what has been delivered and
+    /// by reading the rest.
+    pub(crate) fn catch_up(&mut self, log: &mut dyn Log, ledger: &Ledger, to: u64) -> Result<(), Error> {
+        while self.position < to {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            // Delivered messages first (the fast path of a catch-up), then reads.
+            let wait = self.fleet.options.request_timeout;
+            while self.position + (batch.len() as u64) < to && batch.len() < APPLY_MESSAGES && bytes < APPLY_BYTES {
+                let want = self.position + batch.len() as u64 + 1;
+                let next = match self.incoming.recv_timeout(if batch.is_empty() { wait } else { Duration::ZERO }) {
+                    Ok(Ok((pos, msg))) if pos == want => (pos, msg),
+                    Ok(Ok((pos, _))) if pos < want => continue,
+                    // A gap in the delivery, or none in time: read it.
+                    Ok(_) | Err(_) => (want, self.shared.get(want)?),
+                };
+                bytes += next.1.len();
+                batch.push(next);
+            }
+            self.fleet.contact();
+            self.apply(log, ledger, batch)?;
+        }
+        Ok(())
+    }
+
+    /// Applies what has been delivered without waiting; reads a gap in the delivery.
+    pub(crate) fn apply_delivered(
+        &mut self,
+        log: &mut dyn Log,
+        ledger: &Ledger,
+        first: Delivered,
+    ) -> Result<(), Error> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            let (pos, msg) = item?;
+            self.fleet.contact();
+            let want = self.position + batch.len() as u64 + 1;
+            if pos >= want {
+                for gap in want..pos {
+                    let msg = self.shared.get(gap)?;
+                    bytes += msg.len();
+                    batch.push((gap, msg));
+                }
+                bytes += msg.len();
+                batch.push((pos, msg));
+            }
+            if batch.len() < APPLY_MESSAGES && bytes < APPLY_BYTES {
+                next = self.incoming.try_recv().ok();
+            }
+        }
+        self.apply(log, ledger, batch)
+    }
+
+    /// Reads the stream's end and catches up with it (the follower may have stalled).
+    pub(crate) fn poll(&mut self, log: &mut dyn Log, ledger: &Ledger) -> Result<(), Error> {
+        let last = self.shared.last()?;
+        self.fleet.contact();
+        self.catch_up(log, ledger, last)
+    }
+
+    /// Decodes, checks and accepts consecutive messages, then writes their entries to the
+    /// local log with one sync. A message that does not follow the head, or whose records
+    /// the ledger refuses, halts this host's writes.
+    fn apply(&mut self, log: &mut dyn Log, ledger: &Ledger, batch: Vec<(u64, Vec<u8>)>) -> Result<(), Error> {
+        let Some(last_pos) = batch.last().map(|m| m.0) else {
+            return Ok(());
+        };
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut result = Ok(());
+        let mut applied_to = self.position;
+        for (pos, bytes) in batch {
+            let checked = codec::decode_message(&bytes, pos).and_then(|m| {
+                let head = ledger.head();
+                if m.first != head.seq + 1 {
+                    return Err(Error::corrupt(
+                        head.seq + 1,
+                        ProblemKind::Inserted,
+                        format!(
+                            "stream message {pos} holds records {}..={} but this host's log ends at record {}: \
+                             the stream and this host's log disagree",
+                            m.first, m.last, head.seq
+                        ),
+                    ));
+                }
+                ledger.accept(&m.entries).map(|()| m.entries)
+            });
+            match checked {
+                Ok(mut e) => {
+                    entries.append(&mut e);
+                    applied_to = pos;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if !entries.is_empty() {
+            let head = ledger.head();
+            log.write(&crate::log::Batch {
+                discard_from: None,
+                entries: &entries,
+                head: &ledger.encode_head(head)?,
+            })
+            .map_err(|e| self.halting(Error::from(e)))?;
+            self.set_position(log, applied_to)?;
+            log.sync().map_err(|e| self.halting(Error::from(e)))?;
+            self.fleet.applied(head, applied_to);
+        }
+        if let Err(e) = result {
+            let pos = applied_to + 1;
+            return Err(self.halting(Error::FleetHalted {
+                reason: format!("stream message {pos} was refused: {e}"),
+            }));
+        }
+        debug_assert!(applied_to == last_pos);
+        Ok(())
+    }
+
+    /// Halts this host's writes for `e`; returns it.
+    fn halting(&self, e: Error) -> Error {
+        let reason = match &e {
+            Error::FleetHalted { reason } => reason.clone(),
+            other => format!("this host's log could not take the stream's records: {other}"),
+        };
+        self.fleet.halt(reason.clone());
+        Error::FleetHalted { reason }
+    }
+
+    /// Appends a batch's entries as one message after the last position applied. On a lost
+    /// race, applies the winner's messages.
+    pub(crate) fn append(&mut self, log: &mut dyn Log, ledger: &Ledger, entries: &[Entry]) -> Result<Appended, Error> {
+        let message = codec::encode_message(entries)?;
+        match self.shared.append(self.position, &message) {
+            Ok(at) => {
+                self.fleet.contact();
+                Ok(Appended::At(at))
+            }
+            Err(AppendError::Conflict) => {
+                self.fleet.contact();
+                self.poll(log, ledger)?;
+                Ok(Appended::Lost)
+            }
+            Err(AppendError::TooLarge { limit }) => Ok(Appended::TooLarge(limit)),
+            Err(AppendError::Uncertain(e)) => Err(Error::StreamUnavailable {
+                reason: format!("{e}; the write is wholly in the stream or wholly absent"),
+            }),
+        }
+    }
+
+    /// Writes this host's own appended message (at `position`) to the local log, after the
+    /// stream took it: entries, head and position, with one sync.
+    pub(crate) fn written(&mut self, log: &mut dyn Log, position: u64) -> Result<(), Error> {
+        self.set_position(log, position)
+    }
+
+    pub(crate) fn max_races() -> usize {
+        MAX_RACES
+    }
+}
+
+/// Publishes the local log as an empty stream's beginning, in messages of at most the
+/// stream's size; returns the last position.
+fn bootstrap(shared: &mut dyn SharedLog, log: &mut dyn Log) -> Result<u64, Error> {
+    let limit = shared.max_message_bytes().saturating_sub(1024).max(64 << 10);
+    let mut position = 0;
+    let mut pending: Vec<Entry> = Vec::new();
+    let mut bytes = 0;
+    let mut flush = |pending: &mut Vec<Entry>, position: &mut u64| -> Result<(), Error> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let message = codec::encode_message(pending)?;
+        *position = match shared.append(*position, &message) {
+            Ok(at) => at,
+            Err(AppendError::Conflict) => {
+                return Err(Error::StreamDiverged {
+                    position: *position + 1,
+                    reason: "another host began the stream while this one published its log".into(),
+                });
+            }
+            Err(AppendError::TooLarge { limit }) => {
+                return Err(Error::invalid(
+                    "stream",
+                    format!("a log entry does not fit in a stream message of {limit} bytes"),
+                ));
+            }
+            Err(AppendError::Uncertain(e)) => {
+                return Err(Error::StreamUnavailable { reason: e.to_string() });
+            }
+        };
+        pending.clear();
+        Ok(())
+    };
+    let entries: Vec<Entry> = log.scan(0).collect::<Result<_, LogError>>()?;
+    for entry in entries {
+        if bytes + entry.1.len() + 16 > limit && !pending.is_empty() {
+            flush(&mut pending, &mut position)?;
+            bytes = 0;
+        }
+        bytes += entry.1.len() + 16;
+        pending.push(entry);
+    }
+    flush(&mut pending, &mut position)?;
+    Ok(position)
+}
+
+/// Checks that the local log, ending at record `head`, is a prefix of the stream, and
+/// returns the position of the message that ends at its head. Reads from the stored
+/// position (a hint, checked) when there is one, else from the stream's start.
+fn find_prefix(
+    shared: &mut dyn SharedLog,
+    log: &mut dyn Log,
+    head: u64,
+    stored: u64,
+    last: u64,
+) -> Result<u64, Error> {
+    let diverged = |position: u64, reason: String| Error::StreamDiverged { position, reason };
+    // The stored position is where the previous run stopped; the message there must end
+    // at or before the head (a crash may have left the hint one message behind).
+    let mut from = 1;
+    if stored > 0 && stored <= last {
+        let m = codec::decode_message(&shared.get(stored)?, stored)?;
+        if m.last <= head {
+            from = stored;
+        }
+    }
+    if head == 0 {
+        return Ok(0);
+    }
+    let mut position = from - 1;
+    for pos in from..=last {
+        let m = codec::decode_message(&shared.get(pos)?, pos)
+            .map_err(|e| diverged(pos, format!("the stream's message does not decode: {e}")))?;
+        if m.first > head + 1 {
+            return Err(diverged(
+                pos,
+                format!("the stream skips from record {} to {}", head + 1, m.first),
+            ));
+        }
+        if m.first == head + 1 {
+            return Ok(position);
+        }
+        for (key, bytes) in &m.entries {
+            let mine = log.floor(*key)?.filter(|(k, _)| k == key);
+            match mine {
+                Some((_, local)) if &local == bytes => {}
+                Some(_) => {
+                    return Err(diverged(
+                        pos,
+                        format!("record {key} differs between the stream and this host's log"),
+                    ));
+                }
+                None => {
+                    return Err(diverged(
+                        pos,
+                        format!("this host's log has no entry at record {key}, which the stream has"),
+                    ));
+                }
+            }
+        }
+        position = pos;
+        if m.last == head {
+            return Ok(position);
+        }
+        if m.last > head {
+            return Err(diverged(
+                pos,
+                format!(
+                    "the stream's message holds records {}..={} across this host's head at {head}",
+                    m.first, m.last
+                ),
+            ));
+        }
+    }
+    Err(diverged(
+        last + 1,
+        format!(
+            "this host's log runs ahead of the stream: it holds records the stream does not (its head is record {head})"
+        ),
+    ))
+}
