@@ -134,6 +134,27 @@ pub mod fuzzing {
         true
     }
 
+    /// Decodes a shared log's stream message (the envelope around a batch's entries); if
+    /// it decodes, checks that encoding gives the same bytes back, then has a fresh ledger
+    /// (public chain) accept its entries, as a host applies another's message: that may
+    /// fail, never panic. Panics if the round trip changes anything.
+    pub fn stream_message(bytes: &[u8]) -> bool {
+        let Ok(message) = codec::decode_message(bytes, 1) else {
+            return false;
+        };
+        let again = codec::encode_message(&message.entries).expect("a decoded message encodes");
+        assert_eq!(again, bytes, "decode then encode changed the message");
+        assert!(message.first <= message.last);
+        let ledger = crate::ledger::Ledger::new(Chain::new(None));
+        let _ = ledger.accept(&message.entries);
+        true
+    }
+
+    /// Wraps entries in a stream message, as a writer batch is appended.
+    pub fn encode_stream_message(entries: &[(u64, Vec<u8>)]) -> Vec<u8> {
+        codec::encode_message(entries).unwrap_or_default()
+    }
+
     /// Splits a log entry into records; if it is a block that splits, checks that building
     /// a block from those records gives the same bytes back. Panics if not.
     pub fn block_roundtrip(bytes: &[u8]) -> bool {

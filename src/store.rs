@@ -1875,7 +1875,7 @@ mod tests {
             fault: Arc::clone(&fault),
         });
         (
-            KeyStore::start(options, log, info, Some((dir.to_path_buf(), lock))).unwrap(),
+            KeyStore::start(options, log, info, Some((dir.to_path_buf(), lock)), None).unwrap(),
             fault,
         )
     }

@@ -396,7 +396,9 @@ fuzz_target!(|ops: Vec<Op>| {
                 let result = if adding {
                     store.whitelist_ip(&who.actor(), id, [n])
                 } else if any {
-                    store.unwhitelist_ip_allowing_any_address(&who.actor(), id, [n]).map(|r| r.seq)
+                    store
+                        .unwhitelist_ip_allowing_any_address(&who.actor(), id, [n])
+                        .map(|r| r.seq)
                 } else {
                     store.unwhitelist_ip(&who.actor(), id, [n]).map(|r| r.seq)
                 };

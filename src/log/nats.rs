@@ -85,6 +85,9 @@ impl NatsLog {
         let handle = self.rt.handle().clone();
         let announcer = Arc::clone(&fleet);
         let stream = self.stream.clone();
+        // Out of touch, a request waits no longer than a heartbeat: the staleness limits
+        // are checked once per heartbeat, whatever the server does.
+        let patience = fleet.options.heartbeat;
         self.heads.push(
             std::thread::Builder::new()
                 .name("keyledger-announce".into())
@@ -94,18 +97,18 @@ impl NatsLog {
                         let Ok(bytes) = codec::encode_host_head(&head) else {
                             continue;
                         };
-                        if handle.block_on(kv.put(&host, bytes.into())).is_ok() {
+                        let put = async { tokio::time::timeout(patience, kv.put(&host, bytes.into())).await };
+                        if matches!(handle.block_on(put), Ok(Ok(_))) {
                             announcer.contact();
                         }
                         announcer.check_staleness(|| {
                             let mut s = stream.clone();
-                            handle
-                                .block_on(s.info())
-                                .ok()
-                                .map(|i| i.state.last_sequence)
+                            let info = handle.block_on(async { tokio::time::timeout(patience, s.info()).await });
+                            info.ok()?.ok().map(|i| i.state.last_sequence)
                         });
                     }
-                    let _ = handle.block_on(kv.delete(&host));
+                    // Leaving: the others stop waiting for this host at once.
+                    let _ = handle.block_on(async { tokio::time::timeout(patience, kv.delete(&host)).await });
                 })?,
         );
         let kv = self.kv.clone();
@@ -272,7 +275,7 @@ async fn find_bucket(js: &jetstream::Context, options: &FleetOptions) -> Result<
         history: 1,
         max_age: options.lease,
         num_replicas: options.replicas,
-        storage: stream::StorageType::Memory,
+        storage: stream::StorageType::File,
         ..Default::default()
     })
     .await

@@ -48,9 +48,14 @@ fn decide(shared: &Shared, request: &Request) -> Response {
         .check_with_roles(request.headers(), request.extensions(), &roles)
     {
         Ok(key) => passed(&key),
+        // A host of a fleet out of touch past its limit: like `unavailable`, a 403 that
+        // blames no key (the layer itself answers 503, which nginx would turn into a 500).
+        Err(Refusal::Key(crate::Rejection::Stale)) => forbidden(STALE),
         Err(refusal) => refusal.response(),
     }
 }
+
+const STALE: &str = r#"{"error":"forbidden","reason":"stale"}"#;
 
 /// 200, naming the key to the proxy.
 fn passed(key: &VerifiedKey) -> Response {
@@ -73,7 +78,11 @@ fn passed(key: &VerifiedKey) -> Response {
 }
 
 fn unavailable() -> Response {
-    let mut response = Response::new(axum::body::Body::from(UNAVAILABLE));
+    forbidden(UNAVAILABLE)
+}
+
+fn forbidden(body: &'static str) -> Response {
+    let mut response = Response::new(axum::body::Body::from(body));
     *response.status_mut() = StatusCode::FORBIDDEN;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -1,0 +1,709 @@
+//! Many hosts, one ledger: `keyledger serve --nats` hosts, each a process with its own
+//! store, on one real nats-server (JetStream, its own directory, a free loopback port).
+//!
+//! Convergence, races from different hosts, `kill -9` of the server and of a host during
+//! writes, a host starting from nothing, a rogue publisher without the chain key, a host
+//! that loses the server (its staleness limits), and the refusals at start (no chain key,
+//! a local log that is not a prefix of the stream). After the writes, every host's store
+//! is checked (`keyledger check`) and exported: the exports are byte for byte the same.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/nats.rs"]
+mod nats;
+#[path = "support/served.rs"]
+mod served;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use nats::NatsServer;
+use served::{Served, keyledger};
+
+/// Timings short enough for tests: hosts hear each other every 100 ms and drop out after
+/// a second of silence.
+const FAST: &[&str] = &["--heartbeat", "100ms", "--lease", "1s"];
+
+/// Runs the command line on `db`; panics unless it exits 0.
+fn cli(db: &Path, args: &[&str]) -> Output {
+    let out = keyledger(db).args(args).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "keyledger {args:?}: {out:?}");
+    out
+}
+
+/// An HTTP answer: status and body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+}
+
+/// One HTTP/1.1 request on a connection of its own; `None` if the server cannot be reached.
+fn http(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: Option<&Value>) -> Option<Answer> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: fleet.test\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    if let Some(key) = key {
+        request.push_str(&format!("x-api-key: {key}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str("content-type: application/json\r\n");
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8(raw).unwrap();
+    let (head, rest) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    Some(Answer { status, body })
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    out
+}
+
+/// An admin API call with the root key; panics if the server does not answer.
+fn admin(addr: SocketAddr, root: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
+    http(addr, method, path, Some(root), body.as_ref()).unwrap_or_else(|| panic!("{addr} did not answer {method} {path}"))
+}
+
+/// Polls `f` until it holds, for at most `secs` seconds.
+fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "not within {secs} s: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One host: its store's directory and, while it runs, its server.
+struct Host {
+    name: String,
+    db: PathBuf,
+    served: Option<Served>,
+    extra: Vec<String>,
+}
+
+/// A fleet on one nats-server: the chain key all hosts share, the root admin key made on
+/// the first host before it joined, and the hosts.
+struct Fleet {
+    dir: TempDir,
+    nats: std::sync::Mutex<NatsServer>,
+    chain_key: PathBuf,
+    root: String,
+    hosts: Vec<Host>,
+}
+
+impl Fleet {
+    /// `names.len()` hosts: the first bootstraps the stream with its store (one super-admin
+    /// key), the others start from empty directories; returns once all have caught up.
+    fn start(names: &[&str], extra: &[&str]) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = NatsServer::start(&dir.path().join("nats"));
+        let chain_key = dir.path().join("chain.key");
+        cli(&dir.path().join("unused"), &["chain-key", "new", chain_key.to_str().unwrap()]);
+        let first = dir.path().join(names[0]);
+        let out = cli(
+            &first,
+            &[
+                "--chain-key-file",
+                chain_key.to_str().unwrap(),
+                "create",
+                "--actor",
+                "root",
+                "--actor-role",
+                "super-admin",
+                "--name",
+                "root-admin",
+                "--role",
+                "super-admin",
+                "--json",
+            ],
+        );
+        let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut fleet = Fleet {
+            nats: std::sync::Mutex::new(nats),
+            chain_key,
+            root: created["key"].as_str().unwrap().to_owned(),
+            hosts: names
+                .iter()
+                .map(|n| Host {
+                    name: (*n).to_owned(),
+                    db: dir.path().join(n),
+                    served: None,
+                    extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+                })
+                .collect(),
+            dir,
+        };
+        for i in 0..names.len() {
+            fleet.start_host(i);
+        }
+        fleet.converged(1);
+        fleet
+    }
+
+    fn args(&self, i: usize) -> Vec<String> {
+        let host = &self.hosts[i];
+        let mut args = vec![
+            "--chain-key-file".to_owned(),
+            self.chain_key.to_str().unwrap().to_owned(),
+            "--nats".to_owned(),
+            self.url(),
+            "--host-id".to_owned(),
+            host.name.clone(),
+        ];
+        args.extend(FAST.iter().map(|s| (*s).to_owned()));
+        args.extend(host.extra.iter().cloned());
+        args
+    }
+
+    fn url(&self) -> String {
+        self.nats.lock().unwrap().url()
+    }
+
+    fn start_host(&mut self, i: usize) {
+        let args = self.args(i);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.hosts[i].served = Some(Served::start(&self.hosts[i].db, &args));
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.hosts[i].served.as_ref().unwrap().addr
+    }
+
+    fn call(&self, i: usize, method: &str, path: &str, body: Option<Value>) -> Answer {
+        admin(self.addr(i), &self.root, method, path, body)
+    }
+
+    /// A key created through host `i`: its id and secret.
+    fn create(&self, i: usize, name: &str) -> (String, String) {
+        let answer = self.call(i, "POST", "/v1/keys", Some(json!({"name": name, "roles": ["bot"]})));
+        assert_eq!(answer.status, 201, "{answer:?}");
+        let key = answer.json();
+        (
+            key["id"].as_str().unwrap().to_owned(),
+            key["key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// `/auth`'s status for `secret` on host `i`.
+    fn auth(&self, i: usize, secret: &str) -> u16 {
+        http(self.addr(i), "GET", "/auth", Some(secret), None).map_or(0, |a| a.status)
+    }
+
+    fn health(&self, i: usize) -> Answer {
+        http(self.addr(i), "GET", "/healthz", None, None).unwrap()
+    }
+
+    /// Waits until every running host has applied `seq` records.
+    fn converged(&self, seq: u64) {
+        for (i, host) in self.hosts.iter().enumerate() {
+            if host.served.is_none() {
+                continue;
+            }
+            eventually(60, &format!("host {} reaches record {seq}", host.name), || {
+                self.health(i).json()["last_seq"].as_u64() == Some(seq)
+            });
+        }
+    }
+
+    fn last_seq(&self, i: usize) -> u64 {
+        self.health(i).json()["last_seq"].as_u64().unwrap()
+    }
+
+    /// Stops every host, checks each store and exports it: the exports are the same bytes.
+    fn stop_and_compare(&mut self) -> Vec<Value> {
+        for host in &mut self.hosts {
+            if let Some(mut served) = host.served.take() {
+                assert!(served.terminate().is_some_and(|s| s.success()), "{}", served.errors());
+            }
+        }
+        let ck = self.chain_key.to_str().unwrap().to_owned();
+        let mut exports = Vec::new();
+        let mut audits = Vec::new();
+        for host in &self.hosts {
+            let check = cli(&host.db, &["--chain-key-file", &ck, "check"]);
+            assert!(
+                String::from_utf8_lossy(&check.stdout).starts_with("intact:"),
+                "{}: {check:?}",
+                host.name
+            );
+            let file = self.dir.path().join(format!("{}.export", host.name));
+            cli(&host.db, &["--chain-key-file", &ck, "export", file.to_str().unwrap()]);
+            exports.push(std::fs::read(&file).unwrap());
+            let audit = cli(&host.db, &["--chain-key-file", &ck, "audit", "--json"]);
+            audits.push(
+                String::from_utf8(audit.stdout)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        for (host, export) in self.hosts.iter().zip(&exports).skip(1) {
+            assert!(
+                export == &exports[0],
+                "{}'s export differs from {}'s",
+                host.name,
+                self.hosts[0].name
+            );
+        }
+        let audit = audits.swap_remove(0);
+        for (seq, entry) in audit.iter().enumerate() {
+            assert_eq!(entry["seq"].as_u64(), Some(seq as u64 + 1), "no gap, no duplicate");
+        }
+        audit
+    }
+}
+
+#[test]
+fn keys_created_on_each_host_verify_on_all_and_a_delete_is_rejected_everywhere_when_it_returns() {
+    let mut fleet = Fleet::start(&["a", "b", "c"], &[]);
+    let mut keys = Vec::new();
+    for i in 0..3 {
+        keys.push(fleet.create(i, &format!("bot of {i}")));
+    }
+    fleet.converged(4);
+    for (id, secret) in &keys {
+        for i in 0..3 {
+            assert_eq!(fleet.auth(i, secret), 200, "key {id} on host {i}");
+        }
+    }
+    // Every delete, through any host, is rejected on every host the moment it returns.
+    for (n, (id, secret)) in keys.iter().enumerate() {
+        let through = (n + 1) % 3;
+        let answer = fleet.call(through, "DELETE", &format!("/v1/keys/{id}"), None);
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(answer.json()["unconfirmed"], json!([]), "every live host confirmed");
+        for i in 0..3 {
+            assert_eq!(fleet.auth(i, secret), 401, "deleted key {id} on host {i}");
+        }
+    }
+    let status = fleet.call(0, "GET", "/v1/fleet", None).json();
+    let hosts: BTreeSet<&str> = status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, BTreeSet::from(["a", "b", "c"]), "{status}");
+    let audit = fleet.stop_and_compare();
+    assert_eq!(audit.len(), 7);
+}
+
+/// Three hosts act on the same key at the same moment: one delete wins and the others get
+/// `key_deleted`; one whitelisting of the same address wins and the others get
+/// `whitelist_unchanged`; rolls all land, one after another, and only the last secret
+/// verifies. No record is lost or doubled, and every host ends with the same log.
+#[test]
+fn concurrent_changes_to_one_key_from_different_hosts_have_one_winner_and_typed_errors() {
+    let mut fleet = Fleet::start(&["a", "b", "c"], &[]);
+    let race = |fleet: &Fleet, method: &str, path: &str, body: Option<Value>| -> Vec<Answer> {
+        let barrier = Arc::new(Barrier::new(3));
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..3)
+                .map(|i| {
+                    let barrier = Arc::clone(&barrier);
+                    let body = body.clone();
+                    let (addr, root) = (fleet.addr(i), fleet.root.clone());
+                    s.spawn(move || {
+                        barrier.wait();
+                        admin(addr, &root, method, path, body)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let mut expected_records = 1;
+    for round in 0..5 {
+        let (id, secret) = fleet.create(round % 3, &format!("contested {round}"));
+        expected_records += 1;
+        fleet.converged(expected_records);
+
+        let answers = race(
+            &fleet,
+            "POST",
+            &format!("/v1/keys/{id}/whitelist"),
+            Some(json!({"ips": ["10.9.0.0/16"]})),
+        );
+        let won: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
+        assert_eq!(won.len(), 1, "round {round}: {answers:?}");
+        for lost in answers.iter().filter(|a| a.status != 200) {
+            assert_eq!((lost.status, lost.json()["error"].as_str()), (409, Some("whitelist_unchanged")), "{lost:?}");
+        }
+        expected_records += 1;
+
+        let answers = race(&fleet, "POST", &format!("/v1/keys/{id}/roll"), None);
+        assert!(answers.iter().all(|a| a.status == 200), "round {round}: {answers:?}");
+        expected_records += 3;
+        fleet.converged(expected_records);
+        let secrets: Vec<String> = answers
+            .iter()
+            .map(|a| a.json()["key"].as_str().unwrap().to_owned())
+            .collect();
+        let verifying: Vec<&String> = secrets
+            .iter()
+            .filter(|s| http(fleet.addr(0), "GET", "/auth", Some(s), None).unwrap().status != 401)
+            .collect();
+        assert_eq!(verifying.len(), 1, "round {round}: exactly the last roll's secret");
+        assert_eq!(fleet.auth(1, &secret), 401, "the first secret is gone");
+
+        let answers = race(&fleet, "DELETE", &format!("/v1/keys/{id}"), None);
+        let won: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
+        assert_eq!(won.len(), 1, "round {round}: {answers:?}");
+        for lost in answers.iter().filter(|a| a.status != 200) {
+            assert_eq!((lost.status, lost.json()["error"].as_str()), (404, Some("key_deleted")), "{lost:?}");
+        }
+        expected_records += 1;
+        for i in 0..3 {
+            assert_eq!(fleet.auth(i, verifying[0]), 401);
+        }
+    }
+    fleet.converged(expected_records);
+    let audit = fleet.stop_and_compare();
+    assert_eq!(audit.len() as u64, expected_records);
+}
+
+/// Creates keys through the host at `addr` in a loop until told to stop: (name, id if acknowledged).
+fn burst(addr: SocketAddr, root: &str, prefix: &str, stop: &AtomicBool) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut n = 0;
+    while !stop.load(Ordering::Acquire) {
+        let name = format!("{prefix}-{n}");
+        n += 1;
+        let answer = http(
+            addr,
+            "POST",
+            "/v1/keys",
+            Some(root),
+            Some(&json!({"name": name, "roles": ["bot"]})),
+        );
+        let id = answer
+            .filter(|a| a.status == 201)
+            .map(|a| a.json()["id"].as_str().unwrap().to_owned());
+        out.push((name, id));
+    }
+    out
+}
+
+/// The live keys on host `i`, by name.
+fn names_on(fleet: &Fleet, i: usize) -> BTreeMap<String, String> {
+    let answer = fleet.call(i, "GET", "/v1/keys", None);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    answer
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["name"].as_str().unwrap().to_owned(), k["id"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// `kill -9` of nats-server while two hosts create keys, then a restart: every
+/// acknowledged key is on every host; one that was not is on all or on none.
+#[test]
+fn killing_the_server_mid_burst_loses_no_acknowledged_write_and_no_host_diverges() {
+    let mut fleet = Fleet::start(&["a", "b", "c"], &[]);
+    let stop = AtomicBool::new(false);
+    let (from_a, from_b) = std::thread::scope(|s| {
+        let (a, b, root) = (fleet.addr(0), fleet.addr(1), fleet.root.as_str());
+        let stop = &stop;
+        let a = s.spawn(move || burst(a, root, "a", stop));
+        let b = s.spawn(move || burst(b, root, "b", stop));
+        std::thread::sleep(Duration::from_millis(800));
+        fleet.nats.lock().unwrap().kill9();
+        std::thread::sleep(Duration::from_millis(1500));
+        fleet.nats.lock().unwrap().restart();
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, Ordering::Release);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let acknowledged: Vec<&(String, Option<String>)> =
+        from_a.iter().chain(&from_b).filter(|(_, id)| id.is_some()).collect();
+    let failed = from_a.len() + from_b.len() - acknowledged.len();
+    assert!(acknowledged.len() > 10, "the burst wrote: {} acknowledged", acknowledged.len());
+    // Everyone catches up with the stream.
+    let top = (0..3).map(|i| fleet.last_seq(i)).max().unwrap();
+    fleet.converged(top);
+    let on: Vec<BTreeMap<String, String>> = (0..3).map(|i| names_on(&fleet, i)).collect();
+    for (name, id) in &acknowledged {
+        for (i, keys) in on.iter().enumerate() {
+            assert_eq!(keys.get(name), id.as_ref(), "acknowledged {name} on host {i}");
+        }
+    }
+    assert!(on[0] == on[1] && on[1] == on[2], "the hosts hold the same keys");
+    eprintln!(
+        "{} acknowledged, {failed} failed ({} of those landed anyway)",
+        acknowledged.len(),
+        from_a
+            .iter()
+            .chain(&from_b)
+            .filter(|(n, id)| id.is_none() && on[0].contains_key(n))
+            .count()
+    );
+    fleet.stop_and_compare();
+}
+
+/// `kill -9` of a host while another writes, then a restart on the same directory: it
+/// replays its own log and reads only the stream's tail.
+#[test]
+fn a_host_killed_during_writes_catches_up_from_its_log_and_the_stream() {
+    let mut fleet = Fleet::start(&["a", "b", "c"], &[]);
+    let stop = AtomicBool::new(false);
+    let written = std::thread::scope(|s| {
+        let (a, b, root) = (fleet.addr(0), fleet.addr(1), fleet.root.as_str());
+        let stop = &stop;
+        let a = s.spawn(move || burst(a, root, "a", stop));
+        let b = s.spawn(move || burst(b, root, "b", stop));
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Release);
+        let mut written = a.join().unwrap();
+        written.extend(b.join().unwrap());
+        written
+    });
+    assert!(written.iter().all(|(_, id)| id.is_some()), "no failures without faults");
+    // Kill b mid-burst of a's writes.
+    let stop = AtomicBool::new(false);
+    let (a, root) = (fleet.addr(0), fleet.root.clone());
+    let more = std::thread::scope(|s| {
+        let (stop, root) = (&stop, &root);
+        let a = s.spawn(move || burst(a, root, "again", stop));
+        std::thread::sleep(Duration::from_millis(300));
+        let served = fleet.hosts[1].served.as_mut().unwrap();
+        served.child.kill().unwrap();
+        served.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Release);
+        a.join().unwrap()
+    });
+    assert!(more.iter().all(|(_, id)| id.is_some()), "a dead host does not stop the others' writes");
+    fleet.hosts[1].served = None;
+    fleet.start_host(1);
+    let top = fleet.last_seq(0);
+    fleet.converged(top);
+    let on_b = names_on(&fleet, 1);
+    for (name, id) in written.iter().chain(&more) {
+        assert_eq!(on_b.get(name), id.as_ref(), "{name} on the restarted host");
+    }
+    fleet.stop_and_compare();
+}
+
+/// A client that may publish on the log's subject but lacks the chain key: its message
+/// (well formed, from another store's history, so out of place) is never applied; every
+/// host stops writing and says so in its health.
+#[test]
+fn a_rogue_message_out_of_place_is_detected_and_never_applied() {
+    let mut fleet = Fleet::start(&["a", "b"], &[]);
+    // A store chained with another key, bootstrapping a stream of its own, yields a
+    // well-formed message holding record 2.
+    let rogue_dir = fleet.dir.path().join("rogue");
+    let rogue_key = fleet.dir.path().join("rogue.key");
+    cli(&rogue_dir, &["chain-key", "new", rogue_key.to_str().unwrap()]);
+    let rk = rogue_key.to_str().unwrap();
+    for name in ["first", "forged"] {
+        cli(
+            &rogue_dir,
+            &[
+                "--chain-key-file", rk, "create", "--actor", "root", "--actor-role", "super-admin",
+                "--name", name, "--role", "super-admin",
+            ],
+        );
+    }
+    let mut rogue = Served::start(
+        &rogue_dir,
+        &["--chain-key-file", rk, "--nats", &fleet.url(), "--stream", "rogue", "--host-id", "rogue"],
+    );
+    assert!(rogue.terminate().is_some());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(fleet.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client.clone());
+        let stream = js.get_stream("rogue").await.unwrap();
+        let forged = stream.direct_get(1).await.unwrap().payload;
+        // The rogue stream's first message holds both records; the fleet's stream is at
+        // record 1, so only record 2 would fit. Publish the message whole: its record 1
+        // does not follow the fleet's head.
+        js.publish("keyledger.keyledger.log", forged).await.unwrap().await.unwrap();
+    });
+    for i in 0..2 {
+        eventually(20, "the host halts", || {
+            let health = fleet.health(i);
+            health.status == 503 && health.json()["reason"] == "halted"
+        });
+        assert_eq!(fleet.last_seq(i), 1, "nothing applied");
+        let refused = fleet.call(i, "POST", "/v1/keys", Some(json!({"name": "after", "roles": ["bot"]})));
+        assert_eq!((refused.status, refused.json()["error"].as_str()), (503, Some("fleet_halted")));
+    }
+    let audit = fleet.stop_and_compare();
+    assert_eq!(audit.len(), 1);
+    assert!(audit.iter().all(|e| e["name"] != "forged"));
+}
+
+/// A message that holds the next record but chained without the key: published with the
+/// record in exactly the right place, it is still refused (the link does not match).
+#[test]
+fn a_record_in_the_right_place_without_the_chain_key_is_refused() {
+    let mut fleet = Fleet::start(&["a"], &[]);
+    // Another store, with another key, whose second record is a creation: its stream's
+    // second message holds exactly record 2.
+    let rogue_dir = fleet.dir.path().join("rogue");
+    let rogue_key = fleet.dir.path().join("rogue.key");
+    cli(&rogue_dir, &["chain-key", "new", rogue_key.to_str().unwrap()]);
+    let rk = rogue_key.to_str().unwrap();
+    cli(
+        &rogue_dir,
+        &[
+            "--chain-key-file", rk, "create", "--actor", "root", "--actor-role", "super-admin", "--name",
+            "first", "--role", "super-admin",
+        ],
+    );
+    let out = cli(
+        &rogue_dir,
+        &[
+            "--chain-key-file", rk, "create", "--actor", "root", "--actor-role", "super-admin", "--name",
+            "root-admin", "--role", "super-admin", "--json",
+        ],
+    );
+    let rogue_root: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut rogue = Served::start(
+        &rogue_dir,
+        &["--chain-key-file", rk, "--nats", &fleet.url(), "--stream", "rogue", "--host-id", "rogue"],
+    );
+    let created = http(
+        rogue.addr,
+        "POST",
+        "/v1/keys",
+        rogue_root["key"].as_str(),
+        Some(&json!({"name": "forged", "roles": ["super-admin"]})),
+    )
+    .unwrap();
+    assert_eq!(created.status, 201, "{created:?}");
+    assert!(rogue.terminate().is_some());
+    // The fleet's stream holds record 1; give it a record 2.
+    let a = fleet.create(0, "real");
+    let _ = a;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(fleet.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client.clone());
+        let stream = js.get_stream("rogue").await.unwrap();
+        // Message 2 of the rogue stream holds record 3 (the creation through the API).
+        let forged = stream.direct_get(2).await.unwrap().payload;
+        js.publish("keyledger.keyledger.log", forged).await.unwrap().await.unwrap();
+    });
+    eventually(20, "the host halts", || fleet.health(0).status == 503);
+    let health = fleet.health(0).json();
+    assert_eq!(health["reason"], "halted", "{health}");
+    assert!(
+        health["fleet"]["halted"].as_str().unwrap().contains("stream message 3"),
+        "{health}"
+    );
+    assert_eq!(fleet.last_seq(0), 2);
+    let audit = fleet.stop_and_compare();
+    assert!(audit.iter().all(|e| e["name"] != "forged"));
+}
+
+/// A host that loses the server keeps verifying for a while, reports 503 health past the
+/// first limit, rejects every key past the second, and recovers once the server is back
+/// and it has caught up.
+#[test]
+fn a_host_that_loses_the_server_goes_unhealthy_then_rejects_then_recovers() {
+    let mut fleet = Fleet::start(&["a", "b"], &["--stale-serve", "1s", "--stale-reject", "3s"]);
+    let (_, secret) = fleet.create(0, "bot");
+    fleet.converged(2);
+    fleet.nats.lock().unwrap().kill9();
+    let lost = Instant::now();
+    assert_eq!(fleet.auth(1, &secret), 200, "serves from what it has at first");
+    eventually(20, "health goes 503 (stale)", || {
+        let h = fleet.health(1);
+        h.status == 503 && h.json()["reason"] == "stale"
+    });
+    assert!(lost.elapsed() >= Duration::from_secs(1));
+    assert_eq!(fleet.auth(1, &secret), 200, "still verifies between the limits");
+    // Forward-auth answers only 200, 401 and 403: a 403 that blames no key.
+    eventually(20, "keys are rejected (stale)", || fleet.auth(1, &secret) == 403);
+    assert!(lost.elapsed() >= Duration::from_secs(3));
+    let body = http(fleet.addr(1), "GET", "/auth", Some(&secret), None).unwrap().json();
+    assert_eq!(body["reason"], "stale");
+    fleet.nats.lock().unwrap().restart();
+    eventually(60, "recovers", || fleet.auth(1, &secret) == 200 && fleet.health(1).status == 200);
+    // And takes writes again.
+    fleet.create(1, "after");
+    fleet.converged(3);
+    fleet.stop_and_compare();
+}
+
+/// Fleet mode needs the chain key; a store whose log is not a prefix of the stream does
+/// not start, and says where they differ.
+#[test]
+fn a_host_without_the_chain_key_or_with_a_foreign_log_does_not_start() {
+    let mut fleet = Fleet::start(&["a"], &[]);
+    fleet.create(0, "one");
+    let url = fleet.url();
+    let bare = fleet.dir.path().join("bare");
+    let out = keyledger(&bare)
+        .args(["serve", "--listen", "127.0.0.1:0", "--nats", &url])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chain key"), "{out:?}");
+
+    // A store with the right key but its own history.
+    let other = fleet.dir.path().join("other");
+    let ck = fleet.chain_key.to_str().unwrap().to_owned();
+    cli(
+        &other,
+        &[
+            "--chain-key-file", &ck, "create", "--actor", "root", "--actor-role", "super-admin", "--name",
+            "not-the-root", "--role", "super-admin",
+        ],
+    );
+    let out = keyledger(&other)
+        .args(["--chain-key-file", &ck, "serve", "--listen", "127.0.0.1:0", "--nats", &url])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stream message 1") && stderr.contains("record 1 differs"), "{stderr}");
+    fleet.stop_and_compare();
+}
