@@ -450,7 +450,9 @@ fn killing_the_server_mid_burst_loses_no_acknowledged_write_and_no_host_diverges
         let b = s.spawn(move || burst(b, root, "b", stop));
         std::thread::sleep(Duration::from_millis(800));
         fleet.nats.lock().unwrap().kill9();
-        std::thread::sleep(Duration::from_millis(1500));
+        // Longer than a host waits for an append (5 s): the writes in flight then are
+        // not acknowledged, and may or may not land.
+        std::thread::sleep(Duration::from_millis(6500));
         fleet.nats.lock().unwrap().restart();
         std::thread::sleep(Duration::from_millis(1500));
         stop.store(true, Ordering::Release);
@@ -460,6 +462,7 @@ fn killing_the_server_mid_burst_loses_no_acknowledged_write_and_no_host_diverges
         from_a.iter().chain(&from_b).filter(|(_, id)| id.is_some()).collect();
     let failed = from_a.len() + from_b.len() - acknowledged.len();
     assert!(acknowledged.len() > 10, "the burst wrote: {} acknowledged", acknowledged.len());
+    assert!(failed > 0, "the outage left writes unacknowledged");
     // Everyone catches up with the stream.
     let top = (0..3).map(|i| fleet.last_seq(i)).max().unwrap();
     fleet.converged(top);
