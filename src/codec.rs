@@ -1224,10 +1224,14 @@ pub(crate) struct HostHead {
     pub(crate) halted: bool,
 }
 
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 const HOST_HEAD_MAGIC: [u8; 8] = *b"KLHOST\x00\x00";
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 const HOST_HEAD_VERSION: u16 = 1;
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 const HOST_HEAD_LEN: u64 = 8 + 2 + 8 + 32 + 8 + 8 + 8 + 1;
 
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 #[derive(Serialize, Deserialize)]
 struct HostHeadV1 {
     magic: [u8; 8],
@@ -1241,6 +1245,7 @@ struct HostHeadV1 {
     halted: bool,
 }
 
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 pub(crate) fn encode_host_head(h: &HostHead) -> Result<Vec<u8>, Error> {
     options(HOST_HEAD_LEN)
         .serialize(&HostHeadV1 {
@@ -1256,6 +1261,7 @@ pub(crate) fn encode_host_head(h: &HostHead) -> Result<Vec<u8>, Error> {
         .map_err(|e| Error::invalid("host head", e.to_string()))
 }
 
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 pub(crate) fn decode_host_head(bytes: &[u8]) -> Result<HostHead, Error> {
     let bad = |reason: String| Error::corrupt(0, ProblemKind::Undecodable, format!("host head: {reason}"));
     if magic_version(bytes, &HOST_HEAD_MAGIC, HOST_HEAD_VERSION..=HOST_HEAD_VERSION)?.is_none() {

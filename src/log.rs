@@ -114,6 +114,7 @@ pub(crate) trait Log: LogRead {
 
 /// Why an append to a [`SharedLog`] failed.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 pub(crate) enum AppendError {
     /// Another writer appended first: the stream has moved past the position given.
     /// Nothing was appended.

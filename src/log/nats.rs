@@ -171,9 +171,12 @@ async fn connect(options: &FleetOptions) -> Result<(async_nats::Client, jetstrea
     Ok((client, js))
 }
 
+/// A host's announced head, and how long ago it was announced.
+pub(crate) type Announced = (String, HostHead, Duration);
+
 /// The stream's last position and every host's announced head with its age, read without
 /// joining (nothing is created).
-pub(crate) fn survey(options: &FleetOptions) -> Result<(u64, Vec<(String, HostHead, Duration)>), Error> {
+pub(crate) fn survey(options: &FleetOptions) -> Result<(u64, Vec<Announced>), Error> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let (_client, js) = connect(options).await?;

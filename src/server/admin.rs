@@ -373,13 +373,16 @@ async fn enable(
     .await
 }
 
+/// What [`act_on_key`] does: the hosts that had not confirmed, for a revocation.
+type KeyAction = fn(&KeyStore, &Actor, KeyId) -> Result<Option<Vec<String>>, Error>;
+
 /// An action on one key that takes no body (delete, disable, enable): the key's view after
 /// it, with the hosts that had not confirmed a revocation.
 async fn act_on_key(
     shared: &Shared,
     id: &str,
     request: Request,
-    to: fn(&KeyStore, &Actor, KeyId) -> Result<Option<Vec<String>>, Error>,
+    to: KeyAction,
 ) -> Result<Response, Reject> {
     let (parts, _) = request.into_parts();
     let admitted = shared.admit(&parts).await?;
