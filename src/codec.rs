@@ -13,9 +13,9 @@ use crate::Error;
 use crate::chain::{Chain, Head, SealDomain, StoredHead};
 use crate::check::ProblemKind;
 use crate::event::{Actor, ActorRole, Event, EventKind, KeyId, KeySource, Record};
+use crate::log::Entry;
 use crate::projection::{GraceData, Roll, Row, SlotData, SnapshotData};
 use crate::token::KeyHash;
-use crate::log::Entry;
 
 /// The newest record format this build writes. A record is written in the lowest version
 /// that can hold it (version 1 for the events it has), so that every record has exactly
@@ -1193,7 +1193,10 @@ pub(crate) fn decode_message(bytes: &[u8], position: u64) -> Result<StreamMessag
     let mut next = first;
     for (key, entry) in &wire.entries {
         if *key != next {
-            return Err(bad(next, format!("record {next} is followed by an entry at {key}")));
+            return Err(bad(
+                next,
+                format!("record {next} is followed by an entry at {key}"),
+            ));
         }
         let records = entry_records(*key, entry).map_err(|e| bad(*key, e.to_string()))?;
         next = key

@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
+use crate::Error;
 use crate::chain::Head;
 use crate::check::ProblemKind;
 use crate::codec::{self, HostHead};
 use crate::ledger::Ledger;
 use crate::log::{AppendError, Delivered, Entry, Log, LogError, MetaKey, SharedLog};
-use crate::Error;
 
 /// How a host joins a fleet: where the shared log is, who this host is, and the limits
 /// of its patience. See `docs/design.md` for why the defaults are what they are.
@@ -220,7 +220,8 @@ impl FleetOptions {
         let name_ok = |s: &str| {
             !s.is_empty()
                 && s.len() <= 64
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if !name_ok(&self.stream) {
             return Err(Error::invalid(
@@ -269,7 +270,13 @@ impl FleetOptions {
 /// A host id made of the characters ids may hold.
 fn sanitize_host(raw: &str) -> String {
     raw.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect()
 }
@@ -728,14 +735,21 @@ impl Replica {
             let mut bytes = 0;
             // Delivered messages first (the fast path of a catch-up), then reads.
             let wait = self.fleet.options.request_timeout;
-            while self.position + (batch.len() as u64) < to && batch.len() < APPLY_MESSAGES && bytes < APPLY_BYTES {
+            while self.position + (batch.len() as u64) < to
+                && batch.len() < APPLY_MESSAGES
+                && bytes < APPLY_BYTES
+            {
                 let want = self.position + batch.len() as u64 + 1;
-                let next = match self.incoming.recv_timeout(if batch.is_empty() { wait } else { Duration::ZERO }) {
-                    Ok(Ok((pos, msg))) if pos == want => (pos, msg),
-                    Ok(Ok((pos, _))) if pos < want => continue,
-                    // A gap in the delivery, or none in time: read it.
-                    Ok(_) | Err(_) => (want, self.shared.get(want)?),
-                };
+                let next =
+                    match self
+                        .incoming
+                        .recv_timeout(if batch.is_empty() { wait } else { Duration::ZERO })
+                    {
+                        Ok(Ok((pos, msg))) if pos == want => (pos, msg),
+                        Ok(Ok((pos, _))) if pos < want => continue,
+                        // A gap in the delivery, or none in time: read it.
+                        Ok(_) | Err(_) => (want, self.shared.get(want)?),
+                    };
                 bytes += next.1.len();
                 batch.push(next);
             }
@@ -853,7 +867,12 @@ impl Replica {
 
     /// Appends a batch's entries as one message after the last position applied. On a lost
     /// race, applies the winner's messages.
-    pub(crate) fn append(&mut self, log: &mut dyn Log, ledger: &Ledger, entries: &[Entry]) -> Result<Appended, Error> {
+    pub(crate) fn append(
+        &mut self,
+        log: &mut dyn Log,
+        ledger: &Ledger,
+        entries: &[Entry],
+    ) -> Result<Appended, Error> {
         let message = codec::encode_message(entries)?;
         match self.shared.append(self.position, &message) {
             Ok(at) => {
@@ -910,7 +929,9 @@ fn bootstrap(shared: &mut dyn SharedLog, log: &mut dyn Log) -> Result<u64, Error
                 ));
             }
             Err(AppendError::Uncertain(e)) => {
-                return Err(Error::StreamUnavailable { reason: e.to_string() });
+                return Err(Error::StreamUnavailable {
+                    reason: e.to_string(),
+                });
             }
         };
         pending.clear();
@@ -1003,4 +1024,118 @@ fn find_prefix(
             "this host's log runs ahead of the stream: it holds records the stream does not (its head is record {head})"
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet(name: &str) -> Arc<Fleet> {
+        let options = FleetOptions::new("memory")
+            .host_id(name)
+            .heartbeat(Duration::from_millis(20))
+            .lease(Duration::from_millis(200))
+            .confirm_timeout(Duration::from_secs(5))
+            .stale_serve(Duration::from_millis(100))
+            .stale_reject(Duration::from_millis(300));
+        Fleet::new(options, Arc::new(AtomicBool::new(false)))
+    }
+
+    fn head(seq: u64) -> HostHead {
+        HostHead {
+            seq,
+            hash: [seq as u8; 32],
+            position: seq,
+            at: 0,
+            stale_for: 0,
+            halted: false,
+        }
+    }
+
+    /// A revocation waits for every live host; one that confirms ends its wait, and one
+    /// whose lease ends drops out of it (it is not live any more) well before the timeout.
+    #[test]
+    fn confirm_waits_for_live_hosts_and_a_silent_one_drops_out_when_its_lease_ends() {
+        let f = fleet("a");
+        assert!(f.confirm(5).is_empty(), "alone: nothing to wait for");
+        f.heard("b", head(4), Duration::ZERO);
+        f.heard("c", head(4), Duration::ZERO);
+        let started = Instant::now();
+        let waiting = std::thread::scope(|s| {
+            let w = s.spawn(|| f.confirm(5));
+            std::thread::sleep(Duration::from_millis(30));
+            f.heard("b", head(5), Duration::ZERO);
+            w.join().unwrap()
+        });
+        assert!(waiting.is_empty(), "{waiting:?}");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(150) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        // A host that is heard from but does not apply is listed after the timeout.
+        let g = Fleet::new(
+            FleetOptions::new("memory")
+                .host_id("a")
+                .heartbeat(Duration::from_millis(20))
+                .lease(Duration::from_secs(60))
+                .confirm_timeout(Duration::from_millis(100)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        g.heard("slow", head(1), Duration::ZERO);
+        assert_eq!(g.confirm(2), ["slow"]);
+    }
+
+    /// Out of touch: healthy, then unhealthy past the first limit, then rejecting past the
+    /// second; contact alone does not end the rejecting, catching up with the stream does.
+    #[test]
+    fn staleness_goes_unhealthy_then_rejecting_and_ends_once_caught_up() {
+        let f = fleet("a");
+        let status = || f.status(|_| None);
+        assert!(!status().unhealthy);
+        *lock(&f.contact) = Instant::now() - Duration::from_millis(150);
+        f.check_staleness(|| Some(0));
+        assert!(status().unhealthy && !status().rejecting);
+        *lock(&f.contact) = Instant::now() - Duration::from_millis(400);
+        f.check_staleness(|| Some(0));
+        assert!(status().rejecting);
+        f.contact();
+        f.check_staleness(|| Some(3));
+        assert!(
+            status().rejecting,
+            "contact is back, but the stream is at 3 and this host at 0"
+        );
+        assert!(!status().unhealthy);
+        f.applied(
+            Head {
+                seq: 3,
+                hash: [0; 32],
+                at: 0,
+            },
+            3,
+        );
+        assert!(!status().rejecting);
+    }
+
+    #[test]
+    fn options_with_bad_names_or_limits_are_refused() {
+        let ok = FleetOptions::new("nats://127.0.0.1:4222");
+        assert!(ok.validated().is_ok());
+        for bad in [
+            ok.clone().stream("a.b"),
+            ok.clone().host_id(""),
+            ok.clone().replicas(0),
+            ok.clone()
+                .lease(Duration::from_millis(100))
+                .heartbeat(Duration::from_millis(200)),
+            ok.clone()
+                .stale_serve(Duration::from_secs(10))
+                .stale_reject(Duration::from_secs(1)),
+        ] {
+            assert!(
+                matches!(bad.validated(), Err(Error::InvalidInput { .. })),
+                "{bad:?}"
+            );
+        }
+    }
 }

@@ -84,6 +84,9 @@ pub use crate::event::{
     ADMIN_ROLE, Actor, ActorRole, EventKind, KeyId, MAX_ACTOR_ID_CHARS, MAX_NAME_CHARS, MAX_ROLE_LEN,
     MAX_ROLES, MAX_WHITELIST, NewKey, SUPER_ADMIN_ROLE, parse_net,
 };
+#[cfg(feature = "nats")]
+pub use crate::fleet::{DEFAULT_STREAM, FleetOptions, survey};
+pub use crate::fleet::{FleetStatus, FleetSurvey, HostStatus, Revoked};
 #[cfg(feature = "tower")]
 pub use crate::http::{
     ApiKeyLayer, ApiKeyService, ForwardedForProblem, MAX_FORWARDED_HOPS, PeerAddr, Refusal, ResponseFuture,
@@ -99,9 +102,6 @@ pub use crate::projection::{AuditEntry, KeyStatus, KeyView};
 pub use crate::refused::{Action, RefusedAttempt};
 #[cfg(feature = "serve")]
 pub use crate::server::{MAX_BODY_BYTES, MAX_IMPORT_BODY_BYTES, Server};
-pub use crate::fleet::{FleetStatus, FleetSurvey, HostStatus, Revoked};
-#[cfg(feature = "nats")]
-pub use crate::fleet::{DEFAULT_STREAM, FleetOptions, survey};
 pub use crate::store::{Builder, CreatedKey, Integrity, KeyStore, MAX_GRACE, RolledKey};
 pub use crate::token::{
     API_KEY_HEADER, ApiKey, ExistingKey, HeaderProblem, KEY_LEN, KEY_PREFIX, MAX_ADOPTED_LEN,

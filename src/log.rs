@@ -14,6 +14,8 @@ mod sled;
 use std::fmt;
 
 pub(crate) use self::memory::MemLog;
+#[cfg(test)]
+pub(crate) use self::memory::MemShared;
 #[cfg(feature = "nats")]
 pub(crate) use self::nats::{NatsLog, survey as nats_survey};
 pub(crate) use self::sled::SledLog;

@@ -23,8 +23,8 @@ use crate::access::{Rejection, VerifiedKey};
 use crate::chain::{Chain, ChainKey, Witness};
 use crate::check::{self, CheckInputs, CheckReport, Problem, ProblemKind, Progress, RepairReport};
 use crate::clock::{Clock, ManualClock};
-use crate::fleet::{Appended, Fleet, FleetStatus, Replica, Revoked};
 use crate::event::{Actor, ActorRole, KeyId, NewKey};
+use crate::fleet::{Appended, Fleet, FleetStatus, Replica, Revoked};
 use crate::ledger::{self, Command, Ledger, LogInfo, Op};
 use crate::log::{Batch, Log, LogRead, MemLog, MetaKey, SharedLog, SledLog};
 use crate::projection::{AuditEntry, KeyView, SnapshotData};
@@ -754,9 +754,13 @@ impl KeyStore {
     pub fn fleet_status(&self) -> Option<FleetStatus> {
         let fleet = self.fleet.as_ref()?;
         let head = self.ledger.head();
-        Some(fleet.status(|seq| match seq {
-            s if s == head.seq => Some(head.hash),
-            s => ledger::record_hash(&*self.trail, self.ledger.chain(), s).ok().flatten(),
+        Some(fleet.status(|seq| {
+            match seq {
+                s if s == head.seq => Some(head.hash),
+                s => ledger::record_hash(&*self.trail, self.ledger.chain(), s)
+                    .ok()
+                    .flatten(),
+            }
         }))
     }
 
@@ -2011,5 +2015,147 @@ mod snapshot_tests {
                 .verify(victim.key.expose_secret(), "10.0.0.1".parse().unwrap())
                 .is_err()
         );
+    }
+}
+
+/// Hosts of a fleet in one process, on a shared log held in memory: the writer's side of
+/// fleet mode without a server (`tests/fleet.rs` runs it on a real one).
+#[cfg(test)]
+mod fleet_tests {
+    use super::*;
+    use crate::fleet::FleetOptions;
+    use crate::log::MemShared;
+
+    const CHAIN_KEY: [u8; 32] = [7; 32];
+
+    fn host(shared: &MemShared, name: &str) -> KeyStore {
+        let options = Builder::default().chain_key(ChainKey::from_bytes(CHAIN_KEY));
+        let mut log = MemLog::default();
+        let info = ledger::initialize(&mut log, &options.chain()).unwrap();
+        let rejecting = Arc::new(AtomicBool::new(false));
+        let fleet = Fleet::new(FleetOptions::new("memory").host_id(name), Arc::clone(&rejecting));
+        let parts = SharedParts {
+            log: Box::new(shared.clone()),
+            fleet,
+            rejecting,
+        };
+        KeyStore::start(options, Box::new(log), info, None, Some(parts)).unwrap()
+    }
+
+    fn until(what: &str, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Two hosts delete the same key at once: both append after the same position, one
+    /// loses the race, applies the winner's message, prepares again and gets the error
+    /// the new state gives. Both end with the same log.
+    #[test]
+    fn concurrent_deletes_on_two_hosts_have_one_winner_and_the_loser_gets_key_deleted() {
+        let shared = MemShared::default();
+        let (a, b) = (host(&shared, "a"), host(&shared, "b"));
+        let root = Actor::super_admin("root");
+        for round in 0..20 {
+            let key = a
+                .create_key(&root, NewKey::new(format!("k{round}")).role("bot"))
+                .unwrap();
+            until("b sees the key", || b.key(key.id).is_some());
+            let barrier = std::sync::Barrier::new(2);
+            let (ra, rb) = std::thread::scope(|s| {
+                let x = s.spawn(|| {
+                    barrier.wait();
+                    a.delete_key(&root, key.id)
+                });
+                let y = s.spawn(|| {
+                    barrier.wait();
+                    b.delete_key(&root, key.id)
+                });
+                (x.join().unwrap(), y.join().unwrap())
+            });
+            let (won, lost) = match (ra, rb) {
+                (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+                other => panic!("round {round}: {other:?}"),
+            };
+            assert!(matches!(lost, Error::KeyDeleted(id) if id == key.id), "{lost:?}");
+            until("both applied it", || {
+                a.last_seq() >= won.seq && b.last_seq() >= won.seq
+            });
+            for store in [&a, &b] {
+                assert!(
+                    store
+                        .verify(key.key.expose_secret(), "10.0.0.1".parse().unwrap())
+                        .is_err()
+                );
+            }
+        }
+        assert_eq!(a.last_seq(), 40);
+        assert_eq!(a.audit(), b.audit());
+        assert_eq!(a.head(), b.head());
+    }
+
+    /// A message whose records the chain key did not make is refused: nothing of it is
+    /// applied, the host stops writing (with a typed error) and keeps verifying.
+    #[test]
+    fn a_forged_message_halts_writes_and_applies_nothing() {
+        let shared = MemShared::default();
+        let a = host(&shared, "a");
+        let root = Actor::super_admin("root");
+        let kept = a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+        // The same kind of record, made by a store with no chain key.
+        let forger = Builder::default().open_temporary().unwrap();
+        forger
+            .create_key(&root, NewKey::new("first").role("bot"))
+            .unwrap();
+        forger
+            .create_key(&root, NewKey::new("forged").role("bot"))
+            .unwrap();
+        let entries: Vec<crate::log::Entry> = forger.trail.scan(2).map(Result::unwrap).collect();
+        assert_eq!(entries.len(), 1);
+        shared.inject(codec::encode_message(&entries).unwrap());
+        until("a halts", || a.fleet_status().unwrap().halted.is_some());
+        assert_eq!(a.last_seq(), 1);
+        assert!(a.keys().iter().all(|k| k.name != "forged"));
+        assert!(matches!(
+            a.create_key(&root, NewKey::new("more").role("bot")),
+            Err(Error::FleetHalted { .. })
+        ));
+        assert!(
+            a.verify(kept.key.expose_secret(), "10.0.0.1".parse().unwrap())
+                .is_ok()
+        );
+    }
+
+    /// An append the shared log does not answer is an error that changes nothing here; a
+    /// batch too large for one message is refused with a typed error.
+    #[test]
+    fn an_unanswered_append_and_an_oversized_batch_are_typed_errors_that_change_nothing() {
+        let shared = MemShared::default();
+        let a = host(&shared, "a");
+        let root = Actor::super_admin("root");
+        shared.set_unreachable(true);
+        assert!(matches!(
+            a.create_key(&root, NewKey::new("lost").role("bot")),
+            Err(Error::StreamUnavailable { .. })
+        ));
+        shared.set_unreachable(false);
+        assert_eq!((a.last_seq(), shared.len()), (0, 0));
+        let keys: Vec<ExistingKey> = (0..20_000)
+            .map(|i| {
+                let name = format!("adopted {i} with a long name to fill the message quickly");
+                ExistingKey::with_secret(NewKey::new(name).role("bot"), &format!("legacy-secret-{i:010}"))
+                    .unwrap()
+            })
+            .collect();
+        let err = a.import_keys(&root, keys).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidInput { field: "batch", .. }),
+            "{err:?}"
+        );
+        assert_eq!((a.last_seq(), shared.len()), (0, 0));
+        a.create_key(&root, NewKey::new("fine").role("bot")).unwrap();
+        assert_eq!((a.last_seq(), shared.len()), (1, 1));
     }
 }

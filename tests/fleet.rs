@@ -54,7 +54,13 @@ impl Answer {
 }
 
 /// One HTTP/1.1 request on a connection of its own; `None` if the server cannot be reached.
-fn http(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: Option<&Value>) -> Option<Answer> {
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> Option<Answer> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     stream.set_nodelay(true).unwrap();
@@ -100,7 +106,8 @@ fn dechunk(mut rest: &str) -> String {
 
 /// An admin API call with the root key; panics if the server does not answer.
 fn admin(addr: SocketAddr, root: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
-    http(addr, method, path, Some(root), body.as_ref()).unwrap_or_else(|| panic!("{addr} did not answer {method} {path}"))
+    http(addr, method, path, Some(root), body.as_ref())
+        .unwrap_or_else(|| panic!("{addr} did not answer {method} {path}"))
 }
 
 /// Polls `f` until it holds, for at most `secs` seconds.
@@ -137,7 +144,10 @@ impl Fleet {
         let dir = tempfile::tempdir().unwrap();
         let nats = NatsServer::start(&dir.path().join("nats"));
         let chain_key = dir.path().join("chain.key");
-        cli(&dir.path().join("unused"), &["chain-key", "new", chain_key.to_str().unwrap()]);
+        cli(
+            &dir.path().join("unused"),
+            &["chain-key", "new", chain_key.to_str().unwrap()],
+        );
         let first = dir.path().join(names[0]);
         let out = cli(
             &first,
@@ -214,7 +224,12 @@ impl Fleet {
 
     /// A key created through host `i`: its id and secret.
     fn create(&self, i: usize, name: &str) -> (String, String) {
-        let answer = self.call(i, "POST", "/v1/keys", Some(json!({"name": name, "roles": ["bot"]})));
+        let answer = self.call(
+            i,
+            "POST",
+            "/v1/keys",
+            Some(json!({"name": name, "roles": ["bot"]})),
+        );
         assert_eq!(answer.status, 201, "{answer:?}");
         let key = answer.json();
         (
@@ -252,7 +267,11 @@ impl Fleet {
     fn stop_and_compare(&mut self) -> Vec<Value> {
         for host in &mut self.hosts {
             if let Some(mut served) = host.served.take() {
-                assert!(served.terminate().is_some_and(|s| s.success()), "{}", served.errors());
+                assert!(
+                    served.terminate().is_some_and(|s| s.success()),
+                    "{}",
+                    served.errors()
+                );
             }
         }
         let ck = self.chain_key.to_str().unwrap().to_owned();
@@ -266,7 +285,10 @@ impl Fleet {
                 host.name
             );
             let file = self.dir.path().join(format!("{}.export", host.name));
-            cli(&host.db, &["--chain-key-file", &ck, "export", file.to_str().unwrap()]);
+            cli(
+                &host.db,
+                &["--chain-key-file", &ck, "export", file.to_str().unwrap()],
+            );
             exports.push(std::fs::read(&file).unwrap());
             let audit = cli(&host.db, &["--chain-key-file", &ck, "audit", "--json"]);
             audits.push(
@@ -287,7 +309,11 @@ impl Fleet {
         }
         let audit = audits.swap_remove(0);
         for (seq, entry) in audit.iter().enumerate() {
-            assert_eq!(entry["seq"].as_u64(), Some(seq as u64 + 1), "no gap, no duplicate");
+            assert_eq!(
+                entry["seq"].as_u64(),
+                Some(seq as u64 + 1),
+                "no gap, no duplicate"
+            );
         }
         audit
     }
@@ -311,7 +337,11 @@ fn keys_created_on_each_host_verify_on_all_and_a_delete_is_rejected_everywhere_w
         let through = (n + 1) % 3;
         let answer = fleet.call(through, "DELETE", &format!("/v1/keys/{id}"), None);
         assert_eq!(answer.status, 200, "{answer:?}");
-        assert_eq!(answer.json()["unconfirmed"], json!([]), "every live host confirmed");
+        assert_eq!(
+            answer.json()["unconfirmed"],
+            json!([]),
+            "every live host confirmed"
+        );
         for i in 0..3 {
             assert_eq!(fleet.auth(i, secret), 401, "deleted key {id} on host {i}");
         }
@@ -367,12 +397,19 @@ fn concurrent_changes_to_one_key_from_different_hosts_have_one_winner_and_typed_
         let won: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
         assert_eq!(won.len(), 1, "round {round}: {answers:?}");
         for lost in answers.iter().filter(|a| a.status != 200) {
-            assert_eq!((lost.status, lost.json()["error"].as_str()), (409, Some("whitelist_unchanged")), "{lost:?}");
+            assert_eq!(
+                (lost.status, lost.json()["error"].as_str()),
+                (409, Some("whitelist_unchanged")),
+                "{lost:?}"
+            );
         }
         expected_records += 1;
 
         let answers = race(&fleet, "POST", &format!("/v1/keys/{id}/roll"), None);
-        assert!(answers.iter().all(|a| a.status == 200), "round {round}: {answers:?}");
+        assert!(
+            answers.iter().all(|a| a.status == 200),
+            "round {round}: {answers:?}"
+        );
         expected_records += 3;
         fleet.converged(expected_records);
         let secrets: Vec<String> = answers
@@ -383,14 +420,22 @@ fn concurrent_changes_to_one_key_from_different_hosts_have_one_winner_and_typed_
             .iter()
             .filter(|s| http(fleet.addr(0), "GET", "/auth", Some(s), None).unwrap().status != 401)
             .collect();
-        assert_eq!(verifying.len(), 1, "round {round}: exactly the last roll's secret");
+        assert_eq!(
+            verifying.len(),
+            1,
+            "round {round}: exactly the last roll's secret"
+        );
         assert_eq!(fleet.auth(1, &secret), 401, "the first secret is gone");
 
         let answers = race(&fleet, "DELETE", &format!("/v1/keys/{id}"), None);
         let won: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
         assert_eq!(won.len(), 1, "round {round}: {answers:?}");
         for lost in answers.iter().filter(|a| a.status != 200) {
-            assert_eq!((lost.status, lost.json()["error"].as_str()), (404, Some("key_deleted")), "{lost:?}");
+            assert_eq!(
+                (lost.status, lost.json()["error"].as_str()),
+                (404, Some("key_deleted")),
+                "{lost:?}"
+            );
         }
         expected_records += 1;
         for i in 0..3 {
@@ -433,7 +478,12 @@ fn names_on(fleet: &Fleet, i: usize) -> BTreeMap<String, String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|k| (k["name"].as_str().unwrap().to_owned(), k["id"].as_str().unwrap().to_owned()))
+        .map(|k| {
+            (
+                k["name"].as_str().unwrap().to_owned(),
+                k["id"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -458,10 +508,17 @@ fn killing_the_server_mid_burst_loses_no_acknowledged_write_and_no_host_diverges
         stop.store(true, Ordering::Release);
         (a.join().unwrap(), b.join().unwrap())
     });
-    let acknowledged: Vec<&(String, Option<String>)> =
-        from_a.iter().chain(&from_b).filter(|(_, id)| id.is_some()).collect();
+    let acknowledged: Vec<&(String, Option<String>)> = from_a
+        .iter()
+        .chain(&from_b)
+        .filter(|(_, id)| id.is_some())
+        .collect();
     let failed = from_a.len() + from_b.len() - acknowledged.len();
-    assert!(acknowledged.len() > 10, "the burst wrote: {} acknowledged", acknowledged.len());
+    assert!(
+        acknowledged.len() > 10,
+        "the burst wrote: {} acknowledged",
+        acknowledged.len()
+    );
     assert!(failed > 0, "the outage left writes unacknowledged");
     // Everyone catches up with the stream.
     let top = (0..3).map(|i| fleet.last_seq(i)).max().unwrap();
@@ -502,7 +559,10 @@ fn a_host_killed_during_writes_catches_up_from_its_log_and_the_stream() {
         written.extend(b.join().unwrap());
         written
     });
-    assert!(written.iter().all(|(_, id)| id.is_some()), "no failures without faults");
+    assert!(
+        written.iter().all(|(_, id)| id.is_some()),
+        "no failures without faults"
+    );
     // Kill b mid-burst of a's writes.
     let stop = AtomicBool::new(false);
     let (a, root) = (fleet.addr(0), fleet.root.clone());
@@ -517,7 +577,10 @@ fn a_host_killed_during_writes_catches_up_from_its_log_and_the_stream() {
         stop.store(true, Ordering::Release);
         a.join().unwrap()
     });
-    assert!(more.iter().all(|(_, id)| id.is_some()), "a dead host does not stop the others' writes");
+    assert!(
+        more.iter().all(|(_, id)| id.is_some()),
+        "a dead host does not stop the others' writes"
+    );
     fleet.hosts[1].served = None;
     fleet.start_host(1);
     let top = fleet.last_seq(0);
@@ -545,17 +608,38 @@ fn a_rogue_message_out_of_place_is_detected_and_never_applied() {
         cli(
             &rogue_dir,
             &[
-                "--chain-key-file", rk, "create", "--actor", "root", "--actor-role", "super-admin",
-                "--name", name, "--role", "super-admin",
+                "--chain-key-file",
+                rk,
+                "create",
+                "--actor",
+                "root",
+                "--actor-role",
+                "super-admin",
+                "--name",
+                name,
+                "--role",
+                "super-admin",
             ],
         );
     }
     let mut rogue = Served::start(
         &rogue_dir,
-        &["--chain-key-file", rk, "--nats", &fleet.url(), "--stream", "rogue", "--host-id", "rogue"],
+        &[
+            "--chain-key-file",
+            rk,
+            "--nats",
+            &fleet.url(),
+            "--stream",
+            "rogue",
+            "--host-id",
+            "rogue",
+        ],
     );
     assert!(rogue.terminate().is_some());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let client = async_nats::connect(fleet.url()).await.unwrap();
         let js = async_nats::jetstream::new(client.clone());
@@ -564,7 +648,11 @@ fn a_rogue_message_out_of_place_is_detected_and_never_applied() {
         // The rogue stream's first message holds both records; the fleet's stream is at
         // record 1, so only record 2 would fit. Publish the message whole: its record 1
         // does not follow the fleet's head.
-        js.publish("keyledger.keyledger.log", forged).await.unwrap().await.unwrap();
+        js.publish("keyledger.keyledger.log", forged)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     });
     for i in 0..2 {
         eventually(20, "the host halts", || {
@@ -572,8 +660,16 @@ fn a_rogue_message_out_of_place_is_detected_and_never_applied() {
             health.status == 503 && health.json()["reason"] == "halted"
         });
         assert_eq!(fleet.last_seq(i), 1, "nothing applied");
-        let refused = fleet.call(i, "POST", "/v1/keys", Some(json!({"name": "after", "roles": ["bot"]})));
-        assert_eq!((refused.status, refused.json()["error"].as_str()), (503, Some("fleet_halted")));
+        let refused = fleet.call(
+            i,
+            "POST",
+            "/v1/keys",
+            Some(json!({"name": "after", "roles": ["bot"]})),
+        );
+        assert_eq!(
+            (refused.status, refused.json()["error"].as_str()),
+            (503, Some("fleet_halted"))
+        );
     }
     let audit = fleet.stop_and_compare();
     assert_eq!(audit.len(), 1);
@@ -594,21 +690,49 @@ fn a_record_in_the_right_place_without_the_chain_key_is_refused() {
     cli(
         &rogue_dir,
         &[
-            "--chain-key-file", rk, "create", "--actor", "root", "--actor-role", "super-admin", "--name",
-            "first", "--role", "super-admin",
+            "--chain-key-file",
+            rk,
+            "create",
+            "--actor",
+            "root",
+            "--actor-role",
+            "super-admin",
+            "--name",
+            "first",
+            "--role",
+            "super-admin",
         ],
     );
     let out = cli(
         &rogue_dir,
         &[
-            "--chain-key-file", rk, "create", "--actor", "root", "--actor-role", "super-admin", "--name",
-            "root-admin", "--role", "super-admin", "--json",
+            "--chain-key-file",
+            rk,
+            "create",
+            "--actor",
+            "root",
+            "--actor-role",
+            "super-admin",
+            "--name",
+            "root-admin",
+            "--role",
+            "super-admin",
+            "--json",
         ],
     );
     let rogue_root: Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut rogue = Served::start(
         &rogue_dir,
-        &["--chain-key-file", rk, "--nats", &fleet.url(), "--stream", "rogue", "--host-id", "rogue"],
+        &[
+            "--chain-key-file",
+            rk,
+            "--nats",
+            &fleet.url(),
+            "--stream",
+            "rogue",
+            "--host-id",
+            "rogue",
+        ],
     );
     let created = http(
         rogue.addr,
@@ -623,20 +747,30 @@ fn a_record_in_the_right_place_without_the_chain_key_is_refused() {
     // The fleet's stream holds record 1; give it a record 2.
     let a = fleet.create(0, "real");
     let _ = a;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let client = async_nats::connect(fleet.url()).await.unwrap();
         let js = async_nats::jetstream::new(client.clone());
         let stream = js.get_stream("rogue").await.unwrap();
         // Message 2 of the rogue stream holds record 3 (the creation through the API).
         let forged = stream.direct_get(2).await.unwrap().payload;
-        js.publish("keyledger.keyledger.log", forged).await.unwrap().await.unwrap();
+        js.publish("keyledger.keyledger.log", forged)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     });
     eventually(20, "the host halts", || fleet.health(0).status == 503);
     let health = fleet.health(0).json();
     assert_eq!(health["reason"], "halted", "{health}");
     assert!(
-        health["fleet"]["halted"].as_str().unwrap().contains("stream message 3"),
+        health["fleet"]["halted"]
+            .as_str()
+            .unwrap()
+            .contains("stream message 3"),
         "{health}"
     );
     assert_eq!(fleet.last_seq(0), 2);
@@ -664,10 +798,14 @@ fn a_host_that_loses_the_server_goes_unhealthy_then_rejects_then_recovers() {
     // Forward-auth answers only 200, 401 and 403: a 403 that blames no key.
     eventually(20, "keys are rejected (stale)", || fleet.auth(1, &secret) == 403);
     assert!(lost.elapsed() >= Duration::from_secs(3));
-    let body = http(fleet.addr(1), "GET", "/auth", Some(&secret), None).unwrap().json();
+    let body = http(fleet.addr(1), "GET", "/auth", Some(&secret), None)
+        .unwrap()
+        .json();
     assert_eq!(body["reason"], "stale");
     fleet.nats.lock().unwrap().restart();
-    eventually(60, "recovers", || fleet.auth(1, &secret) == 200 && fleet.health(1).status == 200);
+    eventually(60, "recovers", || {
+        fleet.auth(1, &secret) == 200 && fleet.health(1).status == 200
+    });
     // And takes writes again.
     fleet.create(1, "after");
     fleet.converged(3);
@@ -688,7 +826,10 @@ fn a_host_without_the_chain_key_or_with_a_foreign_log_does_not_start() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("chain key"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chain key"),
+        "{out:?}"
+    );
 
     // A store with the right key but its own history.
     let other = fleet.dir.path().join("other");
@@ -696,17 +837,37 @@ fn a_host_without_the_chain_key_or_with_a_foreign_log_does_not_start() {
     cli(
         &other,
         &[
-            "--chain-key-file", &ck, "create", "--actor", "root", "--actor-role", "super-admin", "--name",
-            "not-the-root", "--role", "super-admin",
+            "--chain-key-file",
+            &ck,
+            "create",
+            "--actor",
+            "root",
+            "--actor-role",
+            "super-admin",
+            "--name",
+            "not-the-root",
+            "--role",
+            "super-admin",
         ],
     );
     let out = keyledger(&other)
-        .args(["--chain-key-file", &ck, "serve", "--listen", "127.0.0.1:0", "--nats", &url])
+        .args([
+            "--chain-key-file",
+            &ck,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--nats",
+            &url,
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("stream message 1") && stderr.contains("record 1 differs"), "{stderr}");
+    assert!(
+        stderr.contains("stream message 1") && stderr.contains("record 1 differs"),
+        "{stderr}"
+    );
     fleet.stop_and_compare();
 }

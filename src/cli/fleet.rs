@@ -112,7 +112,10 @@ impl FleetArgs {
             o = o.tls_client_certificate(cert.clone(), key.clone());
         }
         let set = [
-            (self.heartbeat, FleetOptions::heartbeat as fn(FleetOptions, Duration) -> FleetOptions),
+            (
+                self.heartbeat,
+                FleetOptions::heartbeat as fn(FleetOptions, Duration) -> FleetOptions,
+            ),
             (self.lease, FleetOptions::lease),
             (self.confirm_timeout, FleetOptions::confirm_timeout),
             (self.stale_serve, FleetOptions::stale_serve),

@@ -113,3 +113,104 @@ impl Log for MemLog {
         Box::new(self.clone())
     }
 }
+
+/// A shared log held in memory, for tests: every clone appends to the same stream, and
+/// every follower is handed each message as it is appended.
+#[cfg(test)]
+#[derive(Default, Clone)]
+pub(crate) struct MemShared {
+    state: Arc<std::sync::Mutex<SharedState>>,
+}
+
+#[cfg(test)]
+#[derive(Default)]
+struct SharedState {
+    messages: Vec<Vec<u8>>,
+    followers: Vec<crossbeam_channel::Sender<super::Delivered>>,
+    /// While set, appends fail as if the stream did not answer.
+    unreachable: bool,
+}
+
+#[cfg(test)]
+impl MemShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends `message` as another writer would (a rogue one, say), unchecked.
+    pub(crate) fn inject(&self, message: Vec<u8>) {
+        let mut state = self.lock();
+        state.messages.push(message.clone());
+        let position = state.messages.len() as u64;
+        state
+            .followers
+            .retain(|f| f.send(Ok((position, message.clone()))).is_ok());
+    }
+
+    pub(crate) fn set_unreachable(&self, yes: bool) {
+        self.lock().unreachable = yes;
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().messages.len()
+    }
+}
+
+#[cfg(test)]
+impl super::SharedLog for MemShared {
+    fn append(&mut self, after: u64, message: &[u8]) -> Result<u64, super::AppendError> {
+        let state = self.lock();
+        if state.unreachable {
+            return Err(super::AppendError::Uncertain(LogError::Engine(
+                "unreachable".into(),
+            )));
+        }
+        if state.messages.len() as u64 != after {
+            return Err(super::AppendError::Conflict);
+        }
+        if message.len() > self.max_message_bytes() {
+            return Err(super::AppendError::TooLarge {
+                limit: self.max_message_bytes(),
+            });
+        }
+        drop(state);
+        self.inject(message.to_vec());
+        Ok(after + 1)
+    }
+
+    fn last(&mut self) -> Result<u64, LogError> {
+        Ok(self.lock().messages.len() as u64)
+    }
+
+    fn get(&mut self, position: u64) -> Result<Vec<u8>, LogError> {
+        let state = self.lock();
+        usize::try_from(position)
+            .ok()
+            .and_then(|p| p.checked_sub(1))
+            .and_then(|p| state.messages.get(p).cloned())
+            .ok_or_else(|| LogError::Engine(format!("no message {position}")))
+    }
+
+    fn follow(&mut self, from: u64) -> Result<crossbeam_channel::Receiver<super::Delivered>, LogError> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut state = self.lock();
+        for (i, m) in state
+            .messages
+            .iter()
+            .enumerate()
+            .skip(from.saturating_sub(1) as usize)
+        {
+            let _ = tx.send(Ok((i as u64 + 1, m.clone())));
+        }
+        state.followers.push(tx);
+        Ok(rx)
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        1 << 20
+    }
+
+    fn announce(&mut self, _fleet: Arc<crate::fleet::Fleet>) -> Result<(), LogError> {
+        Ok(())
+    }
+}

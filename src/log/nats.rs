@@ -22,9 +22,9 @@ use crossbeam_channel::Receiver;
 use futures_util::StreamExt;
 
 use super::{AppendError, Delivered, LogError, SharedLog};
+use crate::Error;
 use crate::codec::{self, HostHead};
 use crate::fleet::{Auth, Fleet, FleetOptions};
-use crate::Error;
 
 /// How long appends are remembered for deduplication.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -103,7 +103,8 @@ impl NatsLog {
                         }
                         announcer.check_staleness(|| {
                             let mut s = stream.clone();
-                            let info = handle.block_on(async { tokio::time::timeout(patience, s.info()).await });
+                            let info =
+                                handle.block_on(async { tokio::time::timeout(patience, s.info()).await });
                             info.ok()?.ok().map(|i| i.state.last_sequence)
                         });
                     }
@@ -141,7 +142,7 @@ impl NatsLog {
 async fn connect(options: &FleetOptions) -> Result<(async_nats::Client, jetstream::Context), Error> {
     let unavailable = |e: String| Error::StreamUnavailable { reason: e };
     let mut connect = ConnectOptions::new()
-                .name(format!("keyledger {}", options.host))
+        .name(format!("keyledger {}", options.host))
         .connection_timeout(options.request_timeout)
         .request_timeout(Some(options.request_timeout))
         .max_reconnects(None)
@@ -177,7 +178,9 @@ pub(crate) type Announced = (String, HostHead, Duration);
 /// The stream's last position and every host's announced head with its age, read without
 /// joining (nothing is created).
 pub(crate) fn survey(options: &FleetOptions) -> Result<(u64, Vec<Announced>), Error> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let (_client, js) = connect(options).await?;
         let missing = |what: String| Error::StreamUnavailable { reason: what };
@@ -248,7 +251,10 @@ async fn find_stream(js: &jetstream::Context, options: &FleetOptions) -> Result<
     let c = &info.config;
     let problem = if !c.deny_delete || !c.deny_purge {
         Some("allows deleting or purging messages")
-    } else if c.max_messages != -1 || c.max_bytes != -1 || !c.max_age.is_zero() || c.max_messages_per_subject != -1
+    } else if c.max_messages != -1
+        || c.max_bytes != -1
+        || !c.max_age.is_zero()
+        || c.max_messages_per_subject != -1
     {
         Some("has limits that would discard messages")
     } else if c.allow_rollup {
@@ -261,7 +267,10 @@ async fn find_stream(js: &jetstream::Context, options: &FleetOptions) -> Result<
     match problem {
         Some(why) => Err(Error::invalid(
             "stream",
-            format!("stream {} {why}: a keyledger log must keep every message", options.stream),
+            format!(
+                "stream {} {why}: a keyledger log must keep every message",
+                options.stream
+            ),
         )),
         None => Ok(stream),
     }

@@ -378,12 +378,7 @@ type KeyAction = fn(&KeyStore, &Actor, KeyId) -> Result<Option<Vec<String>>, Err
 
 /// An action on one key that takes no body (delete, disable, enable): the key's view after
 /// it, with the hosts that had not confirmed a revocation.
-async fn act_on_key(
-    shared: &Shared,
-    id: &str,
-    request: Request,
-    to: KeyAction,
-) -> Result<Response, Reject> {
+async fn act_on_key(shared: &Shared, id: &str, request: Request, to: KeyAction) -> Result<Response, Reject> {
     let (parts, _) = request.into_parts();
     let admitted = shared.admit(&parts).await?;
     let id = key_id(id)?;
