@@ -85,11 +85,12 @@ pub struct KeyJson {
     /// The secret: present only in a creation's answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// Present only in a revocation's answer (delete, disable, unwhitelist): the live
-    /// hosts of the fleet that had not applied it when the wait ended (empty when every
-    /// one did, and always for a single host).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unconfirmed: Option<Vec<String>>,
+    /// In a revocation's answer (delete, disable, unwhitelist) on a host of a fleet: the
+    /// live hosts that had not applied it when the wait ended. Absent when there are none
+    /// (every live host confirmed, or a single host), so a single host's answers are those
+    /// of the command line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unconfirmed: Vec<String>,
 }
 
 /// Who deleted a key, and when: [`KeyJson::deleted`].
@@ -125,7 +126,7 @@ impl From<&KeyView> for KeyJson {
             imported: view.imported,
             hint: view.hint.clone(),
             key: None,
-            unconfirmed: None,
+            unconfirmed: Vec::new(),
         }
     }
 }
@@ -172,8 +173,8 @@ pub struct RollJson {
     /// RFC 3339: until when the previous secret verifies (the roll's own time for no grace).
     pub previous_valid_until: String,
     /// For a roll with no grace: the live hosts of the fleet that had not applied it
-    /// when the wait ended (see [`KeyJson::unconfirmed`]).
-    #[serde(default)]
+    /// when the wait ended; absent when there are none (see [`KeyJson::unconfirmed`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unconfirmed: Vec<String>,
 }
 

@@ -85,9 +85,10 @@ impl NatsLog {
         let handle = self.rt.handle().clone();
         let announcer = Arc::clone(&fleet);
         let stream = self.stream.clone();
-        // Out of touch, a request waits no longer than a heartbeat: the staleness limits
-        // are checked once per heartbeat, whatever the server does.
-        let patience = fleet.options.heartbeat;
+        // Out of touch, a request waits no longer than a heartbeat (and at least a
+        // second, so a busy machine is not taken for a lost server): the staleness limits
+        // are checked at least that often, whatever the server does.
+        let patience = fleet.options.heartbeat.max(Duration::from_secs(1));
         self.heads.push(
             std::thread::Builder::new()
                 .name("keyledger-announce".into())

@@ -251,7 +251,7 @@ async fn delete(
     request: Request,
 ) -> Result<Response, Reject> {
     act_on_key(&shared, &id, request, |store, actor, id| {
-        store.delete_key(actor, id).map(|r| Some(r.unconfirmed))
+        store.delete_key(actor, id).map(|r| r.unconfirmed)
     })
     .await
 }
@@ -312,7 +312,7 @@ async fn unwhitelist(
                 store.unwhitelist_ip(&actor, id, nets)?
             };
             let mut answer = KeyJson::from(&view_of(store, id)?);
-            answer.unconfirmed = Some(revoked.unconfirmed);
+            answer.unconfirmed = revoked.unconfirmed;
             Ok(answer)
         })
         .await?;
@@ -356,7 +356,7 @@ async fn disable(
     request: Request,
 ) -> Result<Response, Reject> {
     act_on_key(&shared, &id, request, |store, actor, id| {
-        store.disable_key(actor, id).map(|r| Some(r.unconfirmed))
+        store.disable_key(actor, id).map(|r| r.unconfirmed)
     })
     .await
 }
@@ -368,13 +368,13 @@ async fn enable(
     request: Request,
 ) -> Result<Response, Reject> {
     act_on_key(&shared, &id, request, |store, actor, id| {
-        store.enable_key(actor, id).map(|_| None)
+        store.enable_key(actor, id).map(|_| Vec::new())
     })
     .await
 }
 
 /// What [`act_on_key`] does: the hosts that had not confirmed, for a revocation.
-type KeyAction = fn(&KeyStore, &Actor, KeyId) -> Result<Option<Vec<String>>, Error>;
+type KeyAction = fn(&KeyStore, &Actor, KeyId) -> Result<Vec<String>, Error>;
 
 /// An action on one key that takes no body (delete, disable, enable): the key's view after
 /// it, with the hosts that had not confirmed a revocation.
