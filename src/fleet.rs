@@ -665,6 +665,10 @@ pub(crate) struct Replica {
     position: u64,
     /// Messages as they are appended, from the stream.
     pub(crate) incoming: Receiver<Delivered>,
+    /// While a lost race is caught up with: the hash of this host's own message, which may
+    /// be in the stream already (an append whose answer was lost, sent again), and where
+    /// it was found.
+    own: Option<([u8; 32], Option<u64>)>,
 }
 
 /// How appending a batch ended.
@@ -673,6 +677,9 @@ pub(crate) enum Appended {
     At(u64),
     /// Another host appended first; its messages are applied: prepare again.
     Lost,
+    /// The message was in the stream already, at this position (an append whose answer
+    /// was lost, sent again), and is applied with the others: nothing left to write.
+    Applied(u64),
     /// The message is too large for the stream.
     TooLarge(usize),
 }
@@ -707,6 +714,7 @@ impl Replica {
             fleet,
             position,
             incoming,
+            own: None,
         };
         replica.set_position(log, position)?;
         replica.fleet.applied(head, position);
@@ -807,6 +815,12 @@ impl Replica {
         let mut result = Ok(());
         let mut applied_to = self.position;
         for (pos, bytes) in batch {
+            if let Some((own, found)) = self.own.as_mut()
+                && found.is_none()
+                && blake3::hash(&bytes).as_bytes() == own
+            {
+                *found = Some(pos);
+            }
             let checked = codec::decode_message(&bytes, pos).and_then(|m| {
                 let head = ledger.head();
                 if m.first != head.seq + 1 {
@@ -874,15 +888,27 @@ impl Replica {
         entries: &[Entry],
     ) -> Result<Appended, Error> {
         let message = codec::encode_message(entries)?;
-        match self.shared.append(self.position, &message) {
+        // An append the stream did not answer is sent once more, the same bytes: if the
+        // first one landed, the stream's deduplication answers with its position.
+        let mut appended = self.shared.append(self.position, &message);
+        if matches!(appended, Err(AppendError::Uncertain(_))) {
+            appended = self.shared.append(self.position, &message);
+        }
+        match appended {
             Ok(at) => {
                 self.fleet.contact();
                 Ok(Appended::At(at))
             }
             Err(AppendError::Conflict) => {
+                // The stream checks the position before it deduplicates: a resent message
+                // that landed the first time is a conflict, and is found among the
+                // messages the catch-up applies.
                 self.fleet.contact();
-                self.poll(log, ledger)?;
-                Ok(Appended::Lost)
+                self.own = Some((*blake3::hash(&message).as_bytes(), None));
+                let caught_up = self.poll(log, ledger);
+                let found = self.own.take().and_then(|(_, found)| found);
+                caught_up?;
+                Ok(found.map_or(Appended::Lost, Appended::Applied))
             }
             Err(AppendError::TooLarge { limit }) => Ok(Appended::TooLarge(limit)),
             Err(AppendError::Uncertain(e)) => Err(Error::StreamUnavailable {

@@ -1721,6 +1721,15 @@ impl Writer {
                     self.appended_at = position;
                     break (prepared, commands.len());
                 }
+                Ok(Appended::Applied(_)) => {
+                    // The same records, applied already: answer as prepared.
+                    let commands: Vec<&Command> = now.iter().map(|p| &p.command).collect();
+                    self.refusals(&commands, &prepared.outcomes);
+                    for (p, outcome) in now.into_iter().zip(prepared.outcomes) {
+                        let _ = p.reply.send(outcome);
+                    }
+                    return Ok(());
+                }
                 Ok(Appended::Lost) if races < Replica::max_races() => races += 1,
                 Ok(Appended::Lost) => {
                     let e = Error::StreamUnavailable {
@@ -2157,5 +2166,11 @@ mod fleet_tests {
         assert_eq!((a.last_seq(), shared.len()), (0, 0));
         a.create_key(&root, NewKey::new("fine").role("bot")).unwrap();
         assert_eq!((a.last_seq(), shared.len()), (1, 1));
+        // An append that landed but whose answer was lost is sent again and acknowledged
+        // once: the shared log holds it once.
+        shared.lose_next_answer();
+        a.create_key(&root, NewKey::new("answer lost").role("bot"))
+            .unwrap();
+        assert_eq!((a.last_seq(), shared.len()), (2, 2));
     }
 }

@@ -129,6 +129,8 @@ struct SharedState {
     followers: Vec<crossbeam_channel::Sender<super::Delivered>>,
     /// While set, appends fail as if the stream did not answer.
     unreachable: bool,
+    /// While set, appends are stored but their answer is lost, once each.
+    lose_answers: bool,
 }
 
 #[cfg(test)]
@@ -151,6 +153,11 @@ impl MemShared {
         self.lock().unreachable = yes;
     }
 
+    /// The next append is stored, but its answer is lost.
+    pub(crate) fn lose_next_answer(&self) {
+        self.lock().lose_answers = true;
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.lock().messages.len()
     }
@@ -159,22 +166,33 @@ impl MemShared {
 #[cfg(test)]
 impl super::SharedLog for MemShared {
     fn append(&mut self, after: u64, message: &[u8]) -> Result<u64, super::AppendError> {
-        let state = self.lock();
+        let mut state = self.lock();
         if state.unreachable {
             return Err(super::AppendError::Uncertain(LogError::Engine(
                 "unreachable".into(),
             )));
         }
+        // As JetStream: the position is checked first, then the message id (the same
+        // bytes again are answered with the position they already have).
         if state.messages.len() as u64 != after {
             return Err(super::AppendError::Conflict);
+        }
+        if let Some(at) = state.messages.iter().position(|m| m == message) {
+            return Ok(at as u64 + 1);
         }
         if message.len() > self.max_message_bytes() {
             return Err(super::AppendError::TooLarge {
                 limit: self.max_message_bytes(),
             });
         }
+        let lost = std::mem::take(&mut state.lose_answers);
         drop(state);
         self.inject(message.to_vec());
+        if lost {
+            return Err(super::AppendError::Uncertain(LogError::Engine(
+                "no answer".into(),
+            )));
+        }
         Ok(after + 1)
     }
 
