@@ -1127,10 +1127,14 @@ const MESSAGE_VERSION: u16 = 1;
 /// No stream message may be larger; decoding stops at this many bytes.
 pub(crate) const MAX_MESSAGE_BYTES: u64 = 64 << 20;
 
+/// The longest origin (host id) a message may name.
+const MAX_ORIGIN_BYTES: usize = 64;
+
 #[derive(Serialize)]
 struct MessageRefV1<'a> {
     magic: [u8; 8],
     version: u16,
+    origin: &'a str,
     entries: &'a [Entry],
 }
 
@@ -1138,6 +1142,7 @@ struct MessageRefV1<'a> {
 struct MessageV1 {
     magic: [u8; 8],
     version: u16,
+    origin: String,
     entries: Vec<Entry>,
 }
 
@@ -1146,17 +1151,25 @@ struct MessageV1 {
 /// checked; the ledger does that.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct StreamMessage {
+    /// The host that appended it (it proves nothing: any publisher can write any name).
+    pub(crate) origin: String,
     pub(crate) entries: Vec<Entry>,
     pub(crate) first: u64,
     pub(crate) last: u64,
 }
 
-/// One message of a shared log: the entries one writer batch appends, in order.
-pub(crate) fn encode_message(entries: &[Entry]) -> Result<Vec<u8>, Error> {
+/// One message of a shared log: the entries one writer batch of host `origin` appends, in
+/// order. The origin makes two hosts' messages differ even when their records are the
+/// same bytes (the same command, by the same actor, in the same microsecond).
+pub(crate) fn encode_message(origin: &str, entries: &[Entry]) -> Result<Vec<u8>, Error> {
+    if origin.len() > MAX_ORIGIN_BYTES {
+        return Err(Error::invalid("host id", "longer than 64 bytes"));
+    }
     options(MAX_MESSAGE_BYTES)
         .serialize(&MessageRefV1 {
             magic: MESSAGE_MAGIC,
             version: MESSAGE_VERSION,
+            origin,
             entries,
         })
         .map_err(|e| Error::invalid("stream message", e.to_string()))
@@ -1182,6 +1195,9 @@ pub(crate) fn decode_message(bytes: &[u8], position: u64) -> Result<StreamMessag
     if wire.magic != MESSAGE_MAGIC || wire.version != MESSAGE_VERSION {
         return Err(bad(0, "not a keyledger message".into()));
     }
+    if wire.origin.len() > MAX_ORIGIN_BYTES {
+        return Err(bad(0, "its origin is longer than 64 bytes".into()));
+    }
     let first = wire
         .entries
         .first()
@@ -1204,6 +1220,7 @@ pub(crate) fn decode_message(bytes: &[u8], position: u64) -> Result<StreamMessag
             .ok_or_else(|| bad(*key, "its sequence numbers overflow".into()))?;
     }
     Ok(StreamMessage {
+        origin: wire.origin,
         entries: wire.entries,
         first,
         last: next - 1,
@@ -1637,22 +1654,28 @@ pub(crate) mod tests {
     #[test]
     fn a_stream_message_round_trips_and_a_misshapen_one_is_refused() {
         let entries = vec![block_at(7, 3), block_at(10, 2)];
-        let bytes = encode_message(&entries).unwrap();
+        let bytes = encode_message("host-a", &entries).unwrap();
         let decoded = decode_message(&bytes, 4).unwrap();
         assert_eq!((decoded.first, decoded.last), (7, 11));
         assert_eq!(decoded.entries, entries);
+        assert_eq!(decoded.origin, "host-a");
+        assert!(encode_message(&"h".repeat(65), &entries).is_err());
 
-        let gap = encode_message(&[block_at(7, 3), block_at(11, 2)]).unwrap();
+        let gap = encode_message("host-a", &[block_at(7, 3), block_at(11, 2)]).unwrap();
         assert!(decode_message(&gap, 4).is_err());
-        assert!(decode_message(&encode_message(&[]).unwrap(), 4).is_err());
-        assert!(decode_message(&encode_message(&[block_at(0, 1)]).unwrap(), 4).is_err());
+        assert!(decode_message(&encode_message("host-a", &[]).unwrap(), 4).is_err());
+        assert!(decode_message(&encode_message("host-a", &[block_at(0, 1)]).unwrap(), 4).is_err());
         let mut trailing = bytes.clone();
         trailing.push(0);
         assert!(decode_message(&trailing, 4).is_err());
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x01;
-            assert!(decode_message(&bad, 4).is_err(), "byte {i}");
+            match decode_message(&bad, 4) {
+                // The origin names a host and proves nothing: another name still decodes.
+                Ok(m) if (18..24).contains(&i) => assert_ne!(m.origin, "host-a"),
+                other => assert!(other.is_err(), "byte {i}"),
+            }
         }
         let mut newer = bytes.clone();
         newer[8] = 2;

@@ -654,6 +654,9 @@ impl Fleet {
 /// bytes of entries: bounds the write a catch-up makes between syncs.
 const APPLY_MESSAGES: usize = 4096;
 const APPLY_BYTES: usize = 8 << 20;
+/// The local log is synced when idle, at close, and once this many bytes are unsynced:
+/// the stream is the record, and acknowledges a write before this host's disk does.
+const SYNC_BYTES: usize = 8 << 20;
 /// How many times a batch is prepared again after losing the race to append.
 const MAX_RACES: usize = 64;
 
@@ -669,6 +672,8 @@ pub(crate) struct Replica {
     /// be in the stream already (an append whose answer was lost, sent again), and where
     /// it was found.
     own: Option<([u8; 32], Option<u64>)>,
+    /// Bytes of entries written to the local log since its last sync.
+    unsynced: usize,
 }
 
 /// How appending a batch ended.
@@ -677,9 +682,9 @@ pub(crate) enum Appended {
     At(u64),
     /// Another host appended first; its messages are applied: prepare again.
     Lost,
-    /// The message was in the stream already, at this position (an append whose answer
-    /// was lost, sent again), and is applied with the others: nothing left to write.
-    Applied(u64),
+    /// The message was in the stream already (an append whose answer was lost, sent
+    /// again), and is applied with the others: nothing left to write.
+    Applied,
     /// The message is too large for the stream.
     TooLarge(usize),
 }
@@ -704,7 +709,7 @@ impl Replica {
             .map_or(0, u64::from_le_bytes);
         let mut position = 0;
         if last == 0 && head.seq > 0 {
-            position = bootstrap(&mut *shared, log)?;
+            position = bootstrap(&mut *shared, log, fleet.host())?;
         } else if head.seq > 0 || stored > 0 {
             position = find_prefix(&mut *shared, log, head.seq, stored, last)?;
         }
@@ -715,6 +720,7 @@ impl Replica {
             position,
             incoming,
             own: None,
+            unsynced: 0,
         };
         replica.set_position(log, position)?;
         replica.fleet.applied(head, position);
@@ -856,7 +862,8 @@ impl Replica {
             })
             .map_err(|e| self.halting(Error::from(e)))?;
             self.set_position(log, applied_to)?;
-            log.sync().map_err(|e| self.halting(Error::from(e)))?;
+            self.unsynced += entries.iter().map(|e| e.1.len()).sum::<usize>();
+            self.sync_if_due(log)?;
             self.fleet.applied(head, applied_to);
         }
         if let Err(e) = result {
@@ -887,7 +894,7 @@ impl Replica {
         ledger: &Ledger,
         entries: &[Entry],
     ) -> Result<Appended, Error> {
-        let message = codec::encode_message(entries)?;
+        let message = codec::encode_message(self.fleet.host(), entries)?;
         // An append the stream did not answer is sent once more, the same bytes: if the
         // first one landed, the stream's deduplication answers with its position.
         let mut appended = self.shared.append(self.position, &message);
@@ -908,7 +915,11 @@ impl Replica {
                 let caught_up = self.poll(log, ledger);
                 let found = self.own.take().and_then(|(_, found)| found);
                 caught_up?;
-                Ok(found.map_or(Appended::Lost, Appended::Applied))
+                Ok(if found.is_some() {
+                    Appended::Applied
+                } else {
+                    Appended::Lost
+                })
             }
             Err(AppendError::TooLarge { limit }) => Ok(Appended::TooLarge(limit)),
             Err(AppendError::Uncertain(e)) => Err(Error::StreamUnavailable {
@@ -917,10 +928,29 @@ impl Replica {
         }
     }
 
-    /// Writes this host's own appended message (at `position`) to the local log, after the
-    /// stream took it: entries, head and position, with one sync.
-    pub(crate) fn written(&mut self, log: &mut dyn Log, position: u64) -> Result<(), Error> {
-        self.set_position(log, position)
+    /// This host's own message, appended at `position`, was written to the local log
+    /// (`bytes` of entries): records the position, and syncs if enough is unsynced.
+    pub(crate) fn written(&mut self, log: &mut dyn Log, position: u64, bytes: usize) -> Result<(), Error> {
+        self.set_position(log, position)?;
+        self.unsynced += bytes;
+        self.sync_if_due(log)
+    }
+
+    fn sync_if_due(&mut self, log: &mut dyn Log) -> Result<(), Error> {
+        if self.unsynced >= SYNC_BYTES {
+            self.settle(log)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the local log if anything was written since the last sync. The stream holds
+    /// everything already: a crash before this only costs the restart a longer catch-up.
+    pub(crate) fn settle(&mut self, log: &mut dyn Log) -> Result<(), Error> {
+        if self.unsynced > 0 {
+            log.sync().map_err(|e| self.halting(Error::from(e)))?;
+            self.unsynced = 0;
+        }
+        Ok(())
     }
 
     pub(crate) fn max_races() -> usize {
@@ -930,7 +960,7 @@ impl Replica {
 
 /// Publishes the local log as an empty stream's beginning, in messages of at most the
 /// stream's size; returns the last position.
-fn bootstrap(shared: &mut dyn SharedLog, log: &mut dyn Log) -> Result<u64, Error> {
+fn bootstrap(shared: &mut dyn SharedLog, log: &mut dyn Log, origin: &str) -> Result<u64, Error> {
     let limit = shared.max_message_bytes().saturating_sub(1024).max(64 << 10);
     let mut position = 0;
     let mut pending: Vec<Entry> = Vec::new();
@@ -939,7 +969,7 @@ fn bootstrap(shared: &mut dyn SharedLog, log: &mut dyn Log) -> Result<u64, Error
         if pending.is_empty() {
             return Ok(());
         }
-        let message = codec::encode_message(pending)?;
+        let message = codec::encode_message(origin, pending)?;
         *position = match shared.append(*position, &message) {
             Ok(at) => at,
             Err(AppendError::Conflict) => {

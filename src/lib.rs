@@ -142,7 +142,8 @@ pub mod fuzzing {
         let Ok(message) = codec::decode_message(bytes, 1) else {
             return false;
         };
-        let again = codec::encode_message(&message.entries).expect("a decoded message encodes");
+        let again =
+            codec::encode_message(&message.origin, &message.entries).expect("a decoded message encodes");
         assert_eq!(again, bytes, "decode then encode changed the message");
         assert!(message.first <= message.last);
         let ledger = crate::ledger::Ledger::new(Chain::new(None));
@@ -150,9 +151,9 @@ pub mod fuzzing {
         true
     }
 
-    /// Wraps entries in a stream message, as a writer batch is appended.
-    pub fn encode_stream_message(entries: &[(u64, Vec<u8>)]) -> Vec<u8> {
-        codec::encode_message(entries).unwrap_or_default()
+    /// Wraps entries in a stream message, as a writer batch of host `origin` is appended.
+    pub fn encode_stream_message(origin: &str, entries: &[(u64, Vec<u8>)]) -> Vec<u8> {
+        codec::encode_message(origin, entries).unwrap_or_default()
     }
 
     /// Splits a log entry into records; if it is a block that splits, checks that building

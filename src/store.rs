@@ -1551,6 +1551,9 @@ impl Writer {
         if self.unacknowledged_from.is_some() && self.roll_back() {
             let _ = self.log.sync();
         }
+        if let Some(replica) = self.replica.as_mut() {
+            let _ = replica.settle(&mut *self.log);
+        }
         let damaged = self.integrity.refusal().is_some();
         if let Some(s) = self.snapshots.as_mut() {
             // A damaged state is never saved: the next open must find the damage again.
@@ -1666,10 +1669,15 @@ impl Writer {
             entries,
             head: &head,
         })?;
-        if let Some(replica) = self.replica.as_mut() {
-            replica.written(&mut *self.log, self.appended_at)?;
+        match self.replica.as_mut() {
+            // The shared log acknowledged the entries: the local log is a copy of it,
+            // synced when idle (a crash only lengthens the next catch-up).
+            Some(replica) => {
+                let bytes = entries.iter().map(|e| e.1.len()).sum();
+                replica.written(&mut *self.log, self.appended_at, bytes)?;
+            }
+            None => self.log.sync()?,
         }
-        self.log.sync()?;
         Ok(())
     }
 
@@ -1684,10 +1692,11 @@ impl Writer {
     /// When idle: reads the shared log's end and catches up with it, in case deliveries
     /// stalled.
     fn poll_shared(&mut self) {
-        if let Some(replica) = self.replica.as_mut()
-            && replica.fleet.halted().is_none()
-        {
-            let _ = replica.poll(&mut *self.log, &self.ledger);
+        if let Some(replica) = self.replica.as_mut() {
+            let _ = replica.settle(&mut *self.log);
+            if replica.fleet.halted().is_none() {
+                let _ = replica.poll(&mut *self.log, &self.ledger);
+            }
         }
     }
 
@@ -1721,7 +1730,7 @@ impl Writer {
                     self.appended_at = position;
                     break (prepared, commands.len());
                 }
-                Ok(Appended::Applied(_)) => {
+                Ok(Appended::Applied) => {
                     // The same records, applied already: answer as prepared.
                     let commands: Vec<&Command> = now.iter().map(|p| &p.command).collect();
                     self.refusals(&commands, &prepared.outcomes);
@@ -2123,7 +2132,7 @@ mod fleet_tests {
             .unwrap();
         let entries: Vec<crate::log::Entry> = forger.trail.scan(2).map(Result::unwrap).collect();
         assert_eq!(entries.len(), 1);
-        shared.inject(codec::encode_message(&entries).unwrap());
+        shared.inject(codec::encode_message("forger", &entries).unwrap());
         until("a halts", || a.fleet_status().unwrap().halted.is_some());
         assert_eq!(a.last_seq(), 1);
         assert!(a.keys().iter().all(|k| k.name != "forged"));

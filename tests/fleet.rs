@@ -490,7 +490,7 @@ fn names_on(fleet: &Fleet, i: usize) -> BTreeMap<String, String> {
 /// acknowledged key is on every host; one that was not is on all or on none.
 #[test]
 fn killing_the_server_mid_burst_loses_no_acknowledged_write_and_no_host_diverges() {
-    let mut fleet = Fleet::start(&["a", "b", "c"], &[]);
+    let mut fleet = Fleet::start(&["a", "b", "c"], &["--nats-timeout", "1s"]);
     let stop = AtomicBool::new(false);
     let (from_a, from_b) = std::thread::scope(|s| {
         let (a, b, root) = (fleet.addr(0), fleet.addr(1), fleet.root.as_str());
@@ -499,9 +499,9 @@ fn killing_the_server_mid_burst_loses_no_acknowledged_write_and_no_host_diverges
         let b = s.spawn(move || burst(b, root, "b", stop));
         std::thread::sleep(Duration::from_millis(800));
         fleet.nats.lock().unwrap().kill9();
-        // Longer than a host waits for an append (5 s): the writes in flight then are
-        // not acknowledged, and may or may not land.
-        std::thread::sleep(Duration::from_millis(6500));
+        // Longer than a host waits for an append and its one resend (1 s each here): the
+        // writes in flight then are not acknowledged, and may or may not land.
+        std::thread::sleep(Duration::from_millis(3500));
         fleet.nats.lock().unwrap().restart();
         std::thread::sleep(Duration::from_millis(1500));
         stop.store(true, Ordering::Release);

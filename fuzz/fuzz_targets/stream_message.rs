@@ -10,6 +10,6 @@ fuzz_target!(|bytes: &[u8]| {
     keyledger::fuzzing::stream_message(bytes);
     // The same bytes as the body of one entry, wrapped as a writer wraps a batch: the
     // envelope holds whatever it is given, and decoding checks the entry.
-    let wrapped = keyledger::fuzzing::encode_stream_message(&[(1, bytes.to_vec())]);
+    let wrapped = keyledger::fuzzing::encode_stream_message("fuzz", &[(1, bytes.to_vec())]);
     keyledger::fuzzing::stream_message(&wrapped);
 });

@@ -70,6 +70,9 @@ pub(super) struct FleetArgs {
     /// After losing the shared log this long, every key is rejected until caught up (default 60s)
     #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
     stale_reject: Option<Duration>,
+    /// How long one request to the NATS server may take, an append included (default 5s)
+    #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
+    nats_timeout: Option<Duration>,
 }
 
 /// The first line of a secret file.
@@ -120,6 +123,7 @@ impl FleetArgs {
             (self.confirm_timeout, FleetOptions::confirm_timeout),
             (self.stale_serve, FleetOptions::stale_serve),
             (self.stale_reject, FleetOptions::stale_reject),
+            (self.nats_timeout, FleetOptions::request_timeout),
         ];
         for (value, setter) in set {
             if let Some(v) = value {
