@@ -634,6 +634,50 @@ pub fn read_import_lines(input: impl BufRead) -> Result<Vec<ExistingKey>, Error>
     Ok(keys)
 }
 
+/// A host of a fleet: a line of `keyledger fleet --json`, and an item of `/v1/fleet`'s
+/// `hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct HostJson {
+    /// Its id.
+    pub host: String,
+    /// Whether it is the host that answers (always false from `keyledger fleet`).
+    pub this_host: bool,
+    /// The sequence number of the last record it applied.
+    pub seq: u64,
+    /// The stream position of the last message it applied.
+    pub position: u64,
+    /// Records behind the answering host (or the most advanced host).
+    pub lag: u64,
+    /// Milliseconds since it was last heard from.
+    pub heard_ms: u128,
+    /// Heard from within the lease.
+    pub live: bool,
+    /// Milliseconds it has been out of touch with the shared log, as it last said.
+    pub stale_ms: u128,
+    /// It stopped writing.
+    pub halted: bool,
+    /// Its record at its head differs from the answering host's record there.
+    pub diverged: bool,
+}
+
+impl From<&crate::HostStatus> for HostJson {
+    fn from(h: &crate::HostStatus) -> Self {
+        HostJson {
+            host: h.host.clone(),
+            this_host: h.this_host,
+            seq: h.seq,
+            position: h.position,
+            lag: h.lag,
+            heard_ms: h.heard.as_millis(),
+            live: h.live,
+            stale_ms: h.stale_for.as_millis(),
+            halted: h.halted,
+            diverged: h.diverged,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,7 +94,7 @@ pub use crate::http::{
 };
 #[cfg(feature = "json")]
 pub use crate::json::{
-    AuditFilter, AuditJson, DeletedJson, ErrorJson, ImportedJson, KeyJson, MAX_IMPORT_BYTES,
+    AuditFilter, AuditJson, DeletedJson, ErrorJson, HostJson, ImportedJson, KeyJson, MAX_IMPORT_BYTES,
     MAX_IMPORT_LINE_BYTES, MAX_IMPORT_LINES, RefusedJson, RollJson, WhoamiJson, parse_grace, parse_lifetime,
     read_import_lines, rfc3339,
 };

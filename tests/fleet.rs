@@ -357,6 +357,19 @@ fn keys_created_on_each_host_verify_on_all_and_a_delete_is_rejected_everywhere_w
     assert_eq!(audit.len(), 7);
 }
 
+/// Exactly one answer is a 200; every other is `status` with the error `kind`.
+fn one_winner(answers: &[Answer], status: u16, kind: &str) {
+    let won = answers.iter().filter(|a| a.status == 200).count();
+    assert_eq!(won, 1, "{answers:?}");
+    for lost in answers.iter().filter(|a| a.status != 200) {
+        assert_eq!(
+            (lost.status, lost.json()["error"].as_str()),
+            (status, Some(kind)),
+            "{lost:?}"
+        );
+    }
+}
+
 /// Three hosts act on the same key at the same moment: one delete wins and the others get
 /// `key_deleted`; one whitelisting of the same address wins and the others get
 /// `whitelist_unchanged`; rolls all land, one after another, and only the last secret
@@ -393,15 +406,7 @@ fn concurrent_changes_to_one_key_from_different_hosts_have_one_winner_and_typed_
             &format!("/v1/keys/{id}/whitelist"),
             Some(json!({"ips": ["10.9.0.0/16"]})),
         );
-        let won: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
-        assert_eq!(won.len(), 1, "round {round}: {answers:?}");
-        for lost in answers.iter().filter(|a| a.status != 200) {
-            assert_eq!(
-                (lost.status, lost.json()["error"].as_str()),
-                (409, Some("whitelist_unchanged")),
-                "{lost:?}"
-            );
-        }
+        one_winner(&answers, 409, "whitelist_unchanged");
         expected_records += 1;
 
         let answers = race(&fleet, "POST", &format!("/v1/keys/{id}/roll"), None);
@@ -427,15 +432,7 @@ fn concurrent_changes_to_one_key_from_different_hosts_have_one_winner_and_typed_
         assert_eq!(fleet.auth(1, &secret), 401, "the first secret is gone");
 
         let answers = race(&fleet, "DELETE", &format!("/v1/keys/{id}"), None);
-        let won: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
-        assert_eq!(won.len(), 1, "round {round}: {answers:?}");
-        for lost in answers.iter().filter(|a| a.status != 200) {
-            assert_eq!(
-                (lost.status, lost.json()["error"].as_str()),
-                (404, Some("key_deleted")),
-                "{lost:?}"
-            );
-        }
+        one_winner(&answers, 404, "key_deleted");
         expected_records += 1;
         for i in 0..3 {
             assert_eq!(fleet.auth(i, verifying[0]), 401);
@@ -591,24 +588,22 @@ fn a_host_killed_during_writes_catches_up_from_its_log_and_the_stream() {
     fleet.stop_and_compare();
 }
 
-/// A client that may publish on the log's subject but lacks the chain key: its message
-/// (well formed, from another store's history, so out of place) is never applied; every
-/// host stops writing and says so in its health.
-#[test]
-fn a_rogue_message_out_of_place_is_detected_and_never_applied() {
-    let mut fleet = Fleet::start(&["a", "b"], &[]);
-    // A store chained with another key, bootstrapping a stream of its own, yields a
-    // well-formed message holding record 2.
-    let rogue_dir = fleet.dir.path().join("rogue");
-    let rogue_key = fleet.dir.path().join("rogue.key");
-    cli(&rogue_dir, &["chain-key", "new", rogue_key.to_str().unwrap()]);
-    let rk = rogue_key.to_str().unwrap();
-    for name in ["first", "forged"] {
-        cli(
-            &rogue_dir,
+/// A store chained with a key of its own (not the fleet's), with a super-admin key for
+/// each name, serving on a stream of its own (`rogue`) that it bootstrapped: its messages
+/// are well formed, and made without the fleet's chain key. Returns it serving, and the
+/// last key's secret.
+fn rogue(fleet: &Fleet, names: &[&str]) -> (Served, String) {
+    let dir = fleet.dir.path().join("rogue");
+    let key = fleet.dir.path().join("rogue.key");
+    let key = key.to_str().unwrap();
+    cli(&dir, &["chain-key", "new", key]);
+    let mut secret = String::new();
+    for name in names {
+        let out = cli(
+            &dir,
             &[
                 "--chain-key-file",
-                rk,
+                key,
                 "create",
                 "--actor",
                 "root",
@@ -618,41 +613,55 @@ fn a_rogue_message_out_of_place_is_detected_and_never_applied() {
                 name,
                 "--role",
                 "super-admin",
+                "--json",
             ],
         );
+        let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+        secret = created["key"].as_str().unwrap().to_owned();
     }
-    let mut rogue = Served::start(
-        &rogue_dir,
-        &[
-            "--chain-key-file",
-            rk,
-            "--nats",
-            &fleet.url(),
-            "--stream",
-            "rogue",
-            "--host-id",
-            "rogue",
-        ],
-    );
-    assert!(rogue.terminate().is_some());
+    let args = [
+        "--chain-key-file",
+        key,
+        "--nats",
+        &fleet.url(),
+        "--stream",
+        "rogue",
+        "--host-id",
+        "rogue",
+    ];
+    (Served::start(&dir, &args), secret)
+}
+
+/// Publishes message `position` of the rogue stream on the fleet's subject, as a client
+/// allowed to publish there would.
+fn republish(fleet: &Fleet, position: u64) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
         let client = async_nats::connect(fleet.url()).await.unwrap();
-        let js = async_nats::jetstream::new(client.clone());
+        let js = async_nats::jetstream::new(client);
         let stream = js.get_stream("rogue").await.unwrap();
-        let forged = stream.direct_get(1).await.unwrap().payload;
-        // The rogue stream's first message holds both records; the fleet's stream is at
-        // record 1, so only record 2 would fit. Publish the message whole: its record 1
-        // does not follow the fleet's head.
-        js.publish("keyledger.keyledger.log", forged)
+        let message = stream.direct_get(position).await.unwrap().payload;
+        js.publish("keyledger.keyledger.log", message)
             .await
             .unwrap()
             .await
             .unwrap();
     });
+}
+
+/// A client that may publish on the log's subject but lacks the chain key: its message
+/// (well formed, from another store's history, so out of place) is never applied; every
+/// host stops writing and says so in its health, and refuses writes with a typed error.
+#[test]
+fn a_rogue_message_out_of_place_is_detected_and_never_applied() {
+    let mut fleet = Fleet::start(&["a", "b"], &[]);
+    let (mut other, _) = rogue(&fleet, &["first", "forged"]);
+    assert!(other.terminate().is_some());
+    // Its first message holds records 1 and 2; the fleet is at record 1.
+    republish(&fleet, 1);
     for i in 0..2 {
         eventually(20, "the host halts", || {
             let health = fleet.health(i);
@@ -675,93 +684,26 @@ fn a_rogue_message_out_of_place_is_detected_and_never_applied() {
     assert!(audit.iter().all(|e| e["name"] != "forged"));
 }
 
-/// A message that holds the next record but chained without the key: published with the
-/// record in exactly the right place, it is still refused (the link does not match).
+/// A message that holds exactly the next record, but chained without the key: in the
+/// right place, it is still refused (its link does not match).
 #[test]
 fn a_record_in_the_right_place_without_the_chain_key_is_refused() {
     let mut fleet = Fleet::start(&["a"], &[]);
-    // Another store, with another key, whose second record is a creation: its stream's
-    // second message holds exactly record 2.
-    let rogue_dir = fleet.dir.path().join("rogue");
-    let rogue_key = fleet.dir.path().join("rogue.key");
-    cli(&rogue_dir, &["chain-key", "new", rogue_key.to_str().unwrap()]);
-    let rk = rogue_key.to_str().unwrap();
-    cli(
-        &rogue_dir,
-        &[
-            "--chain-key-file",
-            rk,
-            "create",
-            "--actor",
-            "root",
-            "--actor-role",
-            "super-admin",
-            "--name",
-            "first",
-            "--role",
-            "super-admin",
-        ],
-    );
-    let out = cli(
-        &rogue_dir,
-        &[
-            "--chain-key-file",
-            rk,
-            "create",
-            "--actor",
-            "root",
-            "--actor-role",
-            "super-admin",
-            "--name",
-            "root-admin",
-            "--role",
-            "super-admin",
-            "--json",
-        ],
-    );
-    let rogue_root: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut rogue = Served::start(
-        &rogue_dir,
-        &[
-            "--chain-key-file",
-            rk,
-            "--nats",
-            &fleet.url(),
-            "--stream",
-            "rogue",
-            "--host-id",
-            "rogue",
-        ],
-    );
+    let (mut other, root) = rogue(&fleet, &["first", "root-admin"]);
+    // Record 3 of the rogue store, in its stream's message 2.
     let created = http(
-        rogue.addr,
+        other.addr,
         "POST",
         "/v1/keys",
-        rogue_root["key"].as_str(),
+        Some(&root),
         Some(&json!({"name": "forged", "roles": ["super-admin"]})),
     )
     .unwrap();
     assert_eq!(created.status, 201, "{created:?}");
-    assert!(rogue.terminate().is_some());
-    // The fleet's stream holds record 1; give it a record 2.
-    let a = fleet.create(0, "real");
-    let _ = a;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = async_nats::connect(fleet.url()).await.unwrap();
-        let js = async_nats::jetstream::new(client.clone());
-        let stream = js.get_stream("rogue").await.unwrap();
-        // Message 2 of the rogue stream holds record 3 (the creation through the API).
-        let forged = stream.direct_get(2).await.unwrap().payload;
-        js.publish("keyledger.keyledger.log", forged)
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    });
+    assert!(other.terminate().is_some());
+    // The fleet's stream holds record 1; give it a record 2, so record 3 fits.
+    fleet.create(0, "real");
+    republish(&fleet, 2);
     eventually(20, "the host halts", || fleet.health(0).status == 503);
     let health = fleet.health(0).json();
     assert_eq!(health["reason"], "halted", "{health}");

@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use keyledger::{FleetOptions, HostStatus};
-use serde::Serialize;
+use keyledger::{FleetOptions, HostJson};
 use zeroize::Zeroizing;
 
 use super::{Failure, exit, lifetime_arg, write_json};
@@ -143,19 +142,6 @@ pub(super) struct FleetStatusArgs {
     json: bool,
 }
 
-/// A host as `keyledger fleet --json` prints it.
-#[derive(Serialize)]
-struct HostLine<'a> {
-    host: &'a str,
-    seq: u64,
-    position: u64,
-    lag: u64,
-    heard_ms: u128,
-    live: bool,
-    stale_ms: u128,
-    halted: bool,
-}
-
 /// `keyledger fleet`: the hosts heard from, without joining the fleet.
 pub(super) fn run(args: FleetStatusArgs, out: &mut impl Write) -> Result<u8, Failure> {
     let options = args.fleet.options()?.ok_or_else(|| {
@@ -167,7 +153,7 @@ pub(super) fn run(args: FleetStatusArgs, out: &mut impl Write) -> Result<u8, Fai
     let survey = keyledger::survey(&options)?;
     if args.json {
         for h in &survey.hosts {
-            write_json(out, &line(h))?;
+            write_json(out, &HostJson::from(h))?;
         }
         return Ok(exit::OK);
     }
@@ -204,17 +190,4 @@ pub(super) fn run(args: FleetStatusArgs, out: &mut impl Write) -> Result<u8, Fai
         )?;
     }
     Ok(exit::OK)
-}
-
-fn line(h: &HostStatus) -> HostLine<'_> {
-    HostLine {
-        host: &h.host,
-        seq: h.seq,
-        position: h.position,
-        lag: h.lag,
-        heard_ms: h.heard.as_millis(),
-        live: h.live,
-        stale_ms: h.stale_for.as_millis(),
-        halted: h.halted,
-    }
 }

@@ -459,21 +459,7 @@ struct FleetJson {
     unhealthy: bool,
     rejecting: bool,
     halted: Option<String>,
-    hosts: Vec<HostJson>,
-}
-
-#[derive(serde::Serialize)]
-struct HostJson {
-    host: String,
-    this_host: bool,
-    seq: u64,
-    position: u64,
-    lag: u64,
-    heard_ms: u128,
-    live: bool,
-    stale_ms: u128,
-    halted: bool,
-    diverged: bool,
+    hosts: Vec<crate::HostJson>,
 }
 
 impl From<&crate::FleetStatus> for FleetJson {
@@ -485,22 +471,7 @@ impl From<&crate::FleetStatus> for FleetJson {
             unhealthy: f.unhealthy,
             rejecting: f.rejecting,
             halted: f.halted.clone(),
-            hosts: f
-                .hosts
-                .iter()
-                .map(|h| HostJson {
-                    host: h.host.clone(),
-                    this_host: h.this_host,
-                    seq: h.seq,
-                    position: h.position,
-                    lag: h.lag,
-                    heard_ms: h.heard.as_millis(),
-                    live: h.live,
-                    stale_ms: h.stale_for.as_millis(),
-                    halted: h.halted,
-                    diverged: h.diverged,
-                })
-                .collect(),
+            hosts: f.hosts.iter().map(crate::HostJson::from).collect(),
         }
     }
 }
