@@ -599,34 +599,15 @@ pub(crate) fn is_block(entry: &[u8]) -> bool {
 /// entry itself for a format 1 record, each record of a block. The records are not
 /// decoded; a damaged block is an error.
 pub(crate) fn entry_records(key: u64, bytes: &[u8]) -> Result<Vec<(u64, &[u8])>, Error> {
-    let bad = |reason: String| Error::corrupt(key, ProblemKind::Undecodable, reason);
-    match version_of(bytes) {
-        Some(BLOCK_VERSION) => {}
-        Some(found) if found > BLOCK_VERSION => {
-            return Err(Error::UnsupportedVersion {
-                found: u32::from(found),
-                supported: u32::from(BLOCK_VERSION),
-            });
-        }
+    let count = entry_record_count(key, bytes)? as usize;
+    if !is_block(bytes) {
         // A format 1 record, or too short for a version: the record decoder says which.
-        _ => return Ok(vec![(key, bytes)]),
+        return Ok(vec![(key, bytes)]);
     }
-    if bytes.len() < BLOCK_HEADER_LEN + BLOCK_CHECKSUM_LEN || bytes.len() > MAX_BLOCK_BYTES {
-        return Err(bad(format!("a block of {} bytes is malformed", bytes.len())));
-    }
+    let bad = |reason: String| Error::corrupt(key, ProblemKind::Undecodable, reason);
     let (body, checksum) = bytes.split_at(bytes.len() - BLOCK_CHECKSUM_LEN);
     if blake3::hash(body).as_bytes() != checksum {
         return Err(bad("the block's checksum does not match: it is damaged".into()));
-    }
-    let first = u64::from_le_bytes(body[2..10].try_into().unwrap_or_default());
-    let count = u32::from_le_bytes(body[10..14].try_into().unwrap_or_default()) as usize;
-    if first != key {
-        return Err(bad(format!(
-            "the block stored at {key} says it starts at {first}"
-        )));
-    }
-    if count == 0 || count > MAX_BLOCK_RECORDS {
-        return Err(bad(format!("a block of {count} records")));
     }
     let mut rest = &body[BLOCK_HEADER_LEN..];
     let mut out = Vec::with_capacity(count);
@@ -646,6 +627,36 @@ pub(crate) fn entry_records(key: u64, bytes: &[u8]) -> Result<Vec<(u64, &[u8])>,
         return Err(bad(format!("{} bytes after the block's last record", rest.len())));
     }
     Ok(out)
+}
+
+/// How many records a log entry holds, from a block's header (its checksum and records
+/// unchecked; [`entry_records`] checks them): 1 for a format 1 record.
+fn entry_record_count(key: u64, bytes: &[u8]) -> Result<u64, Error> {
+    let bad = |reason: String| Error::corrupt(key, ProblemKind::Undecodable, reason);
+    match version_of(bytes) {
+        Some(BLOCK_VERSION) => {}
+        Some(found) if found > BLOCK_VERSION => {
+            return Err(Error::UnsupportedVersion {
+                found: u32::from(found),
+                supported: u32::from(BLOCK_VERSION),
+            });
+        }
+        _ => return Ok(1),
+    }
+    if bytes.len() < BLOCK_HEADER_LEN + BLOCK_CHECKSUM_LEN || bytes.len() > MAX_BLOCK_BYTES {
+        return Err(bad(format!("a block of {} bytes is malformed", bytes.len())));
+    }
+    let first = u64::from_le_bytes(bytes[2..10].try_into().unwrap_or_default());
+    let count = u32::from_le_bytes(bytes[10..14].try_into().unwrap_or_default()) as usize;
+    if first != key {
+        return Err(bad(format!(
+            "the block stored at {key} says it starts at {first}"
+        )));
+    }
+    if count == 0 || count > MAX_BLOCK_RECORDS {
+        return Err(bad(format!("a block of {count} records")));
+    }
+    Ok(count as u64)
 }
 
 /// The version after `magic` at the start of `bytes`: `None` if `magic` is not there; a
@@ -1214,9 +1225,11 @@ pub(crate) fn decode_message(bytes: &[u8], position: u64) -> Result<StreamMessag
                 format!("record {next} is followed by an entry at {key}"),
             ));
         }
-        let records = entry_records(*key, entry).map_err(|e| bad(*key, e.to_string()))?;
+        // The count from the header: the ledger checks each entry whole (its checksum
+        // included) when it accepts it, so it is not hashed twice.
+        let records = entry_record_count(*key, entry).map_err(|e| bad(*key, e.to_string()))?;
         next = key
-            .checked_add(records.len() as u64)
+            .checked_add(records)
             .ok_or_else(|| bad(*key, "its sequence numbers overflow".into()))?;
     }
     Ok(StreamMessage {
@@ -1674,7 +1687,13 @@ pub(crate) mod tests {
             match decode_message(&bad, 4) {
                 // The origin names a host and proves nothing: another name still decodes.
                 Ok(m) if (18..24).contains(&i) => assert_ne!(m.origin, "host-a"),
-                other => assert!(other.is_err(), "byte {i}"),
+                // A byte inside an entry: the shape holds, and the ledger's own check of
+                // the entry (its checksum) refuses it.
+                Ok(m) => assert!(
+                    m.entries.iter().any(|(k, e)| entry_records(*k, e).is_err()),
+                    "byte {i}"
+                ),
+                Err(_) => {}
             }
         }
         let mut newer = bytes.clone();

@@ -188,7 +188,8 @@ impl FleetOptions {
         self
     }
 
-    /// How long a revocation waits for every live host to apply it (default 5 s).
+    /// How long a revocation waits for every live host to apply it (default 5 s; zero
+    /// answers at once, naming the live hosts that had not applied it yet).
     pub fn confirm_timeout(mut self, timeout: Duration) -> Self {
         self.confirm_timeout = timeout;
         self
@@ -744,33 +745,95 @@ impl Replica {
     /// Applies the stream's messages up to position `to`, from what has been delivered and
     /// by reading the rest.
     pub(crate) fn catch_up(&mut self, log: &mut dyn Log, ledger: &Ledger, to: u64) -> Result<(), Error> {
-        while self.position < to {
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            // Delivered messages first (the fast path of a catch-up), then reads.
-            let wait = self.fleet.options.request_timeout;
-            while self.position + (batch.len() as u64) < to
-                && batch.len() < APPLY_MESSAGES
-                && bytes < APPLY_BYTES
-            {
-                let want = self.position + batch.len() as u64 + 1;
-                let next =
-                    match self
-                        .incoming
-                        .recv_timeout(if batch.is_empty() { wait } else { Duration::ZERO })
-                    {
-                        Ok(Ok((pos, msg))) if pos == want => (pos, msg),
-                        Ok(Ok((pos, _))) if pos < want => continue,
-                        // A gap in the delivery, or none in time: read it.
-                        Ok(_) | Err(_) => (want, self.shared.get(want)?),
-                    };
-                bytes += next.1.len();
-                batch.push(next);
-            }
-            self.fleet.contact();
-            self.apply(log, ledger, batch)?;
+        if self.position >= to {
+            return Ok(());
         }
-        Ok(())
+        // Two stages: this thread collects, decodes and accepts the messages; another writes
+        // the accepted entries to the local log, one batch behind.
+        let (tx, rx) = crossbeam_channel::bounded::<(Vec<Entry>, Vec<u8>, u64)>(2);
+        let (caught_up, written) = std::thread::scope(|s| {
+            let writer = s.spawn(move || -> Result<&mut dyn Log, LogError> {
+                for (entries, head, position) in rx {
+                    write_replica(log, &entries, &head, position)?;
+                }
+                Ok(log)
+            });
+            let caught_up = (|| {
+                while self.position < to {
+                    let batch = self.collect(to)?;
+                    let mut checked = self.check(ledger, batch);
+                    if !checked.entries.is_empty() {
+                        let head = ledger.encode_head(checked.head)?;
+                        let entries = std::mem::take(&mut checked.entries);
+                        let bytes = entries.iter().map(|e| e.1.len()).sum::<usize>();
+                        if tx.send((entries, head, checked.applied_to)).is_err() {
+                            break;
+                        }
+                        self.unsynced += bytes;
+                        self.position = checked.applied_to;
+                        self.fleet.applied(checked.head, checked.applied_to);
+                    }
+                    if let Some(e) = checked.refused {
+                        return Err(e);
+                    }
+                }
+                Ok(())
+            })();
+            drop(tx);
+            (caught_up, writer.join())
+        });
+        let log = match written {
+            Ok(Ok(log)) => log,
+            Ok(Err(e)) => return Err(self.halting(Error::from(e))),
+            Err(_) => return Err(self.halting(Error::Closed)),
+        };
+        self.sync_if_due(log)?;
+        caught_up.map_err(|e| match e {
+            Error::StreamUnavailable { .. } | Error::Storage { .. } => e,
+            refused => {
+                let pos = self.position + 1;
+                self.halting(Error::FleetHalted {
+                    reason: format!("stream message {pos} was refused: {refused}"),
+                })
+            }
+        })
+    }
+
+    /// The next messages to apply, up to position `to`: delivered ones (the fast path); a
+    /// message is read only where the delivery has a gap, or has delivered nothing for a
+    /// whole request timeout.
+    fn collect(&mut self, to: u64) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+        let wait = self.fleet.options.request_timeout;
+        let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut bytes = 0;
+        loop {
+            let want = self.position + batch.len() as u64 + 1;
+            if want > to || batch.len() >= APPLY_MESSAGES || bytes >= APPLY_BYTES {
+                break;
+            }
+            let patience = if batch.is_empty() { wait } else { Duration::ZERO };
+            match self.incoming.recv_timeout(patience) {
+                Ok(Ok((pos, _))) if pos < want => {}
+                Ok(Ok((pos, msg))) => {
+                    for gap in want..pos {
+                        let missing = self.shared.get(gap)?;
+                        bytes += missing.len();
+                        batch.push((gap, missing));
+                    }
+                    bytes += msg.len();
+                    batch.push((pos, msg));
+                }
+                Ok(Err(_)) | Err(_) if batch.is_empty() => {
+                    let msg = self.shared.get(want)?;
+                    bytes += msg.len();
+                    batch.push((want, msg));
+                }
+                // Nothing more delivered yet: apply what there is.
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        self.fleet.contact();
+        Ok(batch)
     }
 
     /// Applies what has been delivered without waiting; reads a gap in the delivery.
@@ -804,6 +867,17 @@ impl Replica {
     }
 
     /// Reads the stream's end and catches up with it (the follower may have stalled).
+    /// After a lost race: applies at least the next message (the winner's, delivered
+    /// within a moment, or read), and whatever else has been delivered by then.
+    fn apply_next(&mut self, log: &mut dyn Log, ledger: &Ledger) -> Result<(), Error> {
+        let at_least = self.position + 1;
+        while self.position < at_least {
+            let batch = self.collect(u64::MAX)?;
+            self.apply(log, ledger, batch)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn poll(&mut self, log: &mut dyn Log, ledger: &Ledger) -> Result<(), Error> {
         let last = self.shared.last()?;
         self.fleet.contact();
@@ -811,15 +885,27 @@ impl Replica {
     }
 
     /// Decodes, checks and accepts consecutive messages, then writes their entries to the
-    /// local log with one sync. A message that does not follow the head, or whose records
-    /// the ledger refuses, halts this host's writes.
+    /// local log. A message that does not follow the head, or whose records the ledger
+    /// refuses, halts this host's writes.
     fn apply(&mut self, log: &mut dyn Log, ledger: &Ledger, batch: Vec<(u64, Vec<u8>)>) -> Result<(), Error> {
-        let Some(last_pos) = batch.last().map(|m| m.0) else {
-            return Ok(());
+        let checked = self.check(ledger, batch);
+        if !checked.entries.is_empty() {
+            let head = ledger.encode_head(checked.head)?;
+            write_replica(log, &checked.entries, &head, checked.applied_to)
+                .map_err(|e| self.halting(Error::from(e)))?;
+        }
+        self.settle_checked(log, checked)
+    }
+
+    /// Decodes consecutive messages and has the ledger accept their records, stopping at
+    /// the first that does not fit. Changes the state, not the local log.
+    fn check(&mut self, ledger: &Ledger, batch: Vec<(u64, Vec<u8>)>) -> Checked {
+        let mut checked = Checked {
+            entries: Vec::new(),
+            head: ledger.head(),
+            applied_to: self.position,
+            refused: None,
         };
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut result = Ok(());
-        let mut applied_to = self.position;
         for (pos, bytes) in batch {
             if let Some((own, found)) = self.own.as_mut()
                 && found.is_none()
@@ -827,7 +913,7 @@ impl Replica {
             {
                 *found = Some(pos);
             }
-            let checked = codec::decode_message(&bytes, pos).and_then(|m| {
+            let accepted = codec::decode_message(&bytes, pos).and_then(|m| {
                 let head = ledger.head();
                 if m.first != head.seq + 1 {
                     return Err(Error::corrupt(
@@ -842,38 +928,39 @@ impl Replica {
                 }
                 ledger.accept(&m.entries).map(|()| m.entries)
             });
-            match checked {
+            match accepted {
                 Ok(mut e) => {
-                    entries.append(&mut e);
-                    applied_to = pos;
+                    checked.entries.append(&mut e);
+                    checked.applied_to = pos;
                 }
                 Err(e) => {
-                    result = Err(e);
+                    checked.refused = Some(e);
                     break;
                 }
             }
         }
-        if !entries.is_empty() {
-            let head = ledger.head();
-            log.write(&crate::log::Batch {
-                discard_from: None,
-                entries: &entries,
-                head: &ledger.encode_head(head)?,
-            })
-            .map_err(|e| self.halting(Error::from(e)))?;
-            self.set_position(log, applied_to)?;
-            self.unsynced += entries.iter().map(|e| e.1.len()).sum::<usize>();
+        checked.head = ledger.head();
+        checked
+    }
+
+    /// After the checked entries were written: the position, the sync, the announcement;
+    /// and the halt, if a message was refused.
+    fn settle_checked(&mut self, log: &mut dyn Log, checked: Checked) -> Result<(), Error> {
+        if !checked.entries.is_empty() {
+            self.position = checked.applied_to;
+            self.unsynced += checked.entries.iter().map(|e| e.1.len()).sum::<usize>();
             self.sync_if_due(log)?;
-            self.fleet.applied(head, applied_to);
+            self.fleet.applied(checked.head, checked.applied_to);
         }
-        if let Err(e) = result {
-            let pos = applied_to + 1;
-            return Err(self.halting(Error::FleetHalted {
-                reason: format!("stream message {pos} was refused: {e}"),
-            }));
+        match checked.refused {
+            None => Ok(()),
+            Some(e) => {
+                let pos = checked.applied_to + 1;
+                Err(self.halting(Error::FleetHalted {
+                    reason: format!("stream message {pos} was refused: {e}"),
+                }))
+            }
         }
-        debug_assert!(applied_to == last_pos);
-        Ok(())
     }
 
     /// Halts this host's writes for `e`; returns it.
@@ -912,7 +999,7 @@ impl Replica {
                 // messages the catch-up applies.
                 self.fleet.contact();
                 self.own = Some((*blake3::hash(&message).as_bytes(), None));
-                let caught_up = self.poll(log, ledger);
+                let caught_up = self.apply_next(log, ledger);
                 let found = self.own.take().and_then(|(_, found)| found);
                 caught_up?;
                 Ok(if found.is_some() {
@@ -956,6 +1043,25 @@ impl Replica {
     pub(crate) fn max_races() -> usize {
         MAX_RACES
     }
+}
+
+/// Messages the ledger accepted: their entries, the head and position they reach, and why
+/// the next one was refused, if one was.
+struct Checked {
+    entries: Vec<Entry>,
+    head: Head,
+    applied_to: u64,
+    refused: Option<Error>,
+}
+
+/// Writes accepted entries to the local log, with their sealed head and stream position.
+fn write_replica(log: &mut dyn Log, entries: &[Entry], head: &[u8], position: u64) -> Result<(), LogError> {
+    log.write(&crate::log::Batch {
+        discard_from: None,
+        entries,
+        head,
+    })?;
+    log.set_meta(MetaKey::Position, &position.to_le_bytes())
 }
 
 /// Publishes the local log as an empty stream's beginning, in messages of at most the

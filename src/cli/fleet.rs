@@ -12,7 +12,7 @@ use clap::Args;
 use keyledger::{FleetOptions, HostJson};
 use zeroize::Zeroizing;
 
-use super::{Failure, exit, lifetime_arg, write_json};
+use super::{Failure, exit, grace_arg, lifetime_arg, write_json};
 
 #[derive(Debug, Args)]
 pub(super) struct FleetArgs {
@@ -60,8 +60,9 @@ pub(super) struct FleetArgs {
     /// How long a host counts as live after it was last heard from (default 3s)
     #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
     lease: Option<Duration>,
-    /// How long a delete, disable or unwhitelist waits for every live host (default 5s)
-    #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
+    /// How long a delete, disable or unwhitelist waits for every live host (default 5s; 0s
+    /// answers at once, naming the hosts that had not applied it yet)
+    #[arg(long, value_name = "DURATION", value_parser = grace_arg)]
     confirm_timeout: Option<Duration>,
     /// After losing the shared log this long, /healthz answers 503 (default 10s)
     #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]

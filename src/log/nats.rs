@@ -29,7 +29,10 @@ use crate::fleet::{Auth, Fleet, FleetOptions};
 /// How long appends are remembered for deduplication.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Messages the follower buffers before it waits for the writer.
-const FOLLOW_BUFFER: usize = 1024;
+const FOLLOW_BUFFER: usize = 64;
+/// Messages, and bytes, the follower pulls from the server at a time.
+const FOLLOW_BATCH: i64 = 16;
+const FOLLOW_BYTES: i64 = 8 << 20;
 
 fn engine(e: impl std::fmt::Display) -> LogError {
     LogError::Engine(format!("NATS: {e}"))
@@ -357,12 +360,21 @@ impl SharedLog for NatsLog {
         let (tx, rx) = crossbeam_channel::bounded(FOLLOW_BUFFER);
         let stream = self.stream.clone();
         let subject = self.subject.clone();
+        let largest = i64::try_from(self.client.server_info().max_payload).unwrap_or(i64::MAX);
+        let max_bytes = FOLLOW_BYTES.max(largest.saturating_mul(2));
         self.follower = Some(self.rt.spawn(async move {
             let mut from = from.max(1);
             loop {
                 let config = consumer::pull::OrderedConfig {
                     filter_subject: subject.clone(),
                     deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from },
+                    // Messages are up to `max_payload` (1 MiB by default): the client's
+                    // default pull of 500 would ask for hundreds of MiB at once during a
+                    // catch-up, and the server cuts a consumer that far behind ("slow
+                    // consumer", 64 MiB pending). At most 16 at a time, and 8 MiB (or two
+                    // of the largest messages, which a pull must be able to hold).
+                    max_batch: FOLLOW_BATCH,
+                    max_bytes,
                     ..Default::default()
                 };
                 if let Ok(c) = stream.create_consumer(config).await
