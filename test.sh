@@ -41,8 +41,10 @@ export NATS_SERVER
 
 cargo fmt --check
 cargo clippy --all-targets --locked --features tower -- -D warnings
-# The bare library (no command-line tool, no HTTP) builds alone.
+# The bare library (no command-line tool, no HTTP) builds alone, and with only the shared
+# log on NATS.
 cargo clippy --lib --locked --no-default-features -- -D warnings
+cargo clippy --lib --locked --no-default-features --features nats -- -D warnings
 if [ -d fuzz ]; then
   bash fuzz/smoke.sh "${FUZZ_SECONDS:-20}"
 fi
