@@ -1684,7 +1684,11 @@ impl Writer {
     /// Applies messages other hosts appended to the shared log. A failure has halted this
     /// host's writes already (or is the stream out of reach, which the next poll retries).
     fn apply_delivered(&mut self, delivered: crate::log::Delivered) {
-        if let Some(replica) = self.replica.as_mut() {
+        // A halted host applies nothing more: the message that halted it stays unapplied,
+        // so nothing after it fits.
+        if let Some(replica) = self.replica.as_mut()
+            && replica.fleet.halted().is_none()
+        {
             let _ = replica.apply_delivered(&mut *self.log, &self.ledger, delivered);
         }
     }
