@@ -160,6 +160,8 @@ impl Drop for Chain {
 pub(crate) enum SealDomain {
     Head,
     Backup,
+    /// A message on a fleet's shared log.
+    Message,
 }
 
 impl SealDomain {
@@ -167,6 +169,7 @@ impl SealDomain {
         match self {
             SealDomain::Head => b"head\0",
             SealDomain::Backup => b"backup\0",
+            SealDomain::Message => b"message\0",
         }
     }
 }

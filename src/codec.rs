@@ -1170,26 +1170,55 @@ pub(crate) struct StreamMessage {
 }
 
 /// One message of a shared log: the entries one writer batch of host `origin` appends, in
-/// order. The origin makes two hosts' messages differ even when their records are the
-/// same bytes (the same command, by the same actor, in the same microsecond).
-pub(crate) fn encode_message(origin: &str, entries: &[Entry]) -> Result<Vec<u8>, Error> {
+/// order, sealed with the chain key. The origin makes two hosts' messages differ even when
+/// their records are the same bytes (the same command, by the same actor, in the same
+/// microsecond); the seal makes a message published without the key refused whole, before
+/// any record of it is looked at (a record's own link is not enough: the hash it links to
+/// is no secret, `keyledger head` prints it).
+pub(crate) fn encode_message(origin: &str, entries: &[Entry], chain: &Chain) -> Result<Vec<u8>, Error> {
     if origin.len() > MAX_ORIGIN_BYTES {
         return Err(Error::invalid("host id", "longer than 64 bytes"));
     }
-    options(MAX_MESSAGE_BYTES)
+    let mut out = options(MAX_MESSAGE_BYTES)
         .serialize(&MessageRefV1 {
             magic: MESSAGE_MAGIC,
             version: MESSAGE_VERSION,
             origin,
             entries,
         })
-        .map_err(|e| Error::invalid("stream message", e.to_string()))
+        .map_err(|e| Error::invalid("stream message", e.to_string()))?;
+    let seal = chain.seal(SealDomain::Message, &out);
+    out.extend_from_slice(&seal);
+    Ok(out)
 }
 
-/// Decodes a stream message and checks its shape: at least one entry, each one whole, and
-/// together one run of records with no gap. `position` (the message's place in the
-/// stream) only names it in errors.
-pub(crate) fn decode_message(bytes: &[u8], position: u64) -> Result<StreamMessage, Error> {
+/// The length of a stream message's seal, after its body.
+pub(crate) const MESSAGE_SEAL_LEN: usize = 32;
+
+/// Checks a stream message's seal with `chain`, then decodes it and checks its shape: at
+/// least one entry, each block's header, and together one run of records with no gap.
+/// `position` (the message's place in the stream) only names it in errors.
+pub(crate) fn decode_message(bytes: &[u8], position: u64, chain: &Chain) -> Result<StreamMessage, Error> {
+    let unsealed = bytes
+        .len()
+        .checked_sub(MESSAGE_SEAL_LEN)
+        .map(|n| bytes.split_at(n))
+        .filter(|(body, seal)| chain.seal(SealDomain::Message, body) == **seal);
+    let Some((body, _)) = unsealed else {
+        return Err(Error::corrupt(
+            0,
+            ProblemKind::Edited,
+            format!(
+                "stream message {position} is not sealed with this fleet's chain key: \
+                 published without the key, or damaged"
+            ),
+        ));
+    };
+    decode_message_body(body, position)
+}
+
+/// Decodes a stream message's body (its seal checked already).
+fn decode_message_body(bytes: &[u8], position: u64) -> Result<StreamMessage, Error> {
     let bad = |seq: u64, reason: String| {
         Error::corrupt(
             seq,
@@ -1666,40 +1695,53 @@ pub(crate) mod tests {
     /// an entry refused.
     #[test]
     fn a_stream_message_round_trips_and_a_misshapen_one_is_refused() {
+        let chain = Chain::new(Some(&crate::ChainKey::from_bytes([9; 32])));
         let entries = vec![block_at(7, 3), block_at(10, 2)];
-        let bytes = encode_message("host-a", &entries).unwrap();
-        let decoded = decode_message(&bytes, 4).unwrap();
+        let bytes = encode_message("host-a", &entries, &chain).unwrap();
+        let decoded = decode_message(&bytes, 4, &chain).unwrap();
         assert_eq!((decoded.first, decoded.last), (7, 11));
         assert_eq!(decoded.entries, entries);
         assert_eq!(decoded.origin, "host-a");
-        assert!(encode_message(&"h".repeat(65), &entries).is_err());
+        assert!(encode_message(&"h".repeat(65), &entries, &chain).is_err());
 
-        let gap = encode_message("host-a", &[block_at(7, 3), block_at(11, 2)]).unwrap();
-        assert!(decode_message(&gap, 4).is_err());
-        assert!(decode_message(&encode_message("host-a", &[]).unwrap(), 4).is_err());
-        assert!(decode_message(&encode_message("host-a", &[block_at(0, 1)]).unwrap(), 4).is_err());
-        let mut trailing = bytes.clone();
-        trailing.push(0);
-        assert!(decode_message(&trailing, 4).is_err());
+        // Sealed: no byte can change, and no other key (nor none) makes one that passes.
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x01;
-            match decode_message(&bad, 4) {
-                // The origin names a host and proves nothing: another name still decodes.
-                Ok(m) if (18..24).contains(&i) => assert_ne!(m.origin, "host-a"),
-                // A byte inside an entry: the shape holds, and the ledger's own check of
-                // the entry (its checksum) refuses it.
-                Ok(m) => assert!(
-                    m.entries.iter().any(|(k, e)| entry_records(*k, e).is_err()),
-                    "byte {i}"
-                ),
-                Err(_) => {}
-            }
+            assert!(decode_message(&bad, 4, &chain).is_err(), "byte {i}");
         }
-        let mut newer = bytes.clone();
+        let public = encode_message("host-a", &entries, &Chain::new(None)).unwrap();
+        assert!(matches!(
+            decode_message(&public, 4, &chain),
+            Err(Error::Corrupt {
+                kind: ProblemKind::Edited,
+                ..
+            })
+        ));
+        assert!(decode_message(&bytes[..20], 4, &chain).is_err());
+
+        // The shape of a body, sealed or not.
+        let body = |entries: &[Entry]| {
+            let sealed = encode_message("host-a", entries, &chain).unwrap();
+            sealed[..sealed.len() - MESSAGE_SEAL_LEN].to_vec()
+        };
+        assert!(decode_message_body(&body(&entries), 4).is_ok());
+        assert!(
+            decode_message_body(&body(&[block_at(7, 3), block_at(11, 2)]), 4).is_err(),
+            "a gap"
+        );
+        assert!(decode_message_body(&body(&[]), 4).is_err(), "no entries");
+        assert!(
+            decode_message_body(&body(&[block_at(0, 1)]), 4).is_err(),
+            "record 0"
+        );
+        let mut trailing = body(&entries);
+        trailing.push(0);
+        assert!(decode_message_body(&trailing, 4).is_err());
+        let mut newer = body(&entries);
         newer[8] = 2;
         assert!(matches!(
-            decode_message(&newer, 4),
+            decode_message_body(&newer, 4),
             Err(Error::UnsupportedVersion { found: 2, .. })
         ));
     }

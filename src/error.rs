@@ -316,6 +316,7 @@ impl From<crate::log::LogError> for Error {
             LogError::Io(io) => Error::Io(io),
             LogError::Corrupt(why) => Error::corrupt(0, crate::ProblemKind::Undecodable, why),
             LogError::Engine(reason) => Error::Storage { reason },
+            LogError::Unavailable(reason) => Error::StreamUnavailable { reason },
         }
     }
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::Error;
-use crate::chain::Head;
+use crate::chain::{Chain, Head};
 use crate::check::ProblemKind;
 use crate::codec::{self, HostHead};
 use crate::ledger::Ledger;
@@ -77,7 +77,7 @@ impl std::fmt::Debug for FleetOptions {
             Auth::CredsFile(_) => "creds file",
         };
         f.debug_struct("FleetOptions")
-            .field("url", &self.url)
+            .field("url", &without_userinfo(&self.url))
             .field("stream", &self.stream)
             .field("replicas", &self.replicas)
             .field("host", &self.host)
@@ -268,6 +268,20 @@ impl FleetOptions {
     }
 }
 
+/// The server URLs with any `user:password@` or `token@` part replaced, for messages.
+pub(crate) fn without_userinfo(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://<redacted>@{}", &url[..scheme], &url[at + 1..])
+            }
+            (None, Some(at)) => format!("<redacted>@{}", &url[at + 1..]),
+            _ => url.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A host id made of the characters ids may hold.
 fn sanitize_host(raw: &str) -> String {
     raw.chars()
@@ -417,6 +431,9 @@ pub(crate) struct Fleet {
     closing: AtomicBool,
 }
 
+/// A host not heard from for this many leases is dropped from the status.
+const FORGET_AFTER_LEASES: u32 = 20;
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -530,10 +547,15 @@ impl Fleet {
             self.rejecting.store(true, Ordering::Release);
             *lock(&self.catch_up_to) = None;
         } else if stale.is_zero() && self.rejecting.load(Ordering::Acquire) {
-            let mut target = lock(&self.catch_up_to);
-            if target.is_none() {
-                *target = last();
+            // The stream's end is read without holding the lock the writer takes.
+            if lock(&self.catch_up_to).is_none() {
+                let end = last();
+                let mut target = lock(&self.catch_up_to);
+                if target.is_none() {
+                    *target = end;
+                }
             }
+            let mut target = lock(&self.catch_up_to);
             if target.is_some_and(|t| self.position() >= t) {
                 *target = None;
                 self.rejecting.store(false, Ordering::Release);
@@ -546,8 +568,14 @@ impl Fleet {
         if host == self.options.host {
             return;
         }
-        let heard = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        lock(&self.peers).insert(host.to_owned(), Peer { head, heard });
+        let now = Instant::now();
+        let heard = now.checked_sub(age).unwrap_or(now);
+        let forgotten = self.options.lease * FORGET_AFTER_LEASES;
+        let mut peers = lock(&self.peers);
+        // Hosts silent for many leases (gone without a word) are dropped from the status.
+        peers.retain(|_, p| now.duration_since(p.heard) <= forgotten);
+        peers.insert(host.to_owned(), Peer { head, heard });
+        drop(peers);
         self.peers_changed.notify_all();
     }
 
@@ -578,7 +606,7 @@ impl Fleet {
             // Wake when a head arrives, or when the oldest lease may have ended.
             let until_lapse = peers
                 .values()
-                .filter(|p| p.head.seq < seq)
+                .filter(|p| p.head.seq < seq && now.duration_since(p.heard) <= lease)
                 .map(|p| (p.heard + lease).saturating_duration_since(now))
                 .min()
                 .unwrap_or(lease);
@@ -610,10 +638,16 @@ impl Fleet {
             diverged: false,
         }];
         let now = Instant::now();
-        let mut others: Vec<HostStatus> = lock(&self.peers)
+        // Copied out first: `hash_at` reads the log, which the peers' lock must not wait for.
+        let peers: Vec<(String, HostHead, Instant)> = lock(&self.peers)
             .iter()
+            .map(|(h, p)| (h.clone(), p.head, p.heard))
+            .collect();
+        let mut others: Vec<HostStatus> = peers
+            .into_iter()
+            .map(|(host, head, heard)| (host, Peer { head, heard }))
             .map(|(host, p)| HostStatus {
-                host: host.clone(),
+                host,
                 this_host: false,
                 seq: p.head.seq,
                 position: p.head.position,
@@ -675,6 +709,8 @@ pub(crate) struct Replica {
     own: Option<([u8; 32], Option<u64>)>,
     /// Bytes of entries written to the local log since its last sync.
     unsynced: usize,
+    /// The delivery has delivered nothing for a whole request timeout: catch-ups read.
+    stalled: bool,
 }
 
 /// How appending a batch ended.
@@ -710,9 +746,9 @@ impl Replica {
             .map_or(0, u64::from_le_bytes);
         let mut position = 0;
         if last == 0 && head.seq > 0 {
-            position = bootstrap(&mut *shared, log, fleet.host())?;
+            position = bootstrap(&mut *shared, log, fleet.host(), ledger.chain())?;
         } else if head.seq > 0 || stored > 0 {
-            position = find_prefix(&mut *shared, log, head.seq, stored, last)?;
+            position = find_prefix(&mut *shared, log, ledger.chain(), head.seq, stored, last)?;
         }
         let incoming = shared.follow(position + 1)?;
         let mut replica = Replica {
@@ -722,6 +758,7 @@ impl Replica {
             incoming,
             own: None,
             unsynced: 0,
+            stalled: false,
         };
         replica.set_position(log, position)?;
         replica.fleet.applied(head, position);
@@ -813,8 +850,18 @@ impl Replica {
             }
             let patience = if batch.is_empty() { wait } else { Duration::ZERO };
             match self.incoming.recv_timeout(patience) {
-                Ok(Ok((pos, _))) if pos < want => {}
+                Ok(Ok((pos, _))) if pos < want => self.stalled = false,
                 Ok(Ok((pos, msg))) => {
+                    self.stalled = false;
+                    // A gap is read, a bounded part of it at a time (the rest is read
+                    // by the next round).
+                    let pos_or_bound = pos.min(want + APPLY_MESSAGES as u64);
+                    if pos_or_bound < pos {
+                        for gap in want..pos_or_bound {
+                            batch.push((gap, self.shared.get(gap)?));
+                        }
+                        break;
+                    }
                     for gap in want..pos {
                         let missing = self.shared.get(gap)?;
                         bytes += missing.len();
@@ -823,7 +870,10 @@ impl Replica {
                     bytes += msg.len();
                     batch.push((pos, msg));
                 }
-                Ok(Err(_)) | Err(_) if batch.is_empty() => {
+                Ok(Err(_)) | Err(_) if batch.is_empty() || (self.stalled && to != u64::MAX) => {
+                    // Nothing delivered for a whole timeout: read, and keep reading (up to
+                    // the end asked for) until deliveries resume.
+                    self.stalled = true;
                     let msg = self.shared.get(want)?;
                     bytes += msg.len();
                     batch.push((want, msg));
@@ -851,10 +901,15 @@ impl Replica {
             self.fleet.contact();
             let want = self.position + batch.len() as u64 + 1;
             if pos >= want {
-                for gap in want..pos {
+                // A gap is read, a bounded part of it at a time (the idle poll reads on).
+                let bound = want + APPLY_MESSAGES as u64;
+                for gap in want..pos.min(bound) {
                     let msg = self.shared.get(gap)?;
                     bytes += msg.len();
                     batch.push((gap, msg));
+                }
+                if pos >= bound {
+                    break;
                 }
                 bytes += msg.len();
                 batch.push((pos, msg));
@@ -913,7 +968,7 @@ impl Replica {
             {
                 *found = Some(pos);
             }
-            let accepted = codec::decode_message(&bytes, pos).and_then(|m| {
+            let accepted = codec::decode_message(&bytes, pos, ledger.chain()).and_then(|m| {
                 let head = ledger.head();
                 if m.first != head.seq + 1 {
                     return Err(Error::corrupt(
@@ -932,6 +987,7 @@ impl Replica {
                 Ok(mut e) => {
                     checked.entries.append(&mut e);
                     checked.applied_to = pos;
+                    checked.head = ledger.head();
                 }
                 Err(e) => {
                     checked.refused = Some(e);
@@ -939,7 +995,6 @@ impl Replica {
                 }
             }
         }
-        checked.head = ledger.head();
         checked
     }
 
@@ -981,7 +1036,7 @@ impl Replica {
         ledger: &Ledger,
         entries: &[Entry],
     ) -> Result<Appended, Error> {
-        let message = codec::encode_message(self.fleet.host(), entries)?;
+        let message = codec::encode_message(self.fleet.host(), entries, ledger.chain())?;
         // An append the stream did not answer is sent once more, the same bytes: if the
         // first one landed, the stream's deduplication answers with its position.
         let mut appended = self.shared.append(self.position, &message);
@@ -1001,12 +1056,13 @@ impl Replica {
                 self.own = Some((*blake3::hash(&message).as_bytes(), None));
                 let caught_up = self.apply_next(log, ledger);
                 let found = self.own.take().and_then(|(_, found)| found);
+                // Found and applied, even if a later message halted this host: the write
+                // is in the shared log and in this host's state.
+                if found.is_some_and(|at| at <= self.position) {
+                    return Ok(Appended::Applied);
+                }
                 caught_up?;
-                Ok(if found.is_some() {
-                    Appended::Applied
-                } else {
-                    Appended::Lost
-                })
+                Ok(Appended::Lost)
             }
             Err(AppendError::TooLarge { limit }) => Ok(Appended::TooLarge(limit)),
             Err(AppendError::Uncertain(e)) => Err(Error::StreamUnavailable {
@@ -1064,9 +1120,22 @@ fn write_replica(log: &mut dyn Log, entries: &[Entry], head: &[u8], position: u6
     log.set_meta(MetaKey::Position, &position.to_le_bytes())
 }
 
+impl Drop for Replica {
+    /// The writer is gone: this host leaves the fleet (its announcements stop, which the
+    /// shared log's threads wait for before they end).
+    fn drop(&mut self) {
+        self.fleet.close();
+    }
+}
+
 /// Publishes the local log as an empty stream's beginning, in messages of at most the
 /// stream's size; returns the last position.
-fn bootstrap(shared: &mut dyn SharedLog, log: &mut dyn Log, origin: &str) -> Result<u64, Error> {
+fn bootstrap(
+    shared: &mut dyn SharedLog,
+    log: &mut dyn Log,
+    origin: &str,
+    chain: &Chain,
+) -> Result<u64, Error> {
     let limit = shared.max_message_bytes().saturating_sub(1024).max(64 << 10);
     let mut position = 0;
     let mut pending: Vec<Entry> = Vec::new();
@@ -1075,7 +1144,7 @@ fn bootstrap(shared: &mut dyn SharedLog, log: &mut dyn Log, origin: &str) -> Res
         if pending.is_empty() {
             return Ok(());
         }
-        let message = codec::encode_message(origin, pending)?;
+        let message = codec::encode_message(origin, pending, chain)?;
         *position = match shared.append(*position, &message) {
             Ok(at) => at,
             Err(AppendError::Conflict) => {
@@ -1118,6 +1187,7 @@ fn bootstrap(shared: &mut dyn SharedLog, log: &mut dyn Log, origin: &str) -> Res
 fn find_prefix(
     shared: &mut dyn SharedLog,
     log: &mut dyn Log,
+    chain: &Chain,
     head: u64,
     stored: u64,
     last: u64,
@@ -1127,7 +1197,8 @@ fn find_prefix(
     // at or before the head (a crash may have left the hint one message behind).
     let mut from = 1;
     if stored > 0 && stored <= last {
-        let m = codec::decode_message(&shared.get(stored)?, stored)?;
+        let m = codec::decode_message(&shared.get(stored)?, stored, chain)
+            .map_err(|e| diverged(stored, e.to_string()))?;
         if m.last <= head {
             from = stored;
         }
@@ -1137,7 +1208,7 @@ fn find_prefix(
     }
     let mut position = from - 1;
     for pos in from..=last {
-        let m = codec::decode_message(&shared.get(pos)?, pos)
+        let m = codec::decode_message(&shared.get(pos)?, pos, chain)
             .map_err(|e| diverged(pos, format!("the stream's message does not decode: {e}")))?;
         if m.first > head + 1 {
             return Err(diverged(

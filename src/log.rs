@@ -29,6 +29,9 @@ pub(crate) enum LogError {
     Corrupt(String),
     /// Anything else the engine reports.
     Engine(String),
+    /// A shared log that did not answer (or not in time).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    Unavailable(String),
 }
 
 impl fmt::Display for LogError {
@@ -36,7 +39,7 @@ impl fmt::Display for LogError {
         match self {
             LogError::Io(e) => write!(f, "I/O error: {e}"),
             LogError::Corrupt(why) => write!(f, "the storage engine's files are damaged: {why}"),
-            LogError::Engine(why) => f.write_str(why),
+            LogError::Engine(why) | LogError::Unavailable(why) => f.write_str(why),
         }
     }
 }

@@ -1748,7 +1748,7 @@ impl Writer {
                     let e = Error::StreamUnavailable {
                         reason: format!("lost the race to append {races} times in a row; try again"),
                     };
-                    return self.answer_all(now, &e);
+                    return self.answer_all(now, prepared.outcomes, &e);
                 }
                 Ok(Appended::TooLarge(limit)) if now.len() > 1 => {
                     // Half now, half with the next batch.
@@ -1766,9 +1766,9 @@ impl Writer {
                              import fewer keys at a time"
                         ),
                     );
-                    return self.answer_all(now, &e);
+                    return self.answer_all(now, prepared.outcomes, &e);
                 }
-                Err(e) => return self.answer_all(now, &e),
+                Err(e) => return self.answer_all(now, prepared.outcomes, &e),
             }
         };
         debug_assert_eq!(commands_len, now.len());
@@ -1785,14 +1785,25 @@ impl Writer {
             }
             return Ok(());
         }
-        // In the shared log now: acknowledged there, whatever happens here.
-        let durable = self.make_durable(&prepared.entries, prepared.head);
-        let accepted = durable.and_then(|()| self.ledger.accept(&prepared.entries));
+        // In the shared log now, which is the acknowledgement: accepted here first, so
+        // that a failing local write halts this host without turning a write every other
+        // host applies into an error for its caller.
+        let accepted = self.ledger.accept(&prepared.entries);
+        let durable = accepted
+            .as_ref()
+            .map_err(Error::replicate)
+            .and_then(|()| self.make_durable(&prepared.entries, prepared.head));
         if let Some(replica) = self.replica.as_ref() {
-            match &accepted {
-                Ok(()) => replica.fleet.applied(prepared.head, self.appended_at),
-                Err(e) => replica.fleet.halt(format!(
-                    "this host's log could not take its own appended records: {e}"
+            match (&accepted, durable) {
+                (Ok(()), Ok(())) => replica.fleet.applied(prepared.head, self.appended_at),
+                (Ok(()), Err(e)) => {
+                    replica.fleet.applied(prepared.head, self.appended_at);
+                    replica.fleet.halt(format!(
+                        "this host's log could not take its own appended records: {e}"
+                    ));
+                }
+                (Err(e), _) => replica.fleet.halt(format!(
+                    "this host's state could not take its own appended records: {e}"
                 )),
             }
         }
@@ -1806,10 +1817,20 @@ impl Writer {
         Ok(())
     }
 
-    /// Answers every command of a batch with `e`.
-    fn answer_all(&mut self, now: Vec<Pending>, e: &Error) -> Result<(), ()> {
-        for p in now {
-            let _ = p.reply.send(Err(e.replicate()));
+    /// Answers the commands of a batch that was not appended: a command the rules refused
+    /// gets its own error (and goes to the security trail), the others `e`.
+    fn answer_all(
+        &mut self,
+        now: Vec<Pending>,
+        outcomes: Vec<Result<(KeyId, u64), Error>>,
+        e: &Error,
+    ) -> Result<(), ()> {
+        let commands: Vec<&Command> = now.iter().map(|p| &p.command).collect();
+        if self.refusals(&commands, &outcomes) {
+            let _ = self.log.sync();
+        }
+        for (p, outcome) in now.into_iter().zip(outcomes) {
+            let _ = p.reply.send(outcome.and(Err(e.replicate())));
         }
         Ok(())
     }
@@ -2126,18 +2147,46 @@ mod fleet_tests {
         let a = host(&shared, "a");
         let root = Actor::super_admin("root");
         let kept = a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
-        // The same kind of record, made by a store with no chain key.
-        let forger = Builder::default().open_temporary().unwrap();
-        forger
-            .create_key(&root, NewKey::new("first").role("bot"))
-            .unwrap();
-        forger
-            .create_key(&root, NewKey::new("forged").role("bot"))
-            .unwrap();
-        let entries: Vec<crate::log::Entry> = forger.trail.scan(2).map(Result::unwrap).collect();
-        assert_eq!(entries.len(), 1);
-        shared.inject(codec::encode_message("forger", &entries).unwrap());
+        // Record 2 made by someone without the chain key but with the head's hash (no
+        // secret: `keyledger head` prints it, and every record links to the one before):
+        // a valid link, valid fields, valid rules. Only the message's seal is missing.
+        let head = a.head();
+        let forged = crate::event::Record {
+            seq: 2,
+            at: a.ledger.head().at + 1,
+            actor: Actor::super_admin("root"),
+            via: None,
+            event: crate::event::Event::Created {
+                id: KeyId(42),
+                hash: token::KeyHash([5; 32]),
+                tail: *b"abcd",
+                name: "forged".into(),
+                roles: vec![crate::SUPER_ADMIN_ROLE.into()],
+                whitelist: Vec::new(),
+                expires_at: None,
+                source: crate::event::KeySource::Generated,
+            },
+            prev: head.hash,
+        };
+        let mut block = codec::BlockWriter::new(2);
+        block.push(&codec::encode_record(&forged).unwrap());
+        let entries = vec![block.finish()];
+        // With the key, this very record would be accepted: the ledger alone cannot tell.
+        let twin = Ledger::from_projection(
+            crate::projection::Projection::new(),
+            Chain::new(Some(&ChainKey::from_bytes(CHAIN_KEY))),
+            Arc::new(Clock::system()),
+        );
+        let first: Vec<crate::log::Entry> = a.trail.scan(0).map(Result::unwrap).collect();
+        twin.accept(&first).unwrap();
+        twin.accept(&entries).unwrap();
+        shared.inject(codec::encode_message("forger", &entries, &Chain::new(None)).unwrap());
         until("a halts", || a.fleet_status().unwrap().halted.is_some());
+        let halted = a.fleet_status().unwrap().halted.unwrap();
+        assert!(
+            halted.contains("not sealed with this fleet's chain key"),
+            "{halted}"
+        );
         assert_eq!(a.last_seq(), 1);
         assert!(a.keys().iter().all(|k| k.name != "forged"));
         assert!(matches!(

@@ -35,7 +35,7 @@ const FOLLOW_BATCH: i64 = 16;
 const FOLLOW_BYTES: i64 = 8 << 20;
 
 fn engine(e: impl std::fmt::Display) -> LogError {
-    LogError::Engine(format!("NATS: {e}"))
+    LogError::Unavailable(format!("NATS: {e}"))
 }
 
 /// The stream, through one connection.
@@ -127,7 +127,14 @@ impl NatsLog {
                         match entry.operation {
                             kv::Operation::Put => {
                                 if let Ok(head) = codec::decode_host_head(&entry.value) {
-                                    let age = age_of(entry.created.unix_timestamp_nanos()).min(lease * 2);
+                                    // A live update was heard now; only the history (what
+                                    // the bucket held when the watch began) is aged, by the
+                                    // server's clock against this one's.
+                                    let age = if entry.seen_current {
+                                        Duration::ZERO
+                                    } else {
+                                        age_of(entry.created.unix_timestamp_nanos()).min(lease * 2)
+                                    };
                                     fleet.heard(&entry.key, head, age);
                                 }
                             }
@@ -166,10 +173,10 @@ async fn connect(options: &FleetOptions) -> Result<(async_nats::Client, jetstrea
     if let Some((cert, key)) = &options.tls.client_certificate {
         connect = connect.add_client_certificate(cert.clone(), key.clone());
     }
-    let client = connect
-        .connect(options.url.as_str())
-        .await
-        .map_err(|e| unavailable(format!("cannot connect to {}: {e}", options.url)))?;
+    let client = connect.connect(options.url.as_str()).await.map_err(|e| {
+        let url = crate::fleet::without_userinfo(&options.url);
+        unavailable(format!("cannot connect to {url}: {e}"))
+    })?;
     let js = jetstream::ContextBuilder::new()
         .timeout(options.request_timeout)
         .build(client.clone());
