@@ -1146,6 +1146,7 @@ struct MessageRefV1<'a> {
     magic: [u8; 8],
     version: u16,
     origin: &'a str,
+    bootstrap: u64,
     entries: &'a [Entry],
 }
 
@@ -1154,6 +1155,7 @@ struct MessageV1 {
     magic: [u8; 8],
     version: u16,
     origin: String,
+    bootstrap: u64,
     entries: Vec<Entry>,
 }
 
@@ -1162,8 +1164,13 @@ struct MessageV1 {
 /// checked; the ledger does that.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct StreamMessage {
-    /// The host that appended it (it proves nothing: any publisher can write any name).
+    /// The host that appended it (it proves nothing beyond the seal: any key holder can
+    /// write any name).
     pub(crate) origin: String,
+    /// For a message of a bootstrap (a single host's log published as the stream's
+    /// beginning): the last record of that log, which the bootstrap reaches once whole;
+    /// 0 otherwise.
+    pub(crate) bootstrap: u64,
     pub(crate) entries: Vec<Entry>,
     pub(crate) first: u64,
     pub(crate) last: u64,
@@ -1175,7 +1182,12 @@ pub(crate) struct StreamMessage {
 /// microsecond); the seal makes a message published without the key refused whole, before
 /// any record of it is looked at (a record's own link is not enough: the hash it links to
 /// is no secret, `keyledger head` prints it).
-pub(crate) fn encode_message(origin: &str, entries: &[Entry], chain: &Chain) -> Result<Vec<u8>, Error> {
+pub(crate) fn encode_message(
+    origin: &str,
+    bootstrap: u64,
+    entries: &[Entry],
+    chain: &Chain,
+) -> Result<Vec<u8>, Error> {
     if origin.len() > MAX_ORIGIN_BYTES {
         return Err(Error::invalid("host id", "longer than 64 bytes"));
     }
@@ -1184,6 +1196,7 @@ pub(crate) fn encode_message(origin: &str, entries: &[Entry], chain: &Chain) -> 
             magic: MESSAGE_MAGIC,
             version: MESSAGE_VERSION,
             origin,
+            bootstrap,
             entries,
         })
         .map_err(|e| Error::invalid("stream message", e.to_string()))?;
@@ -1263,6 +1276,7 @@ fn decode_message_body(bytes: &[u8], position: u64) -> Result<StreamMessage, Err
     }
     Ok(StreamMessage {
         origin: wire.origin,
+        bootstrap: wire.bootstrap,
         entries: wire.entries,
         first,
         last: next - 1,
@@ -1697,12 +1711,12 @@ pub(crate) mod tests {
     fn a_stream_message_round_trips_and_a_misshapen_one_is_refused() {
         let chain = Chain::new(Some(&crate::ChainKey::from_bytes([9; 32])));
         let entries = vec![block_at(7, 3), block_at(10, 2)];
-        let bytes = encode_message("host-a", &entries, &chain).unwrap();
+        let bytes = encode_message("host-a", 0, &entries, &chain).unwrap();
         let decoded = decode_message(&bytes, 4, &chain).unwrap();
         assert_eq!((decoded.first, decoded.last), (7, 11));
         assert_eq!(decoded.entries, entries);
         assert_eq!(decoded.origin, "host-a");
-        assert!(encode_message(&"h".repeat(65), &entries, &chain).is_err());
+        assert!(encode_message(&"h".repeat(65), 0, &entries, &chain).is_err());
 
         // Sealed: no byte can change, and no other key (nor none) makes one that passes.
         for i in 0..bytes.len() {
@@ -1710,7 +1724,7 @@ pub(crate) mod tests {
             bad[i] ^= 0x01;
             assert!(decode_message(&bad, 4, &chain).is_err(), "byte {i}");
         }
-        let public = encode_message("host-a", &entries, &Chain::new(None)).unwrap();
+        let public = encode_message("host-a", 0, &entries, &Chain::new(None)).unwrap();
         assert!(matches!(
             decode_message(&public, 4, &chain),
             Err(Error::Corrupt {
@@ -1722,7 +1736,7 @@ pub(crate) mod tests {
 
         // The shape of a body, sealed or not.
         let body = |entries: &[Entry]| {
-            let sealed = encode_message("host-a", entries, &chain).unwrap();
+            let sealed = encode_message("host-a", 0, entries, &chain).unwrap();
             sealed[..sealed.len() - MESSAGE_SEAL_LEN].to_vec()
         };
         assert!(decode_message_body(&body(&entries), 4).is_ok());

@@ -429,6 +429,9 @@ pub(crate) struct Fleet {
     catch_up_to: Mutex<Option<u64>>,
     halted: Mutex<Option<String>>,
     closing: AtomicBool,
+    /// The record the stream's bootstrap reaches (0: none): until this host has applied
+    /// it, the stream does not yet hold the whole log it began with.
+    bootstrap_until: std::sync::atomic::AtomicU64,
 }
 
 /// A host not heard from for this many leases is dropped from the status.
@@ -461,6 +464,7 @@ impl Fleet {
             catch_up_to: Mutex::new(None),
             halted: Mutex::new(None),
             closing: AtomicBool::new(false),
+            bootstrap_until: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -487,6 +491,20 @@ impl Fleet {
 
     pub(crate) fn position(&self) -> u64 {
         lock(&self.own).head.position
+    }
+
+    /// The stream began with a bootstrap reaching record `through` (0: not one).
+    pub(crate) fn bootstrapped_through(&self, through: u64) {
+        self.bootstrap_until.fetch_max(through, Ordering::AcqRel);
+    }
+
+    /// While the stream's bootstrap is not wholly applied here: the records it reaches
+    /// and those applied. A host takes no write meanwhile (it would be appended in the
+    /// middle of the log being published) and reports itself unhealthy.
+    pub(crate) fn bootstrapping(&self) -> Option<(u64, u64)> {
+        let until = self.bootstrap_until.load(Ordering::Acquire);
+        let seq = lock(&self.own).head.seq;
+        (seq < until).then_some((seq, until))
     }
 
     /// Stops this host's writes for good (until restarted), saying why.
@@ -667,7 +685,9 @@ impl Fleet {
             host: self.options.host.clone(),
             stream: self.options.stream.clone(),
             stale_for: stale,
-            unhealthy: stale > self.options.stale_serve || self.halted().is_some(),
+            unhealthy: stale > self.options.stale_serve
+                || self.halted().is_some()
+                || self.bootstrapping().is_some(),
             rejecting: self.rejecting.load(Ordering::Acquire),
             halted: self.halted(),
             hosts,
@@ -744,11 +764,40 @@ impl Replica {
             .meta(MetaKey::Position)?
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
             .map_or(0, u64::from_le_bytes);
+        let chain = ledger.chain();
         let mut position = 0;
         if last == 0 && head.seq > 0 {
-            position = bootstrap(&mut *shared, log, fleet.host(), ledger.chain())?;
+            position = bootstrap(&mut *shared, log, fleet.host(), chain, (0, 0), head.seq)?;
         } else if head.seq > 0 || stored > 0 {
-            position = find_prefix(&mut *shared, log, ledger.chain(), head.seq, stored, last)?;
+            position = match find_prefix(&mut *shared, log, chain, head.seq, stored, last)? {
+                Prefix::At(position) => position,
+                // This host's own bootstrap, cut short (a crash, an unanswered append):
+                // published on from where the stream ends.
+                Prefix::UnfinishedBootstrap { position, through } if through.1 == fleet.host() => bootstrap(
+                    &mut *shared,
+                    log,
+                    fleet.host(),
+                    chain,
+                    (position, through.0),
+                    head.seq,
+                )?,
+                Prefix::UnfinishedBootstrap { position, through } => {
+                    return Err(Error::StreamDiverged {
+                        position: position + 1,
+                        reason: format!(
+                            "this host's log runs ahead of the stream, which host {} is still bootstrapping \
+                             (its messages reach record {})",
+                            through.1, through.0
+                        ),
+                    });
+                }
+            };
+        }
+        // A stream begun by a bootstrap says, in its first message, the record the
+        // bootstrap reaches: until a host has it, it takes no write.
+        if last > 0 || position > 0 {
+            let first = codec::decode_message(&shared.get(1)?, 1, chain)?;
+            fleet.bootstrapped_through(first.bootstrap);
         }
         let incoming = shared.follow(position + 1)?;
         let mut replica = Replica {
@@ -764,9 +813,15 @@ impl Replica {
         replica.fleet.applied(head, position);
         // A message that cannot be applied halts writes; the host still opens, verifying
         // from what it has, and says why in its status.
-        match replica.catch_up(log, ledger, last) {
-            Ok(()) | Err(Error::FleetHalted { .. }) => {}
-            Err(e) => return Err(e),
+        // Twice: what was appended during a long catch-up is applied too before this host
+        // starts announcing (and serving).
+        for _ in 0..2 {
+            let end = replica.shared.last()?;
+            match replica.catch_up(log, ledger, end.max(last)) {
+                Ok(()) => {}
+                Err(Error::FleetHalted { .. }) => break,
+                Err(e) => return Err(e),
+            }
         }
         let fleet = Arc::clone(&replica.fleet);
         replica.shared.announce(fleet)?;
@@ -981,6 +1036,7 @@ impl Replica {
                         ),
                     ));
                 }
+                self.fleet.bootstrapped_through(m.bootstrap);
                 ledger.accept(&m.entries).map(|()| m.entries)
             });
             match accepted {
@@ -1036,7 +1092,7 @@ impl Replica {
         ledger: &Ledger,
         entries: &[Entry],
     ) -> Result<Appended, Error> {
-        let message = codec::encode_message(self.fleet.host(), entries, ledger.chain())?;
+        let message = codec::encode_message(self.fleet.host(), 0, entries, ledger.chain())?;
         // An append the stream did not answer is sent once more, the same bytes: if the
         // first one landed, the stream's deduplication answers with its position.
         let mut appended = self.shared.append(self.position, &message);
@@ -1128,23 +1184,27 @@ impl Drop for Replica {
     }
 }
 
-/// Publishes the local log as an empty stream's beginning, in messages of at most the
-/// stream's size; returns the last position.
+/// Publishes the local log (reaching record `through`) as an empty stream's beginning, in
+/// messages of at most the stream's size, each saying `through`; or, after an interrupted
+/// bootstrap, the rest of it: the entries after record `published`, after stream position
+/// `after`. Returns the last position.
 fn bootstrap(
     shared: &mut dyn SharedLog,
     log: &mut dyn Log,
     origin: &str,
     chain: &Chain,
+    (after, published): (u64, u64),
+    through: u64,
 ) -> Result<u64, Error> {
     let limit = shared.max_message_bytes().saturating_sub(1024).max(64 << 10);
-    let mut position = 0;
+    let mut position = after;
     let mut pending: Vec<Entry> = Vec::new();
     let mut bytes = 0;
     let mut flush = |pending: &mut Vec<Entry>, position: &mut u64| -> Result<(), Error> {
         if pending.is_empty() {
             return Ok(());
         }
-        let message = codec::encode_message(origin, pending, chain)?;
+        let message = codec::encode_message(origin, through, pending, chain)?;
         *position = match shared.append(*position, &message) {
             Ok(at) => at,
             Err(AppendError::Conflict) => {
@@ -1168,7 +1228,7 @@ fn bootstrap(
         pending.clear();
         Ok(())
     };
-    let entries: Vec<Entry> = log.scan(0).collect::<Result<_, LogError>>()?;
+    let entries: Vec<Entry> = log.scan(published + 1).collect::<Result<_, LogError>>()?;
     for entry in entries {
         if bytes + entry.1.len() + 16 > limit && !pending.is_empty() {
             flush(&mut pending, &mut position)?;
@@ -1191,7 +1251,7 @@ fn find_prefix(
     head: u64,
     stored: u64,
     last: u64,
-) -> Result<u64, Error> {
+) -> Result<Prefix, Error> {
     let diverged = |position: u64, reason: String| Error::StreamDiverged { position, reason };
     // The stored position is where the previous run stopped; the message there must end
     // at or before the head (a crash may have left the hint one message behind).
@@ -1204,9 +1264,10 @@ fn find_prefix(
         }
     }
     if head == 0 {
-        return Ok(0);
+        return Ok(Prefix::At(0));
     }
     let mut position = from - 1;
+    let mut unfinished: Option<(u64, String)> = None;
     for pos in from..=last {
         let m = codec::decode_message(&shared.get(pos)?, pos, chain)
             .map_err(|e| diverged(pos, format!("the stream's message does not decode: {e}")))?;
@@ -1217,7 +1278,7 @@ fn find_prefix(
             ));
         }
         if m.first == head + 1 {
-            return Ok(position);
+            return Ok(Prefix::At(position));
         }
         for (key, bytes) in &m.entries {
             let mine = log.floor(*key)?.filter(|(k, _)| k == key);
@@ -1238,8 +1299,9 @@ fn find_prefix(
             }
         }
         position = pos;
+        unfinished = (m.bootstrap == head).then(|| (m.last, m.origin.clone()));
         if m.last == head {
-            return Ok(position);
+            return Ok(Prefix::At(position));
         }
         if m.last > head {
             return Err(diverged(
@@ -1251,12 +1313,24 @@ fn find_prefix(
             ));
         }
     }
+    if let Some(through) = unfinished {
+        return Ok(Prefix::UnfinishedBootstrap { position, through });
+    }
     Err(diverged(
         last + 1,
         format!(
             "this host's log runs ahead of the stream: it holds records the stream does not (its head is record {head})"
         ),
     ))
+}
+
+/// Where a local log stands in the stream.
+enum Prefix {
+    /// A prefix of it, ending with the message at this position.
+    At(u64),
+    /// Ahead of it, where the stream is a bootstrap of exactly this log cut short: its
+    /// messages up to `position` reach record `through.0`, published by host `through.1`.
+    UnfinishedBootstrap { position: u64, through: (u64, String) },
 }
 
 #[cfg(test)]

@@ -148,7 +148,7 @@ pub mod fuzzing {
             let Ok(message) = codec::decode_message(candidate, 1, &chain) else {
                 continue;
             };
-            let again = codec::encode_message(&message.origin, &message.entries, &chain)
+            let again = codec::encode_message(&message.origin, message.bootstrap, &message.entries, &chain)
                 .expect("a decoded message encodes");
             assert_eq!(again, candidate, "decode then encode changed the message");
             assert!(message.first <= message.last);
@@ -162,7 +162,7 @@ pub mod fuzzing {
     /// Wraps entries in a stream message, as a writer batch of host `origin` is appended
     /// (public chain).
     pub fn encode_stream_message(origin: &str, entries: &[(u64, Vec<u8>)]) -> Vec<u8> {
-        codec::encode_message(origin, entries, &Chain::new(None)).unwrap_or_default()
+        codec::encode_message(origin, 0, entries, &Chain::new(None)).unwrap_or_default()
     }
 
     /// Splits a log entry into records; if it is a block that splits, checks that building

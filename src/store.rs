@@ -1721,6 +1721,19 @@ impl Writer {
                 }
                 return Ok(());
             }
+            let bootstrapping = self.replica.as_ref().and_then(|r| r.fleet.bootstrapping());
+            if let Some((have, until)) = bootstrapping {
+                let e = Error::StreamUnavailable {
+                    reason: format!(
+                        "the shared log is still being bootstrapped: this host has records up to {have} \
+                         of the {until} it begins with; writes wait until all are in"
+                    ),
+                };
+                for p in now {
+                    let _ = p.reply.send(Err(e.replicate()));
+                }
+                return Ok(());
+            }
             let commands: Vec<&Command> = now.iter().map(|p| &p.command).collect();
             let prepared = self.ledger.prepare(&commands, &mut self.ids);
             if prepared.entries.is_empty() {
@@ -2085,6 +2098,73 @@ mod fleet_tests {
         KeyStore::start(options, Box::new(log), info, None, Some(parts)).unwrap()
     }
 
+    /// A host on `log` (which may hold records already: a single-host store).
+    fn host_on(shared: &MemShared, name: &str, log: MemLog) -> Result<KeyStore, Error> {
+        let options = Builder::default().chain_key(ChainKey::from_bytes(CHAIN_KEY));
+        let info = match ledger::read_info(&log)? {
+            Some(info) => info,
+            None => ledger::initialize(&mut log.clone(), &options.chain())?,
+        };
+        let rejecting = Arc::new(AtomicBool::new(false));
+        let fleet = Fleet::new(FleetOptions::new("memory").host_id(name), Arc::clone(&rejecting));
+        let parts = SharedParts {
+            log: Box::new(shared.clone()),
+            fleet,
+            rejecting,
+        };
+        KeyStore::start(options, Box::new(log), info, None, Some(parts))
+    }
+
+    /// A bootstrap cut short (the stream stops answering after its first message): a host
+    /// joining meanwhile takes no write and reports itself unhealthy; the bootstrapping
+    /// host, started again, publishes the rest, and then everyone takes writes.
+    #[test]
+    fn an_interrupted_bootstrap_is_resumed_by_its_host_and_blocks_writes_until_whole() {
+        let root = Actor::super_admin("root");
+        let single = MemLog::default();
+        {
+            let options = Builder::default().chain_key(ChainKey::from_bytes(CHAIN_KEY));
+            let mut log = single.clone();
+            let info = ledger::initialize(&mut log, &options.chain()).unwrap();
+            let store = KeyStore::start(options, Box::new(log), info, None, None).unwrap();
+            let keys: Vec<ExistingKey> = (0..1500)
+                .map(|i| {
+                    ExistingKey::with_secret(
+                        NewKey::new(format!("adopted {i}")).role("bot"),
+                        &format!("legacy-secret-{i:010}"),
+                    )
+                    .unwrap()
+                })
+                .collect();
+            store.import_keys(&root, keys).unwrap();
+        }
+        let shared = MemShared::default();
+        shared.set_max_bytes(100_000);
+        shared.set_capacity(Some(1));
+        let cut = host_on(&shared, "origin", single.clone()).unwrap_err();
+        assert!(matches!(cut, Error::StreamUnavailable { .. }), "{cut:?}");
+        assert_eq!(shared.len(), 1, "one message of the bootstrap landed");
+
+        let b = host(&shared, "b");
+        assert!(b.last_seq() > 0 && b.last_seq() < 1500);
+        assert!(matches!(
+            b.create_key(&root, NewKey::new("too early").role("bot")),
+            Err(Error::StreamUnavailable { .. })
+        ));
+        assert!(b.fleet_status().unwrap().unhealthy);
+
+        shared.set_capacity(None);
+        let origin = host_on(&shared, "origin", single).unwrap();
+        assert_eq!(origin.last_seq(), 1500);
+        until("b has the whole bootstrap", || b.last_seq() == 1500);
+        until("b reports itself healthy", || {
+            !b.fleet_status().unwrap().unhealthy
+        });
+        b.create_key(&root, NewKey::new("now").role("bot")).unwrap();
+        until("origin has it", || origin.last_seq() == 1501);
+        assert_eq!(origin.audit(), b.audit());
+    }
+
     fn until(what: &str, f: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !f() {
@@ -2180,7 +2260,7 @@ mod fleet_tests {
         let first: Vec<crate::log::Entry> = a.trail.scan(0).map(Result::unwrap).collect();
         twin.accept(&first).unwrap();
         twin.accept(&entries).unwrap();
-        shared.inject(codec::encode_message("forger", &entries, &Chain::new(None)).unwrap());
+        shared.inject(codec::encode_message("forger", 0, &entries, &Chain::new(None)).unwrap());
         until("a halts", || a.fleet_status().unwrap().halted.is_some());
         let halted = a.fleet_status().unwrap().halted.unwrap();
         assert!(

@@ -131,6 +131,10 @@ struct SharedState {
     unreachable: bool,
     /// While set, appends are stored but their answer is lost, once each.
     lose_answers: bool,
+    /// Appends beyond this many messages go unanswered and are not stored.
+    capacity: Option<usize>,
+    /// The largest message taken (default 1 MiB).
+    max_bytes: Option<usize>,
 }
 
 #[cfg(test)]
@@ -153,6 +157,15 @@ impl MemShared {
         self.lock().unreachable = yes;
     }
 
+    /// Appends beyond `messages` go unanswered (and are not stored); `None` lifts it.
+    pub(crate) fn set_capacity(&self, messages: Option<usize>) {
+        self.lock().capacity = messages;
+    }
+
+    pub(crate) fn set_max_bytes(&self, bytes: usize) {
+        self.lock().max_bytes = Some(bytes);
+    }
+
     /// The next append is stored, but its answer is lost.
     pub(crate) fn lose_next_answer(&self) {
         self.lock().lose_answers = true;
@@ -167,7 +180,7 @@ impl MemShared {
 impl super::SharedLog for MemShared {
     fn append(&mut self, after: u64, message: &[u8]) -> Result<u64, super::AppendError> {
         let mut state = self.lock();
-        if state.unreachable {
+        if state.unreachable || state.capacity.is_some_and(|c| state.messages.len() >= c) {
             return Err(super::AppendError::Uncertain(LogError::Engine(
                 "unreachable".into(),
             )));
@@ -180,10 +193,9 @@ impl super::SharedLog for MemShared {
         if let Some(at) = state.messages.iter().position(|m| m == message) {
             return Ok(at as u64 + 1);
         }
-        if message.len() > self.max_message_bytes() {
-            return Err(super::AppendError::TooLarge {
-                limit: self.max_message_bytes(),
-            });
+        let limit = state.max_bytes.unwrap_or(1 << 20);
+        if message.len() > limit {
+            return Err(super::AppendError::TooLarge { limit });
         }
         let lost = std::mem::take(&mut state.lose_answers);
         drop(state);
@@ -225,7 +237,7 @@ impl super::SharedLog for MemShared {
     }
 
     fn max_message_bytes(&self) -> usize {
-        1 << 20
+        self.lock().max_bytes.unwrap_or(1 << 20)
     }
 
     fn announce(&mut self, _fleet: Arc<crate::fleet::Fleet>) -> Result<(), LogError> {
