@@ -255,33 +255,6 @@ fn keyledger(db: &Path, args: &[&str]) -> String {
     stdout
 }
 
-/// Creates the first admin key on the store at `db` (with the chain key in `ck`); returns
-/// its secret.
-fn bootstrap_admin(db: &Path, ck: &Path) -> String {
-    let ck = ck.to_str().unwrap();
-    let out = keyledger(
-        db,
-        &[
-            "--chain-key-file",
-            ck,
-            "create",
-            "--actor",
-            "root",
-            "--actor-role",
-            "super-admin",
-            "--name",
-            "root-admin",
-            "--role",
-            "super-admin",
-            "--ip",
-            "127.0.0.1",
-            "--json",
-        ],
-    );
-    let created: Value = serde_json::from_str(out.trim()).unwrap();
-    created["key"].as_str().unwrap().to_owned()
-}
-
 /// The three hosts of the fleet, stopped on drop.
 struct Fleet {
     a: Served,
@@ -298,7 +271,7 @@ impl Fleet {
     fn start(dir: &Path, nats: &NatsServer, a_confirm_timeout: &str) -> Fleet {
         let ck = dir.join("chain.key");
         keyledger(dir, &["chain-key", "new", ck.to_str().unwrap()]);
-        let admin = bootstrap_admin(&dir.join("a"), &ck);
+        let admin = served::super_admin_key(&dir.join("a"), &ck, "root-admin", &["127.0.0.1"]);
         let url = nats.url();
         let host = |name: &str, extra: &[&str]| {
             let mut args = vec![
@@ -392,7 +365,7 @@ struct SingleHost {
 impl SingleHost {
     fn start(dir: &Path, ck: &Path) -> SingleHost {
         let db = dir.join("single");
-        let admin = bootstrap_admin(&db, ck);
+        let admin = served::super_admin_key(&db, ck, "root-admin", &["127.0.0.1"]);
         let served = Served::start(&db, &["--chain-key-file", ck.to_str().unwrap()]);
         SingleHost { served, admin }
     }

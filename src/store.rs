@@ -2085,17 +2085,7 @@ mod fleet_tests {
     const CHAIN_KEY: [u8; 32] = [7; 32];
 
     fn host(shared: &MemShared, name: &str) -> KeyStore {
-        let options = Builder::default().chain_key(ChainKey::from_bytes(CHAIN_KEY));
-        let mut log = MemLog::default();
-        let info = ledger::initialize(&mut log, &options.chain()).unwrap();
-        let rejecting = Arc::new(AtomicBool::new(false));
-        let fleet = Fleet::new(FleetOptions::new("memory").host_id(name), Arc::clone(&rejecting));
-        let parts = SharedParts {
-            log: Box::new(shared.clone()),
-            fleet,
-            rejecting,
-        };
-        KeyStore::start(options, Box::new(log), info, None, Some(parts)).unwrap()
+        host_on(shared, name, MemLog::default()).unwrap()
     }
 
     /// A host on `log` (which may hold records already: a single-host store).

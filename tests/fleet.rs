@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use nats::NatsServer;
-use served::{Served, keyledger};
+use served::{Served, keyledger, super_admin_key};
 
 /// Timings short enough for tests: hosts hear each other every 100 ms and drop out after
 /// a second of silence.
@@ -148,29 +148,11 @@ impl Fleet {
             &dir.path().join("unused"),
             &["chain-key", "new", chain_key.to_str().unwrap()],
         );
-        let first = dir.path().join(names[0]);
-        let out = cli(
-            &first,
-            &[
-                "--chain-key-file",
-                chain_key.to_str().unwrap(),
-                "create",
-                "--actor",
-                "root",
-                "--actor-role",
-                "super-admin",
-                "--name",
-                "root-admin",
-                "--role",
-                "super-admin",
-                "--json",
-            ],
-        );
-        let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let root = super_admin_key(&dir.path().join(names[0]), &chain_key, "root-admin", &[]);
         let mut fleet = Fleet {
             nats: std::sync::Mutex::new(nats),
             chain_key,
-            root: created["key"].as_str().unwrap().to_owned(),
+            root,
             hosts: names
                 .iter()
                 .map(|n| Host {
@@ -599,25 +581,7 @@ fn rogue(fleet: &Fleet, names: &[&str]) -> (Served, String) {
     cli(&dir, &["chain-key", "new", key]);
     let mut secret = String::new();
     for name in names {
-        let out = cli(
-            &dir,
-            &[
-                "--chain-key-file",
-                key,
-                "create",
-                "--actor",
-                "root",
-                "--actor-role",
-                "super-admin",
-                "--name",
-                name,
-                "--role",
-                "super-admin",
-                "--json",
-            ],
-        );
-        let created: Value = serde_json::from_slice(&out.stdout).unwrap();
-        secret = created["key"].as_str().unwrap().to_owned();
+        secret = super_admin_key(&dir, Path::new(key), name, &[]);
     }
     let args = [
         "--chain-key-file",

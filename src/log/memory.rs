@@ -138,6 +138,19 @@ struct SharedState {
 }
 
 #[cfg(test)]
+impl SharedState {
+    /// Appends and hands the message to every follower, under the one lock: the position
+    /// check and the append are one step, as on the server.
+    fn push(&mut self, message: Vec<u8>) -> u64 {
+        self.messages.push(message.clone());
+        let position = self.messages.len() as u64;
+        self.followers
+            .retain(|f| f.send(Ok((position, message.clone()))).is_ok());
+        position
+    }
+}
+
+#[cfg(test)]
 impl MemShared {
     fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -145,12 +158,7 @@ impl MemShared {
 
     /// Appends `message` as another writer would (a rogue one, say), unchecked.
     pub(crate) fn inject(&self, message: Vec<u8>) {
-        let mut state = self.lock();
-        state.messages.push(message.clone());
-        let position = state.messages.len() as u64;
-        state
-            .followers
-            .retain(|f| f.send(Ok((position, message.clone()))).is_ok());
+        self.lock().push(message);
     }
 
     pub(crate) fn set_unreachable(&self, yes: bool) {
@@ -173,6 +181,10 @@ impl MemShared {
 
     pub(crate) fn len(&self) -> usize {
         self.lock().messages.len()
+    }
+
+    pub(crate) fn messages(&self) -> Vec<Vec<u8>> {
+        self.lock().messages.clone()
     }
 }
 
@@ -198,14 +210,13 @@ impl super::SharedLog for MemShared {
             return Err(super::AppendError::TooLarge { limit });
         }
         let lost = std::mem::take(&mut state.lose_answers);
-        drop(state);
-        self.inject(message.to_vec());
+        let position = state.push(message.to_vec());
         if lost {
             return Err(super::AppendError::Uncertain(LogError::Engine(
                 "no answer".into(),
             )));
         }
-        Ok(after + 1)
+        Ok(position)
     }
 
     fn last(&mut self) -> Result<u64, LogError> {

@@ -21,6 +21,33 @@ pub(crate) fn keyledger(db: &Path) -> Command {
     cmd
 }
 
+/// Makes a super-admin key named `name` with the command line on the store at `db`, keyed
+/// with the chain key in the file `chain_key` (the first key of a fleet's bootstrap store,
+/// say), whitelisted for `ips` (none: any address); returns its secret.
+pub(crate) fn super_admin_key(db: &Path, chain_key: &Path, name: &str, ips: &[&str]) -> String {
+    let mut args = vec![
+        "--chain-key-file",
+        chain_key.to_str().unwrap(),
+        "create",
+        "--actor",
+        "root",
+        "--actor-role",
+        "super-admin",
+        "--name",
+        name,
+        "--role",
+        "super-admin",
+        "--json",
+    ];
+    for ip in ips {
+        args.extend(["--ip", ip]);
+    }
+    let out = keyledger(db).args(&args).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "keyledger {args:?}: {out:?}");
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    created["key"].as_str().unwrap().to_owned()
+}
+
 /// `keyledger serve` on a free loopback port; stopped (SIGTERM, then SIGKILL after a
 /// bounded wait) on drop, also when a test fails.
 pub(crate) struct Served {
