@@ -183,9 +183,6 @@ impl MemShared {
         self.lock().messages.len()
     }
 
-    pub(crate) fn messages(&self) -> Vec<Vec<u8>> {
-        self.lock().messages.clone()
-    }
 }
 
 #[cfg(test)]
