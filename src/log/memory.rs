@@ -182,7 +182,6 @@ impl MemShared {
     pub(crate) fn len(&self) -> usize {
         self.lock().messages.len()
     }
-
 }
 
 #[cfg(test)]
