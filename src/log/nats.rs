@@ -102,7 +102,17 @@ impl NatsLog {
                             continue;
                         };
                         let put = async { tokio::time::timeout(patience, kv.put(&host, bytes.into())).await };
-                        if matches!(handle.block_on(put), Ok(Ok(_))) {
+                        // Contact is the server answering: an acknowledged announcement, or
+                        // else (a put waits for the server's disk, which may be slow) the
+                        // stream's state, which it answers from memory.
+                        let answered = matches!(handle.block_on(put), Ok(Ok(_))) || {
+                            let mut s = stream.clone();
+                            matches!(
+                                handle.block_on(async { tokio::time::timeout(patience, s.info()).await }),
+                                Ok(Ok(_))
+                            )
+                        };
+                        if answered {
                             announcer.contact();
                         }
                         announcer.check_staleness(|| {
