@@ -713,7 +713,7 @@ const APPLY_BYTES: usize = 8 << 20;
 /// the stream is the record, and acknowledges a write before this host's disk does.
 const SYNC_BYTES: usize = 8 << 20;
 /// How many times a batch is prepared again after losing the race to append.
-const MAX_RACES: usize = 64;
+pub(crate) const MAX_RACES: usize = 64;
 
 /// The writer's side of a shared log; see the module doc.
 pub(crate) struct Replica {
@@ -1151,10 +1151,6 @@ impl Replica {
         }
         Ok(())
     }
-
-    pub(crate) fn max_races() -> usize {
-        MAX_RACES
-    }
 }
 
 /// Messages the ledger accepted: their entries, the head and position they reach, and why
@@ -1228,8 +1224,9 @@ fn bootstrap(
         pending.clear();
         Ok(())
     };
-    let entries: Vec<Entry> = log.scan(published + 1).collect::<Result<_, LogError>>()?;
-    for entry in entries {
+    // Streamed: a message's worth of entries in memory at a time, whatever the log's size.
+    for entry in log.scan(published + 1) {
+        let entry = entry?;
         if bytes + entry.1.len() + 16 > limit && !pending.is_empty() {
             flush(&mut pending, &mut position)?;
             bytes = 0;

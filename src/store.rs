@@ -1756,7 +1756,7 @@ impl Writer {
                     }
                     return Ok(());
                 }
-                Ok(Appended::Lost) if races < Replica::max_races() => races += 1,
+                Ok(Appended::Lost) if races < crate::fleet::MAX_RACES => races += 1,
                 Ok(Appended::Lost) => {
                     let e = Error::StreamUnavailable {
                         reason: format!("lost the race to append {races} times in a row; try again"),

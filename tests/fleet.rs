@@ -845,3 +845,44 @@ fn the_fleet_command_lists_every_host_with_its_head() {
     assert!(text.contains("2 host(s)") && text.contains("live"), "{text}");
     fleet.stop_and_compare();
 }
+
+/// `kill -9` of a host at several moments while it opens: replaying its own log, catching
+/// up from the stream (its local writes not yet synced), announcing. Started again each
+/// time, it opens, catches up and ends with the others' log, which checks.
+#[test]
+fn a_host_killed_while_it_opens_and_catches_up_starts_again_and_converges() {
+    let mut fleet = Fleet::start(&["a", "b"], &[]);
+    let stop = AtomicBool::new(false);
+    let (a, root) = (fleet.addr(0), fleet.root.clone());
+    std::thread::scope(|s| {
+        let (stop, root) = (&stop, &root);
+        let writer = s.spawn(move || burst(a, root, "long", stop));
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, Ordering::Release);
+        writer.join().unwrap();
+    });
+    let top = fleet.last_seq(0);
+    // b starts again from nothing, and is killed at moments of its open.
+    if let Some(mut b) = fleet.hosts[1].served.take() {
+        assert!(b.terminate().is_some());
+    }
+    std::fs::remove_dir_all(&fleet.hosts[1].db).unwrap();
+    let args = fleet.args(1);
+    for delay in [5, 20, 60, 150, 400] {
+        let mut child = keyledger(&fleet.hosts[1].db)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    fleet.start_host(1);
+    fleet.converged(top);
+    assert_eq!(names_on(&fleet, 0), names_on(&fleet, 1));
+    fleet.stop_and_compare();
+}
