@@ -843,6 +843,31 @@ fn the_fleet_command_lists_every_host_with_its_head() {
     let out = cli(&fleet.dir.path().join("none"), &["fleet", "--nats", &url]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("2 host(s)") && text.contains("live"), "{text}");
+    // `/v1/fleet` wants an admin key, no parameters, and GET.
+    let no_key = http(fleet.addr(0), "GET", "/v1/fleet", None, None).unwrap();
+    assert_eq!(no_key.status, 401, "{no_key:?}");
+    let param = fleet.call(0, "GET", "/v1/fleet?host=a", None);
+    assert_eq!(
+        (param.status, param.json()["error"].as_str()),
+        (400, Some("invalid_input"))
+    );
+    let post = fleet.call(0, "POST", "/v1/fleet", None);
+    assert_eq!(post.status, 405, "{post:?}");
+    // A stream name the server could not hold is refused before anything is opened.
+    let bad = keyledger(&fleet.dir.path().join("bad"))
+        .args([
+            "--chain-key-file",
+            fleet.chain_key.to_str().unwrap(),
+            "fleet",
+            "--nats",
+            &url,
+        ])
+        .args(["--stream", "no.dots"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("stream"), "{bad:?}");
     fleet.stop_and_compare();
 }
 
