@@ -13,7 +13,13 @@
 //!   `nginx_auth_rps_vs_plain`, reported with no target (it is mostly nginx's subrequest).
 //!   Skipped, with a note in the report, when `/usr/sbin/nginx` is missing.
 //!
-//! `cargo bench --bench http` (`-- --quick` for a short run). The server and the client
+//! - `auth_under_hoarding`: `/auth` for a good key, asked on new connections from the
+//!   trusted proxy's address while one client hoards 1,100 slowloris connections, with the
+//!   server's default connection limits and without them: p50/p99/max in milliseconds
+//!   (`benches/http/hoarding.rs`).
+//!
+//! `cargo bench --bench http` (`-- --quick` for a short run, `-- --only NAME` for one
+//! comparison). The server and the client
 //! each get one runtime with one worker thread (the machines have two cores); the routes
 //! are measured in alternating order, round after round, and the ratios are medians of
 //! each round's ratio, so the machine's drift cancels. Prints a table and writes
@@ -22,6 +28,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "http/hoarding.rs"]
+mod hoarding;
 #[path = "../tests/support/nginx.rs"]
 mod nginx;
 
@@ -54,6 +62,8 @@ struct Mode {
     rounds: usize,
     warmup: Duration,
     per_run: Duration,
+    /// `--only NAME`: run only that comparison.
+    only: Option<String>,
 }
 
 impl Mode {
@@ -75,6 +85,7 @@ impl Mode {
                 rounds: 3,
                 warmup: Duration::from_millis(300),
                 per_run: Duration::from_millis(700),
+                only: None,
             }
         } else {
             Mode {
@@ -83,11 +94,17 @@ impl Mode {
                 rounds: 9,
                 warmup: Duration::from_secs(1),
                 per_run: Duration::from_secs(2),
+                only: None,
             }
         };
         if let Some(n) = value("--connections") {
             mode.connections = usize::try_from(n).unwrap().clamp(1, KEYS);
         }
+        mode.only = args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1))
+            .cloned();
         if let Some(n) = value("--rounds") {
             mode.rounds = usize::try_from(n).unwrap().max(1);
         }
@@ -138,11 +155,21 @@ fn main() {
 /// Every comparison this benchmark makes; `None` for one that cannot run here (and says
 /// why on standard error).
 fn comparisons(mode: &Mode) -> Vec<Option<Comparison>> {
-    vec![
-        Some(layer_vs_bare(mode)),
-        Some(auth_vs_trivial(mode)),
-        nginx_auth_vs_plain(mode),
-    ]
+    let wants = |name: &str| mode.only.as_deref().is_none_or(|only| only == name);
+    let mut all = Vec::new();
+    if wants("layer_vs_bare") {
+        all.push(Some(layer_vs_bare(mode)));
+    }
+    if wants("auth_vs_trivial") {
+        all.push(Some(auth_vs_trivial(mode)));
+    }
+    if wants("nginx_auth_vs_plain") {
+        all.push(nginx_auth_vs_plain(mode));
+    }
+    if wants("auth_under_hoarding") {
+        all.push(Some(hoarding::auth_under_hoarding(mode.name == "quick")));
+    }
+    all
 }
 
 /// Loads `paths[0]` and `paths[1]` on `addr` in alternating order, round after round,
@@ -574,13 +601,30 @@ fn print_table(r: &Value) {
             f("p99_us")
         );
     }
+    let h = &r["auth_under_hoarding"];
+    for (label, x) in [("defended", &h["defended"]), ("undefended", &h["undefended"])] {
+        if x.is_null() {
+            continue;
+        }
+        let f = |k: &str| x[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "/auth under 1,100 hoarded connections, {label}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests, {} failed)",
+            f("p50_ms"),
+            f("p99_ms"),
+            f("max_ms"),
+            x["requests"],
+            x["failures"]
+        );
+    }
     let ip = &lb["in_process"];
-    println!(
-        "the layer's own cost on a pass, in process: {:.0} ns per request ({:.0} ns bare, {:.0} ns layered)",
-        ip["layer_cost_ns"].as_f64().unwrap_or(f64::NAN),
-        ip["bare_ns"].as_f64().unwrap_or(f64::NAN),
-        ip["layer_ns"].as_f64().unwrap_or(f64::NAN),
-    );
+    if !ip.is_null() {
+        println!(
+            "the layer's own cost on a pass, in process: {:.0} ns per request ({:.0} ns bare, {:.0} ns layered)",
+            ip["layer_cost_ns"].as_f64().unwrap_or(f64::NAN),
+            ip["bare_ns"].as_f64().unwrap_or(f64::NAN),
+            ip["layer_ns"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
     println!();
     for (k, x) in r["ratios"].as_object().unwrap() {
         let x = x

@@ -7,6 +7,7 @@
 //! and never 200 unless the check passed.
 
 mod admin;
+mod admit;
 mod auth;
 mod body;
 mod listen;
@@ -70,8 +71,27 @@ pub struct Server {
 struct Options {
     read_timeout: Duration,
     max_connections: usize,
+    max_connections_per_client: usize,
+    /// `None`: a quarter of `max_connections` when there are trusted proxies, else none.
+    proxy_connections: Option<usize>,
     max_admin_requests: usize,
     shutdown_timeout: Duration,
+}
+
+impl Options {
+    /// The connection limits with these proxies: the proxies' share never takes every slot.
+    fn limits(&self, proxies: &TrustedProxies) -> admit::Limits {
+        let reserve = match self.proxy_connections {
+            _ if proxies.is_empty() => 0,
+            Some(n) => n,
+            None => self.max_connections / 4,
+        };
+        admit::Limits {
+            total: self.max_connections,
+            per_client: self.max_connections_per_client,
+            proxy_reserve: reserve.min(self.max_connections - 1),
+        }
+    }
 }
 
 /// What every handler shares.
@@ -102,14 +122,16 @@ fn peer_addr(extensions: &Extensions) -> Option<IpAddr> {
 
 impl Server {
     /// Serves `store`, trusting no proxy, with the default limits: a 10 s read timeout,
-    /// 1024 connections, 32 admin requests at a time, and 10 s to finish in-flight
-    /// requests at shutdown.
+    /// 1024 connections (64 per client; a quarter kept for trusted proxies, if any), 32
+    /// admin requests at a time, and 10 s to finish in-flight requests at shutdown.
     pub fn new(store: Arc<KeyStore>) -> Self {
         Server {
             layer: ApiKeyLayer::new(store).peer_addr_from(peer_addr),
             options: Options {
                 read_timeout: Duration::from_secs(10),
                 max_connections: 1024,
+                max_connections_per_client: 64,
+                proxy_connections: None,
                 max_admin_requests: 32,
                 shutdown_timeout: Duration::from_secs(10),
             },
@@ -136,6 +158,33 @@ impl Server {
     /// operating system's backlog.
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.options.max_connections = connections.max(1);
+        self
+    }
+
+    /// Most connections one client may hold at once (at least 1; default 64), so that
+    /// one client cannot take every slot with idle or trickling connections. A client is
+    /// its IPv4 address, or its IPv6 address's /64. Trusted proxies are not capped. A
+    /// connection past it is answered 503 and closed at once.
+    pub fn max_connections_per_client(mut self, connections: usize) -> Self {
+        self.options.max_connections_per_client = connections.max(1);
+        self
+    }
+
+    /// Connection slots kept for the trusted proxies: clients that are not proxies share
+    /// the rest, and a connection from one past it is answered 503 and closed at once.
+    /// Default: a quarter of [`max_connections`](Self::max_connections) when proxies are
+    /// trusted, none otherwise; always at least one slot stays for other clients.
+    pub fn proxy_connections(mut self, connections: usize) -> Self {
+        self.options.proxy_connections = Some(connections);
+        self
+    }
+
+    /// Answers every refusal of a key (`/auth` and the layer alike) 401
+    /// `{"error":"unauthorized","reason":"unauthorized"}`, so that a refusal tells a
+    /// client nothing, not even that a stolen key is live but used from the wrong
+    /// address. See [`ApiKeyLayer::opaque_refusals`].
+    pub fn opaque_refusals(mut self, opaque: bool) -> Self {
+        self.layer = self.layer.opaque_refusals(opaque);
         self
     }
 
@@ -168,7 +217,10 @@ impl Server {
             .route("/auth/", any(auth::check))
             .route("/auth/{*path}", any(auth::check))
             .route("/healthz", get(health))
-            .nest("/v1", admin::routes())
+            .nest(
+                "/v1",
+                admin::routes().layer(axum::middleware::map_response(no_store)),
+            )
             .merge(crate::ui::routes())
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
@@ -185,7 +237,8 @@ impl Server {
     /// stop the server: it pauses a moment and accepts again.
     pub async fn run(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()>) {
         let router = self.router();
-        listen::serve(router, listener, self.options, shutdown).await;
+        let proxies = self.layer.proxies().clone();
+        listen::serve(router, listener, self.options, proxies, shutdown).await;
     }
 }
 
@@ -271,6 +324,16 @@ impl Health {
         };
         (status, answer)
     }
+}
+
+/// Every admin API answer: some carry a key's secret (create, roll), all of them say
+/// what keys exist; no cache, browser or proxy, may keep one.
+async fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 async fn not_found() -> Response {

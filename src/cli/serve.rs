@@ -31,6 +31,19 @@ pub(super) struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// Most connections one client may hold at once (an IPv6 client counted by its /64);
+    /// trusted proxies are not capped. More are answered 503 and closed at once
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_client: u32,
+    /// Connection slots kept for the trusted proxies, which other clients may not take
+    /// [default: a quarter of --max-connections with --trusted-proxy, else 0]
+    #[arg(long, value_name = "N", requires = "trusted_proxies")]
+    proxy_connections: Option<u32>,
+    /// Answer every refused key 401 "unauthorized", whatever the reason, so that a
+    /// refusal tells a client nothing (not even that a stolen key is live)
+    #[arg(long)]
+    opaque_refusals: bool,
     #[cfg(feature = "nats")]
     #[command(flatten)]
     fleet: super::fleet::FleetArgs,
@@ -46,6 +59,12 @@ proxy that terminates TLS and does not route /v1 from outside";
 
 pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Result<u8, Failure> {
     let proxies = TrustedProxies::new(args.trusted_proxies)?;
+    if args.proxy_connections.is_some_and(|n| n >= args.max_connections) {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--proxy-connections must leave other clients at least one of --max-connections",
+        ));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("keyledger-serve")
@@ -78,7 +97,13 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
     let server = Server::new(Arc::clone(&keys))
         .trusted_proxies(proxies)
         .read_timeout(std::time::Duration::from_secs(args.read_timeout))
-        .max_connections(args.max_connections as usize);
+        .max_connections(args.max_connections as usize)
+        .max_connections_per_client(args.max_connections_per_client as usize)
+        .opaque_refusals(args.opaque_refusals);
+    let server = match args.proxy_connections {
+        Some(n) => server.proxy_connections(n as usize),
+        None => server,
+    };
     runtime.block_on(server.run(listener, stop));
     // Waits for store calls still running on the blocking pool (their writes are durable
     // either way, and the store must outlive them), but not for ever: a store call still

@@ -96,6 +96,7 @@ struct Config {
     proxies: TrustedProxies,
     roles: Vec<Box<str>>,
     peer_addr: fn(&Extensions) -> Option<IpAddr>,
+    opaque: bool,
 }
 
 fn peer_addr_extension(extensions: &Extensions) -> Option<IpAddr> {
@@ -112,6 +113,7 @@ impl ApiKeyLayer {
                 proxies: TrustedProxies::none(),
                 roles: Vec::new(),
                 peer_addr: peer_addr_extension,
+                opaque: false,
             }),
         }
     }
@@ -140,6 +142,23 @@ impl ApiKeyLayer {
         self
     }
 
+    /// Answers every refusal 401 `{"error":"unauthorized","reason":"unauthorized"}` (with
+    /// the `WWW-Authenticate` challenge) instead of its own status and reason, so that a
+    /// client learns nothing from a refusal: not that a stolen key is live but used from
+    /// the wrong address (`ip_not_whitelisted`), expired or disabled. The [`Refusal`]
+    /// itself stays in the response's extensions, for the host's own logs.
+    pub fn opaque_refusals(mut self, opaque: bool) -> Self {
+        Arc::make_mut(&mut self.config).opaque = opaque;
+        self
+    }
+
+    /// The answer this layer gives for `refusal`: [`Refusal::response`], or the opaque
+    /// one with [`opaque_refusals`](Self::opaque_refusals). For hosts that call
+    /// [`check`](Self::check) and answer themselves.
+    pub fn refusal_response<B: From<String>>(&self, refusal: Refusal) -> Response<B> {
+        self.config.answer(refusal)
+    }
+
     /// The layer's decision for a request with these headers and extensions, without
     /// passing it on: for a host that wants the check without the layer.
     ///
@@ -166,9 +185,29 @@ impl ApiKeyLayer {
     pub(crate) fn store(&self) -> &Arc<KeyStore> {
         &self.config.store
     }
+
+    /// The proxies whose `X-Forwarded-For` the layer reads.
+    #[cfg(feature = "serve")]
+    pub(crate) fn proxies(&self) -> &TrustedProxies {
+        &self.config.proxies
+    }
+
+    /// Whether refusals are answered opaquely.
+    #[cfg(feature = "serve")]
+    pub(crate) fn is_opaque(&self) -> bool {
+        self.config.opaque
+    }
 }
 
 impl Config {
+    fn answer<B: From<String>>(&self, refusal: Refusal) -> Response<B> {
+        if self.opaque {
+            refusal.opaque_response()
+        } else {
+            refusal.response()
+        }
+    }
+
     fn check(
         &self,
         headers: &HeaderMap,
@@ -277,7 +316,7 @@ where
             }
             Err(refusal) => ResponseFuture {
                 state: State::Refused {
-                    response: Some(refusal.response()),
+                    response: Some(self.config.answer(refusal)),
                 },
             },
         }
@@ -395,7 +434,23 @@ impl Refusal {
         response.extensions_mut().insert(*self);
         response
     }
+
+    /// The answer that tells the client nothing: 401 with the challenge and
+    /// `{"error":"unauthorized","reason":"unauthorized"}` whatever the refusal; the refusal
+    /// itself in the extensions (see [`ApiKeyLayer::opaque_refusals`]).
+    pub fn opaque_response<B: From<String>>(&self) -> Response<B> {
+        let mut response = Response::new(B::from(OPAQUE.to_owned()));
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+        response.extensions_mut().insert(*self);
+        response
+    }
 }
+
+/// The body of every opaque refusal.
+const OPAQUE: &str = r#"{"error":"unauthorized","reason":"unauthorized"}"#;
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -41,7 +41,7 @@ pub(super) async fn check(State(shared): State<Arc<Shared>>, request: Request) -
 
 fn decide(shared: &Shared, request: &Request) -> Response {
     let Some(roles) = required_roles(request.uri().query()) else {
-        return Refusal::RoleMissing.response();
+        return shared.layer.refusal_response(Refusal::RoleMissing);
     };
     match shared
         .layer
@@ -50,8 +50,8 @@ fn decide(shared: &Shared, request: &Request) -> Response {
         Ok(key) => passed(&key),
         // A host of a fleet out of touch past its limit: like `unavailable`, a 403 that
         // blames no key (the layer itself answers 503, which nginx would turn into a 500).
-        Err(Refusal::Key(crate::Rejection::Stale)) => forbidden(STALE),
-        Err(refusal) => refusal.response(),
+        Err(Refusal::Key(crate::Rejection::Stale)) if !shared.layer.is_opaque() => forbidden(STALE),
+        Err(refusal) => shared.layer.refusal_response(refusal),
     }
 }
 

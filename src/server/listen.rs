@@ -1,5 +1,6 @@
-//! Connections: accepting them (at most so many at once), HTTP/1.1 on each with a header
-//! read timeout, writes that may not stall past the same timeout, and graceful shutdown.
+//! Connections: accepting them (at most so many at once, and per client as `admit`
+//! decides), HTTP/1.1 on each with a header read timeout, writes that may not stall past
+//! the same timeout, and graceful shutdown.
 //!
 //! Knows nothing of routes; hands every request to the router with its peer address.
 
@@ -22,20 +23,29 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::Options;
-use crate::PeerAddr;
+use super::admit::Admission;
+use crate::{PeerAddr, TrustedProxies};
 
 /// How long accepting pauses after an error that is not about one connection (the
 /// process's file table is full, say): connections close meanwhile and free descriptors.
 /// Accepting never gives up, as axum's `serve` never does.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// What a connection turned away is told, if its socket takes it at once, before it is
+/// closed: it holds no slot while the answer goes out.
+const TURNED_AWAY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
 pub(super) async fn serve(
     router: Router,
     listener: TcpListener,
     options: Options,
+    proxies: TrustedProxies,
     shutdown: impl Future<Output = ()>,
 ) {
-    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let limits = options.limits(&proxies);
+    let slots = Arc::new(Semaphore::new(limits.total));
+    let admission = Admission::new(&limits, proxies);
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -64,6 +74,14 @@ pub(super) async fn serve(
                 }
             },
         };
+        let admitted = match admission.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(_) => {
+                // Turned away: the slot is free again at once. Never waits on the client.
+                let _ = stream.try_write(TURNED_AWAY);
+                continue;
+            }
+        };
         // Small answers go out at once rather than wait for more to fill a packet.
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(StallLimit::new(stream, options.read_timeout));
@@ -78,6 +96,7 @@ pub(super) async fn serve(
         tokio::spawn(async move {
             // A connection that fails (reset, timed out, malformed) concerns only itself.
             let _ = watched.await;
+            drop(admitted);
             drop(slot);
         });
     }

@@ -46,7 +46,7 @@ fn free_port() -> u16 {
     probe.local_addr().unwrap().port()
 }
 
-fn config(dir: &Path, port: u16, keyledger: SocketAddr, upstream: SocketAddr) -> String {
+fn config(dir: &Path, port: u16, keyledger: SocketAddr, upstream: SocketAddr, bind: Option<&str>) -> String {
     let d = dir.display();
     // As root, the worker would switch to www-data, who cannot enter a private temp dir.
     let is_root = Command::new("id")
@@ -54,10 +54,12 @@ fn config(dir: &Path, port: u16, keyledger: SocketAddr, upstream: SocketAddr) ->
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     let user = if is_root { "user root;" } else { "" };
+    let bind = bind.map(|b| format!("proxy_bind {b};")).unwrap_or_default();
     let auth = |name: &str, uri: &str| {
         format!(
             "location = {name} {{
             internal;
+            {bind}
             proxy_pass http://keyledger{uri};
             proxy_pass_request_body off;
             proxy_set_header Content-Length \"\";
@@ -128,11 +130,23 @@ impl Nginx {
     /// Starts nginx with its prefix in `dir`, in front of keyledger at `keyledger` and the
     /// app at `upstream`; returns once it accepts connections.
     pub(crate) fn start(dir: &Path, keyledger: SocketAddr, upstream: SocketAddr) -> Nginx {
+        Nginx::start_bound(dir, keyledger, upstream, None)
+    }
+
+    /// As [`start`](Self::start), with nginx's connections to keyledger made from the
+    /// loopback address `bind` (`proxy_bind`): a proxy address no other client on this
+    /// host uses, as the README advises.
+    pub(crate) fn start_bound(
+        dir: &Path,
+        keyledger: SocketAddr,
+        upstream: SocketAddr,
+        bind: Option<&str>,
+    ) -> Nginx {
         let binary = binary();
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port();
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config(dir, port, keyledger, upstream)).unwrap();
+        std::fs::write(&conf, config(dir, port, keyledger, upstream, bind)).unwrap();
         let child = Command::new(binary)
             .arg("-p")
             .arg(dir)
