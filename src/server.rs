@@ -366,6 +366,7 @@ fn status_of(e: &crate::Error) -> StatusCode {
         | Error::StreamUnavailable { .. }
         | Error::StreamDiverged { .. }
         | Error::FleetHalted { .. }
+        | Error::UnsafeFile { .. }
         | Error::Closed => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
