@@ -357,3 +357,122 @@ fn kind_name(kind: FileType) -> &'static str {
         "a file of an unknown kind"
     }
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+        write_atomically(path, |out| Ok(out.write_all(bytes)?))
+    }
+
+    #[test]
+    fn a_write_replaces_a_link_at_its_target_and_leaves_what_it_pointed_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "kept").unwrap();
+        let target = dir.path().join("out");
+        symlink(&victim, &target).unwrap();
+        write(&target, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "kept");
+        let meta = std::fs::symlink_metadata(&target).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temporary left"
+        );
+    }
+
+    #[test]
+    fn a_new_file_is_never_written_over_an_existing_name_or_a_dangling_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let existing = dir.path().join("existing");
+        std::fs::write(&existing, "kept").unwrap();
+        let dangling = dir.path().join("dangling");
+        let elsewhere = dir.path().join("elsewhere");
+        symlink(&elsewhere, &dangling).unwrap();
+        for path in [&existing, &dangling] {
+            let refused = write_new(path, |out| Ok(out.write_all(b"new")?));
+            assert!(
+                matches!(&refused, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&existing).unwrap(), "kept");
+        assert!(!elsewhere.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temporary left"
+        );
+    }
+
+    #[test]
+    fn only_leftovers_of_the_named_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            "snapshot.0123456789abcdef.partial",
+            "snapshot.partial",
+            "snapshotx.partial",
+            "last-used",
+            "other.1.partial",
+        ];
+        for name in names {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        remove_leftovers(dir.path(), &["snapshot", "last-used"]);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["last-used", "other.1.partial", "snapshotx.partial"]);
+    }
+
+    #[test]
+    fn a_secret_file_its_group_or_others_may_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, " secret \nsecond line\n").unwrap();
+        for mode in [0o640, 0o604, 0o644] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(matches!(
+                read_secret_file(&path),
+                Err(Error::UnsafeFile {
+                    problem: FileProblem::ReadableByOthers { mode: m },
+                    ..
+                }) if m == mode
+            ));
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret_file(&path).unwrap().as_str(), "secret");
+    }
+
+    #[test]
+    fn a_store_file_that_is_a_link_or_a_directory_is_refused_and_a_missing_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_store_file(&dir.path().join("missing")).unwrap().is_none());
+        let link = dir.path().join("link");
+        symlink("/dev/zero", &link).unwrap();
+        assert!(matches!(
+            read_store_file(&link),
+            Err(Error::UnsafeFile {
+                problem: FileProblem::Symlink,
+                ..
+            })
+        ));
+        assert!(matches!(
+            read_store_file(dir.path()),
+            Err(Error::UnsafeFile {
+                problem: FileProblem::WrongKind {
+                    found: "a directory",
+                    ..
+                },
+                ..
+            })
+        ));
+    }
+}

@@ -4,7 +4,8 @@
 //! A snapshot is derived data and is never trusted over the log. Open uses it only if its
 //! seal verifies and the log's record at its sequence number has its chain hash, then
 //! verifies the prefix it stands for in the background ([`verify_prefix`]); `check`
-//! compares it with its own replay. It never changes the log.
+//! compares it with its own replay. It never changes the log. A snapshot file that is a
+//! link or not a regular file was planted, and is refused rather than skipped.
 
 use std::path::{Path, PathBuf};
 

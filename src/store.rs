@@ -329,7 +329,8 @@ impl Builder {
     /// [`Error::Corrupt`] or [`Error::UnsupportedVersion`] if the log does not replay to
     /// its head (what follows the head can be removed with [`Builder::repair`]);
     /// [`Error::ChainKeyMismatch`]; [`Error::WitnessMismatch`] if it does not reach
-    /// [`Builder::expect_head`]; [`Error::Io`] or [`Error::Storage`] if the disk fails.
+    /// [`Builder::expect_head`]; [`Error::UnsafeFile`] for a link, a FIFO or a device
+    /// planted in its directory; [`Error::Io`] or [`Error::Storage`] if the disk fails.
     pub fn open(self, path: impl AsRef<Path>) -> Result<KeyStore, Error> {
         let dir = path.as_ref();
         let (log, lock, info) = self.open_log(dir, self.create_if_missing)?;
@@ -355,6 +356,7 @@ impl Builder {
     ///
     /// # Errors
     /// [`Error::NotAStore`], [`Error::Locked`], [`Error::ChainKeyMismatch`],
+    /// [`Error::UnsafeFile`] (a planted `snapshot` is a problem in the report instead),
     /// [`Error::Io`] or [`Error::Storage`]: the check could not run. Damage is reported
     /// in the [`CheckReport`], not as an error.
     pub fn check(self, path: impl AsRef<Path>) -> Result<CheckReport, Error> {
@@ -1112,6 +1114,8 @@ impl KeyStore {
 
     /// Writes the whole log to `path` as a portable, versioned, checksummed backup, while
     /// the store keeps serving (writes wait for the export). Returns the number of records.
+    /// The file is readable by its owner only (mode 0600), and replaces whatever is at
+    /// `path` (a link there is replaced, not written through).
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be written; storage errors.
