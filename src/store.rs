@@ -508,7 +508,6 @@ impl Builder {
         }
         let lock = lock_dir(dir)?;
         file::check_tree(&dir.join(LOG_DIR))?;
-        remove_leftovers(dir);
         let log = SledLog::open(&dir.join(LOG_DIR), self.cache_bytes, false)?;
         Ok((log, lock))
     }
