@@ -269,6 +269,13 @@ fn a_link_or_a_fifo_in_the_log_directory_is_refused() {
         }
     }
     assert_eq!(list(&db).code, 0);
+
+    // The store's directory itself may be a link: its path is the operator's to choose.
+    let via = tmp.path().join("via-a-link");
+    symlink(&db, &via).unwrap();
+    let ran = list(&via);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(ran.stdout.contains("bot"), "{ran:?}");
 }
 
 #[test]
