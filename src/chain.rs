@@ -3,9 +3,12 @@
 //! Every record carries the chain hash of the one before; the head (the last record's
 //! sequence number, chain hash and time) is sealed with a key derived from the chain key,
 //! so whoever lacks a secret chain key can neither forge records nor move the head. This
-//! module only hashes; it never reads or writes storage.
+//! module only hashes; it never reads or writes the store (a key file goes through
+//! `file`).
 
-use crate::Error;
+use std::path::Path;
+
+use crate::{Error, file};
 
 /// The secret key of a keyed chain: whoever lacks it cannot forge a history, or roll its
 /// head back, without a keyed check noticing. Kept outside the store (a file, an
@@ -55,6 +58,35 @@ impl ChainKey {
         let hex = to_hex(&key);
         zeroize::Zeroize::zeroize(&mut key);
         Ok(hex)
+    }
+
+    /// The key on the first line of the file `path` (64 hex digits), which no user but
+    /// its owner may read.
+    ///
+    /// # Errors
+    /// [`Error::UnsafeFile`] if other users may read it, or it is neither a regular file
+    /// nor a pipe; [`Error::Io`] if it cannot be read; [`Error::InvalidInput`] if it holds
+    /// no key.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::from_hex(&file::read_secret_file(path)?)
+    }
+
+    /// Writes a fresh random key (64 hex digits and a newline) to the new file `path`,
+    /// readable by its owner only (mode 0600): never over, or through, anything already
+    /// there.
+    ///
+    /// # Errors
+    /// [`Error::Io`] of kind `AlreadyExists` if a file, a directory or a link is at
+    /// `path` (it is left alone), or another I/O error; [`Error::Entropy`].
+    pub fn create_file(path: impl AsRef<Path>) -> Result<(), Error> {
+        let hex = zeroize::Zeroizing::new(Self::generate_hex()?);
+        file::write_new(path.as_ref(), |out| {
+            // Past the buffer, which would keep a copy of the key.
+            let out = out.get_mut();
+            std::io::Write::write_all(out, hex.as_bytes())?;
+            std::io::Write::write_all(out, b"\n")?;
+            Ok(())
+        })
     }
 }
 

@@ -152,6 +152,11 @@ pub(crate) fn check(
     progress: &Progress,
 ) -> Result<CheckReport, Error> {
     let mut found = Findings::default();
+    // A snapshot that is not a regular file is named, and the check goes on without it.
+    let (snap, unsafe_snapshot) = match inputs.snapshot.map(|p| snapshot::read_seal(p, chain)).transpose() {
+        Ok(snap) => (snap.flatten(), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     let stored = match ledger::stored_head(log, chain, info) {
         Ok(stored) => Some(stored),
         Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
@@ -207,9 +212,12 @@ pub(crate) fn check(
     if found.problems.is_empty() {
         // Structure and chain are intact: a forged history could still break the rules,
         // and a snapshot could still disagree with the log.
-        if let Err(e) = replay_and_compare(log, chain, inputs, total, progress) {
+        if let Err(e) = replay_and_compare(log, chain, snap, inputs, total, progress) {
             found.add_error(&e);
         }
+    }
+    if let Some(detail) = unsafe_snapshot {
+        found.add(0, ProblemKind::Snapshot, detail);
     }
 
     let mut problems = found.problems;
@@ -226,17 +234,18 @@ pub(crate) fn check(
 
 const PROGRESS_EVERY: u64 = 16_384;
 
-/// Replays the whole log through the ledger, comparing the state with the snapshot (at
-/// its sequence number) and the end with the witness.
+/// Replays the whole log through the ledger, comparing the state with the snapshot `snap`
+/// (at its sequence number) and the end with the witness.
 fn replay_and_compare(
     log: &dyn LogRead,
     chain: &Chain,
+    snap: Option<snapshot::Seal>,
     inputs: &CheckInputs<'_>,
     total: u64,
     progress: &Progress,
 ) -> Result<(), Error> {
     let ledger = Ledger::new(chain.clone());
-    if let Some(snap) = inputs.snapshot.and_then(|p| snapshot::read_seal(p, chain)) {
+    if let Some(snap) = snap {
         ledger.replay(log, snap.seq, total, progress)?;
         if ledger.head().seq == snap.seq && !snapshot::matches(&ledger.read(), &snap, chain)? {
             return Err(Error::corrupt(

@@ -693,14 +693,14 @@ impl Store {
         let Some(path) = &self.chain_key_file else {
             return Ok(builder);
         };
-        let hex = std::fs::read_to_string(path).map(Zeroizing::new).map_err(|e| {
-            Failure::new(
+        let key = ChainKey::from_file(path).map_err(|e| match e {
+            Error::Io(e) => Failure::new(
                 exit::USAGE,
                 format!("cannot read the chain key file {}: {e}", path.display()),
-            )
+            ),
+            Error::UnsafeFile { .. } => Failure::new(exit::USAGE, format!("the chain key file {e}")),
+            other => Failure::from(other).context(format_args!("in {}", path.display())),
         })?;
-        let key = ChainKey::from_hex(&hex)
-            .map_err(|e| Failure::from(e).context(format_args!("in {}", path.display())))?;
         Ok(builder.chain_key(key))
     }
 
@@ -1741,28 +1741,20 @@ fn head(store: &Store, json: bool, out: &mut impl Write) -> Result<u8, Failure> 
 /// Writes a new chain key to `file`, readable by its owner only, never over an existing
 /// file.
 fn new_chain_key(file: &Path, out: &mut impl Write) -> Result<u8, Failure> {
-    let hex = Zeroizing::new(ChainKey::generate_hex()?);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options.open(file).map_err(|e| {
-        let code = if e.kind() == io::ErrorKind::AlreadyExists {
-            exit::USAGE
-        } else {
-            exit::STORAGE
-        };
-        Failure::new(
-            code,
+    ChainKey::create_file(file).map_err(|e| match e {
+        Error::Io(e) => Failure::new(
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                exit::USAGE
+            } else {
+                exit::STORAGE
+            },
             format!(
-                "cannot create {}: {e} (an existing key file is never overwritten)",
+                "cannot create {}: {e} (an existing file or link is never overwritten)",
                 file.display()
             ),
-        )
+        ),
+        other => other.into(),
     })?;
-    f.write_all(hex.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
     writeln!(
         out,
         "wrote a new chain key to {} (mode 0600). Keep a copy somewhere safe, away from the store:\n\

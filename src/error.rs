@@ -159,6 +159,55 @@ pub enum Error {
     /// panicked); reopen the store.
     #[error("the store is closed")]
     Closed,
+    /// A file keyledger was to read or lock is not what it must be: in a store's
+    /// directory a link, a FIFO, a device or a directory where a regular file belongs
+    /// (someone planted it: keyledger neither follows nor waits on it); a secret file that
+    /// other users may read. Nothing was read from it or written through it.
+    #[error("{} {problem}", path.display())]
+    UnsafeFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: FileProblem,
+    },
+}
+
+/// What is wrong with a file: the reason in [`Error::UnsafeFile`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileProblem {
+    /// A symbolic link, in a store's directory, where keyledger follows none.
+    Symlink,
+    /// Another kind of file than the one that belongs there.
+    WrongKind {
+        /// What belongs there: `a regular file` or `a directory`.
+        expected: &'static str,
+        /// What is there: `a FIFO`, `a character device`, `a socket`, `a directory`, ...
+        found: &'static str,
+    },
+    /// A secret file (a chain key, an admin key) that users other than its owner may
+    /// read.
+    ReadableByOthers {
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+impl fmt::Display for FileProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileProblem::Symlink => f.write_str(
+                "is a symbolic link, and keyledger follows none in a store's directory: remove it",
+            ),
+            FileProblem::WrongKind { expected, found } => {
+                write!(f, "is {found} where keyledger expects {expected}: remove it")
+            }
+            FileProblem::ReadableByOthers { mode } => write!(
+                f,
+                "holds a secret but other users may read it (mode {mode:04o}): `chmod 600` it, then retry"
+            ),
+        }
+    }
 }
 
 /// Which access rule refused an action: the reason in [`Error::PermissionDenied`].
@@ -257,7 +306,7 @@ impl fmt::Display for ChainKeyProblem {
 impl Error {
     /// A stable, machine-readable name for the variant, in snake case: `invalid_input`,
     /// `permission_denied`, `key_not_found`, `secret_in_use`, `import_entry`, `storage`,
-    /// `closed`, ... The admin API answers it as `error`.
+    /// `unsafe_file`, `closed`, ... The admin API answers it as `error`.
     pub fn code(&self) -> &'static str {
         match self {
             Error::InvalidInput { .. } => "invalid_input",
@@ -282,6 +331,7 @@ impl Error {
             Error::UnsupportedVersion { .. } => "unsupported_version",
             Error::Entropy(_) => "entropy",
             Error::Closed => "closed",
+            Error::UnsafeFile { .. } => "unsafe_file",
         }
     }
 
@@ -372,6 +422,10 @@ impl Error {
                 reason: reason.clone(),
             },
             Error::Closed => Error::Closed,
+            Error::UnsafeFile { path, problem } => Error::UnsafeFile {
+                path: path.clone(),
+                problem: *problem,
+            },
         }
     }
 }

@@ -79,11 +79,12 @@ pub use crate::access::{Rejection, VerifiedKey};
 pub use crate::chain::{ChainKey, Witness};
 pub use crate::check::{CheckReport, MAX_LISTED_PROBLEMS, Problem, ProblemKind, RepairReport};
 pub use crate::clock::ManualClock;
-pub use crate::error::{ChainKeyProblem, Denial, Error};
+pub use crate::error::{ChainKeyProblem, Denial, Error, FileProblem};
 pub use crate::event::{
     ADMIN_ROLE, Actor, ActorRole, EventKind, KeyId, MAX_ACTOR_ID_CHARS, MAX_NAME_CHARS, MAX_ROLE_LEN,
     MAX_ROLES, MAX_WHITELIST, NewKey, SUPER_ADMIN_ROLE, parse_net,
 };
+pub use crate::file::read_secret_file;
 #[cfg(feature = "nats")]
 pub use crate::fleet::{DEFAULT_STREAM, FleetOptions, survey};
 pub use crate::fleet::{FleetStatus, FleetSurvey, HostStatus, Revoked};

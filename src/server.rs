@@ -429,6 +429,7 @@ fn status_of(e: &crate::Error) -> StatusCode {
         | Error::StreamUnavailable { .. }
         | Error::StreamDiverged { .. }
         | Error::FleetHalted { .. }
+        | Error::UnsafeFile { .. }
         | Error::Closed => StatusCode::SERVICE_UNAVAILABLE,
     }
 }

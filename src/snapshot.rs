@@ -4,7 +4,8 @@
 //! A snapshot is derived data and is never trusted over the log. Open uses it only if its
 //! seal verifies and the log's record at its sequence number has its chain hash, then
 //! verifies the prefix it stands for in the background ([`verify_prefix`]); `check`
-//! compares it with its own replay. It never changes the log.
+//! compares it with its own replay. It never changes the log. A snapshot file that is a
+//! link or not a regular file was planted, and is refused rather than skipped.
 
 use std::path::{Path, PathBuf};
 
@@ -63,22 +64,48 @@ fn seal_of(seq: u64, bytes: &[u8]) -> Option<Seal> {
 /// Rebuilds the state from the snapshot at `path`, if it fits the log: its seal verifies
 /// and the log's record at its sequence number has the hash it names. The log's tail is
 /// not replayed here.
-pub(crate) fn load(path: &Path, log: &dyn LogRead, chain: &Chain) -> Option<(Projection, Seal)> {
-    let bytes = std::fs::read(path).ok()?;
-    let data = codec::decode_snapshot(&bytes, chain).ok()?;
-    let head = data.head;
-    if head.seq == 0 || ledger::record_hash(log, chain, head.seq).ok()?? != head.hash {
-        return None;
-    }
-    let seal = seal_of(head.seq, &bytes)?;
-    Some((Projection::from_snapshot(data).ok()?, seal))
+///
+/// # Errors
+/// [`Error::UnsafeFile`] if `path` is a link or not a regular file: someone planted it.
+/// A snapshot that cannot be read or does not fit is only `None`.
+pub(crate) fn load(
+    path: &Path,
+    log: &dyn LogRead,
+    chain: &Chain,
+) -> Result<Option<(Projection, Seal)>, Error> {
+    let Some(bytes) = read(path)? else {
+        return Ok(None);
+    };
+    Ok((|| {
+        let data = codec::decode_snapshot(&bytes, chain).ok()?;
+        let head = data.head;
+        if head.seq == 0 || ledger::record_hash(log, chain, head.seq).ok()?? != head.hash {
+            return None;
+        }
+        let seal = seal_of(head.seq, &bytes)?;
+        Some((Projection::from_snapshot(data).ok()?, seal))
+    })())
 }
 
 /// The seal of the snapshot at `path`, if there is one whose seal verifies.
-pub(crate) fn read_seal(path: &Path, chain: &Chain) -> Option<Seal> {
-    let bytes = std::fs::read(path).ok()?;
-    let data = codec::decode_snapshot(&bytes, chain).ok()?;
-    seal_of(data.head.seq, &bytes)
+///
+/// # Errors
+/// As [`load`].
+pub(crate) fn read_seal(path: &Path, chain: &Chain) -> Result<Option<Seal>, Error> {
+    let Some(bytes) = read(path)? else {
+        return Ok(None);
+    };
+    Ok(codec::decode_snapshot(&bytes, chain)
+        .ok()
+        .and_then(|data| seal_of(data.head.seq, &bytes)))
+}
+
+/// The snapshot file's bytes; `None` if there is none or it cannot be read.
+fn read(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    match file::read_store_file(path) {
+        Err(e @ Error::UnsafeFile { .. }) => Err(e),
+        read => Ok(read.ok().flatten()),
+    }
 }
 
 /// Whether `proj` is the state the snapshot sealed as `snap` holds.

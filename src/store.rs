@@ -31,7 +31,7 @@ use crate::projection::{AuditEntry, KeyView, SnapshotData};
 use crate::refused::{self, RefusedAttempt};
 use crate::token::ExistingKey;
 use crate::token::{self, ApiKey};
-use crate::{Error, backup, codec, snapshot};
+use crate::{Error, backup, codec, file, snapshot};
 
 const LOCK_FILE: &str = "keyledger.lock";
 const LOG_DIR: &str = "log";
@@ -329,7 +329,8 @@ impl Builder {
     /// [`Error::Corrupt`] or [`Error::UnsupportedVersion`] if the log does not replay to
     /// its head (what follows the head can be removed with [`Builder::repair`]);
     /// [`Error::ChainKeyMismatch`]; [`Error::WitnessMismatch`] if it does not reach
-    /// [`Builder::expect_head`]; [`Error::Io`] or [`Error::Storage`] if the disk fails.
+    /// [`Builder::expect_head`]; [`Error::UnsafeFile`] for a link, a FIFO or a device
+    /// planted in its directory; [`Error::Io`] or [`Error::Storage`] if the disk fails.
     pub fn open(self, path: impl AsRef<Path>) -> Result<KeyStore, Error> {
         let dir = path.as_ref();
         let (log, lock, info) = self.open_log(dir, self.create_if_missing)?;
@@ -355,6 +356,7 @@ impl Builder {
     ///
     /// # Errors
     /// [`Error::NotAStore`], [`Error::Locked`], [`Error::ChainKeyMismatch`],
+    /// [`Error::UnsafeFile`] (a planted `snapshot` is a problem in the report instead),
     /// [`Error::Io`] or [`Error::Storage`]: the check could not run. Damage is reported
     /// in the [`CheckReport`], not as an error.
     pub fn check(self, path: impl AsRef<Path>) -> Result<CheckReport, Error> {
@@ -477,16 +479,17 @@ impl Builder {
             return Err(not_a_store());
         }
         if !dir.exists() {
-            std::fs::create_dir_all(dir)?;
-            crate::file::sync_dir(dir)?;
+            file::create_private_dir(dir)?;
         }
         let lock = lock_dir(dir)?;
+        let log_dir = dir.join(LOG_DIR);
+        file::check_tree(&log_dir)?;
         if fresh {
-            SledLog::discard_unfinished(&dir.join(LOG_DIR))?;
+            SledLog::discard_unfinished(&log_dir)?;
+            file::create_private_dir(&log_dir)?;
         }
-        // A snapshot being written when a process died; never read.
-        let _ = std::fs::remove_file(dir.join(snapshot::SNAPSHOT_FILE).with_extension("partial"));
-        let mut log = SledLog::open(&dir.join(LOG_DIR), self.cache_bytes, fresh)?;
+        remove_leftovers(dir);
+        let mut log = SledLog::open(&log_dir, self.cache_bytes, fresh)?;
         let info = match ledger::read_info(&log)? {
             Some(info) => info,
             None if create => ledger::initialize(&mut log, &self.chain())?,
@@ -504,6 +507,7 @@ impl Builder {
             });
         }
         let lock = lock_dir(dir)?;
+        file::check_tree(&dir.join(LOG_DIR))?;
         let log = SledLog::open(&dir.join(LOG_DIR), self.cache_bytes, false)?;
         Ok((log, lock))
     }
@@ -524,11 +528,7 @@ fn refuse_records(log: &dyn LogRead) -> Result<(), Error> {
 /// can still be locked by a child it is spawning (between `fork` and `exec` the child
 /// shares the lock), which lets go within milliseconds.
 fn lock_dir(dir: &Path) -> Result<File, Error> {
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_FILE))?;
+    let file = file::open_lock(&dir.join(LOCK_FILE))?;
     let mut wait = std::time::Duration::from_millis(1);
     loop {
         match file.try_lock() {
@@ -545,6 +545,12 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
             Err(TryLockError::Error(e)) => return Err(Error::Io(e)),
         }
     }
+}
+
+/// Removes what writes of the snapshot and the last-used stamps left when a process died;
+/// never read.
+fn remove_leftovers(dir: &Path) {
+    file::remove_leftovers(dir, &[snapshot::SNAPSHOT_FILE, LAST_USED_FILE]);
 }
 
 /// How long opening waits for a busy lock before it says `Locked`.
@@ -648,7 +654,9 @@ impl KeyStore {
             .map(|d| d.join(snapshot::SNAPSHOT_FILE));
         let loaded = snapshot_path
             .as_deref()
-            .and_then(|p| snapshot::load(p, &*log, &chain))
+            .map(|p| snapshot::load(p, &*log, &chain))
+            .transpose()?
+            .flatten()
             .filter(|(_, seal)| seal.seq <= total);
         let clock = Arc::new(match &options.clock {
             Some(manual) => Clock::manual(manual.clone()),
@@ -673,7 +681,8 @@ impl KeyStore {
         };
         let last_used = dir
             .as_ref()
-            .map(|d| LastUsed::load(d.join(LAST_USED_FILE), &ledger, &options));
+            .map(|d| LastUsed::load(d.join(LAST_USED_FILE), &ledger, &options))
+            .transpose()?;
         let ledger = Arc::new(ledger);
         let last_used = last_used.map(|l| l.spawn(Arc::clone(&ledger))).transpose()?;
         let integrity = IntegrityCell::new(match seal {
@@ -1104,6 +1113,8 @@ impl KeyStore {
 
     /// Writes the whole log to `path` as a portable, versioned, checksummed backup, while
     /// the store keeps serving (writes wait for the export). Returns the number of records.
+    /// The file is readable by its owner only (mode 0600), and replaces whatever is at
+    /// `path` (a link there is replaced, not written through).
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be written; storage errors.
@@ -1422,19 +1433,24 @@ impl Saver {
 }
 
 impl LastUsed {
-    /// Loads the saved stamps into the state. A missing or damaged file only costs the
-    /// stamps (they are not part of the log and prove nothing).
-    fn load(path: PathBuf, ledger: &Ledger, options: &Builder) -> Self {
-        let saved = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| codec::decode_last_used(&bytes).ok())
-            .unwrap_or_default();
+    /// Loads the saved stamps into the state. A missing, unreadable or damaged file only
+    /// costs the stamps (they are not part of the log and prove nothing); a link or
+    /// anything but a regular file was planted, and is refused.
+    fn load(path: PathBuf, ledger: &Ledger, options: &Builder) -> Result<Self, Error> {
+        let saved = match file::read_store_file(&path) {
+            Err(e @ Error::UnsafeFile { .. }) => return Err(e),
+            read => read
+                .ok()
+                .flatten()
+                .and_then(|bytes| codec::decode_last_used(&bytes).ok())
+                .unwrap_or_default(),
+        };
         ledger.read().restore_last_used(&saved);
-        LastUsed {
+        Ok(LastUsed {
             path,
             every: options.save_last_used_every,
             saved,
-        }
+        })
     }
 
     /// Saves every `every` until the store closes, then once more.
@@ -1459,7 +1475,7 @@ impl LastUsed {
             return;
         }
         let written = codec::encode_last_used(&current).and_then(|bytes| {
-            crate::file::write_atomically(&self.path, |out| Ok(std::io::Write::write_all(out, &bytes)?))
+            file::write_atomically(&self.path, |out| Ok(std::io::Write::write_all(out, &bytes)?))
         });
         // A failure only makes the stamps staler; the next period tries again.
         if written.is_ok() {

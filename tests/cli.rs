@@ -1169,6 +1169,7 @@ fn keyed_store_opens_only_with_its_chain_key_file() {
     let store = Store::new();
     let key_file = store.dir.path().join("chain.key");
     std::fs::write(&key_file, format!("{}\n", "ab".repeat(32))).unwrap();
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let key_arg = key_file.to_str().unwrap();
     let create = store.run(&[
         "--chain-key-file",

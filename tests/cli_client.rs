@@ -717,15 +717,17 @@ fn with_a_server_store_arguments_and_actors_are_refused_and_the_admin_key_is_nev
         "--api-key-file is the admin key of --server",
     );
 
-    // The admin key from a file: never one every user may read.
+    // The admin key from a file: never one another user may read.
     let file = dir.path().join("admin.key");
     std::fs::write(&file, format!("{alice}\n")).unwrap();
     let file_arg = file.to_str().unwrap();
-    set_mode(&file, 0o644);
-    assert_usage(
-        &run(&mut bare(&["--server", &url, "--api-key-file", file_arg, "list"])),
-        "is readable by every user",
-    );
+    for mode in [0o644, 0o640, 0o604] {
+        set_mode(&file, mode);
+        assert_usage(
+            &run(&mut bare(&["--server", &url, "--api-key-file", file_arg, "list"])),
+            "other users may read it",
+        );
+    }
     set_mode(&file, 0o600);
     let from_file = run(bare(&["--server", &url, "--api-key-file", file_arg, "list"])
         .env("KEYLEDGER_API_KEY", "klk_not_this_one"));

@@ -32,8 +32,6 @@ const BIG_ENV: &str = "KEYLEDGER_CRASH_BIG_RECORDS";
 /// Whether the open/close child now and then writes keys with very wide whitelists.
 const WIDE_ENV: &str = "KEYLEDGER_CRASH_WIDE_KEYS";
 
-/// Name of the store's snapshot file while it is being written (see `src/snapshot.rs`).
-const SNAPSHOT_PARTIAL: &str = "snapshot.partial";
 /// Directory of the sled database inside a store.
 const SLED_DIR: &str = "log";
 
@@ -239,7 +237,7 @@ fn session_writes(store: &KeyStore, t: usize, ops: usize) {
 /// A snapshot file being written, as the parent sees it from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SnapshotWrite {
-    /// The store's own snapshot (`snapshot.partial`, before its rename).
+    /// The store's own snapshot (`snapshot.*.partial`, before its rename).
     Store,
     /// sled's snapshot of its page table (`log/snap.*.generating`), written during open.
     Sled,
@@ -273,7 +271,7 @@ struct ChildRun {
     /// For each finished open: whether from a snapshot, the records it found, and how
     /// long it took.
     opens: Vec<(bool, u64, Duration)>,
-    /// The mtime of the store's `snapshot.partial` before the child started, if any.
+    /// The mtime of the store's `snapshot.*.partial` before the child started, if any.
     partial_before: Option<SystemTime>,
 }
 
@@ -394,16 +392,25 @@ fn run_and_kill(entry: &str, env: &[(&str, String)], dir: &Path, kill_at: KillAt
     run
 }
 
-/// When the store's `snapshot.partial` was last written, if it exists.
+/// The store's snapshot file while it is being written, `snapshot.<random>.partial` (see
+/// `src/file.rs`), relative to the store, if one exists.
+fn partial_snapshot(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).find_map(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        (name.starts_with("snapshot.") && name.ends_with(".partial")).then(|| PathBuf::from(name))
+    })
+}
+
+/// When the store's snapshot being written was last written, if there is one.
 fn partial_snapshot_mtime(dir: &Path) -> Option<SystemTime> {
-    std::fs::metadata(dir.join(SNAPSHOT_PARTIAL))
+    std::fs::metadata(dir.join(partial_snapshot(dir)?))
         .ok()?
         .modified()
         .ok()
 }
 
 /// Whether such a snapshot is being written now (or was, when the writer was killed).
-/// `partial_before` is the store's `snapshot.partial` mtime before the child started: a
+/// `partial_before` is the store's `snapshot.*.partial` mtime before the child started: a
 /// leftover of an earlier kill is not a write by this child.
 fn snapshot_being_written(dir: &Path, which: SnapshotWrite, partial_before: Option<SystemTime>) -> bool {
     match which {
@@ -423,13 +430,11 @@ fn snapshot_being_written(dir: &Path, which: SnapshotWrite, partial_before: Opti
 }
 
 /// The files a kill left half-written, relative to the store: the store's
-/// `snapshot.partial` and sled's `snap.*.generating` are each renamed once written, so one
+/// `snapshot.*.partial` and sled's `snap.*.generating` are each renamed once written, so one
 /// that exists was being written when the child died.
 fn half_written_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    if dir.join(SNAPSHOT_PARTIAL).exists() {
-        files.push(PathBuf::from(SNAPSHOT_PARTIAL));
-    }
+    files.extend(partial_snapshot(dir));
     if let Ok(entries) = std::fs::read_dir(dir.join(SLED_DIR)) {
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -608,7 +613,7 @@ struct LifecycleTally {
     /// records (it had snapshots off): the replay is the part of such an open that other
     /// opens lack (compare the median open times printed).
     in_big_full_replay: usize,
-    /// Kills that left the store's `snapshot.partial` written by the child.
+    /// Kills that left the store's `snapshot.*.partial` written by the child.
     in_store_snapshot_write: usize,
     /// Kills that left a sled `snap.*.generating`.
     in_sled_snapshot_write: usize,

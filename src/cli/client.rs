@@ -7,7 +7,6 @@
 //! `x-api-key`, marked sensitive, and is never shown: not in output, errors or `Debug`.
 //! Plain `http://` only.
 
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use keyledger::{
-    AuditFilter, AuditJson, ErrorJson, ImportedJson, IpNet, KeyId, KeyJson, RefusedJson, RollJson,
+    AuditFilter, AuditJson, Error, ErrorJson, ImportedJson, IpNet, KeyId, KeyJson, RefusedJson, RollJson,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
@@ -32,8 +31,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest answer read: far more than any audit trail the server keeps in memory.
 const MAX_ANSWER_BYTES: usize = 1 << 30;
-/// Most bytes of the admin key file read: a key and its line ending, with room.
-const MAX_KEY_FILE_BYTES: u64 = 1024;
 
 static API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
@@ -466,27 +463,10 @@ fn admin_key(file: Option<&Path>) -> Result<HeaderValue, Failure> {
     Ok(value)
 }
 
-/// The first line of `path`, which others than its owner and group may not read.
+/// The first line of `path`, which no user but its owner may read.
 fn key_from_file(path: &Path) -> Result<Zeroizing<String>, Failure> {
-    let shown = path.display();
-    let cannot = |e: std::io::Error| Failure::new(exit::USAGE, format!("cannot read {shown}: {e}"));
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = file.metadata().map_err(cannot)?.permissions().mode();
-        if mode & 0o004 != 0 {
-            return Err(Failure::new(
-                exit::USAGE,
-                format!("{shown} is readable by every user: `chmod o-r {shown}` (or 600), then retry"),
-            ));
-        }
-    }
-    let mut text = Zeroizing::new(String::new());
-    file.take(MAX_KEY_FILE_BYTES)
-        .read_to_string(&mut text)
-        .map_err(cannot)?;
-    Ok(Zeroizing::new(
-        text.lines().next().unwrap_or_default().trim().to_owned(),
-    ))
+    keyledger::read_secret_file(path).map_err(|e| match e {
+        Error::Io(e) => Failure::new(exit::USAGE, format!("cannot read {}: {e}", path.display())),
+        other => Failure::new(exit::USAGE, other.to_string()),
+    })
 }
