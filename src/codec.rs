@@ -1086,7 +1086,7 @@ pub(crate) fn decode_refused(bytes: &[u8]) -> Result<RefusedRecord, Error> {
 const LAST_USED_MAGIC: [u8; 8] = *b"KLUSED\x00\x00";
 const LAST_USED_VERSION: u16 = 1;
 /// Largest last-used file read (about 80 million keys).
-const MAX_LAST_USED_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_LAST_USED_BYTES: u64 = 1 << 30;
 
 #[derive(Serialize, Deserialize)]
 struct LastUsedV1 {

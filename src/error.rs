@@ -191,6 +191,23 @@ pub enum FileProblem {
         /// Its permission bits.
         mode: u32,
     },
+    /// A secret file owned by a user other than this one and root, who could change it.
+    OwnedByOther {
+        /// Its owner's user id.
+        uid: u32,
+    },
+    /// A store directory that every user may write.
+    WritableByOthers {
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A store file larger than any file of its format can be.
+    TooLarge {
+        /// Its size, in bytes.
+        size: u64,
+        /// The most its format allows.
+        limit: u64,
+    },
 }
 
 impl fmt::Display for FileProblem {
@@ -205,6 +222,18 @@ impl fmt::Display for FileProblem {
             FileProblem::ReadableByOthers { mode } => write!(
                 f,
                 "holds a secret but other users may read it (mode {mode:04o}): `chmod 600` it, then retry"
+            ),
+            FileProblem::OwnedByOther { uid } => write!(
+                f,
+                "holds a secret but belongs to another user (uid {uid}), who could change it: `chown` it to this user"
+            ),
+            FileProblem::WritableByOthers { mode } => write!(
+                f,
+                "is a store directory every user may write (mode {mode:04o}): `chmod o-w` it, then retry"
+            ),
+            FileProblem::TooLarge { size, limit } => write!(
+                f,
+                "holds {size} bytes, more than any file of its kind ({limit}): remove it"
             ),
         }
     }

@@ -149,8 +149,10 @@ pub(crate) fn sync_dir(path: &Path) -> Result<(), Error> {
 /// is read, so a FIFO, a device or a link to one is refused, never waited on.
 ///
 /// # Errors
-/// [`Error::UnsafeFile`] for a link or anything but a regular file; [`Error::Io`].
-pub(crate) fn read_store_file(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+/// [`Error::UnsafeFile`] for a link, anything but a regular file, or a file larger than
+/// `limit` (no file of its format can be, so it was planted: a sparse file of terabytes
+/// would otherwise abort the process); [`Error::Io`].
+pub(crate) fn read_store_file(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, Error> {
     let file = match private_options().read(true).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -158,8 +160,24 @@ pub(crate) fn read_store_file(path: &Path) -> Result<Option<Vec<u8>>, Error> {
     };
     let meta = file.metadata()?;
     regular(path, meta.file_type())?;
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    (&file).read_to_end(&mut bytes)?;
+    let too_large = |size| Error::UnsafeFile {
+        path: path.to_path_buf(),
+        problem: FileProblem::TooLarge { size, limit },
+    };
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::new();
+    // Within the limit, but perhaps more than this machine can hold: an error, not an
+    // abort of the process.
+    bytes
+        .try_reserve_exact(usize::try_from(meta.len()).unwrap_or(usize::MAX))
+        .map_err(|_| Error::Io(std::io::ErrorKind::OutOfMemory.into()))?;
+    // A file that grows while it is read stops at the limit all the same.
+    (&file).take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
     Ok(Some(bytes))
 }
 
@@ -234,9 +252,40 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<(), Error> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(path)?;
+    // The mode again, on the directory just made (not on whatever a name swapped in
+    // meanwhile would point to): `mkdir`'s mode is masked by the umask.
     #[cfg(unix)]
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    {
+        use rustix::fs::OFlags;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags((OFlags::DIRECTORY | OFlags::NOFOLLOW).bits().cast_signed())
+            .open(path)?;
+        dir.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    }
     sync_dir(path)
+}
+
+/// Refuses a store directory that users other than its owner's group may write: whoever
+/// can write it can swap `log/` or plant files between keyledger's checks and their use.
+///
+/// # Errors
+/// [`Error::UnsafeFile`] with [`FileProblem::WritableByOthers`]; [`Error::Io`].
+pub(crate) fn check_store_dir(path: &Path) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path)?.permissions()) & 0o7777;
+        if mode & 0o002 != 0 {
+            return Err(Error::UnsafeFile {
+                path: path.to_path_buf(),
+                problem: FileProblem::WritableByOthers { mode },
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Most bytes read from a secret file: its first line is all that counts.
@@ -244,11 +293,13 @@ const MAX_SECRET_FILE_BYTES: u64 = 1024;
 
 /// The first line of the secret file `path` (a chain key, an admin key), trimmed. The
 /// operator named it, so a link is followed; but it must be a regular file or a pipe
-/// (`<(command)`), and no user but its owner may read it.
+/// (`<(command)`), no user but its owner may read it, and its owner must be this user or
+/// root.
 ///
 /// # Errors
-/// [`Error::UnsafeFile`]: [`FileProblem::ReadableByOthers`] (mode `& 0o044`), or another
-/// kind of file; [`Error::Io`] if it cannot be read.
+/// [`Error::UnsafeFile`]: [`FileProblem::ReadableByOthers`] (mode `& 0o044`),
+/// [`FileProblem::OwnedByOther`], or another kind of file; [`Error::Io`] if it cannot be
+/// read.
 ///
 /// # Example
 /// ```no_run
@@ -274,6 +325,14 @@ pub fn read_secret_file(path: impl AsRef<Path>) -> Result<Zeroizing<String>, Err
             return Err(Error::UnsafeFile {
                 path: path.to_path_buf(),
                 problem: FileProblem::ReadableByOthers { mode },
+            });
+        }
+        // Its owner could change it: only this user or root may own a secret it trusts.
+        let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+        if owner != 0 && owner != rustix::process::geteuid().as_raw() {
+            return Err(Error::UnsafeFile {
+                path: path.to_path_buf(),
+                problem: FileProblem::OwnedByOther { uid: owner },
             });
         }
     }
@@ -454,23 +513,42 @@ mod tests {
     #[test]
     fn a_store_file_that_is_a_link_or_a_directory_is_refused_and_a_missing_one_is_none() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(read_store_file(&dir.path().join("missing")).unwrap().is_none());
+        assert!(
+            read_store_file(&dir.path().join("missing"), 1 << 20)
+                .unwrap()
+                .is_none()
+        );
         let link = dir.path().join("link");
         symlink("/dev/zero", &link).unwrap();
         assert!(matches!(
-            read_store_file(&link),
+            read_store_file(&link, 1 << 20),
             Err(Error::UnsafeFile {
                 problem: FileProblem::Symlink,
                 ..
             })
         ));
         assert!(matches!(
-            read_store_file(dir.path()),
+            read_store_file(dir.path(), 1 << 20),
             Err(Error::UnsafeFile {
                 problem: FileProblem::WrongKind {
                     found: "a directory",
                     ..
                 },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_store_file_larger_than_its_limit_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        assert_eq!(read_store_file(&path, 10).unwrap().unwrap(), b"0123456789");
+        assert!(matches!(
+            read_store_file(&path, 9),
+            Err(Error::UnsafeFile {
+                problem: FileProblem::TooLarge { size: 10, limit: 9 },
                 ..
             })
         ));

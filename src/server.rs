@@ -219,9 +219,15 @@ impl Server {
             .route("/healthz", get(health))
             .nest(
                 "/v1",
-                admin::routes().layer(axum::middleware::map_response(no_store)),
+                admin::routes()
+                    .fallback(not_found)
+                    .layer(axum::middleware::map_response(no_store)),
             )
             .merge(crate::ui::routes())
+            .route(
+                "/v1/",
+                any(not_found).layer(axum::middleware::map_response(no_store)),
+            )
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(shared)

@@ -102,7 +102,8 @@ pub(crate) fn read_seal(path: &Path, chain: &Chain) -> Result<Option<Seal>, Erro
 
 /// The snapshot file's bytes; `None` if there is none or it cannot be read.
 fn read(path: &Path) -> Result<Option<Vec<u8>>, Error> {
-    match file::read_store_file(path) {
+    // The snapshot's body, then its seal.
+    match file::read_store_file(path, codec::MAX_SNAPSHOT_BYTES + 32) {
         Err(e @ Error::UnsafeFile { .. }) => Err(e),
         read => Ok(read.ok().flatten()),
     }

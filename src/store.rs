@@ -528,6 +528,7 @@ fn refuse_records(log: &dyn LogRead) -> Result<(), Error> {
 /// can still be locked by a child it is spawning (between `fork` and `exec` the child
 /// shares the lock), which lets go within milliseconds.
 fn lock_dir(dir: &Path) -> Result<File, Error> {
+    file::check_store_dir(dir)?;
     let file = file::open_lock(&dir.join(LOCK_FILE))?;
     let mut wait = std::time::Duration::from_millis(1);
     loop {
@@ -1437,7 +1438,7 @@ impl LastUsed {
     /// costs the stamps (they are not part of the log and prove nothing); a link or
     /// anything but a regular file was planted, and is refused.
     fn load(path: PathBuf, ledger: &Ledger, options: &Builder) -> Result<Self, Error> {
-        let saved = match file::read_store_file(&path) {
+        let saved = match file::read_store_file(&path, codec::MAX_LAST_USED_BYTES + 32) {
             Err(e @ Error::UnsafeFile { .. }) => return Err(e),
             read => read
                 .ok()

@@ -319,6 +319,15 @@ fn admin_answers_carrying_a_secret_are_never_stored_by_a_cache() {
     let listed = call("GET", "/v1/keys", "");
     assert_eq!(listed.status, 200);
     assert_eq!(listed.header("cache-control"), Some("no-store"), "{listed:?}");
+    for nowhere in ["/v1", "/v1/", "/v1/no-such-route"] {
+        let lost = call("GET", nowhere, "");
+        assert_eq!(lost.status, 404, "{nowhere}: {lost:?}");
+        assert_eq!(
+            lost.header("cache-control"),
+            Some("no-store"),
+            "{nowhere}: {lost:?}"
+        );
+    }
 }
 
 #[test]
@@ -412,4 +421,9 @@ fn behind_a_proxy_with_an_address_of_its_own_a_client_on_its_host_cannot_forge_i
     let real = through(CLIENT, None);
     assert_eq!((real.status, real.body.as_str()), (200, "app"), "{real:?}");
     assert_eq!(through("127.0.0.1", Some(CLIENT)).status, 403);
+    // What the dedicated address cannot stop: any process on the host may bind it (on
+    // Linux, all of 127.0.0.0/8 is bindable without privilege), and is then the proxy.
+    // The README says so, and how to close it (a firewall rule on the address's owner).
+    let borrowed = auth(served.addr, PROXY, &svc, Some(CLIENT), PROMPT).unwrap();
+    assert_eq!(borrowed.status, 200, "{borrowed:?}");
 }

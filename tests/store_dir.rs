@@ -464,3 +464,127 @@ fn chain_key_new_never_writes_over_or_through_what_is_there() {
         .collect();
     assert!(names.is_empty(), "{names:?}");
 }
+
+#[test]
+fn a_huge_sparse_file_planted_as_last_used_or_snapshot_is_refused_not_allocated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, secret) = store_with_a_key(&tmp);
+    for name in ["last-used", "snapshot"] {
+        let path = db.join(name);
+        let _ = std::fs::remove_file(&path);
+        // 15 TiB of holes: reading it whole would abort the process.
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(15 << 40).unwrap();
+        set_mode(&path, 0o600);
+        let ran = list(&db);
+        assert_eq!(ran.code, 5, "{name}: {ran:?}");
+        assert!(
+            ran.stderr.contains(&format!(
+                "{} holds 16492674416640 bytes, more than any file of its kind",
+                path.display()
+            )),
+            "{name}: {ran:?}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            verify(&db, &secret).code,
+            0,
+            "once {name} is gone the store opens"
+        );
+    }
+}
+
+#[test]
+fn a_fifo_planted_among_sleds_blob_files_while_serve_runs_fails_a_write_instead_of_hanging_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("keys");
+    let root = {
+        let store = KeyStore::open(&db).unwrap();
+        let made = store
+            .create_key(
+                &Actor::super_admin("root"),
+                NewKey::new("root").role("super-admin"),
+            )
+            .unwrap();
+        made.key.expose_secret().to_owned()
+    };
+    let blobs = db.join("log").join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let mut served = Served::start(&db, &[]);
+    mkfifo(&blobs.join("9999"));
+    let started = Instant::now();
+    let body = r#"{"name":"after the fifo","roles":["r"]}"#;
+    let request = format!(
+        "POST /v1/keys HTTP/1.1\r\nHost: t\r\nx-api-key: {root}\r\ncontent-type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(served.addr).unwrap();
+    stream.set_read_timeout(Some(PROMPTLY)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("the write hung on the planted FIFO");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("neither a regular file nor a directory"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < PROMPTLY);
+    let status = served
+        .terminate()
+        .expect("serve stops on SIGTERM, not held by the FIFO");
+    assert!(status.code().is_some(), "{status:?}");
+}
+
+#[test]
+fn a_store_directory_every_user_may_write_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, _) = store_with_a_key(&tmp);
+    set_mode(&db, 0o777);
+    let ran = list(&db);
+    assert_eq!(ran.code, 5, "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("is a store directory every user may write (mode 0777)"),
+        "{ran:?}"
+    );
+    set_mode(&db, 0o750);
+    assert_eq!(list(&db).code, 0);
+}
+
+#[test]
+fn a_chain_key_file_owned_by_another_user_is_refused() {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !is_root {
+        eprintln!("skipped: only root can give a file to another user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("keys");
+    let key = tmp.path().join("chain.key");
+    let made = keyledger(&db)
+        .args(["chain-key", "new", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let chown = Command::new("chown")
+        .args(["65534", key.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let ran = bounded(
+        keyledger(&db).args(["--chain-key-file", key.to_str().unwrap(), "list"]),
+        "",
+        PROMPTLY,
+    );
+    assert_eq!(ran.code, 2, "{ran:?}");
+    assert!(
+        ran.stderr.contains("belongs to another user (uid 65534)"),
+        "{ran:?}"
+    );
+}

@@ -86,11 +86,11 @@ impl SledLog {
         let log = db.open_tree(LOG_TREE)?;
         let meta = db.open_tree(META_TREE)?;
         let refused = db.open_tree(REFUSED_TREE)?;
-        let data_file = std::fs::File::open(path.join("db"))?;
+        let data_file = open_own(&path.join("db"))?;
         // sled writes its `conf` without syncing it; make it and the files sled may just
         // have created part of the directory for good.
-        std::fs::File::open(path.join("conf"))?.sync_all()?;
-        std::fs::File::open(path)?.sync_all()?;
+        open_own(&path.join("conf"))?.sync_all()?;
+        open_own(path)?.sync_all()?;
         Ok(SledLog {
             db,
             log,
@@ -168,6 +168,35 @@ fn scan_tree(tree: &sled::Tree, from: u64) -> Scan<'static> {
                 Ok((seq_of(&k)?, v.to_vec()))
             }),
     )
+}
+
+/// Opens one of sled's own files or directories to sync it: never through a link, never
+/// waiting on a FIFO or a device someone planted there (the store is then refused with an
+/// I/O error naming it, rather than hung).
+fn open_own(path: &Path) -> Result<std::fs::File, LogError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use rustix::fs::OFlags;
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits().cast_signed());
+    }
+    let file = options.open(path).map_err(|e| {
+        LogError::Io(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e} (a link there is refused)", path.display()),
+        ))
+    })?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() || kind.is_dir() {
+        Ok(file)
+    } else {
+        Err(LogError::Io(std::io::Error::other(format!(
+            "{} is neither a regular file nor a directory: something was planted in the store's log",
+            path.display()
+        ))))
+    }
 }
 
 fn seq_of(key: &[u8]) -> Result<u64, LogError> {
@@ -252,13 +281,13 @@ impl SledLog {
             let entry = entry?;
             let name = entry.file_name();
             if !self.synced_blobs.contains(&name) {
-                std::fs::File::open(entry.path())?.sync_all()?;
+                open_own(&entry.path())?.sync_all()?;
                 new = true;
             }
             present.insert(name);
         }
         if new {
-            std::fs::File::open(&self.blobs)?.sync_all()?;
+            open_own(&self.blobs)?.sync_all()?;
         }
         // Forget the ones sled removed.
         self.synced_blobs = present;
