@@ -82,6 +82,10 @@ pub struct KeyJson {
     pub imported: bool,
     /// `klk_…` and the last four characters.
     pub hint: String,
+    /// For an admin key: the person it acts as (named when it was made, else its
+    /// creator); `null` for other keys.
+    #[serde(default)]
+    pub acts_for: Option<String>,
     /// The secret: present only in a creation's answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -125,6 +129,7 @@ impl From<&KeyView> for KeyJson {
             deleted_at: view.deleted.as_ref().map(|(_, at)| rfc3339(*at)),
             imported: view.imported,
             hint: view.hint.clone(),
+            acts_for: view.acts_for.clone(),
             key: None,
             unconfirmed: Vec::new(),
         }
@@ -241,12 +246,19 @@ pub struct AuditJson {
     /// `super-admin`, `admin` or `user`.
     pub actor_role: String,
     /// `created`, `imported`, `whitelisted`, `unwhitelisted`, `rolled`, `disabled`,
-    /// `enabled` or `deleted`.
+    /// `enabled`, `deleted` or `actor_revoked`.
     pub kind: String,
-    /// The key.
-    pub key_id: String,
-    /// Its name.
-    pub key_name: String,
+    /// The key; `null` for `actor_revoked`, which names a person.
+    pub key_id: Option<String>,
+    /// Its name; `null` for `actor_revoked`.
+    pub key_name: Option<String>,
+    /// For `actor_revoked` the person revoked; for the creation of an admin key the
+    /// person it acts as; else `null`.
+    #[serde(default)]
+    pub person: Option<String>,
+    /// For `actor_revoked`: whether the keys the person created were deleted too.
+    #[serde(default)]
+    pub with_keys: bool,
     /// The network added or removed, for `whitelisted` and `unwhitelisted`.
     pub ip: Option<String>,
     /// The key's whitelist as it was created or imported (CIDR strings; empty admits any
@@ -276,12 +288,45 @@ impl From<&AuditEntry> for AuditJson {
             actor: entry.actor.id().to_owned(),
             actor_role: entry.actor.role().as_str().to_owned(),
             kind: entry.kind.as_str().to_owned(),
-            key_id: entry.key_id.to_string(),
+            key_id: entry.key_id.map(|id| id.to_string()),
             key_name: entry.key_name.clone(),
+            person: entry.person.clone(),
+            with_keys: entry.with_keys,
             ip,
             whitelist,
             previous_valid_until: entry.previous_valid_until.map(rfc3339),
             via: entry.via.map(|id| id.to_string()),
+        }
+    }
+}
+
+/// A person's revocation (`revoke-actor --json`, `POST /v1/actors/{actor}/revoke`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RevokedActorJson {
+    /// The person revoked.
+    pub actor: String,
+    /// Whether the keys they created were deleted too.
+    pub with_keys: bool,
+    /// The revocation's sequence number.
+    pub seq: u64,
+    /// The ids of the keys it deleted.
+    pub revoked: Vec<String>,
+    /// On a host of a fleet: the live hosts that had not applied it when the wait ended
+    /// (see [`KeyJson::unconfirmed`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unconfirmed: Vec<String>,
+}
+
+impl RevokedActorJson {
+    /// The answer to revoking `actor`.
+    pub fn new(actor: &str, with_keys: bool, revoked: &crate::RevokedActor) -> Self {
+        RevokedActorJson {
+            actor: actor.to_owned(),
+            with_keys,
+            seq: revoked.seq,
+            revoked: revoked.keys.iter().map(ToString::to_string).collect(),
+            unconfirmed: revoked.unconfirmed.clone(),
         }
     }
 }
@@ -453,7 +498,7 @@ impl AuditFilter {
 
     /// Whether an audit entry passes.
     pub fn matches(&self, e: &AuditEntry) -> bool {
-        self.key.is_none_or(|id| e.key_id == id)
+        self.key.is_none_or(|id| e.key_id == Some(id))
             && self.actor.as_deref().is_none_or(|a| e.actor.id() == a)
             && self.kind.is_none_or(|k| e.kind == k)
             && self.since.is_none_or(|t| e.at >= t)
@@ -733,12 +778,12 @@ mod tests {
         let id: KeyId = "00000000000000aa".parse().unwrap();
         let nested = Error::ImportEntry {
             index: 3,
-            source: Box::new(Error::SecretInUse),
+            source: Box::new(Error::SecretKnown),
         };
         let json = serde_json::to_value(ErrorJson::from(&nested)).unwrap();
         assert_eq!(json["error"], "import_entry");
         assert_eq!(json["index"], 3);
-        assert_eq!(json["source"]["error"], "secret_in_use");
+        assert_eq!(json["source"]["error"], "secret_known");
         let json = serde_json::to_value(ErrorJson::from(&Error::KeyDeleted(id))).unwrap();
         assert_eq!(
             json,

@@ -95,14 +95,14 @@ pub use crate::http::{
 #[cfg(feature = "json")]
 pub use crate::json::{
     AuditFilter, AuditJson, DeletedJson, ErrorJson, HostJson, ImportedJson, KeyJson, MAX_IMPORT_BYTES,
-    MAX_IMPORT_LINE_BYTES, MAX_IMPORT_LINES, RefusedJson, RollJson, WhoamiJson, parse_grace, parse_lifetime,
-    read_import_lines, rfc3339,
+    MAX_IMPORT_LINE_BYTES, MAX_IMPORT_LINES, RefusedJson, RevokedActorJson, RollJson, WhoamiJson,
+    parse_grace, parse_lifetime, read_import_lines, rfc3339,
 };
 pub use crate::projection::{AuditEntry, KeyStatus, KeyView};
 pub use crate::refused::{Action, RefusedAttempt};
 #[cfg(feature = "serve")]
 pub use crate::server::{MAX_BODY_BYTES, MAX_IMPORT_BODY_BYTES, Server};
-pub use crate::store::{Builder, CreatedKey, Integrity, KeyStore, MAX_GRACE, RolledKey};
+pub use crate::store::{Builder, CreatedKey, Integrity, KeyStore, MAX_GRACE, RevokedActor, RolledKey};
 pub use crate::token::{
     API_KEY_HEADER, ApiKey, ExistingKey, HeaderProblem, KEY_LEN, KEY_PREFIX, MAX_ADOPTED_LEN,
     MIN_ADOPTED_LEN, Malformed, api_key_from_headers, check_format, redact_keys,

@@ -352,7 +352,8 @@ fn status_of(e: &crate::Error) -> StatusCode {
         Error::WhitelistUnchanged { .. }
         | Error::StateUnchanged { .. }
         | Error::LastWhitelistEntry { .. }
-        | Error::SecretInUse => StatusCode::CONFLICT,
+        | Error::NothingToRevoke { .. }
+        | Error::SecretKnown => StatusCode::CONFLICT,
         Error::ImportEntry { source, .. } => status_of(source),
         Error::ChainKeyMismatch(_)
         | Error::Locked { .. }
@@ -422,7 +423,7 @@ mod tests {
                 409,
             ),
             (Error::LastWhitelistEntry { id }, 409),
-            (Error::SecretInUse, 409),
+            (Error::SecretKnown, 409),
             (
                 Error::Storage {
                     reason: "disk".into(),
