@@ -342,16 +342,20 @@ pub struct RefusedJson {
     pub actor: String,
     /// As what.
     pub actor_role: String,
-    /// `create`, `import`, `whitelist`, `unwhitelist`, `delete`, `roll`, `disable` or
-    /// `enable`.
+    /// `create`, `import`, `whitelist`, `unwhitelist`, `delete`, `roll`, `disable`,
+    /// `enable` or `revoke_actor`.
     pub action: String,
-    /// The key aimed at; `null` for a creation or an import.
+    /// The key aimed at; `null` for a creation, an import or a person's revocation.
     pub key_id: Option<String>,
     /// For `not_owner`, the actor who created the key.
     pub owner: Option<String>,
+    /// For `grants_for_another` and `revokes_person`, the person named.
+    #[serde(default)]
+    pub person: Option<String>,
     /// The admin key the actor came through.
     pub via: Option<String>,
-    /// `not_an_admin`, `grants_super_admin`, `not_owner`, `outranks_actor` or `admin_key_revoked`.
+    /// `not_an_admin`, `grants_super_admin`, `not_owner`, `outranks_actor`,
+    /// `admin_key_revoked`, `grants_for_another` or `revokes_person`.
     pub reason: String,
     /// The reason in words.
     pub message: String,
@@ -367,6 +371,12 @@ impl From<&RefusedAttempt> for RefusedJson {
             key_id: attempt.key.map(|id| id.to_string()),
             owner: match &attempt.denial {
                 Denial::NotOwner { owner, .. } => Some(owner.clone()),
+                _ => None,
+            },
+            person: match &attempt.denial {
+                Denial::GrantsForAnother { person } | Denial::RevokesPerson { person } => {
+                    Some(person.clone())
+                }
                 _ => None,
             },
             via: attempt.via.map(|id| id.to_string()),

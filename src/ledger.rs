@@ -671,7 +671,10 @@ fn events(
                 expires_after(&event, at).map_err(entry)?;
                 // One answer for a live, retired or repeated secret: which it is must not
                 // be learnt here.
-                if proj.ever_held(&key.hash) || !new_hashes.insert(key.hash) {
+                let known = |hash: KeyHash, new_hashes: &mut HashSet<KeyHash>| {
+                    proj.ever_held(&hash) || !new_hashes.insert(hash)
+                };
+                if known(key.hash, new_hashes) || key.sha256_form.is_some_and(|h| known(h, new_hashes)) {
                     return Err(entry(Error::SecretKnown));
                 }
                 out.push(event);

@@ -147,6 +147,12 @@ impl Projection {
         self.contains_prefix(prefix) || self.retired_find(prefix)
     }
 
+    /// Whether a secret with this hash was held and no longer is (a deleted key's, or
+    /// rolled out).
+    pub(crate) fn was_retired(&self, hash: &KeyHash) -> bool {
+        self.retired_find(HashPrefix::of(hash))
+    }
+
     fn retired_find(&self, prefix: HashPrefix) -> bool {
         let (keys, rolled) = (&self.keys, &self.retired.rolled_out);
         self.retired
