@@ -140,10 +140,6 @@ struct ModelKey {
     secret: String,
     /// The previous secret and the end of its grace period.
     previous: Option<(String, SystemTime)>,
-    /// Which adopted secret the key holds (index into [`FOREIGN`]), and which its
-    /// previous secret is.
-    adopted: Option<usize>,
-    previous_adopted: Option<usize>,
     deleted: bool,
     disabled: bool,
     expires: Option<SystemTime>,
@@ -205,13 +201,12 @@ fuzz_target!(|ops: Vec<Op>| {
     let mut keys: Vec<ModelKey> = Vec::new();
     let mut seq = 0u64;
     let mut refused = 0usize;
-    // The time of the last record: graces that end by then are gone for good.
-    let mut last_write = clock.now();
+    // Every adopted secret the log ever held: never adopted again, live or not.
+    let mut ever_adopted: Vec<usize> = Vec::new();
     let unknown: KeyId = "ffffffffffffffff".parse().expect("id");
     for op in ops.into_iter().take(64) {
         let now = clock.now();
         let refused_before = refused;
-        let seq_before = seq;
         match op {
             Op::Create {
                 who,
@@ -254,8 +249,6 @@ fuzz_target!(|ops: Vec<Op>| {
                             owner: owner_of(who),
                             secret: created.key.expose_secret().to_owned(),
                             previous: None,
-                            adopted: None,
-                            previous_adopted: None,
                             deleted: false,
                             disabled: false,
                             expires,
@@ -287,16 +280,9 @@ fuzz_target!(|ops: Vec<Op>| {
                         .expect("valid adopted key")
                     })
                     .collect();
-                // A secret is taken while a key that is not deleted holds it, or holds it
-                // as its previous secret in a grace that no record has outlived.
-                let taken = |p: usize| {
-                    keys.iter().any(|k| {
-                        !k.deleted
-                            && (k.adopted == Some(p)
-                                || (k.previous_adopted == Some(p)
-                                    && k.previous.as_ref().is_some_and(|(_, until)| *until > last_write)))
-                    })
-                };
+                // A secret once adopted is known for ever: live, in a grace, rolled out or
+                // deleted.
+                let taken = |p: usize| ever_adopted.contains(&p);
                 let duplicate = picks
                     .iter()
                     .enumerate()
@@ -313,13 +299,12 @@ fuzz_target!(|ops: Vec<Op>| {
                     Ok(ids) => {
                         seq += ids.len() as u64;
                         for (id, p) in ids.into_iter().zip(picks) {
+                            ever_adopted.push(p);
                             keys.push(ModelKey {
                                 id,
                                 owner: owner_of(who),
                                 secret: FOREIGN[p].0.to_owned(),
                                 previous: None,
-                                adopted: Some(p),
-                                previous_adopted: None,
                                 deleted: false,
                                 disabled: false,
                                 expires: None,
@@ -349,9 +334,7 @@ fuzz_target!(|ops: Vec<Op>| {
                         let k = &mut keys[i];
                         let old = std::mem::replace(&mut k.secret, rolled.key.expose_secret().to_owned());
                         let held = (grace > Duration::ZERO).then(|| (old, now + grace));
-                        k.previous_adopted = held.as_ref().and(k.adopted);
                         k.previous = held;
-                        k.adopted = None;
                     }
                     Err(Error::PermissionDenied { .. }) => refused += 1,
                     Err(_) => {}
@@ -470,9 +453,6 @@ fuzz_target!(|ops: Vec<Op>| {
                 store = open().expect("reopen");
                 assert_eq!(store.wait_for_integrity(), keyledger::Integrity::Verified);
             }
-        }
-        if seq != seq_before {
-            last_write = now;
         }
         assert_eq!(store.last_seq(), seq);
         assert_eq!(store.live_key_count(), keys.iter().filter(|k| !k.deleted).count());
