@@ -252,3 +252,87 @@ fn retired_prefix(keys: &[super::KeyRec], rolled: &[HashPrefix], value: u32) -> 
         None => keys.get(value as usize).map(|k| k.hash),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use crate::chain::Chain;
+    use crate::event::{Actor, KeyId, NewKey};
+    use crate::ledger::{Command, Ledger, Op};
+    use crate::token::KeyHash;
+
+    /// The memory a retired secret costs, as design.md's table states it: a deleted key's
+    /// is a table entry (its key record keeps the hash), a rolled-out one's also its
+    /// 16-byte prefix. Counted from the structures' own allocations.
+    #[test]
+    fn a_retired_secret_costs_a_table_entry_and_a_rolled_out_one_its_prefix_too() {
+        const N: u32 = 50_000;
+        let ledger = Ledger::new(Chain::new(None));
+        let mut ids = rand::rngs::StdRng::seed_from_u64(1);
+        let root = Actor::super_admin("root");
+        let mut hash = |i: u32, round: u8| {
+            let mut h = [round; 32];
+            h[..4].copy_from_slice(&i.to_le_bytes());
+            KeyHash(h)
+        };
+        let mut run = |ops: Vec<Op>| {
+            let commands: Vec<Command> = ops
+                .into_iter()
+                .map(|op| Command {
+                    actor: root.clone(),
+                    via: None,
+                    op,
+                })
+                .collect();
+            let refs: Vec<&Command> = commands.iter().collect();
+            let prepared = ledger.prepare(&refs, &mut ids);
+            ledger.accept(&prepared.entries).unwrap();
+            prepared
+                .outcomes
+                .into_iter()
+                .map(|o| o.unwrap().0)
+                .collect::<Vec<KeyId>>()
+        };
+        let new = NewKey::new("k").role("bot").validated().unwrap();
+        let keys = run((0..2 * N)
+            .map(|i| Op::Create {
+                new: new.clone(),
+                hash: hash(i, 1),
+                tail: *b"abcd",
+            })
+            .collect());
+        let (deleted, rolled) = keys.split_at(N as usize);
+        let size = |p: &super::Projection| {
+            (
+                p.retired.table.allocation_size(),
+                p.retired.rolled_out.capacity() * 16,
+            )
+        };
+        let before = size(&ledger.read());
+        run(deleted.iter().map(|&id| Op::Delete { id }).collect());
+        let after_delete = size(&ledger.read());
+        run(rolled
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| Op::Roll {
+                id,
+                hash: hash(i as u32, 2),
+                tail: *b"efgh",
+                grace: 0,
+            })
+            .collect());
+        let after_roll = size(&ledger.read());
+        let per = |bytes: usize| bytes as f64 / f64::from(N);
+        let deleted_cost = per(after_delete.0 - before.0);
+        let rolled_cost = per(after_roll.0 - after_delete.0 + after_roll.1 - after_delete.1);
+        eprintln!("retired: {deleted_cost:.1} B per deleted key, {rolled_cost:.1} B per rolled-out secret");
+        assert!(deleted_cost <= 12.0, "{deleted_cost}");
+        assert!(rolled_cost <= 16.0 * 2.0 + 12.0, "{rolled_cost}");
+        let state = ledger.read();
+        assert!(
+            (0..N).all(|i| state.ever_held(&hash(i, 1))),
+            "every secret held is remembered"
+        );
+    }
+}
