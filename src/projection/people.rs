@@ -271,7 +271,7 @@ mod tests {
         let ledger = Ledger::new(Chain::new(None));
         let mut ids = rand::rngs::StdRng::seed_from_u64(1);
         let root = Actor::super_admin("root");
-        let mut hash = |i: u32, round: u8| {
+        let hash = |i: u32, round: u8| {
             let mut h = [round; 32];
             h[..4].copy_from_slice(&i.to_le_bytes());
             KeyHash(h)
