@@ -386,8 +386,9 @@ impl From<&RefusedAttempt> for RefusedJson {
     }
 }
 
-/// Who an admin key acts as (`GET /v1/whoami`): the actor who created it, with the lesser
-/// of that actor's role and the key's ([`KeyStore::acting_through`](crate::KeyStore::acting_through)).
+/// Who an admin key acts as (`GET /v1/whoami`): the person it was made for, else the actor
+/// who created it, with the lesser of the creator's role and the key's
+/// ([`KeyStore::acting_through`](crate::KeyStore::acting_through)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct WhoamiJson {
