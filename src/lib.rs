@@ -5,8 +5,8 @@
 //! is returned once and only its blake3 hash is kept. A super admin may delete any key, an
 //! admin only the keys they created; an admin key acts over HTTP as the person it was made
 //! for, and revoking that person stops all of them at once. [`KeyStore::verify`] checks a
-//! presented key in O(1)
-//! without I/O; a delete returns only once the key has stopped verifying. With the feature
+//! presented key in O(1) without I/O; a delete returns only once the key has stopped
+//! verifying. With the feature
 //! `tower`, `ApiKeyLayer` makes that check in front of any tower HTTP service (axum, hyper,
 //! tonic); with `serve`, `Server` (the `keyledger serve` command) answers the forward-auth
 //! requests of nginx, Traefik and Envoy, and serves an admin API.
