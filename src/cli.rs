@@ -433,7 +433,7 @@ struct AuditArgs {
     #[arg(long, value_name = "ID")]
     actor: Option<String>,
     /// Only entries of this kind: created, imported, whitelisted, unwhitelisted, rolled,
-    /// disabled, enabled or deleted
+    /// disabled, enabled, deleted or actor_revoked
     #[arg(long, value_name = "KIND", value_parser = EventKind::from_str)]
     kind: Option<EventKind>,
     /// Only entries at or after this time (RFC 3339, e.g. 2026-01-31T09:00:00Z)

@@ -164,6 +164,12 @@ impl Actor {
     }
 }
 
+/// Checks a person named in a command (an admin key's, a revocation's) by the rules of an
+/// actor id.
+pub(crate) fn validate_person(person: &str) -> Result<(), Error> {
+    validate_actor_id(person, Origin::Command)
+}
+
 /// Which rules a text field is held to: those in force when it was written.
 ///
 /// Rules added to the format later (no format characters, nothing shaped like an API key)
@@ -383,7 +389,7 @@ impl NewKey {
         validate_roles(&self.roles)?;
         let whitelist = validate_whitelist(&self.whitelist)?;
         if let Some(person) = &self.acts_for {
-            validate_actor_id(person, Origin::Command)?;
+            validate_person(person)?;
             if !grants_admin(&self.roles) {
                 return Err(Error::invalid(
                     "actor",

@@ -51,7 +51,7 @@ impl KeyStore {
     /// assert!(store.verify(carol.key.expose_secret(), "10.0.0.1".parse().unwrap()).is_err());
     /// ```
     pub fn revoke_actor(&self, actor: &Actor, person: &str, with_keys: bool) -> Result<RevokedActor, Error> {
-        Actor::new(person, actor.role()).validate()?;
+        crate::event::validate_person(person)?;
         let op = Op::RevokeActor {
             actor: person.to_owned(),
             with_keys,
