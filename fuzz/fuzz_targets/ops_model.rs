@@ -1,7 +1,7 @@
 //! An arbitrary sequence of actors and commands, with restarts and a clock that moves,
 //! checked after every step against a small in-memory model of the permission rules, the
-//! key lifecycle (expiry, rolls with grace periods, disable and enable, adopted keys) and
-//! of what verifies. Restarts open from snapshots, whose prefix must then verify.
+//! key lifecycle (expiry, rolls with grace periods, disable and enable, adopted keys), the
+//! people admin keys act for and their revocation, and of what verifies. Restarts open from snapshots, whose prefix must then verify.
 #![no_main]
 
 use std::net::IpAddr;
@@ -39,6 +39,14 @@ enum Op {
         nets: Vec<u8>,
         /// Minutes from now (0: now, which is refused).
         expires_in: Option<u8>,
+        /// Make it an admin key acting for this person.
+        admin_for: Option<Who>,
+    },
+    /// Revoke a person: their admin keys, and with `with_keys` every key they made.
+    RevokeActor {
+        who: Who,
+        person: Who,
+        with_keys: bool,
     },
     /// Adopt existing secrets: indexes into [`FOREIGN`].
     Import {
@@ -144,6 +152,8 @@ struct ModelKey {
     disabled: bool,
     expires: Option<SystemTime>,
     whitelist: Vec<IpNet>,
+    /// For an admin key (`admin` or `super-admin`): the person it acts as.
+    person: Option<&'static str>,
 }
 
 fn owner_of(who: Who) -> &'static str {
@@ -176,6 +186,7 @@ fn kind<T>(r: &Result<T, Error>) -> Result<(), &'static str> {
         Err(Error::LastWhitelistEntry { .. }) => Err("last entry"),
         Err(Error::StateUnchanged { .. }) => Err("unchanged"),
         Err(Error::InvalidInput { .. }) => Err("invalid"),
+        Err(Error::NothingToRevoke { .. }) => Err("nothing"),
         Err(Error::ImportEntry { source, .. }) => match **source {
             Error::PermissionDenied { .. } => Err("denied"),
             _ => Err("invalid"),
@@ -214,8 +225,12 @@ fuzz_target!(|ops: Vec<Op>| {
                 grant_super,
                 nets,
                 expires_in,
+                admin_for,
             } => {
                 let mut new = NewKey::new(format!("key {name}")).role("bot");
+                if let Some(person) = admin_for {
+                    new = new.role("admin").acting_for(owner_of(person));
+                }
                 let expires = expires_in.map(|m| now + Duration::from_secs(60 * u64::from(m)));
                 if let Some(at) = expires {
                     new = new.expires_at(at);
@@ -233,11 +248,16 @@ fuzz_target!(|ops: Vec<Op>| {
                     new = new.allow(*n);
                 }
                 let result = store.create_key(&who.actor(), new);
+                // An admin names only herself; only a super admin names anyone.
                 let allowed = match who {
                     Who::Eve => false,
                     Who::Root => true,
-                    Who::Alice | Who::Bob => !grant_super,
+                    Who::Alice | Who::Bob => {
+                        !grant_super && admin_for.is_none_or(|p| owner_of(p) == owner_of(who))
+                    }
                 };
+                let person = (grant_super || admin_for.is_some())
+                    .then(|| admin_for.map_or(owner_of(who), owner_of));
                 let in_future = expires.is_none_or(|at| at > now);
                 match result {
                     Ok(created) => {
@@ -253,6 +273,7 @@ fuzz_target!(|ops: Vec<Op>| {
                             disabled: false,
                             expires,
                             whitelist: distinct,
+                            person,
                         });
                     }
                     Err(Error::PermissionDenied { .. }) => {
@@ -309,6 +330,7 @@ fuzz_target!(|ops: Vec<Op>| {
                                 disabled: false,
                                 expires: None,
                                 whitelist: Vec::new(),
+                                person: None,
                             });
                         }
                     }
@@ -360,6 +382,39 @@ fuzz_target!(|ops: Vec<Op>| {
                 }
                 if expected == Err("denied") {
                     refused += 1;
+                }
+            }
+            Op::RevokeActor {
+                who,
+                person,
+                with_keys,
+            } => {
+                let p = owner_of(person);
+                let revoked: Vec<usize> = (0..keys.len())
+                    .filter(|&i| {
+                        let k = &keys[i];
+                        !k.deleted && (k.person == Some(p) || (with_keys && k.owner == p))
+                    })
+                    .collect();
+                let expected = match who {
+                    Who::Root if revoked.is_empty() => Err("nothing"),
+                    Who::Root => Ok(()),
+                    _ => Err("denied"),
+                };
+                let result = store.revoke_actor(&who.actor(), p, with_keys);
+                assert_eq!(kind(&result), expected, "{op:?}");
+                match result {
+                    Ok(answer) => {
+                        seq += 1;
+                        assert_eq!(answer.seq, seq);
+                        let ids: Vec<KeyId> = revoked.iter().map(|&i| keys[i].id).collect();
+                        assert_eq!(answer.keys, ids, "{op:?}");
+                        for i in revoked {
+                            keys[i].deleted = true;
+                        }
+                    }
+                    Err(Error::PermissionDenied { .. }) => refused += 1,
+                    Err(_) => {}
                 }
             }
             Op::Advance { minutes } => clock.advance(Duration::from_secs(60 * u64::from(minutes))),
