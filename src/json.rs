@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::event::shown;
+
+pub(crate) mod people;
 use crate::{
     ApiKey, AuditEntry, Denial, Error, EventKind, ExistingKey, KeyId, KeyView, NewKey, RefusedAttempt,
     RolledKey, redact_keys,
@@ -296,37 +298,6 @@ impl From<&AuditEntry> for AuditJson {
             whitelist,
             previous_valid_until: entry.previous_valid_until.map(rfc3339),
             via: entry.via.map(|id| id.to_string()),
-        }
-    }
-}
-
-/// A person's revocation (`revoke-actor --json`, `POST /v1/actors/{actor}/revoke`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct RevokedActorJson {
-    /// The person revoked.
-    pub actor: String,
-    /// Whether the keys they created were deleted too.
-    pub with_keys: bool,
-    /// The revocation's sequence number.
-    pub seq: u64,
-    /// The ids of the keys it deleted.
-    pub revoked: Vec<String>,
-    /// On a host of a fleet: the live hosts that had not applied it when the wait ended
-    /// (see [`KeyJson::unconfirmed`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unconfirmed: Vec<String>,
-}
-
-impl RevokedActorJson {
-    /// The answer to revoking `actor`.
-    pub fn new(actor: &str, with_keys: bool, revoked: &crate::RevokedActor) -> Self {
-        RevokedActorJson {
-            actor: actor.to_owned(),
-            with_keys,
-            seq: revoked.seq,
-            revoked: revoked.keys.iter().map(ToString::to_string).collect(),
-            unconfirmed: revoked.unconfirmed.clone(),
         }
     }
 }

@@ -95,10 +95,12 @@ pub use crate::http::{
     TrustedProxies,
 };
 #[cfg(feature = "json")]
+pub use crate::json::people::RevokedActorJson;
+#[cfg(feature = "json")]
 pub use crate::json::{
     AuditFilter, AuditJson, DeletedJson, ErrorJson, HostJson, ImportedJson, KeyJson, MAX_IMPORT_BYTES,
-    MAX_IMPORT_LINE_BYTES, MAX_IMPORT_LINES, RefusedJson, RevokedActorJson, RollJson, WhoamiJson,
-    parse_grace, parse_lifetime, read_import_lines, rfc3339,
+    MAX_IMPORT_LINE_BYTES, MAX_IMPORT_LINES, RefusedJson, RollJson, WhoamiJson, parse_grace, parse_lifetime,
+    read_import_lines, rfc3339,
 };
 pub use crate::projection::{AuditEntry, KeyStatus, KeyView};
 pub use crate::refused::{Action, RefusedAttempt};
