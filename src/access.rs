@@ -85,7 +85,9 @@ pub(crate) fn authorize(actor: &Actor, event: &Event, key: Option<KeyState<'_>>)
                 )),
             };
         }
-        other => other.key_id().ok_or(Error::invalid("key id", "no key named"))?,
+        other => other
+            .key_id()
+            .ok_or_else(|| Error::invalid("key id", "no key named"))?,
     };
     if let Event::Created { roles, acts_for, .. } = event {
         if actor.role() != ActorRole::SuperAdmin && roles.iter().any(|r| r == SUPER_ADMIN_ROLE) {

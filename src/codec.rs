@@ -436,30 +436,11 @@ fn event_from_wire_v3(event: EventV3, seq: u64) -> Result<Event, Error> {
                 expires_at,
                 source,
             };
-            match event_from_wire(created, seq)? {
-                Event::Created {
-                    id,
-                    hash,
-                    tail,
-                    name,
-                    roles,
-                    whitelist,
-                    expires_at,
-                    source,
-                    ..
-                } => Event::Created {
-                    id,
-                    hash,
-                    tail,
-                    name,
-                    roles,
-                    whitelist,
-                    expires_at,
-                    source,
-                    acts_for: Some(acts_for),
-                },
-                other => other,
+            let mut event = event_from_wire(created, seq)?;
+            if let Event::Created { acts_for: person, .. } = &mut event {
+                *person = Some(acts_for);
             }
+            event
         }
         EventV3::ActorRevoked { actor, with_keys } => Event::ActorRevoked { actor, with_keys },
     })
