@@ -94,6 +94,15 @@ fn a_snapshot_carries_the_people_and_the_retired_secrets() {
     let store = KeyStore::builder().snapshot_every(2).open(&db).unwrap();
     let revoked = store.revoke_actor(&root, "carol", false).unwrap();
     assert_eq!(revoked.keys, vec![carol.id]);
+    // A backup carries them too: the import replays every record with every rule.
+    let backup = dir.path().join("backup.kl");
+    store.export(&backup).unwrap();
+    let copy = dir.path().join("copy");
+    KeyStore::builder().import(&copy, &backup).unwrap();
+    let copy = KeyStore::open(&copy).unwrap();
+    assert_eq!(copy.key(carol.id).unwrap().acts_for.as_deref(), Some("carol"));
+    assert!(copy.key(carol.id).unwrap().deleted.is_some());
+    assert_eq!(copy.audit(), store.audit());
     let last = store.audit().pop().unwrap();
     assert_eq!(
         (last.kind, last.person.as_deref(), last.key_id),
