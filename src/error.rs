@@ -69,7 +69,7 @@ pub enum Error {
     SecretKnown,
     /// No live admin key acts as this person (and, when the keys they created were to go
     /// too, they have none live): revoking them would change nothing; nothing was written.
-    #[error("nothing to revoke: no live admin key acts as {actor:?}")]
+    #[error("nothing to revoke: no live admin key acts as {actor:?} (nor, when asked, any key they made)")]
     NothingToRevoke {
         /// The person, with anything shaped like an API key redacted.
         actor: String,
