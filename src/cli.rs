@@ -1817,6 +1817,12 @@ mod tests {
         assert_eq!(store(Error::KeyDeleted(id)), exit::NOT_FOUND);
         assert_eq!(store(Error::SecretKnown), exit::USAGE);
         assert_eq!(
+            store(Error::NothingToRevoke {
+                actor: "carol".into()
+            }),
+            exit::USAGE
+        );
+        assert_eq!(
             store(Error::ImportEntry {
                 index: 2,
                 source: Box::new(Error::KeyNotFound(id)),

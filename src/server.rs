@@ -425,6 +425,12 @@ mod tests {
             (Error::LastWhitelistEntry { id }, 409),
             (Error::SecretKnown, 409),
             (
+                Error::NothingToRevoke {
+                    actor: "carol".into(),
+                },
+                409,
+            ),
+            (
                 Error::Storage {
                     reason: "disk".into(),
                 },
