@@ -193,4 +193,33 @@ mod tests {
             .is_none()
         );
     }
+
+    #[test]
+    fn refusals_naming_a_person_round_trip_with_the_key_they_came_through() {
+        let carol = Actor::admin("carol");
+        let via = Some(KeyId(9));
+        for (action, denial) in [
+            (
+                Action::Create,
+                Denial::GrantsForAnother {
+                    person: "dave".into(),
+                },
+            ),
+            (
+                Action::RevokeActor,
+                Denial::RevokesPerson {
+                    person: "root".into(),
+                },
+            ),
+        ] {
+            let denied = Error::denied("carol", denial.clone());
+            let record = record_of(5, &carol, via, action, None, &denied).unwrap();
+            let bytes = crate::codec::encode_refused(&record).unwrap();
+            let back = attempt_of(crate::codec::decode_refused(&bytes).unwrap()).unwrap();
+            assert_eq!(
+                (back.actor, back.via, back.action, back.key, back.denial),
+                (carol.clone(), via, action, None, denial)
+            );
+        }
+    }
 }
