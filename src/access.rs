@@ -40,15 +40,12 @@ pub(crate) fn authorize_command(
     event: &Event,
     key: Option<KeyState<'_>>,
 ) -> Result<(), Error> {
-    if let Some(key) = key
+    if let (Some(key), Some(id)) = (key, event.key_id())
         && actor.role() == ActorRole::Admin
         && key.grants_super_admin
         && !matches!(event, Event::Created { .. })
     {
-        return Err(Error::denied(
-            actor.id(),
-            Denial::OutranksActor { key: event.key_id() },
-        ));
+        return Err(Error::denied(actor.id(), Denial::OutranksActor { key: id }));
     }
     authorize(actor, event, key)
 }
@@ -76,10 +73,37 @@ pub(crate) fn authorize(actor: &Actor, event: &Event, key: Option<KeyState<'_>>)
     if actor.role() == ActorRole::User {
         return Err(Error::denied(actor.id(), Denial::NotAnAdmin));
     }
-    let id = event.key_id();
-    if let Event::Created { roles, .. } = event {
+    let id = match event {
+        Event::ActorRevoked { actor: person, .. } => {
+            return match actor.role() {
+                ActorRole::SuperAdmin => Ok(()),
+                _ => Err(Error::denied(
+                    actor.id(),
+                    Denial::RevokesPerson {
+                        person: redact_keys(person).into_owned(),
+                    },
+                )),
+            };
+        }
+        other => other
+            .key_id()
+            .ok_or_else(|| Error::invalid("key id", "no key named"))?,
+    };
+    if let Event::Created { roles, acts_for, .. } = event {
         if actor.role() != ActorRole::SuperAdmin && roles.iter().any(|r| r == SUPER_ADMIN_ROLE) {
             return Err(Error::denied(actor.id(), Denial::GrantsSuperAdmin));
+        }
+        // An admin's own admin keys carry no person (they act as her); naming one is
+        // making a key for someone else, which only a super admin may do.
+        if let Some(person) = acts_for
+            && actor.role() != ActorRole::SuperAdmin
+        {
+            return Err(Error::denied(
+                actor.id(),
+                Denial::GrantsForAnother {
+                    person: redact_keys(person).into_owned(),
+                },
+            ));
         }
         return match key {
             None => Ok(()),

@@ -8,6 +8,7 @@
 //! repeats one it read (nor the admin key of `--server`); it redacts anything shaped like
 //! one in errors.
 
+mod actors;
 #[cfg(feature = "client")]
 mod client;
 mod demo;
@@ -123,6 +124,8 @@ enum Command {
     Disable(KeyArgs),
     /// Enable a disabled key again
     Enable(KeyArgs),
+    /// Revoke a person: every admin key acting as them stops at once (--with-keys: also every key they made)
+    RevokeActor(actors::RevokeActorArgs),
     /// Adopt one key another system issued: its secret is read from standard input
     #[command(
         after_help = "The secret is the first line of standard input, never an argument, and is never shown:\n  \
@@ -310,6 +313,7 @@ impl KeySpec {
             ips: self.ips.iter().map(ToString::to_string).collect(),
             expires_at,
             expires_in,
+            actor: None,
         }
     }
 }
@@ -320,6 +324,10 @@ struct CreateArgs {
     who: ActorArgs,
     #[command(flatten)]
     key: KeySpec,
+    /// For an admin key: the person it acts as over the admin API (by default its
+    /// creator); only a super admin may name someone else
+    #[arg(long = "for", value_name = "PERSON")]
+    acts_for: Option<String>,
     /// One JSON object, with the secret in `key`
     #[arg(long)]
     json: bool,
@@ -425,7 +433,7 @@ struct AuditArgs {
     #[arg(long, value_name = "ID")]
     actor: Option<String>,
     /// Only entries of this kind: created, imported, whitelisted, unwhitelisted, rolled,
-    /// disabled, enabled or deleted
+    /// disabled, enabled, deleted or actor_revoked
     #[arg(long, value_name = "KIND", value_parser = EventKind::from_str)]
     kind: Option<EventKind>,
     /// Only entries at or after this time (RFC 3339, e.g. 2026-01-31T09:00:00Z)
@@ -654,7 +662,8 @@ fn exit_code(e: &ErrorJson) -> u8 {
         | "whitelist_unchanged"
         | "state_unchanged"
         | "last_whitelist_entry"
-        | "secret_in_use"
+        | "secret_known"
+        | "nothing_to_revoke"
         | "chain_key_mismatch" => exit::USAGE,
         // The admin API's: a route that is not there (an old or foreign server).
         "not_found" | "method_not_allowed" => exit::USAGE,
@@ -804,6 +813,7 @@ impl Command {
                 | Command::Roll(_)
                 | Command::Disable(_)
                 | Command::Enable(_)
+                | Command::RevokeActor(_)
                 | Command::ImportKey(_)
                 | Command::ImportKeys(_)
                 | Command::List { .. }
@@ -821,6 +831,7 @@ impl Command {
             Command::Unwhitelist(args) => Some(&args.change.who),
             Command::Delete(args) | Command::Disable(args) | Command::Enable(args) => Some(&args.who),
             Command::Roll(args) => Some(&args.key.who),
+            Command::RevokeActor(args) => Some(&args.who),
             Command::ImportKey(args) => Some(&args.who),
             Command::ImportKeys(args) => Some(&args.who),
             _ => None,
@@ -915,6 +926,7 @@ impl Cli {
             Command::Roll(args) => roll(&target, args, out),
             Command::Disable(args) => switch(&target, args, Switch::Disable, out),
             Command::Enable(args) => switch(&target, args, Switch::Enable, out),
+            Command::RevokeActor(args) => actors::revoke(&target, args, out),
             Command::ImportKey(args) => import_key(&target, args, out),
             Command::ImportKeys(args) => import_keys(&target, args, out),
             Command::List { all, json } => list(&target, all, json, out),
@@ -965,7 +977,10 @@ fn create(target: &Target, args: CreateArgs, out: &mut impl Write) -> Result<u8,
         Target::Local(store) => {
             let keys = store.open(true)?;
             // After the open, which may replay a long log: --expires-in counts from the write.
-            let new = args.key.new_key(args.key.expiry()?);
+            let mut new = args.key.new_key(args.key.expiry()?);
+            if let Some(person) = &args.acts_for {
+                new = new.acting_for(person.clone());
+            }
             let created = keys.create_key(&args.who.actor()?, new)?;
             KeyJson::created(&existing_key(&keys, created.id)?, &created.key)
         }
@@ -973,7 +988,9 @@ fn create(target: &Target, args: CreateArgs, out: &mut impl Write) -> Result<u8,
         Target::Remote(client) => {
             // Refused here as on the store; the server counts --expires-in from its write.
             let expiry = args.key.expiry()?;
-            client.create(&args.key.body(expiry, true))?
+            let mut body = args.key.body(expiry, true);
+            body.actor.clone_from(&args.acts_for);
+            client.create(&body)?
         }
     };
     if args.json {
@@ -1576,15 +1593,23 @@ fn audit_at(
         return Ok(exit::OK);
     }
     match event {
-        Some(e) => writeln!(
-            out,
-            "as of record {seq} ({} UTC: {} {} key {} \"{}\"):",
-            render::human_time(&e.at),
-            e.actor,
-            e.kind,
-            e.key_id,
-            e.key_name
-        )?,
+        Some(e) => match (&e.key_id, &e.key_name) {
+            (Some(id), Some(name)) => writeln!(
+                out,
+                "as of record {seq} ({} UTC: {} {} key {id} \"{name}\"):",
+                render::human_time(&e.at),
+                e.actor,
+                e.kind,
+            )?,
+            _ => writeln!(
+                out,
+                "as of record {seq} ({} UTC: {} {} {}):",
+                render::human_time(&e.at),
+                e.actor,
+                e.kind,
+                e.person.as_deref().unwrap_or_default(),
+            )?,
+        },
         None => writeln!(out, "as of record 0, before the first record:")?,
     }
     if views.is_empty() {
@@ -1782,7 +1807,13 @@ mod tests {
         let id: KeyId = "00000000000000aa".parse().unwrap();
         let store = |e: Error| Failure::from(e).code;
         assert_eq!(store(Error::KeyDeleted(id)), exit::NOT_FOUND);
-        assert_eq!(store(Error::SecretInUse), exit::USAGE);
+        assert_eq!(store(Error::SecretKnown), exit::USAGE);
+        assert_eq!(
+            store(Error::NothingToRevoke {
+                actor: "carol".into()
+            }),
+            exit::USAGE
+        );
         assert_eq!(
             store(Error::ImportEntry {
                 index: 2,

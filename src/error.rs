@@ -59,10 +59,21 @@ pub enum Error {
         /// `disabled` or `enabled`.
         state: &'static str,
     },
-    /// A key being adopted has a secret that a key in the store (or one earlier in the
-    /// same import) already holds; nothing was written.
-    #[error("this secret is already in use (by a key in the store or earlier in the import)")]
-    SecretInUse,
+    /// A key being adopted has a secret (or SHA-256) that this store's log holds or ever
+    /// held: a live key's, a deleted key's, a rolled-out one, or one earlier in the same
+    /// import. Which of these it is is not said (a thief must not learn whether a secret
+    /// is live). Nothing was written.
+    #[error(
+        "this secret is known to the store (held now or before, or earlier in the import); a secret is never adopted twice"
+    )]
+    SecretKnown,
+    /// No live admin key acts as this person (and, when the keys they created were to go
+    /// too, they have none live): revoking them would change nothing; nothing was written.
+    #[error("nothing to revoke: no live admin key acts as {actor:?} (nor, when asked, any key they made)")]
+    NothingToRevoke {
+        /// The person, with anything shaped like an API key redacted.
+        actor: String,
+    },
     /// One key of an import was refused (so the whole import was): which one, from 1, and
     /// why. Nothing was written.
     #[error("key {index}: {source}")]
@@ -268,11 +279,23 @@ pub enum Denial {
         /// The admin key.
         key: crate::KeyId,
     },
+    /// An admin asked for an admin key acting as another person: an admin may make admin
+    /// keys only for herself; only a super admin may make them for someone else.
+    GrantsForAnother {
+        /// The person named, with anything shaped like an API key redacted.
+        person: String,
+    },
+    /// An actor who is not a super admin asked to revoke a person.
+    RevokesPerson {
+        /// The person named, with anything shaped like an API key redacted.
+        person: String,
+    },
 }
 
 impl Denial {
     /// A stable, machine-readable name for the rule: `not_an_admin`,
-    /// `grants_super_admin`, `not_owner`, `outranks_actor` or `admin_key_revoked`.
+    /// `grants_super_admin`, `not_owner`, `outranks_actor`, `admin_key_revoked`,
+    /// `grants_for_another` or `revokes_person`.
     pub fn code(&self) -> &'static str {
         match self {
             Denial::NotAnAdmin => "not_an_admin",
@@ -280,6 +303,8 @@ impl Denial {
             Denial::NotOwner { .. } => "not_owner",
             Denial::OutranksActor { .. } => "outranks_actor",
             Denial::AdminKeyRevoked { .. } => "admin_key_revoked",
+            Denial::GrantsForAnother { .. } => "grants_for_another",
+            Denial::RevokesPerson { .. } => "revokes_person",
         }
     }
 }
@@ -306,6 +331,13 @@ impl fmt::Display for Denial {
                 f,
                 "admin key {key} was deleted, disabled or expired before the command was written"
             ),
+            Denial::GrantsForAnother { person } => write!(
+                f,
+                "an admin may make admin keys only for herself, not for {person:?}"
+            ),
+            Denial::RevokesPerson { person } => {
+                write!(f, "only a super admin may revoke a person ({person:?})")
+            }
         }
     }
 }
@@ -334,8 +366,8 @@ impl fmt::Display for ChainKeyProblem {
 
 impl Error {
     /// A stable, machine-readable name for the variant, in snake case: `invalid_input`,
-    /// `permission_denied`, `key_not_found`, `secret_in_use`, `import_entry`, `storage`,
-    /// `unsafe_file`, `closed`, ... The admin API answers it as `error`.
+    /// `permission_denied`, `key_not_found`, `secret_known`, `nothing_to_revoke`, `import_entry`,
+    /// `storage`, `unsafe_file`, `closed`, ... The admin API answers it as `error`.
     pub fn code(&self) -> &'static str {
         match self {
             Error::InvalidInput { .. } => "invalid_input",
@@ -345,7 +377,8 @@ impl Error {
             Error::KeyDeleted(_) => "key_deleted",
             Error::WhitelistUnchanged { .. } => "whitelist_unchanged",
             Error::StateUnchanged { .. } => "state_unchanged",
-            Error::SecretInUse => "secret_in_use",
+            Error::SecretKnown => "secret_known",
+            Error::NothingToRevoke { .. } => "nothing_to_revoke",
             Error::ImportEntry { .. } => "import_entry",
             Error::Locked { .. } => "locked",
             Error::Io(_) => "io",
@@ -422,7 +455,8 @@ impl Error {
                 reason,
             },
             Error::StateUnchanged { id, state } => Error::StateUnchanged { id: *id, state },
-            Error::SecretInUse => Error::SecretInUse,
+            Error::SecretKnown => Error::SecretKnown,
+            Error::NothingToRevoke { actor } => Error::NothingToRevoke { actor: actor.clone() },
             Error::ImportEntry { index, source } => Error::ImportEntry {
                 index: *index,
                 source: Box::new(source.replicate()),

@@ -164,6 +164,12 @@ impl Actor {
     }
 }
 
+/// Checks a person named in a command (an admin key's, a revocation's) by the rules of an
+/// actor id.
+pub(crate) fn validate_person(person: &str) -> Result<(), Error> {
+    validate_actor_id(person, Origin::Command)
+}
+
 /// Which rules a text field is held to: those in force when it was written.
 ///
 /// Rules added to the format later (no format characters, nothing shaped like an API key)
@@ -319,6 +325,8 @@ pub struct NewKey {
     pub(crate) whitelist: Vec<IpNet>,
     /// Microseconds since the Unix epoch; checked against the clock when written.
     pub(crate) expires_at: Option<i64>,
+    /// For an admin key: the person it acts as (see [`NewKey::acting_for`]).
+    pub(crate) acts_for: Option<String>,
 }
 
 impl NewKey {
@@ -329,6 +337,7 @@ impl NewKey {
             roles: Vec::new(),
             whitelist: Vec::new(),
             expires_at: None,
+            acts_for: None,
         }
     }
 
@@ -352,19 +361,55 @@ impl NewKey {
         self
     }
 
+    /// Makes an admin key (one with the `admin` or `super-admin` role) act as the person
+    /// `actor`: the admin API then acts as that person, with the lesser of the key's role
+    /// and its creator's, and every key made through it is that person's. Without it, an
+    /// admin key acts as its creator. Only a super admin may name someone else; an admin
+    /// may name only herself. A key without an admin role may not name a person.
+    ///
+    /// # Example
+    /// ```
+    /// use keyledger::{Actor, KeyStore, NewKey};
+    /// let store = KeyStore::builder().open_temporary().unwrap();
+    /// let root = Actor::super_admin("root");
+    /// let carol = store
+    ///     .create_key(&root, NewKey::new("carol's admin key").role("admin").acting_for("carol"))
+    ///     .unwrap();
+    /// assert_eq!(store.key(carol.id).unwrap().acts_for.as_deref(), Some("carol"));
+    /// ```
+    pub fn acting_for(mut self, actor: impl Into<String>) -> Self {
+        self.acts_for = Some(actor.into());
+        self
+    }
+
     /// Checks every field by every rule (`Origin::Command`) and returns the normalized
     /// request (trimmed name, canonical nets).
     pub(crate) fn validated(&self) -> Result<NewKey, Error> {
         let name = validate_name(&self.name, Origin::Command)?.to_owned();
         validate_roles(&self.roles)?;
         let whitelist = validate_whitelist(&self.whitelist)?;
+        if let Some(person) = &self.acts_for {
+            validate_person(person)?;
+            if !grants_admin(&self.roles) {
+                return Err(Error::invalid(
+                    "actor",
+                    "only a key with the admin or super-admin role acts for a person",
+                ));
+            }
+        }
         Ok(NewKey {
             name,
             roles: self.roles.clone(),
             whitelist,
             expires_at: self.expires_at,
+            acts_for: self.acts_for.clone(),
         })
     }
+}
+
+/// Whether a key with these roles is an admin key: it holds `admin` or `super-admin`.
+pub(crate) fn grants_admin(roles: &[String]) -> bool {
+    roles.iter().any(|r| r == ADMIN_ROLE || r == SUPER_ADMIN_ROLE)
 }
 
 /// Checks a key's roles: 1 to [`MAX_ROLES`], each valid, none twice.
@@ -553,6 +598,8 @@ pub(crate) enum Event {
         /// Microseconds since the Unix epoch.
         expires_at: Option<i64>,
         source: KeySource,
+        /// For an admin key made for another person than its creator: that person.
+        acts_for: Option<String>,
     },
     Whitelisted {
         id: KeyId,
@@ -579,10 +626,17 @@ pub(crate) enum Event {
     Enabled {
         id: KeyId,
     },
+    /// Every admin key acting as `actor` is revoked (and, `with_keys`, every key `actor`
+    /// created), in one record.
+    ActorRevoked {
+        actor: String,
+        with_keys: bool,
+    },
 }
 
 impl Event {
-    pub(crate) fn key_id(&self) -> KeyId {
+    /// The one key the event is about (`None` for a revoked person, which is about many).
+    pub(crate) fn key_id(&self) -> Option<KeyId> {
         match self {
             Event::Created { id, .. }
             | Event::Whitelisted { id, .. }
@@ -590,7 +644,8 @@ impl Event {
             | Event::Deleted { id }
             | Event::Rolled { id, .. }
             | Event::Disabled { id }
-            | Event::Enabled { id } => *id,
+            | Event::Enabled { id } => Some(*id),
+            Event::ActorRevoked { .. } => None,
         }
     }
 
@@ -607,6 +662,7 @@ impl Event {
             Event::Rolled { .. } => EventKind::Rolled,
             Event::Disabled { .. } => EventKind::Disabled,
             Event::Enabled { .. } => EventKind::Enabled,
+            Event::ActorRevoked { .. } => EventKind::ActorRevoked,
         }
     }
 }
@@ -631,11 +687,14 @@ pub enum EventKind {
     Disabled,
     /// A disabled key was enabled again.
     Enabled,
+    /// A person was revoked: every admin key acting as them (and, if asked, every key
+    /// they created) was deleted, in one record.
+    ActorRevoked,
 }
 
 impl EventKind {
     /// Every kind, in the order of their codes.
-    pub(crate) const ALL: [EventKind; 8] = [
+    pub(crate) const ALL: [EventKind; 9] = [
         EventKind::Created,
         EventKind::Whitelisted,
         EventKind::Unwhitelisted,
@@ -644,10 +703,11 @@ impl EventKind {
         EventKind::Rolled,
         EventKind::Disabled,
         EventKind::Enabled,
+        EventKind::ActorRevoked,
     ];
 
     /// `created`, `whitelisted`, `unwhitelisted`, `deleted`, `imported`, `rolled`,
-    /// `disabled` or `enabled`.
+    /// `disabled`, `enabled` or `actor_revoked`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Created => "created",
@@ -658,6 +718,7 @@ impl EventKind {
             EventKind::Rolled => "rolled",
             EventKind::Disabled => "disabled",
             EventKind::Enabled => "enabled",
+            EventKind::ActorRevoked => "actor_revoked",
         }
     }
 
@@ -716,8 +777,18 @@ impl Record {
                 tail,
                 expires_at,
                 source,
+                acts_for,
                 ..
             } => {
+                if let Some(person) = acts_for {
+                    validate_actor_id(person, Origin::Stored)?;
+                    if !grants_admin(roles) || person == self.actor.id() {
+                        return Err(Error::invalid(
+                            "actor",
+                            "names a person for a key without an admin role, or its own creator",
+                        ));
+                    }
+                }
                 if validate_name(name, Origin::Stored)? != name {
                     return Err(Error::invalid("name", "stored name is not trimmed"));
                 }
@@ -760,6 +831,7 @@ impl Record {
                     ));
                 }
             }
+            Event::ActorRevoked { actor, .. } => validate_actor_id(actor, Origin::Stored)?,
             Event::Deleted { .. } | Event::Disabled { .. } | Event::Enabled { .. } => {}
         }
         Ok(())
@@ -909,6 +981,7 @@ mod tests {
                 whitelist,
                 expires_at: None,
                 source: KeySource::Generated,
+                acts_for: None,
             },
             prev: [0; 32],
         }
@@ -936,7 +1009,7 @@ mod tests {
                 seq: 2,
                 prev: chain.hash(&bytes),
                 event: Event::Deleted {
-                    id: decoded.event.key_id(),
+                    id: decoded.event.key_id().unwrap(),
                 },
                 ..decoded
             };

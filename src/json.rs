@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::event::shown;
+
+pub(crate) mod people;
 use crate::{
     ApiKey, AuditEntry, Denial, Error, EventKind, ExistingKey, KeyId, KeyView, NewKey, RefusedAttempt,
     RolledKey, redact_keys,
@@ -82,6 +84,10 @@ pub struct KeyJson {
     pub imported: bool,
     /// `klk_…` and the last four characters.
     pub hint: String,
+    /// For an admin key: the person it acts as (named when it was made, else its
+    /// creator); `null` for other keys.
+    #[serde(default)]
+    pub acts_for: Option<String>,
     /// The secret: present only in a creation's answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -125,6 +131,7 @@ impl From<&KeyView> for KeyJson {
             deleted_at: view.deleted.as_ref().map(|(_, at)| rfc3339(*at)),
             imported: view.imported,
             hint: view.hint.clone(),
+            acts_for: view.acts_for.clone(),
             key: None,
             unconfirmed: Vec::new(),
         }
@@ -241,12 +248,19 @@ pub struct AuditJson {
     /// `super-admin`, `admin` or `user`.
     pub actor_role: String,
     /// `created`, `imported`, `whitelisted`, `unwhitelisted`, `rolled`, `disabled`,
-    /// `enabled` or `deleted`.
+    /// `enabled`, `deleted` or `actor_revoked`.
     pub kind: String,
-    /// The key.
-    pub key_id: String,
-    /// Its name.
-    pub key_name: String,
+    /// The key; `null` for `actor_revoked`, which names a person.
+    pub key_id: Option<String>,
+    /// Its name; `null` for `actor_revoked`.
+    pub key_name: Option<String>,
+    /// For `actor_revoked` the person revoked; for the creation of an admin key the
+    /// person it acts as; else `null`.
+    #[serde(default)]
+    pub person: Option<String>,
+    /// For `actor_revoked`: whether the keys the person created were deleted too.
+    #[serde(default)]
+    pub with_keys: bool,
     /// The network added or removed, for `whitelisted` and `unwhitelisted`.
     pub ip: Option<String>,
     /// The key's whitelist as it was created or imported (CIDR strings; empty admits any
@@ -276,8 +290,10 @@ impl From<&AuditEntry> for AuditJson {
             actor: entry.actor.id().to_owned(),
             actor_role: entry.actor.role().as_str().to_owned(),
             kind: entry.kind.as_str().to_owned(),
-            key_id: entry.key_id.to_string(),
+            key_id: entry.key_id.map(|id| id.to_string()),
             key_name: entry.key_name.clone(),
+            person: entry.person.clone(),
+            with_keys: entry.with_keys,
             ip,
             whitelist,
             previous_valid_until: entry.previous_valid_until.map(rfc3339),
@@ -297,16 +313,20 @@ pub struct RefusedJson {
     pub actor: String,
     /// As what.
     pub actor_role: String,
-    /// `create`, `import`, `whitelist`, `unwhitelist`, `delete`, `roll`, `disable` or
-    /// `enable`.
+    /// `create`, `import`, `whitelist`, `unwhitelist`, `delete`, `roll`, `disable`,
+    /// `enable` or `revoke_actor`.
     pub action: String,
-    /// The key aimed at; `null` for a creation or an import.
+    /// The key aimed at; `null` for a creation, an import or a person's revocation.
     pub key_id: Option<String>,
     /// For `not_owner`, the actor who created the key.
     pub owner: Option<String>,
+    /// For `grants_for_another` and `revokes_person`, the person named.
+    #[serde(default)]
+    pub person: Option<String>,
     /// The admin key the actor came through.
     pub via: Option<String>,
-    /// `not_an_admin`, `grants_super_admin`, `not_owner`, `outranks_actor` or `admin_key_revoked`.
+    /// `not_an_admin`, `grants_super_admin`, `not_owner`, `outranks_actor`,
+    /// `admin_key_revoked`, `grants_for_another` or `revokes_person`.
     pub reason: String,
     /// The reason in words.
     pub message: String,
@@ -324,6 +344,12 @@ impl From<&RefusedAttempt> for RefusedJson {
                 Denial::NotOwner { owner, .. } => Some(owner.clone()),
                 _ => None,
             },
+            person: match &attempt.denial {
+                Denial::GrantsForAnother { person } | Denial::RevokesPerson { person } => {
+                    Some(person.clone())
+                }
+                _ => None,
+            },
             via: attempt.via.map(|id| id.to_string()),
             reason: attempt.denial.code().to_owned(),
             message: attempt.denial.to_string(),
@@ -331,8 +357,9 @@ impl From<&RefusedAttempt> for RefusedJson {
     }
 }
 
-/// Who an admin key acts as (`GET /v1/whoami`): the actor who created it, with the lesser
-/// of that actor's role and the key's ([`KeyStore::acting_through`](crate::KeyStore::acting_through)).
+/// Who an admin key acts as (`GET /v1/whoami`): the person it was made for, else the actor
+/// who created it, with the lesser of the creator's role and the key's
+/// ([`KeyStore::acting_through`](crate::KeyStore::acting_through)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct WhoamiJson {
@@ -453,7 +480,7 @@ impl AuditFilter {
 
     /// Whether an audit entry passes.
     pub fn matches(&self, e: &AuditEntry) -> bool {
-        self.key.is_none_or(|id| e.key_id == id)
+        self.key.is_none_or(|id| e.key_id == Some(id))
             && self.actor.as_deref().is_none_or(|a| e.actor.id() == a)
             && self.kind.is_none_or(|k| e.kind == k)
             && self.since.is_none_or(|t| e.at >= t)
@@ -733,12 +760,12 @@ mod tests {
         let id: KeyId = "00000000000000aa".parse().unwrap();
         let nested = Error::ImportEntry {
             index: 3,
-            source: Box::new(Error::SecretInUse),
+            source: Box::new(Error::SecretKnown),
         };
         let json = serde_json::to_value(ErrorJson::from(&nested)).unwrap();
         assert_eq!(json["error"], "import_entry");
         assert_eq!(json["index"], 3);
-        assert_eq!(json["source"]["error"], "secret_in_use");
+        assert_eq!(json["source"]["error"], "secret_known");
         let json = serde_json::to_value(ErrorJson::from(&Error::KeyDeleted(id))).unwrap();
         assert_eq!(
             json,

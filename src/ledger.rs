@@ -77,13 +77,19 @@ pub(crate) enum Op {
     Delete {
         id: KeyId,
     },
+    /// Revoke a person: every admin key acting as them (and, `with_keys`, every key they
+    /// created), in one record.
+    RevokeActor {
+        actor: String,
+        with_keys: bool,
+    },
 }
 
 impl Op {
     /// The existing key the command acts on (`None` for a creation).
     pub(crate) fn key_id(&self) -> Option<KeyId> {
         match self {
-            Op::Create { .. } | Op::Import { .. } => None,
+            Op::Create { .. } | Op::Import { .. } | Op::RevokeActor { .. } => None,
             Op::Whitelist { id, .. }
             | Op::Unwhitelist { id, .. }
             | Op::Delete { id }
@@ -104,7 +110,14 @@ impl Op {
             Op::Roll { .. } => Action::Roll,
             Op::Disable { .. } => Action::Disable,
             Op::Enable { .. } => Action::Enable,
+            Op::RevokeActor { .. } => Action::RevokeActor,
         }
+    }
+
+    /// Whether the command may change keys it does not name (a person's revocation): it
+    /// is then prepared in a batch of its own.
+    pub(crate) fn acts_on_many(&self) -> bool {
+        matches!(self, Op::RevokeActor { .. })
     }
 }
 
@@ -579,7 +592,7 @@ fn admit(proj: &Projection, record: &Record, now: i64) -> Result<(), Error> {
     access::authorize(
         &record.actor,
         &record.event,
-        proj.key_state(record.event.key_id()),
+        record.event.key_id().and_then(|id| proj.key_state(id)),
     )
     .map_err(|e| {
         Error::corrupt(
@@ -627,6 +640,8 @@ fn events(
             whitelist: new.whitelist.clone(),
             expires_at: new.expires_at,
             source,
+            // An admin key for its own creator names no one: it acts as its creator.
+            acts_for: new.acts_for.clone().filter(|p| p != cmd.actor.id()),
         })
     };
     let events = match &cmd.op {
@@ -654,12 +669,17 @@ fn events(
                 // are in use.
                 access::authorize(&cmd.actor, &event, None).map_err(entry)?;
                 expires_after(&event, at).map_err(entry)?;
-                if taken(&key.hash) {
-                    return Err(entry(Error::SecretInUse));
+                // One answer for a live, retired or repeated secret: which it is must not
+                // be learnt here.
+                let known = |hash: KeyHash, new_hashes: &mut HashSet<KeyHash>| {
+                    proj.ever_held(&hash) || !new_hashes.insert(hash)
+                };
+                if known(key.hash, new_hashes) || key.sha256_form.is_some_and(|h| known(h, new_hashes)) {
+                    return Err(entry(Error::SecretKnown));
                 }
                 out.push(event);
             }
-            let id = out.first().map(Event::key_id).unwrap_or(KeyId(0));
+            let id = out.first().and_then(Event::key_id).unwrap_or(KeyId(0));
             return Ok((id, out));
         }
         Op::Roll {
@@ -692,12 +712,26 @@ fn events(
             .map(|&net| Event::Unwhitelisted { id: *id, net })
             .collect(),
         Op::Delete { id } => vec![Event::Deleted { id: *id }],
+        Op::RevokeActor { actor, with_keys } => {
+            let event = Event::ActorRevoked {
+                actor: actor.clone(),
+                with_keys: *with_keys,
+            };
+            access::authorize(&cmd.actor, &event, None)?;
+            let first = proj
+                .revoked_by(actor, *with_keys)
+                .next()
+                .ok_or_else(|| Error::NothingToRevoke {
+                    actor: crate::token::redact_keys(actor).into_owned(),
+                })?;
+            return Ok((first, vec![event]));
+        }
     };
     // Events of one command all touch one key; check each against that key's state as
     // the earlier ones leave it.
     let mut whitelist: Option<Vec<IpNet>> = None;
     for event in &events {
-        let base = proj.key_state(event.key_id());
+        let base = event.key_id().and_then(|id| proj.key_state(id));
         let state = base.map(|s| KeyState {
             whitelist: whitelist.as_deref().unwrap_or(s.whitelist),
             ..s
@@ -727,7 +761,7 @@ fn events(
     }
     let id = events
         .first()
-        .map(Event::key_id)
+        .and_then(Event::key_id)
         .ok_or_else(|| Error::invalid("network", "no address or range given"))?;
     Ok((id, events))
 }
@@ -834,6 +868,7 @@ mod tests {
                 whitelist: Vec::new(),
                 expires_at: None,
                 source: KeySource::Generated,
+                acts_for: None,
             },
             prev,
         })

@@ -3,8 +3,10 @@
 //!
 //! Admins and super admins create keys with a name, roles and an IP whitelist; the secret
 //! is returned once and only its blake3 hash is kept. A super admin may delete any key, an
-//! admin only the keys they created. [`KeyStore::verify`] checks a presented key in O(1)
-//! without I/O; a delete returns only once the key has stopped verifying. With the feature
+//! admin only the keys they created; an admin key acts over HTTP as the person it was made
+//! for, and revoking that person stops all of them at once. [`KeyStore::verify`] checks a
+//! presented key in O(1) without I/O; a delete returns only once the key has stopped
+//! verifying. With the feature
 //! `tower`, `ApiKeyLayer` makes that check in front of any tower HTTP service (axum, hyper,
 //! tonic); with `serve`, `Server` (the `keyledger serve` command) answers the forward-auth
 //! requests of nginx, Traefik and Envoy, and serves an admin API.
@@ -94,6 +96,8 @@ pub use crate::http::{
     TrustedProxies,
 };
 #[cfg(feature = "json")]
+pub use crate::json::people::RevokedActorJson;
+#[cfg(feature = "json")]
 pub use crate::json::{
     AuditFilter, AuditJson, DeletedJson, ErrorJson, HostJson, ImportedJson, KeyJson, MAX_IMPORT_BYTES,
     MAX_IMPORT_LINE_BYTES, MAX_IMPORT_LINES, RefusedJson, RollJson, WhoamiJson, parse_grace, parse_lifetime,
@@ -103,7 +107,7 @@ pub use crate::projection::{AuditEntry, KeyStatus, KeyView};
 pub use crate::refused::{Action, RefusedAttempt};
 #[cfg(feature = "serve")]
 pub use crate::server::{MAX_BODY_BYTES, MAX_IMPORT_BODY_BYTES, Server};
-pub use crate::store::{Builder, CreatedKey, Integrity, KeyStore, MAX_GRACE, RolledKey};
+pub use crate::store::{Builder, CreatedKey, Integrity, KeyStore, MAX_GRACE, RevokedActor, RolledKey};
 pub use crate::token::{
     API_KEY_HEADER, ApiKey, ExistingKey, HeaderProblem, KEY_LEN, KEY_PREFIX, MAX_ADOPTED_LEN,
     MIN_ADOPTED_LEN, Malformed, api_key_from_headers, check_format, redact_keys,

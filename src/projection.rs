@@ -22,6 +22,8 @@ use crate::clock::{Clock, minute_start, system_time};
 use crate::event::{Actor, ActorRole, Event, EventKind, KeyId, KeySource, Record};
 use crate::token::{self, KeyHash};
 
+mod people;
+
 /// One audit row, compact: strings are interned, networks live in `nets`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Row {
@@ -32,7 +34,9 @@ pub(crate) struct Row {
     pub(crate) slot: u32,
     /// For `created` and `imported`, the index of the initial whitelist in the whitelist
     /// sets; for `whitelisted` and `unwhitelisted`, the index of the network in `nets`;
-    /// for `rolled`, the index of the roll in `rolls`; otherwise 0.
+    /// for `rolled`, the index of the roll in `rolls`; for `actor_revoked`, the revoked
+    /// person's actor index (and `slot` is 1 when their keys went too, else 0);
+    /// otherwise 0.
     pub(crate) nets: u32,
     /// The slot of the admin key the actor acted through, or [`NO_VIA`].
     pub(crate) via: u32,
@@ -75,6 +79,9 @@ pub(crate) struct SlotData {
     pub(crate) expires_at: Option<i64>,
     pub(crate) disabled: bool,
     pub(crate) source: KeySource,
+    /// For an admin key made for another person than its creator: that person's index
+    /// in [`SnapshotData::actors`].
+    pub(crate) acts_for: Option<u32>,
 }
 
 /// The whole projection as plain data: what a snapshot stores.
@@ -91,6 +98,8 @@ pub(crate) struct SnapshotData {
     pub(crate) rolls: Vec<Roll>,
     /// In key order.
     pub(crate) graces: Vec<GraceData>,
+    /// Every secret rolled out, by its 128-bit prefix, in the order of the rolls.
+    pub(crate) rolled_out: Vec<[u8; 16]>,
 }
 
 /// A key as listed: everything but the secret.
@@ -123,6 +132,9 @@ pub struct KeyView {
     pub last_used_at: Option<SystemTime>,
     /// Whether it was adopted from another system rather than generated.
     pub imported: bool,
+    /// For an admin key (one holding `admin` or `super-admin`): the person it acts as,
+    /// named when it was made or else its creator. `None` for any other key.
+    pub acts_for: Option<String>,
 }
 
 /// Where a key stands.
@@ -168,10 +180,15 @@ pub struct AuditEntry {
     pub actor: Actor,
     /// What was done.
     pub kind: EventKind,
-    /// The key it was done to.
-    pub key_id: KeyId,
+    /// The key it was done to; `None` for `actor_revoked`, which names a person.
+    pub key_id: Option<KeyId>,
     /// That key's name.
-    pub key_name: String,
+    pub key_name: Option<String>,
+    /// For `actor_revoked`, the person revoked; for the creation of an admin key, the
+    /// person it acts as.
+    pub person: Option<String>,
+    /// For `actor_revoked`: whether the keys the person created were deleted too.
+    pub with_keys: bool,
     /// For `whitelisted` and `unwhitelisted`, the network; for `created` and `imported`,
     /// the initial whitelist; otherwise empty.
     pub nets: Vec<IpNet>,
@@ -317,6 +334,10 @@ pub(crate) struct Projection {
     /// SHA-256 hash: only then do tokens outside the format get looked up at all.
     adopted_foreign: bool,
     adopted_sha256: bool,
+    /// Who the admin keys act as.
+    people: people::People,
+    /// The secrets no live key holds any more: never adopted again.
+    retired: people::Retired,
     seed: Seed,
     hasher: RandomState,
     head: Head,
@@ -334,6 +355,7 @@ struct Freeze {
     rows: usize,
     nets: usize,
     rolls: usize,
+    rolled_out: usize,
     actors: usize,
     role_sets: usize,
     sets: u32,
@@ -505,6 +527,8 @@ impl Projection {
             actor_index: HashMap::new(),
             adopted_foreign: false,
             adopted_sha256: false,
+            people: people::People::default(),
+            retired: people::Retired::default(),
             seed: Seed::random(),
             hasher: RandomState::new(),
             head: Head::EMPTY,
@@ -685,6 +709,7 @@ impl Projection {
                 whitelist,
                 expires_at,
                 source,
+                acts_for,
             } => {
                 // One reference for the key, one for its creation row.
                 let set = self.whitelists.acquire(whitelist, seq)?;
@@ -707,6 +732,8 @@ impl Projection {
                 self.note_source(*source);
                 row.slot = self.push_key(key, cold, seq)?;
                 row.nets = set;
+                let admin = crate::event::grants_admin(roles);
+                self.note_person(row.slot, admin, acts_for.as_deref(), seq)?;
             }
             Event::Whitelisted { id, net } | Event::Unwhitelisted { id, net } => {
                 let index = self.index_for(*id)?;
@@ -725,10 +752,12 @@ impl Projection {
             }
             Event::Deleted { id } => {
                 let index = self.index_for(*id)?;
-                self.unindex_hash(index);
-                self.end_grace(index);
-                self.cold[index as usize].deleted = row_index;
+                self.delete_index(index, row_index);
+                self.retire_key(index, seq)?;
                 row.slot = index;
+            }
+            Event::ActorRevoked { actor, with_keys } => {
+                self.revoke_person(actor, *with_keys, &mut row, row_index, seq)?;
             }
             Event::Rolled {
                 id,
@@ -745,6 +774,7 @@ impl Projection {
                 }
                 self.keys[index as usize].hash = HashPrefix::of(hash);
                 self.index_hash(index);
+                self.retire_rolled(old, seq)?;
                 let before = std::mem::replace(&mut self.cold[index as usize].tail, *tail);
                 row.nets = u32::try_from(self.rolls.len()).map_err(|_| too_long(seq))?;
                 self.rolls.push(Roll {
@@ -767,6 +797,14 @@ impl Projection {
             at: record.at,
         };
         Ok(())
+    }
+
+    /// Deletes key `index` by row `row_index`: it stops verifying at once, its grace
+    /// with it.
+    fn delete_index(&mut self, index: u32, row_index: u32) {
+        self.unindex_hash(index);
+        self.end_grace(index);
+        self.cold[index as usize].deleted = row_index;
     }
 
     /// Notes that a key came from `source`: tokens outside keyledger's format are looked
@@ -961,6 +999,7 @@ impl Projection {
             expires_at: (key.expires != NEVER).then(|| system_time(key.expires)),
             last_used_at: (last_used && minute != 0).then(|| system_time(minute_start(minute))),
             imported: cold.source != KeySource::Generated,
+            acts_for: self.acts_for_name(index),
         }
     }
 
@@ -1004,6 +1043,14 @@ impl Projection {
         let mut order = Vec::new();
         let first_tails = self.first_tails();
         for (i, row) in self.rows[..upto].iter().enumerate() {
+            if row.kind == EventKind::ActorRevoked {
+                for (slot, state) in states.iter_mut() {
+                    if self.cold[*slot as usize].deleted == i as u32 {
+                        state.deleted = i as u32;
+                    }
+                }
+                continue;
+            }
             let nets = self.row_nets(row);
             if row.kind.creates() {
                 order.push(row.slot);
@@ -1060,14 +1107,22 @@ impl Projection {
     pub(crate) fn audit(&self, from: u64) -> impl Iterator<Item = AuditEntry> + '_ {
         let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
         self.rows.iter().enumerate().skip(skip).map(|(i, row)| {
-            let key = &self.keys[row.slot as usize];
+            let revoked = row.kind == EventKind::ActorRevoked;
+            let key = (!revoked).then(|| &self.keys[row.slot as usize]);
+            let person = match row.kind {
+                EventKind::ActorRevoked => Some(self.actors[row.nets as usize].to_string()),
+                kind if kind.creates() => self.acts_for_name(row.slot),
+                _ => None,
+            };
             AuditEntry {
                 seq: i as u64 + 1,
                 at: system_time(row.at),
                 actor: self.actor_of(row),
                 kind: row.kind,
-                key_id: key.id,
-                key_name: self.name_of(key).to_owned(),
+                key_id: key.map(|k| k.id),
+                key_name: key.map(|k| self.name_of(k).to_owned()),
+                person,
+                with_keys: revoked && row.slot == 1,
                 nets: self.row_nets(row).to_vec(),
                 previous_valid_until: self.row_roll(row).map(|r| system_time(r.until)),
                 via: self.keys.get(row.via as usize).map(|k| k.id),
@@ -1133,13 +1188,14 @@ impl Projection {
                 .map(|s| s.0.iter().map(|r| r.to_string()).collect())
                 .collect(),
             slots: (0..self.keys.len())
-                .map(|i| self.slot_data(&self.keys[i], &self.cold[i]))
+                .map(|i| self.slot_data(i as u32, &self.keys[i], &self.cold[i]))
                 .collect(),
             rows: self.rows.clone(),
             nets: self.nets.clone(),
             whitelist_sets: self.whitelists.sets.iter().map(|s| s.to_vec()).collect(),
             rolls: self.rolls.clone(),
             graces: self.grace_data(),
+            rolled_out: self.rolled_out_data(0..self.rolled_out_len()),
         }
     }
 
@@ -1155,6 +1211,7 @@ impl Projection {
             rows: self.rows.len(),
             nets: self.nets.len(),
             rolls: self.rolls.len(),
+            rolled_out: self.rolled_out_len(),
             actors: self.actors.len(),
             role_sets: self.role_sets.len(),
             sets,
@@ -1199,7 +1256,7 @@ impl Projection {
                     .before
                     .get(&(i as u32))
                     .map_or((&self.keys[i], &self.cold[i]), |(k, c)| (k, c));
-                self.slot_data(k, c)
+                self.slot_data(i as u32, k, c)
             }));
         } else if out.rows.len() < f.rows {
             let part = take(out.rows.len(), f.rows);
@@ -1212,13 +1269,16 @@ impl Projection {
             out.rolls.extend_from_slice(&self.rolls[part]);
         } else if out.graces.len() < f.graces.len() {
             out.graces.clone_from(&f.graces);
+        } else if out.rolled_out.len() < f.rolled_out {
+            let part = take(out.rolled_out.len(), f.rolled_out);
+            out.rolled_out.extend(self.rolled_out_data(part));
         } else {
             return true;
         }
         false
     }
 
-    fn slot_data(&self, k: &KeyRec, c: &KeyCold) -> SlotData {
+    fn slot_data(&self, index: u32, k: &KeyRec, c: &KeyCold) -> SlotData {
         SlotData {
             hash: k.hash.0.to_le_bytes(),
             id: k.id.0,
@@ -1231,6 +1291,7 @@ impl Projection {
             expires_at: (k.expires != NEVER).then_some(k.expires),
             disabled: k.disabled,
             source: c.source,
+            acts_for: self.named_person(index),
         }
     }
 
@@ -1269,11 +1330,12 @@ impl Projection {
                 EventKind::Created | EventKind::Imported => count(row.nets),
                 EventKind::Whitelisted | EventKind::Unwhitelisted => (row.nets as usize) < nets_len,
                 EventKind::Rolled => (row.nets as usize) < data.rolls.len(),
+                EventKind::ActorRevoked => (row.nets as usize) < proj.actors.len() && row.slot <= 1,
                 _ => true,
             };
             if !nets_ok
                 || row.actor as usize >= proj.actors.len()
-                || row.slot as usize >= keys_len
+                || (row.kind != EventKind::ActorRevoked && row.slot as usize >= keys_len)
                 || (row.via != NO_VIA && row.via as usize >= keys_len)
             {
                 return Err(bad("audit row out of range"));
@@ -1315,6 +1377,7 @@ impl Projection {
             proj.note_source(s.source);
             proj.push_key(key, cold, seq)?;
         }
+        proj.restore_people(&data.slots, &data.rolled_out).map_err(bad)?;
         let mut previous = None;
         for g in &data.graces {
             let hash = HashPrefix(u128::from_le_bytes(g.hash));

@@ -36,10 +36,12 @@ pub enum Action {
     Disable,
     /// Enable a key.
     Enable,
+    /// Revoke a person (every admin key acting as them).
+    RevokeActor,
 }
 
 impl Action {
-    const ALL: [Action; 8] = [
+    const ALL: [Action; 9] = [
         Action::Create,
         Action::Import,
         Action::Whitelist,
@@ -48,10 +50,11 @@ impl Action {
         Action::Roll,
         Action::Disable,
         Action::Enable,
+        Action::RevokeActor,
     ];
 
-    /// `create`, `import`, `whitelist`, `unwhitelist`, `delete`, `roll`, `disable` or
-    /// `enable`.
+    /// `create`, `import`, `whitelist`, `unwhitelist`, `delete`, `roll`, `disable`,
+    /// `enable` or `revoke_actor`.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Create => "create",
@@ -62,6 +65,7 @@ impl Action {
             Action::Roll => "roll",
             Action::Disable => "disable",
             Action::Enable => "enable",
+            Action::RevokeActor => "revoke_actor",
         }
     }
 
@@ -119,6 +123,8 @@ pub(crate) fn record_of(
         Denial::NotOwner { owner, .. } => (2, Some(owner.clone())),
         Denial::OutranksActor { .. } => (3, None),
         Denial::AdminKeyRevoked { .. } => (4, None),
+        Denial::GrantsForAnother { person } => (5, Some(person.clone())),
+        Denial::RevokesPerson { person } => (6, Some(person.clone())),
     };
     Some(RefusedRecord {
         at,
@@ -139,6 +145,8 @@ pub(crate) fn attempt_of(r: RefusedRecord) -> Option<RefusedAttempt> {
         (2, Some(owner), Some(key)) => Denial::NotOwner { key, owner },
         (3, None, Some(key)) => Denial::OutranksActor { key },
         (4, None, _) => Denial::AdminKeyRevoked { key: r.via? },
+        (5, Some(person), _) => Denial::GrantsForAnother { person },
+        (6, Some(person), _) => Denial::RevokesPerson { person },
         _ => return None,
     };
     Some(RefusedAttempt {
@@ -184,5 +192,34 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn refusals_naming_a_person_round_trip_with_the_key_they_came_through() {
+        let carol = Actor::admin("carol");
+        let via = Some(KeyId(9));
+        for (action, denial) in [
+            (
+                Action::Create,
+                Denial::GrantsForAnother {
+                    person: "dave".into(),
+                },
+            ),
+            (
+                Action::RevokeActor,
+                Denial::RevokesPerson {
+                    person: "root".into(),
+                },
+            ),
+        ] {
+            let denied = Error::denied("carol", denial.clone());
+            let record = record_of(5, &carol, via, action, None, &denied).unwrap();
+            let bytes = crate::codec::encode_refused(&record).unwrap();
+            let back = attempt_of(crate::codec::decode_refused(&bytes).unwrap()).unwrap();
+            assert_eq!(
+                (back.actor, back.via, back.action, back.key, back.denial),
+                (carol.clone(), via, action, None, denial)
+            );
+        }
     }
 }

@@ -398,12 +398,6 @@ impl IntoResponse for Reject {
     }
 }
 
-impl From<crate::Refusal> for Reject {
-    fn from(refusal: crate::Refusal) -> Self {
-        Reject(Box::new(refusal.response()))
-    }
-}
-
 impl From<crate::Error> for Reject {
     fn from(e: crate::Error) -> Self {
         Reject(Box::new(body::json(status_of(&e), &ErrorJson::from(&e))))
@@ -421,7 +415,8 @@ fn status_of(e: &crate::Error) -> StatusCode {
         Error::WhitelistUnchanged { .. }
         | Error::StateUnchanged { .. }
         | Error::LastWhitelistEntry { .. }
-        | Error::SecretInUse => StatusCode::CONFLICT,
+        | Error::NothingToRevoke { .. }
+        | Error::SecretKnown => StatusCode::CONFLICT,
         Error::ImportEntry { source, .. } => status_of(source),
         Error::ChainKeyMismatch(_)
         | Error::Locked { .. }
@@ -492,7 +487,13 @@ mod tests {
                 409,
             ),
             (Error::LastWhitelistEntry { id }, 409),
-            (Error::SecretInUse, 409),
+            (Error::SecretKnown, 409),
+            (
+                Error::NothingToRevoke {
+                    actor: "carol".into(),
+                },
+                409,
+            ),
             (
                 Error::Storage {
                     reason: "disk".into(),

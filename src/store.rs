@@ -33,6 +33,9 @@ use crate::token::ExistingKey;
 use crate::token::{self, ApiKey};
 use crate::{Error, backup, codec, file, snapshot};
 
+mod people;
+pub use people::RevokedActor;
+
 const LOCK_FILE: &str = "keyledger.lock";
 const LOG_DIR: &str = "log";
 /// Each key's last-used minute, outside the log; see [`KeyStore::verify`].
@@ -989,29 +992,35 @@ impl KeyStore {
             .read()
             .audit(last + 1 - count)
             .take(count as usize)
-            .map(|e| e.key_id)
+            .filter_map(|e| e.key_id)
             .collect())
     }
 
-    /// The actor a request authenticated by admin key `key` acts as: the actor who created
-    /// the key, with the lesser of that actor's role and the key's own (`super-admin` or
-    /// `admin`), acting through the key (its records name it). The permission rules are
-    /// then exactly those of that actor. Commands through the key are refused once it is
-    /// deleted, disabled or expired, even if it verified when the request began; and an
-    /// admin (through a key or not) may not change a key that holds the `super-admin` role
-    /// ([`crate::Denial::OutranksActor`]).
+    /// The actor a request authenticated by admin key `key` acts as: the person the key
+    /// was made for ([`NewKey::acting_for`]), or else the actor who created it, with the
+    /// lesser of the creator's role when it made the key and the key's own (`super-admin`
+    /// or `admin`): the person's granted role. The command carries the key (its records
+    /// and refusals name it as `via`). The permission rules are then exactly those of that
+    /// person: keys made through it are theirs, and an admin may act only on her own.
+    /// Commands through the key are refused once it is deleted (or its person revoked,
+    /// [`KeyStore::revoke_actor`]), disabled or expired, even if it verified when the
+    /// request began; and an admin (through a key or not) may not change a key that holds
+    /// the `super-admin` role ([`crate::Denial::OutranksActor`]).
     ///
     /// # Errors
     /// [`Error::PermissionDenied`] if the key is no longer active, or holds neither the `admin` nor the
     /// `super-admin` role; [`Error::KeyNotFound`] if it is gone.
     pub fn acting_through(&self, key: &VerifiedKey) -> Result<Actor, Error> {
         let view = self.key(key.id()).ok_or(Error::KeyNotFound(key.id()))?;
-        // The refusal names the actor the key stands for, as the same command typed at the
-        // command line by that actor would (its holder learns who created it).
-        let shown = view.created_by.id().to_owned();
+        // The refusal names the person the key stands for, as the same command typed at
+        // the command line by that person would.
+        let person = view
+            .acts_for
+            .clone()
+            .unwrap_or_else(|| view.created_by.id().to_owned());
         if view.status != crate::KeyStatus::Active {
             return Err(Error::denied(
-                &shown,
+                &person,
                 crate::Denial::AdminKeyRevoked { key: key.id() },
             ));
         }
@@ -1020,7 +1029,7 @@ impl KeyStore {
         } else if view.roles.iter().any(|r| r == crate::ADMIN_ROLE) {
             ActorRole::Admin
         } else {
-            return Err(Error::denied(&shown, crate::Denial::NotAnAdmin));
+            return Err(Error::denied(&person, crate::Denial::NotAnAdmin));
         };
         // The lesser role has the larger code.
         let creator = view.created_by.role();
@@ -1029,7 +1038,7 @@ impl KeyStore {
         } else {
             granted
         };
-        Ok(Actor::new(view.created_by.id(), role).through(key.id()))
+        Ok(Actor::new(person, role).through(key.id()))
     }
 
     /// The security trail: management commands the access rules refused (who tried what
@@ -1089,6 +1098,9 @@ impl KeyStore {
         for hash in proj.foreign_candidates(token) {
             found = true;
             match proj.verify(&hash, client_ip, self.require_whitelist, self.ledger.clock()) {
+                // A secret retired by its own hash (deleted, rolled out) does not come
+                // back through a key adopted later by its SHA-256.
+                Err(Rejection::UnknownKey) if proj.was_retired(&hash) => break,
                 Err(Rejection::UnknownKey) => continue,
                 answer => return answer,
             }
@@ -1507,6 +1519,36 @@ struct Writer {
     appended_at: u64,
 }
 
+/// The commands of `batch` that can be prepared together, each against the state the
+/// batch starts from; the others go to `deferred`, for the next batch. A command waits
+/// when an earlier one acts on its key, or on the admin key it came through (which could
+/// be gone by then), or when it acts on a key an earlier one came through; a person's
+/// revocation, which may delete any admin key, is prepared alone.
+fn partition(batch: Vec<Pending>, deferred: &mut VecDeque<Pending>) -> Vec<Pending> {
+    let mut acted: HashSet<KeyId> = HashSet::new();
+    let mut through: HashSet<KeyId> = HashSet::new();
+    let mut alone = false;
+    let mut now = Vec::with_capacity(batch.len());
+    for p in batch {
+        let (op, via) = (&p.command.op, p.command.via);
+        let waits = alone
+            || (op.acts_on_many() && !now.is_empty())
+            || op
+                .key_id()
+                .is_some_and(|id| acted.contains(&id) || through.contains(&id))
+            || via.is_some_and(|v| acted.contains(&v));
+        if waits {
+            deferred.push_back(p);
+            continue;
+        }
+        acted.extend(op.key_id());
+        through.extend(via);
+        alone = op.acts_on_many();
+        now.push(p);
+    }
+    now
+}
+
 impl Writer {
     fn run(mut self, rx: Receiver<Request>) {
         let mut deferred: VecDeque<Pending> = VecDeque::new();
@@ -1604,14 +1646,7 @@ impl Writer {
     /// Commands that act on a key already acted on in this batch wait for the next one,
     /// so each is checked against a state that holds everything before it.
     fn commit(&mut self, batch: Vec<Pending>, deferred: &mut VecDeque<Pending>) -> Result<(), ()> {
-        let mut touched: HashSet<KeyId> = HashSet::new();
-        let mut now = Vec::with_capacity(batch.len());
-        for p in batch {
-            match p.command.op.key_id() {
-                Some(id) if !touched.insert(id) => deferred.push_back(p),
-                _ => now.push(p),
-            }
-        }
+        let now = partition(batch, deferred);
         if let Some(refusal) = self.integrity.refusal() {
             for p in now {
                 let _ = p.reply.send(Err(refusal.replicate()));
@@ -2252,6 +2287,7 @@ mod fleet_tests {
                 whitelist: Vec::new(),
                 expires_at: None,
                 source: crate::event::KeySource::Generated,
+                acts_for: None,
             },
             prev: head.hash,
         };

@@ -99,6 +99,9 @@ pub struct ExistingKey {
     pub(crate) hash: KeyHash,
     pub(crate) tail: [u8; 4],
     pub(crate) source: crate::event::KeySource,
+    /// For a secret: the hash it would be kept under if adopted by its SHA-256 (the same
+    /// secret either way, so neither form may be adopted while the other is known).
+    pub(crate) sha256_form: Option<KeyHash>,
 }
 
 impl ExistingKey {
@@ -114,6 +117,7 @@ impl ExistingKey {
             hash,
             tail,
             source: crate::event::KeySource::Imported,
+            sha256_form: Some(KeyHash::of_sha256_token(secret)),
         })
     }
 
@@ -129,6 +133,7 @@ impl ExistingKey {
             hash: adopt_sha256(hex)?,
             tail: crate::event::NO_TAIL,
             source: crate::event::KeySource::ImportedSha256,
+            sha256_form: None,
         })
     }
 }

@@ -126,7 +126,7 @@ fn names(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
-const KEY_FIELDS: [&str; 16] = [
+const KEY_FIELDS: [&str; 17] = [
     "id",
     "name",
     "roles",
@@ -143,6 +143,7 @@ const KEY_FIELDS: [&str; 16] = [
     "deleted_at",
     "imported",
     "hint",
+    "acts_for",
 ];
 
 fn assert_rfc3339_utc(v: &Value) {
@@ -816,6 +817,8 @@ fn audit_json_entries_have_stable_fields() {
         "whitelist",
         "previous_valid_until",
         "via",
+        "person",
+        "with_keys",
     ]);
     let created: Value = serde_json::json!(["10.0.0.0/8"]);
     let expected = [
@@ -1737,6 +1740,7 @@ fn only_the_owner_admin_or_a_super_admin_may_roll_disable_or_enable_and_refusals
         "action",
         "key_id",
         "owner",
+        "person",
         "via",
         "reason",
         "message",
@@ -1920,7 +1924,7 @@ fn import_key_refuses_a_secret_on_the_command_line_or_one_that_breaks_the_rule()
             "20 to 40 characters",
         ),
         ("", "no key on standard input"),
-        (taken, "already in use"),
+        (taken, "is known to the store"),
     ] {
         let run = store.run_with_stdin(&IMPORT_ROOT, &format!("{stdin}\n"));
         assert_eq!(run.code, 2, "{stdin}: {run:?}");
@@ -2117,11 +2121,11 @@ fn import_keys_names_the_first_bad_line_and_writes_nothing() {
         ),
         (
             r#"{"name": "x", "roles": ["bot"], "key": "good_secret_00000000001"}"#.into(),
-            "already in use",
+            "is known to the store",
         ),
         (
             format!(r#"{{"name": "x", "roles": ["bot"], "key": "{taken}"}}"#),
-            "already in use",
+            "is known to the store",
         ),
         ("[1, 2]".into(), "line 3"),
     ];

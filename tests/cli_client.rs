@@ -504,7 +504,7 @@ fn a_scenario_gives_the_same_output_on_the_store_and_through_the_server() {
         Some(adopted[0]),
     );
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("already in use"), "{run:?}");
+    assert!(run.stderr.contains("is known to the store"), "{run:?}");
     let run = s.step(
         alice,
         &["import-key", "--name", "short", "--role", "bot"],
@@ -553,7 +553,7 @@ fn a_scenario_gives_the_same_output_on_the_store_and_through_the_server() {
         alice,
         &["import-keys", &taken],
         2,
-        "line 2: this secret is already in use",
+        "line 2: this secret is known to the store",
     );
     let escalate = file(
         "escalate.jsonl",

@@ -532,7 +532,7 @@ fn check_after_crash(dir: &Path, acked: &BTreeMap<u64, (String, String)>) -> Aft
             .unwrap_or_else(|| panic!("acknowledged record {seq} lost"));
         assert_eq!(entry.seq, *seq);
         assert_eq!(entry.kind, kind.parse::<EventKind>().unwrap(), "record {seq}");
-        assert_eq!(&entry.key_id.to_string(), id, "record {seq}");
+        assert_eq!(&entry.key_id.unwrap().to_string(), id, "record {seq}");
     }
     // The live keys agree with a time-travel rebuild of the trail at its end.
     let live: Vec<_> = store.keys();

@@ -911,3 +911,37 @@ fn a_host_killed_while_it_opens_and_catches_up_starts_again_and_converges() {
     assert_eq!(names_on(&fleet, 0), names_on(&fleet, 1));
     fleet.stop_and_compare();
 }
+
+/// A person revoked through one host: when the answer comes, every admin key acting as
+/// them is rejected on every host, and the answer confirms it as a delete's does.
+#[test]
+fn revoking_a_person_through_one_host_stops_their_admin_keys_on_every_host_when_it_returns() {
+    let mut fleet = Fleet::start(&["a", "b"], &[]);
+    let carol = fleet.call(
+        0,
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "carol admin", "roles": ["admin"], "actor": "carol"})),
+    );
+    assert_eq!(carol.status, 201, "{carol:?}");
+    let carol = carol.json();
+    let secret = carol["key"].as_str().unwrap();
+    fleet.converged(2);
+    for i in 0..2 {
+        let me = admin(fleet.addr(i), secret, "GET", "/v1/whoami", None);
+        assert_eq!(me.json()["actor"], "carol", "host {i}");
+    }
+    let answer = fleet.call(1, "POST", "/v1/actors/carol/revoke", None);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let answer = answer.json();
+    assert_eq!(answer["revoked"], json!([carol["id"]]));
+    assert!(
+        answer.get("unconfirmed").is_none(),
+        "every live host confirmed: {answer}"
+    );
+    for i in 0..2 {
+        assert_eq!(fleet.auth(i, secret), 401, "host {i}");
+    }
+    let audit = fleet.stop_and_compare();
+    assert_eq!(audit.last().unwrap()["kind"], "actor_revoked");
+}

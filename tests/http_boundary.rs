@@ -358,6 +358,15 @@ fn opaque_refusals_tell_a_thief_nothing_about_a_live_key() {
         );
     }
     assert_eq!(live_elsewhere.body, never_issued.body);
+    // The admin API answers its key refusals the same way.
+    let whoami = exchange(
+        connect_from("127.0.0.66", opaque.addr),
+        &request("GET", "/v1/whoami", &[("x-api-key", svc.as_str())], ""),
+        PROMPT,
+    )
+    .unwrap();
+    assert_eq!(whoami.status, 401, "{whoami:?}");
+    assert_eq!(whoami.body, never_issued.body);
     // The key itself still passes from its own address.
     let passed = auth(opaque.addr, PROXY, &svc, Some(CLIENT), PROMPT).unwrap();
     assert_eq!(passed.status, 200, "{passed:?}");

@@ -540,7 +540,7 @@ mod adopted {
             {
                 Some(n) => assert!(
                     matches!(&err, Error::ImportEntry { index, source } if *index == n
-                        && matches!(**source, Error::InvalidInput { .. } | Error::SecretInUse)),
+                        && matches!(**source, Error::InvalidInput { .. } | Error::SecretKnown)),
                     "{err:?}"
                 ),
                 None => assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}"),
@@ -837,7 +837,7 @@ mod admin_keys {
             store.create_key(&acting, bot("through")).unwrap();
             store.audit()
         };
-        assert_eq!(expected[1].via, Some(expected[0].key_id));
+        assert_eq!(expected[1].via, expected[0].key_id);
         for every in [0, 1] {
             let store = KeyStore::builder()
                 .snapshot_every(every)

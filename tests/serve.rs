@@ -402,7 +402,7 @@ fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
     let body = again.error(StatusCode::CONFLICT, "import_entry");
     assert_eq!(
         (body["index"].clone(), body["source"]["error"].clone()),
-        (json!(1), json!("secret_in_use"))
+        (json!(1), json!("secret_known"))
     );
     let escalate = "{\"name\": \"ok\", \"roles\": [\"bot\"], \"key\": \"legacy_secret_000000003\"}\n\
                     {\"name\": \"x\", \"roles\": [\"super-admin\"], \"key\": \"legacy_secret_000000004\"}\n";

@@ -584,13 +584,13 @@ mod torn_tail {
             store_with_history(dir.path(), KeyStore::builder());
             with_raw_log(dir.path(), |log| {
                 let mut v = log.get(RECORDS);
-                v[0] = 3;
+                v[0] = 4;
                 log.insert(at, v);
             });
             assert!(
                 matches!(
                     KeyStore::builder().repair(dir.path()),
-                    Err(Error::UnsupportedVersion { found: 3, .. })
+                    Err(Error::UnsupportedVersion { found: 4, .. })
                 ),
                 "record {at}"
             );

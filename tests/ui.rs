@@ -900,6 +900,58 @@ fn admin_has_no_delete_on_another_admins_key_and_a_super_admin_deletes_it_at_onc
     });
 }
 
+/// The super admin makes an admin key for carol in the form; signed in with it, the page
+/// is carol's. Alice, an admin, may not name someone else, and is told so at the field.
+#[test]
+fn an_admin_key_made_for_a_person_signs_in_as_that_person() {
+    run(async {
+        let server = Server::start();
+        let browser = Browser::start().await;
+        let page = browser.page();
+        page.goto(&server.url("/")).await;
+        page.sign_in(&server.root.secret).await;
+        page.click("#generate").await;
+        page.type_into("#new-name", "carol console").await;
+        page.type_into("#new-role", "admin").await;
+        page.click("#add-role").await;
+        page.type_into("#new-person", "carol").await;
+        page.click("#save").await;
+        page.find("#secret-dialog[open]").await;
+        let secret = page
+            .find("#secret-value")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap();
+        page.click("#secret-done").await;
+        let me = server.api(&secret, "GET", "/v1/whoami", None).json();
+        assert_eq!(
+            (me["actor"].as_str(), me["actor_role"].as_str()),
+            (Some("carol"), Some("admin"))
+        );
+        page.sign_out().await;
+        page.sign_in(&secret).await;
+        assert_eq!(page.text("#whoami").await, "Signed in as carol (admin)");
+
+        page.sign_out().await;
+        page.sign_in(&server.alice.secret).await;
+        page.click("#generate").await;
+        page.type_into("#new-name", "for dave").await;
+        page.type_into("#new-role", "admin").await;
+        page.click("#add-role").await;
+        page.type_into("#new-person", "dave").await;
+        page.click("#save").await;
+        page.until(
+            "the refusal next to the person field",
+            "return document.getElementById('new-person-error').textContent.includes('dave')",
+            vec![],
+        )
+        .await;
+        browser.close().await;
+    });
+}
+
 #[test]
 fn bad_ip_is_flagged_as_typed_and_refused_with_the_servers_reason() {
     run(async {

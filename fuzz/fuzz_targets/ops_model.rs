@@ -1,7 +1,7 @@
 //! An arbitrary sequence of actors and commands, with restarts and a clock that moves,
 //! checked after every step against a small in-memory model of the permission rules, the
-//! key lifecycle (expiry, rolls with grace periods, disable and enable, adopted keys) and
-//! of what verifies. Restarts open from snapshots, whose prefix must then verify.
+//! key lifecycle (expiry, rolls with grace periods, disable and enable, adopted keys), the
+//! people admin keys act for and their revocation, and of what verifies. Restarts open from snapshots, whose prefix must then verify.
 #![no_main]
 
 use std::net::IpAddr;
@@ -39,6 +39,14 @@ enum Op {
         nets: Vec<u8>,
         /// Minutes from now (0: now, which is refused).
         expires_in: Option<u8>,
+        /// Make it an admin key acting for this person.
+        admin_for: Option<Who>,
+    },
+    /// Revoke a person: their admin keys, and with `with_keys` every key they made.
+    RevokeActor {
+        who: Who,
+        person: Who,
+        with_keys: bool,
     },
     /// Adopt existing secrets: indexes into [`FOREIGN`].
     Import {
@@ -140,14 +148,12 @@ struct ModelKey {
     secret: String,
     /// The previous secret and the end of its grace period.
     previous: Option<(String, SystemTime)>,
-    /// Which adopted secret the key holds (index into [`FOREIGN`]), and which its
-    /// previous secret is.
-    adopted: Option<usize>,
-    previous_adopted: Option<usize>,
     deleted: bool,
     disabled: bool,
     expires: Option<SystemTime>,
     whitelist: Vec<IpNet>,
+    /// For an admin key (`admin` or `super-admin`): the person it acts as.
+    person: Option<&'static str>,
 }
 
 fn owner_of(who: Who) -> &'static str {
@@ -180,6 +186,7 @@ fn kind<T>(r: &Result<T, Error>) -> Result<(), &'static str> {
         Err(Error::LastWhitelistEntry { .. }) => Err("last entry"),
         Err(Error::StateUnchanged { .. }) => Err("unchanged"),
         Err(Error::InvalidInput { .. }) => Err("invalid"),
+        Err(Error::NothingToRevoke { .. }) => Err("nothing"),
         Err(Error::ImportEntry { source, .. }) => match **source {
             Error::PermissionDenied { .. } => Err("denied"),
             _ => Err("invalid"),
@@ -205,13 +212,12 @@ fuzz_target!(|ops: Vec<Op>| {
     let mut keys: Vec<ModelKey> = Vec::new();
     let mut seq = 0u64;
     let mut refused = 0usize;
-    // The time of the last record: graces that end by then are gone for good.
-    let mut last_write = clock.now();
+    // Every adopted secret the log ever held: never adopted again, live or not.
+    let mut ever_adopted: Vec<usize> = Vec::new();
     let unknown: KeyId = "ffffffffffffffff".parse().expect("id");
     for op in ops.into_iter().take(64) {
         let now = clock.now();
         let refused_before = refused;
-        let seq_before = seq;
         match op {
             Op::Create {
                 who,
@@ -219,8 +225,12 @@ fuzz_target!(|ops: Vec<Op>| {
                 grant_super,
                 nets,
                 expires_in,
+                admin_for,
             } => {
                 let mut new = NewKey::new(format!("key {name}")).role("bot");
+                if let Some(person) = admin_for {
+                    new = new.role("admin").acting_for(owner_of(person));
+                }
                 let expires = expires_in.map(|m| now + Duration::from_secs(60 * u64::from(m)));
                 if let Some(at) = expires {
                     new = new.expires_at(at);
@@ -238,11 +248,16 @@ fuzz_target!(|ops: Vec<Op>| {
                     new = new.allow(*n);
                 }
                 let result = store.create_key(&who.actor(), new);
+                // An admin names only herself; only a super admin names anyone.
                 let allowed = match who {
                     Who::Eve => false,
                     Who::Root => true,
-                    Who::Alice | Who::Bob => !grant_super,
+                    Who::Alice | Who::Bob => {
+                        !grant_super && admin_for.is_none_or(|p| owner_of(p) == owner_of(who))
+                    }
                 };
+                let person = (grant_super || admin_for.is_some())
+                    .then(|| admin_for.map_or(owner_of(who), owner_of));
                 let in_future = expires.is_none_or(|at| at > now);
                 match result {
                     Ok(created) => {
@@ -254,12 +269,11 @@ fuzz_target!(|ops: Vec<Op>| {
                             owner: owner_of(who),
                             secret: created.key.expose_secret().to_owned(),
                             previous: None,
-                            adopted: None,
-                            previous_adopted: None,
                             deleted: false,
                             disabled: false,
                             expires,
                             whitelist: distinct,
+                            person,
                         });
                     }
                     Err(Error::PermissionDenied { .. }) => {
@@ -287,16 +301,9 @@ fuzz_target!(|ops: Vec<Op>| {
                         .expect("valid adopted key")
                     })
                     .collect();
-                // A secret is taken while a key that is not deleted holds it, or holds it
-                // as its previous secret in a grace that no record has outlived.
-                let taken = |p: usize| {
-                    keys.iter().any(|k| {
-                        !k.deleted
-                            && (k.adopted == Some(p)
-                                || (k.previous_adopted == Some(p)
-                                    && k.previous.as_ref().is_some_and(|(_, until)| *until > last_write)))
-                    })
-                };
+                // A secret once adopted is known for ever: live, in a grace, rolled out or
+                // deleted.
+                let taken = |p: usize| ever_adopted.contains(&p);
                 let duplicate = picks
                     .iter()
                     .enumerate()
@@ -313,17 +320,17 @@ fuzz_target!(|ops: Vec<Op>| {
                     Ok(ids) => {
                         seq += ids.len() as u64;
                         for (id, p) in ids.into_iter().zip(picks) {
+                            ever_adopted.push(p);
                             keys.push(ModelKey {
                                 id,
                                 owner: owner_of(who),
                                 secret: FOREIGN[p].0.to_owned(),
                                 previous: None,
-                                adopted: Some(p),
-                                previous_adopted: None,
                                 deleted: false,
                                 disabled: false,
                                 expires: None,
                                 whitelist: Vec::new(),
+                                person: None,
                             });
                         }
                     }
@@ -349,9 +356,7 @@ fuzz_target!(|ops: Vec<Op>| {
                         let k = &mut keys[i];
                         let old = std::mem::replace(&mut k.secret, rolled.key.expose_secret().to_owned());
                         let held = (grace > Duration::ZERO).then(|| (old, now + grace));
-                        k.previous_adopted = held.as_ref().and(k.adopted);
                         k.previous = held;
-                        k.adopted = None;
                     }
                     Err(Error::PermissionDenied { .. }) => refused += 1,
                     Err(_) => {}
@@ -377,6 +382,39 @@ fuzz_target!(|ops: Vec<Op>| {
                 }
                 if expected == Err("denied") {
                     refused += 1;
+                }
+            }
+            Op::RevokeActor {
+                who,
+                person,
+                with_keys,
+            } => {
+                let p = owner_of(person);
+                let revoked: Vec<usize> = (0..keys.len())
+                    .filter(|&i| {
+                        let k = &keys[i];
+                        !k.deleted && (k.person == Some(p) || (with_keys && k.owner == p))
+                    })
+                    .collect();
+                let expected = match who {
+                    Who::Root if revoked.is_empty() => Err("nothing"),
+                    Who::Root => Ok(()),
+                    _ => Err("denied"),
+                };
+                let result = store.revoke_actor(&who.actor(), p, with_keys);
+                assert_eq!(kind(&result), expected, "{op:?}");
+                match result {
+                    Ok(answer) => {
+                        seq += 1;
+                        assert_eq!(answer.seq, seq);
+                        let ids: Vec<KeyId> = revoked.iter().map(|&i| keys[i].id).collect();
+                        assert_eq!(answer.keys, ids, "{op:?}");
+                        for i in revoked {
+                            keys[i].deleted = true;
+                        }
+                    }
+                    Err(Error::PermissionDenied { .. }) => refused += 1,
+                    Err(_) => {}
                 }
             }
             Op::Advance { minutes } => clock.advance(Duration::from_secs(60 * u64::from(minutes))),
@@ -470,9 +508,6 @@ fuzz_target!(|ops: Vec<Op>| {
                 store = open().expect("reopen");
                 assert_eq!(store.wait_for_integrity(), keyledger::Integrity::Verified);
             }
-        }
-        if seq != seq_before {
-            last_write = now;
         }
         assert_eq!(store.last_seq(), seq);
         assert_eq!(store.live_key_count(), keys.iter().filter(|k| !k.deleted).count());

@@ -16,7 +16,8 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use keyledger::{
-    AuditFilter, AuditJson, Error, ErrorJson, ImportedJson, IpNet, KeyId, KeyJson, RefusedJson, RollJson,
+    AuditFilter, AuditJson, Error, ErrorJson, ImportedJson, IpNet, KeyId, KeyJson, RefusedJson,
+    RevokedActorJson, RollJson,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
@@ -34,7 +35,8 @@ const MAX_ANSWER_BYTES: usize = 1 << 30;
 
 static API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
-/// What a query value keeps unencoded: RFC 3986's unreserved characters.
+/// What a query value (or a path segment) keeps unencoded: RFC 3986's unreserved
+/// characters.
 const QUERY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
@@ -67,6 +69,9 @@ pub(super) struct KeyBody {
     pub(super) expires_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) expires_in: Option<String>,
+    /// For an admin key: the person it acts as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) actor: Option<String>,
 }
 
 /// What `POST` and `DELETE /v1/keys/{id}/whitelist` take.
@@ -180,6 +185,13 @@ impl Client {
     /// `DELETE /v1/keys/{id}`: the key, now deleted.
     pub(super) fn delete(&self, id: KeyId) -> Result<KeyJson, Failure> {
         self.call(Method::DELETE, &format!("/keys/{id}"), Body::Empty)
+    }
+
+    /// `POST /v1/actors/{actor}/revoke`: the keys it deleted.
+    pub(super) fn revoke_actor(&self, person: &str, with_keys: bool) -> Result<RevokedActorJson, Failure> {
+        let person = utf8_percent_encode(person, QUERY);
+        let path = format!("/actors/{person}/revoke?with_keys={with_keys}");
+        self.call(Method::POST, &path, Body::Empty)
     }
 
     /// `POST /v1/keys/{id}/roll`: the new secret.

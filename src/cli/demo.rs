@@ -153,7 +153,7 @@ pub(super) fn run(out: &mut impl Write) -> Result<u8, Failure> {
             e.actor.clone(),
             e.actor_role.clone(),
             e.kind.clone(),
-            e.key_name.clone(),
+            e.key_name.clone().unwrap_or_default(),
             detail,
         ]);
     }

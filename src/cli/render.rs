@@ -150,6 +150,20 @@ pub(super) fn audit_table(entries: &[AuditJson]) -> Table {
     ]);
     for e in entries {
         let detail = match (e.kind.as_str(), &e.whitelist, &e.ip, &e.previous_valid_until) {
+            ("actor_revoked", ..) => format!(
+                "person {}{}",
+                e.person.as_deref().unwrap_or_default(),
+                if e.with_keys {
+                    ", with the keys they made"
+                } else {
+                    ""
+                }
+            ),
+            (_, Some(nets), _, _) if e.person.is_some() => format!(
+                "for {}; whitelist: {}",
+                e.person.as_deref().unwrap_or_default(),
+                whitelist_short(nets)
+            ),
             (_, Some(nets), _, _) => format!("whitelist: {}", whitelist_short(nets)),
             ("whitelisted", _, Some(ip), _) => format!("+ {}", net(ip)),
             ("unwhitelisted", _, Some(ip), _) => format!("- {}", net(ip)),
@@ -162,8 +176,8 @@ pub(super) fn audit_table(entries: &[AuditJson]) -> Table {
             e.actor.clone(),
             e.actor_role.clone(),
             e.kind.clone(),
-            e.key_id.clone(),
-            e.key_name.clone(),
+            e.key_id.clone().unwrap_or_else(|| "-".to_owned()),
+            e.key_name.clone().unwrap_or_default(),
             detail,
         ]);
     }
@@ -189,7 +203,10 @@ pub(super) fn keys_table(keys: &[KeyJson]) -> Table {
             k.name.clone(),
             k.roles.join(", "),
             whitelist_short(&k.whitelist),
-            k.created_by.clone(),
+            match &k.acts_for {
+                Some(person) if *person != k.created_by => format!("{} (for {person})", k.created_by),
+                _ => k.created_by.clone(),
+            },
             human_time(&k.created_at),
             k.expires_at
                 .as_deref()

@@ -36,6 +36,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/keys/{id}/roll", post(roll))
         .route("/keys/{id}/disable", post(disable))
         .route("/keys/{id}/enable", post(enable))
+        .route("/actors/{actor}/revoke", post(revoke_actor))
         .route("/audit", get(audit))
         .route("/whoami", get(whoami))
         .route("/fleet", get(fleet))
@@ -59,7 +60,10 @@ impl Shared {
 
     /// The actor an admin request's key acts as, and that key: in memory, no turn needed.
     fn identify(&self, parts: &Parts) -> Result<(Actor, KeyId), Reject> {
-        let key = self.layer.check(&parts.headers, &parts.extensions)?;
+        let key = self
+            .layer
+            .check(&parts.headers, &parts.extensions)
+            .map_err(|refusal| Reject(Box::new(self.layer.refusal_response(refusal))))?;
         let actor = self.store().acting_through(&key)?;
         Ok((actor, key.id()))
     }
@@ -191,6 +195,9 @@ struct CreateBody {
     /// The command line's duration syntax, counted from the write.
     #[serde(default)]
     expires_in: Option<String>,
+    /// For an admin key: the person it acts as.
+    #[serde(default)]
+    actor: Option<String>,
 }
 
 /// `POST /v1/keys`: 201 with the new key's view and, this once, its secret in `key`.
@@ -199,6 +206,9 @@ async fn create(State(shared): State<Arc<Shared>>, request: Request) -> Result<R
     let admitted = shared.admit(&parts).await?;
     let spec: CreateBody = shared.body(&parts, body).await?;
     let mut new = crate::NewKey::new(spec.name);
+    if let Some(person) = spec.actor {
+        new = new.acting_for(person);
+    }
     for role in spec.roles {
         new = new.role(role);
     }
@@ -229,6 +239,43 @@ async fn create(State(shared): State<Arc<Shared>>, request: Request) -> Result<R
         })
         .await?;
     Ok(key_answer(StatusCode::CREATED, &created))
+}
+
+/// What `POST /v1/actors/{actor}/revoke` takes (an empty body is `{}`).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeActorBody {
+    #[serde(default)]
+    with_keys: Option<bool>,
+}
+
+/// `POST /v1/actors/{actor}/revoke[?with_keys=true]` (or `{"with_keys": true}`): every
+/// admin key acting as the person is deleted (with `with_keys`, every key they created
+/// too), in one record, before the answer; the answer names the keys.
+async fn revoke_actor(
+    State(shared): State<Arc<Shared>>,
+    Path(person): Path<String>,
+    request: Request,
+) -> Result<Response, Reject> {
+    let (parts, body) = request.into_parts();
+    let admitted = shared.admit(&parts).await?;
+    let in_query = query(&parts, &["with_keys"])?;
+    let spec: RevokeActorBody = shared.body(&parts, body).await?;
+    let with_keys = match (in_query.get("with_keys"), spec.with_keys) {
+        (Some(q), Some(b)) if flag("with_keys", Some(q))? != b => {
+            return Err(Error::invalid("with_keys", "the query and the body disagree").into());
+        }
+        (q @ Some(_), _) => flag("with_keys", q)?,
+        (None, b) => b.unwrap_or(false),
+    };
+    let actor = admitted.actor;
+    let answer = shared
+        .call(admitted.turn, move |store| {
+            let revoked = store.revoke_actor(&actor, &person, with_keys)?;
+            Ok(crate::RevokedActorJson::new(&person, with_keys, &revoked))
+        })
+        .await?;
+    Ok(body::json(StatusCode::OK, &answer))
 }
 
 /// Now plus `lifetime`, which must stay within the times RFC 3339 can write.

@@ -777,6 +777,8 @@ function showGenerateError(e) {
     }
   } else if (field === "expires_in" || field === "expires_at") {
     fieldError($("new-expiry"), "new-expiry-error", e.message, "server");
+  } else if (field === "actor" || e.reason === "grants_for_another") {
+    fieldError($("new-person"), "new-person-error", e.message, "server");
   } else {
     setError("generate-error", e.message);
     $("generate-error").dataset.source = "server";
@@ -794,6 +796,8 @@ async function generate(event) {
   };
   // Counted by the server's clock, not this computer's.
   if (days) body.expires_in = `${days}d`;
+  const person = $("new-person").value.trim();
+  if (person) body.actor = person;
   // The server decides: even an entry this page flags is sent, so its reason is the one shown.
   await busy($("save"), async () => {
     let created;
@@ -875,6 +879,8 @@ async function loadAudit(event) {
   const keyCell = (label, id, name) =>
     cell(label, id ? [name || names.get(id) || "", el("span", { class: "sub mono", text: id })] : el("span", { class: "none", text: "(a new key)" }));
   const actorCell = (label, actor, role) => cell(label, actor, el("span", { class: "sub", text: role }));
+  // A person's revocation names a person, not a key.
+  const personCell = (label, person) => cell(label, [person || "", el("span", { class: "sub", text: "(a person)" })]);
   const via = (label, id) =>
     cell(label, id ? [names.get(id) || "", el("span", { class: "sub mono", text: id })] : el("span", { class: "none", text: "—" }));
   let rows;
@@ -886,7 +892,7 @@ async function loadAudit(event) {
         cell("Time (UTC)", time(a.at)),
         actorCell("Actor", a.actor, a.actor_role),
         cell("Tried", a.action),
-        keyCell("Key", a.key_id),
+        a.action === "revoke_actor" ? personCell("Key", a.person) : keyCell("Key", a.key_id),
         cell("Why refused", a.message || a.reason),
         via("Via key", a.via),
       ),
@@ -900,7 +906,7 @@ async function loadAudit(event) {
         cell("Time (UTC)", time(e.at)),
         actorCell("Actor", e.actor, e.actor_role),
         cell("Event", e.kind),
-        keyCell("Key", e.key_id, e.key_name),
+        e.kind === "actor_revoked" ? personCell("Key", e.person) : keyCell("Key", e.key_id, e.key_name),
         cell("Detail", auditDetail(e)),
         via("Via key", e.via),
       ),
@@ -914,6 +920,10 @@ async function loadAudit(event) {
 }
 
 function auditDetail(e) {
+  if (e.kind === "actor_revoked") {
+    return `revoked ${e.person}: their admin keys${e.with_keys ? " and every key they made" : ""}`;
+  }
+  if (e.person && e.person !== e.actor) return `admin key for ${e.person}`;
   if (e.kind === "whitelisted" && e.ip) return `added ${shownNet(e.ip)}`;
   if (e.kind === "unwhitelisted" && e.ip) return `removed ${shownNet(e.ip)}`;
   if (e.kind === "rolled" && e.previous_valid_until) {
