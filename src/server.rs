@@ -215,6 +215,10 @@ pub(crate) struct FleetHealth {
     rejecting: bool,
     /// Why this host stopped writing, if it did.
     halted: Option<String>,
+    /// Why the stream cannot be trusted, if it cannot (reason `stream`).
+    stream_fault: Option<String>,
+    /// Messages skipped since this host started because they were not the fleet's.
+    foreign_messages: u64,
 }
 
 impl From<&crate::FleetStatus> for FleetHealth {
@@ -224,6 +228,8 @@ impl From<&crate::FleetStatus> for FleetHealth {
             stale_ms: f.stale_for.as_millis(),
             rejecting: f.rejecting,
             halted: f.halted.clone(),
+            stream_fault: f.stream_fault.clone(),
+            foreign_messages: f.foreign_messages,
         }
     }
 }
@@ -254,6 +260,8 @@ impl Health {
             Some("damaged")
         } else if fleet.is_some_and(|f| f.halted.is_some()) {
             Some("halted")
+        } else if fleet.is_some_and(|f| f.stream_fault.is_some()) {
+            Some("stream")
         } else if fleet.is_some_and(|f| f.unhealthy) {
             Some("stale")
         } else {
@@ -366,6 +374,7 @@ fn status_of(e: &crate::Error) -> StatusCode {
         | Error::StreamUnavailable { .. }
         | Error::StreamDiverged { .. }
         | Error::FleetHalted { .. }
+        | Error::StreamChanged { .. }
         | Error::Closed => StatusCode::SERVICE_UNAVAILABLE,
     }
 }

@@ -2130,10 +2130,14 @@ mod fleet_tests {
         }
         let shared = MemShared::default();
         shared.set_max_bytes(100_000);
-        shared.set_capacity(Some(1));
+        shared.set_capacity(Some(2));
         let cut = host_on(&shared, "origin", single.clone()).unwrap_err();
         assert!(matches!(cut, Error::StreamUnavailable { .. }), "{cut:?}");
-        assert_eq!(shared.len(), 1, "one message of the bootstrap landed");
+        assert_eq!(
+            shared.len(),
+            2,
+            "the genesis and one message of the bootstrap landed"
+        );
 
         let b = host(&shared, "b");
         assert!(b.last_seq() > 0 && b.last_seq() < 1500);
@@ -2209,10 +2213,10 @@ mod fleet_tests {
         assert_eq!(a.head(), b.head());
     }
 
-    /// A message whose records the chain key did not make is refused: nothing of it is
-    /// applied, the host stops writing (with a typed error) and keeps verifying.
+    /// A message whose records the chain key did not make is not the fleet's: nothing of it
+    /// is applied, it is counted, and the host goes on writing and verifying.
     #[test]
-    fn a_forged_message_halts_writes_and_applies_nothing() {
+    fn a_forged_message_is_skipped_and_counted_and_writes_go_on() {
         let shared = MemShared::default();
         let a = host(&shared, "a");
         let root = Actor::super_admin("root");
@@ -2250,23 +2254,64 @@ mod fleet_tests {
         let first: Vec<crate::log::Entry> = a.trail.scan(0).map(Result::unwrap).collect();
         twin.accept(&first).unwrap();
         twin.accept(&entries).unwrap();
-        shared.inject(codec::encode_message("forger", 0, &entries, &Chain::new(None)).unwrap());
-        until("a halts", || a.fleet_status().unwrap().halted.is_some());
-        let halted = a.fleet_status().unwrap().halted.unwrap();
-        assert!(
-            halted.contains("not sealed with this fleet's chain key"),
-            "{halted}"
+        let stream_id = a.fleet.as_ref().and_then(|f| f.stream_id()).unwrap();
+        let position = shared.len() as u64 + 1;
+        let forged = crate::fleet::message::encode_entries(
+            "forger",
+            stream_id,
+            position,
+            0,
+            &entries,
+            &Chain::new(None),
         );
+        shared.inject(forged.unwrap());
+        until("a skips it", || a.fleet_status().unwrap().foreign_messages == 1);
+        let status = a.fleet_status().unwrap();
+        assert!(
+            status
+                .last_foreign
+                .as_deref()
+                .is_some_and(|why| why.contains("not sealed with the fleet's chain key")),
+            "{status:?}"
+        );
+        assert!(status.halted.is_none() && !status.unhealthy, "{status:?}");
         assert_eq!(a.last_seq(), 1);
         assert!(a.keys().iter().all(|k| k.name != "forged"));
+        a.create_key(&root, NewKey::new("more").role("bot")).unwrap();
+        assert_eq!(a.last_seq(), 2);
+        assert!(
+            a.verify(kept.key.expose_secret(), "10.0.0.1".parse().unwrap())
+                .is_ok()
+        );
+    }
+
+    /// The stream deleted and created again with its first messages put back (genuine,
+    /// sealed for those places): the host notices within a heartbeat, reports the fault,
+    /// refuses writes with a typed error and keeps verifying; a new host does not start on
+    /// it.
+    #[test]
+    fn a_stream_rolled_back_under_a_host_stops_its_writes_and_a_new_host_refuses_it() {
+        let shared = MemShared::default();
+        let a = host(&shared, "a");
+        let root = Actor::super_admin("root");
+        let kept = a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+        a.create_key(&root, NewKey::new("later").role("bot")).unwrap();
+        shared.recreate(2);
+        until("a notices", || a.fleet_status().unwrap().stream_fault.is_some());
+        let status = a.fleet_status().unwrap();
+        assert!(status.unhealthy, "{status:?}");
         assert!(matches!(
             a.create_key(&root, NewKey::new("more").role("bot")),
-            Err(Error::FleetHalted { .. })
+            Err(Error::StreamChanged { .. })
         ));
         assert!(
             a.verify(kept.key.expose_secret(), "10.0.0.1".parse().unwrap())
                 .is_ok()
         );
+        assert!(matches!(
+            host_on(&shared, "b", MemLog::default()),
+            Err(Error::StreamChanged { .. })
+        ));
     }
 
     /// An append the shared log does not answer is an error that changes nothing here; a
@@ -2282,7 +2327,7 @@ mod fleet_tests {
             Err(Error::StreamUnavailable { .. })
         ));
         shared.set_unreachable(false);
-        assert_eq!((a.last_seq(), shared.len()), (0, 0));
+        assert_eq!((a.last_seq(), shared.len()), (0, 1), "the genesis only");
         let keys: Vec<ExistingKey> = (0..20_000)
             .map(|i| {
                 let name = format!("adopted {i} with a long name to fill the message quickly");
@@ -2295,14 +2340,14 @@ mod fleet_tests {
             matches!(err, Error::InvalidInput { field: "batch", .. }),
             "{err:?}"
         );
-        assert_eq!((a.last_seq(), shared.len()), (0, 0));
+        assert_eq!((a.last_seq(), shared.len()), (0, 1), "the genesis only");
         a.create_key(&root, NewKey::new("fine").role("bot")).unwrap();
-        assert_eq!((a.last_seq(), shared.len()), (1, 1));
+        assert_eq!((a.last_seq(), shared.len()), (1, 2));
         // An append that landed but whose answer was lost is sent again and acknowledged
         // once: the shared log holds it once.
         shared.lose_next_answer();
         a.create_key(&root, NewKey::new("answer lost").role("bot"))
             .unwrap();
-        assert_eq!((a.last_seq(), shared.len()), (2, 2));
+        assert_eq!((a.last_seq(), shared.len()), (2, 3));
     }
 }
