@@ -17,18 +17,16 @@ mod nats;
 mod served;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-use nats::NatsServer;
+use hosts::{Answer, Fleet, admin, cli, eventually, http};
 use served::{Served, keyledger, super_admin_key};
 
 #[test]

@@ -23,6 +23,9 @@ use serde_json::{Value, json};
 use hosts::{Fleet, Host, eventually};
 use served::keyledger;
 
+/// A change to the stream's settings.
+type Change = fn(&mut stream::Config);
+
 const SUBJECT: &str = "keyledger.keyledger.log";
 const STREAM: &str = "keyledger";
 
@@ -306,15 +309,14 @@ fn stream_settings_changed_under_the_fleet_are_noticed_reported_and_recovered_fr
     // The server itself refuses to turn deny-delete or deny-purge off on a stream
     // (nats-server 2.15: "can not cancel deny message deletes"): only deleting the stream
     // and creating it again does, which is a replaced stream.
-    for off in [
-        (|c: &mut stream::Config| c.deny_delete = false) as fn(&mut stream::Config),
-        |c| c.deny_purge = false,
-    ] {
+    for off in [(|c: &mut stream::Config| c.deny_delete = false) as Change, |c| {
+        c.deny_purge = false
+    }] {
         let mut config = attacker.config();
         off(&mut config);
         assert!(attacker.rt.block_on(attacker.js.update_stream(config)).is_err());
     }
-    let changes: [(&str, fn(&mut stream::Config), fn(&mut stream::Config)); 3] = [
+    let changes: [(&str, Change, Change); 3] = [
         ("limits", |c| c.max_messages = 1000, |c| c.max_messages = -1),
         (
             "limits",
