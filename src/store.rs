@@ -246,7 +246,9 @@ impl Builder {
 
     /// The head the log must reach or pass, kept outside the store (see
     /// [`KeyStore::head`]): [`Builder::open`] refuses, and [`Builder::check`] reports, a
-    /// log that ends before it or does not contain it.
+    /// log that ends before it or does not contain it. On a host of a fleet
+    /// ([`Builder::fleet`]) the log is checked once it has caught up with the stream, so a
+    /// new host from an empty directory refuses a stream rolled back past the witness.
     pub fn expect_head(mut self, witness: Witness) -> Self {
         self.expect_head = Some(witness);
         self
@@ -661,12 +663,20 @@ impl KeyStore {
         let ledger = Ledger::from_projection(proj, chain.clone(), clock);
         ledger.replay(&*log, u64::MAX, total, &options.progress)?;
         ledger::reaches_head(stored, ledger.head())?;
-        if let Some(witness) = options.expect_head {
+        if let Some(witness) = options.expect_head
+            && shared.is_none()
+        {
             ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
         }
         let (replica, fleet, rejecting) = match shared {
             Some(parts) => {
                 let replica = Replica::join(parts.log, Arc::clone(&parts.fleet), &mut *log, &ledger)?;
+                // On a host of a fleet, the witness is checked once the host has caught up
+                // with the stream: a new host (from an empty directory) that joins a stream
+                // rolled back past the witness refuses to start.
+                if let Some(witness) = options.expect_head {
+                    ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
+                }
                 (Some(replica), Some(parts.fleet), parts.rejecting)
             }
             None => (None, None, Arc::new(AtomicBool::new(false))),
@@ -2310,6 +2320,30 @@ mod fleet_tests {
         );
         assert!(matches!(
             host_on(&shared, "b", MemLog::default()),
+            Err(Error::StreamChanged { .. })
+        ));
+    }
+
+    /// An older copy of the stream brought back (the same creation time, as a restored
+    /// backup keeps): it ends before what the host applied, which it notices and reports;
+    /// its writes stop until the stream reaches it again.
+    #[test]
+    fn a_stream_restored_from_an_older_copy_is_noticed_as_rolled_back() {
+        let shared = MemShared::default();
+        let a = host(&shared, "a");
+        let root = Actor::super_admin("root");
+        a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+        let older = shared.len();
+        a.create_key(&root, NewKey::new("later").role("bot")).unwrap();
+        shared.restore_older(older);
+        until("a notices", || {
+            a.fleet_status()
+                .unwrap()
+                .stream_fault
+                .is_some_and(|f| f.contains("rolled back"))
+        });
+        assert!(matches!(
+            a.create_key(&root, NewKey::new("more").role("bot")),
             Err(Error::StreamChanged { .. })
         ));
     }

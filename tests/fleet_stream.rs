@@ -88,13 +88,15 @@ impl Client {
     }
 }
 
-/// Runs `keyledger serve --nats` for a new host from an empty directory; it must exit
+/// Runs `keyledger [GLOBAL] serve --nats` for a new host from an empty directory; it must exit
 /// with an error within 60 s (a host that starts is killed, and the test fails). Returns
 /// what it printed on stderr.
-fn refused_to_start(fleet: &Fleet, name: &str) -> String {
+fn refused_to_start(fleet: &Fleet, name: &str, global: &[&str]) -> String {
     let ck = fleet.chain_key.to_str().unwrap().to_owned();
     let mut child = keyledger(&fleet.dir.path().join(name))
-        .args(["--chain-key-file", &ck, "serve", "--listen", "127.0.0.1:0"])
+        .args(["--chain-key-file", &ck])
+        .args(global)
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .args(["--nats", &fleet.url(), "--host-id", name])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -303,7 +305,7 @@ fn a_stream_deleted_and_replayed_from_genuine_messages_is_refused_by_every_host(
     eventually(30, "keys are rejected once stale", || fleet.auth(0, &kept) == 403);
 
     // A new host cannot be fooled into serving the deleted key: it does not start.
-    let stderr = refused_to_start(&fleet, "new");
+    let stderr = refused_to_start(&fleet, "new", &[]);
     assert!(stderr.contains("replaced"), "{stderr}");
 }
 
@@ -376,5 +378,43 @@ fn stream_settings_changed_under_the_fleet_are_noticed_reported_and_recovered_fr
         writes_refused(&fleet, i);
         assert_eq!(fleet.auth(i, &secret), 200);
     }
+    fleet.stop_and_compare();
+}
+
+/// A stream rolled back with its creation time intact (a restored backup of it) cannot be
+/// told from the stream alone; a witness can: a new host given the fleet's head
+/// (`--expect-head SEQ:HASH`) checks it once it has caught up, and refuses a stream that
+/// does not reach it, while one that does starts.
+#[test]
+fn a_new_host_with_a_witness_refuses_a_stream_that_does_not_reach_it() {
+    let mut fleet = Fleet::start(&["a"], &[]);
+    fleet.create(0, "one");
+    let mut a = fleet.hosts[0].served.take().unwrap();
+    assert!(a.terminate().is_some_and(|s| s.success()));
+    let ck = fleet.chain_key.to_str().unwrap().to_owned();
+    let head = hosts::cli(&fleet.hosts[0].db, &["--chain-key-file", &ck, "head"]);
+    let head = String::from_utf8(head.stdout).unwrap();
+    let head = head
+        .lines()
+        .find_map(|l| l.strip_prefix("head"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (seq, hash) = head.split_once(':').unwrap();
+    assert_eq!(seq, "2", "{head}");
+    fleet.start_host(0);
+
+    let past = format!("3:{hash}");
+    let stderr = refused_to_start(&fleet, "behind", &["--expect-head", &past]);
+    assert!(stderr.contains("ends at record 2"), "{stderr}");
+
+    fleet.hosts.push(Host {
+        name: "witnessed".into(),
+        db: fleet.dir.path().join("witnessed"),
+        served: None,
+        extra: vec!["--expect-head".into(), head],
+    });
+    fleet.start_host(1);
+    fleet.converged(2);
     fleet.stop_and_compare();
 }

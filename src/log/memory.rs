@@ -192,6 +192,12 @@ impl MemShared {
         state.messages.truncate(keep);
         state.created += 1;
     }
+
+    /// Brings back an older copy of the stream (its creation time the same, as a restored
+    /// backup of it keeps): its first `keep` messages.
+    pub(crate) fn restore_older(&self, keep: usize) {
+        self.lock().messages.truncate(keep);
+    }
 }
 
 #[cfg(test)]
