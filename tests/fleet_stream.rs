@@ -14,6 +14,7 @@ mod nats;
 #[path = "support/served.rs"]
 mod served;
 
+use std::future::IntoFuture;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -416,5 +417,119 @@ fn a_new_host_with_a_witness_refuses_a_stream_that_does_not_reach_it() {
     });
     fleet.start_host(1);
     fleet.converged(2);
+    fleet.stop_and_compare();
+}
+
+/// The nats-server configuration the README gives (its `conf` block), written to `dir`.
+fn readme_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let (_, rest) = readme.split_once("```conf\n").expect("README has a conf block");
+    let (block, _) = rest.split_once("```").unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("nats-server.conf");
+    std::fs::write(&path, block).unwrap();
+    path
+}
+
+/// Connects as `user` (a fresh runtime); `None` if the server refuses the connection.
+fn connect_as(url: &str, user: &str, password: &str) -> Option<Client> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let js = rt.block_on(async {
+        let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+            .connect(url)
+            .await
+            .ok()?;
+        // A refused request is never answered: do not wait long for it.
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build(client);
+        Some(js)
+    })?;
+    Some(Client { rt, js })
+}
+
+/// The README's NATS permissions, on a real nats-server: hosts with the host user work
+/// (writes, a confirmed revocation, a new host catching up), and that user cannot delete,
+/// purge or edit the stream; a user of another account sees nothing of it and cannot
+/// reach it; the operator's user can manage it.
+#[test]
+fn the_readme_nats_permissions_let_hosts_work_and_nothing_else() {
+    const HOST: &str = "host-secret-1";
+    let env = vec![
+        ("KEYLEDGER_HOST_PASSWORD".to_owned(), HOST.to_owned()),
+        ("KEYLEDGER_ADMIN_PASSWORD".to_owned(), "admin-secret-2".to_owned()),
+        ("OTHERS_PASSWORD".to_owned(), "other-secret-3".to_owned()),
+    ];
+    let password = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(password.path(), HOST).unwrap();
+    let user = [
+        "--nats-user",
+        "keyledger-host",
+        "--nats-password-file",
+        password.path().to_str().unwrap(),
+    ];
+    let mut fleet = Fleet::start_on(&["a", "b"], &user, |dir| {
+        let config = readme_config(dir);
+        nats::NatsServer::start_with(dir, Some((config, env)))
+    });
+    let (id, secret) = fleet.create(1, "bot");
+    fleet.converged(2);
+    revoke(&fleet, 0, &id);
+    for i in 0..2 {
+        eventually(10, "the revoked key is rejected", || {
+            fleet.auth(i, &secret) == 401
+        });
+        assert_eq!(fleet.health(i).status, 200, "{}", fleet.health(i).body);
+    }
+    let c = add_host(&mut fleet, "c");
+    fleet.converged(3);
+    assert_eq!(fleet.health(c).status, 200);
+
+    let url = fleet.url();
+    let host = connect_as(&url, "keyledger-host", HOST).unwrap();
+    let before = host.messages().len();
+    let rt = &host.rt;
+    assert!(rt.block_on(host.js.delete_stream(STREAM)).is_err(), "delete");
+    let stream = rt.block_on(host.js.get_stream(STREAM)).unwrap();
+    assert!(rt.block_on(stream.purge().into_future()).is_err(), "purge");
+    assert!(rt.block_on(stream.delete_message(1)).is_err(), "delete a message");
+    let mut config = host.config();
+    config.max_messages = 10;
+    assert!(rt.block_on(host.js.update_stream(config)).is_err(), "edit");
+    assert!(
+        rt.block_on(host.js.delete_key_value("keyledger-hosts")).is_err(),
+        "delete the bucket"
+    );
+    assert_eq!(host.messages().len(), before);
+
+    let other = connect_as(&url, "someone", "other-secret-3").unwrap();
+    assert!(
+        other.rt.block_on(other.js.get_stream(STREAM)).is_err(),
+        "another account sees no stream"
+    );
+    other
+        .rt
+        .block_on(async { other.js.publish(SUBJECT, "x".into()).await?.await })
+        .expect_err("another account's publish reaches no stream");
+    assert!(connect_as(&url, "keyledger-host", "wrong").is_none());
+    assert_eq!(host.messages().len(), before);
+
+    let admin = connect_as(&url, "keyledger-admin", "admin-secret-2").unwrap();
+    assert_eq!(admin.messages().len(), before, "the operator reads the stream");
+    for i in [0, 1, c] {
+        assert_eq!(fleet.health(i).status, 200);
+        assert_eq!(status(&fleet, i)["foreign_messages"], 0);
+    }
+    // The hosts never needed more than they were given (the attempts above are this
+    // test's own connections, which carry no name).
+    let log = std::fs::read_to_string(fleet.dir.path().join("nats/nats.log")).unwrap();
+    let denied: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Violation") && l.contains(":keyledger "))
+        .collect();
+    assert!(denied.is_empty(), "{denied:#?}");
     fleet.stop_and_compare();
 }

@@ -129,8 +129,13 @@ impl Fleet {
     /// `names.len()` hosts: the first bootstraps the stream with its store (one super-admin
     /// key), the others start from empty directories; returns once all have caught up.
     pub(crate) fn start(names: &[&str], extra: &[&str]) -> Fleet {
+        Self::start_on(names, extra, |dir| NatsServer::start(dir))
+    }
+
+    /// As [`Fleet::start`], on the nats-server `nats` starts in the directory given.
+    pub(crate) fn start_on(names: &[&str], extra: &[&str], nats: impl FnOnce(&Path) -> NatsServer) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
-        let nats = NatsServer::start(&dir.path().join("nats"));
+        let nats = nats(&dir.path().join("nats"));
         let chain_key = dir.path().join("chain.key");
         cli(
             &dir.path().join("unused"),
