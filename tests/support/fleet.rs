@@ -129,7 +129,7 @@ impl Fleet {
     /// `names.len()` hosts: the first bootstraps the stream with its store (one super-admin
     /// key), the others start from empty directories; returns once all have caught up.
     pub(crate) fn start(names: &[&str], extra: &[&str]) -> Fleet {
-        Self::start_on(names, extra, |dir| NatsServer::start(dir))
+        Self::start_on(names, extra, NatsServer::start)
     }
 
     /// As [`Fleet::start`], on the nats-server `nats` starts in the directory given.
