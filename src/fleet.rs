@@ -377,6 +377,10 @@ pub struct FleetSurvey {
     pub stream: String,
     /// The position of its last message.
     pub last_position: u64,
+    /// Why the stream cannot be trusted as the server shows it, if it cannot: messages
+    /// removed, or settings that let messages go or take other subjects (each host also
+    /// checks its genesis: see [`FleetStatus::stream_fault`]).
+    pub stream_problem: Option<String>,
     /// The hosts, by id; `lag` is counted from the most advanced one.
     pub hosts: Vec<HostStatus>,
 }
@@ -390,7 +394,13 @@ pub struct FleetSurvey {
 #[cfg(feature = "nats")]
 pub fn survey(options: &FleetOptions) -> Result<FleetSurvey, Error> {
     options.validated()?;
-    let (last_position, heads) = crate::log::nats_survey(options)?;
+    let (state, heads) = crate::log::nats_survey(options)?;
+    let missing = state.last.saturating_sub(state.messages);
+    let stream_problem = if missing > 0 {
+        Some(format!("{missing} messages were removed from the stream"))
+    } else {
+        state.unsafe_settings.map(|why| format!("the stream {why}"))
+    };
     let top = heads.iter().map(|(_, h, _)| h.seq).max().unwrap_or(0);
     let mut hosts: Vec<HostStatus> = heads
         .into_iter()
@@ -410,7 +420,8 @@ pub fn survey(options: &FleetOptions) -> Result<FleetSurvey, Error> {
     hosts.sort_by(|a, b| a.host.cmp(&b.host));
     Ok(FleetSurvey {
         stream: options.stream.clone(),
-        last_position,
+        last_position: state.last,
+        stream_problem,
         hosts,
     })
 }

@@ -206,6 +206,12 @@ fn a_single_byte_on_the_log_subject_halts_no_host_and_is_skipped_and_counted() {
             "{why}"
         );
         assert_eq!(fleet.health(i).status, 200, "{}", fleet.health(i).body);
+        let served = fleet.hosts[i].served.as_ref().unwrap();
+        eventually(10, "the host logs it", || {
+            served
+                .errors()
+                .contains("fleet: skipped 1 stream message(s) that are not the fleet's")
+        });
     }
     revoke(&fleet, 1, &id);
     for i in 0..2 {
@@ -292,6 +298,12 @@ fn a_stream_deleted_and_replayed_from_genuine_messages_is_refused_by_every_host(
         let fault = health["fleet"]["stream_fault"].as_str().unwrap();
         assert!(fault.contains("replaced"), "{fault}");
         writes_refused(&fleet, i);
+        let served = fleet.hosts[i].served.as_ref().unwrap();
+        eventually(10, "the host logs it", || {
+            served
+                .errors()
+                .contains("fleet: the stream cannot be trusted, writes stop: the stream was replaced")
+        });
         assert_eq!(fleet.auth(i, &deleted), 401, "the delete stands");
         assert_eq!(fleet.auth(i, &kept), 200, "still verifying");
         assert_eq!(fleet.last_seq(i), 4);
@@ -355,6 +367,15 @@ fn stream_settings_changed_under_the_fleet_are_noticed_reported_and_recovered_fr
             writes_refused(&fleet, i);
             assert_eq!(fleet.auth(i, &secret), 200);
         }
+        let survey = hosts::cli(
+            &fleet.dir.path().join("survey"),
+            &["fleet", "--nats", &fleet.url()],
+        );
+        let survey = String::from_utf8(survey.stdout).unwrap();
+        assert!(
+            survey.contains("cannot be trusted") && survey.contains(what),
+            "{survey}"
+        );
         attacker.update(restore);
         for i in 0..2 {
             eventually(20, &format!("{what}: host {i} recovers"), || {

@@ -199,25 +199,20 @@ async fn connect(options: &FleetOptions) -> Result<(async_nats::Client, jetstrea
 /// A host's announced head, and how long ago it was announced.
 pub(crate) type Announced = (String, HostHead, Duration);
 
-/// The stream's last position and every host's announced head with its age, read without
+/// The stream's state, and every host's announced head with its age, read without
 /// joining (nothing is created).
-pub(crate) fn survey(options: &FleetOptions) -> Result<(u64, Vec<Announced>), Error> {
+pub(crate) fn survey(options: &FleetOptions) -> Result<(StreamState, Vec<Announced>), Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let (_client, js) = connect(options).await?;
-        let missing = |what: String| Error::StreamUnavailable { reason: what };
-        let mut stream = js
-            .get_stream(&options.stream)
+        let state = inspect(&js, &options.stream, &options.subject())
             .await
-            .map_err(|e| missing(format!("no stream {}: {e}", options.stream)))?;
-        let last = stream
-            .info()
-            .await
-            .map_err(|e| missing(e.to_string()))?
-            .state
-            .last_sequence;
+            .map_err(Error::from)?
+            .ok_or_else(|| Error::StreamUnavailable {
+                reason: format!("no stream {}", options.stream),
+            })?;
         let mut hosts = Vec::new();
         if let Ok(kv) = js.get_key_value(options.heads_bucket()).await
             && let Ok(mut keys) = kv.keys().await
@@ -231,7 +226,7 @@ pub(crate) fn survey(options: &FleetOptions) -> Result<(u64, Vec<Announced>), Er
                 }
             }
         }
-        Ok((last, hosts))
+        Ok((state, hosts))
     })
 }
 
