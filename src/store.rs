@@ -2295,6 +2295,32 @@ mod fleet_tests {
         );
     }
 
+    /// A message sealed with the fleet's key for its place, whose records do not follow
+    /// the head (only a chain-key holder can make one): it is not skipped, it halts this
+    /// host's writes with nothing of it applied.
+    #[test]
+    fn a_sealed_message_whose_records_do_not_fit_halts_writes() {
+        let shared = MemShared::default();
+        let a = host(&shared, "a");
+        let root = Actor::super_admin("root");
+        a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+        let entries: Vec<crate::log::Entry> = a.trail.scan(0).map(Result::unwrap).collect();
+        let stream_id = a.fleet.as_ref().and_then(|f| f.stream_id()).unwrap();
+        let position = shared.len() as u64 + 1;
+        let chain = Chain::new(Some(&ChainKey::from_bytes(CHAIN_KEY)));
+        // Record 1 again, sealed for the next position: the records do not follow the head.
+        let again = crate::fleet::message::encode_entries("a", stream_id, position, 0, &entries[..1], &chain);
+        shared.inject(again.unwrap());
+        until("a halts", || a.fleet_status().unwrap().halted.is_some());
+        let status = a.fleet_status().unwrap();
+        assert_eq!(status.foreign_messages, 0, "{status:?}");
+        assert_eq!(a.last_seq(), 1);
+        assert!(matches!(
+            a.create_key(&root, NewKey::new("more").role("bot")),
+            Err(Error::FleetHalted { .. })
+        ));
+    }
+
     /// The stream deleted and created again with its first messages put back (genuine,
     /// sealed for those places): the host notices within a heartbeat, reports the fault,
     /// refuses writes with a typed error and keeps verifying; a new host does not start on
