@@ -6,11 +6,14 @@
 //!   live hosts are those heard from within a lease; a revocation waits here until every
 //!   live host has applied it. It also keeps this host's contact with the stream, from
 //!   which the staleness limits follow.
-//! - [`Replica`]: the writer's side. It appends a batch's entries to the stream as one
-//!   message after the last position it applied (losing a race means accepting the
-//!   winner's messages through the ledger and preparing again), and applies what other
-//!   hosts append: decoded, checked by the ledger (sequence, chain key, rules), then
-//!   written to the local log. Anything that does not fit stops this host's writes.
+//! - [`Replica`] (`fleet/replica.rs`): the writer's side. It appends a batch's entries to
+//!   the stream as one message after the last position it applied (losing a race means
+//!   accepting the winner's messages through the ledger and preparing again), and applies
+//!   what other hosts append: its seal checked for this stream and place
+//!   (`fleet/message.rs`; a message that is not the fleet's is skipped and counted), its
+//!   records checked by the ledger, then written to the local log. A sealed message that
+//!   does not fit stops this host's writes; a stream that is not the fleet's any more
+//!   (`fleet/stream.rs`) stops them until it is right again.
 //! - The public options and reports: [`FleetOptions`], [`FleetStatus`], [`HostStatus`],
 //!   [`Revoked`].
 // Without the `nats` feature there is no shared log to join: the types stay (the store

@@ -95,10 +95,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl StreamWatch {
     /// Records the stream's fault now (`None`: the stream is right again). A fault that
-    /// persists keeps the time it began.
+    /// persists keeps the time it began. A rollback stays until this host restarts: the
+    /// stream lost messages this host applied, and a stream grown past them again (with
+    /// anything) is still not the one they were in.
     pub(crate) fn set_fault(&self, fault: Option<StreamFault>) {
         let mut current = lock(&self.fault);
         match (current.as_ref(), fault) {
+            (Some((StreamFault::RolledBack { .. }, _)), _) => {}
             (Some((old, _)), Some(new)) if *old == new => {}
             (_, Some(new)) => *current = Some((new, Instant::now())),
             (_, None) => *current = None,
@@ -270,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fault_keeps_its_start_while_it_lasts_and_clears() {
+    fn a_fault_keeps_its_start_while_it_lasts_and_clears_unless_a_rollback() {
         let watch = StreamWatch::default();
         watch.set_fault(Some(StreamFault::Deleted));
         let since = watch.fault_since().unwrap();
@@ -278,6 +281,9 @@ mod tests {
         assert_eq!(watch.fault_since(), Some(since));
         watch.set_fault(None);
         assert_eq!(watch.fault(), None);
+        watch.set_fault(Some(StreamFault::RolledBack { last: 1, applied: 2 }));
+        watch.set_fault(None);
+        assert!(watch.fault().is_some(), "a rollback stays");
         watch.foreign("x".into());
         assert_eq!(watch.foreign_seen(), (1, Some("x".into())));
     }
