@@ -5,6 +5,7 @@
 //! It must never decide what a host does with a message; [`decode`] only says whether the
 //! message is the fleet's ([`Unusable::Foreign`] when it is not: anyone may publish one).
 
+use bincode::Options as _;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -122,8 +123,6 @@ fn seal(chain: &Chain, wire: &WireRefV2<'_>) -> Result<Vec<u8>, Error> {
     out.extend_from_slice(&seal);
     Ok(out)
 }
-
-use bincode::Options as _;
 
 /// The genesis of a stream: published at `position` (the stream's first, normally 1) by
 /// host `origin`, naming a fresh random stream id and the stream's creation time as the
