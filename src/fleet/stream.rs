@@ -272,6 +272,30 @@ mod tests {
         ));
     }
 
+    /// Junk before any genesis is passed over and a genesis published after it, which the
+    /// next host takes; a stream that begins with a version 1 message (0.4.0) is refused.
+    #[test]
+    fn a_genesis_follows_junk_is_shared_and_a_version_1_stream_is_refused() {
+        let chain = Chain::new(Some(&crate::ChainKey::from_bytes([9; 32])));
+        let shared = crate::log::MemShared::default();
+        shared.inject(b"x".to_vec());
+        let first = genesis(&mut shared.clone(), "a", "s", &chain).unwrap();
+        assert_eq!(first.position, 2);
+        assert_eq!(genesis(&mut shared.clone(), "b", "s", &chain).unwrap(), first);
+
+        let old = crate::log::MemShared::default();
+        let v1 = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/message-v1.bin"
+        ))
+        .unwrap();
+        old.inject(v1);
+        assert!(matches!(
+            genesis(&mut old.clone(), "a", "s", &chain),
+            Err(Error::InvalidInput { field: "stream", .. })
+        ));
+    }
+
     #[test]
     fn a_fault_keeps_its_start_while_it_lasts_and_clears_unless_a_rollback() {
         let watch = StreamWatch::default();
