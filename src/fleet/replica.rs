@@ -24,6 +24,9 @@ const APPLY_BYTES: usize = 8 << 20;
 /// The local log is synced when idle, at close, and once this many bytes are unsynced:
 /// the stream is the record, and acknowledges a write before this host's disk does.
 const SYNC_BYTES: usize = 8 << 20;
+/// How far back from a stored position that holds a skipped message a restart looks for the
+/// batch to resume from, before it reads the stream from its genesis.
+const HINT_LOOKBACK: u64 = 1024;
 /// How many times a batch is prepared again after losing the race to append.
 pub(crate) const MAX_RACES: usize = 64;
 
@@ -652,15 +655,22 @@ fn find_prefix(
 ) -> Result<Prefix, Error> {
     let diverged = |position: u64, reason: String| Error::StreamDiverged { position, reason };
     let ours = Some(&identity.stream_id);
-    // The stored position is where the previous run stopped; the message there must end
-    // at or before the head (a crash may have left the hint one message behind).
+    // The stored position is where the previous run stopped; the batch there must end at
+    // or before the head (a crash may have left the hint one message behind). The hint may
+    // be a skipped message: the nearest batch before it, looking a bounded way back.
     let mut from = identity.position + 1;
-    if stored > identity.position
-        && stored <= last
-        && let Ok(Message::Entries(m)) = message::decode(&shared.get(stored)?, stored, ours, chain)
-        && m.last <= head
-    {
-        from = stored;
+    let lowest = stored.saturating_sub(HINT_LOOKBACK).max(identity.position + 1);
+    for pos in (lowest..=stored.min(last)).rev() {
+        match message::decode(&shared.get(pos)?, pos, ours, chain) {
+            Ok(Message::Entries(m)) => {
+                if m.last <= head {
+                    from = pos;
+                }
+                break;
+            }
+            Err(Unusable::Foreign(_) | Unusable::Legacy) => {}
+            Ok(Message::Genesis { .. }) | Err(Unusable::Broken(_)) => break,
+        }
     }
     if head == 0 {
         return Ok(Prefix::At(identity.position));
