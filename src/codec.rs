@@ -13,7 +13,6 @@ use crate::Error;
 use crate::chain::{Chain, Head, SealDomain, StoredHead};
 use crate::check::ProblemKind;
 use crate::event::{Actor, ActorRole, Event, EventKind, KeyId, KeySource, Record};
-use crate::log::Entry;
 use crate::projection::{GraceData, Roll, Row, SlotData, SnapshotData};
 use crate::token::KeyHash;
 
@@ -24,7 +23,7 @@ pub(crate) const RECORD_VERSION: u16 = 3;
 /// No record may be larger; decoding stops at this many bytes.
 pub(crate) const MAX_RECORD_BYTES: u64 = 64 * 1024;
 
-fn options(limit: u64) -> impl Options {
+pub(crate) fn options(limit: u64) -> impl Options {
     bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .with_little_endian()
@@ -780,7 +779,7 @@ pub(crate) fn entry_records(key: u64, bytes: &[u8]) -> Result<Vec<(u64, &[u8])>,
 
 /// How many records a log entry holds, from a block's header (its checksum and records
 /// unchecked; [`entry_records`] checks them): 1 for a format 1 record.
-fn entry_record_count(key: u64, bytes: &[u8]) -> Result<u64, Error> {
+pub(crate) fn entry_record_count(key: u64, bytes: &[u8]) -> Result<u64, Error> {
     let bad = |reason: String| Error::corrupt(key, ProblemKind::Undecodable, reason);
     match version_of(bytes) {
         Some(BLOCK_VERSION) => {}
@@ -810,7 +809,7 @@ fn entry_record_count(key: u64, bytes: &[u8]) -> Result<u64, Error> {
 
 /// The version after `magic` at the start of `bytes`: `None` if `magic` is not there; a
 /// version outside `versions` is [`Error::UnsupportedVersion`].
-fn magic_version(
+pub(crate) fn magic_version(
     bytes: &[u8],
     magic: &[u8; 8],
     versions: std::ops::RangeInclusive<u16>,
@@ -1290,157 +1289,6 @@ pub(crate) fn decode_last_used(bytes: &[u8]) -> Result<Vec<(KeyId, u32)>, Error>
         .deserialize(body)
         .map_err(|e| bad(e.to_string()))?;
     Ok(wire.entries.into_iter().map(|(k, m)| (KeyId(k), m)).collect())
-}
-
-/// The first bytes of every message on a shared log's stream.
-const MESSAGE_MAGIC: [u8; 8] = *b"KLMSG\x00\x00\x00";
-const MESSAGE_VERSION: u16 = 1;
-/// No stream message may be larger; decoding stops at this many bytes.
-pub(crate) const MAX_MESSAGE_BYTES: u64 = 64 << 20;
-
-/// The longest origin (host id) a message may name.
-const MAX_ORIGIN_BYTES: usize = 64;
-
-#[derive(Serialize)]
-struct MessageRefV1<'a> {
-    magic: [u8; 8],
-    version: u16,
-    origin: &'a str,
-    bootstrap: u64,
-    entries: &'a [Entry],
-}
-
-#[derive(Deserialize)]
-struct MessageV1 {
-    magic: [u8; 8],
-    version: u16,
-    origin: String,
-    bootstrap: u64,
-    entries: Vec<Entry>,
-}
-
-/// A stream message, decoded: log entries (blocks or format 1 records) that hold records
-/// `first..=last` with no gap, in order. The records themselves are not decoded nor
-/// checked; the ledger does that.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct StreamMessage {
-    /// The host that appended it (it proves nothing beyond the seal: any key holder can
-    /// write any name).
-    pub(crate) origin: String,
-    /// For a message of a bootstrap (a single host's log published as the stream's
-    /// beginning): the last record of that log, which the bootstrap reaches once whole;
-    /// 0 otherwise.
-    pub(crate) bootstrap: u64,
-    pub(crate) entries: Vec<Entry>,
-    pub(crate) first: u64,
-    pub(crate) last: u64,
-}
-
-/// One message of a shared log: the entries one writer batch of host `origin` appends, in
-/// order, sealed with the chain key. The origin makes two hosts' messages differ even when
-/// their records are the same bytes (the same command, by the same actor, in the same
-/// microsecond); the seal makes a message published without the key refused whole, before
-/// any record of it is looked at (a record's own link is not enough: the hash it links to
-/// is no secret, `keyledger head` prints it).
-pub(crate) fn encode_message(
-    origin: &str,
-    bootstrap: u64,
-    entries: &[Entry],
-    chain: &Chain,
-) -> Result<Vec<u8>, Error> {
-    if origin.len() > MAX_ORIGIN_BYTES {
-        return Err(Error::invalid("host id", "longer than 64 bytes"));
-    }
-    let mut out = options(MAX_MESSAGE_BYTES)
-        .serialize(&MessageRefV1 {
-            magic: MESSAGE_MAGIC,
-            version: MESSAGE_VERSION,
-            origin,
-            bootstrap,
-            entries,
-        })
-        .map_err(|e| Error::invalid("stream message", e.to_string()))?;
-    let seal = chain.seal(SealDomain::Message, &out);
-    out.extend_from_slice(&seal);
-    Ok(out)
-}
-
-/// The length of a stream message's seal, after its body.
-pub(crate) const MESSAGE_SEAL_LEN: usize = 32;
-
-/// Checks a stream message's seal with `chain`, then decodes it and checks its shape: at
-/// least one entry, each block's header, and together one run of records with no gap.
-/// `position` (the message's place in the stream) only names it in errors.
-pub(crate) fn decode_message(bytes: &[u8], position: u64, chain: &Chain) -> Result<StreamMessage, Error> {
-    let unsealed = bytes
-        .len()
-        .checked_sub(MESSAGE_SEAL_LEN)
-        .map(|n| bytes.split_at(n))
-        .filter(|(body, seal)| chain.seal(SealDomain::Message, body) == **seal);
-    let Some((body, _)) = unsealed else {
-        return Err(Error::corrupt(
-            0,
-            ProblemKind::Edited,
-            format!(
-                "stream message {position} is not sealed with this fleet's chain key: \
-                 published without the key, or damaged"
-            ),
-        ));
-    };
-    decode_message_body(body, position)
-}
-
-/// Decodes a stream message's body (its seal checked already).
-fn decode_message_body(bytes: &[u8], position: u64) -> Result<StreamMessage, Error> {
-    let bad = |seq: u64, reason: String| {
-        Error::corrupt(
-            seq,
-            ProblemKind::Undecodable,
-            format!("stream message {position}: {reason}"),
-        )
-    };
-    if magic_version(bytes, &MESSAGE_MAGIC, MESSAGE_VERSION..=MESSAGE_VERSION)?.is_none() {
-        return Err(bad(0, "not a keyledger message".into()));
-    }
-    let wire: MessageV1 = options(MAX_MESSAGE_BYTES.min(bytes.len() as u64))
-        .deserialize(bytes)
-        .map_err(|e| bad(0, e.to_string()))?;
-    if wire.magic != MESSAGE_MAGIC || wire.version != MESSAGE_VERSION {
-        return Err(bad(0, "not a keyledger message".into()));
-    }
-    if wire.origin.len() > MAX_ORIGIN_BYTES {
-        return Err(bad(0, "its origin is longer than 64 bytes".into()));
-    }
-    let first = wire
-        .entries
-        .first()
-        .map(|e| e.0)
-        .ok_or_else(|| bad(0, "it holds no entries".into()))?;
-    if first == 0 {
-        return Err(bad(0, "its first record is numbered 0".into()));
-    }
-    let mut next = first;
-    for (key, entry) in &wire.entries {
-        if *key != next {
-            return Err(bad(
-                next,
-                format!("record {next} is followed by an entry at {key}"),
-            ));
-        }
-        // The count from the header: the ledger checks each entry whole (its checksum
-        // included) when it accepts it, so it is not hashed twice.
-        let records = entry_record_count(*key, entry).map_err(|e| bad(*key, e.to_string()))?;
-        next = key
-            .checked_add(records)
-            .ok_or_else(|| bad(*key, "its sequence numbers overflow".into()))?;
-    }
-    Ok(StreamMessage {
-        origin: wire.origin,
-        bootstrap: wire.bootstrap,
-        entries: wire.entries,
-        first,
-        last: next - 1,
-    })
 }
 
 /// A host's applied head, as it announces it to the others.
@@ -1948,70 +1796,6 @@ pub(crate) mod tests {
                 found: 9,
                 supported: 3
             })
-        ));
-    }
-
-    fn block_at(first: u64, records: usize) -> Entry {
-        let mut block = BlockWriter::new(first);
-        for i in 0..records {
-            block.push(format!("record {i}").as_bytes());
-        }
-        block.finish()
-    }
-
-    /// A stream message keeps its entries byte for byte, and its shape is checked: no gap
-    /// between entries, none numbered 0, none empty, no trailing bytes, any flipped byte of
-    /// an entry refused.
-    #[test]
-    fn a_stream_message_round_trips_and_a_misshapen_one_is_refused() {
-        let chain = Chain::new(Some(&crate::ChainKey::from_bytes([9; 32])));
-        let entries = vec![block_at(7, 3), block_at(10, 2)];
-        let bytes = encode_message("host-a", 0, &entries, &chain).unwrap();
-        let decoded = decode_message(&bytes, 4, &chain).unwrap();
-        assert_eq!((decoded.first, decoded.last), (7, 11));
-        assert_eq!(decoded.entries, entries);
-        assert_eq!(decoded.origin, "host-a");
-        assert!(encode_message(&"h".repeat(65), 0, &entries, &chain).is_err());
-
-        // Sealed: no byte can change, and no other key (nor none) makes one that passes.
-        for i in 0..bytes.len() {
-            let mut bad = bytes.clone();
-            bad[i] ^= 0x01;
-            assert!(decode_message(&bad, 4, &chain).is_err(), "byte {i}");
-        }
-        let public = encode_message("host-a", 0, &entries, &Chain::new(None)).unwrap();
-        assert!(matches!(
-            decode_message(&public, 4, &chain),
-            Err(Error::Corrupt {
-                kind: ProblemKind::Edited,
-                ..
-            })
-        ));
-        assert!(decode_message(&bytes[..20], 4, &chain).is_err());
-
-        // The shape of a body, sealed or not.
-        let body = |entries: &[Entry]| {
-            let sealed = encode_message("host-a", 0, entries, &chain).unwrap();
-            sealed[..sealed.len() - MESSAGE_SEAL_LEN].to_vec()
-        };
-        assert!(decode_message_body(&body(&entries), 4).is_ok());
-        assert!(
-            decode_message_body(&body(&[block_at(7, 3), block_at(11, 2)]), 4).is_err(),
-            "a gap"
-        );
-        assert!(decode_message_body(&body(&[]), 4).is_err(), "no entries");
-        assert!(
-            decode_message_body(&body(&[block_at(0, 1)]), 4).is_err(),
-            "record 0"
-        );
-        let mut trailing = body(&entries);
-        trailing.push(0);
-        assert!(decode_message_body(&trailing, 4).is_err());
-        let mut newer = body(&entries);
-        newer[8] = 2;
-        assert!(matches!(
-            decode_message_body(&newer, 4),
-            Err(Error::UnsupportedVersion { found: 2, .. })
         ));
     }
 

@@ -166,6 +166,18 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The shared log's stream is not the one the fleet wrote, or may lose what is written
+    /// to it (fleet mode): deleted, deleted and created again (whatever was put back in
+    /// it), rolled back behind what this host applied, messages removed, or settings that
+    /// let messages go or other subjects in. The host takes no write and reports itself
+    /// unhealthy until the stream is right again; it keeps verifying keys from what it has
+    /// under the staleness limits, counted from when it noticed. A host does not start on
+    /// a stream whose genesis names another creation time than the stream's.
+    #[error("the shared log's stream cannot be trusted: {reason}")]
+    StreamChanged {
+        /// What changed.
+        reason: String,
+    },
     /// The store's writer has stopped (the store is being dropped, or a previous write
     /// panicked); reopen the store.
     #[error("the store is closed")]
@@ -390,6 +402,7 @@ impl Error {
             Error::StreamUnavailable { .. } => "stream_unavailable",
             Error::StreamDiverged { .. } => "stream_diverged",
             Error::FleetHalted { .. } => "fleet_halted",
+            Error::StreamChanged { .. } => "stream_changed",
             Error::UnsupportedVersion { .. } => "unsupported_version",
             Error::Entropy(_) => "entropy",
             Error::Closed => "closed",
@@ -482,6 +495,9 @@ impl Error {
                 reason: reason.clone(),
             },
             Error::FleetHalted { reason } => Error::FleetHalted {
+                reason: reason.clone(),
+            },
+            Error::StreamChanged { reason } => Error::StreamChanged {
                 reason: reason.clone(),
             },
             Error::Closed => Error::Closed,

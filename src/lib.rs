@@ -140,34 +140,53 @@ pub mod fuzzing {
     }
 
     /// Decodes a shared log's stream message (the envelope around a batch's entries, sealed
-    /// with the chain key; public chain here). The bytes are tried as a whole message, then
-    /// as a body that gets a valid seal, so the body's decoder is reached whatever the
-    /// input. A message that decodes must encode to the same bytes, and a fresh ledger fed
-    /// its entries (as a host applies another's message) may refuse them, never panic.
+    /// with the chain key for its stream and position; public chain here). The bytes are
+    /// tried as a whole message, then as a body that gets a valid seal, so the body's
+    /// decoder is reached whatever the input. A batch that decodes must encode to the same
+    /// bytes, and a fresh ledger fed its entries (as a host applies another's message) may
+    /// refuse them, never panic.
     pub fn stream_message(bytes: &[u8]) -> bool {
+        use crate::fleet::message::{self, Message};
         let chain = Chain::new(None);
         let mut sealed = bytes.to_vec();
         sealed.extend_from_slice(&chain.seal(crate::chain::SealDomain::Message, bytes));
         let mut decoded = false;
         for candidate in [bytes, &sealed[..]] {
-            let Ok(message) = codec::decode_message(candidate, 1, &chain) else {
-                continue;
-            };
-            let again = codec::encode_message(&message.origin, message.bootstrap, &message.entries, &chain)
-                .expect("a decoded message encodes");
-            assert_eq!(again, candidate, "decode then encode changed the message");
-            assert!(message.first <= message.last);
-            let ledger = crate::ledger::Ledger::new(chain.clone());
-            let _ = ledger.accept(&message.entries);
-            decoded = true;
+            // Any stream and position: the ones the body names, if it names any.
+            let stream = candidate.get(10..26).and_then(|b| <[u8; 16]>::try_from(b).ok());
+            let position = candidate
+                .get(26..34)
+                .and_then(|b| b.try_into().ok())
+                .map_or(1, u64::from_le_bytes);
+            match message::decode(candidate, position, stream.as_ref(), &chain) {
+                Ok(Message::Entries(batch)) => {
+                    let again = message::encode_entries(
+                        &batch.origin,
+                        stream.unwrap_or_default(),
+                        position,
+                        batch.bootstrap,
+                        &batch.entries,
+                        &chain,
+                    )
+                    .expect("a decoded message encodes");
+                    assert_eq!(again, candidate, "decode then encode changed the message");
+                    assert!(batch.first <= batch.last);
+                    let ledger = crate::ledger::Ledger::new(chain.clone());
+                    let _ = ledger.accept(&batch.entries);
+                    decoded = true;
+                }
+                Ok(Message::Genesis { .. }) => decoded = true,
+                Err(_) => {}
+            }
         }
         decoded
     }
 
     /// Wraps entries in a stream message, as a writer batch of host `origin` is appended
-    /// (public chain).
+    /// at position 1 of a stream (public chain).
     pub fn encode_stream_message(origin: &str, entries: &[(u64, Vec<u8>)]) -> Vec<u8> {
-        codec::encode_message(origin, 0, entries, &Chain::new(None)).unwrap_or_default()
+        crate::fleet::message::encode_entries(origin, [0; 16], 1, 0, entries, &Chain::new(None))
+            .unwrap_or_default()
     }
 
     /// Splits a log entry into records; if it is a block that splits, checks that building

@@ -134,6 +134,26 @@ pub(crate) enum AppendError {
 /// A message read from a [`SharedLog`]: its position and bytes.
 pub(crate) type Delivered = Result<(u64, Vec<u8>), LogError>;
 
+/// What the server says of a shared log's stream: which positions it holds, when it was
+/// created, and whether its settings still keep every message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StreamState {
+    /// The position of its first message (its last + 1 when it holds none).
+    pub(crate) first: u64,
+    /// The position of its last message (0 for a stream never written).
+    pub(crate) last: u64,
+    /// How many messages it holds: fewer than `last - first + 1` once some were removed.
+    pub(crate) messages: u64,
+    /// When it was created, nanoseconds since the Unix epoch, by the server's clock.
+    pub(crate) created: i64,
+    /// Why its settings would let messages go or other subjects in, if they would.
+    pub(crate) unsafe_settings: Option<String>,
+}
+
+/// Judges the stream's state (`None`: there is no such stream) every period; returns
+/// whether to go on.
+pub(crate) type Judge = Box<dyn FnMut(Option<StreamState>) -> bool + Send>;
+
 /// A log that several hosts append to: one totally ordered stream of messages numbered
 /// from 1. Each host keeps a [`Log`] as a replica of the stream's prefix; the stream is
 /// the truth, and the witness every replica is checked against. An append names the
@@ -155,6 +175,14 @@ pub(crate) trait SharedLog: Send {
 
     /// The largest message the stream takes, in bytes.
     fn max_message_bytes(&self) -> usize;
+
+    /// The stream's state as the server reports it now; `None` if the stream does not
+    /// exist (it was deleted).
+    fn inspect(&mut self) -> Result<Option<StreamState>, LogError>;
+
+    /// Calls `judge` with the stream's state every `every` until it returns false. A state
+    /// the server did not answer for is not judged.
+    fn watch(&mut self, every: std::time::Duration, judge: Judge) -> Result<(), LogError>;
 
     /// Starts announcing this host's head to the other hosts (at once when it changes,
     /// else every heartbeat) and hearing theirs, until the fleet closes.

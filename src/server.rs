@@ -274,6 +274,10 @@ pub(crate) struct FleetHealth {
     rejecting: bool,
     /// Why this host stopped writing, if it did.
     halted: Option<String>,
+    /// Why the stream cannot be trusted, if it cannot (reason `stream`).
+    stream_fault: Option<String>,
+    /// Messages skipped since this host started because they were not the fleet's.
+    foreign_messages: u64,
 }
 
 impl From<&crate::FleetStatus> for FleetHealth {
@@ -283,6 +287,8 @@ impl From<&crate::FleetStatus> for FleetHealth {
             stale_ms: f.stale_for.as_millis(),
             rejecting: f.rejecting,
             halted: f.halted.clone(),
+            stream_fault: f.stream_fault.clone(),
+            foreign_messages: f.foreign_messages,
         }
     }
 }
@@ -313,6 +319,8 @@ impl Health {
             Some("damaged")
         } else if fleet.is_some_and(|f| f.halted.is_some()) {
             Some("halted")
+        } else if fleet.is_some_and(|f| f.stream_fault.is_some()) {
+            Some("stream")
         } else if fleet.is_some_and(|f| f.unhealthy) {
             Some("stale")
         } else {
@@ -431,6 +439,7 @@ fn status_of(e: &crate::Error) -> StatusCode {
         | Error::StreamDiverged { .. }
         | Error::FleetHalted { .. }
         | Error::UnsafeFile { .. }
+        | Error::StreamChanged { .. }
         | Error::Closed => StatusCode::SERVICE_UNAVAILABLE,
     }
 }

@@ -249,7 +249,9 @@ impl Builder {
 
     /// The head the log must reach or pass, kept outside the store (see
     /// [`KeyStore::head`]): [`Builder::open`] refuses, and [`Builder::check`] reports, a
-    /// log that ends before it or does not contain it.
+    /// log that ends before it or does not contain it. On a host of a fleet
+    /// ([`Builder::fleet`]) the log is checked once it has caught up with the stream, so a
+    /// new host from an empty directory refuses a stream rolled back past the witness.
     pub fn expect_head(mut self, witness: Witness) -> Self {
         self.expect_head = Some(witness);
         self
@@ -673,12 +675,20 @@ impl KeyStore {
         let ledger = Ledger::from_projection(proj, chain.clone(), clock);
         ledger.replay(&*log, u64::MAX, total, &options.progress)?;
         ledger::reaches_head(stored, ledger.head())?;
-        if let Some(witness) = options.expect_head {
+        if let Some(witness) = options.expect_head
+            && shared.is_none()
+        {
             ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
         }
         let (replica, fleet, rejecting) = match shared {
             Some(parts) => {
                 let replica = Replica::join(parts.log, Arc::clone(&parts.fleet), &mut *log, &ledger)?;
+                // On a host of a fleet, the witness is checked once the host has caught up
+                // with the stream: a new host (from an empty directory) that joins a stream
+                // rolled back past the witness refuses to start.
+                if let Some(witness) = options.expect_head {
+                    ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
+                }
                 (Some(replica), Some(parts.fleet), parts.rejecting)
             }
             None => (None, None, Arc::new(AtomicBool::new(false))),
@@ -2182,10 +2192,14 @@ mod fleet_tests {
         }
         let shared = MemShared::default();
         shared.set_max_bytes(100_000);
-        shared.set_capacity(Some(1));
+        shared.set_capacity(Some(2));
         let cut = host_on(&shared, "origin", single.clone()).unwrap_err();
         assert!(matches!(cut, Error::StreamUnavailable { .. }), "{cut:?}");
-        assert_eq!(shared.len(), 1, "one message of the bootstrap landed");
+        assert_eq!(
+            shared.len(),
+            2,
+            "the genesis and one message of the bootstrap landed"
+        );
 
         let b = host(&shared, "b");
         assert!(b.last_seq() > 0 && b.last_seq() < 1500);
@@ -2261,10 +2275,10 @@ mod fleet_tests {
         assert_eq!(a.head(), b.head());
     }
 
-    /// A message whose records the chain key did not make is refused: nothing of it is
-    /// applied, the host stops writing (with a typed error) and keeps verifying.
+    /// A message whose records the chain key did not make is not the fleet's: nothing of it
+    /// is applied, it is counted, and the host goes on writing and verifying.
     #[test]
-    fn a_forged_message_halts_writes_and_applies_nothing() {
+    fn a_forged_message_is_skipped_and_counted_and_writes_go_on() {
         let shared = MemShared::default();
         let a = host(&shared, "a");
         let root = Actor::super_admin("root");
@@ -2303,23 +2317,114 @@ mod fleet_tests {
         let first: Vec<crate::log::Entry> = a.trail.scan(0).map(Result::unwrap).collect();
         twin.accept(&first).unwrap();
         twin.accept(&entries).unwrap();
-        shared.inject(codec::encode_message("forger", 0, &entries, &Chain::new(None)).unwrap());
-        until("a halts", || a.fleet_status().unwrap().halted.is_some());
-        let halted = a.fleet_status().unwrap().halted.unwrap();
-        assert!(
-            halted.contains("not sealed with this fleet's chain key"),
-            "{halted}"
+        let stream_id = a.fleet.as_ref().and_then(|f| f.stream_id()).unwrap();
+        let position = shared.len() as u64 + 1;
+        let forged = crate::fleet::message::encode_entries(
+            "forger",
+            stream_id,
+            position,
+            0,
+            &entries,
+            &Chain::new(None),
         );
+        shared.inject(forged.unwrap());
+        until("a skips it", || a.fleet_status().unwrap().foreign_messages == 1);
+        let status = a.fleet_status().unwrap();
+        assert!(
+            status
+                .last_foreign
+                .as_deref()
+                .is_some_and(|why| why.contains("not sealed with the fleet's chain key")),
+            "{status:?}"
+        );
+        assert!(status.halted.is_none() && !status.unhealthy, "{status:?}");
         assert_eq!(a.last_seq(), 1);
         assert!(a.keys().iter().all(|k| k.name != "forged"));
+        a.create_key(&root, NewKey::new("more").role("bot")).unwrap();
+        assert_eq!(a.last_seq(), 2);
+        assert!(
+            a.verify(kept.key.expose_secret(), "10.0.0.1".parse().unwrap())
+                .is_ok()
+        );
+    }
+
+    /// A message sealed with the fleet's key for its place, whose records do not follow
+    /// the head (only a chain-key holder can make one): it is not skipped, it halts this
+    /// host's writes with nothing of it applied.
+    #[test]
+    fn a_sealed_message_whose_records_do_not_fit_halts_writes() {
+        let shared = MemShared::default();
+        let a = host(&shared, "a");
+        let root = Actor::super_admin("root");
+        a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+        let entries: Vec<crate::log::Entry> = a.trail.scan(0).map(Result::unwrap).collect();
+        let stream_id = a.fleet.as_ref().and_then(|f| f.stream_id()).unwrap();
+        let position = shared.len() as u64 + 1;
+        let chain = Chain::new(Some(&ChainKey::from_bytes(CHAIN_KEY)));
+        // Record 1 again, sealed for the next position: the records do not follow the head.
+        let again = crate::fleet::message::encode_entries("a", stream_id, position, 0, &entries[..1], &chain);
+        shared.inject(again.unwrap());
+        until("a halts", || a.fleet_status().unwrap().halted.is_some());
+        let status = a.fleet_status().unwrap();
+        assert_eq!(status.foreign_messages, 0, "{status:?}");
+        assert_eq!(a.last_seq(), 1);
         assert!(matches!(
             a.create_key(&root, NewKey::new("more").role("bot")),
             Err(Error::FleetHalted { .. })
+        ));
+    }
+
+    /// The stream deleted and created again with its first messages put back (genuine,
+    /// sealed for those places): the host notices within a heartbeat, reports the fault,
+    /// refuses writes with a typed error and keeps verifying; a new host does not start on
+    /// it.
+    #[test]
+    fn a_stream_rolled_back_under_a_host_stops_its_writes_and_a_new_host_refuses_it() {
+        let shared = MemShared::default();
+        let a = host(&shared, "a");
+        let root = Actor::super_admin("root");
+        let kept = a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+        a.create_key(&root, NewKey::new("later").role("bot")).unwrap();
+        shared.recreate(2);
+        until("a notices", || a.fleet_status().unwrap().stream_fault.is_some());
+        let status = a.fleet_status().unwrap();
+        assert!(status.unhealthy, "{status:?}");
+        assert!(matches!(
+            a.create_key(&root, NewKey::new("more").role("bot")),
+            Err(Error::StreamChanged { .. })
         ));
         assert!(
             a.verify(kept.key.expose_secret(), "10.0.0.1".parse().unwrap())
                 .is_ok()
         );
+        assert!(matches!(
+            host_on(&shared, "b", MemLog::default()),
+            Err(Error::StreamChanged { .. })
+        ));
+    }
+
+    /// An older copy of the stream brought back (the same creation time, as a restored
+    /// backup keeps): it ends before what the host applied, which it notices and reports;
+    /// its writes stop until the stream reaches it again.
+    #[test]
+    fn a_stream_restored_from_an_older_copy_is_noticed_as_rolled_back() {
+        let shared = MemShared::default();
+        let a = host(&shared, "a");
+        let root = Actor::super_admin("root");
+        a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+        let older = shared.len();
+        a.create_key(&root, NewKey::new("later").role("bot")).unwrap();
+        shared.restore_older(older);
+        until("a notices", || {
+            a.fleet_status()
+                .unwrap()
+                .stream_fault
+                .is_some_and(|f| f.contains("rolled back"))
+        });
+        assert!(matches!(
+            a.create_key(&root, NewKey::new("more").role("bot")),
+            Err(Error::StreamChanged { .. })
+        ));
     }
 
     /// An append the shared log does not answer is an error that changes nothing here; a
@@ -2335,7 +2440,7 @@ mod fleet_tests {
             Err(Error::StreamUnavailable { .. })
         ));
         shared.set_unreachable(false);
-        assert_eq!((a.last_seq(), shared.len()), (0, 0));
+        assert_eq!((a.last_seq(), shared.len()), (0, 1), "the genesis only");
         let keys: Vec<ExistingKey> = (0..20_000)
             .map(|i| {
                 let name = format!("adopted {i} with a long name to fill the message quickly");
@@ -2348,14 +2453,14 @@ mod fleet_tests {
             matches!(err, Error::InvalidInput { field: "batch", .. }),
             "{err:?}"
         );
-        assert_eq!((a.last_seq(), shared.len()), (0, 0));
+        assert_eq!((a.last_seq(), shared.len()), (0, 1), "the genesis only");
         a.create_key(&root, NewKey::new("fine").role("bot")).unwrap();
-        assert_eq!((a.last_seq(), shared.len()), (1, 1));
+        assert_eq!((a.last_seq(), shared.len()), (1, 2));
         // An append that landed but whose answer was lost is sent again and acknowledged
         // once: the shared log holds it once.
         shared.lose_next_answer();
         a.create_key(&root, NewKey::new("answer lost").role("bot"))
             .unwrap();
-        assert_eq!((a.last_seq(), shared.len()), (2, 2));
+        assert_eq!((a.last_seq(), shared.len()), (2, 3));
     }
 }

@@ -2,304 +2,32 @@
 //! store, on one real nats-server (JetStream, its own directory, a free loopback port).
 //!
 //! Convergence, races from different hosts, `kill -9` of the server and of a host during
-//! writes, a host starting from nothing, a rogue publisher without the chain key, a host
+//! writes, a host starting from nothing, a rogue publisher without the chain key (skipped), a host
 //! that loses the server (its staleness limits), and the refusals at start (no chain key,
 //! a local log that is not a prefix of the stream). After the writes, every host's store
 //! is checked (`keyledger check`) and exported: the exports are byte for byte the same.
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/fleet.rs"]
+mod hosts;
 #[path = "support/nats.rs"]
 mod nats;
 #[path = "support/served.rs"]
 mod served;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-use nats::NatsServer;
+use hosts::{Answer, Fleet, admin, cli, eventually, http};
 use served::{Served, keyledger, super_admin_key};
-
-/// Timings short enough for tests: hosts hear each other every 100 ms and drop out after
-/// a second of silence.
-const FAST: &[&str] = &["--heartbeat", "100ms", "--lease", "1s"];
-
-/// Runs the command line on `db`; panics unless it exits 0.
-fn cli(db: &Path, args: &[&str]) -> Output {
-    let out = keyledger(db).args(args).stdin(Stdio::null()).output().unwrap();
-    assert!(out.status.success(), "keyledger {args:?}: {out:?}");
-    out
-}
-
-/// An HTTP answer: status and body.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
-    }
-}
-
-/// One HTTP/1.1 request on a connection of its own; `None` if the server cannot be reached.
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: Option<&Value>,
-) -> Option<Answer> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    stream.set_nodelay(true).unwrap();
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: fleet.test\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    if let Some(key) = key {
-        request.push_str(&format!("x-api-key: {key}\r\n"));
-    }
-    if !body.is_empty() {
-        request.push_str("content-type: application/json\r\n");
-    }
-    request.push_str("\r\n");
-    request.push_str(&body);
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8(raw).unwrap();
-    let (head, rest) = text.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(rest)
-    } else {
-        rest.to_owned()
-    };
-    Some(Answer { status, body })
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.push_str(&after[..size]);
-        rest = &after[size + 2..];
-    }
-    out
-}
-
-/// An admin API call with the root key; panics if the server does not answer.
-fn admin(addr: SocketAddr, root: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
-    http(addr, method, path, Some(root), body.as_ref())
-        .unwrap_or_else(|| panic!("{addr} did not answer {method} {path}"))
-}
-
-/// Polls `f` until it holds, for at most `secs` seconds.
-fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "not within {secs} s: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// One host: its store's directory and, while it runs, its server.
-struct Host {
-    name: String,
-    db: PathBuf,
-    served: Option<Served>,
-    extra: Vec<String>,
-}
-
-/// A fleet on one nats-server: the chain key all hosts share, the root admin key made on
-/// the first host before it joined, and the hosts.
-struct Fleet {
-    dir: TempDir,
-    nats: std::sync::Mutex<NatsServer>,
-    chain_key: PathBuf,
-    root: String,
-    hosts: Vec<Host>,
-}
-
-impl Fleet {
-    /// `names.len()` hosts: the first bootstraps the stream with its store (one super-admin
-    /// key), the others start from empty directories; returns once all have caught up.
-    fn start(names: &[&str], extra: &[&str]) -> Fleet {
-        let dir = tempfile::tempdir().unwrap();
-        let nats = NatsServer::start(&dir.path().join("nats"));
-        let chain_key = dir.path().join("chain.key");
-        cli(
-            &dir.path().join("unused"),
-            &["chain-key", "new", chain_key.to_str().unwrap()],
-        );
-        let root = super_admin_key(&dir.path().join(names[0]), &chain_key, "root-admin", &[]);
-        let mut fleet = Fleet {
-            nats: std::sync::Mutex::new(nats),
-            chain_key,
-            root,
-            hosts: names
-                .iter()
-                .map(|n| Host {
-                    name: (*n).to_owned(),
-                    db: dir.path().join(n),
-                    served: None,
-                    extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-                })
-                .collect(),
-            dir,
-        };
-        for i in 0..names.len() {
-            fleet.start_host(i);
-        }
-        fleet.converged(1);
-        fleet
-    }
-
-    fn args(&self, i: usize) -> Vec<String> {
-        let host = &self.hosts[i];
-        let mut args = vec![
-            "--chain-key-file".to_owned(),
-            self.chain_key.to_str().unwrap().to_owned(),
-            "--nats".to_owned(),
-            self.url(),
-            "--host-id".to_owned(),
-            host.name.clone(),
-        ];
-        args.extend(FAST.iter().map(|s| (*s).to_owned()));
-        args.extend(host.extra.iter().cloned());
-        args
-    }
-
-    fn url(&self) -> String {
-        self.nats.lock().unwrap().url()
-    }
-
-    fn start_host(&mut self, i: usize) {
-        let args = self.args(i);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.hosts[i].served = Some(Served::start(&self.hosts[i].db, &args));
-    }
-
-    fn addr(&self, i: usize) -> SocketAddr {
-        self.hosts[i].served.as_ref().unwrap().addr
-    }
-
-    fn call(&self, i: usize, method: &str, path: &str, body: Option<Value>) -> Answer {
-        admin(self.addr(i), &self.root, method, path, body)
-    }
-
-    /// A key created through host `i`: its id and secret.
-    fn create(&self, i: usize, name: &str) -> (String, String) {
-        let answer = self.call(
-            i,
-            "POST",
-            "/v1/keys",
-            Some(json!({"name": name, "roles": ["bot"]})),
-        );
-        assert_eq!(answer.status, 201, "{answer:?}");
-        let key = answer.json();
-        (
-            key["id"].as_str().unwrap().to_owned(),
-            key["key"].as_str().unwrap().to_owned(),
-        )
-    }
-
-    /// `/auth`'s status for `secret` on host `i`.
-    fn auth(&self, i: usize, secret: &str) -> u16 {
-        http(self.addr(i), "GET", "/auth", Some(secret), None).map_or(0, |a| a.status)
-    }
-
-    fn health(&self, i: usize) -> Answer {
-        http(self.addr(i), "GET", "/healthz", None, None).unwrap()
-    }
-
-    /// Waits until every running host has applied `seq` records.
-    fn converged(&self, seq: u64) {
-        for (i, host) in self.hosts.iter().enumerate() {
-            if host.served.is_none() {
-                continue;
-            }
-            eventually(60, &format!("host {} reaches record {seq}", host.name), || {
-                self.health(i).json()["last_seq"].as_u64() == Some(seq)
-            });
-        }
-    }
-
-    fn last_seq(&self, i: usize) -> u64 {
-        self.health(i).json()["last_seq"].as_u64().unwrap()
-    }
-
-    /// Stops every host, checks each store and exports it: the exports are the same bytes.
-    fn stop_and_compare(&mut self) -> Vec<Value> {
-        for host in &mut self.hosts {
-            if let Some(mut served) = host.served.take() {
-                assert!(
-                    served.terminate().is_some_and(|s| s.success()),
-                    "{}",
-                    served.errors()
-                );
-            }
-        }
-        let ck = self.chain_key.to_str().unwrap().to_owned();
-        let mut exports = Vec::new();
-        let mut audits = Vec::new();
-        for host in &self.hosts {
-            let check = cli(&host.db, &["--chain-key-file", &ck, "check"]);
-            assert!(
-                String::from_utf8_lossy(&check.stdout).starts_with("intact:"),
-                "{}: {check:?}",
-                host.name
-            );
-            let file = self.dir.path().join(format!("{}.export", host.name));
-            cli(
-                &host.db,
-                &["--chain-key-file", &ck, "export", file.to_str().unwrap()],
-            );
-            exports.push(std::fs::read(&file).unwrap());
-            let audit = cli(&host.db, &["--chain-key-file", &ck, "audit", "--json"]);
-            audits.push(
-                String::from_utf8(audit.stdout)
-                    .unwrap()
-                    .lines()
-                    .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                    .collect::<Vec<_>>(),
-            );
-        }
-        for (host, export) in self.hosts.iter().zip(&exports).skip(1) {
-            assert!(
-                export == &exports[0],
-                "{}'s export differs from {}'s",
-                host.name,
-                self.hosts[0].name
-            );
-        }
-        let audit = audits.swap_remove(0);
-        for (seq, entry) in audit.iter().enumerate() {
-            assert_eq!(
-                entry["seq"].as_u64(),
-                Some(seq as u64 + 1),
-                "no gap, no duplicate"
-            );
-        }
-        audit
-    }
-}
 
 #[test]
 fn keys_created_on_each_host_verify_on_all_and_a_delete_is_rejected_everywhere_when_it_returns() {
@@ -616,45 +344,55 @@ fn republish(fleet: &Fleet, position: u64) {
     });
 }
 
+/// Waits until host `i` has skipped `n` messages that are not the fleet's; returns its
+/// `/v1/fleet`.
+fn skipped(fleet: &Fleet, i: usize, n: u64) -> Value {
+    let mut status = Value::Null;
+    eventually(20, &format!("host {i} skips {n} foreign messages"), || {
+        status = fleet.call(i, "GET", "/v1/fleet", None).json();
+        status["foreign_messages"].as_u64() == Some(n)
+    });
+    status
+}
+
 /// A client that may publish on the log's subject but lacks the chain key: its message
-/// (well formed, from another store's history, so out of place) is never applied; every
-/// host stops writing and says so in its health, and refuses writes with a typed error.
+/// (well formed, from another fleet's history, so out of place and sealed with another
+/// key) is not the fleet's. Every host skips it, counts it and names it, stays healthy,
+/// and takes writes after it.
 #[test]
-fn a_rogue_message_out_of_place_is_detected_and_never_applied() {
+fn a_rogue_message_from_another_fleet_is_skipped_and_counted_and_never_applied() {
     let mut fleet = Fleet::start(&["a", "b"], &[]);
     let (mut other, _) = rogue(&fleet, &["first", "forged"]);
     assert!(other.terminate().is_some());
-    // Its first message holds records 1 and 2; the fleet is at record 1.
-    republish(&fleet, 1);
+    // Its first batch (message 2) holds records 1 and 2; the fleet is at record 1.
+    republish(&fleet, 2);
     for i in 0..2 {
-        eventually(20, "the host halts", || {
-            let health = fleet.health(i);
-            health.status == 503 && health.json()["reason"] == "halted"
-        });
+        let status = skipped(&fleet, i, 1);
+        assert!(
+            status["last_foreign"]
+                .as_str()
+                .unwrap()
+                .contains("not sealed with the fleet's chain key"),
+            "{status}"
+        );
+        assert_eq!(fleet.health(i).status, 200);
         assert_eq!(fleet.last_seq(i), 1, "nothing applied");
-        let refused = fleet.call(
-            i,
-            "POST",
-            "/v1/keys",
-            Some(json!({"name": "after", "roles": ["bot"]})),
-        );
-        assert_eq!(
-            (refused.status, refused.json()["error"].as_str()),
-            (503, Some("fleet_halted"))
-        );
     }
+    fleet.create(1, "after");
+    fleet.converged(2);
     let audit = fleet.stop_and_compare();
-    assert_eq!(audit.len(), 1);
+    assert_eq!(audit.len(), 2);
     assert!(audit.iter().all(|e| e["name"] != "forged"));
 }
 
-/// A message that holds exactly the next record, but chained without the key: in the
-/// right place, it is still refused (its link does not match).
+/// A message that holds exactly the next record, chained without the fleet's key: in the
+/// right place, it is still not the fleet's (its seal does not pass), and is skipped.
 #[test]
-fn a_record_in_the_right_place_without_the_chain_key_is_refused() {
+fn a_record_in_the_right_place_without_the_chain_key_is_skipped() {
     let mut fleet = Fleet::start(&["a"], &[]);
     let (mut other, root) = rogue(&fleet, &["first", "root-admin"]);
-    // Record 3 of the rogue store, in its stream's message 2.
+    // Record 3 of the rogue store, in its stream's message 3 (after its genesis and its
+    // bootstrap).
     let created = http(
         other.addr,
         "POST",
@@ -667,19 +405,13 @@ fn a_record_in_the_right_place_without_the_chain_key_is_refused() {
     assert!(other.terminate().is_some());
     // The fleet's stream holds record 1; give it a record 2, so record 3 fits.
     fleet.create(0, "real");
-    republish(&fleet, 2);
-    eventually(20, "the host halts", || fleet.health(0).status == 503);
-    let health = fleet.health(0).json();
-    assert_eq!(health["reason"], "halted", "{health}");
-    assert!(
-        health["fleet"]["halted"]
-            .as_str()
-            .unwrap()
-            .contains("stream message 3"),
-        "{health}"
-    );
+    republish(&fleet, 3);
+    skipped(&fleet, 0, 1);
+    assert_eq!(fleet.health(0).status, 200);
     assert_eq!(fleet.last_seq(0), 2);
+    fleet.create(0, "after");
     let audit = fleet.stop_and_compare();
+    assert_eq!(audit.len(), 3);
     assert!(audit.iter().all(|e| e["name"] != "forged"));
 }
 
@@ -762,7 +494,7 @@ fn a_host_without_the_chain_key_or_with_a_foreign_log_does_not_start() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("stream message 1") && stderr.contains("record 1 differs"),
+        stderr.contains("stream message 2") && stderr.contains("record 1 differs"),
         "{stderr}"
     );
     fleet.stop_and_compare();

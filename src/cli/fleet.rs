@@ -165,6 +165,9 @@ pub(super) fn run(args: FleetStatusArgs, out: &mut impl Write) -> Result<u8, Fai
         survey.last_position,
         survey.hosts.len()
     )?;
+    if let Some(problem) = &survey.stream_problem {
+        writeln!(out, "stream {}: cannot be trusted: {problem}", survey.stream)?;
+    }
     if survey.hosts.is_empty() {
         return Ok(exit::OK);
     }
@@ -191,4 +194,41 @@ pub(super) fn run(args: FleetStatusArgs, out: &mut impl Write) -> Result<u8, Fai
         )?;
     }
     Ok(exit::OK)
+}
+
+/// While `keyledger serve` runs on a host of a fleet: a line on standard error when this
+/// host skips messages that are not the fleet's, when the stream becomes untrustworthy
+/// (and right again), and when the host stops writing. Reads the status once a second.
+pub(super) async fn report(keys: std::sync::Arc<keyledger::KeyStore>) {
+    let mut skipped = 0;
+    let mut fault: Option<String> = None;
+    let mut halted: Option<String> = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(status) = keys.fleet_status() else {
+            return;
+        };
+        if status.foreign_messages > skipped {
+            let why = status.last_foreign.as_deref().unwrap_or_default();
+            eprintln!(
+                "fleet: skipped {} stream message(s) that are not the fleet's ({} since start); the last: {why}",
+                status.foreign_messages - skipped,
+                status.foreign_messages
+            );
+            skipped = status.foreign_messages;
+        }
+        if status.stream_fault != fault {
+            match &status.stream_fault {
+                Some(why) => eprintln!("fleet: the stream cannot be trusted, writes stop: {why}"),
+                None => eprintln!("fleet: the stream is right again, writes resume"),
+            }
+            fault = status.stream_fault.clone();
+        }
+        if status.halted != halted {
+            if let Some(why) = &status.halted {
+                eprintln!("fleet: this host stopped writing: {why}");
+            }
+            halted = status.halted.clone();
+        }
+    }
 }

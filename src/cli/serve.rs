@@ -2,7 +2,8 @@
 //! SIGINT, then closes the store.
 //!
 //! Prints `listening on ADDR` once the socket is bound (so `--listen 127.0.0.1:0` can be
-//! used), and warnings on standard error; it never prints a key.
+//! used), and warnings on standard error (on a host of a fleet, also what it skipped from
+//! the stream and why it stopped writing); it never prints a key.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -94,6 +95,10 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
     }
     writeln!(out, "listening on {addr}")?;
     out.flush()?;
+    #[cfg(feature = "nats")]
+    if keys.fleet_status().is_some() {
+        runtime.spawn(super::fleet::report(Arc::clone(&keys)));
+    }
     let server = Server::new(Arc::clone(&keys))
         .trusted_proxies(proxies)
         .read_timeout(std::time::Duration::from_secs(args.read_timeout))

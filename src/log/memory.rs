@@ -135,6 +135,8 @@ struct SharedState {
     capacity: Option<usize>,
     /// The largest message taken (default 1 MiB).
     max_bytes: Option<usize>,
+    /// The stream's creation time, as a server would report it.
+    created: i64,
 }
 
 #[cfg(test)]
@@ -181,6 +183,20 @@ impl MemShared {
 
     pub(crate) fn len(&self) -> usize {
         self.lock().messages.len()
+    }
+
+    /// Deletes the stream and creates it again (another creation time), holding its first
+    /// `keep` messages again, as a client with management rights could.
+    pub(crate) fn recreate(&self, keep: usize) {
+        let mut state = self.lock();
+        state.messages.truncate(keep);
+        state.created += 1;
+    }
+
+    /// Brings back an older copy of the stream (its creation time the same, as a restored
+    /// backup of it keeps): its first `keep` messages.
+    pub(crate) fn restore_older(&self, keep: usize) {
+        self.lock().messages.truncate(keep);
     }
 }
 
@@ -245,6 +261,33 @@ impl super::SharedLog for MemShared {
 
     fn max_message_bytes(&self) -> usize {
         self.lock().max_bytes.unwrap_or(1 << 20)
+    }
+
+    fn inspect(&mut self) -> Result<Option<super::StreamState>, LogError> {
+        let state = self.lock();
+        let last = state.messages.len() as u64;
+        Ok(Some(super::StreamState {
+            first: 1,
+            last,
+            messages: last,
+            created: state.created,
+            unsafe_settings: None,
+        }))
+    }
+
+    fn watch(&mut self, every: std::time::Duration, mut judge: super::Judge) -> Result<(), LogError> {
+        let mut this = self.clone();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                if let Ok(state) = super::SharedLog::inspect(&mut this)
+                    && !judge(state)
+                {
+                    return;
+                }
+            }
+        });
+        Ok(())
     }
 
     fn announce(&mut self, _fleet: Arc<crate::fleet::Fleet>) -> Result<(), LogError> {

@@ -21,7 +21,7 @@ use async_nats::{ConnectOptions, HeaderMap};
 use crossbeam_channel::Receiver;
 use futures_util::StreamExt;
 
-use super::{AppendError, Delivered, LogError, SharedLog};
+use super::{AppendError, Delivered, Judge, LogError, SharedLog, StreamState};
 use crate::Error;
 use crate::codec::{self, HostHead};
 use crate::fleet::{Auth, Fleet, FleetOptions};
@@ -51,6 +51,8 @@ pub(crate) struct NatsLog {
     /// The threads announcing and hearing heads; they end when the fleet closes.
     heads: Vec<std::thread::JoinHandle<()>>,
     watcher: Option<tokio::task::JoinHandle<()>>,
+    /// The task that reads the stream's state every period (`SharedLog::watch`).
+    inspector: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl NatsLog {
@@ -78,6 +80,7 @@ impl NatsLog {
             kv,
             heads: Vec::new(),
             watcher: None,
+            inspector: None,
         })
     }
 
@@ -196,25 +199,20 @@ async fn connect(options: &FleetOptions) -> Result<(async_nats::Client, jetstrea
 /// A host's announced head, and how long ago it was announced.
 pub(crate) type Announced = (String, HostHead, Duration);
 
-/// The stream's last position and every host's announced head with its age, read without
+/// The stream's state, and every host's announced head with its age, read without
 /// joining (nothing is created).
-pub(crate) fn survey(options: &FleetOptions) -> Result<(u64, Vec<Announced>), Error> {
+pub(crate) fn survey(options: &FleetOptions) -> Result<(StreamState, Vec<Announced>), Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let (_client, js) = connect(options).await?;
-        let missing = |what: String| Error::StreamUnavailable { reason: what };
-        let mut stream = js
-            .get_stream(&options.stream)
+        let state = inspect(&js, &options.stream, &options.subject())
             .await
-            .map_err(|e| missing(format!("no stream {}: {e}", options.stream)))?;
-        let last = stream
-            .info()
-            .await
-            .map_err(|e| missing(e.to_string()))?
-            .state
-            .last_sequence;
+            .map_err(Error::from)?
+            .ok_or_else(|| Error::StreamUnavailable {
+                reason: format!("no stream {}", options.stream),
+            })?;
         let mut hosts = Vec::new();
         if let Ok(kv) = js.get_key_value(options.heads_bucket()).await
             && let Ok(mut keys) = kv.keys().await
@@ -228,7 +226,7 @@ pub(crate) fn survey(options: &FleetOptions) -> Result<(u64, Vec<Announced>), Er
                 }
             }
         }
-        Ok((last, hosts))
+        Ok((state, hosts))
     })
 }
 
@@ -269,8 +267,22 @@ async fn find_stream(js: &jetstream::Context, options: &FleetOptions) -> Result<
     let info = stream.info().await.map_err(|e| Error::StreamUnavailable {
         reason: format!("cannot read stream {}: {e}", options.stream),
     })?;
-    let c = &info.config;
-    let problem = if !c.deny_delete || !c.deny_purge {
+    match settings_problem(&info.config, &options.subject()) {
+        Some(why) => Err(Error::invalid(
+            "stream",
+            format!(
+                "stream {} {why}: a keyledger log must keep every message",
+                options.stream
+            ),
+        )),
+        None => Ok(stream),
+    }
+}
+
+/// Why a stream's settings would let its messages go, or take other subjects than the
+/// log's; `None` while they keep every message.
+fn settings_problem(c: &stream::Config, subject: &str) -> Option<&'static str> {
+    if !c.deny_delete || !c.deny_purge {
         Some("allows deleting or purging messages")
     } else if c.max_messages != -1
         || c.max_bytes != -1
@@ -280,20 +292,40 @@ async fn find_stream(js: &jetstream::Context, options: &FleetOptions) -> Result<
         Some("has limits that would discard messages")
     } else if c.allow_rollup {
         Some("allows roll-ups, which remove messages")
-    } else if c.subjects != [options.subject()] {
+    } else if c.subjects != [subject] {
         Some("takes other subjects than the log's")
     } else {
         None
-    };
-    match problem {
-        Some(why) => Err(Error::invalid(
-            "stream",
-            format!(
-                "stream {} {why}: a keyledger log must keep every message",
-                options.stream
-            ),
-        )),
-        None => Ok(stream),
+    }
+}
+
+/// The stream's state from its info; `Ok(None)` if the server says there is no such
+/// stream.
+async fn inspect(
+    js: &jetstream::Context,
+    name: &str,
+    subject: &str,
+) -> Result<Option<StreamState>, LogError> {
+    match js.get_stream(name).await {
+        Ok(stream) => {
+            let info = stream.cached_info();
+            let created = info.created.unix_timestamp_nanos();
+            Ok(Some(StreamState {
+                first: info.state.first_sequence,
+                last: info.state.last_sequence,
+                messages: info.state.messages,
+                created: i64::try_from(created).unwrap_or(i64::MAX),
+                unsafe_settings: settings_problem(&info.config, subject).map(str::to_owned),
+            }))
+        }
+        Err(e) => match e.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            _ => Err(engine(e)),
+        },
     }
 }
 
@@ -427,6 +459,37 @@ impl SharedLog for NatsLog {
         self.client.server_info().max_payload
     }
 
+    fn inspect(&mut self) -> Result<Option<StreamState>, LogError> {
+        let name = self.stream.cached_info().config.name.clone();
+        self.rt.block_on(inspect(&self.js, &name, &self.subject))
+    }
+
+    fn watch(&mut self, every: Duration, mut judge: Judge) -> Result<(), LogError> {
+        if let Some(old) = self.inspector.take() {
+            old.abort();
+        }
+        let js = self.js.clone();
+        let name = self.stream.cached_info().config.name.clone();
+        let subject = self.subject.clone();
+        self.inspector = Some(self.rt.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Ok(state) =
+                    tokio::time::timeout(every.max(Duration::from_secs(1)), inspect(&js, &name, &subject))
+                        .await
+                else {
+                    continue;
+                };
+                if let Ok(state) = state
+                    && !judge(state)
+                {
+                    return;
+                }
+            }
+        }));
+        Ok(())
+    }
+
     fn announce(&mut self, fleet: Arc<Fleet>) -> Result<(), LogError> {
         self.start_heads(fleet)
     }
@@ -439,6 +502,9 @@ impl Drop for NatsLog {
         }
         if let Some(w) = self.watcher.take() {
             w.abort();
+        }
+        if let Some(i) = self.inspector.take() {
+            i.abort();
         }
         for h in self.heads.drain(..) {
             let _ = h.join();

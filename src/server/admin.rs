@@ -480,7 +480,8 @@ async fn whoami(State(shared): State<Arc<Shared>>, request: Request) -> Result<R
 }
 
 /// `GET /v1/fleet`: this host's fleet as it sees it, for an admin key: `{"host", "stream",
-/// "stale_ms", "unhealthy", "rejecting", "halted", "hosts": [...]}`, each host with its
+/// "stream_id", "stale_ms", "unhealthy", "rejecting", "halted", "stream_fault", "foreign_messages",
+/// "last_foreign", "hosts": [...]}`, each host with its
 /// head (`seq`, `position`), `lag` behind this host, when it was last heard from, and
 /// whether it is live, stale, halted or forked. 404 `not_a_fleet` on a single host.
 async fn fleet(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, Reject> {
@@ -502,10 +503,14 @@ async fn fleet(State(shared): State<Arc<Shared>>, request: Request) -> Result<Re
 struct FleetJson {
     host: String,
     stream: String,
+    stream_id: String,
     stale_ms: u128,
     unhealthy: bool,
     rejecting: bool,
     halted: Option<String>,
+    stream_fault: Option<String>,
+    foreign_messages: u64,
+    last_foreign: Option<String>,
     hosts: Vec<crate::HostJson>,
 }
 
@@ -514,10 +519,14 @@ impl From<&crate::FleetStatus> for FleetJson {
         FleetJson {
             host: f.host.clone(),
             stream: f.stream.clone(),
+            stream_id: f.stream_id.clone(),
             stale_ms: f.stale_for.as_millis(),
             unhealthy: f.unhealthy,
             rejecting: f.rejecting,
             halted: f.halted.clone(),
+            stream_fault: f.stream_fault.clone(),
+            foreign_messages: f.foreign_messages,
+            last_foreign: f.last_foreign.clone(),
             hosts: f.hosts.iter().map(crate::HostJson::from).collect(),
         }
     }

@@ -75,18 +75,28 @@ pub(crate) struct NatsServer {
     child: Option<Child>,
     /// The `INFO {...}` line the server sent when it was last found ready.
     info: String,
+    /// A configuration file (`-c`), and the environment it reads variables from.
+    config: Option<(PathBuf, Vec<(String, String)>)>,
 }
 
 impl NatsServer {
     /// Starts nats-server with JetStream, its store and log in `dir`, on a free loopback
     /// port; returns once a client connection gets an `INFO` that announces JetStream.
     pub(crate) fn start(dir: &Path) -> NatsServer {
+        Self::start_with(dir, None)
+    }
+
+    /// As [`NatsServer::start`], with a configuration file (accounts, users, permissions)
+    /// and the environment variables it refers to; the flags still set JetStream's store,
+    /// the address and the port.
+    pub(crate) fn start_with(dir: &Path, config: Option<(PathBuf, Vec<(String, String)>)>) -> NatsServer {
         std::fs::create_dir_all(dir).unwrap();
         let mut server = NatsServer {
             port: free_port(),
             dir: dir.to_path_buf(),
             child: None,
             info: String::new(),
+            config,
         };
         // Another process may take the free port before the server binds it: then another.
         server.launch(|server| server.port = free_port());
@@ -109,7 +119,14 @@ impl NatsServer {
         let deadline = Instant::now() + WAIT;
         loop {
             let log_start = std::fs::metadata(self.log_path()).map_or(0, |m| m.len());
-            let child = Command::new(&binary)
+            let mut command = Command::new(&binary);
+            if let Some((config, env)) = &self.config {
+                command
+                    .arg("-c")
+                    .arg(config)
+                    .envs(env.iter().map(|(k, v)| (k, v)));
+            }
+            let child = command
                 .args(["-js", "-sd"])
                 // nats-server keeps its store in `jetstream/` under this.
                 .arg(&self.dir)

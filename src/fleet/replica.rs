@@ -1,0 +1,786 @@
+//! The writer's side of a shared log: joining the stream (its genesis, the local log as
+//! its prefix, a bootstrap), appending a batch as one message, and applying what the
+//! other hosts append. Messages that are not the fleet's are skipped and counted;
+//! a sealed message that does not fit halts this host's writes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+
+use super::Fleet;
+use super::message::{self, Identity, Message, Unusable};
+use super::stream;
+use crate::Error;
+use crate::chain::{Chain, Head};
+use crate::check::ProblemKind;
+use crate::ledger::Ledger;
+use crate::log::{AppendError, Delivered, Entry, Log, LogError, MetaKey, SharedLog};
+
+/// How many messages one application of stream messages takes at most, and how many
+/// bytes of entries: bounds the write a catch-up makes between syncs.
+const APPLY_MESSAGES: usize = 4096;
+const APPLY_BYTES: usize = 8 << 20;
+/// The local log is synced when idle, at close, and once this many bytes are unsynced:
+/// the stream is the record, and acknowledges a write before this host's disk does.
+const SYNC_BYTES: usize = 8 << 20;
+/// How far back from a stored position that holds a skipped message a restart looks for the
+/// batch to resume from, before it reads the stream from its genesis.
+const HINT_LOOKBACK: u64 = 1024;
+/// How many times a batch is prepared again after losing the race to append.
+pub(crate) const MAX_RACES: usize = 64;
+
+/// The writer's side of a shared log; see the module doc.
+pub(crate) struct Replica {
+    shared: Box<dyn SharedLog>,
+    pub(crate) fleet: Arc<Fleet>,
+    /// The stream's identity, from its genesis: every message is sealed for it.
+    identity: Identity,
+    /// The position of the last message applied.
+    position: u64,
+    /// Messages as they are appended, from the stream.
+    pub(crate) incoming: Receiver<Delivered>,
+    /// While a lost race is caught up with: the hash of this host's own message, which may
+    /// be in the stream already (an append whose answer was lost, sent again), and where
+    /// it was found.
+    own: Option<([u8; 32], Option<u64>)>,
+    /// Bytes of entries written to the local log since its last sync.
+    unsynced: usize,
+    /// The delivery has delivered nothing for a whole request timeout: catch-ups read.
+    stalled: bool,
+}
+
+/// How appending a batch ended.
+pub(crate) enum Appended {
+    /// At this position; the entries are to be written locally and accepted.
+    At(u64),
+    /// Another host appended first; its messages are applied: prepare again.
+    Lost,
+    /// The message was in the stream already (an append whose answer was lost, sent
+    /// again), and is applied with the others: nothing left to write.
+    Applied,
+    /// The message is too large for the stream.
+    TooLarge(usize),
+}
+
+impl Replica {
+    /// Joins the stream: finds its genesis (or publishes one in a stream that has none),
+    /// checks that the local log (at `ledger`'s head) is a prefix of it, publishes the
+    /// local log as the stream's beginning if the stream holds no batch yet, then catches
+    /// up with the stream's end and starts watching the stream's state. Refuses, naming
+    /// the first difference, a local log that is not a prefix of the stream, and a stream
+    /// that is not the one its genesis names ([`Error::StreamChanged`]).
+    pub(crate) fn join(
+        mut shared: Box<dyn SharedLog>,
+        fleet: Arc<Fleet>,
+        log: &mut dyn Log,
+        ledger: &Ledger,
+    ) -> Result<Self, Error> {
+        let head = ledger.head();
+        let chain = ledger.chain();
+        let identity = stream::genesis(&mut *shared, fleet.host(), &fleet.options.stream, chain)?;
+        fleet.set_stream_id(identity.stream_id);
+        let last = shared.last()?;
+        fleet.contact();
+        let stored = log
+            .meta(MetaKey::Position)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, u64::from_le_bytes);
+        let mut position = identity.position;
+        let first = first_batch(&mut *shared, chain, &identity, last)?;
+        if first.is_none() && head.seq > 0 {
+            position = bootstrap(
+                &mut *shared,
+                log,
+                fleet.host(),
+                chain,
+                &identity,
+                (last, 0),
+                head.seq,
+            )?;
+        } else if head.seq > 0 || stored > 0 {
+            position = match find_prefix(&mut *shared, log, chain, &identity, head.seq, stored, last)? {
+                Prefix::At(position) => position,
+                // This host's own bootstrap, cut short (a crash, an unanswered append):
+                // published on from where the stream ends.
+                Prefix::UnfinishedBootstrap { position, through } if through.1 == fleet.host() => bootstrap(
+                    &mut *shared,
+                    log,
+                    fleet.host(),
+                    chain,
+                    &identity,
+                    (position, through.0),
+                    head.seq,
+                )?,
+                Prefix::UnfinishedBootstrap { position, through } => {
+                    return Err(Error::StreamDiverged {
+                        position: position + 1,
+                        reason: format!(
+                            "this host's log runs ahead of the stream, which host {} is still bootstrapping \
+                             (its messages reach record {})",
+                            through.1, through.0
+                        ),
+                    });
+                }
+            };
+        }
+        // A stream begun by a bootstrap says, in its first batch, the record the
+        // bootstrap reaches: until a host has it, it takes no write.
+        let end = shared.last()?;
+        if let Some(first) = first_batch(&mut *shared, chain, &identity, end)? {
+            fleet.bootstrapped_through(first.bootstrap);
+        }
+        let incoming = shared.follow(position + 1)?;
+        let mut replica = Replica {
+            shared,
+            fleet,
+            identity,
+            position,
+            incoming,
+            own: None,
+            unsynced: 0,
+            stalled: false,
+        };
+        replica.set_position(log, position)?;
+        replica.fleet.applied(head, position);
+        // A message that cannot be applied halts writes; the host still opens, verifying
+        // from what it has, and says why in its status.
+        // Twice: what was appended during a long catch-up is applied too before this host
+        // starts announcing (and serving).
+        for _ in 0..2 {
+            let end = replica.shared.last()?;
+            match replica.catch_up(log, ledger, end.max(last)) {
+                Ok(()) => {}
+                Err(Error::FleetHalted { .. }) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        replica.watch()?;
+        let fleet = Arc::clone(&replica.fleet);
+        replica.shared.announce(fleet)?;
+        Ok(replica)
+    }
+
+    /// Judges the stream's state every heartbeat, until the fleet closes: a stream
+    /// deleted, created again, rolled back behind what this host applied, with messages
+    /// removed, or with settings that let messages go makes this host unhealthy and stops
+    /// its writes, until the state is right again.
+    fn watch(&mut self) -> Result<(), Error> {
+        let fleet = Arc::clone(&self.fleet);
+        let identity = self.identity;
+        // The position applied before the state is read: every message applied by then is
+        // in the stream already, whatever this host applies meanwhile.
+        let mut applied = fleet.position();
+        let judge = move |state: Option<crate::log::StreamState>| {
+            if fleet.is_closing() {
+                return false;
+            }
+            fleet
+                .stream
+                .set_fault(stream::judge(state.as_ref(), &identity, applied));
+            applied = fleet.position();
+            true
+        };
+        self.shared.watch(self.fleet.options.heartbeat, Box::new(judge))?;
+        Ok(())
+    }
+
+    fn set_position(&mut self, log: &mut dyn Log, position: u64) -> Result<(), Error> {
+        self.position = position;
+        log.set_meta(MetaKey::Position, &position.to_le_bytes())?;
+        Ok(())
+    }
+
+    /// Applies the stream's messages up to position `to`, from what has been delivered and
+    /// by reading the rest.
+    pub(crate) fn catch_up(&mut self, log: &mut dyn Log, ledger: &Ledger, to: u64) -> Result<(), Error> {
+        if self.position >= to {
+            return Ok(());
+        }
+        // Two stages: this thread collects, decodes and accepts the messages; another writes
+        // the accepted entries to the local log, one batch behind.
+        let (tx, rx) = crossbeam_channel::bounded::<(Vec<Entry>, Vec<u8>, u64)>(2);
+        let (caught_up, written) = std::thread::scope(|s| {
+            let writer = s.spawn(move || -> Result<&mut dyn Log, LogError> {
+                for (entries, head, position) in rx {
+                    write_replica(log, &entries, &head, position)?;
+                }
+                Ok(log)
+            });
+            let caught_up = (|| {
+                while self.position < to {
+                    let batch = self.collect(to)?;
+                    let mut checked = self.check(ledger, batch);
+                    // Messages that are not the fleet's move the position on, and nothing else.
+                    if checked.applied_to > self.position {
+                        let head = ledger.encode_head(checked.head)?;
+                        let entries = std::mem::take(&mut checked.entries);
+                        let bytes = entries.iter().map(|e| e.1.len()).sum::<usize>();
+                        if tx.send((entries, head, checked.applied_to)).is_err() {
+                            break;
+                        }
+                        self.unsynced += bytes;
+                        self.position = checked.applied_to;
+                        self.fleet.applied(checked.head, checked.applied_to);
+                    }
+                    if let Some(e) = checked.refused {
+                        return Err(e);
+                    }
+                }
+                Ok(())
+            })();
+            drop(tx);
+            (caught_up, writer.join())
+        });
+        let log = match written {
+            Ok(Ok(log)) => log,
+            Ok(Err(e)) => return Err(self.halting(Error::from(e))),
+            Err(_) => return Err(self.halting(Error::Closed)),
+        };
+        self.sync_if_due(log)?;
+        caught_up.map_err(|e| match e {
+            Error::StreamUnavailable { .. } | Error::Storage { .. } => e,
+            refused => {
+                let pos = self.position + 1;
+                self.halting(Error::FleetHalted {
+                    reason: format!("stream message {pos} was refused: {refused}"),
+                })
+            }
+        })
+    }
+
+    /// The next messages to apply, up to position `to`: delivered ones (the fast path); a
+    /// message is read only where the delivery has a gap, or has delivered nothing for a
+    /// whole request timeout.
+    fn collect(&mut self, to: u64) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+        let wait = self.fleet.options.request_timeout;
+        let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut bytes = 0;
+        loop {
+            let want = self.position + batch.len() as u64 + 1;
+            if want > to || batch.len() >= APPLY_MESSAGES || bytes >= APPLY_BYTES {
+                break;
+            }
+            let patience = if batch.is_empty() { wait } else { Duration::ZERO };
+            match self.incoming.recv_timeout(patience) {
+                Ok(Ok((pos, _))) if pos < want => self.stalled = false,
+                Ok(Ok((pos, msg))) => {
+                    self.stalled = false;
+                    // A gap is read, a bounded part of it at a time (the rest is read
+                    // by the next round).
+                    let pos_or_bound = pos.min(want + APPLY_MESSAGES as u64);
+                    if pos_or_bound < pos {
+                        for gap in want..pos_or_bound {
+                            batch.push((gap, self.shared.get(gap)?));
+                        }
+                        break;
+                    }
+                    for gap in want..pos {
+                        let missing = self.shared.get(gap)?;
+                        bytes += missing.len();
+                        batch.push((gap, missing));
+                    }
+                    bytes += msg.len();
+                    batch.push((pos, msg));
+                }
+                Ok(Err(_)) | Err(_) if batch.is_empty() || (self.stalled && to != u64::MAX) => {
+                    // Nothing delivered for a whole timeout: read, and keep reading (up to
+                    // the end asked for) until deliveries resume.
+                    self.stalled = true;
+                    let msg = self.shared.get(want)?;
+                    bytes += msg.len();
+                    batch.push((want, msg));
+                }
+                // Nothing more delivered yet: apply what there is.
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        self.fleet.contact();
+        Ok(batch)
+    }
+
+    /// Applies what has been delivered without waiting; reads a gap in the delivery.
+    pub(crate) fn apply_delivered(
+        &mut self,
+        log: &mut dyn Log,
+        ledger: &Ledger,
+        first: Delivered,
+    ) -> Result<(), Error> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            let (pos, msg) = item?;
+            self.fleet.contact();
+            let want = self.position + batch.len() as u64 + 1;
+            if pos >= want {
+                // A gap is read, a bounded part of it at a time (the idle poll reads on).
+                let bound = want + APPLY_MESSAGES as u64;
+                for gap in want..pos.min(bound) {
+                    let msg = self.shared.get(gap)?;
+                    bytes += msg.len();
+                    batch.push((gap, msg));
+                }
+                if pos >= bound {
+                    break;
+                }
+                bytes += msg.len();
+                batch.push((pos, msg));
+            }
+            if batch.len() < APPLY_MESSAGES && bytes < APPLY_BYTES {
+                next = self.incoming.try_recv().ok();
+            }
+        }
+        self.apply(log, ledger, batch)
+    }
+
+    /// Reads the stream's end and catches up with it (the follower may have stalled).
+    /// After a lost race: applies at least the next message (the winner's, delivered
+    /// within a moment, or read), and whatever else has been delivered by then.
+    fn apply_next(&mut self, log: &mut dyn Log, ledger: &Ledger) -> Result<(), Error> {
+        let at_least = self.position + 1;
+        while self.position < at_least {
+            let batch = self.collect(u64::MAX)?;
+            self.apply(log, ledger, batch)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn poll(&mut self, log: &mut dyn Log, ledger: &Ledger) -> Result<(), Error> {
+        let last = self.shared.last()?;
+        self.fleet.contact();
+        self.catch_up(log, ledger, last)
+    }
+
+    /// Decodes, checks and accepts consecutive messages, then writes their entries to the
+    /// local log. A message that does not follow the head, or whose records the ledger
+    /// refuses, halts this host's writes.
+    fn apply(&mut self, log: &mut dyn Log, ledger: &Ledger, batch: Vec<(u64, Vec<u8>)>) -> Result<(), Error> {
+        let checked = self.check(ledger, batch);
+        if checked.applied_to > self.position {
+            let head = ledger.encode_head(checked.head)?;
+            write_replica(log, &checked.entries, &head, checked.applied_to)
+                .map_err(|e| self.halting(Error::from(e)))?;
+        }
+        self.settle_checked(log, checked)
+    }
+
+    /// Decodes consecutive messages and has the ledger accept their records, stopping at
+    /// the first that does not fit. Changes the state, not the local log.
+    fn check(&mut self, ledger: &Ledger, batch: Vec<(u64, Vec<u8>)>) -> Checked {
+        let mut checked = Checked {
+            entries: Vec::new(),
+            head: ledger.head(),
+            applied_to: self.position,
+            refused: None,
+        };
+        for (pos, bytes) in batch {
+            if let Some((own, found)) = self.own.as_mut()
+                && found.is_none()
+                && blake3::hash(&bytes).as_bytes() == own
+            {
+                *found = Some(pos);
+            }
+            let m = match message::decode(&bytes, pos, Some(&self.identity.stream_id), ledger.chain()) {
+                Ok(Message::Entries(m)) => m,
+                // Not the fleet's: every host skips it the same way, so their logs stay
+                // the same; it is counted and reported.
+                Err(Unusable::Foreign(why)) => {
+                    self.fleet.stream.foreign(why);
+                    checked.applied_to = pos;
+                    continue;
+                }
+                Err(Unusable::Legacy) => {
+                    self.fleet.stream.foreign(format!(
+                        "stream message {pos} is not the fleet's: a version 1 message (keyledger 0.4.0), \
+                         bound to no stream, replayed here"
+                    ));
+                    checked.applied_to = pos;
+                    continue;
+                }
+                Ok(Message::Genesis { .. }) => {
+                    checked.refused = Some(Error::corrupt(
+                        0,
+                        ProblemKind::Inserted,
+                        format!("stream message {pos} is a second genesis of this stream"),
+                    ));
+                    break;
+                }
+                Err(Unusable::Broken(e)) => {
+                    checked.refused = Some(e);
+                    break;
+                }
+            };
+            let head = ledger.head();
+            let accepted = if m.first == head.seq + 1 {
+                self.fleet.bootstrapped_through(m.bootstrap);
+                ledger.accept(&m.entries).map(|()| m.entries)
+            } else {
+                Err(Error::corrupt(
+                    head.seq + 1,
+                    ProblemKind::Inserted,
+                    format!(
+                        "stream message {pos} holds records {}..={} but this host's log ends at record {}: \
+                         the stream and this host's log disagree",
+                        m.first, m.last, head.seq
+                    ),
+                ))
+            };
+            match accepted {
+                Ok(mut e) => {
+                    checked.entries.append(&mut e);
+                    checked.applied_to = pos;
+                    checked.head = ledger.head();
+                }
+                Err(e) => {
+                    checked.refused = Some(e);
+                    break;
+                }
+            }
+        }
+        checked
+    }
+
+    /// After the checked entries were written: the position, the sync, the announcement;
+    /// and the halt, if a message was refused.
+    fn settle_checked(&mut self, log: &mut dyn Log, checked: Checked) -> Result<(), Error> {
+        if checked.applied_to > self.position {
+            self.position = checked.applied_to;
+            self.unsynced += checked.entries.iter().map(|e| e.1.len()).sum::<usize>();
+            self.sync_if_due(log)?;
+            self.fleet.applied(checked.head, checked.applied_to);
+        }
+        match checked.refused {
+            None => Ok(()),
+            Some(e) => {
+                let pos = checked.applied_to + 1;
+                Err(self.halting(Error::FleetHalted {
+                    reason: format!("stream message {pos} was refused: {e}"),
+                }))
+            }
+        }
+    }
+
+    /// Halts this host's writes for `e`; returns it.
+    fn halting(&self, e: Error) -> Error {
+        let reason = match &e {
+            Error::FleetHalted { reason } => reason.clone(),
+            other => format!("this host's log could not take the stream's records: {other}"),
+        };
+        self.fleet.halt(reason.clone());
+        Error::FleetHalted { reason }
+    }
+
+    /// Appends a batch's entries as one message after the last position applied. On a lost
+    /// race, applies the winner's messages.
+    pub(crate) fn append(
+        &mut self,
+        log: &mut dyn Log,
+        ledger: &Ledger,
+        entries: &[Entry],
+    ) -> Result<Appended, Error> {
+        // A stream that is not the one this fleet wrote (or may drop messages) takes no
+        // write: it could be lost, or land in a history that is not the fleet's.
+        if let Some(reason) = self.fleet.stream.fault() {
+            return Err(Error::StreamChanged { reason });
+        }
+        let message = message::encode_entries(
+            self.fleet.host(),
+            self.identity.stream_id,
+            self.position + 1,
+            0,
+            entries,
+            ledger.chain(),
+        )?;
+        // An append the stream did not answer is sent once more, the same bytes: if the
+        // first one landed, the stream's deduplication answers with its position.
+        let mut appended = self.shared.append(self.position, &message);
+        if matches!(appended, Err(AppendError::Uncertain(_))) {
+            appended = self.shared.append(self.position, &message);
+        }
+        match appended {
+            Ok(at) => {
+                self.fleet.contact();
+                Ok(Appended::At(at))
+            }
+            Err(AppendError::Conflict) => {
+                // The stream checks the position before it deduplicates: a resent message
+                // that landed the first time is a conflict, and is found among the
+                // messages the catch-up applies.
+                self.fleet.contact();
+                self.own = Some((*blake3::hash(&message).as_bytes(), None));
+                let caught_up = self.apply_next(log, ledger);
+                let found = self.own.take().and_then(|(_, found)| found);
+                // Found and applied, even if a later message halted this host: the write
+                // is in the shared log and in this host's state.
+                if found.is_some_and(|at| at <= self.position) {
+                    return Ok(Appended::Applied);
+                }
+                caught_up?;
+                Ok(Appended::Lost)
+            }
+            Err(AppendError::TooLarge { limit }) => Ok(Appended::TooLarge(limit)),
+            Err(AppendError::Uncertain(e)) => Err(Error::StreamUnavailable {
+                reason: format!("{e}; the write is wholly in the stream or wholly absent"),
+            }),
+        }
+    }
+
+    /// This host's own message, appended at `position`, was written to the local log
+    /// (`bytes` of entries): records the position, and syncs if enough is unsynced.
+    pub(crate) fn written(&mut self, log: &mut dyn Log, position: u64, bytes: usize) -> Result<(), Error> {
+        self.set_position(log, position)?;
+        self.unsynced += bytes;
+        self.sync_if_due(log)
+    }
+
+    fn sync_if_due(&mut self, log: &mut dyn Log) -> Result<(), Error> {
+        if self.unsynced >= SYNC_BYTES {
+            self.settle(log)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the local log if anything was written since the last sync. The stream holds
+    /// everything already: a crash before this only costs the restart a longer catch-up.
+    pub(crate) fn settle(&mut self, log: &mut dyn Log) -> Result<(), Error> {
+        if self.unsynced > 0 {
+            log.sync().map_err(|e| self.halting(Error::from(e)))?;
+            self.unsynced = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Messages the ledger accepted: their entries, the head and position they reach, and why
+/// the next one was refused, if one was.
+struct Checked {
+    entries: Vec<Entry>,
+    head: Head,
+    applied_to: u64,
+    refused: Option<Error>,
+}
+
+/// Writes accepted entries to the local log, with their sealed head and stream position.
+fn write_replica(log: &mut dyn Log, entries: &[Entry], head: &[u8], position: u64) -> Result<(), LogError> {
+    log.write(&crate::log::Batch {
+        discard_from: None,
+        entries,
+        head,
+    })?;
+    log.set_meta(MetaKey::Position, &position.to_le_bytes())
+}
+
+impl Drop for Replica {
+    /// The writer is gone: this host leaves the fleet (its announcements stop, which the
+    /// shared log's threads wait for before they end).
+    fn drop(&mut self) {
+        self.fleet.close();
+    }
+}
+
+/// Publishes the local log (reaching record `through`) as the beginning of a stream that
+/// holds no batch yet, after stream position `after` (its genesis, and anything that is
+/// not the fleet's), in messages of at most the stream's size, each saying `through`; or,
+/// after an interrupted bootstrap, the rest of it: the entries after record `published`.
+/// Returns the last position.
+fn bootstrap(
+    shared: &mut dyn SharedLog,
+    log: &mut dyn Log,
+    origin: &str,
+    chain: &Chain,
+    identity: &Identity,
+    (after, published): (u64, u64),
+    through: u64,
+) -> Result<u64, Error> {
+    let limit = shared.max_message_bytes().saturating_sub(1024).max(64 << 10);
+    let mut position = after;
+    let mut pending: Vec<Entry> = Vec::new();
+    let mut bytes = 0;
+    let mut flush = |pending: &mut Vec<Entry>, position: &mut u64| -> Result<(), Error> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let message =
+            message::encode_entries(origin, identity.stream_id, *position + 1, through, pending, chain)?;
+        *position = match shared.append(*position, &message) {
+            Ok(at) => at,
+            Err(AppendError::Conflict) => {
+                return Err(Error::StreamDiverged {
+                    position: *position + 1,
+                    reason: "another host began the stream while this one published its log".into(),
+                });
+            }
+            Err(AppendError::TooLarge { limit }) => {
+                return Err(Error::invalid(
+                    "stream",
+                    format!("a log entry does not fit in a stream message of {limit} bytes"),
+                ));
+            }
+            Err(AppendError::Uncertain(e)) => {
+                return Err(Error::StreamUnavailable {
+                    reason: e.to_string(),
+                });
+            }
+        };
+        pending.clear();
+        Ok(())
+    };
+    // Streamed: a message's worth of entries in memory at a time, whatever the log's size.
+    for entry in log.scan(published + 1) {
+        let entry = entry?;
+        if bytes + entry.1.len() + 16 > limit && !pending.is_empty() {
+            flush(&mut pending, &mut position)?;
+            bytes = 0;
+        }
+        bytes += entry.1.len() + 16;
+        pending.push(entry);
+    }
+    flush(&mut pending, &mut position)?;
+    Ok(position)
+}
+
+/// Checks that the local log, ending at record `head`, is a prefix of the stream, and
+/// returns the position of the message that ends at its head. Reads from the stored
+/// position (a hint, checked) when there is one, else from the stream's genesis. Messages
+/// that are not the fleet's are passed over, as every host passes over them.
+fn find_prefix(
+    shared: &mut dyn SharedLog,
+    log: &mut dyn Log,
+    chain: &Chain,
+    identity: &Identity,
+    head: u64,
+    stored: u64,
+    last: u64,
+) -> Result<Prefix, Error> {
+    let diverged = |position: u64, reason: String| Error::StreamDiverged { position, reason };
+    let ours = Some(&identity.stream_id);
+    // The stored position is where the previous run stopped; the batch there must end at
+    // or before the head (a crash may have left the hint one message behind). The hint may
+    // be a skipped message: the nearest batch before it, looking a bounded way back.
+    let mut from = identity.position + 1;
+    let lowest = stored.saturating_sub(HINT_LOOKBACK).max(identity.position + 1);
+    for pos in (lowest..=stored.min(last)).rev() {
+        match message::decode(&shared.get(pos)?, pos, ours, chain) {
+            Ok(Message::Entries(m)) => {
+                if m.last <= head {
+                    from = pos;
+                }
+                break;
+            }
+            Err(Unusable::Foreign(_) | Unusable::Legacy) => {}
+            Ok(Message::Genesis { .. }) | Err(Unusable::Broken(_)) => break,
+        }
+    }
+    if head == 0 {
+        return Ok(Prefix::At(identity.position));
+    }
+    let mut position = from - 1;
+    let mut unfinished: Option<(u64, String)> = None;
+    for pos in from..=last {
+        let m = match message::decode(&shared.get(pos)?, pos, ours, chain) {
+            Ok(Message::Entries(m)) => m,
+            Err(Unusable::Foreign(_) | Unusable::Legacy) => {
+                position = pos;
+                continue;
+            }
+            Ok(Message::Genesis { .. }) => {
+                return Err(diverged(pos, "a second genesis of this stream".into()));
+            }
+            Err(Unusable::Broken(e)) => {
+                return Err(diverged(
+                    pos,
+                    format!("the stream's message does not decode: {e}"),
+                ));
+            }
+        };
+        if m.first > head + 1 {
+            return Err(diverged(
+                pos,
+                format!("the stream skips from record {} to {}", head + 1, m.first),
+            ));
+        }
+        if m.first == head + 1 {
+            return Ok(Prefix::At(position));
+        }
+        for (key, bytes) in &m.entries {
+            let mine = log.floor(*key)?.filter(|(k, _)| k == key);
+            match mine {
+                Some((_, local)) if &local == bytes => {}
+                Some(_) => {
+                    return Err(diverged(
+                        pos,
+                        format!("record {key} differs between the stream and this host's log"),
+                    ));
+                }
+                None => {
+                    return Err(diverged(
+                        pos,
+                        format!("this host's log has no entry at record {key}, which the stream has"),
+                    ));
+                }
+            }
+        }
+        position = pos;
+        unfinished = (m.bootstrap == head).then(|| (m.last, m.origin.clone()));
+        if m.last == head {
+            return Ok(Prefix::At(position));
+        }
+        if m.last > head {
+            return Err(diverged(
+                pos,
+                format!(
+                    "the stream's message holds records {}..={} across this host's head at {head}",
+                    m.first, m.last
+                ),
+            ));
+        }
+    }
+    if let Some(through) = unfinished {
+        return Ok(Prefix::UnfinishedBootstrap { position, through });
+    }
+    Err(diverged(
+        last + 1,
+        format!(
+            "this host's log runs ahead of the stream: it holds records the stream does not (its head is record {head})"
+        ),
+    ))
+}
+
+/// Where a local log stands in the stream.
+enum Prefix {
+    /// A prefix of it, ending with the message at this position.
+    At(u64),
+    /// Ahead of it, where the stream is a bootstrap of exactly this log cut short: its
+    /// messages up to `position` reach record `through.0`, published by host `through.1`.
+    UnfinishedBootstrap { position: u64, through: (u64, String) },
+}
+
+/// The stream's first batch after its genesis, up to position `last`; `None` while it
+/// holds none (only its genesis, and messages that are not the fleet's).
+fn first_batch(
+    shared: &mut dyn SharedLog,
+    chain: &Chain,
+    identity: &Identity,
+    last: u64,
+) -> Result<Option<message::Batch>, Error> {
+    for pos in identity.position + 1..=last {
+        match message::decode(&shared.get(pos)?, pos, Some(&identity.stream_id), chain) {
+            Ok(Message::Entries(m)) => return Ok(Some(m)),
+            Err(Unusable::Foreign(_) | Unusable::Legacy) => {}
+            Ok(Message::Genesis { .. }) => {
+                return Err(Error::StreamDiverged {
+                    position: pos,
+                    reason: "a second genesis of this stream".into(),
+                });
+            }
+            Err(Unusable::Broken(e)) => {
+                return Err(Error::StreamDiverged {
+                    position: pos,
+                    reason: format!("the stream's message does not decode: {e}"),
+                });
+            }
+        }
+    }
+    Ok(None)
+}
