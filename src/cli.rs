@@ -690,8 +690,16 @@ impl Store {
         if let Some(witness) = self.expect_head {
             builder = builder.expect_head(witness);
         }
+        Ok(match self.chain_key()? {
+            Some(key) => builder.chain_key(key),
+            None => builder,
+        })
+    }
+
+    /// The chain key from `--chain-key-file`, if one was named.
+    fn chain_key(&self) -> Result<Option<ChainKey>, Failure> {
         let Some(path) = &self.chain_key_file else {
-            return Ok(builder);
+            return Ok(None);
         };
         let hex = std::fs::read_to_string(path).map(Zeroizing::new).map_err(|e| {
             Failure::new(
@@ -701,7 +709,7 @@ impl Store {
         })?;
         let key = ChainKey::from_hex(&hex)
             .map_err(|e| Failure::from(e).context(format_args!("in {}", path.display())))?;
-        Ok(builder.chain_key(key))
+        Ok(Some(key))
     }
 
     /// Opens the store, which must exist unless `create`: reads never create one.
@@ -931,7 +939,7 @@ impl Cli {
             #[cfg(feature = "serve")]
             Command::Serve(args) => serve::run(&store, args, out),
             #[cfg(feature = "nats")]
-            Command::Fleet(args) => fleet::run(args, out),
+            Command::Fleet(args) => fleet::run(&store, args, out),
         }
     }
 }

@@ -659,6 +659,28 @@ pub struct HostJson {
     pub halted: bool,
     /// Its record at its head differs from the answering host's record there.
     pub diverged: bool,
+    /// It fences itself at its lease (false: started with `--serve-past-lease`).
+    pub fences: bool,
+}
+
+/// A heads-bucket entry that counts for nothing: a line of `keyledger fleet --json`
+/// (`{"ignored_head": NAME, "reason": ...}`), and `/v1/fleet`'s `last_ignored`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct IgnoredJson {
+    /// The name it was stored under.
+    pub ignored_head: String,
+    /// Why it counts for nothing.
+    pub reason: String,
+}
+
+impl From<&crate::IgnoredHead> for IgnoredJson {
+    fn from(i: &crate::IgnoredHead) -> Self {
+        IgnoredJson {
+            ignored_head: i.host.clone(),
+            reason: i.reason.clone(),
+        }
+    }
 }
 
 impl From<&crate::HostStatus> for HostJson {
@@ -674,6 +696,7 @@ impl From<&crate::HostStatus> for HostJson {
             stale_ms: h.stale_for.as_millis(),
             halted: h.halted,
             diverged: h.diverged,
+            fences: h.fences,
         }
     }
 }

@@ -86,7 +86,7 @@ pub use crate::event::{
 };
 #[cfg(feature = "nats")]
 pub use crate::fleet::{DEFAULT_STREAM, FleetOptions, survey};
-pub use crate::fleet::{FleetStatus, FleetSurvey, HostStatus, Revoked};
+pub use crate::fleet::{FleetStatus, FleetSurvey, HostStatus, IgnoredHead, Revoked, UNSEEN_HOSTS};
 #[cfg(feature = "tower")]
 pub use crate::http::{
     ApiKeyLayer, ApiKeyService, ForwardedForProblem, MAX_FORWARDED_HOPS, PeerAddr, Refusal, ResponseFuture,
@@ -94,9 +94,9 @@ pub use crate::http::{
 };
 #[cfg(feature = "json")]
 pub use crate::json::{
-    AuditFilter, AuditJson, DeletedJson, ErrorJson, HostJson, ImportedJson, KeyJson, MAX_IMPORT_BYTES,
-    MAX_IMPORT_LINE_BYTES, MAX_IMPORT_LINES, RefusedJson, RollJson, WhoamiJson, parse_grace, parse_lifetime,
-    read_import_lines, rfc3339,
+    AuditFilter, AuditJson, DeletedJson, ErrorJson, HostJson, IgnoredJson, ImportedJson, KeyJson,
+    MAX_IMPORT_BYTES, MAX_IMPORT_LINE_BYTES, MAX_IMPORT_LINES, RefusedJson, RollJson, WhoamiJson,
+    parse_grace, parse_lifetime, read_import_lines, rfc3339,
 };
 pub use crate::projection::{AuditEntry, KeyStatus, KeyView};
 pub use crate::refused::{Action, RefusedAttempt};

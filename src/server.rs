@@ -211,10 +211,30 @@ pub(crate) struct FleetHealth {
     host: String,
     /// Milliseconds since the shared log last answered (0 while in contact).
     stale_ms: u128,
-    /// Whether every key is rejected until this host has caught up.
+    /// Whether every key is rejected (fenced, catching up, or leaving).
     rejecting: bool,
     /// Why this host stopped writing, if it did.
     halted: Option<String>,
+    /// Why it reports itself unhealthy: `[{"cause", "reason"}]`, one per cause.
+    causes: Vec<CauseJson>,
+}
+
+/// One reason a host of a fleet is unhealthy.
+#[derive(serde::Serialize)]
+pub(crate) struct CauseJson {
+    cause: &'static str,
+    reason: String,
+}
+
+/// The causes of a fleet status, as JSON.
+pub(crate) fn causes(f: &crate::FleetStatus) -> Vec<CauseJson> {
+    f.causes
+        .iter()
+        .map(|(cause, reason)| CauseJson {
+            cause,
+            reason: reason.clone(),
+        })
+        .collect()
 }
 
 impl From<&crate::FleetStatus> for FleetHealth {
@@ -224,6 +244,7 @@ impl From<&crate::FleetStatus> for FleetHealth {
             stale_ms: f.stale_for.as_millis(),
             rejecting: f.rejecting,
             halted: f.halted.clone(),
+            causes: causes(f),
         }
     }
 }
@@ -252,10 +273,9 @@ impl Health {
             Some("closed")
         } else if matches!(integrity, Integrity::Damaged(_)) {
             Some("damaged")
-        } else if fleet.is_some_and(|f| f.halted.is_some()) {
-            Some("halted")
-        } else if fleet.is_some_and(|f| f.unhealthy) {
-            Some("stale")
+        } else if let Some(f) = fleet.filter(|f| f.unhealthy) {
+            // The first cause: `halted`, `stale`, `fenced`, `bootstrapping`, then others.
+            f.causes.first().map(|(cause, _)| *cause)
         } else {
             None
         };

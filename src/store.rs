@@ -24,7 +24,7 @@ use crate::chain::{Chain, ChainKey, Witness};
 use crate::check::{self, CheckInputs, CheckReport, Problem, ProblemKind, Progress, RepairReport};
 use crate::clock::{Clock, ManualClock};
 use crate::event::{Actor, ActorRole, KeyId, NewKey};
-use crate::fleet::{Appended, Fleet, FleetStatus, Replica, Revoked};
+use crate::fleet::{Appended, Fence, Fleet, FleetStatus, Replica, Revoked};
 use crate::ledger::{self, Command, Ledger, LogInfo, Op};
 use crate::log::{Batch, Log, LogRead, MemLog, MetaKey, SharedLog, SledLog};
 use crate::projection::{AuditEntry, KeyView, SnapshotData};
@@ -308,13 +308,12 @@ impl Builder {
                     "a fleet needs the chain key all its hosts share",
                 ));
             }
-            let rejecting = Arc::new(AtomicBool::new(false));
-            let fleet = Fleet::new(options.clone(), Arc::clone(&rejecting));
+            let fleet = Fleet::new(options.clone(), self.chain());
             let log = crate::log::NatsLog::connect(options)?;
             return Ok(Some(SharedParts {
                 log: Box::new(log),
+                fence: fleet.fence(),
                 fleet,
-                rejecting,
             }));
         }
         Ok(None)
@@ -585,9 +584,9 @@ pub struct KeyStore {
     from_snapshot: bool,
     /// The fleet this store is a host of, if any.
     fleet: Option<Arc<Fleet>>,
-    /// Set while this host, out of touch with its fleet's log for too long, rejects every
-    /// key; always false for a single host.
-    rejecting: Arc<AtomicBool>,
+    /// Closed while this host, unheard by its fleet for too long or catching up after it,
+    /// rejects every key; always open for a single host.
+    rejecting: Arc<Fence>,
     _lock: Option<File>,
 }
 
@@ -596,7 +595,7 @@ pub struct KeyStore {
 struct SharedParts {
     log: Box<dyn SharedLog>,
     fleet: Arc<Fleet>,
-    rejecting: Arc<AtomicBool>,
+    fence: Arc<Fence>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -667,9 +666,9 @@ impl KeyStore {
         let (replica, fleet, rejecting) = match shared {
             Some(parts) => {
                 let replica = Replica::join(parts.log, Arc::clone(&parts.fleet), &mut *log, &ledger)?;
-                (Some(replica), Some(parts.fleet), parts.rejecting)
+                (Some(replica), Some(parts.fleet), parts.fence)
             }
-            None => (None, None, Arc::new(AtomicBool::new(false))),
+            None => (None, None, Arc::new(Fence::open())),
         };
         let last_used = dir
             .as_ref()
@@ -1052,7 +1051,7 @@ impl KeyStore {
     /// # Errors
     /// A [`Rejection`] saying why the key is refused.
     pub fn verify(&self, token: &str, client_ip: IpAddr) -> Result<VerifiedKey, Rejection> {
-        if self.rejecting.load(Ordering::Relaxed) {
+        if self.rejecting.rejects() {
             return Err(Rejection::Stale);
         }
         match token::parse(token) {
@@ -2095,12 +2094,11 @@ mod fleet_tests {
             Some(info) => info,
             None => ledger::initialize(&mut log.clone(), &options.chain())?,
         };
-        let rejecting = Arc::new(AtomicBool::new(false));
-        let fleet = Fleet::new(FleetOptions::new("memory").host_id(name), Arc::clone(&rejecting));
+        let fleet = Fleet::new(FleetOptions::new("memory").host_id(name), options.chain());
         let parts = SharedParts {
             log: Box::new(shared.clone()),
+            fence: fleet.fence(),
             fleet,
-            rejecting,
         };
         KeyStore::start(options, Box::new(log), info, None, Some(parts))
     }

@@ -6,8 +6,9 @@
 //! carries `Nats-Expected-Last-Sequence` (the position the writer applied up to), so of two
 //! hosts appending at once only one wins, and a `Nats-Msg-Id` (the message's blake3
 //! hash), so that a retried append is idempotent within the stream's duplicate window. The
-//! hosts announce their heads in a key-value bucket `<stream>-hosts` whose entries live for
-//! one lease.
+//! hosts announce their sealed heads in a key-value bucket `<stream>-hosts` whose entries
+//! live as long as any host may wait for a silent one; a bucket deleted under the fleet is
+//! made again.
 //!
 //! The client runs on a runtime of its own (one worker thread), so the library's API stays
 //! synchronous: the writer blocks on an append, and threads of this module deliver the
@@ -23,8 +24,7 @@ use futures_util::StreamExt;
 
 use super::{AppendError, Delivered, LogError, SharedLog};
 use crate::Error;
-use crate::codec::{self, HostHead};
-use crate::fleet::{Auth, Fleet, FleetOptions};
+use crate::fleet::{Auth, Fence, Fleet, FleetOptions, Outcome};
 
 /// How long appends are remembered for deduplication.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -48,6 +48,9 @@ pub(crate) struct NatsLog {
     /// The task delivering the stream's messages to the writer.
     follower: Option<tokio::task::JoinHandle<()>>,
     kv: kv::Store,
+    /// The stream's identity until the genesis record names one: the first 16 bytes of
+    /// blake3 over its name and the time JetStream created it.
+    stream_id: [u8; 16],
     /// The threads announcing and hearing heads; they end when the fleet closes.
     heads: Vec<std::thread::JoinHandle<()>>,
     watcher: Option<tokio::task::JoinHandle<()>>,
@@ -68,6 +71,10 @@ impl NatsLog {
             let kv = find_bucket(&js, options).await?;
             Ok::<_, Error>((client, js, stream, kv))
         })?;
+        let stream_id = stream_id(
+            &options.stream,
+            stream.cached_info().created.unix_timestamp_nanos(),
+        );
         Ok(NatsLog {
             rt,
             client,
@@ -76,86 +83,169 @@ impl NatsLog {
             subject: options.subject(),
             follower: None,
             kv,
+            stream_id,
             heads: Vec::new(),
             watcher: None,
         })
     }
 
     /// Starts announcing this host's head (at once when it changes, else every heartbeat)
-    /// and hearing the other hosts'. Every answer from the server counts as contact.
+    /// and hearing the other hosts'. Every answer from the server counts as contact; only
+    /// an acknowledged announcement (or the server's word that the bucket is gone) keeps
+    /// this host's fence open.
     fn start_heads(&mut self, fleet: Arc<Fleet>) -> Result<(), LogError> {
-        let kv = self.kv.clone();
+        fleet.set_stream_id(self.stream_id);
+        let fleet_wait = Arc::clone(&fleet);
         let handle = self.rt.handle().clone();
         let announcer = Arc::clone(&fleet);
-        let stream = self.stream.clone();
+        let (stream, js, mut kv) = (self.stream.clone(), self.js.clone(), self.kv.clone());
         // Out of touch, a request waits no longer than a heartbeat (and at least a
-        // second, so a busy machine is not taken for a lost server): the staleness limits
-        // are checked at least that often, whatever the server does.
+        // second, so a busy machine is not taken for a lost server).
         let patience = fleet.options.heartbeat.max(Duration::from_secs(1));
         self.heads.push(
             std::thread::Builder::new()
                 .name("keyledger-announce".into())
                 .spawn(move || {
                     let host = announcer.host().to_owned();
+                    // The last announcement says this host left: the others stop waiting for
+                    // it at once. It stays in the bucket until it expires.
                     while let Some(head) = announcer.next_announcement() {
-                        let Ok(bytes) = codec::encode_host_head(&head) else {
-                            continue;
+                        let Some(bytes) = announcer.seal(&head) else { break };
+                        announcer.sending(head.counter);
+                        let mut sent = Fence::now();
+                        let outcome = match within(&handle, patience, kv.put(&host, bytes.into())) {
+                            Some(Ok(_)) => {
+                                announcer.clear_fault(BUCKET_FAULT);
+                                Outcome::Acknowledged
+                            }
+                            _ => {
+                                sent = Fence::now();
+                                match within(&handle, patience, js.get_stream(kv.stream_name.clone())) {
+                                    Some(Err(e)) if stream_missing(&e) => {
+                                        kv = refind_bucket(&handle, &js, &announcer, kv, patience);
+                                        Outcome::BucketMissing
+                                    }
+                                    Some(Ok(_)) => {
+                                        announcer.contact();
+                                        Outcome::Failed
+                                    }
+                                    _ => Outcome::Failed,
+                                }
+                            }
                         };
-                        let put = async { tokio::time::timeout(patience, kv.put(&host, bytes.into())).await };
-                        // Contact is the server answering: an acknowledged announcement, or
-                        // else (a put waits for the server's disk, which may be slow) the
-                        // stream's state, which it answers from memory.
-                        let answered = matches!(handle.block_on(put), Ok(Ok(_))) || {
+                        if outcome == Outcome::Failed {
+                            // The stream's state, which the server answers from memory: contact
+                            // for the health limit, even while announcements wait for a disk.
                             let mut s = stream.clone();
-                            matches!(
-                                handle.block_on(async { tokio::time::timeout(patience, s.info()).await }),
-                                Ok(Ok(_))
-                            )
-                        };
-                        if answered {
-                            announcer.contact();
+                            if matches!(within(&handle, patience, s.info()), Some(Ok(_))) {
+                                announcer.contact();
+                            }
                         }
-                        announcer.check_staleness(|| {
+                        if announcer.announced(head.counter, outcome, sent) {
+                            // The stream's end, read after the answer: what the fence waits for.
                             let mut s = stream.clone();
-                            let info =
-                                handle.block_on(async { tokio::time::timeout(patience, s.info()).await });
-                            info.ok()?.ok().map(|i| i.state.last_sequence)
-                        });
+                            if let Some(Ok(info)) = within(&handle, patience, s.info()) {
+                                announcer.catch_up_to(info.state.last_sequence);
+                            }
+                        }
                     }
-                    // Leaving: the others stop waiting for this host at once.
-                    let _ = handle.block_on(async { tokio::time::timeout(patience, kv.delete(&host)).await });
                 })?,
         );
         let kv = self.kv.clone();
-        let lease = fleet.options.lease;
         self.watcher = Some(self.rt.spawn(async move {
-            // Re-watch whenever a watch ends (the server went away and came back).
+            // Watch again whenever a watch ends (the server went away and came back, the
+            // bucket was made again).
             while !fleet.is_closing() {
                 if let Ok(mut watch) = kv.watch_with_history(">").await {
+                    fleet.watch_started();
                     while let Some(entry) = watch.next().await {
                         let Ok(entry) = entry else { break };
-                        match entry.operation {
-                            kv::Operation::Put => {
-                                if let Ok(head) = codec::decode_host_head(&entry.value) {
-                                    // A live update was heard now; only the history (what
-                                    // the bucket held when the watch began) is aged, by the
-                                    // server's clock against this one's.
-                                    let age = if entry.seen_current {
-                                        Duration::ZERO
-                                    } else {
-                                        age_of(entry.created.unix_timestamp_nanos()).min(lease * 2)
-                                    };
-                                    fleet.heard(&entry.key, head, age);
-                                }
-                            }
-                            kv::Operation::Delete | kv::Operation::Purge => fleet.forget(&entry.key),
-                        }
+                        let value = match entry.operation {
+                            kv::Operation::Put => Some(&entry.value[..]),
+                            kv::Operation::Delete | kv::Operation::Purge => None,
+                        };
+                        fleet.delivered(&entry.key, value, entry.revision, entry.seen_current);
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }));
+        // A host verifies once the others can see it: its first announcement acknowledged.
+        let timeout = fleet_wait.options.request_timeout;
+        fleet_wait.wait_open(timeout);
         Ok(())
+    }
+}
+
+/// What `request` answered within `patience`, if it did.
+fn within<F: std::future::Future>(
+    handle: &tokio::runtime::Handle,
+    patience: Duration,
+    request: F,
+) -> Option<F::Output> {
+    handle.block_on(async { tokio::time::timeout(patience, request).await.ok() })
+}
+
+/// The cause a missing or unusable heads bucket is reported under.
+const BUCKET_FAULT: &str = "heads_bucket";
+
+/// The stream's identity from what JetStream says of it (see `NatsLog::stream_id`).
+fn stream_id(name: &str, created_nanos: i128) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(&(name.len() as u64).to_le_bytes());
+    h.update(name.as_bytes());
+    h.update(&created_nanos.to_le_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    id
+}
+
+/// Whether the JetStream API answered that the stream does not exist.
+fn stream_missing(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// The heads bucket is gone: reported, and made again (or found, if another host made it
+/// first). Safe: the heads in it are sealed, so whoever makes a bucket cannot fill it with
+/// anything that counts, and a watch that starts on a new bucket counts every host as
+/// heard from then (see `docs/design.md`, "Fencing").
+fn refind_bucket(
+    handle: &tokio::runtime::Handle,
+    js: &jetstream::Context,
+    fleet: &Fleet,
+    kv: kv::Store,
+    patience: Duration,
+) -> kv::Store {
+    let bucket = fleet.options.heads_bucket();
+    fleet.note_bucket_lost();
+    let found =
+        handle.block_on(async { tokio::time::timeout(patience, find_bucket(js, &fleet.options)).await });
+    match found {
+        Ok(Ok(store)) => {
+            fleet.set_fault(
+                BUCKET_FAULT,
+                format!("the heads bucket {bucket} was deleted; it was made again, and announcements resume"),
+            );
+            store
+        }
+        Ok(Err(e)) => {
+            fleet.set_fault(
+                BUCKET_FAULT,
+                format!(
+                    "the heads bucket {bucket} does not exist and cannot be made again ({e}): no revocation \
+                     can be confirmed; keys are still verified"
+                ),
+            );
+            kv
+        }
+        Err(_) => {
+            fleet.set_fault(
+                BUCKET_FAULT,
+                format!("the heads bucket {bucket} does not exist; making it again timed out"),
+            );
+            kv
+        }
     }
 }
 
@@ -193,12 +283,16 @@ async fn connect(options: &FleetOptions) -> Result<(async_nats::Client, jetstrea
     Ok((client, js))
 }
 
-/// A host's announced head, and how long ago it was announced.
-pub(crate) type Announced = (String, HostHead, Duration);
+/// What `keyledger fleet` reads: the stream's last position and identity, and every
+/// entry of the heads bucket (name, bytes, how long ago the server stored it).
+pub(crate) struct Survey {
+    pub(crate) last_position: u64,
+    pub(crate) stream_id: [u8; 16],
+    pub(crate) entries: Vec<(String, Vec<u8>, Duration)>,
+}
 
-/// The stream's last position and every host's announced head with its age, read without
-/// joining (nothing is created).
-pub(crate) fn survey(options: &FleetOptions) -> Result<(u64, Vec<Announced>), Error> {
+/// Reads the stream's state and the heads bucket without joining (nothing is created).
+pub(crate) fn survey(options: &FleetOptions) -> Result<Survey, Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -209,26 +303,25 @@ pub(crate) fn survey(options: &FleetOptions) -> Result<(u64, Vec<Announced>), Er
             .get_stream(&options.stream)
             .await
             .map_err(|e| missing(format!("no stream {}: {e}", options.stream)))?;
-        let last = stream
-            .info()
-            .await
-            .map_err(|e| missing(e.to_string()))?
-            .state
-            .last_sequence;
-        let mut hosts = Vec::new();
+        let info = stream.info().await.map_err(|e| missing(e.to_string()))?;
+        let mut entries = Vec::new();
         if let Ok(kv) = js.get_key_value(options.heads_bucket()).await
             && let Ok(mut keys) = kv.keys().await
         {
             while let Some(Ok(key)) = keys.next().await {
                 if let Ok(Some(entry)) = kv.entry(key.clone()).await
                     && entry.operation == kv::Operation::Put
-                    && let Ok(head) = codec::decode_host_head(&entry.value)
                 {
-                    hosts.push((key, head, age_of(entry.created.unix_timestamp_nanos())));
+                    let age = age_of(entry.created.unix_timestamp_nanos());
+                    entries.push((key, entry.value.to_vec(), age));
                 }
             }
         }
-        Ok((last, hosts))
+        Ok(Survey {
+            last_position: info.state.last_sequence,
+            stream_id: stream_id(&options.stream, info.created.unix_timestamp_nanos()),
+            entries,
+        })
     })
 }
 
@@ -297,24 +390,43 @@ async fn find_stream(js: &jetstream::Context, options: &FleetOptions) -> Result<
     }
 }
 
-/// Finds the heads bucket, or creates it with entries that live one lease.
+/// Finds the heads bucket, or creates it with entries that live
+/// [`FleetOptions::heads_max_age`]; a bucket that keeps them for less is given that age.
 async fn find_bucket(js: &jetstream::Context, options: &FleetOptions) -> Result<kv::Store, Error> {
     let bucket = options.heads_bucket();
+    let max_age = options.heads_max_age();
+    let cannot = |e: String| Error::StreamUnavailable {
+        reason: format!("cannot find or create bucket {bucket}: {e}"),
+    };
     if let Ok(store) = js.get_key_value(&bucket).await {
+        let mut config = js
+            .get_stream(&store.stream_name)
+            .await
+            .map_err(|e| cannot(e.to_string()))?
+            .cached_info()
+            .config
+            .clone();
+        if !config.max_age.is_zero() && config.max_age < max_age {
+            config.max_age = max_age;
+            js.update_stream(config).await.map_err(|e| {
+                cannot(format!(
+                    "it keeps entries for less than the {max_age:?} a host may wait for a silent one, \
+                     and cannot be changed: {e}"
+                ))
+            })?;
+        }
         return Ok(store);
     }
     js.create_key_value(kv::Config {
         bucket: bucket.clone(),
         history: 1,
-        max_age: options.lease,
+        max_age,
         num_replicas: options.replicas,
         storage: stream::StorageType::File,
         ..Default::default()
     })
     .await
-    .map_err(|e| Error::StreamUnavailable {
-        reason: format!("cannot find or create bucket {bucket}: {e}"),
-    })
+    .map_err(|e| cannot(e.to_string()))
 }
 
 impl SharedLog for NatsLog {
