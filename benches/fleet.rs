@@ -832,7 +832,9 @@ fn catchup(mode: &Mode, dir: &Path, nats: &NatsServer) -> Value {
     let bootstrap_s = t.elapsed().as_secs_f64();
     assert_eq!(origin.last_seq(), records);
     drop(origin);
-    let messages = keyledger::survey(&fleet("survey"), &chain_key).unwrap().last_position;
+    let messages = keyledger::survey(&fleet("survey"), &chain_key)
+        .unwrap()
+        .last_position;
     eprintln!("  catch-up: stream bootstrapped with {messages} messages in {bootstrap_s:.1} s");
 
     // A catch-up that fails is reported (with what nats-server logged), not a panic: the

@@ -36,9 +36,9 @@ use crate::ledger::Ledger;
 use crate::log::{AppendError, Delivered, Entry, Log, LogError, MetaKey, SharedLog};
 
 pub(crate) use fence::Fence;
-pub(crate) use hosts::{Fleet, hold_for};
 #[cfg(any(feature = "nats", test))]
 pub(crate) use hosts::Outcome;
+pub(crate) use hosts::{Fleet, hold_for};
 
 /// How a host joins a fleet: where the shared log is, who this host is, and the limits
 /// of its patience. See `docs/design.md` for why the defaults are what they are.
