@@ -100,6 +100,7 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
 #[cfg(feature = "nats")]
 async fn report_fleet(keys: Arc<keyledger::KeyStore>) {
     let mut ignored = 0;
+    let mut lost = 0;
     let mut causes: Vec<(&str, String)> = Vec::new();
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -112,6 +113,10 @@ async fn report_fleet(keys: Arc<keyledger::KeyStore>) {
                     last.host, last.reason
                 );
             }
+        }
+        if status.heads_bucket_lost > lost {
+            lost = status.heads_bucket_lost;
+            eprintln!("fleet: the heads bucket was found missing ({lost} time(s) so far); it is made again");
         }
         let now: Vec<(&str, String)> = status.causes.clone();
         if now != causes {

@@ -99,6 +99,9 @@ impl NatsLog {
         let handle = self.rt.handle().clone();
         let announcer = Arc::clone(&fleet);
         let (stream, js, mut kv) = (self.stream.clone(), self.js.clone(), self.kv.clone());
+        // Tells the watch to start again, on the bucket as it is now.
+        let rewatch = Arc::new(tokio::sync::Notify::new());
+        let restart = Arc::clone(&rewatch);
         // Out of touch, a request waits no longer than a heartbeat (and at least a
         // second, so a busy machine is not taken for a lost server).
         let patience = fleet.options.heartbeat.max(Duration::from_secs(1));
@@ -114,8 +117,11 @@ impl NatsLog {
                         announcer.sending(head.counter);
                         let mut sent = Fence::now();
                         let outcome = match within(&handle, patience, kv.put(&host, bytes.into())) {
-                            Some(Ok(_)) => {
+                            Some(Ok(revision)) => {
                                 announcer.clear_fault(BUCKET_FAULT);
+                                if announcer.watch_is_past(revision) {
+                                    rewatch.notify_one();
+                                }
                                 Outcome::Acknowledged
                             }
                             _ => {
@@ -158,8 +164,12 @@ impl NatsLog {
             while !fleet.is_closing() {
                 if let Ok(mut watch) = kv.watch_with_history(">").await {
                     fleet.watch_started();
-                    while let Some(entry) = watch.next().await {
-                        let Ok(entry) = entry else { break };
+                    loop {
+                        let entry = tokio::select! {
+                            entry = watch.next() => entry,
+                            () = restart.notified() => break,
+                        };
+                        let Some(Ok(entry)) = entry else { break };
                         let value = match entry.operation {
                             kv::Operation::Put => Some(&entry.value[..]),
                             kv::Operation::Delete | kv::Operation::Purge => None,

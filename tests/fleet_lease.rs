@@ -1,0 +1,390 @@
+//! What a revocation's confirmation means in a fleet, against a real nats-server: forged
+//! and ghost heads in the heads bucket, a host cut off from NATS mid-revocation (through a
+//! relay the test cuts), the opt-out of fencing, a halted host that went stale, and the
+//! heads bucket deleted under the fleet.
+//!
+//! The heads bucket is written here as an attacker would: with a plain NATS client
+//! (`async-nats`) that may write the bucket but lacks the chain key.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/hosts.rs"]
+mod hosts;
+#[path = "support/nats.rs"]
+mod nats;
+#[path = "support/relay.rs"]
+mod relay;
+#[path = "support/served.rs"]
+mod served;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use std::net::SocketAddr;
+
+use hosts::{Hosts, eventually, http};
+use serde_json::Value;
+
+/// Hosts hear each other every 100 ms, fence after 1 s unheard, and are counted out
+/// 300 ms after that.
+const FAST: &[&str] = &["--heartbeat", "100ms", "--lease", "1s", "--margin", "300ms"];
+
+fn flags(extra: &[&'static str]) -> Vec<&'static str> {
+    FAST.iter().chain(extra).copied().collect()
+}
+
+/// Runs `f` with a JetStream context on the fleet's server, as a plain client.
+fn as_client<T>(url: &str, f: impl AsyncFnOnce(async_nats::jetstream::Context) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        f(async_nats::jetstream::new(client)).await
+    })
+}
+
+/// Puts `value` under `key` in the heads bucket.
+fn put_head(url: &str, key: &str, value: Vec<u8>) {
+    as_client(url, async |js| {
+        let kv = js.get_key_value("keyledger-hosts").await.unwrap();
+        kv.put(key, value.into()).await.unwrap();
+    });
+}
+
+/// A version 1 head (what 0.4.0 announced, unsealed) claiming record `seq`.
+fn v1_head(seq: u64) -> Vec<u8> {
+    let mut b = b"KLHOST\0\0".to_vec();
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&seq.to_le_bytes());
+    b.extend_from_slice(&[0; 32]);
+    b.extend_from_slice(&seq.to_le_bytes());
+    b.extend_from_slice(&0i64.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.push(0);
+    b
+}
+
+/// A version 2 head (the current layout) claiming record `seq`, with a seal of zeros.
+fn forged_v2_head(seq: u64) -> Vec<u8> {
+    let mut b = b"KLHOST\0\0".to_vec();
+    b.extend_from_slice(&2u16.to_le_bytes());
+    for n in [1u64, u64::MAX >> 1, seq] {
+        b.extend_from_slice(&n.to_le_bytes());
+    }
+    b.extend_from_slice(&[0; 32]);
+    b.extend_from_slice(&seq.to_le_bytes());
+    b.extend_from_slice(&0i64.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.extend_from_slice(&[0, 0, 1]);
+    b.extend_from_slice(&1_000_000u64.to_le_bytes());
+    b.extend_from_slice(&1_000_000u64.to_le_bytes());
+    b.extend_from_slice(&[0; 32]);
+    b
+}
+
+/// `/auth` at `addr` for `secret`, polled until `stop`: the times it answered 200.
+fn accepted_at(addr: SocketAddr, secret: &str, stop: &AtomicBool) -> Vec<Instant> {
+    let mut accepted = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        let asked = Instant::now();
+        if http(addr, "GET", "/auth", Some(secret), None).is_some_and(|a| a.status == 200) {
+            // Counted from when it was asked: the answer may have been decided then.
+            accepted.push(asked);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    accepted
+}
+
+/// Deletes key `id` through host `i`; returns the answer and when it arrived.
+fn delete(fleet: &Hosts, i: usize, id: &str) -> (Value, Instant) {
+    let answer = fleet.call(i, "DELETE", &format!("/v1/keys/{id}"), None);
+    let at = Instant::now();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    (answer.json(), at)
+}
+
+fn unconfirmed(answer: &Value) -> Vec<String> {
+    answer
+        .get("unconfirmed")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|h| h.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Cut off from NATS, `b` keeps accepting the key until it fences; an attacker puts a
+/// head with seq 2^62 under b's name, again and again. The revocation on `a` is not
+/// confirmed on the strength of it: by the time the answer claims confirmation, b rejects
+/// every key; the forged heads are counted and reported.
+#[test]
+fn a_forged_head_under_a_live_hosts_name_confirms_nothing() {
+    let fleet = Hosts::start(&[
+        ("a", &flags(&["--confirm-timeout", "20s"]), false),
+        ("b", &flags(&[]), true),
+    ]);
+    let (id, secret) = fleet.create(0, "bot");
+    fleet.converged(2);
+    let url = fleet.url();
+    let (stop, b) = (AtomicBool::new(false), fleet.addr(1));
+    let (answer, answered, accepted) = std::thread::scope(|s| {
+        let forger = s.spawn(|| {
+            as_client(&url, async |js| {
+                let kv = js.get_key_value("keyledger-hosts").await.unwrap();
+                while !stop.load(Ordering::Acquire) {
+                    kv.put("b", forged_v2_head(1 << 62).into()).await.unwrap();
+                    kv.put("b", v1_head(1 << 62).into()).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        });
+        let watcher = s.spawn(|| accepted_at(b, &secret, &stop));
+        fleet.relay(1).cut();
+        std::thread::sleep(Duration::from_millis(100));
+        let (answer, answered) = delete(&fleet, 0, &id);
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Release);
+        forger.join().unwrap();
+        (answer, answered, watcher.join().unwrap())
+    });
+    assert!(
+        !unconfirmed(&answer).is_empty() || accepted.iter().all(|t| *t < answered),
+        "confirmed while b still accepted the key: {answer}, b accepted until {:?} after the answer",
+        accepted.last().map(|t| t.saturating_duration_since(answered))
+    );
+    let status = fleet.fleet_status(0);
+    assert!(status["ignored_heads"].as_u64().unwrap() >= 2, "{status}");
+    assert_eq!(status["last_ignored"]["ignored_head"], "b", "{status}");
+    fleet.relay(1).restore();
+    eventually(30, "b catches up and rejects the deleted key", || {
+        fleet.auth(1, &secret) == 401
+    });
+}
+
+/// Entries under names no host has (junk, an unsealed version 1 head, a deletion) make no
+/// revocation wait, and are reported by `/v1/fleet` and `keyledger fleet`.
+#[test]
+fn a_ghost_entry_makes_no_revocation_wait_and_is_reported() {
+    let fleet = Hosts::start(&[("a", &flags(&["--confirm-timeout", "20s"]), false)]);
+    let url = fleet.url();
+    put_head(&url, "ghost", b"x".to_vec());
+    put_head(&url, "ghost-v1", v1_head(0));
+    put_head(&url, "ghost-v2", forged_v2_head(0));
+    let (id, _) = fleet.create(0, "bot");
+    let started = Instant::now();
+    let (answer, _) = delete(&fleet, 0, &id);
+    assert!(unconfirmed(&answer).is_empty(), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a ghost made the revocation wait {:?}",
+        started.elapsed()
+    );
+    let status = fleet.fleet_status(0);
+    assert!(status["ignored_heads"].as_u64().unwrap() >= 3, "{status}");
+    assert_eq!(status["hosts"].as_array().unwrap().len(), 1, "{status}");
+    let out = served::keyledger(&fleet.dir.path().join("none"))
+        .args(["--chain-key-file", fleet.chain_key.to_str().unwrap()])
+        .args(["fleet", "--nats", &url, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ignored: Vec<&str> = lines.iter().filter_map(|l| l["ignored_head"].as_str()).collect();
+    assert_eq!(ignored, ["ghost", "ghost-v1", "ghost-v2"], "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l["host"] == "a").count(), 1, "{lines:?}");
+}
+
+/// One host cut off from NATS mid-revocation: the answer never claims confirmation while
+/// the cut-off host accepts the key, and by the time it does, that host rejects every key
+/// (and says so in `/healthz`). Restored, it catches up and verifies again.
+#[test]
+fn a_host_cut_off_mid_revocation_rejects_every_key_before_the_others_count_it_out() {
+    let fleet = Hosts::start(&[
+        ("a", &flags(&["--confirm-timeout", "20s"]), false),
+        ("b", &flags(&[]), true),
+    ]);
+    let (id, secret) = fleet.create(0, "bot");
+    let (_, other) = fleet.create(0, "other");
+    fleet.converged(3);
+    let (stop, b) = (AtomicBool::new(false), fleet.addr(1));
+    let (answer, answered, accepted) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| accepted_at(b, &secret, &stop));
+        fleet.relay(1).cut();
+        let started = Instant::now();
+        let (answer, answered) = delete(&fleet, 0, &id);
+        // The lease and the margin, counted from b's last head at most a heartbeat before
+        // the cut.
+        assert!(
+            answered - started >= Duration::from_millis(1100),
+            "counted out after {:?}",
+            answered - started
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Release);
+        (answer, answered, watcher.join().unwrap())
+    });
+    assert!(unconfirmed(&answer).is_empty(), "{answer}");
+    assert!(!accepted.is_empty(), "b accepted the key while it was cut off");
+    let last = *accepted.last().unwrap();
+    assert!(
+        last < answered,
+        "b accepted the key {:?} after the answer claimed confirmation",
+        last - answered
+    );
+    assert_eq!(
+        fleet.auth(1, &other),
+        403,
+        "fenced: every key, not just the revoked one"
+    );
+    let health = fleet.health(1);
+    assert_eq!(health.status, 503, "{health:?}");
+    assert!(health.body.contains("\"fenced\""), "{health:?}");
+    fleet.relay(1).restore();
+    eventually(30, "b is heard again and catches up", || {
+        fleet.auth(1, &other) == 200 && fleet.auth(1, &secret) == 401
+    });
+}
+
+/// A host started with `--serve-past-lease` keeps verifying while cut off; a revocation
+/// lists it as unconfirmed instead of claiming confirmation.
+#[test]
+fn a_cut_off_host_that_serves_past_its_lease_is_listed_as_unconfirmed() {
+    let fleet = Hosts::start(&[
+        ("a", &flags(&["--confirm-timeout", "20s"]), false),
+        (
+            "b",
+            &flags(&["--serve-past-lease", "--stale-reject", "30s"]),
+            true,
+        ),
+    ]);
+    let (id, secret) = fleet.create(0, "bot");
+    fleet.converged(2);
+    fleet.relay(1).cut();
+    let (answer, _) = delete(&fleet, 0, &id);
+    assert_eq!(unconfirmed(&answer), ["b"], "{answer}");
+    assert_eq!(
+        fleet.auth(1, &secret),
+        200,
+        "b still accepts it, as the answer says"
+    );
+    let b = &fleet.fleet_status(0)["hosts"][1];
+    assert_eq!(
+        (b["host"].as_str(), b["fences"].as_bool()),
+        (Some("b"), Some(false))
+    );
+    fleet.relay(1).restore();
+    eventually(30, "b catches up", || fleet.auth(1, &secret) == 401);
+}
+
+/// Publishes a sealed message of another stream of the same chain key on the fleet's
+/// subject (a chain-key holder's replay): it does not follow the fleet's head, so every
+/// host halts.
+fn halt_every_host(fleet: &Hosts) {
+    let db = fleet.dir.path().join("other");
+    let key = fleet.chain_key.to_str().unwrap();
+    served::super_admin_key(&db, &fleet.chain_key, "one", &[]);
+    served::super_admin_key(&db, &fleet.chain_key, "two", &[]);
+    let url = fleet.url();
+    let out = served::keyledger(&db)
+        .args(["--chain-key-file", key, "serve", "--listen", "127.0.0.1:0"])
+        .args(["--nats", &url, "--stream", "other", "--host-id", "other"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut other = out;
+    let stream = fleet.nats.url();
+    eventually(30, "the other stream is bootstrapped", || {
+        as_client(&stream, async |js| match js.get_stream("other").await {
+            Ok(mut s) => s.info().await.is_ok_and(|i| i.state.last_sequence >= 1),
+            Err(_) => false,
+        })
+    });
+    let _ = other.kill();
+    let _ = other.wait();
+    as_client(&url, async |js| {
+        let message = js
+            .get_stream("other")
+            .await
+            .unwrap()
+            .direct_get(1)
+            .await
+            .unwrap()
+            .payload;
+        js.publish("keyledger.keyledger.log", message)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
+    for i in 0..fleet.hosts.len() {
+        eventually(30, "the host halts", || {
+            fleet.health(i).body.contains("\"halted\"")
+        });
+    }
+}
+
+/// A halted host that lost the server rejects every key (fenced), and verifies again on its
+/// own once the server is back, though it applies nothing more.
+#[test]
+fn a_host_that_went_stale_while_halted_recovers_once_the_server_is_back() {
+    let mut fleet = Hosts::start(&[("a", &flags(&[]), false), ("b", &flags(&[]), false)]);
+    let (_, secret) = fleet.create(0, "bot");
+    fleet.converged(2);
+    halt_every_host(&fleet);
+    assert_eq!(
+        fleet.auth(1, &secret),
+        200,
+        "halted, it verifies from what it has"
+    );
+    fleet.nats.kill9();
+    eventually(20, "b fences", || fleet.auth(1, &secret) == 403);
+    fleet.nats.restart();
+    eventually(30, "b verifies again", || fleet.auth(1, &secret) == 200);
+    let health = fleet.health(1).json();
+    assert!(health["fleet"]["halted"].is_string(), "still halted: {health}");
+    assert!(!health["fleet"]["rejecting"].as_bool().unwrap(), "{health}");
+}
+
+/// The heads bucket deleted under the fleet: the hosts notice (counted in `/v1/fleet`, a
+/// line in their log), keep verifying, make it again, and revocations are confirmed again.
+#[test]
+fn the_heads_bucket_deleted_under_the_fleet_is_noticed_and_made_again() {
+    let mut fleet = Hosts::start(&[
+        ("a", &flags(&["--confirm-timeout", "20s"]), false),
+        ("b", &flags(&[]), false),
+    ]);
+    let (_, secret) = fleet.create(0, "bot");
+    let (id, _) = fleet.create(1, "to delete");
+    fleet.converged(3);
+    let url = fleet.url();
+    as_client(&url, async |js| {
+        js.delete_key_value("keyledger-hosts").await.unwrap()
+    });
+    let deleted = Instant::now();
+    // Past several leases, both keep verifying.
+    while deleted.elapsed() < Duration::from_secs(3) {
+        for i in 0..2 {
+            assert_eq!(fleet.auth(i, &secret), 200, "host {i} stopped verifying");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for i in 0..2 {
+        let status = fleet.fleet_status(i);
+        assert!(status["heads_bucket_lost"].as_u64().unwrap() >= 1, "{status}");
+    }
+    eventually(10, "the bucket is back", || {
+        as_client(&url, async |js| js.get_key_value("keyledger-hosts").await.is_ok())
+    });
+    let (answer, _) = delete(&fleet, 0, &id);
+    assert!(unconfirmed(&answer).is_empty(), "{answer}");
+    eventually(10, "a sees b again", || {
+        fleet.fleet_status(0)["hosts"].as_array().unwrap().len() == 2
+    });
+    let log = fleet.stop(0);
+    assert!(log.contains("heads bucket"), "{log}");
+}
