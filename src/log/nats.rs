@@ -110,6 +110,7 @@ impl NatsLog {
                 .name("keyledger-announce".into())
                 .spawn(move || {
                     let host = announcer.host().to_owned();
+                    let mut last_revision = 0;
                     // The last announcement says this host left: the others stop waiting for
                     // it at once. It stays in the bucket until it expires.
                     while let Some(head) = announcer.next_announcement() {
@@ -119,9 +120,12 @@ impl NatsLog {
                         let outcome = match within(&handle, patience, kv.put(&host, bytes.into())) {
                             Some(Ok(revision)) => {
                                 announcer.clear_fault(BUCKET_FAULT);
-                                if announcer.watch_is_past(revision) {
+                                // Stored before this host's previous announcement: the bucket
+                                // was made again, and the watch follows the old one.
+                                if revision <= last_revision {
                                     rewatch.notify_one();
                                 }
+                                last_revision = revision;
                                 Outcome::Acknowledged
                             }
                             _ => {
