@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/cluster.rs"]
+mod cluster;
 #[path = "support/hosts.rs"]
 mod hosts;
 #[path = "support/nats.rs"]
@@ -387,4 +389,168 @@ fn the_heads_bucket_deleted_under_the_fleet_is_noticed_and_made_again() {
     });
     let log = fleet.stop(0);
     assert!(log.contains("heads bucket"), "{log}");
+}
+
+/// What one request stream saw around a server's death: when each request was sent, and
+/// whether it was answered.
+type Sends = Vec<(Instant, bool)>;
+
+/// Sends `request` every `every` (each waiting at most `patience`, as a host's
+/// announcements do) until `stop`.
+async fn keep_sending<F: Future<Output = bool>>(
+    every: Duration,
+    patience: Duration,
+    stop: &AtomicBool,
+    mut request: impl FnMut() -> F,
+) -> Sends {
+    let mut sends = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        let sent = Instant::now();
+        let ok = tokio::time::timeout(patience, request()).await.unwrap_or(false);
+        sends.push((sent, ok));
+        tokio::time::sleep(every.saturating_sub(sent.elapsed())).await;
+    }
+    sends
+}
+
+/// The longest time between two answered requests' send times, across `killed`: what
+/// a host's fence sees.
+fn gap_across(sends: &Sends, killed: Instant) -> Option<Duration> {
+    let before = sends
+        .iter()
+        .filter(|(t, ok)| *ok && *t <= killed)
+        .map(|(t, _)| *t)
+        .last()?;
+    let after = sends.iter().find(|(t, ok)| *ok && *t > killed).map(|(t, _)| *t)?;
+    Some(after - before)
+}
+
+fn figures(mut gaps: Vec<Duration>) -> String {
+    gaps.sort();
+    match (gaps.first(), gaps.get(gaps.len() / 2), gaps.last()) {
+        (Some(min), Some(median), Some(max)) => format!("min {min:.2?}, median {median:.2?}, max {max:.2?}"),
+        _ => "no figures".to_owned(),
+    }
+}
+
+/// Measures a NATS leader election against the lease: three clustered servers, an R3 log
+/// stream and an R3 heads bucket; the server leading the bucket is killed while a client
+/// appends to the stream and announces in the bucket every 100 ms (waiting 1 s at most,
+/// as a host does). Prints, over several runs, the longest gap between answered requests
+/// across the kill: for announcements, what a host's fence sees; for appends, how long
+/// writes fail. `KEYLEDGER_ELECTION_RUNS` sets the number of runs (default 5).
+///
+/// `NATS_SERVER=... cargo test --features tower --test fleet_lease -- --ignored --nocapture
+/// a_leader_election`
+#[test]
+#[ignore = "a measurement: a minute or more, three servers"]
+fn a_leader_election_measured_against_the_lease() {
+    let runs: usize = std::env::var("KEYLEDGER_ELECTION_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = cluster::Cluster::start(dir.path());
+    let urls = cluster.urls();
+    let (mut announce_gaps, mut append_gaps) = (Vec::new(), Vec::new());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for run in 0..runs {
+        let stop = AtomicBool::new(false);
+        let (killed, same_leader, announced, appended) = rt.block_on(async {
+            let addrs: Vec<&str> = urls.split(',').collect();
+            let client = async_nats::ConnectOptions::new()
+                .max_reconnects(None)
+                .connect(addrs.as_slice())
+                .await
+                .unwrap();
+            let js = async_nats::jetstream::new(client);
+            let name = format!("measure{run}");
+            let mut log = tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    let config = async_nats::jetstream::stream::Config {
+                        name: name.clone(),
+                        subjects: vec![format!("m.{run}")],
+                        num_replicas: 3,
+                        ..Default::default()
+                    };
+                    if let Ok(s) = js.get_or_create_stream(config).await {
+                        return s;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await
+            .unwrap();
+            let kv = js
+                .create_key_value(async_nats::jetstream::kv::Config {
+                    bucket: name.clone(),
+                    history: 1,
+                    num_replicas: 3,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let mut bucket = js.get_stream(format!("KV_{name}")).await.unwrap();
+            let leader = |info: &async_nats::jetstream::stream::Info| {
+                info.cluster.as_ref().and_then(|c| c.leader.clone())
+            };
+            let kv_leader = loop {
+                if let Some(l) = bucket.info().await.ok().and_then(leader) {
+                    break l;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let log_leader = log.info().await.ok().and_then(leader);
+            let victim = (0..3).find(|&i| cluster::Cluster::name(i) == kv_leader).unwrap();
+            let subject = format!("m.{run}");
+            let patience = Duration::from_secs(1);
+            let every = Duration::from_millis(100);
+            let (announced, appended, killed) = tokio::join!(
+                keep_sending(every, patience, &stop, || {
+                    let kv = kv.clone();
+                    async move { kv.put("host", "head".into()).await.is_ok() }
+                }),
+                keep_sending(every, patience, &stop, || {
+                    let (js, subject) = (js.clone(), subject.clone());
+                    async move {
+                        match js.publish(subject, "m".into()).await {
+                            Ok(ack) => ack.await.is_ok(),
+                            Err(_) => false,
+                        }
+                    }
+                }),
+                async {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    let killed = Instant::now();
+                    tokio::task::block_in_place(|| cluster.kill9(victim));
+                    tokio::time::sleep(Duration::from_secs(20)).await;
+                    stop.store(true, Ordering::Release);
+                    (killed, victim)
+                }
+            );
+            let (killed, victim) = killed;
+            tokio::task::block_in_place(|| cluster.restart(victim));
+            (
+                killed,
+                log_leader.as_deref() == Some(kv_leader.as_str()),
+                announced,
+                appended,
+            )
+        });
+        let announce = gap_across(&announced, killed);
+        let append = gap_across(&appended, killed);
+        eprintln!(
+            "run {run}: killed the bucket's leader (also the log's: {same_leader}); answered announcements \
+             {announce:?} apart across it, appends {append:?}"
+        );
+        announce_gaps.extend(announce);
+        append_gaps.extend(append);
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    eprintln!("announcements (what the fence sees): {}", figures(announce_gaps));
+    eprintln!("appends: {}", figures(append_gaps));
 }

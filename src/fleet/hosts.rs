@@ -85,8 +85,6 @@ struct View {
     broken: bool,
     /// The last revision delivered live.
     revision: Option<u64>,
-    /// The highest revision delivered since the watch started.
-    highest: u64,
     ignored: u64,
     last_ignored: Option<IgnoredHead>,
 }
@@ -151,7 +149,6 @@ impl Fleet {
                 outbox: VecDeque::new(),
                 broken: false,
                 revision: None,
-                highest: 0,
                 ignored: 0,
                 last_ignored: None,
             }),
@@ -378,13 +375,6 @@ impl Fleet {
         let mut view = lock(&self.view);
         discontinuity(&mut view);
         view.revision = None;
-        view.highest = 0;
-    }
-
-    /// Whether an announcement stored at `revision` comes at or before what the watch
-    /// delivered already: the bucket was made again, and the watch follows the old one.
-    pub(crate) fn watch_is_past(&self, revision: u64) -> bool {
-        revision <= lock(&self.view).highest
     }
 
     /// An entry of the heads bucket was delivered: `key` holds `value`, at `revision`
@@ -392,7 +382,6 @@ impl Fleet {
     /// counts for nothing and is counted.
     pub(crate) fn delivered(&self, key: &str, value: Option<&[u8]>, revision: u64, live: bool) {
         let mut view = lock(&self.view);
-        view.highest = view.highest.max(revision);
         if live {
             // A gap: entries were removed before the watch delivered them.
             if view.revision.is_some_and(|r| revision != r + 1) {

@@ -287,7 +287,15 @@ async fn connect(options: &FleetOptions) -> Result<(async_nats::Client, jetstrea
     if let Some((cert, key)) = &options.tls.client_certificate {
         connect = connect.add_client_certificate(cert.clone(), key.clone());
     }
-    let client = connect.connect(options.url.as_str()).await.map_err(|e| {
+    // A cluster's servers, comma-separated: the client tries each, and moves to another
+    // when one dies.
+    let urls: Vec<&str> = options
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    let client = connect.connect(urls.as_slice()).await.map_err(|e| {
         let url = crate::fleet::without_userinfo(&options.url);
         unavailable(format!("cannot connect to {url}: {e}"))
     })?;
