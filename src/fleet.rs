@@ -125,10 +125,10 @@ impl FleetOptions {
             auth: Auth::None,
             tls: Tls::default(),
             heartbeat: Duration::from_millis(500),
-            lease: Duration::from_secs(3),
-            margin: Duration::from_millis(500),
+            lease: Duration::from_secs(12),
+            margin: Duration::from_secs(1),
             serve_past_lease: false,
-            confirm_timeout: Duration::from_secs(5),
+            confirm_timeout: Duration::from_secs(15),
             stale_serve: Duration::from_secs(10),
             stale_reject: Duration::from_secs(60),
             request_timeout: Duration::from_secs(5),
@@ -197,7 +197,7 @@ impl FleetOptions {
     }
 
     /// How long a host counts as live after its last announcement the server acknowledged
-    /// (default 3 s); unheard that long, a host fences itself: it rejects every key
+    /// (default 12 s: longer than a NATS leader election); unheard that long, a host fences itself: it rejects every key
     /// ([`Rejection::Stale`](crate::Rejection::Stale)) until it is heard again and has
     /// applied the stream's end. See `docs/design.md`, "Fencing".
     pub fn lease(mut self, lease: Duration) -> Self {
@@ -206,7 +206,7 @@ impl FleetOptions {
     }
 
     /// How much longer than a silent host's lease this host waits before it counts that
-    /// host as fenced in a revocation's confirmation (default 500 ms; at least the lease's
+    /// host as fenced in a revocation's confirmation (default 1 s; at least the lease's
     /// 0.2 % and 10 ms, for clocks running at different rates).
     pub fn margin(mut self, margin: Duration) -> Self {
         self.margin = margin;
@@ -223,8 +223,10 @@ impl FleetOptions {
         self
     }
 
-    /// How long a revocation waits for every live host to apply it (default 5 s; zero
-    /// answers at once, naming the live hosts that had not applied it yet).
+    /// How long a revocation waits for every host that may accept keys to apply it
+    /// (default 15 s: longer than the lease and the margin, so that a dead host is counted
+    /// out before the wait ends; zero answers at once, naming the hosts it could not count,
+    /// and [`UNSEEN_HOSTS`]).
     pub fn confirm_timeout(mut self, timeout: Duration) -> Self {
         self.confirm_timeout = timeout;
         self

@@ -58,18 +58,18 @@ pub(super) struct FleetArgs {
     #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
     heartbeat: Option<Duration>,
     /// How long a host counts as live after its last acknowledged announcement; unheard
-    /// that long, it rejects every key until heard again and caught up (default 3s)
+    /// that long, it rejects every key until heard again and caught up (default 12s)
     #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
     lease: Option<Duration>,
     /// How much longer than a silent host's lease a revocation waits before it counts that
-    /// host as fenced (default 500ms; at least 0.2% of the lease and 10ms)
+    /// host as fenced (default 1s; at least 0.2% of the lease and 10ms)
     #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
     margin: Option<Duration>,
     /// Keep verifying keys past the lease when unheard, until --stale-reject: revocation
     /// answers then list this host as unconfirmed while it is silent
     #[arg(long)]
     serve_past_lease: bool,
-    /// How long a delete, disable or unwhitelist waits for every live host (default 5s; 0s
+    /// How long a delete, disable or unwhitelist waits for every host that may accept keys (default 15s; 0s
     /// answers at once, naming the hosts that had not applied it yet)
     #[arg(long, value_name = "DURATION", value_parser = grace_arg)]
     confirm_timeout: Option<Duration>,
