@@ -418,9 +418,9 @@ async fn keep_sending<F: Future<Output = bool>>(
 fn gap_across(sends: &Sends, killed: Instant) -> Option<Duration> {
     let before = sends
         .iter()
-        .filter(|(t, ok)| *ok && *t <= killed)
-        .map(|(t, _)| *t)
-        .last()?;
+        .rev()
+        .find(|(t, ok)| *ok && *t <= killed)
+        .map(|(t, _)| *t)?;
     let after = sends.iter().find(|(t, ok)| *ok && *t > killed).map(|(t, _)| *t)?;
     Some(after - before)
 }
