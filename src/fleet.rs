@@ -363,7 +363,7 @@ fn sanitize_host(raw: &str) -> String {
 }
 
 /// What a revocation (delete, disable, unwhitelist) returns: where it is in the log, and
-/// which live hosts had not applied it when the wait ended.
+/// which hosts may still accept the key when the wait ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revoked {
     /// The sequence number of its last record.
@@ -409,7 +409,7 @@ pub struct HostStatus {
     pub lag: u64,
     /// How long ago it was last heard from.
     pub heard: Duration,
-    /// Whether it was heard from within the lease.
+    /// Whether it was heard from within its lease.
     pub live: bool,
     /// How long it has been out of contact with the stream, as it last said.
     pub stale_for: Duration,

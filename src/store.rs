@@ -64,7 +64,7 @@ pub struct RolledKey {
     /// Until when the previous secret keeps verifying (the roll's own time for no grace).
     pub previous_valid_until: SystemTime,
     /// For a roll with no grace in fleet mode (a revocation of the previous secret): the
-    /// live hosts that had not applied it when the wait ended; see [`Revoked`].
+    /// hosts that may still accept the previous secret when the wait ended; see [`Revoked`].
     pub unconfirmed: Vec<String>,
 }
 
@@ -283,7 +283,7 @@ impl Builder {
 
     /// Makes this store one host of a fleet (feature `nats`): its log becomes a replica
     /// of a NATS JetStream stream that every host appends to and follows, and revocations
-    /// return once every live host has applied them. Needs [`Builder::chain_key`], the same
+    /// return once every host that may accept keys has applied them. Needs [`Builder::chain_key`], the same
     /// on every host. On an empty stream, the store's log is published as its beginning
     /// (how a fleet is bootstrapped); a store joining a stream that holds records must be
     /// empty or a prefix of it. Only [`Builder::open`] takes part in a fleet.
@@ -739,7 +739,7 @@ impl KeyStore {
         })
     }
 
-    /// The answer to a revocation: in a fleet, once every live host has applied record
+    /// The answer to a revocation: in a fleet, once every host that may accept keys has applied record
     /// `seq` (or the wait ended).
     fn revoked(&self, seq: u64) -> Revoked {
         Revoked {
@@ -875,8 +875,9 @@ impl KeyStore {
     }
 
     /// Deletes a key. When this returns, the key no longer verifies on any thread; in a
-    /// fleet ([`Builder::fleet`]), on any live host either, unless the answer lists hosts
-    /// that had not confirmed within the wait. Returns the deletion's sequence number and
+    /// fleet ([`Builder::fleet`]), on any host either (a host cut off rejects every key
+    /// before it is counted out), unless the answer lists hosts that had not confirmed
+    /// within the wait. Returns the deletion's sequence number and
     /// those hosts.
     ///
     /// A super admin may delete any key, an admin only the keys they created.
