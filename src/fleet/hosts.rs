@@ -601,8 +601,12 @@ impl Fleet {
     /// This host leaves: it rejects every key from now on, and its announcements end with
     /// one saying so.
     pub(crate) fn close(&self) {
-        self.fence.shut();
+        // Under the catch-up's lock: a catch-up that ends meanwhile must not open the fence
+        // again.
+        let target = lock(&self.catch_up_to);
         self.closing.store(true, Ordering::Release);
+        self.fence.shut();
+        drop(target);
         self.announce.notify_all();
     }
 
