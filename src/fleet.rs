@@ -447,7 +447,8 @@ pub struct FleetStatus {
     pub ignored_heads: u64,
     /// The last of them.
     pub last_ignored: Option<IgnoredHead>,
-    /// How many times this host found the heads bucket missing (deleted under the fleet).
+    /// How many times this host found the heads bucket missing, or made again by another
+    /// host (deleted under the fleet).
     pub heads_bucket_lost: u64,
 }
 

@@ -116,7 +116,9 @@ async fn report_fleet(keys: Arc<keyledger::KeyStore>) {
         }
         if status.heads_bucket_lost > lost {
             lost = status.heads_bucket_lost;
-            eprintln!("fleet: the heads bucket was found missing ({lost} time(s) so far); it is made again");
+            eprintln!(
+                "fleet: the heads bucket was deleted under the fleet ({lost} time(s) so far); it is made again"
+            );
         }
         let now: Vec<(&str, String)> = status.causes.clone();
         if now != causes {

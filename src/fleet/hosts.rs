@@ -46,7 +46,8 @@ pub(crate) fn hold_for(limit: Duration, margin: Duration) -> Duration {
 pub(crate) enum Outcome {
     /// The server stored it.
     Acknowledged,
-    /// The server answered that the heads bucket does not exist.
+    /// The heads bucket was found missing, or made again since this host's previous
+    /// announcement.
     BucketMissing,
     /// No answer, or another error.
     Failed,
@@ -109,7 +110,7 @@ pub(crate) struct Fleet {
     /// Other reasons this host reports itself unhealthy, by cause.
     faults: Mutex<BTreeMap<&'static str, String>>,
     closing: AtomicBool,
-    /// How many times the heads bucket was found missing.
+    /// How many times the heads bucket was found missing or made again.
     bucket_lost: AtomicU64,
     /// The record the stream's bootstrap reaches (0: none): until this host has applied
     /// it, the stream does not yet hold the whole log it began with.
@@ -339,7 +340,8 @@ impl Fleet {
         }
     }
 
-    /// The server answered that the heads bucket does not exist.
+    /// The heads bucket was found missing, or made again since this host's previous
+    /// announcement.
     pub(crate) fn note_bucket_lost(&self) {
         self.bucket_lost.fetch_add(1, Ordering::AcqRel);
     }

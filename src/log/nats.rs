@@ -123,6 +123,7 @@ impl NatsLog {
                                 // Stored before this host's previous announcement: the bucket
                                 // was made again, and the watch follows the old one.
                                 if revision <= last_revision {
+                                    announcer.note_bucket_lost();
                                     rewatch.notify_one();
                                 }
                                 last_revision = revision;
