@@ -19,7 +19,7 @@
 #![cfg_attr(not(feature = "nats"), allow(dead_code, unreachable_pub))]
 
 mod fence;
-mod head;
+pub(crate) mod head;
 mod hosts;
 
 use std::path::PathBuf;
