@@ -207,7 +207,7 @@ impl FleetOptions {
 
     /// How much longer than a silent host's lease this host waits before it counts that
     /// host as fenced in a revocation's confirmation (default 1 s; at least the lease's
-    /// 0.2 % and 10 ms, for clocks running at different rates).
+    /// 0.25 % and 20 ms, for clocks running at different rates).
     pub fn margin(mut self, margin: Duration) -> Self {
         self.margin = margin;
         self
@@ -296,7 +296,7 @@ impl FleetOptions {
         if self.margin < hold_for(self.lease, Duration::ZERO) - self.lease {
             return Err(Error::invalid(
                 "margin",
-                "must be at least 0.2 % of the lease and 10 ms, for clocks running at different rates",
+                "must be at least 0.25 % of the lease and 20 ms, for clocks running at different rates",
             ));
         }
         if self.stale_reject < self.stale_serve {

@@ -62,7 +62,7 @@ pub(super) struct FleetArgs {
     #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
     lease: Option<Duration>,
     /// How much longer than a silent host's lease a revocation waits before it counts that
-    /// host as fenced (default 1s; at least 0.2% of the lease and 10ms)
+    /// host as fenced (default 1s; at least 0.25% of the lease and 20ms)
     #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
     margin: Option<Duration>,
     /// Keep verifying keys past the lease when unheard, until --stale-reject: revocation

@@ -15,9 +15,10 @@ use super::head::{self, HostHead};
 use super::{FleetOptions, FleetStatus, HostStatus, IgnoredHead, UNSEEN_HOSTS};
 use crate::chain::{Chain, Head};
 
-/// Two clocks' rates may differ by this much (1000 ppm each way: NTP slews at most 500
-/// ppm, crystals drift well under 100 ppm); see `docs/design.md`, "Fencing".
-const RATE_BOUND_DIVISOR: u32 = 500;
+/// The share of a limit a margin must add for two clocks whose rates differ by up to 1000
+/// ppm each way (NTP slews at most 500 ppm, crystals drift well under 100 ppm): 2500 ppm,
+/// above the 2001 ppm the inequality needs; see `docs/design.md`, "Fencing".
+const RATE_BOUND_DIVISOR: u32 = 400;
 
 /// A host not heard from for this many leases (and past its fence) is dropped from the
 /// status.
@@ -35,10 +36,10 @@ fn micros(d: Duration) -> u64 {
 }
 
 /// How long after a silent host was last heard from a confirming host counts it as
-/// fenced: its limit, then a margin for the two clocks' rates and the fence's clock tick
-/// (at least `margin`).
+/// fenced: its limit, then a margin for the two clocks' rates and two ticks of the fence's
+/// clock (at least `margin`).
 pub(crate) fn hold_for(limit: Duration, margin: Duration) -> Duration {
-    limit + margin.max(limit / RATE_BOUND_DIVISOR + fence::CLOCK_TICK)
+    limit + margin.max(limit / RATE_BOUND_DIVISOR + fence::CLOCK_TICK * 2)
 }
 
 /// What became of one announcement.
