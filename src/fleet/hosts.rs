@@ -434,8 +434,11 @@ impl Fleet {
         match view.peers.get_mut(host) {
             // A replayed older announcement of this run says nothing new.
             Some(p) if p.head.run == head.run && head.counter <= p.head.counter => {}
-            Some(p) if head.leaving && p.head.run == head.run => {
-                view.peers.remove(host);
+            Some(p) if head.leaving => {
+                // Only the run this host knows leaves; another run's leaving head is old.
+                if p.head.run == head.run {
+                    view.peers.remove(host);
+                }
             }
             Some(p) => {
                 p.head = head;

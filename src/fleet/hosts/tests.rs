@@ -200,3 +200,51 @@ fn a_fenced_host_reopens_once_heard_and_caught_up_also_while_halted() {
     f.close();
     assert!(fence.rejects(), "a host that leaves verifies nothing more");
 }
+
+/// A host that leaves says so in a sealed head and is waited for no more; a deletion of
+/// its entry proves nothing, and a replayed older head of its run changes nothing.
+#[test]
+fn only_a_sealed_leaving_head_ends_the_wait_for_a_host() {
+    let f = fleet(options("a").confirm_timeout(Duration::from_millis(300)));
+    f.delivered("b", Some(&peer("b", 1, 2, 1, true)), 1, true);
+    f.delivered("b", None, 2, true);
+    applied(&f, 2);
+    announce(&f, 3);
+    assert_eq!(f.confirm(2), ["b"], "a deletion is not a departure");
+    f.delivered("b", Some(&peer("b", 1, 1, 9, true)), 4, true);
+    assert_eq!(
+        f.confirm(2),
+        ["b"],
+        "a replay of an older head of the run says nothing"
+    );
+    let mut leaving = HostHead {
+        run: 1,
+        counter: 3,
+        seq: 1,
+        hash: [0; 32],
+        position: 1,
+        at: 0,
+        stale_for: 0,
+        halted: false,
+        leaving: true,
+        fences: true,
+        lease: 200_000,
+        limit: 200_000,
+    };
+    let other_run = HostHead { run: 2, ..leaving };
+    f.delivered(
+        "b",
+        Some(&head::encode(&other_run, "b", &[1; 16], &chain())),
+        5,
+        true,
+    );
+    assert_eq!(f.confirm(2), ["b"], "the leaving head of a run never seen");
+    leaving.counter = 4;
+    f.delivered(
+        "b",
+        Some(&head::encode(&leaving, "b", &[1; 16], &chain())),
+        6,
+        true,
+    );
+    assert!(f.confirm(2).is_empty());
+}
