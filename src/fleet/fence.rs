@@ -28,6 +28,27 @@ pub(crate) fn now() -> u64 {
     }
 }
 
+/// Microseconds this machine has spent suspended since it booted, as far as its clocks
+/// tell (Linux: `CLOCK_BOOTTIME` runs on through a suspend, [`now`]'s clock does not); 0
+/// elsewhere.
+pub(crate) fn suspended() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::time::{ClockId, clock_gettime};
+        let micros = |t: rustix::time::Timespec| {
+            u64::try_from(t.tv_sec)
+                .unwrap_or(0)
+                .saturating_mul(1_000_000)
+                .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0) / 1000)
+        };
+        micros(clock_gettime(ClockId::Boottime)).saturating_sub(micros(clock_gettime(ClockId::Monotonic)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
 /// How far [`now`] may lag the precise clock: a kernel tick at `HZ=100`.
 pub(crate) const CLOCK_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 

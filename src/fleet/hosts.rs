@@ -47,8 +47,7 @@ pub(crate) fn hold_for(limit: Duration, margin: Duration) -> Duration {
 pub(crate) enum Outcome {
     /// The server stored it.
     Acknowledged,
-    /// The heads bucket was found missing, or made again since this host's previous
-    /// announcement.
+    /// The server answered that the heads bucket does not exist.
     BucketMissing,
     /// No answer, or another error.
     Failed,
@@ -113,6 +112,8 @@ pub(crate) struct Fleet {
     closing: AtomicBool,
     /// How many times the heads bucket was found missing or made again.
     bucket_lost: AtomicU64,
+    /// [`fence::suspended`] when last looked at.
+    suspended: AtomicU64,
     /// The record the stream's bootstrap reaches (0: none): until this host has applied
     /// it, the stream does not yet hold the whole log it began with.
     bootstrap_until: AtomicU64,
@@ -162,6 +163,7 @@ impl Fleet {
             faults: Mutex::new(BTreeMap::new()),
             closing: AtomicBool::new(false),
             bucket_lost: AtomicU64::new(0),
+            suspended: AtomicU64::new(fence::suspended()),
             bootstrap_until: AtomicU64::new(0),
         })
     }
@@ -338,6 +340,24 @@ impl Fleet {
         if reached && !self.fence.lapsed() && !self.is_closing() {
             *target = None;
             self.fence.reopen();
+        }
+    }
+
+    /// Shuts the fence if the machine was suspended since the last look (its monotonic
+    /// clock stood still meanwhile, so the lease did not run out as it should have): keys
+    /// are rejected until this host is heard again and has caught up. Called every
+    /// heartbeat, so a resumed host fences within one.
+    pub(crate) fn check_suspend(&self) {
+        self.note_suspended(fence::suspended());
+    }
+
+    fn note_suspended(&self, now: u64) {
+        let before = self.suspended.swap(now, Ordering::AcqRel);
+        // The two clocks are read one after the other: a millisecond apart is not a suspend.
+        if now > before + 1000 {
+            let mut target = lock(&self.catch_up_to);
+            *target = None;
+            self.fence.shut();
         }
     }
 
@@ -578,7 +598,9 @@ impl Fleet {
                     self.options.fence_limit().as_secs_f64()
                 )
             } else {
-                "in touch again: it rejects every key until it has applied the stream's end".to_owned()
+                "starting, in touch again after a lapse, or resumed from a suspend: it rejects every key \
+                 until it is heard and has applied the stream's end"
+                    .to_owned()
             };
             causes.push(("fenced", reason));
         }

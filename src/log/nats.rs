@@ -114,6 +114,7 @@ impl NatsLog {
                     // The last announcement says this host left: the others stop waiting for
                     // it at once. It stays in the bucket until it expires.
                     while let Some(head) = announcer.next_announcement() {
+                        announcer.check_suspend();
                         let Some(bytes) = announcer.seal(&head) else { break };
                         announcer.sending(head.counter);
                         let mut sent = Fence::now();

@@ -248,3 +248,19 @@ fn only_a_sealed_leaving_head_ends_the_wait_for_a_host() {
     );
     assert!(f.confirm(2).is_empty());
 }
+
+/// A machine suspended (its monotonic clock stood still) fences when it resumes, until it
+/// is heard again and has caught up.
+#[test]
+fn a_host_resumed_from_a_suspend_fences_until_heard_and_caught_up() {
+    let f = fleet(options("a"));
+    announce(&f, 1);
+    assert!(!f.fence().rejects());
+    let now = f.suspended.load(Ordering::Acquire);
+    f.note_suspended(now + 500);
+    assert!(!f.fence().rejects(), "clock reading noise");
+    f.note_suspended(now + 5_000_000);
+    assert!(f.fence().rejects(), "suspended for 5 s");
+    announce(&f, 2);
+    assert!(!f.fence().rejects());
+}
