@@ -40,7 +40,7 @@ NATS_SERVER="${NATS_SERVER:-$(command -v nats-server)}"
 export NATS_SERVER
 
 cargo fmt --check
-cargo clippy --all-targets --locked --features tower -- -D warnings
+cargo clippy --all-targets --locked --features tower,fuzzing -- -D warnings
 # The bare library (no command-line tool, no HTTP) builds alone, and with only the shared
 # log on NATS.
 cargo clippy --lib --locked --no-default-features -- -D warnings
@@ -48,4 +48,4 @@ cargo clippy --lib --locked --no-default-features --features nats -- -D warnings
 if [ -d fuzz ]; then
   bash fuzz/smoke.sh "${FUZZ_SECONDS:-20}"
 fi
-cargo test --locked --features tower
+cargo test --locked --features tower,fuzzing

@@ -6,7 +6,7 @@
 //!   others) deletes a key while a thread polls B's `/auth` with it on a keep-alive
 //!   connection; the time from A's answer to B's first 401, clamped at 0 (how often B
 //!   rejected before A answered is counted). Target: p99 ≤ 10 ms.
-//! - `confirmed_revocation_p99_ms`: a delete through C (the default 5 s confirmation wait):
+//! - `confirmed_revocation_p99_ms`: a delete through C (the default 15 s confirmation wait):
 //!   request to answer; every answer's `unconfirmed` must be empty, and the key must then
 //!   be rejected on A and B at once (both are counted). Target: p99 ≤ 50 ms.
 //! - `fleet_create32_vs_single`: 32 callers (keep-alive connections, tokio tasks) `POST
@@ -832,7 +832,9 @@ fn catchup(mode: &Mode, dir: &Path, nats: &NatsServer) -> Value {
     let bootstrap_s = t.elapsed().as_secs_f64();
     assert_eq!(origin.last_seq(), records);
     drop(origin);
-    let messages = keyledger::survey(&fleet("survey")).unwrap().last_position;
+    let messages = keyledger::survey(&fleet("survey"), &chain_key)
+        .unwrap()
+        .last_position;
     eprintln!("  catch-up: stream bootstrapped with {messages} messages in {bootstrap_s:.1} s");
 
     // A catch-up that fails is reported (with what nats-server logged), not a panic: the

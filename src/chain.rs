@@ -194,6 +194,8 @@ pub(crate) enum SealDomain {
     Backup,
     /// A message on a fleet's shared log.
     Message,
+    /// A host's head in a fleet's heads bucket.
+    HostHead,
 }
 
 impl SealDomain {
@@ -202,6 +204,7 @@ impl SealDomain {
             SealDomain::Head => b"head\0",
             SealDomain::Backup => b"backup\0",
             SealDomain::Message => b"message\0",
+            SealDomain::HostHead => b"host head\0",
         }
     }
 }

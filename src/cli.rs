@@ -699,8 +699,16 @@ impl Store {
         if let Some(witness) = self.expect_head {
             builder = builder.expect_head(witness);
         }
+        Ok(match self.chain_key()? {
+            Some(key) => builder.chain_key(key),
+            None => builder,
+        })
+    }
+
+    /// The chain key from `--chain-key-file`, if one was named.
+    fn chain_key(&self) -> Result<Option<ChainKey>, Failure> {
         let Some(path) = &self.chain_key_file else {
-            return Ok(builder);
+            return Ok(None);
         };
         let key = ChainKey::from_file(path).map_err(|e| match e {
             Error::Io(e) => Failure::new(
@@ -710,7 +718,7 @@ impl Store {
             Error::UnsafeFile { .. } => Failure::new(exit::USAGE, format!("the chain key file {e}")),
             other => Failure::from(other).context(format_args!("in {}", path.display())),
         })?;
-        Ok(builder.chain_key(key))
+        Ok(Some(key))
     }
 
     /// Opens the store, which must exist unless `create`: reads never create one.
@@ -943,7 +951,7 @@ impl Cli {
             #[cfg(feature = "serve")]
             Command::Serve(args) => serve::run(&store, args, out),
             #[cfg(feature = "nats")]
-            Command::Fleet(args) => fleet::run(args, out),
+            Command::Fleet(args) => fleet::run(&store, args, out),
         }
     }
 }

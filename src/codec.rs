@@ -1291,79 +1291,6 @@ pub(crate) fn decode_last_used(bytes: &[u8]) -> Result<Vec<(KeyId, u32)>, Error>
     Ok(wire.entries.into_iter().map(|(k, m)| (KeyId(k), m)).collect())
 }
 
-/// A host's applied head, as it announces it to the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HostHead {
-    /// The sequence number of its last applied record.
-    pub(crate) seq: u64,
-    /// That record's chain hash (zeros before the first).
-    pub(crate) hash: [u8; 32],
-    /// The stream position of the last message it applied.
-    pub(crate) position: u64,
-    /// When it announced this, by its clock (microseconds since the Unix epoch).
-    pub(crate) at: i64,
-    /// Microseconds since it last heard from the stream (0 while connected).
-    pub(crate) stale_for: u64,
-    /// Whether it stopped writing (a rogue or diverging message).
-    pub(crate) halted: bool,
-}
-
-#[cfg_attr(not(feature = "nats"), allow(dead_code))]
-const HOST_HEAD_MAGIC: [u8; 8] = *b"KLHOST\x00\x00";
-#[cfg_attr(not(feature = "nats"), allow(dead_code))]
-const HOST_HEAD_VERSION: u16 = 1;
-#[cfg_attr(not(feature = "nats"), allow(dead_code))]
-const HOST_HEAD_LEN: u64 = 8 + 2 + 8 + 32 + 8 + 8 + 8 + 1;
-
-#[cfg_attr(not(feature = "nats"), allow(dead_code))]
-#[derive(Serialize, Deserialize)]
-struct HostHeadV1 {
-    magic: [u8; 8],
-    version: u16,
-    seq: u64,
-    #[serde(with = "le32")]
-    hash: [u8; 32],
-    position: u64,
-    at: i64,
-    stale_for: u64,
-    halted: bool,
-}
-
-#[cfg_attr(not(feature = "nats"), allow(dead_code))]
-pub(crate) fn encode_host_head(h: &HostHead) -> Result<Vec<u8>, Error> {
-    options(HOST_HEAD_LEN)
-        .serialize(&HostHeadV1 {
-            magic: HOST_HEAD_MAGIC,
-            version: HOST_HEAD_VERSION,
-            seq: h.seq,
-            hash: h.hash,
-            position: h.position,
-            at: h.at,
-            stale_for: h.stale_for,
-            halted: h.halted,
-        })
-        .map_err(|e| Error::invalid("host head", e.to_string()))
-}
-
-#[cfg_attr(not(feature = "nats"), allow(dead_code))]
-pub(crate) fn decode_host_head(bytes: &[u8]) -> Result<HostHead, Error> {
-    let bad = |reason: String| Error::corrupt(0, ProblemKind::Undecodable, format!("host head: {reason}"));
-    if magic_version(bytes, &HOST_HEAD_MAGIC, HOST_HEAD_VERSION..=HOST_HEAD_VERSION)?.is_none() {
-        return Err(bad("not a keyledger host head".into()));
-    }
-    let w: HostHeadV1 = options(HOST_HEAD_LEN)
-        .deserialize(bytes)
-        .map_err(|e| bad(e.to_string()))?;
-    Ok(HostHead {
-        seq: w.seq,
-        hash: w.hash,
-        position: w.position,
-        at: w.at,
-        stale_for: w.stale_for,
-        halted: w.halted,
-    })
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1797,21 +1724,5 @@ pub(crate) mod tests {
                 supported: 3
             })
         ));
-    }
-
-    #[test]
-    fn a_host_head_round_trips_and_anything_else_is_refused() {
-        let head = HostHead {
-            seq: 42,
-            hash: [7; 32],
-            position: 9,
-            at: 1_700_000_000_000_000,
-            stale_for: 3,
-            halted: true,
-        };
-        let bytes = encode_host_head(&head).unwrap();
-        assert_eq!(decode_host_head(&bytes).unwrap(), head);
-        assert!(decode_host_head(&bytes[..bytes.len() - 1]).is_err());
-        assert!(decode_host_head(b"hello").is_err());
     }
 }

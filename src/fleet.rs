@@ -1,11 +1,12 @@
 //! Many hosts, one ledger: each host's store is a replica of a shared log (a NATS
 //! JetStream stream, `log/nats.rs`), and every host's projection follows it.
 //!
-//! Three parts, none of which names the engine:
-//! - [`Fleet`]: what the hosts know of each other. Each announces its applied head; the
-//!   live hosts are those heard from within a lease; a revocation waits here until every
-//!   live host has applied it. It also keeps this host's contact with the stream, from
-//!   which the staleness limits follow.
+//! Four parts, none of which names the engine:
+//! - [`Fleet`] (`fleet/hosts.rs`): what the hosts know of each other. Each announces its
+//!   applied head, sealed (`fleet/head.rs`); a revocation waits there until every host
+//!   that may still accept keys has applied it. It also keeps this host's contact with
+//!   the stream and its fence (`fleet/fence.rs`): a host the others cannot hear rejects
+//!   every key before they stop waiting for it.
 //! - [`Replica`] (`fleet/replica.rs`): the writer's side. It appends a batch's entries to
 //!   the stream as one message after the last position it applied (losing a race means
 //!   accepting the winner's messages through the ledger and preparing again), and applies
@@ -20,21 +21,23 @@
 // names them) but nothing builds a fleet.
 #![cfg_attr(not(feature = "nats"), allow(dead_code, unreachable_pub))]
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
-
-use crate::Error;
-use crate::chain::Head;
-use crate::codec::HostHead;
-
+mod fence;
+pub(crate) mod head;
+mod hosts;
 pub(crate) mod message;
 mod replica;
 mod stream;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::Error;
+
 pub(crate) use self::replica::{Appended, MAX_RACES, Replica};
+pub(crate) use fence::Fence;
+#[cfg(any(feature = "nats", test))]
+pub(crate) use hosts::Outcome;
+pub(crate) use hosts::{Fleet, hold_for};
 
 /// How a host joins a fleet: where the shared log is, who this host is, and the limits
 /// of its patience. See `docs/design.md` for why the defaults are what they are.
@@ -48,6 +51,8 @@ pub struct FleetOptions {
     pub(crate) tls: Tls,
     pub(crate) heartbeat: Duration,
     pub(crate) lease: Duration,
+    pub(crate) margin: Duration,
+    pub(crate) serve_past_lease: bool,
     pub(crate) confirm_timeout: Duration,
     pub(crate) stale_serve: Duration,
     pub(crate) stale_reject: Duration,
@@ -89,6 +94,8 @@ impl std::fmt::Debug for FleetOptions {
             .field("tls_required", &self.tls.required)
             .field("heartbeat", &self.heartbeat)
             .field("lease", &self.lease)
+            .field("margin", &self.margin)
+            .field("serve_past_lease", &self.serve_past_lease)
             .field("confirm_timeout", &self.confirm_timeout)
             .field("stale_serve", &self.stale_serve)
             .field("stale_reject", &self.stale_reject)
@@ -117,8 +124,10 @@ impl FleetOptions {
             auth: Auth::None,
             tls: Tls::default(),
             heartbeat: Duration::from_millis(500),
-            lease: Duration::from_secs(3),
-            confirm_timeout: Duration::from_secs(5),
+            lease: Duration::from_secs(12),
+            margin: Duration::from_secs(1),
+            serve_past_lease: false,
+            confirm_timeout: Duration::from_secs(15),
             stale_serve: Duration::from_secs(10),
             stale_reject: Duration::from_secs(60),
             request_timeout: Duration::from_secs(5),
@@ -186,14 +195,37 @@ impl FleetOptions {
         self
     }
 
-    /// How long a host counts as live after it was last heard from (default 3 s).
+    /// How long a host counts as live after its last announcement the server acknowledged
+    /// (default 12 s: longer than a NATS leader election); unheard that long, a host fences itself: it rejects every key
+    /// ([`Rejection::Stale`](crate::Rejection::Stale)) until it is heard again and has
+    /// applied the stream's end. See `docs/design.md`, "Fencing".
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
     }
 
-    /// How long a revocation waits for every live host to apply it (default 5 s; zero
-    /// answers at once, naming the live hosts that had not applied it yet).
+    /// How much longer than a silent host's lease this host waits before it counts that
+    /// host as fenced in a revocation's confirmation (default 1 s; at least the lease's
+    /// 0.25 % and 20 ms, for clocks running at different rates).
+    pub fn margin(mut self, margin: Duration) -> Self {
+        self.margin = margin;
+        self
+    }
+
+    /// Keep verifying past the lease, until `stale_reject`, when no announcement is
+    /// acknowledged (default false): more available, but a revocation can then be
+    /// confirmed only while this host is heard from. It says so in its sealed head, and
+    /// while it is silent, revocation answers list it as unconfirmed until its
+    /// `stale_reject` has surely passed.
+    pub fn serve_past_lease(mut self, yes: bool) -> Self {
+        self.serve_past_lease = yes;
+        self
+    }
+
+    /// How long a revocation waits for every host that may accept keys to apply it
+    /// (default 15 s: longer than the lease and the margin, so that a dead host is counted
+    /// out before the wait ends; zero answers at once, naming the hosts it could not count,
+    /// and [`UNSEEN_HOSTS`]).
     pub fn confirm_timeout(mut self, timeout: Duration) -> Self {
         self.confirm_timeout = timeout;
         self
@@ -206,9 +238,11 @@ impl FleetOptions {
         self
     }
 
-    /// How long a host that lost the stream keeps verifying keys (default 60 s); past
-    /// it, every key is rejected ([`Rejection::Stale`](crate::Rejection::Stale)) until
-    /// it has caught up again.
+    /// How long a host started with [`FleetOptions::serve_past_lease`] keeps verifying
+    /// keys when no announcement is acknowledged (default 60 s); past it, every key is
+    /// rejected ([`Rejection::Stale`](crate::Rejection::Stale)) until it is heard again
+    /// and has caught up. A host that fences does so at its lease, which must not be
+    /// longer.
     pub fn stale_reject(mut self, limit: Duration) -> Self {
         self.stale_reject = limit;
         self
@@ -252,6 +286,18 @@ impl FleetOptions {
                 "must be longer than the heartbeat, which must not be zero",
             ));
         }
+        if self.lease > self.stale_reject {
+            return Err(Error::invalid(
+                "lease",
+                "must not be longer than the limit for rejecting keys (stale_reject)",
+            ));
+        }
+        if self.margin < hold_for(self.lease, Duration::ZERO) - self.lease {
+            return Err(Error::invalid(
+                "margin",
+                "must be at least 0.25 % of the lease and 20 ms, for clocks running at different rates",
+            ));
+        }
         if self.stale_reject < self.stale_serve {
             return Err(Error::invalid(
                 "stale limits",
@@ -269,6 +315,21 @@ impl FleetOptions {
     /// The key-value bucket the hosts announce their heads in.
     pub(crate) fn heads_bucket(&self) -> String {
         format!("{}-hosts", self.stream)
+    }
+
+    /// How long after its last acknowledged announcement this host rejects every key.
+    pub(crate) fn fence_limit(&self) -> Duration {
+        if self.serve_past_lease {
+            self.stale_reject
+        } else {
+            self.lease
+        }
+    }
+
+    /// How long an entry of the heads bucket lives: as long as any host of these settings
+    /// may wait for a silent one, so that a host starting meanwhile still sees it.
+    pub(crate) fn heads_max_age(&self) -> Duration {
+        hold_for(self.stale_reject.max(self.lease), self.margin)
     }
 }
 
@@ -301,16 +362,34 @@ fn sanitize_host(raw: &str) -> String {
 }
 
 /// What a revocation (delete, disable, unwhitelist) returns: where it is in the log, and
-/// which live hosts had not applied it when the wait ended.
+/// which hosts may still accept the key when the wait ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revoked {
     /// The sequence number of its last record.
     pub seq: u64,
-    /// Hosts that were live but had not confirmed it within the wait (empty for a single
-    /// host, or when every live host confirmed). A host whose lease ended during the wait
-    /// is not listed: it is no longer live, and a host that lost the stream rejects every
-    /// key past its staleness limit.
+    /// Hosts that may still accept the key (empty for a single host, or when every host
+    /// confirmed): live hosts that had not applied it when the wait ended; silent hosts
+    /// started with [`FleetOptions::serve_past_lease`], until their `stale_reject` has
+    /// surely passed; and [`UNSEEN_HOSTS`] when this host could not see its own
+    /// announcement of the record come back from the heads bucket (so it cannot vouch
+    /// for hosts it may not know). A silent host that fences is not listed once its lease
+    /// and the margin have passed: it rejects every key by then.
     pub unconfirmed: Vec<String>,
+}
+
+/// In [`Revoked::unconfirmed`]: this host's view of the heads bucket was not current, so
+/// hosts it does not know of may not have the revocation. No host id can be `*`.
+pub const UNSEEN_HOSTS: &str = "*";
+
+/// A heads-bucket entry that counts for nothing (see [`FleetStatus::ignored_heads`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IgnoredHead {
+    /// The name it was stored under.
+    pub host: String,
+    /// Why it counts for nothing: not a head, an unsealed version 1 head, or a seal that
+    /// does not verify for this name and stream.
+    pub reason: String,
 }
 
 /// One host as this host knows it; see [`FleetStatus`].
@@ -329,7 +408,7 @@ pub struct HostStatus {
     pub lag: u64,
     /// How long ago it was last heard from.
     pub heard: Duration,
-    /// Whether it was heard from within the lease.
+    /// Whether it was heard from within its lease.
     pub live: bool,
     /// How long it has been out of contact with the stream, as it last said.
     pub stale_for: Duration,
@@ -337,6 +416,8 @@ pub struct HostStatus {
     pub halted: bool,
     /// Whether its record at its head differs from this host's record there: a fork.
     pub diverged: bool,
+    /// Whether it fences itself at its lease (false: it serves past it).
+    pub fences: bool,
 }
 
 /// The fleet as this host sees it: its own place in the stream and every host heard from.
@@ -352,9 +433,10 @@ pub struct FleetStatus {
     pub stream_id: String,
     /// How long since this host last heard from the stream (zero while in contact).
     pub stale_for: Duration,
-    /// Whether it reports itself unhealthy for staleness (past the first limit).
+    /// Whether it reports itself unhealthy: see `causes`.
     pub unhealthy: bool,
-    /// Whether it rejects every key for staleness (past the second limit, until caught up).
+    /// Whether it rejects every key: fenced (unheard past its limit, or in touch again and
+    /// catching up), or leaving.
     pub rejecting: bool,
     /// Why this host stopped writing, if it did.
     pub halted: Option<String>,
@@ -369,6 +451,16 @@ pub struct FleetStatus {
     pub last_foreign: Option<String>,
     /// Every host heard from within a few leases, this one first.
     pub hosts: Vec<HostStatus>,
+    /// Why it is unhealthy, one entry per cause: a short code (`halted`, `stale`,
+    /// `fenced`, `bootstrapping`, `heads_bucket`, ...) and a sentence.
+    pub causes: Vec<(&'static str, String)>,
+    /// How many heads-bucket entries counted for nothing since this host started.
+    pub ignored_heads: u64,
+    /// The last of them.
+    pub last_ignored: Option<IgnoredHead>,
+    /// How many times this host found the heads bucket missing, or made again by another
+    /// host (deleted under the fleet).
+    pub heads_bucket_lost: u64,
 }
 
 /// The fleet as its shared log shows it, read without joining: the stream's length and
@@ -380,30 +472,62 @@ pub struct FleetSurvey {
     pub stream: String,
     /// The position of its last message.
     pub last_position: u64,
+    /// The stream's id (32 hex digits), from its genesis; empty if it has none yet.
+    pub stream_id: String,
     /// Why the stream cannot be trusted as the server shows it, if it cannot: messages
-    /// removed, or settings that let messages go or take other subjects (each host also
-    /// checks its genesis: see [`FleetStatus::stream_fault`]).
+    /// removed, settings that let messages go or take other subjects, or no genesis of
+    /// this fleet's (each host also checks its genesis: see
+    /// [`FleetStatus::stream_fault`]).
     pub stream_problem: Option<String>,
-    /// The hosts, by id; `lag` is counted from the most advanced one.
+    /// The hosts whose sealed heads verify, by id, except those that left; `lag` is
+    /// counted from the most advanced one.
     pub hosts: Vec<HostStatus>,
+    /// The entries that count for nothing (forged, unsealed, another stream's), by name.
+    pub ignored: Vec<IgnoredHead>,
 }
 
 /// Reads the fleet's shared log and the hosts' announced heads, without joining the fleet
-/// and without creating anything (`keyledger fleet`).
+/// and without creating anything (`keyledger fleet`). The heads are sealed with the chain
+/// key: only those that verify are hosts; the others are listed as ignored.
 ///
 /// # Errors
 /// [`Error::InvalidInput`] for bad options; [`Error::StreamUnavailable`] if the server
 /// cannot be reached or has no such stream.
 #[cfg(feature = "nats")]
-pub fn survey(options: &FleetOptions) -> Result<FleetSurvey, Error> {
+pub fn survey(options: &FleetOptions, chain_key: &crate::ChainKey) -> Result<FleetSurvey, Error> {
     options.validated()?;
-    let (state, heads) = crate::log::nats_survey(options)?;
+    let chain = crate::chain::Chain::new(Some(chain_key));
+    let read = crate::log::nats_survey(options)?;
+    let state = read.state;
+    let identity = stream::find_genesis(&read.first_messages, &state, &options.stream, &chain);
     let missing = state.last.saturating_sub(state.messages);
     let stream_problem = if missing > 0 {
         Some(format!("{missing} messages were removed from the stream"))
+    } else if let Some(why) = state.unsafe_settings {
+        Some(format!("the stream {why}"))
     } else {
-        state.unsafe_settings.map(|why| format!("the stream {why}"))
+        identity.as_ref().err().cloned()
     };
+    let stream_id = identity.as_ref().ok().map(|i| i.stream_id);
+    let mut heads = Vec::new();
+    let mut ignored = Vec::new();
+    for (host, bytes, age) in read.entries {
+        let Some(stream_id) = stream_id else {
+            ignored.push(IgnoredHead {
+                host,
+                reason: "the stream has no genesis of this fleet to check it against".into(),
+            });
+            continue;
+        };
+        match head::decode(&bytes, &host, &stream_id, &chain) {
+            Ok(h) if h.leaving => {}
+            Ok(h) => heads.push((host, h, age)),
+            Err(refused) => ignored.push(IgnoredHead {
+                host,
+                reason: refused.to_string(),
+            }),
+        }
+    }
     let top = heads.iter().map(|(_, h, _)| h.seq).max().unwrap_or(0);
     let mut hosts: Vec<HostStatus> = heads
         .into_iter()
@@ -414,445 +538,34 @@ pub fn survey(options: &FleetOptions) -> Result<FleetSurvey, Error> {
             position: head.position,
             lag: top - head.seq,
             heard: age,
-            live: age <= options.lease,
+            live: age <= Duration::from_micros(head.lease),
             stale_for: Duration::from_micros(head.stale_for),
             halted: head.halted,
             diverged: false,
+            fences: head.fences,
         })
         .collect();
     hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    ignored.sort_by(|a, b| a.host.cmp(&b.host));
     Ok(FleetSurvey {
         stream: options.stream.clone(),
         last_position: state.last,
+        stream_id: stream_id.map(|id| message::hex(&id)).unwrap_or_default(),
         stream_problem,
         hosts,
+        ignored,
     })
-}
-
-struct Peer {
-    head: HostHead,
-    heard: Instant,
-}
-
-struct Own {
-    head: HostHead,
-    /// Changed since last announced.
-    dirty: bool,
-}
-
-/// What the hosts of a fleet know of each other; shared by the writer, the store, and
-/// the threads that talk to the server.
-pub(crate) struct Fleet {
-    pub(crate) options: FleetOptions,
-    own: Mutex<Own>,
-    announce: Condvar,
-    peers: Mutex<HashMap<String, Peer>>,
-    peers_changed: Condvar,
-    /// The last time the server answered this host.
-    contact: Mutex<Instant>,
-    /// Set past the second staleness limit; every verify reads it.
-    rejecting: Arc<AtomicBool>,
-    /// Once rejecting: the stream position to reach before verifying again.
-    catch_up_to: Mutex<Option<u64>>,
-    halted: Mutex<Option<String>>,
-    closing: AtomicBool,
-    /// The record the stream's bootstrap reaches (0: none): until this host has applied
-    /// it, the stream does not yet hold the whole log it began with.
-    bootstrap_until: std::sync::atomic::AtomicU64,
-    /// The stream's id, from its genesis; set when this host joins, before it announces.
-    stream_id: std::sync::OnceLock<[u8; 16]>,
-    /// The stream's state as last judged, and the messages skipped as not the fleet's.
-    pub(crate) stream: stream::StreamWatch,
-}
-
-/// A host not heard from for this many leases is dropped from the status.
-const FORGET_AFTER_LEASES: u32 = 20;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Fleet {
-    pub(crate) fn new(options: FleetOptions, rejecting: Arc<AtomicBool>) -> Arc<Self> {
-        Arc::new(Fleet {
-            options,
-            own: Mutex::new(Own {
-                head: HostHead {
-                    seq: 0,
-                    hash: [0; 32],
-                    position: 0,
-                    at: 0,
-                    stale_for: 0,
-                    halted: false,
-                },
-                dirty: true,
-            }),
-            announce: Condvar::new(),
-            peers: Mutex::new(HashMap::new()),
-            peers_changed: Condvar::new(),
-            contact: Mutex::new(Instant::now()),
-            rejecting,
-            catch_up_to: Mutex::new(None),
-            halted: Mutex::new(None),
-            closing: AtomicBool::new(false),
-            bootstrap_until: std::sync::atomic::AtomicU64::new(0),
-            stream_id: std::sync::OnceLock::new(),
-            stream: stream::StreamWatch::default(),
-        })
-    }
-
-    /// The stream's id, from its genesis (set once, when this host joins).
-    pub(crate) fn set_stream_id(&self, id: [u8; 16]) {
-        let _ = self.stream_id.set(id);
-    }
-
-    /// The stream's id, once this host has joined.
-    pub(crate) fn stream_id(&self) -> Option<[u8; 16]> {
-        self.stream_id.get().copied()
-    }
-
-    pub(crate) fn host(&self) -> &str {
-        &self.options.host
-    }
-
-    /// The writer applied up to `head`, from stream message `position`.
-    pub(crate) fn applied(&self, head: Head, position: u64) {
-        {
-            let mut own = lock(&self.own);
-            own.head.seq = head.seq;
-            own.head.hash = head.hash;
-            own.head.position = position;
-            own.dirty = true;
-        }
-        self.announce.notify_all();
-        let mut target = lock(&self.catch_up_to);
-        if target.is_some_and(|t| position >= t) {
-            *target = None;
-            self.rejecting.store(false, Ordering::Release);
-        }
-    }
-
-    pub(crate) fn position(&self) -> u64 {
-        lock(&self.own).head.position
-    }
-
-    /// The stream began with a bootstrap reaching record `through` (0: not one).
-    pub(crate) fn bootstrapped_through(&self, through: u64) {
-        self.bootstrap_until.fetch_max(through, Ordering::AcqRel);
-    }
-
-    /// While the stream's bootstrap is not wholly applied here: the records it reaches
-    /// and those applied. A host takes no write meanwhile (it would be appended in the
-    /// middle of the log being published) and reports itself unhealthy.
-    pub(crate) fn bootstrapping(&self) -> Option<(u64, u64)> {
-        let until = self.bootstrap_until.load(Ordering::Acquire);
-        let seq = lock(&self.own).head.seq;
-        (seq < until).then_some((seq, until))
-    }
-
-    /// Stops this host's writes for good (until restarted), saying why.
-    pub(crate) fn halt(&self, reason: String) {
-        lock(&self.halted).get_or_insert(reason);
-        lock(&self.own).dirty = true;
-        self.announce.notify_all();
-    }
-
-    pub(crate) fn halted(&self) -> Option<String> {
-        lock(&self.halted).clone()
-    }
-
-    /// The head to announce next: at once when it changed, else after a heartbeat.
-    /// `None` once the fleet is closing.
-    pub(crate) fn next_announcement(&self) -> Option<HostHead> {
-        let own = lock(&self.own);
-        let (mut own, _) = self
-            .announce
-            .wait_timeout_while(own, self.options.heartbeat, |o| {
-                !o.dirty && !self.closing.load(Ordering::Acquire)
-            })
-            .unwrap_or_else(PoisonError::into_inner);
-        if self.closing.load(Ordering::Acquire) {
-            return None;
-        }
-        own.dirty = false;
-        let mut head = own.head;
-        drop(own);
-        head.at = crate::ledger::now_micros();
-        head.stale_for = u64::try_from(self.stale_for().as_micros()).unwrap_or(u64::MAX);
-        head.halted = self.halted().is_some();
-        Some(head)
-    }
-
-    /// The server answered this host.
-    pub(crate) fn contact(&self) {
-        *lock(&self.contact) = Instant::now();
-    }
-
-    /// How long since the server last answered (zero within a heartbeat or two: a
-    /// connected host hears from it that often).
-    pub(crate) fn stale_for(&self) -> Duration {
-        // A stream that is not the fleet's any more (deleted, replaced, rolled back) brings
-        // no revocation: this host is out of touch from the moment it was noticed.
-        let faulted = self.stream.fault_since().map_or(Duration::ZERO, |t| t.elapsed());
-        let since = lock(&self.contact).elapsed().max(faulted);
-        if since <= self.options.heartbeat * 2 {
-            Duration::ZERO
-        } else {
-            since
-        }
-    }
-
-    /// Applies the staleness limits: past the second, every key is rejected until the
-    /// host has caught up with the stream's end as the server reports it (`last`, read
-    /// once contact is back).
-    pub(crate) fn check_staleness(&self, last: impl FnOnce() -> Option<u64>) {
-        let stale = self.stale_for();
-        if stale > self.options.stale_reject {
-            self.rejecting.store(true, Ordering::Release);
-            *lock(&self.catch_up_to) = None;
-        } else if stale.is_zero() && self.rejecting.load(Ordering::Acquire) {
-            // The stream's end is read without holding the lock the writer takes.
-            if lock(&self.catch_up_to).is_none() {
-                let end = last();
-                let mut target = lock(&self.catch_up_to);
-                if target.is_none() {
-                    *target = end;
-                }
-            }
-            let mut target = lock(&self.catch_up_to);
-            if target.is_some_and(|t| self.position() >= t) {
-                *target = None;
-                self.rejecting.store(false, Ordering::Release);
-            }
-        }
-    }
-
-    /// Another host announced its head `age` ago.
-    pub(crate) fn heard(&self, host: &str, head: HostHead, age: Duration) {
-        if host == self.options.host {
-            return;
-        }
-        let now = Instant::now();
-        let heard = now.checked_sub(age).unwrap_or(now);
-        let forgotten = self.options.lease * FORGET_AFTER_LEASES;
-        let mut peers = lock(&self.peers);
-        // Hosts silent for many leases (gone without a word) are dropped from the status.
-        peers.retain(|_, p| now.duration_since(p.heard) <= forgotten);
-        peers.insert(host.to_owned(), Peer { head, heard });
-        drop(peers);
-        self.peers_changed.notify_all();
-    }
-
-    /// Another host's announcement was removed (it expired or the host left).
-    pub(crate) fn forget(&self, host: &str) {
-        lock(&self.peers).remove(host);
-        self.peers_changed.notify_all();
-    }
-
-    /// Waits until every live host has applied record `seq`, or the confirmation timeout;
-    /// returns the live hosts that had not. Hosts whose lease ends during the wait drop out.
-    pub(crate) fn confirm(&self, seq: u64) -> Vec<String> {
-        let deadline = Instant::now() + self.options.confirm_timeout;
-        let lease = self.options.lease;
-        let mut peers = lock(&self.peers);
-        loop {
-            let now = Instant::now();
-            let waiting: Vec<String> = peers
-                .iter()
-                .filter(|(_, p)| now.duration_since(p.heard) <= lease && p.head.seq < seq)
-                .map(|(h, _)| h.clone())
-                .collect();
-            if waiting.is_empty() || now >= deadline {
-                let mut waiting = waiting;
-                waiting.sort();
-                return waiting;
-            }
-            // Wake when a head arrives, or when the oldest lease may have ended.
-            let until_lapse = peers
-                .values()
-                .filter(|p| p.head.seq < seq && now.duration_since(p.heard) <= lease)
-                .map(|p| (p.heard + lease).saturating_duration_since(now))
-                .min()
-                .unwrap_or(lease);
-            let wait = until_lapse
-                .max(Duration::from_millis(1))
-                .min(deadline.saturating_duration_since(now));
-            peers = self
-                .peers_changed
-                .wait_timeout(peers, wait)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    /// The fleet as this host sees it; `hash_at` gives this host's chain hash of a record.
-    pub(crate) fn status(&self, hash_at: impl Fn(u64) -> Option<[u8; 32]>) -> FleetStatus {
-        let own = lock(&self.own).head;
-        let stale = self.stale_for();
-        let mut hosts = vec![HostStatus {
-            host: self.options.host.clone(),
-            this_host: true,
-            seq: own.seq,
-            position: own.position,
-            lag: 0,
-            heard: Duration::ZERO,
-            live: true,
-            stale_for: stale,
-            halted: self.halted().is_some(),
-            diverged: false,
-        }];
-        let now = Instant::now();
-        // Copied out first: `hash_at` reads the log, which the peers' lock must not wait for.
-        let peers: Vec<(String, HostHead, Instant)> = lock(&self.peers)
-            .iter()
-            .map(|(h, p)| (h.clone(), p.head, p.heard))
-            .collect();
-        let mut others: Vec<HostStatus> = peers
-            .into_iter()
-            .map(|(host, head, heard)| (host, Peer { head, heard }))
-            .map(|(host, p)| HostStatus {
-                host,
-                this_host: false,
-                seq: p.head.seq,
-                position: p.head.position,
-                lag: own.seq.saturating_sub(p.head.seq),
-                heard: now.duration_since(p.heard),
-                live: now.duration_since(p.heard) <= self.options.lease,
-                stale_for: Duration::from_micros(p.head.stale_for),
-                halted: p.head.halted,
-                diverged: p.head.seq > 0
-                    && p.head.seq <= own.seq
-                    && hash_at(p.head.seq).is_some_and(|h| h != p.head.hash),
-            })
-            .collect();
-        others.sort_by(|a, b| a.host.cmp(&b.host));
-        hosts.extend(others);
-        let stream_fault = self.stream.fault();
-        let (foreign_messages, last_foreign) = self.stream.foreign_seen();
-        FleetStatus {
-            host: self.options.host.clone(),
-            stream: self.options.stream.clone(),
-            stream_id: self.stream_id().map(|id| message::hex(&id)).unwrap_or_default(),
-            stale_for: stale,
-            unhealthy: stale > self.options.stale_serve
-                || self.halted().is_some()
-                || self.bootstrapping().is_some()
-                || stream_fault.is_some(),
-            rejecting: self.rejecting.load(Ordering::Acquire),
-            halted: self.halted(),
-            stream_fault,
-            foreign_messages,
-            last_foreign,
-            hosts,
-        }
-    }
-
-    /// Ends the announcing thread's wait.
-    pub(crate) fn close(&self) {
-        self.closing.store(true, Ordering::Release);
-        self.announce.notify_all();
-    }
-
-    pub(crate) fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Acquire)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn fleet(name: &str) -> Arc<Fleet> {
-        let options = FleetOptions::new("memory")
-            .host_id(name)
-            .heartbeat(Duration::from_millis(20))
-            .lease(Duration::from_millis(200))
-            .confirm_timeout(Duration::from_secs(5))
-            .stale_serve(Duration::from_millis(100))
-            .stale_reject(Duration::from_millis(300));
-        Fleet::new(options, Arc::new(AtomicBool::new(false)))
-    }
-
-    fn head(seq: u64) -> HostHead {
-        HostHead {
-            seq,
-            hash: [seq as u8; 32],
-            position: seq,
-            at: 0,
-            stale_for: 0,
-            halted: false,
-        }
-    }
-
-    /// A revocation waits for every live host; one that confirms ends its wait, and one
-    /// whose lease ends drops out of it (it is not live any more) well before the timeout.
-    #[test]
-    fn confirm_waits_for_live_hosts_and_a_silent_one_drops_out_when_its_lease_ends() {
-        let f = fleet("a");
-        assert!(f.confirm(5).is_empty(), "alone: nothing to wait for");
-        f.heard("b", head(4), Duration::ZERO);
-        f.heard("c", head(4), Duration::ZERO);
-        let started = Instant::now();
-        let waiting = std::thread::scope(|s| {
-            let w = s.spawn(|| f.confirm(5));
-            std::thread::sleep(Duration::from_millis(30));
-            f.heard("b", head(5), Duration::ZERO);
-            w.join().unwrap()
-        });
-        assert!(waiting.is_empty(), "{waiting:?}");
-        let took = started.elapsed();
-        assert!(
-            took >= Duration::from_millis(150) && took < Duration::from_secs(2),
-            "{took:?}"
-        );
-        // A host that is heard from but does not apply is listed after the timeout.
-        let g = Fleet::new(
-            FleetOptions::new("memory")
-                .host_id("a")
-                .heartbeat(Duration::from_millis(20))
-                .lease(Duration::from_secs(60))
-                .confirm_timeout(Duration::from_millis(100)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        g.heard("slow", head(1), Duration::ZERO);
-        assert_eq!(g.confirm(2), ["slow"]);
-    }
-
-    /// Out of touch: healthy, then unhealthy past the first limit, then rejecting past the
-    /// second; contact alone does not end the rejecting, catching up with the stream does.
-    #[test]
-    fn staleness_goes_unhealthy_then_rejecting_and_ends_once_caught_up() {
-        let f = fleet("a");
-        let status = || f.status(|_| None);
-        assert!(!status().unhealthy);
-        *lock(&f.contact) = Instant::now() - Duration::from_millis(150);
-        f.check_staleness(|| Some(0));
-        assert!(status().unhealthy && !status().rejecting);
-        *lock(&f.contact) = Instant::now() - Duration::from_millis(400);
-        f.check_staleness(|| Some(0));
-        assert!(status().rejecting);
-        f.contact();
-        f.check_staleness(|| Some(3));
-        assert!(
-            status().rejecting,
-            "contact is back, but the stream is at 3 and this host at 0"
-        );
-        assert!(!status().unhealthy);
-        f.applied(
-            Head {
-                seq: 3,
-                hash: [0; 32],
-                at: 0,
-            },
-            3,
-        );
-        assert!(!status().rejecting);
-    }
-
     #[test]
     fn options_with_bad_names_or_limits_are_refused() {
         let ok = FleetOptions::new("nats://127.0.0.1:4222");
         assert!(ok.validated().is_ok());
+        assert!(ok.clone().serve_past_lease(true).validated().is_ok());
         for bad in [
             ok.clone().stream("a.b"),
             ok.clone().host_id(""),
@@ -863,11 +576,26 @@ mod tests {
             ok.clone()
                 .stale_serve(Duration::from_secs(10))
                 .stale_reject(Duration::from_secs(1)),
+            // Fencing at the lease supersedes the rejecting limit: it cannot come later.
+            ok.clone().lease(Duration::from_secs(90)),
+            // The margin must cover the clocks' rates over the lease.
+            ok.clone().margin(Duration::from_millis(5)),
+            ok.clone()
+                .lease(Duration::from_secs(30))
+                .margin(Duration::from_millis(60)),
         ] {
             assert!(
                 matches!(bad.validated(), Err(Error::InvalidInput { .. })),
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_bucket_keeps_an_entry_as_long_as_any_host_may_wait_for_a_silent_one() {
+        let o = FleetOptions::new("nats://127.0.0.1:4222");
+        assert!(o.heads_max_age() >= hold_for(o.stale_reject, o.margin));
+        assert!(o.heads_max_age() > hold_for(o.fence_limit(), o.margin));
+        assert_eq!(o.clone().serve_past_lease(true).fence_limit(), o.stale_reject);
     }
 }

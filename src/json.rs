@@ -92,9 +92,10 @@ pub struct KeyJson {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// In a revocation's answer (delete, disable, unwhitelist) on a host of a fleet: the
-    /// live hosts that had not applied it when the wait ended. Absent when there are none
-    /// (every live host confirmed, or a single host), so a single host's answers are those
-    /// of the command line.
+    /// hosts that may still accept the key when the wait ended (see
+    /// [`Revoked::unconfirmed`](crate::Revoked::unconfirmed); `*` for hosts this one could
+    /// not see). Absent when there are none (every host confirmed, or a single host), so a
+    /// single host's answers are those of the command line.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unconfirmed: Vec<String>,
 }
@@ -179,8 +180,9 @@ pub struct RollJson {
     pub key: String,
     /// RFC 3339: until when the previous secret verifies (the roll's own time for no grace).
     pub previous_valid_until: String,
-    /// For a roll with no grace: the live hosts of the fleet that had not applied it
-    /// when the wait ended; absent when there are none (see [`KeyJson::unconfirmed`]).
+    /// For a roll with no grace: the hosts of the fleet that may still accept the previous
+    /// secret when the wait ended; absent when there are none (see
+    /// [`KeyJson::unconfirmed`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unconfirmed: Vec<String>,
 }
@@ -678,7 +680,7 @@ pub struct HostJson {
     pub lag: u64,
     /// Milliseconds since it was last heard from.
     pub heard_ms: u128,
-    /// Heard from within the lease.
+    /// Heard from within its lease.
     pub live: bool,
     /// Milliseconds it has been out of touch with the shared log, as it last said.
     pub stale_ms: u128,
@@ -686,6 +688,28 @@ pub struct HostJson {
     pub halted: bool,
     /// Its record at its head differs from the answering host's record there.
     pub diverged: bool,
+    /// It fences itself at its lease (false: started with `--serve-past-lease`).
+    pub fences: bool,
+}
+
+/// A heads-bucket entry that counts for nothing: a line of `keyledger fleet --json`
+/// (`{"ignored_head": NAME, "reason": ...}`), and `/v1/fleet`'s `last_ignored`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct IgnoredJson {
+    /// The name it was stored under.
+    pub ignored_head: String,
+    /// Why it counts for nothing.
+    pub reason: String,
+}
+
+impl From<&crate::IgnoredHead> for IgnoredJson {
+    fn from(i: &crate::IgnoredHead) -> Self {
+        IgnoredJson {
+            ignored_head: i.host.clone(),
+            reason: i.reason.clone(),
+        }
+    }
 }
 
 impl From<&crate::HostStatus> for HostJson {
@@ -701,6 +725,7 @@ impl From<&crate::HostStatus> for HostJson {
             stale_ms: h.stale_for.as_millis(),
             halted: h.halted,
             diverged: h.diverged,
+            fences: h.fences,
         }
     }
 }

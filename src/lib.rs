@@ -89,7 +89,7 @@ pub use crate::event::{
 pub use crate::file::read_secret_file;
 #[cfg(feature = "nats")]
 pub use crate::fleet::{DEFAULT_STREAM, FleetOptions, survey};
-pub use crate::fleet::{FleetStatus, FleetSurvey, HostStatus, Revoked};
+pub use crate::fleet::{FleetStatus, FleetSurvey, HostStatus, IgnoredHead, Revoked, UNSEEN_HOSTS};
 #[cfg(feature = "tower")]
 pub use crate::http::{
     ApiKeyLayer, ApiKeyService, ForwardedForProblem, MAX_FORWARDED_HOPS, PeerAddr, Refusal, ResponseFuture,
@@ -99,9 +99,9 @@ pub use crate::http::{
 pub use crate::json::people::RevokedActorJson;
 #[cfg(feature = "json")]
 pub use crate::json::{
-    AuditFilter, AuditJson, DeletedJson, ErrorJson, HostJson, ImportedJson, KeyJson, MAX_IMPORT_BYTES,
-    MAX_IMPORT_LINE_BYTES, MAX_IMPORT_LINES, RefusedJson, RollJson, WhoamiJson, parse_grace, parse_lifetime,
-    read_import_lines, rfc3339,
+    AuditFilter, AuditJson, DeletedJson, ErrorJson, HostJson, IgnoredJson, ImportedJson, KeyJson,
+    MAX_IMPORT_BYTES, MAX_IMPORT_LINE_BYTES, MAX_IMPORT_LINES, RefusedJson, RollJson, WhoamiJson,
+    parse_grace, parse_lifetime, read_import_lines, rfc3339,
 };
 pub use crate::projection::{AuditEntry, KeyStatus, KeyView};
 pub use crate::refused::{Action, RefusedAttempt};
@@ -114,7 +114,8 @@ pub use crate::token::{
 };
 pub use ipnet::IpNet;
 
-/// Entry points for the fuzz targets in `fuzz/`; not part of the API.
+/// Entry points for the fuzz targets in `fuzz/` and hooks for the tests (the test command
+/// enables the feature); not part of the API.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
@@ -137,6 +138,38 @@ pub mod fuzzing {
         let twice = codec::decode_record(&again, 1).expect("re-encoded record decodes");
         assert_eq!(twice, record);
         true
+    }
+
+    /// Decodes a fleet host's head stored under `a`, as it is and with a valid seal in
+    /// place of its last 32 bytes (so the fields' decoding is reached whatever the input);
+    /// a head that decodes must encode to the same bytes.
+    pub fn host_head(bytes: &[u8]) -> bool {
+        use crate::fleet::head;
+        let chain = Chain::new(Some(&crate::ChainKey::from_bytes([7; 32])));
+        let stream = [1; 16];
+        let mut resealed = bytes.to_vec();
+        if resealed.len() == head::HEAD_LEN {
+            let body = resealed.len() - 32;
+            let mut input = Vec::new();
+            input.extend_from_slice(&1u64.to_le_bytes());
+            input.push(b'a');
+            input.extend_from_slice(&stream);
+            input.extend_from_slice(&resealed[..body]);
+            let seal = chain.seal(crate::chain::SealDomain::HostHead, &input);
+            resealed[body..].copy_from_slice(&seal);
+        }
+        let mut decoded = false;
+        for candidate in [bytes, &resealed[..]] {
+            if let Ok(h) = head::decode(candidate, "a", &stream, &chain) {
+                assert_eq!(
+                    head::encode(&h, "a", &stream, &chain),
+                    candidate,
+                    "decode then encode changed the head"
+                );
+                decoded = true;
+            }
+        }
+        decoded
     }
 
     /// Decodes a shared log's stream message (the envelope around a batch's entries, sealed
@@ -273,5 +306,36 @@ pub mod fuzzing {
             rest = &rest[n..];
         }
         out
+    }
+
+    /// A stream message sealed with `key` for the stream `stream_id` (its 32 hex digits,
+    /// as `/v1/fleet` shows it) at `position`, holding one block far past any log's head:
+    /// a message only a chain-key holder can make, which every host refuses, and halts
+    /// on. For the tests of what a halted host does; `None` for a malformed stream id.
+    #[cfg(feature = "nats")]
+    pub fn sealed_out_of_place_message(
+        key: &crate::ChainKey,
+        stream_id: &str,
+        position: u64,
+    ) -> Option<Vec<u8>> {
+        let digits = stream_id.as_bytes();
+        if digits.len() != 32 {
+            return None;
+        }
+        let mut id = [0u8; 16];
+        for (byte, pair) in id.iter_mut().zip(digits.chunks(2)) {
+            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        let mut block = codec::BlockWriter::new(1 << 40);
+        block.push(b"a record nobody chained");
+        crate::fleet::message::encode_entries(
+            "rogue",
+            id,
+            position,
+            0,
+            &[block.finish()],
+            &Chain::new(Some(key)),
+        )
+        .ok()
     }
 }

@@ -270,7 +270,7 @@ pub(crate) struct FleetHealth {
     host: String,
     /// Milliseconds since the shared log last answered (0 while in contact).
     stale_ms: u128,
-    /// Whether every key is rejected until this host has caught up.
+    /// Whether every key is rejected (fenced, catching up, or leaving).
     rejecting: bool,
     /// Why this host stopped writing, if it did.
     halted: Option<String>,
@@ -278,6 +278,26 @@ pub(crate) struct FleetHealth {
     stream_fault: Option<String>,
     /// Messages skipped since this host started because they were not the fleet's.
     foreign_messages: u64,
+    /// Why it reports itself unhealthy: `[{"cause", "reason"}]`, one per cause.
+    causes: Vec<CauseJson>,
+}
+
+/// One reason a host of a fleet is unhealthy.
+#[derive(serde::Serialize)]
+pub(crate) struct CauseJson {
+    cause: &'static str,
+    reason: String,
+}
+
+/// The causes of a fleet status, as JSON.
+pub(crate) fn causes(f: &crate::FleetStatus) -> Vec<CauseJson> {
+    f.causes
+        .iter()
+        .map(|(cause, reason)| CauseJson {
+            cause,
+            reason: reason.clone(),
+        })
+        .collect()
 }
 
 impl From<&crate::FleetStatus> for FleetHealth {
@@ -289,6 +309,7 @@ impl From<&crate::FleetStatus> for FleetHealth {
             halted: f.halted.clone(),
             stream_fault: f.stream_fault.clone(),
             foreign_messages: f.foreign_messages,
+            causes: causes(f),
         }
     }
 }
@@ -317,12 +338,9 @@ impl Health {
             Some("closed")
         } else if matches!(integrity, Integrity::Damaged(_)) {
             Some("damaged")
-        } else if fleet.is_some_and(|f| f.halted.is_some()) {
-            Some("halted")
-        } else if fleet.is_some_and(|f| f.stream_fault.is_some()) {
-            Some("stream")
-        } else if fleet.is_some_and(|f| f.unhealthy) {
-            Some("stale")
+        } else if let Some(f) = fleet.filter(|f| f.unhealthy) {
+            // The first cause: `halted`, `stale`, `fenced`, `bootstrapping`, then others.
+            f.causes.first().map(|(cause, _)| *cause)
         } else {
             None
         };

@@ -24,7 +24,7 @@ use crate::chain::{Chain, ChainKey, Witness};
 use crate::check::{self, CheckInputs, CheckReport, Problem, ProblemKind, Progress, RepairReport};
 use crate::clock::{Clock, ManualClock};
 use crate::event::{Actor, ActorRole, KeyId, NewKey};
-use crate::fleet::{Appended, Fleet, FleetStatus, Replica, Revoked};
+use crate::fleet::{Appended, Fence, Fleet, FleetStatus, Replica, Revoked};
 use crate::ledger::{self, Command, Ledger, LogInfo, Op};
 use crate::log::{Batch, Log, LogRead, MemLog, MetaKey, SharedLog, SledLog};
 use crate::projection::{AuditEntry, KeyView, SnapshotData};
@@ -67,7 +67,7 @@ pub struct RolledKey {
     /// Until when the previous secret keeps verifying (the roll's own time for no grace).
     pub previous_valid_until: SystemTime,
     /// For a roll with no grace in fleet mode (a revocation of the previous secret): the
-    /// live hosts that had not applied it when the wait ended; see [`Revoked`].
+    /// hosts that may still accept the previous secret when the wait ended; see [`Revoked`].
     pub unconfirmed: Vec<String>,
 }
 
@@ -288,7 +288,7 @@ impl Builder {
 
     /// Makes this store one host of a fleet (feature `nats`): its log becomes a replica
     /// of a NATS JetStream stream that every host appends to and follows, and revocations
-    /// return once every live host has applied them. Needs [`Builder::chain_key`], the same
+    /// return once every host that may accept keys has applied them. Needs [`Builder::chain_key`], the same
     /// on every host. On an empty stream, the store's log is published as its beginning
     /// (how a fleet is bootstrapped); a store joining a stream that holds records must be
     /// empty or a prefix of it. Only [`Builder::open`] takes part in a fleet.
@@ -313,13 +313,12 @@ impl Builder {
                     "a fleet needs the chain key all its hosts share",
                 ));
             }
-            let rejecting = Arc::new(AtomicBool::new(false));
-            let fleet = Fleet::new(options.clone(), Arc::clone(&rejecting));
+            let fleet = Fleet::new(options.clone(), self.chain());
             let log = crate::log::NatsLog::connect(options)?;
             return Ok(Some(SharedParts {
                 log: Box::new(log),
+                fence: fleet.fence(),
                 fleet,
-                rejecting,
             }));
         }
         Ok(None)
@@ -597,9 +596,9 @@ pub struct KeyStore {
     from_snapshot: bool,
     /// The fleet this store is a host of, if any.
     fleet: Option<Arc<Fleet>>,
-    /// Set while this host, out of touch with its fleet's log for too long, rejects every
-    /// key; always false for a single host.
-    rejecting: Arc<AtomicBool>,
+    /// Closed while this host, unheard by its fleet for too long or catching up after it,
+    /// rejects every key; always open for a single host.
+    rejecting: Arc<Fence>,
     _lock: Option<File>,
 }
 
@@ -608,7 +607,7 @@ pub struct KeyStore {
 struct SharedParts {
     log: Box<dyn SharedLog>,
     fleet: Arc<Fleet>,
-    rejecting: Arc<AtomicBool>,
+    fence: Arc<Fence>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -689,9 +688,9 @@ impl KeyStore {
                 if let Some(witness) = options.expect_head {
                     ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
                 }
-                (Some(replica), Some(parts.fleet), parts.rejecting)
+                (Some(replica), Some(parts.fleet), parts.fence)
             }
-            None => (None, None, Arc::new(AtomicBool::new(false))),
+            None => (None, None, Arc::new(Fence::open())),
         };
         let last_used = dir
             .as_ref()
@@ -763,7 +762,7 @@ impl KeyStore {
         })
     }
 
-    /// The answer to a revocation: in a fleet, once every live host has applied record
+    /// The answer to a revocation: in a fleet, once every host that may accept keys has applied record
     /// `seq` (or the wait ended).
     fn revoked(&self, seq: u64) -> Revoked {
         Revoked {
@@ -899,8 +898,9 @@ impl KeyStore {
     }
 
     /// Deletes a key. When this returns, the key no longer verifies on any thread; in a
-    /// fleet ([`Builder::fleet`]), on any live host either, unless the answer lists hosts
-    /// that had not confirmed within the wait. Returns the deletion's sequence number and
+    /// fleet ([`Builder::fleet`]), on any host either (a host cut off rejects every key
+    /// before it is counted out), unless the answer lists hosts that had not confirmed
+    /// within the wait. Returns the deletion's sequence number and
     /// those hosts.
     ///
     /// A super admin may delete any key, an admin only the keys they created.
@@ -1081,7 +1081,7 @@ impl KeyStore {
     /// # Errors
     /// A [`Rejection`] saying why the key is refused.
     pub fn verify(&self, token: &str, client_ip: IpAddr) -> Result<VerifiedKey, Rejection> {
-        if self.rejecting.load(Ordering::Relaxed) {
+        if self.rejecting.rejects() {
             return Err(Rejection::Stale);
         }
         match token::parse(token) {
@@ -2157,12 +2157,11 @@ mod fleet_tests {
             Some(info) => info,
             None => ledger::initialize(&mut log.clone(), &options.chain())?,
         };
-        let rejecting = Arc::new(AtomicBool::new(false));
-        let fleet = Fleet::new(FleetOptions::new("memory").host_id(name), Arc::clone(&rejecting));
+        let fleet = Fleet::new(FleetOptions::new("memory").host_id(name), options.chain());
         let parts = SharedParts {
             log: Box::new(shared.clone()),
+            fence: fleet.fence(),
             fleet,
-            rejecting,
         };
         KeyStore::start(options, Box::new(log), info, None, Some(parts))
     }

@@ -175,9 +175,15 @@ fn burst(addr: SocketAddr, root: &str, prefix: &str, stop: &AtomicBool) -> Vec<(
     out
 }
 
-/// The live keys on host `i`, by name.
+/// The live keys on host `i`, by name (once it verifies keys again: after an outage, a
+/// host rejects every key until it is heard and has caught up).
 fn names_on(fleet: &Fleet, i: usize) -> BTreeMap<String, String> {
-    let answer = fleet.call(i, "GET", "/v1/keys", None);
+    let mut answer = fleet.call(i, "GET", "/v1/keys", None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answer.status == 503 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        answer = fleet.call(i, "GET", "/v1/keys", None);
+    }
     assert_eq!(answer.status, 200, "{answer:?}");
     answer
         .json()
@@ -420,7 +426,16 @@ fn a_record_in_the_right_place_without_the_chain_key_is_skipped() {
 /// and it has caught up.
 #[test]
 fn a_host_that_loses_the_server_goes_unhealthy_then_rejects_then_recovers() {
-    let mut fleet = Fleet::start(&["a", "b"], &["--stale-serve", "2s", "--stale-reject", "4s"]);
+    let mut fleet = Fleet::start(
+        &["a", "b"],
+        &[
+            "--serve-past-lease",
+            "--stale-serve",
+            "2s",
+            "--stale-reject",
+            "4s",
+        ],
+    );
     let (_, secret) = fleet.create(0, "bot");
     fleet.converged(2);
     // The host last heard from the server up to a heartbeat (100 ms) or two before it died.
@@ -557,10 +572,11 @@ fn the_fleet_command_lists_every_host_with_its_head() {
     fleet.create(1, "bot");
     fleet.converged(2);
     let url = fleet.url();
+    let ck = fleet.chain_key.to_str().unwrap().to_owned();
     eventually(10, "both hosts announce record 2", || {
         let out = cli(
             &fleet.dir.path().join("none"),
-            &["fleet", "--nats", &url, "--json"],
+            &["--chain-key-file", &ck, "fleet", "--nats", &url, "--json"],
         );
         let hosts: Vec<Value> = String::from_utf8(out.stdout)
             .unwrap()
@@ -572,7 +588,10 @@ fn the_fleet_command_lists_every_host_with_its_head() {
                 .iter()
                 .all(|h| h["seq"] == 2 && h["live"] == true && h["lag"] == 0)
     });
-    let out = cli(&fleet.dir.path().join("none"), &["fleet", "--nats", &url]);
+    let out = cli(
+        &fleet.dir.path().join("none"),
+        &["--chain-key-file", &ck, "fleet", "--nats", &url],
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("2 host(s)") && text.contains("live"), "{text}");
     // `/v1/fleet` wants an admin key, no parameters, and GET.

@@ -305,7 +305,7 @@ fn a_stream_deleted_and_replayed_from_genuine_messages_is_refused_by_every_host(
         eventually(10, "the host logs it", || {
             served
                 .errors()
-                .contains("fleet: the stream cannot be trusted, writes stop: the stream was replaced")
+                .contains("fleet: unhealthy (stream): the stream was replaced")
         });
         assert_eq!(fleet.auth(i, &deleted), 401, "the delete stands");
         assert_eq!(fleet.auth(i, &kept), 200, "still verifying");
@@ -372,7 +372,13 @@ fn stream_settings_changed_under_the_fleet_are_noticed_reported_and_recovered_fr
         }
         let survey = hosts::cli(
             &fleet.dir.path().join("survey"),
-            &["fleet", "--nats", &fleet.url()],
+            &[
+                "--chain-key-file",
+                fleet.chain_key.to_str().unwrap(),
+                "fleet",
+                "--nats",
+                &fleet.url(),
+            ],
         );
         let survey = String::from_utf8(survey.stdout).unwrap();
         assert!(

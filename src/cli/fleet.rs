@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use keyledger::{FleetOptions, HostJson};
+use keyledger::{FleetOptions, HostJson, IgnoredJson};
 use zeroize::Zeroizing;
 
 use super::{Failure, exit, grace_arg, lifetime_arg, write_json};
@@ -57,17 +57,26 @@ pub(super) struct FleetArgs {
     /// How often this host announces its head when nothing changes (default 500ms)
     #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
     heartbeat: Option<Duration>,
-    /// How long a host counts as live after it was last heard from (default 3s)
+    /// How long a host counts as live after its last acknowledged announcement; unheard
+    /// that long, it rejects every key until heard again and caught up (default 12s)
     #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
     lease: Option<Duration>,
-    /// How long a delete, disable or unwhitelist waits for every live host (default 5s; 0s
+    /// How much longer than a silent host's lease a revocation waits before it counts that
+    /// host as fenced (default 1s; at least 0.25% of the lease and 20ms)
+    #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
+    margin: Option<Duration>,
+    /// Keep verifying keys past the lease when unheard, until --stale-reject: revocation
+    /// answers then list this host as unconfirmed while it is silent
+    #[arg(long)]
+    serve_past_lease: bool,
+    /// How long a delete, disable or unwhitelist waits for every host that may accept keys (default 15s; 0s
     /// answers at once, naming the hosts that had not applied it yet)
     #[arg(long, value_name = "DURATION", value_parser = grace_arg)]
     confirm_timeout: Option<Duration>,
     /// After losing the shared log this long, /healthz answers 503 (default 10s)
     #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
     stale_serve: Option<Duration>,
-    /// After losing the shared log this long, every key is rejected until caught up (default 60s)
+    /// With --serve-past-lease: unheard this long, every key is rejected until caught up (default 60s)
     #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
     stale_reject: Option<Duration>,
     /// How long one request to the NATS server may take, an append included (default 5s)
@@ -95,6 +104,7 @@ impl FleetArgs {
         let mut o = FleetOptions::new(url.clone())
             .stream(self.stream.clone())
             .replicas(usize::from(self.replicas))
+            .serve_past_lease(self.serve_past_lease)
             .require_tls(self.nats_tls);
         if let Some(id) = &self.host_id {
             o = o.host_id(id.clone());
@@ -120,6 +130,7 @@ impl FleetArgs {
                 FleetOptions::heartbeat as fn(FleetOptions, Duration) -> FleetOptions,
             ),
             (self.lease, FleetOptions::lease),
+            (self.margin, FleetOptions::margin),
             (self.confirm_timeout, FleetOptions::confirm_timeout),
             (self.stale_serve, FleetOptions::stale_serve),
             (self.stale_reject, FleetOptions::stale_reject),
@@ -143,40 +154,59 @@ pub(super) struct FleetStatusArgs {
     json: bool,
 }
 
-/// `keyledger fleet`: the hosts heard from, without joining the fleet.
-pub(super) fn run(args: FleetStatusArgs, out: &mut impl Write) -> Result<u8, Failure> {
+/// `keyledger fleet`: the hosts heard from, without joining the fleet. Their heads are
+/// sealed with the chain key, which it needs to tell them from forged ones.
+pub(super) fn run(store: &super::Store, args: FleetStatusArgs, out: &mut impl Write) -> Result<u8, Failure> {
     let options = args.fleet.options()?.ok_or_else(|| {
         Failure::new(
             exit::USAGE,
             "`fleet` needs the shared log: --nats URL (or KEYLEDGER_NATS)",
         )
     })?;
-    let survey = keyledger::survey(&options)?;
+    let key = store.chain_key()?.ok_or_else(|| {
+        Failure::new(
+            exit::USAGE,
+            "`fleet` needs the fleet's chain key (--chain-key-file): the hosts' heads are sealed with it",
+        )
+    })?;
+    let survey = keyledger::survey(&options, &key)?;
     if args.json {
         for h in &survey.hosts {
             write_json(out, &HostJson::from(h))?;
+        }
+        for ignored in &survey.ignored {
+            write_json(out, &IgnoredJson::from(ignored))?;
         }
         return Ok(exit::OK);
     }
     writeln!(
         out,
-        "stream {}: {} messages; {} host(s) heard from",
+        "stream {}: {} messages; {} host(s) heard from; {} entr(ies) ignored",
         survey.stream,
         survey.last_position,
-        survey.hosts.len()
+        survey.hosts.len(),
+        survey.ignored.len()
     )?;
     if let Some(problem) = &survey.stream_problem {
         writeln!(out, "stream {}: cannot be trusted: {problem}", survey.stream)?;
     }
-    if survey.hosts.is_empty() {
-        return Ok(exit::OK);
+    if !survey.hosts.is_empty() {
+        hosts_table(&survey.hosts, out)?;
     }
+    for ignored in &survey.ignored {
+        writeln!(out, "ignored entry {}: {}", ignored.host, ignored.reason)?;
+    }
+    Ok(exit::OK)
+}
+
+/// One line per host: its head, lag, when it was heard from, and its state.
+fn hosts_table(hosts: &[keyledger::HostStatus], out: &mut impl Write) -> Result<(), Failure> {
     writeln!(
         out,
         "{:<32} {:>10} {:>10} {:>8} {:>9}  state",
         "host", "seq", "position", "lag", "heard"
     )?;
-    for h in &survey.hosts {
+    for h in hosts {
         let state = match (h.live, h.halted, h.stale_for.is_zero()) {
             (false, _, _) => "lease ended".to_owned(),
             (true, true, _) => "halted".to_owned(),
@@ -193,42 +223,5 @@ pub(super) fn run(args: FleetStatusArgs, out: &mut impl Write) -> Result<u8, Fai
             h.heard.as_secs_f64()
         )?;
     }
-    Ok(exit::OK)
-}
-
-/// While `keyledger serve` runs on a host of a fleet: a line on standard error when this
-/// host skips messages that are not the fleet's, when the stream becomes untrustworthy
-/// (and right again), and when the host stops writing. Reads the status once a second.
-pub(super) async fn report(keys: std::sync::Arc<keyledger::KeyStore>) {
-    let mut skipped = 0;
-    let mut fault: Option<String> = None;
-    let mut halted: Option<String> = None;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let Some(status) = keys.fleet_status() else {
-            return;
-        };
-        if status.foreign_messages > skipped {
-            let why = status.last_foreign.as_deref().unwrap_or_default();
-            eprintln!(
-                "fleet: skipped {} stream message(s) that are not the fleet's ({} since start); the last: {why}",
-                status.foreign_messages - skipped,
-                status.foreign_messages
-            );
-            skipped = status.foreign_messages;
-        }
-        if status.stream_fault != fault {
-            match &status.stream_fault {
-                Some(why) => eprintln!("fleet: the stream cannot be trusted, writes stop: {why}"),
-                None => eprintln!("fleet: the stream is right again, writes resume"),
-            }
-            fault = status.stream_fault.clone();
-        }
-        if status.halted != halted {
-            if let Some(why) = &status.halted {
-                eprintln!("fleet: this host stopped writing: {why}");
-            }
-            halted = status.halted.clone();
-        }
-    }
+    Ok(())
 }

@@ -96,9 +96,7 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
     writeln!(out, "listening on {addr}")?;
     out.flush()?;
     #[cfg(feature = "nats")]
-    if keys.fleet_status().is_some() {
-        runtime.spawn(super::fleet::report(Arc::clone(&keys)));
-    }
+    runtime.spawn(report_fleet(Arc::clone(&keys)));
     let server = Server::new(Arc::clone(&keys))
         .trusted_proxies(proxies)
         .read_timeout(std::time::Duration::from_secs(args.read_timeout))
@@ -121,6 +119,54 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
     drop(keys);
     writeln!(out, "stopped")?;
     Ok(exit::OK)
+}
+
+/// On a host of a fleet: a line on standard error whenever it turns unhealthy or healthy
+/// again (with the causes), and whenever heads-bucket entries counted for nothing.
+#[cfg(feature = "nats")]
+async fn report_fleet(keys: Arc<keyledger::KeyStore>) {
+    let mut skipped = 0;
+    let mut ignored = 0;
+    let mut lost = 0;
+    let mut causes: Vec<(&str, String)> = Vec::new();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let Some(status) = keys.fleet_status() else { return };
+        if status.foreign_messages > skipped {
+            let why = status.last_foreign.as_deref().unwrap_or_default();
+            eprintln!(
+                "fleet: skipped {} stream message(s) that are not the fleet's ({} since start); the last: {why}",
+                status.foreign_messages - skipped,
+                status.foreign_messages
+            );
+            skipped = status.foreign_messages;
+        }
+        if status.ignored_heads > ignored {
+            ignored = status.ignored_heads;
+            if let Some(last) = &status.last_ignored {
+                eprintln!(
+                    "fleet: {ignored} heads-bucket entr(ies) counted for nothing; the last, under {:?}: {}",
+                    last.host, last.reason
+                );
+            }
+        }
+        if status.heads_bucket_lost > lost {
+            lost = status.heads_bucket_lost;
+            eprintln!(
+                "fleet: the heads bucket was deleted under the fleet ({lost} time(s) so far); it is made again"
+            );
+        }
+        let now: Vec<(&str, String)> = status.causes.clone();
+        if now != causes {
+            for (cause, reason) in now.iter().filter(|c| !causes.contains(c)) {
+                eprintln!("fleet: unhealthy ({cause}): {reason}");
+            }
+            if now.is_empty() {
+                eprintln!("fleet: healthy again");
+            }
+            causes = now;
+        }
+    }
 }
 
 /// Completes on the first SIGTERM or SIGINT (Ctrl-C).

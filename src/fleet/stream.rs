@@ -134,6 +134,71 @@ impl StreamWatch {
     }
 }
 
+/// What message `pos` says of the stream's genesis: it is the genesis (`Some`), it is not
+/// the fleet's (`None`: look further), or the stream cannot be the fleet's.
+fn genesis_at(
+    bytes: &[u8],
+    pos: u64,
+    state: &StreamState,
+    name: &str,
+    chain: &Chain,
+) -> Result<Option<Identity>, Error> {
+    match message::decode(bytes, pos, None, chain) {
+        Ok(Message::Genesis {
+            stream_id, created, ..
+        }) if created == state.created => Ok(Some(Identity {
+            stream_id,
+            created,
+            position: pos,
+        })),
+        Ok(Message::Genesis { created, .. }) => Err(Error::StreamChanged {
+            reason: StreamFault::Replaced {
+                created: state.created,
+                expected: created,
+            }
+            .to_string(),
+        }),
+        Ok(Message::Entries(_)) => Err(Error::StreamChanged {
+            reason: format!(
+                "stream {name} holds the fleet's records at message {pos} with no genesis before it: it was \
+                 replaced, and messages of another stream put in it"
+            ),
+        }),
+        Err(Unusable::Legacy) => Err(Error::invalid(
+            "stream",
+            format!(
+                "stream {name} holds a keyledger 0.4.0 log (stream message version 1, bound to no stream): move \
+                 the fleet to a new stream (docs/design.md, \"Format versions\")"
+            ),
+        )),
+        Err(Unusable::Foreign(_)) => Ok(None),
+        Err(Unusable::Broken(e)) => Err(e),
+    }
+}
+
+/// The genesis among a stream's first `messages` (position, bytes), for `keyledger
+/// fleet`, which reads without joining and publishes nothing; `Err` says why there is
+/// none to trust.
+#[cfg(feature = "nats")]
+pub(crate) fn find_genesis(
+    messages: &[(u64, Vec<u8>)],
+    state: &StreamState,
+    name: &str,
+    chain: &Chain,
+) -> Result<Identity, String> {
+    for (pos, bytes) in messages {
+        match genesis_at(bytes, *pos, state, name, chain) {
+            Ok(Some(identity)) => return Ok(identity),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(format!(
+        "no genesis of this fleet among the stream's first {} messages",
+        messages.len()
+    ))
+}
+
 /// Finds the stream's genesis: the first of the fleet's messages, sealed for its position
 /// (messages before it that are not the fleet's are passed over). A stream with none gets
 /// one, naming a fresh random id and the stream's creation time; of hosts publishing one
@@ -156,44 +221,8 @@ pub(crate) fn genesis(
             reason: format!("the server has no stream {name}"),
         })?;
         for pos in state.first.max(1)..=state.last {
-            match message::decode(&shared.get(pos)?, pos, None, chain) {
-                Ok(Message::Genesis {
-                    stream_id, created, ..
-                }) if created == state.created => {
-                    return Ok(Identity {
-                        stream_id,
-                        created,
-                        position: pos,
-                    });
-                }
-                Ok(Message::Genesis { created, .. }) => {
-                    return Err(Error::StreamChanged {
-                        reason: StreamFault::Replaced {
-                            created: state.created,
-                            expected: created,
-                        }
-                        .to_string(),
-                    });
-                }
-                Ok(Message::Entries(_)) => {
-                    return Err(Error::StreamChanged {
-                        reason: format!(
-                            "stream {name} holds the fleet's records at message {pos} with no genesis before it: \
-                             it was replaced, and messages of another stream put in it"
-                        ),
-                    });
-                }
-                Err(Unusable::Legacy) => {
-                    return Err(Error::invalid(
-                        "stream",
-                        format!(
-                            "stream {name} holds a keyledger 0.4.0 log (stream message version 1, bound to no \
-                             stream): move the fleet to a new stream (docs/design.md, \"Format versions\")"
-                        ),
-                    ));
-                }
-                Err(Unusable::Foreign(_)) => {}
-                Err(Unusable::Broken(e)) => return Err(e),
+            if let Some(identity) = genesis_at(&shared.get(pos)?, pos, &state, name, chain)? {
+                return Ok(identity);
             }
         }
         let identity = Identity {

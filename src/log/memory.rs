@@ -137,6 +137,10 @@ struct SharedState {
     max_bytes: Option<usize>,
     /// The stream's creation time, as a server would report it.
     created: i64,
+    /// The hosts announcing their heads, each handed every announcement (a heads bucket
+    /// held in memory, with its revisions).
+    heads: Vec<std::sync::Weak<crate::fleet::Fleet>>,
+    head_revision: u64,
 }
 
 #[cfg(test)]
@@ -290,7 +294,34 @@ impl super::SharedLog for MemShared {
         Ok(())
     }
 
-    fn announce(&mut self, _fleet: Arc<crate::fleet::Fleet>) -> Result<(), LogError> {
+    /// Announcements are stored at once and handed to every host, as a watch would.
+    fn announce(&mut self, fleet: Arc<crate::fleet::Fleet>) -> Result<(), LogError> {
+        fleet.watch_started();
+        self.lock().heads.push(Arc::downgrade(&fleet));
+        let shared = self.clone();
+        let announcer = Arc::clone(&fleet);
+        std::thread::spawn(move || {
+            while let Some(head) = announcer.next_announcement() {
+                let Some(bytes) = announcer.seal(&head) else { break };
+                announcer.sending(head.counter);
+                let sent = crate::fleet::Fence::now();
+                let (hosts, revision) = {
+                    let mut state = shared.lock();
+                    state.heads.retain(|h| h.strong_count() > 0);
+                    state.head_revision += 1;
+                    let hosts: Vec<_> = state.heads.iter().filter_map(std::sync::Weak::upgrade).collect();
+                    (hosts, state.head_revision)
+                };
+                for host in hosts {
+                    host.delivered(announcer.host(), Some(&bytes), revision, true);
+                }
+                if announcer.announced(head.counter, crate::fleet::Outcome::Acknowledged, sent) {
+                    let end = shared.lock().messages.len() as u64;
+                    announcer.catch_up_to(end);
+                }
+            }
+        });
+        fleet.wait_open(std::time::Duration::from_secs(5));
         Ok(())
     }
 }

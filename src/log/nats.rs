@@ -6,8 +6,9 @@
 //! carries `Nats-Expected-Last-Sequence` (the position the writer applied up to), so of two
 //! hosts appending at once only one wins, and a `Nats-Msg-Id` (the message's blake3
 //! hash), so that a retried append is idempotent within the stream's duplicate window. The
-//! hosts announce their heads in a key-value bucket `<stream>-hosts` whose entries live for
-//! one lease.
+//! hosts announce their sealed heads in a key-value bucket `<stream>-hosts` whose entries
+//! live as long as any host may wait for a silent one; a bucket deleted under the fleet is
+//! made again.
 //!
 //! The client runs on a runtime of its own (one worker thread), so the library's API stays
 //! synchronous: the writer blocks on an append, and threads of this module deliver the
@@ -23,8 +24,7 @@ use futures_util::StreamExt;
 
 use super::{AppendError, Delivered, Judge, LogError, SharedLog, StreamState};
 use crate::Error;
-use crate::codec::{self, HostHead};
-use crate::fleet::{Auth, Fleet, FleetOptions};
+use crate::fleet::{Auth, Fence, Fleet, FleetOptions, Outcome};
 
 /// How long appends are remembered for deduplication.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -85,80 +85,166 @@ impl NatsLog {
     }
 
     /// Starts announcing this host's head (at once when it changes, else every heartbeat)
-    /// and hearing the other hosts'. Every answer from the server counts as contact.
+    /// and hearing the other hosts'. Every answer from the server counts as contact; only
+    /// an acknowledged announcement (or the server's word that the bucket is gone) keeps
+    /// this host's fence open.
     fn start_heads(&mut self, fleet: Arc<Fleet>) -> Result<(), LogError> {
-        let kv = self.kv.clone();
+        let fleet_wait = Arc::clone(&fleet);
         let handle = self.rt.handle().clone();
         let announcer = Arc::clone(&fleet);
-        let stream = self.stream.clone();
+        let (stream, js, mut kv) = (self.stream.clone(), self.js.clone(), self.kv.clone());
+        // Tells the watch to start again, on the bucket as it is now.
+        let rewatch = Arc::new(tokio::sync::Notify::new());
+        let restart = Arc::clone(&rewatch);
         // Out of touch, a request waits no longer than a heartbeat (and at least a
-        // second, so a busy machine is not taken for a lost server): the staleness limits
-        // are checked at least that often, whatever the server does.
+        // second, so a busy machine is not taken for a lost server).
         let patience = fleet.options.heartbeat.max(Duration::from_secs(1));
         self.heads.push(
             std::thread::Builder::new()
                 .name("keyledger-announce".into())
                 .spawn(move || {
                     let host = announcer.host().to_owned();
+                    let mut last_revision = 0;
+                    // The last announcement says this host left: the others stop waiting for
+                    // it at once. It stays in the bucket until it expires.
                     while let Some(head) = announcer.next_announcement() {
-                        let Ok(bytes) = codec::encode_host_head(&head) else {
-                            continue;
+                        announcer.check_suspend();
+                        let Some(bytes) = announcer.seal(&head) else { break };
+                        announcer.sending(head.counter);
+                        let mut sent = Fence::now();
+                        let outcome = match within(&handle, patience, kv.put(&host, bytes.into())) {
+                            Some(Ok(revision)) => {
+                                announcer.clear_fault(BUCKET_FAULT);
+                                // Stored before this host's previous announcement: the bucket
+                                // was made again, and the watch follows the old one.
+                                if revision <= last_revision {
+                                    announcer.note_bucket_lost();
+                                    rewatch.notify_one();
+                                }
+                                last_revision = revision;
+                                Outcome::Acknowledged
+                            }
+                            _ => {
+                                sent = Fence::now();
+                                match within(&handle, patience, js.get_stream(kv.stream_name.clone())) {
+                                    Some(Err(e)) if stream_missing(&e) => {
+                                        kv = refind_bucket(&handle, &js, &announcer, kv, patience);
+                                        Outcome::BucketMissing
+                                    }
+                                    Some(Ok(_)) => {
+                                        announcer.contact();
+                                        Outcome::Failed
+                                    }
+                                    _ => Outcome::Failed,
+                                }
+                            }
                         };
-                        let put = async { tokio::time::timeout(patience, kv.put(&host, bytes.into())).await };
-                        // Contact is the server answering: an acknowledged announcement, or
-                        // else (a put waits for the server's disk, which may be slow) the
-                        // stream's state, which it answers from memory.
-                        let answered = matches!(handle.block_on(put), Ok(Ok(_))) || {
+                        if outcome == Outcome::Failed {
+                            // The stream's state, which the server answers from memory: contact
+                            // for the health limit, even while announcements wait for a disk.
                             let mut s = stream.clone();
-                            matches!(
-                                handle.block_on(async { tokio::time::timeout(patience, s.info()).await }),
-                                Ok(Ok(_))
-                            )
-                        };
-                        if answered {
-                            announcer.contact();
+                            if matches!(within(&handle, patience, s.info()), Some(Ok(_))) {
+                                announcer.contact();
+                            }
                         }
-                        announcer.check_staleness(|| {
+                        if announcer.announced(head.counter, outcome, sent) {
+                            // The stream's end, read after the answer: what the fence waits for.
                             let mut s = stream.clone();
-                            let info =
-                                handle.block_on(async { tokio::time::timeout(patience, s.info()).await });
-                            info.ok()?.ok().map(|i| i.state.last_sequence)
-                        });
+                            if let Some(Ok(info)) = within(&handle, patience, s.info()) {
+                                announcer.catch_up_to(info.state.last_sequence);
+                            }
+                        }
                     }
-                    // Leaving: the others stop waiting for this host at once.
-                    let _ = handle.block_on(async { tokio::time::timeout(patience, kv.delete(&host)).await });
                 })?,
         );
         let kv = self.kv.clone();
-        let lease = fleet.options.lease;
         self.watcher = Some(self.rt.spawn(async move {
-            // Re-watch whenever a watch ends (the server went away and came back).
+            // Watch again whenever a watch ends (the server went away and came back, the
+            // bucket was made again).
             while !fleet.is_closing() {
                 if let Ok(mut watch) = kv.watch_with_history(">").await {
-                    while let Some(entry) = watch.next().await {
-                        let Ok(entry) = entry else { break };
-                        match entry.operation {
-                            kv::Operation::Put => {
-                                if let Ok(head) = codec::decode_host_head(&entry.value) {
-                                    // A live update was heard now; only the history (what
-                                    // the bucket held when the watch began) is aged, by the
-                                    // server's clock against this one's.
-                                    let age = if entry.seen_current {
-                                        Duration::ZERO
-                                    } else {
-                                        age_of(entry.created.unix_timestamp_nanos()).min(lease * 2)
-                                    };
-                                    fleet.heard(&entry.key, head, age);
-                                }
-                            }
-                            kv::Operation::Delete | kv::Operation::Purge => fleet.forget(&entry.key),
-                        }
+                    fleet.watch_started();
+                    loop {
+                        let entry = tokio::select! {
+                            entry = watch.next() => entry,
+                            () = restart.notified() => break,
+                        };
+                        let Some(Ok(entry)) = entry else { break };
+                        let value = match entry.operation {
+                            kv::Operation::Put => Some(&entry.value[..]),
+                            kv::Operation::Delete | kv::Operation::Purge => None,
+                        };
+                        fleet.delivered(&entry.key, value, entry.revision, entry.seen_current);
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }));
+        // A host verifies once the others can see it: its first announcement acknowledged.
+        let timeout = fleet_wait.options.request_timeout;
+        fleet_wait.wait_open(timeout);
         Ok(())
+    }
+}
+
+/// What `request` answered within `patience`, if it did.
+fn within<F: std::future::Future>(
+    handle: &tokio::runtime::Handle,
+    patience: Duration,
+    request: F,
+) -> Option<F::Output> {
+    handle.block_on(async { tokio::time::timeout(patience, request).await.ok() })
+}
+
+/// The cause a missing or unusable heads bucket is reported under.
+const BUCKET_FAULT: &str = "heads_bucket";
+
+/// Whether the JetStream API answered that the stream does not exist.
+fn stream_missing(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// The heads bucket is gone: reported, and made again (or found, if another host made it
+/// first). Safe: the heads in it are sealed, so whoever makes a bucket cannot fill it with
+/// anything that counts, and a watch that starts on a new bucket counts every host as
+/// heard from then (see `docs/design.md`, "Fencing").
+fn refind_bucket(
+    handle: &tokio::runtime::Handle,
+    js: &jetstream::Context,
+    fleet: &Fleet,
+    kv: kv::Store,
+    patience: Duration,
+) -> kv::Store {
+    let bucket = fleet.options.heads_bucket();
+    fleet.note_bucket_lost();
+    let found =
+        handle.block_on(async { tokio::time::timeout(patience, find_bucket(js, &fleet.options)).await });
+    match found {
+        Ok(Ok(store)) => {
+            fleet.set_fault(
+                BUCKET_FAULT,
+                format!("the heads bucket {bucket} was deleted; it was made again, and announcements resume"),
+            );
+            store
+        }
+        Ok(Err(e)) => {
+            fleet.set_fault(
+                BUCKET_FAULT,
+                format!(
+                    "the heads bucket {bucket} does not exist and cannot be made again ({e}): no revocation \
+                     can be confirmed; keys are still verified"
+                ),
+            );
+            kv
+        }
+        Err(_) => {
+            fleet.set_fault(
+                BUCKET_FAULT,
+                format!("the heads bucket {bucket} does not exist; making it again timed out"),
+            );
+            kv
+        }
     }
 }
 
@@ -186,7 +272,15 @@ async fn connect(options: &FleetOptions) -> Result<(async_nats::Client, jetstrea
     if let Some((cert, key)) = &options.tls.client_certificate {
         connect = connect.add_client_certificate(cert.clone(), key.clone());
     }
-    let client = connect.connect(options.url.as_str()).await.map_err(|e| {
+    // A cluster's servers, comma-separated: the client tries each, and moves to another
+    // when one dies.
+    let urls: Vec<&str> = options
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    let client = connect.connect(urls.as_slice()).await.map_err(|e| {
         let url = crate::fleet::without_userinfo(&options.url);
         unavailable(format!("cannot connect to {url}: {e}"))
     })?;
@@ -196,12 +290,22 @@ async fn connect(options: &FleetOptions) -> Result<(async_nats::Client, jetstrea
     Ok((client, js))
 }
 
-/// A host's announced head, and how long ago it was announced.
-pub(crate) type Announced = (String, HostHead, Duration);
+/// What `keyledger fleet` reads: the stream's state, its first messages (position,
+/// bytes), among which its genesis is, and every entry of the heads bucket (name, bytes,
+/// how long ago the server stored it).
+pub(crate) struct Survey {
+    pub(crate) state: StreamState,
+    pub(crate) first_messages: Vec<(u64, Vec<u8>)>,
+    pub(crate) entries: Vec<(String, Vec<u8>, Duration)>,
+}
 
-/// The stream's state, and every host's announced head with its age, read without
-/// joining (nothing is created).
-pub(crate) fn survey(options: &FleetOptions) -> Result<(StreamState, Vec<Announced>), Error> {
+/// How many of the stream's first messages `keyledger fleet` reads looking for the
+/// genesis (junk published before it is passed over).
+const SURVEY_MESSAGES: u64 = 64;
+
+/// Reads the stream's state, its first messages (where its genesis is) and the heads
+/// bucket without joining (nothing is created).
+pub(crate) fn survey(options: &FleetOptions) -> Result<Survey, Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -213,20 +317,35 @@ pub(crate) fn survey(options: &FleetOptions) -> Result<(StreamState, Vec<Announc
             .ok_or_else(|| Error::StreamUnavailable {
                 reason: format!("no stream {}", options.stream),
             })?;
-        let mut hosts = Vec::new();
+        let stream = js.get_stream(&options.stream).await.map_err(engine)?;
+        let subject = options.subject();
+        let mut first_messages = Vec::new();
+        let first = state.first.max(1);
+        for pos in first..=state.last.min(first + SURVEY_MESSAGES - 1) {
+            if let Ok(message) = stream.direct_get(pos).await
+                && message.subject.as_str() == subject
+            {
+                first_messages.push((pos, message.payload.to_vec()));
+            }
+        }
+        let mut entries = Vec::new();
         if let Ok(kv) = js.get_key_value(options.heads_bucket()).await
             && let Ok(mut keys) = kv.keys().await
         {
             while let Some(Ok(key)) = keys.next().await {
                 if let Ok(Some(entry)) = kv.entry(key.clone()).await
                     && entry.operation == kv::Operation::Put
-                    && let Ok(head) = codec::decode_host_head(&entry.value)
                 {
-                    hosts.push((key, head, age_of(entry.created.unix_timestamp_nanos())));
+                    let age = age_of(entry.created.unix_timestamp_nanos());
+                    entries.push((key, entry.value.to_vec(), age));
                 }
             }
         }
-        Ok((state, hosts))
+        Ok(Survey {
+            state,
+            first_messages,
+            entries,
+        })
     })
 }
 
@@ -329,24 +448,43 @@ async fn inspect(
     }
 }
 
-/// Finds the heads bucket, or creates it with entries that live one lease.
+/// Finds the heads bucket, or creates it with entries that live
+/// [`FleetOptions::heads_max_age`]; a bucket that keeps them for less is given that age.
 async fn find_bucket(js: &jetstream::Context, options: &FleetOptions) -> Result<kv::Store, Error> {
     let bucket = options.heads_bucket();
+    let max_age = options.heads_max_age();
+    let cannot = |e: String| Error::StreamUnavailable {
+        reason: format!("cannot find or create bucket {bucket}: {e}"),
+    };
     if let Ok(store) = js.get_key_value(&bucket).await {
+        let mut config = js
+            .get_stream(&store.stream_name)
+            .await
+            .map_err(|e| cannot(e.to_string()))?
+            .cached_info()
+            .config
+            .clone();
+        if !config.max_age.is_zero() && config.max_age < max_age {
+            config.max_age = max_age;
+            js.update_stream(config).await.map_err(|e| {
+                cannot(format!(
+                    "it keeps entries for less than the {max_age:?} a host may wait for a silent one, \
+                     and cannot be changed: {e}"
+                ))
+            })?;
+        }
         return Ok(store);
     }
     js.create_key_value(kv::Config {
         bucket: bucket.clone(),
         history: 1,
-        max_age: options.lease,
+        max_age,
         num_replicas: options.replicas,
         storage: stream::StorageType::File,
         ..Default::default()
     })
     .await
-    .map_err(|e| Error::StreamUnavailable {
-        reason: format!("cannot find or create bucket {bucket}: {e}"),
-    })
+    .map_err(|e| cannot(e.to_string()))
 }
 
 impl SharedLog for NatsLog {

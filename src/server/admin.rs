@@ -480,8 +480,10 @@ async fn whoami(State(shared): State<Arc<Shared>>, request: Request) -> Result<R
 }
 
 /// `GET /v1/fleet`: this host's fleet as it sees it, for an admin key: `{"host", "stream",
-/// "stream_id", "stale_ms", "unhealthy", "rejecting", "halted", "stream_fault", "foreign_messages",
-/// "last_foreign", "hosts": [...]}`, each host with its
+/// "stream_id", "stale_ms", "unhealthy", "rejecting", "halted", "stream_fault",
+/// "foreign_messages", "last_foreign", "causes": [{"cause", "reason"}], "hosts": [...],
+/// "ignored_heads", "last_ignored": {"ignored_head", "reason"}, "heads_bucket_lost"}`,
+/// each host with its
 /// head (`seq`, `position`), `lag` behind this host, when it was last heard from, and
 /// whether it is live, stale, halted or forked. 404 `not_a_fleet` on a single host.
 async fn fleet(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, Reject> {
@@ -511,7 +513,11 @@ struct FleetJson {
     stream_fault: Option<String>,
     foreign_messages: u64,
     last_foreign: Option<String>,
+    causes: Vec<crate::server::CauseJson>,
     hosts: Vec<crate::HostJson>,
+    ignored_heads: u64,
+    last_ignored: Option<crate::IgnoredJson>,
+    heads_bucket_lost: u64,
 }
 
 impl From<&crate::FleetStatus> for FleetJson {
@@ -527,7 +533,11 @@ impl From<&crate::FleetStatus> for FleetJson {
             stream_fault: f.stream_fault.clone(),
             foreign_messages: f.foreign_messages,
             last_foreign: f.last_foreign.clone(),
+            causes: crate::server::causes(f),
             hosts: f.hosts.iter().map(crate::HostJson::from).collect(),
+            ignored_heads: f.ignored_heads,
+            last_ignored: f.last_ignored.as_ref().map(crate::IgnoredJson::from),
+            heads_bucket_lost: f.heads_bucket_lost,
         }
     }
 }

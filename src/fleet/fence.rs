@@ -1,0 +1,166 @@
+//! The gate every verify of a fleet host passes: it rejects every key while this host
+//! cannot be sure it holds the fleet's latest revocations.
+//!
+//! It closes by itself, with no thread to wake: each verify compares the coarse monotonic
+//! clock with the send time of the last announcement the server acknowledged, so a host
+//! whose threads are starved or paused still fences on time. It reads two atomics and the
+//! clock; it never locks or allocates.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Microseconds on the clock a fence runs on: monotonic, and coarse on Linux (the last
+/// tick's value, read through the vDSO without waiting for the loads in flight; at most
+/// [`CLOCK_TICK`] behind the precise clock).
+pub(crate) fn now() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+        u64::try_from(t.tv_sec)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0) / 1000)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(std::time::Instant::now);
+        u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Microseconds this machine has spent suspended since it booted, as far as its clocks
+/// tell (Linux: `CLOCK_BOOTTIME` runs on through a suspend, [`now`]'s clock does not); 0
+/// elsewhere.
+pub(crate) fn suspended() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::time::{ClockId, clock_gettime};
+        let micros = |t: rustix::time::Timespec| {
+            u64::try_from(t.tv_sec)
+                .unwrap_or(0)
+                .saturating_mul(1_000_000)
+                .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0) / 1000)
+        };
+        micros(clock_gettime(ClockId::Boottime)).saturating_sub(micros(clock_gettime(ClockId::Monotonic)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// How far [`now`] may lag the precise clock: a kernel tick at `HZ=100`.
+pub(crate) const CLOCK_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// See the module doc. A single host's fence never closes.
+#[derive(Debug)]
+pub(crate) struct Fence {
+    /// Microseconds after `heard` past which every key is rejected; `u64::MAX` never.
+    limit: u64,
+    /// [`now`] when the last announcement the server acknowledged was sent (or the
+    /// server answered that the heads bucket does not exist; see `Fleet::announced`).
+    heard: AtomicU64,
+    /// Closed until this host has applied the stream up to an end read after contact came
+    /// back, and for good once it leaves.
+    shut: AtomicBool,
+}
+
+impl Fence {
+    /// [`now`], for the threads that stamp announcements.
+    pub(crate) fn now() -> u64 {
+        now()
+    }
+
+    /// A fence that never closes: a single host.
+    pub(crate) fn open() -> Self {
+        Fence {
+            limit: u64::MAX,
+            heard: AtomicU64::new(0),
+            shut: AtomicBool::new(false),
+        }
+    }
+
+    /// A fleet host's fence, closing `limit` after the last acknowledged announcement;
+    /// shut until the first one (a host serves only once the others can see it).
+    pub(crate) fn closing_after(limit: std::time::Duration) -> Self {
+        Fence {
+            limit: u64::try_from(limit.as_micros()).unwrap_or(u64::MAX),
+            heard: AtomicU64::new(0),
+            shut: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether every key is to be rejected now.
+    #[inline]
+    pub(crate) fn rejects(&self) -> bool {
+        if self.limit == u64::MAX {
+            return false;
+        }
+        // `heard` first: a writer that shuts the gate before it moves `heard` forward is
+        // then seen shut.
+        let heard = self.heard.load(Ordering::Acquire);
+        self.shut.load(Ordering::Acquire) || now().saturating_sub(heard) > self.limit
+    }
+
+    /// Whether the limit passed since the last acknowledged announcement.
+    pub(crate) fn lapsed(&self) -> bool {
+        now().saturating_sub(self.heard.load(Ordering::Acquire)) > self.limit
+    }
+
+    /// The server acknowledged an announcement sent at `sent` ([`now`]'s reading). If the
+    /// fence had lapsed (or was shut), it stays shut: the caller catches up and opens it.
+    /// Returns whether it is shut.
+    pub(crate) fn heard(&self, sent: u64) -> bool {
+        let shut = self.shut.load(Ordering::Acquire) || self.lapsed();
+        if shut {
+            self.shut.store(true, Ordering::Release);
+        }
+        self.heard.fetch_max(sent, Ordering::AcqRel);
+        shut
+    }
+
+    /// Opens the fence: this host holds everything the stream held when contact came back.
+    pub(crate) fn reopen(&self) {
+        self.shut.store(false, Ordering::Release);
+    }
+
+    /// Shuts the fence until it is opened again.
+    pub(crate) fn shut(&self) {
+        self.shut.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_shut(&self) -> bool {
+        self.shut.load(Ordering::Acquire)
+    }
+
+    /// How long since the last acknowledged announcement was sent.
+    pub(crate) fn unheard_for(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(now().saturating_sub(self.heard.load(Ordering::Acquire)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_fence_closes_at_its_limit_and_reopens_only_when_told() {
+        assert!(!Fence::open().rejects());
+        let f = Fence::closing_after(Duration::from_millis(200));
+        assert!(f.rejects(), "shut until the first acknowledged announcement");
+        assert!(f.heard(now()), "still shut: nothing caught up yet");
+        f.reopen();
+        assert!(!f.rejects());
+        std::thread::sleep(Duration::from_millis(200) + CLOCK_TICK * 2);
+        assert!(f.rejects(), "lapsed");
+        // A late answer to an old announcement does not open it.
+        assert!(f.heard(now() - 300_000));
+        assert!(f.rejects());
+        // A fresh one does not either, until caught up.
+        assert!(f.heard(now()));
+        assert!(f.rejects());
+        f.reopen();
+        assert!(!f.rejects());
+    }
+}

@@ -1,0 +1,106 @@
+//! Three nats-servers with JetStream clustered on loopback (free ports, a directory each),
+//! for measuring what a fleet sees when a server dies: `kill9(i)` and `restart(i)` one of
+//! them. Stopped (SIGKILL) on drop, also when a test fails.
+
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::nats::{binary, free_port};
+
+pub(crate) struct Cluster {
+    dir: PathBuf,
+    /// Client and route port of each server.
+    ports: Vec<(u16, u16)>,
+    children: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    /// Starts three servers and waits until each takes connections.
+    pub(crate) fn start(dir: &Path) -> Cluster {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let mut cluster = Cluster {
+            dir: dir.to_path_buf(),
+            ports,
+            children: vec![None, None, None],
+        };
+        for i in 0..3 {
+            cluster.launch(i);
+        }
+        cluster
+    }
+
+    /// The name server `i` has in the cluster (what a stream's leader is reported as).
+    pub(crate) fn name(i: usize) -> String {
+        format!("n{i}")
+    }
+
+    fn launch(&mut self, i: usize) {
+        let (port, route) = self.ports[i];
+        let routes: Vec<String> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| format!("nats://127.0.0.1:{}", self.ports[j].1))
+            .collect();
+        let dir = self.dir.join(Self::name(i));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new(binary())
+            .args(["-js", "-sd"])
+            .arg(&dir)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "--server_name",
+                &Self::name(i),
+                "--cluster_name",
+                "keyledger-measure",
+            ])
+            .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
+            .args(["--routes", &routes.join(",")])
+            .arg("-l")
+            .arg(dir.join("nats.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.children[i] = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "server {i} does not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every server's client URL, comma-separated (what a host is given).
+    pub(crate) fn urls(&self) -> String {
+        self.ports
+            .iter()
+            .map(|(p, _)| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Kills server `i` with SIGKILL.
+    pub(crate) fn kill9(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts server `i` again with its store.
+    pub(crate) fn restart(&mut self, i: usize) {
+        self.kill9(i);
+        self.launch(i);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.kill9(i);
+        }
+    }
+}
