@@ -84,15 +84,16 @@ pub(super) struct FleetArgs {
     nats_timeout: Option<Duration>,
 }
 
-/// The first line of a secret file.
+/// The first line of a secret file, which no user but its owner may read (as for
+/// `--chain-key-file` and `--api-key-file`).
 fn secret_line(path: &PathBuf, what: &str) -> Result<Zeroizing<String>, Failure> {
-    let text = std::fs::read_to_string(path).map(Zeroizing::new).map_err(|e| {
-        Failure::new(
+    keyledger::read_secret_file(path).map_err(|e| match e {
+        keyledger::Error::Io(e) => Failure::new(
             exit::USAGE,
             format!("cannot read the {what} file {}: {e}", path.display()),
-        )
-    })?;
-    Ok(Zeroizing::new(text.lines().next().unwrap_or_default().to_owned()))
+        ),
+        other => Failure::new(exit::USAGE, format!("the {what} file {other}")),
+    })
 }
 
 impl FleetArgs {
