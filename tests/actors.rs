@@ -549,6 +549,51 @@ fn an_admin_key_without_a_person_keeps_acting_as_its_creator() {
     assert_eq!(call(addr, &old, "GET", "/v1/whoami", "").status, 401);
 }
 
+/// Over the admin API a super admin cannot make an admin key without naming its person
+/// (forgetting would hand out a key acting as the super admin, which could roll every key
+/// the super admin made): refused, and nothing written; naming themselves is allowed.
+#[test]
+fn a_super_admin_must_name_the_person_of_an_admin_key_made_over_the_api() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (_, root) = root_key(&db, "root admin", &["super-admin"]);
+    let served = Served::start(&db, &[]);
+    let addr = served.addr;
+    let before = call(addr, &root, "GET", "/v1/keys?all=true", "").expect(200);
+    for roles in [r#"["admin"]"#, r#"["bot", "super-admin"]"#] {
+        let refused = call(
+            addr,
+            &root,
+            "POST",
+            "/v1/keys",
+            &format!(r#"{{"name": "carol admin", "roles": {roles}}}"#),
+        )
+        .expect(400);
+        assert_eq!(
+            (refused["error"].as_str(), refused["field"].as_str()),
+            (Some("invalid_input"), Some("actor")),
+            "{refused}"
+        );
+    }
+    let line = r#"{"name": "imported admin", "roles": ["admin"], "key": "legacy_admin_secret_0001"}"#;
+    let refused = call(addr, &root, "POST", "/v1/keys/import", &format!("{line}\n")).expect(400);
+    assert_eq!(refused["source"]["field"], "actor", "{refused}");
+    assert_eq!(
+        call(addr, &root, "GET", "/v1/keys?all=true", "").expect(200),
+        before
+    );
+    let own = call(
+        addr,
+        &root,
+        "POST",
+        "/v1/keys",
+        r#"{"name": "root's console", "roles": ["admin"], "actor": "root"}"#,
+    )
+    .expect(201);
+    let who = call(addr, own["key"].as_str().unwrap(), "GET", "/v1/whoami", "").expect(200);
+    assert_eq!(who["actor"], "root");
+}
+
 /// `create --for` and `revoke-actor` on the store, and the same through `--server`.
 #[test]
 fn the_command_line_makes_keys_for_people_and_revokes_them_here_and_through_a_server() {

@@ -404,7 +404,7 @@ fn a_record_in_the_right_place_without_the_chain_key_is_skipped() {
         "POST",
         "/v1/keys",
         Some(&root),
-        Some(&json!({"name": "forged", "roles": ["super-admin"]})),
+        Some(&json!({"name": "forged", "roles": ["super-admin"], "actor": "root"})),
     )
     .unwrap();
     assert_eq!(created.status, 201, "{created:?}");

@@ -167,3 +167,44 @@ fn commands_through_a_key_racing_its_persons_revocation_never_break_the_log() {
     let reopened = KeyStore::builder().snapshot_every(0).open(&db).unwrap();
     assert!(reopened.keys().len() >= 30);
 }
+
+/// Keys a person's revocation deletes are retired like any deleted key: their secrets are
+/// never adopted again, whether the store runs on, replays, or reopens from a snapshot.
+#[test]
+fn secrets_of_keys_a_persons_revocation_deleted_are_never_adopted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let root = Actor::super_admin("root");
+    let (generated, legacy) = {
+        let store = KeyStore::builder().snapshot_every(2).open(&db).unwrap();
+        let carol_key = store
+            .create_key(&root, NewKey::new("carol").role("admin").acting_for("carol"))
+            .unwrap();
+        let carol = through(&store, carol_key.key.expose_secret());
+        let generated = store
+            .create_key(&carol, NewKey::new("carol's bot").role("bot"))
+            .unwrap();
+        let legacy = "legacy_secret_of_carol_01";
+        store
+            .import_keys(
+                &carol,
+                vec![ExistingKey::with_secret(NewKey::new("carol's old bot").role("bot"), legacy).unwrap()],
+            )
+            .unwrap();
+        let revoked = store.revoke_actor(&root, "carol", true).unwrap();
+        assert_eq!(revoked.keys.len(), 3);
+        (generated.key.expose_secret().to_owned(), legacy)
+    };
+    for snapshots in [0, 2] {
+        let store = KeyStore::builder().snapshot_every(snapshots).open(&db).unwrap();
+        for secret in [generated.as_str(), legacy] {
+            let again = ExistingKey::with_secret(NewKey::new("again").role("bot"), secret).unwrap();
+            let refused = store.import_keys(&root, vec![again]).unwrap_err();
+            assert!(
+                matches!(&refused, Error::ImportEntry { source, .. } if matches!(**source, Error::SecretKnown)),
+                "snapshots every {snapshots}: {refused:?}"
+            );
+        }
+        assert!(store.verify(legacy, ip()).is_err());
+    }
+}

@@ -999,7 +999,11 @@ fn behind_nginx_auth_request_only_whitelisted_keys_with_their_roles_pass() {
             &root,
             "POST",
             "/v1/keys",
-            Some(json!({"name": name, "roles": roles, "ips": ["127.0.0.5"]})),
+            Some(if roles.contains(&"admin") {
+                json!({"name": name, "roles": roles, "ips": ["127.0.0.5"], "actor": "root"})
+            } else {
+                json!({"name": name, "roles": roles, "ips": ["127.0.0.5"]})
+            }),
         );
         assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
         let v = answer.json();

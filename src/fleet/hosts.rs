@@ -476,6 +476,17 @@ impl Fleet {
         match view.peers.get_mut(host) {
             // A replayed older announcement of this run says nothing new.
             Some(p) if p.head.run == head.run && head.counter <= p.head.counter => {}
+            // Another run's head is taken only if that host's own (sealed) clock says it
+            // came later: a genuine head of an earlier run, put back by whoever can write
+            // the bucket, must neither keep a dead host heard, nor bring back an earlier
+            // run's shorter limit, nor end the wait with that run's leaving head.
+            Some(p) if p.head.run != head.run && head.at <= p.head.at => {
+                view.ignored += 1;
+                view.last_ignored = Some(IgnoredHead {
+                    host: host.to_owned(),
+                    reason: "a head of an earlier run of this host (put back in the bucket)".to_owned(),
+                });
+            }
             Some(p) if head.leaving => {
                 // Only the run this host knows leaves; another run's leaving head is old.
                 if p.head.run == head.run {

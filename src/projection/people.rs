@@ -134,6 +134,8 @@ impl Projection {
         for index in self.revoked_indices(person, with_keys) {
             let index = self.index_for(self.keys[index as usize].id)?;
             self.delete_index(index, row_index);
+            // Its secret was held: never adopted again, as for a delete.
+            self.retire_key(index, seq)?;
         }
         row.slot = u32::from(with_keys);
         row.nets = self.intern_actor(person, seq)?;

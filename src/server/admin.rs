@@ -200,6 +200,26 @@ struct CreateBody {
     actor: Option<String>,
 }
 
+/// Over the admin API, an admin key a super admin makes names the person it is for (their
+/// own id for a key of their own): one made without would act as the super admin, and
+/// whoever holds it could touch every key the super admin made (the issue-17 attack, made
+/// by forgetting a field). The command line, run by whoever holds the store, may make one
+/// for its own actor without naming it; an admin's admin keys are always her own.
+fn person_named(actor: &Actor, new: &crate::NewKey) -> Result<(), Error> {
+    let grants_admin = new
+        .roles
+        .iter()
+        .any(|r| r == crate::ADMIN_ROLE || r == crate::SUPER_ADMIN_ROLE);
+    if grants_admin && new.acts_for.is_none() && actor.role() == crate::ActorRole::SuperAdmin {
+        return Err(Error::invalid(
+            "actor",
+            "an admin key made through the admin API names the person it is for (\"actor\"; your own id for a \
+             key of your own); an import line cannot, so make admin keys with POST /v1/keys",
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /v1/keys`: 201 with the new key's view and, this once, its secret in `key`.
 async fn create(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, Reject> {
     let (parts, body) = request.into_parts();
@@ -212,6 +232,7 @@ async fn create(State(shared): State<Arc<Shared>>, request: Request) -> Result<R
     for role in spec.roles {
         new = new.role(role);
     }
+    person_named(&admitted.actor, &new)?;
     for net in nets(&spec.ips)? {
         new = new.allow(net);
     }
@@ -459,6 +480,12 @@ async fn import(State(shared): State<Arc<Shared>>, request: Request) -> Result<R
         .call(admitted.turn, move |store| {
             let _one_at_a_time = one_at_a_time;
             let keys = read_import_lines(&bytes[..])?;
+            for (index, key) in keys.iter().enumerate() {
+                person_named(&actor, &key.new).map_err(|source| Error::ImportEntry {
+                    index,
+                    source: Box::new(source),
+                })?;
+            }
             let ids = store.import_keys(&actor, keys)?;
             // Every line holds one key, so the store's entry N is line N.
             Ok((1..)

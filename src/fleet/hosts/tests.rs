@@ -264,3 +264,41 @@ fn a_host_resumed_from_a_suspend_fences_until_heard_and_caught_up() {
     announce(&f, 2);
     assert!(!f.fence().rejects());
 }
+
+/// Genuine heads of an earlier run of a host, put back in the bucket by anyone who can
+/// write it, neither keep the host heard, nor end the wait with that run's leaving head:
+/// a run is taken only if its sealed clock says it came later.
+#[test]
+fn an_earlier_runs_heads_put_back_neither_keep_a_host_heard_nor_end_the_wait() {
+    let f = fleet(options("a").confirm_timeout(Duration::from_millis(300)));
+    let at = |run: u64, counter: u64, at: i64, leaving: bool| {
+        let head = HostHead {
+            run,
+            counter,
+            seq: 1,
+            hash: [0; 32],
+            position: 1,
+            at,
+            stale_for: 0,
+            halted: false,
+            leaving,
+            fences: true,
+            lease: 200_000,
+            limit: 200_000,
+        };
+        head::encode(&head, "b", &[1; 16], &chain())
+    };
+    // b restarted: run 2 is the one heard.
+    f.delivered("b", Some(&at(1, 5, 1_000, false)), 1, true);
+    f.delivered("b", Some(&at(2, 1, 2_000, false)), 2, true);
+    applied(&f, 2);
+    announce(&f, 3);
+    // Run 1's last head and its leaving head, put back.
+    f.delivered("b", Some(&at(1, 5, 1_000, false)), 4, true);
+    f.delivered("b", Some(&at(1, 6, 1_100, true)), 5, true);
+    assert_eq!(f.confirm(2), ["b"], "b of run 2 has not applied record 2");
+    assert_eq!(f.status(|_| None).ignored_heads, 2);
+    // Run 2 goes on; its own leaving head ends the wait.
+    f.delivered("b", Some(&at(2, 2, 2_100, true)), 6, true);
+    assert!(f.confirm(2).is_empty());
+}
