@@ -358,9 +358,9 @@ fn age_of(created_nanos: i128) -> Duration {
     u64::try_from(now - created_nanos).map_or(Duration::ZERO, Duration::from_nanos)
 }
 
-/// Finds the stream, or creates it; refuses one whose settings let messages go.
-async fn find_stream(js: &jetstream::Context, options: &FleetOptions) -> Result<stream::Stream, Error> {
-    let config = stream::Config {
+/// The settings of the fleet's stream: every message kept, none removable.
+fn stream_config(options: &FleetOptions) -> stream::Config {
+    stream::Config {
         name: options.stream.clone(),
         subjects: vec![options.subject()],
         retention: stream::RetentionPolicy::Limits,
@@ -376,7 +376,12 @@ async fn find_stream(js: &jetstream::Context, options: &FleetOptions) -> Result<
         allow_rollup: false,
         allow_direct: true,
         ..Default::default()
-    };
+    }
+}
+
+/// Finds the stream, or creates it; refuses one whose settings let messages go.
+async fn find_stream(js: &jetstream::Context, options: &FleetOptions) -> Result<stream::Stream, Error> {
+    let config = stream_config(options);
     let mut stream = js
         .get_or_create_stream(config)
         .await
@@ -413,6 +418,12 @@ fn settings_problem(c: &stream::Config, subject: &str) -> Option<&'static str> {
         Some("allows roll-ups, which remove messages")
     } else if c.subjects != [subject] {
         Some("takes other subjects than the log's")
+    } else if c.mirror.is_some() || c.sources.as_ref().is_some_and(|s| !s.is_empty()) {
+        Some("takes messages from other streams (a mirror or sources)")
+    } else if c.sealed {
+        Some("is sealed: it takes no more messages")
+    } else if c.no_ack {
+        Some("does not acknowledge appends, so no write can be confirmed")
     } else {
         None
     }
@@ -646,6 +657,85 @@ impl Drop for NatsLog {
         }
         for h in self.heads.drain(..) {
             let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stream as hosts make it passes; each setting that lets messages go, takes others
+    /// in, or stops appends from being confirmed is named.
+    #[test]
+    fn stream_settings_that_lose_or_take_in_messages_are_named() {
+        let options = FleetOptions::new("nats://127.0.0.1:4222");
+        let ours = stream_config(&options);
+        assert_eq!(settings_problem(&ours, &options.subject()), None);
+        let source = stream::Source {
+            name: "elsewhere".into(),
+            ..Default::default()
+        };
+        for (changed, named) in [
+            (
+                stream::Config {
+                    deny_purge: false,
+                    ..ours.clone()
+                },
+                "purging",
+            ),
+            (
+                stream::Config {
+                    max_age: Duration::from_secs(60),
+                    ..ours.clone()
+                },
+                "limits",
+            ),
+            (
+                stream::Config {
+                    allow_rollup: true,
+                    ..ours.clone()
+                },
+                "roll-ups",
+            ),
+            (
+                stream::Config {
+                    subjects: vec!["x.>".into()],
+                    ..ours.clone()
+                },
+                "other subjects",
+            ),
+            (
+                stream::Config {
+                    mirror: Some(source.clone()),
+                    ..ours.clone()
+                },
+                "other streams",
+            ),
+            (
+                stream::Config {
+                    sources: Some(vec![source]),
+                    ..ours.clone()
+                },
+                "other streams",
+            ),
+            (
+                stream::Config {
+                    sealed: true,
+                    ..ours.clone()
+                },
+                "sealed",
+            ),
+            (
+                stream::Config {
+                    no_ack: true,
+                    ..ours.clone()
+                },
+                "acknowledge",
+            ),
+        ] {
+            let problem = settings_problem(&changed, &options.subject()).unwrap_or_default();
+            assert!(problem.contains(named), "{problem:?} should name {named}");
         }
     }
 }
