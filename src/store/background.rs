@@ -1,0 +1,300 @@
+//! The store's threads besides the writer: the snapshot worker, the verification of the
+//! records under a snapshot the store was opened from (and the integrity it finds), and the
+//! saving of last-used stamps. None of them writes the log or answers a caller: they read
+//! the state, write their own files, and record what they found.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::chain::Chain;
+use crate::check::{Problem, ProblemKind};
+use crate::event::KeyId;
+use crate::ledger::Ledger;
+use crate::log::{LogRead, MetaKey};
+use crate::projection::SnapshotData;
+use crate::{Error, codec, file, snapshot};
+
+use super::Integrity;
+
+/// Each key's last-used minute, outside the log; see [`KeyStore::verify`](super::KeyStore::verify).
+pub(super) const LAST_USED_FILE: &str = "last-used";
+
+/// The integrity, shared by the store, its writer and the verifying thread.
+pub(super) struct IntegrityCell {
+    state: Mutex<Integrity>,
+    done: Condvar,
+}
+
+impl IntegrityCell {
+    pub(super) fn new(state: Integrity) -> Arc<Self> {
+        Arc::new(IntegrityCell {
+            state: Mutex::new(state),
+            done: Condvar::new(),
+        })
+    }
+
+    pub(super) fn get(&self) -> Integrity {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub(super) fn set(&self, state: Integrity) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
+        self.done.notify_all();
+    }
+
+    pub(super) fn wait(&self) -> Integrity {
+        let guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.done
+            .wait_while(guard, |s| *s == Integrity::Verifying)
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The error every write gets once the history is known to be damaged.
+    pub(super) fn refusal(&self) -> Option<Error> {
+        match &*self.state.lock().unwrap_or_else(PoisonError::into_inner) {
+            Integrity::Damaged(p) => Some(Error::corrupt(
+                p.seq,
+                p.kind,
+                format!("{}; the store refuses writes", p.detail),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Verifies the records under a snapshot on a thread of its own and records the result.
+/// A store whose history proves damaged fails closed: no key verifies any more (a full
+/// replay would not have opened it at all), and writes are refused. Setting `cancel` (the
+/// store is closing) stops the check early, leaving the integrity unknown.
+pub(super) fn spawn_verifier(
+    log: Box<dyn LogRead>,
+    ledger: Arc<Ledger>,
+    seal: snapshot::Seal,
+    integrity: Arc<IntegrityCell>,
+    cancel: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, Error> {
+    Ok(std::thread::Builder::new()
+        .name("keyledger-verify".into())
+        .spawn(move || {
+            let log = Cancellable {
+                inner: log,
+                cancel: Arc::clone(&cancel),
+            };
+            let verdict = snapshot::verify_prefix(&log, ledger.chain(), seal, &None);
+            if cancel.load(Ordering::Acquire) {
+                return;
+            }
+            let problem = match verdict {
+                Ok(()) => return integrity.set(Integrity::Verified),
+                Err(Error::Corrupt { seq, kind, reason }) => Problem {
+                    seq,
+                    kind,
+                    detail: reason,
+                },
+                Err(e) => Problem {
+                    seq: 0,
+                    kind: ProblemKind::Undecodable,
+                    detail: e.to_string(),
+                },
+            };
+            ledger.write_state().stop_verifying();
+            integrity.set(Integrity::Damaged(problem));
+        })?)
+}
+
+/// A log whose scans end early once `cancel` is set.
+struct Cancellable {
+    inner: Box<dyn LogRead>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl LogRead for Cancellable {
+    fn scan(&self, from: u64) -> crate::log::Scan<'_> {
+        Box::new(
+            self.inner
+                .scan(from)
+                .take_while(|_| !self.cancel.load(Ordering::Relaxed)),
+        )
+    }
+
+    fn floor(&self, key: u64) -> Result<Option<crate::log::Entry>, crate::log::LogError> {
+        self.inner.floor(key)
+    }
+
+    fn head(&self) -> Result<Option<Vec<u8>>, crate::log::LogError> {
+        self.inner.head()
+    }
+
+    fn meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, crate::log::LogError> {
+        self.inner.meta(key)
+    }
+
+    fn refused(&self) -> Result<Vec<Vec<u8>>, crate::log::LogError> {
+        self.inner.refused()
+    }
+}
+
+/// Saves snapshots on a thread of their own, so that a write never waits for a whole
+/// snapshot: the writer only marks where it begins ([`Projection::begin_freeze`]), and the
+/// worker copies the state out a part at a time under the read lock, then encodes, writes
+/// and syncs it.
+///
+/// [`Projection::begin_freeze`]: crate::projection::Projection::begin_freeze
+pub(super) struct Snapshots {
+    policy: snapshot::Policy,
+    begun: Option<Sender<()>>,
+    done: Receiver<()>,
+    /// Whether the worker has a snapshot in hand.
+    busy: bool,
+    worker: Option<JoinHandle<()>>,
+}
+
+/// Items copied per taking of the read lock: a bounded wait for the writer.
+const SNAPSHOT_PART: usize = 8192;
+
+impl Snapshots {
+    pub(super) fn start(policy: snapshot::Policy, chain: Chain, ledger: Arc<Ledger>) -> Result<Self, Error> {
+        let (begun, jobs) = crossbeam_channel::bounded::<()>(1);
+        let (finished, done) = crossbeam_channel::bounded::<()>(1);
+        let path = policy.path.clone();
+        let worker = std::thread::Builder::new()
+            .name("keyledger-snapshot".into())
+            .spawn(move || {
+                for () in jobs {
+                    let mut data = SnapshotData::default();
+                    while !ledger.read().copy_frozen(&mut data, SNAPSHOT_PART) {}
+                    ledger.write_state().end_freeze();
+                    // A failure only costs the next open a longer replay.
+                    let _ = snapshot::save(&path, data, &chain);
+                    let _ = finished.send(());
+                }
+            })?;
+        Ok(Snapshots {
+            policy,
+            begun: Some(begun),
+            done,
+            busy: false,
+            worker: Some(worker),
+        })
+    }
+
+    /// Begins a snapshot if `due` says so and the worker is free (or, when `wait`, once
+    /// it is).
+    pub(super) fn save_if(&mut self, ledger: &Ledger, due: fn(&snapshot::Policy, u64) -> bool, wait: bool) {
+        if self.busy {
+            let finished = if wait {
+                self.done.recv().is_ok()
+            } else {
+                self.done.try_recv().is_ok()
+            };
+            if !finished {
+                return;
+            }
+            self.busy = false;
+        }
+        if !due(&self.policy, ledger.head().seq) {
+            return;
+        }
+        let seq = ledger.write_state().begin_freeze();
+        if let Some(begun) = &self.begun
+            && begun.send(()).is_ok()
+        {
+            self.busy = true;
+            self.policy.last = seq;
+        } else {
+            ledger.write_state().end_freeze();
+        }
+    }
+
+    /// Waits for the worker to finish what it was given.
+    pub(super) fn finish(&mut self) {
+        if self.busy {
+            let _ = self.done.recv();
+        }
+        self.begun.take();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Each key's last-used minute as saved in the store's directory: loaded at open, saved on
+/// a thread of its own every so often when it changed, and at close. The save reads every
+/// key's stamp and writes a file that grows with the store: no write waits for it.
+pub(super) struct LastUsed {
+    path: PathBuf,
+    every: Duration,
+    /// What the file holds.
+    saved: Vec<(KeyId, u32)>,
+}
+
+/// The shortest interval between saves of the last-used stamps.
+const MIN_SAVE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The thread that saves the last-used stamps.
+pub(super) struct Saver {
+    stop: Sender<()>,
+    worker: JoinHandle<()>,
+}
+
+impl Saver {
+    /// Saves once more and stops.
+    pub(super) fn finish(self) {
+        drop(self.stop);
+        let _ = self.worker.join();
+    }
+}
+
+impl LastUsed {
+    /// Loads the saved stamps into the state. A missing, unreadable or damaged file only
+    /// costs the stamps (they are not part of the log and prove nothing); a link or
+    /// anything but a regular file was planted, and is refused.
+    pub(super) fn load(path: PathBuf, ledger: &Ledger, every: Duration) -> Result<Self, Error> {
+        let saved = match file::read_store_file(&path, codec::MAX_LAST_USED_BYTES + 32) {
+            Err(e @ Error::UnsafeFile { .. }) => return Err(e),
+            read => read
+                .ok()
+                .flatten()
+                .and_then(|bytes| codec::decode_last_used(&bytes).ok())
+                .unwrap_or_default(),
+        };
+        ledger.read().restore_last_used(&saved);
+        Ok(LastUsed { path, every, saved })
+    }
+
+    /// Saves every `every` until the store closes, then once more.
+    pub(super) fn spawn(mut self, ledger: Arc<Ledger>) -> Result<Saver, Error> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let worker = std::thread::Builder::new()
+            .name("keyledger-last-used".into())
+            .spawn(move || {
+                let every = self.every.max(MIN_SAVE_INTERVAL);
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    self.save(&ledger);
+                }
+                self.save(&ledger);
+            })?;
+        Ok(Saver { stop, worker })
+    }
+
+    /// Saves the stamps if they changed.
+    fn save(&mut self, ledger: &Ledger) {
+        let current = ledger.read().last_used();
+        if current == self.saved {
+            return;
+        }
+        let written = codec::encode_last_used(&current).and_then(|bytes| {
+            file::write_atomically(&self.path, |out| Ok(std::io::Write::write_all(out, &bytes)?))
+        });
+        // A failure only makes the stamps staler; the next period tries again.
+        if written.is_ok() {
+            self.saved = current;
+        }
+    }
+}

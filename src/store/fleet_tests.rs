@@ -1,0 +1,322 @@
+//! Hosts of a fleet in one process, on a shared log held in memory: the writer's side of
+//! fleet mode without a server (`tests/fleet.rs` runs it on a real one).
+
+use super::builder::SharedParts;
+use super::*;
+use crate::chain::{Chain, ChainKey};
+use crate::clock::Clock;
+use crate::fleet::FleetOptions;
+use crate::log::{MemLog, MemShared};
+
+const CHAIN_KEY: [u8; 32] = [7; 32];
+
+fn host(shared: &MemShared, name: &str) -> KeyStore {
+    host_on(shared, name, MemLog::default()).unwrap()
+}
+
+/// A host on `log` (which may hold records already: a single-host store).
+fn host_on(shared: &MemShared, name: &str, log: MemLog) -> Result<KeyStore, Error> {
+    let options = Builder::default().chain_key(ChainKey::from_bytes(CHAIN_KEY));
+    let info = match ledger::read_info(&log)? {
+        Some(info) => info,
+        None => ledger::initialize(&mut log.clone(), &options.chain())?,
+    };
+    let fleet = Fleet::new(FleetOptions::new("memory").host_id(name), options.chain());
+    let parts = SharedParts {
+        log: Box::new(shared.clone()),
+        fence: fleet.fence(),
+        fleet,
+    };
+    KeyStore::start(options, Box::new(log), info, None, Some(parts))
+}
+
+/// A bootstrap cut short (the stream stops answering after its first message): a host
+/// joining meanwhile takes no write and reports itself unhealthy; the bootstrapping
+/// host, started again, publishes the rest, and then everyone takes writes.
+#[test]
+fn an_interrupted_bootstrap_is_resumed_by_its_host_and_blocks_writes_until_whole() {
+    let root = Actor::super_admin("root");
+    let single = MemLog::default();
+    {
+        let options = Builder::default().chain_key(ChainKey::from_bytes(CHAIN_KEY));
+        let mut log = single.clone();
+        let info = ledger::initialize(&mut log, &options.chain()).unwrap();
+        let store = KeyStore::start(options, Box::new(log), info, None, None).unwrap();
+        let keys: Vec<ExistingKey> = (0..1500)
+            .map(|i| {
+                ExistingKey::with_secret(
+                    NewKey::new(format!("adopted {i}")).role("bot"),
+                    &format!("legacy-secret-{i:010}"),
+                )
+                .unwrap()
+            })
+            .collect();
+        store.import_keys(&root, keys).unwrap();
+    }
+    let shared = MemShared::default();
+    shared.set_max_bytes(100_000);
+    shared.set_capacity(Some(2));
+    let cut = host_on(&shared, "origin", single.clone()).unwrap_err();
+    assert!(matches!(cut, Error::StreamUnavailable { .. }), "{cut:?}");
+    assert_eq!(
+        shared.len(),
+        2,
+        "the genesis and one message of the bootstrap landed"
+    );
+
+    let b = host(&shared, "b");
+    assert!(b.last_seq() > 0 && b.last_seq() < 1500);
+    assert!(matches!(
+        b.create_key(&root, NewKey::new("too early").role("bot")),
+        Err(Error::StreamUnavailable { .. })
+    ));
+    assert!(b.fleet_status().unwrap().unhealthy);
+
+    shared.set_capacity(None);
+    let origin = host_on(&shared, "origin", single).unwrap();
+    assert_eq!(origin.last_seq(), 1500);
+    until("b has the whole bootstrap", || b.last_seq() == 1500);
+    until("b reports itself healthy", || {
+        !b.fleet_status().unwrap().unhealthy
+    });
+    b.create_key(&root, NewKey::new("now").role("bot")).unwrap();
+    until("origin has it", || origin.last_seq() == 1501);
+    assert_eq!(origin.audit(), b.audit());
+}
+
+fn until(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Two hosts delete the same key at once: both append after the same position, one
+/// loses the race, applies the winner's message, prepares again and gets the error
+/// the new state gives. Both end with the same log.
+#[test]
+fn concurrent_deletes_on_two_hosts_have_one_winner_and_the_loser_gets_key_deleted() {
+    let shared = MemShared::default();
+    let (a, b) = (host(&shared, "a"), host(&shared, "b"));
+    let root = Actor::super_admin("root");
+    for round in 0..20 {
+        let key = a
+            .create_key(&root, NewKey::new(format!("k{round}")).role("bot"))
+            .unwrap();
+        until("b sees the key", || b.key(key.id).is_some());
+        let barrier = std::sync::Barrier::new(2);
+        let (ra, rb) = std::thread::scope(|s| {
+            let x = s.spawn(|| {
+                barrier.wait();
+                a.delete_key(&root, key.id)
+            });
+            let y = s.spawn(|| {
+                barrier.wait();
+                b.delete_key(&root, key.id)
+            });
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        let (won, lost) = match (ra, rb) {
+            (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+            other => panic!("round {round}: {other:?}"),
+        };
+        assert!(matches!(lost, Error::KeyDeleted(id) if id == key.id), "{lost:?}");
+        until("both applied it", || {
+            a.last_seq() >= won.seq && b.last_seq() >= won.seq
+        });
+        for store in [&a, &b] {
+            assert!(
+                store
+                    .verify(key.key.expose_secret(), "10.0.0.1".parse().unwrap())
+                    .is_err()
+            );
+        }
+    }
+    assert_eq!(a.last_seq(), 40);
+    assert_eq!(a.audit(), b.audit());
+    assert_eq!(a.head(), b.head());
+}
+
+/// A message whose records the chain key did not make is not the fleet's: nothing of it
+/// is applied, it is counted, and the host goes on writing and verifying.
+#[test]
+fn a_forged_message_is_skipped_and_counted_and_writes_go_on() {
+    let shared = MemShared::default();
+    let a = host(&shared, "a");
+    let root = Actor::super_admin("root");
+    let kept = a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+    // Record 2 made by someone without the chain key but with the head's hash (no
+    // secret: `keyledger head` prints it, and every record links to the one before):
+    // a valid link, valid fields, valid rules. Only the message's seal is missing.
+    let head = a.head();
+    let forged = crate::event::Record {
+        seq: 2,
+        at: a.ledger.head().at + 1,
+        actor: Actor::super_admin("root"),
+        via: None,
+        event: crate::event::Event::Created {
+            id: KeyId(42),
+            hash: token::KeyHash([5; 32]),
+            tail: *b"abcd",
+            name: "forged".into(),
+            roles: vec![crate::SUPER_ADMIN_ROLE.into()],
+            whitelist: Vec::new(),
+            expires_at: None,
+            source: crate::event::KeySource::Generated,
+            acts_for: None,
+        },
+        prev: head.hash,
+    };
+    let mut block = codec::BlockWriter::new(2);
+    block.push(&codec::encode_record(&forged).unwrap());
+    let entries = vec![block.finish()];
+    // With the key, this very record would be accepted: the ledger alone cannot tell.
+    let twin = Ledger::from_projection(
+        crate::projection::Projection::new(),
+        Chain::new(Some(&ChainKey::from_bytes(CHAIN_KEY))),
+        Arc::new(Clock::system()),
+    );
+    let first: Vec<crate::log::Entry> = a.trail.scan(0).map(Result::unwrap).collect();
+    twin.accept(&first).unwrap();
+    twin.accept(&entries).unwrap();
+    let stream_id = a.fleet.as_ref().and_then(|f| f.stream_id()).unwrap();
+    let position = shared.len() as u64 + 1;
+    let forged =
+        crate::fleet::message::encode_entries("forger", stream_id, position, 0, &entries, &Chain::new(None));
+    shared.inject(forged.unwrap());
+    until("a skips it", || a.fleet_status().unwrap().foreign_messages == 1);
+    let status = a.fleet_status().unwrap();
+    assert!(
+        status
+            .last_foreign
+            .as_deref()
+            .is_some_and(|why| why.contains("not sealed with the fleet's chain key")),
+        "{status:?}"
+    );
+    assert!(status.halted.is_none() && !status.unhealthy, "{status:?}");
+    assert_eq!(a.last_seq(), 1);
+    assert!(a.keys().iter().all(|k| k.name != "forged"));
+    a.create_key(&root, NewKey::new("more").role("bot")).unwrap();
+    assert_eq!(a.last_seq(), 2);
+    assert!(
+        a.verify(kept.key.expose_secret(), "10.0.0.1".parse().unwrap())
+            .is_ok()
+    );
+}
+
+/// A message sealed with the fleet's key for its place, whose records do not follow
+/// the head (only a chain-key holder can make one): it is not skipped, it halts this
+/// host's writes with nothing of it applied.
+#[test]
+fn a_sealed_message_whose_records_do_not_fit_halts_writes() {
+    let shared = MemShared::default();
+    let a = host(&shared, "a");
+    let root = Actor::super_admin("root");
+    a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+    let entries: Vec<crate::log::Entry> = a.trail.scan(0).map(Result::unwrap).collect();
+    let stream_id = a.fleet.as_ref().and_then(|f| f.stream_id()).unwrap();
+    let position = shared.len() as u64 + 1;
+    let chain = Chain::new(Some(&ChainKey::from_bytes(CHAIN_KEY)));
+    // Record 1 again, sealed for the next position: the records do not follow the head.
+    let again = crate::fleet::message::encode_entries("a", stream_id, position, 0, &entries[..1], &chain);
+    shared.inject(again.unwrap());
+    until("a halts", || a.fleet_status().unwrap().halted.is_some());
+    let status = a.fleet_status().unwrap();
+    assert_eq!(status.foreign_messages, 0, "{status:?}");
+    assert_eq!(a.last_seq(), 1);
+    assert!(matches!(
+        a.create_key(&root, NewKey::new("more").role("bot")),
+        Err(Error::FleetHalted { .. })
+    ));
+}
+
+/// The stream deleted and created again with its first messages put back (genuine,
+/// sealed for those places): the host notices within a heartbeat, reports the fault,
+/// refuses writes with a typed error and keeps verifying; a new host does not start on
+/// it.
+#[test]
+fn a_stream_rolled_back_under_a_host_stops_its_writes_and_a_new_host_refuses_it() {
+    let shared = MemShared::default();
+    let a = host(&shared, "a");
+    let root = Actor::super_admin("root");
+    let kept = a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+    a.create_key(&root, NewKey::new("later").role("bot")).unwrap();
+    shared.recreate(2);
+    until("a notices", || a.fleet_status().unwrap().stream_fault.is_some());
+    let status = a.fleet_status().unwrap();
+    assert!(status.unhealthy, "{status:?}");
+    assert!(matches!(
+        a.create_key(&root, NewKey::new("more").role("bot")),
+        Err(Error::StreamChanged { .. })
+    ));
+    assert!(
+        a.verify(kept.key.expose_secret(), "10.0.0.1".parse().unwrap())
+            .is_ok()
+    );
+    assert!(matches!(
+        host_on(&shared, "b", MemLog::default()),
+        Err(Error::StreamChanged { .. })
+    ));
+}
+
+/// An older copy of the stream brought back (the same creation time, as a restored
+/// backup keeps): it ends before what the host applied, which it notices and reports;
+/// its writes stop until the stream reaches it again.
+#[test]
+fn a_stream_restored_from_an_older_copy_is_noticed_as_rolled_back() {
+    let shared = MemShared::default();
+    let a = host(&shared, "a");
+    let root = Actor::super_admin("root");
+    a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+    let older = shared.len();
+    a.create_key(&root, NewKey::new("later").role("bot")).unwrap();
+    shared.restore_older(older);
+    until("a notices", || {
+        a.fleet_status()
+            .unwrap()
+            .stream_fault
+            .is_some_and(|f| f.contains("rolled back"))
+    });
+    assert!(matches!(
+        a.create_key(&root, NewKey::new("more").role("bot")),
+        Err(Error::StreamChanged { .. })
+    ));
+}
+
+/// An append the shared log does not answer is an error that changes nothing here; a
+/// batch too large for one message is refused with a typed error.
+#[test]
+fn an_unanswered_append_and_an_oversized_batch_are_typed_errors_that_change_nothing() {
+    let shared = MemShared::default();
+    let a = host(&shared, "a");
+    let root = Actor::super_admin("root");
+    shared.set_unreachable(true);
+    assert!(matches!(
+        a.create_key(&root, NewKey::new("lost").role("bot")),
+        Err(Error::StreamUnavailable { .. })
+    ));
+    shared.set_unreachable(false);
+    assert_eq!((a.last_seq(), shared.len()), (0, 1), "the genesis only");
+    let keys: Vec<ExistingKey> = (0..20_000)
+        .map(|i| {
+            let name = format!("adopted {i} with a long name to fill the message quickly");
+            ExistingKey::with_secret(NewKey::new(name).role("bot"), &format!("legacy-secret-{i:010}"))
+                .unwrap()
+        })
+        .collect();
+    let err = a.import_keys(&root, keys).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidInput { field: "batch", .. }),
+        "{err:?}"
+    );
+    assert_eq!((a.last_seq(), shared.len()), (0, 1), "the genesis only");
+    a.create_key(&root, NewKey::new("fine").role("bot")).unwrap();
+    assert_eq!((a.last_seq(), shared.len()), (1, 2));
+    // An append that landed but whose answer was lost is sent again and acknowledged
+    // once: the shared log holds it once.
+    shared.lose_next_answer();
+    a.create_key(&root, NewKey::new("answer lost").role("bot"))
+        .unwrap();
+    assert_eq!((a.last_seq(), shared.len()), (2, 3));
+}
