@@ -1,8 +1,7 @@
-//! Opening a store: [`Builder`] and its options, the store directory (its lock, its log,
-//! what a killed process left), `check`, `repair` and `import`, and `KeyStore::start`,
-//! which replays the log and starts the writer and the background threads.
-//!
-//! It only opens: it never writes a record itself once the store is started (the writer does).
+//! Opening a store: [`Builder`] and its options; the store's directory (its lock, its log,
+//! what a killed process left); `check`, `repair` and `import`, which work on a closed
+//! store; and `KeyStore::start`, which replays the log and starts the writer and the
+//! background threads. Nothing here runs once a store is open: it never takes a command.
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
