@@ -5,7 +5,8 @@ use std::io::Write;
 use clap::Args;
 use keyledger::RevokedActorJson;
 
-use super::{ActorArgs, Failure, Target, exit, write_json};
+use super::args::ActorArgs;
+use super::{Failure, Target, exit, write_json};
 
 /// Who revokes whom.
 #[derive(Debug, Args)]

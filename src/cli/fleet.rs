@@ -12,7 +12,8 @@ use clap::Args;
 use keyledger::{FleetOptions, HostJson, IgnoredJson};
 use zeroize::Zeroizing;
 
-use super::{Failure, exit, grace_arg, lifetime_arg, write_json};
+use super::args::{grace_arg, lifetime_arg};
+use super::{Failure, exit, write_json};
 
 #[derive(Debug, Args)]
 pub(super) struct FleetArgs {

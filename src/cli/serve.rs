@@ -12,7 +12,8 @@ use std::sync::Arc;
 use clap::Args;
 use keyledger::{IpNet, Server, TrustedProxies};
 
-use super::{Failure, Store, exit, net_arg};
+use super::args::net_arg;
+use super::{Failure, Store, exit};
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {

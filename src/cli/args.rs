@@ -1,0 +1,295 @@
+//! The arguments each command takes (the clap schema below `Command`, which names the
+//! commands), the value parsers that check them, and how a group of them becomes the
+//! library's value (an `Actor`, a `NewKey`, an `AuditFilter`) or the admin API's body.
+//! It parses and converts; it never opens a store, reads standard input or talks to a
+//! server.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+use keyledger::{Actor, ActorRole, AuditFilter, Error, EventKind, IpNet, KEY_PREFIX, KeyId, NewKey, Witness};
+
+#[cfg(feature = "client")]
+use super::client;
+use super::exit::{self, Failure};
+
+/// Who acts: required on the store, refused with `--server` (see [`parse`](super::parse)).
+#[derive(Debug, Args)]
+pub(super) struct ActorArgs {
+    /// Who is acting, as your own authentication established
+    #[arg(long, value_name = "ID", required = true)]
+    actor: Option<String>,
+    /// super-admin, admin or user (a user may not manage keys)
+    #[arg(long, value_name = "ROLE", value_parser = ActorRole::from_str, required = true)]
+    actor_role: Option<ActorRole>,
+}
+
+impl ActorArgs {
+    /// The actor of a command on the store, where clap requires both arguments.
+    pub(super) fn actor(&self) -> Result<Actor, Failure> {
+        match (&self.actor, self.actor_role) {
+            (Some(id), Some(role)) => Ok(Actor::new(id.clone(), role)),
+            _ => Err(Failure::new(
+                exit::USAGE,
+                "--actor and --actor-role are required (see --help)",
+            )),
+        }
+    }
+
+    #[cfg(feature = "client")]
+    pub(super) fn given(&self) -> bool {
+        self.actor.is_some() || self.actor_role.is_some()
+    }
+}
+
+/// What a new or adopted key is: its name, roles, whitelist and expiry.
+#[derive(Debug, Args)]
+pub(super) struct KeySpec {
+    /// The key's name
+    #[arg(long)]
+    name: String,
+    /// A role the key grants (repeat for more)
+    #[arg(long = "role", value_name = "R", required = true)]
+    roles: Vec<String>,
+    /// A whitelisted IPv4/IPv6 address or CIDR range (repeat for more); none admits any address
+    #[arg(long = "ip", value_name = "NET", value_parser = net_arg)]
+    ips: Vec<IpNet>,
+    /// Expire this long from now: 90s, 15m, 12h, 30d, 2w, 1h30m or ISO 8601 (P30D);
+    /// a day is 24 hours
+    #[arg(long, value_name = "DURATION", value_parser = lifetime_arg, conflicts_with = "expires_at")]
+    expires_in: Option<Duration>,
+    /// Expire at this time (RFC 3339, e.g. 2026-12-31T23:59:59Z)
+    #[arg(long, value_name = "TIME")]
+    expires_at: Option<jiff::Timestamp>,
+}
+
+impl KeySpec {
+    /// When the key expires: `--expires-in` counts from now.
+    pub(super) fn expiry(&self) -> Result<Option<jiff::Timestamp>, Failure> {
+        match (self.expires_in, self.expires_at) {
+            (Some(lifetime), _) => jiff::Timestamp::now()
+                .checked_add(lifetime)
+                .map(Some)
+                .map_err(|_| {
+                    Failure::new(
+                        exit::USAGE,
+                        "--expires-in reaches past the year 9999; give a shorter duration",
+                    )
+                }),
+            (None, at) => Ok(at),
+        }
+    }
+
+    /// The key for the store, expiring at `expiry` (from [`expiry`](Self::expiry)).
+    pub(super) fn new_key(&self, expiry: Option<jiff::Timestamp>) -> NewKey {
+        let mut new = NewKey::new(self.name.clone());
+        for role in &self.roles {
+            new = new.role(role.clone());
+        }
+        for net in &self.ips {
+            new = new.allow(*net);
+        }
+        match expiry {
+            Some(at) => new.expires_at(SystemTime::from(at)),
+            None => new,
+        }
+    }
+
+    /// The key for the admin API: `expires_in` as given, which the server counts from its
+    /// write as the store here counts it from its own; or `expires_at`.
+    #[cfg(feature = "client")]
+    pub(super) fn body(&self, expiry: Option<jiff::Timestamp>, relative: bool) -> client::KeyBody {
+        let (expires_at, expires_in) = match (relative, self.expires_in) {
+            (true, Some(lifetime)) => (None, Some(client::duration(lifetime))),
+            _ => (expiry.map(|t| t.to_string()), None),
+        };
+        client::KeyBody {
+            name: self.name.clone(),
+            roles: self.roles.clone(),
+            ips: self.ips.iter().map(ToString::to_string).collect(),
+            expires_at,
+            expires_in,
+            actor: None,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct CreateArgs {
+    #[command(flatten)]
+    pub(super) who: ActorArgs,
+    #[command(flatten)]
+    pub(super) key: KeySpec,
+    /// For an admin key: the person it acts as over the admin API (by default its
+    /// creator); only a super admin may name someone else
+    #[arg(long = "for", value_name = "PERSON")]
+    pub(super) acts_for: Option<String>,
+    /// One JSON object, with the secret in `key`
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ImportKeyArgs {
+    #[command(flatten)]
+    pub(super) who: ActorArgs,
+    #[command(flatten)]
+    pub(super) key: KeySpec,
+    /// One JSON object: the adopted key, without its secret
+    #[arg(long)]
+    pub(super) json: bool,
+    /// Catches a secret given on the command line, to refuse it without echoing it.
+    #[arg(hide = true)]
+    pub(super) key_on_command_line: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ImportKeysArgs {
+    #[command(flatten)]
+    pub(super) who: ActorArgs,
+    /// The JSON Lines file to read
+    #[arg(value_name = "FILE")]
+    pub(super) file: PathBuf,
+    /// One JSON object per adopted key, a line each: {"line", "id"}
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct WhitelistArgs {
+    #[command(flatten)]
+    pub(super) who: ActorArgs,
+    /// The key's id (16 hex digits)
+    #[arg(value_name = "KEY_ID", value_parser = key_id_arg)]
+    pub(super) key_id: KeyId,
+    /// IPv4/IPv6 addresses or CIDR ranges
+    #[arg(value_name = "NET", required = true, value_parser = net_arg)]
+    pub(super) nets: Vec<IpNet>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct UnwhitelistArgs {
+    #[command(flatten)]
+    pub(super) change: WhitelistArgs,
+    /// Allow removing the last entry, after which the key verifies from any address
+    #[arg(long)]
+    pub(super) allow_any_address: bool,
+}
+
+/// An actor and the key they act on.
+#[derive(Debug, Args)]
+pub(super) struct KeyArgs {
+    #[command(flatten)]
+    pub(super) who: ActorArgs,
+    /// The key's id (16 hex digits)
+    #[arg(value_name = "KEY_ID", value_parser = key_id_arg)]
+    pub(super) key_id: KeyId,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct RollArgs {
+    #[command(flatten)]
+    pub(super) key: KeyArgs,
+    /// How long the previous secret keeps verifying: 0s (the default) stops it at once;
+    /// 90s, 15m, 12h, 7d..., at most 365d; a day is 24 hours
+    #[arg(long, value_name = "DURATION", value_parser = grace_arg, default_value = "0s")]
+    pub(super) grace: Duration,
+    /// One JSON object: id, key (the new secret) and previous_valid_until
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct VerifyArgs {
+    /// The client's address
+    #[arg(long, value_name = "IP")]
+    pub(super) ip: IpAddr,
+    /// One JSON object: valid, reason, id, name, roles
+    #[arg(long)]
+    pub(super) json: bool,
+    /// Catches a key given on the command line, to refuse it without echoing it.
+    #[arg(hide = true)]
+    pub(super) key_on_command_line: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct AuditArgs {
+    /// Only entries about this key
+    #[arg(long = "key", value_name = "KEY_ID", value_parser = key_id_arg)]
+    pub(super) key: Option<KeyId>,
+    /// Only entries by this actor
+    #[arg(long, value_name = "ID")]
+    actor: Option<String>,
+    /// Only entries of this kind: created, imported, whitelisted, unwhitelisted, rolled,
+    /// disabled, enabled, deleted or actor_revoked
+    #[arg(long, value_name = "KIND", value_parser = EventKind::from_str)]
+    kind: Option<EventKind>,
+    /// Only entries at or after this time (RFC 3339, e.g. 2026-01-31T09:00:00Z)
+    #[arg(long, value_name = "TIME")]
+    since: Option<jiff::Timestamp>,
+    /// Only entries at or before this time (RFC 3339)
+    #[arg(long, value_name = "TIME")]
+    until: Option<jiff::Timestamp>,
+    /// Show every key (or only --key) as it stood right after record SEQ
+    #[arg(long, value_name = "SEQ", conflicts_with_all = ["actor", "kind", "since", "until"])]
+    pub(super) at: Option<u64>,
+    /// The security trail instead: management commands that were refused (with --key,
+    /// --actor, --since and --until)
+    #[arg(long, conflicts_with_all = ["kind", "at"])]
+    pub(super) refused: bool,
+    /// One JSON object per entry (per key with --at), a line each
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+impl AuditArgs {
+    /// The filters given (`--kind` is refused with `--refused` by clap).
+    pub(super) fn filter(&self) -> AuditFilter {
+        let mut filter = AuditFilter::default();
+        filter.key = self.key;
+        filter.actor.clone_from(&self.actor);
+        filter.kind = self.kind;
+        filter.since = self.since.map(SystemTime::from);
+        filter.until = self.until.map(SystemTime::from);
+        filter
+    }
+}
+
+pub(super) fn witness_arg(s: &str) -> Result<Witness, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
+pub(super) fn key_id_arg(s: &str) -> Result<KeyId, String> {
+    if s.starts_with(KEY_PREFIX) {
+        return Err(
+            "that is a key's secret, not its id; an id is 16 hex digits (see `keyledger list`)".into(),
+        );
+    }
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
+pub(super) fn net_arg(s: &str) -> Result<IpNet, String> {
+    keyledger::parse_net(s).map_err(|e| e.to_string())
+}
+
+/// What was wrong with an argument, without the library's "invalid FIELD:" (clap names
+/// the argument).
+fn reason(e: Error) -> String {
+    match e {
+        Error::InvalidInput { reason, .. } => reason,
+        other => other.to_string(),
+    }
+}
+
+/// How long a new key lives: more than nothing.
+pub(super) fn lifetime_arg(s: &str) -> Result<Duration, String> {
+    keyledger::parse_lifetime(s).map_err(reason)
+}
+
+/// How long a rolled key's previous secret keeps verifying: nothing at all, or more.
+pub(super) fn grace_arg(s: &str) -> Result<Duration, String> {
+    keyledger::parse_grace(s).map_err(reason)
+}

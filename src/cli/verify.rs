@@ -1,0 +1,66 @@
+//! `keyledger verify`: a key read from standard input, verified against the store as a
+//! service would, with the exit code and `--json` answer scripts branch on. It works on a
+//! store opened here, never through `--server`, and never repeats the key it read.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use super::args::VerifyArgs;
+use super::exit::{self, Failure};
+use super::store::Store;
+use super::{read_key, write_json};
+
+/// `verify --json`: the key's id, name and roles when valid; the reason's code when not.
+#[derive(Serialize)]
+struct VerifyJson<'a> {
+    valid: bool,
+    reason: Option<&'static str>,
+    id: Option<String>,
+    name: Option<&'a str>,
+    roles: Vec<&'a str>,
+}
+
+pub(super) fn verify(store: &Store, args: VerifyArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    if !args.key_on_command_line.is_empty() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "verify reads the key from standard input, never from the command line, where other \
+             users and your shell history would see it: printf '%s' \"$KEY\" | keyledger verify --ip IP",
+        ));
+    }
+    let keys = store.open(false)?;
+    let secret = read_key("printf '%s' \"$KEY\" | keyledger verify --ip IP")?;
+    let verdict = keys.verify(&secret, args.ip);
+    if args.json {
+        let answer = match &verdict {
+            Ok(v) => VerifyJson {
+                valid: true,
+                reason: None,
+                id: Some(v.id().to_string()),
+                name: Some(v.name()),
+                roles: v.roles().collect(),
+            },
+            Err(r) => VerifyJson {
+                valid: false,
+                reason: Some(r.code()),
+                id: None,
+                name: None,
+                roles: Vec::new(),
+            },
+        };
+        write_json(out, &answer)?;
+    } else {
+        match &verdict {
+            Ok(v) => writeln!(
+                out,
+                "accepted: key {} \"{}\", roles: {}",
+                v.id(),
+                v.name(),
+                v.roles().collect::<Vec<_>>().join(", ")
+            )?,
+            Err(r) => writeln!(out, "rejected: {r}")?,
+        }
+    }
+    Ok(if verdict.is_ok() { exit::OK } else { exit::NO })
+}
