@@ -18,8 +18,6 @@ mod primitives;
 mod record;
 mod refused;
 mod snapshot;
-#[cfg(test)]
-pub(crate) mod tests;
 
 /// The store layout this build writes: 2, records in blocks under a sealed head. Stores
 /// of format 1 (one record per entry, an unsealed anchor) are read as they are and become
@@ -36,3 +34,6 @@ pub(crate) use primitives::{magic_version, options};
 pub(crate) use record::{MAX_RECORD_BYTES, decode_record, encode_record};
 pub(crate) use refused::{RefusedRecord, decode_refused, encode_refused};
 pub(crate) use snapshot::{MAX_SNAPSHOT_BYTES, decode_snapshot, encode_snapshot};
+
+#[cfg(test)]
+pub(crate) mod tests;

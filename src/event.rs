@@ -10,8 +10,6 @@ mod actor;
 mod key;
 mod record;
 mod rules;
-#[cfg(test)]
-mod tests;
 
 pub use actor::{Actor, ActorRole};
 pub use key::{KeyId, NewKey};
@@ -28,3 +26,6 @@ pub(crate) use rules::{grants_admin, validate_person, validate_whitelist};
 pub(crate) use rules::canonical_net;
 #[cfg(feature = "json")]
 pub(crate) use rules::shown;
+
+#[cfg(test)]
+mod tests;
