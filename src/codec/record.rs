@@ -1,0 +1,503 @@
+//! The log's records, versions 1 to 3, and their wire structs: a record is written in the
+//! lowest version that holds it and every version keeps decoding. Decoding re-validates
+//! every field; it must never accept a second encoding of the same record.
+
+use bincode::Options;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::primitives::{NetV1, le4, le32, options};
+use crate::Error;
+use crate::check::ProblemKind;
+use crate::event::{Actor, ActorRole, Event, KeyId, KeySource, Record};
+use crate::token::KeyHash;
+
+/// The newest record format this build writes. A record is written in the lowest version
+/// that can hold it (version 1 for the events it has), so that every record has exactly
+/// one encoding; older versions keep decoding.
+pub(crate) const RECORD_VERSION: u16 = 3;
+/// No record may be larger; decoding stops at this many bytes.
+pub(crate) const MAX_RECORD_BYTES: u64 = 64 * 1024;
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct RecordV1 {
+    pub(super) version: u16,
+    pub(super) seq: u64,
+    pub(super) at: i64,
+    pub(super) actor_id: String,
+    pub(super) actor_role: u8,
+    pub(super) event: EventV1,
+    #[serde(with = "le32")]
+    pub(super) prev: [u8; 32],
+}
+
+/// Version 2 adds the admin key the actor acted through, and the lifecycle events.
+#[derive(Serialize, Deserialize)]
+pub(super) struct RecordV2 {
+    pub(super) version: u16,
+    pub(super) seq: u64,
+    pub(super) at: i64,
+    pub(super) actor_id: String,
+    pub(super) actor_role: u8,
+    pub(super) via: Option<u64>,
+    pub(super) event: EventV2,
+    #[serde(with = "le32")]
+    pub(super) prev: [u8; 32],
+}
+
+/// Version 3 has the fields of version 2, with an event enum of its own that holds only
+/// what version 2 cannot: an admin key made for a person, and a person's revocation.
+#[derive(Serialize, Deserialize)]
+pub(super) struct RecordV3 {
+    pub(super) version: u16,
+    pub(super) seq: u64,
+    pub(super) at: i64,
+    pub(super) actor_id: String,
+    pub(super) actor_role: u8,
+    pub(super) via: Option<u64>,
+    pub(super) event: EventV3,
+    #[serde(with = "le32")]
+    pub(super) prev: [u8; 32],
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) enum EventV3 {
+    /// Version 2's `Created`, then the person the admin key acts as.
+    CreatedFor {
+        id: u64,
+        #[serde(with = "le32")]
+        hash: [u8; 32],
+        #[serde(with = "le4")]
+        tail: [u8; 4],
+        name: String,
+        roles: Vec<String>,
+        whitelist: Vec<NetV1>,
+        expires_at: Option<i64>,
+        source: u8,
+        acts_for: String,
+    },
+    ActorRevoked {
+        actor: String,
+        with_keys: bool,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) enum EventV1 {
+    Created {
+        id: u64,
+        #[serde(with = "le32")]
+        hash: [u8; 32],
+        #[serde(with = "le4")]
+        tail: [u8; 4],
+        name: String,
+        roles: Vec<String>,
+        whitelist: Vec<NetV1>,
+    },
+    Whitelisted {
+        id: u64,
+        net: NetV1,
+    },
+    Unwhitelisted {
+        id: u64,
+        net: NetV1,
+    },
+    Deleted {
+        id: u64,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) enum EventV2 {
+    Created {
+        id: u64,
+        #[serde(with = "le32")]
+        hash: [u8; 32],
+        #[serde(with = "le4")]
+        tail: [u8; 4],
+        name: String,
+        roles: Vec<String>,
+        whitelist: Vec<NetV1>,
+        expires_at: Option<i64>,
+        /// 0 generated, 1 adopted secret, 2 adopted by SHA-256 hash.
+        source: u8,
+    },
+    Whitelisted {
+        id: u64,
+        net: NetV1,
+    },
+    Unwhitelisted {
+        id: u64,
+        net: NetV1,
+    },
+    Deleted {
+        id: u64,
+    },
+    Rolled {
+        id: u64,
+        #[serde(with = "le32")]
+        hash: [u8; 32],
+        #[serde(with = "le4")]
+        tail: [u8; 4],
+        previous_valid_until: i64,
+    },
+    Disabled {
+        id: u64,
+    },
+    Enabled {
+        id: u64,
+    },
+}
+
+impl From<EventV1> for EventV2 {
+    fn from(e: EventV1) -> Self {
+        match e {
+            EventV1::Created {
+                id,
+                hash,
+                tail,
+                name,
+                roles,
+                whitelist,
+            } => EventV2::Created {
+                id,
+                hash,
+                tail,
+                name,
+                roles,
+                whitelist,
+                expires_at: None,
+                source: KeySource::Generated.code(),
+            },
+            EventV1::Whitelisted { id, net } => EventV2::Whitelisted { id, net },
+            EventV1::Unwhitelisted { id, net } => EventV2::Unwhitelisted { id, net },
+            EventV1::Deleted { id } => EventV2::Deleted { id },
+        }
+    }
+}
+
+impl EventV2 {
+    /// The same event in version 1, if version 1 can hold it.
+    fn to_v1(&self) -> Option<EventV1> {
+        Some(match self {
+            EventV2::Created {
+                id,
+                hash,
+                tail,
+                name,
+                roles,
+                whitelist,
+                expires_at: None,
+                source: 0,
+            } => EventV1::Created {
+                id: *id,
+                hash: *hash,
+                tail: *tail,
+                name: name.clone(),
+                roles: roles.clone(),
+                whitelist: whitelist.clone(),
+            },
+            EventV2::Whitelisted { id, net } => EventV1::Whitelisted { id: *id, net: *net },
+            EventV2::Unwhitelisted { id, net } => EventV1::Unwhitelisted { id: *id, net: *net },
+            EventV2::Deleted { id } => EventV1::Deleted { id: *id },
+            _ => return None,
+        })
+    }
+}
+
+/// An event on the wire: in version 2's enum, or only version 3's.
+pub(super) enum WireEvent {
+    V2(EventV2),
+    V3(EventV3),
+}
+
+pub(super) fn event_to_wire(event: &Event) -> WireEvent {
+    let nets = |list: &[IpNet]| list.iter().map(NetV1::from).collect();
+    WireEvent::V2(match event {
+        Event::Created {
+            id,
+            hash,
+            tail,
+            name,
+            roles,
+            whitelist,
+            expires_at,
+            source,
+            acts_for: Some(person),
+        } => {
+            return WireEvent::V3(EventV3::CreatedFor {
+                id: id.0,
+                hash: hash.0,
+                tail: *tail,
+                name: name.clone(),
+                roles: roles.clone(),
+                whitelist: nets(whitelist),
+                expires_at: *expires_at,
+                source: source.code(),
+                acts_for: person.clone(),
+            });
+        }
+        Event::ActorRevoked { actor, with_keys } => {
+            return WireEvent::V3(EventV3::ActorRevoked {
+                actor: actor.clone(),
+                with_keys: *with_keys,
+            });
+        }
+        Event::Created {
+            id,
+            hash,
+            tail,
+            name,
+            roles,
+            whitelist,
+            expires_at,
+            source,
+            acts_for: None,
+        } => EventV2::Created {
+            id: id.0,
+            hash: hash.0,
+            tail: *tail,
+            name: name.clone(),
+            roles: roles.clone(),
+            whitelist: nets(whitelist),
+            expires_at: *expires_at,
+            source: source.code(),
+        },
+        Event::Whitelisted { id, net } => EventV2::Whitelisted {
+            id: id.0,
+            net: net.into(),
+        },
+        Event::Unwhitelisted { id, net } => EventV2::Unwhitelisted {
+            id: id.0,
+            net: net.into(),
+        },
+        Event::Deleted { id } => EventV2::Deleted { id: id.0 },
+        Event::Rolled {
+            id,
+            hash,
+            tail,
+            previous_valid_until,
+        } => EventV2::Rolled {
+            id: id.0,
+            hash: hash.0,
+            tail: *tail,
+            previous_valid_until: *previous_valid_until,
+        },
+        Event::Disabled { id } => EventV2::Disabled { id: id.0 },
+        Event::Enabled { id } => EventV2::Enabled { id: id.0 },
+    })
+}
+
+fn event_from_wire(event: EventV2, seq: u64) -> Result<Event, Error> {
+    let bad = |reason: String| Error::corrupt(seq, ProblemKind::Undecodable, reason);
+    let net = |n: NetV1| IpNet::try_from(n).map_err(|e| bad(format!("bad network: {e}")));
+    Ok(match event {
+        EventV2::Created {
+            id,
+            hash,
+            tail,
+            name,
+            roles,
+            whitelist,
+            expires_at,
+            source,
+        } => Event::Created {
+            id: KeyId(id),
+            hash: KeyHash(hash),
+            tail,
+            name,
+            roles,
+            whitelist: whitelist.into_iter().map(net).collect::<Result<_, _>>()?,
+            expires_at,
+            source: KeySource::from_code(source)
+                .ok_or_else(|| bad(format!("unknown key source {source}")))?,
+            acts_for: None,
+        },
+        EventV2::Whitelisted { id, net: n } => Event::Whitelisted {
+            id: KeyId(id),
+            net: net(n)?,
+        },
+        EventV2::Unwhitelisted { id, net: n } => Event::Unwhitelisted {
+            id: KeyId(id),
+            net: net(n)?,
+        },
+        EventV2::Deleted { id } => Event::Deleted { id: KeyId(id) },
+        EventV2::Rolled {
+            id,
+            hash,
+            tail,
+            previous_valid_until,
+        } => Event::Rolled {
+            id: KeyId(id),
+            hash: KeyHash(hash),
+            tail,
+            previous_valid_until,
+        },
+        EventV2::Disabled { id } => Event::Disabled { id: KeyId(id) },
+        EventV2::Enabled { id } => Event::Enabled { id: KeyId(id) },
+    })
+}
+
+fn event_from_wire_v3(event: EventV3, seq: u64) -> Result<Event, Error> {
+    Ok(match event {
+        EventV3::CreatedFor {
+            id,
+            hash,
+            tail,
+            name,
+            roles,
+            whitelist,
+            expires_at,
+            source,
+            acts_for,
+        } => {
+            let created = EventV2::Created {
+                id,
+                hash,
+                tail,
+                name,
+                roles,
+                whitelist,
+                expires_at,
+                source,
+            };
+            let mut event = event_from_wire(created, seq)?;
+            if let Event::Created { acts_for: person, .. } = &mut event {
+                *person = Some(acts_for);
+            }
+            event
+        }
+        EventV3::ActorRevoked { actor, with_keys } => Event::ActorRevoked { actor, with_keys },
+    })
+}
+
+/// Encodes a record in the lowest version that holds it.
+pub(crate) fn encode_record(r: &Record) -> Result<Vec<u8>, Error> {
+    let encoded = match event_to_wire(&r.event) {
+        WireEvent::V3(event) => options(MAX_RECORD_BYTES).serialize(&RecordV3 {
+            version: 3,
+            seq: r.seq,
+            at: r.at,
+            actor_id: r.actor.id().to_owned(),
+            actor_role: r.actor.role().code(),
+            via: r.via.map(|k| k.0),
+            event,
+            prev: r.prev,
+        }),
+        WireEvent::V2(event) => match (r.via, event.to_v1()) {
+            (None, Some(event)) => options(MAX_RECORD_BYTES).serialize(&RecordV1 {
+                version: 1,
+                seq: r.seq,
+                at: r.at,
+                actor_id: r.actor.id().to_owned(),
+                actor_role: r.actor.role().code(),
+                event,
+                prev: r.prev,
+            }),
+            (via, _) => options(MAX_RECORD_BYTES).serialize(&RecordV2 {
+                version: 2,
+                seq: r.seq,
+                at: r.at,
+                actor_id: r.actor.id().to_owned(),
+                actor_role: r.actor.role().code(),
+                via: via.map(|k| k.0),
+                event,
+                prev: r.prev,
+            }),
+        },
+    };
+    encoded.map_err(|e| Error::invalid("record", format!("cannot be encoded: {e}")))
+}
+
+/// Decodes and validates a record. `seq` is where it was found, for error messages.
+pub(crate) fn decode_record(bytes: &[u8], seq: u64) -> Result<Record, Error> {
+    let bad = |reason: String| Error::corrupt(seq, ProblemKind::Undecodable, reason);
+    let version = match bytes {
+        [a, b, ..] => u16::from_le_bytes([*a, *b]),
+        _ => {
+            return Err(bad(format!(
+                "record is {} bytes, too short for a version",
+                bytes.len()
+            )));
+        }
+    };
+    let undecodable = |e: bincode::Error| bad(format!("undecodable record: {e}"));
+    let (wire, event) = match version {
+        1 => {
+            let v1: RecordV1 = options(MAX_RECORD_BYTES)
+                .deserialize(bytes)
+                .map_err(undecodable)?;
+            let header = Header {
+                seq: v1.seq,
+                at: v1.at,
+                actor_id: v1.actor_id,
+                actor_role: v1.actor_role,
+                via: None,
+                prev: v1.prev,
+            };
+            (header, event_from_wire(v1.event.into(), seq)?)
+        }
+        2 => {
+            let v2: RecordV2 = options(MAX_RECORD_BYTES)
+                .deserialize(bytes)
+                .map_err(undecodable)?;
+            if v2.via.is_none() && v2.event.to_v1().is_some() {
+                // Every record has one encoding: this one is written in version 1.
+                return Err(bad("a version 2 record that version 1 holds".into()));
+            }
+            let header = Header {
+                seq: v2.seq,
+                at: v2.at,
+                actor_id: v2.actor_id,
+                actor_role: v2.actor_role,
+                via: v2.via,
+                prev: v2.prev,
+            };
+            (header, event_from_wire(v2.event, seq)?)
+        }
+        3 => {
+            let v3: RecordV3 = options(MAX_RECORD_BYTES)
+                .deserialize(bytes)
+                .map_err(undecodable)?;
+            let header = Header {
+                seq: v3.seq,
+                at: v3.at,
+                actor_id: v3.actor_id,
+                actor_role: v3.actor_role,
+                via: v3.via,
+                prev: v3.prev,
+            };
+            (header, event_from_wire_v3(v3.event, seq)?)
+        }
+        _ => {
+            return Err(Error::UnsupportedVersion {
+                found: u32::from(version),
+                supported: u32::from(RECORD_VERSION),
+            });
+        }
+    };
+    let role = ActorRole::from_code(wire.actor_role)
+        .ok_or_else(|| bad(format!("unknown actor role code {}", wire.actor_role)))?;
+    let record = Record {
+        seq: wire.seq,
+        at: wire.at,
+        actor: Actor::new(wire.actor_id, role),
+        via: wire.via.map(KeyId),
+        event,
+        prev: wire.prev,
+    };
+    record
+        .validate()
+        .map_err(|e| Error::corrupt(seq, ProblemKind::Invalid, format!("invalid record: {e}")))?;
+    Ok(record)
+}
+
+/// The fields every record version has, whatever its events.
+struct Header {
+    seq: u64,
+    at: i64,
+    actor_id: String,
+    actor_role: u8,
+    via: Option<u64>,
+    prev: [u8; 32],
+}

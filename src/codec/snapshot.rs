@@ -1,0 +1,273 @@
+//! The projection snapshot's format (version 3), sealed with the chain. Any damage, foreign
+//! seal or other version is an error, never a partial snapshot.
+
+use bincode::Options;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::primitives::{NetV1, le4, le16, le32, magic_version, options};
+use crate::Error;
+use crate::chain::{Chain, Head};
+use crate::check::ProblemKind;
+use crate::event::{ActorRole, EventKind, KeySource};
+use crate::projection::{GraceData, Roll, Row, SlotData, SnapshotData};
+
+const SNAPSHOT_MAGIC: [u8; 8] = *b"KLSNAP\x00\x00";
+/// Largest snapshot written or read (about 40 million keys).
+pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 16 << 30;
+/// The snapshot format this build writes and reads. A snapshot of another version is
+/// ignored (the log is replayed in full, and a new snapshot written).
+const SNAPSHOT_VERSION: u16 = 3;
+
+/// Version 3 adds the person each admin key acts as and the rolled-out secrets.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV3 {
+    magic: [u8; 8],
+    version: u16,
+    seq: u64,
+    #[serde(with = "le32")]
+    hash: [u8; 32],
+    at: i64,
+    actors: Vec<String>,
+    role_sets: Vec<Vec<String>>,
+    slots: Vec<SlotV3>,
+    rows: Vec<RowV2>,
+    nets: Vec<NetV1>,
+    whitelist_sets: Vec<Vec<NetV1>>,
+    rolls: Vec<RollV1>,
+    graces: Vec<GraceV1>,
+    rolled_out: Vec<PrefixV1>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PrefixV1(#[serde(with = "le16")] [u8; 16]);
+
+#[derive(Serialize, Deserialize)]
+struct SlotV3 {
+    #[serde(with = "le16")]
+    hash: [u8; 16],
+    id: u64,
+    name: String,
+    roles: u32,
+    #[serde(with = "le4")]
+    tail: [u8; 4],
+    whitelist: u32,
+    created: u32,
+    /// `u32::MAX` for a live key.
+    deleted: u32,
+    expires_at: Option<i64>,
+    disabled: bool,
+    source: u8,
+    /// The actor index of the person an admin key was made for; `u32::MAX` for none.
+    acts_for: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RowV2 {
+    at: i64,
+    actor: u32,
+    role: u8,
+    kind: u8,
+    slot: u32,
+    nets: u32,
+    via: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RollV1 {
+    #[serde(with = "le4")]
+    before: [u8; 4],
+    #[serde(with = "le4")]
+    after: [u8; 4],
+    until: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GraceV1 {
+    key: u32,
+    #[serde(with = "le16")]
+    hash: [u8; 16],
+    until: i64,
+}
+
+fn kind_code(k: EventKind) -> u8 {
+    EventKind::ALL
+        .iter()
+        .position(|&x| x == k)
+        .and_then(|i| u8::try_from(i).ok())
+        .unwrap_or(u8::MAX)
+}
+
+fn kind_from_code(c: u8) -> Option<EventKind> {
+    EventKind::ALL.get(usize::from(c)).copied()
+}
+
+/// Encodes a projection snapshot, sealed with `chain` (a keyed chain makes it unforgeable
+/// without the key; the public one detects damage).
+pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u8>, Error> {
+    let wire = SnapshotV3 {
+        magic: SNAPSHOT_MAGIC,
+        version: SNAPSHOT_VERSION,
+        seq: data.head.seq,
+        hash: data.head.hash,
+        at: data.head.at,
+        actors: data.actors,
+        role_sets: data.role_sets,
+        slots: data
+            .slots
+            .into_iter()
+            .map(|s| SlotV3 {
+                hash: s.hash,
+                id: s.id,
+                name: s.name,
+                roles: s.roles,
+                tail: s.tail,
+                whitelist: s.whitelist,
+                created: s.created,
+                deleted: s.deleted.unwrap_or(u32::MAX),
+                expires_at: s.expires_at,
+                disabled: s.disabled,
+                source: s.source.code(),
+                acts_for: s.acts_for.unwrap_or(u32::MAX),
+            })
+            .collect(),
+        rows: data
+            .rows
+            .iter()
+            .map(|r| RowV2 {
+                at: r.at,
+                actor: r.actor,
+                role: r.role.code(),
+                kind: kind_code(r.kind),
+                slot: r.slot,
+                nets: r.nets,
+                via: r.via,
+            })
+            .collect(),
+        nets: data.nets.iter().map(NetV1::from).collect(),
+        whitelist_sets: data
+            .whitelist_sets
+            .iter()
+            .map(|set| set.iter().map(NetV1::from).collect())
+            .collect(),
+        rolls: data
+            .rolls
+            .iter()
+            .map(|r| RollV1 {
+                before: r.before,
+                after: r.after,
+                until: r.until,
+            })
+            .collect(),
+        graces: data
+            .graces
+            .iter()
+            .map(|g| GraceV1 {
+                key: g.key,
+                hash: g.hash,
+                until: g.until,
+            })
+            .collect(),
+        rolled_out: data.rolled_out.into_iter().map(PrefixV1).collect(),
+    };
+    let mut out = options(MAX_SNAPSHOT_BYTES)
+        .serialize(&wire)
+        .map_err(|e| Error::invalid("snapshot", e.to_string()))?;
+    let seal = chain.hash(&out);
+    out.extend_from_slice(&seal);
+    Ok(out)
+}
+
+/// Decodes a snapshot; any damage, a foreign seal or another version is an error (the
+/// caller then replays the whole log).
+pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotData, Error> {
+    let bad = |reason: String| Error::corrupt(0, ProblemKind::Snapshot, format!("snapshot: {reason}"));
+    let body_len = bytes
+        .len()
+        .checked_sub(32)
+        .ok_or_else(|| bad("too short".into()))?;
+    let (body, seal) = bytes.split_at(body_len);
+    if chain.hash(body) != seal {
+        return Err(bad(
+            "seal does not match (damaged, or written with another chain key)".into(),
+        ));
+    }
+    if magic_version(body, &SNAPSHOT_MAGIC, SNAPSHOT_VERSION..=SNAPSHOT_VERSION)?.is_none() {
+        return Err(bad("not a snapshot".into()));
+    }
+    let wire: SnapshotV3 = options(body.len() as u64)
+        .deserialize(body)
+        .map_err(|e| bad(e.to_string()))?;
+    let net = |n: NetV1| IpNet::try_from(n).map_err(&bad);
+    let slots = wire
+        .slots
+        .into_iter()
+        .map(|s| {
+            Ok(SlotData {
+                hash: s.hash,
+                id: s.id,
+                name: s.name,
+                roles: s.roles,
+                tail: s.tail,
+                whitelist: s.whitelist,
+                created: s.created,
+                deleted: (s.deleted != u32::MAX).then_some(s.deleted),
+                expires_at: s.expires_at,
+                disabled: s.disabled,
+                source: KeySource::from_code(s.source).ok_or_else(|| bad("bad key source".into()))?,
+                acts_for: (s.acts_for != u32::MAX).then_some(s.acts_for),
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    let rows = wire
+        .rows
+        .into_iter()
+        .map(|r| {
+            Ok(Row {
+                at: r.at,
+                actor: r.actor,
+                role: ActorRole::from_code(r.role).ok_or_else(|| bad("bad role".into()))?,
+                kind: kind_from_code(r.kind).ok_or_else(|| bad("bad kind".into()))?,
+                slot: r.slot,
+                nets: r.nets,
+                via: r.via,
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok(SnapshotData {
+        head: Head {
+            seq: wire.seq,
+            hash: wire.hash,
+            at: wire.at,
+        },
+        actors: wire.actors,
+        role_sets: wire.role_sets,
+        slots,
+        rows,
+        nets: wire.nets.into_iter().map(net).collect::<Result<_, _>>()?,
+        whitelist_sets: wire
+            .whitelist_sets
+            .into_iter()
+            .map(|set| set.into_iter().map(net).collect::<Result<_, _>>())
+            .collect::<Result<_, _>>()?,
+        rolls: wire
+            .rolls
+            .into_iter()
+            .map(|r| Roll {
+                before: r.before,
+                after: r.after,
+                until: r.until,
+            })
+            .collect(),
+        graces: wire
+            .graces
+            .into_iter()
+            .map(|g| GraceData {
+                key: g.key,
+                hash: g.hash,
+                until: g.until,
+            })
+            .collect(),
+        rolled_out: wire.rolled_out.into_iter().map(|p| p.0).collect(),
+    })
+}

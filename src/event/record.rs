@@ -1,0 +1,275 @@
+//! Events and records: what happened to which key, the audit entry's kind, and one log
+//! entry with its position, time, author and chain link, checked by the rules in force
+//! when it was written. It never encodes or stores a record (the codec does).
+
+use std::fmt;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+
+use super::actor::Actor;
+use super::key::{KeyId, KeySource, NO_TAIL};
+use super::rules::{
+    Origin, canonical_net, grants_admin, shown, validate_actor_id, validate_name, validate_roles,
+    validate_whitelist,
+};
+use crate::Error;
+use crate::token::KeyHash;
+
+/// What happened, as a stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Event {
+    Created {
+        id: KeyId,
+        hash: KeyHash,
+        tail: [u8; 4],
+        name: String,
+        roles: Vec<String>,
+        whitelist: Vec<IpNet>,
+        /// Microseconds since the Unix epoch.
+        expires_at: Option<i64>,
+        source: KeySource,
+        /// For an admin key made for another person than its creator: that person.
+        acts_for: Option<String>,
+    },
+    Whitelisted {
+        id: KeyId,
+        net: IpNet,
+    },
+    Unwhitelisted {
+        id: KeyId,
+        net: IpNet,
+    },
+    Deleted {
+        id: KeyId,
+    },
+    /// The key got a new secret; the previous one verifies until `previous_valid_until`
+    /// (the record's own time for no grace).
+    Rolled {
+        id: KeyId,
+        hash: KeyHash,
+        tail: [u8; 4],
+        previous_valid_until: i64,
+    },
+    Disabled {
+        id: KeyId,
+    },
+    Enabled {
+        id: KeyId,
+    },
+    /// Every admin key acting as `actor` is revoked (and, `with_keys`, every key `actor`
+    /// created), in one record.
+    ActorRevoked {
+        actor: String,
+        with_keys: bool,
+    },
+}
+
+impl Event {
+    /// The one key the event is about (`None` for a revoked person, which is about many).
+    pub(crate) fn key_id(&self) -> Option<KeyId> {
+        match self {
+            Event::Created { id, .. }
+            | Event::Whitelisted { id, .. }
+            | Event::Unwhitelisted { id, .. }
+            | Event::Deleted { id }
+            | Event::Rolled { id, .. }
+            | Event::Disabled { id }
+            | Event::Enabled { id } => Some(*id),
+            Event::ActorRevoked { .. } => None,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> EventKind {
+        match self {
+            Event::Created {
+                source: KeySource::Generated,
+                ..
+            } => EventKind::Created,
+            Event::Created { .. } => EventKind::Imported,
+            Event::Whitelisted { .. } => EventKind::Whitelisted,
+            Event::Unwhitelisted { .. } => EventKind::Unwhitelisted,
+            Event::Deleted { .. } => EventKind::Deleted,
+            Event::Rolled { .. } => EventKind::Rolled,
+            Event::Disabled { .. } => EventKind::Disabled,
+            Event::Enabled { .. } => EventKind::Enabled,
+            Event::ActorRevoked { .. } => EventKind::ActorRevoked,
+        }
+    }
+}
+
+/// The kind of an audit entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A key was created.
+    Created,
+    /// An address or range was added to a key's whitelist.
+    Whitelisted,
+    /// An address or range was removed from a key's whitelist.
+    Unwhitelisted,
+    /// A key was deleted.
+    Deleted,
+    /// An existing key was adopted (its secret, or its SHA-256 hash, imported).
+    Imported,
+    /// A key got a new secret; the previous one may verify for a grace period.
+    Rolled,
+    /// A key was disabled.
+    Disabled,
+    /// A disabled key was enabled again.
+    Enabled,
+    /// A person was revoked: every admin key acting as them (and, if asked, every key
+    /// they created) was deleted, in one record.
+    ActorRevoked,
+}
+
+impl EventKind {
+    /// Every kind, in the order of their codes.
+    pub(crate) const ALL: [EventKind; 9] = [
+        EventKind::Created,
+        EventKind::Whitelisted,
+        EventKind::Unwhitelisted,
+        EventKind::Deleted,
+        EventKind::Imported,
+        EventKind::Rolled,
+        EventKind::Disabled,
+        EventKind::Enabled,
+        EventKind::ActorRevoked,
+    ];
+
+    /// `created`, `whitelisted`, `unwhitelisted`, `deleted`, `imported`, `rolled`,
+    /// `disabled`, `enabled` or `actor_revoked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Whitelisted => "whitelisted",
+            EventKind::Unwhitelisted => "unwhitelisted",
+            EventKind::Deleted => "deleted",
+            EventKind::Imported => "imported",
+            EventKind::Rolled => "rolled",
+            EventKind::Disabled => "disabled",
+            EventKind::Enabled => "enabled",
+            EventKind::ActorRevoked => "actor_revoked",
+        }
+    }
+
+    /// Whether an event of this kind creates a key.
+    pub(crate) fn creates(self) -> bool {
+        matches!(self, EventKind::Created | EventKind::Imported)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                Error::invalid("kind", format!("{:?} is not one of {}", shown(s), all.join(", ")))
+            })
+    }
+}
+
+/// One entry of the log: an event with its position, time, author and chain link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// Contiguous from 1.
+    pub(crate) seq: u64,
+    /// Microseconds since the Unix epoch, never decreasing along the log.
+    pub(crate) at: i64,
+    pub(crate) actor: Actor,
+    /// The admin key the actor acted through (the HTTP admin API), if any.
+    pub(crate) via: Option<KeyId>,
+    pub(crate) event: Event,
+    /// The chain hash of the previous record (all zeros for the first).
+    pub(crate) prev: [u8; 32],
+}
+
+impl Record {
+    /// Checks every field against the rules in force when it was written
+    /// (`Origin::Stored`), so a decoded record is as trustworthy as one the writer built
+    /// and a record written before a rule was added still decodes.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        validate_actor_id(self.actor.id(), Origin::Stored)?;
+        match &self.event {
+            Event::Created {
+                name,
+                roles,
+                whitelist,
+                tail,
+                expires_at,
+                source,
+                acts_for,
+                ..
+            } => {
+                if let Some(person) = acts_for {
+                    validate_actor_id(person, Origin::Stored)?;
+                    if !grants_admin(roles) || person == self.actor.id() {
+                        return Err(Error::invalid(
+                            "actor",
+                            "names a person for a key without an admin role, or its own creator",
+                        ));
+                    }
+                }
+                if validate_name(name, Origin::Stored)? != name {
+                    return Err(Error::invalid("name", "stored name is not trimmed"));
+                }
+                validate_roles(roles)?;
+                if validate_whitelist(whitelist)? != *whitelist {
+                    return Err(Error::invalid("network", "stored whitelist is not canonical"));
+                }
+                let tail_ok = match source {
+                    KeySource::Generated => is_base62_tail(tail),
+                    KeySource::Imported => is_base62_tail(tail) || *tail == NO_TAIL,
+                    KeySource::ImportedSha256 => *tail == NO_TAIL,
+                };
+                if !tail_ok {
+                    return Err(Error::invalid(
+                        "hint",
+                        "not base62, or kept for a secret that has none",
+                    ));
+                }
+                if expires_at.is_some_and(|e| e <= self.at) {
+                    return Err(Error::invalid("expires_at", "not after the key's creation"));
+                }
+            }
+            Event::Whitelisted { net, .. } | Event::Unwhitelisted { net, .. } => {
+                if canonical_net(*net)? != *net {
+                    return Err(Error::invalid("network", format!("{net} is not canonical")));
+                }
+            }
+            Event::Rolled {
+                tail,
+                previous_valid_until,
+                ..
+            } => {
+                if !is_base62_tail(tail) {
+                    return Err(Error::invalid("hint", "not base62"));
+                }
+                if *previous_valid_until < self.at {
+                    return Err(Error::invalid(
+                        "grace",
+                        "the previous secret's grace ends before the roll",
+                    ));
+                }
+            }
+            Event::ActorRevoked { actor, .. } => validate_actor_id(actor, Origin::Stored)?,
+            Event::Deleted { .. } | Event::Disabled { .. } | Event::Enabled { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+/// Whether a tail is four base62 characters (a generated key's last four).
+fn is_base62_tail(tail: &[u8; 4]) -> bool {
+    tail.iter().all(u8::is_ascii_alphanumeric)
+}
