@@ -13,6 +13,7 @@ use crate::event::KeyId;
 use crate::token::{self, KeyHash};
 
 impl Projection {
+    /// Looks a key's hash up and checks it: a hash-table probe, one key record, a copy of
     /// the name, and at most once a minute a stamp of its last use. Reads the (coarse)
     /// clock only for a key that expires or a secret in its grace period.
     #[inline]
