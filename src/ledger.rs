@@ -7,6 +7,9 @@
 //! them (sequence, link, time, fields, access rules) and applies them. The writer (after
 //! its sync), open (full replay and snapshot tail), `check`, `repair` and `import` all
 //! go through them. It never does I/O beyond reading the log it is handed.
+//!
+//! Children: `meta` (the store's metadata, the stored head and witness checks) and
+//! `replay` (reading the log ahead of acceptance).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,18 +20,26 @@ use ipnet::IpNet;
 use rand::RngCore;
 use rand::rngs::StdRng;
 
+use crate::Error;
 use crate::access::{self, KeyState};
-use crate::chain::{Chain, ChainMarker, Head, StoredHead};
-use crate::check::{ProblemKind, Progress};
+use crate::chain::{Chain, Head};
+use crate::check::ProblemKind;
 use crate::clock::Clock;
-use crate::codec::{self, BlockWriter, STORE_FORMAT};
+use crate::codec::{self, BlockWriter};
 use crate::event::{Actor, Event, KeyId, KeySource, NewKey, Record};
-use crate::log::{Batch, Entry, Log, LogRead, MetaKey};
+use crate::log::Entry;
 use crate::projection::Projection;
 use crate::refused::Action;
 use crate::token::ExistingKey;
 use crate::token::KeyHash;
-use crate::{Error, Witness};
+
+mod meta;
+mod replay;
+
+pub(crate) use meta::{
+    LogInfo, chain_fits, initialize, reaches_head, reaches_witness, read_info, record_hash, stored_head,
+};
+pub(crate) use replay::report;
 
 /// How far ahead of this machine's clock a record's time may be. Times never go
 /// backwards along the log, so a record from the far future (a clock jump, a crafted
@@ -139,185 +150,6 @@ pub(crate) struct Prepared {
     pub(crate) outcomes: Vec<Result<(KeyId, u64), Error>>,
 }
 
-/// The store's layout and chain, as its metadata says.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LogInfo {
-    pub(crate) format: u32,
-    pub(crate) marker: ChainMarker,
-}
-
-/// Reads a store's metadata without changing anything; `None` for a log that was never
-/// initialized.
-pub(crate) fn read_info(log: &dyn LogRead) -> Result<Option<LogInfo>, Error> {
-    let meta = |what: &str| Error::corrupt(0, ProblemKind::Invalid, what.to_owned());
-    let Some(format) = log.meta(MetaKey::Format)? else {
-        // Initialization writes the head first: a log with nothing but a genesis head
-        // was cut short while it was created.
-        let bare = log.scan(0).next().is_none();
-        return match log.head()? {
-            None if bare => Ok(None),
-            Some(h) if bare && is_genesis(&h) => Ok(None),
-            _ => Err(meta("the log has records but no format marker")),
-        };
-    };
-    let format = <[u8; 4]>::try_from(format.as_slice())
-        .map(u32::from_le_bytes)
-        .map_err(|_| meta("the store's format marker is not 4 bytes"))?;
-    if format == 0 || format > STORE_FORMAT {
-        return Err(Error::UnsupportedVersion {
-            found: format,
-            supported: STORE_FORMAT,
-        });
-    }
-    let marker = log
-        .meta(MetaKey::Chain)?
-        .ok_or_else(|| meta("the chain marker is missing"))?;
-    let marker = ChainMarker::from_bytes(&marker).ok_or_else(|| meta("the chain marker is malformed"))?;
-    Ok(Some(LogInfo { format, marker }))
-}
-
-/// Whether `bytes` are a sealed head at sequence number 0 (its seal unchecked: the chain
-/// is not known yet): what creating a store writes first.
-fn is_genesis(bytes: &[u8]) -> bool {
-    codec::sealed_head_seq(bytes) == Some(0)
-}
-
-/// Makes an empty log a store in the current format, chained with `chain`: the sealed
-/// genesis head first, then the markers, then a sync.
-pub(crate) fn initialize(log: &mut dyn Log, chain: &Chain) -> Result<LogInfo, Error> {
-    log.write(&Batch {
-        discard_from: None,
-        entries: &[],
-        head: &codec::encode_head(Head::EMPTY, chain)?,
-    })?;
-    log.set_meta(MetaKey::Format, &STORE_FORMAT.to_le_bytes())?;
-    log.set_meta(MetaKey::Chain, &chain.marker().to_bytes())?;
-    log.sync()?;
-    Ok(LogInfo {
-        format: STORE_FORMAT,
-        marker: chain.marker(),
-    })
-}
-
-/// Checks that `chain` fits a store with this metadata.
-pub(crate) fn chain_fits(info: LogInfo, chain: &Chain) -> Result<(), Error> {
-    match info.marker.mismatch(chain) {
-        Some(problem) => Err(Error::ChainKeyMismatch(problem)),
-        None => Ok(()),
-    }
-}
-
-/// The stored head, its seal checked; `None` only in a format 1 store that has no
-/// records yet.
-pub(crate) fn stored_head(
-    log: &dyn LogRead,
-    chain: &Chain,
-    info: LogInfo,
-) -> Result<Option<StoredHead>, Error> {
-    if info.format == 1
-        && let Some((key, last)) = log.floor(u64::MAX)?
-        && codec::is_block(&last)
-    {
-        // The writer syncs format 2 before it writes its first block, and blocks only
-        // follow format 1 entries: a format 1 store whose last entry is a block had its
-        // marker rolled back, to pass off an unsealed anchor.
-        return Err(Error::corrupt(
-            key,
-            ProblemKind::Head,
-            "a format 1 store holds format 2 blocks: its format marker was rolled back",
-        ));
-    }
-    match log.head()? {
-        Some(bytes) => codec::decode_head(&bytes, chain, info.format == 1).map(Some),
-        None if info.format == 1 => Ok(None),
-        None => Err(Error::corrupt(
-            0,
-            ProblemKind::Head,
-            "the head is missing: the log was wiped or truncated",
-        )),
-    }
-}
-
-/// Whether the head reached by replay is the stored one; names the damage if not.
-pub(crate) fn reaches_head(stored: Option<StoredHead>, head: Head) -> Result<(), Error> {
-    let stored_seq = stored.map_or(0, StoredHead::seq);
-    match stored {
-        None if head.seq == 0 => Ok(()),
-        None => Err(Error::corrupt(
-            0,
-            ProblemKind::Head,
-            "the log has records but no head",
-        )),
-        Some(_) if stored_seq > head.seq => Err(Error::corrupt(
-            head.seq + 1,
-            ProblemKind::Removed,
-            format!(
-                "records {}..={stored_seq} are missing: the log ends before its head",
-                head.seq + 1
-            ),
-        )),
-        Some(_) if stored_seq < head.seq => Err(Error::corrupt(
-            stored_seq + 1,
-            ProblemKind::Inserted,
-            format!(
-                "records {}..={} follow the head: never acknowledged, or inserted",
-                stored_seq + 1,
-                head.seq
-            ),
-        )),
-        Some(s) if !s.matches(head) => Err(Error::corrupt(
-            head.seq,
-            ProblemKind::Edited,
-            "the last record does not match the head: it was edited",
-        )),
-        Some(_) => Ok(()),
-    }
-}
-
-/// The chain hash of record `seq`, read from the log; `None` if there is no such record.
-pub(crate) fn record_hash(log: &dyn LogRead, chain: &Chain, seq: u64) -> Result<Option<[u8; 32]>, Error> {
-    let Some((key, bytes)) = log.floor(seq)? else {
-        return Ok(None);
-    };
-    Ok(codec::entry_records(key, &bytes)?
-        .into_iter()
-        .find(|(s, _)| *s == seq)
-        .map(|(_, record)| chain.hash(record)))
-}
-
-/// Whether the log, whose state reached `head`, reaches or passes the witness: record
-/// `witness.seq` exists and has the witness's chain hash. The chain links every later
-/// record to it, so a log that passes was not rolled back past, or forked from, it.
-pub(crate) fn reaches_witness(
-    log: &dyn LogRead,
-    chain: &Chain,
-    head: Head,
-    witness: Witness,
-) -> Result<(), Error> {
-    let mismatch = |reason: String| Error::WitnessMismatch {
-        expected_seq: witness.seq,
-        reason,
-    };
-    if head.seq < witness.seq {
-        return Err(mismatch(format!(
-            "the log ends at record {}: it was rolled back or replaced",
-            head.seq
-        )));
-    }
-    let hash = match witness.seq {
-        0 => Some([0; 32]),
-        seq if seq == head.seq => Some(head.hash),
-        seq => record_hash(log, chain, seq)?,
-    };
-    if hash != Some(witness.hash) {
-        return Err(mismatch(format!(
-            "record {} is not the one the witness names: the log was forked or replaced",
-            witness.seq
-        )));
-    }
-    Ok(())
-}
-
 /// The state machine; see the module doc.
 pub(crate) struct Ledger {
     state: ShardedLock<Projection>,
@@ -395,54 +227,6 @@ impl Ledger {
         now: i64,
     ) -> Result<(), Error> {
         accept_hashed(proj, seq, bytes, self.chain.hash(bytes), now)
-    }
-
-    /// Replays the records of `log` after the head and up to record `until` onto the
-    /// state. The stored head is not compared: see [`reaches_head`].
-    pub(crate) fn replay(
-        &self,
-        log: &dyn LogRead,
-        until: u64,
-        total: u64,
-        progress: &Progress,
-    ) -> Result<(), Error> {
-        let mut proj = self.write_state();
-        let after = proj.head().seq;
-        // The entry that holds the first record wanted may start before it (a snapshot
-        // can end inside a block).
-        let from = match after {
-            0 => 0,
-            _ => log.floor(after + 1)?.map_or(after + 1, |e| e.0),
-        };
-        let now = self.clock.now_micros();
-        let mut reported = after;
-        report(progress, after, total);
-        // Two stages on two threads: reading the engine's pages, splitting blocks and
-        // hashing records runs ahead of decoding, checking and applying them in order.
-        std::thread::scope(|s| {
-            let (tx, rx) = crossbeam_channel::bounded::<Vec<ReadEntry>>(4);
-            let chain = &self.chain;
-            s.spawn(move || read_ahead(log, chain, from, until, &tx));
-            for batch in rx {
-                for item in batch {
-                    let entry = item?;
-                    for (seq, range, hash) in entry.records {
-                        if seq <= proj.head().seq {
-                            continue;
-                        }
-                        accept_hashed(&mut proj, seq, &entry.bytes[range], hash, now)?;
-                    }
-                    let seq = proj.head().seq;
-                    if seq >= reported + PROGRESS_EVERY {
-                        reported = seq;
-                        report(progress, seq, total);
-                    }
-                }
-            }
-            Ok::<(), Error>(())
-        })?;
-        report(progress, proj.head().seq, total);
-        Ok(())
     }
 
     /// Turns commands into chained, encoded records, each checked against the state as
@@ -773,76 +557,6 @@ fn expires_after(event: &Event, at: i64) -> Result<(), Error> {
             expires_at: Some(e), ..
         } if *e <= at => Err(Error::invalid("expires_at", "is not in the future")),
         _ => Ok(()),
-    }
-}
-
-/// An entry read from the log, split into records and hashed: for each record its
-/// sequence number, where it is in `bytes`, and its chain hash.
-struct HashedEntry {
-    bytes: Vec<u8>,
-    records: Vec<(u64, std::ops::Range<usize>, [u8; 32])>,
-}
-
-type ReadEntry = Result<HashedEntry, Error>;
-
-const PROGRESS_EVERY: u64 = 16_384;
-/// The reader hands over entries in batches of about this many bytes.
-const READ_AHEAD_BYTES: usize = 256 << 10;
-const READ_AHEAD_ENTRIES: usize = 1024;
-
-pub(crate) fn report(progress: &Progress, done: u64, total: u64) {
-    if let Some(f) = progress {
-        f(done, total.max(done));
-    }
-}
-
-/// Splits an entry into records and hashes each (records past `until` are left out).
-fn hash_entry(chain: &Chain, key: u64, bytes: Vec<u8>, until: u64) -> ReadEntry {
-    let base = bytes.as_ptr() as usize;
-    let records = codec::entry_records(key, &bytes)?
-        .into_iter()
-        .take_while(|(seq, _)| *seq <= until)
-        .map(|(seq, record)| {
-            let start = record.as_ptr() as usize - base;
-            (seq, start..start + record.len(), chain.hash(record))
-        })
-        .collect();
-    Ok(HashedEntry { bytes, records })
-}
-
-/// Reads entries from `from` on (up to the one holding record `until`), splits and hashes
-/// them, and hands them over in batches, until the log ends, a read fails, or the receiver
-/// hangs up.
-fn read_ahead(
-    log: &dyn LogRead,
-    chain: &Chain,
-    from: u64,
-    until: u64,
-    tx: &crossbeam_channel::Sender<Vec<ReadEntry>>,
-) {
-    let mut batch = Vec::with_capacity(READ_AHEAD_ENTRIES);
-    let mut bytes = 0;
-    for item in log.scan(from) {
-        if matches!(item, Ok((key, _)) if key > until) {
-            break;
-        }
-        let item = item
-            .map_err(Error::from)
-            .and_then(|(key, value)| hash_entry(chain, key, value, until));
-        let failed = item.is_err();
-        bytes += item.as_ref().map_or(0, |e| e.bytes.len());
-        batch.push(item);
-        if failed || batch.len() == READ_AHEAD_ENTRIES || bytes >= READ_AHEAD_BYTES {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(READ_AHEAD_ENTRIES));
-            bytes = 0;
-            // A failed read ends the stream; the receiver reports it.
-            if tx.send(full).is_err() || failed {
-                return;
-            }
-        }
-    }
-    if !batch.is_empty() {
-        let _ = tx.send(batch);
     }
 }
 

@@ -10,7 +10,7 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
-#[path = "support/hosts.rs"]
+#[path = "support/fleet.rs"]
 mod hosts;
 #[path = "support/nats.rs"]
 mod nats;
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
 
-use hosts::{Hosts, eventually, http};
+use hosts::{Fleet, eventually, http};
 use serde_json::Value;
 
 /// Hosts hear each other every 100 ms, fence after 1 s unheard, and are counted out
@@ -101,7 +101,7 @@ fn accepted_at(addr: SocketAddr, secret: &str, stop: &AtomicBool) -> Vec<Instant
 }
 
 /// Deletes key `id` through host `i`; returns the answer and when it arrived.
-fn delete(fleet: &Hosts, i: usize, id: &str) -> (Value, Instant) {
+fn delete(fleet: &Fleet, i: usize, id: &str) -> (Value, Instant) {
     let answer = fleet.call(i, "DELETE", &format!("/v1/keys/{id}"), None);
     let at = Instant::now();
     assert_eq!(answer.status, 200, "{answer:?}");
@@ -122,7 +122,7 @@ fn unconfirmed(answer: &Value) -> Vec<String> {
 /// every key; the forged heads are counted and reported.
 #[test]
 fn a_forged_head_under_a_live_hosts_name_confirms_nothing() {
-    let fleet = Hosts::start(&[
+    let fleet = Fleet::start_each(&[
         ("a", &flags(&["--confirm-timeout", "20s"]), false),
         ("b", &flags(&[]), true),
     ]);
@@ -168,7 +168,7 @@ fn a_forged_head_under_a_live_hosts_name_confirms_nothing() {
 /// revocation wait, and are reported by `/v1/fleet` and `keyledger fleet`.
 #[test]
 fn a_ghost_entry_makes_no_revocation_wait_and_is_reported() {
-    let fleet = Hosts::start(&[("a", &flags(&["--confirm-timeout", "20s"]), false)]);
+    let fleet = Fleet::start_each(&[("a", &flags(&["--confirm-timeout", "20s"]), false)]);
     let url = fleet.url();
     put_head(&url, "ghost", b"x".to_vec());
     put_head(&url, "ghost-v1", v1_head(0));
@@ -206,7 +206,7 @@ fn a_ghost_entry_makes_no_revocation_wait_and_is_reported() {
 /// (and says so in `/healthz`). Restored, it catches up and verifies again.
 #[test]
 fn a_host_cut_off_mid_revocation_rejects_every_key_before_the_others_count_it_out() {
-    let fleet = Hosts::start(&[
+    let fleet = Fleet::start_each(&[
         ("a", &flags(&["--confirm-timeout", "20s"]), false),
         ("b", &flags(&[]), true),
     ]);
@@ -256,7 +256,7 @@ fn a_host_cut_off_mid_revocation_rejects_every_key_before_the_others_count_it_ou
 /// lists it as unconfirmed instead of claiming confirmation.
 #[test]
 fn a_cut_off_host_that_serves_past_its_lease_is_listed_as_unconfirmed() {
-    let fleet = Hosts::start(&[
+    let fleet = Fleet::start_each(&[
         ("a", &flags(&["--confirm-timeout", "20s"]), false),
         (
             "b",
@@ -288,7 +288,7 @@ fn a_cut_off_host_that_serves_past_its_lease_is_listed_as_unconfirmed() {
 /// make: a message without the key, or replayed from another stream, is skipped): every
 /// host halts. It needs the `fuzzing` feature's hook, which the test command enables.
 #[cfg(feature = "fuzzing")]
-fn halt_every_host(fleet: &Hosts) {
+fn halt_every_host(fleet: &Fleet) {
     let stream_id = fleet.fleet_status(0)["stream_id"].as_str().unwrap().to_owned();
     let key = keyledger::ChainKey::from_file(&fleet.chain_key).unwrap();
     let url = fleet.url();
@@ -321,7 +321,7 @@ fn halt_every_host(fleet: &Hosts) {
 #[cfg(feature = "fuzzing")]
 #[test]
 fn a_host_that_went_stale_while_halted_recovers_once_the_server_is_back() {
-    let mut fleet = Hosts::start(&[("a", &flags(&[]), false), ("b", &flags(&[]), false)]);
+    let fleet = Fleet::start_each(&[("a", &flags(&[]), false), ("b", &flags(&[]), false)]);
     let (_, secret) = fleet.create(0, "bot");
     fleet.converged(2);
     halt_every_host(&fleet);
@@ -330,9 +330,9 @@ fn a_host_that_went_stale_while_halted_recovers_once_the_server_is_back() {
         200,
         "halted, it verifies from what it has"
     );
-    fleet.nats.kill9();
+    fleet.nats.lock().unwrap().kill9();
     eventually(20, "b fences", || fleet.auth(1, &secret) == 403);
-    fleet.nats.restart();
+    fleet.nats.lock().unwrap().restart();
     eventually(30, "b verifies again", || fleet.auth(1, &secret) == 200);
     let health = fleet.health(1).json();
     assert!(health["fleet"]["halted"].is_string(), "still halted: {health}");
@@ -343,7 +343,7 @@ fn a_host_that_went_stale_while_halted_recovers_once_the_server_is_back() {
 /// line in their log), keep verifying, make it again, and revocations are confirmed again.
 #[test]
 fn the_heads_bucket_deleted_under_the_fleet_is_noticed_and_made_again() {
-    let mut fleet = Hosts::start(&[
+    let mut fleet = Fleet::start_each(&[
         ("a", &flags(&["--confirm-timeout", "20s"]), false),
         ("b", &flags(&[]), false),
     ]);

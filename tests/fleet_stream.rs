@@ -11,6 +11,8 @@
 mod hosts;
 #[path = "support/nats.rs"]
 mod nats;
+#[path = "support/relay.rs"]
+mod relay;
 #[path = "support/served.rs"]
 mod served;
 

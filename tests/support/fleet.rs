@@ -1,7 +1,9 @@
-//! A fleet of `keyledger serve --nats` hosts on one real nats-server, for the tests that
-//! run one: each host a process with its own store, started and stopped by the test, and
-//! the HTTP calls the tests make to them. After a scenario, `stop_and_compare` checks
-//! every host's store and compares their exports byte for byte.
+//! A fleet of `keyledger serve --nats` hosts on one real nats-server, for every test that
+//! runs one (`tests/fleet.rs`, `fleet_stream.rs`, `fleet_lease.rs`): each host a process
+//! with its own store, started and stopped by the test, optionally connected through a
+//! [`Relay`] the test can cut, and the HTTP calls the tests make to them. After a scenario,
+//! `stop_and_compare` checks every host's store and compares their exports byte for byte.
+//! Needs `nats.rs`, `served.rs` and `relay.rs` beside it.
 
 #![allow(dead_code)]
 
@@ -15,6 +17,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::nats::NatsServer;
+use crate::relay::Relay;
 use crate::served::{Served, keyledger, super_admin_key};
 
 /// Timings short enough for tests: hosts hear each other every 100 ms and drop out after
@@ -50,7 +53,7 @@ pub(crate) fn http(
     body: Option<&Value>,
 ) -> Option<Answer> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     stream.set_nodelay(true).unwrap();
     let body = body.map(Value::to_string).unwrap_or_default();
     let mut request = format!(
@@ -68,7 +71,7 @@ pub(crate) fn http(
     stream.write_all(request.as_bytes()).ok()?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8(raw).unwrap();
+    let text = String::from_utf8(raw).ok()?;
     let (head, rest) = text.split_once("\r\n\r\n")?;
     let status = head.split(' ').nth(1)?.parse().ok()?;
     let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
@@ -83,7 +86,7 @@ pub(crate) fn dechunk(mut rest: &str) -> String {
     let mut out = String::new();
     while let Some((size, after)) = rest.split_once("\r\n") {
         let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 {
+        if size == 0 || after.len() < size + 2 {
             break;
         }
         out.push_str(&after[..size]);
@@ -116,13 +119,16 @@ pub(crate) struct Host {
 }
 
 /// A fleet on one nats-server: the chain key all hosts share, the root admin key made on
-/// the first host before it joined, and the hosts.
+/// the first host before it joined, the hosts, the flags every host gets before its own,
+/// and each host's relay, if it has one (by host index).
 pub(crate) struct Fleet {
     pub(crate) dir: TempDir,
     pub(crate) nats: std::sync::Mutex<NatsServer>,
     pub(crate) chain_key: PathBuf,
     pub(crate) root: String,
     pub(crate) hosts: Vec<Host>,
+    pub(crate) common: &'static [&'static str],
+    pub(crate) relays: Vec<Option<Relay>>,
 }
 
 impl Fleet {
@@ -156,6 +162,8 @@ impl Fleet {
                 })
                 .collect(),
             dir,
+            common: FAST,
+            relays: Vec::new(),
         };
         for i in 0..names.len() {
             fleet.start_host(i);
@@ -164,17 +172,68 @@ impl Fleet {
         fleet
     }
 
+    /// One host per `(name, flags, relayed)`, with only its own flags (no [`FAST`]): the
+    /// first bootstraps the stream with its store (one super-admin key); returns once every
+    /// host verifies keys.
+    pub(crate) fn start_each(hosts: &[(&str, &[&str], bool)]) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = NatsServer::start(&dir.path().join("nats"));
+        let chain_key = dir.path().join("chain.key");
+        let out = keyledger(&dir.path().join("unused"))
+            .args(["chain-key", "new", chain_key.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let root = super_admin_key(&dir.path().join(hosts[0].0), &chain_key, "root-admin", &[]);
+        let server: SocketAddr = ([127, 0, 0, 1], nats.port).into();
+        let mut fleet = Fleet {
+            hosts: hosts
+                .iter()
+                .map(|(name, extra, _)| Host {
+                    name: (*name).to_owned(),
+                    db: dir.path().join(name),
+                    served: None,
+                    extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+                })
+                .collect(),
+            relays: hosts
+                .iter()
+                .map(|(_, _, relayed)| relayed.then(|| Relay::start(server)))
+                .collect(),
+            common: &[],
+            dir,
+            nats: std::sync::Mutex::new(nats),
+            chain_key,
+            root,
+        };
+        for i in 0..hosts.len() {
+            fleet.start_host(i);
+        }
+        for i in 0..hosts.len() {
+            eventually(60, "every host verifies keys", || {
+                fleet.auth(i, &fleet.root.clone()) == 200
+            });
+        }
+        fleet
+    }
+
     pub(crate) fn args(&self, i: usize) -> Vec<String> {
         let host = &self.hosts[i];
+        let url = self
+            .relays
+            .get(i)
+            .and_then(Option::as_ref)
+            .map_or_else(|| self.url(), Relay::url);
         let mut args = vec![
             "--chain-key-file".to_owned(),
             self.chain_key.to_str().unwrap().to_owned(),
             "--nats".to_owned(),
-            self.url(),
+            url,
             "--host-id".to_owned(),
             host.name.clone(),
         ];
-        args.extend(FAST.iter().map(|s| (*s).to_owned()));
+        args.extend(self.common.iter().map(|s| (*s).to_owned()));
         args.extend(host.extra.iter().cloned());
         args
     }
@@ -191,6 +250,10 @@ impl Fleet {
 
     pub(crate) fn addr(&self, i: usize) -> SocketAddr {
         self.hosts[i].served.as_ref().unwrap().addr
+    }
+
+    pub(crate) fn relay(&self, i: usize) -> &Relay {
+        self.relays[i].as_ref().unwrap()
     }
 
     pub(crate) fn call(&self, i: usize, method: &str, path: &str, body: Option<Value>) -> Answer {
@@ -213,7 +276,7 @@ impl Fleet {
         )
     }
 
-    /// `/auth`'s status for `secret` on host `i`.
+    /// `/auth`'s status for `secret` on host `i` (0: no answer).
     pub(crate) fn auth(&self, i: usize, secret: &str) -> u16 {
         http(self.addr(i), "GET", "/auth", Some(secret), None).map_or(0, |a| a.status)
     }
@@ -232,6 +295,18 @@ impl Fleet {
                 self.health(i).json()["last_seq"].as_u64() == Some(seq)
             });
         }
+    }
+
+    /// What host `i` says of its fleet (`/v1/fleet`), once it verifies admin keys.
+    pub(crate) fn fleet_status(&self, i: usize) -> Value {
+        self.call(i, "GET", "/v1/fleet", None).json()
+    }
+
+    /// Stops host `i` (SIGTERM) and returns what it printed on standard error.
+    pub(crate) fn stop(&mut self, i: usize) -> String {
+        let mut served = self.hosts[i].served.take().unwrap();
+        assert!(served.terminate().is_some(), "{}", served.errors());
+        served.errors()
     }
 
     pub(crate) fn last_seq(&self, i: usize) -> u64 {

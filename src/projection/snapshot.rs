@@ -1,0 +1,254 @@
+//! The projection's side of snapshots: its flat copy ([`SnapshotData`]), the freeze that
+//! lets a copy be taken in parts while the writer goes on (copy-on-write of key records),
+//! and rebuilding the state from a copy.
+//!
+//! It never encodes bytes (the snapshot format belongs to its owner) and never does I/O.
+
+use std::collections::HashMap;
+
+use super::{
+    Freeze, GraceData, HashPrefix, KeyCold, KeyRec, LIVE, NEVER, NO_VIA, Projection, SlotData, SnapshotData,
+    WhitelistSets,
+};
+use crate::Error;
+use crate::check::ProblemKind;
+use crate::event::{EventKind, KeyId};
+
+impl Projection {
+    /// The graces as a snapshot lists them: in key order.
+    fn grace_data(&self) -> Vec<GraceData> {
+        let mut out: Vec<GraceData> = self
+            .graces
+            .iter()
+            .map(|g| GraceData {
+                key: g.key,
+                hash: g.hash.0.to_le_bytes(),
+                until: g.until,
+            })
+            .collect();
+        out.sort_unstable_by_key(|g| g.key);
+        out
+    }
+
+    /// The state as plain data, for a snapshot.
+    pub(crate) fn to_snapshot(&self) -> SnapshotData {
+        SnapshotData {
+            head: self.head,
+            actors: self.actors.iter().map(|a| a.to_string()).collect(),
+            role_sets: self
+                .role_sets
+                .iter()
+                .map(|s| s.0.iter().map(|r| r.to_string()).collect())
+                .collect(),
+            slots: (0..self.keys.len())
+                .map(|i| self.slot_data(i as u32, &self.keys[i], &self.cold[i]))
+                .collect(),
+            rows: self.rows.clone(),
+            nets: self.nets.clone(),
+            whitelist_sets: self.whitelists.sets.iter().map(|s| s.to_vec()).collect(),
+            rolls: self.rolls.clone(),
+            graces: self.grace_data(),
+            rolled_out: self.rolled_out_data(0..self.rolled_out_len()),
+        }
+    }
+
+    /// Begins a snapshot of the state as it is now, to be copied out in parts by
+    /// [`Projection::copy_frozen`] while records go on being applied. Returns its
+    /// sequence number.
+    pub(crate) fn begin_freeze(&mut self) -> u64 {
+        let sets = u32::try_from(self.whitelists.sets.len()).unwrap_or(u32::MAX);
+        self.whitelists.frozen = Some((sets, HashMap::new()));
+        self.freeze = Some(Freeze {
+            head: self.head,
+            keys: u32::try_from(self.keys.len()).unwrap_or(u32::MAX),
+            rows: self.rows.len(),
+            nets: self.nets.len(),
+            rolls: self.rolls.len(),
+            rolled_out: self.rolled_out_len(),
+            actors: self.actors.len(),
+            role_sets: self.role_sets.len(),
+            sets,
+            graces: self.grace_data(),
+            before: HashMap::new(),
+        });
+        self.head.seq
+    }
+
+    /// Ends the snapshot begun by [`Projection::begin_freeze`], dropping its pre-images.
+    pub(crate) fn end_freeze(&mut self) {
+        self.freeze = None;
+        self.whitelists.frozen = None;
+    }
+
+    /// Copies the next part of the frozen state into `out` (at most `budget` items of
+    /// one kind); returns whether the copy is complete. `out` starts empty.
+    pub(crate) fn copy_frozen(&self, out: &mut SnapshotData, budget: usize) -> bool {
+        let Some(f) = &self.freeze else {
+            return true;
+        };
+        out.head = f.head;
+        let take = |have: usize, total: usize| have..total.min(have + budget);
+        if out.actors.len() < f.actors {
+            let part = take(out.actors.len(), f.actors);
+            out.actors.extend(self.actors[part].iter().map(|a| a.to_string()));
+        } else if out.role_sets.len() < f.role_sets {
+            let part = take(out.role_sets.len(), f.role_sets);
+            out.role_sets.extend(
+                self.role_sets[part]
+                    .iter()
+                    .map(|s| s.0.iter().map(|r| r.to_string()).collect()),
+            );
+        } else if out.whitelist_sets.len() < f.sets as usize {
+            let part = take(out.whitelist_sets.len(), f.sets as usize);
+            out.whitelist_sets
+                .extend(part.map(|i| self.whitelists.frozen(i as u32).to_vec()));
+        } else if out.slots.len() < f.keys as usize {
+            let part = take(out.slots.len(), f.keys as usize);
+            out.slots.extend(part.map(|i| {
+                let (k, c) = f
+                    .before
+                    .get(&(i as u32))
+                    .map_or((&self.keys[i], &self.cold[i]), |(k, c)| (k, c));
+                self.slot_data(i as u32, k, c)
+            }));
+        } else if out.rows.len() < f.rows {
+            let part = take(out.rows.len(), f.rows);
+            out.rows.extend_from_slice(&self.rows[part]);
+        } else if out.nets.len() < f.nets {
+            let part = take(out.nets.len(), f.nets);
+            out.nets.extend_from_slice(&self.nets[part]);
+        } else if out.rolls.len() < f.rolls {
+            let part = take(out.rolls.len(), f.rolls);
+            out.rolls.extend_from_slice(&self.rolls[part]);
+        } else if out.graces.len() < f.graces.len() {
+            out.graces.clone_from(&f.graces);
+        } else if out.rolled_out.len() < f.rolled_out {
+            let part = take(out.rolled_out.len(), f.rolled_out);
+            out.rolled_out.extend(self.rolled_out_data(part));
+        } else {
+            return true;
+        }
+        false
+    }
+
+    fn slot_data(&self, index: u32, k: &KeyRec, c: &KeyCold) -> SlotData {
+        SlotData {
+            hash: k.hash.0.to_le_bytes(),
+            id: k.id.0,
+            name: self.name_of(k).to_owned(),
+            roles: k.roles,
+            tail: c.tail,
+            whitelist: k.whitelist,
+            created: c.created,
+            deleted: (c.deleted != LIVE).then_some(c.deleted),
+            expires_at: (k.expires != NEVER).then_some(k.expires),
+            disabled: k.disabled,
+            source: c.source,
+            acts_for: self.named_person(index),
+        }
+    }
+
+    /// Rebuilds a projection from a snapshot's data, exactly as it was saved (the same
+    /// indices everywhere), checking every index in it.
+    pub(crate) fn from_snapshot(data: SnapshotData) -> Result<Self, Error> {
+        let seq = data.head.seq;
+        let bad = |what: &str| Error::corrupt(seq, ProblemKind::Snapshot, format!("snapshot: {what}"));
+        let mut proj = Projection::new();
+        for actor in &data.actors {
+            proj.intern_actor(actor, seq)?;
+        }
+        if proj.actors.len() != data.actors.len() {
+            return Err(bad("duplicate actor"));
+        }
+        for set in &data.role_sets {
+            if proj.intern_roles(set, seq)? as usize != proj.role_sets.len() - 1 {
+                return Err(bad("duplicate role set"));
+            }
+        }
+        let (rows_len, keys_len, nets_len) = (data.rows.len(), data.slots.len(), data.nets.len());
+        if rows_len as u64 != seq {
+            return Err(bad("row count does not match its sequence number"));
+        }
+        let sets_len = data.whitelist_sets.len();
+        let mut refs = vec![0u32; sets_len];
+        let mut count = |set: u32| match refs.get_mut(set as usize) {
+            Some(r) => {
+                *r = r.saturating_add(1);
+                true
+            }
+            None => false,
+        };
+        for row in &data.rows {
+            let nets_ok = match row.kind {
+                EventKind::Created | EventKind::Imported => count(row.nets),
+                EventKind::Whitelisted | EventKind::Unwhitelisted => (row.nets as usize) < nets_len,
+                EventKind::Rolled => (row.nets as usize) < data.rolls.len(),
+                EventKind::ActorRevoked => (row.nets as usize) < proj.actors.len() && row.slot <= 1,
+                _ => true,
+            };
+            if !nets_ok
+                || row.actor as usize >= proj.actors.len()
+                || (row.kind != EventKind::ActorRevoked && row.slot as usize >= keys_len)
+                || (row.via != NO_VIA && row.via as usize >= keys_len)
+            {
+                return Err(bad("audit row out of range"));
+            }
+        }
+        for s in &data.slots {
+            if !count(s.whitelist) {
+                return Err(bad("whitelist set out of range"));
+            }
+        }
+        refs[0] = 0;
+        proj.whitelists = WhitelistSets::restore(data.whitelist_sets, refs).map_err(bad)?;
+        for s in &data.slots {
+            if s.roles as usize >= proj.role_sets.len()
+                || s.created as usize >= rows_len
+                || s.deleted.is_some_and(|d| d as usize >= rows_len)
+            {
+                return Err(bad("key record out of range"));
+            }
+            let (hash, id) = (HashPrefix(u128::from_le_bytes(s.hash)), KeyId(s.id));
+            if proj.contains_id(id) || (s.deleted.is_none() && proj.live_key_by_prefix(hash).is_some()) {
+                return Err(bad("duplicate key"));
+            }
+            let key = KeyRec {
+                hash,
+                id,
+                expires: s.expires_at.unwrap_or(NEVER),
+                roles: s.roles,
+                whitelist: s.whitelist,
+                name: proj.store_name(&s.name, seq)?,
+                disabled: s.disabled,
+            };
+            let cold = KeyCold {
+                created: s.created,
+                deleted: s.deleted.unwrap_or(LIVE),
+                tail: s.tail,
+                source: s.source,
+            };
+            proj.note_source(s.source);
+            proj.push_key(key, cold, seq)?;
+        }
+        proj.restore_people(&data.slots, &data.rolled_out).map_err(bad)?;
+        let mut previous = None;
+        for g in &data.graces {
+            let hash = HashPrefix(u128::from_le_bytes(g.hash));
+            if previous.is_some_and(|p| p >= g.key)
+                || g.key as usize >= keys_len
+                || proj.cold[g.key as usize].deleted != LIVE
+                || g.until <= data.head.at
+                || proj.contains_prefix(hash)
+            {
+                return Err(bad("grace out of range, out of order or ended"));
+            }
+            previous = Some(g.key);
+            proj.begin_grace(hash, g.key, g.until);
+        }
+        proj.rows = data.rows;
+        proj.nets = data.nets;
+        proj.rolls = data.rolls;
+        proj.head = data.head;
+        Ok(proj)
+    }
+}

@@ -1,0 +1,119 @@
+//! Checking a presented key against the state: the hash-table probe, the grace periods,
+//! tokens outside keyledger's format, and the state the access rules read.
+//!
+//! Read-only (apart from the last-used stamp); it never changes a key and never does I/O.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+use super::{HashPrefix, LIVE, NEVER, Projection};
+use crate::access::{self, KeyName, KeyState, Rejection, VerifiedKey};
+use crate::clock::Clock;
+use crate::event::KeyId;
+use crate::token::{self, KeyHash};
+
+impl Projection {
+    /// Looks a key's hash up and checks it: a hash-table probe, one key record, a copy of
+    /// the name, and at most once a minute a stamp of its last use. Reads the (coarse)
+    /// clock only for a key that expires or a secret in its grace period.
+    #[inline]
+    pub(crate) fn verify(
+        &self,
+        hash: &KeyHash,
+        ip: IpAddr,
+        require_whitelist: bool,
+        clock: &Clock,
+    ) -> Result<VerifiedKey, Rejection> {
+        let prefix = HashPrefix::of(hash);
+        let keys = &self.keys;
+        let index = match self
+            .by_hash
+            .find(self.seed.key_hash(prefix), |&i| keys[i as usize].hash == prefix)
+        {
+            Some(&i) => i,
+            None => self.in_grace(prefix, clock).ok_or(Rejection::UnknownKey)?,
+        };
+        let key = &keys[index as usize];
+        if key.expires != NEVER && clock.now_micros_coarse() >= key.expires {
+            return Err(Rejection::Expired);
+        }
+        if key.disabled {
+            return Err(Rejection::Disabled);
+        }
+        access::ip_allowed(self.whitelists.get(key.whitelist), ip, require_whitelist)?;
+        if let Some(stamp) = self.last_used.get(index as usize) {
+            let minute = clock.minute();
+            if stamp.load(Ordering::Relaxed) < minute {
+                stamp.store(minute, Ordering::Relaxed);
+            }
+        }
+        Ok(VerifiedKey {
+            id: key.id,
+            name: key
+                .name
+                .bytes
+                .get(..usize::from(key.name.len))
+                .and_then(KeyName::short)
+                .unwrap_or_else(|| KeyName::new(self.name_of(key))),
+            roles: self.roles_of(key),
+        })
+    }
+
+    /// The key whose previous secret has this hash, while its grace period lasts.
+    #[cold]
+    fn in_grace(&self, prefix: HashPrefix, clock: &Clock) -> Option<u32> {
+        if self.graces.is_empty() {
+            return None;
+        }
+        let grace = self
+            .graces
+            .find(self.seed.key_hash(prefix), |g| g.hash == prefix)?;
+        (clock.now_micros_coarse() < grace.until).then_some(grace.key)
+    }
+
+    /// The hashes a token outside keyledger's format could be kept under, if any key
+    /// was adopted that way: its own hash, then that of its SHA-256 digest.
+    pub(crate) fn foreign_candidates(&self, token: &str) -> impl Iterator<Item = KeyHash> {
+        let fits = (self.adopted_foreign || self.adopted_sha256) && token::fits_adopted_rule(token);
+        let own = (fits && self.adopted_foreign).then(|| KeyHash::of(token));
+        let sha = (fits && self.adopted_sha256).then(|| KeyHash::of_sha256_token(token));
+        own.into_iter().chain(sha)
+    }
+
+    pub(crate) fn contains_id(&self, id: KeyId) -> bool {
+        self.key_index(id).is_some()
+    }
+
+    /// Whether a live key, or a previous secret in its grace period, has this hash.
+    pub(crate) fn contains_hash(&self, hash: &KeyHash) -> bool {
+        self.contains_prefix(HashPrefix::of(hash))
+    }
+
+    /// The state the access rules need for key `id`.
+    pub(crate) fn key_state(&self, id: KeyId) -> Option<KeyState<'_>> {
+        let index = self.key_index(id)? as usize;
+        let (key, cold) = (&self.keys[index], &self.cold[index]);
+        let roles = self.roles_of(key).0;
+        Some(KeyState {
+            owner: &self.actors[self.rows[cold.created as usize].actor as usize],
+            deleted: cold.deleted != LIVE,
+            disabled: key.disabled,
+            whitelist: self.whitelist_of(key),
+            grants_super_admin: roles.contains(&crate::SUPER_ADMIN_ROLE),
+            grants_admin: roles.contains(&crate::ADMIN_ROLE),
+            expires_at: (key.expires != NEVER).then_some(key.expires),
+        })
+    }
+
+    /// Unindexes every key for verification, so that none verifies: a state that proved
+    /// damaged fails closed. Listings and the audit trail stay readable.
+    pub(crate) fn stop_verifying(&mut self) {
+        self.by_hash.clear();
+        self.graces.clear();
+        self.grace_of.clear();
+    }
+
+    pub(crate) fn live_count(&self) -> usize {
+        self.by_hash.len()
+    }
+}

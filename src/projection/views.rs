@@ -1,0 +1,227 @@
+//! What the state shows: key listings now and at an earlier point of the log (time travel),
+//! the audit trail's rows, and the last-used stamps.
+//!
+//! Read-only: it builds views from the tables and never changes them.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use ipnet::IpNet;
+
+use super::{AuditEntry, KeyStatus, KeyView, LIVE, NEVER, Projection, Roll, Row};
+use crate::clock::{minute_start, system_time};
+use crate::event::{Actor, EventKind, KeyId, KeySource};
+use crate::token::{self};
+
+impl Projection {
+    fn actor_of(&self, row: &Row) -> Actor {
+        Actor::new(&*self.actors[row.actor as usize], row.role)
+    }
+
+    fn row_nets(&self, row: &Row) -> &[IpNet] {
+        match row.kind {
+            EventKind::Created | EventKind::Imported => self.whitelists.get(row.nets),
+            EventKind::Whitelisted | EventKind::Unwhitelisted => {
+                let i = row.nets as usize;
+                self.nets.get(i..i + 1).unwrap_or_default()
+            }
+            _ => &[],
+        }
+    }
+
+    fn row_roll(&self, row: &Row) -> Option<&Roll> {
+        (row.kind == EventKind::Rolled)
+            .then(|| self.rolls.get(row.nets as usize))
+            .flatten()
+    }
+
+    /// Key `index` as listed, as it stood with this whitelist, tail, disabled flag and
+    /// deletion row, at time `now`.
+    fn view(&self, index: u32, state: ViewState, now: i64, last_used: bool) -> KeyView {
+        let (key, cold) = (&self.keys[index as usize], &self.cold[index as usize]);
+        let created = &self.rows[cold.created as usize];
+        let deleted = self.rows.get(state.deleted as usize);
+        let expired = key.expires != NEVER && now >= key.expires;
+        let status = match () {
+            () if deleted.is_some() => KeyStatus::Deleted,
+            () if expired => KeyStatus::Expired,
+            () if state.disabled => KeyStatus::Disabled,
+            () => KeyStatus::Active,
+        };
+        let minute = self
+            .last_used
+            .get(index as usize)
+            .map_or(0, |m| m.load(Ordering::Relaxed));
+        KeyView {
+            id: key.id,
+            name: self.name_of(key).to_owned(),
+            roles: self.roles_of(key).0.iter().map(|r| r.to_string()).collect(),
+            whitelist: state.whitelist,
+            created_by: self.actor_of(created),
+            created_at: system_time(created.at),
+            deleted: deleted.map(|row| (self.actor_of(row), system_time(row.at))),
+            hint: token::hint(state.tail),
+            status,
+            expires_at: (key.expires != NEVER).then(|| system_time(key.expires)),
+            last_used_at: (last_used && minute != 0).then(|| system_time(minute_start(minute))),
+            imported: cold.source != KeySource::Generated,
+            acts_for: self.acts_for_name(index),
+        }
+    }
+
+    /// Key `index` as it stands now.
+    fn current_view(&self, index: u32, now: i64) -> KeyView {
+        let (key, cold) = (&self.keys[index as usize], &self.cold[index as usize]);
+        let state = ViewState {
+            whitelist: self.whitelist_of(key).to_vec(),
+            tail: cold.tail,
+            disabled: key.disabled,
+            deleted: cold.deleted,
+        };
+        self.view(index, state, now, true)
+    }
+
+    /// Whether key `index` is live at `now`: neither deleted nor expired.
+    fn is_live(&self, index: usize, now: i64) -> bool {
+        self.cold[index].deleted == LIVE && self.keys[index].expires > now
+    }
+
+    /// The keys, oldest first: all of them, or only the live ones (neither deleted nor
+    /// expired at `now`).
+    pub(crate) fn keys(&self, all: bool, now: i64) -> Vec<KeyView> {
+        (0..self.keys.len())
+            .filter(|&i| all || self.is_live(i, now))
+            .map(|i| self.current_view(i as u32, now))
+            .collect()
+    }
+
+    pub(crate) fn key(&self, id: KeyId, now: i64) -> Option<KeyView> {
+        Some(self.current_view(self.key_index(id)?, now))
+    }
+
+    /// Every key as it stood right after record `seq` (deleted ones included, marked),
+    /// its status as of that record's time. Last-used times are not part of the log and
+    /// are left out.
+    pub(crate) fn keys_at(&self, seq: u64) -> Vec<KeyView> {
+        let upto = usize::try_from(seq).unwrap_or(usize::MAX).min(self.rows.len());
+        let now = upto.checked_sub(1).map_or(0, |i| self.rows[i].at);
+        let mut states: HashMap<u32, ViewState> = HashMap::new();
+        let mut order = Vec::new();
+        let first_tails = self.first_tails();
+        for (i, row) in self.rows[..upto].iter().enumerate() {
+            if row.kind == EventKind::ActorRevoked {
+                for (slot, state) in states.iter_mut() {
+                    if self.cold[*slot as usize].deleted == i as u32 {
+                        state.deleted = i as u32;
+                    }
+                }
+                continue;
+            }
+            let nets = self.row_nets(row);
+            if row.kind.creates() {
+                order.push(row.slot);
+                states.insert(
+                    row.slot,
+                    ViewState {
+                        whitelist: nets.to_vec(),
+                        tail: first_tails
+                            .get(&row.slot)
+                            .copied()
+                            .unwrap_or(self.cold[row.slot as usize].tail),
+                        disabled: false,
+                        deleted: LIVE,
+                    },
+                );
+                continue;
+            }
+            let Some(state) = states.get_mut(&row.slot) else {
+                continue;
+            };
+            match row.kind {
+                EventKind::Whitelisted => state.whitelist.extend_from_slice(nets),
+                EventKind::Unwhitelisted => state.whitelist.retain(|n| !nets.contains(n)),
+                EventKind::Deleted => state.deleted = i as u32,
+                EventKind::Disabled => state.disabled = true,
+                EventKind::Enabled => state.disabled = false,
+                EventKind::Rolled => {
+                    if let Some(roll) = self.row_roll(row) {
+                        state.tail = roll.after;
+                    }
+                }
+                _ => {}
+            }
+        }
+        order
+            .into_iter()
+            .filter_map(|k| Some(self.view(k, states.remove(&k)?, now, false)))
+            .collect()
+    }
+
+    /// The tail each rolled key had when it was created: what its first roll replaced.
+    /// (A key never rolled still has the tail it was created with.)
+    fn first_tails(&self) -> HashMap<u32, [u8; 4]> {
+        let mut first = HashMap::new();
+        for row in &self.rows {
+            if let Some(roll) = self.row_roll(row) {
+                first.entry(row.slot).or_insert(roll.before);
+            }
+        }
+        first
+    }
+
+    /// The audit trail, oldest first, from record `from` on.
+    pub(crate) fn audit(&self, from: u64) -> impl Iterator<Item = AuditEntry> + '_ {
+        let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.rows.iter().enumerate().skip(skip).map(|(i, row)| {
+            let revoked = row.kind == EventKind::ActorRevoked;
+            let key = (!revoked).then(|| &self.keys[row.slot as usize]);
+            let person = match row.kind {
+                EventKind::ActorRevoked => Some(self.actors[row.nets as usize].to_string()),
+                kind if kind.creates() => self.acts_for_name(row.slot),
+                _ => None,
+            };
+            AuditEntry {
+                seq: i as u64 + 1,
+                at: system_time(row.at),
+                actor: self.actor_of(row),
+                kind: row.kind,
+                key_id: key.map(|k| k.id),
+                key_name: key.map(|k| self.name_of(k).to_owned()),
+                person,
+                with_keys: revoked && row.slot == 1,
+                nets: self.row_nets(row).to_vec(),
+                previous_valid_until: self.row_roll(row).map(|r| system_time(r.until)),
+                via: self.keys.get(row.via as usize).map(|k| k.id),
+            }
+        })
+    }
+
+    /// Each key's last-used minute (0 for never), by id: what is persisted outside the log.
+    pub(crate) fn last_used(&self) -> Vec<(KeyId, u32)> {
+        self.keys
+            .iter()
+            .zip(&self.last_used)
+            .map(|(k, m)| (k.id, m.load(Ordering::Relaxed)))
+            .filter(|&(_, m)| m != 0)
+            .collect()
+    }
+
+    /// Restores last-used minutes saved by [`Projection::last_used`]; unknown ids are
+    /// skipped, and a later stamp already here is kept.
+    pub(crate) fn restore_last_used(&self, saved: &[(KeyId, u32)]) {
+        for &(id, minute) in saved {
+            if let Some(stamp) = self.key_index(id).and_then(|i| self.last_used.get(i as usize)) {
+                stamp.fetch_max(minute, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A key's changing parts, as listed at some point of the log.
+struct ViewState {
+    whitelist: Vec<IpNet>,
+    tail: [u8; 4],
+    disabled: bool,
+    /// Index in `rows` of the deletion, or [`LIVE`].
+    deleted: u32,
+}
