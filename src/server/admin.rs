@@ -3,8 +3,10 @@
 //! line's JSON; and who that actor is (`/v1/whoami`).
 //!
 //! Authenticates every request before reading its body, takes a turn (bounded) before any
-//! store call, and runs store calls on the blocking pool (writes wait for a sync). Ownership
-//! and every other rule are the store's; nothing here decides who may do what.
+//! store call, and runs store calls on the blocking pool (writes wait for a sync). The
+//! extractors do it ([`Identified`]: key → actor; [`Admin`]: then the turn; [`OnKey`]: then
+//! the path's key id), ahead of the body's ([`JsonBody`]), so no handler repeats it.
+//! Ownership and every other rule are the store's; nothing here decides who may do what.
 
 use std::collections::HashMap;
 use std::sync::Arc;
