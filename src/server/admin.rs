@@ -3,24 +3,28 @@
 //! line's JSON; and who that actor is (`/v1/whoami`).
 //!
 //! Authenticates every request before reading its body, takes a turn (bounded) before any
-//! store call, and runs store calls on the blocking pool (writes wait for a sync). Ownership
-//! and every other rule are the store's; nothing here decides who may do what.
+//! store call, and runs store calls on the blocking pool (writes wait for a sync). The
+//! extractors do it ([`Identified`]: key → actor; [`Admin`]: then the turn; [`OnKey`]: then
+//! the path's key id), ahead of the body's ([`JsonBody`]), so no handler repeats it.
+//! Ownership and every other rule are the store's; nothing here decides who may do what.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::{Path, Request, State};
-use axum::response::Response;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::StatusCode;
 use http::request::Parts;
+use http::{HeaderMap, StatusCode, Uri};
 use ipnet::IpNet;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::body::{self, Layout};
-use super::{MAX_BODY_BYTES, MAX_IMPORT_BODY_BYTES, Reject, Shared, query_pairs};
+use super::body::{self, JsonBody, Layout};
+use super::{MAX_IMPORT_BODY_BYTES, Reject, Shared, query_pairs};
 use crate::json::parse_time;
 use crate::{
     Actor, AuditFilter, AuditJson, Error, EventKind, ImportedJson, KeyId, KeyJson, KeyStore, KeyView,
@@ -43,73 +47,147 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .method_not_allowed_fallback(super::method_not_allowed)
 }
 
-/// An admin request let in: who it acts as, and its turn.
-struct Admitted {
+/// An admin key's request, authenticated (the key's own whitelist applies) and the actor
+/// it acts as found: in memory, no turn needed.
+struct Identified {
     actor: Actor,
-    turn: OwnedSemaphorePermit,
+    key: KeyId,
 }
 
-impl Shared {
-    /// Authenticates an admin request by its key (the key's own whitelist applies), finds
-    /// the actor it acts as, and waits for its turn.
-    async fn admit(&self, parts: &Parts) -> Result<Admitted, Reject> {
-        let (actor, _) = self.identify(parts)?;
-        let turn = turn(&self.admin, self.options.read_timeout).await?;
-        Ok(Admitted { actor, turn })
-    }
+/// Why an admin request was not let in, each answered as the admin API always answered it.
+enum AdminRejection {
+    /// The layer refused the key: its answer, so `opaque_refusals` applies.
+    Refused(Box<Response>),
+    /// The key acts as no actor that may use the admin API.
+    NoActor(Error),
+    /// No turn within the read timeout: 503 `overloaded`.
+    Overloaded,
+}
 
-    /// The actor an admin request's key acts as, and that key: in memory, no turn needed.
-    fn identify(&self, parts: &Parts) -> Result<(Actor, KeyId), Reject> {
-        let key = self
+impl IntoResponse for AdminRejection {
+    fn into_response(self) -> Response {
+        match self {
+            AdminRejection::Refused(answer) => *answer,
+            AdminRejection::NoActor(e) => Reject::from(e).into_response(),
+            AdminRejection::Overloaded => Reject::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many admin requests at once; retry",
+            )
+            .into_response(),
+        }
+    }
+}
+
+impl From<AdminRejection> for Reject {
+    fn from(rejection: AdminRejection) -> Self {
+        Reject(Box::new(rejection.into_response()))
+    }
+}
+
+impl FromRequestParts<Arc<Shared>> for Identified {
+    type Rejection = AdminRejection;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, AdminRejection> {
+        let key = shared
             .layer
             .check(&parts.headers, &parts.extensions)
-            .map_err(|refusal| Reject(Box::new(self.layer.refusal_response(refusal))))?;
-        let actor = self.store().acting_through(&key)?;
-        Ok((actor, key.id()))
+            .map_err(|refusal| AdminRejection::Refused(Box::new(shared.layer.refusal_response(refusal))))?;
+        let actor = shared
+            .store()
+            .acting_through(&key)
+            .map_err(AdminRejection::NoActor)?;
+        Ok(Identified { actor, key: key.id() })
     }
+}
 
-    /// Runs `f` on the blocking pool, holding `turn` until it returns (even if the client
-    /// has gone by then).
+/// An admin request let in: who it acts as, and its turn, taken before any body is read
+/// and held until its store call returns.
+struct Admin {
+    actor: Actor,
+    turn: OwnedSemaphorePermit,
+    store: Arc<KeyStore>,
+}
+
+impl FromRequestParts<Arc<Shared>> for Admin {
+    type Rejection = AdminRejection;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, AdminRejection> {
+        let Identified { actor, .. } = Identified::from_request_parts(parts, shared).await?;
+        let turn = turn(&shared.admin, shared.options.read_timeout).await?;
+        Ok(Admin {
+            actor,
+            turn,
+            store: Arc::clone(shared.store()),
+        })
+    }
+}
+
+impl Admin {
+    /// Runs `f` as the admin's actor on the blocking pool, holding the turn until it
+    /// returns (even if the client has gone by then).
     async fn call<T: Send + 'static>(
-        &self,
-        turn: OwnedSemaphorePermit,
-        f: impl FnOnce(&KeyStore) -> Result<T, Error> + Send + 'static,
+        self,
+        f: impl FnOnce(&KeyStore, &Actor) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Reject> {
-        let store = Arc::clone(self.store());
+        let Admin { actor, turn, store } = self;
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            f(&store)
+            f(&store, &actor)
         })
         .await
         .map_err(|_| Reject::internal())?
         .map_err(Reject::from)
     }
+}
 
-    /// Reads a JSON body of at most [`MAX_BODY_BYTES`] into `T`.
-    async fn body<T: serde::de::DeserializeOwned>(
-        &self,
-        parts: &Parts,
-        body: axum::body::Body,
-    ) -> Result<T, Reject> {
-        let bytes = body::read(&parts.headers, body, MAX_BODY_BYTES, self.options.read_timeout).await?;
-        body::parse(&bytes)
+/// An admin request on one key (`/keys/{id}...`): the path taken apart first (axum's own
+/// answer if it cannot be), then the admin let in, then the id read, so that a request
+/// that is not authenticated learns nothing about the ids it tries.
+struct OnKey {
+    admin: Admin,
+    id: KeyId,
+}
+
+/// Why an [`OnKey`] request was not let in.
+enum OnKeyRejection {
+    Path(PathRejection),
+    Admin(AdminRejection),
+    /// Not a key id: 400 `invalid_input`.
+    Id(Error),
+}
+
+impl IntoResponse for OnKeyRejection {
+    fn into_response(self) -> Response {
+        match self {
+            OnKeyRejection::Path(rejection) => rejection.into_response(),
+            OnKeyRejection::Admin(rejection) => rejection.into_response(),
+            OnKeyRejection::Id(e) => Reject::from(e).into_response(),
+        }
     }
 }
 
-/// A turn from `semaphore`, waiting at most `wait`: past it, 503 `overloaded`.
-async fn turn(semaphore: &Arc<Semaphore>, wait: Duration) -> Result<OwnedSemaphorePermit, Reject> {
+impl FromRequestParts<Arc<Shared>> for OnKey {
+    type Rejection = OnKeyRejection;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, OnKeyRejection> {
+        let Path(id) = Path::<String>::from_request_parts(parts, shared)
+            .await
+            .map_err(OnKeyRejection::Path)?;
+        let admin = Admin::from_request_parts(parts, shared)
+            .await
+            .map_err(OnKeyRejection::Admin)?;
+        let id = id.parse::<KeyId>().map_err(OnKeyRejection::Id)?;
+        Ok(OnKey { admin, id })
+    }
+}
+
+/// A turn from `semaphore`, waiting at most `wait`.
+async fn turn(semaphore: &Arc<Semaphore>, wait: Duration) -> Result<OwnedSemaphorePermit, AdminRejection> {
     match tokio::time::timeout(wait, Arc::clone(semaphore).acquire_owned()).await {
         Ok(Ok(permit)) => Ok(permit),
-        _ => Err(Reject::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many admin requests at once; retry",
-        )),
+        _ => Err(AdminRejection::Overloaded),
     }
-}
-
-fn key_id(s: &str) -> Result<KeyId, Reject> {
-    Ok(s.parse::<KeyId>()?)
 }
 
 /// The key's view after a change, as the answer.
@@ -126,9 +204,9 @@ fn nets(ips: &[String]) -> Result<Vec<IpNet>, Reject> {
 }
 
 /// A query's parameters, each at most once and each one of `known`.
-fn query(parts: &Parts, known: &[&str]) -> Result<HashMap<String, String>, Reject> {
+fn query(uri: &Uri, known: &[&str]) -> Result<HashMap<String, String>, Reject> {
     let mut out = HashMap::new();
-    for (name, value) in query_pairs(parts.uri.query()) {
+    for (name, value) in query_pairs(uri.query()) {
         if !known.contains(&name.as_str()) {
             let known = known.join(", ");
             let reason = format!("unknown parameter {name:?} (known: {known})");
@@ -139,6 +217,18 @@ fn query(parts: &Parts, known: &[&str]) -> Result<HashMap<String, String>, Rejec
         }
     }
     Ok(out)
+}
+
+/// `with_keys` as the query gives it, read before the body (an unknown parameter is
+/// reported first).
+struct WithKeys(Option<String>);
+
+impl FromRequestParts<Arc<Shared>> for WithKeys {
+    type Rejection = Reject;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<Shared>) -> Result<Self, Reject> {
+        Ok(WithKeys(query(&parts.uri, &["with_keys"])?.remove("with_keys")))
+    }
 }
 
 /// `true` or `false`.
@@ -152,14 +242,10 @@ fn flag(field: &'static str, value: Option<&String>) -> Result<bool, Reject> {
 
 /// `GET /v1/keys[?all=true]`: the live keys (all of them with `all`), oldest first, as a
 /// JSON array of key views.
-async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, Reject> {
-    let (parts, _) = request.into_parts();
-    let admitted = shared.admit(&parts).await?;
-    let all = flag("all", query(&parts, &["all"])?.get("all"))?;
-    let views = shared
-        .call(admitted.turn, move |store| {
-            Ok(if all { store.all_keys() } else { store.keys() })
-        })
+async fn list(admin: Admin, uri: Uri) -> Result<Response, Reject> {
+    let all = flag("all", query(&uri, &["all"])?.get("all"))?;
+    let views = admin
+        .call(move |store, _| Ok(if all { store.all_keys() } else { store.keys() }))
         .await?;
     Ok(body::list(Layout::Array, views, |v, out| {
         serde_json::to_writer(out, &KeyJson::from(v))
@@ -167,17 +253,8 @@ async fn list(State(shared): State<Arc<Shared>>, request: Request) -> Result<Res
 }
 
 /// `GET /v1/keys/{id}`: one key, whatever its status.
-async fn show(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    request: Request,
-) -> Result<Response, Reject> {
-    let (parts, _) = request.into_parts();
-    let admitted = shared.admit(&parts).await?;
-    let id = key_id(&id)?;
-    let view = shared
-        .call(admitted.turn, move |store| view_of(store, id))
-        .await?;
+async fn show(OnKey { admin, id }: OnKey) -> Result<Response, Reject> {
+    let view = admin.call(move |store, _| view_of(store, id)).await?;
     Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
 }
 
@@ -221,10 +298,7 @@ fn person_named(actor: &Actor, new: &crate::NewKey) -> Result<(), Error> {
 }
 
 /// `POST /v1/keys`: 201 with the new key's view and, this once, its secret in `key`.
-async fn create(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, Reject> {
-    let (parts, body) = request.into_parts();
-    let admitted = shared.admit(&parts).await?;
-    let spec: CreateBody = shared.body(&parts, body).await?;
+async fn create(admin: Admin, JsonBody(spec): JsonBody<CreateBody>) -> Result<Response, Reject> {
     let mut new = crate::NewKey::new(spec.name);
     if let Some(person) = spec.actor {
         new = new.acting_for(person);
@@ -232,7 +306,7 @@ async fn create(State(shared): State<Arc<Shared>>, request: Request) -> Result<R
     for role in spec.roles {
         new = new.role(role);
     }
-    person_named(&admitted.actor, &new)?;
+    person_named(&admin.actor, &new)?;
     for net in nets(&spec.ips)? {
         new = new.allow(net);
     }
@@ -247,15 +321,14 @@ async fn create(State(shared): State<Arc<Shared>>, request: Request) -> Result<R
         (None, Some(d)) => Some(parse_lifetime(&d)?),
         (None, None) => None,
     };
-    let actor = admitted.actor;
-    let created = shared
-        .call(admitted.turn, move |store| {
+    let created = admin
+        .call(move |store, actor| {
             // Counted from now, after the wait for a turn, as the command line counts it
             // from after opening the store.
             if let Some(lifetime) = lifetime {
                 new = new.expires_at(expiry_in(lifetime)?);
             }
-            let created = store.create_key(&actor, new)?;
+            let created = store.create_key(actor, new)?;
             Ok(KeyJson::created(&view_of(store, created.id)?, &created.key))
         })
         .await?;
@@ -274,25 +347,21 @@ struct RevokeActorBody {
 /// admin key acting as the person is deleted (with `with_keys`, every key they created
 /// too), in one record, before the answer; the answer names the keys.
 async fn revoke_actor(
-    State(shared): State<Arc<Shared>>,
     Path(person): Path<String>,
-    request: Request,
+    admin: Admin,
+    WithKeys(in_query): WithKeys,
+    JsonBody(spec): JsonBody<RevokeActorBody>,
 ) -> Result<Response, Reject> {
-    let (parts, body) = request.into_parts();
-    let admitted = shared.admit(&parts).await?;
-    let in_query = query(&parts, &["with_keys"])?;
-    let spec: RevokeActorBody = shared.body(&parts, body).await?;
-    let with_keys = match (in_query.get("with_keys"), spec.with_keys) {
+    let with_keys = match (in_query.as_ref(), spec.with_keys) {
         (Some(q), Some(b)) if flag("with_keys", Some(q))? != b => {
             return Err(Error::invalid("with_keys", "the query and the body disagree").into());
         }
         (q @ Some(_), _) => flag("with_keys", q)?,
         (None, b) => b.unwrap_or(false),
     };
-    let actor = admitted.actor;
-    let answer = shared
-        .call(admitted.turn, move |store| {
-            let revoked = store.revoke_actor(&actor, &person, with_keys)?;
+    let answer = admin
+        .call(move |store, actor| {
+            let revoked = store.revoke_actor(actor, &person, with_keys)?;
             Ok(crate::RevokedActorJson::new(&person, with_keys, &revoked))
         })
         .await?;
@@ -313,12 +382,8 @@ fn expiry_in(lifetime: Duration) -> Result<SystemTime, Error> {
 }
 
 /// `DELETE /v1/keys/{id}`: the key's view, now deleted. It no longer verifies.
-async fn delete(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    request: Request,
-) -> Result<Response, Reject> {
-    act_on_key(&shared, &id, request, |store, actor, id| {
+async fn delete(on: OnKey) -> Result<Response, Reject> {
+    act_on_key(on, |store, actor, id| {
         store.delete_key(actor, id).map(|r| r.unconfirmed)
     })
     .await
@@ -340,19 +405,13 @@ struct UnwhitelistBody {
 
 /// `POST /v1/keys/{id}/whitelist` `{"ips": [...]}`: the key's view with them added.
 async fn whitelist(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    request: Request,
+    OnKey { admin, id }: OnKey,
+    JsonBody(change): JsonBody<WhitelistBody>,
 ) -> Result<Response, Reject> {
-    let (parts, body) = request.into_parts();
-    let admitted = shared.admit(&parts).await?;
-    let id = key_id(&id)?;
-    let change: WhitelistBody = shared.body(&parts, body).await?;
     let nets = nets(&change.ips)?;
-    let actor = admitted.actor;
-    let view = shared
-        .call(admitted.turn, move |store| {
-            store.whitelist_ip(&actor, id, nets)?;
+    let view = admin
+        .call(move |store, actor| {
+            store.whitelist_ip(actor, id, nets)?;
             view_of(store, id)
         })
         .await?;
@@ -362,22 +421,16 @@ async fn whitelist(
 /// `DELETE /v1/keys/{id}/whitelist` `{"ips": [...], "allow_any_address": false}`: the
 /// key's view with them removed. Removing the last entry needs `allow_any_address`.
 async fn unwhitelist(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    request: Request,
+    OnKey { admin, id }: OnKey,
+    JsonBody(change): JsonBody<UnwhitelistBody>,
 ) -> Result<Response, Reject> {
-    let (parts, body) = request.into_parts();
-    let admitted = shared.admit(&parts).await?;
-    let id = key_id(&id)?;
-    let change: UnwhitelistBody = shared.body(&parts, body).await?;
     let nets = nets(&change.ips)?;
-    let actor = admitted.actor;
-    let answer = shared
-        .call(admitted.turn, move |store| {
+    let answer = admin
+        .call(move |store, actor| {
             let revoked = if change.allow_any_address {
-                store.unwhitelist_ip_allowing_any_address(&actor, id, nets)?
+                store.unwhitelist_ip_allowing_any_address(actor, id, nets)?
             } else {
-                store.unwhitelist_ip(&actor, id, nets)?
+                store.unwhitelist_ip(actor, id, nets)?
             };
             let mut answer = KeyJson::from(&view_of(store, id)?);
             answer.unconfirmed = revoked.unconfirmed;
@@ -397,20 +450,11 @@ struct RollBody {
 
 /// `POST /v1/keys/{id}/roll` `{"grace": "1h"}`: the command line's `roll --json` object,
 /// with the new secret shown this once.
-async fn roll(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    request: Request,
-) -> Result<Response, Reject> {
-    let (parts, body) = request.into_parts();
-    let admitted = shared.admit(&parts).await?;
-    let id = key_id(&id)?;
-    let spec: RollBody = shared.body(&parts, body).await?;
+async fn roll(OnKey { admin, id }: OnKey, JsonBody(spec): JsonBody<RollBody>) -> Result<Response, Reject> {
     let grace = spec.grace.as_deref().map(parse_grace).transpose()?;
-    let actor = admitted.actor;
-    let rolled = shared
-        .call(admitted.turn, move |store| {
-            let rolled = store.roll_key(&actor, id, grace.unwrap_or_default())?;
+    let rolled = admin
+        .call(move |store, actor| {
+            let rolled = store.roll_key(actor, id, grace.unwrap_or_default())?;
             Ok(RollJson::from(&rolled))
         })
         .await?;
@@ -418,24 +462,16 @@ async fn roll(
 }
 
 /// `POST /v1/keys/{id}/disable`: the key's view, now disabled.
-async fn disable(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    request: Request,
-) -> Result<Response, Reject> {
-    act_on_key(&shared, &id, request, |store, actor, id| {
+async fn disable(on: OnKey) -> Result<Response, Reject> {
+    act_on_key(on, |store, actor, id| {
         store.disable_key(actor, id).map(|r| r.unconfirmed)
     })
     .await
 }
 
 /// `POST /v1/keys/{id}/enable`: the key's view, enabled again.
-async fn enable(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    request: Request,
-) -> Result<Response, Reject> {
-    act_on_key(&shared, &id, request, |store, actor, id| {
+async fn enable(on: OnKey) -> Result<Response, Reject> {
+    act_on_key(on, |store, actor, id| {
         store.enable_key(actor, id).map(|_| Vec::new())
     })
     .await
@@ -446,14 +482,10 @@ type KeyAction = fn(&KeyStore, &Actor, KeyId) -> Result<Vec<String>, Error>;
 
 /// An action on one key that takes no body (delete, disable, enable): the key's view after
 /// it, with the hosts that had not confirmed a revocation.
-async fn act_on_key(shared: &Shared, id: &str, request: Request, to: KeyAction) -> Result<Response, Reject> {
-    let (parts, _) = request.into_parts();
-    let admitted = shared.admit(&parts).await?;
-    let id = key_id(id)?;
-    let actor = admitted.actor;
-    let answer = shared
-        .call(admitted.turn, move |store| {
-            let unconfirmed = to(store, &actor, id)?;
+async fn act_on_key(OnKey { admin, id }: OnKey, to: KeyAction) -> Result<Response, Reject> {
+    let answer = admin
+        .call(move |store, actor| {
+            let unconfirmed = to(store, actor, id)?;
             let mut answer = KeyJson::from(&view_of(store, id)?);
             answer.unconfirmed = unconfirmed;
             Ok(answer)
@@ -464,29 +496,25 @@ async fn act_on_key(shared: &Shared, id: &str, request: Request, to: KeyAction) 
 
 /// `POST /v1/keys/import` with the `import-keys` JSON Lines as the body (at most
 /// [`MAX_IMPORT_BODY_BYTES`]), all or none: 201 with `[{"line", "id"}, ...]`.
-async fn import(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, Reject> {
-    let (parts, body) = request.into_parts();
-    let admitted = shared.admit(&parts).await?;
+async fn import(
+    State(shared): State<Arc<Shared>>,
+    admin: Admin,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Reject> {
     let one_at_a_time = turn(&shared.imports, shared.options.read_timeout).await?;
-    let bytes = body::read(
-        &parts.headers,
-        body,
-        MAX_IMPORT_BODY_BYTES,
-        shared.options.read_timeout,
-    )
-    .await?;
-    let actor = admitted.actor;
-    let imported = shared
-        .call(admitted.turn, move |store| {
+    let bytes = body::read(&headers, body, MAX_IMPORT_BODY_BYTES, shared.options.read_timeout).await?;
+    let imported = admin
+        .call(move |store, actor| {
             let _one_at_a_time = one_at_a_time;
             let keys = read_import_lines(&bytes[..])?;
             for (index, key) in keys.iter().enumerate() {
-                person_named(&actor, &key.new).map_err(|source| Error::ImportEntry {
+                person_named(actor, &key.new).map_err(|source| Error::ImportEntry {
                     index,
                     source: Box::new(source),
                 })?;
             }
-            let ids = store.import_keys(&actor, keys)?;
+            let ids = store.import_keys(actor, keys)?;
             // Every line holds one key, so the store's entry N is line N.
             Ok((1..)
                 .zip(ids)
@@ -499,10 +527,8 @@ async fn import(State(shared): State<Arc<Shared>>, request: Request) -> Result<R
 
 /// `GET /v1/whoami`: who the presented admin key acts as, `{"actor", "actor_role",
 /// "key_id"}`; the admins' page asks it on sign-in.
-async fn whoami(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, Reject> {
-    let (parts, _) = request.into_parts();
-    let (actor, key) = shared.identify(&parts)?;
-    query(&parts, &[])?;
+async fn whoami(Identified { actor, key }: Identified, uri: Uri) -> Result<Response, Reject> {
+    query(&uri, &[])?;
     Ok(body::json(StatusCode::OK, &WhoamiJson::new(&actor, key)))
 }
 
@@ -513,10 +539,8 @@ async fn whoami(State(shared): State<Arc<Shared>>, request: Request) -> Result<R
 /// each host with its
 /// head (`seq`, `position`), `lag` behind this host, when it was last heard from, and
 /// whether it is live, stale, halted or forked. 404 `not_a_fleet` on a single host.
-async fn fleet(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, Reject> {
-    let (parts, _) = request.into_parts();
-    shared.identify(&parts)?;
-    query(&parts, &[])?;
+async fn fleet(State(shared): State<Arc<Shared>>, _: Identified, uri: Uri) -> Result<Response, Reject> {
+    query(&uri, &[])?;
     let Some(status) = shared.store().fleet_status() else {
         return Err(Reject::new(
             StatusCode::NOT_FOUND,
@@ -572,13 +596,8 @@ impl From<&crate::FleetStatus> for FleetJson {
 /// `GET /v1/audit` with the command line's filters as parameters (`key`, `actor`, `kind`,
 /// `since`, `until`; `at=SEQ` for the keys as they stood then; `refused=true` for the
 /// security trail), as JSON Lines: the objects `audit --json` prints.
-async fn audit(State(shared): State<Arc<Shared>>, request: Request) -> Result<Response, Reject> {
-    let (parts, _) = request.into_parts();
-    let admitted = shared.admit(&parts).await?;
-    let params = query(
-        &parts,
-        &["key", "actor", "kind", "since", "until", "at", "refused"],
-    )?;
+async fn audit(admin: Admin, uri: Uri) -> Result<Response, Reject> {
+    let params = query(&uri, &["key", "actor", "kind", "since", "until", "at", "refused"])?;
     let given = |name: &str| params.contains_key(name);
     let refused = flag("refused", params.get("refused"))?;
     if refused && (given("kind") || given("at")) {
@@ -588,7 +607,7 @@ async fn audit(State(shared): State<Arc<Shared>>, request: Request) -> Result<Re
         return Err(Error::invalid("query", "at takes key only").into());
     }
     let filter = AuditFilter {
-        key: params.get("key").map(|s| key_id(s)).transpose()?,
+        key: params.get("key").map(|s| s.parse::<KeyId>()).transpose()?,
         actor: params.get("actor").cloned(),
         kind: params.get("kind").map(|s| s.parse::<EventKind>()).transpose()?,
         since: params.get("since").map(|s| parse_time("since", s)).transpose()?,
@@ -603,8 +622,8 @@ async fn audit(State(shared): State<Arc<Shared>>, request: Request) -> Result<Re
         .transpose()?;
     if refused {
         // A refused command may name a key that never existed: no existence check.
-        let attempts = shared
-            .call(admitted.turn, move |store| {
+        let attempts = admin
+            .call(move |store, _| {
                 Ok(store
                     .refused()?
                     .into_iter()
@@ -618,8 +637,8 @@ async fn audit(State(shared): State<Arc<Shared>>, request: Request) -> Result<Re
     }
     if let Some(seq) = at {
         let only = filter.key;
-        let views = shared
-            .call(admitted.turn, move |store| {
+        let views = admin
+            .call(move |store, _| {
                 if let Some(id) = only {
                     view_of(store, id)?;
                 }
@@ -634,8 +653,8 @@ async fn audit(State(shared): State<Arc<Shared>>, request: Request) -> Result<Re
             serde_json::to_writer(out, &KeyJson::from(v))
         }));
     }
-    let entries = shared
-        .call(admitted.turn, move |store| {
+    let entries = admin
+        .call(move |store, _| {
             if let Some(id) = filter.key {
                 view_of(store, id)?;
             }

@@ -1,12 +1,15 @@
-//! Bodies: request bodies read whole with a size limit and a deadline, JSON answers, and
-//! long lists (keys, audit entries) written a chunk at a time as they are serialized.
+//! Bodies: request bodies read whole with a size limit and a deadline (the admin API's
+//! [`JsonBody`] extractor, with its typed [`BodyRejection`]), JSON answers, and long lists
+//! (keys, audit entries) written a chunk at a time as they are serialized.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::response::Response;
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -14,7 +17,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 
-use super::Reject;
+use super::{MAX_BODY_BYTES, Reject, Shared};
 use crate::Error;
 
 /// About how many bytes each chunk of a long list holds.
@@ -130,6 +133,63 @@ impl<T: Unpin> http_body::Body for JsonList<T> {
     }
 }
 
+/// Why a request body was not taken: each answered as the admin API always answered it.
+#[derive(Debug)]
+pub(super) enum BodyRejection {
+    /// More than `limit` bytes (declared or sent): 413.
+    TooLarge { limit: usize },
+    /// Not all there within the deadline: 408 `timeout`.
+    Timeout { deadline: Duration },
+    /// The connection failed while sending it: 400.
+    Unreadable(String),
+    /// Not the JSON the route takes: 400.
+    Invalid(String),
+}
+
+impl From<BodyRejection> for Reject {
+    fn from(rejection: BodyRejection) -> Self {
+        match rejection {
+            BodyRejection::TooLarge { limit } => {
+                let e = Error::invalid("body", format!("larger than {limit} bytes"));
+                let mut reject = Reject::from(e);
+                *reject.0.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+                reject
+            }
+            BodyRejection::Timeout { deadline } => Reject::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the request body did not arrive within {} ms",
+                    deadline.as_millis()
+                ),
+            ),
+            BodyRejection::Unreadable(e) => Error::invalid("body", format!("could not be read: {e}")).into(),
+            BodyRejection::Invalid(e) => Error::invalid("body", e).into(),
+        }
+    }
+}
+
+impl IntoResponse for BodyRejection {
+    fn into_response(self) -> Response {
+        Reject::from(self).into_response()
+    }
+}
+
+/// A JSON request body of at most [`MAX_BODY_BYTES`] read within the read timeout, as `T`
+/// (an empty body reads as `{}`). Reads nothing before the extractors ahead of it in a
+/// handler (authentication, the turn) have let the request in.
+pub(super) struct JsonBody<T>(pub(super) T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<Arc<Shared>> for JsonBody<T> {
+    type Rejection = BodyRejection;
+
+    async fn from_request(request: Request, shared: &Arc<Shared>) -> Result<Self, BodyRejection> {
+        let (parts, body) = request.into_parts();
+        let bytes = read(&parts.headers, body, MAX_BODY_BYTES, shared.options.read_timeout).await?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
 /// Reads a request body whole: at most `limit` bytes (413 past it, before reading when
 /// the request says its length), within `deadline` (408 past it).
 pub(super) async fn read(
@@ -137,42 +197,31 @@ pub(super) async fn read(
     body: Body,
     limit: usize,
     deadline: Duration,
-) -> Result<Bytes, Reject> {
-    let too_large = || {
-        let e = Error::invalid("body", format!("larger than {limit} bytes"));
-        let mut reject = Reject::from(e);
-        *reject.0.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-        reject
-    };
+) -> Result<Bytes, BodyRejection> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        return Err(BodyRejection::TooLarge { limit });
     }
     match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await {
-        Err(_) => Err(Reject::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            format!(
-                "the request body did not arrive within {} ms",
-                deadline.as_millis()
-            ),
-        )),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Ok(Err(e)) => Err(Error::invalid("body", format!("could not be read: {e}")).into()),
+        Err(_) => Err(BodyRejection::Timeout { deadline }),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(BodyRejection::TooLarge { limit })
+        }
+        Ok(Err(e)) => Err(BodyRejection::Unreadable(e.to_string())),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
 }
 
 /// Parses a JSON body into `T`; an empty body reads as `{}` for bodies whose every field
 /// is optional.
-pub(super) fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Reject> {
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyRejection> {
     let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         bytes
     };
-    serde_json::from_slice(bytes).map_err(|e| Error::invalid("body", e.to_string()).into())
+    serde_json::from_slice(bytes).map_err(|e| BodyRejection::Invalid(e.to_string()))
 }
