@@ -478,9 +478,15 @@ impl Fleet {
             Some(p) if p.head.run == head.run && head.counter <= p.head.counter => {}
             // Another run's head is taken only if that host's own (sealed) clock says it
             // came later: a genuine head of an earlier run, put back by whoever can write
-            // the bucket, must neither keep a dead host heard, nor bring back an earlier
-            // run's shorter limit, nor end the wait with that run's leaving head.
+            // the bucket, must neither bring back an earlier run's shorter limit nor end
+            // the wait with that run's leaving head. It still counts as hearing the host
+            // (its clock may have been stepped back across a restart, and a live host must
+            // never be counted out): at worst, replays make revocations wait for a dead
+            // host and name it unconfirmed, which is the truth as far as anyone can tell.
             Some(p) if p.head.run != head.run && head.at <= p.head.at => {
+                if !head.leaving {
+                    p.heard = now;
+                }
                 view.ignored += 1;
                 view.last_ignored = Some(IgnoredHead {
                     host: host.to_owned(),

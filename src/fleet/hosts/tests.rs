@@ -266,10 +266,10 @@ fn a_host_resumed_from_a_suspend_fences_until_heard_and_caught_up() {
 }
 
 /// Genuine heads of an earlier run of a host, put back in the bucket by anyone who can
-/// write it, neither keep the host heard, nor end the wait with that run's leaving head:
-/// a run is taken only if its sealed clock says it came later.
+/// write it, neither bring back that run's head nor end the wait with its leaving head: a
+/// run is taken only if its sealed clock says it came later.
 #[test]
-fn an_earlier_runs_heads_put_back_neither_keep_a_host_heard_nor_end_the_wait() {
+fn an_earlier_runs_heads_put_back_neither_replace_the_head_nor_end_the_wait() {
     let f = fleet(options("a").confirm_timeout(Duration::from_millis(300)));
     let at = |run: u64, counter: u64, at: i64, leaving: bool| {
         let head = HostHead {
@@ -301,4 +301,46 @@ fn an_earlier_runs_heads_put_back_neither_keep_a_host_heard_nor_end_the_wait() {
     // Run 2 goes on; its own leaving head ends the wait.
     f.delivered("b", Some(&at(2, 2, 2_100, true)), 6, true);
     assert!(f.confirm(2).is_empty());
+}
+
+/// A host whose clock was stepped back across a restart sends heads of a new run that look
+/// older than its last run's: they are not taken, but they still count as hearing it, so
+/// it is never counted out while it announces (the revocation names it unconfirmed).
+#[test]
+fn a_new_run_with_an_earlier_clock_is_never_counted_out_while_it_announces() {
+    let f = fleet(options("a").confirm_timeout(Duration::from_millis(600)));
+    let head = |run: u64, counter: u64, at: i64| {
+        let head = HostHead {
+            run,
+            counter,
+            seq: 1,
+            hash: [0; 32],
+            position: 1,
+            at,
+            stale_for: 0,
+            halted: false,
+            leaving: false,
+            fences: true,
+            lease: 200_000,
+            limit: 200_000,
+        };
+        head::encode(&head, "b", &[1; 16], &chain())
+    };
+    f.delivered("b", Some(&head(1, 9, 5_000)), 1, true);
+    applied(&f, 2);
+    let mut revision = 2;
+    let answer = std::thread::scope(|s| {
+        let w = s.spawn(|| f.confirm(2));
+        let mut counter = 0;
+        while !w.is_finished() {
+            revision += 1;
+            counter += 1;
+            f.delivered("b", Some(&head(2, counter, 1_000)), revision, true);
+            revision += 1;
+            announce(&f, revision);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        w.join().unwrap()
+    });
+    assert_eq!(answer, ["b"], "b announced throughout and never applied record 2");
 }
