@@ -265,29 +265,33 @@ fn a_host_resumed_from_a_suspend_fences_until_heard_and_caught_up() {
     assert!(!f.fence().rejects());
 }
 
+/// Host b's sealed head at record 1 for run `run`, announcement `counter`, sent at `at` by
+/// b's clock.
+fn run_head(run: u64, counter: u64, at: i64, leaving: bool) -> Vec<u8> {
+    let head = HostHead {
+        run,
+        counter,
+        seq: 1,
+        hash: [0; 32],
+        position: 1,
+        at,
+        stale_for: 0,
+        halted: false,
+        leaving,
+        fences: true,
+        lease: 200_000,
+        limit: 200_000,
+    };
+    head::encode(&head, "b", &[1; 16], &chain())
+}
+
 /// Genuine heads of an earlier run of a host, put back in the bucket by anyone who can
 /// write it, neither bring back that run's head nor end the wait with its leaving head: a
 /// run is taken only if its sealed clock says it came later.
 #[test]
 fn an_earlier_runs_heads_put_back_neither_replace_the_head_nor_end_the_wait() {
     let f = fleet(options("a").confirm_timeout(Duration::from_millis(300)));
-    let at = |run: u64, counter: u64, at: i64, leaving: bool| {
-        let head = HostHead {
-            run,
-            counter,
-            seq: 1,
-            hash: [0; 32],
-            position: 1,
-            at,
-            stale_for: 0,
-            halted: false,
-            leaving,
-            fences: true,
-            lease: 200_000,
-            limit: 200_000,
-        };
-        head::encode(&head, "b", &[1; 16], &chain())
-    };
+    let at = |run, counter, at, leaving| run_head(run, counter, at, leaving);
     // b restarted: run 2 is the one heard.
     f.delivered("b", Some(&at(1, 5, 1_000, false)), 1, true);
     f.delivered("b", Some(&at(2, 1, 2_000, false)), 2, true);
@@ -309,23 +313,7 @@ fn an_earlier_runs_heads_put_back_neither_replace_the_head_nor_end_the_wait() {
 #[test]
 fn a_new_run_with_an_earlier_clock_is_never_counted_out_while_it_announces() {
     let f = fleet(options("a").confirm_timeout(Duration::from_millis(600)));
-    let head = |run: u64, counter: u64, at: i64| {
-        let head = HostHead {
-            run,
-            counter,
-            seq: 1,
-            hash: [0; 32],
-            position: 1,
-            at,
-            stale_for: 0,
-            halted: false,
-            leaving: false,
-            fences: true,
-            lease: 200_000,
-            limit: 200_000,
-        };
-        head::encode(&head, "b", &[1; 16], &chain())
-    };
+    let head = |run, counter, at| run_head(run, counter, at, false);
     f.delivered("b", Some(&head(1, 9, 5_000)), 1, true);
     applied(&f, 2);
     let mut revision = 2;
