@@ -40,7 +40,7 @@ pub(crate) fn export(log: &dyn LogRead, head: Head, chain: &Chain, path: &Path) 
                 if seq != written {
                     return Err(Error::corrupt(
                         written,
-                        crate::ProblemKind::Removed,
+                        crate::problem::ProblemKind::Removed,
                         "the log has a gap; run check",
                     ));
                 }
@@ -52,7 +52,7 @@ pub(crate) fn export(log: &dyn LogRead, head: Head, chain: &Chain, path: &Path) 
         if written != head.seq {
             return Err(Error::corrupt(
                 written + 1,
-                crate::ProblemKind::Removed,
+                crate::problem::ProblemKind::Removed,
                 "the log ends early; run check",
             ));
         }

@@ -2,7 +2,7 @@
 //!
 //! Owns the classification callers branch on: bad input, permission (and which rule
 //! refused), a chain key that does not fit, missing key, storage, corruption. Verification
-//! failures are not errors of the store; they are a [`Rejection`](crate::Rejection).
+//! failures are not errors of the store; they are a `Rejection` of the access rules, above.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -104,7 +104,7 @@ pub enum Error {
         /// Sequence number of the first bad record (0 when the store's metadata is bad).
         seq: u64,
         /// What kind of damage.
-        kind: crate::ProblemKind,
+        kind: crate::problem::ProblemKind,
         /// What is wrong, in words.
         reason: String,
     },
@@ -425,23 +425,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn corrupt(seq: u64, kind: crate::ProblemKind, reason: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(seq: u64, kind: crate::problem::ProblemKind, reason: impl Into<String>) -> Self {
         Error::Corrupt {
             seq,
             kind,
             reason: reason.into(),
-        }
-    }
-}
-
-impl From<crate::log::LogError> for Error {
-    fn from(e: crate::log::LogError) -> Self {
-        use crate::log::LogError;
-        match e {
-            LogError::Io(io) => Error::Io(io),
-            LogError::Corrupt(why) => Error::corrupt(0, crate::ProblemKind::Undecodable, why),
-            LogError::Engine(reason) => Error::Storage { reason },
-            LogError::Unavailable(reason) => Error::StreamUnavailable { reason },
         }
     }
 }

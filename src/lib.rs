@@ -67,6 +67,7 @@ mod http;
 mod json;
 mod ledger;
 mod log;
+mod problem;
 mod projection;
 mod refused;
 #[cfg(feature = "serve")]
@@ -79,7 +80,7 @@ mod ui;
 
 pub use crate::access::{Rejection, VerifiedKey};
 pub use crate::chain::{ChainKey, Witness};
-pub use crate::check::{CheckReport, MAX_LISTED_PROBLEMS, Problem, ProblemKind, RepairReport};
+pub use crate::check::{CheckReport, MAX_LISTED_PROBLEMS, RepairReport};
 pub use crate::clock::ManualClock;
 pub use crate::error::{ChainKeyProblem, Denial, Error, FileProblem};
 pub use crate::event::{
@@ -103,6 +104,7 @@ pub use crate::json::{
     MAX_IMPORT_BYTES, MAX_IMPORT_LINE_BYTES, MAX_IMPORT_LINES, RefusedJson, RollJson, WhoamiJson,
     parse_grace, parse_lifetime, read_import_lines, rfc3339,
 };
+pub use crate::problem::{Problem, ProblemKind};
 pub use crate::projection::{AuditEntry, KeyStatus, KeyView};
 pub use crate::refused::{Action, RefusedAttempt};
 #[cfg(feature = "serve")]

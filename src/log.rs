@@ -189,6 +189,20 @@ pub(crate) trait SharedLog: Send {
     fn announce(&mut self, fleet: std::sync::Arc<crate::fleet::Fleet>) -> Result<(), LogError>;
 }
 
+/// The log's failures as the store reports them: the log speaks its own error, and the
+/// error enum above it knows nothing of it.
+impl From<LogError> for crate::error::Error {
+    fn from(e: LogError) -> Self {
+        use crate::error::Error;
+        match e {
+            LogError::Io(io) => Error::Io(io),
+            LogError::Corrupt(why) => Error::corrupt(0, crate::problem::ProblemKind::Undecodable, why),
+            LogError::Engine(reason) => Error::Storage { reason },
+            LogError::Unavailable(reason) => Error::StreamUnavailable { reason },
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

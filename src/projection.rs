@@ -21,8 +21,8 @@ use ipnet::IpNet;
 use crate::Error;
 use crate::access::RoleSet;
 use crate::chain::Head;
-use crate::check::ProblemKind;
 use crate::event::{Actor, ActorRole, EventKind, KeyId, KeySource};
+use crate::problem::ProblemKind;
 use crate::token::KeyHash;
 
 mod apply;

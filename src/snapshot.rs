@@ -10,10 +10,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::chain::Chain;
-use crate::check::{ProblemKind, Progress};
 use crate::codec;
 use crate::ledger::{self, Ledger};
 use crate::log::LogRead;
+use crate::problem::{ProblemKind, Progress};
 use crate::projection::{Projection, SnapshotData};
 use crate::{Error, file};
 

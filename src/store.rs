@@ -22,11 +22,11 @@ use ipnet::IpNet;
 
 use crate::access::{Rejection, VerifiedKey};
 use crate::chain::Witness;
-use crate::check::Problem;
 use crate::event::{Actor, ActorRole, KeyId, NewKey};
 use crate::fleet::{Fence, Fleet, FleetStatus, Revoked};
 use crate::ledger::{self, Command, Ledger, Op};
 use crate::log::LogRead;
+use crate::problem::Problem;
 use crate::projection::{AuditEntry, KeyView};
 use crate::refused::{self, RefusedAttempt};
 use crate::token::ExistingKey;
@@ -454,11 +454,13 @@ impl KeyStore {
     ///
     /// A key that expired answers [`Rejection::Expired`], a disabled one
     /// [`Rejection::Disabled`]; every key answers [`Rejection::Stale`] on a host of a fleet
-    /// that lost the shared log past its limit ([`FleetOptions::stale_reject`]).
+    /// that has fenced itself (unheard by the others past its lease, or, with
+    /// [`FleetOptions::serve_past_lease`](crate::fleet::FleetOptions::serve_past_lease),
+    /// past its `stale_reject` limit).
     ///
-    /// [`FleetOptions::stale_reject`]: crate::FleetOptions::stale_reject A successful verify stamps the key's last use, to the
-    /// minute: at most one write to shared memory per key and minute, never to the log;
-    /// the stamps are saved to the store's directory periodically and at close.
+    /// A successful verify stamps the key's last use, to the minute: at most one write to
+    /// shared memory per key and minute, never to the log; the stamps are saved to the
+    /// store's directory periodically and at close.
     ///
     /// # Errors
     /// A [`Rejection`] saying why the key is refused.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::primitives::{le32, options, version_of};
 use crate::Error;
 use crate::chain::{Chain, Head, SealDomain, StoredHead};
-use crate::check::ProblemKind;
+use crate::problem::ProblemKind;
 
 /// The version of format 1's unsealed anchor.
 const ANCHOR_VERSION: u16 = 1;

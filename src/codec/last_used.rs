@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::primitives::{magic_version, options};
 use crate::Error;
-use crate::check::ProblemKind;
 use crate::event::KeyId;
+use crate::problem::ProblemKind;
 
 const LAST_USED_MAGIC: [u8; 8] = *b"KLUSED\x00\x00";
 const LAST_USED_VERSION: u16 = 1;

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::primitives::{NetV1, le4, le32, options};
 use crate::Error;
-use crate::check::ProblemKind;
 use crate::event::{Actor, ActorRole, Event, KeyId, KeySource, Record};
+use crate::problem::ProblemKind;
 use crate::token::KeyHash;
 
 /// The newest record format this build writes. A record is written in the lowest version

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::primitives::{options, version_of};
 use super::record::MAX_RECORD_BYTES;
 use crate::Error;
-use crate::check::ProblemKind;
 use crate::event::{Actor, ActorRole, KeyId};
+use crate::problem::ProblemKind;
 
 /// A refused management command, as the security trail keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]

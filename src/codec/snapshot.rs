@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::primitives::{NetV1, le4, le16, le32, magic_version, options};
 use crate::Error;
 use crate::chain::{Chain, Head};
-use crate::check::ProblemKind;
 use crate::event::{ActorRole, EventKind, KeySource};
+use crate::problem::ProblemKind;
 use crate::projection::{GraceData, Roll, Row, SlotData, SnapshotData};
 
 const SNAPSHOT_MAGIC: [u8; 8] = *b"KLSNAP\x00\x00";

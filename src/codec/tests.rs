@@ -6,8 +6,8 @@ use super::record::{RecordV1, RecordV2, RecordV3, WireEvent, event_to_wire};
 use super::*;
 use crate::Error;
 use crate::chain::{Chain, Head, StoredHead};
-use crate::check::ProblemKind;
 use crate::event::{Actor, ActorRole, Event, KeyId, KeySource, Record};
+use crate::problem::ProblemKind;
 use crate::token::KeyHash;
 
 pub(crate) fn arb_net() -> impl Strategy<Value = IpNet> {

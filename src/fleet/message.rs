@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::chain::{Chain, SealDomain};
-use crate::check::ProblemKind;
 use crate::codec::{self, entry_record_count, magic_version};
 use crate::log::Entry;
+use crate::problem::ProblemKind;
 
 /// The first bytes of every message on a shared log's stream.
 const MAGIC: [u8; 8] = *b"KLMSG\x00\x00\x00";

@@ -13,9 +13,9 @@ use super::message::{self, Identity, Message, Unusable};
 use super::stream;
 use crate::Error;
 use crate::chain::{Chain, Head};
-use crate::check::ProblemKind;
 use crate::ledger::Ledger;
 use crate::log::{AppendError, Delivered, Entry, Log, LogError, MetaKey, SharedLog};
+use crate::problem::ProblemKind;
 
 /// How many messages one application of stream messages takes at most, and how many
 /// bytes of entries: bounds the write a catch-up makes between syncs.

@@ -5,9 +5,9 @@
 //! It reads and writes only metadata and the genesis head; it never applies a record.
 
 use crate::chain::{Chain, ChainMarker, Head, StoredHead};
-use crate::check::ProblemKind;
 use crate::codec::{self, STORE_FORMAT};
 use crate::log::{Batch, Log, LogRead, MetaKey};
+use crate::problem::ProblemKind;
 use crate::{Error, Witness};
 
 /// The store's layout and chain, as its metadata says.

@@ -6,9 +6,9 @@
 use super::{Ledger, accept_hashed};
 use crate::Error;
 use crate::chain::Chain;
-use crate::check::Progress;
 use crate::codec;
 use crate::log::LogRead;
+use crate::problem::Progress;
 
 impl Ledger {
     /// Replays the records of `log` after the head and up to record `until` onto the

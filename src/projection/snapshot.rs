@@ -11,8 +11,8 @@ use super::{
     WhitelistSets,
 };
 use crate::Error;
-use crate::check::ProblemKind;
 use crate::event::{EventKind, KeyId};
+use crate::problem::ProblemKind;
 
 impl Projection {
     /// The graces as a snapshot lists them: in key order.

@@ -12,10 +12,10 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::chain::Chain;
-use crate::check::{Problem, ProblemKind};
 use crate::event::KeyId;
 use crate::ledger::Ledger;
 use crate::log::{LogRead, MetaKey};
+use crate::problem::{Problem, ProblemKind};
 use crate::projection::SnapshotData;
 use crate::{Error, codec, file, snapshot};
 

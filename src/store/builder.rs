@@ -13,11 +13,12 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::chain::{Chain, ChainKey, Witness};
-use crate::check::{self, CheckInputs, CheckReport, Problem, Progress, RepairReport};
+use crate::check::{self, CheckInputs, CheckReport, RepairReport};
 use crate::clock::{Clock, ManualClock};
 use crate::fleet::{Fence, Fleet, Replica};
 use crate::ledger::{self, Ledger, LogInfo};
 use crate::log::{Batch, Log, LogRead, MemLog, SharedLog, SledLog};
+use crate::problem::{Problem, Progress};
 use crate::refused;
 use crate::{Error, backup, codec, file, snapshot};
 

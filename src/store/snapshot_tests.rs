@@ -1,6 +1,6 @@
 use super::*;
 use crate::chain::Chain;
-use crate::check::ProblemKind;
+use crate::problem::ProblemKind;
 use crate::snapshot;
 
 /// On a public-chain store anyone can re-seal a snapshot. One that brings a deleted key
