@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::token::redact_keys;
+use crate::token::format::redact_keys;
 
 /// Everything that can go wrong in a call to the store.
 ///
