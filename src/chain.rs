@@ -158,6 +158,14 @@ impl Chain {
         *h.finalize().as_bytes()
     }
 
+    /// Whether `seal` is the seal of `bytes` in `domain`, compared in constant time
+    /// (`blake3::Hash` equality), so that how long a refusal takes says nothing of how
+    /// close a forgery came.
+    pub(crate) fn seal_matches(&self, domain: SealDomain, bytes: &[u8], seal: &[u8]) -> bool {
+        <[u8; 32]>::try_from(seal)
+            .is_ok_and(|seal| blake3::Hash::from(self.seal(domain, bytes)) == blake3::Hash::from(seal))
+    }
+
     /// A running seal over a long input (a backup).
     pub(crate) fn sealer(&self, domain: SealDomain) -> blake3::Hasher {
         let mut h = blake3::Hasher::new_keyed(&self.seal_key);

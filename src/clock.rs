@@ -142,7 +142,14 @@ impl Clock {
 #[cfg(target_os = "linux")]
 #[inline]
 fn coarse_micros() -> i64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    clock_micros(rustix::time::ClockId::RealtimeCoarse)
+}
+
+/// A kernel clock's reading in microseconds, through the vDSO where the clock has one.
+#[cfg(target_os = "linux")]
+#[inline]
+pub(crate) fn clock_micros(clock: rustix::time::ClockId) -> i64 {
+    let t = rustix::time::clock_gettime(clock);
     t.tv_sec
         .saturating_mul(1_000_000)
         .saturating_add(t.tv_nsec / 1_000)

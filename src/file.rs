@@ -345,7 +345,7 @@ pub fn read_secret_file(path: impl AsRef<Path>) -> Result<Zeroizing<String>, Err
 
 /// Options that create at mode 0600, never follow a link in the last component, and never
 /// wait for the other end of a FIFO or for a device.
-fn private_options() -> OpenOptions {
+pub(crate) fn private_options() -> OpenOptions {
     #[allow(unused_mut)]
     let mut options = OpenOptions::new();
     #[cfg(unix)]

@@ -70,7 +70,7 @@ pub(crate) fn decode_head(bytes: &[u8], chain: &Chain, legacy_allowed: bool) -> 
             let (body, seal) = bytes
                 .split_at_checked(HEAD_BODY_LEN)
                 .ok_or_else(|| bad(format!("a head of {} bytes is too short", bytes.len())))?;
-            if seal != chain.seal(SealDomain::Head, body) {
+            if !chain.seal_matches(SealDomain::Head, body, seal) {
                 return Err(bad(if chain.is_keyed() {
                     "the head's seal does not match: it was forged, damaged or written with another chain key"
                         .into()

@@ -8,17 +8,19 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+#[cfg(target_os = "linux")]
+use rustix::time::ClockId;
+
+#[cfg(target_os = "linux")]
+use crate::clock::clock_micros;
+
 /// Microseconds on the clock a fence runs on: monotonic, and coarse on Linux (the last
 /// tick's value, read through the vDSO without waiting for the loads in flight; at most
 /// [`CLOCK_TICK`] behind the precise clock).
 pub(crate) fn now() -> u64 {
     #[cfg(target_os = "linux")]
     {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-        u64::try_from(t.tv_sec)
-            .unwrap_or(0)
-            .saturating_mul(1_000_000)
-            .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0) / 1000)
+        u64::try_from(clock_micros(ClockId::MonotonicCoarse)).unwrap_or(0)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -34,14 +36,8 @@ pub(crate) fn now() -> u64 {
 pub(crate) fn suspended() -> u64 {
     #[cfg(target_os = "linux")]
     {
-        use rustix::time::{ClockId, clock_gettime};
-        let micros = |t: rustix::time::Timespec| {
-            u64::try_from(t.tv_sec)
-                .unwrap_or(0)
-                .saturating_mul(1_000_000)
-                .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0) / 1000)
-        };
-        micros(clock_gettime(ClockId::Boottime)).saturating_sub(micros(clock_gettime(ClockId::Monotonic)))
+        u64::try_from(clock_micros(ClockId::Boottime).saturating_sub(clock_micros(ClockId::Monotonic)))
+            .unwrap_or(0)
     }
     #[cfg(not(target_os = "linux"))]
     {

@@ -163,8 +163,7 @@ pub(crate) fn decode(
         return Err(Refused::Undecodable);
     }
     let (body, seal) = bytes.split_at(BODY_LEN);
-    let expected = chain.seal(SealDomain::HostHead, &sealed_input(host, stream_id, body));
-    if !constant_time_eq(&expected, seal) {
+    if !chain.seal_matches(SealDomain::HostHead, &sealed_input(host, stream_id, body), seal) {
         return Err(Refused::Seal);
     }
     let mut f = Fields(&body[10..]);
@@ -192,11 +191,6 @@ pub(crate) fn decode(
         lease: f.u64(),
         limit: f.u64(),
     })
-}
-
-/// Compares two seals without an early exit.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

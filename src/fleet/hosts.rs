@@ -299,20 +299,13 @@ impl Fleet {
     pub(crate) fn announced(&self, counter: u64, outcome: Outcome, sent: u64) -> bool {
         // A stream that has not been the fleet's for `stale_reject` (deleted, replaced,
         // rolled back, loosened) brings no revocation, and takes none: the server's answers
-        // no longer count as hearing the fleet, so the fence shuts a lease later and keys
-        // are rejected until the stream is right again (see docs/design.md, "The stream
-        // under the fleet").
-        let outcome = match outcome {
-            Outcome::Acknowledged | Outcome::BucketMissing
-                if self
-                    .stream
-                    .fault_since()
-                    .is_some_and(|t| t.elapsed() > self.options.stale_reject) =>
-            {
-                Outcome::Failed
-            }
-            other => other,
-        };
+        // no longer keep the fence open, so it shuts a lease later and keys are rejected
+        // until the stream is right again (see docs/design.md, "The stream under the
+        // fleet"). The bucket's bookkeeping goes on as for any answer.
+        let keeps_fence_open = self
+            .stream
+            .fault_since()
+            .is_none_or(|t| t.elapsed() <= self.options.stale_reject);
         match outcome {
             Outcome::Acknowledged => {
                 self.contact();
@@ -330,14 +323,18 @@ impl Fleet {
                     discontinuity(&mut view);
                 }
                 drop(view);
-                self.fence.heard(sent);
+                if keeps_fence_open {
+                    self.fence.heard(sent);
+                }
             }
             Outcome::BucketMissing => {
                 // No bucket, so no host can watch this one fall silent: nobody can count it
                 // out, and it may go on serving (see docs/design.md, "Fencing").
                 self.contact();
                 lock(&self.view).broken = true;
-                self.fence.heard(sent);
+                if keeps_fence_open {
+                    self.fence.heard(sent);
+                }
             }
             Outcome::Failed => lock(&self.view).broken = true,
         }

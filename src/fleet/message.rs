@@ -203,12 +203,7 @@ pub(crate) fn decode(
         .len()
         .checked_sub(SEAL_LEN)
         .map(|n| bytes.split_at(n))
-        // `blake3::Hash` compares in constant time.
-        .filter(|(body, seal)| {
-            <[u8; 32]>::try_from(*seal).is_ok_and(|seal| {
-                blake3::Hash::from(chain.seal(SealDomain::Message, body)) == blake3::Hash::from(seal)
-            })
-        });
+        .filter(|(body, seal)| chain.seal_matches(SealDomain::Message, body, seal));
     let Some((body, _)) = sealed else {
         return Err(foreign("it is not sealed with the fleet's chain key".into()));
     };

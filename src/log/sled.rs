@@ -174,20 +174,15 @@ fn scan_tree(tree: &sled::Tree, from: u64) -> Scan<'static> {
 /// waiting on a FIFO or a device someone planted there (the store is then refused with an
 /// I/O error naming it, rather than hung).
 fn open_own(path: &Path) -> Result<std::fs::File, LogError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use rustix::fs::OFlags;
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits().cast_signed());
-    }
-    let file = options.open(path).map_err(|e| {
-        LogError::Io(std::io::Error::new(
-            e.kind(),
-            format!("{}: {e} (a link there is refused)", path.display()),
-        ))
-    })?;
+    let file = crate::file::private_options()
+        .read(true)
+        .open(path)
+        .map_err(|e| {
+            LogError::Io(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e} (a link there is refused)", path.display()),
+            ))
+        })?;
     let kind = file.metadata()?.file_type();
     if kind.is_file() || kind.is_dir() {
         Ok(file)

@@ -283,11 +283,10 @@ struct CreateBody {
 /// by forgetting a field). The command line, run by whoever holds the store, may make one
 /// for its own actor without naming it; an admin's admin keys are always her own.
 fn person_named(actor: &Actor, new: &crate::NewKey) -> Result<(), Error> {
-    let grants_admin = new
-        .roles
-        .iter()
-        .any(|r| r == crate::ADMIN_ROLE || r == crate::SUPER_ADMIN_ROLE);
-    if grants_admin && new.acts_for.is_none() && actor.role() == crate::ActorRole::SuperAdmin {
+    if crate::event::grants_admin(&new.roles)
+        && new.acts_for.is_none()
+        && actor.role() == crate::ActorRole::SuperAdmin
+    {
         return Err(Error::invalid(
             "actor",
             "an admin key made through the admin API names the person it is for (\"actor\"; your own id for a \
