@@ -578,6 +578,7 @@ fn a_super_admin_must_name_the_person_of_an_admin_key_made_over_the_api() {
     let line = r#"{"name": "imported admin", "roles": ["admin"], "key": "legacy_admin_secret_0001"}"#;
     let refused = call(addr, &root, "POST", "/v1/keys/import", &format!("{line}\n")).expect(400);
     assert_eq!(refused["source"]["field"], "actor", "{refused}");
+    assert_eq!(refused["index"], 1, "entries are numbered from 1: {refused}");
     assert_eq!(
         call(addr, &root, "GET", "/v1/keys?all=true", "").expect(200),
         before

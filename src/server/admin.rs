@@ -507,7 +507,7 @@ async fn import(
         .call(move |store, actor| {
             let _one_at_a_time = one_at_a_time;
             let keys = read_import_lines(&bytes[..])?;
-            for (index, key) in keys.iter().enumerate() {
+            for (index, key) in (1..).zip(&keys) {
                 person_named(actor, &key.new).map_err(|source| Error::ImportEntry {
                     index,
                     source: Box::new(source),
