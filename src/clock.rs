@@ -145,6 +145,43 @@ fn coarse_micros() -> i64 {
     clock_micros(rustix::time::ClockId::RealtimeCoarse)
 }
 
+/// Microseconds on the clock a fleet host's fence runs on: monotonic, and coarse on Linux (the last
+/// tick's value, read through the vDSO without waiting for the loads in flight; at most
+/// [`CLOCK_TICK`] behind the precise clock).
+pub(crate) fn monotonic_micros() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        u64::try_from(clock_micros(rustix::time::ClockId::MonotonicCoarse)).unwrap_or(0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(std::time::Instant::now);
+        u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Microseconds this machine has spent suspended since it booted, as far as its clocks
+/// tell (Linux: `CLOCK_BOOTTIME` runs on through a suspend, [`monotonic_micros`]'s clock does not); 0
+/// elsewhere.
+pub(crate) fn suspended() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        u64::try_from(
+            clock_micros(rustix::time::ClockId::Boottime)
+                .saturating_sub(clock_micros(rustix::time::ClockId::Monotonic)),
+        )
+        .unwrap_or(0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// How far [`monotonic_micros`] may lag the precise clock: a kernel tick at `HZ=100`.
+pub(crate) const CLOCK_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// A kernel clock's reading in microseconds, through the vDSO where the clock has one.
 #[cfg(target_os = "linux")]
 #[inline]

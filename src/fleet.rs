@@ -21,6 +21,7 @@
 // names them) but nothing builds a fleet.
 #![cfg_attr(not(feature = "nats"), allow(dead_code, unreachable_pub))]
 
+mod announce;
 mod fence;
 pub(crate) mod head;
 mod hosts;
@@ -32,11 +33,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::Error;
+use crate::log::{Auth, Connection, Tls, without_userinfo};
 
 pub(crate) use self::replica::{Appended, MAX_RACES, Replica};
 pub(crate) use fence::Fence;
-#[cfg(any(feature = "nats", test))]
-pub(crate) use hosts::Outcome;
 pub(crate) use hosts::{Fleet, hold_for};
 
 /// How a host joins a fleet: where the shared log is, who this host is, and the limits
@@ -59,32 +59,9 @@ pub struct FleetOptions {
     pub(crate) request_timeout: Duration,
 }
 
-/// How this host proves itself to the NATS server.
-#[derive(Clone, Default)]
-pub(crate) enum Auth {
-    #[default]
-    None,
-    UserPassword(String, String),
-    Token(String),
-    CredsFile(PathBuf),
-}
-
-/// TLS settings passed through to the NATS client.
-#[derive(Clone, Default)]
-pub(crate) struct Tls {
-    pub(crate) required: bool,
-    pub(crate) root_certificates: Option<PathBuf>,
-    pub(crate) client_certificate: Option<(PathBuf, PathBuf)>,
-}
-
 impl std::fmt::Debug for FleetOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let auth = match &self.auth {
-            Auth::None => "none",
-            Auth::UserPassword(..) => "user and password (redacted)",
-            Auth::Token(_) => "token (redacted)",
-            Auth::CredsFile(_) => "creds file",
-        };
+        let auth = self.auth.describe();
         f.debug_struct("FleetOptions")
             .field("url", &without_userinfo(&self.url))
             .field("stream", &self.stream)
@@ -331,20 +308,25 @@ impl FleetOptions {
     pub(crate) fn heads_max_age(&self) -> Duration {
         hold_for(self.stale_reject.max(self.lease), self.margin)
     }
-}
 
-/// The server URLs with any `user:password@` or `token@` part replaced, for messages.
-pub(crate) fn without_userinfo(urls: &str) -> String {
-    urls.split(',')
-        .map(|url| match (url.find("://"), url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}://<redacted>@{}", &url[..scheme], &url[at + 1..])
-            }
-            (None, Some(at)) => format!("<redacted>@{}", &url[at + 1..]),
-            _ => url.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    /// What the NATS engine needs to reach the stream and the heads bucket.
+    pub(crate) fn connection(&self) -> Connection {
+        Connection {
+            urls: self.url.clone(),
+            auth: self.auth.clone(),
+            tls: self.tls.clone(),
+            client_name: format!("keyledger {}", self.host),
+            request_timeout: self.request_timeout,
+            // Out of touch, a request waits no longer than a heartbeat (and at least a
+            // second, so a busy machine is not taken for a lost server).
+            patience: self.heartbeat.max(Duration::from_secs(1)),
+            stream: self.stream.clone(),
+            subject: self.subject(),
+            replicas: self.replicas,
+            heads_bucket: self.heads_bucket(),
+            heads_max_age: self.heads_max_age(),
+        }
+    }
 }
 
 /// A host id made of the characters ids may hold.
@@ -497,7 +479,7 @@ pub struct FleetSurvey {
 pub fn survey(options: &FleetOptions, chain_key: &crate::ChainKey) -> Result<FleetSurvey, Error> {
     options.validated()?;
     let chain = crate::chain::Chain::new(Some(chain_key));
-    let read = crate::log::nats_survey(options)?;
+    let read = crate::log::nats_survey(&options.connection())?;
     let state = read.state;
     let identity = stream::find_genesis(&read.first_messages, &state, &options.stream, &chain);
     let missing = state.last.saturating_sub(state.messages);

@@ -6,13 +6,17 @@
 //! made durable. sled is one implementation (`log/sled.rs`, the only file that names it);
 //! memory is another (tests and temporary stores); a shared log follows the same trait.
 
+mod connection;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
 mod sled;
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
+pub(crate) use self::connection::{Auth, Connection, Tls, without_userinfo};
 pub(crate) use self::memory::MemLog;
 #[cfg(test)]
 pub(crate) use self::memory::MemShared;
@@ -32,6 +36,9 @@ pub(crate) enum LogError {
     /// A shared log that did not answer (or not in time).
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     Unavailable(String),
+    /// A setting the engine cannot work with: `what` is the setting, `reason` why.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    Refused { what: &'static str, reason: String },
 }
 
 impl fmt::Display for LogError {
@@ -40,6 +47,7 @@ impl fmt::Display for LogError {
             LogError::Io(e) => write!(f, "I/O error: {e}"),
             LogError::Corrupt(why) => write!(f, "the storage engine's files are damaged: {why}"),
             LogError::Engine(why) | LogError::Unavailable(why) => f.write_str(why),
+            LogError::Refused { what, reason } => write!(f, "invalid {what}: {reason}"),
         }
     }
 }
@@ -185,8 +193,71 @@ pub(crate) trait SharedLog: Send {
     fn watch(&mut self, every: std::time::Duration, judge: Judge) -> Result<(), LogError>;
 
     /// Starts announcing this host's head to the other hosts (at once when it changes,
-    /// else every heartbeat) and hearing theirs, until the fleet closes.
-    fn announce(&mut self, fleet: std::sync::Arc<crate::fleet::Fleet>) -> Result<(), LogError>;
+    /// else every heartbeat) and hearing theirs, until `heads` says the host left.
+    fn announce(&mut self, heads: Arc<dyn Heads>) -> Result<(), LogError>;
+}
+
+/// What became of one announcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(any(feature = "nats", test)), allow(dead_code))]
+pub(crate) enum Outcome {
+    /// The server stored it.
+    Acknowledged,
+    /// The server answered that the heads bucket does not exist.
+    BucketMissing,
+    /// No answer, or another error.
+    Failed,
+}
+
+/// One head to announce: its counter and its sealed bytes.
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) struct Announcement {
+    pub(crate) counter: u64,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// A host's side of the head exchange, as a [`SharedLog`] sees it: what to announce next,
+/// and where the answers and the other hosts' heads go. The fleet implements it; the log
+/// knows nothing else of the fleet, and never reads a head's bytes.
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) trait Heads: Send + Sync {
+    /// The name this host's head is stored under.
+    fn host(&self) -> &str;
+
+    /// The next announcement: at once when the head changed, else after a heartbeat; once
+    /// the host leaves, a last one saying so, then `None`.
+    fn next_announcement(&self) -> Option<Announcement>;
+
+    /// What became of announcement `counter`, sent at `sent` (microseconds on
+    /// [`crate::clock::monotonic_micros`]). Returns whether the host waits for the
+    /// stream's end, read now, to be passed to [`Heads::catch_up_to`].
+    fn announced(&self, counter: u64, outcome: Outcome, sent: u64) -> bool;
+
+    /// The stream's end, read after an announcement was answered.
+    fn catch_up_to(&self, end: u64);
+
+    /// The server answered this host.
+    fn contact(&self);
+
+    /// Reports a fault of the head exchange under `cause`, or clears it.
+    fn set_fault(&self, cause: &'static str, reason: String);
+    fn clear_fault(&self, cause: &'static str);
+
+    /// The heads bucket was found missing, or made again since the last announcement.
+    fn note_bucket_lost(&self);
+
+    /// The watch on the heads (re)started: what was stored meanwhile may have been missed.
+    fn watch_started(&self);
+
+    /// An entry of the heads was delivered: `key` holds `value` (`None`: deleted) at
+    /// `revision`; `live`: after the history the watch began with.
+    fn delivered(&self, key: &str, value: Option<&[u8]>, revision: u64, live: bool);
+
+    /// Whether the host is leaving: the watch ends.
+    fn is_closing(&self) -> bool;
+
+    /// Waits, at most `timeout`, until the host verifies keys.
+    fn wait_open(&self, timeout: Duration);
 }
 
 /// The log's failures as the store reports them: the log speaks its own error, and the
@@ -199,6 +270,7 @@ impl From<LogError> for crate::error::Error {
             LogError::Corrupt(why) => Error::corrupt(0, crate::problem::ProblemKind::Undecodable, why),
             LogError::Engine(reason) => Error::Storage { reason },
             LogError::Unavailable(reason) => Error::StreamUnavailable { reason },
+            LogError::Refused { what, reason } => Error::invalid(what, reason),
         }
     }
 }

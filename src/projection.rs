@@ -139,7 +139,7 @@ pub struct KeyView {
     /// When it expires, if it does.
     pub expires_at: Option<SystemTime>,
     /// The minute of its last successful verify, if any since the store began keeping
-    /// them (not part of the log: see [`KeyStore::verify`](crate::KeyStore::verify)).
+    /// them (not part of the log: see `KeyStore::verify`).
     pub last_used_at: Option<SystemTime>,
     /// Whether it was adopted from another system rather than generated.
     pub imported: bool,

@@ -85,7 +85,7 @@ impl fmt::Display for Action {
 }
 
 /// A management command the access rules refused: who tried what on which key, when,
-/// and why it was refused. See [`KeyStore::refused`](crate::KeyStore::refused).
+/// and why it was refused. See `KeyStore::refused`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefusedAttempt {
     /// When it was refused.

@@ -298,7 +298,7 @@ impl fmt::Display for HeaderProblem {
 ///
 /// Takes `(name, value)` pairs, so any HTTP library's header map can be passed, e.g.
 /// `headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))`. The value is returned
-/// unvalidated; [`KeyStore::verify`](crate::KeyStore::verify) checks it.
+/// unvalidated; `KeyStore::verify` checks it.
 ///
 /// # Errors
 /// The [`HeaderProblem`] found.

@@ -8,45 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-#[cfg(target_os = "linux")]
-use rustix::time::ClockId;
-
-#[cfg(target_os = "linux")]
-use crate::clock::clock_micros;
-
-/// Microseconds on the clock a fence runs on: monotonic, and coarse on Linux (the last
-/// tick's value, read through the vDSO without waiting for the loads in flight; at most
-/// [`CLOCK_TICK`] behind the precise clock).
-pub(crate) fn now() -> u64 {
-    #[cfg(target_os = "linux")]
-    {
-        u64::try_from(clock_micros(ClockId::MonotonicCoarse)).unwrap_or(0)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        let start = *START.get_or_init(std::time::Instant::now);
-        u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
-}
-
-/// Microseconds this machine has spent suspended since it booted, as far as its clocks
-/// tell (Linux: `CLOCK_BOOTTIME` runs on through a suspend, [`now`]'s clock does not); 0
-/// elsewhere.
-pub(crate) fn suspended() -> u64 {
-    #[cfg(target_os = "linux")]
-    {
-        u64::try_from(clock_micros(ClockId::Boottime).saturating_sub(clock_micros(ClockId::Monotonic)))
-            .unwrap_or(0)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        0
-    }
-}
-
-/// How far [`now`] may lag the precise clock: a kernel tick at `HZ=100`.
-pub(crate) const CLOCK_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+pub(crate) use crate::clock::{CLOCK_TICK, monotonic_micros as now, suspended};
 
 /// See the module doc. A single host's fence never closes.
 #[derive(Debug)]
@@ -62,11 +24,6 @@ pub(crate) struct Fence {
 }
 
 impl Fence {
-    /// [`now`], for the threads that stamp announcements.
-    pub(crate) fn now() -> u64 {
-        now()
-    }
-
     /// A fence that never closes: a single host.
     pub(crate) fn open() -> Self {
         Fence {

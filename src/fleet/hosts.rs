@@ -2,8 +2,8 @@
 //! hosts' sealed heads as the heads bucket delivers them, and the confirmation of a
 //! revocation, which never counts a host out unless that host has surely fenced itself.
 //!
-//! It never talks to the server: `log/nats.rs` hands it what the server said, and when
-//! it sent the request.
+//! It never talks to the server: the shared log hands it what the server said, and when
+//! it sent the request, through [`crate::log::Heads`] (`fleet/announce.rs`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +14,7 @@ use super::fence::{self, Fence};
 use super::head::{self, HostHead};
 use super::{FleetOptions, FleetStatus, HostStatus, IgnoredHead, UNSEEN_HOSTS};
 use crate::chain::{Chain, Head};
+pub(crate) use crate::log::Outcome;
 
 /// The share of a limit a margin must add for two clocks whose rates differ by up to 1000
 /// ppm each way (NTP slews at most 500 ppm, crystals drift well under 100 ppm): 2500 ppm,
@@ -40,17 +41,6 @@ fn micros(d: Duration) -> u64 {
 /// clock (at least `margin`).
 pub(crate) fn hold_for(limit: Duration, margin: Duration) -> Duration {
     limit + margin.max(limit / RATE_BOUND_DIVISOR + fence::CLOCK_TICK * 2)
-}
-
-/// What became of one announcement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// The server stored it.
-    Acknowledged,
-    /// The server answered that the heads bucket does not exist.
-    BucketMissing,
-    /// No answer, or another error.
-    Failed,
 }
 
 struct Peer {
@@ -248,7 +238,7 @@ impl Fleet {
 
     /// The head to announce next: at once when it changed, else after a heartbeat; once
     /// the fleet is closing, a last one saying this host left, then `None`.
-    pub(crate) fn next_announcement(&self) -> Option<HostHead> {
+    pub(crate) fn next_head(&self) -> Option<HostHead> {
         let own = lock(&self.own);
         let (mut own, _) = self
             .announce

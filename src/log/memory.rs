@@ -139,7 +139,7 @@ struct SharedState {
     created: i64,
     /// The hosts announcing their heads, each handed every announcement (a heads bucket
     /// held in memory, with its revisions).
-    heads: Vec<std::sync::Weak<crate::fleet::Fleet>>,
+    heads: Vec<std::sync::Weak<dyn super::Heads>>,
     head_revision: u64,
 }
 
@@ -295,16 +295,14 @@ impl super::SharedLog for MemShared {
     }
 
     /// Announcements are stored at once and handed to every host, as a watch would.
-    fn announce(&mut self, fleet: Arc<crate::fleet::Fleet>) -> Result<(), LogError> {
-        fleet.watch_started();
-        self.lock().heads.push(Arc::downgrade(&fleet));
+    fn announce(&mut self, heads: Arc<dyn super::Heads>) -> Result<(), LogError> {
+        heads.watch_started();
+        self.lock().heads.push(Arc::downgrade(&heads));
         let shared = self.clone();
-        let announcer = Arc::clone(&fleet);
+        let announcer = Arc::clone(&heads);
         std::thread::spawn(move || {
-            while let Some(head) = announcer.next_announcement() {
-                let Some(bytes) = announcer.seal(&head) else { break };
-                announcer.sending(head.counter);
-                let sent = crate::fleet::Fence::now();
+            while let Some(announcement) = announcer.next_announcement() {
+                let sent = crate::clock::monotonic_micros();
                 let (hosts, revision) = {
                     let mut state = shared.lock();
                     state.heads.retain(|h| h.strong_count() > 0);
@@ -313,15 +311,15 @@ impl super::SharedLog for MemShared {
                     (hosts, state.head_revision)
                 };
                 for host in hosts {
-                    host.delivered(announcer.host(), Some(&bytes), revision, true);
+                    host.delivered(announcer.host(), Some(&announcement.bytes), revision, true);
                 }
-                if announcer.announced(head.counter, crate::fleet::Outcome::Acknowledged, sent) {
+                if announcer.announced(announcement.counter, super::Outcome::Acknowledged, sent) {
                     let end = shared.lock().messages.len() as u64;
                     announcer.catch_up_to(end);
                 }
             }
         });
-        fleet.wait_open(std::time::Duration::from_secs(5));
+        heads.wait_open(std::time::Duration::from_secs(5));
         Ok(())
     }
 }

@@ -22,9 +22,9 @@ use async_nats::{ConnectOptions, HeaderMap};
 use crossbeam_channel::Receiver;
 use futures_util::StreamExt;
 
-use super::{AppendError, Delivered, Judge, LogError, SharedLog, StreamState};
-use crate::Error;
-use crate::fleet::{Auth, Fence, Fleet, FleetOptions, Outcome};
+use super::connection::{Auth, Connection, without_userinfo};
+use super::{AppendError, Delivered, Heads, Judge, LogError, Outcome, SharedLog, StreamState};
+use crate::clock::monotonic_micros;
 
 /// How long appends are remembered for deduplication.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -53,12 +53,17 @@ pub(crate) struct NatsLog {
     watcher: Option<tokio::task::JoinHandle<()>>,
     /// The task that reads the stream's state every period (`SharedLog::watch`).
     inspector: Option<tokio::task::JoinHandle<()>>,
+    /// How long an announcement waits for the server; how long a host waits to be seen.
+    patience: Duration,
+    request_timeout: Duration,
+    /// Where the heads bucket is, to make it again.
+    connection: Connection,
 }
 
 impl NatsLog {
     /// Connects, and finds or creates the stream and the heads bucket. A stream that
     /// exists with settings that would let messages be removed is refused.
-    pub(crate) fn connect(options: &FleetOptions) -> Result<Self, Error> {
+    pub(crate) fn connect(options: &Connection) -> Result<Self, LogError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("keyledger-nats")
@@ -68,14 +73,17 @@ impl NatsLog {
             let (client, js) = connect(options).await?;
             let stream = find_stream(&js, options).await?;
             let kv = find_bucket(&js, options).await?;
-            Ok::<_, Error>((client, js, stream, kv))
+            Ok::<_, LogError>((client, js, stream, kv))
         })?;
         Ok(NatsLog {
             rt,
             client,
             js,
             stream,
-            subject: options.subject(),
+            subject: options.subject.clone(),
+            patience: options.patience,
+            request_timeout: options.request_timeout,
+            connection: options.clone(),
             follower: None,
             kv,
             heads: Vec::new(),
@@ -88,7 +96,7 @@ impl NatsLog {
     /// and hearing the other hosts'. Every answer from the server counts as contact; only
     /// an acknowledged announcement (or the server's word that the bucket is gone) keeps
     /// this host's fence open.
-    fn start_heads(&mut self, fleet: Arc<Fleet>) -> Result<(), LogError> {
+    fn start_heads(&mut self, fleet: Arc<dyn Heads>) -> Result<(), LogError> {
         let fleet_wait = Arc::clone(&fleet);
         let handle = self.rt.handle().clone();
         let announcer = Arc::clone(&fleet);
@@ -96,9 +104,8 @@ impl NatsLog {
         // Tells the watch to start again, on the bucket as it is now.
         let rewatch = Arc::new(tokio::sync::Notify::new());
         let restart = Arc::clone(&rewatch);
-        // Out of touch, a request waits no longer than a heartbeat (and at least a
-        // second, so a busy machine is not taken for a lost server).
-        let patience = fleet.options.heartbeat.max(Duration::from_secs(1));
+        let patience = self.patience;
+        let connection = self.connection.clone();
         self.heads.push(
             std::thread::Builder::new()
                 .name("keyledger-announce".into())
@@ -107,38 +114,43 @@ impl NatsLog {
                     let mut last_revision = 0;
                     // The last announcement says this host left: the others stop waiting for
                     // it at once. It stays in the bucket until it expires.
-                    while let Some(head) = announcer.next_announcement() {
-                        announcer.check_suspend();
-                        let Some(bytes) = announcer.seal(&head) else { break };
-                        announcer.sending(head.counter);
-                        let mut sent = Fence::now();
-                        let outcome = match within(&handle, patience, kv.put(&host, bytes.into())) {
-                            Some(Ok(revision)) => {
-                                announcer.clear_fault(BUCKET_FAULT);
-                                // Stored before this host's previous announcement: the bucket
-                                // was made again, and the watch follows the old one.
-                                if revision <= last_revision {
-                                    announcer.note_bucket_lost();
-                                    rewatch.notify_one();
-                                }
-                                last_revision = revision;
-                                Outcome::Acknowledged
-                            }
-                            _ => {
-                                sent = Fence::now();
-                                match within(&handle, patience, js.get_stream(kv.stream_name.clone())) {
-                                    Some(Err(e)) if stream_missing(&e) => {
-                                        kv = refind_bucket(&handle, &js, &announcer, kv, patience);
-                                        Outcome::BucketMissing
+                    while let Some(announcement) = announcer.next_announcement() {
+                        let mut sent = monotonic_micros();
+                        let outcome =
+                            match within(&handle, patience, kv.put(&host, announcement.bytes.into())) {
+                                Some(Ok(revision)) => {
+                                    announcer.clear_fault(BUCKET_FAULT);
+                                    // Stored before this host's previous announcement: the bucket
+                                    // was made again, and the watch follows the old one.
+                                    if revision <= last_revision {
+                                        announcer.note_bucket_lost();
+                                        rewatch.notify_one();
                                     }
-                                    Some(Ok(_)) => {
-                                        announcer.contact();
-                                        Outcome::Failed
-                                    }
-                                    _ => Outcome::Failed,
+                                    last_revision = revision;
+                                    Outcome::Acknowledged
                                 }
-                            }
-                        };
+                                _ => {
+                                    sent = monotonic_micros();
+                                    match within(&handle, patience, js.get_stream(kv.stream_name.clone())) {
+                                        Some(Err(e)) if stream_missing(&e) => {
+                                            kv = refind_bucket(
+                                                &handle,
+                                                &js,
+                                                &*announcer,
+                                                &connection,
+                                                kv,
+                                                patience,
+                                            );
+                                            Outcome::BucketMissing
+                                        }
+                                        Some(Ok(_)) => {
+                                            announcer.contact();
+                                            Outcome::Failed
+                                        }
+                                        _ => Outcome::Failed,
+                                    }
+                                }
+                            };
                         if outcome == Outcome::Failed {
                             // The stream's state, which the server answers from memory: contact
                             // for the health limit, even while announcements wait for a disk.
@@ -147,7 +159,7 @@ impl NatsLog {
                                 announcer.contact();
                             }
                         }
-                        if announcer.announced(head.counter, outcome, sent) {
+                        if announcer.announced(announcement.counter, outcome, sent) {
                             // The stream's end, read after the answer: what the fence waits for.
                             let mut s = stream.clone();
                             if let Some(Ok(info)) = within(&handle, patience, s.info()) {
@@ -181,8 +193,7 @@ impl NatsLog {
             }
         }));
         // A host verifies once the others can see it: its first announcement acknowledged.
-        let timeout = fleet_wait.options.request_timeout;
-        fleet_wait.wait_open(timeout);
+        fleet_wait.wait_open(self.request_timeout);
         Ok(())
     }
 }
@@ -212,14 +223,14 @@ fn stream_missing(e: &jetstream::context::GetStreamError) -> bool {
 fn refind_bucket(
     handle: &tokio::runtime::Handle,
     js: &jetstream::Context,
-    fleet: &Fleet,
+    fleet: &dyn Heads,
+    connection: &Connection,
     kv: kv::Store,
     patience: Duration,
 ) -> kv::Store {
-    let bucket = fleet.options.heads_bucket();
+    let bucket = &connection.heads_bucket;
     fleet.note_bucket_lost();
-    let found =
-        handle.block_on(async { tokio::time::timeout(patience, find_bucket(js, &fleet.options)).await });
+    let found = handle.block_on(async { tokio::time::timeout(patience, find_bucket(js, connection)).await });
     match found {
         Ok(Ok(store)) => {
             fleet.set_fault(
@@ -249,10 +260,10 @@ fn refind_bucket(
 }
 
 /// Connects to the server with the options' credentials and TLS settings.
-async fn connect(options: &FleetOptions) -> Result<(async_nats::Client, jetstream::Context), Error> {
-    let unavailable = |e: String| Error::StreamUnavailable { reason: e };
+async fn connect(options: &Connection) -> Result<(async_nats::Client, jetstream::Context), LogError> {
+    let unavailable = LogError::Unavailable;
     let mut connect = ConnectOptions::new()
-        .name(format!("keyledger {}", options.host))
+        .name(options.client_name.clone())
         .connection_timeout(options.request_timeout)
         .request_timeout(Some(options.request_timeout))
         .max_reconnects(None)
@@ -264,7 +275,10 @@ async fn connect(options: &FleetOptions) -> Result<(async_nats::Client, jetstrea
         Auth::CredsFile(path) => connect
             .credentials_file(path)
             .await
-            .map_err(|e| Error::invalid("creds file", e.to_string()))?,
+            .map_err(|e| LogError::Refused {
+                what: "creds file",
+                reason: e.to_string(),
+            })?,
     };
     if let Some(roots) = &options.tls.root_certificates {
         connect = connect.add_root_certificates(roots.clone());
@@ -275,13 +289,13 @@ async fn connect(options: &FleetOptions) -> Result<(async_nats::Client, jetstrea
     // A cluster's servers, comma-separated: the client tries each, and moves to another
     // when one dies.
     let urls: Vec<&str> = options
-        .url
+        .urls
         .split(',')
         .map(str::trim)
         .filter(|u| !u.is_empty())
         .collect();
     let client = connect.connect(urls.as_slice()).await.map_err(|e| {
-        let url = crate::fleet::without_userinfo(&options.url);
+        let url = without_userinfo(&options.urls);
         unavailable(format!("cannot connect to {url}: {e}"))
     })?;
     let js = jetstream::ContextBuilder::new()
@@ -305,31 +319,28 @@ const SURVEY_MESSAGES: u64 = 64;
 
 /// Reads the stream's state, its first messages (where its genesis is) and the heads
 /// bucket without joining (nothing is created).
-pub(crate) fn survey(options: &FleetOptions) -> Result<Survey, Error> {
+pub(crate) fn survey(options: &Connection) -> Result<Survey, LogError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let (_client, js) = connect(options).await?;
-        let state = inspect(&js, &options.stream, &options.subject())
-            .await
-            .map_err(Error::from)?
-            .ok_or_else(|| Error::StreamUnavailable {
-                reason: format!("no stream {}", options.stream),
-            })?;
+        let state = inspect(&js, &options.stream, &options.subject)
+            .await?
+            .ok_or_else(|| LogError::Unavailable(format!("no stream {}", options.stream)))?;
         let stream = js.get_stream(&options.stream).await.map_err(engine)?;
-        let subject = options.subject();
+        let subject = &options.subject;
         let mut first_messages = Vec::new();
         let first = state.first.max(1);
         for pos in first..=state.last.min(first + SURVEY_MESSAGES - 1) {
             if let Ok(message) = stream.direct_get(pos).await
-                && message.subject.as_str() == subject
+                && message.subject.as_str() == subject.as_str()
             {
                 first_messages.push((pos, message.payload.to_vec()));
             }
         }
         let mut entries = Vec::new();
-        if let Ok(kv) = js.get_key_value(options.heads_bucket()).await
+        if let Ok(kv) = js.get_key_value(&options.heads_bucket).await
             && let Ok(mut keys) = kv.keys().await
         {
             while let Some(Ok(key)) = keys.next().await {
@@ -359,10 +370,10 @@ fn age_of(created_nanos: i128) -> Duration {
 }
 
 /// The settings of the fleet's stream: every message kept, none removable.
-fn stream_config(options: &FleetOptions) -> stream::Config {
+fn stream_config(options: &Connection) -> stream::Config {
     stream::Config {
         name: options.stream.clone(),
-        subjects: vec![options.subject()],
+        subjects: vec![options.subject.clone()],
         retention: stream::RetentionPolicy::Limits,
         max_messages: -1,
         max_bytes: -1,
@@ -380,25 +391,23 @@ fn stream_config(options: &FleetOptions) -> stream::Config {
 }
 
 /// Finds the stream, or creates it; refuses one whose settings let messages go.
-async fn find_stream(js: &jetstream::Context, options: &FleetOptions) -> Result<stream::Stream, Error> {
+async fn find_stream(js: &jetstream::Context, options: &Connection) -> Result<stream::Stream, LogError> {
     let config = stream_config(options);
-    let mut stream = js
-        .get_or_create_stream(config)
-        .await
-        .map_err(|e| Error::StreamUnavailable {
-            reason: format!("cannot find or create stream {}: {e}", options.stream),
-        })?;
-    let info = stream.info().await.map_err(|e| Error::StreamUnavailable {
-        reason: format!("cannot read stream {}: {e}", options.stream),
+    let mut stream = js.get_or_create_stream(config).await.map_err(|e| {
+        LogError::Unavailable(format!("cannot find or create stream {}: {e}", options.stream))
     })?;
-    match settings_problem(&info.config, &options.subject()) {
-        Some(why) => Err(Error::invalid(
-            "stream",
-            format!(
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| LogError::Unavailable(format!("cannot read stream {}: {e}", options.stream)))?;
+    match settings_problem(&info.config, &options.subject) {
+        Some(why) => Err(LogError::Refused {
+            what: "stream",
+            reason: format!(
                 "stream {} {why}: a keyledger log must keep every message",
                 options.stream
             ),
-        )),
+        }),
         None => Ok(stream),
     }
 }
@@ -460,13 +469,11 @@ async fn inspect(
 }
 
 /// Finds the heads bucket, or creates it with entries that live
-/// [`FleetOptions::heads_max_age`]; a bucket that keeps them for less is given that age.
-async fn find_bucket(js: &jetstream::Context, options: &FleetOptions) -> Result<kv::Store, Error> {
-    let bucket = options.heads_bucket();
-    let max_age = options.heads_max_age();
-    let cannot = |e: String| Error::StreamUnavailable {
-        reason: format!("cannot find or create bucket {bucket}: {e}"),
-    };
+/// [`Connection::heads_max_age`]; a bucket that keeps them for less is given that age.
+async fn find_bucket(js: &jetstream::Context, options: &Connection) -> Result<kv::Store, LogError> {
+    let bucket = options.heads_bucket.clone();
+    let max_age = options.heads_max_age;
+    let cannot = |e: String| LogError::Unavailable(format!("cannot find or create bucket {bucket}: {e}"));
     if let Ok(store) = js.get_key_value(&bucket).await {
         let mut config = js
             .get_stream(&store.stream_name)
@@ -639,7 +646,7 @@ impl SharedLog for NatsLog {
         Ok(())
     }
 
-    fn announce(&mut self, fleet: Arc<Fleet>) -> Result<(), LogError> {
+    fn announce(&mut self, fleet: Arc<dyn Heads>) -> Result<(), LogError> {
         self.start_heads(fleet)
     }
 }
@@ -669,9 +676,9 @@ mod tests {
     /// in, or stops appends from being confirmed is named.
     #[test]
     fn stream_settings_that_lose_or_take_in_messages_are_named() {
-        let options = FleetOptions::new("nats://127.0.0.1:4222");
+        let options = crate::fleet::FleetOptions::new("nats://127.0.0.1:4222").connection();
         let ours = stream_config(&options);
-        assert_eq!(settings_problem(&ours, &options.subject()), None);
+        assert_eq!(settings_problem(&ours, &options.subject), None);
         let source = stream::Source {
             name: "elsewhere".into(),
             ..Default::default()
@@ -734,7 +741,7 @@ mod tests {
                 "acknowledge",
             ),
         ] {
-            let problem = settings_problem(&changed, &options.subject()).unwrap_or_default();
+            let problem = settings_problem(&changed, &options.subject).unwrap_or_default();
             assert!(problem.contains(named), "{problem:?} should name {named}");
         }
     }

@@ -213,7 +213,7 @@ impl Builder {
                 ));
             }
             let fleet = Fleet::new(options.clone(), self.chain());
-            let log = crate::log::NatsLog::connect(options)?;
+            let log = crate::log::NatsLog::connect(&options.connection())?;
             return Ok(Some(SharedParts {
                 log: Box::new(log),
                 fence: fleet.fence(),

@@ -43,9 +43,9 @@ fn peer(name: &str, run: u64, counter: u64, seq: u64, fences: bool) -> Vec<u8> {
 
 /// This host announces its head, which the watch hands back at `revision`.
 fn announce(f: &Fleet, revision: u64) {
-    let head = f.next_announcement().unwrap();
+    let head = f.next_head().unwrap();
     f.sending(head.counter);
-    let sent = Fence::now();
+    let sent = fence::now();
     f.delivered(f.host(), Some(&f.seal(&head).unwrap()), revision, true);
     if f.announced(head.counter, Outcome::Acknowledged, sent) {
         f.catch_up_to(f.position());
@@ -183,9 +183,9 @@ fn a_fenced_host_reopens_once_heard_and_caught_up_also_while_halted() {
     std::thread::sleep(Duration::from_millis(250));
     assert!(fence.rejects(), "unheard past the lease");
     assert!(f.status(|_| None).causes.iter().any(|(c, _)| *c == "fenced"));
-    let head = f.next_announcement().unwrap();
+    let head = f.next_head().unwrap();
     f.sending(head.counter);
-    assert!(f.announced(head.counter, Outcome::Acknowledged, Fence::now()));
+    assert!(f.announced(head.counter, Outcome::Acknowledged, fence::now()));
     f.catch_up_to(7);
     assert!(
         fence.rejects(),
