@@ -12,10 +12,17 @@ use std::sync::{Mutex, PoisonError};
 
 use ipnet::IpNet;
 
-use crate::Error;
-use crate::error::Denial;
-use crate::event::{Actor, ActorRole, Event, KeyId, MAX_WHITELIST, SUPER_ADMIN_ROLE};
-use crate::token::{HeaderProblem, Malformed, redact_keys};
+use crate::model::actor::Actor;
+use crate::model::actor::ActorRole;
+use crate::model::error::Denial;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::model::id::SUPER_ADMIN_ROLE;
+use crate::model::record::Event;
+use crate::model::rules::MAX_WHITELIST;
+use crate::model::token::HeaderProblem;
+use crate::model::token::format::Malformed;
+use crate::model::token::format::redact_keys;
 
 /// A key's state as the rules need it.
 #[derive(Debug, Clone, Copy)]
@@ -367,7 +374,7 @@ impl RoleSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::parse_net;
+    use crate::model::rules::parse_net;
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|s| parse_net(s).unwrap()).collect()
@@ -405,7 +412,7 @@ mod tests {
     #[test]
     fn denials_are_typed_and_never_quote_a_key_shaped_id() {
         // Only stored records can still carry such ids: replay checks them with these rules.
-        let key = crate::token::ApiKey::generate().unwrap();
+        let key = crate::model::token::ApiKey::generate().unwrap();
         let secret = key.expose_secret();
         let id = KeyId(9);
         let state = KeyState {

@@ -8,7 +8,8 @@
 
 use std::path::Path;
 
-use crate::{Error, file};
+use crate::file;
+use crate::model::error::Error;
 
 /// The secret key of a keyed chain: whoever lacks it cannot forge a history, or roll its
 /// head back, without a keyed check noticing. Kept outside the store (a file, an
@@ -227,8 +228,8 @@ pub(crate) enum ChainMarker {
 
 impl ChainMarker {
     /// Why `chain` cannot read a log with this marker, if it cannot.
-    pub(crate) fn mismatch(self, chain: &Chain) -> Option<crate::ChainKeyProblem> {
-        use crate::ChainKeyProblem;
+    pub(crate) fn mismatch(self, chain: &Chain) -> Option<crate::model::error::ChainKeyProblem> {
+        use crate::model::error::ChainKeyProblem;
         match (self, chain.is_keyed()) {
             (ChainMarker::Public, false) => None,
             (ChainMarker::Keyed(f), true) if f == chain.fingerprint() => None,
@@ -386,16 +387,16 @@ mod tests {
         assert_eq!(keyed.marker().mismatch(&keyed), None);
         assert_eq!(
             keyed.marker().mismatch(&public),
-            Some(crate::ChainKeyProblem::Missing)
+            Some(crate::model::error::ChainKeyProblem::Missing)
         );
         assert_eq!(
             public.marker().mismatch(&keyed),
-            Some(crate::ChainKeyProblem::NotKeyed)
+            Some(crate::model::error::ChainKeyProblem::NotKeyed)
         );
         let other = Chain::new(Some(&ChainKey::from_bytes([8; 32])));
         assert_eq!(
             keyed.marker().mismatch(&other),
-            Some(crate::ChainKeyProblem::Wrong)
+            Some(crate::model::error::ChainKeyProblem::Wrong)
         );
     }
 }

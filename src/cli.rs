@@ -16,22 +16,22 @@
 //! opening the store in `store`, the commands in `keys`, `audit`, `verify`, `maintenance`,
 //! `actors`, `serve`, `fleet` and `demo`, human output in `render`, `--server` in `client`.
 
-mod actors;
-mod args;
-mod audit;
+pub(crate) mod actors;
+pub(crate) mod args;
+pub(crate) mod audit;
 #[cfg(feature = "client")]
-mod client;
-mod demo;
-mod exit;
+pub(crate) mod client;
+pub(crate) mod demo;
+pub(crate) mod exit;
 #[cfg(feature = "nats")]
-mod fleet;
-mod keys;
-mod maintenance;
-mod render;
+pub(crate) mod fleet;
+pub(crate) mod keys;
+pub(crate) mod maintenance;
+pub(crate) mod render;
 #[cfg(feature = "serve")]
-mod serve;
-mod store;
-mod verify;
+pub(crate) mod serve;
+pub(crate) mod store;
+pub(crate) mod verify;
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::Error;
-use crate::error::FileProblem;
+use crate::model::error::Error;
+use crate::model::error::FileProblem;
 
 /// The suffix of a file being written; see [`remove_leftovers`].
 const TEMP_SUFFIX: &str = ".partial";

@@ -21,22 +21,23 @@
 // names them) but nothing builds a fleet.
 #![cfg_attr(not(feature = "nats"), allow(dead_code, unreachable_pub))]
 
-mod announce;
-mod fence;
+pub(crate) mod announce;
+pub(crate) mod fence;
 pub(crate) mod head;
-mod hosts;
+pub(crate) mod hosts;
 pub(crate) mod message;
-mod replica;
-mod stream;
+pub(crate) mod replica;
+pub(crate) mod stream;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::Error;
-use crate::log::{Auth, Connection, Tls, without_userinfo};
+use crate::log::connection::Auth;
+use crate::log::connection::Connection;
+use crate::log::connection::Tls;
+use crate::log::connection::without_userinfo;
+use crate::model::error::Error;
 
-pub(crate) use self::replica::{Appended, MAX_RACES, Replica};
-pub(crate) use fence::Fence;
 pub(crate) use hosts::{Fleet, hold_for};
 
 /// How a host joins a fleet: where the shared log is, who this host is, and the limits
@@ -174,7 +175,7 @@ impl FleetOptions {
 
     /// How long a host counts as live after its last announcement the server acknowledged
     /// (default 12 s: longer than a NATS leader election); unheard that long, a host fences itself: it rejects every key
-    /// ([`Rejection::Stale`](crate::Rejection::Stale)) until it is heard again and has
+    /// ([`Rejection::Stale`](crate::access::Rejection::Stale)) until it is heard again and has
     /// applied the stream's end. See `docs/design.md`, "Fencing".
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
@@ -217,7 +218,7 @@ impl FleetOptions {
 
     /// How long a host started with [`FleetOptions::serve_past_lease`] keeps verifying
     /// keys when no announcement is acknowledged (default 60 s); past it, every key is
-    /// rejected ([`Rejection::Stale`](crate::Rejection::Stale)) until it is heard again
+    /// rejected ([`Rejection::Stale`](crate::access::Rejection::Stale)) until it is heard again
     /// and has caught up. A host that fences does so at its lease, which must not be
     /// longer.
     pub fn stale_reject(mut self, limit: Duration) -> Self {
@@ -476,10 +477,10 @@ pub struct FleetSurvey {
 /// [`Error::InvalidInput`] for bad options; [`Error::StreamUnavailable`] if the server
 /// cannot be reached or has no such stream.
 #[cfg(feature = "nats")]
-pub fn survey(options: &FleetOptions, chain_key: &crate::ChainKey) -> Result<FleetSurvey, Error> {
+pub fn survey(options: &FleetOptions, chain_key: &crate::chain::ChainKey) -> Result<FleetSurvey, Error> {
     options.validated()?;
     let chain = crate::chain::Chain::new(Some(chain_key));
-    let read = crate::log::nats_survey(&options.connection())?;
+    let read = crate::log::nats::survey(&options.connection())?;
     let state = read.state;
     let identity = stream::find_genesis(&read.first_messages, &state, &options.stream, &chain);
     let missing = state.last.saturating_sub(state.messages);

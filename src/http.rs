@@ -2,11 +2,8 @@
 //! store verifies, and the rule that decides which address a request comes from.
 //!
 //! Reads headers and the connection's address and hands them to the store; it decides
-//! nothing about keys itself ([`KeyStore::verify`](crate::KeyStore::verify) does), and it
+//! nothing about keys itself ([`KeyStore::verify`](crate::store::KeyStore::verify) does), and it
 //! depends on no web framework or runtime, only on `http` and tower's two traits.
 
-mod client_ip;
-mod layer;
-
-pub use self::client_ip::{ForwardedForProblem, MAX_FORWARDED_HOPS, TrustedProxies};
-pub use self::layer::{ApiKeyLayer, ApiKeyService, PeerAddr, Refusal, ResponseFuture};
+pub(crate) mod client_ip;
+pub(crate) mod layer;

@@ -15,13 +15,21 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::event::shown;
+use crate::model::rules::shown;
 
 pub(crate) mod people;
-use crate::{
-    ApiKey, AuditEntry, Denial, Error, EventKind, ExistingKey, KeyId, KeyView, NewKey, RefusedAttempt,
-    RolledKey, redact_keys,
-};
+use crate::model::error::Denial;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::model::key::NewKey;
+use crate::model::record::EventKind;
+use crate::model::refusal::RefusedAttempt;
+use crate::model::token::ApiKey;
+use crate::model::token::ExistingKey;
+use crate::model::token::format::redact_keys;
+use crate::projection::AuditEntry;
+use crate::projection::KeyView;
+use crate::store::RolledKey;
 
 /// Most lines [`read_import_lines`] takes: one commit, held in memory until it is durable.
 pub const MAX_IMPORT_LINES: usize = 1_000_000;
@@ -93,7 +101,7 @@ pub struct KeyJson {
     pub key: Option<String>,
     /// In a revocation's answer (delete, disable, unwhitelist) on a host of a fleet: the
     /// hosts that may still accept the key when the wait ended (see
-    /// [`Revoked::unconfirmed`](crate::Revoked::unconfirmed); `*` for hosts this one could
+    /// [`Revoked::unconfirmed`](crate::fleet::Revoked::unconfirmed); `*` for hosts this one could
     /// not see). Absent when there are none (every host confirmed, or a single host), so a
     /// single host's answers are those of the command line.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -361,7 +369,7 @@ impl From<&RefusedAttempt> for RefusedJson {
 
 /// Who an admin key acts as (`GET /v1/whoami`): the person it was made for, else the actor
 /// who created it, with the lesser of the creator's role and the key's
-/// ([`KeyStore::acting_through`](crate::KeyStore::acting_through)).
+/// ([`KeyStore::acting_through`](crate::store::KeyStore::acting_through)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct WhoamiJson {
@@ -375,7 +383,7 @@ pub struct WhoamiJson {
 
 impl WhoamiJson {
     /// `actor`, acting through the admin key `key`.
-    pub fn new(actor: &crate::Actor, key: KeyId) -> Self {
+    pub fn new(actor: &crate::model::actor::Actor, key: KeyId) -> Self {
         WhoamiJson {
             actor: actor.id().to_owned(),
             actor_role: actor.role().as_str().to_owned(),
@@ -580,7 +588,7 @@ fn import_line(text: &str) -> Result<ExistingKey, Error> {
         new = new.role(role);
     }
     for net in &line.ips {
-        new = new.allow(crate::parse_net(net)?);
+        new = new.allow(crate::model::rules::parse_net(net)?);
     }
     if let Some(at) = line.expires_at {
         new = new.expires_at(parse_time("expires_at", &at)?);
@@ -703,8 +711,8 @@ pub struct IgnoredJson {
     pub reason: String,
 }
 
-impl From<&crate::IgnoredHead> for IgnoredJson {
-    fn from(i: &crate::IgnoredHead) -> Self {
+impl From<&crate::fleet::IgnoredHead> for IgnoredJson {
+    fn from(i: &crate::fleet::IgnoredHead) -> Self {
         IgnoredJson {
             ignored_head: i.host.clone(),
             reason: i.reason.clone(),
@@ -712,8 +720,8 @@ impl From<&crate::IgnoredHead> for IgnoredJson {
     }
 }
 
-impl From<&crate::HostStatus> for HostJson {
-    fn from(h: &crate::HostStatus) -> Self {
+impl From<&crate::fleet::HostStatus> for HostJson {
+    fn from(h: &crate::fleet::HostStatus) -> Self {
         HostJson {
             host: h.host.clone(),
             this_host: h.this_host,

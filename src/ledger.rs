@@ -20,24 +20,32 @@ use ipnet::IpNet;
 use rand::RngCore;
 use rand::rngs::StdRng;
 
-use crate::Error;
-use crate::access::{self, KeyState};
-use crate::chain::{Chain, Head};
+use crate::access;
+use crate::access::KeyState;
+use crate::chain::Chain;
+use crate::chain::Head;
 use crate::clock::Clock;
-use crate::codec::{self, BlockWriter};
-use crate::event::{Actor, Event, KeyId, KeySource, NewKey, Record};
+use crate::codec;
+use crate::codec::block::BlockWriter;
 use crate::log::Entry;
-use crate::problem::ProblemKind;
+use crate::model::actor::Actor;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::model::key::KeySource;
+use crate::model::key::NewKey;
+use crate::model::problem::ProblemKind;
+use crate::model::record::Event;
+use crate::model::record::Record;
+use crate::model::refusal::Action;
+use crate::model::token::ExistingKey;
+use crate::model::token::KeyHash;
 use crate::projection::Projection;
-use crate::refused::Action;
-use crate::token::ExistingKey;
-use crate::token::KeyHash;
 
-mod meta;
-mod replay;
+pub(crate) mod meta;
+pub(crate) mod replay;
 
 pub(crate) use meta::{
-    LogInfo, chain_fits, initialize, reaches_head, reaches_witness, read_info, record_hash, stored_head,
+    chain_fits, initialize, reaches_head, reaches_witness, read_info, record_hash, stored_head,
 };
 pub(crate) use replay::report;
 
@@ -404,7 +412,7 @@ fn events(
     {
         return Err(Error::denied(
             cmd.actor.id(),
-            crate::Denial::AdminKeyRevoked { key: via },
+            crate::model::error::Denial::AdminKeyRevoked { key: via },
         ));
     }
     let mut taken = |hash: &KeyHash| proj.contains_hash(hash) || !new_hashes.insert(*hash);
@@ -506,7 +514,7 @@ fn events(
                 .revoked_by(actor, *with_keys)
                 .next()
                 .ok_or_else(|| Error::NothingToRevoke {
-                    actor: crate::token::redact_keys(actor).into_owned(),
+                    actor: crate::model::token::format::redact_keys(actor).into_owned(),
                 })?;
             return Ok((first, vec![event]));
         }
@@ -633,5 +641,37 @@ mod tests {
         near.accept(&prepared.entries).unwrap();
         assert_eq!(near.head().seq, 2);
         assert_eq!(near.head().at, ahead, "never before the record it follows");
+    }
+
+    #[test]
+    fn a_stored_record_with_a_format_character_or_a_key_shaped_text_still_decodes_and_replays() {
+        let key = crate::model::token::ApiKey::generate().unwrap();
+        for (actor, name) in [
+            ("\u{202E}ecila", "alice\u{200B}"),
+            ("root", "\u{FEFF}bot"),
+            (key.expose_secret(), "a key pasted as a name: klk_x"),
+        ] {
+            let record = crate::model::tests::created(actor, name, Vec::new());
+            let bytes = crate::codec::record::encode_record(&record).unwrap();
+            let decoded = crate::codec::record::decode_record(&bytes, 1).unwrap();
+            assert_eq!(decoded, record);
+            // Replay accepts it, and its author may still act on the key it created.
+            let chain = crate::chain::Chain::new(None);
+            let ledger = crate::ledger::Ledger::new(chain.clone());
+            let now = crate::ledger::now_micros();
+            let mut state = ledger.write_state();
+            ledger.accept_record(&mut state, 1, &bytes, now).unwrap();
+            let delete = Record {
+                seq: 2,
+                prev: chain.hash(&bytes),
+                event: Event::Deleted {
+                    id: decoded.event.key_id().unwrap(),
+                },
+                ..decoded
+            };
+            let delete = crate::codec::record::encode_record(&delete).unwrap();
+            ledger.accept_record(&mut state, 2, &delete, now).unwrap();
+            assert_eq!(state.keys(true, now)[0].name, name);
+        }
     }
 }

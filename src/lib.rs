@@ -52,13 +52,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod access;
-mod backup;
 mod chain;
-mod check;
 mod clock;
 mod codec;
-mod error;
-mod event;
 mod file;
 mod fleet;
 #[cfg(feature = "tower")]
@@ -67,53 +63,139 @@ mod http;
 mod json;
 mod ledger;
 mod log;
-mod problem;
+mod model;
+mod persist;
 mod projection;
-mod refused;
 #[cfg(feature = "serve")]
 mod server;
-mod snapshot;
 mod store;
-mod token;
 #[cfg(feature = "serve")]
 mod ui;
 
-pub use crate::access::{Rejection, VerifiedKey};
-pub use crate::chain::{ChainKey, Witness};
-pub use crate::check::{CheckReport, MAX_LISTED_PROBLEMS, RepairReport};
+pub use crate::access::Rejection;
+pub use crate::access::VerifiedKey;
+pub use crate::chain::ChainKey;
+pub use crate::chain::Witness;
 pub use crate::clock::ManualClock;
-pub use crate::error::{ChainKeyProblem, Denial, Error, FileProblem};
-pub use crate::event::{
-    ADMIN_ROLE, Actor, ActorRole, EventKind, KeyId, MAX_ACTOR_ID_CHARS, MAX_NAME_CHARS, MAX_ROLE_LEN,
-    MAX_ROLES, MAX_WHITELIST, NewKey, SUPER_ADMIN_ROLE, parse_net,
-};
 pub use crate::file::read_secret_file;
 #[cfg(feature = "nats")]
-pub use crate::fleet::{DEFAULT_STREAM, FleetOptions, survey};
-pub use crate::fleet::{FleetStatus, FleetSurvey, HostStatus, IgnoredHead, Revoked, UNSEEN_HOSTS};
+pub use crate::fleet::DEFAULT_STREAM;
+#[cfg(feature = "nats")]
+pub use crate::fleet::FleetOptions;
+pub use crate::fleet::FleetStatus;
+pub use crate::fleet::FleetSurvey;
+pub use crate::fleet::HostStatus;
+pub use crate::fleet::IgnoredHead;
+pub use crate::fleet::Revoked;
+pub use crate::fleet::UNSEEN_HOSTS;
+#[cfg(feature = "nats")]
+pub use crate::fleet::survey;
 #[cfg(feature = "tower")]
-pub use crate::http::{
-    ApiKeyLayer, ApiKeyService, ForwardedForProblem, MAX_FORWARDED_HOPS, PeerAddr, Refusal, ResponseFuture,
-    TrustedProxies,
-};
+pub use crate::http::client_ip::ForwardedForProblem;
+#[cfg(feature = "tower")]
+pub use crate::http::client_ip::MAX_FORWARDED_HOPS;
+#[cfg(feature = "tower")]
+pub use crate::http::client_ip::TrustedProxies;
+#[cfg(feature = "tower")]
+pub use crate::http::layer::ApiKeyLayer;
+#[cfg(feature = "tower")]
+pub use crate::http::layer::ApiKeyService;
+#[cfg(feature = "tower")]
+pub use crate::http::layer::PeerAddr;
+#[cfg(feature = "tower")]
+pub use crate::http::layer::Refusal;
+#[cfg(feature = "tower")]
+pub use crate::http::layer::ResponseFuture;
+#[cfg(feature = "json")]
+pub use crate::json::AuditFilter;
+#[cfg(feature = "json")]
+pub use crate::json::AuditJson;
+#[cfg(feature = "json")]
+pub use crate::json::DeletedJson;
+#[cfg(feature = "json")]
+pub use crate::json::ErrorJson;
+#[cfg(feature = "json")]
+pub use crate::json::HostJson;
+#[cfg(feature = "json")]
+pub use crate::json::IgnoredJson;
+#[cfg(feature = "json")]
+pub use crate::json::ImportedJson;
+#[cfg(feature = "json")]
+pub use crate::json::KeyJson;
+#[cfg(feature = "json")]
+pub use crate::json::MAX_IMPORT_BYTES;
+#[cfg(feature = "json")]
+pub use crate::json::MAX_IMPORT_LINE_BYTES;
+#[cfg(feature = "json")]
+pub use crate::json::MAX_IMPORT_LINES;
+#[cfg(feature = "json")]
+pub use crate::json::RefusedJson;
+#[cfg(feature = "json")]
+pub use crate::json::RollJson;
+#[cfg(feature = "json")]
+pub use crate::json::WhoamiJson;
+#[cfg(feature = "json")]
+pub use crate::json::parse_grace;
+#[cfg(feature = "json")]
+pub use crate::json::parse_lifetime;
 #[cfg(feature = "json")]
 pub use crate::json::people::RevokedActorJson;
 #[cfg(feature = "json")]
-pub use crate::json::{
-    AuditFilter, AuditJson, DeletedJson, ErrorJson, HostJson, IgnoredJson, ImportedJson, KeyJson,
-    MAX_IMPORT_BYTES, MAX_IMPORT_LINE_BYTES, MAX_IMPORT_LINES, RefusedJson, RollJson, WhoamiJson,
-    parse_grace, parse_lifetime, read_import_lines, rfc3339,
-};
-pub use crate::problem::{Problem, ProblemKind};
-pub use crate::projection::{AuditEntry, KeyStatus, KeyView};
-pub use crate::refused::{Action, RefusedAttempt};
+pub use crate::json::read_import_lines;
+#[cfg(feature = "json")]
+pub use crate::json::rfc3339;
+pub use crate::model::actor::Actor;
+pub use crate::model::actor::ActorRole;
+pub use crate::model::error::ChainKeyProblem;
+pub use crate::model::error::Denial;
+pub use crate::model::error::Error;
+pub use crate::model::error::FileProblem;
+pub use crate::model::id::ADMIN_ROLE;
+pub use crate::model::id::KeyId;
+pub use crate::model::id::SUPER_ADMIN_ROLE;
+pub use crate::model::key::NewKey;
+pub use crate::model::problem::Problem;
+pub use crate::model::problem::ProblemKind;
+pub use crate::model::record::EventKind;
+pub use crate::model::refusal::Action;
+pub use crate::model::refusal::RefusedAttempt;
+pub use crate::model::rules::MAX_ACTOR_ID_CHARS;
+pub use crate::model::rules::MAX_NAME_CHARS;
+pub use crate::model::rules::MAX_ROLE_LEN;
+pub use crate::model::rules::MAX_ROLES;
+pub use crate::model::rules::MAX_WHITELIST;
+pub use crate::model::rules::parse_net;
+pub use crate::model::token::API_KEY_HEADER;
+pub use crate::model::token::ApiKey;
+pub use crate::model::token::ExistingKey;
+pub use crate::model::token::HeaderProblem;
+pub use crate::model::token::MAX_ADOPTED_LEN;
+pub use crate::model::token::MIN_ADOPTED_LEN;
+pub use crate::model::token::api_key_from_headers;
+pub use crate::model::token::format::KEY_LEN;
+pub use crate::model::token::format::KEY_PREFIX;
+pub use crate::model::token::format::Malformed;
+pub use crate::model::token::format::check_format;
+pub use crate::model::token::format::redact_keys;
+pub use crate::persist::check::CheckReport;
+pub use crate::persist::check::MAX_LISTED_PROBLEMS;
+pub use crate::persist::check::RepairReport;
+pub use crate::projection::AuditEntry;
+pub use crate::projection::KeyStatus;
+pub use crate::projection::KeyView;
 #[cfg(feature = "serve")]
-pub use crate::server::{MAX_BODY_BYTES, MAX_IMPORT_BODY_BYTES, Server};
-pub use crate::store::{Builder, CreatedKey, Integrity, KeyStore, MAX_GRACE, RevokedActor, RolledKey};
-pub use crate::token::{
-    API_KEY_HEADER, ApiKey, ExistingKey, HeaderProblem, KEY_LEN, KEY_PREFIX, MAX_ADOPTED_LEN,
-    MIN_ADOPTED_LEN, Malformed, api_key_from_headers, check_format, redact_keys,
-};
+pub use crate::server::MAX_BODY_BYTES;
+#[cfg(feature = "serve")]
+pub use crate::server::MAX_IMPORT_BODY_BYTES;
+#[cfg(feature = "serve")]
+pub use crate::server::Server;
+pub use crate::store::CreatedKey;
+pub use crate::store::Integrity;
+pub use crate::store::KeyStore;
+pub use crate::store::MAX_GRACE;
+pub use crate::store::RolledKey;
+pub use crate::store::builder::Builder;
+pub use crate::store::people::RevokedActor;
 pub use ipnet::IpNet;
 
 /// Entry points for the fuzz targets in `fuzz/` and hooks for the tests (the test command
@@ -121,12 +203,13 @@ pub use ipnet::IpNet;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
-    use crate::chain::{Chain, Head};
+    use crate::chain::Chain;
+    use crate::chain::Head;
     use crate::codec;
 
-    /// A key that passes [`check_format`](crate::check_format), rebuilt from its parts.
+    /// A key that passes [`check_format`](crate::model::token::format::check_format), rebuilt from its parts.
     pub fn reencode_token(token: &str) -> Option<String> {
-        crate::token::reencode(token)
+        crate::model::token::format::reencode(token)
     }
 
     /// Decodes a record; if it decodes, checks that encoding gives the same bytes back and
@@ -147,7 +230,7 @@ pub mod fuzzing {
     /// a head that decodes must encode to the same bytes.
     pub fn host_head(bytes: &[u8]) -> bool {
         use crate::fleet::head;
-        let chain = Chain::new(Some(&crate::ChainKey::from_bytes([7; 32])));
+        let chain = Chain::new(Some(&crate::chain::ChainKey::from_bytes([7; 32])));
         let stream = [1; 16];
         let mut resealed = bytes.to_vec();
         if resealed.len() == head::HEAD_LEN {
@@ -181,7 +264,8 @@ pub mod fuzzing {
     /// bytes, and a fresh ledger fed its entries (as a host applies another's message) may
     /// refuse them, never panic.
     pub fn stream_message(bytes: &[u8]) -> bool {
-        use crate::fleet::message::{self, Message};
+        use crate::fleet::message;
+        use crate::fleet::message::Message;
         let chain = Chain::new(None);
         let mut sealed = bytes.to_vec();
         sealed.extend_from_slice(&chain.seal(crate::chain::SealDomain::Message, bytes));
@@ -235,7 +319,7 @@ pub mod fuzzing {
             return false;
         };
         if bytes.starts_with(&[2, 0]) {
-            let mut block = codec::BlockWriter::new(key);
+            let mut block = crate::codec::block::BlockWriter::new(key);
             for (_, r) in &records {
                 block.push(r);
             }
@@ -299,7 +383,7 @@ pub mod fuzzing {
         let mut size = sizes.iter().cycle();
         while !rest.is_empty() {
             let n = usize::from(*size.next().unwrap_or(&1)).clamp(1, rest.len());
-            let mut block = codec::BlockWriter::new(seq);
+            let mut block = crate::codec::block::BlockWriter::new(seq);
             for r in &rest[..n] {
                 block.push(r);
             }
@@ -316,7 +400,7 @@ pub mod fuzzing {
     /// on. For the tests of what a halted host does; `None` for a malformed stream id.
     #[cfg(feature = "nats")]
     pub fn sealed_out_of_place_message(
-        key: &crate::ChainKey,
+        key: &crate::chain::ChainKey,
         stream_id: &str,
         position: u64,
     ) -> Option<Vec<u8>> {
@@ -328,7 +412,7 @@ pub mod fuzzing {
         for (byte, pair) in id.iter_mut().zip(digits.chunks(2)) {
             *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
         }
-        let mut block = codec::BlockWriter::new(1 << 40);
+        let mut block = crate::codec::block::BlockWriter::new(1 << 40);
         block.push(b"a record nobody chained");
         crate::fleet::message::encode_entries(
             "rogue",

@@ -6,25 +6,17 @@
 //! made durable. sled is one implementation (`log/sled.rs`, the only file that names it);
 //! memory is another (tests and temporary stores); a shared log follows the same trait.
 
-mod connection;
-mod memory;
+pub(crate) mod connection;
+pub(crate) mod memory;
 #[cfg(feature = "nats")]
-mod nats;
-mod sled;
+pub(crate) mod nats;
+pub(crate) mod sled;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use self::connection::{Auth, Connection, Tls, without_userinfo};
-pub(crate) use self::memory::MemLog;
-#[cfg(test)]
-pub(crate) use self::memory::MemShared;
-#[cfg(feature = "nats")]
-pub(crate) use self::nats::{NatsLog, survey as nats_survey};
-pub(crate) use self::sled::SledLog;
-
-/// Why the engine failed. Converted into the crate's [`Error`](crate::Error) at the seam.
+/// Why the engine failed. Converted into the crate's [`Error`](crate::model::error::Error) at the seam.
 #[derive(Debug)]
 pub(crate) enum LogError {
     /// The operating system refused a file operation.
@@ -262,12 +254,12 @@ pub(crate) trait Heads: Send + Sync {
 
 /// The log's failures as the store reports them: the log speaks its own error, and the
 /// error enum above it knows nothing of it.
-impl From<LogError> for crate::error::Error {
+impl From<LogError> for crate::model::error::Error {
     fn from(e: LogError) -> Self {
-        use crate::error::Error;
+        use crate::model::error::Error;
         match e {
             LogError::Io(io) => Error::Io(io),
-            LogError::Corrupt(why) => Error::corrupt(0, crate::problem::ProblemKind::Undecodable, why),
+            LogError::Corrupt(why) => Error::corrupt(0, crate::model::problem::ProblemKind::Undecodable, why),
             LogError::Engine(reason) => Error::Storage { reason },
             LogError::Unavailable(reason) => Error::StreamUnavailable { reason },
             LogError::Refused { what, reason } => Error::invalid(what, reason),
@@ -278,6 +270,8 @@ impl From<LogError> for crate::error::Error {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::log::memory::MemLog;
+    use crate::log::sled::SledLog;
 
     /// The behaviour every engine must share.
     pub(crate) fn log_contract(log: &mut dyn Log) {

@@ -18,20 +18,24 @@ use std::time::SystemTime;
 use hashbrown::HashTable;
 use ipnet::IpNet;
 
-use crate::Error;
 use crate::access::RoleSet;
 use crate::chain::Head;
-use crate::event::{Actor, ActorRole, EventKind, KeyId, KeySource};
-use crate::problem::ProblemKind;
-use crate::token::KeyHash;
+use crate::model::actor::Actor;
+use crate::model::actor::ActorRole;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::model::key::KeySource;
+use crate::model::problem::ProblemKind;
+use crate::model::record::EventKind;
+use crate::model::token::KeyHash;
 
-mod apply;
-mod people;
-mod snapshot;
-mod tables;
-mod verify;
-mod views;
-mod whitelists;
+pub(crate) mod apply;
+pub(crate) mod people;
+pub(crate) mod snapshot;
+pub(crate) mod tables;
+pub(crate) mod verify;
+pub(crate) mod views;
+pub(crate) mod whitelists;
 
 use whitelists::WhitelistSets;
 
@@ -437,8 +441,11 @@ mod tests {
     #[test]
     fn a_frozen_copy_is_the_state_when_the_freeze_began() {
         use crate::chain::Chain;
-        use crate::event::{Actor, NewKey};
-        use crate::ledger::{Command, Ledger, Op};
+        use crate::ledger::Command;
+        use crate::ledger::Ledger;
+        use crate::ledger::Op;
+        use crate::model::actor::Actor;
+        use crate::model::key::NewKey;
         use rand::SeedableRng;
 
         let ledger = Ledger::new(Chain::new(None));
@@ -462,17 +469,17 @@ mod tests {
             hash[0] = i;
             let new = NewKey::new(format!("key {i}"))
                 .role("bot")
-                .allow(crate::parse_net(&format!("10.{}.0.0/16", i % 3)).unwrap());
+                .allow(crate::model::rules::parse_net(&format!("10.{}.0.0/16", i % 3)).unwrap());
             keys.push(run(Op::Create {
                 new: new.validated().unwrap(),
-                hash: crate::token::KeyHash(hash),
+                hash: crate::model::token::KeyHash(hash),
                 tail: *b"abcd",
             }));
         }
         // Ten keys get a whitelist of their own, so that changing it again frees a set
         // that existed when the freeze began.
         for (i, id) in keys.iter().take(10).enumerate() {
-            let net = crate::parse_net(&format!("172.16.{i}.0/24")).unwrap();
+            let net = crate::model::rules::parse_net(&format!("172.16.{i}.0/24")).unwrap();
             run(Op::Whitelist {
                 id: *id,
                 nets: vec![net],
@@ -487,7 +494,7 @@ mod tests {
             // Between parts, the writer changes keys already copied and not yet copied,
             // frees whitelist sets and reuses their slots, and adds keys.
             let id = keys[(steps * 7) % 10];
-            let net = crate::parse_net(&format!("192.0.{steps}.0/24")).unwrap();
+            let net = crate::model::rules::parse_net(&format!("192.0.{steps}.0/24")).unwrap();
             run(Op::Whitelist { id, nets: vec![net] });
             if steps % 3 == 0 && steps / 3 + 10 < keys.len() {
                 run(Op::Delete {

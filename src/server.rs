@@ -6,11 +6,11 @@
 //! error maps to one status here. `/auth` must never answer anything but 200, 401 or 403,
 //! and never 200 unless the check passed.
 
-mod admin;
-mod admit;
-mod auth;
-mod body;
-mod listen;
+pub(crate) mod admin;
+pub(crate) mod admit;
+pub(crate) mod auth;
+pub(crate) mod body;
+pub(crate) mod listen;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -24,7 +24,12 @@ use axum::routing::{any, get};
 use http::{Extensions, StatusCode};
 use tokio::sync::Semaphore;
 
-use crate::{ApiKeyLayer, ErrorJson, Integrity, KeyStore, PeerAddr, TrustedProxies};
+use crate::http::client_ip::TrustedProxies;
+use crate::http::layer::ApiKeyLayer;
+use crate::http::layer::PeerAddr;
+use crate::json::ErrorJson;
+use crate::store::Integrity;
+use crate::store::KeyStore;
 
 /// The most bytes of a JSON request body (an import's JSON Lines aside): a key with the
 /// most roles and the longest whitelist fits with room.
@@ -290,7 +295,7 @@ pub(crate) struct CauseJson {
 }
 
 /// The causes of a fleet status, as JSON.
-pub(crate) fn causes(f: &crate::FleetStatus) -> Vec<CauseJson> {
+pub(crate) fn causes(f: &crate::fleet::FleetStatus) -> Vec<CauseJson> {
     f.causes
         .iter()
         .map(|(cause, reason)| CauseJson {
@@ -300,8 +305,8 @@ pub(crate) fn causes(f: &crate::FleetStatus) -> Vec<CauseJson> {
         .collect()
 }
 
-impl From<&crate::FleetStatus> for FleetHealth {
-    fn from(f: &crate::FleetStatus) -> Self {
+impl From<&crate::fleet::FleetStatus> for FleetHealth {
+    fn from(f: &crate::fleet::FleetStatus) -> Self {
         FleetHealth {
             host: f.host.clone(),
             stale_ms: f.stale_for.as_millis(),
@@ -332,7 +337,7 @@ impl Health {
         last_seq: u64,
         closed: bool,
         integrity: &Integrity,
-        fleet: Option<&crate::FleetStatus>,
+        fleet: Option<&crate::fleet::FleetStatus>,
     ) -> (StatusCode, Health) {
         let reason = if closed {
             Some("closed")
@@ -424,16 +429,16 @@ impl IntoResponse for Reject {
     }
 }
 
-impl From<crate::Error> for Reject {
-    fn from(e: crate::Error) -> Self {
+impl From<crate::model::error::Error> for Reject {
+    fn from(e: crate::model::error::Error) -> Self {
         Reject(Box::new(body::json(status_of(&e), &ErrorJson::from(&e))))
     }
 }
 
 /// The one mapping of library errors to statuses: 400 bad input, 403 permission, 404 a
 /// key unknown or deleted, 409 a change that conflicts with the state, 503 the store.
-fn status_of(e: &crate::Error) -> StatusCode {
-    use crate::Error;
+fn status_of(e: &crate::model::error::Error) -> StatusCode {
+    use crate::model::error::Error;
     match e {
         Error::InvalidInput { .. } => StatusCode::BAD_REQUEST,
         Error::PermissionDenied { .. } => StatusCode::FORBIDDEN,
@@ -465,7 +470,8 @@ fn status_of(e: &crate::Error) -> StatusCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Problem, ProblemKind};
+    use crate::model::problem::Problem;
+    use crate::model::problem::ProblemKind;
 
     #[test]
     fn health_is_503_once_the_store_is_damaged_or_its_writer_stopped() {
@@ -499,11 +505,14 @@ mod tests {
 
     #[test]
     fn each_error_has_its_status_and_an_import_error_its_entrys() {
-        use crate::Error;
-        let id: crate::KeyId = "00000000000000aa".parse().unwrap();
+        use crate::model::error::Error;
+        let id: crate::model::id::KeyId = "00000000000000aa".parse().unwrap();
         for (e, status) in [
             (Error::invalid("name", "empty"), 400),
-            (Error::denied("alice", crate::Denial::NotAnAdmin), 403),
+            (
+                Error::denied("alice", crate::model::error::Denial::NotAnAdmin),
+                403,
+            ),
             (Error::KeyNotFound(id), 404),
             (Error::KeyDeleted(id), 404),
             (
@@ -531,7 +540,10 @@ mod tests {
             (
                 Error::ImportEntry {
                     index: 2,
-                    source: Box::new(Error::denied("alice", crate::Denial::GrantsSuperAdmin)),
+                    source: Box::new(Error::denied(
+                        "alice",
+                        crate::model::error::Denial::GrantsSuperAdmin,
+                    )),
                 },
                 403,
             ),

@@ -20,29 +20,41 @@ use std::time::{Duration, SystemTime};
 use crossbeam_channel::Sender;
 use ipnet::IpNet;
 
-use crate::access::{Rejection, VerifiedKey};
+use crate::access::Rejection;
+use crate::access::VerifiedKey;
 use crate::chain::Witness;
-use crate::event::{Actor, ActorRole, KeyId, NewKey};
-use crate::fleet::{Fence, Fleet, FleetStatus, Revoked};
-use crate::ledger::{self, Command, Ledger, Op};
+use crate::fleet::FleetStatus;
+use crate::fleet::Revoked;
+use crate::fleet::fence::Fence;
+use crate::fleet::hosts::Fleet;
+use crate::ledger;
+use crate::ledger::Command;
+use crate::ledger::Ledger;
+use crate::ledger::Op;
 use crate::log::LogRead;
-use crate::problem::Problem;
-use crate::projection::{AuditEntry, KeyView};
-use crate::refused::{self, RefusedAttempt};
-use crate::token::ExistingKey;
-use crate::token::{self, ApiKey};
-use crate::{Error, codec};
+use crate::model::actor::Actor;
+use crate::model::actor::ActorRole;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::model::key::NewKey;
+use crate::model::problem::Problem;
+use crate::model::refusal::RefusedAttempt;
+use crate::model::token;
+use crate::model::token::ApiKey;
+use crate::model::token::ExistingKey;
+use crate::persist::trail;
+use crate::projection::AuditEntry;
+use crate::projection::KeyView;
 
 use background::{IntegrityCell, Saver};
 use writer::{Pending, Request};
 
-mod background;
-mod builder;
-mod people;
-mod writer;
+pub(crate) mod background;
+pub(crate) mod builder;
+pub(crate) mod people;
+pub(crate) mod writer;
 
-pub use builder::Builder;
-pub use people::RevokedActor;
+pub(crate) use builder::Builder;
 
 /// A new key, as returned once by [`KeyStore::create_key`].
 #[derive(Debug)]
@@ -217,7 +229,7 @@ impl KeyStore {
     /// # Errors
     /// [`Error::KeyNotFound`], [`Error::KeyDeleted`], [`Error::PermissionDenied`],
     /// [`Error::WhitelistUnchanged`] if one is already there, [`Error::InvalidInput`] for a
-    /// bad network or past [`MAX_WHITELIST`](crate::MAX_WHITELIST); storage errors.
+    /// bad network or past [`MAX_WHITELIST`](crate::model::rules::MAX_WHITELIST); storage errors.
     pub fn whitelist_ip(
         &self,
         actor: &Actor,
@@ -397,7 +409,7 @@ impl KeyStore {
     /// Commands through the key are refused once it is deleted (or its person revoked,
     /// [`KeyStore::revoke_actor`]), disabled or expired, even if it verified when the
     /// request began; and an admin (through a key or not) may not change a key that holds
-    /// the `super-admin` role ([`crate::Denial::OutranksActor`]).
+    /// the `super-admin` role ([`crate::model::error::Denial::OutranksActor`]).
     ///
     /// # Errors
     /// [`Error::PermissionDenied`] if the key is no longer active, or holds neither the `admin` nor the
@@ -410,18 +422,18 @@ impl KeyStore {
             .acts_for
             .clone()
             .unwrap_or_else(|| view.created_by.id().to_owned());
-        if view.status != crate::KeyStatus::Active {
+        if view.status != crate::projection::KeyStatus::Active {
             return Err(Error::denied(
                 &person,
-                crate::Denial::AdminKeyRevoked { key: key.id() },
+                crate::model::error::Denial::AdminKeyRevoked { key: key.id() },
             ));
         }
-        let granted = if view.roles.iter().any(|r| r == crate::SUPER_ADMIN_ROLE) {
+        let granted = if view.roles.iter().any(|r| r == crate::model::id::SUPER_ADMIN_ROLE) {
             ActorRole::SuperAdmin
-        } else if view.roles.iter().any(|r| r == crate::ADMIN_ROLE) {
+        } else if view.roles.iter().any(|r| r == crate::model::id::ADMIN_ROLE) {
             ActorRole::Admin
         } else {
-            return Err(Error::denied(&person, crate::Denial::NotAnAdmin));
+            return Err(Error::denied(&person, crate::model::error::Denial::NotAnAdmin));
         };
         // The lesser role has the larger code.
         let creator = view.created_by.role();
@@ -444,8 +456,8 @@ impl KeyStore {
         self.trail
             .refused()?
             .iter()
-            .map(|bytes| codec::decode_refused(bytes))
-            .filter_map(|r| r.map(refused::attempt_of).transpose())
+            .map(|bytes| crate::persist::trail::format::decode_refused(bytes))
+            .filter_map(|r| r.map(trail::attempt_of).transpose())
             .collect()
     }
 
@@ -485,7 +497,7 @@ impl KeyStore {
         &self,
         token: &str,
         client_ip: IpAddr,
-        malformed: crate::Malformed,
+        malformed: crate::model::token::format::Malformed,
     ) -> Result<VerifiedKey, Rejection> {
         let proj = self.ledger.read();
         let mut found = false;
@@ -507,7 +519,7 @@ impl KeyStore {
     }
 
     /// Picks the key out of the `x-api-key` header and verifies it; see
-    /// [`api_key_from_headers`](crate::api_key_from_headers).
+    /// [`api_key_from_headers`](crate::model::token::api_key_from_headers).
     ///
     /// # Errors
     /// A [`Rejection`] saying why the request is refused.
@@ -633,7 +645,7 @@ fn request_nets(nets: impl IntoIterator<Item = IpNet>) -> Result<Vec<IpNet>, Err
     if nets.is_empty() {
         return Err(Error::invalid("network", "no address or range given"));
     }
-    crate::event::validate_whitelist(&nets)
+    crate::model::rules::validate_whitelist(&nets)
 }
 
 impl Drop for KeyStore {
@@ -657,10 +669,10 @@ impl Drop for KeyStore {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
-mod snapshot_tests;
+pub(crate) mod snapshot_tests;
 
 #[cfg(test)]
-mod fleet_tests;
+pub(crate) mod fleet_tests;

@@ -11,9 +11,10 @@
 //! earlier kill: the parent also checks a copy of the store with such files cut.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+#[path = "support/files.rs"]
+mod files;
 
-use common::copy_dir;
+use files::copy_dir;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};

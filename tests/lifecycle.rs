@@ -12,7 +12,8 @@ use keyledger::{
 };
 use sha2::Digest;
 
-mod common;
+#[path = "support/files.rs"]
+mod files;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -668,7 +669,7 @@ mod last_used {
             std::thread::sleep(Duration::from_millis(5));
         }
         let copy = tempfile::tempdir().unwrap();
-        common::copy_dir(dir.path(), copy.path());
+        files::copy_dir(dir.path(), copy.path());
         drop(store);
         let reopened = KeyStore::open(copy.path()).unwrap();
         assert!(reopened.key(k.id).unwrap().last_used_at.is_some());

@@ -7,9 +7,10 @@
 //! (`docs/design.md`), so they rebuild blocks and their checksums; they lack the chain key.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+#[path = "support/files.rs"]
+mod files;
 
-use common::copy_dir;
+use files::copy_dir;
 use std::path::Path;
 
 use keyledger::{Actor, ChainKey, ChainKeyProblem, Error, KeyStore, NewKey, Problem, ProblemKind};

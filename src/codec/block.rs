@@ -4,8 +4,8 @@
 
 use super::primitives::version_of;
 use super::record::MAX_RECORD_BYTES;
-use crate::Error;
-use crate::problem::ProblemKind;
+use crate::model::error::Error;
+use crate::model::problem::ProblemKind;
 
 /// The first two bytes of a block; a format 1 entry starts with its record's version, 1.
 const BLOCK_VERSION: u16 = 2;

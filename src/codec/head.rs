@@ -5,9 +5,12 @@ use bincode::Options;
 use serde::{Deserialize, Serialize};
 
 use super::primitives::{le32, options, version_of};
-use crate::Error;
-use crate::chain::{Chain, Head, SealDomain, StoredHead};
-use crate::problem::ProblemKind;
+use crate::chain::Chain;
+use crate::chain::Head;
+use crate::chain::SealDomain;
+use crate::chain::StoredHead;
+use crate::model::error::Error;
+use crate::model::problem::ProblemKind;
 
 /// The version of format 1's unsealed anchor.
 const ANCHOR_VERSION: u16 = 1;

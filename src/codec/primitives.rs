@@ -7,7 +7,7 @@ use bincode::Options;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::model::error::Error;
 
 pub(crate) fn options(limit: u64) -> impl Options {
     bincode::DefaultOptions::new()
@@ -21,15 +21,12 @@ pub(crate) fn options(limit: u64) -> impl Options {
 // `[u8; N]`, decoded in 4 steps instead of 32 (bincode reads arrays element by element).
 macro_rules! le_words {
     ($name:ident, $n:literal, $word:ty, $count:literal) => {
-        pub(super) mod $name {
+        pub(crate) mod $name {
             use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
             const W: usize = std::mem::size_of::<$word>();
 
-            pub(in crate::codec) fn serialize<S: Serializer>(
-                bytes: &[u8; $n],
-                s: S,
-            ) -> Result<S::Ok, S::Error> {
+            pub(crate) fn serialize<S: Serializer>(bytes: &[u8; $n], s: S) -> Result<S::Ok, S::Error> {
                 let mut words = [0 as $word; $count];
                 for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(W)) {
                     let mut b = [0u8; W];
@@ -39,9 +36,7 @@ macro_rules! le_words {
                 words.serialize(s)
             }
 
-            pub(in crate::codec) fn deserialize<'de, D: Deserializer<'de>>(
-                d: D,
-            ) -> Result<[u8; $n], D::Error> {
+            pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; $n], D::Error> {
                 let words = <[$word; $count]>::deserialize(d)?;
                 let mut bytes = [0u8; $n];
                 for (chunk, word) in bytes.chunks_exact_mut(W).zip(words) {
@@ -58,7 +53,7 @@ le_words!(le16, 16, u128, 1);
 le_words!(le4, 4, u32, 1);
 
 #[derive(Serialize, Deserialize, Clone, Copy)]
-pub(super) enum NetV1 {
+pub(crate) enum NetV1 {
     V4(#[serde(with = "le4")] [u8; 4], u8),
     V6(#[serde(with = "le16")] [u8; 16], u8),
 }
@@ -85,7 +80,7 @@ impl TryFrom<NetV1> for IpNet {
 }
 
 /// The little-endian `u16` every versioned value starts with.
-pub(super) fn version_of(bytes: &[u8]) -> Option<u16> {
+pub(crate) fn version_of(bytes: &[u8]) -> Option<u16> {
     bytes.first_chunk::<2>().map(|v| u16::from_le_bytes(*v))
 }
 

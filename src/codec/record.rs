@@ -7,10 +7,15 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::primitives::{NetV1, le4, le32, options};
-use crate::Error;
-use crate::event::{Actor, ActorRole, Event, KeyId, KeySource, Record};
-use crate::problem::ProblemKind;
-use crate::token::KeyHash;
+use crate::model::actor::Actor;
+use crate::model::actor::ActorRole;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::model::key::KeySource;
+use crate::model::problem::ProblemKind;
+use crate::model::record::Event;
+use crate::model::record::Record;
+use crate::model::token::KeyHash;
 
 /// The newest record format this build writes. A record is written in the lowest version
 /// that can hold it (version 1 for the events it has), so that every record has exactly

@@ -2,13 +2,21 @@ use bincode::Options;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
 
+use super::block::BlockWriter;
 use super::record::{RecordV1, RecordV2, RecordV3, WireEvent, event_to_wire};
 use super::*;
-use crate::Error;
-use crate::chain::{Chain, Head, StoredHead};
-use crate::event::{Actor, ActorRole, Event, KeyId, KeySource, Record};
-use crate::problem::ProblemKind;
-use crate::token::KeyHash;
+use crate::chain::Chain;
+use crate::chain::Head;
+use crate::chain::StoredHead;
+use crate::model::actor::Actor;
+use crate::model::actor::ActorRole;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::model::key::KeySource;
+use crate::model::problem::ProblemKind;
+use crate::model::record::Event;
+use crate::model::record::Record;
+use crate::model::token::KeyHash;
 
 pub(crate) fn arb_net() -> impl Strategy<Value = IpNet> {
     prop_oneof![
@@ -43,14 +51,14 @@ pub(crate) fn arb_record() -> impl Strategy<Value = Record> {
                 whitelist.dedup();
                 let mut roles: Vec<String> = roles.into_iter().collect();
                 // A person (never an actor id: those have no '-') only for an admin key.
-                if person.is_some() && !crate::event::grants_admin(&roles) {
-                    roles.push(crate::ADMIN_ROLE.to_owned());
+                if person.is_some() && !crate::model::rules::grants_admin(&roles) {
+                    roles.push(crate::model::id::ADMIN_ROLE.to_owned());
                 }
                 let (source, tail) = match source {
                     0 => (KeySource::Generated, tail_of(&tail)),
                     1 => (KeySource::Imported, tail_of(&tail)),
-                    2 => (KeySource::Imported, crate::event::NO_TAIL),
-                    _ => (KeySource::ImportedSha256, crate::event::NO_TAIL),
+                    2 => (KeySource::Imported, crate::model::key::NO_TAIL),
+                    _ => (KeySource::ImportedSha256, crate::model::key::NO_TAIL),
                 };
                 (
                     Event::Created {
@@ -279,7 +287,7 @@ fn v2_fixture_records() -> [Record; 2] {
             event: Event::Created {
                 id: KeyId(0x0fed_cba9_8765_4321),
                 hash: KeyHash([5; 32]),
-                tail: crate::event::NO_TAIL,
+                tail: crate::model::key::NO_TAIL,
                 name: "adopted bot".into(),
                 roles: vec!["bot".into()],
                 whitelist: vec!["10.0.0.0/8".parse().unwrap()],

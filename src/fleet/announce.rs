@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use super::hosts::Fleet;
-use crate::log::{Announcement, Heads, Outcome};
+use crate::log::Announcement;
+use crate::log::Heads;
+use crate::log::Outcome;
 
 impl Heads for Fleet {
     fn host(&self) -> &str {

@@ -8,7 +8,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-pub(crate) use crate::clock::{CLOCK_TICK, monotonic_micros as now, suspended};
+pub(crate) use crate::clock::CLOCK_TICK;
+pub(crate) use crate::clock::monotonic_micros as now;
+pub(crate) use crate::clock::suspended;
 
 /// See the module doc. A single host's fence never closes.
 #[derive(Debug)]

@@ -4,7 +4,8 @@
 //!
 //! This module only encodes, seals and checks bytes; it never talks to the server.
 
-use crate::chain::{Chain, SealDomain};
+use crate::chain::Chain;
+use crate::chain::SealDomain;
 
 /// A host's applied head and its lease terms, as it announces them to the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +197,7 @@ pub(crate) fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ChainKey;
+    use crate::chain::ChainKey;
 
     fn chain() -> Chain {
         Chain::new(Some(&ChainKey::from_bytes([7; 32])))

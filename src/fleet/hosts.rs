@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use super::fence::{self, Fence};
 use super::head::{self, HostHead};
 use super::{FleetOptions, FleetStatus, HostStatus, IgnoredHead, UNSEEN_HOSTS};
-use crate::chain::{Chain, Head};
+use crate::chain::Chain;
+use crate::chain::Head;
 pub(crate) use crate::log::Outcome;
 
 /// The share of a limit a margin must add for two clocks whose rates differ by up to 1000
@@ -717,4 +718,4 @@ fn echo(view: &mut View, counter: u64, seq: u64) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

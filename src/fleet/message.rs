@@ -8,11 +8,14 @@
 use bincode::Options as _;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
-use crate::chain::{Chain, SealDomain};
-use crate::codec::{self, entry_record_count, magic_version};
+use crate::chain::Chain;
+use crate::chain::SealDomain;
+use crate::codec;
+use crate::codec::block::entry_record_count;
+use crate::codec::primitives::magic_version;
 use crate::log::Entry;
-use crate::problem::ProblemKind;
+use crate::model::error::Error;
+use crate::model::problem::ProblemKind;
 
 /// The first bytes of every message on a shared log's stream.
 const MAGIC: [u8; 8] = *b"KLMSG\x00\x00\x00";
@@ -311,7 +314,7 @@ fn shape(wire: WireV2, position: u64) -> Result<Message, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::BlockWriter;
+    use crate::codec::block::BlockWriter;
 
     fn block_at(first: u64, records: usize) -> Entry {
         let mut block = BlockWriter::new(first);
@@ -322,7 +325,7 @@ mod tests {
     }
 
     fn chain() -> Chain {
-        Chain::new(Some(&crate::ChainKey::from_bytes([9; 32])))
+        Chain::new(Some(&crate::chain::ChainKey::from_bytes([9; 32])))
     }
 
     const ID: [u8; 16] = [5; 16];

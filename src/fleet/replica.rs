@@ -11,11 +11,18 @@ use crossbeam_channel::Receiver;
 use super::Fleet;
 use super::message::{self, Identity, Message, Unusable};
 use super::stream;
-use crate::Error;
-use crate::chain::{Chain, Head};
+use crate::chain::Chain;
+use crate::chain::Head;
 use crate::ledger::Ledger;
-use crate::log::{AppendError, Delivered, Entry, Log, LogError, MetaKey, SharedLog};
-use crate::problem::ProblemKind;
+use crate::log::AppendError;
+use crate::log::Delivered;
+use crate::log::Entry;
+use crate::log::Log;
+use crate::log::LogError;
+use crate::log::MetaKey;
+use crate::log::SharedLog;
+use crate::model::error::Error;
+use crate::model::problem::ProblemKind;
 
 /// How many messages one application of stream messages takes at most, and how many
 /// bytes of entries: bounds the write a catch-up makes between syncs.

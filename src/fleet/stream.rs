@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::message::{self, Identity, Message, Unusable};
-use crate::Error;
 use crate::chain::Chain;
-use crate::log::{AppendError, SharedLog, StreamState};
+use crate::log::AppendError;
+use crate::log::SharedLog;
+use crate::log::StreamState;
+use crate::model::error::Error;
 
 /// How many times a host tries to publish a genesis that another host beats it to.
 const GENESIS_RACES: usize = 16;
@@ -305,14 +307,14 @@ mod tests {
     /// next host takes; a stream that begins with a version 1 message (0.4.0) is refused.
     #[test]
     fn a_genesis_follows_junk_is_shared_and_a_version_1_stream_is_refused() {
-        let chain = Chain::new(Some(&crate::ChainKey::from_bytes([9; 32])));
-        let shared = crate::log::MemShared::default();
+        let chain = Chain::new(Some(&crate::chain::ChainKey::from_bytes([9; 32])));
+        let shared = crate::log::memory::MemShared::default();
         shared.inject(b"x".to_vec());
         let first = genesis(&mut shared.clone(), "a", "s", &chain).unwrap();
         assert_eq!(first.position, 2);
         assert_eq!(genesis(&mut shared.clone(), "b", "s", &chain).unwrap(), first);
 
-        let old = crate::log::MemShared::default();
+        let old = crate::log::memory::MemShared::default();
         let v1 = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/message-v1.bin"

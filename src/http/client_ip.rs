@@ -10,8 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use crate::Error;
-use crate::event::{canonical_net, parse_net};
+use crate::model::error::Error;
+use crate::model::rules::canonical_net;
+use crate::model::rules::parse_net;
 
 /// The most `X-Forwarded-For` entries looked at for one request. Walking from the right
 /// stops at the first untrusted entry, so only a chain of more trusted proxies than this

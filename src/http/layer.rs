@@ -19,7 +19,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::client_ip::{ForwardedForProblem, TrustedProxies};
-use crate::{KeyStore, Rejection, VerifiedKey, api_key_from_headers};
+use crate::access::Rejection;
+use crate::access::VerifiedKey;
+use crate::model::token::api_key_from_headers;
+use crate::store::KeyStore;
 
 /// The challenge every 401 carries. `ApiKey` is not a registered HTTP authentication
 /// scheme; like Kong's `Key` challenge it names where the credential goes.
@@ -477,7 +480,10 @@ mod tests {
     use std::task::Waker;
 
     use super::*;
-    use crate::{Actor, HeaderProblem, Malformed, NewKey};
+    use crate::model::actor::Actor;
+    use crate::model::key::NewKey;
+    use crate::model::token::HeaderProblem;
+    use crate::model::token::format::Malformed;
 
     /// Every variant of every reason. A new `Rejection` does not compile in `status` until
     /// it is mapped; add it here too.

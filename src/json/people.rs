@@ -16,14 +16,14 @@ pub struct RevokedActorJson {
     /// The ids of the keys it deleted.
     pub revoked: Vec<String>,
     /// On a host of a fleet: the live hosts that had not applied it when the wait ended
-    /// (see [`KeyJson::unconfirmed`](crate::KeyJson::unconfirmed)).
+    /// (see [`KeyJson::unconfirmed`](crate::json::KeyJson::unconfirmed)).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unconfirmed: Vec<String>,
 }
 
 impl RevokedActorJson {
     /// The answer to revoking `actor`.
-    pub fn new(actor: &str, with_keys: bool, revoked: &crate::store::RevokedActor) -> Self {
+    pub fn new(actor: &str, with_keys: bool, revoked: &crate::store::people::RevokedActor) -> Self {
         RevokedActorJson {
             actor: actor.to_owned(),
             with_keys,

@@ -4,11 +4,19 @@
 //!
 //! It reads and writes only metadata and the genesis head; it never applies a record.
 
-use crate::chain::{Chain, ChainMarker, Head, StoredHead};
-use crate::codec::{self, STORE_FORMAT};
-use crate::log::{Batch, Log, LogRead, MetaKey};
-use crate::problem::ProblemKind;
-use crate::{Error, Witness};
+use crate::chain::Chain;
+use crate::chain::ChainMarker;
+use crate::chain::Head;
+use crate::chain::StoredHead;
+use crate::chain::Witness;
+use crate::codec;
+use crate::codec::STORE_FORMAT;
+use crate::log::Batch;
+use crate::log::Log;
+use crate::log::LogRead;
+use crate::log::MetaKey;
+use crate::model::error::Error;
+use crate::model::problem::ProblemKind;
 
 /// The store's layout and chain, as its metadata says.
 #[derive(Debug, Clone, Copy)]

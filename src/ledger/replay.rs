@@ -4,11 +4,11 @@
 //! It goes through the ledger's own acceptance and never changes the log.
 
 use super::{Ledger, accept_hashed};
-use crate::Error;
 use crate::chain::Chain;
 use crate::codec;
 use crate::log::LogRead;
-use crate::problem::Progress;
+use crate::model::error::Error;
+use crate::model::problem::Progress;
 
 impl Ledger {
     /// Replays the records of `log` after the head and up to record `until` onto the

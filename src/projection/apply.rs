@@ -5,9 +5,10 @@
 //! tables and indexes it writes through live in `tables`.
 
 use super::{HashPrefix, KeyCold, KeyRec, LIVE, NEVER, NO_VIA, Projection, Roll, Row, too_long};
-use crate::Error;
 use crate::chain::Head;
-use crate::event::{Event, Record};
+use crate::model::error::Error;
+use crate::model::record::Event;
+use crate::model::record::Record;
 
 impl Projection {
     /// Applies a record the ledger admitted; `chain_hash` is its own hash.
@@ -61,7 +62,7 @@ impl Projection {
                 self.note_source(*source);
                 row.slot = self.push_key(key, cold, seq)?;
                 row.nets = set;
-                let admin = crate::event::grants_admin(roles);
+                let admin = crate::model::rules::grants_admin(roles);
                 self.note_person(row.slot, admin, acts_for.as_deref(), seq)?;
             }
             Event::Whitelisted { id, net } | Event::Unwhitelisted { id, net } => {

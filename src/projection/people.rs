@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use hashbrown::HashTable;
 
 use super::{HashPrefix, LIVE, Projection, Row, SlotData, too_long};
-use crate::Error;
-use crate::event::KeyId;
-use crate::token::KeyHash;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::model::token::KeyHash;
 
 /// Who the admin keys act as.
 #[derive(Default)]
@@ -224,7 +224,9 @@ impl Projection {
         for (i, s) in slots.iter().enumerate() {
             let i = u32::try_from(i).map_err(|_| "too many keys")?;
             let roles = self.role_sets.get(s.roles as usize).map_or(&[][..], |r| r.0);
-            if roles.contains(&crate::ADMIN_ROLE) || roles.contains(&crate::SUPER_ADMIN_ROLE) {
+            if roles.contains(&crate::model::id::ADMIN_ROLE)
+                || roles.contains(&crate::model::id::SUPER_ADMIN_ROLE)
+            {
                 self.people.admin_keys.push(i);
             } else if s.acts_for.is_some() {
                 return Err("a key without an admin role acts for a person");
@@ -260,9 +262,13 @@ mod tests {
     use rand::SeedableRng;
 
     use crate::chain::Chain;
-    use crate::event::{Actor, KeyId, NewKey};
-    use crate::ledger::{Command, Ledger, Op};
-    use crate::token::KeyHash;
+    use crate::ledger::Command;
+    use crate::ledger::Ledger;
+    use crate::ledger::Op;
+    use crate::model::actor::Actor;
+    use crate::model::id::KeyId;
+    use crate::model::key::NewKey;
+    use crate::model::token::KeyHash;
 
     /// The memory a retired secret costs, as design.md's table states it: a deleted key's
     /// is a table entry (its key record keeps the hash), a rolled-out one's also its

@@ -10,9 +10,10 @@ use super::{
     Freeze, GraceData, HashPrefix, KeyCold, KeyRec, LIVE, NEVER, NO_VIA, Projection, SlotData, SnapshotData,
     WhitelistSets,
 };
-use crate::Error;
-use crate::event::{EventKind, KeyId};
-use crate::problem::ProblemKind;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::model::problem::ProblemKind;
+use crate::model::record::EventKind;
 
 impl Projection {
     /// The graces as a snapshot lists them: in key order.

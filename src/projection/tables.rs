@@ -11,9 +11,10 @@ use std::sync::atomic::AtomicU32;
 use ipnet::IpNet;
 
 use super::{Grace, HashPrefix, KeyCold, KeyRec, LIVE, NEVER, Name, Projection, REC_INLINE_NAME, too_long};
-use crate::Error;
 use crate::access::RoleSet;
-use crate::event::{KeyId, KeySource};
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::model::key::KeySource;
 
 impl Projection {
     #[inline]

@@ -7,10 +7,15 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
 use super::{HashPrefix, LIVE, NEVER, Projection};
-use crate::access::{self, KeyName, KeyState, Rejection, VerifiedKey};
+use crate::access;
+use crate::access::KeyName;
+use crate::access::KeyState;
+use crate::access::Rejection;
+use crate::access::VerifiedKey;
 use crate::clock::Clock;
-use crate::event::KeyId;
-use crate::token::{self, KeyHash};
+use crate::model::id::KeyId;
+use crate::model::token;
+use crate::model::token::KeyHash;
 
 impl Projection {
     /// Looks a key's hash up and checks it: a hash-table probe, one key record, a copy of
@@ -99,8 +104,8 @@ impl Projection {
             deleted: cold.deleted != LIVE,
             disabled: key.disabled,
             whitelist: self.whitelist_of(key),
-            grants_super_admin: roles.contains(&crate::SUPER_ADMIN_ROLE),
-            grants_admin: roles.contains(&crate::ADMIN_ROLE),
+            grants_super_admin: roles.contains(&crate::model::id::SUPER_ADMIN_ROLE),
+            grants_admin: roles.contains(&crate::model::id::ADMIN_ROLE),
             expires_at: (key.expires != NEVER).then_some(key.expires),
         })
     }

@@ -9,9 +9,13 @@ use std::sync::atomic::Ordering;
 use ipnet::IpNet;
 
 use super::{AuditEntry, KeyStatus, KeyView, LIVE, NEVER, Projection, Roll, Row};
-use crate::clock::{minute_start, system_time};
-use crate::event::{Actor, EventKind, KeyId, KeySource};
-use crate::token::{self};
+use crate::clock::minute_start;
+use crate::clock::system_time;
+use crate::model::actor::Actor;
+use crate::model::id::KeyId;
+use crate::model::key::KeySource;
+use crate::model::record::EventKind;
+use crate::model::token;
 
 impl Projection {
     fn actor_of(&self, row: &Row) -> Actor {

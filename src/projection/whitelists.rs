@@ -10,7 +10,7 @@ use hashbrown::HashTable;
 use ipnet::IpNet;
 
 use super::too_long;
-use crate::Error;
+use crate::model::error::Error;
 
 /// Whitelists stored once however many keys share them, with reference counts so that a
 /// whitelist nobody uses any more is freed. Set 0 is the empty whitelist. A freed slot is

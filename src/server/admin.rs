@@ -25,11 +25,24 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::body::{self, JsonBody, Layout};
 use super::{MAX_IMPORT_BODY_BYTES, Reject, Shared, query_pairs};
+use crate::json::AuditFilter;
+use crate::json::AuditJson;
+use crate::json::ImportedJson;
+use crate::json::KeyJson;
+use crate::json::RefusedJson;
+use crate::json::RollJson;
+use crate::json::WhoamiJson;
+use crate::json::parse_grace;
+use crate::json::parse_lifetime;
 use crate::json::parse_time;
-use crate::{
-    Actor, AuditFilter, AuditJson, Error, EventKind, ImportedJson, KeyId, KeyJson, KeyStore, KeyView,
-    RefusedJson, RollJson, WhoamiJson, parse_grace, parse_lifetime, parse_net, read_import_lines,
-};
+use crate::json::read_import_lines;
+use crate::model::actor::Actor;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::model::record::EventKind;
+use crate::model::rules::parse_net;
+use crate::projection::KeyView;
+use crate::store::KeyStore;
 
 pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -282,10 +295,10 @@ struct CreateBody {
 /// whoever holds it could touch every key the super admin made (the issue-17 attack, made
 /// by forgetting a field). The command line, run by whoever holds the store, may make one
 /// for its own actor without naming it; an admin's admin keys are always her own.
-fn person_named(actor: &Actor, new: &crate::NewKey) -> Result<(), Error> {
-    if crate::event::grants_admin(&new.roles)
+fn person_named(actor: &Actor, new: &crate::model::key::NewKey) -> Result<(), Error> {
+    if crate::model::rules::grants_admin(&new.roles)
         && new.acts_for.is_none()
-        && actor.role() == crate::ActorRole::SuperAdmin
+        && actor.role() == crate::model::actor::ActorRole::SuperAdmin
     {
         return Err(Error::invalid(
             "actor",
@@ -298,7 +311,7 @@ fn person_named(actor: &Actor, new: &crate::NewKey) -> Result<(), Error> {
 
 /// `POST /v1/keys`: 201 with the new key's view and, this once, its secret in `key`.
 async fn create(admin: Admin, JsonBody(spec): JsonBody<CreateBody>) -> Result<Response, Reject> {
-    let mut new = crate::NewKey::new(spec.name);
+    let mut new = crate::model::key::NewKey::new(spec.name);
     if let Some(person) = spec.actor {
         new = new.acting_for(person);
     }
@@ -361,7 +374,9 @@ async fn revoke_actor(
     let answer = admin
         .call(move |store, actor| {
             let revoked = store.revoke_actor(actor, &person, with_keys)?;
-            Ok(crate::RevokedActorJson::new(&person, with_keys, &revoked))
+            Ok(crate::json::people::RevokedActorJson::new(
+                &person, with_keys, &revoked,
+            ))
         })
         .await?;
     Ok(body::json(StatusCode::OK, &answer))
@@ -564,14 +579,14 @@ struct FleetJson {
     foreign_messages: u64,
     last_foreign: Option<String>,
     causes: Vec<crate::server::CauseJson>,
-    hosts: Vec<crate::HostJson>,
+    hosts: Vec<crate::json::HostJson>,
     ignored_heads: u64,
-    last_ignored: Option<crate::IgnoredJson>,
+    last_ignored: Option<crate::json::IgnoredJson>,
     heads_bucket_lost: u64,
 }
 
-impl From<&crate::FleetStatus> for FleetJson {
-    fn from(f: &crate::FleetStatus) -> Self {
+impl From<&crate::fleet::FleetStatus> for FleetJson {
+    fn from(f: &crate::fleet::FleetStatus) -> Self {
         FleetJson {
             host: f.host.clone(),
             stream: f.stream.clone(),
@@ -584,9 +599,9 @@ impl From<&crate::FleetStatus> for FleetJson {
             foreign_messages: f.foreign_messages,
             last_foreign: f.last_foreign.clone(),
             causes: crate::server::causes(f),
-            hosts: f.hosts.iter().map(crate::HostJson::from).collect(),
+            hosts: f.hosts.iter().map(crate::json::HostJson::from).collect(),
             ignored_heads: f.ignored_heads,
-            last_ignored: f.last_ignored.as_ref().map(crate::IgnoredJson::from),
+            last_ignored: f.last_ignored.as_ref().map(crate::json::IgnoredJson::from),
             heads_bucket_lost: f.heads_bucket_lost,
         }
     }

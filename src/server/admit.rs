@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::TrustedProxies;
+use crate::http::client_ip::TrustedProxies;
 
 /// The connection limits, as `Server` settles them.
 #[derive(Debug, Clone)]

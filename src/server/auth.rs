@@ -13,7 +13,9 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::Shared;
-use crate::{MAX_ROLES, Refusal, VerifiedKey};
+use crate::access::VerifiedKey;
+use crate::http::layer::Refusal;
+use crate::model::rules::MAX_ROLES;
 
 /// The headers a passing answer carries.
 static KEY_ID: HeaderName = HeaderName::from_static("x-keyledger-key-id");
@@ -50,7 +52,7 @@ fn decide(shared: &Shared, request: &Request) -> Response {
         Ok(key) => passed(&key),
         // A host of a fleet out of touch past its limit: like `unavailable`, a 403 that
         // blames no key (the layer itself answers 503, which nginx would turn into a 500).
-        Err(Refusal::Key(crate::Rejection::Stale)) if !shared.layer.is_opaque() => forbidden(STALE),
+        Err(Refusal::Key(crate::access::Rejection::Stale)) if !shared.layer.is_opaque() => forbidden(STALE),
         Err(refusal) => shared.layer.refusal_response(refusal),
     }
 }

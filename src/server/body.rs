@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 
 use super::{MAX_BODY_BYTES, Reject, Shared};
-use crate::Error;
+use crate::model::error::Error;
 
 /// About how many bytes each chunk of a long list holds.
 const CHUNK: usize = 64 * 1024;

@@ -24,7 +24,8 @@ use tower_service::Service;
 
 use super::Options;
 use super::admit::Admission;
-use crate::{PeerAddr, TrustedProxies};
+use crate::http::client_ip::TrustedProxies;
+use crate::http::layer::PeerAddr;
 
 /// How long accepting pauses after an error that is not about one connection (the
 /// process's file table is full, say): connections close meanwhile and free descriptors.

@@ -12,12 +12,16 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::chain::Chain;
-use crate::event::KeyId;
+use crate::file;
 use crate::ledger::Ledger;
-use crate::log::{LogRead, MetaKey};
-use crate::problem::{Problem, ProblemKind};
+use crate::log::LogRead;
+use crate::log::MetaKey;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::model::problem::Problem;
+use crate::model::problem::ProblemKind;
+use crate::persist::snapshot;
 use crate::projection::SnapshotData;
-use crate::{Error, codec, file, snapshot};
 
 use super::Integrity;
 
@@ -256,12 +260,12 @@ impl LastUsed {
     /// costs the stamps (they are not part of the log and prove nothing); a link or
     /// anything but a regular file was planted, and is refused.
     pub(super) fn load(path: PathBuf, ledger: &Ledger, every: Duration) -> Result<Self, Error> {
-        let saved = match file::read_store_file(&path, codec::MAX_LAST_USED_BYTES + 32) {
+        let saved = match file::read_store_file(&path, crate::persist::last_used::MAX_LAST_USED_BYTES + 32) {
             Err(e @ Error::UnsafeFile { .. }) => return Err(e),
             read => read
                 .ok()
                 .flatten()
-                .and_then(|bytes| codec::decode_last_used(&bytes).ok())
+                .and_then(|bytes| crate::persist::last_used::decode_last_used(&bytes).ok())
                 .unwrap_or_default(),
         };
         ledger.read().restore_last_used(&saved);
@@ -289,7 +293,7 @@ impl LastUsed {
         if current == self.saved {
             return;
         }
-        let written = codec::encode_last_used(&current).and_then(|bytes| {
+        let written = crate::persist::last_used::encode_last_used(&current).and_then(|bytes| {
             file::write_atomically(&self.path, |out| Ok(std::io::Write::write_all(out, &bytes)?))
         });
         // A failure only makes the stamps staler; the next period tries again.

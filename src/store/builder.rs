@@ -12,15 +12,35 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use crate::chain::{Chain, ChainKey, Witness};
-use crate::check::{self, CheckInputs, CheckReport, RepairReport};
-use crate::clock::{Clock, ManualClock};
-use crate::fleet::{Fence, Fleet, Replica};
-use crate::ledger::{self, Ledger, LogInfo};
-use crate::log::{Batch, Log, LogRead, MemLog, SharedLog, SledLog};
-use crate::problem::{Problem, Progress};
-use crate::refused;
-use crate::{Error, backup, codec, file, snapshot};
+use crate::chain::Chain;
+use crate::chain::ChainKey;
+use crate::chain::Witness;
+use crate::clock::Clock;
+use crate::clock::ManualClock;
+use crate::codec;
+use crate::file;
+use crate::fleet::fence::Fence;
+use crate::fleet::hosts::Fleet;
+use crate::fleet::replica::Replica;
+use crate::ledger;
+use crate::ledger::Ledger;
+use crate::ledger::meta::LogInfo;
+use crate::log::Batch;
+use crate::log::Log;
+use crate::log::LogRead;
+use crate::log::SharedLog;
+use crate::log::memory::MemLog;
+use crate::log::sled::SledLog;
+use crate::model::error::Error;
+use crate::model::problem::Problem;
+use crate::model::problem::Progress;
+use crate::persist::backup;
+use crate::persist::check;
+use crate::persist::check::CheckInputs;
+use crate::persist::check::CheckReport;
+use crate::persist::check::RepairReport;
+use crate::persist::snapshot;
+use crate::persist::trail;
 
 use super::background::{IntegrityCell, LAST_USED_FILE, LastUsed, Snapshots, spawn_verifier};
 use super::writer::Writer;
@@ -77,7 +97,7 @@ impl Default for Builder {
             snapshot_every: 100_000,
             expect_head: None,
             clock: None,
-            keep_refused: refused::DEFAULT_KEEP,
+            keep_refused: trail::DEFAULT_KEEP,
             save_last_used_every: Duration::from_secs(60),
             #[cfg(feature = "nats")]
             fleet: None,
@@ -213,7 +233,7 @@ impl Builder {
                 ));
             }
             let fleet = Fleet::new(options.clone(), self.chain());
-            let log = crate::log::NatsLog::connect(&options.connection())?;
+            let log = crate::log::nats::NatsLog::connect(&options.connection())?;
             return Ok(Some(SharedParts {
                 log: Box::new(log),
                 fence: fleet.fence(),

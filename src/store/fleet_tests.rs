@@ -3,10 +3,13 @@
 
 use super::builder::SharedParts;
 use super::*;
-use crate::chain::{Chain, ChainKey};
+use crate::chain::Chain;
+use crate::chain::ChainKey;
 use crate::clock::Clock;
+use crate::codec;
 use crate::fleet::FleetOptions;
-use crate::log::{MemLog, MemShared};
+use crate::log::memory::MemLog;
+use crate::log::memory::MemShared;
 
 const CHAIN_KEY: [u8; 32] = [7; 32];
 
@@ -150,25 +153,25 @@ fn a_forged_message_is_skipped_and_counted_and_writes_go_on() {
     // secret: `keyledger head` prints it, and every record links to the one before):
     // a valid link, valid fields, valid rules. Only the message's seal is missing.
     let head = a.head();
-    let forged = crate::event::Record {
+    let forged = crate::model::record::Record {
         seq: 2,
         at: a.ledger.head().at + 1,
         actor: Actor::super_admin("root"),
         via: None,
-        event: crate::event::Event::Created {
+        event: crate::model::record::Event::Created {
             id: KeyId(42),
             hash: token::KeyHash([5; 32]),
             tail: *b"abcd",
             name: "forged".into(),
-            roles: vec![crate::SUPER_ADMIN_ROLE.into()],
+            roles: vec![crate::model::id::SUPER_ADMIN_ROLE.into()],
             whitelist: Vec::new(),
             expires_at: None,
-            source: crate::event::KeySource::Generated,
+            source: crate::model::key::KeySource::Generated,
             acts_for: None,
         },
         prev: head.hash,
     };
-    let mut block = codec::BlockWriter::new(2);
+    let mut block = crate::codec::block::BlockWriter::new(2);
     block.push(&codec::encode_record(&forged).unwrap());
     let entries = vec![block.finish()];
     // With the key, this very record would be accepted: the ledger alone cannot tell.

@@ -4,9 +4,10 @@
 //! submits it and gathers the answer, as `delete_key` does.
 
 use super::KeyStore;
-use crate::Error;
-use crate::event::{Actor, KeyId};
 use crate::ledger::Op;
+use crate::model::actor::Actor;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
 
 /// What [`KeyStore::revoke_actor`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub struct RevokedActor {
 
 impl KeyStore {
     /// Revokes a person: every admin key acting as `person` (made for them with
-    /// [`NewKey::acting_for`](crate::NewKey::acting_for), or made without a person by
+    /// [`NewKey::acting_for`](crate::model::key::NewKey::acting_for), or made without a person by
     /// them) is deleted, and with `with_keys` every key they created too, in one record.
     /// When this returns none of those keys verifies on any thread (in a fleet, on any
     /// live host unless the answer lists it), and a request already in flight through one
@@ -34,7 +35,7 @@ impl KeyStore {
     /// Only a super admin may revoke a person.
     ///
     /// # Errors
-    /// [`Error::PermissionDenied`] ([`Denial::RevokesPerson`](crate::Denial::RevokesPerson))
+    /// [`Error::PermissionDenied`] ([`Denial::RevokesPerson`](crate::model::error::Denial::RevokesPerson))
     /// for anyone else; [`Error::InvalidInput`] for a malformed person;
     /// [`Error::NothingToRevoke`] if no live key would be deleted; storage errors.
     ///
@@ -51,7 +52,7 @@ impl KeyStore {
     /// assert!(store.verify(carol.key.expose_secret(), "10.0.0.1".parse().unwrap()).is_err());
     /// ```
     pub fn revoke_actor(&self, actor: &Actor, person: &str, with_keys: bool) -> Result<RevokedActor, Error> {
-        crate::event::validate_person(person)?;
+        crate::model::rules::validate_person(person)?;
         let op = Op::RevokeActor {
             actor: person.to_owned(),
             with_keys,

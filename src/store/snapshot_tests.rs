@@ -1,7 +1,7 @@
 use super::*;
 use crate::chain::Chain;
-use crate::problem::ProblemKind;
-use crate::snapshot;
+use crate::model::problem::ProblemKind;
+use crate::persist::snapshot;
 
 /// On a public-chain store anyone can re-seal a snapshot. One that brings a deleted key
 /// back is served at open, then found by the background check (which stops writes),
@@ -22,11 +22,16 @@ fn a_resealed_snapshot_reviving_a_deleted_key_is_found() {
     };
     let path = dir.path().join(snapshot::SNAPSHOT_FILE);
     let public = Chain::new(None);
-    let mut data = codec::decode_snapshot(&std::fs::read(&path).unwrap(), &public).unwrap();
+    let mut data =
+        crate::persist::snapshot::format::decode_snapshot(&std::fs::read(&path).unwrap(), &public).unwrap();
     assert_eq!(data.head.seq, 3, "the snapshot was saved at close");
     let slot = data.slots.iter_mut().find(|s| s.deleted.is_some()).unwrap();
     slot.deleted = None;
-    std::fs::write(&path, codec::encode_snapshot(data, &public).unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        crate::persist::snapshot::format::encode_snapshot(data, &public).unwrap(),
+    )
+    .unwrap();
 
     let store = options().open(dir.path()).unwrap();
     assert!(store.opened_from_snapshot());

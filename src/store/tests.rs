@@ -1,5 +1,9 @@
 use super::*;
-use crate::log::{Batch, Log, LogError, MetaKey, SledLog};
+use crate::log::Batch;
+use crate::log::Log;
+use crate::log::LogError;
+use crate::log::MetaKey;
+use crate::log::sled::SledLog;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 const FAIL_APPEND: u8 = 1;

@@ -12,12 +12,19 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use rand::rngs::StdRng;
 
-use crate::event::KeyId;
-use crate::fleet::{Appended, Replica};
-use crate::ledger::{Command, Ledger};
-use crate::log::{Batch, Log, MetaKey};
-use crate::refused;
-use crate::{Error, backup, codec, snapshot};
+use crate::codec;
+use crate::fleet::replica::Appended;
+use crate::fleet::replica::Replica;
+use crate::ledger::Command;
+use crate::ledger::Ledger;
+use crate::log::Batch;
+use crate::log::Log;
+use crate::log::MetaKey;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::persist::backup;
+use crate::persist::snapshot;
+use crate::persist::trail;
 
 use super::background::{IntegrityCell, Snapshots};
 
@@ -243,8 +250,8 @@ impl Writer {
             .zip(outcomes)
             .filter_map(|(cmd, outcome)| {
                 let e = outcome.as_ref().err()?;
-                let r = refused::record_of(at, &cmd.actor, cmd.via, cmd.op.action(), cmd.op.key_id(), e)?;
-                codec::encode_refused(&r).ok()
+                let r = trail::record_of(at, &cmd.actor, cmd.via, cmd.op.action(), cmd.op.key_id(), e)?;
+                crate::persist::trail::format::encode_refused(&r).ok()
             })
             .collect();
         !records.is_empty() && self.log.append_refused(&records, self.keep_refused).is_ok()
@@ -350,7 +357,7 @@ impl Writer {
                     }
                     return Ok(());
                 }
-                Ok(Appended::Lost) if races < crate::fleet::MAX_RACES => races += 1,
+                Ok(Appended::Lost) if races < crate::fleet::replica::MAX_RACES => races += 1,
                 Ok(Appended::Lost) => {
                     let e = Error::StreamUnavailable {
                         reason: format!("lost the race to append {races} times in a row; try again"),

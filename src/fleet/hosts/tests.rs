@@ -12,7 +12,7 @@ fn options(name: &str) -> FleetOptions {
 }
 
 fn chain() -> Chain {
-    Chain::new(Some(&crate::ChainKey::from_bytes([7; 32])))
+    Chain::new(Some(&crate::chain::ChainKey::from_bytes([7; 32])))
 }
 
 fn fleet(o: FleetOptions) -> Arc<Fleet> {

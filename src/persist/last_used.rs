@@ -4,10 +4,11 @@
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 
-use super::primitives::{magic_version, options};
-use crate::Error;
-use crate::event::KeyId;
-use crate::problem::ProblemKind;
+use crate::codec::primitives::magic_version;
+use crate::codec::primitives::options;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::model::problem::ProblemKind;
 
 const LAST_USED_MAGIC: [u8; 8] = *b"KLUSED\x00\x00";
 const LAST_USED_VERSION: u16 = 1;

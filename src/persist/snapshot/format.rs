@@ -5,12 +5,24 @@ use bincode::Options;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::primitives::{NetV1, le4, le16, le32, magic_version, options};
-use crate::Error;
-use crate::chain::{Chain, Head};
-use crate::event::{ActorRole, EventKind, KeySource};
-use crate::problem::ProblemKind;
-use crate::projection::{GraceData, Roll, Row, SlotData, SnapshotData};
+use crate::chain::Chain;
+use crate::chain::Head;
+use crate::codec::primitives::NetV1;
+use crate::codec::primitives::le4;
+use crate::codec::primitives::le16;
+use crate::codec::primitives::le32;
+use crate::codec::primitives::magic_version;
+use crate::codec::primitives::options;
+use crate::model::actor::ActorRole;
+use crate::model::error::Error;
+use crate::model::key::KeySource;
+use crate::model::problem::ProblemKind;
+use crate::model::record::EventKind;
+use crate::projection::GraceData;
+use crate::projection::Roll;
+use crate::projection::Row;
+use crate::projection::SlotData;
+use crate::projection::SnapshotData;
 
 const SNAPSHOT_MAGIC: [u8; 8] = *b"KLSNAP\x00\x00";
 /// Largest snapshot written or read (about 40 million keys).

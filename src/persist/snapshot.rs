@@ -7,15 +7,20 @@
 //! compares it with its own replay. It never changes the log. A snapshot file that is a
 //! link or not a regular file was planted, and is refused rather than skipped.
 
+pub(crate) mod format;
+
 use std::path::{Path, PathBuf};
 
 use crate::chain::Chain;
-use crate::codec;
-use crate::ledger::{self, Ledger};
+use crate::file;
+use crate::ledger;
+use crate::ledger::Ledger;
 use crate::log::LogRead;
-use crate::problem::{ProblemKind, Progress};
-use crate::projection::{Projection, SnapshotData};
-use crate::{Error, file};
+use crate::model::error::Error;
+use crate::model::problem::ProblemKind;
+use crate::model::problem::Progress;
+use crate::projection::Projection;
+use crate::projection::SnapshotData;
 
 /// File name of the snapshot in a store's directory.
 pub(crate) const SNAPSHOT_FILE: &str = "snapshot";
@@ -51,7 +56,7 @@ pub(crate) struct Seal {
 
 /// Writes `data` as the store's snapshot (never a half file).
 pub(crate) fn save(path: &Path, data: SnapshotData, chain: &Chain) -> Result<(), Error> {
-    let bytes = codec::encode_snapshot(data, chain)?;
+    let bytes = crate::persist::snapshot::format::encode_snapshot(data, chain)?;
     file::write_atomically(path, |out| Ok(std::io::Write::write_all(out, &bytes)?))
 }
 
@@ -77,7 +82,7 @@ pub(crate) fn load(
         return Ok(None);
     };
     Ok((|| {
-        let data = codec::decode_snapshot(&bytes, chain).ok()?;
+        let data = crate::persist::snapshot::format::decode_snapshot(&bytes, chain).ok()?;
         let head = data.head;
         if head.seq == 0 || ledger::record_hash(log, chain, head.seq).ok()?? != head.hash {
             return None;
@@ -95,7 +100,7 @@ pub(crate) fn read_seal(path: &Path, chain: &Chain) -> Result<Option<Seal>, Erro
     let Some(bytes) = read(path)? else {
         return Ok(None);
     };
-    Ok(codec::decode_snapshot(&bytes, chain)
+    Ok(crate::persist::snapshot::format::decode_snapshot(&bytes, chain)
         .ok()
         .and_then(|data| seal_of(data.head.seq, &bytes)))
 }
@@ -103,7 +108,7 @@ pub(crate) fn read_seal(path: &Path, chain: &Chain) -> Result<Option<Seal>, Erro
 /// The snapshot file's bytes; `None` if there is none or it cannot be read.
 fn read(path: &Path) -> Result<Option<Vec<u8>>, Error> {
     // The snapshot's body, then its seal.
-    match file::read_store_file(path, codec::MAX_SNAPSHOT_BYTES + 32) {
+    match file::read_store_file(path, crate::persist::snapshot::format::MAX_SNAPSHOT_BYTES + 32) {
         Err(e @ Error::UnsafeFile { .. }) => Err(e),
         read => Ok(read.ok().flatten()),
     }
@@ -111,7 +116,7 @@ fn read(path: &Path) -> Result<Option<Vec<u8>>, Error> {
 
 /// Whether `proj` is the state the snapshot sealed as `snap` holds.
 pub(crate) fn matches(proj: &Projection, snap: &Seal, chain: &Chain) -> Result<bool, Error> {
-    let bytes = codec::encode_snapshot(proj.to_snapshot(), chain)?;
+    let bytes = crate::persist::snapshot::format::encode_snapshot(proj.to_snapshot(), chain)?;
     Ok(proj.head().seq == snap.seq && seal_of(snap.seq, &bytes).is_some_and(|s| s == *snap))
 }
 

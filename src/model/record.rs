@@ -8,13 +8,14 @@ use std::str::FromStr;
 use ipnet::IpNet;
 
 use super::actor::Actor;
-use super::key::{KeyId, KeySource, NO_TAIL};
+use super::id::KeyId;
+use super::key::{KeySource, NO_TAIL};
 use super::rules::{
     Origin, canonical_net, grants_admin, shown, validate_actor_id, validate_name, validate_roles,
     validate_whitelist,
 };
-use crate::Error;
-use crate::token::KeyHash;
+use crate::model::error::Error;
+use crate::model::token::KeyHash;
 
 /// What happened, as a stored event.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,15 +6,29 @@
 //! seal, every record, the chain, the access rules) and writes nothing; then it writes the
 //! records in blocks, and the head that makes them count last.
 
+pub(crate) mod header;
+
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
-use crate::chain::{Chain, Head, SealDomain};
-use crate::codec::{self, BlockWriter, EXPORT_HEADER_LEN, EXPORT_TRAILER_LEN, ExportHeader};
-use crate::ledger::{self, Ledger};
-use crate::log::{Batch, Entry, Log, LogRead};
-use crate::{ChainKeyProblem, Error, file};
+use crate::chain::Chain;
+use crate::chain::Head;
+use crate::chain::SealDomain;
+use crate::codec;
+use crate::codec::block::BlockWriter;
+use crate::file;
+use crate::ledger;
+use crate::ledger::Ledger;
+use crate::log::Batch;
+use crate::log::Entry;
+use crate::log::Log;
+use crate::log::LogRead;
+use crate::model::error::ChainKeyProblem;
+use crate::model::error::Error;
+use crate::persist::backup::header::EXPORT_HEADER_LEN;
+use crate::persist::backup::header::EXPORT_TRAILER_LEN;
+use crate::persist::backup::header::ExportHeader;
 
 /// Writes records `1..=head.seq` of `log` to `path`; returns how many.
 pub(crate) fn export(log: &dyn LogRead, head: Head, chain: &Chain, path: &Path) -> Result<u64, Error> {
@@ -23,12 +37,14 @@ pub(crate) fn export(log: &dyn LogRead, head: Head, chain: &Chain, path: &Path) 
             inner: out,
             sealer: chain.sealer(SealDomain::Backup),
         };
-        out.write_all(&codec::encode_export_header(&ExportHeader {
-            version: 0,
-            keyed: chain.is_keyed(),
-            fingerprint: chain.fingerprint(),
-            records: head.seq,
-        })?)?;
+        out.write_all(&crate::persist::backup::header::encode_export_header(
+            &ExportHeader {
+                version: 0,
+                keyed: chain.is_keyed(),
+                fingerprint: chain.fingerprint(),
+                records: head.seq,
+            },
+        )?)?;
         let mut written = 0u64;
         'entries: for item in log.scan(1) {
             let (key, bytes) = item?;
@@ -40,7 +56,7 @@ pub(crate) fn export(log: &dyn LogRead, head: Head, chain: &Chain, path: &Path) 
                 if seq != written {
                     return Err(Error::corrupt(
                         written,
-                        crate::problem::ProblemKind::Removed,
+                        crate::model::problem::ProblemKind::Removed,
                         "the log has a gap; run check",
                     ));
                 }
@@ -52,7 +68,7 @@ pub(crate) fn export(log: &dyn LogRead, head: Head, chain: &Chain, path: &Path) 
         if written != head.seq {
             return Err(Error::corrupt(
                 written + 1,
-                crate::problem::ProblemKind::Removed,
+                crate::model::problem::ProblemKind::Removed,
                 "the log ends early; run check",
             ));
         }
@@ -101,7 +117,7 @@ impl Reader {
         input
             .read_exact(&mut head)
             .map_err(|_| bad("not a keyledger backup: too short for a header"))?;
-        let header = codec::decode_export_header(&head)?;
+        let header = crate::persist::backup::header::decode_export_header(&head)?;
         let most = header
             .records
             .saturating_mul(4 + codec::MAX_RECORD_BYTES)

@@ -7,8 +7,10 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net};
 
-use crate::Error;
-use crate::token::{looks_like_key, redact_keys};
+use super::id::{ADMIN_ROLE, SUPER_ADMIN_ROLE};
+use crate::model::error::Error;
+use crate::model::token::format::looks_like_key;
+use crate::model::token::format::redact_keys;
 
 /// Longest key name, in characters, after trimming.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -20,10 +22,6 @@ pub const MAX_ROLES: usize = 32;
 pub const MAX_WHITELIST: usize = 1024;
 /// Longest actor id, in characters.
 pub const MAX_ACTOR_ID_CHARS: usize = 128;
-/// The reserved role only a super admin may grant.
-pub const SUPER_ADMIN_ROLE: &str = "super-admin";
-/// The other reserved role name.
-pub const ADMIN_ROLE: &str = "admin";
 
 /// Checks a person named in a command (an admin key's, a revocation's) by the rules of an
 /// actor id.

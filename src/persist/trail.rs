@@ -4,103 +4,19 @@
 //! changes no sequence number), bounded (the oldest attempts are dropped past a limit, so a
 //! flood cannot fill the disk), and made durable with the writer's next sync.
 
-use std::fmt;
-use std::time::SystemTime;
+pub(crate) mod format;
 
-use crate::Error;
 use crate::clock::system_time;
-use crate::codec::RefusedRecord;
-use crate::error::Denial;
-use crate::event::{Actor, KeyId};
+use crate::model::actor::Actor;
+use crate::model::error::Denial;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::model::refusal::Action;
+use crate::model::refusal::RefusedAttempt;
+use crate::persist::trail::format::RefusedRecord;
 
 /// Attempts kept by default; older ones are dropped first.
 pub(crate) const DEFAULT_KEEP: u64 = 10_000;
-
-/// What a refused command attempted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Action {
-    /// Create a key.
-    Create,
-    /// Adopt existing keys.
-    Import,
-    /// Add to a whitelist.
-    Whitelist,
-    /// Remove from a whitelist.
-    Unwhitelist,
-    /// Delete a key.
-    Delete,
-    /// Roll a key's secret.
-    Roll,
-    /// Disable a key.
-    Disable,
-    /// Enable a key.
-    Enable,
-    /// Revoke a person (every admin key acting as them).
-    RevokeActor,
-}
-
-impl Action {
-    const ALL: [Action; 9] = [
-        Action::Create,
-        Action::Import,
-        Action::Whitelist,
-        Action::Unwhitelist,
-        Action::Delete,
-        Action::Roll,
-        Action::Disable,
-        Action::Enable,
-        Action::RevokeActor,
-    ];
-
-    /// `create`, `import`, `whitelist`, `unwhitelist`, `delete`, `roll`, `disable`,
-    /// `enable` or `revoke_actor`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Create => "create",
-            Action::Import => "import",
-            Action::Whitelist => "whitelist",
-            Action::Unwhitelist => "unwhitelist",
-            Action::Delete => "delete",
-            Action::Roll => "roll",
-            Action::Disable => "disable",
-            Action::Enable => "enable",
-            Action::RevokeActor => "revoke_actor",
-        }
-    }
-
-    fn code(self) -> u8 {
-        Action::ALL
-            .iter()
-            .position(|&a| a == self)
-            .and_then(|i| u8::try_from(i).ok())
-            .unwrap_or(u8::MAX)
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A management command the access rules refused: who tried what on which key, when,
-/// and why it was refused. See `KeyStore::refused`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefusedAttempt {
-    /// When it was refused.
-    pub at: SystemTime,
-    /// Who tried (the id redacted if key-shaped).
-    pub actor: Actor,
-    /// The admin key the actor came through, if any.
-    pub via: Option<KeyId>,
-    /// What they tried.
-    pub action: Action,
-    /// The key it was aimed at (none for a creation or an import).
-    pub key: Option<KeyId>,
-    /// Which rule refused it.
-    pub denial: Denial,
-}
 
 /// The trail's record of a refusal, or `None` when `error` is not a refusal by the
 /// access rules (bad input, a missing key: nothing anyone was denied).
@@ -175,8 +91,8 @@ mod tests {
             },
         );
         let record = record_of(5, &actor, None, Action::Delete, Some(key), &denied).unwrap();
-        let bytes = crate::codec::encode_refused(&record).unwrap();
-        let back = attempt_of(crate::codec::decode_refused(&bytes).unwrap()).unwrap();
+        let bytes = crate::persist::trail::format::encode_refused(&record).unwrap();
+        let back = attempt_of(crate::persist::trail::format::decode_refused(&bytes).unwrap()).unwrap();
         assert_eq!(back.actor, actor);
         assert_eq!(back.action, Action::Delete);
         assert_eq!(back.key, Some(key));
@@ -214,8 +130,8 @@ mod tests {
         ] {
             let denied = Error::denied("carol", denial.clone());
             let record = record_of(5, &carol, via, action, None, &denied).unwrap();
-            let bytes = crate::codec::encode_refused(&record).unwrap();
-            let back = attempt_of(crate::codec::decode_refused(&bytes).unwrap()).unwrap();
+            let bytes = crate::persist::trail::format::encode_refused(&record).unwrap();
+            let back = attempt_of(crate::persist::trail::format::decode_refused(&bytes).unwrap()).unwrap();
             assert_eq!(
                 (back.actor, back.via, back.action, back.key, back.denial),
                 (carol.clone(), via, action, None, denial)

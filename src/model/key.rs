@@ -1,33 +1,17 @@
 //! Key ids, the request to create a key (`NewKey`), where a key's secret came from and its
 //! visible tail. Never holds a secret: a key is known by its id and, once made, its hash.
 
-use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
 use ipnet::IpNet;
 
+use super::id::KeyId;
 use super::rules::{
     Origin, grants_admin, shown, validate_name, validate_person, validate_roles, validate_whitelist,
 };
-use crate::Error;
 use crate::clock::micros_of;
-
-/// A key's public id: 16 lowercase hexadecimal digits. Safe to show and log.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(pub(crate) u64);
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({self})")
-    }
-}
+use crate::model::error::Error;
 
 impl FromStr for KeyId {
     type Err = Error;
@@ -99,7 +83,7 @@ impl NewKey {
     }
 
     /// Makes the key expire at `at`: from then on, verify answers
-    /// [`Rejection::Expired`](crate::Rejection::Expired). It must be in the future when
+    /// `Rejection::Expired`. It must be in the future when
     /// the key is written. No event is written when a key expires.
     pub fn expires_at(mut self, at: SystemTime) -> Self {
         self.expires_at = Some(micros_of(at));

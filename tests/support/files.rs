@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests that handle a store's files directly.
+//! Helpers for the integration tests that handle a store's files directly.
 
 use std::path::Path;
 

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::token::format::redact_keys;
+use crate::model::token::format::redact_keys;
 
 /// Everything that can go wrong in a call to the store.
 ///
@@ -36,15 +36,15 @@ pub enum Error {
     ChainKeyMismatch(ChainKeyProblem),
     /// No key with this id was ever created.
     #[error("key {0} not found")]
-    KeyNotFound(crate::KeyId),
+    KeyNotFound(crate::model::id::KeyId),
     /// The key existed but has been deleted; deleted keys cannot be changed.
     #[error("key {0} has been deleted")]
-    KeyDeleted(crate::KeyId),
+    KeyDeleted(crate::model::id::KeyId),
     /// The whitelist change would change nothing (address already present, or absent).
     #[error("key {id}: {net} {reason}")]
     WhitelistUnchanged {
         /// The key.
-        id: crate::KeyId,
+        id: crate::model::id::KeyId,
         /// The network named in the request.
         net: ipnet::IpNet,
         /// `is already whitelisted` or `is not whitelisted`.
@@ -55,7 +55,7 @@ pub enum Error {
     #[error("key {id} is already {state}")]
     StateUnchanged {
         /// The key.
-        id: crate::KeyId,
+        id: crate::model::id::KeyId,
         /// `disabled` or `enabled`.
         state: &'static str,
     },
@@ -104,7 +104,7 @@ pub enum Error {
         /// Sequence number of the first bad record (0 when the store's metadata is bad).
         seq: u64,
         /// What kind of damage.
-        kind: crate::problem::ProblemKind,
+        kind: crate::model::problem::ProblemKind,
         /// What is wrong, in words.
         reason: String,
     },
@@ -128,7 +128,7 @@ pub enum Error {
     #[error("key {id}: removing its last whitelist entry would admit every address; ask for that explicitly")]
     LastWhitelistEntry {
         /// The key.
-        id: crate::KeyId,
+        id: crate::model::id::KeyId,
     },
     /// A record or store was written by a newer, unknown format version.
     #[error("unsupported format version {found} (this build reads up to {supported})")]
@@ -274,7 +274,7 @@ pub enum Denial {
     /// An admin acted on a key another actor created; admins may act only on their own.
     NotOwner {
         /// The key acted on.
-        key: crate::KeyId,
+        key: crate::model::id::KeyId,
         /// The id of the actor who created it, with anything shaped like an API key
         /// redacted.
         owner: String,
@@ -283,13 +283,13 @@ pub enum Denial {
     /// admin may change.
     OutranksActor {
         /// The key acted on.
-        key: crate::KeyId,
+        key: crate::model::id::KeyId,
     },
     /// The admin key the request came through was deleted, disabled or expired (or lost
     /// its admin role) before the command was written.
     AdminKeyRevoked {
         /// The admin key.
-        key: crate::KeyId,
+        key: crate::model::id::KeyId,
     },
     /// An admin asked for an admin key acting as another person: an admin may make admin
     /// keys only for herself; only a super admin may make them for someone else.
@@ -328,7 +328,7 @@ impl fmt::Display for Denial {
             Denial::GrantsSuperAdmin => write!(
                 f,
                 "only a super admin may grant the {} role",
-                crate::SUPER_ADMIN_ROLE
+                crate::model::id::SUPER_ADMIN_ROLE
             ),
             Denial::NotOwner { key, owner } => write!(
                 f,
@@ -337,7 +337,7 @@ impl fmt::Display for Denial {
             Denial::OutranksActor { key } => write!(
                 f,
                 "key {key} holds the {} role: only a super admin may change it",
-                crate::SUPER_ADMIN_ROLE
+                crate::model::id::SUPER_ADMIN_ROLE
             ),
             Denial::AdminKeyRevoked { key } => write!(
                 f,
@@ -425,7 +425,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn corrupt(seq: u64, kind: crate::problem::ProblemKind, reason: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(
+        seq: u64,
+        kind: crate::model::problem::ProblemKind,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Corrupt {
             seq,
             kind,

@@ -8,16 +8,27 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use crate::chain::{Chain, StoredHead};
-use crate::ledger::{self, Ledger, LogInfo};
-use crate::log::{Batch, Log, LogError, LogRead};
-use crate::problem::{Problem, ProblemKind, Progress};
-use crate::{Error, Witness, codec, snapshot};
+use crate::chain::Chain;
+use crate::chain::StoredHead;
+use crate::chain::Witness;
+use crate::codec;
+use crate::ledger;
+use crate::ledger::Ledger;
+use crate::ledger::meta::LogInfo;
+use crate::log::Batch;
+use crate::log::Log;
+use crate::log::LogError;
+use crate::log::LogRead;
+use crate::model::error::Error;
+use crate::model::problem::Problem;
+use crate::model::problem::ProblemKind;
+use crate::model::problem::Progress;
+use crate::persist::snapshot;
 
 /// `check` lists at most this many problems; the rest are counted.
 pub const MAX_LISTED_PROBLEMS: usize = 1000;
 
-/// The result of [`Builder::check`](crate::Builder::check).
+/// The result of `Builder::check`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckReport {
     /// Records read.
@@ -335,7 +346,7 @@ fn find_head_mismatch(entries: &[Entry], stored: Option<StoredHead>, found: &mut
     }
 }
 
-/// What [`Builder::repair`](crate::Builder::repair) removed.
+/// What `Builder::repair` removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepairReport {
     /// Sequence numbers of the records removed (empty if there was nothing to repair).

@@ -5,9 +5,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::key::KeyId;
-use super::rules::{ADMIN_ROLE, Origin, SUPER_ADMIN_ROLE, shown, validate_actor_id};
-use crate::Error;
+use super::id::KeyId;
+use super::id::{ADMIN_ROLE, SUPER_ADMIN_ROLE};
+use super::rules::{Origin, shown, validate_actor_id};
+use crate::model::error::Error;
 
 /// What an actor is allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,9 +73,7 @@ impl FromStr for ActorRole {
 }
 
 /// Who is acting, as authenticated by the host: an id and a role (and, for an actor
-/// authenticated by an admin key, that key: see [`KeyStore::acting_through`]).
-///
-/// [`KeyStore::acting_through`]: crate::KeyStore::acting_through
+/// authenticated by an admin key, that key: see `KeyStore::acting_through`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Actor {
     id: String,

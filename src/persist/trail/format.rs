@@ -4,11 +4,14 @@
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 
-use super::primitives::{options, version_of};
-use super::record::MAX_RECORD_BYTES;
-use crate::Error;
-use crate::event::{Actor, ActorRole, KeyId};
-use crate::problem::ProblemKind;
+use crate::codec::primitives::options;
+use crate::codec::primitives::version_of;
+use crate::codec::record::MAX_RECORD_BYTES;
+use crate::model::actor::Actor;
+use crate::model::actor::ActorRole;
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+use crate::model::problem::ProblemKind;
 
 /// A refused management command, as the security trail keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]

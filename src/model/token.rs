@@ -10,15 +10,12 @@ use std::fmt;
 use rand::TryRngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::Error;
+use crate::model::error::Error;
 
 pub(crate) mod format;
 
-pub(crate) use self::format::looks_like_key;
-#[cfg(feature = "fuzzing")]
-pub(crate) use self::format::reencode;
 use self::format::{BASE62, BODY_LEN, CLASSES, IN_ALPHABET, checksum};
-pub use self::format::{KEY_LEN, KEY_PREFIX, Malformed, check_format, redact_keys};
+pub(crate) use self::format::{KEY_LEN, KEY_PREFIX, Malformed, check_format};
 
 /// Domain separation: a key's hash is a blake3 keyed hash under this public constant, so
 /// it can never collide with a blake3 hash used for anything else (the log's chain).
@@ -95,10 +92,10 @@ impl ApiKey {
 /// ```
 #[derive(Clone)]
 pub struct ExistingKey {
-    pub(crate) new: crate::NewKey,
+    pub(crate) new: crate::model::key::NewKey,
     pub(crate) hash: KeyHash,
     pub(crate) tail: [u8; 4],
-    pub(crate) source: crate::event::KeySource,
+    pub(crate) source: crate::model::key::KeySource,
     /// For a secret: the hash it would be kept under if adopted by its SHA-256 (the same
     /// secret either way, so neither form may be adopted while the other is known).
     pub(crate) sha256_form: Option<KeyHash>,
@@ -110,13 +107,13 @@ impl ExistingKey {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] if the secret breaks that rule (the secret is not quoted).
-    pub fn with_secret(new: crate::NewKey, secret: &str) -> Result<Self, Error> {
+    pub fn with_secret(new: crate::model::key::NewKey, secret: &str) -> Result<Self, Error> {
         let (hash, tail) = adopt_secret(secret)?;
         Ok(ExistingKey {
             new,
             hash,
             tail,
-            source: crate::event::KeySource::Imported,
+            source: crate::model::key::KeySource::Imported,
             sha256_form: Some(KeyHash::of_sha256_token(secret)),
         })
     }
@@ -127,12 +124,12 @@ impl ExistingKey {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] if `hex` is not 64 lowercase hexadecimal digits.
-    pub fn with_sha256(new: crate::NewKey, hex: &str) -> Result<Self, Error> {
+    pub fn with_sha256(new: crate::model::key::NewKey, hex: &str) -> Result<Self, Error> {
         Ok(ExistingKey {
             new,
             hash: adopt_sha256(hex)?,
-            tail: crate::event::NO_TAIL,
-            source: crate::event::KeySource::ImportedSha256,
+            tail: crate::model::key::NO_TAIL,
+            source: crate::model::key::KeySource::ImportedSha256,
             sha256_form: None,
         })
     }
@@ -155,7 +152,7 @@ impl fmt::Debug for ApiKey {
 
 /// Formats a hint from a key's last four characters.
 pub(crate) fn hint(tail: [u8; 4]) -> String {
-    if tail == crate::event::NO_TAIL {
+    if tail == crate::model::key::NO_TAIL {
         // An adopted secret outside keyledger's format: every character of it is secret.
         return "…".to_owned();
     }
@@ -200,7 +197,7 @@ pub(crate) fn adopt_secret(secret: &str) -> Result<(KeyHash, [u8; 4]), Error> {
             let b = secret.as_bytes();
             [b[36], b[37], b[38], b[39]]
         }
-        Err(_) => crate::event::NO_TAIL,
+        Err(_) => crate::model::key::NO_TAIL,
     };
     Ok((KeyHash::of(secret), tail))
 }
@@ -336,6 +333,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::format::{looks_like_key, redact_keys};
     use std::borrow::Cow;
 
     use super::*;

@@ -5,9 +5,10 @@
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 
-use super::STORE_FORMAT;
-use super::primitives::{magic_version, options};
-use crate::Error;
+use crate::codec::STORE_FORMAT;
+use crate::codec::primitives::magic_version;
+use crate::codec::primitives::options;
+use crate::model::error::Error;
 
 /// The first bytes of every export file.
 const EXPORT_MAGIC: [u8; 8] = *b"KLEDGER\x00";
