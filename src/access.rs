@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -18,6 +19,7 @@ use crate::model::error::Denial;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::id::SUPER_ADMIN_ROLE;
+use crate::model::limit::RateLimit;
 use crate::model::record::Event;
 use crate::model::rules::MAX_WHITELIST;
 use crate::model::token::HeaderProblem;
@@ -36,6 +38,8 @@ pub(crate) struct KeyState<'a> {
     pub(crate) grants_admin: bool,
     /// Microseconds since the epoch, if it expires.
     pub(crate) expires_at: Option<i64>,
+    /// Its rate limits, canonical.
+    pub(crate) rate_limits: &'a [RateLimit],
 }
 
 /// Rules a command obeys that records written before them need not (they keep replaying):
@@ -150,6 +154,16 @@ pub(crate) fn authorize(actor: &Actor, event: &Event, key: Option<KeyState<'_>>)
                 ));
             }
         }
+        Event::LimitsSet { rate_limits, .. } if rate_limits.as_slice() == key.rate_limits => {
+            return Err(Error::StateUnchanged {
+                id,
+                state: if rate_limits.is_empty() {
+                    "without rate limits"
+                } else {
+                    "limited so"
+                },
+            });
+        }
         Event::Unwhitelisted { net, .. } if !key.whitelist.contains(net) => {
             return Err(Error::WhitelistUnchanged {
                 id,
@@ -206,6 +220,27 @@ pub enum Rejection {
     /// This host lost the shared log for longer than its limit and rejects every key
     /// until it has caught up (fleet mode): it cannot know what was revoked meanwhile.
     Stale,
+    /// The key is past one of its rate limits (`limit`); a request may pass again after
+    /// `retry_after`.
+    RateLimited {
+        /// The limit it is past.
+        limit: RateLimit,
+        /// How long until a request may pass again.
+        retry_after: Duration,
+    },
+}
+
+/// Where a rate-limited key stands after an accepted request: the limit closest to
+/// running out, how many more requests it admits now, and how long until it is whole
+/// again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateStatus {
+    /// The limit closest to running out.
+    pub limit: RateLimit,
+    /// How many more requests it admits right now.
+    pub remaining: u32,
+    /// How long until its whole burst is available again.
+    pub reset: Duration,
 }
 
 impl Rejection {
@@ -226,6 +261,7 @@ impl Rejection {
             Rejection::Expired => "expired",
             Rejection::Disabled => "disabled",
             Rejection::Stale => "stale",
+            Rejection::RateLimited { .. } => "rate_limited",
         }
     }
 }
@@ -241,6 +277,11 @@ impl fmt::Display for Rejection {
             Rejection::Expired => f.write_str("key has expired"),
             Rejection::Disabled => f.write_str("key is disabled"),
             Rejection::Stale => f.write_str("this host lost the shared log and cannot vouch for any key"),
+            Rejection::RateLimited { limit, retry_after } => write!(
+                f,
+                "key is past its rate limit of {limit}; retry in {}s",
+                retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)
+            ),
         }
     }
 }
@@ -265,6 +306,7 @@ pub struct VerifiedKey {
     pub(crate) id: KeyId,
     pub(crate) name: KeyName,
     pub(crate) roles: RoleSet,
+    pub(crate) rate: Option<RateStatus>,
 }
 
 /// A key's name as handed out by `verify`: inline when short, so that most verifications
@@ -331,6 +373,12 @@ impl VerifiedKey {
     /// Whether the key has this role.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.0.contains(&role)
+    }
+
+    /// For a key with rate limits: where it stands after this request (the limit closest
+    /// to running out). `None` for a key without limits.
+    pub fn rate_status(&self) -> Option<RateStatus> {
+        self.rate
     }
 }
 
@@ -423,6 +471,7 @@ mod tests {
             grants_super_admin: false,
             grants_admin: false,
             expires_at: None,
+            rate_limits: &[],
         };
         let as_user = authorize(&Actor::user(secret), &Event::Deleted { id }, Some(state));
         let as_admin = authorize(&Actor::admin("bob"), &Event::Deleted { id }, Some(state));

@@ -119,6 +119,16 @@ impl Clock {
         }
     }
 
+    /// Microseconds on a clock that never goes back, for rate limits: the kernel's coarse
+    /// monotonic clock (exact for a manual clock, which shows its own time).
+    #[inline]
+    pub(crate) fn steady_micros(&self) -> u64 {
+        match &self.manual {
+            Some(m) => u64::try_from(m.0.load(Ordering::Acquire)).unwrap_or(0),
+            None => monotonic_micros(),
+        }
+    }
+
     /// The current minute, to within a second of the system clock (exact for a manual
     /// clock): one atomic load.
     #[inline]

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::model::rules::shown;
+use limits::RateLimitJson;
 
+pub(crate) mod limits;
 pub(crate) mod people;
 use crate::model::error::Denial;
 use crate::model::error::Error;
@@ -96,6 +98,9 @@ pub struct KeyJson {
     /// creator); `null` for other keys.
     #[serde(default)]
     pub acts_for: Option<String>,
+    /// Its rate limits, shortest window first; empty for none.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitJson>,
     /// The secret: present only in a creation's answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -141,6 +146,7 @@ impl From<&KeyView> for KeyJson {
             imported: view.imported,
             hint: view.hint.clone(),
             acts_for: view.acts_for.clone(),
+            rate_limits: RateLimitJson::list(&view.rate_limits),
             key: None,
             unconfirmed: Vec::new(),
         }
@@ -258,7 +264,7 @@ pub struct AuditJson {
     /// `super-admin`, `admin` or `user`.
     pub actor_role: String,
     /// `created`, `imported`, `whitelisted`, `unwhitelisted`, `rolled`, `disabled`,
-    /// `enabled`, `deleted` or `actor_revoked`.
+    /// `enabled`, `deleted`, `actor_revoked` or `limits_changed`.
     pub kind: String,
     /// The key; `null` for `actor_revoked`, which names a person.
     pub key_id: Option<String>,
@@ -280,6 +286,10 @@ pub struct AuditJson {
     pub previous_valid_until: Option<String>,
     /// The admin key the actor came through.
     pub via: Option<String>,
+    /// For `limits_changed`, the key's new rate limits (empty: removed); for `created`
+    /// and `imported`, its first ones; else `null`.
+    #[serde(default)]
+    pub rate_limits: Option<Vec<RateLimitJson>>,
 }
 
 impl From<&AuditEntry> for AuditJson {
@@ -308,6 +318,11 @@ impl From<&AuditEntry> for AuditJson {
             whitelist,
             previous_valid_until: entry.previous_valid_until.map(rfc3339),
             via: entry.via.map(|id| id.to_string()),
+            rate_limits: matches!(
+                entry.kind,
+                EventKind::Created | EventKind::Imported | EventKind::LimitsChanged
+            )
+            .then(|| RateLimitJson::list(&entry.rate_limits)),
         }
     }
 }

@@ -33,6 +33,8 @@ use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::key::KeySource;
 use crate::model::key::NewKey;
+use crate::model::limit::RateLimit;
+use crate::model::limit::canonical_limits;
 use crate::model::problem::ProblemKind;
 use crate::model::record::Event;
 use crate::model::record::Record;
@@ -96,6 +98,11 @@ pub(crate) enum Op {
     Delete {
         id: KeyId,
     },
+    /// Set a key's rate limits (canonical; none removes them).
+    SetLimits {
+        id: KeyId,
+        rate_limits: Vec<RateLimit>,
+    },
     /// Revoke a person: every admin key acting as them (and, `with_keys`, every key they
     /// created), in one record.
     RevokeActor {
@@ -114,7 +121,8 @@ impl Op {
             | Op::Delete { id }
             | Op::Roll { id, .. }
             | Op::Disable { id }
-            | Op::Enable { id } => Some(*id),
+            | Op::Enable { id }
+            | Op::SetLimits { id, .. } => Some(*id),
         }
     }
 
@@ -130,6 +138,7 @@ impl Op {
             Op::Disable { .. } => Action::Disable,
             Op::Enable { .. } => Action::Enable,
             Op::RevokeActor { .. } => Action::RevokeActor,
+            Op::SetLimits { .. } => Action::Limit,
         }
     }
 
@@ -434,6 +443,7 @@ fn events(
             source,
             // An admin key for its own creator names no one: it acts as its creator.
             acts_for: new.acts_for.clone().filter(|p| p != cmd.actor.id()),
+            rate_limits: new.rate_limits.clone(),
         })
     };
     let events = match &cmd.op {
@@ -504,6 +514,10 @@ fn events(
             .map(|&net| Event::Unwhitelisted { id: *id, net })
             .collect(),
         Op::Delete { id } => vec![Event::Deleted { id: *id }],
+        Op::SetLimits { id, rate_limits } => vec![Event::LimitsSet {
+            id: *id,
+            rate_limits: canonical_limits(rate_limits)?,
+        }],
         Op::RevokeActor { actor, with_keys } => {
             let event = Event::ActorRevoked {
                 actor: actor.clone(),
@@ -591,6 +605,7 @@ mod tests {
                 expires_at: None,
                 source: KeySource::Generated,
                 acts_for: None,
+                rate_limits: Vec::new(),
             },
             prev,
         })

@@ -72,6 +72,7 @@ mod store;
 #[cfg(feature = "serve")]
 mod ui;
 
+pub use crate::access::RateStatus;
 pub use crate::access::Rejection;
 pub use crate::access::VerifiedKey;
 pub use crate::chain::ChainKey;
@@ -135,6 +136,8 @@ pub use crate::json::RollJson;
 #[cfg(feature = "json")]
 pub use crate::json::WhoamiJson;
 #[cfg(feature = "json")]
+pub use crate::json::limits::RateLimitJson;
+#[cfg(feature = "json")]
 pub use crate::json::parse_grace;
 #[cfg(feature = "json")]
 pub use crate::json::parse_lifetime;
@@ -154,6 +157,10 @@ pub use crate::model::id::ADMIN_ROLE;
 pub use crate::model::id::KeyId;
 pub use crate::model::id::SUPER_ADMIN_ROLE;
 pub use crate::model::key::NewKey;
+pub use crate::model::limit::MAX_RATE_LIMITS;
+pub use crate::model::limit::MAX_RATE_WINDOW;
+pub use crate::model::limit::MIN_RATE_WINDOW;
+pub use crate::model::limit::RateLimit;
 pub use crate::model::problem::Problem;
 pub use crate::model::problem::ProblemKind;
 pub use crate::model::record::EventKind;

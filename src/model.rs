@@ -12,6 +12,7 @@ pub(crate) mod actor;
 pub(crate) mod error;
 pub(crate) mod id;
 pub(crate) mod key;
+pub(crate) mod limit;
 pub(crate) mod problem;
 pub(crate) mod record;
 pub(crate) mod refusal;

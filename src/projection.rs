@@ -25,11 +25,13 @@ use crate::model::actor::ActorRole;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::key::KeySource;
+use crate::model::limit::RateLimit;
 use crate::model::problem::ProblemKind;
 use crate::model::record::EventKind;
 use crate::model::token::KeyHash;
 
 pub(crate) mod apply;
+pub(crate) mod limits;
 pub(crate) mod people;
 pub(crate) mod snapshot;
 pub(crate) mod tables;
@@ -55,6 +57,9 @@ pub(crate) struct Row {
     pub(crate) nets: u32,
     /// The slot of the admin key the actor acted through, or [`NO_VIA`].
     pub(crate) via: u32,
+    /// For `created`, `imported` and `limits_changed`, the index of the key's (new) rate
+    /// limits in the interned lists (0: none); otherwise 0.
+    pub(crate) limits: u32,
 }
 
 /// [`Row::via`] of a record written without an admin key.
@@ -97,6 +102,8 @@ pub(crate) struct SlotData {
     /// For an admin key made for another person than its creator: that person's index
     /// in [`SnapshotData::actors`].
     pub(crate) acts_for: Option<u32>,
+    /// Index into [`SnapshotData::limit_lists`] (0: no limits).
+    pub(crate) limits: u32,
 }
 
 /// The whole projection as plain data: what a snapshot stores.
@@ -115,6 +122,8 @@ pub(crate) struct SnapshotData {
     pub(crate) graces: Vec<GraceData>,
     /// Every secret rolled out, by its 128-bit prefix, in the order of the rolls.
     pub(crate) rolled_out: Vec<[u8; 16]>,
+    /// Every list of rate limits named, each once; list 0 is the empty one.
+    pub(crate) limit_lists: Vec<Vec<RateLimit>>,
 }
 
 /// A key as listed: everything but the secret.
@@ -150,6 +159,8 @@ pub struct KeyView {
     /// For an admin key (one holding `admin` or `super-admin`): the person it acts as,
     /// named when it was made or else its creator. `None` for any other key.
     pub acts_for: Option<String>,
+    /// Its rate limits, shortest window first (none: unlimited).
+    pub rate_limits: Vec<RateLimit>,
 }
 
 /// Where a key stands.
@@ -212,6 +223,9 @@ pub struct AuditEntry {
     pub previous_valid_until: Option<SystemTime>,
     /// The admin key the actor acted through (the HTTP admin API), if any.
     pub via: Option<KeyId>,
+    /// For `limits_changed`, the key's new rate limits (none: removed); for `created` and
+    /// `imported`, the key's first ones; otherwise empty.
+    pub rate_limits: Vec<RateLimit>,
 }
 
 /// A hash of 32 bytes that an attacker who does not know `seed` cannot make collide,
@@ -262,7 +276,7 @@ impl HashPrefix {
 }
 
 /// Names up to this many bytes live inside the key record.
-const REC_INLINE_NAME: usize = 20;
+const REC_INLINE_NAME: usize = 16;
 
 /// A key's name: inline when short (most are), else a range of the names arena. Keeps
 /// a verify to the one cache line of the key's record.
@@ -288,6 +302,8 @@ struct KeyRec {
     whitelist: u32,
     name: Name,
     disabled: bool,
+    /// The key's limiter, for a key with rate limits; 0 for none.
+    limiter: u32,
 }
 
 const NEVER: i64 = i64::MAX;
@@ -301,6 +317,8 @@ struct KeyCold {
     deleted: u32,
     tail: [u8; 4],
     source: KeySource,
+    /// Its rate limits: an index into the interned lists (0: none).
+    limits: u32,
 }
 
 const LIVE: u32 = u32::MAX;
@@ -353,6 +371,9 @@ pub(crate) struct Projection {
     people: people::People,
     /// The secrets no live key holds any more: never adopted again.
     retired: people::Retired,
+    /// The limited keys' limiters, and every list of limits named.
+    limiters: limits::Limiters,
+    limit_lists: limits::LimitLists,
     seed: Seed,
     hasher: RandomState,
     head: Head,
@@ -373,6 +394,7 @@ struct Freeze {
     rolled_out: usize,
     actors: usize,
     role_sets: usize,
+    limit_lists: usize,
     sets: u32,
     graces: Vec<GraceData>,
     before: HashMap<u32, (KeyRec, KeyCold)>,
@@ -410,6 +432,8 @@ impl Projection {
             adopted_sha256: false,
             people: people::People::default(),
             retired: people::Retired::default(),
+            limiters: limits::Limiters::new(),
+            limit_lists: limits::LimitLists::new(),
             seed: Seed::random(),
             hasher: RandomState::new(),
             head: Head::EMPTY,

@@ -37,6 +37,8 @@ use crate::model::actor::ActorRole;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::key::NewKey;
+use crate::model::limit::RateLimit;
+use crate::model::limit::canonical_limits;
 use crate::model::problem::Problem;
 use crate::model::refusal::RefusedAttempt;
 use crate::model::token;
@@ -189,7 +191,7 @@ impl KeyStore {
             via: actor.via(),
             op,
         };
-        tx.send(Request::Write(Pending { command, reply }))
+        tx.send(Request::Write(Box::new(Pending { command, reply })))
             .map_err(|_| Error::Closed)?;
         answer.recv().map_err(|_| Error::Closed)?
     }
@@ -366,6 +368,26 @@ impl KeyStore {
     /// As [`KeyStore::delete_key`]; [`Error::StateUnchanged`] if it is not disabled.
     pub fn enable_key(&self, actor: &Actor, id: KeyId) -> Result<u64, Error> {
         self.submit(actor, Op::Enable { id }).map(|(_, seq)| seq)
+    }
+
+    /// Sets a key's rate limits, replacing the ones it has (none removes them); the key's
+    /// buckets start full again. One chained record, under the rules of
+    /// [`KeyStore::whitelist_ip`]. Returns the sequence number.
+    ///
+    /// # Errors
+    /// [`Error::KeyNotFound`], [`Error::KeyDeleted`], [`Error::PermissionDenied`];
+    /// [`Error::InvalidInput`] naming `rate limit` for more than
+    /// [`MAX_RATE_LIMITS`](crate::model::limit::MAX_RATE_LIMITS) or a window named twice;
+    /// [`Error::StateUnchanged`] if the key already has exactly these; storage errors.
+    pub fn set_rate_limits(
+        &self,
+        actor: &Actor,
+        id: KeyId,
+        rate_limits: impl IntoIterator<Item = RateLimit>,
+    ) -> Result<u64, Error> {
+        let rate_limits = canonical_limits(&rate_limits.into_iter().collect::<Vec<_>>())?;
+        self.submit(actor, Op::SetLimits { id, rate_limits })
+            .map(|(_, seq)| seq)
     }
 
     /// Adopts keys a platform already issued (see [`ExistingKey`]), all or none, made

@@ -126,7 +126,7 @@ fn names(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
-const KEY_FIELDS: [&str; 17] = [
+const KEY_FIELDS: [&str; 18] = [
     "id",
     "name",
     "roles",
@@ -144,6 +144,7 @@ const KEY_FIELDS: [&str; 17] = [
     "imported",
     "hint",
     "acts_for",
+    "rate_limits",
 ];
 
 fn assert_rfc3339_utc(v: &Value) {
@@ -819,6 +820,7 @@ fn audit_json_entries_have_stable_fields() {
         "via",
         "person",
         "with_keys",
+        "rate_limits",
     ]);
     let created: Value = serde_json::json!(["10.0.0.0/8"]);
     let expected = [

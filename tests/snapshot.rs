@@ -13,9 +13,18 @@ fn write_history(dir: &Path, every: u64, creates: usize) -> Vec<String> {
     let admin = Actor::admin("alice");
     let mut secrets = Vec::new();
     for i in 0..creates {
-        let k = store
-            .create_key(&admin, NewKey::new(format!("k{i}")).role("bot"))
-            .unwrap();
+        let mut new = NewKey::new(format!("k{i}")).role("bot");
+        if i % 5 == 0 {
+            new = new.rate_limit("1000/1m".parse().unwrap());
+        }
+        let k = store.create_key(&admin, new).unwrap();
+        if i % 7 == 0 {
+            let limits = ["50/1s", "1000/1h"].map(|l| l.parse().unwrap());
+            store.set_rate_limits(&admin, k.id, limits).unwrap();
+        }
+        if i % 10 == 0 {
+            store.set_rate_limits(&admin, k.id, []).unwrap();
+        }
         if i % 3 == 0 {
             store
                 .whitelist_ip(&admin, k.id, [parse_net("10.0.0.0/8").unwrap()])

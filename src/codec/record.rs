@@ -1,4 +1,4 @@
-//! The log's records, versions 1 to 3, and their wire structs: a record is written in the
+//! The log's records, versions 1 to 4, and their wire structs: a record is written in the
 //! lowest version that holds it and every version keeps decoding. Decoding re-validates
 //! every field; it must never accept a second encoding of the same record.
 
@@ -12,6 +12,7 @@ use crate::model::actor::ActorRole;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::key::KeySource;
+use crate::model::limit::RateLimit;
 use crate::model::problem::ProblemKind;
 use crate::model::record::Event;
 use crate::model::record::Record;
@@ -20,7 +21,7 @@ use crate::model::token::KeyHash;
 /// The newest record format this build writes. A record is written in the lowest version
 /// that can hold it (version 1 for the events it has), so that every record has exactly
 /// one encoding; older versions keep decoding.
-pub(crate) const RECORD_VERSION: u16 = 3;
+pub(crate) const RECORD_VERSION: u16 = 4;
 /// No record may be larger; decoding stops at this many bytes.
 pub(crate) const MAX_RECORD_BYTES: u64 = 64 * 1024;
 
@@ -85,6 +86,70 @@ pub(super) enum EventV3 {
         actor: String,
         with_keys: bool,
     },
+}
+
+/// Version 4 has the fields of version 3, with an event enum of its own that holds only
+/// what version 3 cannot: a key created with rate limits, and a change of a key's limits.
+#[derive(Serialize, Deserialize)]
+pub(super) struct RecordV4 {
+    pub(super) version: u16,
+    pub(super) seq: u64,
+    pub(super) at: i64,
+    pub(super) actor_id: String,
+    pub(super) actor_role: u8,
+    pub(super) via: Option<u64>,
+    pub(super) event: EventV4,
+    #[serde(with = "le32")]
+    pub(super) prev: [u8; 32],
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) enum EventV4 {
+    /// Version 2's `Created`, then the person an admin key acts as (if it names one) and
+    /// the key's rate limits (at least one: a key without is written in version 3 or
+    /// lower).
+    CreatedLimited {
+        id: u64,
+        #[serde(with = "le32")]
+        hash: [u8; 32],
+        #[serde(with = "le4")]
+        tail: [u8; 4],
+        name: String,
+        roles: Vec<String>,
+        whitelist: Vec<NetV1>,
+        expires_at: Option<i64>,
+        source: u8,
+        acts_for: Option<String>,
+        rate_limits: Vec<LimitV1>,
+    },
+    /// The key's rate limits are now these (none: unlimited).
+    LimitsSet { id: u64, rate_limits: Vec<LimitV1> },
+}
+
+/// A rate limit on the wire: the window in seconds, then the limit.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct LimitV1 {
+    pub(crate) window_secs: u32,
+    pub(crate) limit: u32,
+}
+
+impl From<&RateLimit> for LimitV1 {
+    fn from(l: &RateLimit) -> Self {
+        LimitV1 {
+            window_secs: l.window_secs,
+            limit: l.limit,
+        }
+    }
+}
+
+impl From<LimitV1> for RateLimit {
+    /// Unchecked: the record's validation checks every limit.
+    fn from(l: LimitV1) -> Self {
+        RateLimit {
+            window_secs: l.window_secs,
+            limit: l.limit,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -214,10 +279,12 @@ impl EventV2 {
 pub(super) enum WireEvent {
     V2(EventV2),
     V3(EventV3),
+    V4(EventV4),
 }
 
 pub(super) fn event_to_wire(event: &Event) -> WireEvent {
     let nets = |list: &[IpNet]| list.iter().map(NetV1::from).collect();
+    let limits = |list: &[RateLimit]| list.iter().map(LimitV1::from).collect();
     WireEvent::V2(match event {
         Event::Created {
             id,
@@ -228,7 +295,39 @@ pub(super) fn event_to_wire(event: &Event) -> WireEvent {
             whitelist,
             expires_at,
             source,
+            acts_for,
+            rate_limits,
+        } if !rate_limits.is_empty() => {
+            return WireEvent::V4(EventV4::CreatedLimited {
+                id: id.0,
+                hash: hash.0,
+                tail: *tail,
+                name: name.clone(),
+                roles: roles.clone(),
+                whitelist: nets(whitelist),
+                expires_at: *expires_at,
+                source: source.code(),
+                acts_for: acts_for.clone(),
+                rate_limits: limits(rate_limits),
+            });
+        }
+        Event::LimitsSet { id, rate_limits } => {
+            return WireEvent::V4(EventV4::LimitsSet {
+                id: id.0,
+                rate_limits: limits(rate_limits),
+            });
+        }
+        Event::Created {
+            id,
+            hash,
+            tail,
+            name,
+            roles,
+            whitelist,
+            expires_at,
+            source,
             acts_for: Some(person),
+            ..
         } => {
             return WireEvent::V3(EventV3::CreatedFor {
                 id: id.0,
@@ -258,6 +357,7 @@ pub(super) fn event_to_wire(event: &Event) -> WireEvent {
             expires_at,
             source,
             acts_for: None,
+            ..
         } => EventV2::Created {
             id: id.0,
             hash: hash.0,
@@ -317,6 +417,7 @@ fn event_from_wire(event: EventV2, seq: u64) -> Result<Event, Error> {
             source: KeySource::from_code(source)
                 .ok_or_else(|| bad(format!("unknown key source {source}")))?,
             acts_for: None,
+            rate_limits: Vec::new(),
         },
         EventV2::Whitelisted { id, net: n } => Event::Whitelisted {
             id: KeyId(id),
@@ -376,9 +477,71 @@ fn event_from_wire_v3(event: EventV3, seq: u64) -> Result<Event, Error> {
     })
 }
 
+fn event_from_wire_v4(event: EventV4, seq: u64) -> Result<Event, Error> {
+    let limits = |list: Vec<LimitV1>| list.into_iter().map(RateLimit::from).collect::<Vec<_>>();
+    Ok(match event {
+        EventV4::CreatedLimited {
+            id,
+            hash,
+            tail,
+            name,
+            roles,
+            whitelist,
+            expires_at,
+            source,
+            acts_for,
+            rate_limits,
+        } => {
+            if rate_limits.is_empty() {
+                // Every record has one encoding: this one is written in version 3 or lower.
+                return Err(Error::corrupt(
+                    seq,
+                    ProblemKind::Undecodable,
+                    "a version 4 creation without rate limits, which an earlier version holds",
+                ));
+            }
+            let created = EventV2::Created {
+                id,
+                hash,
+                tail,
+                name,
+                roles,
+                whitelist,
+                expires_at,
+                source,
+            };
+            let mut event = event_from_wire(created, seq)?;
+            if let Event::Created {
+                acts_for: person,
+                rate_limits: held,
+                ..
+            } = &mut event
+            {
+                *person = acts_for;
+                *held = limits(rate_limits);
+            }
+            event
+        }
+        EventV4::LimitsSet { id, rate_limits } => Event::LimitsSet {
+            id: KeyId(id),
+            rate_limits: limits(rate_limits),
+        },
+    })
+}
+
 /// Encodes a record in the lowest version that holds it.
 pub(crate) fn encode_record(r: &Record) -> Result<Vec<u8>, Error> {
     let encoded = match event_to_wire(&r.event) {
+        WireEvent::V4(event) => options(MAX_RECORD_BYTES).serialize(&RecordV4 {
+            version: 4,
+            seq: r.seq,
+            at: r.at,
+            actor_id: r.actor.id().to_owned(),
+            actor_role: r.actor.role().code(),
+            via: r.via.map(|k| k.0),
+            event,
+            prev: r.prev,
+        }),
         WireEvent::V3(event) => options(MAX_RECORD_BYTES).serialize(&RecordV3 {
             version: 3,
             seq: r.seq,
@@ -473,6 +636,20 @@ pub(crate) fn decode_record(bytes: &[u8], seq: u64) -> Result<Record, Error> {
                 prev: v3.prev,
             };
             (header, event_from_wire_v3(v3.event, seq)?)
+        }
+        4 => {
+            let v4: RecordV4 = options(MAX_RECORD_BYTES)
+                .deserialize(bytes)
+                .map_err(undecodable)?;
+            let header = Header {
+                seq: v4.seq,
+                at: v4.at,
+                actor_id: v4.actor_id,
+                actor_role: v4.actor_role,
+                via: v4.via,
+                prev: v4.prev,
+            };
+            (header, event_from_wire_v4(v4.event, seq)?)
         }
         _ => {
             return Err(Error::UnsupportedVersion {

@@ -3,7 +3,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
 
 use super::block::BlockWriter;
-use super::record::{RecordV1, RecordV2, RecordV3, WireEvent, event_to_wire};
+use super::record::{EventV4, LimitV1, RecordV1, RecordV2, RecordV3, RecordV4, WireEvent, event_to_wire};
 use super::*;
 use crate::chain::Chain;
 use crate::chain::Head;
@@ -13,6 +13,7 @@ use crate::model::actor::ActorRole;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::key::KeySource;
+use crate::model::limit::RateLimit;
 use crate::model::problem::ProblemKind;
 use crate::model::record::Event;
 use crate::model::record::Record;
@@ -32,6 +33,20 @@ fn tail_of(t: &str) -> [u8; 4] {
     out
 }
 
+/// Up to four valid rate limits, canonical.
+pub(crate) fn arb_limits() -> impl Strategy<Value = Vec<RateLimit>> {
+    proptest::collection::btree_map(1u32..=30 * 86_400, 1u32..=u32::MAX, 0..=4).prop_map(|limits| {
+        limits
+            .into_iter()
+            .map(|(window_secs, limit)| {
+                let most = u64::from(window_secs) * 1_000_000;
+                let limit = u32::try_from(u64::from(limit).min(most)).unwrap_or(u32::MAX);
+                RateLimit::new(limit, std::time::Duration::from_secs(u64::from(window_secs))).unwrap()
+            })
+            .collect()
+    })
+}
+
 /// Any record of any version: times leave room for expiries and grace periods.
 pub(crate) fn arb_record() -> impl Strategy<Value = Record> {
     let actor = ("[a-z]{1,12}", 0u8..3).prop_map(|(id, r)| Actor::new(id, ActorRole::from_code(r).unwrap()));
@@ -45,9 +60,10 @@ pub(crate) fn arb_record() -> impl Strategy<Value = Record> {
         proptest::option::of(1i64..1 << 50),
         0u8..4,
         proptest::option::of("person-[a-z]{1,6}"),
+        arb_limits(),
     )
         .prop_map(
-            |(id, hash, tail, name, roles, mut whitelist, expires, source, person)| {
+            |(id, hash, tail, name, roles, mut whitelist, expires, source, person, rate_limits)| {
                 whitelist.dedup();
                 let mut roles: Vec<String> = roles.into_iter().collect();
                 // A person (never an actor id: those have no '-') only for an admin key.
@@ -71,6 +87,7 @@ pub(crate) fn arb_record() -> impl Strategy<Value = Record> {
                         expires_at: None,
                         source,
                         acts_for: person,
+                        rate_limits,
                     },
                     expires,
                 )
@@ -96,6 +113,13 @@ pub(crate) fn arb_record() -> impl Strategy<Value = Record> {
         any::<u64>().prop_map(|id| (Event::Enabled { id: KeyId(id) }, None)),
         ("[a-z]{1,12}", any::<bool>())
             .prop_map(|(actor, with_keys)| (Event::ActorRevoked { actor, with_keys }, None)),
+        (any::<u64>(), arb_limits()).prop_map(|(id, rate_limits)| (
+            Event::LimitsSet {
+                id: KeyId(id),
+                rate_limits
+            },
+            None
+        )),
     ];
     (
         1u64..,
@@ -143,8 +167,11 @@ proptest! {
         } else if ours.starts_with(&[2, 0]) {
             let wire: RecordV2 = options(MAX_RECORD_BYTES).deserialize(&ours).unwrap();
             bincode::serialize(&wire).unwrap()
-        } else {
+        } else if ours.starts_with(&[3, 0]) {
             let wire: RecordV3 = options(MAX_RECORD_BYTES).deserialize(&ours).unwrap();
+            bincode::serialize(&wire).unwrap()
+        } else {
+            let wire: RecordV4 = options(MAX_RECORD_BYTES).deserialize(&ours).unwrap();
             bincode::serialize(&wire).unwrap()
         };
         prop_assert_eq!(plain, ours);
@@ -153,7 +180,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_decode_to_a_value_or_an_error(
         mut bytes in proptest::collection::vec(any::<u8>(), 0..200),
-        version in 1u8..=2,
+        version in 1u8..=4,
     ) {
         if bytes.len() >= 2 { bytes[0] = version; bytes[1] = 0; }
         if let Ok(r) = decode_record(&bytes, 1) {
@@ -197,7 +224,7 @@ fn version_1_fixtures_decode() {
     assert_eq!(created.prev, [0; 32]);
     assert!(matches!(
         created.event,
-        Event::Created { id: i, hash: KeyHash(h), tail, ref name, ref roles, ref whitelist, expires_at: None, source: KeySource::Generated, acts_for: None }
+        Event::Created { id: i, hash: KeyHash(h), tail, ref name, ref roles, ref whitelist, expires_at: None, source: KeySource::Generated, acts_for: None, .. }
             if i == id && h == [7; 32] && &tail == b"AbC9" && name == "notifications bot"
                 && roles == &["notifier", "reader"]
                 && whitelist == &["10.0.0.0/8".parse::<IpNet>().unwrap(), "2001:db8::/32".parse().unwrap()]
@@ -294,6 +321,7 @@ fn v2_fixture_records() -> [Record; 2] {
                 expires_at: Some(1_800_000_000_000_000),
                 source: KeySource::ImportedSha256,
                 acts_for: None,
+                rate_limits: Vec::new(),
             },
             prev: [4; 32],
         },
@@ -333,6 +361,7 @@ fn v3_fixture_records() -> [Record; 2] {
                 expires_at: None,
                 source: KeySource::Generated,
                 acts_for: Some("carol".into()),
+                rate_limits: Vec::new(),
             },
             prev: [5; 32],
         },
@@ -364,6 +393,131 @@ fn version_3_record_fixtures_decode() {
         assert_eq!(record, expected);
         assert_eq!(encode_record(&record).unwrap(), bytes);
     }
+}
+
+fn v4_fixture_records() -> [Record; 2] {
+    let limits = |specs: &[&str]| {
+        specs
+            .iter()
+            .map(|s| s.parse::<RateLimit>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    [
+        Record {
+            seq: 11,
+            at: 1_790_000_000_000_004,
+            actor: Actor::admin("alice"),
+            via: None,
+            event: Event::Created {
+                id: KeyId(0x0bbb_cccc_dddd_eeee),
+                hash: KeyHash([7; 32]),
+                tail: *b"Lm01",
+                name: "metered bot".into(),
+                roles: vec!["bot".into()],
+                whitelist: Vec::new(),
+                expires_at: None,
+                source: KeySource::Generated,
+                acts_for: None,
+                rate_limits: limits(&["20/1s", "100/1m", "5000/1h"]),
+            },
+            prev: [7; 32],
+        },
+        Record {
+            seq: 12,
+            at: 1_790_000_000_000_005,
+            actor: Actor::admin("alice"),
+            via: Some(KeyId(0x1111_2222_3333_4444)),
+            event: Event::LimitsSet {
+                id: KeyId(0x0bbb_cccc_dddd_eeee),
+                rate_limits: limits(&["10/1s"]),
+            },
+            prev: [8; 32],
+        },
+    ]
+}
+
+/// Records written by format version 4 (a key created with rate limits, a change of a
+/// key's limits) decode to the same values, and encode back to the same bytes. Set
+/// `KEYLEDGER_WRITE_FIXTURES=1` to write them once.
+#[test]
+fn version_4_record_fixtures_decode() {
+    let paths = ["record-v4-created-limited.bin", "record-v4-limits-set.bin"];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for (path, expected) in paths.into_iter().zip(v4_fixture_records()) {
+        let path = dir.join(path);
+        if std::env::var_os("KEYLEDGER_WRITE_FIXTURES").is_some() && !path.exists() {
+            std::fs::write(&path, encode_record(&expected).unwrap()).unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..2], &[4, 0]);
+        let record = decode_record(&bytes, expected.seq).unwrap();
+        assert_eq!(record, expected);
+        assert_eq!(encode_record(&record).unwrap(), bytes);
+    }
+}
+
+/// A version 4 creation without rate limits has an earlier encoding: refused, so that
+/// every record has one; so are limits out of their canonical order or past the rules.
+#[test]
+fn a_version_4_record_that_an_earlier_version_holds_or_with_bad_limits_is_refused() {
+    let [created, _] = v4_fixture_records();
+    let wire_of = |record: &Record, limits: Vec<LimitV1>| {
+        let WireEvent::V4(EventV4::CreatedLimited {
+            id,
+            hash,
+            tail,
+            name,
+            roles,
+            whitelist,
+            expires_at,
+            source,
+            acts_for,
+            ..
+        }) = event_to_wire(&record.event)
+        else {
+            unreachable!("a creation with limits is version 4")
+        };
+        let wire = RecordV4 {
+            version: 4,
+            seq: record.seq,
+            at: record.at,
+            actor_id: record.actor.id().to_owned(),
+            actor_role: record.actor.role().code(),
+            via: None,
+            event: EventV4::CreatedLimited {
+                id,
+                hash,
+                tail,
+                name,
+                roles,
+                whitelist,
+                expires_at,
+                source,
+                acts_for,
+                rate_limits: limits,
+            },
+            prev: record.prev,
+        };
+        options(MAX_RECORD_BYTES).serialize(&wire).unwrap()
+    };
+    let limit = |window_secs, limit| LimitV1 { window_secs, limit };
+    for (limits, why) in [
+        (vec![], "no limits"),
+        (vec![limit(60, 100), limit(1, 20)], "out of order"),
+        (vec![limit(60, 100), limit(60, 50)], "a window twice"),
+        (vec![limit(60, 0)], "a limit of zero"),
+        (vec![limit(0, 1)], "a window of zero"),
+        ((1..=5).map(|w| limit(w, 1)).collect(), "five limits"),
+    ] {
+        assert!(
+            matches!(
+                decode_record(&wire_of(&created, limits), 11),
+                Err(Error::Corrupt { .. })
+            ),
+            "{why}"
+        );
+    }
+    assert!(decode_record(&wire_of(&created, vec![limit(1, 20)]), 11).is_ok());
 }
 
 /// A version 3 admin key naming its own creator is not canonical (version 2 holds
@@ -405,7 +559,7 @@ fn a_version_2_record_that_version_1_holds_is_refused() {
         via: None,
         event: match event_to_wire(&v1.event) {
             WireEvent::V2(event) => event,
-            WireEvent::V3(_) => unreachable!("a version 1 record's event"),
+            WireEvent::V3(_) | WireEvent::V4(_) => unreachable!("a version 1 record's event"),
         },
         prev: v1.prev,
     };
@@ -446,7 +600,7 @@ fn unknown_versions_are_named() {
         decode_record(&[9, 0, 0, 0], 1),
         Err(Error::UnsupportedVersion {
             found: 9,
-            supported: 3
+            supported: 4
         })
     ));
 }

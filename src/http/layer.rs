@@ -396,6 +396,7 @@ impl Refusal {
                 | Rejection::Expired
                 | Rejection::Disabled => StatusCode::UNAUTHORIZED,
                 Rejection::Stale => StatusCode::SERVICE_UNAVAILABLE,
+                Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 Rejection::IpNotWhitelisted | Rejection::NoWhitelist => StatusCode::FORBIDDEN,
             },
             Refusal::RoleMissing | Refusal::NoPeerAddress | Refusal::ForwardedFor(_) => StatusCode::FORBIDDEN,

@@ -51,12 +51,12 @@ pub enum Error {
         reason: &'static str,
     },
     /// The key is already in the state asked for (disabling a disabled key, enabling an
-    /// enabled one); nothing was written.
+    /// enabled one, setting the rate limits it has); nothing was written.
     #[error("key {id} is already {state}")]
     StateUnchanged {
         /// The key.
         id: crate::model::id::KeyId,
-        /// `disabled` or `enabled`.
+        /// `disabled`, `enabled`, `limited so` or `without rate limits`.
         state: &'static str,
     },
     /// A key being adopted has a secret (or SHA-256) that this store's log holds or ever

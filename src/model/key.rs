@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 
 use super::id::KeyId;
+use super::limit::{RateLimit, canonical_limits};
 use super::rules::{
     Origin, grants_admin, shown, validate_name, validate_person, validate_roles, validate_whitelist,
 };
@@ -56,6 +57,8 @@ pub struct NewKey {
     pub(crate) expires_at: Option<i64>,
     /// For an admin key: the person it acts as (see [`NewKey::acting_for`]).
     pub(crate) acts_for: Option<String>,
+    /// Its rate limits (see [`NewKey::rate_limit`]).
+    pub(crate) rate_limits: Vec<RateLimit>,
 }
 
 impl NewKey {
@@ -67,6 +70,7 @@ impl NewKey {
             whitelist: Vec::new(),
             expires_at: None,
             acts_for: None,
+            rate_limits: Vec::new(),
         }
     }
 
@@ -111,6 +115,26 @@ impl NewKey {
         self
     }
 
+    /// Adds a rate limit: at most `limit.limit()` accepted verifications per window (up to
+    /// four limits, each on its own window). Verify then answers
+    /// `Rejection::RateLimited` past it.
+    ///
+    /// # Example
+    /// ```
+    /// use keyledger::{Actor, KeyStore, NewKey, Rejection};
+    /// let store = KeyStore::builder().open_temporary().unwrap();
+    /// let new = NewKey::new("bot").role("bot").rate_limit("2/1m".parse().unwrap());
+    /// let key = store.create_key(&Actor::admin("alice"), new).unwrap();
+    /// let ip = "192.0.2.1".parse().unwrap();
+    /// assert!(store.verify(key.secret.expose_secret(), ip).is_ok());
+    /// assert!(store.verify(key.secret.expose_secret(), ip).is_ok());
+    /// assert!(matches!(store.verify(key.secret.expose_secret(), ip), Err(Rejection::RateLimited { .. })));
+    /// ```
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limits.push(limit);
+        self
+    }
+
     /// Checks every field by every rule (`Origin::Command`) and returns the normalized
     /// request (trimmed name, canonical nets).
     pub(crate) fn validated(&self) -> Result<NewKey, Error> {
@@ -132,6 +156,7 @@ impl NewKey {
             whitelist,
             expires_at: self.expires_at,
             acts_for: self.acts_for.clone(),
+            rate_limits: canonical_limits(&self.rate_limits)?,
         })
     }
 }

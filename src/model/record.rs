@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use super::actor::Actor;
 use super::id::KeyId;
 use super::key::{KeySource, NO_TAIL};
+use super::limit::{RateLimit, validate_stored_limits};
 use super::rules::{
     Origin, canonical_net, grants_admin, shown, validate_actor_id, validate_name, validate_roles,
     validate_whitelist,
@@ -32,6 +33,13 @@ pub(crate) enum Event {
         source: KeySource,
         /// For an admin key made for another person than its creator: that person.
         acts_for: Option<String>,
+        /// Its rate limits, canonical (shortest window first).
+        rate_limits: Vec<RateLimit>,
+    },
+    /// The key's rate limits are now these (none: unlimited), canonical.
+    LimitsSet {
+        id: KeyId,
+        rate_limits: Vec<RateLimit>,
     },
     Whitelisted {
         id: KeyId,
@@ -76,7 +84,8 @@ impl Event {
             | Event::Deleted { id }
             | Event::Rolled { id, .. }
             | Event::Disabled { id }
-            | Event::Enabled { id } => Some(*id),
+            | Event::Enabled { id }
+            | Event::LimitsSet { id, .. } => Some(*id),
             Event::ActorRevoked { .. } => None,
         }
     }
@@ -95,6 +104,7 @@ impl Event {
             Event::Disabled { .. } => EventKind::Disabled,
             Event::Enabled { .. } => EventKind::Enabled,
             Event::ActorRevoked { .. } => EventKind::ActorRevoked,
+            Event::LimitsSet { .. } => EventKind::LimitsChanged,
         }
     }
 }
@@ -122,11 +132,13 @@ pub enum EventKind {
     /// A person was revoked: every admin key acting as them (and, if asked, every key
     /// they created) was deleted, in one record.
     ActorRevoked,
+    /// A key's rate limits were set (or removed).
+    LimitsChanged,
 }
 
 impl EventKind {
     /// Every kind, in the order of their codes.
-    pub(crate) const ALL: [EventKind; 9] = [
+    pub(crate) const ALL: [EventKind; 10] = [
         EventKind::Created,
         EventKind::Whitelisted,
         EventKind::Unwhitelisted,
@@ -136,10 +148,11 @@ impl EventKind {
         EventKind::Disabled,
         EventKind::Enabled,
         EventKind::ActorRevoked,
+        EventKind::LimitsChanged,
     ];
 
     /// `created`, `whitelisted`, `unwhitelisted`, `deleted`, `imported`, `rolled`,
-    /// `disabled`, `enabled` or `actor_revoked`.
+    /// `disabled`, `enabled`, `actor_revoked` or `limits_changed`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Created => "created",
@@ -151,6 +164,7 @@ impl EventKind {
             EventKind::Disabled => "disabled",
             EventKind::Enabled => "enabled",
             EventKind::ActorRevoked => "actor_revoked",
+            EventKind::LimitsChanged => "limits_changed",
         }
     }
 
@@ -210,8 +224,10 @@ impl Record {
                 expires_at,
                 source,
                 acts_for,
+                rate_limits,
                 ..
             } => {
+                validate_stored_limits(rate_limits)?;
                 if let Some(person) = acts_for {
                     validate_actor_id(person, Origin::Stored)?;
                     if !grants_admin(roles) || person == self.actor.id() {
@@ -264,6 +280,7 @@ impl Record {
                 }
             }
             Event::ActorRevoked { actor, .. } => validate_actor_id(actor, Origin::Stored)?,
+            Event::LimitsSet { rate_limits, .. } => validate_stored_limits(rate_limits)?,
             Event::Deleted { .. } | Event::Disabled { .. } | Event::Enabled { .. } => {}
         }
         Ok(())

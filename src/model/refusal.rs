@@ -30,10 +30,12 @@ pub enum Action {
     Enable,
     /// Revoke a person (every admin key acting as them).
     RevokeActor,
+    /// Set a key's rate limits.
+    Limit,
 }
 
 impl Action {
-    pub(crate) const ALL: [Action; 9] = [
+    pub(crate) const ALL: [Action; 10] = [
         Action::Create,
         Action::Import,
         Action::Whitelist,
@@ -43,10 +45,11 @@ impl Action {
         Action::Disable,
         Action::Enable,
         Action::RevokeActor,
+        Action::Limit,
     ];
 
     /// `create`, `import`, `whitelist`, `unwhitelist`, `delete`, `roll`, `disable`,
-    /// `enable` or `revoke_actor`.
+    /// `enable`, `revoke_actor` or `limit`.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Create => "create",
@@ -58,6 +61,7 @@ impl Action {
             Action::Disable => "disable",
             Action::Enable => "enable",
             Action::RevokeActor => "revoke_actor",
+            Action::Limit => "limit",
         }
     }
 

@@ -149,6 +149,7 @@ pub(crate) fn created(actor: &str, name: &str, whitelist: Vec<IpNet>) -> Record 
             expires_at: None,
             source: KeySource::Generated,
             acts_for: None,
+            rate_limits: Vec::new(),
         },
         prev: [0; 32],
     }

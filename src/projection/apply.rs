@@ -28,6 +28,7 @@ impl Projection {
             slot: 0,
             nets: 0,
             via,
+            limits: 0,
         };
         match &record.event {
             Event::Created {
@@ -40,6 +41,7 @@ impl Projection {
                 expires_at,
                 source,
                 acts_for,
+                rate_limits,
             } => {
                 // One reference for the key, one for its creation row.
                 let set = self.whitelists.acquire(whitelist, seq)?;
@@ -52,16 +54,22 @@ impl Projection {
                     whitelist: set,
                     name: self.store_name(name, seq)?,
                     disabled: false,
+                    limiter: 0,
                 };
                 let cold = KeyCold {
                     created: row_index,
                     deleted: LIVE,
                     tail: *tail,
                     source: *source,
+                    limits: 0,
                 };
                 self.note_source(*source);
                 row.slot = self.push_key(key, cold, seq)?;
                 row.nets = set;
+                row.limits = self.limit_lists.intern(rate_limits, seq)?;
+                if row.limits != 0 {
+                    self.set_limits(row.slot, row.limits, seq)?;
+                }
                 let admin = crate::model::rules::grants_admin(roles);
                 self.note_person(row.slot, admin, acts_for.as_deref(), seq)?;
             }
@@ -112,6 +120,12 @@ impl Projection {
                     after: *tail,
                     until: *previous_valid_until,
                 });
+                row.slot = index;
+            }
+            Event::LimitsSet { id, rate_limits } => {
+                let index = self.index_for(*id)?;
+                row.limits = self.limit_lists.intern(rate_limits, seq)?;
+                self.set_limits(index, row.limits, seq)?;
                 row.slot = index;
             }
             Event::Disabled { id } | Event::Enabled { id } => {

@@ -50,6 +50,7 @@ impl Projection {
             rolls: self.rolls.clone(),
             graces: self.grace_data(),
             rolled_out: self.rolled_out_data(0..self.rolled_out_len()),
+            limit_lists: self.limit_lists.data(0..self.limit_lists.len()),
         }
     }
 
@@ -68,6 +69,7 @@ impl Projection {
             rolled_out: self.rolled_out_len(),
             actors: self.actors.len(),
             role_sets: self.role_sets.len(),
+            limit_lists: self.limit_lists.len(),
             sets,
             graces: self.grace_data(),
             before: HashMap::new(),
@@ -99,6 +101,9 @@ impl Projection {
                     .iter()
                     .map(|s| s.0.iter().map(|r| r.to_string()).collect()),
             );
+        } else if out.limit_lists.len() < f.limit_lists {
+            let part = take(out.limit_lists.len(), f.limit_lists);
+            out.limit_lists.extend(self.limit_lists.data(part));
         } else if out.whitelist_sets.len() < f.sets as usize {
             let part = take(out.whitelist_sets.len(), f.sets as usize);
             out.whitelist_sets
@@ -146,6 +151,7 @@ impl Projection {
             disabled: k.disabled,
             source: c.source,
             acts_for: self.named_person(index),
+            limits: c.limits,
         }
     }
 
@@ -170,6 +176,17 @@ impl Projection {
         if rows_len as u64 != seq {
             return Err(bad("row count does not match its sequence number"));
         }
+        if data.limit_lists.first().is_some_and(|l| !l.is_empty()) {
+            return Err(bad("limit list 0 is not the empty one"));
+        }
+        for list in data.limit_lists.iter().skip(1) {
+            crate::model::limit::validate_stored_limits(list).map_err(|e| bad(&e.to_string()))?;
+            let before = proj.limit_lists.len();
+            if list.is_empty() || proj.limit_lists.intern(list, seq)? as usize != before {
+                return Err(bad("duplicate or empty limit list"));
+            }
+        }
+        let lists_len = proj.limit_lists.len();
         let sets_len = data.whitelist_sets.len();
         let mut refs = vec![0u32; sets_len];
         let mut count = |set: u32| match refs.get_mut(set as usize) {
@@ -187,7 +204,14 @@ impl Projection {
                 EventKind::ActorRevoked => (row.nets as usize) < proj.actors.len() && row.slot <= 1,
                 _ => true,
             };
+            let limits_ok = match row.kind {
+                EventKind::Created | EventKind::Imported | EventKind::LimitsChanged => {
+                    (row.limits as usize) < lists_len
+                }
+                _ => row.limits == 0,
+            };
             if !nets_ok
+                || !limits_ok
                 || row.actor as usize >= proj.actors.len()
                 || (row.kind != EventKind::ActorRevoked && row.slot as usize >= keys_len)
                 || (row.via != NO_VIA && row.via as usize >= keys_len)
@@ -204,6 +228,7 @@ impl Projection {
         proj.whitelists = WhitelistSets::restore(data.whitelist_sets, refs).map_err(bad)?;
         for s in &data.slots {
             if s.roles as usize >= proj.role_sets.len()
+                || s.limits as usize >= lists_len
                 || s.created as usize >= rows_len
                 || s.deleted.is_some_and(|d| d as usize >= rows_len)
             {
@@ -221,15 +246,18 @@ impl Projection {
                 whitelist: s.whitelist,
                 name: proj.store_name(&s.name, seq)?,
                 disabled: s.disabled,
+                limiter: 0,
             };
             let cold = KeyCold {
                 created: s.created,
                 deleted: s.deleted.unwrap_or(LIVE),
                 tail: s.tail,
                 source: s.source,
+                limits: 0,
             };
             proj.note_source(s.source);
-            proj.push_key(key, cold, seq)?;
+            let index = proj.push_key(key, cold, seq)?;
+            proj.set_limits(index, s.limits, seq)?;
         }
         proj.restore_people(&data.slots, &data.rolled_out).map_err(bad)?;
         let mut previous = None;

@@ -71,6 +71,7 @@ impl Projection {
     pub(super) fn delete_index(&mut self, index: u32, row_index: u32) {
         self.unindex_hash(index);
         self.end_grace(index);
+        self.drop_limiter(index);
         self.cold[index as usize].deleted = row_index;
     }
 

@@ -46,6 +46,10 @@ impl Projection {
             return Err(Rejection::Disabled);
         }
         access::ip_allowed(self.whitelists.get(key.whitelist), ip, require_whitelist)?;
+        let rate = match key.limiter {
+            0 => None,
+            slot => Some(self.admit(slot, clock.steady_micros())?),
+        };
         if let Some(stamp) = self.last_used.get(index as usize) {
             let minute = clock.minute();
             if stamp.load(Ordering::Relaxed) < minute {
@@ -61,6 +65,7 @@ impl Projection {
                 .and_then(KeyName::short)
                 .unwrap_or_else(|| KeyName::new(self.name_of(key))),
             roles: self.roles_of(key),
+            rate,
         })
     }
 
@@ -107,6 +112,7 @@ impl Projection {
             grants_super_admin: roles.contains(&crate::model::id::SUPER_ADMIN_ROLE),
             grants_admin: roles.contains(&crate::model::id::ADMIN_ROLE),
             expires_at: (key.expires != NEVER).then_some(key.expires),
+            rate_limits: self.limits_of(index as u32),
         })
     }
 

@@ -70,6 +70,7 @@ impl Projection {
             last_used_at: (last_used && minute != 0).then(|| system_time(minute_start(minute))),
             imported: cold.source != KeySource::Generated,
             acts_for: self.acts_for_name(index),
+            rate_limits: self.limit_lists.get(state.limits).to_vec(),
         }
     }
 
@@ -81,6 +82,7 @@ impl Projection {
             tail: cold.tail,
             disabled: key.disabled,
             deleted: cold.deleted,
+            limits: cold.limits,
         };
         self.view(index, state, now, true)
     }
@@ -134,6 +136,7 @@ impl Projection {
                             .unwrap_or(self.cold[row.slot as usize].tail),
                         disabled: false,
                         deleted: LIVE,
+                        limits: row.limits,
                     },
                 );
                 continue;
@@ -147,6 +150,7 @@ impl Projection {
                 EventKind::Deleted => state.deleted = i as u32,
                 EventKind::Disabled => state.disabled = true,
                 EventKind::Enabled => state.disabled = false,
+                EventKind::LimitsChanged => state.limits = row.limits,
                 EventKind::Rolled => {
                     if let Some(roll) = self.row_roll(row) {
                         state.tail = roll.after;
@@ -196,6 +200,7 @@ impl Projection {
                 nets: self.row_nets(row).to_vec(),
                 previous_valid_until: self.row_roll(row).map(|r| system_time(r.until)),
                 via: self.keys.get(row.via as usize).map(|k| k.id),
+                rate_limits: self.limit_lists.get(row.limits).to_vec(),
             }
         })
     }
@@ -228,4 +233,6 @@ struct ViewState {
     disabled: bool,
     /// Index in `rows` of the deletion, or [`LIVE`].
     deleted: u32,
+    /// Index of its rate limits in the interned lists.
+    limits: u32,
 }

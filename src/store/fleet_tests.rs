@@ -168,6 +168,7 @@ fn a_forged_message_is_skipped_and_counted_and_writes_go_on() {
             expires_at: None,
             source: crate::model::key::KeySource::Generated,
             acts_for: None,
+            rate_limits: Vec::new(),
         },
         prev: head.hash,
     };

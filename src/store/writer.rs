@@ -40,7 +40,7 @@ pub(super) struct Pending {
 
 /// What callers send the writer.
 pub(super) enum Request {
-    Write(Pending),
+    Write(Box<Pending>),
     /// Write a backup of every record so far to this file; answer with the count.
     Export(PathBuf, Sender<Result<u64, Error>>),
 }
@@ -113,7 +113,7 @@ impl Writer {
             if batch.is_empty() {
                 crossbeam_channel::select! {
                     recv(rx) -> request => match request {
-                        Ok(Request::Write(p)) => batch.push(p),
+                        Ok(Request::Write(p)) => batch.push(*p),
                         Ok(Request::Export(path, reply)) => export = Some((path, reply)),
                         Err(_) => break,
                     },
@@ -131,7 +131,7 @@ impl Writer {
             }
             while batch.len() < self.max_batch && export.is_none() {
                 match rx.try_recv() {
-                    Ok(Request::Write(p)) => batch.push(p),
+                    Ok(Request::Write(p)) => batch.push(*p),
                     Ok(Request::Export(path, reply)) => export = Some((path, reply)),
                     Err(_) => break,
                 }

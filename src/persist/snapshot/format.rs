@@ -1,4 +1,4 @@
-//! The projection snapshot's format (version 3), sealed with the chain. Any damage, foreign
+//! The projection snapshot's format (version 4), sealed with the chain. Any damage, foreign
 //! seal or other version is an error, never a partial snapshot.
 
 use bincode::Options;
@@ -13,9 +13,11 @@ use crate::codec::primitives::le16;
 use crate::codec::primitives::le32;
 use crate::codec::primitives::magic_version;
 use crate::codec::primitives::options;
+use crate::codec::record::LimitV1;
 use crate::model::actor::ActorRole;
 use crate::model::error::Error;
 use crate::model::key::KeySource;
+use crate::model::limit::RateLimit;
 use crate::model::problem::ProblemKind;
 use crate::model::record::EventKind;
 use crate::projection::GraceData;
@@ -29,11 +31,12 @@ const SNAPSHOT_MAGIC: [u8; 8] = *b"KLSNAP\x00\x00";
 pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 16 << 30;
 /// The snapshot format this build writes and reads. A snapshot of another version is
 /// ignored (the log is replayed in full, and a new snapshot written).
-const SNAPSHOT_VERSION: u16 = 3;
+const SNAPSHOT_VERSION: u16 = 4;
 
-/// Version 3 adds the person each admin key acts as and the rolled-out secrets.
+/// Version 3 added the person each admin key acts as and the rolled-out secrets; version
+/// 4 adds rate limits: each key's, each audit row's, and the interned lists they name.
 #[derive(Serialize, Deserialize)]
-struct SnapshotV3 {
+struct SnapshotV4 {
     magic: [u8; 8],
     version: u16,
     seq: u64,
@@ -42,20 +45,22 @@ struct SnapshotV3 {
     at: i64,
     actors: Vec<String>,
     role_sets: Vec<Vec<String>>,
-    slots: Vec<SlotV3>,
-    rows: Vec<RowV2>,
+    slots: Vec<SlotV4>,
+    rows: Vec<RowV3>,
     nets: Vec<NetV1>,
     whitelist_sets: Vec<Vec<NetV1>>,
     rolls: Vec<RollV1>,
     graces: Vec<GraceV1>,
     rolled_out: Vec<PrefixV1>,
+    /// List 0 is the empty one.
+    limit_lists: Vec<Vec<LimitV1>>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct PrefixV1(#[serde(with = "le16")] [u8; 16]);
 
 #[derive(Serialize, Deserialize)]
-struct SlotV3 {
+struct SlotV4 {
     #[serde(with = "le16")]
     hash: [u8; 16],
     id: u64,
@@ -72,10 +77,12 @@ struct SlotV3 {
     source: u8,
     /// The actor index of the person an admin key was made for; `u32::MAX` for none.
     acts_for: u32,
+    /// Its rate limits' list.
+    limits: u32,
 }
 
 #[derive(Serialize, Deserialize)]
-struct RowV2 {
+struct RowV3 {
     at: i64,
     actor: u32,
     role: u8,
@@ -83,6 +90,7 @@ struct RowV2 {
     slot: u32,
     nets: u32,
     via: u32,
+    limits: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -117,7 +125,7 @@ fn kind_from_code(c: u8) -> Option<EventKind> {
 /// Encodes a projection snapshot, sealed with `chain` (a keyed chain makes it unforgeable
 /// without the key; the public one detects damage).
 pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u8>, Error> {
-    let wire = SnapshotV3 {
+    let wire = SnapshotV4 {
         magic: SNAPSHOT_MAGIC,
         version: SNAPSHOT_VERSION,
         seq: data.head.seq,
@@ -128,7 +136,7 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
         slots: data
             .slots
             .into_iter()
-            .map(|s| SlotV3 {
+            .map(|s| SlotV4 {
                 hash: s.hash,
                 id: s.id,
                 name: s.name,
@@ -141,12 +149,13 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
                 disabled: s.disabled,
                 source: s.source.code(),
                 acts_for: s.acts_for.unwrap_or(u32::MAX),
+                limits: s.limits,
             })
             .collect(),
         rows: data
             .rows
             .iter()
-            .map(|r| RowV2 {
+            .map(|r| RowV3 {
                 at: r.at,
                 actor: r.actor,
                 role: r.role.code(),
@@ -154,6 +163,7 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
                 slot: r.slot,
                 nets: r.nets,
                 via: r.via,
+                limits: r.limits,
             })
             .collect(),
         nets: data.nets.iter().map(NetV1::from).collect(),
@@ -181,6 +191,11 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
             })
             .collect(),
         rolled_out: data.rolled_out.into_iter().map(PrefixV1).collect(),
+        limit_lists: data
+            .limit_lists
+            .iter()
+            .map(|list| list.iter().map(LimitV1::from).collect())
+            .collect(),
     };
     let mut out = options(MAX_SNAPSHOT_BYTES)
         .serialize(&wire)
@@ -207,7 +222,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
     if magic_version(body, &SNAPSHOT_MAGIC, SNAPSHOT_VERSION..=SNAPSHOT_VERSION)?.is_none() {
         return Err(bad("not a snapshot".into()));
     }
-    let wire: SnapshotV3 = options(body.len() as u64)
+    let wire: SnapshotV4 = options(body.len() as u64)
         .deserialize(body)
         .map_err(|e| bad(e.to_string()))?;
     let net = |n: NetV1| IpNet::try_from(n).map_err(&bad);
@@ -228,6 +243,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
                 disabled: s.disabled,
                 source: KeySource::from_code(s.source).ok_or_else(|| bad("bad key source".into()))?,
                 acts_for: (s.acts_for != u32::MAX).then_some(s.acts_for),
+                limits: s.limits,
             })
         })
         .collect::<Result<_, Error>>()?;
@@ -243,6 +259,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
                 slot: r.slot,
                 nets: r.nets,
                 via: r.via,
+                limits: r.limits,
             })
         })
         .collect::<Result<_, Error>>()?;
@@ -281,5 +298,11 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
             })
             .collect(),
         rolled_out: wire.rolled_out.into_iter().map(|p| p.0).collect(),
+        // Checked by the projection when it is rebuilt.
+        limit_lists: wire
+            .limit_lists
+            .into_iter()
+            .map(|list| list.into_iter().map(RateLimit::from).collect())
+            .collect(),
     })
 }

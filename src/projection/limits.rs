@@ -1,0 +1,304 @@
+//! Rate limits in memory: each limited key's limiter (its limits and their cells, one
+//! cache line), checked on the verify path with a few atomic operations and no lock or
+//! allocation; and the interned lists of limits that creations, changes, listings and
+//! snapshots name by index.
+//!
+//! A limit is a GCRA cell (the generic cell rate algorithm, a token bucket kept as one
+//! time): requests are spaced `T = ⌈window / limit⌉` apart on average, with bursts of up
+//! to `limit` after a quiet spell (`τ = (limit − 1)·T`). See `docs/design.md`, "Rate
+//! limits", for exactly what it admits. The cells run on the store's steady clock and are
+//! not part of the log: a restart starts every bucket full.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::{Projection, too_long};
+use crate::access::{RateStatus, Rejection};
+use crate::model::error::Error;
+use crate::model::limit::{LimitList, MAX_RATE_LIMITS, NO_LIMIT, RateLimit, in_list, list_of};
+
+/// A limited key's limits and cells: one cache line.
+#[repr(align(64))]
+pub(super) struct Limiter {
+    list: LimitList,
+    /// Each limit's theoretical arrival time: microseconds on the steady clock.
+    tat: [AtomicU64; MAX_RATE_LIMITS],
+}
+
+impl Limiter {
+    fn new(list: LimitList) -> Self {
+        Limiter {
+            list,
+            tat: Default::default(),
+        }
+    }
+
+    /// Admits one request at `now` under every limit, or says when to come back. A request
+    /// refused by one limit takes nothing from the others.
+    #[inline]
+    fn admit(&self, now: u64) -> Result<RateStatus, Rejection> {
+        let mut closest = RateStatus {
+            limit: NO_LIMIT,
+            remaining: u32::MAX,
+            reset: Duration::ZERO,
+        };
+        for (i, limit) in self.list.iter().enumerate() {
+            if limit.limit == 0 {
+                break;
+            }
+            let (t, tau) = spacing(limit);
+            let cell = &self.tat[i];
+            let mut tat = cell.load(Ordering::Relaxed);
+            let new = loop {
+                let base = tat.max(now);
+                if base - now > tau {
+                    for (earlier, cell) in self.list[..i].iter().zip(&self.tat) {
+                        cell.fetch_sub(spacing(earlier).0, Ordering::Relaxed);
+                    }
+                    return Err(Rejection::RateLimited {
+                        limit: *limit,
+                        retry_after: Duration::from_micros(base - now - tau),
+                    });
+                }
+                match cell.compare_exchange_weak(tat, base + t, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => break base + t,
+                    Err(actual) => tat = actual,
+                }
+            };
+            // `new - now <= tau + t = limit·t`: what is left of the burst.
+            let left = now + tau + t - new;
+            let remaining = u32::try_from(left / t).unwrap_or(u32::MAX);
+            if remaining < closest.remaining {
+                closest = RateStatus {
+                    limit: *limit,
+                    remaining,
+                    reset: Duration::from_micros(new - now),
+                };
+            }
+        }
+        Ok(closest)
+    }
+}
+
+/// A limit's emission interval `T` and burst tolerance `τ`, in microseconds.
+#[inline]
+fn spacing(limit: &RateLimit) -> (u64, u64) {
+    let n = u64::from(limit.limit).max(1);
+    let t = limit.window_micros().div_ceil(n).max(1);
+    (t, t * (n - 1))
+}
+
+/// The limiters of the keys that have limits. Slot 0 is never used (a key record's
+/// `limiter` 0 means none); freed slots are reused.
+pub(super) struct Limiters {
+    slots: Vec<Limiter>,
+    free: Vec<u32>,
+}
+
+impl Limiters {
+    pub(super) fn new() -> Self {
+        Limiters {
+            slots: vec![Limiter::new([NO_LIMIT; MAX_RATE_LIMITS])],
+            free: Vec::new(),
+        }
+    }
+
+    fn acquire(&mut self, list: LimitList, seq: u64) -> Result<u32, Error> {
+        if let Some(slot) = self.free.pop() {
+            self.slots[slot as usize] = Limiter::new(list);
+            return Ok(slot);
+        }
+        let slot = u32::try_from(self.slots.len()).map_err(|_| too_long(seq))?;
+        self.slots.push(Limiter::new(list));
+        Ok(slot)
+    }
+
+    fn release(&mut self, slot: u32) {
+        if slot != 0 {
+            self.slots[slot as usize] = Limiter::new([NO_LIMIT; MAX_RATE_LIMITS]);
+            self.free.push(slot);
+        }
+    }
+}
+
+/// Every list of limits the log named, each once; list 0 is the empty one.
+pub(super) struct LimitLists {
+    lists: Vec<LimitList>,
+    index: HashMap<LimitList, u32>,
+}
+
+impl LimitLists {
+    pub(super) fn new() -> Self {
+        let empty = [NO_LIMIT; MAX_RATE_LIMITS];
+        LimitLists {
+            lists: vec![empty],
+            index: HashMap::from([(empty, 0)]),
+        }
+    }
+
+    pub(super) fn intern(&mut self, limits: &[RateLimit], seq: u64) -> Result<u32, Error> {
+        let list = list_of(limits);
+        if let Some(&i) = self.index.get(&list) {
+            return Ok(i);
+        }
+        let i = u32::try_from(self.lists.len()).map_err(|_| too_long(seq))?;
+        self.lists.push(list);
+        self.index.insert(list, i);
+        Ok(i)
+    }
+
+    pub(super) fn get(&self, i: u32) -> &[RateLimit] {
+        self.lists.get(i as usize).map_or(&[], in_list)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.lists.len()
+    }
+
+    /// The lists from `from` on, for a snapshot.
+    pub(super) fn data(&self, part: std::ops::Range<usize>) -> Vec<Vec<RateLimit>> {
+        self.lists[part].iter().map(|l| in_list(l).to_vec()).collect()
+    }
+}
+
+impl Projection {
+    /// Key `index` now holds the limits of list `list` (0: none): its limiter is made,
+    /// replaced (its buckets full again) or freed.
+    pub(super) fn set_limits(&mut self, index: u32, list: u32, seq: u64) -> Result<(), Error> {
+        let i = index as usize;
+        self.cold[i].limits = list;
+        let old = std::mem::take(&mut self.keys[i].limiter);
+        self.limiters.release(old);
+        if list != 0 && self.cold[i].deleted == super::LIVE {
+            let limits = list_of(self.limit_lists.get(list));
+            self.keys[i].limiter = self.limiters.acquire(limits, seq)?;
+        }
+        Ok(())
+    }
+
+    /// A deleted key's limiter goes back to the free slots.
+    pub(super) fn drop_limiter(&mut self, index: u32) {
+        let old = std::mem::take(&mut self.keys[index as usize].limiter);
+        self.limiters.release(old);
+    }
+
+    /// One request of a key with limiter `slot` at `now` (steady microseconds).
+    #[inline]
+    pub(super) fn admit(&self, slot: u32, now: u64) -> Result<RateStatus, Rejection> {
+        match self.limiters.slots.get(slot as usize) {
+            Some(limiter) => limiter.admit(now),
+            None => Err(Rejection::UnknownKey),
+        }
+    }
+
+    /// Key `index`'s limits as they stand.
+    pub(super) fn limits_of(&self, index: u32) -> &[RateLimit] {
+        self.limit_lists.get(self.cold[index as usize].limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(specs: &[&str]) -> Limiter {
+        let limits: Vec<RateLimit> = specs.iter().map(|s| s.parse().unwrap()).collect();
+        Limiter::new(list_of(&crate::model::limit::canonical_limits(&limits).unwrap()))
+    }
+
+    const SECOND: u64 = 1_000_000;
+
+    #[test]
+    fn a_limiter_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Limiter>(), 64);
+    }
+
+    #[test]
+    fn a_quiet_key_bursts_to_its_limit_then_is_spaced() {
+        let l = limiter(&["5/10s"]);
+        let start = 1_000 * SECOND;
+        for left in (0..5).rev() {
+            assert_eq!(l.admit(start).unwrap().remaining, left);
+        }
+        let Err(Rejection::RateLimited { retry_after, limit }) = l.admit(start) else {
+            panic!("the sixth in a burst of five passed");
+        };
+        assert_eq!(limit.to_string(), "5/10s");
+        assert_eq!(
+            retry_after,
+            Duration::from_secs(2),
+            "one request per 2 s comes back"
+        );
+        assert!(l.admit(start + 2 * SECOND - 1).is_err());
+        assert!(l.admit(start + 2 * SECOND).is_ok());
+        assert!(l.admit(start + 2 * SECOND).is_err());
+    }
+
+    /// The bound design.md states: no window of length W ever holds more than 2L − 1,
+    /// and the long-run rate is at most L per W; checked by brute force against every
+    /// window over a random arrival pattern.
+    #[test]
+    fn admissions_stay_within_the_stated_bound_in_every_window() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for (spec, limit, window) in [("7/3s", 7u64, 3 * SECOND), ("100/1m", 100, 60 * SECOND)] {
+            let l = limiter(&[spec]);
+            let mut now = 5 * SECOND;
+            let mut admitted = Vec::new();
+            for _ in 0..20_000 {
+                now += rng.random_range(0..window / limit * 2);
+                if l.admit(now).is_ok() {
+                    admitted.push(now);
+                }
+            }
+            let mut most = 0;
+            for (i, &t) in admitted.iter().enumerate() {
+                let in_window = admitted[i..].iter().take_while(|&&u| u < t + window).count();
+                most = most.max(in_window as u64);
+            }
+            assert!(most < 2 * limit, "{spec}: {most} in one window");
+            let span = admitted.last().unwrap() - admitted[0];
+            assert!(
+                admitted.len() as u64 <= limit + span * limit / window + 1,
+                "{spec}: long-run rate above the limit"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_refused_by_one_limit_takes_nothing_from_the_others() {
+        let l = limiter(&["2/1s", "3/1h"]);
+        let now = 10 * SECOND;
+        assert!(l.admit(now).is_ok());
+        assert!(l.admit(now).is_ok());
+        assert!(
+            matches!(l.admit(now), Err(Rejection::RateLimited { limit, .. }) if limit.to_string() == "2/1s")
+        );
+        // The hourly limit counted two, not three: one more passes a second later.
+        let status = l.admit(now + 2 * SECOND).unwrap();
+        assert_eq!(status.remaining, 0);
+        assert_eq!(status.limit.to_string(), "3/1h");
+        assert!(
+            matches!(l.admit(now + 4 * SECOND), Err(Rejection::RateLimited { limit, .. }) if limit.to_string() == "3/1h")
+        );
+    }
+
+    #[test]
+    fn threads_hammering_one_key_never_pass_more_than_its_burst() {
+        let l = std::sync::Arc::new(limiter(&["1000/1h"]));
+        let passed = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..1_000 {
+                        if l.admit(SECOND).is_ok() {
+                            passed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(passed.into_inner(), 1000);
+    }
+}
