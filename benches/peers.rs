@@ -37,6 +37,9 @@ const CACHE_BYTES: u64 = 1 << 20;
 /// Concurrent creators used to fill keyledger (each batch the writer flushes holds up to
 /// this many creations).
 const LOAD_THREADS: usize = 128;
+/// The rate limit every fourth key holds: four billion a month is never reached by a run,
+/// so every limited verify passes and pays for its bucket.
+const BENCH_LIMIT: &str = "4000000000/30d";
 /// The client address every verification presents; every key whitelists 10.0.0.0/8.
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
 const NET: ([u8; 4], u8) = ([10, 0, 0, 0], 8);
@@ -138,10 +141,14 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(0x6b6c6b);
     let miss_tokens: Vec<String> = (0..mode.misses).map(|_| fake_token(&mut rng)).collect();
     let misses: Vec<&str> = miss_tokens.iter().map(String::as_str).collect();
-    // Hits on keys that do not expire (as every key did before expiry existed), and on
-    // keys that do.
-    let mut hit_q: Vec<&str> = hits.iter().step_by(2).copied().collect();
+    // Hits on keys that do not expire (as every key did before expiry existed), on keys
+    // with a rate limit, and on keys that expire.
+    let mut hit_q: Vec<&str> = hits.iter().step_by(4).copied().collect();
     hit_q.shuffle(&mut rng);
+    let mut limited_q: Vec<&str> = hits.iter().skip(2).step_by(4).copied().collect();
+    limited_q.shuffle(&mut rng);
+    // One limited key, hammered by every thread: its cell is shared.
+    let same_key_q: Vec<&str> = vec![limited_q[0]; 4096];
     let mut expiring_q: Vec<&str> = hits.iter().skip(1).step_by(2).copied().collect();
     expiring_q.shuffle(&mut rng);
     let mut miss_q = misses.clone();
@@ -222,6 +229,23 @@ fn main() {
         samples.entry(("keyledger", "malformed")).or_default().push(ns);
         let ns = ns_per_op(&kl_make, &expiring_q, vt);
         samples.entry(("keyledger", "hit_expiring")).or_default().push(ns);
+        let ns = ns_per_op(&kl_make, &limited_q, vt);
+        samples.entry(("keyledger", "hit_limited")).or_default().push(ns);
+        let ops = ops_2t(&kl_make, &limited_q, vt);
+        samples
+            .entry(("keyledger", "hit_limited_2t"))
+            .or_default()
+            .push(ops);
+        let ops = ops_2t(&kl_make, &same_key_q, vt);
+        samples
+            .entry(("keyledger", "hit_limited_same_key_2t"))
+            .or_default()
+            .push(ops);
+        let ns = ns_per_op(&kl_make, &same_key_q, vt);
+        samples
+            .entry(("keyledger", "hit_limited_same_key"))
+            .or_default()
+            .push(ns);
         let mut push2 = |system, ops| samples.entry((system, "mixed_2t")).or_default().push(ops);
         push2("keyledger", ops_2t(&kl_make, &mixed_q, vt));
         push2("sqlite", ops_2t(&sqlite_make, &mixed_q, vt));
@@ -250,6 +274,14 @@ fn main() {
             v["samples"]["malformed_ns"] = json!(samples[&(system, "malformed")]);
             v["hit_expiring_ns"] = json!(med(system, "hit_expiring"));
             v["samples"]["hit_expiring_ns"] = json!(samples[&(system, "hit_expiring")]);
+            for w in ["hit_limited", "hit_limited_same_key"] {
+                v[format!("{w}_ns")] = json!(med(system, w));
+                v["samples"][format!("{w}_ns")] = json!(samples[&(system, w)]);
+            }
+            for w in ["hit_limited_2t", "hit_limited_same_key_2t"] {
+                v[format!("{w}_ops_per_s")] = json!(med(system, w));
+                v["samples"][format!("{w}_ops_per_s")] = json!(samples[&(system, w)]);
+            }
         }
         verify.insert(system.to_owned(), v);
     }
@@ -399,6 +431,11 @@ fn main() {
         "verify_hit_vs_limit": f(kl, "hit_ns") / f(&verify["limit"], "hit_ns"),
         "verify_miss_vs_limit": f(kl, "miss_ns") / f(&verify["limit"], "miss_ns"),
         "verify_expiring_vs_plain_hit": f(kl, "hit_expiring_ns") / f(kl, "hit_ns"),
+        "verify_limited_vs_verify": f(kl, "hit_limited_ns") / f(kl, "hit_ns"),
+        "verify_limited_2t_vs_1t": f(kl, "hit_limited_2t_ops_per_s") * f(kl, "hit_limited_ns") / 1e9,
+        "verify_limited_same_key_2t_vs_1t": f(kl, "hit_limited_same_key_2t_ops_per_s")
+            * f(kl, "hit_limited_same_key_ns")
+            / 1e9,
         "import_keys_per_s": f(&import, "keys_per_s"),
         "sqlite_vs_verify": f(&verify["sqlite"], "mixed_ns") / f(kl, "mixed_ns"),
         "sled_vs_verify": f(&verify["sled"], "mixed_ns") / f(kl, "mixed_ns"),
@@ -622,6 +659,11 @@ fn load_keyledger(store: &KeyStore, tokens: &mut [u8]) -> (u64, u64, Duration) {
                         // Every other key expires (in a year): verify reads the clock for it.
                         if n % 2 == 1 {
                             new = new.expires_at(SystemTime::now() + Duration::from_secs(365 * 86_400));
+                        }
+                        // Every fourth has a rate limit, so high that no run exhausts it:
+                        // verify takes from its bucket on every hit.
+                        if n % 4 == 2 {
+                            new = new.rate_limit(BENCH_LIMIT.parse().unwrap());
                         }
                         let created = store.create_key(admin, new).unwrap();
                         slot.copy_from_slice(created.key.expose_secret().as_bytes());

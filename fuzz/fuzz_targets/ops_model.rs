@@ -1,14 +1,16 @@
 //! An arbitrary sequence of actors and commands, with restarts and a clock that moves,
 //! checked after every step against a small in-memory model of the permission rules, the
 //! key lifecycle (expiry, rolls with grace periods, disable and enable, adopted keys), the
-//! people admin keys act for and their revocation, and of what verifies. Restarts open from snapshots, whose prefix must then verify.
+//! people admin keys act for and their revocation, rate limits (a bucket per limit, full
+//! again after a restart or a change), and of what verifies. Restarts open from
+//! snapshots, whose prefix must then verify.
 #![no_main]
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use arbitrary::Arbitrary;
-use keyledger::{Actor, Error, ExistingKey, IpNet, KeyId, KeyStore, ManualClock, NewKey, Rejection};
+use keyledger::{Actor, Error, ExistingKey, IpNet, KeyId, KeyStore, ManualClock, NewKey, RateLimit, Rejection};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -41,6 +43,18 @@ enum Op {
         expires_in: Option<u8>,
         /// Make it an admin key acting for this person.
         admin_for: Option<Who>,
+        /// Rate limits: see [`limit`].
+        limits: Vec<(u8, u8)>,
+    },
+    /// Set a key's rate limits (none removes them).
+    Limit {
+        who: Who,
+        key: u8,
+        limits: Vec<(u8, u8)>,
+    },
+    /// Move the clock forward by seconds.
+    Tick {
+        seconds: u8,
     },
     /// Revoke a person: their admin keys, and with `with_keys` every key they made.
     RevokeActor {
@@ -122,6 +136,64 @@ fn ip(i: u8) -> IpAddr {
     all[usize::from(i) % all.len()].parse().expect("ip")
 }
 
+/// A small universe of rate limits: 1 to 4 requests per second, minute or hour (and
+/// `5000000/1s`, refused: more than one per microsecond).
+fn limit((n, w): (u8, u8)) -> Option<RateLimit> {
+    let window = [1, 60, 3600, 0][usize::from(w) % 4];
+    let limit = if window == 0 { 5_000_000 } else { 1 + u32::from(n % 4) };
+    RateLimit::new(limit, Duration::from_secs(window.max(1))).ok()
+}
+
+/// The limits a command names, as the store would take them: canonical, or why not.
+fn limits_of(raw: &[(u8, u8)]) -> Result<Vec<RateLimit>, &'static str> {
+    let mut out = Vec::new();
+    for &r in raw.iter().take(6) {
+        out.push(limit(r).ok_or("invalid")?);
+    }
+    out.sort_by_key(|l| (l.window(), l.limit()));
+    if out.len() > 4 || out.windows(2).any(|p| p[0].window() == p[1].window()) {
+        return Err("invalid");
+    }
+    Ok(out)
+}
+
+/// The model of a key's buckets: per limit, the time its next request is due
+/// (microseconds), as a token bucket of `limit` spaced `⌈window/limit⌉` apart.
+#[derive(Default)]
+struct Buckets {
+    limits: Vec<RateLimit>,
+    due: Vec<u64>,
+}
+
+impl Buckets {
+    fn set(&mut self, limits: Vec<RateLimit>) {
+        self.due = vec![0; limits.len()];
+        self.limits = limits;
+    }
+
+    fn refill(&mut self) {
+        self.due = vec![0; self.limits.len()];
+    }
+
+    fn take(&mut self, now: u64) -> Result<(), Rejection> {
+        let mut next = self.due.clone();
+        for (i, l) in self.limits.iter().enumerate() {
+            let n = u64::from(l.limit());
+            let t = (l.window().as_micros() as u64).div_ceil(n);
+            let base = next[i].max(now);
+            if base - now > t * (n - 1) {
+                return Err(Rejection::RateLimited {
+                    limit: *l,
+                    retry_after: Duration::from_micros(base - now - t * (n - 1)),
+                });
+            }
+            next[i] = base + t;
+        }
+        self.due = next;
+        Ok(())
+    }
+}
+
 /// Secrets a platform issued before keyledger: the first three adopted as they are, the
 /// last three by their SHA-256 hashes (disjoint, so a token has one way in).
 const FOREIGN: [(&str, &str); 6] = [
@@ -154,6 +226,7 @@ struct ModelKey {
     whitelist: Vec<IpNet>,
     /// For an admin key (`admin` or `super-admin`): the person it acts as.
     person: Option<&'static str>,
+    buckets: Buckets,
 }
 
 fn owner_of(who: Who) -> &'static str {
@@ -226,8 +299,16 @@ fuzz_target!(|ops: Vec<Op>| {
                 nets,
                 expires_in,
                 admin_for,
+                ref limits,
             } => {
                 let mut new = NewKey::new(format!("key {name}")).role("bot");
+                // A limit `RateLimit::new` refuses never reaches the store; the others must
+                // make a canonical set.
+                let valid: Vec<(u8, u8)> = limits.iter().take(6).copied().filter(|&r| limit(r).is_some()).collect();
+                for &r in &valid {
+                    new = new.rate_limit(limit(r).expect("valid"));
+                }
+                let limits_ok = limits_of(&valid);
                 if let Some(person) = admin_for {
                     new = new.role("admin").acting_for(owner_of(person));
                 }
@@ -261,7 +342,9 @@ fuzz_target!(|ops: Vec<Op>| {
                 let in_future = expires.is_none_or(|at| at > now);
                 match result {
                     Ok(created) => {
-                        assert!(allowed && in_future, "{who:?} created a key");
+                        assert!(allowed && in_future && limits_ok.is_ok(), "{who:?} created a key");
+                        let mut buckets = Buckets::default();
+                        buckets.set(limits_ok.clone().unwrap_or_default());
                         seq += 1;
                         assert_eq!(created.seq, seq);
                         keys.push(ModelKey {
@@ -274,13 +357,14 @@ fuzz_target!(|ops: Vec<Op>| {
                             expires,
                             whitelist: distinct,
                             person,
+                            buckets,
                         });
                     }
                     Err(Error::PermissionDenied { .. }) => {
                         assert!(!allowed);
                         refused += 1;
                     }
-                    Err(Error::InvalidInput { .. }) => assert!(allowed && !in_future),
+                    Err(Error::InvalidInput { .. }) => assert!(!in_future || limits_ok.is_err()),
                     Err(e) => panic!("create: {e}"),
                 }
             }
@@ -331,6 +415,7 @@ fuzz_target!(|ops: Vec<Op>| {
                                 expires: None,
                                 whitelist: Vec::new(),
                                 person: None,
+                                buckets: Buckets::default(),
                             });
                         }
                     }
@@ -418,6 +503,34 @@ fuzz_target!(|ops: Vec<Op>| {
                 }
             }
             Op::Advance { minutes } => clock.advance(Duration::from_secs(60 * u64::from(minutes))),
+            Op::Tick { seconds } => clock.advance(Duration::from_secs(u64::from(seconds % 8))),
+            Op::Limit { who, key, ref limits } => {
+                let i = usize::from(key);
+                let id = keys.get(i).map_or(unknown, |k| k.id);
+                let valid: Vec<(u8, u8)> = limits.iter().take(6).copied().filter(|&r| limit(r).is_some()).collect();
+                let asked: Vec<RateLimit> = valid.iter().map(|&r| limit(r).expect("valid")).collect();
+                let canonical = limits_of(&valid);
+                // Bad input is refused before the key is looked at.
+                let mut expected = match &canonical {
+                    Err(e) => Err(*e),
+                    Ok(_) => expect_modify(who, keys.get(i)),
+                };
+                if let (Ok(()), Ok(new)) = (expected, &canonical)
+                    && keys[i].buckets.limits == *new
+                {
+                    expected = Err("unchanged");
+                }
+                let result = store.set_rate_limits(&who.actor(), id, asked);
+                assert_eq!(kind(&result), expected, "{op:?}");
+                if expected == Err("denied") {
+                    refused += 1;
+                }
+                if result.is_ok() {
+                    seq += 1;
+                    keys[i].buckets.set(canonical.unwrap_or_default());
+                    assert_eq!(store.key(id).expect("key").rate_limits, keys[i].buckets.limits);
+                }
+            }
             Op::Whitelist { who, key, net: n } | Op::Unwhitelist { who, key, net: n, .. } => {
                 let adding = matches!(op, Op::Whitelist { .. });
                 let any = matches!(op, Op::Unwhitelist { any: true, .. });
@@ -477,12 +590,12 @@ fuzz_target!(|ops: Vec<Op>| {
                     continue;
                 };
                 let (secret, valid) = match (&k.previous, previous) {
-                    (Some((old, until)), true) => (old, now < *until),
+                    (Some((old, until)), true) => (old.clone(), now < *until),
                     (None, true) => continue,
-                    (_, false) => (&k.secret, true),
+                    (_, false) => (k.secret.clone(), true),
                 };
                 // An adopted secret whose grace ended may have been adopted again since.
-                if keys.iter().any(|o| o.id != k.id && !o.deleted && o.secret == *secret) {
+                if keys.iter().any(|o| o.id != k.id && !o.deleted && o.secret == secret) {
                     continue;
                 }
                 let client = ip(a);
@@ -490,6 +603,9 @@ fuzz_target!(|ops: Vec<Op>| {
                     IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
                     v4 => v4,
                 };
+                let steady = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64);
                 let expected = if k.deleted || !valid {
                     Err(Rejection::UnknownKey)
                 } else if k.expires.is_some_and(|at| now >= at) {
@@ -501,11 +617,18 @@ fuzz_target!(|ops: Vec<Op>| {
                 } else {
                     Err(Rejection::IpNotWhitelisted)
                 };
-                assert_eq!(store.verify(secret, client).map(|v| v.id()), expected, "{op:?}");
+                let expected = match expected {
+                    Ok(id) => keys[usize::from(key)].buckets.take(steady).map(|()| id),
+                    other => other,
+                };
+                assert_eq!(store.verify(&secret, client).map(|v| v.id()), expected, "{op:?}");
             }
             Op::Restart => {
                 drop(store);
                 store = open().expect("reopen");
+                for k in &mut keys {
+                    k.buckets.refill();
+                }
                 assert_eq!(store.wait_for_integrity(), keyledger::Integrity::Verified);
             }
         }
