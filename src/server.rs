@@ -3,8 +3,8 @@
 //!
 //! Decides nothing about keys: `/auth` asks the same check as [`ApiKeyLayer`], the admin
 //! API calls the store as the actor [`KeyStore::acting_through`] names, and each library
-//! error maps to one status here. `/auth` must never answer anything but 200, 401 or 403,
-//! and never 200 unless the check passed.
+//! error maps to one status here. `/auth` never answers 200 unless the check passed, and
+//! answers nginx (`?deny=403`) nothing but 200, 401 or 403.
 
 pub(crate) mod admin;
 pub(crate) mod admit;
@@ -42,7 +42,7 @@ pub const MAX_IMPORT_BODY_BYTES: usize = 16 * 1024 * 1024;
 ///
 /// | route | answers |
 /// | --- | --- |
-/// | `/auth`, `/auth/...` (any method), `?role=R` repeatable | 200 with `X-Keyledger-Key-Id`, `X-Keyledger-Key-Name` (percent-encoded) and `X-Keyledger-Roles`; else 401 or 403 as [`ApiKeyLayer`] answers. Nothing else, ever. |
+/// | `/auth`, `/auth/...` (any method), `?role=R` repeatable, `?deny=403` | 200 with `X-Keyledger-Key-Id`, `X-Keyledger-Key-Name` (percent-encoded), `X-Keyledger-Roles` and, for a key with rate limits, `RateLimit-Policy` and `RateLimit`; else 401, 403 or 429 (with `Retry-After`) as [`ApiKeyLayer`] answers, with `X-Keyledger-Reason`. With `deny=403` (nginx), the 429 is a 403 with the same headers; nothing but 200, 401 or 403, ever. |
 /// | `GET /healthz` | 200 `{"status":"ok","last_seq":N}`; 503 when the store cannot serve |
 /// | `GET /`, `/ui/app.js`, `/ui/app.css` | the admins' page, a client of `/v1` (see the README) |
 /// | `/v1/...` | the admin API, authenticated by an admin key in `x-api-key` (see the README) |
@@ -187,7 +187,8 @@ impl Server {
     /// Answers every refusal of a key (`/auth` and the layer alike) 401
     /// `{"error":"unauthorized","reason":"unauthorized"}`, so that a refusal tells a
     /// client nothing, not even that a stolen key is live but used from the wrong
-    /// address. See [`ApiKeyLayer::opaque_refusals`].
+    /// address. A key past its rate limit still gets its 429 (a 403 with `/auth?deny=403`)
+    /// and `Retry-After`. See [`ApiKeyLayer::opaque_refusals`].
     pub fn opaque_refusals(mut self, opaque: bool) -> Self {
         self.layer = self.layer.opaque_refusals(opaque);
         self

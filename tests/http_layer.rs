@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{HeaderMap, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use keyledger::{Actor, ApiKeyLayer, KeyId, KeyStore, NewKey, TrustedProxies, VerifiedKey};
+use keyledger::{Actor, ApiKeyLayer, KeyId, KeyStore, NewKey, RateLimit, TrustedProxies, VerifiedKey};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::runtime::Runtime;
@@ -91,7 +91,15 @@ impl Gateway {
 
     /// Creates a key with these roles and whitelist; returns its id and secret.
     fn key(&self, roles: &[&str], allow: &[&str]) -> (KeyId, String) {
+        self.limited_key(roles, allow, &[])
+    }
+
+    /// As [`key`](Self::key), with these rate limits (`2/1h`).
+    fn limited_key(&self, roles: &[&str], allow: &[&str], limits: &[&str]) -> (KeyId, String) {
         let mut new = NewKey::new("notifications bot");
+        for limit in limits {
+            new = new.rate_limit(limit.parse::<RateLimit>().unwrap());
+        }
         for role in roles {
             new = new.role(*role);
         }
@@ -143,6 +151,35 @@ impl Gateway {
             }
         })
     }
+}
+
+/// An answer's `RateLimit` for the policy `name`: `(r, t)`; asserts there is exactly one
+/// `RateLimit` and one `RateLimit-Policy`, for that policy.
+fn rate_limit(answer: &Answer, name: &str, policy: &str) -> (u32, u64) {
+    let all = |field: &str| -> Vec<&str> {
+        answer
+            .headers
+            .get_all(field)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    };
+    assert_eq!(all("ratelimit-policy"), [policy], "{answer:?}");
+    let [state] = all("ratelimit")[..] else {
+        panic!("one RateLimit: {answer:?}");
+    };
+    let params = state
+        .strip_prefix(&format!("\"{name}\";r="))
+        .unwrap_or_else(|| panic!("{state}"));
+    let (r, t) = params.split_once(";t=").unwrap_or_else(|| panic!("{state}"));
+    (r.parse().unwrap(), t.parse().unwrap())
+}
+
+/// Whether an answer carries none of the rate-limit headers.
+fn no_rate_headers(answer: &Answer) -> bool {
+    ["ratelimit", "ratelimit-policy", "retry-after"]
+        .iter()
+        .all(|h| !answer.headers.contains_key(*h))
 }
 
 /// What the handler learns: the key the layer verified.
@@ -384,4 +421,57 @@ fn no_answer_ever_contains_the_key() {
             assert!(!value.to_str().unwrap().contains(secret_part), "{answer:?}");
         }
     }
+}
+
+#[test]
+fn a_limited_key_passes_with_rate_limit_headers_then_gets_429_with_retry_after() {
+    let gw = Gateway::start("127.0.0.1:0", &[]);
+    let (id, secret) = gw.limited_key(&["notifier"], &["127.0.0.1"], &["2/1h", "100/1d"]);
+    let key = ("x-api-key", secret.as_str());
+    let policy = r#""2/1h";q=2;w=3600"#;
+
+    // The handler's answer gets the headers of the limit closest to running out.
+    let first = gw.get("/notifications", &[key]);
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    assert!(first.body.starts_with(&id.to_string()), "{first:?}");
+    let (remaining, reset) = rate_limit(&first, "2/1h", policy);
+    assert_eq!(remaining, 1);
+    assert!((1790..=1800).contains(&reset), "{first:?}");
+    assert!(!first.headers.contains_key("retry-after"));
+    let second = gw.get("/notifications", &[key]);
+    assert_eq!(second.status, StatusCode::OK, "{second:?}");
+    let (remaining, reset) = rate_limit(&second, "2/1h", policy);
+    assert_eq!(remaining, 0);
+    assert!((3590..=3600).contains(&reset), "{second:?}");
+
+    // Past it: 429, never the handler, told when to retry.
+    let refused = gw.get("/notifications", &[key]);
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{refused:?}");
+    assert_eq!(
+        refused.json(),
+        json!({"error": "too_many_requests", "reason": "rate_limited"})
+    );
+    assert!(!refused.headers.contains_key(WWW_AUTHENTICATE));
+    let retry_after: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1790..=1800).contains(&retry_after), "{refused:?}");
+    assert_eq!(rate_limit(&refused, "2/1h", policy), (0, retry_after));
+
+    // Refusals for other reasons come first and say nothing of the limit.
+    let elsewhere = gw.get_from("127.0.0.2", "/notifications", &[key]);
+    elsewhere.assert_refused(StatusCode::FORBIDDEN, "ip_not_whitelisted");
+    assert!(no_rate_headers(&elsewhere), "{elsewhere:?}");
+}
+
+#[test]
+fn a_key_without_rate_limits_never_gets_rate_limit_headers() {
+    let gw = Gateway::start("127.0.0.1:0", &[]);
+    let (_, secret) = gw.key(&["notifier"], &["127.0.0.1"]);
+    for _ in 0..20 {
+        let passed = gw.get("/notifications", &[("x-api-key", &secret)]);
+        assert_eq!(passed.status, StatusCode::OK, "{passed:?}");
+        assert!(no_rate_headers(&passed), "{passed:?}");
+    }
+    let refused = gw.get("/admin", &[("x-api-key", &secret)]);
+    refused.assert_refused(StatusCode::FORBIDDEN, "role_missing");
+    assert!(no_rate_headers(&refused), "{refused:?}");
 }

@@ -1,7 +1,9 @@
 //! `keyledger serve` over real loopback HTTP: the binary spawned on a free port with a store
 //! of its own, bootstrapped with the command line. The admin API's permission matrix and
 //! its JSON (byte for byte the command line's), forward-auth, SIGTERM during a burst of
-//! creates, slow and oversized clients, and forward-auth behind a real nginx.
+//! creates, slow and oversized clients, forward-auth behind a real nginx, and rate limits:
+//! set over the admin API, answered by `/auth`, and made a 429 by the README's nginx
+//! recipe.
 
 #![allow(clippy::unwrap_used)]
 
@@ -193,6 +195,44 @@ impl Api<'_> {
     fn get(&self, key: &str, path: &str) -> Answer {
         self.call(key, "GET", path, None)
     }
+}
+
+/// An answer's `RateLimit` for the policy `name`: `(r, t)`; asserts there is exactly one
+/// `RateLimit`, and one `RateLimit-Policy`, `policy`.
+fn rate_limit(answer: &Answer, name: &str, policy: &str) -> (u32, u64) {
+    let all = |field: &str| -> Vec<&str> {
+        answer
+            .headers
+            .get_all(field)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    };
+    assert_eq!(all("ratelimit-policy"), [policy], "{answer:?}");
+    let [state] = all("ratelimit")[..] else {
+        panic!("one RateLimit: {answer:?}");
+    };
+    let params = state
+        .strip_prefix(&format!("\"{name}\";r="))
+        .unwrap_or_else(|| panic!("{state}"));
+    let (r, t) = params.split_once(";t=").unwrap_or_else(|| panic!("{state}"));
+    (r.parse().unwrap(), t.parse().unwrap())
+}
+
+/// An answer's `Retry-After`, in seconds.
+fn retry_after(answer: &Answer) -> u64 {
+    answer.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {answer:?}"))
+}
+
+/// Whether an answer carries none of the rate-limit headers.
+fn no_rate_headers(answer: &Answer) -> bool {
+    ["ratelimit", "ratelimit-policy", "retry-after"]
+        .iter()
+        .all(|h| !answer.headers.contains_key(*h))
 }
 
 /// Asserts that no answer so far quoted any of these secrets.
@@ -1135,4 +1175,400 @@ fn an_admin_key_made_by_a_super_admin_cannot_take_over_the_super_admin_key() {
         json!({"error": "unauthorized", "reason": "disabled"})
     );
     assert_unquoted(&[&refused, &rolled, &disabled], &[&root, &tool]);
+}
+
+/// `PUT /v1/keys/{id}/limits` and `POST /v1/keys` with `rate_limits`: the owner rules of any
+/// change to a key, bad input refused before anything is written, removal with `[]`, and
+/// the limits in force for `/auth` from the moment the answer comes.
+#[test]
+fn admin_api_sets_replaces_and_removes_rate_limits_under_the_owner_rules() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (root_id, root) = bootstrap_key(&db, "root", "super-admin", "root", &["super-admin"], &[]);
+    let (_, alice) = bootstrap_key(&db, "alice", "admin", "alice admin", &["admin"], &[]);
+    let (bob_id, bob) = bootstrap_key(&db, "bob", "admin", "bob admin", &["admin"], &[]);
+    let (_, plain) = bootstrap_key(&db, "alice", "admin", "plain bot", &["bot"], &[]);
+    let served = Served::start(&db, &[]);
+    let http = Http::new();
+    let api = Api {
+        http: &http,
+        addr: served.addr,
+    };
+
+    // Created with limits, shown shortest window first.
+    let created = api.call(
+        &alice,
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "metered", "roles": ["bot"], "rate_limits": [
+            {"limit": 5000, "window": "1h"}, {"limit": 100, "window": "60s"}
+        ]})),
+    );
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let view = created.json();
+    assert_eq!(
+        view["rate_limits"],
+        json!([{"limit": 100, "window": "1m"}, {"limit": 5000, "window": "1h"}])
+    );
+    let id = view["id"].as_str().unwrap().to_owned();
+    let secret = view["key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api.get(&root, &format!("/v1/keys/{id}")).json()["rate_limits"],
+        view["rate_limits"]
+    );
+
+    // A bad limit at creation: 400 naming the field, and no key made.
+    let keys_before = api.get(&root, "/v1/keys?all=true").json();
+    for rate_limits in [
+        json!([{"limit": 0, "window": "1m"}]),
+        json!([{"limit": 10, "window": "1y"}]),
+        json!([{"limit": 10, "window": "1m"}, {"limit": 20, "window": "60s"}]),
+    ] {
+        let body = api
+            .call(
+                &alice,
+                "POST",
+                "/v1/keys",
+                Some(json!({"name": "bad limits", "roles": ["bot"], "rate_limits": rate_limits})),
+            )
+            .error(StatusCode::BAD_REQUEST, "invalid_input");
+        assert_eq!(body["field"], "rate limit", "{rate_limits}: {body}");
+    }
+    let body = api
+        .call(
+            &alice,
+            "POST",
+            "/v1/keys",
+            Some(json!({"name": "bad limits", "roles": ["bot"], "rate_limits": [{"limit": 1, "per": "1m"}]})),
+        )
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(body["field"], "body");
+    assert_eq!(api.get(&root, "/v1/keys?all=true").json(), keys_before);
+
+    let limits = format!("/v1/keys/{id}/limits");
+    let put = |key: &str, rate_limits: Value| {
+        api.call(key, "PUT", &limits, Some(json!({"rate_limits": rate_limits})))
+    };
+    let records = || {
+        api.get(&root, &format!("/v1/audit?key={id}"))
+            .body
+            .lines()
+            .count()
+    };
+
+    // Another admin may not change them, nor may a key without the admin role.
+    put(&bob, json!([])).denied("not_owner");
+    put(&plain, json!([])).denied("not_an_admin");
+
+    // Its owner may: the answer is the key after the change.
+    let set = put(&alice, json!([{"limit": 1, "window": "1h"}]));
+    assert_eq!(set.status, StatusCode::OK, "{set:?}");
+    let set = set.json();
+    assert_eq!(
+        (set["id"].as_str(), set["status"].as_str()),
+        (Some(id.as_str()), Some("active"))
+    );
+    assert_eq!(set["rate_limits"], json!([{"limit": 1, "window": "1h"}]));
+    assert_eq!(set["key"], Value::Null, "no secret in the answer");
+    put(&alice, json!([{"limit": 1, "window": "3600s"}])).error(StatusCode::CONFLICT, "state_unchanged");
+
+    // In force at once: one request an hour.
+    let auth = || {
+        http.send(
+            served.addr,
+            "127.0.0.1",
+            "GET",
+            "/auth",
+            &[("x-api-key", &secret)],
+            "",
+        )
+    };
+    assert_eq!(auth().status, StatusCode::OK);
+    assert_eq!(auth().status, StatusCode::TOO_MANY_REQUESTS);
+
+    // Bad input writes nothing, whatever is wrong with it.
+    let before = records();
+    for (rate_limits, field) in [
+        (json!([{"limit": 0, "window": "1m"}]), "rate limit"),
+        (json!([{"limit": 1, "window": "forever"}]), "rate limit"),
+        (json!([{"limit": 1, "window": "31d"}]), "rate limit"),
+        (
+            json!([{"limit": 1, "window": "1s"}, {"limit": 2, "window": "1m"}, {"limit": 3, "window": "1h"},
+                   {"limit": 4, "window": "1d"}, {"limit": 5, "window": "2d"}]),
+            "rate limit",
+        ),
+        (json!("100/1m"), "body"),
+        (json!([{"limit": -1, "window": "1m"}]), "body"),
+    ] {
+        let body = put(&alice, rate_limits.clone()).error(StatusCode::BAD_REQUEST, "invalid_input");
+        assert_eq!(body["field"], field, "{rate_limits}: {body}");
+    }
+    let empty = api.call(&alice, "PUT", &limits, Some(json!({})));
+    assert_eq!(
+        empty.error(StatusCode::BAD_REQUEST, "invalid_input")["field"],
+        "body"
+    );
+    assert_eq!(records(), before);
+    assert_eq!(
+        api.get(&root, &format!("/v1/keys/{id}")).json()["rate_limits"],
+        json!([{"limit": 1, "window": "1h"}])
+    );
+
+    // `[]` removes them: the key passes again, with no rate-limit headers.
+    let removed = put(&alice, json!([]));
+    assert_eq!(removed.status, StatusCode::OK, "{removed:?}");
+    assert_eq!(removed.json()["rate_limits"], json!([]));
+    for _ in 0..3 {
+        let passed = auth();
+        assert_eq!(passed.status, StatusCode::OK, "{passed:?}");
+        assert!(no_rate_headers(&passed), "{passed:?}");
+    }
+    put(&alice, json!([])).error(StatusCode::CONFLICT, "state_unchanged");
+    assert_eq!(records(), before + 1);
+
+    // A super admin may limit anyone's key; an admin never the super admin's.
+    let by_root = put(&root, json!([{"limit": 10, "window": "1s"}]));
+    assert_eq!(by_root.status, StatusCode::OK, "{by_root:?}");
+    api.call(
+        &alice,
+        "PUT",
+        &format!("/v1/keys/{root_id}/limits"),
+        Some(json!({"rate_limits": []})),
+    )
+    .denied("outranks_actor");
+
+    // Unknown, malformed and deleted ids; other methods.
+    api.call(
+        &root,
+        "PUT",
+        "/v1/keys/00000000000000ff/limits",
+        Some(json!({"rate_limits": []})),
+    )
+    .error(StatusCode::NOT_FOUND, "key_not_found");
+    let bad_id = api
+        .call(
+            &root,
+            "PUT",
+            "/v1/keys/nothex/limits",
+            Some(json!({"rate_limits": []})),
+        )
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(bad_id["field"], "key id");
+    api.get(&root, &limits)
+        .error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_eq!(
+        api.call(&root, "DELETE", &format!("/v1/keys/{id}"), None).status,
+        StatusCode::OK
+    );
+    put(&root, json!([])).error(StatusCode::NOT_FOUND, "key_deleted");
+
+    // An admin key past its own limit is told to wait, as any key is.
+    let bobs = api.call(
+        &root,
+        "PUT",
+        &format!("/v1/keys/{bob_id}/limits"),
+        Some(json!({"rate_limits": [{"limit": 1, "window": "1h"}]})),
+    );
+    assert_eq!(bobs.status, StatusCode::OK, "{bobs:?}");
+    assert_eq!(api.get(&bob, "/v1/whoami").status, StatusCode::OK);
+    let waiting = api.get(&bob, "/v1/whoami");
+    assert_eq!(
+        waiting.error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests")["reason"],
+        "rate_limited"
+    );
+    assert!((3590..=3600).contains(&retry_after(&waiting)), "{waiting:?}");
+}
+
+/// `/auth` for a key with rate limits: 200 with the `RateLimit` headers, then the layer's
+/// 429 with `Retry-After`; with `deny=403` (nginx), a 403 that names the reason in a
+/// header. Every refusal names its reason; a key without limits gets no such headers.
+#[test]
+fn auth_answers_a_key_past_its_limit_429_or_with_deny_403_a_403_naming_the_reason() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (_, root) = bootstrap_key(
+        &db,
+        "root",
+        "super-admin",
+        "root",
+        &["super-admin"],
+        &["127.0.0.1"],
+    );
+    let served = Served::start(&db, &[]);
+    let http = Http::new();
+    let api = Api {
+        http: &http,
+        addr: served.addr,
+    };
+    let create = |body: Value| {
+        let answer = api.call(&root, "POST", "/v1/keys", Some(body));
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+        let v = answer.json();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["key"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (id, limited) = create(json!({"name": "metered", "roles": ["bot"], "rate_limits": [
+        {"limit": 2, "window": "1h"}, {"limit": 1000, "window": "1d"}
+    ]}));
+    let (_, plain) = create(json!({"name": "plain", "roles": ["bot"]}));
+    let auth = |path: &str, key: Option<&str>| {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("x-api-key", k)).into_iter().collect();
+        http.send(served.addr, "127.0.0.3", "GET", path, &headers, "")
+    };
+    let policy = r#""2/1h";q=2;w=3600"#;
+
+    for remaining in [1, 0] {
+        let passed = auth("/auth", Some(&limited));
+        assert_eq!(passed.status, StatusCode::OK, "{passed:?}");
+        assert_eq!(passed.headers["x-keyledger-key-id"], id.as_str());
+        assert_eq!(rate_limit(&passed, "2/1h", policy).0, remaining);
+        assert!(!passed.headers.contains_key("retry-after"));
+        assert!(!passed.headers.contains_key("x-keyledger-reason"));
+    }
+
+    let limited_now = auth("/auth/v1/messages?x=1", Some(&limited));
+    assert_eq!(
+        limited_now.error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests")["reason"],
+        "rate_limited"
+    );
+    let wait = retry_after(&limited_now);
+    assert!((1790..=1800).contains(&wait), "{limited_now:?}");
+    assert_eq!(rate_limit(&limited_now, "2/1h", policy), (0, wait));
+    assert_eq!(limited_now.headers["x-keyledger-reason"], "rate_limited");
+    assert!(!limited_now.headers.contains_key("x-keyledger-key-id"));
+
+    for path in ["/auth?deny=403", "/auth/v1/messages?role=bot&deny=403"] {
+        let denied = auth(path, Some(&limited));
+        assert_eq!(
+            denied.json(),
+            json!({"error": "forbidden", "reason": "rate_limited"}),
+            "{path}: {denied:?}"
+        );
+        assert_eq!(denied.status, StatusCode::FORBIDDEN, "{denied:?}");
+        assert_eq!(denied.headers["x-keyledger-reason"], "rate_limited");
+        let wait = retry_after(&denied);
+        assert!((1790..=1800).contains(&wait), "{denied:?}");
+        assert_eq!(rate_limit(&denied, "2/1h", policy), (0, wait));
+    }
+
+    // A key without limits: no rate-limit headers, ever; every refusal names its reason.
+    for _ in 0..5 {
+        let passed = auth("/auth?deny=403", Some(&plain));
+        assert_eq!(passed.status, StatusCode::OK, "{passed:?}");
+        assert!(no_rate_headers(&passed), "{passed:?}");
+    }
+    for (path, key, status, reason) in [
+        ("/auth?deny=403", None, 401, "header_missing"),
+        (
+            "/auth?deny=403&role=admin",
+            Some(plain.as_str()),
+            403,
+            "role_missing",
+        ),
+        ("/auth?role=admin", Some(plain.as_str()), 403, "role_missing"),
+    ] {
+        let refused = auth(path, key);
+        assert_eq!(refused.status.as_u16(), status, "{refused:?}");
+        assert_eq!(refused.json()["reason"], reason);
+        assert_eq!(refused.headers["x-keyledger-reason"], reason);
+        assert!(no_rate_headers(&refused), "{refused:?}");
+    }
+}
+
+/// The README's nginx recipe, exactly as written, on a real nginx: the client of a key
+/// with limits gets the `RateLimit` headers on the app's answers, then nginx's 429 with
+/// `Retry-After`; a key without limits never gets them; other refusals stay 401 and 403.
+#[test]
+fn behind_the_readme_nginx_recipe_a_key_past_its_limit_gets_429_with_retry_after() {
+    nginx::binary();
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (_, root) = bootstrap_key(
+        &db,
+        "root",
+        "super-admin",
+        "root",
+        &["super-admin"],
+        &["127.0.0.1"],
+    );
+    // The recipe's `proxy_bind` address, and only it, is trusted.
+    let served = Served::start(&db, &["--trusted-proxy", "127.0.0.2"]);
+    let http = Http::new();
+    let app = upstream(&http.rt);
+    let proxy = nginx::Nginx::start_readme(&dir.path().join("nginx"), served.addr, app);
+    let api = Api {
+        http: &http,
+        addr: served.addr,
+    };
+    let create = |body: Value| {
+        let answer = api.call(&root, "POST", "/v1/keys", Some(body));
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+        let v = answer.json();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["key"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (limited_id, limited) = create(json!({"name": "metered", "roles": ["bot"], "ips": ["127.0.0.5"],
+        "rate_limits": [{"limit": 2, "window": "1h"}]}));
+    let (plain_id, plain) = create(json!({"name": "plain", "roles": ["bot"], "ips": ["127.0.0.5"]}));
+    let through = |from: &str, key: Option<&str>| {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("x-api-key", k)).into_iter().collect();
+        let answer = http.send(proxy.addr, from, "GET", "/api/messages", &headers, "");
+        assert!(
+            [200, 401, 403, 429].contains(&answer.status.as_u16()),
+            "{answer:?}\nnginx: {}\nkeyledger: {}",
+            proxy.error_log(),
+            served.errors()
+        );
+        answer
+    };
+    let policy = r#""2/1h";q=2;w=3600"#;
+
+    // Before the limit: the app's answer, with the key's RateLimit headers.
+    for remaining in [1, 0] {
+        let passed = through("127.0.0.5", Some(&limited));
+        assert_eq!(passed.status, StatusCode::OK, "{passed:?}");
+        assert_eq!(passed.body, limited_id);
+        let (r, t) = rate_limit(&passed, "2/1h", policy);
+        assert_eq!(r, remaining);
+        assert!((1790..=3600).contains(&t), "{passed:?}");
+        assert!(!passed.headers.contains_key("retry-after"));
+    }
+
+    // Past it: nginx's 429, never the app, with when to retry.
+    let refused = through("127.0.0.5", Some(&limited));
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{refused:?}\nnginx: {}",
+        proxy.error_log()
+    );
+    assert!(!refused.body.contains(&limited_id), "{refused:?}");
+    let wait = retry_after(&refused);
+    assert!((1790..=1800).contains(&wait), "{refused:?}");
+    assert_eq!(rate_limit(&refused, "2/1h", policy), (0, wait));
+
+    // A key without limits: the app's answers, without any rate-limit header.
+    for _ in 0..4 {
+        let passed = through("127.0.0.5", Some(&plain));
+        assert_eq!(
+            (passed.status, passed.body.as_str()),
+            (StatusCode::OK, plain_id.as_str())
+        );
+        assert!(no_rate_headers(&passed), "{passed:?}");
+    }
+
+    // Other refusals stay what they were: 403 from the wrong address (for the limited key
+    // too: its address is checked before its limit), 401 without a key.
+    for key in [&plain, &limited] {
+        let elsewhere = through("127.0.0.6", Some(key));
+        assert_eq!(elsewhere.status, StatusCode::FORBIDDEN, "{elsewhere:?}");
+        assert!(no_rate_headers(&elsewhere), "{elsewhere:?}");
+    }
+    let anonymous = through("127.0.0.5", None);
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert!(no_rate_headers(&anonymous), "{anonymous:?}");
 }

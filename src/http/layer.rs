@@ -2,8 +2,10 @@
 //! through only with an `x-api-key` the store verifies from the client's address, and with
 //! every role the route requires; it answers everything else itself.
 //!
-//! Maps every refusal to its status and JSON body in one place ([`Refusal`]). It never
-//! quotes the presented key, and it never waits: the decision is made before `call` returns.
+//! Maps every refusal to its status and JSON body in one place ([`Refusal`]), and adds a
+//! limited key's rate-limit headers (formatted by [`rate_headers`](super::rate_headers)).
+//! It never quotes the presented key, and it never waits: the decision is made before
+//! `call` returns.
 
 use std::fmt;
 use std::future::Future;
@@ -19,6 +21,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::client_ip::{ForwardedForProblem, TrustedProxies};
+use super::rate_headers;
+use crate::access::RateStatus;
 use crate::access::Rejection;
 use crate::access::VerifiedKey;
 use crate::model::token::api_key_from_headers;
@@ -59,6 +63,15 @@ pub struct PeerAddr(pub SocketAddr);
 /// | --- | --- |
 /// | 401, with `WWW-Authenticate: ApiKey header="x-api-key"` | `header_*` (missing, repeated, not ASCII, padded), `malformed_*`, `unknown_key` (never issued or deleted), `expired`, `disabled` |
 /// | 403 | `ip_not_whitelisted`, `no_whitelist`, `role_missing`, `client_address_unknown` |
+/// | 429, with `Retry-After` and the rate-limit headers | `rate_limited`: the key is past one of its rate limits |
+/// | 503 | `stale`: this host of a fleet lost the shared log past its limit |
+///
+/// For a key with rate limits, the inner service's response gets the IETF httpapi draft's
+/// rate-limit headers for the limit closest to running out, named as keyledger writes the
+/// limit, so that clients can pace themselves: `RateLimit-Policy: "100/1m";q=100;w=60`
+/// and `RateLimit: "100/1m";r=REMAINING;t=SECONDS` (until the whole burst is back, rounded
+/// up). A 429 carries them with `r=0`, and `Retry-After` in whole seconds (rounded up, at
+/// least 1). A key without limits gets none of them.
 ///
 /// The client's address is the connection's peer address ([`PeerAddr`], or what
 /// [`peer_addr_from`](Self::peer_addr_from) reads), or, behind [`TrustedProxies`], the
@@ -150,14 +163,19 @@ impl ApiKeyLayer {
     /// client learns nothing from a refusal: not that a stolen key is live but used from
     /// the wrong address (`ip_not_whitelisted`), expired or disabled. The [`Refusal`]
     /// itself stays in the response's extensions, for the host's own logs.
+    ///
+    /// A key past its rate limit is still answered 429 with `Retry-After`: that answer
+    /// only reaches a request that passed every other check (the limit is checked last),
+    /// so it tells nothing a 200 after the wait would not, and a 401 would make a client
+    /// that is merely too fast give up on a good key.
     pub fn opaque_refusals(mut self, opaque: bool) -> Self {
         Arc::make_mut(&mut self.config).opaque = opaque;
         self
     }
 
     /// The answer this layer gives for `refusal`: [`Refusal::response`], or the opaque
-    /// one with [`opaque_refusals`](Self::opaque_refusals). For hosts that call
-    /// [`check`](Self::check) and answer themselves.
+    /// one with [`opaque_refusals`](Self::opaque_refusals) (but for `rate_limited`, see
+    /// there). For hosts that call [`check`](Self::check) and answer themselves.
     pub fn refusal_response<B: From<String>>(&self, refusal: Refusal) -> Response<B> {
         self.config.answer(refusal)
     }
@@ -204,7 +222,7 @@ impl ApiKeyLayer {
 
 impl Config {
     fn answer<B: From<String>>(&self, refusal: Refusal) -> Response<B> {
-        if self.opaque {
+        if self.opaque && !refusal.is_rate_limited() {
             refusal.opaque_response()
         } else {
             refusal.response()
@@ -279,7 +297,7 @@ impl<S> Layer<S> for ApiKeyLayer {
 ///
 /// The response body type only has to be built from a `String` (axum's `Body`,
 /// `http_body_util::Full<Bytes>`, `String`), so the inner service's responses pass through
-/// untouched.
+/// untouched but for a limited key's rate-limit headers, which are added to them.
 #[derive(Clone)]
 pub struct ApiKeyService<S> {
     inner: S,
@@ -310,10 +328,12 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         match self.config.check(request.headers(), request.extensions(), &[]) {
             Ok(key) => {
+                let rate = key.rate_status();
                 request.extensions_mut().insert(key);
                 ResponseFuture {
                     state: State::Inner {
                         future: self.inner.call(request),
+                        rate,
                     },
                 }
             }
@@ -327,7 +347,8 @@ where
 }
 
 pin_project! {
-    /// The response of an [`ApiKeyService`]: the inner service's, or the layer's refusal.
+    /// The response of an [`ApiKeyService`]: the inner service's (with a limited key's
+    /// rate-limit headers), or the layer's refusal.
     pub struct ResponseFuture<F, B> {
         #[pin]
         state: State<F, B>,
@@ -337,7 +358,7 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F, B> {
-        Inner { #[pin] future: F },
+        Inner { #[pin] future: F, rate: Option<RateStatus> },
         Refused { response: Option<Response<B>> },
     }
 }
@@ -353,7 +374,15 @@ where
     /// ready).
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Inner { future } => future.poll(cx),
+            StateProj::Inner { future, rate } => match future.poll(cx) {
+                Poll::Ready(Ok(mut response)) => {
+                    if let Some(status) = rate {
+                        rate_headers::append_status(response.headers_mut(), status);
+                    }
+                    Poll::Ready(Ok(response))
+                }
+                other => other,
+            },
             StateProj::Refused { response } => Poll::Ready(Ok(response
                 .take()
                 .expect("ResponseFuture polled after completion"))),
@@ -385,8 +414,9 @@ pub enum Refusal {
 
 impl Refusal {
     /// 401 when the key itself is missing or no good; 403 when the key is good but not
-    /// from this address, not for this route, or the address is unknown; 503 when this
-    /// host lost the shared log past its limit and can vouch for no key.
+    /// from this address, not for this route, or the address is unknown; 429 when the key
+    /// is past one of its rate limits; 503 when this host lost the shared log past its
+    /// limit and can vouch for no key.
     pub fn status(&self) -> StatusCode {
         match self {
             Refusal::Key(rejection) => match rejection {
@@ -413,18 +443,26 @@ impl Refusal {
         }
     }
 
-    /// The body's `error`: `unauthorized` for a 401, `forbidden` for a 403.
+    /// The body's `error`: `unauthorized` for a 401, `forbidden` for a 403,
+    /// `too_many_requests` for a 429, `unavailable` for a 503.
     pub fn error(&self) -> &'static str {
         match self.status() {
             StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             _ => "forbidden",
         }
     }
 
+    /// Whether the key is refused only for now, past one of its rate limits.
+    pub(crate) fn is_rate_limited(&self) -> bool {
+        matches!(self, Refusal::Key(Rejection::RateLimited { .. }))
+    }
+
     /// The layer's answer: [`status`](Self::status), `content-type: application/json`, a
-    /// `WWW-Authenticate` challenge on a 401, and the body
-    /// `{"error": error(), "reason": code()}`; the refusal itself in the extensions.
+    /// `WWW-Authenticate` challenge on a 401, `Retry-After` and the rate-limit headers on
+    /// a 429 (see [`ApiKeyLayer`]), and the body `{"error": error(), "reason": code()}`;
+    /// the refusal itself in the extensions.
     pub fn response<B: From<String>>(&self) -> Response<B> {
         // Both words are fixed identifiers of `[a-z_]`: nothing to escape.
         let body = format!(r#"{{"error":"{}","reason":"{}"}}"#, self.error(), self.code());
@@ -434,6 +472,9 @@ impl Refusal {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if self.status() == StatusCode::UNAUTHORIZED {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+        }
+        if let Refusal::Key(Rejection::RateLimited { limit, retry_after }) = *self {
+            rate_headers::insert_refused(headers, limit, retry_after);
         }
         response.extensions_mut().insert(*self);
         response
@@ -476,279 +517,4 @@ impl From<Rejection> for Refusal {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Waker;
-
-    use super::*;
-    use crate::model::actor::Actor;
-    use crate::model::key::NewKey;
-    use crate::model::token::HeaderProblem;
-    use crate::model::token::format::Malformed;
-
-    /// Every variant of every reason. A new `Rejection` does not compile in `status` until
-    /// it is mapped; add it here too.
-    fn every_refusal() -> Vec<Refusal> {
-        let malformed = [
-            Malformed::Length,
-            Malformed::Character,
-            Malformed::Prefix,
-            Malformed::Checksum,
-        ]
-        .map(Rejection::Malformed);
-        let header = [
-            HeaderProblem::Missing,
-            HeaderProblem::Repeated,
-            HeaderProblem::NotAscii,
-            HeaderProblem::Padded,
-        ]
-        .map(Rejection::Header);
-        let rest = [
-            Rejection::UnknownKey,
-            Rejection::IpNotWhitelisted,
-            Rejection::NoWhitelist,
-            Rejection::Expired,
-            Rejection::Disabled,
-            Rejection::Stale,
-        ];
-        let mut all: Vec<Refusal> = malformed
-            .into_iter()
-            .chain(header)
-            .chain(rest)
-            .map(Refusal::Key)
-            .collect();
-        all.extend([
-            Refusal::RoleMissing,
-            Refusal::NoPeerAddress,
-            Refusal::ForwardedFor(ForwardedForProblem::Malformed),
-            Refusal::ForwardedFor(ForwardedForProblem::TooManyHops),
-        ]);
-        all
-    }
-
-    #[test]
-    fn every_refusal_answers_401_403_or_503_with_its_reason_as_json() {
-        for refusal in every_refusal() {
-            let response: Response<String> = refusal.response();
-            let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
-            let status = response.status();
-            let error = match status {
-                StatusCode::UNAUTHORIZED => "unauthorized",
-                StatusCode::FORBIDDEN => "forbidden",
-                StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-                other => panic!("{refusal:?} answers {other}"),
-            };
-            assert_eq!(
-                status == StatusCode::SERVICE_UNAVAILABLE,
-                refusal == Refusal::Key(Rejection::Stale),
-                "{refusal:?}"
-            );
-            assert_eq!(
-                body,
-                serde_json::json!({"error": error, "reason": refusal.code()})
-            );
-            assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
-            assert_eq!(
-                response
-                    .headers()
-                    .get(WWW_AUTHENTICATE)
-                    .map(|v| v.to_str().unwrap()),
-                (status == StatusCode::UNAUTHORIZED).then_some("ApiKey header=\"x-api-key\""),
-                "{refusal:?}"
-            );
-            assert_eq!(response.extensions().get::<Refusal>(), Some(&refusal));
-        }
-    }
-
-    #[test]
-    fn only_a_key_that_is_good_but_not_for_here_is_forbidden() {
-        let forbidden: Vec<&str> = every_refusal()
-            .iter()
-            .filter(|r| r.status() == StatusCode::FORBIDDEN)
-            .map(Refusal::code)
-            .collect();
-        assert_eq!(
-            forbidden,
-            [
-                "ip_not_whitelisted",
-                "no_whitelist",
-                "role_missing",
-                "client_address_unknown",
-                "client_address_unknown",
-                "client_address_unknown"
-            ]
-        );
-    }
-
-    struct Fixture {
-        store: Arc<KeyStore>,
-        secret: String,
-    }
-
-    fn fixture() -> Fixture {
-        let store = KeyStore::builder().open_temporary().unwrap();
-        let created = store
-            .create_key(
-                &Actor::admin("alice"),
-                NewKey::new("bot")
-                    .role("notifier")
-                    .allow("198.51.100.0/24".parse().unwrap()),
-            )
-            .unwrap();
-        Fixture {
-            store: Arc::new(store),
-            secret: created.key.expose_secret().to_owned(),
-        }
-    }
-
-    fn request(secret: Option<&str>, peer: Option<&str>, forwarded: &[&str]) -> Request<()> {
-        let mut builder = Request::builder().uri("/");
-        if let Some(secret) = secret {
-            builder = builder.header("x-api-key", secret);
-        }
-        for hop in forwarded {
-            builder = builder.header("x-forwarded-for", *hop);
-        }
-        let mut request = builder.body(()).unwrap();
-        if let Some(peer) = peer {
-            request
-                .extensions_mut()
-                .insert(PeerAddr(SocketAddr::new(peer.parse().unwrap(), 40000)));
-        }
-        request
-    }
-
-    fn check(layer: &ApiKeyLayer, request: &Request<()>) -> Result<VerifiedKey, Refusal> {
-        layer.check(request.headers(), request.extensions())
-    }
-
-    #[test]
-    fn check_reads_the_key_then_the_address_then_the_roles() {
-        let f = fixture();
-        let layer = ApiKeyLayer::new(Arc::clone(&f.store));
-        let good = check(&layer, &request(Some(&f.secret), Some("198.51.100.7"), &[])).unwrap();
-        assert_eq!(good.name(), "bot");
-        assert_eq!(
-            check(&layer, &request(None, None, &[])),
-            Err(Refusal::Key(Rejection::Header(HeaderProblem::Missing)))
-        );
-        assert_eq!(
-            check(&layer, &request(Some(&f.secret), None, &[])),
-            Err(Refusal::NoPeerAddress)
-        );
-        assert_eq!(
-            check(&layer, &request(Some(&f.secret), Some("203.0.113.1"), &[])),
-            Err(Refusal::Key(Rejection::IpNotWhitelisted))
-        );
-        let needs_two = layer.clone().require_role("notifier").require_role("admin");
-        assert_eq!(
-            check(&needs_two, &request(Some(&f.secret), Some("198.51.100.7"), &[])),
-            Err(Refusal::RoleMissing)
-        );
-        let needs_one = layer.require_role("notifier");
-        assert!(check(&needs_one, &request(Some(&f.secret), Some("198.51.100.7"), &[])).is_ok());
-    }
-
-    #[test]
-    fn behind_trusted_proxies_the_forwarded_address_is_verified() {
-        let f = fixture();
-        let layer = ApiKeyLayer::new(Arc::clone(&f.store))
-            .trusted_proxies(TrustedProxies::parse(["10.0.0.0/8"]).unwrap());
-        let via = |forwarded: &[&str]| check(&layer, &request(Some(&f.secret), Some("10.0.0.1"), forwarded));
-        assert!(via(&["198.51.100.7"]).is_ok());
-        assert!(via(&["203.0.113.1, 198.51.100.7, 10.0.0.2"]).is_ok());
-        assert_eq!(
-            via(&["198.51.100.7, 203.0.113.1"]),
-            Err(Refusal::Key(Rejection::IpNotWhitelisted))
-        );
-        assert_eq!(
-            via(&["198.51.100.7, nonsense"]),
-            Err(Refusal::ForwardedFor(ForwardedForProblem::Malformed))
-        );
-        // Without trust the same header is ignored.
-        let direct = ApiKeyLayer::new(Arc::clone(&f.store));
-        assert_eq!(
-            check(
-                &direct,
-                &request(Some(&f.secret), Some("10.0.0.1"), &["198.51.100.7"])
-            ),
-            Err(Refusal::Key(Rejection::IpNotWhitelisted))
-        );
-    }
-
-    #[test]
-    fn another_peer_address_reader_replaces_the_extension() {
-        let f = fixture();
-        let layer = ApiKeyLayer::new(Arc::clone(&f.store)).peer_addr_from(|ext| ext.get::<IpAddr>().copied());
-        let mut req = request(Some(&f.secret), Some("198.51.100.7"), &[]);
-        assert_eq!(check(&layer, &req), Err(Refusal::NoPeerAddress));
-        req.extensions_mut()
-            .insert("198.51.100.9".parse::<IpAddr>().unwrap());
-        assert!(check(&layer, &req).is_ok());
-    }
-
-    /// An inner service that counts readiness checks and calls, and answers with the
-    /// verified key's name.
-    #[derive(Clone, Default)]
-    struct Inner {
-        ready: Arc<AtomicUsize>,
-        calls: Arc<AtomicUsize>,
-    }
-
-    impl Service<Request<()>> for Inner {
-        type Response = Response<String>;
-        type Error = &'static str;
-        type Future = std::future::Ready<Result<Response<String>, &'static str>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            self.ready.fetch_add(1, Ordering::Relaxed);
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, request: Request<()>) -> Self::Future {
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            let name = request
-                .extensions()
-                .get::<VerifiedKey>()
-                .map(|k| k.name().to_owned());
-            std::future::ready(name.map(Response::new).ok_or("no verified key"))
-        }
-    }
-
-    fn answer<S>(service: &mut S, request: Request<()>) -> Result<Response<String>, &'static str>
-    where
-        S: Service<Request<()>, Response = Response<String>, Error = &'static str>,
-    {
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(matches!(service.poll_ready(&mut cx), Poll::Ready(Ok(()))));
-        let mut future = std::pin::pin!(service.call(request));
-        match future.as_mut().poll(&mut cx) {
-            Poll::Ready(out) => out,
-            Poll::Pending => panic!("the test's inner service is always ready"),
-        }
-    }
-
-    #[test]
-    fn the_service_passes_good_requests_with_the_key_and_answers_the_rest_itself() {
-        let f = fixture();
-        let inner = Inner::default();
-        let mut service = ApiKeyLayer::new(Arc::clone(&f.store)).layer(inner.clone());
-        let passed = answer(&mut service, request(Some(&f.secret), Some("198.51.100.7"), &[])).unwrap();
-        assert_eq!(passed.body(), "bot");
-        assert_eq!(inner.calls.load(Ordering::Relaxed), 1);
-
-        let refused = answer(&mut service, request(Some(&f.secret), Some("203.0.113.1"), &[])).unwrap();
-        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-        assert!(!refused.body().contains(&f.secret[4..]));
-        assert_eq!(
-            inner.calls.load(Ordering::Relaxed),
-            1,
-            "a refused request never reaches the inner service"
-        );
-        assert_eq!(
-            inner.ready.load(Ordering::Relaxed),
-            2,
-            "readiness is the inner service's"
-        );
-    }
-}
+pub(crate) mod tests;

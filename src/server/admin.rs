@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use http::request::Parts;
 use http::{HeaderMap, StatusCode, Uri};
 use ipnet::IpNet;
@@ -32,6 +32,7 @@ use crate::json::KeyJson;
 use crate::json::RefusedJson;
 use crate::json::RollJson;
 use crate::json::WhoamiJson;
+use crate::json::limits::RateLimitJson;
 use crate::json::parse_grace;
 use crate::json::parse_lifetime;
 use crate::json::parse_time;
@@ -50,6 +51,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/keys/import", post(import))
         .route("/keys/{id}", get(show).delete(delete))
         .route("/keys/{id}/whitelist", post(whitelist).delete(unwhitelist))
+        .route("/keys/{id}/limits", put(limits))
         .route("/keys/{id}/roll", post(roll))
         .route("/keys/{id}/disable", post(disable))
         .route("/keys/{id}/enable", post(enable))
@@ -288,6 +290,8 @@ struct CreateBody {
     /// For an admin key: the person it acts as.
     #[serde(default)]
     actor: Option<String>,
+    #[serde(default)]
+    rate_limits: Vec<RateLimitJson>,
 }
 
 /// Over the admin API, an admin key a super admin makes names the person it is for (their
@@ -321,6 +325,9 @@ async fn create(admin: Admin, JsonBody(spec): JsonBody<CreateBody>) -> Result<Re
     person_named(&admin.actor, &new)?;
     for net in nets(&spec.ips)? {
         new = new.allow(net);
+    }
+    for limit in RateLimitJson::to_limits(&spec.rate_limits)? {
+        new = new.rate_limit(limit);
     }
     let lifetime = match (spec.expires_at, spec.expires_in) {
         (Some(_), Some(_)) => {
@@ -452,6 +459,30 @@ async fn unwhitelist(
         })
         .await?;
     Ok(key_answer(StatusCode::OK, &answer))
+}
+
+/// What `PUT /v1/keys/{id}/limits` takes: every limit the key is to have.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsBody {
+    rate_limits: Vec<RateLimitJson>,
+}
+
+/// `PUT /v1/keys/{id}/limits` `{"rate_limits": [{"limit": 100, "window": "1m"}, ...]}`:
+/// the key's view with exactly these limits; an empty list removes them. The list is
+/// required, so an empty body removes nothing.
+async fn limits(
+    OnKey { admin, id }: OnKey,
+    JsonBody(change): JsonBody<LimitsBody>,
+) -> Result<Response, Reject> {
+    let limits = RateLimitJson::to_limits(&change.rate_limits)?;
+    let view = admin
+        .call(move |store, actor| {
+            store.set_rate_limits(actor, id, limits)?;
+            view_of(store, id)
+        })
+        .await?;
+    Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
 }
 
 #[derive(serde::Deserialize)]

@@ -1,8 +1,10 @@
 //! Forward-auth (`/auth`, `/auth/...`): nginx `auth_request`, Traefik ForwardAuth and Envoy
 //! `ext_authz` ask it whether the original request's key may pass.
 //!
-//! Answers only 200, 401 and 403, and 200 only for a request the check passed: nginx turns
-//! any other status into a 500, and a proxy must never read a failure here as a pass.
+//! Answers 200 only for a request the check passed, else 401, 403, or 429 for a key past
+//! its rate limit; with `?deny=403`, for nginx (which turns any status but 200, 401 and 403
+//! into a 500), that 429 becomes a 403 that says `X-Keyledger-Reason: rate_limited`. A
+//! proxy must never read a failure here as a pass.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -13,14 +15,19 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::Shared;
+use crate::access::Rejection;
 use crate::access::VerifiedKey;
 use crate::http::layer::Refusal;
+use crate::http::rate_headers;
 use crate::model::rules::MAX_ROLES;
 
 /// The headers a passing answer carries.
 static KEY_ID: HeaderName = HeaderName::from_static("x-keyledger-key-id");
 static KEY_NAME: HeaderName = HeaderName::from_static("x-keyledger-key-name");
 static ROLES: HeaderName = HeaderName::from_static("x-keyledger-roles");
+/// The reason of every refusal, as its body's `reason` says it: for proxies that pass on
+/// headers and not bodies (nginx's `auth_request_set`).
+static REASON: HeaderName = HeaderName::from_static("x-keyledger-reason");
 
 /// Everything but the unreserved characters of RFC 3986 is percent-encoded in a key's
 /// name, so the header is plain ASCII whatever the name holds.
@@ -42,24 +49,47 @@ pub(super) async fn check(State(shared): State<Arc<Shared>>, request: Request) -
 }
 
 fn decide(shared: &Shared, request: &Request) -> Response {
-    let Some(roles) = required_roles(request.uri().query()) else {
-        return shared.layer.refusal_response(Refusal::RoleMissing);
+    let Some(asked) = Asked::from_query(request.uri().query()) else {
+        return refused(shared, Refusal::RoleMissing, false);
     };
     match shared
         .layer
-        .check_with_roles(request.headers(), request.extensions(), &roles)
+        .check_with_roles(request.headers(), request.extensions(), &asked.roles)
     {
         Ok(key) => passed(&key),
-        // A host of a fleet out of touch past its limit: like `unavailable`, a 403 that
-        // blames no key (the layer itself answers 503, which nginx would turn into a 500).
-        Err(Refusal::Key(crate::access::Rejection::Stale)) if !shared.layer.is_opaque() => forbidden(STALE),
-        Err(refusal) => shared.layer.refusal_response(refusal),
+        Err(refusal) => refused(shared, refusal, asked.deny_forbidden),
     }
 }
 
-const STALE: &str = r#"{"error":"forbidden","reason":"stale"}"#;
+/// The layer's answer to `refusal`, but for the statuses a proxy may not pass on, and with
+/// its reason in [`REASON`].
+fn refused(shared: &Shared, refusal: Refusal, deny_forbidden: bool) -> Response {
+    let (mut response, reason) = match refusal {
+        // A host of a fleet out of touch past its limit: like `unavailable`, a 403 that
+        // blames no key (the layer itself answers 503, which nginx would turn into a 500).
+        Refusal::Key(Rejection::Stale) if !shared.layer.is_opaque() => (forbidden(STALE), "stale"),
+        // The same wait as the layer's 429, in a status nginx takes.
+        Refusal::Key(Rejection::RateLimited { limit, retry_after }) if deny_forbidden => {
+            let mut response = forbidden(RATE_LIMITED);
+            rate_headers::insert_refused(response.headers_mut(), limit, retry_after);
+            (response, "rate_limited")
+        }
+        refusal => {
+            let response: Response = shared.layer.refusal_response(refusal);
+            let opaque = response.status() == StatusCode::UNAUTHORIZED && shared.layer.is_opaque();
+            (response, if opaque { "unauthorized" } else { refusal.code() })
+        }
+    };
+    response
+        .headers_mut()
+        .insert(REASON.clone(), HeaderValue::from_static(reason));
+    response
+}
 
-/// 200, naming the key to the proxy.
+const STALE: &str = r#"{"error":"forbidden","reason":"stale"}"#;
+const RATE_LIMITED: &str = r#"{"error":"forbidden","reason":"rate_limited"}"#;
+
+/// 200, naming the key to the proxy, with its rate-limit headers if it has limits.
 fn passed(key: &VerifiedKey) -> Response {
     let name = utf8_percent_encode(key.name(), NAME).to_string();
     let roles = key.roles().collect::<Vec<_>>().join(",");
@@ -76,11 +106,18 @@ fn passed(key: &VerifiedKey) -> Response {
     headers.insert(KEY_ID.clone(), id);
     headers.insert(KEY_NAME.clone(), name);
     headers.insert(ROLES.clone(), roles);
+    if let Some(status) = key.rate_status() {
+        rate_headers::append_status(headers, &status);
+    }
     response
 }
 
 fn unavailable() -> Response {
-    forbidden(UNAVAILABLE)
+    let mut response = forbidden(UNAVAILABLE);
+    response
+        .headers_mut()
+        .insert(REASON.clone(), HeaderValue::from_static("unavailable"));
+    response
 }
 
 fn forbidden(body: &'static str) -> Response {
@@ -93,20 +130,34 @@ fn forbidden(body: &'static str) -> Response {
     response
 }
 
-/// The `role` parameters of a query; other parameters are the original request's and are
-/// ignored. `None` past [`MAX_ROLES`]: no key holds
-/// that many, so the request is refused without looking further.
-fn required_roles(query: Option<&str>) -> Option<Vec<String>> {
-    let mut roles = Vec::new();
-    for (name, value) in super::query_pairs(query) {
-        if name == "role" {
-            if roles.len() == MAX_ROLES {
-                return None;
+/// What the query asks of `/auth`.
+struct Asked {
+    /// Every `role` parameter: roles the key must hold.
+    roles: Vec<String>,
+    /// `deny=403`: a rate-limited key is answered 403 instead of 429, for nginx.
+    deny_forbidden: bool,
+}
+
+impl Asked {
+    /// The `role` and `deny` parameters of a query; other parameters are the original
+    /// request's and are ignored (a client that adds its own can only be refused more, or
+    /// be told 403 instead of 429). `None` past [`MAX_ROLES`] roles: no key holds that
+    /// many, so the request is refused without looking further.
+    fn from_query(query: Option<&str>) -> Option<Asked> {
+        let mut asked = Asked {
+            roles: Vec::new(),
+            deny_forbidden: false,
+        };
+        for (name, value) in super::query_pairs(query) {
+            match name.as_str() {
+                "role" if asked.roles.len() == MAX_ROLES => return None,
+                "role" => asked.roles.push(value),
+                "deny" if value == "403" => asked.deny_forbidden = true,
+                _ => {}
             }
-            roles.push(value);
         }
+        Some(asked)
     }
-    Some(roles)
 }
 
 #[cfg(test)]
@@ -115,14 +166,26 @@ mod tests {
 
     #[test]
     fn roles_come_from_every_role_parameter_decoded() {
-        assert_eq!(required_roles(None), Some(vec![]));
+        let roles = |query| Asked::from_query(query).map(|asked| asked.roles);
+        assert_eq!(roles(None), Some(vec![]));
         assert_eq!(
-            required_roles(Some("role=admin&x=1&role=bot%2Dv2&role=a+b")),
+            roles(Some("role=admin&x=1&role=bot%2Dv2&role=a+b")),
             Some(vec!["admin".to_owned(), "bot-v2".to_owned(), "a b".to_owned()])
         );
-        assert_eq!(required_roles(Some("role")), Some(vec![String::new()]));
+        assert_eq!(roles(Some("role")), Some(vec![String::new()]));
         let many = vec!["role=r"; MAX_ROLES + 1].join("&");
-        assert_eq!(required_roles(Some(&many)), None);
+        assert_eq!(roles(Some(&many)), None);
+    }
+
+    #[test]
+    fn only_deny_403_turns_the_rate_limited_answer_into_a_403() {
+        let deny = |query| Asked::from_query(Some(query)).map(|asked| asked.deny_forbidden);
+        assert_eq!(deny("deny=403"), Some(true));
+        assert_eq!(deny("role=bot&deny=403&x=1"), Some(true));
+        assert_eq!(deny("deny=%34%303"), Some(true));
+        for other in ["", "deny", "deny=429", "deny=403x", "Deny=403", "x=deny%3D403"] {
+            assert_eq!(deny(other), Some(false), "{other}");
+        }
     }
 
     #[test]

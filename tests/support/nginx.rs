@@ -10,6 +10,9 @@
 //!
 //! The auth subrequest carries `X-Forwarded-For: $proxy_add_x_forwarded_for`, so keyledger,
 //! trusting 127.0.0.1 (nginx), sees the client's address.
+//!
+//! Or the README's own recipe ([`Nginx::start_readme`]): its `nginx` block as written, with
+//! only keyledger's address put in.
 
 #![allow(dead_code)]
 
@@ -46,7 +49,9 @@ fn free_port() -> u16 {
     probe.local_addr().unwrap().port()
 }
 
-fn config(dir: &Path, port: u16, keyledger: SocketAddr, upstream: SocketAddr, bind: Option<&str>) -> String {
+/// A whole configuration with its prefix in `dir`: `http` holds the `http` block's
+/// directives after the temp paths.
+fn frame(dir: &Path, http: &str) -> String {
     let d = dir.display();
     // As root, the worker would switch to www-data, who cannot enter a private temp dir.
     let is_root = Command::new("id")
@@ -54,6 +59,55 @@ fn config(dir: &Path, port: u16, keyledger: SocketAddr, upstream: SocketAddr, bi
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     let user = if is_root { "user root;" } else { "" };
+    format!(
+        "worker_processes 1;
+{user}
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+{http}
+}}
+"
+    )
+}
+
+/// The README's `nginx` block: its `upstream` lines in `http`, the rest in a server on
+/// `port`, keyledger at `keyledger` instead of the README's 127.0.0.1:8080, and the app
+/// the block proxies to at `upstream`.
+fn readme_config(dir: &Path, port: u16, keyledger: SocketAddr, upstream: SocketAddr) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut blocks = readme.split("```nginx\n").skip(1);
+    let block = blocks.next().expect("README has an nginx block");
+    assert!(blocks.next().is_none(), "README has one nginx recipe");
+    let (block, _) = block.split_once("```").unwrap();
+    let readme_address = "server 127.0.0.1:8080;";
+    assert!(block.contains(readme_address), "{block}");
+    let block = block.replace(readme_address, &format!("server {keyledger};"));
+    let (upstreams, locations): (Vec<&str>, Vec<&str>) =
+        block.lines().partition(|line| line.starts_with("upstream "));
+    let upstreams = upstreams.join("\n");
+    let locations = locations.join("\n");
+    frame(
+        dir,
+        &format!(
+            "{upstreams}
+    upstream app {{ server {upstream}; }}
+    server {{
+        listen 127.0.0.1:{port};
+{locations}
+    }}"
+        ),
+    )
+}
+
+fn config(dir: &Path, port: u16, keyledger: SocketAddr, upstream: SocketAddr, bind: Option<&str>) -> String {
     let bind = bind.map(|b| format!("proxy_bind {b};")).unwrap_or_default();
     let auth = |name: &str, uri: &str| {
         format!(
@@ -81,22 +135,10 @@ fn config(dir: &Path, port: u16, keyledger: SocketAddr, upstream: SocketAddr, bi
         }}"
         )
     };
-    format!(
-        "worker_processes 1;
-{user}
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 512; }}
-http {{
-    access_log off;
-    # The benchmark's connections make millions of requests each (nginx closes a client
+    let http = format!(
+        "    # The benchmark's connections make millions of requests each (nginx closes a client
     # connection after 1000 by default).
     keepalive_requests 1000000;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
     upstream keyledger {{
         server {keyledger};
         keepalive 32;
@@ -116,14 +158,13 @@ http {{
             proxy_set_header Connection \"\";
             proxy_pass http://app;
         }}
-    }}
-}}
-",
+    }}",
         auth_any = auth("/_auth", "/auth"),
         auth_admin = auth("/_auth_admin", "/auth?role=admin"),
         api = protected("/api/", "/_auth"),
         admin = protected("/admin/", "/_auth_admin"),
-    )
+    );
+    frame(dir, &http)
 }
 
 impl Nginx {
@@ -142,11 +183,22 @@ impl Nginx {
         upstream: SocketAddr,
         bind: Option<&str>,
     ) -> Nginx {
+        Nginx::run(dir, |port| config(dir, port, keyledger, upstream, bind))
+    }
+
+    /// nginx with the README's recipe as written, in front of keyledger at `keyledger`
+    /// (which must trust the recipe's `proxy_bind` address) and the app at `upstream`.
+    pub(crate) fn start_readme(dir: &Path, keyledger: SocketAddr, upstream: SocketAddr) -> Nginx {
+        Nginx::run(dir, |port| readme_config(dir, port, keyledger, upstream))
+    }
+
+    /// Starts nginx on a free port with the configuration `config` makes for it.
+    fn run(dir: &Path, config: impl FnOnce(u16) -> String) -> Nginx {
         let binary = binary();
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port();
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config(dir, port, keyledger, upstream, bind)).unwrap();
+        std::fs::write(&conf, config(port)).unwrap();
         let child = Command::new(binary)
             .arg("-p")
             .arg(dir)
