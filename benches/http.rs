@@ -8,6 +8,9 @@
 //!   (no network), against a trivial inner service.
 //! - `auth_vs_trivial`: `keyledger serve`'s `/auth` (the library's `Server`, as the binary
 //!   runs it) against its `/healthz` on the same server. Target: `auth_rps_vs_trivial` ≥ 0.9.
+//! - `limited_auth_vs_plain`: `/auth` with keys holding a rate limit no run reaches (every
+//!   request takes from its key's bucket, and the 200 carries the RateLimit headers)
+//!   against keys holding none, on one server. Target: `limited_auth_rps_vs_plain` ≥ 0.95.
 //! - `nginx_auth_vs_plain`: nginx (Debian's, one worker) with `auth_request` to that server
 //!   before an upstream app, against the same nginx proxying to the same app with no auth:
 //!   `nginx_auth_rps_vs_plain`, reported with no target (it is mostly nginx's subrequest).
@@ -163,6 +166,9 @@ fn comparisons(mode: &Mode) -> Vec<Option<Comparison>> {
     if wants("auth_vs_trivial") {
         all.push(Some(auth_vs_trivial(mode)));
     }
+    if wants("limited_auth_vs_plain") {
+        all.push(Some(limited_auth_vs_plain(mode)));
+    }
     if wants("nginx_auth_vs_plain") {
         all.push(nginx_auth_vs_plain(mode));
     }
@@ -181,7 +187,17 @@ fn rounds(
     paths: [&'static str; 2],
     secrets: &[String],
 ) -> [Vec<Run>; 2] {
-    for path in paths {
+    rounds_of(mode, client, addr, [(paths[0], secrets), (paths[1], secrets)])
+}
+
+/// As [`rounds`], each side with its own path and keys.
+fn rounds_of(
+    mode: &Mode,
+    client: &Runtime,
+    addr: SocketAddr,
+    sides: [(&'static str, &[String]); 2],
+) -> [Vec<Run>; 2] {
+    for (path, secrets) in sides {
         let warm = load(client, addr, path, secrets, mode.warmup);
         assert_eq!(warm.failures, 0, "{path} answered something other than 200");
     }
@@ -190,7 +206,7 @@ fn rounds(
         // Alternate which goes first, so neither always runs on a warmer machine.
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
-            let path = paths[i];
+            let (path, secrets) = sides[i];
             let run = load(client, addr, path, secrets, mode.per_run);
             assert_eq!(run.failures, 0, "{path} answered something other than 200");
             eprintln!(
@@ -236,7 +252,7 @@ fn serve_keyledger(rt: &Runtime, store: Arc<KeyStore>, proxies: &[&str]) -> Sock
 /// `/auth` (a key that verifies, from 10,000) against `/healthz` on one `keyledger serve`.
 fn auth_vs_trivial(mode: &Mode) -> Comparison {
     let store = KeyStore::builder().open_temporary().unwrap();
-    let secrets = fill(&store);
+    let secrets = fill(&store, None);
     let server = runtime("server");
     let addr = serve_keyledger(&server, Arc::new(store), &[]);
     let client = runtime("client");
@@ -265,6 +281,44 @@ fn auth_vs_trivial(mode: &Mode) -> Comparison {
     }
 }
 
+/// `/auth` with keys that hold a rate limit (one no run reaches: every request passes and
+/// takes from its key's bucket, and the answer carries the RateLimit headers) against the
+/// same route with keys that hold none, on one `keyledger serve`.
+fn limited_auth_vs_plain(mode: &Mode) -> Comparison {
+    let store = KeyStore::builder().open_temporary().unwrap();
+    let plain = fill(&store, None);
+    let limited = fill(&store, Some("4000000000/30d"));
+    let server = runtime("server");
+    let addr = serve_keyledger(&server, Arc::new(store), &[]);
+    let client = runtime("client");
+    let path = "/auth?role=notifier";
+    let n = mode.connections;
+    let [plain_runs, limited_runs] =
+        rounds_of(mode, &client, addr, [(path, &plain[..n]), (path, &limited[..n])]);
+    drop(client);
+    drop(server);
+    Comparison {
+        name: "limited_auth_vs_plain",
+        figures: json!({
+            "route": "keyledger serve: GET /auth?role=notifier with keys holding the rate limit 4000000000/30d \
+                      (never reached; 200 with the RateLimit headers) against keys holding none",
+            "plain": summary(&plain_runs),
+            "limited": summary(&limited_runs),
+            "ratio_rule": "median over rounds of limited/plain in the same round",
+        }),
+        ratios: vec![
+            (
+                "limited_auth_rps_vs_plain",
+                paired(&plain_runs, &limited_runs, |r| r.rps),
+            ),
+            (
+                "limited_auth_p99_vs_plain",
+                paired(&plain_runs, &limited_runs, |r| r.p99_us),
+            ),
+        ],
+    }
+}
+
 /// nginx with `auth_request` to `keyledger serve` before an upstream app, against the same
 /// nginx proxying to the same app without auth.
 fn nginx_auth_vs_plain(mode: &Mode) -> Option<Comparison> {
@@ -276,7 +330,7 @@ fn nginx_auth_vs_plain(mode: &Mode) -> Option<Comparison> {
         return None;
     }
     let store = KeyStore::builder().open_temporary().unwrap();
-    let secrets = fill(&store);
+    let secrets = fill(&store, None);
     let server = runtime("server");
     let keyledger = serve_keyledger(&server, Arc::new(store), &["127.0.0.1/32"]);
     let app = Router::new().fallback(get(handler));
@@ -313,7 +367,7 @@ fn nginx_auth_vs_plain(mode: &Mode) -> Option<Comparison> {
 /// The same handler at `/bare` and, behind `ApiKeyLayer`, at `/layer`.
 fn layer_vs_bare(mode: &Mode) -> Comparison {
     let store = KeyStore::builder().open_temporary().unwrap();
-    let secrets = fill(&store);
+    let secrets = fill(&store, None);
     let server = runtime("server");
     let auth = ApiKeyLayer::new(Arc::new(store))
         .require_role("notifier")
@@ -415,7 +469,7 @@ impl Service<Request<()>> for Trivial {
 }
 
 /// Fills the store with `KEYS` keys whitelisted for loopback; returns their secrets.
-fn fill(store: &KeyStore) -> Vec<String> {
+fn fill(store: &KeyStore, rate_limit: Option<&str>) -> Vec<String> {
     let threads = 16;
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -424,9 +478,12 @@ fn fill(store: &KeyStore) -> Vec<String> {
                     let admin = Actor::admin(format!("loader-{t}"));
                     (0..KEYS / threads)
                         .map(|i| {
-                            let new = NewKey::new(format!("bench key {t}-{i}"))
+                            let mut new = NewKey::new(format!("bench key {t}-{i}"))
                                 .role("notifier")
                                 .allow("127.0.0.0/8".parse().unwrap());
+                            if let Some(limit) = rate_limit {
+                                new = new.rate_limit(limit.parse().unwrap());
+                            }
                             store
                                 .create_key(&admin, new)
                                 .unwrap()

@@ -455,7 +455,7 @@ fn a_host_that_loses_the_server_goes_unhealthy_then_rejects_then_recovers() {
         fleet.health(1).body
     );
     assert_eq!(fleet.auth(1, &secret), 200, "still verifies between the limits");
-    // Forward-auth answers only 200, 401 and 403: a 403 that blames no key.
+    // Forward-auth answers a stale host with a 403 that blames no key (nginx turns a 503 into a 500).
     eventually(20, "keys are rejected (stale)", || fleet.auth(1, &secret) == 403);
     assert!(lost.elapsed() >= Duration::from_secs(4));
     let body = http(fleet.addr(1), "GET", "/auth", Some(&secret), None)

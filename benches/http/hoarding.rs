@@ -138,7 +138,7 @@ fn measure(store: &Arc<KeyStore>, secret: &str, defended: bool, time: Duration) 
 /// The comparison: figures with and without the limits.
 pub(super) fn auth_under_hoarding(quick: bool) -> super::Comparison {
     let store = Arc::new(KeyStore::builder().open_temporary().unwrap());
-    let secret = super::fill(&store).swap_remove(0);
+    let secret = super::fill(&store, None).swap_remove(0);
     // Two of the server's 10 s read timeouts at least, so that asks meet the hoard both
     // while it holds every slot and while it refills them.
     let time = if quick {
