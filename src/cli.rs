@@ -43,8 +43,8 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use args::{
-    AuditArgs, CreateArgs, ImportKeyArgs, ImportKeysArgs, KeyArgs, RollArgs, UnwhitelistArgs, VerifyArgs,
-    WhitelistArgs, key_id_arg, witness_arg,
+    AuditArgs, CreateArgs, ImportKeyArgs, ImportKeysArgs, KeyArgs, LimitArgs, RollArgs, UnwhitelistArgs,
+    VerifyArgs, WhitelistArgs, key_id_arg, witness_arg,
 };
 use exit::Failure;
 use keys::{Change, Switch};
@@ -57,9 +57,9 @@ problem; 2 usage error or invalid input; 3 permission denied; 4 key not found or
 that cannot be reached).
 
 While `keyledger serve` holds the store, send the key commands (create, whitelist,
-unwhitelist, delete, roll, disable, enable, import-key, import-keys, list, show, audit) to
-it: --server URL (or KEYLEDGER_SERVER), with an admin key in KEYLEDGER_API_KEY or
---api-key-file FILE, and without --actor or --actor-role.
+unwhitelist, delete, roll, disable, enable, limit, revoke-actor, import-key, import-keys,
+list, show, audit) to it: --server URL (or KEYLEDGER_SERVER), with an admin key in
+KEYLEDGER_API_KEY or --api-key-file FILE, and without --actor or --actor-role.
 
 New here? Run `keyledger demo`.";
 
@@ -116,6 +116,9 @@ enum Command {
     Disable(KeyArgs),
     /// Enable a disabled key again
     Enable(KeyArgs),
+    /// Set a key's rate limits (--rate-limit, repeatable), replacing its own, or remove them (--no-rate-limit)
+    #[command(after_help = LIMIT_HELP)]
+    Limit(LimitArgs),
     /// Revoke a person: every admin key acting as them stops at once (--with-keys: also every key they made)
     RevokeActor(actors::RevokeActorArgs),
     /// Adopt one key another system issued: its secret is read from standard input
@@ -190,12 +193,22 @@ enum Command {
     Fleet(fleet::FleetStatusArgs),
 }
 
+const LIMIT_HELP: &str = "\
+A limit is LIMIT/WINDOW: at most LIMIT verifications per WINDOW, a number and a unit (s, m,
+h or d; from 1s to 30d). A key holds up to 4, each on another window; the key's buckets
+start full again when they change:
+  keyledger limit KEY_ID --actor alice --actor-role admin --rate-limit 20/1s --rate-limit 1000/1h
+  keyledger limit KEY_ID --actor alice --actor-role admin --no-rate-limit
+The rules are those of whitelist: an admin changes the keys they created, a super admin any.";
+
 const IMPORT_KEYS_HELP: &str = "\
 Each line of FILE is one JSON object, one key:
   {\"name\": \"legacy bot\", \"roles\": [\"bot\"], \"ips\": [\"10.0.0.0/8\"], \"expires_at\": \"2027-01-01T00:00:00Z\", \"key\": \"SECRET\"}
-  {\"name\": \"old sync\", \"roles\": [\"sync\"], \"sha256\": \"<64 lowercase hex digits of SHA-256(SECRET)>\"}
-\"ips\" and \"expires_at\" are optional; exactly one of \"key\" and \"sha256\" is required; any
-other field, and a blank line, is refused. The first bad line is named (line N) and nothing
+  {\"name\": \"old sync\", \"roles\": [\"sync\"], \"sha256\": \"<64 lowercase hex digits of SHA-256(SECRET)>\",
+   \"rate_limits\": [{\"limit\": 100, \"window\": \"1m\"}]}
+\"ips\", \"expires_at\" and \"rate_limits\" (up to 4, as create's --rate-limit 100/1m) are
+optional; exactly one of \"key\" and \"sha256\" is required; any other field, and a blank
+line, is refused. The first bad line is named (line N) and nothing
 is imported. At most 1,000,000 lines and 256 MiB.";
 
 #[cfg(feature = "serve")]
@@ -291,6 +304,7 @@ impl Command {
                 | Command::Roll(_)
                 | Command::Disable(_)
                 | Command::Enable(_)
+                | Command::Limit(_)
                 | Command::RevokeActor(_)
                 | Command::ImportKey(_)
                 | Command::ImportKeys(_)
@@ -309,6 +323,7 @@ impl Command {
             Command::Unwhitelist(args) => Some(&args.change.who),
             Command::Delete(args) | Command::Disable(args) | Command::Enable(args) => Some(&args.who),
             Command::Roll(args) => Some(&args.key.who),
+            Command::Limit(args) => Some(&args.key.who),
             Command::RevokeActor(args) => Some(&args.who),
             Command::ImportKey(args) => Some(&args.who),
             Command::ImportKeys(args) => Some(&args.who),
@@ -404,6 +419,7 @@ impl Cli {
             Command::Roll(args) => keys::roll(&target, args, out),
             Command::Disable(args) => keys::switch(&target, args, Switch::Disable, out),
             Command::Enable(args) => keys::switch(&target, args, Switch::Enable, out),
+            Command::Limit(args) => keys::limit(&target, args, out),
             Command::RevokeActor(args) => actors::revoke(&target, args, out),
             Command::ImportKey(args) => keys::import_key(&target, args, out),
             Command::ImportKeys(args) => keys::import_keys(&target, args, out),

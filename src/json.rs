@@ -576,6 +576,8 @@ struct ImportLine {
     key: Option<serde_json::Value>,
     #[serde(default)]
     sha256: Option<serde_json::Value>,
+    #[serde(default)]
+    rate_limits: Vec<RateLimitJson>,
 }
 
 /// A string field that may hold a secret, moved out of the JSON value to be zeroed on drop.
@@ -608,6 +610,9 @@ fn import_line(text: &str) -> Result<ExistingKey, Error> {
     if let Some(at) = line.expires_at {
         new = new.expires_at(parse_time("expires_at", &at)?);
     }
+    for limit in RateLimitJson::to_limits(&line.rate_limits)? {
+        new = new.rate_limit(limit);
+    }
     match (line.key, line.sha256) {
         (Some(key), None) => ExistingKey::with_secret(new, &secret_field(key, "key")?),
         (None, Some(hex)) => ExistingKey::with_sha256(new, &secret_field(hex, "sha256")?),
@@ -624,11 +629,13 @@ fn import_line(text: &str) -> Result<ExistingKey, Error> {
 ///
 /// ```text
 /// {"name": "legacy bot", "roles": ["bot"], "ips": ["10.0.0.0/8"], "expires_at": "2027-01-01T00:00:00Z", "key": "SECRET"}
-/// {"name": "old sync", "roles": ["sync"], "sha256": "<64 lowercase hex digits of SHA-256(SECRET)>"}
+/// {"name": "old sync", "roles": ["sync"], "sha256": "<64 lowercase hex digits of SHA-256(SECRET)>", "rate_limits": [{"limit": 100, "window": "1m"}]}
 /// ```
 ///
-/// `ips` and `expires_at` are optional; exactly one of `key` and `sha256` is required; any
-/// other field, and a blank line, is refused. At most [`MAX_IMPORT_LINES`] lines of
+/// `ips`, `expires_at` and `rate_limits` ([`RateLimitJson`]s, by the rules of
+/// [`RateLimit`](crate::model::limit::RateLimit)) are optional; exactly one of `key` and
+/// `sha256` is required; any other field, and a blank line, is refused. How many limits a
+/// key may hold, and on which windows, the store decides when it adopts the keys. At most [`MAX_IMPORT_LINES`] lines of
 /// [`MAX_IMPORT_LINE_BYTES`], and [`MAX_IMPORT_BYTES`] in all.
 ///
 /// # Errors

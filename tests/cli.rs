@@ -1223,6 +1223,9 @@ fn demo_runs_the_guided_tour_without_printing_a_secret() {
         "refused: permission denied",
         "rejected: unknown or deleted key",
         "super-admin  deleted",
+        "rejected: key is past its rate limit of 3/1m; retry in ",
+        "limits_changed",
+        "rate limits: 3/1m",
     ] {
         assert!(run.stdout.contains(expected), "{expected}: {}", run.stdout);
     }
@@ -2180,4 +2183,391 @@ fn import_keys_makes_a_new_store_but_a_bad_file_leaves_none() {
     let run = store.import_keys(ROOT, &good, &[]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(store.verify("first_adopted_secret_1", "10.0.0.1").code, 0);
+}
+
+impl Store {
+    /// `limit KEY_ID` as `actor` with `args`.
+    fn limit(&self, actor: [&str; 4], id: &str, args: &[&str]) -> Run {
+        let mut all = vec![id];
+        all.extend_from_slice(args);
+        self.act("limit", actor, &all)
+    }
+
+    /// `verify --times N --json`: each answer's reason (`null` when accepted), and the run.
+    fn verify_times(&self, key: &str, times: u32) -> (Vec<Value>, Run) {
+        let n = times.to_string();
+        let run = self.run_with_stdin(&["verify", "--ip", "192.0.2.1", "--times", &n, "--json"], key);
+        let reasons = run.json_lines().iter().map(|a| a["reason"].clone()).collect();
+        (reasons, run)
+    }
+}
+
+#[test]
+fn a_key_created_with_rate_limits_shows_them_and_verify_refuses_past_them_with_exit_1() {
+    let store = Store::new();
+    let (key, json) = store.create_with(
+        ALICE,
+        "metered",
+        &["--rate-limit", "10/1d", "--rate-limit", "2/1h"],
+    );
+    assert_eq!(
+        json["rate_limits"],
+        serde_json::json!([{"limit": 2, "window": "1h"}, {"limit": 10, "window": "1d"}]),
+        "shortest window first"
+    );
+    let shown = store.run(&["show", &key.id]);
+    assert!(
+        shown.stdout.contains("\nrate limits 2/1h, 10/1d\n"),
+        "{}",
+        shown.stdout
+    );
+    let listed = store.run(&["list"]);
+    assert!(listed.stdout.contains("RATE LIMITS"), "{}", listed.stdout);
+    assert!(listed.stdout.contains("  2/1h, 10/1d  "), "{}", listed.stdout);
+    let human = store.act(
+        "create",
+        ALICE,
+        &["--name", "human", "--role", "r", "--rate-limit", "100/1m"],
+    );
+    assert!(
+        human.stdout.contains("\n  limits     100/1m\n"),
+        "{}",
+        human.stdout
+    );
+
+    let (reasons, run) = store.verify_times(&key.secret, 3);
+    assert_eq!(
+        reasons,
+        [Value::Null, Value::Null, Value::from("rate_limited")],
+        "{run:?}"
+    );
+    assert_eq!(run.code, 1, "the last answer was a refusal: {run:?}");
+    assert_eq!(run.stderr, "", "a rejection is an answer, not an error");
+    let human = store.run_with_stdin(&["verify", "--ip", "192.0.2.1", "--times", "3"], &key.secret);
+    assert_eq!(human.code, 1, "{human:?}");
+    let lines: Vec<&str> = human.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{human:?}");
+    assert!(lines[1].starts_with("accepted: key "), "{human:?}");
+    // 1800 s apart on average: the next may come when the first request is 1800 s old.
+    let retry: u64 = lines[2]
+        .strip_prefix("rejected: key is past its rate limit of 2/1h; retry in ")
+        .and_then(|s| s.strip_suffix('s'))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{human:?}"));
+    assert!((1790..=1800).contains(&retry), "{human:?}");
+    // The buckets live in the process that verifies: each run starts with them full.
+    let (reasons, run) = store.verify_times(&key.secret, 1);
+    assert_eq!((reasons, run.code), (vec![Value::Null], 0));
+    let unlimited = store.create(ALICE, "unlimited", &["r"], &[]);
+    let (reasons, run) = store.verify_times(&unlimited.secret, 50);
+    assert!(reasons.iter().all(Value::is_null), "{run:?}");
+    assert_eq!(run.code, 0);
+    assert_eq!(store.show(&unlimited.id)["rate_limits"], serde_json::json!([]));
+    assert!(
+        store
+            .run(&["show", &unlimited.id])
+            .stdout
+            .contains("\nrate limits none\n")
+    );
+}
+
+#[test]
+fn limit_sets_changes_and_removes_a_keys_rate_limits() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["r"], &[]);
+    let set = store.limit(
+        ALICE,
+        &key.id,
+        &["--rate-limit", "100/1m", "--rate-limit", "20/1s"],
+    );
+    assert_eq!(set.code, 0, "{set:?}");
+    assert_eq!(
+        set.stdout,
+        format!(
+            "set the rate limits of key {} \"bot\"; its rate limits are now: 20/1s, 100/1m\n",
+            key.id
+        )
+    );
+    let changed = store.limit(ALICE, &key.id, &["--rate-limit", "2/1h", "--json"]);
+    assert_eq!(changed.code, 0, "{changed:?}");
+    let json = changed.json();
+    assert_eq!(field_names(&json), names(&KEY_FIELDS));
+    assert_eq!(
+        json["rate_limits"],
+        serde_json::json!([{"limit": 2, "window": "1h"}])
+    );
+    assert_eq!(store.show(&key.id)["rate_limits"], json["rate_limits"]);
+    let (reasons, _) = store.verify_times(&key.secret, 3);
+    assert_eq!(reasons[2], "rate_limited");
+
+    let same = store.limit(ALICE, &key.id, &["--rate-limit", "2/60m"]);
+    assert_eq!(same.code, 2, "the same limits change nothing: {same:?}");
+    same.assert_one_error_line();
+
+    let removed = store.limit(ALICE, &key.id, &["--no-rate-limit"]);
+    assert_eq!(removed.code, 0, "{removed:?}");
+    assert_eq!(
+        removed.stdout,
+        format!(
+            "removed the rate limits of key {} \"bot\"; its rate limits are now: none\n",
+            key.id
+        )
+    );
+    assert_eq!(store.show(&key.id)["rate_limits"], serde_json::json!([]));
+    let (reasons, run) = store.verify_times(&key.secret, 10);
+    assert!(reasons.iter().all(Value::is_null), "{run:?}");
+    let again = store.limit(ALICE, &key.id, &["--no-rate-limit"]);
+    assert_eq!(again.code, 2, "{again:?}");
+    again.assert_one_error_line();
+
+    let unknown = store.limit(ALICE, "00000000000000ff", &["--rate-limit", "1/1s"]);
+    assert_eq!(unknown.code, 4, "{unknown:?}");
+    store.act("delete", ALICE, &[&key.id]);
+    let deleted = store.limit(ALICE, &key.id, &["--rate-limit", "1/1s"]);
+    assert_eq!(deleted.code, 4, "{deleted:?}");
+    assert!(deleted.stderr.contains("has been deleted"), "{deleted:?}");
+}
+
+#[test]
+fn limit_takes_exactly_one_of_rate_limit_and_no_rate_limit() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["r"], &[]);
+    let before = store.audit_len();
+    let both = store.limit(ALICE, &key.id, &["--rate-limit", "1/1s", "--no-rate-limit"]);
+    assert_eq!(both.code, 2, "{both:?}");
+    both.assert_one_error_line();
+    assert!(both.stderr.contains("cannot be used with"), "{both:?}");
+    let neither = store.limit(ALICE, &key.id, &[]);
+    assert_eq!(neither.code, 2, "{neither:?}");
+    neither.assert_one_error_line();
+    assert!(neither.stderr.contains("--rate-limit"), "{neither:?}");
+    assert_eq!(store.audit_len(), before);
+}
+
+#[test]
+fn bad_rate_limits_exit_2_and_write_nothing() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["r"], &[]);
+    let before = store.audit_len();
+    let five = ["1/1s", "1/2s", "1/3s", "1/4s", "1/5s"];
+    let cases: [(Vec<&str>, &str); 5] = [
+        (vec!["0/1m"], "admits nothing"),
+        (vec!["5/1w"], "unit that is not s, m, h or d"),
+        (vec!["lots"], "LIMIT/WINDOW"),
+        (five.to_vec(), "at most 4"),
+        (vec!["1/1m", "2/60s"], "same window"),
+    ];
+    for (limits, says) in &cases {
+        let mut args: Vec<&str> = Vec::new();
+        for l in limits {
+            args.extend(["--rate-limit", l]);
+        }
+        let changed = store.limit(ALICE, &key.id, &args);
+        let mut create = vec!["--name", "x", "--role", "r"];
+        create.extend(&args);
+        let created = store.act("create", ALICE, &create);
+        for run in [changed, created] {
+            assert_eq!(run.code, 2, "{limits:?}: {run:?}");
+            run.assert_one_error_line();
+            assert!(run.stderr.contains(says), "{limits:?}: {says}: {}", run.stderr);
+        }
+    }
+    assert_eq!(store.audit_len(), before, "nothing was written");
+    assert_eq!(store.show(&key.id)["rate_limits"], serde_json::json!([]));
+    let four = store.limit(
+        ALICE,
+        &key.id,
+        &[
+            "--rate-limit",
+            "1/1s",
+            "--rate-limit",
+            "1/2s",
+            "--rate-limit",
+            "1/3s",
+            "--rate-limit",
+            "1/4s",
+        ],
+    );
+    assert_eq!(four.code, 0, "four limits are allowed: {four:?}");
+}
+
+#[test]
+fn an_admin_cannot_change_another_admins_rate_limits_and_the_refusal_is_kept() {
+    let store = Store::new();
+    let key = store.create(ALICE, "alices bot", &["r"], &[]);
+    let before = store.audit_len();
+    let refused = store.limit(BOB, &key.id, &["--rate-limit", "1/1d"]);
+    assert_eq!(refused.code, 3, "{refused:?}");
+    refused.assert_one_error_line();
+    assert!(refused.stderr.contains("permission denied"), "{refused:?}");
+    let refused = store.limit(BOB, &key.id, &["--no-rate-limit"]);
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert_eq!(store.audit_len(), before);
+    let trail = store.run(&["audit", "--refused", "--json"]).json_lines();
+    assert_eq!(trail.len(), 2, "{trail:?}");
+    assert!(
+        trail
+            .iter()
+            .all(|a| a["action"] == "limit" && a["actor"] == "bob" && a["key_id"] == key.id.as_str()),
+        "{trail:?}"
+    );
+    let root = store.limit(ROOT, &key.id, &["--rate-limit", "1/1d"]);
+    assert_eq!(root.code, 0, "a super admin changes any key's limits: {root:?}");
+}
+
+#[test]
+fn audit_shows_rate_limit_changes_and_filters_them_by_kind() {
+    let store = Store::new();
+    let (key, _) = store.create_with(ALICE, "metered", &["--rate-limit", "2/1h"]);
+    store.create(ALICE, "plain", &["r"], &[]);
+    assert_eq!(
+        store
+            .limit(
+                ALICE,
+                &key.id,
+                &["--rate-limit", "20/1s", "--rate-limit", "100/1m"]
+            )
+            .code,
+        0
+    );
+    assert_eq!(store.limit(ROOT, &key.id, &["--no-rate-limit"]).code, 0);
+
+    let changes = store
+        .run(&["audit", "--kind", "limits_changed", "--json"])
+        .json_lines();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(
+        changes
+            .iter()
+            .all(|e| e["kind"] == "limits_changed" && e["key_id"] == key.id.as_str())
+    );
+    assert_eq!(
+        changes[0]["rate_limits"],
+        serde_json::json!([{"limit": 20, "window": "1s"}, {"limit": 100, "window": "1m"}])
+    );
+    assert_eq!(
+        (changes[0]["actor"].as_str(), changes[1]["actor"].as_str()),
+        (Some("alice"), Some("root"))
+    );
+    assert_eq!(changes[1]["rate_limits"], serde_json::json!([]));
+    let created = store.run(&["audit", "--kind", "created", "--json"]).json_lines();
+    assert_eq!(
+        created[0]["rate_limits"],
+        serde_json::json!([{"limit": 2, "window": "1h"}])
+    );
+    assert_eq!(created[1]["rate_limits"], serde_json::json!([]));
+
+    let human = store.run(&["audit"]).stdout;
+    let line = |kind: &str, n: usize| -> String {
+        human
+            .lines()
+            .filter(|l| l.contains(kind))
+            .nth(n)
+            .unwrap_or_else(|| panic!("no {kind} line {n}: {human}"))
+            .to_owned()
+    };
+    assert!(
+        line("created", 0).ends_with("whitelist: any address; rate limits: 2/1h"),
+        "{human}"
+    );
+    assert!(line("created", 1).ends_with("whitelist: any address"), "{human}");
+    assert!(
+        line("limits_changed", 0).ends_with("rate limits: 20/1s, 100/1m"),
+        "{human}"
+    );
+    assert!(
+        line("limits_changed", 1).ends_with("rate limits removed"),
+        "{human}"
+    );
+    let at = store.run(&["audit", "--at", "3", "--key", &key.id]);
+    assert!(at.stdout.contains("alice limits_changed key"), "{at:?}");
+    assert!(at.stdout.contains("20/1s, 100/1m"), "{at:?}");
+}
+
+#[test]
+fn import_lines_take_rate_limits_and_a_bad_one_names_its_line() {
+    let store = Store::new();
+    let file = store.file(
+        "keys.jsonl",
+        concat!(
+            r#"{"name": "metered", "roles": ["bot"], "key": "limited_secret_00000001", "rate_limits": [{"limit": 100, "window": "1m"}, {"limit": 2, "window": "1s"}]}"#,
+            "\n",
+            r#"{"name": "free", "roles": ["bot"], "key": "limited_secret_00000002", "rate_limits": []}"#,
+            "\n",
+        ),
+    );
+    let run = store.import_keys(ROOT, &file, &["--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let ids: Vec<String> = run
+        .json_lines()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        store.show(&ids[0])["rate_limits"],
+        serde_json::json!([{"limit": 2, "window": "1s"}, {"limit": 100, "window": "1m"}])
+    );
+    assert_eq!(store.show(&ids[1])["rate_limits"], serde_json::json!([]));
+    let (reasons, _) = store.verify_times("limited_secret_00000001", 3);
+    assert_eq!(reasons[2], "rate_limited");
+    let adopted = store.run(&["audit", "--kind", "imported", "--json"]).json_lines();
+    assert_eq!(adopted[0]["rate_limits"], store.show(&ids[0])["rate_limits"]);
+
+    let one = store.run_with_stdin(
+        &[
+            "import-key",
+            "--actor",
+            "root",
+            "--actor-role",
+            "super-admin",
+            "--name",
+            "one",
+            "--role",
+            "bot",
+            "--rate-limit",
+            "5/1h",
+            "--json",
+        ],
+        "limited_secret_00000003",
+    );
+    assert_eq!(one.code, 0, "{one:?}");
+    assert_eq!(
+        one.json()["rate_limits"],
+        serde_json::json!([{"limit": 5, "window": "1h"}])
+    );
+
+    let before = store.audit_len();
+    let good = r#"{"name": "good", "roles": ["bot"], "key": "limited_secret_00000004"}"#;
+    let five = (1..=5)
+        .map(|s| format!(r#"{{"limit": 1, "window": "{s}s"}}"#))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (limits, says) in [
+        (r#"[{"limit": 0, "window": "1m"}]"#.to_owned(), "admits nothing"),
+        (r#"[{"limit": 5, "window": "1w"}]"#.to_owned(), "rate limit"),
+        (
+            r#"[{"limit": 5, "window": "1m", "burst": 9}]"#.to_owned(),
+            "unknown field",
+        ),
+        (r#"[{"limit": -1, "window": "1m"}]"#.to_owned(), "invalid"),
+        (r#"{"limit": 5, "window": "1m"}"#.to_owned(), "invalid type"),
+        (format!("[{five}]"), "at most 4"),
+        (
+            r#"[{"limit": 1, "window": "1m"}, {"limit": 2, "window": "60s"}]"#.to_owned(),
+            "same window",
+        ),
+    ] {
+        let bad = format!(
+            r#"{{"name": "bad", "roles": ["bot"], "key": "limited_secret_00000005", "rate_limits": {limits}}}"#
+        );
+        let file = store.file("bad.jsonl", &format!("{good}\n{bad}\n"));
+        let run = store.import_keys(ROOT, &file, &[]);
+        assert_eq!(run.code, 2, "{limits}: {run:?}");
+        run.assert_one_error_line();
+        assert!(run.stderr.starts_with("error: line 2: "), "{limits}: {run:?}");
+        assert!(run.stderr.contains(says), "{limits}: {says}: {run:?}");
+        assert!(run.stderr.contains("nothing was imported"), "{run:?}");
+        assert!(!run.stderr.contains("limited_secret_00000005"), "{run:?}");
+    }
+    assert_eq!(store.audit_len(), before, "nothing was imported");
 }

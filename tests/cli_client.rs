@@ -778,3 +778,211 @@ fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
+
+/// `GET /auth` with `key`, from loopback: the status code of the server's forward-auth.
+fn auth_status(addr: std::net::SocketAddr, key: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /auth HTTP/1.1\r\nhost: keyledger.test\r\nx-api-key: {key}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("{answer:?}"))
+}
+
+#[test]
+fn rate_limits_are_set_refused_and_shown_alike_on_the_store_and_through_the_server() {
+    let mut s = Scenario::new();
+    let alice = Some(Who::Alice);
+
+    // Created with limits (sent as "rate_limits" in POST /v1/keys), and shown.
+    s.ok(
+        alice,
+        &[
+            "create",
+            "--name",
+            "metered",
+            "--role",
+            "bot",
+            "--rate-limit",
+            "100/1m",
+            "--rate-limit",
+            "20/1s",
+        ],
+    );
+    let created = s.ok(
+        alice,
+        &[
+            "create",
+            "--name",
+            "metered json",
+            "--role",
+            "bot",
+            "--rate-limit",
+            "2/1h",
+            "--json",
+        ],
+    );
+    assert!(
+        created
+            .stdout
+            .contains(r#""rate_limits":[{"limit":2,"window":"1h"}]"#),
+        "{created:?}"
+    );
+    s.ok(alice, &["create", "--name", "free", "--role", "bot"]);
+    let shown = s.ok(None, &["show", "{metered}"]);
+    assert!(
+        shown.stdout.contains("\nrate limits 20/1s, 100/1m\n"),
+        "{shown:?}"
+    );
+    s.ok(None, &["show", "{metered}", "--json"]);
+    let listed = s.ok(None, &["list"]);
+    assert!(listed.stdout.contains("RATE LIMITS"), "{listed:?}");
+    s.ok(None, &["list", "--json"]);
+
+    // Changed and removed with `limit` (PUT /v1/keys/{id}/limits).
+    let set = s.ok(
+        alice,
+        &["limit", "{free}", "--rate-limit", "5/1d", "--rate-limit", "1/1s"],
+    );
+    assert_eq!(
+        set.stdout,
+        "set the rate limits of key <id 7> \"free\"; its rate limits are now: 1/1s, 5/1d\n"
+    );
+    let json = s.ok(alice, &["limit", "{free}", "--rate-limit", "10/1m", "--json"]);
+    assert!(
+        json.stdout
+            .contains(r#""rate_limits":[{"limit":10,"window":"1m"}]"#),
+        "{json:?}"
+    );
+    s.fails(
+        alice,
+        &["limit", "{free}", "--rate-limit", "10/60s"],
+        2,
+        "is already limited so",
+    );
+    let removed = s.ok(alice, &["limit", "{metered}", "--no-rate-limit"]);
+    assert_eq!(
+        removed.stdout,
+        "removed the rate limits of key <id 5> \"metered\"; its rate limits are now: none\n"
+    );
+    s.fails(
+        alice,
+        &["limit", "{metered}", "--no-rate-limit"],
+        2,
+        "is already without rate limits",
+    );
+
+    // Refusals: another admin's key, bad limits, both forms, an unknown key.
+    s.fails(
+        Some(Who::Bob),
+        &["limit", "{free}", "--rate-limit", "1/1d"],
+        3,
+        "may act only on the keys they created",
+    );
+    s.fails(
+        alice,
+        &["limit", "{free}", "--rate-limit", "0/1m"],
+        2,
+        "admits nothing",
+    );
+    s.fails(
+        alice,
+        &["create", "--name", "x", "--role", "bot", "--rate-limit", "5/1w"],
+        2,
+        "window unit",
+    );
+    let mut five = vec!["limit", "{free}"];
+    for l in ["1/1s", "1/2s", "1/3s", "1/4s", "1/5s"] {
+        five.extend(["--rate-limit", l]);
+    }
+    s.fails(alice, &five, 2, "at most 4");
+    five[0] = "create";
+    five[1] = "--name=x";
+    five.extend(["--role", "bot"]);
+    s.fails(alice, &five, 2, "at most 4");
+    s.fails(
+        alice,
+        &["limit", "{free}", "--rate-limit", "1/1m", "--rate-limit", "2/60s"],
+        2,
+        "same window",
+    );
+    s.fails(
+        alice,
+        &["limit", "{free}", "--rate-limit", "1/1m", "--no-rate-limit"],
+        2,
+        "cannot be used with",
+    );
+    s.fails(
+        alice,
+        &["limit", "00000000000000ff", "--rate-limit", "1/1m"],
+        4,
+        "not found",
+    );
+
+    // Import lines with limits.
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("limited.jsonl");
+    std::fs::write(
+        &path,
+        r#"{"name": "adopted", "roles": ["bot"], "key": "legacy_secret_0000000011", "rate_limits": [{"limit": 3, "window": "1m"}]}"#,
+    )
+    .unwrap();
+    s.ok(alice, &["import-keys", path.to_str().unwrap()]);
+    let adopted = s.ok(None, &["show", "{adopted}"]);
+    assert!(adopted.stdout.contains("\nrate limits 3/1m\n"), "{adopted:?}");
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        r#"{"name": "bad", "roles": ["bot"], "key": "legacy_secret_0000000012", "rate_limits": [{"limit": 1, "window": "1m"}, {"limit": 1, "window": "60s"}]}"#,
+    )
+    .unwrap();
+    s.fails(alice, &["import-keys", bad.to_str().unwrap()], 2, "line 1: ");
+
+    // The trail: the changes, filtered by kind, and the refusal.
+    let audit = s.ok(None, &["audit", "--kind", "limits_changed"]);
+    assert!(audit.stdout.contains("rate limits: 1/1s, 5/1d"), "{audit:?}");
+    assert!(audit.stdout.contains("rate limits removed"), "{audit:?}");
+    let changes = s.json_lines_via(&["audit", "--kind", "limits_changed", "--json"]);
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    let refused = s.json_lines_via(&["audit", "--refused", "--json"]);
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["action"] == "limit" && r["actor"] == "bob"),
+        "{refused:?}"
+    );
+
+    // The server's forward-auth holds a key made through it to its limits.
+    let made = finish(
+        &mut s.remote.command(
+            alice,
+            &words(&[
+                "create",
+                "--name",
+                "burst",
+                "--role",
+                "bot",
+                "--rate-limit",
+                "2/1h",
+                "--json",
+            ]),
+        ),
+        None,
+    );
+    assert_eq!(made.code, 0, "{made:?}");
+    let secret = serde_json::from_str::<Value>(&made.stdout).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let addr = s.remote.served.as_ref().unwrap().addr;
+    let answers: Vec<u16> = (0..3).map(|_| auth_status(addr, &secret)).collect();
+    assert_eq!(answers, [200, 200, 429]);
+}

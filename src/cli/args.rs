@@ -9,8 +9,12 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use clap::Args;
-use keyledger::{Actor, ActorRole, AuditFilter, Error, EventKind, IpNet, KEY_PREFIX, KeyId, NewKey, Witness};
+use clap::{ArgGroup, Args};
+#[cfg(feature = "client")]
+use keyledger::RateLimitJson;
+use keyledger::{
+    Actor, ActorRole, AuditFilter, Error, EventKind, IpNet, KEY_PREFIX, KeyId, NewKey, RateLimit, Witness,
+};
 
 #[cfg(feature = "client")]
 use super::client;
@@ -45,7 +49,7 @@ impl ActorArgs {
     }
 }
 
-/// What a new or adopted key is: its name, roles, whitelist and expiry.
+/// What a new or adopted key is: its name, roles, whitelist, expiry and rate limits.
 #[derive(Debug, Args)]
 pub(super) struct KeySpec {
     /// The key's name
@@ -64,6 +68,10 @@ pub(super) struct KeySpec {
     /// Expire at this time (RFC 3339, e.g. 2026-12-31T23:59:59Z)
     #[arg(long, value_name = "TIME")]
     expires_at: Option<jiff::Timestamp>,
+    /// At most LIMIT verifications per WINDOW (s, m, h or d; 1s to 30d), e.g. 100/1m;
+    /// repeat for more, up to 4, each on another window; none leaves the key unlimited
+    #[arg(long = "rate-limit", value_name = "LIMIT/WINDOW", value_parser = rate_limit_arg)]
+    rate_limits: Vec<RateLimit>,
 }
 
 impl KeySpec {
@@ -92,6 +100,9 @@ impl KeySpec {
         for net in &self.ips {
             new = new.allow(*net);
         }
+        for limit in &self.rate_limits {
+            new = new.rate_limit(*limit);
+        }
         match expiry {
             Some(at) => new.expires_at(SystemTime::from(at)),
             None => new,
@@ -113,6 +124,7 @@ impl KeySpec {
             expires_at,
             expires_in,
             actor: None,
+            rate_limits: RateLimitJson::list(&self.rate_limits),
         }
     }
 }
@@ -189,6 +201,24 @@ pub(super) struct KeyArgs {
     pub(super) key_id: KeyId,
 }
 
+/// `limit`: a key's new rate limits, or none; exactly one of the two forms.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("limits").required(true).args(["rate_limits", "no_rate_limit"])))]
+pub(super) struct LimitArgs {
+    #[command(flatten)]
+    pub(super) key: KeyArgs,
+    /// At most LIMIT verifications per WINDOW (s, m, h or d; 1s to 30d), e.g. 100/1m;
+    /// repeat for more, up to 4, each on another window; they replace the key's limits
+    #[arg(long = "rate-limit", value_name = "LIMIT/WINDOW", value_parser = rate_limit_arg)]
+    pub(super) rate_limits: Vec<RateLimit>,
+    /// Remove the key's rate limits: it verifies without limit
+    #[arg(long)]
+    pub(super) no_rate_limit: bool,
+    /// One JSON object: the key, with its rate limits now
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
 #[derive(Debug, Args)]
 pub(super) struct RollArgs {
     #[command(flatten)]
@@ -207,9 +237,14 @@ pub(super) struct VerifyArgs {
     /// The client's address
     #[arg(long, value_name = "IP")]
     pub(super) ip: IpAddr,
-    /// One JSON object: valid, reason, id, name, roles
+    /// One JSON object: valid, reason, id, name, roles (with --times, one per answer)
     #[arg(long)]
     pub(super) json: bool,
+    /// Present the key N times in a row, as N requests would, and answer each; exits by
+    /// the last answer. Rate limits count within one run: every `keyledger verify` starts
+    /// with the keys' limits unspent
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub(super) times: u16,
     /// Catches a key given on the command line, to refuse it without echoing it.
     #[arg(hide = true)]
     pub(super) key_on_command_line: Vec<String>,
@@ -224,7 +259,7 @@ pub(super) struct AuditArgs {
     #[arg(long, value_name = "ID")]
     actor: Option<String>,
     /// Only entries of this kind: created, imported, whitelisted, unwhitelisted, rolled,
-    /// disabled, enabled, deleted or actor_revoked
+    /// disabled, enabled, deleted, actor_revoked or limits_changed
     #[arg(long, value_name = "KIND", value_parser = EventKind::from_str)]
     kind: Option<EventKind>,
     /// Only entries at or after this time (RFC 3339, e.g. 2026-01-31T09:00:00Z)
@@ -282,6 +317,11 @@ fn reason(e: Error) -> String {
         Error::InvalidInput { reason, .. } => reason,
         other => other.to_string(),
     }
+}
+
+/// A rate limit, by the library's rules (`100/1m`).
+pub(super) fn rate_limit_arg(s: &str) -> Result<RateLimit, String> {
+    s.parse().map_err(reason)
 }
 
 /// How long a new key lives: more than nothing.

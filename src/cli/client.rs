@@ -16,8 +16,8 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use keyledger::{
-    AuditFilter, AuditJson, Error, ErrorJson, ImportedJson, IpNet, KeyId, KeyJson, RefusedJson,
-    RevokedActorJson, RollJson,
+    AuditFilter, AuditJson, Error, ErrorJson, ImportedJson, IpNet, KeyId, KeyJson, RateLimit, RateLimitJson,
+    RefusedJson, RevokedActorJson, RollJson,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
@@ -72,6 +72,9 @@ pub(super) struct KeyBody {
     /// For an admin key: the person it acts as.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) actor: Option<String>,
+    /// Its rate limits; left out when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) rate_limits: Vec<RateLimitJson>,
 }
 
 /// What `POST` and `DELETE /v1/keys/{id}/whitelist` take.
@@ -80,6 +83,12 @@ struct WhitelistBody {
     ips: Vec<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     allow_any_address: bool,
+}
+
+/// What `PUT /v1/keys/{id}/limits` takes: the key's limits from now on (none: unlimited).
+#[derive(Serialize)]
+struct LimitsBody {
+    rate_limits: Vec<RateLimitJson>,
 }
 
 /// What `POST /v1/keys/{id}/roll` takes.
@@ -192,6 +201,15 @@ impl Client {
         let person = utf8_percent_encode(person, QUERY);
         let path = format!("/actors/{person}/revoke?with_keys={with_keys}");
         self.call(Method::POST, &path, Body::Empty)
+    }
+
+    /// `PUT /v1/keys/{id}/limits`: the key with its rate limits now (`limits` replace its
+    /// own; none removes them).
+    pub(super) fn set_limits(&self, id: KeyId, limits: &[RateLimit]) -> Result<KeyJson, Failure> {
+        let body = LimitsBody {
+            rate_limits: RateLimitJson::list(limits),
+        };
+        self.call(Method::PUT, &format!("/keys/{id}/limits"), json(&body)?)
     }
 
     /// `POST /v1/keys/{id}/roll`: the new secret.

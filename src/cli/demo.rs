@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
-use keyledger::{Actor, AuditJson, CreatedKey, Error, IpNet, KeyJson, KeyStore, NewKey};
+use keyledger::{Actor, AuditJson, CreatedKey, Error, IpNet, KeyJson, KeyStore, NewKey, RateLimit};
 
 use super::render::{self, Table};
 use super::{Failure, exit};
@@ -14,6 +14,10 @@ const INDENT: &str = "   ";
 
 fn net(s: &str) -> Result<IpNet, Failure> {
     Ok(keyledger::parse_net(s)?)
+}
+
+fn limit(s: &str) -> Result<RateLimit, Failure> {
+    Ok(s.parse::<RateLimit>()?)
 }
 
 fn ip(s: &str) -> Result<IpAddr, Failure> {
@@ -114,7 +118,18 @@ pub(super) fn run(out: &mut impl Write) -> Result<u8, Failure> {
         vec![attempt(&store, "notifications bot", &bot, "203.0.113.9")?],
     )?;
 
-    writeln!(out, "4. bob, an admin, tries to delete alice's key.\n")?;
+    writeln!(
+        out,
+        "4. alice limits her key to 3 requests a minute (`keyledger limit KEY_ID --rate-limit 3/1m`):\n\
+         {INDENT}a burst of 3 passes, the next is refused with when to retry.\n"
+    )?;
+    store.set_rate_limits(&alice, bot.id, [limit("3/1m")?])?;
+    let burst = (0..4)
+        .map(|_| attempt(&store, "notifications bot", &bot, "203.0.113.9"))
+        .collect::<Result<Vec<_>, _>>()?;
+    attempts(out, burst)?;
+
+    writeln!(out, "5. bob, an admin, tries to delete alice's key.\n")?;
     match store.delete_key(&bob, bot.id) {
         Err(e @ Error::PermissionDenied { .. }) => writeln!(out, "{INDENT}refused: {e}\n")?,
         Err(e) => return Err(e.into()),
@@ -128,7 +143,7 @@ pub(super) fn run(out: &mut impl Write) -> Result<u8, Failure> {
 
     writeln!(
         out,
-        "5. root, a super admin, may delete any key: alice's key stops verifying at once.\n"
+        "6. root, a super admin, may delete any key: alice's key stops verifying at once.\n"
     )?;
     store.delete_key(&root, bot.id)?;
     attempts(
@@ -138,7 +153,7 @@ pub(super) fn run(out: &mut impl Write) -> Result<u8, Failure> {
 
     writeln!(
         out,
-        "6. The audit trail says who did what; `keyledger audit --kind deleted` answers who deleted what.\n"
+        "7. The audit trail says who did what; `keyledger audit --kind deleted` answers who deleted what.\n"
     )?;
     let trail = store.audit();
     let mut table = Table::new(vec!["SEQ", "ACTOR", "ROLE", "EVENT", "KEY", "DETAIL"]);
@@ -146,6 +161,10 @@ pub(super) fn run(out: &mut impl Write) -> Result<u8, Failure> {
         let detail = match (&e.whitelist, e.kind.as_str(), &e.ip) {
             (Some(nets), _, _) => format!("whitelist: {}", render::whitelist(nets)),
             (_, "whitelisted", Some(ip)) => format!("+ {}", render::net(ip)),
+            (_, "limits_changed", _) => format!(
+                "rate limits: {}",
+                render::rate_limits(e.rate_limits.as_deref().unwrap_or_default())
+            ),
             _ => String::new(),
         };
         table.row(vec![
@@ -178,7 +197,8 @@ pub(super) fn run(out: &mut impl Write) -> Result<u8, Failure> {
     )?;
     writeln!(
         out,
-        "{INDENT}keyledger create --actor alice --actor-role admin --name \"my service\" --role reader --ip 127.0.0.1"
+        "{INDENT}keyledger create --actor alice --actor-role admin --name \"my service\" --role reader --ip 127.0.0.1 \\\n\
+         {INDENT}    --rate-limit 100/1m"
     )?;
     writeln!(
         out,

@@ -1,5 +1,5 @@
 //! The key commands: `create`, `roll`, `disable` and `enable`, `whitelist` and
-//! `unwhitelist`, `delete`, `import-key`, `import-keys`, `list` and `show`, alike on the
+//! `unwhitelist`, `limit`, `delete`, `import-key`, `import-keys`, `list` and `show`, alike on the
 //! store and through `--server`, and how each reports what it did. It prints a secret only
 //! in `create` and `roll`, once, and never one it read; every rule is the library's (or the
 //! server's), never decided here.
@@ -14,7 +14,7 @@ use keyledger::{Error, ErrorJson, ExistingKey, ImportedJson, KeyId, KeyJson, Rol
 #[cfg(feature = "client")]
 use zeroize::Zeroizing;
 
-use super::args::{CreateArgs, ImportKeyArgs, ImportKeysArgs, KeyArgs, RollArgs, WhitelistArgs};
+use super::args::{CreateArgs, ImportKeyArgs, ImportKeysArgs, KeyArgs, LimitArgs, RollArgs, WhitelistArgs};
 use super::exit::{self, Failure};
 use super::render;
 use super::store::Store;
@@ -73,6 +73,9 @@ fn key_summary(out: &mut impl Write, key: &KeyJson) -> io::Result<()> {
     writeln!(out, "  whitelist  {}", render::whitelist(&key.whitelist))?;
     if let Some(at) = &key.expires_at {
         writeln!(out, "  expires    {} UTC", render::human_time(at))?;
+    }
+    if !key.rate_limits.is_empty() {
+        writeln!(out, "  limits     {}", render::rate_limits(&key.rate_limits))?;
     }
     Ok(())
 }
@@ -155,6 +158,39 @@ pub(super) fn switch(
             "enabled key {} \"{}\"; its status is now {}",
             view.id, view.name, view.status
         )?,
+    }
+    Ok(exit::OK)
+}
+
+/// `limit`: sets a key's rate limits, or with `--no-rate-limit` (no `--rate-limit` given)
+/// removes them.
+pub(super) fn limit(target: &Target, args: LimitArgs, out: &mut impl Write) -> Result<u8, Failure> {
+    let id = args.key.key_id;
+    let view = match target {
+        Target::Local(store) => {
+            let keys = store.open(false)?;
+            keys.set_rate_limits(&args.key.who.actor()?, id, args.rate_limits.iter().copied())?;
+            KeyJson::from(&existing_key(&keys, id)?)
+        }
+        #[cfg(feature = "client")]
+        Target::Remote(client) => client.set_limits(id, &args.rate_limits)?,
+    };
+    if args.json {
+        write_json(out, &view)?;
+    } else if view.rate_limits.is_empty() {
+        writeln!(
+            out,
+            "removed the rate limits of key {} \"{}\"; its rate limits are now: none",
+            view.id, view.name
+        )?;
+    } else {
+        writeln!(
+            out,
+            "set the rate limits of key {} \"{}\"; its rate limits are now: {}",
+            view.id,
+            view.name,
+            render::rate_limits(&view.rate_limits)
+        )?;
     }
     Ok(exit::OK)
 }

@@ -9,7 +9,7 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use keyledger::{AuditJson, IpNet, KeyJson, RefusedJson};
+use keyledger::{AuditJson, IpNet, KeyJson, RateLimitJson, RefusedJson};
 
 /// A time for people, from the JSON's RFC 3339: to the second, in UTC (the tables say so
 /// in their headers). A time that is not RFC 3339 is shown as it came.
@@ -72,6 +72,19 @@ pub(super) fn whitelist_short(nets: &[String]) -> String {
     }
     let head: Vec<String> = nets[..SHOWN].iter().map(|n| net(n)).collect();
     format!("{}, +{} more", head.join(", "), nets.len() - SHOWN)
+}
+
+/// Rate limits for people, as `--rate-limit` takes them, shortest window first (the
+/// JSON's order): `20/1s, 100/1m`; `none` for a key without limits.
+pub(super) fn rate_limits(limits: &[RateLimitJson]) -> String {
+    if limits.is_empty() {
+        return "none".into();
+    }
+    let shown: Vec<String> = limits
+        .iter()
+        .map(|l| format!("{}/{}", l.limit, l.window))
+        .collect();
+    shown.join(", ")
 }
 
 /// Columns padded to their widest cell, two spaces apart.
@@ -149,7 +162,11 @@ pub(super) fn audit_table(entries: &[AuditJson]) -> Table {
         "DETAIL",
     ]);
     for e in entries {
-        let detail = match (e.kind.as_str(), &e.whitelist, &e.ip, &e.previous_valid_until) {
+        let mut detail = match (e.kind.as_str(), &e.whitelist, &e.ip, &e.previous_valid_until) {
+            ("limits_changed", ..) => match e.rate_limits.as_deref() {
+                Some(limits) if !limits.is_empty() => format!("rate limits: {}", rate_limits(limits)),
+                _ => "rate limits removed".to_owned(),
+            },
             ("actor_revoked", ..) => format!(
                 "person {}{}",
                 e.person.as_deref().unwrap_or_default(),
@@ -170,6 +187,12 @@ pub(super) fn audit_table(entries: &[AuditJson]) -> Table {
             (_, _, _, Some(until)) => grace(&e.at, until),
             _ => String::new(),
         };
+        // A created or imported key's first limits, after its whitelist.
+        if e.kind != "limits_changed"
+            && let Some(limits) = e.rate_limits.as_deref().filter(|l| !l.is_empty())
+        {
+            detail.push_str(&format!("; rate limits: {}", rate_limits(limits)));
+        }
         table.row(vec![
             e.seq.to_string(),
             human_time(&e.at),
@@ -191,6 +214,7 @@ pub(super) fn keys_table(keys: &[KeyJson]) -> Table {
         "NAME",
         "ROLES",
         "WHITELIST",
+        "RATE LIMITS",
         "CREATED BY",
         "CREATED (UTC)",
         "EXPIRES (UTC)",
@@ -203,6 +227,7 @@ pub(super) fn keys_table(keys: &[KeyJson]) -> Table {
             k.name.clone(),
             k.roles.join(", "),
             whitelist_short(&k.whitelist),
+            rate_limits(&k.rate_limits),
             match &k.acts_for {
                 Some(person) if *person != k.created_by => format!("{} (for {person})", k.created_by),
                 _ => k.created_by.clone(),
@@ -254,13 +279,14 @@ pub(super) fn key_details(out: &mut impl Write, k: &KeyJson) -> io::Result<()> {
         ("status", k.status.clone()),
         ("roles", k.roles.join(", ")),
         ("whitelist", whitelist(&k.whitelist)),
+        ("rate limits", rate_limits(&k.rate_limits)),
         ("created", created),
         ("origin", origin.to_owned()),
         ("expires", human_time_or_never(k.expires_at.as_deref())),
         ("last used", human_time_or_never(k.last_used_at.as_deref())),
         ("deleted", deleted),
     ] {
-        writeln!(out, "{field:<10} {value}")?;
+        writeln!(out, "{field:<11} {value}")?;
     }
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! `keyledger verify`: a key read from standard input, verified against the store as a
-//! service would, with the exit code and `--json` answer scripts branch on. It works on a
+//! service would (`--times N`: as N requests in a row would, so that a rate limit can be
+//! seen running out), with the exit code and `--json` answer scripts branch on. It works on a
 //! store opened here, never through `--server`, and never repeats the key it read.
 
 use std::io::Write;
 
+use keyledger::{Rejection, VerifiedKey};
 use serde::Serialize;
 
 use super::args::VerifyArgs;
@@ -31,9 +33,20 @@ pub(super) fn verify(store: &Store, args: VerifyArgs, out: &mut impl Write) -> R
     }
     let keys = store.open(false)?;
     let secret = read_key("printf '%s' \"$KEY\" | keyledger verify --ip IP")?;
-    let verdict = keys.verify(&secret, args.ip);
-    if args.json {
-        let answer = match &verdict {
+    let mut accepted = false;
+    // Every answer is shown: the last alone would hide when a rate limit ran out.
+    for _ in 0..args.times {
+        let verdict = keys.verify(&secret, args.ip);
+        accepted = verdict.is_ok();
+        answer(&verdict, args.json, out)?;
+    }
+    Ok(if accepted { exit::OK } else { exit::NO })
+}
+
+/// One answer: a JSON object or a line.
+fn answer(verdict: &Result<VerifiedKey, Rejection>, json: bool, out: &mut impl Write) -> Result<(), Failure> {
+    if json {
+        let answer = match verdict {
             Ok(v) => VerifyJson {
                 valid: true,
                 reason: None,
@@ -51,7 +64,7 @@ pub(super) fn verify(store: &Store, args: VerifyArgs, out: &mut impl Write) -> R
         };
         write_json(out, &answer)?;
     } else {
-        match &verdict {
+        match verdict {
             Ok(v) => writeln!(
                 out,
                 "accepted: key {} \"{}\", roles: {}",
@@ -62,5 +75,5 @@ pub(super) fn verify(store: &Store, args: VerifyArgs, out: &mut impl Write) -> R
             Err(r) => writeln!(out, "rejected: {r}")?,
         }
     }
-    Ok(if verdict.is_ok() { exit::OK } else { exit::NO })
+    Ok(())
 }
