@@ -398,6 +398,12 @@ impl Client {
                     self.url, error.error
                 ));
             }
+            "too_many_requests" => {
+                error.message = Some(format!(
+                    "the server at {} refused the admin key: it is past its own rate limit; try again later",
+                    self.url
+                ));
+            }
             "not_found" | "method_not_allowed" => {
                 error.message = Some(format!(
                     "the server at {} has no admin API route for this command (is it keyledger serve, of this version?)",

@@ -137,8 +137,8 @@ fn exit_code(e: &ErrorJson) -> u8 {
         // The admin API's: a route that is not there (an old or foreign server).
         "not_found" | "method_not_allowed" => USAGE,
         "permission_denied" => DENIED,
-        // The admin API's: the admin key itself was refused.
-        "unauthorized" | "forbidden" => DENIED,
+        // The admin API's: the admin key itself was refused (or is past its rate limit).
+        "unauthorized" | "forbidden" | "too_many_requests" => DENIED,
         "key_not_found" | "key_deleted" => NOT_FOUND,
         "import_entry" => e.source.as_deref().map_or(STORAGE, exit_code),
         // The store's (`storage`, `io`, `locked`, `closed`, ...) and the API's `overloaded`,
@@ -185,6 +185,7 @@ mod tests {
         for (kind, code) in [
             ("unauthorized", exit::DENIED),
             ("forbidden", exit::DENIED),
+            ("too_many_requests", exit::DENIED),
             ("not_found", exit::USAGE),
             ("overloaded", exit::STORAGE),
             ("timeout", exit::STORAGE),
