@@ -585,13 +585,13 @@ mod torn_tail {
             store_with_history(dir.path(), KeyStore::builder());
             with_raw_log(dir.path(), |log| {
                 let mut v = log.get(RECORDS);
-                v[0] = 4;
+                v[0] = 5;
                 log.insert(at, v);
             });
             assert!(
                 matches!(
                     KeyStore::builder().repair(dir.path()),
-                    Err(Error::UnsupportedVersion { found: 4, .. })
+                    Err(Error::UnsupportedVersion { found: 5, .. })
                 ),
                 "record {at}"
             );

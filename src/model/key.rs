@@ -124,11 +124,11 @@ impl NewKey {
     /// use keyledger::{Actor, KeyStore, NewKey, Rejection};
     /// let store = KeyStore::builder().open_temporary().unwrap();
     /// let new = NewKey::new("bot").role("bot").rate_limit("2/1m".parse().unwrap());
-    /// let key = store.create_key(&Actor::admin("alice"), new).unwrap();
-    /// let ip = "192.0.2.1".parse().unwrap();
-    /// assert!(store.verify(key.secret.expose_secret(), ip).is_ok());
-    /// assert!(store.verify(key.secret.expose_secret(), ip).is_ok());
-    /// assert!(matches!(store.verify(key.secret.expose_secret(), ip), Err(Rejection::RateLimited { .. })));
+    /// let created = store.create_key(&Actor::admin("alice"), new).unwrap();
+    /// let (secret, ip) = (created.key.expose_secret(), "192.0.2.1".parse().unwrap());
+    /// assert!(store.verify(secret, ip).is_ok());
+    /// assert!(store.verify(secret, ip).is_ok());
+    /// assert!(matches!(store.verify(secret, ip), Err(Rejection::RateLimited { .. })));
     /// ```
     pub fn rate_limit(mut self, limit: RateLimit) -> Self {
         self.rate_limits.push(limit);
