@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/rate_headers.rs"]
+mod rate_headers;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -151,35 +154,6 @@ impl Gateway {
             }
         })
     }
-}
-
-/// An answer's `RateLimit` for the policy `name`: `(r, t)`; asserts there is exactly one
-/// `RateLimit` and one `RateLimit-Policy`, for that policy.
-fn rate_limit(answer: &Answer, name: &str, policy: &str) -> (u32, u64) {
-    let all = |field: &str| -> Vec<&str> {
-        answer
-            .headers
-            .get_all(field)
-            .iter()
-            .map(|v| v.to_str().unwrap())
-            .collect()
-    };
-    assert_eq!(all("ratelimit-policy"), [policy], "{answer:?}");
-    let [state] = all("ratelimit")[..] else {
-        panic!("one RateLimit: {answer:?}");
-    };
-    let params = state
-        .strip_prefix(&format!("\"{name}\";r="))
-        .unwrap_or_else(|| panic!("{state}"));
-    let (r, t) = params.split_once(";t=").unwrap_or_else(|| panic!("{state}"));
-    (r.parse().unwrap(), t.parse().unwrap())
-}
-
-/// Whether an answer carries none of the rate-limit headers.
-fn no_rate_headers(answer: &Answer) -> bool {
-    ["ratelimit", "ratelimit-policy", "retry-after"]
-        .iter()
-        .all(|h| !answer.headers.contains_key(*h))
 }
 
 /// What the handler learns: the key the layer verified.
@@ -434,13 +408,13 @@ fn a_limited_key_passes_with_rate_limit_headers_then_gets_429_with_retry_after()
     let first = gw.get("/notifications", &[key]);
     assert_eq!(first.status, StatusCode::OK, "{first:?}");
     assert!(first.body.starts_with(&id.to_string()), "{first:?}");
-    let (remaining, reset) = rate_limit(&first, "2/1h", policy);
+    let (remaining, reset) = rate_headers::rate_limit(&first.headers, "2/1h", policy);
     assert_eq!(remaining, 1);
     assert!((1790..=1800).contains(&reset), "{first:?}");
     assert!(!first.headers.contains_key("retry-after"));
     let second = gw.get("/notifications", &[key]);
     assert_eq!(second.status, StatusCode::OK, "{second:?}");
-    let (remaining, reset) = rate_limit(&second, "2/1h", policy);
+    let (remaining, reset) = rate_headers::rate_limit(&second.headers, "2/1h", policy);
     assert_eq!(remaining, 0);
     assert!((3590..=3600).contains(&reset), "{second:?}");
 
@@ -452,14 +426,17 @@ fn a_limited_key_passes_with_rate_limit_headers_then_gets_429_with_retry_after()
         json!({"error": "too_many_requests", "reason": "rate_limited"})
     );
     assert!(!refused.headers.contains_key(WWW_AUTHENTICATE));
-    let retry_after: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after = rate_headers::retry_after(&refused.headers);
     assert!((1790..=1800).contains(&retry_after), "{refused:?}");
-    assert_eq!(rate_limit(&refused, "2/1h", policy), (0, retry_after));
+    assert_eq!(
+        rate_headers::rate_limit(&refused.headers, "2/1h", policy),
+        (0, retry_after)
+    );
 
     // Refusals for other reasons come first and say nothing of the limit.
     let elsewhere = gw.get_from("127.0.0.2", "/notifications", &[key]);
     elsewhere.assert_refused(StatusCode::FORBIDDEN, "ip_not_whitelisted");
-    assert!(no_rate_headers(&elsewhere), "{elsewhere:?}");
+    assert!(rate_headers::no_rate_headers(&elsewhere.headers), "{elsewhere:?}");
 }
 
 #[test]
@@ -469,9 +446,9 @@ fn a_key_without_rate_limits_never_gets_rate_limit_headers() {
     for _ in 0..20 {
         let passed = gw.get("/notifications", &[("x-api-key", &secret)]);
         assert_eq!(passed.status, StatusCode::OK, "{passed:?}");
-        assert!(no_rate_headers(&passed), "{passed:?}");
+        assert!(rate_headers::no_rate_headers(&passed.headers), "{passed:?}");
     }
     let refused = gw.get("/admin", &[("x-api-key", &secret)]);
     refused.assert_refused(StatusCode::FORBIDDEN, "role_missing");
-    assert!(no_rate_headers(&refused), "{refused:?}");
+    assert!(rate_headers::no_rate_headers(&refused.headers), "{refused:?}");
 }

@@ -9,6 +9,8 @@
 
 #[path = "support/nginx.rs"]
 mod nginx;
+#[path = "support/rate_headers.rs"]
+mod rate_headers;
 #[path = "support/served.rs"]
 mod served;
 
@@ -195,44 +197,6 @@ impl Api<'_> {
     fn get(&self, key: &str, path: &str) -> Answer {
         self.call(key, "GET", path, None)
     }
-}
-
-/// An answer's `RateLimit` for the policy `name`: `(r, t)`; asserts there is exactly one
-/// `RateLimit`, and one `RateLimit-Policy`, `policy`.
-fn rate_limit(answer: &Answer, name: &str, policy: &str) -> (u32, u64) {
-    let all = |field: &str| -> Vec<&str> {
-        answer
-            .headers
-            .get_all(field)
-            .iter()
-            .map(|v| v.to_str().unwrap())
-            .collect()
-    };
-    assert_eq!(all("ratelimit-policy"), [policy], "{answer:?}");
-    let [state] = all("ratelimit")[..] else {
-        panic!("one RateLimit: {answer:?}");
-    };
-    let params = state
-        .strip_prefix(&format!("\"{name}\";r="))
-        .unwrap_or_else(|| panic!("{state}"));
-    let (r, t) = params.split_once(";t=").unwrap_or_else(|| panic!("{state}"));
-    (r.parse().unwrap(), t.parse().unwrap())
-}
-
-/// An answer's `Retry-After`, in seconds.
-fn retry_after(answer: &Answer) -> u64 {
-    answer.headers["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}: {answer:?}"))
-}
-
-/// Whether an answer carries none of the rate-limit headers.
-fn no_rate_headers(answer: &Answer) -> bool {
-    ["ratelimit", "ratelimit-policy", "retry-after"]
-        .iter()
-        .all(|h| !answer.headers.contains_key(*h))
 }
 
 /// Asserts that no answer so far quoted any of these secrets.
@@ -1321,7 +1285,7 @@ fn admin_api_sets_replaces_and_removes_rate_limits_under_the_owner_rules() {
     for _ in 0..3 {
         let passed = auth();
         assert_eq!(passed.status, StatusCode::OK, "{passed:?}");
-        assert!(no_rate_headers(&passed), "{passed:?}");
+        assert!(rate_headers::no_rate_headers(&passed.headers), "{passed:?}");
     }
     put(&alice, json!([])).error(StatusCode::CONFLICT, "state_unchanged");
     assert_eq!(records(), before + 1);
@@ -1376,7 +1340,10 @@ fn admin_api_sets_replaces_and_removes_rate_limits_under_the_owner_rules() {
         waiting.error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests")["reason"],
         "rate_limited"
     );
-    assert!((3590..=3600).contains(&retry_after(&waiting)), "{waiting:?}");
+    assert!(
+        (3590..=3600).contains(&rate_headers::retry_after(&waiting.headers)),
+        "{waiting:?}"
+    );
 }
 
 /// `/auth` for a key with rate limits: 200 with the `RateLimit` headers, then the layer's
@@ -1423,7 +1390,10 @@ fn auth_answers_a_key_past_its_limit_429_or_with_deny_403_a_403_naming_the_reaso
         let passed = auth("/auth", Some(&limited));
         assert_eq!(passed.status, StatusCode::OK, "{passed:?}");
         assert_eq!(passed.headers["x-keyledger-key-id"], id.as_str());
-        assert_eq!(rate_limit(&passed, "2/1h", policy).0, remaining);
+        assert_eq!(
+            rate_headers::rate_limit(&passed.headers, "2/1h", policy).0,
+            remaining
+        );
         assert!(!passed.headers.contains_key("retry-after"));
         assert!(!passed.headers.contains_key("x-keyledger-reason"));
     }
@@ -1433,9 +1403,12 @@ fn auth_answers_a_key_past_its_limit_429_or_with_deny_403_a_403_naming_the_reaso
         limited_now.error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests")["reason"],
         "rate_limited"
     );
-    let wait = retry_after(&limited_now);
+    let wait = rate_headers::retry_after(&limited_now.headers);
     assert!((1790..=1800).contains(&wait), "{limited_now:?}");
-    assert_eq!(rate_limit(&limited_now, "2/1h", policy), (0, wait));
+    assert_eq!(
+        rate_headers::rate_limit(&limited_now.headers, "2/1h", policy),
+        (0, wait)
+    );
     assert_eq!(limited_now.headers["x-keyledger-reason"], "rate_limited");
     assert!(!limited_now.headers.contains_key("x-keyledger-key-id"));
 
@@ -1448,16 +1421,19 @@ fn auth_answers_a_key_past_its_limit_429_or_with_deny_403_a_403_naming_the_reaso
         );
         assert_eq!(denied.status, StatusCode::FORBIDDEN, "{denied:?}");
         assert_eq!(denied.headers["x-keyledger-reason"], "rate_limited");
-        let wait = retry_after(&denied);
+        let wait = rate_headers::retry_after(&denied.headers);
         assert!((1790..=1800).contains(&wait), "{denied:?}");
-        assert_eq!(rate_limit(&denied, "2/1h", policy), (0, wait));
+        assert_eq!(
+            rate_headers::rate_limit(&denied.headers, "2/1h", policy),
+            (0, wait)
+        );
     }
 
     // A key without limits: no rate-limit headers, ever; every refusal names its reason.
     for _ in 0..5 {
         let passed = auth("/auth?deny=403", Some(&plain));
         assert_eq!(passed.status, StatusCode::OK, "{passed:?}");
-        assert!(no_rate_headers(&passed), "{passed:?}");
+        assert!(rate_headers::no_rate_headers(&passed.headers), "{passed:?}");
     }
     for (path, key, status, reason) in [
         ("/auth?deny=403", None, 401, "header_missing"),
@@ -1473,7 +1449,7 @@ fn auth_answers_a_key_past_its_limit_429_or_with_deny_403_a_403_naming_the_reaso
         assert_eq!(refused.status.as_u16(), status, "{refused:?}");
         assert_eq!(refused.json()["reason"], reason);
         assert_eq!(refused.headers["x-keyledger-reason"], reason);
-        assert!(no_rate_headers(&refused), "{refused:?}");
+        assert!(rate_headers::no_rate_headers(&refused.headers), "{refused:?}");
     }
 }
 
@@ -1532,7 +1508,7 @@ fn behind_the_readme_nginx_recipe_a_key_past_its_limit_gets_429_with_retry_after
         let passed = through("127.0.0.5", Some(&limited));
         assert_eq!(passed.status, StatusCode::OK, "{passed:?}");
         assert_eq!(passed.body, limited_id);
-        let (r, t) = rate_limit(&passed, "2/1h", policy);
+        let (r, t) = rate_headers::rate_limit(&passed.headers, "2/1h", policy);
         assert_eq!(r, remaining);
         assert!((1790..=3600).contains(&t), "{passed:?}");
         assert!(!passed.headers.contains_key("retry-after"));
@@ -1547,9 +1523,12 @@ fn behind_the_readme_nginx_recipe_a_key_past_its_limit_gets_429_with_retry_after
         proxy.error_log()
     );
     assert!(!refused.body.contains(&limited_id), "{refused:?}");
-    let wait = retry_after(&refused);
+    let wait = rate_headers::retry_after(&refused.headers);
     assert!((1790..=1800).contains(&wait), "{refused:?}");
-    assert_eq!(rate_limit(&refused, "2/1h", policy), (0, wait));
+    assert_eq!(
+        rate_headers::rate_limit(&refused.headers, "2/1h", policy),
+        (0, wait)
+    );
 
     // A key without limits: the app's answers, without any rate-limit header.
     for _ in 0..4 {
@@ -1558,7 +1537,7 @@ fn behind_the_readme_nginx_recipe_a_key_past_its_limit_gets_429_with_retry_after
             (passed.status, passed.body.as_str()),
             (StatusCode::OK, plain_id.as_str())
         );
-        assert!(no_rate_headers(&passed), "{passed:?}");
+        assert!(rate_headers::no_rate_headers(&passed.headers), "{passed:?}");
     }
 
     // Other refusals stay what they were: 403 from the wrong address (for the limited key
@@ -1566,9 +1545,9 @@ fn behind_the_readme_nginx_recipe_a_key_past_its_limit_gets_429_with_retry_after
     for key in [&plain, &limited] {
         let elsewhere = through("127.0.0.6", Some(key));
         assert_eq!(elsewhere.status, StatusCode::FORBIDDEN, "{elsewhere:?}");
-        assert!(no_rate_headers(&elsewhere), "{elsewhere:?}");
+        assert!(rate_headers::no_rate_headers(&elsewhere.headers), "{elsewhere:?}");
     }
     let anonymous = through("127.0.0.5", None);
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
-    assert!(no_rate_headers(&anonymous), "{anonymous:?}");
+    assert!(rate_headers::no_rate_headers(&anonymous.headers), "{anonymous:?}");
 }
