@@ -2241,6 +2241,14 @@ fn a_key_created_with_rate_limits_shows_them_and_verify_refuses_past_them_with_e
         [Value::Null, Value::Null, Value::from("rate_limited")],
         "{run:?}"
     );
+    // Only the refusal says when to retry: the next of 2/1h is due half an hour on.
+    let answers = run.json_lines();
+    assert!(
+        answers[..2].iter().all(|a| a.get("retry_after_s").is_none()),
+        "{run:?}"
+    );
+    let wait = answers[2]["retry_after_s"].as_u64().unwrap();
+    assert!((1790..=1800).contains(&wait), "{run:?}");
     assert_eq!(run.code, 1, "the last answer was a refusal: {run:?}");
     assert_eq!(run.stderr, "", "a rejection is an answer, not an error");
     let human = store.run_with_stdin(&["verify", "--ip", "192.0.2.1", "--times", "3"], &key.secret);

@@ -13,7 +13,8 @@ use super::exit::{self, Failure};
 use super::store::Store;
 use super::{read_key, write_json};
 
-/// `verify --json`: the key's id, name and roles when valid; the reason's code when not.
+/// `verify --json`: the key's id, name and roles when valid; the reason's code when not,
+/// and for a key past its rate limit the whole seconds until a request may pass again.
 #[derive(Serialize)]
 struct VerifyJson<'a> {
     valid: bool,
@@ -21,6 +22,8 @@ struct VerifyJson<'a> {
     id: Option<String>,
     name: Option<&'a str>,
     roles: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_s: Option<u64>,
 }
 
 pub(super) fn verify(store: &Store, args: VerifyArgs, out: &mut impl Write) -> Result<u8, Failure> {
@@ -53,6 +56,7 @@ fn answer(verdict: &Result<VerifiedKey, Rejection>, json: bool, out: &mut impl W
                 id: Some(v.id().to_string()),
                 name: Some(v.name()),
                 roles: v.roles().collect(),
+                retry_after_s: None,
             },
             Err(r) => VerifyJson {
                 valid: false,
@@ -60,6 +64,13 @@ fn answer(verdict: &Result<VerifiedKey, Rejection>, json: bool, out: &mut impl W
                 id: None,
                 name: None,
                 roles: Vec::new(),
+                retry_after_s: match r {
+                    // Rounded up, as `Retry-After` is: no sooner than the wait.
+                    Rejection::RateLimited { retry_after, .. } => {
+                        Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+                    }
+                    _ => None,
+                },
             },
         };
         write_json(out, &answer)?;
