@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::clock::whole_seconds_up;
 use crate::model::actor::Actor;
 use crate::model::actor::ActorRole;
 use crate::model::error::Denial;
@@ -280,10 +281,27 @@ impl fmt::Display for Rejection {
             Rejection::RateLimited { limit, retry_after } => write!(
                 f,
                 "key is past its rate limit of {limit}; retry in {}s",
-                retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)
+                retry_after_secs(*retry_after)
             ),
         }
     }
+}
+
+impl Rejection {
+    /// For a key past its rate limit, what `Retry-After` says: the whole seconds until a
+    /// request may pass again, rounded up and at least 1. `None` for any other rejection.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Rejection::RateLimited { retry_after, .. } => Some(retry_after_secs(*retry_after)),
+            _ => None,
+        }
+    }
+}
+
+/// A wait of `wait` in whole seconds, rounded up and at least 1 (a client told 0 would
+/// retry at once and be refused again).
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
+    whole_seconds_up(wait).max(1)
 }
 
 impl std::error::Error for Rejection {}

@@ -189,6 +189,11 @@ pub(crate) fn suspended() -> u64 {
     }
 }
 
+/// `d` in whole seconds, rounded up: a wait told in seconds is never shorter than the real one.
+pub(crate) fn whole_seconds_up(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
 /// How far [`monotonic_micros`] may lag the precise clock: a kernel tick at `HZ=100`.
 pub(crate) const CLOCK_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 

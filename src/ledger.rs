@@ -98,7 +98,8 @@ pub(crate) enum Op {
     Delete {
         id: KeyId,
     },
-    /// Set a key's rate limits (canonical; none removes them).
+    /// Set a key's rate limits (in any order, made canonical when prepared; none removes
+    /// them).
     SetLimits {
         id: KeyId,
         rate_limits: Vec<RateLimit>,

@@ -38,7 +38,6 @@ use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::key::NewKey;
 use crate::model::limit::RateLimit;
-use crate::model::limit::canonical_limits;
 use crate::model::problem::Problem;
 use crate::model::refusal::RefusedAttempt;
 use crate::model::token;
@@ -385,7 +384,7 @@ impl KeyStore {
         id: KeyId,
         rate_limits: impl IntoIterator<Item = RateLimit>,
     ) -> Result<u64, Error> {
-        let rate_limits = canonical_limits(&rate_limits.into_iter().collect::<Vec<_>>())?;
+        let rate_limits = rate_limits.into_iter().collect();
         self.submit(actor, Op::SetLimits { id, rate_limits })
             .map(|(_, seq)| seq)
     }

@@ -64,13 +64,7 @@ fn answer(verdict: &Result<VerifiedKey, Rejection>, json: bool, out: &mut impl W
                 id: None,
                 name: None,
                 roles: Vec::new(),
-                retry_after_s: match r {
-                    // Rounded up, as `Retry-After` is: no sooner than the wait.
-                    Rejection::RateLimited { retry_after, .. } => {
-                        Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
-                    }
-                    _ => None,
-                },
+                retry_after_s: r.retry_after_secs(),
             },
         };
         write_json(out, &answer)?;

@@ -37,31 +37,21 @@ pub(super) struct RecordV1 {
     pub(super) prev: [u8; 32],
 }
 
-/// Version 2 adds the admin key the actor acted through, and the lifecycle events.
+/// A record of version 2 or later: the fields of version 1, then the admin key the actor
+/// acted through, with the version's own event enum. Version 2 (`EventV2`) adds `via` and
+/// the lifecycle events; version 3 (`EventV3`) holds only what version 2 cannot: an admin
+/// key made for a person, and a person's revocation; version 4 (`EventV4`) only what
+/// version 3 cannot: a key created with rate limits, and a change of a key's limits. The
+/// same bytes as one struct per version would give (bincode writes the fields in order).
 #[derive(Serialize, Deserialize)]
-pub(super) struct RecordV2 {
+pub(super) struct RecordWire<E> {
     pub(super) version: u16,
     pub(super) seq: u64,
     pub(super) at: i64,
     pub(super) actor_id: String,
     pub(super) actor_role: u8,
     pub(super) via: Option<u64>,
-    pub(super) event: EventV2,
-    #[serde(with = "le32")]
-    pub(super) prev: [u8; 32],
-}
-
-/// Version 3 has the fields of version 2, with an event enum of its own that holds only
-/// what version 2 cannot: an admin key made for a person, and a person's revocation.
-#[derive(Serialize, Deserialize)]
-pub(super) struct RecordV3 {
-    pub(super) version: u16,
-    pub(super) seq: u64,
-    pub(super) at: i64,
-    pub(super) actor_id: String,
-    pub(super) actor_role: u8,
-    pub(super) via: Option<u64>,
-    pub(super) event: EventV3,
+    pub(super) event: E,
     #[serde(with = "le32")]
     pub(super) prev: [u8; 32],
 }
@@ -86,21 +76,6 @@ pub(super) enum EventV3 {
         actor: String,
         with_keys: bool,
     },
-}
-
-/// Version 4 has the fields of version 3, with an event enum of its own that holds only
-/// what version 3 cannot: a key created with rate limits, and a change of a key's limits.
-#[derive(Serialize, Deserialize)]
-pub(super) struct RecordV4 {
-    pub(super) version: u16,
-    pub(super) seq: u64,
-    pub(super) at: i64,
-    pub(super) actor_id: String,
-    pub(super) actor_role: u8,
-    pub(super) via: Option<u64>,
-    pub(super) event: EventV4,
-    #[serde(with = "le32")]
-    pub(super) prev: [u8; 32],
 }
 
 #[derive(Serialize, Deserialize)]
@@ -532,26 +507,8 @@ fn event_from_wire_v4(event: EventV4, seq: u64) -> Result<Event, Error> {
 /// Encodes a record in the lowest version that holds it.
 pub(crate) fn encode_record(r: &Record) -> Result<Vec<u8>, Error> {
     let encoded = match event_to_wire(&r.event) {
-        WireEvent::V4(event) => options(MAX_RECORD_BYTES).serialize(&RecordV4 {
-            version: 4,
-            seq: r.seq,
-            at: r.at,
-            actor_id: r.actor.id().to_owned(),
-            actor_role: r.actor.role().code(),
-            via: r.via.map(|k| k.0),
-            event,
-            prev: r.prev,
-        }),
-        WireEvent::V3(event) => options(MAX_RECORD_BYTES).serialize(&RecordV3 {
-            version: 3,
-            seq: r.seq,
-            at: r.at,
-            actor_id: r.actor.id().to_owned(),
-            actor_role: r.actor.role().code(),
-            via: r.via.map(|k| k.0),
-            event,
-            prev: r.prev,
-        }),
+        WireEvent::V4(event) => options(MAX_RECORD_BYTES).serialize(&wire(r, 4, event)),
+        WireEvent::V3(event) => options(MAX_RECORD_BYTES).serialize(&wire(r, 3, event)),
         WireEvent::V2(event) => match (r.via, event.to_v1()) {
             (None, Some(event)) => options(MAX_RECORD_BYTES).serialize(&RecordV1 {
                 version: 1,
@@ -562,16 +519,7 @@ pub(crate) fn encode_record(r: &Record) -> Result<Vec<u8>, Error> {
                 event,
                 prev: r.prev,
             }),
-            (via, _) => options(MAX_RECORD_BYTES).serialize(&RecordV2 {
-                version: 2,
-                seq: r.seq,
-                at: r.at,
-                actor_id: r.actor.id().to_owned(),
-                actor_role: r.actor.role().code(),
-                via: via.map(|k| k.0),
-                event,
-                prev: r.prev,
-            }),
+            _ => options(MAX_RECORD_BYTES).serialize(&wire(r, 2, event)),
         },
     };
     encoded.map_err(|e| Error::invalid("record", format!("cannot be encoded: {e}")))
@@ -606,50 +554,20 @@ pub(crate) fn decode_record(bytes: &[u8], seq: u64) -> Result<Record, Error> {
             (header, event_from_wire(v1.event.into(), seq)?)
         }
         2 => {
-            let v2: RecordV2 = options(MAX_RECORD_BYTES)
-                .deserialize(bytes)
-                .map_err(undecodable)?;
-            if v2.via.is_none() && v2.event.to_v1().is_some() {
+            let (header, v2): (_, EventV2) = read_wire(bytes).map_err(undecodable)?;
+            if header.via.is_none() && v2.to_v1().is_some() {
                 // Every record has one encoding: this one is written in version 1.
                 return Err(bad("a version 2 record that version 1 holds".into()));
             }
-            let header = Header {
-                seq: v2.seq,
-                at: v2.at,
-                actor_id: v2.actor_id,
-                actor_role: v2.actor_role,
-                via: v2.via,
-                prev: v2.prev,
-            };
-            (header, event_from_wire(v2.event, seq)?)
+            (header, event_from_wire(v2, seq)?)
         }
         3 => {
-            let v3: RecordV3 = options(MAX_RECORD_BYTES)
-                .deserialize(bytes)
-                .map_err(undecodable)?;
-            let header = Header {
-                seq: v3.seq,
-                at: v3.at,
-                actor_id: v3.actor_id,
-                actor_role: v3.actor_role,
-                via: v3.via,
-                prev: v3.prev,
-            };
-            (header, event_from_wire_v3(v3.event, seq)?)
+            let (header, v3) = read_wire(bytes).map_err(undecodable)?;
+            (header, event_from_wire_v3(v3, seq)?)
         }
         4 => {
-            let v4: RecordV4 = options(MAX_RECORD_BYTES)
-                .deserialize(bytes)
-                .map_err(undecodable)?;
-            let header = Header {
-                seq: v4.seq,
-                at: v4.at,
-                actor_id: v4.actor_id,
-                actor_role: v4.actor_role,
-                via: v4.via,
-                prev: v4.prev,
-            };
-            (header, event_from_wire_v4(v4.event, seq)?)
+            let (header, v4) = read_wire(bytes).map_err(undecodable)?;
+            (header, event_from_wire_v4(v4, seq)?)
         }
         _ => {
             return Err(Error::UnsupportedVersion {
@@ -672,6 +590,34 @@ pub(crate) fn decode_record(bytes: &[u8], seq: u64) -> Result<Record, Error> {
         .validate()
         .map_err(|e| Error::corrupt(seq, ProblemKind::Invalid, format!("invalid record: {e}")))?;
     Ok(record)
+}
+
+/// Record `r` as version `version` (2 or later) writes it, with that version's `event`.
+fn wire<E>(r: &Record, version: u16, event: E) -> RecordWire<E> {
+    RecordWire {
+        version,
+        seq: r.seq,
+        at: r.at,
+        actor_id: r.actor.id().to_owned(),
+        actor_role: r.actor.role().code(),
+        via: r.via.map(|k| k.0),
+        event,
+        prev: r.prev,
+    }
+}
+
+/// A record of version 2 or later, as its header and its version's event.
+fn read_wire<E: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(Header, E), bincode::Error> {
+    let wire: RecordWire<E> = options(MAX_RECORD_BYTES).deserialize(bytes)?;
+    let header = Header {
+        seq: wire.seq,
+        at: wire.at,
+        actor_id: wire.actor_id,
+        actor_role: wire.actor_role,
+        via: wire.via,
+        prev: wire.prev,
+    };
+    Ok((header, wire.event))
 }
 
 /// The fields every record version has, whatever its events.

@@ -3,7 +3,11 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
 
 use super::block::BlockWriter;
-use super::record::{EventV4, LimitV1, RecordV1, RecordV2, RecordV3, RecordV4, WireEvent, event_to_wire};
+use super::record::{EventV2, EventV3, EventV4, LimitV1, RecordV1, RecordWire, WireEvent, event_to_wire};
+
+type RecordV2 = RecordWire<EventV2>;
+type RecordV3 = RecordWire<EventV3>;
+type RecordV4 = RecordWire<EventV4>;
 use super::*;
 use crate::chain::Chain;
 use crate::chain::Head;

@@ -11,6 +11,8 @@ use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::access::RateStatus;
+use crate::access::retry_after_secs;
+use crate::clock::whole_seconds_up;
 use crate::model::limit::RateLimit;
 
 /// Where the key stands under a policy: `"100/1m";r=42;t=15`.
@@ -27,7 +29,7 @@ pub(crate) fn append_status(headers: &mut HeaderMap, status: &RateStatus) {
         headers,
         status.limit,
         status.remaining,
-        whole_seconds(status.reset),
+        whole_seconds_up(status.reset),
     );
 }
 
@@ -35,19 +37,9 @@ pub(crate) fn append_status(headers: &mut HeaderMap, status: &RateStatus) {
 /// seconds, rounded up and at least 1, and the limit it is past with nothing remaining
 /// until then (`t` equal to `Retry-After`, which the draft requires to be no earlier).
 pub(crate) fn insert_refused(headers: &mut HeaderMap, limit: RateLimit, retry_after: Duration) {
-    let seconds = retry_after_seconds(retry_after);
+    let seconds = retry_after_secs(retry_after);
     headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
     append(headers, limit, 0, seconds);
-}
-
-/// `Retry-After`'s value for a wait of `wait`: whole seconds, rounded up, at least 1 (a
-/// client told 0 would retry at once and be refused again).
-fn retry_after_seconds(wait: Duration) -> u64 {
-    whole_seconds(wait).max(1)
-}
-
-fn whole_seconds(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// The policy's name is the limit as keyledger writes it everywhere (`100/1m`, `5000/1h`;
