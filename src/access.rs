@@ -229,6 +229,12 @@ pub enum Rejection {
         /// How long until a request may pass again.
         retry_after: Duration,
     },
+    /// The key has used all its credits; they refill after `retry_after` if the key has a
+    /// refill, else only when an admin adds more.
+    UsageExceeded {
+        /// How long until the next refill, if the key has one.
+        retry_after: Option<Duration>,
+    },
 }
 
 /// Where a rate-limited key stands after an accepted request: the limit closest to
@@ -263,6 +269,7 @@ impl Rejection {
             Rejection::Disabled => "disabled",
             Rejection::Stale => "stale",
             Rejection::RateLimited { .. } => "rate_limited",
+            Rejection::UsageExceeded { .. } => "usage_exceeded",
         }
     }
 }
@@ -283,16 +290,28 @@ impl fmt::Display for Rejection {
                 "key is past its rate limit of {limit}; retry in {}s",
                 retry_after_secs(*retry_after)
             ),
+            Rejection::UsageExceeded {
+                retry_after: Some(wait),
+            } => write!(
+                f,
+                "key has used all its credits; they refill in {}s",
+                retry_after_secs(*wait)
+            ),
+            Rejection::UsageExceeded { retry_after: None } => f.write_str("key has used all its credits"),
         }
     }
 }
 
 impl Rejection {
-    /// For a key past its rate limit, what `Retry-After` says: the whole seconds until a
-    /// request may pass again, rounded up and at least 1. `None` for any other rejection.
+    /// For a key past its rate limit, or out of credits that refill, what `Retry-After`
+    /// says: the whole seconds until a request may pass again, rounded up and at least 1.
+    /// `None` for any other rejection.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            Rejection::RateLimited { retry_after, .. } => Some(retry_after_secs(*retry_after)),
+            Rejection::RateLimited { retry_after, .. }
+            | Rejection::UsageExceeded {
+                retry_after: Some(retry_after),
+            } => Some(retry_after_secs(*retry_after)),
             _ => None,
         }
     }

@@ -415,7 +415,7 @@ pub enum Refusal {
 impl Refusal {
     /// 401 when the key itself is missing or no good; 403 when the key is good but not
     /// from this address, not for this route, or the address is unknown; 429 when the key
-    /// is past one of its rate limits; 503 when this host lost the shared log past its
+    /// is past one of its rate limits or out of credits; 503 when this host lost the shared log past its
     /// limit and can vouch for no key.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -426,7 +426,9 @@ impl Refusal {
                 | Rejection::Expired
                 | Rejection::Disabled => StatusCode::UNAUTHORIZED,
                 Rejection::Stale => StatusCode::SERVICE_UNAVAILABLE,
-                Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                Rejection::RateLimited { .. } | Rejection::UsageExceeded { .. } => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
                 Rejection::IpNotWhitelisted | Rejection::NoWhitelist => StatusCode::FORBIDDEN,
             },
             Refusal::RoleMissing | Refusal::NoPeerAddress | Refusal::ForwardedFor(_) => StatusCode::FORBIDDEN,
@@ -454,9 +456,13 @@ impl Refusal {
         }
     }
 
-    /// Whether the key is refused only for now, past one of its rate limits.
+    /// Whether the key is refused only for now: past one of its rate limits, or out of
+    /// credits.
     pub(crate) fn is_rate_limited(&self) -> bool {
-        matches!(self, Refusal::Key(Rejection::RateLimited { .. }))
+        matches!(
+            self,
+            Refusal::Key(Rejection::RateLimited { .. } | Rejection::UsageExceeded { .. })
+        )
     }
 
     /// The layer's answer: [`status`](Self::status), `content-type: application/json`, a
@@ -473,8 +479,14 @@ impl Refusal {
         if self.status() == StatusCode::UNAUTHORIZED {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
         }
-        if let Refusal::Key(Rejection::RateLimited { limit, retry_after }) = *self {
-            rate_headers::insert_refused(headers, limit, retry_after);
+        match *self {
+            Refusal::Key(Rejection::RateLimited { limit, retry_after }) => {
+                rate_headers::insert_refused(headers, limit, retry_after);
+            }
+            Refusal::Key(Rejection::UsageExceeded { retry_after }) => {
+                rate_headers::insert_usage_exceeded(headers, retry_after);
+            }
+            _ => {}
         }
         response.extensions_mut().insert(*self);
         response

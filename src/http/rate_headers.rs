@@ -42,6 +42,14 @@ pub(crate) fn insert_refused(headers: &mut HeaderMap, limit: RateLimit, retry_af
     append(headers, limit, 0, seconds);
 }
 
+/// Adds when a key out of credits may try again: `Retry-After` in whole seconds until its
+/// next refill, rounded up and at least 1; nothing for credits that do not refill.
+pub(crate) fn insert_usage_exceeded(headers: &mut HeaderMap, retry_after: Option<Duration>) {
+    if let Some(wait) = retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+    }
+}
+
 /// The policy's name is the limit as keyledger writes it everywhere (`100/1m`, `5000/1h`;
 /// see [`RateLimit`]'s `Display`): stable for a given limit, distinct between a key's
 /// limits (no window twice), and a valid structured-field string as is (digits, lower-case

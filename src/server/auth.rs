@@ -74,6 +74,11 @@ fn refused(shared: &Shared, refusal: Refusal, deny_forbidden: bool) -> Response 
             rate_headers::insert_refused(response.headers_mut(), limit, retry_after);
             (response, "rate_limited")
         }
+        Refusal::Key(Rejection::UsageExceeded { retry_after }) if deny_forbidden => {
+            let mut response = forbidden(USAGE_EXCEEDED);
+            rate_headers::insert_usage_exceeded(response.headers_mut(), retry_after);
+            (response, "usage_exceeded")
+        }
         refusal => {
             let response: Response = shared.layer.refusal_response(refusal);
             let opaque = response.status() == StatusCode::UNAUTHORIZED && shared.layer.is_opaque();
@@ -88,6 +93,7 @@ fn refused(shared: &Shared, refusal: Refusal, deny_forbidden: bool) -> Response 
 
 const STALE: &str = r#"{"error":"forbidden","reason":"stale"}"#;
 const RATE_LIMITED: &str = r#"{"error":"forbidden","reason":"rate_limited"}"#;
+const USAGE_EXCEEDED: &str = r#"{"error":"forbidden","reason":"usage_exceeded"}"#;
 
 /// 200, naming the key to the proxy, with its rate-limit headers if it has limits.
 fn passed(key: &VerifiedKey) -> Response {
