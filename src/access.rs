@@ -41,6 +41,9 @@ pub(crate) struct KeyState<'a> {
     pub(crate) expires_at: Option<i64>,
     /// Its rate limits, canonical.
     pub(crate) rate_limits: &'a [RateLimit],
+    /// Its credits as the log sets them (the count set plus every top-up since), if it
+    /// has credits: what spending them cannot change.
+    pub(crate) credits: Option<u64>,
 }
 
 /// Rules a command obeys that records written before them need not (they keep replaying):
@@ -164,6 +167,29 @@ pub(crate) fn authorize(actor: &Actor, event: &Event, key: Option<KeyState<'_>>)
                     "limited so"
                 },
             });
+        }
+        Event::CreditsSet { credits: None, .. } if key.credits.is_none() => {
+            return Err(Error::StateUnchanged {
+                id,
+                state: "without credits",
+            });
+        }
+        Event::CreditsAdded { amount, .. } => {
+            let held = key.credits.ok_or_else(|| {
+                Error::invalid(
+                    "credits",
+                    format!("key {id} has no credits to add to; set them first"),
+                )
+            })?;
+            if held.saturating_add(*amount) > crate::model::credits::MAX_CREDITS {
+                return Err(Error::invalid(
+                    "credits",
+                    format!(
+                        "adding {amount} would give key {id} more than the most a key may hold, {}",
+                        crate::model::credits::MAX_CREDITS
+                    ),
+                ));
+            }
         }
         Event::Unwhitelisted { net, .. } if !key.whitelist.contains(net) => {
             return Err(Error::WhitelistUnchanged {
@@ -344,6 +370,7 @@ pub struct VerifiedKey {
     pub(crate) name: KeyName,
     pub(crate) roles: RoleSet,
     pub(crate) rate: Option<RateStatus>,
+    pub(crate) credits: Option<u64>,
 }
 
 /// A key's name as handed out by `verify`: inline when short, so that most verifications
@@ -416,6 +443,12 @@ impl VerifiedKey {
     /// to running out). `None` for a key without limits.
     pub fn rate_status(&self) -> Option<RateStatus> {
         self.rate
+    }
+
+    /// For a key with credits: how many remain after this request spent its cost. `None`
+    /// for a key without credits.
+    pub fn credits_remaining(&self) -> Option<u64> {
+        self.credits
     }
 }
 
@@ -509,6 +542,7 @@ mod tests {
             grants_admin: false,
             expires_at: None,
             rate_limits: &[],
+            credits: None,
         };
         let as_user = authorize(&Actor::user(secret), &Event::Deleted { id }, Some(state));
         let as_admin = authorize(&Actor::admin("bob"), &Event::Deleted { id }, Some(state));

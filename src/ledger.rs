@@ -33,6 +33,7 @@ use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::key::KeySource;
 use crate::model::key::NewKey;
+use crate::model::credits::Credits;
 use crate::model::limit::RateLimit;
 use crate::model::limit::canonical_limits;
 use crate::model::problem::ProblemKind;
@@ -104,6 +105,16 @@ pub(crate) enum Op {
         id: KeyId,
         rate_limits: Vec<RateLimit>,
     },
+    /// Set a key's credits (none removes them): its count starts again.
+    SetCredits {
+        id: KeyId,
+        credits: Option<Credits>,
+    },
+    /// Add to a key's credits.
+    AddCredits {
+        id: KeyId,
+        amount: u64,
+    },
     /// Revoke a person: every admin key acting as them (and, `with_keys`, every key they
     /// created), in one record.
     RevokeActor {
@@ -123,7 +134,9 @@ impl Op {
             | Op::Roll { id, .. }
             | Op::Disable { id }
             | Op::Enable { id }
-            | Op::SetLimits { id, .. } => Some(*id),
+            | Op::SetLimits { id, .. }
+            | Op::SetCredits { id, .. }
+            | Op::AddCredits { id, .. } => Some(*id),
         }
     }
 
@@ -140,6 +153,7 @@ impl Op {
             Op::Enable { .. } => Action::Enable,
             Op::RevokeActor { .. } => Action::RevokeActor,
             Op::SetLimits { .. } => Action::Limit,
+            Op::SetCredits { .. } | Op::AddCredits { .. } => Action::Credits,
         }
     }
 
@@ -455,7 +469,10 @@ fn events(
                     "generated key collides with a live key; retry",
                 ));
             }
-            vec![creation(new_id(), new, *hash, *tail, KeySource::Generated)?]
+            let created = creation(new_id(), new, *hash, *tail, KeySource::Generated)?;
+            let mut events = vec![created];
+            events.extend(first_credits(&events[0], new));
+            events
         }
         Op::Import { keys } => {
             if keys.is_empty() {
@@ -480,7 +497,9 @@ fn events(
                 if known(key.hash, new_hashes) || key.sha256_form.is_some_and(|h| known(h, new_hashes)) {
                     return Err(entry(Error::SecretKnown));
                 }
+                let credits = first_credits(&event, &key.new);
                 out.push(event);
+                out.extend(credits);
             }
             let id = out.first().and_then(Event::key_id).unwrap_or(KeyId(0));
             return Ok((id, out));
@@ -519,6 +538,14 @@ fn events(
             id: *id,
             rate_limits: canonical_limits(rate_limits)?,
         }],
+        Op::SetCredits { id, credits } => vec![Event::CreditsSet {
+            id: *id,
+            credits: *credits,
+        }],
+        Op::AddCredits { id, amount } => vec![Event::CreditsAdded {
+            id: *id,
+            amount: *amount,
+        }],
         Op::RevokeActor { actor, with_keys } => {
             let event = Event::ActorRevoked {
                 actor: actor.clone(),
@@ -538,6 +565,10 @@ fn events(
     // the earlier ones leave it.
     let mut whitelist: Option<Vec<IpNet>> = None;
     for event in &events {
+        if matches!(event, Event::CreditsSet { .. }) && matches!(cmd.op, Op::Create { .. }) {
+            // A creation's first credits: authorized with the creation itself.
+            continue;
+        }
         let base = event.key_id().and_then(|id| proj.key_state(id));
         let state = base.map(|s| KeyState {
             whitelist: whitelist.as_deref().unwrap_or(s.whitelist),
@@ -571,6 +602,15 @@ fn events(
         .and_then(Event::key_id)
         .ok_or_else(|| Error::invalid("network", "no address or range given"))?;
     Ok((id, events))
+}
+
+/// The record that gives a key created by `created` its first credits, if it has any.
+fn first_credits(created: &Event, new: &NewKey) -> Option<Event> {
+    let id = created.key_id()?;
+    new.credits.map(|credits| Event::CreditsSet {
+        id,
+        credits: Some(credits),
+    })
 }
 
 /// Checks that a created key expires after `at`, the time it is recorded.

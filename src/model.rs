@@ -9,6 +9,7 @@
 //! touches storage and never sees a secret: a created key is recorded by its hash.
 
 pub(crate) mod actor;
+pub(crate) mod credits;
 pub(crate) mod error;
 pub(crate) mod id;
 pub(crate) mod key;

@@ -7,6 +7,7 @@
 
 pub(crate) mod backup;
 pub(crate) mod check;
+pub(crate) mod credits;
 pub(crate) mod last_used;
 pub(crate) mod snapshot;
 pub(crate) mod trail;

@@ -22,6 +22,7 @@ use crate::access::RoleSet;
 use crate::chain::Head;
 use crate::model::actor::Actor;
 use crate::model::actor::ActorRole;
+use crate::model::credits::Credits;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::key::KeySource;
@@ -31,6 +32,7 @@ use crate::model::record::EventKind;
 use crate::model::token::KeyHash;
 
 pub(crate) mod apply;
+pub(crate) mod credits;
 pub(crate) mod limits;
 pub(crate) mod people;
 pub(crate) mod snapshot;
@@ -104,6 +106,8 @@ pub(crate) struct SlotData {
     pub(crate) acts_for: Option<u32>,
     /// Index into [`SnapshotData::limit_lists`] (0: no limits).
     pub(crate) limits: u32,
+    /// What the log set of its credits, for a live key that has credits.
+    pub(crate) credits: Option<credits::CreditsData>,
 }
 
 /// The whole projection as plain data: what a snapshot stores.
@@ -124,6 +128,8 @@ pub(crate) struct SnapshotData {
     pub(crate) rolled_out: Vec<[u8; 16]>,
     /// Every list of rate limits named, each once; list 0 is the empty one.
     pub(crate) limit_lists: Vec<Vec<RateLimit>>,
+    /// Every credits value an audit row of credits names, each once; entry 0 is none.
+    pub(crate) credit_log: Vec<Option<Credits>>,
 }
 
 /// A key as listed: everything but the secret.
@@ -161,6 +167,8 @@ pub struct KeyView {
     pub acts_for: Option<String>,
     /// Its rate limits, shortest window first (none: unlimited).
     pub rate_limits: Vec<RateLimit>,
+    /// Its credits, if it has any: what is left now (on this host), and how they refill.
+    pub credits: Option<credits::CreditsView>,
 }
 
 /// Where a key stands.
@@ -226,6 +234,10 @@ pub struct AuditEntry {
     /// For `limits_changed`, the key's new rate limits (none: removed); for `created` and
     /// `imported`, the key's first ones; otherwise empty.
     pub rate_limits: Vec<RateLimit>,
+    /// For `credits_set`, the credits set (none: removed); otherwise none.
+    pub credits: Option<Credits>,
+    /// For `credits_added`, how many were added; otherwise none.
+    pub credits_added: Option<u64>,
 }
 
 /// A hash of 32 bytes that an attacker who does not know `seed` cannot make collide,
@@ -302,8 +314,9 @@ struct KeyRec {
     whitelist: u32,
     name: Name,
     disabled: bool,
-    /// The key's limiter, for a key with rate limits; 0 for none.
-    limiter: u32,
+    /// What meters the key: 0 for nothing; with [`credits::CREDITED`] set, its credit
+    /// cell (which names its limiter, if any); else its limiter.
+    meter: u32,
 }
 
 const NEVER: i64 = i64::MAX;
@@ -374,6 +387,10 @@ pub(crate) struct Projection {
     /// The limited keys' limiters, and every list of limits named.
     limiters: limits::Limiters,
     limit_lists: limits::LimitLists,
+    /// The credited keys' cells.
+    credits: credits::CreditCells,
+    /// The credits every audit row of credits names.
+    credit_log: credits::CreditLog,
     seed: Seed,
     hasher: RandomState,
     head: Head,
@@ -395,9 +412,10 @@ struct Freeze {
     actors: usize,
     role_sets: usize,
     limit_lists: usize,
+    credit_log: usize,
     sets: u32,
     graces: Vec<GraceData>,
-    before: HashMap<u32, (KeyRec, KeyCold)>,
+    before: HashMap<u32, (KeyRec, KeyCold, Option<credits::CreditsData>)>,
 }
 
 fn too_long(seq: u64) -> Error {
@@ -434,6 +452,8 @@ impl Projection {
             retired: people::Retired::default(),
             limiters: limits::Limiters::new(),
             limit_lists: limits::LimitLists::new(),
+            credits: credits::CreditCells::new(),
+            credit_log: credits::CreditLog::new(),
             seed: Seed::random(),
             hasher: RandomState::new(),
             head: Head::EMPTY,

@@ -34,6 +34,7 @@ use crate::ledger::Op;
 use crate::log::LogRead;
 use crate::model::actor::Actor;
 use crate::model::actor::ActorRole;
+use crate::model::credits::Credits;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::key::NewKey;
@@ -52,6 +53,7 @@ use writer::{Pending, Request};
 
 pub(crate) mod background;
 pub(crate) mod builder;
+pub(crate) mod credits;
 pub(crate) mod people;
 pub(crate) mod writer;
 
@@ -114,6 +116,7 @@ pub struct KeyStore {
     writer: Option<JoinHandle<()>>,
     /// Saves the last-used stamps every so often, and once more when the store closes.
     last_used: Option<Saver>,
+    credit_counts: Option<credits::CreditSaver>,
     verifier: Option<JoinHandle<()>>,
     /// Stops the verifier when the store closes: a short-lived process need not wait for it.
     cancel: Arc<AtomicBool>,
@@ -389,6 +392,40 @@ impl KeyStore {
             .map(|(_, seq)| seq)
     }
 
+    /// Sets a key's credits, replacing what it has (none removes them): its count starts
+    /// again from `credits.remaining()`, and refills fall at whole periods from now. One
+    /// chained record, under the rules of [`KeyStore::whitelist_ip`]. Returns the
+    /// sequence number.
+    ///
+    /// # Errors
+    /// [`Error::KeyNotFound`], [`Error::KeyDeleted`], [`Error::PermissionDenied`];
+    /// [`Error::StateUnchanged`] to remove credits from a key that has none; storage
+    /// errors.
+    pub fn set_credits(&self, actor: &Actor, id: KeyId, credits: Option<Credits>) -> Result<u64, Error> {
+        if let Some(credits) = &credits {
+            credits.check()?;
+        }
+        self.submit(actor, Op::SetCredits { id, credits })
+            .map(|(_, seq)| seq)
+    }
+
+    /// Adds `amount` to a key's credits (a top-up; its refill is unchanged). One chained
+    /// record, under the rules of [`KeyStore::whitelist_ip`]. Returns the sequence number.
+    ///
+    /// # Errors
+    /// As [`KeyStore::set_credits`]; [`Error::InvalidInput`] naming `credits` for an
+    /// amount of 0, a key without credits, or a total past
+    /// [`MAX_CREDITS`](crate::model::credits::MAX_CREDITS) (as the log counts it: the count
+    /// set plus every top-up).
+    pub fn add_credits(&self, actor: &Actor, id: KeyId, amount: u64) -> Result<u64, Error> {
+        if amount == 0 {
+            return Err(Error::invalid("credits", "adding 0 credits changes nothing"));
+        }
+        crate::model::credits::check_amount("credits", amount)?;
+        self.submit(actor, Op::AddCredits { id, amount })
+            .map(|(_, seq)| seq)
+    }
+
     /// Adopts keys a platform already issued (see [`ExistingKey`]), all or none, made
     /// durable as one commit; returns their new ids in order. The rules are those of
     /// [`KeyStore::create_key`]. The audit kind is `imported`.
@@ -498,16 +535,42 @@ impl KeyStore {
     /// # Errors
     /// A [`Rejection`] saying why the key is refused.
     pub fn verify(&self, token: &str, client_ip: IpAddr) -> Result<VerifiedKey, Rejection> {
+        self.verify_with_cost(token, client_ip, 1)
+    }
+
+    /// [`KeyStore::verify`] for a request that costs `cost` of the key's credits (a
+    /// weighted operation; 0 spends nothing and only looks). A key without credits
+    /// ignores the cost; a key with fewer left than `cost` is refused as
+    /// [`Rejection::UsageExceeded`] and spends nothing. Rate limits count the request
+    /// once, whatever its cost.
+    ///
+    /// # Errors
+    /// A [`Rejection`] saying why the key is refused.
+    ///
+    /// # Example
+    /// ```
+    /// use keyledger::{Actor, Credits, KeyStore, NewKey, Rejection};
+    /// let store = KeyStore::builder().open_temporary().unwrap();
+    /// let new = NewKey::new("bot").role("bot").credits(Credits::new(10).unwrap());
+    /// let created = store.create_key(&Actor::admin("alice"), new).unwrap();
+    /// let (secret, ip) = (created.key.expose_secret(), "192.0.2.1".parse().unwrap());
+    /// assert_eq!(store.verify_with_cost(secret, ip, 7).unwrap().credits_remaining(), Some(3));
+    /// assert!(matches!(store.verify_with_cost(secret, ip, 4), Err(Rejection::UsageExceeded { .. })));
+    /// assert_eq!(store.verify(secret, ip).unwrap().credits_remaining(), Some(2));
+    /// ```
+    pub fn verify_with_cost(&self, token: &str, client_ip: IpAddr, cost: u64) -> Result<VerifiedKey, Rejection> {
         if self.rejecting.rejects() {
             return Err(Rejection::Stale);
         }
         match token::parse(token) {
-            Ok(hash) => {
-                self.ledger
-                    .read()
-                    .verify(&hash, client_ip, self.require_whitelist, self.ledger.clock())
-            }
-            Err(malformed) => self.verify_foreign(token, client_ip, malformed),
+            Ok(hash) => self.ledger.read().verify(
+                &hash,
+                client_ip,
+                self.require_whitelist,
+                cost,
+                self.ledger.clock(),
+            ),
+            Err(malformed) => self.verify_foreign(token, client_ip, cost, malformed),
         }
     }
 
@@ -518,13 +581,14 @@ impl KeyStore {
         &self,
         token: &str,
         client_ip: IpAddr,
+        cost: u64,
         malformed: crate::model::token::format::Malformed,
     ) -> Result<VerifiedKey, Rejection> {
         let proj = self.ledger.read();
         let mut found = false;
         for hash in proj.foreign_candidates(token) {
             found = true;
-            match proj.verify(&hash, client_ip, self.require_whitelist, self.ledger.clock()) {
+            match proj.verify(&hash, client_ip, self.require_whitelist, cost, self.ledger.clock()) {
                 // A secret retired by its own hash (deleted, rolled out) does not come
                 // back through a key adopted later by its SHA-256.
                 Err(Rejection::UnknownKey) if proj.was_retired(&hash) => break,
@@ -549,6 +613,23 @@ impl KeyStore {
         I: IntoIterator<Item = (&'a str, &'a [u8])>,
     {
         self.verify(token::api_key_from_headers(headers)?, client_ip)
+    }
+
+    /// [`KeyStore::verify_headers`] for a request that costs `cost` of the key's credits;
+    /// see [`KeyStore::verify_with_cost`].
+    ///
+    /// # Errors
+    /// A [`Rejection`] saying why the request is refused.
+    pub fn verify_headers_with_cost<'a, I>(
+        &self,
+        headers: I,
+        client_ip: IpAddr,
+        cost: u64,
+    ) -> Result<VerifiedKey, Rejection>
+    where
+        I: IntoIterator<Item = (&'a str, &'a [u8])>,
+    {
+        self.verify_with_cost(token::api_key_from_headers(headers)?, client_ip, cost)
     }
 
     /// Writes the whole log to `path` as a portable, versioned, checksummed backup, while
@@ -679,6 +760,9 @@ impl Drop for KeyStore {
         self.tx.take();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
+        }
+        if let Some(saver) = self.credit_counts.take() {
+            saver.finish();
         }
         if let Some(saver) = self.last_used.take() {
             saver.finish();

@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::primitives::{NetV1, le4, le32, options};
+use crate::model::credits::{Credits, Refill};
 use crate::model::actor::Actor;
 use crate::model::actor::ActorRole;
 use crate::model::error::Error;
@@ -99,6 +100,45 @@ pub(super) enum EventV4 {
     },
     /// The key's rate limits are now these (none: unlimited).
     LimitsSet { id: u64, rate_limits: Vec<LimitV1> },
+    /// The key's credits are now these (none: unlimited).
+    CreditsSet { id: u64, credits: Option<CreditsV1> },
+    /// More credits for the key.
+    CreditsAdded { id: u64, amount: u64 },
+}
+
+/// Credits on the wire: the count, then the refill's amount and period in seconds (an
+/// amount of 0 for none).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CreditsV1 {
+    pub(crate) remaining: u64,
+    pub(crate) refill_amount: u64,
+    pub(crate) refill_every_secs: u32,
+}
+
+impl From<&Credits> for CreditsV1 {
+    fn from(c: &Credits) -> Self {
+        CreditsV1 {
+            remaining: c.remaining,
+            refill_amount: c.refill.map_or(0, |r| r.amount),
+            refill_every_secs: c.refill.map_or(0, |r| r.every_secs),
+        }
+    }
+}
+
+impl CreditsV1 {
+    /// Unchecked but for the one encoding of no refill: the record's validation checks
+    /// every value.
+    pub(crate) fn decode(self) -> Result<Credits, &'static str> {
+        let refill = match (self.refill_amount, self.refill_every_secs) {
+            (0, 0) => None,
+            (0, _) => return Err("credits without a refill amount name a refill period"),
+            (amount, every_secs) => Some(Refill { amount, every_secs }),
+        };
+        Ok(Credits {
+            remaining: self.remaining,
+            refill,
+        })
+    }
 }
 
 /// A rate limit on the wire: the window in seconds, then the limit.
@@ -290,6 +330,18 @@ pub(super) fn event_to_wire(event: &Event) -> WireEvent {
             return WireEvent::V4(EventV4::LimitsSet {
                 id: id.0,
                 rate_limits: limits(rate_limits),
+            });
+        }
+        Event::CreditsSet { id, credits } => {
+            return WireEvent::V4(EventV4::CreditsSet {
+                id: id.0,
+                credits: credits.as_ref().map(CreditsV1::from),
+            });
+        }
+        Event::CreditsAdded { id, amount } => {
+            return WireEvent::V4(EventV4::CreditsAdded {
+                id: id.0,
+                amount: *amount,
             });
         }
         Event::Created {
@@ -500,6 +552,17 @@ fn event_from_wire_v4(event: EventV4, seq: u64) -> Result<Event, Error> {
         EventV4::LimitsSet { id, rate_limits } => Event::LimitsSet {
             id: KeyId(id),
             rate_limits: limits(rate_limits),
+        },
+        EventV4::CreditsSet { id, credits } => Event::CreditsSet {
+            id: KeyId(id),
+            credits: credits
+                .map(CreditsV1::decode)
+                .transpose()
+                .map_err(|why| Error::corrupt(seq, ProblemKind::Undecodable, why))?,
+        },
+        EventV4::CreditsAdded { id, amount } => Event::CreditsAdded {
+            id: KeyId(id),
+            amount,
         },
     })
 }

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 
 use super::id::KeyId;
+use super::credits::Credits;
 use super::limit::{RateLimit, canonical_limits};
 use super::rules::{
     Origin, grants_admin, shown, validate_name, validate_person, validate_roles, validate_whitelist,
@@ -59,6 +60,8 @@ pub struct NewKey {
     pub(crate) acts_for: Option<String>,
     /// Its rate limits (see [`NewKey::rate_limit`]).
     pub(crate) rate_limits: Vec<RateLimit>,
+    /// Its credits (see [`NewKey::credits`]).
+    pub(crate) credits: Option<Credits>,
 }
 
 impl NewKey {
@@ -71,6 +74,7 @@ impl NewKey {
             expires_at: None,
             acts_for: None,
             rate_limits: Vec::new(),
+            credits: None,
         }
     }
 
@@ -135,6 +139,27 @@ impl NewKey {
         self
     }
 
+    /// Gives the key credits: each accepted verification spends its cost (1 unless the
+    /// host names another, see `KeyStore::verify_with_cost`), and a key with none left is
+    /// refused as `Rejection::UsageExceeded` until a refill or a top-up. Recorded as a
+    /// `credits_set` entry right after the creation, in the same commit.
+    ///
+    /// # Example
+    /// ```
+    /// use keyledger::{Actor, Credits, KeyStore, NewKey, Rejection};
+    /// let store = KeyStore::builder().open_temporary().unwrap();
+    /// let new = NewKey::new("bot").role("bot").credits(Credits::new(2).unwrap());
+    /// let created = store.create_key(&Actor::admin("alice"), new).unwrap();
+    /// let (secret, ip) = (created.key.expose_secret(), "192.0.2.1".parse().unwrap());
+    /// assert_eq!(store.verify(secret, ip).unwrap().credits_remaining(), Some(1));
+    /// assert_eq!(store.verify(secret, ip).unwrap().credits_remaining(), Some(0));
+    /// assert!(matches!(store.verify(secret, ip), Err(Rejection::UsageExceeded { .. })));
+    /// ```
+    pub fn credits(mut self, credits: Credits) -> Self {
+        self.credits = Some(credits);
+        self
+    }
+
     /// Checks every field by every rule (`Origin::Command`) and returns the normalized
     /// request (trimmed name, canonical nets).
     pub(crate) fn validated(&self) -> Result<NewKey, Error> {
@@ -157,6 +182,7 @@ impl NewKey {
             expires_at: self.expires_at,
             acts_for: self.acts_for.clone(),
             rate_limits: canonical_limits(&self.rate_limits)?,
+            credits: self.credits.map(|c| c.check().map(|()| c)).transpose()?,
         })
     }
 }

@@ -106,7 +106,7 @@ impl fmt::Display for RateLimit {
 }
 
 /// A window in its largest whole unit: `30d`, `1h`, `90m`, `45s`.
-struct Window(u32);
+pub(crate) struct Window(pub(crate) u32);
 
 impl fmt::Display for Window {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -135,27 +135,32 @@ impl FromStr for RateLimit {
             .trim()
             .parse()
             .map_err(|_| bad("has a limit that is not a whole number up to 4294967295"))?;
-        let window = window.trim();
-        let unit_at = window
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| bad("has a window without a unit (s, m, h or d)"))?;
-        let (count, unit) = window.split_at(unit_at);
-        let count: u64 = match count {
-            "" => 1,
-            digits => digits.parse().map_err(|_| bad("has a window too long"))?,
-        };
-        let unit: u64 = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3_600,
-            "d" => 86_400,
-            _ => return Err(bad("has a window unit that is not s, m, h or d")),
-        };
-        let secs = count
-            .checked_mul(unit)
-            .ok_or_else(|| bad("has a window too long"))?;
-        RateLimit::new(limit, Duration::from_secs(secs))
+        let window = parse_window(window).map_err(bad)?;
+        RateLimit::new(limit, window)
     }
+}
+
+/// A window or period: a number and a unit (`s`, `m`, `h` or `d`), a unit alone counting
+/// one (`m`); what is wrong with it otherwise.
+pub(crate) fn parse_window(text: &str) -> Result<Duration, &'static str> {
+    let text = text.trim();
+    let unit_at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or("has a window without a unit (s, m, h or d)")?;
+    let (count, unit) = text.split_at(unit_at);
+    let count: u64 = match count {
+        "" => 1,
+        digits => digits.parse().map_err(|_| "has a window too long")?,
+    };
+    let unit: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err("has a window unit that is not s, m, h or d"),
+    };
+    let secs = count.checked_mul(unit).ok_or("has a window too long")?;
+    Ok(Duration::from_secs(secs))
 }
 
 /// The limits in their canonical order (shortest window first). Refuses more than

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use ipnet::IpNet;
 
 use super::actor::Actor;
+use super::credits::{Credits, check_amount};
 use super::id::KeyId;
 use super::key::{KeySource, NO_TAIL};
 use super::limit::{RateLimit, validate_stored_limits};
@@ -40,6 +41,17 @@ pub(crate) enum Event {
     LimitsSet {
         id: KeyId,
         rate_limits: Vec<RateLimit>,
+    },
+    /// The key's credits are now these (none: unlimited): its count starts again from
+    /// `credits.remaining`, and refills count from this record's time.
+    CreditsSet {
+        id: KeyId,
+        credits: Option<Credits>,
+    },
+    /// `amount` more credits for a key that has credits.
+    CreditsAdded {
+        id: KeyId,
+        amount: u64,
     },
     Whitelisted {
         id: KeyId,
@@ -85,7 +97,9 @@ impl Event {
             | Event::Rolled { id, .. }
             | Event::Disabled { id }
             | Event::Enabled { id }
-            | Event::LimitsSet { id, .. } => Some(*id),
+            | Event::LimitsSet { id, .. }
+            | Event::CreditsSet { id, .. }
+            | Event::CreditsAdded { id, .. } => Some(*id),
             Event::ActorRevoked { .. } => None,
         }
     }
@@ -105,6 +119,8 @@ impl Event {
             Event::Enabled { .. } => EventKind::Enabled,
             Event::ActorRevoked { .. } => EventKind::ActorRevoked,
             Event::LimitsSet { .. } => EventKind::LimitsChanged,
+            Event::CreditsSet { .. } => EventKind::CreditsSet,
+            Event::CreditsAdded { .. } => EventKind::CreditsAdded,
         }
     }
 }
@@ -134,11 +150,15 @@ pub enum EventKind {
     ActorRevoked,
     /// A key's rate limits were set (or removed).
     LimitsChanged,
+    /// A key's credits were set (or removed): its count starts again.
+    CreditsSet,
+    /// Credits were added to a key's count.
+    CreditsAdded,
 }
 
 impl EventKind {
     /// Every kind, in the order of their codes.
-    pub(crate) const ALL: [EventKind; 10] = [
+    pub(crate) const ALL: [EventKind; 12] = [
         EventKind::Created,
         EventKind::Whitelisted,
         EventKind::Unwhitelisted,
@@ -149,10 +169,13 @@ impl EventKind {
         EventKind::Enabled,
         EventKind::ActorRevoked,
         EventKind::LimitsChanged,
+        EventKind::CreditsSet,
+        EventKind::CreditsAdded,
     ];
 
     /// `created`, `whitelisted`, `unwhitelisted`, `deleted`, `imported`, `rolled`,
-    /// `disabled`, `enabled`, `actor_revoked` or `limits_changed`.
+    /// `disabled`, `enabled`, `actor_revoked`, `limits_changed`, `credits_set` or
+    /// `credits_added`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Created => "created",
@@ -165,6 +188,8 @@ impl EventKind {
             EventKind::Enabled => "enabled",
             EventKind::ActorRevoked => "actor_revoked",
             EventKind::LimitsChanged => "limits_changed",
+            EventKind::CreditsSet => "credits_set",
+            EventKind::CreditsAdded => "credits_added",
         }
     }
 
@@ -281,6 +306,17 @@ impl Record {
             }
             Event::ActorRevoked { actor, .. } => validate_actor_id(actor, Origin::Stored)?,
             Event::LimitsSet { rate_limits, .. } => validate_stored_limits(rate_limits)?,
+            Event::CreditsSet { credits, .. } => {
+                if let Some(credits) = credits {
+                    credits.check()?;
+                }
+            }
+            Event::CreditsAdded { amount, .. } => {
+                if *amount == 0 {
+                    return Err(Error::invalid("credits", "adding 0 credits changes nothing"));
+                }
+                check_amount("credits", *amount)?;
+            }
             Event::Deleted { .. } | Event::Disabled { .. } | Event::Enabled { .. } => {}
         }
         Ok(())

@@ -32,10 +32,12 @@ pub enum Action {
     RevokeActor,
     /// Set a key's rate limits.
     Limit,
+    /// Set a key's credits, or add to them.
+    Credits,
 }
 
 impl Action {
-    pub(crate) const ALL: [Action; 10] = [
+    pub(crate) const ALL: [Action; 11] = [
         Action::Create,
         Action::Import,
         Action::Whitelist,
@@ -46,10 +48,11 @@ impl Action {
         Action::Enable,
         Action::RevokeActor,
         Action::Limit,
+        Action::Credits,
     ];
 
     /// `create`, `import`, `whitelist`, `unwhitelist`, `delete`, `roll`, `disable`,
-    /// `enable`, `revoke_actor` or `limit`.
+    /// `enable`, `revoke_actor`, `limit` or `credits`.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Create => "create",
@@ -62,6 +65,7 @@ impl Action {
             Action::Enable => "enable",
             Action::RevokeActor => "revoke_actor",
             Action::Limit => "limit",
+            Action::Credits => "credits",
         }
     }
 

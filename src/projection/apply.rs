@@ -6,6 +6,7 @@
 
 use super::{HashPrefix, KeyCold, KeyRec, LIVE, NEVER, NO_VIA, Projection, Roll, Row, too_long};
 use crate::chain::Head;
+use crate::model::credits::Credits;
 use crate::model::error::Error;
 use crate::model::record::Event;
 use crate::model::record::Record;
@@ -54,7 +55,7 @@ impl Projection {
                     whitelist: set,
                     name: self.store_name(name, seq)?,
                     disabled: false,
-                    limiter: 0,
+                    meter: 0,
                 };
                 let cold = KeyCold {
                     created: row_index,
@@ -126,6 +127,18 @@ impl Projection {
                 let index = self.index_for(*id)?;
                 row.limits = self.limit_lists.intern(rate_limits, seq)?;
                 self.set_limits(index, row.limits, seq)?;
+                row.slot = index;
+            }
+            Event::CreditsSet { id, credits } => {
+                let index = self.index_for(*id)?;
+                self.set_credits(index, credits.as_ref(), record.at, seq)?;
+                row.nets = self.credit_log.push(credits.as_ref(), seq)?;
+                row.slot = index;
+            }
+            Event::CreditsAdded { id, amount } => {
+                let index = self.index_for(*id)?;
+                self.add_credits(index, *amount);
+                row.nets = self.credit_log.push(Some(&Credits::added(*amount)), seq)?;
                 row.slot = index;
             }
             Event::Disabled { id } | Event::Enabled { id } => {

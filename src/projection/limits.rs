@@ -81,6 +81,18 @@ impl Limiter {
     }
 }
 
+impl Limiter {
+    /// Takes one request back from every limit.
+    fn refund(&self) {
+        for (limit, cell) in self.list.iter().zip(&self.tat) {
+            if limit.limit == 0 {
+                break;
+            }
+            cell.fetch_sub(spacing(limit).0, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A limit's emission interval `T` and burst tolerance `τ`, in microseconds.
 #[inline]
 fn spacing(limit: &RateLimit) -> (u64, u64) {
@@ -168,19 +180,29 @@ impl Projection {
     pub(super) fn set_limits(&mut self, index: u32, list: u32, seq: u64) -> Result<(), Error> {
         let i = index as usize;
         self.cold[i].limits = list;
-        let old = std::mem::take(&mut self.keys[i].limiter);
+        let old = std::mem::take(self.limiter_slot(index));
         self.limiters.release(old);
         if list != 0 && self.cold[i].deleted == super::LIVE {
             let limits = list_of(self.limit_lists.get(list));
-            self.keys[i].limiter = self.limiters.acquire(limits, seq)?;
+            let slot = self.limiters.acquire(limits, seq)?;
+            *self.limiter_slot(index) = slot;
         }
         Ok(())
     }
 
     /// A deleted key's limiter goes back to the free slots.
     pub(super) fn drop_limiter(&mut self, index: u32) {
-        let old = std::mem::take(&mut self.keys[index as usize].limiter);
+        let old = std::mem::take(self.limiter_slot(index));
         self.limiters.release(old);
+    }
+
+    /// Gives back what an admitted request took from the limiter in `slot`: the request
+    /// was refused for another reason (its credits).
+    #[cold]
+    pub(super) fn refund(&self, slot: u32) {
+        if let Some(limiter) = self.limiters.slots.get(slot as usize) {
+            limiter.refund();
+        }
     }
 
     /// One request of a key with limiter `slot` at `now` (steady microseconds).

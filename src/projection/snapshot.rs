@@ -10,6 +10,7 @@ use super::{
     Freeze, GraceData, HashPrefix, KeyCold, KeyRec, LIVE, NEVER, NO_VIA, Projection, SlotData, SnapshotData,
     WhitelistSets,
 };
+use super::credits::CreditsData;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::problem::ProblemKind;
@@ -42,7 +43,10 @@ impl Projection {
                 .map(|s| s.0.iter().map(|r| r.to_string()).collect())
                 .collect(),
             slots: (0..self.keys.len())
-                .map(|i| self.slot_data(i as u32, &self.keys[i], &self.cold[i]))
+                .map(|i| {
+                    let credits = self.credits_data(i as u32);
+                    self.slot_data(i as u32, &self.keys[i], &self.cold[i], credits)
+                })
                 .collect(),
             rows: self.rows.clone(),
             nets: self.nets.clone(),
@@ -51,6 +55,7 @@ impl Projection {
             graces: self.grace_data(),
             rolled_out: self.rolled_out_data(0..self.rolled_out_len()),
             limit_lists: self.limit_lists.data(0..self.limit_lists.len()),
+            credit_log: self.credit_log.data(0..self.credit_log.len()),
         }
     }
 
@@ -70,6 +75,7 @@ impl Projection {
             actors: self.actors.len(),
             role_sets: self.role_sets.len(),
             limit_lists: self.limit_lists.len(),
+            credit_log: self.credit_log.len(),
             sets,
             graces: self.grace_data(),
             before: HashMap::new(),
@@ -104,6 +110,9 @@ impl Projection {
         } else if out.limit_lists.len() < f.limit_lists {
             let part = take(out.limit_lists.len(), f.limit_lists);
             out.limit_lists.extend(self.limit_lists.data(part));
+        } else if out.credit_log.len() < f.credit_log {
+            let part = take(out.credit_log.len(), f.credit_log);
+            out.credit_log.extend(self.credit_log.data(part));
         } else if out.whitelist_sets.len() < f.sets as usize {
             let part = take(out.whitelist_sets.len(), f.sets as usize);
             out.whitelist_sets
@@ -111,11 +120,13 @@ impl Projection {
         } else if out.slots.len() < f.keys as usize {
             let part = take(out.slots.len(), f.keys as usize);
             out.slots.extend(part.map(|i| {
-                let (k, c) = f
-                    .before
-                    .get(&(i as u32))
-                    .map_or((&self.keys[i], &self.cold[i]), |(k, c)| (k, c));
-                self.slot_data(i as u32, k, c)
+                match f.before.get(&(i as u32)) {
+                    Some((k, c, credits)) => self.slot_data(i as u32, k, c, *credits),
+                    None => {
+                        let credits = self.credits_data(i as u32);
+                        self.slot_data(i as u32, &self.keys[i], &self.cold[i], credits)
+                    }
+                }
             }));
         } else if out.rows.len() < f.rows {
             let part = take(out.rows.len(), f.rows);
@@ -137,7 +148,7 @@ impl Projection {
         false
     }
 
-    fn slot_data(&self, index: u32, k: &KeyRec, c: &KeyCold) -> SlotData {
+    fn slot_data(&self, index: u32, k: &KeyRec, c: &KeyCold, credits: Option<CreditsData>) -> SlotData {
         SlotData {
             hash: k.hash.0.to_le_bytes(),
             id: k.id.0,
@@ -152,6 +163,7 @@ impl Projection {
             source: c.source,
             acts_for: self.named_person(index),
             limits: c.limits,
+            credits,
         }
     }
 
@@ -201,6 +213,8 @@ impl Projection {
                 EventKind::Created | EventKind::Imported => count(row.nets),
                 EventKind::Whitelisted | EventKind::Unwhitelisted => (row.nets as usize) < nets_len,
                 EventKind::Rolled => (row.nets as usize) < data.rolls.len(),
+                EventKind::CreditsSet => (row.nets as usize) < data.credit_log.len(),
+                EventKind::CreditsAdded => data.credit_log.get(row.nets as usize).is_some_and(Option::is_some),
                 EventKind::ActorRevoked => (row.nets as usize) < proj.actors.len() && row.slot <= 1,
                 _ => true,
             };
@@ -246,7 +260,7 @@ impl Projection {
                 whitelist: s.whitelist,
                 name: proj.store_name(&s.name, seq)?,
                 disabled: s.disabled,
-                limiter: 0,
+                meter: 0,
             };
             let cold = KeyCold {
                 created: s.created,
@@ -258,6 +272,24 @@ impl Projection {
             proj.note_source(s.source);
             let index = proj.push_key(key, cold, seq)?;
             proj.set_limits(index, s.limits, seq)?;
+            if let Some(credits) = &s.credits {
+                if s.deleted.is_some() || credits.set_seq > seq || credits.anchor > data.head.at {
+                    return Err(bad("credits of a deleted key, or set after the snapshot"));
+                }
+                credits.set.check().map_err(|e| bad(&e.to_string()))?;
+                crate::model::credits::check_amount("credits", credits.topped).map_err(|e| bad(&e.to_string()))?;
+                proj.restore_credits(index, credits)?;
+            }
+        }
+        if data.credit_log.first().is_some_and(Option::is_some) {
+            return Err(bad("credits entry 0 is not the empty one"));
+        }
+        for value in data.credit_log.iter().skip(1) {
+            let before = proj.credit_log.len();
+            let valid = value.is_some_and(|c| c.check().is_ok());
+            if !valid || proj.credit_log.push(value.as_ref(), seq)? as usize != before {
+                return Err(bad("duplicate, empty or invalid credits entry"));
+            }
         }
         proj.restore_people(&data.slots, &data.rolled_out).map_err(bad)?;
         let mut previous = None;

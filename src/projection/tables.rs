@@ -72,6 +72,7 @@ impl Projection {
         self.unindex_hash(index);
         self.end_grace(index);
         self.drop_limiter(index);
+        self.drop_credits(index);
         self.cold[index as usize].deleted = row_index;
     }
 
@@ -89,11 +90,12 @@ impl Projection {
     /// The index of existing key `id`, its records preserved for a snapshot being copied.
     pub(super) fn index_for(&mut self, id: KeyId) -> Result<u32, Error> {
         let index = self.key_index(id).ok_or(Error::KeyNotFound(id))?;
-        if let Some(f) = &mut self.freeze
-            && index < f.keys
-        {
+        if self.freeze.as_ref().is_some_and(|f| index < f.keys) {
             let i = index as usize;
-            f.before.entry(index).or_insert((self.keys[i], self.cold[i]));
+            let pre_image = (self.keys[i], self.cold[i], self.credits_data(index));
+            if let Some(f) = &mut self.freeze {
+                f.before.entry(index).or_insert(pre_image);
+            }
         }
         Ok(index)
     }

@@ -19,7 +19,8 @@ use crate::model::token::KeyHash;
 
 impl Projection {
     /// Looks a key's hash up and checks it: a hash-table probe, one key record, a copy of
-    /// the name, and at most once a minute a stamp of its last use. Reads the (coarse)
+    /// the name, and at most once a minute a stamp of its last use; for a metered key, its
+    /// limiter and credit cell (`cost` spent from its credits). Reads the (coarse)
     /// clock only for a key that expires or a secret in its grace period.
     #[inline]
     pub(crate) fn verify(
@@ -27,6 +28,7 @@ impl Projection {
         hash: &KeyHash,
         ip: IpAddr,
         require_whitelist: bool,
+        cost: u64,
         clock: &Clock,
     ) -> Result<VerifiedKey, Rejection> {
         let prefix = HashPrefix::of(hash);
@@ -46,9 +48,9 @@ impl Projection {
             return Err(Rejection::Disabled);
         }
         access::ip_allowed(self.whitelists.get(key.whitelist), ip, require_whitelist)?;
-        let rate = match key.limiter {
-            0 => None,
-            slot => Some(self.admit(slot, clock.steady_micros())?),
+        let (rate, credits) = match key.meter {
+            0 => (None, None),
+            meter => self.meter(meter, cost, clock.steady_micros(), clock.now_micros_coarse())?,
         };
         if let Some(stamp) = self.last_used.get(index as usize) {
             let minute = clock.minute();
@@ -66,6 +68,7 @@ impl Projection {
                 .unwrap_or_else(|| KeyName::new(self.name_of(key))),
             roles: self.roles_of(key),
             rate,
+            credits,
         })
     }
 
@@ -113,6 +116,7 @@ impl Projection {
             grants_admin: roles.contains(&crate::model::id::ADMIN_ROLE),
             expires_at: (key.expires != NEVER).then_some(key.expires),
             rate_limits: self.limits_of(index as u32),
+            credits: self.credits_held(index as u32),
         })
     }
 

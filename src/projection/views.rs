@@ -8,10 +8,12 @@ use std::sync::atomic::Ordering;
 
 use ipnet::IpNet;
 
+use super::credits::CreditsView;
 use super::{AuditEntry, KeyStatus, KeyView, LIVE, NEVER, Projection, Roll, Row};
 use crate::clock::minute_start;
 use crate::clock::system_time;
 use crate::model::actor::Actor;
+use crate::model::credits::MAX_CREDITS;
 use crate::model::id::KeyId;
 use crate::model::key::KeySource;
 use crate::model::record::EventKind;
@@ -71,6 +73,7 @@ impl Projection {
             imported: cold.source != KeySource::Generated,
             acts_for: self.acts_for_name(index),
             rate_limits: self.limit_lists.get(state.limits).to_vec(),
+            credits: state.credits,
         }
     }
 
@@ -83,6 +86,7 @@ impl Projection {
             disabled: key.disabled,
             deleted: cold.deleted,
             limits: cold.limits,
+            credits: self.credits_view(index),
         };
         self.view(index, state, now, true)
     }
@@ -107,7 +111,7 @@ impl Projection {
 
     /// Every key as it stood right after record `seq` (deleted ones included, marked),
     /// its status as of that record's time. Last-used times are not part of the log and
-    /// are left out.
+    /// are left out; credits show what the log set and added, not what was spent.
     pub(crate) fn keys_at(&self, seq: u64) -> Vec<KeyView> {
         let upto = usize::try_from(seq).unwrap_or(usize::MAX).min(self.rows.len());
         let now = upto.checked_sub(1).map_or(0, |i| self.rows[i].at);
@@ -137,6 +141,7 @@ impl Projection {
                         disabled: false,
                         deleted: LIVE,
                         limits: row.limits,
+                        credits: None,
                     },
                 );
                 continue;
@@ -151,6 +156,18 @@ impl Projection {
                 EventKind::Disabled => state.disabled = true,
                 EventKind::Enabled => state.disabled = false,
                 EventKind::LimitsChanged => state.limits = row.limits,
+                EventKind::CreditsSet => {
+                    state.credits = self.credit_log.get(row.nets).map(|set| CreditsView {
+                        remaining: set.remaining,
+                        refill: set.refill,
+                        next_refill: None,
+                    });
+                }
+                EventKind::CreditsAdded => {
+                    if let (Some(held), Some(added)) = (&mut state.credits, self.credit_log.get(row.nets)) {
+                        held.remaining = held.remaining.saturating_add(added.remaining).min(MAX_CREDITS);
+                    }
+                }
                 EventKind::Rolled => {
                     if let Some(roll) = self.row_roll(row) {
                         state.tail = roll.after;
@@ -201,6 +218,12 @@ impl Projection {
                 previous_valid_until: self.row_roll(row).map(|r| system_time(r.until)),
                 via: self.keys.get(row.via as usize).map(|k| k.id),
                 rate_limits: self.limit_lists.get(row.limits).to_vec(),
+                credits: (row.kind == EventKind::CreditsSet)
+                    .then(|| self.credit_log.get(row.nets))
+                    .flatten(),
+                credits_added: (row.kind == EventKind::CreditsAdded)
+                    .then(|| self.credit_log.get(row.nets).map(|c| c.remaining))
+                    .flatten(),
             }
         })
     }
@@ -235,4 +258,7 @@ struct ViewState {
     deleted: u32,
     /// Index of its rate limits in the interned lists.
     limits: u32,
+    /// Its credits: as they stand now, or as the log set them at some point (the count
+    /// spent is not in the log).
+    credits: Option<CreditsView>,
 }

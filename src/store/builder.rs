@@ -42,6 +42,7 @@ use crate::persist::check::RepairReport;
 use crate::persist::snapshot;
 use crate::persist::trail;
 
+use super::credits::{CREDITS_FILE, CreditCounts};
 use super::background::{IntegrityCell, LAST_USED_FILE, LastUsed, Snapshots, spawn_verifier};
 use super::writer::Writer;
 use super::{Integrity, KeyStore};
@@ -63,6 +64,7 @@ pub struct Builder {
     clock: Option<ManualClock>,
     keep_refused: u64,
     save_last_used_every: Duration,
+    save_credits_every: Duration,
     #[cfg(feature = "nats")]
     fleet: Option<crate::fleet::FleetOptions>,
 }
@@ -78,7 +80,8 @@ impl std::fmt::Debug for Builder {
             .field("expect_head", &self.expect_head)
             .field("clock", &self.clock)
             .field("keep_refused", &self.keep_refused)
-            .field("save_last_used_every", &self.save_last_used_every);
+            .field("save_last_used_every", &self.save_last_used_every)
+            .field("save_credits_every", &self.save_credits_every);
         #[cfg(feature = "nats")]
         f.field("fleet", &self.fleet);
         f.finish_non_exhaustive()
@@ -99,6 +102,7 @@ impl Default for Builder {
             clock: None,
             keep_refused: trail::DEFAULT_KEEP,
             save_last_used_every: Duration::from_secs(60),
+            save_credits_every: Duration::from_secs(1),
             #[cfg(feature = "nats")]
             fleet: None,
         }
@@ -202,6 +206,15 @@ impl Builder {
     /// its own. After a crash it is at most this stale.
     pub fn save_last_used_every(mut self, every: Duration) -> Self {
         self.save_last_used_every = every;
+        self
+    }
+
+    /// How often what credited keys spent is saved to the store's directory (default every
+    /// second, at most every 10 ms, and always when the store closes), on a thread of its
+    /// own. A crash forgets what was spent since the last save, so a key may spend that
+    /// much again: see [`NewKey::credits`](crate::model::key::NewKey::credits).
+    pub fn save_credits_every(mut self, every: Duration) -> Self {
+        self.save_credits_every = every;
         self
     }
 
@@ -474,7 +487,7 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
 /// Removes what writes of the snapshot and the last-used stamps left when a process died;
 /// never read.
 fn remove_leftovers(dir: &Path) {
-    file::remove_leftovers(dir, &[snapshot::SNAPSHOT_FILE, LAST_USED_FILE]);
+    file::remove_leftovers(dir, &[snapshot::SNAPSHOT_FILE, LAST_USED_FILE, CREDITS_FILE]);
 }
 
 /// How long opening waits for a busy lock before it says `Locked`.
@@ -545,8 +558,15 @@ impl KeyStore {
             .as_ref()
             .map(|d| LastUsed::load(d.join(LAST_USED_FILE), &ledger, options.save_last_used_every))
             .transpose()?;
+        let credit_counts = dir
+            .as_ref()
+            .map(|d| CreditCounts::load(d.join(CREDITS_FILE), &ledger, options.save_credits_every))
+            .transpose()?;
         let ledger = Arc::new(ledger);
         let last_used = last_used.map(|l| l.spawn(Arc::clone(&ledger))).transpose()?;
+        let credit_counts = credit_counts
+            .map(|c| c.spawn(Arc::clone(&ledger)))
+            .transpose()?;
         let integrity = IntegrityCell::new(match seal {
             Some(_) => Integrity::Verifying,
             None => Integrity::Verified,
@@ -601,6 +621,7 @@ impl KeyStore {
             tx: Some(tx),
             writer: Some(handle),
             last_used,
+            credit_counts,
             verifier,
             cancel,
             dir,

@@ -13,6 +13,7 @@ use crate::codec::primitives::le16;
 use crate::codec::primitives::le32;
 use crate::codec::primitives::magic_version;
 use crate::codec::primitives::options;
+use crate::codec::record::CreditsV1;
 use crate::codec::record::LimitV1;
 use crate::model::actor::ActorRole;
 use crate::model::error::Error;
@@ -21,6 +22,7 @@ use crate::model::limit::RateLimit;
 use crate::model::problem::ProblemKind;
 use crate::model::record::EventKind;
 use crate::projection::GraceData;
+use crate::projection::credits::CreditsData;
 use crate::projection::Roll;
 use crate::projection::Row;
 use crate::projection::SlotData;
@@ -34,7 +36,8 @@ pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 16 << 30;
 const SNAPSHOT_VERSION: u16 = 4;
 
 /// Version 3 added the person each admin key acts as and the rolled-out secrets; version
-/// 4 adds rate limits: each key's, each audit row's, and the interned lists they name.
+/// 4 adds rate limits (each key's, each audit row's, and the interned lists they name)
+/// and credits (what the log set of each live key's, and the values audit rows name).
 #[derive(Serialize, Deserialize)]
 struct SnapshotV4 {
     magic: [u8; 8],
@@ -54,6 +57,17 @@ struct SnapshotV4 {
     rolled_out: Vec<PrefixV1>,
     /// List 0 is the empty one.
     limit_lists: Vec<Vec<LimitV1>>,
+    /// Entry 0 is none.
+    credit_log: Vec<Option<CreditsV1>>,
+}
+
+/// What the log set of a live key's credits.
+#[derive(Serialize, Deserialize)]
+struct SlotCreditsV1 {
+    set: CreditsV1,
+    topped: u64,
+    anchor: i64,
+    set_seq: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -79,6 +93,7 @@ struct SlotV4 {
     acts_for: u32,
     /// Its rate limits' list.
     limits: u32,
+    credits: Option<SlotCreditsV1>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -150,6 +165,12 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
                 source: s.source.code(),
                 acts_for: s.acts_for.unwrap_or(u32::MAX),
                 limits: s.limits,
+                credits: s.credits.map(|c| SlotCreditsV1 {
+                    set: CreditsV1::from(&c.set),
+                    topped: c.topped,
+                    anchor: c.anchor,
+                    set_seq: c.set_seq,
+                }),
             })
             .collect(),
         rows: data
@@ -195,6 +216,11 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
             .limit_lists
             .iter()
             .map(|list| list.iter().map(LimitV1::from).collect())
+            .collect(),
+        credit_log: data
+            .credit_log
+            .iter()
+            .map(|c| c.as_ref().map(CreditsV1::from))
             .collect(),
     };
     let mut out = options(MAX_SNAPSHOT_BYTES)
@@ -244,6 +270,17 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
                 source: KeySource::from_code(s.source).ok_or_else(|| bad("bad key source".into()))?,
                 acts_for: (s.acts_for != u32::MAX).then_some(s.acts_for),
                 limits: s.limits,
+                credits: s
+                    .credits
+                    .map(|c| {
+                        Ok::<_, Error>(CreditsData {
+                            set: c.set.decode().map_err(|why| bad(why.into()))?,
+                            topped: c.topped,
+                            anchor: c.anchor,
+                            set_seq: c.set_seq,
+                        })
+                    })
+                    .transpose()?,
             })
         })
         .collect::<Result<_, Error>>()?;
@@ -304,5 +341,10 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
             .into_iter()
             .map(|list| list.into_iter().map(RateLimit::from).collect())
             .collect(),
+        credit_log: wire
+            .credit_log
+            .into_iter()
+            .map(|c| c.map(CreditsV1::decode).transpose().map_err(|why| bad(why.into())))
+            .collect::<Result<_, _>>()?,
     })
 }

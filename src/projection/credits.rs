@@ -1,0 +1,525 @@
+//! Credits in memory: each credited key's cell (its count, its next refill, what the log
+//! set, and the slot of its limiter if it also has rate limits: one cache line), spent on
+//! the verify path with a few atomic operations and no lock or allocation.
+//!
+//! A key record's `meter` names either a limiter (a key with rate limits only) or, with
+//! [`CREDITED`] set, a credit cell here, which names the key's limiter in turn. The count
+//! is not in the log (one record per request would make verify a write): the log holds
+//! what admins set and added, the count spent since lives in the cell and is saved beside
+//! the log (see `persist::credits`), and a refill happens on the first request past its
+//! time.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::{NEVER, Projection, too_long};
+use crate::access::Rejection;
+use crate::model::credits::{Credits, MAX_CREDITS, Refill};
+use crate::model::error::Error;
+use crate::model::id::KeyId;
+
+/// The bit of a key record's `meter` that says it names a credit cell.
+pub(super) const CREDITED: u32 = 1 << 31;
+
+/// A credited key's count and settings: one cache line. Only `remaining` and
+/// `next_refill` change on the verify path; the rest changes with records, under the
+/// writer's lock.
+#[repr(align(64))]
+pub(super) struct CreditCell {
+    /// What is left to spend.
+    remaining: AtomicU64,
+    /// When the next refill is due (microseconds since the epoch), [`NEVER`] for none.
+    next_refill: AtomicI64,
+    /// The count the last `credits_set` record set.
+    granted: u64,
+    /// The credits added since.
+    topped: u64,
+    /// The time of that record: refills fall at whole periods after it.
+    anchor: i64,
+    /// Its sequence number: a saved count belongs to the setting it was spent from.
+    set_seq: u64,
+    /// The refill's amount, 0 for none.
+    refill_amount: u64,
+    /// The key's limiter, 0 for none.
+    pub(super) limiter: u32,
+    refill_every_secs: u32,
+}
+
+impl CreditCell {
+    fn new(credits: &Credits, at: i64, seq: u64, limiter: u32) -> Self {
+        let cell = CreditCell {
+            remaining: AtomicU64::new(credits.remaining),
+            next_refill: AtomicI64::new(NEVER),
+            granted: credits.remaining,
+            topped: 0,
+            anchor: at,
+            set_seq: seq,
+            refill_amount: credits.refill.map_or(0, |r| r.amount),
+            limiter,
+            refill_every_secs: credits.refill.map_or(0, |r| r.every_secs),
+        };
+        cell.next_refill.store(cell.refill_after(at), Ordering::Relaxed);
+        cell
+    }
+
+    fn every_micros(&self) -> i64 {
+        i64::from(self.refill_every_secs) * 1_000_000
+    }
+
+    /// The first refill time strictly after `now`: a whole number of periods after the
+    /// anchor. [`NEVER`] without a refill.
+    fn refill_after(&self, now: i64) -> i64 {
+        let every = self.every_micros();
+        if self.refill_amount == 0 || every <= 0 {
+            return NEVER;
+        }
+        let periods = (now.saturating_sub(self.anchor)).max(0) / every + 1;
+        self.anchor.saturating_add(periods.saturating_mul(every))
+    }
+
+    /// Spends `cost` at `now` (microseconds since the epoch), refilling first if a refill
+    /// fell due; how many remain, or when more come.
+    #[inline]
+    fn spend(&self, cost: u64, now: i64) -> Result<u64, Rejection> {
+        let due = self.next_refill.load(Ordering::Relaxed);
+        if now >= due {
+            self.refill(due, now);
+        }
+        match self
+            .remaining
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(cost))
+        {
+            Ok(before) => Ok(before - cost),
+            Err(_) => {
+                let next = self.next_refill.load(Ordering::Relaxed);
+                Err(Rejection::UsageExceeded {
+                    retry_after: (next != NEVER)
+                        .then(|| Duration::from_micros(next.saturating_sub(now).max(0).unsigned_abs())),
+                })
+            }
+        }
+    }
+
+    /// The refill due at `due`: whichever caller moves the due time on refills, once.
+    #[cold]
+    fn refill(&self, due: i64, now: i64) {
+        let next = self.refill_after(now);
+        if self
+            .next_refill
+            .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.remaining.fetch_max(self.refill_amount, Ordering::Relaxed);
+        }
+    }
+
+    /// The setting as the log stands: the count set, plus what was added since.
+    fn held(&self) -> u64 {
+        self.granted.saturating_add(self.topped).min(MAX_CREDITS)
+    }
+
+    fn setting(&self) -> Credits {
+        Credits {
+            remaining: self.granted,
+            refill: (self.refill_amount != 0).then_some(Refill {
+                amount: self.refill_amount,
+                every_secs: self.refill_every_secs,
+            }),
+        }
+    }
+}
+
+/// A credited key's count as it stands: for listings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditsView {
+    /// What is left to spend now (on this host).
+    pub remaining: u64,
+    /// How the credits refill, if they do.
+    pub refill: Option<Refill>,
+    /// When the next refill is due, if there is one (microseconds since the epoch).
+    pub(crate) next_refill: Option<i64>,
+}
+
+impl CreditsView {
+    /// When the next refill is due, if the credits refill.
+    pub fn next_refill_at(&self) -> Option<std::time::SystemTime> {
+        self.next_refill.map(crate::clock::system_time)
+    }
+}
+
+/// What a snapshot keeps of a credited key: what the log set (the count spent is saved
+/// apart, see `persist::credits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CreditsData {
+    pub(crate) set: Credits,
+    pub(crate) topped: u64,
+    pub(crate) anchor: i64,
+    pub(crate) set_seq: u64,
+}
+
+/// A credited key's count as saved beside the log: `remaining` and `next_refill` as
+/// they stood, for the setting of record `set_seq` with `topped` added since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SavedCredits {
+    pub(crate) id: KeyId,
+    pub(crate) set_seq: u64,
+    pub(crate) topped: u64,
+    pub(crate) remaining: u64,
+    pub(crate) next_refill: i64,
+}
+
+/// The credit cells of the keys that have credits; freed cells are reused.
+pub(super) struct CreditCells {
+    cells: Vec<CreditCell>,
+    free: Vec<u32>,
+}
+
+impl CreditCells {
+    pub(super) fn new() -> Self {
+        CreditCells {
+            cells: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    fn acquire(&mut self, cell: CreditCell, seq: u64) -> Result<u32, Error> {
+        if let Some(slot) = self.free.pop() {
+            self.cells[slot as usize] = cell;
+            return Ok(slot);
+        }
+        let slot = u32::try_from(self.cells.len())
+            .ok()
+            .filter(|s| s & CREDITED == 0)
+            .ok_or_else(|| too_long(seq))?;
+        self.cells.push(cell);
+        Ok(slot)
+    }
+
+    #[inline]
+    pub(super) fn get(&self, slot: u32) -> Option<&CreditCell> {
+        self.cells.get(slot as usize)
+    }
+
+    pub(super) fn get_mut(&mut self, slot: u32) -> Option<&mut CreditCell> {
+        self.cells.get_mut(slot as usize)
+    }
+}
+
+/// Every credits value an audit row names (a `credits_set` record's setting, none for
+/// removed, or a `credits_added` record's amount as a count), each once.
+pub(super) struct CreditLog {
+    values: Vec<Option<Credits>>,
+    index: HashMap<Option<Credits>, u32>,
+}
+
+impl CreditLog {
+    pub(super) fn new() -> Self {
+        CreditLog {
+            values: vec![None],
+            index: HashMap::from([(None, 0)]),
+        }
+    }
+
+    /// The index of `value`, added if new.
+    pub(super) fn push(&mut self, value: Option<&Credits>, seq: u64) -> Result<u32, Error> {
+        let value = value.copied();
+        if let Some(&i) = self.index.get(&value) {
+            return Ok(i);
+        }
+        let i = u32::try_from(self.values.len()).map_err(|_| too_long(seq))?;
+        self.values.push(value);
+        self.index.insert(value, i);
+        Ok(i)
+    }
+
+    pub(super) fn get(&self, i: u32) -> Option<Credits> {
+        self.values.get(i as usize).copied().flatten()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// The values from `part`, for a snapshot.
+    pub(super) fn data(&self, part: std::ops::Range<usize>) -> Vec<Option<Credits>> {
+        self.values[part].to_vec()
+    }
+}
+
+impl Projection {
+    /// The credit cell of key `index`, if it has credits.
+    fn credit_cell(&self, index: u32) -> Option<&CreditCell> {
+        let meter = self.keys.get(index as usize)?.meter;
+        (meter & CREDITED != 0)
+            .then(|| self.credits.get(meter & !CREDITED))
+            .flatten()
+    }
+
+    /// The slot of key `index`'s limiter: in its record, or in its credit cell.
+    pub(super) fn limiter_slot(&mut self, index: u32) -> &mut u32 {
+        let meter = &mut self.keys[index as usize].meter;
+        if *meter & CREDITED != 0
+            && let Some(cell) = self.credits.get_mut(*meter & !CREDITED)
+        {
+            return &mut cell.limiter;
+        }
+        meter
+    }
+
+    /// Key `index` now holds `credits` (none: unlimited), set by record `seq` at `at`:
+    /// its count starts again from the setting.
+    pub(super) fn set_credits(
+        &mut self,
+        index: u32,
+        credits: Option<&Credits>,
+        at: i64,
+        seq: u64,
+    ) -> Result<(), Error> {
+        let i = index as usize;
+        let meter = self.keys[i].meter;
+        let limiter = if meter & CREDITED != 0 {
+            let slot = meter & !CREDITED;
+            let limiter = self.credits.get(slot).map_or(0, |c| c.limiter);
+            self.credits.free.push(slot);
+            limiter
+        } else {
+            meter
+        };
+        self.keys[i].meter = match credits {
+            Some(credits) if self.cold[i].deleted == super::LIVE => {
+                let cell = CreditCell::new(credits, at, seq, limiter);
+                self.credits.acquire(cell, seq)? | CREDITED
+            }
+            _ => limiter,
+        };
+        Ok(())
+    }
+
+    /// `amount` more credits for key `index`.
+    pub(super) fn add_credits(&mut self, index: u32, amount: u64) {
+        let meter = self.keys[index as usize].meter;
+        if meter & CREDITED != 0
+            && let Some(cell) = self.credits.get_mut(meter & !CREDITED)
+        {
+            cell.topped = cell.topped.saturating_add(amount).min(MAX_CREDITS);
+            let left = cell.remaining.get_mut();
+            *left = left.saturating_add(amount).min(MAX_CREDITS);
+        }
+    }
+
+    /// A deleted key's credit cell goes back to the free cells.
+    pub(super) fn drop_credits(&mut self, index: u32) {
+        let meter = self.keys[index as usize].meter;
+        if meter & CREDITED != 0 {
+            self.credits.free.push(meter & !CREDITED);
+            self.keys[index as usize].meter = 0;
+        }
+    }
+
+    /// One request costing `cost` of a key whose `meter` is not 0, at `now`: under its
+    /// rate limits, then from its credits (a request refused for credits takes nothing
+    /// from the limits). Where the key stands, or why it is refused.
+    #[inline]
+    pub(super) fn meter(
+        &self,
+        meter: u32,
+        cost: u64,
+        steady: u64,
+        now: i64,
+    ) -> Result<(Option<crate::access::RateStatus>, Option<u64>), Rejection> {
+        if meter & CREDITED == 0 {
+            return Ok((Some(self.admit(meter, steady)?), None));
+        }
+        let cell = self
+            .credits
+            .get(meter & !CREDITED)
+            .ok_or(Rejection::UnknownKey)?;
+        let rate = match cell.limiter {
+            0 => None,
+            slot => Some(self.admit(slot, steady)?),
+        };
+        match cell.spend(cost, now) {
+            Ok(left) => Ok((rate, Some(left))),
+            Err(refused) => {
+                if cell.limiter != 0 {
+                    self.refund(cell.limiter);
+                }
+                Err(refused)
+            }
+        }
+    }
+
+    /// Key `index`'s credits as they stand, if it has credits.
+    pub(crate) fn credits_view(&self, index: u32) -> Option<CreditsView> {
+        let cell = self.credit_cell(index)?;
+        let next = cell.next_refill.load(Ordering::Relaxed);
+        Some(CreditsView {
+            remaining: cell.remaining.load(Ordering::Relaxed),
+            refill: cell.setting().refill,
+            next_refill: (next != NEVER).then_some(next),
+        })
+    }
+
+    /// What the log holds of key `index`'s credits: the count set plus every top-up
+    /// since, for the access rules.
+    pub(super) fn credits_held(&self, index: u32) -> Option<u64> {
+        self.credit_cell(index).map(CreditCell::held)
+    }
+
+    /// Key `index`'s credits as a snapshot keeps them.
+    pub(super) fn credits_data(&self, index: u32) -> Option<CreditsData> {
+        self.credit_cell(index).map(|cell| CreditsData {
+            set: cell.setting(),
+            topped: cell.topped,
+            anchor: cell.anchor,
+            set_seq: cell.set_seq,
+        })
+    }
+
+    /// Restores key `index`'s credits from a snapshot: the count the log holds.
+    pub(super) fn restore_credits(&mut self, index: u32, data: &CreditsData) -> Result<(), Error> {
+        self.set_credits(index, Some(&data.set), data.anchor, data.set_seq)?;
+        self.add_credits(index, data.topped);
+        Ok(())
+    }
+
+    /// Every credited live key's count, to save beside the log.
+    pub(crate) fn saved_credits(&self) -> Vec<SavedCredits> {
+        self.keys
+            .iter()
+            .filter(|k| k.meter & CREDITED != 0)
+            .filter_map(|k| {
+                let cell = self.credits.get(k.meter & !CREDITED)?;
+                Some(SavedCredits {
+                    id: k.id,
+                    set_seq: cell.set_seq,
+                    topped: cell.topped,
+                    remaining: cell.remaining.load(Ordering::Relaxed),
+                    next_refill: cell.next_refill.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
+    }
+
+    /// Restores counts saved by [`Projection::saved_credits`]: a count applies only to
+    /// the setting it was spent from (a later `credits_set` starts again), with what was
+    /// added since it was saved; unknown keys and other settings are skipped.
+    pub(crate) fn restore_saved_credits(&self, saved: &[SavedCredits]) {
+        for s in saved {
+            let Some(cell) = self.key_index(s.id).and_then(|i| self.credit_cell(i)) else {
+                continue;
+            };
+            if cell.set_seq != s.set_seq || s.topped > cell.topped {
+                continue;
+            }
+            let added = cell.topped - s.topped;
+            let remaining = s.remaining.saturating_add(added).min(MAX_CREDITS);
+            cell.remaining.store(remaining, Ordering::Relaxed);
+            // A saved due time is trusted only if it is one of this setting's.
+            let every = cell.every_micros();
+            if cell.refill_amount != 0
+                && every > 0
+                && s.next_refill > cell.anchor
+                && (s.next_refill - cell.anchor) % every == 0
+            {
+                cell.next_refill.store(s.next_refill, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: i64 = 1_000_000;
+
+    fn cell(spec: &str, refill: Option<&str>, at: i64) -> CreditCell {
+        let mut credits = Credits::new(spec.parse().unwrap()).unwrap();
+        if let Some(r) = refill {
+            credits = credits.refill(r.parse().unwrap());
+        }
+        CreditCell::new(&credits, at, 1, 0)
+    }
+
+    #[test]
+    fn a_credit_cell_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<CreditCell>(), 64);
+    }
+
+    #[test]
+    fn each_request_spends_its_cost_and_none_passes_past_zero() {
+        let c = cell("5", None, 0);
+        assert_eq!(c.spend(1, SECOND), Ok(4));
+        assert_eq!(c.spend(3, SECOND), Ok(1));
+        assert_eq!(
+            c.spend(2, SECOND),
+            Err(Rejection::UsageExceeded { retry_after: None }),
+            "a cost above what is left takes nothing"
+        );
+        assert_eq!(c.spend(0, SECOND), Ok(1), "a cost of 0 only looks");
+        assert_eq!(c.spend(1, SECOND), Ok(0));
+        assert!(c.spend(1, SECOND).is_err());
+    }
+
+    #[test]
+    fn credits_refill_at_whole_periods_after_they_were_set_and_say_when() {
+        let set_at = 1_000 * SECOND;
+        let c = cell("2", Some("3/1m"), set_at);
+        assert_eq!(c.spend(2, set_at + SECOND), Ok(0));
+        assert_eq!(
+            c.spend(1, set_at + 20 * SECOND),
+            Err(Rejection::UsageExceeded {
+                retry_after: Some(Duration::from_secs(40))
+            })
+        );
+        // At the minute: back up to 3.
+        assert_eq!(c.spend(1, set_at + 60 * SECOND), Ok(2));
+        // Five idle minutes are one refill, not five: back up to 3, no more.
+        assert_eq!(c.spend(1, set_at + 6 * 60 * SECOND + 1), Ok(2));
+        assert_eq!(c.next_refill.load(Ordering::Relaxed), set_at + 7 * 60 * SECOND);
+    }
+
+    #[test]
+    fn a_refill_never_lowers_a_count_topped_up_past_it() {
+        let c = cell("10", Some("3/1m"), 0);
+        assert_eq!(c.spend(1, 61 * SECOND), Ok(9));
+    }
+
+    #[test]
+    fn threads_spending_one_key_never_pass_more_than_its_credits() {
+        let c = std::sync::Arc::new(cell("1000", None, 0));
+        let passed = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..1_000 {
+                        if c.spend(1, SECOND).is_ok() {
+                            passed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(passed.into_inner(), 1000);
+    }
+
+    #[test]
+    fn threads_at_a_refill_refill_once() {
+        let c = std::sync::Arc::new(cell("0", Some("100/1m"), 0));
+        let passed = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        if c.spend(1, 61 * SECOND).is_ok() {
+                            passed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(passed.into_inner(), 100);
+    }
+}
