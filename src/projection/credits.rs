@@ -137,15 +137,9 @@ pub struct CreditsView {
     pub remaining: u64,
     /// How the credits refill, if they do.
     pub refill: Option<Refill>,
-    /// When the next refill is due, if there is one (microseconds since the epoch).
-    pub(crate) next_refill: Option<i64>,
-}
-
-impl CreditsView {
-    /// When the next refill is due, if the credits refill.
-    pub fn next_refill_at(&self) -> Option<std::time::SystemTime> {
-        self.next_refill.map(crate::clock::system_time)
-    }
+    /// When the next refill is due, if there is one (none in time travel: refills are
+    /// not records).
+    pub next_refill_at: Option<std::time::SystemTime>,
 }
 
 /// What a snapshot keeps of a credited key: what the log set (the count spent is saved
@@ -357,7 +351,7 @@ impl Projection {
         Some(CreditsView {
             remaining: cell.remaining.load(Ordering::Relaxed),
             refill: cell.setting().refill,
-            next_refill: (next != NEVER).then_some(next),
+            next_refill_at: (next != NEVER).then(|| crate::clock::system_time(next)),
         })
     }
 

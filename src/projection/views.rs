@@ -160,7 +160,7 @@ impl Projection {
                     state.credits = self.credit_log.get(row.nets).map(|set| CreditsView {
                         remaining: set.remaining,
                         refill: set.refill,
-                        next_refill: None,
+                        next_refill_at: None,
                     });
                 }
                 EventKind::CreditsAdded => {
