@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::model::rules::shown;
+use credits::CreditsJson;
 use limits::RateLimitJson;
 
+pub(crate) mod credits;
 pub(crate) mod limits;
 pub(crate) mod people;
 use crate::model::error::Denial;
@@ -101,6 +103,9 @@ pub struct KeyJson {
     /// Its rate limits, shortest window first; empty for none.
     #[serde(default)]
     pub rate_limits: Vec<RateLimitJson>,
+    /// Its credits (what remains now, on the host that answers); `null` for none.
+    #[serde(default)]
+    pub credits: Option<CreditsJson>,
     /// The secret: present only in a creation's answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -147,6 +152,7 @@ impl From<&KeyView> for KeyJson {
             hint: view.hint.clone(),
             acts_for: view.acts_for.clone(),
             rate_limits: RateLimitJson::list(&view.rate_limits),
+            credits: view.credits.as_ref().map(CreditsJson::from),
             key: None,
             unconfirmed: Vec::new(),
         }
@@ -290,6 +296,12 @@ pub struct AuditJson {
     /// and `imported`, its first ones; else `null`.
     #[serde(default)]
     pub rate_limits: Option<Vec<RateLimitJson>>,
+    /// For `credits_set`, the credits set (`null`: removed); else `null`.
+    #[serde(default)]
+    pub credits: Option<CreditsJson>,
+    /// For `credits_added`, how many were added; else `null`.
+    #[serde(default)]
+    pub credits_added: Option<u64>,
 }
 
 impl From<&AuditEntry> for AuditJson {
@@ -323,6 +335,8 @@ impl From<&AuditEntry> for AuditJson {
                 EventKind::Created | EventKind::Imported | EventKind::LimitsChanged
             )
             .then(|| RateLimitJson::list(&entry.rate_limits)),
+            credits: entry.credits.as_ref().map(CreditsJson::from),
+            credits_added: entry.credits_added,
         }
     }
 }
@@ -578,6 +592,8 @@ struct ImportLine {
     sha256: Option<serde_json::Value>,
     #[serde(default)]
     rate_limits: Vec<RateLimitJson>,
+    #[serde(default)]
+    credits: Option<CreditsJson>,
 }
 
 /// A string field that may hold a secret, moved out of the JSON value to be zeroed on drop.
@@ -613,6 +629,9 @@ fn import_line(text: &str) -> Result<ExistingKey, Error> {
     for limit in RateLimitJson::to_limits(&line.rate_limits)? {
         new = new.rate_limit(limit);
     }
+    if let Some(credits) = &line.credits {
+        new = new.credits(credits.to_credits()?);
+    }
     match (line.key, line.sha256) {
         (Some(key), None) => ExistingKey::with_secret(new, &secret_field(key, "key")?),
         (None, Some(hex)) => ExistingKey::with_sha256(new, &secret_field(hex, "sha256")?),
@@ -629,11 +648,12 @@ fn import_line(text: &str) -> Result<ExistingKey, Error> {
 ///
 /// ```text
 /// {"name": "legacy bot", "roles": ["bot"], "ips": ["10.0.0.0/8"], "expires_at": "2027-01-01T00:00:00Z", "key": "SECRET"}
-/// {"name": "old sync", "roles": ["sync"], "sha256": "<64 lowercase hex digits of SHA-256(SECRET)>", "rate_limits": [{"limit": 100, "window": "1m"}]}
+/// {"name": "old sync", "roles": ["sync"], "sha256": "<64 lowercase hex digits of SHA-256(SECRET)>", "rate_limits": [{"limit": 100, "window": "1m"}], "credits": {"remaining": 5000, "refill": {"amount": 5000, "every": "30d"}}}
 /// ```
 ///
-/// `ips`, `expires_at` and `rate_limits` ([`RateLimitJson`]s, by the rules of
-/// [`RateLimit`](crate::model::limit::RateLimit)) are optional; exactly one of `key` and
+/// `ips`, `expires_at`, `rate_limits` ([`RateLimitJson`]s, by the rules of
+/// [`RateLimit`](crate::model::limit::RateLimit)) and `credits` ([`CreditsJson`]) are
+/// optional; exactly one of `key` and
 /// `sha256` is required; any other field, and a blank line, is refused. How many limits a
 /// key may hold, and on which windows, the store decides when it adopts the keys. At most [`MAX_IMPORT_LINES`] lines of
 /// [`MAX_IMPORT_LINE_BYTES`], and [`MAX_IMPORT_BYTES`] in all.

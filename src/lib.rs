@@ -136,6 +136,10 @@ pub use crate::json::RollJson;
 #[cfg(feature = "json")]
 pub use crate::json::WhoamiJson;
 #[cfg(feature = "json")]
+pub use crate::json::credits::CreditsJson;
+#[cfg(feature = "json")]
+pub use crate::json::credits::RefillJson;
+#[cfg(feature = "json")]
 pub use crate::json::limits::RateLimitJson;
 #[cfg(feature = "json")]
 pub use crate::json::parse_grace;

@@ -186,7 +186,21 @@ impl ApiKeyLayer {
     /// # Errors
     /// The [`Refusal`] the layer would answer with.
     pub fn check(&self, headers: &HeaderMap, extensions: &Extensions) -> Result<VerifiedKey, Refusal> {
-        self.config.check(headers, extensions, &[])
+        self.config.check(headers, extensions, &[], 1)
+    }
+
+    /// As [`check`](Self::check), for a request that costs `cost` of the key's credits (a
+    /// weighted operation; see `KeyStore::verify_with_cost`).
+    ///
+    /// # Errors
+    /// The [`Refusal`] the layer would answer with.
+    pub fn check_with_cost(
+        &self,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+        cost: u64,
+    ) -> Result<VerifiedKey, Refusal> {
+        self.config.check(headers, extensions, &[], cost)
     }
 
     /// As [`check`](Self::check), also requiring `roles`: for routes whose requirements
@@ -197,8 +211,9 @@ impl ApiKeyLayer {
         headers: &HeaderMap,
         extensions: &Extensions,
         roles: &[String],
+        cost: u64,
     ) -> Result<VerifiedKey, Refusal> {
-        self.config.check(headers, extensions, roles)
+        self.config.check(headers, extensions, roles, cost)
     }
 
     /// The store the layer verifies with.
@@ -234,6 +249,7 @@ impl Config {
         headers: &HeaderMap,
         extensions: &Extensions,
         more: &[String],
+        cost: u64,
     ) -> Result<VerifiedKey, Refusal> {
         let key = api_key_from_headers(
             headers
@@ -251,7 +267,10 @@ impl Config {
                 .client_ip(peer, forwarded)
                 .map_err(Refusal::ForwardedFor)?
         };
-        let verified = self.store.verify(key, client).map_err(Refusal::Key)?;
+        let verified = self
+            .store
+            .verify_with_cost(key, client, cost)
+            .map_err(Refusal::Key)?;
         let required = self
             .roles
             .iter()
@@ -326,7 +345,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match self.config.check(request.headers(), request.extensions(), &[]) {
+        match self.config.check(request.headers(), request.extensions(), &[], 1) {
             Ok(key) => {
                 let rate = key.rate_status();
                 request.extensions_mut().insert(key);
@@ -410,6 +429,9 @@ pub enum Refusal {
     NoPeerAddress,
     /// The peer is a trusted proxy and `X-Forwarded-For` names no usable client address.
     ForwardedFor(ForwardedForProblem),
+    /// `/auth` was asked for a cost that is not a whole number from 1 to
+    /// [`MAX_CREDITS`](crate::model::credits::MAX_CREDITS).
+    CostInvalid,
 }
 
 impl Refusal {
@@ -431,7 +453,9 @@ impl Refusal {
                 }
                 Rejection::IpNotWhitelisted | Rejection::NoWhitelist => StatusCode::FORBIDDEN,
             },
-            Refusal::RoleMissing | Refusal::NoPeerAddress | Refusal::ForwardedFor(_) => StatusCode::FORBIDDEN,
+            Refusal::RoleMissing | Refusal::NoPeerAddress | Refusal::ForwardedFor(_) | Refusal::CostInvalid => {
+                StatusCode::FORBIDDEN
+            }
         }
     }
 
@@ -442,6 +466,7 @@ impl Refusal {
             Refusal::Key(rejection) => rejection.code(),
             Refusal::RoleMissing => "role_missing",
             Refusal::NoPeerAddress | Refusal::ForwardedFor(_) => "client_address_unknown",
+            Refusal::CostInvalid => "cost_invalid",
         }
     }
 
@@ -516,6 +541,7 @@ impl fmt::Display for Refusal {
             Refusal::RoleMissing => f.write_str("the key lacks a role this route requires"),
             Refusal::NoPeerAddress => f.write_str("the request carries no peer address"),
             Refusal::ForwardedFor(problem) => problem.fmt(f),
+            Refusal::CostInvalid => f.write_str("the cost asked is not a whole number from 1 to 2^53"),
         }
     }
 }

@@ -32,6 +32,7 @@ use crate::json::KeyJson;
 use crate::json::RefusedJson;
 use crate::json::RollJson;
 use crate::json::WhoamiJson;
+use crate::json::credits::CreditsJson;
 use crate::json::limits::RateLimitJson;
 use crate::json::parse_grace;
 use crate::json::parse_lifetime;
@@ -52,6 +53,8 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/keys/{id}", get(show).delete(delete))
         .route("/keys/{id}/whitelist", post(whitelist).delete(unwhitelist))
         .route("/keys/{id}/limits", put(limits))
+        .route("/keys/{id}/credits", put(set_credits))
+        .route("/keys/{id}/credits/add", post(add_credits))
         .route("/keys/{id}/roll", post(roll))
         .route("/keys/{id}/disable", post(disable))
         .route("/keys/{id}/enable", post(enable))
@@ -292,6 +295,8 @@ struct CreateBody {
     actor: Option<String>,
     #[serde(default)]
     rate_limits: Vec<RateLimitJson>,
+    #[serde(default)]
+    credits: Option<CreditsJson>,
 }
 
 /// Over the admin API, an admin key a super admin makes names the person it is for (their
@@ -328,6 +333,9 @@ async fn create(admin: Admin, JsonBody(spec): JsonBody<CreateBody>) -> Result<Re
     }
     for limit in RateLimitJson::to_limits(&spec.rate_limits)? {
         new = new.rate_limit(limit);
+    }
+    if let Some(credits) = &spec.credits {
+        new = new.credits(credits.to_credits()?);
     }
     let lifetime = match (spec.expires_at, spec.expires_in) {
         (Some(_), Some(_)) => {
@@ -479,6 +487,60 @@ async fn limits(
     let view = admin
         .call(move |store, actor| {
             store.set_rate_limits(actor, id, limits)?;
+            view_of(store, id)
+        })
+        .await?;
+    Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
+}
+
+/// What `PUT /v1/keys/{id}/credits` takes: the key's credits, or `null` to remove them.
+/// The field is required, so an empty body removes nothing.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreditsBody {
+    credits: serde_json::Value,
+}
+
+/// `PUT /v1/keys/{id}/credits` `{"credits": {"remaining": 10000, "refill": {"amount":
+/// 10000, "every": "30d"}}}` (or `{"credits": null}`): the key's view with these credits,
+/// its count started again.
+async fn set_credits(
+    OnKey { admin, id }: OnKey,
+    JsonBody(change): JsonBody<CreditsBody>,
+) -> Result<Response, Reject> {
+    let credits = match change.credits {
+        serde_json::Value::Null => None,
+        value => Some(
+            serde_json::from_value::<CreditsJson>(value)
+                .map_err(|e| Error::invalid("credits", e.to_string()))?
+                .to_credits()?,
+        ),
+    };
+    let view = admin
+        .call(move |store, actor| {
+            store.set_credits(actor, id, credits)?;
+            view_of(store, id)
+        })
+        .await?;
+    Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
+}
+
+/// What `POST /v1/keys/{id}/credits/add` takes.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddCreditsBody {
+    amount: u64,
+}
+
+/// `POST /v1/keys/{id}/credits/add` `{"amount": 500}`: the key's view with `amount` more
+/// credits.
+async fn add_credits(
+    OnKey { admin, id }: OnKey,
+    JsonBody(change): JsonBody<AddCreditsBody>,
+) -> Result<Response, Reject> {
+    let view = admin
+        .call(move |store, actor| {
+            store.add_credits(actor, id, change.amount)?;
             view_of(store, id)
         })
         .await?;

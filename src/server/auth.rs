@@ -2,9 +2,10 @@
 //! `ext_authz` ask it whether the original request's key may pass.
 //!
 //! Answers 200 only for a request the check passed, else 401, 403, or 429 for a key past
-//! its rate limit; with `?deny=403`, for nginx (which turns any status but 200, 401 and 403
-//! into a 500), that 429 becomes a 403 that says `X-Keyledger-Reason: rate_limited`. A
-//! proxy must never read a failure here as a pass.
+//! its rate limit or out of credits (`?cost=N` spends N); with `?deny=403`, for nginx
+//! (which turns any status but 200, 401 and 403 into a 500), that 429 becomes a 403 that
+//! says `X-Keyledger-Reason: rate_limited` or `usage_exceeded`. A proxy must never read a
+//! failure here as a pass.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -19,12 +20,15 @@ use crate::access::Rejection;
 use crate::access::VerifiedKey;
 use crate::http::layer::Refusal;
 use crate::http::rate_headers;
+use crate::model::credits::MAX_CREDITS;
 use crate::model::rules::MAX_ROLES;
 
 /// The headers a passing answer carries.
 static KEY_ID: HeaderName = HeaderName::from_static("x-keyledger-key-id");
 static KEY_NAME: HeaderName = HeaderName::from_static("x-keyledger-key-name");
 static ROLES: HeaderName = HeaderName::from_static("x-keyledger-roles");
+/// For a key with credits: how many remain after this request.
+static CREDITS: HeaderName = HeaderName::from_static("x-keyledger-credits-remaining");
 /// The reason of every refusal, as its body's `reason` says it: for proxies that pass on
 /// headers and not bodies (nginx's `auth_request_set`).
 static REASON: HeaderName = HeaderName::from_static("x-keyledger-reason");
@@ -49,12 +53,13 @@ pub(super) async fn check(State(shared): State<Arc<Shared>>, request: Request) -
 }
 
 fn decide(shared: &Shared, request: &Request) -> Response {
-    let Some(asked) = Asked::from_query(request.uri().query()) else {
-        return refused(shared, Refusal::RoleMissing, false);
+    let asked = match Asked::from_query(request.uri().query()) {
+        Ok(asked) => asked,
+        Err(refusal) => return refused(shared, refusal, false),
     };
     match shared
         .layer
-        .check_with_roles(request.headers(), request.extensions(), &asked.roles)
+        .check_with_roles(request.headers(), request.extensions(), &asked.roles, asked.cost)
     {
         Ok(key) => passed(&key),
         Err(refusal) => refused(shared, refusal, asked.deny_forbidden),
@@ -118,6 +123,9 @@ fn passed(key: &VerifiedKey) -> Response {
     if let Some(status) = key.rate_status() {
         rate_headers::append_status(headers, &status);
     }
+    if let Some(left) = key.credits_remaining() {
+        headers.insert(CREDITS.clone(), HeaderValue::from(left));
+    }
     response
 }
 
@@ -145,27 +153,36 @@ struct Asked {
     roles: Vec<String>,
     /// `deny=403`: a rate-limited key is answered 403 instead of 429, for nginx.
     deny_forbidden: bool,
+    /// What the request costs of a key's credits: the largest `cost` parameter, 1 if none.
+    cost: u64,
 }
 
 impl Asked {
-    /// The `role` and `deny` parameters of a query; other parameters are the original
-    /// request's and are ignored (a client that adds its own can only be refused more, or
-    /// be told 403 instead of 429). `None` past [`MAX_ROLES`] roles: no key holds that
-    /// many, so the request is refused without looking further.
-    fn from_query(query: Option<&str>) -> Option<Asked> {
+    /// The `role`, `deny` and `cost` parameters of a query; other parameters are the
+    /// original request's and are ignored (a client that adds its own can only be refused
+    /// more, be told 403 instead of 429, or pay more: the largest `cost` counts, never
+    /// less than 1). Refused past [`MAX_ROLES`] roles (no key holds that many, so the
+    /// request is refused without looking further), and for a cost that is not a whole
+    /// number from 1 to [`MAX_CREDITS`].
+    fn from_query(query: Option<&str>) -> Result<Asked, Refusal> {
         let mut asked = Asked {
             roles: Vec::new(),
             deny_forbidden: false,
+            cost: 1,
         };
         for (name, value) in super::query_pairs(query) {
             match name.as_str() {
-                "role" if asked.roles.len() == MAX_ROLES => return None,
+                "role" if asked.roles.len() == MAX_ROLES => return Err(Refusal::RoleMissing),
                 "role" => asked.roles.push(value),
                 "deny" if value == "403" => asked.deny_forbidden = true,
+                "cost" => match value.parse::<u64>() {
+                    Ok(cost @ 1..=MAX_CREDITS) => asked.cost = asked.cost.max(cost),
+                    _ => return Err(Refusal::CostInvalid),
+                },
                 _ => {}
             }
         }
-        Some(asked)
+        Ok(asked)
     }
 }
 
@@ -174,8 +191,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_largest_cost_counts_and_a_bad_one_refuses() {
+        let cost = |query| Asked::from_query(Some(query)).map(|asked| asked.cost);
+        assert_eq!(cost(""), Ok(1));
+        assert_eq!(cost("cost=5"), Ok(5));
+        assert_eq!(cost("cost=5&cost=2&role=bot"), Ok(5), "a client cannot lower it");
+        assert_eq!(cost("cost=9007199254740992"), Ok(MAX_CREDITS));
+        for bad in ["cost=0", "cost=-1", "cost=1.5", "cost=", "cost=9007199254740993", "cost=5&cost=x"] {
+            assert_eq!(cost(bad), Err(Refusal::CostInvalid), "{bad}");
+        }
+    }
+
+    #[test]
     fn roles_come_from_every_role_parameter_decoded() {
-        let roles = |query| Asked::from_query(query).map(|asked| asked.roles);
+        let roles = |query| Asked::from_query(query).map(|asked| asked.roles).ok();
         assert_eq!(roles(None), Some(vec![]));
         assert_eq!(
             roles(Some("role=admin&x=1&role=bot%2Dv2&role=a+b")),
@@ -188,7 +217,7 @@ mod tests {
 
     #[test]
     fn only_deny_403_turns_the_rate_limited_answer_into_a_403() {
-        let deny = |query| Asked::from_query(Some(query)).map(|asked| asked.deny_forbidden);
+        let deny = |query| Asked::from_query(Some(query)).map(|asked| asked.deny_forbidden).ok();
         assert_eq!(deny("deny=403"), Some(true));
         assert_eq!(deny("role=bot&deny=403&x=1"), Some(true));
         assert_eq!(deny("deny=%34%303"), Some(true));
