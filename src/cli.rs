@@ -21,6 +21,7 @@ pub(crate) mod args;
 pub(crate) mod audit;
 #[cfg(feature = "client")]
 pub(crate) mod client;
+pub(crate) mod credits;
 pub(crate) mod demo;
 pub(crate) mod exit;
 #[cfg(feature = "nats")]
@@ -43,7 +44,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use args::{
-    AuditArgs, CreateArgs, ImportKeyArgs, ImportKeysArgs, KeyArgs, LimitArgs, RollArgs, UnwhitelistArgs,
+    AuditArgs, CreateArgs, CreditsArgs, ImportKeyArgs, ImportKeysArgs, KeyArgs, LimitArgs, RollArgs, UnwhitelistArgs,
     VerifyArgs, WhitelistArgs, key_id_arg, witness_arg,
 };
 use exit::Failure;
@@ -119,6 +120,9 @@ enum Command {
     /// Set a key's rate limits (--rate-limit, repeatable), replacing its own, or remove them (--no-rate-limit)
     #[command(after_help = LIMIT_HELP)]
     Limit(LimitArgs),
+    /// Set a key's credits (--set N [--refill AMOUNT/PERIOD]), add to them (--add N) or remove them (--remove)
+    #[command(after_help = CREDITS_HELP)]
+    Credits(CreditsArgs),
     /// Revoke a person: every admin key acting as them stops at once (--with-keys: also every key they made)
     RevokeActor(actors::RevokeActorArgs),
     /// Adopt one key another system issued: its secret is read from standard input
@@ -200,6 +204,18 @@ start full again when they change:
   keyledger limit KEY_ID --actor alice --actor-role admin --rate-limit 20/1s --rate-limit 1000/1h
   keyledger limit KEY_ID --actor alice --actor-role admin --no-rate-limit
 The rules are those of whitelist: an admin changes the keys they created, a super admin any.";
+
+const CREDITS_HELP: &str = "\
+Each accepted verification spends one credit (or the cost the host names: /auth?cost=N,
+verify --cost N); a key with none left is refused as usage_exceeded until a refill or more
+credits. A refill brings the count back up to AMOUNT every PERIOD (1m to 366d), counted
+from when the credits were set:
+  keyledger credits KEY_ID --actor alice --actor-role admin --set 10000 --refill 10000/30d
+  keyledger credits KEY_ID --actor alice --actor-role admin --add 500
+  keyledger credits KEY_ID --actor alice --actor-role admin --remove
+What was spent is saved beside the log every second: a crash may forget up to the last
+second's spending. The rules are those of whitelist: an admin changes the keys they
+created, a super admin any.";
 
 const IMPORT_KEYS_HELP: &str = "\
 Each line of FILE is one JSON object, one key:
@@ -305,6 +321,7 @@ impl Command {
                 | Command::Disable(_)
                 | Command::Enable(_)
                 | Command::Limit(_)
+                | Command::Credits(_)
                 | Command::RevokeActor(_)
                 | Command::ImportKey(_)
                 | Command::ImportKeys(_)
@@ -324,6 +341,7 @@ impl Command {
             Command::Delete(args) | Command::Disable(args) | Command::Enable(args) => Some(&args.who),
             Command::Roll(args) => Some(&args.key.who),
             Command::Limit(args) => Some(&args.key.who),
+            Command::Credits(args) => Some(&args.key.who),
             Command::RevokeActor(args) => Some(&args.who),
             Command::ImportKey(args) => Some(&args.who),
             Command::ImportKeys(args) => Some(&args.who),
@@ -420,6 +438,7 @@ impl Cli {
             Command::Disable(args) => keys::switch(&target, args, Switch::Disable, out),
             Command::Enable(args) => keys::switch(&target, args, Switch::Enable, out),
             Command::Limit(args) => keys::limit(&target, args, out),
+            Command::Credits(args) => credits::credits(&target, args, out),
             Command::RevokeActor(args) => actors::revoke(&target, args, out),
             Command::ImportKey(args) => keys::import_key(&target, args, out),
             Command::ImportKeys(args) => keys::import_keys(&target, args, out),

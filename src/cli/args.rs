@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use clap::{ArgGroup, Args};
 #[cfg(feature = "client")]
-use keyledger::RateLimitJson;
+use keyledger::{CreditsJson, RateLimitJson};
 use keyledger::{
-    Actor, ActorRole, AuditFilter, Error, EventKind, IpNet, KEY_PREFIX, KeyId, NewKey, RateLimit, Witness,
+    Actor, ActorRole, AuditFilter, Credits, Error, EventKind, IpNet, KEY_PREFIX, KeyId, NewKey, RateLimit, Refill,
+    Witness,
 };
 
 #[cfg(feature = "client")]
@@ -72,9 +73,25 @@ pub(super) struct KeySpec {
     /// repeat for more, up to 4, each on another window; none leaves the key unlimited
     #[arg(long = "rate-limit", value_name = "LIMIT/WINDOW", value_parser = rate_limit_arg)]
     rate_limits: Vec<RateLimit>,
+    /// Give the key N credits: each accepted verification spends one (or its cost), and
+    /// a key with none left is refused (usage_exceeded); none leaves the key unmetered
+    #[arg(long, value_name = "N", value_parser = credits_arg)]
+    credits: Option<u64>,
+    /// With --credits: back up to AMOUNT every PERIOD (1m to 366d), e.g. 10000/30d
+    #[arg(long, value_name = "AMOUNT/PERIOD", value_parser = refill_arg, requires = "credits")]
+    refill: Option<Refill>,
 }
 
 impl KeySpec {
+    /// The credits asked for, if any.
+    fn credits(&self) -> Option<Credits> {
+        let credits = Credits::new(self.credits?).ok()?;
+        Some(match self.refill {
+            Some(refill) => credits.refill(refill),
+            None => credits,
+        })
+    }
+
     /// When the key expires: `--expires-in` counts from now.
     pub(super) fn expiry(&self) -> Result<Option<jiff::Timestamp>, Failure> {
         match (self.expires_in, self.expires_at) {
@@ -103,6 +120,9 @@ impl KeySpec {
         for limit in &self.rate_limits {
             new = new.rate_limit(*limit);
         }
+        if let Some(credits) = self.credits() {
+            new = new.credits(credits);
+        }
         match expiry {
             Some(at) => new.expires_at(SystemTime::from(at)),
             None => new,
@@ -125,6 +145,7 @@ impl KeySpec {
             expires_in,
             actor: None,
             rate_limits: RateLimitJson::list(&self.rate_limits),
+            credits: self.credits().as_ref().map(CreditsJson::from),
         }
     }
 }
@@ -219,6 +240,40 @@ pub(super) struct LimitArgs {
     pub(super) json: bool,
 }
 
+/// `credits`: set a key's credits, add to them, or remove them; exactly one of the three.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("change").required(true).args(["set", "add", "remove"])))]
+pub(super) struct CreditsArgs {
+    #[command(flatten)]
+    pub(super) key: KeyArgs,
+    /// Set the key's credits to N: its count starts again from N
+    #[arg(long, value_name = "N", value_parser = credits_arg)]
+    pub(super) set: Option<u64>,
+    /// With --set: back up to AMOUNT every PERIOD (1m to 366d), e.g. 10000/30d
+    #[arg(long, value_name = "AMOUNT/PERIOD", value_parser = refill_arg, requires = "set")]
+    pub(super) refill: Option<Refill>,
+    /// Add N credits to what the key has left (its refill is unchanged)
+    #[arg(long, value_name = "N", value_parser = credits_arg)]
+    pub(super) add: Option<u64>,
+    /// Remove the key's credits: it verifies without counting
+    #[arg(long)]
+    pub(super) remove: bool,
+    /// One JSON object: the key, with its credits now
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+impl CreditsArgs {
+    /// The credits `--set` asks for.
+    pub(super) fn set_to(&self) -> Option<Credits> {
+        let credits = Credits::new(self.set?).ok()?;
+        Some(match self.refill {
+            Some(refill) => credits.refill(refill),
+            None => credits,
+        })
+    }
+}
+
 #[derive(Debug, Args)]
 pub(super) struct RollArgs {
     #[command(flatten)]
@@ -245,6 +300,10 @@ pub(super) struct VerifyArgs {
     /// with the keys' limits unspent
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub(super) times: u16,
+    /// What each verification costs of a key's credits (0 only looks); a key without
+    /// credits ignores it
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = cost_arg)]
+    pub(super) cost: u64,
     /// Catches a key given on the command line, to refuse it without echoing it.
     #[arg(hide = true)]
     pub(super) key_on_command_line: Vec<String>,
@@ -259,7 +318,8 @@ pub(super) struct AuditArgs {
     #[arg(long, value_name = "ID")]
     actor: Option<String>,
     /// Only entries of this kind: created, imported, whitelisted, unwhitelisted, rolled,
-    /// disabled, enabled, deleted, actor_revoked or limits_changed
+    /// disabled, enabled, deleted, actor_revoked, limits_changed, credits_set or
+    /// credits_added
     #[arg(long, value_name = "KIND", value_parser = EventKind::from_str)]
     kind: Option<EventKind>,
     /// Only entries at or after this time (RFC 3339, e.g. 2026-01-31T09:00:00Z)
@@ -321,6 +381,23 @@ fn reason(e: Error) -> String {
 
 /// A rate limit, by the library's rules (`100/1m`).
 pub(super) fn rate_limit_arg(s: &str) -> Result<RateLimit, String> {
+    s.parse().map_err(reason)
+}
+
+/// A count of credits: a whole number up to 2^53.
+pub(super) fn credits_arg(s: &str) -> Result<u64, String> {
+    let n: u64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of credits"))?;
+    Credits::new(n).map(|c| c.remaining()).map_err(reason)
+}
+
+/// A cost: a whole number up to 2^53 (0 only looks).
+pub(super) fn cost_arg(s: &str) -> Result<u64, String> {
+    credits_arg(s)
+}
+
+pub(super) fn refill_arg(s: &str) -> Result<Refill, String> {
     s.parse().map_err(reason)
 }
 

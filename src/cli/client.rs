@@ -16,6 +16,7 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use keyledger::{
+    Credits, CreditsJson,
     AuditFilter, AuditJson, Error, ErrorJson, ImportedJson, IpNet, KeyId, KeyJson, RateLimit, RateLimitJson,
     RefusedJson, RevokedActorJson, RollJson,
 };
@@ -75,6 +76,9 @@ pub(super) struct KeyBody {
     /// Its rate limits; left out when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) rate_limits: Vec<RateLimitJson>,
+    /// Its credits; left out when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) credits: Option<CreditsJson>,
 }
 
 /// What `POST` and `DELETE /v1/keys/{id}/whitelist` take.
@@ -89,6 +93,18 @@ struct WhitelistBody {
 #[derive(Serialize)]
 struct LimitsBody {
     rate_limits: Vec<RateLimitJson>,
+}
+
+/// What `PUT /v1/keys/{id}/credits` takes: the key's credits from now on (`null`: none).
+#[derive(Serialize)]
+struct CreditsBody {
+    credits: Option<CreditsJson>,
+}
+
+/// What `POST /v1/keys/{id}/credits/add` takes.
+#[derive(Serialize)]
+struct AddCreditsBody {
+    amount: u64,
 }
 
 /// What `POST /v1/keys/{id}/roll` takes.
@@ -210,6 +226,23 @@ impl Client {
             rate_limits: RateLimitJson::list(limits),
         };
         self.call(Method::PUT, &format!("/keys/{id}/limits"), json(&body)?)
+    }
+
+    /// `PUT /v1/keys/{id}/credits`: the key with these credits (none: removed).
+    pub(super) fn set_credits(&self, id: KeyId, credits: Option<&Credits>) -> Result<KeyJson, Failure> {
+        let body = CreditsBody {
+            credits: credits.map(CreditsJson::from),
+        };
+        self.call(Method::PUT, &format!("/keys/{id}/credits"), json(&body)?)
+    }
+
+    /// `POST /v1/keys/{id}/credits/add`: the key with `amount` more credits.
+    pub(super) fn add_credits(&self, id: KeyId, amount: u64) -> Result<KeyJson, Failure> {
+        self.call(
+            Method::POST,
+            &format!("/keys/{id}/credits/add"),
+            json(&AddCreditsBody { amount })?,
+        )
     }
 
     /// `POST /v1/keys/{id}/roll`: the new secret.

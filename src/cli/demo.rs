@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
-use keyledger::{Actor, AuditJson, CreatedKey, Error, IpNet, KeyJson, KeyStore, NewKey, RateLimit};
+use keyledger::{Actor, AuditJson, CreatedKey, Credits, Error, IpNet, KeyJson, KeyStore, NewKey, RateLimit};
 
 use super::render::{self, Table};
 use super::{Failure, exit};
@@ -28,7 +28,13 @@ fn ip(s: &str) -> Result<IpAddr, Failure> {
 /// One `verify` call, as a table row: key, address, answer.
 fn attempt(store: &KeyStore, name: &str, key: &CreatedKey, from: &str) -> Result<Vec<String>, Failure> {
     let answer = match store.verify(key.key.expose_secret(), ip(from)?) {
-        Ok(v) => format!("accepted, roles: {}", v.roles().collect::<Vec<_>>().join(", ")),
+        Ok(v) => format!(
+            "accepted, roles: {}{}",
+            v.roles().collect::<Vec<_>>().join(", "),
+            v.credits_remaining()
+                .map(|left| format!("; credits left: {left}"))
+                .unwrap_or_default()
+        ),
         Err(r) => format!("rejected: {r}"),
     };
     Ok(vec![name.to_owned(), from.to_owned(), answer])
@@ -128,6 +134,16 @@ pub(super) fn run(out: &mut impl Write) -> Result<u8, Failure> {
         .map(|_| attempt(&store, "notifications bot", &bot, "203.0.113.9"))
         .collect::<Result<Vec<_>, _>>()?;
     attempts(out, burst)?;
+    writeln!(
+        out,
+        "{INDENT}bob gives his billing key 2 credits (`keyledger credits KEY_ID --set 2`): each request\n\
+         {INDENT}spends one, and with none left it is refused until a refill or more credits.\n"
+    )?;
+    store.set_credits(&bob, billing.id, Some(Credits::new(2)?))?;
+    let spent = (0..3)
+        .map(|_| attempt(&store, "billing sync", &billing, "198.51.100.7"))
+        .collect::<Result<Vec<_>, _>>()?;
+    attempts(out, spent)?;
 
     writeln!(out, "5. bob, an admin, tries to delete alice's key.\n")?;
     match store.delete_key(&bob, bot.id) {
@@ -164,6 +180,10 @@ pub(super) fn run(out: &mut impl Write) -> Result<u8, Failure> {
             (_, "limits_changed", _) => format!(
                 "rate limits: {}",
                 render::rate_limits(e.rate_limits.as_deref().unwrap_or_default())
+            ),
+            (_, "credits_set", _) => format!(
+                "credits: {}",
+                e.credits.as_ref().map_or(0, |c| c.remaining)
             ),
             _ => String::new(),
         };

@@ -77,6 +77,9 @@ fn key_summary(out: &mut impl Write, key: &KeyJson) -> io::Result<()> {
     if !key.rate_limits.is_empty() {
         writeln!(out, "  limits     {}", render::rate_limits(&key.rate_limits))?;
     }
+    if key.credits.is_some() {
+        writeln!(out, "  credits    {}", render::credits(key.credits.as_ref()))?;
+    }
     Ok(())
 }
 

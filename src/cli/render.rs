@@ -9,7 +9,7 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use keyledger::{AuditJson, IpNet, KeyJson, RateLimitJson, RefusedJson};
+use keyledger::{AuditJson, CreditsJson, IpNet, KeyJson, RateLimitJson, RefusedJson};
 
 /// A time for people, from the JSON's RFC 3339: to the second, in UTC (the tables say so
 /// in their headers). A time that is not RFC 3339 is shown as it came.
@@ -167,6 +167,11 @@ pub(super) fn audit_table(entries: &[AuditJson]) -> Table {
                 Some(limits) if !limits.is_empty() => format!("rate limits: {}", rate_limits(limits)),
                 _ => "rate limits removed".to_owned(),
             },
+            ("credits_set", ..) => match &e.credits {
+                Some(c) => format!("credits set: {}", credits_set(c)),
+                None => "credits removed".to_owned(),
+            },
+            ("credits_added", ..) => format!("+ {} credits", e.credits_added.unwrap_or_default()),
             ("actor_revoked", ..) => format!(
                 "person {}{}",
                 e.person.as_deref().unwrap_or_default(),
@@ -215,6 +220,7 @@ pub(super) fn keys_table(keys: &[KeyJson]) -> Table {
         "ROLES",
         "WHITELIST",
         "RATE LIMITS",
+        "CREDITS",
         "CREATED BY",
         "CREATED (UTC)",
         "EXPIRES (UTC)",
@@ -228,6 +234,9 @@ pub(super) fn keys_table(keys: &[KeyJson]) -> Table {
             k.roles.join(", "),
             whitelist_short(&k.whitelist),
             rate_limits(&k.rate_limits),
+            k.credits
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |c| c.remaining.to_string()),
             match &k.acts_for {
                 Some(person) if *person != k.created_by => format!("{} (for {person})", k.created_by),
                 _ => k.created_by.clone(),
@@ -280,6 +289,7 @@ pub(super) fn key_details(out: &mut impl Write, k: &KeyJson) -> io::Result<()> {
         ("roles", k.roles.join(", ")),
         ("whitelist", whitelist(&k.whitelist)),
         ("rate limits", rate_limits(&k.rate_limits)),
+        ("credits", credits(k.credits.as_ref())),
         ("created", created),
         ("origin", origin.to_owned()),
         ("expires", human_time_or_never(k.expires_at.as_deref())),
@@ -289,6 +299,33 @@ pub(super) fn key_details(out: &mut impl Write, k: &KeyJson) -> io::Result<()> {
         writeln!(out, "{field:<11} {value}")?;
     }
     Ok(())
+}
+
+/// A key's credits in a line: `9000 left, back up to 10000 every 30d (next 2026-…)`, or
+/// `none (unmetered)`.
+pub(super) fn credits(credits: Option<&CreditsJson>) -> String {
+    let Some(c) = credits else {
+        return "none (unmetered)".to_owned();
+    };
+    match (&c.refill, &c.next_refill_at) {
+        (Some(r), Some(next)) => format!(
+            "{} left, back up to {} every {} (next {} UTC)",
+            c.remaining,
+            r.amount,
+            r.every,
+            human_time(next)
+        ),
+        (Some(r), None) => format!("{}, back up to {} every {}", c.remaining, r.amount, r.every),
+        (None, _) => format!("{} left, no refill", c.remaining),
+    }
+}
+
+/// Credits as a record set them: `10000, back up to 10000 every 30d`.
+fn credits_set(c: &CreditsJson) -> String {
+    match &c.refill {
+        Some(r) => format!("{}, back up to {} every {}", c.remaining, r.amount, r.every),
+        None => c.remaining.to_string(),
+    }
 }
 
 /// The security trail as a table.

@@ -24,6 +24,8 @@ struct VerifyJson<'a> {
     roles: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credits_remaining: Option<u64>,
 }
 
 pub(super) fn verify(store: &Store, args: VerifyArgs, out: &mut impl Write) -> Result<u8, Failure> {
@@ -39,7 +41,7 @@ pub(super) fn verify(store: &Store, args: VerifyArgs, out: &mut impl Write) -> R
     let mut accepted = false;
     // Every answer is shown: the last alone would hide when a rate limit ran out.
     for _ in 0..args.times {
-        let verdict = keys.verify(&secret, args.ip);
+        let verdict = keys.verify_with_cost(&secret, args.ip, args.cost);
         accepted = verdict.is_ok();
         answer(&verdict, args.json, out)?;
     }
@@ -57,6 +59,7 @@ fn answer(verdict: &Result<VerifiedKey, Rejection>, json: bool, out: &mut impl W
                 name: Some(v.name()),
                 roles: v.roles().collect(),
                 retry_after_s: None,
+                credits_remaining: v.credits_remaining(),
             },
             Err(r) => VerifyJson {
                 valid: false,
@@ -65,6 +68,7 @@ fn answer(verdict: &Result<VerifiedKey, Rejection>, json: bool, out: &mut impl W
                 name: None,
                 roles: Vec::new(),
                 retry_after_s: r.retry_after_secs(),
+                credits_remaining: None,
             },
         };
         write_json(out, &answer)?;
@@ -72,10 +76,13 @@ fn answer(verdict: &Result<VerifiedKey, Rejection>, json: bool, out: &mut impl W
         match verdict {
             Ok(v) => writeln!(
                 out,
-                "accepted: key {} \"{}\", roles: {}",
+                "accepted: key {} \"{}\", roles: {}{}",
                 v.id(),
                 v.name(),
-                v.roles().collect::<Vec<_>>().join(", ")
+                v.roles().collect::<Vec<_>>().join(", "),
+                v.credits_remaining()
+                    .map(|left| format!(", credits left: {left}"))
+                    .unwrap_or_default()
             )?,
             Err(r) => writeln!(out, "rejected: {r}")?,
         }
