@@ -126,7 +126,7 @@ fn names(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
-const KEY_FIELDS: [&str; 18] = [
+const KEY_FIELDS: [&str; 19] = [
     "id",
     "name",
     "roles",
@@ -145,6 +145,7 @@ const KEY_FIELDS: [&str; 18] = [
     "hint",
     "acts_for",
     "rate_limits",
+    "credits",
 ];
 
 fn assert_rfc3339_utc(v: &Value) {
@@ -821,6 +822,8 @@ fn audit_json_entries_have_stable_fields() {
         "person",
         "with_keys",
         "rate_limits",
+        "credits",
+        "credits_added",
     ]);
     let created: Value = serde_json::json!(["10.0.0.0/8"]);
     let expected = [
@@ -2578,4 +2581,78 @@ fn import_lines_take_rate_limits_and_a_bad_one_names_its_line() {
         assert!(!run.stderr.contains("limited_secret_00000005"), "{run:?}");
     }
     assert_eq!(store.audit_len(), before, "nothing was imported");
+}
+
+impl Store {
+    /// `credits KEY_ID` as `actor` with `args`.
+    fn credits(&self, actor: [&str; 4], id: &str, args: &[&str]) -> Run {
+        let mut all = vec![id];
+        all.extend_from_slice(args);
+        self.act("credits", actor, &all)
+    }
+}
+
+#[test]
+fn credits_are_spent_across_runs_topped_up_and_removed_with_exit_1_at_zero() {
+    let store = Store::new();
+    let (key, json) = store.create_with(ALICE, "metered", &["--credits", "3", "--refill", "3/1h"]);
+    assert_eq!(json["credits"]["remaining"], 3);
+    assert_eq!(
+        json["credits"]["refill"],
+        serde_json::json!({"amount": 3, "every": "1h"})
+    );
+    let (reasons, run) = store.verify_times(&key.secret, 2);
+    assert_eq!(reasons, [Value::Null, Value::Null], "{run:?}");
+    assert_eq!(run.json_lines()[1]["credits_remaining"], 1);
+    // What a run spent is saved when it ends: the next run goes on from it.
+    let (reasons, run) = store.verify_times(&key.secret, 2);
+    assert_eq!(reasons, [Value::Null, Value::from("usage_exceeded")], "{run:?}");
+    assert_eq!(run.code, 1, "{run:?}");
+    let wait = run.json_lines()[1]["retry_after_s"].as_u64().unwrap();
+    assert!((3590..=3600).contains(&wait), "{run:?}");
+    let heavy = store.run_with_stdin(&["verify", "--ip", "192.0.2.1", "--cost", "0"], &key.secret);
+    assert_eq!(heavy.code, 0, "a cost of 0 only looks: {heavy:?}");
+    assert!(heavy.stdout.contains("credits left: 0"), "{heavy:?}");
+
+    let shown = store.run(&["show", &key.id]);
+    assert!(
+        shown.stdout.contains("\ncredits     0 left, back up to 3 every 1h (next "),
+        "{}",
+        shown.stdout
+    );
+    assert!(store.run(&["list"]).stdout.contains("CREDITS"));
+
+    let added = store.credits(ALICE, &key.id, &["--add", "5"]);
+    assert_eq!(added.code, 0, "{added:?}");
+    assert!(
+        added.stdout.starts_with(&format!("added 5 credits to key {} \"metered\"; its credits are now: 5 left", key.id)),
+        "{added:?}"
+    );
+    let bob = store.credits(BOB, &key.id, &["--add", "5"]);
+    assert_eq!(bob.code, 3, "another admin's key: {bob:?}");
+    bob.assert_one_error_line();
+    for bad in [
+        &["--add", "0"][..],
+        &["--set", "-1"],
+        &["--set", "9007199254740993"],
+        &["--set", "5", "--refill", "5/30s"],
+        &["--refill", "5/1h"],
+        &["--set", "5", "--add", "5"],
+        &[],
+    ] {
+        let run = store.credits(ALICE, &key.id, bad);
+        assert_eq!(run.code, 2, "{bad:?}: {run:?}");
+        run.assert_one_error_line();
+    }
+    let set = store.credits(ALICE, &key.id, &["--set", "100", "--json"]);
+    assert_eq!(set.json()["credits"], serde_json::json!({"remaining": 100, "refill": null}));
+    let removed = store.credits(ALICE, &key.id, &["--remove"]);
+    assert_eq!(removed.code, 0, "{removed:?}");
+    assert!(removed.stdout.ends_with("its credits are now: none (unmetered)\n"), "{removed:?}");
+    let (reasons, _) = store.verify_times(&key.secret, 5);
+    assert!(reasons.iter().all(Value::is_null));
+    let audit = store.run(&["audit", "--key", &key.id]);
+    for detail in ["credits set: 3, back up to 3 every 1h", "+ 5 credits", "credits set: 100", "credits removed"] {
+        assert!(audit.stdout.contains(detail), "{detail}: {}", audit.stdout);
+    }
 }

@@ -1551,3 +1551,142 @@ fn behind_the_readme_nginx_recipe_a_key_past_its_limit_gets_429_with_retry_after
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     assert!(rate_headers::no_rate_headers(&anonymous.headers), "{anonymous:?}");
 }
+
+/// Credits over HTTP: set at creation, spent by `/auth` (`?cost=N`, the largest counting)
+/// with what is left in a header, refused 429 (or with `deny=403` a 403 naming
+/// `usage_exceeded`) with `Retry-After` to the next refill; set, topped up and removed under
+/// the owner rules, bad input refused naming the field with nothing written.
+#[test]
+fn auth_spends_credits_and_the_admin_api_sets_adds_and_removes_them() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (_, root) = bootstrap_key(&db, "root", "super-admin", "root", &["super-admin"], &[]);
+    let (_, alice) = bootstrap_key(&db, "alice", "admin", "alice admin", &["admin"], &[]);
+    let (_, bob) = bootstrap_key(&db, "bob", "admin", "bob admin", &["admin"], &[]);
+    let served = Served::start(&db, &[]);
+    let http = Http::new();
+    let api = Api {
+        http: &http,
+        addr: served.addr,
+    };
+    let created = api.call(
+        &alice,
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "metered", "roles": ["bot"],
+            "credits": {"remaining": 10, "refill": {"amount": 10, "every": "1h"}}})),
+    );
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let view = created.json();
+    assert_eq!(view["credits"]["remaining"], 10);
+    assert_eq!(view["credits"]["refill"], json!({"amount": 10, "every": "1h"}));
+    assert!(view["credits"]["next_refill_at"].is_string(), "{view}");
+    let id = view["id"].as_str().unwrap().to_owned();
+    let secret = view["key"].as_str().unwrap().to_owned();
+    let auth = |path: &str| {
+        http.send(
+            served.addr,
+            "127.0.0.1",
+            "GET",
+            path,
+            &[("x-api-key", &secret)],
+            "",
+        )
+    };
+
+    let passed = auth("/auth?cost=4");
+    assert_eq!(passed.status, StatusCode::OK, "{passed:?}");
+    assert_eq!(passed.headers["x-keyledger-credits-remaining"], "6");
+    // A client that adds its own, smaller cost to the query does not pay less.
+    let passed = auth("/auth?cost=5&cost=1");
+    assert_eq!(passed.headers["x-keyledger-credits-remaining"], "1");
+    for bad in ["/auth?cost=0", "/auth?cost=x", "/auth?cost=9007199254740993"] {
+        let refused = auth(bad);
+        assert_eq!(
+            refused.error(StatusCode::FORBIDDEN, "forbidden")["reason"],
+            "cost_invalid",
+            "{bad}"
+        );
+    }
+    let refused = auth("/auth?cost=2");
+    assert_eq!(
+        refused.error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests")["reason"],
+        "usage_exceeded"
+    );
+    assert_eq!(refused.headers["x-keyledger-reason"], "usage_exceeded");
+    let wait: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((3590..=3600).contains(&wait), "{refused:?}");
+    let denied = auth("/auth?cost=2&deny=403");
+    assert_eq!(denied.status, StatusCode::FORBIDDEN, "{denied:?}");
+    assert_eq!(denied.json(), json!({"error": "forbidden", "reason": "usage_exceeded"}));
+    assert!(denied.headers.contains_key("retry-after"));
+    assert_eq!(
+        api.get(&root, &format!("/v1/keys/{id}")).json()["credits"]["remaining"],
+        1,
+        "the refusals spent nothing"
+    );
+
+    let credits = format!("/v1/keys/{id}/credits");
+    let add = format!("/v1/keys/{id}/credits/add");
+    let records = || api.get(&root, "/v1/audit").body.lines().count();
+    let before = records();
+    api.call(&bob, "PUT", &credits, Some(json!({"credits": null})))
+        .denied("not_owner");
+    api.call(&bob, "POST", &add, Some(json!({"amount": 5})))
+        .denied("not_owner");
+    for (body, field) in [
+        (json!({"credits": {"remaining": -1}}), "credits"),
+        (json!({"credits": {"remaining": 9_007_199_254_740_993_u64}}), "credits"),
+        (json!({"credits": {"remaining": 5, "refill": {"amount": 5, "every": "10s"}}}), "refill"),
+        (json!({"credits": {"remaining": 5, "refill": {"amount": 0, "every": "1d"}}}), "refill"),
+        (json!({}), "body"),
+    ] {
+        let answer = api.call(&alice, "PUT", &credits, Some(body.clone()));
+        assert_eq!(
+            answer.error(StatusCode::BAD_REQUEST, "invalid_input")["field"],
+            field,
+            "{body}"
+        );
+    }
+    for (body, field) in [(json!({"amount": 0}), "credits"), (json!({"amount": "5"}), "body")] {
+        let answer = api.call(&alice, "POST", &add, Some(body.clone()));
+        assert_eq!(
+            answer.error(StatusCode::BAD_REQUEST, "invalid_input")["field"],
+            field,
+            "{body}"
+        );
+    }
+    assert_eq!(records(), before, "nothing refused was written");
+
+    let topped = api.call(&alice, "POST", &add, Some(json!({"amount": 5})));
+    assert_eq!(topped.status, StatusCode::OK, "{topped:?}");
+    assert_eq!(topped.json()["credits"]["remaining"], 6);
+    assert_eq!(auth("/auth").headers["x-keyledger-credits-remaining"], "5");
+    let set = api.call(
+        &root,
+        "PUT",
+        &credits,
+        Some(json!({"credits": {"remaining": 100}})),
+    );
+    assert_eq!(set.json()["credits"], json!({"remaining": 100, "refill": null}));
+    let removed = api.call(&alice, "PUT", &credits, Some(json!({"credits": null})));
+    assert_eq!(removed.json()["credits"], Value::Null);
+    let unmetered = auth("/auth?cost=1000");
+    assert_eq!(unmetered.status, StatusCode::OK);
+    assert!(!unmetered.headers.contains_key("x-keyledger-credits-remaining"));
+    api.call(&alice, "PUT", &credits, Some(json!({"credits": null})))
+        .error(StatusCode::CONFLICT, "state_unchanged");
+    let audit: Vec<Value> = api
+        .get(&root, &format!("/v1/audit?key={id}"))
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = audit.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["created", "credits_set", "credits_added", "credits_set", "credits_set"]
+    );
+    assert_eq!(audit[2]["credits_added"], 5);
+    assert_eq!(audit[4]["credits"], Value::Null);
+}
