@@ -2,7 +2,8 @@
 //! checked after every step against a small in-memory model of the permission rules, the
 //! key lifecycle (expiry, rolls with grace periods, disable and enable, adopted keys), the
 //! people admin keys act for and their revocation, rate limits (a bucket per limit, full
-//! again after a restart or a change), and of what verifies. Restarts open from
+//! again after a restart or a change), credits (spent by each accepted verify's cost,
+//! refilled on the clock, kept across restarts), and of what verifies. Restarts open from
 //! snapshots, whose prefix must then verify.
 #![no_main]
 
@@ -10,7 +11,14 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use arbitrary::Arbitrary;
-use keyledger::{Actor, Error, ExistingKey, IpNet, KeyId, KeyStore, ManualClock, NewKey, RateLimit, Rejection};
+use keyledger::{
+    Actor, Credits, Error, ExistingKey, IpNet, KeyId, KeyStore, ManualClock, NewKey, RateLimit, Refill, Rejection,
+};
+
+/// Microseconds since the epoch.
+fn micros(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -45,6 +53,14 @@ enum Op {
         admin_for: Option<Who>,
         /// Rate limits: see [`limit`].
         limits: Vec<(u8, u8)>,
+        /// Credits to start with.
+        credits: Option<u8>,
+    },
+    /// Set, add to or remove a key's credits.
+    Credits {
+        who: Who,
+        key: u8,
+        change: CreditChange,
     },
     /// Set a key's rate limits (none removes them).
     Limit {
@@ -103,10 +119,65 @@ enum Op {
     Verify {
         key: u8,
         ip: u8,
+        /// What it costs of the key's credits (0 to 2).
+        cost: u8,
         /// Present the previous secret of a rolled key instead.
         previous: bool,
     },
     Restart,
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum CreditChange {
+    /// Set to `n`, refilled back up to `n + 1` every minute, two minutes or hour.
+    Set { n: u8, refill: Option<u8> },
+    /// Add `1 + n % 5`.
+    Add { n: u8 },
+    Remove,
+}
+
+/// A refill from the small universe the model uses.
+fn refill_of(n: u8, r: u8) -> Refill {
+    let every = [60, 120, 3_600][usize::from(r) % 3];
+    Refill::new(u64::from(n) + 1, Duration::from_secs(every)).expect("refill")
+}
+
+/// The model of a key's credits: what is left, and its refill (amount, period and the
+/// time the credits were set, in microseconds since the epoch) with the next one due.
+#[derive(Clone, Debug)]
+struct CreditModel {
+    left: u64,
+    refill: Option<(u64, u64, u64)>,
+    next: u64,
+}
+
+impl CreditModel {
+    fn new(credits: Credits, at: u64) -> Self {
+        let refill = credits
+            .refill_every()
+            .map(|r| (r.amount(), r.every().as_micros() as u64, at));
+        CreditModel {
+            left: credits.remaining(),
+            refill,
+            next: refill.map_or(u64::MAX, |(_, every, at)| at + every),
+        }
+    }
+
+    fn spend(&mut self, cost: u64, now: u64) -> Result<(), Rejection> {
+        if let Some((amount, every, at)) = self.refill
+            && now >= self.next
+        {
+            self.left = self.left.max(amount);
+            self.next = at + ((now - at) / every + 1) * every;
+        }
+        if self.left < cost {
+            return Err(Rejection::UsageExceeded {
+                retry_after: self.refill.map(|_| Duration::from_micros(self.next - now)),
+            });
+        }
+        self.left -= cost;
+        Ok(())
+    }
 }
 
 /// A small universe of networks and client addresses, so that matches happen.
@@ -227,6 +298,7 @@ struct ModelKey {
     /// For an admin key (`admin` or `super-admin`): the person it acts as.
     person: Option<&'static str>,
     buckets: Buckets,
+    credits: Option<CreditModel>,
 }
 
 fn owner_of(who: Who) -> &'static str {
@@ -300,8 +372,13 @@ fuzz_target!(|ops: Vec<Op>| {
                 expires_in,
                 admin_for,
                 ref limits,
+                credits,
             } => {
                 let mut new = NewKey::new(format!("key {name}")).role("bot");
+                let credits = credits.map(|n| Credits::new(u64::from(n)).expect("credits"));
+                if let Some(c) = credits {
+                    new = new.credits(c);
+                }
                 // A limit `RateLimit::new` refuses never reaches the store; the others must
                 // make a canonical set.
                 let valid: Vec<(u8, u8)> = limits.iter().take(6).copied().filter(|&r| limit(r).is_some()).collect();
@@ -345,7 +422,8 @@ fuzz_target!(|ops: Vec<Op>| {
                         assert!(allowed && in_future && limits_ok.is_ok(), "{who:?} created a key");
                         let mut buckets = Buckets::default();
                         buckets.set(limits_ok.clone().unwrap_or_default());
-                        seq += 1;
+                        // Credits are a record of their own, in the same commit.
+                        seq += 1 + u64::from(credits.is_some());
                         assert_eq!(created.seq, seq);
                         keys.push(ModelKey {
                             id: created.id,
@@ -358,6 +436,7 @@ fuzz_target!(|ops: Vec<Op>| {
                             whitelist: distinct,
                             person,
                             buckets,
+                            credits: credits.map(|c| CreditModel::new(c, micros(now))),
                         });
                     }
                     Err(Error::PermissionDenied { .. }) => {
@@ -416,6 +495,7 @@ fuzz_target!(|ops: Vec<Op>| {
                                 whitelist: Vec::new(),
                                 person: None,
                                 buckets: Buckets::default(),
+                                credits: None,
                             });
                         }
                     }
@@ -531,6 +611,52 @@ fuzz_target!(|ops: Vec<Op>| {
                     assert_eq!(store.key(id).expect("key").rate_limits, keys[i].buckets.limits);
                 }
             }
+            Op::Credits { who, key, change } => {
+                let i = usize::from(key);
+                let id = keys.get(i).map_or(unknown, |k| k.id);
+                let mut expected = expect_modify(who, keys.get(i));
+                let has = expected.is_ok() && keys[i].credits.is_some();
+                let result = match change {
+                    CreditChange::Set { n, refill } => {
+                        let mut c = Credits::new(u64::from(n)).expect("credits");
+                        if let Some(r) = refill {
+                            c = c.refill(refill_of(n, r));
+                        }
+                        store.set_credits(&who.actor(), id, Some(c)).map(|s| (s, Some(c)))
+                    }
+                    CreditChange::Add { n } => {
+                        if expected.is_ok() && !has {
+                            expected = Err("invalid");
+                        }
+                        store.add_credits(&who.actor(), id, 1 + u64::from(n % 5)).map(|s| (s, None))
+                    }
+                    CreditChange::Remove => {
+                        if expected.is_ok() && !has {
+                            expected = Err("unchanged");
+                        }
+                        store.set_credits(&who.actor(), id, None).map(|s| (s, None))
+                    }
+                };
+                assert_eq!(kind(&result), expected, "{op:?}");
+                if expected == Err("denied") {
+                    refused += 1;
+                }
+                if let Ok((_, set)) = result {
+                    seq += 1;
+                    let model = &mut keys[i].credits;
+                    match change {
+                        CreditChange::Set { .. } => *model = set.map(|c| CreditModel::new(c, micros(now))),
+                        CreditChange::Add { n } => {
+                            if let Some(m) = model {
+                                m.left += 1 + u64::from(n % 5);
+                            }
+                        }
+                        CreditChange::Remove => *model = None,
+                    }
+                    let shown = store.key(id).expect("key").credits.map(|c| c.remaining);
+                    assert_eq!(shown, model.as_ref().map(|m| m.left), "{op:?}");
+                }
+            }
             Op::Whitelist { who, key, net: n } | Op::Unwhitelist { who, key, net: n, .. } => {
                 let adding = matches!(op, Op::Whitelist { .. });
                 let any = matches!(op, Op::Unwhitelist { any: true, .. });
@@ -584,8 +710,10 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Verify {
                 key,
                 ip: a,
+                cost,
                 previous,
             } => {
+                let cost = u64::from(cost % 3);
                 let Some(k) = keys.get(usize::from(key)) else {
                     continue;
                 };
@@ -617,11 +745,27 @@ fuzz_target!(|ops: Vec<Op>| {
                 } else {
                     Err(Rejection::IpNotWhitelisted)
                 };
+                let k = &mut keys[usize::from(key)];
                 let expected = match expected {
-                    Ok(id) => keys[usize::from(key)].buckets.take(steady).map(|()| id),
+                    Ok(id) => {
+                        // A request refused for its credits takes nothing from the limits.
+                        let before = k.buckets.due.clone();
+                        let taken = k.buckets.take(steady).and_then(|()| match &mut k.credits {
+                            Some(c) => c.spend(cost, micros(now)),
+                            None => Ok(()),
+                        });
+                        if matches!(taken, Err(Rejection::UsageExceeded { .. })) {
+                            k.buckets.due = before;
+                        }
+                        taken.map(|()| id)
+                    }
                     other => other,
                 };
-                assert_eq!(store.verify(&secret, client).map(|v| v.id()), expected, "{op:?}");
+                let answer = store.verify_with_cost(&secret, client, cost);
+                assert_eq!(answer.as_ref().map(|v| v.id()), expected.as_ref().map(|id| *id), "{op:?}");
+                if let Ok(v) = &answer {
+                    assert_eq!(v.credits_remaining(), k.credits.as_ref().map(|c| c.left));
+                }
             }
             Op::Restart => {
                 drop(store);

@@ -12,6 +12,7 @@ use super::*;
 use crate::chain::Chain;
 use crate::chain::Head;
 use crate::chain::StoredHead;
+use crate::model::credits::{Credits, MAX_CREDITS, Refill};
 use crate::model::actor::Actor;
 use crate::model::actor::ActorRole;
 use crate::model::error::Error;
@@ -121,6 +122,27 @@ pub(crate) fn arb_record() -> impl Strategy<Value = Record> {
             Event::LimitsSet {
                 id: KeyId(id),
                 rate_limits
+            },
+            None
+        )),
+        (
+            any::<u64>(),
+            proptest::option::of((0..=MAX_CREDITS, proptest::option::of((1..=MAX_CREDITS, 60u32..=366 * 86_400))))
+        )
+            .prop_map(|(id, credits)| (
+                Event::CreditsSet {
+                    id: KeyId(id),
+                    credits: credits.map(|(remaining, refill)| Credits {
+                        remaining,
+                        refill: refill.map(|(amount, every_secs)| Refill { amount, every_secs }),
+                    }),
+                },
+                None
+            )),
+        (any::<u64>(), 1..=MAX_CREDITS).prop_map(|(id, amount)| (
+            Event::CreditsAdded {
+                id: KeyId(id),
+                amount
             },
             None
         )),
@@ -440,14 +462,47 @@ fn v4_fixture_records() -> [Record; 2] {
     ]
 }
 
+fn v4_credit_fixture_records() -> [Record; 2] {
+    [
+        Record {
+            seq: 13,
+            at: 1_790_000_000_000_006,
+            actor: Actor::super_admin("root"),
+            via: None,
+            event: Event::CreditsSet {
+                id: KeyId(0x0bbb_cccc_dddd_eeee),
+                credits: Some(Credits::new(10_000).unwrap().refill("10000/30d".parse().unwrap())),
+            },
+            prev: [9; 32],
+        },
+        Record {
+            seq: 14,
+            at: 1_790_000_000_000_007,
+            actor: Actor::admin("alice"),
+            via: Some(KeyId(0x1111_2222_3333_4444)),
+            event: Event::CreditsAdded {
+                id: KeyId(0x0bbb_cccc_dddd_eeee),
+                amount: 500,
+            },
+            prev: [10; 32],
+        },
+    ]
+}
+
 /// Records written by format version 4 (a key created with rate limits, a change of a
-/// key's limits) decode to the same values, and encode back to the same bytes. Set
-/// `KEYLEDGER_WRITE_FIXTURES=1` to write them once.
+/// key's limits, credits set and added) decode to the same values, and encode back to the
+/// same bytes. Set `KEYLEDGER_WRITE_FIXTURES=1` to write them once.
 #[test]
 fn version_4_record_fixtures_decode() {
-    let paths = ["record-v4-created-limited.bin", "record-v4-limits-set.bin"];
+    let paths = [
+        "record-v4-created-limited.bin",
+        "record-v4-limits-set.bin",
+        "record-v4-credits-set.bin",
+        "record-v4-credits-added.bin",
+    ];
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    for (path, expected) in paths.into_iter().zip(v4_fixture_records()) {
+    let records = v4_fixture_records().into_iter().chain(v4_credit_fixture_records());
+    for (path, expected) in paths.into_iter().zip(records) {
         let path = dir.join(path);
         if std::env::var_os("KEYLEDGER_WRITE_FIXTURES").is_some() && !path.exists() {
             std::fs::write(&path, encode_record(&expected).unwrap()).unwrap();
@@ -607,4 +662,54 @@ fn unknown_versions_are_named() {
             supported: 4
         })
     ));
+}
+
+/// Credits records out of the rules, or with a refill period but no amount (no refill has
+/// one encoding), are refused as corrupt, never applied.
+#[test]
+fn a_credits_record_past_the_rules_or_with_a_second_encoding_is_refused() {
+    use super::record::CreditsV1;
+    let encode = |event: EventV4| {
+        let wire = RecordV4 {
+            version: 4,
+            seq: 3,
+            at: 1_790_000_000_000_000,
+            actor_id: "alice".into(),
+            actor_role: ActorRole::Admin.code(),
+            via: None,
+            event,
+            prev: [1; 32],
+        };
+        options(MAX_RECORD_BYTES).serialize(&wire).unwrap()
+    };
+    let set = |remaining, refill_amount, refill_every_secs| EventV4::CreditsSet {
+        id: 9,
+        credits: Some(CreditsV1 {
+            remaining,
+            refill_amount,
+            refill_every_secs,
+        }),
+    };
+    for (event, why) in [
+        (set(5, 0, 60), "a period without an amount"),
+        (set(5, 5, 59), "a refill under a minute"),
+        (set(5, 5, 367 * 86_400), "a refill over 366 days"),
+        (set(MAX_CREDITS + 1, 0, 0), "more than 2^53 credits"),
+        (set(5, MAX_CREDITS + 1, 60), "a refill of more than 2^53"),
+        (EventV4::CreditsAdded { id: 9, amount: 0 }, "adding nothing"),
+        (
+            EventV4::CreditsAdded {
+                id: 9,
+                amount: MAX_CREDITS + 1,
+            },
+            "adding more than 2^53",
+        ),
+    ] {
+        assert!(
+            matches!(decode_record(&encode(event), 3), Err(Error::Corrupt { .. })),
+            "{why}"
+        );
+    }
+    assert!(decode_record(&encode(set(5, 5, 60)), 3).is_ok());
+    assert!(decode_record(&encode(set(0, 0, 0)), 3).is_ok());
 }
