@@ -25,7 +25,9 @@ use std::path::Path;
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use keyledger::{Actor, ExistingKey, IpNet, KEY_LEN, KeyStore, NewKey, Rejection, Witness, check_format};
+use keyledger::{
+    Actor, Credits, ExistingKey, IpNet, KEY_LEN, KeyStore, MAX_CREDITS, NewKey, Rejection, Witness, check_format,
+};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -37,8 +39,8 @@ const CACHE_BYTES: u64 = 1 << 20;
 /// Concurrent creators used to fill keyledger (each batch the writer flushes holds up to
 /// this many creations).
 const LOAD_THREADS: usize = 128;
-/// The rate limit every fourth key holds: four billion a month is never reached by a run,
-/// so every limited verify passes and pays for its bucket.
+/// The rate limit every fourth key holds (with 2^53 credits): four billion a month is never
+/// reached by a run, so every limited verify passes and pays for its bucket and a credit.
 const BENCH_LIMIT: &str = "4000000000/30d";
 /// The client address every verification presents; every key whitelists 10.0.0.0/8.
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
@@ -660,10 +662,13 @@ fn load_keyledger(store: &KeyStore, tokens: &mut [u8]) -> (u64, u64, Duration) {
                         if n % 2 == 1 {
                             new = new.expires_at(SystemTime::now() + Duration::from_secs(365 * 86_400));
                         }
-                        // Every fourth has a rate limit, so high that no run exhausts it:
-                        // verify takes from its bucket on every hit.
+                        // Every fourth has a rate limit and credits, so high that no run
+                        // exhausts them: verify takes from its bucket and spends a credit
+                        // on every hit.
                         if n % 4 == 2 {
-                            new = new.rate_limit(BENCH_LIMIT.parse().unwrap());
+                            new = new
+                                .rate_limit(BENCH_LIMIT.parse().unwrap())
+                                .credits(Credits::new(MAX_CREDITS).unwrap());
                         }
                         let created = store.create_key(admin, new).unwrap();
                         slot.copy_from_slice(created.key.expose_secret().as_bytes());
