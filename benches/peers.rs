@@ -26,7 +26,8 @@ use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use keyledger::{
-    Actor, Credits, ExistingKey, IpNet, KEY_LEN, KeyStore, MAX_CREDITS, NewKey, Rejection, Witness, check_format,
+    Actor, Credits, ExistingKey, IpNet, KEY_LEN, KeyStore, MAX_CREDITS, NewKey, Rejection, Witness,
+    check_format,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;

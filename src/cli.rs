@@ -44,8 +44,8 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use args::{
-    AuditArgs, CreateArgs, CreditsArgs, ImportKeyArgs, ImportKeysArgs, KeyArgs, LimitArgs, RollArgs, UnwhitelistArgs,
-    VerifyArgs, WhitelistArgs, key_id_arg, witness_arg,
+    AuditArgs, CreateArgs, CreditsArgs, ImportKeyArgs, ImportKeysArgs, KeyArgs, LimitArgs, RollArgs,
+    UnwhitelistArgs, VerifyArgs, WhitelistArgs, key_id_arg, witness_arg,
 };
 use exit::Failure;
 use keys::{Change, Switch};

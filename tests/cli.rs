@@ -2616,7 +2616,9 @@ fn credits_are_spent_across_runs_topped_up_and_removed_with_exit_1_at_zero() {
 
     let shown = store.run(&["show", &key.id]);
     assert!(
-        shown.stdout.contains("\ncredits     0 left, back up to 3 every 1h (next "),
+        shown
+            .stdout
+            .contains("\ncredits     0 left, back up to 3 every 1h (next "),
         "{}",
         shown.stdout
     );
@@ -2625,7 +2627,10 @@ fn credits_are_spent_across_runs_topped_up_and_removed_with_exit_1_at_zero() {
     let added = store.credits(ALICE, &key.id, &["--add", "5"]);
     assert_eq!(added.code, 0, "{added:?}");
     assert!(
-        added.stdout.starts_with(&format!("added 5 credits to key {} \"metered\"; its credits are now: 5 left", key.id)),
+        added.stdout.starts_with(&format!(
+            "added 5 credits to key {} \"metered\"; its credits are now: 5 left",
+            key.id
+        )),
         "{added:?}"
     );
     let bob = store.credits(BOB, &key.id, &["--add", "5"]);
@@ -2645,14 +2650,27 @@ fn credits_are_spent_across_runs_topped_up_and_removed_with_exit_1_at_zero() {
         run.assert_one_error_line();
     }
     let set = store.credits(ALICE, &key.id, &["--set", "100", "--json"]);
-    assert_eq!(set.json()["credits"], serde_json::json!({"remaining": 100, "refill": null}));
+    assert_eq!(
+        set.json()["credits"],
+        serde_json::json!({"remaining": 100, "refill": null})
+    );
     let removed = store.credits(ALICE, &key.id, &["--remove"]);
     assert_eq!(removed.code, 0, "{removed:?}");
-    assert!(removed.stdout.ends_with("its credits are now: none (unmetered)\n"), "{removed:?}");
+    assert!(
+        removed
+            .stdout
+            .ends_with("its credits are now: none (unmetered)\n"),
+        "{removed:?}"
+    );
     let (reasons, _) = store.verify_times(&key.secret, 5);
     assert!(reasons.iter().all(Value::is_null));
     let audit = store.run(&["audit", "--key", &key.id]);
-    for detail in ["credits set: 3, back up to 3 every 1h", "+ 5 credits", "credits set: 100", "credits removed"] {
+    for detail in [
+        "credits set: 3, back up to 3 every 1h",
+        "+ 5 credits",
+        "credits set: 100",
+        "credits removed",
+    ] {
         assert!(audit.stdout.contains(detail), "{detail}: {}", audit.stdout);
     }
 }

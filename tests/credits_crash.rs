@@ -59,7 +59,12 @@ fn a_kill_forgets_at_most_the_last_second_of_spending() {
             created.id
         };
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "credits_crash_child_process", "--nocapture"])
+            .args([
+                "--ignored",
+                "--exact",
+                "credits_crash_child_process",
+                "--nocapture",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

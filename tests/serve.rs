@@ -1618,7 +1618,10 @@ fn auth_spends_credits_and_the_admin_api_sets_adds_and_removes_them() {
     assert!((3590..=3600).contains(&wait), "{refused:?}");
     let denied = auth("/auth?cost=2&deny=403");
     assert_eq!(denied.status, StatusCode::FORBIDDEN, "{denied:?}");
-    assert_eq!(denied.json(), json!({"error": "forbidden", "reason": "usage_exceeded"}));
+    assert_eq!(
+        denied.json(),
+        json!({"error": "forbidden", "reason": "usage_exceeded"})
+    );
     assert!(denied.headers.contains_key("retry-after"));
     assert_eq!(
         api.get(&root, &format!("/v1/keys/{id}")).json()["credits"]["remaining"],
@@ -1636,9 +1639,18 @@ fn auth_spends_credits_and_the_admin_api_sets_adds_and_removes_them() {
         .denied("not_owner");
     for (body, field) in [
         (json!({"credits": {"remaining": -1}}), "credits"),
-        (json!({"credits": {"remaining": 9_007_199_254_740_993_u64}}), "credits"),
-        (json!({"credits": {"remaining": 5, "refill": {"amount": 5, "every": "10s"}}}), "refill"),
-        (json!({"credits": {"remaining": 5, "refill": {"amount": 0, "every": "1d"}}}), "refill"),
+        (
+            json!({"credits": {"remaining": 9_007_199_254_740_993_u64}}),
+            "credits",
+        ),
+        (
+            json!({"credits": {"remaining": 5, "refill": {"amount": 5, "every": "10s"}}}),
+            "refill",
+        ),
+        (
+            json!({"credits": {"remaining": 5, "refill": {"amount": 0, "every": "1d"}}}),
+            "refill",
+        ),
         (json!({}), "body"),
     ] {
         let answer = api.call(&alice, "PUT", &credits, Some(body.clone()));
@@ -1648,7 +1660,10 @@ fn auth_spends_credits_and_the_admin_api_sets_adds_and_removes_them() {
             "{body}"
         );
     }
-    for (body, field) in [(json!({"amount": 0}), "credits"), (json!({"amount": "5"}), "body")] {
+    for (body, field) in [
+        (json!({"amount": 0}), "credits"),
+        (json!({"amount": "5"}), "body"),
+    ] {
         let answer = api.call(&alice, "POST", &add, Some(body.clone()));
         assert_eq!(
             answer.error(StatusCode::BAD_REQUEST, "invalid_input")["field"],
@@ -1685,7 +1700,13 @@ fn auth_spends_credits_and_the_admin_api_sets_adds_and_removes_them() {
     let kinds: Vec<&str> = audit.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["created", "credits_set", "credits_added", "credits_set", "credits_set"]
+        [
+            "created",
+            "credits_set",
+            "credits_added",
+            "credits_set",
+            "credits_set"
+        ]
     );
     assert_eq!(audit[2]["credits_added"], 5);
     assert_eq!(audit[4]["credits"], Value::Null);

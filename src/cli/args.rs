@@ -10,12 +10,12 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use clap::{ArgGroup, Args};
+use keyledger::{
+    Actor, ActorRole, AuditFilter, Credits, Error, EventKind, IpNet, KEY_PREFIX, KeyId, NewKey, RateLimit,
+    Refill, Witness,
+};
 #[cfg(feature = "client")]
 use keyledger::{CreditsJson, RateLimitJson};
-use keyledger::{
-    Actor, ActorRole, AuditFilter, Credits, Error, EventKind, IpNet, KEY_PREFIX, KeyId, NewKey, RateLimit, Refill,
-    Witness,
-};
 
 #[cfg(feature = "client")]
 use super::client;

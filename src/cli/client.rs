@@ -16,9 +16,8 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use keyledger::{
-    Credits, CreditsJson,
-    AuditFilter, AuditJson, Error, ErrorJson, ImportedJson, IpNet, KeyId, KeyJson, RateLimit, RateLimitJson,
-    RefusedJson, RevokedActorJson, RollJson,
+    AuditFilter, AuditJson, Credits, CreditsJson, Error, ErrorJson, ImportedJson, IpNet, KeyId, KeyJson,
+    RateLimit, RateLimitJson, RefusedJson, RevokedActorJson, RollJson,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;

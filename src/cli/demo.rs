@@ -181,10 +181,7 @@ pub(super) fn run(out: &mut impl Write) -> Result<u8, Failure> {
                 "rate limits: {}",
                 render::rate_limits(e.rate_limits.as_deref().unwrap_or_default())
             ),
-            (_, "credits_set", _) => format!(
-                "credits: {}",
-                e.credits.as_ref().map_or(0, |c| c.remaining)
-            ),
+            (_, "credits_set", _) => format!("credits: {}", e.credits.as_ref().map_or(0, |c| c.remaining)),
             _ => String::new(),
         };
         table.row(vec![

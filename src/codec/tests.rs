@@ -12,9 +12,9 @@ use super::*;
 use crate::chain::Chain;
 use crate::chain::Head;
 use crate::chain::StoredHead;
-use crate::model::credits::{Credits, MAX_CREDITS, Refill};
 use crate::model::actor::Actor;
 use crate::model::actor::ActorRole;
+use crate::model::credits::{Credits, MAX_CREDITS, Refill};
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::key::KeySource;
@@ -127,7 +127,10 @@ pub(crate) fn arb_record() -> impl Strategy<Value = Record> {
         )),
         (
             any::<u64>(),
-            proptest::option::of((0..=MAX_CREDITS, proptest::option::of((1..=MAX_CREDITS, 60u32..=366 * 86_400))))
+            proptest::option::of((
+                0..=MAX_CREDITS,
+                proptest::option::of((1..=MAX_CREDITS, 60u32..=366 * 86_400))
+            ))
         )
             .prop_map(|(id, credits)| (
                 Event::CreditsSet {
@@ -501,7 +504,9 @@ fn version_4_record_fixtures_decode() {
         "record-v4-credits-added.bin",
     ];
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let records = v4_fixture_records().into_iter().chain(v4_credit_fixture_records());
+    let records = v4_fixture_records()
+        .into_iter()
+        .chain(v4_credit_fixture_records());
     for (path, expected) in paths.into_iter().zip(records) {
         let path = dir.join(path);
         if std::env::var_os("KEYLEDGER_WRITE_FIXTURES").is_some() && !path.exists() {

@@ -453,9 +453,10 @@ impl Refusal {
                 }
                 Rejection::IpNotWhitelisted | Rejection::NoWhitelist => StatusCode::FORBIDDEN,
             },
-            Refusal::RoleMissing | Refusal::NoPeerAddress | Refusal::ForwardedFor(_) | Refusal::CostInvalid => {
-                StatusCode::FORBIDDEN
-            }
+            Refusal::RoleMissing
+            | Refusal::NoPeerAddress
+            | Refusal::ForwardedFor(_)
+            | Refusal::CostInvalid => StatusCode::FORBIDDEN,
         }
     }
 

@@ -88,9 +88,7 @@ mod tests {
 
     #[test]
     fn credits_round_trip_through_their_json() {
-        let credits = Credits::new(10_000)
-            .unwrap()
-            .refill("10000/30d".parse().unwrap());
+        let credits = Credits::new(10_000).unwrap().refill("10000/30d".parse().unwrap());
         let json = serde_json::to_string(&CreditsJson::from(&credits)).unwrap();
         assert_eq!(
             json,
@@ -108,7 +106,10 @@ mod tests {
             (r#"{"remaining":9007199254740993}"#, "credits"),
             (r#"{"remaining":5,"refill":{"amount":0,"every":"1d"}}"#, "refill"),
             (r#"{"remaining":5,"refill":{"amount":5,"every":"30s"}}"#, "refill"),
-            (r#"{"remaining":5,"refill":{"amount":5,"every":"1d/2"}}"#, "refill"),
+            (
+                r#"{"remaining":5,"refill":{"amount":5,"every":"1d/2"}}"#,
+                "refill",
+            ),
         ] {
             let json: CreditsJson = serde_json::from_str(text).unwrap();
             match json.to_credits() {

@@ -88,8 +88,9 @@ impl CreditCell {
         }
         match self
             .remaining
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(cost))
-        {
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(cost)
+            }) {
             Ok(before) => Ok(before - cost),
             Err(_) => {
                 let next = self.next_refill.load(Ordering::Relaxed);
@@ -325,10 +326,7 @@ impl Projection {
         if meter & CREDITED == 0 {
             return Ok((Some(self.admit(meter, steady)?), None));
         }
-        let cell = self
-            .credits
-            .get(meter & !CREDITED)
-            .ok_or(Rejection::UnknownKey)?;
+        let cell = self.credits.get(meter & !CREDITED).ok_or(Rejection::UnknownKey)?;
         let rate = match cell.limiter {
             0 => None,
             slot => Some(self.admit(slot, steady)?),

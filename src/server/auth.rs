@@ -197,7 +197,14 @@ mod tests {
         assert_eq!(cost("cost=5"), Ok(5));
         assert_eq!(cost("cost=5&cost=2&role=bot"), Ok(5), "a client cannot lower it");
         assert_eq!(cost("cost=9007199254740992"), Ok(MAX_CREDITS));
-        for bad in ["cost=0", "cost=-1", "cost=1.5", "cost=", "cost=9007199254740993", "cost=5&cost=x"] {
+        for bad in [
+            "cost=0",
+            "cost=-1",
+            "cost=1.5",
+            "cost=",
+            "cost=9007199254740993",
+            "cost=5&cost=x",
+        ] {
             assert_eq!(cost(bad), Err(Refusal::CostInvalid), "{bad}");
         }
     }
@@ -217,7 +224,11 @@ mod tests {
 
     #[test]
     fn only_deny_403_turns_the_rate_limited_answer_into_a_403() {
-        let deny = |query| Asked::from_query(Some(query)).map(|asked| asked.deny_forbidden).ok();
+        let deny = |query| {
+            Asked::from_query(Some(query))
+                .map(|asked| asked.deny_forbidden)
+                .ok()
+        };
         assert_eq!(deny("deny=403"), Some(true));
         assert_eq!(deny("role=bot&deny=403&x=1"), Some(true));
         assert_eq!(deny("deny=%34%303"), Some(true));
