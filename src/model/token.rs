@@ -14,7 +14,7 @@ use crate::model::error::Error;
 
 pub(crate) mod format;
 
-use self::format::{BASE62, BODY_LEN, CLASSES, IN_ALPHABET, checksum};
+use self::format::{BASE62, BODY_LEN, checksum};
 pub(crate) use self::format::{KEY_LEN, KEY_PREFIX, Malformed, check_format};
 
 /// Domain separation: a key's hash is a blake3 keyed hash under this public constant, so
@@ -102,8 +102,10 @@ pub struct ExistingKey {
 }
 
 impl ExistingKey {
-    /// Adopts `secret`: 20 to 40 characters of `[A-Za-z0-9_-]`. It verifies like a key
-    /// keyledger made; one outside keyledger's format skips the checksum.
+    /// Adopts `secret`: [`MIN_ADOPTED_LEN`] to [`MAX_ADOPTED_LEN`] printable ASCII
+    /// characters without whitespace (GitHub-, Stripe- and JWT-shaped tokens fit). It
+    /// verifies like a key keyledger made; one outside keyledger's format skips the
+    /// checksum.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] if the secret breaks that rule (the secret is not quoted).
@@ -160,34 +162,34 @@ pub(crate) fn hint(tail: [u8; 4]) -> String {
     format!("{KEY_PREFIX}…{tail}")
 }
 
-/// Fewest characters an adopted secret may have.
-pub const MIN_ADOPTED_LEN: usize = 20;
-/// Most characters an adopted secret may have.
-pub const MAX_ADOPTED_LEN: usize = KEY_LEN;
+/// Fewest characters a secret adopted as it is may have (shorter ones are refused as too
+/// weak to keep; a key adopted by its SHA-256 hash verifies whatever its length).
+pub const MIN_ADOPTED_LEN: usize = 16;
+/// Most characters an adopted secret may have: GitHub-, Stripe- and JWT-shaped tokens fit.
+pub const MAX_ADOPTED_LEN: usize = 256;
 
 /// Domain separation for keys adopted by their SHA-256 hash: the store keeps the keyed
 /// blake3 hash of the SHA-256 digest, never the digest itself.
 const SHA256_DOMAIN: &[u8; 32] = b"keyledger.sha256-adopted.v1.2026";
 
-/// Whether `token` meets the rule for adopted secrets: 20 to 40 characters of
-/// `[A-Za-z0-9_-]`. Branch-free over the bytes, like [`check_format`].
+/// Whether `token` could be an adopted secret, and so is looked up: 1 to
+/// [`MAX_ADOPTED_LEN`] printable ASCII characters, no whitespace (what an `x-api-key`
+/// header can carry). Any secret adopted as it is, and any secret of that shape adopted by
+/// its SHA-256 hash, passes.
 #[inline]
 pub(crate) fn fits_adopted_rule(token: &str) -> bool {
-    (MIN_ADOPTED_LEN..=MAX_ADOPTED_LEN).contains(&token.len())
-        && token
-            .bytes()
-            .fold(IN_ALPHABET, |acc, c| acc & CLASSES[usize::from(c)])
-            != 0
+    (1..=MAX_ADOPTED_LEN).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// What the store keeps of an adopted secret: its hash and, for a secret in keyledger's
 /// own format, its (non-secret) last four characters. Never the secret.
 pub(crate) fn adopt_secret(secret: &str) -> Result<(KeyHash, [u8; 4]), Error> {
-    if !fits_adopted_rule(secret) {
+    if !fits_adopted_rule(secret) || secret.len() < MIN_ADOPTED_LEN {
         return Err(Error::invalid(
             "key",
             format!(
-                "an existing secret must be {MIN_ADOPTED_LEN} to {MAX_ADOPTED_LEN} characters of [A-Za-z0-9_-]"
+                "an existing secret must be {MIN_ADOPTED_LEN} to {MAX_ADOPTED_LEN} printable ASCII characters \
+                 without spaces (what an x-api-key header can carry)"
             ),
         ));
     }
