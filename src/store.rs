@@ -558,7 +558,12 @@ impl KeyStore {
     /// assert!(matches!(store.verify_with_cost(secret, ip, 4), Err(Rejection::UsageExceeded { .. })));
     /// assert_eq!(store.verify(secret, ip).unwrap().credits_remaining(), Some(2));
     /// ```
-    pub fn verify_with_cost(&self, token: &str, client_ip: IpAddr, cost: u64) -> Result<VerifiedKey, Rejection> {
+    pub fn verify_with_cost(
+        &self,
+        token: &str,
+        client_ip: IpAddr,
+        cost: u64,
+    ) -> Result<VerifiedKey, Rejection> {
         if self.rejecting.rejects() {
             return Err(Rejection::Stale);
         }
@@ -588,7 +593,13 @@ impl KeyStore {
         let mut found = false;
         for hash in proj.foreign_candidates(token) {
             found = true;
-            match proj.verify(&hash, client_ip, self.require_whitelist, cost, self.ledger.clock()) {
+            match proj.verify(
+                &hash,
+                client_ip,
+                self.require_whitelist,
+                cost,
+                self.ledger.clock(),
+            ) {
                 // A secret retired by its own hash (deleted, rolled out) does not come
                 // back through a key adopted later by its SHA-256.
                 Err(Rejection::UnknownKey) if proj.was_retired(&hash) => break,

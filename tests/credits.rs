@@ -51,9 +51,14 @@ fn a_key_spends_one_credit_per_request_and_is_refused_at_zero() {
         Rejection::UsageExceeded { retry_after: None }.code(),
         "usage_exceeded"
     );
-    let plain = store.create_key(&alice, NewKey::new("plain").role("bot")).unwrap();
+    let plain = store
+        .create_key(&alice, NewKey::new("plain").role("bot"))
+        .unwrap();
     assert_eq!(
-        store.verify_with_cost(plain.key.expose_secret(), ip(), 1000).unwrap().credits_remaining(),
+        store
+            .verify_with_cost(plain.key.expose_secret(), ip(), 1000)
+            .unwrap()
+            .credits_remaining(),
         None,
         "a key without credits ignores the cost"
     );
@@ -64,16 +69,37 @@ fn a_key_spends_one_credit_per_request_and_is_refused_at_zero() {
 fn a_weighted_request_spends_its_cost_or_nothing() {
     let store = KeyStore::builder().open_temporary().unwrap();
     let k = store
-        .create_key(&Actor::admin("a"), NewKey::new("bot").role("bot").credits(credits(10)))
+        .create_key(
+            &Actor::admin("a"),
+            NewKey::new("bot").role("bot").credits(credits(10)),
+        )
         .unwrap();
     let secret = k.key.expose_secret();
-    assert_eq!(store.verify_with_cost(secret, ip(), 7).unwrap().credits_remaining(), Some(3));
+    assert_eq!(
+        store
+            .verify_with_cost(secret, ip(), 7)
+            .unwrap()
+            .credits_remaining(),
+        Some(3)
+    );
     assert!(matches!(
         store.verify_with_cost(secret, ip(), 4),
         Err(Rejection::UsageExceeded { .. })
     ));
-    assert_eq!(store.verify_with_cost(secret, ip(), 0).unwrap().credits_remaining(), Some(3));
-    assert_eq!(store.verify_with_cost(secret, ip(), 3).unwrap().credits_remaining(), Some(0));
+    assert_eq!(
+        store
+            .verify_with_cost(secret, ip(), 0)
+            .unwrap()
+            .credits_remaining(),
+        Some(3)
+    );
+    assert_eq!(
+        store
+            .verify_with_cost(secret, ip(), 3)
+            .unwrap()
+            .credits_remaining(),
+        Some(0)
+    );
 }
 
 #[test]
@@ -83,7 +109,9 @@ fn credits_refill_on_the_clock_and_the_refusal_says_when() {
     let k = store
         .create_key(
             &Actor::admin("alice"),
-            NewKey::new("bot").role("bot").credits(credits(2).refill(refill("5/1h"))),
+            NewKey::new("bot")
+                .role("bot")
+                .credits(credits(2).refill(refill("5/1h"))),
         )
         .unwrap();
     let secret = k.key.expose_secret();
@@ -91,7 +119,11 @@ fn credits_refill_on_the_clock_and_the_refusal_says_when() {
     assert_eq!(left(&store, secret), Ok(Some(0)));
     clock.advance(Duration::from_secs(600));
     match left(&store, secret) {
-        Err(e @ Rejection::UsageExceeded { retry_after: Some(wait) }) => {
+        Err(
+            e @ Rejection::UsageExceeded {
+                retry_after: Some(wait),
+            },
+        ) => {
             assert_eq!(wait, Duration::from_secs(3000));
             assert_eq!(e.retry_after_secs(), Some(3000));
         }
@@ -99,10 +131,7 @@ fn credits_refill_on_the_clock_and_the_refusal_says_when() {
     }
     let view = store.key(k.id).unwrap().credits.unwrap();
     assert_eq!(view.refill, Some(refill("5/1h")));
-    assert_eq!(
-        view.next_refill_at,
-        Some(clock.now() + Duration::from_secs(3000))
-    );
+    assert_eq!(view.next_refill_at, Some(clock.now() + Duration::from_secs(3000)));
     clock.advance(Duration::from_secs(3000));
     assert_eq!(left(&store, secret), Ok(Some(4)), "refilled to 5, one spent");
 }
@@ -114,7 +143,8 @@ fn a_request_refused_for_credits_takes_nothing_from_the_rate_limit() {
     let k = store
         .create_key(
             &Actor::admin("alice"),
-            NewKey::new("bot").role("bot")
+            NewKey::new("bot")
+                .role("bot")
                 .rate_limit("2/1h".parse().unwrap())
                 .credits(credits(1)),
         )
@@ -131,7 +161,11 @@ fn a_request_refused_for_credits_takes_nothing_from_the_rate_limit() {
     }
     store.add_credits(&Actor::admin("alice"), k.id, 5).unwrap();
     let second = store.verify(secret, ip()).unwrap();
-    assert_eq!(second.rate_status().unwrap().remaining, 0, "the refusals took nothing");
+    assert_eq!(
+        second.rate_status().unwrap().remaining,
+        0,
+        "the refusals took nothing"
+    );
     assert!(matches!(
         store.verify(secret, ip()),
         Err(Rejection::RateLimited { .. })
@@ -210,9 +244,14 @@ fn credits_change_by_chained_records_under_the_owner_rules() {
 fn bad_credits_are_refused_naming_the_field_and_change_nothing() {
     let store = KeyStore::builder().open_temporary().unwrap();
     let alice = Actor::admin("alice");
-    let plain = store.create_key(&alice, NewKey::new("plain").role("bot")).unwrap();
+    let plain = store
+        .create_key(&alice, NewKey::new("plain").role("bot"))
+        .unwrap();
     let credited = store
-        .create_key(&alice, NewKey::new("c").role("bot").credits(credits(MAX_CREDITS - 1)))
+        .create_key(
+            &alice,
+            NewKey::new("c").role("bot").credits(credits(MAX_CREDITS - 1)),
+        )
         .unwrap();
     let before = store.last_seq();
     let field = |r: Result<u64, Error>| match r {
@@ -229,7 +268,10 @@ fn bad_credits_are_refused_naming_the_field_and_change_nothing() {
     ));
     for bad in ["0/1d", "5/30s", "5/400d", "5"] {
         assert!(
-            matches!(bad.parse::<Refill>(), Err(Error::InvalidInput { field: "refill", .. })),
+            matches!(
+                bad.parse::<Refill>(),
+                Err(Error::InvalidInput { field: "refill", .. })
+            ),
             "{bad}"
         );
     }

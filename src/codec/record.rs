@@ -7,9 +7,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::primitives::{NetV1, le4, le32, options};
-use crate::model::credits::{Credits, Refill};
 use crate::model::actor::Actor;
 use crate::model::actor::ActorRole;
+use crate::model::credits::{Credits, Refill};
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::key::KeySource;

@@ -130,10 +130,7 @@ impl Refill {
         if !(MIN_REFILL_EVERY..=MAX_REFILL_EVERY).contains(&self.every()) {
             return Err(Error::invalid(
                 "refill",
-                format!(
-                    "period of {}s is outside a minute to 366 days",
-                    self.every_secs
-                ),
+                format!("period of {}s is outside a minute to 366 days", self.every_secs),
             ));
         }
         Ok(())
@@ -199,7 +196,14 @@ mod tests {
     #[test]
     fn bad_credits_and_refills_are_refused_naming_the_field() {
         for text in [
-            "0/1d", "10/59s", "10/367d", "-1/1d", "10", "10/1w", "x/1d", "10/1.5h",
+            "0/1d",
+            "10/59s",
+            "10/367d",
+            "-1/1d",
+            "10",
+            "10/1w",
+            "x/1d",
+            "10/1.5h",
             "9007199254740993/1d",
         ] {
             match text.parse::<Refill>() {

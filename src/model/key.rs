@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 
-use super::id::KeyId;
 use super::credits::Credits;
+use super::id::KeyId;
 use super::limit::{RateLimit, canonical_limits};
 use super::rules::{
     Origin, grants_admin, shown, validate_name, validate_person, validate_roles, validate_whitelist,

@@ -6,11 +6,11 @@
 
 use std::collections::HashMap;
 
+use super::credits::CreditsData;
 use super::{
     Freeze, GraceData, HashPrefix, KeyCold, KeyRec, LIVE, NEVER, NO_VIA, Projection, SlotData, SnapshotData,
     WhitelistSets,
 };
-use super::credits::CreditsData;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::problem::ProblemKind;
@@ -119,13 +119,11 @@ impl Projection {
                 .extend(part.map(|i| self.whitelists.frozen(i as u32).to_vec()));
         } else if out.slots.len() < f.keys as usize {
             let part = take(out.slots.len(), f.keys as usize);
-            out.slots.extend(part.map(|i| {
-                match f.before.get(&(i as u32)) {
-                    Some((k, c, credits)) => self.slot_data(i as u32, k, c, *credits),
-                    None => {
-                        let credits = self.credits_data(i as u32);
-                        self.slot_data(i as u32, &self.keys[i], &self.cold[i], credits)
-                    }
+            out.slots.extend(part.map(|i| match f.before.get(&(i as u32)) {
+                Some((k, c, credits)) => self.slot_data(i as u32, k, c, *credits),
+                None => {
+                    let credits = self.credits_data(i as u32);
+                    self.slot_data(i as u32, &self.keys[i], &self.cold[i], credits)
                 }
             }));
         } else if out.rows.len() < f.rows {
@@ -214,7 +212,10 @@ impl Projection {
                 EventKind::Whitelisted | EventKind::Unwhitelisted => (row.nets as usize) < nets_len,
                 EventKind::Rolled => (row.nets as usize) < data.rolls.len(),
                 EventKind::CreditsSet => (row.nets as usize) < data.credit_log.len(),
-                EventKind::CreditsAdded => data.credit_log.get(row.nets as usize).is_some_and(Option::is_some),
+                EventKind::CreditsAdded => data
+                    .credit_log
+                    .get(row.nets as usize)
+                    .is_some_and(Option::is_some),
                 EventKind::ActorRevoked => (row.nets as usize) < proj.actors.len() && row.slot <= 1,
                 _ => true,
             };
@@ -277,7 +278,8 @@ impl Projection {
                     return Err(bad("credits of a deleted key, or set after the snapshot"));
                 }
                 credits.set.check().map_err(|e| bad(&e.to_string()))?;
-                crate::model::credits::check_amount("credits", credits.topped).map_err(|e| bad(&e.to_string()))?;
+                crate::model::credits::check_amount("credits", credits.topped)
+                    .map_err(|e| bad(&e.to_string()))?;
                 proj.restore_credits(index, credits)?;
             }
         }

@@ -22,11 +22,11 @@ use crate::model::limit::RateLimit;
 use crate::model::problem::ProblemKind;
 use crate::model::record::EventKind;
 use crate::projection::GraceData;
-use crate::projection::credits::CreditsData;
 use crate::projection::Roll;
 use crate::projection::Row;
 use crate::projection::SlotData;
 use crate::projection::SnapshotData;
+use crate::projection::credits::CreditsData;
 
 const SNAPSHOT_MAGIC: [u8; 8] = *b"KLSNAP\x00\x00";
 /// Largest snapshot written or read (about 40 million keys).
@@ -344,7 +344,11 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
         credit_log: wire
             .credit_log
             .into_iter()
-            .map(|c| c.map(CreditsV1::decode).transpose().map_err(|why| bad(why.into())))
+            .map(|c| {
+                c.map(CreditsV1::decode)
+                    .transpose()
+                    .map_err(|why| bad(why.into()))
+            })
             .collect::<Result<_, _>>()?,
     })
 }
