@@ -89,6 +89,8 @@ pub use crate::fleet::HostStatus;
 pub use crate::fleet::IgnoredHead;
 pub use crate::fleet::Revoked;
 pub use crate::fleet::UNSEEN_HOSTS;
+pub use crate::fleet::UsageSharing;
+pub use crate::fleet::UsageStatus;
 #[cfg(feature = "nats")]
 pub use crate::fleet::survey;
 #[cfg(feature = "tower")]
@@ -149,6 +151,11 @@ pub use crate::json::read_import_lines;
 pub use crate::json::rfc3339;
 pub use crate::model::actor::Actor;
 pub use crate::model::actor::ActorRole;
+pub use crate::model::credits::Credits;
+pub use crate::model::credits::MAX_CREDITS;
+pub use crate::model::credits::MAX_REFILL_EVERY;
+pub use crate::model::credits::MIN_REFILL_EVERY;
+pub use crate::model::credits::Refill;
 pub use crate::model::error::ChainKeyProblem;
 pub use crate::model::error::Denial;
 pub use crate::model::error::Error;
@@ -157,11 +164,6 @@ pub use crate::model::id::ADMIN_ROLE;
 pub use crate::model::id::KeyId;
 pub use crate::model::id::SUPER_ADMIN_ROLE;
 pub use crate::model::key::NewKey;
-pub use crate::model::credits::Credits;
-pub use crate::model::credits::MAX_CREDITS;
-pub use crate::model::credits::MAX_REFILL_EVERY;
-pub use crate::model::credits::MIN_REFILL_EVERY;
-pub use crate::model::credits::Refill;
 pub use crate::model::limit::MAX_RATE_LIMITS;
 pub use crate::model::limit::MAX_RATE_WINDOW;
 pub use crate::model::limit::MIN_RATE_WINDOW;
@@ -193,9 +195,9 @@ pub use crate::persist::check::CheckReport;
 pub use crate::persist::check::MAX_LISTED_PROBLEMS;
 pub use crate::persist::check::RepairReport;
 pub use crate::projection::AuditEntry;
-pub use crate::projection::credits::CreditsView;
 pub use crate::projection::KeyStatus;
 pub use crate::projection::KeyView;
+pub use crate::projection::credits::CreditsView;
 #[cfg(feature = "serve")]
 pub use crate::server::MAX_BODY_BYTES;
 #[cfg(feature = "serve")]

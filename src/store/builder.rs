@@ -42,8 +42,8 @@ use crate::persist::check::RepairReport;
 use crate::persist::snapshot;
 use crate::persist::trail;
 
-use super::credits::{CREDITS_FILE, CreditCounts};
 use super::background::{IntegrityCell, LAST_USED_FILE, LastUsed, Snapshots, spawn_verifier};
+use super::credits::{CREDITS_FILE, CreditCounts};
 use super::writer::Writer;
 use super::{Integrity, KeyStore};
 
@@ -563,10 +563,12 @@ impl KeyStore {
             .map(|d| CreditCounts::load(d.join(CREDITS_FILE), &ledger, options.save_credits_every))
             .transpose()?;
         let ledger = Arc::new(ledger);
+        let mut replica = replica;
+        if let Some(replica) = replica.as_mut() {
+            replica.share_usage(Arc::clone(&ledger))?;
+        }
         let last_used = last_used.map(|l| l.spawn(Arc::clone(&ledger))).transpose()?;
-        let credit_counts = credit_counts
-            .map(|c| c.spawn(Arc::clone(&ledger)))
-            .transpose()?;
+        let credit_counts = credit_counts.map(|c| c.spawn(Arc::clone(&ledger))).transpose()?;
         let integrity = IntegrityCell::new(match seal {
             Some(_) => Integrity::Verifying,
             None => Integrity::Verified,
