@@ -41,8 +41,9 @@ struct State {
     counter: u64,
     /// The last round this host reported.
     published: u64,
-    /// When this host's own report last came back through the subject.
+    /// When this host's own report last came back through the subject, and its counter.
     echo: Option<Instant>,
+    echoed: u64,
     /// The last round every sharing host's report was applied for.
     epoch: u64,
     status: UsageStatus,
@@ -78,6 +79,7 @@ impl Sharing {
                 counter: 0,
                 published: 0,
                 echo: None,
+                echoed: 0,
                 epoch: 0,
                 status: UsageStatus {
                     sharing: UsageSharing::LocalShare,
@@ -216,6 +218,10 @@ impl Reports for Sharing {
             if report.run != self.run {
                 return self.dropped(&mut state, "a report of this host's id from another run".into());
             }
+            if report.counter <= state.echoed {
+                return self.dropped(&mut state, "a report of this host replayed".into());
+            }
+            state.echoed = report.counter;
             state.echo = Some(Instant::now());
             return self.evaluate(&mut state);
         }
