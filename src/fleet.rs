@@ -238,8 +238,8 @@ impl FleetOptions {
     }
 
     /// How often each host reports what it admitted to the others, so that rate limits
-    /// and credits hold for the fleet (default 200 ms; 10 ms to 10 s, and at most a
-    /// quarter of the lease). Shorter rounds admit less past a limit (see
+    /// and credits hold for the fleet (default 200 ms; 10 ms to 10 s, and shorter than
+    /// the lease). Shorter rounds admit less past a limit (see
     /// `docs/design.md`, "Rate limits and credits across the fleet"), at one small message
     /// per host per round.
     pub fn usage_interval(mut self, every: Duration) -> Self {
@@ -293,11 +293,11 @@ impl FleetOptions {
         }
         if self.usage_interval < Duration::from_millis(10)
             || self.usage_interval > Duration::from_secs(10)
-            || self.usage_interval * 4 > self.lease
+            || self.usage_interval >= self.lease
         {
             return Err(Error::invalid(
                 "usage interval",
-                "must be 10 ms to 10 s, and at most a quarter of the lease",
+                "must be 10 ms to 10 s, and shorter than the lease",
             ));
         }
         if self.stale_reject < self.stale_serve {
@@ -638,6 +638,9 @@ mod tests {
             ok.clone()
                 .lease(Duration::from_secs(30))
                 .margin(Duration::from_millis(60)),
+            // Usage reports every so often: never zero, never as long as the lease.
+            ok.clone().usage_interval(Duration::ZERO),
+            ok.clone().usage_interval(Duration::from_secs(11)),
         ] {
             assert!(
                 matches!(bad.validated(), Err(Error::InvalidInput { .. })),

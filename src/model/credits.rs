@@ -170,7 +170,7 @@ impl FromStr for Refill {
             .trim()
             .parse()
             .map_err(|_| bad("has an amount that is not a whole number"))?;
-        let every = super::limit::parse_window(every).map_err(|why| bad(why))?;
+        let every = super::limit::parse_window(every).map_err(bad)?;
         Refill::new(amount, every)
     }
 }
