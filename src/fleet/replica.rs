@@ -168,8 +168,8 @@ impl Replica {
         Ok(replica)
     }
 
-    /// Starts sharing rate limits and credits with the other hosts (`fleet/usage.rs`).
     pub(crate) fn share_usage(&mut self, ledger: Arc<Ledger>) -> Result<(), Error> {
+        // fleet/usage.rs
         Ok(self
             .shared
             .share_usage(super::usage::Sharing::start(Arc::clone(&self.fleet), ledger))?)
