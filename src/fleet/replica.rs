@@ -168,11 +168,9 @@ impl Replica {
         Ok(replica)
     }
 
-    pub(crate) fn share_usage(&mut self, ledger: Arc<Ledger>) -> Result<(), Error> {
-        // fleet/usage.rs
-        Ok(self
-            .shared
-            .share_usage(super::usage::Sharing::start(Arc::clone(&self.fleet), ledger))?)
+    pub(crate) fn share_usage(&mut self, ledger: Arc<Ledger>) -> Result<(), LogError> {
+        self.shared
+            .share_usage(super::usage::Sharing::start(Arc::clone(&self.fleet), ledger))
     }
 
     /// Judges the stream's state every heartbeat, until the fleet closes: a stream
