@@ -205,6 +205,8 @@ pub(crate) enum SealDomain {
     Message,
     /// A host's head in a fleet's heads bucket.
     HostHead,
+    /// A host's report of what it admitted, on a fleet's usage subject.
+    UsageReport,
 }
 
 impl SealDomain {
@@ -214,6 +216,7 @@ impl SealDomain {
             SealDomain::Backup => b"backup\0",
             SealDomain::Message => b"message\0",
             SealDomain::HostHead => b"host head\0",
+            SealDomain::UsageReport => b"usage report\0",
         }
     }
 }

@@ -27,7 +27,9 @@ pub(crate) mod head;
 pub(crate) mod hosts;
 pub(crate) mod message;
 pub(crate) mod replica;
+pub(crate) mod report;
 pub(crate) mod stream;
+pub(crate) mod usage;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,6 +60,7 @@ pub struct FleetOptions {
     pub(crate) stale_serve: Duration,
     pub(crate) stale_reject: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) usage_interval: Duration,
 }
 
 impl std::fmt::Debug for FleetOptions {
@@ -77,6 +80,7 @@ impl std::fmt::Debug for FleetOptions {
             .field("confirm_timeout", &self.confirm_timeout)
             .field("stale_serve", &self.stale_serve)
             .field("stale_reject", &self.stale_reject)
+            .field("usage_interval", &self.usage_interval)
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +113,7 @@ impl FleetOptions {
             stale_serve: Duration::from_secs(10),
             stale_reject: Duration::from_secs(60),
             request_timeout: Duration::from_secs(5),
+            usage_interval: Duration::from_millis(200),
         }
     }
 
@@ -232,6 +237,16 @@ impl FleetOptions {
         self
     }
 
+    /// How often each host reports what it admitted to the others, so that rate limits
+    /// and credits hold for the fleet (default 200 ms; 10 ms to 10 s, and shorter than
+    /// the lease). Shorter rounds admit less past a limit (see
+    /// `docs/design.md`, "Rate limits and credits across the fleet"), at one small message
+    /// per host per round.
+    pub fn usage_interval(mut self, every: Duration) -> Self {
+        self.usage_interval = every;
+        self
+    }
+
     /// Checks the options; the typed error names the first one that is wrong.
     pub(crate) fn validated(&self) -> Result<(), Error> {
         let name_ok = |s: &str| {
@@ -276,6 +291,15 @@ impl FleetOptions {
                 "must be at least 0.25 % of the lease and 20 ms, for clocks running at different rates",
             ));
         }
+        if self.usage_interval < Duration::from_millis(10)
+            || self.usage_interval > Duration::from_secs(10)
+            || self.usage_interval >= self.lease
+        {
+            return Err(Error::invalid(
+                "usage interval",
+                "must be 10 ms to 10 s, and shorter than the lease",
+            ));
+        }
         if self.stale_reject < self.stale_serve {
             return Err(Error::invalid(
                 "stale limits",
@@ -288,6 +312,11 @@ impl FleetOptions {
     /// The subject the stream's messages are published on.
     pub(crate) fn subject(&self) -> String {
         format!("keyledger.{}.log", self.stream)
+    }
+
+    /// The subject the hosts report what they admitted on: not the stream's.
+    pub(crate) fn usage_subject(&self) -> String {
+        format!("keyledger.{}.usage", self.stream)
     }
 
     /// The key-value bucket the hosts announce their heads in.
@@ -323,6 +352,7 @@ impl FleetOptions {
             patience: self.heartbeat.max(Duration::from_secs(1)),
             stream: self.stream.clone(),
             subject: self.subject(),
+            usage_subject: self.usage_subject(),
             replicas: self.replicas,
             heads_bucket: self.heads_bucket(),
             heads_max_age: self.heads_max_age(),
@@ -373,6 +403,46 @@ pub struct IgnoredHead {
     /// Why it counts for nothing: not a head, an unsealed version 1 head, or a seal that
     /// does not verify for this name and stream.
     pub reason: String,
+}
+
+/// Whether this host enforces rate limits and credits against the whole fleet's counts;
+/// see [`FleetStatus::usage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UsageSharing {
+    /// Every host's report of the last round is in: each key's share is granted again
+    /// from the fleet's counts every round.
+    Live,
+    /// This host does not hear its own reports come back, or a host that was sharing fell
+    /// silent, or sharing has not started: each host keeps to its share, a key's limit
+    /// (and credits) over the hosts.
+    #[default]
+    LocalShare,
+}
+
+impl UsageSharing {
+    /// `live` or `local_share`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageSharing::Live => "live",
+            UsageSharing::LocalShare => "local_share",
+        }
+    }
+}
+
+/// How this host shares rate limits and credits with the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct UsageStatus {
+    /// Live, or each host keeping to its share.
+    pub sharing: UsageSharing,
+    /// How many hosts share each key's limits and credits, this one included.
+    pub hosts: usize,
+    /// Messages on the usage subject dropped since this host started: not sealed for
+    /// this fleet, replayed, or of an earlier run.
+    pub dropped_reports: u64,
+    /// Why the last of them was dropped.
+    pub last_dropped: Option<String>,
 }
 
 /// One host as this host knows it; see [`FleetStatus`].
@@ -444,6 +514,8 @@ pub struct FleetStatus {
     /// How many times this host found the heads bucket missing, or made again by another
     /// host (deleted under the fleet).
     pub heads_bucket_lost: u64,
+    /// How rate limits and credits are shared with the other hosts.
+    pub usage: UsageStatus,
 }
 
 /// The fleet as its shared log shows it, read without joining: the stream's length and
@@ -566,6 +638,9 @@ mod tests {
             ok.clone()
                 .lease(Duration::from_secs(30))
                 .margin(Duration::from_millis(60)),
+            // Usage reports every so often: never zero, never as long as the lease.
+            ok.clone().usage_interval(Duration::ZERO),
+            ok.clone().usage_interval(Duration::from_secs(11)),
         ] {
             assert!(
                 matches!(bad.validated(), Err(Error::InvalidInput { .. })),

@@ -89,6 +89,8 @@ pub use crate::fleet::HostStatus;
 pub use crate::fleet::IgnoredHead;
 pub use crate::fleet::Revoked;
 pub use crate::fleet::UNSEEN_HOSTS;
+pub use crate::fleet::UsageSharing;
+pub use crate::fleet::UsageStatus;
 #[cfg(feature = "nats")]
 pub use crate::fleet::survey;
 #[cfg(feature = "tower")]

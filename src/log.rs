@@ -187,6 +187,22 @@ pub(crate) trait SharedLog: Send {
     /// Starts announcing this host's head to the other hosts (at once when it changes,
     /// else every heartbeat) and hearing theirs, until `heads` says the host left.
     fn announce(&mut self, heads: Arc<dyn Heads>) -> Result<(), LogError>;
+    /// Starts publishing this host's usage reports on a subject of their own (never the
+    /// stream) and handing every message on it to `reports`, until `reports` says the host
+    /// left.
+    fn share_usage(&mut self, reports: Arc<dyn Reports>) -> Result<(), LogError>;
+}
+
+/// A host's side of the usage reports, as a [`SharedLog`] sees it: what to publish next,
+/// and where every message on the subject goes. The fleet implements it; the log never
+/// reads a report's bytes.
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) trait Reports: Send + Sync {
+    /// Waits until this host's next round of reports is due and returns its messages;
+    /// `None` once the host leaves.
+    fn next_reports(&self) -> Option<Vec<Vec<u8>>>;
+    /// A message arrived on the usage subject (any publisher's, this host's own too).
+    fn received(&self, bytes: &[u8]);
 }
 
 /// What became of one announcement.

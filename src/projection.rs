@@ -35,6 +35,7 @@ pub(crate) mod apply;
 pub(crate) mod credits;
 pub(crate) mod limits;
 pub(crate) mod people;
+pub(crate) mod share;
 pub(crate) mod snapshot;
 pub(crate) mod tables;
 pub(crate) mod verify;
@@ -391,6 +392,9 @@ pub(crate) struct Projection {
     credits: credits::CreditCells,
     /// The credits every audit row of credits names.
     credit_log: credits::CreditLog,
+    /// On a host of a fleet: each limited and credited key's share, and what it admitted
+    /// since its last report (empty for a single host).
+    shares: share::Shares,
     seed: Seed,
     hasher: RandomState,
     head: Head,
@@ -454,6 +458,7 @@ impl Projection {
             limit_lists: limits::LimitLists::new(),
             credits: credits::CreditCells::new(),
             credit_log: credits::CreditLog::new(),
+            shares: share::Shares::default(),
             seed: Seed::random(),
             hasher: RandomState::new(),
             head: Head::EMPTY,

@@ -286,6 +286,13 @@ pub(crate) struct FleetHealth {
     foreign_messages: u64,
     /// Why it reports itself unhealthy: `[{"cause", "reason"}]`, one per cause.
     causes: Vec<CauseJson>,
+    /// `live` while rate limits and credits are enforced against the fleet's counts,
+    /// `local_share` while each host keeps to its share (not a cause of ill health).
+    usage_sharing: &'static str,
+    /// How many hosts share each key's limits and credits.
+    usage_hosts: usize,
+    /// Messages on the usage subject dropped (forged, replayed) since this host started.
+    dropped_reports: u64,
 }
 
 /// One reason a host of a fleet is unhealthy.
@@ -316,6 +323,9 @@ impl From<&crate::fleet::FleetStatus> for FleetHealth {
             stream_fault: f.stream_fault.clone(),
             foreign_messages: f.foreign_messages,
             causes: causes(f),
+            usage_sharing: f.usage.sharing.as_str(),
+            usage_hosts: f.usage.hosts,
+            dropped_reports: f.usage.dropped_reports,
         }
     }
 }

@@ -110,6 +110,8 @@ pub(crate) struct Fleet {
     bootstrap_until: AtomicU64,
     /// The stream's state as last judged, and the messages skipped as not the fleet's.
     pub(crate) stream: super::stream::StreamWatch,
+    /// How usage is shared, as `fleet/usage.rs` last found it.
+    usage: Mutex<Option<super::UsageStatus>>,
 }
 
 impl Fleet {
@@ -159,6 +161,7 @@ impl Fleet {
             suspended: AtomicU64::new(fence::suspended()),
             bootstrap_until: AtomicU64::new(0),
             stream: super::stream::StreamWatch::default(),
+            usage: Mutex::new(None),
         })
     }
 
@@ -191,6 +194,21 @@ impl Fleet {
         }
         self.announce.notify_all();
         self.reopen_if_caught_up();
+    }
+
+    /// The other hosts heard from within their lease that have not left.
+    pub(crate) fn live_peers(&self) -> Vec<String> {
+        let now = Instant::now();
+        lock(&self.view)
+            .peers
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.heard) <= Duration::from_micros(p.head.lease))
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+
+    pub(crate) fn set_usage(&self, status: super::UsageStatus) {
+        *lock(&self.usage) = Some(status);
     }
 
     pub(crate) fn position(&self) -> u64 {
@@ -662,6 +680,7 @@ impl Fleet {
             ignored_heads: ignored,
             last_ignored,
             heads_bucket_lost: self.bucket_lost.load(Ordering::Acquire),
+            usage: lock(&self.usage).clone().unwrap_or_default(),
         }
     }
 

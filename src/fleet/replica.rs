@@ -168,6 +168,11 @@ impl Replica {
         Ok(replica)
     }
 
+    pub(crate) fn share_usage(&mut self, ledger: Arc<Ledger>) -> Result<(), LogError> {
+        self.shared
+            .share_usage(super::usage::Sharing::start(Arc::clone(&self.fleet), ledger))
+    }
+
     /// Judges the stream's state every heartbeat, until the fleet closes: a stream
     /// deleted, created again, rolled back behind what this host applied, with messages
     /// removed, or with settings that let messages go makes this host unhealthy and stops

@@ -56,6 +56,8 @@ pub(crate) struct Connection {
     /// The stream's name and the one subject it takes.
     pub(crate) stream: String,
     pub(crate) subject: String,
+    /// The subject the hosts report what they admitted on (core NATS, never the stream).
+    pub(crate) usage_subject: String,
     /// How many servers keep each message.
     pub(crate) replicas: usize,
     /// The key-value bucket the hosts announce their heads in, and how long its entries

@@ -294,6 +294,12 @@ impl super::SharedLog for MemShared {
         Ok(())
     }
 
+    /// Reports go nowhere: hosts on a shared log in memory share no usage (each
+    /// enforces its share).
+    fn share_usage(&mut self, _reports: Arc<dyn super::Reports>) -> Result<(), LogError> {
+        Ok(())
+    }
+
     /// Announcements are stored at once and handed to every host, as a watch would.
     fn announce(&mut self, heads: Arc<dyn super::Heads>) -> Result<(), LogError> {
         heads.watch_started();

@@ -23,7 +23,7 @@ use crossbeam_channel::Receiver;
 use futures_util::StreamExt;
 
 use super::connection::{Auth, Connection, without_userinfo};
-use super::{AppendError, Delivered, Heads, Judge, LogError, Outcome, SharedLog, StreamState};
+use super::{AppendError, Delivered, Heads, Judge, LogError, Outcome, Reports, SharedLog, StreamState};
 use crate::clock::monotonic_micros;
 
 /// How long appends are remembered for deduplication.
@@ -53,6 +53,8 @@ pub(crate) struct NatsLog {
     watcher: Option<tokio::task::JoinHandle<()>>,
     /// The task that reads the stream's state every period (`SharedLog::watch`).
     inspector: Option<tokio::task::JoinHandle<()>>,
+    /// The task hearing the hosts' usage reports (`SharedLog::share_usage`).
+    usage: Option<tokio::task::JoinHandle<()>>,
     /// How long an announcement waits for the server; how long a host waits to be seen.
     patience: Duration,
     request_timeout: Duration,
@@ -89,6 +91,7 @@ impl NatsLog {
             heads: Vec::new(),
             watcher: None,
             inspector: None,
+            usage: None,
         })
     }
 
@@ -649,6 +652,36 @@ impl SharedLog for NatsLog {
     fn announce(&mut self, fleet: Arc<dyn Heads>) -> Result<(), LogError> {
         self.start_heads(fleet)
     }
+
+    /// Core NATS, at most once: a report lost is a count never charged elsewhere, which
+    /// the fleet tells from a round that never completes (see `fleet/usage.rs`).
+    fn share_usage(&mut self, reports: Arc<dyn Reports>) -> Result<(), LogError> {
+        let subject = self.connection.usage_subject.clone();
+        let subscription = self
+            .rt
+            .block_on(self.client.subscribe(subject.clone()))
+            .map_err(engine)?;
+        let hearer = Arc::clone(&reports);
+        self.usage = Some(self.rt.spawn(async move {
+            let mut subscription = subscription;
+            while let Some(message) = subscription.next().await {
+                hearer.received(&message.payload);
+            }
+        }));
+        let (client, handle, patience) = (self.client.clone(), self.rt.handle().clone(), self.patience);
+        self.heads.push(
+            std::thread::Builder::new()
+                .name("keyledger-usage".into())
+                .spawn(move || {
+                    while let Some(messages) = reports.next_reports() {
+                        for bytes in messages {
+                            let _ = within(&handle, patience, client.publish(subject.clone(), bytes.into()));
+                        }
+                    }
+                })?,
+        );
+        Ok(())
+    }
 }
 
 impl Drop for NatsLog {
@@ -661,6 +694,9 @@ impl Drop for NatsLog {
         }
         if let Some(i) = self.inspector.take() {
             i.abort();
+        }
+        if let Some(u) = self.usage.take() {
+            u.abort();
         }
         for h in self.heads.drain(..) {
             let _ = h.join();

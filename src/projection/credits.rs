@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::share::{CreditShare, Gate, ShareGate};
 use super::{NEVER, Projection, too_long};
 use crate::access::Rejection;
 use crate::model::credits::{Credits, MAX_CREDITS, Refill};
@@ -100,6 +101,79 @@ impl CreditCell {
                 })
             }
         }
+    }
+
+    /// [`CreditCell::spend`] on a host of a fleet: within this host's allowance (its share
+    /// of what was left when it was last granted), counted for the next report.
+    #[inline]
+    fn spend_shared(
+        &self,
+        share: &CreditShare,
+        gate: &ShareGate,
+        cost: u64,
+        now: i64,
+    ) -> Result<u64, Rejection> {
+        let g = gate.read();
+        if share.epoch.load(Ordering::Relaxed) != g.epoch {
+            self.grant(share, g);
+        }
+        if share
+            .allowance
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |a| a.checked_sub(cost))
+            .is_err()
+        {
+            return Err(Rejection::UsageExceeded {
+                retry_after: Some(gate.interval()),
+            });
+        }
+        match self.spend(cost, now) {
+            Ok(left) => {
+                share.unreported.fetch_add(cost, Ordering::Relaxed);
+                Ok(left)
+            }
+            Err(refused) => {
+                share.allowance.fetch_add(cost, Ordering::Relaxed);
+                Err(refused)
+            }
+        }
+    }
+
+    /// Grants this host its share of the credits again for round `gate.epoch`: as for a
+    /// limit (`Limiter::grant`), one `N`th of what is left less what the others may have
+    /// spent meanwhile; outside an open round, only ever lowered.
+    #[cold]
+    fn grant(&self, share: &CreditShare, gate: Gate) {
+        let seen = share.epoch.load(Ordering::Relaxed);
+        if seen == gate.epoch
+            || share
+                .epoch
+                .compare_exchange(seen, gate.epoch, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let mine = share.unreported.load(Ordering::Relaxed);
+        let left = self.left().saturating_sub(mine.saturating_mul(gate.hosts - 1));
+        let granted = left / gate.hosts;
+        if gate.open {
+            share.allowance.store(granted, Ordering::Relaxed);
+        } else {
+            share.allowance.fetch_min(granted, Ordering::Relaxed);
+        }
+    }
+
+    /// What is left to spend now.
+    pub(super) fn left(&self) -> u64 {
+        self.remaining.load(Ordering::Relaxed)
+    }
+
+    /// Another host's spending: taken off, down to zero.
+    pub(super) fn charge(&self, cost: u64) {
+        let _ = self
+            .remaining
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                Some(left.saturating_sub(cost))
+            });
     }
 
     /// The refill due at `due`: whichever caller moves the due time on refills, once.
@@ -288,6 +362,7 @@ impl Projection {
             }
             _ => limiter,
         };
+        self.share_key(index);
         Ok(())
     }
 
@@ -331,7 +406,14 @@ impl Projection {
             0 => None,
             slot => Some(self.admit(slot, steady)?),
         };
-        match cell.spend(cost, now) {
+        let spent = match (
+            &self.shares.gate,
+            self.shares.credits.get((meter & !CREDITED) as usize),
+        ) {
+            (Some(gate), Some(share)) => cell.spend_shared(share, gate, cost, now),
+            _ => cell.spend(cost, now),
+        };
+        match spent {
             Ok(left) => Ok((rate, Some(left))),
             Err(refused) => {
                 if cell.limiter != 0 {

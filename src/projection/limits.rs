@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::share::{Gate, ShareCell};
 use super::{Projection, too_long};
 use crate::access::{RateStatus, Rejection};
 use crate::model::error::Error;
@@ -91,6 +92,110 @@ impl Limiter {
             cell.fetch_sub(spacing(limit).0, Ordering::Relaxed);
         }
     }
+
+    /// [`Limiter::admit`] on a host of a fleet: the key's own cells (what every host
+    /// reported, and this host's requests) must admit it, and so must this host's share
+    /// (one cell per limit spacing requests `N·T` apart); the request is then counted for
+    /// the next report. A refusal takes nothing from any cell.
+    #[inline]
+    fn admit_shared(&self, share: &ShareCell, gate: Gate, now: u64) -> Result<RateStatus, Rejection> {
+        if share.epoch.load(Ordering::Relaxed) != gate.epoch {
+            self.grant(share, gate, now);
+        }
+        let mut status = self.admit(now)?;
+        for (i, limit) in self.list.iter().enumerate() {
+            if limit.limit == 0 {
+                break;
+            }
+            let (t, tau) = share_spacing(limit, gate.hosts);
+            let cell = &share.tat[i];
+            let mut tat = cell.load(Ordering::Relaxed);
+            let new = loop {
+                let base = tat.max(now);
+                if base - now > tau {
+                    self.refund();
+                    for (earlier, cell) in self.list[..i].iter().zip(&share.tat) {
+                        cell.fetch_sub(share_spacing(earlier, gate.hosts).0, Ordering::Relaxed);
+                    }
+                    return Err(Rejection::RateLimited {
+                        limit: *limit,
+                        retry_after: Duration::from_micros(base - now - tau),
+                    });
+                }
+                match cell.compare_exchange_weak(tat, base + t, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => break base + t,
+                    Err(actual) => tat = actual,
+                }
+            };
+            let remaining = u32::try_from((now + tau + t - new) / t).unwrap_or(u32::MAX);
+            if remaining < status.remaining {
+                status = RateStatus {
+                    limit: *limit,
+                    remaining,
+                    reset: Duration::from_micros(new - now),
+                };
+            }
+        }
+        share.unreported.fetch_add(1, Ordering::Relaxed);
+        Ok(status)
+    }
+
+    /// Grants this host its share again for round `gate.epoch`: of what the key's cells
+    /// say is left, less what the other hosts may have admitted meanwhile (as many as this
+    /// host admitted since its last report, each), one `N`th. While the round is not open,
+    /// a share is only ever lowered. See `docs/design.md` for why this is exact.
+    #[cold]
+    fn grant(&self, share: &ShareCell, gate: Gate, now: u64) {
+        let seen = share.epoch.load(Ordering::Relaxed);
+        if seen == gate.epoch
+            || share
+                .epoch
+                .compare_exchange(seen, gate.epoch, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let mine = share.unreported.load(Ordering::Relaxed);
+        for (limit, (tat, cell)) in self.list.iter().zip(self.tat.iter().zip(&share.tat)) {
+            if limit.limit == 0 {
+                break;
+            }
+            let t = spacing(limit).0;
+            let others = mine.saturating_mul(gate.hosts - 1).saturating_mul(t);
+            let granted = tat.load(Ordering::Relaxed).max(now).saturating_add(others);
+            if gate.open {
+                cell.store(granted, Ordering::Relaxed);
+            } else {
+                cell.fetch_max(granted, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Another host's `requests`, reported at `now`: every limit moves on by
+    /// `requests · T`, whatever it allows.
+    fn charge(&self, requests: u64, now: u64) {
+        for (limit, cell) in self.list.iter().zip(&self.tat) {
+            if limit.limit == 0 {
+                break;
+            }
+            let step = spacing(limit).0.saturating_mul(requests);
+            let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
+                Some(tat.max(now).saturating_add(step))
+            });
+        }
+    }
+}
+
+/// A host's share of a limit among `hosts`: its emission interval `N·T` and tolerance
+/// `(L − N)·T` (a burst of `L / N`, at least one request).
+#[inline]
+fn share_spacing(limit: &RateLimit, hosts: u64) -> (u64, u64) {
+    let (t, tau) = spacing(limit);
+    let n = u64::from(limit.limit).max(1);
+    (
+        t.saturating_mul(hosts),
+        (t * n).saturating_sub(t.saturating_mul(hosts)).min(tau),
+    )
 }
 
 /// A limit's emission interval `T` and burst tolerance `τ`, in microseconds.
@@ -186,6 +291,7 @@ impl Projection {
             let limits = list_of(self.limit_lists.get(list));
             let slot = self.limiters.acquire(limits, seq)?;
             *self.limiter_slot(index) = slot;
+            self.share_key(index);
         }
         Ok(())
     }
@@ -202,15 +308,41 @@ impl Projection {
     pub(super) fn refund(&self, slot: u32) {
         if let Some(limiter) = self.limiters.slots.get(slot as usize) {
             limiter.refund();
+            if let (Some(gate), Some(share)) = (&self.shares.gate, self.shares.limits.get(slot as usize)) {
+                let hosts = gate.read().hosts;
+                for (limit, cell) in limiter.list.iter().zip(&share.tat) {
+                    if limit.limit == 0 {
+                        break;
+                    }
+                    cell.fetch_sub(share_spacing(limit, hosts).0, Ordering::Relaxed);
+                }
+                let _ = share
+                    .unreported
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            }
         }
     }
 
-    /// One request of a key with limiter `slot` at `now` (steady microseconds).
+    /// One request of a key with limiter `slot` at `now` (steady microseconds). On a host
+    /// of a fleet, under this host's share too.
     #[inline]
     pub(super) fn admit(&self, slot: u32, now: u64) -> Result<RateStatus, Rejection> {
-        match self.limiters.slots.get(slot as usize) {
-            Some(limiter) => limiter.admit(now),
-            None => Err(Rejection::UnknownKey),
+        let Some(limiter) = self.limiters.slots.get(slot as usize) else {
+            return Err(Rejection::UnknownKey);
+        };
+        match &self.shares.gate {
+            None => limiter.admit(now),
+            Some(gate) => match self.shares.limits.get(slot as usize) {
+                Some(share) => limiter.admit_shared(share, gate.read(), now),
+                None => limiter.admit(now),
+            },
+        }
+    }
+
+    /// Another host's `requests` on the key with limiter `slot`, charged at `now`.
+    pub(super) fn charge_limiter(&self, slot: u32, requests: u64, now: u64) {
+        if let Some(limiter) = self.limiters.slots.get(slot as usize) {
+            limiter.charge(requests, now);
         }
     }
 

@@ -563,6 +563,10 @@ impl KeyStore {
             .map(|d| CreditCounts::load(d.join(CREDITS_FILE), &ledger, options.save_credits_every))
             .transpose()?;
         let ledger = Arc::new(ledger);
+        let mut replica = replica;
+        if let Some(replica) = replica.as_mut() {
+            replica.share_usage(Arc::clone(&ledger))?;
+        }
         let last_used = last_used.map(|l| l.spawn(Arc::clone(&ledger))).transpose()?;
         let credit_counts = credit_counts.map(|c| c.spawn(Arc::clone(&ledger))).transpose()?;
         let integrity = IntegrityCell::new(match seal {
