@@ -519,6 +519,12 @@ fn the_readme_nats_permissions_let_hosts_work_and_nothing_else() {
     let c = add_host(&mut fleet, "c");
     fleet.converged(3);
     assert_eq!(fleet.health(c).status, 200);
+    // Usage reports pass too: rate limits and credits are shared, not split per host.
+    for i in [0, 1, c] {
+        eventually(10, "usage is shared", || {
+            fleet.health(i).body.contains(r#""usage_sharing":"live""#)
+        });
+    }
 
     let url = fleet.url();
     let host = connect_as(&url, "keyledger-host", HOST).unwrap();
