@@ -53,6 +53,7 @@ use writer::{Pending, Request};
 pub(crate) mod background;
 pub(crate) mod builder;
 pub(crate) mod people;
+pub(crate) mod usage;
 pub(crate) mod writer;
 
 pub(crate) use builder::Builder;

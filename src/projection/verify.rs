@@ -1,10 +1,9 @@
 //! Checking a presented key against the state: the hash-table probe, the grace periods,
 //! tokens outside keyledger's format, and the state the access rules read.
 //!
-//! Read-only (apart from the last-used stamp); it never changes a key and never does I/O.
+//! Read-only (apart from the key's use: `usage.rs`); it never changes a key and never does I/O.
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 
 use super::{HashPrefix, LIVE, NEVER, Projection};
 use crate::access;
@@ -19,8 +18,9 @@ use crate::model::token::KeyHash;
 
 impl Projection {
     /// Looks a key's hash up and checks it: a hash-table probe, one key record, a copy of
-    /// the name, and at most once a minute a stamp of its last use. Reads the (coarse)
-    /// clock only for a key that expires or a secret in its grace period.
+    /// the name, and the count of the key's use (an atomic add; at most once a minute a
+    /// stamp of its last use). Reads the (coarse) clock only for a key that expires or a
+    /// secret in its grace period.
     #[inline]
     pub(crate) fn verify(
         &self,
@@ -38,7 +38,21 @@ impl Projection {
             Some(&i) => i,
             None => self.in_grace(prefix, clock).ok_or(Rejection::UnknownKey)?,
         };
-        let key = &keys[index as usize];
+        let answer = self.verify_key(index, ip, require_whitelist, clock);
+        self.usage.count(index, answer.as_ref().err(), clock.minute());
+        answer
+    }
+
+    /// Checks the key at `index`, found by its hash: what a verify counts against the key.
+    #[inline]
+    fn verify_key(
+        &self,
+        index: u32,
+        ip: IpAddr,
+        require_whitelist: bool,
+        clock: &Clock,
+    ) -> Result<VerifiedKey, Rejection> {
+        let key = &self.keys[index as usize];
         if key.expires != NEVER && clock.now_micros_coarse() >= key.expires {
             return Err(Rejection::Expired);
         }
@@ -50,12 +64,6 @@ impl Projection {
             0 => None,
             slot => Some(self.admit(slot, clock.steady_micros())?),
         };
-        if let Some(stamp) = self.last_used.get(index as usize) {
-            let minute = clock.minute();
-            if stamp.load(Ordering::Relaxed) < minute {
-                stamp.store(minute, Ordering::Relaxed);
-            }
-        }
         Ok(VerifiedKey {
             id: key.id,
             name: key
