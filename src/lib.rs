@@ -147,6 +147,12 @@ pub use crate::json::people::RevokedActorJson;
 pub use crate::json::read_import_lines;
 #[cfg(feature = "json")]
 pub use crate::json::rfc3339;
+#[cfg(feature = "json")]
+pub use crate::json::usage::UsageBucketJson;
+#[cfg(feature = "json")]
+pub use crate::json::usage::UsageJson;
+#[cfg(feature = "json")]
+pub use crate::json::usage::usage_since_default;
 pub use crate::model::actor::Actor;
 pub use crate::model::actor::ActorRole;
 pub use crate::model::error::ChainKeyProblem;
