@@ -1001,9 +1001,10 @@ fn usage_is_shown_alike_on_the_store_and_through_the_server() {
             .to_owned()
     };
     let (here, there) = (secret(&s.local), secret(&s.remote));
+    let db = s.local.db.clone();
     let verify_here = |expected: i32| {
         let run = finish(
-            keyledger(&s.local.db).args(["verify", "--ip", "127.0.0.1"]),
+            keyledger(&db).args(["verify", "--ip", "127.0.0.1"]),
             Some(&format!("{here}\n")),
         );
         assert_eq!(run.code, expected, "{run:?}");
