@@ -2592,7 +2592,10 @@ fn usage_shows_a_keys_verifications_this_hour_as_a_table_and_as_json() {
     assert_eq!(json.code, 0, "{json:?}");
     let json = json.json();
     assert_eq!(field_names(&json), names(&["key_id", "granularity", "buckets"]));
-    assert_eq!((json["key_id"].as_str(), json["granularity"].as_str()), (Some(key.id.as_str()), Some("hour")));
+    assert_eq!(
+        (json["key_id"].as_str(), json["granularity"].as_str()),
+        (Some(key.id.as_str()), Some("hour"))
+    );
     let buckets = json["buckets"].as_array().unwrap();
     assert_eq!(buckets.len(), 24, "the last 24 hours by default");
     let now = buckets.last().unwrap();
@@ -2602,7 +2605,9 @@ fn usage_shows_a_keys_verifications_this_hour_as_a_table_and_as_json() {
     assert!(now["start"].as_str().unwrap().ends_with(":00:00Z"), "{now}");
     assert_eq!(buckets[0]["accepted"], 0);
 
-    let days = store.run(&["usage", &key.id, "--granularity", "day", "--json"]).json();
+    let days = store
+        .run(&["usage", &key.id, "--granularity", "day", "--json"])
+        .json();
     let days = days["buckets"].as_array().unwrap();
     assert_eq!(days.len(), 30, "the last 30 days by default");
     assert_eq!(days.last().unwrap()["accepted"], 2);
@@ -2611,13 +2616,28 @@ fn usage_shows_a_keys_verifications_this_hour_as_a_table_and_as_json() {
     let human = store.run(&["usage", &key.id]);
     assert_eq!(human.code, 0, "{human:?}");
     let last = human.stdout.lines().last().unwrap();
-    assert!(last.contains("  2  ") && last.ends_with("ip_not_whitelisted 1"), "{}", human.stdout);
+    assert!(
+        last.contains("  2  ") && last.ends_with("ip_not_whitelisted 1"),
+        "{}",
+        human.stdout
+    );
     assert!(human.stdout.contains("START"), "{}", human.stdout);
 
     for (args, code, says) in [
-        (vec!["usage", key.id.as_str(), "--since", "2020-01-01T00:00:00Z"], 2, "30 days"),
         (
-            vec!["usage", key.id.as_str(), "--since", "2030-01-02T00:00:00Z", "--until", "2030-01-01T00:00:00Z"],
+            vec!["usage", key.id.as_str(), "--since", "2020-01-01T00:00:00Z"],
+            2,
+            "30 days",
+        ),
+        (
+            vec![
+                "usage",
+                key.id.as_str(),
+                "--since",
+                "2030-01-02T00:00:00Z",
+                "--until",
+                "2030-01-01T00:00:00Z",
+            ],
             2,
             "after until",
         ),

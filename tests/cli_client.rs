@@ -991,7 +991,16 @@ fn rate_limits_are_set_refused_and_shown_alike_on_the_store_and_through_the_serv
 fn usage_is_shown_alike_on_the_store_and_through_the_server() {
     let mut s = Scenario::new();
     let alice = Some(Who::Alice);
-    let create = words(&["create", "--name", "counted", "--role", "bot", "--ip", "127.0.0.1", "--json"]);
+    let create = words(&[
+        "create",
+        "--name",
+        "counted",
+        "--role",
+        "bot",
+        "--ip",
+        "127.0.0.1",
+        "--json",
+    ]);
     let secret = |side: &Side| {
         let made = finish(&mut side.command(alice, &create), None);
         assert_eq!(made.code, 0, "{made:?}");
@@ -1018,12 +1027,20 @@ fn usage_is_shown_alike_on_the_store_and_through_the_server() {
     assert_ne!(auth_status(addr, &there), 200);
 
     let table = s.ok(None, &["usage", "{counted}"]);
-    assert!(table.stdout.lines().last().unwrap().ends_with("disabled 1"), "{table:?}");
+    assert!(
+        table.stdout.lines().last().unwrap().ends_with("disabled 1"),
+        "{table:?}"
+    );
     let json = s.ok(None, &["usage", "{counted}", "--granularity", "day", "--json"]);
     let json: Value = serde_json::from_str(&json.stdout).unwrap();
     let today = json["buckets"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(today["accepted"], 2, "{json}");
     assert_eq!(today["rejected"], serde_json::json!({"disabled": 1}));
-    s.fails(None, &["usage", "{counted}", "--since", "2020-01-01T00:00:00Z"], 2, "30 days");
+    s.fails(
+        None,
+        &["usage", "{counted}", "--since", "2020-01-01T00:00:00Z"],
+        2,
+        "30 days",
+    );
     s.fails(None, &["usage", "00000000000000ff"], 4, "not found");
 }

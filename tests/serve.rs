@@ -1575,17 +1575,30 @@ fn admin_api_answers_a_keys_usage_per_hour_and_day_and_refuses_bad_ranges() {
     let secret = created.json()["key"].as_str().unwrap().to_owned();
     let statuses: Vec<StatusCode> = (0..3)
         .map(|_| {
-            http.send(served.addr, "127.0.0.3", "GET", "/auth", &[("x-api-key", &secret)], "")
-                .status
+            http.send(
+                served.addr,
+                "127.0.0.3",
+                "GET",
+                "/auth",
+                &[("x-api-key", &secret)],
+                "",
+            )
+            .status
         })
         .collect();
-    assert_eq!(statuses, [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]
+    );
 
     // Any admin reads it, as they read the key itself.
     let hours = api.get(&root, &format!("/v1/keys/{id}/usage"));
     assert_eq!(hours.status, StatusCode::OK, "{hours:?}");
     let hours = hours.json();
-    assert_eq!((hours["key_id"].as_str(), hours["granularity"].as_str()), (Some(id.as_str()), Some("hour")));
+    assert_eq!(
+        (hours["key_id"].as_str(), hours["granularity"].as_str()),
+        (Some(id.as_str()), Some("hour"))
+    );
     let buckets = hours["buckets"].as_array().unwrap();
     assert_eq!(buckets.len(), 24);
     let now = buckets.last().unwrap();
@@ -1593,7 +1606,10 @@ fn admin_api_answers_a_keys_usage_per_hour_and_day_and_refuses_bad_ranges() {
     assert_eq!(now["rejected"], json!({"rate_limited": 1}));
     let start = now["start"].as_str().unwrap().to_owned();
     let one = api
-        .get(&alice, &format!("/v1/keys/{id}/usage?since={start}&until={start}"))
+        .get(
+            &alice,
+            &format!("/v1/keys/{id}/usage?since={start}&until={start}"),
+        )
         .json();
     assert_eq!(one["buckets"].as_array().unwrap().len(), 1);
     let days = api
@@ -1611,7 +1627,9 @@ fn admin_api_answers_a_keys_usage_per_hour_and_day_and_refuses_bad_ranges() {
         ("since=2030-01-02T00:00:00Z&until=2030-01-01T00:00:00Z", "since"),
         ("limit=5", "query"),
     ] {
-        let body = api.get(&root, &on(query)).error(StatusCode::BAD_REQUEST, "invalid_input");
+        let body = api
+            .get(&root, &on(query))
+            .error(StatusCode::BAD_REQUEST, "invalid_input");
         assert_eq!(body["field"], field, "{query}: {body}");
     }
     api.get(&root, "/v1/keys/00000000000000ff/usage")

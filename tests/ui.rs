@@ -1288,7 +1288,11 @@ fn a_keys_usage_chart_shows_accepted_and_rejected_requests_and_its_limit_scaled_
         };
         let hours = chart(()).await;
         assert_eq!(hours["buckets"], 24, "{hours}");
-        assert_eq!((hours["accepted"].clone(), hours["rejected"].clone()), (json!(2), json!(1)), "{hours}");
+        assert_eq!(
+            (hours["accepted"].clone(), hours["rejected"].clone()),
+            (json!(2), json!(1)),
+            "{hours}"
+        );
         assert!(hours["rejected_height"].as_f64().unwrap() > 0.0, "{hours}");
         // 2/1h is the tightest (100/1m allows 6000 an hour): 2 a bucket, level with the
         // top of the two accepted requests.
@@ -1313,6 +1317,10 @@ fn a_keys_usage_chart_shows_accepted_and_rejected_requests_and_its_limit_scaled_
         )
         .await;
         let days = chart(()).await;
-        assert_eq!((days["accepted"].clone(), days["limit"].clone()), (json!(2), json!(48)), "{days}");
+        assert_eq!(
+            (days["accepted"].clone(), days["limit"].clone()),
+            (json!(2), json!(48)),
+            "{days}"
+        );
     });
 }

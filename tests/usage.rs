@@ -40,8 +40,12 @@ fn hours(store: &KeyStore, id: KeyId, since: SystemTime, until: SystemTime) -> V
 fn accepted_requests_are_counted_in_the_hour_they_came_including_the_current_one() {
     let clock = ManualClock::new(start() + Duration::from_secs(600));
     let store = KeyStore::builder().clock(clock.clone()).open_temporary().unwrap();
-    let key = store.create_key(&alice(), NewKey::new("bot").role("bot")).unwrap();
-    let quiet = store.create_key(&alice(), NewKey::new("quiet").role("bot")).unwrap();
+    let key = store
+        .create_key(&alice(), NewKey::new("bot").role("bot"))
+        .unwrap();
+    let quiet = store
+        .create_key(&alice(), NewKey::new("quiet").role("bot"))
+        .unwrap();
     let secret = key.key.expose_secret();
     for _ in 0..3 {
         store.verify(secret, ip("10.0.0.1")).unwrap();
@@ -55,13 +59,25 @@ fn accepted_requests_are_counted_in_the_hour_they_came_including_the_current_one
 
     let buckets = hours(&store, key.id, start(), clock.now());
     let starts: Vec<SystemTime> = buckets.iter().map(|b| b.start).collect();
-    assert_eq!(starts, [start(), start() + HOUR, start() + 2 * HOUR, start() + 3 * HOUR]);
+    assert_eq!(
+        starts,
+        [start(), start() + HOUR, start() + 2 * HOUR, start() + 3 * HOUR]
+    );
     assert_eq!(totals(&buckets), [(3, 0), (2, 0), (0, 0), (1, 0)]);
     // A range inside one hour is that hour's bucket; `until` past now stops at now.
-    assert_eq!(totals(&hours(&store, key.id, start() + HOUR, start() + HOUR)), [(2, 0)]);
-    assert_eq!(totals(&hours(&store, key.id, clock.now(), clock.now() + 5 * HOUR)), [(1, 0)]);
+    assert_eq!(
+        totals(&hours(&store, key.id, start() + HOUR, start() + HOUR)),
+        [(2, 0)]
+    );
+    assert_eq!(
+        totals(&hours(&store, key.id, clock.now(), clock.now() + 5 * HOUR)),
+        [(1, 0)]
+    );
     // Another key's counts are its own.
-    assert_eq!(totals(&hours(&store, quiet.id, start(), clock.now())), [(0, 0); 4]);
+    assert_eq!(
+        totals(&hours(&store, quiet.id, start(), clock.now())),
+        [(0, 0); 4]
+    );
 }
 
 #[test]
@@ -70,7 +86,9 @@ fn a_day_bucket_is_a_utc_day_and_sums_its_hours() {
     let evening = start() + 14 * HOUR + Duration::from_secs(1800);
     let clock = ManualClock::new(evening);
     let store = KeyStore::builder().clock(clock.clone()).open_temporary().unwrap();
-    let key = store.create_key(&alice(), NewKey::new("bot").role("bot")).unwrap();
+    let key = store
+        .create_key(&alice(), NewKey::new("bot").role("bot"))
+        .unwrap();
     let secret = key.key.expose_secret();
     store.verify(secret, ip("10.0.0.1")).unwrap();
     clock.advance(HOUR);
@@ -80,7 +98,9 @@ fn a_day_bucket_is_a_utc_day_and_sums_its_hours() {
     for _ in 0..4 {
         store.verify(secret, ip("10.0.0.1")).unwrap();
     }
-    let days = store.usage(key.id, evening, clock.now(), Granularity::Day).unwrap();
+    let days = store
+        .usage(key.id, evening, clock.now(), Granularity::Day)
+        .unwrap();
     let midnight = start() - 8 * HOUR;
     assert_eq!(
         days.iter().map(|b| b.start).collect::<Vec<_>>(),
@@ -106,19 +126,35 @@ fn refusals_are_counted_by_reason_and_unknown_keys_and_other_keys_are_not() {
                 .rate_limit("2/1h".parse::<RateLimit>().unwrap()),
         )
         .unwrap();
-    let open = store.create_key(&alice(), NewKey::new("open").role("bot")).unwrap();
+    let open = store
+        .create_key(&alice(), NewKey::new("open").role("bot"))
+        .unwrap();
     let secret = fenced.key.expose_secret();
     store.verify(secret, ip("10.0.0.1")).unwrap();
     store.verify(secret, ip("10.0.0.1")).unwrap();
-    assert!(matches!(store.verify(secret, ip("10.0.0.1")), Err(Rejection::RateLimited { .. })));
-    assert_eq!(store.verify(secret, ip("192.0.2.1")).unwrap_err(), Rejection::IpNotWhitelisted);
-    assert_eq!(store.verify(secret, ip("192.0.2.1")).unwrap_err(), Rejection::IpNotWhitelisted);
+    assert!(matches!(
+        store.verify(secret, ip("10.0.0.1")),
+        Err(Rejection::RateLimited { .. })
+    ));
     assert_eq!(
-        store.verify(open.key.expose_secret(), ip("10.0.0.1")).unwrap_err(),
+        store.verify(secret, ip("192.0.2.1")).unwrap_err(),
+        Rejection::IpNotWhitelisted
+    );
+    assert_eq!(
+        store.verify(secret, ip("192.0.2.1")).unwrap_err(),
+        Rejection::IpNotWhitelisted
+    );
+    assert_eq!(
+        store
+            .verify(open.key.expose_secret(), ip("10.0.0.1"))
+            .unwrap_err(),
         Rejection::NoWhitelist
     );
     store.disable_key(&alice(), fenced.id).unwrap();
-    assert_eq!(store.verify(secret, ip("10.0.0.1")).unwrap_err(), Rejection::Disabled);
+    assert_eq!(
+        store.verify(secret, ip("10.0.0.1")).unwrap_err(),
+        Rejection::Disabled
+    );
     let unknown = "klk_".to_owned() + &"A".repeat(keyledger::KEY_LEN - 4);
     assert!(store.verify(&unknown, ip("10.0.0.1")).is_err());
 
@@ -142,11 +178,17 @@ fn an_expired_key_counts_its_refusals() {
     let clock = ManualClock::new(start());
     let store = KeyStore::builder().clock(clock.clone()).open_temporary().unwrap();
     let key = store
-        .create_key(&alice(), NewKey::new("brief").role("bot").expires_at(start() + HOUR))
+        .create_key(
+            &alice(),
+            NewKey::new("brief").role("bot").expires_at(start() + HOUR),
+        )
         .unwrap();
     store.verify(key.key.expose_secret(), ip("10.0.0.1")).unwrap();
     clock.advance(HOUR);
-    assert_eq!(store.verify(key.key.expose_secret(), ip("10.0.0.1")).unwrap_err(), Rejection::Expired);
+    assert_eq!(
+        store.verify(key.key.expose_secret(), ip("10.0.0.1")).unwrap_err(),
+        Rejection::Expired
+    );
     let buckets = hours(&store, key.id, start(), clock.now());
     assert_eq!(totals(&buckets), [(1, 0), (0, 1)]);
     assert_eq!(buckets[1].rejected.expired, 1);
@@ -156,7 +198,9 @@ fn an_expired_key_counts_its_refusals() {
 fn thirty_days_are_kept_and_a_range_reaching_further_back_is_refused() {
     let clock = ManualClock::new(start());
     let store = KeyStore::builder().clock(clock.clone()).open_temporary().unwrap();
-    let key = store.create_key(&alice(), NewKey::new("bot").role("bot")).unwrap();
+    let key = store
+        .create_key(&alice(), NewKey::new("bot").role("bot"))
+        .unwrap();
     store.verify(key.key.expose_secret(), ip("10.0.0.1")).unwrap();
     clock.advance(30 * DAY);
     store.verify(key.key.expose_secret(), ip("10.0.0.1")).unwrap();
@@ -167,15 +211,23 @@ fn thirty_days_are_kept_and_a_range_reaching_further_back_is_refused() {
     assert_eq!(month.iter().map(|b| b.accepted).sum::<u64>(), 2);
     // The last 30 UTC days, today included, always fit.
     let today = start() - 8 * HOUR + 30 * DAY;
-    let days = store.usage(key.id, today - 29 * DAY, clock.now(), Granularity::Day).unwrap();
+    let days = store
+        .usage(key.id, today - 29 * DAY, clock.now(), Granularity::Day)
+        .unwrap();
     assert_eq!(days.len(), 30);
 
     clock.advance(HOUR);
     let refused = store.usage(key.id, start(), clock.now(), Granularity::Hour);
-    assert!(matches!(refused, Err(Error::InvalidInput { field: "since", .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::InvalidInput { field: "since", .. })),
+        "{refused:?}"
+    );
     // A day that began before the oldest hour kept is not whole: refused too.
     let refused = store.usage(key.id, clock.now() - 30 * DAY, clock.now(), Granularity::Day);
-    assert!(matches!(refused, Err(Error::InvalidInput { field: "since", .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::InvalidInput { field: "since", .. })),
+        "{refused:?}"
+    );
     let month = hours(&store, key.id, start() + HOUR, clock.now());
     assert_eq!(month.iter().map(|b| b.accepted).sum::<u64>(), 1);
 }
@@ -184,15 +236,33 @@ fn thirty_days_are_kept_and_a_range_reaching_further_back_is_refused() {
 fn bad_input_is_a_typed_error_and_a_deleted_keys_counts_stay_readable() {
     let clock = ManualClock::new(start());
     let store = KeyStore::builder().clock(clock.clone()).open_temporary().unwrap();
-    let key = store.create_key(&alice(), NewKey::new("bot").role("bot")).unwrap();
+    let key = store
+        .create_key(&alice(), NewKey::new("bot").role("bot"))
+        .unwrap();
     store.verify(key.key.expose_secret(), ip("10.0.0.1")).unwrap();
     let backwards = store.usage(key.id, start() + HOUR, start(), Granularity::Hour);
-    assert!(matches!(backwards, Err(Error::InvalidInput { field: "since", .. })), "{backwards:?}");
+    assert!(
+        matches!(backwards, Err(Error::InvalidInput { field: "since", .. })),
+        "{backwards:?}"
+    );
     let never: KeyId = "00000000000000aa".parse().unwrap();
     let unknown = store.usage(never, start(), start(), Granularity::Hour);
-    assert!(matches!(unknown, Err(Error::KeyNotFound(id)) if id == never), "{unknown:?}");
-    assert!(matches!("week".parse::<Granularity>(), Err(Error::InvalidInput { field: "granularity", .. })));
-    assert_eq!(totals(&hours(&store, key.id, start(), start())), [(1, 0)], "nothing changed");
+    assert!(
+        matches!(unknown, Err(Error::KeyNotFound(id)) if id == never),
+        "{unknown:?}"
+    );
+    assert!(matches!(
+        "week".parse::<Granularity>(),
+        Err(Error::InvalidInput {
+            field: "granularity",
+            ..
+        })
+    ));
+    assert_eq!(
+        totals(&hours(&store, key.id, start(), start())),
+        [(1, 0)],
+        "nothing changed"
+    );
     store.delete_key(&alice(), key.id).unwrap();
     assert_eq!(totals(&hours(&store, key.id, start(), start())), [(1, 0)]);
 }
@@ -204,7 +274,9 @@ fn counts_survive_close_and_reopen_and_go_on_adding() {
     let clock = ManualClock::new(start());
     let open = || KeyStore::builder().clock(clock.clone()).open(&path).unwrap();
     let store = open();
-    let key = store.create_key(&alice(), NewKey::new("bot").role("bot")).unwrap();
+    let key = store
+        .create_key(&alice(), NewKey::new("bot").role("bot"))
+        .unwrap();
     let secret = key.key.expose_secret().to_owned();
     store.verify(&secret, ip("10.0.0.1")).unwrap();
     store.disable_key(&alice(), key.id).unwrap();
@@ -216,7 +288,10 @@ fn counts_survive_close_and_reopen_and_go_on_adding() {
     drop(store);
 
     let store = open();
-    assert_eq!(totals(&hours(&store, key.id, start(), clock.now())), [(1, 1), (2, 0)]);
+    assert_eq!(
+        totals(&hours(&store, key.id, start(), clock.now())),
+        [(1, 1), (2, 0)]
+    );
     // The current hour goes on from what was saved.
     store.verify(&secret, ip("10.0.0.1")).unwrap();
     drop(store);
@@ -234,7 +309,9 @@ fn a_damaged_usage_file_costs_only_the_counts() {
     let clock = ManualClock::new(start());
     let open = || KeyStore::builder().clock(clock.clone()).open(&path).unwrap();
     let store = open();
-    let key = store.create_key(&alice(), NewKey::new("bot").role("bot")).unwrap();
+    let key = store
+        .create_key(&alice(), NewKey::new("bot").role("bot"))
+        .unwrap();
     let secret = key.key.expose_secret().to_owned();
     store.verify(&secret, ip("10.0.0.1")).unwrap();
     drop(store);

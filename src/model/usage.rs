@@ -45,7 +45,10 @@ impl std::str::FromStr for Granularity {
         match s {
             "hour" => Ok(Granularity::Hour),
             "day" => Ok(Granularity::Day),
-            _ => Err(crate::model::error::Error::invalid("granularity", "give hour or day")),
+            _ => Err(crate::model::error::Error::invalid(
+                "granularity",
+                "give hour or day",
+            )),
         }
     }
 }

@@ -103,7 +103,10 @@ mod tests {
             last_used: vec![(KeyId(7), 100)],
             usage: vec![(KeyId(7), vec![(1, 0, 5), (1, 5, 2)])],
         };
-        assert_eq!(decode_last_used(&encode_last_used(&saved).unwrap()).unwrap(), saved);
+        assert_eq!(
+            decode_last_used(&encode_last_used(&saved).unwrap()).unwrap(),
+            saved
+        );
         let v1 = LastUsedV1 {
             magic: LAST_USED_MAGIC,
             version: 1,

@@ -88,7 +88,9 @@ impl Usage {
     pub(super) fn new() -> Self {
         Usage {
             cells: Vec::new(),
-            shards: (0..SHARDS).map(|_| CachePadded::new(Mutex::new(HashMap::new()))).collect(),
+            shards: (0..SHARDS)
+                .map(|_| CachePadded::new(Mutex::new(HashMap::new())))
+                .collect(),
         }
     }
 
@@ -361,7 +363,10 @@ mod tests {
         usage.count(1, Some(&Rejection::UnknownKey), minute + 5);
         usage.count(1, None, minute + 60);
         let hours = usage.hours(1, 0, u32::MAX);
-        assert_eq!(hours, [(1_000, [3, 0, 1, 0, 0, 0, 0]), (1_001, [1, 0, 0, 0, 0, 0, 0])]);
+        assert_eq!(
+            hours,
+            [(1_000, [3, 0, 1, 0, 0, 0, 0]), (1_001, [1, 0, 0, 0, 0, 0, 0])]
+        );
         assert_eq!(usage.hours(0, 0, u32::MAX), []);
         assert_eq!(usage.last_used(1), minute + 60);
         let saved = usage.to_save(0);
@@ -376,7 +381,11 @@ mod tests {
         add(&mut history, 4, 1, 1);
         assert_eq!(history.len(), 3);
         assert_eq!(history[0].hour(), 4);
-        let total: u64 = history.iter().filter(|c| c.at == 5 << 3).map(|c| u64::from(c.n)).sum();
+        let total: u64 = history
+            .iter()
+            .filter(|c| c.at == 5 << 3)
+            .map(|c| u64::from(c.n))
+            .sum();
         assert_eq!(total, u64::from(u32::MAX) + 17);
         prune(&mut history, 5);
         assert_eq!(history.len(), 2);

@@ -293,7 +293,10 @@ async fn usage(OnKey { admin, id }: OnKey, uri: Uri) -> Result<Response, Reject>
             store.usage(id, since, until, granularity)
         })
         .await?;
-    Ok(body::json(StatusCode::OK, &UsageJson::new(id, granularity, &buckets)))
+    Ok(body::json(
+        StatusCode::OK,
+        &UsageJson::new(id, granularity, &buckets),
+    ))
 }
 
 /// What `POST /v1/keys` takes.

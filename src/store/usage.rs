@@ -71,7 +71,11 @@ impl KeyStore {
             let reason = format!(
                 "counts are kept for 30 days: give a time at most {KEPT_HOURS} hours before the current \
                  hour{}",
-                if step > 1 { ", in a day that begins within them" } else { "" }
+                if step > 1 {
+                    ", in a day that begins within them"
+                } else {
+                    ""
+                }
             );
             return Err(Error::invalid("since", reason));
         }
