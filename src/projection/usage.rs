@@ -75,10 +75,13 @@ impl Count {
 /// One key's counts, sorted, only hours it had requests in.
 type History = VecDeque<Count>;
 
+/// The histories of the keys whose index falls in one shard.
+type Shard = HashMap<u32, History>;
+
 /// Each key's use, by key index.
 pub(super) struct Usage {
     cells: Vec<KeyUse>,
-    shards: Box<[CachePadded<Mutex<HashMap<u32, History>>>]>,
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
 }
 
 /// A saved count: hour since the epoch, outcome, requests.
@@ -99,7 +102,7 @@ impl Usage {
         self.cells.push(KeyUse::default());
     }
 
-    fn shard(&self, index: u32) -> MutexGuard<'_, HashMap<u32, History>> {
+    fn shard(&self, index: u32) -> MutexGuard<'_, Shard> {
         // A panic while holding it leaves counts, never a broken invariant.
         self.shards[index as usize % SHARDS]
             .lock()
