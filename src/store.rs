@@ -494,7 +494,8 @@ impl KeyStore {
     ///
     /// A successful verify stamps the key's last use, to the minute: at most one write to
     /// shared memory per key and minute, never to the log; the stamps are saved to the
-    /// store's directory periodically and at close.
+    /// store's directory periodically and at close. Each verify of a known key is counted
+    /// too, accepted or refused by reason (an atomic add; see [`KeyStore::usage`]).
     ///
     /// # Errors
     /// A [`Rejection`] saying why the key is refused.

@@ -245,25 +245,28 @@ impl Usage {
                 out.push((index, counts));
             }
         }
-        for (index, cell) in self.cells.iter().enumerate() {
+        out.sort_unstable_by_key(|&(i, _)| i);
+        let mut only_current = Vec::new();
+        for (index, cell) in (0u32..).zip(&self.cells) {
             let now = cell.hour.load(Ordering::Acquire);
             let hour = u32::try_from(now >> COUNT_BITS).unwrap_or(u32::MAX);
             if now & COUNT_MASK == 0 || hour < oldest {
                 continue;
             }
-            let Ok(index) = u32::try_from(index) else { break };
             let current = (hour, 0, now & COUNT_MASK);
-            match out.iter_mut().find(|(i, _)| *i == index) {
-                Some((_, counts)) => {
+            match out.binary_search_by_key(&index, |&(i, _)| i) {
+                Ok(found) => {
+                    let counts = &mut out[found].1;
                     let at = counts.partition_point(|&(h, o, _)| (h, o) < (hour, 0));
                     match counts.get_mut(at) {
                         Some(c) if (c.0, c.1) == (hour, 0) => c.2 = c.2.saturating_add(current.2),
                         _ => counts.insert(at, current),
                     }
                 }
-                None => out.push((index, vec![current])),
+                Err(_) => only_current.push((index, vec![current])),
             }
         }
+        out.append(&mut only_current);
         out.sort_unstable_by_key(|&(i, _)| i);
         out
     }
