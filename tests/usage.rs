@@ -327,3 +327,33 @@ fn a_damaged_usage_file_costs_only_the_counts() {
     store.verify(&secret, ip("10.0.0.1")).unwrap();
     assert_eq!(totals(&hours(&store, key.id, start(), start())), [(1, 0)]);
 }
+
+#[test]
+fn concurrent_verifies_across_hour_boundaries_lose_no_count() {
+    let clock = ManualClock::new(start());
+    let store = KeyStore::builder().clock(clock.clone()).open_temporary().unwrap();
+    let key = store
+        .create_key(&alice(), NewKey::new("bot").role("bot"))
+        .unwrap();
+    let secret = key.key.expose_secret().to_owned();
+    let (threads, each) = (4, 20_000u64);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                for _ in 0..each {
+                    store.verify(&secret, ip("10.0.0.1")).unwrap();
+                }
+            });
+        }
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(2));
+            clock.advance(HOUR);
+        }
+    });
+    let buckets = hours(&store, key.id, start(), clock.now());
+    assert_eq!(
+        buckets.iter().map(|b| b.accepted).sum::<u64>(),
+        threads * each,
+        "{buckets:?}"
+    );
+}
