@@ -255,6 +255,10 @@ pub enum Rejection {
         /// How long until a request may pass again.
         retry_after: Duration,
     },
+    /// The key lacks a role the caller requires (`KeyStore::verify_for_roles`, the tower
+    /// layer's and `/auth`'s required roles); decided before the key's rate limits and
+    /// credits are touched, so it spends neither.
+    RoleMissing,
     /// The key has used all its credits; they refill after `retry_after` if the key has a
     /// refill, else only when an admin adds more.
     UsageExceeded {
@@ -296,6 +300,7 @@ impl Rejection {
             Rejection::Stale => "stale",
             Rejection::RateLimited { .. } => "rate_limited",
             Rejection::UsageExceeded { .. } => "usage_exceeded",
+            Rejection::RoleMissing => "role_missing",
         }
     }
 }
@@ -324,6 +329,7 @@ impl fmt::Display for Rejection {
                 retry_after_secs(*wait)
             ),
             Rejection::UsageExceeded { retry_after: None } => f.write_str("key has used all its credits"),
+            Rejection::RoleMissing => f.write_str("the key lacks a role this route requires"),
         }
     }
 }

@@ -14,7 +14,7 @@
 //! itself beyond the helpers every group shares (`write_json`, `existing_key`, `read_key`).
 //! The arguments each command takes are in `args`, the exit codes and `Failure` in `exit`,
 //! opening the store in `store`, the commands in `keys`, `audit`, `verify`, `maintenance`,
-//! `actors`, `serve`, `fleet` and `demo`, human output in `render`, `--server` in `client`.
+//! `actors`, `usage`, `serve`, `fleet` and `demo`, human output in `render`, `--server` in `client`.
 
 pub(crate) mod actors;
 pub(crate) mod args;
@@ -32,6 +32,7 @@ pub(crate) mod render;
 #[cfg(feature = "serve")]
 pub(crate) mod serve;
 pub(crate) mod store;
+pub(crate) mod usage;
 pub(crate) mod verify;
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
@@ -59,7 +60,7 @@ that cannot be reached).
 
 While `keyledger serve` holds the store, send the key commands (create, whitelist,
 unwhitelist, delete, roll, disable, enable, limit, revoke-actor, import-key, import-keys,
-list, show, audit) to it: --server URL (or KEYLEDGER_SERVER), with an admin key in
+list, show, usage, audit) to it: --server URL (or KEYLEDGER_SERVER), with an admin key in
 KEYLEDGER_API_KEY or --api-key-file FILE, and without --actor or --actor-role.
 
 New here? Run `keyledger demo`.";
@@ -153,6 +154,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A key's requests per hour (or UTC day): accepted, and refused by reason
+    Usage(usage::UsageArgs),
     /// Verify a key read from standard input, as a service would (exit 0 accepted, 1 rejected)
     #[command(
         after_help = "The key is the first line of standard input, never an argument:\n  \
@@ -327,6 +330,7 @@ impl Command {
                 | Command::ImportKeys(_)
                 | Command::List { .. }
                 | Command::Show { .. }
+                | Command::Usage(_)
                 | Command::Audit(_)
         )
     }
@@ -444,6 +448,7 @@ impl Cli {
             Command::ImportKeys(args) => keys::import_keys(&target, args, out),
             Command::List { all, json } => keys::list(&target, all, json, out),
             Command::Show { key_id, json } => keys::show(&target, key_id, json, out),
+            Command::Usage(args) => usage::usage(&target, args, out),
             Command::Audit(args) => audit::audit(&target, args, out),
             Command::Verify(args) => verify::verify(&store, args, out),
             Command::Check => maintenance::check(&store, out),

@@ -22,6 +22,7 @@ use limits::RateLimitJson;
 pub(crate) mod credits;
 pub(crate) mod limits;
 pub(crate) mod people;
+pub(crate) mod usage;
 use crate::model::error::Denial;
 use crate::model::error::Error;
 use crate::model::id::KeyId;

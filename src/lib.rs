@@ -153,6 +153,12 @@ pub use crate::json::people::RevokedActorJson;
 pub use crate::json::read_import_lines;
 #[cfg(feature = "json")]
 pub use crate::json::rfc3339;
+#[cfg(feature = "json")]
+pub use crate::json::usage::UsageBucketJson;
+#[cfg(feature = "json")]
+pub use crate::json::usage::UsageJson;
+#[cfg(feature = "json")]
+pub use crate::json::usage::usage_since_default;
 pub use crate::model::actor::Actor;
 pub use crate::model::actor::ActorRole;
 pub use crate::model::credits::Credits;
@@ -195,6 +201,9 @@ pub use crate::model::token::format::KEY_PREFIX;
 pub use crate::model::token::format::Malformed;
 pub use crate::model::token::format::check_format;
 pub use crate::model::token::format::redact_keys;
+pub use crate::model::usage::Granularity;
+pub use crate::model::usage::RejectedCounts;
+pub use crate::model::usage::UsageBucket;
 pub use crate::persist::check::CheckReport;
 pub use crate::persist::check::MAX_LISTED_PROBLEMS;
 pub use crate::persist::check::RepairReport;
@@ -242,6 +251,27 @@ pub mod fuzzing {
         let twice = codec::decode_record(&again, 1).expect("re-encoded record decodes");
         assert_eq!(twice, record);
         true
+    }
+
+    /// Decodes a last-used file, as it is and with a valid checksum in place of its last
+    /// 32 bytes (so the fields' decoding is reached whatever the input); a file that
+    /// decodes must encode to a file that decodes to the same. Panics if not.
+    pub fn last_used(bytes: &[u8]) -> bool {
+        use crate::persist::last_used::{decode_last_used, encode_last_used};
+        let mut resummed = bytes.to_vec();
+        if let Some(body) = resummed.len().checked_sub(32) {
+            let sum = *blake3::hash(&resummed[..body]).as_bytes();
+            resummed[body..].copy_from_slice(&sum);
+        }
+        let mut decoded = false;
+        for input in [bytes, &resummed[..]] {
+            if let Ok(saved) = decode_last_used(input) {
+                let again = encode_last_used(&saved).expect("a decoded file encodes");
+                assert_eq!(decode_last_used(&again).expect("re-encoded file decodes"), saved);
+                decoded = true;
+            }
+        }
+        decoded
     }
 
     /// Decodes a fleet host's head stored under `a`, as it is and with a valid seal in

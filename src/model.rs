@@ -19,6 +19,7 @@ pub(crate) mod record;
 pub(crate) mod refusal;
 pub(crate) mod rules;
 pub(crate) mod token;
+pub(crate) mod usage;
 
 #[cfg(test)]
 pub(crate) mod tests;

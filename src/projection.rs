@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::hash::RandomState;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
 use std::time::SystemTime;
 
 use hashbrown::HashTable;
@@ -38,6 +37,7 @@ pub(crate) mod people;
 pub(crate) mod share;
 pub(crate) mod snapshot;
 pub(crate) mod tables;
+pub(crate) mod usage;
 pub(crate) mod verify;
 pub(crate) mod views;
 pub(crate) mod whitelists;
@@ -350,10 +350,10 @@ struct Grace {
 pub(crate) struct Projection {
     keys: Vec<KeyRec>,
     cold: Vec<KeyCold>,
-    /// Each key's last successful verify, in minutes since the epoch (0 for never): kept
-    /// apart from the key records, so that stamping it (at most once a minute per key)
-    /// does not dirty the cache line every verify reads. Not derived from the log.
-    last_used: Vec<AtomicU32>,
+    /// Each key's last successful verify (to the minute) and requests per hour: kept apart
+    /// from the key records, so that counting does not dirty the cache line every verify
+    /// reads. Not derived from the log.
+    usage: usage::Usage,
     /// Live keys only, by key hash.
     by_hash: HashTable<u32>,
     /// Every key ever created, by id.
@@ -435,7 +435,7 @@ impl Projection {
         Projection {
             keys: Vec::new(),
             cold: Vec::new(),
-            last_used: Vec::new(),
+            usage: usage::Usage::new(),
             by_hash: HashTable::new(),
             by_id: HashTable::new(),
             graces: HashTable::new(),

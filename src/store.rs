@@ -10,7 +10,6 @@
 //! and save last-used stamps in `background.rs`.
 
 use std::fs::File;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +19,6 @@ use std::time::{Duration, SystemTime};
 use crossbeam_channel::Sender;
 use ipnet::IpNet;
 
-use crate::access::Rejection;
 use crate::access::VerifiedKey;
 use crate::chain::Witness;
 use crate::fleet::FleetStatus;
@@ -41,7 +39,6 @@ use crate::model::key::NewKey;
 use crate::model::limit::RateLimit;
 use crate::model::problem::Problem;
 use crate::model::refusal::RefusedAttempt;
-use crate::model::token;
 use crate::model::token::ApiKey;
 use crate::model::token::ExistingKey;
 use crate::persist::trail;
@@ -55,6 +52,8 @@ pub(crate) mod background;
 pub(crate) mod builder;
 pub(crate) mod credits;
 pub(crate) mod people;
+pub(crate) mod usage;
+pub(crate) mod verify;
 pub(crate) mod writer;
 
 pub(crate) use builder::Builder;
@@ -517,130 +516,6 @@ impl KeyStore {
             .map(|bytes| crate::persist::trail::format::decode_refused(bytes))
             .filter_map(|r| r.map(trail::attempt_of).transpose())
             .collect()
-    }
-
-    /// Checks a presented key and the client's address. O(1), no I/O, no lock taken for
-    /// writing, and no allocation unless the key's name is longer than 22 bytes.
-    ///
-    /// A key that expired answers [`Rejection::Expired`], a disabled one
-    /// [`Rejection::Disabled`]; every key answers [`Rejection::Stale`] on a host of a fleet
-    /// that has fenced itself (unheard by the others past its lease, or, with
-    /// [`FleetOptions::serve_past_lease`](crate::fleet::FleetOptions::serve_past_lease),
-    /// past its `stale_reject` limit).
-    ///
-    /// A successful verify stamps the key's last use, to the minute: at most one write to
-    /// shared memory per key and minute, never to the log; the stamps are saved to the
-    /// store's directory periodically and at close.
-    ///
-    /// # Errors
-    /// A [`Rejection`] saying why the key is refused.
-    pub fn verify(&self, token: &str, client_ip: IpAddr) -> Result<VerifiedKey, Rejection> {
-        self.verify_with_cost(token, client_ip, 1)
-    }
-
-    /// [`KeyStore::verify`] for a request that costs `cost` of the key's credits (a
-    /// weighted operation; 0 spends nothing and only looks). A key without credits
-    /// ignores the cost; a key with fewer left than `cost` is refused as
-    /// [`Rejection::UsageExceeded`] and spends nothing. Rate limits count the request
-    /// once, whatever its cost.
-    ///
-    /// # Errors
-    /// A [`Rejection`] saying why the key is refused.
-    ///
-    /// # Example
-    /// ```
-    /// use keyledger::{Actor, Credits, KeyStore, NewKey, Rejection};
-    /// let store = KeyStore::builder().open_temporary().unwrap();
-    /// let new = NewKey::new("bot").role("bot").credits(Credits::new(10).unwrap());
-    /// let created = store.create_key(&Actor::admin("alice"), new).unwrap();
-    /// let (secret, ip) = (created.key.expose_secret(), "192.0.2.1".parse().unwrap());
-    /// assert_eq!(store.verify_with_cost(secret, ip, 7).unwrap().credits_remaining(), Some(3));
-    /// assert!(matches!(store.verify_with_cost(secret, ip, 4), Err(Rejection::UsageExceeded { .. })));
-    /// assert_eq!(store.verify(secret, ip).unwrap().credits_remaining(), Some(2));
-    /// ```
-    pub fn verify_with_cost(
-        &self,
-        token: &str,
-        client_ip: IpAddr,
-        cost: u64,
-    ) -> Result<VerifiedKey, Rejection> {
-        if self.rejecting.rejects() {
-            return Err(Rejection::Stale);
-        }
-        match token::parse(token) {
-            Ok(hash) => self.ledger.read().verify(
-                &hash,
-                client_ip,
-                self.require_whitelist,
-                cost,
-                self.ledger.clock(),
-            ),
-            Err(malformed) => self.verify_foreign(token, client_ip, cost, malformed),
-        }
-    }
-
-    /// A token outside keyledger's format: only keys adopted from another system can
-    /// have one, and only they pay for the lookups (and a SHA-256 hash).
-    #[cold]
-    fn verify_foreign(
-        &self,
-        token: &str,
-        client_ip: IpAddr,
-        cost: u64,
-        malformed: crate::model::token::format::Malformed,
-    ) -> Result<VerifiedKey, Rejection> {
-        let proj = self.ledger.read();
-        let mut found = false;
-        for hash in proj.foreign_candidates(token) {
-            found = true;
-            match proj.verify(
-                &hash,
-                client_ip,
-                self.require_whitelist,
-                cost,
-                self.ledger.clock(),
-            ) {
-                // A secret retired by its own hash (deleted, rolled out) does not come
-                // back through a key adopted later by its SHA-256.
-                Err(Rejection::UnknownKey) if proj.was_retired(&hash) => break,
-                Err(Rejection::UnknownKey) => continue,
-                answer => return answer,
-            }
-        }
-        Err(if found {
-            Rejection::UnknownKey
-        } else {
-            Rejection::Malformed(malformed)
-        })
-    }
-
-    /// Picks the key out of the `x-api-key` header and verifies it; see
-    /// [`api_key_from_headers`](crate::model::token::api_key_from_headers).
-    ///
-    /// # Errors
-    /// A [`Rejection`] saying why the request is refused.
-    pub fn verify_headers<'a, I>(&self, headers: I, client_ip: IpAddr) -> Result<VerifiedKey, Rejection>
-    where
-        I: IntoIterator<Item = (&'a str, &'a [u8])>,
-    {
-        self.verify(token::api_key_from_headers(headers)?, client_ip)
-    }
-
-    /// [`KeyStore::verify_headers`] for a request that costs `cost` of the key's credits;
-    /// see [`KeyStore::verify_with_cost`].
-    ///
-    /// # Errors
-    /// A [`Rejection`] saying why the request is refused.
-    pub fn verify_headers_with_cost<'a, I>(
-        &self,
-        headers: I,
-        client_ip: IpAddr,
-        cost: u64,
-    ) -> Result<VerifiedKey, Rejection>
-    where
-        I: IntoIterator<Item = (&'a str, &'a [u8])>,
-    {
-        self.verify_with_cost(token::api_key_from_headers(headers)?, client_ip, cost)
     }
 
     /// Writes the whole log to `path` as a portable, versioned, checksummed backup, while

@@ -2672,3 +2672,74 @@ fn credits_are_spent_across_runs_topped_up_and_removed_with_exit_1_at_zero() {
         assert!(audit.stdout.contains(detail), "{detail}: {}", audit.stdout);
     }
 }
+
+#[test]
+fn usage_shows_a_keys_verifications_this_hour_as_a_table_and_as_json() {
+    let store = Store::new();
+    let key = store.create(ALICE, "bot", &["notifier"], &["10.0.0.0/8"]);
+    assert_eq!(store.verify(&key.secret, "10.1.2.3").code, 0);
+    assert_eq!(store.verify(&key.secret, "10.1.2.3").code, 0);
+    assert_eq!(store.verify(&key.secret, "192.0.2.1").code, 1);
+
+    let json = store.run(&["usage", &key.id, "--json"]);
+    assert_eq!(json.code, 0, "{json:?}");
+    let json = json.json();
+    assert_eq!(field_names(&json), names(&["key_id", "granularity", "buckets"]));
+    assert_eq!(
+        (json["key_id"].as_str(), json["granularity"].as_str()),
+        (Some(key.id.as_str()), Some("hour"))
+    );
+    let buckets = json["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 24, "the last 24 hours by default");
+    let now = buckets.last().unwrap();
+    assert_eq!(field_names(now), names(&["start", "accepted", "rejected"]));
+    assert_eq!(now["accepted"], 2);
+    assert_eq!(now["rejected"], serde_json::json!({"ip_not_whitelisted": 1}));
+    assert!(now["start"].as_str().unwrap().ends_with(":00:00Z"), "{now}");
+    assert_eq!(buckets[0]["accepted"], 0);
+
+    let days = store
+        .run(&["usage", &key.id, "--granularity", "day", "--json"])
+        .json();
+    let days = days["buckets"].as_array().unwrap();
+    assert_eq!(days.len(), 30, "the last 30 days by default");
+    assert_eq!(days.last().unwrap()["accepted"], 2);
+    assert!(days[29]["start"].as_str().unwrap().ends_with("T00:00:00Z"));
+
+    let human = store.run(&["usage", &key.id]);
+    assert_eq!(human.code, 0, "{human:?}");
+    let last = human.stdout.lines().last().unwrap();
+    assert!(
+        last.contains("  2  ") && last.ends_with("ip_not_whitelisted 1"),
+        "{}",
+        human.stdout
+    );
+    assert!(human.stdout.contains("START"), "{}", human.stdout);
+
+    for (args, code, says) in [
+        (
+            vec!["usage", key.id.as_str(), "--since", "2020-01-01T00:00:00Z"],
+            2,
+            "30 days",
+        ),
+        (
+            vec![
+                "usage",
+                key.id.as_str(),
+                "--since",
+                "2030-01-02T00:00:00Z",
+                "--until",
+                "2030-01-01T00:00:00Z",
+            ],
+            2,
+            "after until",
+        ),
+        (vec!["usage", "00000000000000ff"], 4, "not found"),
+    ] {
+        let run = store.run(&args);
+        assert_eq!(run.code, code, "{args:?}: {run:?}");
+        run.assert_one_error_line();
+        assert!(run.stderr.contains(says), "{args:?}: {run:?}");
+    }
+    assert_eq!(store.run(&["usage", &key.id, "--granularity", "week"]).code, 2);
+}

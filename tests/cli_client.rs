@@ -986,3 +986,61 @@ fn rate_limits_are_set_refused_and_shown_alike_on_the_store_and_through_the_serv
     let answers: Vec<u16> = (0..3).map(|_| auth_status(addr, &secret)).collect();
     assert_eq!(answers, [200, 200, 429]);
 }
+
+#[test]
+fn usage_is_shown_alike_on_the_store_and_through_the_server() {
+    let mut s = Scenario::new();
+    let alice = Some(Who::Alice);
+    let create = words(&[
+        "create",
+        "--name",
+        "counted",
+        "--role",
+        "bot",
+        "--ip",
+        "127.0.0.1",
+        "--json",
+    ]);
+    let secret = |side: &Side| {
+        let made = finish(&mut side.command(alice, &create), None);
+        assert_eq!(made.code, 0, "{made:?}");
+        serde_json::from_str::<Value>(&made.stdout).unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (here, there) = (secret(&s.local), secret(&s.remote));
+    let db = s.local.db.clone();
+    let verify_here = |expected: i32| {
+        let run = finish(
+            keyledger(&db).args(["verify", "--ip", "127.0.0.1"]),
+            Some(&format!("{here}\n")),
+        );
+        assert_eq!(run.code, expected, "{run:?}");
+    };
+    let addr = s.remote.served.as_ref().unwrap().addr;
+    verify_here(0);
+    verify_here(0);
+    assert_eq!([auth_status(addr, &there), auth_status(addr, &there)], [200, 200]);
+    s.ok(alice, &["disable", "{counted}"]);
+    verify_here(1);
+    assert_ne!(auth_status(addr, &there), 200);
+
+    let table = s.ok(None, &["usage", "{counted}"]);
+    assert!(
+        table.stdout.lines().last().unwrap().ends_with("disabled 1"),
+        "{table:?}"
+    );
+    let json = s.ok(None, &["usage", "{counted}", "--granularity", "day", "--json"]);
+    let json: Value = serde_json::from_str(&json.stdout).unwrap();
+    let today = json["buckets"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(today["accepted"], 2, "{json}");
+    assert_eq!(today["rejected"], serde_json::json!({"disabled": 1}));
+    s.fails(
+        None,
+        &["usage", "{counted}", "--since", "2020-01-01T00:00:00Z"],
+        2,
+        "30 days",
+    );
+    s.fails(None, &["usage", "00000000000000ff"], 4, "not found");
+}

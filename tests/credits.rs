@@ -345,3 +345,28 @@ fn a_damaged_credits_file_only_costs_what_was_spent() {
     assert_eq!(store.key(id).unwrap().credits.unwrap().remaining, 15);
     assert_eq!(left(&store, &secret), Ok(Some(14)));
 }
+
+#[test]
+fn a_request_refused_for_a_missing_role_spends_neither_credits_nor_rate() {
+    let store = KeyStore::builder().open_temporary().unwrap();
+    let k = store
+        .create_key(
+            &Actor::admin("alice"),
+            NewKey::new("bot")
+                .role("bot")
+                .rate_limit("1/1h".parse().unwrap())
+                .credits(credits(1)),
+        )
+        .unwrap();
+    let secret = k.key.expose_secret();
+    for _ in 0..3 {
+        assert_eq!(
+            store.verify_for_roles(secret, ip(), 1, &["admin"]),
+            Err(Rejection::RoleMissing)
+        );
+    }
+    let passed = store.verify_for_roles(secret, ip(), 1, &["bot"]).unwrap();
+    assert_eq!(passed.credits_remaining(), Some(0));
+    assert_eq!(passed.rate_status().unwrap().remaining, 0);
+    assert_eq!(Rejection::RoleMissing.code(), "role_missing");
+}

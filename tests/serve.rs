@@ -1711,3 +1711,89 @@ fn auth_spends_credits_and_the_admin_api_sets_adds_and_removes_them() {
     assert_eq!(audit[2]["credits_added"], 5);
     assert_eq!(audit[4]["credits"], Value::Null);
 }
+
+#[test]
+fn admin_api_answers_a_keys_usage_per_hour_and_day_and_refuses_bad_ranges() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (_, root) = bootstrap_key(&db, "root", "super-admin", "root", &["super-admin"], &[]);
+    let (_, alice) = bootstrap_key(&db, "alice", "admin", "alice admin", &["admin"], &[]);
+    let (_, bot) = bootstrap_key(&db, "alice", "admin", "plain bot", &["bot"], &[]);
+    let served = Served::start(&db, &[]);
+    let http = Http::new();
+    let api = Api {
+        http: &http,
+        addr: served.addr,
+    };
+    let created = api.call(
+        &alice,
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "metered", "roles": ["bot"], "rate_limits": [{"limit": 2, "window": "1h"}]})),
+    );
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let secret = created.json()["key"].as_str().unwrap().to_owned();
+    let statuses: Vec<StatusCode> = (0..3)
+        .map(|_| {
+            http.send(
+                served.addr,
+                "127.0.0.3",
+                "GET",
+                "/auth",
+                &[("x-api-key", &secret)],
+                "",
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]
+    );
+
+    // Any admin reads it, as they read the key itself.
+    let hours = api.get(&root, &format!("/v1/keys/{id}/usage"));
+    assert_eq!(hours.status, StatusCode::OK, "{hours:?}");
+    let hours = hours.json();
+    assert_eq!(
+        (hours["key_id"].as_str(), hours["granularity"].as_str()),
+        (Some(id.as_str()), Some("hour"))
+    );
+    let buckets = hours["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 24);
+    let now = buckets.last().unwrap();
+    assert_eq!(now["accepted"], 2);
+    assert_eq!(now["rejected"], json!({"rate_limited": 1}));
+    let start = now["start"].as_str().unwrap().to_owned();
+    let one = api
+        .get(
+            &alice,
+            &format!("/v1/keys/{id}/usage?since={start}&until={start}"),
+        )
+        .json();
+    assert_eq!(one["buckets"].as_array().unwrap().len(), 1);
+    let days = api
+        .get(&alice, &format!("/v1/keys/{id}/usage?granularity=day"))
+        .json();
+    assert_eq!(days["buckets"].as_array().unwrap().len(), 30);
+    assert_eq!(days["buckets"][29]["accepted"], 2);
+
+    // Bad ranges, parameters and ids: typed errors.
+    let on = |query: &str| format!("/v1/keys/{id}/usage?{query}");
+    for (query, field) in [
+        ("granularity=week", "granularity"),
+        ("since=yesterday", "since"),
+        ("since=2020-01-01T00:00:00Z", "since"),
+        ("since=2030-01-02T00:00:00Z&until=2030-01-01T00:00:00Z", "since"),
+        ("limit=5", "query"),
+    ] {
+        let body = api
+            .get(&root, &on(query))
+            .error(StatusCode::BAD_REQUEST, "invalid_input");
+        assert_eq!(body["field"], field, "{query}: {body}");
+    }
+    api.get(&root, "/v1/keys/00000000000000ff/usage")
+        .error(StatusCode::NOT_FOUND, "key_not_found");
+    // A key that is no admin's is refused, as for every admin request.
+    assert_eq!(api.get(&bot, &on("")).status, StatusCode::FORBIDDEN);
+}

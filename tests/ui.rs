@@ -820,10 +820,14 @@ fn admin_has_no_delete_on_another_admins_key_and_a_super_admin_deletes_it_at_onc
             !page.has(&format!("{bobs} button[data-action='delete']")).await,
             "Bob's key offers Alice a delete"
         );
+        // Reading a key's usage is open to every admin, as reading the key is.
         assert!(
-            !page.has(&format!("{bobs} button")).await,
+            !page
+                .has(&format!("{bobs} button:not([data-action='usage'])"))
+                .await,
             "Bob's key offers Alice an action"
         );
+        assert!(page.has(&format!("{bobs} button[data-action='usage']")).await);
         assert!(page.has(&format!("{alices} button[data-action='delete']")).await);
 
         // The server refuses her a forged call all the same.
@@ -1239,3 +1243,88 @@ const WHITELIST_CASES: &[&str] = &[
     "1:::2",
     "::ffff:1.2.3.4/127",
 ];
+
+#[test]
+fn a_keys_usage_chart_shows_accepted_and_rejected_requests_and_its_limit_scaled_to_the_bucket() {
+    run(async {
+        let server = Server::start();
+        let created = server.api(
+            &server.alice.secret,
+            "POST",
+            "/v1/keys",
+            Some(&json!({"name": "metered", "roles": ["bot"], "rate_limits": [
+                {"limit": 2, "window": "1h"}, {"limit": 100, "window": "1m"}
+            ]})),
+        );
+        assert_eq!(created.status, 201, "{created:?}");
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        let secret = created.json()["key"].as_str().unwrap().to_owned();
+        let statuses: Vec<u16> = (0..3).map(|_| server.auth(&secret).status).collect();
+        assert_eq!(statuses, [200, 200, 429]);
+
+        let browser = Browser::start().await;
+        let page = browser.page();
+        page.goto(&server.url("/")).await;
+        page.sign_in(&server.alice.secret).await;
+        page.click(&format!("{} button[data-action='usage']", Page::row(&id)))
+            .await;
+        page.find("#usage-dialog[open]").await;
+        page.find("#usage-chart svg .bucket").await;
+        let chart = |_: ()| {
+            page.js(
+                "const buckets = [...document.querySelectorAll('#usage-chart .bucket')];
+                 const last = buckets[buckets.length - 1];
+                 const accepted = last.querySelector('.bar-accepted');
+                 const rejected = last.querySelector('.bar-rejected');
+                 const limit = document.querySelector('#usage-chart .limit-line');
+                 return {
+                   buckets: buckets.length,
+                   accepted: Number(accepted.dataset.count),
+                   rejected: Number(rejected.dataset.count),
+                   accepted_top: Number(accepted.getAttribute('y')),
+                   rejected_height: Number(rejected.getAttribute('height')),
+                   limit: limit && Number(limit.dataset.perBucket),
+                   limit_y: limit && Number(limit.getAttribute('y1')),
+                   legend: document.getElementById('usage-limit-text').textContent,
+                 };",
+                vec![],
+            )
+        };
+        let hours = chart(()).await;
+        assert_eq!(hours["buckets"], 24, "{hours}");
+        assert_eq!(
+            (hours["accepted"].clone(), hours["rejected"].clone()),
+            (json!(2), json!(1)),
+            "{hours}"
+        );
+        assert!(hours["rejected_height"].as_f64().unwrap() > 0.0, "{hours}");
+        // 2/1h is the tightest (100/1m allows 6000 an hour): 2 a bucket, level with the
+        // top of the two accepted requests.
+        assert_eq!(hours["limit"], 2, "{hours}");
+        assert!(
+            (hours["limit_y"].as_f64().unwrap() - hours["accepted_top"].as_f64().unwrap()).abs() < 0.01,
+            "{hours}"
+        );
+        assert_eq!(hours["legend"], "rate limit 2/1h: 2 per hour");
+        page.screenshot("ui-usage.png", false).await;
+
+        // Per day: 30 bars, the limit 48 a day.
+        page.js(
+            "const s = document.getElementById('usage-granularity'); s.value = 'day'; s.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await;
+        page.until(
+            "the daily chart",
+            "return document.querySelectorAll('#usage-chart .bucket').length === 30",
+            vec![],
+        )
+        .await;
+        let days = chart(()).await;
+        assert_eq!(
+            (days["accepted"].clone(), days["limit"].clone()),
+            (json!(2), json!(48)),
+            "{days}"
+        );
+    });
+}

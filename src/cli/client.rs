@@ -276,6 +276,25 @@ impl Client {
         self.call(Method::GET, &format!("/keys/{id}"), Body::Empty)
     }
 
+    /// `GET /v1/keys/{id}/usage` with the range and granularity given (the server's
+    /// defaults for the others).
+    pub(super) fn usage(
+        &self,
+        id: KeyId,
+        since: Option<std::time::SystemTime>,
+        until: Option<std::time::SystemTime>,
+        granularity: keyledger::Granularity,
+    ) -> Result<keyledger::UsageJson, Failure> {
+        let mut query = format!("granularity={granularity}");
+        for (name, t) in [("since", since), ("until", until)] {
+            if let Some(t) = t {
+                let t = keyledger::rfc3339(t);
+                query.push_str(&format!("&{name}={}", utf8_percent_encode(&t, QUERY)));
+            }
+        }
+        self.call(Method::GET, &format!("/keys/{id}/usage?{query}"), Body::Empty)
+    }
+
     /// `GET /v1/audit` with `filter`.
     pub(super) fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditJson>, Failure> {
         self.lines(&audit_path(filter, &[]))

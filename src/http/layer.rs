@@ -267,20 +267,18 @@ impl Config {
                 .client_ip(peer, forwarded)
                 .map_err(Refusal::ForwardedFor)?
         };
-        let verified = self
-            .store
-            .verify_with_cost(key, client, cost)
-            .map_err(Refusal::Key)?;
         let required = self
             .roles
             .iter()
             .map(|r| &**r)
             .chain(more.iter().map(String::as_str));
-        if required.into_iter().all(|role| verified.has_role(role)) {
-            Ok(verified)
-        } else {
-            Err(Refusal::RoleMissing)
-        }
+        // The roles are checked before the key's rate limits and credits are spent.
+        self.store
+            .verify_requiring(key, client, cost, required)
+            .map_err(|rejection| match rejection {
+                Rejection::RoleMissing => Refusal::RoleMissing,
+                other => Refusal::Key(other),
+            })
     }
 }
 
@@ -451,6 +449,7 @@ impl Refusal {
                 Rejection::RateLimited { .. } | Rejection::UsageExceeded { .. } => {
                     StatusCode::TOO_MANY_REQUESTS
                 }
+                Rejection::RoleMissing => StatusCode::FORBIDDEN,
                 Rejection::IpNotWhitelisted | Rejection::NoWhitelist => StatusCode::FORBIDDEN,
             },
             Refusal::RoleMissing

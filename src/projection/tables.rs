@@ -6,7 +6,6 @@
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
 
 use ipnet::IpNet;
 
@@ -161,7 +160,7 @@ impl Projection {
         let index = u32::try_from(self.keys.len()).map_err(|_| too_long(seq))?;
         self.keys.push(key);
         self.cold.push(cold);
-        self.last_used.push(AtomicU32::new(0));
+        self.usage.push();
         if cold.deleted == LIVE {
             self.index_hash(index);
         }

@@ -1,10 +1,9 @@
 //! Checking a presented key against the state: the hash-table probe, the grace periods,
 //! tokens outside keyledger's format, and the state the access rules read.
 //!
-//! Read-only (apart from the last-used stamp); it never changes a key and never does I/O.
+//! Read-only (apart from the key's use: `usage.rs`); it never changes a key and never does I/O.
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 
 use super::{HashPrefix, LIVE, NEVER, Projection};
 use crate::access;
@@ -19,16 +18,19 @@ use crate::model::token::KeyHash;
 
 impl Projection {
     /// Looks a key's hash up and checks it: a hash-table probe, one key record, a copy of
-    /// the name, and at most once a minute a stamp of its last use; for a metered key, its
-    /// limiter and credit cell (`cost` spent from its credits). Reads the (coarse)
-    /// clock only for a key that expires or a secret in its grace period.
+    /// the name, the count of the key's use (an atomic add; at most once a minute a stamp
+    /// of its last use), and for a metered key its limiter and credit cell (`cost` spent
+    /// from its credits). Reads the (coarse) clock only for a key that expires or a secret
+    /// in its grace period. A key lacking one of `roles` is refused before its limits and
+    /// credits are touched.
     #[inline]
-    pub(crate) fn verify(
+    pub(crate) fn verify<'r>(
         &self,
         hash: &KeyHash,
         ip: IpAddr,
         require_whitelist: bool,
         cost: u64,
+        roles: impl Iterator<Item = &'r str>,
         clock: &Clock,
     ) -> Result<VerifiedKey, Rejection> {
         let prefix = HashPrefix::of(hash);
@@ -40,7 +42,23 @@ impl Projection {
             Some(&i) => i,
             None => self.in_grace(prefix, clock).ok_or(Rejection::UnknownKey)?,
         };
-        let key = &keys[index as usize];
+        let answer = self.verify_key(index, ip, require_whitelist, cost, roles, clock);
+        self.usage.count(index, answer.as_ref().err(), clock.minute());
+        answer
+    }
+
+    /// Checks the key at `index`, found by its hash: what a verify counts against the key.
+    #[inline]
+    fn verify_key<'r>(
+        &self,
+        index: u32,
+        ip: IpAddr,
+        require_whitelist: bool,
+        cost: u64,
+        mut roles: impl Iterator<Item = &'r str>,
+        clock: &Clock,
+    ) -> Result<VerifiedKey, Rejection> {
+        let key = &self.keys[index as usize];
         if key.expires != NEVER && clock.now_micros_coarse() >= key.expires {
             return Err(Rejection::Expired);
         }
@@ -48,16 +66,14 @@ impl Projection {
             return Err(Rejection::Disabled);
         }
         access::ip_allowed(self.whitelists.get(key.whitelist), ip, require_whitelist)?;
+        // Before anything is spent: a request the route refuses uses no rate or credits.
+        if !roles.all(|r| self.roles_of(key).0.contains(&r)) {
+            return Err(Rejection::RoleMissing);
+        }
         let (rate, credits) = match key.meter {
             0 => (None, None),
             meter => self.meter(meter, cost, clock.steady_micros(), clock.now_micros_coarse())?,
         };
-        if let Some(stamp) = self.last_used.get(index as usize) {
-            let minute = clock.minute();
-            if stamp.load(Ordering::Relaxed) < minute {
-                stamp.store(minute, Ordering::Relaxed);
-            }
-        }
         Ok(VerifiedKey {
             id: key.id,
             name: key

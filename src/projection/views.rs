@@ -4,7 +4,6 @@
 //! Read-only: it builds views from the tables and never changes them.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 
 use ipnet::IpNet;
 
@@ -54,10 +53,7 @@ impl Projection {
             () if state.disabled => KeyStatus::Disabled,
             () => KeyStatus::Active,
         };
-        let minute = self
-            .last_used
-            .get(index as usize)
-            .map_or(0, |m| m.load(Ordering::Relaxed));
+        let minute = self.usage.last_used(index);
         KeyView {
             id: key.id,
             name: self.name_of(key).to_owned(),
@@ -230,10 +226,9 @@ impl Projection {
 
     /// Each key's last-used minute (0 for never), by id: what is persisted outside the log.
     pub(crate) fn last_used(&self) -> Vec<(KeyId, u32)> {
-        self.keys
-            .iter()
-            .zip(&self.last_used)
-            .map(|(k, m)| (k.id, m.load(Ordering::Relaxed)))
+        (0u32..)
+            .zip(&self.keys)
+            .map(|(i, k)| (k.id, self.usage.last_used(i)))
             .filter(|&(_, m)| m != 0)
             .collect()
     }
@@ -242,8 +237,8 @@ impl Projection {
     /// skipped, and a later stamp already here is kept.
     pub(crate) fn restore_last_used(&self, saved: &[(KeyId, u32)]) {
         for &(id, minute) in saved {
-            if let Some(stamp) = self.key_index(id).and_then(|i| self.last_used.get(i as usize)) {
-                stamp.fetch_max(minute, Ordering::Relaxed);
+            if let Some(index) = self.key_index(id) {
+                self.usage.restore_last_used(index, minute);
             }
         }
     }

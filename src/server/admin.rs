@@ -38,11 +38,14 @@ use crate::json::parse_grace;
 use crate::json::parse_lifetime;
 use crate::json::parse_time;
 use crate::json::read_import_lines;
+use crate::json::usage::UsageJson;
+use crate::json::usage::usage_since_default;
 use crate::model::actor::Actor;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::record::EventKind;
 use crate::model::rules::parse_net;
+use crate::model::usage::Granularity;
 use crate::projection::KeyView;
 use crate::store::KeyStore;
 
@@ -55,6 +58,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/keys/{id}/limits", put(limits))
         .route("/keys/{id}/credits", put(set_credits))
         .route("/keys/{id}/credits/add", post(add_credits))
+        .route("/keys/{id}/usage", get(usage))
         .route("/keys/{id}/roll", post(roll))
         .route("/keys/{id}/disable", post(disable))
         .route("/keys/{id}/enable", post(enable))
@@ -274,6 +278,28 @@ async fn list(admin: Admin, uri: Uri) -> Result<Response, Reject> {
 async fn show(OnKey { admin, id }: OnKey) -> Result<Response, Reject> {
     let view = admin.call(move |store, _| view_of(store, id)).await?;
     Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
+}
+
+/// `GET /v1/keys/{id}/usage[?since=&until=&granularity=hour|day]`: the key's requests per
+/// hour (or UTC day), accepted and refused by reason; by default the last 24 hours (30 days).
+async fn usage(OnKey { admin, id }: OnKey, uri: Uri) -> Result<Response, Reject> {
+    let params = query(&uri, &["since", "until", "granularity"])?;
+    let granularity = params
+        .get("granularity")
+        .map_or(Ok(Granularity::Hour), |s| s.parse::<Granularity>())?;
+    let until = params.get("until").map(|s| parse_time("until", s)).transpose()?;
+    let since = params.get("since").map(|s| parse_time("since", s)).transpose()?;
+    let buckets = admin
+        .call(move |store, _| {
+            let until = until.unwrap_or_else(SystemTime::now);
+            let since = since.unwrap_or_else(|| usage_since_default(granularity, until));
+            store.usage(id, since, until, granularity)
+        })
+        .await?;
+    Ok(body::json(
+        StatusCode::OK,
+        &UsageJson::new(id, granularity, &buckets),
+    ))
 }
 
 /// What `POST /v1/keys` takes.

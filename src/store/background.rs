@@ -1,6 +1,6 @@
 //! The store's threads besides the writer: the snapshot worker, the verification of the
 //! records under a snapshot the store was opened from (and the integrity it finds), and the
-//! saving of last-used stamps. None of them writes the log or answers a caller: they read
+//! saving of last-used stamps and usage counts. None of them writes the log or answers a caller: they read
 //! the state, write their own files, and record what they found.
 
 use std::path::PathBuf;
@@ -17,11 +17,12 @@ use crate::ledger::Ledger;
 use crate::log::LogRead;
 use crate::log::MetaKey;
 use crate::model::error::Error;
-use crate::model::id::KeyId;
 use crate::model::problem::Problem;
 use crate::model::problem::ProblemKind;
+use crate::persist::last_used::Saved;
 use crate::persist::snapshot;
 use crate::projection::SnapshotData;
+use crate::projection::usage::KEPT_HOURS;
 
 use super::Integrity;
 
@@ -228,14 +229,15 @@ impl Snapshots {
     }
 }
 
-/// Each key's last-used minute as saved in the store's directory: loaded at open, saved on
-/// a thread of its own every so often when it changed, and at close. The save reads every
-/// key's stamp and writes a file that grows with the store: no write waits for it.
+/// Each key's last-used minute and usage counts as saved in the store's directory: loaded
+/// at open, saved on a thread of its own every so often when they changed, and at close.
+/// The save reads every key's stamp and counts and writes a file that grows with the
+/// store: no write waits for it.
 pub(super) struct LastUsed {
     path: PathBuf,
     every: Duration,
     /// What the file holds.
-    saved: Vec<(KeyId, u32)>,
+    saved: Saved,
 }
 
 /// The shortest interval between saves of the last-used stamps.
@@ -268,7 +270,10 @@ impl LastUsed {
                 .and_then(|bytes| crate::persist::last_used::decode_last_used(&bytes).ok())
                 .unwrap_or_default(),
         };
-        ledger.read().restore_last_used(&saved);
+        let state = ledger.read();
+        state.restore_last_used(&saved.last_used);
+        state.restore_usage(&saved.usage, oldest_hour(ledger));
+        drop(state);
         Ok(LastUsed { path, every, saved })
     }
 
@@ -287,9 +292,15 @@ impl LastUsed {
         Ok(Saver { stop, worker })
     }
 
-    /// Saves the stamps if they changed.
+    /// Saves the stamps and counts if they changed.
     fn save(&mut self, ledger: &Ledger) {
-        let current = ledger.read().last_used();
+        let current = {
+            let state = ledger.read();
+            Saved {
+                last_used: state.last_used(),
+                usage: state.usage_to_save(oldest_hour(ledger)),
+            }
+        };
         if current == self.saved {
             return;
         }
@@ -301,4 +312,9 @@ impl LastUsed {
             self.saved = current;
         }
     }
+}
+
+/// The oldest hour whose counts are kept now (30 days before the current one).
+fn oldest_hour(ledger: &Ledger) -> u32 {
+    (ledger.clock().minute() / 60).saturating_sub(KEPT_HOURS)
 }

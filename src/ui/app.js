@@ -443,7 +443,11 @@ function keyRow(k) {
     cell("Whitelist", whitelist),
     cell("Created (UTC)", el("span", { class: "by" }, "by ", el("strong", { text: k.created_by })), time(k.created_at)),
     cell("Status", status),
-    cell("Last used (UTC)", k.last_used_at ? time(k.last_used_at) : el("span", { class: "none", text: "never" })),
+    cell(
+      "Last used (UTC)",
+      k.last_used_at ? time(k.last_used_at) : el("span", { class: "none", text: "never" }),
+      el("button", { type: "button", class: "small link", "data-action": "usage", "aria-label": `Usage of “${k.name}”`, onclick: () => openUsage(k.id) }, "Usage"),
+    ),
     cell("Hint", el("span", { class: "mono hint-cell", text: k.hint })),
     cell("Actions", actions(k)),
   );
@@ -935,6 +939,108 @@ function auditDetail(e) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Usage of one key: requests per hour or day, accepted and rejected, and its tightest
+// rate limit scaled to the bucket
+
+let usageKeyId = null;
+const SVG_NS = "http://www.w3.org/2000/svg";
+const UNIT_SECONDS = { s: 1, m: 60, h: 3600, d: 86400 };
+const BUCKET_SECONDS = { hour: 3600, day: 86400 };
+
+/** An SVG element with attributes and children. */
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (name === "text") node.textContent = value;
+    else node.setAttribute(name, String(value));
+  }
+  node.append(...children);
+  return node;
+}
+
+/** The most requests a key's limits let through in a bucket at their sustained rate
+ * (LIMIT × bucket ÷ WINDOW for each limit, the least of them), and which limit it is. */
+function tightestLimit(limits, granularity) {
+  let best = null;
+  for (const l of limits || []) {
+    const m = /^(\d+)([smhd])$/.exec(l.window);
+    if (!m) continue;
+    const perBucket = (l.limit * BUCKET_SECONDS[granularity]) / (Number(m[1]) * UNIT_SECONDS[m[2]]);
+    if (!best || perBucket < best.perBucket) best = { perBucket, name: `${l.limit}/${l.window}` };
+  }
+  return best;
+}
+
+function openUsage(id) {
+  usageKeyId = id;
+  const key = state.keys.find((k) => k.id === id);
+  $("usage-for").textContent = key ? `Key “${key.name}” (${key.id}), UTC` : id;
+  openDialog($("usage-dialog"));
+  loadUsage();
+}
+
+async function loadUsage() {
+  const id = usageKeyId;
+  const granularity = $("usage-granularity").value;
+  setError("usage-error", "");
+  let usage;
+  try {
+    usage = await api("GET", `${keyPath(id)}/usage?granularity=${granularity}`);
+  } catch (e) {
+    $("usage-chart").replaceChildren();
+    setError("usage-error", `The usage could not be loaded: ${e.message}`);
+    return;
+  }
+  if (id !== usageKeyId) return;
+  const key = state.keys.find((k) => k.id === id);
+  renderUsage(usage, tightestLimit(key && key.rate_limits, granularity));
+}
+
+function renderUsage(usage, limit) {
+  const buckets = usage.buckets;
+  const rejected = (b) => Object.values(b.rejected).reduce((a, n) => a + n, 0);
+  const [width, height, left, bottom, top] = [720, 240, 44, 22, 10];
+  const highest = Math.max(1, limit ? limit.perBucket : 0, ...buckets.map((b) => b.accepted + rejected(b)));
+  const plot = height - bottom - top;
+  const y = (n) => top + plot - (n / highest) * plot;
+  const step = (width - left) / Math.max(1, buckets.length);
+  const barWidth = Math.max(1, step * 0.7);
+  const label = (b) => (usage.granularity === "day" ? b.start.slice(5, 10) : b.start.slice(11, 16));
+  const bars = buckets.map((b, i) => {
+    const x = left + i * step + (step - barWidth) / 2;
+    const no = rejected(b);
+    const reasons = Object.entries(b.rejected).map(([r, n]) => `${n} ${r}`).join(", ");
+    const title = `${b.start}: ${b.accepted} accepted, ${no} rejected${reasons ? ` (${reasons})` : ""}`;
+    return svg(
+      "g",
+      { class: "bucket", "data-start": b.start },
+      svg("title", { text: title }),
+      svg("rect", { class: "bar-accepted", x, y: y(b.accepted), width: barWidth, height: y(0) - y(b.accepted), "data-count": b.accepted }),
+      svg("rect", { class: "bar-rejected", x, y: y(b.accepted + no), width: barWidth, height: y(b.accepted) - y(b.accepted + no), "data-count": no }),
+      i % Math.ceil(buckets.length / 8) === 0 ? svg("text", { class: "axis-label", x: x + barWidth / 2, y: height - 6, "text-anchor": "middle", text: label(b) }) : "",
+    );
+  });
+  const parts = [
+    svg("line", { class: "axis", x1: left, x2: width, y1: y(0), y2: y(0) }),
+    svg("text", { class: "axis-label", x: left - 6, y: y(highest) + 4, "text-anchor": "end", text: String(Math.round(highest)) }),
+    svg("text", { class: "axis-label", x: left - 6, y: y(0) + 4, "text-anchor": "end", text: "0" }),
+    ...bars,
+  ];
+  if (limit) {
+    parts.push(svg("line", { class: "limit-line", x1: left, x2: width, y1: y(limit.perBucket), y2: y(limit.perBucket), "data-per-bucket": limit.perBucket }));
+  }
+  const total = buckets.reduce((a, b) => a + b.accepted, 0);
+  const totalRejected = buckets.reduce((a, b) => a + rejected(b), 0);
+  const summary = `${total} accepted and ${totalRejected} rejected requests, one bar per ${usage.granularity}`;
+  $("usage-chart").replaceChildren(
+    svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": summary }, ...parts),
+  );
+  $("usage-summary").textContent = `${summary}.`;
+  $("usage-limit-legend").hidden = !limit;
+  $("usage-limit-text").textContent = limit ? `rate limit ${limit.name}: ${+limit.perBucket.toFixed(2)} per ${usage.granularity}` : "";
+}
+
+// ---------------------------------------------------------------------------------------
 
 function start() {
   $("sign-in-form").addEventListener("submit", signIn);
@@ -982,6 +1088,8 @@ function start() {
   $("confirm-dialog").addEventListener("close", () => {
     pending = null;
   });
+
+  $("usage-granularity").addEventListener("change", loadUsage);
 
   $("audit-filters").addEventListener("submit", loadAudit);
   $("audit-refused").addEventListener("change", () => {
