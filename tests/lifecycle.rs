@@ -444,9 +444,16 @@ mod adopted {
         for (i, s) in shapes.iter().enumerate() {
             assert_eq!(store.verify(s, ip()).unwrap().id(), ids[2 * i], "{s}");
             let reversed: String = s.chars().rev().collect();
-            assert_eq!(store.verify(&reversed, ip()).unwrap().id(), ids[2 * i + 1], "{reversed}");
+            assert_eq!(
+                store.verify(&reversed, ip()).unwrap().id(),
+                ids[2 * i + 1],
+                "{reversed}"
+            );
         }
-        assert_eq!(store.verify(short_hashed, ip()).unwrap().id(), ids[shapes.len() * 2]);
+        assert_eq!(
+            store.verify(short_hashed, ip()).unwrap().id(),
+            ids[shapes.len() * 2]
+        );
         let long = "t".repeat(MAX_ADOPTED_LEN);
         let ok = ExistingKey::with_secret(bot("longest"), &long).unwrap();
         let longest = store.import_keys(&root, vec![ok]).unwrap()[0];
