@@ -10,6 +10,7 @@ use crate::codec;
 use crate::fleet::FleetOptions;
 use crate::log::memory::MemLog;
 use crate::log::memory::MemShared;
+use crate::model::token;
 
 const CHAIN_KEY: [u8; 32] = [7; 32];
 

@@ -4,6 +4,7 @@ use crate::log::Log;
 use crate::log::LogError;
 use crate::log::MetaKey;
 use crate::log::sled::SledLog;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 const FAIL_APPEND: u8 = 1;
