@@ -253,11 +253,24 @@ pub mod fuzzing {
         true
     }
 
-    /// Decodes a last-used file, as it is and with a valid checksum in place of its last
-    /// 32 bytes (so the fields' decoding is reached whatever the input); a file that
-    /// decodes must encode to a file that decodes to the same. Panics if not.
-    pub fn last_used(bytes: &[u8]) -> bool {
+    /// Decodes a file kept beside the log (the last-used file, then the credits file), as
+    /// it is and with a valid checksum in place of its last 32 bytes (so the fields'
+    /// decoding is reached whatever the input); a file that decodes must encode to a file
+    /// that decodes to the same. Panics if not.
+    pub fn off_chain_files(bytes: &[u8]) -> bool {
+        use crate::persist::credits::{decode_credits, encode_credits};
         use crate::persist::last_used::{decode_last_used, encode_last_used};
+        let a = roundtrip(bytes, decode_last_used, encode_last_used);
+        let b = roundtrip(bytes, decode_credits, |saved: &Vec<_>| encode_credits(saved));
+        a || b
+    }
+
+    /// One off-chain format's round trip; see [`off_chain_files`].
+    fn roundtrip<T: PartialEq + std::fmt::Debug>(
+        bytes: &[u8],
+        decode: impl Fn(&[u8]) -> Result<T, crate::model::error::Error>,
+        encode: impl Fn(&T) -> Result<Vec<u8>, crate::model::error::Error>,
+    ) -> bool {
         let mut resummed = bytes.to_vec();
         if let Some(body) = resummed.len().checked_sub(32) {
             let sum = *blake3::hash(&resummed[..body]).as_bytes();
@@ -265,9 +278,9 @@ pub mod fuzzing {
         }
         let mut decoded = false;
         for input in [bytes, &resummed[..]] {
-            if let Ok(saved) = decode_last_used(input) {
-                let again = encode_last_used(&saved).expect("a decoded file encodes");
-                assert_eq!(decode_last_used(&again).expect("re-encoded file decodes"), saved);
+            if let Ok(saved) = decode(input) {
+                let again = encode(&saved).expect("a decoded file encodes");
+                assert_eq!(decode(&again).expect("re-encoded file decodes"), saved);
                 decoded = true;
             }
         }

@@ -1,0 +1,11 @@
+//! Any bytes as a file the store keeps beside its log (the last-used file: last-used
+//! minutes and usage counts; the credits file: what credited keys spent): decoding never
+//! panics nor allocates without bound, and a file that decodes (as given, or with a valid
+//! checksum in place of its last 32 bytes) encodes to one that decodes the same.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|bytes: &[u8]| {
+    keyledger::fuzzing::off_chain_files(bytes);
+});
