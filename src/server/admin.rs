@@ -23,6 +23,8 @@ use http::{HeaderMap, StatusCode, Uri};
 use ipnet::IpNet;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+mod metering;
+
 use super::body::{self, JsonBody, Layout};
 use super::{MAX_IMPORT_BODY_BYTES, Reject, Shared, query_pairs};
 use crate::json::AuditFilter;
@@ -38,14 +40,11 @@ use crate::json::parse_grace;
 use crate::json::parse_lifetime;
 use crate::json::parse_time;
 use crate::json::read_import_lines;
-use crate::json::usage::UsageJson;
-use crate::json::usage::usage_since_default;
 use crate::model::actor::Actor;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::record::EventKind;
 use crate::model::rules::parse_net;
-use crate::model::usage::Granularity;
 use crate::projection::KeyView;
 use crate::store::KeyStore;
 
@@ -55,10 +54,10 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/keys/import", post(import))
         .route("/keys/{id}", get(show).delete(delete))
         .route("/keys/{id}/whitelist", post(whitelist).delete(unwhitelist))
-        .route("/keys/{id}/limits", put(limits))
-        .route("/keys/{id}/credits", put(set_credits))
-        .route("/keys/{id}/credits/add", post(add_credits))
-        .route("/keys/{id}/usage", get(usage))
+        .route("/keys/{id}/limits", put(metering::limits))
+        .route("/keys/{id}/credits", put(metering::set_credits))
+        .route("/keys/{id}/credits/add", post(metering::add_credits))
+        .route("/keys/{id}/usage", get(metering::usage))
         .route("/keys/{id}/roll", post(roll))
         .route("/keys/{id}/disable", post(disable))
         .route("/keys/{id}/enable", post(enable))
@@ -280,28 +279,6 @@ async fn show(OnKey { admin, id }: OnKey) -> Result<Response, Reject> {
     Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
 }
 
-/// `GET /v1/keys/{id}/usage[?since=&until=&granularity=hour|day]`: the key's requests per
-/// hour (or UTC day), accepted and refused by reason; by default the last 24 hours (30 days).
-async fn usage(OnKey { admin, id }: OnKey, uri: Uri) -> Result<Response, Reject> {
-    let params = query(&uri, &["since", "until", "granularity"])?;
-    let granularity = params
-        .get("granularity")
-        .map_or(Ok(Granularity::Hour), |s| s.parse::<Granularity>())?;
-    let until = params.get("until").map(|s| parse_time("until", s)).transpose()?;
-    let since = params.get("since").map(|s| parse_time("since", s)).transpose()?;
-    let buckets = admin
-        .call(move |store, _| {
-            let until = until.unwrap_or_else(SystemTime::now);
-            let since = since.unwrap_or_else(|| usage_since_default(granularity, until));
-            store.usage(id, since, until, granularity)
-        })
-        .await?;
-    Ok(body::json(
-        StatusCode::OK,
-        &UsageJson::new(id, granularity, &buckets),
-    ))
-}
-
 /// What `POST /v1/keys` takes.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -493,84 +470,6 @@ async fn unwhitelist(
         })
         .await?;
     Ok(key_answer(StatusCode::OK, &answer))
-}
-
-/// What `PUT /v1/keys/{id}/limits` takes: every limit the key is to have.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LimitsBody {
-    rate_limits: Vec<RateLimitJson>,
-}
-
-/// `PUT /v1/keys/{id}/limits` `{"rate_limits": [{"limit": 100, "window": "1m"}, ...]}`:
-/// the key's view with exactly these limits; an empty list removes them. The list is
-/// required, so an empty body removes nothing.
-async fn limits(
-    OnKey { admin, id }: OnKey,
-    JsonBody(change): JsonBody<LimitsBody>,
-) -> Result<Response, Reject> {
-    let limits = RateLimitJson::to_limits(&change.rate_limits)?;
-    let view = admin
-        .call(move |store, actor| {
-            store.set_rate_limits(actor, id, limits)?;
-            view_of(store, id)
-        })
-        .await?;
-    Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
-}
-
-/// What `PUT /v1/keys/{id}/credits` takes: the key's credits, or `null` to remove them.
-/// The field is required, so an empty body removes nothing.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreditsBody {
-    credits: serde_json::Value,
-}
-
-/// `PUT /v1/keys/{id}/credits` `{"credits": {"remaining": 10000, "refill": {"amount":
-/// 10000, "every": "30d"}}}` (or `{"credits": null}`): the key's view with these credits,
-/// its count started again.
-async fn set_credits(
-    OnKey { admin, id }: OnKey,
-    JsonBody(change): JsonBody<CreditsBody>,
-) -> Result<Response, Reject> {
-    let credits = match change.credits {
-        serde_json::Value::Null => None,
-        value => Some(
-            serde_json::from_value::<CreditsJson>(value)
-                .map_err(|e| Error::invalid("credits", e.to_string()))?
-                .to_credits()?,
-        ),
-    };
-    let view = admin
-        .call(move |store, actor| {
-            store.set_credits(actor, id, credits)?;
-            view_of(store, id)
-        })
-        .await?;
-    Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
-}
-
-/// What `POST /v1/keys/{id}/credits/add` takes.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddCreditsBody {
-    amount: u64,
-}
-
-/// `POST /v1/keys/{id}/credits/add` `{"amount": 500}`: the key's view with `amount` more
-/// credits.
-async fn add_credits(
-    OnKey { admin, id }: OnKey,
-    JsonBody(change): JsonBody<AddCreditsBody>,
-) -> Result<Response, Reject> {
-    let view = admin
-        .call(move |store, actor| {
-            store.add_credits(actor, id, change.amount)?;
-            view_of(store, id)
-        })
-        .await?;
-    Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
 }
 
 #[derive(serde::Deserialize)]
