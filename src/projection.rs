@@ -32,6 +32,7 @@ use crate::model::token::KeyHash;
 
 pub(crate) mod apply;
 pub(crate) mod credits;
+pub(crate) mod interned;
 pub(crate) mod limits;
 pub(crate) mod people;
 pub(crate) mod share;

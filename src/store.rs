@@ -115,7 +115,7 @@ pub struct KeyStore {
     writer: Option<JoinHandle<()>>,
     /// Saves the last-used stamps every so often, and once more when the store closes.
     last_used: Option<Saver>,
-    credit_counts: Option<credits::CreditSaver>,
+    credit_counts: Option<Saver>,
     verifier: Option<JoinHandle<()>>,
     /// Stops the verifier when the store closes: a short-lived process need not wait for it.
     cancel: Arc<AtomicBool>,

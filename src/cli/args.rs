@@ -85,11 +85,7 @@ pub(super) struct KeySpec {
 impl KeySpec {
     /// The credits asked for, if any.
     fn credits(&self) -> Option<Credits> {
-        let credits = Credits::new(self.credits?).ok()?;
-        Some(match self.refill {
-            Some(refill) => credits.refill(refill),
-            None => credits,
-        })
+        credits_of(self.credits, self.refill)
     }
 
     /// When the key expires: `--expires-in` counts from now.
@@ -266,11 +262,7 @@ pub(super) struct CreditsArgs {
 impl CreditsArgs {
     /// The credits `--set` asks for.
     pub(super) fn set_to(&self) -> Option<Credits> {
-        let credits = Credits::new(self.set?).ok()?;
-        Some(match self.refill {
-            Some(refill) => credits.refill(refill),
-            None => credits,
-        })
+        credits_of(self.set, self.refill)
     }
 }
 
@@ -382,6 +374,15 @@ fn reason(e: Error) -> String {
 /// A rate limit, by the library's rules (`100/1m`).
 pub(super) fn rate_limit_arg(s: &str) -> Result<RateLimit, String> {
     s.parse().map_err(reason)
+}
+
+/// `count` credits (already checked by [`credits_arg`]), refilled by `refill` if given.
+fn credits_of(count: Option<u64>, refill: Option<Refill>) -> Option<Credits> {
+    let credits = Credits::new(count?).ok()?;
+    Some(match refill {
+        Some(refill) => credits.refill(refill),
+        None => credits,
+    })
 }
 
 /// A count of credits: a whole number up to 2^53.

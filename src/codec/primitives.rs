@@ -84,6 +84,25 @@ pub(crate) fn version_of(bytes: &[u8]) -> Option<u16> {
     bytes.first_chunk::<2>().map(|v| u16::from_le_bytes(*v))
 }
 
+/// `body` with its blake3 checksum appended: the frame of the files kept beside the log
+/// (last-used, credits), which are not in the chain and prove nothing; the checksum finds
+/// damage.
+pub(crate) fn with_checksum(mut body: Vec<u8>) -> Vec<u8> {
+    let sum = *blake3::hash(&body).as_bytes();
+    body.extend_from_slice(&sum);
+    body
+}
+
+/// The body of a file framed by [`with_checksum`], or what is wrong with it.
+pub(crate) fn checksummed_body(bytes: &[u8]) -> Result<&[u8], &'static str> {
+    let body_len = bytes.len().checked_sub(32).ok_or("too short")?;
+    let (body, sum) = bytes.split_at(body_len);
+    if blake3::hash(body).as_bytes() != sum {
+        return Err("checksum does not match");
+    }
+    Ok(body)
+}
+
 /// The version after `magic` at the start of `bytes`: `None` if `magic` is not there; a
 /// version outside `versions` is [`Error::UnsupportedVersion`].
 pub(crate) fn magic_version(

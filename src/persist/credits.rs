@@ -6,8 +6,10 @@
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 
+use crate::codec::primitives::checksummed_body;
 use crate::codec::primitives::magic_version;
 use crate::codec::primitives::options;
+use crate::codec::primitives::with_checksum;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::problem::ProblemKind;
@@ -53,26 +55,17 @@ pub(crate) fn encode_credits(entries: &[SavedCredits]) -> Result<Vec<u8>, Error>
             })
             .collect(),
     };
-    let mut out = options(MAX_CREDITS_BYTES)
+    let out = options(MAX_CREDITS_BYTES)
         .serialize(&wire)
         .map_err(|e| Error::invalid("credits file", e.to_string()))?;
-    let sum = *blake3::hash(&out).as_bytes();
-    out.extend_from_slice(&sum);
-    Ok(out)
+    Ok(with_checksum(out))
 }
 
 /// Decodes a credits file; any damage is an error (the caller then keeps what the log
 /// set).
 pub(crate) fn decode_credits(bytes: &[u8]) -> Result<Vec<SavedCredits>, Error> {
     let bad = |reason: String| Error::corrupt(0, ProblemKind::Undecodable, format!("credits file: {reason}"));
-    let body_len = bytes
-        .len()
-        .checked_sub(32)
-        .ok_or_else(|| bad("too short".into()))?;
-    let (body, sum) = bytes.split_at(body_len);
-    if blake3::hash(body).as_bytes() != sum {
-        return Err(bad("checksum does not match".into()));
-    }
+    let body = checksummed_body(bytes).map_err(|why| bad(why.into()))?;
     if magic_version(body, &CREDITS_MAGIC, CREDITS_VERSION..=CREDITS_VERSION)?.is_none() {
         return Err(bad("not a credits file".into()));
     }

@@ -6,8 +6,10 @@
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 
+use crate::codec::primitives::checksummed_body;
 use crate::codec::primitives::magic_version;
 use crate::codec::primitives::options;
+use crate::codec::primitives::with_checksum;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::problem::ProblemKind;
@@ -54,26 +56,17 @@ pub(crate) fn encode_last_used(saved: &Saved) -> Result<Vec<u8>, Error> {
         entries: saved.last_used.iter().map(|&(k, m)| (k.0, m)).collect(),
         usage: saved.usage.iter().map(|(k, c)| (k.0, c.clone())).collect(),
     };
-    let mut out = options(MAX_LAST_USED_BYTES)
+    let out = options(MAX_LAST_USED_BYTES)
         .serialize(&wire)
         .map_err(|e| Error::invalid("last used", e.to_string()))?;
-    let sum = *blake3::hash(&out).as_bytes();
-    out.extend_from_slice(&sum);
-    Ok(out)
+    Ok(with_checksum(out))
 }
 
 /// Decodes a last-used file of version 1 (minutes only) or 2.
 pub(crate) fn decode_last_used(bytes: &[u8]) -> Result<Saved, Error> {
     let bad =
         |reason: String| Error::corrupt(0, ProblemKind::Undecodable, format!("last-used file: {reason}"));
-    let body_len = bytes
-        .len()
-        .checked_sub(32)
-        .ok_or_else(|| bad("too short".into()))?;
-    let (body, sum) = bytes.split_at(body_len);
-    if blake3::hash(body).as_bytes() != sum {
-        return Err(bad("checksum does not match".into()));
-    }
+    let body = checksummed_body(bytes).map_err(|why| bad(why.into()))?;
     let Some(version) = magic_version(body, &LAST_USED_MAGIC, 1..=LAST_USED_VERSION)? else {
         return Err(bad("not a last-used file".into()));
     };
@@ -112,9 +105,7 @@ mod tests {
             version: 1,
             entries: vec![(7, 100)],
         };
-        let mut bytes = options(MAX_LAST_USED_BYTES).serialize(&v1).unwrap();
-        let sum = *blake3::hash(&bytes).as_bytes();
-        bytes.extend_from_slice(&sum);
+        let bytes = with_checksum(options(MAX_LAST_USED_BYTES).serialize(&v1).unwrap());
         let read = decode_last_used(&bytes).unwrap();
         assert_eq!(read.last_used, [(KeyId(7), 100)]);
         assert!(read.usage.is_empty());
@@ -144,8 +135,6 @@ mod tests {
             })
             .unwrap();
         body.extend_from_slice(&u64::MAX.to_le_bytes());
-        let sum = *blake3::hash(&body).as_bytes();
-        body.extend_from_slice(&sum);
-        assert!(decode_last_used(&body).is_err());
+        assert!(decode_last_used(&with_checksum(body)).is_err());
     }
 }

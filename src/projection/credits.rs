@@ -9,10 +9,10 @@
 //! the log (see `persist::credits`), and a refill happens on the first request past its
 //! time.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::interned::Interned;
 use super::share::{CreditShare, Gate, ShareGate};
 use super::{NEVER, Projection, too_long};
 use crate::access::Rejection;
@@ -238,23 +238,32 @@ pub(crate) struct SavedCredits {
     pub(crate) next_refill: i64,
 }
 
-/// The credit cells of the keys that have credits; freed cells are reused.
+/// The credit cells of the keys that have credits, and the key each belongs to (so that
+/// saving the counts reads the credited keys, not every key); freed cells are reused.
 pub(super) struct CreditCells {
     cells: Vec<CreditCell>,
+    /// Each cell's key index, [`FREE`] for a freed cell.
+    owners: Vec<u32>,
     free: Vec<u32>,
 }
+
+/// [`CreditCells::owners`] of a freed cell.
+const FREE: u32 = u32::MAX;
 
 impl CreditCells {
     pub(super) fn new() -> Self {
         CreditCells {
             cells: Vec::new(),
+            owners: Vec::new(),
             free: Vec::new(),
         }
     }
 
-    fn acquire(&mut self, cell: CreditCell, seq: u64) -> Result<u32, Error> {
+    /// A cell for key `index`.
+    fn acquire(&mut self, cell: CreditCell, index: u32, seq: u64) -> Result<u32, Error> {
         if let Some(slot) = self.free.pop() {
             self.cells[slot as usize] = cell;
+            self.owners[slot as usize] = index;
             return Ok(slot);
         }
         let slot = u32::try_from(self.cells.len())
@@ -262,7 +271,16 @@ impl CreditCells {
             .filter(|s| s & CREDITED == 0)
             .ok_or_else(|| too_long(seq))?;
         self.cells.push(cell);
+        self.owners.push(index);
         Ok(slot)
+    }
+
+    /// Cell `slot` goes back to the free cells.
+    fn release(&mut self, slot: u32) {
+        if let Some(owner) = self.owners.get_mut(slot as usize) {
+            *owner = FREE;
+            self.free.push(slot);
+        }
     }
 
     #[inline]
@@ -277,42 +295,29 @@ impl CreditCells {
 
 /// Every credits value an audit row names (a `credits_set` record's setting, none for
 /// removed, or a `credits_added` record's amount as a count), each once.
-pub(super) struct CreditLog {
-    values: Vec<Option<Credits>>,
-    index: HashMap<Option<Credits>, u32>,
-}
+pub(super) struct CreditLog(Interned<Option<Credits>>);
 
 impl CreditLog {
     pub(super) fn new() -> Self {
-        CreditLog {
-            values: vec![None],
-            index: HashMap::from([(None, 0)]),
-        }
+        CreditLog(Interned::new(None))
     }
 
     /// The index of `value`, added if new.
     pub(super) fn push(&mut self, value: Option<&Credits>, seq: u64) -> Result<u32, Error> {
-        let value = value.copied();
-        if let Some(&i) = self.index.get(&value) {
-            return Ok(i);
-        }
-        let i = u32::try_from(self.values.len()).map_err(|_| too_long(seq))?;
-        self.values.push(value);
-        self.index.insert(value, i);
-        Ok(i)
+        self.0.intern(value.copied(), seq)
     }
 
     pub(super) fn get(&self, i: u32) -> Option<Credits> {
-        self.values.get(i as usize).copied().flatten()
+        self.0.get(i).copied().flatten()
     }
 
     pub(super) fn len(&self) -> usize {
-        self.values.len()
+        self.0.len()
     }
 
     /// The values from `part`, for a snapshot.
     pub(super) fn data(&self, part: std::ops::Range<usize>) -> Vec<Option<Credits>> {
-        self.values[part].to_vec()
+        self.0.part(part).to_vec()
     }
 }
 
@@ -350,7 +355,7 @@ impl Projection {
         let limiter = if meter & CREDITED != 0 {
             let slot = meter & !CREDITED;
             let limiter = self.credits.get(slot).map_or(0, |c| c.limiter);
-            self.credits.free.push(slot);
+            self.credits.release(slot);
             limiter
         } else {
             meter
@@ -358,7 +363,7 @@ impl Projection {
         self.keys[i].meter = match credits {
             Some(credits) if self.cold[i].deleted == super::LIVE => {
                 let cell = CreditCell::new(credits, at, seq, limiter);
-                self.credits.acquire(cell, seq)? | CREDITED
+                self.credits.acquire(cell, index, seq)? | CREDITED
             }
             _ => limiter,
         };
@@ -382,7 +387,7 @@ impl Projection {
     pub(super) fn drop_credits(&mut self, index: u32) {
         let meter = self.keys[index as usize].meter;
         if meter & CREDITED != 0 {
-            self.credits.free.push(meter & !CREDITED);
+            self.credits.release(meter & !CREDITED);
             self.keys[index as usize].meter = 0;
         }
     }
@@ -458,15 +463,17 @@ impl Projection {
         Ok(())
     }
 
-    /// Every credited live key's count, to save beside the log.
+    /// Every credited live key's count, to save beside the log. Only the credited keys'
+    /// cells are read: the work grows with them, not with the store.
     pub(crate) fn saved_credits(&self) -> Vec<SavedCredits> {
-        self.keys
+        self.credits
+            .cells
             .iter()
-            .filter(|k| k.meter & CREDITED != 0)
-            .filter_map(|k| {
-                let cell = self.credits.get(k.meter & !CREDITED)?;
+            .zip(&self.credits.owners)
+            .filter_map(|(cell, &owner)| {
+                let key = self.keys.get(owner as usize)?;
                 Some(SavedCredits {
-                    id: k.id,
+                    id: key.id,
                     set_seq: cell.set_seq,
                     topped: cell.topped,
                     remaining: cell.remaining.load(Ordering::Relaxed),

@@ -9,10 +9,10 @@
 //! limits", for exactly what it admits. The cells run on the store's steady clock and are
 //! not part of the log: a restart starts every bucket full.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::interned::Interned;
 use super::share::{Gate, ShareCell};
 use super::{Projection, too_long};
 use crate::access::{RateStatus, Rejection};
@@ -39,47 +39,60 @@ impl Limiter {
     /// refused by one limit takes nothing from the others.
     #[inline]
     fn admit(&self, now: u64) -> Result<RateStatus, Rejection> {
-        let mut closest = RateStatus {
+        let start = RateStatus {
             limit: NO_LIMIT,
             remaining: u32::MAX,
             reset: Duration::ZERO,
         };
-        for (i, limit) in self.list.iter().enumerate() {
-            if limit.limit == 0 {
-                break;
-            }
-            let (t, tau) = spacing(limit);
-            let cell = &self.tat[i];
-            let mut tat = cell.load(Ordering::Relaxed);
-            let new = loop {
-                let base = tat.max(now);
-                if base - now > tau {
-                    for (earlier, cell) in self.list[..i].iter().zip(&self.tat) {
-                        cell.fetch_sub(spacing(earlier).0, Ordering::Relaxed);
-                    }
-                    return Err(Rejection::RateLimited {
-                        limit: *limit,
-                        retry_after: Duration::from_micros(base - now - tau),
-                    });
-                }
-                match cell.compare_exchange_weak(tat, base + t, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => break base + t,
-                    Err(actual) => tat = actual,
-                }
-            };
-            // `new - now <= tau + t = limit·t`: what is left of the burst.
-            let left = now + tau + t - new;
-            let remaining = u32::try_from(left / t).unwrap_or(u32::MAX);
-            if remaining < closest.remaining {
-                closest = RateStatus {
-                    limit: *limit,
-                    remaining,
-                    reset: Duration::from_micros(new - now),
-                };
-            }
-        }
-        Ok(closest)
+        take(&self.list, &self.tat, now, spacing, start)
     }
+}
+
+/// Takes one request at `now` from each limit's cell in `cells`, each spaced by `spacing`
+/// (`T`, `τ`), keeping in `closest` the limit closest to running out; or, past one of them,
+/// gives back what the earlier cells took and says when to come back.
+#[inline]
+fn take(
+    list: &LimitList,
+    cells: &[AtomicU64; MAX_RATE_LIMITS],
+    now: u64,
+    spacing: impl Fn(&RateLimit) -> (u64, u64),
+    mut closest: RateStatus,
+) -> Result<RateStatus, Rejection> {
+    for (i, limit) in list.iter().enumerate() {
+        if limit.limit == 0 {
+            break;
+        }
+        let (t, tau) = spacing(limit);
+        let cell = &cells[i];
+        let mut tat = cell.load(Ordering::Relaxed);
+        let new = loop {
+            let base = tat.max(now);
+            if base - now > tau {
+                for (earlier, cell) in list[..i].iter().zip(cells) {
+                    cell.fetch_sub(spacing(earlier).0, Ordering::Relaxed);
+                }
+                return Err(Rejection::RateLimited {
+                    limit: *limit,
+                    retry_after: Duration::from_micros(base - now - tau),
+                });
+            }
+            match cell.compare_exchange_weak(tat, base + t, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break base + t,
+                Err(actual) => tat = actual,
+            }
+        };
+        // `new - now <= tau + t = limit·t`: what is left of the burst.
+        let remaining = u32::try_from((now + tau + t - new) / t).unwrap_or(u32::MAX);
+        if remaining < closest.remaining {
+            closest = RateStatus {
+                limit: *limit,
+                remaining,
+                reset: Duration::from_micros(new - now),
+            };
+        }
+    }
+    Ok(closest)
 }
 
 impl Limiter {
@@ -102,40 +115,12 @@ impl Limiter {
         if share.epoch.load(Ordering::Relaxed) != gate.epoch {
             self.grant(share, gate, now);
         }
-        let mut status = self.admit(now)?;
-        for (i, limit) in self.list.iter().enumerate() {
-            if limit.limit == 0 {
-                break;
-            }
-            let (t, tau) = share_spacing(limit, gate.hosts);
-            let cell = &share.tat[i];
-            let mut tat = cell.load(Ordering::Relaxed);
-            let new = loop {
-                let base = tat.max(now);
-                if base - now > tau {
-                    self.refund();
-                    for (earlier, cell) in self.list[..i].iter().zip(&share.tat) {
-                        cell.fetch_sub(share_spacing(earlier, gate.hosts).0, Ordering::Relaxed);
-                    }
-                    return Err(Rejection::RateLimited {
-                        limit: *limit,
-                        retry_after: Duration::from_micros(base - now - tau),
-                    });
-                }
-                match cell.compare_exchange_weak(tat, base + t, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => break base + t,
-                    Err(actual) => tat = actual,
-                }
-            };
-            let remaining = u32::try_from((now + tau + t - new) / t).unwrap_or(u32::MAX);
-            if remaining < status.remaining {
-                status = RateStatus {
-                    limit: *limit,
-                    remaining,
-                    reset: Duration::from_micros(new - now),
-                };
-            }
-        }
+        let status = self.admit(now)?;
+        let hosts = gate.hosts;
+        let status =
+            take(&self.list, &share.tat, now, |l| share_spacing(l, hosts), status).inspect_err(|_| {
+                self.refund();
+            })?;
         share.unreported.fetch_add(1, Ordering::Relaxed);
         Ok(status)
     }
@@ -240,42 +225,28 @@ impl Limiters {
 }
 
 /// Every list of limits the log named, each once; list 0 is the empty one.
-pub(super) struct LimitLists {
-    lists: Vec<LimitList>,
-    index: HashMap<LimitList, u32>,
-}
+pub(super) struct LimitLists(Interned<LimitList>);
 
 impl LimitLists {
     pub(super) fn new() -> Self {
-        let empty = [NO_LIMIT; MAX_RATE_LIMITS];
-        LimitLists {
-            lists: vec![empty],
-            index: HashMap::from([(empty, 0)]),
-        }
+        LimitLists(Interned::new([NO_LIMIT; MAX_RATE_LIMITS]))
     }
 
     pub(super) fn intern(&mut self, limits: &[RateLimit], seq: u64) -> Result<u32, Error> {
-        let list = list_of(limits);
-        if let Some(&i) = self.index.get(&list) {
-            return Ok(i);
-        }
-        let i = u32::try_from(self.lists.len()).map_err(|_| too_long(seq))?;
-        self.lists.push(list);
-        self.index.insert(list, i);
-        Ok(i)
+        self.0.intern(list_of(limits), seq)
     }
 
     pub(super) fn get(&self, i: u32) -> &[RateLimit] {
-        self.lists.get(i as usize).map_or(&[], in_list)
+        self.0.get(i).map_or(&[], in_list)
     }
 
     pub(super) fn len(&self) -> usize {
-        self.lists.len()
+        self.0.len()
     }
 
     /// The lists from `from` on, for a snapshot.
     pub(super) fn data(&self, part: std::ops::Range<usize>) -> Vec<Vec<RateLimit>> {
-        self.lists[part].iter().map(|l| in_list(l).to_vec()).collect()
+        self.0.part(part).iter().map(|l| in_list(l).to_vec()).collect()
     }
 }
 

@@ -240,16 +240,35 @@ pub(super) struct LastUsed {
     saved: Saved,
 }
 
-/// The shortest interval between saves of the last-used stamps.
+/// The shortest interval between saves of a file kept beside the log.
 const MIN_SAVE_INTERVAL: Duration = Duration::from_millis(10);
 
-/// The thread that saves the last-used stamps.
+/// A thread that saves a file kept beside the log (last-used stamps, credit counts) every
+/// interval until the store closes, then once more.
 pub(super) struct Saver {
     stop: Sender<()>,
     worker: JoinHandle<()>,
 }
 
 impl Saver {
+    /// Starts thread `name`, calling `save` every `every` (at least [`MIN_SAVE_INTERVAL`])
+    /// and once more when stopped.
+    pub(super) fn spawn(
+        name: &str,
+        every: Duration,
+        mut save: impl FnMut() + Send + 'static,
+    ) -> Result<Self, Error> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let worker = std::thread::Builder::new().name(name.into()).spawn(move || {
+            let every = every.max(MIN_SAVE_INTERVAL);
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                save();
+            }
+            save();
+        })?;
+        Ok(Saver { stop, worker })
+    }
+
     /// Saves once more and stops.
     pub(super) fn finish(self) {
         drop(self.stop);
@@ -279,17 +298,8 @@ impl LastUsed {
 
     /// Saves every `every` until the store closes, then once more.
     pub(super) fn spawn(mut self, ledger: Arc<Ledger>) -> Result<Saver, Error> {
-        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-        let worker = std::thread::Builder::new()
-            .name("keyledger-last-used".into())
-            .spawn(move || {
-                let every = self.every.max(MIN_SAVE_INTERVAL);
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    self.save(&ledger);
-                }
-                self.save(&ledger);
-            })?;
-        Ok(Saver { stop, worker })
+        let every = self.every;
+        Saver::spawn("keyledger-last-used", every, move || self.save(&ledger))
     }
 
     /// Saves the stamps and counts if they changed.

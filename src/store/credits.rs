@@ -5,11 +5,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
-
+use super::background::Saver;
 use crate::file;
 use crate::ledger::Ledger;
 use crate::model::error::Error;
@@ -19,28 +17,11 @@ use crate::projection::credits::SavedCredits;
 /// The credited keys' counts, outside the log.
 pub(super) const CREDITS_FILE: &str = "credits";
 
-/// The shortest interval between saves.
-const MIN_SAVE_INTERVAL: Duration = Duration::from_millis(10);
-
 /// The counts as last written, and where.
 pub(super) struct CreditCounts {
     path: PathBuf,
     every: Duration,
     saved: Vec<SavedCredits>,
-}
-
-/// The thread that saves the counts.
-pub(super) struct CreditSaver {
-    stop: Sender<()>,
-    worker: JoinHandle<()>,
-}
-
-impl CreditSaver {
-    /// Saves once more and stops.
-    pub(super) fn finish(self) {
-        drop(self.stop);
-        let _ = self.worker.join();
-    }
 }
 
 impl CreditCounts {
@@ -62,18 +43,9 @@ impl CreditCounts {
     }
 
     /// Saves every `every` until the store closes, then once more.
-    pub(super) fn spawn(mut self, ledger: Arc<Ledger>) -> Result<CreditSaver, Error> {
-        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-        let worker = std::thread::Builder::new()
-            .name("keyledger-credits".into())
-            .spawn(move || {
-                let every = self.every.max(MIN_SAVE_INTERVAL);
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    self.save(&ledger);
-                }
-                self.save(&ledger);
-            })?;
-        Ok(CreditSaver { stop, worker })
+    pub(super) fn spawn(mut self, ledger: Arc<Ledger>) -> Result<Saver, Error> {
+        let every = self.every;
+        Saver::spawn("keyledger-credits", every, move || self.save(&ledger))
     }
 
     /// Saves the counts if they changed.
