@@ -14,6 +14,7 @@ use std::hash::RandomState;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use hash_index::HashIndex;
 use hashbrown::HashTable;
 use ipnet::IpNet;
 
@@ -32,6 +33,7 @@ use crate::model::token::KeyHash;
 
 pub(crate) mod apply;
 pub(crate) mod credits;
+mod hash_index;
 pub(crate) mod interned;
 pub(crate) mod limits;
 pub(crate) mod people;
@@ -290,42 +292,61 @@ impl HashPrefix {
 }
 
 /// Names up to this many bytes live inside the key record.
-const REC_INLINE_NAME: usize = 16;
+const REC_INLINE_NAME: usize = 14;
+/// [`Name::len`] of a name kept in the arena: its offset and length are in `bytes`.
+const LONG_NAME: u8 = u8::MAX;
 
 /// A key's name: inline when short (most are), else a range of the names arena. Keeps
 /// a verify to the one cache line of the key's record.
 #[derive(Clone, Copy)]
 struct Name {
-    len: u16,
-    /// The name itself when `len <= REC_INLINE_NAME`; else its offset in the arena (first
-    /// four bytes, little-endian).
+    /// The length of an inline name, or [`LONG_NAME`].
+    len: u8,
+    /// The name itself when inline; else its offset in the arena (four bytes) and length
+    /// (two bytes), little-endian.
     bytes: [u8; REC_INLINE_NAME],
 }
 
-/// What verify needs of one key: one 64-byte cache line, no allocation of its own.
-#[derive(Clone, Copy)]
+/// What a hit reads and writes of one key: one 64-byte cache line, no allocation of its
+/// own. The key's use word is here, so that counting a hit writes the line it read.
+#[derive(Clone)]
 #[repr(align(64))]
 struct KeyRec {
     hash: HashPrefix,
     id: KeyId,
-    /// Microseconds since the epoch; [`NEVER`] for a key that does not expire.
-    expires: i64,
+    used: usage::KeyUse,
+    /// The whole second (since the epoch) in which the key expires, clamped to
+    /// `0..NEVER_S`; [`NEVER_S`] for a key that does not expire. The exact microsecond is
+    /// in [`KeyCold::expires`], read only from that second on.
+    expires_s: u32,
     /// Index into `role_sets`.
     roles: u32,
     /// Index into `whitelists`; 0 for the empty whitelist.
     whitelist: u32,
-    name: Name,
-    disabled: bool,
     /// What meters the key: 0 for nothing; with [`credits::CREDITED`] set, its credit
     /// cell (which names its limiter, if any); else its limiter.
     meter: u32,
+    name: Name,
+    disabled: bool,
 }
 
 const NEVER: i64 = i64::MAX;
+const NEVER_S: u32 = u32::MAX;
+
+/// The whole second of `expires` (microseconds since the epoch, or [`NEVER`]) as a key
+/// record keeps it.
+fn expires_second(expires: i64) -> u32 {
+    if expires == NEVER {
+        return NEVER_S;
+    }
+    u32::try_from(expires.div_euclid(1_000_000).max(0)).map_or(NEVER_S - 1, |s| s.min(NEVER_S - 1))
+}
 
 /// What only listings, the audit trail and the rules need of a key.
 #[derive(Clone, Copy)]
 struct KeyCold {
+    /// Microseconds since the epoch; [`NEVER`] for a key that does not expire.
+    expires: i64,
     /// Index in `rows` of the creation.
     created: u32,
     /// Index in `rows` of the deletion, or [`LIVE`].
@@ -356,7 +377,7 @@ pub(crate) struct Projection {
     /// reads. Not derived from the log.
     usage: usage::Usage,
     /// Live keys only, by key hash.
-    by_hash: HashTable<u32>,
+    by_hash: HashIndex,
     /// Every key ever created, by id.
     by_id: HashTable<u32>,
     /// Previous secrets in their grace period, by hash; pruned once the log's time
@@ -437,7 +458,7 @@ impl Projection {
             keys: Vec::new(),
             cold: Vec::new(),
             usage: usage::Usage::new(),
-            by_hash: HashTable::new(),
+            by_hash: HashIndex::new(),
             by_id: HashTable::new(),
             graces: HashTable::new(),
             grace_of: HashMap::new(),

@@ -4,7 +4,9 @@
 //! It trusts the ledger's checks (the record already passed them) and never does I/O; the
 //! tables and indexes it writes through live in `tables`.
 
-use super::{HashPrefix, KeyCold, KeyRec, LIVE, NEVER, NO_VIA, Projection, Roll, Row, too_long};
+use super::{
+    HashPrefix, KeyCold, KeyRec, LIVE, NEVER, NO_VIA, Projection, Roll, Row, expires_second, too_long,
+};
 use crate::chain::Head;
 use crate::model::credits::Credits;
 use crate::model::error::Error;
@@ -50,7 +52,8 @@ impl Projection {
                 let key = KeyRec {
                     hash: HashPrefix::of(hash),
                     id: *id,
-                    expires: expires_at.unwrap_or(NEVER),
+                    used: Default::default(),
+                    expires_s: expires_second(expires_at.unwrap_or(NEVER)),
                     roles: self.intern_roles(roles, seq)?,
                     whitelist: set,
                     name: self.store_name(name, seq)?,
@@ -58,6 +61,7 @@ impl Projection {
                     meter: 0,
                 };
                 let cold = KeyCold {
+                    expires: expires_at.unwrap_or(NEVER),
                     created: row_index,
                     deleted: LIVE,
                     tail: *tail,

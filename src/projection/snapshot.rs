@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::credits::CreditsData;
 use super::{
     Freeze, GraceData, HashPrefix, KeyCold, KeyRec, LIVE, NEVER, NO_VIA, Projection, SlotData, SnapshotData,
-    WhitelistSets,
+    WhitelistSets, expires_second,
 };
 use crate::model::error::Error;
 use crate::model::id::KeyId;
@@ -156,7 +156,7 @@ impl Projection {
             whitelist: k.whitelist,
             created: c.created,
             deleted: (c.deleted != LIVE).then_some(c.deleted),
-            expires_at: (k.expires != NEVER).then_some(k.expires),
+            expires_at: (c.expires != NEVER).then_some(c.expires),
             disabled: k.disabled,
             source: c.source,
             acts_for: self.named_person(index),
@@ -256,7 +256,8 @@ impl Projection {
             let key = KeyRec {
                 hash,
                 id,
-                expires: s.expires_at.unwrap_or(NEVER),
+                used: Default::default(),
+                expires_s: expires_second(s.expires_at.unwrap_or(NEVER)),
                 roles: s.roles,
                 whitelist: s.whitelist,
                 name: proj.store_name(&s.name, seq)?,
@@ -264,6 +265,7 @@ impl Projection {
                 meter: 0,
             };
             let cold = KeyCold {
+                expires: s.expires_at.unwrap_or(NEVER),
                 created: s.created,
                 deleted: s.deleted.unwrap_or(LIVE),
                 tail: s.tail,

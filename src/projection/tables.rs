@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use super::{Grace, HashPrefix, KeyCold, KeyRec, LIVE, NEVER, Name, Projection, REC_INLINE_NAME, too_long};
+use super::{
+    Grace, HashPrefix, KeyCold, KeyRec, LIVE, LONG_NAME, NEVER, Name, Projection, REC_INLINE_NAME, too_long,
+};
 use crate::access::RoleSet;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
@@ -20,8 +22,8 @@ impl Projection {
     pub(super) fn live_key_by_prefix(&self, prefix: HashPrefix) -> Option<&KeyRec> {
         let keys = &self.keys;
         self.by_hash
-            .find(self.seed.key_hash(prefix), |&i| keys[i as usize].hash == prefix)
-            .map(|&i| &keys[i as usize])
+            .find(self.seed.key_hash(prefix), |i| keys[i as usize].hash == prefix)
+            .map(|i| &keys[i as usize])
     }
 
     #[inline]
@@ -31,13 +33,12 @@ impl Projection {
 
     #[inline]
     pub(super) fn name_of<'a>(&'a self, key: &'a KeyRec) -> &'a str {
-        let len = usize::from(key.name.len);
-        if len <= REC_INLINE_NAME {
-            std::str::from_utf8(&key.name.bytes[..len]).unwrap_or_default()
+        let b = &key.name.bytes;
+        if key.name.len != LONG_NAME {
+            std::str::from_utf8(b.get(..usize::from(key.name.len)).unwrap_or_default()).unwrap_or_default()
         } else {
-            let mut offset = [0u8; 4];
-            offset.copy_from_slice(&key.name.bytes[..4]);
-            let start = u32::from_le_bytes(offset) as usize;
+            let start = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            let len = usize::from(u16::from_le_bytes([b[4], b[5]]));
             self.names.get(start..start + len).unwrap_or_default()
         }
     }
@@ -91,7 +92,7 @@ impl Projection {
         let index = self.key_index(id).ok_or(Error::KeyNotFound(id))?;
         if self.freeze.as_ref().is_some_and(|f| index < f.keys) {
             let i = index as usize;
-            let pre_image = (self.keys[i], self.cold[i], self.credits_data(index));
+            let pre_image = (self.keys[i].clone(), self.cold[i], self.credits_data(index));
             if let Some(f) = &mut self.freeze {
                 f.before.entry(index).or_insert(pre_image);
             }
@@ -102,16 +103,14 @@ impl Projection {
     pub(super) fn index_hash(&mut self, index: u32) {
         let (seed, keys) = (self.seed, &self.keys);
         self.by_hash
-            .insert_unique(seed.key_hash(keys[index as usize].hash), index, |&i| {
+            .insert(seed.key_hash(keys[index as usize].hash), index, |i| {
                 seed.key_hash(keys[i as usize].hash)
             });
     }
 
     pub(super) fn unindex_hash(&mut self, index: u32) {
         let hash = self.keys[index as usize].hash;
-        if let Ok(entry) = self.by_hash.find_entry(self.seed.key_hash(hash), |&i| i == index) {
-            entry.remove();
-        }
+        self.by_hash.remove(self.seed.key_hash(hash), index);
     }
 
     pub(super) fn begin_grace(&mut self, hash: HashPrefix, key: u32, until: i64) {
@@ -158,29 +157,35 @@ impl Projection {
     /// Adds a key record and indexes it (by hash only while live).
     pub(super) fn push_key(&mut self, key: KeyRec, cold: KeyCold, seq: u64) -> Result<u32, Error> {
         let index = u32::try_from(self.keys.len()).map_err(|_| too_long(seq))?;
+        let id = key.id;
         self.keys.push(key);
         self.cold.push(cold);
-        self.usage.push();
         if cold.deleted == LIVE {
             self.index_hash(index);
         }
         let (seed, keys) = (self.seed, &self.keys);
         self.by_id
-            .insert_unique(seed.key_id(key.id), index, |&i| seed.key_id(keys[i as usize].id));
+            .insert_unique(seed.key_id(id), index, |&i| seed.key_id(keys[i as usize].id));
         Ok(index)
     }
 
     pub(super) fn store_name(&mut self, name: &str, seq: u64) -> Result<Name, Error> {
-        let len = u16::try_from(name.len()).map_err(|_| too_long(seq))?;
         let mut bytes = [0u8; REC_INLINE_NAME];
         if name.len() <= REC_INLINE_NAME {
             bytes[..name.len()].copy_from_slice(name.as_bytes());
-        } else {
-            let offset = u32::try_from(self.names.len()).map_err(|_| too_long(seq))?;
-            bytes[..4].copy_from_slice(&offset.to_le_bytes());
-            self.names.push_str(name);
+            // At most REC_INLINE_NAME: fits.
+            let len = name.len() as u8;
+            return Ok(Name { len, bytes });
         }
-        Ok(Name { len, bytes })
+        let len = u16::try_from(name.len()).map_err(|_| too_long(seq))?;
+        let offset = u32::try_from(self.names.len()).map_err(|_| too_long(seq))?;
+        bytes[..4].copy_from_slice(&offset.to_le_bytes());
+        bytes[4..6].copy_from_slice(&len.to_le_bytes());
+        self.names.push_str(name);
+        Ok(Name {
+            len: LONG_NAME,
+            bytes,
+        })
     }
 
     pub(super) fn intern_actor(&mut self, id: &str, seq: u64) -> Result<u32, Error> {

@@ -2,9 +2,10 @@
 //! reason, for the last 30 days. Not derived from the log (saved beside it, with the
 //! last-used stamps).
 //!
-//! A verify that passes costs a few atomic operations on the key's 16-byte cell, no lock
-//! and no allocation; once per key and hour the hour that ended moves into the key's
-//! history (a sparse list, behind one of [`SHARDS`] mutexes picked by key index). A refusal
+//! A verify that passes costs one atomic add on the key's 8-byte use word, which lives in
+//! the key's record (the cache line the verify already read), no lock and no allocation;
+//! once per key and minute a lock-free stamp, and once per key and hour the hour that
+//! ended moves into the key's history (a sparse list, behind one of [`SHARDS`] mutexes picked by key index). A refusal
 //! takes that shard's mutex. Nothing here reads a clock: callers pass the minute.
 
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
 use std::sync::PoisonError;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 
@@ -28,9 +29,18 @@ pub(crate) const OUTCOMES: usize = 7;
 pub(crate) const KEPT_HOURS: u32 = 720;
 /// Mutexes over the histories: refusals of different keys seldom wait for each other.
 const SHARDS: usize = 64;
-/// The current hour's count, in the low bits of [`KeyUse::hour`]; the hour is above.
-const COUNT_BITS: u32 = 36;
-const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+// A key's use word: the hour of its last accepted request (since the epoch, 24 bits: to
+// the year 3883), that request's minute within the hour (6 bits) and the hour's accepted
+// requests not yet in the history (34 bits). All zero: never used.
+const HOUR_SHIFT: u32 = 40;
+const MINUTE_SHIFT: u32 = 34;
+const COUNT_MASK: u64 = (1 << MINUTE_SHIFT) - 1;
+const STAMP_MASK: u64 = !COUNT_MASK;
+/// A count this high moves into the history (the margin below [`COUNT_MASK`] is for
+/// threads that checked before one of them reached it).
+const FULL: u64 = COUNT_MASK - (1 << 16);
+const MAX_HOUR: u32 = (1 << (64 - HOUR_SHIFT)) - 1;
 
 /// The code of `rejection`'s reason, if a refusal for it is counted against the key.
 fn outcome_of(rejection: &Rejection) -> Option<u8> {
@@ -45,16 +55,59 @@ fn outcome_of(rejection: &Rejection) -> Option<u8> {
     })
 }
 
-/// What a verify writes for one key: 16 bytes, four to a cache line.
+/// The stamp of `minute` (since the epoch): its hour and minute within the hour, in the
+/// bits a use word keeps them in.
+#[inline]
+fn stamp(minute: u32) -> u64 {
+    let hour = (minute / 60).min(MAX_HOUR);
+    (u64::from(hour) << HOUR_SHIFT) | (u64::from(minute % 60) << MINUTE_SHIFT)
+}
+
+/// A word's hour.
+#[inline]
+fn hour_of(word: u64) -> u32 {
+    (word >> HOUR_SHIFT) as u32
+}
+
+/// What a verify writes for one key: one 8-byte word, kept in the key's own record so
+/// that a hit reads and writes one cache line.
 #[derive(Default)]
-#[repr(align(16))]
-pub(super) struct KeyUse {
-    /// The last successful verify, in minutes since the epoch (0: never); stored at most
-    /// once a minute.
-    minute: AtomicU32,
-    /// The hour (since the epoch) of the last accepted request, above [`COUNT_BITS`], and
-    /// that hour's accepted requests not yet in the history, below.
-    hour: AtomicU64,
+pub(super) struct KeyUse(AtomicU64);
+
+impl Clone for KeyUse {
+    /// A copy as the word stands (a key record copied for a snapshot; use is not part of
+    /// one).
+    fn clone(&self) -> Self {
+        KeyUse(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+impl KeyUse {
+    /// The last accepted request's minute since the epoch (0: never).
+    pub(super) fn last_used(&self) -> u32 {
+        let word = self.0.load(Ordering::Relaxed);
+        if word & STAMP_MASK == 0 {
+            return 0;
+        }
+        hour_of(word) * 60 + ((word >> MINUTE_SHIFT) & 63) as u32
+    }
+
+    /// Restores a saved last-used minute: a later one already here is kept, and so is
+    /// an hour's count (restoring happens at open, before any verify counts).
+    pub(super) fn restore_last_used(&self, minute: u32) {
+        let wanted = stamp(minute);
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+            let same_hour = hour_of(word) == hour_of(wanted);
+            (word & STAMP_MASK < wanted && (same_hour || word & COUNT_MASK == 0))
+                .then_some(wanted | (word & COUNT_MASK))
+        });
+    }
+
+    /// The hour of the count in the word, and the count; `None` while it is zero.
+    fn current(&self) -> Option<(u32, u64)> {
+        let word = self.0.load(Ordering::Acquire);
+        (word & COUNT_MASK != 0).then(|| (hour_of(word), word & COUNT_MASK))
+    }
 }
 
 /// One count of a key's history: an hour, an outcome and how many. A count past
@@ -78,9 +131,8 @@ type History = VecDeque<Count>;
 /// The histories of the keys whose index falls in one shard.
 type Shard = HashMap<u32, History>;
 
-/// Each key's use, by key index.
+/// The keys' histories, by key index; the current hour of each is in its [`KeyUse`].
 pub(super) struct Usage {
-    cells: Vec<KeyUse>,
     shards: Box<[CachePadded<Mutex<Shard>>]>,
 }
 
@@ -90,16 +142,10 @@ pub(crate) type SavedCount = (u32, u8, u64);
 impl Usage {
     pub(super) fn new() -> Self {
         Usage {
-            cells: Vec::new(),
             shards: (0..SHARDS)
                 .map(|_| CachePadded::new(Mutex::new(HashMap::new())))
                 .collect(),
         }
-    }
-
-    /// Room for one more key.
-    pub(super) fn push(&mut self) {
-        self.cells.push(KeyUse::default());
     }
 
     fn shard(&self, index: u32) -> MutexGuard<'_, Shard> {
@@ -109,65 +155,83 @@ impl Usage {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts one verify of key `index` at `minute`: for a pass, the last-used stamp and
-    /// one atomic add (a new hour moves the last one into the history); for a refusal that
-    /// is the key's doing, one count under the key's shard.
+    /// Counts one verify of key `index` (its word `cell`) at `minute`: for a pass, one
+    /// atomic add when the word already holds this minute (a new minute stamps it, a new
+    /// hour moves the last one into the history); for a refusal that is the key's doing,
+    /// one count under the key's shard.
     #[inline]
-    pub(super) fn count(&self, index: u32, refused: Option<&Rejection>, minute: u32) {
-        let Some(cell) = self.cells.get(index as usize) else {
-            return;
-        };
-        let hour = minute / 60;
+    pub(super) fn count(&self, cell: &KeyUse, index: u32, refused: Option<&Rejection>, minute: u32) {
         match refused {
             None => {
-                if cell.minute.load(Ordering::Relaxed) < minute {
-                    cell.minute.store(minute, Ordering::Relaxed);
-                }
-                // A clock that went back (or a thread that saw the minute late) counts in the
-                // hour already there.
-                if cell.hour.load(Ordering::Relaxed) >> COUNT_BITS >= u64::from(hour) {
-                    cell.hour.fetch_add(1, Ordering::Relaxed);
+                let word = cell.0.load(Ordering::Relaxed);
+                // A clock that went back (or a thread that saw the minute late) counts in
+                // the minute and hour already there.
+                if word & STAMP_MASK >= stamp(minute) && word & COUNT_MASK < FULL {
+                    cell.0.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    self.roll(index, hour);
+                    self.advance(cell, index, minute);
                 }
             }
             Some(rejection) => {
                 if let Some(outcome) = outcome_of(rejection) {
-                    self.refused(index, outcome, hour);
+                    self.refused(index, outcome, minute / 60);
                 }
             }
         }
     }
 
-    /// Starts a new hour in key `index`'s cell, with this request, and moves the hour
-    /// that ended into the history. Under the shard's mutex, so that a reader sees the
-    /// ended hour either in the cell or in the history.
+    /// Counts a pass in a word that holds an earlier minute or a full count: a later
+    /// minute of the same hour is stamped without a lock; a new hour (or a full count)
+    /// moves the word's count into the history, under the shard's mutex, so that a reader
+    /// sees it either in the word or in the history.
     #[cold]
     #[inline(never)]
-    fn roll(&self, index: u32, hour: u32) {
-        let cell = &self.cells[index as usize];
+    fn advance(&self, cell: &KeyUse, index: u32, minute: u32) {
+        let now = stamp(minute);
+        let mut was = cell.0.load(Ordering::Relaxed);
+        while hour_of(was) == hour_of(now) && was & COUNT_MASK < FULL {
+            let next = (was & STAMP_MASK).max(now) | ((was & COUNT_MASK) + 1);
+            match cell
+                .0
+                .compare_exchange_weak(was, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(word) => was = word,
+            }
+        }
         let mut shard = self.shard(index);
-        let mut was = cell.hour.load(Ordering::Relaxed);
         loop {
-            if was >> COUNT_BITS >= u64::from(hour) {
-                cell.hour.fetch_add(1, Ordering::Relaxed);
+            let full = was & COUNT_MASK >= FULL;
+            if !full && was & STAMP_MASK >= now {
+                cell.0.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            match cell.hour.compare_exchange_weak(
+            if !full && hour_of(was) == hour_of(now) {
+                // Another thread started this hour meanwhile: stamp the minute.
+                let next = (was & STAMP_MASK).max(now) | ((was & COUNT_MASK) + 1);
+                match cell
+                    .0
+                    .compare_exchange_weak(was, next, Ordering::AcqRel, Ordering::Relaxed)
+                {
+                    Ok(_) => return,
+                    Err(word) => was = word,
+                }
+                continue;
+            }
+            match cell.0.compare_exchange_weak(
                 was,
-                (u64::from(hour) << COUNT_BITS) | 1,
+                (was & STAMP_MASK).max(now) | 1,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => break,
-                Err(now) => was = now,
+                Err(word) => was = word,
             }
         }
-        let ended = u32::try_from(was >> COUNT_BITS).unwrap_or(u32::MAX);
         if was & COUNT_MASK != 0 {
             let history = shard.entry(index).or_default();
-            add(history, ended, 0, was & COUNT_MASK);
-            prune(history, hour.saturating_sub(KEPT_HOURS));
+            add(history, hour_of(was), 0, was & COUNT_MASK);
+            prune(history, hour_of(now).saturating_sub(KEPT_HOURS));
         }
     }
 
@@ -180,23 +244,9 @@ impl Usage {
         prune(history, hour.saturating_sub(KEPT_HOURS));
     }
 
-    /// Key `index`'s last-used minute (0: never).
-    pub(super) fn last_used(&self, index: u32) -> u32 {
-        self.cells
-            .get(index as usize)
-            .map_or(0, |c| c.minute.load(Ordering::Relaxed))
-    }
-
-    /// Restores a saved last-used minute; a later one already here is kept.
-    pub(super) fn restore_last_used(&self, index: u32, minute: u32) {
-        if let Some(cell) = self.cells.get(index as usize) {
-            cell.minute.fetch_max(minute, Ordering::Relaxed);
-        }
-    }
-
-    /// Key `index`'s counts in hours `from..=to`, by hour (only hours with any), each
-    /// indexed by outcome.
-    pub(super) fn hours(&self, index: u32, from: u32, to: u32) -> Vec<(u32, [u64; OUTCOMES])> {
+    /// Key `index`'s counts (its word `cell`) in hours `from..=to`, by hour (only hours
+    /// with any), each indexed by outcome.
+    pub(super) fn hours(&self, cell: &KeyUse, index: u32, from: u32, to: u32) -> Vec<(u32, [u64; OUTCOMES])> {
         let mut out: Vec<(u32, [u64; OUTCOMES])> = Vec::new();
         let put = |out: &mut Vec<(u32, [u64; OUTCOMES])>, hour: u32, outcome: u8, n: u64| {
             let at = out.partition_point(|&(h, _)| h < hour);
@@ -212,19 +262,19 @@ impl Usage {
                 put(&mut out, c.hour(), (c.at & 7) as u8, u64::from(c.n));
             }
         }
-        if let Some(cell) = self.cells.get(index as usize) {
-            let now = cell.hour.load(Ordering::Acquire);
-            let hour = u32::try_from(now >> COUNT_BITS).unwrap_or(u32::MAX);
-            if now & COUNT_MASK != 0 && (from..=to).contains(&hour) {
-                put(&mut out, hour, 0, now & COUNT_MASK);
-            }
+        if let Some((hour, n)) = cell.current().filter(|&(h, _)| (from..=to).contains(&h)) {
+            put(&mut out, hour, 0, n);
         }
         out
     }
 
-    /// Every key's counts from hour `oldest` on (the current hour's accepted requests
-    /// included), by key index, dropping older ones from memory on the way.
-    pub(super) fn to_save(&self, oldest: u32) -> Vec<(u32, Vec<SavedCount>)> {
+    /// Every key's counts from hour `oldest` on (the current hour's accepted requests,
+    /// from `cells`, included), by key index, dropping older ones from memory on the way.
+    pub(super) fn to_save<'a>(
+        &self,
+        cells: impl Iterator<Item = (u32, &'a KeyUse)>,
+        oldest: u32,
+    ) -> Vec<(u32, Vec<SavedCount>)> {
         let mut out: Vec<(u32, Vec<SavedCount>)> = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
@@ -247,13 +297,11 @@ impl Usage {
         }
         out.sort_unstable_by_key(|&(i, _)| i);
         let mut only_current = Vec::new();
-        for (index, cell) in (0u32..).zip(&self.cells) {
-            let now = cell.hour.load(Ordering::Acquire);
-            let hour = u32::try_from(now >> COUNT_BITS).unwrap_or(u32::MAX);
-            if now & COUNT_MASK == 0 || hour < oldest {
+        for (index, cell) in cells {
+            let Some((hour, n)) = cell.current().filter(|&(h, _)| h >= oldest) else {
                 continue;
-            }
-            let current = (hour, 0, now & COUNT_MASK);
+            };
+            let current = (hour, 0, n);
             match out.binary_search_by_key(&index, |&(i, _)| i) {
                 Ok(found) => {
                     let counts = &mut out[found].1;
@@ -274,9 +322,6 @@ impl Usage {
     /// Adds saved counts of key `index` (hours before `oldest`, and unknown outcomes,
     /// skipped) to its history.
     pub(super) fn restore(&self, index: u32, counts: &[SavedCount], oldest: u32) {
-        if index as usize >= self.cells.len() {
-            return;
-        }
         let mut shard = self.shard(index);
         let history = shard.entry(index).or_default();
         for &(hour, outcome, n) in counts {
@@ -294,13 +339,15 @@ impl Projection {
     /// Key `id`'s counts in hours `from..=to` (only hours with any, each indexed by
     /// outcome); `None` for a key that never existed.
     pub(crate) fn usage_hours(&self, id: KeyId, from: u32, to: u32) -> Option<Vec<(u32, [u64; OUTCOMES])>> {
-        Some(self.usage.hours(self.key_index(id)?, from, to))
+        let index = self.key_index(id)?;
+        Some(self.usage.hours(&self.keys[index as usize].used, index, from, to))
     }
 
     /// Every key's counts from hour `oldest` on, by id: what is saved beside the log.
     pub(crate) fn usage_to_save(&self, oldest: u32) -> Vec<(KeyId, Vec<SavedCount>)> {
+        let cells = (0u32..).zip(self.keys.iter().map(|k| &k.used));
         self.usage
-            .to_save(oldest)
+            .to_save(cells, oldest)
             .into_iter()
             .filter_map(|(i, counts)| Some((self.keys.get(i as usize)?.id, counts)))
             .collect()
@@ -351,32 +398,84 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cell_is_sixteen_bytes_and_a_count_eight() {
-        assert_eq!(std::mem::size_of::<KeyUse>(), 16);
+    fn a_use_word_is_eight_bytes_and_a_count_eight() {
+        assert_eq!(std::mem::size_of::<KeyUse>(), 8);
         assert_eq!(std::mem::size_of::<Count>(), 8);
     }
 
     #[test]
-    fn an_hour_rolls_into_the_history_and_the_current_one_is_read_from_the_cell() {
-        let mut usage = Usage::new();
-        usage.push();
-        usage.push();
+    fn an_hour_rolls_into_the_history_and_the_current_one_is_read_from_the_word() {
+        let usage = Usage::new();
+        let cells = [KeyUse::default(), KeyUse::default()];
         let minute = 1_000 * 60;
         for _ in 0..3 {
-            usage.count(1, None, minute);
+            usage.count(&cells[1], 1, None, minute);
         }
-        usage.count(1, Some(&Rejection::Disabled), minute + 5);
-        usage.count(1, Some(&Rejection::UnknownKey), minute + 5);
-        usage.count(1, None, minute + 60);
-        let hours = usage.hours(1, 0, u32::MAX);
+        usage.count(&cells[1], 1, Some(&Rejection::Disabled), minute + 5);
+        usage.count(&cells[1], 1, Some(&Rejection::UnknownKey), minute + 5);
+        usage.count(&cells[1], 1, None, minute + 7);
+        assert_eq!(cells[1].last_used(), minute + 7);
+        usage.count(&cells[1], 1, None, minute + 60);
+        let hours = usage.hours(&cells[1], 1, 0, u32::MAX);
         assert_eq!(
             hours,
-            [(1_000, [3, 0, 1, 0, 0, 0, 0]), (1_001, [1, 0, 0, 0, 0, 0, 0])]
+            [(1_000, [4, 0, 1, 0, 0, 0, 0]), (1_001, [1, 0, 0, 0, 0, 0, 0])]
         );
-        assert_eq!(usage.hours(0, 0, u32::MAX), []);
-        assert_eq!(usage.last_used(1), minute + 60);
-        let saved = usage.to_save(0);
-        assert_eq!(saved, [(1, vec![(1_000, 0, 3), (1_000, 2, 1), (1_001, 0, 1)])]);
+        assert_eq!(usage.hours(&cells[0], 0, 0, u32::MAX), []);
+        assert_eq!((cells[0].last_used(), cells[1].last_used()), (0, minute + 60));
+        let saved = usage.to_save((0u32..).zip(&cells), 0);
+        assert_eq!(saved, [(1, vec![(1_000, 0, 4), (1_000, 2, 1), (1_001, 0, 1)])]);
+    }
+
+    #[test]
+    fn a_clock_that_goes_back_counts_in_the_hour_and_minute_already_stamped() {
+        let (usage, cell) = (Usage::new(), KeyUse::default());
+        usage.count(&cell, 0, None, 120 * 60 + 30);
+        usage.count(&cell, 0, None, 119 * 60 + 59);
+        usage.count(&cell, 0, None, 120 * 60 + 10);
+        assert_eq!(cell.last_used(), 120 * 60 + 30);
+        assert_eq!(usage.hours(&cell, 0, 0, u32::MAX), [(120, [3, 0, 0, 0, 0, 0, 0])]);
+    }
+
+    #[test]
+    fn a_full_count_moves_into_the_history_and_counting_goes_on() {
+        let (usage, cell) = (Usage::new(), KeyUse::default());
+        cell.0.store(stamp(600) | (FULL - 1), Ordering::Relaxed);
+        for _ in 0..3 {
+            usage.count(&cell, 0, None, 600);
+        }
+        assert_eq!(
+            usage.hours(&cell, 0, 0, u32::MAX),
+            [(10, [FULL + 2, 0, 0, 0, 0, 0, 0])]
+        );
+        assert_eq!(cell.last_used(), 600);
+    }
+
+    #[test]
+    fn restoring_a_last_used_minute_keeps_a_later_one() {
+        let cell = KeyUse::default();
+        cell.restore_last_used(5_000);
+        cell.restore_last_used(4_000);
+        assert_eq!(cell.last_used(), 5_000);
+        cell.restore_last_used(5_003);
+        assert_eq!(cell.last_used(), 5_003);
+    }
+
+    #[test]
+    fn concurrent_passes_of_one_key_across_minutes_and_hours_are_all_counted() {
+        let (usage, cell) = (Usage::new(), KeyUse::default());
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                let (usage, cell) = (&usage, &cell);
+                s.spawn(move || {
+                    for i in 0..20_000u32 {
+                        usage.count(cell, 3, None, 60 * 100 + (i / 100) + t % 2);
+                    }
+                });
+            }
+        });
+        let total: u64 = usage.hours(&cell, 3, 0, u32::MAX).iter().map(|(_, c)| c[0]).sum();
+        assert_eq!(total, 80_000);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::{HashPrefix, LIVE, NEVER, Projection};
+use super::{HashPrefix, LIVE, NEVER, NEVER_S, Projection};
 use crate::access;
 use crate::access::KeyName;
 use crate::access::KeyState;
@@ -37,13 +37,18 @@ impl Projection {
         let keys = &self.keys;
         let index = match self
             .by_hash
-            .find(self.seed.key_hash(prefix), |&i| keys[i as usize].hash == prefix)
+            .find(self.seed.key_hash(prefix), |i| keys[i as usize].hash == prefix)
         {
-            Some(&i) => i,
+            Some(i) => i,
             None => self.in_grace(prefix, clock).ok_or(Rejection::UnknownKey)?,
         };
         let answer = self.verify_key(index, ip, require_whitelist, cost, roles, clock);
-        self.usage.count(index, answer.as_ref().err(), clock.minute());
+        self.usage.count(
+            &self.keys[index as usize].used,
+            index,
+            answer.as_ref().err(),
+            clock.minute(),
+        );
         answer
     }
 
@@ -59,8 +64,14 @@ impl Projection {
         clock: &Clock,
     ) -> Result<VerifiedKey, Rejection> {
         let key = &self.keys[index as usize];
-        if key.expires != NEVER && clock.now_micros_coarse() >= key.expires {
-            return Err(Rejection::Expired);
+        if key.expires_s != NEVER_S {
+            // The whole second first; the exact time only from the key's last second on.
+            let now = clock.now_micros_coarse();
+            if now.div_euclid(1_000_000) >= i64::from(key.expires_s)
+                && now >= self.cold[index as usize].expires
+            {
+                return Err(Rejection::Expired);
+            }
         }
         if key.disabled {
             return Err(Rejection::Disabled);
@@ -80,6 +91,7 @@ impl Projection {
                 .name
                 .bytes
                 .get(..usize::from(key.name.len))
+                .filter(|_| key.name.len != super::LONG_NAME)
                 .and_then(KeyName::short)
                 .unwrap_or_else(|| KeyName::new(self.name_of(key))),
             roles: self.roles_of(key),
@@ -130,7 +142,7 @@ impl Projection {
             whitelist: self.whitelist_of(key),
             grants_super_admin: roles.contains(&crate::model::id::SUPER_ADMIN_ROLE),
             grants_admin: roles.contains(&crate::model::id::ADMIN_ROLE),
-            expires_at: (key.expires != NEVER).then_some(key.expires),
+            expires_at: (cold.expires != NEVER).then_some(cold.expires),
             rate_limits: self.limits_of(index as u32),
             credits: self.credits_held(index as u32),
         })

@@ -46,14 +46,14 @@ impl Projection {
         let (key, cold) = (&self.keys[index as usize], &self.cold[index as usize]);
         let created = &self.rows[cold.created as usize];
         let deleted = self.rows.get(state.deleted as usize);
-        let expired = key.expires != NEVER && now >= key.expires;
+        let expired = cold.expires != NEVER && now >= cold.expires;
         let status = match () {
             () if deleted.is_some() => KeyStatus::Deleted,
             () if expired => KeyStatus::Expired,
             () if state.disabled => KeyStatus::Disabled,
             () => KeyStatus::Active,
         };
-        let minute = self.usage.last_used(index);
+        let minute = key.used.last_used();
         KeyView {
             id: key.id,
             name: self.name_of(key).to_owned(),
@@ -64,7 +64,7 @@ impl Projection {
             deleted: deleted.map(|row| (self.actor_of(row), system_time(row.at))),
             hint: token::hint(state.tail),
             status,
-            expires_at: (key.expires != NEVER).then(|| system_time(key.expires)),
+            expires_at: (cold.expires != NEVER).then(|| system_time(cold.expires)),
             last_used_at: (last_used && minute != 0).then(|| system_time(minute_start(minute))),
             imported: cold.source != KeySource::Generated,
             acts_for: self.acts_for_name(index),
@@ -89,7 +89,7 @@ impl Projection {
 
     /// Whether key `index` is live at `now`: neither deleted nor expired.
     fn is_live(&self, index: usize, now: i64) -> bool {
-        self.cold[index].deleted == LIVE && self.keys[index].expires > now
+        self.cold[index].deleted == LIVE && self.cold[index].expires > now
     }
 
     /// The keys, oldest first: all of them, or only the live ones (neither deleted nor
@@ -226,9 +226,9 @@ impl Projection {
 
     /// Each key's last-used minute (0 for never), by id: what is persisted outside the log.
     pub(crate) fn last_used(&self) -> Vec<(KeyId, u32)> {
-        (0u32..)
-            .zip(&self.keys)
-            .map(|(i, k)| (k.id, self.usage.last_used(i)))
+        self.keys
+            .iter()
+            .map(|k| (k.id, k.used.last_used()))
             .filter(|&(_, m)| m != 0)
             .collect()
     }
@@ -238,7 +238,7 @@ impl Projection {
     pub(crate) fn restore_last_used(&self, saved: &[(KeyId, u32)]) {
         for &(id, minute) in saved {
             if let Some(index) = self.key_index(id) {
-                self.usage.restore_last_used(index, minute);
+                self.keys[index as usize].used.restore_last_used(minute);
             }
         }
     }
