@@ -211,6 +211,7 @@ pub use crate::projection::AuditEntry;
 pub use crate::projection::KeyStatus;
 pub use crate::projection::KeyView;
 pub use crate::projection::credits::CreditsView;
+pub use crate::projection::page::KeyFilter;
 #[cfg(feature = "serve")]
 pub use crate::server::MAX_BODY_BYTES;
 #[cfg(feature = "serve")]
@@ -223,6 +224,9 @@ pub use crate::store::KeyStore;
 pub use crate::store::MAX_GRACE;
 pub use crate::store::RolledKey;
 pub use crate::store::builder::Builder;
+pub use crate::store::page::DEFAULT_PAGE_LIMIT;
+pub use crate::store::page::MAX_PAGE_LIMIT;
+pub use crate::store::page::Page;
 pub use crate::store::people::RevokedActor;
 pub use ipnet::IpNet;
 
@@ -359,6 +363,53 @@ pub mod fuzzing {
                 Ok(Message::Genesis { .. }) => decoded = true,
                 Err(_) => {}
             }
+        }
+        decoded
+    }
+
+    /// Decodes any bytes (as text, lossily) as a cursor of every listing, under a fixed
+    /// secret and two bindings: never panics; a cursor that decodes names the position it
+    /// was made with, and re-encoding it gives the same text. Also decodes a cursor made
+    /// from the input's first bytes, tampered at the input's position. Panics if not.
+    pub fn cursor(bytes: &[u8]) -> bool {
+        use crate::store::page::{Cursor, Listing, decode_cursor, encode_cursor};
+        let secret = [3u8; 32];
+        let text = String::from_utf8_lossy(bytes);
+        let mut decoded = false;
+        for listing in [Listing::Keys, Listing::Audit, Listing::KeysAt, Listing::Refused] {
+            for binding in [&b""[..], bytes] {
+                if let Ok(position) = decode_cursor(&secret, &text, listing, binding) {
+                    assert_eq!(
+                        encode_cursor(&secret, Cursor { listing, position }, binding),
+                        text
+                    );
+                    decoded = true;
+                }
+            }
+        }
+        let mut word = [0u8; 8];
+        for (w, b) in word.iter_mut().zip(bytes) {
+            *w = *b;
+        }
+        let position = u64::from_le_bytes(word);
+        let made = encode_cursor(
+            &secret,
+            Cursor {
+                listing: Listing::Audit,
+                position,
+            },
+            bytes,
+        );
+        assert_eq!(
+            decode_cursor(&secret, &made, Listing::Audit, bytes).ok(),
+            Some(position)
+        );
+        if let Some(&flip) = bytes.first() {
+            let mut altered = made.into_bytes();
+            let at = usize::from(flip) % altered.len();
+            altered[at] = if altered[at] == b'a' { b'b' } else { b'a' };
+            let altered = String::from_utf8_lossy(&altered).into_owned();
+            assert!(decode_cursor(&secret, &altered, Listing::Audit, bytes).is_err());
         }
         decoded
     }

@@ -6,7 +6,7 @@
 //!
 //! This root holds the state's layout (the key records, rows and the [`Projection`] itself);
 //! the children hold what is done with it: `apply` (records into state), `tables` (lookups
-//! and indexes), `verify`, `views` (listings, audit rows, time travel), `whitelists` (the
+//! and indexes), `verify`, `views` (listings, audit rows, time travel), `page` (pages of the listings through a filter), `whitelists` (the
 //! shared whitelist sets), `snapshot` (copies and the freeze) and `people`.
 
 use std::collections::HashMap;
@@ -36,6 +36,7 @@ pub(crate) mod credits;
 mod hash_index;
 pub(crate) mod interned;
 pub(crate) mod limits;
+pub(crate) mod page;
 pub(crate) mod people;
 pub(crate) mod share;
 pub(crate) mod snapshot;

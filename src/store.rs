@@ -51,6 +51,7 @@ use writer::{Pending, Request};
 pub(crate) mod background;
 pub(crate) mod builder;
 pub(crate) mod credits;
+pub(crate) mod page;
 pub(crate) mod people;
 pub(crate) mod usage;
 pub(crate) mod verify;

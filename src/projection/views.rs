@@ -74,7 +74,7 @@ impl Projection {
     }
 
     /// Key `index` as it stands now.
-    fn current_view(&self, index: u32, now: i64) -> KeyView {
+    pub(super) fn current_view(&self, index: u32, now: i64) -> KeyView {
         let (key, cold) = (&self.keys[index as usize], &self.cold[index as usize]);
         let state = ViewState {
             whitelist: self.whitelist_of(key).to_vec(),
