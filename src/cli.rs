@@ -141,6 +141,9 @@ enum Command {
         /// Include deleted and expired keys
         #[arg(long)]
         all: bool,
+        /// At most N keys, the oldest first (default: every one)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
         /// One JSON object per key, a line each
         #[arg(long)]
         json: bool,
@@ -446,7 +449,13 @@ impl Cli {
             Command::RevokeActor(args) => actors::revoke(&target, args, out),
             Command::ImportKey(args) => keys::import_key(&target, args, out),
             Command::ImportKeys(args) => keys::import_keys(&target, args, out),
-            Command::List { all, json } => keys::list(&target, all, json, out),
+            Command::List { all, limit, json } => keys::list(
+                &target,
+                all,
+                limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                json,
+                out,
+            ),
             Command::Show { key_id, json } => keys::show(&target, key_id, json, out),
             Command::Usage(args) => usage::usage(&target, args, out),
             Command::Audit(args) => audit::audit(&target, args, out),

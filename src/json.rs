@@ -21,6 +21,7 @@ use limits::RateLimitJson;
 
 pub(crate) mod credits;
 pub(crate) mod limits;
+pub(crate) mod page;
 pub(crate) mod people;
 pub(crate) mod usage;
 use crate::model::error::Denial;

@@ -144,6 +144,10 @@ pub use crate::json::credits::RefillJson;
 #[cfg(feature = "json")]
 pub use crate::json::limits::RateLimitJson;
 #[cfg(feature = "json")]
+pub use crate::json::page::EntryPageJson;
+#[cfg(feature = "json")]
+pub use crate::json::page::KeyPageJson;
+#[cfg(feature = "json")]
 pub use crate::json::parse_grace;
 #[cfg(feature = "json")]
 pub use crate::json::parse_lifetime;

@@ -202,6 +202,26 @@ impl KeyStatus {
     }
 }
 
+impl std::str::FromStr for KeyStatus {
+    type Err = Error;
+
+    /// `active`, `disabled`, `expired` or `deleted`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] (`status`) for anything else.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        [
+            KeyStatus::Active,
+            KeyStatus::Disabled,
+            KeyStatus::Expired,
+            KeyStatus::Deleted,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+        .ok_or_else(|| Error::invalid("status", "give active, disabled, expired or deleted"))
+    }
+}
+
 impl std::fmt::Display for KeyStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -278,7 +278,7 @@ fn the_trail_names_the_person_and_the_key_they_came_through() {
         .denied("not_owner");
     f.call(secret(&dave), "POST", "/v1/actors/carol/revoke", "")
         .denied("revokes_person");
-    let trail = lines(&f.call(&f.root, "GET", "/v1/audit?refused=true", ""));
+    let trail = lines(&f.call(&f.root, "GET", "/v1/audit?refused=true&unpaged=true", ""));
     assert_eq!(trail.len(), 2, "{trail:?}");
     assert_eq!(
         (
@@ -315,7 +315,7 @@ fn a_key_carol_mints_for_herself_is_hers_and_dies_when_root_revokes_her() {
     );
     let service = f.create(secret(&spare), json!({"name": "carol's bot", "roles": ["bot"]}));
     assert_eq!(service["created_by"], "carol");
-    let created = lines(&f.call(&f.root, "GET", "/v1/audit?kind=created", ""));
+    let created = lines(&f.call(&f.root, "GET", "/v1/audit?kind=created&unpaged=true", ""));
     let via_spare = created.iter().find(|e| e["key_id"] == service["id"]).unwrap();
     assert_eq!(
         (via_spare["actor"].as_str(), via_spare["via"].as_str()),
@@ -346,7 +346,7 @@ fn a_key_carol_mints_for_herself_is_hers_and_dies_when_root_revokes_her() {
     assert!(f.verifies(secret(&service)));
     assert_eq!(f.whoami(secret(&dave)), Ok(("dave".into(), "admin".into())));
 
-    let audit = lines(&f.call(&f.root, "GET", "/v1/audit?kind=actor_revoked", ""));
+    let audit = lines(&f.call(&f.root, "GET", "/v1/audit?kind=actor_revoked&unpaged=true", ""));
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(
         (
@@ -359,7 +359,7 @@ fn a_key_carol_mints_for_herself_is_hers_and_dies_when_root_revokes_her() {
     // Time travel: just before the revocation the spare key stood; right after, it did not.
     let seq = audit[0]["seq"].as_u64().unwrap();
     let stood = |at: u64| {
-        lines(&f.call(&f.root, "GET", &format!("/v1/audit?at={at}"), ""))
+        lines(&f.call(&f.root, "GET", &format!("/v1/audit?at={at}&unpaged=true"), ""))
             .iter()
             .find(|k| k["id"] == spare["id"])
             .unwrap()["status"]
@@ -473,7 +473,7 @@ fn reimporting_a_live_deleted_or_rolled_out_secret_is_refused_with_the_same_erro
     }
     assert!(!f.verifies(secret(&deleted)) && !f.verifies(secret(&rolled)));
     assert_eq!(
-        f.call(&f.root, "GET", "/v1/keys?all=true", "")
+        f.call(&f.root, "GET", "/v1/keys?all=true&unpaged=true", "")
             .expect(200)
             .as_array()
             .unwrap()
@@ -559,7 +559,7 @@ fn a_super_admin_must_name_the_person_of_an_admin_key_made_over_the_api() {
     let (_, root) = root_key(&db, "root admin", &["super-admin"]);
     let served = Served::start(&db, &[]);
     let addr = served.addr;
-    let before = call(addr, &root, "GET", "/v1/keys?all=true", "").expect(200);
+    let before = call(addr, &root, "GET", "/v1/keys?all=true&unpaged=true", "").expect(200);
     for roles in [r#"["admin"]"#, r#"["bot", "super-admin"]"#] {
         let refused = call(
             addr,
@@ -580,7 +580,7 @@ fn a_super_admin_must_name_the_person_of_an_admin_key_made_over_the_api() {
     assert_eq!(refused["source"]["field"], "actor", "{refused}");
     assert_eq!(refused["index"], 1, "entries are numbered from 1: {refused}");
     assert_eq!(
-        call(addr, &root, "GET", "/v1/keys?all=true", "").expect(200),
+        call(addr, &root, "GET", "/v1/keys?all=true&unpaged=true", "").expect(200),
         before
     );
     let own = call(

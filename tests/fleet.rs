@@ -180,11 +180,11 @@ fn burst(addr: SocketAddr, root: &str, prefix: &str, stop: &AtomicBool) -> Vec<(
 /// The live keys on host `i`, by name (once it verifies keys again: after an outage, a
 /// host rejects every key until it is heard and has caught up).
 fn names_on(fleet: &Fleet, i: usize) -> BTreeMap<String, String> {
-    let mut answer = fleet.call(i, "GET", "/v1/keys", None);
+    let mut answer = fleet.call(i, "GET", "/v1/keys?unpaged=true", None);
     let deadline = Instant::now() + Duration::from_secs(30);
     while answer.status == 503 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
-        answer = fleet.call(i, "GET", "/v1/keys", None);
+        answer = fleet.call(i, "GET", "/v1/keys?unpaged=true", None);
     }
     assert_eq!(answer.status, 200, "{answer:?}");
     answer

@@ -435,7 +435,7 @@ fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
     );
 
     // Refusals land in the security trail, naming the key they came through.
-    let trail = api.get(&root, "/v1/audit?refused=true");
+    let trail = api.get(&root, "/v1/audit?refused=true&unpaged=true");
     assert_eq!(trail.status, StatusCode::OK);
     assert_eq!(trail.headers["content-type"], "application/x-ndjson");
     let attempts: Vec<Value> = trail
@@ -453,7 +453,7 @@ fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
     assert!(attempts.iter().any(|a| a["actor"] == "alice"
         && a["via"] == alice_id.as_str()
         && a["reason"] == "grants_super_admin"));
-    let bobs_only = api.get(&root, "/v1/audit?refused=true&actor=bob");
+    let bobs_only = api.get(&root, "/v1/audit?refused=true&actor=bob&unpaged=true");
     assert_eq!(bobs_only.body.lines().count(), 6);
     api.get(&root, "/v1/audit?refused=true&kind=created")
         .error(StatusCode::BAD_REQUEST, "invalid_input");
@@ -461,7 +461,7 @@ fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
         .error(StatusCode::BAD_REQUEST, "invalid_input");
     api.get(&root, "/v1/audit?colour=blue")
         .error(StatusCode::BAD_REQUEST, "invalid_input");
-    let created_by_alice = api.get(&root, "/v1/audit?actor=alice&kind=created");
+    let created_by_alice = api.get(&root, "/v1/audit?actor=alice&kind=created&unpaged=true");
     let entries: Vec<Value> = created_by_alice
         .body
         .lines()
@@ -470,15 +470,15 @@ fn admin_keys_act_as_their_creator_under_the_command_lines_rules() {
     assert_eq!(entries.len(), 3, "{entries:?}");
     assert_eq!(entries[2]["key_id"], id.as_str());
     assert_eq!(entries[2]["via"], alice_id.as_str());
-    let at = api.get(&root, "/v1/audit?at=1");
+    let at = api.get(&root, "/v1/audit?at=1&unpaged=true");
     assert_eq!(at.body.lines().count(), 1);
     assert!(at.body.contains(&root_id));
 
     // The API's JSON is the command line's, byte for byte.
-    let audit = api.get(&root, "/v1/audit");
-    let refused_trail = api.get(&root, "/v1/audit?refused=true");
-    let keys = api.get(&root, "/v1/keys?all=true");
-    let live = api.get(&root, "/v1/keys");
+    let audit = api.get(&root, "/v1/audit?unpaged=true");
+    let refused_trail = api.get(&root, "/v1/audit?refused=true&unpaged=true");
+    let keys = api.get(&root, "/v1/keys?all=true&unpaged=true");
+    let live = api.get(&root, "/v1/keys?unpaged=true");
     assert_eq!(served.terminate().map(|s| s.success()), Some(true));
     assert_unquoted(
         &[&audit, &refused_trail, &keys, &live],
@@ -1114,7 +1114,7 @@ fn an_admin_key_made_by_a_super_admin_cannot_take_over_the_super_admin_key() {
         .denied("outranks_actor");
     api.call(&tool, "DELETE", &format!("/v1/keys/{root_id}"), None)
         .denied("outranks_actor");
-    let refused = api.get(&root, "/v1/audit?refused=true");
+    let refused = api.get(&root, "/v1/audit?refused=true&unpaged=true");
     assert_eq!(refused.status, StatusCode::OK, "{refused:?}");
     let lines: Vec<Value> = refused
         .body
@@ -1182,7 +1182,7 @@ fn admin_api_sets_replaces_and_removes_rate_limits_under_the_owner_rules() {
     );
 
     // A bad limit at creation: 400 naming the field, and no key made.
-    let keys_before = api.get(&root, "/v1/keys?all=true").json();
+    let keys_before = api.get(&root, "/v1/keys?all=true&unpaged=true").json();
     for rate_limits in [
         json!([{"limit": 0, "window": "1m"}]),
         json!([{"limit": 10, "window": "1y"}]),
@@ -1207,14 +1207,17 @@ fn admin_api_sets_replaces_and_removes_rate_limits_under_the_owner_rules() {
         )
         .error(StatusCode::BAD_REQUEST, "invalid_input");
     assert_eq!(body["field"], "body");
-    assert_eq!(api.get(&root, "/v1/keys?all=true").json(), keys_before);
+    assert_eq!(
+        api.get(&root, "/v1/keys?all=true&unpaged=true").json(),
+        keys_before
+    );
 
     let limits = format!("/v1/keys/{id}/limits");
     let put = |key: &str, rate_limits: Value| {
         api.call(key, "PUT", &limits, Some(json!({"rate_limits": rate_limits})))
     };
     let records = || {
-        api.get(&root, &format!("/v1/audit?key={id}"))
+        api.get(&root, &format!("/v1/audit?key={id}&unpaged=true"))
             .body
             .lines()
             .count()
@@ -1631,7 +1634,7 @@ fn auth_spends_credits_and_the_admin_api_sets_adds_and_removes_them() {
 
     let credits = format!("/v1/keys/{id}/credits");
     let add = format!("/v1/keys/{id}/credits/add");
-    let records = || api.get(&root, "/v1/audit").body.lines().count();
+    let records = || api.get(&root, "/v1/audit?unpaged=true").body.lines().count();
     let before = records();
     api.call(&bob, "PUT", &credits, Some(json!({"credits": null})))
         .denied("not_owner");
@@ -1692,7 +1695,7 @@ fn auth_spends_credits_and_the_admin_api_sets_adds_and_removes_them() {
     api.call(&alice, "PUT", &credits, Some(json!({"credits": null})))
         .error(StatusCode::CONFLICT, "state_unchanged");
     let audit: Vec<Value> = api
-        .get(&root, &format!("/v1/audit?key={id}"))
+        .get(&root, &format!("/v1/audit?key={id}&unpaged=true"))
         .body
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -1796,4 +1799,177 @@ fn admin_api_answers_a_keys_usage_per_hour_and_day_and_refuses_bad_ranges() {
         .error(StatusCode::NOT_FOUND, "key_not_found");
     // A key that is no admin's is refused, as for every admin request.
     assert_eq!(api.get(&bot, &on("")).status, StatusCode::FORBIDDEN);
+}
+
+/// Every item of a paged listing, following the cursors from `first`; asserts that every
+/// page holds at most `limit` and that only the last has no `next`.
+fn follow(api: &Api, key: &str, first: &str, field: &str, limit: usize) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut path = first.to_owned();
+    loop {
+        let page = api.get(key, &path);
+        assert_eq!(page.status, StatusCode::OK, "{page:?}");
+        let page = page.json();
+        let got = page[field].as_array().unwrap().clone();
+        assert!(got.len() <= limit, "{page}");
+        items.extend(got);
+        match page["next"].as_str() {
+            Some(next) => {
+                assert!(
+                    !page[field].as_array().unwrap().is_empty(),
+                    "a next after an empty page"
+                );
+                path = format!("{first}&cursor={next}");
+            }
+            None => return items,
+        }
+    }
+}
+
+fn names(items: &[Value]) -> Vec<&str> {
+    items.iter().map(|k| k["name"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn admin_api_pages_keys_and_audit_with_cursors_that_survive_creates_and_deletes() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (_, root) = bootstrap_key(&db, "root", "super-admin", "root", &["super-admin"], &[]);
+    let served = Served::start(&db, &[]);
+    let http = Http::new();
+    let api = Api {
+        http: &http,
+        addr: served.addr,
+    };
+    let mut ids = Vec::new();
+    for (i, name) in ["alpha-1", "alpha-2", "Beta-3", "alpha-4", "bETa-5", "alpha-6"]
+        .iter()
+        .enumerate()
+    {
+        let role = if i % 2 == 0 { "reader" } else { "writer" };
+        let created = api.call(
+            &root,
+            "POST",
+            "/v1/keys",
+            Some(json!({"name": name, "roles": [role]})),
+        );
+        assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+        ids.push(created.json()["id"].as_str().unwrap().to_owned());
+    }
+
+    // The default answer is a bounded page; its cursor survives creates and deletes.
+    let first = api.get(&root, "/v1/keys").json();
+    assert_eq!(names(first["keys"].as_array().unwrap()).len(), 7);
+    assert!(first["next"].is_null());
+    let page1 = api.get(&root, "/v1/keys?limit=3").json();
+    assert_eq!(
+        names(page1["keys"].as_array().unwrap()),
+        ["root", "alpha-1", "alpha-2"]
+    );
+    let next = page1["next"].as_str().unwrap().to_owned();
+    // One already listed and one not yet listed go; one comes.
+    for id in [&ids[0], &ids[3]] {
+        assert_eq!(
+            api.call(&root, "DELETE", &format!("/v1/keys/{id}"), None).status,
+            StatusCode::OK
+        );
+    }
+    api.call(
+        &root,
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "gamma-7", "roles": ["reader"]})),
+    );
+    let rest = follow(&api, &root, "/v1/keys?limit=3", "keys", 3);
+    let after: Vec<Value> = {
+        let mut items = Vec::new();
+        let page = api.get(&root, &format!("/v1/keys?limit=3&cursor={next}")).json();
+        items.extend(page["keys"].as_array().unwrap().clone());
+        let mut cursor = page["next"].as_str().map(str::to_owned);
+        while let Some(c) = cursor {
+            let page = api.get(&root, &format!("/v1/keys?limit=3&cursor={c}")).json();
+            items.extend(page["keys"].as_array().unwrap().clone());
+            cursor = page["next"].as_str().map(str::to_owned);
+        }
+        items
+    };
+    assert_eq!(names(&after), ["Beta-3", "bETa-5", "alpha-6", "gamma-7"]);
+    assert_eq!(
+        names(&rest),
+        ["root", "alpha-2", "Beta-3", "bETa-5", "alpha-6", "gamma-7"]
+    );
+
+    // Filters: a name (or id) substring in any case, a role, a status, newest first.
+    let beta = follow(&api, &root, "/v1/keys?q=BETA&limit=1", "keys", 1);
+    assert_eq!(names(&beta), ["Beta-3", "bETa-5"]);
+    let by_id = api
+        .get(&root, &format!("/v1/keys?q={}", &ids[5][4..12].to_uppercase()))
+        .json();
+    assert_eq!(names(by_id["keys"].as_array().unwrap()), ["alpha-6"]);
+    let writers = follow(&api, &root, "/v1/keys?role=writer&limit=2", "keys", 2);
+    assert_eq!(names(&writers), ["alpha-2", "alpha-6"]);
+    let deleted = follow(&api, &root, "/v1/keys?status=deleted&limit=1", "keys", 1);
+    assert_eq!(names(&deleted), ["alpha-1", "alpha-4"]);
+    let every = follow(&api, &root, "/v1/keys?all=true&limit=4", "keys", 4);
+    assert_eq!(every.len(), 8);
+    let newest = follow(&api, &root, "/v1/keys?order=newest&q=a-&limit=2", "keys", 2);
+    assert_eq!(
+        names(&newest),
+        ["gamma-7", "alpha-6", "bETa-5", "Beta-3", "alpha-2"]
+    );
+
+    // The audit trail, a page at a time, with its filters.
+    let created = follow(&api, &root, "/v1/audit?kind=created&limit=2", "entries", 2);
+    assert_eq!(created.len(), 8);
+    assert!(
+        created
+            .windows(2)
+            .all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64())
+    );
+    let audit = follow(&api, &root, "/v1/audit?limit=5", "entries", 5);
+    assert_eq!(audit.len(), 10);
+    let at = follow(&api, &root, "/v1/audit?at=3&limit=2", "keys", 2);
+    assert_eq!(names(&at), ["root", "alpha-1", "alpha-2"]);
+
+    // Bad paging input: a typed 400 naming the field, and nothing changes.
+    let before = api.get(&root, "/v1/keys?all=true&unpaged=true").body;
+    let records = api.get(&root, "/v1/audit?unpaged=true").body;
+    let cursor_of = |path: &str| api.get(&root, path).json()["next"].as_str().unwrap().to_owned();
+    let beta_cursor = cursor_of("/v1/keys?q=beta&limit=1");
+    let mut tampered = beta_cursor.clone().into_bytes();
+    tampered[5] = if tampered[5] == b'0' { b'1' } else { b'0' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let audit_cursor = cursor_of("/v1/audit?limit=1");
+    for (path, field) in [
+        ("/v1/keys?limit=0".to_owned(), "limit"),
+        ("/v1/keys?limit=1001".to_owned(), "limit"),
+        ("/v1/keys?limit=ten".to_owned(), "limit"),
+        ("/v1/audit?limit=0".to_owned(), "limit"),
+        ("/v1/keys?status=gone".to_owned(), "status"),
+        ("/v1/keys?order=sideways".to_owned(), "order"),
+        (format!("/v1/keys?q=beta&limit=1&cursor={tampered}"), "cursor"),
+        (format!("/v1/keys?q=alpha&limit=1&cursor={beta_cursor}"), "cursor"),
+        (format!("/v1/keys?q=beta&limit=1&cursor={audit_cursor}"), "cursor"),
+        (format!("/v1/audit?limit=1&cursor={beta_cursor}"), "cursor"),
+        (
+            format!("/v1/audit?kind=created&limit=1&cursor={audit_cursor}"),
+            "cursor",
+        ),
+        ("/v1/keys?cursor=nonsense".to_owned(), "cursor"),
+        ("/v1/keys?unpaged=true&limit=5".to_owned(), "query"),
+        ("/v1/audit?unpaged=true&cursor=x".to_owned(), "query"),
+    ] {
+        let body = api
+            .get(&root, &path)
+            .error(StatusCode::BAD_REQUEST, "invalid_input");
+        assert_eq!(body["field"], field, "{path}: {body}");
+    }
+    // The same cursor with a larger page is still this query's.
+    assert_eq!(
+        api.get(&root, &format!("/v1/keys?q=beta&limit=5&cursor={beta_cursor}"))
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(api.get(&root, "/v1/keys?all=true&unpaged=true").body, before);
+    assert_eq!(api.get(&root, "/v1/audit?unpaged=true").body, records);
 }

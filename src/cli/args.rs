@@ -327,12 +327,20 @@ pub(super) struct AuditArgs {
     /// --actor, --since and --until)
     #[arg(long, conflicts_with_all = ["kind", "at"])]
     pub(super) refused: bool,
+    /// At most N entries (keys with --at), the oldest first (default: every one)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
     /// One JSON object per entry (per key with --at), a line each
     #[arg(long)]
     pub(super) json: bool,
 }
 
 impl AuditArgs {
+    /// `--limit`, as a count of items (past what memory holds: every one).
+    pub(super) fn limit(&self) -> Option<usize> {
+        self.limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     /// The filters given (`--kind` is refused with `--refused` by clap).
     pub(super) fn filter(&self) -> AuditFilter {
         let mut filter = AuditFilter::default();

@@ -15,11 +15,12 @@ use super::{Target, existing_key, write_json};
 
 pub(super) fn audit(target: &Target, args: AuditArgs, out: &mut impl Write) -> Result<u8, Failure> {
     let filter = args.filter();
+    let limit = args.limit();
     if args.refused {
-        return audit_refused(target, &filter, args.json, out);
+        return audit_refused(target, &filter, limit, args.json, out);
     }
     if let Some(seq) = args.at {
-        return audit_at(target, seq, args.key, args.json, out);
+        return audit_at(target, seq, args.key, limit, args.json, out);
     }
     let entries: Vec<AuditJson> = match target {
         Target::Local(store) => {
@@ -30,11 +31,12 @@ pub(super) fn audit(target: &Target, args: AuditArgs, out: &mut impl Write) -> R
             keys.audit()
                 .iter()
                 .filter(|e| filter.matches(e))
+                .take(limit.unwrap_or(usize::MAX))
                 .map(AuditJson::from)
                 .collect()
         }
         #[cfg(feature = "client")]
-        Target::Remote(client) => client.audit(&filter)?,
+        Target::Remote(client) => client.audit(&filter, limit)?,
     };
     let none = ("no entries match", "the log is empty");
     write_listing(
@@ -73,6 +75,7 @@ fn write_listing<T: Serialize>(
 fn audit_refused(
     target: &Target,
     filter: &AuditFilter,
+    limit: Option<usize>,
     json: bool,
     out: &mut impl Write,
 ) -> Result<u8, Failure> {
@@ -83,10 +86,11 @@ fn audit_refused(
             .refused()?
             .iter()
             .filter(|a| filter.matches_refused(a))
+            .take(limit.unwrap_or(usize::MAX))
             .map(RefusedJson::from)
             .collect(),
         #[cfg(feature = "client")]
-        Target::Remote(client) => client.refused(filter)?,
+        Target::Remote(client) => client.refused(filter, limit)?,
     };
     let none = ("no refused attempts match", "no refused attempts");
     write_listing(
@@ -104,6 +108,7 @@ fn audit_at(
     target: &Target,
     seq: u64,
     only: Option<KeyId>,
+    limit: Option<usize>,
     json: bool,
     out: &mut impl Write,
 ) -> Result<u8, Failure> {
@@ -117,6 +122,7 @@ fn audit_at(
                 .keys_at(seq)?
                 .iter()
                 .filter(|v| only.is_none_or(|id| v.id == id))
+                .take(limit.unwrap_or(usize::MAX))
                 .map(KeyJson::from)
                 .collect();
             let event = keys.audit_entry(seq).map(|e| AuditJson::from(&e));
@@ -124,11 +130,11 @@ fn audit_at(
         }
         #[cfg(feature = "client")]
         Target::Remote(client) => {
-            let views = client.keys_at(seq, only)?;
+            let views = client.keys_at(seq, only, limit)?;
             let event = if json {
                 None
             } else {
-                let trail = client.audit(&AuditFilter::default())?;
+                let trail = client.audit(&AuditFilter::default(), usize::try_from(seq).ok())?;
                 trail.into_iter().find(|e| e.seq == seq)
             };
             (views, event)

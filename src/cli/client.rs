@@ -16,8 +16,9 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use keyledger::{
-    AuditFilter, AuditJson, Credits, CreditsJson, Error, ErrorJson, ImportedJson, IpNet, KeyId, KeyJson,
-    RateLimit, RateLimitJson, RefusedJson, RevokedActorJson, RollJson,
+    AuditFilter, AuditJson, Credits, CreditsJson, EntryPageJson, Error, ErrorJson, ImportedJson, IpNet,
+    KeyId, KeyJson, KeyPageJson, MAX_PAGE_LIMIT, RateLimit, RateLimitJson, RefusedJson, RevokedActorJson,
+    RollJson,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
@@ -265,10 +266,42 @@ impl Client {
         self.call(Method::POST, "/keys/import", Body::Lines(lines))
     }
 
-    /// `GET /v1/keys[?all=true]`.
-    pub(super) fn list(&self, all: bool) -> Result<Vec<KeyJson>, Failure> {
+    /// `GET /v1/keys[?all=true]`, a page after another, following the cursors: at most
+    /// `limit` keys, or every one.
+    pub(super) fn list(&self, all: bool, limit: Option<usize>) -> Result<Vec<KeyJson>, Failure> {
         let path = if all { "/keys?all=true" } else { "/keys" };
-        self.call(Method::GET, path, Body::Empty)
+        self.pages(path, limit, |page: KeyPageJson| (page.keys, page.next))
+    }
+
+    /// Every item of a paged listing at `path`, or the first `limit`:
+    /// pages of up to [`MAX_PAGE_LIMIT`], each asked with the cursor the one before gave.
+    fn pages<P: DeserializeOwned, T>(
+        &self,
+        path: &str,
+        limit: Option<usize>,
+        split: impl Fn(P) -> (Vec<T>, Option<String>),
+    ) -> Result<Vec<T>, Failure> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let wanted = limit.map_or(MAX_PAGE_LIMIT, |n| {
+                n.saturating_sub(items.len()).min(MAX_PAGE_LIMIT)
+            });
+            if wanted == 0 {
+                return Ok(items);
+            }
+            let joint = if path.contains('?') { '&' } else { '?' };
+            let mut page_path = format!("{path}{joint}limit={wanted}");
+            if let Some(c) = &cursor {
+                page_path.push_str(&format!("&cursor={}", utf8_percent_encode(c, QUERY)));
+            }
+            let (mut page, next) = split(self.call(Method::GET, &page_path, Body::Empty)?);
+            items.append(&mut page);
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(items),
+            }
+        }
     }
 
     /// `GET /v1/keys/{id}`.
@@ -295,37 +328,48 @@ impl Client {
         self.call(Method::GET, &format!("/keys/{id}/usage?{query}"), Body::Empty)
     }
 
-    /// `GET /v1/audit` with `filter`.
-    pub(super) fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditJson>, Failure> {
-        self.lines(&audit_path(filter, &[]))
+    /// `GET /v1/audit` with `filter`, a page after another: at most `limit` entries.
+    pub(super) fn audit(
+        &self,
+        filter: &AuditFilter,
+        limit: Option<usize>,
+    ) -> Result<Vec<AuditJson>, Failure> {
+        let path = audit_path(filter, &[]);
+        self.pages(&path, limit, |page: EntryPageJson<AuditJson>| {
+            (page.entries, page.next)
+        })
     }
 
-    /// `GET /v1/audit?refused=true` with `filter` (no `kind`).
-    pub(super) fn refused(&self, filter: &AuditFilter) -> Result<Vec<RefusedJson>, Failure> {
-        self.lines(&audit_path(filter, &[("refused", "true".to_owned())]))
+    /// `GET /v1/audit?refused=true` with `filter` (no `kind`): at most `limit` attempts.
+    pub(super) fn refused(
+        &self,
+        filter: &AuditFilter,
+        limit: Option<usize>,
+    ) -> Result<Vec<RefusedJson>, Failure> {
+        let path = audit_path(filter, &[("refused", "true".to_owned())]);
+        self.pages(&path, limit, |page: EntryPageJson<RefusedJson>| {
+            (page.entries, page.next)
+        })
     }
 
-    /// `GET /v1/audit?at=SEQ[&key=ID]`: the keys as they stood right after record `seq`.
-    pub(super) fn keys_at(&self, seq: u64, only: Option<KeyId>) -> Result<Vec<KeyJson>, Failure> {
+    /// `GET /v1/audit?at=SEQ[&key=ID]`: the keys as they stood right after record `seq`,
+    /// at most `limit` of them.
+    pub(super) fn keys_at(
+        &self,
+        seq: u64,
+        only: Option<KeyId>,
+        limit: Option<usize>,
+    ) -> Result<Vec<KeyJson>, Failure> {
         let mut filter = AuditFilter::default();
         filter.key = only;
-        self.lines(&audit_path(&filter, &[("at", seq.to_string())]))
+        let path = audit_path(&filter, &[("at", seq.to_string())]);
+        self.pages(&path, limit, |page: KeyPageJson| (page.keys, page.next))
     }
 
     /// A JSON answer of `T`.
     fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Body) -> Result<T, Failure> {
         let answer = self.exchange(method, path, body)?;
         serde_json::from_slice(&answer).map_err(|e| self.unreadable(&e))
-    }
-
-    /// A JSON Lines answer of `T`s.
-    fn lines<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, Failure> {
-        let answer = self.exchange(Method::GET, path, Body::Empty)?;
-        answer
-            .split(|&b| b == b'\n')
-            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|line| serde_json::from_slice(line).map_err(|e| self.unreadable(&e)))
-            .collect()
     }
 
     fn unreadable(&self, e: &serde_json::Error) -> Failure {

@@ -338,7 +338,7 @@ pub(super) fn import_keys(
             let names: HashMap<String, String> = if args.json {
                 HashMap::new()
             } else {
-                let listed = client.list(true)?;
+                let listed = client.list(true, None)?;
                 listed.iter().map(|k| (k.id.clone(), k.name.clone())).collect()
             };
             (imported, names)
@@ -456,15 +456,27 @@ pub(super) fn delete(target: &Target, args: KeyArgs, out: &mut impl Write) -> Re
     Ok(exit::OK)
 }
 
-pub(super) fn list(target: &Target, all: bool, json: bool, out: &mut impl Write) -> Result<u8, Failure> {
+/// `list [--all] [--limit N]`: every key (or the first N); through `--server`, a page
+/// after another.
+pub(super) fn list(
+    target: &Target,
+    all: bool,
+    limit: Option<usize>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<u8, Failure> {
     let views: Vec<KeyJson> = match target {
         Target::Local(store) => {
             let keys = store.open(false)?;
             let views = if all { keys.all_keys() } else { keys.keys() };
-            views.iter().map(KeyJson::from).collect()
+            views
+                .iter()
+                .take(limit.unwrap_or(usize::MAX))
+                .map(KeyJson::from)
+                .collect()
         }
         #[cfg(feature = "client")]
-        Target::Remote(client) => client.list(all)?,
+        Target::Remote(client) => client.list(all, limit)?,
     };
     if json {
         for view in &views {

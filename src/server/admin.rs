@@ -24,14 +24,12 @@ use ipnet::IpNet;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 mod metering;
+mod pages;
 
-use super::body::{self, JsonBody, Layout};
+use super::body::{self, JsonBody};
 use super::{MAX_IMPORT_BODY_BYTES, Reject, Shared, query_pairs};
-use crate::json::AuditFilter;
-use crate::json::AuditJson;
 use crate::json::ImportedJson;
 use crate::json::KeyJson;
-use crate::json::RefusedJson;
 use crate::json::RollJson;
 use crate::json::WhoamiJson;
 use crate::json::credits::CreditsJson;
@@ -43,14 +41,13 @@ use crate::json::read_import_lines;
 use crate::model::actor::Actor;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
-use crate::model::record::EventKind;
 use crate::model::rules::parse_net;
 use crate::projection::KeyView;
 use crate::store::KeyStore;
 
 pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/keys", get(list).post(create))
+        .route("/keys", get(pages::list).post(create))
         .route("/keys/import", post(import))
         .route("/keys/{id}", get(show).delete(delete))
         .route("/keys/{id}/whitelist", post(whitelist).delete(unwhitelist))
@@ -62,7 +59,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/keys/{id}/disable", post(disable))
         .route("/keys/{id}/enable", post(enable))
         .route("/actors/{actor}/revoke", post(revoke_actor))
-        .route("/audit", get(audit))
+        .route("/audit", get(pages::audit))
         .route("/whoami", get(whoami))
         .route("/fleet", get(fleet))
         .method_not_allowed_fallback(super::method_not_allowed)
@@ -259,18 +256,6 @@ fn flag(field: &'static str, value: Option<&String>) -> Result<bool, Reject> {
         Some("true") => Ok(true),
         Some(_) => Err(Error::invalid(field, "give true or false").into()),
     }
-}
-
-/// `GET /v1/keys[?all=true]`: the live keys (all of them with `all`), oldest first, as a
-/// JSON array of key views.
-async fn list(admin: Admin, uri: Uri) -> Result<Response, Reject> {
-    let all = flag("all", query(&uri, &["all"])?.get("all"))?;
-    let views = admin
-        .call(move |store, _| Ok(if all { store.all_keys() } else { store.keys() }))
-        .await?;
-    Ok(body::list(Layout::Array, views, |v, out| {
-        serde_json::to_writer(out, &KeyJson::from(v))
-    }))
 }
 
 /// `GET /v1/keys/{id}`: one key, whatever its status.
@@ -623,81 +608,4 @@ impl From<&crate::fleet::FleetStatus> for FleetJson {
             heads_bucket_lost: f.heads_bucket_lost,
         }
     }
-}
-
-/// `GET /v1/audit` with the command line's filters as parameters (`key`, `actor`, `kind`,
-/// `since`, `until`; `at=SEQ` for the keys as they stood then; `refused=true` for the
-/// security trail), as JSON Lines: the objects `audit --json` prints.
-async fn audit(admin: Admin, uri: Uri) -> Result<Response, Reject> {
-    let params = query(&uri, &["key", "actor", "kind", "since", "until", "at", "refused"])?;
-    let given = |name: &str| params.contains_key(name);
-    let refused = flag("refused", params.get("refused"))?;
-    if refused && (given("kind") || given("at")) {
-        return Err(Error::invalid("query", "refused=true takes key, actor, since and until only").into());
-    }
-    if given("at") && ["actor", "kind", "since", "until"].iter().any(|p| given(p)) {
-        return Err(Error::invalid("query", "at takes key only").into());
-    }
-    let filter = AuditFilter {
-        key: params.get("key").map(|s| s.parse::<KeyId>()).transpose()?,
-        actor: params.get("actor").cloned(),
-        kind: params.get("kind").map(|s| s.parse::<EventKind>()).transpose()?,
-        since: params.get("since").map(|s| parse_time("since", s)).transpose()?,
-        until: params.get("until").map(|s| parse_time("until", s)).transpose()?,
-    };
-    let at = params
-        .get("at")
-        .map(|s| {
-            s.parse::<u64>()
-                .map_err(|_| Error::invalid("at", "give a sequence number"))
-        })
-        .transpose()?;
-    if refused {
-        // A refused command may name a key that never existed: no existence check.
-        let attempts = admin
-            .call(move |store, _| {
-                Ok(store
-                    .refused()?
-                    .into_iter()
-                    .filter(|a| filter.matches_refused(a))
-                    .collect::<Vec<_>>())
-            })
-            .await?;
-        return Ok(body::list(Layout::Lines, attempts, |a, out| {
-            serde_json::to_writer(out, &RefusedJson::from(a))
-        }));
-    }
-    if let Some(seq) = at {
-        let only = filter.key;
-        let views = admin
-            .call(move |store, _| {
-                if let Some(id) = only {
-                    view_of(store, id)?;
-                }
-                Ok(store
-                    .keys_at(seq)?
-                    .into_iter()
-                    .filter(|v| only.is_none_or(|id| v.id == id))
-                    .collect::<Vec<_>>())
-            })
-            .await?;
-        return Ok(body::list(Layout::Lines, views, |v, out| {
-            serde_json::to_writer(out, &KeyJson::from(v))
-        }));
-    }
-    let entries = admin
-        .call(move |store, _| {
-            if let Some(id) = filter.key {
-                view_of(store, id)?;
-            }
-            Ok(store
-                .audit()
-                .into_iter()
-                .filter(|e| filter.matches(e))
-                .collect::<Vec<_>>())
-        })
-        .await?;
-    Ok(body::list(Layout::Lines, entries, |e, out| {
-        serde_json::to_writer(out, &AuditJson::from(e))
-    }))
 }
