@@ -20,6 +20,9 @@
 //!   trusted proxy's address while one client hoards 1,100 slowloris connections, with the
 //!   server's default connection limits and without them: p50/p99/max in milliseconds
 //!   (`benches/http/hoarding.rs`).
+//! - `keys_page`: `GET /v1/keys` pages of 100 out of `--page-keys N` keys (1,000,000 by
+//!   default): p50/p99 of the first page, one from the middle, a filtered one, and a filter
+//!   matching none (`benches/http/pages.rs`). Target: `keys_page_p99_ms` ≤ 2.
 //!
 //! `cargo bench --bench http` (`-- --quick` for a short run, `-- --only NAME` for one
 //! comparison). The server and the client
@@ -35,6 +38,8 @@ mod common;
 mod hoarding;
 #[path = "../tests/support/nginx.rs"]
 mod nginx;
+#[path = "http/pages.rs"]
+mod pages;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -67,6 +72,8 @@ struct Mode {
     per_run: Duration,
     /// `--only NAME`: run only that comparison.
     only: Option<String>,
+    /// `--page-keys N`: the keys in the store of `keys_page`.
+    page_keys: usize,
 }
 
 impl Mode {
@@ -89,6 +96,7 @@ impl Mode {
                 warmup: Duration::from_millis(300),
                 per_run: Duration::from_millis(700),
                 only: None,
+                page_keys: 1_000_000,
             }
         } else {
             Mode {
@@ -98,6 +106,7 @@ impl Mode {
                 warmup: Duration::from_secs(1),
                 per_run: Duration::from_secs(2),
                 only: None,
+                page_keys: 1_000_000,
             }
         };
         if let Some(n) = value("--connections") {
@@ -108,6 +117,9 @@ impl Mode {
             .position(|a| a == "--only")
             .and_then(|i| args.get(i + 1))
             .cloned();
+        if let Some(n) = value("--page-keys") {
+            mode.page_keys = usize::try_from(n).unwrap().max(1_000);
+        }
         if let Some(n) = value("--rounds") {
             mode.rounds = usize::try_from(n).unwrap().max(1);
         }
@@ -174,6 +186,9 @@ fn comparisons(mode: &Mode) -> Vec<Option<Comparison>> {
     }
     if wants("auth_under_hoarding") {
         all.push(Some(hoarding::auth_under_hoarding(mode.name == "quick")));
+    }
+    if wants("keys_page") {
+        all.push(Some(pages::keys_page(mode)));
     }
     all
 }

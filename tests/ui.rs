@@ -263,6 +263,35 @@ const ROOT: (&str, &str) = ("root", "super-admin");
 const ALICE: (&str, &str) = ("alice", "admin");
 const BOB: (&str, &str) = ("bob", "admin");
 
+/// `keyledger serve` on `db`, on a free loopback port, its output in `dir/serve.log`; once
+/// it listens.
+fn serve(db: &Path, dir: &Path) -> (Process, SocketAddr, PathBuf) {
+    let log = dir.join("serve.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut process = Process::spawn(
+        "keyledger serve",
+        keyledger(db)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file),
+    );
+    // It prints the port it was given once it listens.
+    let deadline = Instant::now() + WAIT;
+    let addr: SocketAddr = loop {
+        process.assert_running(&log);
+        let printed = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(addr) = printed.lines().find_map(|l| l.strip_prefix("listening on ")) {
+            break addr.trim().parse().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "keyledger serve printed no address within {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (process, addr, log)
+}
+
 impl Server {
     /// Bootstraps a store with the command line (a super admin, two admins and a few keys),
     /// then serves it.
@@ -299,29 +328,7 @@ impl Server {
         );
         create(&db, ROOT, "partner webhooks", &["webhooks"], &[]);
 
-        let log = dir.path().join("serve.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let mut process = Process::spawn(
-            "keyledger serve",
-            keyledger(&db)
-                .args(["serve", "--listen", "127.0.0.1:0"])
-                .stdout(log_file.try_clone().unwrap())
-                .stderr(log_file),
-        );
-        // It prints the port it was given once it listens.
-        let deadline = Instant::now() + WAIT;
-        let addr: SocketAddr = loop {
-            process.assert_running(&log);
-            let printed = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(addr) = printed.lines().find_map(|l| l.strip_prefix("listening on ")) {
-                break addr.trim().parse().unwrap();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "keyledger serve printed no address within {WAIT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let (process, addr, log) = serve(&db, dir.path());
         let health = http(addr, "GET", "/healthz", &[], None);
         assert_eq!(health.status, 200, "{health:?}");
         Server {
@@ -351,7 +358,7 @@ impl Server {
     }
 
     fn keys(&self) -> Vec<Value> {
-        let answer = self.api(&self.root.secret, "GET", "/v1/keys?all=true", None);
+        let answer = self.api(&self.root.secret, "GET", "/v1/keys?all=true&unpaged=true", None);
         assert_eq!(answer.status, 200, "{answer:?}");
         answer.json().as_array().unwrap().clone()
     }
@@ -1326,5 +1333,121 @@ fn a_keys_usage_chart_shows_accepted_and_rejected_requests_and_its_limit_scaled_
             (json!(2), json!(48)),
             "{days}"
         );
+    });
+}
+
+/// Keys adopted into the 100,000-key store, every 15,000th named `needle` instead of `bulk`.
+const MANY: usize = 100_000;
+const NEEDLE_EVERY: usize = 15_000;
+
+#[test]
+fn a_store_of_100k_keys_paints_its_first_page_at_once_pages_on_and_searches_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keys.db");
+    let root = create(&db, ROOT, "root console", &["super-admin"], &["127.0.0.1"]);
+    let lines: String = (1..=MANY)
+        .map(|i| {
+            let name = if i % NEEDLE_EVERY == 0 { "needle" } else { "bulk" };
+            format!(
+                "{{\"name\": \"{name} {i:06}\", \"roles\": [\"bot\"], \"key\": \"bulk_secret_{i:016}\"}}\n"
+            )
+        })
+        .collect();
+    let file = dir.path().join("keys.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    let imported = Instant::now();
+    run_cli(
+        &db,
+        &[
+            "import-keys",
+            "--actor",
+            ROOT.0,
+            "--actor-role",
+            ROOT.1,
+            file.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    eprintln!("imported {MANY} keys in {:?}", imported.elapsed());
+    let (_process, addr, _log) = serve(&db, dir.path());
+    let url = format!("http://{addr}/");
+    run(async {
+        let browser = Browser::start().await;
+        let page = browser.page();
+        page.goto(&url).await;
+        page.type_into("#admin-key", &root.secret).await;
+        // Measured in the browser: from the click on Sign in to the first rows in the table.
+        let first_paint = page
+            .js(
+                "const t0 = performance.now();
+                 document.querySelector('#sign-in-form button[type=submit]').click();
+                 return new Promise((resolve) => {
+                   const check = () => document.querySelectorAll('#keys-table tbody tr').length > 0
+                     ? resolve(performance.now() - t0)
+                     : requestAnimationFrame(check);
+                   check();
+                 });",
+                vec![],
+            )
+            .await;
+        eprintln!(
+            "first paint of the keys table, {MANY} keys: {:.0} ms from signing in",
+            first_paint.as_f64().unwrap()
+        );
+        let rows = "return document.querySelectorAll('#keys-table tbody tr').length;";
+        assert_eq!(page.js(rows, vec![]).await, json!(100));
+        let names =
+            "return [...document.querySelectorAll('#keys-table tbody .key-name')].map(n => n.textContent);";
+        let first = page.js(names, vec![]).await;
+        // Newest first.
+        assert_eq!(first[0], json!(format!("bulk {MANY:06}")));
+        assert!(!page.has("#keys-more[hidden]").await, "no way to the next page");
+
+        // The next page comes after the first, neither repeating nor skipping a key.
+        page.click("#keys-more").await;
+        page.until(
+            "the second page",
+            "return document.querySelectorAll('#keys-table tbody tr').length === 200;",
+            vec![],
+        )
+        .await;
+        let two = page.js(names, vec![]).await;
+        let expected: Vec<String> = (MANY - 199..=MANY)
+            .rev()
+            .map(|i| format!("{} {i:06}", if i % NEEDLE_EVERY == 0 { "needle" } else { "bulk" }))
+            .collect();
+        assert_eq!(two, json!(expected));
+
+        // The search is the server's: it finds the needles among every key, not only
+        // among the 200 loaded.
+        page.type_into("#key-search", "NEEDLE").await;
+        page.until(
+            "the search's answer",
+            "return [...document.querySelectorAll('#keys-table tbody .key-name')].every(n => n.textContent.startsWith('needle'));",
+            vec![],
+        )
+        .await;
+        let needles: Vec<String> = (1..=MANY / NEEDLE_EVERY)
+            .rev()
+            .map(|n| format!("needle {:06}", n * NEEDLE_EVERY))
+            .collect();
+        assert_eq!(page.js(names, vec![]).await, json!(needles));
+        assert!(page.has("#keys-more[hidden]").await, "a next page after the last");
+
+        // Reloaded with the key still in the tab: the page asks one page again.
+        let reload = page.js("location.reload(); return true;", vec![]).await;
+        assert_eq!(reload, json!(true));
+        page.until(
+            "the keys table after a reload",
+            "return document.readyState === 'complete' && document.querySelectorAll('#keys-table tbody tr').length === 100;",
+            vec![],
+        )
+        .await;
+        let since_navigation = page.js("return performance.now();", vec![]).await;
+        eprintln!(
+            "after a reload, 100 rows shown at most {:.0} ms after navigation began",
+            since_navigation.as_f64().unwrap()
+        );
+        browser.close().await;
     });
 }

@@ -111,15 +111,24 @@ impl Projection {
         }
     }
 
-    /// Up to `limit` audit entries that `matches`, after record `after` (a position is a
-    /// record's sequence number; 0 starts at the first).
+    /// Up to `limit` audit entries that `matches`, after record `after` in the order asked
+    /// (a position is a record's sequence number; `None` starts at the first, or the last
+    /// with `newest_first`).
     pub(crate) fn audit_page(
         &self,
         matches: &dyn Fn(&AuditEntry) -> bool,
-        after: u64,
+        newest_first: bool,
+        after: Option<u64>,
         limit: usize,
     ) -> Positioned<AuditEntry> {
-        let mut found = self.audit(after.saturating_add(1)).filter(|e| matches(e));
+        let rows = self.rows.len() as u64;
+        let order: Box<dyn Iterator<Item = AuditEntry>> = if newest_first {
+            let end = after.map_or(rows, |p| p.saturating_sub(1).min(rows));
+            Box::new((1..=end).rev().filter_map(|seq| self.audit(seq).next()))
+        } else {
+            Box::new(self.audit(after.unwrap_or(0).saturating_add(1)))
+        };
+        let mut found = order.filter(|e| matches(e));
         let items: Vec<AuditEntry> = found.by_ref().take(limit).collect();
         let more_after = match (items.last(), found.next()) {
             (Some(last), Some(_)) => Some(last.seq),

@@ -236,9 +236,9 @@ impl KeyStore {
         )
     }
 
-    /// A page of the audit trail, oldest first: the entries `matches` passes, after
-    /// `cursor`. `binding` names the filter `matches` applies (its parameters, written one
-    /// way): a cursor is refused with another binding.
+    /// A page of the audit trail, oldest first (or newest first): the entries `matches`
+    /// passes, after `cursor`. `binding` names the filter `matches` applies (its
+    /// parameters, written one way): a cursor is refused with another binding or order.
     ///
     /// # Errors
     /// As [`KeyStore::keys_page`].
@@ -246,15 +246,22 @@ impl KeyStore {
         &self,
         binding: &str,
         matches: impl Fn(&AuditEntry) -> bool,
+        newest_first: bool,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<AuditEntry>, Error> {
+        let binding = format!("{}{binding}", u8::from(newest_first));
         Self::page(
             Listing::Audit,
             binding.as_bytes(),
             cursor,
             limit,
-            |after, limit| Ok(self.ledger.read().audit_page(&matches, after.unwrap_or(0), limit)),
+            |after, limit| {
+                Ok(self
+                    .ledger
+                    .read()
+                    .audit_page(&matches, newest_first, after, limit))
+            },
         )
     }
 

@@ -9,9 +9,18 @@
 
 const STORAGE_KEY = "keyledger.admin-key";
 
+// Keys and audit entries are asked a page at a time (the server's filters, newest first),
+// and "Show more" follows the page's cursor: the page never holds more than it was shown.
+const PAGE = 100;
+
 const state = {
   me: null, // {actor, actor_role, key_id}: who the admin key acts as (GET /v1/whoami)
-  keys: [],
+  keys: [], // the pages of keys loaded so far, for the search and status asked
+  keysQuery: "", // the query those pages answer
+  keysNext: null, // the cursor of the next page, or null at the end
+  auditQuery: "",
+  auditNext: null,
+  auditRefused: false,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -396,33 +405,81 @@ async function route(moveFocus) {
 // ---------------------------------------------------------------------------------------
 // The keys table
 
+/** The keys listing's query for the search and status chosen, newest first. */
+function keysQuery() {
+  const params = new URLSearchParams({ order: "newest", limit: String(PAGE) });
+  const q = $("key-search").value.trim();
+  if (q) params.set("q", q);
+  const status = $("key-status").value;
+  if (status === "all") params.set("all", "true");
+  else if (status !== "live") params.set("status", status);
+  return params.toString();
+}
+
+/** The first page of keys for the search and status chosen (the server filters). */
 async function loadKeys() {
+  const query = keysQuery();
+  let page;
   try {
-    state.keys = await api("GET", "/v1/keys?all=true");
+    page = await api("GET", `/v1/keys?${query}`);
     setError("keys-error", "");
   } catch (e) {
     setError("keys-error", `The keys could not be loaded: ${e.message}`);
     return;
   }
+  // A later search was typed while this one was asked: its answer wins.
+  if (query !== keysQuery()) return;
+  state.keys = page.keys;
+  state.keysQuery = query;
+  state.keysNext = page.next;
   renderKeys();
   renderAuditKeyChoices();
 }
 
-function renderKeys() {
-  const query = $("key-search").value.trim().toLowerCase();
-  const status = $("key-status").value;
-  const shown = state.keys.filter((k) => {
-    if (query && !k.name.toLowerCase().includes(query)) return false;
-    if (status === "all") return true;
-    if (status === "live") return k.status === "active" || k.status === "disabled";
-    return k.status === status;
+/** The next page of keys, after those shown. */
+async function loadMoreKeys(event) {
+  if (!state.keysNext) return;
+  await busy(event.currentTarget, async () => {
+    const query = state.keysQuery;
+    let page;
+    try {
+      page = await api("GET", `/v1/keys?${query}&cursor=${encodeURIComponent(state.keysNext)}`);
+      setError("keys-error", "");
+    } catch (e) {
+      setError("keys-error", `More keys could not be loaded: ${e.message}`);
+      return;
+    }
+    if (query !== state.keysQuery) return;
+    state.keys.push(...page.keys);
+    state.keysNext = page.next;
+    const rows = page.keys.map(keyRow);
+    $("keys-table").tBodies[0].append(...rows);
+    showKeyCount();
+    renderAuditKeyChoices();
   });
-  // Newest first: a key just generated is at the top.
-  const rows = shown.map(keyRow).reverse();
+}
+
+let searchTimer = null;
+
+/** Asks the server again once typing pauses. */
+function searchKeys() {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(loadKeys, 200);
+}
+
+function renderKeys() {
+  // Newest first, as the server gave them: a key just generated is at the top.
+  const rows = state.keys.map(keyRow);
   $("keys-table").tBodies[0].replaceChildren(...rows);
-  $("keys-table").hidden = rows.length === 0;
-  $("keys-empty").hidden = rows.length !== 0;
-  $("keys-caption").textContent = `API keys: ${rows.length} shown of ${state.keys.length}`;
+  showKeyCount();
+}
+
+function showKeyCount() {
+  const shown = state.keys.length;
+  $("keys-table").hidden = shown === 0;
+  $("keys-empty").hidden = shown !== 0;
+  $("keys-more").hidden = !state.keysNext;
+  $("keys-caption").textContent = `API keys: ${shown} shown${state.keysNext ? ", more to show" : ""}`;
 }
 
 function keyRow(k) {
@@ -862,23 +919,76 @@ function renderAuditKeyChoices() {
   select.value = state.keys.some((k) => k.id === current) ? current : "";
 }
 
-async function loadAudit(event) {
-  if (event) event.preventDefault();
-  const refused = $("audit-refused").checked;
+/** The audit trail's query for the filters chosen: newest first, a page at a time. */
+function auditQuery(refused) {
   const params = new URLSearchParams();
   if ($("audit-key").value) params.set("key", $("audit-key").value);
   if ($("audit-actor").value.trim()) params.set("actor", $("audit-actor").value.trim());
   if (!refused && $("audit-kind").value) params.set("kind", $("audit-kind").value);
+  // The security trail is short (the server keeps its latest attempts): it comes whole.
   if (refused) params.set("refused", "true");
+  if (refused) params.set("unpaged", "true");
+  else {
+    params.set("order", "newest");
+    params.set("limit", String(PAGE));
+  }
+  return params.toString();
+}
+
+async function loadAudit(event) {
+  if (event) event.preventDefault();
+  const refused = $("audit-refused").checked;
+  const query = auditQuery(refused);
   let entries;
+  let next = null;
   try {
-    entries = await api("GET", `/v1/audit?${params}`, { lines: true });
+    if (refused) {
+      entries = (await api("GET", `/v1/audit?${query}`, { lines: true })).reverse();
+    } else {
+      const page = await api("GET", `/v1/audit?${query}`);
+      entries = page.entries;
+      next = page.next;
+    }
     setError("audit-error", "");
   } catch (e) {
     setError("audit-error", `The audit trail could not be loaded: ${e.message}`);
     return;
   }
-  entries.reverse();
+  if (query !== auditQuery(refused)) return;
+  state.auditQuery = query;
+  state.auditNext = next;
+  state.auditRefused = refused;
+  const rows = auditRows(entries, refused);
+  const [shown, hidden] = refused ? ["refused-table", "audit-table"] : ["audit-table", "refused-table"];
+  $(shown).tBodies[0].replaceChildren(...rows);
+  $(shown).hidden = rows.length === 0;
+  $(hidden).hidden = true;
+  $("audit-empty").hidden = rows.length !== 0;
+  $("audit-more").hidden = !next;
+}
+
+/** The next page of the audit trail, older than the entries shown. */
+async function loadMoreAudit(event) {
+  if (!state.auditNext || state.auditRefused) return;
+  await busy(event.currentTarget, async () => {
+    const query = state.auditQuery;
+    let page;
+    try {
+      page = await api("GET", `/v1/audit?${query}&cursor=${encodeURIComponent(state.auditNext)}`);
+      setError("audit-error", "");
+    } catch (e) {
+      setError("audit-error", `More entries could not be loaded: ${e.message}`);
+      return;
+    }
+    if (query !== state.auditQuery) return;
+    state.auditNext = page.next;
+    $("audit-table").tBodies[0].append(...auditRows(page.entries, false));
+    $("audit-more").hidden = !page.next;
+  });
+}
+
+/** Table rows for audit entries, or for refused attempts. */
+function auditRows(entries, refused) {
   const names = new Map(state.keys.map((k) => [k.id, k.name]));
   const keyCell = (label, id, name) =>
     cell(label, id ? [name || names.get(id) || "", el("span", { class: "sub mono", text: id })] : el("span", { class: "none", text: "(a new key)" }));
@@ -887,9 +997,8 @@ async function loadAudit(event) {
   const personCell = (label, person) => cell(label, [person || "", el("span", { class: "sub", text: "(a person)" })]);
   const via = (label, id) =>
     cell(label, id ? [names.get(id) || "", el("span", { class: "sub mono", text: id })] : el("span", { class: "none", text: "—" }));
-  let rows;
   if (refused) {
-    rows = entries.map((a) =>
+    return entries.map((a) =>
       el(
         "tr",
         {},
@@ -901,26 +1010,20 @@ async function loadAudit(event) {
         via("Via key", a.via),
       ),
     );
-  } else {
-    rows = entries.map((e) =>
-      el(
-        "tr",
-        { "data-kind": e.kind },
-        cell("#", String(e.seq)),
-        cell("Time (UTC)", time(e.at)),
-        actorCell("Actor", e.actor, e.actor_role),
-        cell("Event", e.kind),
-        e.kind === "actor_revoked" ? personCell("Key", e.person) : keyCell("Key", e.key_id, e.key_name),
-        cell("Detail", auditDetail(e)),
-        via("Via key", e.via),
-      ),
-    );
   }
-  const [shown, hidden] = refused ? ["refused-table", "audit-table"] : ["audit-table", "refused-table"];
-  $(shown).tBodies[0].replaceChildren(...rows);
-  $(shown).hidden = rows.length === 0;
-  $(hidden).hidden = true;
-  $("audit-empty").hidden = rows.length !== 0;
+  return entries.map((e) =>
+    el(
+      "tr",
+      { "data-kind": e.kind },
+      cell("#", String(e.seq)),
+      cell("Time (UTC)", time(e.at)),
+      actorCell("Actor", e.actor, e.actor_role),
+      cell("Event", e.kind),
+      e.kind === "actor_revoked" ? personCell("Key", e.person) : keyCell("Key", e.key_id, e.key_name),
+      cell("Detail", auditDetail(e)),
+      via("Via key", e.via),
+    ),
+  );
 }
 
 function auditDetail(e) {
@@ -1047,8 +1150,10 @@ function start() {
   $("sign-out").addEventListener("click", () => signOut("Signed out."));
   window.addEventListener("hashchange", () => route(true));
 
-  $("key-search").addEventListener("input", renderKeys);
-  $("key-status").addEventListener("change", renderKeys);
+  $("key-search").addEventListener("input", searchKeys);
+  $("key-status").addEventListener("change", loadKeys);
+  $("keys-more").addEventListener("click", loadMoreKeys);
+  $("audit-more").addEventListener("click", loadMoreAudit);
   $("key-filters").addEventListener("submit", (e) => e.preventDefault());
 
   $("generate").addEventListener("click", openGenerate);

@@ -86,7 +86,8 @@ pub(super) async fn list(admin: Admin, uri: Uri) -> Result<Response, Reject> {
 
 /// `GET /v1/audit` with the command line's filters as parameters (`key`, `actor`, `kind`,
 /// `since`, `until`; `at=SEQ` for the keys as they stood then; `refused=true` for the
-/// security trail), a page at a time (`limit`, `cursor`): `{"entries": [...], "next"}`
+/// security trail), a page at a time (`limit`, `cursor`; `order=newest` for the audit
+/// trail newest first): `{"entries": [...], "next"}`
 /// (`{"keys": ...}` with `at`). `unpaged=true`: every one, as JSON Lines, the objects
 /// `audit --json` prints (0.6's answer).
 pub(super) async fn audit(admin: Admin, uri: Uri) -> Result<Response, Reject> {
@@ -105,6 +106,10 @@ pub(super) async fn audit(admin: Admin, uri: Uri) -> Result<Response, Reject> {
     if given("at") && ["actor", "kind", "since", "until"].iter().any(|p| given(p)) {
         return Err(Error::invalid("query", "at takes key only").into());
     }
+    if (refused || given("at") || unpaged) && given("order") {
+        return Err(Error::invalid("query", "order is for the audit trail's pages only").into());
+    }
+    let newest = newest_first(params.get("order"))?;
     if unpaged && PAGING.iter().any(|p| given(p)) {
         return Err(Error::invalid("query", "unpaged=true takes no limit or cursor").into());
     }
@@ -203,7 +208,7 @@ pub(super) async fn audit(admin: Admin, uri: Uri) -> Result<Response, Reject> {
             if let Some(id) = filter.key {
                 view_of(store, id)?;
             }
-            store.audit_page(&binding, |e| filter.matches(e), cursor.as_deref(), limit)
+            store.audit_page(&binding, |e| filter.matches(e), newest, cursor.as_deref(), limit)
         })
         .await?;
     Ok(body::json(
