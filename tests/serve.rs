@@ -1928,6 +1928,9 @@ fn admin_api_pages_keys_and_audit_with_cursors_that_survive_creates_and_deletes(
     );
     let audit = follow(&api, &root, "/v1/audit?limit=5", "entries", 5);
     assert_eq!(audit.len(), 10);
+    let newest = follow(&api, &root, "/v1/audit?order=newest&limit=4", "entries", 4);
+    let seqs: Vec<u64> = newest.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=10).rev().collect::<Vec<u64>>());
     let at = follow(&api, &root, "/v1/audit?at=3&limit=2", "keys", 2);
     assert_eq!(names(&at), ["root", "alpha-1", "alpha-2"]);
 
@@ -1958,6 +1961,12 @@ fn admin_api_pages_keys_and_audit_with_cursors_that_survive_creates_and_deletes(
         ("/v1/keys?cursor=nonsense".to_owned(), "cursor"),
         ("/v1/keys?unpaged=true&limit=5".to_owned(), "query"),
         ("/v1/audit?unpaged=true&cursor=x".to_owned(), "query"),
+        ("/v1/audit?refused=true&order=newest".to_owned(), "query"),
+        ("/v1/audit?order=oldest-first".to_owned(), "order"),
+        (
+            format!("/v1/audit?order=newest&limit=1&cursor={audit_cursor}"),
+            "cursor",
+        ),
     ] {
         let body = api
             .get(&root, &path)

@@ -1162,7 +1162,12 @@ fn admin_enables_disables_rewhitelists_and_rolls_a_key_of_their_own() {
             200,
             "within the grace"
         );
-        let trail = server.api(&server.alice.secret, "GET", &format!("/v1/audit?key={id}"), None);
+        let trail = server.api(
+            &server.alice.secret,
+            "GET",
+            &format!("/v1/audit?key={id}&unpaged=true"),
+            None,
+        );
         let kinds: Vec<String> = trail
             .body
             .lines()

@@ -94,7 +94,7 @@ pub(super) async fn audit(admin: Admin, uri: Uri) -> Result<Response, Reject> {
     let params = query(
         &uri,
         &[
-            "key", "actor", "kind", "since", "until", "at", "refused", "unpaged", "limit", "cursor",
+            "key", "actor", "kind", "since", "until", "at", "refused", "order", "unpaged", "limit", "cursor",
         ],
     )?;
     let given = |name: &str| params.contains_key(name);
