@@ -1044,3 +1044,44 @@ fn usage_is_shown_alike_on_the_store_and_through_the_server() {
     );
     s.fails(None, &["usage", "00000000000000ff"], 4, "not found");
 }
+
+#[test]
+fn list_and_audit_print_every_key_through_the_servers_pages_and_the_first_n_with_limit() {
+    let mut s = Scenario::new();
+    // More keys than one page can hold (1,000), so the client follows a cursor.
+    let lines: String = (0..1_050)
+        .map(|i| {
+            format!(
+                "{{\"name\": \"paged {i:04}\", \"roles\": [\"bot\"], \"key\": \"cli_page_secret_{i:016}\"}}\n"
+            )
+        })
+        .collect();
+    let file = s._dir.path().join("paged.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    s.ok(Some(Who::Root), &["import-keys", file.to_str().unwrap()]);
+    let every = s.ok(None, &["list", "--json"]);
+    assert_eq!(
+        every.stdout.lines().count(),
+        1_054,
+        "the bootstrap's 4 and the 1,050"
+    );
+    let table = s.ok(None, &["list"]);
+    assert!(table.stdout.contains("paged 1049"), "{}", table.stdout);
+    let three = s.ok(None, &["list", "--limit", "3", "--json"]);
+    assert_eq!(three.stdout.lines().count(), 3);
+    let past_a_page = s.ok(None, &["list", "--all", "--limit", "1002", "--json"]);
+    assert_eq!(past_a_page.stdout.lines().count(), 1_002);
+    assert_eq!(s.json_lines_via(&["audit", "--limit", "2", "--json"]).len(), 2);
+    assert_eq!(
+        s.json_lines_via(&["audit", "--kind", "imported", "--json"]).len(),
+        1_050
+    );
+    assert_eq!(
+        s.ok(None, &["audit", "--at", "5", "--limit", "2", "--json"])
+            .stdout
+            .lines()
+            .count(),
+        2
+    );
+    s.ok(None, &["audit", "--refused", "--limit", "1"]);
+}

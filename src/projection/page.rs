@@ -78,6 +78,10 @@ impl Projection {
             .as_deref()
             .filter(|q| !q.is_empty())
             .map(str::to_lowercase);
+        // Only a query of hex digits can be in an id: the others skip writing it out.
+        let in_ids = query
+            .as_deref()
+            .is_some_and(|q| q.len() <= 16 && q.bytes().all(|b| b.is_ascii_hexdigit()));
         let matches = |i: usize| {
             filter.admits(self.status_at(i, now))
                 && role_sets
@@ -85,7 +89,7 @@ impl Projection {
                     .is_none_or(|sets| sets.get(self.keys[i].roles as usize).copied().unwrap_or(false))
                 && query.as_deref().is_none_or(|q| {
                     let key = &self.keys[i];
-                    contains_ignoring_case(self.name_of(key), q) || id_contains(key.id, q)
+                    contains_ignoring_case(self.name_of(key), q) || (in_ids && id_contains(key.id, q))
                 })
         };
         let after = after.map(|p| usize::try_from(p).unwrap_or(usize::MAX));
