@@ -363,6 +363,32 @@ pub mod fuzzing {
         decoded
     }
 
+    /// Decodes a fleet host's usage report (keyed chain), as it is and with a valid seal
+    /// appended (so the fields' decoding is reached whatever the input), for the stream
+    /// the body names; a report that decodes must encode to the same bytes.
+    pub fn usage_report(bytes: &[u8]) -> bool {
+        use crate::fleet::report;
+        let chain = Chain::new(Some(&crate::chain::ChainKey::from_bytes([7; 32])));
+        let mut sealed = bytes.to_vec();
+        sealed.extend_from_slice(&chain.seal(crate::chain::SealDomain::UsageReport, bytes));
+        let mut decoded = false;
+        for candidate in [bytes, &sealed[..]] {
+            let stream = candidate
+                .get(10..26)
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .unwrap_or_default();
+            if let Ok(r) = report::decode(candidate, &stream, &chain) {
+                assert_eq!(
+                    report::encode(&r, &stream, &chain),
+                    candidate,
+                    "decode then encode changed the report"
+                );
+                decoded = true;
+            }
+        }
+        decoded
+    }
+
     /// Wraps entries in a stream message, as a writer batch of host `origin` is appended
     /// at position 1 of a stream (public chain).
     pub fn encode_stream_message(origin: &str, entries: &[(u64, Vec<u8>)]) -> Vec<u8> {

@@ -2743,3 +2743,34 @@ fn usage_shows_a_keys_verifications_this_hour_as_a_table_and_as_json() {
     }
     assert_eq!(store.run(&["usage", &key.id, "--granularity", "week"]).code, 2);
 }
+
+#[test]
+fn a_fleet_usage_interval_out_of_range_is_refused_before_any_connection() {
+    let store = Store::new();
+    let key_file = store.dir.path().join("chain.key");
+    std::fs::write(&key_file, format!("{}\n", "cd".repeat(32))).unwrap();
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // Port 9 (discard) has no NATS server: an answer about the interval, not about the
+    // connection, shows that the options were checked first.
+    for interval in ["5ms", "11s", "12s"] {
+        let run = store.run(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--chain-key-file",
+            key_file.to_str().unwrap(),
+            "--nats",
+            "nats://127.0.0.1:9",
+            "--usage-interval",
+            interval,
+        ]);
+        assert_eq!(run.code, 2, "{interval}: {run:?}");
+        run.assert_one_error_line();
+        assert!(
+            run.stderr.contains("usage interval"),
+            "{interval}: {}",
+            run.stderr
+        );
+    }
+    assert!(!store.path().exists(), "a refused start creates no store");
+}
