@@ -379,7 +379,7 @@ pub(crate) struct Projection {
     /// Live keys only, by key hash.
     by_hash: HashIndex,
     /// Every key ever created, by id.
-    by_id: HashTable<u32>,
+    by_id: HashIndex,
     /// Previous secrets in their grace period, by hash; pruned once the log's time
     /// passes their end ([`Projection::prune_graces`]).
     graces: HashTable<Grace>,
@@ -459,7 +459,7 @@ impl Projection {
             cold: Vec::new(),
             usage: usage::Usage::new(),
             by_hash: HashIndex::new(),
-            by_id: HashTable::new(),
+            by_id: HashIndex::new(),
             graces: HashTable::new(),
             grace_of: HashMap::new(),
             graces_end_from: NEVER,
