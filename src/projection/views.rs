@@ -224,16 +224,7 @@ impl Projection {
         })
     }
 
-    /// Each key's last-used minute (0 for never), by id: what is persisted outside the log.
-    pub(crate) fn last_used(&self) -> Vec<(KeyId, u32)> {
-        self.keys
-            .iter()
-            .map(|k| (k.id, k.used.last_used()))
-            .filter(|&(_, m)| m != 0)
-            .collect()
-    }
-
-    /// Restores last-used minutes saved by [`Projection::last_used`]; unknown ids are
+    /// Restores last-used minutes saved by [`Projection::use_to_save`]; unknown ids are
     /// skipped, and a later stamp already here is kept.
     pub(crate) fn restore_last_used(&self, saved: &[(KeyId, u32)]) {
         for &(id, minute) in saved {
