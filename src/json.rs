@@ -475,7 +475,8 @@ impl From<&Error> for ErrorJson {
                 json.reason = Some(denial.code().to_owned());
                 if let Denial::NotOwner { key, .. }
                 | Denial::OutranksActor { key }
-                | Denial::AdminKeyRevoked { key } = denial
+                | Denial::AdminKeyRevoked { key }
+                | Denial::RaisesOwnRoles { key } = denial
                 {
                     json.id = Some(key.to_string());
                 }
