@@ -114,8 +114,6 @@ pub use crate::json::AuditFilter;
 #[cfg(feature = "json")]
 pub use crate::json::AuditJson;
 #[cfg(feature = "json")]
-pub use crate::json::DeletedJson;
-#[cfg(feature = "json")]
 pub use crate::json::ErrorJson;
 #[cfg(feature = "json")]
 pub use crate::json::HostJson;
@@ -123,8 +121,6 @@ pub use crate::json::HostJson;
 pub use crate::json::IgnoredJson;
 #[cfg(feature = "json")]
 pub use crate::json::ImportedJson;
-#[cfg(feature = "json")]
-pub use crate::json::KeyJson;
 #[cfg(feature = "json")]
 pub use crate::json::MAX_IMPORT_BYTES;
 #[cfg(feature = "json")]
@@ -142,7 +138,13 @@ pub use crate::json::credits::CreditsJson;
 #[cfg(feature = "json")]
 pub use crate::json::credits::RefillJson;
 #[cfg(feature = "json")]
+pub use crate::json::keys::DeletedJson;
+#[cfg(feature = "json")]
+pub use crate::json::keys::KeyJson;
+#[cfg(feature = "json")]
 pub use crate::json::limits::RateLimitJson;
+#[cfg(feature = "json")]
+pub use crate::json::owner::ChangesJson;
 #[cfg(feature = "json")]
 pub use crate::json::parse_grace;
 #[cfg(feature = "json")]
