@@ -2,6 +2,8 @@
 //! metadata: through the library, across a reopen (replay and snapshot), in the audit trail
 //! and in time travel.
 
+#![allow(clippy::unwrap_used)]
+
 use keyledger::{Actor, Denial, Error, EventKind, KeyStore, KeyUpdate, Meta, NewKey};
 
 fn meta(text: &str) -> Meta {
