@@ -1797,3 +1797,92 @@ fn admin_api_answers_a_keys_usage_per_hour_and_day_and_refuses_bad_ranges() {
     // A key that is no admin's is refused, as for every admin request.
     assert_eq!(api.get(&bot, &on("")).status, StatusCode::FORBIDDEN);
 }
+
+#[test]
+fn admin_api_creates_and_patches_a_keys_external_id_and_meta_and_auth_names_the_owner() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (_, alice) = bootstrap_key(&db, "alice", "admin", "alice admin", &["admin"], &[]);
+    let (_, bob) = bootstrap_key(&db, "bob", "admin", "bob admin", &["admin"], &[]);
+    let served = Served::start(&db, &[]);
+    let http = Http::new();
+    let api = Api {
+        http: &http,
+        addr: served.addr,
+    };
+
+    let created = api.call(
+        &alice,
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "tenant bot", "roles": ["bot"], "external_id": "tenant 7/ä", "meta": {"plan": "pro"}})),
+    );
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let view = created.json();
+    assert_eq!(view["external_id"], "tenant 7/ä");
+    assert_eq!(view["meta"], json!({"plan": "pro"}));
+    let id = view["id"].as_str().unwrap().to_owned();
+    let secret = view["key"].as_str().unwrap().to_owned();
+
+    // Forward-auth names the owner, percent-encoded as the name is.
+    let auth = api.get(&secret, "/auth");
+    assert_eq!(auth.status, StatusCode::OK, "{auth:?}");
+    assert_eq!(auth.headers["x-keyledger-external-id"], "tenant%207%2F%C3%A4");
+
+    // Only the fields present change; the actor is the admin key's.
+    let path = format!("/v1/keys/{id}");
+    let patched = api.call(
+        &alice,
+        "PATCH",
+        &path,
+        Some(json!({"name": "renamed", "add_roles": ["billing"], "meta": null})),
+    );
+    assert_eq!(patched.status, StatusCode::OK, "{patched:?}");
+    let view = patched.json();
+    assert_eq!(view["name"], "renamed");
+    assert_eq!(view["roles"], json!(["bot", "billing"]));
+    assert_eq!(view["external_id"], "tenant 7/ä");
+    assert_eq!(view["meta"], Value::Null);
+
+    // Bad input: 400 naming the field, nothing written.
+    let before = api.get(&alice, "/v1/audit").body;
+    let key_shaped = secret.as_str();
+    for (body, field) in [
+        (json!({"nmae": "typo"}), "body"),
+        (json!({"actor": "root"}), "body"),
+        (json!({}), "update"),
+        (json!({"meta": [1, 2]}), "meta"),
+        (json!({"meta": {"x": "y".repeat(5000)}}), "meta"),
+        (json!({"meta": {"note": key_shaped}}), "meta"),
+        (json!({"external_id": key_shaped}), "external_id"),
+        (json!({"roles": []}), "role"),
+    ] {
+        let answer = api.call(&alice, "PATCH", &path, Some(body.clone()));
+        let error = answer.error(StatusCode::BAD_REQUEST, "invalid_input");
+        assert_eq!(error["field"], field, "{body}: {error}");
+        assert_unquoted(&[&answer], &[key_shaped]);
+    }
+    let answer = api.call(&alice, "PATCH", &path, Some(json!({"nmae": "typo"})));
+    assert!(
+        answer.body.contains("nmae"),
+        "the unknown field is named: {answer:?}"
+    );
+    let answer = api.call(&alice, "PATCH", &path, Some(json!({"name": "renamed"})));
+    answer.error(StatusCode::CONFLICT, "state_unchanged");
+    api.call(&bob, "PATCH", &path, Some(json!({"name": "mine"})))
+        .denied("not_owner");
+    let after: Vec<Value> = api
+        .get(&alice, "/v1/audit")
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(after.len(), before.lines().count(), "nothing written");
+    let last = after.last().unwrap();
+    assert_eq!(last["kind"], "updated");
+    assert!(last["via"].is_string(), "through alice's admin key: {last}");
+    assert_eq!(
+        last["changes"],
+        json!({"name": "renamed", "roles": ["bot", "billing"], "meta": null})
+    );
+}

@@ -78,6 +78,12 @@ pub(super) struct KeyBody {
     /// Its credits; left out when it has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) credits: Option<CreditsJson>,
+    /// Its owner's id outside keyledger; left out when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) external_id: Option<String>,
+    /// Its metadata; left out when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) meta: Option<serde_json::Value>,
 }
 
 /// What `POST` and `DELETE /v1/keys/{id}/whitelist` take.
@@ -225,6 +231,11 @@ impl Client {
             rate_limits: RateLimitJson::list(limits),
         };
         self.call(Method::PUT, &format!("/keys/{id}/limits"), json(&body)?)
+    }
+
+    /// `PATCH /v1/keys/{id}` with only the fields to change: the key as it is now.
+    pub(super) fn update(&self, id: KeyId, body: &serde_json::Value) -> Result<KeyJson, Failure> {
+        self.call(Method::PATCH, &format!("/keys/{id}"), json(body)?)
     }
 
     /// `PUT /v1/keys/{id}/credits`: the key with these credits (none: removed).

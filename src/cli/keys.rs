@@ -43,6 +43,12 @@ pub(super) fn create(target: &Target, args: CreateArgs, out: &mut impl Write) ->
             if let Some(person) = &args.acts_for {
                 new = new.acting_for(person.clone());
             }
+            if let Some(id) = &args.external_id {
+                new = new.external_id(id.clone());
+            }
+            if let Some(meta) = &args.meta {
+                new = new.meta(keyledger::Meta::parse(meta)?);
+            }
             let created = keys.create_key(&args.who.actor()?, new)?;
             KeyJson::created(&existing_key(&keys, created.id)?, &created.key)
         }
@@ -52,6 +58,13 @@ pub(super) fn create(target: &Target, args: CreateArgs, out: &mut impl Write) ->
             let expiry = args.key.expiry()?;
             let mut body = args.key.body(expiry, true);
             body.actor.clone_from(&args.acts_for);
+            body.external_id.clone_from(&args.external_id);
+            body.meta = args
+                .meta
+                .as_deref()
+                .map(keyledger::Meta::parse)
+                .transpose()?
+                .map(|m| m.to_value());
             client.create(&body)?
         }
     };
@@ -456,8 +469,14 @@ pub(super) fn delete(target: &Target, args: KeyArgs, out: &mut impl Write) -> Re
     Ok(exit::OK)
 }
 
-pub(super) fn list(target: &Target, all: bool, json: bool, out: &mut impl Write) -> Result<u8, Failure> {
-    let views: Vec<KeyJson> = match target {
+pub(super) fn list(
+    target: &Target,
+    all: bool,
+    external_id: Option<&str>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<u8, Failure> {
+    let mut views: Vec<KeyJson> = match target {
         Target::Local(store) => {
             let keys = store.open(false)?;
             let views = if all { keys.all_keys() } else { keys.keys() };
@@ -466,6 +485,9 @@ pub(super) fn list(target: &Target, all: bool, json: bool, out: &mut impl Write)
         #[cfg(feature = "client")]
         Target::Remote(client) => client.list(all)?,
     };
+    if let Some(wanted) = external_id {
+        views.retain(|v| v.external_id.as_deref() == Some(wanted));
+    }
     if json {
         for view in &views {
             write_json(out, view)?;
