@@ -109,6 +109,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("__rss_open") => return rss_open_child(Path::new(&args[2]), args[3].parse().unwrap()),
         Some("__rss_scan") => return rss_scan_child(Path::new(&args[2])),
+        Some("__rss_limited") => return rss_limited_child(Path::new(&args[2]), args[3] == "1"),
         _ => {}
     }
     let mode = Mode::from_args();
@@ -337,6 +338,18 @@ fn main() {
     let reopen_full_child = rss_in_child("__rss_open", &kl_dir, 0);
     let reopen_snapshot_child = rss_in_child("__rss_open", &kl_dir, SNAPSHOT_EVERY);
     let scan_child = rss_in_child("__rss_scan", &kl_dir, 0);
+    // RSS moves with the allocator's arenas: the median of three pairs.
+    let mut per_limited: Vec<f64> = (0..3)
+        .map(|i| {
+            let grew = |limited: u64| {
+                let dir = tmp.path().join(format!("rss-{i}-{limited}"));
+                f64_of(&rss_in_child("__rss_limited", &dir, limited)["grew_bytes"])
+            };
+            (grew(1) - grew(0)) / RSS_LIMITED_KEYS as f64
+        })
+        .collect();
+    let bytes_per_limited_key = median(&per_limited);
+    per_limited.sort_by(f64::total_cmp);
     eprintln!(
         "  open: full replay {:.0} ms, {} {:.0} ms, raw scan {:.0} ms",
         ms(full),
@@ -455,7 +468,9 @@ fn main() {
             Value::Null
         },
         "bytes_per_key": bytes_per_key,
+        "bytes_per_limited_key": bytes_per_limited_key,
     });
+    eprintln!("  bytes per limited key (three pairs): {per_limited:.0?}");
     let report = json!({
         "mode": mode.name,
         "keys": n,
@@ -1162,6 +1177,41 @@ fn rss_scan_child(dir: &Path) {
             "bytes_per_record": (after.saturating_sub(before)) as f64 / records.max(1) as f64,
         })
     );
+}
+
+/// Keys each half of the limited-memory children imports.
+const RSS_LIMITED_KEYS: usize = 200_000;
+
+fn f64_of(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// In a fresh process: how much RSS grows while a new store imports [`RSS_LIMITED_KEYS`]
+/// plain keys and as many more, plain or (`limited`) each with a rate limit and credits.
+/// Two children import the same number of keys, so every table has the same capacity and
+/// the difference is what the limits and credits cost: `bytes_per_limited_key`.
+fn rss_limited_child(dir: &Path, limited: bool) {
+    let store = KeyStore::builder().cache_bytes(CACHE_BYTES).open(dir).unwrap();
+    let mut rng = StdRng::seed_from_u64(u64::from(limited) + 11);
+    let before = rss_bytes();
+    for half in [false, limited] {
+        for batch in 0..RSS_LIMITED_KEYS / 10_000 {
+            let keys = (0..10_000)
+                .map(|i| {
+                    let mut new = NewKey::new(format!("k{batch}-{i}")).role("reader");
+                    if half {
+                        new = new
+                            .rate_limit(BENCH_LIMIT.parse().unwrap())
+                            .credits(Credits::new(MAX_CREDITS).unwrap());
+                    }
+                    ExistingKey::with_secret(new, &fake_token(&mut rng)).unwrap()
+                })
+                .collect();
+            store.import_keys(&Actor::admin("bench-admin"), keys).unwrap();
+        }
+    }
+    let grew = rss_bytes().saturating_sub(before);
+    println!("{}", json!({ "grew_bytes": grew, "limited": limited }));
 }
 
 fn rss_in_child(what: &str, dir: &Path, snapshot_every: u64) -> Value {

@@ -18,6 +18,7 @@ use crate::model::actor::Actor;
 use crate::model::actor::ActorRole;
 use crate::model::error::Denial;
 use crate::model::error::Error;
+use crate::model::id::ADMIN_ROLE;
 use crate::model::id::KeyId;
 use crate::model::id::SUPER_ADMIN_ROLE;
 use crate::model::limit::RateLimit;
@@ -34,6 +35,8 @@ pub(crate) struct KeyState<'a> {
     pub(crate) deleted: bool,
     pub(crate) disabled: bool,
     pub(crate) whitelist: &'a [IpNet],
+    /// Its roles.
+    pub(crate) roles: &'a [&'static str],
     /// Whether the key holds the `super-admin` role, or the `admin` one.
     pub(crate) grants_super_admin: bool,
     pub(crate) grants_admin: bool,
@@ -63,6 +66,30 @@ pub(crate) fn authorize_command(
         return Err(Error::denied(actor.id(), Denial::OutranksActor { key: id }));
     }
     authorize(actor, event, key)
+}
+
+/// Whether a command that came through the admin key `via` may record `event` on `key`:
+/// an admin key may not give itself a role it does not hold.
+pub(crate) fn authorize_via(
+    actor: &Actor,
+    via: Option<KeyId>,
+    event: &Event,
+    key: Option<KeyState<'_>>,
+) -> Result<(), Error> {
+    if let (
+        Event::Updated {
+            id,
+            roles: Some(roles),
+            ..
+        },
+        Some(key),
+    ) = (event, key)
+        && via == Some(*id)
+        && roles.iter().any(|r| !key.roles.contains(&r.as_str()))
+    {
+        return Err(Error::denied(actor.id(), Denial::RaisesOwnRoles { key: *id }));
+    }
+    Ok(())
 }
 
 /// Whether the admin key `via`, in state `key`, may still carry a command recorded at
@@ -187,6 +214,24 @@ pub(crate) fn authorize(actor: &Actor, event: &Event, key: Option<KeyState<'_>>)
                     format!(
                         "adding {amount} would give key {id} more than the most a key may hold, {}",
                         crate::model::credits::MAX_CREDITS
+                    ),
+                ));
+            }
+        }
+        Event::Updated {
+            roles: Some(roles), ..
+        } => {
+            let holds = |role: &str| roles.iter().any(|r| r == role);
+            if actor.role() != ActorRole::SuperAdmin && holds(SUPER_ADMIN_ROLE) {
+                return Err(Error::denied(actor.id(), Denial::GrantsSuperAdmin));
+            }
+            // Who an admin key acts as, and which people it counts for, is settled when
+            // it is made: an update neither makes nor unmakes one.
+            if holds(SUPER_ADMIN_ROLE) != key.grants_super_admin || holds(ADMIN_ROLE) != key.grants_admin {
+                return Err(Error::invalid(
+                    "role",
+                    format!(
+                        "an update cannot add or remove the {ADMIN_ROLE} or {SUPER_ADMIN_ROLE} role; make a new key"
                     ),
                 ));
             }
@@ -544,6 +589,7 @@ mod tests {
             deleted: false,
             disabled: false,
             whitelist: &[],
+            roles: &[],
             grants_super_admin: false,
             grants_admin: false,
             expires_at: None,

@@ -32,6 +32,7 @@ pub(crate) mod render;
 #[cfg(feature = "serve")]
 pub(crate) mod serve;
 pub(crate) mod store;
+pub(crate) mod update;
 pub(crate) mod usage;
 pub(crate) mod verify;
 
@@ -121,6 +122,8 @@ enum Command {
     /// Set a key's rate limits (--rate-limit, repeatable), replacing its own, or remove them (--no-rate-limit)
     #[command(after_help = LIMIT_HELP)]
     Limit(LimitArgs),
+    /// Change a key's name, roles, external id or metadata: only what is given changes
+    Update(update::UpdateArgs),
     /// Set a key's credits (--set N [--refill AMOUNT/PERIOD]), add to them (--add N) or remove them (--remove)
     #[command(after_help = CREDITS_HELP)]
     Credits(CreditsArgs),
@@ -144,6 +147,9 @@ enum Command {
         /// At most N keys, the oldest first (default: every one)
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         limit: Option<u64>,
+        /// Only the keys with this external id
+        #[arg(long, value_name = "ID")]
+        external_id: Option<String>,
         /// One JSON object per key, a line each
         #[arg(long)]
         json: bool,
@@ -327,6 +333,7 @@ impl Command {
                 | Command::Disable(_)
                 | Command::Enable(_)
                 | Command::Limit(_)
+                | Command::Update(_)
                 | Command::Credits(_)
                 | Command::RevokeActor(_)
                 | Command::ImportKey(_)
@@ -348,6 +355,7 @@ impl Command {
             Command::Delete(args) | Command::Disable(args) | Command::Enable(args) => Some(&args.who),
             Command::Roll(args) => Some(&args.key.who),
             Command::Limit(args) => Some(&args.key.who),
+            Command::Update(args) => Some(&args.key.who),
             Command::Credits(args) => Some(&args.key.who),
             Command::RevokeActor(args) => Some(&args.who),
             Command::ImportKey(args) => Some(&args.who),
@@ -445,13 +453,20 @@ impl Cli {
             Command::Disable(args) => keys::switch(&target, args, Switch::Disable, out),
             Command::Enable(args) => keys::switch(&target, args, Switch::Enable, out),
             Command::Limit(args) => keys::limit(&target, args, out),
+            Command::Update(args) => update::update(&target, args, out),
             Command::Credits(args) => credits::credits(&target, args, out),
             Command::RevokeActor(args) => actors::revoke(&target, args, out),
             Command::ImportKey(args) => keys::import_key(&target, args, out),
             Command::ImportKeys(args) => keys::import_keys(&target, args, out),
-            Command::List { all, limit, json } => keys::list(
+            Command::List {
+                all,
+                external_id,
+                limit,
+                json,
+            } => keys::list(
                 &target,
                 all,
+                external_id.as_deref(),
                 limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
                 json,
                 out,

@@ -28,3 +28,5 @@ pub(crate) use record::{MAX_RECORD_BYTES, decode_record, encode_record};
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod update_tests;

@@ -4,7 +4,7 @@
 //! expiries and grace periods.
 //!
 //! Turns the store's types into these shapes and text into the store's types; it decides
-//! nothing. Only [`KeyJson`] (for a creation) and [`RollJson`] carry a secret: neither
+//! nothing. Only [`KeyJson`](keys::KeyJson) (for a creation) and [`RollJson`] carry a secret: neither
 //! shows it in its `Debug`, both zero it on drop, and no error here ever quotes a secret
 //! read from an import line.
 
@@ -20,7 +20,9 @@ use credits::CreditsJson;
 use limits::RateLimitJson;
 
 pub(crate) mod credits;
+pub(crate) mod keys;
 pub(crate) mod limits;
+pub(crate) mod owner;
 pub(crate) mod page;
 pub(crate) mod people;
 pub(crate) mod usage;
@@ -30,11 +32,9 @@ use crate::model::id::KeyId;
 use crate::model::key::NewKey;
 use crate::model::record::EventKind;
 use crate::model::refusal::RefusedAttempt;
-use crate::model::token::ApiKey;
 use crate::model::token::ExistingKey;
 use crate::model::token::format::redact_keys;
 use crate::projection::AuditEntry;
-use crate::projection::KeyView;
 use crate::store::RolledKey;
 
 /// Most lines [`read_import_lines`] takes: one commit, held in memory until it is durable.
@@ -61,136 +61,6 @@ pub(crate) fn parse_time(field: &'static str, s: &str) -> Result<SystemTime, Err
         .map_err(|_| Error::invalid(field, format!("{:?} is not an RFC 3339 time", shown(s))))
 }
 
-/// A key: `create --json` (with `key`, the secret), `show`, `list`, `audit --at`, and the
-/// admin API's key answers. The README lists every field; scripts depend on them.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct KeyJson {
-    /// 16 hex digits.
-    pub id: String,
-    /// The key's name.
-    pub name: String,
-    /// Its roles, in the order given.
-    pub roles: Vec<String>,
-    /// CIDR strings; empty admits any address.
-    pub whitelist: Vec<String>,
-    /// The creator's actor id.
-    pub created_by: String,
-    /// The role the creator acted as: `super-admin`, `admin` or `user`.
-    pub created_by_role: String,
-    /// RFC 3339.
-    pub created_at: String,
-    /// `active`, `disabled`, `expired` or `deleted`.
-    pub status: String,
-    /// RFC 3339, or `null` for a key that never expires.
-    pub expires_at: Option<String>,
-    /// The start of the minute of the last successful verify, or `null`.
-    pub last_used_at: Option<String>,
-    /// `null` while the key is not deleted; the same as `deleted_by` and `deleted_at`.
-    pub deleted: Option<DeletedJson>,
-    /// Who deleted it, or `null`.
-    pub deleted_by: Option<String>,
-    /// The role they acted as, or `null`.
-    pub deleted_by_role: Option<String>,
-    /// When it was deleted, or `null`.
-    pub deleted_at: Option<String>,
-    /// Adopted from another system rather than generated.
-    pub imported: bool,
-    /// `klk_…` and the last four characters.
-    pub hint: String,
-    /// For an admin key: the person it acts as (named when it was made, else its
-    /// creator); `null` for other keys.
-    #[serde(default)]
-    pub acts_for: Option<String>,
-    /// Its rate limits, shortest window first; empty for none.
-    #[serde(default)]
-    pub rate_limits: Vec<RateLimitJson>,
-    /// Its credits (what remains now, on the host that answers); `null` for none.
-    #[serde(default)]
-    pub credits: Option<CreditsJson>,
-    /// The secret: present only in a creation's answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// In a revocation's answer (delete, disable, unwhitelist) on a host of a fleet: the
-    /// hosts that may still accept the key when the wait ended (see
-    /// [`Revoked::unconfirmed`](crate::fleet::Revoked::unconfirmed); `*` for hosts this one could
-    /// not see). Absent when there are none (every host confirmed, or a single host), so a
-    /// single host's answers are those of the command line.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unconfirmed: Vec<String>,
-}
-
-/// Who deleted a key, and when: [`KeyJson::deleted`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct DeletedJson {
-    /// The actor id.
-    pub by: String,
-    /// RFC 3339.
-    pub at: String,
-}
-
-impl From<&KeyView> for KeyJson {
-    fn from(view: &KeyView) -> Self {
-        KeyJson {
-            id: view.id.to_string(),
-            name: view.name.clone(),
-            roles: view.roles.clone(),
-            whitelist: view.whitelist.iter().map(ToString::to_string).collect(),
-            created_by: view.created_by.id().to_owned(),
-            created_by_role: view.created_by.role().as_str().to_owned(),
-            created_at: rfc3339(view.created_at),
-            status: view.status.as_str().to_owned(),
-            expires_at: view.expires_at.map(rfc3339),
-            last_used_at: view.last_used_at.map(rfc3339),
-            deleted: view.deleted.as_ref().map(|(by, at)| DeletedJson {
-                by: by.id().to_owned(),
-                at: rfc3339(*at),
-            }),
-            deleted_by: view.deleted.as_ref().map(|(by, _)| by.id().to_owned()),
-            deleted_by_role: view.deleted.as_ref().map(|(by, _)| by.role().as_str().to_owned()),
-            deleted_at: view.deleted.as_ref().map(|(_, at)| rfc3339(*at)),
-            imported: view.imported,
-            hint: view.hint.clone(),
-            acts_for: view.acts_for.clone(),
-            rate_limits: RateLimitJson::list(&view.rate_limits),
-            credits: view.credits.as_ref().map(CreditsJson::from),
-            key: None,
-            unconfirmed: Vec::new(),
-        }
-    }
-}
-
-impl KeyJson {
-    /// A new key's answer: the view with its secret, shown this once.
-    pub fn created(view: &KeyView, key: &ApiKey) -> Self {
-        let mut json = KeyJson::from(view);
-        json.key = Some(key.expose_secret().to_owned());
-        json
-    }
-}
-
-impl fmt::Debug for KeyJson {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyJson")
-            .field("id", &self.id)
-            .field("name", &self.name)
-            .field("roles", &self.roles)
-            .field("status", &self.status)
-            .field("hint", &self.hint)
-            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for KeyJson {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.as_mut() {
-            key.zeroize();
-        }
-    }
-}
-
 /// A rolled key's answer (`roll --json`, `POST /v1/keys/{id}/roll`): the new secret,
 /// shown this once.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,7 +74,7 @@ pub struct RollJson {
     pub previous_valid_until: String,
     /// For a roll with no grace: the hosts of the fleet that may still accept the previous
     /// secret when the wait ended; absent when there are none (see
-    /// [`KeyJson::unconfirmed`]).
+    /// [`KeyJson::unconfirmed`](keys::KeyJson::unconfirmed)).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unconfirmed: Vec<String>,
 }
@@ -272,7 +142,8 @@ pub struct AuditJson {
     /// `super-admin`, `admin` or `user`.
     pub actor_role: String,
     /// `created`, `imported`, `whitelisted`, `unwhitelisted`, `rolled`, `disabled`,
-    /// `enabled`, `deleted`, `actor_revoked` or `limits_changed`.
+    /// `enabled`, `deleted`, `actor_revoked`, `limits_changed`, `credits_set`,
+    /// `credits_added` or `updated`.
     pub kind: String,
     /// The key; `null` for `actor_revoked`, which names a person.
     pub key_id: Option<String>,
@@ -304,6 +175,9 @@ pub struct AuditJson {
     /// For `credits_added`, how many were added; else `null`.
     #[serde(default)]
     pub credits_added: Option<u64>,
+    /// For `updated`, what changed; else `null`.
+    #[serde(default)]
+    pub changes: Option<owner::ChangesJson>,
 }
 
 impl From<&AuditEntry> for AuditJson {
@@ -339,6 +213,7 @@ impl From<&AuditEntry> for AuditJson {
             .then(|| RateLimitJson::list(&entry.rate_limits)),
             credits: entry.credits.as_ref().map(CreditsJson::from),
             credits_added: entry.credits_added,
+            changes: entry.changes.as_ref().map(owner::ChangesJson::from),
         }
     }
 }
@@ -476,7 +351,8 @@ impl From<&Error> for ErrorJson {
                 json.reason = Some(denial.code().to_owned());
                 if let Denial::NotOwner { key, .. }
                 | Denial::OutranksActor { key }
-                | Denial::AdminKeyRevoked { key } = denial
+                | Denial::AdminKeyRevoked { key }
+                | Denial::RaisesOwnRoles { key } = denial
                 {
                     json.id = Some(key.to_string());
                 }

@@ -36,6 +36,7 @@ use crate::model::key::KeySource;
 use crate::model::key::NewKey;
 use crate::model::limit::RateLimit;
 use crate::model::limit::canonical_limits;
+use crate::model::owner::KeyUpdate;
 use crate::model::problem::ProblemKind;
 use crate::model::record::Event;
 use crate::model::record::Record;
@@ -115,6 +116,12 @@ pub(crate) enum Op {
         id: KeyId,
         amount: u64,
     },
+    /// Change a key's name, roles, external id or metadata (validated, not yet resolved
+    /// against the key).
+    Update {
+        id: KeyId,
+        update: KeyUpdate,
+    },
     /// Revoke a person: every admin key acting as them (and, `with_keys`, every key they
     /// created), in one record.
     RevokeActor {
@@ -136,7 +143,8 @@ impl Op {
             | Op::Enable { id }
             | Op::SetLimits { id, .. }
             | Op::SetCredits { id, .. }
-            | Op::AddCredits { id, .. } => Some(*id),
+            | Op::AddCredits { id, .. }
+            | Op::Update { id, .. } => Some(*id),
         }
     }
 
@@ -154,6 +162,7 @@ impl Op {
             Op::RevokeActor { .. } => Action::RevokeActor,
             Op::SetLimits { .. } => Action::Limit,
             Op::SetCredits { .. } | Op::AddCredits { .. } => Action::Credits,
+            Op::Update { .. } => Action::Update,
         }
     }
 
@@ -405,18 +414,16 @@ fn admit(proj: &Projection, record: &Record, now: i64) -> Result<(), Error> {
         access::admin_key_usable(via, proj.key_state(via), record.at)
             .map_err(|why| Error::corrupt(seq, ProblemKind::Invalid, why))?;
     }
-    access::authorize(
-        &record.actor,
-        &record.event,
-        record.event.key_id().and_then(|id| proj.key_state(id)),
-    )
-    .map_err(|e| {
-        Error::corrupt(
-            seq,
-            ProblemKind::Invalid,
-            format!("it breaks the access rules: {e}"),
-        )
-    })
+    let state = record.event.key_id().and_then(|id| proj.key_state(id));
+    access::authorize(&record.actor, &record.event, state)
+        .and_then(|()| access::authorize_via(&record.actor, record.via, &record.event, state))
+        .map_err(|e| {
+            Error::corrupt(
+                seq,
+                ProblemKind::Invalid,
+                format!("it breaks the access rules: {e}"),
+            )
+        })
 }
 
 /// The key a command acts on (a new id for a creation) and the events it would record at
@@ -472,6 +479,7 @@ fn events(
             let created = creation(new_id(), new, *hash, *tail, KeySource::Generated)?;
             let mut events = vec![created];
             events.extend(first_credits(&events[0], new));
+            events.extend(first_owner(&events[0], new));
             events
         }
         Op::Import { keys } => {
@@ -498,8 +506,10 @@ fn events(
                     return Err(entry(Error::SecretKnown));
                 }
                 let credits = first_credits(&event, &key.new);
+                let owner = first_owner(&event, &key.new);
                 out.push(event);
                 out.extend(credits);
+                out.extend(owner);
             }
             let id = out.first().and_then(Event::key_id).unwrap_or(KeyId(0));
             return Ok((id, out));
@@ -546,6 +556,7 @@ fn events(
             id: *id,
             amount: *amount,
         }],
+        Op::Update { id, update } => vec![resolve_update(proj, &cmd.actor, *id, update)?],
         Op::RevokeActor { actor, with_keys } => {
             let event = Event::ActorRevoked {
                 actor: actor.clone(),
@@ -565,8 +576,10 @@ fn events(
     // the earlier ones leave it.
     let mut whitelist: Option<Vec<IpNet>> = None;
     for event in &events {
-        if matches!(event, Event::CreditsSet { .. }) && matches!(cmd.op, Op::Create { .. }) {
-            // A creation's first credits: authorized with the creation itself.
+        if matches!(event, Event::CreditsSet { .. } | Event::Updated { .. })
+            && matches!(cmd.op, Op::Create { .. })
+        {
+            // A creation's first credits and owner: authorized with the creation itself.
             continue;
         }
         let base = event.key_id().and_then(|id| proj.key_state(id));
@@ -575,6 +588,7 @@ fn events(
             ..s
         });
         access::authorize_command(&cmd.actor, event, state)?;
+        access::authorize_via(&cmd.actor, cmd.via, event, state)?;
         if let (Some(base), Event::Whitelisted { net, .. } | Event::Unwhitelisted { net, .. }) = (base, event)
         {
             let list = whitelist.get_or_insert_with(|| base.whitelist.to_vec());
@@ -611,6 +625,86 @@ fn first_credits(created: &Event, new: &NewKey) -> Option<Event> {
         id,
         credits: Some(credits),
     })
+}
+
+/// The record that gives a key created by `created` its external id and metadata, if it
+/// has either.
+fn first_owner(created: &Event, new: &NewKey) -> Option<Event> {
+    let id = created.key_id()?;
+    (new.external_id.is_some() || new.meta.is_some()).then(|| Event::Updated {
+        id,
+        name: None,
+        roles: None,
+        external_id: new.external_id.clone().map(Some),
+        meta: new.meta.clone().map(Some),
+    })
+}
+
+/// The `updated` event an update of key `id` makes: only the fields it changes. One that
+/// changes nothing is refused (`StateUnchanged`), once the actor is known to be allowed to
+/// change the key at all.
+fn resolve_update(proj: &Projection, actor: &Actor, id: KeyId, update: &KeyUpdate) -> Result<Event, Error> {
+    let mut event = Event::Updated {
+        id,
+        name: None,
+        roles: None,
+        external_id: None,
+        meta: None,
+    };
+    let Some(now) = proj.editable(id) else {
+        // No such key: the rules say so (or that the actor may not ask at all).
+        access::authorize(actor, &event, None)?;
+        return Err(Error::KeyNotFound(id));
+    };
+    let roles = match &update.roles {
+        Some(roles) => roles.clone(),
+        None => {
+            let mut roles: Vec<String> = now
+                .roles
+                .iter()
+                .filter(|r| !update.remove_roles.contains(r))
+                .cloned()
+                .collect();
+            for role in &update.add_roles {
+                if !roles.contains(role) {
+                    roles.push(role.clone());
+                }
+            }
+            roles
+        }
+    };
+    let same_roles = roles.len() == now.roles.len() && roles.iter().all(|r| now.roles.contains(r));
+    if let Event::Updated {
+        name,
+        roles: new_roles,
+        external_id,
+        meta,
+        ..
+    } = &mut event
+    {
+        *name = update.name.clone().filter(|n| *n != now.name);
+        if !same_roles {
+            crate::model::rules::validate_roles(&roles)?;
+            *new_roles = Some(roles);
+        }
+        *external_id = update.external_id.clone().filter(|e| *e != now.external_id);
+        *meta = update.meta.clone().filter(|m| *m != now.meta);
+        if name.is_none() && new_roles.is_none() && external_id.is_none() && meta.is_none() {
+            let probe = Event::Updated {
+                id,
+                name: None,
+                roles: None,
+                external_id: None,
+                meta: None,
+            };
+            access::authorize_command(actor, &probe, proj.key_state(id))?;
+            return Err(Error::StateUnchanged {
+                id,
+                state: "as asked",
+            });
+        }
+    }
+    Ok(event)
 }
 
 /// Checks that a created key expires after `at`, the time it is recorded.

@@ -114,8 +114,6 @@ pub use crate::json::AuditFilter;
 #[cfg(feature = "json")]
 pub use crate::json::AuditJson;
 #[cfg(feature = "json")]
-pub use crate::json::DeletedJson;
-#[cfg(feature = "json")]
 pub use crate::json::ErrorJson;
 #[cfg(feature = "json")]
 pub use crate::json::HostJson;
@@ -123,8 +121,6 @@ pub use crate::json::HostJson;
 pub use crate::json::IgnoredJson;
 #[cfg(feature = "json")]
 pub use crate::json::ImportedJson;
-#[cfg(feature = "json")]
-pub use crate::json::KeyJson;
 #[cfg(feature = "json")]
 pub use crate::json::MAX_IMPORT_BYTES;
 #[cfg(feature = "json")]
@@ -142,7 +138,13 @@ pub use crate::json::credits::CreditsJson;
 #[cfg(feature = "json")]
 pub use crate::json::credits::RefillJson;
 #[cfg(feature = "json")]
+pub use crate::json::keys::DeletedJson;
+#[cfg(feature = "json")]
+pub use crate::json::keys::KeyJson;
+#[cfg(feature = "json")]
 pub use crate::json::limits::RateLimitJson;
+#[cfg(feature = "json")]
+pub use crate::json::owner::ChangesJson;
 #[cfg(feature = "json")]
 pub use crate::json::page::EntryPageJson;
 #[cfg(feature = "json")]
@@ -182,12 +184,17 @@ pub use crate::model::limit::MAX_RATE_LIMITS;
 pub use crate::model::limit::MAX_RATE_WINDOW;
 pub use crate::model::limit::MIN_RATE_WINDOW;
 pub use crate::model::limit::RateLimit;
+pub use crate::model::owner::KeyOwner;
+pub use crate::model::owner::KeyUpdate;
+pub use crate::model::owner::MAX_META_BYTES;
+pub use crate::model::owner::Meta;
 pub use crate::model::problem::Problem;
 pub use crate::model::problem::ProblemKind;
 pub use crate::model::record::EventKind;
 pub use crate::model::refusal::Action;
 pub use crate::model::refusal::RefusedAttempt;
 pub use crate::model::rules::MAX_ACTOR_ID_CHARS;
+pub use crate::model::rules::MAX_EXTERNAL_ID_CHARS;
 pub use crate::model::rules::MAX_NAME_CHARS;
 pub use crate::model::rules::MAX_ROLE_LEN;
 pub use crate::model::rules::MAX_ROLES;
@@ -212,6 +219,7 @@ pub use crate::persist::check::CheckReport;
 pub use crate::persist::check::MAX_LISTED_PROBLEMS;
 pub use crate::persist::check::RepairReport;
 pub use crate::projection::AuditEntry;
+pub use crate::projection::KeyChanges;
 pub use crate::projection::KeyStatus;
 pub use crate::projection::KeyView;
 pub use crate::projection::credits::CreditsView;
@@ -414,6 +422,32 @@ pub mod fuzzing {
             altered[at] = if altered[at] == b'a' { b'b' } else { b'a' };
             let altered = String::from_utf8_lossy(&altered).into_owned();
             assert!(decode_cursor(&secret, &altered, Listing::Audit, bytes).is_err());
+        }
+        decoded
+    }
+
+    /// Decodes a fleet host's usage report (keyed chain), as it is and with a valid seal
+    /// appended (so the fields' decoding is reached whatever the input), for the stream
+    /// the body names; a report that decodes must encode to the same bytes.
+    pub fn usage_report(bytes: &[u8]) -> bool {
+        use crate::fleet::report;
+        let chain = Chain::new(Some(&crate::chain::ChainKey::from_bytes([7; 32])));
+        let mut sealed = bytes.to_vec();
+        sealed.extend_from_slice(&chain.seal(crate::chain::SealDomain::UsageReport, bytes));
+        let mut decoded = false;
+        for candidate in [bytes, &sealed[..]] {
+            let stream = candidate
+                .get(10..26)
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .unwrap_or_default();
+            if let Ok(r) = report::decode(candidate, &stream, &chain) {
+                assert_eq!(
+                    report::encode(&r, &stream, &chain),
+                    candidate,
+                    "decode then encode changed the report"
+                );
+                decoded = true;
+            }
         }
         decoded
     }

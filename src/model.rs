@@ -14,6 +14,7 @@ pub(crate) mod error;
 pub(crate) mod id;
 pub(crate) mod key;
 pub(crate) mod limit;
+pub(crate) mod owner;
 pub(crate) mod problem;
 pub(crate) mod record;
 pub(crate) mod refusal;

@@ -27,6 +27,7 @@ use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::key::KeySource;
 use crate::model::limit::RateLimit;
+use crate::model::owner::Meta;
 use crate::model::problem::ProblemKind;
 use crate::model::record::EventKind;
 use crate::model::token::KeyHash;
@@ -36,6 +37,7 @@ pub(crate) mod credits;
 mod hash_index;
 pub(crate) mod interned;
 pub(crate) mod limits;
+pub(crate) mod owners;
 pub(crate) mod page;
 pub(crate) mod people;
 pub(crate) mod share;
@@ -58,7 +60,8 @@ pub(crate) struct Row {
     pub(crate) slot: u32,
     /// For `created` and `imported`, the index of the initial whitelist in the whitelist
     /// sets; for `whitelisted` and `unwhitelisted`, the index of the network in `nets`;
-    /// for `rolled`, the index of the roll in `rolls`; for `actor_revoked`, the revoked
+    /// for `rolled`, the index of the roll in `rolls`; for `updated`, the index of the
+    /// change in `changes`; for `actor_revoked`, the revoked
     /// person's actor index (and `slot` is 1 when their keys went too, else 0);
     /// otherwise 0.
     pub(crate) nets: u32,
@@ -80,6 +83,21 @@ pub(crate) struct Roll {
     pub(crate) after: [u8; 4],
     /// Until when the previous secret verifies (microseconds since the epoch).
     pub(crate) until: i64,
+}
+
+/// A key's external id and metadata: one entry of the owners table, which keys (and
+/// updates) name by index; entry 0 is neither.
+pub(crate) use crate::model::owner::KeyOwner as Owner;
+
+/// An update, as the audit trail and time travel need it: each field it changed, before
+/// and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub(crate) name: Option<(String, String)>,
+    /// Indices of role sets.
+    pub(crate) roles: Option<(u32, u32)>,
+    /// Indices in the owners table.
+    pub(crate) owner: Option<(u32, u32)>,
 }
 
 /// A previous secret still in its grace period, as a snapshot stores it.
@@ -113,6 +131,8 @@ pub(crate) struct SlotData {
     pub(crate) limits: u32,
     /// What the log set of its credits, for a live key that has credits.
     pub(crate) credits: Option<credits::CreditsData>,
+    /// Index into [`SnapshotData::owners`] (0: no external id nor metadata).
+    pub(crate) owner: u32,
 }
 
 /// The whole projection as plain data: what a snapshot stores.
@@ -135,6 +155,10 @@ pub(crate) struct SnapshotData {
     pub(crate) limit_lists: Vec<Vec<RateLimit>>,
     /// Every credits value an audit row of credits names, each once; entry 0 is none.
     pub(crate) credit_log: Vec<Option<Credits>>,
+    /// Every external id and metadata a key had; entry 0 is neither.
+    pub(crate) owners: Vec<Owner>,
+    /// Every update, in the order of the log.
+    pub(crate) changes: Vec<Change>,
 }
 
 /// A key as listed: everything but the secret.
@@ -174,6 +198,23 @@ pub struct KeyView {
     pub rate_limits: Vec<RateLimit>,
     /// Its credits, if it has any: what is left now (on this host), and how they refill.
     pub credits: Option<credits::CreditsView>,
+    /// Its owner's id outside keyledger, if it was given one.
+    pub external_id: Option<String>,
+    /// Its metadata, if it was given any.
+    pub meta: Option<Meta>,
+}
+
+/// What an update changed: each field it names, with its new value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyChanges {
+    /// The new name.
+    pub name: Option<String>,
+    /// The new roles.
+    pub roles: Option<Vec<String>>,
+    /// The new external id (`Some(None)`: removed).
+    pub external_id: Option<Option<String>>,
+    /// The new metadata (`Some(None)`: removed).
+    pub meta: Option<Option<Meta>>,
 }
 
 /// Where a key stands.
@@ -263,6 +304,8 @@ pub struct AuditEntry {
     pub credits: Option<Credits>,
     /// For `credits_added`, how many were added; otherwise none.
     pub credits_added: Option<u64>,
+    /// For `updated`, what changed; otherwise none.
+    pub changes: Option<KeyChanges>,
 }
 
 /// A hash of 32 bytes that an attacker who does not know `seed` cannot make collide,
@@ -376,6 +419,9 @@ struct KeyCold {
     source: KeySource,
     /// Its rate limits: an index into the interned lists (0: none).
     limits: u32,
+    /// Its external id and metadata: an index into the owners table (0: neither). Never
+    /// read by a verify.
+    owner: u32,
 }
 
 const LIVE: u32 = u32::MAX;
@@ -400,7 +446,7 @@ pub(crate) struct Projection {
     /// Live keys only, by key hash.
     by_hash: HashIndex,
     /// Every key ever created, by id.
-    by_id: HashTable<u32>,
+    by_id: HashIndex,
     /// Previous secrets in their grace period, by hash; pruned once the log's time
     /// passes their end ([`Projection::prune_graces`]).
     graces: HashTable<Grace>,
@@ -435,6 +481,11 @@ pub(crate) struct Projection {
     credits: credits::CreditCells,
     /// The credits every audit row of credits names.
     credit_log: credits::CreditLog,
+    /// Every external id and metadata a key had (entry 0: neither), by [`KeyCold::owner`]
+    /// and the updates' indices.
+    owners: Vec<Owner>,
+    /// Every update, by the index its audit row holds.
+    changes: Vec<Change>,
     /// On a host of a fleet: each limited and credited key's share, and what it admitted
     /// since its last report (empty for a single host).
     shares: share::Shares,
@@ -460,6 +511,8 @@ struct Freeze {
     role_sets: usize,
     limit_lists: usize,
     credit_log: usize,
+    owners: usize,
+    changes: usize,
     sets: u32,
     graces: Vec<GraceData>,
     before: HashMap<u32, (KeyRec, KeyCold, Option<credits::CreditsData>)>,
@@ -480,7 +533,7 @@ impl Projection {
             cold: Vec::new(),
             usage: usage::Usage::new(),
             by_hash: HashIndex::new(),
-            by_id: HashTable::new(),
+            by_id: HashIndex::new(),
             graces: HashTable::new(),
             grace_of: HashMap::new(),
             graces_end_from: NEVER,
@@ -501,6 +554,8 @@ impl Projection {
             limit_lists: limits::LimitLists::new(),
             credits: credits::CreditCells::new(),
             credit_log: credits::CreditLog::new(),
+            owners: vec![Owner::default()],
+            changes: Vec::new(),
             shares: share::Shares::default(),
             seed: Seed::random(),
             hasher: RandomState::new(),

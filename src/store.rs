@@ -37,6 +37,8 @@ use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::key::NewKey;
 use crate::model::limit::RateLimit;
+use crate::model::owner::KeyOwner;
+use crate::model::owner::KeyUpdate;
 use crate::model::problem::Problem;
 use crate::model::refusal::RefusedAttempt;
 use crate::model::token::ApiKey;
@@ -390,6 +392,30 @@ impl KeyStore {
         let rate_limits = rate_limits.into_iter().collect();
         self.submit(actor, Op::SetLimits { id, rate_limits })
             .map(|(_, seq)| seq)
+    }
+
+    /// Changes a key's name, roles, external id or metadata: only what `update` names, in
+    /// one chained record (`updated`, carrying only the fields that change), under the
+    /// rules of [`KeyStore::whitelist_ip`] and of a creation: an admin only on her own
+    /// keys, never granting `super-admin`; no update adds or removes the `admin` or
+    /// `super-admin` role; an admin key may not give itself a role it does not hold.
+    /// Returns the sequence number.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the field for a bad name, role (none left, too
+    /// many), external id or an update naming nothing; [`Error::KeyNotFound`],
+    /// [`Error::KeyDeleted`], [`Error::PermissionDenied`]; [`Error::StateUnchanged`] when
+    /// it changes nothing; storage errors.
+    pub fn update_key(&self, actor: &Actor, id: KeyId, update: KeyUpdate) -> Result<u64, Error> {
+        let update = update.validated()?;
+        self.submit(actor, Op::Update { id, update }).map(|(_, seq)| seq)
+    }
+
+    /// The external id and metadata of key `id`, whatever its status: one lookup apart
+    /// from the verify path (which never reads them), for a host that has just verified
+    /// the key. `None` for no such key.
+    pub fn key_owner(&self, id: KeyId) -> Option<KeyOwner> {
+        self.ledger.read().owner_of(id)
     }
 
     /// Sets a key's credits, replacing what it has (none removes them): its count starts

@@ -126,7 +126,7 @@ fn names(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
-const KEY_FIELDS: [&str; 19] = [
+const KEY_FIELDS: [&str; 21] = [
     "id",
     "name",
     "roles",
@@ -146,6 +146,8 @@ const KEY_FIELDS: [&str; 19] = [
     "acts_for",
     "rate_limits",
     "credits",
+    "external_id",
+    "meta",
 ];
 
 fn assert_rfc3339_utc(v: &Value) {
@@ -824,6 +826,7 @@ fn audit_json_entries_have_stable_fields() {
         "rate_limits",
         "credits",
         "credits_added",
+        "changes",
     ]);
     let created: Value = serde_json::json!(["10.0.0.0/8"]);
     let expected = [
@@ -2742,4 +2745,164 @@ fn usage_shows_a_keys_verifications_this_hour_as_a_table_and_as_json() {
         assert!(run.stderr.contains(says), "{args:?}: {run:?}");
     }
     assert_eq!(store.run(&["usage", &key.id, "--granularity", "week"]).code, 2);
+}
+
+#[test]
+fn a_fleet_usage_interval_out_of_range_is_refused_before_any_connection() {
+    let store = Store::new();
+    let key_file = store.dir.path().join("chain.key");
+    std::fs::write(&key_file, format!("{}\n", "cd".repeat(32))).unwrap();
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // Port 9 (discard) has no NATS server: an answer about the interval, not about the
+    // connection, shows that the options were checked first.
+    for interval in ["5ms", "11s", "12s"] {
+        let run = store.run(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--chain-key-file",
+            key_file.to_str().unwrap(),
+            "--nats",
+            "nats://127.0.0.1:9",
+            "--usage-interval",
+            interval,
+        ]);
+        assert_eq!(run.code, 2, "{interval}: {run:?}");
+        run.assert_one_error_line();
+        assert!(
+            run.stderr.contains("usage interval"),
+            "{interval}: {}",
+            run.stderr
+        );
+    }
+    assert!(!store.path().exists(), "a refused start creates no store");
+}
+
+#[test]
+fn create_with_an_external_id_and_meta_shows_them_and_list_filters_by_external_id() {
+    let store = Store::new();
+    let (key, json) = store.create_with(
+        ALICE,
+        "tenant bot",
+        &[
+            "--external-id",
+            "tenant-7",
+            "--meta",
+            r#"{"plan": "pro", "seats": [1, 2]}"#,
+        ],
+    );
+    assert_eq!(json["external_id"], "tenant-7");
+    assert_eq!(json["meta"], serde_json::json!({"plan": "pro", "seats": [1, 2]}));
+    store.create(ALICE, "other", &["r"], &[]);
+    let run = store.run(&["list", "--external-id", "tenant-7", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let listed = run.json_lines();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], key.id.as_str());
+    let shown = store.run(&["show", &key.id]);
+    assert!(shown.stdout.contains("external id tenant-7"), "{}", shown.stdout);
+    assert!(
+        shown
+            .stdout
+            .contains(r#"meta        {"plan":"pro","seats":[1,2]}"#),
+        "{}",
+        shown.stdout
+    );
+}
+
+#[test]
+fn bad_external_ids_and_meta_exit_2_naming_the_field_and_write_nothing() {
+    let store = Store::new();
+    let made = store.create(ALICE, "bot", &["r"], &[]);
+    let key_shaped = made.secret.as_str();
+    let big = format!(r#"{{"a": "{}"}}"#, "x".repeat(5000));
+    let in_meta = format!(r#"{{"note": "{key_shaped}"}}"#);
+    for (flag, value, field) in [
+        ("--meta", "[1, 2]", "meta"),
+        ("--meta", "{not json", "meta"),
+        ("--meta", big.as_str(), "meta"),
+        ("--meta", in_meta.as_str(), "meta"),
+        ("--external-id", key_shaped, "external_id"),
+    ] {
+        let run = store.act("create", ALICE, &["--name", "x", "--role", "r", flag, value]);
+        assert_eq!(run.code, 2, "{flag} {value}: {run:?}");
+        run.assert_one_error_line();
+        assert!(run.stderr.contains(field), "{}", run.stderr);
+        assert!(!run.stderr.contains(&key_shaped[4..]), "{}", run.stderr);
+        let run = store.act("update", ALICE, &[&made.id, flag, value]);
+        assert_eq!(run.code, 2, "{flag} {value}: {run:?}");
+        assert!(!run.stderr.contains(&key_shaped[4..]), "{}", run.stderr);
+    }
+    let audit = store.run(&["audit", "--json"]).json_lines();
+    assert_eq!(audit.len(), 1, "only the creation");
+}
+
+#[test]
+fn update_changes_only_what_is_given_in_one_audit_entry_and_audit_at_shows_the_key_before() {
+    let store = Store::new();
+    let (key, _) = store.create_with(ALICE, "bot", &["--external-id", "t-1"]);
+    let run = store.act(
+        "update",
+        ALICE,
+        &[
+            &key.id,
+            "--name",
+            "billing bot",
+            "--add-role",
+            "billing",
+            "--meta",
+            r#"{"tier": 2}"#,
+            "--json",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let json = run.json();
+    assert_eq!(json["name"], "billing bot");
+    assert_eq!(json["roles"], serde_json::json!(["r", "billing"]));
+    assert_eq!(json["external_id"], "t-1", "unchanged");
+    assert_eq!(json["meta"], serde_json::json!({"tier": 2}));
+    let run = store.act("update", ALICE, &[&key.id, "--no-external-id", "--role", "r"]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let trail = store.run(&["audit", "--kind", "updated", "--json"]).json_lines();
+    assert_eq!(
+        trail.len(),
+        3,
+        "the creation's external id, then two updates: {trail:?}"
+    );
+    assert_eq!(
+        trail[1]["changes"],
+        serde_json::json!({"name": "billing bot", "roles": ["r", "billing"], "meta": {"tier": 2}})
+    );
+    assert_eq!(
+        trail[2]["changes"],
+        serde_json::json!({"roles": ["r"], "external_id": null})
+    );
+    let human = store.run(&["audit", "--kind", "updated"]);
+    assert!(human.stdout.contains("external id removed"), "{}", human.stdout);
+
+    let before = store.run(&["audit", "--at", "2", "--json"]).json_lines();
+    assert_eq!(before[0]["name"], "bot");
+    assert_eq!(before[0]["external_id"], "t-1");
+    assert_eq!(before[0]["meta"], Value::Null);
+    let after = store.run(&["audit", "--at", "3", "--json"]).json_lines();
+    assert_eq!(after[0]["name"], "billing bot");
+}
+
+#[test]
+fn update_that_changes_nothing_exits_2_and_one_on_another_admins_key_exits_3() {
+    let store = Store::new();
+    let (key, _) = store.create_with(ALICE, "bot", &[]);
+    let run = store.act("update", ALICE, &[&key.id, "--name", "bot"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    run.assert_one_error_line();
+    let run = store.act("update", BOB, &[&key.id, "--name", "mine"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    let run = store.act("update", ALICE, &[&key.id, "--remove-role", "r"]);
+    assert_eq!(run.code, 2, "a key keeps a role: {run:?}");
+    let run = store.act("update", ALICE, &[&key.id]);
+    assert_eq!(run.code, 2, "nothing to change is a usage error: {run:?}");
+    let run = store.act("update", ALICE, &[&key.id, "--role", "x", "--add-role", "y"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert_eq!(store.run(&["audit", "--json"]).json_lines().len(), 1);
 }

@@ -1982,3 +1982,119 @@ fn admin_api_pages_keys_and_audit_with_cursors_that_survive_creates_and_deletes(
     assert_eq!(api.get(&root, "/v1/keys?all=true&unpaged=true").body, before);
     assert_eq!(api.get(&root, "/v1/audit?unpaged=true").body, records);
 }
+
+#[test]
+fn admin_api_creates_and_patches_a_keys_external_id_and_meta_and_auth_names_the_owner() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("db");
+    let (_, alice) = bootstrap_key(&db, "alice", "admin", "alice admin", &["admin"], &[]);
+    let (_, bob) = bootstrap_key(&db, "bob", "admin", "bob admin", &["admin"], &[]);
+    let served = Served::start(&db, &[]);
+    let http = Http::new();
+    let api = Api {
+        http: &http,
+        addr: served.addr,
+    };
+
+    let created = api.call(
+        &alice,
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "tenant bot", "roles": ["bot"], "external_id": "tenant 7/ä", "meta": {"plan": "pro"}})),
+    );
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let view = created.json();
+    assert_eq!(view["external_id"], "tenant 7/ä");
+    assert_eq!(view["meta"], json!({"plan": "pro"}));
+    let id = view["id"].as_str().unwrap().to_owned();
+    let secret = view["key"].as_str().unwrap().to_owned();
+
+    // The listing filters by owner, server-side, and binds its cursor to the filter.
+    let other = api.call(
+        &alice,
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "other tenant", "roles": ["bot"], "external_id": "tenant 8"})),
+    );
+    assert_eq!(other.status, StatusCode::CREATED, "{other:?}");
+    let listed = api.get(&alice, "/v1/keys?external_id=tenant%207%2F%C3%A4").json();
+    let ids: Vec<&str> = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [view["id"].as_str().unwrap()]);
+    let first = api.get(&alice, "/v1/keys?limit=1").json();
+    let cursor = first["next"].as_str().unwrap();
+    let crossed = api.get(
+        &alice,
+        &format!("/v1/keys?limit=1&external_id=tenant%208&cursor={cursor}"),
+    );
+    assert_eq!(
+        crossed.error(StatusCode::BAD_REQUEST, "invalid_input")["field"],
+        "cursor"
+    );
+
+    // Forward-auth names the owner, percent-encoded as the name is.
+    let auth = api.get(&secret, "/auth");
+    assert_eq!(auth.status, StatusCode::OK, "{auth:?}");
+    assert_eq!(auth.headers["x-keyledger-external-id"], "tenant%207%2F%C3%A4");
+
+    // Only the fields present change; the actor is the admin key's.
+    let path = format!("/v1/keys/{id}");
+    let patched = api.call(
+        &alice,
+        "PATCH",
+        &path,
+        Some(json!({"name": "renamed", "add_roles": ["billing"], "meta": null})),
+    );
+    assert_eq!(patched.status, StatusCode::OK, "{patched:?}");
+    let view = patched.json();
+    assert_eq!(view["name"], "renamed");
+    assert_eq!(view["roles"], json!(["bot", "billing"]));
+    assert_eq!(view["external_id"], "tenant 7/ä");
+    assert_eq!(view["meta"], Value::Null);
+
+    // Bad input: 400 naming the field, nothing written.
+    let before = api.get(&alice, "/v1/audit?unpaged=true").body;
+    let key_shaped = secret.as_str();
+    for (body, field) in [
+        (json!({"nmae": "typo"}), "body"),
+        (json!({"actor": "root"}), "body"),
+        (json!({}), "update"),
+        (json!({"meta": [1, 2]}), "meta"),
+        (json!({"meta": {"x": "y".repeat(5000)}}), "meta"),
+        (json!({"meta": {"note": key_shaped}}), "meta"),
+        (json!({"external_id": key_shaped}), "external_id"),
+        (json!({"roles": []}), "role"),
+    ] {
+        let answer = api.call(&alice, "PATCH", &path, Some(body.clone()));
+        let error = answer.error(StatusCode::BAD_REQUEST, "invalid_input");
+        assert_eq!(error["field"], field, "{body}: {error}");
+        assert_unquoted(&[&answer], &[key_shaped]);
+    }
+    let answer = api.call(&alice, "PATCH", &path, Some(json!({"nmae": "typo"})));
+    assert!(
+        answer.body.contains("nmae"),
+        "the unknown field is named: {answer:?}"
+    );
+    let answer = api.call(&alice, "PATCH", &path, Some(json!({"name": "renamed"})));
+    answer.error(StatusCode::CONFLICT, "state_unchanged");
+    api.call(&bob, "PATCH", &path, Some(json!({"name": "mine"})))
+        .denied("not_owner");
+    let after: Vec<Value> = api
+        .get(&alice, "/v1/audit?unpaged=true")
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(after.len(), before.lines().count(), "nothing written");
+    let last = after.last().unwrap();
+    assert_eq!(last["kind"], "updated");
+    assert!(last["via"].is_string(), "through alice's admin key: {last}");
+    assert_eq!(
+        last["changes"],
+        json!({"name": "renamed", "roles": ["bot", "billing"], "meta": null})
+    );
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use arbitrary::Arbitrary;
 use keyledger::{
-    Actor, Credits, Error, ExistingKey, IpNet, KeyId, KeyStore, ManualClock, NewKey, RateLimit, Refill, Rejection,
+    Actor, Credits, Error, ExistingKey, IpNet, KeyId, KeyStore, KeyUpdate, ManualClock, NewKey, RateLimit, Refill, Rejection,
 };
 
 /// Microseconds since the epoch.
@@ -67,6 +67,12 @@ enum Op {
         who: Who,
         key: u8,
         limits: Vec<(u8, u8)>,
+    },
+    /// Set (`tenant-N`, N below 4) or remove a key's external id.
+    Update {
+        who: Who,
+        key: u8,
+        external_id: Option<u8>,
     },
     /// Move the clock forward by seconds.
     Tick {
@@ -299,6 +305,7 @@ struct ModelKey {
     person: Option<&'static str>,
     buckets: Buckets,
     credits: Option<CreditModel>,
+    external_id: Option<String>,
 }
 
 fn owner_of(who: Who) -> &'static str {
@@ -437,6 +444,7 @@ fuzz_target!(|ops: Vec<Op>| {
                             person,
                             buckets,
                             credits: credits.map(|c| CreditModel::new(c, micros(now))),
+                            external_id: None,
                         });
                     }
                     Err(Error::PermissionDenied { .. }) => {
@@ -496,6 +504,7 @@ fuzz_target!(|ops: Vec<Op>| {
                                 person: None,
                                 buckets: Buckets::default(),
                                 credits: None,
+                                external_id: None,
                             });
                         }
                     }
@@ -609,6 +618,29 @@ fuzz_target!(|ops: Vec<Op>| {
                     seq += 1;
                     keys[i].buckets.set(canonical.unwrap_or_default());
                     assert_eq!(store.key(id).expect("key").rate_limits, keys[i].buckets.limits);
+                }
+            }
+            Op::Update { who, key, external_id } => {
+                let i = usize::from(key);
+                let id = keys.get(i).map_or(unknown, |k| k.id);
+                let wanted = external_id.map(|n| format!("tenant-{}", n % 4));
+                let mut expected = expect_modify(who, keys.get(i));
+                if expected.is_ok() && keys[i].external_id == wanted {
+                    expected = Err("unchanged");
+                }
+                let update = match &wanted {
+                    Some(e) => KeyUpdate::new().external_id(e.clone()),
+                    None => KeyUpdate::new().no_external_id(),
+                };
+                let result = store.update_key(&who.actor(), id, update);
+                assert_eq!(kind(&result), expected, "{op:?}");
+                if expected == Err("denied") {
+                    refused += 1;
+                }
+                if result.is_ok() {
+                    seq += 1;
+                    keys[i].external_id = wanted;
+                    assert_eq!(store.key(id).expect("key").external_id, keys[i].external_id);
                 }
             }
             Op::Credits { who, key, change } => {
@@ -774,6 +806,9 @@ fuzz_target!(|ops: Vec<Op>| {
                     k.buckets.refill();
                 }
                 assert_eq!(store.wait_for_integrity(), keyledger::Integrity::Verified);
+                for k in &keys {
+                    assert_eq!(store.key(k.id).expect("key").external_id, k.external_id);
+                }
             }
         }
         assert_eq!(store.last_seq(), seq);

@@ -142,6 +142,8 @@ impl KeySpec {
             actor: None,
             rate_limits: RateLimitJson::list(&self.rate_limits),
             credits: self.credits().as_ref().map(CreditsJson::from),
+            external_id: None,
+            meta: None,
         }
     }
 }
@@ -156,6 +158,12 @@ pub(super) struct CreateArgs {
     /// creator); only a super admin may name someone else
     #[arg(long = "for", value_name = "PERSON")]
     pub(super) acts_for: Option<String>,
+    /// The key owner's id outside keyledger (a user or tenant id; `list --external-id`)
+    #[arg(long, value_name = "ID")]
+    pub(super) external_id: Option<String>,
+    /// The key's metadata: a JSON object of at most 4 KiB, e.g. '{"plan": "pro"}'
+    #[arg(long, value_name = "JSON")]
+    pub(super) meta: Option<String>,
     /// One JSON object, with the secret in `key`
     #[arg(long)]
     pub(super) json: bool,

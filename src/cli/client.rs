@@ -79,6 +79,12 @@ pub(super) struct KeyBody {
     /// Its credits; left out when it has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) credits: Option<CreditsJson>,
+    /// Its owner's id outside keyledger; left out when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) external_id: Option<String>,
+    /// Its metadata; left out when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) meta: Option<serde_json::Value>,
 }
 
 /// What `POST` and `DELETE /v1/keys/{id}/whitelist` take.
@@ -228,6 +234,11 @@ impl Client {
         self.call(Method::PUT, &format!("/keys/{id}/limits"), json(&body)?)
     }
 
+    /// `PATCH /v1/keys/{id}` with only the fields to change: the key as it is now.
+    pub(super) fn update(&self, id: KeyId, body: &serde_json::Value) -> Result<KeyJson, Failure> {
+        self.call(Method::PATCH, &format!("/keys/{id}"), json(body)?)
+    }
+
     /// `PUT /v1/keys/{id}/credits`: the key with these credits (none: removed).
     pub(super) fn set_credits(&self, id: KeyId, credits: Option<&Credits>) -> Result<KeyJson, Failure> {
         let body = CreditsBody {
@@ -268,9 +279,18 @@ impl Client {
 
     /// `GET /v1/keys[?all=true]`, a page after another, following the cursors: at most
     /// `limit` keys, or every one.
-    pub(super) fn list(&self, all: bool, limit: Option<usize>) -> Result<Vec<KeyJson>, Failure> {
-        let path = if all { "/keys?all=true" } else { "/keys" };
-        self.pages(path, limit, |page: KeyPageJson| (page.keys, page.next))
+    pub(super) fn list(
+        &self,
+        all: bool,
+        external_id: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<KeyJson>, Failure> {
+        let mut path = String::from(if all { "/keys?all=true" } else { "/keys" });
+        if let Some(id) = external_id {
+            let joint = if all { '&' } else { '?' };
+            path.push_str(&format!("{joint}external_id={}", utf8_percent_encode(id, QUERY)));
+        }
+        self.pages(&path, limit, |page: KeyPageJson| (page.keys, page.next))
     }
 
     /// Every item of a paged listing at `path`, or the first `limit`:

@@ -83,6 +83,10 @@ pub(super) struct FleetArgs {
     /// How long one request to the NATS server may take, an append included (default 5s)
     #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
     nats_timeout: Option<Duration>,
+    /// How often this host reports what its keys' rate limits and credits admitted, so
+    /// that they hold for the fleet (default 200ms; 10ms to 10s, shorter than the lease)
+    #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
+    usage_interval: Option<Duration>,
 }
 
 /// The first line of a secret file, which no user but its owner may read (as for
@@ -137,6 +141,7 @@ impl FleetArgs {
             (self.stale_serve, FleetOptions::stale_serve),
             (self.stale_reject, FleetOptions::stale_reject),
             (self.nats_timeout, FleetOptions::request_timeout),
+            (self.usage_interval, FleetOptions::usage_interval),
         ];
         for (value, setter) in set {
             if let Some(v) = value {

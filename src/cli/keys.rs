@@ -43,6 +43,12 @@ pub(super) fn create(target: &Target, args: CreateArgs, out: &mut impl Write) ->
             if let Some(person) = &args.acts_for {
                 new = new.acting_for(person.clone());
             }
+            if let Some(id) = &args.external_id {
+                new = new.external_id(id.clone());
+            }
+            if let Some(meta) = &args.meta {
+                new = new.meta(keyledger::Meta::parse(meta)?);
+            }
             let created = keys.create_key(&args.who.actor()?, new)?;
             KeyJson::created(&existing_key(&keys, created.id)?, &created.key)
         }
@@ -52,6 +58,13 @@ pub(super) fn create(target: &Target, args: CreateArgs, out: &mut impl Write) ->
             let expiry = args.key.expiry()?;
             let mut body = args.key.body(expiry, true);
             body.actor.clone_from(&args.acts_for);
+            body.external_id.clone_from(&args.external_id);
+            body.meta = args
+                .meta
+                .as_deref()
+                .map(keyledger::Meta::parse)
+                .transpose()?
+                .map(|m| m.to_value());
             client.create(&body)?
         }
     };
@@ -338,7 +351,7 @@ pub(super) fn import_keys(
             let names: HashMap<String, String> = if args.json {
                 HashMap::new()
             } else {
-                let listed = client.list(true, None)?;
+                let listed = client.list(true, None, None)?;
                 listed.iter().map(|k| (k.id.clone(), k.name.clone())).collect()
             };
             (imported, names)
@@ -456,11 +469,12 @@ pub(super) fn delete(target: &Target, args: KeyArgs, out: &mut impl Write) -> Re
     Ok(exit::OK)
 }
 
-/// `list [--all] [--limit N]`: every key (or the first N); through `--server`, a page
-/// after another.
+/// `list [--all] [--external-id ID] [--limit N]`: every key (or the first N); through
+/// `--server`, a page after another.
 pub(super) fn list(
     target: &Target,
     all: bool,
+    external_id: Option<&str>,
     limit: Option<usize>,
     json: bool,
     out: &mut impl Write,
@@ -471,12 +485,13 @@ pub(super) fn list(
             let views = if all { keys.all_keys() } else { keys.keys() };
             views
                 .iter()
+                .filter(|v| external_id.is_none_or(|want| v.external_id.as_deref() == Some(want)))
                 .take(limit.unwrap_or(usize::MAX))
                 .map(KeyJson::from)
                 .collect()
         }
         #[cfg(feature = "client")]
-        Target::Remote(client) => client.list(all, limit)?,
+        Target::Remote(client) => client.list(all, external_id, limit)?,
     };
     if json {
         for view in &views {

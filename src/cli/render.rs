@@ -9,7 +9,7 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use keyledger::{AuditJson, CreditsJson, IpNet, KeyJson, RateLimitJson, RefusedJson};
+use keyledger::{AuditJson, ChangesJson, CreditsJson, IpNet, KeyJson, RateLimitJson, RefusedJson};
 
 /// A time for people, from the JSON's RFC 3339: to the second, in UTC (the tables say so
 /// in their headers). A time that is not RFC 3339 is shown as it came.
@@ -172,6 +172,7 @@ pub(super) fn audit_table(entries: &[AuditJson]) -> Table {
                 None => "credits removed".to_owned(),
             },
             ("credits_added", ..) => format!("+ {} credits", e.credits_added.unwrap_or_default()),
+            ("updated", ..) => e.changes.as_ref().map(changes).unwrap_or_default(),
             ("actor_revoked", ..) => format!(
                 "person {}{}",
                 e.person.as_deref().unwrap_or_default(),
@@ -290,6 +291,14 @@ pub(super) fn key_details(out: &mut impl Write, k: &KeyJson) -> io::Result<()> {
         ("whitelist", whitelist(&k.whitelist)),
         ("rate limits", rate_limits(&k.rate_limits)),
         ("credits", credits(k.credits.as_ref())),
+        (
+            "external id",
+            k.external_id.clone().unwrap_or_else(|| "none".into()),
+        ),
+        (
+            "meta",
+            k.meta.as_ref().map_or_else(|| "none".into(), ToString::to_string),
+        ),
         ("created", created),
         ("origin", origin.to_owned()),
         ("expires", human_time_or_never(k.expires_at.as_deref())),
@@ -299,6 +308,29 @@ pub(super) fn key_details(out: &mut impl Write, k: &KeyJson) -> io::Result<()> {
         writeln!(out, "{field:<11} {value}")?;
     }
     Ok(())
+}
+
+/// What an update changed, in a line: `name: billing bot; roles: bot, billing; external
+/// id removed; meta: {"plan":"pro"}`.
+fn changes(c: &ChangesJson) -> String {
+    let mut parts = Vec::new();
+    if let Some(name) = &c.name {
+        parts.push(format!("name: {name}"));
+    }
+    if let Some(roles) = &c.roles {
+        parts.push(format!("roles: {}", roles.join(", ")));
+    }
+    match &c.external_id {
+        Some(Some(id)) => parts.push(format!("external id: {id}")),
+        Some(None) => parts.push("external id removed".to_owned()),
+        None => {}
+    }
+    match &c.meta {
+        Some(Some(meta)) => parts.push(format!("meta: {meta}")),
+        Some(None) => parts.push("meta removed".to_owned()),
+        None => {}
+    }
+    parts.join("; ")
 }
 
 /// A key's credits in a line: `9000 left, back up to 10000 every 30d (next 2026-…)`, or

@@ -14,6 +14,7 @@ use crate::model::error::Error;
 use crate::model::id::KeyId;
 use crate::model::key::KeySource;
 use crate::model::limit::RateLimit;
+use crate::model::owner::Meta;
 use crate::model::problem::ProblemKind;
 use crate::model::record::Event;
 use crate::model::record::Record;
@@ -42,7 +43,8 @@ pub(super) struct RecordV1 {
 /// acted through, with the version's own event enum. Version 2 (`EventV2`) adds `via` and
 /// the lifecycle events; version 3 (`EventV3`) holds only what version 2 cannot: an admin
 /// key made for a person, and a person's revocation; version 4 (`EventV4`) only what
-/// version 3 cannot: a key created with rate limits, and a change of a key's limits. The
+/// version 3 cannot: a key created with rate limits, a change of a key's limits or
+/// credits, and an update of its name, roles, external id or metadata. The
 /// same bytes as one struct per version would give (bincode writes the fields in order).
 #[derive(Serialize, Deserialize)]
 pub(super) struct RecordWire<E> {
@@ -104,6 +106,15 @@ pub(super) enum EventV4 {
     CreditsSet { id: u64, credits: Option<CreditsV1> },
     /// More credits for the key.
     CreditsAdded { id: u64, amount: u64 },
+    /// Some of the key's fields changed: each `Some` is the new value; for the external id
+    /// and the metadata (canonical JSON text), `Some(None)` removes it.
+    Updated {
+        id: u64,
+        name: Option<String>,
+        roles: Option<Vec<String>>,
+        external_id: Option<Option<String>>,
+        meta: Option<Option<String>>,
+    },
 }
 
 /// Credits on the wire: the count, then the refill's amount and period in seconds (an
@@ -344,6 +355,21 @@ pub(super) fn event_to_wire(event: &Event) -> WireEvent {
                 amount: *amount,
             });
         }
+        Event::Updated {
+            id,
+            name,
+            roles,
+            external_id,
+            meta,
+        } => {
+            return WireEvent::V4(EventV4::Updated {
+                id: id.0,
+                name: name.clone(),
+                roles: roles.clone(),
+                external_id: external_id.clone(),
+                meta: meta.as_ref().map(|m| m.as_ref().map(|m| m.as_str().to_owned())),
+            });
+        }
         Event::Created {
             id,
             hash,
@@ -563,6 +589,22 @@ fn event_from_wire_v4(event: EventV4, seq: u64) -> Result<Event, Error> {
         EventV4::CreditsAdded { id, amount } => Event::CreditsAdded {
             id: KeyId(id),
             amount,
+        },
+        EventV4::Updated {
+            id,
+            name,
+            roles,
+            external_id,
+            meta,
+        } => Event::Updated {
+            id: KeyId(id),
+            name,
+            roles,
+            external_id,
+            meta: meta
+                .map(|m| m.as_deref().map(Meta::stored).transpose())
+                .transpose()
+                .map_err(|e| Error::corrupt(seq, ProblemKind::Invalid, format!("invalid record: {e}")))?,
         },
     })
 }

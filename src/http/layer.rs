@@ -53,8 +53,9 @@ pub struct PeerAddr(pub SocketAddr);
 
 /// A tower [`Layer`] that verifies each request's `x-api-key` with a [`KeyStore`].
 ///
-/// A request passes to the inner service with its [`VerifiedKey`] in the request
-/// extensions when the key verifies from the client's address and holds every role
+/// A request passes to the inner service with its [`VerifiedKey`] and the key's
+/// [`KeyOwner`](crate::model::owner::KeyOwner) (its external id and metadata, empty for a
+/// key with neither) in the request extensions when the key verifies from the client's address and holds every role
 /// required with [`require_role`](Self::require_role). Any other request is answered by
 /// the layer, with a [`Refusal`]'s status and a JSON body such as
 /// `{"error":"unauthorized","reason":"unknown_key"}`:
@@ -346,6 +347,9 @@ where
         match self.config.check(request.headers(), request.extensions(), &[], 1) {
             Ok(key) => {
                 let rate = key.rate_status();
+                // One lookup apart from the verify, which never reads them.
+                let owner = self.config.store.key_owner(key.id()).unwrap_or_default();
+                request.extensions_mut().insert(owner);
                 request.extensions_mut().insert(key);
                 ResponseFuture {
                     state: State::Inner {

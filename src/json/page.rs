@@ -12,7 +12,7 @@ use crate::store::page::Page;
 #[non_exhaustive]
 pub struct KeyPageJson {
     /// The keys of this page, in the listing's order.
-    pub keys: Vec<crate::json::KeyJson>,
+    pub keys: Vec<crate::json::keys::KeyJson>,
     /// The next page's cursor (`?cursor=`, with the same query), or null at the end.
     pub next: Option<String>,
 }
@@ -29,11 +29,11 @@ pub struct EntryPageJson<T> {
 
 impl<'a, V: 'a> From<&'a Page<V>> for KeyPageJson
 where
-    crate::json::KeyJson: From<&'a V>,
+    crate::json::keys::KeyJson: From<&'a V>,
 {
     fn from(page: &'a Page<V>) -> Self {
         KeyPageJson {
-            keys: page.items.iter().map(crate::json::KeyJson::from).collect(),
+            keys: page.items.iter().map(crate::json::keys::KeyJson::from).collect(),
             next: page.next.clone(),
         }
     }

@@ -16,7 +16,7 @@ pub struct RevokedActorJson {
     /// The ids of the keys it deleted.
     pub revoked: Vec<String>,
     /// On a host of a fleet: the live hosts that had not applied it when the wait ended
-    /// (see [`KeyJson::unconfirmed`](crate::json::KeyJson::unconfirmed)).
+    /// (see [`KeyJson::unconfirmed`](crate::json::keys::KeyJson::unconfirmed)).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unconfirmed: Vec<String>,
 }

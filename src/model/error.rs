@@ -56,7 +56,8 @@ pub enum Error {
     StateUnchanged {
         /// The key.
         id: crate::model::id::KeyId,
-        /// `disabled`, `enabled`, `limited so` or `without rate limits`.
+        /// `disabled`, `enabled`, `limited so`, `without rate limits` or `as asked` (an
+        /// update that changes nothing).
         state: &'static str,
     },
     /// A key being adopted has a secret (or SHA-256) that this store's log holds or ever
@@ -302,12 +303,17 @@ pub enum Denial {
         /// The person named, with anything shaped like an API key redacted.
         person: String,
     },
+    /// An admin key asked to give itself a role it does not hold.
+    RaisesOwnRoles {
+        /// The admin key.
+        key: crate::model::id::KeyId,
+    },
 }
 
 impl Denial {
     /// A stable, machine-readable name for the rule: `not_an_admin`,
     /// `grants_super_admin`, `not_owner`, `outranks_actor`, `admin_key_revoked`,
-    /// `grants_for_another` or `revokes_person`.
+    /// `grants_for_another`, `revokes_person` or `raises_own_roles`.
     pub fn code(&self) -> &'static str {
         match self {
             Denial::NotAnAdmin => "not_an_admin",
@@ -317,6 +323,7 @@ impl Denial {
             Denial::AdminKeyRevoked { .. } => "admin_key_revoked",
             Denial::GrantsForAnother { .. } => "grants_for_another",
             Denial::RevokesPerson { .. } => "revokes_person",
+            Denial::RaisesOwnRoles { .. } => "raises_own_roles",
         }
     }
 }
@@ -349,6 +356,9 @@ impl fmt::Display for Denial {
             ),
             Denial::RevokesPerson { person } => {
                 write!(f, "only a super admin may revoke a person ({person:?})")
+            }
+            Denial::RaisesOwnRoles { key } => {
+                write!(f, "admin key {key} may not give itself a role it does not hold")
             }
         }
     }

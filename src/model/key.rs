@@ -9,8 +9,10 @@ use ipnet::IpNet;
 use super::credits::Credits;
 use super::id::KeyId;
 use super::limit::{RateLimit, canonical_limits};
+use super::owner::Meta;
 use super::rules::{
-    Origin, grants_admin, shown, validate_name, validate_person, validate_roles, validate_whitelist,
+    Origin, grants_admin, shown, validate_external_id, validate_name, validate_person, validate_roles,
+    validate_whitelist,
 };
 use crate::clock::micros_of;
 use crate::model::error::Error;
@@ -62,6 +64,10 @@ pub struct NewKey {
     pub(crate) rate_limits: Vec<RateLimit>,
     /// Its credits (see [`NewKey::credits`]).
     pub(crate) credits: Option<Credits>,
+    /// Its owner's id outside keyledger (see [`NewKey::external_id`]).
+    pub(crate) external_id: Option<String>,
+    /// Its metadata (see [`NewKey::meta`]).
+    pub(crate) meta: Option<Meta>,
 }
 
 impl NewKey {
@@ -75,6 +81,8 @@ impl NewKey {
             acts_for: None,
             rate_limits: Vec::new(),
             credits: None,
+            external_id: None,
+            meta: None,
         }
     }
 
@@ -160,6 +168,31 @@ impl NewKey {
         self
     }
 
+    /// Names the key's owner (a user or tenant id of the host's own, up to 255
+    /// characters): listings can be filtered by it, and `/auth` and the tower layer hand it
+    /// on. Recorded, with the metadata, as an `updated` entry right after the creation, in
+    /// the same commit.
+    pub fn external_id(mut self, id: impl Into<String>) -> Self {
+        self.external_id = Some(id.into());
+        self
+    }
+
+    /// Gives the key metadata: a JSON object of the host's own (see [`Meta`]). Recorded as
+    /// [`NewKey::external_id`] is.
+    ///
+    /// # Example
+    /// ```
+    /// use keyledger::{Actor, KeyStore, Meta, NewKey};
+    /// let store = KeyStore::builder().open_temporary().unwrap();
+    /// let new = NewKey::new("bot").role("bot").external_id("tenant-7").meta(Meta::parse(r#"{"plan":"free"}"#).unwrap());
+    /// let created = store.create_key(&Actor::admin("alice"), new).unwrap();
+    /// assert_eq!(store.key(created.id).unwrap().meta.unwrap().as_str(), r#"{"plan":"free"}"#);
+    /// ```
+    pub fn meta(mut self, meta: Meta) -> Self {
+        self.meta = Some(meta);
+        self
+    }
+
     /// Checks every field by every rule (`Origin::Command`) and returns the normalized
     /// request (trimmed name, canonical nets).
     pub(crate) fn validated(&self) -> Result<NewKey, Error> {
@@ -183,6 +216,12 @@ impl NewKey {
             acts_for: self.acts_for.clone(),
             rate_limits: canonical_limits(&self.rate_limits)?,
             credits: self.credits.map(|c| c.check().map(|()| c)).transpose()?,
+            external_id: self
+                .external_id
+                .as_ref()
+                .map(|id| validate_external_id(id, Origin::Command).map(|()| id.clone()))
+                .transpose()?,
+            meta: self.meta.clone(),
         })
     }
 }

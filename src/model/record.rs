@@ -12,9 +12,10 @@ use super::credits::{Credits, check_amount};
 use super::id::KeyId;
 use super::key::{KeySource, NO_TAIL};
 use super::limit::{RateLimit, validate_stored_limits};
+use super::owner::Meta;
 use super::rules::{
-    Origin, canonical_net, grants_admin, shown, validate_actor_id, validate_name, validate_roles,
-    validate_whitelist,
+    Origin, canonical_net, grants_admin, shown, validate_actor_id, validate_external_id, validate_name,
+    validate_roles, validate_whitelist,
 };
 use crate::model::error::Error;
 use crate::model::token::KeyHash;
@@ -78,6 +79,15 @@ pub(crate) enum Event {
     Enabled {
         id: KeyId,
     },
+    /// Some of the key's fields changed: only those named here (at least one), each to its
+    /// new value (`Some(None)`: the external id or metadata removed).
+    Updated {
+        id: KeyId,
+        name: Option<String>,
+        roles: Option<Vec<String>>,
+        external_id: Option<Option<String>>,
+        meta: Option<Option<Meta>>,
+    },
     /// Every admin key acting as `actor` is revoked (and, `with_keys`, every key `actor`
     /// created), in one record.
     ActorRevoked {
@@ -99,7 +109,8 @@ impl Event {
             | Event::Enabled { id }
             | Event::LimitsSet { id, .. }
             | Event::CreditsSet { id, .. }
-            | Event::CreditsAdded { id, .. } => Some(*id),
+            | Event::CreditsAdded { id, .. }
+            | Event::Updated { id, .. } => Some(*id),
             Event::ActorRevoked { .. } => None,
         }
     }
@@ -121,6 +132,7 @@ impl Event {
             Event::LimitsSet { .. } => EventKind::LimitsChanged,
             Event::CreditsSet { .. } => EventKind::CreditsSet,
             Event::CreditsAdded { .. } => EventKind::CreditsAdded,
+            Event::Updated { .. } => EventKind::Updated,
         }
     }
 }
@@ -154,11 +166,14 @@ pub enum EventKind {
     CreditsSet,
     /// Credits were added to a key's count.
     CreditsAdded,
+    /// Some of a key's name, roles, external id and metadata changed (or, right after its
+    /// creation, its external id and metadata were set).
+    Updated,
 }
 
 impl EventKind {
     /// Every kind, in the order of their codes.
-    pub(crate) const ALL: [EventKind; 12] = [
+    pub(crate) const ALL: [EventKind; 13] = [
         EventKind::Created,
         EventKind::Whitelisted,
         EventKind::Unwhitelisted,
@@ -171,11 +186,12 @@ impl EventKind {
         EventKind::LimitsChanged,
         EventKind::CreditsSet,
         EventKind::CreditsAdded,
+        EventKind::Updated,
     ];
 
     /// `created`, `whitelisted`, `unwhitelisted`, `deleted`, `imported`, `rolled`,
-    /// `disabled`, `enabled`, `actor_revoked`, `limits_changed`, `credits_set` or
-    /// `credits_added`.
+    /// `disabled`, `enabled`, `actor_revoked`, `limits_changed`, `credits_set`,
+    /// `credits_added` or `updated`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Created => "created",
@@ -190,6 +206,7 @@ impl EventKind {
             EventKind::LimitsChanged => "limits_changed",
             EventKind::CreditsSet => "credits_set",
             EventKind::CreditsAdded => "credits_added",
+            EventKind::Updated => "updated",
         }
     }
 
@@ -316,6 +333,28 @@ impl Record {
                     return Err(Error::invalid("credits", "adding 0 credits changes nothing"));
                 }
                 check_amount("credits", *amount)?;
+            }
+            Event::Updated {
+                name,
+                roles,
+                external_id,
+                meta,
+                ..
+            } => {
+                if name.is_none() && roles.is_none() && external_id.is_none() && meta.is_none() {
+                    return Err(Error::invalid("update", "names no field to change"));
+                }
+                if let Some(name) = name
+                    && validate_name(name, Origin::Stored)? != name
+                {
+                    return Err(Error::invalid("name", "stored name is not trimmed"));
+                }
+                if let Some(roles) = roles {
+                    validate_roles(roles)?;
+                }
+                if let Some(Some(id)) = external_id {
+                    validate_external_id(id, Origin::Stored)?;
+                }
             }
             Event::Deleted { .. } | Event::Disabled { .. } | Event::Enabled { .. } => {}
         }

@@ -34,10 +34,12 @@ pub enum Action {
     Limit,
     /// Set a key's credits, or add to them.
     Credits,
+    /// Change a key's name, roles, external id or metadata.
+    Update,
 }
 
 impl Action {
-    pub(crate) const ALL: [Action; 11] = [
+    pub(crate) const ALL: [Action; 12] = [
         Action::Create,
         Action::Import,
         Action::Whitelist,
@@ -49,6 +51,7 @@ impl Action {
         Action::RevokeActor,
         Action::Limit,
         Action::Credits,
+        Action::Update,
     ];
 
     /// `create`, `import`, `whitelist`, `unwhitelist`, `delete`, `roll`, `disable`,
@@ -66,6 +69,7 @@ impl Action {
             Action::RevokeActor => "revoke_actor",
             Action::Limit => "limit",
             Action::Credits => "credits",
+            Action::Update => "update",
         }
     }
 

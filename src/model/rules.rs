@@ -23,6 +23,33 @@ pub const MAX_WHITELIST: usize = 1024;
 /// Longest actor id, in characters.
 pub const MAX_ACTOR_ID_CHARS: usize = 128;
 
+/// Longest external (owner or tenant) id, in characters.
+pub const MAX_EXTERNAL_ID_CHARS: usize = 255;
+
+/// Checks an external id: 1 to [`MAX_EXTERNAL_ID_CHARS`] characters, no control
+/// characters, no surrounding spaces; for a command also no format characters and nothing
+/// shaped like an API key.
+pub(crate) fn validate_external_id(id: &str, origin: Origin) -> Result<(), Error> {
+    let n = id.chars().count();
+    if n == 0 || n > MAX_EXTERNAL_ID_CHARS {
+        return Err(Error::invalid(
+            "external_id",
+            format!("must be 1 to {MAX_EXTERNAL_ID_CHARS} characters, got {n}"),
+        ));
+    }
+    if id.chars().any(char::is_control) || id.trim() != id {
+        return Err(Error::invalid(
+            "external_id",
+            "has control characters or surrounding white space",
+        ));
+    }
+    if origin == Origin::Command {
+        refuse_format_chars("external_id", id)?;
+        refuse_key_shaped("external_id", id)?;
+    }
+    Ok(())
+}
+
 /// Checks a person named in a command (an admin key's, a revocation's) by the rules of an
 /// actor id.
 pub(crate) fn validate_person(person: &str) -> Result<(), Error> {
@@ -82,7 +109,7 @@ fn refuse_format_chars(field: &'static str, text: &str) -> Result<(), Error> {
 
 /// Refuses text shaped like an API key: a secret pasted as a name or an id would be
 /// stored for ever and printed by every listing. The text is not quoted.
-fn refuse_key_shaped(field: &'static str, text: &str) -> Result<(), Error> {
+pub(super) fn refuse_key_shaped(field: &'static str, text: &str) -> Result<(), Error> {
     if looks_like_key(text) {
         return Err(Error::invalid(
             field,

@@ -41,6 +41,7 @@ pub(crate) fn record_of(
         Denial::AdminKeyRevoked { .. } => (4, None),
         Denial::GrantsForAnother { person } => (5, Some(person.clone())),
         Denial::RevokesPerson { person } => (6, Some(person.clone())),
+        Denial::RaisesOwnRoles { .. } => (7, None),
     };
     Some(RefusedRecord {
         at,
@@ -63,6 +64,7 @@ pub(crate) fn attempt_of(r: RefusedRecord) -> Option<RefusedAttempt> {
         (4, None, _) => Denial::AdminKeyRevoked { key: r.via? },
         (5, Some(person), _) => Denial::GrantsForAnother { person },
         (6, Some(person), _) => Denial::RevokesPerson { person },
+        (7, None, Some(key)) => Denial::RaisesOwnRoles { key },
         _ => return None,
     };
     Some(RefusedAttempt {

@@ -67,6 +67,7 @@ impl Projection {
                     tail: *tail,
                     source: *source,
                     limits: 0,
+                    owner: 0,
                 };
                 self.note_source(*source);
                 row.slot = self.push_key(key, cold, seq)?;
@@ -143,6 +144,18 @@ impl Projection {
                 let index = self.index_for(*id)?;
                 self.add_credits(index, *amount);
                 row.nets = self.credit_log.push(Some(&Credits::added(*amount)), seq)?;
+                row.slot = index;
+            }
+            Event::Updated {
+                id,
+                name,
+                roles,
+                external_id,
+                meta,
+            } => {
+                let index = self.index_for(*id)?;
+                row.nets =
+                    self.update_key(index, name.as_deref(), roles.as_deref(), external_id, meta, seq)?;
                 row.slot = index;
             }
             Event::Disabled { id } | Event::Enabled { id } => {

@@ -48,6 +48,22 @@ pub(super) struct CreditCell {
 }
 
 impl CreditCell {
+    /// The cell kept at slot 0, which no key holds (so that slot numbers start at 1, as
+    /// the limiters' do, and a key with both can hold the same number in each).
+    fn unused() -> Self {
+        CreditCell {
+            remaining: AtomicU64::new(0),
+            next_refill: AtomicI64::new(NEVER),
+            granted: 0,
+            topped: 0,
+            anchor: 0,
+            set_seq: 0,
+            refill_amount: 0,
+            limiter: 0,
+            refill_every_secs: 0,
+        }
+    }
+
     fn new(credits: &Credits, at: i64, seq: u64, limiter: u32) -> Self {
         let cell = CreditCell {
             remaining: AtomicU64::new(credits.remaining),
@@ -250,17 +266,53 @@ pub(super) struct CreditCells {
 /// [`CreditCells::owners`] of a freed cell.
 const FREE: u32 = u32::MAX;
 
+/// Slot `paired` of a pool of `len` slots with free list `free`, if it can be taken: it
+/// is the next one, or a free one (`is_free`); taken off the free list. `None` for 0.
+pub(super) fn take_paired(
+    free: &mut Vec<u32>,
+    len: usize,
+    paired: u32,
+    is_free: impl Fn(usize) -> bool,
+) -> Option<u32> {
+    let at = paired as usize;
+    if paired == 0 || at > len {
+        return None;
+    }
+    if at == len {
+        return Some(paired);
+    }
+    if !is_free(at) {
+        return None;
+    }
+    let found = free.iter().rposition(|&s| s == paired)?;
+    free.swap_remove(found);
+    Some(paired)
+}
+
 impl CreditCells {
     pub(super) fn new() -> Self {
         CreditCells {
-            cells: Vec::new(),
-            owners: Vec::new(),
+            cells: vec![CreditCell::unused()],
+            owners: vec![FREE],
             free: Vec::new(),
         }
     }
 
-    /// A cell for key `index`.
-    fn acquire(&mut self, cell: CreditCell, index: u32, seq: u64) -> Result<u32, Error> {
+    /// A cell for key `index`: slot `paired` (the key's limiter's, 0 for none) when it is
+    /// free or next, so that verify finds both from the key record; else any.
+    fn acquire(&mut self, cell: CreditCell, index: u32, paired: u32, seq: u64) -> Result<u32, Error> {
+        if let Some(slot) = take_paired(&mut self.free, self.cells.len(), paired, |s| {
+            self.owners.get(s) == Some(&FREE)
+        }) {
+            if slot as usize == self.cells.len() {
+                self.cells.push(cell);
+                self.owners.push(index);
+            } else {
+                self.cells[slot as usize] = cell;
+                self.owners[slot as usize] = index;
+            }
+            return Ok(slot);
+        }
         if let Some(slot) = self.free.pop() {
             self.cells[slot as usize] = cell;
             self.owners[slot as usize] = index;
@@ -363,7 +415,7 @@ impl Projection {
         self.keys[i].meter = match credits {
             Some(credits) if self.cold[i].deleted == super::LIVE => {
                 let cell = CreditCell::new(credits, at, seq, limiter);
-                self.credits.acquire(cell, index, seq)? | CREDITED
+                self.credits.acquire(cell, index, limiter, seq)? | CREDITED
             }
             _ => limiter,
         };
@@ -406,10 +458,15 @@ impl Projection {
         if meter & CREDITED == 0 {
             return Ok((Some(self.admit(meter, steady)?), None));
         }
-        let cell = self.credits.get(meter & !CREDITED).ok_or(Rejection::UnknownKey)?;
+        let slot = meter & !CREDITED;
+        let cell = self.credits.get(slot).ok_or(Rejection::UnknownKey)?;
+        // A key with credits and limits mostly holds the same slot in both: tested this
+        // way, the limiter's line is read while the credit cell's still comes (its address
+        // does not wait for the cell's `limiter`).
         let rate = match cell.limiter {
             0 => None,
-            slot => Some(self.admit(slot, steady)?),
+            limiter if limiter == slot => Some(self.admit(slot, steady)?),
+            limiter => Some(self.admit(limiter, steady)?),
         };
         let spent = match (
             &self.shares.gate,
@@ -522,6 +579,37 @@ mod tests {
             credits = credits.refill(r.parse().unwrap());
         }
         CreditCell::new(&credits, at, 1, 0)
+    }
+
+    #[test]
+    fn a_cell_takes_the_slot_of_its_keys_limiter_when_that_is_next_or_free() {
+        let mut pool = CreditCells::new();
+        let new = || cell("5", None, 0);
+        assert_eq!(pool.acquire(new(), 10, 1, 1).unwrap(), 1, "the next slot");
+        assert_eq!(pool.acquire(new(), 11, 0, 1).unwrap(), 2, "no limiter: any");
+        assert_eq!(pool.acquire(new(), 12, 9, 1).unwrap(), 3, "past the end: any");
+        pool.release(1);
+        pool.release(2);
+        assert_eq!(pool.acquire(new(), 13, 2, 1).unwrap(), 2, "a freed slot");
+        assert_eq!(pool.acquire(new(), 14, 3, 1).unwrap(), 1, "slot 3 is held: any");
+        assert_eq!(pool.owners, [FREE, 14, 13, 12]);
+        assert!(pool.free.is_empty());
+    }
+
+    #[test]
+    fn pairing_takes_slot_zero_never_and_a_held_slot_never() {
+        let mut free = vec![4, 2];
+        assert_eq!(take_paired(&mut free, 5, 0, |_| true), None);
+        assert_eq!(
+            take_paired(&mut free, 5, 3, |_| true),
+            None,
+            "not on the free list"
+        );
+        assert_eq!(take_paired(&mut free, 5, 2, |_| false), None, "held");
+        assert_eq!(take_paired(&mut free, 5, 2, |_| true), Some(2));
+        assert_eq!(free, [4]);
+        assert_eq!(take_paired(&mut free, 5, 5, |_| false), Some(5), "the next one");
+        assert_eq!(take_paired(&mut free, 5, 6, |_| true), None);
     }
 
     #[test]

@@ -206,7 +206,19 @@ impl Limiters {
         }
     }
 
-    fn acquire(&mut self, list: LimitList, seq: u64) -> Result<u32, Error> {
+    /// A limiter for `list`: slot `paired` (the key's credit cell's, 0 for none) when it
+    /// is free or next, so that verify finds both from the key record; else any.
+    fn acquire(&mut self, list: LimitList, paired: u32, seq: u64) -> Result<u32, Error> {
+        // A freed slot is on the free list: looking there is the check.
+        let len = self.slots.len();
+        if let Some(slot) = super::credits::take_paired(&mut self.free, len, paired, |_| true) {
+            if slot as usize == len {
+                self.slots.push(Limiter::new(list));
+            } else {
+                self.slots[slot as usize] = Limiter::new(list);
+            }
+            return Ok(slot);
+        }
         if let Some(slot) = self.free.pop() {
             self.slots[slot as usize] = Limiter::new(list);
             return Ok(slot);
@@ -260,7 +272,13 @@ impl Projection {
         self.limiters.release(old);
         if list != 0 && self.cold[i].deleted == super::LIVE {
             let limits = list_of(self.limit_lists.get(list));
-            let slot = self.limiters.acquire(limits, seq)?;
+            let meter = self.keys[i].meter;
+            let paired = if meter & super::credits::CREDITED != 0 {
+                meter & !super::credits::CREDITED
+            } else {
+                0
+            };
+            let slot = self.limiters.acquire(limits, paired, seq)?;
             *self.limiter_slot(index) = slot;
             self.share_key(index);
         }

@@ -23,6 +23,8 @@ pub struct KeyFilter {
     pub all: bool,
     /// Newest first instead of oldest first.
     pub newest_first: bool,
+    /// Only keys with this external id.
+    pub external_id: Option<String>,
 }
 
 impl KeyFilter {
@@ -87,6 +89,9 @@ impl Projection {
                 && role_sets
                     .as_ref()
                     .is_none_or(|sets| sets.get(self.keys[i].roles as usize).copied().unwrap_or(false))
+                && filter.external_id.as_deref().is_none_or(|want| {
+                    self.owner_entry(self.cold[i].owner).external_id.as_deref() == Some(want)
+                })
                 && query.as_deref().is_none_or(|q| {
                     let key = &self.keys[i];
                     contains_ignoring_case(self.name_of(key), q) || (in_ids && id_contains(key.id, q))

@@ -56,6 +56,8 @@ impl Projection {
             rolled_out: self.rolled_out_data(0..self.rolled_out_len()),
             limit_lists: self.limit_lists.data(0..self.limit_lists.len()),
             credit_log: self.credit_log.data(0..self.credit_log.len()),
+            owners: self.owners_data(0..self.owners.len()),
+            changes: self.changes_data(0..self.changes.len()),
         }
     }
 
@@ -76,6 +78,8 @@ impl Projection {
             role_sets: self.role_sets.len(),
             limit_lists: self.limit_lists.len(),
             credit_log: self.credit_log.len(),
+            owners: self.owners.len(),
+            changes: self.changes.len(),
             sets,
             graces: self.grace_data(),
             before: HashMap::new(),
@@ -113,6 +117,12 @@ impl Projection {
         } else if out.credit_log.len() < f.credit_log {
             let part = take(out.credit_log.len(), f.credit_log);
             out.credit_log.extend(self.credit_log.data(part));
+        } else if out.owners.len() < f.owners {
+            let part = take(out.owners.len(), f.owners);
+            out.owners.extend(self.owners_data(part));
+        } else if out.changes.len() < f.changes {
+            let part = take(out.changes.len(), f.changes);
+            out.changes.extend(self.changes_data(part));
         } else if out.whitelist_sets.len() < f.sets as usize {
             let part = take(out.whitelist_sets.len(), f.sets as usize);
             out.whitelist_sets
@@ -162,6 +172,7 @@ impl Projection {
             acts_for: self.named_person(index),
             limits: c.limits,
             credits,
+            owner: c.owner,
         }
     }
 
@@ -197,6 +208,28 @@ impl Projection {
             }
         }
         let lists_len = proj.limit_lists.len();
+        let owners_len = data.owners.len();
+        if data.owners.first() != Some(&super::Owner::default())
+            || data.owners.iter().skip(1).any(|o| *o == super::Owner::default())
+        {
+            return Err(bad("owners entry 0 is not the empty one, or another is"));
+        }
+        for owner in &data.owners {
+            if let Some(id) = &owner.external_id {
+                crate::model::rules::validate_external_id(id, crate::model::rules::Origin::Stored)
+                    .map_err(|e| bad(&e.to_string()))?;
+            }
+        }
+        let roles_len = proj.role_sets.len();
+        let change_ok = |c: &super::Change| {
+            c.roles
+                .is_none_or(|(b, a)| (b as usize) < roles_len && (a as usize) < roles_len)
+                && c.owner
+                    .is_none_or(|(b, a)| (b as usize) < owners_len && (a as usize) < owners_len)
+        };
+        if !data.changes.iter().all(change_ok) {
+            return Err(bad("update out of range"));
+        }
         let sets_len = data.whitelist_sets.len();
         let mut refs = vec![0u32; sets_len];
         let mut count = |set: u32| match refs.get_mut(set as usize) {
@@ -211,6 +244,7 @@ impl Projection {
                 EventKind::Created | EventKind::Imported => count(row.nets),
                 EventKind::Whitelisted | EventKind::Unwhitelisted => (row.nets as usize) < nets_len,
                 EventKind::Rolled => (row.nets as usize) < data.rolls.len(),
+                EventKind::Updated => (row.nets as usize) < data.changes.len(),
                 EventKind::CreditsSet => (row.nets as usize) < data.credit_log.len(),
                 EventKind::CreditsAdded => data
                     .credit_log
@@ -244,6 +278,7 @@ impl Projection {
         for s in &data.slots {
             if s.roles as usize >= proj.role_sets.len()
                 || s.limits as usize >= lists_len
+                || s.owner as usize >= owners_len
                 || s.created as usize >= rows_len
                 || s.deleted.is_some_and(|d| d as usize >= rows_len)
             {
@@ -271,6 +306,7 @@ impl Projection {
                 tail: s.tail,
                 source: s.source,
                 limits: 0,
+                owner: s.owner,
             };
             proj.note_source(s.source);
             let index = proj.push_key(key, cold, seq)?;
@@ -313,6 +349,8 @@ impl Projection {
         proj.rows = data.rows;
         proj.nets = data.nets;
         proj.rolls = data.rolls;
+        proj.owners = data.owners;
+        proj.changes = data.changes;
         proj.head = data.head;
         Ok(proj)
     }

@@ -54,8 +54,7 @@ impl Projection {
     pub(super) fn key_index(&self, id: KeyId) -> Option<u32> {
         let keys = &self.keys;
         self.by_id
-            .find(self.seed.key_id(id), |&i| keys[i as usize].id == id)
-            .copied()
+            .find(self.seed.key_id(id), |i| keys[i as usize].id == id)
     }
 
     pub(super) fn contains_prefix(&self, prefix: HashPrefix) -> bool {
@@ -101,11 +100,8 @@ impl Projection {
     }
 
     pub(super) fn index_hash(&mut self, index: u32) {
-        let (seed, keys) = (self.seed, &self.keys);
-        self.by_hash
-            .insert(seed.key_hash(keys[index as usize].hash), index, |i| {
-                seed.key_hash(keys[i as usize].hash)
-            });
+        let h = self.seed.key_hash(self.keys[index as usize].hash);
+        self.by_hash.insert(h, index);
     }
 
     pub(super) fn unindex_hash(&mut self, index: u32) {
@@ -163,9 +159,7 @@ impl Projection {
         if cold.deleted == LIVE {
             self.index_hash(index);
         }
-        let (seed, keys) = (self.seed, &self.keys);
-        self.by_id
-            .insert_unique(seed.key_id(id), index, |&i| seed.key_id(keys[i as usize].id));
+        self.by_id.insert(self.seed.key_id(id), index);
         Ok(index)
     }
 

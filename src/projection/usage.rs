@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
+use std::ops::Deref;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
 use std::sync::PoisonError;
@@ -29,6 +30,8 @@ pub(crate) const OUTCOMES: usize = 7;
 pub(crate) const KEPT_HOURS: u32 = 720;
 /// Mutexes over the histories: refusals of different keys seldom wait for each other.
 const SHARDS: usize = 64;
+/// Keys whose use words one hold of the state reads when saving: a few milliseconds.
+const SCAN_KEYS: usize = 1 << 16;
 
 // A key's use word: the hour of its last accepted request (since the epoch, 24 bits: to
 // the year 3883), that request's minute within the hour (6 bits) and the hour's accepted
@@ -138,6 +141,10 @@ pub(super) struct Usage {
 
 /// A saved count: hour since the epoch, outcome, requests.
 pub(crate) type SavedCount = (u32, u8, u64);
+
+/// What is saved of the keys' use: each used key's last-used minute, and each key's
+/// counts, by id.
+pub(crate) type UseToSave = (Vec<(KeyId, u32)>, Vec<(KeyId, Vec<SavedCount>)>);
 
 impl Usage {
     pub(super) fn new() -> Self {
@@ -268,54 +275,27 @@ impl Usage {
         out
     }
 
-    /// Every key's counts from hour `oldest` on (the current hour's accepted requests,
-    /// from `cells`, included), by key index, dropping older ones from memory on the way.
-    pub(super) fn to_save<'a>(
-        &self,
-        cells: impl Iterator<Item = (u32, &'a KeyUse)>,
-        oldest: u32,
-    ) -> Vec<(u32, Vec<SavedCount>)> {
-        let mut out: Vec<(u32, Vec<SavedCount>)> = Vec::new();
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            shard.retain(|_, history| {
-                prune(history, oldest);
-                !history.is_empty()
-            });
-            for (&index, history) in shard.iter() {
-                let mut counts: Vec<SavedCount> = Vec::with_capacity(history.len());
-                for c in history {
-                    match counts.last_mut() {
-                        Some(last) if (last.0, last.1) == (c.hour(), (c.at & 7) as u8) => {
-                            last.2 = last.2.saturating_add(u64::from(c.n));
-                        }
-                        _ => counts.push((c.hour(), (c.at & 7) as u8, u64::from(c.n))),
+    /// The histories in shard `shard` (counts from hour `oldest` on), by key index,
+    /// dropping older ones from memory on the way.
+    fn shard_histories(&self, shard: usize, oldest: u32) -> Vec<(u32, Vec<SavedCount>)> {
+        let mut shard = self.shards[shard].lock().unwrap_or_else(PoisonError::into_inner);
+        shard.retain(|_, history| {
+            prune(history, oldest);
+            !history.is_empty()
+        });
+        let mut out: Vec<(u32, Vec<SavedCount>)> = Vec::with_capacity(shard.len());
+        for (&index, history) in shard.iter() {
+            let mut counts: Vec<SavedCount> = Vec::with_capacity(history.len());
+            for c in history {
+                match counts.last_mut() {
+                    Some(last) if (last.0, last.1) == (c.hour(), (c.at & 7) as u8) => {
+                        last.2 = last.2.saturating_add(u64::from(c.n));
                     }
+                    _ => counts.push((c.hour(), (c.at & 7) as u8, u64::from(c.n))),
                 }
-                out.push((index, counts));
             }
+            out.push((index, counts));
         }
-        out.sort_unstable_by_key(|&(i, _)| i);
-        let mut only_current = Vec::new();
-        for (index, cell) in cells {
-            let Some((hour, n)) = cell.current().filter(|&(h, _)| h >= oldest) else {
-                continue;
-            };
-            let current = (hour, 0, n);
-            match out.binary_search_by_key(&index, |&(i, _)| i) {
-                Ok(found) => {
-                    let counts = &mut out[found].1;
-                    let at = counts.partition_point(|&(h, o, _)| (h, o) < (hour, 0));
-                    match counts.get_mut(at) {
-                        Some(c) if (c.0, c.1) == (hour, 0) => c.2 = c.2.saturating_add(current.2),
-                        _ => counts.insert(at, current),
-                    }
-                }
-                Err(_) => only_current.push((index, vec![current])),
-            }
-        }
-        out.append(&mut only_current);
-        out.sort_unstable_by_key(|&(i, _)| i);
         out
     }
 
@@ -343,14 +323,58 @@ impl Projection {
         Some(self.usage.hours(&self.keys[index as usize].used, index, from, to))
     }
 
-    /// Every key's counts from hour `oldest` on, by id: what is saved beside the log.
-    pub(crate) fn usage_to_save(&self, oldest: u32) -> Vec<(KeyId, Vec<SavedCount>)> {
-        let cells = (0u32..).zip(self.keys.iter().map(|k| &k.used));
-        self.usage
-            .to_save(cells, oldest)
-            .into_iter()
-            .filter_map(|(i, counts)| Some((self.keys.get(i as usize)?.id, counts)))
-            .collect()
+    /// Every key's last-used minute and counts from hour `oldest` on, by id: what is
+    /// saved beside the log. Read in parts, each under its own hold of the state
+    /// (`read()`), so that a writer waits for one part at most, never for a scan of every
+    /// key: the histories shard by shard, then the keys' use words [`SCAN_KEYS`] at a time.
+    /// A count that moves from a word into its history between the two is saved next time.
+    pub(crate) fn use_to_save<G: Deref<Target = Projection>>(read: impl Fn() -> G, oldest: u32) -> UseToSave {
+        Self::use_to_save_in_parts(read, oldest, SCAN_KEYS)
+    }
+
+    /// [`Projection::use_to_save`], `part` keys at a time.
+    fn use_to_save_in_parts<G: Deref<Target = Projection>>(
+        read: impl Fn() -> G,
+        oldest: u32,
+        part: usize,
+    ) -> UseToSave {
+        let mut histories: Vec<(u32, Vec<SavedCount>)> = Vec::new();
+        for shard in 0..SHARDS {
+            histories.append(&mut read().usage.shard_histories(shard, oldest));
+        }
+        histories.sort_unstable_by_key(|&(i, _)| i);
+        let (mut last_used, mut usage) = (Vec::new(), Vec::new());
+        let mut pending = histories.into_iter().peekable();
+        let mut from = 0usize;
+        loop {
+            let state = read();
+            let to = state.keys.len().min(from + part.max(1));
+            for (index, key) in (from..to).zip(&state.keys[from..to]) {
+                let index = index as u32;
+                let minute = key.used.last_used();
+                if minute != 0 {
+                    last_used.push((key.id, minute));
+                }
+                let mut counts = match pending.next_if(|&(i, _)| i == index) {
+                    Some((_, counts)) => counts,
+                    None => Vec::new(),
+                };
+                if let Some((hour, n)) = key.used.current().filter(|&(h, _)| h >= oldest) {
+                    let at = counts.partition_point(|&(h, o, _)| (h, o) < (hour, 0));
+                    match counts.get_mut(at) {
+                        Some(c) if (c.0, c.1) == (hour, 0) => c.2 = c.2.saturating_add(n),
+                        _ => counts.insert(at, (hour, 0, n)),
+                    }
+                }
+                if !counts.is_empty() {
+                    usage.push((key.id, counts));
+                }
+            }
+            if to == state.keys.len() {
+                return (last_used, usage);
+            }
+            from = to;
+        }
     }
 
     /// Adds saved counts to the keys' histories; unknown ids, hours before `oldest` and
@@ -423,8 +447,12 @@ mod tests {
         );
         assert_eq!(usage.hours(&cells[0], 0, 0, u32::MAX), []);
         assert_eq!((cells[0].last_used(), cells[1].last_used()), (0, minute + 60));
-        let saved = usage.to_save((0u32..).zip(&cells), 0);
-        assert_eq!(saved, [(1, vec![(1_000, 0, 4), (1_000, 2, 1), (1_001, 0, 1)])]);
+        let mut saved = (0..SHARDS)
+            .flat_map(|s| usage.shard_histories(s, 0))
+            .collect::<Vec<_>>();
+        saved.sort_unstable();
+        assert_eq!(saved, [(1, vec![(1_000, 0, 4), (1_000, 2, 1)])]);
+        assert_eq!(cells[1].current(), Some((1_001, 1)));
     }
 
     #[test]
@@ -476,6 +504,61 @@ mod tests {
         });
         let total: u64 = usage.hours(&cell, 3, 0, u32::MAX).iter().map(|(_, c)| c[0]).sum();
         assert_eq!(total, 80_000);
+    }
+
+    /// Saving reads the keys a part at a time: every key's stamp and counts come out
+    /// once, in order, whatever the part size, the current hour merged with its history.
+    #[test]
+    fn saving_in_parts_gives_every_key_once_with_its_history_and_current_hour() {
+        use crate::chain::Chain;
+        use crate::ledger::{Command, Ledger, Op};
+        use crate::model::actor::Actor;
+        use crate::model::key::NewKey;
+        use rand::SeedableRng;
+
+        let ledger = Ledger::new(Chain::new(None));
+        let mut ids = rand::rngs::StdRng::seed_from_u64(3);
+        let mut keys = Vec::new();
+        for i in 0..10u8 {
+            let op = Op::Create {
+                new: NewKey::new(format!("k{i}")).role("bot").validated().unwrap(),
+                hash: crate::model::token::KeyHash([i; 32]),
+                tail: *b"abcd",
+            };
+            let command = Command {
+                actor: Actor::admin("alice"),
+                via: None,
+                op,
+            };
+            let prepared = ledger.prepare(&[&command], &mut ids);
+            ledger.accept(&prepared.entries).unwrap();
+            keys.push(prepared.outcomes[0].as_ref().unwrap().0);
+        }
+        let minute = 500 * 60;
+        {
+            let state = ledger.read();
+            // Key i: i requests in hour 500, then key 3 one in hour 501 and a refusal.
+            for (i, key) in state.keys.iter().enumerate() {
+                for _ in 0..i {
+                    state.usage.count(&key.used, i as u32, None, minute + 1);
+                }
+            }
+            state.usage.count(&state.keys[3].used, 3, None, minute + 61);
+            state
+                .usage
+                .count(&state.keys[3].used, 3, Some(&Rejection::Disabled), minute + 61);
+        }
+        for part in [1, 3, 10, 64] {
+            let (last_used, usage) = Projection::use_to_save_in_parts(|| ledger.read(), 0, part);
+            let expected_stamps: Vec<(KeyId, u32)> = (1..10)
+                .map(|i| (keys[i], if i == 3 { minute + 61 } else { minute + 1 }))
+                .collect();
+            assert_eq!(last_used, expected_stamps, "part {part}");
+            let mut expected: Vec<(KeyId, Vec<SavedCount>)> =
+                (1..10).map(|i| (keys[i], vec![(500, 0, i as u64)])).collect();
+            expected[2].1.extend([(501, 0, 1), (501, 2, 1)]);
+            assert_eq!(usage, expected, "part {part}");
+        }
     }
 
     #[test]

@@ -140,6 +140,7 @@ impl Projection {
             deleted: cold.deleted != LIVE,
             disabled: key.disabled,
             whitelist: self.whitelist_of(key),
+            roles,
             grants_super_admin: roles.contains(&crate::model::id::SUPER_ADMIN_ROLE),
             grants_admin: roles.contains(&crate::model::id::ADMIN_ROLE),
             expires_at: (cold.expires != NEVER).then_some(cold.expires),

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use ipnet::IpNet;
 
 use super::credits::CreditsView;
-use super::{AuditEntry, KeyStatus, KeyView, LIVE, NEVER, Projection, Roll, Row};
+use super::{AuditEntry, KeyChanges, KeyStatus, KeyView, LIVE, NEVER, Projection, Roll, Row};
 use crate::clock::minute_start;
 use crate::clock::system_time;
 use crate::model::actor::Actor;
@@ -54,10 +54,12 @@ impl Projection {
             () => KeyStatus::Active,
         };
         let minute = key.used.last_used();
+        let owner = self.owner_entry(state.owner);
+        let roles = self.role_sets.get(state.roles as usize).map_or(&[][..], |s| s.0);
         KeyView {
             id: key.id,
-            name: self.name_of(key).to_owned(),
-            roles: self.roles_of(key).0.iter().map(|r| r.to_string()).collect(),
+            name: state.name,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
             whitelist: state.whitelist,
             created_by: self.actor_of(created),
             created_at: system_time(created.at),
@@ -70,6 +72,8 @@ impl Projection {
             acts_for: self.acts_for_name(index),
             rate_limits: self.limit_lists.get(state.limits).to_vec(),
             credits: state.credits,
+            external_id: owner.external_id.as_deref().map(str::to_owned),
+            meta: owner.meta.clone(),
         }
     }
 
@@ -77,6 +81,9 @@ impl Projection {
     pub(super) fn current_view(&self, index: u32, now: i64) -> KeyView {
         let (key, cold) = (&self.keys[index as usize], &self.cold[index as usize]);
         let state = ViewState {
+            name: self.name_of(key).to_owned(),
+            roles: key.roles,
+            owner: cold.owner,
             whitelist: self.whitelist_of(key).to_vec(),
             tail: cold.tail,
             disabled: key.disabled,
@@ -114,6 +121,7 @@ impl Projection {
         let mut states: HashMap<u32, ViewState> = HashMap::new();
         let mut order = Vec::new();
         let first_tails = self.first_tails();
+        let first_fields = self.first_fields();
         for (i, row) in self.rows[..upto].iter().enumerate() {
             if row.kind == EventKind::ActorRevoked {
                 for (slot, state) in states.iter_mut() {
@@ -126,9 +134,16 @@ impl Projection {
             let nets = self.row_nets(row);
             if row.kind.creates() {
                 order.push(row.slot);
+                let (key, cold) = (&self.keys[row.slot as usize], &self.cold[row.slot as usize]);
+                let first = first_fields.get(&row.slot);
                 states.insert(
                     row.slot,
                     ViewState {
+                        name: first
+                            .and_then(|f| f.name.clone())
+                            .unwrap_or_else(|| self.name_of(key).to_owned()),
+                        roles: first.and_then(|f| f.roles).unwrap_or(key.roles),
+                        owner: first.and_then(|f| f.owner).unwrap_or(cold.owner),
                         whitelist: nets.to_vec(),
                         tail: first_tails
                             .get(&row.slot)
@@ -169,6 +184,19 @@ impl Projection {
                         state.tail = roll.after;
                     }
                 }
+                EventKind::Updated => {
+                    if let Some(change) = self.change(row.nets) {
+                        if let Some((_, name)) = &change.name {
+                            state.name.clone_from(name);
+                        }
+                        if let Some((_, roles)) = change.roles {
+                            state.roles = roles;
+                        }
+                        if let Some((_, owner)) = change.owner {
+                            state.owner = owner;
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -188,6 +216,49 @@ impl Projection {
             }
         }
         first
+    }
+
+    /// What each updated key had when it was created: what the first update of each field
+    /// replaced. (A field never updated still has the value it was created with.)
+    fn first_fields(&self) -> HashMap<u32, FirstFields> {
+        let mut first: HashMap<u32, FirstFields> = HashMap::new();
+        for row in self.rows.iter().filter(|r| r.kind == EventKind::Updated) {
+            let Some(change) = self.change(row.nets) else {
+                continue;
+            };
+            let f = first.entry(row.slot).or_default();
+            if f.name.is_none() {
+                f.name = change.name.as_ref().map(|(before, _)| before.clone());
+            }
+            if f.roles.is_none() {
+                f.roles = change.roles.map(|(before, _)| before);
+            }
+            if f.owner.is_none() {
+                f.owner = change.owner.map(|(before, _)| before);
+            }
+        }
+        first
+    }
+
+    /// What an `updated` row changed, with the new values.
+    fn row_changes(&self, row: &Row) -> Option<KeyChanges> {
+        let change = self.change(row.nets).filter(|_| row.kind == EventKind::Updated)?;
+        let owner = change
+            .owner
+            .map(|(before, after)| (self.owner_entry(before), self.owner_entry(after)));
+        Some(KeyChanges {
+            name: change.name.as_ref().map(|(_, after)| after.clone()),
+            roles: change.roles.map(|(_, after)| {
+                let set = self.role_sets.get(after as usize).map_or(&[][..], |s| s.0);
+                set.iter().map(|r| r.to_string()).collect()
+            }),
+            external_id: owner
+                .filter(|(b, a)| b.external_id != a.external_id)
+                .map(|(_, a)| a.external_id.as_deref().map(str::to_owned)),
+            meta: owner
+                .filter(|(b, a)| b.meta != a.meta)
+                .map(|(_, a)| a.meta.clone()),
+        })
     }
 
     /// The audit trail, oldest first, from record `from` on.
@@ -220,20 +291,12 @@ impl Projection {
                 credits_added: (row.kind == EventKind::CreditsAdded)
                     .then(|| self.credit_log.get(row.nets).map(|c| c.remaining))
                     .flatten(),
+                changes: self.row_changes(row),
             }
         })
     }
 
-    /// Each key's last-used minute (0 for never), by id: what is persisted outside the log.
-    pub(crate) fn last_used(&self) -> Vec<(KeyId, u32)> {
-        self.keys
-            .iter()
-            .map(|k| (k.id, k.used.last_used()))
-            .filter(|&(_, m)| m != 0)
-            .collect()
-    }
-
-    /// Restores last-used minutes saved by [`Projection::last_used`]; unknown ids are
+    /// Restores last-used minutes saved by [`Projection::use_to_save`]; unknown ids are
     /// skipped, and a later stamp already here is kept.
     pub(crate) fn restore_last_used(&self, saved: &[(KeyId, u32)]) {
         for &(id, minute) in saved {
@@ -244,8 +307,21 @@ impl Projection {
     }
 }
 
+/// The values a key's fields had when it was created, for the fields an update changed.
+#[derive(Default)]
+struct FirstFields {
+    name: Option<String>,
+    roles: Option<u32>,
+    owner: Option<u32>,
+}
+
 /// A key's changing parts, as listed at some point of the log.
 struct ViewState {
+    name: String,
+    /// Index of its role set.
+    roles: u32,
+    /// Index in the owners table.
+    owner: u32,
     whitelist: Vec<IpNet>,
     tail: [u8; 4],
     disabled: bool,

@@ -29,10 +29,10 @@ mod pages;
 use super::body::{self, JsonBody};
 use super::{MAX_IMPORT_BODY_BYTES, Reject, Shared, query_pairs};
 use crate::json::ImportedJson;
-use crate::json::KeyJson;
 use crate::json::RollJson;
 use crate::json::WhoamiJson;
 use crate::json::credits::CreditsJson;
+use crate::json::keys::KeyJson;
 use crate::json::limits::RateLimitJson;
 use crate::json::parse_grace;
 use crate::json::parse_lifetime;
@@ -49,7 +49,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/keys", get(pages::list).post(create))
         .route("/keys/import", post(import))
-        .route("/keys/{id}", get(show).delete(delete))
+        .route("/keys/{id}", get(show).delete(delete).patch(update))
         .route("/keys/{id}/whitelist", post(whitelist).delete(unwhitelist))
         .route("/keys/{id}/limits", put(metering::limits))
         .route("/keys/{id}/credits", put(metering::set_credits))
@@ -285,6 +285,10 @@ struct CreateBody {
     rate_limits: Vec<RateLimitJson>,
     #[serde(default)]
     credits: Option<CreditsJson>,
+    #[serde(default)]
+    external_id: Option<String>,
+    #[serde(default)]
+    meta: Option<serde_json::Value>,
 }
 
 /// Over the admin API, an admin key a super admin makes names the person it is for (their
@@ -324,6 +328,12 @@ async fn create(admin: Admin, JsonBody(spec): JsonBody<CreateBody>) -> Result<Re
     }
     if let Some(credits) = &spec.credits {
         new = new.credits(credits.to_credits()?);
+    }
+    if let Some(id) = spec.external_id {
+        new = new.external_id(id);
+    }
+    if let Some(meta) = spec.meta {
+        new = new.meta(crate::model::owner::Meta::from_value(meta)?);
     }
     let lifetime = match (spec.expires_at, spec.expires_in) {
         (Some(_), Some(_)) => {
@@ -484,6 +494,23 @@ async fn disable(on: OnKey) -> Result<Response, Reject> {
         store.disable_key(actor, id).map(|r| r.unconfirmed)
     })
     .await
+}
+
+/// `PATCH /v1/keys/{id}` with only the fields to change (`name`, `roles` or `add_roles`
+/// and `remove_roles`, `external_id`, `meta`; `null` removes an external id or metadata):
+/// the key's view after the one `updated` record. The actor is the admin key's.
+async fn update(
+    OnKey { admin, id }: OnKey,
+    JsonBody(change): JsonBody<crate::json::owner::UpdateJson>,
+) -> Result<Response, Reject> {
+    let update = change.into_update()?;
+    let view = admin
+        .call(move |store, actor| {
+            store.update_key(actor, id, update)?;
+            view_of(store, id)
+        })
+        .await?;
+    Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
 }
 
 /// `POST /v1/keys/{id}/enable`: the key's view, enabled again.

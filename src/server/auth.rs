@@ -27,6 +27,8 @@ use crate::model::rules::MAX_ROLES;
 static KEY_ID: HeaderName = HeaderName::from_static("x-keyledger-key-id");
 static KEY_NAME: HeaderName = HeaderName::from_static("x-keyledger-key-name");
 static ROLES: HeaderName = HeaderName::from_static("x-keyledger-roles");
+/// For a key with an external id: it, percent-encoded as the name is.
+static EXTERNAL_ID: HeaderName = HeaderName::from_static("x-keyledger-external-id");
 /// For a key with credits: how many remain after this request.
 static CREDITS: HeaderName = HeaderName::from_static("x-keyledger-credits-remaining");
 /// The reason of every refusal, as its body's `reason` says it: for proxies that pass on
@@ -61,7 +63,11 @@ fn decide(shared: &Shared, request: &Request) -> Response {
         .layer
         .check_with_roles(request.headers(), request.extensions(), &asked.roles, asked.cost)
     {
-        Ok(key) => passed(&key),
+        Ok(key) => {
+            // One lookup apart from the verify, which never reads it.
+            let owner = shared.layer.store().key_owner(key.id()).unwrap_or_default();
+            passed(&key, owner.external_id.as_deref())
+        }
         Err(refusal) => refused(shared, refusal, asked.deny_forbidden),
     }
 }
@@ -100,8 +106,9 @@ const STALE: &str = r#"{"error":"forbidden","reason":"stale"}"#;
 const RATE_LIMITED: &str = r#"{"error":"forbidden","reason":"rate_limited"}"#;
 const USAGE_EXCEEDED: &str = r#"{"error":"forbidden","reason":"usage_exceeded"}"#;
 
-/// 200, naming the key to the proxy, with its rate-limit headers if it has limits.
-fn passed(key: &VerifiedKey) -> Response {
+/// 200, naming the key (and its external id, if it has one) to the proxy, with its
+/// rate-limit headers if it has limits.
+fn passed(key: &VerifiedKey, external_id: Option<&str>) -> Response {
     let name = utf8_percent_encode(key.name(), NAME).to_string();
     let roles = key.roles().collect::<Vec<_>>().join(",");
     // Ids are hex, names percent-encoded ASCII, roles `[a-z0-9_-]`: these always convert.
@@ -120,6 +127,12 @@ fn passed(key: &VerifiedKey) -> Response {
     headers.insert(KEY_ID.clone(), id);
     headers.insert(KEY_NAME.clone(), name);
     headers.insert(ROLES.clone(), roles);
+    if let Some(external) = external_id
+        .map(|e| utf8_percent_encode(e, NAME).to_string())
+        .and_then(|e| HeaderValue::try_from(e).ok())
+    {
+        headers.insert(EXTERNAL_ID.clone(), external);
+    }
     if let Some(status) = key.rate_status() {
         rate_headers::append_status(headers, &status);
     }

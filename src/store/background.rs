@@ -21,6 +21,7 @@ use crate::model::problem::Problem;
 use crate::model::problem::ProblemKind;
 use crate::persist::last_used::Saved;
 use crate::persist::snapshot;
+use crate::projection::Projection;
 use crate::projection::SnapshotData;
 use crate::projection::usage::KEPT_HOURS;
 
@@ -304,13 +305,8 @@ impl LastUsed {
 
     /// Saves the stamps and counts if they changed.
     fn save(&mut self, ledger: &Ledger) {
-        let current = {
-            let state = ledger.read();
-            Saved {
-                last_used: state.last_used(),
-                usage: state.usage_to_save(oldest_hour(ledger)),
-            }
-        };
+        let (last_used, usage) = Projection::use_to_save(|| ledger.read(), oldest_hour(ledger));
+        let current = Saved { last_used, usage };
         if current == self.saved {
             return;
         }

@@ -234,8 +234,8 @@ impl Builder {
         Chain::new(self.chain_key.as_ref())
     }
 
-    /// The shared log this store is to join, connected; `None` for a single host.
-    fn shared(&self) -> Result<Option<SharedParts>, Error> {
+    /// Checks the fleet's options, if this store is to join one.
+    fn check_fleet(&self) -> Result<(), Error> {
         #[cfg(feature = "nats")]
         if let Some(options) = &self.fleet {
             options.validated()?;
@@ -245,6 +245,15 @@ impl Builder {
                     "a fleet needs the chain key all its hosts share",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The shared log this store is to join, connected; `None` for a single host. The
+    /// options were checked ([`Builder::check_fleet`]).
+    fn shared(&self) -> Result<Option<SharedParts>, Error> {
+        #[cfg(feature = "nats")]
+        if let Some(options) = &self.fleet {
             let fleet = Fleet::new(options.clone(), self.chain());
             let log = crate::log::nats::NatsLog::connect(&options.connection())?;
             return Ok(Some(SharedParts {
@@ -269,6 +278,8 @@ impl Builder {
     /// planted in its directory; [`Error::Io`] or [`Error::Storage`] if the disk fails.
     pub fn open(self, path: impl AsRef<Path>) -> Result<KeyStore, Error> {
         let dir = path.as_ref();
+        // Wrong options are refused before the directory is created or locked.
+        self.check_fleet()?;
         let (log, lock, info) = self.open_log(dir, self.create_if_missing)?;
         let shared = self.shared()?;
         KeyStore::start(self, Box::new(log), info, Some((dir.to_path_buf(), lock)), shared)

@@ -155,9 +155,15 @@ fn key_binding(filter: &KeyFilter) -> Vec<u8> {
         status,
         all,
         newest_first,
+        external_id,
     } = filter;
     let mut out = Vec::new();
-    for text in [query.as_deref(), role.as_deref(), status.map(|s| s.as_str())] {
+    for text in [
+        query.as_deref(),
+        role.as_deref(),
+        status.map(|s| s.as_str()),
+        external_id.as_deref(),
+    ] {
         match text {
             None => out.push(0),
             Some(t) => {

@@ -495,7 +495,7 @@ function keyRow(k) {
   return el(
     "tr",
     { "data-key-id": k.id },
-    cell("Name", el("span", { class: "key-name", text: k.name }), el("span", { class: "sub mono", text: k.id })),
+    cell("Name", el("span", { class: "key-name", text: k.name }), el("span", { class: "sub mono", text: k.id }), owner(k)),
     cell("Roles", k.roles.map((r) => el("span", { class: "chip", text: r }))),
     cell("Whitelist", whitelist),
     cell("Created (UTC)", el("span", { class: "by" }, "by ", el("strong", { text: k.created_by })), time(k.created_at)),
@@ -508,6 +508,19 @@ function keyRow(k) {
     cell("Hint", el("span", { class: "mono hint-cell", text: k.hint })),
     cell("Actions", actions(k)),
   );
+}
+
+/** A key's external id and metadata, under its name: nothing for a key without either. */
+function owner(k) {
+  const parts = [];
+  if (k.external_id) {
+    parts.push(el("span", { class: "sub external-id" }, "owner ", el("span", { class: "mono", text: k.external_id })));
+  }
+  if (k.meta) {
+    parts.push(el("details", { class: "sub meta" }, el("summary", { text: "metadata" }),
+      el("pre", { class: "mono", text: JSON.stringify(k.meta, null, 2) })));
+  }
+  return parts;
 }
 
 function actions(k) {
@@ -840,6 +853,10 @@ function showGenerateError(e) {
     fieldError($("new-expiry"), "new-expiry-error", e.message, "server");
   } else if (field === "actor" || e.reason === "grants_for_another") {
     fieldError($("new-person"), "new-person-error", e.message, "server");
+  } else if (field === "external_id") {
+    fieldError($("new-external-id"), "new-external-id-error", e.message, "server");
+  } else if (field === "meta") {
+    fieldError($("new-meta"), "new-meta-error", e.message, "server");
   } else {
     setError("generate-error", e.message);
     $("generate-error").dataset.source = "server";
@@ -859,6 +876,18 @@ async function generate(event) {
   if (days) body.expires_in = `${days}d`;
   const person = $("new-person").value.trim();
   if (person) body.actor = person;
+  const externalId = $("new-external-id").value.trim();
+  if (externalId) body.external_id = externalId;
+  const meta = $("new-meta").value.trim();
+  if (meta) {
+    try {
+      body.meta = JSON.parse(meta);
+    } catch {
+      fieldError($("new-meta"), "new-meta-error", "is not JSON", "page");
+      $("new-meta").focus();
+      return;
+    }
+  }
   // The server decides: even an entry this page flags is sent, so its reason is the one shown.
   await busy($("save"), async () => {
     let created;

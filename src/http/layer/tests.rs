@@ -146,7 +146,8 @@ fn fixture() -> Fixture {
             &Actor::admin("alice"),
             NewKey::new("bot")
                 .role("notifier")
-                .allow("198.51.100.0/24".parse().unwrap()),
+                .allow("198.51.100.0/24".parse().unwrap())
+                .external_id("tenant-1"),
         )
         .unwrap();
     Fixture {
@@ -261,10 +262,14 @@ impl Service<Request<()>> for Inner {
 
     fn call(&mut self, request: Request<()>) -> Self::Future {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        let owner = request
+            .extensions()
+            .get::<crate::model::owner::KeyOwner>()
+            .and_then(|o| o.external_id.clone());
         let name = request
             .extensions()
             .get::<VerifiedKey>()
-            .map(|k| k.name().to_owned());
+            .map(|k| format!("{} for {}", k.name(), owner.as_deref().unwrap_or("nobody")));
         std::future::ready(name.map(Response::new).ok_or("no verified key"))
     }
 }
@@ -283,12 +288,12 @@ where
 }
 
 #[test]
-fn the_service_passes_good_requests_with_the_key_and_answers_the_rest_itself() {
+fn the_service_passes_good_requests_with_the_key_and_its_owner_and_answers_the_rest_itself() {
     let f = fixture();
     let inner = Inner::default();
     let mut service = ApiKeyLayer::new(Arc::clone(&f.store)).layer(inner.clone());
     let passed = answer(&mut service, request(Some(&f.secret), Some("198.51.100.7"), &[])).unwrap();
-    assert_eq!(passed.body(), "bot");
+    assert_eq!(passed.body(), "bot for tenant-1");
     assert_eq!(inner.calls.load(Ordering::Relaxed), 1);
 
     let refused = answer(&mut service, request(Some(&f.secret), Some("203.0.113.1"), &[])).unwrap();

@@ -19,9 +19,12 @@ use crate::model::actor::ActorRole;
 use crate::model::error::Error;
 use crate::model::key::KeySource;
 use crate::model::limit::RateLimit;
+use crate::model::owner::Meta;
 use crate::model::problem::ProblemKind;
 use crate::model::record::EventKind;
+use crate::projection::Change;
 use crate::projection::GraceData;
+use crate::projection::Owner;
 use crate::projection::Roll;
 use crate::projection::Row;
 use crate::projection::SlotData;
@@ -37,7 +40,8 @@ const SNAPSHOT_VERSION: u16 = 4;
 
 /// Version 3 added the person each admin key acts as and the rolled-out secrets; version
 /// 4 adds rate limits (each key's, each audit row's, and the interned lists they name)
-/// and credits (what the log set of each live key's, and the values audit rows name).
+/// and credits (what the log set of each live key's, and the values audit rows name),
+/// and keys' external ids and metadata (the owners table each key names) with updates.
 #[derive(Serialize, Deserialize)]
 struct SnapshotV4 {
     magic: [u8; 8],
@@ -59,6 +63,26 @@ struct SnapshotV4 {
     limit_lists: Vec<Vec<LimitV1>>,
     /// Entry 0 is none.
     credit_log: Vec<Option<CreditsV1>>,
+    /// Every external id and metadata a key had; entry 0 is neither.
+    owners: Vec<OwnerV1>,
+    /// Every update, in the order of the log.
+    changes: Vec<ChangeV1>,
+}
+
+/// A key's external id and metadata (canonical JSON text).
+#[derive(Serialize, Deserialize)]
+struct OwnerV1 {
+    external_id: Option<String>,
+    meta: Option<String>,
+}
+
+/// An update: each field it changed, before and after (names; role set indices; owners
+/// entries).
+#[derive(Serialize, Deserialize)]
+struct ChangeV1 {
+    name: Option<(String, String)>,
+    roles: Option<(u32, u32)>,
+    owner: Option<(u32, u32)>,
 }
 
 /// What the log set of a live key's credits.
@@ -94,6 +118,8 @@ struct SlotV4 {
     /// Its rate limits' list.
     limits: u32,
     credits: Option<SlotCreditsV1>,
+    /// Its owners entry (0: no external id nor metadata).
+    owner: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -171,6 +197,7 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
                     anchor: c.anchor,
                     set_seq: c.set_seq,
                 }),
+                owner: s.owner,
             })
             .collect(),
         rows: data
@@ -221,6 +248,23 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
             .credit_log
             .iter()
             .map(|c| c.as_ref().map(CreditsV1::from))
+            .collect(),
+        owners: data
+            .owners
+            .into_iter()
+            .map(|o| OwnerV1 {
+                external_id: o.external_id.as_deref().map(str::to_owned),
+                meta: o.meta.map(|m| m.as_str().to_owned()),
+            })
+            .collect(),
+        changes: data
+            .changes
+            .into_iter()
+            .map(|c| ChangeV1 {
+                name: c.name,
+                roles: c.roles,
+                owner: c.owner,
+            })
             .collect(),
     };
     let mut out = options(MAX_SNAPSHOT_BYTES)
@@ -281,6 +325,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
                         })
                     })
                     .transpose()?,
+                owner: s.owner,
             })
         })
         .collect::<Result<_, Error>>()?;
@@ -350,5 +395,29 @@ pub(crate) fn decode_snapshot(bytes: &[u8], chain: &Chain) -> Result<SnapshotDat
                     .map_err(|why| bad(why.into()))
             })
             .collect::<Result<_, _>>()?,
+        owners: wire
+            .owners
+            .into_iter()
+            .map(|o| {
+                Ok::<_, Error>(Owner {
+                    external_id: o.external_id.map(Into::into),
+                    meta: o
+                        .meta
+                        .as_deref()
+                        .map(Meta::stored)
+                        .transpose()
+                        .map_err(|e| bad(e.to_string()))?,
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        changes: wire
+            .changes
+            .into_iter()
+            .map(|c| Change {
+                name: c.name,
+                roles: c.roles,
+                owner: c.owner,
+            })
+            .collect(),
     })
 }

@@ -8,8 +8,8 @@ use axum::response::Response;
 use http::{StatusCode, Uri};
 
 use super::{OnKey, key_answer, query, view_of};
-use crate::json::KeyJson;
 use crate::json::credits::CreditsJson;
+use crate::json::keys::KeyJson;
 use crate::json::limits::RateLimitJson;
 use crate::json::parse_time;
 use crate::json::usage::UsageJson;

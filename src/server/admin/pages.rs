@@ -14,8 +14,8 @@ use super::super::body::{self, Layout};
 use super::{Admin, flag, query, view_of};
 use crate::json::AuditFilter;
 use crate::json::AuditJson;
-use crate::json::KeyJson;
 use crate::json::RefusedJson;
+use crate::json::keys::KeyJson;
 use crate::json::page::{EntryPageJson, KeyPageJson};
 use crate::json::parse_time;
 use crate::model::error::Error;
@@ -47,14 +47,22 @@ fn newest_first(value: Option<&String>) -> Result<bool, Reject> {
 /// The paging parameters, which `unpaged=true` does not take.
 const PAGING: [&str; 2] = ["limit", "cursor"];
 
-/// `GET /v1/keys[?all=true][&q=&role=&status=&order=][&limit=&cursor=]`: a page of the
+/// `GET /v1/keys[?all=true][&q=&role=&status=&external_id=&order=][&limit=&cursor=]`: a page of the
 /// keys (by default the live ones, oldest first): `{"keys": [...], "next": CURSOR}`.
 /// `unpaged=true[&all=true]`: every one, as a JSON array (0.6's answer).
 pub(super) async fn list(admin: Admin, uri: Uri) -> Result<Response, Reject> {
     let params = query(
         &uri,
         &[
-            "all", "unpaged", "q", "role", "status", "order", "limit", "cursor",
+            "all",
+            "unpaged",
+            "q",
+            "role",
+            "status",
+            "external_id",
+            "order",
+            "limit",
+            "cursor",
         ],
     )?;
     let all = flag("all", params.get("all"))?;
@@ -75,6 +83,7 @@ pub(super) async fn list(admin: Admin, uri: Uri) -> Result<Response, Reject> {
         status: params.get("status").map(|s| s.parse::<KeyStatus>()).transpose()?,
         all,
         newest_first: newest_first(params.get("order"))?,
+        external_id: params.get("external_id").cloned(),
     };
     let limit = limit(params.get("limit"))?;
     let cursor = params.get("cursor").cloned();
