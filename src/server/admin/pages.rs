@@ -1,6 +1,6 @@
 //! The admin API's listings: `GET /v1/keys` and `GET /v1/audit` answer a page
 //! (`{"keys"|"entries": [...], "next": CURSOR}`, at most `limit` items, 100 by default),
-//! and with `unpaged=true` the whole list in the shape of 0.6 and before (a JSON array of
+//! and with `unpaged=true` the whole list in the shape of 0.5 (a JSON array of
 //! keys; JSON Lines for the audit), for clients written against it.
 //!
 //! Parses the parameters into the store's filter and hands the cursor through: the store
@@ -49,7 +49,7 @@ const PAGING: [&str; 2] = ["limit", "cursor"];
 
 /// `GET /v1/keys[?all=true][&q=&role=&status=&external_id=&order=][&limit=&cursor=]`: a page of the
 /// keys (by default the live ones, oldest first): `{"keys": [...], "next": CURSOR}`.
-/// `unpaged=true[&all=true]`: every one, as a JSON array (0.6's answer).
+/// `unpaged=true[&all=true]`: every one, as a JSON array (0.5's answer).
 pub(super) async fn list(admin: Admin, uri: Uri) -> Result<Response, Reject> {
     let params = query(
         &uri,
@@ -98,7 +98,7 @@ pub(super) async fn list(admin: Admin, uri: Uri) -> Result<Response, Reject> {
 /// security trail), a page at a time (`limit`, `cursor`; `order=newest` for the audit
 /// trail newest first): `{"entries": [...], "next"}`
 /// (`{"keys": ...}` with `at`). `unpaged=true`: every one, as JSON Lines, the objects
-/// `audit --json` prints (0.6's answer).
+/// `audit --json` prints (0.5's answer).
 pub(super) async fn audit(admin: Admin, uri: Uri) -> Result<Response, Reject> {
     let params = query(
         &uri,
