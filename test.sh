@@ -30,12 +30,26 @@ if [ -z "${NATS_SERVER:-}" ]; then
     missing+=(nats-server)
   fi
 fi
-if [ ${#missing[@]} -gt 0 ]; then
+# One test (tests/fleet_servers.rs) checks that a host refuses a server too old for it,
+# against Debian's nats-server 2.9.10 itself: unpacked, not installed, into
+# target/tools/nats-2.9, so that it never stands in for the current one.
+old_nats="$PWD/target/tools/nats-2.9/usr/sbin/nats-server"
+need_old_nats=false
+[ -x "$old_nats" ] || need_old_nats=true
+if [ ${#missing[@]} -gt 0 ] || $need_old_nats; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+  if [ ${#missing[@]} -gt 0 ]; then
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+  fi
 fi
+if $need_old_nats; then
+  mkdir -p target/tools/download
+  (cd target/tools/download && apt-get download nats-server && dpkg -x nats-server_*.deb ../nats-2.9 \
+    && rm -f nats-server_*.deb)
+fi
+export NATS_SERVER_OLD="$old_nats"
 NATS_SERVER="${NATS_SERVER:-$(command -v nats-server)}"
 export NATS_SERVER
 

@@ -301,10 +301,39 @@ async fn connect(options: &Connection) -> Result<(async_nats::Client, jetstream:
         let url = without_userinfo(&options.urls);
         unavailable(format!("cannot connect to {url}: {e}"))
     })?;
+    // An older server answers JetStream's requests in shapes this client cannot read,
+    // which would surface as a puzzle about enums: say what is wrong instead.
+    if let Some(reason) = too_old(&client.server_info().version) {
+        return Err(LogError::Refused {
+            what: "NATS server",
+            reason,
+        });
+    }
     let js = jetstream::ContextBuilder::new()
         .timeout(options.request_timeout)
         .build(client.clone());
     Ok((client, js))
+}
+
+/// The oldest nats-server a fleet host works with: JetStream's API as `async-nats` reads it.
+pub(crate) const MIN_SERVER: (u64, u64, u64) = (2, 10, 0);
+
+/// Why a server reporting `version` is too old, if it is; a version that does not parse
+/// (a development build) is let through.
+fn too_old(version: &str) -> Option<String> {
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|p| p.parse::<u64>().ok());
+    let (Some(Some(major)), Some(Some(minor)), Some(Some(patch))) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let (a, b, c) = MIN_SERVER;
+    ((major, minor, patch) < MIN_SERVER).then(|| {
+        format!("its version is {version}, older than {a}.{b}.{c}, the oldest keyledger works with; upgrade the server")
+    })
 }
 
 /// What `keyledger fleet` reads: the stream's state, its first messages (position,
@@ -707,6 +736,26 @@ impl Drop for NatsLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_before_2_10_is_too_old_and_one_that_names_no_version_is_let_through() {
+        for old in ["2.9.10", "2.9.25", "1.4.1", "2.2.0-beta.3"] {
+            let why = too_old(old).unwrap_or_else(|| panic!("{old}"));
+            assert!(why.contains(old) && why.contains("2.10.0"), "{why}");
+        }
+        for fine in [
+            "2.10.0",
+            "2.10.26",
+            "2.15.1",
+            "3.0.0",
+            "2.11.0-RC.1",
+            "",
+            "dev",
+            "2.x",
+        ] {
+            assert_eq!(too_old(fine), None, "{fine}");
+        }
+    }
 
     /// The stream as hosts make it passes; each setting that lets messages go, takes others
     /// in, or stops appends from being confirmed is named.

@@ -70,6 +70,8 @@ pub(crate) fn free_port() -> u16 {
 /// wait) on drop, also when a test fails.
 pub(crate) struct NatsServer {
     pub(crate) port: u16,
+    /// The nats-server program.
+    binary: PathBuf,
     dir: PathBuf,
     /// `None` once killed or stopped.
     child: Option<Child>,
@@ -90,8 +92,18 @@ impl NatsServer {
     /// and the environment variables it refers to; the flags still set JetStream's store,
     /// the address and the port.
     pub(crate) fn start_with(dir: &Path, config: Option<(PathBuf, Vec<(String, String)>)>) -> NatsServer {
+        Self::start_program(binary(), dir, config)
+    }
+
+    /// As [`NatsServer::start`], with another nats-server program (an older release).
+    pub(crate) fn start_program(
+        binary: PathBuf,
+        dir: &Path,
+        config: Option<(PathBuf, Vec<(String, String)>)>,
+    ) -> NatsServer {
         std::fs::create_dir_all(dir).unwrap();
         let mut server = NatsServer {
+            binary,
             port: free_port(),
             dir: dir.to_path_buf(),
             child: None,
@@ -115,7 +127,7 @@ impl NatsServer {
     /// Spawns the server until it binds its port (calling `on_port_taken` after each
     /// attempt whose port was in use, for at most `WAIT`), then waits for it to be ready.
     fn launch(&mut self, on_port_taken: impl Fn(&mut NatsServer)) {
-        let binary = binary();
+        let binary = self.binary.clone();
         let deadline = Instant::now() + WAIT;
         loop {
             let log_start = std::fs::metadata(self.log_path()).map_or(0, |m| m.len());
