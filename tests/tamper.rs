@@ -753,7 +753,10 @@ fn a_store_found_damaged_is_live_but_not_ready() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let store = damaged_behind_a_snapshot(dir.path());
-    assert!(matches!(store.wait_for_integrity(), keyledger::Integrity::Damaged(_)));
+    assert!(matches!(
+        store.wait_for_integrity(),
+        keyledger::Integrity::Damaged(_)
+    ));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -764,14 +767,21 @@ fn a_store_found_damaged_is_live_but_not_ready() {
     }));
     let get = |path: &str| {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         (head[9..12].to_owned(), body.to_owned())
     };
     let (status, body) = get("/livez");
-    assert_eq!((status.as_str(), body.as_str()), ("200", r#"{"status":"live","last_seq":6}"#));
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("200", r#"{"status":"live","last_seq":6}"#)
+    );
     let (status, body) = get("/readyz");
     assert_eq!(
         (status.as_str(), body.as_str()),

@@ -142,7 +142,11 @@ pub(super) fn auth(
             AuthLog::Refused => return,
             AuthLog::All => {}
             AuthLog::Sampled(n) => {
-                if !shared.auth_seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(n.get()) {
+                if !shared
+                    .auth_seen
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(n.get())
+                {
                     return;
                 }
             }
