@@ -140,7 +140,8 @@ async fn report_fleet(keys: Arc<keyledger::KeyStore>) {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let Some(status) = keys.fleet_status() else { return };
         if status.foreign_messages > skipped {
-            let why = status.last_foreign.as_deref().unwrap_or_default();
+            // What another NATS client published is theirs to choose: redacted.
+            let why = keyledger::redact_keys(status.last_foreign.as_deref().unwrap_or_default());
             tracing::warn!(
                 target: "keyledger::fleet",
                 "skipped {} stream message(s) that are not the fleet's ({} since start); the last: {why}",
@@ -155,7 +156,8 @@ async fn report_fleet(keys: Arc<keyledger::KeyStore>) {
                 tracing::warn!(
                     target: "keyledger::fleet",
                     "{ignored} heads-bucket entr(ies) counted for nothing; the last, under {:?}: {}",
-                    last.host, last.reason
+                    keyledger::redact_keys(&last.host),
+                    keyledger::redact_keys(&last.reason)
                 );
             }
         }
