@@ -25,7 +25,8 @@ pub(super) struct LogArgs {
     /// Which /auth decisions get a line: refused ones, or all (accepted ones too)
     #[arg(long, value_name = "WHICH", default_value = "refused")]
     log_auth: AuthLines,
-    /// Also a line for one accepted /auth request in every N (with --log-auth refused)
+    /// A line for one accepted /auth request in every N as well as for every refused one
+    /// (instead of --log-auth all)
     #[arg(long, value_name = "N", conflicts_with = "log_auth",
           value_parser = clap::value_parser!(u64).range(1..))]
     log_auth_sample: Option<u64>,

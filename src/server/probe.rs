@@ -85,3 +85,45 @@ fn not_ready(health: Option<&'static str>, fleet: Option<&FleetStatus>) -> Optio
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn fleet(stale_for: Duration, rejecting: bool) -> FleetStatus {
+        FleetStatus {
+            host: "a".into(),
+            stream: "keyledger".into(),
+            stream_id: String::new(),
+            stale_for,
+            unhealthy: false,
+            rejecting,
+            halted: None,
+            stream_fault: None,
+            foreign_messages: 0,
+            last_foreign: None,
+            hosts: Vec::new(),
+            causes: Vec::new(),
+            ignored_heads: 0,
+            last_ignored: None,
+            heads_bucket_lost: 0,
+            usage: crate::fleet::UsageStatus::default(),
+        }
+    }
+
+    #[test]
+    fn a_fleet_host_out_of_touch_or_fenced_is_not_ready_before_it_is_unhealthy() {
+        let in_touch = fleet(Duration::ZERO, false);
+        assert_eq!(not_ready(None, None), None, "a single host, healthy");
+        assert_eq!(not_ready(Some("damaged"), None), Some("damaged"));
+        assert_eq!(not_ready(Some("closed"), Some(&in_touch)), Some("closed"));
+        assert_eq!(not_ready(None, Some(&in_touch)), None);
+        let silent = fleet(Duration::from_millis(300), false);
+        assert_eq!(not_ready(None, Some(&silent)), Some("stale"));
+        let catching_up = fleet(Duration::ZERO, true);
+        assert_eq!(not_ready(None, Some(&catching_up)), Some("fenced"));
+        assert_eq!(not_ready(Some("halted"), Some(&catching_up)), Some("halted"));
+    }
+}
