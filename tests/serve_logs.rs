@@ -44,6 +44,10 @@ fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bo
     (status, body)
 }
 
+/// One `/auth` request: its path, its headers, the status it gets and its reason (`None`
+/// for a pass).
+type AuthCase<'a> = (String, Vec<(&'a str, &'a str)>, u16, Option<&'a str>);
+
 /// A super-admin key for `root`, made with the command line: its id and secret.
 fn root_key(db: &Path) -> (String, String) {
     let out = keyledger(db)
@@ -115,7 +119,7 @@ fn a_serve_session_logged_as_json_names_every_decision_and_never_a_secret() {
     let too_long = format!("{secret}x");
     let bearer = format!("Bearer {secret}");
     // (path, headers, status, reason: None for a pass)
-    let auths: Vec<(String, Vec<(&str, &str)>, u16, Option<&str>)> = vec![
+    let auths: Vec<AuthCase<'_>> = vec![
         ("/auth".into(), vec![("x-api-key", &secret)], 200, None),
         (
             "/auth".into(),
