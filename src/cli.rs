@@ -14,7 +14,8 @@
 //! itself beyond the helpers every group shares (`write_json`, `existing_key`, `read_key`).
 //! The arguments each command takes are in `args`, the exit codes and `Failure` in `exit`,
 //! opening the store in `store`, the commands in `keys`, `audit`, `verify`, `maintenance`,
-//! `actors`, `usage`, `serve`, `fleet` and `demo`, human output in `render`, `--server` in `client`.
+//! `actors`, `usage`, `serve`, `fleet` and `demo`, human output in `render`, `--server` in `client`,
+//! `serve`'s log lines in `logging`.
 
 pub(crate) mod actors;
 pub(crate) mod args;
@@ -27,6 +28,8 @@ pub(crate) mod exit;
 #[cfg(feature = "nats")]
 pub(crate) mod fleet;
 pub(crate) mod keys;
+#[cfg(feature = "serve")]
+pub(crate) mod logging;
 pub(crate) mod maintenance;
 pub(crate) mod render;
 #[cfg(feature = "serve")]

@@ -1,5 +1,6 @@
 //! `keyledger serve` (feature `serve`): forward-auth for reverse proxies (`/auth`), a health
-//! check (`/healthz`) and the admin API (`/v1`), over HTTP/1.1.
+//! check (`/healthz`), probes (`/livez`, `/readyz`) and the admin API (`/v1`), over
+//! HTTP/1.1, with a decision line (`tracing`) per admin request and refused `/auth`.
 //!
 //! Decides nothing about keys: `/auth` asks the same check as [`ApiKeyLayer`], the admin
 //! API calls the store as the actor [`KeyStore::acting_through`] names, and each library
@@ -11,10 +12,13 @@ pub(crate) mod admit;
 pub(crate) mod auth;
 pub(crate) mod body;
 pub(crate) mod listen;
+pub(crate) mod log;
+pub(crate) mod probe;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::Router;
@@ -30,6 +34,7 @@ use crate::http::layer::PeerAddr;
 use crate::json::ErrorJson;
 use crate::store::Integrity;
 use crate::store::KeyStore;
+use log::AuthLog;
 
 /// The most bytes of a JSON request body (an import's JSON Lines aside): a key with the
 /// most roles and the longest whitelist fits with room.
@@ -44,6 +49,7 @@ pub const MAX_IMPORT_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// | --- | --- |
 /// | `/auth`, `/auth/...` (any method), `?role=R` repeatable, `?deny=403` | 200 with `X-Keyledger-Key-Id`, `X-Keyledger-Key-Name` (percent-encoded), `X-Keyledger-Roles` and, for a key with rate limits, `RateLimit-Policy` and `RateLimit`; else 401, 403 or 429 (with `Retry-After`) as [`ApiKeyLayer`] answers, with `X-Keyledger-Reason`. With `deny=403` (nginx), the 429 is a 403 with the same headers; nothing but 200, 401 or 403, ever. |
 /// | `GET /healthz` | 200 `{"status":"ok","last_seq":N}`; 503 when the store cannot serve |
+/// | `GET /livez`, `GET /readyz` | 200 while the process answers; 200 only while this host should get traffic, else 503 naming why |
 /// | `GET /`, `/ui/app.js`, `/ui/app.css` | the admins' page, a client of `/v1` (see the README) |
 /// | `/v1/...` | the admin API, authenticated by an admin key in `x-api-key` (see the README) |
 ///
@@ -69,6 +75,7 @@ pub const MAX_IMPORT_BODY_BYTES: usize = 16 * 1024 * 1024;
 pub struct Server {
     layer: ApiKeyLayer,
     options: Options,
+    auth_log: AuthLog,
 }
 
 /// The limits a [`Server`] runs with.
@@ -108,6 +115,10 @@ struct Shared {
     /// Imports being read and parsed: one at a time, so that their large bodies are too.
     imports: Arc<Semaphore>,
     options: Options,
+    /// Which `/auth` decisions are logged.
+    auth_log: AuthLog,
+    /// Accepted `/auth` requests seen, for [`AuthLog::Sampled`].
+    auth_seen: AtomicU64,
 }
 
 impl Shared {
@@ -140,6 +151,7 @@ impl Server {
                 max_admin_requests: 32,
                 shutdown_timeout: Duration::from_secs(10),
             },
+            auth_log: AuthLog::Refused,
         }
     }
 
@@ -194,6 +206,14 @@ impl Server {
         self
     }
 
+    /// Which `/auth` decisions get a log line (through `tracing`, target
+    /// `keyledger::decision`): refused ones always; accepted ones with [`AuthLog::All`],
+    /// or one in N with [`AuthLog::Sampled`]. Every admin request gets one either way.
+    pub fn log_auth(mut self, lines: AuthLog) -> Self {
+        self.auth_log = lines;
+        self
+    }
+
     /// Most admin requests served at once (at least 1); others wait up to the read
     /// timeout for their turn.
     pub fn max_admin_requests(mut self, requests: usize) -> Self {
@@ -217,17 +237,22 @@ impl Server {
             admin: Arc::new(Semaphore::new(self.options.max_admin_requests)),
             imports: Arc::new(Semaphore::new(1)),
             options: self.options,
+            auth_log: self.auth_log,
+            auth_seen: AtomicU64::new(0),
         });
         Router::new()
             .route("/auth", any(auth::check))
             .route("/auth/", any(auth::check))
             .route("/auth/{*path}", any(auth::check))
             .route("/healthz", get(health))
+            .route("/livez", get(probe::live))
+            .route("/readyz", get(probe::ready))
             .nest(
                 "/v1",
                 admin::routes()
                     .fallback(not_found)
-                    .layer(axum::middleware::map_response(no_store)),
+                    .layer(axum::middleware::map_response(no_store))
+                    .layer(axum::middleware::from_fn(log::admin)),
             )
             .merge(crate::ui::routes())
             .route(
@@ -420,8 +445,10 @@ struct Reject(Box<Response>);
 
 impl Reject {
     /// An error of the API's own `kind` (not a library error).
-    fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
-        Reject(Box::new(body::json(status, &ErrorJson::new(kind, message))))
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        let mut answer = body::json(status, &ErrorJson::new(kind, message));
+        answer.extensions_mut().insert(log::ErrorKind(kind));
+        Reject(Box::new(answer))
     }
 
     /// A failure inside the server (a panic in a store call): never a client's fault.
@@ -442,7 +469,9 @@ impl IntoResponse for Reject {
 
 impl From<crate::model::error::Error> for Reject {
     fn from(e: crate::model::error::Error) -> Self {
-        Reject(Box::new(body::json(status_of(&e), &ErrorJson::from(&e))))
+        let mut answer = body::json(status_of(&e), &ErrorJson::from(&e));
+        answer.extensions_mut().insert(log::ErrorKind(e.code()));
+        Reject(Box::new(answer))
     }
 }
 

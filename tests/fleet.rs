@@ -423,9 +423,9 @@ fn a_record_in_the_right_place_without_the_chain_key_is_skipped() {
     assert!(audit.iter().all(|e| e["name"] != "forged"));
 }
 
-/// A host that loses the server keeps verifying for a while, reports 503 health past the
-/// first limit, rejects every key past the second, and recovers once the server is back
-/// and it has caught up.
+/// A host that loses the server is not ready at once (`/readyz`), keeps verifying for a
+/// while, reports 503 health past the first limit, rejects every key past the second, and
+/// recovers once the server is back and it has caught up; it logs each change.
 #[test]
 fn a_host_that_loses_the_server_goes_unhealthy_then_rejects_then_recovers() {
     let mut fleet = Fleet::start(
@@ -440,10 +440,20 @@ fn a_host_that_loses_the_server_goes_unhealthy_then_rejects_then_recovers() {
     );
     let (_, secret) = fleet.create(0, "bot");
     fleet.converged(2);
+    let ready = |fleet: &Fleet| http(fleet.addr(1), "GET", "/readyz", None, None).unwrap();
+    assert_eq!(ready(&fleet).status, 200, "{:?}", ready(&fleet));
     // The host last heard from the server up to a heartbeat (100 ms) or two before it died.
     let lost = Instant::now() - Duration::from_millis(200);
     fleet.nats.lock().unwrap().kill9();
     assert_eq!(fleet.auth(1, &secret), 200, "serves from what it has at first");
+    eventually(20, "not ready (stale) once out of touch", || {
+        let r = ready(&fleet);
+        r.status == 503 && r.json()["reason"] == "stale" && r.json()["status"] == "not_ready"
+    });
+    assert_eq!(
+        http(fleet.addr(1), "GET", "/livez", None, None).unwrap().status,
+        200
+    );
     eventually(20, "health goes 503 (stale)", || {
         let h = fleet.health(1);
         h.status == 503 && h.json()["reason"] == "stale"
@@ -466,9 +476,19 @@ fn a_host_that_loses_the_server_goes_unhealthy_then_rejects_then_recovers() {
     eventually(60, "recovers", || {
         fleet.auth(1, &secret) == 200 && fleet.health(1).status == 200
     });
+    eventually(20, "ready again", || ready(&fleet).status == 200);
     // And takes writes again.
     fleet.create(1, "after");
     fleet.converged(3);
+    let logged = fleet.stop(1);
+    for line in [
+        "joined the fleet",
+        "lost the shared log (NATS)",
+        "stale: the shared log has not answered",
+        "in touch with the shared log again",
+    ] {
+        assert!(logged.contains(line), "{line}: {logged}");
+    }
     fleet.stop_and_compare();
 }
 

@@ -212,7 +212,7 @@ fn a_single_byte_on_the_log_subject_halts_no_host_and_is_skipped_and_counted() {
         eventually(10, "the host logs it", || {
             served
                 .errors()
-                .contains("fleet: skipped 1 stream message(s) that are not the fleet's")
+                .contains("keyledger::fleet: skipped 1 stream message(s) that are not the fleet's")
         });
     }
     revoke(&fleet, 1, &id);
@@ -307,7 +307,7 @@ fn a_stream_deleted_and_replayed_from_genuine_messages_is_refused_by_every_host(
         eventually(10, "the host logs it", || {
             served
                 .errors()
-                .contains("fleet: unhealthy (stream): the stream was replaced")
+                .contains("keyledger::fleet: the stream cannot be trusted: the stream was replaced")
         });
         assert_eq!(fleet.auth(i, &deleted), 401, "the delete stands");
         assert_eq!(fleet.auth(i, &kept), 200, "still verifying");

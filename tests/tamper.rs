@@ -706,21 +706,8 @@ fn a_foreign_entry_in_the_log_tree_is_named_and_blocks_open() {
 /// store refuses writes; `check` names it too.
 #[test]
 fn damage_behind_a_snapshot_is_found_after_open_and_stops_writes() {
-    let keyed = || {
-        KeyStore::builder()
-            .chain_key(ChainKey::from_hex(&"3c".repeat(32)).unwrap())
-            .snapshot_every(4)
-    };
     let dir = tempfile::tempdir().unwrap();
-    store_with_history(dir.path(), keyed());
-    with_raw_log(dir.path(), |log| {
-        let mut v = log.get(1);
-        let at = v.windows(5).position(|w| w == b"key-1").unwrap();
-        v[at + 4] = b'9';
-        log.insert(1, v);
-        log.remove(2);
-    });
-    let store = keyed().open(dir.path()).unwrap();
+    let store = damaged_behind_a_snapshot(dir.path());
     assert!(store.opened_from_snapshot());
     match store.wait_for_integrity() {
         keyledger::Integrity::Damaged(p) => assert!(p.seq <= 2, "{p:?}"),
@@ -736,4 +723,71 @@ fn damage_behind_a_snapshot_is_found_after_open_and_stops_writes() {
     drop(store);
     let found = problems_with(dir.path(), keyed());
     assert!(found.contains(&(2, ProblemKind::Removed)), "{found:?}");
+}
+
+fn keyed() -> keyledger::Builder {
+    KeyStore::builder()
+        .chain_key(ChainKey::from_hex(&"3c".repeat(32)).unwrap())
+        .snapshot_every(4)
+}
+
+/// A keyed store opened from a snapshot over a history damaged under it (record 1 edited,
+/// record 2 removed), which the store finds in the background.
+fn damaged_behind_a_snapshot(dir: &Path) -> KeyStore {
+    store_with_history(dir, keyed());
+    with_raw_log(dir, |log| {
+        let mut v = log.get(1);
+        let at = v.windows(5).position(|w| w == b"key-1").unwrap();
+        v[at + 4] = b'9';
+        log.insert(1, v);
+        log.remove(2);
+    });
+    keyed().open(dir).unwrap()
+}
+
+/// `keyledger serve`'s probes over a store found damaged: the process is live, but the
+/// host is not ready, and `/healthz` says so too.
+#[cfg(feature = "serve")]
+#[test]
+fn a_store_found_damaged_is_live_but_not_ready() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let store = damaged_behind_a_snapshot(dir.path());
+    assert!(matches!(
+        store.wait_for_integrity(),
+        keyledger::Integrity::Damaged(_)
+    ));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = keyledger::Server::new(std::sync::Arc::new(store));
+    let running = rt.spawn(server.run(listener, async {
+        let _ = stopped.await;
+    }));
+    let get = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        (head[9..12].to_owned(), body.to_owned())
+    };
+    let (status, body) = get("/livez");
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("200", r#"{"status":"live","last_seq":6}"#)
+    );
+    let (status, body) = get("/readyz");
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("503", r#"{"status":"not_ready","reason":"damaged","last_seq":6}"#)
+    );
+    assert_eq!(get("/healthz").0, "503");
+    stop.send(()).unwrap();
+    rt.block_on(running).unwrap();
 }

@@ -2,8 +2,9 @@
 //! SIGINT, then closes the store.
 //!
 //! Prints `listening on ADDR` once the socket is bound (so `--listen 127.0.0.1:0` can be
-//! used), and warnings on standard error (on a host of a fleet, also what it skipped from
-//! the stream and why it stopped writing); it never prints a key.
+//! used); everything else is a log line on standard error (`cli/logging.rs`): warnings,
+//! the library's lines, the server's decision lines, on a host of a fleet what it skipped
+//! from the stream. It never prints a key.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ pub(super) struct ServeArgs {
     /// refusal tells a client nothing (not even that a stolen key is live)
     #[arg(long)]
     opaque_refusals: bool,
+    #[command(flatten)]
+    log: super::logging::LogArgs,
     #[cfg(feature = "nats")]
     #[command(flatten)]
     fleet: super::fleet::FleetArgs,
@@ -67,6 +70,7 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
             "--proxy-connections must leave other clients at least one of --max-connections",
         ));
     }
+    args.log.install()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("keyledger-serve")
@@ -92,7 +96,7 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
         stop_signals()?
     };
     if !addr.ip().is_loopback() {
-        eprintln!("warning: listening on {addr}, not a loopback address: {NOT_LOOPBACK}");
+        tracing::warn!("listening on {addr}, not a loopback address: {NOT_LOOPBACK}");
     }
     writeln!(out, "listening on {addr}")?;
     out.flush()?;
@@ -103,7 +107,8 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
         .read_timeout(std::time::Duration::from_secs(args.read_timeout))
         .max_connections(args.max_connections as usize)
         .max_connections_per_client(args.max_connections_per_client as usize)
-        .opaque_refusals(args.opaque_refusals);
+        .opaque_refusals(args.opaque_refusals)
+        .log_auth(args.log.auth());
     let server = match args.proxy_connections {
         Some(n) => server.proxy_connections(n as usize),
         None => server,
@@ -122,8 +127,9 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
     Ok(exit::OK)
 }
 
-/// On a host of a fleet: a line on standard error whenever it turns unhealthy or healthy
-/// again (with the causes), and whenever heads-bucket entries counted for nothing.
+/// On a host of a fleet: a log line whenever it turns unhealthy for a cause the library
+/// does not log itself, or healthy again, and whenever stream messages were skipped or
+/// heads-bucket entries counted for nothing.
 #[cfg(feature = "nats")]
 async fn report_fleet(keys: Arc<keyledger::KeyStore>) {
     let mut skipped = 0;
@@ -134,9 +140,11 @@ async fn report_fleet(keys: Arc<keyledger::KeyStore>) {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let Some(status) = keys.fleet_status() else { return };
         if status.foreign_messages > skipped {
-            let why = status.last_foreign.as_deref().unwrap_or_default();
-            eprintln!(
-                "fleet: skipped {} stream message(s) that are not the fleet's ({} since start); the last: {why}",
+            // What another NATS client published is theirs to choose: redacted.
+            let why = keyledger::redact_keys(status.last_foreign.as_deref().unwrap_or_default());
+            tracing::warn!(
+                target: "keyledger::fleet",
+                "skipped {} stream message(s) that are not the fleet's ({} since start); the last: {why}",
                 status.foreign_messages - skipped,
                 status.foreign_messages
             );
@@ -145,25 +153,33 @@ async fn report_fleet(keys: Arc<keyledger::KeyStore>) {
         if status.ignored_heads > ignored {
             ignored = status.ignored_heads;
             if let Some(last) = &status.last_ignored {
-                eprintln!(
-                    "fleet: {ignored} heads-bucket entr(ies) counted for nothing; the last, under {:?}: {}",
-                    last.host, last.reason
+                tracing::warn!(
+                    target: "keyledger::fleet",
+                    "{ignored} heads-bucket entr(ies) counted for nothing; the last, under {:?}: {}",
+                    keyledger::redact_keys(&last.host),
+                    keyledger::redact_keys(&last.reason)
                 );
             }
         }
         if status.heads_bucket_lost > lost {
             lost = status.heads_bucket_lost;
-            eprintln!(
-                "fleet: the heads bucket was deleted under the fleet ({lost} time(s) so far); it is made again"
+            tracing::warn!(
+                target: "keyledger::fleet",
+                "the heads bucket was deleted under the fleet ({lost} time(s) so far); it is made again"
             );
         }
         let now: Vec<(&str, String)> = status.causes.clone();
         if now != causes {
-            for (cause, reason) in now.iter().filter(|c| !causes.contains(c)) {
-                eprintln!("fleet: unhealthy ({cause}): {reason}");
+            // The library logs these itself, as they change.
+            let logged = ["halted", "stale", "fenced", "stream"];
+            for (cause, reason) in now
+                .iter()
+                .filter(|c| !causes.contains(c) && !logged.contains(&c.0))
+            {
+                tracing::warn!(target: "keyledger::fleet", cause, "unhealthy: {reason}");
             }
             if now.is_empty() {
-                eprintln!("fleet: healthy again");
+                tracing::info!(target: "keyledger::fleet", "healthy again");
             }
             causes = now;
         }
@@ -182,14 +198,16 @@ fn stop_signals() -> Result<impl Future<Output = ()>, Failure> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        eprintln!("{name}: finishing the requests in flight, then closing the store (again to stop at once)");
+        tracing::info!(
+            "{name}: finishing the requests in flight, then closing the store (again to stop at once)"
+        );
         // A second signal stops at once: acknowledged writes are durable whatever happens.
         tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
-            eprintln!("second signal: stopping without waiting for the requests in flight");
+            tracing::warn!("second signal: stopping without waiting for the requests in flight");
             std::process::exit(130);
         });
     })
@@ -200,6 +218,6 @@ fn stop_signals() -> Result<impl Future<Output = ()>, Failure> {
 fn stop_signals() -> Result<impl Future<Output = ()>, Failure> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-        eprintln!("Ctrl-C: finishing the requests in flight, then closing the store");
+        tracing::info!("Ctrl-C: finishing the requests in flight, then closing the store");
     })
 }

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+mod changes;
+
 use super::fence::{self, Fence};
 use super::head::{self, HostHead};
 use super::{FleetOptions, FleetStatus, HostStatus, IgnoredHead, UNSEEN_HOSTS};
@@ -112,6 +114,8 @@ pub(crate) struct Fleet {
     pub(crate) stream: super::stream::StreamWatch,
     /// How usage is shared, as `fleet/usage.rs` last found it.
     usage: Mutex<Option<super::UsageStatus>>,
+    /// The state last logged ([`Fleet::log_changes`]).
+    logged: Mutex<changes::Logged>,
 }
 
 impl Fleet {
@@ -162,6 +166,7 @@ impl Fleet {
             bootstrap_until: AtomicU64::new(0),
             stream: super::stream::StreamWatch::default(),
             usage: Mutex::new(None),
+            logged: Mutex::new(changes::Logged::default()),
         })
     }
 
@@ -239,6 +244,7 @@ impl Fleet {
         self.announce.notify_all();
         // A halted host applies nothing more: a shut fence waits for no catch-up.
         self.reopen_if_caught_up();
+        self.log_changes();
     }
 
     pub(crate) fn halted(&self) -> Option<String> {
@@ -365,6 +371,8 @@ impl Fleet {
         if reached && !self.fence.lapsed() && !self.is_closing() {
             *target = None;
             self.fence.reopen();
+            drop(target);
+            self.log_changes();
         }
     }
 
@@ -374,6 +382,7 @@ impl Fleet {
     /// heartbeat, so a resumed host fences within one.
     pub(crate) fn check_suspend(&self) {
         self.note_suspended(fence::suspended());
+        self.log_changes();
     }
 
     fn note_suspended(&self, now: u64) {

@@ -55,9 +55,10 @@ pub(crate) struct Seal {
 }
 
 /// Writes `data` as the store's snapshot (never a half file).
-pub(crate) fn save(path: &Path, data: SnapshotData, chain: &Chain) -> Result<(), Error> {
+pub(crate) fn save(path: &Path, data: SnapshotData, chain: &Chain) -> Result<usize, Error> {
     let bytes = crate::persist::snapshot::format::encode_snapshot(data, chain)?;
-    file::write_atomically(path, |out| Ok(std::io::Write::write_all(out, &bytes)?))
+    file::write_atomically(path, |out| Ok(std::io::Write::write_all(out, &bytes)?))?;
+    Ok(bytes.len())
 }
 
 /// The seal at the end of an encoded snapshot.

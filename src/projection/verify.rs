@@ -121,6 +121,23 @@ impl Projection {
         own.into_iter().chain(sha)
     }
 
+    /// The id of the key this hash is the secret of (or, in its grace period, the previous
+    /// secret of), counting nothing.
+    #[cfg(feature = "serve")]
+    pub(crate) fn id_of_hash(&self, hash: &KeyHash) -> Option<KeyId> {
+        let prefix = HashPrefix::of(hash);
+        let keys = &self.keys;
+        let index = self
+            .by_hash
+            .find(self.seed.key_hash(prefix), |i| keys[i as usize].hash == prefix)
+            .or_else(|| {
+                self.graces
+                    .find(self.seed.key_hash(prefix), |g| g.hash == prefix)
+                    .map(|g| g.key)
+            })?;
+        Some(keys[index as usize].id)
+    }
+
     pub(crate) fn contains_id(&self, id: KeyId) -> bool {
         self.key_index(id).is_some()
     }

@@ -110,11 +110,13 @@ impl FromRequestParts<Arc<Shared>> for Identified {
         let key = shared
             .layer
             .check(&parts.headers, &parts.extensions)
-            .map_err(|refusal| AdminRejection::Refused(Box::new(shared.layer.refusal_response(refusal))))?;
-        let actor = shared
-            .store()
-            .acting_through(&key)
-            .map_err(AdminRejection::NoActor)?;
+            .map_err(|refusal| {
+                super::log::note_refused(&parts.extensions, shared, &parts.headers, refusal);
+                AdminRejection::Refused(Box::new(shared.layer.refusal_response(refusal)))
+            })?;
+        let actor = shared.store().acting_through(&key);
+        super::log::note_actor(&parts.extensions, actor.as_ref().ok(), key.id());
+        let actor = actor.map_err(AdminRejection::NoActor)?;
         Ok(Identified { actor, key: key.id() })
     }
 }

@@ -9,6 +9,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -24,7 +25,9 @@ use crate::model::credits::MAX_CREDITS;
 use crate::model::rules::MAX_ROLES;
 
 /// The headers a passing answer carries.
-static KEY_ID: HeaderName = HeaderName::from_static("x-keyledger-key-id");
+static KEY_ID: HeaderName = HeaderName::from_static(KEY_ID_HEADER);
+/// The name of [`KEY_ID`], which the decision line of a pass reads back.
+pub(super) const KEY_ID_HEADER: &str = "x-keyledger-key-id";
 static KEY_NAME: HeaderName = HeaderName::from_static("x-keyledger-key-name");
 static ROLES: HeaderName = HeaderName::from_static("x-keyledger-roles");
 /// For a key with an external id: it, percent-encoded as the name is.
@@ -50,14 +53,18 @@ const UNAVAILABLE: &str = r#"{"error":"forbidden","reason":"unavailable"}"#;
 /// `/auth`: the layer's check of the original request's headers and client address, with
 /// the roles `?role=R` requires.
 pub(super) async fn check(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let started = Instant::now();
     let decided = std::panic::catch_unwind(AssertUnwindSafe(|| decide(&shared, &request)));
-    decided.unwrap_or_else(|_| unavailable())
+    let (response, refusal) = decided.unwrap_or_else(|_| (unavailable(), None));
+    super::log::auth(&shared, &request, &response, refusal, started);
+    response
 }
 
-fn decide(shared: &Shared, request: &Request) -> Response {
+/// The answer, and the refusal it carries (`None` for a pass).
+fn decide(shared: &Shared, request: &Request) -> (Response, Option<Refusal>) {
     let asked = match Asked::from_query(request.uri().query()) {
         Ok(asked) => asked,
-        Err(refusal) => return refused(shared, refusal, false),
+        Err(refusal) => return (refused(shared, refusal, false), Some(refusal)),
     };
     match shared
         .layer
@@ -66,9 +73,9 @@ fn decide(shared: &Shared, request: &Request) -> Response {
         Ok(key) => {
             // One lookup apart from the verify, which never reads it.
             let owner = shared.layer.store().key_owner(key.id()).unwrap_or_default();
-            passed(&key, owner.external_id.as_deref())
+            (passed(&key, owner.external_id.as_deref()), None)
         }
-        Err(refusal) => refused(shared, refusal, asked.deny_forbidden),
+        Err(refusal) => (refused(shared, refusal, asked.deny_forbidden), Some(refusal)),
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -97,7 +97,10 @@ pub(super) fn spawn_verifier(
                 return;
             }
             let problem = match verdict {
-                Ok(()) => return integrity.set(Integrity::Verified),
+                Ok(()) => {
+                    tracing::info!(target: "keyledger::store", "the history under the snapshot verified");
+                    return integrity.set(Integrity::Verified);
+                }
                 Err(Error::Corrupt { seq, kind, reason }) => Problem {
                     seq,
                     kind,
@@ -110,6 +113,14 @@ pub(super) fn spawn_verifier(
                 },
             };
             ledger.write_state().stop_verifying();
+            tracing::error!(
+                target: "keyledger::store",
+                seq = problem.seq,
+                kind = problem.kind.as_str(),
+                "the history under the snapshot is damaged: no key verifies and writes are refused \
+                 (keyledger check says more): {}",
+                crate::model::token::format::redact_keys(&problem.detail)
+            );
             integrity.set(Integrity::Damaged(problem));
         })?)
 }
@@ -154,7 +165,8 @@ impl LogRead for Cancellable {
 /// [`Projection::begin_freeze`]: crate::projection::Projection::begin_freeze
 pub(super) struct Snapshots {
     policy: snapshot::Policy,
-    begun: Option<Sender<()>>,
+    /// The sequence number each snapshot is taken at.
+    begun: Option<Sender<u64>>,
     done: Receiver<()>,
     /// Whether the worker has a snapshot in hand.
     busy: bool,
@@ -166,18 +178,35 @@ const SNAPSHOT_PART: usize = 8192;
 
 impl Snapshots {
     pub(super) fn start(policy: snapshot::Policy, chain: Chain, ledger: Arc<Ledger>) -> Result<Self, Error> {
-        let (begun, jobs) = crossbeam_channel::bounded::<()>(1);
+        let (begun, jobs) = crossbeam_channel::bounded::<u64>(1);
         let (finished, done) = crossbeam_channel::bounded::<()>(1);
         let path = policy.path.clone();
         let worker = std::thread::Builder::new()
             .name("keyledger-snapshot".into())
             .spawn(move || {
-                for () in jobs {
+                for seq in jobs {
+                    let started = Instant::now();
+                    tracing::info!(target: "keyledger::snapshot", seq, "snapshot started");
                     let mut data = SnapshotData::default();
                     while !ledger.read().copy_frozen(&mut data, SNAPSHOT_PART) {}
                     ledger.write_state().end_freeze();
                     // A failure only costs the next open a longer replay.
-                    let _ = snapshot::save(&path, data, &chain);
+                    match snapshot::save(&path, data, &chain) {
+                        Ok(bytes) => tracing::info!(
+                            target: "keyledger::snapshot",
+                            seq,
+                            bytes,
+                            elapsed_ms = millis(started.elapsed()),
+                            "snapshot saved"
+                        ),
+                        Err(e) => tracing::warn!(
+                            target: "keyledger::snapshot",
+                            seq,
+                            elapsed_ms = millis(started.elapsed()),
+                            error = e.code(),
+                            "snapshot not saved (the next open replays more): {e}"
+                        ),
+                    }
                     let _ = finished.send(());
                 }
             })?;
@@ -209,7 +238,7 @@ impl Snapshots {
         }
         let seq = ledger.write_state().begin_freeze();
         if let Some(begun) = &self.begun
-            && begun.send(()).is_ok()
+            && begun.send(seq).is_ok()
         {
             self.busy = true;
             self.policy.last = seq;
@@ -323,4 +352,9 @@ impl LastUsed {
 /// The oldest hour whose counts are kept now (30 days before the current one).
 fn oldest_hour(ledger: &Ledger) -> u32 {
     (ledger.clock().minute() / 60).saturating_sub(KEPT_HOURS)
+}
+
+/// Whole milliseconds, for log lines.
+pub(super) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

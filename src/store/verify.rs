@@ -105,6 +105,15 @@ impl KeyStore {
         }
     }
 
+    /// The id of the key a token in keyledger's format is the secret of (live, or a
+    /// previous secret in its grace period), checking nothing else and counting no use:
+    /// for the log line of a request refused for a reason that named a key.
+    #[cfg(feature = "serve")]
+    pub(crate) fn key_id_of(&self, token: &str) -> Option<crate::model::id::KeyId> {
+        let hash = token::parse(token).ok()?;
+        self.ledger.read().id_of_hash(&hash)
+    }
+
     /// A token outside keyledger's format: only keys adopted from another system can
     /// have one, and only they pay for the lookups (and a SHA-256 hash).
     #[cold]

@@ -7,7 +7,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use rand::rngs::StdRng;
@@ -31,6 +31,10 @@ use super::background::{IntegrityCell, Snapshots};
 /// How often the writer wakes when idle: the system clock's minute for last-used stamps
 /// is at most this stale.
 const TICK: Duration = Duration::from_secs(1);
+
+/// A batch whose write and sync (or append to the shared log) takes longer than this is
+/// logged as a stall: callers were kept waiting, and `/auth` was not.
+pub(crate) const SLOW_COMMIT: Duration = Duration::from_millis(500);
 
 /// A command waiting for the writer, with where to answer.
 pub(super) struct Pending {
@@ -238,7 +242,14 @@ impl Writer {
             let _ = reply.send(outcome);
         }
         // The log holds records the state could not take: stop writing.
-        accepted.map_err(drop)
+        accepted.map_err(|e| {
+            tracing::error!(
+                target: "keyledger::store",
+                error = e.code(),
+                "the writer stopped: the log holds records the state could not take ({e}); \
+                 every write is refused until the store is opened again"
+            );
+        })
     }
 
     /// Appends the commands the access rules refused to the security trail (made
@@ -257,7 +268,37 @@ impl Writer {
         !records.is_empty() && self.log.append_refused(&records, self.keep_refused).is_ok()
     }
 
+    /// [`Writer::write_and_sync`], logging a stall (slower than [`SLOW_COMMIT`]) and a
+    /// failure.
     fn make_durable(&mut self, entries: &[crate::log::Entry], head: crate::chain::Head) -> Result<(), Error> {
+        let started = Instant::now();
+        let written = self.write_and_sync(entries, head);
+        let elapsed = started.elapsed();
+        if let Err(e) = &written {
+            tracing::warn!(
+                target: "keyledger::store",
+                records = entries.len(),
+                error = e.code(),
+                "a batch could not be made durable; its callers get the error: {e}"
+            );
+        } else if elapsed > SLOW_COMMIT {
+            tracing::warn!(
+                target: "keyledger::store",
+                records = entries.len(),
+                bytes = entries.iter().map(|e| e.1.len()).sum::<usize>(),
+                elapsed_ms = super::background::millis(elapsed),
+                "writer stall: a batch took longer than {} ms to make durable",
+                SLOW_COMMIT.as_millis()
+            );
+        }
+        written
+    }
+
+    fn write_and_sync(
+        &mut self,
+        entries: &[crate::log::Entry],
+        head: crate::chain::Head,
+    ) -> Result<(), Error> {
         if self.upgrade {
             self.log
                 .set_meta(MetaKey::Format, &codec::STORE_FORMAT.to_le_bytes())?;

@@ -1,0 +1,73 @@
+//! The fleet's state changes as log lines (`tracing`, target `keyledger::fleet`): joined,
+//! lost the shared log, stale, fenced, caught up, halted, the stream faulted. Looked at
+//! every heartbeat and when the fence opens or the host halts; each change is logged once.
+//! Reasons are the library's own words, and never quote a key.
+
+use std::time::Duration;
+
+use super::{Fleet, lock};
+
+/// What was last logged of this host's state.
+#[derive(Default)]
+pub(super) struct Logged {
+    /// The fence opened once: the host joined.
+    joined: bool,
+    rejecting: bool,
+    out_of_touch: bool,
+    stale: bool,
+    halted: bool,
+    stream_fault: bool,
+}
+
+impl Fleet {
+    /// Logs what changed since the last look.
+    pub(super) fn log_changes(&self) {
+        let stale_for = self.stale_for();
+        let now = Logged {
+            joined: true,
+            rejecting: self.fence.rejects(),
+            out_of_touch: stale_for > Duration::ZERO,
+            stale: stale_for > self.options.stale_serve,
+            halted: lock(&self.halted).is_some(),
+            stream_fault: self.stream.fault().is_some(),
+        };
+        let mut last = lock(&self.logged);
+        let host = self.options.host.as_str();
+        let secs = stale_for.as_secs_f64();
+        if now.out_of_touch && !last.out_of_touch {
+            tracing::warn!(target: "keyledger::fleet", host, "lost the shared log (NATS): no answer for {secs:.1} s");
+        } else if !now.out_of_touch && last.out_of_touch {
+            tracing::info!(target: "keyledger::fleet", host, "in touch with the shared log again");
+        }
+        if now.stale && !last.stale {
+            tracing::warn!(
+                target: "keyledger::fleet",
+                host,
+                "stale: the shared log has not answered for {secs:.1} s; /healthz answers 503"
+            );
+        }
+        if !now.rejecting && (last.rejecting || !last.joined) {
+            let what = if last.joined {
+                "caught up"
+            } else {
+                "joined the fleet"
+            };
+            tracing::info!(target: "keyledger::fleet", host, "{what}: it verifies keys");
+        } else if now.rejecting && !last.rejecting && last.joined {
+            tracing::warn!(target: "keyledger::fleet", host, "fenced: it rejects every key until it has caught up");
+        }
+        if now.halted && !last.halted {
+            let reason = lock(&self.halted).clone().unwrap_or_default();
+            tracing::error!(target: "keyledger::fleet", host, "halted: it takes no more writes: {reason}");
+        }
+        if now.stream_fault && !last.stream_fault {
+            let reason = self.stream.fault().unwrap_or_default();
+            tracing::error!(target: "keyledger::fleet", host, "the stream cannot be trusted: {reason}");
+        } else if !now.stream_fault && last.stream_fault {
+            tracing::info!(target: "keyledger::fleet", host, "the stream is the fleet's again");
+        }
+        // Joined only once the fence opened.
+        let joined = last.joined || !now.rejecting;
+        *last = Logged { joined, ..now };
+    }
+}
