@@ -46,7 +46,10 @@ fn a_server_older_than_2_10_is_refused_at_start_naming_its_version_and_the_minim
     };
     assert!(matches!(e, Error::InvalidInput { .. }), "{e:?}");
     let said = e.to_string();
-    assert!(said.contains("NATS server") && said.contains("2.9.10") && said.contains("2.10.0"), "{said}");
+    assert!(
+        said.contains("NATS server") && said.contains("2.9.10") && said.contains("2.10.0"),
+        "{said}"
+    );
 
     // The same from the command line: a usage error (exit 2) in one line.
     let key_file = dir.path().join("chain.key");
