@@ -15,7 +15,8 @@ pub(super) struct LogArgs {
     /// How log lines on standard error are written: text, or JSON (one object a line)
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: Format,
-    /// The least severe lines written
+    /// The least severe lines keyledger writes (other crates: warnings and errors only,
+    /// unless --log-filter or RUST_LOG says otherwise)
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: Level,
     /// Per-target levels in RUST_LOG's syntax (e.g. `info,keyledger::decision=warn`), over
@@ -84,8 +85,15 @@ impl LogArgs {
             Some(filter) => filter.clone(),
             None => std::env::var("RUST_LOG").unwrap_or_default(),
         };
+        // Without a filter, other crates (the NATS client, the HTTP stack) write only what
+        // is wrong: their routine lines (each connection to NATS) are not an operator's.
+        let (default, directives) = if directives.trim().is_empty() {
+            (level.min(LevelFilter::WARN), format!("keyledger={level}"))
+        } else {
+            (level, directives)
+        };
         let filter = EnvFilter::builder()
-            .with_default_directive(level.into())
+            .with_default_directive(default.into())
             .parse(&directives)
             .map_err(|e| {
                 Failure::new(
