@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use keyledger::{Actor, Denial, Error, EventKind, KeyStore, KeyUpdate, Meta, NewKey};
+use keyledger::{
+    Actor, AuditJson, Denial, Error, EventKind, KeyJson, KeyStore, KeyUpdate, MAX_META_DEPTH, Meta, NewKey,
+};
 
 fn meta(text: &str) -> Meta {
     Meta::parse(text).unwrap()
@@ -297,4 +299,40 @@ fn owners_and_updates_survive_a_reopen_by_replay_and_by_snapshot() {
         assert_eq!(store.keys_at(2).unwrap()[0].external_id, None);
         assert_eq!(store.keys_at(2).unwrap()[0].name, "bot");
     }
+}
+
+/// Metadata `depth` objects deep (the metadata object itself counted).
+fn nested(depth: usize) -> String {
+    format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth))
+}
+
+#[test]
+fn metadata_nested_deeper_than_a_json_client_can_read_back_in_a_page_is_refused() {
+    // serde_json (the command line's client, any Rust client) stops at 128 levels: metadata
+    // almost that deep was taken, and then no listing page or audit entry holding it could
+    // be read back by one, for any admin.
+    let store = KeyStore::builder().open_temporary().unwrap();
+    let alice = Actor::admin("alice");
+    let head = store.head().seq;
+    for depth in [MAX_META_DEPTH + 1, 100, 126, 127] {
+        let err = Meta::parse(&nested(depth)).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidInput { field: "meta", .. }),
+            "depth {depth}: {err:?}"
+        );
+    }
+    assert_eq!(store.head().seq, head);
+    let deepest = store
+        .create_key(
+            &alice,
+            NewKey::new("deep").role("bot").meta(meta(&nested(MAX_META_DEPTH))),
+        )
+        .unwrap();
+    let view = KeyJson::from(&store.key(deepest.id).unwrap());
+    // A page of keys, and an audit entry's changes inside a page, parse back.
+    let page = serde_json::json!({"keys": [view], "next": null}).to_string();
+    serde_json::from_str::<serde_json::Value>(&page).unwrap();
+    let entry = AuditJson::from(store.audit().last().unwrap());
+    let page = serde_json::json!({"entries": [entry], "next": null}).to_string();
+    serde_json::from_str::<serde_json::Value>(&page).unwrap();
 }
