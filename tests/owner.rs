@@ -336,3 +336,52 @@ fn metadata_nested_deeper_than_a_json_client_can_read_back_in_a_page_is_refused(
     let page = serde_json::json!({"entries": [entry], "next": null}).to_string();
     serde_json::from_str::<serde_json::Value>(&page).unwrap();
 }
+
+#[test]
+fn a_non_owners_update_that_would_leave_no_role_is_denied_as_not_owner_and_recorded() {
+    // Permission first, as for every other change: an update of someone else's key is
+    // refused for that (and lands in the security trail), whatever else is wrong with it.
+    let store = KeyStore::builder().open_temporary().unwrap();
+    let (alice, bob) = (Actor::admin("alice"), Actor::admin("bob"));
+    let created = store.create_key(&alice, NewKey::new("bot").role("bot")).unwrap();
+    let many: Vec<String> = (0..40).map(|i| format!("r{i}")).collect();
+    let mut too_many = KeyUpdate::new();
+    for role in &many {
+        too_many = too_many.add_role(role.clone());
+    }
+    for update in [KeyUpdate::new().remove_role("bot"), too_many] {
+        let err = store.update_key(&bob, created.id, update).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::PermissionDenied {
+                    denial: Denial::NotOwner { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+    let err = store
+        .update_key(&Actor::user("u"), created.id, KeyUpdate::new().remove_role("bot"))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::PermissionDenied {
+                denial: Denial::NotAnAdmin,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(store.refused().unwrap().len(), 3);
+    // The owner still learns what is wrong with it.
+    let err = store
+        .update_key(&alice, created.id, KeyUpdate::new().remove_role("bot"))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidInput { field: "role", .. }),
+        "{err:?}"
+    );
+}
