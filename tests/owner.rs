@@ -325,7 +325,9 @@ fn metadata_nested_deeper_than_a_json_client_can_read_back_in_a_page_is_refused(
     let deepest = store
         .create_key(
             &alice,
-            NewKey::new("deep").role("bot").meta(meta(&nested(MAX_META_DEPTH))),
+            NewKey::new("deep")
+                .role("bot")
+                .meta(meta(&nested(MAX_META_DEPTH))),
         )
         .unwrap();
     let view = KeyJson::from(&store.key(deepest.id).unwrap());
