@@ -641,8 +641,8 @@ fn first_owner(created: &Event, new: &NewKey) -> Option<Event> {
 }
 
 /// The `updated` event an update of key `id` makes: only the fields it changes. One that
-/// changes nothing is refused (`StateUnchanged`), once the actor is known to be allowed to
-/// change the key at all.
+/// changes nothing (or would leave the key bad roles) is refused, once the actor is known
+/// to be allowed to change the key at all.
 fn resolve_update(proj: &Projection, actor: &Actor, id: KeyId, update: &KeyUpdate) -> Result<Event, Error> {
     let mut event = Event::Updated {
         id,
@@ -656,6 +656,9 @@ fn resolve_update(proj: &Projection, actor: &Actor, id: KeyId, update: &KeyUpdat
         access::authorize(actor, &event, None)?;
         return Err(Error::KeyNotFound(id));
     };
+    // Permission first: what the roles would become is checked only for an actor that
+    // may change the key at all (a refusal lands in the security trail).
+    access::authorize_command(actor, &event, proj.key_state(id))?;
     let roles = match &update.roles {
         Some(roles) => roles.clone(),
         None => {
@@ -690,14 +693,6 @@ fn resolve_update(proj: &Projection, actor: &Actor, id: KeyId, update: &KeyUpdat
         *external_id = update.external_id.clone().filter(|e| *e != now.external_id);
         *meta = update.meta.clone().filter(|m| *m != now.meta);
         if name.is_none() && new_roles.is_none() && external_id.is_none() && meta.is_none() {
-            let probe = Event::Updated {
-                id,
-                name: None,
-                roles: None,
-                external_id: None,
-                meta: None,
-            };
-            access::authorize_command(actor, &probe, proj.key_state(id))?;
             return Err(Error::StateUnchanged {
                 id,
                 state: "as asked",

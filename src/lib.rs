@@ -187,6 +187,7 @@ pub use crate::model::limit::RateLimit;
 pub use crate::model::owner::KeyOwner;
 pub use crate::model::owner::KeyUpdate;
 pub use crate::model::owner::MAX_META_BYTES;
+pub use crate::model::owner::MAX_META_DEPTH;
 pub use crate::model::owner::Meta;
 pub use crate::model::problem::Problem;
 pub use crate::model::problem::ProblemKind;

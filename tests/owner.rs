@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use keyledger::{Actor, Denial, Error, EventKind, KeyStore, KeyUpdate, Meta, NewKey};
+use keyledger::{
+    Actor, AuditJson, Denial, Error, EventKind, KeyJson, KeyStore, KeyUpdate, MAX_META_DEPTH, Meta, NewKey,
+};
 
 fn meta(text: &str) -> Meta {
     Meta::parse(text).unwrap()
@@ -297,4 +299,91 @@ fn owners_and_updates_survive_a_reopen_by_replay_and_by_snapshot() {
         assert_eq!(store.keys_at(2).unwrap()[0].external_id, None);
         assert_eq!(store.keys_at(2).unwrap()[0].name, "bot");
     }
+}
+
+/// Metadata `depth` objects deep (the metadata object itself counted).
+fn nested(depth: usize) -> String {
+    format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth))
+}
+
+#[test]
+fn metadata_nested_deeper_than_a_json_client_can_read_back_in_a_page_is_refused() {
+    // serde_json (the command line's client, any Rust client) stops at 128 levels: metadata
+    // almost that deep was taken, and then no listing page or audit entry holding it could
+    // be read back by one, for any admin.
+    let store = KeyStore::builder().open_temporary().unwrap();
+    let alice = Actor::admin("alice");
+    let head = store.head().seq;
+    for depth in [MAX_META_DEPTH + 1, 100, 126, 127] {
+        let err = Meta::parse(&nested(depth)).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidInput { field: "meta", .. }),
+            "depth {depth}: {err:?}"
+        );
+    }
+    assert_eq!(store.head().seq, head);
+    let deepest = store
+        .create_key(
+            &alice,
+            NewKey::new("deep")
+                .role("bot")
+                .meta(meta(&nested(MAX_META_DEPTH))),
+        )
+        .unwrap();
+    let view = KeyJson::from(&store.key(deepest.id).unwrap());
+    // A page of keys, and an audit entry's changes inside a page, parse back.
+    let page = serde_json::json!({"keys": [view], "next": null}).to_string();
+    serde_json::from_str::<serde_json::Value>(&page).unwrap();
+    let entry = AuditJson::from(store.audit().last().unwrap());
+    let page = serde_json::json!({"entries": [entry], "next": null}).to_string();
+    serde_json::from_str::<serde_json::Value>(&page).unwrap();
+}
+
+#[test]
+fn a_non_owners_update_that_would_leave_no_role_is_denied_as_not_owner_and_recorded() {
+    // Permission first, as for every other change: an update of someone else's key is
+    // refused for that (and lands in the security trail), whatever else is wrong with it.
+    let store = KeyStore::builder().open_temporary().unwrap();
+    let (alice, bob) = (Actor::admin("alice"), Actor::admin("bob"));
+    let created = store.create_key(&alice, NewKey::new("bot").role("bot")).unwrap();
+    let many: Vec<String> = (0..40).map(|i| format!("r{i}")).collect();
+    let mut too_many = KeyUpdate::new();
+    for role in &many {
+        too_many = too_many.add_role(role.clone());
+    }
+    for update in [KeyUpdate::new().remove_role("bot"), too_many] {
+        let err = store.update_key(&bob, created.id, update).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::PermissionDenied {
+                    denial: Denial::NotOwner { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+    let err = store
+        .update_key(&Actor::user("u"), created.id, KeyUpdate::new().remove_role("bot"))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::PermissionDenied {
+                denial: Denial::NotAnAdmin,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(store.refused().unwrap().len(), 3);
+    // The owner still learns what is wrong with it.
+    let err = store
+        .update_key(&alice, created.id, KeyUpdate::new().remove_role("bot"))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidInput { field: "role", .. }),
+        "{err:?}"
+    );
 }

@@ -13,9 +13,13 @@ use crate::model::error::Error;
 
 /// The most a key's metadata may take, as its canonical JSON text, in bytes.
 pub const MAX_META_BYTES: usize = 4096;
+/// The most levels of objects and arrays a key's metadata may nest, itself counted: far
+/// below the 128 at which JSON readers (serde_json's among them) stop, so that an answer
+/// holding it (a page of keys, an audit entry's changes) can always be read back.
+pub const MAX_META_DEPTH: usize = 32;
 
 /// A key's metadata: a JSON object of at most [`MAX_META_BYTES`] bytes (compact, keys
-/// sorted: its one canonical form), with no text shaped like an API key anywhere in it,
+/// sorted: its one canonical form) nesting at most [`MAX_META_DEPTH`] levels, with no text shaped like an API key anywhere in it,
 /// key or value. Cheap to clone.
 ///
 /// # Example
@@ -33,7 +37,8 @@ impl Meta {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] with field `meta`: not JSON, not an object, larger than
-    /// [`MAX_META_BYTES`] once compact, or holding key-shaped text.
+    /// [`MAX_META_BYTES`] once compact, nested deeper than [`MAX_META_DEPTH`], or holding
+    /// key-shaped text.
     pub fn parse(text: &str) -> Result<Meta, Error> {
         let value: Value =
             serde_json::from_str(text).map_err(|e| Error::invalid("meta", format!("is not JSON: {e}")))?;
@@ -69,6 +74,12 @@ impl Meta {
             return Err(Error::invalid("meta", "must be a JSON object"));
         }
         if origin == Origin::Command {
+            if depth(&value) > MAX_META_DEPTH {
+                return Err(Error::invalid(
+                    "meta",
+                    format!("must nest at most {MAX_META_DEPTH} levels of objects and arrays"),
+                ));
+            }
             refuse_key_shaped_inside(&value)?;
         }
         let text = value.to_string();
@@ -104,6 +115,15 @@ impl fmt::Debug for Meta {
 impl fmt::Display for Meta {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// How many levels of objects and arrays `value` nests (0 for a scalar).
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
