@@ -109,7 +109,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("__rss_open") => return rss_open_child(Path::new(&args[2]), args[3].parse().unwrap()),
         Some("__rss_scan") => return rss_scan_child(Path::new(&args[2])),
-        Some("__rss_limited") => return rss_limited_child(Path::new(&args[2]), args[3] == "1"),
+        Some("__rss_limited") => return rss_limited_child(Path::new(&args[2]), args[3].parse().unwrap()),
         _ => {}
     }
     let mode = Mode::from_args();
@@ -338,18 +338,21 @@ fn main() {
     let reopen_full_child = rss_in_child("__rss_open", &kl_dir, 0);
     let reopen_snapshot_child = rss_in_child("__rss_open", &kl_dir, SNAPSHOT_EVERY);
     let scan_child = rss_in_child("__rss_scan", &kl_dir, 0);
-    // RSS moves with the allocator's arenas: the median of three pairs.
-    let mut per_limited: Vec<f64> = (0..3)
-        .map(|i| {
-            let grew = |limited: u64| {
-                let dir = tmp.path().join(format!("rss-{i}-{limited}"));
-                f64_of(&rss_in_child("__rss_limited", &dir, limited)["grew_bytes"])
-            };
-            (grew(1) - grew(0)) / RSS_LIMITED_KEYS as f64
-        })
-        .collect();
+    // RSS moves with the allocator's arenas: the median of three runs of each.
+    let grew = |i: usize, kind: u64| {
+        let dir = tmp.path().join(format!("rss-{i}-{kind}"));
+        f64_of(&rss_in_child("__rss_limited", &dir, kind)["grew_bytes"])
+    };
+    let (mut per_limited, mut per_credited) = (Vec::new(), Vec::new());
+    for i in 0..3 {
+        let plain = grew(i, 0);
+        per_limited.push((grew(i, 2) - plain) / RSS_LIMITED_KEYS as f64);
+        per_credited.push((grew(i, 1) - plain) / RSS_LIMITED_KEYS as f64);
+    }
     let bytes_per_limited_key = median(&per_limited);
+    let bytes_per_limited_credited_key = median(&per_credited);
     per_limited.sort_by(f64::total_cmp);
+    per_credited.sort_by(f64::total_cmp);
     eprintln!(
         "  open: full replay {:.0} ms, {} {:.0} ms, raw scan {:.0} ms",
         ms(full),
@@ -469,8 +472,11 @@ fn main() {
         },
         "bytes_per_key": bytes_per_key,
         "bytes_per_limited_key": bytes_per_limited_key,
+        "bytes_per_limited_credited_key": bytes_per_limited_credited_key,
     });
-    eprintln!("  bytes per limited key (three pairs): {per_limited:.0?}");
+    eprintln!(
+        "  bytes per key with a limit: {per_limited:.0?}; with a limit and credits: {per_credited:.0?}"
+    );
     let report = json!({
         "mode": mode.name,
         "keys": n,
@@ -1187,22 +1193,24 @@ fn f64_of(v: &Value) -> f64 {
 }
 
 /// In a fresh process: how much RSS grows while a new store imports [`RSS_LIMITED_KEYS`]
-/// plain keys and as many more, plain or (`limited`) each with a rate limit and credits.
-/// Two children import the same number of keys, so every table has the same capacity and
-/// the difference is what the limits and credits cost: `bytes_per_limited_key`.
-fn rss_limited_child(dir: &Path, limited: bool) {
+/// plain keys and as many more: plain (`kind` 0), each with a rate limit and credits (1),
+/// or with a rate limit only (2). Children import the same number of keys, so every table
+/// has the same capacity and the difference is what the limits (and credits) cost:
+/// `bytes_per_limited_key` (and `bytes_per_limited_credited_key`).
+fn rss_limited_child(dir: &Path, kind: u64) {
     let store = KeyStore::builder().cache_bytes(CACHE_BYTES).open(dir).unwrap();
-    let mut rng = StdRng::seed_from_u64(u64::from(limited) + 11);
+    let mut rng = StdRng::seed_from_u64(kind + 11);
     let before = rss_bytes();
-    for half in [false, limited] {
+    for half in [0, kind] {
         for batch in 0..RSS_LIMITED_KEYS / 10_000 {
             let keys = (0..10_000)
                 .map(|i| {
                     let mut new = NewKey::new(format!("k{batch}-{i}")).role("reader");
-                    if half {
-                        new = new
-                            .rate_limit(BENCH_LIMIT.parse().unwrap())
-                            .credits(Credits::new(MAX_CREDITS).unwrap());
+                    if half != 0 {
+                        new = new.rate_limit(BENCH_LIMIT.parse().unwrap());
+                    }
+                    if half == 1 {
+                        new = new.credits(Credits::new(MAX_CREDITS).unwrap());
                     }
                     ExistingKey::with_secret(new, &fake_token(&mut rng)).unwrap()
                 })
@@ -1211,7 +1219,7 @@ fn rss_limited_child(dir: &Path, limited: bool) {
         }
     }
     let grew = rss_bytes().saturating_sub(before);
-    println!("{}", json!({ "grew_bytes": grew, "limited": limited }));
+    println!("{}", json!({ "grew_bytes": grew, "kind": kind }));
 }
 
 fn rss_in_child(what: &str, dir: &Path, snapshot_every: u64) -> Value {
