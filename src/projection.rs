@@ -359,6 +359,8 @@ impl HashPrefix {
 const REC_INLINE_NAME: usize = 14;
 /// [`Name::len`] of a name kept in the arena: its offset and length are in `bytes`.
 const LONG_NAME: u8 = u8::MAX;
+// An inline name never reaches the mark, so slicing the inline bytes by it finds nothing.
+const _: () = assert!(LONG_NAME as usize > REC_INLINE_NAME);
 
 /// A key's name: inline when short (most are), else a range of the names arena. Keeps
 /// a verify to the one cache line of the key's record.

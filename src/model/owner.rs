@@ -40,9 +40,7 @@ impl Meta {
     /// [`MAX_META_BYTES`] once compact, nested deeper than [`MAX_META_DEPTH`], or holding
     /// key-shaped text.
     pub fn parse(text: &str) -> Result<Meta, Error> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| Error::invalid("meta", format!("is not JSON: {e}")))?;
-        Meta::from_value(value)
+        Meta::parse_as(text, Origin::Command)
     }
 
     /// Checks metadata given as a JSON value.

@@ -301,29 +301,23 @@ impl CreditCells {
     /// A cell for key `index`: slot `paired` (the key's limiter's, 0 for none) when it is
     /// free or next, so that verify finds both from the key record; else any.
     fn acquire(&mut self, cell: CreditCell, index: u32, paired: u32, seq: u64) -> Result<u32, Error> {
-        if let Some(slot) = take_paired(&mut self.free, self.cells.len(), paired, |s| {
-            self.owners.get(s) == Some(&FREE)
-        }) {
-            if slot as usize == self.cells.len() {
-                self.cells.push(cell);
-                self.owners.push(index);
-            } else {
-                self.cells[slot as usize] = cell;
-                self.owners[slot as usize] = index;
-            }
-            return Ok(slot);
-        }
-        if let Some(slot) = self.free.pop() {
+        let len = self.cells.len();
+        let taken = take_paired(&mut self.free, len, paired, |s| self.owners.get(s) == Some(&FREE))
+            .or_else(|| self.free.pop());
+        let slot = match taken {
+            Some(slot) => slot,
+            None => u32::try_from(len)
+                .ok()
+                .filter(|s| s & CREDITED == 0)
+                .ok_or_else(|| too_long(seq))?,
+        };
+        if slot as usize == len {
+            self.cells.push(cell);
+            self.owners.push(index);
+        } else {
             self.cells[slot as usize] = cell;
             self.owners[slot as usize] = index;
-            return Ok(slot);
         }
-        let slot = u32::try_from(self.cells.len())
-            .ok()
-            .filter(|s| s & CREDITED == 0)
-            .ok_or_else(|| too_long(seq))?;
-        self.cells.push(cell);
-        self.owners.push(index);
         Ok(slot)
     }
 
@@ -468,10 +462,7 @@ impl Projection {
             limiter if limiter == slot => Some(self.admit(slot, steady)?),
             limiter => Some(self.admit(limiter, steady)?),
         };
-        let spent = match (
-            &self.shares.gate,
-            self.shares.credits.get((meter & !CREDITED) as usize),
-        ) {
+        let spent = match (&self.shares.gate, self.shares.credits.get(slot as usize)) {
             (Some(gate), Some(share)) => cell.spend_shared(share, gate, cost, now),
             _ => cell.spend(cost, now),
         };

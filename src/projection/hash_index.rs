@@ -36,9 +36,8 @@ const MAX_LINE_BITS: u32 = 28;
 
 /// An index of `u32` values by their 64-bit hash.
 pub(super) struct HashIndex {
+    /// A power of two of them, or none yet.
     lines: Vec<Line>,
-    /// `lines.len() - 1` (a power of two minus one), or 0 while there are no lines.
-    mask: usize,
     /// `log2(lines.len())`, at most [`MAX_LINE_BITS`].
     bits: u32,
     len: usize,
@@ -56,17 +55,16 @@ fn slot(h: u64, value: u32) -> u64 {
     (tag(h) << 32) | u64::from(value)
 }
 
-/// The home line of a slot (or of its hash's tag) in a table of `2^bits` lines.
+/// The home line of tag `tag` (a slot's high half) in a table of `2^bits` lines.
 #[inline]
-fn home(s: u64, bits: u32) -> usize {
-    ((s >> 32) as u32).checked_shr(32 - bits).unwrap_or(0) as usize
+fn home(tag: u64, bits: u32) -> usize {
+    (tag as u32).checked_shr(32 - bits).unwrap_or(0) as usize
 }
 
 impl HashIndex {
     pub(super) const fn new() -> Self {
         HashIndex {
             lines: Vec::new(),
-            mask: 0,
             bits: 0,
             len: 0,
             tombs: 0,
@@ -81,11 +79,17 @@ impl HashIndex {
         *self = HashIndex::new();
     }
 
+    /// The line after `line`, the last one followed by the first.
+    #[inline]
+    fn next(&self, line: usize) -> usize {
+        (line + 1) & (self.lines.len() - 1)
+    }
+
     /// The first value under hash `h` that `eq` accepts.
     #[inline]
     pub(super) fn find(&self, h: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
         let tag = tag(h);
-        let mut line = home(tag << 32, self.bits);
+        let mut line = home(tag, self.bits);
         // Bounded by the number of lines; a table is never full, so a probe meets an
         // empty slot long before.
         for _ in 0..self.lines.len() {
@@ -97,7 +101,7 @@ impl HashIndex {
                     return Some(s as u32);
                 }
             }
-            line = (line + 1) & self.mask;
+            line = self.next(line);
         }
         None
     }
@@ -123,7 +127,7 @@ impl HashIndex {
     /// Removes `value` from under hash `h`; whether it was there.
     pub(super) fn remove(&mut self, h: u64, value: u32) -> bool {
         let wanted = slot(h, value);
-        let mut line = home(wanted, self.bits);
+        let mut line = home(wanted >> 32, self.bits);
         for _ in 0..self.lines.len() {
             for i in 0..SLOTS {
                 let s = self.lines[line].0[i];
@@ -134,7 +138,7 @@ impl HashIndex {
                     // Nothing was ever placed past an empty slot, so when the next slot
                     // is empty no probe needs this one: it can be empty again.
                     let next = match i + 1 {
-                        SLOTS => self.lines[(line + 1) & self.mask].0[0],
+                        SLOTS => self.lines[self.next(line)].0[0],
                         j => self.lines[line].0[j],
                     };
                     if next == EMPTY {
@@ -147,7 +151,7 @@ impl HashIndex {
                     return true;
                 }
             }
-            line = (line + 1) & self.mask;
+            line = self.next(line);
         }
         false
     }
@@ -155,7 +159,7 @@ impl HashIndex {
     /// Puts `s` in the first free or removed slot of its probe. There is one: the table
     /// is never more than 7/8 full.
     fn place(&mut self, s: u64) {
-        let mut line = home(s, self.bits);
+        let mut line = home(s >> 32, self.bits);
         loop {
             for slot in &mut self.lines[line].0 {
                 if *slot == EMPTY || *slot == TOMB {
@@ -166,7 +170,7 @@ impl HashIndex {
                     return;
                 }
             }
-            line = (line + 1) & self.mask;
+            line = self.next(line);
         }
     }
 
@@ -174,7 +178,7 @@ impl HashIndex {
     fn rebuild(&mut self, bits: u32) {
         let lines = 1usize << bits;
         let old = std::mem::replace(&mut self.lines, vec![Line::default(); lines]);
-        (self.mask, self.bits, self.tombs) = (lines - 1, bits, 0);
+        (self.bits, self.tombs) = (bits, 0);
         for s in old.iter().flat_map(|l| l.0) {
             if s != EMPTY && s != TOMB {
                 self.place(s);

@@ -211,20 +211,17 @@ impl Limiters {
     fn acquire(&mut self, list: LimitList, paired: u32, seq: u64) -> Result<u32, Error> {
         // A freed slot is on the free list: looking there is the check.
         let len = self.slots.len();
-        if let Some(slot) = super::credits::take_paired(&mut self.free, len, paired, |_| true) {
-            if slot as usize == len {
-                self.slots.push(Limiter::new(list));
-            } else {
-                self.slots[slot as usize] = Limiter::new(list);
-            }
-            return Ok(slot);
-        }
-        if let Some(slot) = self.free.pop() {
+        let taken =
+            super::credits::take_paired(&mut self.free, len, paired, |_| true).or_else(|| self.free.pop());
+        let slot = match taken {
+            Some(slot) => slot,
+            None => u32::try_from(len).map_err(|_| too_long(seq))?,
+        };
+        if slot as usize == len {
+            self.slots.push(Limiter::new(list));
+        } else {
             self.slots[slot as usize] = Limiter::new(list);
-            return Ok(slot);
         }
-        let slot = u32::try_from(self.slots.len()).map_err(|_| too_long(seq))?;
-        self.slots.push(Limiter::new(list));
         Ok(slot)
     }
 

@@ -6,7 +6,7 @@
 //! Read-only, and it knows nothing of cursors (the store encodes positions). A key that
 //! does not match costs a few loads and compares, never an allocation.
 
-use super::{AuditEntry, KeyStatus, KeyView, LIVE, NEVER, Projection};
+use super::{AuditEntry, KeyStatus, KeyView, LIVE, Projection};
 use crate::model::id::KeyId;
 
 /// Which keys a page of the listing holds. Every field narrows; the default is the live
@@ -48,15 +48,7 @@ impl Projection {
     /// Key `index`'s status at `now`, from its record alone.
     fn status_at(&self, index: usize, now: i64) -> KeyStatus {
         let cold = &self.cold[index];
-        if cold.deleted != LIVE {
-            KeyStatus::Deleted
-        } else if cold.expires != NEVER && now >= cold.expires {
-            KeyStatus::Expired
-        } else if self.keys[index].disabled {
-            KeyStatus::Disabled
-        } else {
-            KeyStatus::Active
-        }
+        super::views::status_of(cold.deleted != LIVE, cold.expires, self.keys[index].disabled, now)
     }
 
     /// Up to `limit` keys through `filter`, after position `after` in the filter's order

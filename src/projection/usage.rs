@@ -188,54 +188,33 @@ impl Usage {
     }
 
     /// Counts a pass in a word that holds an earlier minute or a full count: a later
-    /// minute of the same hour is stamped without a lock; a new hour (or a full count)
-    /// moves the word's count into the history, under the shard's mutex, so that a reader
-    /// sees it either in the word or in the history.
+    /// minute of the same hour (or a clock that went back) is stamped without a lock; a
+    /// new hour (or a full count) moves the word's count into the history, under the
+    /// shard's mutex, so that a reader sees it either in the word or in the history.
     #[cold]
     #[inline(never)]
     fn advance(&self, cell: &KeyUse, index: u32, minute: u32) {
         let now = stamp(minute);
+        let mut shard = None;
         let mut was = cell.0.load(Ordering::Relaxed);
-        while hour_of(was) == hour_of(now) && was & COUNT_MASK < FULL {
-            let next = (was & STAMP_MASK).max(now) | ((was & COUNT_MASK) + 1);
-            match cell
-                .0
-                .compare_exchange_weak(was, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(word) => was = word,
-            }
-        }
-        let mut shard = self.shard(index);
-        loop {
-            let full = was & COUNT_MASK >= FULL;
-            if !full && was & STAMP_MASK >= now {
-                cell.0.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            if !full && hour_of(was) == hour_of(now) {
-                // Another thread started this hour meanwhile: stamp the minute.
-                let next = (was & STAMP_MASK).max(now) | ((was & COUNT_MASK) + 1);
-                match cell
-                    .0
-                    .compare_exchange_weak(was, next, Ordering::AcqRel, Ordering::Relaxed)
-                {
-                    Ok(_) => return,
-                    Err(word) => was = word,
-                }
+        let rolled = loop {
+            let rolls = was & COUNT_MASK >= FULL || hour_of(was) < hour_of(now);
+            if rolls && shard.is_none() {
+                shard = Some(self.shard(index));
+                was = cell.0.load(Ordering::Relaxed);
                 continue;
             }
-            match cell.0.compare_exchange_weak(
-                was,
-                (was & STAMP_MASK).max(now) | 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
+            let count = if rolls { 1 } else { (was & COUNT_MASK) + 1 };
+            let next = (was & STAMP_MASK).max(now) | count;
+            match cell
+                .0
+                .compare_exchange_weak(was, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break rolls,
                 Err(word) => was = word,
             }
-        }
-        if was & COUNT_MASK != 0 {
+        };
+        if let Some(mut shard) = shard.filter(|_| rolled && was & COUNT_MASK != 0) {
             let history = shard.entry(index).or_default();
             add(history, hour_of(was), 0, was & COUNT_MASK);
             prune(history, hour_of(now).saturating_sub(KEPT_HOURS));

@@ -90,8 +90,8 @@ impl Projection {
             name: key
                 .name
                 .bytes
+                // A long name's length mark is past the inline bytes: `None`, the arena.
                 .get(..usize::from(key.name.len))
-                .filter(|_| key.name.len != super::LONG_NAME)
                 .and_then(KeyName::short)
                 .unwrap_or_else(|| KeyName::new(self.name_of(key))),
             roles: self.roles_of(key),
@@ -126,16 +126,13 @@ impl Projection {
     #[cfg(feature = "serve")]
     pub(crate) fn id_of_hash(&self, hash: &KeyHash) -> Option<KeyId> {
         let prefix = HashPrefix::of(hash);
-        let keys = &self.keys;
-        let index = self
-            .by_hash
-            .find(self.seed.key_hash(prefix), |i| keys[i as usize].hash == prefix)
-            .or_else(|| {
-                self.graces
-                    .find(self.seed.key_hash(prefix), |g| g.hash == prefix)
-                    .map(|g| g.key)
-            })?;
-        Some(keys[index as usize].id)
+        if let Some(key) = self.live_key_by_prefix(prefix) {
+            return Some(key.id);
+        }
+        let grace = self
+            .graces
+            .find(self.seed.key_hash(prefix), |g| g.hash == prefix)?;
+        Some(self.keys[grace.key as usize].id)
     }
 
     pub(crate) fn contains_id(&self, id: KeyId) -> bool {

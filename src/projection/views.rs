@@ -46,13 +46,7 @@ impl Projection {
         let (key, cold) = (&self.keys[index as usize], &self.cold[index as usize]);
         let created = &self.rows[cold.created as usize];
         let deleted = self.rows.get(state.deleted as usize);
-        let expired = cold.expires != NEVER && now >= cold.expires;
-        let status = match () {
-            () if deleted.is_some() => KeyStatus::Deleted,
-            () if expired => KeyStatus::Expired,
-            () if state.disabled => KeyStatus::Disabled,
-            () => KeyStatus::Active,
-        };
+        let status = status_of(deleted.is_some(), cold.expires, state.disabled, now);
         let minute = key.used.last_used();
         let owner = self.owner_entry(state.owner);
         let roles = self.role_sets.get(state.roles as usize).map_or(&[][..], |s| s.0);
@@ -313,6 +307,20 @@ struct FirstFields {
     name: Option<String>,
     roles: Option<u32>,
     owner: Option<u32>,
+}
+
+/// The status of a key deleted or not, expiring at `expires` (or [`NEVER`]), disabled
+/// or not, at time `now`: deletion first, then expiry, then the disabled flag.
+pub(super) fn status_of(deleted: bool, expires: i64, disabled: bool, now: i64) -> KeyStatus {
+    if deleted {
+        KeyStatus::Deleted
+    } else if expires != NEVER && now >= expires {
+        KeyStatus::Expired
+    } else if disabled {
+        KeyStatus::Disabled
+    } else {
+        KeyStatus::Active
+    }
 }
 
 /// A key's changing parts, as listed at some point of the log.
