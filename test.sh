@@ -50,6 +50,14 @@ if $need_old_nats; then
     && rm -f nats-server_*.deb)
 fi
 export NATS_SERVER_OLD="$old_nats"
+# The admin API's contract (tests/contract/run.sh): the OpenAPI document checked by
+# openapi-spec-validator, and the live server searched by Schemathesis. Both from PyPI,
+# pinned, into target/tools/schemathesis, without root.
+contract_tools=target/tools/schemathesis
+if [ ! -x "$contract_tools/bin/st" ]; then
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
+    --target "$contract_tools" schemathesis==4.32.5 openapi-spec-validator==0.9.0
+fi
 NATS_SERVER="${NATS_SERVER:-$(command -v nats-server)}"
 export NATS_SERVER
 
@@ -63,3 +71,5 @@ if [ -d fuzz ]; then
   bash fuzz/smoke.sh "${FUZZ_SECONDS:-20}"
 fi
 cargo test --locked --features tower,fuzzing
+# The admin API against its own OpenAPI document, live (the binary cargo test built).
+bash tests/contract/run.sh "${CONTRACT_SECONDS:-60}"

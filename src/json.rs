@@ -63,7 +63,7 @@ pub(crate) fn parse_time(field: &'static str, s: &str) -> Result<SystemTime, Err
 
 /// A rolled key's answer (`roll --json`, `POST /v1/keys/{id}/roll`): the new secret,
 /// shown this once.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct RollJson {
     /// 16 hex digits.
@@ -107,7 +107,7 @@ impl Drop for RollJson {
 }
 
 /// One adopted key of an import (`import-keys --json`, `POST /v1/keys/import`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct ImportedJson {
     /// Its line in the import, from 1.
@@ -130,7 +130,7 @@ impl ImportedJson {
 /// change, else `null`; `whitelist` the first whitelist of a created or imported key, else
 /// `null`; `previous_valid_until` is set for `rolled` only; `via` is the admin key the
 /// actor came through, if any.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct AuditJson {
     /// Position in the log, from 1.
@@ -220,7 +220,7 @@ impl From<&AuditEntry> for AuditJson {
 
 /// A refused command of the security trail (`audit --refused --json`,
 /// `GET /v1/audit?refused=true`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct RefusedJson {
     /// RFC 3339.
@@ -276,7 +276,7 @@ impl From<&RefusedAttempt> for RefusedJson {
 /// Who an admin key acts as (`GET /v1/whoami`): the person it was made for, else the actor
 /// who created it, with the lesser of the creator's role and the key's
 /// ([`KeyStore::acting_through`](crate::store::KeyStore::acting_through)).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct WhoamiJson {
     /// The actor's id.
@@ -301,7 +301,7 @@ impl WhoamiJson {
 /// The admin API's error body: `error` names the [`Error`] variant ([`Error::code`]), or
 /// one of the API's own kinds (`unauthorized`, `forbidden`, `not_found`, ...); the other
 /// fields say more where they apply. Never quotes a secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct ErrorJson {
     /// What kind of error, in snake case.
@@ -324,6 +324,7 @@ pub struct ErrorJson {
     pub index: Option<usize>,
     /// For `import_entry`, why that key was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
     pub source: Option<Box<ErrorJson>>,
 }
 
@@ -593,7 +594,7 @@ pub fn read_import_lines(input: impl BufRead) -> Result<Vec<ExistingKey>, Error>
 
 /// A host of a fleet: a line of `keyledger fleet --json`, and an item of `/v1/fleet`'s
 /// `hosts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct HostJson {
     /// Its id.
@@ -622,7 +623,7 @@ pub struct HostJson {
 
 /// A heads-bucket entry that counts for nothing: a line of `keyledger fleet --json`
 /// (`{"ignored_head": NAME, "reason": ...}`), and `/v1/fleet`'s `last_ignored`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct IgnoredJson {
     /// The name it was stored under.

@@ -232,6 +232,14 @@ pub enum KeyStatus {
 }
 
 impl KeyStatus {
+    /// Every status.
+    pub const ALL: [KeyStatus; 4] = [
+        KeyStatus::Active,
+        KeyStatus::Disabled,
+        KeyStatus::Expired,
+        KeyStatus::Deleted,
+    ];
+
     /// `active`, `disabled`, `expired` or `deleted`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -251,15 +259,10 @@ impl std::str::FromStr for KeyStatus {
     /// # Errors
     /// [`Error::InvalidInput`] (`status`) for anything else.
     fn from_str(s: &str) -> Result<Self, Error> {
-        [
-            KeyStatus::Active,
-            KeyStatus::Disabled,
-            KeyStatus::Expired,
-            KeyStatus::Deleted,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == s)
-        .ok_or_else(|| Error::invalid("status", "give active, disabled, expired or deleted"))
+        KeyStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| Error::invalid("status", "give active, disabled, expired or deleted"))
     }
 }
 

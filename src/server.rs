@@ -11,6 +11,7 @@ pub(crate) mod admin;
 pub(crate) mod admit;
 pub(crate) mod auth;
 pub(crate) mod body;
+mod contract;
 pub(crate) mod listen;
 pub(crate) mod log;
 pub(crate) mod probe;
@@ -240,6 +241,8 @@ impl Server {
             auth_log: self.auth_log,
             auth_seen: AtomicU64::new(0),
         });
+        let (admin, paths) = admin::routes();
+        let contract = contract::document(paths);
         Router::new()
             .route("/auth", any(auth::check))
             .route("/auth/", any(auth::check))
@@ -248,8 +251,8 @@ impl Server {
             .route("/livez", get(probe::live))
             .route("/readyz", get(probe::ready))
             .nest(
-                "/v1",
-                admin::routes()
+                admin::NESTED_AT,
+                admin
                     .fallback(not_found)
                     .layer(axum::middleware::map_response(no_store))
                     .layer(axum::middleware::from_fn(log::admin)),
@@ -259,6 +262,7 @@ impl Server {
                 "/v1/",
                 any(not_found).layer(axum::middleware::map_response(no_store)),
             )
+            .route("/v1/openapi.json", get(move || contract_answer(contract)))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(shared)
@@ -321,7 +325,7 @@ pub(crate) struct FleetHealth {
 }
 
 /// One reason a host of a fleet is unhealthy.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct CauseJson {
     cause: &'static str,
     reason: String,
@@ -397,6 +401,12 @@ impl Health {
         };
         (status, answer)
     }
+}
+
+/// `GET /v1/openapi.json`: the admin API's OpenAPI 3.1 document, to anyone (it holds no
+/// key and names nothing but the routes).
+async fn contract_answer(document: String) -> Response {
+    body::with_type(StatusCode::OK, document.into(), "application/json")
 }
 
 /// Every admin API answer: some carry a key's secret (create, roll), all of them say

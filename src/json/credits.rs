@@ -10,7 +10,7 @@ use crate::model::error::Error;
 use crate::projection::credits::CreditsView;
 
 /// A key's credits: how many remain and, if they refill, how.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct CreditsJson {
@@ -26,7 +26,7 @@ pub struct CreditsJson {
 }
 
 /// A refill: back up to `amount` every `every` (`1h`, `30d`; a minute to 366 days).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RefillJson {

@@ -15,7 +15,7 @@ use crate::projection::KeyView;
 
 /// A key: `create --json` (with `key`, the secret), `show`, `list`, `audit --at`, and the
 /// admin API's key answers. The README lists every field; scripts depend on them.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct KeyJson {
     /// 16 hex digits.
@@ -65,6 +65,7 @@ pub struct KeyJson {
     pub external_id: Option<String>,
     /// Its metadata (a JSON object); `null` for none.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub meta: Option<serde_json::Value>,
     /// The secret: present only in a creation's answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,7 +80,7 @@ pub struct KeyJson {
 }
 
 /// Who deleted a key, and when: [`KeyJson::deleted`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct DeletedJson {
     /// The actor id.

@@ -9,13 +9,14 @@ use crate::model::limit::RateLimit;
 
 /// A rate limit: at most `limit` requests per `window` (`30s`, `1m`, `1h`, `1d`; whole
 /// seconds from 1 s to 30 days).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RateLimitJson {
     /// The most requests accepted per window.
     pub limit: u32,
     /// The window, in its largest whole unit: `20s`, `1m`, `1h`, `30d`.
+    #[schema(pattern = "^[0-9]+[smhd]$")]
     pub window: String,
 }
 

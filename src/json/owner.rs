@@ -16,7 +16,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 }
 
 /// What `PATCH /v1/keys/{id}` takes. Any other field is refused (400 naming it).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateJson {
     #[serde(default)]
@@ -31,6 +31,7 @@ pub(crate) struct UpdateJson {
     #[serde(default, deserialize_with = "present")]
     external_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
     meta: Option<Option<Value>>,
 }
 
@@ -67,7 +68,7 @@ impl UpdateJson {
 /// What an `updated` audit entry changed ([`AuditJson::changes`](crate::json::AuditJson)):
 /// only the fields that changed are present; `"external_id": null` or `"meta": null` says
 /// it was removed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct ChangesJson {
     /// The new name.
@@ -89,6 +90,7 @@ pub struct ChangesJson {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
+    #[schema(value_type = Option<Object>)]
     pub meta: Option<Option<Value>>,
 }
 

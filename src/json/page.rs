@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::page::Page;
 
 /// A page of keys (`GET /v1/keys`, `GET /v1/audit?at=SEQ`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct KeyPageJson {
     /// The keys of this page, in the listing's order.
@@ -18,7 +18,7 @@ pub struct KeyPageJson {
 }
 
 /// A page of audit entries or refused attempts (`GET /v1/audit`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct EntryPageJson<T> {
     /// The entries of this page, oldest first.

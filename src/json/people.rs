@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A person's revocation (`revoke-actor --json`, `POST /v1/actors/{actor}/revoke`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct RevokedActorJson {
     /// The person revoked.

@@ -12,7 +12,7 @@ use crate::model::usage::Granularity;
 use crate::model::usage::UsageBucket;
 
 /// A key's requests per hour or day (`usage --json`, `GET /v1/keys/{id}/usage`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct UsageJson {
     /// 16 hex digits.
@@ -24,7 +24,7 @@ pub struct UsageJson {
 }
 
 /// One hour or day of a key's requests.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct UsageBucketJson {
     /// RFC 3339, UTC: on the hour, or midnight for a day.

@@ -22,6 +22,9 @@ impl Granularity {
         }
     }
 
+    /// Every granularity.
+    pub const ALL: [Granularity; 2] = [Granularity::Hour, Granularity::Day];
+
     /// Hours in one bucket.
     pub(crate) fn hours(self) -> u32 {
         match self {
@@ -42,14 +45,10 @@ impl std::str::FromStr for Granularity {
 
     /// `hour` or `day`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "hour" => Ok(Granularity::Hour),
-            "day" => Ok(Granularity::Day),
-            _ => Err(crate::model::error::Error::invalid(
-                "granularity",
-                "give hour or day",
-            )),
-        }
+        Granularity::ALL
+            .into_iter()
+            .find(|g| g.as_str() == s)
+            .ok_or_else(|| crate::model::error::Error::invalid("granularity", "give hour or day"))
     }
 }
 

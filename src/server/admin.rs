@@ -8,26 +8,24 @@
 //! the path's key id), ahead of the body's ([`JsonBody`]), so no handler repeats it.
 //! Ownership and every other rule are the store's; nothing here decides who may do what.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, Path, State};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use http::request::Parts;
-use http::{HeaderMap, StatusCode, Uri};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use http::{HeaderMap, StatusCode};
 use ipnet::IpNet;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+mod extract;
 mod metering;
 mod pages;
 
 use super::body::{self, JsonBody};
-use super::{MAX_IMPORT_BODY_BYTES, Reject, Shared, query_pairs};
+use super::{MAX_IMPORT_BODY_BYTES, Reject, Shared};
 use crate::json::ImportedJson;
 use crate::json::RollJson;
 use crate::json::WhoamiJson;
@@ -44,170 +42,37 @@ use crate::model::id::KeyId;
 use crate::model::rules::parse_net;
 use crate::projection::KeyView;
 use crate::store::KeyStore;
+use extract::{Admin, Identified, KeyIdPath, OnKey, Params, QueryRules, flag, turn};
 
-pub(super) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/keys", get(pages::list).post(create))
-        .route("/keys/import", post(import))
-        .route("/keys/{id}", get(show).delete(delete).patch(update))
-        .route("/keys/{id}/whitelist", post(whitelist).delete(unwhitelist))
-        .route("/keys/{id}/limits", put(metering::limits))
-        .route("/keys/{id}/credits", put(metering::set_credits))
-        .route("/keys/{id}/credits/add", post(metering::add_credits))
-        .route("/keys/{id}/usage", get(metering::usage))
-        .route("/keys/{id}/roll", post(roll))
-        .route("/keys/{id}/disable", post(disable))
-        .route("/keys/{id}/enable", post(enable))
-        .route("/actors/{actor}/revoke", post(revoke_actor))
-        .route("/audit", get(pages::audit))
-        .route("/whoami", get(whoami))
-        .route("/fleet", get(fleet))
+/// Where the server mounts the admin routes.
+pub(super) const NESTED_AT: &str = "/v1";
+
+/// The admin API's routes and their OpenAPI paths, from the same declarations (each
+/// handler's `#[utoipa::path]`): a route cannot be mounted undocumented, nor take a query
+/// parameter its document does not list ([`QueryRules`]). To be mounted at `/v1`.
+pub(super) fn routes() -> (Router<Arc<Shared>>, utoipa::openapi::OpenApi) {
+    let (router, paths) = OpenApiRouter::new()
+        .routes(routes!(pages::list, create))
+        .routes(routes!(import))
+        .routes(routes!(show, delete, update))
+        .routes(routes!(whitelist, unwhitelist))
+        .routes(routes!(metering::limits))
+        .routes(routes!(metering::set_credits))
+        .routes(routes!(metering::add_credits))
+        .routes(routes!(metering::usage))
+        .routes(routes!(roll))
+        .routes(routes!(disable))
+        .routes(routes!(enable))
+        .routes(routes!(revoke_actor))
+        .routes(routes!(pages::audit))
+        .routes(routes!(whoami))
+        .routes(routes!(fleet))
+        .split_for_parts();
+    let rules = Arc::new(QueryRules::of(&paths));
+    let router = router
         .method_not_allowed_fallback(super::method_not_allowed)
-}
-
-/// An admin key's request, authenticated (the key's own whitelist applies) and the actor
-/// it acts as found: in memory, no turn needed.
-struct Identified {
-    actor: Actor,
-    key: KeyId,
-}
-
-/// Why an admin request was not let in, each answered as the admin API always answered it.
-enum AdminRejection {
-    /// The layer refused the key: its answer, so `opaque_refusals` applies.
-    Refused(Box<Response>),
-    /// The key acts as no actor that may use the admin API.
-    NoActor(Error),
-    /// No turn within the read timeout: 503 `overloaded`.
-    Overloaded,
-}
-
-impl IntoResponse for AdminRejection {
-    fn into_response(self) -> Response {
-        match self {
-            AdminRejection::Refused(answer) => *answer,
-            AdminRejection::NoActor(e) => Reject::from(e).into_response(),
-            AdminRejection::Overloaded => Reject::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "too many admin requests at once; retry",
-            )
-            .into_response(),
-        }
-    }
-}
-
-impl From<AdminRejection> for Reject {
-    fn from(rejection: AdminRejection) -> Self {
-        Reject(Box::new(rejection.into_response()))
-    }
-}
-
-impl FromRequestParts<Arc<Shared>> for Identified {
-    type Rejection = AdminRejection;
-
-    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, AdminRejection> {
-        let key = shared
-            .layer
-            .check(&parts.headers, &parts.extensions)
-            .map_err(|refusal| {
-                super::log::note_refused(&parts.extensions, shared, &parts.headers, refusal);
-                AdminRejection::Refused(Box::new(shared.layer.refusal_response(refusal)))
-            })?;
-        let actor = shared.store().acting_through(&key);
-        super::log::note_actor(&parts.extensions, actor.as_ref().ok(), key.id());
-        let actor = actor.map_err(AdminRejection::NoActor)?;
-        Ok(Identified { actor, key: key.id() })
-    }
-}
-
-/// An admin request let in: who it acts as, and its turn, taken before any body is read
-/// and held until its store call returns.
-struct Admin {
-    actor: Actor,
-    turn: OwnedSemaphorePermit,
-    store: Arc<KeyStore>,
-}
-
-impl FromRequestParts<Arc<Shared>> for Admin {
-    type Rejection = AdminRejection;
-
-    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, AdminRejection> {
-        let Identified { actor, .. } = Identified::from_request_parts(parts, shared).await?;
-        let turn = turn(&shared.admin, shared.options.read_timeout).await?;
-        Ok(Admin {
-            actor,
-            turn,
-            store: Arc::clone(shared.store()),
-        })
-    }
-}
-
-impl Admin {
-    /// Runs `f` as the admin's actor on the blocking pool, holding the turn until it
-    /// returns (even if the client has gone by then).
-    async fn call<T: Send + 'static>(
-        self,
-        f: impl FnOnce(&KeyStore, &Actor) -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Reject> {
-        let Admin { actor, turn, store } = self;
-        tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            f(&store, &actor)
-        })
-        .await
-        .map_err(|_| Reject::internal())?
-        .map_err(Reject::from)
-    }
-}
-
-/// An admin request on one key (`/keys/{id}...`): the path taken apart first (axum's own
-/// answer if it cannot be), then the admin let in, then the id read, so that a request
-/// that is not authenticated learns nothing about the ids it tries.
-struct OnKey {
-    admin: Admin,
-    id: KeyId,
-}
-
-/// Why an [`OnKey`] request was not let in.
-enum OnKeyRejection {
-    Path(PathRejection),
-    Admin(AdminRejection),
-    /// Not a key id: 400 `invalid_input`.
-    Id(Error),
-}
-
-impl IntoResponse for OnKeyRejection {
-    fn into_response(self) -> Response {
-        match self {
-            OnKeyRejection::Path(rejection) => rejection.into_response(),
-            OnKeyRejection::Admin(rejection) => rejection.into_response(),
-            OnKeyRejection::Id(e) => Reject::from(e).into_response(),
-        }
-    }
-}
-
-impl FromRequestParts<Arc<Shared>> for OnKey {
-    type Rejection = OnKeyRejection;
-
-    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, OnKeyRejection> {
-        let Path(id) = Path::<String>::from_request_parts(parts, shared)
-            .await
-            .map_err(OnKeyRejection::Path)?;
-        let admin = Admin::from_request_parts(parts, shared)
-            .await
-            .map_err(OnKeyRejection::Admin)?;
-        let id = id.parse::<KeyId>().map_err(OnKeyRejection::Id)?;
-        Ok(OnKey { admin, id })
-    }
-}
-
-/// A turn from `semaphore`, waiting at most `wait`.
-async fn turn(semaphore: &Arc<Semaphore>, wait: Duration) -> Result<OwnedSemaphorePermit, AdminRejection> {
-    match tokio::time::timeout(wait, Arc::clone(semaphore).acquire_owned()).await {
-        Ok(Ok(permit)) => Ok(permit),
-        _ => Err(AdminRejection::Overloaded),
-    }
+        .layer(axum::Extension(rules));
+    (router, paths)
 }
 
 /// The key's view after a change, as the answer.
@@ -223,51 +88,16 @@ fn nets(ips: &[String]) -> Result<Vec<IpNet>, Reject> {
     Ok(ips.iter().map(|s| parse_net(s)).collect::<Result<_, _>>()?)
 }
 
-/// A query's parameters, each at most once and each one of `known`.
-fn query(uri: &Uri, known: &[&str]) -> Result<HashMap<String, String>, Reject> {
-    let mut out = HashMap::new();
-    for (name, value) in query_pairs(uri.query()) {
-        if !known.contains(&name.as_str()) {
-            let known = known.join(", ");
-            let reason = format!("unknown parameter {name:?} (known: {known})");
-            return Err(Error::invalid("query", reason).into());
-        }
-        if out.insert(name.clone(), value).is_some() {
-            return Err(Error::invalid("query", format!("{name:?} given twice")).into());
-        }
-    }
-    Ok(out)
-}
-
-/// `with_keys` as the query gives it, read before the body (an unknown parameter is
-/// reported first).
-struct WithKeys(Option<String>);
-
-impl FromRequestParts<Arc<Shared>> for WithKeys {
-    type Rejection = Reject;
-
-    async fn from_request_parts(parts: &mut Parts, _: &Arc<Shared>) -> Result<Self, Reject> {
-        Ok(WithKeys(query(&parts.uri, &["with_keys"])?.remove("with_keys")))
-    }
-}
-
-/// `true` or `false`.
-fn flag(field: &'static str, value: Option<&String>) -> Result<bool, Reject> {
-    match value.map(String::as_str) {
-        None | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(_) => Err(Error::invalid(field, "give true or false").into()),
-    }
-}
-
 /// `GET /v1/keys/{id}`: one key, whatever its status.
+#[utoipa::path(get, path = "/keys/{id}", tag = "keys", operation_id = "show_key", params(KeyIdPath),
+    responses((status = 200, description = "The key, whatever its status (live, expired, disabled or deleted).", body = KeyJson)))]
 async fn show(OnKey { admin, id }: OnKey) -> Result<Response, Reject> {
     let view = admin.call(move |store, _| view_of(store, id)).await?;
     Ok(key_answer(StatusCode::OK, &KeyJson::from(&view)))
 }
 
 /// What `POST /v1/keys` takes.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     name: String,
@@ -290,6 +120,7 @@ struct CreateBody {
     #[serde(default)]
     external_id: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     meta: Option<serde_json::Value>,
 }
 
@@ -313,6 +144,8 @@ fn person_named(actor: &Actor, new: &crate::model::key::NewKey) -> Result<(), Er
 }
 
 /// `POST /v1/keys`: 201 with the new key's view and, this once, its secret in `key`.
+#[utoipa::path(post, path = "/keys", tag = "keys", operation_id = "create_key", request_body = CreateBody,
+    responses((status = 201, description = "The new key, with its secret in `key`: shown this once.", body = KeyJson)))]
 async fn create(admin: Admin, JsonBody(spec): JsonBody<CreateBody>) -> Result<Response, Reject> {
     let mut new = crate::model::key::NewKey::new(spec.name);
     if let Some(person) = spec.actor {
@@ -362,8 +195,18 @@ async fn create(admin: Admin, JsonBody(spec): JsonBody<CreateBody>) -> Result<Re
     Ok(key_answer(StatusCode::CREATED, &created))
 }
 
+/// `POST /v1/actors/{actor}/revoke`'s query, read before the body (an unknown parameter
+/// is reported first).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct WithKeysParam {
+    /// `true`: every key the person created is deleted too, in the same record.
+    #[param(value_type = Option<bool>)]
+    with_keys: Option<String>,
+}
+
 /// What `POST /v1/actors/{actor}/revoke` takes (an empty body is `{}`).
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RevokeActorBody {
     #[serde(default)]
@@ -373,10 +216,14 @@ struct RevokeActorBody {
 /// `POST /v1/actors/{actor}/revoke[?with_keys=true]` (or `{"with_keys": true}`): every
 /// admin key acting as the person is deleted (with `with_keys`, every key they created
 /// too), in one record, before the answer; the answer names the keys.
+#[utoipa::path(post, path = "/actors/{actor}/revoke", tag = "actors", operation_id = "revoke_actor",
+    params(("actor" = String, Path, description = "The person whose admin keys are revoked."), WithKeysParam),
+    request_body(content = RevokeActorBody, description = "Optional: `{\"with_keys\": true}` as in the query."),
+    responses((status = 200, description = "The keys revoked, in one record.", body = crate::json::people::RevokedActorJson)))]
 async fn revoke_actor(
     Path(person): Path<String>,
     admin: Admin,
-    WithKeys(in_query): WithKeys,
+    Params(WithKeysParam { with_keys: in_query }): Params<WithKeysParam>,
     JsonBody(spec): JsonBody<RevokeActorBody>,
 ) -> Result<Response, Reject> {
     let with_keys = match (in_query.as_ref(), spec.with_keys) {
@@ -411,6 +258,8 @@ fn expiry_in(lifetime: Duration) -> Result<SystemTime, Error> {
 }
 
 /// `DELETE /v1/keys/{id}`: the key's view, now deleted. It no longer verifies.
+#[utoipa::path(delete, path = "/keys/{id}", tag = "keys", operation_id = "delete_key", params(KeyIdPath),
+    responses((status = 200, description = "The key, now deleted: it no longer verifies. Its history stays in the audit.", body = KeyJson)))]
 async fn delete(on: OnKey) -> Result<Response, Reject> {
     act_on_key(on, |store, actor, id| {
         store.delete_key(actor, id).map(|r| r.unconfirmed)
@@ -418,13 +267,13 @@ async fn delete(on: OnKey) -> Result<Response, Reject> {
     .await
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WhitelistBody {
     ips: Vec<String>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UnwhitelistBody {
     ips: Vec<String>,
@@ -433,6 +282,9 @@ struct UnwhitelistBody {
 }
 
 /// `POST /v1/keys/{id}/whitelist` `{"ips": [...]}`: the key's view with them added.
+#[utoipa::path(post, path = "/keys/{id}/whitelist", tag = "keys", operation_id = "whitelist_ips", params(KeyIdPath),
+    request_body = WhitelistBody,
+    responses((status = 200, description = "The key with the addresses added to its whitelist.", body = KeyJson)))]
 async fn whitelist(
     OnKey { admin, id }: OnKey,
     JsonBody(change): JsonBody<WhitelistBody>,
@@ -449,6 +301,9 @@ async fn whitelist(
 
 /// `DELETE /v1/keys/{id}/whitelist` `{"ips": [...], "allow_any_address": false}`: the
 /// key's view with them removed. Removing the last entry needs `allow_any_address`.
+#[utoipa::path(delete, path = "/keys/{id}/whitelist", tag = "keys", operation_id = "unwhitelist_ips", params(KeyIdPath),
+    request_body = UnwhitelistBody,
+    responses((status = 200, description = "The key with the addresses removed from its whitelist.", body = KeyJson)))]
 async fn unwhitelist(
     OnKey { admin, id }: OnKey,
     JsonBody(change): JsonBody<UnwhitelistBody>,
@@ -469,7 +324,7 @@ async fn unwhitelist(
     Ok(key_answer(StatusCode::OK, &answer))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RollBody {
     /// The command line's duration syntax; none is `0s`.
@@ -479,6 +334,9 @@ struct RollBody {
 
 /// `POST /v1/keys/{id}/roll` `{"grace": "1h"}`: the command line's `roll --json` object,
 /// with the new secret shown this once.
+#[utoipa::path(post, path = "/keys/{id}/roll", tag = "keys", operation_id = "roll_key", params(KeyIdPath),
+    request_body(content = RollBody, description = "Optional: a grace period for the previous secret."),
+    responses((status = 200, description = "The new secret, shown this once.", body = RollJson)))]
 async fn roll(OnKey { admin, id }: OnKey, JsonBody(spec): JsonBody<RollBody>) -> Result<Response, Reject> {
     let grace = spec.grace.as_deref().map(parse_grace).transpose()?;
     let rolled = admin
@@ -491,6 +349,8 @@ async fn roll(OnKey { admin, id }: OnKey, JsonBody(spec): JsonBody<RollBody>) ->
 }
 
 /// `POST /v1/keys/{id}/disable`: the key's view, now disabled.
+#[utoipa::path(post, path = "/keys/{id}/disable", tag = "keys", operation_id = "disable_key", params(KeyIdPath),
+    responses((status = 200, description = "The key, now disabled: it no longer verifies until enabled.", body = KeyJson)))]
 async fn disable(on: OnKey) -> Result<Response, Reject> {
     act_on_key(on, |store, actor, id| {
         store.disable_key(actor, id).map(|r| r.unconfirmed)
@@ -501,6 +361,9 @@ async fn disable(on: OnKey) -> Result<Response, Reject> {
 /// `PATCH /v1/keys/{id}` with only the fields to change (`name`, `roles` or `add_roles`
 /// and `remove_roles`, `external_id`, `meta`; `null` removes an external id or metadata):
 /// the key's view after the one `updated` record. The actor is the admin key's.
+#[utoipa::path(patch, path = "/keys/{id}", tag = "keys", operation_id = "update_key", params(KeyIdPath),
+    request_body = crate::json::owner::UpdateJson,
+    responses((status = 200, description = "The key after the change, one `updated` record.", body = KeyJson)))]
 async fn update(
     OnKey { admin, id }: OnKey,
     JsonBody(change): JsonBody<crate::json::owner::UpdateJson>,
@@ -516,6 +379,8 @@ async fn update(
 }
 
 /// `POST /v1/keys/{id}/enable`: the key's view, enabled again.
+#[utoipa::path(post, path = "/keys/{id}/enable", tag = "keys", operation_id = "enable_key", params(KeyIdPath),
+    responses((status = 200, description = "The key, enabled again.", body = KeyJson)))]
 async fn enable(on: OnKey) -> Result<Response, Reject> {
     act_on_key(on, |store, actor, id| {
         store.enable_key(actor, id).map(|_| Vec::new())
@@ -542,6 +407,10 @@ async fn act_on_key(OnKey { admin, id }: OnKey, to: KeyAction) -> Result<Respons
 
 /// `POST /v1/keys/import` with the `import-keys` JSON Lines as the body (at most
 /// [`MAX_IMPORT_BODY_BYTES`]), all or none: 201 with `[{"line", "id"}, ...]`.
+#[utoipa::path(post, path = "/keys/import", tag = "keys", operation_id = "import_keys",
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "The `import-keys` JSON Lines: one key a line, all adopted or none."),
+    responses((status = 201, description = "The adopted keys' ids, by line.", body = Vec<ImportedJson>)))]
 async fn import(
     State(shared): State<Arc<Shared>>,
     admin: Admin,
@@ -573,8 +442,9 @@ async fn import(
 
 /// `GET /v1/whoami`: who the presented admin key acts as, `{"actor", "actor_role",
 /// "key_id"}`; the admins' page asks it on sign-in.
-async fn whoami(Identified { actor, key }: Identified, uri: Uri) -> Result<Response, Reject> {
-    query(&uri, &[])?;
+#[utoipa::path(get, path = "/whoami", tag = "session", operation_id = "whoami",
+    responses((status = 200, description = "Who the presented admin key acts as.", body = WhoamiJson)))]
+async fn whoami(Identified { actor, key }: Identified) -> Result<Response, Reject> {
     Ok(body::json(StatusCode::OK, &WhoamiJson::new(&actor, key)))
 }
 
@@ -585,8 +455,10 @@ async fn whoami(Identified { actor, key }: Identified, uri: Uri) -> Result<Respo
 /// each host with its
 /// head (`seq`, `position`), `lag` behind this host, when it was last heard from, and
 /// whether it is live, stale, halted or forked. 404 `not_a_fleet` on a single host.
-async fn fleet(State(shared): State<Arc<Shared>>, _: Identified, uri: Uri) -> Result<Response, Reject> {
-    query(&uri, &[])?;
+#[utoipa::path(get, path = "/fleet", tag = "fleet", operation_id = "fleet_status",
+    responses((status = 200, description = "This host's fleet as it sees it.", body = FleetJson),
+        (status = 404, description = "`not_a_fleet`: a single host.", body = crate::json::ErrorJson)))]
+async fn fleet(State(shared): State<Arc<Shared>>, _: Identified) -> Result<Response, Reject> {
     let Some(status) = shared.store().fleet_status() else {
         return Err(Reject::new(
             StatusCode::NOT_FOUND,
@@ -598,7 +470,7 @@ async fn fleet(State(shared): State<Arc<Shared>>, _: Identified, uri: Uri) -> Re
 }
 
 /// `/v1/fleet`'s answer.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 struct FleetJson {
     host: String,
     stream: String,

@@ -36,7 +36,7 @@ pub(super) fn json(status: StatusCode, value: &impl Serialize) -> Response {
     }
 }
 
-fn with_type(status: StatusCode, body: Body, content_type: &'static str) -> Response {
+pub(super) fn with_type(status: StatusCode, body: Body, content_type: &'static str) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     response
@@ -215,10 +215,10 @@ pub(super) async fn read(
     }
 }
 
-/// Parses a JSON body into `T`; an empty body reads as `{}` for bodies whose every field
-/// is optional.
+/// Parses a JSON body into `T`; an empty body, or `null`, reads as `{}` for bodies whose
+/// every field is optional.
 fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyRejection> {
-    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
         b"{}"
     } else {
         bytes

@@ -5,9 +5,10 @@
 use std::time::SystemTime;
 
 use axum::response::Response;
-use http::{StatusCode, Uri};
+use http::StatusCode;
 
-use super::{OnKey, key_answer, query, view_of};
+use super::extract::{KeyIdPath, OnKey, Params};
+use super::{key_answer, view_of};
 use crate::json::credits::CreditsJson;
 use crate::json::keys::KeyJson;
 use crate::json::limits::RateLimitJson;
@@ -19,15 +20,39 @@ use crate::model::usage::Granularity;
 use crate::server::Reject;
 use crate::server::body::{self, JsonBody};
 
+/// `GET /v1/keys/{id}/usage`'s query.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct UsageQuery {
+    /// RFC 3339: the first bucket holds this time (default: 24 hours, or 30 days, before
+    /// `until`).
+    #[param(value_type = Option<String>, format = DateTime)]
+    since: Option<String>,
+    /// RFC 3339: the last bucket holds this time (default: now).
+    #[param(value_type = Option<String>, format = DateTime)]
+    until: Option<String>,
+    /// `hour` (the default) or `day` (UTC days).
+    #[param(value_type = Option<String>, schema_with = granularities)]
+    granularity: Option<String>,
+}
+
+fn granularities() -> utoipa::openapi::Object {
+    super::extract::one_of(Granularity::ALL.map(Granularity::as_str))
+}
+
 /// `GET /v1/keys/{id}/usage[?since=&until=&granularity=hour|day]`: the key's requests per
 /// hour (or UTC day), accepted and refused by reason; by default the last 24 hours (30 days).
-pub(super) async fn usage(OnKey { admin, id }: OnKey, uri: Uri) -> Result<Response, Reject> {
-    let params = query(&uri, &["since", "until", "granularity"])?;
+#[utoipa::path(get, path = "/keys/{id}/usage", tag = "metering", operation_id = "key_usage", params(KeyIdPath, UsageQuery),
+    responses((status = 200, description = "The key's accepted and refused requests per hour or day.", body = UsageJson)))]
+pub(super) async fn usage(
+    OnKey { admin, id }: OnKey,
+    Params(params): Params<UsageQuery>,
+) -> Result<Response, Reject> {
     let granularity = params
-        .get("granularity")
+        .granularity
         .map_or(Ok(Granularity::Hour), |s| s.parse::<Granularity>())?;
-    let until = params.get("until").map(|s| parse_time("until", s)).transpose()?;
-    let since = params.get("since").map(|s| parse_time("since", s)).transpose()?;
+    let until = params.until.map(|s| parse_time("until", &s)).transpose()?;
+    let since = params.since.map(|s| parse_time("since", &s)).transpose()?;
     let buckets = admin
         .call(move |store, _| {
             let until = until.unwrap_or_else(SystemTime::now);
@@ -42,7 +67,7 @@ pub(super) async fn usage(OnKey { admin, id }: OnKey, uri: Uri) -> Result<Respon
 }
 
 /// What `PUT /v1/keys/{id}/limits` takes: every limit the key is to have.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LimitsBody {
     rate_limits: Vec<RateLimitJson>,
@@ -51,6 +76,8 @@ pub(super) struct LimitsBody {
 /// `PUT /v1/keys/{id}/limits` `{"rate_limits": [{"limit": 100, "window": "1m"}, ...]}`:
 /// the key's view with exactly these limits; an empty list removes them. The list is
 /// required, so an empty body removes nothing.
+#[utoipa::path(put, path = "/keys/{id}/limits", tag = "metering", operation_id = "set_rate_limits", params(KeyIdPath), request_body = LimitsBody,
+    responses((status = 200, description = "The key with its rate limits replaced.", body = KeyJson)))]
 pub(super) async fn limits(
     OnKey { admin, id }: OnKey,
     JsonBody(change): JsonBody<LimitsBody>,
@@ -67,15 +94,18 @@ pub(super) async fn limits(
 
 /// What `PUT /v1/keys/{id}/credits` takes: the key's credits, or `null` to remove them.
 /// The field is required, so an empty body removes nothing.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreditsBody {
+    #[schema(value_type = Option<CreditsJson>, required = true)]
     credits: serde_json::Value,
 }
 
 /// `PUT /v1/keys/{id}/credits` `{"credits": {"remaining": 10000, "refill": {"amount":
 /// 10000, "every": "30d"}}}` (or `{"credits": null}`): the key's view with these credits,
 /// its count started again.
+#[utoipa::path(put, path = "/keys/{id}/credits", tag = "metering", operation_id = "set_credits", params(KeyIdPath), request_body = CreditsBody,
+    responses((status = 200, description = "The key with its credits set (or removed, for `null`).", body = KeyJson)))]
 pub(super) async fn set_credits(
     OnKey { admin, id }: OnKey,
     JsonBody(change): JsonBody<CreditsBody>,
@@ -98,7 +128,7 @@ pub(super) async fn set_credits(
 }
 
 /// What `POST /v1/keys/{id}/credits/add` takes.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AddCreditsBody {
     amount: u64,
@@ -106,6 +136,8 @@ pub(super) struct AddCreditsBody {
 
 /// `POST /v1/keys/{id}/credits/add` `{"amount": 500}`: the key's view with `amount` more
 /// credits.
+#[utoipa::path(post, path = "/keys/{id}/credits/add", tag = "metering", operation_id = "add_credits", params(KeyIdPath), request_body = AddCreditsBody,
+    responses((status = 200, description = "The key with the credits added.", body = KeyJson)))]
 pub(super) async fn add_credits(
     OnKey { admin, id }: OnKey,
     JsonBody(change): JsonBody<AddCreditsBody>,
