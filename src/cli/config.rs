@@ -423,15 +423,15 @@ fn value_name(key: &Key<'_>) -> String {
 /// A secret given where the path of the file holding it belongs, or credentials in a URL:
 /// a settings file is read by more than the service's user. Never quotes the value.
 fn refuse_secrets(key: &Key<'_>, value: &str) -> Result<(), String> {
-    if key.is_path() {
-        if let Some(what) = secret::shape(value) {
-            return Err(format!(
-                "`{}` is the path of a file, but its value looks like {what} itself: put the \
-                 secret in a file only keyledger's user may read (mode 0600) and give that \
-                 file's path",
-                key.name
-            ));
-        }
+    if key.is_path()
+        && let Some(what) = secret::shape(value)
+    {
+        return Err(format!(
+            "`{}` is the path of a file, but its value looks like {what} itself: put the \
+             secret in a file only keyledger's user may read (mode 0600) and give that \
+             file's path",
+            key.name
+        ));
     }
     if secret::has_credentials(value) {
         return Err(format!(
