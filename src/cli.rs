@@ -15,7 +15,8 @@
 //! The arguments each command takes are in `args`, the exit codes and `Failure` in `exit`,
 //! opening the store in `store`, the commands in `keys`, `audit`, `verify`, `maintenance`,
 //! `actors`, `usage`, `serve`, `fleet` and `demo`, human output in `render`, `--server` in `client`,
-//! `serve`'s log lines in `logging`.
+//! `serve`'s log lines in `logging`, its settings file (`--config`, `--print-config`) in
+//! `config`.
 
 pub(crate) mod actors;
 pub(crate) mod args;

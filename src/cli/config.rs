@@ -168,6 +168,14 @@ impl Merged {
 /// that its flag's parser refuses, a secret where a file's path belongs, credentials in a
 /// URL, two settings that exclude each other: a usage error naming the key and its line.
 pub(super) fn merge(root: &Command, argv: Vec<OsString>) -> Result<Merged, Failure> {
+    // Every other command line skips the parse below.
+    let names_a_file = |a: &OsString| {
+        a.to_str()
+            .is_some_and(|a| a == "--config" || a.starts_with("--config="))
+    };
+    if !argv.iter().any(names_a_file) {
+        return Ok(Merged { argv, from: None });
+    }
     // What the command line (and the environment) says, whatever else is wrong with it:
     // the real parse below reports that.
     let Ok(given) = root.clone().ignore_errors(true).try_get_matches_from(&argv) else {
