@@ -441,6 +441,12 @@ fn refuse_secrets(key: &Key<'_>, value: &str) -> Result<(), String> {
             key.name
         ));
     }
+    if keyledger::redact_keys(value) != value {
+        return Err(format!(
+            "`{}` holds what looks like an API key: a key is never a setting",
+            key.name
+        ));
+    }
     if secret::has_credentials(value) {
         return Err(format!(
             "`{}` holds a URL with a user, password or token in it: keep credentials out of \

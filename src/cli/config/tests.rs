@@ -296,6 +296,13 @@ fn a_secret_where_its_files_path_belongs_is_refused_without_being_echoed() {
         "{e}"
     );
     assert!(!e.contains("s3cret"), "{e}");
+    let key = format!("klk_{}", "Z".repeat(36));
+    let e = with_file(&format!("listen = \"127.0.0.1:1\"\nhost-id = \"{key}\"\n"), &[]).unwrap_err();
+    assert!(
+        e.contains("line 2: `host-id` holds what looks like an API key"),
+        "{e}"
+    );
+    assert!(!e.contains(&key[4..]), "{e}");
 }
 
 #[test]
