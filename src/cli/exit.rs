@@ -35,8 +35,15 @@ pub(super) fn clap_exit(e: &clap::Error) -> ExitCode {
     }
 }
 
-/// clap's error as one line: its first paragraph, with the usage and tips left out.
+/// clap's error as one line, pointing at `--help`.
 fn clap_message(e: &clap::Error) -> String {
+    let mut message = clap_line(e);
+    message.push_str(" (see --help)");
+    message
+}
+
+/// clap's error as one line: its first paragraph, with the usage and tips left out.
+pub(super) fn clap_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let first = text.split("\n\n").next().unwrap_or_default();
     let mut lines = first.lines().map(str::trim).filter(|l| !l.is_empty());
@@ -51,7 +58,6 @@ fn clap_message(e: &clap::Error) -> String {
         message.push(' ');
         message.push_str(&rest.join(", "));
     }
-    message.push_str(" (see --help)");
     message
 }
 

@@ -18,6 +18,15 @@ use super::{Failure, Store, exit};
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {
+    /// Read settings from this TOML file: serve's flags as keys, without their dashes
+    /// (`listen = "127.0.0.1:8080"`, `trusted-proxy = ["127.0.0.2"]`, `opaque-refusals =
+    /// true`); a flag on the command line or from the environment wins over its key
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Print the settings in force (command line, environment, --config and defaults) as
+    /// TOML that --config reads, secrets redacted, and exit without opening the store
+    #[arg(long)]
+    print_config: bool,
     /// The address to listen on, e.g. 127.0.0.1:8080; port 0 picks a free one (printed at start)
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
@@ -62,6 +71,13 @@ const NOT_LOOPBACK: &str = "\
 the admin API takes admin keys in the clear: serve it on loopback, or keep it behind a \
 proxy that terminates TLS and does not route /v1 from outside";
 
+impl ServeArgs {
+    /// Whether `--print-config` asks for the settings instead of a server.
+    pub(super) fn prints_config(&self) -> bool {
+        self.print_config
+    }
+}
+
 pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Result<u8, Failure> {
     let proxies = TrustedProxies::new(args.trusted_proxies)?;
     if args.proxy_connections.is_some_and(|n| n >= args.max_connections) {
@@ -71,6 +87,9 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
         ));
     }
     args.log.install()?;
+    if let Some(file) = &args.config {
+        tracing::info!("settings from {}", file.display());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("keyledger-serve")
