@@ -12,6 +12,9 @@ missing=()
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+# The README's examples (tests/readme/tour.py) use curl and jq, as a reader would.
+command -v curl >/dev/null || missing+=(curl)
+command -v jq >/dev/null || missing+=(jq)
 # The systemd unit (docs/deploy/keyledger.service) is checked with systemd-analyze, from
 # Debian's systemd (installed, not run: nothing here needs systemd as PID 1).
 command -v systemd-analyze >/dev/null || missing+=(systemd)
@@ -98,3 +101,5 @@ echo "systemd-analyze verify docs/deploy/keyledger.service: clean"
 cargo test --locked --features tower,fuzzing
 # The admin API against its own OpenAPI document, live (the binary cargo test built).
 bash tests/contract/run.sh "${CONTRACT_SECONDS:-60}"
+# README.md's shell examples, verbatim, in one session, with a real nginx.
+python3 tests/readme/tour.py

@@ -964,12 +964,18 @@ fn oversized_and_malformed_bodies_get_json_errors() {
         .error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 }
 
-/// An upstream app behind nginx: answers with the `X-Keyledger-Key-Id` it was given.
+/// An upstream app behind nginx: answers with the `X-Keyledger-Key-Id` it was given, and
+/// says so if the client's key reached it (the proxy must strip `x-api-key`).
 fn upstream(rt: &Runtime) -> SocketAddr {
     let app = Router::new().fallback(|headers: AxumHeaders| async move {
-        headers
+        let id = headers
             .get("x-keyledger-key-id")
-            .map_or_else(|| "no key id".to_owned(), |v| v.to_str().unwrap().to_owned())
+            .map_or_else(|| "no key id".to_owned(), |v| v.to_str().unwrap().to_owned());
+        if headers.contains_key("x-api-key") {
+            format!("{id}, and the client's x-api-key reached the app")
+        } else {
+            id
+        }
     });
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1548,10 +1554,18 @@ fn behind_the_readme_nginx_recipe_a_key_past_its_limit_gets_429_with_retry_after
     for key in [&plain, &limited] {
         let elsewhere = through("127.0.0.6", Some(key));
         assert_eq!(elsewhere.status, StatusCode::FORBIDDEN, "{elsewhere:?}");
+        assert_eq!(
+            elsewhere.body, r#"{"error":"forbidden","reason":"ip_not_whitelisted"}"#,
+            "the recipe names the reason, as JSON"
+        );
         assert!(rate_headers::no_rate_headers(&elsewhere.headers), "{elsewhere:?}");
     }
     let anonymous = through("127.0.0.5", None);
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        anonymous.body,
+        r#"{"error":"unauthorized","reason":"header_missing"}"#
+    );
     assert!(rate_headers::no_rate_headers(&anonymous.headers), "{anonymous:?}");
 }
 

@@ -78,33 +78,39 @@ http {{
     )
 }
 
-/// The README's `nginx` block: its `upstream` lines in `http`, the rest in a server on
-/// `port`, keyledger at `keyledger` instead of the README's 127.0.0.1:8080, and the app
-/// the block proxies to at `upstream`.
+/// The README's `nginx` block, a whole `nginx.conf`, with only what a test must change:
+/// keyledger at `keyledger` and the app at `upstream` instead of the README's 127.0.0.1:8080
+/// and 127.0.0.1:9000, nginx on `port` instead of 8000, and its files (pid, log, temp
+/// paths) in `dir`, with a root worker when run as root (as [`frame`] does).
 fn readme_config(dir: &Path, port: u16, keyledger: SocketAddr, upstream: SocketAddr) -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let mut blocks = readme.split("```nginx\n").skip(1);
     let block = blocks.next().expect("README has an nginx block");
     assert!(blocks.next().is_none(), "README has one nginx recipe");
     let (block, _) = block.split_once("```").unwrap();
-    let readme_address = "server 127.0.0.1:8080;";
-    assert!(block.contains(readme_address), "{block}");
-    let block = block.replace(readme_address, &format!("server {keyledger};"));
-    let (upstreams, locations): (Vec<&str>, Vec<&str>) =
-        block.lines().partition(|line| line.starts_with("upstream "));
-    let upstreams = upstreams.join("\n");
-    let locations = locations.join("\n");
-    frame(
-        dir,
-        &format!(
-            "{upstreams}
-    upstream app {{ server {upstream}; }}
-    server {{
-        listen 127.0.0.1:{port};
-{locations}
-    }}"
-        ),
-    )
+    let framed = frame(dir, "");
+    let (head, temp_paths) = framed.split_once("http {\n").unwrap();
+    let temp_paths = temp_paths.trim_end().trim_end_matches('}');
+    let head: String = head
+        .lines()
+        .filter(|l| l.starts_with("user ") || l.starts_with("pid ") || l.starts_with("error_log "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut config = block.to_owned();
+    for (readme_says, test_needs) in [
+        ("server 127.0.0.1:8080;", format!("server {keyledger};")),
+        ("server 127.0.0.1:9000;", format!("server {upstream};")),
+        ("listen 127.0.0.1:8000;", format!("listen 127.0.0.1:{port};")),
+        ("pid nginx.pid;\nerror_log error.log;\n", head),
+        ("http {\n", format!("http {{\n{temp_paths}\n")),
+    ] {
+        assert!(
+            config.contains(readme_says),
+            "the README's recipe lost {readme_says:?}: {block}"
+        );
+        config = config.replacen(readme_says, &test_needs, 1);
+    }
+    config
 }
 
 fn config(dir: &Path, port: u16, keyledger: SocketAddr, upstream: SocketAddr, bind: Option<&str>) -> String {
@@ -129,6 +135,7 @@ fn config(dir: &Path, port: u16, keyledger: SocketAddr, upstream: SocketAddr, bi
             auth_request {check};
             auth_request_set $keyledger_key_id $upstream_http_x_keyledger_key_id;
             proxy_set_header X-Keyledger-Key-Id $keyledger_key_id;
+            proxy_set_header X-Api-Key \"\";
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
             proxy_pass http://app;
