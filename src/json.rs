@@ -283,17 +283,18 @@ pub struct WhoamiJson {
     pub actor: String,
     /// `super-admin` or `admin`.
     pub actor_role: String,
-    /// The admin key it acts through: 16 hex digits.
-    pub key_id: String,
+    /// The admin key it acts through: 16 hex digits; `null` for an admin a trusted proxy
+    /// named (`serve --admin-user-header`).
+    pub key_id: Option<String>,
 }
 
 impl WhoamiJson {
-    /// `actor`, acting through the admin key `key`.
-    pub fn new(actor: &crate::model::actor::Actor, key: KeyId) -> Self {
+    /// `actor`, acting through the admin key `key` (none: named by a trusted proxy).
+    pub fn new(actor: &crate::model::actor::Actor, key: Option<KeyId>) -> Self {
         WhoamiJson {
             actor: actor.id().to_owned(),
             actor_role: actor.role().as_str().to_owned(),
-            key_id: key.to_string(),
+            key_id: key.map(|k| k.to_string()),
         }
     }
 }

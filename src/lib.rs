@@ -230,6 +230,8 @@ pub use crate::server::MAX_BODY_BYTES;
 #[cfg(feature = "serve")]
 pub use crate::server::MAX_IMPORT_BODY_BYTES;
 #[cfg(feature = "serve")]
+pub use crate::server::ProxyAdmins;
+#[cfg(feature = "serve")]
 pub use crate::server::Server;
 #[cfg(feature = "serve")]
 pub use crate::server::log::AuthLog;

@@ -12,6 +12,7 @@ pub(crate) mod admit;
 pub(crate) mod auth;
 pub(crate) mod body;
 mod contract;
+pub(crate) mod identity;
 pub(crate) mod listen;
 pub(crate) mod log;
 pub(crate) mod probe;
@@ -35,6 +36,7 @@ use crate::http::layer::PeerAddr;
 use crate::json::ErrorJson;
 use crate::store::Integrity;
 use crate::store::KeyStore;
+pub use identity::ProxyAdmins;
 use log::AuthLog;
 
 /// The most bytes of a JSON request body (an import's JSON Lines aside): a key with the
@@ -77,6 +79,8 @@ pub struct Server {
     layer: ApiKeyLayer,
     options: Options,
     auth_log: AuthLog,
+    /// Admins a trusted proxy may name instead of an admin key.
+    proxy_admins: Option<Arc<ProxyAdmins>>,
 }
 
 /// The limits a [`Server`] runs with.
@@ -120,6 +124,8 @@ struct Shared {
     auth_log: AuthLog,
     /// Accepted `/auth` requests seen, for [`AuthLog::Sampled`].
     auth_seen: AtomicU64,
+    /// Admins a trusted proxy may name.
+    proxy_admins: Option<Arc<ProxyAdmins>>,
 }
 
 impl Shared {
@@ -153,7 +159,16 @@ impl Server {
                 shutdown_timeout: Duration::from_secs(10),
             },
             auth_log: AuthLog::Refused,
+            proxy_admins: None,
         }
+    }
+
+    /// Lets a trusted proxy (one of [`trusted_proxies`](Self::trusted_proxies)) name the
+    /// admin of an admin request in a header instead of an admin key: the platform's own
+    /// sign-in in front of the admins' page. See [`ProxyAdmins`] for what is checked.
+    pub fn proxy_admins(mut self, admins: ProxyAdmins) -> Self {
+        self.proxy_admins = Some(Arc::new(admins));
+        self
     }
 
     /// Reads the client's address from `X-Forwarded-For` when the connection comes from
@@ -240,6 +255,7 @@ impl Server {
             options: self.options,
             auth_log: self.auth_log,
             auth_seen: AtomicU64::new(0),
+            proxy_admins: self.proxy_admins.clone(),
         });
         let (admin, paths) = admin::routes();
         let contract = contract::document(paths);

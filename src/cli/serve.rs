@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use clap::Args;
-use keyledger::{IpNet, Server, TrustedProxies};
+use keyledger::{IpNet, ProxyAdmins, Server, TrustedProxies};
 
 use super::args::net_arg;
 use super::{Failure, Store, exit};
@@ -56,6 +56,15 @@ pub(super) struct ServeArgs {
     /// refusal tells a client nothing (not even that a stolen key is live)
     #[arg(long)]
     opaque_refusals: bool,
+    /// The header in which a trusted proxy names the admin it signed in (e.g.
+    /// X-Forwarded-User): the admins' page and the admin API then work without an admin key,
+    /// as that person; believed from --trusted-proxy connections only
+    #[arg(long, value_name = "HEADER", requires_all = ["trusted_proxies", "admin_users"])]
+    admin_user_header: Option<String>,
+    /// NAME=ROLE: a person the proxy may name, and their role, admin or super-admin (repeat
+    /// for more); anyone else it names is refused
+    #[arg(long = "admin-user", value_name = "NAME=ROLE", requires = "admin_user_header")]
+    admin_users: Vec<String>,
     #[command(flatten)]
     log: super::logging::LogArgs,
     #[cfg(feature = "nats")]
@@ -80,6 +89,14 @@ impl ServeArgs {
 
 pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Result<u8, Failure> {
     let proxies = TrustedProxies::new(args.trusted_proxies)?;
+    let admins = match &args.admin_user_header {
+        Some(header) => Some(
+            args.admin_users
+                .iter()
+                .try_fold(ProxyAdmins::new(header)?, |admins, pair| admins.user_from(pair))?,
+        ),
+        None => None,
+    };
     if args.proxy_connections.is_some_and(|n| n >= args.max_connections) {
         return Err(Failure::new(
             exit::USAGE,
@@ -130,6 +147,10 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
         .log_auth(args.log.auth());
     let server = match args.proxy_connections {
         Some(n) => server.proxy_connections(n as usize),
+        None => server,
+    };
+    let server = match admins {
+        Some(admins) => server.proxy_admins(admins),
         None => server,
     };
     runtime.block_on(server.run(listener, stop));

@@ -53,8 +53,10 @@ const ALWAYS: [(u16, &str); 5] = [
     ),
     (
         403,
-        "`forbidden` (the key is refused from this address, or is not an admin key) or \
-         `permission_denied` (the actor may not do this; `reason` names the rule).",
+        "`forbidden` (the key is refused from this address, or is not an admin key), \
+         `permission_denied` (the actor may not do this; `reason` names the rule), or for an \
+         admin named by a trusted proxy, `proxy_identity_untrusted` (the header came from \
+         elsewhere) or `csrf_refused` (no `x-keyledger-csrf`, or from another site).",
     ),
     (
         429,

@@ -49,7 +49,10 @@ pub(super) struct ErrorKind(pub(super) &'static str);
 /// What the admin extractors learned of a request's admin key, for its decision line.
 enum Noted {
     /// The key acts as this actor.
-    Acting { actor: Option<String>, via: KeyId },
+    Acting {
+        actor: Option<String>,
+        via: Option<KeyId>,
+    },
     /// The layer refused the key (the id when the key is one the store knows).
     Refused { refusal: Refusal, via: Option<KeyId> },
 }
@@ -60,7 +63,7 @@ pub(super) struct Seen(OnceLock<Noted>);
 
 /// Notes the actor an admin request acts as (`None`: the key verified but acts as no
 /// one who may use the admin API), for its decision line.
-pub(super) fn note_actor(extensions: &Extensions, actor: Option<&Actor>, via: KeyId) {
+pub(super) fn note_actor(extensions: &Extensions, actor: Option<&Actor>, via: Option<KeyId>) {
     if let Some(seen) = extensions.get::<Arc<Seen>>() {
         // Actor ids are refused when key-shaped; redacted all the same.
         let actor = actor.map(|a| redact_keys(a.id()).into_owned());
@@ -108,7 +111,7 @@ pub(super) async fn admin(mut request: Request, next: Next) -> Response {
     let status = response.status();
     let latency_us = micros(started);
     let (actor, via, mut error, reason) = match seen.0.get() {
-        Some(Noted::Acting { actor, via }) => (actor.as_deref(), Some(*via), None, None),
+        Some(Noted::Acting { actor, via }) => (actor.as_deref(), *via, None, None),
         Some(Noted::Refused { refusal, via }) => (None, *via, Some(refusal.error()), Some(refusal.code())),
         None => (None, None, None, None),
     };

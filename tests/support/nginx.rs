@@ -199,6 +199,12 @@ impl Nginx {
         Nginx::run(dir, |port| readme_config(dir, port, keyledger, upstream))
     }
 
+    /// nginx with `http`, the `http` block's directives after the temp paths, which
+    /// `http` makes for nginx's port.
+    pub(crate) fn start_http(dir: &Path, http: impl FnOnce(u16) -> String) -> Nginx {
+        Nginx::run(dir, |port| frame(dir, &http(port)))
+    }
+
     /// Starts nginx on a free port with the configuration `config` makes for it.
     fn run(dir: &Path, config: impl FnOnce(u16) -> String) -> Nginx {
         let binary = binary();

@@ -28,7 +28,8 @@ use crate::store::KeyStore;
 /// it acts as found: in memory, no turn needed.
 pub(super) struct Identified {
     pub(super) actor: Actor,
-    pub(super) key: KeyId,
+    /// The admin key, or none for an admin a trusted proxy named.
+    pub(super) key: Option<KeyId>,
 }
 
 /// Why an admin request was not let in, each answered as the admin API always answered it.
@@ -41,6 +42,8 @@ pub(super) enum AdminRejection {
     Overloaded,
     /// A query parameter the route's document does not list, or one given twice.
     Query(Reject),
+    /// A trusted proxy's naming of the admin, refused.
+    Named(Reject),
 }
 
 impl IntoResponse for AdminRejection {
@@ -54,7 +57,7 @@ impl IntoResponse for AdminRejection {
                 "too many admin requests at once; retry",
             )
             .into_response(),
-            AdminRejection::Query(reject) => reject.into_response(),
+            AdminRejection::Query(reject) | AdminRejection::Named(reject) => reject.into_response(),
         }
     }
 }
@@ -69,6 +72,15 @@ impl FromRequestParts<Arc<Shared>> for Identified {
     type Rejection = AdminRejection;
 
     async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, AdminRejection> {
+        if let Some(admins) = &shared.proxy_admins {
+            let proxies = shared.layer.proxies();
+            if let Some(named) = admins.identify(parts, |peer| proxies.contains(peer)) {
+                let actor = named.map_err(AdminRejection::Named)?;
+                super::super::log::note_actor(&parts.extensions, Some(&actor), None);
+                QueryRules::check(parts).map_err(AdminRejection::Query)?;
+                return Ok(Identified { actor, key: None });
+            }
+        }
         let key = shared
             .layer
             .check(&parts.headers, &parts.extensions)
@@ -77,10 +89,13 @@ impl FromRequestParts<Arc<Shared>> for Identified {
                 AdminRejection::Refused(Box::new(shared.layer.refusal_response(refusal)))
             })?;
         let actor = shared.store().acting_through(&key);
-        super::super::log::note_actor(&parts.extensions, actor.as_ref().ok(), key.id());
+        super::super::log::note_actor(&parts.extensions, actor.as_ref().ok(), Some(key.id()));
         let actor = actor.map_err(AdminRejection::NoActor)?;
         QueryRules::check(parts).map_err(AdminRejection::Query)?;
-        Ok(Identified { actor, key: key.id() })
+        Ok(Identified {
+            actor,
+            key: Some(key.id()),
+        })
     }
 }
 
