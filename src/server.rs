@@ -13,6 +13,7 @@ pub(crate) mod auth;
 pub(crate) mod body;
 pub(crate) mod listen;
 pub(crate) mod log;
+pub(crate) mod metrics;
 pub(crate) mod probe;
 
 use std::future::Future;
@@ -35,6 +36,7 @@ use crate::json::ErrorJson;
 use crate::store::Integrity;
 use crate::store::KeyStore;
 use log::AuthLog;
+use metrics::{AdminRequests, Metrics};
 
 /// The most bytes of a JSON request body (an import's JSON Lines aside): a key with the
 /// most roles and the longest whitelist fits with room.
@@ -76,6 +78,7 @@ pub struct Server {
     layer: ApiKeyLayer,
     options: Options,
     auth_log: AuthLog,
+    admin_requests: AdminRequests,
 }
 
 /// The limits a [`Server`] runs with.
@@ -119,6 +122,7 @@ struct Shared {
     auth_log: AuthLog,
     /// Accepted `/auth` requests seen, for [`AuthLog::Sampled`].
     auth_seen: AtomicU64,
+    admin_requests: AdminRequests,
 }
 
 impl Shared {
@@ -152,6 +156,7 @@ impl Server {
                 shutdown_timeout: Duration::from_secs(10),
             },
             auth_log: AuthLog::Refused,
+            admin_requests: AdminRequests::default(),
         }
     }
 
@@ -239,6 +244,7 @@ impl Server {
             options: self.options,
             auth_log: self.auth_log,
             auth_seen: AtomicU64::new(0),
+            admin_requests: self.admin_requests.clone(),
         });
         Router::new()
             .route("/auth", any(auth::check))
@@ -252,7 +258,10 @@ impl Server {
                 admin::routes()
                     .fallback(not_found)
                     .layer(axum::middleware::map_response(no_store))
-                    .layer(axum::middleware::from_fn(log::admin)),
+                    .layer(axum::middleware::from_fn_with_state(
+                        Arc::clone(&shared),
+                        log::admin,
+                    )),
             )
             .merge(crate::ui::routes())
             .route(
@@ -262,6 +271,18 @@ impl Server {
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(shared)
+    }
+
+    /// The metrics of this server's store and admin API (`GET /metrics` in the Prometheus
+    /// text format), to serve on a listener of their own: [`router`](Self::router) and
+    /// [`run`](Self::run) never serve them. Counts of `/auth` decisions are kept unless
+    /// the store was opened with [`Builder::statistics`](crate::store::builder::Builder::statistics)`(false)`.
+    pub fn metrics(&self) -> Metrics {
+        Metrics::new(
+            Arc::clone(self.layer.store()),
+            self.admin_requests.clone(),
+            self.options,
+        )
     }
 
     /// Serves on `listener` until `shutdown` completes, then stops accepting, lets the
