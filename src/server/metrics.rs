@@ -237,7 +237,7 @@ impl Collector for StoreCollector {
         gauge(
             &mut e,
             "keyledger_live_keys",
-            "Keys not deleted.",
+            "Keys not deleted (disabled and expired ones included).",
             s.live_keys as u64,
         )?;
         gauge(

@@ -330,8 +330,8 @@ pub struct Statistics {
     pub snapshot_failures: u64,
     /// How long each save of the last-used stamps and usage counts took, in seconds.
     pub last_used_save_seconds: Histogram,
-    /// Keys that verify now or would but for a disabled state or an address: every key
-    /// not deleted ([`KeyStore::live_key_count`]).
+    /// Keys not deleted, disabled and expired ones included
+    /// ([`KeyStore::live_key_count`]).
     pub live_keys: usize,
     /// Records in the log: the last one's sequence number.
     pub log_records: u64,
