@@ -2,6 +2,9 @@
 //! check (`/healthz`), probes (`/livez`, `/readyz`) and the admin API (`/v1`), over
 //! HTTP/1.1, with a decision line (`tracing`) per admin request and refused `/auth`.
 //!
+//! Its metrics (`GET /metrics`, [`Metrics`]) are served on a listener of their own, never
+//! by these routes.
+//!
 //! Decides nothing about keys: `/auth` asks the same check as [`ApiKeyLayer`], the admin
 //! API calls the store as the actor [`KeyStore::acting_through`] names, and each library
 //! error maps to one status here. `/auth` never answers 200 unless the check passed, and
@@ -57,7 +60,8 @@ pub const MAX_IMPORT_BODY_BYTES: usize = 16 * 1024 * 1024;
 ///
 /// Either [`run`](Self::run) it on a listener of its own (with timeouts, connection limits
 /// and graceful shutdown), or mount [`router`](Self::router) in a host's axum app, served
-/// with `into_make_service_with_connect_info::<SocketAddr>()`.
+/// with `into_make_service_with_connect_info::<SocketAddr>()`. Neither has `/metrics`:
+/// [`metrics`](Self::metrics) serves it apart.
 ///
 /// # Example
 /// ```no_run

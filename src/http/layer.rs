@@ -80,6 +80,10 @@ pub struct PeerAddr(pub SocketAddr);
 /// rightmost `X-Forwarded-For` entry that is not a trusted proxy. A request whose address
 /// cannot be established gets 403 `client_address_unknown`.
 ///
+/// Every decision (the service's, and [`check`](Self::check)'s) is counted by its reason,
+/// with the time it took, in the store's statistics ([`KeyStore::statistics`]), unless
+/// the store was opened with `Builder::statistics(false)`.
+///
 /// Layers are cheap to clone; give each route its own to require other roles (axum's
 /// `route_layer`).
 ///
