@@ -2,9 +2,10 @@
 //! SIGINT, then closes the store.
 //!
 //! Prints `listening on ADDR` once the socket is bound (so `--listen 127.0.0.1:0` can be
-//! used), then `metrics listening on ADDR` for `--metrics-listen`; everything else is a log line on standard error (`cli/logging.rs`): warnings,
-//! the library's lines, the server's decision lines, on a host of a fleet what it skipped
-//! from the stream. It never prints a key.
+//! used), then `metrics listening on ADDR` for `--metrics-listen`; everything else is a
+//! log line on standard error (`cli/logging.rs`): warnings, the library's lines, the
+//! server's decision lines, on a host of a fleet what it skipped from the stream. It never
+//! prints a key.
 
 use std::io::Write;
 use std::net::SocketAddr;
