@@ -223,9 +223,10 @@ impl Builder {
     }
 
     /// Whether the store counts what [`KeyStore::statistics`] reads out (default yes):
-    /// the decisions of `/auth` and `ApiKeyLayer` with their latency (a clock read and
-    /// three atomic adds on a cache line of the thread's own, per request), the writer's
-    /// batches, syncs, snapshots and saves. Off, none of it is counted or timed.
+    /// the decisions of `/auth` and `ApiKeyLayer` with their latency (per request, the
+    /// clock read at its start and end and three atomic adds on a cache line of the
+    /// thread's own), the writer's batches, syncs, snapshots and saves. Off, none of it is
+    /// counted or timed.
     pub fn statistics(mut self, yes: bool) -> Self {
         self.statistics = yes;
         self
