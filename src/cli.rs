@@ -209,7 +209,7 @@ enum Command {
     /// Serve forward-auth (/auth), health (/healthz) and the admin API (/v1) over HTTP
     #[cfg(feature = "serve")]
     #[command(after_help = SERVE_HELP)]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// The hosts of a fleet (--nats): each one's head, lag and state, read from the shared log
     #[cfg(feature = "nats")]
     Fleet(fleet::FleetStatusArgs),
@@ -510,7 +510,7 @@ impl Cli {
                 config::print(&Cli::command(), given, out).map(|()| exit::OK)
             }
             #[cfg(feature = "serve")]
-            Command::Serve(args) => serve::run(&store, args, out),
+            Command::Serve(args) => serve::run(&store, *args, out),
             #[cfg(feature = "nats")]
             Command::Fleet(args) => fleet::run(&store, args, out),
         }

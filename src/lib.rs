@@ -235,6 +235,8 @@ pub use crate::server::ProxyAdmins;
 pub use crate::server::Server;
 #[cfg(feature = "serve")]
 pub use crate::server::log::AuthLog;
+#[cfg(feature = "serve")]
+pub use crate::server::metrics::Metrics;
 pub use crate::store::CreatedKey;
 pub use crate::store::Integrity;
 pub use crate::store::KeyStore;
@@ -245,6 +247,8 @@ pub use crate::store::page::DEFAULT_PAGE_LIMIT;
 pub use crate::store::page::MAX_PAGE_LIMIT;
 pub use crate::store::page::Page;
 pub use crate::store::people::RevokedActor;
+pub use crate::store::stats::Histogram;
+pub use crate::store::stats::Statistics;
 pub use ipnet::IpNet;
 
 /// Entry points for the fuzz targets in `fuzz/` and hooks for the tests (the test command

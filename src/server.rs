@@ -2,6 +2,9 @@
 //! check (`/healthz`), probes (`/livez`, `/readyz`) and the admin API (`/v1`), over
 //! HTTP/1.1, with a decision line (`tracing`) per admin request and refused `/auth`.
 //!
+//! Its metrics (`GET /metrics`, [`Metrics`]) are served on a listener of their own, never
+//! by these routes.
+//!
 //! Decides nothing about keys: `/auth` asks the same check as [`ApiKeyLayer`], the admin
 //! API calls the store as the actor [`KeyStore::acting_through`] names, and each library
 //! error maps to one status here. `/auth` never answers 200 unless the check passed, and
@@ -15,6 +18,7 @@ mod contract;
 pub(crate) mod identity;
 pub(crate) mod listen;
 pub(crate) mod log;
+pub(crate) mod metrics;
 pub(crate) mod probe;
 
 use std::future::Future;
@@ -38,6 +42,7 @@ use crate::store::Integrity;
 use crate::store::KeyStore;
 pub use identity::ProxyAdmins;
 use log::AuthLog;
+use metrics::{AdminRequests, Metrics};
 
 /// The most bytes of a JSON request body (an import's JSON Lines aside): a key with the
 /// most roles and the longest whitelist fits with room.
@@ -58,7 +63,8 @@ pub const MAX_IMPORT_BODY_BYTES: usize = 16 * 1024 * 1024;
 ///
 /// Either [`run`](Self::run) it on a listener of its own (with timeouts, connection limits
 /// and graceful shutdown), or mount [`router`](Self::router) in a host's axum app, served
-/// with `into_make_service_with_connect_info::<SocketAddr>()`.
+/// with `into_make_service_with_connect_info::<SocketAddr>()`. Neither has `/metrics`:
+/// [`metrics`](Self::metrics) serves it apart.
 ///
 /// # Example
 /// ```no_run
@@ -81,6 +87,7 @@ pub struct Server {
     auth_log: AuthLog,
     /// Admins a trusted proxy may name instead of an admin key.
     proxy_admins: Option<Arc<ProxyAdmins>>,
+    admin_requests: AdminRequests,
 }
 
 /// The limits a [`Server`] runs with.
@@ -126,6 +133,7 @@ struct Shared {
     auth_seen: AtomicU64,
     /// Admins a trusted proxy may name.
     proxy_admins: Option<Arc<ProxyAdmins>>,
+    admin_requests: AdminRequests,
 }
 
 impl Shared {
@@ -160,6 +168,7 @@ impl Server {
             },
             auth_log: AuthLog::Refused,
             proxy_admins: None,
+            admin_requests: AdminRequests::default(),
         }
     }
 
@@ -256,6 +265,7 @@ impl Server {
             auth_log: self.auth_log,
             auth_seen: AtomicU64::new(0),
             proxy_admins: self.proxy_admins.clone(),
+            admin_requests: self.admin_requests.clone(),
         });
         let (admin, paths) = admin::routes();
         let contract = contract::document(paths);
@@ -271,7 +281,10 @@ impl Server {
                 admin
                     .fallback(not_found)
                     .layer(axum::middleware::map_response(no_store))
-                    .layer(axum::middleware::from_fn(log::admin)),
+                    .layer(axum::middleware::from_fn_with_state(
+                        Arc::clone(&shared),
+                        log::admin,
+                    )),
             )
             .merge(crate::ui::routes())
             .route(
@@ -282,6 +295,18 @@ impl Server {
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(shared)
+    }
+
+    /// The metrics of this server's store and admin API (`GET /metrics` in the Prometheus
+    /// text format), to serve on a listener of their own: [`router`](Self::router) and
+    /// [`run`](Self::run) never serve them. Counts of `/auth` decisions are kept unless
+    /// the store was opened with [`Builder::statistics`](crate::store::builder::Builder::statistics)`(false)`.
+    pub fn metrics(&self) -> Metrics {
+        Metrics::new(
+            Arc::clone(self.layer.store()),
+            self.admin_requests.clone(),
+            self.options,
+        )
     }
 
     /// Serves on `listener` until `shutdown` completes, then stops accepting, lets the

@@ -55,6 +55,7 @@ pub(crate) mod builder;
 pub(crate) mod credits;
 pub(crate) mod page;
 pub(crate) mod people;
+pub(crate) mod stats;
 pub(crate) mod usage;
 pub(crate) mod verify;
 pub(crate) mod writer;
@@ -129,6 +130,8 @@ pub struct KeyStore {
     /// Closed while this host, unheard by its fleet for too long or catching up after it,
     /// rejects every key; always open for a single host.
     rejecting: Arc<Fence>,
+    /// What the store counts (see `stats.rs`).
+    stats: Arc<stats::Stats>,
     _lock: Option<File>,
 }
 
@@ -165,10 +168,11 @@ impl KeyStore {
     /// The answer to a revocation: in a fleet, once every host that may accept keys has applied record
     /// `seq` (or the wait ended).
     fn revoked(&self, seq: u64) -> Revoked {
-        Revoked {
-            seq,
-            unconfirmed: self.fleet.as_ref().map(|f| f.confirm(seq)).unwrap_or_default(),
+        let unconfirmed = self.fleet.as_ref().map(|f| f.confirm(seq)).unwrap_or_default();
+        if !unconfirmed.is_empty() {
+            self.stats.unconfirmed();
         }
+        Revoked { seq, unconfirmed }
     }
 
     /// The fleet as this host sees it (every host heard from, its head and lag, and this

@@ -2,9 +2,10 @@
 //! SIGINT, then closes the store.
 //!
 //! Prints `listening on ADDR` once the socket is bound (so `--listen 127.0.0.1:0` can be
-//! used); everything else is a log line on standard error (`cli/logging.rs`): warnings,
-//! the library's lines, the server's decision lines, on a host of a fleet what it skipped
-//! from the stream. It never prints a key.
+//! used), then `metrics listening on ADDR` for `--metrics-listen`; everything else is a
+//! log line on standard error (`cli/logging.rs`): warnings, the library's lines, the
+//! server's decision lines, on a host of a fleet what it skipped from the stream. It never
+//! prints a key.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -65,6 +66,10 @@ pub(super) struct ServeArgs {
     /// for more); anyone else it names is refused
     #[arg(long = "admin-user", value_name = "NAME=ROLE", requires = "admin_user_header")]
     admin_users: Vec<String>,
+    /// Also serve GET /metrics (Prometheus text format) on this address, a listener of its
+    /// own that only monitoring should reach; /metrics is never on --listen. Off by default
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     log: super::logging::LogArgs,
     #[cfg(feature = "nats")]
@@ -112,19 +117,29 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
         .thread_name("keyledger-serve")
         .build()
         .map_err(|e| Failure::new(exit::STORAGE, format!("cannot start the server's threads: {e}")))?;
+    // Without a metrics listener nobody reads the counts: the store keeps none.
+    let counted = args.metrics_listen.is_some();
     #[cfg(feature = "nats")]
     let keys = match args.fleet.options()? {
         // A new host starts from an empty directory and catches up from the shared log.
-        Some(fleet) => store.open_with(true, |b| b.fleet(fleet))?,
-        None => store.open(false)?,
+        Some(fleet) => store.open_with(true, |b| b.fleet(fleet).statistics(counted))?,
+        None => store.open_with(false, |b| b.statistics(counted))?,
     };
     #[cfg(not(feature = "nats"))]
-    let keys = store.open(false)?;
+    let keys = store.open_with(false, |b| b.statistics(counted))?;
     let keys = Arc::new(keys);
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(args.listen))
         .map_err(|e| Failure::new(exit::STORAGE, format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = args
+        .metrics_listen
+        .map(|at| {
+            runtime
+                .block_on(tokio::net::TcpListener::bind(at))
+                .map_err(|e| Failure::new(exit::STORAGE, format!("cannot listen on {at} for metrics: {e}")))
+        })
+        .transpose()?;
     // Handlers first: a signal that arrives once the address is printed must stop the
     // server gracefully, not kill it.
     let stop = {
@@ -135,6 +150,9 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
         tracing::warn!("listening on {addr}, not a loopback address: {NOT_LOOPBACK}");
     }
     writeln!(out, "listening on {addr}")?;
+    if let Some(metrics) = &metrics_listener {
+        writeln!(out, "metrics listening on {}", metrics.local_addr()?)?;
+    }
     out.flush()?;
     #[cfg(feature = "nats")]
     runtime.spawn(report_fleet(Arc::clone(&keys)));
@@ -153,7 +171,17 @@ pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Resul
         Some(admins) => server.proxy_admins(admins),
         None => server,
     };
-    runtime.block_on(server.run(listener, stop));
+    // Both listeners stop on the same signal.
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    if let Some(metrics) = metrics_listener {
+        runtime.spawn(server.metrics().run(metrics, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }));
+    }
+    runtime.block_on(server.run(listener, async move {
+        stop.await;
+        let _ = stopping.send(true);
+    }));
     // Waits for store calls still running on the blocking pool (their writes are durable
     // either way, and the store must outlive them), but not for ever: a store call still
     // running after that keeps its reference, and the store is then not closed here (its

@@ -25,6 +25,7 @@ use super::rate_headers;
 use crate::access::RateStatus;
 use crate::access::Rejection;
 use crate::access::VerifiedKey;
+use crate::access::reason::Reason;
 use crate::model::token::api_key_from_headers;
 use crate::store::KeyStore;
 
@@ -78,6 +79,10 @@ pub struct PeerAddr(pub SocketAddr);
 /// [`peer_addr_from`](Self::peer_addr_from) reads), or, behind [`TrustedProxies`], the
 /// rightmost `X-Forwarded-For` entry that is not a trusted proxy. A request whose address
 /// cannot be established gets 403 `client_address_unknown`.
+///
+/// Every decision (the service's, and [`check`](Self::check)'s) is counted by its reason,
+/// with the time it took, in the store's statistics ([`KeyStore::statistics`]), unless
+/// the store was opened with `Builder::statistics(false)`.
 ///
 /// Layers are cheap to clone; give each route its own to require other roles (axum's
 /// `route_layer`).
@@ -187,7 +192,7 @@ impl ApiKeyLayer {
     /// # Errors
     /// The [`Refusal`] the layer would answer with.
     pub fn check(&self, headers: &HeaderMap, extensions: &Extensions) -> Result<VerifiedKey, Refusal> {
-        self.config.check(headers, extensions, &[], 1)
+        self.config.counted(headers, extensions, 1)
     }
 
     /// As [`check`](Self::check), for a request that costs `cost` of the key's credits (a
@@ -201,11 +206,13 @@ impl ApiKeyLayer {
         extensions: &Extensions,
         cost: u64,
     ) -> Result<VerifiedKey, Refusal> {
-        self.config.check(headers, extensions, &[], cost)
+        self.config.counted(headers, extensions, cost)
     }
 
-    /// As [`check`](Self::check), also requiring `roles`: for routes whose requirements
-    /// come with each request (`keyledger serve`'s `/auth?role=R`).
+    /// As [`check`](Self::check), also requiring `roles`, and not counted in the store's
+    /// statistics: for routes whose requirements come with each request (`keyledger
+    /// serve`'s `/auth?role=R`, which counts its own decisions, the admin API's check of
+    /// an admin key with none, which are not decisions of `/auth`).
     #[cfg(feature = "serve")]
     pub(crate) fn check_with_roles(
         &self,
@@ -237,6 +244,24 @@ impl ApiKeyLayer {
 }
 
 impl Config {
+    /// [`Config::check`] with no more roles, counted (and timed) in the store's
+    /// statistics.
+    #[inline]
+    fn counted(
+        &self,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+        cost: u64,
+    ) -> Result<VerifiedKey, Refusal> {
+        let stats = self.store.stats();
+        let Some(started) = stats.clock() else {
+            return self.check(headers, extensions, &[], cost);
+        };
+        let decided = self.check(headers, extensions, &[], cost);
+        stats.decided(started, decided.as_ref().err().map(Refusal::reason));
+        decided
+    }
+
     fn answer<B: From<String>>(&self, refusal: Refusal) -> Response<B> {
         if self.opaque && !refusal.is_rate_limited() {
             refusal.opaque_response()
@@ -344,7 +369,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match self.config.check(request.headers(), request.extensions(), &[], 1) {
+        match self.config.counted(request.headers(), request.extensions(), 1) {
             Ok(key) => {
                 let rate = key.rate_status();
                 // One lookup apart from the verify, which never reads them.
@@ -466,11 +491,16 @@ impl Refusal {
     /// The body's `reason`: [`Rejection::code`] for a key, else `role_missing` or
     /// `client_address_unknown` (the client is not told which part of its address failed).
     pub fn code(&self) -> &'static str {
+        self.reason().code()
+    }
+
+    /// The reason, as the decision counts and [`code`](Self::code) name it.
+    pub(crate) fn reason(&self) -> Reason {
         match self {
-            Refusal::Key(rejection) => rejection.code(),
-            Refusal::RoleMissing => "role_missing",
-            Refusal::NoPeerAddress | Refusal::ForwardedFor(_) => "client_address_unknown",
-            Refusal::CostInvalid => "cost_invalid",
+            Refusal::Key(rejection) => rejection.reason(),
+            Refusal::RoleMissing => Reason::RoleMissing,
+            Refusal::NoPeerAddress | Refusal::ForwardedFor(_) => Reason::ClientAddressUnknown,
+            Refusal::CostInvalid => Reason::CostInvalid,
         }
     }
 

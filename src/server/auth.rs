@@ -19,6 +19,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use super::Shared;
 use crate::access::Rejection;
 use crate::access::VerifiedKey;
+use crate::access::reason::Reason;
 use crate::http::layer::Refusal;
 use crate::http::rate_headers;
 use crate::model::credits::MAX_CREDITS;
@@ -55,7 +56,11 @@ const UNAVAILABLE: &str = r#"{"error":"forbidden","reason":"unavailable"}"#;
 pub(super) async fn check(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let started = Instant::now();
     let decided = std::panic::catch_unwind(AssertUnwindSafe(|| decide(&shared, &request)));
-    let (response, refusal) = decided.unwrap_or_else(|_| (unavailable(), None));
+    let (response, refusal, reason) = match decided {
+        Ok((response, refusal)) => (response, refusal, refusal.map(|r| r.reason())),
+        Err(_) => (unavailable(), None, Some(Reason::Unavailable)),
+    };
+    shared.store().stats().decided(started, reason);
     super::log::auth(&shared, &request, &response, refusal, started);
     response
 }

@@ -1,6 +1,6 @@
 //! Decision lines (`tracing`, target `keyledger::decision`, level info; warn for a 5xx):
-//! one per admin request and per refused `/auth`, and per accepted `/auth` when asked for
-//! ([`AuthLog`]). They name ids, codes, route templates, addresses and times, never a key,
+//! one per admin request (also counted for `/metrics`) and per refused `/auth`, and per
+//! accepted `/auth` when asked for ([`AuthLog`]). They name ids, codes, route templates, addresses and times, never a key,
 //! a secret, a header's value, a path or a query as the client sent it.
 //!
 //! An accepted `/auth` costs nothing here unless its lines were asked for: no event, no
@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::{Extensions, HeaderMap, HeaderValue, StatusCode};
@@ -97,7 +97,7 @@ fn known_key(shared: &Shared, headers: &HeaderMap, refusal: Refusal) -> Option<K
 }
 
 /// Middleware of the admin API: runs the request and logs its decision line.
-pub(super) async fn admin(mut request: Request, next: Next) -> Response {
+pub(super) async fn admin(State(shared): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     // The route's template (`/v1/keys/{id}`), never the path as sent.
@@ -120,6 +120,7 @@ pub(super) async fn admin(mut request: Request, next: Next) -> Response {
     }
     let outcome = if status.is_success() { "ok" } else { "error" };
     let route = route.as_deref().unwrap_or("unmatched");
+    shared.admin_requests.count(&method, route, status);
     let method = method.as_str();
     let via = via.map(tracing::field::display);
     let status = status.as_u16();

@@ -26,6 +26,7 @@ use crate::projection::SnapshotData;
 use crate::projection::usage::KEPT_HOURS;
 
 use super::Integrity;
+use super::stats::Stats;
 
 /// Each key's last-used minute, outside the log; see [`KeyStore::verify`](super::KeyStore::verify).
 pub(super) const LAST_USED_FILE: &str = "last-used";
@@ -177,7 +178,12 @@ pub(super) struct Snapshots {
 const SNAPSHOT_PART: usize = 8192;
 
 impl Snapshots {
-    pub(super) fn start(policy: snapshot::Policy, chain: Chain, ledger: Arc<Ledger>) -> Result<Self, Error> {
+    pub(super) fn start(
+        policy: snapshot::Policy,
+        chain: Chain,
+        ledger: Arc<Ledger>,
+        stats: Arc<Stats>,
+    ) -> Result<Self, Error> {
         let (begun, jobs) = crossbeam_channel::bounded::<u64>(1);
         let (finished, done) = crossbeam_channel::bounded::<()>(1);
         let path = policy.path.clone();
@@ -191,7 +197,9 @@ impl Snapshots {
                     while !ledger.read().copy_frozen(&mut data, SNAPSHOT_PART) {}
                     ledger.write_state().end_freeze();
                     // A failure only costs the next open a longer replay.
-                    match snapshot::save(&path, data, &chain) {
+                    let saved = snapshot::save(&path, data, &chain);
+                    stats.snapshot(saved.as_ref().ok().copied(), started.elapsed());
+                    match saved {
                         Ok(bytes) => tracing::info!(
                             target: "keyledger::snapshot",
                             seq,
@@ -327,13 +335,14 @@ impl LastUsed {
     }
 
     /// Saves every `every` until the store closes, then once more.
-    pub(super) fn spawn(mut self, ledger: Arc<Ledger>) -> Result<Saver, Error> {
+    pub(super) fn spawn(mut self, ledger: Arc<Ledger>, stats: Arc<Stats>) -> Result<Saver, Error> {
         let every = self.every;
-        Saver::spawn("keyledger-last-used", every, move || self.save(&ledger))
+        Saver::spawn("keyledger-last-used", every, move || self.save(&ledger, &stats))
     }
 
-    /// Saves the stamps and counts if they changed.
-    fn save(&mut self, ledger: &Ledger) {
+    /// Saves the stamps and counts if they changed, timing the save.
+    fn save(&mut self, ledger: &Ledger, stats: &Stats) {
+        let started = Instant::now();
         let (last_used, usage) = Projection::use_to_save(|| ledger.read(), oldest_hour(ledger));
         let current = Saved { last_used, usage };
         if current == self.saved {
@@ -345,6 +354,7 @@ impl LastUsed {
         // A failure only makes the stamps staler; the next period tries again.
         if written.is_ok() {
             self.saved = current;
+            stats.last_used_saved(started.elapsed());
         }
     }
 }

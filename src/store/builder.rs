@@ -44,6 +44,7 @@ use crate::persist::trail;
 
 use super::background::{IntegrityCell, LAST_USED_FILE, LastUsed, Snapshots, spawn_verifier};
 use super::credits::{CREDITS_FILE, CreditCounts};
+use super::stats::Stats;
 use super::writer::Writer;
 use super::{Integrity, KeyStore};
 
@@ -65,6 +66,7 @@ pub struct Builder {
     keep_refused: u64,
     save_last_used_every: Duration,
     save_credits_every: Duration,
+    statistics: bool,
     #[cfg(feature = "nats")]
     fleet: Option<crate::fleet::FleetOptions>,
 }
@@ -81,7 +83,8 @@ impl std::fmt::Debug for Builder {
             .field("clock", &self.clock)
             .field("keep_refused", &self.keep_refused)
             .field("save_last_used_every", &self.save_last_used_every)
-            .field("save_credits_every", &self.save_credits_every);
+            .field("save_credits_every", &self.save_credits_every)
+            .field("statistics", &self.statistics);
         #[cfg(feature = "nats")]
         f.field("fleet", &self.fleet);
         f.finish_non_exhaustive()
@@ -103,6 +106,7 @@ impl Default for Builder {
             keep_refused: trail::DEFAULT_KEEP,
             save_last_used_every: Duration::from_secs(60),
             save_credits_every: Duration::from_secs(1),
+            statistics: true,
             #[cfg(feature = "nats")]
             fleet: None,
         }
@@ -215,6 +219,16 @@ impl Builder {
     /// much again: see [`NewKey::credits`](crate::model::key::NewKey::credits).
     pub fn save_credits_every(mut self, every: Duration) -> Self {
         self.save_credits_every = every;
+        self
+    }
+
+    /// Whether the store counts what [`KeyStore::statistics`] reads out (default yes):
+    /// the decisions of `/auth` and `ApiKeyLayer` with their latency (per request, the
+    /// clock read at its start and end and three atomic adds on a cache line of the
+    /// thread's own), the writer's batches, syncs, snapshots and saves. Off, none of it is
+    /// counted or timed.
+    pub fn statistics(mut self, yes: bool) -> Self {
+        self.statistics = yes;
         self
     }
 
@@ -574,11 +588,14 @@ impl KeyStore {
             .map(|d| CreditCounts::load(d.join(CREDITS_FILE), &ledger, options.save_credits_every))
             .transpose()?;
         let ledger = Arc::new(ledger);
+        let stats = Stats::new(options.statistics);
         let mut replica = replica;
         if let Some(replica) = replica.as_mut() {
             replica.share_usage(Arc::clone(&ledger))?;
         }
-        let last_used = last_used.map(|l| l.spawn(Arc::clone(&ledger))).transpose()?;
+        let last_used = last_used
+            .map(|l| l.spawn(Arc::clone(&ledger), Arc::clone(&stats)))
+            .transpose()?;
         let credit_counts = credit_counts.map(|c| c.spawn(Arc::clone(&ledger))).transpose()?;
         let integrity = IntegrityCell::new(match seal {
             Some(_) => Integrity::Verifying,
@@ -605,6 +622,7 @@ impl KeyStore {
                     },
                     chain.clone(),
                     Arc::clone(&ledger),
+                    Arc::clone(&stats),
                 )
             })
             .transpose()?;
@@ -612,7 +630,7 @@ impl KeyStore {
         let trail = log.reader();
         let writer = Writer {
             keep_refused: options.keep_refused,
-            log,
+            log: stats.timed(log),
             ledger: Arc::clone(&ledger),
             max_batch: options.max_batch,
             unacknowledged_from: None,
@@ -622,6 +640,7 @@ impl KeyStore {
             ids: StdRng::try_from_os_rng().map_err(|e| Error::Entropy(e.to_string()))?,
             replica,
             appended_at: 0,
+            stats: Arc::clone(&stats),
         };
         let handle = std::thread::Builder::new()
             .name("keyledger-writer".into())
@@ -641,6 +660,7 @@ impl KeyStore {
             from_snapshot: seal.is_some(),
             fleet,
             rejecting,
+            stats,
             _lock: lock,
         })
     }

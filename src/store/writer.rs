@@ -27,6 +27,7 @@ use crate::persist::snapshot;
 use crate::persist::trail;
 
 use super::background::{IntegrityCell, Snapshots};
+use super::stats::Stats;
 
 /// How often the writer wakes when idle: the system clock's minute for last-used stamps
 /// is at most this stale.
@@ -70,6 +71,7 @@ pub(super) struct Writer {
     pub(super) replica: Option<Replica>,
     /// The position of the message the shared log took last from this writer.
     pub(super) appended_at: u64,
+    pub(super) stats: Arc<Stats>,
 }
 
 /// The commands of `batch` that can be prepared together, each against the state the
@@ -145,8 +147,14 @@ impl Writer {
             while let Ok(delivered) = incoming.try_recv() {
                 self.apply_delivered(delivered);
             }
-            if !batch.is_empty() && self.commit(batch, &mut deferred).is_err() {
-                break;
+            if !batch.is_empty() {
+                let (started, commands) = (Instant::now(), batch.len());
+                let committed = self.commit(batch, &mut deferred);
+                // The commands deferred to the next batch are counted with it.
+                self.stats.committed(commands - deferred.len(), started.elapsed());
+                if committed.is_err() {
+                    break;
+                }
             }
             if let Some(s) = self
                 .snapshots

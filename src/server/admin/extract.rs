@@ -83,7 +83,7 @@ impl FromRequestParts<Arc<Shared>> for Identified {
         }
         let key = shared
             .layer
-            .check(&parts.headers, &parts.extensions)
+            .check_with_roles(&parts.headers, &parts.extensions, &[], 1)
             .map_err(|refusal| {
                 super::super::log::note_refused(&parts.extensions, shared, &parts.headers, refusal);
                 AdminRejection::Refused(Box::new(shared.layer.refusal_response(refusal)))
