@@ -1,7 +1,7 @@
 //! What a revocation's confirmation means in a fleet, against a real nats-server: forged
 //! and ghost heads in the heads bucket, a host cut off from NATS mid-revocation (through a
-//! relay the test cuts), the opt-out of fencing, a halted host that went stale, and the
-//! heads bucket deleted under the fleet.
+//! relay the test cuts), the opt-out of fencing, a halted host that went stale, a halted
+//! fleet moved to a new stream, and the heads bucket deleted under the fleet.
 //!
 //! The heads bucket is written here as an attacker would: with a plain NATS client
 //! (`async-nats`) that may write the bucket but lacks the chain key.
@@ -337,6 +337,46 @@ fn a_host_that_went_stale_while_halted_recovers_once_the_server_is_back() {
     let health = fleet.health(1).json();
     assert!(health["fleet"]["halted"].is_string(), "still halted: {health}");
     assert!(!health["fleet"]["rejecting"].as_bool().unwrap(), "{health}");
+}
+
+/// The operator's way out of a halted fleet (README, "Recovering a halted fleet"): stop
+/// every host, start one on a new stream (`--stream`), which it bootstraps with its log
+/// (the bad message is not in it: no host applied it), then the others with the same flag,
+/// which join with theirs. Every key made before verifies everywhere, writes work again
+/// and reach every host, and every host's log is the same bytes, which `check` proves.
+#[cfg(feature = "fuzzing")]
+#[test]
+fn a_halted_fleet_moves_to_a_new_stream_started_from_a_hosts_log_with_nothing_lost() {
+    let mut fleet = Fleet::start_each(&[("a", &flags(&[]), false), ("b", &flags(&[]), false)]);
+    let (_, before_a) = fleet.create(0, "made on a");
+    let (_, before_b) = fleet.create(1, "made on b");
+    fleet.converged(3);
+    halt_every_host(&fleet);
+    let refused = fleet.call(1, "POST", "/v1/keys", Some(serde_json::json!({"name": "x", "roles": ["bot"]})));
+    assert_eq!(refused.status, 503, "a halted host takes no write: {refused:?}");
+    assert!(refused.body.contains("fleet_halted"), "{refused:?}");
+
+    for i in 0..2 {
+        fleet.stop(i);
+        fleet.hosts[i].extra.extend(["--stream".to_owned(), "keyledger-2".to_owned()]);
+    }
+    fleet.start_host(0);
+    fleet.start_host(1);
+    for i in 0..2 {
+        eventually(60, "the host serves on the new stream", || {
+            fleet.health(i).status == 200
+        });
+        for secret in [&before_a, &before_b] {
+            assert_eq!(fleet.auth(i, secret), 200, "a key made before the halt, on host {i}");
+        }
+    }
+    let status = fleet.fleet_status(1);
+    assert_eq!(status["stream"], "keyledger-2", "{status}");
+    assert_eq!(status["halted"], Value::Null, "{status}");
+    let (_, after) = fleet.create(1, "made after");
+    eventually(30, "the new key reaches a", || fleet.auth(0, &after) == 200);
+    let exports = fleet.stop_and_compare();
+    assert_eq!(exports.len(), 2);
 }
 
 /// The heads bucket deleted under the fleet: the hosts notice (counted in `/v1/fleet`, a
