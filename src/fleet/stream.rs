@@ -97,15 +97,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl StreamWatch {
     /// Records the stream's fault now (`None`: the stream is right again). A fault that
-    /// persists keeps the time it began. A rollback stays until this host restarts: the
-    /// stream lost messages this host applied, and a stream grown past them again (with
-    /// anything) is still not the one they were in.
+    /// persists keeps the time it began, also when it changes (deleted, then replaced):
+    /// whoever can edit the stream must not be able to put off the staleness limit, which
+    /// counts from that time, by changing the fault's kind. A rollback stays until this
+    /// host restarts: the stream lost messages this host applied, and a stream grown past
+    /// them again (with anything) is still not the one they were in.
     pub(crate) fn set_fault(&self, fault: Option<StreamFault>) {
         let mut current = lock(&self.fault);
         match (current.as_ref(), fault) {
             (Some((StreamFault::RolledBack { .. }, _)), _) => {}
-            (Some((old, _)), Some(new)) if *old == new => {}
-            (_, Some(new)) => *current = Some((new, Instant::now())),
+            (Some((_, since)), Some(new)) => *current = Some((new, *since)),
+            (None, Some(new)) => *current = Some((new, Instant::now())),
             (_, None) => *current = None,
         }
     }
@@ -328,12 +330,16 @@ mod tests {
     }
 
     #[test]
-    fn a_fault_keeps_its_start_while_it_lasts_and_clears_unless_a_rollback() {
+    fn a_fault_keeps_its_start_while_it_lasts_whatever_its_kind_and_clears_unless_a_rollback() {
         let watch = StreamWatch::default();
         watch.set_fault(Some(StreamFault::Deleted));
         let since = watch.fault_since().unwrap();
         watch.set_fault(Some(StreamFault::Deleted));
         assert_eq!(watch.fault_since(), Some(since));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        watch.set_fault(Some(StreamFault::Removed { missing: 1 }));
+        assert_eq!(watch.fault_since(), Some(since), "another kind of fault keeps the start");
+        assert!(watch.fault().unwrap().contains("removed"));
         watch.set_fault(None);
         assert_eq!(watch.fault(), None);
         watch.set_fault(Some(StreamFault::RolledBack { last: 1, applied: 2 }));
