@@ -338,7 +338,11 @@ mod tests {
         assert_eq!(watch.fault_since(), Some(since));
         std::thread::sleep(std::time::Duration::from_millis(2));
         watch.set_fault(Some(StreamFault::Removed { missing: 1 }));
-        assert_eq!(watch.fault_since(), Some(since), "another kind of fault keeps the start");
+        assert_eq!(
+            watch.fault_since(),
+            Some(since),
+            "another kind of fault keeps the start"
+        );
         assert!(watch.fault().unwrap().contains("removed"));
         watch.set_fault(None);
         assert_eq!(watch.fault(), None);
