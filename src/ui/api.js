@@ -49,8 +49,7 @@ const KEY_REFUSALS = {
 const DENIALS = {
   not_an_admin:
     "This key is not an admin key: it holds neither the admin nor the super-admin role, so it " +
-    "cannot sign in here, even when the person who made it is an admin. Paste a key that holds " +
-    "the admin or super-admin role.",
+    "cannot sign in here (even if whoever made it is an admin). Paste an admin key.",
   grants_super_admin: "Only a super admin may give a key the super-admin role.",
   not_owner: "Only the admin who created this key, or a super admin, may change it.",
   outranks_actor: "This key holds the super-admin role: only a super admin may change it.",

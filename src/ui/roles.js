@@ -27,12 +27,12 @@ class RolePicker {
    */
   constructor(ids) {
     this.ids = ids;
-    $(ids.add).addEventListener("click", () => this.add());
+    $(ids.add).addEventListener("click", () => this.add(false));
     $(ids.input).addEventListener("input", () => this.check());
     $(ids.input).addEventListener("keydown", (e) => {
       if (e.key === "Enter") {
         e.preventDefault();
-        this.add();
+        this.add(false);
       }
     });
   }
@@ -77,8 +77,11 @@ class RolePicker {
     fieldError($(this.ids.input), this.ids.error, problem || "", problem ? "client" : null);
   }
 
-  /** Adds the typed role, checked; false (with the reason shown) if it cannot be. */
-  add() {
+  /**
+   * Adds the typed role, checked, and (unless `saving`) stays there for another; false
+   * (with the reason shown) if it cannot be.
+   */
+  add(saving) {
     const input = $(this.ids.input);
     const role = input.value.trim();
     const problem = roleProblem(role);
@@ -88,8 +91,10 @@ class RolePicker {
       return false;
     }
     this.render([...new Set([...this.selected(), role])]);
-    $(this.ids.dropdown).open = true;
-    input.focus();
+    if (!saving) {
+      $(this.ids.dropdown).open = true;
+      input.focus();
+    }
     return true;
   }
 
@@ -98,7 +103,7 @@ class RolePicker {
    * meant it). Null, with the reason shown, if that typed one cannot be used.
    */
   roles() {
-    if ($(this.ids.input).value.trim() && !this.add()) return null;
+    if ($(this.ids.input).value.trim() && !this.add(true)) return null;
     return this.selected();
   }
 
