@@ -1446,7 +1446,7 @@ const CONTRAST: &str = "
     };
     return arguments[0].map((css) => {
       const el = document.querySelector(css);
-      const field = el.matches('input, select, textarea, .dropdown');
+      const field = el.matches('input:not([type=checkbox]), select, textarea, .dropdown');
       const border = field ? ratio(getComputedStyle(el).borderTopColor, behind(el)) : null;
       const ring = el.matches('.dropdown') ? el.querySelector('summary') : el;
       ring.focus();

@@ -31,10 +31,10 @@ function signOut(message) {
   sessionStorage.removeItem(STORAGE_KEY);
   state.me = null;
   state.keys = [];
+  // A secret on show stays (a 401 can come while it is): it goes as it always does, once
+  // copied or let go.
   for (const dialog of document.querySelectorAll("dialog")) {
-    if (!dialog.open) continue;
-    if (dialog.id === "secret-dialog") closeSecret();
-    else dialog.close();
+    if (dialog.open && dialog.id !== "secret-dialog") dialog.close();
   }
   $("keys-table").tBodies[0].replaceChildren();
   $("audit-table").tBodies[0].replaceChildren();

@@ -170,7 +170,7 @@ async function enable(k, button) {
     try {
       await api("POST", `${keyPath(k.id)}/enable`);
     } catch (e) {
-      error.textContent = `Not enabled: ${e.message}`;
+      error.textContent = `Not enabled. ${e.message}`;
       return;
     }
     await loadKeys();
