@@ -7,8 +7,8 @@ cd "$(dirname "$0")"
 
 # Tests that drive real programs use Debian's packages: nginx in front of `keyledger
 # serve` (tests/serve.rs), Chromium with its WebDriver for the admins' page
-# (tests/ui.rs), and Prometheus (tests/metrics.rs). They fail without them. Installed
-# when missing, with one `apt-get update`.
+# (tests/ui.rs), npm to fetch axe-core (below), and Prometheus (tests/metrics.rs). They
+# fail without them. Installed when missing, with one `apt-get update`.
 missing=()
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v chromium >/dev/null || missing+=(chromium)
@@ -16,6 +16,7 @@ command -v chromedriver >/dev/null || missing+=(chromium-driver)
 # The README's examples (tests/readme/tour.py) use curl and jq, as a reader would.
 command -v curl >/dev/null || missing+=(curl)
 command -v jq >/dev/null || missing+=(jq)
+command -v npm >/dev/null || missing+=(npm)
 # The systemd unit (docs/deploy/keyledger.service) is checked with systemd-analyze, from
 # Debian's systemd (installed, not run: nothing here needs systemd as PID 1).
 command -v systemd-analyze >/dev/null || missing+=(systemd)
@@ -74,6 +75,15 @@ if [ ! -x "$contract_tools/bin/st" ]; then
 fi
 NATS_SERVER="${NATS_SERVER:-$(command -v nats-server)}"
 export NATS_SERVER
+# axe-core, the accessibility checker tests/ui.rs runs on every view and dialog of the
+# admins' page (injected through WebDriver): from npm, pinned, into target/tools/axe,
+# without root. tests/ui.rs reads it from $KEYLEDGER_AXE_JS.
+axe_version=4.14.1
+axe_dir=target/tools/axe
+if ! grep -qs "\"version\": \"$axe_version\"" "$axe_dir/node_modules/axe-core/package.json"; then
+  npm install --prefix "$axe_dir" --no-audit --no-fund --silent "axe-core@$axe_version"
+fi
+export KEYLEDGER_AXE_JS="$PWD/$axe_dir/node_modules/axe-core/axe.min.js"
 
 cargo fmt --check
 cargo clippy --all-targets --locked --features tower,fuzzing -- -D warnings

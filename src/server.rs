@@ -58,7 +58,7 @@ pub const MAX_IMPORT_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// | `/auth`, `/auth/...` (any method), `?role=R` repeatable, `?deny=403` | 200 with `X-Keyledger-Key-Id`, `X-Keyledger-Key-Name` (percent-encoded), `X-Keyledger-Roles` and, for a key with rate limits, `RateLimit-Policy` and `RateLimit`; else 401, 403 or 429 (with `Retry-After`) as [`ApiKeyLayer`] answers, with `X-Keyledger-Reason`. With `deny=403` (nginx), the 429 is a 403 with the same headers; nothing but 200, 401 or 403, ever. |
 /// | `GET /healthz` | 200 `{"status":"ok","last_seq":N}`; 503 when the store cannot serve |
 /// | `GET /livez`, `GET /readyz` | 200 while the process answers; 200 only while this host should get traffic, else 503 naming why |
-/// | `GET /`, `/ui/app.js`, `/ui/app.css` | the admins' page, a client of `/v1` (see the README) |
+/// | `GET /`, `/ui/*.js`, `/ui/app.css` | the admins' page, a client of `/v1` (see the README) |
 /// | `/v1/...` | the admin API, authenticated by an admin key in `x-api-key` (see the README) |
 ///
 /// Either [`run`](Self::run) it on a listener of its own (with timeouts, connection limits

@@ -1,6 +1,7 @@
-//! The admins' page (feature `serve`): "Settings › API Keys" and the audit trail, three
-//! files embedded in the binary and served by `keyledger serve` at `/`, `/ui/app.js` and
-//! `/ui/app.css`, each with a strict Content-Security-Policy.
+//! The admins' page (feature `serve`): "Settings › API Keys" and the audit trail, files
+//! embedded in the binary and served by `keyledger serve` at `/` (the HTML) and under
+//! `/ui/` (its style and its scripts, [`ASSETS`]), each with a strict
+//! Content-Security-Policy.
 //!
 //! Serves bytes and headers only. The page is a client of the `/v1` admin API like any
 //! other: this module decides nothing about keys, and adds no endpoint beyond the files.
@@ -14,8 +15,25 @@ use axum::http::header::{
 use axum::routing::get;
 
 const INDEX: &str = include_str!("ui/index.html");
-const SCRIPT: &str = include_str!("ui/app.js");
-const STYLE: &str = include_str!("ui/app.css");
+
+const CSS: &str = "text/css; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// The page's style and scripts: path, type, content. The scripts are classic ones sharing
+/// one scope, run in the order `index.html` lists them (`app.js`, last, starts the page).
+const ASSETS: [(&str, &str, &str); 11] = [
+    ("/ui/app.css", CSS, include_str!("ui/app.css")),
+    ("/ui/base.js", JS, include_str!("ui/base.js")),
+    ("/ui/api.js", JS, include_str!("ui/api.js")),
+    ("/ui/net.js", JS, include_str!("ui/net.js")),
+    ("/ui/roles.js", JS, include_str!("ui/roles.js")),
+    ("/ui/keys.js", JS, include_str!("ui/keys.js")),
+    ("/ui/generate.js", JS, include_str!("ui/generate.js")),
+    ("/ui/detail.js", JS, include_str!("ui/detail.js")),
+    ("/ui/usage.js", JS, include_str!("ui/usage.js")),
+    ("/ui/audit.js", JS, include_str!("ui/audit.js")),
+    ("/ui/app.js", JS, include_str!("ui/app.js")),
+];
 
 /// Only this server's own script, style and API; no inline code, no frames, no form posts
 /// (a form sent without its script would put what it holds in the URL).
@@ -24,16 +42,12 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 /// The page's routes, to merge into the server's router.
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(|| async { file("text/html; charset=utf-8", INDEX) }))
-        .route(
-            "/ui/app.js",
-            get(|| async { file("text/javascript; charset=utf-8", SCRIPT) }),
-        )
-        .route(
-            "/ui/app.css",
-            get(|| async { file("text/css; charset=utf-8", STYLE) }),
-        )
+    let page = Router::new().route("/", get(|| async { file("text/html; charset=utf-8", INDEX) }));
+    ASSETS
+        .into_iter()
+        .fold(page, |router, (path, content_type, body)| {
+            router.route(path, get(move || async move { file(content_type, body) }))
+        })
 }
 
 /// One of the page's files, with the headers that keep it from being framed, cached,

@@ -2,650 +2,44 @@
 //! Chromium, driven over WebDriver (chromedriver, on a free loopback port) by fantoccini,
 //! against the real binary on a free loopback port with a store of its own, bootstrapped
 //! with the command line as the README says. Every process is stopped with a bounded wait,
-//! also when a test fails; a missing Chromium fails the test.
+//! also when a test fails; a missing Chromium (or axe-core) fails the test.
+//!
+//! The server and the browser are driven through `support/ui_server.rs` and
+//! `support/ui_browser.rs` (which also runs axe-core, the accessibility checker).
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "support/ui_browser.rs"]
+mod ui_browser;
+#[path = "support/ui_server.rs"]
+mod ui_server;
 
-use fantoccini::elements::Element;
-use fantoccini::{Client, ClientBuilder, Locator};
+use std::time::Instant;
+
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-/// How long anything may take to appear: the machines are small and shared.
-const WAIT: Duration = Duration::from_secs(30);
-/// How long a process gets to exit after SIGTERM before it is killed.
-const STOP: Duration = Duration::from_secs(5);
+use ui_browser::{Browser, Page, run};
+use ui_server::{LEGACY_SECRET, LEGACY_WHITELIST, ROOT, Server, create, http, run_cli, serve};
 
 // ---------------------------------------------------------------------------------------
-// Processes
-
-/// A child process, stopped when dropped: SIGTERM, then SIGKILL after [`STOP`].
-struct Process {
-    name: &'static str,
-    child: Child,
-}
-
-impl Process {
-    fn spawn(name: &'static str, cmd: &mut Command) -> Process {
-        let child = cmd
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Process { name, child }
-    }
-
-    /// Panics if the process has already exited: it was to keep running.
-    fn assert_running(&mut self, log: &Path) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            let log = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("{} exited early ({status}):\n{log}", self.name);
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        signal("-TERM", self.child.id());
-        let deadline = Instant::now() + STOP;
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("{} ignored SIGTERM for {STOP:?}: killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Sends a signal to one process, by its id.
-fn signal(which: &str, pid: u32) {
-    let _ = Command::new("kill")
-        .args([which, &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The path of an executable on `PATH`, if there is one.
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
-}
-
-// ---------------------------------------------------------------------------------------
-// HTTP, the way a script or a proxy calls the server
-
-/// One answer, read whole.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
-    }
-}
-
-/// An HTTP/1.1 request over a new loopback connection, answered whole.
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&Value>,
-) -> Answer {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() {
-        request.push_str("content-type: application/json\r\n");
-    }
-    request.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end: {:?}", String::from_utf8_lossy(&raw)));
-    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
-    if chunked {
-        body = dechunk(&body);
-    }
-    Answer {
-        status,
-        headers,
-        body: String::from_utf8(body).unwrap(),
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size_text = std::str::from_utf8(&data[..line_end]).unwrap();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The server
-
-/// A key made with `create --json`.
-struct Made {
-    id: String,
-    secret: String,
-}
-
-/// `keyledger serve` on a free loopback port, with a store of its own made beforehand.
-struct Server {
-    addr: SocketAddr,
-    log: PathBuf,
-    _process: Process,
-    /// The super admin's key: `root` made it for itself.
-    root: Made,
-    /// An admin key of `alice`, whitelisted for loopback.
-    alice: Made,
-    /// A key `bob` (another admin) made for his bot.
-    bobs_bot: Made,
-    /// A key of `alice`'s, disabled, whitelisted for 10.20.0.0/16 only.
-    billing: Made,
-    // Last: the store goes after the server has stopped.
-    _dir: TempDir,
-}
-
-fn keyledger(db: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyledger"));
-    cmd.env_remove("KEYLEDGER_DB")
-        .env_remove("KEYLEDGER_CHAIN_KEY_FILE")
-        .env_remove("KEYLEDGER_EXPECT_HEAD")
-        .env_remove("KEYLEDGER_SERVER")
-        .env_remove("KEYLEDGER_API_KEY")
-        .arg("--db")
-        .arg(db);
-    cmd
-}
-
-/// `keyledger create --json` as `actor`; the bootstrap the README documents.
-fn create(db: &Path, actor: (&str, &str), name: &str, roles: &[&str], ips: &[&str]) -> Made {
-    let mut cmd = keyledger(db);
-    cmd.args([
-        "create",
-        "--actor",
-        actor.0,
-        "--actor-role",
-        actor.1,
-        "--name",
-        name,
-        "--json",
-    ]);
-    for role in roles {
-        cmd.args(["--role", role]);
-    }
-    for ip in ips {
-        cmd.args(["--ip", ip]);
-    }
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "create {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-    Made {
-        id: json["id"].as_str().unwrap().to_owned(),
-        secret: json["key"].as_str().unwrap().to_owned(),
-    }
-}
-
-fn run_cli(db: &Path, args: &[&str]) {
-    let out = keyledger(db).args(args).stdin(Stdio::null()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-const ROOT: (&str, &str) = ("root", "super-admin");
-const ALICE: (&str, &str) = ("alice", "admin");
-const BOB: (&str, &str) = ("bob", "admin");
-
-/// `keyledger serve` on `db`, on a free loopback port, its output in `dir/serve.log`; once
-/// it listens.
-fn serve(db: &Path, dir: &Path) -> (Process, SocketAddr, PathBuf) {
-    let log = dir.join("serve.log");
-    let log_file = std::fs::File::create(&log).unwrap();
-    let mut process = Process::spawn(
-        "keyledger serve",
-        keyledger(db)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file),
-    );
-    // It prints the port it was given once it listens.
-    let deadline = Instant::now() + WAIT;
-    let addr: SocketAddr = loop {
-        process.assert_running(&log);
-        let printed = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(addr) = printed.lines().find_map(|l| l.strip_prefix("listening on ")) {
-            break addr.trim().parse().unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "keyledger serve printed no address within {WAIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (process, addr, log)
-}
-
-impl Server {
-    /// Bootstraps a store with the command line (a super admin, two admins and a few keys),
-    /// then serves it.
-    fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("keys.db");
-        let root = create(&db, ROOT, "root console", &["super-admin"], &["127.0.0.1"]);
-        let alice = create(&db, ALICE, "alice console", &["admin"], &["127.0.0.1", "::1"]);
-        create(&db, BOB, "bob console", &["admin"], &["127.0.0.1"]);
-        let bobs_bot = create(
-            &db,
-            BOB,
-            "bob's bot",
-            &["notifier"],
-            &["127.0.0.1", "192.0.2.0/24"],
-        );
-        let billing = create(
-            &db,
-            ALICE,
-            "billing sync",
-            &["billing", "reports"],
-            &["10.20.0.0/16"],
-        );
-        run_cli(
-            &db,
-            &[
-                "disable",
-                "--actor",
-                ALICE.0,
-                "--actor-role",
-                ALICE.1,
-                &billing.id,
-            ],
-        );
-        create(&db, ROOT, "partner webhooks", &["webhooks"], &[]);
-
-        let (process, addr, log) = serve(&db, dir.path());
-        let health = http(addr, "GET", "/healthz", &[], None);
-        assert_eq!(health.status, 200, "{health:?}");
-        Server {
-            addr,
-            log,
-            _process: process,
-            root,
-            alice,
-            bobs_bot,
-            billing,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// A call to the admin API with `key`, as any script could make it.
-    fn api(&self, key: &str, method: &str, path: &str, body: Option<&Value>) -> Answer {
-        http(self.addr, method, path, &[("x-api-key", key)], body)
-    }
-
-    /// Forward-auth, as nginx's `auth_request` asks it, from 127.0.0.1.
-    fn auth(&self, key: &str) -> Answer {
-        http(self.addr, "GET", "/auth", &[("x-api-key", key)], None)
-    }
-
-    fn keys(&self) -> Vec<Value> {
-        let answer = self.api(&self.root.secret, "GET", "/v1/keys?all=true&unpaged=true", None);
-        assert_eq!(answer.status, 200, "{answer:?}");
-        answer.json().as_array().unwrap().clone()
-    }
-}
-
-// The fields then drop in order: the server stops (gracefully: it closes the store)
-// before its directory goes.
-impl Drop for Server {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("keyledger serve's output:\n{log}");
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The browser
-
-/// Headless Chromium under chromedriver, with a fresh profile.
-struct Browser {
-    client: Option<Client>,
-    driver: Option<Process>,
-    profile: TempDir,
-}
-
-impl Browser {
-    /// Starts chromedriver on a free port and opens a Chromium session through it. Panics,
-    /// failing the test, if Chromium or its driver is not installed.
-    async fn start() -> Browser {
-        let install =
-            "install Debian's `chromium` and `chromium-driver` (./test.sh does it when they are missing)";
-        let chromium = on_path("chromium").unwrap_or_else(|| panic!("Chromium is not installed: {install}"));
-        let chromedriver =
-            on_path("chromedriver").unwrap_or_else(|| panic!("chromedriver is not installed: {install}"));
-        let profile = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = profile.path().join("chromedriver.log");
-        let mut driver = Process::spawn(
-            "chromedriver",
-            Command::new(chromedriver)
-                .arg(format!("--port={port}"))
-                .arg(format!("--log-path={}", log.display()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + WAIT;
-        while TcpStream::connect(addr).is_err() {
-            driver.assert_running(&log);
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not listen within {WAIT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let data_dir = profile.path().join("chromium");
-        let mut caps = serde_json::Map::new();
-        caps.insert("browserName".into(), json!("chrome"));
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                "args": [
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    format!("--user-data-dir={}", data_dir.display()),
-                    "--window-size=1280,860",
-                ],
-            }),
-        );
-        let mut browser = Browser {
-            client: None,
-            driver: Some(driver),
-            profile,
-        };
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = ClientBuilder::new(connector)
-            .capabilities(caps)
-            .connect(&format!("http://{addr}"))
-            .await
-            .unwrap_or_else(|e| {
-                let log = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: String = log
-                    .lines()
-                    .rev()
-                    .take(40)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                panic!("Chromium did not start under chromedriver: {e}\n{tail}")
-            });
-        browser.client = Some(client);
-        browser
-    }
-
-    fn page(&self) -> Page<'_> {
-        Page(self.client.as_ref().unwrap())
-    }
-
-    /// Ends the session (chromedriver closes Chromium), then stops chromedriver.
-    async fn close(mut self) {
-        if let Some(client) = self.client.take() {
-            client.close().await.unwrap();
-        }
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        drop(self.driver.take());
-        // Chromium outlives a killed chromedriver: end the processes started with this
-        // profile (and only those), by their ids.
-        let marker = format!(
-            "--user-data-dir={}",
-            self.profile.path().join("chromium").display()
-        );
-        let deadline = Instant::now() + STOP;
-        loop {
-            let pids = processes_with_arg(&marker);
-            if pids.is_empty() {
-                return;
-            }
-            if Instant::now() > deadline {
-                eprintln!("Chromium processes {pids:?} outlived {STOP:?} after SIGKILL");
-                return;
-            }
-            for pid in pids {
-                signal("-KILL", pid);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// The ids of the processes whose command line holds `arg`.
-fn processes_with_arg(arg: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes()))
-        })
-        .collect()
-}
-
-/// What the tests do with the page, waiting for it where a person would.
-#[derive(Clone, Copy)]
-struct Page<'a>(&'a Client);
-
-impl Page<'_> {
-    async fn goto(self, url: &str) {
-        self.0.goto(url).await.unwrap();
-    }
-
-    /// The element `css` once it is there.
-    async fn find(self, css: &str) -> Element {
-        self.0
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css} within {WAIT:?}: {e}"))
-    }
-
-    /// Whether `css` is there right now.
-    async fn has(self, css: &str) -> bool {
-        !self.0.find_all(Locator::Css(css)).await.unwrap().is_empty()
-    }
-
-    async fn click(self, css: &str) {
-        self.find(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
-    }
-
-    async fn type_into(self, css: &str, text: &str) {
-        let input = self.find(css).await;
-        input.clear().await.unwrap();
-        input.send_keys(text).await.unwrap();
-    }
-
-    async fn text(self, css: &str) -> String {
-        self.find(css).await.text().await.unwrap()
-    }
-
-    async fn js(self, script: &str, args: Vec<Value>) -> Value {
-        self.0
-            .execute(script, args)
-            .await
-            .unwrap_or_else(|e| panic!("{script}: {e}"))
-    }
-
-    /// Waits until `script` (a function body) returns true.
-    async fn until(self, what: &str, script: &str, args: Vec<Value>) {
-        let deadline = Instant::now() + WAIT;
-        while self.js(script, args.clone()).await != json!(true) {
-            assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Saves a screenshot in the target directory's `ui-screenshots/`; with
-    /// `KEYLEDGER_SCREENSHOTS=1`, one `for_docs` also replaces its copy in `docs/`.
-    async fn screenshot(self, name: &str, for_docs: bool) {
-        let png = self.0.screenshot().await.unwrap();
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(name), &png).unwrap();
-        if for_docs && std::env::var_os("KEYLEDGER_SCREENSHOTS").is_some() {
-            std::fs::write(
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("docs").join(name),
-                &png,
-            )
-            .unwrap();
-        }
-    }
-
-    /// Signs in with `key` and waits for the keys table.
-    async fn sign_in(self, key: &str) {
-        self.type_into("#admin-key", key).await;
-        self.click("#sign-in-form button[type=submit]").await;
-        self.until(
-            "the keys table after signing in",
-            "return !document.getElementById('keys').hidden && document.querySelectorAll('#keys-table tbody tr').length > 0;",
-            vec![],
-        )
-        .await;
-    }
-
-    async fn sign_out(self) {
-        self.click("#sign-out").await;
-        self.find("#sign-in:not([hidden])").await;
-    }
-
-    /// Where `secret` is in the page: in the markup (never), and which inputs hold it.
-    async fn where_is(self, secret: &str) -> Value {
-        self.js(
-            "const s = arguments[0];
-             return {
-               markup: document.documentElement.outerHTML.includes(s),
-               inputs: [...document.querySelectorAll('input, textarea')].filter(i => i.value.includes(s)).map(i => i.id),
-               session: Object.keys(sessionStorage).filter(k => sessionStorage.getItem(k) === s),
-               local: localStorage.length,
-               cookie: document.cookie,
-               url: location.href.includes(s),
-             };",
-            vec![json!(secret)],
-        )
-        .await
-    }
-
-    /// The row of key `id` in the keys table.
-    fn row(id: &str) -> String {
-        format!("#keys-table tr[data-key-id='{id}']")
-    }
-}
-
-/// Runs a test's async body on a small runtime of its own.
-fn run(test: impl std::future::Future<Output = ()>) {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(test);
-}
-
-// ---------------------------------------------------------------------------------------
-// The scenarios of the issue
+// The scenarios of the issues
 
 #[test]
 fn page_is_served_with_a_strict_content_security_policy() {
     let server = Server::start();
-    for path in ["/", "/ui/app.js", "/ui/app.css"] {
+    // The page, and every file it loads, as it names them.
+    let page = http(server.addr, "GET", "/", &[], None);
+    let assets: Vec<String> = page
+        .body
+        .split(['"', '\''])
+        .filter(|s| s.starts_with("/ui/"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        assets.len() > 2 && assets.iter().any(|a| a.ends_with(".css")),
+        "{assets:?}"
+    );
+    for path in std::iter::once("/").chain(assets.iter().map(String::as_str)) {
         let answer = http(server.addr, "GET", path, &[], None);
         assert_eq!(answer.status, 200, "{path}: {answer:?}");
         let csp = answer.header("content-security-policy").unwrap_or_default();
@@ -661,7 +55,6 @@ fn page_is_served_with_a_strict_content_security_policy() {
         assert_eq!(answer.header("cache-control"), Some("no-store"), "{path}");
         assert_eq!(answer.header("x-content-type-options"), Some("nosniff"), "{path}");
     }
-    let page = http(server.addr, "GET", "/", &[], None);
     assert!(page.header("content-type").unwrap().starts_with("text/html"));
     assert!(
         !page.body.contains("<script>"),
@@ -723,14 +116,7 @@ fn admin_generates_a_key_with_two_roles_and_two_ips_reads_it_once_and_it_verifie
         page.click("#save").await;
 
         // The key, once, in the dialog.
-        page.find("#secret-dialog[open]").await;
-        let secret = page
-            .find("#secret-value")
-            .await
-            .prop("value")
-            .await
-            .unwrap()
-            .unwrap();
+        let secret = page.secret().await;
         assert!(secret.starts_with("klk_") && secret.len() == 40, "{secret:?}");
         assert!(
             page.text("#secret-warning")
@@ -754,7 +140,7 @@ fn admin_generates_a_key_with_two_roles_and_two_ips_reads_it_once_and_it_verifie
         .await;
         page.screenshot("ui-new-key.png", true).await;
 
-        // Closing the dialog forgets it.
+        // Copied, Done closes the dialog at once, and forgets it.
         page.click("#secret-done").await;
         page.until(
             "the dialog to close",
@@ -827,10 +213,12 @@ fn admin_has_no_delete_on_another_admins_key_and_a_super_admin_deletes_it_at_onc
             !page.has(&format!("{bobs} button[data-action='delete']")).await,
             "Bob's key offers Alice a delete"
         );
-        // Reading a key's usage is open to every admin, as reading the key is.
+        // Reading a key's details and usage is open to every admin, as reading the key is.
         assert!(
             !page
-                .has(&format!("{bobs} button:not([data-action='usage'])"))
+                .has(&format!(
+                    "{bobs} button:not([data-action='usage']):not([data-action='details'])"
+                ))
                 .await,
             "Bob's key offers Alice an action"
         );
@@ -927,15 +315,8 @@ fn an_admin_key_made_for_a_person_signs_in_as_that_person() {
         page.click("#add-role").await;
         page.type_into("#new-person", "carol").await;
         page.click("#save").await;
-        page.find("#secret-dialog[open]").await;
-        let secret = page
-            .find("#secret-value")
-            .await
-            .prop("value")
-            .await
-            .unwrap()
-            .unwrap();
-        page.click("#secret-done").await;
+        let secret = page.secret().await;
+        page.let_secret_go().await;
         let me = server.api(&secret, "GET", "/v1/whoami", None).json();
         assert_eq!(
             (me["actor"].as_str(), me["actor_role"].as_str()),
@@ -1141,21 +522,14 @@ fn admin_enables_disables_rewhitelists_and_rolls_a_key_of_their_own() {
         page.find("#confirm-dialog[open]").await;
         page.find("#grace").await.select_by_value("1h").await.unwrap();
         page.click("#confirm-ok").await;
-        page.find("#secret-dialog[open]").await;
-        let rolled = page
-            .find("#secret-value")
-            .await
-            .prop("value")
-            .await
-            .unwrap()
-            .unwrap();
+        let rolled = page.secret().await;
         assert_ne!(rolled, server.billing.secret);
         assert!(
             page.text("#secret-for")
                 .await
                 .contains("The previous one works until")
         );
-        page.click("#secret-done").await;
+        page.let_secret_go().await;
         assert_eq!(server.auth(&rolled).status, 200);
         assert_eq!(
             server.auth(&server.billing.secret).status,
@@ -1257,7 +631,7 @@ const WHITELIST_CASES: &[&str] = &[
 ];
 
 #[test]
-fn a_keys_usage_chart_shows_accepted_and_rejected_requests_and_its_limit_scaled_to_the_bucket() {
+fn a_keys_usage_chart_shows_accepted_and_rejected_requests_by_reason_and_its_limit_scaled_to_the_bucket() {
     run(async {
         let server = Server::start();
         let created = server.api(
@@ -1273,6 +647,10 @@ fn a_keys_usage_chart_shows_accepted_and_rejected_requests_and_its_limit_scaled_
         let secret = created.json()["key"].as_str().unwrap().to_owned();
         let statuses: Vec<u16> = (0..3).map(|_| server.auth(&secret).status).collect();
         assert_eq!(statuses, [200, 200, 429]);
+        // A second reason: refused while disabled.
+        let path = format!("/v1/keys/{id}/disable");
+        assert_eq!(server.api(&server.alice.secret, "POST", &path, None).status, 200);
+        assert_eq!(server.auth(&secret).status, 401);
 
         let browser = Browser::start().await;
         let page = browser.page();
@@ -1287,17 +665,24 @@ fn a_keys_usage_chart_shows_accepted_and_rejected_requests_and_its_limit_scaled_
                 "const buckets = [...document.querySelectorAll('#usage-chart .bucket')];
                  const last = buckets[buckets.length - 1];
                  const accepted = last.querySelector('.bar-accepted');
-                 const rejected = last.querySelector('.bar-rejected');
+                 const rejected = [...last.querySelectorAll('.bar-rejected')];
                  const limit = document.querySelector('#usage-chart .limit-line');
                  return {
                    buckets: buckets.length,
                    accepted: Number(accepted.dataset.count),
-                   rejected: Number(rejected.dataset.count),
+                   rejected: Object.fromEntries(rejected.map((r) => [r.dataset.reason, Number(r.dataset.count)])),
                    accepted_top: Number(accepted.getAttribute('y')),
-                   rejected_height: Number(rejected.getAttribute('height')),
+                   // Stacked: each reason's bar starts where the one below ends.
+                   stacked: rejected.every((r, i) => Number(r.getAttribute('height')) > 0 && Math.abs(
+                     Number(r.getAttribute('y')) + Number(r.getAttribute('height'))
+                       - Number((i ? rejected[i - 1] : accepted).getAttribute('y'))) < 0.01),
+                   fills: rejected.map((r) => getComputedStyle(r).fill),
                    limit: limit && Number(limit.dataset.perBucket),
                    limit_y: limit && Number(limit.getAttribute('y1')),
                    legend: document.getElementById('usage-limit-text').textContent,
+                   reasons: [...document.querySelectorAll('#usage-reasons .legend-item')].map((l) => l.textContent.trim()),
+                   numbers: [...document.querySelectorAll('#usage-rows tr')]
+                     .map((r) => [...r.cells].slice(1).map((c) => c.textContent)),
                  };",
                 vec![],
             )
@@ -1306,10 +691,22 @@ fn a_keys_usage_chart_shows_accepted_and_rejected_requests_and_its_limit_scaled_
         assert_eq!(hours["buckets"], 24, "{hours}");
         assert_eq!(
             (hours["accepted"].clone(), hours["rejected"].clone()),
-            (json!(2), json!(1)),
+            (json!(2), json!({"rate_limited": 1, "disabled": 1})),
             "{hours}"
         );
-        assert!(hours["rejected_height"].as_f64().unwrap() > 0.0, "{hours}");
+        assert_eq!(hours["stacked"], true, "{hours}");
+        let fills = hours["fills"].as_array().unwrap();
+        assert_ne!(fills[0], fills[1], "each reason its own colour: {hours}");
+        assert_eq!(
+            hours["reasons"],
+            json!(["rejected: rate limited", "rejected: key disabled"])
+        );
+        // The same numbers, as a table: the one bucket with requests.
+        assert_eq!(
+            hours["numbers"],
+            json!([["2", "1 rate limited, 1 key disabled"]]),
+            "{hours}"
+        );
         // 2/1h is the tightest (100/1m allows 6000 an hour): 2 a bucket, level with the
         // top of the two accepted requests.
         assert_eq!(hours["limit"], 2, "{hours}");
@@ -1452,6 +849,982 @@ fn a_store_of_100k_keys_paints_its_first_page_at_once_pages_on_and_searches_on_t
         eprintln!(
             "after a reload, 100 rows shown at most {:.0} ms after navigation began",
             since_navigation.as_f64().unwrap()
+        );
+        browser.close().await;
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 23: the page as an admin found it at 1280×900
+
+/// A key with the longest of everything a row shows (a 100-character name, a 64-character
+/// role, two full IPv6 ranges, a 255-character external id): at 1280×900 the keys table does
+/// not scroll sideways, and every action button is in view.
+#[test]
+fn the_actions_column_stays_in_view_beside_the_longest_whitelist_entries_names_and_roles() {
+    run(async {
+        let server = Server::start();
+        let name = format!("nightly-reconciliation-{}", "x".repeat(77));
+        let role = format!("reporting-{}", "a".repeat(54));
+        let ranges = [
+            "2001:db8:1234:5678:9abc:def0:1234:5600/120",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120",
+        ];
+        let external_id = format!("tenant-{}", "0123456789".repeat(25))
+            .chars()
+            .take(255)
+            .collect::<String>();
+        let created = server.api(
+            &server.alice.secret,
+            "POST",
+            "/v1/keys",
+            Some(&json!({"name": name, "roles": [role, "chat"], "ips": ranges, "external_id": external_id})),
+        );
+        assert_eq!(created.status, 201, "{created:?}");
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+
+        let browser = Browser::start().await;
+        let page = browser.page();
+        page.goto(&server.url("/")).await;
+        page.sign_in(&server.alice.secret).await;
+        let fit = page
+            .js(
+                "const wrap = document.querySelector('#keys .table-wrap');
+                 const box = wrap.getBoundingClientRect();
+                 const row = document.querySelector(arguments[0]);
+                 const buttons = [...document.querySelectorAll('#keys-table td:last-child button')];
+                 return {
+                   table: [wrap.scrollWidth, wrap.clientWidth],
+                   page: [document.documentElement.scrollWidth, document.documentElement.clientWidth],
+                   buttons: row.querySelectorAll('td:last-child button').length,
+                   cut: buttons.filter((b) => {
+                     const r = b.getBoundingClientRect();
+                     return r.left < box.left || r.right > box.right;
+                   }).map((b) => b.getAttribute('aria-label')),
+                   nets: [...row.querySelectorAll('.net')].map((n) => n.textContent),
+                 };",
+                vec![json!(Page::row(&id))],
+            )
+            .await;
+        let width = |what: &str| {
+            fit[what]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            width("table")[0] <= width("table")[1],
+            "the keys table scrolls sideways: {fit}"
+        );
+        assert!(
+            width("page")[0] <= width("page")[1],
+            "the page scrolls sideways: {fit}"
+        );
+        assert_eq!(fit["buttons"], 4, "{fit}");
+        assert_eq!(fit["cut"], json!([]), "action buttons out of view: {fit}");
+        // Wrapped, an entry still reads (and copies) as it is.
+        assert_eq!(fit["nets"], json!(ranges), "{fit}");
+        page.screenshot("ui-long-row.png", false).await;
+        browser.close().await;
+    });
+}
+
+#[test]
+fn a_whitelisted_range_keeps_its_prefix_and_a_single_address_drops_it() {
+    run(async {
+        let server = Server::start();
+        let browser = Browser::start().await;
+        let page = browser.page();
+        page.goto(&server.url("/")).await;
+        page.sign_in(&server.alice.secret).await;
+        let nets = |row: String| async move {
+            page.js(
+                "return [...document.querySelectorAll(arguments[0])].map((n) => n.textContent);",
+                vec![json!(format!("{row} .net"))],
+            )
+            .await
+        };
+        // "2001:db8::/32" is a range of 2^96 addresses, not the address 2001:db8::.
+        assert_eq!(nets(Page::row(&server.legacy.id)).await, json!(LEGACY_WHITELIST));
+        assert_eq!(
+            nets(Page::row(&server.alice.id)).await,
+            json!(["127.0.0.1", "::1"])
+        );
+
+        // The same in the key's whitelist dialog.
+        page.click(&format!(
+            "{} button[data-action='whitelist']",
+            Page::row(&server.legacy.id)
+        ))
+        .await;
+        page.find("#whitelist-dialog[open]").await;
+        let entries = page
+            .js(
+                "return [...document.querySelectorAll('#whitelist-entries li .mono')].map((n) => n.textContent);",
+                vec![],
+            )
+            .await;
+        assert_eq!(entries, json!(LEGACY_WHITELIST));
+
+        // Only a whole address loses its length: /32 for IPv4, /128 for IPv6.
+        let cases = [
+            ("10.0.0.1/32", "10.0.0.1"),
+            ("10.0.0.0/8", "10.0.0.0/8"),
+            ("0.0.0.0/0", "0.0.0.0/0"),
+            ("2001:db8::/32", "2001:db8::/32"),
+            ("::1/128", "::1"),
+            ("2001:db8::1/128", "2001:db8::1"),
+            ("::/0", "::/0"),
+            ("2001:db8::/96", "2001:db8::/96"),
+        ];
+        let shown = page
+            .js(
+                "return arguments[0].map((n) => shownNet(n));",
+                vec![json!(cases.iter().map(|c| c.0).collect::<Vec<_>>())],
+            )
+            .await;
+        assert_eq!(shown, json!(cases.iter().map(|c| c.1).collect::<Vec<_>>()));
+        browser.close().await;
+    });
+}
+
+#[test]
+fn a_role_typed_but_not_added_is_saved_with_the_key() {
+    run(async {
+        let server = Server::start();
+        let browser = Browser::start().await;
+        let page = browser.page();
+        page.goto(&server.url("/")).await;
+        page.sign_in(&server.alice.secret).await;
+
+        // A role that cannot be, typed and not added, stops the Save: nothing is made.
+        let before = server.keys().len();
+        page.click("#generate").await;
+        page.type_into("#new-name", "moderation bot").await;
+        page.click("#roles-summary").await;
+        page.click("#role-options input[value='notifier']").await;
+        page.type_into("#new-role", "Moderator!").await;
+        page.click("#save").await;
+        assert!(
+            page.text("#new-role-error")
+                .await
+                .contains("may only use a-z, 0-9, - and _"),
+            "{}",
+            page.text("#new-role-error").await
+        );
+        assert!(page.has("#generate-dialog[open]").await);
+        assert_eq!(server.keys().len(), before, "nothing was created");
+
+        // Typed right and not added (the Add button never pressed): saved with the key,
+        // with the external id and metadata given.
+        page.type_into("#new-role", "moderator").await;
+        page.type_into("#new-external-id", "forum-7").await;
+        page.type_into("#new-meta", r#"{"team": "trust"}"#).await;
+        page.click("#save").await;
+        page.secret().await;
+        let created = server
+            .keys()
+            .into_iter()
+            .find(|k| k["name"] == "moderation bot")
+            .expect("the new key is listed");
+        assert_eq!(created["roles"], json!(["moderator", "notifier"]));
+        assert_eq!(created["external_id"], json!("forum-7"));
+        assert_eq!(created["meta"], json!({"team": "trust"}));
+        browser.close().await;
+    });
+}
+
+#[test]
+fn an_admin_is_not_offered_the_super_admin_role_and_a_super_admin_is() {
+    run(async {
+        let server = Server::start();
+        let browser = Browser::start().await;
+        let page = browser.page();
+        page.goto(&server.url("/")).await;
+        page.sign_in(&server.alice.secret).await;
+        let offered = |picker: &'static str| async move {
+            page.js(
+                "return [...document.querySelectorAll(arguments[0])].map((i) => i.value);",
+                vec![json!(format!("#{picker} input[type=checkbox]"))],
+            )
+            .await
+        };
+        // Root's key holds super-admin, and Alice sees it in the table: the role is in
+        // use, yet not hers to give.
+        assert!(
+            page.text(&Page::row(&server.root.id))
+                .await
+                .contains("super-admin")
+        );
+        page.click("#generate").await;
+        let roles = offered("role-options").await;
+        assert!(roles.as_array().unwrap().contains(&json!("admin")), "{roles}");
+        assert!(
+            !roles.as_array().unwrap().contains(&json!("super-admin")),
+            "{roles}"
+        );
+
+        // Typed in, it is refused at once, and Save sends nothing.
+        let before = server.keys().len();
+        page.type_into("#new-name", "escalation").await;
+        page.type_into("#new-role", "super-admin").await;
+        assert_eq!(
+            page.text("#new-role-error").await,
+            "Only a super admin may give a key the super-admin role."
+        );
+        page.click("#save").await;
+        assert!(page.has("#generate-dialog[open]").await);
+        assert!(!page.has("#role-options input[value='super-admin']").await);
+        assert_eq!(server.keys().len(), before);
+        page.click("#generate-dialog button.cancel").await;
+
+        // Nor when she changes a key of her own.
+        page.click(&format!(
+            "{} button[data-action='details']",
+            Page::row(&server.billing.id)
+        ))
+        .await;
+        page.find("#key-dialog[open]").await;
+        let roles = offered("edit-role-options").await;
+        assert!(
+            !roles.as_array().unwrap().contains(&json!("super-admin")),
+            "{roles}"
+        );
+        page.click("#key-dialog button.cancel").await;
+
+        // A super admin is offered it.
+        page.sign_out().await;
+        page.sign_in(&server.root.secret).await;
+        page.click("#generate").await;
+        let roles = offered("role-options").await;
+        assert!(
+            roles.as_array().unwrap().contains(&json!("super-admin")),
+            "{roles}"
+        );
+        browser.close().await;
+    });
+}
+
+/// WebDriver's key code for Escape.
+const ESCAPE: &str = "\u{e00c}";
+
+#[test]
+fn the_new_secret_stays_until_it_is_copied_or_the_admin_says_to_let_it_go() {
+    run(async {
+        let server = Server::start();
+        let browser = Browser::start().await;
+        let page = browser.page();
+        page.goto(&server.url("/")).await;
+        page.sign_in(&server.alice.secret).await;
+        let generate = |name: &'static str| async move {
+            page.click("#generate").await;
+            page.type_into("#new-name", name).await;
+            page.type_into("#new-role", "pager").await;
+            page.click("#save").await;
+            page.secret().await
+        };
+        let dialog = || async {
+            page.js(
+                "return {
+                   open: document.getElementById('secret-dialog').open,
+                   asking: !document.getElementById('secret-ask').hidden,
+                   secret: document.getElementById('secret-value').value,
+                   focus: document.activeElement.id,
+                 };",
+                vec![],
+            )
+            .await
+        };
+        let secret = generate("pager one").await;
+
+        // Done, not copied: it asks, and the secret stays.
+        page.click("#secret-done").await;
+        let asked = dialog().await;
+        assert_eq!(
+            asked,
+            json!({"open": true, "asking": true, "secret": secret, "focus": "secret-back"})
+        );
+        assert!(page.text("#secret-ask").await.contains("Did you copy the key?"));
+        page.screenshot("ui-secret-ask.png", false).await;
+        page.click("#secret-back").await;
+        assert_eq!(
+            dialog().await,
+            json!({"open": true, "asking": false, "secret": secret, "focus": "secret-value"})
+        );
+
+        // Escape asks the same; in the question, Escape goes back to the secret.
+        page.press(ESCAPE).await;
+        assert_eq!(
+            dialog().await,
+            json!({"open": true, "asking": true, "secret": secret, "focus": "secret-back"})
+        );
+        page.press(ESCAPE).await;
+        assert_eq!(
+            dialog().await,
+            json!({"open": true, "asking": false, "secret": secret, "focus": "secret-value"})
+        );
+
+        // Let go on purpose: it closes and is forgotten.
+        page.press(ESCAPE).await;
+        page.click("#secret-discard").await;
+        let closed = dialog().await;
+        assert_eq!(closed["open"], false, "{closed}");
+        assert_eq!(page.where_is(&secret).await["inputs"], json!([]));
+
+        // Copied: Escape closes it at once.
+        let secret = generate("pager two").await;
+        page.click("#copy-secret").await;
+        page.until(
+            "the copy",
+            "return document.getElementById('copy-status').textContent === 'Copied to the clipboard.'",
+            vec![],
+        )
+        .await;
+        page.press(ESCAPE).await;
+        page.until(
+            "the dialog to close",
+            "return !document.getElementById('secret-dialog').open",
+            vec![],
+        )
+        .await;
+        assert_eq!(page.where_is(&secret).await["inputs"], json!([]));
+        browser.close().await;
+    });
+}
+
+#[test]
+fn refusals_are_said_in_words_and_a_key_without_the_admin_role_is_told_it_lacks_it() {
+    run(async {
+        let server = Server::start();
+        let browser = Browser::start().await;
+        let page = browser.page();
+        page.goto(&server.url("/")).await;
+
+        // Bob's bot key is Bob's (an admin), but holds only `notifier`: it is the key that
+        // may not sign in, not Bob.
+        page.type_into("#admin-key", &server.bobs_bot.secret).await;
+        page.click("#sign-in-form button[type=submit]").await;
+        page.until(
+            "the refusal",
+            "return document.getElementById('admin-key-error').textContent !== ''",
+            vec![],
+        )
+        .await;
+        let said = page.text("#admin-key-error").await;
+        assert!(
+            said.starts_with(
+                "This key is not an admin key: it holds neither the admin nor the super-admin role"
+            ),
+            "{said}"
+        );
+        for raw in ["permission denied", "\"bob\"", "not an admin;"] {
+            assert!(!said.contains(raw), "the server's words {raw:?}: {said}");
+        }
+        page.screenshot("ui-sign-in-refused.png", false).await;
+
+        // A nameless key: what to do, not "invalid name: ... got 0".
+        page.sign_in(&server.alice.secret).await;
+        page.click("#generate").await;
+        page.type_into("#new-role", "pager").await;
+        page.click("#save").await;
+        page.until(
+            "the server's refusal of the name",
+            "return document.getElementById('new-name-error').dataset.source === 'server'",
+            vec![],
+        )
+        .await;
+        assert_eq!(page.text("#new-name-error").await, "Enter a name for the key.");
+
+        // Metadata that is JSON but not an object: the server's reason, in a sentence.
+        page.type_into("#new-name", "pager").await;
+        page.type_into("#new-meta", "[1, 2]").await;
+        page.click("#save").await;
+        page.until(
+            "the server's refusal of the metadata",
+            "return document.getElementById('new-meta-error').dataset.source === 'server'",
+            vec![],
+        )
+        .await;
+        assert_eq!(
+            page.text("#new-meta-error").await,
+            "This metadata cannot be used: must be a JSON object."
+        );
+        let shown = page
+            .js(
+                "return [...document.querySelectorAll('.error')].map((e) => e.textContent).filter((t) => t);",
+                vec![],
+            )
+            .await;
+        for text in shown.as_array().unwrap() {
+            assert!(
+                !text.as_str().unwrap().contains("invalid "),
+                "raw server text: {shown}"
+            );
+        }
+        browser.close().await;
+    });
+}
+
+#[test]
+fn an_imported_key_is_marked_imported_and_shows_no_empty_hint() {
+    run(async {
+        let server = Server::start();
+        let browser = Browser::start().await;
+        let page = browser.page();
+        page.goto(&server.url("/")).await;
+        page.sign_in(&server.alice.secret).await;
+        let cells = |id: String| async move {
+            page.js(
+                "const row = document.querySelector(arguments[0]);
+                 return {
+                   tag: [...row.querySelectorAll('.tag-imported')].map((t) => t.textContent),
+                   hint: row.querySelector('td[data-label=Hint]').textContent,
+                 };",
+                vec![json!(Page::row(&id))],
+            )
+            .await
+        };
+        let legacy = cells(server.legacy.id.clone()).await;
+        // Its secret was adopted outside keyledger's format: all of it is secret, no hint.
+        assert_eq!(legacy, json!({"tag": ["imported"], "hint": "none"}));
+        assert!(!LEGACY_SECRET.starts_with("klk_"));
+        let generated = cells(server.alice.id.clone()).await;
+        assert_eq!(generated["tag"], json!([]), "{generated}");
+        assert!(
+            generated["hint"].as_str().unwrap().starts_with("klk_…"),
+            "{generated}"
+        );
+
+        page.click(&format!(
+            "{} button[data-action='details']",
+            Page::row(&server.legacy.id)
+        ))
+        .await;
+        page.find("#key-dialog[open]").await;
+        let facts = page.text("#key-facts").await;
+        assert!(
+            facts.contains("imported (adopted from another system)"),
+            "{facts}"
+        );
+        browser.close().await;
+    });
+}
+
+#[test]
+fn the_audit_trail_filters_by_day() {
+    run(async {
+        let server = Server::start();
+        // A refused attempt, for the security trail: Alice may not delete Bob's key.
+        let path = format!("/v1/keys/{}", server.bobs_bot.id);
+        assert_eq!(
+            server.api(&server.alice.secret, "DELETE", &path, None).status,
+            403
+        );
+        // Every entry of the fixture is from today (UTC), as the server counts days.
+        let all = server.api(&server.root.secret, "GET", "/v1/audit?unpaged=true", None);
+        let entries: Vec<Value> = all
+            .body
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let today = entries[0]["at"].as_str().unwrap()[..10].to_owned();
+        assert!(
+            entries
+                .iter()
+                .all(|e| e["at"].as_str().unwrap().starts_with(&today))
+        );
+
+        let browser = Browser::start().await;
+        let page = browser.page();
+        page.goto(&server.url("/")).await;
+        page.sign_in(&server.root.secret).await;
+        page.click("#nav-audit").await;
+        page.find("#audit:not([hidden])").await;
+        let day = |offset: i64| {
+            let today = today.clone();
+            async move {
+                page.js(
+                    "return new Date(Date.parse(arguments[0] + 'T00:00:00Z') + arguments[1] * 86400000).toISOString().slice(0, 10);",
+                    vec![json!(today), json!(offset)],
+                )
+                .await
+            }
+        };
+        let (yesterday, tomorrow) = (day(-1).await, day(1).await);
+        // As a person picks a day in the date field: its value, then a change.
+        let choose = |since: Value, until: Value| async move {
+            page.js(
+                "for (const [id, value] of [['audit-since', arguments[0]], ['audit-until', arguments[1]]]) {
+                   const input = document.getElementById(id);
+                   input.value = value;
+                   input.dispatchEvent(new Event('change'));
+                 }",
+                vec![since, until],
+            )
+            .await;
+        };
+        let rows_are = |n: usize| {
+            format!(
+                "return !document.getElementById('audit-table').hidden
+                    && document.querySelectorAll('#audit-table tbody tr').length === {n};"
+            )
+        };
+        let nothing = |table: &str| {
+            format!(
+                "return !document.getElementById('audit-empty').hidden
+                    && document.getElementById('{table}').hidden;"
+            )
+        };
+        page.until("the whole trail", &rows_are(entries.len()), vec![])
+            .await;
+        choose(tomorrow.clone(), json!("")).await;
+        page.until("nothing from tomorrow on", &nothing("audit-table"), vec![])
+            .await;
+        choose(json!(today), json!(today)).await;
+        page.until("today's entries", &rows_are(entries.len()), vec![])
+            .await;
+        choose(json!(""), yesterday.clone()).await;
+        page.until("nothing until yesterday", &nothing("audit-table"), vec![])
+            .await;
+
+        // The refused attempts take the same days.
+        page.click("#audit-refused").await;
+        choose(json!(today), json!("")).await;
+        page.until(
+            "today's refused attempt",
+            "return document.querySelectorAll('#refused-table tbody tr').length === 1",
+            vec![],
+        )
+        .await;
+        choose(tomorrow.clone(), json!("")).await;
+        page.until(
+            "no refused attempt from tomorrow on",
+            &nothing("refused-table"),
+            vec![],
+        )
+        .await;
+
+        // "To" before "From" is said, and nothing is asked.
+        choose(tomorrow, yesterday).await;
+        page.until(
+            "the dates' error",
+            "return document.getElementById('audit-dates-error').textContent !== ''",
+            vec![],
+        )
+        .await;
+        assert_eq!(
+            page.text("#audit-dates-error").await,
+            "“To” is before “From”: choose a later day."
+        );
+        browser.close().await;
+    });
+}
+
+/// WCAG 2.2's contrast ratio (relative luminance) of each element's focus ring, and of each
+/// field's border, against the colour behind the element; `arguments[0]`: selectors.
+const CONTRAST: &str = "
+    const rgb = (c) => c.match(/[\\d.]+/g).map(Number);
+    const lum = (c) => {
+      const [r, g, b] = rgb(c).slice(0, 3).map((v) => {
+        const s = v / 255;
+        return s <= 0.04045 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
+      });
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const ratio = (a, b) => {
+      const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p);
+      return Math.round(((x + 0.05) / (y + 0.05)) * 100) / 100;
+    };
+    const behind = (el) => {
+      for (let n = el.parentElement; n; n = n.parentElement) {
+        const c = getComputedStyle(n).backgroundColor;
+        if (rgb(c)[3] !== 0) return c;
+      }
+      return 'rgb(255, 255, 255)';
+    };
+    return arguments[0].map((css) => {
+      const el = document.querySelector(css);
+      const field = el.matches('input:not([type=checkbox]), select, textarea, .dropdown');
+      const border = field ? ratio(getComputedStyle(el).borderTopColor, behind(el)) : null;
+      const ring = el.matches('.dropdown') ? el.querySelector('summary') : el;
+      ring.focus();
+      const style = getComputedStyle(ring);
+      return {
+        css,
+        visible: ring.matches(':focus-visible') && style.outlineStyle !== 'none',
+        ring: ratio(style.outlineColor, behind(ring)),
+        border,
+      };
+    });";
+
+#[test]
+fn focus_rings_and_field_borders_stand_out_from_what_is_behind_them_at_least_3_to_1() {
+    run(async {
+        let server = Server::start();
+        let browser = Browser::start().await;
+        let page = browser.page();
+        let check = |selectors: &'static [&'static str]| async move {
+            // From the keyboard, as the people the ring is for: focus then shows.
+            page.press("\u{e004}").await;
+            let found = page.js(CONTRAST, vec![json!(selectors)]).await;
+            for item in found.as_array().unwrap() {
+                assert_eq!(item["visible"], true, "no visible focus: {item}");
+                assert!(
+                    item["ring"].as_f64().unwrap() >= 3.0,
+                    "focus ring under 3:1: {item}"
+                );
+                if let Some(border) = item["border"].as_f64() {
+                    assert!(border >= 3.0, "border under 3:1: {item}");
+                }
+            }
+            found
+        };
+        page.goto(&server.url("/")).await;
+        page.find("#admin-key").await;
+        let sign_in = check(&["#admin-key", "#sign-in-form button[type=submit]"]).await;
+        page.sign_in(&server.alice.secret).await;
+        let keys = check(&[
+            "#sign-out",
+            "#nav-audit",
+            "#generate",
+            "#key-search",
+            "#key-status",
+            "#keys-table button[data-action='roll']",
+            "#keys-table button[data-action='details']",
+        ])
+        .await;
+        page.click("#generate").await;
+        let dialog = check(&[
+            "#new-name",
+            "#roles-dropdown",
+            "#new-role",
+            "#new-meta",
+            "#new-expiry",
+            "#save",
+        ])
+        .await;
+        page.click("#generate-dialog button.cancel").await;
+        page.click("#nav-audit").await;
+        page.find("#audit:not([hidden])").await;
+        let audit = check(&["#audit-actor", "#audit-since", "#audit-refused"]).await;
+        eprintln!("contrast, sign-in: {sign_in}\nkeys: {keys}\nnew key: {dialog}\naudit: {audit}");
+        browser.close().await;
+    });
+}
+
+/// axe-core on every view and dialog of the page, in the states an admin meets them:
+/// empty, filled, refused. No violation of impact serious or critical anywhere.
+#[test]
+fn every_view_and_dialog_passes_axe_core_with_no_serious_or_critical_violation() {
+    run(async {
+        let server = Server::start();
+        let browser = Browser::start().await;
+        let page = browser.page();
+        let mut found: Vec<(&str, Vec<String>)> = Vec::new();
+        let mut checked = 0;
+        macro_rules! axe {
+            ($state:expr) => {{
+                checked += 1;
+                let violations = page.axe().await;
+                if !violations.is_empty() {
+                    found.push(($state, violations));
+                }
+            }};
+        }
+        page.goto(&server.url("/")).await;
+        page.find("#admin-key").await;
+        axe!("sign-in");
+        page.type_into("#admin-key", "klk_not_a_key").await;
+        page.click("#sign-in-form button[type=submit]").await;
+        page.until(
+            "the sign-in's refusal",
+            "return document.getElementById('admin-key-error').textContent !== ''",
+            vec![],
+        )
+        .await;
+        axe!("sign-in, refused");
+
+        page.sign_in(&server.alice.secret).await;
+        axe!("keys list");
+        page.type_into("#key-search", "no such key anywhere").await;
+        page.find("#keys-empty:not([hidden])").await;
+        axe!("keys list, nothing found");
+        // Emptied (WebDriver's clear fires no `input`), as a person deleting the text.
+        page.js(
+            "const s = document.getElementById('key-search'); s.value = ''; s.dispatchEvent(new Event('input'));",
+            vec![],
+        )
+        .await;
+        page.find(&Page::row(&server.alice.id)).await;
+
+        page.click("#generate").await;
+        page.find("#generate-dialog[open]").await;
+        axe!("new key dialog");
+        page.click("#roles-summary").await;
+        page.type_into("#new-role", "Bad Role").await;
+        page.click("#add-ip").await;
+        page.type_into("#ip-rows li:nth-child(1) input", "10.1.2.3/8")
+            .await;
+        page.type_into("#new-meta", "{not json").await;
+        page.click("#save").await;
+        axe!("new key dialog, refused as typed");
+        page.type_into("#new-role", "").await;
+        page.type_into("#new-meta", "").await;
+        page.click("#role-options input[value='notifier']").await;
+        page.click("#save").await;
+        page.until(
+            "the server's refusal",
+            "return document.querySelector('#generate-form [data-source=server]') !== null",
+            vec![],
+        )
+        .await;
+        axe!("new key dialog, refused by the server");
+        page.type_into("#new-name", "axe bot").await;
+        page.type_into("#ip-rows li:nth-child(1) input", "10.0.0.0/8")
+            .await;
+        page.click("#save").await;
+        page.secret().await;
+        axe!("one-time secret dialog");
+        page.click("#secret-done").await;
+        page.find("#secret-ask:not([hidden])").await;
+        axe!("one-time secret dialog, asking before it goes");
+        page.click("#secret-discard").await;
+
+        let billing = Page::row(&server.billing.id);
+        page.click(&format!("{billing} button[data-action='roll']")).await;
+        page.find("#confirm-dialog[open]").await;
+        axe!("confirmation dialog (roll)");
+        page.click("#confirm-dialog button.cancel").await;
+        page.click(&format!("{billing} button[data-action='whitelist']"))
+            .await;
+        page.find("#whitelist-dialog[open]").await;
+        axe!("whitelist dialog");
+        page.type_into("#whitelist-add", "10.20.0.1/16").await;
+        page.click("#whitelist-entries button[data-net='10.20.0.0/16']")
+            .await;
+        page.until(
+            "the refusal to remove the last entry",
+            "return document.getElementById('whitelist-error').textContent !== ''",
+            vec![],
+        )
+        .await;
+        axe!("whitelist dialog, refused");
+        page.click("#whitelist-dialog button.cancel").await;
+
+        page.click(&format!("{billing} button[data-action='details']"))
+            .await;
+        page.find("#key-dialog[open]").await;
+        axe!("key dialog, editable");
+        page.type_into("#edit-meta", "[1]").await;
+        page.click("#key-save").await;
+        page.until(
+            "the refusal of the metadata",
+            "return document.getElementById('edit-meta-error').textContent !== ''",
+            vec![],
+        )
+        .await;
+        axe!("key dialog, refused");
+        page.click("#key-dialog button.cancel").await;
+        page.click(&format!(
+            "{} button[data-action='details']",
+            Page::row(&server.bobs_bot.id)
+        ))
+        .await;
+        page.find("#key-dialog[open]").await;
+        axe!("key dialog, read only");
+        page.click("#key-dialog button.cancel").await;
+
+        page.click(&format!(
+            "{} button[data-action='usage']",
+            Page::row(&server.alice.id)
+        ))
+        .await;
+        page.find("#usage-chart svg").await;
+        page.click(".usage-numbers summary").await;
+        axe!("usage dialog");
+        page.click("#usage-dialog button.cancel").await;
+
+        page.click("#nav-audit").await;
+        page.find("#audit-table:not([hidden])").await;
+        axe!("audit trail");
+        page.js(
+            "const i = document.getElementById('audit-until'); i.value = '2000-01-01'; i.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await;
+        page.find("#audit-empty:not([hidden])").await;
+        axe!("audit trail, nothing found");
+        page.js(
+            "const i = document.getElementById('audit-since'); i.value = '2001-01-01'; i.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await;
+        page.find("#audit-dates-error:not(:empty)").await;
+        axe!("audit trail, dates refused");
+        page.click("#audit-refused").await;
+        page.js(
+            "for (const id of ['audit-since', 'audit-until']) document.getElementById(id).value = '';
+             document.getElementById('audit-until').dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await;
+        page.find("#audit-empty:not([hidden])").await;
+        axe!("refused attempts");
+
+        // A phone: the tables as cards.
+        page.viewport(390, 844).await;
+        page.click("#nav-keys").await;
+        page.find("#keys:not([hidden])").await;
+        axe!("keys list on a phone");
+
+        let report: Vec<String> = found
+            .iter()
+            .map(|(state, violations)| format!("{state}:\n  {}", violations.join("\n  ")))
+            .collect();
+        eprintln!(
+            "axe-core {}: {checked} states of the page checked",
+            ui_browser::AXE_VERSION
+        );
+        assert!(
+            report.is_empty(),
+            "axe-core found violations:\n{}",
+            report.join("\n")
+        );
+        browser.close().await;
+    });
+}
+
+#[test]
+fn an_admin_changes_a_keys_name_roles_external_id_and_metadata_in_its_dialog() {
+    run(async {
+        let server = Server::start();
+        let browser = Browser::start().await;
+        let page = browser.page();
+        page.goto(&server.url("/")).await;
+        page.sign_in(&server.alice.secret).await;
+        let id = server.legacy.id.clone();
+        let stored = |server: &Server| {
+            let answer = server.api(&server.alice.secret, "GET", &format!("/v1/keys/{id}"), None);
+            assert_eq!(answer.status, 200, "{answer:?}");
+            answer.json()
+        };
+        let save = |what: &'static str| async move {
+            page.click("#key-save").await;
+            page.until(
+                what,
+                "return document.getElementById('key-saved').textContent === 'Saved.'
+                    || document.querySelector('#key-form .error:not(:empty)') !== null",
+                vec![],
+            )
+            .await;
+        };
+
+        // What the table shows under the name, the dialog shows to change.
+        let row = page.text(&Page::row(&id)).await;
+        assert!(row.contains("owner acme-corp"), "{row}");
+        page.click(&format!("{} button[data-action='details']", Page::row(&id)))
+            .await;
+        page.find("#key-dialog[open]").await;
+        let form = page
+            .js(
+                "return ['edit-name', 'edit-external-id', 'edit-meta'].map((id) => document.getElementById(id).value);",
+                vec![],
+            )
+            .await;
+        assert_eq!(
+            form,
+            json!(["legacy crm", "acme-corp", "{\n  \"plan\": \"pro\"\n}"])
+        );
+
+        // Everything at once, in one `updated` record; the role typed is kept.
+        page.type_into("#edit-name", "crm sync").await;
+        page.type_into("#edit-role", "crm-reader").await;
+        page.type_into("#edit-external-id", "acme-europe").await;
+        page.type_into("#edit-meta", r#"{"plan": "team", "seats": 5}"#)
+            .await;
+        save("the first change").await;
+        assert_eq!(page.text("#key-saved").await, "Saved.");
+        page.screenshot("ui-key-dialog.png", false).await;
+        let key = stored(&server);
+        assert_eq!(
+            (&key["name"], &key["roles"], &key["external_id"], &key["meta"]),
+            (
+                &json!("crm sync"),
+                &json!(["crm", "crm-reader"]),
+                &json!("acme-europe"),
+                &json!({"plan": "team", "seats": 5})
+            )
+        );
+        page.find(&format!("{} button[data-action='details']", Page::row(&id)))
+            .await;
+        page.until(
+            "the table's new name",
+            "return document.querySelector(arguments[0]).textContent === 'crm sync'",
+            vec![json!(format!("{} .key-name", Page::row(&id)))],
+        )
+        .await;
+
+        // Nothing changed: nothing sent.
+        page.click("#key-save").await;
+        page.until(
+            "the page's answer",
+            "return document.getElementById('key-error').textContent !== ''",
+            vec![],
+        )
+        .await;
+        assert_eq!(
+            page.text("#key-error").await,
+            "Nothing to save: no field was changed."
+        );
+
+        // Metadata that is not an object: refused, in words, and nothing changes.
+        page.type_into("#edit-meta", "[1]").await;
+        save("the refusal").await;
+        assert_eq!(
+            page.text("#edit-meta-error").await,
+            "This metadata cannot be used: must be a JSON object."
+        );
+        assert_eq!(stored(&server)["meta"], json!({"plan": "team", "seats": 5}));
+
+        // Emptied, the external id and the metadata are removed.
+        page.type_into("#edit-external-id", "").await;
+        page.type_into("#edit-meta", "").await;
+        save("the removal").await;
+        let key = stored(&server);
+        assert_eq!((&key["external_id"], &key["meta"]), (&Value::Null, &Value::Null));
+        let audit = server.api(
+            &server.alice.secret,
+            "GET",
+            &format!("/v1/audit?key={id}&kind=updated&unpaged=true"),
+            None,
+        );
+        // The page's two changes (the fixture made two of its own, from the command line).
+        let through_page = audit
+            .body
+            .lines()
+            .filter(|l| serde_json::from_str::<Value>(l).unwrap()["via"] == json!(server.alice.id))
+            .count();
+        assert_eq!(through_page, 2, "{audit:?}");
+        page.click("#key-dialog button.cancel").await;
+
+        // Bob's key: everything shown, nothing to change.
+        page.click(&format!(
+            "{} button[data-action='details']",
+            Page::row(&server.bobs_bot.id)
+        ))
+        .await;
+        page.find("#key-dialog[open]").await;
+        assert!(page.has("#key-edit[hidden]").await && page.has("#key-save[hidden]").await);
+        assert_eq!(
+            page.text("#key-readonly").await,
+            "You may not change this key: it was created by bob."
+        );
+        let facts = page.text("#key-facts").await;
+        assert!(
+            facts.contains("notifier") && facts.contains("192.0.2.0/24"),
+            "{facts}"
         );
         browser.close().await;
     });
