@@ -22,10 +22,12 @@
 #![cfg_attr(not(feature = "nats"), allow(dead_code, unreachable_pub))]
 
 pub(crate) mod announce;
+pub(crate) mod contact;
 pub(crate) mod fence;
 pub(crate) mod head;
 pub(crate) mod hosts;
 pub(crate) mod message;
+pub(crate) mod offline;
 pub(crate) mod replica;
 pub(crate) mod report;
 pub(crate) mod stream;

@@ -67,6 +67,9 @@ pub(crate) enum MetaKey {
     /// stream message whose entries it holds. A hint for where to resume: a restart checks
     /// the message there against the entries before reading on.
     Position,
+    /// In a replica of a shared log: when the others last heard this host (a versioned
+    /// record the fleet owns): what a restart without the shared log counts from.
+    Contact,
 }
 
 /// One atomic write: entries and the head that covers them, all or nothing.

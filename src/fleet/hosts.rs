@@ -11,7 +11,9 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 mod changes;
+mod outage;
 
+use super::contact::LastHeard;
 use super::fence::{self, Fence};
 use super::head::{self, HostHead};
 use super::{FleetOptions, FleetStatus, HostStatus, IgnoredHead, UNSEEN_HOSTS};
@@ -44,6 +46,13 @@ fn micros(d: Duration) -> u64 {
 /// clock (at least `margin`).
 pub(crate) fn hold_for(limit: Duration, margin: Duration) -> Duration {
     limit + margin.max(limit / RATE_BOUND_DIVISOR + fence::CLOCK_TICK * 2)
+}
+
+/// When the server last answered: `before` earlier than `at` (a host started without the
+/// server counts from its replica's record).
+struct Contact {
+    at: Instant,
+    before: Duration,
 }
 
 struct Peer {
@@ -95,7 +104,13 @@ pub(crate) struct Fleet {
     view: Mutex<View>,
     view_changed: Condvar,
     /// The last time the server answered this host, whatever the request.
-    contact: Mutex<Instant>,
+    contact: Mutex<Contact>,
+    /// While this host, started without the shared log, has not joined: why
+    /// (`fleet/hosts/outage.rs`).
+    detached: Mutex<Option<outage::Detached>>,
+    /// The fleet's last acknowledgement of this host's announcements, on clocks that outlive
+    /// the process: what its replica keeps (`fleet/contact.rs`).
+    last_heard: Mutex<Option<LastHeard>>,
     fence: Arc<Fence>,
     /// While the fence is shut after contact came back: the stream position to reach.
     catch_up_to: Mutex<Option<u64>>,
@@ -155,7 +170,12 @@ impl Fleet {
                 last_ignored: None,
             }),
             view_changed: Condvar::new(),
-            contact: Mutex::new(Instant::now()),
+            contact: Mutex::new(Contact {
+                at: Instant::now(),
+                before: Duration::ZERO,
+            }),
+            detached: Mutex::new(None),
+            last_heard: Mutex::new(None),
             fence,
             catch_up_to: Mutex::new(None),
             halted: Mutex::new(None),
@@ -339,7 +359,7 @@ impl Fleet {
                 }
                 drop(view);
                 if keeps_fence_open {
-                    self.fence.heard(sent);
+                    self.heard(sent);
                 }
             }
             Outcome::BucketMissing => {
@@ -348,7 +368,7 @@ impl Fleet {
                 self.contact();
                 lock(&self.view).broken = true;
                 if keeps_fence_open {
-                    self.fence.heard(sent);
+                    self.heard(sent);
                 }
             }
             Outcome::Failed => lock(&self.view).broken = true,
@@ -412,7 +432,10 @@ impl Fleet {
 
     /// The server answered this host.
     pub(crate) fn contact(&self) {
-        *lock(&self.contact) = Instant::now();
+        *lock(&self.contact) = Contact {
+            at: Instant::now(),
+            before: Duration::ZERO,
+        };
     }
 
     /// How long since the server last answered (zero within a heartbeat or two: a
@@ -421,7 +444,11 @@ impl Fleet {
         // A stream that is not the fleet's any more (deleted, replaced, rolled back) brings
         // no revocation: this host is out of touch from the moment it was noticed.
         let faulted = self.stream.fault_since().map_or(Duration::ZERO, |t| t.elapsed());
-        let since = lock(&self.contact).elapsed().max(faulted);
+        let since = {
+            let contact = lock(&self.contact);
+            contact.at.elapsed().saturating_add(contact.before)
+        }
+        .max(faulted);
         if since <= self.options.heartbeat * 2 {
             Duration::ZERO
         } else {
@@ -637,14 +664,19 @@ impl Fleet {
         if let Some(reason) = &halted {
             causes.push(("halted", reason.clone()));
         }
-        if stale > self.options.stale_serve {
+        let detached = lock(&self.detached).clone();
+        if let Some(d) = &detached {
+            causes.push(("stale", d.reason(stale)));
+        } else if stale > self.options.stale_serve {
             causes.push((
                 "stale",
                 format!("the shared log has not answered for {:.1} s", stale.as_secs_f64()),
             ));
         }
         if rejecting {
-            let reason = if self.fence.lapsed() {
+            let reason = if let Some(d) = &detached {
+                d.fenced(stale)
+            } else if self.fence.lapsed() {
                 format!(
                     "no announcement of this host was acknowledged for {:.1} s (its limit is {:.1} s): \
                      it rejects every key",

@@ -6,11 +6,12 @@
 mod join;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
 use super::Fleet;
+use super::contact::LastHeard;
 use super::message::{self, Identity, Message, Unusable};
 use super::stream;
 use crate::chain::Head;
@@ -56,6 +57,10 @@ pub(crate) struct Replica {
     unsynced: usize,
     /// The delivery has delivered nothing for a whole request timeout: catch-ups read.
     stalled: bool,
+    /// Its announcements started: this host is in the fleet until the replica is dropped.
+    announcing: bool,
+    /// The record of the fleet's last acknowledgement kept in the local log, and when.
+    recorded: Option<(LastHeard, Instant)>,
 }
 
 /// How appending a batch ended.
@@ -457,6 +462,28 @@ impl Replica {
         Ok(())
     }
 
+    /// Keeps the fleet's last acknowledgement of this host in the local log (`meta/contact`,
+    /// synced), if it changed and the last one kept is `every` old: a restart without the
+    /// shared log counts from it (`fleet/contact.rs`). What is kept is never later than the
+    /// truth, so keeping it seldom only makes such a restart count itself staler.
+    pub(crate) fn keep_contact(&mut self, log: &mut dyn Log, every: Duration) -> Result<(), Error> {
+        let Some(latest) = self.fleet.last_heard() else {
+            return Ok(());
+        };
+        if self
+            .recorded
+            .is_some_and(|(kept, at)| kept == latest || at.elapsed() < every)
+        {
+            return Ok(());
+        }
+        log.set_meta(MetaKey::Contact, &latest.encode())
+            .map_err(|e| self.halting(Error::from(e)))?;
+        self.unsynced += 1;
+        self.settle(log)?;
+        self.recorded = Some((latest, Instant::now()));
+        Ok(())
+    }
+
     /// Syncs the local log if anything was written since the last sync. The stream holds
     /// everything already: a crash before this only costs the restart a longer catch-up.
     pub(crate) fn settle(&mut self, log: &mut dyn Log) -> Result<(), Error> {
@@ -491,6 +518,10 @@ impl Drop for Replica {
     /// The writer is gone: this host leaves the fleet (its announcements stop, which the
     /// shared log's threads wait for before they end).
     fn drop(&mut self) {
-        self.fleet.close();
+        // A join that failed before it announced leaves the fleet as it was: a host started
+        // without the shared log tries again.
+        if self.announcing {
+            self.fleet.close();
+        }
     }
 }

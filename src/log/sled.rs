@@ -155,6 +155,7 @@ fn meta_key(key: MetaKey) -> &'static [u8] {
         MetaKey::Format => b"format",
         MetaKey::Chain => b"chain",
         MetaKey::Position => b"position",
+        MetaKey::Contact => b"contact",
     }
 }
 

@@ -21,6 +21,7 @@ use crate::codec;
 use crate::file;
 use crate::fleet::fence::Fence;
 use crate::fleet::hosts::Fleet;
+use crate::fleet::offline::{Connect, Rejoin};
 use crate::fleet::replica::Replica;
 use crate::ledger;
 use crate::ledger::Ledger;
@@ -249,15 +250,26 @@ impl Builder {
         Ok(())
     }
 
-    /// The shared log this store is to join, connected; `None` for a single host. The
-    /// options were checked ([`Builder::check_fleet`]).
+    /// The shared log this store is to join, connected if it answers; `None` for a single
+    /// host. The options were checked ([`Builder::check_fleet`]).
     fn shared(&self) -> Result<Option<SharedParts>, Error> {
         #[cfg(feature = "nats")]
         if let Some(options) = &self.fleet {
             let fleet = Fleet::new(options.clone(), self.chain());
-            let log = crate::log::nats::NatsLog::connect(&options.connection())?;
+            let connection = options.connection();
+            let mut connect: Connect = Box::new(move || {
+                let log = crate::log::nats::NatsLog::connect(&connection)?;
+                Ok(Box::new(log) as Box<dyn SharedLog>)
+            });
+            let log = match connect() {
+                Ok(log) => Ok(log),
+                // Out of reach: a host with a replica starts from it (see `Rejoin`).
+                Err(Error::StreamUnavailable { reason }) => Err(reason),
+                Err(e) => return Err(e),
+            };
             return Ok(Some(SharedParts {
-                log: Box::new(log),
+                log,
+                connect,
                 fence: fleet.fence(),
                 fleet,
             }));
@@ -504,10 +516,11 @@ fn remove_leftovers(dir: &Path) {
 /// How long opening waits for a busy lock before it says `Locked`.
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// What a host of a fleet starts with: the shared log, connected, and what the hosts
-/// know of each other.
+/// What a host of a fleet starts with: the shared log, connected (or why it could not
+/// be), how to connect to it again, and what the hosts know of each other.
 pub(super) struct SharedParts {
-    pub(super) log: Box<dyn SharedLog>,
+    pub(super) log: Result<Box<dyn SharedLog>, String>,
+    pub(super) connect: Connect,
     pub(super) fleet: Arc<Fleet>,
     pub(super) fence: Arc<Fence>,
 }
@@ -547,23 +560,38 @@ impl KeyStore {
         let ledger = Ledger::from_projection(proj, chain.clone(), clock);
         ledger.replay(&*log, u64::MAX, total, &options.progress)?;
         ledger::reaches_head(stored, ledger.head())?;
+        // A host that joins checks the witness once it has caught up with the stream: a new
+        // host (from an empty directory) that joins a stream rolled back past the witness
+        // refuses to start. One that starts without the shared log checks its replica.
+        let joining = shared.as_ref().is_some_and(|parts| parts.log.is_ok());
         if let Some(witness) = options.expect_head
-            && shared.is_none()
+            && !joining
         {
             ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
         }
-        let (replica, fleet, rejecting) = match shared {
-            Some(parts) => {
-                let replica = Replica::join(parts.log, Arc::clone(&parts.fleet), &mut *log, &ledger)?;
-                // On a host of a fleet, the witness is checked once the host has caught up
-                // with the stream: a new host (from an empty directory) that joins a stream
-                // rolled back past the witness refuses to start.
+        let (replica, rejoin, fleet, rejecting) = match shared {
+            Some(SharedParts {
+                log: Ok(shared),
+                fleet,
+                fence,
+                ..
+            }) => {
+                let replica = Replica::join(shared, Arc::clone(&fleet), &mut *log, &ledger)?;
                 if let Some(witness) = options.expect_head {
                     ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
                 }
-                (Some(replica), Some(parts.fleet), parts.fence)
+                (Some(replica), None, Some(fleet), fence)
             }
-            None => (None, None, Arc::new(Fence::open())),
+            Some(SharedParts {
+                log: Err(why),
+                connect,
+                fleet,
+                fence,
+            }) => {
+                let rejoin = Rejoin::start(Arc::clone(&fleet), connect, why, &*log, &ledger)?;
+                (None, Some(rejoin), Some(fleet), fence)
+            }
+            None => (None, None, None, Arc::new(Fence::open())),
         };
         let last_used = dir
             .as_ref()
@@ -621,6 +649,7 @@ impl KeyStore {
             integrity: Arc::clone(&integrity),
             ids: StdRng::try_from_os_rng().map_err(|e| Error::Entropy(e.to_string()))?,
             replica,
+            rejoin,
             appended_at: 0,
         };
         let handle = std::thread::Builder::new()

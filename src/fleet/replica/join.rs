@@ -95,6 +95,8 @@ impl Replica {
             own: None,
             unsynced: 0,
             stalled: false,
+            announcing: false,
+            recorded: None,
         };
         replica.set_position(log, position)?;
         replica.fleet.applied(head, position);
@@ -112,6 +114,7 @@ impl Replica {
         }
         replica.watch()?;
         let fleet = Arc::clone(&replica.fleet);
+        replica.announcing = true;
         replica.shared.announce(fleet)?;
         Ok(replica)
     }
