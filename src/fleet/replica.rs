@@ -120,11 +120,13 @@ impl Replica {
         }
         // Two stages: this thread collects, decodes and accepts the messages; another writes
         // the accepted entries to the local log, one batch behind.
-        let (tx, rx) = crossbeam_channel::bounded::<(Vec<Entry>, Vec<u8>, u64)>(2);
+        let (tx, rx) = crossbeam_channel::bounded::<(Vec<Entry>, (Head, Vec<u8>), u64)>(2);
+        let fleet = Arc::clone(&self.fleet);
         let (caught_up, written) = std::thread::scope(|s| {
             let writer = s.spawn(move || -> Result<&mut dyn Log, LogError> {
-                for (entries, head, position) in rx {
-                    write_replica(log, &entries, &head, position)?;
+                for (entries, (head, encoded), position) in rx {
+                    write_replica(log, &entries, &encoded, position)?;
+                    fleet.written(head, position);
                 }
                 Ok(log)
             });
@@ -134,7 +136,7 @@ impl Replica {
                     let mut checked = self.check(ledger, batch);
                     // Messages that are not the fleet's move the position on, and nothing else.
                     if checked.applied_to > self.position {
-                        let head = ledger.encode_head(checked.head)?;
+                        let head = (checked.head, ledger.encode_head(checked.head)?);
                         let entries = std::mem::take(&mut checked.entries);
                         let bytes = entries.iter().map(|e| e.1.len()).sum::<usize>();
                         if tx.send((entries, head, checked.applied_to)).is_err() {
@@ -368,6 +370,7 @@ impl Replica {
         if checked.applied_to > self.position {
             self.position = checked.applied_to;
             self.unsynced += checked.entries.iter().map(|e| e.1.len()).sum::<usize>();
+            self.fleet.written(checked.head, checked.applied_to);
             self.sync_if_due(log)?;
             self.fleet.applied(checked.head, checked.applied_to);
         }

@@ -102,6 +102,10 @@ impl Log for MemLog {
         Ok(())
     }
 
+    fn sync_handle(&self) -> Result<super::SyncHandle, LogError> {
+        Ok(Box::new(|| Ok(())))
+    }
+
     fn append_refused(&mut self, records: &[Vec<u8>], keep: u64) -> Result<(), LogError> {
         let mut state = self.write_state();
         state.refused.extend(records.iter().cloned());

@@ -490,7 +490,10 @@ impl Writer {
             .and_then(|()| self.make_durable(&prepared.entries, prepared.head));
         if let Some(replica) = self.replica.as_ref() {
             match (&accepted, durable) {
-                (Ok(()), Ok(())) => replica.fleet.applied(prepared.head, self.appended_at),
+                (Ok(()), Ok(())) => {
+                    replica.fleet.written(prepared.head, self.appended_at);
+                    replica.fleet.applied(prepared.head, self.appended_at);
+                }
                 (Ok(()), Err(e)) => {
                     replica.fleet.applied(prepared.head, self.appended_at);
                     replica.fleet.halt(format!(

@@ -53,14 +53,13 @@ fn announce(f: &Fleet, revision: u64) {
 }
 
 fn applied(f: &Fleet, seq: u64) {
-    f.applied(
-        Head {
-            seq,
-            hash: [0; 32],
-            at: 0,
-        },
+    let head = Head {
         seq,
-    );
+        hash: [0; 32],
+        at: 0,
+    };
+    f.applied(head, seq);
+    f.written(head, seq);
 }
 
 /// A revocation waits for a live host until it applies the record, and is answered once

@@ -99,6 +99,8 @@ impl Replica {
             recorded: None,
         };
         replica.set_position(log, position)?;
+        // What the log held at open is on disk: announced as it is.
+        replica.fleet.set_sync(log.sync_handle()?, head, position);
         replica.fleet.applied(head, position);
         // A message that cannot be applied halts writes; the host still opens, verifying
         // from what it has, and says why in its status.
