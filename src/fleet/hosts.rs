@@ -115,7 +115,7 @@ pub(crate) struct Fleet {
     last_heard: Mutex<Option<LastHeard>>,
     /// What the local log holds, and holds durably: what is announced
     /// (`fleet/hosts/durable.rs`).
-    durability: Mutex<durable::Durability>,
+    durability: durable::Durability,
     fence: Arc<Fence>,
     /// While the fence is shut after contact came back: the stream position to reach.
     catch_up_to: Mutex<Option<u64>>,
@@ -181,7 +181,7 @@ impl Fleet {
             }),
             detached: Mutex::new(None),
             last_heard: Mutex::new(None),
-            durability: Mutex::new(durable::Durability::default()),
+            durability: durable::Durability::default(),
             fence,
             catch_up_to: Mutex::new(None),
             halted: Mutex::new(None),
