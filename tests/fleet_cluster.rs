@@ -66,7 +66,7 @@ fn churn(addr: SocketAddr, root: &str, host: &str, stop: &AtomicBool) -> Vec<Wri
     let mut n = 0u64;
     while !stop.load(Ordering::Acquire) {
         n += 1;
-        let write = if n % 3 == 0 && !live.is_empty() {
+        let write = if n.is_multiple_of(3) && !live.is_empty() {
             let (id, secret) = live.remove(0);
             let answer = http(addr, "DELETE", &format!("/v1/keys/{id}"), Some(root), None);
             Write {
