@@ -9,10 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use crate::clock::{CLOCK_TICK, boot_clock, micros_of, monotonic_micros};
 
-/// The record's version: its first two bytes.
+/// What the record starts with, then its version.
+const MAGIC: [u8; 8] = *b"KLHEARD\0";
 pub(crate) const VERSION: u16 = 1;
-/// version u16, system time i64, boot id, boot clock u64, limit u64.
-const LEN: usize = 2 + 8 + 16 + 8 + 8;
+/// Magic, version u16, system time i64, boot id, boot clock u64, limit u64.
+const LEN: usize = 8 + 2 + 8 + 16 + 8 + 8;
 
 /// See the module doc. Taken at each acknowledged announcement; never later than the
 /// moment it stands for (the readings are moved back by the fence clock's tick).
@@ -72,6 +73,7 @@ impl LastHeard {
     /// Fixed-width, little-endian.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(LEN);
+        out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&self.wall.to_le_bytes());
         out.extend_from_slice(&self.boot_id);
@@ -82,15 +84,20 @@ impl LastHeard {
 
     /// A record of version 1 and its exact size; `None` for anything else.
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != LEN || bytes[..2] != VERSION.to_le_bytes() {
+        let (magic, rest) = bytes.split_first_chunk::<8>()?;
+        let (version, rest) = rest.split_first_chunk::<2>()?;
+        if bytes.len() != LEN || *magic != MAGIC || u16::from_le_bytes(*version) != VERSION {
             return None;
         }
-        let u64_at = |at: usize| bytes.get(at..at + 8)?.try_into().ok().map(u64::from_le_bytes);
+        let (wall, rest) = rest.split_first_chunk::<8>()?;
+        let (boot_id, rest) = rest.split_first_chunk::<16>()?;
+        let (boot, rest) = rest.split_first_chunk::<8>()?;
+        let (limit, _) = rest.split_first_chunk::<8>()?;
         Some(LastHeard {
-            wall: i64::from_le_bytes(bytes.get(2..10)?.try_into().ok()?),
-            boot_id: bytes.get(10..26)?.try_into().ok()?,
-            boot: u64_at(26)?,
-            limit: u64_at(34)?,
+            wall: i64::from_le_bytes(*wall),
+            boot_id: *boot_id,
+            boot: u64::from_le_bytes(*boot),
+            limit: u64::from_le_bytes(*limit),
         })
     }
 }
@@ -116,13 +123,23 @@ mod tests {
         assert_eq!(LastHeard::decode(&bytes), Some(r));
         assert_eq!(r.limit(), Duration::from_secs(12));
         let mut newer = bytes.clone();
-        newer[0] = 2;
+        newer[8] = 2;
         assert_eq!(LastHeard::decode(&newer), None, "another version");
+        let mut other = bytes.clone();
+        other[0] = b'X';
+        assert_eq!(LastHeard::decode(&other), None, "another magic");
         assert_eq!(LastHeard::decode(&bytes[..LEN - 1]), None, "cut short");
         let mut longer = bytes;
         longer.push(0);
         assert_eq!(LastHeard::decode(&longer), None, "too long");
         assert_eq!(LastHeard::decode(&[]), None);
+    }
+
+    #[test]
+    fn the_version_1_fixture_decodes_as_documented() {
+        let fixture = include_bytes!("../../tests/fixtures/contact-v1.bin");
+        assert_eq!(LastHeard::decode(fixture), Some(record()));
+        assert_eq!(record().encode(), fixture);
     }
 
     /// Within the boot it was taken in, the boot clock says how long ago it was, whatever
