@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, SendTimeoutError};
@@ -30,7 +29,6 @@ pub(crate) struct Rejoin {
     /// Each connection made, for the writer to join with.
     pub(crate) connected: Receiver<Box<dyn SharedLog>>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Rejoin {
@@ -76,14 +74,15 @@ impl Rejoin {
         let stop = Arc::new(AtomicBool::new(false));
         let (ending, trier) = (Arc::clone(&stop), Arc::clone(&fleet));
         let every = fleet.options.heartbeat.max(Duration::from_millis(100));
-        let thread = std::thread::Builder::new()
+        // Not waited for: an attempt may take a request timeout. It ends within one once
+        // told to stop, dropping what it connected meanwhile.
+        std::thread::Builder::new()
             .name("keyledger-rejoin".into())
             .spawn(move || try_to_reach(&trier, connect, &tx, &ending, every))?;
         Ok(Rejoin {
             fleet,
             connected,
             stop,
-            thread: Some(thread),
         })
     }
 
@@ -135,11 +134,9 @@ impl Rejoin {
 }
 
 impl Drop for Rejoin {
-    /// Stops trying. The thread ends within one attempt; it is not waited for (an attempt
-    /// may take a request timeout), and what it connects meanwhile is dropped.
+    /// Stops trying.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        drop(self.thread.take());
     }
 }
 

@@ -225,6 +225,12 @@ impl Builder {
     /// on every host. On an empty stream, the store's log is published as its beginning
     /// (how a fleet is bootstrapped); a store joining a stream that holds records must be
     /// empty or a prefix of it. Only [`Builder::open`] takes part in a fleet.
+    ///
+    /// A host whose shared log is out of reach at open starts from its local store if the
+    /// fleet heard it before (the store keeps when): it verifies keys under its staleness
+    /// limits counted from then, reports itself stale, refuses writes with
+    /// [`Error::FleetNotJoined`], and joins as soon as the shared log answers. Without such
+    /// a record (an empty directory), `open` fails with [`Error::StreamUnavailable`].
     #[cfg(feature = "nats")]
     pub fn fleet(mut self, options: crate::fleet::FleetOptions) -> Self {
         self.fleet = Some(options);

@@ -476,3 +476,39 @@ fn restarts_without_the_shared_log_do_not_reset_the_fence() {
     }
     assert!(restarts >= 3, "{restarts}");
 }
+
+/// A host started without the shared log that cannot join once it answers (the stream was
+/// replaced meanwhile) halts, saying why, refuses writes as halted, and keeps verifying
+/// from its replica under its limits.
+#[test]
+fn a_host_started_without_the_shared_log_that_cannot_join_halts_and_says_why() {
+    let shared = MemShared::default();
+    let root = Actor::super_admin("root");
+    let replica = MemLog::default();
+    let a = host_with(
+        &shared,
+        quick("a", Duration::from_secs(30)),
+        replica.clone(),
+        None,
+    )
+    .unwrap();
+    let kept = a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+    drop(a);
+    shared.recreate(2);
+    let reachable = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a = host_with(
+        &shared,
+        quick("a", Duration::from_secs(30)),
+        replica,
+        Some(Arc::clone(&reachable)),
+    )
+    .unwrap();
+    reachable.store(true, std::sync::atomic::Ordering::Release);
+    until("a halts", || a.fleet_status().unwrap().halted.is_some());
+    let halted = a.fleet_status().unwrap().halted.unwrap();
+    assert!(halted.contains("could not join"), "{halted}");
+    let refused = a.create_key(&root, NewKey::new("refused").role("bot"));
+    assert!(matches!(refused, Err(Error::FleetHalted { .. })), "{refused:?}");
+    assert!(verifies(&a, &kept.key));
+    assert_eq!(a.last_seq(), 1);
+}

@@ -140,7 +140,12 @@ impl Writer {
                         continue;
                     },
                     recv(connected) -> shared => {
-                        if let (Ok(shared), Some(rejoin)) = (shared, self.rejoin.as_mut())
+                        let Ok(shared) = shared else {
+                            // It stopped trying (halted, or leaving).
+                            connected = crossbeam_channel::never();
+                            continue;
+                        };
+                        if let Some(rejoin) = self.rejoin.as_mut()
                             && let Some(replica) = rejoin.join(shared, &mut *self.log, &self.ledger)
                         {
                             incoming = replica.incoming.clone();
