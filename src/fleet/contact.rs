@@ -1,9 +1,10 @@
 //! When the fleet last heard this host, kept in its replica (`meta/contact`, version 1; see
 //! `docs/design.md`, "Format versions"): the send time of its last announcement the server
-//! acknowledged, on the clocks that outlive the process, and the limit it announced then. A
-//! host started while the shared log is out of reach counts its staleness and its fence from
-//! it, so a restart cannot make it fresher than it is. Decoding is total; a record of
-//! another version or size is no record.
+//! acknowledged, on the clocks that outlive the process, the limit it announced then, and
+//! how many hosts shared rate limits and credits. A host started while the shared log is out
+//! of reach counts its staleness and its fence from it (so a restart cannot make it fresher
+//! than it is) and keeps to that share. Decoding is total; a record of another version or
+//! size is no record.
 
 use std::time::{Duration, SystemTime};
 
@@ -12,8 +13,8 @@ use crate::clock::{CLOCK_TICK, boot_clock, micros_of, monotonic_micros};
 /// What the record starts with, then its version.
 const MAGIC: [u8; 8] = *b"KLHEARD\0";
 pub(crate) const VERSION: u16 = 1;
-/// Magic, version u16, system time i64, boot id, boot clock u64, limit u64.
-const LEN: usize = 8 + 2 + 8 + 16 + 8 + 8;
+/// Magic, version u16, system time i64, boot id, boot clock u64, limit u64, hosts u16.
+const LEN: usize = 8 + 2 + 8 + 16 + 8 + 8 + 2;
 
 /// See the module doc. Taken at each acknowledged announcement; never later than the
 /// moment it stands for (the readings are moved back by the fence clock's tick).
@@ -29,12 +30,14 @@ pub(crate) struct LastHeard {
     /// The limit this host announced then, in microseconds: how long after its last
     /// acknowledged announcement it rejects every key, and what the others count it out by.
     pub(crate) limit: u64,
+    /// How many hosts shared each key's rate limits and credits, this one included.
+    pub(crate) hosts: u16,
 }
 
 impl LastHeard {
     /// The announcement sent at `sent` (on [`monotonic_micros`]) was acknowledged, by a host
-    /// announcing `limit`.
-    pub(crate) fn sent_at(sent: u64, limit: Duration) -> Self {
+    /// announcing `limit` and sharing with `hosts` hosts.
+    pub(crate) fn sent_at(sent: u64, limit: Duration, hosts: usize) -> Self {
         let tick = u64::try_from(CLOCK_TICK.as_micros()).unwrap_or(0);
         let ago = monotonic_micros().saturating_sub(sent).saturating_add(tick);
         let (boot_id, boot) = match boot_clock() {
@@ -46,6 +49,7 @@ impl LastHeard {
             boot_id,
             boot,
             limit: u64::try_from(limit.as_micros()).unwrap_or(u64::MAX),
+            hosts: u16::try_from(hosts).unwrap_or(u16::MAX).max(1),
         }
     }
 
@@ -79,6 +83,7 @@ impl LastHeard {
         out.extend_from_slice(&self.boot_id);
         out.extend_from_slice(&self.boot.to_le_bytes());
         out.extend_from_slice(&self.limit.to_le_bytes());
+        out.extend_from_slice(&self.hosts.to_le_bytes());
         out
     }
 
@@ -92,12 +97,14 @@ impl LastHeard {
         let (wall, rest) = rest.split_first_chunk::<8>()?;
         let (boot_id, rest) = rest.split_first_chunk::<16>()?;
         let (boot, rest) = rest.split_first_chunk::<8>()?;
-        let (limit, _) = rest.split_first_chunk::<8>()?;
+        let (limit, rest) = rest.split_first_chunk::<8>()?;
+        let (hosts, _) = rest.split_first_chunk::<2>()?;
         Some(LastHeard {
             wall: i64::from_le_bytes(*wall),
             boot_id: *boot_id,
             boot: u64::from_le_bytes(*boot),
             limit: u64::from_le_bytes(*limit),
+            hosts: u16::from_le_bytes(*hosts),
         })
     }
 }
@@ -112,6 +119,7 @@ mod tests {
             boot_id: [9; 16],
             boot: 5_000_000,
             limit: 12_000_000,
+            hosts: 3,
         }
     }
 
@@ -169,9 +177,10 @@ mod tests {
         let sent = monotonic_micros();
         let before = micros_of(SystemTime::now());
         std::thread::sleep(Duration::from_millis(30));
-        let r = LastHeard::sent_at(sent, Duration::from_secs(1));
+        let r = LastHeard::sent_at(sent, Duration::from_secs(1), 3);
         assert!(r.wall <= before + 1_000, "{} > {before}", r.wall);
         assert!(r.elapsed().unwrap() >= Duration::from_millis(30));
         assert_eq!(r.limit(), Duration::from_secs(1));
+        assert_eq!(r.hosts, 3);
     }
 }

@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, SendTimeoutError};
 
-use super::Fleet;
 use super::contact::LastHeard;
 use super::replica::Replica;
+use super::{Fleet, UsageStatus};
 use crate::ledger::Ledger;
 use crate::log::Log;
 use crate::log::MetaKey;
 use crate::log::SharedLog;
 use crate::model::error::Error;
+use crate::projection::share::ShareGate;
 
 /// Connects to the shared log, as often as asked.
 pub(crate) type Connect = Box<dyn FnMut() -> Result<Box<dyn SharedLog>, Error> + Send>;
@@ -51,7 +52,18 @@ impl Rejoin {
             .map_or(0, u64::from_le_bytes);
         fleet.applied(ledger.head(), position);
         match last.map(|l| (l, l.elapsed())) {
-            Some((last, Some(elapsed))) => fleet.start_detached(why, &last, elapsed),
+            Some((last, Some(elapsed))) => {
+                fleet.start_detached(why, &last, elapsed);
+                // Each host keeps to its share of rate limits and credits, as one cut off
+                // while running does: the fleet's rounds do not complete meanwhile.
+                let hosts = usize::from(last.hosts);
+                let gate = ShareGate::new(hosts, fleet.options.usage_interval);
+                ledger.write_state().share_with(Arc::new(gate));
+                fleet.set_usage(UsageStatus {
+                    hosts,
+                    ..UsageStatus::default()
+                });
+            }
             Some((_, None)) => {
                 return Err(Error::StreamUnavailable {
                     reason: format!(

@@ -512,3 +512,43 @@ fn a_host_started_without_the_shared_log_that_cannot_join_halts_and_says_why() {
     assert!(verifies(&a, &kept.key));
     assert_eq!(a.last_seq(), 1);
 }
+
+/// Started without the shared log, a host keeps to its share of a key's rate limit (the
+/// limit over the hosts its replica last knew), as one cut off while running does: the
+/// fleet together admits no more than one host would.
+#[test]
+fn a_host_started_without_the_shared_log_keeps_to_its_share_of_a_rate_limit() {
+    let shared = MemShared::default();
+    let root = Actor::super_admin("root");
+    let replica = MemLog::default();
+    let a = host_with(
+        &shared,
+        quick("a", Duration::from_secs(30)),
+        replica.clone(),
+        None,
+    )
+    .unwrap();
+    let (b, c) = (host(&shared, "b"), host(&shared, "c"));
+    let limit = crate::model::limit::RateLimit::new(9, Duration::from_secs(600)).unwrap();
+    let limited = a
+        .create_key(&root, NewKey::new("limited").role("bot").rate_limit(limit))
+        .unwrap();
+    until("a knows when it was last heard, by three hosts", || {
+        replica
+            .meta(crate::log::MetaKey::Contact)
+            .unwrap()
+            .and_then(|r| crate::fleet::contact::LastHeard::decode(&r))
+            .is_some_and(|r| r.hosts == 3)
+    });
+    drop((a, b, c));
+    let a = host_with(
+        &shared,
+        quick("a", Duration::from_secs(30)),
+        replica,
+        Some(Arc::new(std::sync::atomic::AtomicBool::new(false))),
+    )
+    .unwrap();
+    let admitted = (0..9).filter(|_| verifies(&a, &limited.key)).count();
+    assert_eq!(admitted, 3, "its share: a burst of 9 / 3");
+    assert_eq!(a.fleet_status().unwrap().usage.hosts, 3);
+}

@@ -95,7 +95,9 @@ impl Fleet {
     /// The server acknowledged an announcement sent at `sent` (the fence's clock).
     pub(super) fn heard(&self, sent: u64) {
         self.fence.heard(sent);
-        *lock(&self.last_heard) = Some(LastHeard::sent_at(sent, self.options.fence_limit()));
+        let sharing = lock(&self.usage).as_ref().map_or(1, |u| u.hosts);
+        let hosts = sharing.max(1 + self.live_peers().len());
+        *lock(&self.last_heard) = Some(LastHeard::sent_at(sent, self.options.fence_limit(), hosts));
     }
 
     /// The last acknowledgement of this host's announcements, for its replica to keep.
