@@ -189,6 +189,43 @@ pub(crate) fn suspended() -> u64 {
     }
 }
 
+/// This boot of the machine, as its kernel names it (Linux's `boot_id`), and microseconds
+/// on `CLOCK_BOOTTIME` (which counts from the boot and runs on through a suspend): a
+/// duration between two readings of the same boot holds whatever the system clock did
+/// meanwhile. `None` elsewhere, or if the kernel does not say.
+pub(crate) fn boot_clock() -> Option<([u8; 16], u64)> {
+    #[cfg(target_os = "linux")]
+    {
+        static BOOT: std::sync::OnceLock<Option<[u8; 16]>> = std::sync::OnceLock::new();
+        let id = (*BOOT.get_or_init(|| {
+            let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+            parse_boot_id(&text)
+        }))?;
+        let micros = u64::try_from(clock_micros(rustix::time::ClockId::Boottime)).ok()?;
+        Some((id, micros))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// A boot id as the kernel writes it (a UUID: 32 hex digits and four dashes).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn parse_boot_id(text: &str) -> Option<[u8; 16]> {
+    let digits: Vec<u8> = text.trim().bytes().filter(|b| *b != b'-').collect();
+    if digits.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (byte, pair) in id.iter_mut().zip(digits.chunks(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    // All zeros names no boot.
+    (id != [0; 16]).then_some(id)
+}
+
 /// `d` in whole seconds, rounded up: a wait told in seconds is never shorter than the real one.
 pub(crate) fn whole_seconds_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -228,6 +265,28 @@ mod tests {
         manual.advance(Duration::from_micros(1));
         assert_eq!(clock.minute(), 30_000_001);
         assert_eq!(system_time(clock.now_micros()), manual.now());
+    }
+
+    #[test]
+    fn a_boot_id_is_read_as_the_kernel_writes_it_and_nothing_else() {
+        let id = parse_boot_id("0f2a7c1e-5b3d-4e8f-9a6b-1c2d3e4f5a6b\n").unwrap();
+        assert_eq!(id[0], 0x0f);
+        assert_eq!(id[15], 0x6b);
+        for bad in [
+            "",
+            "0f2a7c1e",
+            "zz2a7c1e-5b3d-4e8f-9a6b-1c2d3e4f5a6b",
+            "00000000-0000-0000-0000-000000000000",
+        ] {
+            assert_eq!(parse_boot_id(bad), None, "{bad}");
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let (first, at) = boot_clock().unwrap();
+            let (second, later) = boot_clock().unwrap();
+            assert_eq!(first, second);
+            assert!(later >= at);
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Many hosts, one ledger: each host's store is a replica of a shared log (a NATS
 //! JetStream stream, `log/nats.rs`), and every host's projection follows it.
 //!
-//! Four parts, none of which names the engine:
+//! Five parts, none of which names the engine:
 //! - [`Fleet`] (`fleet/hosts.rs`): what the hosts know of each other. Each announces its
 //!   applied head, sealed (`fleet/head.rs`); a revocation waits there until every host
 //!   that may still accept keys has applied it. It also keeps this host's contact with
@@ -15,6 +15,10 @@
 //!   records checked by the ledger, then written to the local log. A sealed message that
 //!   does not fit stops this host's writes; a stream that is not the fleet's any more
 //!   (`fleet/stream.rs`) stops them until it is right again.
+//! - [`Rejoin`](offline::Rejoin) (`fleet/offline.rs`): a host started while the shared log
+//!   is out of reach serves from its replica under its staleness limits, counted from the
+//!   replica's record of when the fleet last heard it (`fleet/contact.rs`), takes no write,
+//!   and joins once the shared log answers.
 //! - The public options and reports: [`FleetOptions`], [`FleetStatus`], [`HostStatus`],
 //!   [`Revoked`].
 // Without the `nats` feature there is no shared log to join: the types stay (the store
@@ -22,10 +26,12 @@
 #![cfg_attr(not(feature = "nats"), allow(dead_code, unreachable_pub))]
 
 pub(crate) mod announce;
+pub(crate) mod contact;
 pub(crate) mod fence;
 pub(crate) mod head;
 pub(crate) mod hosts;
 pub(crate) mod message;
+pub(crate) mod offline;
 pub(crate) mod replica;
 pub(crate) mod report;
 pub(crate) mod stream;
@@ -215,7 +221,8 @@ impl FleetOptions {
     }
 
     /// How long a host that lost the stream keeps reporting itself healthy (default
-    /// 10 s); past it, `/healthz` answers 503 so that a load balancer drains it.
+    /// 10 s); past it, `/healthz` answers 503 so that a load balancer drains it. A host
+    /// started while the stream is out of reach reports itself stale until it has joined.
     pub fn stale_serve(mut self, limit: Duration) -> Self {
         self.stale_serve = limit;
         self

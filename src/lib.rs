@@ -281,13 +281,19 @@ pub mod fuzzing {
     /// Decodes a file kept beside the log (the last-used file, then the credits file), as
     /// it is and with a valid checksum in place of its last 32 bytes (so the fields'
     /// decoding is reached whatever the input); a file that decodes must encode to a file
-    /// that decodes to the same. Panics if not.
+    /// that decodes to the same. Also decodes the bytes as a fleet host's record of its
+    /// last contact (`meta/contact`), which must encode back to the same bytes. Panics if
+    /// not.
     pub fn off_chain_files(bytes: &[u8]) -> bool {
+        use crate::fleet::contact::LastHeard;
         use crate::persist::credits::{decode_credits, encode_credits};
         use crate::persist::last_used::{decode_last_used, encode_last_used};
         let a = roundtrip(bytes, decode_last_used, encode_last_used);
         let b = roundtrip(bytes, decode_credits, |saved: &Vec<_>| encode_credits(saved));
-        a || b
+        let c = LastHeard::decode(bytes).inspect(|heard| {
+            assert_eq!(heard.encode(), bytes, "decode then encode changed the record");
+        });
+        a || b || c.is_some()
     }
 
     /// One off-chain format's round trip; see [`off_chain_files`].

@@ -67,7 +67,13 @@ pub(crate) enum MetaKey {
     /// stream message whose entries it holds. A hint for where to resume: a restart checks
     /// the message there against the entries before reading on.
     Position,
+    /// In a replica of a shared log: when the others last heard this host (a versioned
+    /// record the fleet owns): what a restart without the shared log counts from.
+    Contact,
 }
+
+/// [`Log::sync_handle`]'s answer: each call makes durable what was written before it.
+pub(crate) type SyncHandle = Box<dyn FnMut() -> Result<(), LogError> + Send>;
 
 /// One atomic write: entries and the head that covers them, all or nothing.
 pub(crate) struct Batch<'a> {
@@ -108,6 +114,11 @@ pub(crate) trait Log: LogRead {
 
     /// Makes everything written durable.
     fn sync(&mut self) -> Result<(), LogError>;
+
+    /// Makes everything written so far durable, from another thread: what a host of a
+    /// fleet calls before it announces a head, so that it never announces what a crash
+    /// could take from its log.
+    fn sync_handle(&self) -> Result<SyncHandle, LogError>;
 
     /// Appends to the security trail, then drops its oldest records past `keep`. Durable
     /// with the next [`Log::sync`].

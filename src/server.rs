@@ -554,6 +554,7 @@ fn status_of(e: &crate::model::error::Error) -> StatusCode {
         | Error::FleetHalted { .. }
         | Error::UnsafeFile { .. }
         | Error::StreamChanged { .. }
+        | Error::FleetNotJoined { .. }
         | Error::Closed => StatusCode::SERVICE_UNAVAILABLE,
     }
 }

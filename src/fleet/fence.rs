@@ -74,6 +74,21 @@ impl Fence {
         shut
     }
 
+    /// For a host started without the server: opens the fence as if the last acknowledged
+    /// announcement had been sent `unheard` ago, so that it closes when it would have had
+    /// the host kept running. Stays shut if that is past the limit (or further back than
+    /// the clock reaches). Returns whether it opened.
+    pub(crate) fn resume(&self, unheard: std::time::Duration) -> bool {
+        let unheard = u64::try_from(unheard.as_micros()).unwrap_or(u64::MAX);
+        let now = now();
+        if unheard >= self.limit || unheard > now {
+            return false;
+        }
+        self.heard.fetch_max(now - unheard, Ordering::AcqRel);
+        self.shut.store(false, Ordering::Release);
+        true
+    }
+
     /// Opens the fence: this host holds everything the stream held when contact came back.
     pub(crate) fn reopen(&self) {
         self.shut.store(false, Ordering::Release);
@@ -117,5 +132,21 @@ mod tests {
         assert!(f.rejects());
         f.reopen();
         assert!(!f.rejects());
+    }
+
+    /// Resumed from a record of the last acknowledged announcement, a fence closes at the
+    /// same limit counted from it, and one past the limit stays shut.
+    #[test]
+    fn a_resumed_fence_closes_at_its_limit_from_the_last_announcement_heard() {
+        let f = Fence::closing_after(Duration::from_millis(300));
+        assert!(f.resume(Duration::from_millis(150)));
+        assert!(!f.rejects());
+        assert!(f.unheard_for() >= Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(150) + CLOCK_TICK * 2);
+        assert!(f.rejects(), "lapsed at the limit, counted from before the start");
+        let late = Fence::closing_after(Duration::from_millis(300));
+        assert!(!late.resume(Duration::from_millis(300)));
+        assert!(late.rejects());
+        assert!(!late.resume(Duration::MAX));
     }
 }

@@ -11,10 +11,14 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 mod changes;
+mod durable;
+mod outage;
+mod status;
 
+use super::contact::LastHeard;
 use super::fence::{self, Fence};
 use super::head::{self, HostHead};
-use super::{FleetOptions, FleetStatus, HostStatus, IgnoredHead, UNSEEN_HOSTS};
+use super::{FleetOptions, IgnoredHead, UNSEEN_HOSTS};
 use crate::chain::Chain;
 use crate::chain::Head;
 pub(crate) use crate::log::Outcome;
@@ -44,6 +48,13 @@ fn micros(d: Duration) -> u64 {
 /// clock (at least `margin`).
 pub(crate) fn hold_for(limit: Duration, margin: Duration) -> Duration {
     limit + margin.max(limit / RATE_BOUND_DIVISOR + fence::CLOCK_TICK * 2)
+}
+
+/// When the server last answered: `before` earlier than `at` (a host started without the
+/// server counts from its replica's record).
+struct Contact {
+    at: Instant,
+    before: Duration,
 }
 
 struct Peer {
@@ -95,7 +106,16 @@ pub(crate) struct Fleet {
     view: Mutex<View>,
     view_changed: Condvar,
     /// The last time the server answered this host, whatever the request.
-    contact: Mutex<Instant>,
+    contact: Mutex<Contact>,
+    /// While this host, started without the shared log, has not joined: why
+    /// (`fleet/hosts/outage.rs`).
+    detached: Mutex<Option<outage::Detached>>,
+    /// The fleet's last acknowledgement of this host's announcements, on clocks that outlive
+    /// the process: what its replica keeps (`fleet/contact.rs`).
+    last_heard: Mutex<Option<LastHeard>>,
+    /// What the local log holds, and holds durably: what is announced
+    /// (`fleet/hosts/durable.rs`).
+    durability: durable::Durability,
     fence: Arc<Fence>,
     /// While the fence is shut after contact came back: the stream position to reach.
     catch_up_to: Mutex<Option<u64>>,
@@ -155,7 +175,13 @@ impl Fleet {
                 last_ignored: None,
             }),
             view_changed: Condvar::new(),
-            contact: Mutex::new(Instant::now()),
+            contact: Mutex::new(Contact {
+                at: Instant::now(),
+                before: Duration::ZERO,
+            }),
+            detached: Mutex::new(None),
+            last_heard: Mutex::new(None),
+            durability: durable::Durability::default(),
             fence,
             catch_up_to: Mutex::new(None),
             halted: Mutex::new(None),
@@ -262,7 +288,8 @@ impl Fleet {
     }
 
     /// The head to announce next: at once when it changed, else after a heartbeat; once
-    /// the fleet is closing, a last one saying this host left, then `None`.
+    /// the fleet is closing, a last one saying this host left, then `None`. It carries what
+    /// the local log holds durably ([`Fleet::written`]).
     pub(crate) fn next_head(&self) -> Option<HostHead> {
         let own = lock(&self.own);
         let (mut own, _) = self
@@ -283,6 +310,8 @@ impl Fleet {
         own.head.run = self.run;
         let mut head = own.head;
         drop(own);
+        // What the local log holds durably, synced now if need be: never more.
+        (head.seq, head.hash, head.position) = self.durable_head();
         head.at = crate::ledger::now_micros();
         head.stale_for = micros(self.stale_for());
         head.halted = self.halted().is_some();
@@ -339,7 +368,7 @@ impl Fleet {
                 }
                 drop(view);
                 if keeps_fence_open {
-                    self.fence.heard(sent);
+                    self.heard(sent);
                 }
             }
             Outcome::BucketMissing => {
@@ -348,7 +377,7 @@ impl Fleet {
                 self.contact();
                 lock(&self.view).broken = true;
                 if keeps_fence_open {
-                    self.fence.heard(sent);
+                    self.heard(sent);
                 }
             }
             Outcome::Failed => lock(&self.view).broken = true,
@@ -412,7 +441,10 @@ impl Fleet {
 
     /// The server answered this host.
     pub(crate) fn contact(&self) {
-        *lock(&self.contact) = Instant::now();
+        *lock(&self.contact) = Contact {
+            at: Instant::now(),
+            before: Duration::ZERO,
+        };
     }
 
     /// How long since the server last answered (zero within a heartbeat or two: a
@@ -421,7 +453,11 @@ impl Fleet {
         // A stream that is not the fleet's any more (deleted, replaced, rolled back) brings
         // no revocation: this host is out of touch from the moment it was noticed.
         let faulted = self.stream.fault_since().map_or(Duration::ZERO, |t| t.elapsed());
-        let since = lock(&self.contact).elapsed().max(faulted);
+        let since = {
+            let contact = lock(&self.contact);
+            contact.at.elapsed().saturating_add(contact.before)
+        }
+        .max(faulted);
         if since <= self.options.heartbeat * 2 {
             Duration::ZERO
         } else {
@@ -578,118 +614,6 @@ impl Fleet {
                 .wait_timeout(view, wait)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
-        }
-    }
-
-    /// The fleet as this host sees it; `hash_at` gives this host's chain hash of a record.
-    pub(crate) fn status(&self, hash_at: impl Fn(u64) -> Option<[u8; 32]>) -> FleetStatus {
-        let own = lock(&self.own).head;
-        let stale = self.stale_for();
-        let halted = self.halted();
-        let rejecting = self.fence.rejects();
-        let mut hosts = vec![HostStatus {
-            host: self.options.host.clone(),
-            this_host: true,
-            seq: own.seq,
-            position: own.position,
-            lag: 0,
-            heard: Duration::ZERO,
-            live: true,
-            stale_for: stale,
-            halted: halted.is_some(),
-            diverged: false,
-            fences: own.fences,
-        }];
-        let now = Instant::now();
-        // Copied out first: `hash_at` reads the log, which the view's lock must not wait for.
-        let (peers, ignored, last_ignored): (Vec<(String, HostHead, Instant)>, _, _) = {
-            let view = lock(&self.view);
-            (
-                view.peers
-                    .iter()
-                    .map(|(h, p)| (h.clone(), p.head, p.heard))
-                    .collect(),
-                view.ignored,
-                view.last_ignored.clone(),
-            )
-        };
-        let mut others: Vec<HostStatus> = peers
-            .into_iter()
-            .map(|(host, head, heard)| HostStatus {
-                host,
-                this_host: false,
-                seq: head.seq,
-                position: head.position,
-                lag: own.seq.saturating_sub(head.seq),
-                heard: now.duration_since(heard),
-                live: now.duration_since(heard) <= Duration::from_micros(head.lease),
-                stale_for: Duration::from_micros(head.stale_for),
-                halted: head.halted,
-                diverged: head.seq > 0
-                    && head.seq <= own.seq
-                    && hash_at(head.seq).is_some_and(|h| h != head.hash),
-                fences: head.fences,
-            })
-            .collect();
-        others.sort_by(|a, b| a.host.cmp(&b.host));
-        hosts.extend(others);
-        let mut causes = Vec::new();
-        if let Some(reason) = &halted {
-            causes.push(("halted", reason.clone()));
-        }
-        if stale > self.options.stale_serve {
-            causes.push((
-                "stale",
-                format!("the shared log has not answered for {:.1} s", stale.as_secs_f64()),
-            ));
-        }
-        if rejecting {
-            let reason = if self.fence.lapsed() {
-                format!(
-                    "no announcement of this host was acknowledged for {:.1} s (its limit is {:.1} s): \
-                     it rejects every key",
-                    self.fence.unheard_for().as_secs_f64(),
-                    self.options.fence_limit().as_secs_f64()
-                )
-            } else {
-                "starting, in touch again after a lapse, or resumed from a suspend: it rejects every key \
-                 until it is heard and has applied the stream's end"
-                    .to_owned()
-            };
-            causes.push(("fenced", reason));
-        }
-        if let Some((have, until)) = self.bootstrapping() {
-            causes.push((
-                "bootstrapping",
-                format!("the stream's bootstrap reaches record {until}; this host has {have}"),
-            ));
-        }
-        let stream_fault = self.stream.fault();
-        if let Some(reason) = &stream_fault {
-            causes.push(("stream", reason.clone()));
-        }
-        causes.extend(lock(&self.faults).iter().map(|(c, r)| (*c, r.clone())));
-        let (foreign_messages, last_foreign) = self.stream.foreign_seen();
-        FleetStatus {
-            host: self.options.host.clone(),
-            stream: self.options.stream.clone(),
-            stream_id: self
-                .stream_id()
-                .map(|id| super::message::hex(&id))
-                .unwrap_or_default(),
-            stale_for: stale,
-            unhealthy: !causes.is_empty(),
-            rejecting,
-            halted,
-            stream_fault,
-            foreign_messages,
-            last_foreign,
-            hosts,
-            causes,
-            ignored_heads: ignored,
-            last_ignored,
-            heads_bucket_lost: self.bucket_lost.load(Ordering::Acquire),
-            usage: lock(&self.usage).clone().unwrap_or_default(),
         }
     }
 

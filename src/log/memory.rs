@@ -13,6 +13,7 @@ struct State {
     format: Option<Vec<u8>>,
     chain: Option<Vec<u8>>,
     position: Option<Vec<u8>>,
+    contact: Option<Vec<u8>>,
     refused: std::collections::VecDeque<Vec<u8>>,
 }
 
@@ -63,6 +64,7 @@ impl LogRead for MemLog {
             MetaKey::Format => state.format.clone(),
             MetaKey::Chain => state.chain.clone(),
             MetaKey::Position => state.position.clone(),
+            MetaKey::Contact => state.contact.clone(),
         })
     }
 
@@ -90,6 +92,7 @@ impl Log for MemLog {
             MetaKey::Format => &mut state.format,
             MetaKey::Chain => &mut state.chain,
             MetaKey::Position => &mut state.position,
+            MetaKey::Contact => &mut state.contact,
         };
         *slot = Some(value.to_vec());
         Ok(())
@@ -97,6 +100,10 @@ impl Log for MemLog {
 
     fn sync(&mut self) -> Result<(), LogError> {
         Ok(())
+    }
+
+    fn sync_handle(&self) -> Result<super::SyncHandle, LogError> {
+        Ok(Box::new(|| Ok(())))
     }
 
     fn append_refused(&mut self, records: &[Vec<u8>], keep: u64) -> Result<(), LogError> {

@@ -28,10 +28,16 @@ impl From<sled::Error> for LogError {
 }
 
 pub(crate) struct SledLog {
-    db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
     refused: sled::Tree,
+    durable: Durable,
+}
+
+/// What makes the database durable: sled's flush, then its files synced. A writer's own,
+/// or another thread's ([`Log::sync_handle`]): sled takes a flush from any thread.
+struct Durable {
+    db: sled::Db,
     /// sled's data file, to fsync: sled itself ends a flush with `sync_file_range`, which
     /// neither flushes the drive's write cache nor the file's size.
     data_file: std::fs::File,
@@ -92,14 +98,16 @@ impl SledLog {
         open_own(&path.join("conf"))?.sync_all()?;
         open_own(path)?.sync_all()?;
         Ok(SledLog {
-            db,
             log,
             meta,
             refused,
-            data_file,
-            blobs: path.join("blobs"),
-            synced_blobs: std::collections::HashSet::new(),
-            blobs_listed: None,
+            durable: Durable {
+                db,
+                data_file,
+                blobs: path.join("blobs"),
+                synced_blobs: std::collections::HashSet::new(),
+                blobs_listed: None,
+            },
         })
     }
 }
@@ -155,6 +163,7 @@ fn meta_key(key: MetaKey) -> &'static [u8] {
         MetaKey::Format => b"format",
         MetaKey::Chain => b"chain",
         MetaKey::Position => b"position",
+        MetaKey::Contact => b"contact",
     }
 }
 
@@ -254,7 +263,25 @@ impl SledLog {
     }
 }
 
-impl SledLog {
+impl Durable {
+    fn sync(&mut self) -> Result<(), LogError> {
+        self.db.flush()?;
+        self.sync_new_blobs()?;
+        self.data_file.sync_data()?;
+        Ok(())
+    }
+
+    /// Another handle on the same files, for another thread.
+    fn another(&self) -> Result<Self, LogError> {
+        Ok(Durable {
+            db: self.db.clone(),
+            data_file: self.data_file.try_clone()?,
+            blobs: self.blobs.clone(),
+            synced_blobs: std::collections::HashSet::new(),
+            blobs_listed: None,
+        })
+    }
+
     /// Syncs the blob files sled wrote since the last sync, and their directory.
     fn sync_new_blobs(&mut self) -> Result<(), LogError> {
         let modified = match std::fs::metadata(&self.blobs) {
@@ -360,10 +387,12 @@ impl Log for SledLog {
     }
 
     fn sync(&mut self) -> Result<(), LogError> {
-        self.db.flush()?;
-        self.sync_new_blobs()?;
-        self.data_file.sync_data()?;
-        Ok(())
+        self.durable.sync()
+    }
+
+    fn sync_handle(&self) -> Result<super::SyncHandle, LogError> {
+        let mut durable = self.durable.another()?;
+        Ok(Box::new(move || durable.sync()))
     }
 
     fn reader(&self) -> Box<dyn LogRead> {

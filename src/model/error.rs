@@ -179,6 +179,15 @@ pub enum Error {
         /// What changed.
         reason: String,
     },
+    /// This host of a fleet started while the shared log was out of reach, serves keys from
+    /// its replica, and has not joined the fleet yet: it takes no write (nothing was
+    /// written). It joins by itself once the shared log answers; write through another
+    /// host meanwhile.
+    #[error("this host has not joined its fleet yet, so it takes no write: {reason}")]
+    FleetNotJoined {
+        /// Why: what the last attempt to reach the shared log said.
+        reason: String,
+    },
     /// The store's writer has stopped (the store is being dropped, or a previous write
     /// panicked); reopen the store.
     #[error("the store is closed")]
@@ -413,6 +422,7 @@ impl Error {
             Error::StreamDiverged { .. } => "stream_diverged",
             Error::FleetHalted { .. } => "fleet_halted",
             Error::StreamChanged { .. } => "stream_changed",
+            Error::FleetNotJoined { .. } => "fleet_not_joined",
             Error::UnsupportedVersion { .. } => "unsupported_version",
             Error::Entropy(_) => "entropy",
             Error::Closed => "closed",
@@ -500,6 +510,9 @@ impl Error {
                 reason: reason.clone(),
             },
             Error::StreamChanged { reason } => Error::StreamChanged {
+                reason: reason.clone(),
+            },
+            Error::FleetNotJoined { reason } => Error::FleetNotJoined {
                 reason: reason.clone(),
             },
             Error::Closed => Error::Closed,

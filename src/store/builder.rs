@@ -21,6 +21,7 @@ use crate::codec;
 use crate::file;
 use crate::fleet::fence::Fence;
 use crate::fleet::hosts::Fleet;
+use crate::fleet::offline::{Connect, Rejoin};
 use crate::fleet::replica::Replica;
 use crate::ledger;
 use crate::ledger::Ledger;
@@ -238,6 +239,12 @@ impl Builder {
     /// on every host. On an empty stream, the store's log is published as its beginning
     /// (how a fleet is bootstrapped); a store joining a stream that holds records must be
     /// empty or a prefix of it. Only [`Builder::open`] takes part in a fleet.
+    ///
+    /// A host whose shared log is out of reach at open starts from its local store if the
+    /// fleet heard it before (the store keeps when): it verifies keys under its staleness
+    /// limits counted from then, reports itself stale, refuses writes with
+    /// [`Error::FleetNotJoined`], and joins as soon as the shared log answers. Without such
+    /// a record (an empty directory), `open` fails with [`Error::StreamUnavailable`].
     #[cfg(feature = "nats")]
     pub fn fleet(mut self, options: crate::fleet::FleetOptions) -> Self {
         self.fleet = Some(options);
@@ -263,15 +270,26 @@ impl Builder {
         Ok(())
     }
 
-    /// The shared log this store is to join, connected; `None` for a single host. The
-    /// options were checked ([`Builder::check_fleet`]).
+    /// The shared log this store is to join, connected if it answers; `None` for a single
+    /// host. The options were checked ([`Builder::check_fleet`]).
     fn shared(&self) -> Result<Option<SharedParts>, Error> {
         #[cfg(feature = "nats")]
         if let Some(options) = &self.fleet {
             let fleet = Fleet::new(options.clone(), self.chain());
-            let log = crate::log::nats::NatsLog::connect(&options.connection())?;
+            let connection = options.connection();
+            let mut connect: Connect = Box::new(move || {
+                let log = crate::log::nats::NatsLog::connect(&connection)?;
+                Ok(Box::new(log) as Box<dyn SharedLog>)
+            });
+            let log = match connect() {
+                Ok(log) => Ok(log),
+                // Out of reach: a host with a replica starts from it (see `Rejoin`).
+                Err(Error::StreamUnavailable { reason }) => Err(reason),
+                Err(e) => return Err(e),
+            };
             return Ok(Some(SharedParts {
-                log: Box::new(log),
+                log,
+                connect,
                 fence: fleet.fence(),
                 fleet,
             }));
@@ -518,10 +536,11 @@ fn remove_leftovers(dir: &Path) {
 /// How long opening waits for a busy lock before it says `Locked`.
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// What a host of a fleet starts with: the shared log, connected, and what the hosts
-/// know of each other.
+/// What a host of a fleet starts with: the shared log, connected (or why it could not
+/// be), how to connect to it again, and what the hosts know of each other.
 pub(super) struct SharedParts {
-    pub(super) log: Box<dyn SharedLog>,
+    pub(super) log: Result<Box<dyn SharedLog>, String>,
+    pub(super) connect: Connect,
     pub(super) fleet: Arc<Fleet>,
     pub(super) fence: Arc<Fence>,
 }
@@ -561,23 +580,38 @@ impl KeyStore {
         let ledger = Ledger::from_projection(proj, chain.clone(), clock);
         ledger.replay(&*log, u64::MAX, total, &options.progress)?;
         ledger::reaches_head(stored, ledger.head())?;
+        // A host that joins checks the witness once it has caught up with the stream: a new
+        // host (from an empty directory) that joins a stream rolled back past the witness
+        // refuses to start. One that starts without the shared log checks its replica.
+        let joining = shared.as_ref().is_some_and(|parts| parts.log.is_ok());
         if let Some(witness) = options.expect_head
-            && shared.is_none()
+            && !joining
         {
             ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
         }
-        let (replica, fleet, rejecting) = match shared {
-            Some(parts) => {
-                let replica = Replica::join(parts.log, Arc::clone(&parts.fleet), &mut *log, &ledger)?;
-                // On a host of a fleet, the witness is checked once the host has caught up
-                // with the stream: a new host (from an empty directory) that joins a stream
-                // rolled back past the witness refuses to start.
+        let (replica, rejoin, fleet, rejecting) = match shared {
+            Some(SharedParts {
+                log: Ok(shared),
+                fleet,
+                fence,
+                ..
+            }) => {
+                let replica = Replica::join(shared, Arc::clone(&fleet), &mut *log, &ledger)?;
                 if let Some(witness) = options.expect_head {
                     ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
                 }
-                (Some(replica), Some(parts.fleet), parts.fence)
+                (Some(replica), None, Some(fleet), fence)
             }
-            None => (None, None, Arc::new(Fence::open())),
+            Some(SharedParts {
+                log: Err(why),
+                connect,
+                fleet,
+                fence,
+            }) => {
+                let rejoin = Rejoin::start(Arc::clone(&fleet), connect, why, &*log, &ledger)?;
+                (None, Some(rejoin), Some(fleet), fence)
+            }
+            None => (None, None, None, Arc::new(Fence::open())),
         };
         let last_used = dir
             .as_ref()
@@ -639,6 +673,7 @@ impl KeyStore {
             integrity: Arc::clone(&integrity),
             ids: StdRng::try_from_os_rng().map_err(|e| Error::Entropy(e.to_string()))?,
             replica,
+            rejoin,
             appended_at: 0,
             stats: Arc::clone(&stats),
         };

@@ -20,18 +20,43 @@ fn host(shared: &MemShared, name: &str) -> KeyStore {
 
 /// A host on `log` (which may hold records already: a single-host store).
 fn host_on(shared: &MemShared, name: &str, log: MemLog) -> Result<KeyStore, Error> {
-    let options = Builder::default().chain_key(ChainKey::from_bytes(CHAIN_KEY));
+    host_with(shared, FleetOptions::new("memory").host_id(name), log, None)
+}
+
+/// A host with `options` on `log`; with `reachable`, one that connects to the shared log
+/// only while it is set (and starts without it if it is not).
+fn host_with(
+    shared: &MemShared,
+    options: FleetOptions,
+    log: MemLog,
+    reachable: Option<Arc<std::sync::atomic::AtomicBool>>,
+) -> Result<KeyStore, Error> {
+    let builder = Builder::default().chain_key(ChainKey::from_bytes(CHAIN_KEY));
     let info = match ledger::read_info(&log)? {
         Some(info) => info,
-        None => ledger::initialize(&mut log.clone(), &options.chain())?,
+        None => ledger::initialize(&mut log.clone(), &builder.chain())?,
     };
-    let fleet = Fleet::new(FleetOptions::new("memory").host_id(name), options.chain());
+    let fleet = Fleet::new(options, builder.chain());
+    let memory = shared.clone();
+    let mut connect: crate::fleet::offline::Connect = Box::new(move || {
+        if reachable
+            .as_ref()
+            .is_none_or(|r| r.load(std::sync::atomic::Ordering::Acquire))
+        {
+            Ok(Box::new(memory.clone()) as Box<dyn crate::log::SharedLog>)
+        } else {
+            Err(Error::StreamUnavailable {
+                reason: "cannot connect to memory: unreachable".into(),
+            })
+        }
+    });
     let parts = SharedParts {
-        log: Box::new(shared.clone()),
+        log: connect().map_err(|e| e.to_string()),
+        connect,
         fence: fleet.fence(),
         fleet,
     };
-    KeyStore::start(options, Box::new(log), info, None, Some(parts))
+    KeyStore::start(builder, Box::new(log), info, None, Some(parts))
 }
 
 /// A bootstrap cut short (the stream stops answering after its first message): a host
@@ -324,4 +349,206 @@ fn an_unanswered_append_and_an_oversized_batch_are_typed_errors_that_change_noth
     a.create_key(&root, NewKey::new("answer lost").role("bot"))
         .unwrap();
     assert_eq!((a.last_seq(), shared.len()), (2, 3));
+}
+
+fn quick(name: &str, lease: Duration) -> FleetOptions {
+    FleetOptions::new("memory")
+        .host_id(name)
+        .heartbeat(Duration::from_millis(20))
+        .lease(lease)
+}
+
+fn verifies(store: &KeyStore, secret: &token::ApiKey) -> bool {
+    store
+        .verify(secret.expose_secret(), "10.0.0.1".parse().unwrap())
+        .is_ok()
+}
+
+/// A host restarted while the shared log is out of reach starts from its replica: it
+/// verifies what it holds, reports itself stale, refuses writes with a typed error that
+/// changes nothing, and once the shared log answers it joins: it catches up with what
+/// another host wrote meanwhile and takes writes again. A host with no replica the fleet
+/// heard does not start.
+#[test]
+fn a_host_restarted_without_the_shared_log_serves_its_replica_and_joins_when_it_answers() {
+    let shared = MemShared::default();
+    let root = Actor::super_admin("root");
+    let replica = MemLog::default();
+    let a = host_with(
+        &shared,
+        quick("a", Duration::from_secs(30)),
+        replica.clone(),
+        None,
+    )
+    .unwrap();
+    let b = host(&shared, "b");
+    let kept = a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+    until("a keeps when it was last heard", || {
+        replica.meta(crate::log::MetaKey::Contact).unwrap().is_some()
+    });
+    drop(a);
+
+    let reachable = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a = host_with(
+        &shared,
+        quick("a", Duration::from_secs(30)),
+        replica.clone(),
+        Some(Arc::clone(&reachable)),
+    )
+    .unwrap();
+    assert!(verifies(&a, &kept.key));
+    let status = a.fleet_status().unwrap();
+    assert!(status.unhealthy && !status.rejecting, "{status:?}");
+    assert_eq!(status.causes[0].0, "stale", "{status:?}");
+    assert!(status.causes[0].1.contains("not joined"), "{status:?}");
+    let refused = a.create_key(&root, NewKey::new("refused").role("bot"));
+    assert!(
+        matches!(refused, Err(Error::FleetNotJoined { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(a.last_seq(), 1, "nothing written");
+    let meanwhile = b.create_key(&root, NewKey::new("meanwhile").role("bot")).unwrap();
+    assert!(
+        !verifies(&a, &meanwhile.key),
+        "not applied yet: the log is out of reach"
+    );
+
+    reachable.store(true, std::sync::atomic::Ordering::Release);
+    until("a catches up", || a.last_seq() == 2);
+    until("a is healthy", || !a.fleet_status().unwrap().unhealthy);
+    assert!(verifies(&a, &meanwhile.key));
+    a.create_key(&root, NewKey::new("after").role("bot")).unwrap();
+    until("b has it", || b.last_seq() == 3);
+    assert_eq!(a.audit(), b.audit());
+
+    let empty = host_with(
+        &shared,
+        quick("c", Duration::from_secs(30)),
+        MemLog::default(),
+        Some(Arc::new(std::sync::atomic::AtomicBool::new(false))),
+    );
+    let Err(Error::StreamUnavailable { reason }) = empty else {
+        panic!("a host with nothing started without the shared log: {empty:?}")
+    };
+    assert!(
+        reason.contains("unreachable") && reason.contains("no replica"),
+        "{reason}"
+    );
+}
+
+/// A host's fence, restarted without the shared log, still closes at its limit counted
+/// from when the fleet last heard it, however often it restarts; started past it, the host
+/// rejects every key at once.
+#[test]
+fn restarts_without_the_shared_log_do_not_reset_the_fence() {
+    let shared = MemShared::default();
+    let root = Actor::super_admin("root");
+    let replica = MemLog::default();
+    let lease = Duration::from_secs(1);
+    let a = host_with(&shared, quick("a", lease), replica.clone(), None).unwrap();
+    let kept = a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+    // Heard last before this; the record kept at close is that last acknowledgement.
+    let lost = std::time::Instant::now();
+    drop(a);
+    let unreachable = || Some(Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let mut restarts = 0;
+    while lost.elapsed() < lease + Duration::from_millis(300) {
+        let a = host_with(&shared, quick("a", lease), replica.clone(), unreachable()).unwrap();
+        let at = lost.elapsed();
+        let verified = verifies(&a, &kept.key);
+        if at < lease - Duration::from_millis(200) {
+            assert!(verified, "{at:?} after the last contact, within the lease");
+            restarts += 1;
+        } else if at > lease + Duration::from_millis(50) {
+            assert!(!verified, "{at:?} after the last contact, past the lease");
+            let status = a.fleet_status().unwrap();
+            assert!(status.rejecting && status.unhealthy, "{status:?}");
+            assert!(
+                status
+                    .causes
+                    .iter()
+                    .any(|(c, why)| *c == "fenced" && why.contains("past its limit")),
+                "{status:?}"
+            );
+        }
+        drop(a);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(restarts >= 3, "{restarts}");
+}
+
+/// A host started without the shared log that cannot join once it answers (the stream was
+/// replaced meanwhile) halts, saying why, refuses writes as halted, and keeps verifying
+/// from its replica under its limits.
+#[test]
+fn a_host_started_without_the_shared_log_that_cannot_join_halts_and_says_why() {
+    let shared = MemShared::default();
+    let root = Actor::super_admin("root");
+    let replica = MemLog::default();
+    let a = host_with(
+        &shared,
+        quick("a", Duration::from_secs(30)),
+        replica.clone(),
+        None,
+    )
+    .unwrap();
+    let kept = a.create_key(&root, NewKey::new("kept").role("bot")).unwrap();
+    drop(a);
+    shared.recreate(2);
+    let reachable = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a = host_with(
+        &shared,
+        quick("a", Duration::from_secs(30)),
+        replica,
+        Some(Arc::clone(&reachable)),
+    )
+    .unwrap();
+    reachable.store(true, std::sync::atomic::Ordering::Release);
+    until("a halts", || a.fleet_status().unwrap().halted.is_some());
+    let halted = a.fleet_status().unwrap().halted.unwrap();
+    assert!(halted.contains("could not join"), "{halted}");
+    let refused = a.create_key(&root, NewKey::new("refused").role("bot"));
+    assert!(matches!(refused, Err(Error::FleetHalted { .. })), "{refused:?}");
+    assert!(verifies(&a, &kept.key));
+    assert_eq!(a.last_seq(), 1);
+}
+
+/// Started without the shared log, a host keeps to its share of a key's rate limit (the
+/// limit over the hosts its replica last knew), as one cut off while running does: the
+/// fleet together admits no more than one host would.
+#[test]
+fn a_host_started_without_the_shared_log_keeps_to_its_share_of_a_rate_limit() {
+    let shared = MemShared::default();
+    let root = Actor::super_admin("root");
+    let replica = MemLog::default();
+    let a = host_with(
+        &shared,
+        quick("a", Duration::from_secs(30)),
+        replica.clone(),
+        None,
+    )
+    .unwrap();
+    let (b, c) = (host(&shared, "b"), host(&shared, "c"));
+    let limit = crate::model::limit::RateLimit::new(9, Duration::from_secs(600)).unwrap();
+    let limited = a
+        .create_key(&root, NewKey::new("limited").role("bot").rate_limit(limit))
+        .unwrap();
+    until("a knows when it was last heard, by three hosts", || {
+        replica
+            .meta(crate::log::MetaKey::Contact)
+            .unwrap()
+            .and_then(|r| crate::fleet::contact::LastHeard::decode(&r))
+            .is_some_and(|r| r.hosts == 3)
+    });
+    drop((a, b, c));
+    let a = host_with(
+        &shared,
+        quick("a", Duration::from_secs(30)),
+        replica,
+        Some(Arc::new(std::sync::atomic::AtomicBool::new(false))),
+    )
+    .unwrap();
+    let admitted = (0..9).filter(|_| verifies(&a, &limited.key)).count();
+    assert_eq!(admitted, 3, "its share: a burst of 9 / 3");
+    assert_eq!(a.fleet_status().unwrap().usage.hosts, 3);
 }

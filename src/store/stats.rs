@@ -434,6 +434,21 @@ impl Log for SyncTimed {
         synced
     }
 
+    /// Timed as [`sync`](Log::sync) is: a fleet host's sync before it announces a head
+    /// is a sync of the same log.
+    fn sync_handle(&self) -> Result<crate::log::SyncHandle, LogError> {
+        let mut inner = self.inner.sync_handle()?;
+        let stats = Arc::clone(&self.stats);
+        Ok(Box::new(move || {
+            let started = Instant::now();
+            let synced = inner();
+            if synced.is_ok() {
+                stats.sync.observe(nanos(started.elapsed()));
+            }
+            synced
+        }))
+    }
+
     fn append_refused(&mut self, records: &[Vec<u8>], keep: u64) -> Result<(), LogError> {
         self.inner.append_refused(records, keep)
     }

@@ -69,6 +69,10 @@ impl Log for FaultyLog {
         self.inner.sync()
     }
 
+    fn sync_handle(&self) -> Result<crate::log::SyncHandle, LogError> {
+        self.inner.sync_handle()
+    }
+
     fn append_refused(&mut self, records: &[Vec<u8>], keep: u64) -> Result<(), LogError> {
         self.inner.append_refused(records, keep)
     }

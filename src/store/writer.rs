@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 use rand::rngs::StdRng;
 
 use crate::codec;
+use crate::fleet::offline::Rejoin;
 use crate::fleet::replica::Appended;
 use crate::fleet::replica::Replica;
 use crate::ledger::Command;
@@ -32,6 +33,10 @@ use super::stats::Stats;
 /// How often the writer wakes when idle: the system clock's minute for last-used stamps
 /// is at most this stale.
 const TICK: Duration = Duration::from_secs(1);
+
+/// How often a host of a fleet keeps the fleet's last acknowledgement of it in its local
+/// log, at most (a sync each time).
+const KEEP_CONTACT_EVERY: Duration = Duration::from_secs(1);
 
 /// A batch whose write and sync (or append to the shared log) takes longer than this is
 /// logged as a stall: callers were kept waiting, and `/auth` was not.
@@ -69,6 +74,8 @@ pub(super) struct Writer {
     pub(super) ids: StdRng,
     /// On a host of a fleet: the shared log this store's log replicates.
     pub(super) replica: Option<Replica>,
+    /// On a host of a fleet started without the shared log, until it joins.
+    pub(super) rejoin: Option<Rejoin>,
     /// The position of the message the shared log took last from this writer.
     pub(super) appended_at: u64,
     pub(super) stats: Arc<Stats>,
@@ -107,15 +114,20 @@ fn partition(batch: Vec<Pending>, deferred: &mut VecDeque<Pending>) -> Vec<Pendi
 impl Writer {
     pub(super) fn run(mut self, rx: Receiver<Request>) {
         let mut deferred: VecDeque<Pending> = VecDeque::new();
-        // A single host hears from no one else.
-        let incoming = self
+        // A single host hears from no one else; a host that has not joined, once it has.
+        let mut incoming = self
             .replica
             .as_ref()
             .map_or_else(crossbeam_channel::never, |r| r.incoming.clone());
+        let mut connected = self
+            .rejoin
+            .as_ref()
+            .map_or_else(crossbeam_channel::never, |r| r.connected.clone());
         loop {
             let mut batch: Vec<Pending> = deferred.drain(..).collect();
             let mut export = None;
             self.ledger.clock().tick();
+            self.keep_contact(KEEP_CONTACT_EVERY);
             if batch.is_empty() {
                 crossbeam_channel::select! {
                     recv(rx) -> request => match request {
@@ -126,6 +138,22 @@ impl Writer {
                     recv(incoming) -> delivered => {
                         if let Ok(delivered) = delivered {
                             self.apply_delivered(delivered);
+                        }
+                        continue;
+                    },
+                    recv(connected) -> shared => {
+                        let Ok(shared) = shared else {
+                            // It stopped trying (halted, or leaving).
+                            connected = crossbeam_channel::never();
+                            continue;
+                        };
+                        if let Some(rejoin) = self.rejoin.as_mut()
+                            && let Some(replica) = rejoin.join(shared, &mut *self.log, &self.ledger)
+                        {
+                            incoming = replica.incoming.clone();
+                            connected = crossbeam_channel::never();
+                            self.replica = Some(replica);
+                            self.rejoin = None;
                         }
                         continue;
                     },
@@ -171,6 +199,7 @@ impl Writer {
         if self.unacknowledged_from.is_some() && self.roll_back() {
             let _ = self.log.sync();
         }
+        self.keep_contact(Duration::ZERO);
         if let Some(replica) = self.replica.as_mut() {
             let _ = replica.settle(&mut *self.log);
         }
@@ -209,6 +238,14 @@ impl Writer {
     fn commit(&mut self, batch: Vec<Pending>, deferred: &mut VecDeque<Pending>) -> Result<(), ()> {
         let now = partition(batch, deferred);
         if let Some(refusal) = self.integrity.refusal() {
+            for p in now {
+                let _ = p.reply.send(Err(refusal.replicate()));
+            }
+            return Ok(());
+        }
+        if let Some(rejoin) = &self.rejoin {
+            // Nothing is prepared: a host that has not joined may hold an old state.
+            let refusal = rejoin.refusal();
             for p in now {
                 let _ = p.reply.send(Err(refusal.replicate()));
             }
@@ -343,6 +380,14 @@ impl Writer {
         }
     }
 
+    /// Keeps the fleet's last acknowledgement of this host in its local log, if it changed
+    /// and the last one kept is `every` old. A failure has halted this host's writes.
+    fn keep_contact(&mut self, every: Duration) {
+        if let Some(replica) = self.replica.as_mut() {
+            let _ = replica.keep_contact(&mut *self.log, every);
+        }
+    }
+
     /// When idle: reads the shared log's end and catches up with it, in case deliveries
     /// stalled.
     fn poll_shared(&mut self) {
@@ -458,7 +503,10 @@ impl Writer {
             .and_then(|()| self.make_durable(&prepared.entries, prepared.head));
         if let Some(replica) = self.replica.as_ref() {
             match (&accepted, durable) {
-                (Ok(()), Ok(())) => replica.fleet.applied(prepared.head, self.appended_at),
+                (Ok(()), Ok(())) => {
+                    replica.fleet.written(prepared.head, self.appended_at);
+                    replica.fleet.applied(prepared.head, self.appended_at);
+                }
                 (Ok(()), Err(e)) => {
                     replica.fleet.applied(prepared.head, self.appended_at);
                     replica.fleet.halt(format!(

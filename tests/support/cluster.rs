@@ -1,6 +1,7 @@
 //! Three nats-servers with JetStream clustered on loopback (free ports, a directory each),
 //! for measuring what a fleet sees when a server dies: `kill9(i)` and `restart(i)` one of
-//! them. Stopped (SIGKILL) on drop, also when a test fails.
+//! them, and `leader(stream)`, the server leading a stream's group as `$JS.API.STREAM.INFO`
+//! says. Stopped (SIGKILL) on drop, also when a test fails.
 
 #![allow(dead_code)]
 
@@ -94,6 +95,69 @@ impl Cluster {
     pub(crate) fn restart(&mut self, i: usize) {
         self.kill9(i);
         self.launch(i);
+    }
+
+    /// Whether server `i` runs.
+    pub(crate) fn is_up(&self, i: usize) -> bool {
+        self.children[i].is_some()
+    }
+
+    /// The index of the server named `name`.
+    pub(crate) fn index(name: &str) -> Option<usize> {
+        (0..3).find(|&i| Self::name(i) == name)
+    }
+
+    /// Runs `f` with a JetStream context on whichever servers answer; `None` if none does
+    /// within a few seconds.
+    pub(crate) fn with_jetstream<T>(
+        &self,
+        f: impl AsyncFnOnce(async_nats::jetstream::Context) -> T,
+    ) -> Option<T> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let urls = self.urls();
+        rt.block_on(async {
+            let addrs: Vec<&str> = urls.split(',').collect();
+            let connect = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(2))
+                .connect(addrs.as_slice());
+            let client = tokio::time::timeout(Duration::from_secs(5), connect)
+                .await
+                .ok()?
+                .ok()?;
+            let js = async_nats::jetstream::new(client);
+            tokio::time::timeout(Duration::from_secs(5), f(js)).await.ok()
+        })
+    }
+
+    /// Waits (at most a minute) until JetStream answers on the cluster: its meta group has
+    /// a leader.
+    pub(crate) fn wait_for_jetstream(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.with_jetstream(async |js| js.query_account().await.is_ok()) != Some(true) {
+            assert!(
+                Instant::now() < deadline,
+                "JetStream does not answer on the cluster"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The server leading `stream`'s group, and whether both other replicas are current
+    /// and online; `None` while it has no leader (or no server answers).
+    pub(crate) fn leader(&self, stream: &str) -> Option<(String, bool)> {
+        self.with_jetstream(async |js| {
+            let mut s = js.get_stream(stream).await.ok()?;
+            let info = s.info().await.ok()?;
+            let cluster = info.cluster.as_ref()?;
+            let leader = cluster.leader.clone()?;
+            let settled =
+                cluster.replicas.len() == 2 && cluster.replicas.iter().all(|r| r.current && !r.offline);
+            Some((leader, settled))
+        })
+        .flatten()
     }
 }
 

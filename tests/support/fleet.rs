@@ -315,56 +315,62 @@ impl Fleet {
 
     /// Stops every host, checks each store and exports it: the exports are the same bytes.
     pub(crate) fn stop_and_compare(&mut self) -> Vec<Value> {
-        for host in &mut self.hosts {
-            if let Some(mut served) = host.served.take() {
-                assert!(
-                    served.terminate().is_some_and(|s| s.success()),
-                    "{}",
-                    served.errors()
-                );
-            }
-        }
-        let ck = self.chain_key.to_str().unwrap().to_owned();
-        let mut exports = Vec::new();
-        let mut audits = Vec::new();
-        for host in &self.hosts {
-            let check = cli(&host.db, &["--chain-key-file", &ck, "check"]);
-            assert!(
-                String::from_utf8_lossy(&check.stdout).starts_with("intact:"),
-                "{}: {check:?}",
-                host.name
-            );
-            let file = self.dir.path().join(format!("{}.export", host.name));
-            cli(
-                &host.db,
-                &["--chain-key-file", &ck, "export", file.to_str().unwrap()],
-            );
-            exports.push(std::fs::read(&file).unwrap());
-            let audit = cli(&host.db, &["--chain-key-file", &ck, "audit", "--json"]);
-            audits.push(
-                String::from_utf8(audit.stdout)
-                    .unwrap()
-                    .lines()
-                    .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                    .collect::<Vec<_>>(),
-            );
-        }
-        for (host, export) in self.hosts.iter().zip(&exports).skip(1) {
-            assert!(
-                export == &exports[0],
-                "{}'s export differs from {}'s",
-                host.name,
-                self.hosts[0].name
-            );
-        }
-        let audit = audits.swap_remove(0);
-        for (seq, entry) in audit.iter().enumerate() {
-            assert_eq!(
-                entry["seq"].as_u64(),
-                Some(seq as u64 + 1),
-                "no gap, no duplicate"
-            );
-        }
-        audit
+        stop_and_compare(self.dir.path(), &self.chain_key, &mut self.hosts)
     }
+}
+
+/// Stops every host, checks each store (`keyledger check`) and exports it: the exports are
+/// the same bytes, and the audit trail has no gap nor duplicate. Returns the audit trail.
+pub(crate) fn stop_and_compare(dir: &Path, chain_key: &Path, hosts: &mut [Host]) -> Vec<Value> {
+    for host in hosts.iter_mut() {
+        if let Some(mut served) = host.served.take() {
+            assert!(
+                served.terminate().is_some_and(|s| s.success()),
+                "{}",
+                served.errors()
+            );
+        }
+    }
+    let ck = chain_key.to_str().unwrap().to_owned();
+    let mut exports = Vec::new();
+    let mut audits = Vec::new();
+    for host in hosts.iter() {
+        let check = cli(&host.db, &["--chain-key-file", &ck, "check"]);
+        assert!(
+            String::from_utf8_lossy(&check.stdout).starts_with("intact:"),
+            "{}: {check:?}",
+            host.name
+        );
+        let file = dir.join(format!("{}.export", host.name));
+        cli(
+            &host.db,
+            &["--chain-key-file", &ck, "export", file.to_str().unwrap()],
+        );
+        exports.push(std::fs::read(&file).unwrap());
+        let audit = cli(&host.db, &["--chain-key-file", &ck, "audit", "--json"]);
+        audits.push(
+            String::from_utf8(audit.stdout)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>(),
+        );
+    }
+    for (host, export) in hosts.iter().zip(&exports).skip(1) {
+        assert!(
+            export == &exports[0],
+            "{}'s export differs from {}'s",
+            host.name,
+            hosts[0].name
+        );
+    }
+    let audit = audits.swap_remove(0);
+    for (seq, entry) in audit.iter().enumerate() {
+        assert_eq!(
+            entry["seq"].as_u64(),
+            Some(seq as u64 + 1),
+            "no gap, no duplicate"
+        );
+    }
+    audit
 }

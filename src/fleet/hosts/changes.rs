@@ -10,8 +10,10 @@ use super::{Fleet, lock};
 /// What was last logged of this host's state.
 #[derive(Default)]
 pub(super) struct Logged {
-    /// The fence opened once: the host joined.
+    /// The fence opened once while the host was attached: it joined.
     joined: bool,
+    /// Started without the shared log, and not joined yet.
+    detached: bool,
     rejecting: bool,
     out_of_touch: bool,
     stale: bool,
@@ -25,6 +27,7 @@ impl Fleet {
         let stale_for = self.stale_for();
         let now = Logged {
             joined: true,
+            detached: lock(&self.detached).is_some(),
             rejecting: self.fence.rejects(),
             out_of_touch: stale_for > Duration::ZERO,
             stale: stale_for > self.options.stale_serve,
@@ -46,7 +49,16 @@ impl Fleet {
                 "stale: the shared log has not answered for {secs:.1} s; /healthz answers 503"
             );
         }
-        if !now.rejecting && (last.rejecting || !last.joined) {
+        if now.detached {
+            if now.rejecting && !last.rejecting {
+                tracing::warn!(
+                    target: "keyledger::fleet",
+                    host,
+                    "fenced: the fleet last heard it {secs:.1} s ago, past its limit; it rejects every key until \
+                     it has joined and caught up"
+                );
+            }
+        } else if !now.rejecting && (last.rejecting || !last.joined) {
             let what = if last.joined {
                 "caught up"
             } else {
@@ -66,8 +78,8 @@ impl Fleet {
         } else if !now.stream_fault && last.stream_fault {
             tracing::info!(target: "keyledger::fleet", host, "the stream is the fleet's again");
         }
-        // Joined only once the fence opened.
-        let joined = last.joined || !now.rejecting;
+        // Joined only once the fence opened, attached.
+        let joined = last.joined || (!now.rejecting && !now.detached);
         *last = Logged { joined, ..now };
     }
 }

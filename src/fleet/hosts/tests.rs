@@ -53,14 +53,13 @@ fn announce(f: &Fleet, revision: u64) {
 }
 
 fn applied(f: &Fleet, seq: u64) {
-    f.applied(
-        Head {
-            seq,
-            hash: [0; 32],
-            at: 0,
-        },
+    let head = Head {
         seq,
-    );
+        hash: [0; 32],
+        at: 0,
+    };
+    f.applied(head, seq);
+    f.written(head, seq);
 }
 
 /// A revocation waits for a live host until it applies the record, and is answered once
@@ -331,4 +330,63 @@ fn a_new_run_with_an_earlier_clock_is_never_counted_out_while_it_announces() {
         w.join().unwrap()
     });
     assert_eq!(answer, ["b"], "b announced throughout and never applied record 2");
+}
+
+/// A head is announced only once the local log synced what it covers: the sync runs before
+/// a newer head is sealed, not for one already synced; a sync that fails halts the host,
+/// which goes on announcing the last head synced.
+#[test]
+fn a_head_is_announced_only_once_the_local_log_synced_it() {
+    let f = fleet(options("a"));
+    let syncs = Arc::new(AtomicU64::new(0));
+    let failing = Arc::new(AtomicBool::new(false));
+    let (counted, fails) = (Arc::clone(&syncs), Arc::clone(&failing));
+    let genesis = Head {
+        seq: 1,
+        hash: [1; 32],
+        at: 0,
+    };
+    f.set_sync(
+        Box::new(move || {
+            counted.fetch_add(1, Ordering::AcqRel);
+            if fails.load(Ordering::Acquire) {
+                Err(crate::log::LogError::Engine("the disk is gone".into()))
+            } else {
+                Ok(())
+            }
+        }),
+        genesis,
+        1,
+    );
+    f.applied(genesis, 1);
+    assert_eq!(f.next_head().unwrap().seq, 1);
+    assert_eq!(syncs.load(Ordering::Acquire), 0, "held durably already");
+    let head = Head {
+        seq: 2,
+        hash: [2; 32],
+        at: 0,
+    };
+    f.applied(head, 2);
+    assert_eq!(f.next_head().unwrap().seq, 1, "applied, not written yet");
+    f.written(head, 2);
+    let announced = f.next_head().unwrap();
+    assert_eq!(
+        (announced.seq, announced.hash, announced.position),
+        (2, [2; 32], 2)
+    );
+    assert_eq!(syncs.load(Ordering::Acquire), 1);
+    assert_eq!(f.next_head().unwrap().seq, 2);
+    assert_eq!(syncs.load(Ordering::Acquire), 1, "no sync for what was synced");
+    failing.store(true, Ordering::Release);
+    let three = Head {
+        seq: 3,
+        hash: [3; 32],
+        at: 0,
+    };
+    f.applied(three, 3);
+    f.written(three, 3);
+    let announced = f.next_head().unwrap();
+    assert_eq!(announced.seq, 2, "the last head synced");
+    assert!(announced.halted);
+    assert!(f.halted().unwrap().contains("could not be synced"));
 }
