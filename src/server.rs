@@ -172,7 +172,7 @@ impl Server {
         }
     }
 
-    /// Lets a trusted proxy (one of [`trusted_proxies`](Self::trusted_proxies)) name the
+    /// Lets a proxy at one of the admins' proxy addresses ([`ProxyAdmins::proxy`]) name the
     /// admin of an admin request in a header instead of an admin key: the platform's own
     /// sign-in in front of the admins' page. See [`ProxyAdmins`] for what is checked.
     pub fn proxy_admins(mut self, admins: ProxyAdmins) -> Self {

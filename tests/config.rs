@@ -188,6 +188,23 @@ fn bad_settings_files_are_refused_at_start_naming_the_key_and_line() {
     }
 }
 
+/// The file decides who may sign in as an admin and where the store is: one that other
+/// users may change is refused, whatever it says.
+#[test]
+fn a_settings_file_others_may_change_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("never-made");
+    let config = write(dir.path(), "open.toml", "listen = \"127.0.0.1:0\"\n");
+    for mode in [0o664, 0o646] {
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (code, _, err) = run(bare().args(["--db", db.to_str().unwrap(), "serve", "--config", &config]));
+        assert_eq!(code, 2, "{mode:o}: {err}");
+        assert!(err.contains("may be changed by other users"), "{err}");
+        assert!(!db.exists());
+    }
+}
+
 #[test]
 fn print_config_reads_back_the_same_and_never_opens_the_store() {
     let dir = TempDir::new().unwrap();

@@ -103,7 +103,7 @@ fn concrete(path: &str) -> String {
 
 #[test]
 fn the_document_is_openapi_3_1_and_lists_every_admin_route_each_of_which_authenticates() {
-    let (_dir, server, _key) = served();
+    let (_dir, server, key) = served();
     let doc = document(server.addr);
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
@@ -153,6 +153,11 @@ fn the_document_is_openapi_3_1_and_lists_every_admin_route_each_of_which_authent
         doc["components"]["securitySchemes"]["api_key"]["name"],
         "x-api-key"
     );
+    // A HEAD is its GET without the body, for a client as for the server.
+    for path in ["/v1/keys", "/v1/audit", "/v1/whoami", "/v1/keys/00000000000000aa"] {
+        let (status, _, body) = call(server.addr, "HEAD", path, Some(&key));
+        assert!(status < 500, "HEAD {path}: {status} {body}");
+    }
     // A route the document does not list is not served.
     assert_eq!(call(server.addr, "PUT", "/v1/keys/00000000000000aa", None).0, 405);
     assert_eq!(

@@ -45,6 +45,29 @@ fn call(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bo
     (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_owned())
 }
 
+/// As [`call`], from the loopback address `from` (a GET with no body).
+fn call_from(from: &str, to: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let std_stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from.parse().unwrap(), 0)).unwrap();
+        socket.connect(to).await.unwrap().into_std().unwrap()
+    });
+    std_stream.set_nonblocking(false).unwrap();
+    let mut stream = std_stream;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: keys.example\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_owned())
+}
+
 struct Setup {
     _dir: TempDir,
     served: Served,
@@ -81,7 +104,11 @@ fn setup() -> Setup {
     let served = Served::start(
         &db,
         &[
+            // The network trusted for X-Forwarded-For is wide; only nginx's own address
+            // may name admins.
             "--trusted-proxy",
+            "127.0.0.0/8",
+            "--admin-proxy",
             "127.0.0.2",
             "--admin-user-header",
             "X-Forwarded-User",
@@ -206,7 +233,8 @@ fn an_admin_named_by_the_proxy_acts_as_that_person_under_the_admin_rules_with_no
 #[test]
 fn the_proxy_s_naming_is_refused_from_anyone_else_without_the_page_s_header_or_from_another_site() {
     let s = setup();
-    // Straight to keyledger, not through the trusted proxy: refused, not ignored.
+    // Straight to keyledger from 127.0.0.1, a trusted proxy for X-Forwarded-For but not the
+    // admin proxy: refused, not ignored.
     let (status, body) = call(
         s.served.addr,
         "GET",
@@ -241,6 +269,21 @@ fn the_proxy_s_naming_is_refused_from_anyone_else_without_the_page_s_header_or_f
     );
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("csrf_refused"), "{body}");
+
+    // A proxy that appends the header instead of replacing it passes the client's forged
+    // name first: two values, or a list, name no one.
+    let (status, body) = call(s.served.addr, "GET", "/v1/whoami", &[PAGE], "");
+    assert_eq!(status, 401, "no key, no name: {body}");
+    // (Sent as such a proxy would, from the admin proxy's own address.)
+    for named in [&[("x-forwarded-user", "root"), ("x-forwarded-user", "alice")][..], &[("x-forwarded-user", "root, alice")]] {
+        let mut headers = named.to_vec();
+        headers.push(PAGE);
+        let (status, body) = call_from("127.0.0.2", s.served.addr, "GET", "/v1/whoami", &headers);
+        assert_eq!(status, 403, "{named:?}: {body}");
+        assert!(body.contains("proxy_identity_ambiguous"), "{body}");
+    }
+    let (status, body) = call_from("127.0.0.2", s.served.addr, "GET", "/v1/whoami", &[("x-forwarded-user", "alice"), PAGE]);
+    assert_eq!((status, body.contains(r#""actor":"alice""#)), (200, true), "one name, once: {body}");
 
     // Someone the proxy knows but the table does not: not an admin.
     let bob = basic(BOB);

@@ -27,7 +27,7 @@ fn behind_a_proxy_that_names_the_admin_the_page_needs_no_key_and_acts_as_them() 
         &db,
         dir.path(),
         &[
-            "--trusted-proxy",
+            "--admin-proxy",
             "127.0.0.2",
             "--admin-user-header",
             "X-Forwarded-User",

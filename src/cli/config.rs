@@ -257,10 +257,26 @@ fn read(path: &Path) -> Result<String, Failure> {
             format!("cannot read the settings file {}: {e}", path.display()),
         )
     };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    // It decides who may sign in as an admin (`admin-user`) and where the store is: a file
+    // that others may change is refused, as a secret file others may read is.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(cannot)?.permissions().mode();
+        if mode & 0o022 != 0 {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "the settings file {} may be changed by other users (mode {:o}): chmod go-w it",
+                    path.display(),
+                    mode & 0o777
+                ),
+            ));
+        }
+    }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .map_err(cannot)?
-        .take(MAX_FILE_BYTES + 1)
+    file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(cannot)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {

@@ -57,11 +57,15 @@ pub(super) struct ServeArgs {
     /// refusal tells a client nothing (not even that a stolen key is live)
     #[arg(long)]
     opaque_refusals: bool,
-    /// The header in which a trusted proxy names the admin it signed in (e.g.
-    /// X-Forwarded-User): the admins' page and the admin API then work without an admin key,
-    /// as that person; believed from --trusted-proxy connections only
-    #[arg(long, value_name = "HEADER", requires_all = ["trusted_proxies", "admin_users"])]
+    /// The header in which a proxy names the admin it signed in (e.g. X-Forwarded-User):
+    /// the admins' page and the admin API then work without an admin key, as that person;
+    /// believed from --admin-proxy connections only
+    #[arg(long, value_name = "HEADER", requires_all = ["admin_proxies", "admin_users"])]
     admin_user_header: Option<String>,
+    /// The address the proxy that names admins connects from (one address, not a network;
+    /// repeat for more)
+    #[arg(long = "admin-proxy", value_name = "ADDR", requires = "admin_user_header")]
+    admin_proxies: Vec<String>,
     /// NAME=ROLE: a person the proxy may name, and their role, admin or super-admin (repeat
     /// for more); anyone else it names is refused
     #[arg(long = "admin-user", value_name = "NAME=ROLE", requires = "admin_user_header")]
@@ -95,11 +99,17 @@ impl ServeArgs {
 pub(super) fn run(store: &Store, args: ServeArgs, out: &mut impl Write) -> Result<u8, Failure> {
     let proxies = TrustedProxies::new(args.trusted_proxies)?;
     let admins = match &args.admin_user_header {
-        Some(header) => Some(
-            args.admin_users
+        Some(header) => {
+            let admins = args
+                .admin_proxies
                 .iter()
-                .try_fold(ProxyAdmins::new(header)?, |admins, pair| admins.user_from(pair))?,
-        ),
+                .try_fold(ProxyAdmins::new(header)?, |admins, addr| admins.proxy_from(addr))?;
+            Some(
+                args.admin_users
+                    .iter()
+                    .try_fold(admins, |admins, pair| admins.user_from(pair))?,
+            )
+        }
         None => None,
     };
     if args.proxy_connections.is_some_and(|n| n >= args.max_connections) {

@@ -55,8 +55,9 @@ const ALWAYS: [(u16, &str); 5] = [
         403,
         "`forbidden` (the key is refused from this address, or is not an admin key), \
          `permission_denied` (the actor may not do this; `reason` names the rule), or for an \
-         admin named by a trusted proxy, `proxy_identity_untrusted` (the header came from \
-         elsewhere) or `csrf_refused` (no `x-keyledger-csrf`, or from another site).",
+         admin named by a proxy, `proxy_identity_untrusted` (the header came from \
+         elsewhere), `proxy_identity_ambiguous` (not one name, once) or `csrf_refused` (no \
+         `x-keyledger-csrf`, or from another site).",
     ),
     (
         429,

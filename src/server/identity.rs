@@ -4,8 +4,12 @@
 //! to an actor with [`ProxyAdmins`]' table (`serve --admin-user-header X-Forwarded-User
 //! --admin-user alice=admin`).
 //!
-//! The header is believed only from a connection of a trusted proxy (anyone else who sends
-//! it is refused, not ignored: it is misconfiguration or an attack). The proxy's session
+//! The header is believed only from a connection whose own address is one of the admin
+//! proxies, single addresses named for this alone (`--admin-proxy`), not the networks
+//! trusted for `X-Forwarded-For`, which are often wide (a pod network): anyone else who
+//! sends it is refused, not ignored (it is misconfiguration or an attack). It must hold
+//! exactly one name: a proxy that appends the header instead of replacing it would pass a
+//! client's forged name first, so two values, or a list, are refused too. The proxy's session
 //! is a cookie the browser sends with any request, a forged cross-site one included, so a
 //! request named this way must also carry [`CSRF_HEADER`], which no other site can make a
 //! browser send (it needs a CORS preflight keyledger never grants), and must not say
@@ -40,11 +44,13 @@ const RESERVED: [&str; 8] = [
     "sec-fetch-site",
 ];
 
-/// The people a trusted proxy may name, and the header it names them in.
+/// The people a trusted proxy may name, the header it names them in, and the addresses it
+/// connects from.
 #[derive(Debug, Clone)]
 pub struct ProxyAdmins {
     header: HeaderName,
     users: BTreeMap<String, ActorRole>,
+    proxies: Vec<IpAddr>,
 }
 
 impl ProxyAdmins {
@@ -71,7 +77,35 @@ impl ProxyAdmins {
         Ok(ProxyAdmins {
             header,
             users: BTreeMap::new(),
+            proxies: Vec::new(),
         })
+    }
+
+    /// The proxy may connect from `addr` (one address: a network would let every host on
+    /// it name any admin). Without one, every request that carries the header is refused.
+    pub fn proxy(mut self, addr: IpAddr) -> Self {
+        if !self.proxies.contains(&addr) {
+            self.proxies.push(addr);
+        }
+        self
+    }
+
+    /// As [`proxy`](Self::proxy), from text: one IPv4 or IPv6 address.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] (`admin proxy`) for anything else, a network included.
+    pub fn proxy_from(self, addr: &str) -> Result<Self, Error> {
+        let parsed = addr.trim().parse::<IpAddr>().map_err(|_| {
+            Error::invalid(
+                "admin proxy",
+                format!(
+                    "{:?} is not one address: name the proxy's own address (a network would let every host on it \
+                     name any admin)",
+                    shown(addr)
+                ),
+            )
+        })?;
+        Ok(self.proxy(parsed))
     }
 
     /// `name` may sign in, as `role` (admin or super admin).
@@ -89,12 +123,15 @@ impl ProxyAdmins {
         Actor::new(name, role)
             .validate()
             .map_err(|e| Error::invalid("admin user", e.to_string()))?;
-        if self.users.insert(name.to_owned(), role).is_some() {
+        // Sign-ins that ignore case (LDAP, most directories) would let the case typed pick
+        // the role.
+        if self.users.keys().any(|known| known.eq_ignore_ascii_case(name)) {
             return Err(Error::invalid(
                 "admin user",
-                format!("{:?} is given twice", shown(name)),
+                format!("{:?} is given twice (names are told apart regardless of case)", shown(name)),
             ));
         }
+        self.users.insert(name.to_owned(), role);
         Ok(self)
     }
 
@@ -122,27 +159,30 @@ impl ProxyAdmins {
 
     /// The actor a request names, if it names one: `None` when it does not carry the
     /// header (the admin key decides then); else the actor, or why the request is refused.
-    pub(super) fn identify(
-        &self,
-        parts: &Parts,
-        from_trusted_proxy: impl FnOnce(IpAddr) -> bool,
-    ) -> Option<Result<Actor, Reject>> {
+    pub(super) fn identify(&self, parts: &Parts) -> Option<Result<Actor, Reject>> {
         let named = parts.headers.get(&self.header)?;
-        Some(self.named(parts, named, from_trusted_proxy))
+        Some(self.named(parts, named))
     }
 
-    fn named(
-        &self,
-        parts: &Parts,
-        named: &http::HeaderValue,
-        from_trusted_proxy: impl FnOnce(IpAddr) -> bool,
-    ) -> Result<Actor, Reject> {
-        if !super::peer_addr(&parts.extensions).is_some_and(from_trusted_proxy) {
+    fn named(&self, parts: &Parts, named: &http::HeaderValue) -> Result<Actor, Reject> {
+        let peer = super::peer_addr(&parts.extensions);
+        if !peer.is_some_and(|peer| self.proxies.contains(&peer)) {
             return Err(Reject::new(
                 StatusCode::FORBIDDEN,
                 "proxy_identity_untrusted",
                 format!(
-                    "{} is believed from a trusted proxy only (--trusted-proxy); this connection is not one",
+                    "{} is believed from the admin proxies only (--admin-proxy); this connection is not one",
+                    self.header
+                ),
+            ));
+        }
+        let values = parts.headers.get_all(&self.header).iter().count();
+        if values != 1 || named.as_bytes().contains(&b',') {
+            return Err(Reject::new(
+                StatusCode::FORBIDDEN,
+                "proxy_identity_ambiguous",
+                format!(
+                    "{} must hold one name, once: a proxy must replace the header a client sent, not add to it",
                     self.header
                 ),
             ));
