@@ -46,8 +46,17 @@ fn call(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bo
 }
 
 /// As [`call`], from the loopback address `from` (a GET with no body).
-fn call_from(from: &str, to: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+fn call_from(
+    from: &str,
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let std_stream = rt.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind(SocketAddr::new(from.parse().unwrap(), 0)).unwrap();
@@ -275,15 +284,28 @@ fn the_proxy_s_naming_is_refused_from_anyone_else_without_the_page_s_header_or_f
     let (status, body) = call(s.served.addr, "GET", "/v1/whoami", &[PAGE], "");
     assert_eq!(status, 401, "no key, no name: {body}");
     // (Sent as such a proxy would, from the admin proxy's own address.)
-    for named in [&[("x-forwarded-user", "root"), ("x-forwarded-user", "alice")][..], &[("x-forwarded-user", "root, alice")]] {
+    for named in [
+        &[("x-forwarded-user", "root"), ("x-forwarded-user", "alice")][..],
+        &[("x-forwarded-user", "root, alice")],
+    ] {
         let mut headers = named.to_vec();
         headers.push(PAGE);
         let (status, body) = call_from("127.0.0.2", s.served.addr, "GET", "/v1/whoami", &headers);
         assert_eq!(status, 403, "{named:?}: {body}");
         assert!(body.contains("proxy_identity_ambiguous"), "{body}");
     }
-    let (status, body) = call_from("127.0.0.2", s.served.addr, "GET", "/v1/whoami", &[("x-forwarded-user", "alice"), PAGE]);
-    assert_eq!((status, body.contains(r#""actor":"alice""#)), (200, true), "one name, once: {body}");
+    let (status, body) = call_from(
+        "127.0.0.2",
+        s.served.addr,
+        "GET",
+        "/v1/whoami",
+        &[("x-forwarded-user", "alice"), PAGE],
+    );
+    assert_eq!(
+        (status, body.contains(r#""actor":"alice""#)),
+        (200, true),
+        "one name, once: {body}"
+    );
 
     // Someone the proxy knows but the table does not: not an admin.
     let bob = basic(BOB);

@@ -128,7 +128,10 @@ impl ProxyAdmins {
         if self.users.keys().any(|known| known.eq_ignore_ascii_case(name)) {
             return Err(Error::invalid(
                 "admin user",
-                format!("{:?} is given twice (names are told apart regardless of case)", shown(name)),
+                format!(
+                    "{:?} is given twice (names are told apart regardless of case)",
+                    shown(name)
+                ),
             ));
         }
         self.users.insert(name.to_owned(), role);

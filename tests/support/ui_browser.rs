@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,26 +34,45 @@ impl Browser {
         let chromedriver =
             on_path("chromedriver").unwrap_or_else(|| panic!("chromedriver is not installed: {install}"));
         let profile = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = profile.path().join("chromedriver.log");
-        let mut driver = Process::spawn(
-            "chromedriver",
-            Command::new(chromedriver)
-                .arg(format!("--port={port}"))
-                .arg(format!("--log-path={}", log.display()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
+        // A free port may be taken by another test's process before chromedriver binds it:
+        // then it exits saying so, and it starts again on another. It counts as listening
+        // once it says it started (not when the port answers: that could be another's).
+        let (driver, port, log) = (1..=5)
+            .find_map(|attempt| {
+                let port = free_port();
+                let out = profile.path().join(format!("chromedriver-{attempt}.out"));
+                let log = profile.path().join(format!("chromedriver-{attempt}.log"));
+                let mut driver = Process::spawn(
+                    "chromedriver",
+                    Command::new(&chromedriver)
+                        .arg(format!("--port={port}"))
+                        .arg(format!("--log-path={}", log.display()))
+                        .stdout(std::fs::File::create(&out).unwrap())
+                        .stderr(Stdio::null()),
+                );
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    let said = std::fs::read_to_string(&out).unwrap_or_default()
+                        + &std::fs::read_to_string(&log).unwrap_or_default();
+                    if said.contains("started successfully") {
+                        return Some((driver, port, log));
+                    }
+                    if driver.exited() {
+                        assert!(
+                            said.contains("ERR_ADDRESS_IN_USE") || said.contains("bind() failed"),
+                            "chromedriver exited early:\n{said}"
+                        );
+                        return None;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "chromedriver did not start within {WAIT:?}:\n{said}"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+            .expect("chromedriver found no free port in five tries");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + WAIT;
-        while TcpStream::connect(addr).is_err() {
-            driver.assert_running(&log);
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not listen within {WAIT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
         let data_dir = profile.path().join("chromium");
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), json!("chrome"));

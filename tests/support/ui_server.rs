@@ -37,6 +37,11 @@ impl Process {
         Process { name, child }
     }
 
+    /// Whether the process has exited.
+    pub(crate) fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Panics if the process has already exited: it was to keep running.
     pub(crate) fn assert_running(&mut self, log: &Path) {
         if let Some(status) = self.child.try_wait().unwrap() {

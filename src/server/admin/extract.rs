@@ -72,13 +72,15 @@ impl FromRequestParts<Arc<Shared>> for Identified {
     type Rejection = AdminRejection;
 
     async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, AdminRejection> {
-        if let Some(admins) = &shared.proxy_admins {
-            if let Some(named) = admins.identify(parts) {
-                let actor = named.map_err(AdminRejection::Named)?;
-                super::super::log::note_actor(&parts.extensions, Some(&actor), None);
-                QueryRules::check(parts).map_err(AdminRejection::Query)?;
-                return Ok(Identified { actor, key: None });
-            }
+        if let Some(named) = shared
+            .proxy_admins
+            .as_ref()
+            .and_then(|admins| admins.identify(parts))
+        {
+            let actor = named.map_err(AdminRejection::Named)?;
+            super::super::log::note_actor(&parts.extensions, Some(&actor), None);
+            QueryRules::check(parts).map_err(AdminRejection::Query)?;
+            return Ok(Identified { actor, key: None });
         }
         let key = shared
             .layer
