@@ -116,7 +116,12 @@ if [ -n "$verified" ]; then
 fi
 echo "systemd-analyze verify docs/deploy/keyledger.service: clean"
 
+# Every server a test starts through tests/support keeps its log here; no line of them may
+# hold key-shaped text.
+export KEYLEDGER_TEST_LOGS="$PWD/target/test-logs"
+rm -rf "$KEYLEDGER_TEST_LOGS"
 cargo test --locked --features tower,fuzzing
+python3 tests/logs/scan.py "$KEYLEDGER_TEST_LOGS"
 # The admin API against its own OpenAPI document, live (the binary cargo test built).
 bash tests/contract/run.sh "${CONTRACT_SECONDS:-60}"
 # README.md's shell examples, verbatim, in one session, with a real nginx.

@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/served.rs"]
+mod served;
 #[path = "support/ui_browser.rs"]
 mod ui_browser;
 #[path = "support/ui_server.rs"]

@@ -7,6 +7,8 @@
 
 #[path = "support/nginx.rs"]
 mod nginx;
+#[path = "support/served.rs"]
+mod served;
 #[path = "support/ui_browser.rs"]
 mod ui_browser;
 #[path = "support/ui_server.rs"]

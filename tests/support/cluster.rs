@@ -1,31 +1,54 @@
 //! Three nats-servers with JetStream clustered on loopback (free ports, a directory each),
-//! for measuring what a fleet sees when a server dies: `kill9(i)` and `restart(i)` one of
-//! them, and `leader(stream)`, the server leading a stream's group as `$JS.API.STREAM.INFO`
-//! says. Stopped (SIGKILL) on drop, also when a test fails.
+//! or each in a network namespace of its own (`start_placed`), for measuring what a fleet
+//! sees when a server dies or is cut off: `kill9(i)` and `restart(i)` one of them, and
+//! `leader(stream)`, the server leading a stream's group as `$JS.API.STREAM.INFO` says.
+//! Stopped (SIGKILL) on drop, also when a test fails.
 
 #![allow(dead_code)]
 
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::nats::{binary, free_port};
 
+/// Where one server runs: the address it takes clients on, the address of its cluster
+/// routes, and the command that starts a program there (`None`: here; else a prefix such
+/// as `ip netns exec NS`).
+#[derive(Clone)]
+pub(crate) struct Place {
+    pub(crate) client: SocketAddr,
+    pub(crate) route: SocketAddr,
+    pub(crate) run_in: Option<Vec<String>>,
+}
+
 pub(crate) struct Cluster {
     dir: PathBuf,
-    /// Client and route port of each server.
-    ports: Vec<(u16, u16)>,
+    places: Vec<Place>,
     children: Vec<Option<Child>>,
 }
 
 impl Cluster {
-    /// Starts three servers and waits until each takes connections.
+    /// Starts three servers on loopback and waits until each takes connections.
     pub(crate) fn start(dir: &Path) -> Cluster {
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let places = (0..3)
+            .map(|_| Place {
+                client: ([127, 0, 0, 1], free_port()).into(),
+                route: ([127, 0, 0, 1], free_port()).into(),
+                run_in: None,
+            })
+            .collect();
+        Self::start_placed(dir, places)
+    }
+
+    /// Starts three servers where `places` says, none advertising the others' addresses
+    /// to clients (a client reaches only the servers it is given), and waits until each
+    /// takes connections.
+    pub(crate) fn start_placed(dir: &Path, places: Vec<Place>) -> Cluster {
         let mut cluster = Cluster {
             dir: dir.to_path_buf(),
-            ports,
+            places,
             children: vec![None, None, None],
         };
         for i in 0..3 {
@@ -40,24 +63,38 @@ impl Cluster {
     }
 
     fn launch(&mut self, i: usize) {
-        let (port, route) = self.ports[i];
+        let place = self.places[i].clone();
         let routes: Vec<String> = (0..3)
             .filter(|&j| j != i)
-            .map(|j| format!("nats://127.0.0.1:{}", self.ports[j].1))
+            .map(|j| format!("nats://{}", self.places[j].route))
             .collect();
         let dir = self.dir.join(Self::name(i));
         std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new(binary())
+        let mut command = match &place.run_in {
+            None => Command::new(binary()),
+            Some(prefix) => {
+                let mut command = Command::new(&prefix[0]);
+                command.args(&prefix[1..]).arg(binary());
+                command.arg("--no_advertise");
+                command
+            }
+        };
+        let child = command
             .args(["-js", "-sd"])
             .arg(&dir)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-a",
+                &place.client.ip().to_string(),
+                "-p",
+                &place.client.port().to_string(),
+            ])
             .args([
                 "--server_name",
                 &Self::name(i),
                 "--cluster_name",
                 "keyledger-measure",
             ])
-            .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
+            .args(["--cluster", &format!("nats://{}", place.route)])
             .args(["--routes", &routes.join(",")])
             .arg("-l")
             .arg(dir.join("nats.log"))
@@ -68,7 +105,7 @@ impl Cluster {
             .unwrap();
         self.children[i] = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect_timeout(&place.client, Duration::from_millis(200)).is_err() {
             assert!(Instant::now() < deadline, "server {i} does not listen");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -76,11 +113,16 @@ impl Cluster {
 
     /// Every server's client URL, comma-separated (what a host is given).
     pub(crate) fn urls(&self) -> String {
-        self.ports
+        self.places
             .iter()
-            .map(|(p, _)| format!("nats://127.0.0.1:{p}"))
+            .map(|p| format!("nats://{}", p.client))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Server `i`'s client URL.
+    pub(crate) fn url(&self, i: usize) -> String {
+        format!("nats://{}", self.places[i].client)
     }
 
     /// Kills server `i` with SIGKILL.

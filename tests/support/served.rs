@@ -48,6 +48,22 @@ pub(crate) fn super_admin_key(db: &Path, chain_key: &Path, name: &str, ips: &[&s
     created["key"].as_str().unwrap().to_owned()
 }
 
+/// Where a server's standard error goes when the run keeps every server's log
+/// (`$KEYLEDGER_TEST_LOGS`, set by test.sh, which then reads every line for key-shaped
+/// text): a new file there.
+pub(crate) fn kept_log() -> Option<PathBuf> {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = PathBuf::from(std::env::var_os("KEYLEDGER_TEST_LOGS").filter(|d| !d.is_empty())?);
+    std::fs::create_dir_all(&dir).ok()?;
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let test = std::env::args().next().unwrap_or_default();
+    let test = Path::new(&test)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Some(dir.join(format!("{test}-{}-{n}.log", std::process::id())))
+}
+
 /// `keyledger serve` on a free loopback port; stopped (SIGTERM, then SIGKILL after a
 /// bounded wait) on drop, also when a test fails.
 pub(crate) struct Served {
@@ -60,10 +76,17 @@ pub(crate) struct Served {
 
 impl Served {
     pub(crate) fn start(db: &Path, args: &[&str]) -> Served {
-        let stderr = db.with_extension(format!("serve-{}.stderr", std::process::id()));
-        let mut child = keyledger(db)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
+        let mut cmd = keyledger(db);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+        Self::spawn(cmd, db)
+    }
+
+    /// Runs `cmd` (a `keyledger ... serve` command line on the store at `db`, however it
+    /// is started) and waits for its `listening on ADDR`.
+    pub(crate) fn spawn(mut cmd: Command, db: &Path) -> Served {
+        let stderr =
+            kept_log().unwrap_or_else(|| db.with_extension(format!("serve-{}.stderr", std::process::id())));
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())

@@ -320,7 +320,7 @@ pub(crate) fn serve(db: &Path, dir: &Path) -> (Process, SocketAddr, PathBuf) {
 
 /// As [`serve`], with `args` after `serve --listen 127.0.0.1:0`.
 pub(crate) fn serve_with(db: &Path, dir: &Path, args: &[&str]) -> (Process, SocketAddr, PathBuf) {
-    let log = dir.join("serve.log");
+    let log = crate::served::kept_log().unwrap_or_else(|| dir.join("serve.log"));
     let log_file = std::fs::File::create(&log).unwrap();
     let mut process = Process::spawn(
         "keyledger serve",
