@@ -339,7 +339,9 @@ fn main() {
     let mut witnessed = Vec::new();
     let mut from_snapshot = true;
     for _ in 0..mode.open_reps {
-        scans.push(raw_scan(&kl_dir, events));
+        let scan = raw_scan(&kl_dir);
+        assert_eq!(scan.records, events);
+        scans.push(scan);
         let (took, snap) = time_open(&kl_dir, 0, events, None);
         assert!(!snap);
         fulls.push(took);
