@@ -46,6 +46,8 @@ mod metrics;
 mod nginx;
 #[path = "http/pages.rs"]
 mod pages;
+#[path = "common/serve.rs"]
+mod serve;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -61,11 +63,13 @@ use axum::routing::get;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use keyledger::{Actor, ApiKeyLayer, KeyStore, NewKey, Server, TrustedProxies};
+use keyledger::{Actor, ApiKeyLayer, KeyStore, NewKey};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 use tower_layer::Layer;
 use tower_service::Service;
+
+use serve::{runtime, serve_keyledger};
 
 /// Keys in the store; the clients use the first `CONNECTIONS` of them, one per connection.
 const KEYS: usize = 10_000;
@@ -264,16 +268,6 @@ fn summary(runs: &[Run]) -> Value {
         "requests": runs.iter().map(|r| r.requests).sum::<usize>(),
         "runs": runs.iter().map(Run::json).collect::<Vec<_>>(),
     })
-}
-
-/// `keyledger serve`'s server (the library's `Server`, as the binary runs it) on a free
-/// loopback port of `rt`, trusting `proxies`.
-fn serve_keyledger(rt: &Runtime, store: Arc<KeyStore>, proxies: &[&str]) -> SocketAddr {
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::new(store).trusted_proxies(TrustedProxies::parse(proxies).unwrap());
-    rt.spawn(server.run(listener, std::future::pending()));
-    addr
 }
 
 /// `/auth` (a key that verifies, from 10,000) against `/healthz` on one `keyledger serve`.
@@ -527,15 +521,6 @@ fn fill(store: &KeyStore, rate_limit: Option<&str>) -> Vec<String> {
             .collect();
         handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
     })
-}
-
-fn runtime(name: &str) -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(name)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Serves `app` on a free loopback port from `rt`.

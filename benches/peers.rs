@@ -13,21 +13,32 @@
 //! overrides both; `-- --keep-dir` keeps the stores for profiling). Prints one table and
 //! writes `target/bench/peers.json`. The machine is shared and noisy: read the ratios,
 //! which compare figures taken in the same run.
+//!
+//! Every engine's load, each create run and the opens start from a quiet disk
+//! (`benches/common/disk.rs`: `sync`, then up to `-- --quiet-timeout SECS`, 60 by default,
+//! for the device to be idle for a second), so that no engine's figures carry the
+//! background writes of the phase before; `quiet_disk` in the report says how long each
+//! wait took and whether the device got quiet. The engines share one process and one
+//! directory; what keyledger's store does in the background while the others run (it
+//! stays open) is not waited for.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "common/disk.rs"]
+mod disk;
+#[path = "common/workload.rs"]
+mod workload;
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Barrier, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use keyledger::{
     Actor, Credits, ExistingKey, IpNet, KEY_LEN, KeyStore, MAX_CREDITS, NewKey, Rejection, Witness,
-    check_format,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -35,21 +46,19 @@ use rand::{Rng, SeedableRng};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
-/// sled's page cache for every sled database in this benchmark (keyledger's and the peer's).
-const CACHE_BYTES: u64 = 1 << 20;
+use disk::Disk;
+use workload::{
+    BASE62, BENCH_LIMIT, CACHE_BYTES, CLIENT, SNAPSHOT_EVERY, bench_key, check_answers, fake_token, in_child,
+    median, ms, ns_per_op, peer_hash, raw_scan, rss_bytes, run_creates, run_verify,
+};
+
 /// Concurrent creators used to fill keyledger (each batch the writer flushes holds up to
 /// this many creations).
 const LOAD_THREADS: usize = 128;
-/// The rate limit every fourth key holds (with 2^53 credits): four billion a month is never
-/// reached by a run, so every limited verify passes and pays for its bucket and a credit.
-const BENCH_LIMIT: &str = "4000000000/30d";
-/// The client address every verification presents; every key whitelists 10.0.0.0/8.
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 3);
 const NET: ([u8; 4], u8) = ([10, 0, 0, 0], 8);
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const CALLERS: [usize; 3] = [1, 8, 32];
-/// keyledger's default snapshot interval, set explicitly.
-const SNAPSHOT_EVERY: u64 = 100_000;
+/// The most creates one caller makes in a timed run.
+const CALLS_EACH: usize = 1_000_000;
 const SYSTEMS: [&str; 4] = ["keyledger", "sqlite", "sled", "limit"];
 
 struct Mode {
@@ -106,16 +115,19 @@ impl Mode {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    match args.get(1).map(String::as_str) {
-        Some("__rss_open") => return rss_open_child(Path::new(&args[2]), args[3].parse().unwrap()),
-        Some("__rss_scan") => return rss_scan_child(Path::new(&args[2])),
-        Some("__rss_limited") => return rss_limited_child(Path::new(&args[2]), args[3].parse().unwrap()),
-        _ => {}
+    if workload::shared_child(&args) {
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("__rss_limited") {
+        return rss_limited_child(Path::new(&args[2]), args[3].parse().unwrap());
     }
     let mode = Mode::from_args();
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let keep = std::env::args().any(|a| a == "--keep-dir");
+    // Every engine's write phase starts from a quiet disk, so that none is measured on the
+    // background work of the one before.
+    let mut quiet = Disk::of(tmp.path());
     let kl_dir = tmp.path().join("keyledger");
     let n = mode.keys;
     eprintln!(
@@ -127,6 +139,7 @@ fn main() {
     // (d) memory, while (a)'s keyledger store is filled: the token buffer is allocated and
     // touched first so that only the store's growth is counted.
     let mut token_buf = vec![b'x'; n * KEY_LEN];
+    quiet.settle("keyledger_load");
     let rss_start = rss_bytes();
     let store = KeyStore::builder()
         .cache_bytes(CACHE_BYTES)
@@ -184,6 +197,7 @@ fn main() {
     let limit: HashMap<[u8; 32], u64> = hashes.iter().enumerate().map(|(i, h)| (*h, i as u64)).collect();
     let limit_load = t.elapsed();
     let sqlite_path = tmp.path().join("sqlite.db");
+    quiet.settle("sqlite_load");
     let t = Instant::now();
     load_sqlite(&sqlite_path, &hashes);
     let sqlite_load = t.elapsed();
@@ -195,6 +209,7 @@ fn main() {
         .open()
         .unwrap();
     let sled_tree = sled_db.open_tree("state").unwrap();
+    quiet.settle("sled_load");
     let t = Instant::now();
     load_sled(&sled_db, &sled_tree, &hashes);
     let sled_load = t.elapsed();
@@ -292,6 +307,7 @@ fn main() {
 
     // (e) adopting existing keys: one import of 100k secrets outside keyledger's format,
     // into a store of its own, and what verifying them costs.
+    quiet.settle("import");
     let import = import_rate(tmp.path(), mode.verify_time);
     eprintln!(
         "  import: {} keys/s",
@@ -314,6 +330,7 @@ fn main() {
     let snapshot_bytes = std::fs::metadata(kl_dir.join("snapshot")).map_or(0, |m| m.len());
     // sled 0.34 writes its own page-table snapshot only when a database is opened, so the
     // first open after a writing session also recovers sled's log of that session.
+    quiet.settle("open");
     let (first_open, first_from_snapshot) = time_open(&kl_dir, SNAPSHOT_EVERY, events, None);
     eprintln!("  first open after the writes: {:.0} ms", ms(first_open));
     let mut scans = Vec::new();
@@ -322,7 +339,9 @@ fn main() {
     let mut witnessed = Vec::new();
     let mut from_snapshot = true;
     for _ in 0..mode.open_reps {
-        scans.push(raw_scan(&kl_dir, events));
+        let scan = raw_scan(&kl_dir);
+        assert_eq!(scan.records, events);
+        scans.push(scan);
         let (took, snap) = time_open(&kl_dir, 0, events, None);
         assert!(!snap);
         fulls.push(took);
@@ -335,13 +354,14 @@ fn main() {
     let scan = scans.iter().min_by_key(|s| s.open + s.iterate).unwrap();
     let full = fulls.iter().min().copied().unwrap();
     let snap = snaps.iter().min().copied().unwrap();
-    let reopen_full_child = rss_in_child("__rss_open", &kl_dir, 0);
-    let reopen_snapshot_child = rss_in_child("__rss_open", &kl_dir, SNAPSHOT_EVERY);
-    let scan_child = rss_in_child("__rss_scan", &kl_dir, 0);
+    let kl = kl_dir.to_str().unwrap();
+    let reopen_full_child = in_child(&["__open", kl, "0"]);
+    let reopen_snapshot_child = in_child(&["__open", kl, &SNAPSHOT_EVERY.to_string()]);
+    let scan_child = in_child(&["__scan", kl]);
     // RSS moves with the allocator's arenas: the median of three runs of each.
     let grew = |i: usize, kind: u64| {
         let dir = tmp.path().join(format!("rss-{i}-{kind}"));
-        f64_of(&rss_in_child("__rss_limited", &dir, kind)["grew_bytes"])
+        f64_of(&in_child(&["__rss_limited", dir.to_str().unwrap(), &kind.to_string()])["grew_bytes"])
     };
     let (mut per_limited, mut per_credited) = (Vec::new(), Vec::new());
     for i in 0..3 {
@@ -379,20 +399,22 @@ fn main() {
     // Interleaved by caller count, each group next to a probe of the disk's fdatasync: on
     // a shared virtual disk its cost drifts by 100x over minutes.
     for callers in CALLERS {
+        quiet.settle(&format!("fdatasync_probe_x{callers}"));
         disk.insert(format!("before_x{callers}"), disk_sync_latency(tmp.path()));
         for system in ["keyledger", "sqlite", "sled"] {
+            quiet.settle(&format!("create_{system}_x{callers}"));
             let r = match system {
-                "keyledger" => run_creates(callers, mode.create_time, |t, i, _| {
+                "keyledger" => run_creates(callers, mode.create_time, CALLS_EACH, |t, i, _| {
                     let new = NewKey::new(format!("new-{t}-{i}")).role("reader").allow(net);
                     store.create_key(&admin, new).unwrap();
                 }),
-                "sqlite" => run_creates(callers, mode.create_time, |t, i, rng| {
+                "sqlite" => run_creates(callers, mode.create_time, CALLS_EACH, |t, i, rng| {
                     let token = fake_token(rng);
                     let hash = peer_hash(&token);
                     let conn = writer.lock().unwrap();
                     sqlite_insert(&conn, &hash, rng.random(), &format!("new-{t}-{i}"));
                 }),
-                _ => run_creates(callers, mode.create_time, |t, i, rng| {
+                _ => run_creates(callers, mode.create_time, CALLS_EACH, |t, i, rng| {
                     let token = fake_token(rng);
                     let hash = peer_hash(&token);
                     sled_tree
@@ -426,8 +448,9 @@ fn main() {
     // (e) the worst create while snapshots are taken: 32 callers for long enough that the
     // writer passes several snapshot points (every SNAPSHOT_EVERY records).
     let stall_time = mode.stall_time;
+    quiet.settle("create_keyledger_during_snapshots");
     let stall_before = store.last_seq();
-    let stall = run_creates(32, stall_time, |t, i, _| {
+    let stall = run_creates(32, stall_time, CALLS_EACH, |t, i, _| {
         let new = NewKey::new(format!("stall-{t}-{i}")).role("reader").allow(net);
         store.create_key(&admin, new).unwrap();
     });
@@ -550,6 +573,7 @@ fn main() {
             "sled_scan_child": scan_child,
         },
         "disk": disk,
+        "quiet_disk": quiet.report(),
         "import": import,
         "ratios": ratios,
         "elapsed_s": started.elapsed().as_secs_f64(),
@@ -565,7 +589,6 @@ fn main() {
 // ---------------------------------------------------------------------------------------
 // Keys.
 
-/// A well-formed key that no store issued: `klk_`, 30 base62 characters, the checksum.
 /// `1m`, `3m`, `100k`: how a key count names a figure.
 fn key_label(n: usize) -> String {
     if n.is_multiple_of(1_000_000) {
@@ -575,29 +598,6 @@ fn key_label(n: usize) -> String {
     } else {
         n.to_string()
     }
-}
-
-fn fake_token(rng: &mut impl Rng) -> String {
-    let mut s = String::with_capacity(KEY_LEN);
-    s.push_str(keyledger::KEY_PREFIX);
-    for _ in 0..30 {
-        s.push(char::from(BASE62[rng.random_range(0..BASE62.len())]));
-    }
-    let mut n = crc32fast::hash(s.as_bytes());
-    let mut check = [b'0'; 6];
-    for slot in check.iter_mut().rev() {
-        *slot = BASE62[(n % 62) as usize];
-        n /= 62;
-    }
-    s.extend(check.iter().map(|&b| char::from(b)));
-    assert_eq!(check_format(&s), Ok(()));
-    s
-}
-
-/// What the peers store for a key, as a user of them would: its blake3 hash.
-#[inline]
-fn peer_hash(token: &str) -> [u8; 32] {
-    *blake3::hash(token.as_bytes()).as_bytes()
 }
 
 /// Whether a stored `[a, b, c, d, prefix]` network admits the client.
@@ -661,13 +661,12 @@ fn import_rate(tmp: &Path, time: Duration) -> Value {
 
 // Loading.
 
-/// Fills `store` with `tokens.len() / KEY_LEN` keys from [`LOAD_THREADS`] concurrent
-/// creators, writing each secret into its slot. Returns RSS just before and just after, and
+/// Fills `store` with `tokens.len() / KEY_LEN` keys of the mix ([`bench_key`]) from
+/// [`LOAD_THREADS`] concurrent creators, writing each secret into its slot. Returns RSS just before and just after, and
 /// the time taken.
 fn load_keyledger(store: &KeyStore, tokens: &mut [u8]) -> (u64, u64, Duration) {
     let per = tokens.len().div_ceil(KEY_LEN * LOAD_THREADS) * KEY_LEN;
     let start = Barrier::new(LOAD_THREADS + 1);
-    let net: IpNet = "10.0.0.0/8".parse().unwrap();
     let admin = Actor::admin("bench-admin");
     let creators = tokens.chunks(per).len();
     let (before, t) = std::thread::scope(|s| {
@@ -678,21 +677,7 @@ fn load_keyledger(store: &KeyStore, tokens: &mut [u8]) -> (u64, u64, Duration) {
                 .spawn_scoped(s, move || {
                     start.wait();
                     for (i, slot) in chunk.chunks_mut(KEY_LEN).enumerate() {
-                        let n = t * per / KEY_LEN + i;
-                        let mut new = NewKey::new(format!("svc-{n}")).role("reader").allow(net);
-                        // Every other key expires (in a year): verify reads the clock for it.
-                        if n % 2 == 1 {
-                            new = new.expires_at(SystemTime::now() + Duration::from_secs(365 * 86_400));
-                        }
-                        // Every fourth has a rate limit and credits, so high that no run
-                        // exhausts them: verify takes from its bucket and spends a credit
-                        // on every hit.
-                        if n % 4 == 2 {
-                            new = new
-                                .rate_limit(BENCH_LIMIT.parse().unwrap())
-                                .credits(Credits::new(MAX_CREDITS).unwrap());
-                        }
-                        let created = store.create_key(admin, new).unwrap();
+                        let created = store.create_key(admin, bench_key(t * per / KEY_LEN + i)).unwrap();
                         slot.copy_from_slice(created.key.expose_secret().as_bytes());
                     }
                 })
@@ -828,64 +813,6 @@ fn now_micros() -> i64 {
 // ---------------------------------------------------------------------------------------
 // Measuring.
 
-fn check_answers<M, F>(system: &str, make: &M, hits: &[&str], misses: &[&str])
-where
-    M: Fn() -> F,
-    F: FnMut(&str) -> bool,
-{
-    let mut f = make();
-    let step = (hits.len() / 1000).max(1);
-    for t in hits.iter().step_by(step) {
-        assert!(f(t), "{system} does not verify a live key");
-    }
-    for t in misses.iter().step_by(step) {
-        assert!(!f(t), "{system} verifies an unknown key");
-    }
-}
-
-/// Runs `f` over `queries` from `offset`, cycling, for about `time`; returns (calls, time).
-fn run_verify<F: FnMut(&str) -> bool>(
-    f: &mut F,
-    queries: &[&str],
-    offset: usize,
-    time: Duration,
-) -> (u64, Duration) {
-    const CHUNK: usize = 256;
-    for q in queries.iter().skip(offset).take(1024) {
-        black_box(f(q));
-    }
-    let mut i = offset % queries.len();
-    let mut calls = 0u64;
-    let mut yes = 0u64;
-    let start = Instant::now();
-    // Bounded: stops after `time`, or after 2^32 calls.
-    while calls < 1 << 32 {
-        for _ in 0..CHUNK {
-            yes += u64::from(f(queries[i]));
-            i += 1;
-            if i == queries.len() {
-                i = 0;
-            }
-        }
-        calls += CHUNK as u64;
-        if start.elapsed() >= time {
-            break;
-        }
-    }
-    black_box(yes);
-    (calls, start.elapsed())
-}
-
-fn ns_per_op<M, F>(make: &M, queries: &[&str], time: Duration) -> f64
-where
-    M: Fn() -> F,
-    F: FnMut(&str) -> bool,
-{
-    let mut f = make();
-    let (calls, took) = run_verify(&mut f, queries, 0, time);
-    took.as_nanos() as f64 / calls as f64
-}
-
 /// Two threads verifying at once, each its own `make()`; returns calls per second.
 fn ops_2t<M, F>(make: &M, queries: &[&str], time: Duration) -> f64
 where
@@ -910,155 +837,6 @@ where
         .iter()
         .map(|(calls, took)| *calls as f64 / took.as_secs_f64())
         .sum()
-}
-
-struct CreateRun {
-    callers: usize,
-    ops: usize,
-    secs: f64,
-    ops_per_s: f64,
-    p50_us: f64,
-    p99_us: f64,
-    max_us: f64,
-}
-
-impl CreateRun {
-    fn json(&self) -> Value {
-        json!({
-            "callers": self.callers,
-            "ops": self.ops,
-            "secs": self.secs,
-            "ops_per_s": self.ops_per_s,
-            "p50_us": self.p50_us,
-            "p99_us": self.p99_us,
-            "max_us": self.max_us,
-        })
-    }
-}
-
-/// `callers` threads each calling `op(thread, i, rng)` for about `time`; every call is one
-/// durable create.
-fn run_creates<F>(callers: usize, time: Duration, op: F) -> CreateRun
-where
-    F: Fn(usize, usize, &mut StdRng) + Sync,
-{
-    let go = Barrier::new(callers + 1);
-    let (mut lat, took) = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..callers)
-            .map(|t| {
-                let (go, op) = (&go, &op);
-                s.spawn(move || {
-                    let mut rng = StdRng::from_os_rng();
-                    let mut lat = Vec::with_capacity(4096);
-                    go.wait();
-                    let start = Instant::now();
-                    // Bounded: stops after `time`, or after a million calls.
-                    for i in 0..1_000_000 {
-                        let t0 = Instant::now();
-                        op(t, i, &mut rng);
-                        lat.push(t0.elapsed().as_nanos() as u64);
-                        if start.elapsed() >= time {
-                            break;
-                        }
-                    }
-                    lat
-                })
-            })
-            .collect();
-        go.wait();
-        let start = Instant::now();
-        let lat: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
-        (lat, start.elapsed())
-    });
-    lat.sort_unstable();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e3;
-    CreateRun {
-        callers,
-        ops: lat.len(),
-        secs: took.as_secs_f64(),
-        ops_per_s: lat.len() as f64 / took.as_secs_f64(),
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-        max_us: lat.last().copied().unwrap_or(0) as f64 / 1e3,
-    }
-}
-
-struct Scan {
-    open: Duration,
-    iterate: Duration,
-    /// Iterating again, splitting blocks and computing every record's chain hash: the work
-    /// any reader that proves the log must do before it decodes anything.
-    iterate_hash: Duration,
-    bytes: u64,
-}
-
-/// The store's sled database and log tree, opened directly (the store must be closed),
-/// with the benchmark's small cache.
-fn open_raw_log(dir: &Path) -> (sled::Db, sled::Tree) {
-    let db = sled::Config::new()
-        .path(dir.join("log"))
-        .cache_capacity(CACHE_BYTES)
-        .flush_every_ms(None)
-        .open()
-        .unwrap();
-    let tree = db.open_tree("log").unwrap();
-    (db, tree)
-}
-
-/// Opens the store's sled database (the store is closed) and reads every record of the
-/// log tree: what replay cannot avoid.
-fn raw_scan(dir: &Path, events: u64) -> Scan {
-    let t = Instant::now();
-    let (_db, tree) = open_raw_log(dir);
-    let open = t.elapsed();
-    let t = Instant::now();
-    let (mut count, mut bytes) = (0u64, 0u64);
-    for kv in tree.iter() {
-        let (k, v) = kv.unwrap();
-        // Entries are keyed by an 8-byte sequence number; other keys are metadata. A block
-        // (version 2) says how many records it holds; a format 1 entry is one record.
-        if k.len() == 8 {
-            count += match v.get(..2) {
-                Some([2, 0]) => u64::from(u32::from_le_bytes(v[10..14].try_into().unwrap())),
-                _ => 1,
-            };
-        }
-        bytes += v.len() as u64;
-        black_box(v.first());
-    }
-    let iterate = t.elapsed();
-    assert_eq!(count, events);
-    let t = Instant::now();
-    let chain_key = b"keyledger.log-chain.blake3.v1.26";
-    let mut hashed = 0u64;
-    for kv in tree.iter() {
-        let (k, v) = kv.unwrap();
-        if k.len() != 8 {
-            continue;
-        }
-        if v.get(..2) == Some(&[2, 0]) {
-            // The block layout of docs/design.md: checksum, then each record.
-            black_box(blake3::hash(&v[..v.len() - 32]));
-            let mut rest = &v[14..v.len() - 32];
-            while let Some((len, tail)) = rest.split_first_chunk::<4>() {
-                let (record, after) = tail.split_at(u32::from_le_bytes(*len) as usize);
-                black_box(blake3::keyed_hash(chain_key, record));
-                hashed += 1;
-                rest = after;
-            }
-        } else {
-            black_box(blake3::keyed_hash(chain_key, &v));
-            hashed += 1;
-        }
-    }
-    let iterate_hash = t.elapsed();
-    assert_eq!(hashed, events);
-    Scan {
-        open,
-        iterate,
-        iterate_hash,
-        bytes,
-    }
 }
 
 /// What a durable write costs this disk: 4 KiB overwritten in place, then `fdatasync`
@@ -1114,76 +892,8 @@ fn time_open(dir: &Path, snapshot_every: u64, events: u64, witness: Option<Witne
     (took, store.opened_from_snapshot())
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
 // ---------------------------------------------------------------------------------------
 // Memory.
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .map(|kb| kb.trim().parse::<u64>().unwrap() * 1024)
-        .unwrap()
-}
-
-/// In a fresh process: RSS before and after opening (replaying) the store in `dir`.
-fn rss_open_child(dir: &Path, snapshot_every: u64) {
-    let before = rss_bytes();
-    let t = Instant::now();
-    let store = KeyStore::builder()
-        .cache_bytes(CACHE_BYTES)
-        .snapshot_every(snapshot_every)
-        .open(dir)
-        .unwrap();
-    let took = t.elapsed();
-    let after = rss_bytes();
-    let keys = store.live_key_count();
-    println!(
-        "{}",
-        json!({
-            "rss_before_bytes": before,
-            "rss_after_bytes": after,
-            "open_ms": ms(took),
-            "opened_from_snapshot": store.opened_from_snapshot(),
-            "live_keys": keys,
-            "bytes_per_key": (after.saturating_sub(before)) as f64 / keys.max(1) as f64,
-        })
-    );
-}
-
-/// In a fresh process: RSS before and after opening the store's sled database and reading
-/// every record, without a projection: sled's share of a reopened store's memory.
-fn rss_scan_child(dir: &Path) {
-    let before = rss_bytes();
-    let (_db, tree) = open_raw_log(dir);
-    let mut records = 0u64;
-    for kv in tree.iter() {
-        let (k, v) = kv.unwrap();
-        records += u64::from(k.len() == 8);
-        black_box(v.first());
-    }
-    let after = rss_bytes();
-    println!(
-        "{}",
-        json!({
-            "rss_before_bytes": before,
-            "rss_after_bytes": after,
-            "records": records,
-            "bytes_per_record": (after.saturating_sub(before)) as f64 / records.max(1) as f64,
-        })
-    );
-}
 
 /// Keys each half of the limited-memory children imports.
 const RSS_LIMITED_KEYS: usize = 200_000;
@@ -1220,17 +930,6 @@ fn rss_limited_child(dir: &Path, kind: u64) {
     }
     let grew = rss_bytes().saturating_sub(before);
     println!("{}", json!({ "grew_bytes": grew, "kind": kind }));
-}
-
-fn rss_in_child(what: &str, dir: &Path, snapshot_every: u64) -> Value {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .arg(what)
-        .arg(dir)
-        .arg(snapshot_every.to_string())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------
