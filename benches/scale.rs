@@ -31,7 +31,8 @@
 //! (`benches/common/disk.rs`). `cargo bench --bench scale` runs 10,000,000 keys;
 //! `-- --keys N` fewer (the ratios keep their `_10m` names, and the report its `keys`);
 //! `-- --quiet-timeout SECS` bounds each wait for a quiet disk; `-- --keep-dir` keeps the
-//! store. Prints a table and writes `target/bench/scale.json`.
+//! store; `KEYLEDGER_BENCH_TRACE=1` prints, in the `auth` phase, the store's log lines and
+//! every slow verify of a probe thread (`benches/scale/trace.rs`). Prints a table and writes `target/bench/scale.json`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -42,6 +43,8 @@ mod common;
 mod disk;
 #[path = "common/serve.rs"]
 mod serve;
+#[path = "scale/trace.rs"]
+mod trace;
 #[path = "common/workload.rs"]
 mod workload;
 
@@ -479,6 +482,9 @@ fn verify_child(dir: &Path, n: usize) {
 /// In a fresh process: `/auth` idle, then while [`CALLERS`] callers create keys across a
 /// snapshot.
 fn auth_child(dir: &Path, n: usize) {
+    if trace::wanted() {
+        trace::install_subscriber();
+    }
     let store = Arc::new(open_verified(dir));
     let mut quiet = Disk::of(dir);
     let mut rng = StdRng::seed_from_u64(0xa074);
@@ -509,6 +515,8 @@ fn auth_child(dir: &Path, n: usize) {
     quiet.settle("window");
     let before = store.statistics();
     let records_before = store.last_seq();
+    let probe =
+        trace::wanted().then(|| trace::probe(Arc::clone(&store), secrets[0].clone(), IpAddr::V4(CLIENT)));
     let asking = client.spawn(paced_auth(addr, secrets, WINDOW_TIME));
     let admin = Actor::admin("bench-admin");
     let creates = run_creates(CALLERS, WINDOW_TIME, usize::MAX, |t, i, _| {
@@ -516,6 +524,10 @@ fn auth_child(dir: &Path, n: usize) {
         store.create_key(&admin, new).unwrap();
     });
     let during = client.block_on(asking).unwrap();
+    if let Some((stop, handle)) = probe {
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        handle.join().unwrap();
+    }
     let after = store.statistics();
     eprintln!(
         "  /auth across a snapshot: p50 {:.0} us, p99 {:.0} us; creates p99 {:.1} ms, max {:.1} ms",
