@@ -559,7 +559,11 @@ fn auth_child(dir: &Path, n: usize) {
 /// In a fresh process: [`CALLERS`] callers make `n / 10` durable creates ([`CREATES`] at
 /// 10M keys), for [`CREATE_CAP`] at most.
 fn creates_child(dir: &Path, n: usize) {
-    let store = open_verified(dir);
+    let traced = trace::wanted();
+    if traced {
+        trace::install_subscriber();
+    }
+    let store = Arc::new(open_verified(dir));
     let mut quiet = Disk::of(dir);
     let target = (n / 10).min(CREATES);
     quiet.settle("creates");
@@ -567,10 +571,27 @@ fn creates_child(dir: &Path, n: usize) {
     let records_before = store.last_seq();
     let net: IpNet = "10.0.0.0/8".parse().unwrap();
     let admin = Actor::admin("bench-admin");
+    let probe = traced.then(|| {
+        let made = store
+            .create_key(&admin, NewKey::new("probe").role("reader").allow(net))
+            .unwrap();
+        trace::probe(
+            Arc::clone(&store),
+            made.key.expose_secret().to_owned(),
+            IpAddr::V4(CLIENT),
+        )
+    });
+    let started = Instant::now();
     let run = run_creates(CALLERS, CREATE_CAP, target.div_ceil(CALLERS), |t, i, _| {
         let new = NewKey::new(format!("new-{t}-{i}")).role("reader").allow(net);
+        let asked = Instant::now();
         store.create_key(&admin, new).unwrap();
+        trace::slow_create(traced, asked, started);
     });
+    if let Some((stop, handle)) = probe {
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        handle.join().unwrap();
+    }
     let after = store.statistics();
     eprintln!(
         "  creates: {} in {:.0} s, {:.0}/s, p99 {:.1} ms, max {:.1} ms",

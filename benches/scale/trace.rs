@@ -1,7 +1,8 @@
-//! `KEYLEDGER_BENCH_TRACE=1`: the `auth` phase prints the store's own log lines (snapshots
-//! begun and saved, writer stalls) and every verify of a probe thread (one every 2 ms,
-//! in-process, no HTTP) that took longer than 20 ms, each with the time since the phase
-//! began, so that a stall can be placed against what the store was doing.
+//! `KEYLEDGER_BENCH_TRACE=1`: the `auth` and `creates` phases print the store's own log
+//! lines (snapshots begun and saved, writer stalls) and every verify of a probe thread (one
+//! every 2 ms, in-process, no HTTP) that took longer than 20 ms, and `creates` every create
+//! that took longer than 100 ms, each with the time since the phase began, so that a stall
+//! can be placed against what the store was doing.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -56,4 +57,15 @@ pub(crate) fn probe(
         }
     });
     (stop, handle)
+}
+
+/// Prints a create asked at `asked` that took longer than 100 ms, when `traced`.
+pub(crate) fn slow_create(traced: bool, asked: Instant, started: Instant) {
+    let took = asked.elapsed();
+    if traced && took > Duration::from_millis(100) {
+        eprintln!(
+            "  a create took {took:.1?}, ending {:.3?} into the phase",
+            started.elapsed()
+        );
+    }
 }
