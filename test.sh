@@ -116,8 +116,8 @@ if [ -n "$verified" ]; then
 fi
 echo "systemd-analyze verify docs/deploy/keyledger.service: clean"
 
-# Every server a test starts through tests/support keeps its log here; no line of them may
-# hold key-shaped text.
+# Every server a test starts through tests/support/served.rs or ui_server.rs (most of
+# them) keeps its log here; no line of them may hold keyledger-key-shaped text.
 export KEYLEDGER_TEST_LOGS="$PWD/target/test-logs"
 rm -rf "$KEYLEDGER_TEST_LOGS"
 cargo test --locked --features tower,fuzzing

@@ -31,8 +31,9 @@
 //! (`benches/common/disk.rs`). `cargo bench --bench scale` runs 10,000,000 keys;
 //! `-- --keys N` fewer (the ratios keep their `_10m` names, and the report its `keys`);
 //! `-- --quiet-timeout SECS` bounds each wait for a quiet disk; `-- --keep-dir` keeps the
-//! store; `KEYLEDGER_BENCH_TRACE=1` prints, in the `auth` phase, the store's log lines and
-//! every slow verify of a probe thread (`benches/scale/trace.rs`). Prints a table and writes `target/bench/scale.json`.
+//! store; `KEYLEDGER_BENCH_TRACE=1` prints, in the `auth` and `creates` phases, the
+//! store's log lines, every slow verify of a probe thread and every slow create
+//! (`benches/scale/trace.rs`). Prints a table and writes `target/bench/scale.json`.
 
 #![allow(clippy::unwrap_used)]
 

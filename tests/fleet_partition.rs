@@ -66,7 +66,7 @@ const FAST: &[&str] = &["--heartbeat", "100ms", "--lease", "1s", "--margin", "30
 
 /// Three servers, each in its namespace, clustered over the routes' network; the hosts'
 /// directories and chain key; the root admin key (made on the first host's store).
-/// Dropped in reverse order of declaration: hosts, then servers, then the networks.
+/// Its `Drop` stops the hosts, then the servers; the networks go after, with the fields.
 struct Partitioned {
     net: Net,
     dir: TempDir,
@@ -263,7 +263,7 @@ fn writes_through_a_minority_server_are_never_acknowledged_and_nothing_acknowled
         window = (cut, Instant::now());
         settled(&p.cluster, LOG);
         settled(&p.cluster, BUCKET);
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(Duration::from_secs(8));
         stop.store(true, std::sync::atomic::Ordering::Release);
         writers.into_iter().map(|w| w.join().unwrap()).collect()
     });
@@ -286,6 +286,23 @@ fn writes_through_a_minority_server_are_never_acknowledged_and_nothing_acknowled
             acked(&ws)
         );
     }
+    assert!(
+        led_at_cut,
+        "{} no longer led the log when it was cut",
+        Cluster::name(leader)
+    );
+    // The host on the (then) minority server wrote before the cut and writes after it
+    // heals: what it could not do in between was the cut's doing.
+    let before = writes[on_minority].iter().filter(|w| w.done < cut);
+    let after = writes[on_minority].iter().filter(|w| w.sent > healed);
+    assert!(
+        before.filter(|w| w.acknowledged.is_some()).count() > 0,
+        "h2 wrote before the cut"
+    );
+    assert!(
+        after.filter(|w| w.acknowledged.is_some()).count() > 0,
+        "h2 writes again after it heals"
+    );
     let minority = during(on_minority);
     assert!(
         !minority.is_empty(),
@@ -345,7 +362,7 @@ fn a_host_cut_from_every_server_is_unconfirmed_drops_out_goes_stale_rejects_and_
     let answer = answer.json();
     assert_eq!(answer["unconfirmed"], json!(["h2"]), "{answer}");
     assert!(
-        answered < Duration::from_secs(30),
+        answered < Duration::from_secs(5),
         "answered at the host's lease, not the confirmation timeout: {answered:?}"
     );
     eprintln!("the revocation named h2 unconfirmed after {answered:.2?} (lease 1 s, margin 300 ms)");
@@ -376,7 +393,12 @@ fn a_host_cut_from_every_server_is_unconfirmed_drops_out_goes_stale_rejects_and_
     );
     eventually(20, "h2 rejects every key", || p.auth(cut_off, &kept) == 403);
     let rejecting = cut.elapsed();
-    assert!(rejecting > stale, "{stale:?} then {rejecting:?}");
+    // Its limits count from its last contact, a heartbeat or two (100 ms each) before the
+    // cut: stale at 3 s, rejecting at 6 s.
+    assert!(
+        stale >= Duration::from_millis(2500) && rejecting >= Duration::from_millis(5500),
+        "stale after {stale:?}, rejecting after {rejecting:?}"
+    );
     eprintln!("h2 cut off: stale after {stale:.2?}, rejecting every key after {rejecting:.2?}");
 
     // Written while it was away.

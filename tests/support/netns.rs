@@ -9,9 +9,14 @@
 //! it can talk to the nodes there whatever is cut elsewhere.
 //!
 //! Needs root (`CAP_NET_ADMIN`), which CI has: without it the test fails saying so, unless
-//! `KEYLEDGER_SKIP_NETNS=1` asks to skip it. Everything made (namespaces, bridges, veth
-//! pairs) is removed on drop, also when the test fails; what a killed test process left is
-//! removed by the next one.
+//! `KEYLEDGER_SKIP_NETNS=1` asks to skip it. Names carry the test process's id; addresses
+//! come from 198.18.0.0/15 (set aside for tests), three /24s no route of the machine names.
+//! What a net made (namespaces and the processes left in them, bridges, veth pairs) is
+//! removed on drop, also when the test fails, and nothing else; what a test process killed
+//! with SIGKILL left (namespaces with their processes, links) is removed by the next run,
+//! which finds that process gone from `/proc`. (Two runs in containers that share the
+//! network but not the process ids could take each other's names: one fails at once,
+//! "File exists", and removes nothing of the other's.)
 
 #![allow(dead_code)]
 
@@ -54,7 +59,7 @@ pub(crate) struct Node {
 
 pub(crate) struct Net {
     tag: String,
-    /// The second byte of every address: network `n` is `10.OCTET.n.0/24`.
+    /// Network `n` is `198.18.(3 × OCTET + n).0/24`.
     octet: u8,
     bridges: Vec<String>,
     namespaces: Vec<String>,
@@ -66,32 +71,33 @@ impl Net {
     /// `None` when the test may not make namespaces and `KEYLEDGER_SKIP_NETNS=1` says to
     /// skip it; else `networks` bridges, the test process on those marked reachable.
     pub(crate) fn new(reachable: &[bool]) -> Option<Net> {
+        if std::env::var_os("KEYLEDGER_SKIP_NETNS").is_some_and(|v| v == "1") {
+            eprintln!("skipped: KEYLEDGER_SKIP_NETNS=1");
+            return None;
+        }
         let root = Command::new("id")
             .arg("-u")
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-        if !root {
-            if std::env::var_os("KEYLEDGER_SKIP_NETNS").is_some_and(|v| v == "1") {
-                eprintln!("skipped: network namespaces need root (KEYLEDGER_SKIP_NETNS=1)");
-                return None;
-            }
-            panic!(
-                "this test puts NATS servers and hosts in network namespaces, which needs root \
-                 (CAP_NET_ADMIN), as CI runs it: run it as root, or set KEYLEDGER_SKIP_NETNS=1 \
-                 to skip it"
-            );
-        }
+        assert!(
+            root,
+            "this test puts NATS servers and hosts in network namespaces, which needs root \
+             (CAP_NET_ADMIN), as CI runs it: run it as root, or set KEYLEDGER_SKIP_NETNS=1 \
+             to skip it"
+        );
         remove_leftovers();
         static MADE: AtomicU32 = AtomicU32::new(0);
         let made = MADE.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         // One letter per Net of this process: `TAG`, the process id, the letter.
         let tag = format!("{TAG}{pid}{}", char::from(b'a' + (made % 26) as u8));
-        let taken = ip_quiet(&["-4", "-o", "addr"]) + &ip_quiet(&["-4", "route"]);
-        let octet = (0..100u32)
-            .map(|k| (100 + (pid + 7 * made + k) % 100) as u8)
-            .find(|o| !taken.contains(&format!("10.{o}.")))
-            .expect("a free 10.X.0.0/16");
+        // Addresses from 198.18.0.0/15, the range set aside for tests (RFC 2544): three
+        // /24s in a row, `198.18.3K.0` on, none of which any route of this machine names.
+        let taken = ip_quiet(&["-4", "-o", "addr"]) + &ip_quiet(&["-4", "route", "show", "table", "all"]);
+        let octet = (0..84u32)
+            .map(|k| ((pid + 7 * made + k) % 84) as u8)
+            .find(|o| (0..3).all(|n| !taken.contains(&format!("198.18.{}.", 3 * o + n))))
+            .expect("three free /24s in 198.18.0.0/16");
         let mut net = Net {
             tag,
             octet,
@@ -119,7 +125,7 @@ impl Net {
 
     /// Address `host` (1–253) on network `n`.
     pub(crate) fn addr(&self, n: usize, host: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, self.octet, n as u8, host)
+        Ipv4Addr::new(198, 18, 3 * self.octet + n as u8, host)
     }
 
     /// A new namespace named after `name` (at most 3 characters), its loopback up.
@@ -138,7 +144,7 @@ impl Net {
     /// Plugs `node` into network `n` at address `host`; returns the address.
     pub(crate) fn attach(&mut self, node: &Node, n: usize, host: u8) -> Ipv4Addr {
         let outside = format!("{}{}{n}", self.tag, node.name);
-        assert!(n < 10);
+        assert!(n < 3, "three networks at most");
         assert!(outside.len() <= 15, "{outside}: too long for an interface name");
         let inside = format!("net{n}");
         ip(&[
@@ -205,18 +211,35 @@ impl Net {
     }
 }
 
+/// Removes what this net made, and nothing else: its namespaces (killing what still runs
+/// in them), its bridges and its veth pairs.
 impl Drop for Net {
     fn drop(&mut self) {
-        remove(&self.tag);
+        for namespace in &self.namespaces {
+            remove_namespace(namespace);
+        }
+        for name in self.links.iter().map(|(_, _, l)| l).chain(&self.bridges) {
+            ip_quiet(&["link", "del", name]);
+        }
     }
 }
 
-/// Removes every namespace, bridge and veth pair whose name starts with `tag`.
+/// Kills every process in `namespace` (a host or server a test left running), then
+/// removes the namespace.
+fn remove_namespace(namespace: &str) {
+    for pid in ip_quiet(&["netns", "pids", namespace]).split_whitespace() {
+        let _ = Command::new("kill").args(["-KILL", pid]).status();
+    }
+    ip_quiet(&["netns", "del", namespace]);
+}
+
+/// Removes every namespace (and what runs in it), bridge and veth pair named under `tag`:
+/// what a test process that no longer runs left behind.
 fn remove(tag: &str) {
     for line in ip_quiet(&["netns", "list"]).lines() {
         let name = line.split_whitespace().next().unwrap_or_default();
         if is_ours(name, tag) {
-            ip_quiet(&["netns", "del", name]);
+            remove_namespace(name);
         }
     }
     for line in ip_quiet(&["-o", "link", "show"]).lines() {

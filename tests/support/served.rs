@@ -54,7 +54,7 @@ pub(crate) fn super_admin_key(db: &Path, chain_key: &Path, name: &str, ips: &[&s
 pub(crate) fn kept_log() -> Option<PathBuf> {
     static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = PathBuf::from(std::env::var_os("KEYLEDGER_TEST_LOGS").filter(|d| !d.is_empty())?);
-    std::fs::create_dir_all(&dir).ok()?;
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("KEYLEDGER_TEST_LOGS={}: {e}", dir.display()));
     let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let test = std::env::args().next().unwrap_or_default();
     let test = Path::new(&test)
