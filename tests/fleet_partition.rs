@@ -166,18 +166,7 @@ impl Partitioned {
     }
 
     fn create(&self, i: usize, name: &str) -> (String, String) {
-        let answer = self.call(
-            i,
-            "POST",
-            "/v1/keys",
-            Some(json!({"name": name, "roles": ["bot"]})),
-        );
-        assert_eq!(answer.status, 201, "{answer:?}");
-        let key = answer.json();
-        (
-            key["id"].as_str().unwrap().to_owned(),
-            key["key"].as_str().unwrap().to_owned(),
-        )
+        hosts::create_key(self.addr(i), &self.root, name)
     }
 
     fn health(&self, i: usize) -> (u16, Value) {

@@ -101,6 +101,24 @@ pub(crate) fn admin(addr: SocketAddr, root: &str, method: &str, path: &str, body
         .unwrap_or_else(|| panic!("{addr} did not answer {method} {path}"))
 }
 
+/// A key named `name` with role `bot`, created with the admin key `root` through the host
+/// at `addr`: its id and secret.
+pub(crate) fn create_key(addr: SocketAddr, root: &str, name: &str) -> (String, String) {
+    let answer = admin(
+        addr,
+        root,
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": name, "roles": ["bot"]})),
+    );
+    assert_eq!(answer.status, 201, "{answer:?}");
+    let key = answer.json();
+    (
+        key["id"].as_str().unwrap().to_owned(),
+        key["key"].as_str().unwrap().to_owned(),
+    )
+}
+
 /// Polls `f` until it holds, for at most `secs` seconds.
 pub(crate) fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -262,18 +280,7 @@ impl Fleet {
 
     /// A key created through host `i`: its id and secret.
     pub(crate) fn create(&self, i: usize, name: &str) -> (String, String) {
-        let answer = self.call(
-            i,
-            "POST",
-            "/v1/keys",
-            Some(json!({"name": name, "roles": ["bot"]})),
-        );
-        assert_eq!(answer.status, 201, "{answer:?}");
-        let key = answer.json();
-        (
-            key["id"].as_str().unwrap().to_owned(),
-            key["key"].as_str().unwrap().to_owned(),
-        )
+        create_key(self.addr(i), &self.root, name)
     }
 
     /// `/auth`'s status for `secret` on host `i` (0: no answer).
