@@ -207,6 +207,9 @@ pub(crate) enum SealDomain {
     HostHead,
     /// A host's report of what it admitted, on a fleet's usage subject.
     UsageReport,
+    /// Commands a host forwards to the fleet's writer, and the writer's answer.
+    ForwardRequest,
+    ForwardAnswer,
 }
 
 impl SealDomain {
@@ -217,6 +220,8 @@ impl SealDomain {
             SealDomain::Message => b"message\0",
             SealDomain::HostHead => b"host head\0",
             SealDomain::UsageReport => b"usage report\0",
+            SealDomain::ForwardRequest => b"forward request\0",
+            SealDomain::ForwardAnswer => b"forward answer\0",
         }
     }
 }

@@ -28,12 +28,14 @@
 pub(crate) mod announce;
 pub(crate) mod contact;
 pub(crate) mod fence;
+pub(crate) mod forward;
 pub(crate) mod head;
 pub(crate) mod hosts;
 pub(crate) mod message;
 pub(crate) mod offline;
 pub(crate) mod replica;
 pub(crate) mod report;
+pub(crate) mod route;
 pub(crate) mod stream;
 pub(crate) mod usage;
 
@@ -67,6 +69,7 @@ pub struct FleetOptions {
     pub(crate) stale_reject: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) usage_interval: Duration,
+    pub(crate) forward_writes: bool,
 }
 
 impl std::fmt::Debug for FleetOptions {
@@ -87,6 +90,7 @@ impl std::fmt::Debug for FleetOptions {
             .field("stale_serve", &self.stale_serve)
             .field("stale_reject", &self.stale_reject)
             .field("usage_interval", &self.usage_interval)
+            .field("forward_writes", &self.forward_writes)
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +124,7 @@ impl FleetOptions {
             stale_reject: Duration::from_secs(60),
             request_timeout: Duration::from_secs(5),
             usage_interval: Duration::from_millis(200),
+            forward_writes: true,
         }
     }
 
@@ -254,6 +259,16 @@ impl FleetOptions {
         self
     }
 
+    /// Forward this host's writes to the fleet's writer, the live host with the smallest
+    /// id (default true), rather than race the other hosts to append each batch: fairer
+    /// and faster under load from several hosts. Off, this host appends its own batches
+    /// (it still takes the writes others forward to it). See `docs/design.md`,
+    /// "Forwarded writes".
+    pub fn forward_writes(mut self, yes: bool) -> Self {
+        self.forward_writes = yes;
+        self
+    }
+
     /// Checks the options; the typed error names the first one that is wrong.
     pub(crate) fn validated(&self) -> Result<(), Error> {
         let name_ok = |s: &str| {
@@ -360,6 +375,7 @@ impl FleetOptions {
             stream: self.stream.clone(),
             subject: self.subject(),
             usage_subject: self.usage_subject(),
+            writes_subject: format!("keyledger.{}.write", self.stream),
             replicas: self.replicas,
             heads_bucket: self.heads_bucket(),
             heads_max_age: self.heads_max_age(),
@@ -523,6 +539,32 @@ pub struct FleetStatus {
     pub heads_bucket_lost: u64,
     /// How rate limits and credits are shared with the other hosts.
     pub usage: UsageStatus,
+    /// Where this host's writes go: the fleet's writer, and what was forwarded.
+    pub writes: WriteRoutes,
+}
+
+/// Where a host's writes go (see `docs/design.md`, "Forwarded writes"): every host sends
+/// its batches to one writer, the live host with the smallest id, which appends them with
+/// its own; a host that cannot reach it appends them itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteRoutes {
+    /// The host that writes this host's batches now (this host's own id when it writes
+    /// them itself).
+    pub writer: String,
+    /// Commands this host forwarded to the writer and had answered.
+    pub forwarded: u64,
+    /// Commands other hosts forwarded to this host and it took.
+    pub served: u64,
+    /// Times the writer could not be reached and this host appended its batches itself
+    /// (for a couple of seconds each time).
+    pub fallbacks: u64,
+    /// Requests on this host's writes subject refused: not sealed with the fleet's chain
+    /// key for this stream and host, too old or new by this host's clock, replayed, or
+    /// holding a command that breaks the rules. They get no answer.
+    pub refused_requests: u64,
+    /// Why the last of them was refused.
+    pub last_refused: Option<String>,
 }
 
 /// The fleet as its shared log shows it, read without joining: the stream's length and

@@ -91,6 +91,7 @@ pub use crate::fleet::Revoked;
 pub use crate::fleet::UNSEEN_HOSTS;
 pub use crate::fleet::UsageSharing;
 pub use crate::fleet::UsageStatus;
+pub use crate::fleet::WriteRoutes;
 #[cfg(feature = "nats")]
 pub use crate::fleet::survey;
 #[cfg(feature = "tower")]

@@ -142,6 +142,17 @@ pub(crate) enum AppendError {
     Uncertain(LogError),
 }
 
+/// Why a request to another host (a forwarded write) got no answer.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) enum ForwardError {
+    /// Nobody takes requests for that host: the request reached no one.
+    NotDelivered,
+    /// No answer within the time given, or the connection failed while waiting: the
+    /// request may have been acted on.
+    Unanswered(String),
+}
+
 /// A message read from a [`SharedLog`]: its position and bytes.
 pub(crate) type Delivered = Result<(u64, Vec<u8>), LogError>;
 
@@ -202,6 +213,29 @@ pub(crate) trait SharedLog: Send {
     /// stream) and handing every message on it to `reports`, until `reports` says the host
     /// left.
     fn share_usage(&mut self, reports: Arc<dyn Reports>) -> Result<(), LogError>;
+
+    /// Sends `request` to host `to`'s writes subject and waits at most `timeout` for its
+    /// one answer. An engine that carries no requests answers
+    /// [`ForwardError::NotDelivered`].
+    fn forward(&mut self, to: &str, request: &[u8], timeout: Duration) -> Result<Vec<u8>, ForwardError>;
+
+    /// Starts handing every request on this host's writes subject to `writes`, until
+    /// `writes` says the host left.
+    fn serve_writes(&mut self, writes: Arc<dyn Writes>) -> Result<(), LogError>;
+}
+
+/// The leader's side of forwarded writes, as a [`SharedLog`] sees it: where requests on
+/// this host's writes subject go. The fleet implements it; the log never reads a
+/// request's bytes.
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) trait Writes: Send + Sync {
+    /// The host whose writes subject this is.
+    fn host(&self) -> &str;
+    /// A request arrived; `answer` publishes the reply (called at most once, from any
+    /// thread). Must not block.
+    fn request(&self, bytes: &[u8], answer: Box<dyn FnOnce(Vec<u8>) + Send>);
+    /// Whether the host is leaving: requests stop being taken.
+    fn is_closing(&self) -> bool;
 }
 
 /// A host's side of the usage reports, as a [`SharedLog`] sees it: what to publish next,

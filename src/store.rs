@@ -48,7 +48,7 @@ use crate::projection::AuditEntry;
 use crate::projection::KeyView;
 
 use background::{IntegrityCell, Saver};
-use writer::{Pending, Request};
+use writer::{Pending, Request, Route};
 
 pub(crate) mod background;
 pub(crate) mod builder;
@@ -116,6 +116,8 @@ pub struct KeyStore {
     require_whitelist: bool,
     integrity: Arc<IntegrityCell>,
     tx: Option<Sender<Request>>,
+    /// The writer's queue as forwarded writes reach it; emptied at close.
+    inbox: writer::Inbox,
     writer: Option<JoinHandle<()>>,
     /// Saves the last-used stamps every so often, and once more when the store closes.
     last_used: Option<Saver>,
@@ -199,8 +201,12 @@ impl KeyStore {
             via: actor.via(),
             op,
         };
-        tx.send(Request::Write(Box::new(Pending { command, reply })))
-            .map_err(|_| Error::Closed)?;
+        tx.send(Request::Write(Box::new(Pending {
+            command,
+            reply,
+            route: Route::Local,
+        })))
+        .map_err(|_| Error::Closed)?;
         answer.recv().map_err(|_| Error::Closed)?
     }
 
@@ -674,6 +680,10 @@ impl Drop for KeyStore {
         if let Some(fleet) = &self.fleet {
             fleet.close();
         }
+        self.inbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         self.tx.take();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();

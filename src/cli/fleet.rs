@@ -87,6 +87,10 @@ pub(super) struct FleetArgs {
     /// that they hold for the fleet (default 200ms; 10ms to 10s, shorter than the lease)
     #[arg(long, value_name = "DURATION", value_parser = lifetime_arg)]
     usage_interval: Option<Duration>,
+    /// Append this host's own batches rather than forward them to the fleet's writer (the
+    /// live host with the smallest id); it still takes the writes others forward to it
+    #[arg(long)]
+    no_forward_writes: bool,
 }
 
 /// The first line of a secret file, which no user but its owner may read (as for
@@ -111,6 +115,7 @@ impl FleetArgs {
             .stream(self.stream.clone())
             .replicas(usize::from(self.replicas))
             .serve_past_lease(self.serve_past_lease)
+            .forward_writes(!self.no_forward_writes)
             .require_tls(self.nats_tls);
         if let Some(id) = &self.host_id {
             o = o.host_id(id.clone());

@@ -136,6 +136,8 @@ pub(crate) struct Fleet {
     usage: Mutex<Option<super::UsageStatus>>,
     /// The state last logged ([`Fleet::log_changes`]).
     logged: Mutex<changes::Logged>,
+    /// Where this host's writes go, and what was forwarded.
+    pub(crate) routes: super::route::Routes,
 }
 
 impl Fleet {
@@ -193,6 +195,7 @@ impl Fleet {
             stream: super::stream::StreamWatch::default(),
             usage: Mutex::new(None),
             logged: Mutex::new(changes::Logged::default()),
+            routes: super::route::Routes::default(),
         })
     }
 
@@ -236,6 +239,35 @@ impl Fleet {
             .filter(|(_, p)| now.duration_since(p.heard) <= Duration::from_micros(p.head.lease))
             .map(|(h, _)| h.clone())
             .collect()
+    }
+
+    /// The host this host forwards its writes to: the live host with the smallest id,
+    /// if that is another one (heard within its lease, not halted, not stale, not
+    /// leaving). Only a host with a smaller id is ever chosen, so forwarding never goes
+    /// round in a circle, even while hosts disagree on who is live.
+    pub(crate) fn write_leader(&self) -> Option<(String, u64)> {
+        if !self.options.forward_writes {
+            return None;
+        }
+        let now = Instant::now();
+        let own = self.options.host.as_str();
+        lock(&self.view)
+            .peers
+            .iter()
+            .filter(|(h, p)| {
+                h.as_str() < own
+                    && now.duration_since(p.heard) <= Duration::from_micros(p.head.lease)
+                    && !p.head.halted
+                    && !p.head.leaving
+                    && p.head.stale_for == 0
+            })
+            .min_by(|a, b| a.0.cmp(b.0))
+            .map(|(h, p)| (h.clone(), p.head.run))
+    }
+
+    /// This process's run: random per start, announced in its head.
+    pub(crate) fn run(&self) -> u64 {
+        self.run
     }
 
     pub(crate) fn set_usage(&self, status: super::UsageStatus) {

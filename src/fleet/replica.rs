@@ -3,7 +3,10 @@
 //! applying what the other hosts append. Messages that are not the fleet's are skipped and counted;
 //! a sealed message that does not fit halts this host's writes.
 
+mod forwarding;
 mod join;
+
+pub(crate) use forwarding::Forwarded;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

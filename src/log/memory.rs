@@ -307,6 +307,20 @@ impl super::SharedLog for MemShared {
         Ok(())
     }
 
+    /// Requests are not carried: a host of an in-memory fleet writes its own batches.
+    fn forward(
+        &mut self,
+        _to: &str,
+        _request: &[u8],
+        _timeout: std::time::Duration,
+    ) -> Result<Vec<u8>, super::ForwardError> {
+        Err(super::ForwardError::NotDelivered)
+    }
+
+    fn serve_writes(&mut self, _writes: Arc<dyn super::Writes>) -> Result<(), LogError> {
+        Ok(())
+    }
+
     /// Announcements are stored at once and handed to every host, as a watch would.
     fn announce(&mut self, heads: Arc<dyn super::Heads>) -> Result<(), LogError> {
         heads.watch_started();

@@ -23,7 +23,10 @@ use crossbeam_channel::Receiver;
 use futures_util::StreamExt;
 
 use super::connection::{Auth, Connection, without_userinfo};
-use super::{AppendError, Delivered, Heads, Judge, LogError, Outcome, Reports, SharedLog, StreamState};
+use super::{
+    AppendError, Delivered, ForwardError, Heads, Judge, LogError, Outcome, Reports, SharedLog, StreamState,
+    Writes,
+};
 use crate::clock::monotonic_micros;
 
 /// How long appends are remembered for deduplication.
@@ -55,6 +58,8 @@ pub(crate) struct NatsLog {
     inspector: Option<tokio::task::JoinHandle<()>>,
     /// The task hearing the hosts' usage reports (`SharedLog::share_usage`).
     usage: Option<tokio::task::JoinHandle<()>>,
+    /// The task taking the writes other hosts forward here (`SharedLog::serve_writes`).
+    writes: Option<tokio::task::JoinHandle<()>>,
     /// How long an announcement waits for the server; how long a host waits to be seen.
     patience: Duration,
     request_timeout: Duration,
@@ -92,6 +97,7 @@ impl NatsLog {
             watcher: None,
             inspector: None,
             usage: None,
+            writes: None,
         })
     }
 
@@ -682,6 +688,51 @@ impl SharedLog for NatsLog {
         self.start_heads(fleet)
     }
 
+    /// Core NATS request and reply on `<writes subject>.<host>`: what the request says is
+    /// sealed by the fleet, which also checks the answer.
+    fn forward(&mut self, to: &str, request: &[u8], timeout: Duration) -> Result<Vec<u8>, ForwardError> {
+        let subject = format!("{}.{to}", self.connection.writes_subject);
+        let asked = async_nats::Request::new()
+            .payload(bytes::Bytes::copy_from_slice(request))
+            .timeout(Some(timeout));
+        match self.rt.block_on(self.client.send_request(subject, asked)) {
+            Ok(answer) => Ok(answer.payload.to_vec()),
+            Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
+                Err(ForwardError::NotDelivered)
+            }
+            Err(e) => Err(ForwardError::Unanswered(format!("NATS: {e}"))),
+        }
+    }
+
+    fn serve_writes(&mut self, writes: Arc<dyn Writes>) -> Result<(), LogError> {
+        if let Some(old) = self.writes.take() {
+            old.abort();
+        }
+        let subject = format!("{}.{}", self.connection.writes_subject, writes.host());
+        let subscription = self.rt.block_on(self.client.subscribe(subject)).map_err(engine)?;
+        let (client, handle) = (self.client.clone(), self.rt.handle().clone());
+        self.writes = Some(self.rt.spawn(async move {
+            let mut subscription = subscription;
+            while let Some(message) = subscription.next().await {
+                if writes.is_closing() {
+                    break;
+                }
+                // A request without a reply subject cannot be answered: not a host's.
+                let Some(reply) = message.reply else { continue };
+                let (client, handle) = (client.clone(), handle.clone());
+                writes.request(
+                    &message.payload,
+                    Box::new(move |answer| {
+                        handle.spawn(async move {
+                            let _ = client.publish(reply, answer.into()).await;
+                        });
+                    }),
+                );
+            }
+        }));
+        Ok(())
+    }
+
     /// Core NATS, at most once: a report lost is a count never charged elsewhere, which
     /// the fleet tells from a round that never completes (see `fleet/usage.rs`).
     fn share_usage(&mut self, reports: Arc<dyn Reports>) -> Result<(), LogError> {
@@ -726,6 +777,9 @@ impl Drop for NatsLog {
         }
         if let Some(u) = self.usage.take() {
             u.abort();
+        }
+        if let Some(w) = self.writes.take() {
+            w.abort();
         }
         for h in self.heads.drain(..) {
             let _ = h.join();

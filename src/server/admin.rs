@@ -451,7 +451,9 @@ async fn whoami(Identified { actor, key }: Identified) -> Result<Response, Rejec
 /// `GET /v1/fleet`: this host's fleet as it sees it, for an admin key: `{"host", "stream",
 /// "stream_id", "stale_ms", "unhealthy", "rejecting", "halted", "stream_fault",
 /// "foreign_messages", "last_foreign", "causes": [{"cause", "reason"}], "hosts": [...],
-/// "ignored_heads", "last_ignored": {"ignored_head", "reason"}, "heads_bucket_lost"}`,
+/// "ignored_heads", "last_ignored": {"ignored_head", "reason"}, "heads_bucket_lost",
+/// "writes": {"writer", "forwarded", "served", "fallbacks", "refused_requests",
+/// "last_refused"}}`,
 /// each host with its
 /// head (`seq`, `position`), `lag` behind this host, when it was last heard from, and
 /// whether it is live, stale, halted or forked. 404 `not_a_fleet` on a single host.
@@ -487,6 +489,20 @@ struct FleetJson {
     ignored_heads: u64,
     last_ignored: Option<crate::json::IgnoredJson>,
     heads_bucket_lost: u64,
+    writes: WritesJson,
+}
+
+/// Where this host's writes go: `writer` (the fleet's writer, or this host), commands
+/// `forwarded` to it and `served` for others, `fallbacks` (times the writer could not be
+/// reached), and requests refused on this host's writes subject, with the last reason.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct WritesJson {
+    writer: String,
+    forwarded: u64,
+    served: u64,
+    fallbacks: u64,
+    refused_requests: u64,
+    last_refused: Option<String>,
 }
 
 impl From<&crate::fleet::FleetStatus> for FleetJson {
@@ -507,6 +523,14 @@ impl From<&crate::fleet::FleetStatus> for FleetJson {
             ignored_heads: f.ignored_heads,
             last_ignored: f.last_ignored.as_ref().map(crate::json::IgnoredJson::from),
             heads_bucket_lost: f.heads_bucket_lost,
+            writes: WritesJson {
+                writer: f.writes.writer.clone(),
+                forwarded: f.writes.forwarded,
+                served: f.writes.served,
+                fallbacks: f.writes.fallbacks,
+                refused_requests: f.writes.refused_requests,
+                last_refused: f.writes.last_refused.clone(),
+            },
         }
     }
 }

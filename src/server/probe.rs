@@ -110,6 +110,7 @@ mod tests {
             last_ignored: None,
             heads_bucket_lost: 0,
             usage: crate::fleet::UsageStatus::default(),
+            writes: crate::fleet::route::Routes::default().status("a".into()),
         }
     }
 

@@ -661,6 +661,10 @@ impl KeyStore {
             })
             .transpose()?;
         let (tx, rx) = crossbeam_channel::unbounded();
+        let inbox: super::writer::Inbox = Arc::new(std::sync::Mutex::new(Some(tx.clone())));
+        if let Some(replica) = replica.as_mut() {
+            replica.serve_writes(chain.clone(), super::writer::submitter(Arc::clone(&inbox)))?;
+        }
         let trail = log.reader();
         let writer = Writer {
             keep_refused: options.keep_refused,
@@ -675,6 +679,7 @@ impl KeyStore {
             replica,
             rejoin,
             appended_at: 0,
+            inbox: Arc::clone(&inbox),
             stats: Arc::clone(&stats),
         };
         let handle = std::thread::Builder::new()
@@ -686,6 +691,7 @@ impl KeyStore {
             require_whitelist: options.require_whitelist,
             integrity,
             tx: Some(tx),
+            inbox,
             writer: Some(handle),
             last_used,
             credit_counts,

@@ -13,8 +13,10 @@ use crossbeam_channel::{Receiver, Sender};
 use rand::rngs::StdRng;
 
 use crate::codec;
+use crate::fleet::forward::wire::OutcomeV1;
 use crate::fleet::offline::Rejoin;
 use crate::fleet::replica::Appended;
+use crate::fleet::replica::Forwarded;
 use crate::fleet::replica::Replica;
 use crate::ledger::Command;
 use crate::ledger::Ledger;
@@ -46,6 +48,41 @@ pub(crate) const SLOW_COMMIT: Duration = Duration::from_millis(500);
 pub(super) struct Pending {
     pub(super) command: Command,
     pub(super) reply: Sender<Result<(KeyId, u64), Error>>,
+    pub(super) route: Route,
+}
+
+/// Where a command came from, on a host of a fleet: what decides whether its batch may be
+/// forwarded to the fleet's writer (`fleet/forward.rs`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    /// A caller of this host: forwarded if the fleet has another writer.
+    Local,
+    /// A caller of this host, sent back by the fleet's writer without being written: this
+    /// host decides and appends it itself.
+    Here,
+    /// Forwarded by another host, which waits for the answer until `deadline`: never
+    /// forwarded again, and not taken later.
+    Forwarded { deadline: Instant },
+}
+
+/// A way into the writer's queue that the store can close: forwarded writes hold this, not
+/// the queue itself, so that the writer ends when the store closes.
+pub(super) type Inbox = Arc<std::sync::Mutex<Option<Sender<Request>>>>;
+
+/// What the fleet's writes serving hands commands to: this writer's queue, until the store
+/// closes.
+pub(super) fn submitter(inbox: Inbox) -> crate::fleet::forward::Submit {
+    Box::new(move |command, deadline| {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let guard = inbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pending = Pending {
+            command,
+            reply,
+            route: Route::Forwarded { deadline },
+        };
+        guard.as_ref()?.send(Request::Write(Box::new(pending))).ok()?;
+        Some(answer)
+    })
 }
 
 /// What callers send the writer.
@@ -78,6 +115,9 @@ pub(super) struct Writer {
     pub(super) rejoin: Option<Rejoin>,
     /// The position of the message the shared log took last from this writer.
     pub(super) appended_at: u64,
+    /// This writer's queue, for the writes other hosts forward here; emptied when the
+    /// store closes.
+    pub(super) inbox: Inbox,
     pub(super) stats: Arc<Stats>,
 }
 
@@ -148,8 +188,10 @@ impl Writer {
                             continue;
                         };
                         if let Some(rejoin) = self.rejoin.as_mut()
-                            && let Some(replica) = rejoin.join(shared, &mut *self.log, &self.ledger)
+                            && let Some(mut replica) = rejoin.join(shared, &mut *self.log, &self.ledger)
                         {
+                            // Without it this host still writes; it only takes no forwarded write.
+                            let _ = replica.serve_writes(self.ledger.chain().clone(), submitter(Arc::clone(&self.inbox)));
                             incoming = replica.incoming.clone();
                             connected = crossbeam_channel::never();
                             self.replica = Some(replica);
@@ -404,7 +446,11 @@ impl Writer {
     /// the race to append is prepared again against the state the winner left, so each
     /// command gets the answer that state gives (deleting a key another host just deleted
     /// is [`Error::KeyDeleted`]). A batch too large for one message is split.
-    fn commit_shared(&mut self, mut now: Vec<Pending>, deferred: &mut VecDeque<Pending>) -> Result<(), ()> {
+    fn commit_shared(&mut self, now: Vec<Pending>, deferred: &mut VecDeque<Pending>) -> Result<(), ()> {
+        let mut now = self.forward(now);
+        if now.is_empty() {
+            return Ok(());
+        }
         let mut races = 0;
         let (prepared, commands_len) = loop {
             let halted = self.replica.as_ref().and_then(|r| r.fleet.halted());
@@ -526,6 +572,68 @@ impl Writer {
             let _ = reply.send(outcome);
         }
         Ok(())
+    }
+
+    /// On a host of a fleet: sends the batch to the fleet's writer if there is another one
+    /// and it can be reached (`fleet/forward.rs`), and answers what it decided; drops
+    /// forwarded commands whose sender stopped waiting. Returns the commands this host is
+    /// to decide and append itself.
+    fn forward(&mut self, now: Vec<Pending>) -> Vec<Pending> {
+        let late = Instant::now();
+        let (now, expired): (Vec<Pending>, Vec<Pending>) = now
+            .into_iter()
+            .partition(|p| !matches!(p.route, Route::Forwarded { deadline } if deadline < late));
+        for p in expired {
+            let _ = p.reply.send(Err(Error::invalid(
+                "forwarded write",
+                "it reached the writer after its sender stopped waiting; nothing was written",
+            )));
+        }
+        let Some(replica) = self.replica.as_mut() else {
+            return now;
+        };
+        let local = now
+            .iter()
+            .all(|p| p.route == Route::Local && crate::fleet::forward::wire::forwardable(&p.command.op));
+        if now.is_empty()
+            || !local
+            || replica.fleet.halted().is_some()
+            || replica.fleet.bootstrapping().is_some()
+        {
+            return now;
+        }
+        let commands: Vec<&Command> = now.iter().map(|p| &p.command).collect();
+        match replica.forward(&mut *self.log, &self.ledger, &commands) {
+            Forwarded::No => now,
+            Forwarded::Uncertain(reason) => {
+                for p in now {
+                    let _ = p.reply.send(Err(Error::StreamUnavailable {
+                        reason: reason.clone(),
+                    }));
+                }
+                Vec::new()
+            }
+            Forwarded::Answered(outcomes) => {
+                let mut here = Vec::new();
+                for (mut p, outcome) in now.into_iter().zip(outcomes) {
+                    match outcome {
+                        OutcomeV1::Done { id, seq } => {
+                            let _ = p.reply.send(Ok((KeyId(id), seq)));
+                        }
+                        OutcomeV1::Uncertain(reason) => {
+                            let _ = p.reply.send(Err(Error::StreamUnavailable { reason }));
+                        }
+                        // Decided here against the state the writer's appends left, which
+                        // this host has applied: the same answer, or a write of its own.
+                        OutcomeV1::NotWritten => {
+                            p.route = Route::Here;
+                            here.push(p);
+                        }
+                    }
+                }
+                here
+            }
+        }
     }
 
     /// Answers the commands of a batch that was not appended: a command the rules refused

@@ -123,6 +123,12 @@ impl Fleet {
             last_ignored,
             heads_bucket_lost: self.bucket_lost.load(Ordering::Acquire),
             usage: lock(&self.usage).clone().unwrap_or_default(),
+            writes: self.routes.status(
+                self.write_leader()
+                    .map(|(w, _)| w)
+                    .filter(|w| !self.routes.backing_off(w))
+                    .unwrap_or_else(|| self.options.host.clone()),
+            ),
         }
     }
 }
