@@ -151,6 +151,12 @@ impl Chain {
         *blake3::keyed_hash(&self.key, encoded).as_bytes()
     }
 
+    /// [`Chain::hash`] over a long input, fed a part at a time (a snapshot as it is
+    /// written).
+    pub(crate) fn hasher(&self) -> blake3::Hasher {
+        blake3::Hasher::new_keyed(&self.key)
+    }
+
     /// The seal of a head or a backup: whoever lacks a secret chain key cannot make one.
     pub(crate) fn seal(&self, domain: SealDomain, bytes: &[u8]) -> [u8; 32] {
         let mut h = blake3::Hasher::new_keyed(&self.seal_key);

@@ -153,6 +153,9 @@ pub(crate) enum ForwardError {
     Unanswered(String),
 }
 
+/// Where the answer to a forwarded request goes.
+pub(crate) type Answered = Box<dyn FnOnce(Result<Vec<u8>, ForwardError>) + Send>;
+
 /// A message read from a [`SharedLog`]: its position and bytes.
 pub(crate) type Delivered = Result<(u64, Vec<u8>), LogError>;
 
@@ -180,7 +183,8 @@ pub(crate) type Judge = Box<dyn FnMut(Option<StreamState>) -> bool + Send>;
 /// from 1. Each host keeps a [`Log`] as a replica of the stream's prefix; the stream is
 /// the truth, and the witness every replica is checked against. An append names the
 /// position it follows, so two hosts appending at once cannot both win. `log/nats.rs`
-/// (NATS JetStream) is the one implementation; it is the only file that names it.
+/// (NATS JetStream) is the one implementation; it and `log/nats/writes.rs` are the only
+/// files that name it.
 pub(crate) trait SharedLog: Send {
     /// Appends `message` if the stream's last message is at `after`; returns its position.
     fn append(&mut self, after: u64, message: &[u8]) -> Result<u64, AppendError>;
@@ -214,10 +218,10 @@ pub(crate) trait SharedLog: Send {
     /// left.
     fn share_usage(&mut self, reports: Arc<dyn Reports>) -> Result<(), LogError>;
 
-    /// Sends `request` to host `to`'s writes subject and waits at most `timeout` for its
-    /// one answer. An engine that carries no requests answers
-    /// [`ForwardError::NotDelivered`].
-    fn forward(&mut self, to: &str, request: &[u8], timeout: Duration) -> Result<Vec<u8>, ForwardError>;
+    /// Sends `request` to host `to`'s writes subject without waiting; `done` gets its one
+    /// answer, or why there is none, within about `timeout` (from another thread). An
+    /// engine that carries no requests answers [`ForwardError::NotDelivered`].
+    fn forward(&mut self, to: &str, request: Vec<u8>, timeout: Duration, done: Answered);
 
     /// Starts handing every request on this host's writes subject to `writes`, until
     /// `writes` says the host left.

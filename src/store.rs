@@ -53,6 +53,7 @@ use writer::{Pending, Request, Route};
 pub(crate) mod background;
 pub(crate) mod builder;
 pub(crate) mod credits;
+pub(crate) mod forwarding;
 pub(crate) mod page;
 pub(crate) mod people;
 pub(crate) mod stats;

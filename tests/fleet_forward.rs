@@ -221,3 +221,35 @@ fn garbage_and_replayed_requests_on_the_writers_subject_change_nothing() {
     assert_eq!(fleet.last_seq(1), seq);
     assert_eq!(fleet.auth(0, &secret), 200);
 }
+
+#[test]
+fn a_host_told_not_to_forward_appends_its_own_writes() {
+    let fleet = Fleet::start_each(&[
+        ("a", hosts::FAST, false),
+        (
+            "b",
+            &[
+                "--heartbeat",
+                "100ms",
+                "--lease",
+                "1s",
+                "--margin",
+                "300ms",
+                "--no-forward-writes",
+            ],
+            false,
+        ),
+    ]);
+    eventually(30, "a hears b", || {
+        fleet.fleet_status(0)["hosts"]
+            .as_array()
+            .is_some_and(|h| h.len() == 2)
+    });
+    let (_, secret) = fleet.create(1, "appended by b");
+    assert_eq!(fleet.auth(1, &secret), 200);
+    let b = writes(&fleet, 1);
+    assert_eq!(b["writer"], "b", "{b}");
+    assert_eq!(b["forwarded"], 0, "{b}");
+    assert_eq!(writes(&fleet, 0)["served"], 0);
+    eventually(10, "a applies it", || fleet.auth(0, &secret) == 200);
+}

@@ -462,13 +462,74 @@ fn a_new_host_with_a_witness_refuses_a_stream_that_does_not_reach_it() {
 
 /// The nats-server configuration the README gives (its `conf` block), written to `dir`.
 fn readme_config(dir: &std::path::Path) -> std::path::PathBuf {
+    readme_config_changed(dir, |block| block.to_owned())
+}
+
+/// The README's configuration as `change` leaves it, written to `dir`.
+fn readme_config_changed(dir: &std::path::Path, change: impl Fn(&str) -> String) -> std::path::PathBuf {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let (_, rest) = readme.split_once("```conf\n").expect("README has a conf block");
     let (block, _) = rest.split_once("```").unwrap();
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("nats-server.conf");
-    std::fs::write(&path, block).unwrap();
+    std::fs::write(&path, change(block)).unwrap();
     path
+}
+
+/// Permissions from before writes were forwarded (0.5.0's README: no writes subject, no
+/// `allow_responses`): the hosts find out when they start and append their own writes,
+/// and no write fails for it.
+#[test]
+fn permissions_without_forwarded_writes_cost_no_write() {
+    const HOST: &str = "host-secret-1";
+    let env = vec![
+        ("KEYLEDGER_HOST_PASSWORD".to_owned(), HOST.to_owned()),
+        ("KEYLEDGER_ADMIN_PASSWORD".to_owned(), "admin-secret-2".to_owned()),
+        ("OTHERS_PASSWORD".to_owned(), "other-secret-3".to_owned()),
+    ];
+    let password = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(password.path(), HOST).unwrap();
+    let user = [
+        "--nats-user",
+        "keyledger-host",
+        "--nats-password-file",
+        password.path().to_str().unwrap(),
+    ];
+    let fleet = Fleet::start_on(&["a", "b"], &user, |dir| {
+        let config = readme_config_changed(dir, |block| {
+            let old = block
+                .lines()
+                .filter(|l| !l.contains("allow_responses") && !l.contains("keyledger.keyledger.write.>\","))
+                .map(|l| l.replace(r#", "keyledger.keyledger.write.>""#, ""))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(
+                !old.contains(".write") && !old.contains("allow_responses"),
+                "{old}"
+            );
+            old
+        });
+        nats::NatsServer::start_with(dir, Some((config, env)))
+    });
+    eventually(30, "b hears a", || {
+        status(&fleet, 1)["hosts"]
+            .as_array()
+            .is_some_and(|h| h.len() == 2)
+    });
+    for n in 0..5 {
+        let started = std::time::Instant::now();
+        let (_, secret) = fleet.create(1, &format!("bot {n}"));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no write waits for an answer"
+        );
+        assert_eq!(fleet.auth(1, &secret), 200);
+    }
+    assert_eq!(status(&fleet, 1)["writes"]["forwarded"], 0);
+    assert_eq!(status(&fleet, 0)["writes"]["served"], 0);
+    let logs =
+        fleet.hosts[0].served.as_ref().unwrap().errors() + &fleet.hosts[1].served.as_ref().unwrap().errors();
+    assert!(logs.contains("refuses this host's forwarded writes"), "{logs}");
 }
 
 /// Connects as `user` (a fresh runtime); `None` if the server refuses the connection.
@@ -515,7 +576,12 @@ fn the_readme_nats_permissions_let_hosts_work_and_nothing_else() {
         let config = readme_config(dir);
         nats::NatsServer::start_with(dir, Some((config, env)))
     });
+    // b forwards its writes to a, on the writes subject, answered on its inbox.
+    eventually(30, "b forwards to a", || {
+        status(&fleet, 1)["writes"]["writer"] == "a"
+    });
     let (id, secret) = fleet.create(1, "bot");
+    assert_eq!(status(&fleet, 1)["writes"]["forwarded"], 1);
     fleet.converged(2);
     revoke(&fleet, 0, &id);
     for i in 0..2 {

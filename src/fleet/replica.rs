@@ -6,7 +6,7 @@
 mod forwarding;
 mod join;
 
-pub(crate) use forwarding::Forwarded;
+pub(crate) use forwarding::{Forwarded, Sent};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

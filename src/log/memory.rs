@@ -311,10 +311,11 @@ impl super::SharedLog for MemShared {
     fn forward(
         &mut self,
         _to: &str,
-        _request: &[u8],
+        _request: Vec<u8>,
         _timeout: std::time::Duration,
-    ) -> Result<Vec<u8>, super::ForwardError> {
-        Err(super::ForwardError::NotDelivered)
+        done: super::Answered,
+    ) {
+        done(Err(super::ForwardError::NotDelivered));
     }
 
     fn serve_writes(&mut self, _writes: Arc<dyn super::Writes>) -> Result<(), LogError> {

@@ -1,5 +1,5 @@
-//! NATS JetStream as the shared log (feature `nats`): the only file that names
-//! `async-nats`.
+//! NATS JetStream as the shared log (feature `nats`): with `nats/writes.rs` (forwarded
+//! writes), the only file that names `async-nats`.
 //!
 //! One stream holds the log, one message per writer batch on subject
 //! `keyledger.<stream>.log`, created with no deletes, no purges and no limits. An append
@@ -22,9 +22,11 @@ use async_nats::{ConnectOptions, HeaderMap};
 use crossbeam_channel::Receiver;
 use futures_util::StreamExt;
 
+mod writes;
+
 use super::connection::{Auth, Connection, without_userinfo};
 use super::{
-    AppendError, Delivered, ForwardError, Heads, Judge, LogError, Outcome, Reports, SharedLog, StreamState,
+    Answered, AppendError, Delivered, Heads, Judge, LogError, Outcome, Reports, SharedLog, StreamState,
     Writes,
 };
 use crate::clock::monotonic_micros;
@@ -60,6 +62,8 @@ pub(crate) struct NatsLog {
     usage: Option<tokio::task::JoinHandle<()>>,
     /// The task taking the writes other hosts forward here (`SharedLog::serve_writes`).
     writes: Option<tokio::task::JoinHandle<()>>,
+    /// Set when the server refused a publish of forwarded writes (`nats/writes.rs`).
+    denied: Arc<writes::Denied>,
     /// How long an announcement waits for the server; how long a host waits to be seen.
     patience: Duration,
     request_timeout: Duration,
@@ -76,8 +80,9 @@ impl NatsLog {
             .thread_name("keyledger-nats")
             .enable_all()
             .build()?;
+        let denied = Arc::new(writes::Denied::default());
         let (client, js, stream, kv) = rt.block_on(async {
-            let (client, js) = connect(options).await?;
+            let (client, js) = connect(options, Some(&denied)).await?;
             let stream = find_stream(&js, options).await?;
             let kv = find_bucket(&js, options).await?;
             Ok::<_, LogError>((client, js, stream, kv))
@@ -98,6 +103,7 @@ impl NatsLog {
             inspector: None,
             usage: None,
             writes: None,
+            denied,
         })
     }
 
@@ -269,7 +275,10 @@ fn refind_bucket(
 }
 
 /// Connects to the server with the options' credentials and TLS settings.
-async fn connect(options: &Connection) -> Result<(async_nats::Client, jetstream::Context), LogError> {
+async fn connect(
+    options: &Connection,
+    denied: Option<&Arc<writes::Denied>>,
+) -> Result<(async_nats::Client, jetstream::Context), LogError> {
     let unavailable = LogError::Unavailable;
     let mut connect = ConnectOptions::new()
         .name(options.client_name.clone())
@@ -289,6 +298,9 @@ async fn connect(options: &Connection) -> Result<(async_nats::Client, jetstream:
                 reason: e.to_string(),
             })?,
     };
+    if let Some(denied) = denied {
+        connect = writes::watch_denials(connect, denied, options);
+    }
     if let Some(roots) = &options.tls.root_certificates {
         connect = connect.add_root_certificates(roots.clone());
     }
@@ -362,7 +374,7 @@ pub(crate) fn survey(options: &Connection) -> Result<Survey, LogError> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let (_client, js) = connect(options).await?;
+        let (_client, js) = connect(options, None).await?;
         let state = inspect(&js, &options.stream, &options.subject)
             .await?
             .ok_or_else(|| LogError::Unavailable(format!("no stream {}", options.stream)))?;
@@ -688,49 +700,12 @@ impl SharedLog for NatsLog {
         self.start_heads(fleet)
     }
 
-    /// Core NATS request and reply on `<writes subject>.<host>`: what the request says is
-    /// sealed by the fleet, which also checks the answer.
-    fn forward(&mut self, to: &str, request: &[u8], timeout: Duration) -> Result<Vec<u8>, ForwardError> {
-        let subject = format!("{}.{to}", self.connection.writes_subject);
-        let asked = async_nats::Request::new()
-            .payload(bytes::Bytes::copy_from_slice(request))
-            .timeout(Some(timeout));
-        match self.rt.block_on(self.client.send_request(subject, asked)) {
-            Ok(answer) => Ok(answer.payload.to_vec()),
-            Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
-                Err(ForwardError::NotDelivered)
-            }
-            Err(e) => Err(ForwardError::Unanswered(format!("NATS: {e}"))),
-        }
+    fn forward(&mut self, to: &str, request: Vec<u8>, timeout: Duration, done: Answered) {
+        writes::forward(self, to, request, timeout, done);
     }
 
     fn serve_writes(&mut self, writes: Arc<dyn Writes>) -> Result<(), LogError> {
-        if let Some(old) = self.writes.take() {
-            old.abort();
-        }
-        let subject = format!("{}.{}", self.connection.writes_subject, writes.host());
-        let subscription = self.rt.block_on(self.client.subscribe(subject)).map_err(engine)?;
-        let (client, handle) = (self.client.clone(), self.rt.handle().clone());
-        self.writes = Some(self.rt.spawn(async move {
-            let mut subscription = subscription;
-            while let Some(message) = subscription.next().await {
-                if writes.is_closing() {
-                    break;
-                }
-                // A request without a reply subject cannot be answered: not a host's.
-                let Some(reply) = message.reply else { continue };
-                let (client, handle) = (client.clone(), handle.clone());
-                writes.request(
-                    &message.payload,
-                    Box::new(move |answer| {
-                        handle.spawn(async move {
-                            let _ = client.publish(reply, answer.into()).await;
-                        });
-                    }),
-                );
-            }
-        }));
-        Ok(())
+        writes::serve(self, writes)
     }
 
     /// Core NATS, at most once: a report lost is a count never charged elsewhere, which

@@ -56,9 +56,12 @@ pub(crate) struct Seal {
 
 /// Writes `data` as the store's snapshot (never a half file).
 pub(crate) fn save(path: &Path, data: SnapshotData, chain: &Chain) -> Result<usize, Error> {
-    let bytes = crate::persist::snapshot::format::encode_snapshot(data, chain)?;
-    file::write_atomically(path, |out| Ok(std::io::Write::write_all(out, &bytes)?))?;
-    Ok(bytes.len())
+    let mut written = 0;
+    file::write_atomically(path, |out| {
+        written = crate::persist::snapshot::format::write_snapshot(&data, chain, out)?;
+        Ok(())
+    })?;
+    Ok(written)
 }
 
 /// The seal at the end of an encoded snapshot.
@@ -117,7 +120,7 @@ fn read(path: &Path) -> Result<Option<Vec<u8>>, Error> {
 
 /// Whether `proj` is the state the snapshot sealed as `snap` holds.
 pub(crate) fn matches(proj: &Projection, snap: &Seal, chain: &Chain) -> Result<bool, Error> {
-    let bytes = crate::persist::snapshot::format::encode_snapshot(proj.to_snapshot(), chain)?;
+    let bytes = crate::persist::snapshot::format::encode_snapshot(&proj.to_snapshot(), chain)?;
     Ok(proj.head().seq == snap.seq && seal_of(snap.seq, &bytes).is_some_and(|s| s == *snap))
 }
 

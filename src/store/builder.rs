@@ -680,6 +680,7 @@ impl KeyStore {
             rejoin,
             appended_at: 0,
             inbox: Arc::clone(&inbox),
+            forwarding: super::forwarding::Forwarding::default(),
             stats: Arc::clone(&stats),
         };
         let handle = std::thread::Builder::new()

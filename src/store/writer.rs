@@ -13,10 +13,8 @@ use crossbeam_channel::{Receiver, Sender};
 use rand::rngs::StdRng;
 
 use crate::codec;
-use crate::fleet::forward::wire::OutcomeV1;
 use crate::fleet::offline::Rejoin;
 use crate::fleet::replica::Appended;
-use crate::fleet::replica::Forwarded;
 use crate::fleet::replica::Replica;
 use crate::ledger::Command;
 use crate::ledger::Ledger;
@@ -118,6 +116,8 @@ pub(super) struct Writer {
     /// This writer's queue, for the writes other hosts forward here; emptied when the
     /// store closes.
     pub(super) inbox: Inbox,
+    /// Batches sent to the fleet's writer, awaiting its answer (`store/forwarding.rs`).
+    pub(super) forwarding: super::forwarding::Forwarding,
     pub(super) stats: Arc<Stats>,
 }
 
@@ -163,7 +163,12 @@ impl Writer {
             .rejoin
             .as_ref()
             .map_or_else(crossbeam_channel::never, |r| r.connected.clone());
+        let answers = self.forwarding.answers();
         loop {
+            while let Ok((ticket, answer)) = answers.try_recv() {
+                self.forward_answered(ticket, answer, &mut deferred);
+            }
+            self.release_applied(false);
             let mut batch: Vec<Pending> = deferred.drain(..).collect();
             let mut export = None;
             self.ledger.clock().tick();
@@ -178,6 +183,12 @@ impl Writer {
                     recv(incoming) -> delivered => {
                         if let Ok(delivered) = delivered {
                             self.apply_delivered(delivered);
+                        }
+                        continue;
+                    },
+                    recv(answers) -> answer => {
+                        if let Ok((ticket, answer)) = answer {
+                            self.forward_answered(ticket, answer, &mut deferred);
                         }
                         continue;
                     },
@@ -199,7 +210,7 @@ impl Writer {
                         }
                         continue;
                     },
-                    default(TICK) => {
+                    default(self.forwarding.patience(TICK)) => {
                         self.poll_shared();
                         continue;
                     },
@@ -238,6 +249,7 @@ impl Writer {
                 let _ = reply.send(backup::export(&*self.log, head, self.ledger.chain(), &path));
             }
         }
+        self.finish_forwarding(&answers);
         if self.unacknowledged_from.is_some() && self.roll_back() {
             let _ = self.log.sync();
         }
@@ -447,7 +459,7 @@ impl Writer {
     /// command gets the answer that state gives (deleting a key another host just deleted
     /// is [`Error::KeyDeleted`]). A batch too large for one message is split.
     fn commit_shared(&mut self, now: Vec<Pending>, deferred: &mut VecDeque<Pending>) -> Result<(), ()> {
-        let mut now = self.forward(now);
+        let mut now = self.forward(now, deferred);
         if now.is_empty() {
             return Ok(());
         }
@@ -572,68 +584,6 @@ impl Writer {
             let _ = reply.send(outcome);
         }
         Ok(())
-    }
-
-    /// On a host of a fleet: sends the batch to the fleet's writer if there is another one
-    /// and it can be reached (`fleet/forward.rs`), and answers what it decided; drops
-    /// forwarded commands whose sender stopped waiting. Returns the commands this host is
-    /// to decide and append itself.
-    fn forward(&mut self, now: Vec<Pending>) -> Vec<Pending> {
-        let late = Instant::now();
-        let (now, expired): (Vec<Pending>, Vec<Pending>) = now
-            .into_iter()
-            .partition(|p| !matches!(p.route, Route::Forwarded { deadline } if deadline < late));
-        for p in expired {
-            let _ = p.reply.send(Err(Error::invalid(
-                "forwarded write",
-                "it reached the writer after its sender stopped waiting; nothing was written",
-            )));
-        }
-        let Some(replica) = self.replica.as_mut() else {
-            return now;
-        };
-        let local = now
-            .iter()
-            .all(|p| p.route == Route::Local && crate::fleet::forward::wire::forwardable(&p.command.op));
-        if now.is_empty()
-            || !local
-            || replica.fleet.halted().is_some()
-            || replica.fleet.bootstrapping().is_some()
-        {
-            return now;
-        }
-        let commands: Vec<&Command> = now.iter().map(|p| &p.command).collect();
-        match replica.forward(&mut *self.log, &self.ledger, &commands) {
-            Forwarded::No => now,
-            Forwarded::Uncertain(reason) => {
-                for p in now {
-                    let _ = p.reply.send(Err(Error::StreamUnavailable {
-                        reason: reason.clone(),
-                    }));
-                }
-                Vec::new()
-            }
-            Forwarded::Answered(outcomes) => {
-                let mut here = Vec::new();
-                for (mut p, outcome) in now.into_iter().zip(outcomes) {
-                    match outcome {
-                        OutcomeV1::Done { id, seq } => {
-                            let _ = p.reply.send(Ok((KeyId(id), seq)));
-                        }
-                        OutcomeV1::Uncertain(reason) => {
-                            let _ = p.reply.send(Err(Error::StreamUnavailable { reason }));
-                        }
-                        // Decided here against the state the writer's appends left, which
-                        // this host has applied: the same answer, or a write of its own.
-                        OutcomeV1::NotWritten => {
-                            p.route = Route::Here;
-                            here.push(p);
-                        }
-                    }
-                }
-                here
-            }
-        }
     }
 
     /// Answers the commands of a batch that was not appended: a command the rules refused

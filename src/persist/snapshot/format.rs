@@ -16,6 +16,7 @@ use crate::codec::primitives::options;
 use crate::codec::record::CreditsV1;
 use crate::codec::record::LimitV1;
 use crate::model::actor::ActorRole;
+use crate::model::credits::Credits;
 use crate::model::error::Error;
 use crate::model::key::KeySource;
 use crate::model::limit::RateLimit;
@@ -97,12 +98,13 @@ struct SlotCreditsV1 {
 #[derive(Serialize, Deserialize)]
 struct PrefixV1(#[serde(with = "le16")] [u8; 16]);
 
+/// A key; its name is borrowed while it is written.
 #[derive(Serialize, Deserialize)]
-struct SlotV4 {
+struct SlotV4<N = String> {
     #[serde(with = "le16")]
     hash: [u8; 16],
     id: u64,
-    name: String,
+    name: N,
     roles: u32,
     #[serde(with = "le4")]
     tail: [u8; 4],
@@ -163,47 +165,40 @@ fn kind_from_code(c: u8) -> Option<EventKind> {
     EventKind::ALL.get(usize::from(c)).copied()
 }
 
-/// Encodes a projection snapshot, sealed with `chain` (a keyed chain makes it unforgeable
-/// without the key; the public one detects damage).
-pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u8>, Error> {
-    let wire = SnapshotV4 {
-        magic: SNAPSHOT_MAGIC,
-        version: SNAPSHOT_VERSION,
-        seq: data.head.seq,
-        hash: data.head.hash,
-        at: data.head.at,
-        actors: data.actors,
-        role_sets: data.role_sets,
-        slots: data
-            .slots
-            .into_iter()
-            .map(|s| SlotV4 {
-                hash: s.hash,
-                id: s.id,
-                name: s.name,
-                roles: s.roles,
-                tail: s.tail,
-                whitelist: s.whitelist,
-                created: s.created,
-                deleted: s.deleted.unwrap_or(u32::MAX),
-                expires_at: s.expires_at,
-                disabled: s.disabled,
-                source: s.source.code(),
-                acts_for: s.acts_for.unwrap_or(u32::MAX),
-                limits: s.limits,
-                credits: s.credits.map(|c| SlotCreditsV1 {
-                    set: CreditsV1::from(&c.set),
-                    topped: c.topped,
-                    anchor: c.anchor,
-                    set_seq: c.set_seq,
-                }),
-                owner: s.owner,
-            })
-            .collect(),
-        rows: data
-            .rows
-            .iter()
-            .map(|r| RowV3 {
+/// A sequence serialized from a slice, each element mapped on the way: the same bytes as
+/// a `Vec` of the mapped elements, without making it.
+struct Seq<'a, T, F>(&'a [T], F);
+
+impl<'a, T, W: Serialize, F: Fn(&'a T) -> W> Serialize for Seq<'a, T, F> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(&self.1))
+    }
+}
+
+/// A 32-byte hash as [`SnapshotV4`] writes it.
+#[derive(Serialize)]
+struct Hash32(#[serde(with = "le32")] [u8; 32]);
+
+/// [`SnapshotV4`]'s bytes, written from the projection's flat copy as they go: field for
+/// field the same encoding, without a second copy of the state in memory.
+struct Encoding<'a>(&'a SnapshotData);
+
+impl Serialize for Encoding<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let d = self.0;
+        let mut st = s.serialize_struct("SnapshotV4", 19)?;
+        st.serialize_field("magic", &SNAPSHOT_MAGIC)?;
+        st.serialize_field("version", &SNAPSHOT_VERSION)?;
+        st.serialize_field("seq", &d.head.seq)?;
+        st.serialize_field("hash", &Hash32(d.head.hash))?;
+        st.serialize_field("at", &d.head.at)?;
+        st.serialize_field("actors", &d.actors)?;
+        st.serialize_field("role_sets", &d.role_sets)?;
+        st.serialize_field("slots", &Seq(&d.slots, slot_v4))?;
+        st.serialize_field(
+            "rows",
+            &Seq(&d.rows, |r: &Row| RowV3 {
                 at: r.at,
                 actor: r.actor,
                 role: r.role.code(),
@@ -212,67 +207,144 @@ pub(crate) fn encode_snapshot(data: SnapshotData, chain: &Chain) -> Result<Vec<u
                 nets: r.nets,
                 via: r.via,
                 limits: r.limits,
-            })
-            .collect(),
-        nets: data.nets.iter().map(NetV1::from).collect(),
-        whitelist_sets: data
-            .whitelist_sets
-            .iter()
-            .map(|set| set.iter().map(NetV1::from).collect())
-            .collect(),
-        rolls: data
-            .rolls
-            .iter()
-            .map(|r| RollV1 {
+            }),
+        )?;
+        st.serialize_field("nets", &Seq(&d.nets, NetV1::from))?;
+        st.serialize_field("whitelist_sets", &Seq(&d.whitelist_sets, net_set))?;
+        st.serialize_field(
+            "rolls",
+            &Seq(&d.rolls, |r: &Roll| RollV1 {
                 before: r.before,
                 after: r.after,
                 until: r.until,
-            })
-            .collect(),
-        graces: data
-            .graces
-            .iter()
-            .map(|g| GraceV1 {
+            }),
+        )?;
+        st.serialize_field(
+            "graces",
+            &Seq(&d.graces, |g: &GraceData| GraceV1 {
                 key: g.key,
                 hash: g.hash,
                 until: g.until,
-            })
-            .collect(),
-        rolled_out: data.rolled_out.into_iter().map(PrefixV1).collect(),
-        limit_lists: data
-            .limit_lists
-            .iter()
-            .map(|list| list.iter().map(LimitV1::from).collect())
-            .collect(),
-        credit_log: data
-            .credit_log
-            .iter()
-            .map(|c| c.as_ref().map(CreditsV1::from))
-            .collect(),
-        owners: data
-            .owners
-            .into_iter()
-            .map(|o| OwnerV1 {
+            }),
+        )?;
+        st.serialize_field("rolled_out", &Seq(&d.rolled_out, |p: &[u8; 16]| PrefixV1(*p)))?;
+        st.serialize_field("limit_lists", &Seq(&d.limit_lists, limit_list))?;
+        st.serialize_field(
+            "credit_log",
+            &Seq(&d.credit_log, |c: &Option<Credits>| {
+                c.as_ref().map(CreditsV1::from)
+            }),
+        )?;
+        st.serialize_field(
+            "owners",
+            &Seq(&d.owners, |o: &Owner| OwnerV1 {
                 external_id: o.external_id.as_deref().map(str::to_owned),
-                meta: o.meta.map(|m| m.as_str().to_owned()),
-            })
-            .collect(),
-        changes: data
-            .changes
-            .into_iter()
-            .map(|c| ChangeV1 {
-                name: c.name,
+                meta: o.meta.as_ref().map(|m| m.as_str().to_owned()),
+            }),
+        )?;
+        st.serialize_field(
+            "changes",
+            &Seq(&d.changes, |c: &Change| ChangeV1 {
+                name: c.name.clone(),
                 roles: c.roles,
                 owner: c.owner,
-            })
-            .collect(),
+            }),
+        )?;
+        st.end()
+    }
+}
+
+fn slot_v4(s: &SlotData) -> SlotV4<&str> {
+    SlotV4 {
+        hash: s.hash,
+        id: s.id,
+        name: s.name.as_str(),
+        roles: s.roles,
+        tail: s.tail,
+        whitelist: s.whitelist,
+        created: s.created,
+        deleted: s.deleted.unwrap_or(u32::MAX),
+        expires_at: s.expires_at,
+        disabled: s.disabled,
+        source: s.source.code(),
+        acts_for: s.acts_for.unwrap_or(u32::MAX),
+        limits: s.limits,
+        credits: s.credits.as_ref().map(|c| SlotCreditsV1 {
+            set: CreditsV1::from(&c.set),
+            topped: c.topped,
+            anchor: c.anchor,
+            set_seq: c.set_seq,
+        }),
+        owner: s.owner,
+    }
+}
+
+type NetSet<'a> = Seq<'a, IpNet, fn(&IpNet) -> NetV1>;
+
+// Maps an element of `Vec<Vec<_>>` as it is, for [`Seq`].
+#[allow(clippy::ptr_arg)]
+fn net_set(set: &Vec<IpNet>) -> NetSet<'_> {
+    Seq(set, |n| NetV1::from(n))
+}
+
+type LimitList<'a> = Seq<'a, RateLimit, fn(&RateLimit) -> LimitV1>;
+
+#[allow(clippy::ptr_arg)]
+fn limit_list(list: &Vec<RateLimit>) -> LimitList<'_> {
+    Seq(list, |l| LimitV1::from(l))
+}
+
+/// Counts and seals what passes through to the file.
+struct Sealing<W> {
+    out: W,
+    hasher: blake3::Hasher,
+    written: usize,
+}
+
+impl<W: std::io::Write> std::io::Write for Sealing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Writes a projection snapshot to `out` as it encodes it, then its seal (`chain`'s keyed
+/// hash of every byte before: a keyed chain makes it unforgeable without the key; the
+/// public one detects damage). Returns the bytes written. `out` should be buffered.
+pub(crate) fn write_snapshot(
+    data: &SnapshotData,
+    chain: &Chain,
+    out: &mut dyn std::io::Write,
+) -> Result<usize, Error> {
+    let mut sealing = Sealing {
+        out,
+        hasher: chain.hasher(),
+        written: 0,
     };
-    let mut out = options(MAX_SNAPSHOT_BYTES)
-        .serialize(&wire)
-        .map_err(|e| Error::invalid("snapshot", e.to_string()))?;
-    let seal = chain.hash(&out);
-    out.extend_from_slice(&seal);
-    Ok(out)
+    options(MAX_SNAPSHOT_BYTES)
+        .serialize_into(&mut sealing, &Encoding(data))
+        .map_err(|e| match *e {
+            bincode::ErrorKind::Io(io) => Error::Io(io),
+            other => Error::invalid("snapshot", other.to_string()),
+        })?;
+    let seal = *sealing.hasher.finalize().as_bytes();
+    let mut out = sealing.out;
+    std::io::Write::write_all(&mut out, &seal)?;
+    std::io::Write::flush(&mut out)?;
+    Ok(sealing.written + seal.len())
+}
+
+/// Encodes a projection snapshot in memory, as [`write_snapshot`] writes it.
+pub(crate) fn encode_snapshot(data: &SnapshotData, chain: &Chain) -> Result<Vec<u8>, Error> {
+    let mut bytes = Vec::new();
+    write_snapshot(data, chain, &mut bytes)?;
+    Ok(bytes)
 }
 
 /// Decodes a snapshot; any damage, a foreign seal or another version is an error (the
