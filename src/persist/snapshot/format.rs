@@ -316,27 +316,33 @@ impl<W: std::io::Write> std::io::Write for Sealing<W> {
 
 /// Writes a projection snapshot to `out` as it encodes it, then its seal (`chain`'s keyed
 /// hash of every byte before: a keyed chain makes it unforgeable without the key; the
-/// public one detects damage). Returns the bytes written. `out` should be buffered.
+/// public one detects damage). Returns the bytes written.
 pub(crate) fn write_snapshot(
     data: &SnapshotData,
     chain: &Chain,
     out: &mut dyn std::io::Write,
 ) -> Result<usize, Error> {
-    let mut sealing = Sealing {
-        out,
-        hasher: chain.hasher(),
-        written: 0,
-    };
+    // bincode writes a field at a time: gathered first, so that the seal hashes (and the
+    // file takes) large pieces.
+    let mut gathered = std::io::BufWriter::with_capacity(
+        256 << 10,
+        Sealing {
+            out,
+            hasher: chain.hasher(),
+            written: 0,
+        },
+    );
     options(MAX_SNAPSHOT_BYTES)
-        .serialize_into(&mut sealing, &Encoding(data))
+        .serialize_into(&mut gathered, &Encoding(data))
         .map_err(|e| match *e {
             bincode::ErrorKind::Io(io) => Error::Io(io),
             other => Error::invalid("snapshot", other.to_string()),
         })?;
+    let sealing = gathered.into_inner().map_err(|e| Error::Io(e.into_error()))?;
     let seal = *sealing.hasher.finalize().as_bytes();
-    let mut out = sealing.out;
-    std::io::Write::write_all(&mut out, &seal)?;
-    std::io::Write::flush(&mut out)?;
+    let out = sealing.out;
+    out.write_all(&seal)?;
+    out.flush()?;
     Ok(sealing.written + seal.len())
 }
 
