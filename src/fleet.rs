@@ -271,12 +271,7 @@ impl FleetOptions {
 
     /// Checks the options; the typed error names the first one that is wrong.
     pub(crate) fn validated(&self) -> Result<(), Error> {
-        let name_ok = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 64
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
+        let name_ok = valid_host_id;
         if !name_ok(&self.stream) {
             return Err(Error::invalid(
                 "stream",
@@ -376,11 +371,21 @@ impl FleetOptions {
             subject: self.subject(),
             usage_subject: self.usage_subject(),
             writes_subject: format!("keyledger.{}.write", self.stream),
+            answers_subject: format!("keyledger.{}.answer", self.stream),
             replicas: self.replicas,
             heads_bucket: self.heads_bucket(),
             heads_max_age: self.heads_max_age(),
         }
     }
+}
+
+/// Whether `s` may name a host or a stream: 1 to 64 letters, digits, `-` or `_` (a NATS
+/// subject token).
+pub(crate) fn valid_host_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A host id made of the characters ids may hold.

@@ -142,20 +142,6 @@ pub(crate) enum AppendError {
     Uncertain(LogError),
 }
 
-/// Why a request to another host (a forwarded write) got no answer.
-#[derive(Debug)]
-#[cfg_attr(not(feature = "nats"), allow(dead_code))]
-pub(crate) enum ForwardError {
-    /// Nobody takes requests for that host: the request reached no one.
-    NotDelivered,
-    /// No answer within the time given, or the connection failed while waiting: the
-    /// request may have been acted on.
-    Unanswered(String),
-}
-
-/// Where the answer to a forwarded request goes.
-pub(crate) type Answered = Box<dyn FnOnce(Result<Vec<u8>, ForwardError>) + Send>;
-
 /// A message read from a [`SharedLog`]: its position and bytes.
 pub(crate) type Delivered = Result<(u64, Vec<u8>), LogError>;
 
@@ -218,15 +204,19 @@ pub(crate) trait SharedLog: Send {
     /// left.
     fn share_usage(&mut self, reports: Arc<dyn Reports>) -> Result<(), LogError>;
 
-    /// Sends `request` to host `to`'s writes subject without waiting; `done` gets its one
-    /// answer, or why there is none, within about `timeout` (from another thread). An
-    /// engine that carries no requests answers [`ForwardError::NotDelivered`].
-    fn forward(&mut self, to: &str, request: Vec<u8>, timeout: Duration, done: Answered);
+    /// Sends `request` to host `to`'s writes subject. `undelivered` is called (from
+    /// another thread) if the server says at once that nobody takes requests there:
+    /// nothing was delivered. The answer, if any, comes through [`Writes::answered`] on
+    /// the sender. An engine that carries no requests calls `undelivered` at once.
+    fn forward(&mut self, to: &str, request: Vec<u8>, undelivered: Box<dyn FnOnce() + Send>);
 
-    /// Starts handing every request on this host's writes subject to `writes`, until
-    /// `writes` says the host left.
+    /// Starts handing every request on this host's writes subject, and every answer on its
+    /// answers subject, to `writes`, until `writes` says the host left.
     fn serve_writes(&mut self, writes: Arc<dyn Writes>) -> Result<(), LogError>;
 }
+
+/// Publishes an answer on the answers subject of the host named.
+pub(crate) type AnswerTo = Box<dyn FnOnce(&str, Vec<u8>) + Send>;
 
 /// The leader's side of forwarded writes, as a [`SharedLog`] sees it: where requests on
 /// this host's writes subject go. The fleet implements it; the log never reads a
@@ -235,9 +225,11 @@ pub(crate) trait SharedLog: Send {
 pub(crate) trait Writes: Send + Sync {
     /// The host whose writes subject this is.
     fn host(&self) -> &str;
-    /// A request arrived; `answer` publishes the reply (called at most once, from any
-    /// thread). Must not block.
-    fn request(&self, bytes: &[u8], answer: Box<dyn FnOnce(Vec<u8>) + Send>);
+    /// A request arrived; `answer` publishes the reply on the answers subject of the host
+    /// it names (called at most once, from any thread). Must not block.
+    fn request(&self, bytes: &[u8], answer: AnswerTo);
+    /// An answer arrived on this host's answers subject (anyone may publish there).
+    fn answered(&self, bytes: Vec<u8>);
     /// Whether the host is leaving: requests stop being taken.
     fn is_closing(&self) -> bool;
 }

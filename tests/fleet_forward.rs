@@ -183,18 +183,22 @@ fn garbage_and_replayed_requests_on_the_writers_subject_change_nothing() {
     let (tx, captured) = std::sync::mpsc::channel();
     let listener = std::thread::spawn(move || {
         as_client(&url, async |client| {
-            let mut sub = client.subscribe(subject).await.unwrap();
+            let mut requests = client.subscribe(subject).await.unwrap();
+            let mut answers = client.subscribe("keyledger.keyledger.answer.b").await.unwrap();
             client.flush().await.unwrap();
             tx.send(Vec::new()).unwrap();
-            let message = sub.next().await.unwrap();
-            tx.send(message.payload.to_vec()).unwrap();
+            let request = requests.next().await.unwrap();
+            tx.send(request.payload.to_vec()).unwrap();
+            let answer = answers.next().await.unwrap();
+            tx.send(answer.payload.to_vec()).unwrap();
         });
     });
     captured.recv_timeout(Duration::from_secs(10)).unwrap();
     let (_, secret) = create_key(fleet.addr(1), &fleet.root, "captured");
     let request = captured.recv_timeout(Duration::from_secs(10)).unwrap();
+    let answer = captured.recv_timeout(Duration::from_secs(10)).unwrap();
     listener.join().unwrap();
-    assert!(!request.is_empty());
+    assert!(!request.is_empty() && !answer.is_empty());
     let seq = fleet.last_seq(0);
     let url = fleet.url();
     let answers = as_client(&url, async |client| {
@@ -220,6 +224,35 @@ fn garbage_and_replayed_requests_on_the_writers_subject_change_nothing() {
     assert_eq!(fleet.last_seq(0), seq, "no record was written");
     assert_eq!(fleet.last_seq(1), seq);
     assert_eq!(fleet.auth(0, &secret), 200);
+
+    // The captured answer, and junk, on b's answers subject, while b forwards: dropped,
+    // and b's own writes are answered as before.
+    let url = fleet.url();
+    let addr = fleet.addr(1);
+    let root = fleet.root.clone();
+    let writer = std::thread::spawn(move || {
+        (0..20)
+            .map(|n| create_key(addr, &root, &format!("after {n}")).1)
+            .collect::<Vec<_>>()
+    });
+    as_client(&url, async |client| {
+        for _ in 0..50 {
+            for bytes in [answer.clone(), b"junk".to_vec()] {
+                client
+                    .publish("keyledger.keyledger.answer.b", bytes.into())
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        client.flush().await.unwrap();
+    });
+    for secret in writer.join().unwrap() {
+        assert_eq!(fleet.auth(1, &secret), 200);
+    }
+    let b = writes(&fleet, 1);
+    assert_eq!(b["forwarded"], 21, "{b}");
+    assert_eq!(b["fallbacks"], 0, "{b}");
 }
 
 #[test]

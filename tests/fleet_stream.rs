@@ -476,9 +476,9 @@ fn readme_config_changed(dir: &std::path::Path, change: impl Fn(&str) -> String)
     path
 }
 
-/// Permissions from before writes were forwarded (0.5.0's README: no writes subject, no
-/// `allow_responses`): the hosts find out when they start and append their own writes,
-/// and no write fails for it.
+/// Permissions from before writes were forwarded (0.5.0's README: no writes nor answers
+/// subject): the hosts find out when they start and append their own writes, and no write
+/// fails for it.
 #[test]
 fn permissions_without_forwarded_writes_cost_no_write() {
     const HOST: &str = "host-secret-1";
@@ -499,14 +499,17 @@ fn permissions_without_forwarded_writes_cost_no_write() {
         let config = readme_config_changed(dir, |block| {
             let old = block
                 .lines()
-                .filter(|l| !l.contains("allow_responses") && !l.contains("keyledger.keyledger.write.>\","))
-                .map(|l| l.replace(r#", "keyledger.keyledger.write.>""#, ""))
+                .filter(|l| {
+                    let l = l.trim();
+                    l != r#""keyledger.keyledger.write.>","# && l != r#""keyledger.keyledger.answer.>","#
+                })
+                .map(|l| {
+                    l.replace(r#", "keyledger.keyledger.write.>","#, "")
+                        .replace(r#""keyledger.keyledger.answer.>"]"#, "]")
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
-            assert!(
-                !old.contains(".write") && !old.contains("allow_responses"),
-                "{old}"
-            );
+            assert!(!old.contains(".write") && !old.contains(".answer"), "{old}");
             old
         });
         nats::NatsServer::start_with(dir, Some((config, env)))
@@ -576,7 +579,7 @@ fn the_readme_nats_permissions_let_hosts_work_and_nothing_else() {
         let config = readme_config(dir);
         nats::NatsServer::start_with(dir, Some((config, env)))
     });
-    // b forwards its writes to a, on the writes subject, answered on its inbox.
+    // b forwards its writes to a, on the writes subject, answered on b's answers subject.
     eventually(30, "b forwards to a", || {
         status(&fleet, 1)["writes"]["writer"] == "a"
     });

@@ -17,6 +17,16 @@ pub(crate) fn options(limit: u64) -> impl Options {
         .reject_trailing_bytes()
 }
 
+/// [`options`] without a size limit, for a writer that bounds what it writes itself:
+/// bincode checks a limit by computing the whole value's size before it writes a byte,
+/// which for a snapshot would encode everything twice.
+pub(crate) fn options_unbounded() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .reject_trailing_bytes()
+}
+
 // Fixed-size byte arrays go on the wire as little-endian words: the same bytes as
 // `[u8; N]`, decoded in 4 steps instead of 32 (bincode reads arrays element by element).
 macro_rules! le_words {

@@ -11,7 +11,7 @@
 
 pub(crate) mod wire;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,24 +30,42 @@ use wire::{AnswerBodyV1, AnswerV1, OutcomeV1};
 pub(crate) const WINDOW_MICROS: i64 = 30_000_000;
 /// The most commands one request may carry.
 pub(crate) const MAX_COMMANDS: usize = 4096;
+/// How much longer than the window a request's id is kept.
+const FORGET_MARGIN_MICROS: i64 = 5_000_000;
 
 /// Hands a command to this host's writer, to be taken no later than the instant given;
 /// `None` once the writer is gone.
 pub(crate) type Submit =
     Box<dyn Fn(Command, Instant) -> Option<Receiver<Result<(KeyId, u64), Error>>> + Send + Sync>;
 
+/// Where answers to this host's own requests go (to its writer thread).
+pub(crate) type Hear = Box<dyn Fn(Vec<u8>) + Send + Sync>;
+
+use crate::log::AnswerTo as Answer;
+
 /// A request taken: the answers it waits for, and where its answer goes.
 struct Job {
+    from: String,
     id: [u8; 16],
     replies: Vec<Receiver<Result<(KeyId, u64), Error>>>,
-    answer: Box<dyn FnOnce(Vec<u8>) + Send>,
+    answer: Answer,
 }
 
-/// Ids of the requests taken within the window, oldest first.
+/// The ids of the requests taken, with their times: kept until their time is out of the
+/// window by this host's clock (and a margin), so a replay is refused for as long as its
+/// time could pass.
 #[derive(Default)]
 struct Seen {
-    ids: HashSet<[u8; 16]>,
-    order: VecDeque<(Instant, [u8; 16])>,
+    ids: HashMap<[u8; 16], i64>,
+    pruned_at: i64,
+}
+
+/// Why a request is refused: without an answer (not shown to be the fleet's, or a
+/// replay), or with a sealed one (the fleet's, but not to be taken: its sender appends
+/// itself at once rather than wait).
+enum Refusal {
+    Silent(String),
+    Declined(Box<wire::RequestV1>, String),
 }
 
 /// The writer's side: takes requests on this host's writes subject.
@@ -56,6 +74,7 @@ pub(crate) struct Serving {
     chain: Chain,
     stream_id: [u8; 16],
     submit: Submit,
+    hear: Hear,
     seen: Mutex<Seen>,
     jobs: Sender<Job>,
 }
@@ -68,6 +87,7 @@ impl Serving {
         chain: Chain,
         stream_id: [u8; 16],
         submit: Submit,
+        hear: Hear,
     ) -> Result<Self, Error> {
         let (jobs, taken) = crossbeam_channel::unbounded::<Job>();
         let answering = Arc::clone(&fleet);
@@ -76,7 +96,11 @@ impl Serving {
             .name("keyledger-forward".into())
             .spawn(move || {
                 for job in taken {
-                    let outcomes: Vec<OutcomeV1> = job.replies.iter().map(|r| outcome(r.recv())).collect();
+                    let outcomes: Vec<OutcomeV1> = job
+                        .replies
+                        .iter()
+                        .map(|r| outcome(r.recv(), answering.halted()))
+                        .collect();
                     let answer = AnswerV1 {
                         stream_id,
                         from: answering.host().to_owned(),
@@ -87,7 +111,7 @@ impl Serving {
                         },
                     };
                     if let Ok(bytes) = wire::seal_answer(&answer, &sealing) {
-                        (job.answer)(bytes);
+                        (job.answer)(&job.from, bytes);
                     }
                 }
             })?;
@@ -96,89 +120,100 @@ impl Serving {
             chain,
             stream_id,
             submit,
+            hear,
             seen: Mutex::new(Seen::default()),
             jobs,
         })
     }
 
-    /// Checks a request: sealed for this stream and host, recent, new. Returns its
-    /// commands and how long its sender waits.
-    fn admit(&self, bytes: &[u8]) -> Result<(wire::RequestV1, Duration), String> {
-        let request = wire::open_request(bytes, &self.chain)?;
+    /// Checks a request: sealed for this stream and host, recent, new, for this run.
+    /// Returns it and how long its sender waits.
+    fn admit(&self, bytes: &[u8]) -> Result<(wire::RequestV1, Duration), Refusal> {
+        let request = wire::open_request(bytes, &self.chain).map_err(Refusal::Silent)?;
         if request.stream_id != self.stream_id {
-            return Err(format!("sealed for another stream, by {:?}", request.from));
+            return Err(Refusal::Silent(format!(
+                "sealed for another stream, by {:?}",
+                request.from
+            )));
         }
         if request.to != self.fleet.host() {
-            return Err(format!(
+            return Err(Refusal::Silent(format!(
                 "sealed by {:?} for host {:?}, not this one",
                 request.from, request.to
-            ));
+            )));
         }
-        if request.to_run != self.fleet.run() {
-            return Err(format!(
-                "sealed by {:?} for an earlier run of this host (a replay across a restart)",
+        if !super::valid_host_id(&request.from) {
+            return Err(Refusal::Silent(format!(
+                "sealed by a host id no host has: {:?}",
                 request.from
-            ));
+            )));
         }
-        if request.commands.len() > MAX_COMMANDS {
-            return Err(format!(
-                "{} commands, more than {MAX_COMMANDS}",
-                request.commands.len()
-            ));
-        }
-        let drift = crate::ledger::now_micros().saturating_sub(request.at);
+        let now = crate::ledger::now_micros();
+        let drift = now.saturating_sub(request.at);
         if drift.abs() > WINDOW_MICROS {
-            return Err(format!(
+            return Err(Refusal::Silent(format!(
                 "sent by {:?} {:.1} s from this host's clock: outside the {} s a request is taken in \
                  (replayed, or their clocks disagree)",
                 request.from,
                 drift as f64 / 1e6,
                 WINDOW_MICROS / 1_000_000
-            ));
+            )));
         }
-        let mut seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = Instant::now();
-        let forget = Duration::from_micros(2 * WINDOW_MICROS as u64);
-        while seen
-            .order
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > forget)
         {
-            if let Some((_, id)) = seen.order.pop_front() {
-                seen.ids.remove(&id);
+            let mut seen = self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Forgotten once its time is out of the window, by this host's clock.
+            if now.saturating_sub(seen.pruned_at) > 1_000_000 {
+                seen.ids
+                    .retain(|_, at| now.saturating_sub(*at) <= WINDOW_MICROS + FORGET_MARGIN_MICROS);
+                seen.pruned_at = now;
+            }
+            if seen.ids.insert(request.id, request.at).is_some() {
+                return Err(Refusal::Silent(format!(
+                    "a request of {:?} taken before, sent again (a replay)",
+                    request.from
+                )));
             }
         }
-        if !seen.ids.insert(request.id) {
-            return Err(format!(
-                "a request of {:?} taken before, sent again (a replay)",
-                request.from
-            ));
+        if request.to_run != self.fleet.run() {
+            let why = "sealed for an earlier run of this host (sent before it restarted)".to_owned();
+            return Err(Refusal::Declined(Box::new(request), why));
         }
-        seen.order.push_back((now, request.id));
+        if request.commands.len() > MAX_COMMANDS {
+            let why = format!("{} commands, more than {MAX_COMMANDS}", request.commands.len());
+            return Err(Refusal::Declined(Box::new(request), why));
+        }
         let wait = Duration::from_millis(u64::from(request.wait_ms));
         Ok((request, wait))
     }
 
-    fn decline(&self, request: &wire::RequestV1, why: String, answer: Box<dyn FnOnce(Vec<u8>) + Send>) {
+    /// Answers request `id` of host `from`: declined, nothing done.
+    fn decline(&self, (from, id): (&str, [u8; 16]), why: String, answer: Answer) {
         let declined = AnswerV1 {
             stream_id: self.stream_id,
             from: self.fleet.host().to_owned(),
-            id: request.id,
+            id,
             answer: AnswerBodyV1::Declined(why),
         };
         if let Ok(bytes) = wire::seal_answer(&declined, &self.chain) {
-            answer(bytes);
+            answer(from, bytes);
         }
     }
 }
 
-/// What a command's answer from this host's writer becomes for its sender.
-fn outcome(reply: Result<Result<(KeyId, u64), Error>, crossbeam_channel::RecvError>) -> OutcomeV1 {
+/// What a command's answer from this host's writer becomes for its sender. A writer that
+/// halted may have appended what it then could not take: it cannot say "not written".
+fn outcome(
+    reply: Result<Result<(KeyId, u64), Error>, crossbeam_channel::RecvError>,
+    halted: Option<String>,
+) -> OutcomeV1 {
     match reply {
         Ok(Ok((id, seq))) => OutcomeV1::Done { id: id.0, seq },
+        Ok(Err(_)) if let Some(reason) = halted => {
+            OutcomeV1::Uncertain(format!("the fleet's writer halted: {reason}"))
+        }
         // The append was not answered, or the writer could not tell: the sender says so.
         Ok(Err(Error::StreamUnavailable { reason })) => OutcomeV1::Uncertain(reason),
         Ok(Err(_)) => OutcomeV1::NotWritten,
@@ -191,26 +226,47 @@ impl Writes for Serving {
         self.fleet.host()
     }
 
-    fn request(&self, bytes: &[u8], answer: Box<dyn FnOnce(Vec<u8>) + Send>) {
+    fn request(&self, bytes: &[u8], answer: Answer) {
         let (request, wait) = match self.admit(bytes) {
             Ok(admitted) => admitted,
-            Err(why) => return self.fleet.routes.refused(why),
+            Err(Refusal::Silent(why)) => return self.fleet.routes.refused(why),
+            Err(Refusal::Declined(request, why)) => {
+                self.fleet
+                    .routes
+                    .refused(format!("declined a request of {:?}: {why}", request.from));
+                return self.decline((&request.from, request.id), why, answer);
+            }
         };
+        let (from, id, request_at) = (request.from, request.id, request.at);
         if let Some(reason) = self.fleet.halted() {
-            return self.decline(&request, format!("it stopped writing: {reason}"), answer);
+            return self.decline((&from, id), format!("it stopped writing: {reason}"), answer);
         }
         let commands: Result<Vec<Command>, String> =
             request.commands.into_iter().map(wire::command_of).collect();
         let commands = match commands {
             Ok(c) => c,
             Err(why) => {
-                let why = format!("a command of {:?} breaks the rules: {why}", request.from);
-                self.fleet.routes.refused(why);
-                return;
+                let why = format!("a command of {from:?} breaks the rules: {why}");
+                self.fleet.routes.refused(why.clone());
+                return self.decline((&from, id), why, answer);
             }
         };
-        // Taken while the sender still waits, with room for the answer's way back.
-        let deadline = Instant::now() + wait.mul_f64(0.8);
+        // Taken while the sender still waits, by its clock as this host reads it (a request
+        // held up on the way, in a client's buffer across an outage, is not taken after
+        // its sender gave up), with room for the append and the answer's way back.
+        let waits_until = request_at.saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX));
+        let left = waits_until.saturating_sub(crate::ledger::now_micros());
+        let take_for = Duration::from_micros(u64::try_from(left).unwrap_or(0))
+            .saturating_sub(wait.mul_f64(0.2))
+            .min(wait.mul_f64(0.8));
+        if take_for.is_zero() {
+            let why = "it came after its sender stopped waiting".to_owned();
+            self.fleet
+                .routes
+                .refused(format!("declined a request of {from:?}: {why}"));
+            return self.decline((&from, id), why, answer);
+        }
+        let deadline = Instant::now() + take_for;
         let n = commands.len();
         let replies: Option<Vec<_>> = commands.into_iter().map(|c| (self.submit)(c, deadline)).collect();
         let Some(replies) = replies else {
@@ -218,10 +274,15 @@ impl Writes for Serving {
         };
         self.fleet.routes.served(n);
         let _ = self.jobs.send(Job {
-            id: request.id,
+            from,
+            id,
             replies,
             answer,
         });
+    }
+
+    fn answered(&self, bytes: Vec<u8>) {
+        (self.hear)(bytes);
     }
 
     fn is_closing(&self) -> bool {

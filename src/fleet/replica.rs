@@ -6,7 +6,7 @@
 mod forwarding;
 mod join;
 
-pub(crate) use forwarding::{Forwarded, Sent};
+pub(crate) use forwarding::{Forwarded, Sent, Unanswered};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

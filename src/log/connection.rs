@@ -58,9 +58,10 @@ pub(crate) struct Connection {
     pub(crate) subject: String,
     /// The subject the hosts report what they admitted on (core NATS, never the stream).
     pub(crate) usage_subject: String,
-    /// Where a host takes the writes other hosts forward to it: this, a dot, its id
-    /// (core NATS requests, never the stream).
+    /// Where a host takes the writes other hosts forward to it, and where it hears the
+    /// answers to its own: these, a dot, its id (core NATS, never the stream).
     pub(crate) writes_subject: String,
+    pub(crate) answers_subject: String,
     /// How many servers keep each message.
     pub(crate) replicas: usize,
     /// The key-value bucket the hosts announce their heads in, and how long its entries

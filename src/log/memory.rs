@@ -308,14 +308,8 @@ impl super::SharedLog for MemShared {
     }
 
     /// Requests are not carried: a host of an in-memory fleet writes its own batches.
-    fn forward(
-        &mut self,
-        _to: &str,
-        _request: Vec<u8>,
-        _timeout: std::time::Duration,
-        done: super::Answered,
-    ) {
-        done(Err(super::ForwardError::NotDelivered));
+    fn forward(&mut self, _to: &str, _request: Vec<u8>, undelivered: Box<dyn FnOnce() + Send>) {
+        undelivered();
     }
 
     fn serve_writes(&mut self, _writes: Arc<dyn super::Writes>) -> Result<(), LogError> {

@@ -26,8 +26,7 @@ mod writes;
 
 use super::connection::{Auth, Connection, without_userinfo};
 use super::{
-    Answered, AppendError, Delivered, Heads, Judge, LogError, Outcome, Reports, SharedLog, StreamState,
-    Writes,
+    AppendError, Delivered, Heads, Judge, LogError, Outcome, Reports, SharedLog, StreamState, Writes,
 };
 use crate::clock::monotonic_micros;
 
@@ -700,8 +699,8 @@ impl SharedLog for NatsLog {
         self.start_heads(fleet)
     }
 
-    fn forward(&mut self, to: &str, request: Vec<u8>, timeout: Duration, done: Answered) {
-        writes::forward(self, to, request, timeout, done);
+    fn forward(&mut self, to: &str, request: Vec<u8>, undelivered: Box<dyn FnOnce() + Send>) {
+        writes::forward(self, to, request, undelivered);
     }
 
     fn serve_writes(&mut self, writes: Arc<dyn Writes>) -> Result<(), LogError> {

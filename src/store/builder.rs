@@ -662,8 +662,13 @@ impl KeyStore {
             .transpose()?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let inbox: super::writer::Inbox = Arc::new(std::sync::Mutex::new(Some(tx.clone())));
+        let forwarding = super::forwarding::Forwarding::default();
         if let Some(replica) = replica.as_mut() {
-            replica.serve_writes(chain.clone(), super::writer::submitter(Arc::clone(&inbox)))?;
+            replica.serve_writes(
+                chain.clone(),
+                super::writer::submitter(Arc::clone(&inbox)),
+                forwarding.hearer(),
+            )?;
         }
         let trail = log.reader();
         let writer = Writer {
@@ -680,7 +685,7 @@ impl KeyStore {
             rejoin,
             appended_at: 0,
             inbox: Arc::clone(&inbox),
-            forwarding: super::forwarding::Forwarding::default(),
+            forwarding,
             stats: Arc::clone(&stats),
         };
         let handle = std::thread::Builder::new()

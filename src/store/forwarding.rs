@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::writer::{Pending, Route, Writer};
+use crate::fleet::forward::Hear;
 use crate::fleet::forward::wire::{OutcomeV1, forwardable};
-use crate::fleet::replica::{Forwarded, Sent};
+use crate::fleet::replica::{Forwarded, Sent, Unanswered};
 use crate::ledger::Command;
-use crate::log::ForwardError;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 
@@ -20,19 +20,27 @@ use crate::model::id::KeyId;
 /// answer before it sends another.
 const MAX_IN_FLIGHT: usize = 4;
 
-type Answer = (u64, Result<Vec<u8>, ForwardError>);
-/// A caller's answer: its key and record, or why not.
-type Reply = Result<(KeyId, u64), Error>;
-
 /// How long answered callers wait for the writer's message to be delivered here before the
 /// writer reads it from the stream.
 const DELIVERY_PATIENCE: Duration = Duration::from_millis(500);
+
+/// What reaches the writer thread about its requests: an answer heard (anyone may publish
+/// one), or the server's word that request `ticket` reached nobody.
+pub(super) enum Event {
+    Answer(Vec<u8>),
+    Undelivered(u64),
+}
+
+/// A caller's answer: its key and record, or why not.
+type Reply = Result<(KeyId, u64), Error>;
 
 /// Callers whose commands the writer decided, until this host has applied the stream
 /// position it answered with (so that a key made through this host verifies here at once).
 struct Applying {
     position: u64,
     since: Instant,
+    /// This host read the stream for it once already.
+    read: bool,
     answers: Vec<(Pending, Reply)>,
 }
 
@@ -47,8 +55,8 @@ pub(crate) struct Forwarding {
     in_flight: Vec<InFlight>,
     applying: VecDeque<Applying>,
     next: u64,
-    tx: Sender<Answer>,
-    rx: Receiver<Answer>,
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
 }
 
 impl Default for Forwarding {
@@ -65,25 +73,39 @@ impl Default for Forwarding {
 }
 
 impl Forwarding {
-    /// How long the writer's loop may sleep when idle: `tick`, or a moment while answered
-    /// callers wait for their writes to be delivered here.
+    /// How long the writer's loop may sleep when idle: `tick`, or less while answered
+    /// callers wait for their writes to be delivered here or a request's answer is due.
     pub(super) fn patience(&self, tick: Duration) -> Duration {
+        let due = self
+            .in_flight
+            .iter()
+            .map(|f| f.sent.deadline.saturating_duration_since(Instant::now()))
+            .min()
+            .unwrap_or(tick);
         if self.applying.is_empty() {
-            tick
+            tick.min(due)
         } else {
-            Duration::from_millis(20)
+            Duration::from_millis(20).min(due)
         }
     }
 
-    /// Where the answers arrive, for the writer's loop to wait on.
-    pub(super) fn answers(&self) -> Receiver<Answer> {
+    /// Where the events arrive, for the writer's loop to wait on.
+    pub(super) fn events(&self) -> Receiver<Event> {
         self.rx.clone()
+    }
+
+    /// Where the answers heard on this host's answers subject go.
+    pub(crate) fn hearer(&self) -> Hear {
+        let tx = self.tx.clone();
+        Box::new(move |bytes| {
+            let _ = tx.send(Event::Answer(bytes));
+        })
     }
 }
 
 impl Writer {
     /// On a host of a fleet: sends the batch to the fleet's writer if there is another one
-    /// (its answer comes later, through [`Writer::forward_answered`]); drops forwarded
+    /// (its answer comes later, through [`Writer::forward_event`]); drops forwarded
     /// commands whose sender stopped waiting. Returns the commands this host is to decide
     /// and append itself now.
     pub(super) fn forward(&mut self, now: Vec<Pending>, deferred: &mut VecDeque<Pending>) -> Vec<Pending> {
@@ -109,10 +131,11 @@ impl Writer {
             return now;
         }
         while self.forwarding.in_flight.len() >= MAX_IN_FLIGHT {
-            let Ok((ticket, answer)) = self.forwarding.rx.recv() else {
-                return now;
-            };
-            self.forward_answered(ticket, answer, deferred);
+            let wait = self.forwarding.patience(Duration::from_secs(1));
+            match self.forwarding.rx.recv_timeout(wait) {
+                Ok(event) => self.forward_event(event, deferred),
+                Err(_) => self.expire_forwards(deferred),
+            }
         }
         let ticket = self.forwarding.next;
         self.forwarding.next += 1;
@@ -124,8 +147,8 @@ impl Writer {
         let sent = replica.send(
             &self.ledger,
             &commands,
-            Box::new(move |answer| {
-                let _ = tx.send((ticket, answer));
+            Box::new(move || {
+                let _ = tx.send(Event::Undelivered(ticket));
             }),
         );
         match sent {
@@ -141,18 +164,56 @@ impl Writer {
         }
     }
 
-    /// The fleet's writer answered batch `ticket` (or it went unanswered): answers its
-    /// callers; what the writer did not write goes back to `deferred`, to be decided here.
-    pub(super) fn forward_answered(
-        &mut self,
-        ticket: u64,
-        answer: Result<Vec<u8>, ForwardError>,
-        deferred: &mut VecDeque<Pending>,
-    ) {
-        let Some(i) = self.forwarding.in_flight.iter().position(|f| f.ticket == ticket) else {
+    /// An answer heard, or a request that reached nobody: answers the request's callers;
+    /// what the writer did not write goes back to `deferred`, to be decided here. An
+    /// answer that is not the fleet's, or to no request in flight, is dropped.
+    pub(super) fn forward_event(&mut self, event: Event, deferred: &mut VecDeque<Pending>) {
+        let Some(replica) = self.replica.as_ref() else {
             return;
         };
-        let InFlight { sent, callers, .. } = self.forwarding.in_flight.swap_remove(i);
+        let found = match event {
+            Event::Undelivered(ticket) => self
+                .forwarding
+                .in_flight
+                .iter()
+                .position(|f| f.ticket == ticket)
+                .map(|i| (i, Err(Unanswered::Undelivered))),
+            Event::Answer(bytes) => replica.open_answer(&self.ledger, &bytes).and_then(|a| {
+                self.forwarding
+                    .in_flight
+                    .iter()
+                    .position(|f| f.sent.id == a.id)
+                    .map(|i| (i, Ok(a)))
+            }),
+        };
+        if let Some((i, answer)) = found {
+            let flight = self.forwarding.in_flight.swap_remove(i);
+            self.settle_forward(flight, answer, deferred);
+        }
+        self.release_applied(false);
+    }
+
+    /// Requests unanswered past their deadline: their callers learn the write may or may
+    /// not have landed.
+    pub(super) fn expire_forwards(&mut self, deferred: &mut VecDeque<Pending>) {
+        let now = Instant::now();
+        while let Some(i) = self
+            .forwarding
+            .in_flight
+            .iter()
+            .position(|f| f.sent.deadline <= now)
+        {
+            let flight = self.forwarding.in_flight.swap_remove(i);
+            self.settle_forward(flight, Err(Unanswered::TimedOut), deferred);
+        }
+    }
+
+    fn settle_forward(
+        &mut self,
+        InFlight { sent, callers, .. }: InFlight,
+        answer: Result<crate::fleet::forward::wire::AnswerV1, Unanswered>,
+        deferred: &mut VecDeque<Pending>,
+    ) {
         let Some(replica) = self.replica.as_mut() else {
             return;
         };
@@ -160,7 +221,7 @@ impl Writer {
             p.route = Route::Here;
             deferred.push_back(p);
         };
-        match replica.answered(&self.ledger, &sent, answer) {
+        match replica.answered(&sent, answer) {
             Forwarded::No => {
                 for p in callers {
                     here(p, deferred);
@@ -175,6 +236,7 @@ impl Writer {
             }
             Forwarded::Answered(outcomes, position) => {
                 let mut answers = Vec::new();
+                let mut decide_here = false;
                 for (p, outcome) in callers.into_iter().zip(outcomes) {
                     match outcome {
                         OutcomeV1::Done { id, seq } => answers.push((p, Ok((KeyId(id), seq)))),
@@ -183,24 +245,27 @@ impl Writer {
                         }
                         // Decided here against the state the writer's appends left, which
                         // this host applies first: the same answer, or a write of its own.
-                        OutcomeV1::NotWritten => here(p, deferred),
+                        OutcomeV1::NotWritten => {
+                            decide_here = true;
+                            here(p, deferred);
+                        }
                     }
                 }
                 self.forwarding.applying.push_back(Applying {
                     position,
                     since: Instant::now(),
+                    read: false,
                     answers,
                 });
-                if !deferred.is_empty() {
-                    self.release_applied(true);
-                }
+                self.release_applied(decide_here);
             }
         }
-        self.release_applied(false);
     }
 
-    /// Answers the callers whose writes this host has applied; reads the stream for those
-    /// whose messages were not delivered in time (or for all, `now`).
+    /// Answers the callers whose writes this host has applied. For those whose messages
+    /// were not delivered in time (or for all, `now`), reads the stream once; those still
+    /// not applied after a request's timeout, or on a host that stopped applying
+    /// (halted), are answered anyway: their writes are in the shared log.
     pub(super) fn release_applied(&mut self, now: bool) {
         let Some(replica) = self.replica.as_mut() else {
             return;
@@ -208,16 +273,21 @@ impl Writer {
         let overdue = self
             .forwarding
             .applying
-            .iter()
-            .filter(|a| now || a.since.elapsed() > DELIVERY_PATIENCE)
-            .map(|a| a.position)
+            .iter_mut()
+            .filter(|a| !a.read && (now || a.since.elapsed() > DELIVERY_PATIENCE))
+            .map(|a| {
+                a.read = true;
+                a.position
+            })
             .max();
         if let Some(position) = overdue {
             replica.apply_through(&mut *self.log, &self.ledger, position);
         }
         let applied = replica.position();
+        let give_up = replica.fleet.halted().is_some();
+        let limit = replica.fleet.options.request_timeout;
         self.forwarding.applying.retain_mut(|a| {
-            if a.position > applied {
+            if a.position > applied && !give_up && a.since.elapsed() < limit {
                 return true;
             }
             for (p, answer) in a.answers.drain(..) {
@@ -227,14 +297,14 @@ impl Writer {
         });
     }
 
-    /// At close: waits for the answers still to come (each within the request's timeout),
-    /// so that no caller is left without one. What is not written is answered as closed.
-    pub(super) fn finish_forwarding(&mut self, answers: &Receiver<Answer>) {
+    /// At close: waits for the answers still to come (each until its deadline), so that no
+    /// caller is left without one. What is not written is answered as closed.
+    pub(super) fn finish_forwarding(&mut self, events: &Receiver<Event>) {
         let mut deferred = VecDeque::new();
         while !self.forwarding.in_flight.is_empty() {
-            match answers.recv() {
-                Ok((ticket, answer)) => self.forward_answered(ticket, answer, &mut deferred),
-                Err(_) => break,
+            match events.recv_timeout(self.forwarding.patience(Duration::from_secs(1))) {
+                Ok(event) => self.forward_event(event, &mut deferred),
+                Err(_) => self.expire_forwards(&mut deferred),
             }
         }
         self.release_applied(true);

@@ -163,11 +163,12 @@ impl Writer {
             .rejoin
             .as_ref()
             .map_or_else(crossbeam_channel::never, |r| r.connected.clone());
-        let answers = self.forwarding.answers();
+        let events = self.forwarding.events();
         loop {
-            while let Ok((ticket, answer)) = answers.try_recv() {
-                self.forward_answered(ticket, answer, &mut deferred);
+            while let Ok(event) = events.try_recv() {
+                self.forward_event(event, &mut deferred);
             }
+            self.expire_forwards(&mut deferred);
             self.release_applied(false);
             let mut batch: Vec<Pending> = deferred.drain(..).collect();
             let mut export = None;
@@ -186,9 +187,9 @@ impl Writer {
                         }
                         continue;
                     },
-                    recv(answers) -> answer => {
-                        if let Ok((ticket, answer)) = answer {
-                            self.forward_answered(ticket, answer, &mut deferred);
+                    recv(events) -> event => {
+                        if let Ok(event) = event {
+                            self.forward_event(event, &mut deferred);
                         }
                         continue;
                     },
@@ -202,7 +203,11 @@ impl Writer {
                             && let Some(mut replica) = rejoin.join(shared, &mut *self.log, &self.ledger)
                         {
                             // Without it this host still writes; it only takes no forwarded write.
-                            let _ = replica.serve_writes(self.ledger.chain().clone(), submitter(Arc::clone(&self.inbox)));
+                            let _ = replica.serve_writes(
+                                self.ledger.chain().clone(),
+                                submitter(Arc::clone(&self.inbox)),
+                                self.forwarding.hearer(),
+                            );
                             incoming = replica.incoming.clone();
                             connected = crossbeam_channel::never();
                             self.replica = Some(replica);
@@ -249,7 +254,7 @@ impl Writer {
                 let _ = reply.send(backup::export(&*self.log, head, self.ledger.chain(), &path));
             }
         }
-        self.finish_forwarding(&answers);
+        self.finish_forwarding(&events);
         if self.unacknowledged_from.is_some() && self.roll_back() {
             let _ = self.log.sync();
         }

@@ -54,21 +54,32 @@ fn serving(host: &str) -> (Serving, Arc<Mutex<Vec<Command>>>) {
         Some(answer)
     });
     (
-        Serving::start(fleet(host), chain(7), STREAM, submit).unwrap(),
+        Serving::start(fleet(host), chain(7), STREAM, submit, Box::new(|_| {})).unwrap(),
         taken,
     )
 }
 
-/// Hands `bytes` to the serving; returns its answer, if it gave one within a second.
+/// Hands `bytes` to the serving; returns its answer, if it gave one within a second (to
+/// the host that sent the request, "b").
 fn ask(serving: &Serving, bytes: &[u8]) -> Option<Vec<u8>> {
     let (tx, rx) = crossbeam_channel::bounded(1);
     serving.request(
         bytes,
-        Box::new(move |answer| {
+        Box::new(move |to, answer| {
+            assert_eq!(to, "b", "answered on the sender's subject");
             let _ = tx.send(answer);
         }),
     );
     rx.recv_timeout(Duration::from_secs(1)).ok()
+}
+
+/// The serving's answer to `bytes`: declined, and why.
+fn declined(serving: &Serving, bytes: &[u8]) -> String {
+    let answer = wire::open_answer(&ask(serving, bytes).expect("an answer"), &chain(7)).unwrap();
+    match answer.answer {
+        AnswerBodyV1::Declined(why) => why,
+        AnswerBodyV1::Taken { .. } => panic!("taken"),
+    }
 }
 
 #[test]
@@ -142,10 +153,10 @@ fn requests_not_sealed_for_this_fleet_stream_and_host_or_not_recent_are_refused(
         (
             {
                 let mut r = request(&serving, "a", now, one());
-                r.to_run ^= 1;
+                r.from = "b.>".to_owned();
                 wire::seal_request(&r, &chain(7)).unwrap()
             },
-            "earlier run",
+            "no host has",
         ),
         (b"KLFWDRQ\x00\x01\x00junk".to_vec(), "seal"),
         (b"\x00".to_vec(), "not a forwarded write"),
@@ -166,6 +177,12 @@ fn requests_not_sealed_for_this_fleet_stream_and_host_or_not_recent_are_refused(
         assert!(last.contains(why), "case {i}: {last}");
     }
     assert!(taken.lock().unwrap().is_empty());
+    // Sealed for an earlier run of this host: the fleet's, so declined at once.
+    let mut r = request(&serving, "a", now, one());
+    r.to_run ^= 1;
+    let why = declined(&serving, &wire::seal_request(&r, &chain(7)).unwrap());
+    assert!(why.contains("earlier run"), "{why}");
+    assert!(taken.lock().unwrap().is_empty());
 }
 
 #[test]
@@ -177,12 +194,14 @@ fn a_sealed_command_that_breaks_the_rules_is_refused_whole() {
     }
     let good = wire::command_v1(&create("fine")).unwrap();
     let req = request(&serving, "a", crate::ledger::now_micros(), vec![good, bad]);
-    assert!(ask(&serving, &wire::seal_request(&req, &chain(7)).unwrap()).is_none());
+    let why = declined(&serving, &wire::seal_request(&req, &chain(7)).unwrap());
+    assert!(why.contains("breaks the rules"), "{why}");
     assert!(taken.lock().unwrap().is_empty(), "none of its commands is taken");
     let mut role = wire::command_v1(&create("ok")).unwrap();
     role.role = 9;
     let req = request(&serving, "a", crate::ledger::now_micros(), vec![role]);
-    assert!(ask(&serving, &wire::seal_request(&req, &chain(7)).unwrap()).is_none());
+    let why = declined(&serving, &wire::seal_request(&req, &chain(7)).unwrap());
+    assert!(why.contains("role 9"), "{why}");
     assert_eq!(serving.fleet.routes.status(String::new()).refused_requests, 2);
 }
 

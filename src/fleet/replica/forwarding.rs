@@ -3,11 +3,12 @@
 //! what it appended.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::Replica;
-use crate::fleet::forward::{self, Serving, Submit, wire};
+use crate::fleet::forward::{self, Hear, Serving, Submit, wire};
 use crate::ledger::{Command, Ledger};
-use crate::log::{Answered, ForwardError, Log};
+use crate::log::Log;
 use crate::model::error::Error;
 
 /// What became of a batch sent to the fleet's writer.
@@ -21,19 +22,46 @@ pub(crate) enum Forwarded {
     Answered(Vec<wire::OutcomeV1>, u64),
 }
 
+/// Why a request got no answer.
+pub(crate) enum Unanswered {
+    /// The server said nobody takes requests on the writer's subject: nothing was
+    /// delivered.
+    Undelivered,
+    /// No answer in time: the writer may have appended it.
+    TimedOut,
+}
+
 impl Replica {
     /// Takes the writes other hosts forward to this one, handing each command to
-    /// `submit` (this host's writer).
-    pub(crate) fn serve_writes(&mut self, chain: crate::chain::Chain, submit: Submit) -> Result<(), Error> {
-        let serving = Serving::start(Arc::clone(&self.fleet), chain, self.identity.stream_id, submit)?;
+    /// `submit` (this host's writer), and hands the answers to this host's own requests
+    /// to `hear`.
+    pub(crate) fn serve_writes(
+        &mut self,
+        chain: crate::chain::Chain,
+        submit: Submit,
+        hear: Hear,
+    ) -> Result<(), Error> {
+        let serving = Serving::start(
+            Arc::clone(&self.fleet),
+            chain,
+            self.identity.stream_id,
+            submit,
+            hear,
+        )?;
         self.shared.serve_writes(Arc::new(serving))?;
         Ok(())
     }
 
     /// Sends `commands` to the fleet's writer, if there is one other than this host and it
-    /// is not being avoided, without waiting: `done` gets the answer. `None`: not sent,
-    /// this host appends them itself.
-    pub(crate) fn send(&mut self, ledger: &Ledger, commands: &[&Command], done: Answered) -> Option<Sent> {
+    /// is not being avoided, without waiting: its answer comes through the hearing given
+    /// to [`Replica::serve_writes`], and `undelivered` is called if the server says nobody
+    /// took it. `None`: not sent, this host appends them itself.
+    pub(crate) fn send(
+        &mut self,
+        ledger: &Ledger,
+        commands: &[&Command],
+        undelivered: Box<dyn FnOnce() + Send>,
+    ) -> Option<Sent> {
         let (writer, run) = self.fleet.write_leader()?;
         if self.fleet.routes.backing_off(&writer) || commands.len() > forward::MAX_COMMANDS {
             return None;
@@ -57,72 +85,77 @@ impl Replica {
         if bytes.len() > self.shared.max_message_bytes() {
             return None;
         }
-        self.shared.forward(&writer, bytes, wait, done);
+        self.shared.forward(&writer, bytes, undelivered);
         Some(Sent {
             writer,
             id: request.id,
             commands: commands.len(),
+            deadline: Instant::now() + wait,
         })
     }
 
-    /// What the writer's `answer` to request `sent` says.
-    pub(crate) fn answered(
-        &mut self,
-        ledger: &Ledger,
-        sent: &Sent,
-        answer: Result<Vec<u8>, ForwardError>,
-    ) -> Forwarded {
+    /// An answer heard on this host's answers subject, if it is one: sealed with the
+    /// fleet's key for this stream (anyone may publish there).
+    pub(crate) fn open_answer(&self, ledger: &Ledger, bytes: &[u8]) -> Option<wire::AnswerV1> {
+        wire::open_answer(bytes, ledger.chain())
+            .ok()
+            .filter(|a| a.stream_id == self.identity.stream_id)
+    }
+
+    /// What the writer's answer to request `sent` says, or its absence.
+    pub(crate) fn answered(&mut self, sent: &Sent, answer: Result<wire::AnswerV1, Unanswered>) -> Forwarded {
         let writer = &sent.writer;
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(ForwardError::NotDelivered) => {
-                self.fleet.routes.back_off(writer);
-                return Forwarded::No;
-            }
-            Err(ForwardError::Unanswered(why)) => {
-                self.fleet.routes.back_off(writer);
-                return Forwarded::Uncertain(format!(
-                    "the fleet's writer {writer} did not answer ({why}); the write is wholly in the \
-                     stream or wholly absent"
-                ));
-            }
-        };
-        let opened = wire::open_answer(&answer, ledger.chain()).and_then(|a| {
-            if a.id != sent.id || a.from != *writer || a.stream_id != self.identity.stream_id {
-                Err("it answers another request".to_owned())
-            } else {
-                Ok(a.answer)
-            }
-        });
-        match opened {
-            Ok(wire::AnswerBodyV1::Taken { position, outcomes }) if outcomes.len() == sent.commands => {
-                self.fleet.contact();
-                self.fleet.routes.forwarded(outcomes.len());
-                Forwarded::Answered(outcomes, position)
-            }
-            Ok(wire::AnswerBodyV1::Declined(_)) => {
+        match answer {
+            Err(Unanswered::Undelivered) => {
                 self.fleet.routes.back_off(writer);
                 Forwarded::No
             }
-            Ok(wire::AnswerBodyV1::Taken { .. }) => {
+            Err(Unanswered::TimedOut) => {
+                self.fleet.routes.back_off(writer);
+                Forwarded::Uncertain(format!(
+                    "the fleet's writer {writer} did not answer in time; the write is wholly in the \
+                     stream or wholly absent"
+                ))
+            }
+            Ok(a) if a.from != *writer => {
+                self.fleet.routes.back_off(writer);
+                Forwarded::Uncertain(format!(
+                    "the answer came from {:?}, not the fleet's writer {writer}; the write is wholly \
+                     in the stream or wholly absent",
+                    a.from
+                ))
+            }
+            Ok(wire::AnswerV1 {
+                answer: wire::AnswerBodyV1::Taken { position, outcomes },
+                ..
+            }) if outcomes.len() == sent.commands => {
+                self.fleet.contact();
+                self.fleet.routes.forwarded(outcomes.len());
+                if outcomes
+                    .iter()
+                    .any(|o| matches!(o, wire::OutcomeV1::Uncertain(_)))
+                {
+                    self.fleet.routes.back_off(writer);
+                }
+                Forwarded::Answered(outcomes, position)
+            }
+            Ok(wire::AnswerV1 {
+                answer: wire::AnswerBodyV1::Declined(_),
+                ..
+            }) => {
+                self.fleet.routes.back_off(writer);
+                Forwarded::No
+            }
+            Ok(_) => {
                 self.fleet.routes.back_off(writer);
                 Forwarded::Uncertain(format!(
                     "the fleet's writer {writer} answered for another number of commands; the write is \
                      wholly in the stream or wholly absent"
                 ))
             }
-            Err(why) => {
-                self.fleet.routes.back_off(writer);
-                Forwarded::Uncertain(format!(
-                    "the answer of the fleet's writer {writer} does not verify ({why}); the write is \
-                     wholly in the stream or wholly absent"
-                ))
-            }
         }
     }
-}
 
-impl Replica {
     /// The position of the last stream message applied.
     pub(crate) fn position(&self) -> u64 {
         self.position
@@ -131,13 +164,17 @@ impl Replica {
     /// Applies the stream up to `position` now, reading what was not delivered. What
     /// fails is this host's to report (halted, or the stream out of reach).
     pub(crate) fn apply_through(&mut self, log: &mut dyn Log, ledger: &Ledger, position: u64) {
-        let _ = self.catch_up(log, ledger, position);
+        if self.fleet.halted().is_none() {
+            let _ = self.catch_up(log, ledger, position);
+        }
     }
 }
 
 /// A request sent to the fleet's writer, until its answer comes.
 pub(crate) struct Sent {
     writer: String,
-    id: [u8; 16],
+    pub(crate) id: [u8; 16],
     commands: usize,
+    /// Unanswered by then, it is taken as lost (the writer may have appended it).
+    pub(crate) deadline: Instant,
 }

@@ -1,12 +1,16 @@
-//! Forwarded writes over core NATS request and reply, on `<writes subject>.<host>`: what a
-//! request says is sealed by the fleet, which also checks the answer.
+//! Forwarded writes over core NATS. A request is published on `<writes>.<writer>` as a
+//! NATS request, so that the server says at once when nobody takes requests there; the
+//! writer publishes its sealed answer on `<answers>.<sender>`, a subject of the fleet's.
+//! Hosts never publish into another client's inbox: the NATS permissions need neither
+//! `allow_responses` (which would let a holder of the hosts' NATS credentials answer
+//! its own messages onto any subject, the stream's API included) nor publish rights on
+//! inboxes (which would let it forge the server's acknowledgements). The fleet seals
+//! and checks every request and answer; this file never reads their bytes.
 //!
-//! NATS permissions that let a host publish the stream but not the writes subject, or
-//! not answer on a sender's inbox (`allow_responses`), would make every forwarded batch
-//! wait out its timeout. The server says so when it refuses a publish (a host probes its
-//! own subject when it starts taking requests, so this is known at once): from then on this
-//! connection neither forwards (its batches are appended here) nor takes requests (the
-//! others get no responder at once and append theirs), and the host logs why.
+//! NATS permissions from before writes were forwarded would drop every request. The
+//! server says so when it refuses a publish or a subscription; a host probes both when it
+//! starts, and from then on this connection neither forwards (its batches are appended
+//! here) nor takes requests, and the host logs why.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,14 +21,12 @@ use futures_util::StreamExt;
 use super::NatsLog;
 use super::engine;
 use crate::log::connection::Connection;
-use crate::log::{Answered, ForwardError, LogError, Writes};
+use crate::log::{LogError, Writes};
 
-/// Why the server refused a publish of forwarded writes, once it has; and who waits to
-/// hear it.
+/// Why the server refused a publish or subscription of forwarded writes, once it has.
 #[derive(Default)]
 pub(super) struct Denied {
     why: Mutex<Option<String>>,
-    heard: tokio::sync::Notify,
 }
 
 impl Denied {
@@ -36,23 +38,31 @@ impl Denied {
     }
 }
 
-/// Has the connection note the server's refusals of publishes on the writes subject or
-/// an inbox (this host's answers).
+/// How long a request waits for the server to say nobody takes it; past it, the request
+/// was delivered (the fleet waits for the answer itself).
+const DELIVERY_PATIENCE: Duration = Duration::from_secs(1);
+/// How long, after the probe was flushed, the server's refusal may take to be heard.
+const PROBE_PATIENCE: Duration = Duration::from_millis(300);
+
+/// Has the connection note the server's refusals of this fleet's writes and answers
+/// subjects (only this host publishes requests and answers, and subscribes, there).
 pub(super) fn watch_denials(
     connect: ConnectOptions,
     denied: &Arc<Denied>,
     options: &Connection,
 ) -> ConnectOptions {
     let denied = Arc::clone(denied);
-    let subject = options.writes_subject.clone();
+    let ours = [
+        format!("\"{}.", options.writes_subject),
+        format!("\"{}.", options.answers_subject),
+    ];
     connect.event_callback(move |event| {
-        let (denied, subject) = (Arc::clone(&denied), subject.clone());
+        let (denied, ours) = (Arc::clone(&denied), ours.clone());
         async move {
             let async_nats::Event::ServerError(async_nats::ServerError::Other(e)) = event else {
                 return;
             };
-            let ours = e.contains(&format!("\"{subject}.")) || e.contains("\"_INBOX.");
-            if !(e.contains("Permissions Violation for Publish") && ours) {
+            if !(e.contains("Permissions Violation") && ours.iter().any(|s| e.contains(s.as_str()))) {
                 return;
             }
             let mut why = denied
@@ -64,33 +74,33 @@ pub(super) fn watch_denials(
                     target: "keyledger::fleet",
                     "the NATS server refuses this host's forwarded writes ({e}): it appends its own \
                      writes and takes none from other hosts; allow publishing and subscribing on \
-                     {subject}.> and allow_responses (README, \"What a NATS client can do to the fleet\")"
+                     {}.> and {}.> (README, \"What a NATS client can do to the fleet\")",
+                    ours[0].trim_start_matches('"').trim_end_matches('.'),
+                    ours[1].trim_start_matches('"').trim_end_matches('.'),
                 );
                 *why = Some(e);
             }
-            drop(why);
-            denied.heard.notify_waiters();
         }
     })
 }
 
-pub(super) fn forward(log: &NatsLog, to: &str, request: Vec<u8>, timeout: Duration, done: Answered) {
+pub(super) fn forward(log: &NatsLog, to: &str, request: Vec<u8>, undelivered: Box<dyn FnOnce() + Send>) {
     if log.denied.why().is_some() {
-        return done(Err(ForwardError::NotDelivered));
+        return undelivered();
     }
     let subject = format!("{}.{to}", log.connection.writes_subject);
     let asked = async_nats::Request::new()
         .payload(request.into())
-        .timeout(Some(timeout));
+        .timeout(Some(DELIVERY_PATIENCE));
     let client = log.client.clone();
     log.rt.spawn(async move {
-        done(match client.send_request(subject, asked).await {
-            Ok(answer) => Ok(answer.payload.to_vec()),
-            Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
-                Err(ForwardError::NotDelivered)
-            }
-            Err(e) => Err(ForwardError::Unanswered(format!("NATS: {e}"))),
-        });
+        // Nobody replies on the inbox: the answer comes on the answers subject. Only the
+        // server's word that nobody took the request means anything here.
+        if let Err(e) = client.send_request(subject, asked).await
+            && e.kind() == async_nats::client::RequestErrorKind::NoResponders
+        {
+            undelivered();
+        }
     });
 }
 
@@ -98,61 +108,63 @@ pub(super) fn serve(log: &mut NatsLog, writes: Arc<dyn Writes>) -> Result<(), Lo
     if let Some(old) = log.writes.take() {
         old.abort();
     }
+    let requests = format!("{}.{}", log.connection.writes_subject, writes.host());
+    let answers = format!("{}.{}", log.connection.answers_subject, writes.host());
+    let client = log.client.clone();
+    let (mut taken, mut heard) = log.rt.block_on(async {
+        let taken = client.subscribe(requests.clone()).await.map_err(engine)?;
+        let heard = client.subscribe(answers.clone()).await.map_err(engine)?;
+        // The probe: a publish on each subject, nothing in it (both are ignored below).
+        // If the permissions refuse either, or the subscriptions, the server says so
+        // before it answers the flush.
+        for subject in [requests, answers] {
+            client
+                .publish(subject, bytes::Bytes::new())
+                .await
+                .map_err(engine)?;
+        }
+        client.flush().await.map_err(engine)?;
+        tokio::time::sleep(PROBE_PATIENCE).await;
+        Ok::<_, LogError>((taken, heard))
+    })?;
     if log.denied.why().is_some() {
         return Ok(());
     }
-    let subject = format!("{}.{}", log.connection.writes_subject, writes.host());
-    let subscription = log
-        .rt
-        .block_on(log.client.subscribe(subject.clone()))
-        .map_err(engine)?;
-    let (client, handle, denied) = (
-        log.client.clone(),
+    let (prefix, handle, denied) = (
+        log.connection.answers_subject.clone(),
         log.rt.handle().clone(),
         Arc::clone(&log.denied),
     );
     log.writes = Some(log.rt.spawn(async move {
-        let mut subscription = subscription;
         loop {
-            let message = tokio::select! {
-                message = subscription.next() => message,
-                () = denied.heard.notified() => None,
-            };
-            // Refused once, the subscription is dropped: the others hear "no responders".
-            let Some(message) = message.filter(|_| denied.why().is_none()) else {
-                break;
-            };
-            if writes.is_closing() {
-                break;
+            tokio::select! {
+                message = taken.next() => {
+                    let Some(message) = message else { break };
+                    if writes.is_closing() || denied.why().is_some() {
+                        break;
+                    }
+                    if message.payload.is_empty() {
+                        continue;
+                    }
+                    let (client, handle, prefix) = (client.clone(), handle.clone(), prefix.clone());
+                    writes.request(
+                        &message.payload,
+                        Box::new(move |to, answer| {
+                            let subject = format!("{prefix}.{to}");
+                            handle.spawn(async move {
+                                let _ = client.publish(subject, answer.into()).await;
+                            });
+                        }),
+                    );
+                }
+                message = heard.next() => {
+                    let Some(message) = message else { break };
+                    if !message.payload.is_empty() {
+                        writes.answered(message.payload.to_vec());
+                    }
+                }
             }
-            // A request without a reply subject cannot be answered: not a host's.
-            let Some(reply) = message.reply else { continue };
-            let (client, handle) = (client.clone(), handle.clone());
-            if message.payload.is_empty() {
-                // A probe (below): answered with nothing, by the connection alone.
-                let _ = client.publish(reply, bytes::Bytes::new()).await;
-                continue;
-            }
-            writes.request(
-                &message.payload,
-                Box::new(move |answer| {
-                    handle.spawn(async move {
-                        let _ = client.publish(reply, answer.into()).await;
-                    });
-                }),
-            );
         }
     }));
-    // An empty request to this host's own subject, answered on its inbox: if the server's
-    // permissions forbid either, it says so now (the watch above hears it), before any
-    // other host's write waits on this one.
-    let client = log.client.clone();
-    log.rt.block_on(async move {
-        let _ = tokio::time::timeout(PROBE_PATIENCE, client.request(subject, bytes::Bytes::new())).await;
-    });
     Ok(())
 }
-
-/// How long the probe of the permissions waits for its answer; none within it proves
-/// nothing either way.
-const PROBE_PATIENCE: Duration = Duration::from_secs(1);

@@ -13,6 +13,7 @@ use crate::codec::primitives::le16;
 use crate::codec::primitives::le32;
 use crate::codec::primitives::magic_version;
 use crate::codec::primitives::options;
+use crate::codec::primitives::options_unbounded;
 use crate::codec::record::CreditsV1;
 use crate::codec::record::LimitV1;
 use crate::model::actor::ActorRole;
@@ -303,6 +304,11 @@ struct Sealing<W> {
 
 impl<W: std::io::Write> std::io::Write for Sealing<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if (self.written + buf.len()) as u64 > MAX_SNAPSHOT_BYTES {
+            return Err(std::io::Error::other(format!(
+                "a snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"
+            )));
+        }
         let n = self.out.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.written += n;
@@ -332,7 +338,7 @@ pub(crate) fn write_snapshot(
             written: 0,
         },
     );
-    options(MAX_SNAPSHOT_BYTES)
+    options_unbounded()
         .serialize_into(&mut gathered, &Encoding(data))
         .map_err(|e| match *e {
             bincode::ErrorKind::Io(io) => Error::Io(io),
