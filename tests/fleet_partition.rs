@@ -252,7 +252,13 @@ fn writes_through_a_minority_server_are_never_acknowledged_and_nothing_acknowled
         window = (cut, Instant::now());
         settled(&p.cluster, LOG);
         settled(&p.cluster, BUCKET);
-        std::thread::sleep(Duration::from_secs(8));
+        // Once (in ./test.sh, 2026-12-07) the cluster answered the hosts nothing for about
+        // 15 s after the heal, though the monitoring endpoint said the stream had settled,
+        // and one stream info answer in it said the stream ended 162 messages before what
+        // the majority had written (a stale leader's answer, as far as the hosts' logs
+        // tell): the hosts called the stream untrusted until it answered right again. The
+        // writes after the heal run long enough to see them come back.
+        std::thread::sleep(Duration::from_secs(20));
         stop.store(true, std::sync::atomic::Ordering::Release);
         writers.into_iter().map(|w| w.join().unwrap()).collect()
     });
