@@ -7,7 +7,7 @@ seconds="${1:-10}"
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
-targets=(token_parse header_value record_decode replay ops_model client_ip stream_message host_head off_chain_decode cursor_decode usage_report)
+targets=(token_parse header_value record_decode replay ops_model client_ip stream_message host_head off_chain_decode cursor_decode usage_report forward_message)
 cargo +nightly fuzz build
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT

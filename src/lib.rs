@@ -468,6 +468,43 @@ pub mod fuzzing {
         decoded
     }
 
+    /// Opens a forwarded write's request or answer (keyed chain), as it is and with a valid
+    /// seal of either kind appended (so the fields' decoding is reached whatever the input);
+    /// one that opens must seal to the same bytes, and its commands are checked like a
+    /// writer checks them. Panics if not.
+    pub fn forward_message(bytes: &[u8]) -> bool {
+        use crate::chain::SealDomain;
+        use crate::fleet::forward::wire;
+        let chain = Chain::new(Some(&crate::chain::ChainKey::from_bytes([7; 32])));
+        let mut decoded = false;
+        for domain in [SealDomain::ForwardRequest, SealDomain::ForwardAnswer] {
+            let mut sealed = bytes.to_vec();
+            sealed.extend_from_slice(&chain.seal(domain, bytes));
+            for candidate in [bytes, &sealed[..]] {
+                if let Ok(request) = wire::open_request(candidate, &chain) {
+                    assert_eq!(
+                        wire::seal_request(&request, &chain).ok().as_deref(),
+                        Some(candidate),
+                        "open then seal changed the request"
+                    );
+                    for command in request.commands {
+                        let _ = wire::command_of(command);
+                    }
+                    decoded = true;
+                }
+                if let Ok(answer) = wire::open_answer(candidate, &chain) {
+                    assert_eq!(
+                        wire::seal_answer(&answer, &chain).ok().as_deref(),
+                        Some(candidate),
+                        "open then seal changed the answer"
+                    );
+                    decoded = true;
+                }
+            }
+        }
+        decoded
+    }
+
     /// Wraps entries in a stream message, as a writer batch of host `origin` is appended
     /// at position 1 of a stream (public chain).
     pub fn encode_stream_message(origin: &str, entries: &[(u64, Vec<u8>)]) -> Vec<u8> {
