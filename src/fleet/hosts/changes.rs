@@ -18,7 +18,10 @@ pub(super) struct Logged {
     out_of_touch: bool,
     stale: bool,
     halted: bool,
-    stream_fault: bool,
+    /// What kind of fault the stream had (its reason up to the first colon: deleted,
+    /// replaced, rolled back, settings changed), so that a fault turning into another is
+    /// logged, and one whose figures move is not logged again.
+    stream_fault: Option<String>,
 }
 
 impl Fleet {
@@ -32,7 +35,10 @@ impl Fleet {
             out_of_touch: stale_for > Duration::ZERO,
             stale: stale_for > self.options.stale_serve,
             halted: lock(&self.halted).is_some(),
-            stream_fault: self.stream.fault().is_some(),
+            stream_fault: self
+                .stream
+                .fault()
+                .map(|reason| reason.split(':').next().unwrap_or_default().to_owned()),
         };
         let mut last = lock(&self.logged);
         let host = self.options.host.as_str();
@@ -72,11 +78,15 @@ impl Fleet {
             let reason = lock(&self.halted).clone().unwrap_or_default();
             tracing::error!(target: "keyledger::fleet", host, "halted: it takes no more writes: {reason}");
         }
-        if now.stream_fault && !last.stream_fault {
-            let reason = self.stream.fault().unwrap_or_default();
-            tracing::error!(target: "keyledger::fleet", host, "the stream cannot be trusted: {reason}");
-        } else if !now.stream_fault && last.stream_fault {
-            tracing::info!(target: "keyledger::fleet", host, "the stream is the fleet's again");
+        match (&now.stream_fault, &last.stream_fault) {
+            (Some(kind), before) if before.as_ref() != Some(kind) => {
+                let reason = self.stream.fault().unwrap_or_default();
+                tracing::error!(target: "keyledger::fleet", host, "the stream cannot be trusted: {reason}");
+            }
+            (None, Some(_)) => {
+                tracing::info!(target: "keyledger::fleet", host, "the stream is the fleet's again");
+            }
+            _ => {}
         }
         // Joined only once the fence opened, attached.
         let joined = last.joined || (!now.rejecting && !now.detached);
