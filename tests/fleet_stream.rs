@@ -461,8 +461,30 @@ fn a_new_host_with_a_witness_refuses_a_stream_that_does_not_reach_it() {
 }
 
 /// The nats-server configuration the README gives (its `conf` block), written to `dir`.
-fn readme_config(dir: &std::path::Path) -> std::path::PathBuf {
-    readme_config_changed(dir, |block| block.to_owned())
+/// The password of the README's host user.
+const HOST: &str = "host-secret-1";
+
+/// Hosts a and b on a nats-server with the README's configuration as `change` leaves it,
+/// as its host user; the file that holds the password, which hosts started later read.
+fn on_readme_permissions(change: impl Fn(&str) -> String) -> (Fleet, tempfile::NamedTempFile) {
+    let env = vec![
+        ("KEYLEDGER_HOST_PASSWORD".to_owned(), HOST.to_owned()),
+        ("KEYLEDGER_ADMIN_PASSWORD".to_owned(), "admin-secret-2".to_owned()),
+        ("OTHERS_PASSWORD".to_owned(), "other-secret-3".to_owned()),
+    ];
+    let password = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(password.path(), HOST).unwrap();
+    let user = [
+        "--nats-user",
+        "keyledger-host",
+        "--nats-password-file",
+        password.path().to_str().unwrap(),
+    ];
+    let fleet = Fleet::start_on(&["a", "b"], &user, |dir| {
+        let config = readme_config_changed(dir, change);
+        nats::NatsServer::start_with(dir, Some((config, env)))
+    });
+    (fleet, password)
 }
 
 /// The README's configuration as `change` leaves it, written to `dir`.
@@ -481,38 +503,21 @@ fn readme_config_changed(dir: &std::path::Path, change: impl Fn(&str) -> String)
 /// fails for it.
 #[test]
 fn permissions_without_forwarded_writes_cost_no_write() {
-    const HOST: &str = "host-secret-1";
-    let env = vec![
-        ("KEYLEDGER_HOST_PASSWORD".to_owned(), HOST.to_owned()),
-        ("KEYLEDGER_ADMIN_PASSWORD".to_owned(), "admin-secret-2".to_owned()),
-        ("OTHERS_PASSWORD".to_owned(), "other-secret-3".to_owned()),
-    ];
-    let password = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(password.path(), HOST).unwrap();
-    let user = [
-        "--nats-user",
-        "keyledger-host",
-        "--nats-password-file",
-        password.path().to_str().unwrap(),
-    ];
-    let fleet = Fleet::start_on(&["a", "b"], &user, |dir| {
-        let config = readme_config_changed(dir, |block| {
-            let old = block
-                .lines()
-                .filter(|l| {
-                    let l = l.trim();
-                    l != r#""keyledger.keyledger.write.>","# && l != r#""keyledger.keyledger.answer.>","#
-                })
-                .map(|l| {
-                    l.replace(r#", "keyledger.keyledger.write.>","#, "")
-                        .replace(r#""keyledger.keyledger.answer.>"]"#, "]")
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
-            assert!(!old.contains(".write") && !old.contains(".answer"), "{old}");
-            old
-        });
-        nats::NatsServer::start_with(dir, Some((config, env)))
+    let (fleet, _password) = on_readme_permissions(|block| {
+        let old = block
+            .lines()
+            .filter(|l| {
+                let l = l.trim();
+                l != r#""keyledger.keyledger.write.>","# && l != r#""keyledger.keyledger.answer.>","#
+            })
+            .map(|l| {
+                l.replace(r#", "keyledger.keyledger.write.>","#, "")
+                    .replace(r#""keyledger.keyledger.answer.>"]"#, "]")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(!old.contains(".write") && !old.contains(".answer"), "{old}");
+        old
     });
     eventually(30, "b hears a", || {
         status(&fleet, 1)["hosts"]
@@ -561,24 +566,7 @@ fn connect_as(url: &str, user: &str, password: &str) -> Option<Client> {
 /// reach it; the operator's user can manage it.
 #[test]
 fn the_readme_nats_permissions_let_hosts_work_and_nothing_else() {
-    const HOST: &str = "host-secret-1";
-    let env = vec![
-        ("KEYLEDGER_HOST_PASSWORD".to_owned(), HOST.to_owned()),
-        ("KEYLEDGER_ADMIN_PASSWORD".to_owned(), "admin-secret-2".to_owned()),
-        ("OTHERS_PASSWORD".to_owned(), "other-secret-3".to_owned()),
-    ];
-    let password = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(password.path(), HOST).unwrap();
-    let user = [
-        "--nats-user",
-        "keyledger-host",
-        "--nats-password-file",
-        password.path().to_str().unwrap(),
-    ];
-    let mut fleet = Fleet::start_on(&["a", "b"], &user, |dir| {
-        let config = readme_config(dir);
-        nats::NatsServer::start_with(dir, Some((config, env)))
-    });
+    let (mut fleet, _password) = on_readme_permissions(str::to_owned);
     // b forwards its writes to a, on the writes subject, answered on b's answers subject.
     eventually(30, "b forwards to a", || {
         status(&fleet, 1)["writes"]["writer"] == "a"

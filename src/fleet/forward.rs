@@ -6,8 +6,9 @@
 //! (a writer that is not the last one to append loses and prepares again), and a host
 //! that cannot reach the writer appends its batches itself. What this module guards is
 //! the writer's door: a request is taken only if it is sealed with the fleet's chain key
-//! for this stream and this host, recent by this host's clock, and never seen before
-//! (`wire.rs` has the bytes). Refused requests are counted and get no answer.
+//! for this stream, this host and its run, recent by this host's clock, never seen before,
+//! and its sender still waits for it (`wire.rs` has the bytes). Refused requests are
+//! counted; those not shown to be the fleet's get no answer, the fleet's are declined.
 
 pub(crate) mod wire;
 
@@ -20,13 +21,15 @@ use crossbeam_channel::{Receiver, Sender};
 use super::Fleet;
 use crate::chain::Chain;
 use crate::ledger::Command;
+use crate::log::AnswerTo as Answer;
 use crate::log::Writes;
 use crate::model::error::Error;
 use crate::model::id::KeyId;
 use wire::{AnswerBodyV1, AnswerV1, OutcomeV1};
 
 /// How far a request's time may be from this host's clock, either way: older requests
-/// are refused as replays (their ids are forgotten after twice this).
+/// are refused as replays (their ids are kept until their time is this and
+/// [`FORGET_MARGIN_MICROS`] behind).
 pub(crate) const WINDOW_MICROS: i64 = 30_000_000;
 /// The most commands one request may carry.
 pub(crate) const MAX_COMMANDS: usize = 4096;
@@ -40,8 +43,6 @@ pub(crate) type Submit =
 
 /// Where answers to this host's own requests go (to its writer thread).
 pub(crate) type Hear = Box<dyn Fn(Vec<u8>) + Send + Sync>;
-
-use crate::log::AnswerTo as Answer;
 
 /// A request taken: the answers it waits for, and where its answer goes.
 struct Job {
@@ -189,6 +190,14 @@ impl Serving {
         Ok((request, wait))
     }
 
+    /// Refuses request `id` of host `from`, the fleet's, for `why`: counted, and declined.
+    fn refuse(&self, (from, id): (&str, [u8; 16]), why: String, answer: Answer) {
+        self.fleet
+            .routes
+            .refused(format!("declined a request of {from:?}: {why}"));
+        self.decline((from, id), why, answer);
+    }
+
     /// Answers request `id` of host `from`: declined, nothing done.
     fn decline(&self, (from, id): (&str, [u8; 16]), why: String, answer: Answer) {
         let declined = AnswerV1 {
@@ -231,10 +240,7 @@ impl Writes for Serving {
             Ok(admitted) => admitted,
             Err(Refusal::Silent(why)) => return self.fleet.routes.refused(why),
             Err(Refusal::Declined(request, why)) => {
-                self.fleet
-                    .routes
-                    .refused(format!("declined a request of {:?}: {why}", request.from));
-                return self.decline((&request.from, request.id), why, answer);
+                return self.refuse((&request.from, request.id), why, answer);
             }
         };
         let (from, id, request_at) = (request.from, request.id, request.at);
@@ -247,8 +253,7 @@ impl Writes for Serving {
             Ok(c) => c,
             Err(why) => {
                 let why = format!("a command of {from:?} breaks the rules: {why}");
-                self.fleet.routes.refused(why.clone());
-                return self.decline((&from, id), why, answer);
+                return self.refuse((&from, id), why, answer);
             }
         };
         // Taken while the sender still waits, by its clock as this host reads it (a request
@@ -261,10 +266,7 @@ impl Writes for Serving {
             .min(wait.mul_f64(0.8));
         if take_for.is_zero() {
             let why = "it came after its sender stopped waiting".to_owned();
-            self.fleet
-                .routes
-                .refused(format!("declined a request of {from:?}: {why}"));
-            return self.decline((&from, id), why, answer);
+            return self.refuse((&from, id), why, answer);
         }
         let deadline = Instant::now() + take_for;
         let n = commands.len();

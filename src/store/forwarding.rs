@@ -38,9 +38,11 @@ type Reply = Result<(KeyId, u64), Error>;
 /// position it answered with (so that a key made through this host verifies here at once).
 struct Applying {
     position: u64,
-    since: Instant,
-    /// This host read the stream for it once already.
-    read: bool,
+    /// When this host reads the stream for it, if it has not been delivered by then
+    /// (`None`: read already).
+    read_at: Option<Instant>,
+    /// When its callers are answered even if this host has not applied it.
+    give_up_at: Instant,
     answers: Vec<(Pending, Reply)>,
 }
 
@@ -73,20 +75,17 @@ impl Default for Forwarding {
 }
 
 impl Forwarding {
-    /// How long the writer's loop may sleep when idle: `tick`, or less while answered
-    /// callers wait for their writes to be delivered here or a request's answer is due.
+    /// How long the writer's loop may sleep when idle: `tick`, or until the next thing
+    /// due (a request's deadline, a read of the stream for answered callers, giving up on
+    /// their delivery).
     pub(super) fn patience(&self, tick: Duration) -> Duration {
-        let due = self
-            .in_flight
-            .iter()
-            .map(|f| f.sent.deadline.saturating_duration_since(Instant::now()))
-            .min()
-            .unwrap_or(tick);
-        if self.applying.is_empty() {
-            tick.min(due)
-        } else {
-            Duration::from_millis(20).min(due)
-        }
+        let now = Instant::now();
+        let deadlines = self.in_flight.iter().map(|f| f.sent.deadline);
+        let applying = self.applying.iter().map(|a| a.read_at.unwrap_or(a.give_up_at));
+        deadlines
+            .chain(applying)
+            .map(|due| due.saturating_duration_since(now))
+            .fold(tick, Duration::min)
     }
 
     /// Where the events arrive, for the writer's loop to wait on.
@@ -251,10 +250,11 @@ impl Writer {
                         }
                     }
                 }
+                let now = Instant::now();
                 self.forwarding.applying.push_back(Applying {
                     position,
-                    since: Instant::now(),
-                    read: false,
+                    read_at: Some(now + DELIVERY_PATIENCE),
+                    give_up_at: now + replica.fleet.options.request_timeout,
                     answers,
                 });
                 self.release_applied(decide_here);
@@ -270,13 +270,14 @@ impl Writer {
         let Some(replica) = self.replica.as_mut() else {
             return;
         };
+        let at = Instant::now();
         let overdue = self
             .forwarding
             .applying
             .iter_mut()
-            .filter(|a| !a.read && (now || a.since.elapsed() > DELIVERY_PATIENCE))
+            .filter(|a| a.read_at.is_some_and(|read_at| now || read_at <= at))
             .map(|a| {
-                a.read = true;
+                a.read_at = None;
                 a.position
             })
             .max();
@@ -285,9 +286,8 @@ impl Writer {
         }
         let applied = replica.position();
         let give_up = replica.fleet.halted().is_some();
-        let limit = replica.fleet.options.request_timeout;
         self.forwarding.applying.retain_mut(|a| {
-            if a.position > applied && !give_up && a.since.elapsed() < limit {
+            if a.position > applied && !give_up && at < a.give_up_at {
                 return true;
             }
             for (p, answer) in a.answers.drain(..) {

@@ -30,11 +30,11 @@ pub(super) struct Denied {
 }
 
 impl Denied {
-    fn why(&self) -> Option<String> {
+    fn is_set(&self) -> bool {
         self.why
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .is_some()
     }
 }
 
@@ -85,7 +85,7 @@ pub(super) fn watch_denials(
 }
 
 pub(super) fn forward(log: &NatsLog, to: &str, request: Vec<u8>, undelivered: Box<dyn FnOnce() + Send>) {
-    if log.denied.why().is_some() {
+    if log.denied.is_set() {
         return undelivered();
     }
     let subject = format!("{}.{to}", log.connection.writes_subject);
@@ -127,7 +127,7 @@ pub(super) fn serve(log: &mut NatsLog, writes: Arc<dyn Writes>) -> Result<(), Lo
         tokio::time::sleep(PROBE_PATIENCE).await;
         Ok::<_, LogError>((taken, heard))
     })?;
-    if log.denied.why().is_some() {
+    if log.denied.is_set() {
         return Ok(());
     }
     let (prefix, handle, denied) = (
@@ -140,7 +140,7 @@ pub(super) fn serve(log: &mut NatsLog, writes: Arc<dyn Writes>) -> Result<(), Lo
             tokio::select! {
                 message = taken.next() => {
                     let Some(message) = message else { break };
-                    if writes.is_closing() || denied.why().is_some() {
+                    if writes.is_closing() || denied.is_set() {
                         break;
                     }
                     if message.payload.is_empty() {
