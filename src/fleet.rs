@@ -375,6 +375,7 @@ impl FleetOptions {
             replicas: self.replicas,
             heads_bucket: self.heads_bucket(),
             heads_max_age: self.heads_max_age(),
+            snapshots_bucket: format!("{}-snapshots", self.stream),
         }
     }
 }

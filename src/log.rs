@@ -70,6 +70,10 @@ pub(crate) enum MetaKey {
     /// In a replica of a shared log: when the others last heard this host (a versioned
     /// record the fleet owns): what a restart without the shared log counts from.
     Contact,
+    /// In a replica that joined from a snapshot: which history under its first entry it
+    /// still fetches from the stream (a versioned record the fleet owns). Absent once the
+    /// log holds every record from the first.
+    History,
 }
 
 /// [`Log::sync_handle`]'s answer: each call makes durable what was written before it.
@@ -126,7 +130,37 @@ pub(crate) trait Log: LogRead {
 
     /// A reader that sees what is written from now on, for another thread.
     fn reader(&self) -> Box<dyn LogRead>;
+
+    /// A writer of the history under the log's first entry, for another thread: what a
+    /// replica that joined from a snapshot fetches after it opened.
+    fn history_writer(&self) -> Result<Box<dyn HistoryWrite>, LogError>;
 }
+
+/// Writes entries under a log's first entry (never its head), from another thread.
+pub(crate) trait HistoryWrite: Send {
+    /// Writes `entries` and sets [`MetaKey::History`] to `state` (`None` removes it), then
+    /// makes both durable. Writing the same entries again changes nothing.
+    fn write(&mut self, entries: &[Entry], state: Option<&[u8]>) -> Result<(), LogError>;
+}
+
+/// Where the hosts of a fleet leave sealed snapshots for a joining host, and find them.
+/// Untrusted storage: whatever is fetched is checked against the stream before use.
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) trait SnapshotShelf: Send {
+    /// The record the newest snapshot holds the state at, as its publisher named it (a
+    /// hint: only the snapshot's sealed content counts); `None` if there is none.
+    fn newest_seq(&mut self) -> Result<Option<u64>, LogError>;
+
+    /// The newest snapshot's bytes, if there is one of at most `limit` bytes.
+    fn newest(&mut self, limit: usize) -> Result<Option<Vec<u8>>, LogError>;
+
+    /// Puts the snapshot file at `path`, holding the state at record `seq`, as the newest.
+    fn put(&mut self, seq: u64, path: &std::path::Path) -> Result<(), LogError>;
+}
+
+/// Connects to a fleet's snapshot shelf.
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) type ShelfConnect = Arc<dyn Fn() -> Result<Box<dyn SnapshotShelf>, LogError> + Send + Sync>;
 
 /// Why an append to a [`SharedLog`] failed.
 #[derive(Debug)]

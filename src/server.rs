@@ -555,6 +555,7 @@ fn status_of(e: &crate::model::error::Error) -> StatusCode {
         | Error::UnsafeFile { .. }
         | Error::StreamChanged { .. }
         | Error::FleetNotJoined { .. }
+        | Error::HistoryIncomplete { .. }
         | Error::Closed => StatusCode::SERVICE_UNAVAILABLE,
     }
 }

@@ -54,6 +54,7 @@ pub(crate) mod background;
 pub(crate) mod builder;
 pub(crate) mod credits;
 pub(crate) mod forwarding;
+pub(crate) mod joining;
 pub(crate) mod page;
 pub(crate) mod people;
 pub(crate) mod stats;

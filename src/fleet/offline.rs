@@ -108,10 +108,11 @@ impl Rejoin {
         log: &mut dyn Log,
         ledger: &Arc<Ledger>,
     ) -> Option<Replica> {
-        let joined = Replica::join(shared, Arc::clone(&self.fleet), log, ledger).and_then(|mut replica| {
-            replica.share_usage(Arc::clone(ledger))?;
-            Ok(replica)
-        });
+        let joined =
+            Replica::join(shared, Arc::clone(&self.fleet), log, ledger, None).and_then(|mut replica| {
+                replica.share_usage(Arc::clone(ledger))?;
+                Ok(replica)
+            });
         match joined {
             Ok(replica) => {
                 self.fleet.attached();

@@ -4,7 +4,9 @@
 //! a sealed message that does not fit halts this host's writes.
 
 mod forwarding;
+pub(crate) mod history;
 mod join;
+pub(crate) mod snapshot;
 
 pub(crate) use forwarding::{Forwarded, Sent, Unanswered};
 
@@ -64,6 +66,8 @@ pub(crate) struct Replica {
     announcing: bool,
     /// The record of the fleet's last acknowledgement kept in the local log, and when.
     recorded: Option<(LastHeard, Instant)>,
+    /// Joined from a snapshot: the history under it still to fetch.
+    history: Option<history::History>,
 }
 
 /// How appending a batch ended.
@@ -107,6 +111,11 @@ impl Replica {
         };
         self.shared.watch(self.fleet.options.heartbeat, Box::new(judge))?;
         Ok(())
+    }
+
+    /// If this host joined from a snapshot just now: the history under it to fetch.
+    pub(crate) fn history(&self) -> Option<history::History> {
+        self.history
     }
 
     fn set_position(&mut self, log: &mut dyn Log, position: u64) -> Result<(), Error> {

@@ -68,6 +68,8 @@ pub(crate) struct Connection {
     /// live at least.
     pub(crate) heads_bucket: String,
     pub(crate) heads_max_age: Duration,
+    /// The object store the hosts leave sealed snapshots in, for joining hosts.
+    pub(crate) snapshots_bucket: String,
 }
 
 /// The server URLs with any `user:password@` or `token@` part replaced, for messages.

@@ -14,6 +14,7 @@ struct State {
     chain: Option<Vec<u8>>,
     position: Option<Vec<u8>>,
     contact: Option<Vec<u8>>,
+    history: Option<Vec<u8>>,
     refused: std::collections::VecDeque<Vec<u8>>,
 }
 
@@ -65,6 +66,7 @@ impl LogRead for MemLog {
             MetaKey::Chain => state.chain.clone(),
             MetaKey::Position => state.position.clone(),
             MetaKey::Contact => state.contact.clone(),
+            MetaKey::History => state.history.clone(),
         })
     }
 
@@ -93,6 +95,7 @@ impl Log for MemLog {
             MetaKey::Chain => &mut state.chain,
             MetaKey::Position => &mut state.position,
             MetaKey::Contact => &mut state.contact,
+            MetaKey::History => &mut state.history,
         };
         *slot = Some(value.to_vec());
         Ok(())
@@ -118,6 +121,21 @@ impl Log for MemLog {
 
     fn reader(&self) -> Box<dyn LogRead> {
         Box::new(self.clone())
+    }
+
+    fn history_writer(&self) -> Result<Box<dyn super::HistoryWrite>, LogError> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl super::HistoryWrite for MemLog {
+    fn write(&mut self, entries: &[Entry], history: Option<&[u8]>) -> Result<(), LogError> {
+        let mut state = self.write_state();
+        for (key, bytes) in entries {
+            state.entries.insert(*key, bytes.clone());
+        }
+        state.history = history.map(<[u8]>::to_vec);
+        Ok(())
     }
 }
 

@@ -22,7 +22,10 @@ use async_nats::{ConnectOptions, HeaderMap};
 use crossbeam_channel::Receiver;
 use futures_util::StreamExt;
 
+mod shelf;
 mod writes;
+
+pub(crate) use shelf::NatsShelf;
 
 use super::connection::{Auth, Connection, without_userinfo};
 use super::{

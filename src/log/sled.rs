@@ -164,6 +164,7 @@ fn meta_key(key: MetaKey) -> &'static [u8] {
         MetaKey::Chain => b"chain",
         MetaKey::Position => b"position",
         MetaKey::Contact => b"contact",
+        MetaKey::History => b"history",
     }
 }
 
@@ -397,5 +398,34 @@ impl Log for SledLog {
 
     fn reader(&self) -> Box<dyn LogRead> {
         Box::new(self.trees())
+    }
+
+    fn history_writer(&self) -> Result<Box<dyn super::HistoryWrite>, LogError> {
+        Ok(Box::new(HistoryWriter {
+            trees: self.trees(),
+            durable: self.durable.another()?,
+        }))
+    }
+}
+
+/// [`Log::history_writer`]'s answer: the same trees and files, another thread's handle.
+struct HistoryWriter {
+    trees: Trees,
+    durable: Durable,
+}
+
+impl super::HistoryWrite for HistoryWriter {
+    fn write(&mut self, entries: &[Entry], history: Option<&[u8]>) -> Result<(), LogError> {
+        let mut b = sled::Batch::default();
+        for (key, bytes) in entries {
+            b.insert(&key.to_be_bytes(), bytes.as_slice());
+        }
+        self.trees.log.apply_batch(b)?;
+        let key = meta_key(MetaKey::History);
+        match history {
+            Some(state) => self.trees.meta.insert(key, state)?,
+            None => self.trees.meta.remove(key)?,
+        };
+        self.durable.sync()
     }
 }

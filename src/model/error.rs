@@ -188,6 +188,17 @@ pub enum Error {
         /// Why: what the last attempt to reach the shared log said.
         reason: String,
     },
+    /// This host joined its fleet from a snapshot and still fetches the records before
+    /// it from the stream: the whole history is not here yet (an export needs it).
+    #[error(
+        "this host joined its fleet from a snapshot and still fetches records 1 to {} from the stream: \
+         export once it holds them (its integrity then reads verified), or from another host",
+        first - 1
+    )]
+    HistoryIncomplete {
+        /// The first record the host holds.
+        first: u64,
+    },
     /// The store's writer has stopped (the store is being dropped, or a previous write
     /// panicked); reopen the store.
     #[error("the store is closed")]
@@ -423,6 +434,7 @@ impl Error {
             Error::FleetHalted { .. } => "fleet_halted",
             Error::StreamChanged { .. } => "stream_changed",
             Error::FleetNotJoined { .. } => "fleet_not_joined",
+            Error::HistoryIncomplete { .. } => "history_incomplete",
             Error::UnsupportedVersion { .. } => "unsupported_version",
             Error::Entropy(_) => "entropy",
             Error::Closed => "closed",
@@ -512,6 +524,7 @@ impl Error {
             Error::StreamChanged { reason } => Error::StreamChanged {
                 reason: reason.clone(),
             },
+            Error::HistoryIncomplete { first } => Error::HistoryIncomplete { first: *first },
             Error::FleetNotJoined { reason } => Error::FleetNotJoined {
                 reason: reason.clone(),
             },

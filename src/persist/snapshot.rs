@@ -65,7 +65,7 @@ pub(crate) fn save(path: &Path, data: SnapshotData, chain: &Chain) -> Result<usi
 }
 
 /// The seal at the end of an encoded snapshot.
-fn seal_of(seq: u64, bytes: &[u8]) -> Option<Seal> {
+pub(crate) fn seal_of(seq: u64, bytes: &[u8]) -> Option<Seal> {
     let seal = bytes.last_chunk::<32>()?;
     Some(Seal { seq, seal: *seal })
 }

@@ -16,6 +16,7 @@ use crate::file;
 use crate::ledger::Ledger;
 use crate::log::LogRead;
 use crate::log::MetaKey;
+use crate::log::ShelfConnect;
 use crate::model::error::Error;
 use crate::model::problem::Problem;
 use crate::model::problem::ProblemKind;
@@ -85,6 +86,7 @@ pub(super) fn spawn_verifier(
     seal: snapshot::Seal,
     integrity: Arc<IntegrityCell>,
     cancel: Arc<AtomicBool>,
+    history: Option<History>,
 ) -> Result<JoinHandle<()>, Error> {
     Ok(std::thread::Builder::new()
         .name("keyledger-verify".into())
@@ -93,10 +95,19 @@ pub(super) fn spawn_verifier(
                 inner: log,
                 cancel: Arc::clone(&cancel),
             };
-            let verdict = snapshot::verify_prefix(&log, ledger.chain(), seal, &None);
+            let (fetch, mut done) = match history {
+                Some(History { fetch, done }) => (Some(fetch), Some(done)),
+                None => (None, None),
+            };
+            let verdict = match fetch.map_or(Ok(true), |fetch| fetch(&cancel)) {
+                Ok(true) => snapshot::verify_prefix(&log, ledger.chain(), seal, &None),
+                Ok(false) => return,
+                Err(e) => Err(e),
+            };
             if cancel.load(Ordering::Acquire) {
                 return;
             }
+            let verdict = verdict.and_then(|()| done.as_mut().map_or(Ok(()), |done| done()));
             let problem = match verdict {
                 Ok(()) => {
                     tracing::info!(target: "keyledger::store", "the history under the snapshot verified");
@@ -158,6 +169,18 @@ impl LogRead for Cancellable {
     }
 }
 
+/// Fetches the history under a snapshot; `false` if cancelled by the flag.
+pub(super) type FetchHistory = Box<dyn FnOnce(&AtomicBool) -> Result<bool, Error> + Send>;
+
+/// The history under a snapshot a fleet host joined from, which the verifier fetches
+/// before it verifies it (`store/joining.rs`).
+pub(super) struct History {
+    /// Fetches it; `false` if cancelled.
+    pub(super) fetch: FetchHistory,
+    /// Records that nothing is missing any more, once verified.
+    pub(super) done: Box<dyn FnMut() -> Result<(), Error> + Send>,
+}
+
 /// Saves snapshots on a thread of their own, so that a write never waits for a whole
 /// snapshot: the writer only marks where it begins ([`Projection::begin_freeze`]), and the
 /// worker copies the state out a part at a time under the read lock, then encodes, writes
@@ -192,11 +215,14 @@ fn read_part(ledger: &Ledger) -> crossbeam_utils::sync::ShardedLockReadGuard<'_,
 }
 
 impl Snapshots {
+    /// `publish`: a fleet host's shelf, where each snapshot saved is published once the
+    /// store's history is verified.
     pub(super) fn start(
         policy: snapshot::Policy,
         chain: Chain,
         ledger: Arc<Ledger>,
         stats: Arc<Stats>,
+        publish: Option<(ShelfConnect, Arc<IntegrityCell>)>,
     ) -> Result<Self, Error> {
         let (begun, jobs) = crossbeam_channel::bounded::<u64>(1);
         let (finished, done) = crossbeam_channel::bounded::<()>(1);
@@ -213,6 +239,7 @@ impl Snapshots {
                     // A failure only costs the next open a longer replay.
                     let saved = snapshot::save(&path, data, &chain);
                     stats.snapshot(saved.as_ref().ok().copied(), started.elapsed());
+                    let published = saved.is_ok();
                     match saved {
                         Ok(bytes) => tracing::info!(
                             target: "keyledger::snapshot",
@@ -230,6 +257,12 @@ impl Snapshots {
                         ),
                     }
                     let _ = finished.send(());
+                    if let Some((shelf, integrity)) = &publish
+                        && published
+                        && integrity.get() == Integrity::Verified
+                    {
+                        super::joining::publish(shelf, &path, seq);
+                    }
                 }
             })?;
         Ok(Snapshots {

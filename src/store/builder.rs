@@ -45,9 +45,13 @@ use crate::persist::trail;
 
 use super::background::{IntegrityCell, LAST_USED_FILE, LastUsed, Snapshots, spawn_verifier};
 use super::credits::{CREDITS_FILE, CreditCounts};
+use super::joining::{self, ShelfSource};
 use super::stats::Stats;
 use super::writer::Writer;
 use super::{Integrity, KeyStore};
+use crate::fleet::replica::history::History;
+use crate::fleet::replica::snapshot::SnapshotSource;
+use crate::log::MetaKey;
 
 const LOCK_FILE: &str = "keyledger.lock";
 const LOG_DIR: &str = "log";
@@ -277,9 +281,18 @@ impl Builder {
         if let Some(options) = &self.fleet {
             let fleet = Fleet::new(options.clone(), self.chain());
             let connection = options.connection();
-            let mut connect: Connect = Box::new(move || {
-                let log = crate::log::nats::NatsLog::connect(&connection)?;
-                Ok(Box::new(log) as Box<dyn SharedLog>)
+            let connector = move || -> Connect {
+                let connection = connection.clone();
+                Box::new(move || {
+                    let log = crate::log::nats::NatsLog::connect(&connection)?;
+                    Ok(Box::new(log) as Box<dyn SharedLog>)
+                })
+            };
+            let mut connect = connector();
+            let shelf_connection = options.connection();
+            let shelf: crate::log::ShelfConnect = Arc::new(move || {
+                let shelf = crate::log::nats::NatsShelf::connect(&shelf_connection)?;
+                Ok(Box::new(shelf) as Box<dyn crate::log::SnapshotShelf>)
             });
             let log = match connect() {
                 Ok(log) => Ok(log),
@@ -290,6 +303,8 @@ impl Builder {
             return Ok(Some(SharedParts {
                 log,
                 connect,
+                history: connector(),
+                shelf,
                 fence: fleet.fence(),
                 fleet,
             }));
@@ -527,6 +542,34 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
     }
 }
 
+/// Whether a store whose history under the snapshot it joined from is still to fetch can
+/// open: from that snapshot (`loaded`), in its fleet (`fleet`).
+fn history_openable(history: History, loaded: bool, fleet: bool) -> Result<(), Error> {
+    if !loaded {
+        return Err(Error::corrupt(
+            history.first,
+            crate::model::problem::ProblemKind::Snapshot,
+            format!(
+                "this host joined its fleet from a snapshot and has not fetched the records before {} yet, \
+                 and its snapshot file is missing or does not fit its log: empty the directory and start \
+                 the host again to join anew",
+                history.first
+            ),
+        ));
+    }
+    if !fleet {
+        return Err(Error::invalid(
+            "fleet",
+            format!(
+                "this store joined its fleet from a snapshot and still fetches the records before {} from \
+                 the stream: open it with the fleet's options (--nats)",
+                history.first
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Removes what writes of the snapshot and the last-used stamps left when a process died;
 /// never read.
 fn remove_leftovers(dir: &Path) {
@@ -541,6 +584,10 @@ const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200)
 pub(super) struct SharedParts {
     pub(super) log: Result<Box<dyn SharedLog>, String>,
     pub(super) connect: Connect,
+    /// Another connection, for the history under a snapshot this host joined from.
+    pub(super) history: Connect,
+    /// The fleet's snapshot shelf.
+    pub(super) shelf: crate::log::ShelfConnect,
     pub(super) fleet: Arc<Fleet>,
     pub(super) fence: Arc<Fence>,
 }
@@ -573,7 +620,25 @@ impl KeyStore {
             Some(manual) => Clock::manual(manual.clone()),
             None => Clock::system(),
         });
-        let (proj, seal) = match loaded {
+        // A host that joined from a snapshot and has not fetched the history under it yet
+        // opens from that snapshot, or not at all: its log starts there.
+        let pending = log
+            .meta(MetaKey::History)?
+            .filter(|_| total > 0)
+            .map(|bytes| {
+                History::decode(&bytes).ok_or_else(|| {
+                    Error::corrupt(
+                        0,
+                        crate::model::problem::ProblemKind::Undecodable,
+                        "the record of the history still to fetch from the stream is not one this build reads",
+                    )
+                })
+            })
+            .transpose()?;
+        if let Some(history) = pending {
+            history_openable(history, loaded.is_some(), shared.is_some())?;
+        }
+        let (proj, mut seal) = match loaded {
             Some((proj, seal)) => (proj, Some(seal)),
             None => (crate::projection::Projection::new(), None),
         };
@@ -589,25 +654,49 @@ impl KeyStore {
         {
             ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
         }
+        let shelf = shared.as_ref().map(|parts| Arc::clone(&parts.shelf));
+        let mut history = None;
         let (replica, rejoin, fleet, rejecting) = match shared {
             Some(SharedParts {
                 log: Ok(shared),
                 fleet,
                 fence,
+                history: connect,
+                shelf,
                 ..
             }) => {
-                let replica = Replica::join(shared, Arc::clone(&fleet), &mut *log, &ledger)?;
+                // A new host joins from the newest published snapshot the stream proves;
+                // not with a witness to reach, which may lie in the history it skips.
+                let mut source = snapshot_path
+                    .as_deref()
+                    .filter(|_| total == 0 && options.expect_head.is_none())
+                    .map(|path| ShelfSource::new(shelf, path, chain.clone()));
+                let replica = Replica::join(
+                    shared,
+                    Arc::clone(&fleet),
+                    &mut *log,
+                    &ledger,
+                    source.as_mut().map(|s| s as &mut dyn SnapshotSource),
+                )?;
                 if let Some(witness) = options.expect_head {
                     ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
                 }
+                if let Some(installed) = source.and_then(|s| s.installed) {
+                    seal = Some(installed);
+                }
+                let state = replica.history().or(pending);
+                history = state.map(|state| (connect, state));
                 (Some(replica), None, Some(fleet), fence)
             }
             Some(SharedParts {
                 log: Err(why),
                 connect,
+                history: history_connect,
                 fleet,
                 fence,
+                ..
             }) => {
+                history = pending.map(|state| (history_connect, state));
                 let rejoin = Rejoin::start(Arc::clone(&fleet), connect, why, &*log, &ledger)?;
                 (None, Some(rejoin), Some(fleet), fence)
             }
@@ -636,6 +725,12 @@ impl KeyStore {
             None => Integrity::Verified,
         });
         let cancel = Arc::new(AtomicBool::new(false));
+        let history = history
+            .map(|(connect, state)| -> Result<_, Error> {
+                let writers = (log.history_writer()?, log.history_writer()?);
+                Ok(joining::history(connect, writers, chain.clone(), state))
+            })
+            .transpose()?;
         let verifier = match seal {
             Some(seal) => Some(spawn_verifier(
                 log.reader(),
@@ -643,6 +738,7 @@ impl KeyStore {
                 seal,
                 Arc::clone(&integrity),
                 Arc::clone(&cancel),
+                history,
             )?),
             None => None,
         };
@@ -657,6 +753,7 @@ impl KeyStore {
                     chain.clone(),
                     Arc::clone(&ledger),
                     Arc::clone(&stats),
+                    shelf.clone().map(|shelf| (shelf, Arc::clone(&integrity))),
                 )
             })
             .transpose()?;

@@ -37,22 +37,33 @@ fn host_with(
         None => ledger::initialize(&mut log.clone(), &builder.chain())?,
     };
     let fleet = Fleet::new(options, builder.chain());
-    let memory = shared.clone();
-    let mut connect: crate::fleet::offline::Connect = Box::new(move || {
-        if reachable
-            .as_ref()
-            .is_none_or(|r| r.load(std::sync::atomic::Ordering::Acquire))
-        {
-            Ok(Box::new(memory.clone()) as Box<dyn crate::log::SharedLog>)
-        } else {
-            Err(Error::StreamUnavailable {
-                reason: "cannot connect to memory: unreachable".into(),
-            })
-        }
-    });
+    let connector = || -> crate::fleet::offline::Connect {
+        let memory = shared.clone();
+        let reachable = reachable.clone();
+        Box::new(move || {
+            if reachable
+                .as_ref()
+                .is_none_or(|r| r.load(std::sync::atomic::Ordering::Acquire))
+            {
+                Ok(Box::new(memory.clone()) as Box<dyn crate::log::SharedLog>)
+            } else {
+                Err(Error::StreamUnavailable {
+                    reason: "cannot connect to memory: unreachable".into(),
+                })
+            }
+        })
+    };
+    let mut connect = connector();
     let parts = SharedParts {
         log: connect().map_err(|e| e.to_string()),
         connect,
+        history: connector(),
+        // A store in memory has no snapshots to publish or join from.
+        shelf: Arc::new(|| {
+            Err(crate::log::LogError::Unavailable(
+                "no snapshot shelf in memory".into(),
+            ))
+        }),
         fence: fleet.fence(),
         fleet,
     };

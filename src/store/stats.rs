@@ -456,6 +456,10 @@ impl Log for SyncTimed {
     fn reader(&self) -> Box<dyn LogRead> {
         self.inner.reader()
     }
+
+    fn history_writer(&self) -> Result<Box<dyn crate::log::HistoryWrite>, LogError> {
+        self.inner.history_writer()
+    }
 }
 
 #[cfg(test)]

@@ -80,6 +80,10 @@ impl Log for FaultyLog {
     fn reader(&self) -> Box<dyn LogRead> {
         self.inner.reader()
     }
+
+    fn history_writer(&self) -> Result<Box<dyn crate::log::HistoryWrite>, LogError> {
+        self.inner.history_writer()
+    }
 }
 
 fn faulty_store(dir: &Path) -> (KeyStore, Arc<AtomicU8>) {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::super::Fleet;
 use super::super::message::{self, Identity, Message, Unusable};
 use super::super::stream;
+use super::snapshot::SnapshotSource;
 use super::{HINT_LOOKBACK, Replica};
 use crate::chain::Chain;
 use crate::ledger::Ledger;
@@ -25,11 +26,15 @@ impl Replica {
     /// up with the stream's end and starts watching the stream's state. Refuses, naming
     /// the first difference, a local log that is not a prefix of the stream, and a stream
     /// that is not the one its genesis names ([`Error::StreamChanged`]).
+    ///
+    /// A new host (an empty log) given a `snapshot` joins from it if the stream proves it
+    /// (`replica/snapshot.rs`): [`Replica::history`] then says what is still to fetch.
     pub(crate) fn join(
         mut shared: Box<dyn SharedLog>,
         fleet: Arc<Fleet>,
         log: &mut dyn Log,
         ledger: &Ledger,
+        snapshot: Option<&mut dyn SnapshotSource>,
     ) -> Result<Self, Error> {
         let head = ledger.head();
         let chain = ledger.chain();
@@ -43,7 +48,21 @@ impl Replica {
             .map_or(0, u64::from_le_bytes);
         let mut position = identity.position;
         let first = first_batch(&mut *shared, chain, &identity, last)?;
-        if first.is_none() && head.seq > 0 {
+        let mut history = None;
+        if head.seq == 0 && log.meta(MetaKey::History)?.is_some() {
+            // A join from a snapshot that never wrote its first entry: begun again.
+            log.history_writer()?.write(&[], None)?;
+        }
+        if let Some(source) = snapshot
+            && head.seq == 0
+            && stored == 0
+            && first.is_some()
+            && let Some((at, fetch)) =
+                super::snapshot::join(source, &mut *shared, log, ledger, &identity, last)?
+        {
+            position = at;
+            history = Some(fetch);
+        } else if first.is_none() && head.seq > 0 {
             position = bootstrap(
                 &mut *shared,
                 log,
@@ -97,9 +116,11 @@ impl Replica {
             stalled: false,
             announcing: false,
             recorded: None,
+            history,
         };
         replica.set_position(log, position)?;
         // What the log held at open is on disk: announced as it is.
+        let head = ledger.head();
         replica.fleet.set_sync(log.sync_handle()?, head, position);
         replica.fleet.applied(head, position);
         // A message that cannot be applied halts writes; the host still opens, verifying

@@ -1,0 +1,137 @@
+//! A fleet host's snapshots beyond its directory: the ones it publishes on the fleet's
+//! shelf for new hosts ([`publish`]), the one a new host joins from ([`ShelfSource`]:
+//! the fleet proves it against the stream, `fleet/replica/snapshot.rs`), and the history
+//! under it that such a host fetches, then proves, in the background ([`history_job`]).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use crate::chain::{Chain, Head};
+use crate::file;
+use crate::fleet::offline::Connect;
+use crate::fleet::replica::history::{self, History};
+use crate::fleet::replica::snapshot::SnapshotSource;
+use crate::ledger::Ledger;
+use crate::log::{HistoryWrite, ShelfConnect};
+use crate::model::error::Error;
+use crate::persist::snapshot::format::{MAX_SNAPSHOT_BYTES, decode_snapshot};
+use crate::persist::snapshot::{self, Seal};
+use crate::projection::{Projection, SnapshotData};
+
+/// The newest snapshot on the fleet's shelf, for a new host; see the module doc.
+pub(super) struct ShelfSource {
+    connect: ShelfConnect,
+    path: PathBuf,
+    chain: Chain,
+    fetched: Option<(Vec<u8>, SnapshotData)>,
+    /// The seal of the snapshot installed.
+    pub(super) installed: Option<Seal>,
+}
+
+impl ShelfSource {
+    /// A source that keeps the snapshot it installs at `path` (the store's snapshot file).
+    pub(super) fn new(connect: ShelfConnect, path: &Path, chain: Chain) -> Self {
+        ShelfSource {
+            connect,
+            path: path.to_path_buf(),
+            chain,
+            fetched: None,
+            installed: None,
+        }
+    }
+}
+
+impl SnapshotSource for ShelfSource {
+    fn fetch(&mut self) -> Option<Head> {
+        let limit = usize::try_from(MAX_SNAPSHOT_BYTES + 32).unwrap_or(usize::MAX);
+        let bytes = match (self.connect)().and_then(|mut shelf| shelf.newest(limit)) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                tracing::info!(target: "keyledger::fleet", "no published snapshot: this host replays the stream");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    target: "keyledger::fleet",
+                    "the published snapshot could not be fetched ({e}): this host replays the stream"
+                );
+                return None;
+            }
+        };
+        match decode_snapshot(&bytes, &self.chain) {
+            Ok(data) if data.head.seq > 0 => {
+                let head = data.head;
+                self.fetched = Some((bytes, data));
+                Some(head)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(
+                    target: "keyledger::fleet",
+                    "the published snapshot was refused ({e}): this host replays the stream"
+                );
+                None
+            }
+        }
+    }
+
+    fn install(&mut self, ledger: &Ledger) -> Result<(), Error> {
+        let (bytes, data) = self.fetched.take().ok_or(Error::Closed)?;
+        let seq = data.head.seq;
+        let proj = Projection::from_snapshot(data)?;
+        let seal = snapshot::seal_of(seq, &bytes).ok_or(Error::Closed)?;
+        file::write_atomically(&self.path, |out| Ok(out.write_all(&bytes)?))?;
+        *ledger.write_state() = proj;
+        self.installed = Some(seal);
+        Ok(())
+    }
+}
+
+/// Publishes the snapshot just saved at `path` (the state at record `seq`) on the shelf,
+/// unless the one there is as new. A failure costs new hosts a longer replay, nothing
+/// else: logged.
+pub(super) fn publish(connect: &ShelfConnect, path: &Path, seq: u64) {
+    let published = (|| {
+        let mut shelf = connect()?;
+        if shelf.newest_seq()?.is_some_and(|newest| newest >= seq) {
+            return Ok(false);
+        }
+        shelf.put(seq, path)?;
+        Ok::<_, crate::log::LogError>(true)
+    })();
+    match published {
+        Ok(true) => tracing::info!(target: "keyledger::snapshot", seq, "snapshot published for new hosts"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            target: "keyledger::snapshot",
+            seq,
+            "snapshot not published (new hosts replay more of the stream): {e}"
+        ),
+    }
+}
+
+/// What the verifier does first on a host that joined from a snapshot: fetch the history
+/// under it into the local log (from where a restart left it, `state`), with `fetch`; once
+/// the verifier proved it, `done` records that nothing is missing.
+pub(super) fn history(
+    mut connect: Connect,
+    (mut fetch, mut done): (Box<dyn HistoryWrite>, Box<dyn HistoryWrite>),
+    chain: Chain,
+    state: History,
+) -> super::background::History {
+    super::background::History {
+        fetch: Box::new(move |cancel: &AtomicBool| {
+            let fetched = history::fetch(&mut connect, &mut *fetch, &chain, state, cancel)?;
+            if fetched {
+                tracing::info!(
+                    target: "keyledger::fleet",
+                    records = state.first - 1,
+                    "the history under the snapshot was fetched; verifying it"
+                );
+            }
+            Ok(fetched)
+        }),
+        done: Box::new(move || Ok(done.write(&[], None)?)),
+    }
+}
