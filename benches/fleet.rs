@@ -20,6 +20,11 @@
 //!   keys; 100k with `--quick`) reopened as a single host with snapshots off (a full
 //!   replay), against a new host catching up from a stream that store bootstrapped, on an
 //!   empty directory (`open` returns once caught up). Target: ≤ 2.
+//! - `join_vs_replay`: then that store publishes a snapshot (saved as it closes) and a
+//!   twentieth more records are appended (50k at 1M); a new host joining from the snapshot (serving once `open`
+//!   returns; the history under the snapshot still fetched in the background, whose proof
+//!   is reported as `history_verified_s`) against a new host replaying the whole stream,
+//!   same stream. Target: ≤ 0.5.
 //!
 //! `cargo bench --bench fleet` (`-- --quick` for a short run, under a minute; `--
 //! --a-confirm-timeout D` to give A another `--confirm-timeout` than 0s, `--catchup-records
@@ -62,6 +67,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 const TARGET_PROPAGATION_P99_MS: f64 = 10.0;
 const TARGET_CONFIRMED_P99_MS: f64 = 50.0;
 const TARGET_CATCHUP_VS_REPLAY: f64 = 2.0;
+const TARGET_JOIN_VS_REPLAY: f64 = 0.5;
 
 struct Mode {
     name: &'static str,
@@ -192,6 +198,7 @@ fn main() {
         "fleet_create32_on_writer_vs_single": writer_creates["creates_per_s"].as_f64().unwrap() / single_rate,
         "fleet_create_p99_worst_vs_best_host": fleet_creates["p99_worst_vs_best_host"],
         "catchup_vs_replay": catchup["catchup_s"].as_f64().map(|c| c / catchup["replay_s"].as_f64().unwrap()),
+        "join_vs_replay": catchup["join"]["join_s"].as_f64().zip(catchup["join"]["replay_s"].as_f64()).map(|(j, r)| j / r),
     });
     let report = json!({
         "mode": mode.name,
@@ -217,6 +224,7 @@ fn main() {
             "fleet_create32_on_writer_vs_single": "none",
             "fleet_create_p99_worst_vs_best_host": "<= 2",
             "catchup_vs_replay": format!("<= {TARGET_CATCHUP_VS_REPLAY}"),
+            "join_vs_replay": format!("<= {TARGET_JOIN_VS_REPLAY}"),
         },
         "propagation": propagation,
         "confirmed_revocation": confirmed,
@@ -895,6 +903,7 @@ fn catchup(mode: &Mode, dir: &Path, nats: &NatsServer) -> Value {
     // The fastest run; a catch-up's is null if any failed.
     let best = |xs: &[f64]| xs.iter().copied().fold(f64::INFINITY, f64::min);
     let catchup_s = failure.is_none().then(|| best(&catchups));
+    let join = join_from_snapshot(mode, dir, nats, &src, records);
     json!({
         "what": "imported keys (one record each) in chunks of 5000, snapshots off; replay: reopen as a single \
                  host; catch-up: a new host (FleetOptions, snapshots off) on an empty directory, from the \
@@ -910,6 +919,99 @@ fn catchup(mode: &Mode, dir: &Path, nats: &NatsServer) -> Value {
         "replay_records_per_s": records as f64 / best(&replays),
         "catchup_records_per_s": catchup_s.map(|s| records as f64 / s),
         "catchup_failure": failure,
+        "join": join,
+    })
+}
+
+/// Records appended after the published snapshot before new hosts join, as a share of
+/// the stream: 50k at 1M records, half the default snapshot interval (the average tail).
+const JOIN_TAIL_SHARE: usize = 20;
+
+/// A new host joining from the published snapshot against one replaying the whole stream,
+/// both on the same stream: the catch-up source publishes a snapshot (its default interval,
+/// saved when it closes), then a twentieth more records are imported; then new hosts join
+/// with snapshots on (from the snapshot, replaying the tail) and off (the whole stream).
+fn join_from_snapshot(mode: &Mode, dir: &Path, nats: &NatsServer, src: &Path, records: u64) -> Value {
+    let chain_key = ChainKey::from_bytes([0x6b; 32]);
+    let fleet = |host: &str| FleetOptions::new(nats.url()).stream("catchup").host_id(host);
+    let open = |every: u64, host: &str, path: &Path| {
+        KeyStore::builder()
+            .chain_key(chain_key.clone())
+            .snapshot_every(every)
+            .fleet(fleet(host))
+            .open(path)
+    };
+    let t = Instant::now();
+    let origin = open(100_000, "origin", src).unwrap();
+    drop(origin);
+    let publish_s = t.elapsed().as_secs_f64();
+    let origin = open(0, "origin", src).unwrap();
+    let actor = Actor::admin("importer");
+    let first = mode.catchup_records;
+    let tail = mode.catchup_records / JOIN_TAIL_SHARE;
+    for chunk in (first..first + tail).collect::<Vec<_>>().chunks(IMPORT_CHUNK) {
+        let keys = chunk
+            .iter()
+            .map(|&i| {
+                ExistingKey::with_secret(NewKey::new(format!("imported {i}")).role("bench"), &secret(i))
+                    .unwrap()
+            })
+            .collect();
+        origin.import_keys(&actor, keys).unwrap();
+    }
+    let total = origin.last_seq();
+    drop(origin);
+    eprintln!("  join: snapshot at record {records} published in {publish_s:.1} s, then {tail} records");
+    let probe = secret(mode.catchup_records + tail / 2);
+    let anywhere = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+    let (mut joins, mut verified, mut replays) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..mode.open_reps {
+        for every in [100_000, 0] {
+            let empty = dir.join(format!("join-{every}-{rep}"));
+            let t = Instant::now();
+            let store = match open(every, &format!("join-{every}-{rep}"), &empty) {
+                Ok(store) => store,
+                Err(e) => return json!({ "error": e.to_string() }),
+            };
+            let opened = t.elapsed().as_secs_f64();
+            assert_eq!(store.last_seq(), total);
+            assert!(store.verify(&probe, anywhere).is_ok());
+            if every == 0 {
+                replays.push(opened);
+            } else {
+                assert!(
+                    store.opened_from_snapshot(),
+                    "the new host joined from the snapshot"
+                );
+                joins.push(opened);
+                while store.integrity() == keyledger::Integrity::Verifying {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                assert_eq!(store.integrity(), keyledger::Integrity::Verified);
+                verified.push(t.elapsed().as_secs_f64());
+            }
+            drop(store);
+        }
+    }
+    let best = |xs: &[f64]| xs.iter().copied().fold(f64::INFINITY, f64::min);
+    eprintln!(
+        "  join: from the snapshot {joins:.2?} s (history verified at {verified:.2?} s); whole stream {replays:.2?} s"
+    );
+    json!({
+        "what": "the catch-up stream, a snapshot published at its end (snapshot_every 100000, saved at close), \
+                 then a twentieth more records; a new host on an empty directory joining from the snapshot \
+                 (open returns: serving, the history still being fetched) against one replaying the whole \
+                 stream (snapshots off); the fastest of open_reps each",
+        "snapshot_seq": records,
+        "records": total,
+        "tail_records": tail,
+        "publish_s": publish_s,
+        "join_s": best(&joins),
+        "join_runs_s": joins,
+        "history_verified_s": best(&verified),
+        "history_verified_runs_s": verified,
+        "replay_s": best(&replays),
+        "replay_runs_s": replays,
     })
 }
 
@@ -1007,6 +1109,19 @@ fn print_table(r: &Value) {
         f(&cu["bootstrap_s"]),
         f(&cu["replay_s"]),
     );
+    let join = &cu["join"];
+    match join["error"].as_str() {
+        Some(e) => println!("joining from a snapshot FAILED: {e}"),
+        None => println!(
+            "then a snapshot at record {} and {} more records: a new host joins from it in {:.2} s \
+             (history fetched and proven at {:.2} s), replays the whole stream in {:.2} s",
+            join["snapshot_seq"],
+            join["tail_records"],
+            f(&join["join_s"]),
+            f(&join["history_verified_s"]),
+            f(&join["replay_s"]),
+        ),
+    }
     println!();
     println!("{:<28}  {:>9}  {:>9}", "ratio", "measured", "target");
     for (k, x) in r["ratios"].as_object().unwrap() {

@@ -111,9 +111,13 @@ impl CreditCell {
             Ok(before) => Ok(before - cost),
             Err(_) => {
                 let next = self.next_refill.load(Ordering::Relaxed);
+                // The verify path reads a coarse clock, up to a kernel tick behind the
+                // precise one that stamped the record setting the credits: a reading before
+                // that record counts as its time, so the wait never exceeds one period.
+                let from = now.max(self.anchor);
                 Err(Rejection::UsageExceeded {
                     retry_after: (next != NEVER)
-                        .then(|| Duration::from_micros(next.saturating_sub(now).max(0).unsigned_abs())),
+                        .then(|| Duration::from_micros(next.saturating_sub(from).max(0).unsigned_abs())),
                 })
             }
         }
@@ -639,6 +643,23 @@ mod tests {
         // Five idle minutes are one refill, not five: back up to 3, no more.
         assert_eq!(c.spend(1, set_at + 6 * 60 * SECOND + 1), Ok(2));
         assert_eq!(c.next_refill.load(Ordering::Relaxed), set_at + 7 * 60 * SECOND);
+    }
+
+    /// What `tests/serve.rs` once saw as `Retry-After: 3601` for hourly credits: a request
+    /// within a tick of the record that set them read the coarse clock before the record's
+    /// time.
+    #[test]
+    fn a_clock_reading_before_the_credits_were_set_never_waits_more_than_a_period() {
+        let set_at = 1_000 * SECOND;
+        let c = cell("1", Some("1/1h"), set_at);
+        let tick_before = set_at - 4_000;
+        assert_eq!(c.spend(1, tick_before), Ok(0));
+        assert_eq!(
+            c.spend(1, tick_before),
+            Err(Rejection::UsageExceeded {
+                retry_after: Some(Duration::from_secs(3600))
+            })
+        );
     }
 
     #[test]

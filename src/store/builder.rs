@@ -351,7 +351,8 @@ impl Builder {
     /// # Errors
     /// [`Error::NotAStore`], [`Error::Locked`], [`Error::ChainKeyMismatch`],
     /// [`Error::UnsafeFile`] (a planted `snapshot` is a problem in the report instead),
-    /// [`Error::Io`] or [`Error::Storage`]: the check could not run. Damage is reported
+    /// [`Error::HistoryIncomplete`] (a fleet host still fetching the history under the
+    /// snapshot it joined from), [`Error::Io`] or [`Error::Storage`]: the check could not run. Damage is reported
     /// in the [`CheckReport`], not as an error.
     pub fn check(self, path: impl AsRef<Path>) -> Result<CheckReport, Error> {
         let dir = path.as_ref();
@@ -379,6 +380,7 @@ impl Builder {
             Err(e) => return Err(e),
         };
         ledger::chain_fits(info, &chain)?;
+        history_held(&log)?;
         let snapshot = (self.snapshot_every > 0).then(|| dir.join(snapshot::SNAPSHOT_FILE));
         let inputs = CheckInputs {
             snapshot: snapshot.as_deref(),
@@ -403,6 +405,7 @@ impl Builder {
             path: dir.to_path_buf(),
         })?;
         ledger::chain_fits(info, &chain)?;
+        history_held(&log)?;
         check::repair(&mut log, &chain, info)
     }
 
@@ -539,6 +542,17 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
             }
             Err(TryLockError::Error(e)) => return Err(Error::Io(e)),
         }
+    }
+}
+
+/// Refuses a store that does not hold its whole history yet (it joined its fleet from a
+/// snapshot and still fetches what lies under it): `check` and `repair` read every record.
+fn history_held(log: &dyn LogRead) -> Result<(), Error> {
+    match log.meta(MetaKey::History)? {
+        None => Ok(()),
+        Some(bytes) => Err(Error::HistoryIncomplete {
+            first: History::decode(&bytes).map_or(1, |h| h.first),
+        }),
     }
 }
 

@@ -191,6 +191,137 @@ fn fetch_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::block::BlockWriter;
+    use crate::log::memory::{MemLog, MemShared};
+    use crate::log::{LogRead, MetaKey};
+
+    const ID: [u8; 16] = [5; 16];
+
+    fn chain() -> Chain {
+        Chain::new(Some(&crate::chain::ChainKey::from_bytes([9; 32])))
+    }
+
+    fn block_at(first: u64, records: usize) -> Entry {
+        let mut block = BlockWriter::new(first);
+        for i in 0..records {
+            block.push(format!("record {}", first + i as u64).as_bytes());
+        }
+        block.finish()
+    }
+
+    /// A stream whose messages 1..=4 hold records 1..=3, something not the fleet's
+    /// (another stream's), records 4..=5, and 6..=8 (where the local log starts).
+    fn stream(chain: &Chain) -> MemShared {
+        let shared = MemShared::default();
+        let batch = |pos, first, n, id| encode_entries_at(chain, pos, first, n, id);
+        shared.inject(batch(1, 1, 3, ID));
+        shared.inject(batch(2, 1, 2, [6; 16]));
+        shared.inject(batch(3, 4, 2, ID));
+        shared.inject(batch(4, 6, 3, ID));
+        shared
+    }
+
+    fn encode_entries_at(chain: &Chain, pos: u64, first: u64, n: usize, id: [u8; 16]) -> Vec<u8> {
+        message::encode_entries("a", id, pos, 0, &[block_at(first, n)], chain).unwrap()
+    }
+
+    fn connect(shared: &MemShared) -> Connect {
+        let shared = shared.clone();
+        Box::new(move || Ok(Box::new(shared.clone()) as Box<dyn SharedLog>))
+    }
+
+    fn start() -> History {
+        History {
+            stream_id: ID,
+            next: 1,
+            through: 4,
+            fetched: 0,
+            first: 6,
+        }
+    }
+
+    fn keys(log: &MemLog) -> Vec<u64> {
+        log.scan(0).map(|e| e.unwrap().0).collect()
+    }
+
+    /// The messages before the log's first are written under it, the other stream's
+    /// skipped; the state saved says all is fetched. Resumed from a saved state, only
+    /// the rest is read.
+    #[test]
+    fn the_history_is_fetched_in_order_and_resumed_where_it_stopped() {
+        let chain = chain();
+        let shared = stream(&chain);
+        let log = MemLog::default();
+        let done = fetch(
+            &mut connect(&shared),
+            &mut log.clone(),
+            &chain,
+            start(),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(done);
+        assert_eq!(keys(&log), vec![1, 4]);
+        let saved = History::decode(&log.meta(MetaKey::History).unwrap().unwrap()).unwrap();
+        assert_eq!((saved.next, saved.fetched), (4, 5));
+
+        let resumed = MemLog::default();
+        let midway = History {
+            next: 2,
+            fetched: 3,
+            ..start()
+        };
+        assert!(
+            fetch(
+                &mut connect(&shared),
+                &mut resumed.clone(),
+                &chain,
+                midway,
+                &AtomicBool::new(false)
+            )
+            .unwrap()
+        );
+        assert_eq!(keys(&resumed), vec![4], "only what was not fetched yet");
+    }
+
+    /// Records that do not follow what was fetched, or that reach into the log's own, make
+    /// the history unprovable: an error, not a log with a hole.
+    #[test]
+    fn a_stream_whose_records_do_not_line_up_is_refused() {
+        let chain = chain();
+        let shared = stream(&chain);
+        let skipped = History {
+            fetched: 1,
+            ..start()
+        };
+        let e = fetch(
+            &mut connect(&shared),
+            &mut MemLog::default(),
+            &chain,
+            skipped,
+            &AtomicBool::new(false),
+        );
+        assert!(matches!(e, Err(Error::Corrupt { .. })), "{e:?}");
+        let short = History { first: 5, ..start() };
+        let e = fetch(
+            &mut connect(&shared),
+            &mut MemLog::default(),
+            &chain,
+            short,
+            &AtomicBool::new(false),
+        );
+        assert!(matches!(e, Err(Error::Corrupt { .. })), "{e:?}");
+        let log = MemLog::default();
+        let e = fetch(
+            &mut connect(&shared),
+            &mut log.clone(),
+            &chain,
+            start(),
+            &AtomicBool::new(true),
+        );
+        assert!(matches!(e, Ok(false)), "cancelled");
+        assert!(keys(&log).is_empty());
+    }
 
     #[test]
     fn the_state_round_trips_and_anything_else_is_not_read() {
