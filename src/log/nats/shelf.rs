@@ -19,6 +19,8 @@ use super::{connect, engine};
 const OBJECT: &str = "snapshot";
 /// The metadata entry naming the record the snapshot stands at.
 const SEQ: &str = "seq";
+/// The most a fetch reserves before it has read anything.
+const RESERVE_AT_MOST: usize = 64 << 20;
 
 /// A connection to the snapshot bucket.
 pub(crate) struct NatsShelf {
@@ -113,9 +115,9 @@ impl SnapshotShelf for NatsShelf {
             if object.info.size > limit {
                 return Ok(None);
             }
-            let mut bytes = Vec::with_capacity(object.info.size);
-            // At most one byte past the limit is read: the size in the info is the
-            // publisher's word.
+            // The size in the info is the publisher's word: it reserves no more than a
+            // modest start, and at most one byte past the limit is read.
+            let mut bytes = Vec::with_capacity(object.info.size.min(RESERVE_AT_MOST));
             let read = object
                 .take(limit as u64 + 1)
                 .read_to_end(&mut bytes)
