@@ -113,5 +113,15 @@ fn a_fleet_hosts_metrics_name_its_hosts_their_lag_and_unconfirmed_revocations() 
         checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
         "promtool check metrics: {checked:?}"
     );
+    assert_eq!(got["keyledger_fleet_served_commands_total"], 0.0);
+    assert_eq!(got["keyledger_fleet_forwarded_commands_total"], 0.0);
+    assert_eq!(got["keyledger_fleet_forward_fallbacks_total"], 0.0);
+    assert_eq!(got["keyledger_fleet_refused_write_requests_total"], 0.0);
+    // A create through b goes to a, the writer (the smaller id): a counts it served.
+    fleet.create(1, "bot");
+    eventually(20, "a serves b's create", || {
+        let (_, got) = scrape(metrics);
+        got.get("keyledger_fleet_served_commands_total") == Some(&1.0)
+    });
     fleet.stop_and_compare();
 }

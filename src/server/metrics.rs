@@ -295,6 +295,31 @@ impl Collector for StoreCollector {
             "keyledger_fleet_healthy",
             "1 while this host reports itself healthy in the fleet, else 0 (see /healthz).",
             u64::from(!fleet.unhealthy),
+        )?;
+        let writes = &fleet.writes;
+        counter(
+            &mut e,
+            "keyledger_fleet_forwarded_commands",
+            "Commands this host forwarded to the fleet's writer and had answered.",
+            writes.forwarded,
+        )?;
+        counter(
+            &mut e,
+            "keyledger_fleet_served_commands",
+            "Commands other hosts forwarded to this host, as the fleet's writer, and it took.",
+            writes.served,
+        )?;
+        counter(
+            &mut e,
+            "keyledger_fleet_forward_fallbacks",
+            "Times the writer could not be reached and this host appended its batches itself.",
+            writes.fallbacks,
+        )?;
+        counter(
+            &mut e,
+            "keyledger_fleet_refused_write_requests",
+            "Requests on this host's writes subject refused (unsealed, foreign, replayed, too old or new).",
+            writes.refused_requests,
         )
     }
 }
