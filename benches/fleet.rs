@@ -25,16 +25,27 @@
 //!   returns; the history under the snapshot still fetched in the background, whose proof
 //!   is reported as `history_verified_s`) against a new host replaying the whole stream,
 //!   same stream. Target: ≤ 0.5.
+//! - `propagation_p99_ms_r3`, `confirmed_revocation_p99_ms_r3`: then, with that server
+//!   stopped, three nats-servers clustered on loopback with JetStream
+//!   (`tests/support/cluster.rs`), and three new hosts A, B and C (new stores, a new chain
+//!   key), each given all three servers' URLs in `--nats` and `--replicas 3` (the log and
+//!   the heads bucket kept on every server): the same two measurements, the same targets
+//!   (≤ 10 ms, ≤ 50 ms), and the fleet's creates as above (`fleet_create32_r3_vs_single`,
+//!   no target). Each host connects to one of the servers, which need not lead the log's
+//!   stream; which one leads it and the heads bucket is reported.
 //!
 //! `cargo bench --bench fleet` (`-- --quick` for a short run, under a minute; `--
-//! --a-confirm-timeout D` to give A another `--confirm-timeout` than 0s, `--catchup-records
-//! N` for another store size, `--keep-dir` to keep the stores and the servers' logs). Needs
+//! --a-confirm-timeout D` to give A another `--confirm-timeout` than 0s (on R1 and R3),
+//! `--catchup-records N` for another store size, `--no-r3` to leave out the cluster,
+//! `--keep-dir` to keep the stores and the servers' logs). Needs
 //! nats-server: `$NATS_SERVER`, else `target/tools/nats/bin/nats-server` (test.sh installs
 //! it), else `PATH`. Prints a table (targets against measured; nothing is asserted) and
 //! writes `target/bench/fleet.json`. Every process is stopped at the end, and on a panic.
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../tests/support/cluster.rs"]
+mod cluster;
 mod common;
 #[path = "../tests/support/nats.rs"]
 mod nats;
@@ -47,6 +58,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use cluster::Cluster;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
@@ -83,6 +95,8 @@ struct Mode {
     /// Keep the temp dir (stores, nats-server's log, the hosts' standard error), also on a
     /// panic.
     keep_dir: bool,
+    /// Measure on the three-server cluster too (off with `--no-r3`).
+    r3: bool,
 }
 
 impl Mode {
@@ -94,6 +108,7 @@ impl Mode {
             .and_then(|i| args.get(i + 1))
             .map_or_else(|| "0s".to_owned(), String::clone);
         let keep_dir = args.iter().any(|a| a == "--keep-dir");
+        let r3 = !args.iter().any(|a| a == "--no-r3");
         let catchup_records = args
             .iter()
             .position(|a| a == "--catchup-records")
@@ -114,6 +129,7 @@ impl Mode {
                 open_reps: 1,
                 a_confirm_timeout,
                 keep_dir,
+                r3,
             }
         } else {
             Mode {
@@ -126,6 +142,7 @@ impl Mode {
                 open_reps: 2,
                 a_confirm_timeout,
                 keep_dir,
+                r3,
             }
         }
     }
@@ -147,7 +164,7 @@ fn main() {
     let nats = NatsServer::start(&dir.join("nats"));
     let client = runtime("client", 1);
 
-    let fleet = Fleet::start(dir, &nats, &mode.a_confirm_timeout);
+    let fleet = Fleet::start(dir, "R1", &nats.url(), 1, &mode.a_confirm_timeout);
     eprintln!(
         "  fleet of A, B, C up in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -177,10 +194,17 @@ fn main() {
         .collect();
     drop(nats);
 
+    let (r3, r3_errors) = if mode.r3 {
+        on_cluster(&mode, &dir.join("r3"))
+    } else {
+        (Value::Null, Vec::new())
+    };
+
     let mut panics = BTreeMap::new();
     for (host, stderr) in host_errors
         .into_iter()
         .chain([("single".to_owned(), single_errors)])
+        .chain(r3_errors.into_iter().map(|(h, e)| (format!("{h} (R3)"), e)))
     {
         let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("panicked")).collect();
         if !lines.is_empty() {
@@ -199,6 +223,9 @@ fn main() {
         "fleet_create_p99_worst_vs_best_host": fleet_creates["p99_worst_vs_best_host"],
         "catchup_vs_replay": catchup["catchup_s"].as_f64().map(|c| c / catchup["replay_s"].as_f64().unwrap()),
         "join_vs_replay": catchup["join"]["join_s"].as_f64().zip(catchup["join"]["replay_s"].as_f64()).map(|(j, r)| j / r),
+        "propagation_p99_ms_r3": r3["propagation"]["p99_ms"],
+        "confirmed_revocation_p99_ms_r3": r3["confirmed_revocation"]["p99_ms"],
+        "fleet_create32_r3_vs_single": r3["creates"]["creates_per_s"].as_f64().map(|r| r / single_rate),
     });
     let report = json!({
         "mode": mode.name,
@@ -207,6 +234,13 @@ fn main() {
         "settings": {
             "hosts": "A, B, C: keyledger serve --nats, one stream, each its own --db; \
                       the single host: keyledger serve without --nats",
+            "r3": if mode.r3 {
+                "three nats-servers clustered on loopback with JetStream; three new hosts A, B, C (new stores, \
+                 a new chain key), each with --nats (all three URLs) --replicas 3; A with --confirm-timeout \
+                 settings.a_confirm_timeout"
+            } else {
+                "left out (--no-r3)"
+            },
             "a_confirm_timeout": mode.a_confirm_timeout,
             "propagation_samples": mode.propagation_samples,
             "confirm_samples": mode.confirm_samples,
@@ -225,6 +259,9 @@ fn main() {
             "fleet_create_p99_worst_vs_best_host": "<= 2",
             "catchup_vs_replay": format!("<= {TARGET_CATCHUP_VS_REPLAY}"),
             "join_vs_replay": format!("<= {TARGET_JOIN_VS_REPLAY}"),
+            "propagation_p99_ms_r3": format!("<= {TARGET_PROPAGATION_P99_MS}"),
+            "confirmed_revocation_p99_ms_r3": format!("<= {TARGET_CONFIRMED_P99_MS}"),
+            "fleet_create32_r3_vs_single": "none",
         },
         "propagation": propagation,
         "confirmed_revocation": confirmed,
@@ -237,6 +274,7 @@ fn main() {
                             then 503 overloaded. 32 callers on one host all fit",
         },
         "catchup": catchup,
+        "r3": r3,
         "host_panics": panics,
         "nats_log_warnings": nats_log,
         "ratios": ratios,
@@ -276,6 +314,8 @@ fn keyledger(db: &Path, args: &[&str]) -> String {
 
 /// The three hosts of the fleet, stopped on drop.
 struct Fleet {
+    /// "R1" or "R3", in what is printed.
+    label: &'static str,
     a: Served,
     b: Served,
     c: Served,
@@ -284,20 +324,24 @@ struct Fleet {
 }
 
 impl Fleet {
-    /// A chain key, the first admin key on A's store, A on an empty stream (it publishes
-    /// its log), then B and C on empty directories (they catch up); returns once every
-    /// host sees the other two live.
-    fn start(dir: &Path, nats: &NatsServer, a_confirm_timeout: &str) -> Fleet {
+    /// In `dir`: a chain key, the first admin key on A's store, A on an empty stream (it
+    /// publishes its log) on the servers at `urls` (comma-separated) with `replicas`, then
+    /// B and C on empty directories (they catch up); returns once every host sees the
+    /// other two live.
+    fn start(dir: &Path, label: &'static str, urls: &str, replicas: u8, a_confirm_timeout: &str) -> Fleet {
+        std::fs::create_dir_all(dir).unwrap();
         let ck = dir.join("chain.key");
         keyledger(dir, &["chain-key", "new", ck.to_str().unwrap()]);
         let admin = served::super_admin_key(&dir.join("a"), &ck, "root-admin", &["127.0.0.1"]);
-        let url = nats.url();
+        let replicas = replicas.to_string();
         let host = |name: &str, extra: &[&str]| {
             let mut args = vec![
                 "--chain-key-file",
                 ck.to_str().unwrap(),
                 "--nats",
-                &url,
+                urls,
+                "--replicas",
+                &replicas,
                 "--host-id",
                 name,
             ];
@@ -308,6 +352,7 @@ impl Fleet {
         let b = host("B", &[]);
         let c = host("C", &[]);
         let fleet = Fleet {
+            label,
             a,
             b,
             c,
@@ -353,7 +398,8 @@ impl Fleet {
                     .map(|(n, s)| format!("--- {n} stderr:\n{}", s.errors()))
                     .collect();
                 panic!(
-                    "the hosts did not all see each other live within {PATIENCE:?}: {seen:?}\n{}",
+                    "the {} hosts did not all see each other live within {PATIENCE:?}: {seen:?}\n{}",
+                    self.label,
                     errors.join("\n")
                 );
             }
@@ -373,6 +419,93 @@ impl Fleet {
             })
             .collect()
     }
+}
+
+/// The log's stream on the cluster, and the heads bucket's (`keyledger serve`'s defaults).
+const LOG_STREAM: &str = keyledger::DEFAULT_STREAM;
+const HEADS_STREAM: &str = "KV_keyledger-hosts";
+
+/// The R3 phases in `dir`: three nats-servers clustered on loopback, a new fleet on them at
+/// `--replicas 3`, and the same propagation, confirmed revocation and creates as on one
+/// server. Returns the report's `r3` and what each host printed on standard error; the
+/// hosts, then the servers, are stopped before it returns, and on a panic (on drop).
+fn on_cluster(mode: &Mode, dir: &Path) -> (Value, Vec<(String, String)>) {
+    let started = Instant::now();
+    let servers = dir.join("nats");
+    let cluster = Cluster::start(&servers);
+    cluster.wait_for_jetstream();
+    let cluster_s = started.elapsed().as_secs_f64();
+    // Where each server's log stood once the cluster was up: what they logged while it
+    // formed (routes refused until every server listens, no meta leader yet) is left out.
+    let logs: Vec<PathBuf> = (0..3)
+        .map(|i| servers.join(Cluster::name(i)).join("nats.log"))
+        .collect();
+    let marks: Vec<usize> = logs
+        .iter()
+        .map(|l| std::fs::read(l).map_or(0, |b| b.len()))
+        .collect();
+    let client = runtime("client", 1);
+    let fleet = Fleet::start(dir, "R3", &cluster.urls(), 3, &mode.a_confirm_timeout);
+    // Both replicated streams have a leader and two current followers before anything is
+    // measured.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let leaders = loop {
+        let leaders = [LOG_STREAM, HEADS_STREAM].map(|s| cluster.leader(s));
+        if leaders.iter().all(|l| matches!(l, Some((_, true)))) {
+            break leaders.map(|l| l.unwrap().0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the R3 streams did not settle: {leaders:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let setup_s = started.elapsed().as_secs_f64();
+    eprintln!(
+        "  R3: cluster up in {cluster_s:.1} s, fleet of A, B, C up in {setup_s:.1} s; {LOG_STREAM} led by {}, \
+         {HEADS_STREAM} by {}",
+        leaders[0], leaders[1],
+    );
+    let propagation = propagation(mode, &client, &fleet);
+    let confirmed = confirmed_revocation(mode, &client, &fleet);
+    let creates = creates(mode, &client, &fleet.hosts(), &fleet.admin);
+    // Leadership may have moved under the load.
+    let leaders_after = [LOG_STREAM, HEADS_STREAM].map(|s| cluster.leader(s).map(|l| l.0));
+    let errors = fleet.stop();
+    drop(client);
+    drop(cluster);
+    let warnings: Vec<String> = (0..3)
+        .flat_map(|i| {
+            let log = std::fs::read(&logs[i]).unwrap_or_default();
+            let log = String::from_utf8_lossy(log.get(marks[i]..).unwrap_or_default()).into_owned();
+            log.lines()
+                .filter(|l| ["[WRN]", "[ERR]", "Slow Consumer"].iter().any(|w| l.contains(w)))
+                .map(|l| format!("{}: {l}", Cluster::name(i)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let r3 = json!({
+        "servers": 3,
+        "replicas": 3,
+        "leaders": {
+            LOG_STREAM: leaders[0],
+            HEADS_STREAM: leaders[1],
+        },
+        "leaders_after": {
+            LOG_STREAM: leaders_after[0],
+            HEADS_STREAM: leaders_after[1],
+        },
+        "cluster_up_s": cluster_s,
+        "setup_s": setup_s,
+        "propagation": propagation,
+        "confirmed_revocation": confirmed,
+        "creates": creates,
+        "nats_log_warnings": warnings,
+        "nats_log_warnings_what": "[WRN], [ERR] and Slow Consumer lines each server logged after JetStream \
+                                   answered on the cluster",
+        "elapsed_s": started.elapsed().as_secs_f64(),
+    });
+    (r3, errors)
 }
 
 /// One `keyledger serve` without `--nats`, on a store of its own.
@@ -638,7 +771,8 @@ fn propagation(mode: &Mode, rt: &Runtime, fleet: &Fleet) -> Value {
     drop(poller);
     let clamped: Vec<f64> = signed_ms.iter().map(|&x| x.max(0.0)).collect();
     eprintln!(
-        "  propagation A -> B: {} samples, p50 {:.2} ms, p99 {:.2} ms ({} rejected before A answered, {} failed)",
+        "  propagation A -> B ({}): {} samples, p50 {:.2} ms, p99 {:.2} ms ({} rejected before A answered, {} failed)",
+        fleet.label,
         clamped.len(),
         pct(&clamped, 0.50),
         pct(&clamped, 0.99),
@@ -710,13 +844,15 @@ fn confirmed_revocation(mode: &Mode, rt: &Runtime, fleet: &Fleet) -> Value {
         }
     });
     eprintln!(
-        "  confirmed revocation via C: p50 {:.2} ms, p99 {:.2} ms ({unconfirmed} answers with unconfirmed hosts, \
-         {verified_after} verifies after the answer)",
+        "  confirmed revocation via C ({}): {} samples, p50 {:.2} ms, p99 {:.2} ms ({unconfirmed} answers with \
+         unconfirmed hosts, {verified_after} verifies after the answer)",
+        fleet.label,
+        latencies.len(),
         pct(&latencies, 0.50),
         pct(&latencies, 0.99),
     );
     json!({
-        "what": "DELETE on C (default --confirm-timeout 5s): request sent to answer arrived; then GET /auth \
+        "what": "DELETE on C (default --confirm-timeout 15s): request sent to answer arrived; then GET /auth \
                  with the key on A and on B",
         "samples": latencies.len(),
         "p50_ms": pct(&latencies, 0.50),
@@ -1044,48 +1180,82 @@ fn print_table(r: &Value) {
     let mc = &r["machine"];
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     println!();
+    let r3 = &r["r3"];
     println!(
-        "keyledger fleet: {} mode; 3 hosts + {} on loopback; {} ({} cores), linux {}",
+        "keyledger fleet: {} mode; 3 hosts + {} on loopback (R1: one server{}); {} ({} cores), linux {}",
         r["mode"].as_str().unwrap_or(""),
         r["nats_server"].as_str().unwrap_or("nats-server"),
+        if r3.is_null() {
+            ""
+        } else {
+            "; R3: a cluster of three, --replicas 3"
+        },
         mc["cpu"].as_str().unwrap_or("?"),
         mc["cores"],
         mc["kernel"].as_str().unwrap_or("?"),
     );
-    let (p, c) = (&r["propagation"], &r["confirmed_revocation"]);
-    println!("{:<44}  {:>9}  {:>9}  {:>9}", "latency (ms)", "p50", "p99", "max");
-    for (label, x) in [
-        ("propagation: A's delete answer -> B's 401", p),
-        ("confirmed revocation: delete via C", c),
-    ] {
+    println!("{:<49}  {:>9}  {:>9}  {:>9}", "latency (ms)", "p50", "p99", "max");
+    let mut runs = vec![("R1", r)];
+    if !r3.is_null() {
+        runs.push(("R3", r3));
+    }
+    for (run, x) in &runs {
+        for (label, x) in [
+            ("propagation: A's delete answer -> B's 401", &x["propagation"]),
+            ("confirmed revocation: delete via C", &x["confirmed_revocation"]),
+        ] {
+            println!(
+                "{:<49}  {:>9.2}  {:>9.2}  {:>9.2}",
+                format!("{run} {label}"),
+                f(&x["p50_ms"]),
+                f(&x["p99_ms"]),
+                f(&x["max_ms"])
+            );
+        }
+    }
+    for (run, x) in &runs {
+        let (p, c) = (&x["propagation"], &x["confirmed_revocation"]);
         println!(
-            "{label:<44}  {:>9.2}  {:>9.2}  {:>9.2}",
-            f(&x["p50_ms"]),
-            f(&x["p99_ms"]),
-            f(&x["max_ms"])
+            "  {run} propagation: {} samples, B rejected before A answered in {}, {} failed; \
+             confirmed: {} samples, {} with unconfirmed hosts, {} verified on A/B after the answer",
+            p["samples"],
+            p["rejected_before_answer"],
+            p["failures"].as_array().map_or(0, Vec::len),
+            c["samples"],
+            c["answers_with_unconfirmed_hosts"],
+            c["verified_on_a_or_b_after_answer"],
         );
     }
-    println!(
-        "  propagation: {} samples, B rejected before A answered in {}, {} failed; \
-         confirmed: {} samples, {} with unconfirmed hosts, {} verified on A/B after the answer",
-        p["samples"],
-        p["rejected_before_answer"],
-        p["failures"].as_array().map_or(0, Vec::len),
-        c["samples"],
-        c["answers_with_unconfirmed_hosts"],
-        c["verified_on_a_or_b_after_answer"],
-    );
+    if !r3.is_null() {
+        println!(
+            "  R3 leaders: {LOG_STREAM} on {} (after: {}), {HEADS_STREAM} on {} (after: {}); \
+             {} warning lines in the servers' logs once up (r3.nats_log_warnings)",
+            r3["leaders"][LOG_STREAM],
+            r3["leaders_after"][LOG_STREAM],
+            r3["leaders"][HEADS_STREAM],
+            r3["leaders_after"][HEADS_STREAM],
+            r3["nats_log_warnings"].as_array().map_or(0, Vec::len),
+        );
+    }
     println!();
     println!(
-        "{:<44}  {:>9}  {:>9}  {:>9}",
+        "{:<49}  {:>9}  {:>9}  {:>9}",
         "creates, 32 callers", "per s", "p50 ms", "p99 ms"
     );
-    for (label, x) in [
-        ("fleet (A, B, C)", &r["creates"]["fleet"]),
-        ("single host", &r["creates"]["single"]),
-    ] {
+    let mut rows = vec![
+        ("R1 fleet (A, B, C)", &r["creates"]["fleet"]),
+        (
+            "R1 fleet, all on the writer A",
+            &r["creates"]["fleet_all_on_writer"],
+        ),
+    ];
+    if !r3.is_null() {
+        rows.push(("R3 fleet (A, B, C)", &r3["creates"]));
+    }
+    rows.push(("single host", &r["creates"]["single"]));
+    for (label, x) in rows {
         println!(
-            "{label:<44}  {:>9.0}  {:>9.2}  {:>9.2}",
+            "{label:<49}  {:>9.0}  {:>9.2}  {:>9.2}",
             f(&x["creates_per_s"]),
             f(&x["p50_ms"]),
             f(&x["p99_ms"])
@@ -1123,13 +1293,13 @@ fn print_table(r: &Value) {
         ),
     }
     println!();
-    println!("{:<28}  {:>9}  {:>9}", "ratio", "measured", "target");
+    println!("{:<36}  {:>9}  {:>9}", "ratio", "measured", "target");
     for (k, x) in r["ratios"].as_object().unwrap() {
         let target = r["targets"][k].as_str().unwrap_or("");
         let x = x
             .as_f64()
             .map_or_else(|| "null".to_owned(), |x| format!("{x:.3}"));
-        println!("{k:<28}  {x:>9}  {target:>9}");
+        println!("{k:<36}  {x:>9}  {target:>9}");
     }
     for line in r["nats_log_warnings"].as_array().into_iter().flatten() {
         println!("nats-server: {}", line.as_str().unwrap_or(""));

@@ -13,9 +13,14 @@ mod in_process;
 mod nats;
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use keyledger::{Actor, ChainKey, Error, ExistingKey, Integrity, KeyStore, NewKey, Rejection};
+
+/// The child process of the kill test: `dir url`.
+const CHILD_ENV: &str = "KEYLEDGER_JOIN_CHILD";
 
 use in_process::{CHAIN_KEY, eventually, options};
 use nats::NatsServer;
@@ -218,4 +223,86 @@ fn a_snapshot_the_stream_does_not_prove_is_refused_and_the_host_replays_the_stre
             export(&a, &dir.path().join(format!("a-{name}.klbak")))
         );
     }
+}
+
+/// The child: joins as host c, says so (and whether its history is verified yet), then
+/// waits to be killed.
+#[test]
+fn join_child_process() {
+    let Ok(args) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (dir, url) = args.split_once(' ').unwrap();
+    let c = host(Path::new(dir), url, "keyledger", "c", 100_000);
+    println!("joined {} {:?}", c.opened_from_snapshot(), c.integrity());
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// A new host killed (SIGKILL) while it fetches the history under its snapshot: its store
+/// says the history is incomplete (check refuses, naming it), and opened again it resumes
+/// the fetch, proves the history and exports what a exports, byte for byte.
+#[test]
+fn a_host_killed_while_fetching_its_history_resumes_it_when_started_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path());
+    let url = nats.url();
+    let a = host(dir.path(), &url, "keyledger", "a", 100_000);
+    fill(&a, 0..240);
+    eventually(60, "a publishes a snapshot", || {
+        published_seq(&url, BUCKET).is_some_and(|seq| seq >= 100_000)
+    });
+    let c_dir = dir.path().join("c");
+    let mut interrupted = 0;
+    for attempt in 0..3 {
+        let _ = std::fs::remove_dir_all(&c_dir);
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["join_child_process", "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, format!("{} {url}", dir.path().display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let joined = lines
+            .find_map(|l| {
+                // The harness may print the test's name on the same line first.
+                let l = l.ok()?;
+                l.find("joined ").map(|at| l[at + "joined ".len()..].to_owned())
+            })
+            .expect("the child joins");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            joined.starts_with("true"),
+            "attempt {attempt}: joined from the snapshot: {joined}"
+        );
+        let checked = KeyStore::builder()
+            .chain_key(ChainKey::from_bytes(CHAIN_KEY))
+            .check(&c_dir);
+        match checked {
+            Err(Error::HistoryIncomplete { first }) => {
+                assert!(first > 1);
+                interrupted += 1;
+            }
+            Ok(report) => assert!(report.is_intact(), "attempt {attempt}: {report:?}"),
+            Err(e) => panic!("attempt {attempt}: check after the kill: {e}"),
+        }
+        let c = host(dir.path(), &url, "keyledger", "c", 100_000);
+        assert!(c.opened_from_snapshot());
+        eventually(60, "c resumes and proves its history", || {
+            c.integrity() == Integrity::Verified
+        });
+        assert_eq!(
+            export(&c, &dir.path().join("c.klbak")),
+            export(&a, &dir.path().join("a.klbak")),
+            "attempt {attempt}"
+        );
+        drop(c);
+        if interrupted > 0 {
+            break;
+        }
+    }
+    assert!(interrupted > 0, "no kill landed while the history was fetched");
 }
