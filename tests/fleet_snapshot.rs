@@ -126,6 +126,31 @@ fn a_new_host_joins_from_the_published_snapshot_and_fetches_the_history_under_it
         published_seq(&url, BUCKET).is_some_and(|seq| seq >= 4_000)
     });
     let snapshot_seq = published_seq(&url, BUCKET).unwrap();
+    // A fetch reads at most 8x the stream's bytes: genuine snapshots stay far below.
+    let (object, stream) = as_client(&url, async |js| {
+        let object = js
+            .get_object_store(BUCKET)
+            .await
+            .unwrap()
+            .info("snapshot")
+            .await
+            .unwrap()
+            .size;
+        let stream = js
+            .get_stream("keyledger")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .bytes;
+        (object as u64, stream)
+    });
+    assert!(
+        object < 2 * stream,
+        "a snapshot of {object} bytes from a stream of {stream}"
+    );
     // The tail: more keys, and a key the snapshot holds deleted.
     fill(&a, 12..13);
     let root = Actor::super_admin("root");
@@ -223,6 +248,12 @@ fn a_snapshot_the_stream_does_not_prove_is_refused_and_the_host_replays_the_stre
             export(&a, &dir.path().join(format!("a-{name}.klbak")))
         );
     }
+    // The planted object claims record 1,000,000, which no genuine snapshot of this
+    // stream can: a's next snapshot replaces it.
+    fill(&a, 4..6);
+    eventually(30, "a publishes over the implausible claim", || {
+        published_seq(&url, BUCKET).is_some_and(|seq| seq <= a.last_seq())
+    });
 }
 
 /// The child: joins as host c, says so (and whether its history is verified yet), then
@@ -252,6 +283,18 @@ fn a_host_killed_while_fetching_its_history_resumes_it_when_started_again() {
     fill(&a, 0..240);
     eventually(60, "a publishes a snapshot", || {
         published_seq(&url, BUCKET).is_some_and(|seq| seq >= 100_000)
+    });
+    // After the snapshot's message, more junk on the stream's subject than a restart looks
+    // back over from the position it stored: c, lacking records before the snapshot's
+    // message, must be compared with the stream from there, not from its genesis.
+    as_client(&url, async |js| {
+        for _ in 0..1_100 {
+            js.publish("keyledger.keyledger.log", "junk".into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
     });
     let c_dir = dir.path().join("c");
     let mut interrupted = 0;

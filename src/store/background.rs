@@ -189,6 +189,7 @@ pub(super) struct History {
 /// [`Projection::begin_freeze`]: crate::projection::Projection::begin_freeze
 pub(super) struct Snapshots {
     policy: snapshot::Policy,
+    integrity: Arc<IntegrityCell>,
     /// The sequence number each snapshot is taken at.
     begun: Option<Sender<u64>>,
     done: Receiver<()>,
@@ -215,18 +216,23 @@ fn read_part(ledger: &Ledger) -> crossbeam_utils::sync::ShardedLockReadGuard<'_,
 }
 
 impl Snapshots {
-    /// `publish`: a fleet host's shelf, where each snapshot saved is published once the
-    /// store's history is verified.
+    /// No snapshot is begun while `integrity` is [`Integrity::Verifying`]: the snapshot the
+    /// store opened from stays its basis (a host still fetching the history under it opens
+    /// from nothing else). `publish`: a fleet host's shelf, where each snapshot saved is
+    /// published once the store's history is verified, before the next one begins.
     pub(super) fn start(
         policy: snapshot::Policy,
         chain: Chain,
         ledger: Arc<Ledger>,
         stats: Arc<Stats>,
-        publish: Option<(ShelfConnect, Arc<IntegrityCell>)>,
+        integrity: Arc<IntegrityCell>,
+        publish: Option<ShelfConnect>,
     ) -> Result<Self, Error> {
         let (begun, jobs) = crossbeam_channel::bounded::<u64>(1);
         let (finished, done) = crossbeam_channel::bounded::<()>(1);
         let path = policy.path.clone();
+        let every = policy.every;
+        let verifying = Arc::clone(&integrity);
         let worker = std::thread::Builder::new()
             .name("keyledger-snapshot".into())
             .spawn(move || {
@@ -256,17 +262,23 @@ impl Snapshots {
                             "snapshot not saved (the next open replays more): {e}"
                         ),
                     }
-                    let _ = finished.send(());
-                    if let Some((shelf, integrity)) = &publish
+                    if let Some(shelf) = &publish
                         && published
                         && integrity.get() == Integrity::Verified
                     {
-                        super::joining::publish(shelf, &path, seq);
+                        // Any seq past the store's head and another interval is a claim
+                        // no genuine snapshot can make.
+                        let plausible = ledger.head().seq.saturating_add(every);
+                        super::joining::publish(shelf, &path, seq, plausible);
                     }
+                    // Only now: the next snapshot does not begin (freezing the state) while
+                    // this one is uploaded.
+                    let _ = finished.send(());
                 }
             })?;
         Ok(Snapshots {
             policy,
+            integrity: verifying,
             begun: Some(begun),
             done,
             busy: false,
@@ -288,7 +300,7 @@ impl Snapshots {
             }
             self.busy = false;
         }
-        if !due(&self.policy, ledger.head().seq) {
+        if !due(&self.policy, ledger.head().seq) || self.integrity.get() == Integrity::Verifying {
             return;
         }
         let seq = ledger.write_state().begin_freeze();

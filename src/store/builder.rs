@@ -767,7 +767,8 @@ impl KeyStore {
                     chain.clone(),
                     Arc::clone(&ledger),
                     Arc::clone(&stats),
-                    shelf.clone().map(|shelf| (shelf, Arc::clone(&integrity))),
+                    Arc::clone(&integrity),
+                    shelf.clone(),
                 )
             })
             .transpose()?;

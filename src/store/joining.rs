@@ -89,12 +89,20 @@ impl SnapshotSource for ShelfSource {
 }
 
 /// Publishes the snapshot just saved at `path` (the state at record `seq`) on the shelf,
-/// unless the one there is as new. A failure costs new hosts a longer replay, nothing
-/// else: logged.
-pub(super) fn publish(connect: &ShelfConnect, path: &Path, seq: u64) {
+/// unless the one there claims to be as new (a claim past `plausible` is no genuine
+/// snapshot's, and is replaced: whoever may write the bucket cannot stop publishing by
+/// claiming a huge record). A failure costs new hosts a longer replay, nothing else:
+/// logged.
+pub(super) fn publish(connect: &ShelfConnect, path: &Path, seq: u64, plausible: u64) {
     let published = (|| {
         let mut shelf = connect()?;
-        if shelf.newest_seq()?.is_some_and(|newest| newest >= seq) {
+        // An info that cannot be read is replaced too.
+        if shelf
+            .newest_seq()
+            .ok()
+            .flatten()
+            .is_some_and(|newest| newest >= seq && newest <= plausible)
+        {
             return Ok(false);
         }
         shelf.put(seq, path)?;

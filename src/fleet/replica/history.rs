@@ -311,6 +311,16 @@ mod tests {
             &AtomicBool::new(false),
         );
         assert!(matches!(e, Err(Error::Corrupt { .. })), "{e:?}");
+        // The messages before the log's end at record 5, the log starts at 9: a hole.
+        let hole = History { first: 9, ..start() };
+        let e = fetch(
+            &mut connect(&shared),
+            &mut MemLog::default(),
+            &chain,
+            hole,
+            &AtomicBool::new(false),
+        );
+        assert!(matches!(e, Err(Error::Corrupt { .. })), "{e:?}");
         let log = MemLog::default();
         let e = fetch(
             &mut connect(&shared),

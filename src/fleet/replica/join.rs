@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::super::Fleet;
 use super::super::message::{self, Identity, Message, Unusable};
 use super::super::stream;
+use super::history::History;
 use super::snapshot::SnapshotSource;
 use super::{HINT_LOOKBACK, Replica};
 use crate::chain::Chain;
@@ -49,10 +50,17 @@ impl Replica {
         let mut position = identity.position;
         let first = first_batch(&mut *shared, chain, &identity, last)?;
         let mut history = None;
-        if head.seq == 0 && log.meta(MetaKey::History)?.is_some() {
+        let pending = log.meta(MetaKey::History)?;
+        if head.seq == 0 && pending.is_some() {
             // A join from a snapshot that never wrote its first entry: begun again.
             log.history_writer()?.write(&[], None)?;
+            log.set_meta(MetaKey::Position, &[])?;
         }
+        // A log that starts at a snapshot's message is a prefix of the stream from there.
+        let base = pending
+            .filter(|_| head.seq > 0)
+            .and_then(|bytes| History::decode(&bytes))
+            .map(|h| h.through);
         if let Some(source) = snapshot
             && head.seq == 0
             && stored == 0
@@ -73,7 +81,15 @@ impl Replica {
                 head.seq,
             )?;
         } else if head.seq > 0 || stored > 0 {
-            position = match find_prefix(&mut *shared, log, chain, &identity, head.seq, stored, last)? {
+            position = match find_prefix(
+                &mut *shared,
+                log,
+                chain,
+                &identity,
+                (head.seq, base),
+                stored,
+                last,
+            )? {
                 Prefix::At(position) => position,
                 // This host's own bootstrap, cut short (a crash, an unanswered append):
                 // published on from where the stream ends.
@@ -213,7 +229,7 @@ fn find_prefix(
     log: &mut dyn Log,
     chain: &Chain,
     identity: &Identity,
-    head: u64,
+    (head, base): (u64, Option<u64>),
     stored: u64,
     last: u64,
 ) -> Result<Prefix, Error> {
@@ -221,9 +237,11 @@ fn find_prefix(
     let ours = Some(&identity.stream_id);
     // The stored position is where the previous run stopped; the batch there must end at
     // or before the head (a crash may have left the hint one message behind). The hint may
-    // be a skipped message: the nearest batch before it, looking a bounded way back.
-    let mut from = identity.position + 1;
-    let lowest = stored.saturating_sub(HINT_LOOKBACK).max(identity.position + 1);
+    // be a skipped message: the nearest batch before it, looking a bounded way back. A log
+    // that joined from a snapshot and lacks the history under it (`base`: the position of
+    // the message it starts with) is compared from there, never from the genesis.
+    let mut from = base.unwrap_or(identity.position + 1);
+    let lowest = stored.saturating_sub(HINT_LOOKBACK).max(from);
     for pos in (lowest..=stored.min(last)).rev() {
         match message::decode(&shared.get(pos)?, pos, ours, chain) {
             Ok(Message::Entries(m)) => {

@@ -21,6 +21,19 @@ const OBJECT: &str = "snapshot";
 const SEQ: &str = "seq";
 /// The most a fetch reserves before it has read anything.
 const RESERVE_AT_MOST: usize = 64 << 20;
+/// A fetched snapshot may be this many times the stream's bytes, and at least
+/// [`SMALLEST_BOUND`]: the state the records make is no larger than a small multiple of
+/// them (`tests/fleet_snapshot.rs` checks the margin on its keys).
+const STREAM_BYTES_FACTOR: u64 = 8;
+const SMALLEST_BOUND: u64 = 64 << 20;
+
+/// The most a fetch reads from a stream of `stream_bytes`.
+fn bound_for(stream_bytes: u64) -> usize {
+    let bound = stream_bytes
+        .saturating_mul(STREAM_BYTES_FACTOR)
+        .max(SMALLEST_BOUND);
+    usize::try_from(bound).unwrap_or(usize::MAX)
+}
 
 /// A connection to the snapshot bucket.
 pub(crate) struct NatsShelf {
@@ -28,6 +41,10 @@ pub(crate) struct NatsShelf {
     js: jetstream::Context,
     bucket: String,
     replicas: usize,
+    /// The fleet's stream, whose size bounds what a fetch reads.
+    stream: String,
+    /// How long a fetch waits for the object, and for each part of it.
+    patience: std::time::Duration,
     /// The bucket, once found or made.
     store: Option<object_store::ObjectStore>,
 }
@@ -44,6 +61,8 @@ impl NatsShelf {
             js,
             bucket: options.snapshots_bucket.clone(),
             replicas: options.replicas,
+            stream: options.stream.clone(),
+            patience: options.request_timeout,
             store: None,
         })
     }
@@ -106,24 +125,43 @@ impl SnapshotShelf for NatsShelf {
         let Some(store) = self.store(false)? else {
             return Ok(None);
         };
+        let patience = self.patience;
+        let late = |what: &str| engine(format!("the snapshot's {what} did not come within {patience:?}"));
         self.rt.block_on(async {
-            let object = match store.get(OBJECT).await {
-                Ok(object) => object,
-                Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(engine(format!("cannot fetch the snapshot: {e}"))),
+            // A snapshot holds no more than the records it stands for: a few times the
+            // stream's own bytes at most, whatever the object's info claims.
+            let stream_bytes = match tokio::time::timeout(patience, self.js.get_stream(&self.stream)).await {
+                Ok(Ok(mut stream)) => match tokio::time::timeout(patience, stream.info()).await {
+                    Ok(Ok(info)) => info.state.bytes,
+                    _ => return Err(late("stream's size")),
+                },
+                _ => return Err(late("stream's size")),
             };
-            if object.info.size > limit {
+            let limit = limit.min(bound_for(stream_bytes));
+            // The info (and any link it names) is the publisher's word: the whole lookup
+            // is bounded in time, and so is each part read.
+            let mut object = match tokio::time::timeout(patience, store.get(OBJECT)).await {
+                Err(_) => return Err(late("info")),
+                Ok(Ok(object)) => object,
+                Ok(Err(e)) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+                Ok(Err(e)) => return Err(engine(format!("cannot fetch the snapshot: {e}"))),
+            };
+            if object.info.size > limit || object.info.options.as_ref().is_some_and(|o| o.link.is_some()) {
                 return Ok(None);
             }
-            // The size in the info is the publisher's word: it reserves no more than a
-            // modest start, and at most one byte past the limit is read.
             let mut bytes = Vec::with_capacity(object.info.size.min(RESERVE_AT_MOST));
-            let read = object
-                .take(limit as u64 + 1)
-                .read_to_end(&mut bytes)
-                .await
-                .map_err(|e| engine(format!("cannot fetch the snapshot: {e}")))?;
-            Ok((read <= limit).then_some(bytes))
+            loop {
+                let read = tokio::time::timeout(patience, object.read_buf(&mut bytes))
+                    .await
+                    .map_err(|_| late("next part"))?
+                    .map_err(|e| engine(format!("cannot fetch the snapshot: {e}")))?;
+                if read == 0 {
+                    return Ok(Some(bytes));
+                }
+                if bytes.len() > limit {
+                    return Ok(None);
+                }
+            }
         })
     }
 
