@@ -1101,11 +1101,15 @@ fn join_from_snapshot(mode: &Mode, dir: &Path, nats: &NatsServer, src: &Path, re
     let probe = secret(mode.catchup_records + tail / 2);
     let anywhere = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
     let (mut joins, mut verified, mut replays) = (Vec::new(), Vec::new(), Vec::new());
+    // Joining hosts take no snapshot of their own (not even at close, which would publish
+    // a newer one for the next repetition): every repetition joins from the same snapshot.
+    let joining = u64::MAX / 2;
     for rep in 0..mode.open_reps {
-        for every in [100_000, 0] {
-            let empty = dir.join(format!("join-{every}-{rep}"));
+        for every in [joining, 0] {
+            let name = format!("join-{}-{rep}", if every == 0 { "replay" } else { "snapshot" });
+            let empty = dir.join(&name);
             let t = Instant::now();
-            let store = match open(every, &format!("join-{every}-{rep}"), &empty) {
+            let store = match open(every, &name, &empty) {
                 Ok(store) => store,
                 Err(e) => return json!({ "error": e.to_string() }),
             };

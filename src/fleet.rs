@@ -376,6 +376,7 @@ impl FleetOptions {
             heads_bucket: self.heads_bucket(),
             heads_max_age: self.heads_max_age(),
             snapshots_bucket: format!("{}-snapshots", self.stream),
+            serves: Some(self.host.clone()),
         }
     }
 }

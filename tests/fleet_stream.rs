@@ -24,6 +24,7 @@ use async_nats::jetstream::{self, stream};
 use serde_json::{Value, json};
 
 use hosts::{Fleet, Host, eventually};
+use keyledger::{Actor, ChainKey, FleetOptions, Integrity, KeyStore, NewKey};
 use served::keyledger;
 
 /// A change to the stream's settings.
@@ -463,15 +464,12 @@ fn a_new_host_with_a_witness_refuses_a_stream_that_does_not_reach_it() {
 /// The nats-server configuration the README gives (its `conf` block), written to `dir`.
 /// The password of the README's host user.
 const HOST: &str = "host-secret-1";
+/// The password of the README's operator user.
+const ADMIN: &str = "admin-secret-2";
 
 /// Hosts a and b on a nats-server with the README's configuration as `change` leaves it,
 /// as its host user; the file that holds the password, which hosts started later read.
 fn on_readme_permissions(change: impl Fn(&str) -> String) -> (Fleet, tempfile::NamedTempFile) {
-    let env = vec![
-        ("KEYLEDGER_HOST_PASSWORD".to_owned(), HOST.to_owned()),
-        ("KEYLEDGER_ADMIN_PASSWORD".to_owned(), "admin-secret-2".to_owned()),
-        ("OTHERS_PASSWORD".to_owned(), "other-secret-3".to_owned()),
-    ];
     let password = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(password.path(), HOST).unwrap();
     let user = [
@@ -482,9 +480,18 @@ fn on_readme_permissions(change: impl Fn(&str) -> String) -> (Fleet, tempfile::N
     ];
     let fleet = Fleet::start_on(&["a", "b"], &user, |dir| {
         let config = readme_config_changed(dir, change);
-        nats::NatsServer::start_with(dir, Some((config, env)))
+        nats::NatsServer::start_with(dir, Some((config, readme_env())))
     });
     (fleet, password)
+}
+
+/// The passwords the README's configuration reads from the environment.
+fn readme_env() -> Vec<(String, String)> {
+    vec![
+        ("KEYLEDGER_HOST_PASSWORD".to_owned(), HOST.to_owned()),
+        ("KEYLEDGER_ADMIN_PASSWORD".to_owned(), ADMIN.to_owned()),
+        ("OTHERS_PASSWORD".to_owned(), "other-secret-3".to_owned()),
+    ]
 }
 
 /// The README's configuration as `change` leaves it, written to `dir`.
@@ -620,7 +627,7 @@ fn the_readme_nats_permissions_let_hosts_work_and_nothing_else() {
     assert!(connect_as(&url, "keyledger-host", "wrong").is_none());
     assert_eq!(host.messages().len(), before);
 
-    let admin = connect_as(&url, "keyledger-admin", "admin-secret-2").unwrap();
+    let admin = connect_as(&url, "keyledger-admin", ADMIN).unwrap();
     assert_eq!(admin.messages().len(), before, "the operator reads the stream");
     for i in [0, 1, c] {
         assert_eq!(fleet.health(i).status, 200);
@@ -628,11 +635,119 @@ fn the_readme_nats_permissions_let_hosts_work_and_nothing_else() {
     }
     // The hosts never needed more than they were given (the attempts above are this
     // test's own connections, which carry no name).
-    let log = std::fs::read_to_string(fleet.dir.path().join("nats/nats.log")).unwrap();
+    no_host_denied(&fleet.dir.path().join("nats"));
+    fleet.stop_and_compare();
+}
+
+/// Asserts that the nats-server whose directory is `nats` refused no host anything: its
+/// log names no permissions violation by a connection named `keyledger <host>`.
+fn no_host_denied(nats: &std::path::Path) {
+    let log = std::fs::read_to_string(nats.join("nats.log")).unwrap();
     let denied: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("Violation") && l.contains(":keyledger "))
         .collect();
     assert!(denied.is_empty(), "{denied:#?}");
-    fleet.stop_and_compare();
+}
+
+/// The snapshot bucket of the default stream.
+const SNAPSHOTS: &str = "keyledger-snapshots";
+
+/// What the operator's user sees of the snapshot bucket: the record the published
+/// snapshot stands at, its chunks, and how many messages the bucket's stream holds.
+fn published(admin: &Client) -> Option<(u64, usize, u64)> {
+    admin.rt.block_on(async {
+        let bucket = admin.js.get_object_store(SNAPSHOTS).await.ok()?;
+        let info = bucket.info("snapshot").await.ok()?;
+        let seq = info.metadata.get("seq")?.parse().ok()?;
+        let mut stream = admin.js.get_stream(format!("OBJ_{SNAPSHOTS}")).await.ok()?;
+        let messages = stream.info().await.ok()?.state.messages;
+        Some((seq, info.chunks, messages))
+    })
+}
+
+/// Library hosts on the README's permissions that save a snapshot every few records: the
+/// first makes the snapshot bucket and publishes each snapshot there (replacing the one
+/// before, whose chunks it purges); a new host from an empty directory joins from the
+/// published snapshot and proves the history under it. The host user still cannot purge
+/// the stream nor the heads bucket, and the server refused the hosts nothing.
+#[test]
+fn on_the_readme_nats_permissions_hosts_publish_snapshots_and_a_new_host_joins_from_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_dir = dir.path().join("nats");
+    let config = readme_config_changed(&nats_dir, str::to_owned);
+    let server = nats::NatsServer::start_with(&nats_dir, Some((config, readme_env())));
+    let url = server.url();
+    let open = |name: &str| {
+        KeyStore::builder()
+            .chain_key(ChainKey::from_bytes([5; 32]))
+            .snapshot_every(4)
+            .fleet(
+                FleetOptions::new(url.as_str())
+                    .host_id(name)
+                    .user_password("keyledger-host", HOST)
+                    .heartbeat(Duration::from_millis(100))
+                    .lease(Duration::from_secs(2)),
+            )
+            .open(dir.path().join(name))
+            .unwrap_or_else(|e| panic!("host {name}: {e}"))
+    };
+    let root = Actor::super_admin("root");
+    let create = |store: &KeyStore, name: &str| {
+        store
+            .create_key(&root, NewKey::new(name).role("bot"))
+            .unwrap()
+            .key
+            .expose_secret()
+            .to_owned()
+    };
+    let a = open("a");
+    let admin = connect_as(&url, "keyledger-admin", ADMIN).unwrap();
+    for n in 0..5 {
+        create(&a, &format!("before {n}"));
+    }
+    let mut first = 0;
+    eventually(30, "a publishes a snapshot", || {
+        first = published(&admin).map_or(0, |(seq, _, _)| seq);
+        first > 0
+    });
+    // Another snapshot replaces it: the old object's chunks are purged, so the bucket's
+    // stream holds the new object's chunks and its one metadata message.
+    for n in 0..5 {
+        create(&a, &format!("after {n}"));
+    }
+    eventually(30, "a publishes a newer snapshot, the old chunks purged", || {
+        published(&admin).is_some_and(|(seq, chunks, messages)| seq > first && messages == chunks as u64 + 1)
+    });
+    let tail = create(&a, "tail");
+
+    let c = open("c");
+    assert!(c.opened_from_snapshot(), "c joined from the published snapshot");
+    assert_eq!(c.last_seq(), a.last_seq());
+    assert!(c.verify(&tail, "10.1.2.3".parse().unwrap()).is_ok());
+    eventually(60, "c fetches and proves the history under its snapshot", || {
+        c.integrity() == Integrity::Verified
+    });
+
+    // The purge the snapshot bucket needs opens no other purge (the server refuses it,
+    // as its log says: `keyledger` also refuses purges itself), and the host user still
+    // cannot remove the bucket.
+    let host = connect_as(&url, "keyledger-host", HOST).unwrap();
+    for stream in [STREAM, "KV_keyledger-hosts"] {
+        let stream = host.rt.block_on(host.js.get_stream(stream)).unwrap();
+        assert!(host.rt.block_on(stream.purge().into_future()).is_err());
+    }
+    assert!(host.rt.block_on(host.js.delete_object_store(SNAPSHOTS)).is_err());
+    assert!(published(&admin).is_some());
+    let log = std::fs::read_to_string(nats_dir.join("nats.log")).unwrap();
+    for stream in [STREAM, "KV_keyledger-hosts"] {
+        let refused = format!("Publish Violation - Subject \"$JS.API.STREAM.PURGE.{stream}\"");
+        assert!(
+            log.contains(&refused),
+            "the server refuses the purge of {stream}: {log}"
+        );
+    }
+    drop(c);
+    drop(a);
+    no_host_denied(&nats_dir);
 }

@@ -70,6 +70,9 @@ pub(crate) struct Connection {
     pub(crate) heads_max_age: Duration,
     /// The object store the hosts leave sealed snapshots in, for joining hosts.
     pub(crate) snapshots_bucket: String,
+    /// The host whose forwarded writes this connection takes: its subjects are probed as
+    /// it connects. `None` for a connection that only reads.
+    pub(crate) serves: Option<String>,
 }
 
 /// The server URLs with any `user:password@` or `token@` part replaced, for messages.

@@ -66,6 +66,12 @@ pub(crate) struct NatsLog {
     writes: Option<tokio::task::JoinHandle<()>>,
     /// Set when the server refused a publish of forwarded writes (`nats/writes.rs`).
     denied: Arc<writes::Denied>,
+    /// The probe of the writes subjects of the host this connection serves, begun at
+    /// connect ([`Connection::serves`]).
+    probe: Option<(
+        String,
+        tokio::task::JoinHandle<Result<writes::Subscriptions, LogError>>,
+    )>,
     /// How long an announcement waits for the server; how long a host waits to be seen.
     patience: Duration,
     request_timeout: Duration,
@@ -83,11 +89,15 @@ impl NatsLog {
             .enable_all()
             .build()?;
         let denied = Arc::new(writes::Denied::default());
-        let (client, js, stream, kv) = rt.block_on(async {
+        let (client, js, stream, kv, probe) = rt.block_on(async {
             let (client, js) = connect(options, Some(&denied)).await?;
+            let probe = options.serves.clone().map(|host| {
+                let task = tokio::spawn(writes::probe(client.clone(), options.clone(), host.clone()));
+                (host, task)
+            });
             let stream = find_stream(&js, options).await?;
             let kv = find_bucket(&js, options).await?;
-            Ok::<_, LogError>((client, js, stream, kv))
+            Ok::<_, LogError>((client, js, stream, kv, probe))
         })?;
         Ok(NatsLog {
             rt,
@@ -106,6 +116,7 @@ impl NatsLog {
             usage: None,
             writes: None,
             denied,
+            probe,
         })
     }
 

@@ -281,14 +281,17 @@ impl Builder {
         if let Some(options) = &self.fleet {
             let fleet = Fleet::new(options.clone(), self.chain());
             let connection = options.connection();
-            let connector = move || -> Connect {
-                let connection = connection.clone();
+            let connector = move |serves: bool| -> Connect {
+                let mut connection = connection.clone();
+                if !serves {
+                    connection.serves = None;
+                }
                 Box::new(move || {
                     let log = crate::log::nats::NatsLog::connect(&connection)?;
                     Ok(Box::new(log) as Box<dyn SharedLog>)
                 })
             };
-            let mut connect = connector();
+            let mut connect = connector(true);
             let shelf_connection = options.connection();
             let shelf: crate::log::ShelfConnect = Arc::new(move || {
                 let shelf = crate::log::nats::NatsShelf::connect(&shelf_connection)?;
@@ -303,7 +306,8 @@ impl Builder {
             return Ok(Some(SharedParts {
                 log,
                 connect,
-                history: connector(),
+                // Reads only: takes no forwarded writes.
+                history: connector(false),
                 shelf,
                 fence: fleet.fence(),
                 fleet,

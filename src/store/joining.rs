@@ -79,10 +79,16 @@ impl SnapshotSource for ShelfSource {
     fn install(&mut self, ledger: &Ledger) -> Result<(), Error> {
         let (bytes, data) = self.fetched.take().ok_or(Error::Closed)?;
         let seq = data.head.seq;
-        let proj = Projection::from_snapshot(data)?;
         let seal = snapshot::seal_of(seq, &bytes).ok_or(Error::Closed)?;
-        file::write_atomically(&self.path, |out| Ok(out.write_all(&bytes)?))?;
-        *ledger.write_state() = proj;
+        // The file is written (and synced) while the state is built: both before the log
+        // records that it joined from it.
+        let (proj, written) = std::thread::scope(|s| {
+            let written = s.spawn(|| file::write_atomically(&self.path, |out| Ok(out.write_all(&bytes)?)));
+            let proj = Projection::from_snapshot(data);
+            (proj, written.join())
+        });
+        written.map_err(|_| Error::Closed)??;
+        *ledger.write_state() = proj?;
         self.installed = Some(seal);
         Ok(())
     }

@@ -104,29 +104,51 @@ pub(super) fn forward(log: &NatsLog, to: &str, request: Vec<u8>, undelivered: Bo
     });
 }
 
+/// The subscriptions a host takes forwarded writes and answers on.
+pub(super) type Subscriptions = (async_nats::Subscriber, async_nats::Subscriber);
+
+/// Subscribes to host `host`'s writes and answers subjects and probes them: a publish on
+/// each, nothing in it (both are ignored by [`serve`]), then a flush. If the permissions
+/// refuse either, or the subscriptions, the server says so before it answers the flush,
+/// and the connection's event callback hears it within [`PROBE_PATIENCE`]. Started when
+/// the connection is made, so that the wait overlaps the host's join.
+pub(super) async fn probe(
+    client: async_nats::Client,
+    connection: Connection,
+    host: String,
+) -> Result<Subscriptions, LogError> {
+    let requests = format!("{}.{host}", connection.writes_subject);
+    let answers = format!("{}.{host}", connection.answers_subject);
+    let taken = client.subscribe(requests.clone()).await.map_err(engine)?;
+    let heard = client.subscribe(answers.clone()).await.map_err(engine)?;
+    for subject in [requests, answers] {
+        client
+            .publish(subject, bytes::Bytes::new())
+            .await
+            .map_err(engine)?;
+    }
+    client.flush().await.map_err(engine)?;
+    tokio::time::sleep(PROBE_PATIENCE).await;
+    Ok((taken, heard))
+}
+
 pub(super) fn serve(log: &mut NatsLog, writes: Arc<dyn Writes>) -> Result<(), LogError> {
     if let Some(old) = log.writes.take() {
         old.abort();
     }
-    let requests = format!("{}.{}", log.connection.writes_subject, writes.host());
-    let answers = format!("{}.{}", log.connection.answers_subject, writes.host());
     let client = log.client.clone();
-    let (mut taken, mut heard) = log.rt.block_on(async {
-        let taken = client.subscribe(requests.clone()).await.map_err(engine)?;
-        let heard = client.subscribe(answers.clone()).await.map_err(engine)?;
-        // The probe: a publish on each subject, nothing in it (both are ignored below).
-        // If the permissions refuse either, or the subscriptions, the server says so
-        // before it answers the flush.
-        for subject in [requests, answers] {
-            client
-                .publish(subject, bytes::Bytes::new())
-                .await
-                .map_err(engine)?;
-        }
-        client.flush().await.map_err(engine)?;
-        tokio::time::sleep(PROBE_PATIENCE).await;
-        Ok::<_, LogError>((taken, heard))
-    })?;
+    let probed = match log.probe.take() {
+        Some((host, probe)) if host == writes.host() => probe,
+        _ => log.rt.spawn(probe(
+            client.clone(),
+            log.connection.clone(),
+            writes.host().to_owned(),
+        )),
+    };
+    let (mut taken, mut heard) = log
+        .rt
+        .block_on(probed)
+        .map_err(|e| engine(format!("the probe of the writes subjects failed: {e}")))??;
     if log.denied.is_set() {
         return Ok(());
     }
