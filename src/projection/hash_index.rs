@@ -124,6 +124,51 @@ impl HashIndex {
         self.len += 1;
     }
 
+    /// Adds `value` under hash `h` unless a value under `h` that `eq` accepts is there
+    /// already (then nothing changes): one probe for the check and the place. Whether it
+    /// was added.
+    pub(super) fn insert_unique(&mut self, h: u64, value: u32, mut eq: impl FnMut(u32) -> bool) -> bool {
+        self.reserve(1);
+        let tag = tag(h);
+        let mut line = home(tag, self.bits);
+        let mut free = None;
+        // Bounded as `find`: the table is never full.
+        for _ in 0..self.lines.len() {
+            for (i, &s) in self.lines[line].0.iter().enumerate() {
+                if s == EMPTY {
+                    let (line, i) = free.unwrap_or((line, i));
+                    if self.lines[line].0[i] == TOMB {
+                        self.tombs -= 1;
+                    }
+                    self.lines[line].0[i] = slot(h, value);
+                    self.len += 1;
+                    return true;
+                }
+                if s == TOMB {
+                    free = free.or(Some((line, i)));
+                } else if s >> 32 == tag && eq(s as u32) {
+                    return false;
+                }
+            }
+            line = self.next(line);
+        }
+        false
+    }
+
+    /// Makes room for `additional` more values without growing on the way.
+    pub(super) fn reserve(&mut self, additional: usize) {
+        let capacity = self.lines.len() * SLOTS;
+        if (self.len + self.tombs + additional) * 8 <= capacity * MAX_FILLED_OF_8 {
+            return;
+        }
+        let wanted = (self.len + additional) * 2;
+        let mut bits = self.bits.max(1);
+        while bits < MAX_LINE_BITS && (1usize << bits) * SLOTS * MAX_FILLED_OF_8 < wanted * 8 {
+            bits += 1;
+        }
+        self.rebuild(bits);
+    }
+
     /// Removes `value` from under hash `h`; whether it was there.
     pub(super) fn remove(&mut self, h: u64, value: u32) -> bool {
         let wanted = slot(h, value);
@@ -209,12 +254,20 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Insert(u32),
+        /// `insert_unique`: added only if absent, in one probe.
+        InsertUnique(u32),
+        Reserve(u16),
         Remove(u32),
     }
 
     fn ops() -> impl Strategy<Value = Vec<Op>> {
         prop::collection::vec(
-            prop_oneof![(0u32..300).prop_map(Op::Insert), (0u32..300).prop_map(Op::Remove)],
+            prop_oneof![
+                (0u32..300).prop_map(Op::Insert),
+                (0u32..300).prop_map(Op::InsertUnique),
+                (0u16..400).prop_map(Op::Reserve),
+                (0u32..300).prop_map(Op::Remove)
+            ],
             0..600,
         )
     }
@@ -229,6 +282,11 @@ mod tests {
                     model.insert(v, ());
                 }
                 Op::Insert(_) => {}
+                Op::InsertUnique(v) => {
+                    let added = index.insert_unique(hash(v), v, |x| x == v);
+                    assert_eq!(added, model.insert(v, ()).is_none(), "value {v}");
+                }
+                Op::Reserve(n) => index.reserve(usize::from(n)),
                 Op::Remove(v) => {
                     assert_eq!(index.remove(hash(v), v), model.remove(&v).is_some());
                 }
@@ -253,6 +311,19 @@ mod tests {
         fn finds_exactly_what_was_inserted_and_not_removed_with_spread_hashes(ops in ops()) {
             check_against_model(&ops, spread);
         }
+    }
+
+    #[test]
+    fn room_reserved_is_not_outgrown_by_that_many_inserts() {
+        let mut index = HashIndex::new();
+        index.reserve(10_000);
+        let lines = index.lines.len();
+        for v in 0..10_000 {
+            assert!(index.insert_unique(spread(v), v, |x| x == v));
+        }
+        assert_eq!(index.lines.len(), lines);
+        assert!(!index.insert_unique(spread(7), 7, |x| x == 7), "already there");
+        assert_eq!(index.len(), 10_000);
     }
 
     #[test]

@@ -275,6 +275,10 @@ impl Projection {
         }
         refs[0] = 0;
         proj.whitelists = WhitelistSets::restore(data.whitelist_sets, refs).map_err(bad)?;
+        proj.reserve_keys(
+            keys_len,
+            data.slots.iter().filter(|s| s.deleted.is_none()).count(),
+        );
         for s in &data.slots {
             if s.roles as usize >= proj.role_sets.len()
                 || s.limits as usize >= lists_len
@@ -285,9 +289,6 @@ impl Projection {
                 return Err(bad("key record out of range"));
             }
             let (hash, id) = (HashPrefix(u128::from_le_bytes(s.hash)), KeyId(s.id));
-            if proj.contains_id(id) || (s.deleted.is_none() && proj.live_key_by_prefix(hash).is_some()) {
-                return Err(bad("duplicate key"));
-            }
             let key = KeyRec {
                 hash,
                 id,
@@ -309,7 +310,9 @@ impl Projection {
                 owner: s.owner,
             };
             proj.note_source(s.source);
-            let index = proj.push_key(key, cold, seq)?;
+            let index = proj
+                .push_key_unique(key, cold, seq)?
+                .ok_or_else(|| bad("duplicate key"))?;
             proj.set_limits(index, s.limits, seq)?;
             if let Some(credits) = &s.credits {
                 if s.deleted.is_some() || credits.set_seq > seq || credits.anchor > data.head.at {

@@ -163,6 +163,45 @@ impl Projection {
         Ok(index)
     }
 
+    /// Makes room for `keys` more keys (`live` of them live) in the records and indexes.
+    pub(super) fn reserve_keys(&mut self, keys: usize, live: usize) {
+        self.keys.reserve(keys);
+        self.cold.reserve(keys);
+        self.by_id.reserve(keys);
+        self.by_hash.reserve(live);
+    }
+
+    /// [`push_key`](Self::push_key), unless a key of the same id, or a live key of the
+    /// same hash, is there already (`None`: nothing changed); each index is probed once.
+    pub(super) fn push_key_unique(
+        &mut self,
+        key: KeyRec,
+        cold: KeyCold,
+        seq: u64,
+    ) -> Result<Option<u32>, Error> {
+        let index = u32::try_from(self.keys.len()).map_err(|_| too_long(seq))?;
+        let (id, hash) = (key.id, key.hash);
+        let (by_id, by_hash) = (self.seed.key_id(id), self.seed.key_hash(hash));
+        let keys = &self.keys;
+        if !self
+            .by_id
+            .insert_unique(by_id, index, |i| keys[i as usize].id == id)
+        {
+            return Ok(None);
+        }
+        if cold.deleted == LIVE
+            && !self
+                .by_hash
+                .insert_unique(by_hash, index, |i| keys[i as usize].hash == hash)
+        {
+            self.by_id.remove(by_id, index);
+            return Ok(None);
+        }
+        self.keys.push(key);
+        self.cold.push(cold);
+        Ok(Some(index))
+    }
+
     pub(super) fn store_name(&mut self, name: &str, seq: u64) -> Result<Name, Error> {
         let mut bytes = [0u8; REC_INLINE_NAME];
         if name.len() <= REC_INLINE_NAME {
