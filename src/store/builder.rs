@@ -384,7 +384,7 @@ impl Builder {
             Err(e) => return Err(e),
         };
         ledger::chain_fits(info, &chain)?;
-        history_held(&log)?;
+        joining::history_held(&log)?;
         let snapshot = (self.snapshot_every > 0).then(|| dir.join(snapshot::SNAPSHOT_FILE));
         let inputs = CheckInputs {
             snapshot: snapshot.as_deref(),
@@ -409,7 +409,7 @@ impl Builder {
             path: dir.to_path_buf(),
         })?;
         ledger::chain_fits(info, &chain)?;
-        history_held(&log)?;
+        joining::history_held(&log)?;
         check::repair(&mut log, &chain, info)
     }
 
@@ -549,45 +549,6 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
     }
 }
 
-/// Refuses a store that does not hold its whole history yet (it joined its fleet from a
-/// snapshot and still fetches what lies under it): `check` and `repair` read every record.
-fn history_held(log: &dyn LogRead) -> Result<(), Error> {
-    match log.meta(MetaKey::History)? {
-        None => Ok(()),
-        Some(bytes) => Err(Error::HistoryIncomplete {
-            first: History::decode(&bytes).map_or(1, |h| h.first),
-        }),
-    }
-}
-
-/// Whether a store whose history under the snapshot it joined from is still to fetch can
-/// open: from that snapshot (`loaded`), in its fleet (`fleet`).
-fn history_openable(history: History, loaded: bool, fleet: bool) -> Result<(), Error> {
-    if !loaded {
-        return Err(Error::corrupt(
-            history.first,
-            crate::model::problem::ProblemKind::Snapshot,
-            format!(
-                "this host joined its fleet from a snapshot and has not fetched the records before {} yet, \
-                 and its snapshot file is missing or does not fit its log: empty the directory and start \
-                 the host again to join anew",
-                history.first
-            ),
-        ));
-    }
-    if !fleet {
-        return Err(Error::invalid(
-            "fleet",
-            format!(
-                "this store joined its fleet from a snapshot and still fetches the records before {} from \
-                 the stream: open it with the fleet's options (--nats)",
-                history.first
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Removes what writes of the snapshot and the last-used stamps left when a process died;
 /// never read.
 fn remove_leftovers(dir: &Path) {
@@ -654,7 +615,7 @@ impl KeyStore {
             })
             .transpose()?;
         if let Some(history) = pending {
-            history_openable(history, loaded.is_some(), shared.is_some())?;
+            joining::history_openable(history, loaded.is_some(), shared.is_some())?;
         }
         let (proj, mut seal) = match loaded {
             Some((proj, seal)) => (proj, Some(seal)),

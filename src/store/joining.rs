@@ -13,7 +13,7 @@ use crate::fleet::offline::Connect;
 use crate::fleet::replica::history::{self, History};
 use crate::fleet::replica::snapshot::SnapshotSource;
 use crate::ledger::Ledger;
-use crate::log::{HistoryWrite, ShelfConnect};
+use crate::log::{HistoryWrite, LogRead, MetaKey, ShelfConnect};
 use crate::model::error::Error;
 use crate::persist::snapshot::format::{MAX_SNAPSHOT_BYTES, decode_snapshot};
 use crate::persist::snapshot::{self, Seal};
@@ -148,4 +148,43 @@ pub(super) fn history(
         }),
         done: Box::new(move || Ok(done.write(&[], None)?)),
     }
+}
+
+/// Refuses a store that does not hold its whole history yet (it joined its fleet from a
+/// snapshot and still fetches what lies under it): `check` and `repair` read every record.
+pub(super) fn history_held(log: &dyn LogRead) -> Result<(), Error> {
+    match log.meta(MetaKey::History)? {
+        None => Ok(()),
+        Some(bytes) => Err(Error::HistoryIncomplete {
+            first: History::decode(&bytes).map_or(1, |h| h.first),
+        }),
+    }
+}
+
+/// Whether a store whose history under the snapshot it joined from is still to fetch can
+/// open: from that snapshot (`loaded`), in its fleet (`fleet`).
+pub(super) fn history_openable(history: History, loaded: bool, fleet: bool) -> Result<(), Error> {
+    if !loaded {
+        return Err(Error::corrupt(
+            history.first,
+            crate::model::problem::ProblemKind::Snapshot,
+            format!(
+                "this host joined its fleet from a snapshot and has not fetched the records before {} yet, \
+                 and its snapshot file is missing or does not fit its log: empty the directory and start \
+                 the host again to join anew",
+                history.first
+            ),
+        ));
+    }
+    if !fleet {
+        return Err(Error::invalid(
+            "fleet",
+            format!(
+                "this store joined its fleet from a snapshot and still fetches the records before {} from \
+                 the stream: open it with the fleet's options (--nats)",
+                history.first
+            ),
+        ));
+    }
+    Ok(())
 }
