@@ -280,7 +280,10 @@ fn a_host_killed_while_fetching_its_history_resumes_it_when_started_again() {
     let nats = NatsServer::start(dir.path());
     let url = nats.url();
     let a = host(dir.path(), &url, "keyledger", "a", 100_000);
-    fill(&a, 0..240);
+    fill(&a, 0..1);
+    // A witness kept from early on: it lies in the history a joined host fetches later.
+    let early = a.head();
+    fill(&a, 1..240);
     eventually(60, "a publishes a snapshot", || {
         published_seq(&url, BUCKET).is_some_and(|seq| seq >= 100_000)
     });
@@ -332,7 +335,15 @@ fn a_host_killed_while_fetching_its_history_resumes_it_when_started_again() {
             Ok(report) => assert!(report.is_intact(), "attempt {attempt}: {report:?}"),
             Err(e) => panic!("attempt {attempt}: check after the kill: {e}"),
         }
-        let c = host(dir.path(), &url, "keyledger", "c", 100_000);
+        // Given the early witness, a host still fetching the history opens, and checks it
+        // once the history is here.
+        let c = KeyStore::builder()
+            .chain_key(ChainKey::from_bytes(CHAIN_KEY))
+            .snapshot_every(100_000)
+            .expect_head(early)
+            .fleet(options(&url, "c"))
+            .open(&c_dir)
+            .unwrap_or_else(|e| panic!("attempt {attempt}: c with the early witness: {e}"));
         assert!(c.opened_from_snapshot());
         eventually(60, "c resumes and proves its history", || {
             c.integrity() == Integrity::Verified

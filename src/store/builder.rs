@@ -516,7 +516,7 @@ impl Builder {
 
 /// Refuses a log that holds records.
 fn refuse_records(log: &dyn LogRead) -> Result<(), Error> {
-    if log.scan(0).next().is_some() {
+    if log.scan(0).next().is_some() || log.meta(MetaKey::History)?.is_some() {
         return Err(Error::invalid(
             "store",
             "import needs a store without records; this one has some",
@@ -628,7 +628,12 @@ impl KeyStore {
         // host (from an empty directory) that joins a stream rolled back past the witness
         // refuses to start. One that starts without the shared log checks its replica.
         let joining = shared.as_ref().is_some_and(|parts| parts.log.is_ok());
-        if let Some(witness) = options.expect_head
+        // A witness in the history a host still fetches (it joined from a snapshot) is
+        // checked once that history is here, by the verifier.
+        let deferred = options
+            .expect_head
+            .filter(|w| pending.is_some_and(|h| w.seq > 0 && w.seq < h.first));
+        if let Some(witness) = options.expect_head.filter(|_| deferred.is_none())
             && !joining
         {
             ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
@@ -657,7 +662,7 @@ impl KeyStore {
                     &ledger,
                     source.as_mut().map(|s| s as &mut dyn SnapshotSource),
                 )?;
-                if let Some(witness) = options.expect_head {
+                if let Some(witness) = options.expect_head.filter(|_| deferred.is_none()) {
                     ledger::reaches_witness(&*log, &chain, ledger.head(), witness)?;
                 }
                 if let Some(installed) = source.and_then(|s| s.installed) {
@@ -707,7 +712,8 @@ impl KeyStore {
         let history = history
             .map(|(connect, state)| -> Result<_, Error> {
                 let writers = (log.history_writer()?, log.history_writer()?);
-                Ok(joining::history(connect, writers, chain.clone(), state))
+                let witness = deferred.map(|w| (w, log.reader()));
+                Ok(joining::history(connect, writers, chain.clone(), state, witness))
             })
             .transpose()?;
         let verifier = match seal {

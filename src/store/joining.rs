@@ -128,12 +128,17 @@ pub(super) fn publish(connect: &ShelfConnect, path: &Path, seq: u64, plausible: 
 /// What the verifier does first on a host that joined from a snapshot: fetch the history
 /// under it into the local log (from where a restart left it, `state`), with `fetch`; once
 /// the verifier proved it, `done` records that nothing is missing.
+///
+/// `witness`: the store's `expect_head` when it lies in that history, with a reader of the
+/// log: checked before `done`, a mismatch failing the store closed as a damaged history.
 pub(super) fn history(
     mut connect: Connect,
     (mut fetch, mut done): (Box<dyn HistoryWrite>, Box<dyn HistoryWrite>),
     chain: Chain,
     state: History,
+    witness: Option<(crate::chain::Witness, Box<dyn LogRead>)>,
 ) -> super::background::History {
+    let witness_chain = chain.clone();
     super::background::History {
         fetch: Box::new(move |cancel: &AtomicBool| {
             let fetched = history::fetch(&mut connect, &mut *fetch, &chain, state, cancel)?;
@@ -146,7 +151,20 @@ pub(super) fn history(
             }
             Ok(fetched)
         }),
-        done: Box::new(move || Ok(done.write(&[], None)?)),
+        done: Box::new(move || {
+            if let Some((w, log)) = &witness
+                && crate::ledger::record_hash(&**log, &witness_chain, w.seq)? != Some(w.hash)
+            {
+                return Err(Error::WitnessMismatch {
+                    expected_seq: w.seq,
+                    reason: format!(
+                        "record {} is not the one the witness names: the stream's history was forked or replaced",
+                        w.seq
+                    ),
+                });
+            }
+            Ok(done.write(&[], None)?)
+        }),
     }
 }
 
