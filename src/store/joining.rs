@@ -169,7 +169,8 @@ pub(super) fn history(
 }
 
 /// Refuses a store that does not hold its whole history yet (it joined its fleet from a
-/// snapshot and still fetches what lies under it): `check` and `repair` read every record.
+/// snapshot and still fetches what lies under it): `check`, `repair` and `export` read
+/// every record.
 pub(super) fn history_held(log: &dyn LogRead) -> Result<(), Error> {
     match log.meta(MetaKey::History)? {
         None => Ok(()),

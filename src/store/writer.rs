@@ -251,10 +251,10 @@ impl Writer {
             }
             if let Some((path, reply)) = export {
                 let head = self.ledger.head();
-                let _ = reply.send(self.history_first().and_then(|pending| match pending {
-                    Some(first) => Err(Error::HistoryIncomplete { first }),
-                    None => backup::export(&*self.log, head, self.ledger.chain(), &path),
-                }));
+                let _ = reply.send(
+                    super::joining::history_held(&*self.log)
+                        .and_then(|()| backup::export(&*self.log, head, self.ledger.chain(), &path)),
+                );
             }
         }
         self.finish_forwarding(&events);
@@ -278,15 +278,6 @@ impl Writer {
     /// Removes the entries of a failed batch from the engine (they may sit there, written
     /// but not synced) and restores the head. Best effort: if it fails too, the next batch
     /// discards them first.
-    /// On a host that joined from a snapshot and still fetches the history under it: the
-    /// first record its log holds.
-    fn history_first(&self) -> Result<Option<u64>, Error> {
-        Ok(self
-            .log
-            .meta(crate::log::MetaKey::History)?
-            .map(|bytes| crate::fleet::replica::history::History::decode(&bytes).map_or(1, |h| h.first)))
-    }
-
     fn roll_back(&mut self) -> bool {
         let Ok(head) = self.ledger.encode_head(self.ledger.head()) else {
             return false;

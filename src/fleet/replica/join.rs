@@ -346,23 +346,8 @@ fn first_batch(
     identity: &Identity,
     last: u64,
 ) -> Result<Option<message::Batch>, Error> {
-    for pos in identity.position + 1..=last {
-        match message::decode(&shared.get(pos)?, pos, Some(&identity.stream_id), chain) {
-            Ok(Message::Entries(m)) => return Ok(Some(m)),
-            Err(Unusable::Foreign(_) | Unusable::Legacy) => {}
-            Ok(Message::Genesis { .. }) => {
-                return Err(Error::StreamDiverged {
-                    position: pos,
-                    reason: "a second genesis of this stream".into(),
-                });
-            }
-            Err(Unusable::Broken(e)) => {
-                return Err(Error::StreamDiverged {
-                    position: pos,
-                    reason: format!("the stream's message does not decode: {e}"),
-                });
-            }
-        }
-    }
-    Ok(None)
+    Ok(
+        super::snapshot::batch_from(shared, chain, identity, identity.position + 1, last)?
+            .map(|(_, batch)| batch),
+    )
 }

@@ -137,8 +137,8 @@ fn holding(
     Ok(None)
 }
 
-/// The first of the fleet's batches from position `from` to `to`.
-fn batch_from(
+/// The first of the fleet's batches from position `from` to `to`, and its position.
+pub(super) fn batch_from(
     shared: &mut dyn SharedLog,
     chain: &Chain,
     identity: &Identity,
